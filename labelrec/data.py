@@ -1,0 +1,848 @@
+"""Catalog ingestion: JSON Lines, CSV/TSV and Parquet product catalogs, tag vocabulary, splits.
+
+A catalog row becomes a :class:`Product` (id, title, description, tags). Which columns hold what
+is set by :class:`~labelrec.config.DataConfig`; tags can come from several columns (a list or a
+delimited string each), get a facet prefix per column (``brand:``) and category paths expand into
+one tag per path prefix (``Toys``, ``Toys > Puzzles``, ...).
+
+Every format goes through the same per-row code (:func:`iter_catalog`, which
+:func:`read_catalog` collects). A bad row raises :class:`CatalogError` naming the file, the
+1-based physical line (JSONL/CSV, header line included; a quoted CSV field spanning several lines
+is counted correctly) or the 1-based row (Parquet) and the field, or with ``on_error="skip"`` is
+left out and recorded in :attr:`Catalog.skipped`. A configured column that is missing altogether
+is always an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import logging
+import math
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .config import DataConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Catalog",
+    "CatalogError",
+    "Product",
+    "TagVocab",
+    "expand_hierarchy",
+    "iter_catalog",
+    "read_catalog",
+    "read_texts",
+    "split_products",
+]
+
+_JSON_EXTS = {".jsonl", ".json", ".ndjson"}
+_CSV_EXTS = {".csv", ".tsv"}
+_PARQUET_EXTS = {".parquet", ".pq"}
+_TEXT_EXTS = {".txt"}
+_SNIFF_DELIMITERS = (",", "\t", ";", "|")
+_SAMPLE_CHARS = 1 << 16
+_PARQUET_BATCH = 4096
+
+
+class _Missing:
+    """Marks a column absent from a row (a short CSV row, a JSON object without the key)."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+@dataclass
+class Product:
+    """One catalog item."""
+
+    id: str
+    title: str
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+
+
+class CatalogError(ValueError):
+    """A catalog file or one of its rows is invalid.
+
+    ``path`` is the file, ``line`` the 1-based physical line (JSONL/CSV, counting the header) or
+    row (Parquet; ``unit`` says which), None for file-level problems, and ``field`` the column
+    concerned (None when the row as a whole is bad). The message reads like
+    ``catalog.csv, line 17, field 'title': empty title``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        line: int | None,
+        field: str | None,
+        reason: str,
+        unit: str = "line",
+    ) -> None:
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.reason = reason
+        self.unit = unit
+        where = [self.path]
+        if line is not None:
+            where.append(f"{unit} {line}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{', '.join(where)}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.line, self.field, self.reason, self.unit))
+
+
+class _RowError(Exception):
+    """A bad row, before it is located (turned into a CatalogError or a skip message)."""
+
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+@dataclass
+class Catalog:
+    """Products read from one file, with the messages of the rows left out (``on_error=skip``)."""
+
+    products: list[Product]
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+    def __len__(self) -> int:
+        return len(self.products)
+
+
+# --------------------------------------------------------------------------- text and tag cells
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, (float, np.floating)) and math.isnan(value)
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value is _MISSING or _is_nan(value)
+
+
+def _norm_ws(text: str) -> str:
+    """Collapse runs of (Unicode) whitespace into one space and strip; other characters stay."""
+    return " ".join(text.split())
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _text_value(value: Any, column: str) -> str:
+    """A title or description cell as normalised text; None/NaN/missing give ""."""
+    if _is_empty(value):
+        return ""
+    if isinstance(value, str):
+        return _norm_ws(value)
+    raise _RowError(column, f"expected a string, got {_type_name(value)}")
+
+
+def _id_value(value: Any, column: str) -> str:
+    if isinstance(value, bool):
+        raise _RowError(column, f"expected a string or an integer, got {_type_name(value)}")
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and not math.isnan(value) and value.is_integer():
+        return str(int(value))  # integer ids that went through a float column (pandas with NaN)
+    if _is_empty(value):
+        return ""
+    if isinstance(value, str):
+        return _norm_ws(value)
+    raise _RowError(column, f"expected a string or an integer, got {_type_name(value)}")
+
+
+def _tag_items(value: Any, column: str, delimiter: str) -> list[str]:
+    """The raw tags of one cell: a list (JSON, Parquet), a JSON list in a string, or a string
+    split on ``delimiter``."""
+    if _is_empty(value):
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, list):
+                return _tag_items(parsed, column, delimiter)
+        return text.split(delimiter) if delimiter else [text]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = []
+        for item in value:
+            if _is_empty(item):
+                continue
+            if isinstance(item, str):
+                items.append(item)
+            elif isinstance(item, (int, float, np.integer, np.floating)) and not isinstance(
+                item, bool
+            ):
+                items.append(str(item))
+            else:
+                raise _RowError(column, f"tags must be strings, got {_type_name(item)}")
+        return items
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return [str(int(value))]
+    raise _RowError(column, f"expected a list of tags or a string, got {_type_name(value)}")
+
+
+def expand_hierarchy(tag: str, sep: str) -> list[str]:
+    """One tag per prefix of a category path.
+
+    >>> expand_hierarchy("Toys > Puzzles > Jigsaw", " > ")
+    ['Toys', 'Toys > Puzzles', 'Toys > Puzzles > Jigsaw']
+
+    Levels are stripped and empty levels dropped; a tag without ``sep`` is returned alone.
+    """
+    if not sep:
+        raise ValueError("expand_hierarchy: the separator must not be empty")
+    levels = [part.strip() for part in tag.split(sep)]
+    levels = [part for part in levels if part]
+    return [sep.join(levels[: i + 1]) for i in range(len(levels))]
+
+
+def _product_tags(record: dict[str, Any], cfg: DataConfig) -> list[str]:
+    prefixes = cfg.tag_prefixes or [""] * len(cfg.tag_columns)
+    tags: list[str] = []
+    seen: set[str] = set()
+    for column, prefix in zip(cfg.tag_columns, prefixes, strict=True):
+        for raw in _tag_items(record.get(column, _MISSING), column, cfg.tag_delimiter):
+            tag = _norm_ws(raw)
+            if not tag:
+                continue
+            if not prefix and cfg.hierarchy_separator:
+                expanded = expand_hierarchy(tag, cfg.hierarchy_separator)
+            else:
+                expanded = [tag]
+            for item in expanded:
+                if prefix and not item.startswith(prefix):
+                    item = prefix + item
+                if item == prefix or item in seen:
+                    continue
+                seen.add(item)
+                tags.append(item)
+    return tags
+
+
+def _parse_product(record: dict[str, Any], cfg: DataConfig, require_tags: bool) -> Product:
+    """The one place a row becomes a Product (or a _RowError)."""
+    raw_id = record.get(cfg.id_column, _MISSING)
+    if raw_id is _MISSING:
+        raise _RowError(cfg.id_column, "missing value")
+    pid = _id_value(raw_id, cfg.id_column)
+    if not pid:
+        raise _RowError(cfg.id_column, "empty id")
+    raw_title = record.get(cfg.title_column, _MISSING)
+    if raw_title is _MISSING:
+        raise _RowError(cfg.title_column, "missing value")
+    title = _text_value(raw_title, cfg.title_column)
+    if not title:
+        raise _RowError(cfg.title_column, "empty title")
+    description = ""
+    if cfg.description_column:
+        description = _text_value(
+            record.get(cfg.description_column, _MISSING), cfg.description_column
+        )
+    tags = _product_tags(record, cfg)
+    if require_tags and not tags:
+        raise _RowError(", ".join(cfg.tag_columns), "no tags")
+    return Product(id=pid, title=title, description=description, tags=tags)
+
+
+# --------------------------------------------------------------------------- files and formats
+
+
+def _format_of(path: Path) -> tuple[str, bool]:
+    """(extension without .gz, gzip-compressed)."""
+    name = path.name.lower()
+    gz = name.endswith(".gz")
+    ext = Path(name[:-3]).suffix if gz else path.suffix.lower()
+    return ext, gz
+
+
+def _open_text(path: Path, gz: bool) -> IO[str]:
+    if gz:
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _not_utf8(path: Path, last_good_line: int, err: UnicodeDecodeError) -> CatalogError:
+    # Text is decoded in blocks, so the exact line is not known: name the last one read.
+    where = f" after line {last_good_line}" if last_good_line else ""
+    return CatalogError(
+        path, None, None, f"not valid UTF-8{where} ({err.reason}); save it as UTF-8"
+    )
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"catalog {path} does not exist")
+    if not path.is_file():
+        raise CatalogError(path, None, None, "not a file")
+
+
+def _list_names(names: Sequence[str], limit: int = 40) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _wanted_columns(
+    cfg: DataConfig, need_id: bool, need_title: bool, need_tags: bool
+) -> dict[str, bool]:
+    """Configured column -> whether it must exist in the file."""
+    wanted: dict[str, bool] = {}
+
+    def add(column: str | None, required: bool) -> None:
+        if column:
+            wanted[column] = wanted.get(column, False) or required
+
+    add(cfg.id_column, need_id)
+    add(cfg.title_column, need_title)
+    add(cfg.description_column, False)
+    for column in cfg.tag_columns:
+        add(column, need_tags)
+    return wanted
+
+
+def _resolve_columns(
+    names: Sequence[str],
+    wanted: dict[str, bool],
+    allow_index: bool,
+    fail: Callable[[str, str], CatalogError],
+    hint: str = "",
+) -> dict[str, int]:
+    """Configured column -> position in ``names`` (exact name, else the only case-insensitive
+    match, else a 0-based index when ``allow_index``). Missing required columns -> ``fail``."""
+    positions: dict[str, int] = {}
+    folded: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        folded.setdefault(name.casefold(), []).append(i)
+    missing = []
+    for column, required in wanted.items():
+        if column in names:
+            positions[column] = list(names).index(column)
+        elif len(folded.get(column.casefold(), [])) == 1:
+            positions[column] = folded[column.casefold()][0]
+        elif allow_index and column.isdigit() and int(column) < len(names):
+            positions[column] = int(column)
+        elif required:
+            missing.append(column)
+    if missing:
+        what = "column" if len(missing) == 1 else "columns"
+        raise fail(
+            missing[0],
+            f"missing {what} {', '.join(repr(m) for m in missing)}"
+            f" (available: {_list_names(names)}){hint}",
+        )
+    return positions
+
+
+# A source yields (unit, number, record or _RowError); a record maps configured columns to values.
+_Source = Iterator[tuple[str, int, "dict[str, Any] | _RowError"]]
+
+
+def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
+    keymap: dict[str, str] | None = None
+
+    def located(unit: str, number: int, obj: Any) -> dict[str, Any] | _RowError:
+        nonlocal keymap
+        if not isinstance(obj, dict):
+            return _RowError(None, f"expected a JSON object, got {_type_name(obj)}")
+        if keymap is None:  # the first object fixes the keys; required ones must be there
+            names = [str(k) for k in obj]
+            found = _resolve_columns(
+                names,
+                wanted,
+                allow_index=False,
+                fail=lambda col, msg: CatalogError(path, number, col, msg, unit),
+            )
+            # Optional columns absent from the first object are looked up by name in later ones.
+            keymap = {col: (names[found[col]] if col in found else col) for col in wanted}
+        return {col: obj.get(key, _MISSING) for col, key in keymap.items()}
+
+    number = 0
+    try:
+        with _open_text(path, gz) as fh:
+            is_array = fh.read(4096).lstrip().startswith("[")
+        if is_array:  # a .json file holding one array of objects
+            with _open_text(path, gz) as fh:
+                try:
+                    items = json.load(fh)
+                except json.JSONDecodeError as err:
+                    raise CatalogError(path, err.lineno, None, f"invalid JSON: {err.msg}") from None
+            for number, obj in enumerate(items, 1):
+                yield "item", number, located("item", number, obj)
+            return
+        with _open_text(path, gz) as fh:
+            for number, line in enumerate(fh, 1):
+                text = line.strip()
+                if not text:
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as err:
+                    yield "line", number, _RowError(None, f"invalid JSON: {err.msg}")
+                    continue
+                yield "line", number, located("line", number, obj)
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, number, err) from None
+
+
+def _csv_delimiter(cfg: DataConfig) -> str | None:
+    if cfg.csv_delimiter is None:
+        return None
+    delim = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(cfg.csv_delimiter, cfg.csv_delimiter)
+    if len(delim) != 1:
+        raise CatalogError("data.csv_delimiter", None, None, f"must be one character: {delim!r}")
+    return delim
+
+
+def _complete_sample(sample: str, truncated: bool) -> str:
+    if truncated and "\n" in sample:
+        return sample[: sample.rindex("\n") + 1]
+    return sample
+
+
+def _sniff_delimiter(sample: str, truncated: bool, wanted: dict[str, bool], tsv: bool) -> str:
+    """The candidate delimiter giving the most consistent field counts (ties: the configured
+    column names in the first row, then more fields, then the usual order)."""
+    sample = _complete_sample(sample, truncated)
+    order = ("\t", ",", ";", "|") if tsv else _SNIFF_DELIMITERS
+    best: tuple[Any, ...] | None = None
+    best_delim = order[0]
+    for rank, delim in enumerate(order):
+        try:
+            rows = [r for r in csv.reader(io.StringIO(sample), delimiter=delim) if r]
+        except csv.Error:
+            continue
+        if truncated and len(rows) > 1:
+            rows = rows[:-1]  # may be cut inside a quoted multi-line field
+        if not rows:
+            continue
+        counts = Counter(len(r) for r in rows)
+        width, n = counts.most_common(1)[0]
+        if width < 2:
+            continue
+        header = {c.strip() for c in rows[0]}
+        names = sum(1 for col in wanted if col in header)
+        score = (names, round(n / len(rows), 2), width, -rank)
+        if best is None or score > best:
+            best, best_delim = score, delim
+    return best_delim
+
+
+class _KnownDialectSniffer(csv.Sniffer):
+    """csv.Sniffer.has_header with the delimiter already known (its own sniffing is unreliable)."""
+
+    def __init__(self, dialect: type[csv.Dialect]) -> None:
+        super().__init__()
+        self._dialect = dialect
+
+    def sniff(self, sample: str, delimiters: str | None = None) -> type[csv.Dialect]:
+        return self._dialect
+
+
+def _guess_header(
+    first: list[str], sample: str, truncated: bool, delim: str, wanted: dict[str, bool]
+) -> bool:
+    cells = {c.strip() for c in first}
+    required = [col for col, req in wanted.items() if req] or list(wanted)
+    if all(col in cells for col in required):
+        return True
+    if not all(col.isdigit() for col in required):
+        return True  # names can only be found in a header: resolving them reports what is there
+    if any(not c.strip() for c in first) or len(cells) < len(first):
+        return False  # empty or repeated cells: data, not column names
+    dialect = type("_Dialect", (csv.excel,), {"delimiter": delim})
+    try:
+        return _KnownDialectSniffer(dialect).has_header(_complete_sample(sample, truncated))
+    except csv.Error:
+        return False
+
+
+def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) -> _Source:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # very long descriptions are kept
+    ext, _ = _format_of(path)
+    with _open_text(path, gz) as fh:
+        try:
+            sample = fh.read(_SAMPLE_CHARS)
+            truncated = bool(fh.read(1))
+        except UnicodeDecodeError as err:
+            raise _not_utf8(path, 0, err) from None
+    delim = _csv_delimiter(cfg) or _sniff_delimiter(sample, truncated, wanted, ext == ".tsv")
+
+    with _open_text(path, gz) as fh:
+        reader = csv.reader(fh, delimiter=delim)
+        end = 0  # physical line on which the previous record ended
+
+        def records() -> Iterator[tuple[int, list[str]]]:
+            nonlocal end
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:
+                    raise CatalogError(path, reader.line_num, None, f"bad CSV: {err}") from None
+                except UnicodeDecodeError as err:
+                    raise _not_utf8(path, end, err) from None
+                start, end = end + 1, reader.line_num
+                if row and any(cell.strip() for cell in row):
+                    yield start, row
+
+        rows = records()
+        first = next(rows, None)
+        if first is None:
+            return
+        first_line, first_row = first
+        header = cfg.csv_header
+        if header is None:
+            header = _guess_header(first_row, sample, truncated, delim, wanted)
+        if header:
+            names = [cell.strip() for cell in first_row]
+            hint = ""
+        else:
+            names = [str(i) for i in range(len(first_row))]
+            hint = (
+                "; no header row: columns are 0-based indexes"
+                " (set data.csv_header=true if the first row is one)"
+            )
+        positions = _resolve_columns(
+            names,
+            wanted,
+            allow_index=True,
+            fail=lambda col, msg: CatalogError(path, first_line, col, msg),
+            hint=hint,
+        )
+        width = len(first_row)
+
+        def data_rows() -> Iterator[tuple[int, list[str]]]:
+            if not header:
+                yield first_line, first_row
+            yield from rows
+
+        for line, row in data_rows():
+            if len(row) > width and any(cell.strip() for cell in row[width:]):
+                what = "the header has" if header else "the first row has"
+                msg = f"{len(row)} fields where {what} {width} (a delimiter in an unquoted field?)"
+                yield "line", line, _RowError(None, msg)
+                continue
+            yield (
+                "line",
+                line,
+                {col: (row[i] if i < len(row) else _MISSING) for col, i in positions.items()},
+            )
+
+
+def _parquet_source(path: Path, wanted: dict[str, bool]) -> _Source:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pfile = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise CatalogError(path, None, None, f"cannot read Parquet: {err}") from None
+    names = [n for n in pfile.schema_arrow.names if not n.startswith("__index_level_")]
+    positions = _resolve_columns(
+        names, wanted, allow_index=True, fail=lambda col, msg: CatalogError(path, None, col, msg)
+    )
+    columns = {col: names[i] for col, i in positions.items()}
+    read = sorted(set(columns.values()))
+    number = 0
+    for batch in pfile.iter_batches(batch_size=_PARQUET_BATCH, columns=read):
+        data = batch.to_pydict()
+        for i in range(batch.num_rows):
+            number += 1
+            yield "row", number, {col: data[name][i] for col, name in columns.items()}
+
+
+def _source(path: Path, cfg: DataConfig, wanted: dict[str, bool]) -> _Source:
+    _check_file(path)
+    ext, gz = _format_of(path)
+    if ext in _JSON_EXTS:
+        return _json_source(path, gz, wanted)
+    if ext in _CSV_EXTS:
+        return _csv_source(path, gz, cfg, wanted)
+    if ext in _PARQUET_EXTS and not gz:
+        return _parquet_source(path, wanted)
+    if ext in _TEXT_EXTS:
+        reason = "plain text is not a catalog format (read_texts reads it); rename a CSV to .csv"
+    else:
+        reason = "unknown catalog format (use .jsonl/.json/.ndjson, .csv/.tsv (.gz) or .parquet)"
+    raise CatalogError(path, None, None, reason)
+
+
+def _iter_parsed(
+    path: Path,
+    cfg: DataConfig,
+    wanted: dict[str, bool],
+    parse: Callable[[dict[str, Any], str, int], Any],
+    skipped: list[str] | None,
+) -> Iterator[Any]:
+    """Run ``parse`` over every record, applying ``on_error`` and ``max_products``; results that
+    are None are dropped silently."""
+    limit = cfg.max_products
+    if limit is not None and limit <= 0:
+        return
+    produced = n_skipped = 0
+    first_skip = ""
+    for unit, number, record in _source(path, cfg, wanted):
+        try:
+            if isinstance(record, _RowError):
+                raise record
+            item = parse(record, unit, number)
+        except _RowError as err:
+            error = CatalogError(path, number, err.field, err.reason, unit)
+            if cfg.on_error == "raise":
+                raise error from None
+            n_skipped += 1
+            first_skip = first_skip or str(error)
+            if skipped is not None:
+                skipped.append(str(error))
+            continue
+        if item is None:
+            continue
+        yield item
+        produced += 1
+        if limit is not None and produced >= limit:
+            break
+    if n_skipped:
+        logger.warning("%s: skipped %d bad rows (first: %s)", path, n_skipped, first_skip)
+
+
+def _iter_products(
+    path: Path, cfg: DataConfig, require_tags: bool, skipped: list[str] | None
+) -> Iterator[Product]:
+    seen: dict[str, str] = {}
+
+    def parse(record: dict[str, Any], unit: str, number: int) -> Product:
+        product = _parse_product(record, cfg, require_tags)
+        first = seen.get(product.id)
+        if first is not None:
+            raise _RowError(cfg.id_column, f"duplicate id {product.id!r} (first at {first})")
+        seen[product.id] = f"{unit} {number}"
+        return product
+
+    wanted = _wanted_columns(cfg, need_id=True, need_title=True, need_tags=require_tags)
+    return _iter_parsed(path, cfg, wanted, parse, skipped)
+
+
+# --------------------------------------------------------------------------- public readers
+
+
+def iter_catalog(
+    path: str | Path,
+    cfg: DataConfig | None = None,
+    require_tags: bool = False,
+    chunk_size: int = 1000,
+    *,
+    skipped: list[str] | None = None,
+) -> Iterator[list[Product]]:
+    """Stream a catalog in lists of at most ``chunk_size`` products (JSONL/CSV line by line,
+    Parquet by record batches), e.g. for batch scoring without loading the whole file.
+
+    Bad rows raise :class:`CatalogError` or, with ``cfg.on_error == "skip"``, are left out and
+    their messages appended to ``skipped`` when given. Duplicate ids are detected across chunks.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    path = Path(path)
+    _check_file(path)  # fail now, not at the first next()
+    products = _iter_products(path, cfg or DataConfig(), require_tags, skipped)
+    return _chunked(products, chunk_size)
+
+
+def _chunked(products: Iterator[Product], chunk_size: int) -> Iterator[list[Product]]:
+    chunk: list[Product] = []
+    for product in products:
+        chunk.append(product)
+        if len(chunk) >= chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def read_catalog(
+    path: str | Path, cfg: DataConfig | None = None, require_tags: bool = True
+) -> Catalog:
+    """Read a whole catalog (.jsonl/.json/.ndjson, .csv/.tsv, optionally .gz, or .parquet)."""
+    cfg = cfg or DataConfig()
+    skipped: list[str] = []
+    products = list(_iter_products(Path(path), cfg, require_tags, skipped))
+    return Catalog(products=products, source=str(path), skipped=skipped)
+
+
+def read_texts(path: str | Path, cfg: DataConfig | None = None) -> list[str]:
+    """Unlabelled texts (e.g. for pretraining): ``title + " " + description`` per catalog row, or
+    one text per line of a ``.txt`` file. Ids and tags are not needed; empty texts are dropped."""
+    cfg = cfg or DataConfig()
+    path = Path(path)
+    _check_file(path)
+    ext, gz = _format_of(path)
+    limit = cfg.max_products
+    texts: list[str] = []
+    if ext in _TEXT_EXTS:
+        if limit is not None and limit <= 0:
+            return texts
+        number = 0
+        try:
+            with _open_text(path, gz) as fh:
+                for line in fh:
+                    number += 1
+                    text = _norm_ws(line)
+                    if text:
+                        texts.append(text)
+                        if limit is not None and len(texts) >= limit:
+                            break
+        except UnicodeDecodeError as err:
+            raise _not_utf8(path, number, err) from None
+        return texts
+
+    def parse(record: dict[str, Any], unit: str, number: int) -> str | None:
+        title = _text_value(record.get(cfg.title_column, _MISSING), cfg.title_column)
+        description = ""
+        if cfg.description_column:
+            description = _text_value(
+                record.get(cfg.description_column, _MISSING), cfg.description_column
+            )
+        return " ".join(part for part in (title, description) if part) or None
+
+    wanted = _wanted_columns(cfg, need_id=False, need_title=True, need_tags=False)
+    wanted = {
+        col: req for col, req in wanted.items() if col in (cfg.title_column, cfg.description_column)
+    }
+    return list(_iter_parsed(path, cfg, wanted, parse, None))
+
+
+# --------------------------------------------------------------------------- splits and vocabulary
+
+
+def _unit_hash(seed: int, key: str) -> float:
+    digest = hashlib.sha256(f"{seed}\x1f{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_products(
+    products: Sequence[Product], valid_fraction: float, seed: int = 0
+) -> tuple[list[Product], list[Product]]:
+    """(train, valid): a product goes to valid when a hash of (seed, id) falls below
+    ``valid_fraction``, so the split depends neither on the order nor on the other products.
+    Each part keeps the input order."""
+    if not 0.0 <= valid_fraction <= 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1], got {valid_fraction}")
+    train: list[Product] = []
+    valid: list[Product] = []
+    for product in products:
+        (valid if _unit_hash(seed, product.id) < valid_fraction else train).append(product)
+    return train, valid
+
+
+class TagVocab:
+    """Tags and their training counts; row ``i`` of an encoded matrix marks ``tags[i]``."""
+
+    def __init__(
+        self,
+        tags: Sequence[str],
+        counts: Sequence[int] | np.ndarray,
+        n_products: int | None = None,
+    ) -> None:
+        self.tags = [str(t) for t in tags]
+        #: products the counts come from (for propensities); None when unknown
+        self.n_products = n_products
+        self.counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+        if len(self.counts) != len(self.tags):
+            raise ValueError(f"{len(self.tags)} tags but {len(self.counts)} counts")
+        self.index = {tag: i for i, tag in enumerate(self.tags)}
+        if len(self.index) != len(self.tags):
+            dups = [t for t, n in Counter(self.tags).items() if n > 1]
+            raise ValueError(f"repeated tags in the vocabulary: {dups[:5]}")
+
+    @classmethod
+    def from_products(cls, products: Iterable[Product], min_count: int = 1) -> TagVocab:
+        """Tags of at least ``min_count`` products, by count (descending) then tag."""
+        counts: Counter[str] = Counter()
+        n_products = 0
+        for product in products:
+            counts.update(set(product.tags))
+            n_products += 1
+        kept = sorted(
+            ((tag, n) for tag, n in counts.items() if n >= min_count), key=lambda x: (-x[1], x[0])
+        )
+        return cls([t for t, _ in kept], [n for _, n in kept], n_products)
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    def __contains__(self, tag: object) -> bool:
+        return tag in self.index
+
+    def __repr__(self) -> str:
+        return f"TagVocab({len(self)} tags)"
+
+    def encode(self, products: Iterable[Product | Sequence[str]]) -> sp.csr_matrix:
+        """Multi-hot float32 matrix (products x tags); tags outside the vocabulary are ignored.
+        Items may be Products or plain lists of tags."""
+        indptr = [0]
+        indices: list[int] = []
+        for item in products:
+            if isinstance(item, str):
+                raise TypeError("encode takes Products or lists of tags, not a single string")
+            tags = item.tags if isinstance(item, Product) else item
+            row = sorted({self.index[t] for t in tags if t in self.index})
+            indices.extend(row)
+            indptr.append(len(indices))
+        data = np.ones(len(indices), dtype=np.float32)
+        return sp.csr_matrix(
+            (data, np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
+            shape=(len(indptr) - 1, len(self.tags)),
+            dtype=np.float32,
+        )
+
+    def decode(self, row_indices: Iterable[int]) -> list[str]:
+        return [self.tags[int(i)] for i in row_indices]
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "tags": self.tags,
+            "counts": [int(n) for n in self.counts],
+            "n_products": self.n_products,
+        }
+        path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TagVocab:
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            return cls(payload["tags"], payload["counts"], payload.get("n_products"))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: not a tag vocabulary ({err})") from None

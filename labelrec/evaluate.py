@@ -1,0 +1,84 @@
+"""Evaluate a trained recommender on a labelled catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from labelrec import metrics
+from labelrec.data import Product, TagVocab
+
+
+def gold_matrix(products: list[Product], vocab: TagVocab) -> tuple[sp.csr_matrix, list[str]]:
+    """Gold tags as a matrix over the vocabulary plus every gold tag the model does not know.
+
+    Unknown gold tags stay in the denominator of recall and nDCG (a model cannot find them, and
+    the metrics say so) instead of silently disappearing.
+    """
+    extra: dict[str, int] = {}
+    rows, cols = [], []
+    n_known = len(vocab)
+    for r, product in enumerate(products):
+        for tag in dict.fromkeys(product.tags):
+            j = vocab.index.get(tag)
+            if j is None:
+                j = n_known + extra.setdefault(tag, len(extra))
+            rows.append(r)
+            cols.append(j)
+    shape = (len(products), n_known + len(extra))
+    y = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
+    return y, list(vocab.tags) + list(extra)
+
+
+def pad_scores(scores: np.ndarray, n_columns: int) -> np.ndarray:
+    """Scores of unknown tags are 0: below every known tag."""
+    if scores.shape[1] == n_columns:
+        return scores
+    out = np.zeros((scores.shape[0], n_columns), dtype=scores.dtype)
+    out[:, : scores.shape[1]] = scores
+    return out
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one model on one catalog."""
+
+    metrics: dict[str, float]
+    per_tag: list[dict[str, Any]]
+    per_product: dict[str, np.ndarray]
+
+
+def evaluate_scores_on(
+    scores: np.ndarray,
+    products: list[Product],
+    vocab: TagVocab,
+    thresholds: np.ndarray | float,
+    ks: tuple[int, ...] = (1, 3, 5),
+) -> Evaluation:
+    """All metrics of ``scores`` (n, len(vocab)) against the products' gold tags."""
+    y, names = gold_matrix(products, vocab)
+    full = pad_scores(scores, y.shape[1])
+    counts = np.zeros(y.shape[1], dtype=np.int64)
+    counts[: len(vocab)] = vocab.counts
+    n_train = vocab.n_products or int(counts.max(initial=1))
+    inv_p = 1.0 / metrics.propensities(counts, n_train)
+    if np.isscalar(thresholds):
+        cut = np.full(y.shape[1], float(thresholds))
+    else:
+        cut = np.full(y.shape[1], np.inf)
+        cut[: len(vocab)] = thresholds
+    result = metrics.evaluate_scores(y, full, cut, inv_propensity=inv_p, ks=ks)
+    bands = metrics.frequency_bands(counts)
+    result.update(metrics.band_metrics(y, full, bands, k=5))
+    result["unknown_gold_share"] = float(y[:, len(vocab) :].sum() / max(y.sum(), 1))
+    per_tag = metrics.per_tag_results(
+        y, metrics.apply_thresholds(full, cut), names, train_counts=counts
+    )
+    per_product = {
+        "nDCG@3": metrics.per_product_ndcg(y, full, 3),
+        "P@1": metrics.per_product_precision(y, full, 1),
+    }
+    return Evaluation(result, per_tag, per_product)

@@ -1,0 +1,516 @@
+"""Evaluation metrics for multi-label tag recommendation.
+
+Small pure functions over arrays (numpy, with scipy.sparse accepted for binary
+matrices), in the spirit of Annif's ``annif/eval.py``.
+
+Conventions
+-----------
+* ``y_true`` is a binary matrix of shape ``(n_products, n_tags)``: a numpy array or
+  any ``scipy.sparse`` matrix/array. Non-zero entries are gold tags.
+* ``scores`` is a dense float matrix of the same shape. NaN scores are rejected;
+  ``-inf`` is allowed (e.g. to mask tags).
+* Ranking is deterministic: tags are ordered by descending score and ties are broken
+  by ascending tag index, i.e. exactly ``np.argsort(-scores, kind="stable")``.
+  Top-k selection uses ``np.partition`` for speed but reproduces that order.
+* Ranking metrics (P@k, R@k, nDCG@k, PSP@k) follow the extreme multi-label (XMC)
+  definitions used by pyxclib and Jain et al. (2016).
+* Zero-division in precision/recall/F1 yields 0.0 (like scikit-learn's
+  ``zero_division=0``); averages over an empty set of products yield NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "apply_thresholds",
+    "band_metrics",
+    "evaluate_scores",
+    "f1_scores",
+    "frequency_bands",
+    "ndcg_at_k",
+    "paired_bootstrap",
+    "per_product_ndcg",
+    "per_product_precision",
+    "per_tag_results",
+    "precision_at_k",
+    "propensities",
+    "psp_at_k",
+    "recall_at_k",
+    "tune_global_threshold",
+    "tune_tag_thresholds",
+]
+
+DEFAULT_GRID = np.linspace(0.02, 0.98, 49)
+_CHUNK_ELEMENTS = 1 << 22  # ~4M matrix cells per chunk in top-k selection
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_binary(y: Any) -> np.ndarray:
+    """Return ``y`` (dense or scipy.sparse) as a dense 2-D boolean array."""
+    if sp.issparse(y):
+        y = y.toarray()
+    y = np.asarray(y)
+    if y.ndim != 2:
+        raise ValueError(f"expected a 2-D label matrix, got shape {y.shape}")
+    return y != 0
+
+
+def _as_scores(scores: Any) -> np.ndarray:
+    """Return ``scores`` as a dense 2-D float array without NaNs."""
+    if sp.issparse(scores):
+        scores = scores.toarray()
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"expected a 2-D score matrix, got shape {scores.shape}")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    return scores
+
+
+def _inputs(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = _as_binary(y_true)
+    s = _as_scores(scores)
+    if y.shape != s.shape:
+        raise ValueError(f"shape mismatch: y_true {y.shape} vs scores {s.shape}")
+    return y, s
+
+
+def _check_k(k: int) -> int:
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return k
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the top-``k`` scores per row, best first.
+
+    Equal to ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` (ties broken by
+    lower tag index) but uses ``np.partition`` so cost is ~linear in ``n_tags``.
+    If ``k`` exceeds ``n_tags`` all tags are returned.
+    """
+    n, m = scores.shape
+    k = min(k, m)
+    if k == 0 or k * 4 >= m:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    out = np.empty((n, k), dtype=np.intp)
+    step = max(1, _CHUNK_ELEMENTS // m)
+    for start in range(0, n, step):
+        s = scores[start : start + step]
+        kth = -np.partition(-s, k - 1, axis=1)[:, k - 1 : k]  # k-th largest per row
+        above = s > kth
+        tied = s == kth
+        need = k - above.sum(axis=1, keepdims=True)
+        # take all scores above the k-th value plus the lowest-index ties to fill k
+        chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
+        cols = np.nonzero(chosen)[1].reshape(-1, k)  # ascending tag index per row
+        order = np.argsort(-np.take_along_axis(s, cols, axis=1), axis=1, kind="stable")
+        out[start : start + s.shape[0]] = np.take_along_axis(cols, order, axis=1)
+    return out
+
+
+def _hits(y: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Boolean ``(n_products, k)`` matrix: is the tag at each rank a gold tag."""
+    return np.take_along_axis(y, top, axis=1)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """Mean ignoring NaN; NaN (without a warning) if nothing is left."""
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def _precision_from_hits(hits: np.ndarray, k: int) -> np.ndarray:
+    return hits[:, :k].sum(axis=1) / k
+
+
+def _recall_from_hits(hits: np.ndarray, n_gold: np.ndarray, k: int) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rec = hits[:, :k].sum(axis=1) / n_gold
+    return np.where(n_gold > 0, rec, np.nan)
+
+
+def _ndcg_from_hits(hits: np.ndarray, n_gold: np.ndarray, k: int) -> np.ndarray:
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    h = hits[:, :k]
+    dcg = h @ discounts[: h.shape[1]]
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(n_gold, k)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndcg = dcg / ideal
+    return np.where(n_gold > 0, ndcg, np.nan)
+
+
+def _psp_from_top(y: np.ndarray, top: np.ndarray, inv_propensity: np.ndarray, k: int) -> float:
+    weights = y * inv_propensity[None, :]
+    top = top[:, :k]
+    num = np.take_along_axis(weights, top, axis=1).sum()
+    kk = top.shape[1]
+    best = -np.partition(-weights, kk - 1, axis=1)[:, :kk] if kk < weights.shape[1] else weights
+    den = best.sum()
+    # the 1/k and 1/n_products factors cancel in the ratio
+    return float(num / den) if den > 0 else float("nan")
+
+
+def _as_inv_propensity(inv_propensity: ArrayLike, n_tags: int) -> np.ndarray:
+    invp = np.asarray(inv_propensity, dtype=np.float64)
+    if invp.shape != (n_tags,):
+        raise ValueError(f"inv_propensity must have shape ({n_tags},), got {invp.shape}")
+    return invp
+
+
+def _safe_div(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
+    """Element-wise ``num / den`` with 0.0 where ``den == 0``."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.zeros(np.broadcast(num, den).shape)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+# --------------------------------------------------------------------- ranking metrics
+
+
+def per_product_precision(y_true: Any, scores: ArrayLike, k: int) -> np.ndarray:
+    """Per-product precision@k: (#gold tags among the top-k) / k.
+
+    Always divides by ``k`` (XMC definition), also when a product has fewer than
+    ``k`` gold tags or there are fewer than ``k`` tags. Products without gold tags
+    get 0.0.
+    """
+    k = _check_k(k)
+    y, s = _inputs(y_true, scores)
+    return _precision_from_hits(_hits(y, _top_k(s, k)), k)
+
+
+def precision_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
+    """Mean precision@k over all products (XMC definition, see `per_product_precision`).
+
+    Products with zero gold tags are included and contribute 0, so the metric is
+    bounded by the share of products that have gold tags.
+    """
+    return float(per_product_precision(y_true, scores, k).mean())
+
+
+def recall_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
+    """Mean over products with at least one gold tag of (#gold in top-k) / #gold.
+
+    Returns NaN if no product has a gold tag.
+    """
+    k = _check_k(k)
+    y, s = _inputs(y_true, scores)
+    return _nanmean(_recall_from_hits(_hits(y, _top_k(s, k)), y.sum(axis=1), k))
+
+
+def per_product_ndcg(y_true: Any, scores: ArrayLike, k: int) -> np.ndarray:
+    """Per-product nDCG@k with binary gains and ``1 / log2(rank + 1)`` discounts.
+
+    The ideal DCG uses ``min(k, n_gold)`` relevant tags. Products without gold tags
+    get NaN.
+    """
+    k = _check_k(k)
+    y, s = _inputs(y_true, scores)
+    return _ndcg_from_hits(_hits(y, _top_k(s, k)), y.sum(axis=1), k)
+
+
+def ndcg_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
+    """Mean nDCG@k over products with at least one gold tag (NaN if there are none)."""
+    return _nanmean(per_product_ndcg(y_true, scores, k))
+
+
+def propensities(
+    tag_counts: ArrayLike, n_products: int, a: float = 0.55, b: float = 1.5
+) -> np.ndarray:
+    """Tag propensities of Jain et al. (2016), "Extreme Multi-label Loss Functions...".
+
+    ``C = (log N - 1) * (B + 1) ** A`` and ``p_l = 1 / (1 + C * exp(-A * log(N_l + B)))``
+    with ``N = n_products`` (training set size), ``N_l = tag_counts[l]`` and natural
+    logarithms. Rare tags get small propensities; use ``1 / propensities(...)`` as the
+    ``inv_propensity`` argument of `psp_at_k` / `evaluate_scores`.
+    """
+    counts = np.asarray(tag_counts, dtype=np.float64)
+    c = (np.log(n_products) - 1.0) * (b + 1.0) ** a
+    return 1.0 / (1.0 + c * np.exp(-a * np.log(counts + b)))
+
+
+def psp_at_k(y_true: Any, scores: ArrayLike, k: int, inv_propensity: ArrayLike) -> float:
+    """Normalised propensity-scored precision@k (pyxclib / Jain et al. 2016).
+
+    ``sum_i sum_{l in topk(i)} y_il * invp_l`` divided by the same sum for the ideal
+    ranking (per product, the ``k`` largest ``y_il * invp_l``), hence in [0, 1].
+    Products without gold tags add 0 to both sums. NaN if the denominator is 0.
+    """
+    k = _check_k(k)
+    y, s = _inputs(y_true, scores)
+    invp = _as_inv_propensity(inv_propensity, y.shape[1])
+    return _psp_from_top(y, _top_k(s, k), invp, k)
+
+
+# --------------------------------------------------------- thresholded (set) metrics
+
+
+def apply_thresholds(scores: ArrayLike, thresholds: float | ArrayLike) -> np.ndarray:
+    """Binary predictions ``scores >= thresholds``.
+
+    ``thresholds`` is a scalar or a 1-D array with one threshold per tag (column).
+    """
+    s = _as_scores(scores)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.ndim == 1:
+        if t.shape[0] != s.shape[1]:
+            raise ValueError(f"expected {s.shape[1]} per-tag thresholds, got {t.shape[0]}")
+        t = t[None, :]
+    elif t.ndim != 0:
+        raise ValueError("thresholds must be a scalar or a 1-D per-tag array")
+    return s >= t
+
+
+def f1_scores(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """Micro precision/recall/F1 and macro F1 of binary predictions.
+
+    Macro F1 averages per-tag F1 over tags with at least one gold or predicted
+    positive (tags with neither are undefined and skipped). Zero divisions give 0.0.
+    """
+    y = _as_binary(y_true)
+    p = _as_binary(y_pred)
+    if y.shape != p.shape:
+        raise ValueError(f"shape mismatch: y_true {y.shape} vs y_pred {p.shape}")
+    tp_tag = (y & p).sum(axis=0)
+    gold_tag = y.sum(axis=0)
+    pred_tag = p.sum(axis=0)
+    tp, n_gold, n_pred = tp_tag.sum(), gold_tag.sum(), pred_tag.sum()
+    active = (gold_tag + pred_tag) > 0
+    f1_tag = _safe_div(2 * tp_tag[active], gold_tag[active] + pred_tag[active])
+    return {
+        "micro_precision": float(_safe_div(tp, n_pred)),
+        "micro_recall": float(_safe_div(tp, n_gold)),
+        "micro_f1": float(_safe_div(2 * tp, n_gold + n_pred)),
+        "macro_f1": float(f1_tag.mean()) if f1_tag.size else 0.0,
+    }
+
+
+def tune_global_threshold(y_true: Any, scores: ArrayLike, grid: ArrayLike | None = None) -> float:
+    """Single threshold from ``grid`` that maximises micro-F1 of ``scores >= t``.
+
+    Default grid: ``np.linspace(0.02, 0.98, 49)``. Uses one sort of all scores plus
+    binary searches, so it is cheap even for large matrices. Ties: the lowest
+    maximising threshold wins.
+    """
+    y, s = _inputs(y_true, scores)
+    g = np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64).ravel()
+    if g.size == 0:
+        raise ValueError("grid is empty")
+    all_sorted = np.sort(s, axis=None)
+    pos_sorted = np.sort(s[y])
+    n_pred = all_sorted.size - np.searchsorted(all_sorted, g, side="left")  # count >= t
+    tp = pos_sorted.size - np.searchsorted(pos_sorted, g, side="left")
+    f1 = _safe_div(2 * tp, pos_sorted.size + n_pred)
+    return float(g[int(np.argmax(f1))])
+
+
+def tune_tag_thresholds(
+    y_true: Any,
+    scores: ArrayLike,
+    global_threshold: float,
+    min_support: int = 3,
+    grid: ArrayLike | None = None,
+) -> np.ndarray:
+    """Per-tag thresholds from ``grid`` maximising each tag's F1 on tuning data.
+
+    Tags with fewer than ``min_support`` gold positives, or whose best F1 is 0, keep
+    ``global_threshold``. When several grid values reach a tag's best F1 the one
+    closest to ``global_threshold`` is taken (a mild shrinkage towards the global
+    value). Vectorised over tags; loops over the grid.
+    """
+    y, s = _inputs(y_true, scores)
+    g = np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64).ravel()
+    if g.size == 0:
+        raise ValueError("grid is empty")
+    n_tags = y.shape[1]
+    tp = np.empty((g.size, n_tags), dtype=np.int64)
+    n_pred = np.empty((g.size, n_tags), dtype=np.int64)
+    for i, t in enumerate(g):
+        pred = s >= t
+        n_pred[i] = pred.sum(axis=0)
+        tp[i] = (pred & y).sum(axis=0)
+    support = y.sum(axis=0)
+    f1 = _safe_div(2 * tp, support[None, :] + n_pred)  # (n_grid, n_tags)
+    best = f1.max(axis=0)
+    distance = np.abs(g - global_threshold)[:, None]
+    distance = np.where(f1 >= best[None, :] - 1e-12, distance, np.inf)
+    chosen = g[np.argmin(distance, axis=0)]
+    fallback = (support < min_support) | (best <= 0)
+    return np.where(fallback, float(global_threshold), chosen)
+
+
+# ------------------------------------------------------------- frequency band analysis
+
+
+def frequency_bands(tag_counts: ArrayLike, head_min: int = 50, tail_max: int = 9) -> np.ndarray:
+    """Assign each tag a band by its training frequency.
+
+    ``"head"`` if ``count >= head_min``, ``"tail"`` if ``count <= tail_max``, otherwise
+    ``"torso"`` (defaults: head >= 50, torso 10..49, tail < 10).
+    """
+    if tail_max >= head_min:
+        raise ValueError("tail_max must be smaller than head_min")
+    counts = np.asarray(tag_counts)
+    bands = np.full(counts.shape, "torso", dtype="<U5")
+    bands[counts >= head_min] = "head"
+    bands[counts <= tail_max] = "tail"
+    return bands
+
+
+def band_metrics(y_true: Any, scores: ArrayLike, bands: ArrayLike, k: int = 5) -> dict[str, float]:
+    """Recall@k restricted to the gold tags of each frequency band.
+
+    For band ``b``: (gold tags of band ``b`` that appear in the top-``k`` over *all*
+    tags) / (gold tags of band ``b``), pooled over products. Keys ``f"recall@{k}_{b}"``
+    for ``head``, ``torso``, ``tail`` (then any other band labels); NaN when a band
+    has no gold tags.
+    """
+    k = _check_k(k)
+    y, s = _inputs(y_true, scores)
+    bands = np.asarray(bands)
+    if bands.shape != (y.shape[1],):
+        raise ValueError(f"bands must have shape ({y.shape[1]},), got {bands.shape}")
+    top = _top_k(s, k)
+    hit_tags = top[_hits(y, top)]  # tag index of every gold tag found in a top-k
+    hits_per_tag = np.bincount(hit_tags, minlength=y.shape[1])
+    gold_per_tag = y.sum(axis=0)
+    names = ["head", "torso", "tail"]
+    names += sorted(set(bands.tolist()) - set(names))
+    out = {}
+    for name in names:
+        mask = bands == name
+        gold = gold_per_tag[mask].sum()
+        out[f"recall@{k}_{name}"] = float(hits_per_tag[mask].sum() / gold) if gold else float("nan")
+    return out
+
+
+def per_tag_results(
+    y_true: Any,
+    y_pred: Any,
+    tag_names: Sequence[str],
+    train_counts: ArrayLike | None = None,
+) -> list[dict[str, Any]]:
+    """One row per tag with evaluation counts and scores.
+
+    Keys: ``tag``, ``support`` (gold positives), ``predicted``, ``tp``,
+    ``precision``, ``recall``, ``f1`` (0.0 on zero division) and ``train_count``
+    (None when ``train_counts`` is not given). Pass to ``pandas.DataFrame`` for a
+    table.
+    """
+    y = _as_binary(y_true)
+    p = _as_binary(y_pred)
+    if y.shape != p.shape:
+        raise ValueError(f"shape mismatch: y_true {y.shape} vs y_pred {p.shape}")
+    n_tags = y.shape[1]
+    if len(tag_names) != n_tags:
+        raise ValueError(f"expected {n_tags} tag names, got {len(tag_names)}")
+    counts = None if train_counts is None else np.asarray(train_counts)
+    if counts is not None and counts.shape != (n_tags,):
+        raise ValueError(f"train_counts must have shape ({n_tags},), got {counts.shape}")
+    tp = (y & p).sum(axis=0)
+    support = y.sum(axis=0)
+    predicted = p.sum(axis=0)
+    precision = _safe_div(tp, predicted)
+    recall = _safe_div(tp, support)
+    f1 = _safe_div(2 * tp, support + predicted)
+    return [
+        {
+            "tag": tag_names[j],
+            "support": int(support[j]),
+            "predicted": int(predicted[j]),
+            "tp": int(tp[j]),
+            "precision": float(precision[j]),
+            "recall": float(recall[j]),
+            "f1": float(f1[j]),
+            "train_count": None if counts is None else int(counts[j]),
+        }
+        for j in range(n_tags)
+    ]
+
+
+# ---------------------------------------------------------------------- aggregate
+
+
+def evaluate_scores(
+    y_true: Any,
+    scores: ArrayLike,
+    thresholds: float | ArrayLike,
+    inv_propensity: ArrayLike | None = None,
+    ks: Sequence[int] = (1, 3, 5),
+) -> dict[str, float]:
+    """All headline metrics for one score matrix.
+
+    Keys: ``P@k``, ``R@k``, ``nDCG@k`` for each k in ``ks`` (grouped by metric),
+    ``PSP@k`` when ``inv_propensity`` is given, then ``micro_precision``,
+    ``micro_recall``, ``micro_f1``, ``macro_f1`` for ``scores >= thresholds`` and
+    ``n_products``. All values are python floats. Ranks are computed once.
+    """
+    ks = [_check_k(k) for k in ks]
+    y, s = _inputs(y_true, scores)
+    n_gold = y.sum(axis=1)
+    top = _top_k(s, max(ks)) if ks else np.empty((y.shape[0], 0), dtype=np.intp)
+    hits = _hits(y, top)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"P@{k}"] = float(_precision_from_hits(hits, k).mean())
+    for k in ks:
+        out[f"R@{k}"] = _nanmean(_recall_from_hits(hits, n_gold, k))
+    for k in ks:
+        out[f"nDCG@{k}"] = _nanmean(_ndcg_from_hits(hits, n_gold, k))
+    if inv_propensity is not None:
+        invp = _as_inv_propensity(inv_propensity, y.shape[1])
+        for k in ks:
+            out[f"PSP@{k}"] = _psp_from_top(y, top, invp, k)
+    out.update(f1_scores(y, apply_thresholds(s, thresholds)))
+    out["n_products"] = float(y.shape[0])
+    return out
+
+
+def paired_bootstrap(
+    a: ArrayLike,
+    b: ArrayLike,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, float]:
+    """Paired percentile bootstrap of ``mean(a - b)`` over products.
+
+    ``a`` (challenger) and ``b`` (champion) are per-product metric values (e.g. from
+    `per_product_ndcg`); pairs where either is NaN are dropped. Products are
+    resampled with replacement ``n_resamples`` times. Returns ``mean_diff`` (on the
+    original sample) and the ``ci`` interval bounds ``low`` / ``high``.
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    if not 0.0 < ci < 1.0:
+        raise ValueError("ci must be in (0, 1)")
+    if n_resamples < 1:
+        raise ValueError("n_resamples must be >= 1")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    diff = a[keep] - b[keep]
+    n = diff.size
+    if n == 0:
+        raise ValueError("no non-NaN pairs to bootstrap")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    chunk = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        idx = rng.integers(0, n, size=(size, n))
+        means[start : start + size] = diff[idx].mean(axis=1)
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return {"mean_diff": float(diff.mean()), "low": float(low), "high": float(high)}

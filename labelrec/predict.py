@@ -1,0 +1,178 @@
+"""Prediction: ``TagRecommender.load(dir).recommend(products, limit, threshold)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from labelrec.data import Product, TagVocab
+from labelrec.model import (
+    THRESHOLDS_FILE,
+    VOCAB_FILE,
+    ModelError,
+    encode_products,
+    load_model,
+    load_thresholds,
+    score_token_ids,
+)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One recommended tag."""
+
+    tag: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tag": self.tag, "score": round(float(self.score), 6)}
+
+
+def as_product(item: Any, position: int = 0) -> Product:
+    """A ``Product`` from a Product, a dict with title/description, or a plain title string."""
+    if isinstance(item, Product):
+        return item
+    if isinstance(item, str):
+        return Product(id=str(position), title=item)
+    if isinstance(item, dict):
+        title = item.get("title")
+        if not isinstance(title, str):
+            raise ValueError(f"product {position}: 'title' must be a string, got {title!r}")
+        desc = item.get("description") or ""
+        if not isinstance(desc, str):
+            raise ValueError(f"product {position}: 'description' must be a string")
+        return Product(id=str(item.get("id", position)), title=title, description=desc)
+    raise ValueError(f"product {position}: expected a dict with a title or a string")
+
+
+class TagRecommender:
+    """A trained tagger loaded from a model directory written by ``labelrec train``."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        vocab: TagVocab,
+        info: dict[str, Any],
+        global_threshold: float,
+        tag_thresholds: np.ndarray,
+        batch_size: int = 64,
+        device: str = "cpu",
+        path: Path | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        self.info = info
+        self.global_threshold = global_threshold
+        self.tag_thresholds = tag_thresholds
+        self.batch_size = batch_size
+        self.device = device
+        self.path = path
+        self.max_length = int(info["max_length"])
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        device: str | None = None,
+        quantize: bool = False,
+        batch_size: int = 64,
+        num_threads: int | None = None,
+    ) -> TagRecommender:
+        """Load a model directory; ``quantize`` applies dynamic int8 to linear layers (CPU)."""
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise ModelError(f"model directory {model_dir} does not exist")
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        model, tokenizer, info = load_model(model_dir)
+        vocab = TagVocab.load(model_dir / VOCAB_FILE)
+        if len(vocab) != info["n_tags"]:
+            raise ModelError(
+                f"{model_dir}: {len(vocab)} tags in {VOCAB_FILE}, {info['n_tags']} in model"
+            )
+        global_t, per_tag = load_thresholds(model_dir / THRESHOLDS_FILE, len(vocab))
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if quantize:
+            if device != "cpu":
+                raise ModelError("dynamic int8 quantization runs on the CPU only")
+            model = torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+        model.to(device)
+        return cls(model, tokenizer, vocab, info, global_t, per_tag, batch_size, device, model_dir)
+
+    @property
+    def tags(self) -> list[str]:
+        return self.vocab.tags
+
+    def encode(self, products: list[Any]) -> list[list[int]]:
+        """Token ids per product (truncated by tokens)."""
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        return encode_products(
+            self.tokenizer,
+            [p.title for p in items],
+            [p.description for p in items],
+            self.max_length,
+        )
+
+    def predict_scores(
+        self, products: list[Any], with_embeddings: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Tag probabilities (n, n_tags), and pooled text embeddings when asked."""
+        if not products:
+            n_tags = len(self.vocab)
+            return np.zeros((0, n_tags), dtype=np.float32), None
+        ids = self.encode(products)
+        return score_token_ids(
+            self.model,
+            ids,
+            self.tokenizer.pad_token_id,
+            batch_size=self.batch_size,
+            device=self.device,
+            with_embeddings=with_embeddings,
+        )
+
+    def thresholds(self, threshold: float | None) -> np.ndarray:
+        """Per-tag thresholds: the tuned ones for None, else the given global value."""
+        if threshold is None:
+            return self.tag_thresholds
+        return np.full(len(self.vocab), float(threshold), dtype=np.float32)
+
+    def rank(
+        self, scores: np.ndarray, limit: int = 10, threshold: float | None = None
+    ) -> list[list[Suggestion]]:
+        """Top ``limit`` tags per row of ``scores`` that pass the threshold, best first."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        cut = self.thresholds(threshold)
+        limit = min(limit, scores.shape[1])
+        out: list[list[Suggestion]] = []
+        if scores.shape[0] == 0:
+            return out
+        top = np.argpartition(-scores, limit - 1, axis=1)[:, :limit]
+        for row, cand in zip(scores, top, strict=True):
+            cand = cand[np.argsort(-row[cand], kind="stable")]
+            out.append(
+                [Suggestion(self.vocab.tags[j], float(row[j])) for j in cand if row[j] >= cut[j]]
+            )
+        return out
+
+    def recommend(
+        self, products: list[Any], limit: int = 10, threshold: float | None = None
+    ) -> list[list[Suggestion]]:
+        """Ranked tags with scores for each product.
+
+        ``threshold=None`` uses the per-tag thresholds tuned on valid; a number applies one global
+        cut-off (0 returns the top ``limit`` whatever their scores).
+        """
+        scores, _ = self.predict_scores(products)
+        return self.rank(scores, limit, threshold)

@@ -1,0 +1,157 @@
+"""Domain-adaptive pretraining: masked-LM on catalog texts, writing a backbone ``train`` accepts."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from labelrec import data as data_mod
+from labelrec.config import Config
+from labelrec.model import load_tokenizer, resolve_backbone
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainResult:
+    """Where the backbone went and how the held-out MLM loss moved."""
+
+    output: Path
+    history: list[dict[str, float]]
+
+
+def collect_texts(cfg: Config) -> list[str]:
+    """Catalog texts: the unlabelled file plus titles and descriptions of the training catalog."""
+    texts: list[str] = []
+    if cfg.data.unlabeled:
+        texts += data_mod.read_texts(cfg.data.unlabeled, cfg.data)
+    if cfg.data.train:
+        catalog = data_mod.read_catalog(cfg.data.train, cfg.data, require_tags=False)
+        texts += [f"{p.title} {p.description}".strip() for p in catalog.products]
+    if not texts:
+        from labelrec.demo import generate_catalog
+
+        rows = generate_catalog(cfg.data.demo_products, seed=cfg.seed)
+        texts = [f"{r['title']} {r['description']}".strip() for r in rows]
+    return [t for t in dict.fromkeys(texts) if t]
+
+
+def _mlm_loss(model: Any, loader: DataLoader, device: torch.device) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            total += model(**batch).loss.item() * batch["input_ids"].shape[0]
+            n += batch["input_ids"].shape[0]
+    model.train()
+    return total / max(n, 1)
+
+
+def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
+    """Masked-LM on catalog texts; saves a merged backbone directory to ``cfg.output``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, get_scheduler
+
+    pcfg = cfg.pretrain
+    accelerator = Accelerator()
+    set_seed(cfg.seed)
+    source = resolve_backbone(cfg.model.backbone)
+    tokenizer = load_tokenizer(source)
+    if tokenizer.mask_token is None:
+        raise ValueError(f"{cfg.model.backbone}: tokenizer has no mask token; MLM needs one")
+    model = AutoModelForMaskedLM.from_pretrained(source)
+    if pcfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora.r,
+                lora_alpha=cfg.lora.alpha,
+                lora_dropout=cfg.lora.dropout,
+                target_modules=cfg.lora.target_modules,
+            ),
+        )
+
+    texts = collect_texts(cfg)
+    rng = random.Random(cfg.seed)
+    rng.shuffle(texts)
+    n_held = max(1, int(len(texts) * pcfg.heldout_fraction))
+    heldout, train_texts = texts[:n_held], texts[n_held:]
+    if not train_texts:
+        raise ValueError("pretrain: need at least two distinct texts")
+    enc = tokenizer(train_texts, truncation=True, max_length=cfg.model.max_length)
+    enc_h = tokenizer(heldout, truncation=True, max_length=cfg.model.max_length)
+    train_items = [{"input_ids": ids} for ids in enc["input_ids"]]
+    held_items = [{"input_ids": ids} for ids in enc_h["input_ids"]]
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=pcfg.mlm_probability)
+    loader = DataLoader(train_items, batch_size=pcfg.batch_size, shuffle=True, collate_fn=collator)
+    # A fixed masking of the held-out texts, so losses of different epochs compare.
+    torch.manual_seed(cfg.seed)
+    held_batches = [
+        collator(held_items[i : i + pcfg.batch_size])
+        for i in range(0, len(held_items), pcfg.batch_size)
+    ]
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=pcfg.lr, weight_decay=0.01
+    )
+    total = math.ceil(len(loader) / accelerator.num_processes) * pcfg.epochs
+    if pcfg.max_steps is not None:
+        total = min(total, pcfg.max_steps)
+    scheduler = get_scheduler(
+        "linear", optimizer, num_warmup_steps=int(0.06 * total), num_training_steps=total
+    )
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    history = [{"epoch": 0, "heldout_mlm_loss": _mlm_loss(model, held_batches, accelerator.device)}]
+    logger.info("held-out MLM loss before: %.4f", history[0]["heldout_mlm_loss"])
+    step = 0
+    for epoch in range(pcfg.epochs):
+        bar = tqdm(
+            total=len(loader),
+            desc=f"pretrain {epoch + 1}/{pcfg.epochs}",
+            disable=not (progress and accelerator.is_main_process),
+            leave=False,
+        )
+        t0 = time.perf_counter()
+        for batch in loader:
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step >= total:
+                break
+        bar.close()
+        held = _mlm_loss(model, held_batches, accelerator.device)
+        history.append(
+            {"epoch": epoch + 1, "heldout_mlm_loss": held, "seconds": time.perf_counter() - t0}
+        )
+        logger.info("epoch %d: held-out MLM loss %.4f", epoch + 1, held)
+        if step >= total:
+            break
+
+    out = Path(cfg.output)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(model)
+        if pcfg.lora:
+            model = model.merge_and_unload()
+        out.mkdir(parents=True, exist_ok=True)
+        # The encoder alone (no MLM head) is what `train` loads as a backbone.
+        model.base_model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+    return PretrainResult(out, history)

@@ -1,0 +1,533 @@
+"""Fine-tuning recipe: setup, train, cleanup (one readable loop), run through Accelerate.
+
+Works the same on CPU, one GPU or several (``accelerate launch``): batches are length-bucketed and
+padded to their longest item, valid scores are gathered across processes, only the main process
+writes files and reports to the tracker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from labelrec import data as data_mod
+from labelrec import metrics
+from labelrec.config import Config, config_to_dict
+from labelrec.evaluate import evaluate_scores_on
+from labelrec.model import (
+    THRESHOLDS_FILE,
+    VOCAB_FILE,
+    ModelInfo,
+    TagModel,
+    build_model,
+    count_parameters,
+    encode_products,
+    pad_batch,
+    save_model,
+    save_thresholds,
+    tag_prior,
+    warmup_steps,
+)
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+BEST_FILE = "best_trainable.pt"
+
+
+class Tracker(Protocol):
+    """What the training loop reports to (MLflow in ``labelrec.mlflow``; nothing by default)."""
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None: ...
+
+
+class NullTracker:
+    """Reports nowhere."""
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
+        pass
+
+
+@dataclass
+class Splits:
+    """The labelled products of a run and where they came from."""
+
+    train: list[data_mod.Product]
+    valid: list[data_mod.Product]
+    train_source: str
+    valid_source: str
+    skipped: list[str] = field(default_factory=list)
+
+
+def load_splits(cfg: Config) -> Splits:
+    """Train and valid products: from files, or the built-in demo catalog when none is given."""
+    dcfg = cfg.data
+    if dcfg.train is None:
+        from labelrec.demo import generate_catalog
+
+        rows = generate_catalog(dcfg.demo_products, seed=cfg.seed)
+        products = [data_mod.Product(**row) for row in rows]
+        train, valid = data_mod.split_products(products, dcfg.valid_fraction, seed=cfg.seed)
+        source = f"labelrec-demo(n={dcfg.demo_products},seed={cfg.seed})"
+        return Splits(train, valid, source, source)
+    train_cat = data_mod.read_catalog(dcfg.train, dcfg)
+    skipped = list(train_cat.skipped)
+    if dcfg.valid is None:
+        train, valid = data_mod.split_products(
+            train_cat.products, dcfg.valid_fraction, seed=cfg.seed
+        )
+        return Splits(train, valid, str(dcfg.train), f"{dcfg.train} (split)", skipped)
+    valid_cat = data_mod.read_catalog(dcfg.valid, dcfg)
+    skipped += valid_cat.skipped
+    return Splits(train_cat.products, valid_cat.products, str(dcfg.train), str(dcfg.valid), skipped)
+
+
+def bucketed_batches(
+    lengths: list[int], batch_size: int, bucket_size: int, seed: int
+) -> list[list[int]]:
+    """Shuffled batches of similar length: shuffle, sort within buckets, shuffle the batches."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = batch_size * bucket_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class EncodedSet(torch.utils.data.Dataset):
+    """Token ids and multi-hot labels of a product list."""
+
+    def __init__(self, token_ids: list[list[int]], labels: Any) -> None:
+        self.token_ids = token_ids
+        self.labels = labels.tocsr() if labels is not None else None
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def __getitem__(self, i: int) -> tuple[int, list[int], np.ndarray | None]:
+        row = None
+        if self.labels is not None:
+            row = self.labels[i].toarray()[0]
+        return i, self.token_ids[i], row
+
+
+def make_collate(pad_id: int, padding_side: str) -> Callable:
+    """Pad each batch to its longest item; stack labels and indices."""
+
+    def collate(items: list[tuple[int, list[int], np.ndarray | None]]) -> dict:
+        batch = pad_batch([t for _, t, _ in items], pad_id, padding_side)
+        batch["index"] = torch.tensor([i for i, _, _ in items], dtype=torch.long)
+        if items[0][2] is not None:
+            batch["labels"] = torch.from_numpy(np.stack([y for _, _, y in items]))
+        return batch
+
+    return collate
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    output: Path
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    best_epoch: int
+    train_seconds: float
+    n_tags: int
+
+
+class TagTrainer:
+    """setup() -> train() -> cleanup(); ``run()`` does all three."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        resume: bool = False,
+        tracker: Tracker | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.tracker = tracker or NullTracker()
+        self.progress = progress
+        self.output = Path(cfg.output)
+        self.ckpt_dir = self.output / "checkpoints"
+
+    # ---------------------------------------------------------------- setup
+    def setup(self) -> None:
+        """Accelerator, data, vocabulary, model, optimizer, scheduler; restore a checkpoint."""
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from transformers import get_scheduler
+
+        cfg, tcfg = self.cfg, self.cfg.train
+        mp = tcfg.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=tcfg.grad_accum, mixed_precision=mp
+        )
+        set_seed(cfg.seed)
+        self.is_main = self.accelerator.is_main_process
+
+        splits = load_splits(cfg)
+        self.splits = splits
+        vocab_path = self.output / VOCAB_FILE
+        if self.resume and vocab_path.is_file():
+            self.vocab = data_mod.TagVocab.load(vocab_path)
+        else:
+            self.vocab = data_mod.TagVocab.from_products(splits.train, cfg.data.min_tag_count)
+        if len(self.vocab) == 0:
+            raise ValueError(f"{splits.train_source}: no tag reaches min_tag_count")
+        y_train = self.vocab.encode(splits.train)
+        keep = np.asarray(y_train.sum(axis=1)).ravel() > 0
+        self.train_products = [p for p, k in zip(splits.train, keep, strict=True) if k]
+        y_train = y_train[keep]
+        self.valid_products = splits.valid
+        self.y_valid = self.vocab.encode(self.valid_products)
+
+        prior = tag_prior(np.asarray(y_train.sum(axis=0)).ravel(), y_train.shape[0])
+        self.model, self.tokenizer = build_model(cfg.model, cfg.lora, self.vocab.tags, prior)
+        self.padding_side = getattr(self.tokenizer, "padding_side", "right")
+        max_len = cfg.model.max_length
+        self.train_ids = encode_products(
+            self.tokenizer,
+            [p.title for p in self.train_products],
+            [p.description for p in self.train_products],
+            max_len,
+        )
+        self.valid_ids = encode_products(
+            self.tokenizer,
+            [p.title for p in self.valid_products],
+            [p.description for p in self.valid_products],
+            max_len,
+        )
+        self.train_set = EncodedSet(self.train_ids, y_train)
+        self.collate = make_collate(self.tokenizer.pad_token_id, self.padding_side)
+
+        head_params = list(self.model.head.parameters())
+        head_ids = {id(p) for p in head_params}
+        body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": body, "lr": tcfg.lr, "weight_decay": tcfg.weight_decay},
+                {"params": head_params, "lr": tcfg.head_lr, "weight_decay": 0.0},
+            ]
+        )
+        n_proc = self.accelerator.num_processes
+        batches_per_epoch = math.ceil(len(self.train_set) / tcfg.batch_size / n_proc)
+        self.updates_per_epoch = max(1, math.ceil(batches_per_epoch / tcfg.grad_accum))
+        total = self.updates_per_epoch * tcfg.epochs
+        if tcfg.max_steps is not None:
+            total = min(total, tcfg.max_steps)
+        self.total_updates = total
+        self.scheduler = get_scheduler(
+            tcfg.scheduler if tcfg.scheduler != "constant" else "constant_with_warmup",
+            self.optimizer,
+            num_warmup_steps=warmup_steps(total, tcfg.warmup_ratio),
+            num_training_steps=total,
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
+            self.model, self.optimizer, self.scheduler
+        )
+
+        self.state: dict[str, Any] = {
+            "epoch": 0,
+            "global_step": 0,
+            "best_metric": -1.0,
+            "best_epoch": 0,
+            "bad_epochs": 0,
+            "history": [],
+            "train_seconds": 0.0,
+        }
+        if self.resume:
+            self._restore()
+        elif self.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self.vocab.save(vocab_path)
+        trainable, total_params = count_parameters(self.accelerator.unwrap_model(self.model))
+        if self.is_main and self.state["epoch"] == 0:
+            self.tracker.log_params(
+                {
+                    **_flat_config(cfg),
+                    "n_tags": len(self.vocab),
+                    "n_train": len(self.train_products),
+                    "n_valid": len(self.valid_products),
+                    "trainable_params": trainable,
+                    "total_params": total_params,
+                    "num_processes": n_proc,
+                    "device": str(self.accelerator.device),
+                    "mixed_precision": mp,
+                    "torch": torch.__version__,
+                    "cuda": torch.version.cuda or "none",
+                }
+            )
+            self.tracker.log_dataset(
+                "train", splits.train_source, self.train_products, len(self.vocab)
+            )
+            self.tracker.log_dataset(
+                "valid", splits.valid_source, self.valid_products, len(self.vocab)
+            )
+
+    def _restore(self) -> None:
+        ckpts = sorted(self.ckpt_dir.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
+        if not ckpts:
+            logger.warning("--resume: no checkpoint in %s, starting from scratch", self.ckpt_dir)
+            if self.is_main:
+                self.output.mkdir(parents=True, exist_ok=True)
+                self.vocab.save(self.output / VOCAB_FILE)
+            return
+        last = ckpts[-1]
+        self.accelerator.load_state(str(last))
+        self.state = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))
+        logger.info("resumed from %s (epoch %d)", last, self.state["epoch"])
+
+    # ---------------------------------------------------------------- train
+    def train(self) -> None:
+        """Epochs of updates, a valid evaluation after each, checkpoints and early stopping."""
+        tcfg = self.cfg.train
+        acc = self.accelerator
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        start_epoch = self.state["epoch"]
+        for epoch in range(start_epoch, tcfg.epochs):
+            if self._done():
+                break
+            batches = bucketed_batches(
+                [len(t) for t in self.train_ids],
+                tcfg.batch_size,
+                tcfg.bucket_size,
+                seed=self.cfg.seed + epoch,
+            )
+            loader = DataLoader(
+                self.train_set,
+                batch_sampler=batches,
+                collate_fn=self.collate,
+                num_workers=tcfg.num_workers,
+            )
+            loader = acc.prepare(loader)
+            self.model.train()
+            bar = self._bar(len(loader), f"epoch {epoch + 1}/{tcfg.epochs}")
+            t0 = time.perf_counter()
+            seen = 0
+            loss_sum = torch.zeros((), device=acc.device)
+            n_loss = 0
+            for batch in loader:
+                with acc.accumulate(self.model):
+                    logits = self.model(batch["input_ids"], batch["attention_mask"])
+                    loss = loss_fn(logits.float(), batch["labels"].float())
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        if tcfg.max_grad_norm > 0:
+                            acc.clip_grad_norm_(self.model.parameters(), tcfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad()
+                if acc.sync_gradients:
+                    self.state["global_step"] += 1
+                loss_sum += loss.detach()
+                n_loss += 1
+                seen += batch["input_ids"].shape[0] * acc.num_processes
+                if bar is not None:
+                    bar.update(1)
+                    if n_loss % max(1, tcfg.log_every // 4) == 0:
+                        rate = seen / max(time.perf_counter() - t0, 1e-9)
+                        bar.set_postfix(loss=f"{loss.item():.4f}", products_s=f"{rate:.0f}")
+                if self._done():
+                    break
+            if bar is not None:
+                bar.close()
+            epoch_seconds = time.perf_counter() - t0
+            mean_loss = acc.reduce(loss_sum, reduction="mean").item() / max(n_loss, 1)
+            self.state["train_seconds"] += epoch_seconds
+            valid_scores = self.predict_valid()
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": mean_loss,
+                "lr": self.scheduler.get_last_lr()[0],
+                "head_lr": self.scheduler.get_last_lr()[-1],
+                "products_per_s": seen / max(epoch_seconds, 1e-9),
+                "epoch_seconds": epoch_seconds,
+            }
+            if valid_scores is not None:
+                valid_metrics = evaluate_scores_on(
+                    valid_scores, self.valid_products, self.vocab, 0.5
+                ).metrics
+                record.update({f"valid_{k}": v for k, v in valid_metrics.items()})
+            self.state["epoch"] = epoch + 1
+            self.state["history"].append(record)
+            improved = self._track_best(record)
+            if self.is_main:
+                self.tracker.log_metrics(
+                    {k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1
+                )
+                logger.info(
+                    "epoch %d: loss %.4f, valid nDCG@3 %.4f%s",
+                    epoch + 1,
+                    mean_loss,
+                    record.get("valid_nDCG@3", float("nan")),
+                    " (best)" if improved else "",
+                )
+            self._checkpoint(epoch + 1, improved)
+            patience = tcfg.early_stopping_patience
+            if patience and self.state["bad_epochs"] >= patience:
+                logger.info("early stopping after epoch %d", epoch + 1)
+                break
+
+    def _done(self) -> bool:
+        max_steps = self.cfg.train.max_steps
+        return max_steps is not None and self.state["global_step"] >= max_steps
+
+    def _bar(self, total: int, desc: str) -> Any:
+        if not (self.progress and self.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+
+    def _track_best(self, record: dict[str, float]) -> bool:
+        value = record.get("valid_nDCG@3", -record["train_loss"])
+        if value > self.state["best_metric"] + 1e-6:
+            self.state["best_metric"] = value
+            self.state["best_epoch"] = record["epoch"]
+            self.state["bad_epochs"] = 0
+            return True
+        self.state["bad_epochs"] += 1
+        return False
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        model = self.accelerator.unwrap_model(self.model)
+        names = {n for n, p in model.named_parameters() if p.requires_grad}
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
+
+    def _checkpoint(self, epoch: int, improved: bool) -> None:
+        acc = self.accelerator
+        if improved and self.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(self._trainable_state(), self.ckpt_dir / BEST_FILE)
+        path = self.ckpt_dir / f"epoch-{epoch}"
+        acc.wait_for_everyone()
+        acc.save_state(str(path))
+        if self.is_main:
+            (path / STATE_FILE).write_text(json.dumps(self.state, indent=1), encoding="utf-8")
+            for old in self.ckpt_dir.glob("epoch-*"):
+                if old != path:
+                    shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    @torch.inference_mode()
+    def predict_valid(self) -> np.ndarray | None:
+        """Valid scores in valid order, computed on every process and gathered."""
+        if not self.valid_products:
+            return None
+        acc = self.accelerator
+        model = self.model
+        model.eval()
+        order = sorted(range(len(self.valid_ids)), key=lambda i: -len(self.valid_ids[i]))
+        bs = self.cfg.train.eval_batch_size
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        loader = DataLoader(
+            EncodedSet(self.valid_ids, None), batch_sampler=batches, collate_fn=self.collate
+        )
+        loader = acc.prepare(loader)
+        n_tags = len(self.vocab)
+        scores = np.zeros((len(self.valid_ids), n_tags), dtype=np.float32)
+        for batch in loader:
+            logits = model(batch["input_ids"], batch["attention_mask"])
+            probs = torch.sigmoid(logits.float())
+            idx, probs = acc.gather_for_metrics((batch["index"], probs))
+            scores[idx.cpu().numpy()] = probs.cpu().numpy()
+        model.train()
+        return scores
+
+    # ---------------------------------------------------------------- cleanup
+    def cleanup(self) -> TrainResult:
+        """Best weights back, thresholds tuned on valid, merged model saved, checkpoints kept."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        model: TagModel = acc.unwrap_model(self.model)
+        best_file = self.ckpt_dir / BEST_FILE
+        if best_file.is_file():
+            model.load_state_dict(torch.load(best_file, weights_only=True), strict=False)
+        scores = self.predict_valid()
+        result_metrics: dict[str, float] = {}
+        global_t, per_tag = 0.5, np.full(len(self.vocab), 0.5, dtype=np.float32)
+        if scores is not None:
+            global_t = metrics.tune_global_threshold(self.y_valid, scores)
+            per_tag = metrics.tune_tag_thresholds(self.y_valid, scores, global_t)
+            result_metrics = evaluate_scores_on(
+                scores, self.valid_products, self.vocab, per_tag
+            ).metrics
+            result_metrics["global_threshold"] = float(global_t)
+        if self.is_main:
+            model.eval()
+            info = ModelInfo(
+                backbone=self.cfg.model.backbone,
+                pooling=model.pooling,
+                max_length=self.cfg.model.max_length,
+                n_tags=len(self.vocab),
+                extra={
+                    "best_epoch": self.state["best_epoch"],
+                    "valid_metrics": result_metrics,
+                    "train_source": self.splits.train_source,
+                    "config": config_to_dict(self.cfg),
+                },
+            )
+            save_model(model, self.tokenizer, self.output, info)
+            self.vocab.save(self.output / VOCAB_FILE)
+            save_thresholds(self.output / THRESHOLDS_FILE, global_t, per_tag)
+            (self.output / "history.json").write_text(
+                json.dumps(self.state["history"], indent=1), encoding="utf-8"
+            )
+            self.tracker.log_metrics({f"final_{k}": v for k, v in result_metrics.items()})
+        acc.wait_for_everyone()
+        return TrainResult(
+            output=self.output,
+            metrics=result_metrics,
+            history=self.state["history"],
+            best_epoch=self.state["best_epoch"],
+            train_seconds=self.state["train_seconds"],
+            n_tags=len(self.vocab),
+        )
+
+    def run(self) -> TrainResult:
+        """setup, train, cleanup."""
+        self.setup()
+        self.train()
+        return self.cleanup()
+
+
+def _flat_config(cfg: Config) -> dict[str, Any]:
+    from labelrec.config import flatten
+
+    return flatten(config_to_dict(cfg))
+
+
+def train(
+    cfg: Config, resume: bool = False, tracker: Tracker | None = None, progress: bool = True
+) -> TrainResult:
+    """Fine-tune a tagger as configured and save it to ``cfg.output``."""
+    return TagTrainer(cfg, resume=resume, tracker=tracker, progress=progress).run()

@@ -1,0 +1,128 @@
+"""Shared fixtures: tiny random backbones built in the test (no download), small catalogs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+WORDS = (
+    "lego city police station train set wooden puzzle jigsaw doll house car remote control red blue"
+    " green kids toy game board card hornby model railway track engine carriage battery smoke"
+    " light sound plush bear soft baby rattle drone kite ball football outdoor garden water gun"
+    " paint art craft book story learning science kit robot building block brick figure action"
+    " hero princess castle dinosaur animal farm tractor truck fire engine plane boat ship the a of"
+    " and for with in to piece pieces set 1000 500 100 3 5 10 years age"
+)
+CJK = "乐高城市系列警察局积木玩具火车木制拼图娃娃手机智能华为苹果红蓝"
+
+
+def make_tiny_backbone(directory: Path, decoder: bool = False) -> Path:
+    """Write a tiny random BERT (or Llama-style decoder) with a WordPiece tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab += sorted(set(WORDS.split()))
+    vocab += list(CJK)
+    vocab += [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab += [f"##{chr(c)}" for c in range(ord("a"), ord("z") + 1)]
+    vocab += list("0123456789,.-:>&()/'!?")
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True)
+    torch.manual_seed(0)
+    if decoder:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        LlamaForCausalLM(config).save_pretrained(directory)
+    else:
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=256,
+        )
+        BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT encoder with its tokenizer, built once per test session."""
+    return make_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama-style decoder with a WordPiece tokenizer."""
+    return make_tiny_backbone(tmp_path_factory.mktemp("tiny-llama"), decoder=True)
+
+
+TOY_PRODUCTS = [
+    ("LEGO City Police Station", ["Toys", "Toys > Building", "brand:Lego"]),
+    ("LEGO city fire engine truck", ["Toys", "Toys > Building", "brand:Lego"]),
+    ("Hornby model railway train set", ["Hobbies", "Hobbies > Trains", "brand:Hornby"]),
+    ("Hornby engine carriage smoke", ["Hobbies", "Hobbies > Trains", "brand:Hornby"]),
+    ("wooden jigsaw puzzle 1000 pieces", ["Toys", "Toys > Puzzles"]),
+    ("jigsaw puzzle 500 pieces animal farm", ["Toys", "Toys > Puzzles"]),
+    ("remote control car red", ["Toys", "Toys > RC", "color:Red"]),
+    ("remote control drone blue", ["Toys", "Toys > RC", "color:Blue"]),
+    ("乐高 城市 警察局 积木", ["Toys", "Toys > Building", "brand:Lego"]),
+    ("plush bear soft baby", ["Baby", "Baby > Soft toys"]),
+]
+
+
+def toy_catalog(n_copies: int = 6) -> list[dict]:
+    """A small labelled catalog with clear title-tag signal."""
+    rows = []
+    for copy in range(n_copies):
+        for i, (title, tags) in enumerate(TOY_PRODUCTS):
+            suffix = f" {copy}" if copy else ""
+            rows.append(
+                {"id": f"p{copy}-{i}", "title": title + suffix, "description": "", "tags": tags}
+            )
+    return rows
+
+
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    """Write rows as JSON Lines."""
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture
+def toy_files(tmp_path: Path) -> tuple[Path, Path]:
+    """(train.jsonl, valid.jsonl) of the toy catalog."""
+    rows = toy_catalog()
+    train = [r for r in rows if not r["id"].startswith("p5-")]
+    valid = [r for r in rows if r["id"].startswith("p5-")]
+    return write_jsonl(train, tmp_path / "train.jsonl"), write_jsonl(
+        valid, tmp_path / "valid.jsonl"
+    )

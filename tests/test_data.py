@@ -1,0 +1,518 @@
+"""Tests of labelrec.data: catalog formats, tag handling, validation, vocabulary and splits."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from labelrec.config import DataConfig
+from labelrec.data import (
+    Catalog,
+    CatalogError,
+    Product,
+    TagVocab,
+    expand_hierarchy,
+    iter_catalog,
+    read_catalog,
+    read_texts,
+    split_products,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+ROWS = [
+    {"id": "p1", "title": "Wooden  puzzle", "description": "A 100 piece\njigsaw", "tags": ["toys"]},
+    {"id": "p2", "title": "Train set", "description": "", "tags": ["toys", "trains"]},
+    {
+        "id": "p3",
+        "title": "拼图 玩具 🧩",
+        "description": "儿童 益智",
+        "tags": ["玩具", "品牌:乐高"],
+    },
+]
+
+
+def write_jsonl(path: Path, rows: list[dict], blank_lines: bool = False) -> Path:
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    sep = "\n\n" if blank_lines else "\n"
+    path.write_text(sep.join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def ids(products: list[Product]) -> list[str]:
+    return [p.id for p in products]
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_jsonl_basic_unicode_and_whitespace(tmp_path):
+    path = write_jsonl(tmp_path / "cat.jsonl", ROWS, blank_lines=True)
+    cat = read_catalog(path, DataConfig())
+    assert isinstance(cat, Catalog)
+    assert cat.source == str(path) and cat.n_skipped == 0 and len(cat) == 3
+    p1, p2, p3 = cat.products
+    assert p1 == Product("p1", "Wooden puzzle", "A 100 piece jigsaw", ["toys"])
+    assert p2.description == "" and p2.tags == ["toys", "trains"]
+    assert p3.title == "拼图 玩具 🧩" and p3.description == "儿童 益智"
+    assert p3.tags == ["玩具", "品牌:乐高"]
+
+
+def test_json_array_and_ndjson_and_gz(tmp_path):
+    arr = tmp_path / "cat.json"
+    arr.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
+    nd = write_jsonl(tmp_path / "cat.ndjson", ROWS)
+    gz = tmp_path / "cat.jsonl.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS))
+    expected = read_catalog(nd, DataConfig()).products
+    assert read_catalog(arr, DataConfig()).products == expected
+    assert read_catalog(gz, DataConfig()).products == expected
+
+
+def test_csv_with_header_delimited_tags(tmp_path):
+    path = tmp_path / "cat.csv"
+    path.write_text(
+        "id,title,description,tags\n"
+        'p1,"Puzzle, wooden",,toys| puzzles |\n'
+        'p2,Train,"Big, red","[""toys"", ""trains""]"\n',
+        encoding="utf-8",
+    )
+    cat = read_catalog(path, DataConfig())
+    assert cat.products == [
+        Product("p1", "Puzzle, wooden", "", ["toys", "puzzles"]),
+        Product("p2", "Train", "Big, red", ["toys", "trains"]),
+    ]
+
+
+def test_csv_without_header_guessed_and_explicit(tmp_path):
+    path = tmp_path / "raw.csv"
+    path.write_text(
+        "a1,Hornby catalogue,Hobbies > Trains,Hornby,3.42\n"
+        "a2,Jigsaw 1000,Toys > Puzzles > Jigsaw,,12.50\n"
+        "a3,Lego car,Toys > Construction,brand:LEGO,20.00\n",
+        encoding="utf-8",
+    )
+    mapping = dict(
+        id_column="0",
+        title_column="1",
+        description_column=None,
+        tag_columns=["2", "3"],
+        tag_prefixes=["", "brand:"],
+        hierarchy_separator=" > ",
+    )
+    explicit = read_catalog(path, DataConfig(**mapping, csv_header=False))
+    guessed = read_catalog(path, DataConfig(**mapping))
+    assert explicit.products == guessed.products
+    assert ids(explicit.products) == ["a1", "a2", "a3"]
+    assert explicit.products[0].tags == ["Hobbies", "Hobbies > Trains", "brand:Hornby"]
+    assert explicit.products[1].tags == ["Toys", "Toys > Puzzles", "Toys > Puzzles > Jigsaw"]
+    # the prefix is not added twice
+    assert explicit.products[2].tags == ["Toys", "Toys > Construction", "brand:LEGO"]
+
+
+def test_csv_header_addressed_by_index(tmp_path):
+    path = tmp_path / "cat.csv"
+    path.write_text("sku,name,cats\nx1,Ball,sport\n", encoding="utf-8")
+    cfg = DataConfig(
+        id_column="0", title_column="1", description_column=None, tag_columns=["2"], csv_header=True
+    )
+    assert read_catalog(path, cfg).products == [Product("x1", "Ball", "", ["sport"])]
+
+
+@pytest.mark.parametrize(
+    ("name", "delim"), [("cat.csv", ";"), ("cat.tsv", "\t"), ("cat.csv", "|"), ("cat.csv", "\t")]
+)
+def test_csv_delimiters_sniffed(tmp_path, name, delim):
+    path = tmp_path / name
+    rows = [
+        ["id", "title", "description", "tags"],
+        ["p1", "Puzzle, wooden; nice", "Fun", "toys"],
+        ["p2", "Train", "A, b; c", "toys,trains"],
+    ]
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh, delimiter=delim, lineterminator="\n").writerows(rows)
+    cfg = DataConfig(tag_delimiter=",")
+    products = read_catalog(path, cfg).products
+    assert products == [
+        Product("p1", "Puzzle, wooden; nice", "Fun", ["toys"]),
+        Product("p2", "Train", "A, b; c", ["toys", "trains"]),
+    ]
+    # an explicit delimiter gives the same
+    explicit = DataConfig(tag_delimiter=",", csv_delimiter=delim)
+    assert read_catalog(path, explicit).products == products
+
+
+def test_csv_gz_and_long_description(tmp_path):
+    long_text = "word " * 60_000  # > csv's default field size limit of 131072 characters
+    path = tmp_path / "cat.csv.gz"
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as fh:
+        fh.write(f'id,title,description,tags\np1,Book,"{long_text}",books\n')
+    (product,) = read_catalog(path, DataConfig()).products
+    assert product.description == long_text.strip()
+
+
+def test_parquet_lists_strings_ids_and_nulls(tmp_path):
+    table = pa.table(
+        {
+            "sku": pa.array([101, 102, 103], pa.int64()),
+            "name": ["Ball", "Kite 🪁", "积木"],
+            "text": ["Round", None, "  儿童\t玩具 "],
+            "cats": [["Sport > Balls"], [], ["Toys > Blocks", "Toys"]],
+            "brand": ["Acme", None, "brand:乐高"],
+        }
+    )
+    path = tmp_path / "cat.parquet"
+    pq.write_table(table, path, row_group_size=2)
+    cfg = DataConfig(
+        id_column="sku",
+        title_column="name",
+        description_column="text",
+        tag_columns=["cats", "brand"],
+        tag_prefixes=["", "brand:"],
+        hierarchy_separator=" > ",
+        on_error="skip",
+    )
+    cat = read_catalog(path, cfg)
+    assert cat.products == [
+        Product("101", "Ball", "Round", ["Sport", "Sport > Balls", "brand:Acme"]),
+        Product("103", "积木", "儿童 玩具", ["Toys", "Toys > Blocks", "brand:乐高"]),
+    ]
+    assert cat.n_skipped == 1
+    assert cat.skipped[0] == f"{path}, row 2, field 'cats, brand': no tags"
+    # not requiring tags keeps the row
+    assert ids(read_catalog(path, cfg, require_tags=False).products) == ["101", "102", "103"]
+
+
+def test_unknown_and_txt_formats_rejected(tmp_path):
+    for name in ("cat.txt", "cat.xlsx"):
+        path = tmp_path / name
+        path.write_text("x\n", encoding="utf-8")
+        with pytest.raises(CatalogError, match=name):
+            read_catalog(path, DataConfig())
+    with pytest.raises(FileNotFoundError):
+        read_catalog(tmp_path / "nope.jsonl", DataConfig())
+
+
+# --------------------------------------------------------------------------- tags
+
+
+def test_expand_hierarchy():
+    assert expand_hierarchy("Toys > Puzzles > Jigsaw", " > ") == [
+        "Toys",
+        "Toys > Puzzles",
+        "Toys > Puzzles > Jigsaw",
+    ]
+    assert expand_hierarchy("Toys", " > ") == ["Toys"]
+    assert expand_hierarchy("Toys >  > Puzzles > ", " > ") == ["Toys", "Toys > Puzzles"]
+    assert expand_hierarchy("a|b", "|") == ["a", "a|b"]
+
+
+def test_tags_prefix_hierarchy_only_unprefixed_and_dedupe(tmp_path):
+    rows = [
+        {
+            "id": "p1",
+            "title": "T",
+            "cat": "Toys > Puzzles|Toys",
+            "brand": ["A > B", "brand:A > B", " "],
+        }
+    ]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    cfg = DataConfig(
+        description_column=None,
+        tag_columns=["cat", "brand"],
+        tag_prefixes=["", "brand:"],
+        hierarchy_separator=" > ",
+    )
+    (product,) = read_catalog(path, cfg).products
+    assert product.tags == ["Toys", "Toys > Puzzles", "brand:A > B"]
+
+
+def test_no_prefixes_configured(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"id": "1", "title": "T", "tags": "b|a|b| "}])
+    assert read_catalog(path, DataConfig()).products[0].tags == ["b", "a"]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_bad_csv_row_line_number_after_multiline_field(tmp_path):
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        "id,title,description,tags\n"  # line 1
+        'p1,Puzzle,"first line\nsecond line\nthird line",toys\n'  # lines 2-4
+        "p2,Train,ok,trains\n"  # line 5
+        "p3,,no title here,toys\n"  # line 6
+        "p4,Kite,ok,toys\n",  # line 7
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogError) as info:
+        read_catalog(path, DataConfig())
+    err = info.value
+    assert (err.path, err.line, err.field) == (str(path), 6, "title")
+    assert str(err) == f"{path}, line 6, field 'title': empty title"
+    assert "catalog.csv" in str(err)
+    # the exception survives pickling (multiprocessing)
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
+
+    cat = read_catalog(path, DataConfig(on_error="skip"))
+    assert ids(cat.products) == ["p1", "p2", "p4"]
+    assert cat.products[0].description == "first line second line third line"
+    assert cat.n_skipped == 1 and cat.skipped == [str(err)]
+
+
+def test_bad_json_line_and_wrong_type(tmp_path):
+    path = tmp_path / "cat.jsonl"
+    path.write_text(
+        json.dumps(ROWS[0])
+        + "\n\n"
+        + '{"id": "p9", "title": "broken"\n'  # line 3
+        + json.dumps({"id": "p8", "title": 42, "tags": ["x"]})  # line 4
+        + "\n"
+        + json.dumps(ROWS[1])
+        + "\n[1, 2]\n",  # line 6
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogError, match=r"cat\.jsonl, line 3: invalid JSON") as info:
+        read_catalog(path, DataConfig())
+    assert info.value.line == 3 and info.value.field is None
+    cat = read_catalog(path, DataConfig(on_error="skip"))
+    assert ids(cat.products) == ["p1", "p2"]
+    assert cat.n_skipped == 3
+    assert "line 4, field 'title': expected a string, got int" in cat.skipped[1]
+    assert "line 6: expected a JSON object, got list" in cat.skipped[2]
+
+
+def test_no_tags_required_or_not(tmp_path):
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "1", "title": "A", "tags": []}, {"id": "2", "title": "B", "tags": "x"}],
+    )
+    with pytest.raises(CatalogError, match=r"line 1, field 'tags': no tags"):
+        read_catalog(path, DataConfig())
+    assert len(read_catalog(path, DataConfig(), require_tags=False).products) == 2
+    assert ids(read_catalog(path, DataConfig(on_error="skip")).products) == ["2"]
+
+
+def test_empty_id_is_an_error(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"id": " ", "title": "A", "tags": ["x"]}])
+    with pytest.raises(CatalogError, match=r"line 1, field 'id': empty id"):
+        read_catalog(path, DataConfig())
+
+
+def test_duplicate_ids(tmp_path):
+    path = tmp_path / "cat.csv"
+    path.write_text("id,title,tags\na,One,x\nb,Two,y\na,Three,z\n", encoding="utf-8")
+    with pytest.raises(CatalogError) as info:
+        read_catalog(path, DataConfig())
+    assert info.value.line == 4 and info.value.field == "id"
+    assert "duplicate id 'a' (first at line 2)" in str(info.value)
+    cat = read_catalog(path, DataConfig(on_error="skip"))
+    assert [p.title for p in cat.products] == ["One", "Two"] and cat.n_skipped == 1
+
+
+def test_missing_column_lists_available(tmp_path):
+    csv_path = tmp_path / "cat.csv"
+    csv_path.write_text("sku,name,tags\n1,Ball,x\n", encoding="utf-8")
+    for on_error in ("raise", "skip"):  # a missing column is always an error
+        with pytest.raises(CatalogError) as info:
+            read_catalog(csv_path, DataConfig(on_error=on_error))
+        assert info.value.line == 1 and info.value.field == "id"
+        assert "missing columns 'id', 'title'" in str(info.value)
+        assert "available: 'sku', 'name', 'tags'" in str(info.value)
+
+    json_path = write_jsonl(tmp_path / "cat.jsonl", [{"id": "1", "name": "Ball", "tags": []}])
+    with pytest.raises(CatalogError, match=r"field 'title': missing column 'title' \(available"):
+        read_catalog(json_path, DataConfig())
+
+    pq_path = tmp_path / "cat.parquet"
+    pq.write_table(pa.table({"id": ["1"], "title": ["Ball"]}), pq_path)
+    with pytest.raises(CatalogError, match=r"missing column 'tags' \(available: 'id', 'title'\)"):
+        read_catalog(pq_path, DataConfig())
+    # tags are optional when not required, and so is the description column
+    assert read_catalog(pq_path, DataConfig(), require_tags=False).products == [
+        Product("1", "Ball")
+    ]
+
+
+def test_headerless_missing_index_column(tmp_path):
+    path = tmp_path / "raw.csv"
+    path.write_text("a,Ball\nb,Kite\n", encoding="utf-8")
+    cfg = DataConfig(id_column="0", title_column="1", tag_columns=["5"], csv_header=False)
+    with pytest.raises(CatalogError, match=r"missing column '5' \(available: '0', '1'\)"):
+        read_catalog(path, cfg)
+
+
+def test_extra_fields_are_a_row_error(tmp_path):
+    path = tmp_path / "cat.csv"
+    path.write_text("id,title,tags\na,One,x\nb,Two, big,y\nc,Three,z\n", encoding="utf-8")
+    cat = read_catalog(path, DataConfig(on_error="skip"))
+    assert ids(cat.products) == ["a", "c"]
+    assert cat.skipped[0].startswith(f"{path}, line 3: 4 fields where the header has 3")
+
+
+def test_max_products(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", ROWS)
+    assert ids(read_catalog(path, DataConfig(max_products=2)).products) == ["p1", "p2"]
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def _many_rows(n: int) -> list[dict]:
+    return [
+        {"id": f"p{i}", "title": f"Item {i}", "description": "", "tags": [f"t{i % 7}"]}
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_iter_catalog_chunks_equal_read_catalog(tmp_path, fmt):
+    rows = _many_rows(2500)
+    rows[1234]["title"] = ""  # one bad row, skipped
+    if fmt == "jsonl":
+        path = write_jsonl(tmp_path / "c.jsonl", rows)
+    elif fmt == "csv":
+        path = tmp_path / "c.csv"
+        lines = ["id,title,description,tags"]
+        lines += [f"{r['id']},{r['title']},,{r['tags'][0]}" for r in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        path = tmp_path / "c.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=700)
+    cfg = DataConfig(on_error="skip")
+    full = read_catalog(path, cfg)
+    skipped: list[str] = []
+    chunks = list(iter_catalog(path, cfg, require_tags=True, chunk_size=1000, skipped=skipped))
+    assert [len(c) for c in chunks] == [1000, 1000, 499]
+    assert [p for c in chunks for p in c] == full.products
+    assert skipped == full.skipped and len(skipped) == 1
+    assert "field 'title': empty title" in skipped[0]
+
+
+def test_iter_catalog_duplicates_across_chunks(tmp_path):
+    rows = [*_many_rows(30), _many_rows(1)[0]]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    with pytest.raises(CatalogError, match=r"line 31, field 'id': duplicate id 'p0'"):
+        for _ in iter_catalog(path, DataConfig(), chunk_size=4):
+            pass
+
+
+def test_read_texts(tmp_path):
+    txt = tmp_path / "texts.txt"
+    txt.write_text("first  text\n\n  中文 文本 😀 \nthird\n", encoding="utf-8")
+    assert read_texts(txt, DataConfig()) == ["first text", "中文 文本 😀", "third"]
+    assert read_texts(txt, DataConfig(max_products=1)) == ["first text"]
+    jsonl = write_jsonl(tmp_path / "c.jsonl", [{"title": "A", "description": "d"}, {"title": "B"}])
+    assert read_texts(jsonl, DataConfig()) == ["A d", "B"]
+
+
+# --------------------------------------------------------------------------- vocab and split
+
+
+def _products() -> list[Product]:
+    return [
+        Product("a", "A", tags=["x", "y"]),
+        Product("b", "B", tags=["y", "z"]),
+        Product("c", "C", tags=["y", "x", "品牌:乐高"]),
+        Product("d", "D", tags=["w"]),
+    ]
+
+
+def test_vocab_counts_order_and_min_count():
+    vocab = TagVocab.from_products(_products())
+    assert vocab.tags == ["y", "x", "w", "z", "品牌:乐高"]
+    assert vocab.counts.dtype == np.int64 and vocab.counts.tolist() == [3, 2, 1, 1, 1]
+    assert vocab.index["x"] == 1 and len(vocab) == 5
+    small = TagVocab.from_products(_products(), min_count=2)
+    assert small.tags == ["y", "x"]
+
+
+def test_vocab_encode_decode(tmp_path):
+    vocab = TagVocab.from_products(_products(), min_count=2)
+    matrix = vocab.encode([*_products(), Product("e", "E", tags=["unknown"])])
+    assert matrix.shape == (5, 2) and matrix.dtype == np.float32 and matrix.format == "csr"
+    assert matrix.toarray().tolist() == [[1, 1], [1, 0], [1, 1], [0, 0], [0, 0]]
+    assert vocab.decode(np.array([1, 0])) == ["x", "y"]
+    assert vocab.encode([["x", "x"]]).toarray().tolist() == [[0, 1]]
+
+
+def test_vocab_save_load_round_trip(tmp_path):
+    vocab = TagVocab.from_products(_products())
+    path = tmp_path / "sub" / "vocab.json"
+    vocab.save(path)
+    text = path.read_text(encoding="utf-8")
+    assert "品牌:乐高" in text  # stored as UTF-8, not \u escapes
+    assert set(json.loads(text)) == {"tags", "counts"}
+    loaded = TagVocab.load(path)
+    assert loaded.tags == vocab.tags and loaded.counts.tolist() == vocab.counts.tolist()
+    assert loaded.index == vocab.index
+
+
+def test_split_is_deterministic_and_order_independent():
+    products = [Product(f"id{i}", f"T{i}", tags=["x"]) for i in range(2000)]
+    train, valid = split_products(products, 0.2, seed=3)
+    assert len(train) + len(valid) == 2000
+    assert 300 < len(valid) < 500
+    shuffled = products[:]
+    random.Random(0).shuffle(shuffled)
+    train2, valid2 = split_products(shuffled, 0.2, seed=3)
+    assert set(ids(valid2)) == set(ids(valid)) and set(ids(train2)) == set(ids(train))
+    _, valid_other = split_products(products, 0.2, seed=4)
+    assert set(ids(valid_other)) != set(ids(valid))
+    # a product's side does not depend on the others
+    _, valid_sub = split_products(products[:500], 0.2, seed=3)
+    assert set(ids(valid_sub)) == set(ids(valid)) & {f"id{i}" for i in range(500)}
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def test_amazon_uk_toys_raw_csv_matches_normalized():
+    folder = SHARED_DATA / "amazon_uk_toys"
+    if not (folder / "raw.csv").is_file() or not (folder / "train.jsonl").is_file():
+        pytest.skip(f"shared data folder {folder} is absent (development-only real catalogs)")
+    cfg = DataConfig(
+        id_column="0",
+        title_column="1",
+        description_column=None,
+        tag_columns=["2", "3"],
+        tag_prefixes=["", "brand:"],
+        hierarchy_separator=" > ",
+        csv_header=False,
+        on_error="skip",
+    )
+    raw = read_catalog(folder / "raw.csv", cfg)
+    n_rows = len(raw.products) + raw.n_skipped
+    assert len(raw.products) > 0.9 * n_rows
+    assert all("raw.csv, line" in msg and "field" in msg for msg in raw.skipped)
+
+    train = {p.id: p for p in read_catalog(folder / "train.jsonl", DataConfig()).products}
+    first = raw.products[0]
+    assert first.title == "Hornby 2014 Catalogue"
+    assert first.tags == train[first.id].tags
+
+    common = [p for p in raw.products if p.id in train]
+    assert len(common) > 0.9 * len(train)
+    agree = sum(set(p.tags) == set(train[p.id].tags) for p in common)
+    assert agree / len(common) > 0.99
+
+
+def test_not_utf8_and_bad_arguments(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("id,title,tags\n1,Caf\u00e9,x\n".encode("latin-1"))
+    with pytest.raises(CatalogError, match="not valid UTF-8"):
+        read_catalog(path, DataConfig())
+    with pytest.raises(ValueError, match="chunk_size"):
+        iter_catalog(write_jsonl(tmp_path / "c.jsonl", ROWS), DataConfig(), chunk_size=0)
+    with pytest.raises(FileNotFoundError):
+        iter_catalog(tmp_path / "missing.jsonl", DataConfig())

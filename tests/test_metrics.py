@@ -1,0 +1,450 @@
+"""Tests for labelrec.metrics against hand-computed toy matrices."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from labelrec import metrics
+
+# Toy data: 3 products x 5 tags.
+#   product 0: gold {0, 2}, ranking by score 0, 1, 2, 3, 4
+#   product 1: gold {1},    ranking by score 2, 3, 4, 1, 0
+#   product 2: no gold tags, ranking 0, 1, 2, 3, 4
+Y = np.array(
+    [
+        [1, 0, 1, 0, 0],
+        [0, 1, 0, 0, 0],
+        [0, 0, 0, 0, 0],
+    ]
+)
+S = np.array(
+    [
+        [0.9, 0.8, 0.7, 0.1, 0.0],
+        [0.1, 0.2, 0.9, 0.8, 0.3],
+        [0.5, 0.4, 0.3, 0.2, 0.1],
+    ]
+)
+# inverse propensities for PSP; gold weights y * invp:
+#   product 0: [1, 0, 2, 0, 0]; product 1: [0, 3, 0, 0, 0]; product 2: zeros
+INVP = np.array([1.0, 3.0, 2.0, 1.0, 1.0])
+
+# nDCG of product 0 at k>=3: hits at ranks 1 and 3 -> DCG = 1 + 1/log2(4) = 1.5,
+# IDCG over min(k, 2) = 2 gold -> 1 + 1/log2(3) = 1.6309298 -> 0.9197208
+NDCG_P0_AT3 = 0.9197207891
+# nDCG of product 1 at k=5: single hit at rank 4 -> 1/log2(5) = 0.4306766, IDCG = 1
+NDCG_P1_AT5 = 0.4306765581
+
+
+# ----------------------------------------------------------------- ranking metrics
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"),
+    [
+        (1, 1 / 3),  # hits (1, 0, 0) / 1, mean over 3 products
+        (3, 2 / 9),  # (2/3 + 0 + 0) / 3
+        (5, 0.2),  # (2/5 + 1/5 + 0) / 3
+        (10, 0.1),  # k > n_tags still divides by k: (2/10 + 1/10 + 0) / 3
+    ],
+)
+def test_precision_at_k_hand_computed(k, expected):
+    assert metrics.precision_at_k(Y, S, k) == pytest.approx(expected)
+
+
+def test_per_product_precision_includes_products_without_gold():
+    # k=5: product 0 has 2 gold, product 1 has 1 gold (< k): still divided by 5
+    np.testing.assert_allclose(metrics.per_product_precision(Y, S, 5), [0.4, 0.2, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"),
+    [
+        (1, 0.25),  # product 0: 1/2, product 1: 0/1; product 2 excluded
+        (3, 0.5),  # product 0: 2/2, product 1: 0/1
+        (5, 1.0),  # both find all gold tags
+        (10, 1.0),
+    ],
+)
+def test_recall_at_k_hand_computed(k, expected):
+    assert metrics.recall_at_k(Y, S, k) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"),
+    [
+        (1, 0.5),  # product 0: 1/1, product 1: 0
+        (3, NDCG_P0_AT3 / 2),  # product 1 has no hit in top 3
+        (5, (NDCG_P0_AT3 + NDCG_P1_AT5) / 2),  # = 0.6751987
+    ],
+)
+def test_ndcg_at_k_hand_computed(k, expected):
+    assert metrics.ndcg_at_k(Y, S, k) == pytest.approx(expected)
+
+
+def test_per_product_ndcg_nan_for_products_without_gold():
+    out = metrics.per_product_ndcg(Y, S, 3)
+    np.testing.assert_allclose(out[:2], [NDCG_P0_AT3, 0.0])
+    assert math.isnan(out[2])
+
+
+def test_ndcg_ideal_uses_min_k_and_gold_count():
+    # 4 gold tags, k=2, both top-2 are gold -> DCG = IDCG = 1 + 1/log2(3) -> 1.0
+    y = np.array([[1, 1, 1, 1, 0]])
+    s = np.array([[0.9, 0.8, 0.1, 0.1, 0.5]])
+    assert metrics.ndcg_at_k(y, s, 2) == pytest.approx(1.0)
+    # k=3: ranks 1, 2 gold, rank 3 (tag 4) not: (1 + 0.6309298) / (1 + 0.6309298 + 0.5)
+    assert metrics.ndcg_at_k(y, s, 3) == pytest.approx(1.6309298 / 2.1309298)
+
+
+def test_metrics_nan_when_no_gold_at_all():
+    y = np.zeros((2, 3))
+    s = np.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]])
+    assert math.isnan(metrics.recall_at_k(y, s, 2))
+    assert math.isnan(metrics.ndcg_at_k(y, s, 2))
+    assert metrics.precision_at_k(y, s, 2) == 0.0
+
+
+def test_invalid_inputs_rejected():
+    with pytest.raises(ValueError):
+        metrics.precision_at_k(Y, S, 0)
+    with pytest.raises(ValueError):
+        metrics.precision_at_k(Y, S[:, :4], 1)
+    bad = S.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        metrics.precision_at_k(Y, bad, 1)
+
+
+# ----------------------------------------------------------------------------- ties
+
+
+def test_ties_broken_by_lower_tag_index():
+    # all scores tied: the ranking is tag 0, 1, 2, 3
+    y = np.array([[0, 1, 0, 0]])
+    s = np.full((1, 4), 0.5)
+    assert metrics.precision_at_k(y, s, 1) == 0.0  # tag 0 ranked first
+    assert metrics.precision_at_k(y, s, 2) == 0.5  # tag 1 ranked second
+
+
+def test_ties_at_top_k_boundary_are_deterministic():
+    # tags 1..3 tie for the 2nd place; the lowest index (tag 1) wins it
+    s = np.array([[0.9, 0.5, 0.5, 0.5]])
+    assert metrics.precision_at_k(np.array([[0, 1, 0, 0]]), s, 2) == 0.5
+    assert metrics.precision_at_k(np.array([[0, 0, 0, 1]]), s, 2) == 0.0
+
+
+def test_top_k_matches_stable_argsort_with_many_ties():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 4, size=(300, 60)).astype(float) / 4
+    scores[0] = -np.inf  # fully masked row
+    expected = np.argsort(-scores, axis=1, kind="stable")
+    for k in (1, 3, 5, 10, 14, 15, 60, 80):
+        np.testing.assert_array_equal(metrics._top_k(scores, k), expected[:, :k])
+
+
+# ----------------------------------------------------------------------- propensity
+
+
+def test_propensities_hand_computed():
+    # N=100, A=0.55, B=1.5: C = (ln 100 - 1) * 2.5**0.55 = 3.6051702 * 1.6552771 = 5.9675048
+    # N_l=10: exp(-0.55 * ln 11.5) = 0.2609854 -> p = 1 / (1 + 1.5574376) = 0.3910173
+    # N_l=0:  exp(-0.55 * ln 1.5)  = 0.8001102 -> p = 1 / (1 + 4.7746615) = 0.1731703
+    p = metrics.propensities(np.array([10, 0]), 100)
+    np.testing.assert_allclose(p, [0.3910173, 0.1731703], rtol=1e-6)
+
+
+def test_propensities_increase_with_frequency():
+    p = metrics.propensities(np.array([0, 1, 10, 100, 10_000]), 10_000)
+    assert np.all(np.diff(p) > 0)
+    assert np.all((p > 0) & (p < 1))
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"),
+    [
+        # k=1: found weights (1 + 0) vs ideal (2 + 3) -> 0.2
+        (1, 0.2),
+        # k=3: found (1 + 2) + 0 = 3 vs ideal 3 + 3 = 6 -> 0.5
+        (3, 0.5),
+        # k=5: everything found -> 1.0
+        (5, 1.0),
+    ],
+)
+def test_psp_at_k_hand_computed(k, expected):
+    assert metrics.psp_at_k(Y, S, k, INVP) == pytest.approx(expected)
+
+
+def test_psp_equals_precision_ratio_with_unit_propensities():
+    # invp == 1: found at k=3 is 2 (product 0) + 0 (product 1),
+    # ideal is min(3, 2) + min(3, 1) = 3 -> 2/3
+    assert metrics.psp_at_k(Y, S, 3, np.ones(5)) == pytest.approx(2 / 3)
+
+
+# ------------------------------------------------------------------- thresholded
+
+
+def test_apply_thresholds_scalar_and_per_tag():
+    pred = metrics.apply_thresholds(S, 0.75)
+    expected = np.array(
+        [
+            [True, True, False, False, False],
+            [False, False, True, True, False],
+            [False, False, False, False, False],
+        ]
+    )
+    np.testing.assert_array_equal(pred, expected)
+    per_tag = metrics.apply_thresholds(S, np.array([0.95, 0.0, 1.0, 1.0, 0.3]))
+    np.testing.assert_array_equal(per_tag[:, 1], [True, True, True])
+    np.testing.assert_array_equal(per_tag[:, 4], [False, True, False])  # 0.3 >= 0.3
+    assert not per_tag[:, [0, 2, 3]].any()
+    with pytest.raises(ValueError):
+        metrics.apply_thresholds(S, np.array([0.5, 0.5]))
+
+
+def test_f1_scores_hand_computed():
+    # predictions at 0.75: product 0 {0, 1}, product 1 {2, 3}, product 2 {}
+    # tp = 1 (product 0 tag 0), predicted = 4, gold = 3
+    # per tag F1: tag0 1.0, tag1 0, tag2 0, tag3 0 (predicted only), tag4 skipped
+    out = metrics.f1_scores(Y, metrics.apply_thresholds(S, 0.75))
+    assert out["micro_precision"] == pytest.approx(0.25)
+    assert out["micro_recall"] == pytest.approx(1 / 3)
+    assert out["micro_f1"] == pytest.approx(2 / 7)
+    assert out["macro_f1"] == pytest.approx(0.25)
+
+
+def test_f1_scores_empty_predictions_are_zero():
+    out = metrics.f1_scores(Y, np.zeros_like(Y))
+    assert out == {
+        "micro_precision": 0.0,
+        "micro_recall": 0.0,
+        "micro_f1": 0.0,
+        "macro_f1": 0.0,
+    }
+
+
+def _separable(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.random((200, 30)) < 0.2
+    pos = rng.uniform(0.7, 0.9, size=y.shape)
+    neg = rng.uniform(0.05, 0.35, size=y.shape)
+    return y, np.where(y, pos, neg)
+
+
+def test_tune_global_threshold_separable():
+    y, s = _separable()
+    t = metrics.tune_global_threshold(y, s)
+    assert 0.35 < t <= 0.7
+    assert metrics.f1_scores(y, metrics.apply_thresholds(s, t))["micro_f1"] == 1.0
+
+
+def test_tune_global_threshold_explicit_grid():
+    # gold scores 0.6 and 0.9, non-gold 0.4 and 0.7 (2 products x 2 tags)
+    y = np.array([[1, 0], [0, 1]])
+    s = np.array([[0.6, 0.4], [0.7, 0.9]])
+    # t=0.3: tp 2, pred 4 -> F1 4/6; t=0.5: tp 2, pred 3 -> 4/5; t=0.8: tp 1, pred 1 -> 2/3
+    assert metrics.tune_global_threshold(y, s, grid=[0.3, 0.5, 0.8]) == 0.5
+
+
+def test_tune_tag_thresholds_per_tag_and_fallback():
+    n = 10
+    y = np.zeros((n, 5), dtype=int)
+    s = np.zeros((n, 5))
+    grid = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+    # tag 0: 4 positives at 0.6, negatives 0.4 -> only 0.5 separates them
+    y[:4, 0] = 1
+    s[:, 0] = np.where(y[:, 0], 0.6, 0.4)
+    # tag 1: 4 positives at 0.95, negatives 0.75 -> only 0.9 separates them
+    y[:4, 1] = 1
+    s[:, 1] = np.where(y[:, 1], 0.95, 0.75)
+    # tag 2: only 2 positives (< min_support=3), perfectly separable at 0.9 -> falls back
+    y[:2, 2] = 1
+    s[:, 2] = np.where(y[:, 2], 0.95, 0.75)
+    # tag 3: 3 positives but all scores 0 -> best F1 is 0 -> falls back
+    y[:3, 3] = 1
+    # tag 4: 4 positives at 0.95, negatives 0.05: every grid point gives F1 = 1;
+    # the one closest to the global threshold 0.42 is 0.5
+    y[:4, 4] = 1
+    s[:, 4] = np.where(y[:, 4], 0.95, 0.05)
+    out = metrics.tune_tag_thresholds(y, s, global_threshold=0.42, min_support=3, grid=grid)
+    np.testing.assert_allclose(out, [0.5, 0.9, 0.42, 0.42, 0.5])
+    # lowering min_support lets tag 2 use its own threshold
+    out2 = metrics.tune_tag_thresholds(y, s, global_threshold=0.42, min_support=2, grid=grid)
+    assert out2[2] == pytest.approx(0.9)
+
+
+def test_tune_tag_thresholds_default_grid_separable():
+    y, s = _separable(1)
+    t = metrics.tune_tag_thresholds(y, s, global_threshold=0.5)
+    assert t.shape == (30,)
+    pred = metrics.apply_thresholds(s, t)
+    assert metrics.f1_scores(y, pred)["macro_f1"] == 1.0
+
+
+# ---------------------------------------------------------------- frequency bands
+
+
+def test_frequency_bands_boundaries():
+    bands = metrics.frequency_bands(np.array([100, 50, 49, 10, 9, 0]))
+    assert bands.tolist() == ["head", "head", "torso", "torso", "tail", "tail"]
+    custom = metrics.frequency_bands(np.array([5, 4, 2, 1]), head_min=5, tail_max=1)
+    assert custom.tolist() == ["head", "torso", "torso", "tail"]
+    with pytest.raises(ValueError):
+        metrics.frequency_bands(np.array([1]), head_min=5, tail_max=5)
+
+
+def test_band_metrics_hand_computed():
+    # top-3: product 0 {0, 1, 2}, product 1 {2, 3, 4}, product 2 {0, 1, 2}
+    # head {0, 1}: gold p0/tag0 (hit), p1/tag1 (miss) -> 0.5
+    # torso {2}: gold p0/tag2 (hit) -> 1.0; tail {3, 4}: no gold -> NaN
+    bands = np.array(["head", "head", "torso", "tail", "tail"])
+    out = metrics.band_metrics(Y, S, bands, k=3)
+    assert set(out) == {"recall@3_head", "recall@3_torso", "recall@3_tail"}
+    assert out["recall@3_head"] == pytest.approx(0.5)
+    assert out["recall@3_torso"] == pytest.approx(1.0)
+    assert math.isnan(out["recall@3_tail"])
+    # k=5 finds p1/tag1 at rank 4 -> head recall 1.0
+    assert metrics.band_metrics(Y, S, bands)["recall@5_head"] == pytest.approx(1.0)
+
+
+def test_per_tag_results_rows():
+    rows = metrics.per_tag_results(
+        Y,
+        metrics.apply_thresholds(S, 0.75),
+        ["a", "b", "c", "d", "e"],
+        train_counts=[5, 4, 3, 2, 1],
+    )
+    assert [r["tag"] for r in rows] == ["a", "b", "c", "d", "e"]
+    assert rows[0] == {
+        "tag": "a",
+        "support": 1,
+        "predicted": 1,
+        "tp": 1,
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "train_count": 5,
+    }
+    # tag "d": predicted once for product 1, never gold
+    assert (rows[3]["support"], rows[3]["predicted"], rows[3]["tp"]) == (0, 1, 0)
+    assert rows[3]["precision"] == 0.0 and rows[3]["f1"] == 0.0
+    assert rows[4]["predicted"] == 0 and rows[4]["train_count"] == 1
+    no_counts = metrics.per_tag_results(Y, Y, list("abcde"))
+    assert no_counts[0]["train_count"] is None and no_counts[0]["f1"] == 1.0
+
+
+# -------------------------------------------------------------------- aggregate
+
+
+def test_evaluate_scores_keys_and_values():
+    out = metrics.evaluate_scores(Y, S, 0.75, inv_propensity=INVP)
+    expected_keys = [
+        *(f"P@{k}" for k in (1, 3, 5)),
+        *(f"R@{k}" for k in (1, 3, 5)),
+        *(f"nDCG@{k}" for k in (1, 3, 5)),
+        *(f"PSP@{k}" for k in (1, 3, 5)),
+        "micro_precision",
+        "micro_recall",
+        "micro_f1",
+        "macro_f1",
+        "n_products",
+    ]
+    assert list(out) == expected_keys
+    assert all(type(v) is float for v in out.values())
+    expected = {
+        "P@1": 1 / 3,
+        "P@3": 2 / 9,
+        "P@5": 0.2,
+        "R@1": 0.25,
+        "R@3": 0.5,
+        "R@5": 1.0,
+        "nDCG@1": 0.5,
+        "nDCG@3": NDCG_P0_AT3 / 2,
+        "nDCG@5": (NDCG_P0_AT3 + NDCG_P1_AT5) / 2,
+        "PSP@1": 0.2,
+        "PSP@3": 0.5,
+        "PSP@5": 1.0,
+        "micro_precision": 0.25,
+        "micro_recall": 1 / 3,
+        "micro_f1": 2 / 7,
+        "macro_f1": 0.25,
+        "n_products": 3.0,
+    }
+    assert out == pytest.approx(expected)
+
+
+def test_evaluate_scores_without_propensity_has_no_psp():
+    out = metrics.evaluate_scores(Y, S, 0.5)
+    assert not any(key.startswith("PSP") for key in out)
+    assert "P@5" in out and out["n_products"] == 3.0
+
+
+def test_sparse_input_equals_dense():
+    rng = np.random.default_rng(3)
+    y = (rng.random((50, 40)) < 0.1).astype(np.float32)
+    s = rng.random((50, 40))
+    invp = 1 / metrics.propensities(y.sum(axis=0), 50)
+    thresholds = rng.uniform(0.3, 0.7, size=40)
+    dense = metrics.evaluate_scores(y, s, thresholds, inv_propensity=invp)
+    for fmt in (sp.csr_matrix, sp.csc_matrix, sp.csr_array):
+        sparse = metrics.evaluate_scores(fmt(y), s, thresholds, inv_propensity=invp)
+        assert sparse == dense
+    assert metrics.tune_global_threshold(sp.csr_matrix(y), s) == metrics.tune_global_threshold(y, s)
+
+
+def test_evaluate_scores_large_matches_per_metric_functions():
+    rng = np.random.default_rng(4)
+    y = rng.random((120, 300)) < 0.02
+    s = np.round(rng.random((120, 300)), 2)  # rounding creates ties
+    out = metrics.evaluate_scores(y, s, 0.5, ks=(1, 5, 10))
+    for k in (1, 5, 10):
+        assert out[f"P@{k}"] == pytest.approx(metrics.precision_at_k(y, s, k))
+        assert out[f"R@{k}"] == pytest.approx(metrics.recall_at_k(y, s, k))
+        assert out[f"nDCG@{k}"] == pytest.approx(metrics.ndcg_at_k(y, s, k))
+    # independent reference for P@5 with a full stable sort
+    order = np.argsort(-s, axis=1, kind="stable")[:, :5]
+    ref = np.take_along_axis(y, order, axis=1).sum(axis=1).mean() / 5
+    assert out["P@5"] == pytest.approx(ref)
+
+
+# -------------------------------------------------------------------- bootstrap
+
+
+def test_paired_bootstrap_clearly_better_is_above_zero():
+    rng = np.random.default_rng(5)
+    b = rng.random(300)
+    a = b + 0.1 + rng.normal(0, 0.05, size=300)
+    out = metrics.paired_bootstrap(a, b)
+    assert set(out) == {"mean_diff", "low", "high"}
+    assert 0 < out["low"] < out["mean_diff"] < out["high"]
+    assert out["mean_diff"] == pytest.approx(np.mean(a - b))
+
+
+def test_paired_bootstrap_identical_contains_zero():
+    a = np.random.default_rng(6).random(100)
+    out = metrics.paired_bootstrap(a, a.copy())
+    assert out["low"] <= 0.0 <= out["high"]
+    assert out["mean_diff"] == 0.0
+
+
+def test_paired_bootstrap_symmetric_noise_straddles_zero():
+    diff = np.tile([1.0, -1.0], 100)  # mean 0, large spread
+    out = metrics.paired_bootstrap(diff, np.zeros_like(diff), n_resamples=2000)
+    assert out["low"] < 0.0 < out["high"]
+    # standard error = 1/sqrt(200) ~ 0.0707 -> 95% half-width ~ 0.139
+    assert out["high"] - out["low"] == pytest.approx(2 * 1.96 / math.sqrt(200), rel=0.15)
+
+
+def test_paired_bootstrap_ignores_nan_pairs_and_is_seeded():
+    rng = np.random.default_rng(7)
+    a = rng.random(80)
+    b = rng.random(80)
+    a_nan = np.concatenate([a, [np.nan, 5.0]])
+    b_nan = np.concatenate([b, [9.0, np.nan]])
+    assert metrics.paired_bootstrap(a_nan, b_nan, seed=3) == metrics.paired_bootstrap(a, b, seed=3)
+    assert metrics.paired_bootstrap(a, b, seed=3) != metrics.paired_bootstrap(a, b, seed=4)
+    with pytest.raises(ValueError):
+        metrics.paired_bootstrap([np.nan], [1.0])
