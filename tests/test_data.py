@@ -452,9 +452,10 @@ def test_vocab_save_load_round_trip(tmp_path):
     vocab.save(path)
     text = path.read_text(encoding="utf-8")
     assert "品牌:乐高" in text  # stored as UTF-8, not \u escapes
-    assert set(json.loads(text)) == {"tags", "counts"}
+    assert set(json.loads(text)) == {"tags", "counts", "n_products"}
     loaded = TagVocab.load(path)
     assert loaded.tags == vocab.tags and loaded.counts.tolist() == vocab.counts.tolist()
+    assert loaded.n_products == vocab.n_products == len(_products())
     assert loaded.index == vocab.index
 
 
