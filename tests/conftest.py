@@ -126,3 +126,46 @@ def toy_files(tmp_path: Path) -> tuple[Path, Path]:
     return write_jsonl(train, tmp_path / "train.jsonl"), write_jsonl(
         valid, tmp_path / "valid.jsonl"
     )
+
+
+@pytest.fixture(scope="session")
+def toy_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with train.jsonl and valid.jsonl of the toy catalog (session-wide)."""
+    folder = tmp_path_factory.mktemp("toy-data")
+    rows = toy_catalog()
+    write_jsonl([r for r in rows if not r["id"].startswith("p5-")], folder / "train.jsonl")
+    write_jsonl([r for r in rows if r["id"].startswith("p5-")], folder / "valid.jsonl")
+    return folder
+
+
+def tiny_config(backbone: Path, data_dir: Path, output: Path, *extra: str):
+    """configs/tiny.yaml on the toy catalog with a tiny backbone."""
+    from labelrec.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    return load_config(
+        root / "configs" / "tiny.yaml",
+        [
+            f"model.backbone={backbone}",
+            f"data.train={data_dir / 'train.jsonl'}",
+            f"data.valid={data_dir / 'valid.jsonl'}",
+            f"output={output}",
+            "train.epochs=8",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A tiny tagger trained on the toy catalog once per session (a few seconds).
+
+    Read-only for tests: copy it (shutil.copytree) before changing anything in it.
+    """
+    from labelrec.train import train
+
+    output = tmp_path_factory.mktemp("trained") / "model"
+    train(tiny_config(tiny_backbone, toy_data_dir, output), progress=False)
+    return output
