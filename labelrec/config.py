@@ -100,6 +100,9 @@ class DataConfig:
                 f"has {len(self.tag_prefixes)} entries for {len(self.tag_columns)} tag_columns",
             )
         _check(self.demo_products >= 10, "data.demo_products", "must be >= 10")
+        _check(
+            self.max_products is None or self.max_products >= 1, "data.max_products", "must be >= 1"
+        )
 
 
 @dataclass
@@ -191,7 +194,15 @@ class TrainConfig:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
-        _check(self.lr > 0 and self.head_lr > 0, "train.lr", "learning rates must be > 0")
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.head_lr > 0, "train.head_lr", "must be > 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0: off)")
+        _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
+        _check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
+        _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", "must be >= 1")
+        _check(self.num_workers >= 0, "train.num_workers", "must be >= 0")
+        _check(self.log_every >= 1, "train.log_every", "must be >= 1")
         _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
         _check(
             self.scheduler in ("linear", "cosine", "constant"),
@@ -221,6 +232,10 @@ class PretrainConfig:
     max_steps: int | None = field(default=None, metadata={"help": "Stop after this many steps."})
 
     def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "pretrain.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "pretrain.batch_size", "must be >= 1")
+        _check(self.lr > 0, "pretrain.lr", "must be > 0")
+        _check(self.max_steps is None or self.max_steps >= 1, "pretrain.max_steps", "must be >= 1")
         _check(0.0 < self.mlm_probability < 1.0, "pretrain.mlm_probability", "must be in (0, 1)")
         _check(0.0 < self.heldout_fraction < 1.0, "pretrain.heldout_fraction", "must be in (0,1)")
 

@@ -210,7 +210,24 @@ def build_model(
         model.seq = get_peft_model(seq, peft_config)
         for param in head.parameters():
             param.requires_grad_(True)
+    freeze_unused(model)
     return model, tokenizer
+
+
+def freeze_unused(model: TagModel) -> None:
+    """Freeze weights that never reach the logits: the backbone's own pooler (labelrec pools the
+    tokens itself) and any layer between it and the head (DistilBERT's ``pre_classifier``).
+
+    Trainable weights without gradients would break DDP (and waste optimizer state).
+    """
+    base = model.hf_model.base_model
+    used = {id(p) for p in base.parameters()} | {id(p) for p in model.head.parameters()}
+    pooler = getattr(base, "pooler", None)
+    if isinstance(pooler, nn.Module):
+        used -= {id(p) for p in pooler.parameters()}
+    for param in model.parameters():
+        if id(param) not in used:
+            param.requires_grad_(False)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

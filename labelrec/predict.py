@@ -104,8 +104,10 @@ class TagRecommender:
         if quantize:
             if device != "cpu":
                 raise ModelError("dynamic int8 quantization runs on the CPU only")
-            model = torch.ao.quantization.quantize_dynamic(
-                model, {torch.nn.Linear}, dtype=torch.qint8
+            # The encoder's linear layers in int8; the tag head stays a float nn.Linear (scoring
+            # reads its weight dtype, and it is a small share of the compute).
+            torch.ao.quantization.quantize_dynamic(
+                model.hf_model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
             )
         model.to(device)
         return cls(model, tokenizer, vocab, info, global_t, per_tag, batch_size, device, model_dir)

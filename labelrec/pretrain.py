@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from labelrec import data as data_mod
 from labelrec.config import Config
 from labelrec.model import load_tokenizer, resolve_backbone
+from labelrec.train import cpu_processes
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
     from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, get_scheduler
 
     pcfg = cfg.pretrain
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=cpu_processes())
     set_seed(cfg.seed)
     source = resolve_backbone(cfg.model.backbone)
     tokenizer = load_tokenizer(source)
@@ -83,6 +84,14 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
                 target_modules=cfg.lora.target_modules,
             ),
         )
+        # The MLM head stays trainable: backbones saved without one (all-MiniLM-L6-v2, the tiny
+        # test models) start from a random head, and a frozen random head blocks the adapters.
+        # It only serves the objective: the saved backbone is the encoder alone.
+        mlm = model.get_base_model()
+        encoder = {id(p) for p in mlm.base_model.parameters()}
+        for param in mlm.parameters():
+            if id(param) not in encoder:
+                param.requires_grad_(True)
 
     texts = collect_texts(cfg)
     rng = random.Random(cfg.seed)
@@ -106,11 +115,16 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=pcfg.lr, weight_decay=0.01
     )
-    total = math.ceil(len(loader) / accelerator.num_processes) * pcfg.epochs
+    n_proc = accelerator.num_processes
+    total = math.ceil(len(loader) / n_proc) * pcfg.epochs
     if pcfg.max_steps is not None:
         total = min(total, pcfg.max_steps)
+    # The prepared scheduler steps once per process at each step: lay it out in steps x processes.
     scheduler = get_scheduler(
-        "linear", optimizer, num_warmup_steps=int(0.06 * total), num_training_steps=total
+        "linear",
+        optimizer,
+        num_warmup_steps=int(0.06 * total) * n_proc,
+        num_training_steps=total * n_proc,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     history = [{"epoch": 0, "heldout_mlm_loss": _mlm_loss(model, held_batches, accelerator.device)}]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -102,6 +103,13 @@ def load_splits(cfg: Config) -> Splits:
     return Splits(train_cat.products, valid_cat.products, str(dcfg.train), str(dcfg.valid), skipped)
 
 
+def cpu_processes() -> bool:
+    """True for several processes without CUDA (``accelerate launch --multi_gpu`` or torchrun
+    on a CPU machine): Accelerate then joins them in a gloo (MULTI_CPU) group; without
+    ``cpu=True`` each process would train alone."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def bucketed_batches(
     lengths: list[int], batch_size: int, bucket_size: int, seed: int
 ) -> list[list[int]]:
@@ -189,7 +197,7 @@ class TagTrainer:
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
         self.accelerator = Accelerator(
-            gradient_accumulation_steps=tcfg.grad_accum, mixed_precision=mp
+            gradient_accumulation_steps=tcfg.grad_accum, mixed_precision=mp, cpu=cpu_processes()
         )
         set_seed(cfg.seed)
         self.is_main = self.accelerator.is_main_process
@@ -245,11 +253,13 @@ class TagTrainer:
         if tcfg.max_steps is not None:
             total = min(total, tcfg.max_steps)
         self.total_updates = total
+        # Accelerate's prepared scheduler steps once per process at each update, so the schedule
+        # is laid out in updates x processes.
         self.scheduler = get_scheduler(
             tcfg.scheduler if tcfg.scheduler != "constant" else "constant_with_warmup",
             self.optimizer,
-            num_warmup_steps=warmup_steps(total, tcfg.warmup_ratio),
-            num_training_steps=total,
+            num_warmup_steps=warmup_steps(total, tcfg.warmup_ratio) * n_proc,
+            num_training_steps=total * n_proc,
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
             self.model, self.optimizer, self.scheduler
@@ -372,6 +382,8 @@ class TagTrainer:
                 "products_per_s": seen / max(epoch_seconds, 1e-9),
                 "epoch_seconds": epoch_seconds,
             }
+            if acc.device.type == "cuda":
+                record["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
             if valid_scores is not None:
                 valid_metrics = evaluate_scores_on(
                     valid_scores, self.valid_products, self.vocab, 0.5
@@ -458,8 +470,14 @@ class TagTrainer:
         for batch in loader:
             logits = model(batch["input_ids"], batch["attention_mask"])
             probs = torch.sigmoid(logits.float())
-            idx, probs = acc.gather_for_metrics((batch["index"], probs))
-            scores[idx.cpu().numpy()] = probs.cpu().numpy()
+            # Batches differ in size across processes (length-sorted, the last one short, repeats
+            # to even out the count): pad to one size, gather, drop the padding by index -1.
+            # Repeated products are written twice with the same scores.
+            idx = acc.pad_across_processes(batch["index"], dim=0, pad_index=-1)
+            probs = acc.pad_across_processes(probs, dim=0)
+            idx, probs = acc.gather((idx, probs))
+            keep = idx >= 0
+            scores[idx[keep].cpu().numpy()] = probs[keep].cpu().numpy()
         model.train()
         return scores
 
@@ -491,6 +509,7 @@ class TagTrainer:
                 n_tags=len(self.vocab),
                 extra={
                     "best_epoch": self.state["best_epoch"],
+                    "num_processes": acc.num_processes,
                     "valid_metrics": result_metrics,
                     "train_source": self.splits.train_source,
                     "config": config_to_dict(self.cfg),

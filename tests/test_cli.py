@@ -1,0 +1,299 @@
+"""The ``labelrec`` command: through its installed entry point and through ``cli.main``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import toy_catalog, write_jsonl
+
+from labelrec.cli import main
+from labelrec.data import TagVocab
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+METRIC_KEYS = {"P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5"}
+METRIC_KEYS |= {"R@1", "R@3", "R@5", "micro_f1", "macro_f1", "n_products"}
+
+
+def _entry_point() -> str:
+    script = Path(sys.executable).parent / "labelrec"
+    found = str(script) if script.is_file() else shutil.which("labelrec")
+    if not found:
+        pytest.skip("the labelrec console script is not installed (pip install -e .)")
+    return found
+
+
+def _run(args: list[str], stdin: str = "", timeout: int = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUTF8": "1"}
+    return subprocess.run(
+        [_entry_point(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=timeout,
+    )
+
+
+def _train_args(backbone: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--config",
+        TINY,
+        f"model.backbone={backbone}",
+        f"data.train={data / 'train.jsonl'}",
+        f"data.valid={data / 'valid.jsonl'}",
+        f"output={out}",
+        "--no-progress",
+        *extra,
+    ]
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def test_entry_point_suggest_from_stdin(trained_model_dir: Path) -> None:
+    stdin = (
+        "LEGO City Police Station\n"
+        "\n"
+        '{"title": "Hornby model railway train set", "description": "engine"}\n'
+        "乐高 城市 警察局 积木 🚓\n"
+    )
+    proc = _run(["suggest", str(trained_model_dir), "--limit", "3", "--threshold", "0",
+                 "--format", "jsonl"], stdin)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["title"] for r in rows] == [
+        "LEGO City Police Station",
+        "Hornby model railway train set",
+        "乐高 城市 警察局 积木 🚓",
+    ]
+    for row in rows:
+        assert len(row["tags"]) == 3
+        scores = [t["score"] for t in row["tags"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_entry_point_bad_input_exit_code_2_without_traceback(tmp_path: Path) -> None:
+    proc = _run(["train", "--config", TINY, "train.epoch=3"])
+    assert proc.returncode == 2
+    assert "train.epoch: unknown key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ main([...])
+
+
+def test_train_prints_a_concise_summary(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "model"
+    assert main(_train_args(tiny_backbone, toy_data_dir, out, "train.epochs=2")) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) <= 3, lines
+    assert lines[0].startswith(f"model saved to {out}")
+    assert "best epoch" in lines[0] and "of 2" in lines[0]
+    assert "nDCG@3" in lines[1] and "P@1" in lines[1] and "10 products" in lines[1]
+    assert (out / "labelrec.json").is_file()
+
+    # --resume through the CLI continues the run.
+    assert main([*_train_args(tiny_backbone, toy_data_dir, out, "train.epochs=3"), "--resume"]) == 0
+    assert "of 3" in capsys.readouterr().out
+    assert len(json.loads((out / "history.json").read_text(encoding="utf-8"))) == 3
+
+
+def test_eval_writes_metrics_and_results(
+    trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    metrics_file, results_file = tmp_path / "m.json", tmp_path / "per_tag.csv"
+    code = main(
+        [
+            "eval",
+            str(trained_model_dir),
+            "--data",
+            str(toy_data_dir / "valid.jsonl"),
+            "--metrics-file",
+            str(metrics_file),
+            "--results-file",
+            str(results_file),
+        ]
+    )
+    assert code == 0
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["n_products"] == 10
+    # eval on the valid split reproduces what training reported with the tuned thresholds.
+    info = json.loads((trained_model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    for key in ("P@1", "nDCG@3", "PSP@5", "micro_f1"):
+        assert metrics[key] == pytest.approx(info["valid_metrics"][key], abs=1e-4), key
+    printed = capsys.readouterr().out
+    assert "nDCG@3" in printed and "micro_f1" in printed
+    with results_file.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    tags = TagVocab.load(trained_model_dir / "tags.json").tags
+    assert {r["tag"] for r in rows} >= set(tags)
+    assert {"tag", "precision", "recall", "f1"} <= set(rows[0])
+
+
+def test_eval_threshold_changes_f1_not_ranking(
+    trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    files = []
+    for threshold in ("0.0", "0.99"):
+        path = tmp_path / f"m{threshold}.json"
+        args = ["eval", str(trained_model_dir), "--data", str(toy_data_dir / "valid.jsonl")]
+        assert main([*args, "--threshold", threshold, "--metrics-file", str(path)]) == 0
+        files.append(json.loads(path.read_text(encoding="utf-8")))
+    low, high = files
+    assert low["nDCG@3"] == high["nDCG@3"] and low["P@1"] == high["P@1"]
+    assert low["micro_recall"] == 1.0 and high["micro_f1"] < low["micro_f1"] + 1.0
+    assert high["micro_recall"] < low["micro_recall"]
+
+
+def test_suggest_via_main(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("LEGO city\nplush bear\n"))
+    assert main(["suggest", str(trained_model_dir), "--limit", "2", "--threshold", "0"]) == 0
+    blocks = capsys.readouterr().out.strip().split("\n\n")
+    assert len(blocks) == 2
+    for block in blocks:
+        lines = block.splitlines()
+        assert len(lines) == 2
+        tag, score = lines[0].split("\t")
+        assert tag and 0.0 <= float(score) <= 1.0
+
+
+def test_suggest_bad_json_line(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO('ok title\n{"title": 3}\n'))
+    assert main(["suggest", str(trained_model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "<stdin>, line 2, field 'title'" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("{not json\n"))
+    assert main(["suggest", str(trained_model_dir)]) == 2
+    assert "<stdin>, line 1: invalid JSON" in capsys.readouterr().err
+
+
+def _catalog_inputs(tmp_path: Path) -> dict[str, Path]:
+    rows = [
+        {"id": f"q{i}", "title": r["title"], "description": r["description"]}
+        for i, r in enumerate(toy_catalog(2))
+    ]
+    paths = {"jsonl": write_jsonl(rows, tmp_path / "in.jsonl")}
+    with (tmp_path / "in.csv").open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["id", "title", "description"])
+        writer.writeheader()
+        writer.writerows(rows)
+    paths["csv"] = tmp_path / "in.csv"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
+    paths["parquet"] = tmp_path / "in.parquet"
+    return paths
+
+
+@pytest.mark.parametrize("in_fmt", ["jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("out_fmt", ["jsonl", "csv", "parquet"])
+def test_index_one_row_per_product(
+    trained_model_dir: Path, tmp_path: Path, in_fmt: str, out_fmt: str
+) -> None:
+    source = _catalog_inputs(tmp_path)[in_fmt]
+    out = tmp_path / f"tags.{out_fmt}"
+    args = ["index", str(trained_model_dir), "--data", str(source), "--output", str(out)]
+    assert main([*args, "--limit", "2", "--threshold", "0", "--chunk-size", "7"]) == 0
+    if out_fmt == "jsonl":
+        rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    elif out_fmt == "csv":
+        with out.open(encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    else:
+        rows = pq.read_table(out).to_pylist()
+    assert [r["id"] for r in rows] == [f"q{i}" for i in range(20)]
+    for row in rows:
+        tags = row["tags"].split("|") if out_fmt == "csv" else row["tags"]
+        assert len(tags) == 2
+
+
+def test_demo_writes_catalog(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["demo", "--output", str(tmp_path / "d"), "--products", "60", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "train:" in out and "valid:" in out
+    train_rows = (tmp_path / "d" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    valid_rows = (tmp_path / "d" / "valid.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(train_rows) + len(valid_rows) == 60
+
+
+def test_bad_inputs_exit_2_with_file_line_field(
+    tiny_backbone: Path,
+    trained_model_dir: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    # A catalog row without a title.
+    rows = toy_catalog(1)
+    rows[2] = {"id": "bad", "description": "no title here", "tags": ["Toys"]}
+    bad = write_jsonl(rows, tmp_path / "bad.jsonl")
+    code = main(["eval", str(trained_model_dir), "--data", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{bad}, line 3, field 'title'" in err, err
+    assert "Traceback" not in err
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(bad, data / "train.jsonl")
+    shutil.copy(toy_data_dir / "valid.jsonl", data / "valid.jsonl")
+    assert main(_train_args(tiny_backbone, data, tmp_path / "m")) == 2
+    assert "line 3, field 'title'" in capsys.readouterr().err
+
+    # Missing files, a bad config value, a bad override, a missing model.
+    cases = [
+        (["eval", str(trained_model_dir), "--data", str(tmp_path / "missing.jsonl")], "missing"),
+        (["train", "--config", str(tmp_path / "none.yaml")], "does not exist"),
+        (["train", "--config", TINY, "train.epochs=zero"], "train.epochs: expected int"),
+        (["train", "--config", TINY, "train.epochs"], "key=value"),
+        (["suggest", str(tmp_path)], "not a labelrec model directory"),
+        (["index", str(trained_model_dir), "--data", str(bad), "--output", "x.txt"], ".jsonl"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+        assert f"labelrec {args[0]}: error: " in err, err
+
+
+def test_unknown_command_is_an_argparse_error(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", TINY, "--no-progress", "--bogus"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_gpu_check_fails_clearly_without_a_gpu() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: benchmarks/gpu_check.sh would train")
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 1
+    assert "gpu_check: no CUDA GPU is visible to torch" in proc.stderr
+    assert "Traceback" not in proc.stderr

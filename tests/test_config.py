@@ -1,0 +1,216 @@
+"""Config: YAML files, ``a.b=value`` overrides, validation, and the documentation of every field."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labelrec.config import (
+    Config,
+    ConfigError,
+    config_to_dict,
+    describe,
+    flatten,
+    load_config,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "tiny.yaml", "gpu.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(CONFIGS / name)
+    raw = yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))
+    # Every value written in the file arrives in the Config (no key silently dropped).
+    flat = flatten(config_to_dict(cfg))
+    for key, value in flatten(raw).items():
+        assert flat[key] == value, key
+
+
+def test_default_yaml_equals_dataclass_defaults() -> None:
+    """configs/default.yaml documents the defaults: it must not drift from the dataclasses."""
+    assert config_to_dict(load_config(CONFIGS / "default.yaml")) == config_to_dict(Config())
+
+
+def test_tiny_and_gpu_configs_differ_where_they_say() -> None:
+    tiny = load_config(CONFIGS / "tiny.yaml")
+    gpu = load_config(CONFIGS / "gpu.yaml")
+    assert tiny.model.max_length < Config().model.max_length
+    assert gpu.train.mixed_precision == "bf16"
+    assert gpu.model.dtype == "bfloat16"
+
+
+def test_overrides_coerce_types() -> None:
+    cfg = load_config(
+        CONFIGS / "tiny.yaml",
+        [
+            "train.epochs=5",
+            "train.lr=1e-3",
+            "train.head_lr=0.02",
+            "lora.enabled=false",
+            "data.csv_header=yes",
+            "lora.target_modules=[query, key]",
+            "data.tag_columns=tags,brand",
+            "data.tag_prefixes=['', 'brand:']",
+            "data.csv_delimiter=null",
+            "data.max_products=None",
+            "train.max_steps=7",
+            "output=runs/x",
+            "seed=3",
+        ],
+    )
+    assert cfg.train.epochs == 5 and isinstance(cfg.train.epochs, int)
+    assert cfg.train.lr == pytest.approx(1e-3) and isinstance(cfg.train.lr, float)
+    assert cfg.train.head_lr == pytest.approx(0.02)
+    assert cfg.lora.enabled is False
+    assert cfg.data.csv_header is True
+    assert cfg.lora.target_modules == ["query", "key"]
+    assert cfg.data.tag_columns == ["tags", "brand"]
+    assert cfg.data.tag_prefixes == ["", "brand:"]
+    assert cfg.data.csv_delimiter is None
+    assert cfg.data.max_products is None
+    assert cfg.train.max_steps == 7
+    assert cfg.output == "runs/x" and cfg.seed == 3
+    # Values of the file that were not overridden stay.
+    assert cfg.model.max_length == 32
+
+
+def test_override_null_on_optional_and_back() -> None:
+    cfg = load_config(None, ["lora.target_modules=[q_proj]", "data.hierarchy_separator= > "])
+    assert cfg.lora.target_modules == ["q_proj"]
+    assert cfg.data.hierarchy_separator == " > "
+    assert (
+        load_config(CONFIGS / "gpu.yaml", ["lora.target_modules=null"]).lora.target_modules is None
+    )
+
+
+def test_override_value_may_contain_equals_sign() -> None:
+    assert load_config(None, ["output=runs/a=b"]).output == "runs/a=b"
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("train.foo=1", "train.foo"),
+        ("nosuch.key=1", "nosuch"),
+        ("train.epochs=abc", "train.epochs"),
+        ("train.epochs=2.5", "train.epochs"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.epochs=true", "train.epochs"),
+        ("train.lr=fast", "train.lr"),
+        ("train.lr=-1", "train.lr"),
+        ("train.head_lr=0", "train.head_lr"),
+        ("train.eval_batch_size=0", "train.eval_batch_size"),
+        ("train.max_steps=0", "train.max_steps"),
+        ("train.early_stopping_patience=-1", "train.early_stopping_patience"),
+        ("train.scheduler=step", "train.scheduler"),
+        ("train.mixed_precision=fp8", "train.mixed_precision"),
+        ("lora.enabled=maybe", "lora.enabled"),
+        ("lora.r=0", "lora.r"),
+        ("model.backbone=null", "model.backbone"),
+        ("model.pooling=max", "model.pooling"),
+        ("model.max_length=4", "model.max_length"),
+        ("model.dtype=int4", "model.dtype"),
+        ("data.valid_fraction=1.5", "data.valid_fraction"),
+        ("data.on_error=ignore", "data.on_error"),
+        ("data.tag_prefixes=[a, b]", "data.tag_prefixes"),
+        ("data.max_products=0", "data.max_products"),
+        ("pretrain.mlm_probability=0", "pretrain.mlm_probability"),
+        ("pretrain.batch_size=0", "pretrain.batch_size"),
+        ("train=3", "train"),
+    ],
+)
+def test_bad_overrides_name_the_field(override: str, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value).startswith(f"{field}:"), str(err.value)
+
+
+def test_override_without_equals_sign() -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.epochs"])
+
+
+def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epoch: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "train.epoch: unknown key" in str(err.value)
+    assert "epochs" in str(err.value)
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(scalar)
+    section = tmp_path / "section.yaml"
+    section.write_text("model: tiny\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="^model: expected a section"):
+        load_config(section)
+
+
+def _dataclass_fields(cls: type = Config, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _dataclass_fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f
+
+
+def test_every_field_has_help() -> None:
+    missing = [name for name, f in _dataclass_fields() if not f.metadata.get("help", "").strip()]
+    assert not missing, f"fields without a help string: {missing}"
+    rows = describe()
+    assert {name for name, _, _ in rows} == {name for name, _ in _dataclass_fields()}
+    assert all(help_text for _, _, help_text in rows)
+
+
+def _yaml_keys_with_comments(path: Path) -> dict[str, bool]:
+    """Dotted key -> whether its line carries a ``#`` comment (leaf keys of a 2-level YAML)."""
+    keys: dict[str, bool] = {}
+    section = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = re.match(r"^(\s*)([A-Za-z_][\w]*):(.*)$", line)
+        assert match, f"{path.name}: cannot parse line {line!r}"
+        indent, key, rest = match.groups()
+        value = re.sub(r"#.*$", "", rest).strip()
+        if not indent and not value:  # a section header
+            section = key
+            continue
+        dotted = f"{section}.{key}" if indent else key
+        if not indent:
+            section = None
+        keys[dotted] = "#" in rest
+    return keys
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "tiny.yaml", "gpu.yaml"])
+def test_every_yaml_key_is_commented(name: str) -> None:
+    keys = _yaml_keys_with_comments(CONFIGS / name)
+    uncommented = [k for k, has in keys.items() if not has]
+    assert not uncommented, f"{name}: keys without a comment: {uncommented}"
+    # The parser saw exactly the keys YAML sees.
+    assert set(keys) == set(flatten(yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))))
+
+
+def test_default_yaml_lists_every_field() -> None:
+    keys = set(_yaml_keys_with_comments(CONFIGS / "default.yaml"))
+    fields = {name for name, _ in _dataclass_fields()}
+    assert fields == keys, f"missing: {fields - keys}, unknown: {keys - fields}"

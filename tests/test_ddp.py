@@ -1,0 +1,97 @@
+"""Two-process DDP on CPU (gloo) through ``accelerate launch``.
+
+accelerate 1.15 starts several CPU processes only through its multi-GPU launcher (torchrun):
+``accelerate launch --num_processes 2 --cpu`` (and a MULTI_CPU config file) runs a single process
+unless MPI is set up. labelrec asks Accelerate for the CPU when there is no CUDA, so
+``accelerate launch --multi_gpu --num_processes 2`` on a CPU machine gives two gloo processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelrec.data import read_catalog
+from labelrec.evaluate import evaluate_scores_on
+from labelrec.predict import TagRecommender
+from labelrec.train import STATE_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+LR = 5e-3  # configs/tiny.yaml
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)  # labelrec must choose the CPU itself
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    cmd += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    cmd += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    return subprocess.run(
+        [*cmd, "-m", "labelrec.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", ["true", "false"])
+def test_two_process_training_gathers_every_valid_product(
+    lora: str, tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ddp"
+    args = ["train", "--config", str(ROOT / "configs" / "tiny.yaml"), "--no-progress"]
+    args += [f"model.backbone={tiny_backbone}", f"output={out}"]
+    args += [f"data.train={toy_data_dir / 'train.jsonl'}"]
+    args += [f"data.valid={toy_data_dir / 'valid.jsonl'}"]
+    # 10 valid products in batches of 3 -> 3,3,3,1: uneven batches across the two processes.
+    args += ["train.epochs=3", "train.eval_batch_size=3", f"lora.enabled={lora}"]
+    proc = _launch(args)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+
+    # One summary (main process only) and one model directory.
+    assert proc.stdout.count("model saved to") == 1, proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
+    info = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))
+    assert info["num_processes"] == 2
+
+    # Each process ran 4 of the 7 batches per epoch (the odd one repeated to even out).
+    ckpt = out / "checkpoints" / "epoch-3"
+    state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    assert state["global_step"] == 3 * 4
+    assert {p.name for p in ckpt.glob("random_states_*")} == {
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    }
+    # The learning rate follows the schedule of the whole run (not twice as fast).
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[0]["lr"] == pytest.approx(LR * 2 / 3, rel=1e-6)
+    assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+    # Valid metrics were computed on every valid product exactly once: a single-process
+    # evaluation of the saved model gives the same numbers.
+    valid = read_catalog(toy_data_dir / "valid.jsonl").products
+    rec = TagRecommender.load(out)
+    scores, _ = rec.predict_scores(valid)
+    assert np.all(scores.max(axis=1) > 0)
+    local = evaluate_scores_on(scores, valid, rec.vocab, rec.tag_thresholds).metrics
+    gathered = info["valid_metrics"]
+    assert gathered["n_products"] == len(valid)
+    for key in ("P@1", "P@3", "nDCG@3", "PSP@5", "micro_f1", "macro_f1"):
+        assert gathered[key] == pytest.approx(local[key], abs=1e-4), key

@@ -1,0 +1,213 @@
+"""The tagging model: LoRA merge and save/load keep the logits, self-contained directories."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from labelrec.config import LoraSettings, ModelConfig
+from labelrec.model import (
+    ModelInfo,
+    build_model,
+    count_parameters,
+    encode_products,
+    load_model,
+    pad_batch,
+    read_info,
+    save_model,
+)
+
+TAGS = ["Toys", "Toys > Building", "brand:Lego", "Hobbies", "color:Red"]
+PRIOR = np.array([0.7, 0.3, 0.25, 0.2, 0.01])
+TITLES = ["lego city police station", "hornby model railway", "红 乐高 积木", "remote control car"]
+
+
+def _build(backbone: Path, lora: bool = True, **lora_kw):
+    cfg = ModelConfig(backbone=str(backbone), max_length=32, dropout=0.0)
+    return build_model(cfg, LoraSettings(enabled=lora, r=4, alpha=8, dropout=0.0, **lora_kw), TAGS)
+
+
+def _batch(tokenizer, titles=TITLES) -> dict[str, torch.Tensor]:
+    ids = encode_products(tokenizer, titles, [""] * len(titles), 32)
+    return pad_batch(ids, tokenizer.pad_token_id, getattr(tokenizer, "padding_side", "right"))
+
+
+def _perturb_lora(model) -> int:
+    """LoRA B starts at zero (adapters are a no-op): make them matter."""
+    gen = torch.Generator().manual_seed(1)
+    n = 0
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+                n += 1
+    return n
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_logits_same_before_merge_after_merge_and_after_reload(
+    kind: str, tiny_backbone: Path, tiny_decoder: Path, tmp_path: Path
+) -> None:
+    backbone = tiny_backbone if kind == "encoder" else tiny_decoder
+    model, tok = _build(backbone)
+    assert model.pooling == ("mean" if kind == "encoder" else "last")
+    assert _perturb_lora(model) > 0
+    model.eval()
+    batch = _batch(tok)
+    with torch.no_grad():
+        before = model(**batch)
+        model.seq.disable_adapter_layers()
+        without = model(**batch)
+        model.seq.enable_adapter_layers()
+    assert not torch.allclose(before, without, atol=1e-3), "LoRA adapters do not change the logits"
+    info = ModelInfo(backbone=str(backbone), pooling=model.pooling, max_length=32, n_tags=len(TAGS))
+    out = save_model(model, tok, tmp_path / "model", info)  # merges in place
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    with torch.no_grad():
+        merged = model(**batch)
+    torch.testing.assert_close(merged, before, atol=1e-5, rtol=0)
+    loaded, tok2, read = load_model(out)
+    assert read["pooling"] == model.pooling
+    with torch.no_grad():
+        reloaded = loaded(**_batch(tok2))
+    torch.testing.assert_close(reloaded, before, atol=1e-5, rtol=0)
+
+
+def test_saved_directory_is_self_contained(tiny_backbone: Path, tmp_path: Path) -> None:
+    backbone = Path(shutil.copytree(tiny_backbone, tmp_path / "backbone"))
+    model, tok = _build(backbone)
+    _perturb_lora(model)
+    model.eval()
+    with torch.no_grad():
+        expected = model(**_batch(tok)).numpy()
+    info = ModelInfo(str(backbone), model.pooling, 32, len(TAGS), extra={"note": "x"})
+    out = save_model(model, tok, tmp_path / "model", info)
+    shutil.rmtree(backbone)
+
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["problem_type"] == "multi_label_classification"
+    assert [config["id2label"][str(i)] for i in range(len(TAGS))] == TAGS
+    assert (out / "model.safetensors").is_file()
+    assert not list(out.glob("adapter_*")), "LoRA must be merged, not saved as an adapter"
+    assert read_info(out)["note"] == "x"
+
+    # The test session runs offline (conftest sets HF_HUB_OFFLINE before any import), and the
+    # backbone folder is gone: everything must come from the model directory.
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE
+    loaded, tok2, _ = load_model(out)
+    with torch.no_grad():
+        got = loaded(**_batch(tok2)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_head_bias_starts_at_tag_log_odds(tiny_backbone: Path) -> None:
+    cfg = ModelConfig(backbone=str(tiny_backbone), max_length=32)
+    model, _ = build_model(cfg, LoraSettings(), TAGS, tag_prior=PRIOR)
+    bias = model.head.bias.detach().numpy()
+    np.testing.assert_allclose(bias, np.log(PRIOR / (1 - PRIOR)), rtol=1e-5)
+    # With tiny head weights, the untrained model scores each tag at its prior.
+    assert float(model.head.weight.detach().abs().max()) < 0.2
+    model_no_prior, _ = build_model(cfg, LoraSettings(), TAGS)
+    assert float(model_no_prior.head.bias.abs().max()) == 0.0
+
+
+def test_trainable_parameters(tiny_backbone: Path) -> None:
+    model, _ = _build(tiny_backbone, lora=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, "nothing to train"
+    head = {f"seq.base_model.model.classifier.{k}" for k in ("weight", "bias")}
+    assert head <= trainable
+    others = trainable - head
+    assert others and all("lora_" in n for n in others), sorted(others)
+    assert count_parameters(model)[0] == sum(
+        p.numel() for n, p in model.named_parameters() if n in trainable
+    )
+
+    full, _ = _build(tiny_backbone, lora=False)
+    frozen = [n for n, p in full.named_parameters() if not p.requires_grad]
+    # Everything trains except the backbone's own pooler, which labelrec never uses
+    # (trainable weights without gradients break DDP).
+    assert frozen and all(".pooler." in n for n in frozen), frozen
+    trained, total = count_parameters(full)
+    assert trained < total and trained > 0.9 * total
+
+
+def test_every_trainable_parameter_gets_a_gradient(tiny_backbone: Path, tiny_decoder: Path) -> None:
+    """What DDP needs: no trainable weight is left out of the loss."""
+    for backbone in (tiny_backbone, tiny_decoder):
+        for lora in (True, False):
+            model, tok = _build(backbone, lora=lora)
+            _perturb_lora(model)
+            model(**_batch(tok)).sum().backward()
+            missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            assert not missing, (backbone.name, lora, missing)
+
+
+def _lora_targets(model) -> set[str]:
+    """Names of the modules that carry LoRA adapters (last name part)."""
+    return {
+        n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_modules() if ".lora_A" in n
+    }
+
+
+def test_lora_targets_per_architecture_and_override(
+    tiny_backbone: Path, tiny_decoder: Path
+) -> None:
+    bert, _ = _build(tiny_backbone)
+    assert _lora_targets(bert) == {"query", "value"}
+    llama, _ = _build(tiny_decoder)
+    assert _lora_targets(llama) == {"q_proj", "v_proj"}
+    custom, _ = _build(tiny_backbone, target_modules=["key", "dense"])
+    targets = _lora_targets(custom)
+    assert targets == {"key", "dense"}
+    # "dense" also matches BERT's pooler, which is frozen with its adapters.
+    assert not any(p.requires_grad for n, p in custom.named_parameters() if ".pooler." in n)
+
+
+def test_lora_rank_and_alpha_are_applied(tiny_backbone: Path) -> None:
+    model, _ = _build(tiny_backbone)
+    lora_a = [p for n, p in model.named_parameters() if "lora_A" in n]
+    assert lora_a and all(p.shape[0] == 4 for p in lora_a)
+    assert model.seq.peft_config["default"].lora_alpha == 8
+
+
+def test_embed_matches_forward(tiny_backbone: Path) -> None:
+    model, tok = _build(tiny_backbone)
+    model.eval()
+    batch = _batch(tok)
+    with torch.no_grad():
+        pooled = model.embed(**batch)
+        logits = model(**batch)
+    assert pooled.shape == (len(TITLES), 32)
+    torch.testing.assert_close(model.head(pooled), logits)
+
+
+def test_padding_does_not_change_logits(tiny_backbone: Path, tiny_decoder: Path) -> None:
+    """Dynamic padding: an item scores the same alone and in a batch with longer items."""
+    for backbone in (tiny_backbone, tiny_decoder):
+        model, tok = _build(backbone)
+        _perturb_lora(model)
+        model.eval()
+        with torch.no_grad():
+            together = model(**_batch(tok))
+            alone = torch.cat([model(**_batch(tok, [t])) for t in TITLES])
+        torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+
+
+def test_bad_backbone_and_model_dir(tmp_path: Path) -> None:
+    from labelrec.model import ModelError
+
+    with pytest.raises(ModelError, match="not a labelrec model directory"):
+        load_model(tmp_path)
+    (tmp_path / "labelrec.json").write_text('{"format_version": 99}', encoding="utf-8")
+    with pytest.raises(ModelError, match="newer"):
+        read_info(tmp_path)
+    with pytest.raises(OSError):
+        _build(tmp_path / "no-such-backbone")

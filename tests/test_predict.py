@@ -1,0 +1,162 @@
+"""Prediction: TagRecommender limit/threshold semantics, batching order, int8, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelrec.data import Product
+from labelrec.model import ModelError
+from labelrec.predict import Suggestion, TagRecommender, as_product
+
+ITEMS = [
+    "LEGO City Police Station",
+    {"title": "Hornby model railway train set", "description": "engine carriage smoke " * 20},
+    Product(id="x", title="jigsaw puzzle 1000 pieces", description="wooden"),
+    {"title": "remote control car red"},
+    "乐高 城市 警察局 积木 🚓",
+    {"id": 7, "title": "plush bear soft baby", "description": None},
+    "a",
+]
+
+
+@pytest.fixture(scope="module")
+def rec(trained_model_dir: Path) -> TagRecommender:
+    return TagRecommender.load(trained_model_dir)
+
+
+def test_load_exposes_vocab_thresholds_and_info(rec: TagRecommender) -> None:
+    assert rec.tags == rec.vocab.tags and len(rec.tags) > 5
+    assert rec.tag_thresholds.shape == (len(rec.tags),)
+    assert 0.0 < rec.global_threshold < 1.0
+    assert rec.info["n_tags"] == len(rec.tags)
+    assert rec.device == "cpu"
+
+
+def test_limit_and_threshold_semantics(rec: TagRecommender) -> None:
+    scores, emb = rec.predict_scores(ITEMS)
+    assert emb is None
+    assert scores.shape == (len(ITEMS), len(rec.tags))
+    assert np.all((scores >= 0) & (scores <= 1))
+
+    # threshold=0: exactly the top `limit` tags, best first, with their scores.
+    top = rec.recommend(ITEMS, limit=3, threshold=0)
+    for row, suggestions in zip(scores, top, strict=True):
+        assert len(suggestions) == 3
+        assert [s.tag for s in suggestions] == [rec.tags[j] for j in np.argsort(-row)[:3]]
+        assert [s.score for s in suggestions] == pytest.approx(sorted(row, reverse=True)[:3])
+
+    # A limit above the vocabulary returns every tag once.
+    everything = rec.recommend(ITEMS[:1], limit=10_000, threshold=0)[0]
+    assert sorted(s.tag for s in everything) == sorted(rec.tags)
+
+    # A global threshold keeps the tags at or above it (within the limit).
+    cut = float(np.median(scores))
+    for row, suggestions in zip(scores, rec.recommend(ITEMS, limit=5, threshold=cut), strict=True):
+        expected = [rec.tags[j] for j in np.argsort(-row)[:5] if row[j] >= cut]
+        assert [s.tag for s in suggestions] == expected
+    assert rec.recommend(ITEMS, threshold=1.01) == [[] for _ in ITEMS]
+
+    # threshold=None: the per-tag thresholds tuned on valid.
+    tuned = rec.recommend(ITEMS, limit=5, threshold=None)
+    for row, suggestions in zip(scores, tuned, strict=True):
+        expected = [rec.tags[j] for j in np.argsort(-row)[:5] if row[j] >= rec.tag_thresholds[j]]
+        assert [s.tag for s in suggestions] == expected
+    assert any(tuned), "tuned thresholds reject every tag of every product"
+
+    with pytest.raises(ValueError, match="limit"):
+        rec.recommend(ITEMS, limit=0)
+
+
+def test_per_tag_thresholds_are_used(trained_model_dir: Path) -> None:
+    rec = TagRecommender.load(trained_model_dir)
+    scores, _ = rec.predict_scores(ITEMS[:1])
+    best = int(np.argmax(scores[0]))
+    rec.tag_thresholds = np.full(len(rec.tags), 2.0, dtype=np.float32)
+    assert rec.recommend(ITEMS[:1]) == [[]]
+    rec.tag_thresholds[best] = 0.0
+    assert [s.tag for s in rec.recommend(ITEMS[:1])[0]] == [rec.tags[best]]
+
+
+def test_batches_sorted_by_length_return_input_order(trained_model_dir: Path) -> None:
+    rec = TagRecommender.load(trained_model_dir, batch_size=3)
+    together, emb = rec.predict_scores(ITEMS, with_embeddings=True)
+    alone = np.vstack([rec.predict_scores([item])[0] for item in ITEMS])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert emb is not None and emb.shape[0] == len(ITEMS)
+    _, emb_alone = rec.predict_scores(ITEMS[1:2], with_embeddings=True)
+    np.testing.assert_allclose(emb[1:2], emb_alone, atol=1e-5)
+    batched = rec.recommend(ITEMS, limit=4, threshold=0)
+    single = [rec.recommend([item], limit=4, threshold=0)[0] for item in ITEMS]
+    assert [[s.tag for s in r] for r in batched] == [[s.tag for s in r] for r in single]
+
+
+def test_quantized_model_ranks_alike(trained_model_dir: Path, rec: TagRecommender) -> None:
+    q = TagRecommender.load(trained_model_dir, quantize=True)
+    full, _ = rec.predict_scores(ITEMS)
+    quant, _ = q.predict_scores(ITEMS)
+    assert not np.array_equal(full, quant), "quantize=True changed nothing"
+    assert np.abs(full - quant).max() < 0.05
+    agree = np.mean(np.argmax(full, axis=1) == np.argmax(quant, axis=1))
+    assert agree >= 0.8
+    for a, b in zip(
+        rec.recommend(ITEMS, limit=3, threshold=0),
+        q.recommend(ITEMS, limit=3, threshold=0),
+        strict=True,
+    ):
+        assert len({s.tag for s in a} & {s.tag for s in b}) >= 2
+
+
+def test_quantize_needs_cpu(trained_model_dir: Path) -> None:
+    with pytest.raises(ModelError, match="CPU"):
+        TagRecommender.load(trained_model_dir, device="cuda", quantize=True)
+
+
+def test_empty_input(rec: TagRecommender) -> None:
+    assert rec.recommend([]) == []
+    scores, emb = rec.predict_scores([], with_embeddings=True)
+    assert scores.shape == (0, len(rec.tags)) and emb is None
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ({"description": "no title"}, "product 1: 'title' must be a string, got None"),
+        ({"title": 42}, "product 1: 'title' must be a string, got 42"),
+        ({"title": "ok", "description": ["a"]}, "product 1: 'description' must be a string"),
+        (42, "product 1: expected a dict with a title or a string"),
+        (None, "product 1: expected a dict with a title or a string"),
+        (["LEGO"], "product 1: expected a dict with a title or a string"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(rec: TagRecommender, item: object, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        rec.recommend(["fine title", item])
+    assert str(err.value) == message
+
+
+def test_as_product_variants() -> None:
+    assert as_product("t", 3) == Product(id="3", title="t")
+    assert as_product({"title": "t", "id": 9}, 0).id == "9"
+    assert as_product({"title": "t", "description": None}).description == ""
+    p = Product(id="a", title="b")
+    assert as_product(p) is p
+
+
+def test_suggestion_to_dict() -> None:
+    assert Suggestion("Toys", 0.123456789).to_dict() == {"tag": "Toys", "score": 0.123457}
+
+
+def test_bad_model_directories(tmp_path: Path, trained_model_dir: Path) -> None:
+    import shutil
+
+    with pytest.raises(ModelError, match="does not exist"):
+        TagRecommender.load(tmp_path / "nope")
+    with pytest.raises(ModelError, match="not a labelrec model directory"):
+        TagRecommender.load(tmp_path)
+    broken = Path(shutil.copytree(trained_model_dir, tmp_path / "broken"))
+    (broken / "thresholds.json").write_text('{"global": 0.5, "per_tag": [0.5]}', encoding="utf-8")
+    with pytest.raises(ModelError, match="thresholds"):
+        TagRecommender.load(broken)

@@ -1,0 +1,129 @@
+"""Domain-adaptive pretraining: held-out MLM loss goes down, the output is a backbone for train."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import tiny_config, write_jsonl
+
+from labelrec.cli import main
+from labelrec.config import load_config
+from labelrec.pretrain import collect_texts, pretrain
+from labelrec.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TEXTS = [
+    "lego city police station building brick set",
+    "lego city fire engine truck with figure",
+    "hornby model railway train set with engine",
+    "hornby engine carriage smoke and sound",
+    "wooden jigsaw puzzle 1000 pieces animal farm",
+    "remote control car red with battery",
+    "remote control drone blue outdoor",
+    "plush bear soft baby toy",
+    "乐高 城市 警察局 积木 玩具",
+    "dinosaur figure action hero kids toy",
+]
+
+
+def _unlabeled(tmp_path: Path, copies: int = 8) -> Path:
+    rows = [{"title": t, "description": f"{t} for kids {i}"} for i in range(copies) for t in TEXTS]
+    return write_jsonl(rows, tmp_path / "texts.jsonl")
+
+
+def _cfg(backbone: Path, texts: Path, out: Path, *extra: str):
+    return load_config(
+        ROOT / "configs" / "tiny.yaml",
+        [
+            f"model.backbone={backbone}",
+            f"data.unlabeled={texts}",
+            f"output={out}",
+            "pretrain.epochs=4",
+            "pretrain.lr=3e-3",
+            "pretrain.mlm_probability=0.3",
+            "pretrain.heldout_fraction=0.2",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("pretrain")
+    return pretrain(_cfg(tiny_backbone, _unlabeled(tmp), tmp / "dapt"), progress=False)
+
+
+def test_heldout_mlm_loss_goes_down(pretrained) -> None:
+    losses = [row["heldout_mlm_loss"] for row in pretrained.history]
+    assert [row["epoch"] for row in pretrained.history] == [0, 1, 2, 3, 4]
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert losses[-1] == min(losses), losses
+
+
+def test_output_is_a_backbone_train_accepts(pretrained, toy_data_dir: Path, tmp_path: Path) -> None:
+    out = pretrained.output
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["model_type"] == "bert"
+    assert (out / "model.safetensors").is_file()
+    assert not list(out.glob("adapter_*"))
+    cfg = tiny_config(out, toy_data_dir, tmp_path / "tagger", "train.epochs=1")
+    result = train(cfg, progress=False)
+    assert result.n_tags > 0 and result.metrics["n_products"] == 10
+    info = json.loads((tmp_path / "tagger" / "labelrec.json").read_text(encoding="utf-8"))
+    assert info["backbone"] == str(out)
+
+
+def test_pretrained_weights_differ_from_the_start(pretrained, tiny_backbone: Path) -> None:
+    from safetensors.torch import load_file
+
+    before = load_file(tiny_backbone / "model.safetensors")
+    after = load_file(pretrained.output / "model.safetensors")
+    name = "encoder.layer.0.attention.self.query.weight"
+    (key_before,) = [k for k in before if k.endswith(name)]
+    (key_after,) = [k for k in after if k.endswith(name)]
+    assert not (before[key_before] == after[key_after]).all()
+
+
+def test_lora_pretraining_merges_into_a_plain_backbone(tiny_backbone: Path, tmp_path: Path) -> None:
+    texts = _unlabeled(tmp_path)
+    result = pretrain(
+        _cfg(tiny_backbone, texts, tmp_path / "lora", "pretrain.lora=true", "pretrain.lr=1e-2"),
+        progress=False,
+    )
+    losses = [row["heldout_mlm_loss"] for row in result.history]
+    # The adapters learn (with the MLM head trainable, even when the backbone came without one).
+    assert losses[-1] < losses[0] - 0.1, losses
+    from safetensors.torch import load_file
+
+    weights = load_file(result.output / "model.safetensors")
+    assert not any("lora" in k for k in weights)
+
+
+def test_max_steps_and_texts(tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path) -> None:
+    texts = _unlabeled(tmp_path, copies=2)
+    cfg = _cfg(
+        tiny_backbone, texts, tmp_path / "short", f"data.train={toy_data_dir / 'train.jsonl'}"
+    )
+    collected = collect_texts(cfg)
+    # Labelled titles join the unlabelled texts; duplicates are dropped.
+    assert any("LEGO City Police Station" in t for t in collected)
+    assert len(collected) == len(set(collected))
+    cfg = _cfg(tiny_backbone, texts, tmp_path / "short", "pretrain.max_steps=2")
+    result = pretrain(cfg, progress=False)
+    assert len(result.history) == 2  # before, and the one (cut short) epoch
+
+
+def test_pretrain_cli(tiny_backbone: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    texts = _unlabeled(tmp_path, copies=2)
+    args = ["pretrain", "--config", str(ROOT / "configs" / "tiny.yaml"), "--no-progress"]
+    args += [f"model.backbone={tiny_backbone}", f"data.unlabeled={texts}"]
+    args += [f"output={tmp_path / 'cli'}", "pretrain.max_steps=2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"backbone saved to {tmp_path / 'cli'}"
+    assert "heldout_mlm_loss" in json.loads(out[1])
+    assert main([*args[:-3], "data.unlabeled=" + str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err

@@ -1,0 +1,325 @@
+"""Training: end to end against the tag prior, checkpoints and --resume, early stopping, gradient
+accumulation and its schedule, length-bucketed batches, hard texts."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_config, toy_catalog, write_jsonl
+
+from labelrec.data import read_catalog
+from labelrec.evaluate import evaluate_scores_on
+from labelrec.model import encode_products, load_tokenizer
+from labelrec.predict import TagRecommender
+from labelrec.train import STATE_FILE, bucketed_batches, train
+
+N_TRAIN_BATCHES = 7  # 50 toy train products in batches of 8 (configs/tiny.yaml)
+
+
+def _history(output: Path) -> list[dict]:
+    return json.loads((output / "history.json").read_text(encoding="utf-8"))
+
+
+def _state(output: Path) -> dict:
+    (ckpt,) = sorted((output / "checkpoints").glob("epoch-*"))
+    return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_trained_model_beats_the_tag_prior(trained_model_dir: Path, toy_data_dir: Path) -> None:
+    rec = TagRecommender.load(trained_model_dir)
+    train_products = read_catalog(toy_data_dir / "train.jsonl").products
+    valid = read_catalog(toy_data_dir / "valid.jsonl").products
+    scores, _ = rec.predict_scores(valid)
+    model = evaluate_scores_on(scores, valid, rec.vocab, rec.tag_thresholds).metrics
+
+    # Baseline: every product gets the most frequent training tags.
+    freq = np.zeros(len(rec.vocab))
+    for p in train_products:
+        for t in p.tags:
+            freq[rec.vocab.index[t]] += 1
+    prior = np.tile(freq / len(train_products), (len(valid), 1)).astype(np.float32)
+    base = evaluate_scores_on(prior, valid, rec.vocab, 0.5).metrics
+
+    assert model["n_products"] == len(valid)
+    assert model["nDCG@3"] > base["nDCG@3"] + 0.15, (model["nDCG@3"], base["nDCG@3"])
+    assert model["P@1"] >= base["P@1"]
+    assert model["micro_f1"] > base["micro_f1"]
+    # What train() stored in the model directory is what evaluation finds.
+    info = json.loads((trained_model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    assert info["valid_metrics"]["nDCG@3"] == pytest.approx(model["nDCG@3"], abs=1e-4)
+    assert info["num_processes"] == 1
+
+    # The signal is the title: a LEGO title gets LEGO tags first.
+    (top,) = rec.recommend(["LEGO city police station"], limit=3, threshold=0)
+    assert {"brand:Lego", "Toys > Building"} & {s.tag for s in top}
+
+
+def test_model_directory_contents(trained_model_dir: Path) -> None:
+    names = {p.name for p in trained_model_dir.iterdir()}
+    expected = {"config.json", "model.safetensors", "labelrec.json", "tags.json"}
+    assert expected | {"thresholds.json", "history.json", "checkpoints"} <= names
+    assert "tokenizer.json" in names or "vocab.txt" in names
+    history = _history(trained_model_dir)
+    assert [r["epoch"] for r in history] == list(range(1, 9))
+    for key in ("train_loss", "lr", "products_per_s", "valid_nDCG@3", "valid_P@1"):
+        assert all(np.isfinite(r[key]) for r in history), key
+    assert "peak_gpu_mem_gb" not in history[0]  # reported on CUDA only
+    # The loss goes down and the linear schedule ends at zero.
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
+    # One checkpoint is kept: the last epoch's, plus the best weights.
+    ckpts = sorted(p.name for p in (trained_model_dir / "checkpoints").iterdir())
+    assert ckpts == ["best_trainable.pt", "epoch-8"]
+    state = _state(trained_model_dir)
+    assert state["epoch"] == 8 and state["global_step"] == 8 * N_TRAIN_BATCHES
+
+
+# ------------------------------------------------------------------ resume
+
+
+class _Kill(RuntimeError):
+    pass
+
+
+class _KillAtEpoch:
+    """A tracker that fails like a killed process while logging epoch ``epoch``, before its
+    checkpoint is written."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def log_params(self, params: dict) -> None:
+        pass
+
+    def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        if step == self.epoch:
+            raise _Kill(f"killed during epoch {step}")
+
+
+def test_resume_continues_a_killed_run_exactly(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    extra = ("train.epochs=3",)
+    whole = train(tiny_config(tiny_backbone, toy_data_dir, tmp_path / "whole", *extra), False)
+
+    cfg = tiny_config(tiny_backbone, toy_data_dir, tmp_path / "killed", *extra)
+    with pytest.raises(_Kill):
+        train(cfg, tracker=_KillAtEpoch(2), progress=False)
+    assert [p.name for p in (tmp_path / "killed" / "checkpoints").glob("epoch-*")] == ["epoch-1"]
+    assert not (tmp_path / "killed" / "labelrec.json").exists()
+
+    resumed = train(cfg, resume=True, progress=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert _state(tmp_path / "killed")["global_step"] == 3 * N_TRAIN_BATCHES
+    # Same data order, RNG, optimizer and schedule: the same run as without the kill.
+    for a, b in zip(whole.history, resumed.history, strict=True):
+        for key in ("train_loss", "lr", "valid_nDCG@3", "valid_P@1"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5), (a["epoch"], key)
+    assert resumed.best_epoch == whole.best_epoch
+    assert resumed.metrics["nDCG@3"] == pytest.approx(whole.metrics["nDCG@3"], abs=1e-5)
+
+
+def test_resume_with_more_epochs_continues(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    first = train(tiny_config(tiny_backbone, toy_data_dir, out, "train.epochs=1"), progress=False)
+    assert len(first.history) == 1
+    assert _state(out)["global_step"] == N_TRAIN_BATCHES
+    tags_before = (out / "tags.json").read_text(encoding="utf-8")
+
+    more = train(
+        tiny_config(tiny_backbone, toy_data_dir, out, "train.epochs=3"), resume=True, progress=False
+    )
+    assert [r["epoch"] for r in more.history] == [1, 2, 3]
+    # Epoch 1 was not run again (json: NaN metrics compare equal as text).
+    assert json.dumps(more.history[0]) == json.dumps(first.history[0])
+    assert _state(out)["global_step"] == 3 * N_TRAIN_BATCHES
+    assert (out / "tags.json").read_text(encoding="utf-8") == tags_before
+    assert more.train_seconds > first.train_seconds
+
+
+def test_resume_without_checkpoint_starts_fresh(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(tiny_backbone, toy_data_dir, tmp_path / "new", "train.max_steps=2")
+    result = train(cfg, resume=True, progress=False)
+    assert len(result.history) == 1
+    assert _state(tmp_path / "new")["global_step"] == 2
+    assert (tmp_path / "new" / "labelrec.json").is_file()
+
+
+# ------------------------------------------------------------------ loop options
+
+
+def test_early_stopping(tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path) -> None:
+    # Learning rates so small that valid nDCG@3 cannot improve after the first epoch.
+    cfg = tiny_config(
+        tiny_backbone,
+        toy_data_dir,
+        tmp_path / "es",
+        "train.epochs=6",
+        "train.lr=1e-12",
+        "train.head_lr=1e-12",
+        "train.early_stopping_patience=2",
+    )
+    result = train(cfg, progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert result.best_epoch == 1
+
+
+def test_gradient_accumulation_and_schedule(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    lr = 5e-3
+    cfg = tiny_config(
+        tiny_backbone,
+        toy_data_dir,
+        tmp_path / "acc",
+        "train.epochs=2",
+        "train.grad_accum=3",
+        f"train.lr={lr}",
+    )
+    result = train(cfg, progress=False)
+    updates_per_epoch = -(-N_TRAIN_BATCHES // 3)  # the short last group still updates
+    assert _state(tmp_path / "acc")["global_step"] == 2 * updates_per_epoch
+    # The scheduler moves once per update, not per batch: halfway after epoch 1 of 2.
+    assert result.history[0]["lr"] == pytest.approx(lr / 2, rel=1e-6)
+    assert result.history[1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_max_steps_and_warmup(tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tiny_backbone,
+        toy_data_dir,
+        tmp_path / "steps",
+        "train.max_steps=4",
+        "train.warmup_ratio=0.5",
+        "train.scheduler=constant",
+    )
+    result = train(cfg, progress=False)
+    assert len(result.history) == 1
+    assert _state(tmp_path / "steps")["global_step"] == 4
+    # constant after 2 warmup updates: the full learning rate at the end.
+    assert result.history[0]["lr"] == pytest.approx(cfg.train.lr)
+
+
+def test_demo_catalog_when_no_data_given(tiny_backbone: Path, tmp_path: Path) -> None:
+    from labelrec.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(
+        root / "configs" / "tiny.yaml",
+        [
+            f"model.backbone={tiny_backbone}",
+            f"output={tmp_path / 'demo'}",
+            "data.demo_products=60",
+            "train.max_steps=2",
+        ],
+    )
+    result = train(cfg, progress=False)
+    info = json.loads((tmp_path / "demo" / "labelrec.json").read_text(encoding="utf-8"))
+    assert info["train_source"].startswith("labelrec-demo")
+    assert result.n_tags > 5 and result.metrics["n_products"] > 0
+
+
+def test_catalog_with_no_usable_tag_is_an_error(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(tiny_backbone, toy_data_dir, tmp_path / "x", "data.min_tag_count=1000")
+    with pytest.raises(ValueError, match="min_tag_count"):
+        train(cfg, progress=False)
+
+
+# ------------------------------------------------------------------ batches and texts
+
+
+def test_bucketed_batches_cover_every_index_once() -> None:
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 200) for _ in range(1003)]
+    batches = bucketed_batches(lengths, batch_size=16, bucket_size=10, seed=5)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert all(1 <= len(b) <= 16 for b in batches)
+    assert sum(len(b) < 16 for b in batches) <= -(-len(lengths) // 160)  # one short per bucket
+    for b in batches:
+        assert [lengths[i] for i in b] == sorted(lengths[i] for i in b)
+
+
+def test_bucketed_batches_group_similar_lengths() -> None:
+    rng = random.Random(1)
+    lengths = [rng.randint(3, 200) for _ in range(960)]
+
+    def mean_padding(batches: list[list[int]]) -> float:
+        return float(
+            np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+        )
+
+    bucketed = bucketed_batches(lengths, 16, bucket_size=20, seed=0)
+    unbucketed = bucketed_batches(lengths, 16, bucket_size=1, seed=0)
+    assert mean_padding(bucketed) < 0.3 * mean_padding(unbucketed)
+    # One bucket over everything: consecutive slices of the length order.
+    whole = bucketed_batches(lengths, 16, bucket_size=1000, seed=0)
+    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in whole)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_bucketed_batches_deterministic_by_seed() -> None:
+    lengths = list(range(300))
+    a = bucketed_batches(lengths, 8, 4, seed=3)
+    assert a == bucketed_batches(lengths, 8, 4, seed=3)
+    assert a != bucketed_batches(lengths, 8, 4, seed=4)
+
+
+def test_bucketed_batches_small_inputs() -> None:
+    assert bucketed_batches([], 8, 4, seed=0) == []
+    assert bucketed_batches([5], 8, 4, seed=0) == [[0]]
+
+
+def test_chinese_emoji_and_huge_description_truncated_by_tokens(tiny_backbone: Path) -> None:
+    tok = load_tokenizer(str(tiny_backbone))
+    huge = "lego brick set " * 70_000  # ~1 MB
+    assert len(huge) > 1_000_000
+    titles = ["乐高 城市 警察局 积木", "🚂 hornby train 🎉🎉", "LEGO city police station", ""]
+    descs = [huge, "🎁" * 5000, "", "红 蓝"]
+    t0 = time.perf_counter()
+    ids = encode_products(tok, titles, descs, max_length=32)
+    assert time.perf_counter() - t0 < 2.0
+    assert all(2 <= len(row) <= 32 for row in ids)
+    assert len(ids[0]) == 32
+    # The title comes first and is kept whole.
+    first = tok.convert_ids_to_tokens(ids[0])
+    assert first[1:5] == ["乐", "高", "城", "市"]
+    assert tok.convert_ids_to_tokens(ids[2])[1:4] == ["lego", "city", "police"]
+
+
+def test_training_on_hard_texts(tiny_backbone: Path, tmp_path: Path) -> None:
+    rows = toy_catalog(3)
+    rows[0]["description"] = "wooden toy " * 100_000  # ~1.1 MB
+    rows[1]["title"] = "🚒🚒 乐高 消防车 🔥"
+    rows[2]["description"] = "😀" * 10_000
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(rows[:24], data / "train.jsonl")
+    write_jsonl(rows[24:], data / "valid.jsonl")
+    t0 = time.perf_counter()
+    result = train(
+        tiny_config(tiny_backbone, data, tmp_path / "out", "train.epochs=1"), progress=False
+    )
+    assert time.perf_counter() - t0 < 60
+    assert np.isfinite(result.history[0]["train_loss"])
+    rec = TagRecommender.load(tmp_path / "out")
+    out = rec.recommend([{"title": rows[1]["title"], "description": rows[0]["description"]}], 3, 0)
+    assert len(out[0]) == 3
