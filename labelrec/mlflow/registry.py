@@ -1,0 +1,414 @@
+"""The Model Registry: register a challenger, describe a version, gated promotion to champion.
+
+Aliases only (``@challenger``, ``@champion``), no stages. ``promote`` evaluates the challenger and
+the current champion on the same catalog with the ``labelrec`` evaluator (the numbers of
+``labelrec eval``) and moves ``@champion`` only when the challenger is better by more than a
+margin, a paired bootstrap over products puts the 95% interval of the difference above zero, and
+no head/torso/tail band loses more than ``max_band_drop`` of recall@5.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from labelrec import metrics
+from labelrec.config import DataConfig
+from labelrec.data import read_catalog
+from labelrec.mlflow.evaluator import KS, PER_PRODUCT, metric_key
+from labelrec.mlflow.flavor import labelrec_version, log_model
+from labelrec.model import ModelError, read_info
+
+BANDS = ("head", "torso", "tail")
+METRIC_TAG_PREFIX = "valid."
+PROMOTION_TAG_PREFIX = "promotion."
+
+
+class RegistryError(ModelError):
+    """A registry operation cannot be done (missing alias, broken model version...)."""
+
+
+@dataclass
+class PromotionDecision:
+    """The outcome of `promote` (also written as ``promotion.*`` tags on the challenger)."""
+
+    promoted: bool
+    reason: str
+    challenger_version: int | None = None
+    champion_version: int | None = None
+    challenger_score: float | None = None
+    champion_score: float | None = None
+    diff: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    band_drops: dict[str, float] = field(default_factory=dict)
+    metric: str = "nDCG@3"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def code_version() -> str:
+    """labelrec's version, plus ``+g<commit>`` when the source is a git checkout."""
+    version = labelrec_version()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{commit}" if commit else version
+
+
+def _canonical(metric: str) -> str:
+    """``nDCG_at_3`` -> ``nDCG@3``; only per-product metrics can be bootstrapped."""
+    name = metric.replace("_at_", "@")
+    family, _, k = name.partition("@")
+    if family not in ("P", "R", "nDCG") or not k.isdigit() or int(k) not in KS:
+        allowed = ", ".join(f"{f}@{k}" for f in ("P", "R", "nDCG") for k in KS)
+        raise ValueError(f"promotion metric must be one of {allowed}; got {metric!r}")
+    return name
+
+
+def _run_context(run_name: str) -> Any:
+    """The active run, or a new one that ends (FAILED on an exception) with the block."""
+    if mlflow.active_run() is not None:
+        return contextlib.nullcontext(mlflow.active_run())
+    return mlflow.start_run(run_name=run_name)
+
+
+# ----------------------------------------------------------------------- registering
+
+
+def register_challenger(
+    model_dir: str | Path,
+    name: str = "labelrec",
+    alias: str = "challenger",
+    tags: dict[str, Any] | None = None,
+    input_example: Any = None,
+) -> ModelVersion:
+    """Log ``model_dir`` in the active run (one is started if none), register it, set ``alias``.
+
+    The version is tagged with its valid metrics from ``labelrec.json`` (``valid.P_at_1``...),
+    ``code_version``, backbone and tag count, plus ``tags`` (e.g. ``data_digest``).
+    """
+    info = read_info(model_dir)
+    version_tags: dict[str, str] = {
+        "code_version": code_version(),
+        "labelrec.backbone": str(info.get("backbone")),
+        "labelrec.n_tags": str(info.get("n_tags")),
+    }
+    for key, value in (info.get("valid_metrics") or {}).items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            version_tags[METRIC_TAG_PREFIX + metric_key(key)] = repr(float(value))
+    version_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
+    with _run_context(f"register {name}"):
+        model_info = log_model(
+            model_dir, name="model", registered_model_name=name, input_example=input_example
+        )
+        version = str(model_info.registered_model_version)
+        client = mlflow.MlflowClient()
+        for key, value in version_tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_registered_model_alias(name, alias, version)
+        return client.get_model_version(name, version)
+
+
+# ----------------------------------------------------------------------- describing
+
+
+def _parse_models_uri(model_uri: str) -> tuple[str, str | None, str | None]:
+    """(name, version, alias) of ``models:/name/version`` or ``models:/name@alias``."""
+    expected = f"expected models:/<name>/<version> or models:/<name>@<alias>, got {model_uri!r}"
+    if not model_uri.startswith("models:/"):
+        raise ValueError(expected)
+    rest = model_uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, alias = rest.rsplit("@", 1)
+        return name, None, alias
+    name, sep, version = rest.rpartition("/")
+    if not sep or not version.isdigit():
+        raise ValueError(expected)
+    return name, version, None
+
+
+def _get_version(client: Any, name: str, version: str | None, alias: str | None) -> ModelVersion:
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, version)
+    except MlflowException as err:
+        what = f"@{alias}" if alias is not None else f"version {version}"
+        raise RegistryError(f"registered model {name!r} has no {what}: {err.message}") from None
+
+
+def _version_metrics(tags: dict[str, str]) -> dict[str, float]:
+    out = {}
+    for key, value in tags.items():
+        if key.startswith(METRIC_TAG_PREFIX):
+            try:
+                out[key[len(METRIC_TAG_PREFIX) :].replace("_at_", "@")] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def _model_id_of(source: str | None) -> str | None:
+    """The logged model id of a ``models:/m-...`` source (MLflow 3), else None."""
+    if source and source.startswith("models:/m-"):
+        return source[len("models:/") :]
+    return None
+
+
+def model_version_info(model_uri: str) -> dict[str, Any]:
+    """Name, version, aliases, run, source, tags and valid metrics of a registered version."""
+    name, version, alias = _parse_models_uri(model_uri)
+    mv = _get_version(mlflow.MlflowClient(), name, version, alias)
+    tags = dict(mv.tags or {})
+    return {
+        "uri": model_uri,
+        "name": mv.name,
+        "version": int(mv.version),
+        "aliases": list(mv.aliases or []),
+        "run_id": mv.run_id,
+        "model_id": getattr(mv, "model_id", None) or _model_id_of(mv.source),
+        "source": mv.source,
+        "created": mv.creation_timestamp,
+        "description": mv.description or "",
+        "tags": tags,
+        "metrics": _version_metrics(tags),
+    }
+
+
+# ----------------------------------------------------------------------- the decision
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def decide(
+    challenger_values: Any,
+    champion_values: Any | None,
+    challenger_bands: dict[str, float] | None = None,
+    champion_bands: dict[str, float] | None = None,
+    metric: str = "nDCG@3",
+    margin: float = 0.0,
+    min_metric: float = 0.0,
+    max_band_drop: float = 0.05,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> PromotionDecision:
+    """The promotion rule on per-product metric values (same products, same order).
+
+    Without a champion: promote iff the challenger's mean >= ``min_metric``. Otherwise promote
+    iff mean difference > ``margin``, the 95% paired bootstrap interval's low end > 0, and no
+    band (``{"head": recall@5, ...}``) drops by more than ``max_band_drop``.
+    """
+    a = np.asarray(challenger_values, dtype=np.float64)
+    if a.size == 0 or np.isnan(a).all():
+        raise ValueError(f"no product has a {metric} value: the evaluation data has no gold tags")
+    score = float(np.nanmean(a))
+    if champion_values is None:
+        ok = score >= min_metric
+        sign = ">=" if ok else "<"
+        return PromotionDecision(
+            promoted=ok,
+            reason=f"first model: {metric} {score:.4f} {sign} min_metric {min_metric:g}",
+            challenger_score=score,
+            metric=metric,
+        )
+    b = np.asarray(champion_values, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"{a.shape[0]} challenger values for {b.shape[0]} champion values")
+    champion_score = float(np.nanmean(b))
+    boot = metrics.paired_bootstrap(a, b, n_resamples=n_resamples, seed=seed, ci=0.95)
+    diff = score - champion_score
+    drops = {}
+    for band in BANDS:
+        new = (challenger_bands or {}).get(band)
+        old = (champion_bands or {}).get(band)
+        if _finite(new) and _finite(old):
+            drops[band] = float(old - new)
+    problems = []
+    if not diff > margin:
+        problems.append(f"not better: {metric} difference {diff:+.4f} <= margin {margin:g}")
+    if not boot["low"] > 0:
+        problems.append(
+            f"not significant: 95% interval of the difference [{boot['low']:+.4f},"
+            f" {boot['high']:+.4f}] does not lie above 0"
+        )
+    for band, drop in drops.items():
+        if drop > max_band_drop:
+            problems.append(
+                f"{band} tags lose {drop:.4f} recall@5 (> max_band_drop {max_band_drop:g})"
+            )
+    if problems:
+        reason = "; ".join(problems)
+    else:
+        reason = (
+            f"better: {metric} {score:.4f} vs {champion_score:.4f} ({diff:+.4f}, 95% interval"
+            f" [{boot['low']:+.4f}, {boot['high']:+.4f}]), no band drops more than"
+            f" {max_band_drop:g}"
+        )
+    return PromotionDecision(
+        promoted=not problems,
+        reason=reason,
+        challenger_score=score,
+        champion_score=champion_score,
+        diff=diff,
+        ci_low=boot["low"],
+        ci_high=boot["high"],
+        band_drops=drops,
+        metric=metric,
+    )
+
+
+# ----------------------------------------------------------------------- promotion
+
+
+def _evaluation_frame(data: str | Path, data_cfg: DataConfig | None) -> pd.DataFrame:
+    catalog = read_catalog(data, data_cfg)
+    if not catalog.products:
+        raise ValueError(f"{data}: no labelled products to evaluate on")
+    return pd.DataFrame(
+        {
+            "title": [p.title for p in catalog.products],
+            "description": [p.description for p in catalog.products],
+            "tags": [list(p.tags) for p in catalog.products],
+        }
+    )
+
+
+def _evaluate_version(
+    mv: ModelVersion, role: str, frame: pd.DataFrame, metric: str
+) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
+    """(per-product values of ``metric``, band recalls, metrics) of one version on ``frame``."""
+    label = f"{mv.name} version {mv.version} (@{role})"
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
+    except Exception as err:  # noqa: BLE001 - any load failure means a broken version
+        raise RegistryError(
+            f"{label} cannot be loaded from {mv.source}: {type(err).__name__}: {err}"
+        ) from err
+    prefix = f"{role}_"
+    try:
+        result = mlflow.models.evaluate(
+            model,
+            data=frame,
+            targets="tags",
+            model_type="labelrec",
+            evaluators="labelrec",
+            evaluator_config={"metric_prefix": prefix, "log_plots": False},
+        )
+    except Exception as err:  # noqa: BLE001 - a model that loads but cannot predict is broken too
+        raise RegistryError(f"{label} failed on the evaluation data: {err}") from err
+    per_product = result.artifacts[prefix + PER_PRODUCT].content
+    values = per_product[metric].to_numpy(dtype=np.float64)
+    bands = {
+        band: result.metrics[key]
+        for band in BANDS
+        if (key := f"{prefix}recall_at_5_{band}") in result.metrics
+    }
+    return values, bands, result.metrics
+
+
+def _write_decision(client: Any, mv: ModelVersion, decision: PromotionDecision, data: str) -> None:
+    values = {
+        "decision": "promoted" if decision.promoted else "rejected",
+        "reason": decision.reason,
+        "metric": decision.metric,
+        "data": data,
+        "challenger_score": decision.challenger_score,
+        "champion_score": decision.champion_score,
+        "champion_version": decision.champion_version,
+        "diff": decision.diff,
+        "ci_low": decision.ci_low,
+        "ci_high": decision.ci_high,
+        "band_drops": json.dumps(decision.band_drops) if decision.band_drops else None,
+    }
+    for key, value in values.items():
+        text = "none" if value is None else repr(value) if isinstance(value, float) else str(value)
+        client.set_model_version_tag(mv.name, mv.version, PROMOTION_TAG_PREFIX + key, text[:5000])
+
+
+def promote(
+    name: str,
+    data: str | Path,
+    data_cfg: DataConfig | None = None,
+    metric: str = "nDCG@3",
+    margin: float = 0.0,
+    min_metric: float = 0.0,
+    max_band_drop: float = 0.05,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    challenger_alias: str = "challenger",
+    champion_alias: str = "champion",
+) -> PromotionDecision:
+    """Move ``@champion`` to the ``@challenger`` version of ``name`` if it is better on ``data``.
+
+    Evaluations are logged to the active run (one named ``promote <name>`` is started if none).
+    A version that cannot be loaded or evaluated raises `RegistryError` and moves no alias.
+    """
+    metric = _canonical(metric)
+    client = mlflow.MlflowClient()
+    challenger = _get_version(client, name, None, challenger_alias)
+    try:
+        champion: ModelVersion | None = client.get_model_version_by_alias(name, champion_alias)
+    except MlflowException:
+        champion = None
+    if champion is not None and champion.version == challenger.version:
+        return PromotionDecision(
+            promoted=False,
+            reason=f"version {challenger.version} already is @{champion_alias}",
+            challenger_version=int(challenger.version),
+            champion_version=int(champion.version),
+            metric=metric,
+        )
+    frame = _evaluation_frame(data, data_cfg)
+    with _run_context(f"promote {name}"):
+        ch_values, ch_bands, _ = _evaluate_version(challenger, challenger_alias, frame, metric)
+        cp_values = cp_bands = None
+        if champion is not None:
+            cp_values, cp_bands, _ = _evaluate_version(champion, champion_alias, frame, metric)
+        decision = decide(
+            ch_values,
+            cp_values,
+            ch_bands,
+            cp_bands,
+            metric=metric,
+            margin=margin,
+            min_metric=min_metric,
+            max_band_drop=max_band_drop,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+        decision.challenger_version = int(challenger.version)
+        decision.champion_version = int(champion.version) if champion is not None else None
+        _write_decision(client, challenger, decision, str(data))
+        mlflow.set_tags(
+            {
+                "promotion.decision": "promoted" if decision.promoted else "rejected",
+                "promotion.challenger_version": str(challenger.version),
+                "promotion.champion_version": str(decision.champion_version),
+            }
+        )
+        if decision.promoted:
+            client.set_registered_model_alias(name, champion_alias, challenger.version)
+        return decision

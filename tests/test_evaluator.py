@@ -1,0 +1,230 @@
+"""The ``labelrec`` evaluator plugin of ``mlflow.models.evaluate``."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+import pandas as pd  # noqa: E402
+from conftest import toy_catalog, write_jsonl  # noqa: E402
+from test_mlflow_flavor import open_store  # noqa: E402
+
+import labelrec.mlflow as lrm  # noqa: E402
+from labelrec import cli  # noqa: E402
+from labelrec.data import Product, TagVocab  # noqa: E402
+from labelrec.evaluate import evaluate_scores_on  # noqa: E402
+from labelrec.mlflow.evaluator import (  # noqa: E402
+    LabelrecEvaluator,
+    evaluate_ranked,
+    metric_key,
+    parse_ranked,
+)
+
+PEER_CODE = '''
+import json
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class MostFrequentTags(PythonModel):
+    """The same tags for every product: the most frequent training tags."""
+
+    def load_context(self, context):
+        with open(context.artifacts["ranking"]) as fh:
+            self.ranking = json.load(fh)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        row = [{"tag": t, "score": s} for t, s in self.ranking]
+        return pd.DataFrame({"tags": [row] * len(model_input)})
+
+
+mlflow.models.set_model(MostFrequentTags())
+'''
+
+
+@pytest.fixture
+def mlflow_store(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    yield from open_store(tmp_path, tmp_path_factory, monkeypatch)
+
+
+def toy_frame() -> pd.DataFrame:
+    return pd.DataFrame(toy_catalog())[["title", "description", "tags"]]
+
+
+def same(value: float, got: float | None) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return got is None
+    return got is not None and got == pytest.approx(value, abs=1e-9)
+
+
+def test_entry_point_is_registered() -> None:
+    names = {
+        ep.name: ep.value for ep in importlib.metadata.entry_points(group="mlflow.model_evaluator")
+    }
+    assert names.get("labelrec") == "labelrec.mlflow.evaluator:LabelrecEvaluator"
+    from mlflow.models.evaluation.evaluator_registry import _model_evaluation_registry
+
+    assert "labelrec" in mlflow.models.list_evaluators()
+    assert isinstance(_model_evaluation_registry.get_evaluator("labelrec"), LabelrecEvaluator)
+    assert LabelrecEvaluator.can_evaluate(model_type="labelrec", evaluator_config={})
+    assert LabelrecEvaluator.can_evaluate(model_type="multilabel", evaluator_config={})
+    assert not LabelrecEvaluator.can_evaluate(model_type="classifier", evaluator_config={})
+    assert not LabelrecEvaluator.can_evaluate(model_type=None, evaluator_config={})
+
+
+def test_evaluator_equals_labelrec_eval(
+    trained_model_dir: Path, mlflow_store: Path, tmp_path: Path
+) -> None:
+    data = write_jsonl(toy_catalog(), tmp_path / "all.jsonl")
+    metrics_file = tmp_path / "metrics.json"
+    assert cli.main(["eval", str(trained_model_dir), "--data", str(data),
+                     "--metrics-file", str(metrics_file)]) == 0  # fmt: skip
+    want = json.loads(metrics_file.read_text())
+
+    with mlflow.start_run() as run:
+        info = lrm.log_model(trained_model_dir)
+        result = mlflow.models.evaluate(
+            info.model_uri,
+            data=toy_frame(),
+            targets="tags",
+            model_type="labelrec",
+            evaluators="labelrec",
+        )
+    for key in ("P@1", "P@3", "nDCG@3"):
+        assert result.metrics[metric_key(key)] == pytest.approx(want[key], abs=1e-9), key
+    differing = [k for k, v in want.items() if not same(v, result.metrics.get(metric_key(k)))]
+    assert not differing, {k: (want[k], result.metrics.get(metric_key(k))) for k in differing}
+
+    logged = mlflow.get_run(run.info.run_id).data.metrics
+    assert logged["P_at_1"] == pytest.approx(want["P@1"])
+    assert logged["micro_f1"] == pytest.approx(want["micro_f1"])
+    per_tag = result.artifacts["per_tag_results"].content
+    vocab = TagVocab.load(trained_model_dir / "tags.json")
+    assert list(per_tag["tag"]) == vocab.tags
+    assert list(per_tag["train_count"]) == [int(c) for c in vocab.counts]
+    per_product = result.artifacts["per_product_results"].content
+    assert len(per_product) == len(toy_catalog())
+    assert per_product["nDCG@3"].mean() == pytest.approx(want["nDCG@3"])
+    files = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"per_tag_results.csv", "ranking_metrics.png", "f1_vs_tag_frequency.png"} <= files
+
+
+def test_peer_pyfunc_most_frequent_tags(mlflow_store: Path, tmp_path: Path) -> None:
+    rows = toy_catalog()
+    counts: dict[str, int] = {}
+    for row in rows:
+        for tag in row["tags"]:
+            counts[tag] = counts.get(tag, 0) + 1
+    ranking = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:6]
+    (tmp_path / "ranking.json").write_text(json.dumps(ranking))
+    (tmp_path / "peer.py").write_text(PEER_CODE)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="peer",
+            python_model=str(tmp_path / "peer.py"),
+            artifacts={"ranking": str(tmp_path / "ranking.json")},
+            pip_requirements=["pandas"],
+        )
+        result = mlflow.models.evaluate(
+            info.model_uri,
+            data=toy_frame(),
+            targets="tags",
+            model_type="multilabel",
+            evaluators=["labelrec"],
+            evaluator_config={"labelrec": {"tag_counts": counts, "n_train_products": len(rows)}},
+        )
+
+    # the same numbers from labelrec's own evaluation of the equivalent score matrix
+    vocab = TagVocab(list(counts), list(counts.values()), len(rows))
+    scores = np.zeros((len(rows), len(vocab)), dtype=np.float32)
+    for rank, (tag, _) in enumerate(ranking):
+        scores[:, vocab.index[tag]] = len(ranking) - rank
+    products = [Product(id=r["id"], title=r["title"], tags=r["tags"]) for r in rows]
+    want = evaluate_scores_on(scores, products, vocab, 0.5).metrics
+    differing = [k for k, v in want.items() if not same(v, result.metrics.get(metric_key(k)))]
+    assert not differing, {k: (want[k], result.metrics.get(metric_key(k))) for k in differing}
+    assert result.metrics["P_at_1"] == pytest.approx(counts["Toys"] / len(rows))
+
+
+def test_short_lists_earn_nothing_beyond_their_end() -> None:
+    counts = {"a": 5, "b": 5, "c": 5, "d": 5}
+    gold = [["a", "b"], ["c"]]
+    ranked = [[("a", 0.9)], [("d", 0.8), ("c", 0.7), ("a", 0.1)]]
+    result = evaluate_ranked(ranked, gold, tag_counts=counts, n_train=10, ks=(1, 3))
+    assert result.metrics["P@1"] == pytest.approx(0.5)
+    # product 0 lists one tag: "b" is not credited at rank 2 or 3
+    assert result.metrics["P@3"] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert result.metrics["R@3"] == pytest.approx((0.5 + 1.0) / 2)
+    assert list(result.per_product["P@1"]) == [1.0, 0.0]
+    # decisions default to the ranked lists: 1 + 1 hits of 4 predictions, 3 gold
+    assert result.metrics["micro_precision"] == pytest.approx(2 / 4)
+    assert result.metrics["micro_recall"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="2 products"):
+        evaluate_ranked(ranked[:1], gold)
+
+
+def test_parse_ranked_accepts_common_shapes() -> None:
+    want = [[("x", 0.9), ("y", 0.5)]]
+    assert parse_ranked(pd.DataFrame({"tags": [[{"tag": "x", "score": 0.9},
+                                                {"tag": "y", "score": 0.5}]]})) == want  # fmt: skip
+    assert parse_ranked([[("x", 0.9), ("y", 0.5)]]) == want
+    assert parse_ranked([{"y": 0.5, "x": 0.9}]) == want
+    assert parse_ranked(['[{"tag": "x", "score": 0.9}, {"tag": "y", "score": 0.5}]']) == want
+    assert parse_ranked(pd.Series([["x", "y"]])) == [[("x", None), ("y", None)]]
+    with pytest.raises(ValueError, match="row 0"):
+        parse_ranked([[42]])
+    with pytest.raises(ValueError, match="columns"):
+        parse_ranked(pd.DataFrame({"a": [1], "b": [2]}))
+
+
+class FakeModel:
+    """A pyfunc stand-in: ranked tags by a fixed score table, params as a labelrec model has."""
+
+    def __init__(self, params: tuple[str, ...]) -> None:
+        from mlflow.types.schema import ParamSchema, ParamSpec
+
+        specs = {
+            "limit": ParamSpec("limit", "long", 10),
+            "threshold": ParamSpec("threshold", "double", None),
+        }
+        schema = ParamSchema([specs[p] for p in params]) if params else None
+        self.metadata = type("Meta", (), {"get_params_schema": lambda _self: schema})()
+        self.calls: list[dict | None] = []
+
+    def unwrap_python_model(self) -> None:
+        raise ValueError("not a PythonModel")
+
+    def predict(self, data: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        self.calls.append(params)
+        scores = {"a": 0.9, "b": 0.6, "c": 0.3, "d": 0.1}
+        cut = 0.5 if not params or params.get("threshold") is None else params["threshold"]
+        limit = (params or {}).get("limit") or 10
+        row = [{"tag": t, "score": s} for t, s in scores.items() if s >= cut][:limit]
+        return pd.DataFrame({"tags": [row] * len(data)})
+
+
+def test_predict_ranked_asks_for_ranking_and_decisions() -> None:
+    from labelrec.mlflow.evaluator import predict_ranked
+
+    data = pd.DataFrame({"title": ["x", "y"], "id": ["1", "2"]})
+    model = FakeModel(("limit", "threshold"))
+    ranked, decided, rec = predict_ranked(model, data, limit=3)
+    assert rec is None
+    assert model.calls == [{"threshold": 0.0, "limit": 3}, None]
+    assert [t for t, _ in ranked[0]] == ["a", "b", "c"]
+    assert [t for t, _ in decided[0]] == ["a", "b"]
+    model = FakeModel(())
+    ranked, decided, _ = predict_ranked(model, data, limit=3)
+    assert model.calls == [None] and ranked == decided

@@ -1,0 +1,216 @@
+"""The ``labelrec`` MLflow flavor: MLmodel layout, models-from-code pyfunc, registry round trip."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from conftest import toy_catalog  # noqa: E402
+
+import labelrec.mlflow as lrm  # noqa: E402
+from labelrec import cli  # noqa: E402
+from labelrec.model import ModelError  # noqa: E402
+from labelrec.predict import TagRecommender  # noqa: E402
+
+ITEMS = [
+    {"title": "LEGO City Police Station", "description": "police station with minifigures"},
+    {"title": "Hornby model railway train set", "description": ""},
+    {"title": "plush bear soft baby", "description": "a soft toy"},
+    {"title": "remote control drone blue", "description": ""},
+]
+
+
+_TEMPLATE: dict[str, Path] = {}
+
+
+def _template_db(factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite database, created once (its schema migrations take seconds)."""
+    if "db" not in _TEMPLATE:
+        db = factory.mktemp("mlflow-template") / "mlruns.db"
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+        _TEMPLATE["db"] = db
+    return _TEMPLATE["db"]
+
+
+def open_store(
+    tmp_path: Path, factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """A fresh SQLite tracking store and registry with artifacts under tmp_path (undone after)."""
+    from mlflow.tracking import fluent
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored after the test
+    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    db = tmp_path / "mlruns.db"
+    shutil.copyfile(_template_db(factory), db)
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    experiment_id = mlflow.MlflowClient().create_experiment(
+        "labelrec-tests", artifact_location=(tmp_path / "artifacts").as_uri()
+    )
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)
+    yield tmp_path
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def mlflow_store(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    yield from open_store(tmp_path, tmp_path_factory, monkeypatch)
+
+
+def as_lists(frame: pd.DataFrame) -> list[list[tuple[str, float]]]:
+    return [[(d["tag"], d["score"]) for d in row] for row in frame["tags"]]
+
+
+def test_save_model_layout(trained_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "saved"
+    lrm.save_model(trained_model_dir, out)
+    mlmodel = yaml.safe_load((out / "MLmodel").read_text())
+    info = json.loads((trained_model_dir / "labelrec.json").read_text())
+    flavor = mlmodel["flavors"]["labelrec"]
+    assert flavor["n_tags"] == info["n_tags"] and flavor["backbone"] == info["backbone"]
+    assert flavor["pooling"] == info["pooling"] and flavor["format_version"] == 1
+    assert flavor["labelrec_version"]
+    pyfunc = mlmodel["flavors"]["python_function"]
+    # models-from-code: the pyfunc is a source file, nothing is pickled
+    assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert not list(out.rglob("*.pkl"))
+    model_files = out / flavor["model_data"]
+    for name in ("model.safetensors", "tags.json", "thresholds.json", "labelrec.json"):
+        assert (model_files / name).is_file(), name
+    assert not (model_files / "checkpoints").exists()
+    assert (out / "code" / "labelrec" / "predict.py").is_file()  # labelrec's code goes along
+    # signature and input example
+    signature = mlmodel["signature"]
+    inputs = {c["name"]: c for c in json.loads(signature["inputs"])}
+    assert inputs["title"]["required"] and not inputs["description"]["required"]
+    params = {p["name"]: p for p in json.loads(signature["params"])}
+    assert params["limit"]["default"] == 10 and params["threshold"]["default"] is None
+    assert json.loads(signature["outputs"])[0]["name"] == "tags"
+    example = json.loads((out / "input_example.json").read_text())
+    assert len(example["data"]) == 2
+    # pip requirements pinned to what is installed, torch without a local version label
+    reqs = (out / "requirements.txt").read_text().split()
+    assert f"torch=={torch.__version__.split('+')[0]}" in reqs
+    assert any(r.startswith("transformers==") for r in reqs)
+    assert not any(r.startswith(("bentoml", "labelrec", "pytest")) for r in reqs)
+
+
+def test_register_load_by_alias_matches_suggest(
+    trained_model_dir: Path,
+    mlflow_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    example = pd.DataFrame(toy_catalog()[:2])  # id and gold tags too: only the inputs are kept
+    with mlflow.start_run():
+        info = lrm.log_model(
+            trained_model_dir,
+            name="tagger",
+            registered_model_name="labelrec",
+            input_example=example,
+        )
+    assert info.registered_model_version == 1
+    assert info.saved_input_example_info["type"] == "dataframe"
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias("labelrec", "champion", "1")
+
+    model = mlflow.pyfunc.load_model("models:/labelrec@champion")
+    assert list(model.input_example.columns) == ["title", "description"]
+    frame = pd.DataFrame(ITEMS)
+    got = as_lists(model.predict(frame))
+
+    rec = TagRecommender.load(trained_model_dir)
+    want = [[(s.tag, s.score) for s in row] for row in rec.recommend(ITEMS)]
+    assert [[t for t, _ in row] for row in got] == [[t for t, _ in row] for row in want]
+    for g, w in zip(got, want, strict=True):
+        assert [s for _, s in g] == pytest.approx([s for _, s in w], abs=1e-6)
+
+    # `labelrec suggest` on the same model gives the same tags
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(i) + "\n" for i in ITEMS)))
+    assert cli.main(["suggest", str(trained_model_dir), "--format", "jsonl"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [[d["tag"] for d in row["tags"]] for row in lines] == [[t for t, _ in r] for r in got]
+
+    # params: a global threshold of 0 returns exactly `limit` tags, best first
+    top = as_lists(model.predict(frame, params={"limit": 3, "threshold": 0.0}))
+    assert all(len(row) == 3 for row in top)
+    assert all([s for _, s in row] == sorted((s for _, s in row), reverse=True) for row in top)
+    # the optional description may be left out
+    titles_only = as_lists(model.predict(pd.DataFrame({"title": [i["title"] for i in ITEMS]})))
+    assert len(titles_only) == len(ITEMS)
+
+    native = lrm.load_model("models:/labelrec@champion")
+    assert isinstance(native, TagRecommender)
+    assert native.tags == rec.tags
+    assert [[s.tag for s in r] for r in native.recommend(ITEMS)] == [[t for t, _ in r] for r in got]
+
+
+def test_register_challenger_tags_and_version_info(
+    trained_model_dir: Path, mlflow_store: Path
+) -> None:
+    from labelrec.mlflow.flavor import labelrec_version
+    from labelrec.mlflow.registry import model_version_info, register_challenger
+
+    version = register_challenger(trained_model_dir, tags={"data_digest": "abc123"})
+    assert mlflow.active_run() is None  # the run it started is closed
+    assert version.aliases == ["challenger"] or "challenger" in version.aliases
+    info = json.loads((trained_model_dir / "labelrec.json").read_text())
+    want = info["valid_metrics"]["nDCG@3"]
+    assert float(version.tags["valid.nDCG_at_3"]) == pytest.approx(want)
+    assert version.tags["data_digest"] == "abc123"
+    assert version.tags["code_version"].startswith(labelrec_version())
+
+    described = model_version_info("models:/labelrec@challenger")
+    assert described["name"] == "labelrec" and described["version"] == int(version.version)
+    assert described["aliases"] == ["challenger"]
+    assert described["run_id"] == version.run_id
+    assert described["metrics"]["nDCG@3"] == pytest.approx(want)
+    assert model_version_info(f"models:/labelrec/{version.version}")["version"] == 1
+    with pytest.raises(ModelError, match="@champion"):
+        model_version_info("models:/labelrec@champion")
+    with pytest.raises(ValueError, match="models:/"):
+        model_version_info("runs:/abc/model")
+
+    # inside an active run, the model is logged there and the run stays open
+    with mlflow.start_run() as run:
+        second = register_challenger(trained_model_dir)
+        assert second.run_id == run.info.run_id
+        assert mlflow.active_run() is not None
+    assert model_version_info("models:/labelrec@challenger")["version"] == 2
+
+
+@pytest.mark.filterwarnings("ignore:Add type hints:UserWarning")
+def test_load_model_refuses_other_models(mlflow_store: Path, tmp_path: Path) -> None:
+    code = tmp_path / "echo_model.py"
+    code.write_text(
+        "import mlflow\n"
+        "from mlflow.pyfunc import PythonModel\n"
+        "class Echo(PythonModel):\n"
+        "    def predict(self, context, model_input, params=None):\n"
+        "        return model_input\n"
+        "mlflow.models.set_model(Echo())\n"
+    )
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="echo", python_model=str(code), pip_requirements=[])
+    with pytest.raises(ModelError, match="not a labelrec model"):
+        lrm.load_model(info.model_uri)
+    with pytest.raises(ModelError, match="does not exist"):
+        lrm.save_model(tmp_path / "missing", tmp_path / "out")

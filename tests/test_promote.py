@@ -1,0 +1,243 @@
+"""Gated promotion of ``@challenger`` to ``@champion`` in the Model Registry."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from conftest import toy_catalog, write_jsonl  # noqa: E402
+from test_mlflow_flavor import open_store  # noqa: E402
+
+from labelrec import cli  # noqa: E402
+from labelrec.data import TagVocab, read_catalog  # noqa: E402
+from labelrec.evaluate import evaluate_scores_on  # noqa: E402
+from labelrec.mlflow.registry import (  # noqa: E402
+    RegistryError,
+    decide,
+    model_version_info,
+    promote,
+    register_challenger,
+)
+from labelrec.predict import TagRecommender  # noqa: E402
+
+NAME = "labelrec"
+
+
+@pytest.fixture
+def mlflow_store(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    yield from open_store(tmp_path, tmp_path_factory, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def weak_model_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained tagger with the head rows of its most frequent tag and another swapped.
+
+    Products with either tag rank them wrongly; the others rank exactly as before.
+    """
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path_factory.mktemp("weak") / "model"
+    shutil.copytree(trained_model_dir, out, ignore=shutil.ignore_patterns("checkpoints"))
+    vocab = TagVocab.load(out / "tags.json")
+    i, j = vocab.index["Toys"], vocab.index["Hobbies > Trains"]
+    state = load_file(out / "model.safetensors")
+    for key in ("classifier.weight", "classifier.bias"):
+        swapped = state[key].clone()
+        swapped[[i, j]] = state[key][[j, i]]
+        state[key] = swapped
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def eval_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_jsonl(toy_catalog(), tmp_path_factory.mktemp("eval") / "all.jsonl")
+
+
+def per_product_ndcg3(model_dir: Path, data: Path) -> np.ndarray:
+    rec = TagRecommender.load(model_dir)
+    products = read_catalog(data).products
+    scores, _ = rec.predict_scores(products)
+    return evaluate_scores_on(scores, products, rec.vocab, rec.thresholds(None)).per_product[
+        "nDCG@3"
+    ]
+
+
+def champion_version() -> int | None:
+    try:
+        return model_version_info(f"models:/{NAME}@champion")["version"]
+    except RegistryError:
+        return None
+
+
+# ----------------------------------------------------------------------- the rule itself
+
+
+def test_decide_first_model_needs_min_metric() -> None:
+    values = np.array([1.0, 0.5, 0.0, np.nan])
+    assert decide(values, None, min_metric=0.5).promoted
+    refused = decide(values, None, min_metric=0.6)
+    assert not refused.promoted and "min_metric" in refused.reason
+    assert refused.challenger_score == pytest.approx(0.5)
+    assert refused.champion_score is None and refused.ci_low is None
+
+
+def test_decide_promotes_a_clearly_better_model() -> None:
+    rng = np.random.default_rng(0)
+    old = rng.uniform(0.3, 0.7, 200)
+    new = old + rng.uniform(0.05, 0.15, 200)
+    bands_old = {"head": 0.8, "torso": 0.6, "tail": 0.3}
+    bands_new = {"head": 0.82, "torso": 0.58, "tail": 0.35}
+    d = decide(new, old, bands_new, bands_old, margin=0.05)
+    assert d.promoted, d.reason
+    assert d.diff == pytest.approx(new.mean() - old.mean())
+    assert 0 < d.ci_low < d.diff < d.ci_high
+    assert d.band_drops == pytest.approx({"head": -0.02, "torso": 0.02, "tail": -0.05})
+
+
+def test_decide_refuses_a_worse_model() -> None:
+    rng = np.random.default_rng(1)
+    old = rng.uniform(0.3, 0.7, 100)
+    d = decide(old - 0.1, old)
+    assert not d.promoted and "not better" in d.reason and d.diff < 0
+
+
+def test_decide_refuses_better_on_average_but_not_significant() -> None:
+    # two products gain a lot, two lose almost as much, the rest are equal
+    old = np.full(40, 0.5)
+    new = old.copy()
+    new[:2] += 0.5
+    new[2:4] -= 0.4
+    d = decide(new, old)
+    assert d.diff > 0
+    assert not d.promoted
+    assert "not significant" in d.reason and "not better" not in d.reason
+    assert d.ci_low <= 0 < d.ci_high
+
+
+def test_decide_refuses_a_band_drop_and_a_small_gain() -> None:
+    old = np.linspace(0.2, 0.8, 100)
+    new = old + 0.05
+    d = decide(new, old, {"head": 0.9, "tail": 0.2}, {"head": 0.9, "tail": 0.3})
+    assert not d.promoted and "tail" in d.reason and "head" not in d.reason
+    assert d.band_drops["tail"] == pytest.approx(0.1)
+    assert decide(new, old, {"tail": 0.28}, {"tail": 0.3}).promoted  # within max_band_drop
+    small = decide(new, old, margin=0.06)
+    assert not small.promoted and "margin" in small.reason
+
+
+# ----------------------------------------------------------------------- in the registry
+
+
+def test_promotion_in_the_registry(
+    trained_model_dir: Path, weak_model_dir: Path, eval_file: Path, mlflow_store: Path
+) -> None:
+    # first model: any model passes min_metric=0 (refusals: test_promote_command)
+    weak = register_challenger(weak_model_dir)
+    d = promote(NAME, eval_file, min_metric=0.0)
+    assert d.promoted and champion_version() == int(weak.version)
+    assert model_version_info(f"models:/{NAME}/{weak.version}")["tags"]["promotion.decision"] == (
+        "promoted"
+    )
+
+    # a better model moves @champion; scores and interval are tagged on the version
+    strong = register_challenger(trained_model_dir)
+    d = promote(NAME, eval_file)
+    assert d.promoted, d.reason
+    assert champion_version() == int(strong.version)
+    assert d.champion_version == int(weak.version) and d.challenger_version == int(strong.version)
+    assert d.ci_low > 0 and d.diff > 0
+    want = per_product_ndcg3(trained_model_dir, eval_file).mean()
+    assert d.challenger_score == pytest.approx(want)  # the numbers of `labelrec eval`
+    tags = model_version_info(f"models:/{NAME}/{strong.version}")["tags"]
+    assert float(tags["promotion.challenger_score"]) == pytest.approx(d.challenger_score)
+    assert float(tags["promotion.champion_score"]) == pytest.approx(d.champion_score)
+    assert float(tags["promotion.ci_low"]) == pytest.approx(d.ci_low)
+    assert float(tags["promotion.ci_high"]) == pytest.approx(d.ci_high)
+
+    # a worse challenger is refused and @champion stays
+    worse = register_challenger(weak_model_dir)
+    d = promote(NAME, eval_file)
+    assert not d.promoted and "not better" in d.reason
+    assert champion_version() == int(strong.version)
+    assert (
+        model_version_info(f"models:/{NAME}/{worse.version}")["tags"]["promotion.decision"]
+        == "rejected"
+    )
+    client = mlflow.MlflowClient()
+    aliases = client.get_registered_model(NAME).aliases
+    assert aliases == {"champion": strong.version, "challenger": worse.version}  # aliases only
+    versions = client.search_model_versions(f"name='{NAME}'")
+    assert all(mv.current_stage in (None, "None") for mv in versions)
+
+
+@pytest.mark.slow  # the rule itself: test_decide_refuses_better_on_average_but_not_significant
+def test_better_on_average_but_not_significant_in_the_registry(
+    trained_model_dir: Path,
+    weak_model_dir: Path,
+    eval_file: Path,
+    mlflow_store: Path,
+    tmp_path: Path,
+) -> None:
+    strong = per_product_ndcg3(trained_model_dir, eval_file)
+    weak = per_product_ndcg3(weak_model_dir, eval_file)
+    diff = strong - weak
+    gain, equal = int(np.nanargmax(diff)), int(np.flatnonzero(diff == 0)[0])
+    assert diff[gain] > 0
+    rows = toy_catalog()
+    small = write_jsonl([rows[gain], rows[equal]], tmp_path / "two.jsonl")
+
+    register_challenger(weak_model_dir)
+    assert promote(NAME, small).promoted
+    register_challenger(trained_model_dir)
+    d = promote(NAME, small)
+    assert d.diff > 0 and d.ci_low <= 0
+    assert not d.promoted and "not significant" in d.reason
+    assert champion_version() == 1
+
+
+def test_broken_challenger_fails_clearly_and_keeps_the_champion(
+    trained_model_dir: Path, weak_model_dir: Path, eval_file: Path, mlflow_store: Path
+) -> None:
+    with pytest.raises(RegistryError, match="@challenger"):
+        promote(NAME, eval_file)  # nothing registered yet
+    register_challenger(weak_model_dir)
+    assert promote(NAME, eval_file).promoted
+    broken = register_challenger(trained_model_dir)
+    client = mlflow.MlflowClient()
+    model_id = model_version_info(f"models:/{NAME}/{broken.version}")["model_id"]
+    location = client.get_logged_model(model_id).artifact_location
+    weights = Path(location.removeprefix("file://")) / "artifacts" / "model" / "model.safetensors"
+    assert weights.is_file()
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(RegistryError, match=f"version {broken.version} .*cannot be loaded"):
+        promote(NAME, eval_file)
+    assert champion_version() == 1
+    assert "promotion.decision" not in model_version_info(f"models:/{NAME}@challenger")["tags"]
+    with pytest.raises(ValueError, match="PSP@3"):
+        promote(NAME, eval_file, metric="PSP@3")
+
+
+def test_promote_command(
+    trained_model_dir: Path,
+    eval_file: Path,
+    mlflow_store: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    register_challenger(trained_model_dir)
+    assert cli.main(["promote", "--data", str(eval_file), "--min-metric", "1.01"]) == 0
+    out = capsys.readouterr().out
+    assert "not promoted" in out and "first model" in out
+    assert cli.main(["promote", "--data", str(eval_file), "--n-resamples", "200"]) == 0
+    assert ": promoted" in capsys.readouterr().out
+    assert champion_version() == 1
+    assert cli.main(["promote", "--name", "missing", "--data", str(eval_file)]) == 2
+    assert "@challenger" in capsys.readouterr().err
