@@ -23,8 +23,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `make demo`: `mlflow run . --env-manager local` (entry point main: demo catalog -> train ->
+# evaluate -> promote) into the embedded store below; an MLFLOW_TRACKING_URI in the environment
+# wins. DEMO_ARGS passes more, e.g. DEMO_ARGS='-P overrides="train.epochs=1"'.
+MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlruns.db
+MLFLOW_EXPERIMENT ?= labelrec
+DEMO_ARGS ?=
+
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m labelrec.demo_run
+	MLFLOW_TRACKING_URI="$(MLFLOW_TRACKING_URI)" $(BIN)/python -m labelrec.mlflow.store \
+		--experiment $(MLFLOW_EXPERIMENT)
+	HF_HUB_OFFLINE=1 MLFLOW_TRACKING_URI="$(MLFLOW_TRACKING_URI)" PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/mlflow run . --env-manager local --experiment-name $(MLFLOW_EXPERIMENT) $(DEMO_ARGS)
+	MLFLOW_TRACKING_URI="$(MLFLOW_TRACKING_URI)" $(BIN)/python -m labelrec.mlflow.store \
+		--experiment $(MLFLOW_EXPERIMENT) --model labelrec
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -1,0 +1,724 @@
+"""The MLflow Project entry points: ``python -m labelrec.mlflow.steps <step> [options]``.
+
+Steps: ``main`` (demo data when none is given -> train -> evaluate -> promote, as child runs of
+one parent run), ``pretrain``, ``train``, ``evaluate``, ``promote``, ``batch``. Run them through
+``mlflow run . -e <step> --env-manager local -P ...`` (see ``MLproject``) or directly. Inside
+``mlflow run`` a step logs to the run ``mlflow run`` created; otherwise it starts its own run in
+the store ``labelrec.mlflow.store`` resolves (``MLFLOW_TRACKING_URI``, else ``sqlite:///mlruns.db``).
+Each function returns a dict summary; only ``main()`` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from labelrec.config import Config, ConfigError, DataConfig, _build, load_config
+from labelrec.mlflow import store, tracking
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+logger = logging.getLogger(__name__)
+
+STEPS = ("main", "pretrain", "train", "evaluate", "promote", "batch")
+# `mlflow.pyfunc.spark_udf(..., result_type=SPARK_RESULT_TYPE)`: a struct column whose ``tags``
+# field holds the ranked ``{tag, score}`` list of the pyfunc's ``tags`` output column.
+SPARK_RESULT_TYPE = "tags array<struct<tag: string, score: double>>"
+MODEL_URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "dbfs:/", "s3://", "gs://")
+
+
+# ---------------------------------------------------------------------- helpers
+def _opt(value: str | None) -> str | None:
+    """MLproject passes empty strings for unset optional parameters."""
+    if value is None or value.strip() in ("", "None", "none", "null"):
+        return None
+    return value
+
+
+def split_overrides(overrides: str | list[str] | None) -> list[str]:
+    """``"a.b=1 c='x y'"`` -> ``["a.b=1", "c=x y"]`` (one MLproject string parameter)."""
+    if not overrides:
+        return []
+    if isinstance(overrides, list):
+        out: list[str] = []
+        for item in overrides:
+            out += split_overrides(item)
+        return out
+    return shlex.split(overrides)
+
+
+def data_config_from_info(info: dict[str, Any] | None) -> DataConfig:
+    """The column mapping a model was trained with (its ``labelrec.json``), minus file paths."""
+    data = dict(((info or {}).get("config") or {}).get("data") or {})
+    for key in ("train", "valid", "unlabeled", "max_products"):
+        data.pop(key, None)
+    try:
+        return _build(Config, {"data": data}, "").data
+    except ConfigError:
+        logger.warning("model's data config is not readable by this labelrec; using defaults")
+        return DataConfig()
+
+
+def _data_config(config: str | None, overrides: list[str], info: dict | None = None) -> Any:
+    if config or overrides:
+        return load_config(config, overrides).data
+    return data_config_from_info(info)
+
+
+@contextmanager
+def step_run(step: str) -> Iterator[Any]:
+    """The MLflow run of a step: the ``mlflow run`` run, a child of the active run, or a new run."""
+    if mlflow.active_run() is not None:
+        ctx = mlflow.start_run(run_name=step, nested=True)
+    elif os.environ.get("MLFLOW_RUN_ID"):
+        ctx = mlflow.start_run()  # the run `mlflow run` created for this entry point
+    else:
+        ctx = mlflow.start_run(run_name=step)
+    with ctx as run:
+        mlflow.set_tag("labelrec.step", step)
+        yield run
+
+
+def _download_if_uri(value: str) -> str:
+    """Local path of an MLflow artifact URI (``runs:/.../backbone``); other values unchanged."""
+    if value.startswith(MODEL_URI_SCHEMES):
+        return mlflow.artifacts.download_artifacts(artifact_uri=value)
+    return value
+
+
+def _registry() -> Any:
+    from labelrec.mlflow import registry
+
+    return registry
+
+
+def _git_commit() -> str | None:
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    tags = MlflowClient().get_run(run.info.run_id).data.tags
+    return tags.get("mlflow.source.git.commit")
+
+
+# ---------------------------------------------------------------------- train
+def run_train(
+    config: str | None = "configs/default.yaml",
+    train: str | None = None,
+    valid: str | None = None,
+    overrides: str | list[str] | None = None,
+    backbone: str | None = None,
+    name: str = "labelrec",
+    output: str | None = None,
+    register: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train with MLflow tracking, log valid artifacts and register the model as challenger.
+
+    ``output`` None: a temporary folder (the model lives on in MLflow) unless the overrides set
+    one or several processes train (they must share a folder: the config's ``output``).
+    """
+    from labelrec.evaluate import evaluate_scores_on
+    from labelrec.predict import TagRecommender
+    from labelrec.train import NullTracker, load_splits
+    from labelrec.train import train as train_model
+
+    items = split_overrides(overrides)
+    if train:
+        items.append(f"data.train={Path(train).expanduser().resolve()}")
+    if valid:
+        items.append(f"data.valid={Path(valid).expanduser().resolve()}")
+    if backbone:
+        items.append(f"model.backbone={_download_if_uri(backbone)}")
+    is_main = tracking.is_main_process()
+    tmp: str | None = None
+    if output:
+        items.append(f"output={output}")
+    elif not any(i.split("=", 1)[0].strip() == "output" for i in items):
+        if tracking.accelerate_state().num_processes == 1:
+            tmp = tempfile.mkdtemp(prefix="labelrec-train-")
+            items.append(f"output={tmp}")
+    cfg = load_config(config, items)
+    if not is_main:
+        train_model(cfg, tracker=NullTracker(), progress=False)
+        return {}
+    try:
+        with step_run("train") as run:
+            run_id = run.info.run_id
+            tracking.log_params(run_id, {"step.config": config or "", "step.name": name})
+            tracker = tracking.MlflowTracker(run_id=run_id)
+            result = train_model(cfg, tracker=tracker, progress=progress)
+            tracking.log_model_files(run_id, result.output)
+            recommender = TagRecommender.load(result.output)
+            valid_products = load_splits(cfg).valid
+            summary: dict[str, Any] = {
+                "run_id": run_id,
+                "metrics": result.metrics,
+                "best_epoch": result.best_epoch,
+                "n_tags": result.n_tags,
+                "train_seconds": result.train_seconds,
+                "datasets": tracker.datasets,
+            }
+            if valid_products:
+                scores, _ = recommender.predict_scores(valid_products)
+                evaluation = evaluate_scores_on(
+                    scores, valid_products, recommender.vocab, recommender.tag_thresholds
+                )
+                # The values are the final_* metrics train() logged; here the files and plots.
+                tracking.log_evaluation(
+                    run_id,
+                    evaluation,
+                    valid_products,
+                    scores,
+                    recommender.vocab,
+                    recommender.global_threshold,
+                    artifact_dir="valid",
+                    metric_prefix=None,
+                )
+            if register:
+                import pandas as pd
+
+                example = pd.DataFrame(
+                    {
+                        "title": [p.title for p in valid_products[:2]],
+                        "description": [p.description for p in valid_products[:2]],
+                    }
+                )
+                tags = {f"data.{k}.digest": v["digest"] for k, v in tracker.datasets.items()}
+                tags.update({f"data.{k}.source": v["source"] for k, v in tracker.datasets.items()})
+                if commit := _git_commit():
+                    tags["code.git_commit"] = commit
+                version = _registry().register_challenger(
+                    result.output,
+                    name=name,
+                    tags=tags,
+                    input_example=example if len(example) else None,
+                )
+                summary["version"] = str(version.version)
+                summary["model_uri"] = f"models:/{name}/{version.version}"
+            summary["output"] = str(result.output) if tmp is None else None
+        return summary
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- pretrain
+def run_pretrain(
+    config: str | None = "configs/default.yaml",
+    unlabeled: str | None = None,
+    train: str | None = None,
+    overrides: str | list[str] | None = None,
+    output: str = "runs/pretrained",
+    log_backbone: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Masked-LM pretraining tracked in MLflow; the backbone is logged as artifact ``backbone``.
+
+    Train on it with ``-P backbone=runs:/<run_id>/backbone`` (or the local ``output`` folder).
+    """
+    from labelrec.config import config_to_dict, flatten
+    from labelrec.pretrain import pretrain
+
+    items = split_overrides(overrides)
+    if unlabeled:
+        items.append(f"data.unlabeled={Path(unlabeled).expanduser().resolve()}")
+    if train:
+        items.append(f"data.train={Path(train).expanduser().resolve()}")
+    items.append(f"output={output}")
+    cfg = load_config(config, items)
+    if not tracking.is_main_process():
+        pretrain(cfg, progress=False)
+        return {}
+    with step_run("pretrain") as run:
+        run_id = run.info.run_id
+        tracker = tracking.MlflowTracker(run_id=run_id)
+        tracker.log_params(flatten(config_to_dict(cfg)))
+        result = pretrain(cfg, progress=progress)
+        for row in result.history:
+            step = int(row.get("epoch", 0))
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=step)
+        if log_backbone:
+            tracker.log_artifact(result.output, "backbone")
+        tracker.set_tags({"labelrec.backbone_dir": str(Path(result.output).resolve())})
+        return {
+            "run_id": run_id,
+            "output": str(result.output),
+            "backbone_uri": f"runs:/{run_id}/backbone" if log_backbone else None,
+            "history": result.history,
+        }
+
+
+# ---------------------------------------------------------------------- evaluate
+def run_evaluate(
+    model_uri: str,
+    data: str,
+    config: str | None = None,
+    overrides: str | list[str] | None = None,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate a logged/registered model on a labelled catalog; log metrics, CSV and plots."""
+    from labelrec.data import read_catalog
+    from labelrec.evaluate import evaluate_scores_on
+    from labelrec.mlflow import load_model
+
+    with step_run("evaluate") as run:
+        run_id = run.info.run_id
+        tracking.log_params(
+            run_id,
+            {"model_uri": model_uri, "data": data, "threshold": threshold},
+        )
+        try:
+            tracker_tags = {
+                f"labelrec.model.{k}": v
+                for k, v in (_registry().model_version_info(model_uri) or {}).items()
+                if isinstance(v, (str, int, float))
+            }
+        except Exception as err:  # not a registry URI (runs:/, a path): nothing to add
+            logger.debug("no model version info for %s: %s", model_uri, err)
+            tracker_tags = {}
+        recommender = load_model(model_uri)
+        data_cfg = _data_config(config, split_overrides(overrides), recommender.info)
+        catalog = read_catalog(data, data_cfg)
+        products = catalog.products
+        tracking.log_catalog_input(run_id, "eval", data, products, len(recommender.vocab))
+        t0 = time.perf_counter()
+        scores, _ = recommender.predict_scores(products)
+        seconds = time.perf_counter() - t0
+        evaluation = evaluate_scores_on(
+            scores, products, recommender.vocab, recommender.thresholds(threshold)
+        )
+        tracking.log_evaluation(
+            run_id,
+            evaluation,
+            products,
+            scores,
+            recommender.vocab,
+            recommender.global_threshold,
+            artifact_dir="evaluation",
+        )
+        tracking.log_metrics(
+            run_id,
+            {
+                "n_skipped": catalog.n_skipped,
+                "predict_seconds": seconds,
+                "products_per_s": len(products) / max(seconds, 1e-9),
+            },
+        )
+        if tracker_tags:
+            mlflow.set_tags({k: tracking.param_value(v) for k, v in tracker_tags.items()})
+        return {"run_id": run_id, "metrics": evaluation.metrics, "n_products": len(products)}
+
+
+# ---------------------------------------------------------------------- promote
+def run_promote(
+    name: str = "labelrec",
+    data: str | None = None,
+    config: str | None = None,
+    overrides: str | list[str] | None = None,
+    metric: str = "nDCG@3",
+    margin: float = 0.0,
+    min_metric: float = 0.0,
+    max_band_drop: float = 0.05,
+    n_resamples: int = 1000,
+) -> dict[str, Any]:
+    """The gated promotion of ``@challenger`` over ``@champion``, recorded as an MLflow run."""
+    import dataclasses
+
+    if not data:
+        raise ValueError("promote: an evaluation catalog is required (-P data=...)")
+    items = split_overrides(overrides)
+    data_cfg = load_config(config, items).data if (config or items) else None
+    with step_run("promote") as run:
+        run_id = run.info.run_id
+        tracking.log_params(
+            run_id,
+            {
+                "name": name,
+                "data": data,
+                "metric": metric,
+                "margin": margin,
+                "min_metric": min_metric,
+                "max_band_drop": max_band_drop,
+                "n_resamples": n_resamples,
+            },
+        )
+        decision = _registry().promote(
+            name,
+            data,
+            data_cfg=data_cfg,
+            metric=metric,
+            margin=margin,
+            min_metric=min_metric,
+            max_band_drop=max_band_drop,
+            n_resamples=n_resamples,
+        )
+        fields = (
+            dataclasses.asdict(decision)
+            if dataclasses.is_dataclass(decision)
+            else dict(vars(decision))
+        )
+        numbers = {
+            k: v
+            for k, v in fields.items()
+            if isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and not k.endswith("_version")  # versions are tags (promotion.*_version)
+        }
+        for band, drop in (fields.get("band_drops") or {}).items():
+            numbers[f"band_drop_{band}"] = drop
+        tracking.log_metrics(run_id, {**numbers, "promoted": float(bool(decision.promoted))})
+        mlflow.set_tag("promotion.reason", tracking.param_value(decision.reason))
+        return {"run_id": run_id, "promoted": bool(decision.promoted), "decision": fields}
+
+
+# ---------------------------------------------------------------------- batch
+def run_batch(
+    model_uri: str,
+    input: str,
+    output: str,
+    chunk_size: int = 1000,
+    limit: int = 10,
+    threshold: float | None = None,
+    config: str | None = None,
+    overrides: str | list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a catalog file through the model's pyfunc in chunks, streaming the output file.
+
+    Memory holds one chunk at a time: input is read with ``iter_catalog``, output written by
+    ``labelrec.batch.score_file`` (.jsonl, .csv or .parquet by extension).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from labelrec.batch import score_file
+
+    if chunk_size < 1:
+        raise ValueError("batch: chunk_size must be >= 1")
+    with step_run("batch") as run:
+        run_id = run.info.run_id
+        tracking.log_params(
+            run_id,
+            {
+                "model_uri": model_uri,
+                "input": input,
+                "output": output,
+                "chunk_size": chunk_size,
+                "limit": limit,
+                "threshold": threshold,
+            },
+        )
+        model = mlflow.pyfunc.load_model(model_uri)
+        info = getattr(getattr(_unwrap(model), "recommender", None), "info", None)
+        data_cfg = _data_config(config, split_overrides(overrides), info)
+        params: dict[str, Any] = {"limit": int(limit)}
+        if threshold is not None:
+            params["threshold"] = float(threshold)
+
+        def scorer(products: list) -> list:
+            frame = pd.DataFrame(
+                {
+                    "title": [p.title for p in products],
+                    "description": [p.description for p in products],
+                }
+            )
+            out = model.predict(frame, params=params)
+            return [
+                [{"tag": str(t["tag"]), "score": round(float(t["score"]), 6)} for t in row]
+                for row in out["tags"]
+            ]
+
+        bar = tqdm(unit="product", desc="batch", disable=not progress)
+        t0 = time.perf_counter()
+        try:
+            n = score_file(
+                input, output, data_cfg, scorer, chunk_size=chunk_size, progress=bar.update
+            )
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        tracking.log_metrics(
+            run_id,
+            {"n_products": n, "seconds": seconds, "products_per_s": n / max(seconds, 1e-9)},
+        )
+        mlflow.set_tag("labelrec.batch.output", str(Path(output).resolve()))
+        return {"run_id": run_id, "n_products": n, "output": output, "seconds": seconds}
+
+
+def _unwrap(model: Any) -> Any:
+    try:
+        return model.unwrap_python_model()
+    except Exception:  # not a python_model pyfunc
+        return None
+
+
+# ---------------------------------------------------------------------- main
+def run_main(
+    config: str | None = "configs/default.yaml",
+    train: str | None = None,
+    valid: str | None = None,
+    data: str | None = None,
+    overrides: str | list[str] | None = None,
+    name: str = "labelrec",
+    metric: str = "nDCG@3",
+    margin: float = 0.0,
+    min_metric: float = 0.0,
+    max_band_drop: float = 0.05,
+    n_resamples: int = 1000,
+    demo_dir: str = "demo_data",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Demo data (when no ``train`` is given) -> train -> evaluate -> promote, as child runs.
+
+    ``data`` (the evaluation catalog of evaluate and promote) defaults to ``valid``.
+    """
+    items = split_overrides(overrides)
+    with step_run("main") as run:
+        summary: dict[str, Any] = {"run_id": run.info.run_id}
+        if not train:
+            from labelrec.demo import write_demo
+
+            cfg = load_config(config, items)
+            paths = write_demo(demo_dir, n_products=cfg.data.demo_products, seed=cfg.seed)
+            train, valid = str(paths["train"]), str(paths["valid"])
+            summary["demo"] = {k: str(v) for k, v in paths.items()}
+        data = data or valid
+        if not data:
+            raise ValueError("main: give valid or data (the evaluation catalog)")
+        trained = run_train(
+            config, train, valid, items, name=name, register=True, progress=progress
+        )
+        summary["train"] = trained
+        summary["evaluate"] = run_evaluate(trained["model_uri"], data, overrides=None)
+        summary["promote"] = run_promote(
+            name,
+            data,
+            metric=metric,
+            margin=margin,
+            min_metric=min_metric,
+            max_band_drop=max_band_drop,
+            n_resamples=n_resamples,
+        )
+        mlflow.set_tags(
+            {
+                "labelrec.challenger": trained["model_uri"],
+                "labelrec.promoted": str(summary["promote"]["promoted"]).lower(),
+            }
+        )
+        headline = ("nDCG@3", "P@1", "P@3", "micro_f1", "macro_f1")
+        evaluated = summary["evaluate"]["metrics"]
+        tracking.log_metrics(
+            run.info.run_id,
+            {
+                **{f"eval_{k}": evaluated[k] for k in headline if k in evaluated},
+                "promoted": float(summary["promote"]["promoted"]),
+            },
+        )
+        return summary
+
+
+# ---------------------------------------------------------------------- command line
+def _int(value: str) -> int:
+    """Integers as MLproject ``float`` parameters pass them ("1000" or "1000.0")."""
+    number = float(value)
+    if number != int(number):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value}")
+    return int(number)
+
+
+def _float_or_none(value: str) -> float | None:
+    return None if _opt(value) is None else float(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m labelrec.mlflow.steps``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m labelrec.mlflow.steps", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--experiment", default=None, help="experiment outside `mlflow run`")
+    sub = parser.add_subparsers(dest="step", required=True)
+
+    def config_args(p: argparse.ArgumentParser, default: str | None) -> None:
+        p.add_argument("--config", default=default, help=f"YAML config ({default})")
+        p.add_argument(
+            "--overrides", default="", help='config overrides, e.g. "train.epochs=1 seed=3"'
+        )
+
+    def gate_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--name", default="labelrec", help="registered model name")
+        p.add_argument("--metric", default="nDCG@3", help="metric the gate compares")
+        p.add_argument("--margin", type=float, default=0.0, help="required mean improvement")
+        p.add_argument(
+            "--min-metric", type=float, default=0.0, help="minimum for the first champion"
+        )
+        p.add_argument(
+            "--max-band-drop", type=float, default=0.05, help="largest drop per frequency band"
+        )
+        p.add_argument("--n-resamples", type=_int, default=1000, help="bootstrap resamples")
+
+    p = sub.add_parser("main", help="demo data -> train -> evaluate -> promote")
+    config_args(p, "configs/default.yaml")
+    p.add_argument("--train", default="", help="training catalog; empty: the demo catalog")
+    p.add_argument("--valid", default="", help="validation catalog")
+    p.add_argument("--data", default="", help="evaluation catalog; empty: valid")
+    p.add_argument("--demo-dir", default="demo_data", help="where the demo catalog is written")
+    gate_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("train", help="train, log, register as @challenger")
+    config_args(p, "configs/default.yaml")
+    p.add_argument("--train", default="", help="training catalog; empty: the demo catalog")
+    p.add_argument("--valid", default="", help="validation catalog; empty: split off train")
+    p.add_argument("--backbone", default="", help="backbone dir, hub id or runs:/ artifact URI")
+    p.add_argument("--name", default="labelrec", help="registered model name")
+    p.add_argument("--output", default="", help="keep the model folder here (default: temp)")
+    p.add_argument("--no-register", action="store_true", help="log only, do not register")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("pretrain", help="masked-LM pretraining, backbone logged as artifact")
+    config_args(p, "configs/default.yaml")
+    p.add_argument("--unlabeled", default="", help="unlabelled texts")
+    p.add_argument("--train", default="", help="training catalog (its texts are used too)")
+    p.add_argument("--output", default="runs/pretrained", help="backbone folder")
+    p.add_argument("--no-log-backbone", action="store_true", help="do not log the weights")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("evaluate", help="evaluate a model URI on a labelled catalog")
+    p.add_argument("--model-uri", required=True, help="e.g. models:/labelrec@challenger")
+    p.add_argument("--data", required=True, help="labelled catalog")
+    p.add_argument("--threshold", type=_float_or_none, default=None, help="global cut-off")
+    config_args(p, None)
+
+    p = sub.add_parser("promote", help="move @champion if @challenger is better")
+    p.add_argument("--data", required=True, help="evaluation catalog")
+    gate_args(p)
+    config_args(p, None)
+
+    p = sub.add_parser("batch", help="score a catalog file through the pyfunc model")
+    p.add_argument("--model-uri", required=True, help="e.g. models:/labelrec@champion")
+    p.add_argument("--input", required=True, help="catalog (.jsonl, .csv, .parquet)")
+    p.add_argument("--output", required=True, help="output (.jsonl, .csv, .parquet)")
+    p.add_argument("--chunk-size", type=_int, default=1000, help="products per chunk")
+    p.add_argument("--limit", type=_int, default=10, help="tags per product")
+    p.add_argument("--threshold", type=_float_or_none, default=None, help="global cut-off")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    config_args(p, None)
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the step named by parsed arguments; returns its summary."""
+    o = _opt
+    if args.step == "main":
+        return run_main(
+            o(args.config), o(args.train), o(args.valid), o(args.data), args.overrides,
+            name=args.name, metric=args.metric, margin=args.margin, min_metric=args.min_metric,
+            max_band_drop=args.max_band_drop, n_resamples=args.n_resamples,
+            demo_dir=args.demo_dir, progress=not args.no_progress,
+        )  # fmt: skip
+    if args.step == "train":
+        return run_train(
+            o(args.config), o(args.train), o(args.valid), args.overrides,
+            backbone=o(args.backbone), name=args.name, output=o(args.output),
+            register=not args.no_register, progress=not args.no_progress,
+        )  # fmt: skip
+    if args.step == "pretrain":
+        return run_pretrain(
+            o(args.config), o(args.unlabeled), o(args.train), args.overrides,
+            output=args.output, log_backbone=not args.no_log_backbone,
+            progress=not args.no_progress,
+        )  # fmt: skip
+    if args.step == "evaluate":
+        return run_evaluate(
+            args.model_uri, args.data, o(args.config), args.overrides, args.threshold
+        )
+    if args.step == "promote":
+        return run_promote(
+            args.name, args.data, o(args.config), args.overrides, metric=args.metric,
+            margin=args.margin, min_metric=args.min_metric, max_band_drop=args.max_band_drop,
+            n_resamples=args.n_resamples,
+        )  # fmt: skip
+    return run_batch(
+        args.model_uri, args.input, args.output, chunk_size=args.chunk_size, limit=args.limit,
+        threshold=args.threshold, config=o(args.config), overrides=args.overrides,
+        progress=not args.no_progress,
+    )  # fmt: skip
+
+
+def _report(step: str, summary: dict[str, Any]) -> None:
+    if not summary:
+        return
+    if step == "main":
+        for part in ("train", "evaluate", "promote"):
+            _report(part, summary.get(part) or {})
+        print(f"main: run {summary['run_id']}")
+        return
+    if step == "train":
+        print(f"train: run {summary['run_id']}, registered {summary.get('model_uri', '-')}")
+        for key in ("nDCG@3", "P@1", "micro_f1"):
+            if key in summary.get("metrics", {}):
+                print(f"  valid {key:<10}{summary['metrics'][key]:.4f}")
+    elif step == "evaluate":
+        print(f"evaluate: run {summary['run_id']} on {summary['n_products']} products")
+        for key in ("nDCG@3", "P@1", "P@3", "micro_f1", "macro_f1"):
+            if key in summary["metrics"]:
+                print(f"  {key:<16}{summary['metrics'][key]:.4f}")
+    elif step == "promote":
+        decision = summary["decision"]
+        verdict = "promoted" if summary["promoted"] else "not promoted"
+        print(f"promote: run {summary['run_id']}: {verdict}: {decision.get('reason', '')}")
+    elif step == "batch":
+        print(
+            f"batch: run {summary['run_id']}: {summary['n_products']} products ->"
+            f" {summary['output']} in {summary['seconds']:.1f} s"
+        )
+    elif step == "pretrain":
+        print(f"pretrain: run {summary['run_id']}: backbone {summary['output']}")
+        if summary.get("backbone_uri"):
+            print(f"  train on it with -P backbone={summary['backbone_uri']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m labelrec.mlflow.steps``."""
+    from labelrec.data import CatalogError
+    from labelrec.model import ModelError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "urllib3", "transformers", "accelerate", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        if tracking.is_main_process():  # other Accelerate processes never touch MLflow
+            store.configure(args.experiment)
+        summary = dispatch(args)
+    except (
+        ConfigError,
+        CatalogError,
+        ModelError,
+        ValueError,
+        FileNotFoundError,
+        mlflow.exceptions.MlflowException,
+    ) as err:
+        message = getattr(err, "message", None) or str(err)
+        print(f"labelrec {args.step}: error: {message}", file=sys.stderr)
+        return 2
+    _report(args.step, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""MLflow tracking: the tracker of labelrec.train, datasets, artifacts, plots, the store default."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from conftest import tiny_config  # noqa: E402
+from mlflow_fixtures import fresh_db, use_store  # noqa: E402
+
+from labelrec.data import Product, read_catalog  # noqa: E402
+from labelrec.mlflow import store, tracking  # noqa: E402
+
+
+@pytest.fixture
+def mlflow_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> store.StoreInfo:
+    """A fresh SQLite store under tmp_path, set up through the environment (undone after)."""
+    yield use_store(tmp_path, monkeypatch, tmp_path_factory)
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def products(n: int = 6) -> list[Product]:
+    return [
+        Product(id=str(i), title=f"title {i}", description="d", tags=["a", f"t{i % 3}"])
+        for i in range(n)
+    ]
+
+
+# ---------------------------------------------------------------------- names and values
+def test_metric_keys_are_valid_mlflow_names() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_metric_name
+
+    with pytest.raises(MlflowException):  # why the tracker renames metrics
+        _validate_metric_name("valid_nDCG@3")
+    names = ["valid_P@1", "nDCG@3", "recall@5_tail", "final_PSP@5", "micro f1", "a=b"]
+    keys = [tracking.metric_key(n) for n in names]
+    for key in keys:
+        _validate_metric_name(key)
+    assert keys[:3] == ["valid_P_at_1", "nDCG_at_3", "recall_at_5_tail"]
+    assert len(set(keys)) == len(keys)
+
+
+def test_param_values_fit_mlflow_limits() -> None:
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    long = tracking.param_value("x" * (MAX_PARAM_VAL_LENGTH + 500))
+    assert len(long) == MAX_PARAM_VAL_LENGTH
+    assert long.endswith(f"[{MAX_PARAM_VAL_LENGTH + 500} chars]")
+    assert tracking.param_value(["tags", "brand"]) == '["tags", "brand"]'
+    assert tracking.param_value(None) == "None"
+    assert tracking.param_value(0.5) == "0.5"
+
+
+# ---------------------------------------------------------------------- the tracker
+def test_tracker_logs_params_metrics_and_datasets(mlflow_store, tmp_path: Path) -> None:
+    catalog = tmp_path / "cat.jsonl"
+    catalog.write_text("{}\n", encoding="utf-8")
+    with mlflow.start_run() as run:
+        tracker = tracking.MlflowTracker()
+        assert tracker.run_id == run.info.run_id
+        tracker.log_params({"data.tag_columns": ["tags"], "long": "y" * 7000, "lr": 0.001})
+        tracker.log_params({"lr": 0.001, "later": 1})  # same value again: no error
+        tracker.log_metrics({"valid_P@1": 0.5, "nan": float("nan"), "label": "x"}, step=1)
+        tracker.log_metrics({"valid_P@1": 0.75}, step=2)
+        tracker.log_dataset("train", "labelrec-demo(n=6,seed=0)", products(), 4)
+        tracker.log_dataset("valid", f"{catalog} (split)", products(4), 4)
+    client = mlflow.MlflowClient()
+    data = client.get_run(run.info.run_id)
+    params = data.data.params
+    assert params["data.tag_columns"] == '["tags"]'
+    assert len(params["long"]) == 6000 and params["later"] == "1"
+    for key in ("system.python", "system.torch", "system.cuda", "system.mlflow"):
+        assert params[key]
+    history = client.get_metric_history(run.info.run_id, "valid_P_at_1")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.75)]
+    assert "nan" not in data.data.metrics and "label" not in data.data.metrics
+
+    by_context = {
+        next(t.value for t in d.tags if t.key == "mlflow.data.context"): d
+        for d in data.inputs.dataset_inputs
+    }
+    assert set(by_context) == {"training", "validation"}
+    train_in = by_context["training"]
+    tags = {t.key: t.value for t in train_in.tags}
+    assert tags["n_products"] == "6" and tags["n_tags"] == "4" and tags["n_distinct_tags"] == "4"
+    assert json.loads(train_in.dataset.profile)["num_rows"] == 6
+    assert train_in.dataset.digest == tracking.catalog_digest(products())
+    assert "labelrec-demo(n=6,seed=0)" in train_in.dataset.source
+    valid_in = by_context["validation"]
+    assert valid_in.dataset.source_type == "local"
+    assert str(catalog.resolve()) in valid_in.dataset.source
+    assert data.data.tags["labelrec.data.train.digest"] == train_in.dataset.digest
+    assert tracker.datasets["valid"]["n_products"] == 4
+
+
+def test_catalog_digest_follows_content() -> None:
+    base = tracking.catalog_digest(products())
+    changed = products()
+    changed[2] = Product(id="2", title="title 2", description="d", tags=["a"])
+    assert tracking.catalog_digest(products()) == base
+    assert tracking.catalog_digest(changed) != base
+    assert len(base) == 16
+
+
+def test_disabled_tracker_touches_nothing(mlflow_store) -> None:
+    tracker = tracking.MlflowTracker(enabled=False)
+    tracker.log_params({"a": 1})
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    tracker.log_dataset("train", "x", products(), 3)
+    tracker.close()
+    assert mlflow.active_run() is None
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_tracker_without_active_run_owns_one(mlflow_store) -> None:
+    tracker = tracking.MlflowTracker()
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    run_id = tracker.run_id
+    tracker.close()
+    assert mlflow.active_run() is None
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["loss"] == 1.0
+
+
+def test_only_the_main_process_logs(monkeypatch: pytest.MonkeyPatch, mlflow_store) -> None:
+    class Worker:
+        is_main_process = False
+        num_processes = 2
+
+    monkeypatch.setattr(tracking, "accelerate_state", lambda: Worker())
+    tracker = tracking.MlflowTracker()
+    assert not tracker.enabled
+    tracker.log_params({"a": 1})
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+# ---------------------------------------------------------------------- training
+def test_training_run_is_tracked(mlflow_store, tiny_backbone, toy_data_dir, tmp_path) -> None:
+    from labelrec.train import train
+
+    cfg = tiny_config(tiny_backbone, toy_data_dir, tmp_path / "model", "train.epochs=2")
+    with mlflow.start_run() as run:
+        result = train(cfg, tracker=tracking.MlflowTracker(), progress=False)
+    client = mlflow.MlflowClient()
+    data = client.get_run(run.info.run_id).data
+    assert data.params["model.backbone"] == str(tiny_backbone)
+    assert data.params["train.epochs"] == "2"
+    assert data.params["n_tags"] == str(result.n_tags)
+    for name in ("train_loss", "lr", "products_per_s", "valid_nDCG_at_3", "valid_P_at_1"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
+        assert steps == [1, 2], name
+    assert data.metrics["final_nDCG_at_3"] == pytest.approx(result.metrics["nDCG@3"])
+    contexts = sorted(
+        t.value
+        for d in client.get_run(run.info.run_id).inputs.dataset_inputs
+        for t in d.tags
+        if t.key == "mlflow.data.context"
+    )
+    assert contexts == ["training", "validation"]
+
+
+# ---------------------------------------------------------------------- evaluation artifacts
+def test_precision_recall_curve_matches_direct_count() -> None:
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    scores = rng.random((30, 5)).astype(np.float32)
+    gold = (rng.random((30, 6)) < 0.3).astype(np.float32)  # one unknown tag column
+    t, precision, recall = tracking.precision_recall_curve(sp.csr_matrix(gold), scores, 20)
+    for i in (0, 7, 15):
+        pred = scores >= t[i]
+        tp = (pred & (gold[:, :5] > 0)).sum()
+        assert precision[i] == pytest.approx(tp / pred.sum())
+        assert recall[i] == pytest.approx(tp / gold.sum())
+    assert np.all(np.diff(recall) <= 1e-12)
+
+
+def test_log_evaluation_writes_csv_json_and_plots(
+    mlflow_store, trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    from labelrec.evaluate import evaluate_scores_on
+    from labelrec.predict import TagRecommender
+
+    rec = TagRecommender.load(trained_model_dir)
+    valid = read_catalog(toy_data_dir / "valid.jsonl").products
+    scores, _ = rec.predict_scores(valid)
+    evaluation = evaluate_scores_on(scores, valid, rec.vocab, rec.tag_thresholds)
+    with mlflow.start_run() as run:
+        logged = tracking.log_evaluation(
+            run.info.run_id, evaluation, valid, scores, rec.vocab, rec.global_threshold
+        )
+    assert logged["nDCG_at_3"] == pytest.approx(evaluation.metrics["nDCG@3"])
+    out = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="evaluation", dst_path=str(tmp_path)
+        )
+    )
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "metrics.json",
+        "per_tag.csv",
+        "precision_recall_threshold.png",
+        "precision_recall_threshold.json",
+        "metrics_at_k.png",
+        "f1_by_tag_frequency.png",
+    } <= names
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    with (out / "per_tag.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["tag"] for r in rows} >= set(rec.tags)
+    assert json.loads((out / "metrics.json").read_text())["P@1"] == evaluation.metrics["P@1"]
+
+
+# ---------------------------------------------------------------------- store default
+def test_default_store_is_embedded_under_the_working_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    fresh_db(tmp_path / "mlruns.db", tmp_path_factory)  # tables only (created faster)
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    info = store.configure()
+    assert info.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlruns.db'}"
+    assert os.environ["MLFLOW_TRACKING_URI"] == info.tracking_uri
+    assert info.experiment_name == "labelrec"
+    assert info.artifact_location == (tmp_path.resolve() / "mlartifacts" / "labelrec").as_uri()
+    with mlflow.start_run() as run:
+        mlflow.log_text("hello", "note.txt")
+    assert run.info.experiment_id == info.experiment_id
+    assert (tmp_path / "mlruns.db").is_file()
+    artifacts = tmp_path / "mlartifacts" / "labelrec" / run.info.run_id / "artifacts"
+    assert (artifacts / "note.txt").is_file()
+    assert not (tmp_path / "mlruns").exists()
+    # A second call reuses the experiment.
+    assert store.configure().experiment_id == info.experiment_id
+
+
+def test_tracking_uri_from_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    uri = f"sqlite:///{fresh_db(tmp_path / 'elsewhere.db', tmp_path_factory)}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
+    monkeypatch.chdir(tmp_path)
+    info = store.configure()
+    assert info.tracking_uri == uri and info.experiment_name == "mine"
+    assert info.artifact_location == (tmp_path / "mlartifacts" / "mine").as_uri()
+    assert not (tmp_path / "mlruns.db").exists()
+    assert store.artifact_root_for("http://127.0.0.1:5000") is None
+    assert store.ui_command(uri).startswith(f"mlflow ui --backend-store-uri {uri}")
+
+
+# ---------------------------------------------------------------------- pretrain step
+@pytest.mark.slow
+def test_pretrained_backbone_is_logged_and_trainable_from_its_uri(
+    mlflow_store, tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    from labelrec.mlflow.steps import run_pretrain, run_train
+
+    root = Path(__file__).resolve().parents[1]
+    pre = run_pretrain(
+        str(root / "configs" / "tiny.yaml"),
+        train=str(toy_data_dir / "train.jsonl"),
+        overrides=f"model.backbone={tiny_backbone} pretrain.max_steps=2",
+        output=str(tmp_path / "backbone"),
+        progress=False,
+    )
+    client = mlflow.MlflowClient()
+    files = {Path(a.path).name for a in client.list_artifacts(pre["run_id"], "backbone")}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    losses = client.get_metric_history(pre["run_id"], "heldout_mlm_loss")
+    assert [m.step for m in losses] == [0, 1]
+    trained = run_train(
+        str(root / "configs" / "tiny.yaml"),
+        str(toy_data_dir / "train.jsonl"),
+        str(toy_data_dir / "valid.jsonl"),
+        "train.epochs=1",
+        backbone=pre["backbone_uri"],
+        register=False,
+        progress=False,
+    )
+    params = client.get_run(trained["run_id"]).data.params
+    assert params["model.backbone"] != str(tiny_backbone)  # the downloaded, pretrained one
+    assert Path(params["model.backbone"], "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_accelerate_processes_log_one_run_and_one_version(
+    tiny_backbone: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`accelerate launch` (2 gloo processes) of the train step: one run, one model version."""
+    import socket
+    import subprocess
+    import sys
+
+    from mlflow_fixtures import MLFLOW_ENV
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    uri = f"sqlite:///{fresh_db(tmp_path / 'mlruns.db', tmp_path_factory)}"
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_ENV}
+    env.update(MLFLOW_TRACKING_URI=uri, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("ACCELERATE_USE_CPU", None)
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(port),
+        "-m", "labelrec.mlflow.steps", "train",
+        "--config", str(root / "configs" / "tiny.yaml"),
+        "--train", str(toy_data_dir / "train.jsonl"),
+        "--valid", str(toy_data_dir / "valid.jsonl"),
+        "--overrides", f"model.backbone={tiny_backbone} train.epochs=2",
+        "--output", str(tmp_path / "model"), "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    assert done.stdout.count("train: run ") == 1
+
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["num_processes"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
+    assert len(run.inputs.dataset_inputs) == 2
+    versions = client.search_model_versions("name = 'labelrec'")
+    assert [str(v.version) for v in versions] == ["1"] and versions[0].run_id == run.info.run_id
