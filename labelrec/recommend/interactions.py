@@ -1,0 +1,193 @@
+"""User-product interactions (``user_id, product_id[, weight, timestamp]``) and the per-user
+signals built from them: weighted histories, item popularity and item-item co-occurrence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+REQUIRED = ("user_id", "product_id")
+OPTIONAL = ("weight", "timestamp")
+SECONDS_PER_DAY = 86400.0
+
+
+@dataclass
+class Interactions:
+    """Parallel arrays, one entry per interaction; ``timestamps`` in seconds since the epoch."""
+
+    user_ids: np.ndarray
+    product_ids: np.ndarray
+    weights: np.ndarray
+    timestamps: np.ndarray | None = None
+    source: str = "<records>"
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Interactions:
+        """Read a CSV/TSV (optionally .gz) or Parquet file with a header row."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"interactions file {path} does not exist")
+        suffixes = [s.lower() for s in path.suffixes]
+        try:
+            if suffixes and suffixes[-1] in (".parquet", ".pq"):
+                frame = pd.read_parquet(path)
+                first_line = 1  # Parquet rows are numbered from 1
+            else:
+                sep = "\t" if ".tsv" in suffixes else ","
+                frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+                first_line = 2  # header on line 1
+        except (OSError, ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: cannot read interactions ({err})") from None
+        return cls._from_frame(frame, str(path), first_line)
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, Any]]) -> Interactions:
+        """From dicts with ``user_id``, ``product_id`` and optional ``weight``/``timestamp``."""
+        rows = list(records)
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise ValueError(f"interaction {i}: expected an object, got {type(row).__name__}")
+        frame = pd.DataFrame(rows, columns=list(REQUIRED + OPTIONAL)).dropna(axis=1, how="all")
+        return cls._from_frame(frame, "<records>", 0)
+
+    @classmethod
+    def _from_frame(cls, frame: pd.DataFrame, source: str, first_line: int) -> Interactions:
+        unit = "line" if first_line == 2 else ("row" if first_line == 1 else "interaction")
+        missing = [c for c in REQUIRED if c not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"{source}: missing column(s) {', '.join(missing)}; found "
+                f"{', '.join(map(str, frame.columns)) or 'none'} (expected user_id, product_id"
+                "[, weight, timestamp])"
+            )
+
+        def where(i: int, column: str) -> str:
+            return f"{source}, {unit} {int(i) + first_line}, field '{column}'"
+
+        ids = {}
+        for column in REQUIRED:
+            values = frame[column]
+            text = values.astype(str).str.strip()
+            bad = values.isna() | (text == "") | (text.str.lower() == "nan")
+            if bad.any():
+                raise ValueError(f"{where(np.flatnonzero(bad.to_numpy())[0], column)}: empty id")
+            ids[column] = text.to_numpy(dtype=object)
+        n = len(frame)
+        weights = np.ones(n, dtype=np.float64)
+        if "weight" in frame.columns:
+            raw = frame["weight"]
+            weights = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+            bad = ~np.isfinite(weights) | (weights < 0)
+            if bad.any():
+                i = np.flatnonzero(bad)[0]
+                raise ValueError(f"{where(i, 'weight')}: {raw.iloc[i]!r} is not a number >= 0")
+        timestamps = None
+        if "timestamp" in frame.columns:
+            timestamps = _parse_timestamps(frame["timestamp"], where)
+        return cls(ids["user_id"], ids["product_id"], weights, timestamps, source)
+
+    def users(self) -> list[str]:
+        return sorted(set(self.user_ids.tolist()))
+
+
+def _parse_timestamps(values: pd.Series, where: Any) -> np.ndarray:
+    """Epoch seconds from numbers (seconds; milliseconds when > 1e11) or date-time strings."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all():
+        out = numeric.to_numpy(dtype=np.float64)
+        return np.where(np.abs(out) > 1e11, out / 1000.0, out)
+    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise ValueError(
+            f"{where(i, 'timestamp')}: {values.iloc[i]!r} is neither epoch seconds nor a date"
+        )
+    return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+
+
+class UserSignals:
+    """Interactions mapped onto index rows: per-user histories, popularity, co-occurrence.
+
+    Interactions with products missing from the index are dropped (``n_dropped``). With
+    ``half_life_days`` each interaction's weight halves every that many days before the newest
+    interaction in the data.
+    """
+
+    def __init__(
+        self,
+        interactions: Interactions,
+        row_of: dict[str, int],
+        n_products: int,
+        half_life_days: float | None = None,
+    ) -> None:
+        self.interactions = interactions
+        rows = np.asarray([row_of.get(p, -1) for p in interactions.product_ids], dtype=np.int64)
+        known = rows >= 0
+        self.n_dropped = int((~known).sum())
+        weights = interactions.weights.astype(np.float64)
+        if half_life_days is not None:
+            if half_life_days <= 0:
+                raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
+            if interactions.timestamps is None:
+                raise ValueError(f"{interactions.source}: time decay needs a 'timestamp' column")
+            age = (interactions.timestamps.max() - interactions.timestamps) / SECONDS_PER_DAY
+            weights = weights * np.power(0.5, age / half_life_days)
+        users = interactions.user_ids[known]
+        self.user_index: dict[str, int] = {}
+        user_rows = np.fromiter(
+            (self.user_index.setdefault(u, len(self.user_index)) for u in users),
+            dtype=np.int64,
+            count=len(users),
+        )
+        n_users = len(self.user_index)
+        #: users x products, summed (decayed) weights
+        self.matrix = sp.csr_matrix(
+            (weights[known], (user_rows, rows[known])), shape=(n_users, n_products)
+        )
+        self.matrix.sum_duplicates()
+        binary = self.matrix.copy()
+        binary.data[:] = 1.0
+        self.binary = binary
+        self.binary_t = binary.T.tocsr()
+        self.popularity = np.asarray(self.matrix.sum(axis=0)).ravel().astype(np.float32)
+        self.n_users_of = np.asarray(binary.sum(axis=0)).ravel()
+
+    def history(self, user: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, weights) of a user's products; empty for unknown users."""
+        u = self.user_index.get(str(user))
+        if u is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        lo, hi = self.matrix.indptr[u], self.matrix.indptr[u + 1]
+        return self.matrix.indices[lo:hi].astype(np.int64), self.matrix.data[lo:hi].astype(
+            np.float32
+        )
+
+    def cooccurrence(
+        self, rows: Sequence[int], weights: Sequence[float], user: str | None = None
+    ) -> tuple[np.ndarray, int]:
+        """Item-item co-occurrence scores of all products for a history, and how many other
+        users support them. Products bought by the same users score higher; each product's
+        count is divided by sqrt(its number of users) to damp sheer popularity."""
+        n_products = self.matrix.shape[1]
+        h = np.zeros(n_products, dtype=np.float64)
+        np.add.at(h, np.asarray(rows, dtype=np.int64), np.asarray(weights, dtype=np.float64))
+        shared = self.binary @ h  # per user: how much of the history they share
+        u = self.user_index.get(str(user)) if user is not None else None
+        if u is not None:
+            shared[u] = 0.0
+        support = int(np.count_nonzero(shared))
+        if support == 0:
+            return np.zeros(n_products, dtype=np.float32), 0
+        scores = self.binary_t @ shared
+        scores = scores / np.sqrt(np.maximum(self.n_users_of, 1.0))
+        return scores.astype(np.float32), support

@@ -1,0 +1,520 @@
+"""Product index, similar products, tag search and user recommendations (labelrec.recommend)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SHARED_DATA, toy_catalog, write_jsonl
+
+from labelrec.data import TagVocab
+from labelrec.predict import as_product
+from labelrec.recommend import (
+    ExactBackend,
+    IndexFileError,
+    Interactions,
+    ProductIndex,
+    ProductSearch,
+    build_index,
+)
+
+TAGS = ["Toys", "Toys > Trains", "Toys > Puzzles", "brand:Hornby", "brand:Lego", "color:Red"]
+# id, title, predicted scores per tag, embedding (4-d, before normalisation)
+PRODUCTS = [
+    ("p0", "Hornby express train", [0.9, 0.9, 0.0, 0.9, 0.0, 0.0], [1, 0, 0, 0.2]),
+    ("p1", "Hornby goods train", [0.9, 0.8, 0.0, 0.8, 0.0, 0.0], [0.9, 0.1, 0, 0.1]),
+    ("p2", "Lego city train", [0.9, 0.7, 0.0, 0.0, 0.9, 0.0], [0.6, 0.4, 0, 0]),
+    ("p3", "jigsaw puzzle 1000", [0.9, 0.0, 0.9, 0.0, 0.0, 0.0], [0, 0, 1, 0]),
+    ("p4", "red jigsaw puzzle", [0.9, 0.0, 0.8, 0.0, 0.0, 0.9], [0, 0.1, 0.9, 0.1]),
+    ("p5", "Lego bricks", [0.9, 0.0, 0.0, 0.0, 0.9, 0.0], [0.1, 1, 0, 0]),
+]
+
+
+def make_index(**kwargs) -> ProductIndex:
+    return ProductIndex(
+        [p[0] for p in PRODUCTS],
+        TAGS,
+        np.asarray([p[2] for p in PRODUCTS], dtype=np.float32),
+        embeddings=np.asarray([p[3] for p in PRODUCTS], dtype=np.float32),
+        titles=[p[1] for p in PRODUCTS],
+        thresholds=np.full(len(TAGS), 0.5),
+        tag_counts=np.array([100, 30, 30, 10, 10, 5]),
+        n_train_products=100,
+        **kwargs,
+    )
+
+
+class FakeTagger:
+    """A stand-in for TagRecommender: a tag scores 0.9 when one of its words is in the text;
+    the embedding counts a few key words."""
+
+    WORDS = {"Toys > Trains": "train", "Toys > Puzzles": "puzzle", "brand:Hornby": "hornby"}
+    KEYS = ("train", "lego", "puzzle", "red")
+
+    def __init__(self) -> None:
+        self.vocab = TagVocab(TAGS, [100, 30, 30, 10, 10, 5], 100)
+        self.tag_thresholds = np.full(len(TAGS), 0.5, dtype=np.float32)
+        self.calls = 0
+
+    def predict_scores(self, products, with_embeddings=False):
+        self.calls += 1
+        texts = [as_product(p, i).title.lower() for i, p in enumerate(products)]
+        scores = np.zeros((len(texts), len(TAGS)), dtype=np.float32)
+        emb = np.zeros((len(texts), 4), dtype=np.float32)
+        for i, text in enumerate(texts):
+            scores[i, 0] = 0.9
+            for j, tag in enumerate(TAGS):
+                word = self.WORDS.get(tag, tag.split(":")[-1].lower())
+                if word in text:
+                    scores[i, j] = 0.9
+            emb[i] = [float(k in text) for k in self.KEYS]
+        return scores, (emb if with_embeddings else None)
+
+
+# ------------------------------------------------------------------ similar products
+
+
+def test_similar_finds_the_known_neighbours_and_explains_them():
+    engine = ProductSearch(make_index())
+    result = engine.similar(id="p0", limit=3)
+    ids = [r["id"] for r in result["results"]]
+    assert ids[0] == "p1" and "p0" not in ids
+    assert ids.index("p2") < (ids.index("p3") if "p3" in ids else 99)
+    first = result["results"][0]
+    assert first["shared_tags"][:2] == ["brand:Hornby", "Toys > Trains"]  # specific tags first
+    assert "Toys" in first["shared_tags"]
+    assert result["query"]["id"] == "p0"
+    assert result["query"]["tags"][0] == {"tag": "Toys", "score": 0.9, "gold": False}
+    json.dumps(result)  # plain data
+
+
+def test_tag_weight_switches_between_tags_and_embeddings():
+    engine = ProductSearch(make_index())
+    by_tags = engine.similar(id="p2", limit=1, tag_weight=1.0)["results"][0]["id"]
+    by_embedding = engine.similar(id="p2", limit=1, tag_weight=0.0)["results"][0]["id"]
+    assert by_tags == "p5"  # the other Lego product
+    assert by_embedding == "p1"  # the closest train by embedding
+    scores = [r["score"] for r in engine.similar(id="p2", limit=5)["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_tag_filters_keep_only_products_with_every_tag():
+    engine = ProductSearch(make_index())
+    results = engine.similar(id="p0", tags=["brand:Lego"], limit=10)["results"]
+    assert {r["id"] for r in results} == {"p2", "p5"}
+    results = engine.similar(id="p3", tags=["Toys > Puzzles", "color:Red"], limit=10)["results"]
+    assert [r["id"] for r in results] == ["p4"]
+    assert engine.similar(id="p3", tags=["brand:Hornby", "color:Red"])["results"] == []
+
+
+def test_gold_tags_count_in_filters():
+    gold = np.zeros((len(PRODUCTS), len(TAGS)), dtype=np.float32)
+    gold[3, TAGS.index("brand:Lego")] = 1  # a known tag the model did not predict
+    engine = ProductSearch(make_index(gold=gold))
+    results = engine.similar(id="p0", tags=["brand:Lego"], limit=10)["results"]
+    assert {r["id"] for r in results} == {"p2", "p3", "p5"}
+
+
+def test_bad_input_gets_clear_value_errors():
+    engine = ProductSearch(make_index(), FakeTagger())
+    with pytest.raises(ValueError, match="unknown product id 'nope'"):
+        engine.similar(id="nope")
+    with pytest.raises(ValueError, match="unknown tag filter 'brand:Hornbi'.*brand:Hornby"):
+        engine.similar(id="p0", tags=["brand:Hornbi"])
+    with pytest.raises(ValueError, match="empty query"):
+        engine.search("   ")
+    with pytest.raises(ValueError, match="empty query"):
+        engine.search(None)
+    with pytest.raises(ValueError, match="limit must be between 1"):
+        engine.similar(id="p0", limit=0)
+    with pytest.raises(ValueError, match="tag_weight must be in"):
+        engine.similar(id="p0", tag_weight=1.5)
+    with pytest.raises(ValueError, match="either an indexed product 'id' or a new 'product'"):
+        engine.similar(id="p0", product={"title": "x"})
+    with pytest.raises(ValueError, match="'title' must be a non-empty string"):
+        engine.similar(product={"description": "no title"})
+    with pytest.raises(ValueError, match="unknown product id 'zzz'"):
+        engine.recommend(history=["p0", "zzz"])
+
+
+def test_similar_to_a_new_product_uses_the_tagger():
+    tagger = FakeTagger()
+    engine = ProductSearch(make_index(), tagger)
+    result = engine.similar(product={"title": "Hornby train"}, limit=2)
+    assert tagger.calls == 1
+    assert {r["id"] for r in result["results"]} == {"p0", "p1"}
+    assert {t["tag"] for t in result["query"]["tags"]} >= {"brand:Hornby", "Toys > Trains"}
+    assert "brand:Hornby" in result["results"][0]["shared_tags"]
+
+
+def test_index_without_embeddings_uses_tags_only():
+    index = make_index()
+    index.embeddings = None
+    result = ProductSearch(index).similar(id="p2", limit=1, tag_weight=0.0)
+    assert result["results"][0]["id"] == "p5"
+    assert result["results"][0]["embedding_similarity"] == 0.0
+
+
+# ------------------------------------------------------------------ tag search
+
+
+def test_search_ranks_products_with_the_query_tag_first():
+    engine = ProductSearch(make_index(), FakeTagger())
+    result = engine.search("puzzle", limit=3)
+    top = [r["id"] for r in result["results"]]
+    assert set(top[:2]) == {"p3", "p4"}
+    assert "Toys > Puzzles" in [t["tag"] for t in result["query"]["tags"]]
+    assert all("Toys > Puzzles" in r["shared_tags"] for r in result["results"][:2])
+    hornby = engine.search("hornby", limit=2, tag_weight=1.0)["results"]
+    assert {r["id"] for r in hornby} == {"p0", "p1"}
+    filtered = engine.search("puzzle", tags=["color:Red"])["results"]
+    assert [r["id"] for r in filtered] == ["p4"]
+
+
+# ------------------------------------------------------------------ backends and files
+
+
+def random_index(n: int = 600, seed: int = 0) -> ProductIndex:
+    """Clustered products: tag vectors and embeddings both follow the cluster."""
+    rng = np.random.default_rng(seed)
+    n_tags, dim, n_clusters = 40, 16, 12
+    cluster = rng.integers(0, n_clusters, n)
+    centres = rng.normal(size=(n_clusters, dim))
+    emb = centres[cluster] + 0.6 * rng.normal(size=(n, dim))
+    scores = rng.uniform(0, 0.3, size=(n, n_tags)) * (rng.uniform(size=(n, n_tags)) < 0.1)
+    scores[np.arange(n), cluster] = 0.9
+    scores[np.arange(n), n_clusters + cluster % 7] = rng.uniform(0.5, 1.0, n)
+    return ProductIndex(
+        [f"r{i}" for i in range(n)],
+        [f"tag{j}" for j in range(n_tags)],
+        scores.astype(np.float32),
+        embeddings=emb.astype(np.float32),
+        titles=[f"product {i}" for i in range(n)],
+        manifest={"top_k": 32},
+    )
+
+
+def test_exact_search_in_blocks_matches_one_block():
+    engine = ProductSearch(random_index())
+    q_tags = np.asarray(engine.tag_vectors[:25].todense())
+    q_emb = engine.index.embeddings[:25]
+    exclude = [np.asarray([i]) for i in range(25)]
+    mask = np.arange(len(engine.index)) % 3 != 0
+    whole = engine.exact.search(q_tags, q_emb, 10, 0.5, mask, exclude)
+    blocked = ExactBackend(engine.scorer, block_size=37).search(
+        q_tags, q_emb, 10, 0.5, mask, exclude
+    )
+    for a, b in zip(whole, blocked, strict=True):
+        assert np.array_equal(a.rows, b.rows)
+        assert np.allclose(a.scores, b.scores)
+        assert not set(a.rows) & {int(r) for r in np.flatnonzero(~mask)}
+    # brute force for one query
+    full = 0.5 * (engine.tag_vectors @ q_tags[3]) + 0.5 * (engine.index.embeddings @ q_emb[3])
+    full[3] = -np.inf
+    full[~mask] = -np.inf
+    assert np.array_equal(whole[3].rows, np.argsort(-full, kind="stable")[:10])
+
+
+def test_approximate_backend_agrees_with_exact(tmp_path: Path):
+    pytest.importorskip("faiss", reason="faiss-cpu not installed (pip install labelrec[ann])")
+    index = random_index(n=1500, seed=1)
+    exact = ProductSearch(index, backend="exact")
+    approx = ProductSearch(index, backend="faiss")
+    assert approx.backend.name == "faiss"
+    overlaps = []
+    for pid in index.ids[:40]:
+        a = [r["id"] for r in exact.similar(id=pid, limit=10)["results"]]
+        b = [r["id"] for r in approx.similar(id=pid, limit=10)["results"]]
+        overlaps.append(len(set(a) & set(b)) / 10)
+    assert np.mean(overlaps) >= 0.9
+    # a selective filter falls back to the exact search over the products passing it
+    a = exact.similar(id="r0", tags=["tag5", "tag13"], limit=10)["results"]
+    b = approx.similar(id="r0", tags=["tag5", "tag13"], limit=10)["results"]
+    assert [r["id"] for r in a] == [r["id"] for r in b]
+    # the graph saved beside the index is loaded back, not rebuilt
+    index.save(tmp_path / "idx")
+    approx.backend.save(tmp_path / "idx")
+    reloaded = ProductSearch.load(tmp_path / "idx", backend="faiss")
+    assert reloaded.backend.ann.ntotal == len(index)
+    a = [r["id"] for r in approx.similar(id="r3", limit=10)["results"]]
+    b = [r["id"] for r in reloaded.similar(id="r3", limit=10)["results"]]
+    assert len(set(a) & set(b)) >= 8
+
+
+def test_save_load_round_trip(tmp_path: Path):
+    gold = np.zeros((len(PRODUCTS), len(TAGS)), dtype=np.float32)
+    gold[0, 3] = 1
+    index = make_index(gold=gold, manifest={"model": "somewhere", "top_k": 32})
+    index.save(tmp_path / "idx")
+    for name in ("manifest.json", "products.parquet", "tags.json", "tag_scores.npz"):
+        assert (tmp_path / "idx" / name).is_file()
+    loaded = ProductIndex.load(tmp_path / "idx")
+    assert loaded.ids == index.ids and loaded.tags == index.tags
+    assert loaded.titles == index.titles
+    assert np.allclose(loaded.tag_scores.toarray(), index.tag_scores.toarray(), atol=1e-3)
+    assert np.allclose(loaded.embeddings, index.embeddings, atol=1e-3)
+    assert (loaded.gold != index.gold).nnz == 0
+    assert loaded.manifest["model"] == "somewhere"
+    assert loaded.manifest["n_products"] == len(PRODUCTS)
+    table = pd.read_parquet(tmp_path / "idx" / "products.parquet")
+    assert list(table.loc[0, "gold_tags"]) == ["brand:Hornby"]
+    a = ProductSearch(index).similar(id="p0")["results"]
+    b = ProductSearch(loaded).similar(id="p0")["results"]
+    assert [r["id"] for r in a] == [r["id"] for r in b]
+
+
+def test_loading_needs_no_torch(tmp_path: Path):
+    make_index().save(tmp_path / "idx")
+    code = (
+        "import sys; from labelrec.recommend import ProductSearch;"
+        f"e = ProductSearch.load({str(tmp_path / 'idx')!r});"
+        "print(e.similar(id='p0', limit=1)['results'][0]['id'], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["p1", "False"]
+
+
+def test_load_errors_name_the_problem(tmp_path: Path):
+    with pytest.raises(IndexFileError, match="not a product index"):
+        ProductIndex.load(tmp_path)
+    make_index().save(tmp_path / "idx")
+    manifest = tmp_path / "idx" / "manifest.json"
+    manifest.write_text(json.dumps({"format_version": 99}), "utf-8")
+    with pytest.raises(ValueError, match="index format 99"):
+        ProductIndex.load(tmp_path / "idx")
+
+
+def test_tile_repeats_products_with_new_ids():
+    big = make_index().tile(15)
+    assert len(big) == 15 and big.ids[6] == "p0#1" and big.ids[0] == "p0"
+    assert np.allclose(big.embeddings[6], big.embeddings[0])
+
+
+def test_build_index_keeps_top_k_and_gold_apart():
+    tagger = FakeTagger()
+    rows = [
+        {"id": "a", "title": "Hornby train", "tags": ["brand:Hornby", "Made up"]},
+        {"id": "b", "title": "puzzle", "tags": []},
+    ]
+    index = build_index(tagger, rows, top_k=2)
+    assert index.tags[: len(TAGS)] == TAGS and index.tags[-1] == "Made up"
+    assert index.n_model_tags == len(TAGS)
+    assert np.diff(index.tag_scores.indptr).max() <= 2
+    assert index.carried_tags(0)[:2] == ["brand:Hornby", "Made up"]
+    assert index.gold[1].nnz == 0
+    assert np.allclose(np.linalg.norm(index.embeddings, axis=1), 1.0)
+    with pytest.raises(ValueError, match="appears twice"):
+        build_index(tagger, rows + rows[:1])
+
+
+class WideTagger(FakeTagger):
+    """32-d embeddings: a fixed random direction per key word plus noise from the title."""
+
+    def predict_scores(self, products, with_embeddings=False):
+        scores, _ = super().predict_scores(products)
+        rng = np.random.default_rng(7)
+        basis = rng.normal(size=(len(self.KEYS), 32))
+        emb = []
+        for i, p in enumerate(products):
+            title = as_product(p, i).title.lower()
+            keys = np.asarray([float(k in title) for k in self.KEYS])
+            noise = np.random.default_rng(sum(map(ord, title))).normal(size=32)
+            emb.append(keys @ basis + 0.3 * noise)
+        return scores, (np.asarray(emb, dtype=np.float32) if with_embeddings else None)
+
+
+def test_embeddings_are_reduced_by_pca_and_queries_follow(tmp_path: Path):
+    words = ["train", "lego", "puzzle", "red"]
+    rows = [
+        {"id": f"w{i}", "title": f"{words[i % 4]} {words[(i // 4) % 4]} item {i}"}
+        for i in range(40)
+    ]
+    tagger = WideTagger()
+    index = build_index(tagger, rows, embedding_dim=8)
+    assert index.embeddings.shape == (40, 8) and index.projection.shape == (32, 8)
+    assert index.manifest["backbone_embedding_dim"] == 32
+    index.save(tmp_path / "idx")
+    loaded = ProductIndex.load(tmp_path / "idx")
+    assert np.allclose(loaded.projection, index.projection)
+    engine = ProductSearch(loaded, tagger)
+    result = engine.similar(product={"title": rows[5]["title"]}, limit=1, tag_weight=0.0)
+    assert result["results"][0]["id"] == "w5"  # the same text lands on the same point
+    assert build_index(tagger, rows, embedding_dim=None).embeddings.shape == (40, 32)
+    assert build_index(tagger, rows[:10], embedding_dim=8).projection is None  # too few rows
+
+
+# ------------------------------------------------------------------ personalised
+
+
+def events(*rows) -> Interactions:
+    return Interactions.from_records(
+        [dict(zip(("user_id", "product_id", "weight", "timestamp"), r, strict=False)) for r in rows]
+    )
+
+
+def test_recommend_uses_history_and_excludes_seen_items():
+    engine = ProductSearch(make_index(), interactions=events(("u1", "p0"), ("u2", "p4")))
+    result = engine.recommend("u1", limit=3)
+    ids = [r["id"] for r in result["results"]]
+    assert result["strategy"] == "history" and result["history"] == ["p0"]
+    assert "p0" not in ids and ids[0] == "p1"
+    assert "brand:Hornby" in result["results"][0]["shared_tags"]
+    # an explicit history (e.g. a session) adds to the stored one
+    more = engine.recommend("u1", history=["p3"], limit=5)
+    assert {"p0", "p3"}.isdisjoint(r["id"] for r in more["results"])
+
+
+def test_recommend_blends_cooccurrence_when_dense_enough():
+    rows = [("u1", "p0")] + [(f"u{i}", p) for i in (2, 3, 4) for p in ("p0", "p3")]
+    engine = ProductSearch(make_index(), interactions=events(*rows))
+    content_only = engine.recommend("u1", limit=1, cooccurrence_weight=0.0)
+    assert content_only["results"][0]["id"] == "p1"
+    blended = engine.recommend("u1", limit=1, cooccurrence_weight=0.9, min_support=3)
+    assert blended["strategy"] == "history+cooccurrence"
+    assert blended["results"][0]["id"] == "p3"  # bought together with p0 by three users
+    sparse = engine.recommend("u1", limit=1, cooccurrence_weight=0.9, min_support=30)
+    assert sparse["cooccurrence_weight"] < blended["cooccurrence_weight"]
+
+
+def test_cold_start_falls_back_to_popular_products():
+    engine = ProductSearch(
+        make_index(), interactions=events(("u1", "p4"), ("u2", "p4"), ("u3", "p2"))
+    )
+    result = engine.recommend("stranger", limit=2)
+    assert result["strategy"] == "popular"
+    assert result["results"][0]["id"] == "p4"
+    lego = engine.recommend("stranger", limit=5, tags=["brand:Lego"])["results"]
+    assert {r["id"] for r in lego} <= {"p2", "p5"}
+    with pytest.raises(ValueError, match="no history and no interactions"):
+        ProductSearch(make_index()).recommend("stranger")
+
+
+def test_time_decay_favours_recent_interactions():
+    day = 86400
+    rows = [("u", "p3", 1, 0), ("u", "p0", 1, 100 * day)]
+    engine = ProductSearch(make_index())
+    engine.set_interactions(events(*rows), half_life_days=1)
+    assert engine.recommend("u", limit=1)["results"][0]["id"] == "p1"
+    rows = [("u", "p3", 1, 100 * day), ("u", "p0", 1, 0)]
+    engine.set_interactions(events(*rows), half_life_days=1)
+    assert engine.recommend("u", limit=1)["results"][0]["id"] == "p4"
+
+
+def test_interactions_files_and_their_errors(tmp_path: Path):
+    good = tmp_path / "events.csv"
+    good.write_text(
+        "user_id,product_id,weight,timestamp\nU1,p0,2,2024-01-01\nU1,p9,1,2024-01-02\n", "utf-8"
+    )
+    inter = Interactions.read(good)
+    assert inter.user_ids.tolist() == ["U1", "U1"] and inter.weights.tolist() == [2.0, 1.0]
+    assert inter.timestamps[1] - inter.timestamps[0] == 86400
+    engine = ProductSearch(make_index())
+    assert engine.set_interactions(good) == {"interactions": 2, "ignored": 1, "users": 1}
+    pd.DataFrame({"user_id": ["U1"], "product_id": ["p1"]}).to_parquet(tmp_path / "e.parquet")
+    assert Interactions.read(tmp_path / "e.parquet").product_ids.tolist() == ["p1"]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,product_id\nU1,p0\n", "utf-8")
+    with pytest.raises(ValueError, match=r"bad.csv: missing column\(s\) user_id; found user"):
+        Interactions.read(bad)
+    bad.write_text("user_id,product_id,weight\nU1,p0,1\nU2,p1,lots\n", "utf-8")
+    with pytest.raises(ValueError, match=r"bad.csv, line 3, field 'weight': 'lots'"):
+        Interactions.read(bad)
+    bad.write_text("user_id,product_id,timestamp\nU1,p0,yesterday\n", "utf-8")
+    with pytest.raises(ValueError, match=r"line 2, field 'timestamp'"):
+        Interactions.read(bad)
+    with pytest.raises(FileNotFoundError):
+        Interactions.read(tmp_path / "missing.csv")
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} (shared catalogs) is absent")
+def test_amazon_in_sales_interactions_match_catalog_ids():
+    folder = SHARED_DATA / "amazon_in_sales"
+    ids = [
+        json.loads(line)["id"]
+        for part in ("train.jsonl", "valid.jsonl")
+        for line in (folder / part).read_text("utf-8").splitlines()
+    ]
+    index = ProductIndex(ids, ["t"], np.zeros((len(ids), 1), dtype=np.float32))
+    engine = ProductSearch(index)
+    info = engine.set_interactions(folder / "interactions.csv")
+    assert info["interactions"] > 1000
+    assert info["ignored"] < info["interactions"] / 2  # most name catalog products
+    user = engine.signals.interactions.user_ids[0]
+    result = engine.recommend(user, limit=5)
+    assert set(result["history"]).isdisjoint(r["id"] for r in result["results"])
+
+
+# ------------------------------------------------------------------ with a trained tiny model
+
+
+@pytest.fixture(scope="module")
+def toy_index_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from labelrec.cli import main
+
+    folder = tmp_path_factory.mktemp("rec")
+    catalog = write_jsonl(toy_catalog(), folder / "catalog.jsonl")
+    out = folder / "index"
+    code = main(
+        ["index-build", str(trained_model_dir), "--catalog", str(catalog), "--output", str(out),
+         "--no-progress", "--top-k", "8"]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_cli_index_build_similar_search(toy_index_dir: Path, capsys: pytest.CaptureFixture):
+    from labelrec.cli import main
+
+    manifest = json.loads((toy_index_dir / "manifest.json").read_text("utf-8"))
+    assert manifest["n_products"] == len(toy_catalog()) and manifest["top_k"] == 8
+    assert Path(manifest["model"]).is_dir()
+    capsys.readouterr()
+    args = ["similar", str(toy_index_dir), "--id", "p0-2", "--limit", "3", "--format", "json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["results"]) == 3 and "p0-2" not in [r["id"] for r in result["results"]]
+    assert main(["similar", str(toy_index_dir), "--title", "hornby train", "--limit", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("# query tags:") and len(lines) == 3
+    assert main(["search", str(toy_index_dir), "lego police", "--format", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["results"]) == 10 and result["query"]["text"] == "lego police"
+    argv = ["search", str(toy_index_dir), "lego", "--tag", "brand:Hornby", "--format", "json"]
+    assert main(argv) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert results and all("brand:Hornby" in r["tags"] for r in results)
+
+
+def test_cli_errors(toy_index_dir: Path, capsys: pytest.CaptureFixture):
+    from labelrec.cli import main
+
+    cases = [
+        (["similar", str(toy_index_dir), "--id", "missing"], "unknown product id 'missing'"),
+        (["search", str(toy_index_dir), "  "], "empty query"),
+        (["search", str(toy_index_dir), "car", "--tag", "brand:Nope"], "unknown tag filter"),
+        (["similar", str(toy_index_dir)], "give --id"),
+        (["search", str(toy_index_dir.parent), "car"], "not a product index"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_cli_recommend(toy_index_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    from labelrec.cli import main
+
+    events_csv = tmp_path / "events.csv"
+    events_csv.write_text("user_id,product_id\nU1,p0-2\nU1,p1-3\nU2,p0-0\n", "utf-8")
+    base = ["recommend", str(toy_index_dir), "--interactions", str(events_csv), "--format", "json"]
+    assert main([*base, "--user", "U1", "--limit", "4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["strategy"].startswith("history") and len(result["results"]) == 4
+    assert {"p0-2", "p1-3"}.isdisjoint(r["id"] for r in result["results"])
+    assert main([*base, "--user", "nobody"]) == 0
+    assert json.loads(capsys.readouterr().out)["strategy"] == "popular"
