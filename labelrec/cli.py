@@ -220,6 +220,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         progress=bar.update,
         top_k=args.top_k,
         embeddings=not args.no_embeddings,
+        embedding_dim=args.embedding_dim,
         model_source=args.model if ":/" in args.model else str(Path(args.model).resolve()),
     )
     bar.close()
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="index directory to write")
     p.add_argument("--top-k", type=int, default=32, help="predicted tags kept per product")
     p.add_argument("--no-embeddings", action="store_true", help="tag vectors only")
+    p.add_argument("--embedding-dim", type=int, default=128, help="PCA dims (0: keep all)")
     p.add_argument("--ann", action="store_true", help="also save a FAISS graph (labelrec[ann])")
     p.add_argument("--batch-size", type=int, default=64, help="products per forward pass")
     p.add_argument("--chunk-size", type=int, default=1000, help="products per chunk")

@@ -241,6 +241,101 @@ class PretrainConfig:
 
 
 @dataclass
+class LexicalConfig:
+    """Sparse lexical models trained beside the neural tagger (seconds) and fused with it."""
+
+    enabled: bool = field(
+        default=True,
+        metadata={"help": "Train a TF-IDF nearest-neighbour tagger and fuse it with the model."},
+    )
+    k: int = field(default=30, metadata={"help": "Neighbours (training products) per product."})
+    power: float = field(
+        default=2.0, metadata={"help": "Exponent on neighbour similarities (higher: nearer wins)."}
+    )
+    word_ngram_max: int = field(default=2, metadata={"help": "Longest word n-gram."})
+    char_ngram_min: int = field(default=2, metadata={"help": "Shortest character n-gram."})
+    char_ngram_max: int = field(default=5, metadata={"help": "Longest character n-gram."})
+    max_features: int | None = field(
+        default=200_000, metadata={"help": "Most frequent n-grams kept per kind; None: all."}
+    )
+    use_description: bool = field(
+        default=True, metadata={"help": "Read the description as well as the title."}
+    )
+    weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the neural scores in the fusion; None: tuned on valid."},
+    )
+    embedding_k: int = field(
+        default=30,
+        metadata={
+            "help": "Neighbours in the fine-tuned model's own embedding space (training"
+            " products embedded once after training), fused as a third score; 0: off."
+        },
+    )
+    embedding_power: float = field(
+        default=8.0, metadata={"help": "Exponent on embedding (cosine) similarities."}
+    )
+    embedding_weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the embedding neighbours in the fusion; None: tuned."},
+    )
+    ancestor_consistency: bool = field(
+        default=True,
+        metadata={"help": "A category path scores at least as high as its best child path."},
+    )
+    path_separator: str = field(
+        default=" > ", metadata={"help": "Separator of category path tags (A > B is a child of A)."}
+    )
+    open_vocab: bool = field(
+        default=True,
+        metadata={
+            "help": "Learn to propose new tags (not in the vocabulary) that are spans of the"
+            " title, for tag kinds that occur verbatim in training titles."
+        },
+    )
+    span_max_chars: int = field(
+        default=16, metadata={"help": "Longest span (characters) proposed as a new tag."}
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 1, "lexical.k", "must be >= 1")
+        _check(self.power > 0, "lexical.power", "must be > 0")
+        _check(self.word_ngram_max >= 1, "lexical.word_ngram_max", "must be >= 1")
+        _check(self.char_ngram_min >= 1, "lexical.char_ngram_min", "must be >= 1")
+        _check(
+            self.char_ngram_max >= self.char_ngram_min,
+            "lexical.char_ngram_max",
+            "must be >= char_ngram_min",
+        )
+        _check(
+            self.max_features is None or self.max_features >= 1,
+            "lexical.max_features",
+            "must be >= 1 or null",
+        )
+        _check(
+            self.weight is None or 0.0 <= self.weight <= 1.0,
+            "lexical.weight",
+            "must be in [0, 1] or null (tuned on valid)",
+        )
+        _check(bool(self.path_separator), "lexical.path_separator", "must not be empty")
+        _check(self.embedding_k >= 0, "lexical.embedding_k", "must be >= 0 (0: off)")
+        _check(self.embedding_power > 0, "lexical.embedding_power", "must be > 0")
+        _check(
+            self.embedding_weight is None or 0.0 <= self.embedding_weight <= 1.0,
+            "lexical.embedding_weight",
+            "must be in [0, 1] or null (tuned on valid)",
+        )
+        _check(
+            self.weight is None
+            or self.embedding_weight is None
+            or self.weight + self.embedding_weight <= 1.0 + 1e-9,
+            "lexical.embedding_weight",
+            "weight + embedding_weight must be <= 1",
+        )
+        _check(self.span_max_chars >= 1, "lexical.span_max_chars", "must be >= 1")
+
+
+@dataclass
 class Config:
     """A labelrec run."""
 
@@ -249,6 +344,7 @@ class Config:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    lexical: LexicalConfig = field(default_factory=LexicalConfig)
     output: str = field(default="runs/default", metadata={"help": "Output directory."})
     seed: int = field(default=42, metadata={"help": "Random seed (data order, init, splits)."})
 

@@ -27,9 +27,13 @@ class Suggestion:
 
     tag: str
     score: float
+    known: bool = True  # False: a new tag (a span of the title) outside the vocabulary
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tag": self.tag, "score": round(float(self.score), 6)}
+        out: dict[str, Any] = {"tag": self.tag, "score": round(float(self.score), 6)}
+        if not self.known:
+            out["known"] = False
+        return out
 
 
 def as_product(item: Any, position: int = 0) -> Product:
@@ -74,6 +78,7 @@ class TagRecommender:
         self.device = device
         self.path = path
         self.max_length = int(info["max_length"])
+        self.lexical: Any = None  # labelrec.lexical.LexicalModel fused into the scores, if saved
 
     @classmethod
     def load(
@@ -110,7 +115,11 @@ class TagRecommender:
                 model.hf_model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
             )
         model.to(device)
-        return cls(model, tokenizer, vocab, info, global_t, per_tag, batch_size, device, model_dir)
+        rec = cls(model, tokenizer, vocab, info, global_t, per_tag, batch_size, device, model_dir)
+        from labelrec.lexical import LexicalModel
+
+        rec.lexical = LexicalModel.load(model_dir, vocab)
+        return rec
 
     @property
     def tags(self) -> list[str]:
@@ -129,19 +138,33 @@ class TagRecommender:
     def predict_scores(
         self, products: list[Any], with_embeddings: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Tag probabilities (n, n_tags), and pooled text embeddings when asked."""
+        """Tag scores (n, n_tags), and pooled text embeddings when asked.
+
+        With a lexical model in the directory the scores are the fused ones (``lexical.py``).
+        """
         if not products:
             n_tags = len(self.vocab)
             return np.zeros((0, n_tags), dtype=np.float32), None
         ids = self.encode(products)
-        return score_token_ids(
+        need = self.lexical is not None and self.lexical.needs_embeddings
+        scores, embeddings = score_token_ids(
             self.model,
             ids,
             self.tokenizer.pad_token_id,
             batch_size=self.batch_size,
             device=self.device,
-            with_embeddings=with_embeddings,
+            with_embeddings=with_embeddings or need,
         )
+        if self.lexical is not None:
+            items = [as_product(p, i) for i, p in enumerate(products)]
+            scores = self.lexical.fuse(items, scores, embeddings)
+        return scores, embeddings if with_embeddings else None
+
+    def new_tags(self, products: list[Any]) -> list[dict[str, float]]:
+        """Proposed tags outside the vocabulary (spans of the title) -> score, per product."""
+        if self.lexical is None:
+            return [{} for _ in products]
+        return self.lexical.new_tags([as_product(p, i) for i, p in enumerate(products)])
 
     def thresholds(self, threshold: float | None) -> np.ndarray:
         """Per-tag thresholds: the tuned ones for None, else the given global value."""
@@ -150,23 +173,43 @@ class TagRecommender:
         return np.full(len(self.vocab), float(threshold), dtype=np.float32)
 
     def rank(
-        self, scores: np.ndarray, limit: int = 10, threshold: float | None = None
+        self,
+        scores: np.ndarray,
+        limit: int = 10,
+        threshold: float | None = None,
+        new_tags: list[dict[str, float]] | None = None,
     ) -> list[list[Suggestion]]:
-        """Top ``limit`` tags per row of ``scores`` that pass the threshold, best first."""
+        """Top ``limit`` tags per row of ``scores`` that pass the threshold, best first.
+
+        ``new_tags`` (from ``new_tags()``) are ranked with them as ``known=False`` suggestions.
+        """
         if limit < 1:
             raise ValueError("limit must be >= 1")
         cut = self.thresholds(threshold)
+        new_cut = float(threshold) if threshold is not None else self.new_tag_threshold
+        total = limit
         limit = min(limit, scores.shape[1])
         out: list[list[Suggestion]] = []
         if scores.shape[0] == 0:
             return out
         top = np.argpartition(-scores, limit - 1, axis=1)[:, :limit]
-        for row, cand in zip(scores, top, strict=True):
+        for i, (row, cand) in enumerate(zip(scores, top, strict=True)):
             cand = cand[np.argsort(-row[cand], kind="stable")]
-            out.append(
-                [Suggestion(self.vocab.tags[j], float(row[j])) for j in cand if row[j] >= cut[j]]
-            )
+            ranked = [
+                Suggestion(self.vocab.tags[j], float(row[j])) for j in cand if row[j] >= cut[j]
+            ]
+            if new_tags is not None and new_tags[i]:
+                ranked += [
+                    Suggestion(t, float(v), False) for t, v in new_tags[i].items() if v >= new_cut
+                ]
+                ranked = sorted(ranked, key=lambda s: -s.score)[:total]
+            out.append(ranked)
         return out
+
+    @property
+    def new_tag_threshold(self) -> float:
+        """Score a new (open-vocabulary) tag needs by default; tuned on valid."""
+        return self.lexical.new_threshold if self.lexical is not None else 1.0
 
     def recommend(
         self, products: list[Any], limit: int = 10, threshold: float | None = None
@@ -177,4 +220,4 @@ class TagRecommender:
         cut-off (0 returns the top ``limit`` whatever their scores).
         """
         scores, _ = self.predict_scores(products)
-        return self.rank(scores, limit, threshold)
+        return self.rank(scores, limit, threshold, self.new_tags(products))

@@ -491,6 +491,35 @@ class TagTrainer:
         if best_file.is_file():
             model.load_state_dict(torch.load(best_file, weights_only=True), strict=False)
         scores = self.predict_valid()
+        lexical_model, lexical_report = None, {}
+        if self.cfg.lexical.enabled:  # sparse lexical tagger fused with the model (lexical.py)
+            from labelrec.lexical import fit_lexical
+            from labelrec.model import score_token_ids
+
+            embeddings = [None, None]
+            if self.cfg.lexical.embedding_k > 0:  # pooled vectors for the embedding neighbours
+                model.eval()
+                embeddings = [
+                    score_token_ids(
+                        model,
+                        ids,
+                        self.tokenizer.pad_token_id,
+                        self.cfg.train.eval_batch_size,
+                        acc.device,
+                        with_embeddings=True,
+                    )[1]
+                    for ids in (self.train_ids, self.valid_ids)
+                ]
+            lexical_model, scores, lexical_report = fit_lexical(
+                self.cfg.lexical,
+                self.train_products,
+                self.train_set.labels,
+                self.valid_products,
+                self.y_valid,
+                scores,
+                self.vocab,
+                *embeddings,
+            )
         result_metrics: dict[str, float] = {}
         global_t, per_tag = 0.5, np.full(len(self.vocab), 0.5, dtype=np.float32)
         if scores is not None:
@@ -500,6 +529,7 @@ class TagTrainer:
                 scores, self.valid_products, self.vocab, per_tag
             ).metrics
             result_metrics["global_threshold"] = float(global_t)
+        result_metrics.update(lexical_report)
         if self.is_main:
             model.eval()
             info = ModelInfo(
@@ -518,6 +548,9 @@ class TagTrainer:
             save_model(model, self.tokenizer, self.output, info)
             self.vocab.save(self.output / VOCAB_FILE)
             save_thresholds(self.output / THRESHOLDS_FILE, global_t, per_tag)
+            from labelrec.lexical import save_lexical
+
+            save_lexical(lexical_model, self.output)  # None removes one left by an earlier run
             (self.output / "history.json").write_text(
                 json.dumps(self.state["history"], indent=1), encoding="utf-8"
             )

@@ -1,0 +1,232 @@
+"""Peer systems for ``benchmarks/quality.py``: Omikuji (Annif's lexical engine) and fastText.
+
+Both are trained on a catalog's train split and return dense score matrices over a given tag
+list, so every system is measured by the same metric code. Needs the ``bench`` extra
+(``pip install -e '.[bench]'``: omikuji, fasttext, scikit-learn).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from labelrec.data import Product
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence native code writing progress bars straight to file descriptors 1 and 2."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def product_text(product: Product) -> str:
+    """Title and description as one line of text."""
+    text = f"{product.title} {product.description or ''}"
+    return " ".join(text.split())
+
+
+class TfidfFeatures:
+    """TF-IDF over word unigrams+bigrams and character 2-5-grams (within word boundaries).
+
+    Character n-grams make the features work for Chinese, where a "word" by whitespace is a whole
+    title. Rows are L2-normalised after stacking.
+    """
+
+    def __init__(self, min_df: int = 1, max_features: int | None = 200_000) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.word = TfidfVectorizer(
+            ngram_range=(1, 2), min_df=min_df, sublinear_tf=True, max_features=max_features
+        )
+        self.char = TfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=(2, 5),
+            min_df=min_df,
+            sublinear_tf=True,
+            max_features=max_features,
+        )
+
+    def fit_transform(self, texts: list[str]) -> sp.csr_matrix:
+        return self._stack(self.word.fit_transform(texts), self.char.fit_transform(texts))
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        return self._stack(self.word.transform(texts), self.char.transform(texts))
+
+    @staticmethod
+    def _stack(a: sp.spmatrix, b: sp.spmatrix) -> sp.csr_matrix:
+        from sklearn.preprocessing import normalize
+
+        return normalize(sp.hstack([a, b]).tocsr().astype(np.float32))
+
+
+class OmikujiPeer:
+    """Omikuji label-tree model on TF-IDF features, with Annif's default hyperparameters.
+
+    Annif's ``omikuji`` backend defaults (Parabel-like): balanced 2-means clustering, max depth
+    20, no layer collapsing; 3 trees, linear C 1.0 with hinge loss (Omikuji's own defaults).
+    """
+
+    name = "Omikuji"
+
+    def __init__(
+        self,
+        n_threads: int = 2,
+        top_k: int = 100,
+        beam_size: int = 10,
+        cluster_k: int = 2,
+        max_depth: int = 20,
+        collapse_every_n_layers: int = 0,
+        cluster_balanced: bool = True,
+        min_df: int = 1,
+    ) -> None:
+        self.n_threads = n_threads
+        self.top_k = top_k
+        self.beam_size = beam_size
+        self.params = {
+            "cluster_k": cluster_k,
+            "max_depth": max_depth,
+            "collapse_every_n_layers": collapse_every_n_layers,
+            "cluster_balanced": cluster_balanced,
+        }
+        self.features = TfidfFeatures(min_df=min_df)
+        self.model = None
+
+    def fit(self, products: list[Product], y: sp.csr_matrix) -> OmikujiPeer:
+        """Train on products with multi-hot labels ``y`` (n, n_tags)."""
+        import omikuji
+
+        x = self.features.fit_transform([product_text(p) for p in products])
+        y = sp.csr_matrix(y)
+        hp = omikuji.Model.default_hyper_param()
+        for key, value in self.params.items():
+            setattr(hp, key, value)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "train.txt"
+            write_xc_file(x, y, path)
+            with quiet():
+                self.model = omikuji.Model.train_on_data(str(path), hp, n_threads=self.n_threads)
+        self.model.init_prediction_thread_pool(self.n_threads)
+        self.n_tags = y.shape[1]
+        return self
+
+    def predict_scores(self, products: list[Product]) -> np.ndarray:
+        """Dense scores (n, n_tags); tags outside the returned top-k score 0."""
+        x = self.features.transform([product_text(p) for p in products])
+        out = np.zeros((x.shape[0], self.n_tags), dtype=np.float32)
+        for i in range(x.shape[0]):
+            row = x.getrow(i)
+            pairs = list(zip(row.indices.tolist(), row.data.tolist(), strict=True))
+            for label, score in self.model.predict(pairs, self.beam_size, self.top_k):
+                out[i, label] = score
+        return out
+
+
+def write_xc_file(x: sp.csr_matrix, y: sp.csr_matrix, path: Path) -> None:
+    """Write features and labels in the Extreme Classification Repository text format."""
+    x = x.tocsr()
+    x.sort_indices()
+    y = y.tocsr()
+    with open(path, "w", encoding="ascii") as f:
+        f.write(f"{x.shape[0]} {x.shape[1]} {y.shape[1]}\n")
+        for i in range(x.shape[0]):
+            labels = ",".join(map(str, y.indices[y.indptr[i] : y.indptr[i + 1]]))
+            lo, hi = x.indptr[i], x.indptr[i + 1]
+            feats = " ".join(
+                f"{j}:{v:.6g}" for j, v in zip(x.indices[lo:hi], x.data[lo:hi], strict=True)
+            )
+            f.write(f"{labels} {feats}\n")
+
+
+_SPACE = re.compile(r"\s+")
+
+
+class FastTextPeer:
+    """fastText supervised with one-vs-all loss (``-loss ova``) on whitespace tokens."""
+
+    name = "fastText"
+
+    def __init__(
+        self,
+        epoch: int = 25,
+        lr: float = 0.2,
+        word_ngrams: int = 2,
+        dim: int = 100,
+        n_threads: int = 2,
+        top_k: int = 100,
+        seed: int = 42,
+    ) -> None:
+        self.kwargs = {
+            "epoch": epoch,
+            "lr": lr,
+            "wordNgrams": word_ngrams,
+            "dim": dim,
+            "loss": "ova",
+            "thread": n_threads,
+            "seed": seed,
+            "verbose": 0,
+        }
+        self.top_k = top_k
+        self.model = None
+
+    @staticmethod
+    def clean(text: str) -> str:
+        return _SPACE.sub(" ", text).strip().lower()
+
+    def fit(self, products: list[Product], y: sp.csr_matrix) -> FastTextPeer:
+        import fasttext
+
+        y = sp.csr_matrix(y)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "train.txt"
+            with open(path, "w", encoding="utf-8") as f:
+                for i, p in enumerate(products):
+                    labels = y.indices[y.indptr[i] : y.indptr[i + 1]]
+                    if len(labels) == 0:
+                        continue
+                    head = " ".join(f"__label__{j}" for j in labels)
+                    f.write(f"{head} {self.clean(product_text(p))}\n")
+            kwargs = dict(self.kwargs)
+            for _ in range(4):
+                try:
+                    with quiet():
+                        self.model = fasttext.train_supervised(input=str(path), **kwargs)
+                    break
+                except RuntimeError as err:  # "Encountered NaN": ova diverges at a high lr
+                    if "NaN" not in str(err):
+                        raise
+                    kwargs["lr"] = kwargs["lr"] / 2
+            else:
+                raise RuntimeError("fastText diverged (NaN) even at a low learning rate")
+            self.lr_used = kwargs["lr"]
+        self.n_tags = y.shape[1]
+        return self
+
+    def predict_scores(self, products: list[Product]) -> np.ndarray:
+        texts = [self.clean(product_text(p)) for p in products]
+        k = min(self.top_k, len(self.model.labels))
+        labels, probs = self.model.predict(texts, k=k, threshold=0.0)
+        out = np.zeros((len(texts), self.n_tags), dtype=np.float32)
+        for i, (names, values) in enumerate(zip(labels, probs, strict=True)):
+            idx = np.fromiter((int(n[9:]) for n in names), dtype=np.int64, count=len(names))
+            out[i, idx] = values
+        return out

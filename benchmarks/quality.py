@@ -1,0 +1,457 @@
+#!/usr/bin/env python
+"""Tagging quality of labelrec and its peers on the shared catalogs, in one table.
+
+    .venv/bin/python benchmarks/quality.py --all
+    .venv/bin/python benchmarks/quality.py --catalog amazon_uk_toys --labelrec-model runs/uk
+
+For each catalog: labelrec is trained with ``configs/default.yaml`` on the train split (or a
+given model directory is reused), the peers (Omikuji on TF-IDF word + char n-grams, fastText
+``-loss ova``) are trained in this same process environment, and all systems are scored on the
+valid split by the same metric code (``labelrec.evaluate``): peer scores become dense matrices
+over labelrec's tag vocabulary, gold tags unknown to the vocabulary count as misses, and the
+peers' per-tag thresholds are tuned on valid exactly as labelrec's are. labelrec's open-vocabulary
+suggestions (new tags, ``known: false``) are scored against the gold tags they name.
+
+Needs the ``bench`` extra (``pip install -e '.[bench]'``) and ``../shared/data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from labelrec import metrics  # noqa: E402
+from labelrec.config import LexicalConfig, load_config  # noqa: E402
+from labelrec.data import Product, TagVocab, read_catalog  # noqa: E402
+from labelrec.evaluate import evaluate_scores_on  # noqa: E402
+from labelrec.lexical import ancestor_consistent, hierarchical_precision  # noqa: E402
+from labelrec.openvocab import evaluate_with_new_tags, kind_precision  # noqa: E402
+
+CATALOGS = ("amazon_uk_toys", "amazon_in_sales", "zh_taobao")
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+COLUMNS = ("P@1", "P@3", "P@5", "nDCG@3", "PSP@5", "micro_f1", "hP@3")
+FACETS = {"amazon_uk_toys": ("brand:",), "zh_taobao": ("品牌:", "型号:", "品类:")}
+
+
+@dataclass
+class Row:
+    """One system on one catalog."""
+
+    catalog: str
+    system: str
+    metrics: dict[str, float]
+    train_seconds: float
+    products_per_s: float
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+def load_split(data_root: Path, catalog: str, split: str, cfg) -> list[Product]:
+    path = data_root / catalog / f"{split}.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist (shared catalogs live in ../shared/data)")
+    return read_catalog(path, cfg.data).products
+
+
+def score_system(
+    catalog: str,
+    system: str,
+    scores: np.ndarray,
+    valid: list[Product],
+    vocab: TagVocab,
+    thresholds: np.ndarray | None,
+    train_seconds: float,
+    products_per_s: float,
+    new_tags: list[dict[str, float]] | None = None,
+    new_threshold: float = 1.0,
+    notes: dict[str, object] | None = None,
+) -> Row:
+    """Metrics of a score matrix over ``vocab`` (plus new tags); thresholds tuned on valid when
+    None, exactly as labelrec tunes its own."""
+    y_valid = vocab.encode(valid)
+    if thresholds is None:
+        global_t = metrics.tune_global_threshold(y_valid, scores)
+        thresholds = metrics.tune_tag_thresholds(y_valid, scores, global_t)
+    if new_tags is None:
+        result = evaluate_scores_on(scores, valid, vocab, thresholds).metrics
+    else:
+        result = evaluate_with_new_tags(
+            scores, new_tags, valid, vocab, thresholds, new_threshold
+        ).metrics
+    result["hP@3"] = hierarchical_precision(scores, valid, vocab, k=3, new_tags=new_tags)
+    for prefix in FACETS.get(catalog, ()):
+        result.update(kind_precision(scores, new_tags, valid, vocab, prefix))
+    return Row(catalog, system, result, train_seconds, products_per_s, notes or {})
+
+
+def run_peers(
+    catalog: str, train: list[Product], valid: list[Product], vocab: TagVocab, threads: int
+) -> list[Row]:
+    """Omikuji and fastText trained on train, scored on valid."""
+    from peers import FastTextPeer, OmikujiPeer
+
+    rows = []
+    y_train = vocab.encode(train)
+    for peer in (OmikujiPeer(n_threads=threads), FastTextPeer(n_threads=threads)):
+        t0 = time.perf_counter()
+        peer.fit(train, y_train)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores = peer.predict_scores(valid)
+        rate = len(valid) / max(time.perf_counter() - t0, 1e-9)
+        rows.append(score_system(catalog, peer.name, scores, valid, vocab, None, train_s, rate))
+    return rows
+
+
+def train_labelrec(
+    catalog: str, data_root: Path, config: Path, output: Path, overrides: list[str]
+) -> tuple[Path, float]:
+    """Train labelrec with the given config; returns (model dir, wall seconds)."""
+    from labelrec.train import train
+
+    cfg = load_config(
+        config,
+        [
+            f"data.train={data_root / catalog / 'train.jsonl'}",
+            f"data.valid={data_root / catalog / 'valid.jsonl'}",
+            f"output={output}",
+            *overrides,
+        ],
+    )
+    t0 = time.perf_counter()
+    train(cfg, progress=sys.stderr.isatty())
+    return output, time.perf_counter() - t0
+
+
+def refit_lexical(
+    model_dir: str | Path,
+    cfg: LexicalConfig,
+    train_products: list[Product],
+    valid_products: list[Product],
+) -> dict[str, float]:
+    """Fit (or refit) the lexical parts of a trained model directory, as training does at its end.
+
+    ``cfg`` is the ``lexical`` config section. The model's own scores on valid are the neural
+    evidence; the thresholds are re-tuned on the fused scores and saved with the lexical files.
+    Returns the fusion report (weights, objectives, seconds).
+    """
+    from labelrec.lexical import fit_lexical, save_lexical
+    from labelrec.model import THRESHOLDS_FILE, save_thresholds
+    from labelrec.predict import TagRecommender
+
+    t0 = time.perf_counter()
+    rec = TagRecommender.load(model_dir)
+    rec.lexical = None
+    vocab = rec.vocab
+    y_train = vocab.encode(train_products)
+    keep = np.asarray(y_train.sum(axis=1)).ravel() > 0
+    train_products = [p for p, k in zip(train_products, keep, strict=True) if k]
+    y_valid = vocab.encode(valid_products)
+    neural, valid_emb = rec.predict_scores(valid_products, with_embeddings=True)
+    train_emb = None
+    if cfg.embedding_k > 0:
+        _, train_emb = rec.predict_scores(train_products, with_embeddings=True)
+    model, fused, report = fit_lexical(
+        cfg,
+        train_products,
+        y_train[keep],
+        valid_products,
+        y_valid,
+        neural,
+        vocab,
+        train_emb,
+        valid_emb,
+    )
+    global_t = metrics.tune_global_threshold(y_valid, fused)
+    per_tag = metrics.tune_tag_thresholds(y_valid, fused, global_t)
+    save_thresholds(Path(model_dir) / THRESHOLDS_FILE, global_t, per_tag)
+    save_lexical(model, model_dir)
+    report["lexical_seconds"] = time.perf_counter() - t0
+    return report
+
+
+def recorded_train_seconds(model_dir: Path) -> float:
+    """Training time of a saved model: its epochs plus the lexical fit (setup and the valid pass
+    after each epoch are not recorded, so this is a lower bound of the wall time)."""
+    info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    if "train_wall_seconds" in info:
+        return float(info["train_wall_seconds"])
+    history_file = model_dir / "history.json"
+    if not history_file.is_file():
+        return float("nan")
+    history = json.loads(history_file.read_text(encoding="utf-8"))
+    seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
+    return float(seconds + info.get("valid_metrics", {}).get("lexical_seconds", 0.0))
+
+
+def eval_labelrec(
+    catalog: str, model_dir: Path, valid: list[Product], train_seconds: float, parts: bool
+) -> tuple[list[Row], TagVocab]:
+    """labelrec as served (``TagRecommender``: scores and new tags), and with ``parts`` each
+    component alone and added one at a time (thresholds re-tuned on valid for those rows)."""
+    from labelrec.predict import TagRecommender
+
+    rec = TagRecommender.load(model_dir)
+    t0 = time.perf_counter()
+    scores, _ = rec.predict_scores(valid)
+    new_tags = rec.new_tags(valid)
+    rate = len(valid) / max(time.perf_counter() - t0, 1e-9)
+    has_new = rec.lexical is not None and rec.lexical.span is not None
+    lex = rec.lexical
+    notes = {}
+    if lex is not None:
+        notes = {
+            "fusion_weight": lex.weight,
+            "embedding_weight": lex.embedding_weight,
+            "span_weight": lex.span_weight,
+        }
+    rows = [
+        score_system(
+            catalog,
+            "labelrec",
+            scores,
+            valid,
+            rec.vocab,
+            rec.tag_thresholds,
+            train_seconds,
+            rate,
+            new_tags=new_tags if has_new else None,
+            new_threshold=rec.new_tag_threshold,
+            notes=notes,
+        )
+    ]
+    if not parts or lex is None:
+        return rows, rec.vocab
+    rec.lexical = None
+    t0 = time.perf_counter()
+    neural, emb = rec.predict_scores(valid, with_embeddings=True)
+    neural_rate = len(valid) / max(time.perf_counter() - t0, 1e-9)
+    rec.lexical = lex
+    nan = float("nan")
+    variants: list[tuple[str, np.ndarray, float]] = [("neural (LoRA) only", neural, neural_rate)]
+    w, e = lex.weight, lex.embedding_weight
+    if lex.tagger is not None:
+        variants.append(("TF-IDF kNN only", lex.tagger.scores(valid), nan))
+    if lex.neighbours is not None:
+        variants.append(("embedding kNN only", lex.neighbours.scores(emb), nan))
+    base = lex.base(valid, neural, emb)
+    variants += [
+        (f"neural+kNNs (w={w:.2f}, e={e:.2f})", base, nan),
+        ("neural+kNNs+hierarchy", ancestor_consistent(base, lex.parents), nan),
+    ]
+    for name, s, r in variants:
+        rows.append(score_system(catalog, f"  {name}", s, valid, rec.vocab, None, nan, r))
+    if has_new:
+        known, new = lex.span.known_and_new(valid)
+        rows.append(
+            score_system(
+                catalog, "  span tagger only", known, valid, rec.vocab, None, nan, nan, new, 0.5
+            )
+        )
+        closed = lex.fuse(valid, neural, emb)
+        rows.append(
+            score_system(
+                catalog, "  all, without new tags", closed, valid, rec.vocab, None, nan, nan
+            )
+        )
+    return rows, rec.vocab
+
+
+def measure_overhead(config: Path, data_root: Path, catalog: str, n_steps: int) -> str:
+    """Products/s of the training loop (``TagTrainer.train``: DataLoader, collate, Accelerate,
+    progress bar) against the pure model step (forward, backward, clip, AdamW step) on the same
+    batches, padded beforehand. Same process, same model, one after the other."""
+    import tempfile
+
+    import torch
+
+    from labelrec.model import pad_batch
+    from labelrec.train import TagTrainer, bucketed_batches
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(
+            config,
+            [
+                f"data.train={data_root / catalog / 'train.jsonl'}",
+                f"data.valid={data_root / catalog / 'valid.jsonl'}",
+                f"output={tmp}",
+                "train.epochs=1",
+                f"train.max_steps={n_steps + 2}",
+                "lexical.enabled=false",
+            ],
+        )
+        trainer = TagTrainer(cfg, progress=False)
+        trainer.setup()
+        trainer.valid_products = []  # time the loop only, not the valid pass after it
+        tcfg = cfg.train
+        batches = bucketed_batches(
+            [len(t) for t in trainer.train_ids], tcfg.batch_size, tcfg.bucket_size, seed=cfg.seed
+        )[: n_steps + 2]
+        ready = []
+        for b in batches:
+            enc = pad_batch(
+                [trainer.train_ids[i] for i in b],
+                trainer.tokenizer.pad_token_id,
+                trainer.padding_side,
+            )
+            labels = torch.from_numpy(trainer.train_set.labels[b].toarray()).float()
+            ready.append((enc["input_ids"], enc["attention_mask"], labels))
+        model, opt = trainer.model, trainer.optimizer
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        model.train()
+
+        def pure(items: list) -> float:
+            t0 = time.perf_counter()
+            for ids, mask, labels in items:
+                loss = loss_fn(model(ids, mask).float(), labels)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+                opt.step()
+                opt.zero_grad()
+            return sum(len(x[0]) for x in items) / (time.perf_counter() - t0)
+
+        pure(ready[:2])  # warm-up
+        pure_rate = pure(ready[2:])
+        trainer.train()
+        loop_rate = trainer.state["history"][-1]["products_per_s"]
+        pure_rate2 = pure(ready[2:])
+    base = (pure_rate + pure_rate2) / 2
+    overhead = 1 - loop_rate / base
+    return (
+        f"{catalog}: pure model step {base:.1f} products/s (runs: {pure_rate:.1f}, "
+        f"{pure_rate2:.1f}); training loop {loop_rate:.1f} products/s; "
+        f"pipeline overhead {100 * overhead:.1f}% ({n_steps} steps of {tcfg.batch_size})"
+    )
+
+
+def _num(value: float) -> str:
+    return "" if value != value else f"{value:.0f}"
+
+
+def format_facets(rows: list[Row]) -> str:
+    """Per-facet precision (brand, model, type): top tag of that facet right, known vs new gold."""
+    keys = sorted({k for r in rows for k in r.metrics if k.startswith("facet ")})
+    if not keys:
+        return ""
+    lines = ["| catalog | system | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for r in rows:
+        if any(k in r.metrics for k in keys):
+            cells = [f"{r.metrics.get(k, float('nan')):.3f}" for k in keys]
+            lines.append(f"| {r.catalog} | {r.system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_table(rows: list[Row]) -> str:
+    """A Markdown table of all rows."""
+    head = ["catalog", "system", *COLUMNS, "train s", "predict products/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.catalog, r.system]
+        cells += [f"{r.metrics.get(c, float('nan')):.3f}" for c in COLUMNS]
+        cells += [_num(r.train_seconds), _num(r.products_per_s)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--catalog", action="append", choices=CATALOGS, help="repeatable")
+    parser.add_argument("--all", action="store_true", help="every shared catalog with splits")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "default.yaml")
+    parser.add_argument("--output-root", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--skip-labelrec", action="store_true")
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument(
+        "--labelrec-model", type=Path, help="reuse this trained model (one catalog only)"
+    )
+    parser.add_argument(
+        "--refit-lexical",
+        action="store_true",
+        help="with --labelrec-model: copy it and fit its lexical parts as training would",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="threads for torch and the peers")
+    parser.add_argument("--json", type=Path, help="also write all rows as JSON here")
+    parser.add_argument(
+        "--parts", action="store_true", help="also score each part of labelrec (ablation rows)"
+    )
+    parser.add_argument(
+        "--overhead",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="measure the training pipeline's overhead over the pure model step rate",
+    )
+    parser.add_argument("overrides", nargs="*", help="config overrides for labelrec, a.b=value")
+    args = parser.parse_args(argv)
+    catalogs = list(CATALOGS) if args.all else (args.catalog or [])
+    if not catalogs:
+        parser.error("give --catalog NAME (repeatable) or --all")
+    if args.labelrec_model and len(catalogs) != 1:
+        parser.error("--labelrec-model needs exactly one --catalog")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    rows: list[Row] = []
+    for catalog in catalogs:
+        train = load_split(args.data_root, catalog, "train", cfg)
+        valid = load_split(args.data_root, catalog, "valid", cfg)
+        vocab = TagVocab.from_products(train, cfg.data.min_tag_count)
+        if not args.skip_labelrec:
+            if args.labelrec_model:
+                model_dir = args.labelrec_model
+                train_s = recorded_train_seconds(model_dir)
+                if args.refit_lexical:
+                    import shutil
+
+                    model_dir = args.output_root / f"{catalog}-refit"
+                    shutil.rmtree(model_dir, ignore_errors=True)
+                    shutil.copytree(
+                        args.labelrec_model, model_dir, ignore=shutil.ignore_patterns("checkpoints")
+                    )
+                    report = refit_lexical(model_dir, cfg.lexical, train, valid)
+                    train_s += report["lexical_seconds"]
+                    print(f"{catalog}: lexical parts fitted: {report}", file=sys.stderr)
+            else:
+                model_dir, train_s = train_labelrec(
+                    catalog, args.data_root, args.config, args.output_root / catalog, args.overrides
+                )
+            lr_rows, vocab = eval_labelrec(catalog, model_dir, valid, train_s, args.parts)
+            rows += lr_rows
+        if not args.skip_peers:
+            rows += run_peers(catalog, train, valid, vocab, args.threads)
+        print(format_table([r for r in rows if r.catalog == catalog]), file=sys.stderr, flush=True)
+        if args.overhead:
+            print(measure_overhead(args.config, args.data_root, catalog, args.overhead), flush=True)
+    print(format_table(rows))
+    facets = format_facets(rows)
+    if facets:
+        print(
+            "\nFacets (P@1 within the facet's tags; known/new: products whose gold facet tag is"
+            " in / outside the training vocabulary):\n" + facets
+        )
+    if args.json:
+        payload = [r.__dict__ for r in rows]
+        args.json.write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

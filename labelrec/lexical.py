@@ -1,0 +1,657 @@
+"""A sparse lexical tagger trained in seconds, fused with the neural tagger's scores.
+
+The lexical tagger represents a product by TF-IDF over word n-grams and character n-grams
+(scikit-learn's ``TfidfVectorizer``; character n-grams make it work for Chinese titles) and scores
+a tag by the similarity-weighted share of the product's ``k`` nearest training products that
+carry it. Neural and lexical evidence are complementary (XR-Transformer and Annif's ensembles
+combine them too): the fused score is ``w * neural + (1 - w) * lexical`` with ``w`` tuned on valid.
+
+Category paths (``A``, ``A > B``, ``A > B > C``) are then made consistent: a parent scores at
+least as high as its best child, since a child implies its parents.
+
+Everything is saved in the model directory as plain arrays and JSON (``lexical.npz``,
+``lexical.json``): no pickle, nothing executable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from labelrec import metrics
+from labelrec.data import Product, TagVocab
+
+LEXICAL_ARRAYS = "lexical.npz"
+LEXICAL_META = "lexical.json"
+LEXICAL_FORMAT = 1
+WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
+
+
+def product_text(product: Product, use_description: bool = True) -> str:
+    """The text the lexical tagger reads: title, then description."""
+    text = product.title
+    if use_description and product.description:
+        text = f"{text} {product.description}"
+    return " ".join(text.split())
+
+
+# ----------------------------------------------------------------------------- features
+
+
+class TfidfFeatures:
+    """Word 1..n-gram and char_wb n-gram TF-IDF, stacked and L2-normalised per product."""
+
+    def __init__(
+        self,
+        word_ngram_max: int = 2,
+        char_ngrams: tuple[int, int] = (2, 5),
+        max_features: int | None = 200_000,
+    ) -> None:
+        self.word_ngram_max = word_ngram_max
+        self.char_ngrams = tuple(char_ngrams)
+        self.max_features = max_features
+        self.word = self._vectorizer("word")
+        self.char = self._vectorizer("char")
+
+    def _vectorizer(self, kind: str, vocabulary: dict[str, int] | None = None) -> Any:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        common = {
+            "sublinear_tf": True,
+            "dtype": np.float32,
+            "vocabulary": vocabulary,
+            "max_features": None if vocabulary is not None else self.max_features,
+        }
+        if kind == "word":
+            return TfidfVectorizer(ngram_range=(1, self.word_ngram_max), **common)
+        return TfidfVectorizer(analyzer="char_wb", ngram_range=self.char_ngrams, **common)
+
+    def fit_transform(self, texts: list[str]) -> sp.csr_matrix:
+        parts = []
+        for name in ("word", "char"):
+            vec = getattr(self, name)
+            try:
+                parts.append(vec.fit_transform(texts))
+            except ValueError:  # empty vocabulary (e.g. no word of 2+ characters)
+                setattr(self, name, None)
+        if not parts:
+            raise ValueError("the lexical tagger found no word or character n-gram in the texts")
+        return _stack(parts)
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        parts = [v.transform(texts) for v in (self.word, self.char) if v is not None]
+        return _stack(parts)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able settings and vocabularies, idf arrays) for saving."""
+        meta: dict[str, Any] = {
+            "word_ngram_max": self.word_ngram_max,
+            "char_ngrams": list(self.char_ngrams),
+            "max_features": self.max_features,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        for name in ("word", "char"):
+            vec = getattr(self, name)
+            if vec is None:
+                meta[f"{name}_terms"] = None
+                continue
+            terms = [""] * len(vec.vocabulary_)
+            for term, j in vec.vocabulary_.items():
+                terms[j] = term
+            meta[f"{name}_terms"] = terms
+            arrays[f"{name}_idf"] = vec.idf_.astype(np.float32)
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TfidfFeatures:
+        self = cls(meta["word_ngram_max"], tuple(meta["char_ngrams"]), meta["max_features"])
+        for name in ("word", "char"):
+            terms = meta.get(f"{name}_terms")
+            if terms is None:
+                setattr(self, name, None)
+                continue
+            vec = self._vectorizer(name, {t: j for j, t in enumerate(terms)})
+            vec.idf_ = arrays[f"{name}_idf"].astype(np.float64)
+            setattr(self, name, vec)
+        return self
+
+
+def _stack(parts: list[sp.spmatrix]) -> sp.csr_matrix:
+    x = sp.hstack(parts).tocsr().astype(np.float32)
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / norms).dot(x), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- kNN tagger
+
+
+class LexicalTagger:
+    """Tag scores from the ``k`` most similar training products (TF-IDF cosine)."""
+
+    def __init__(
+        self,
+        features: TfidfFeatures,
+        x_train: sp.csr_matrix,
+        y_train: sp.csr_matrix,
+        k: int = 30,
+        power: float = 2.0,
+        use_description: bool = True,
+    ) -> None:
+        self.features = features
+        self.x_train = x_train.tocsr().astype(np.float32)
+        self.y_train = y_train.tocsr().astype(np.float32)
+        self.k = int(k)
+        self.power = float(power)
+        self.use_description = use_description
+
+    @classmethod
+    def fit(
+        cls,
+        products: list[Product],
+        y: sp.spmatrix,
+        k: int = 30,
+        power: float = 2.0,
+        word_ngram_max: int = 2,
+        char_ngrams: tuple[int, int] = (2, 5),
+        max_features: int | None = 200_000,
+        use_description: bool = True,
+    ) -> LexicalTagger:
+        """Vectorise the training products; the tag matrix ``y`` is (n_products, n_tags)."""
+        if len(products) != y.shape[0]:
+            raise ValueError(f"{len(products)} products but {y.shape[0]} label rows")
+        features = TfidfFeatures(word_ngram_max, char_ngrams, max_features)
+        x = features.fit_transform([product_text(p, use_description) for p in products])
+        return cls(features, x, sp.csr_matrix(y), k, power, use_description)
+
+    @property
+    def n_tags(self) -> int:
+        return self.y_train.shape[1]
+
+    def transform(self, products: list[Product]) -> sp.csr_matrix:
+        return self.features.transform([product_text(p, self.use_description) for p in products])
+
+    def scores(self, products: list[Product]) -> np.ndarray:
+        """Scores in [0, 1] (n, n_tags): similarity^power-weighted tag share of the neighbours."""
+        n = len(products)
+        out = np.zeros((n, self.n_tags), dtype=np.float32)
+        if n == 0:
+            return out
+        x = self.transform(products)
+        n_train = self.x_train.shape[0]
+        k = min(self.k, n_train)
+        chunk = max(1, min(1024, 20_000_000 // max(n_train, 1)))
+        xt = self.x_train.T.tocsr()
+        for start in range(0, n, chunk):
+            sim = (x[start : start + chunk] @ xt).toarray()
+            out[start : start + chunk] = neighbour_vote(sim, k, self.power, self.y_train)
+        return out
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta, arrays = self.features.state()
+        meta.update({"k": self.k, "power": self.power, "use_description": self.use_description})
+        for name, m in (("x", self.x_train), ("y", self.y_train)):
+            arrays[f"{name}_data"] = m.data.astype(np.float32)
+            arrays[f"{name}_indices"] = m.indices.astype(np.int32)
+            arrays[f"{name}_indptr"] = m.indptr.astype(np.int64)
+            arrays[f"{name}_shape"] = np.asarray(m.shape, dtype=np.int64)
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> LexicalTagger:
+        def matrix(name: str) -> sp.csr_matrix:
+            return sp.csr_matrix(
+                (arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]),
+                shape=tuple(int(v) for v in arrays[f"{name}_shape"]),
+            )
+
+        return cls(
+            TfidfFeatures.from_state(meta, arrays),
+            matrix("x"),
+            matrix("y"),
+            meta["k"],
+            meta["power"],
+            meta["use_description"],
+        )
+
+
+def neighbour_vote(sim: np.ndarray, k: int, power: float, y_train: sp.csr_matrix) -> np.ndarray:
+    """Tag scores from a similarity matrix (queries, training products): the tag share of the
+    ``k`` most similar products, each weighted by similarity ** power."""
+    sim = np.array(sim, dtype=np.float32)
+    if k < sim.shape[1]:
+        drop = np.argpartition(-sim, k - 1, axis=1)[:, k:]
+        np.put_along_axis(sim, drop, 0.0, axis=1)
+    np.maximum(sim, 0.0, out=sim)
+    weights = sim**power
+    total = weights.sum(axis=1, keepdims=True)
+    total[total == 0] = 1.0
+    return (sp.csr_matrix(weights / total) @ y_train).toarray().astype(np.float32)
+
+
+class EmbeddingNeighbours:
+    """Tag scores from the nearest training products in the fine-tuned model's embedding space.
+
+    The training products are embedded once after training (pooled text vectors, the ones
+    ``predict_scores(with_embeddings=True)`` returns); at prediction time the embeddings come
+    free with the neural scores.
+    """
+
+    def __init__(
+        self, train_embeddings: np.ndarray, y_train: sp.spmatrix, k: int = 30, power: float = 8.0
+    ) -> None:
+        self.train = _unit_rows(np.asarray(train_embeddings, dtype=np.float32))
+        self.y_train = sp.csr_matrix(y_train, dtype=np.float32)
+        self.k = int(k)
+        self.power = float(power)
+        if self.train.shape[0] != self.y_train.shape[0]:
+            raise ValueError(
+                f"{self.train.shape[0]} embeddings but {self.y_train.shape[0]} label rows"
+            )
+
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(embeddings), self.y_train.shape[1]), dtype=np.float32)
+        if len(embeddings) == 0:
+            return out
+        query = _unit_rows(np.asarray(embeddings, dtype=np.float32))
+        k = min(self.k, self.train.shape[0])
+        chunk = max(1, min(1024, 20_000_000 // max(self.train.shape[0], 1)))
+        for start in range(0, len(query), chunk):
+            sim = query[start : start + chunk] @ self.train.T
+            out[start : start + chunk] = neighbour_vote(sim, k, self.power, self.y_train)
+        return out
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return x / norms
+
+
+# ----------------------------------------------------------------------------- hierarchy
+
+
+def parent_index(tags: list[str], separator: str | None) -> np.ndarray:
+    """Index of each tag's parent path in ``tags`` (``A > B`` -> ``A``), -1 when it has none."""
+    parents = np.full(len(tags), -1, dtype=np.int64)
+    if not separator:
+        return parents
+    index = {t: j for j, t in enumerate(tags)}
+    for j, tag in enumerate(tags):
+        if separator in tag:
+            parents[j] = index.get(tag.rsplit(separator, 1)[0], -1)
+    return parents
+
+
+def ancestor_consistent(scores: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """Raise every parent to at least the best score of its children (deepest first)."""
+    if scores.size == 0 or not (parents >= 0).any():
+        return scores
+    depth = np.zeros(len(parents), dtype=np.int64)
+    for j in range(len(parents)):
+        p, d = parents[j], 0
+        while p >= 0 and d < len(parents):
+            p, d = parents[p], d + 1
+        depth[j] = d
+    out = scores.copy()
+    for d in range(int(depth.max()), 0, -1):
+        children = np.flatnonzero((depth == d) & (parents >= 0))
+        # several children may share a parent: maximum.at accumulates them all
+        np.maximum.at(out.T, parents[children], out.T[children])
+    return out
+
+
+def hierarchical_precision(
+    scores: np.ndarray,
+    products: list[Product],
+    vocab: TagVocab,
+    k: int = 3,
+    separator: str = " > ",
+    new_tags: list[dict[str, float]] | None = None,
+) -> float:
+    """Mean hierarchical precision of the top ``k`` tags (Kiritchenko et al.).
+
+    Predicted and gold tag sets are both extended with every ancestor path of their tags;
+    hP = |pred+ & gold+| / |pred+|. A wrong leaf under the right parent gets partial credit.
+    """
+
+    def closure(tags: list[str]) -> set[str]:
+        out = set()
+        for tag in tags:
+            parts = tag.split(separator)
+            out.update(separator.join(parts[: i + 1]) for i in range(len(parts)))
+        return out
+
+    ranked = top_tags(scores, vocab.tags, k, new_tags)
+    values = []
+    for product, pred in zip(products, ranked, strict=True):
+        p, g = closure(pred), closure(product.tags)
+        if p:
+            values.append(len(p & g) / len(p))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def top_tags(
+    scores: np.ndarray, tags: list[str], k: int, new_tags: list[dict[str, float]] | None = None
+) -> list[list[str]]:
+    """The ``k`` best tags per product, merging known-tag scores with new (open) tags."""
+    out = []
+    k_known = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k_known] if scores.size else None
+    for i in range(scores.shape[0]):
+        cand = [(float(scores[i, j]), tags[j]) for j in top[i]]
+        if new_tags is not None:
+            cand += [(float(s), t) for t, s in new_tags[i].items()]
+        cand.sort(key=lambda c: -c[0])
+        out.append([t for _, t in cand[:k]])
+    return out
+
+
+# ----------------------------------------------------------------------------- fusion
+
+
+@dataclass
+class LexicalModel:
+    """What is fused with the neural scores, with the weights tuned on valid.
+
+    Known tags: ``base = w * neural + e * embedding_knn + (1 - w - e) * tfidf_knn``, then
+    ``(1 - b) * base + b * span`` where ``span`` is the open-vocabulary span tagger's
+    probability that the tag is a span of the title (``labelrec.openvocab``), then category paths
+    made consistent. Tags outside the vocabulary that the span tagger proposes score
+    ``b * span`` (new tags, shown when they reach ``new_threshold``).
+    """
+
+    tagger: LexicalTagger | None
+    weight: float
+    parents: np.ndarray
+    separator: str | None
+    ancestor_consistency: bool
+    span: Any = None  # labelrec.openvocab.SpanTagger
+    span_weight: float = 0.0
+    new_threshold: float = 1.0
+    neighbours: EmbeddingNeighbours | None = None
+    embedding_weight: float = 0.0
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """True when ``fuse`` needs the neural model's pooled embeddings."""
+        return self.neighbours is not None and self.embedding_weight > 0
+
+    def base(
+        self, products: list[Product], neural: np.ndarray, embeddings: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Neural, TF-IDF-neighbour and embedding-neighbour scores, weighted."""
+        w, e = self.weight, self.embedding_weight if self.needs_embeddings else 0.0
+        scores = w * neural
+        if e > 0:
+            if embeddings is None:
+                raise ValueError("this model fuses embedding neighbours: pass the embeddings")
+            scores = scores + e * self.neighbours.scores(embeddings)
+        if self.tagger is not None and w + e < 1.0:
+            scores = scores + (1.0 - w - e) * self.tagger.scores(products)
+        return scores
+
+    def fuse(
+        self, products: list[Product], neural: np.ndarray, embeddings: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Final scores of the vocabulary's tags (n, n_tags) given the neural scores."""
+        scores = self.base(products, neural, embeddings)
+        if self.span is not None and self.span_weight > 0:
+            known, _ = self.span.known_and_new(products)
+            scores = (1.0 - self.span_weight) * scores + self.span_weight * known
+        if self.ancestor_consistency:
+            scores = ancestor_consistent(scores, self.parents)
+        return scores.astype(np.float32, copy=False)
+
+    def new_tags(self, products: list[Product]) -> list[dict[str, float]]:
+        """Proposed tags outside the vocabulary, per product, with their final scores."""
+        if self.span is None or self.span_weight <= 0:
+            return [{} for _ in products]
+        _, new = self.span.known_and_new(products)
+        return [{t: self.span_weight * p for t, p in row.items()} for row in new]
+
+    def save(self, model_dir: str | Path) -> None:
+        model_dir = Path(model_dir)
+        meta: dict[str, Any] = {
+            "format_version": LEXICAL_FORMAT,
+            "weight": self.weight,
+            "embedding_weight": self.embedding_weight,
+            "separator": self.separator,
+            "ancestor_consistency": self.ancestor_consistency,
+            "span_weight": self.span_weight,
+            "new_threshold": self.new_threshold,
+            "tagger": None,
+            "neighbours": None,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        if self.tagger is not None:
+            meta["tagger"], arrays = self.tagger.state()
+        if self.neighbours is not None:
+            meta["neighbours"] = {"k": self.neighbours.k, "power": self.neighbours.power}
+            arrays["embeddings"] = self.neighbours.train.astype(np.float16)
+            y = self.neighbours.y_train
+            arrays["emb_y_indices"] = y.indices.astype(np.int32)
+            arrays["emb_y_indptr"] = y.indptr.astype(np.int64)
+            arrays["emb_y_shape"] = np.asarray(y.shape, dtype=np.int64)
+        if self.span is not None:
+            self.span.save(model_dir)
+        (model_dir / LEXICAL_META).write_text(json.dumps(meta, ensure_ascii=False), "utf-8")
+        np.savez_compressed(model_dir / LEXICAL_ARRAYS, **arrays)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, vocab: TagVocab) -> LexicalModel | None:
+        """The lexical model saved with a model, or None for models trained without one."""
+        from labelrec.openvocab import SpanTagger
+
+        model_dir = Path(model_dir)
+        meta_path = model_dir / LEXICAL_META
+        if not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format_version", 0) > LEXICAL_FORMAT:
+            raise ValueError(f"{meta_path}: lexical format is newer than this labelrec")
+        with np.load(model_dir / LEXICAL_ARRAYS, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        tagger = None
+        if meta.get("tagger") is not None:
+            tagger = LexicalTagger.from_state(meta["tagger"], arrays)
+            if tagger.n_tags != len(vocab):
+                raise ValueError(
+                    f"{model_dir}: lexical tagger has {tagger.n_tags} tags, vocabulary {len(vocab)}"
+                )
+        neighbours = None
+        if meta.get("neighbours") is not None:
+            y = sp.csr_matrix(
+                (
+                    np.ones(len(arrays["emb_y_indices"]), dtype=np.float32),
+                    arrays["emb_y_indices"],
+                    arrays["emb_y_indptr"],
+                ),
+                shape=tuple(int(v) for v in arrays["emb_y_shape"]),
+            )
+            neighbours = EmbeddingNeighbours(
+                arrays["embeddings"], y, meta["neighbours"]["k"], meta["neighbours"]["power"]
+            )
+        return cls(
+            tagger,
+            float(meta["weight"]),
+            parent_index(vocab.tags, meta["separator"]),
+            meta["separator"],
+            bool(meta["ancestor_consistency"]),
+            SpanTagger.load(model_dir, vocab),
+            float(meta.get("span_weight", 0.0)),
+            float(meta.get("new_threshold", 1.0)),
+            neighbours,
+            float(meta.get("embedding_weight", 0.0)),
+        )
+
+
+def save_lexical(model: LexicalModel | None, model_dir: str | Path) -> None:
+    """Save ``model`` into a model directory; None removes lexical files of an earlier run."""
+    from labelrec.openvocab import remove_span_files
+
+    model_dir = Path(model_dir)
+    if model is None:
+        for name in (LEXICAL_META, LEXICAL_ARRAYS):
+            (model_dir / name).unlink(missing_ok=True)
+        remove_span_files(model_dir)
+        return
+    if model.span is None:
+        remove_span_files(model_dir)
+    model.save(model_dir)
+
+
+def objective(y: Any, scores: np.ndarray) -> float:
+    """What fusion weights are tuned for on valid: (P@1 + nDCG@3) / 2."""
+    return 0.5 * (metrics.precision_at_k(y, scores, 1) + metrics.ndcg_at_k(y, scores, 3))
+
+
+def tune_weights(
+    y_valid: Any,
+    neural: np.ndarray,
+    lexical: np.ndarray,
+    embedding: np.ndarray | None = None,
+    parents: np.ndarray | None = None,
+    step: float = 0.05,
+    weight: float | None = None,
+    embedding_weight: float | None = None,
+) -> tuple[float, float, dict[tuple[float, float], float]]:
+    """Neural weight ``w`` and embedding-neighbour weight ``e`` (TF-IDF neighbours get
+    ``1 - w - e``) maximising the valid objective on a grid; a weight given is kept fixed.
+
+    Returns (w, e, objective per (w, e)). Ties go to the larger neural weight, then the larger
+    embedding weight.
+    """
+    n = int(round(1 / step))
+    grid = [round(i * step, 4) for i in range(n + 1)]
+    ws = [weight] if weight is not None else grid
+    if embedding is None:
+        es = [0.0]
+    else:
+        es = [embedding_weight] if embedding_weight is not None else grid
+    results: dict[tuple[float, float], float] = {}
+    for w in ws:
+        for e in es:
+            if w + e > 1.0 + 1e-9:
+                continue
+            fused = w * neural + max(0.0, 1.0 - w - e) * lexical
+            if e > 0:
+                fused = fused + e * embedding
+            if parents is not None:
+                fused = ancestor_consistent(fused, parents)
+            results[(w, e)] = objective(y_valid, fused)
+    if not results:
+        raise ValueError("no admissible fusion weights (weight + embedding_weight > 1)")
+    best = max(results.values())
+    w, e = max(k for k, v in results.items() if v >= best - 1e-9)
+    return float(w), float(e), results
+
+
+def tune_weight(
+    y_valid: Any,
+    neural: np.ndarray,
+    lexical: np.ndarray,
+    parents: np.ndarray | None = None,
+) -> tuple[float, dict[float, float]]:
+    """Neural weight (lexical gets ``1 - w``) maximising the valid objective (ties: larger)."""
+    w, _, results = tune_weights(y_valid, neural, lexical, None, parents)
+    return w, {k[0]: v for k, v in results.items()}
+
+
+def fit_lexical(
+    cfg: Any,
+    train_products: list[Product],
+    y_train: sp.spmatrix,
+    valid_products: list[Product],
+    y_valid: Any,
+    valid_neural: np.ndarray | None,
+    vocab: TagVocab,
+    train_embeddings: np.ndarray | None = None,
+    valid_embeddings: np.ndarray | None = None,
+) -> tuple[LexicalModel, np.ndarray | None, dict[str, float]]:
+    """Train the lexical parts and tune their weights on valid.
+
+    ``cfg`` is the ``lexical`` config section; the embeddings (pooled text vectors of the
+    trained model for the training and valid products) enable the embedding neighbours. Returns
+    (model, final valid scores of the vocabulary's tags, report of the parts and weights).
+    """
+    import time
+
+    from labelrec.openvocab import SpanTagger, tune_span_weight
+
+    t0 = time.perf_counter()
+    separator = cfg.path_separator if cfg.ancestor_consistency else None
+    parents = parent_index(vocab.tags, separator)
+    tagger = LexicalTagger.fit(
+        train_products,
+        y_train,
+        k=cfg.k,
+        power=cfg.power,
+        word_ngram_max=cfg.word_ngram_max,
+        char_ngrams=(cfg.char_ngram_min, cfg.char_ngram_max),
+        max_features=cfg.max_features,
+        use_description=cfg.use_description,
+    )
+    neighbours = None
+    if cfg.embedding_k > 0 and train_embeddings is not None:
+        neighbours = EmbeddingNeighbours(
+            train_embeddings, y_train, cfg.embedding_k, cfg.embedding_power
+        )
+    span = SpanTagger.fit(train_products, vocab, cfg.span_max_chars) if cfg.open_vocab else None
+    model = LexicalModel(
+        tagger,
+        0.5 if cfg.weight is None else cfg.weight,
+        parents,
+        separator,
+        cfg.ancestor_consistency,
+        span,
+        neighbours=neighbours,
+    )
+    if neighbours is not None:
+        default_e = (1.0 - model.weight) / 2
+        model.embedding_weight = default_e if cfg.embedding_weight is None else cfg.embedding_weight
+    report: dict[str, float] = {}
+    if valid_neural is None or not len(valid_products):
+        if span is not None:
+            model.span_weight = 0.5
+        report.update(fusion_weight=model.weight, embedding_weight=model.embedding_weight)
+        return model, valid_neural, report
+    report["neural_objective"] = objective(y_valid, valid_neural)
+    knn = tagger.scores(valid_products)
+    report["knn_objective"] = objective(y_valid, knn)
+    emb = None
+    if neighbours is not None and valid_embeddings is not None:
+        emb = neighbours.scores(valid_embeddings)
+        report["embedding_knn_objective"] = objective(y_valid, emb)
+    elif neighbours is not None:
+        model.neighbours, model.embedding_weight = None, 0.0
+    model.weight, model.embedding_weight, _ = tune_weights(
+        y_valid,
+        valid_neural,
+        knn,
+        emb,
+        parents if cfg.ancestor_consistency else None,
+        weight=cfg.weight,
+        embedding_weight=cfg.embedding_weight if emb is not None else None,
+    )
+    if emb is None:
+        model.embedding_weight = 0.0
+    fused = model.weight * valid_neural + (1.0 - model.weight - model.embedding_weight) * knn
+    if emb is not None:
+        fused = fused + model.embedding_weight * emb
+    if span is not None:
+        model.span_weight, model.new_threshold, fused = tune_span_weight(
+            span, valid_products, vocab, fused, parents if cfg.ancestor_consistency else None
+        )
+    elif cfg.ancestor_consistency:
+        fused = ancestor_consistent(fused, parents)
+    report["fusion_weight"] = model.weight
+    report["embedding_weight"] = model.embedding_weight
+    report["span_weight"] = model.span_weight
+    report["lexical_seconds"] = time.perf_counter() - t0
+    return model, fused.astype(np.float32), report

@@ -1,0 +1,574 @@
+"""Open-vocabulary tags: spans of the title proposed as tags, also ones never seen in training.
+
+Many tags are words of the title itself: brands (``brand:Hornby``), model numbers (``型号:rj45``),
+product types (``品类:连衣裙``). A closed-vocabulary classifier can never suggest a brand that
+was not in the training catalog. The span tagger learns, from the training titles, which spans
+of a title are tags and of which kind:
+
+* **kinds** are the tag prefixes (``brand:``, ``品牌:``, ...; ``""`` for unprefixed tags) whose
+  values occur verbatim in the titles of their products often enough (labels are derived
+  automatically: a span is positive when its text is one of the product's tags of that kind);
+* **candidates** are spans of whole units (a CJK character, a run of letters, a run of digits),
+  so ``iPhone 11 智能手机`` yields ``iphone``, ``11``, ``iphone 11``, ``智能``, ``手机``, ...;
+* a multinomial **logistic regression** (scikit-learn) on hashed span features (the span, its
+  first/last characters, shape, neighbouring characters, and how often the text was a tag in the
+  other folds of the training data) gives ``P(kind | span)``.
+
+Tags in the vocabulary get this probability as extra evidence (see ``labelrec.lexical``); tags
+outside it are suggested as new (``known: false``). Saved as arrays and JSON, no pickle.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from labelrec import metrics
+from labelrec.data import Product, TagVocab
+
+SPAN_META = "spans.json"
+SPAN_ARRAYS = "spans.npz"
+SPAN_FORMAT = 1
+N_FEATURES = 2**20
+N_FOLDS = 5
+MIN_VERBATIM = 20
+MIN_VERBATIM_SHARE = 0.3
+MAX_NEW_PER_PRODUCT = 30
+MIN_PROBABILITY = 0.01
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+_CJK_CHAR = re.compile(rf"[{_CJK}]")
+_UNIT = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W\d_])+|\d+")
+_PREFIX = re.compile(r"^([^\s:]{1,20}:)(.+)$")
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """``brand:Hornby`` -> (``brand:``, ``Hornby``); unprefixed tags have kind ``""``."""
+    m = _PREFIX.match(tag)
+    return (m.group(1), m.group(2)) if m else ("", tag)
+
+
+@functools.lru_cache(maxsize=65536)
+def char_class(ch: str) -> str:
+    """``C`` CJK, ``a`` letter, ``0`` digit, ``_`` space, ``^`` none, else the character."""
+    if not ch:
+        return "^"
+    if _CJK_CHAR.match(ch):
+        return "C"
+    if ch.isdigit():
+        return "0"
+    if ch.isalpha():
+        return "a"
+    if ch.isspace():
+        return "_"
+    return ch
+
+
+def shape(text: str) -> str:
+    """Character classes with runs collapsed: ``fi-65f`` -> ``a-0a``, ``连衣裙`` -> ``C``."""
+    out: list[str] = []
+    for ch in text:
+        c = char_class(ch)
+        if not out or out[-1] != c:
+            out.append(c)
+    return "".join(out)[:12]
+
+
+def units(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the units of ``text``: CJK characters, letter runs, digit runs."""
+    return [m.span() for m in _UNIT.finditer(text)]
+
+
+def candidates(text: str, max_units: int, max_chars: int) -> list[tuple[int, int, int]]:
+    """Spans (start, end, n_units) of 1..max_units whole units and at most max_chars chars."""
+    spans = units(text)
+    out = []
+    for i, (start, _) in enumerate(spans):
+        for j in range(i, min(i + max_units, len(spans))):
+            end = spans[j][1]
+            if end - start > max_chars:
+                break
+            out.append((start, end, j - i + 1))
+    return out
+
+
+def _bucket(count: float) -> int:
+    return int(min(8, math.log2(1 + count)))
+
+
+@dataclass
+class Kind:
+    """One kind of span tag (a tag prefix) and how its values are written."""
+
+    prefix: str
+    lowercase: bool
+    max_units: int
+
+
+class SpanStats:
+    """How often a text was a tag of each kind, and how often titles contained it."""
+
+    def __init__(self, n_kinds: int) -> None:
+        self.n_kinds = n_kinds
+        self.as_tag: dict[str, list[int]] = {}
+        self.in_titles: Counter[str] = Counter()
+
+    def add(self, tags: dict[str, int], contained: set[str], sign: int = 1) -> None:
+        for value, kind in tags.items():
+            row = self.as_tag.setdefault(value, [0] * self.n_kinds)
+            row[kind] += sign
+        for value in contained:
+            self.in_titles[value] += sign
+
+    def features(self, text: str) -> list[str]:
+        row = self.as_tag.get(text)
+        if row is None or not any(row):
+            return ["st=none"]
+        seen = max(self.in_titles.get(text, 0), 1)
+        feats = []
+        for kind, count in enumerate(row):
+            if count > 0:
+                share = min(count / seen, 1.0)
+                feats += [f"st{kind}={_bucket(count)}", f"sr{kind}={int(share * 10)}"]
+        return feats
+
+
+class SpanTagger:
+    """Proposes tags that are spans of the title, with P(kind | span)."""
+
+    def __init__(
+        self,
+        kinds: list[Kind],
+        coef: sp.csr_matrix,
+        intercept: np.ndarray,
+        stats: SpanStats,
+        vocab: TagVocab,
+        max_chars: int,
+    ) -> None:
+        self.kinds = kinds
+        self.coef = coef.tocsr().astype(np.float32)
+        self.intercept = np.asarray(intercept, dtype=np.float32)
+        self.stats = stats
+        self.vocab = vocab
+        self.max_chars = max_chars
+        self.max_units = max(k.max_units for k in kinds)
+        from sklearn.feature_extraction import FeatureHasher
+
+        self.hasher = FeatureHasher(N_FEATURES, input_type="string", alternate_sign=False)
+
+    # ------------------------------------------------------------------ training
+    @staticmethod
+    def find_kinds(products: list[Product], max_chars: int) -> list[Kind]:
+        """Tag prefixes whose values are verbatim spans of the title often enough."""
+        total: Counter[str] = Counter()
+        verbatim: Counter[str] = Counter()
+        lower_ok: Counter[str] = Counter()
+        n_units: dict[str, list[int]] = {}
+        for p in products:
+            title = p.title.lower()
+            bounds = units(title)
+            starts = {s for s, _ in bounds}
+            ends = {e for _, e in bounds}
+            for tag in p.tags:
+                prefix, value = split_tag(tag)
+                total[prefix] += 1
+                v = value.lower()
+                pos = title.find(v)
+                if pos < 0 or len(v) > max_chars or pos not in starts or pos + len(v) not in ends:
+                    continue
+                verbatim[prefix] += 1
+                lower_ok[prefix] += value == v
+                n_units.setdefault(prefix, []).append(len(units(v)))
+        kinds = []
+        for prefix, n in verbatim.items():
+            if n >= MIN_VERBATIM and n / total[prefix] >= MIN_VERBATIM_SHARE:
+                max_units = int(np.percentile(n_units[prefix], 99))
+                kinds.append(Kind(prefix, lower_ok[prefix] / n > 0.9, max(1, max_units)))
+        return sorted(kinds, key=lambda k: -verbatim[k.prefix])
+
+    @classmethod
+    def fit(
+        cls, products: list[Product], vocab: TagVocab, max_chars: int = 16, seed: int = 0
+    ) -> SpanTagger | None:
+        """Train on the spans of the training titles; None when no tag kind is verbatim."""
+        from sklearn.linear_model import LogisticRegression
+
+        kinds = cls.find_kinds(products, max_chars)
+        if not kinds:
+            return None
+        prefix_kind = {k.prefix: i + 1 for i, k in enumerate(kinds)}
+        max_units = max(k.max_units for k in kinds)
+        n_kinds = len(kinds) + 1
+        # per product: the gold span kinds and the candidate texts that are tag values somewhere
+        gold: list[dict[str, int]] = []
+        cands: list[list[tuple[int, int, int]]] = []
+        for p in products:
+            tags: dict[str, int] = {}
+            for tag in p.tags:
+                prefix, value = split_tag(tag)
+                if prefix in prefix_kind:
+                    tags.setdefault(value.lower(), prefix_kind[prefix])
+            gold.append(tags)
+            cands.append(candidates(p.title.lower(), max_units, max_chars))
+        values = {v for g in gold for v in g}
+        contained = [
+            {t for t in (p.title.lower()[s:e] for s, e, _ in c) if t in values}
+            for p, c in zip(products, cands, strict=True)
+        ]
+        full = SpanStats(n_kinds)
+        folds = [SpanStats(n_kinds) for _ in range(N_FOLDS)]
+        for i, (g, c) in enumerate(zip(gold, contained, strict=True)):
+            full.add(g, c)
+            folds[i % N_FOLDS].add(g, c)
+        rows: list[list[str]] = []
+        labels: list[int] = []
+        for fold in range(N_FOLDS):
+            other = SpanStats(n_kinds)  # statistics of the other folds: no label leaks in
+            other.as_tag = {
+                v: [a - b for a, b in zip(r, folds[fold].as_tag.get(v, [0] * n_kinds), strict=True)]
+                for v, r in full.as_tag.items()
+            }
+            other.in_titles = full.in_titles - folds[fold].in_titles
+            for i in range(fold, len(products), N_FOLDS):
+                title = products[i].title.lower()
+                occ = known_occurrences(title, cands[i], other)
+                for start, end, n in cands[i]:
+                    rows.append(span_features(title, start, end, n, other, occ))
+                    labels.append(gold[i].get(title[start:end], 0))
+        if len(set(labels)) < 2:
+            return None
+        from sklearn.feature_extraction import FeatureHasher
+
+        hasher = FeatureHasher(N_FEATURES, input_type="string", alternate_sign=False)
+        x = hasher.transform(rows).tocsr()
+        x.data = np.minimum(x.data, 1.0).astype(np.float32)
+        clf = LogisticRegression(C=4.0, max_iter=100, tol=1e-3, random_state=seed)
+        clf.fit(x, np.asarray(labels))
+        coef = np.zeros((n_kinds, N_FEATURES), dtype=np.float32)
+        intercept = np.full(n_kinds, -1e4, dtype=np.float32)
+        if len(clf.classes_) == 2:  # binary: sklearn keeps one row for the positive class
+            coef[clf.classes_[1]] = clf.coef_[0]
+            intercept[clf.classes_[1]] = clf.intercept_[0]
+            intercept[clf.classes_[0]] = 0.0
+            coef[clf.classes_[0]] = 0.0
+        else:
+            coef[clf.classes_] = clf.coef_
+            intercept[clf.classes_] = clf.intercept_
+        coef[np.abs(coef) < 1e-4] = 0.0
+        return cls(kinds, sp.csr_matrix(coef), intercept, full, vocab, max_chars)
+
+    # ------------------------------------------------------------------ prediction
+    def probabilities(self, product: Product) -> dict[str, float]:
+        """Proposed tags of one product (kind prefix + span text) -> probability."""
+        title = product.title.lower()
+        spans = candidates(title, self.max_units, self.max_chars)
+        if not spans:
+            return {}
+        occ = known_occurrences(title, spans, self.stats)
+        rows = [span_features(title, s, e, n, self.stats, occ) for s, e, n in spans]
+        x = self.hasher.transform(rows).tocsr()
+        x.data = np.minimum(x.data, 1.0).astype(np.float32)
+        logits = (x @ self.coef.T).toarray() + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        out: dict[str, float] = {}
+        for (start, end, n), row in zip(spans, probs, strict=True):
+            for k, kind in enumerate(self.kinds, start=1):
+                p = float(row[k])
+                if p < MIN_PROBABILITY or n > kind.max_units:
+                    continue
+                text = title[start:end] if kind.lowercase else product.title[start:end]
+                tag = kind.prefix + text
+                if p > out.get(tag, 0.0):
+                    out[tag] = p
+        return out
+
+    def known_and_new(self, products: list[Product]) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """(probabilities of vocabulary tags (n, n_tags), new tags per product -> probability)."""
+        known = np.zeros((len(products), len(self.vocab)), dtype=np.float32)
+        new: list[dict[str, float]] = []
+        index = self.vocab.index
+        if not hasattr(self, "_folded"):  # vocabulary tags by lower case: "brand:LEGO" -> Lego
+            self._folded: dict[str, int] = {}
+            for j, tag in enumerate(self.vocab.tags):
+                self._folded.setdefault(tag.lower(), j)
+        for i, product in enumerate(products):
+            row: dict[str, float] = {}
+            for tag, p in self.probabilities(product).items():
+                j = index.get(tag)
+                if j is None:
+                    j = self._folded.get(tag.lower())
+                if j is None:
+                    row[tag] = p
+                else:
+                    known[i, j] = max(known[i, j], p)
+            best = sorted(row.items(), key=lambda kv: -kv[1])[:MAX_NEW_PER_PRODUCT]
+            new.append(dict(best))
+        return known, new
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, model_dir: str | Path) -> None:
+        model_dir = Path(model_dir)
+        meta = {
+            "format_version": SPAN_FORMAT,
+            "max_chars": self.max_chars,
+            "kinds": [k.__dict__ for k in self.kinds],
+            "as_tag": self.stats.as_tag,
+            "in_titles": dict(self.stats.in_titles),
+        }
+        (model_dir / SPAN_META).write_text(json.dumps(meta, ensure_ascii=False), "utf-8")
+        np.savez_compressed(
+            model_dir / SPAN_ARRAYS,
+            coef_data=self.coef.data,
+            coef_indices=self.coef.indices.astype(np.int32),
+            coef_indptr=self.coef.indptr.astype(np.int64),
+            coef_shape=np.asarray(self.coef.shape, dtype=np.int64),
+            intercept=self.intercept,
+        )
+
+    @classmethod
+    def load(cls, model_dir: str | Path, vocab: TagVocab) -> SpanTagger | None:
+        model_dir = Path(model_dir)
+        meta_path = model_dir / SPAN_META
+        if not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format_version", 0) > SPAN_FORMAT:
+            raise ValueError(f"{meta_path}: span tagger format is newer than this labelrec")
+        kinds = [Kind(**k) for k in meta["kinds"]]
+        stats = SpanStats(len(kinds) + 1)
+        stats.as_tag = {k: list(v) for k, v in meta["as_tag"].items()}
+        stats.in_titles = Counter(meta["in_titles"])
+        with np.load(model_dir / SPAN_ARRAYS, allow_pickle=False) as data:
+            coef = sp.csr_matrix(
+                (data["coef_data"], data["coef_indices"], data["coef_indptr"]),
+                shape=tuple(int(v) for v in data["coef_shape"]),
+            )
+            intercept = data["intercept"]
+        return cls(kinds, coef, intercept, stats, vocab, int(meta["max_chars"]))
+
+
+def remove_span_files(model_dir: str | Path) -> None:
+    for name in (SPAN_META, SPAN_ARRAYS):
+        (Path(model_dir) / name).unlink(missing_ok=True)
+
+
+def known_occurrences(
+    title: str, spans: list[tuple[int, int, int]], stats: SpanStats
+) -> list[tuple[int, int]]:
+    """Where texts that were tags in training occur in ``title``."""
+    out = []
+    for start, end, _ in spans:
+        row = stats.as_tag.get(title[start:end])
+        if row is not None and any(row):
+            out.append((start, end))
+    return out
+
+
+def span_features(
+    title: str,
+    start: int,
+    end: int,
+    n_units: int,
+    stats: SpanStats,
+    occurrences: list[tuple[int, int]] = (),
+) -> list[str]:
+    """Hashed-feature strings of the span ``title[start:end]``.
+
+    ``occurrences`` (texts that were tags in training) tell whether the span cuts through a known
+    word, sits inside one or contains one.
+    """
+    s = title[start:end]
+    left = title[start - 1] if start > 0 else ""
+    right = title[end] if end < len(title) else ""
+    left2 = title[max(0, start - 2) : start]
+    right2 = title[end : end + 2]
+    lc, rc = char_class(left), char_class(right)
+    first, last = char_class(s[0]), char_class(s[-1])
+    sh = shape(s)
+    feats = [
+        f"w={s}",
+        f"b={s[:1]}",
+        f"e={s[-1:]}",
+        f"b2={s[:2]}",
+        f"e2={s[-2:]}",
+        f"n={min(len(s), 16)}",
+        f"u={n_units}",
+        f"sh={sh}",
+        f"l={left}",
+        f"r={right}",
+        f"l2={left2}",
+        f"r2={right2}",
+        f"lc={lc}",
+        f"rc={rc}",
+        f"lc|f={lc}|{first}",
+        f"rc|l={rc}|{last}",
+        f"e|r={s[-1:]}|{right}",
+        f"l|b={left}|{s[:1]}",
+        f"e|u={s[-1:]}|{n_units}",
+        f"l|r={left}|{right}",
+        f"lc|rc|sh={lc}|{rc}|{sh}",
+        f"pos={min(start, 8)}",
+        f"end={min(len(title) - end, 8)}",
+        "bias",
+    ]
+    feats += stats.features(s)
+    for a, b in occurrences:
+        if (a, b) == (start, end):
+            continue
+        if a < start < b < end or (a < start and b == end):
+            feats.append("cut_left" if b < end else "inside_right")
+        elif start < a < end < b or (a == start and end < b):
+            feats.append("cut_right" if a > start else "inside_left")
+        elif a < start and end < b:
+            feats.append("inside")
+        elif start <= a and b <= end:
+            feats.append("contains")
+    return feats
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def joint_matrices(
+    known: np.ndarray, new_tags: list[dict[str, float]], products: list[Product], vocab: TagVocab
+) -> tuple[sp.csr_matrix, np.ndarray, list[str]]:
+    """Gold and scores over the vocabulary + gold tags it lacks + proposed new tags.
+
+    A proposed new tag that matches a gold tag counts as a hit; any other takes a rank slot.
+    """
+    from labelrec.evaluate import gold_matrix, pad_scores
+
+    y, names = gold_matrix(products, vocab)
+    index = {t: j for j, t in enumerate(names)}
+    extra = {}
+    for row in new_tags:
+        for tag in row:
+            if tag not in index and tag not in extra:
+                extra[tag] = len(names) + len(extra)
+    names = names + list(extra)
+    y = sp.csr_matrix((y.data, y.indices, y.indptr), shape=(y.shape[0], len(names)))
+    scores = pad_scores(known, len(names))
+    for i, row in enumerate(new_tags):
+        for tag, s in row.items():
+            j = index.get(tag, extra.get(tag))
+            scores[i, j] = max(scores[i, j], s)
+    return y, scores, names
+
+
+@dataclass
+class OpenEvaluation:
+    metrics: dict[str, float]
+
+
+def evaluate_with_new_tags(
+    known: np.ndarray,
+    new_tags: list[dict[str, float]],
+    products: list[Product],
+    vocab: TagVocab,
+    thresholds: np.ndarray,
+    new_threshold: float,
+    ks: tuple[int, ...] = (1, 3, 5),
+) -> OpenEvaluation:
+    """The metrics of ``labelrec.evaluate`` over known and new tags ranked together."""
+    y, scores, names = joint_matrices(known, new_tags, products, vocab)
+    counts = np.zeros(len(names), dtype=np.float64)
+    counts[: len(vocab)] = vocab.counts
+    n_train = vocab.n_products or int(counts.max(initial=1))
+    inv_p = 1.0 / metrics.propensities(counts, n_train)
+    cut = np.full(len(names), float(new_threshold))
+    cut[: len(vocab)] = thresholds
+    result = metrics.evaluate_scores(y, scores, cut, inv_propensity=inv_p, ks=ks)
+    n_gold_new = y[:, len(vocab) :].sum()
+    top1 = np.argmax(scores, axis=1)
+    result["new_tag_share_of_top1"] = float((top1 >= len(vocab)).mean())
+    result["unknown_gold_share"] = float(n_gold_new / max(y.sum(), 1))
+    new_cols = np.arange(len(vocab), len(names))
+    if len(new_cols):
+        ys, ss = y[:, new_cols].toarray() > 0, scores[:, new_cols]
+        found = (ss >= new_threshold) & ys
+        result["new_tag_recall"] = float(found.sum() / max(ys.sum(), 1))
+        result["new_tag_precision"] = float(found.sum() / max((ss >= new_threshold).sum(), 1))
+    return OpenEvaluation(result)
+
+
+def tune_span_weight(
+    span: SpanTagger,
+    products: list[Product],
+    vocab: TagVocab,
+    fused: np.ndarray,
+    parents: np.ndarray | None,
+    grid: np.ndarray | None = None,
+) -> tuple[float, float, np.ndarray]:
+    """Span weight ``b`` maximising the valid objective over known + new tags, the threshold
+    of new tags (best micro-F1 on valid), and the final known-tag scores at ``b``."""
+    from labelrec.lexical import ancestor_consistent, objective
+
+    grid = np.round(np.linspace(0.0, 1.0, 21), 2) if grid is None else grid
+    known_span, new = span.known_and_new(products)
+    best: tuple[float, float, np.ndarray] | None = None
+    best_value = -1.0
+    for b in grid:
+        known = (1.0 - b) * fused + b * known_span
+        if parents is not None:
+            known = ancestor_consistent(known, parents)
+        scaled = [{t: b * p for t, p in row.items()} for row in new]
+        y, scores, _ = joint_matrices(known, scaled, products, vocab)
+        value = objective(y, scores)
+        if value > best_value + 1e-9:
+            best_value, best = value, (float(b), known, scaled)
+    assert best is not None
+    b, known, scaled = best
+    y, scores, _ = joint_matrices(known, scaled, products, vocab)
+    new_cols = slice(len(vocab), scores.shape[1])
+    new_threshold = 1.0
+    if scores.shape[1] > len(vocab) and b > 0:
+        new_threshold = metrics.tune_global_threshold(y[:, new_cols], scores[:, new_cols])
+    return b, new_threshold, known.astype(np.float32)
+
+
+def kind_precision(
+    known: np.ndarray,
+    new_tags: list[dict[str, float]] | None,
+    products: list[Product],
+    vocab: TagVocab,
+    prefix: str,
+) -> dict[str, float]:
+    """P@1 within one facet (tags starting with ``prefix``, e.g. ``brand:``).
+
+    Over the products that have a gold tag of the facet: is the best-scored tag of the facet one
+    of them? Reported for all such products, and split by whether a gold facet tag is in the
+    vocabulary ("known") or none is ("new": only an open-vocabulary tagger can get these).
+    """
+    cols = np.asarray([j for j, t in enumerate(vocab.tags) if t.startswith(prefix)], dtype=int)
+    hits: dict[str, list[float]] = {"": [], " known": [], " new": []}
+    for i, product in enumerate(products):
+        gold = {t for t in product.tags if t.startswith(prefix)}
+        if not gold:
+            continue
+        best_tag, best = None, -1.0
+        if len(cols):
+            j = cols[int(np.argmax(known[i, cols]))]
+            if known[i, j] > 0:
+                best_tag, best = vocab.tags[j], float(known[i, j])
+        if new_tags is not None:
+            for tag, score in new_tags[i].items():
+                if tag.startswith(prefix) and score > best:
+                    best_tag, best = tag, score
+        hit = float(best_tag in gold)
+        group = " known" if any(t in vocab.index for t in gold) else " new"
+        hits[""].append(hit)
+        hits[group].append(hit)
+    name = prefix.rstrip(":")
+    return {
+        f"facet {name}{g} P@1": float(np.mean(v)) if v else float("nan") for g, v in hits.items()
+    }

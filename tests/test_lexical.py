@@ -1,0 +1,220 @@
+"""The sparse lexical tagger, fusion with the neural scores, and category-path consistency."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from labelrec.config import ConfigError, load_config
+from labelrec.data import Product, TagVocab
+from labelrec.lexical import (
+    LEXICAL_ARRAYS,
+    LEXICAL_META,
+    EmbeddingNeighbours,
+    LexicalModel,
+    LexicalTagger,
+    ancestor_consistent,
+    fit_lexical,
+    hierarchical_precision,
+    parent_index,
+    tune_weight,
+    tune_weights,
+)
+
+TRAIN = [
+    Product("1", "hornby model railway train set", tags=["Hobbies", "Hobbies > Trains"]),
+    Product("2", "hornby steam engine carriage", tags=["Hobbies", "Hobbies > Trains"]),
+    Product("3", "wooden jigsaw puzzle 1000 pieces", tags=["Toys", "Toys > Puzzles"]),
+    Product("4", "jigsaw puzzle animal farm", tags=["Toys", "Toys > Puzzles"]),
+    Product("5", "乐高 积木 警察局", tags=["Toys", "Toys > Building"]),
+    Product("6", "乐高 城市 积木", tags=["Toys", "Toys > Building"]),
+]
+
+
+def lexical_cfg(**kw):
+    values = dict(
+        k=3,
+        power=2.0,
+        word_ngram_max=2,
+        char_ngram_min=2,
+        char_ngram_max=4,
+        max_features=None,
+        use_description=True,
+        weight=None,
+        embedding_k=2,
+        embedding_power=4.0,
+        embedding_weight=None,
+        ancestor_consistency=True,
+        path_separator=" > ",
+        open_vocab=False,
+        span_max_chars=16,
+    )
+    values.update(kw)
+    return types.SimpleNamespace(**values)
+
+
+@pytest.fixture
+def vocab() -> TagVocab:
+    return TagVocab.from_products(TRAIN)
+
+
+def test_knn_tagger_ranks_the_neighbours_tags_first(vocab: TagVocab) -> None:
+    tagger = LexicalTagger.fit(TRAIN, vocab.encode(TRAIN), k=2)
+    queries = [Product("q1", "hornby train"), Product("q2", "积木 乐高"), Product("q3", "jigsaw")]
+    scores = tagger.scores(queries)
+    assert scores.shape == (3, len(vocab))
+    assert vocab.tags[int(np.argmax(scores[0]))] in ("Hobbies", "Hobbies > Trains")
+    assert scores[1, vocab.index["Toys > Building"]] == pytest.approx(1.0, abs=1e-5)
+    assert scores[2, vocab.index["Toys > Puzzles"]] > scores[2, vocab.index["Hobbies > Trains"]]
+    assert np.all((scores >= 0) & (scores <= 1 + 1e-6))
+    # a text sharing nothing with the catalog gets no evidence at all
+    assert tagger.scores([Product("q4", "qqqq")]).sum() == 0
+
+
+def test_parent_index_and_ancestor_consistency() -> None:
+    tags = ["A", "A > B", "A > B > C", "A > D", "E"]
+    parents = parent_index(tags, " > ")
+    assert parents.tolist() == [-1, 0, 1, 0, -1]
+    assert parent_index(tags, None).tolist() == [-1] * 5
+    scores = np.array([[0.1, 0.2, 0.9, 0.3, 0.5], [0.8, 0.1, 0.0, 0.4, 0.0]], dtype=np.float32)
+    out = ancestor_consistent(scores, parents)
+    assert out[0].tolist() == pytest.approx([0.9, 0.9, 0.9, 0.3, 0.5])
+    assert out[1].tolist() == pytest.approx([0.8, 0.1, 0.0, 0.4, 0.0])
+    for child, parent in enumerate(parents):
+        if parent >= 0:
+            assert np.all(out[:, parent] >= out[:, child])
+    assert scores[0, 0] == pytest.approx(0.1)  # input untouched
+
+
+def test_hierarchical_precision_gives_credit_for_the_right_parent() -> None:
+    vocab = TagVocab.from_products([Product("1", "x", tags=["A", "A > B", "A > C", "D"])])
+    products = [Product("v", "x", tags=["A", "A > B"])]
+    idx = vocab.index
+    scores = np.zeros((1, len(vocab)), dtype=np.float32)
+    scores[0, idx["A > C"]] = 0.9  # wrong leaf, right parent: {A, A > C} -> 1 of 2 right
+    assert hierarchical_precision(scores, products, vocab, k=1) == pytest.approx(0.5)
+    scores[0, idx["D"]] = 0.95  # top-2 {D, A > C} -> closure {D, A, A > C}: 1 of 3
+    assert hierarchical_precision(scores, products, vocab, k=2) == pytest.approx(1 / 3)
+    new = [{"A > B": 0.99}]
+    assert hierarchical_precision(scores, products, vocab, k=1, new_tags=new) == 1.0
+
+
+def test_tune_weight_follows_the_better_source() -> None:
+    rng = np.random.default_rng(0)
+    y = sp.csr_matrix((rng.random((40, 6)) < 0.3).astype(np.float32))
+    truth = y.toarray() + 0.01 * rng.random((40, 6))
+    noise = rng.random((40, 6))
+    w, curve = tune_weight(y, truth, noise)
+    assert w == 1.0 and curve[1.0] >= max(curve.values()) - 1e-12
+    w, curve = tune_weight(y, noise, truth)
+    best = max(curve.values())
+    assert curve[0.0] == best and curve[1.0] < best  # lexical alone is perfect, neural is noise
+    assert w < 1.0 and curve[w] == best  # ties go to the larger neural weight
+    assert all(curve[v] < best for v in curve if v > w)
+
+
+def test_fit_lexical_save_load_round_trip(tmp_path: Path, vocab: TagVocab) -> None:
+    valid = [Product("v1", "hornby train set", tags=["Hobbies", "Hobbies > Trains"])]
+    valid += [Product("v2", "jigsaw puzzle farm", tags=["Toys", "Toys > Puzzles"])]
+    y_valid = vocab.encode(valid)
+    neural = np.full((2, len(vocab)), 0.2, dtype=np.float32)  # an uninformed model
+    model, fused, report = fit_lexical(
+        lexical_cfg(), TRAIN, vocab.encode(TRAIN), valid, y_valid, neural, vocab
+    )
+    assert report["fusion_weight"] < 1.0  # the lexical evidence is worth something here
+    assert vocab.tags[int(np.argmax(fused[0]))] in ("Hobbies", "Hobbies > Trains")
+    model.save(tmp_path)
+    meta = json.loads((tmp_path / LEXICAL_META).read_text(encoding="utf-8"))
+    assert meta["weight"] == model.weight
+    with np.load(tmp_path / LEXICAL_ARRAYS, allow_pickle=False) as data:  # no pickled objects
+        assert "x_data" in data.files
+    loaded = LexicalModel.load(tmp_path, vocab)
+    np.testing.assert_allclose(loaded.fuse(valid, neural), fused, atol=1e-6)
+    assert LexicalModel.load(tmp_path / "missing", vocab) is None
+
+
+def test_fixed_weight_one_keeps_the_neural_scores_but_orders_paths(vocab: TagVocab) -> None:
+    valid = [Product("v1", "hornby", tags=["Hobbies"])]
+    neural = np.zeros((1, len(vocab)), dtype=np.float32)
+    neural[0, vocab.index["Hobbies > Trains"]] = 0.7
+    cfg = lexical_cfg(weight=1.0)
+    y_valid = vocab.encode(valid)
+    _, fused, report = fit_lexical(cfg, TRAIN, vocab.encode(TRAIN), valid, y_valid, neural, vocab)
+    assert report["fusion_weight"] == 1.0
+    assert fused[0, vocab.index["Hobbies"]] == pytest.approx(0.7)  # parent lifted to its child
+
+
+def test_config_checks_lexical_fields() -> None:
+    cfg = load_config(None, ["lexical.weight=0.25", "lexical.k=7"])
+    assert cfg.lexical.weight == 0.25 and cfg.lexical.k == 7
+    with pytest.raises(ConfigError, match="lexical.weight"):
+        load_config(None, ["lexical.weight=1.5"])
+    with pytest.raises(ConfigError, match="lexical.char_ngram_max"):
+        load_config(None, ["lexical.char_ngram_min=4", "lexical.char_ngram_max=3"])
+
+
+def test_trained_model_serves_fused_scores(trained_model_dir: Path, tmp_path: Path) -> None:
+    from labelrec.predict import TagRecommender
+
+    assert (trained_model_dir / LEXICAL_META).is_file()
+    rec = TagRecommender.load(trained_model_dir)
+    assert rec.lexical is not None
+    items = ["Hornby model railway train set", "jigsaw puzzle 500 pieces"]
+    fused, _ = rec.predict_scores(items)
+    plain_dir = tmp_path / "plain"
+    shutil.copytree(trained_model_dir, plain_dir)
+    for name in (LEXICAL_META, LEXICAL_ARRAYS, "spans.json", "spans.npz"):
+        (plain_dir / name).unlink(missing_ok=True)
+    plain = TagRecommender.load(plain_dir)
+    assert plain.lexical is None
+    neural, emb = plain.predict_scores(items, with_embeddings=True)
+    products = [Product(str(i), t) for i, t in enumerate(items)]
+    np.testing.assert_allclose(fused, rec.lexical.fuse(products, neural, emb), atol=1e-5)
+    scores, none = rec.predict_scores(items)  # embeddings are used inside, not returned
+    assert none is None and np.allclose(scores, fused)
+    top = rec.recommend(items, limit=3, threshold=0.0)
+    assert [s.tag for s in top[0]][:1] != [] and top[0][0].score >= top[0][-1].score
+
+
+def test_embedding_neighbours_and_three_way_weights(tmp_path: Path, vocab: TagVocab) -> None:
+    y = vocab.encode(TRAIN)
+    emb = np.eye(len(TRAIN), 4, dtype=np.float32) + 0.01  # product i points along axis i (< 4)
+    emb[4:] = [0.0, 0.0, 1.0, 1.0]  # the two building-block products share a direction
+    neighbours = EmbeddingNeighbours(emb, y, k=1, power=1.0)
+    out = neighbours.scores(np.array([[0.0, 0.0, 0.9, 1.0], [1.0, 0.0, 0.0, 0.0]]))
+    assert out[0, vocab.index["Toys > Building"]] == pytest.approx(1.0)
+    assert out[1, vocab.index["Hobbies > Trains"]] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="label rows"):
+        EmbeddingNeighbours(emb[:3], y)
+    rng = np.random.default_rng(1)
+    gold = (rng.random((30, 5)) < 0.3).astype(np.float32)
+    noise = rng.random((30, 5)).astype(np.float32)
+    w, e, curve = tune_weights(gold, noise, noise * 0.5, gold + 0.01 * noise, step=0.25)
+    assert e > 0 and curve[(w, e)] == max(curve.values())
+    assert all(a + b <= 1 + 1e-9 for a, b in curve)
+    w, e, _ = tune_weights(gold, gold, noise, noise, step=0.25, embedding_weight=0.25)
+    assert (w, e) == (0.75, 0.25)  # the fixed weight is kept, the rest goes to the best source
+    # fitted with embeddings, saved and loaded, the model needs them to fuse
+    valid = [Product("v1", "hornby train", tags=["Hobbies", "Hobbies > Trains"])]
+    valid_emb = np.array([[1.0, 0.1, 0.0, 0.0]], dtype=np.float32)
+    neural = np.full((1, len(vocab)), 0.1, dtype=np.float32)
+    model, fused, report = fit_lexical(
+        lexical_cfg(), TRAIN, y, valid, vocab.encode(valid), neural, vocab, emb, valid_emb
+    )
+    assert "embedding_knn_objective" in report
+    model.embedding_weight = 0.5
+    model.weight = 0.25
+    model.save(tmp_path)
+    loaded = LexicalModel.load(tmp_path, vocab)
+    assert loaded.needs_embeddings
+    np.testing.assert_allclose(
+        loaded.fuse(valid, neural, valid_emb), model.fuse(valid, neural, valid_emb), atol=1e-3
+    )
+    with pytest.raises(ValueError, match="embeddings"):
+        loaded.fuse(valid, neural)

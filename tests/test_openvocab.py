@@ -1,0 +1,97 @@
+"""Open-vocabulary span tags: candidates, learning which spans are tags, joint evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelrec.data import Product, TagVocab
+from labelrec.openvocab import (
+    SpanTagger,
+    candidates,
+    evaluate_with_new_tags,
+    joint_matrices,
+    split_tag,
+    units,
+)
+
+BRANDS = [
+    "Acme", "Brio", "Corgi", "Dala", "Ertl", "Fisko", "Galt", "Hape", "Imex", "Janod",
+    "Kidco", "Lundby", "Mebo", "Nuby", "Orchard", "Plantoys", "Quercetti", "Revell", "Schleich",
+    "Tomy", "Ubbi", "Vtech", "Wader", "Xeno", "Yookidoo", "Zapf", "Bruder", "Chicco", "Djeco",
+]  # fmt: skip
+THINGS = ["wooden train set", "toy car red", "puzzle 100 pieces", "plush bear", "kite blue"]
+
+
+def catalog() -> list[Product]:
+    out = []
+    for i, brand in enumerate(BRANDS):
+        thing = THINGS[i % len(THINGS)]
+        tags = ["Toys", f"brand:{brand}"]
+        out.append(Product(f"p{i}", f"{brand} {thing}", tags=tags))
+        out.append(Product(f"q{i}", f"{brand} {THINGS[(i + 2) % len(THINGS)]}", tags=tags))
+    return out
+
+
+def test_units_and_candidates_cover_mixed_titles() -> None:
+    title = "iphone 11 智能手机"
+    assert [title[s:e] for s, e in units(title)] == ["iphone", "11", "智", "能", "手", "机"]
+    spans = {title[s:e] for s, e, _ in candidates(title, max_units=3, max_chars=11)}
+    assert {"iphone", "11", "iphone 11", "手机", "智能手"} <= spans
+    assert "iphone 11 智" in spans and "iphone 11 智能" not in spans  # at most 3 units
+    assert all(len(t) <= 11 for t in spans)
+    assert "iphone 11" not in {title[s:e] for s, e, _ in candidates(title, 3, 8)}
+    assert split_tag("brand:Hornby") == ("brand:", "Hornby")
+    assert split_tag("品牌:华为") == ("品牌:", "华为")
+    assert split_tag("Hobbies > Trains") == ("", "Hobbies > Trains")
+
+
+def test_span_tagger_proposes_unseen_brands(tmp_path: Path) -> None:
+    train = catalog()
+    vocab = TagVocab.from_products(train)
+    tagger = SpanTagger.fit(train, vocab)
+    assert tagger is not None and [k.prefix for k in tagger.kinds] == ["brand:"]
+    assert not tagger.kinds[0].lowercase  # brands keep the title's casing
+    queries = [Product("n1", "Zorblax wooden train set"), Product("n2", "brio plush bear")]
+    known, new = tagger.known_and_new(queries)
+    best_new = max(new[0], key=new[0].get)
+    assert best_new == "brand:Zorblax"
+    assert new[0][best_new] > 0.5
+    assert all(v < 0.5 for t, v in new[0].items() if t != best_new)  # "wooden", "train set"...
+    # a known brand written in lower case maps onto the vocabulary's spelling
+    assert known[1, vocab.index["brand:Brio"]] == known[1].max() > 0.5
+    assert "brand:brio" not in new[1]
+    tagger.save(tmp_path)
+    again = SpanTagger.load(tmp_path, vocab)
+    known2, new2 = again.known_and_new(queries)
+    np.testing.assert_allclose(known, known2, atol=1e-6)
+    assert new2[0].keys() == new[0].keys()
+
+
+def test_no_span_kinds_no_tagger() -> None:
+    train = [Product(str(i), f"title {i}", tags=["Toys > Cars"]) for i in range(30)]
+    assert SpanTagger.fit(train, TagVocab.from_products(train)) is None
+
+
+def test_joint_evaluation_counts_new_tags_that_match_gold() -> None:
+    vocab = TagVocab.from_products([Product("t", "x", tags=["brand:A", "Toys"])])
+    products = [
+        Product("v1", "B thing", tags=["brand:B", "Toys"]),  # brand:B is unknown to the vocab
+        Product("v2", "A thing", tags=["brand:A"]),
+    ]
+    known = np.zeros((2, len(vocab)), dtype=np.float32)
+    known[0, vocab.index["Toys"]] = 0.6
+    known[1, vocab.index["brand:A"]] = 0.9
+    new = [{"brand:B": 0.8, "brand:thing": 0.7}, {}]
+    y, scores, names = joint_matrices(known, new, products, vocab)
+    assert names[len(vocab)] == "brand:B" and "brand:thing" in names
+    assert y.shape == scores.shape and y.sum() == 3
+    ev = evaluate_with_new_tags(known, new, products, vocab, np.full(len(vocab), 0.5), 0.75)
+    assert ev.metrics["P@1"] == 1.0  # brand:B (new, right) then brand:A
+    assert ev.metrics["P@3"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert ev.metrics["new_tag_recall"] == 1.0 and ev.metrics["new_tag_precision"] == 1.0
+    closed = evaluate_with_new_tags(known, [{}, {}], products, vocab, np.full(len(vocab), 0.5), 1)
+    assert closed.metrics["micro_recall"] == pytest.approx(2 / 3)  # brand:B cannot be found
+    assert ev.metrics["micro_recall"] == 1.0

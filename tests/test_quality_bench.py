@@ -1,0 +1,62 @@
+"""benchmarks/quality.py: peers and labelrec scored by the same metric code, one table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import toy_catalog
+
+from labelrec.data import Product, TagVocab
+from labelrec.evaluate import evaluate_scores_on
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+quality = pytest.importorskip("quality")
+
+
+def split() -> tuple[list[Product], list[Product]]:
+    rows = [Product(**r) for r in toy_catalog(8)]
+    return [p for p in rows if not p.id.startswith("p7-")], [
+        p for p in rows if p.id.startswith("p7-")
+    ]
+
+
+def test_score_system_tunes_thresholds_and_matches_evaluate() -> None:
+    train, valid = split()
+    vocab = TagVocab.from_products(train)
+    scores = vocab.encode(valid).toarray().astype(np.float32) * 0.8 + 0.1
+    row = quality.score_system("toy", "oracle", scores, valid, vocab, None, 1.0, 2.0)
+    assert row.metrics["P@1"] == 1.0 and row.metrics["micro_f1"] == 1.0
+    plain = evaluate_scores_on(scores, valid, vocab, 0.5).metrics
+    for key in ("P@1", "P@3", "nDCG@3", "PSP@5"):
+        assert row.metrics[key] == pytest.approx(plain[key])
+    assert 0 < row.metrics["hP@3"] <= 1
+    table = quality.format_table([row])
+    assert table.splitlines()[0].startswith("| catalog | system | P@1")
+    assert "| toy | oracle | 1.000 |" in table
+
+
+def test_peers_are_trained_and_scored_on_the_vocabulary() -> None:
+    pytest.importorskip("omikuji")
+    pytest.importorskip("fasttext")
+    train, valid = split()
+    vocab = TagVocab.from_products(train)
+    rows = quality.run_peers("toy", train, valid, vocab, threads=1)
+    assert [r.system for r in rows] == ["Omikuji", "fastText"]
+    omikuji = rows[0]
+    assert omikuji.metrics["P@1"] > 0.5  # titles carry the tags: a lexical model finds them
+    assert omikuji.train_seconds > 0 and omikuji.products_per_s > 0
+
+
+def test_labelrec_rows_include_parts(trained_model_dir: Path, toy_data_dir: Path) -> None:
+    from labelrec.data import read_catalog
+
+    valid = read_catalog(toy_data_dir / "valid.jsonl").products
+    rows, vocab = quality.eval_labelrec("toy", trained_model_dir, valid, 12.0, parts=True)
+    names = [r.system.strip() for r in rows]
+    assert names[0] == "labelrec" and "neural (LoRA) only" in names
+    assert any(n.startswith("neural+kNNs") for n in names) and "TF-IDF kNN only" in names
+    assert rows[0].train_seconds == 12.0 and rows[0].products_per_s > 0
+    assert len(vocab) > 0

@@ -1,0 +1,240 @@
+"""The service over real HTTP: ``bentoml serve`` (bentofile.yaml) in a subprocess on 127.0.0.1,
+the tiny trained tagger behind a symlink; probes, metrics, bad input, a reload under load, and
+``bentoml build``. Starting the server takes 10-30 s on 2 cores, hence ``slow``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("bentoml")
+httpx = pytest.importorskip("httpx")
+
+from test_service import copy_model, point  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp / "bentoml_home"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "LABELREC_POLL_SECONDS": "0",
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    url: str
+    link: Path
+    models: dict[str, Path]
+    process: subprocess.Popen
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def server(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``bentoml serve`` from the repo root (bentofile.yaml names the service)."""
+    tmp = tmp_path_factory.mktemp("http")
+    models = {
+        "v1": copy_model(trained_model_dir, tmp / "v1"),
+        "v2": copy_model(trained_model_dir, tmp / "v2", threshold=0.0),
+        "garbage": copy_model(trained_model_dir, tmp / "garbage", garbage_weights=True),
+    }
+    link = tmp / "current"
+    point(link, models["v1"])
+    port = free_port()
+    log = tmp / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [BENTOML, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=service_env(tmp, LABELREC_MODEL_URI=str(link)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"bentoml serve exited ({process.returncode}):\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"bentoml serve not ready after 300 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield Server(url, link, models, process, log)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+def test_probes_endpoints_and_metrics(http: httpx.Client) -> None:
+    for probe in ("/healthz", "/livez", "/readyz"):
+        assert http.get(probe).status_code == 200, probe
+    curl = {"product": {"title": "LEGO City Police Station 60316", "description": ""}, "limit": 5}
+    one = http.post("/suggest", json=curl)
+    assert one.status_code == 200, one.text
+    assert 0 < len(one.json()["tags"]) <= 5
+    batch = http.post("/suggest_batch", json={"products": [{"title": "lego"}, {"title": "bear"}]})
+    assert [r["model_version"] for r in batch.json()["results"]] == [
+        one.json()["model_version"]
+    ] * 2
+    assert http.get("/tags").json()["count"] == len(http.get("/tags").json()["tags"]) > 0
+    assert http.get("/model").json()["version"] == one.json()["model_version"]
+    assert "/suggest_file" in http.get("/docs.json").json()["paths"]
+    with ThreadPoolExecutor(8) as pool:  # overlapping requests go through the batcher
+        answers = pool.map(lambda _: http.post("/suggest", json=curl).status_code, range(32))
+        assert set(answers) == {200}
+    metrics = http.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'endpoint="/suggest"' in metrics.text  # BentoML's request counters
+    assert "bentoml_service_adaptive_batch_size_count" in metrics.text  # through the batcher
+
+
+def test_bad_input_is_a_4xx_and_the_server_keeps_serving(
+    http: httpx.Client, server: Server
+) -> None:
+    json_headers = {"content-type": "application/json"}
+    bad = [
+        ("/suggest", b'{"product": {"title": ""}}'),
+        ("/suggest", b'{"product": {}}'),
+        ("/suggest", b'{"product": {"title": ["a"]}}'),
+        ("/suggest", b'{"product": {"title": "caf\xe9 \xff\xfe"}}'),
+        ("/suggest", b"\x00\x01garbage"),
+        ("/suggest_batch", json.dumps({"products": [{"title": "t"}] * 300}).encode()),
+    ]
+    for path, body in bad:
+        answer = http.post(path, content=body, headers=json_headers)
+        assert answer.status_code == 400, (path, body[:40], answer.text)
+        assert "error" in answer.json()
+    big = {"product": {"title": "lego", "description": "x" * 1_000_000}}
+    assert http.post("/suggest", json=big).status_code == 200
+    upload = http.post("/suggest_file", files={"file": ("c.csv", b"id,title\n1,\n")})
+    assert upload.status_code == 400 and "line 2" in upload.json()["error"]
+    assert server.process.poll() is None
+    assert http.get("/readyz").status_code == 200
+    assert http.post("/suggest", json={"product": {"title": "lego"}}).status_code == 200
+
+
+def test_suggest_file_streams_the_scored_catalog(http: httpx.Client) -> None:
+    rows = "".join(f'{{"id": "p{i}", "title": "wooden puzzle {i}"}}\n' for i in range(600))
+    with http.stream(
+        "POST", "/suggest_file", files={"file": ("shop.jsonl", rows.encode())}, data={"limit": "2"}
+    ) as answer:
+        assert answer.status_code == 200
+        assert answer.headers.get("transfer-encoding") == "chunked"
+        lines = [json.loads(line) for line in answer.iter_lines() if line]
+    assert [r["id"] for r in lines] == [f"p{i}" for i in range(600)]
+
+
+def test_reload_while_requests_run(http: httpx.Client, server: Server) -> None:
+    """No request fails while the model switches; each client sees v1 then v2, never back."""
+    v1 = http.get("/model").json()["version"]
+    stop = threading.Event()
+    seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
+
+    def hammer(i: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            while not stop.is_set():
+                answer = client.post(
+                    "/suggest_batch",
+                    json={"products": [{"title": f"lego police {i}"}] * (1 + i), "limit": 12},
+                )
+                versions = {r["model_version"] for r in answer.json().get("results", [])}
+                seen[i].append(
+                    (answer.status_code, ",".join(sorted(versions)) or answer.text[:300])
+                )
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)
+        point(server.link, server.models["v2"])
+        switched = http.post("/reload")
+        assert switched.status_code == 200 and switched.json()["status"] == "reloaded"
+        v2 = switched.json()["model_version"]
+        time.sleep(1.5)
+        point(server.link, server.models["garbage"])
+        refused = http.post("/reload")
+        assert refused.status_code == 409 and refused.json()["model_version"] == v2
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert v1 != v2
+    for answers in seen:
+        failed = [a for a in answers if a[0] != 200]
+        assert answers and not failed, failed
+        versions = [v for _, v in answers]
+        assert set(versions) <= {v1, v2}  # one model per answer, never a mix
+        assert versions == sorted(versions, key=lambda v: v == v2)  # v1... then v2...
+    assert any(v == v1 for a in seen for _, v in a) and any(v == v2 for a in seen for _, v in a)
+    model = http.get("/model").json()
+    assert model["version"] == v2 and model["last_error"] and model["refused"] >= 1
+    point(server.link, server.models["v1"])
+
+
+def test_bentoml_build_works_offline(tmp_path: Path) -> None:
+    env = service_env(tmp_path)
+    done = subprocess.run(
+        [BENTOML, "build", "--output", "tag"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    bentos = list((tmp_path / "bentoml_home" / "bentos" / "labelrec").glob("*/bento.yaml"))
+    assert len(bentos) == 1
+    bento = bentos[0].parent
+    assert (bento / "src" / "labelrec" / "service.py").is_file()
+    assert not (bento / "src" / "tests").exists() and not (bento / "src" / "runs").exists()
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text()
+    assert "bentoml==1.4.40" in requirements and "transformers" in requirements
