@@ -312,53 +312,71 @@ async def run_load(
     return load
 
 
-def measure(url: str, titles: list[str], seconds: float, label: str) -> dict[str, Any]:
+def measure(
+    url: str, titles: list[str], seconds: float, label: str, local: Any = None
+) -> dict[str, Any]:
+    """Load levels against one server; with ``local`` (an InProcess) the in-process throughput is
+    measured right before and after /suggest_batch, while the server idles, and averaged (the
+    machine's other load drifts)."""
     out: dict[str, Any] = {}
     asyncio.run(run_load(url, titles, 4, 3))  # warm-up (also trains BentoML's batcher)
     for c in (1, 8, 32):
         out[f"suggest_c{c}"] = asyncio.run(run_load(url, titles, c, seconds)).summary()
         print(f"  {label} /suggest c={c}: {out[f'suggest_c{c}']}", file=sys.stderr)
+    before = local.measure(titles) if local else None
     out["batch"] = asyncio.run(run_load(url, titles, 2, seconds, batch=BATCH)).summary()
     print(f"  {label} /suggest_batch: {out['batch']}", file=sys.stderr)
+    if local:
+        after = local.measure(titles)
+        out["in_process"] = {k: (before[k] + after[k]) / 2 for k in before} | {
+            "before": before,
+            "after": after,
+        }
+        print(f"  in-process: {out['in_process']}", file=sys.stderr)
     return out
 
 
-def in_process(model: Path, titles: list[str], quantize: bool) -> dict[str, float]:
-    """Throughput of TagRecommender.recommend in batches of 64, and its batch-1 latency.
+class InProcess:
+    """TagRecommender.recommend in batches of 64 (throughput) and one by one (latency).
 
     As in the service, the model is loaded in the main thread and runs in a worker thread (on a
     busy machine torch runs far slower in the thread that loaded it than in another one, which
     would flatter the service)."""
-    from concurrent.futures import ThreadPoolExecutor
 
-    from labelrec.predict import TagRecommender
+    def __init__(self, model: Path, titles: list[str], quantize: bool) -> None:
+        from concurrent.futures import ThreadPoolExecutor
 
-    rec = TagRecommender.load(model, quantize=quantize, batch_size=BATCH)
-    rec.recommend(titles[:BATCH], 5)  # warm-up, like the service's probe
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(_in_process, rec, titles).result()
+        from labelrec.predict import TagRecommender
 
+        self.rec = TagRecommender.load(model, quantize=quantize, batch_size=BATCH)
+        self.rec.recommend(titles[:BATCH], 5)  # warm-up, like the service's probe
+        self.pool = ThreadPoolExecutor(1)
 
-def _in_process(rec: Any, titles: list[str]) -> dict[str, float]:
-    rec.recommend(titles[:BATCH], 5)
-    sample = titles[:1024]
-    t0 = time.perf_counter()
-    for i in range(0, len(sample), BATCH):
-        rec.recommend(sample[i : i + BATCH], 5)
-    throughput = len(sample) / (time.perf_counter() - t0)
-    single = []
-    for title in titles[:100]:
+    def measure(self, titles: list[str]) -> dict[str, float]:
+        return self.pool.submit(self._measure, titles).result()
+
+    def _measure(self, titles: list[str]) -> dict[str, float]:
+        rec = self.rec
+        rec.recommend(titles[:BATCH], 5)
+        sample = titles[:512]
         t0 = time.perf_counter()
-        rec.recommend([title], 5)
-        single.append((time.perf_counter() - t0) * 1000)
-    return {"products_per_s": throughput, "batch1_p50_ms": float(np.percentile(single, 50))}
+        for i in range(0, len(sample), BATCH):
+            rec.recommend(sample[i : i + BATCH], 5)
+        throughput = len(sample) / (time.perf_counter() - t0)
+        single = []
+        for title in titles[:50]:
+            t0 = time.perf_counter()
+            rec.recommend([title], 5)
+            single.append((time.perf_counter() - t0) * 1000)
+        return {"products_per_s": throughput, "batch1_p50_ms": float(np.percentile(single, 50))}
 
 
 # --------------------------------------------------------------------------- report
 
 
 def table(results: dict[str, Any]) -> str:
-    svc, base, inproc = results["service"], results["baseline"], results["in_process"]
+    svc, base = results["service"], results["baseline"]
+    inproc = svc["in_process"]
     lines = [
         "| load | labelrec p50 ms | p99 ms | req/s | baseline p50 ms | p99 ms | req/s "
         "| throughput ratio |",
@@ -385,7 +403,8 @@ def table(results: dict[str, Any]) -> str:
         "",
         "| target | measured | met |",
         "|---|---:|:-:|",
-        f"| /suggest p50 at concurrency 1 < 15 ms | {c1:.1f} ms | {'yes' if c1 < 15 else 'no'} |",
+        f"| /suggest p50 at concurrency 1 < 15 ms (in-process one by one: "
+        f"{inproc['batch1_p50_ms']:.1f} ms) | {c1:.1f} ms | {'yes' if c1 < 15 else 'no'} |",
         f"| /suggest_batch >= 80% of in-process ({inproc['products_per_s']:.0f} products/s) "
         f"| {100 * ratio:.0f}% | {'yes' if ratio >= 0.8 else 'no'} |",
         f"| >= 3x the naive baseline (/suggest_batch products/s) | {speedup:.1f}x "
@@ -440,9 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "load_average_start": os.getloadavg(),
     }
-    print(f"in-process throughput ({len(titles)} titles)...", file=sys.stderr)
-    results["in_process"] = in_process(args.model, titles, args.quantize)
-    print(f"  {results['in_process']}", file=sys.stderr)
+    local = InProcess(args.model, titles, args.quantize)
 
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     port = free_port()
@@ -458,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results["service_start_s"] = wait_ready(url, proc, log)
         print(f"service ready in {results['service_start_s']:.0f} s", file=sys.stderr)
-        results["service"] = measure(url, titles, args.seconds, "labelrec")
+        results["service"] = measure(url, titles, args.seconds, "labelrec", local)
         if args.soak > 0:
             total = args.soak_warmup + args.soak
             print(f"soak {total:.0f} s at concurrency 32...", file=sys.stderr)
