@@ -61,18 +61,6 @@ MALFORMED: list[tuple[str, bytes | None]] = [
 # --------------------------------------------------------------------------- servers
 
 
-def bento_envs() -> dict[str, str]:
-    """The MALLOC_* settings of bentofile.yaml's ``envs``."""
-    import yaml
-
-    bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text(encoding="utf-8"))
-    return {
-        e["name"]: str(e["value"])
-        for e in bentofile.get("envs", [])
-        if e["name"].startswith("MALLOC_")
-    }
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -480,7 +468,6 @@ def main(argv: list[str] | None = None) -> int:
         "LABELREC_MODEL_URI": str(args.model.resolve()),
         "LABELREC_POLL_SECONDS": "0",
         "LABELREC_QUANTIZE": "1" if args.quantize else "",
-        **bento_envs(),  # as in the container: bentofile.yaml's envs (glibc malloc settings)
     }
     log = logs / "labelrec-bench-service.log"
     cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", "labelrec.service:LabelRec"]
