@@ -45,38 +45,49 @@ def product_text(product: Product) -> str:
     return " ".join(text.split())
 
 
-class TfidfFeatures:
-    """TF-IDF over word unigrams+bigrams and character 2-5-grams (within word boundaries).
+FEATURE_SETS = {
+    "word+char_wb2-5": (("word", 1, 2), ("char_wb", 2, 5)),
+    "word+char1-2": (("word", 1, 2), ("char", 1, 2)),
+    "char1-2": (("char", 1, 2),),
+}
 
-    Character n-grams make the features work for Chinese, where a "word" by whitespace is a whole
-    title. Rows are L2-normalised after stacking.
+
+class TfidfFeatures:
+    """TF-IDF over word and/or character n-grams, stacked and L2-normalised per row.
+
+    ``kind`` names one of ``FEATURE_SETS``: word 1-2-grams with character 2-5-grams inside word
+    boundaries (English), or with character 1-2-grams (Chinese titles have no spaces, so a
+    whitespace "word" is a whole title), or character 1-2-grams alone.
     """
 
-    def __init__(self, min_df: int = 1, max_features: int | None = 200_000) -> None:
+    def __init__(
+        self, kind: str = "word+char_wb2-5", min_df: int = 1, max_features: int | None = 200_000
+    ) -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        self.word = TfidfVectorizer(
-            ngram_range=(1, 2), min_df=min_df, sublinear_tf=True, max_features=max_features
-        )
-        self.char = TfidfVectorizer(
-            analyzer="char_wb",
-            ngram_range=(2, 5),
-            min_df=min_df,
-            sublinear_tf=True,
-            max_features=max_features,
-        )
+        self.kind = kind
+        self.vectorizers = [
+            TfidfVectorizer(
+                analyzer=analyzer,
+                ngram_range=(lo, hi),
+                min_df=min_df,
+                sublinear_tf=True,
+                max_features=max_features,
+            )
+            for analyzer, lo, hi in FEATURE_SETS[kind]
+        ]
 
     def fit_transform(self, texts: list[str]) -> sp.csr_matrix:
-        return self._stack(self.word.fit_transform(texts), self.char.fit_transform(texts))
+        return self._stack([v.fit_transform(texts) for v in self.vectorizers])
 
     def transform(self, texts: list[str]) -> sp.csr_matrix:
-        return self._stack(self.word.transform(texts), self.char.transform(texts))
+        return self._stack([v.transform(texts) for v in self.vectorizers])
 
     @staticmethod
-    def _stack(a: sp.spmatrix, b: sp.spmatrix) -> sp.csr_matrix:
+    def _stack(parts: list[sp.spmatrix]) -> sp.csr_matrix:
         from sklearn.preprocessing import normalize
 
-        return normalize(sp.hstack([a, b]).tocsr().astype(np.float32))
+        return normalize(sp.hstack(parts).tocsr().astype(np.float32))
 
 
 class OmikujiPeer:
@@ -98,6 +109,7 @@ class OmikujiPeer:
         collapse_every_n_layers: int = 0,
         cluster_balanced: bool = True,
         min_df: int = 1,
+        features: str = "word+char_wb2-5",
     ) -> None:
         self.n_threads = n_threads
         self.top_k = top_k
@@ -108,7 +120,8 @@ class OmikujiPeer:
             "collapse_every_n_layers": collapse_every_n_layers,
             "cluster_balanced": cluster_balanced,
         }
-        self.features = TfidfFeatures(min_df=min_df)
+        self.features = TfidfFeatures(features, min_df=min_df)
+        self.setting = features
         self.model = None
 
     def fit(self, products: list[Product], y: sp.csr_matrix) -> OmikujiPeer:
@@ -185,6 +198,7 @@ class FastTextPeer:
             "seed": seed,
             "verbose": 0,
         }
+        self.setting = f"{epoch} epochs"
         self.top_k = top_k
         self.model = None
 

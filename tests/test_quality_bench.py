@@ -44,7 +44,7 @@ def test_peers_are_trained_and_scored_on_the_vocabulary() -> None:
     train, valid = split()
     vocab = TagVocab.from_products(train)
     rows = quality.run_peers("toy", train, valid, vocab, threads=1)
-    assert [r.system for r in rows] == ["Omikuji", "fastText"]
+    assert [r.system.split(" (")[0] for r in rows] == ["Omikuji", "fastText"]
     omikuji = rows[0]
     assert omikuji.metrics["P@1"] > 0.5  # titles carry the tags: a lexical model finds them
     assert omikuji.train_seconds > 0 and omikuji.products_per_s > 0
