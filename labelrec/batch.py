@@ -13,7 +13,7 @@ from labelrec.data import Product, iter_catalog
 Scorer = Callable[[list[Product]], list[list[dict[str, Any]]]]
 
 
-class _Writer:
+class TagWriter:
     """Streams rows to .jsonl, .csv or .parquet by the output file's extension."""
 
     def __init__(self, path: Path) -> None:
@@ -99,7 +99,7 @@ def score_file(
 
     Rows already written stay written if a later chunk fails.
     """
-    writer = _Writer(Path(out_path))
+    writer = TagWriter(Path(out_path))
     n = 0
     try:
         for rows in iter_scored(in_path, cfg, scorer, chunk_size):

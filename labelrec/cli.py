@@ -230,6 +230,15 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             raise ValueError("--ann needs faiss-cpu: pip install 'labelrec[ann]'")
         FaissBackend(ProductSearch(index).scorer, None).save(args.output)
     print(f"indexed {len(index)} products ({len(index.tags)} tags) into {args.output}")
+    if args.log_mlflow or args.run_id:
+        from labelrec.mlflow.index import log_index
+        from labelrec.mlflow.store import configure
+
+        configure()
+        model_uri = args.model if ":/" in args.model else None
+        logged = log_index(args.output, model_uri, run_id=args.run_id)
+        where = f"model version {logged['model_version']}" if logged["model_version"] else "run"
+        print(f"logged to MLflow as {logged['artifact_uri']} ({where})")
     return 0
 
 
@@ -347,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-embeddings", action="store_true", help="tag vectors only")
     p.add_argument("--embedding-dim", type=int, default=128, help="PCA dims (0: keep all)")
     p.add_argument("--ann", action="store_true", help="also save a FAISS graph (labelrec[ann])")
+    p.add_argument(
+        "--log-mlflow",
+        action="store_true",
+        help="log the index with its model: a models:/ version's run (tagged), else a new run",
+    )
+    p.add_argument("--run-id", help="MLflow run to log the index to (implies --log-mlflow)")
     p.add_argument("--batch-size", type=int, default=64, help="products per forward pass")
     p.add_argument("--chunk-size", type=int, default=1000, help="products per chunk")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

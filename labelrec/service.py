@@ -10,6 +10,13 @@ back with tags); ``GET /tags``, ``GET /model``, ``POST /reload``; BentoML's own 
 ``/livez``, ``/readyz`` (ready once a model is loaded) and ``/metrics`` (Prometheus). The API
 page is at ``/`` (``/docs`` redirects there).
 
+Products (with a product index): ``POST /similar``, ``POST /search``, ``POST /recommend`` and the
+review page ``GET /ui``. The index comes from ``LABELREC_INDEX`` (a directory written by
+``labelrec index-build``), else is built from ``LABELREC_CATALOG`` with each model version as it
+loads, else is the index logged in MLflow with the registered version being served
+(``labelrec index-build models:/labelrec@champion ... --log-mlflow``). ``LABELREC_INTERACTIONS``
+(``user_id,product_id[,weight,timestamp]``) feeds ``/recommend``.
+
 Model updates: :class:`ModelHolder` keeps one immutable :class:`Snapshot` (recommender, registry
 info, extras such as a similarity index) and swaps it atomically after the new model has loaded
 and passed a probe. A request pins the snapshot it started with, so it finishes on that model even
@@ -20,7 +27,9 @@ for registry URIs, off for local directories; 0 turns it off).
 Settings (environment): ``LABELREC_MODEL_URI``, ``LABELREC_POLL_SECONDS``,
 ``LABELREC_MAX_BATCH_PRODUCTS`` (products per ``/suggest_batch`` request, 256),
 ``LABELREC_MAX_BATCH_SIZE`` (adaptive batch, 64), ``LABELREC_MAX_LATENCY_MS`` (10000),
-``LABELREC_QUANTIZE`` (dynamic int8 on CPU), ``LABELREC_NUM_THREADS`` (torch threads).
+``LABELREC_QUANTIZE`` (dynamic int8 on CPU), ``LABELREC_NUM_THREADS`` (torch threads),
+``LABELREC_INDEX``, ``LABELREC_CATALOG``, ``LABELREC_INTERACTIONS`` (above),
+``LABELREC_MAX_UPLOAD_MB`` (``/suggest_file`` upload cap, 512).
 
 This is the only module that imports ``bentoml``.
 """
@@ -47,13 +56,19 @@ import bentoml
 import numpy as np
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from labelrec.config import DataConfig
 from labelrec.data import CatalogError, Product, iter_catalog
 from labelrec.model import ModelError
 from labelrec.predict import TagRecommender
+from labelrec.recommend import (
+    UI_PAGE,
+    ProductSearch,
+    UnknownProductError,
+    build_index_from_file,
+)
 
 logger = logging.getLogger("labelrec.service")
 
@@ -79,6 +94,7 @@ def _env_flag(name: str) -> bool:
 MAX_BATCH_PRODUCTS = _env_int("LABELREC_MAX_BATCH_PRODUCTS", 256)
 MAX_BATCH_SIZE = _env_int("LABELREC_MAX_BATCH_SIZE", 64)
 MAX_LATENCY_MS = _env_int("LABELREC_MAX_LATENCY_MS", 10_000)
+MAX_UPLOAD_BYTES = _env_int("LABELREC_MAX_UPLOAD_MB", 512) << 20
 FILE_CHUNK = 256  # products scored per step of /suggest_file
 
 # --------------------------------------------------------------------------- request/response
@@ -158,6 +174,24 @@ class ItemIn(ProductIn):
         int | None,
         Field(description="Internal: model generation the request started on."),
     ] = None
+
+
+TagFilter = Annotated[
+    list[str] | None,
+    Field(
+        description="Only products carrying all these tags.",
+        json_schema_extra={"example": ["Toys & Games"]},
+    ),
+]
+TagWeight = Annotated[
+    float | None,
+    Field(
+        ge=0.0,
+        le=1.0,
+        description="Blend of tag similarity (1) and embedding similarity (0); null: the "
+        "index default.",
+    ),
+]
 
 
 class TagScore(BaseModel):
@@ -263,6 +297,45 @@ def probe(recommender: TagRecommender) -> None:
     if not np.isfinite(scores).all():
         raise ValueError("probe: the model returns non-finite scores")
     recommender.rank(scores, limit=5)
+
+
+def index_extension(
+    index_dir: str | None = None,
+    catalog: str | None = None,
+    interactions: str | None = None,
+) -> Callable[[Snapshot], ProductSearch | None]:
+    """Build the product search of each model version as it loads (``holder.extensions``).
+
+    ``index_dir``: a fixed index (it must come from a model with the same tags); ``catalog``:
+    indexed anew with each version; neither: the index logged with a registered version, if
+    any (None: the product endpoints answer 503)."""
+
+    def build(snap: Snapshot) -> ProductSearch | None:
+        rec = snap.recommender
+        if catalog:
+            cfg = dataclasses.replace(data_config_for(rec, {}), on_error="skip")
+            index = build_index_from_file(rec, catalog, cfg, model_source=snap.info.get("path"))
+            engine = ProductSearch(index, rec)
+        else:
+            path: Path | None = Path(index_dir) if index_dir else None
+            if path is None and snap.info.get("kind") == "registry" and snap.info.get("name"):
+                from labelrec.mlflow.index import download_index
+
+                path = download_index(f"models:/{snap.info['name']}/{snap.version}")
+            if path is None:
+                return None
+            engine = ProductSearch.load(path, rec)
+        if engine.index.n_model_tags != len(rec.vocab):
+            raise ValueError(
+                f"product index {index_dir or catalog} was built with a model of "
+                f"{engine.index.n_model_tags} tags, model version {snap.version} has "
+                f"{len(rec.vocab)}: rebuild it (labelrec index-build) or set LABELREC_CATALOG"
+            )
+        if interactions:
+            engine.set_interactions(interactions)
+        return engine
+
+    return build
 
 
 Loader = Callable[[str], tuple[TagRecommender, str, dict[str, Any]]]
@@ -459,6 +532,15 @@ class ModelHolder:
                     "version": snap.version,  # as a string, also for registry versions
                 }
             )
+            engine = snap.extras.get("index")
+            if engine is not None:
+                out["index"] = {
+                    "n_products": len(engine.index),
+                    "n_tags": len(engine.index.tags),
+                    "embeddings": engine.index.has_embeddings,
+                    "catalog": engine.index.manifest.get("catalog"),
+                    "users": None if engine.signals is None else len(engine.signals.user_index),
+                }
         return _jsonable(out)
 
 
@@ -561,7 +643,7 @@ async def stream_scored(
     busy: threading.Lock,
 ) -> AsyncIterator[bytes]:
     """Score ``path`` chunk by chunk and yield the output file's bytes as they are written."""
-    from labelrec.batch import _Writer, iter_scored
+    from labelrec.batch import TagWriter, iter_scored
 
     rec = snap.recommender
 
@@ -572,7 +654,7 @@ async def stream_scored(
         return [[s.to_dict() for s in row] for row in ranked]
 
     out_path = workdir / f"scored{suffix}"
-    writer = _Writer(out_path)
+    writer = TagWriter(out_path)
     chunks = iter_scored(path, cfg, scorer, chunk_size=FILE_CHUNK)
     done = object()
     reader = None
@@ -639,6 +721,11 @@ class LabelRec:
 
     def __init__(self) -> None:
         self.holder = ModelHolder.from_env()
+        self.holder.extensions["index"] = index_extension(
+            os.environ.get("LABELREC_INDEX", "").strip() or None,
+            os.environ.get("LABELREC_CATALOG", "").strip() or None,
+            os.environ.get("LABELREC_INTERACTIONS", "").strip() or None,
+        )
         self.holder.start()
         self._in_flight = 0  # /suggest and /suggest_batch requests being answered
 
@@ -721,6 +808,103 @@ class LabelRec:
             return _error(err.status, err.message)  # type: ignore[return-value]
         return BatchSuggestions(results=results, model_version=snap.version)
 
+    # -- products: similar, search, recommend (need a product index)
+
+    async def _products(self, call: Callable[[ProductSearch], dict[str, Any]]) -> Any:
+        """Run ``call`` on the pinned snapshot's product search; errors become 4xx/503."""
+        try:
+            snap = self._pin()
+            engine = snap.extras.get("index")
+            if engine is None:
+                raise ServiceError(
+                    503,
+                    "no product index: start the service with LABELREC_INDEX (a directory "
+                    "written by `labelrec index-build`) or LABELREC_CATALOG (a catalog to "
+                    "index), or log an index with the registered model (index-build "
+                    "--log-mlflow)",
+                )
+
+            def run() -> dict[str, Any]:
+                with self.holder.busy:
+                    return call(engine)
+
+            result = await asyncio.to_thread(run)
+        except ServiceError as err:
+            return _error(err.status, err.message)
+        except UnknownProductError as err:
+            return _error(404, str(err))
+        except ValueError as err:
+            return _error(400, str(err))
+        result["model_version"] = snap.version
+        return _jsonable(result)
+
+    @bentoml.api
+    async def similar(
+        self,
+        id: Annotated[  # noqa: A002 - the JSON field
+            str | None,
+            Field(description="An indexed product's id (or give `product`).", examples=["P1"]),
+        ] = None,
+        product: Annotated[
+            ProductIn | None, Field(description="A new product, tagged by the model.")
+        ] = None,
+        limit: Limit = 10,
+        tags: TagFilter = None,
+        tag_weight: TagWeight = None,
+    ) -> dict[str, Any]:
+        """Products similar to an indexed product or to a new one, each with the tags it
+        shares with the query."""
+        new = None if product is None else product.model_dump(include={"title", "description"})
+        return await self._products(
+            lambda e: e.similar(id, new, limit=limit, tags=tags, tag_weight=tag_weight)
+        )
+
+    @bentoml.api
+    async def search(
+        self,
+        query: Annotated[
+            str, Field(description="Free text, tagged by the model.", examples=["wooden train"])
+        ],
+        limit: Limit = 10,
+        tags: TagFilter = None,
+        tag_weight: TagWeight = None,
+    ) -> dict[str, Any]:
+        """Products for a free-text query, ranked by tag and embedding similarity; `tags` are
+        exact filters."""
+        return await self._products(
+            lambda e: e.search(query, limit=limit, tags=tags, tag_weight=tag_weight)
+        )
+
+    @bentoml.api
+    async def recommend(
+        self,
+        user: Annotated[
+            str | None,
+            Field(description="User id in LABELREC_INTERACTIONS.", examples=["U123"]),
+        ] = None,
+        history: Annotated[
+            list[str] | None,
+            Field(description="Product ids the user interacted with (added to their history)."),
+        ] = None,
+        limit: Limit = 10,
+        tags: TagFilter = None,
+        tag_weight: TagWeight = None,
+    ) -> dict[str, Any]:
+        """Products for a user from the tags of what they interacted with, blended with
+        co-occurrence; users without history get popular products."""
+        if user is None and not history:
+            return _error(400, "give a `user` or a `history` of product ids")  # type: ignore[return-value]
+        return await self._products(
+            lambda e: e.recommend(
+                user, history=history, limit=limit, tags=tags, tag_weight=tag_weight
+            )
+        )
+
+    @http_app.get("/ui", response_class=HTMLResponse, tags=["labelrec"])
+    def ui(self) -> HTMLResponse:
+        """The tag review page: suggested tags, similar products, search."""
+        return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"))
+
     # -- plain HTTP routes (FastAPI): GET endpoints, uploads, admin
 
     @http_app.get("/tags", response_model=TagsOut, tags=["labelrec"])
@@ -775,6 +959,18 @@ class LabelRec:
             snap = self._pin()
             suffix = _catalog_suffix(shown)
             path = workdir / f"upload{suffix}"
+            size = file.size
+            if size is None:
+                file.file.seek(0, os.SEEK_END)
+                size = file.file.tell()
+                file.file.seek(0)
+            if size > MAX_UPLOAD_BYTES:
+                raise ServiceError(
+                    413,
+                    f"{shown}: {size / 2**20:.0f} MB is over the upload cap of "
+                    f"{MAX_UPLOAD_BYTES >> 20} MB (LABELREC_MAX_UPLOAD_MB); split the catalog "
+                    "or use `labelrec index` for large files",
+                )
             with path.open("wb") as fh:
                 await asyncio.to_thread(shutil.copyfileobj, file.file, fh, 1 << 20)
             cfg = data_config_for(

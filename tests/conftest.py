@@ -171,3 +171,55 @@ def trained_model_dir(
     output = tmp_path_factory.mktemp("trained") / "model"
     train(tiny_config(tiny_backbone, toy_data_dir, output), progress=False)
     return output
+
+
+@pytest.fixture(scope="session")
+def service_index(trained_model_dir: Path, toy_data_dir: Path, tmp_path_factory) -> Path:
+    """A product index of the toy train split, built with the trained tagger (session-wide)."""
+    from labelrec.predict import TagRecommender
+    from labelrec.recommend import build_index_from_file
+
+    tagger = TagRecommender.load(trained_model_dir)
+    index = build_index_from_file(tagger, toy_data_dir / "train.jsonl", embedding_dim=8)
+    return index.save(tmp_path_factory.mktemp("index") / "index")
+
+
+@pytest.fixture(scope="session")
+def service_interactions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Interactions over the toy index: three users bought the same two Lego sets, one a train."""
+    path = tmp_path_factory.mktemp("events") / "events.csv"
+    rows = ["user_id,product_id"]
+    for user in ("u1", "u2", "u3"):
+        rows += [f"{user},p0-0", f"{user},p1-1"]
+    rows += ["u4,p0-2"]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def service_client(
+    trained_model_dir: Path,
+    service_index: Path,
+    service_interactions: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+):
+    """The BentoML service's ASGI app (lifespan, adaptive batching and all) in process, serving
+    a copy of the trained tagger with the toy product index. One per session: BentoML registers
+    its Prometheus metrics globally, so a second app in the same process cannot be made."""
+    import shutil
+
+    pytest.importorskip("bentoml")
+    from starlette.testclient import TestClient
+
+    from labelrec.service import LabelRec
+
+    model = tmp_path_factory.mktemp("asgi") / "v1"
+    shutil.copytree(trained_model_dir, model, ignore=shutil.ignore_patterns("checkpoints"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABELREC_MODEL_URI", str(model))
+        mp.setenv("LABELREC_POLL_SECONDS", "0")
+        mp.setenv("LABELREC_INDEX", str(service_index))
+        mp.setenv("LABELREC_INTERACTIONS", str(service_interactions))
+        mp.delenv("LABELREC_CATALOG", raising=False)
+        with TestClient(LabelRec.to_asgi(), raise_server_exceptions=False) as client:
+            yield client

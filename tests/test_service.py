@@ -106,13 +106,9 @@ def make_service(monkeypatch: pytest.MonkeyPatch) -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def client(models: dict[str, Path]) -> Iterator[TestClient]:
-    """The service's ASGI app (lifespan, batching and all) serving v1, shared by the module."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LABELREC_MODEL_URI", str(models["v1"]))
-        mp.setenv("LABELREC_POLL_SECONDS", "0")
-        with TestClient(LabelRec.to_asgi(), raise_server_exceptions=False) as c:
-            yield c
+def client(service_client: TestClient) -> TestClient:
+    """The service's ASGI app serving a copy of the trained tagger (see conftest)."""
+    return service_client
 
 
 def run(coro):
@@ -450,9 +446,21 @@ def test_upload_names_are_sanitised(client: TestClient) -> None:
     assert answer.headers["content-disposition"].isascii()
 
 
+def test_uploads_over_the_cap_are_a_413(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "MAX_UPLOAD_BYTES", 1000)
+    rows = b"id,title\n" + b"".join(b"%d,lego police station\n" % i for i in range(100))
+    answer = client.post("/suggest_file", files={"file": ("big.csv", rows)})
+    assert answer.status_code == 413 and "LABELREC_MAX_UPLOAD_MB" in answer.json()["error"]
+    small = client.post("/suggest_file", files={"file": ("ok.csv", rows[:200])})
+    assert small.status_code == 200
+
+
 def test_openapi_documents_the_endpoints(client: TestClient) -> None:
     spec = client.get("/docs.json").json()
-    for path in ("/suggest", "/suggest_batch", "/suggest_file", "/tags", "/model", "/reload"):
+    paths = ("/suggest", "/suggest_batch", "/suggest_file", "/tags", "/model", "/reload")
+    for path in (*paths, "/similar", "/search", "/recommend", "/ui"):
         assert path in spec["paths"], path
     text = json.dumps(spec)
     assert "LEGO City Police Station 60316" in text  # examples for the try-it-out form

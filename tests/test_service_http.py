@@ -60,8 +60,11 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``bentoml serve`` from the repo root (bentofile.yaml names the service)."""
+def server(
+    trained_model_dir: Path, service_index: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """``bentoml serve`` from the repo root (bentofile.yaml names the service), with the toy
+    product index."""
     tmp = tmp_path_factory.mktemp("http")
     models = {
         "v1": copy_model(trained_model_dir, tmp / "v1"),
@@ -76,7 +79,7 @@ def server(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         process = subprocess.Popen(
             [BENTOML, "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT,
-            env=service_env(tmp, LABELREC_MODEL_URI=str(link)),
+            env=service_env(tmp, LABELREC_MODEL_URI=str(link), LABELREC_INDEX=str(service_index)),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -238,3 +241,81 @@ def test_bentoml_build_works_offline(tmp_path: Path) -> None:
     assert not (bento / "src" / "tests").exists() and not (bento / "src" / "runs").exists()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml==1.4.40" in requirements and "transformers" in requirements
+
+
+# --------------------------------------------------------------------------- the review page
+
+
+def _chrome_paths() -> tuple[str, str]:
+    """(browser, driver) of Debian's chromium, or skip saying how to install them."""
+    import shutil
+
+    browser = next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
+        None,
+    )
+    debian = Path("/usr/lib/chromium/chromedriver")
+    driver = shutil.which("chromedriver") or (str(debian) if debian.exists() else None)
+    if browser is None or driver is None:
+        pytest.skip("no headless Chromium here: apt-get install chromium chromium-driver")
+    return browser, driver
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install 'labelrec[dev]'")
+    binary, driver_path = _chrome_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    from selenium.webdriver.chrome.service import Service
+
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_review_page_in_headless_chromium(browser, server: Server) -> None:
+    """The page loads, a suggestion and similar products appear, search works, and the
+    browser logs no console error."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(f"{server.url}/ui")
+    assert "labelrec" in browser.title
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    browser.find_element(By.ID, "title").send_keys("LEGO City Police Station 60316")
+    browser.find_element(By.ID, "suggest-btn").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#tags li.tag")))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#similar li.product")))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    tags = browser.find_elements(By.CSS_SELECTOR, "#tags li.tag")
+    assert tags and all(t.get_attribute("data-tag") for t in tags)
+    assert all(t.get_attribute("data-known") in ("true", "false", "") for t in tags)
+    similar = browser.find_elements(By.CSS_SELECTOR, "#similar li.product")
+    assert all(p.get_attribute("data-id") for p in similar)
+
+    browser.find_element(By.ID, "search-input").send_keys("jigsaw puzzle")
+    browser.find_element(By.ID, "search-btn").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#search-results li.product")))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

@@ -20,6 +20,7 @@ from labelrec.recommend.engine import ProductSearch, format_results, load_tagger
 from labelrec.recommend.index import (
     IndexFileError,
     ProductIndex,
+    UnknownProductError,
     build_index,
     build_index_from_file,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "ProductIndex",
     "ProductSearch",
     "UI_PAGE",
+    "UnknownProductError",
     "UserSignals",
     "build_index",
     "build_index_from_file",

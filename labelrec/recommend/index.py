@@ -57,6 +57,10 @@ class IndexFileError(ValueError):
     """A product index directory that cannot be read."""
 
 
+class UnknownProductError(ValueError):
+    """A product id that is not in the index."""
+
+
 def _csr_save(path: Path, matrix: sp.csr_matrix, data_dtype: Any | None) -> None:
     arrays: dict[str, np.ndarray] = {
         "indptr": matrix.indptr.astype(np.int64),
@@ -217,7 +221,7 @@ class ProductIndex:
         try:
             return self.row_of[key]
         except KeyError:
-            raise ValueError(f"unknown product id {key!r} (not in the index)") from None
+            raise UnknownProductError(f"unknown product id {key!r} (not in the index)") from None
 
     def tag_column(self, tag: Any) -> int:
         """Column of a tag; ValueError with close matches when the index does not know it."""

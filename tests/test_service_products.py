@@ -1,0 +1,243 @@
+"""The service's product endpoints (/similar, /search, /recommend, /ui) over its ASGI app, with
+an index given as a directory, built from a catalog, or logged in MLflow with the champion."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("bentoml")
+
+from fastapi.responses import JSONResponse  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from labelrec.predict import TagRecommender  # noqa: E402
+from labelrec.recommend import ProductSearch  # noqa: E402
+from labelrec.service import LabelRec  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def index_dir(service_index: Path) -> Path:
+    return service_index
+
+
+@pytest.fixture(scope="module")
+def client(service_client: TestClient) -> TestClient:
+    """The ASGI app with LABELREC_INDEX and LABELREC_INTERACTIONS set (see conftest)."""
+    return service_client
+
+
+@pytest.fixture
+def make_service(monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """The service class instantiated directly with these settings (one ASGI app a process)."""
+    made: list[LabelRec] = []
+
+    def make(model: Path | str, **env: str) -> LabelRec:
+        monkeypatch.setenv("LABELREC_MODEL_URI", str(model))
+        monkeypatch.setenv("LABELREC_POLL_SECONDS", "0")
+        for name in ("LABELREC_INDEX", "LABELREC_CATALOG", "LABELREC_INTERACTIONS"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        svc = LabelRec()
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.holder.stop()
+
+
+def call(coro):
+    """Run a service method; (status, JSON body)."""
+    result = asyncio.run(coro)
+    if isinstance(result, JSONResponse):
+        return result.status_code, json.loads(result.body)
+    return 200, result
+
+
+def test_similar_by_id_matches_the_library(
+    client: TestClient, trained_model_dir: Path, index_dir: Path
+) -> None:
+    r = client.post("/similar", json={"id": "p0-0", "limit": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    engine = ProductSearch.load(index_dir, TagRecommender.load(trained_model_dir))
+    expected = engine.similar("p0-0", limit=5)
+    assert [x["id"] for x in body["results"]] == [x["id"] for x in expected["results"]]
+    assert body["query"]["id"] == "p0-0" and "p0-0" not in [x["id"] for x in body["results"]]
+    assert body["model_version"] == client.get("/model").json()["version"]
+    # the neighbours of a Lego set are the other Lego sets, and they say why
+    top = body["results"][0]
+    assert top["id"].startswith(("p1-0", "p2-0", "p3-0", "p4-0", "p0-1", "p0-8"))
+    assert "brand:Lego" in top["shared_tags"]
+
+
+def test_similar_for_a_new_product_and_tag_filters(client: TestClient) -> None:
+    r = client.post(
+        "/similar",
+        json={"product": {"title": "Hornby railway engine"}, "limit": 4, "tags": ["Hobbies"]},
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results and all("Hobbies" in x["tags"] for x in results)
+    assert r.json()["query"]["tags"], "the new product is tagged by the model"
+
+
+def test_search_ranks_products_for_a_query(client: TestClient) -> None:
+    r = client.post("/search", json={"query": "jigsaw puzzle", "limit": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"]["text"] == "jigsaw puzzle"
+    assert len(body["results"]) == 3
+    assert all("puzzle" in x["title"] for x in body["results"])
+
+
+def test_recommend_from_interactions_and_history(client: TestClient) -> None:
+    r = client.post("/recommend", json={"user": "u1", "limit": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert sorted(body["history"]) == ["p0-0", "p1-1"]
+    ids = [x["id"] for x in body["results"]]
+    assert ids and not {"p0-0", "p1-1"} & set(ids)
+    cold = client.post("/recommend", json={"user": "nobody", "limit": 3}).json()
+    assert cold["strategy"] == "popular" and len(cold["results"]) == 3
+    given = client.post("/recommend", json={"history": ["p0-2"], "limit": 3}).json()
+    assert given["history"] == ["p0-2"] and given["results"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/similar", {"id": "no-such-product"}, 404, "unknown product id"),
+        ("/similar", {"id": "p0-0", "product": {"title": "x"}}, 400, "either"),
+        ("/similar", {"limit": 3}, 400, "either"),
+        ("/similar", {"id": "p0-0", "tags": ["no such tag"]}, 400, "no such tag"),
+        ("/search", {"query": "   "}, 400, "empty query"),
+        ("/search", {"query": "puzzle", "limit": 0}, 400, "limit"),
+        ("/recommend", {"limit": 3}, 400, "user"),
+        ("/recommend", {"history": ["nope"]}, 404, "nope"),
+    ],
+)
+def test_bad_product_requests_are_a_clear_4xx(
+    client: TestClient, path: str, body: dict, status: int, message: str
+) -> None:
+    r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    assert message in r.text
+    assert client.post("/search", json={"query": "lego"}).status_code == 200
+
+
+def test_ui_page_and_model_info(client: TestClient) -> None:
+    r = client.get("/ui")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert 'id="suggest-btn"' in r.text
+    info = client.get("/model").json()
+    assert info["index"]["n_products"] == 50 and info["index"]["users"] == 4
+
+
+def test_without_an_index_the_product_endpoints_say_how_to_get_one(
+    make_service, trained_model_dir: Path
+) -> None:
+    svc = make_service(trained_model_dir)
+    status, body = call(svc.search(query="lego"))
+    assert status == 503 and "LABELREC_INDEX" in body["error"]
+    assert svc.holder.describe().get("index") is None
+
+
+def test_index_built_from_a_catalog_for_each_version(
+    make_service, trained_model_dir: Path, toy_data_dir: Path
+) -> None:
+    svc = make_service(trained_model_dir, LABELREC_CATALOG=str(toy_data_dir / "valid.jsonl"))
+    assert svc.holder.describe()["index"]["n_products"] == 10
+    status, body = call(svc.similar(id="p5-0", limit=2))
+    assert status == 200 and body["results"][0]["id"] == "p5-1"
+    assert call(svc.similar(id="p0-0"))[0] == 404  # only the catalog's products
+
+
+def test_an_index_from_another_model_is_refused(
+    trained_model_dir: Path, index_dir: Path, tmp_path: Path
+) -> None:
+    other = shutil.copytree(index_dir, tmp_path / "other")
+    tags = json.loads((other / "tags.json").read_text())
+    tags["n_model_tags"] += 1
+    (other / "tags.json").write_text(json.dumps(tags))
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["n_model_tags"] += 1
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    from labelrec.service import ModelHolder, index_extension
+
+    holder = ModelHolder(str(trained_model_dir))
+    holder.extensions["index"] = index_extension(str(other))
+    result = holder.reload(force=True)
+    assert result.status == "refused" and "rebuild it" in result.error
+
+
+def test_index_logged_with_the_champion_is_served(
+    registry: Path, make_service, trained_model_dir: Path, index_dir: Path
+) -> None:
+    import mlflow
+
+    from labelrec.mlflow.index import download_index, log_index
+    from labelrec.mlflow.registry import register_challenger
+
+    version = register_challenger(trained_model_dir)
+    mlflow.MlflowClient().set_registered_model_alias("labelrec", "champion", version.version)
+    assert download_index("models:/labelrec@champion") is None
+    logged = log_index(index_dir, "models:/labelrec@champion")
+    assert logged["model_version"] == int(version.version) and logged["n_products"] == 50
+    local = download_index(f"models:/labelrec/{version.version}")
+    assert (local / "manifest.json").is_file()
+    svc = make_service("models:/labelrec@champion")
+    assert svc.holder.describe()["index"]["n_products"] == 50
+    status, body = call(svc.similar(id="p0-0", limit=3))
+    assert status == 200 and body["model_version"] == str(version.version)
+
+
+def test_index_build_logs_the_index_with_the_registered_version(
+    registry: Path, trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    import mlflow
+
+    from labelrec import cli
+    from labelrec.mlflow.index import INDEX_TAG, download_index
+    from labelrec.mlflow.registry import register_challenger
+
+    version = register_challenger(trained_model_dir)
+    uri = f"models:/labelrec/{version.version}"
+    args = ["index-build", uri, "--catalog", str(toy_data_dir / "valid.jsonl")]
+    assert cli.main([*args, "--output", str(tmp_path / "ix"), "--log-mlflow", "--no-progress"]) == 0
+    assert f"model version {version.version}" in capsys.readouterr().out
+    tags = mlflow.MlflowClient().get_model_version("labelrec", version.version).tags
+    assert tags[INDEX_TAG].endswith("/index") and tags[f"{INDEX_TAG}.products"] == "10"
+    local = download_index(uri, tmp_path / "down")
+    assert json.loads((local / "manifest.json").read_text())["n_products"] == 10
+    # a local model directory: the index goes to a run of its own
+    out = tmp_path / "ix2"
+    assert (
+        cli.main(
+            [
+                "index-build",
+                str(trained_model_dir),
+                *args[2:],
+                "--output",
+                str(out),
+                "--log-mlflow",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "(run)" in capsys.readouterr().out
+
+
+@pytest.fixture
+def registry(tmp_path, tmp_path_factory, monkeypatch) -> Iterator[Path]:
+    from test_mlflow_flavor import open_store
+
+    yield from open_store(tmp_path, tmp_path_factory, monkeypatch)
