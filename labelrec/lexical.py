@@ -427,13 +427,21 @@ class LexicalModel:
         self, products: list[Product], neural: np.ndarray, embeddings: np.ndarray | None = None
     ) -> np.ndarray:
         """Final scores of the vocabulary's tags (n, n_tags) given the neural scores."""
+        return self.fuse_with_new(products, neural, embeddings)[0]
+
+    def fuse_with_new(
+        self, products: list[Product], neural: np.ndarray, embeddings: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """``fuse`` and ``new_tags`` together (the span tagger runs once)."""
         scores = self.base(products, neural, embeddings)
+        new: list[dict[str, float]] = [{} for _ in products]
         if self.span is not None and self.span_weight > 0:
-            known, _ = self.span.known_and_new(products)
+            known, spans = self.span.known_and_new(products)
             scores = (1.0 - self.span_weight) * scores + self.span_weight * known
+            new = [{t: self.span_weight * p for t, p in row.items()} for row in spans]
         if self.ancestor_consistency:
             scores = ancestor_consistent(scores, self.parents, self.depth)
-        return scores.astype(np.float32, copy=False)
+        return scores.astype(np.float32, copy=False), new
 
     @functools.cached_property
     def depth(self) -> np.ndarray:

@@ -142,9 +142,20 @@ class TagRecommender:
 
         With a lexical model in the directory the scores are the fused ones (``lexical.py``).
         """
+        scores, embeddings, _ = self._score(products, with_embeddings, False)
+        return scores, embeddings
+
+    def score(self, products: list[Any]) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """``predict_scores`` and ``new_tags`` in one pass: (scores, new tags per product)."""
+        scores, _, new = self._score(products, False, True)
+        return scores, new
+
+    def _score(
+        self, products: list[Any], with_embeddings: bool, with_new: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, float]]]:
+        new: list[dict[str, float]] = [{} for _ in products]
         if not products:
-            n_tags = len(self.vocab)
-            return np.zeros((0, n_tags), dtype=np.float32), None
+            return np.zeros((0, len(self.vocab)), dtype=np.float32), None, new
         ids = self.encode(products)
         need = self.lexical is not None and self.lexical.needs_embeddings
         scores, embeddings = score_token_ids(
@@ -157,8 +168,11 @@ class TagRecommender:
         )
         if self.lexical is not None:
             items = [as_product(p, i) for i, p in enumerate(products)]
-            scores = self.lexical.fuse(items, scores, embeddings)
-        return scores, embeddings if with_embeddings else None
+            if with_new:
+                scores, new = self.lexical.fuse_with_new(items, scores, embeddings)
+            else:
+                scores = self.lexical.fuse(items, scores, embeddings)
+        return scores, embeddings if with_embeddings else None, new
 
     def new_tags(self, products: list[Any]) -> list[dict[str, float]]:
         """Proposed tags outside the vocabulary (spans of the title) -> score, per product."""
@@ -219,5 +233,5 @@ class TagRecommender:
         ``threshold=None`` uses the per-tag thresholds tuned on valid; a number applies one global
         cut-off (0 returns the top ``limit`` whatever their scores).
         """
-        scores, _ = self.predict_scores(products)
-        return self.rank(scores, limit, threshold, self.new_tags(products))
+        scores, new = self.score(products)
+        return self.rank(scores, limit, threshold, new)

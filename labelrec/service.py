@@ -570,8 +570,7 @@ def score_items(
     rec = snap.recommender
     texts = [{"title": i.title, "description": i.description} for i in items]
     with busy or contextlib.nullcontext():
-        scores, _ = rec.predict_scores(texts)
-    new_tags = rec.new_tags(texts)  # open-vocabulary tags, as TagRecommender.recommend ranks them
+        scores, new_tags = rec.score(texts)  # with open-vocabulary tags, as recommend() ranks
     out = []
     for row, new, item in zip(scores, new_tags, items, strict=True):
         tags = rec.rank(row[None, :], item.limit, item.threshold, [new])[0]
@@ -649,8 +648,8 @@ async def stream_scored(
 
     def scorer(products: list[Product]) -> list[list[dict[str, Any]]]:
         with busy:
-            scores, _ = rec.predict_scores(products)
-        ranked = rec.rank(scores, limit, threshold, rec.new_tags(products))
+            scores, new_tags = rec.score(products)
+        ranked = rec.rank(scores, limit, threshold, new_tags)
         return [[s.to_dict() for s in row] for row in ranked]
 
     out_path = workdir / f"scored{suffix}"
