@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,28 @@ def service_client(
         mp.delenv("LABELREC_CATALOG", raising=False)
         with TestClient(LabelRec.to_asgi(), raise_server_exceptions=False) as client:
             yield client
+
+
+@pytest.fixture
+def make_service(monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """Instantiate the service class directly with a model URI and other settings (stopped
+    after the test)."""
+    pytest.importorskip("bentoml")
+    from labelrec.service import LabelRec
+
+    made: list = []
+
+    def make(uri: Path | str, poll: float = 0.0, **env: str):
+        monkeypatch.setenv("LABELREC_MODEL_URI", str(uri))
+        monkeypatch.setenv("LABELREC_POLL_SECONDS", str(poll))
+        for name in ("LABELREC_INDEX", "LABELREC_CATALOG", "LABELREC_INTERACTIONS"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        svc = LabelRec()
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.holder.stop()

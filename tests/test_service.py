@@ -24,7 +24,6 @@ from labelrec import service  # noqa: E402
 from labelrec.predict import TagRecommender  # noqa: E402
 from labelrec.service import (  # noqa: E402
     ItemIn,
-    LabelRec,
     ModelHolder,
     ProductIn,
     is_registry_uri,
@@ -86,23 +85,6 @@ def current(models: dict[str, Path], tmp_path: Path) -> Path:
     link = tmp_path / "current"
     point(link, models["v1"])
     return link
-
-
-@pytest.fixture
-def make_service(monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    """Instantiate the service class directly with a model URI (stopped after the test)."""
-    made: list = []
-
-    def make(uri: Path | str, poll: float = 0.0):
-        monkeypatch.setenv("LABELREC_MODEL_URI", str(uri))
-        monkeypatch.setenv("LABELREC_POLL_SECONDS", str(poll))
-        svc = LabelRec()
-        made.append(svc)
-        return svc
-
-    yield make
-    for svc in made:
-        svc.holder.stop()
 
 
 @pytest.fixture(scope="module")

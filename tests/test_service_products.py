@@ -18,7 +18,6 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from labelrec.predict import TagRecommender  # noqa: E402
 from labelrec.recommend import ProductSearch  # noqa: E402
-from labelrec.service import LabelRec  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,27 +29,6 @@ def index_dir(service_index: Path) -> Path:
 def client(service_client: TestClient) -> TestClient:
     """The ASGI app with LABELREC_INDEX and LABELREC_INTERACTIONS set (see conftest)."""
     return service_client
-
-
-@pytest.fixture
-def make_service(monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    """The service class instantiated directly with these settings (one ASGI app a process)."""
-    made: list[LabelRec] = []
-
-    def make(model: Path | str, **env: str) -> LabelRec:
-        monkeypatch.setenv("LABELREC_MODEL_URI", str(model))
-        monkeypatch.setenv("LABELREC_POLL_SECONDS", "0")
-        for name in ("LABELREC_INDEX", "LABELREC_CATALOG", "LABELREC_INTERACTIONS"):
-            monkeypatch.delenv(name, raising=False)
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        svc = LabelRec()
-        made.append(svc)
-        return svc
-
-    yield make
-    for svc in made:
-        svc.holder.stop()
 
 
 def call(coro):
