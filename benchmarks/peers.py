@@ -171,10 +171,21 @@ def write_xc_file(x: sp.csr_matrix, y: sp.csr_matrix, path: Path) -> None:
 
 
 _SPACE = re.compile(r"\s+")
+_CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
+
+
+def has_cjk(texts: list[str]) -> bool:
+    """True when some text holds Chinese/Japanese characters."""
+    return any(_CJK.search(t) for t in texts)
 
 
 class FastTextPeer:
-    """fastText supervised with one-vs-all loss (``-loss ova``) on whitespace tokens."""
+    """fastText supervised with one-vs-all loss (``-loss ova``) on whitespace tokens.
+
+    ``split_cjk``: each CJK character becomes a token of its own (fastText splits on whitespace
+    only, so a Chinese title without spaces would be one unseen token); with ``word_ngrams`` 2
+    the model then sees character bigrams too.
+    """
 
     name = "fastText"
 
@@ -187,7 +198,9 @@ class FastTextPeer:
         n_threads: int = 2,
         top_k: int = 100,
         seed: int = 42,
+        split_cjk: bool = False,
     ) -> None:
+        self.split_cjk = split_cjk
         self.kwargs = {
             "epoch": epoch,
             "lr": lr,
@@ -198,12 +211,13 @@ class FastTextPeer:
             "seed": seed,
             "verbose": 0,
         }
-        self.setting = f"{epoch} epochs"
+        self.setting = f"{epoch} epochs" + (", CJK characters as tokens" if split_cjk else "")
         self.top_k = top_k
         self.model = None
 
-    @staticmethod
-    def clean(text: str) -> str:
+    def clean(self, text: str) -> str:
+        if self.split_cjk:
+            text = _CJK.sub(r" \1 ", text)
         return _SPACE.sub(" ", text).strip().lower()
 
     def fit(self, products: list[Product], y: sp.csr_matrix) -> FastTextPeer:

@@ -112,10 +112,11 @@ def run_peers(
     Each peer gets a few settings and keeps the best on valid by the objective labelrec's fusion
     weights are tuned for, (P@1 + nDCG@3) / 2, so the peers are tuned as fairly as labelrec:
     Omikuji's TF-IDF features (word + char_wb 2-5 for English, char 1-2 for Chinese titles...),
-    fastText's epochs (25 for large catalogs, 100 for small ones). Train seconds count every
-    setting tried. With ``parts`` each setting gets its own row.
+    fastText's epochs (25 for large catalogs, 100 for small ones) and, for Chinese titles, CJK
+    characters as tokens. Train seconds count every setting tried. With ``parts`` each setting
+    gets its own row.
     """
-    from peers import FEATURE_SETS, FastTextPeer, OmikujiPeer
+    from peers import FEATURE_SETS, FastTextPeer, OmikujiPeer, has_cjk
 
     from labelrec.lexical import objective
 
@@ -125,6 +126,10 @@ def run_peers(
         "Omikuji": [OmikujiPeer(n_threads=threads, features=kind) for kind in FEATURE_SETS],
         "fastText": [FastTextPeer(n_threads=threads, epoch=e) for e in (25, 100)],
     }
+    if has_cjk([p.title for p in train[:500]]):
+        families["fastText"] += [
+            FastTextPeer(n_threads=threads, epoch=e, split_cjk=True) for e in (25, 100)
+        ]
     rows = []
     for family, candidates in families.items():
         tried = []
