@@ -60,3 +60,31 @@ def test_labelrec_rows_include_parts(trained_model_dir: Path, toy_data_dir: Path
     assert any(n.startswith("neural+kNNs") for n in names) and "TF-IDF kNN only" in names
     assert rows[0].train_seconds == 12.0 and rows[0].products_per_s > 0
     assert len(vocab) > 0
+
+
+def test_goal_table_compares_with_the_best_peer_per_metric(tmp_path: Path, capsys) -> None:
+    def row(catalog: str, system: str, p1: float, ndcg: float, psp: float, secs: float = 60.0):
+        metrics = {"P@1": p1, "nDCG@3": ndcg, "PSP@5": psp}
+        return quality.Row(catalog, system, metrics, secs, 1.0)
+
+    rows = [
+        row("a", "labelrec", 0.90, 0.80, 0.50),
+        row("a", "  neural only", 0.99, 0.99, 0.99),  # a part, not a peer
+        row("a", "Omikuji (x)", 0.85, 0.70, 0.40),
+        row("a", "  Omikuji (y)", 0.95, 0.95, 0.95),  # a setting not chosen on valid
+        row("a", "fastText (z)", 0.80, 0.79, 0.52),
+        row("zh_taobao", "labelrec", 0.69, 0.60, 0.50),
+        row("zh_taobao", "Omikuji (x)", 0.50, 0.40, 0.20),
+        row("b", "labelrec", 0.90, 0.80, 0.50, secs=16 * 60),
+        row("b", "fastText (z)", 0.10, 0.10, 0.10),
+    ]
+    lines = quality.format_goal(rows).splitlines()
+    assert lines[2] == "| a | +5.0 | +1.0 | -2.0 | 1.0 | no |"  # nDCG +1 and PSP lost
+    assert lines[3].endswith("| no |")  # zh_taobao under P@1 0.70
+    assert lines[4].endswith("| 16.0 | no |")  # too slow to train
+    rows[0].metrics.update({"nDCG@3": 0.82, "PSP@5": 0.52})
+    assert quality.format_goal(rows).splitlines()[2].endswith("| yes |")
+    saved = tmp_path / "rows.json"
+    saved.write_text(__import__("json").dumps([r.__dict__ for r in rows]))
+    assert quality.main(["--report", str(saved)]) == 0
+    assert "| a | +5.0 | +3.0 | +0.0 | 1.0 | yes |" in capsys.readouterr().out
