@@ -315,7 +315,7 @@ def index_extension(
         if catalog:
             cfg = dataclasses.replace(data_config_for(rec, {}), on_error="skip")
             index = build_index_from_file(rec, catalog, cfg, model_source=snap.info.get("path"))
-            engine = ProductSearch(index, rec)
+            engine, source = ProductSearch(index, rec), catalog
         else:
             path: Path | None = Path(index_dir) if index_dir else None
             if path is None and snap.info.get("kind") == "registry" and snap.info.get("name"):
@@ -324,10 +324,10 @@ def index_extension(
                 path = download_index(f"models:/{snap.info['name']}/{snap.version}")
             if path is None:
                 return None
-            engine = ProductSearch.load(path, rec)
+            engine, source = ProductSearch.load(path, rec), str(path)
         if engine.index.n_model_tags != len(rec.vocab):
             raise ValueError(
-                f"product index {index_dir or catalog} was built with a model of "
+                f"product index {source} was built with a model of "
                 f"{engine.index.n_model_tags} tags, model version {snap.version} has "
                 f"{len(rec.vocab)}: rebuild it (labelrec index-build) or set LABELREC_CATALOG"
             )
