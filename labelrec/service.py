@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -558,6 +559,11 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+@functools.cache
+def _ui_page() -> str:
+    return UI_PAGE.read_text(encoding="utf-8")
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -902,7 +908,7 @@ class LabelRec:
     @http_app.get("/ui", response_class=HTMLResponse, tags=["labelrec"])
     def ui(self) -> HTMLResponse:
         """The tag review page: suggested tags, similar products, search."""
-        return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(_ui_page())
 
     # -- plain HTTP routes (FastAPI): GET endpoints, uploads, admin
 

@@ -249,3 +249,12 @@ def make_service(monkeypatch: pytest.MonkeyPatch) -> Iterator:
     yield make
     for svc in made:
         svc.holder.stop()
+
+
+@pytest.fixture
+def registry(tmp_path, tmp_path_factory, monkeypatch) -> Iterator[Path]:
+    """A fresh MLflow tracking store and registry for one test (see test_mlflow_flavor)."""
+    pytest.importorskip("mlflow")
+    from test_mlflow_flavor import open_store
+
+    yield from open_store(tmp_path, tmp_path_factory, monkeypatch)

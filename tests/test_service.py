@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -458,14 +457,6 @@ def _registry_or_skip():
     except ImportError as err:  # written by another part of the project
         pytest.skip(f"labelrec.mlflow.registry is not available: {err}")
     return model_version_info, register_challenger
-
-
-@pytest.fixture
-def registry(tmp_path, tmp_path_factory, monkeypatch) -> Iterator[Path]:
-    _registry_or_skip()
-    from test_mlflow_flavor import open_store
-
-    yield from open_store(tmp_path, tmp_path_factory, monkeypatch)
 
 
 def test_champion_from_the_registry_and_alias_moves(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,6 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from labelrec.predict import TagRecommender  # noqa: E402
 from labelrec.recommend import ProductSearch  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def index_dir(service_index: Path) -> Path:
-    return service_index
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +34,12 @@ def call(coro):
 
 
 def test_similar_by_id_matches_the_library(
-    client: TestClient, trained_model_dir: Path, index_dir: Path
+    client: TestClient, trained_model_dir: Path, service_index: Path
 ) -> None:
     r = client.post("/similar", json={"id": "p0-0", "limit": 5})
     assert r.status_code == 200, r.text
     body = r.json()
-    engine = ProductSearch.load(index_dir, TagRecommender.load(trained_model_dir))
+    engine = ProductSearch.load(service_index, TagRecommender.load(trained_model_dir))
     expected = engine.similar("p0-0", limit=5)
     assert [x["id"] for x in body["results"]] == [x["id"] for x in expected["results"]]
     assert body["query"]["id"] == "p0-0" and "p0-0" not in [x["id"] for x in body["results"]]
@@ -139,9 +133,9 @@ def test_index_built_from_a_catalog_for_each_version(
 
 
 def test_an_index_from_another_model_is_refused(
-    trained_model_dir: Path, index_dir: Path, tmp_path: Path
+    trained_model_dir: Path, service_index: Path, tmp_path: Path
 ) -> None:
-    other = shutil.copytree(index_dir, tmp_path / "other")
+    other = shutil.copytree(service_index, tmp_path / "other")
     tags = json.loads((other / "tags.json").read_text())
     tags["n_model_tags"] += 1
     (other / "tags.json").write_text(json.dumps(tags))
@@ -157,7 +151,7 @@ def test_an_index_from_another_model_is_refused(
 
 
 def test_index_logged_with_the_champion_is_served(
-    registry: Path, make_service, trained_model_dir: Path, index_dir: Path
+    registry: Path, make_service, trained_model_dir: Path, service_index: Path
 ) -> None:
     import mlflow
 
@@ -167,7 +161,7 @@ def test_index_logged_with_the_champion_is_served(
     version = register_challenger(trained_model_dir)
     mlflow.MlflowClient().set_registered_model_alias("labelrec", "champion", version.version)
     assert download_index("models:/labelrec@champion") is None
-    logged = log_index(index_dir, "models:/labelrec@champion")
+    logged = log_index(service_index, "models:/labelrec@champion")
     assert logged["model_version"] == int(version.version) and logged["n_products"] == 50
     local = download_index(f"models:/labelrec/{version.version}")
     assert (local / "manifest.json").is_file()
@@ -212,10 +206,3 @@ def test_index_build_logs_the_index_with_the_registered_version(
         == 0
     )
     assert "(run)" in capsys.readouterr().out
-
-
-@pytest.fixture
-def registry(tmp_path, tmp_path_factory, monkeypatch) -> Iterator[Path]:
-    from test_mlflow_flavor import open_store
-
-    yield from open_store(tmp_path, tmp_path_factory, monkeypatch)
