@@ -1,10 +1,12 @@
 """Where the time of tagging ONE product goes, in process: a table per stage, median ms.
 
 Stages for each product of a catalog, one at a time (the service's /suggest at concurrency 1
-without HTTP): tokenising, the model's forward pass (scores and pooled embedding), the lexical
-fusion with the span tagger (``LexicalModel.fuse_with_new``), and the whole
-``TagRecommender.recommend``. The last row runs ``recommend`` with numpy's BLAS threads left free
-during fusion (what labelrec did before ``predict.one_blas_thread``), to show what that costs.
+without HTTP): tokenising, the model's forward pass (scores and pooled embedding) on ONNX Runtime
+(what ``TagRecommender.load`` picks on the CPU) and on torch, the lexical fusion with the span
+tagger (``LexicalModel.fuse_with_new``), and the whole ``TagRecommender.recommend`` (its fusion's
+text-only part runs in a second thread during the forward pass). The last row runs ``recommend``
+with numpy's BLAS threads left free during fusion (what labelrec did before
+``predict.one_blas_thread``), to show what that costs.
 
 Usage:
     python benchmarks/latency.py --model runs/all/amazon_uk_toys [--quantize] [--products 200]
@@ -62,15 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     ids = [rec.encode(p) for p in products]
     need = rec.lexical is not None and rec.lexical.needs_embeddings
 
-    def forward(i: int) -> tuple:
-        return score_token_ids(
-            rec.model, ids[i], rec.tokenizer.pad_token_id, device=rec.device, with_embeddings=need
-        )
+    def forward_with(model: object) -> Callable[[int], tuple]:
+        def forward(i: int) -> tuple:
+            return score_token_ids(
+                model, ids[i], rec.tokenizer.pad_token_id, device=rec.device, with_embeddings=need
+            )
 
-    rows = [
-        ("tokenise", median_ms(lambda i: rec.encode(products[i]), n)),
-        ("model forward pass", median_ms(forward, n)),
-    ]
+        return forward
+
+    forward = forward_with(rec.model if rec.runner is None else rec.runner)
+    rows = [("tokenise", median_ms(lambda i: rec.encode(products[i]), n))]
+    if rec.runner is not None:
+        rows.append(("model forward pass, ONNX Runtime", median_ms(forward, n)))
+    rows.append(("model forward pass, torch", median_ms(forward_with(rec.model), n)))
     if rec.lexical is not None:
         outputs = [forward(i) for i in range(n)]
 

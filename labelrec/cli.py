@@ -17,7 +17,10 @@ def _load_recommender(args: argparse.Namespace) -> Any:
     from labelrec.predict import TagRecommender
 
     return TagRecommender.load(
-        args.model, quantize=getattr(args, "quantize", False), batch_size=args.batch_size
+        args.model,
+        quantize=getattr(args, "quantize", False),
+        batch_size=args.batch_size,
+        backend=getattr(args, "backend", "auto"),
     )
 
 
@@ -308,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--batch-size", type=int, default=64, help="products per forward pass")
         p.add_argument("--quantize", action="store_true", help="dynamic int8 (CPU)")
+        p.add_argument(
+            "--backend",
+            choices=("auto", "torch", "onnx"),
+            default="auto",
+            help="what runs the model: ONNX Runtime (CPU encoders; same scores, faster), torch, "
+            "or auto (ONNX Runtime where it can run)",
+        )
 
     p = sub.add_parser("train", help="fine-tune a tagger")
     config_args(p)

@@ -85,7 +85,11 @@ class TfidfFeatures:
         return _stack(parts)
 
     def transform(self, texts: list[str]) -> sp.csr_matrix:
-        parts = [v.transform(texts) for v in (self.word, self.char) if v is not None]
+        from sklearn import config_context
+
+        # Our own lists of strings: sklearn's input checks cost a third of one product's time.
+        with config_context(assume_finite=True, skip_parameter_validation=True):
+            parts = [v.transform(texts) for v in (self.word, self.char) if v is not None]
         return _stack(parts)
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -383,6 +387,15 @@ def top_tags(
 
 
 @dataclass
+class TextEvidence:
+    """What the fusion takes from the text alone, for ``LexicalModel.fuse_with_new``."""
+
+    tfidf: np.ndarray | None  # TF-IDF neighbour scores (n, n_tags); None when not fused
+    known: np.ndarray | None  # span tagger: probabilities of vocabulary tags; None when unused
+    new: list[dict[str, float]]  # span tagger: tags outside the vocabulary -> probability
+
+
+@dataclass
 class LexicalModel:
     """What is fused with the neural scores, with the weights tuned on valid.
 
@@ -410,18 +423,46 @@ class LexicalModel:
         return self.neighbours is not None and self.embedding_weight > 0
 
     def base(
-        self, products: list[Product], neural: np.ndarray, embeddings: np.ndarray | None = None
+        self,
+        products: list[Product],
+        neural: np.ndarray,
+        embeddings: np.ndarray | None = None,
+        tfidf: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Neural, TF-IDF-neighbour and embedding-neighbour scores, weighted."""
+        """Neural, TF-IDF-neighbour and embedding-neighbour scores, weighted (``tfidf``: the
+        TF-IDF neighbour scores when already computed)."""
         w, e = self.weight, self.embedding_weight if self.needs_embeddings else 0.0
         scores = w * neural
         if e > 0:
             if embeddings is None:
                 raise ValueError("this model fuses embedding neighbours: pass the embeddings")
             scores = scores + e * self.neighbours.scores(embeddings)
-        if self.tagger is not None and w + e < 1.0:
-            scores = scores + (1.0 - w - e) * self.tagger.scores(products)
+        if self.uses_tfidf:
+            if tfidf is None:
+                tfidf = self.tagger.scores(products)
+            scores = scores + (1.0 - w - e) * tfidf
         return scores
+
+    @property
+    def uses_tfidf(self) -> bool:
+        e = self.embedding_weight if self.needs_embeddings else 0.0
+        return self.tagger is not None and self.weight + e < 1.0
+
+    @property
+    def uses_span(self) -> bool:
+        return self.span is not None and self.span_weight > 0
+
+    def text_evidence(self, products: list[Product]) -> TextEvidence:
+        """The parts of the fusion that need only the text (TF-IDF neighbours, span tagger).
+
+        They do not depend on the neural model, so ``TagRecommender`` computes them in a
+        second thread while the model runs.
+        """
+        tfidf = self.tagger.scores(products) if self.uses_tfidf else None
+        if not self.uses_span:
+            return TextEvidence(tfidf, None, [{} for _ in products])
+        known, spans = self.span.known_and_new(products)
+        return TextEvidence(tfidf, known, spans)
 
     def fuse(
         self, products: list[Product], neural: np.ndarray, embeddings: np.ndarray | None = None
@@ -430,15 +471,21 @@ class LexicalModel:
         return self.fuse_with_new(products, neural, embeddings)[0]
 
     def fuse_with_new(
-        self, products: list[Product], neural: np.ndarray, embeddings: np.ndarray | None = None
+        self,
+        products: list[Product],
+        neural: np.ndarray,
+        embeddings: np.ndarray | None = None,
+        text: TextEvidence | None = None,
     ) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """``fuse`` and ``new_tags`` together (the span tagger runs once)."""
-        scores = self.base(products, neural, embeddings)
+        """``fuse`` and ``new_tags`` together (the span tagger runs once); ``text`` is
+        ``text_evidence(products)`` when already computed."""
+        if text is None:
+            text = self.text_evidence(products)
+        scores = self.base(products, neural, embeddings, text.tfidf)
         new: list[dict[str, float]] = [{} for _ in products]
-        if self.span is not None and self.span_weight > 0:
-            known, spans = self.span.known_and_new(products)
-            scores = (1.0 - self.span_weight) * scores + self.span_weight * known
-            new = [{t: self.span_weight * p for t, p in row.items()} for row in spans]
+        if text.known is not None:
+            scores = (1.0 - self.span_weight) * scores + self.span_weight * text.known
+            new = [{t: self.span_weight * p for t, p in row.items()} for row in text.new]
         if self.ancestor_consistency:
             scores = ancestor_consistent(scores, self.parents, self.depth)
         return scores.astype(np.float32, copy=False), new
@@ -450,7 +497,7 @@ class LexicalModel:
 
     def new_tags(self, products: list[Product]) -> list[dict[str, float]]:
         """Proposed tags outside the vocabulary, per product, with their final scores."""
-        if self.span is None or self.span_weight <= 0:
+        if not self.uses_span:
             return [{} for _ in products]
         _, new = self.span.known_and_new(products)
         return [{t: self.span_weight * p for t, p in row.items()} for row in new]

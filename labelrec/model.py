@@ -119,6 +119,10 @@ class TagModel(nn.Module):
         return classifier_head(self.hf_model)
 
     @property
+    def n_tags(self) -> int:
+        return self.head.out_features
+
+    @property
     def config(self) -> Any:
         return self.hf_model.config
 
@@ -136,6 +140,15 @@ class TagModel(nn.Module):
         pooled = self.embed(input_ids, attention_mask)
         head = self.head
         return head(self.dropout(pooled).to(head.weight.dtype))
+
+    def score_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Sigmoid tag scores and pooled vectors of one padded batch, as float32 numpy."""
+        pooled = self.embed(input_ids, attention_mask)
+        head = self.head
+        logits = head(pooled.to(head.weight.dtype))
+        return torch.sigmoid(logits.float()).cpu().numpy(), pooled.float().cpu().numpy()
 
     def merge(self) -> None:
         """Fold LoRA adapters into the base weights (no-op without LoRA)."""
@@ -395,27 +408,26 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
 
 @torch.inference_mode()
 def score_token_ids(
-    model: TagModel,
+    model: TagModel | Any,
     token_ids: list[list[int]],
     pad_id: int,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     with_embeddings: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Sigmoid tag scores (n, n_tags) and optionally pooled embeddings, in input order."""
+    """Sigmoid tag scores (n, n_tags) and optionally pooled embeddings, in input order.
+
+    ``model`` is a TagModel or anything with its ``score_batch`` (``runtime.OnnxTagModel``).
+    """
     n = len(token_ids)
-    n_tags = model.head.out_features
-    scores = np.zeros((n, n_tags), dtype=np.float32)
+    scores = np.zeros((n, model.n_tags), dtype=np.float32)
     embeddings = None
     for batch in length_sorted_batches([len(t) for t in token_ids], batch_size):
         enc = pad_batch([token_ids[i] for i in batch], pad_id)
         enc = {k: v.to(device) for k, v in enc.items()}
-        pooled = model.embed(**enc)
-        head = model.head
-        logits = head(pooled.to(head.weight.dtype))
-        scores[batch] = torch.sigmoid(logits.float()).cpu().numpy()
+        scores[batch], pooled = model.score_batch(**enc)
         if with_embeddings:
             if embeddings is None:
                 embeddings = np.zeros((n, pooled.shape[1]), dtype=np.float32)
-            embeddings[batch] = pooled.float().cpu().numpy()
+            embeddings[batch] = pooled
     return scores, embeddings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from labelrec.model import (
     load_thresholds,
     score_token_ids,
 )
+from labelrec.runtime import OnnxTagModel, choose_backend
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,13 @@ def _blas_controller() -> Any:
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+@functools.cache
+def _text_worker() -> ThreadPoolExecutor:
+    """One thread for the lexical fusion's text-only part (TF-IDF neighbours, span tagger): it
+    runs while the model's forward pass (which releases the GIL) runs, ~1 ms less per product."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelrec-text")
 
 
 def one_blas_thread() -> contextlib.AbstractContextManager:
@@ -95,6 +104,12 @@ class TagRecommender:
         self.path = path
         self.max_length = int(info["max_length"])
         self.lexical: Any = None  # labelrec.lexical.LexicalModel fused into the scores, if saved
+        self.runner: OnnxTagModel | None = None  # runs the model instead of torch when set
+
+    @property
+    def backend(self) -> str:
+        """What runs the model: "onnx" (ONNX Runtime) or "torch"."""
+        return "torch" if self.runner is None else "onnx"
 
     @classmethod
     def load(
@@ -104,8 +119,14 @@ class TagRecommender:
         quantize: bool = False,
         batch_size: int = 64,
         num_threads: int | None = None,
+        backend: str = "auto",
     ) -> TagRecommender:
-        """Load a model directory; ``quantize`` applies dynamic int8 to linear layers (CPU)."""
+        """Load a model directory.
+
+        ``quantize`` applies dynamic int8 to the encoder's linear layers (CPU, torch).
+        ``backend``: "torch", "onnx" (ONNX Runtime, CPU encoders; same scores, ~3x faster per
+        product) or "auto" (ONNX Runtime where it can run, else torch).
+        """
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelError(f"model directory {model_dir} does not exist")
@@ -132,6 +153,7 @@ class TagRecommender:
             )
         model.to(device)
         rec = cls(model, tokenizer, vocab, info, global_t, per_tag, batch_size, device, model_dir)
+        rec.runner = choose_backend(model, backend, device, quantize, num_threads)
         from labelrec.lexical import LexicalModel
 
         rec.lexical = LexicalModel.load(model_dir, vocab)
@@ -158,37 +180,38 @@ class TagRecommender:
 
         With a lexical model in the directory the scores are the fused ones (``lexical.py``).
         """
-        scores, embeddings, _ = self._score(products, with_embeddings, False)
+        scores, embeddings, _ = self._score(products, with_embeddings)
         return scores, embeddings
 
     def score(self, products: list[Any]) -> tuple[np.ndarray, list[dict[str, float]]]:
         """``predict_scores`` and ``new_tags`` in one pass: (scores, new tags per product)."""
-        scores, _, new = self._score(products, False, True)
+        scores, _, new = self._score(products, False)
         return scores, new
 
     def _score(
-        self, products: list[Any], with_embeddings: bool, with_new: bool
+        self, products: list[Any], with_embeddings: bool
     ) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, float]]]:
         new: list[dict[str, float]] = [{} for _ in products]
         if not products:
             return np.zeros((0, len(self.vocab)), dtype=np.float32), None, new
-        ids = self.encode(products)
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        ids = self.encode(items)
+        text = None
+        if self.lexical is not None:  # the text-only evidence, computed while the model runs
+            text = _text_worker().submit(self.lexical.text_evidence, items)
         need = self.lexical is not None and self.lexical.needs_embeddings
         scores, embeddings = score_token_ids(
-            self.model,
+            self.model if self.runner is None else self.runner,
             ids,
             self.tokenizer.pad_token_id,
             batch_size=self.batch_size,
             device=self.device,
             with_embeddings=with_embeddings or need,
         )
-        if self.lexical is not None:
-            items = [as_product(p, i) for i, p in enumerate(products)]
+        if text is not None:
+            evidence = text.result()
             with one_blas_thread():
-                if with_new:
-                    scores, new = self.lexical.fuse_with_new(items, scores, embeddings)
-                else:
-                    scores = self.lexical.fuse(items, scores, embeddings)
+                scores, new = self.lexical.fuse_with_new(items, scores, embeddings, evidence)
         return scores, embeddings if with_embeddings else None, new
 
     def new_tags(self, products: list[Any]) -> list[dict[str, float]]:

@@ -27,7 +27,9 @@ for registry URIs, off for local directories; 0 turns it off).
 Settings (environment): ``LABELREC_MODEL_URI``, ``LABELREC_POLL_SECONDS``,
 ``LABELREC_MAX_BATCH_PRODUCTS`` (products per ``/suggest_batch`` request, 256),
 ``LABELREC_MAX_BATCH_SIZE`` (adaptive batch, 64), ``LABELREC_MAX_LATENCY_MS`` (10000),
-``LABELREC_QUANTIZE`` (dynamic int8 on CPU), ``LABELREC_NUM_THREADS`` (torch threads),
+``LABELREC_QUANTIZE`` (dynamic int8 on CPU), ``LABELREC_NUM_THREADS`` (inference threads),
+``LABELREC_BACKEND`` (``auto``: ONNX Runtime on CPU where it can run, else torch; ``torch``;
+``onnx``),
 ``LABELREC_INDEX``, ``LABELREC_CATALOG``, ``LABELREC_INTERACTIONS`` (above),
 ``LABELREC_MAX_UPLOAD_MB`` (``/suggest_file`` upload cap, 512).
 
@@ -70,6 +72,7 @@ from labelrec.recommend import (
     UnknownProductError,
     build_index_from_file,
 )
+from labelrec.runtime import BACKENDS
 
 logger = logging.getLogger("labelrec.service")
 
@@ -359,11 +362,13 @@ class ModelHolder:
         quantize: bool = False,
         num_threads: int | None = None,
         loader: Loader | None = None,
+        backend: str = "auto",
     ) -> None:
         self.uri = uri
         self.poll_seconds = poll_seconds
         self.quantize = quantize
         self.num_threads = num_threads
+        self.backend = backend
         self.loader = loader or self._load
         self.extensions: dict[str, Extension] = {}
         self.current: Snapshot | None = None
@@ -389,12 +394,15 @@ class ModelHolder:
         except ValueError:
             raise ValueError(f"LABELREC_POLL_SECONDS={poll!r}: expected seconds") from None
         threads = _env_int("LABELREC_NUM_THREADS", 0) or None
-        return cls(uri, poll_seconds, _env_flag("LABELREC_QUANTIZE"), threads)
+        backend = os.environ.get("LABELREC_BACKEND", "").strip().lower() or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(f"LABELREC_BACKEND={backend!r}: expected one of {', '.join(BACKENDS)}")
+        return cls(uri, poll_seconds, _env_flag("LABELREC_QUANTIZE"), threads, backend=backend)
 
     # -- loading
 
     def _load_kwargs(self) -> dict[str, Any]:
-        return {"quantize": self.quantize, "num_threads": self.num_threads}
+        return {"quantize": self.quantize, "num_threads": self.num_threads, "backend": self.backend}
 
     def _load(self, uri: str) -> tuple[TagRecommender, str, dict[str, Any]]:
         """(recommender, version, info) for ``uri``."""
@@ -410,7 +418,7 @@ class ModelHolder:
                 info["alias"] = uri.rsplit("@", 1)[1] if "@" in uri else None
                 uri = f"models:/{info['name']}/{info['version']}"  # the version just resolved
             rec = load_model(uri)
-            if (self.quantize or self.num_threads) and rec.path is not None:
+            if (self.quantize or self.num_threads or self.backend != "auto") and rec.path:
                 rec = TagRecommender.load(rec.path, **self._load_kwargs())
             return rec, str(info["version"]), info
         path = Path(uri.removeprefix("file://")).expanduser()
@@ -529,6 +537,7 @@ class ModelHolder:
                     "backbone": rec.info.get("backbone"),
                     "max_length": rec.max_length,
                     "quantized": self.quantize,
+                    "backend": rec.backend,
                     **{k: v for k, v in snap.info.items() if k != "uri"},
                     "version": snap.version,  # as a string, also for registry versions
                 }

@@ -14,6 +14,10 @@ def test_latency_table_has_every_stage(trained_model_dir: Path, toy_data_dir: Pa
     assert latency.main([*args, "--products", "4"]) == 0
     out = capsys.readouterr().out
     stages = [line.split(" | ")[0].strip("| ") for line in out.splitlines()[3:]]
-    assert stages[:2] == ["tokenise", "model forward pass"]
+    assert stages[:3] == [
+        "tokenise",
+        "model forward pass, ONNX Runtime",
+        "model forward pass, torch",
+    ]
     assert "recommend (all of it)" in stages
     assert all(float(line.split(" | ")[1].strip(" |")) >= 0 for line in out.splitlines()[3:])

@@ -213,6 +213,20 @@ def test_extensions_are_built_per_version(current: Path, models: dict[str, Path]
     assert holder.current.generation == 1
 
 
+def test_backend_setting(make_service, current: Path) -> None:
+    """LABELREC_BACKEND picks what runs the model; /model says which; a typo stops start-up."""
+    product = ProductIn(title="LEGO city police station")
+    answers = {}
+    for backend in ("onnx", "torch"):
+        svc = make_service(current, LABELREC_BACKEND=backend)
+        assert svc.model()["backend"] == backend
+        answers[backend] = run(svc.suggest(product=product, limit=3, threshold=0.0)).tags
+    assert [t.tag for t in answers["onnx"]] == [t.tag for t in answers["torch"]]
+    assert make_service(current, LABELREC_BACKEND="").model()["backend"] == "onnx"  # auto
+    with pytest.raises(ValueError, match="LABELREC_BACKEND='gpu'"):
+        make_service(current, LABELREC_BACKEND="gpu")
+
+
 def test_unloadable_model_at_start(make_service, tmp_path: Path, models: dict[str, Path]) -> None:
     missing = tmp_path / "later"
     with pytest.raises(RuntimeError, match="cannot load model"):

@@ -1,0 +1,120 @@
+"""ONNX Runtime inference (labelrec/runtime.py): same scores as torch, and when it is used."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelrec import runtime
+from labelrec.model import ModelError
+from labelrec.predict import TagRecommender
+
+pytest.importorskip("onnxruntime")
+
+PRODUCTS = [
+    {"title": "LEGO City Police Station", "description": ""},
+    {"title": "wooden jigsaw puzzle 1000 pieces", "description": "a long " * 40},
+    {"title": "乐高 城市 警察局 积木"},
+    {"title": "red"},
+    {"title": "Hornby model railway train set with engine carriage smoke and sound 3 years"},
+]
+
+
+def test_onnx_scores_and_embeddings_equal_torch(trained_model_dir: Path) -> None:
+    onnx = TagRecommender.load(trained_model_dir, backend="onnx")
+    torch_ = TagRecommender.load(trained_model_dir, backend="torch")
+    assert (onnx.backend, torch_.backend) == ("onnx", "torch")
+    # Different lengths in one padded batch, then one product at a time.
+    for batch_size in (64, 1):
+        onnx.batch_size = torch_.batch_size = batch_size
+        s1, e1 = onnx.predict_scores(PRODUCTS, with_embeddings=True)
+        s2, e2 = torch_.predict_scores(PRODUCTS, with_embeddings=True)
+        np.testing.assert_allclose(s1, s2, atol=1e-5)
+        np.testing.assert_allclose(e1, e2, atol=1e-5)
+    for a, b in zip(onnx.recommend(PRODUCTS, 5), torch_.recommend(PRODUCTS, 5), strict=True):
+        assert [s.tag for s in a] == [s.tag for s in b]
+        np.testing.assert_allclose([s.score for s in a], [s.score for s in b], atol=1e-5)
+
+
+def test_auto_picks_onnx_on_cpu_and_torch_when_it_cannot(trained_model_dir: Path) -> None:
+    assert TagRecommender.load(trained_model_dir).backend == "onnx"
+    assert TagRecommender.load(trained_model_dir, quantize=True).backend == "torch"
+    with pytest.raises(ModelError, match="int8"):
+        TagRecommender.load(trained_model_dir, quantize=True, backend="onnx")
+    with pytest.raises(ModelError, match="unknown backend 'tensorrt'"):
+        TagRecommender.load(trained_model_dir, backend="tensorrt")
+
+
+def test_decoder_models_stay_on_torch(tiny_decoder: Path) -> None:
+    from labelrec.config import LoraSettings, ModelConfig
+    from labelrec.model import build_model
+
+    model, _ = build_model(ModelConfig(backbone=str(tiny_decoder)), LoraSettings(), ["a", "b"])
+    assert runtime.onnx_unsupported(model, "cpu", False) == "decoder models run on torch"
+    assert runtime.choose_backend(model, "auto", "cpu", False) is None
+    with pytest.raises(ModelError, match="decoder"):
+        runtime.choose_backend(model, "onnx", "cpu", False)
+
+
+def test_auto_falls_back_to_torch_when_export_fails_or_onnx_is_missing(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    reference = TagRecommender.load(trained_model_dir, backend="torch").recommend(PRODUCTS)
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(runtime.OnnxTagModel, "export", broken)
+    with caplog.at_level(logging.WARNING, logger="labelrec.runtime"):
+        rec = TagRecommender.load(trained_model_dir)
+    assert rec.backend == "torch" and rec.recommend(PRODUCTS) == reference
+    assert "ONNX export failed (unsupported operator); inference on torch" in caplog.text
+    with pytest.raises(ModelError, match="ONNX export failed: unsupported operator"):
+        TagRecommender.load(trained_model_dir, backend="onnx")
+
+    monkeypatch.setattr(runtime, "onnx_installed", lambda: False)
+    assert TagRecommender.load(trained_model_dir).backend == "torch"
+    with pytest.raises(ModelError, match="not installed"):
+        TagRecommender.load(trained_model_dir, backend="onnx")
+
+
+def test_text_evidence_computed_apart_gives_the_same_fusion(trained_model_dir: Path) -> None:
+    from labelrec.predict import as_product
+
+    rec = TagRecommender.load(trained_model_dir)
+    assert rec.lexical is not None
+    items = [as_product(p, i) for i, p in enumerate(PRODUCTS)]
+    neural, emb = rec.runner.score_batch(**_padded(rec, items))
+    evidence = rec.lexical.text_evidence(items)
+    together = rec.lexical.fuse_with_new(items, neural, emb)
+    apart = rec.lexical.fuse_with_new(items, neural, emb, evidence)
+    np.testing.assert_array_equal(together[0], apart[0])
+    assert together[1] == apart[1]
+
+
+def test_recommend_from_many_threads_matches_one_thread(trained_model_dir: Path) -> None:
+    """The text evidence runs on a shared worker thread: concurrent callers get their own."""
+    rec = TagRecommender.load(trained_model_dir)
+    expected = [rec.recommend([p], limit=3) for p in PRODUCTS]
+    got: dict[int, list] = {}
+
+    def run(i: int) -> None:
+        for _ in range(5):
+            got[i] = rec.recommend([PRODUCTS[i]], limit=3)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PRODUCTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(len(PRODUCTS))] == expected
+
+
+def _padded(rec: TagRecommender, items: list) -> dict:
+    from labelrec.model import pad_batch
+
+    return pad_batch(rec.encode(items), rec.tokenizer.pad_token_id)
