@@ -337,7 +337,8 @@ def measure(
 
 
 class InProcess:
-    """TagRecommender.recommend in batches of 64 (throughput) and one by one (latency).
+    """TagRecommender.recommend on lists of 64 products (throughput; its own forward-pass batch
+    size inside, as in the service) and one by one (latency).
 
     As in the service, the model is loaded in the main thread and runs in a worker thread (on a
     busy machine torch runs far slower in the thread that loaded it than in another one, which
@@ -348,7 +349,7 @@ class InProcess:
 
         from labelrec.predict import TagRecommender
 
-        self.rec = TagRecommender.load(model, quantize=quantize, batch_size=BATCH)
+        self.rec = TagRecommender.load(model, quantize=quantize)
         self.rec.recommend(titles[:BATCH], 5)  # warm-up, like the service's probe
         self.pool = ThreadPoolExecutor(1)
 

@@ -309,7 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="score cut-off; default: the per-tag thresholds tuned on valid",
         )
-        p.add_argument("--batch-size", type=int, default=64, help="products per forward pass")
+        p.add_argument(
+            "--batch-size",
+            type=int,
+            default=None,
+            help="products per forward pass (default: 16 on the CPU, 64 on a GPU)",
+        )
         p.add_argument("--quantize", action="store_true", help="dynamic int8 (CPU)")
         p.add_argument(
             "--backend",
@@ -372,7 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="log the index with its model: a models:/ version's run (tagged), else a new run",
     )
     p.add_argument("--run-id", help="MLflow run to log the index to (implies --log-mlflow)")
-    p.add_argument("--batch-size", type=int, default=64, help="products per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="products per forward pass (default: 16 on the CPU, 64 on a GPU)",
+    )
     p.add_argument("--chunk-size", type=int, default=1000, help="products per chunk")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     config_args(p)

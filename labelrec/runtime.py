@@ -101,8 +101,9 @@ class OnnxTagModel:
         options.intra_op_num_threads = num_threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle pool threads sleep instead of spinning: the lexical fusion and the HTTP server
-        # run on the same cores right after each forward pass.
+        # Idle pool threads sleep instead of spinning: the lexical fusion, the HTTP server and
+        # its clients use the same cores between forward passes (spinning, with the threads
+        # stopped after each run, gained ~1 ms in process and nothing measurable over HTTP).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(
             buffer.getvalue(), options, providers=["CPUExecutionProvider"]

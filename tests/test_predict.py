@@ -160,3 +160,10 @@ def test_bad_model_directories(tmp_path: Path, trained_model_dir: Path) -> None:
     (broken / "thresholds.json").write_text('{"global": 0.5, "per_tag": [0.5]}', encoding="utf-8")
     with pytest.raises(ModelError, match="thresholds"):
         TagRecommender.load(broken)
+
+
+def test_forward_batch_size_defaults_by_device(trained_model_dir: Path) -> None:
+    from labelrec.predict import CPU_BATCH_SIZE
+
+    assert TagRecommender.load(trained_model_dir, device="cpu").batch_size == CPU_BATCH_SIZE == 16
+    assert TagRecommender.load(trained_model_dir, batch_size=3).batch_size == 3
