@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,10 @@ def _text_worker() -> ThreadPoolExecutor:
     """One thread for the lexical fusion's text-only part (TF-IDF neighbours, span tagger): it
     runs while the model's forward pass (which releases the GIL) runs, ~1 ms less per product."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelrec-text")
+
+
+# A forked child has no copy of the worker thread: it makes its own on first use.
+os.register_at_fork(after_in_child=_text_worker.cache_clear)
 
 
 def one_blas_thread() -> contextlib.AbstractContextManager:

@@ -118,3 +118,15 @@ def _padded(rec: TagRecommender, items: list) -> dict:
     from labelrec.model import pad_batch
 
     return pad_batch(rec.encode(items), rec.tokenizer.pad_token_id)
+
+
+def test_recommend_in_a_forked_child(trained_model_dir: Path) -> None:
+    """The text worker thread does not survive a fork: the child makes its own (no hang)."""
+    import multiprocessing
+
+    rec = TagRecommender.load(trained_model_dir, backend="torch")
+    expected = rec.recommend(PRODUCTS[:2], limit=3)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(rec.recommend, (PRODUCTS[:2], 3)).get(timeout=60)
+    assert got == expected
