@@ -4,12 +4,15 @@ Stages for each product of a catalog, one at a time (the service's /suggest at c
 without HTTP): tokenising, the model's forward pass (scores and pooled embedding) on ONNX Runtime
 (what ``TagRecommender.load`` picks on the CPU) and on torch, the lexical fusion with the span
 tagger (``LexicalModel.fuse_with_new``), and the whole ``TagRecommender.recommend`` (its fusion's
-text-only part runs in a second thread during the forward pass). The last row runs ``recommend``
-with numpy's BLAS threads left free during fusion (what labelrec did before
-``predict.one_blas_thread``), to show what that costs.
+text-only part runs in a second thread during the forward pass). Two more rows run ``recommend``
+as labelrec did before: with that text part after the forward pass, and with numpy's BLAS threads
+left free during fusion (``predict.one_blas_thread``). Also printed: the load time and the
+largest difference between the ONNX Runtime and torch outputs; ``--throughput`` adds products/s
+of ``recommend`` on lists of 64 products by forward batch size (``predict.CPU_BATCH_SIZE``).
 
 Usage:
     python benchmarks/latency.py --model runs/all/amazon_uk_toys [--quantize] [--products 200]
+    python benchmarks/latency.py --model runs/all/amazon_uk_toys --products 640 --throughput
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from unittest import mock
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "amazon_uk_toys" / "valid.jsonl"
@@ -41,12 +47,31 @@ def median_ms(fn: Callable[[int], object], n: int, warmup: int = 5) -> float:
     return 1000 * statistics.median(times)
 
 
+def interleaved_median_ms(
+    fns: dict[str, Callable[[int], object]], n: int, warmup: int = 5
+) -> list[tuple[str, float]]:
+    """Median wall time in ms of each ``fn(i)``, all run for one ``i`` before the next."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(-min(warmup, n), n):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(abs(i))
+            if i >= 0:
+                times[name].append(time.perf_counter() - start)
+    return [(name, 1000 * statistics.median(t)) for name, t in times.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="model directory")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="catalog (.jsonl)")
     parser.add_argument("--products", type=int, default=200, help="products timed")
     parser.add_argument("--quantize", action="store_true", help="dynamic int8 (CPU)")
+    parser.add_argument(
+        "--throughput",
+        action="store_true",
+        help="also: products/s of recommend on lists of 64 products, by forward batch size",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -56,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.data.is_file():
         raise SystemExit(f"{args.data} does not exist (shared catalogs live in ../shared/data)")
+    start = time.perf_counter()
     rec = TagRecommender.load(args.model, quantize=args.quantize)
+    load_s = time.perf_counter() - start
     with args.data.open(encoding="utf-8") as fh:
         titles = [json.loads(line)["title"] for line in fh if line.strip()][: args.products]
     products = [[as_product({"title": t}, 0)] for t in titles]
@@ -85,11 +112,25 @@ def main(argv: list[str] | None = None) -> int:
                 return rec.lexical.fuse_with_new(products[i], *outputs[i])
 
         rows.append(("lexical fusion + span tagger", median_ms(fuse, n)))
-    rows.append(("recommend (all of it)", median_ms(lambda i: rec.recommend(products[i]), n)))
+    # Two ways of running recommend, interleaved product by product so that the machine's
+    # drift over time does not favour one of them.
+    variants: dict[str, Callable[[int], object]] = {
+        "recommend (all of it)": lambda i: rec.recommend(products[i]),
+    }
     if rec.lexical is not None:
-        with mock.patch.object(predict, "one_blas_thread", contextlib.nullcontext):
-            free = median_ms(lambda i: rec.recommend(products[i]), n)
-        rows.append(("recommend, BLAS threads free during fusion", free))
+
+        def text_after(i: int) -> object:
+            with mock.patch.object(predict, "_text_worker", _Inline):
+                return rec.recommend(products[i])
+
+        def blas_free(i: int) -> object:
+            with mock.patch.object(predict, "one_blas_thread", contextlib.nullcontext):
+                return rec.recommend(products[i])
+
+        variants["recommend, fusion's text part after the forward pass, not beside it"] = text_after
+    rows += interleaved_median_ms(variants, n)
+    if rec.lexical is not None:  # apart: OpenBLAS threads spin on after it, slowing what follows
+        rows.append(("recommend, BLAS threads free during fusion", median_ms(blas_free, n)))
 
     import torch
 
@@ -97,10 +138,41 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.model} ({'int8' if args.quantize else 'fp32'}), {n} titles of {args.data.name}, "
         f"one at a time; torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs"
     )
+    print(f"model loaded in {load_s:.1f} s (backend {rec.backend}, ONNX export included)")
+    if rec.runner is not None:
+        torch_forward = forward_with(rec.model)
+        diff = max(
+            float(np.abs(a - b).max())
+            for i in range(n)
+            for a, b in zip(forward(i), torch_forward(i), strict=True)
+            if a is not None
+        )
+        print(f"largest difference ONNX Runtime - torch (scores, embeddings): {diff:.1e}")
     print("| stage | median ms |\n|---|---:|")
     for name, ms in rows:
         print(f"| {name} | {ms:.1f} |")
+    if args.throughput:
+        lists = [titles[i : i + 64] for i in range(0, len(titles), 64)]
+        print(f"\nrecommend on {len(titles)} titles in lists of 64, by forward batch size")
+        print("| forward batch | products/s |\n|---:|---:|")
+        for batch_size in (8, 16, 32, 64):
+            rec.batch_size = batch_size
+            rec.recommend(lists[0], 5)
+            start = time.perf_counter()
+            for titles_64 in lists:
+                rec.recommend(titles_64, 5)
+            rate = len(titles) / (time.perf_counter() - start)
+            print(f"| {batch_size} | {rate:.0f} |")
     return 0
+
+
+class _Inline:
+    """An executor that runs the task at once in the calling thread."""
+
+    def submit(self, fn: Callable[..., object], *args: object) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
 
 
 if __name__ == "__main__":

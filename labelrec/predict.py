@@ -26,8 +26,9 @@ from labelrec.model import (
 from labelrec.runtime import OnnxTagModel, choose_backend
 
 # Products per forward pass. Titles vary in length and each batch is padded to its longest: on
-# the CPU, batches of 16 (length-sorted) tagged 260 products/s against 140 for batches of 64
-# (MiniLM, 2 cores, amazon_uk_toys titles); a GPU wants larger batches.
+# the CPU, batches of 8-16 (length-sorted) tag about twice as many products/s as batches of 64
+# (`python benchmarks/latency.py --model M --products 640 --throughput`, MiniLM, 2 cores);
+# a GPU wants larger batches.
 CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 64
 

@@ -11,13 +11,19 @@ import latency  # noqa: E402
 
 def test_latency_table_has_every_stage(trained_model_dir: Path, toy_data_dir: Path, capsys) -> None:
     args = ["--model", str(trained_model_dir), "--data", str(toy_data_dir / "valid.jsonl")]
-    assert latency.main([*args, "--products", "4"]) == 0
+    assert latency.main([*args, "--products", "64", "--throughput"]) == 0
     out = capsys.readouterr().out
-    stages = [line.split(" | ")[0].strip("| ") for line in out.splitlines()[3:]]
+    rows = [line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith("| ")]
+    rows = [row for row in rows if row[0] not in ("stage", "forward batch")]  # not the headers
+    stages = [name.strip() for name, _ in rows]
     assert stages[:3] == [
         "tokenise",
         "model forward pass, ONNX Runtime",
         "model forward pass, torch",
     ]
     assert "recommend (all of it)" in stages
-    assert all(float(line.split(" | ")[1].strip(" |")) >= 0 for line in out.splitlines()[3:])
+    assert "recommend, fusion's text part after the forward pass, not beside it" in stages
+    assert stages[-4:] == ["8", "16", "32", "64"]  # forward batch sizes of --throughput
+    assert all(float(value) >= 0 for _, value in rows)
+    diff = float(out.split("largest difference ONNX Runtime - torch (scores, embeddings): ")[1][:7])
+    assert diff < 1e-4
