@@ -2,9 +2,9 @@
 
 ``TagRecommender.load(..., backend="auto")`` exports a loaded encoder ``TagModel`` to ONNX in
 memory (torch's exporter, no file written) and runs it with ONNX Runtime. On MiniLM and 2 cores
-one title takes about 3 ms instead of 10 ms in eager torch (``benchmarks/latency.py``), and the
-scores agree with torch's to about 1e-6. Decoders, GPUs, int8 and models over the 2 GB protobuf
-limit stay on torch.
+the forward pass of one title takes about half the time of eager torch, and the outputs agree
+with torch's to about 2e-6 (``benchmarks/latency.py`` prints both). Decoders, GPUs, int8 and
+models over the 2 GB protobuf limit stay on torch.
 """
 
 from __future__ import annotations
