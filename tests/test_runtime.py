@@ -47,6 +47,9 @@ def test_auto_picks_onnx_on_cpu_and_torch_when_it_cannot(trained_model_dir: Path
         TagRecommender.load(trained_model_dir, quantize=True, backend="onnx")
     with pytest.raises(ModelError, match="unknown backend 'tensorrt'"):
         TagRecommender.load(trained_model_dir, backend="tensorrt")
+    model = TagRecommender.load(trained_model_dir, backend="torch").model
+    assert "cuda" in runtime.onnx_unsupported(model, "cuda", False)  # GPUs stay on torch
+    assert runtime.choose_backend(model, "auto", "cuda", False) is None
 
 
 def test_decoder_models_stay_on_torch(tiny_decoder: Path) -> None:
