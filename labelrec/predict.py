@@ -58,7 +58,8 @@ def _blas_controller() -> Any:
 @functools.cache
 def _text_worker() -> ThreadPoolExecutor:
     """One thread for the lexical fusion's text-only part (TF-IDF neighbours, span tagger): it
-    runs while the model's forward pass (which releases the GIL) runs, ~1 ms less per product."""
+    runs while the model's forward pass (which releases the GIL) runs (``benchmarks/latency.py``
+    compares it with running it after the forward pass)."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelrec-text")
 
 
@@ -136,8 +137,8 @@ class TagRecommender:
         """Load a model directory.
 
         ``quantize`` applies dynamic int8 to the encoder's linear layers (CPU, torch).
-        ``backend``: "torch", "onnx" (ONNX Runtime, CPU encoders; same scores, ~3x faster per
-        product) or "auto" (ONNX Runtime where it can run, else torch).
+        ``backend``: "torch", "onnx" (ONNX Runtime, CPU encoders; same scores, a forward pass in
+        about half the time) or "auto" (ONNX Runtime where it can run, else torch).
         """
         model_dir = Path(model_dir)
         if not model_dir.is_dir():

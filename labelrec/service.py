@@ -417,9 +417,7 @@ class ModelHolder:
                 info.update(model_version_info(uri))
                 info["alias"] = uri.rsplit("@", 1)[1] if "@" in uri else None
                 uri = f"models:/{info['name']}/{info['version']}"  # the version just resolved
-            rec = load_model(uri)
-            if (self.quantize or self.num_threads or self.backend != "auto") and rec.path:
-                rec = TagRecommender.load(rec.path, **self._load_kwargs())
+            rec = load_model(uri, **self._load_kwargs())
             return rec, str(info["version"]), info
         path = Path(uri.removeprefix("file://")).expanduser()
         rec = TagRecommender.load(path, **self._load_kwargs())

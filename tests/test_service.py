@@ -487,6 +487,10 @@ def test_champion_from_the_registry_and_alias_moves(
     assert info["kind"] == "registry" and info["version"] == str(first.version)
     assert info["name"] == "labelrec" and info["alias"] == "champion"
     assert "champion" in info["aliases"] and info["run_id"] and "P@1" in info["metrics"]
+    assert info["backend"] == "onnx"
+    # Load settings reach registry models too.
+    torch_svc = make_service("models:/labelrec@champion", LABELREC_BACKEND="torch")
+    assert torch_svc.model()["backend"] == "torch"
     before = run(svc.suggest(product=ProductIn(title="plush bear"), limit=12))
     assert before.model_version == str(first.version)
     assert svc.holder.reload().status == "unchanged"

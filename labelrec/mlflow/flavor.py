@@ -200,8 +200,11 @@ def log_model(
     )
 
 
-def load_model(model_uri: str, dst_path: str | None = None) -> Any:
-    """The native ``TagRecommender`` of a logged labelrec model (``runs:/``, ``models:/``, path)."""
+def load_model(model_uri: str, dst_path: str | None = None, **load_kwargs: Any) -> Any:
+    """The native ``TagRecommender`` of a logged labelrec model (``runs:/``, ``models:/``, path).
+
+    ``load_kwargs`` go to ``TagRecommender.load`` (``backend``, ``quantize``, ``num_threads``...).
+    """
     from labelrec.predict import TagRecommender
 
     local = Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path))
@@ -214,4 +217,4 @@ def load_model(model_uri: str, dst_path: str | None = None) -> Any:
             f"{model_uri}: labelrec flavor format {conf['format_version']} is newer than this"
             f" labelrec ({FLAVOR_FORMAT_VERSION}); upgrade labelrec"
         )
-    return TagRecommender.load(local / conf["model_data"])
+    return TagRecommender.load(local / conf["model_data"], **load_kwargs)
