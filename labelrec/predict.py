@@ -118,6 +118,7 @@ class TagRecommender:
         self.max_length = int(info["max_length"])
         self.lexical: Any = None  # labelrec.lexical.LexicalModel fused into the scores, if saved
         self.runner: OnnxTagModel | None = None  # runs the model instead of torch when set
+        self.generator: Any = None  # labelrec.generate.TagGenerator voting in the fusion, if saved
 
     @property
     def backend(self) -> str:
@@ -133,8 +134,12 @@ class TagRecommender:
         batch_size: int | None = None,
         num_threads: int | None = None,
         backend: str = "auto",
+        generate: bool = True,
     ) -> TagRecommender:
         """Load a model directory.
+
+        ``generate=False`` leaves out a saved tag generator (a decoder LLM: seconds per product on
+        a CPU); the other voters' fusion is unchanged.
 
         ``quantize`` applies dynamic int8 to the encoder's linear layers (CPU, torch).
         ``backend``: "torch", "onnx" (ONNX Runtime, CPU encoders; same scores, a forward pass in
@@ -171,7 +176,16 @@ class TagRecommender:
         from labelrec.lexical import LexicalModel
 
         rec.lexical = LexicalModel.load(model_dir, vocab)
+        if generate:
+            from labelrec.generate import TagGenerator
+
+            rec.generator = TagGenerator.load(model_dir, vocab, device)
         return rec
+
+    @property
+    def uses_generator(self) -> bool:
+        """True when the tag generator votes in the fusion."""
+        return self.generator is not None and self.generator.weight > 0
 
     @property
     def tags(self) -> list[str]:
@@ -226,10 +240,17 @@ class TagRecommender:
             evidence = text.result()
             with one_blas_thread():
                 scores, new = self.lexical.fuse_with_new(items, scores, embeddings, evidence)
+        if self.uses_generator:
+            from labelrec.generate import blend
+
+            gen_known, gen_new = self.generator.votes(items)
+            scores, new = blend(scores, new, gen_known, gen_new, self.generator.weight)
         return scores, embeddings if with_embeddings else None, new
 
     def new_tags(self, products: list[Any]) -> list[dict[str, float]]:
         """Proposed tags outside the vocabulary (spans of the title) -> score, per product."""
+        if self.uses_generator:
+            return self.score(products)[1]
         if self.lexical is None:
             return [{} for _ in products]
         with one_blas_thread():
@@ -278,6 +299,8 @@ class TagRecommender:
     @property
     def new_tag_threshold(self) -> float:
         """Score a new (open-vocabulary) tag needs by default; tuned on valid."""
+        if self.uses_generator:
+            return self.generator.new_threshold
         return self.lexical.new_threshold if self.lexical is not None else 1.0
 
     def recommend(

@@ -520,16 +520,22 @@ class TagTrainer:
                 self.vocab,
                 *embeddings,
             )
+        generator, generator_report = None, {}
+        tuned_products, y_tuned = self.valid_products, self.y_valid
+        if self.cfg.generate.enabled:  # the decoder that writes tags, one more voter
+            generator, scores, tuned_products, generator_report = self._fit_generator(
+                lexical_model, scores
+            )
+            y_tuned = self.vocab.encode(tuned_products)
         result_metrics: dict[str, float] = {}
         global_t, per_tag = 0.5, np.full(len(self.vocab), 0.5, dtype=np.float32)
         if scores is not None:
-            global_t = metrics.tune_global_threshold(self.y_valid, scores)
-            per_tag = metrics.tune_tag_thresholds(self.y_valid, scores, global_t)
-            result_metrics = evaluate_scores_on(
-                scores, self.valid_products, self.vocab, per_tag
-            ).metrics
+            global_t = metrics.tune_global_threshold(y_tuned, scores)
+            per_tag = metrics.tune_tag_thresholds(y_tuned, scores, global_t)
+            result_metrics = evaluate_scores_on(scores, tuned_products, self.vocab, per_tag).metrics
             result_metrics["global_threshold"] = float(global_t)
         result_metrics.update(lexical_report)
+        result_metrics.update(generator_report)
         if self.is_main:
             model.eval()
             info = ModelInfo(
@@ -551,6 +557,9 @@ class TagTrainer:
             from labelrec.lexical import save_lexical
 
             save_lexical(lexical_model, self.output)  # None removes one left by an earlier run
+            from labelrec.generate import save_generator
+
+            save_generator(generator, self.output)  # None removes one left by an earlier run
             (self.output / "history.json").write_text(
                 json.dumps(self.state["history"], indent=1), encoding="utf-8"
             )
@@ -564,6 +573,54 @@ class TagTrainer:
             train_seconds=self.state["train_seconds"],
             n_tags=len(self.vocab),
         )
+
+    def _fit_generator(
+        self, lexical_model: Any, scores: np.ndarray | None
+    ) -> tuple[Any, np.ndarray | None, list[data_mod.Product], dict[str, float]]:
+        """Train the tag generator, tune its fusion weight on (a subset of) valid.
+
+        Returns (generator, final scores of the tuned products, those products, report). With
+        ``generate.tune_products`` set, thresholds and final metrics come from that subset.
+        """
+        from labelrec.generate import fit_generator, tune_generator
+
+        gcfg = self.cfg.generate
+        generator, history = fit_generator(
+            gcfg,
+            self.cfg.lexical,
+            self.train_products,
+            self.vocab,
+            self.cfg.seed,
+            self.progress and self.is_main,
+        )
+        report: dict[str, float] = {
+            "generator_train_seconds": float(generator.meta["train_seconds"]),
+            "generator_train_products_per_s": float(history[-1]["products_per_s"]),
+            "generator_final_loss": float(history[-1]["loss"]),
+        }
+        if scores is None:
+            return generator, scores, self.valid_products, report
+        rows = list(range(len(self.valid_products)))
+        if gcfg.tune_products is not None and gcfg.tune_products < len(rows):
+            rows = sorted(random.Random(self.cfg.seed).sample(rows, gcfg.tune_products))
+        products = [self.valid_products[i] for i in rows]
+        fused = scores[rows]
+        new = [{} for _ in rows]
+        if lexical_model is not None:
+            new = lexical_model.new_tags(products)
+        t0 = time.perf_counter()
+        gen_known, gen_new = generator.votes(products)
+        report["generator_products_per_s"] = len(products) / max(time.perf_counter() - t0, 1e-9)
+        tuning = tune_generator(products, self.vocab, fused, new, gen_known, gen_new, gcfg.weight)
+        generator.weight, generator.new_threshold = tuning.weight, tuning.new_threshold
+        report.update(tuning.report)
+        logger.info(
+            "generator: weight %.2f, valid objective %.4f -> %.4f",
+            tuning.weight,
+            tuning.report["fused_objective_without_generator"],
+            tuning.report["fused_objective_with_generator"],
+        )
+        return generator, tuning.known, products, report
 
     def run(self) -> TrainResult:
         """setup, train, cleanup."""

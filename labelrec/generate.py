@@ -1,0 +1,504 @@
+"""Generated tags: a LoRA-tuned decoder LLM writes a product's tags, one voter of the fusion.
+
+The decoder learns to continue ``Product: <title>\\nDescription: ...\\nTags:`` with the product's
+most specific tags (a category path implies its ancestors), separated by one separator token and
+closed by the end token. Decoding is constrained by a prefix tree of the tokenized vocabulary
+(``transformers``' ``prefix_allowed_tokens_fn``, a logits processor): every finished beam is a
+list of real tags. In the open mode a second, per-product tree adds facet values that are spans
+of the title (``brand:`` + a span, for the facets whose values are verbatim in training titles),
+so a brand never seen in training can come out; such tags come back as new (``known: false``).
+
+Each of the ``num_beams`` beams is one tag list; its posterior among the beams (softmax of the
+beams' total log-probabilities) is its vote, and a tag's score is the summed vote of the beams
+that contain it or a descendant path. The fusion weight is tuned on valid like the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from labelrec.causal import (
+    LmExample,
+    LmTrainSettings,
+    end_token_id,
+    fit_causal_lm,
+    load_causal_lm,
+    load_saved_causal_lm,
+    save_causal_lm,
+)
+from labelrec.data import Product, TagVocab
+from labelrec.model import ModelError
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_DIR = "generator"
+GENERATOR_META = "tag_generator.json"
+GENERATOR_FORMAT = 1
+_END = -1  # key of a trie node's finished tag
+SEPARATOR_CANDIDATES = ("\n", ";", "|", ",")
+
+
+def prompt_text(product: Product, description_chars: int) -> str:
+    """The text the decoder continues with the product's tags."""
+    text = f"Product: {product.title.strip()}"
+    desc = (product.description or "").strip()
+    if description_chars > 0 and desc:
+        text += f"\nDescription: {desc[:description_chars]}"
+    return text + "\nTags:"
+
+
+def path_prefixes(tag: str, separator: str | None) -> list[str]:
+    """``A > B > C`` -> ``[A, A > B]`` (the ancestors of a category path tag)."""
+    if not separator or separator not in tag:
+        return []
+    parts = tag.split(separator)
+    return [separator.join(parts[:i]) for i in range(1, len(parts))]
+
+
+def most_specific(tags: list[str], separator: str | None) -> list[str]:
+    """The tags that are not an ancestor path of another tag of the list, in order."""
+    implied = {a for t in tags for a in path_prefixes(t, separator)}
+    return [t for t in dict.fromkeys(tags) if t not in implied]
+
+
+class TagTrie:
+    """Token-id prefix tree of tags; a node's ``_END`` entry holds the tag finishing there."""
+
+    def __init__(self) -> None:
+        self.root: dict[int, Any] = {}
+
+    def add(self, ids: list[int], tag: str) -> None:
+        node = self.root
+        for tok in ids:
+            node = node.setdefault(tok, {})
+        node.setdefault(_END, tag)
+
+
+@dataclass
+class Codec:
+    """Tokenizer-bound encoding of prompts and tag lists."""
+
+    tokenizer: Any
+    separator_id: int
+    end_id: int
+    max_prompt_tokens: int
+    description_chars: int
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any, max_prompt_tokens: int, description_chars: int) -> Codec:
+        """Pick a separator that is one token (newline where the tokenizer has one)."""
+        for sep in SEPARATOR_CANDIDATES:
+            ids = tokenizer.encode(sep, add_special_tokens=False)
+            if len(ids) == 1 and ids[0] != tokenizer.unk_token_id:
+                return cls(
+                    tokenizer, ids[0], end_token_id(tokenizer), max_prompt_tokens, description_chars
+                )
+        raise ModelError("the tokenizer has no single-token separator for tag lists")
+
+    def tag_ids(self, tag: str) -> list[int]:
+        return self.tokenizer.encode(" " + tag, add_special_tokens=False)
+
+    def prompt_ids(self, product: Product) -> list[int]:
+        ids = self.tokenizer.encode(prompt_text(product, self.description_chars))
+        if ids and ids[-1] == self.end_id:  # BERT-style tokenizers close a text with [SEP]
+            ids = ids[:-1]
+        if len(ids) > self.max_prompt_tokens:  # keep the start (title) and the "Tags:" cue
+            cue = self.tokenizer.encode("\nTags:", add_special_tokens=False)
+            ids = ids[: self.max_prompt_tokens - len(cue)] + cue
+        return ids
+
+    def target_ids(self, tags: list[str]) -> list[int]:
+        out: list[int] = []
+        for i, tag in enumerate(tags):
+            if i:
+                out.append(self.separator_id)
+            out += self.tag_ids(tag)
+        return out + [self.end_id]
+
+
+def open_kinds(products: list[Product], max_chars: int) -> list[dict[str, Any]]:
+    """Facet prefixes (``brand:``) whose values are verbatim spans of training titles."""
+    from labelrec.openvocab import SpanTagger
+
+    kinds = SpanTagger.find_kinds(products, max_chars)
+    return [
+        {"prefix": k.prefix, "lowercase": k.lowercase, "max_units": k.max_units}
+        for k in kinds
+        if k.prefix
+    ]
+
+
+def open_candidates(product: Product, kinds: list[dict[str, Any]], max_chars: int) -> list[str]:
+    """Tags ``prefix + span of the title`` for the open facets."""
+    from labelrec.openvocab import candidates
+
+    out: list[str] = []
+    title = product.title
+    for kind in kinds:
+        for start, end, _ in candidates(title.lower(), kind["max_units"], max_chars):
+            text = title[start:end]
+            out.append(kind["prefix"] + (text.lower() if kind["lowercase"] else text))
+    return list(dict.fromkeys(out))
+
+
+class TagGenerator:
+    """A fine-tuned decoder and its constrained decoding over a tag vocabulary."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        vocab: TagVocab,
+        meta: dict[str, Any],
+        device: str = "cpu",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        self.meta = meta
+        self.device = device
+        self.codec = Codec.for_tokenizer(
+            tokenizer, int(meta["max_prompt_tokens"]), int(meta["description_chars"])
+        )
+        self.separator = meta.get("path_separator")
+        self.kinds: list[dict[str, Any]] = meta.get("open_kinds") or []
+        self.max_chars = int(meta.get("span_max_chars", 16))
+        self.weight = float(meta.get("weight", 0.0))
+        self.new_threshold = float(meta.get("new_threshold", 1.0))
+        self.num_beams = int(meta["num_beams"])
+        self.max_new_tokens = int(meta["max_new_tokens"])
+        self.batch_products = int(meta["batch_products"])
+        self.trie = TagTrie()
+        for tag in vocab.tags:
+            self.trie.add(self.codec.tag_ids(tag), tag)
+
+    # ------------------------------------------------------------------ decoding
+    def _walk(self, tokens: list[int], local: TagTrie | None) -> tuple[list[str], list[dict]]:
+        """Tags finished along ``tokens`` and the current (global, local) trie nodes."""
+        g: dict | None = self.trie.root
+        loc: dict | None = local.root if local is not None else None
+        done: list[str] = []
+        sep, end = self.codec.separator_id, self.codec.end_id
+        for tok in tokens:
+            ng = g.get(tok) if g is not None else None
+            nl = loc.get(tok) if loc is not None else None
+            if ng is None and nl is None:
+                finished = _finished(g, loc)
+                if finished is not None and tok in (sep, end):
+                    done.append(finished)
+                    if tok == end:
+                        return done, []
+                    g, loc = self.trie.root, local.root if local is not None else None
+                    continue
+                return done, []  # padding after the end, or off the tree
+            g, loc = ng, nl
+        return done, [n for n in (g, loc) if n is not None]
+
+    def _allowed(self, tokens: list[int], local: TagTrie | None) -> list[int]:
+        _, nodes = self._walk(tokens, local)
+        if not nodes:
+            return [self.codec.end_id]
+        allowed = {tok for node in nodes for tok in node if tok != _END}
+        if any(_END in node for node in nodes):
+            allowed |= {self.codec.separator_id, self.codec.end_id}
+        return sorted(allowed) or [self.codec.end_id]
+
+    @torch.inference_mode()
+    def generate(self, products: list[Product]) -> list[list[tuple[list[str], float]]]:
+        """Per product, the beams: (tags in order, share of the beams' probability)."""
+        out: list[list[tuple[list[str], float]]] = []
+        for start in range(0, len(products), self.batch_products):
+            out += self._generate_batch(products[start : start + self.batch_products])
+        return out
+
+    def _generate_batch(self, products: list[Product]) -> list[list[tuple[list[str], float]]]:
+        locals_: list[TagTrie | None] = []
+        for product in products:
+            local = None
+            if self.kinds:
+                local = TagTrie()
+                for tag in open_candidates(product, self.kinds, self.max_chars):
+                    if tag not in self.vocab.index:
+                        local.add(self.codec.tag_ids(tag), tag)
+            locals_.append(local)
+        prompts = [self.codec.prompt_ids(p) for p in products]
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):  # left padding: generation continues every row
+            ids[row, width - len(p) :] = torch.as_tensor(p)
+            mask[row, width - len(p) :] = 1
+
+        def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
+            return self._allowed(sent[width:].tolist(), locals_[batch_id])
+
+        beams = self.num_beams
+        result = self.model.generate(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            max_new_tokens=self.max_new_tokens,
+            num_beams=beams,
+            num_return_sequences=beams,
+            do_sample=False,
+            prefix_allowed_tokens_fn=allowed,
+            eos_token_id=self.codec.end_id,
+            pad_token_id=pad,
+            return_dict_in_generate=True,
+            output_scores=beams > 1,
+            use_cache=True,
+        )
+        seqs = result.sequences[:, width:].cpu().tolist()
+        if beams > 1:
+            # sequences_scores are total log-probabilities / generated length (length_penalty 1)
+            lengths = np.asarray([_gen_length(s, self.codec.end_id, pad) for s in seqs], float)
+            totals = result.sequences_scores.float().cpu().numpy() * lengths
+        else:
+            totals = np.zeros(len(seqs))
+        out = []
+        for i in range(len(products)):
+            rows = range(i * beams, (i + 1) * beams)
+            t = totals[list(rows)]
+            w = np.exp(t - t.max())
+            w /= w.sum()
+            out.append(
+                [
+                    (self._beam_tags(seqs[r], locals_[i]), float(wr))
+                    for r, wr in zip(rows, w, strict=True)
+                ]
+            )
+        return out
+
+    def _beam_tags(self, tokens: list[int], local: TagTrie | None) -> list[str]:
+        """The tags of one generated sequence (a last tag cut by ``max_new_tokens`` counts when
+        it is complete)."""
+        done, nodes = self._walk(tokens, local)
+        last = _finished(*(nodes + [None, None])[:2]) if nodes else None
+        return list(dict.fromkeys(done + ([last] if last is not None else [])))
+
+    def votes(self, products: list[Product]) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """Votes for vocabulary tags (n, n_tags) and for new tags per product, in [0, 1]."""
+        known = np.zeros((len(products), len(self.vocab)), dtype=np.float32)
+        new: list[dict[str, float]] = [{} for _ in products]
+        if not products:
+            return known, new
+        index = self.vocab.index
+        for i, beams in enumerate(self.generate(products)):
+            for tags, w in beams:
+                closure = set(tags) | {a for t in tags for a in path_prefixes(t, self.separator)}
+                for tag in closure:
+                    j = index.get(tag)
+                    if j is not None:
+                        known[i, j] += w
+                    else:
+                        new[i][tag] = new[i].get(tag, 0.0) + w
+        np.clip(known, 0.0, 1.0, out=known)
+        return known, [{t: min(v, 1.0) for t, v in row.items()} for row in new]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, model_dir: str | Path) -> Path:
+        """Write ``<model_dir>/generator`` (decoder weights, tokenizer, settings)."""
+        out = Path(model_dir) / GENERATOR_DIR
+        info = {**self.meta, "format_version": GENERATOR_FORMAT}
+        info.update(weight=self.weight, new_threshold=self.new_threshold)
+        save_causal_lm(self.model, self.tokenizer, out, info, dtype=info.get("dtype", "bfloat16"))
+        return out
+
+    def save_meta(self, model_dir: str | Path) -> None:
+        """Rewrite only the settings (after the fusion weight was tuned)."""
+        from labelrec.causal import CAUSAL_INFO
+
+        info = {**self.meta, "format_version": GENERATOR_FORMAT}
+        info.update(weight=self.weight, new_threshold=self.new_threshold)
+        path = Path(model_dir) / GENERATOR_DIR / CAUSAL_INFO
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(
+        cls, model_dir: str | Path, vocab: TagVocab, device: str = "cpu"
+    ) -> TagGenerator | None:
+        """The generator saved with a model, or None when it has none."""
+        path = Path(model_dir) / GENERATOR_DIR
+        if not path.is_dir():
+            return None
+        model, tokenizer, meta = load_saved_causal_lm(path, device)
+        if meta.get("format_version", 0) > GENERATOR_FORMAT:
+            raise ModelError(f"{path}: generator format is newer than this labelrec")
+        if int(meta.get("n_tags", len(vocab))) != len(vocab):
+            raise ModelError(
+                f"{path}: generator trained for {meta['n_tags']} tags, not {len(vocab)}"
+            )
+        return cls(model, tokenizer, vocab, meta, device)
+
+
+def _finished(g: dict | None, loc: dict | None) -> str | None:
+    for node in (g, loc):
+        if node is not None and _END in node:
+            return node[_END]
+    return None
+
+
+def _gen_length(seq: list[int], end: int, pad: int) -> int:
+    """Generated tokens up to and including the end token."""
+    for i, tok in enumerate(seq):
+        if tok == end:
+            return i + 1
+    n = len(seq)
+    while n > 1 and seq[n - 1] == pad:
+        n -= 1
+    return max(n, 1)
+
+
+def save_generator(generator: TagGenerator | None, model_dir: str | Path) -> None:
+    """Save ``generator`` into a model directory; None removes one of an earlier run."""
+    import shutil
+
+    if generator is None:
+        shutil.rmtree(Path(model_dir) / GENERATOR_DIR, ignore_errors=True)
+        return
+    generator.save(model_dir)
+
+
+# ---------------------------------------------------------------------- training and tuning
+
+
+def training_examples(
+    codec: Codec, products: list[Product], vocab: TagVocab, separator: str | None
+) -> list[LmExample]:
+    """Prompt and target (most specific tags, vocabulary order) per product with tags."""
+    examples = []
+    for product in products:
+        tags = most_specific([t for t in product.tags if t in vocab.index], separator)
+        if tags:
+            examples.append(LmExample(codec.prompt_ids(product), codec.target_ids(tags)))
+    return examples
+
+
+def fit_generator(
+    gcfg: Any,
+    lexical_cfg: Any,
+    train_products: list[Product],
+    vocab: TagVocab,
+    seed: int = 42,
+    progress: bool = True,
+) -> tuple[TagGenerator, list[dict[str, float]]]:
+    """Fine-tune ``gcfg.backbone`` to write tag lists; returns the generator (weight 0 until
+    tuned) and the training history."""
+    products = list(train_products)
+    if gcfg.max_train_products is not None and len(products) > gcfg.max_train_products:
+        products = random.Random(seed).sample(products, gcfg.max_train_products)
+    model, tokenizer = load_causal_lm(gcfg.backbone, "generate.backbone", gcfg.dtype)
+    separator = lexical_cfg.path_separator if lexical_cfg.ancestor_consistency else None
+    meta: dict[str, Any] = {
+        "backbone": gcfg.backbone,
+        "n_tags": len(vocab),
+        "max_prompt_tokens": gcfg.max_prompt_tokens,
+        "description_chars": gcfg.description_chars,
+        "max_new_tokens": gcfg.max_new_tokens,
+        "num_beams": gcfg.num_beams,
+        "batch_products": gcfg.batch_products,
+        "path_separator": separator,
+        "span_max_chars": lexical_cfg.span_max_chars,
+        "open_kinds": open_kinds(products, lexical_cfg.span_max_chars) if gcfg.open_vocab else [],
+        "dtype": "bfloat16",
+        "n_train": len(products),
+    }
+    codec = Codec.for_tokenizer(tokenizer, gcfg.max_prompt_tokens, gcfg.description_chars)
+    examples = training_examples(codec, products, vocab, separator)
+    settings = LmTrainSettings(
+        epochs=gcfg.epochs,
+        batch_size=gcfg.batch_size,
+        lr=gcfg.lr,
+        lora_r=gcfg.lora_r,
+        lora_alpha=gcfg.lora_alpha,
+        gradient_checkpointing=gcfg.gradient_checkpointing,
+        seed=seed,
+    )
+    t0 = time.perf_counter()
+    model, history = fit_causal_lm(model, tokenizer, examples, settings, progress, "generator")
+    meta["train_seconds"] = time.perf_counter() - t0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    return TagGenerator(model, tokenizer, vocab, meta, device), history
+
+
+@dataclass
+class GeneratorTuning:
+    """What tuning the generator's fusion weight on valid chose and measured."""
+
+    weight: float
+    new_threshold: float
+    known: np.ndarray  # final known-tag scores of the tuned products
+    report: dict[str, float]
+
+
+def blend(
+    fused: np.ndarray,
+    new: list[dict[str, float]],
+    gen_known: np.ndarray,
+    gen_new: list[dict[str, float]],
+    weight: float,
+) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """``(1 - g) * fused + g * generator`` for known tags and for new tags (missing: 0)."""
+    if weight <= 0:
+        return fused, new
+    known = (1.0 - weight) * fused + weight * gen_known
+    out = []
+    for a, b in zip(new, gen_new, strict=True):
+        row = {t: (1.0 - weight) * v for t, v in a.items()}
+        for t, v in b.items():
+            row[t] = row.get(t, 0.0) + weight * v
+        out.append(row)
+    return known.astype(np.float32, copy=False), out
+
+
+def tune_generator(
+    products: list[Product],
+    vocab: TagVocab,
+    fused: np.ndarray,
+    new: list[dict[str, float]],
+    gen_known: np.ndarray,
+    gen_new: list[dict[str, float]],
+    weight: float | None = None,
+) -> GeneratorTuning:
+    """Generator weight maximising (P@1 + nDCG@3) / 2 over known and new tags ranked together,
+    and the threshold of new tags (best micro-F1 among them)."""
+    from labelrec import metrics
+    from labelrec.lexical import objective
+    from labelrec.openvocab import joint_matrices
+
+    grid = [weight] if weight is not None else [round(0.05 * i, 2) for i in range(21)]
+    results: dict[float, float] = {}
+    for g in grid:
+        known, rows = blend(fused, new, gen_known, gen_new, g)
+        y, scores, _ = joint_matrices(known, rows, products, vocab)
+        results[g] = objective(y, scores)
+    best = max(results.values())
+    g = min(k for k, v in results.items() if v >= best - 1e-9)  # ties: the smaller weight
+    known, rows = blend(fused, new, gen_known, gen_new, g)
+    y, scores, _ = joint_matrices(known, rows, products, vocab)
+    new_threshold = 1.0
+    if scores.shape[1] > len(vocab) and g > 0:
+        cols = slice(len(vocab), scores.shape[1])
+        new_threshold = metrics.tune_global_threshold(y[:, cols], scores[:, cols])
+    y_known = vocab.encode(products)
+    report = {
+        "generator_weight": g,
+        "generator_objective": objective(*joint_matrices(gen_known, gen_new, products, vocab)[:2]),
+        "generator_known_objective": objective(y_known, gen_known),
+        "fused_objective_without_generator": results.get(0.0, float("nan")),
+        "fused_objective_with_generator": best,
+        "generator_tuned_products": float(len(products)),
+    }
+    return GeneratorTuning(g, new_threshold, known, report)

@@ -1,0 +1,206 @@
+"""The tag generator: constrained decoding over the vocabulary, votes, fusion, train/save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import toy_catalog, write_jsonl
+
+from labelrec.config import ConfigError, GenerateConfig, LexicalConfig, load_config
+from labelrec.data import Product, TagVocab
+from labelrec.generate import (
+    Codec,
+    TagGenerator,
+    TagTrie,
+    blend,
+    fit_generator,
+    most_specific,
+    open_candidates,
+    path_prefixes,
+    training_examples,
+    tune_generator,
+)
+
+
+@pytest.fixture(scope="module")
+def products() -> list[Product]:
+    return [Product(**row) for row in toy_catalog(6)]
+
+
+@pytest.fixture(scope="module")
+def vocab(products: list[Product]) -> TagVocab:
+    return TagVocab.from_products(products)
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_decoder: Path, products: list[Product], vocab: TagVocab) -> TagGenerator:
+    gcfg = GenerateConfig(
+        enabled=True, backbone=str(tiny_decoder), epochs=1, batch_size=8, num_beams=3
+    )
+    gen, history = fit_generator(gcfg, LexicalConfig(), products, vocab, progress=False)
+    assert history and history[0]["loss"] > 0
+    return gen
+
+
+def test_paths_and_most_specific_tags():
+    assert path_prefixes("A > B > C", " > ") == ["A", "A > B"]
+    assert path_prefixes("brand:Lego", " > ") == []
+    assert path_prefixes("A > B", None) == []
+    tags = ["Toys", "Toys > Building", "brand:Lego", "Toys > Building"]
+    assert most_specific(tags, " > ") == ["Toys > Building", "brand:Lego"]
+    assert most_specific(tags, None) == ["Toys", "Toys > Building", "brand:Lego"]
+
+
+def test_codec_targets_join_tags_with_one_separator_and_end(generator: TagGenerator):
+    codec = generator.codec
+    ids = codec.target_ids(["Toys", "brand:Lego"])
+    assert ids[-1] == codec.end_id
+    assert ids.count(codec.separator_id) == 1
+    assert ids == codec.tag_ids("Toys") + [codec.separator_id] + codec.tag_ids("brand:Lego") + [
+        codec.end_id
+    ]
+    assert codec.separator_id != generator.tokenizer.unk_token_id
+    prompt = codec.prompt_ids(Product("x", "lego " * 500))
+    assert len(prompt) <= codec.max_prompt_tokens
+    assert prompt[-1] != codec.end_id  # the prompt is not closed: the model continues it
+
+
+def test_training_targets_use_vocabulary_tags_only(generator, products, vocab):
+    extra = Product("z", "lego city", tags=["Toys > Building", "not-in-vocab", "Toys"])
+    (example,) = training_examples(generator.codec, [extra], vocab, " > ")
+    text = generator.tokenizer.decode(example.target)
+    assert "building" in text.lower() and "vocab" not in text.lower()
+
+
+def test_every_generated_tag_is_in_the_vocabulary_or_an_open_span(generator, products, vocab):
+    beams = generator.generate(products[:6])
+    assert len(beams) == 6
+    for product, rows in zip(products[:6], beams, strict=True):
+        assert len(rows) == generator.num_beams
+        assert abs(sum(w for _, w in rows) - 1.0) < 1e-4
+        allowed = set(vocab.tags) | set(open_candidates(product, generator.kinds, 16))
+        for tags, _ in rows:
+            assert tags, "a beam without any tag"
+            assert set(tags) <= allowed
+
+
+def test_trie_walk_allows_only_continuations(generator: TagGenerator):
+    codec = generator.codec
+    local = TagTrie()
+    local.add(codec.tag_ids("brand:Zorg"), "brand:Zorg")
+    first = {ids[0] for ids in (codec.tag_ids(t) for t in generator.vocab.tags)}
+    assert set(generator._allowed([], None)) == first
+    lego = codec.tag_ids("brand:Lego")
+    after = generator._allowed(lego, None)
+    assert set(after) >= {codec.separator_id, codec.end_id}
+    zorg = codec.tag_ids("brand:Zorg")
+    seq = codec.tag_ids("Toys") + [codec.separator_id] + zorg + [codec.end_id]
+    assert generator._beam_tags(seq, local) == ["Toys", "brand:Zorg"]
+    assert generator._beam_tags(seq, None) == ["Toys"]  # without the open tree it is off-tree
+    # a tag cut by max_new_tokens after it finished still counts; a half tag does not
+    assert generator._beam_tags(codec.tag_ids("Toys"), None) == ["Toys"]
+    assert generator._beam_tags(lego[:-1], None) == []
+
+
+def test_open_candidates_are_facet_spans_of_the_title():
+    kinds = [{"prefix": "brand:", "lowercase": False, "max_units": 2}]
+    cands = open_candidates(Product("x", "Zorg Mega Blaster"), kinds, 16)
+    assert "brand:Zorg" in cands and "brand:Zorg Mega" in cands
+    assert "brand:Zorg Mega Blaster" not in cands  # 3 units > max_units
+
+
+def test_votes_propagate_to_ancestors_and_keep_new_tags(generator, vocab, monkeypatch):
+    beams = [[(["Toys > Building", "brand:Zorg"], 0.75), (["Hobbies > Trains"], 0.25)]]
+    monkeypatch.setattr(generator, "generate", lambda products: beams)
+    known, new = generator.votes([Product("x", "Zorg blaster")])
+    index = vocab.index
+    assert known[0, index["Toys > Building"]] == pytest.approx(0.75)
+    assert known[0, index["Toys"]] == pytest.approx(0.75)
+    assert known[0, index["Hobbies"]] == pytest.approx(0.25)
+    assert known[0, index["brand:Lego"]] == 0
+    assert new == [{"brand:Zorg": pytest.approx(0.75)}]
+
+
+def test_blend_and_tuning_on_hand_made_scores():
+    vocab = TagVocab(["a", "b", "c"], [3, 2, 1], 3)
+    products = [Product("1", "x", tags=["a"]), Product("2", "y", tags=["b"])]
+    fused = np.array([[0.2, 0.6, 0.1], [0.6, 0.2, 0.1]], dtype=np.float32)  # both wrong
+    gen = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32)  # both right
+    new = [{}, {}]
+    known, rows = blend(fused, new, gen, [{"z": 1.0}, {}], 0.5)
+    assert known[0].tolist() == pytest.approx([0.6, 0.3, 0.05])
+    assert rows == [{"z": 0.5}, {}]
+    tuning = tune_generator(products, vocab, fused, new, gen, [{}, {}])
+    assert tuning.weight > 0.2  # the generator fixes the ranking
+    assert np.argmax(tuning.known[0]) == 0 and np.argmax(tuning.known[1]) == 1
+    assert (
+        tuning.report["fused_objective_with_generator"]
+        > tuning.report["fused_objective_without_generator"]
+    )
+    useless = tune_generator(products, vocab, gen, new, fused, [{}, {}])
+    assert useless.weight == 0.0  # a generator that only hurts gets no weight
+    fixed = tune_generator(products, vocab, fused, new, gen, [{}, {}], weight=0.1)
+    assert fixed.weight == 0.1
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="generate.num_beams"):
+        GenerateConfig(num_beams=0)
+    with pytest.raises(ConfigError, match="generate.weight"):
+        load_config(None, ["generate.weight=1.5"])
+
+
+def test_bad_backbone_is_a_clear_error(tmp_path: Path, vocab, products):
+    from labelrec.model import ModelError
+
+    gcfg = GenerateConfig(enabled=True, backbone=str(tmp_path / "nothing-here"))
+    with pytest.raises(ModelError, match="generate.backbone"):
+        fit_generator(gcfg, LexicalConfig(), products, vocab, progress=False)
+
+
+def test_train_save_load_fuse(tmp_path: Path, tiny_backbone: Path, tiny_decoder: Path):
+    """``generate.enabled`` trains the generator after the tagger; a fixed weight makes it vote;
+    the recommender loads it, and a later run without it removes it."""
+    from labelrec.predict import TagRecommender
+    from labelrec.train import train
+
+    train_file = write_jsonl(toy_catalog(6), tmp_path / "train.jsonl")
+    valid_file = write_jsonl(toy_catalog(2)[:12], tmp_path / "valid.jsonl")
+    out = tmp_path / "model"
+    base = [
+        f"model.backbone={tiny_backbone}",
+        f"data.train={train_file}",
+        f"data.valid={valid_file}",
+        f"output={out}",
+        "train.epochs=1",
+    ]
+    gen = [
+        "generate.enabled=true",
+        f"generate.backbone={tiny_decoder}",
+        "generate.epochs=1",
+        "generate.num_beams=2",
+        "generate.weight=0.4",
+        "generate.tune_products=8",
+    ]
+    result = train(load_config("configs/tiny.yaml", base + gen), progress=False)
+    assert result.metrics["generator_weight"] == pytest.approx(0.4)
+    assert result.metrics["generator_tuned_products"] == 8
+    assert result.metrics["n_products"] == 8  # thresholds and metrics from the tuned subset
+    assert (out / "generator" / "causal.json").is_file()
+
+    rec = TagRecommender.load(out)
+    assert rec.uses_generator and rec.generator.weight == pytest.approx(0.4)
+    titles = ["LEGO City Police Station", "Hornby model railway train set"]
+    with_gen = rec.predict_scores(titles)[0]
+    plain = TagRecommender.load(out, generate=False)
+    assert plain.generator is None
+    without = plain.predict_scores(titles)[0]
+    gen_known, _ = rec.generator.votes([Product(str(i), t) for i, t in enumerate(titles)])
+    assert with_gen == pytest.approx(0.6 * without + 0.4 * gen_known, abs=1e-5)
+    assert rec.recommend(titles, limit=3)[0]
+
+    train(load_config("configs/tiny.yaml", base), progress=False)
+    assert not (out / "generator").exists()
+    assert TagRecommender.load(out).generator is None
