@@ -59,7 +59,7 @@ class LmTrainSettings:
 def load_causal_lm(
     backbone: str, setting: str, dtype: str = "float32", trust_remote_code: bool = False
 ) -> tuple[Any, Any]:
-    """A causal LM and its tokenizer for ``backbone``; ``setting`` names the config key in errors."""
+    """A causal LM and its tokenizer; ``setting`` names the config key in errors."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     source = resolve_backbone(backbone)

@@ -11,7 +11,6 @@ from conftest import toy_catalog, write_jsonl
 from labelrec.config import ConfigError, GenerateConfig, LexicalConfig, load_config
 from labelrec.data import Product, TagVocab
 from labelrec.generate import (
-    Codec,
     TagGenerator,
     TagTrie,
     blend,
