@@ -189,6 +189,10 @@ class TrainConfig:
     )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     log_every: int = field(default=20, metadata={"help": "Steps between progress bar updates."})
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute activations in the backward pass: less memory, more compute."},
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")

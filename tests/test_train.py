@@ -16,7 +16,7 @@ from labelrec.data import read_catalog
 from labelrec.evaluate import evaluate_scores_on
 from labelrec.model import encode_products, load_tokenizer
 from labelrec.predict import TagRecommender
-from labelrec.train import STATE_FILE, bucketed_batches, train
+from labelrec.train import STATE_FILE, TagTrainer, bucketed_batches, train
 
 N_TRAIN_BATCHES = 7  # 50 toy train products in batches of 8 (configs/tiny.yaml)
 
@@ -214,6 +214,31 @@ def test_max_steps_and_warmup(tiny_backbone: Path, toy_data_dir: Path, tmp_path:
     assert _state(tmp_path / "steps")["global_step"] == 4
     # constant after 2 warmup updates: the full learning rate at the end.
     assert result.history[0]["lr"] == pytest.approx(cfg.train.lr)
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+def test_gradient_checkpointing_gives_the_same_training(
+    decoder: bool, tiny_backbone: Path, tiny_decoder: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """Recomputing activations in the backward pass saves memory, not results (dropout is 0)."""
+    backbone = tiny_decoder if decoder else tiny_backbone
+    losses = []
+    for flag in ("false", "true"):
+        cfg = tiny_config(
+            backbone,
+            toy_data_dir,
+            tmp_path / f"gc-{flag}",
+            "train.epochs=2",
+            "lora.dropout=0",
+            f"train.gradient_checkpointing={flag}",
+        )
+        trainer = TagTrainer(cfg, progress=False)
+        trainer.setup()
+        hf = trainer.accelerator.unwrap_model(trainer.model).hf_model
+        assert hf.is_gradient_checkpointing == (flag == "true")
+        trainer.train()
+        losses.append([r["train_loss"] for r in trainer.state["history"]])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
 def test_demo_catalog_when_no_data_given(tiny_backbone: Path, tmp_path: Path) -> None:

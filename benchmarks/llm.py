@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""Generated tags: a decoder LLM as one more voter beside a trained labelrec model, in one table.
+
+    .venv/bin/python benchmarks/llm.py --catalog amazon_uk_toys --base runs/minilm_amazon_uk_toys \\
+        --backbone HuggingFaceTB/SmolLM2-135M-Instruct --train-products 2000 --eval-products 400 \\
+        --output runs/llm_uk
+
+The base model (any ``labelrec train`` output, e.g. ``configs/default.yaml``) is copied to
+``--output``; the generator is fine-tuned on (a random subset of) the catalog's train split; the
+valid products evaluated (``--eval-products``, a random subset, or all) are split in two halves
+by a seeded shuffle: the generator's fusion weight and new-tag threshold are tuned on the first
+half and every row is reported on the second, so no number in the table comes from products it
+was tuned on. Rows: the base model alone (its fusion of neural, kNN and span voters), the
+generator alone, and the two fused. ``facet brand new P@1`` is the first-place hit rate among
+brand tags for products whose gold brand is not in the vocabulary (only open-vocabulary taggers
+can get these). The generator is then saved into ``--output`` with its weight, which makes that
+directory a complete model (``labelrec eval``/``suggest`` use it).
+
+Needs ``../shared/data`` and an offline LLM (``make install-llm``) or a local decoder directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+FACETS = {"amazon_uk_toys": ("brand:",), "zh_taobao": ("品牌:", "型号:", "品类:")}
+COLUMNS = ("P@1", "P@3", "nDCG@3", "PSP@5", "micro_f1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--catalog", required=True, help="folder name under --data")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared catalogs root")
+    p.add_argument("--base", type=Path, required=True, help="a trained labelrec model directory")
+    p.add_argument("--output", type=Path, required=True, help="model directory to write")
+    p.add_argument("--backbone", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    p.add_argument("--config", default=str(ROOT / "configs" / "llm.yaml"))
+    p.add_argument("--train-products", type=int, default=None, help="random training subset")
+    p.add_argument("--eval-products", type=int, default=None, help="random valid subset")
+    p.add_argument("--epochs", type=int, default=None, help="override generate.epochs")
+    p.add_argument("--latency-products", type=int, default=20, help="one-product p50 sample")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json", type=Path, default=None, help="write the rows here too")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. generate.num_beams=6")
+    return p.parse_args(argv)
+
+
+def evaluate(known, new, products, vocab, thresholds, new_threshold, facets) -> dict[str, float]:
+    from labelrec.openvocab import evaluate_with_new_tags, kind_precision
+
+    out = evaluate_with_new_tags(known, new, products, vocab, thresholds, new_threshold).metrics
+    for prefix in facets:
+        out.update(kind_precision(known, new, products, vocab, prefix))
+    return out
+
+
+def dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from labelrec import metrics
+    from labelrec.config import load_config
+    from labelrec.data import read_catalog
+    from labelrec.generate import TagGenerator, blend, fit_generator, tune_generator
+    from labelrec.model import THRESHOLDS_FILE, save_thresholds
+    from labelrec.predict import TagRecommender
+
+    overrides = [f"generate.backbone={args.backbone}", "generate.enabled=true"]
+    if args.train_products:
+        overrides.append(f"generate.max_train_products={args.train_products}")
+    if args.epochs:
+        overrides.append(f"generate.epochs={args.epochs}")
+    cfg = load_config(args.config, overrides + list(args.overrides))
+    folder = args.data / args.catalog
+    if not folder.is_dir():
+        raise SystemExit(f"{folder} does not exist (shared catalogs live in ../shared/data)")
+    if args.output.resolve() != args.base.resolve():
+        shutil.rmtree(args.output, ignore_errors=True)
+        shutil.copytree(args.base, args.output, ignore=shutil.ignore_patterns("checkpoints"))
+    rec = TagRecommender.load(args.output, generate=False)
+    vocab = rec.vocab
+    data_cfg = cfg.data
+    train = read_catalog(folder / "train.jsonl", data_cfg).products
+    valid = read_catalog(folder / "valid.jsonl", data_cfg).products
+    rng = random.Random(args.seed)
+    if args.eval_products and args.eval_products < len(valid):
+        valid = rng.sample(valid, args.eval_products)
+    else:
+        valid = rng.sample(valid, len(valid))
+    half = len(valid) // 2
+    tune_set, report_set = valid[:half], valid[half:]
+    facets = FACETS.get(args.catalog, ())
+
+    lexical_cfg = load_config(None, [])
+    info_cfg = rec.info.get("config") or {}
+    for key in ("path_separator", "ancestor_consistency", "span_max_chars"):
+        if key in (info_cfg.get("lexical") or {}):
+            setattr(lexical_cfg.lexical, key, info_cfg["lexical"][key])
+    print(f"training the generator ({cfg.generate.backbone}) ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    generator, history = fit_generator(cfg.generate, lexical_cfg.lexical, train, vocab, args.seed)
+    train_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    base_known, base_new = rec.score(valid)
+    gen_known, gen_new = generator.votes(valid)
+    gen_s = time.perf_counter() - t0
+    lat = []
+    for p in valid[: args.latency_products]:
+        t1 = time.perf_counter()
+        generator.votes([p])
+        lat.append(time.perf_counter() - t1)
+
+    idx_t, idx_r = slice(0, half), slice(half, len(valid))
+    tuning = tune_generator(
+        tune_set,
+        vocab,
+        base_known[idx_t],
+        base_new[idx_t],
+        gen_known[idx_t],
+        gen_new[idx_t],
+        cfg.generate.weight,
+    )
+    y_t = vocab.encode(tune_set)
+    g = tuning.weight
+    fused_t, _ = blend(base_known[idx_t], base_new[idx_t], gen_known[idx_t], gen_new[idx_t], g)
+    glob = metrics.tune_global_threshold(y_t, fused_t)
+    per_tag = metrics.tune_tag_thresholds(y_t, fused_t, glob)
+    gen_glob = metrics.tune_global_threshold(y_t, gen_known[idx_t])
+    gen_cut = np.full(len(vocab), gen_glob, dtype=np.float32)
+    fused_r, new_r = blend(base_known[idx_r], base_new[idx_r], gen_known[idx_r], gen_new[idx_r], g)
+    rows = {
+        "base model": evaluate(
+            base_known[idx_r],
+            base_new[idx_r],
+            report_set,
+            vocab,
+            rec.tag_thresholds,
+            rec.new_tag_threshold,
+            facets,
+        ),
+        "generated tags alone": evaluate(
+            gen_known[idx_r], gen_new[idx_r], report_set, vocab, gen_cut, gen_glob, facets
+        ),
+        f"fused (generator weight {g:.2f})": evaluate(
+            fused_r, new_r, report_set, vocab, per_tag, tuning.new_threshold, facets
+        ),
+    }
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    speed = {
+        "train products": generator.meta["n_train"],
+        "train s": round(train_s, 1),
+        "train products/s": round(history[-1]["products_per_s"], 2),
+        "generation products/s (batches)": round(len(valid) / gen_s, 2),
+        "one product p50 ms": round(1000 * float(np.median(lat)), 1) if lat else None,
+        "beams": generator.num_beams,
+        "device": device,
+    }
+    generator.weight, generator.new_threshold = g, tuning.new_threshold
+    generator.save(args.output)
+    save_thresholds(args.output / THRESHOLDS_FILE, glob, per_tag)
+    speed["generator MB on disk"] = round(dir_mb(args.output / "generator"), 1)
+    t0 = time.perf_counter()
+    TagGenerator.load(args.output, vocab)
+    speed["generator load s"] = round(time.perf_counter() - t0, 1)
+
+    keys = list(COLUMNS) + sorted({k for r in rows.values() for k in r if k.startswith("facet")})
+    print(
+        f"\n{args.catalog}: {len(report_set)} valid products reported, "
+        f"{len(tune_set)} tuned on; generator {cfg.generate.backbone}"
+    )
+    print("| system | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    for name, values in rows.items():
+        cells = [f"{values.get(k, float('nan')):.3f}" for k in keys]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\n| " + " | ".join(speed) + " |")
+    print("|" + "---|" * len(speed))
+    print("| " + " | ".join(str(v) for v in speed.values()) + " |")
+    if args.json:
+        payload = {"catalog": args.catalog, "rows": rows, "speed": speed, "args": vars(args)}
+        args.json.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
