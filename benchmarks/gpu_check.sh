@@ -5,11 +5,17 @@
 #   benchmarks/gpu_check.sh                       # MiniLM (offline), amazon_uk_toys, 300 steps
 #   BACKBONE=Qwen/Qwen2.5-0.5B LORA_TARGETS="[q_proj,k_proj,v_proj,o_proj]" benchmarks/gpu_check.sh
 #   benchmarks/gpu_check.sh train.batch_size=128  # extra key=value overrides go to `labelrec train`
+#   BACKBONE=.gpu/smollm2 GENERATOR=.gpu/smollm2 benchmarks/gpu_check.sh   # decoder tagger + generator
+#   BACKBONE=.gpu/gemma3 GENERATOR=.gpu/gemma3 CATALOG=.gpu/zh_taobao benchmarks/gpu_check.sh
+#
+# A machine without a package index gets the offline LLMs as folders: copy
+# ~/.cache/labelrec/backbones/<id> (written by the first use of the id, docs/llm.md) to .gpu/.
 #
 # Settings (environment): BACKBONE (hub id or local dir; default all-MiniLM-L6-v2, which ships
 # offline), CATALOG (folder with train.jsonl and valid.jsonl; default ../shared/data/amazon_uk_toys),
 # STEPS (optimizer updates, default 300), BATCH (default 64), LORA_TARGETS (default null: peft's
-# choice for the architecture), OUTPUT (default runs/gpu_check), PYTHON (default .venv/bin/python).
+# choice for the architecture), OUTPUT (default runs/gpu_check), PYTHON (default .venv/bin/python),
+# GENERATOR (the tag generator's decoder, default SmolLM2-135M-Instruct; "none": no generator).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +27,12 @@ STEPS=${STEPS:-300}
 BATCH=${BATCH:-64}
 LORA_TARGETS=${LORA_TARGETS:-null}
 OUTPUT=${OUTPUT:-runs/gpu_check}
+GENERATOR=${GENERATOR:-HuggingFaceTB/SmolLM2-135M-Instruct}
+if [ "$GENERATOR" = none ]; then
+    GEN_ARGS=(generate.enabled=false)
+else
+    GEN_ARGS=(generate.enabled=true "generate.backbone=$GENERATOR")
+fi
 
 if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     version=$("$PYTHON" -c "import torch; print(torch.__version__, 'CUDA', torch.version.cuda)" 2>&1 || true)
@@ -45,7 +57,7 @@ start=$(date +%s)
     "model.backbone=$BACKBONE" "lora.target_modules=$LORA_TARGETS" \
     "data.train=$CATALOG/train.jsonl" "data.valid=$CATALOG/valid.jsonl" "output=$OUTPUT" \
     "train.max_steps=$STEPS" "train.batch_size=$BATCH" train.epochs=1000 \
-    train.early_stopping_patience=0 train.mixed_precision=bf16 "$@"
+    train.early_stopping_patience=0 train.mixed_precision=bf16 "${GEN_ARGS[@]}" "$@"
 wall=$(( $(date +%s) - start ))
 
 "$PYTHON" - "$OUTPUT" "$wall" <<'EOF'
@@ -75,5 +87,9 @@ print(f"steps           {steps} x batch {cfg['train']['batch_size']} in {len(his
 print(f"train products/s {products / seconds:.0f} (after epoch 1: {rate_later:.0f})")
 print(f"peak GPU memory {max(r.get('peak_gpu_mem_gb', float('nan')) for r in history):.2f} GiB (torch.cuda.max_memory_allocated)")
 print(f"valid nDCG@3    {info['valid_metrics'].get('nDCG@3', float('nan')):.4f}, P@1 {info['valid_metrics'].get('P@1', float('nan')):.4f}")
+vm = info["valid_metrics"]
+if "generator_weight" in vm:
+    print(f"generator       {cfg['generate']['backbone']}: {vm['generator_train_products_per_s']:.0f} train products/s, {vm['generator_products_per_s']:.0f} generated products/s, weight {vm['generator_weight']:.2f}")
+    print(f"fused objective {vm['fused_objective_without_generator']:.4f} without the generator, {vm['fused_objective_with_generator']:.4f} with it (valid, (P@1 + nDCG@3) / 2)")
 print(f"wall            {wall} s (loading, tokenising, validation and saving included)")
 EOF
