@@ -41,7 +41,6 @@ from labelrec.model import ModelError
 logger = logging.getLogger(__name__)
 
 GENERATOR_DIR = "generator"
-GENERATOR_META = "tag_generator.json"
 GENERATOR_FORMAT = 1
 _END = -1  # key of a trie node's finished tag
 SEPARATOR_CANDIDATES = ("\n", ";", "|", ",")

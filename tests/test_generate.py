@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -159,22 +160,31 @@ def test_bad_backbone_is_a_clear_error(tmp_path: Path, vocab, products):
         fit_generator(gcfg, LexicalConfig(), products, vocab, progress=False)
 
 
-def test_train_save_load_fuse(tmp_path: Path, tiny_backbone: Path, tiny_decoder: Path):
-    """``generate.enabled`` trains the generator after the tagger; a fixed weight makes it vote;
-    the recommender loads it, and a later run without it removes it."""
-    from labelrec.predict import TagRecommender
-    from labelrec.train import train
+TITLES = ["LEGO City Police Station", "Hornby model railway train set"]
 
+
+def _base_overrides(tmp_path: Path, backbone: Path, out: Path) -> list[str]:
     train_file = write_jsonl(toy_catalog(6), tmp_path / "train.jsonl")
     valid_file = write_jsonl(toy_catalog(2)[:12], tmp_path / "valid.jsonl")
-    out = tmp_path / "model"
-    base = [
-        f"model.backbone={tiny_backbone}",
+    return [
+        f"model.backbone={backbone}",
         f"data.train={train_file}",
         f"data.valid={valid_file}",
         f"output={out}",
         "train.epochs=1",
     ]
+
+
+@pytest.fixture(scope="module")
+def generator_model(
+    tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path, tiny_decoder: Path
+) -> tuple[Path, list[str]]:
+    """A model trained with ``generate.enabled`` and a fixed generator weight of 0.4."""
+    from labelrec.train import train
+
+    tmp = tmp_path_factory.mktemp("gen-model")
+    out = tmp / "model"
+    base = _base_overrides(tmp, tiny_backbone, out)
     gen = [
         "generate.enabled=true",
         f"generate.backbone={tiny_decoder}",
@@ -187,20 +197,66 @@ def test_train_save_load_fuse(tmp_path: Path, tiny_backbone: Path, tiny_decoder:
     assert result.metrics["generator_weight"] == pytest.approx(0.4)
     assert result.metrics["generator_tuned_products"] == 8
     assert result.metrics["n_products"] == 8  # thresholds and metrics from the tuned subset
-    assert (out / "generator" / "causal.json").is_file()
+    return out, base
 
+
+def test_recommender_fuses_the_saved_generator(generator_model):
+    from labelrec.predict import TagRecommender
+
+    out, _ = generator_model
+    assert (out / "generator" / "causal.json").is_file()
     rec = TagRecommender.load(out)
     assert rec.uses_generator and rec.generator.weight == pytest.approx(0.4)
-    titles = ["LEGO City Police Station", "Hornby model railway train set"]
-    with_gen = rec.predict_scores(titles)[0]
+    with_gen = rec.predict_scores(TITLES)[0]
     plain = TagRecommender.load(out, generate=False)
     assert plain.generator is None
-    without = plain.predict_scores(titles)[0]
-    gen_known, _ = rec.generator.votes([Product(str(i), t) for i, t in enumerate(titles)])
+    without = plain.predict_scores(TITLES)[0]
+    gen_known, _ = rec.generator.votes([Product(str(i), t) for i, t in enumerate(TITLES)])
     assert with_gen == pytest.approx(0.6 * without + 0.4 * gen_known, abs=1e-5)
-    assert rec.recommend(titles, limit=3)[0]
+    assert rec.recommend(TITLES, limit=3)[0]
+    assert rec.new_tag_threshold == rec.generator.new_threshold
 
-    train(load_config("configs/tiny.yaml", base), progress=False)
+
+def test_service_and_mlflow_model_use_the_generator(generator_model, make_service, tmp_path):
+    from labelrec.predict import TagRecommender
+    from labelrec.service import ProductIn
+
+    out, _ = generator_model
+    expected = [s.tag for s in TagRecommender.load(out).recommend(TITLES[:1], 5, 0.0)[0]]
+    svc = make_service(out)
+    assert svc.model()["generator"]["in_use"] is True
+    answer = asyncio.run(svc.suggest(product=ProductIn(title=TITLES[0]), limit=5, threshold=0.0))
+    assert [t.tag for t in answer.tags] == expected
+    off = make_service(out, LABELREC_GENERATE="0")
+    assert off.model()["generator"] is None
+    with pytest.raises(ValueError, match="LABELREC_GENERATE"):
+        make_service(out, LABELREC_GENERATE="maybe")
+
+    mlflow = pytest.importorskip("mlflow")
+    import pandas as pd
+
+    import labelrec.mlflow as lrm
+
+    lrm.save_model(out, tmp_path / "mlflow-model")
+    assert any((tmp_path / "mlflow-model").rglob("generator/causal.json"))
+    pyfunc = mlflow.pyfunc.load_model(str(tmp_path / "mlflow-model"))
+    frame = pyfunc.predict(
+        pd.DataFrame({"title": TITLES[:1]}), params={"threshold": 0.0, "limit": 5}
+    )
+    assert [t["tag"] for t in frame["tags"][0]] == expected
+
+
+def test_retraining_without_the_generator_removes_it(generator_model, tmp_path: Path):
+    import shutil
+
+    from labelrec.predict import TagRecommender
+    from labelrec.train import train
+
+    src, base = generator_model
+    out = tmp_path / "model"
+    shutil.copytree(src, out)
+    overrides = [o if not o.startswith("output=") else f"output={out}" for o in base]
+    train(load_config("configs/tiny.yaml", overrides), progress=False)
     assert not (out / "generator").exists()
     assert TagRecommender.load(out).generator is None
 
