@@ -279,3 +279,27 @@ def test_smollm2_learns_to_write_the_toy_tags(smollm2_dir: Path, products, vocab
     title = "Zorgmaster model railway train set"
     _, new = gen.votes([Product("n", title)])
     assert all(t.split(":", 1)[1] in title for t in new[0])
+
+
+def test_cli_suggest_with_and_without_the_generator(generator_model, monkeypatch, capsys):
+    import io
+    import json
+
+    from labelrec import cli
+    from labelrec.predict import TagRecommender
+
+    out, _ = generator_model
+    answers = {}
+    for flags in ([], ["--no-generate"]):
+        monkeypatch.setattr("sys.stdin", io.StringIO(TITLES[0] + "\n"))
+        args = ["suggest", str(out), "--threshold", "0", "--limit", "4", "--format", "jsonl"]
+        assert cli.main(args + flags) == 0
+        answers[bool(flags)] = json.loads(capsys.readouterr().out.splitlines()[0])
+    for plain, rec in (
+        (False, TagRecommender.load(out)),
+        (True, TagRecommender.load(out, generate=False)),
+    ):
+        expected = rec.recommend(TITLES[:1], 4, 0.0)[0]
+        got = answers[plain]["tags"]
+        assert [t["tag"] for t in got] == [s.tag for s in expected]
+        assert [t["score"] for t in got] == pytest.approx([s.score for s in expected], abs=1e-5)
