@@ -21,6 +21,7 @@ def _load_recommender(args: argparse.Namespace) -> Any:
         quantize=getattr(args, "quantize", False),
         batch_size=args.batch_size,
         backend=getattr(args, "backend", "auto"),
+        generate=not getattr(args, "no_generate", False),
     )
 
 
@@ -55,6 +56,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under `accelerate launch`: one summary, not one each
+        return 0
+    if cfg.task == "describe":
+        m = result.metrics
+        print(f"describer saved to {result.output}: {result.train_seconds:.1f} s training")
+        if "valid_rougeL_f1" in m:
+            print(
+                f"valid ({int(m['valid_n_products'])} products): ROUGE-L F1"
+                f" {m['valid_rougeL_f1']:.4f}, {int(m['valid_empty_outputs'])} empty"
+            )
         return 0
     print(
         f"model saved to {result.output}: {result.n_tags} tags, best epoch {result.best_epoch}"
@@ -124,6 +134,46 @@ def cmd_suggest(args: argparse.Namespace) -> int:
             print()
         for s in suggestions:
             print(f"{s.tag}\t{s.score:.4f}")
+    return 0
+
+
+def _parse_product_line(line: str, number: int) -> dict[str, Any]:
+    """A JSON object with ``title`` and optional ``id``, ``tags``, ``description``."""
+    where = f"<stdin>, line {number}"
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: invalid JSON: {err.msg}") from None
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: expected a JSON object with a 'title'")
+    title = item.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError(f"{where}, field 'title': missing, empty or not a string")
+    tags = item.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise ValueError(f"{where}, field 'tags': expected a list of strings")
+    if not isinstance(item.get("description", ""), (str, type(None))):
+        raise ValueError(f"{where}, field 'description': expected a string")
+    pid = item.get("id")
+    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, (str, int))):
+        raise ValueError(f"{where}, field 'id': expected a string or an integer")
+    return item
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    items = []
+    for number, line in enumerate(sys.stdin, start=1):
+        if line.strip():
+            items.append(_parse_product_line(line, number))
+    from labelrec.describe import Describer
+
+    describer = Describer.load(args.describer)
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        describer.batch_products = args.batch_size
+    for item, text in zip(items, describer.describe(items), strict=True):
+        print(json.dumps({"id": item.get("id"), "description": text}, ensure_ascii=False))
     return 0
 
 
@@ -323,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="what runs the model: ONNX Runtime (CPU encoders; same scores, faster), torch, "
             "or auto (ONNX Runtime where it can run)",
         )
+        p.add_argument(
+            "--no-generate",
+            action="store_true",
+            help="leave out the tag generator (a decoder LLM: seconds per product on a CPU)",
+        )
 
     p = sub.add_parser("train", help="fine-tune a tagger")
     config_args(p)
@@ -342,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--format", choices=["text", "jsonl"], default="text", help="output format")
     p.set_defaults(func=cmd_suggest)
+
+    p = sub.add_parser("describe", help="descriptions for products read from stdin (JSON lines)")
+    p.add_argument("describer", help="describer directory (labelrec train with task: describe)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="products per generation batch (default: 16)"
+    )
+    p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("index", help="tag every product of a catalog file")
     model_args(p)

@@ -31,7 +31,13 @@ Settings (environment): ``LABELREC_MODEL_URI``, ``LABELREC_POLL_SECONDS``,
 ``LABELREC_BACKEND`` (``auto``: ONNX Runtime on CPU where it can run, else torch; ``torch``;
 ``onnx``),
 ``LABELREC_INDEX``, ``LABELREC_CATALOG``, ``LABELREC_INTERACTIONS`` (above),
-``LABELREC_MAX_UPLOAD_MB`` (``/suggest_file`` upload cap, 512).
+``LABELREC_MAX_UPLOAD_MB`` (``/suggest_file`` upload cap, 512), ``LABELREC_GENERATE`` (``0``:
+leave out a model's tag generator, a decoder LLM that takes seconds per product on a CPU).
+
+Descriptions: ``POST /describe`` (a list of products with ``title`` and optional ``tags``, ``id``;
+one ``{id, description}`` each, adaptive batching through ``POST /describe_items``) when
+``LABELREC_DESCRIBER`` names a describer directory (``labelrec train --config
+configs/describe.yaml``) or an MLflow URI of one; 404 without it, 503 when it failed to load.
 
 This is the only module that imports ``bentoml``.
 """
@@ -226,6 +232,46 @@ class TagsOut(BaseModel):
     counts: list[int]
 
 
+class DescribeIn(BaseModel):
+    """One product to describe: its title and the tags it has (facets such as color:Blue)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "example": {"id": "P1", "title": "Hornby railway train set", "tags": ["color:Red"]}
+        },
+    )
+
+    title: Annotated[str, Field(min_length=1, description="Product title (required).")]
+    tags: Annotated[
+        list[StrictStr], Field(description="Its tags: categories and key:value attributes.")
+    ] = []
+    id: Annotated[
+        StrictStr | StrictInt | None,
+        Field(description="Optional id, echoed back.", json_schema_extra={"example": "P1"}),
+    ] = None
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _no_tags(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("title")
+    @classmethod
+    def _title_not_blank(cls, value: str) -> str:
+        value = _clean_text(value)
+        if not value:
+            raise ValueError("title must not be empty")
+        return value
+
+
+class DescriptionOut(BaseModel):
+    """The written description of one product."""
+
+    id: str | None = None
+    description: str
+
+
 class ReloadOut(BaseModel):
     status: str  # "reloaded", "unchanged" or "refused"
     model_version: str | None
@@ -363,12 +409,14 @@ class ModelHolder:
         num_threads: int | None = None,
         loader: Loader | None = None,
         backend: str = "auto",
+        generate: bool = True,
     ) -> None:
         self.uri = uri
         self.poll_seconds = poll_seconds
         self.quantize = quantize
         self.num_threads = num_threads
         self.backend = backend
+        self.generate = generate  # False: leave out a saved tag generator (slow on a CPU)
         self.loader = loader or self._load
         self.extensions: dict[str, Extension] = {}
         self.current: Snapshot | None = None
@@ -397,12 +445,27 @@ class ModelHolder:
         backend = os.environ.get("LABELREC_BACKEND", "").strip().lower() or "auto"
         if backend not in BACKENDS:
             raise ValueError(f"LABELREC_BACKEND={backend!r}: expected one of {', '.join(BACKENDS)}")
-        return cls(uri, poll_seconds, _env_flag("LABELREC_QUANTIZE"), threads, backend=backend)
+        generate = os.environ.get("LABELREC_GENERATE", "").strip().lower() or "1"
+        if generate not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"LABELREC_GENERATE={generate!r}: expected 1/true or 0/false")
+        return cls(
+            uri,
+            poll_seconds,
+            _env_flag("LABELREC_QUANTIZE"),
+            threads,
+            backend=backend,
+            generate=generate not in ("0", "false", "no", "off"),
+        )
 
     # -- loading
 
     def _load_kwargs(self) -> dict[str, Any]:
-        return {"quantize": self.quantize, "num_threads": self.num_threads, "backend": self.backend}
+        return {
+            "quantize": self.quantize,
+            "num_threads": self.num_threads,
+            "backend": self.backend,
+            "generate": self.generate,
+        }
 
     def _load(self, uri: str) -> tuple[TagRecommender, str, dict[str, Any]]:
         """(recommender, version, info) for ``uri``."""
@@ -536,6 +599,14 @@ class ModelHolder:
                     "max_length": rec.max_length,
                     "quantized": self.quantize,
                     "backend": rec.backend,
+                    "generator": None
+                    if rec.generator is None
+                    else {
+                        "backbone": rec.generator.meta.get("backbone"),
+                        "weight": rec.generator.weight,
+                        "num_beams": rec.generator.num_beams,
+                        "in_use": rec.uses_generator,
+                    },
                     **{k: v for k, v in snap.info.items() if k != "uri"},
                     "version": snap.version,  # as a string, also for registry versions
                 }
@@ -695,6 +766,42 @@ async def stream_scored(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------- descriptions
+
+NO_DESCRIBER = (
+    "no describer: start the service with LABELREC_DESCRIBER set to a describer directory"
+    " (labelrec train --config configs/describe.yaml) or its MLflow URI"
+)
+
+
+def load_describer(uri: str) -> Any:
+    """The ``Describer`` of a directory or of an MLflow URI (``models:/name@alias``)."""
+    from labelrec.describe import Describer
+
+    if not is_registry_uri(uri):
+        return Describer.load(Path(uri.removeprefix("file://")).expanduser())
+    _use_labelrec_tracking_uri()
+    from labelrec.mlflow import load_model
+
+    describer = load_model(uri)
+    if not isinstance(describer, Describer):
+        raise ModelError(f"{uri} is a tagging model, not a describer")
+    return describer
+
+
+def describe_items(
+    describer: Any, items: list[DescribeIn], busy: threading.Lock | None = None
+) -> list[DescriptionOut]:
+    """Descriptions of ``items`` (holding ``busy`` while the decoder runs)."""
+    products = [{"title": i.title, "tags": i.tags} for i in items]
+    with busy or contextlib.nullcontext():
+        texts = describer.describe(products)
+    return [
+        DescriptionOut(id=None if i.id is None else str(i.id), description=t)
+        for i, t in zip(items, texts, strict=True)
+    ]
+
+
 # --------------------------------------------------------------------------- the service
 
 http_app = FastAPI(
@@ -740,6 +847,18 @@ class LabelRec:
         )
         self.holder.start()
         self._in_flight = 0  # /suggest and /suggest_batch requests being answered
+        self.describer: Any = None
+        self.describer_error: str | None = None
+        self.describer_uri = os.environ.get("LABELREC_DESCRIBER", "").strip() or None
+        if self.describer_uri:  # a describer that cannot load leaves tagging up (503 there)
+            try:
+                self.describer = load_describer(self.describer_uri)
+            except Exception as err:
+                self.describer_error = f"{type(err).__name__}: {err}"
+                logger.error(
+                    "describer %s not loaded: %s", self.describer_uri, self.describer_error
+                )
+        self._describing = 0  # /describe requests being answered
 
     def __is_ready__(self) -> bool:
         return self.holder.ready
@@ -819,6 +938,62 @@ class LabelRec:
         except ServiceError as err:
             return _error(err.status, err.message)  # type: ignore[return-value]
         return BatchSuggestions(results=results, model_version=snap.version)
+
+    # -- descriptions (need LABELREC_DESCRIBER)
+
+    def _describer(self) -> Any:
+        if self.describer is not None:
+            return self.describer
+        if self.describer_uri:
+            raise ServiceError(
+                503, f"describer {self.describer_uri} failed to load: {self.describer_error}"
+            )
+        raise ServiceError(404, NO_DESCRIBER)
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    def describe_items(self, items: list[DescribeIn]) -> list[DescriptionOut]:
+        """Adaptive-batching core of /describe: concurrent calls share one generation batch."""
+        try:
+            describer = self._describer()
+        except ServiceError as err:
+            from bentoml.exceptions import NotFound, ServiceUnavailable
+
+            raise (NotFound if err.status == 404 else ServiceUnavailable)(err.message) from None
+        return describe_items(describer, items, self.holder.busy)
+
+    @bentoml.api
+    async def describe(
+        self,
+        products: Annotated[
+            list[DescribeIn],
+            Field(
+                max_length=MAX_BATCH_PRODUCTS,
+                description=f"Up to {MAX_BATCH_PRODUCTS} products.",
+                json_schema_extra={
+                    "example": [
+                        {"id": "P1", "title": "Hornby railway train set", "tags": ["Trains"]},
+                        {"title": "Plush bear", "tags": ["color:Brown"]},
+                    ]
+                },
+            ),
+        ],
+    ) -> list[DescriptionOut]:
+        """A written description for each product (title and tags), in input order."""
+        try:
+            describer = self._describer()
+        except ServiceError as err:
+            return _error(err.status, err.message)  # type: ignore[return-value]
+        if not products:
+            return []
+        self._describing += 1
+        try:
+            if self._describing == 1:  # nothing to batch with: skip the batcher's extra hop
+                return await asyncio.to_thread(
+                    describe_items, describer, products, self.holder.busy
+                )
+            return list(await self.to_async.describe_items(products))
+        finally:
+            self._describing -= 1
 
     # -- products: similar, search, recommend (need a product index)
 
@@ -937,7 +1112,14 @@ class LabelRec:
     @http_app.get("/model", tags=["labelrec"])
     def model(self) -> dict[str, Any]:
         """Model name, version, aliases, run, metrics, and reload status."""
-        return self.holder.describe()
+        out = self.holder.describe()
+        if self.describer_uri:
+            out["describer"] = {"uri": self.describer_uri, "error": self.describer_error}
+            if self.describer is not None:
+                meta = self.describer.meta
+                out["describer"]["backbone"] = meta.get("backbone")
+                out["describer"]["valid_metrics"] = _jsonable(meta.get("valid_metrics") or {})
+        return out
 
     @http_app.post("/reload", response_model=ReloadOut, tags=["labelrec"])
     async def reload(self, force: bool = False) -> ReloadOut | JSONResponse:

@@ -80,7 +80,7 @@ class Splits:
     skipped: list[str] = field(default_factory=list)
 
 
-def load_splits(cfg: Config) -> Splits:
+def load_splits(cfg: Config, require_tags: bool = True) -> Splits:
     """Train and valid products: from files, or the built-in demo catalog when none is given."""
     dcfg = cfg.data
     if dcfg.train is None:
@@ -91,14 +91,14 @@ def load_splits(cfg: Config) -> Splits:
         train, valid = data_mod.split_products(products, dcfg.valid_fraction, seed=cfg.seed)
         source = f"labelrec-demo(n={dcfg.demo_products},seed={cfg.seed})"
         return Splits(train, valid, source, source)
-    train_cat = data_mod.read_catalog(dcfg.train, dcfg)
+    train_cat = data_mod.read_catalog(dcfg.train, dcfg, require_tags)
     skipped = list(train_cat.skipped)
     if dcfg.valid is None:
         train, valid = data_mod.split_products(
             train_cat.products, dcfg.valid_fraction, seed=cfg.seed
         )
         return Splits(train, valid, str(dcfg.train), f"{dcfg.train} (split)", skipped)
-    valid_cat = data_mod.read_catalog(dcfg.valid, dcfg)
+    valid_cat = data_mod.read_catalog(dcfg.valid, dcfg, require_tags)
     skipped += valid_cat.skipped
     return Splits(train_cat.products, valid_cat.products, str(dcfg.train), str(dcfg.valid), skipped)
 
@@ -220,6 +220,10 @@ class TagTrainer:
 
         prior = tag_prior(np.asarray(y_train.sum(axis=0)).ravel(), y_train.shape[0])
         self.model, self.tokenizer = build_model(cfg.model, cfg.lora, self.vocab.tags, prior)
+        if tcfg.gradient_checkpointing:  # memory for decoders on GPUs; the loss is unchanged
+            self.model.hf_model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         self.padding_side = getattr(self.tokenizer, "padding_side", "right")
         max_len = cfg.model.max_length
         self.train_ids = encode_products(
@@ -638,5 +642,9 @@ def _flat_config(cfg: Config) -> dict[str, Any]:
 def train(
     cfg: Config, resume: bool = False, tracker: Tracker | None = None, progress: bool = True
 ) -> TrainResult:
-    """Fine-tune a tagger as configured and save it to ``cfg.output``."""
+    """Fine-tune a tagger (``task: describe``: a describer) and save it to ``cfg.output``."""
+    if cfg.task == "describe":
+        from labelrec.describe import train_describer
+
+        return train_describer(cfg, resume=resume, tracker=tracker, progress=progress)
     return TagTrainer(cfg, resume=resume, tracker=tracker, progress=progress).run()

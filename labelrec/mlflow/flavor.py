@@ -5,11 +5,16 @@ A logged model holds the labelrec model directory (merged safetensors weights, t
 ``MLmodel`` with a ``labelrec`` section and ``python_function`` as the second flavor. The pyfunc is
 models-from-code (``pyfunc_model.py``) with labelrec's own source bundled as a code path, so
 loading it needs neither a network, the Hugging Face hub, nor unpickling.
+
+A describer directory (``labelrec train`` with ``task: describe``) is saved the same way, with
+``kind: describer`` in the ``labelrec`` section and the `describer_signature`; ``load_model``
+then returns a ``Describer`` and the pyfunc writes descriptions.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import shutil
 import sys
 import tempfile
@@ -107,9 +112,37 @@ def default_input_example() -> pd.DataFrame:
     )
 
 
+def describer_signature() -> ModelSignature:
+    """Inputs ``title`` (required), ``tags`` (list of strings); output ``description``."""
+    inputs = Schema([ColSpec("string", "title"), ColSpec(Array("string"), "tags", required=False)])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string", "description")]))
+
+
+def default_describer_example() -> pd.DataFrame:
+    """Two products, as the describer signature expects them."""
+    return pd.DataFrame(
+        {
+            "title": ["Hornby model railway train set", "Plush teddy bear"],
+            "tags": [["Toys > Trains", "brand:Hornby"], ["color:Brown"]],
+        }
+    )
+
+
+def _describer_info(model_dir: Path) -> dict[str, Any] | None:
+    """The settings of a describer directory, None for other directories."""
+    from labelrec.describe import is_describer_dir
+
+    if not is_describer_dir(model_dir):
+        return None
+    from labelrec.causal import CAUSAL_INFO
+
+    return json.loads((model_dir / CAUSAL_INFO).read_text(encoding="utf-8"))
+
+
 def _copy_model_dir(model_dir: Path, dst: Path) -> Path:
     """The files a served model needs (no training checkpoints)."""
-    read_info(model_dir)
+    if _describer_info(model_dir) is None:
+        read_info(model_dir)
     shutil.copytree(model_dir, dst, ignore=lambda _d, names: [n for n in names if n in _SKIP])
     return dst
 
@@ -131,28 +164,42 @@ def save_model(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"model directory {model_dir} does not exist")
-    info = read_info(model_dir)
+    describer = _describer_info(model_dir)
     if mlflow_model is None:
         mlflow_model = Model()
     if metadata is not None:
         mlflow_model.metadata = metadata
-    mlflow_model.add_flavor(
-        FLAVOR_NAME,
-        format_version=FLAVOR_FORMAT_VERSION,
-        model_format_version=info.get("format_version"),
-        backbone=info.get("backbone"),
-        n_tags=info.get("n_tags"),
-        pooling=info.get("pooling"),
-        max_length=info.get("max_length"),
-        labelrec_version=labelrec_version(),
-        model_data=f"artifacts/{MODEL_SUBPATH}",
-    )
-    if input_example is None:
-        input_example = default_input_example()
-    elif isinstance(input_example, pd.DataFrame) and "title" in input_example.columns:
-        # an evaluation frame may carry gold tags or ids: keep the signature's columns
-        keep = [c for c in ("title", "description") if c in input_example.columns]
-        input_example = input_example[keep].reset_index(drop=True)
+    if describer is not None:
+        mlflow_model.add_flavor(
+            FLAVOR_NAME,
+            format_version=FLAVOR_FORMAT_VERSION,
+            kind="describer",
+            backbone=describer.get("backbone"),
+            labelrec_version=labelrec_version(),
+            model_data=f"artifacts/{MODEL_SUBPATH}",
+        )
+        signature = signature or describer_signature()
+        if input_example is None:
+            input_example = default_describer_example()
+    else:
+        info = read_info(model_dir)
+        mlflow_model.add_flavor(
+            FLAVOR_NAME,
+            format_version=FLAVOR_FORMAT_VERSION,
+            model_format_version=info.get("format_version"),
+            backbone=info.get("backbone"),
+            n_tags=info.get("n_tags"),
+            pooling=info.get("pooling"),
+            max_length=info.get("max_length"),
+            labelrec_version=labelrec_version(),
+            model_data=f"artifacts/{MODEL_SUBPATH}",
+        )
+        if input_example is None:
+            input_example = default_input_example()
+        elif isinstance(input_example, pd.DataFrame) and "title" in input_example.columns:
+            # an evaluation frame may carry gold tags or ids: keep the signature's columns
+            keep = [c for c in ("title", "description") if c in input_example.columns]
+            input_example = input_example[keep].reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp:
         staged = _copy_model_dir(model_dir, Path(tmp) / MODEL_SUBPATH)
         mlflow.pyfunc.save_model(
@@ -171,7 +218,8 @@ def save_model(
 
 def _check_layout(path: Path) -> None:
     conf = _get_flavor_configuration(str(path), FLAVOR_NAME)
-    if not (path / conf["model_data"] / LABELREC_FILE).is_file():
+    marker = "causal.json" if conf.get("kind") == "describer" else LABELREC_FILE
+    if not (path / conf["model_data"] / marker).is_file():
         raise ModelError(f"{path}: the model directory is not at {conf['model_data']}")
 
 
@@ -185,9 +233,11 @@ def log_model(
     """Log a labelrec model directory as an MLflow (logged) model, in the active run if any.
 
     ``kwargs`` go to ``mlflow.models.Model.log`` (``signature``, ``pip_requirements``,
-    ``metadata``, ``tags``, ``params``, ``await_registration_for``...).
+    ``metadata``, ``tags``, ``params``, ``await_registration_for``...). A describer directory
+    is logged as a describer.
     """
-    read_info(model_dir)
+    if _describer_info(Path(model_dir)) is None:
+        read_info(model_dir)
     return Model.log(
         artifact_path=None,
         name=name,
@@ -204,6 +254,7 @@ def load_model(model_uri: str, dst_path: str | None = None, **load_kwargs: Any) 
     """The native ``TagRecommender`` of a logged labelrec model (``runs:/``, ``models:/``, path).
 
     ``load_kwargs`` go to ``TagRecommender.load`` (``backend``, ``quantize``, ``num_threads``...).
+    A logged describer loads as a ``Describer`` (``load_kwargs``: ``device``).
     """
     from labelrec.predict import TagRecommender
 
@@ -217,4 +268,8 @@ def load_model(model_uri: str, dst_path: str | None = None, **load_kwargs: Any) 
             f"{model_uri}: labelrec flavor format {conf['format_version']} is newer than this"
             f" labelrec ({FLAVOR_FORMAT_VERSION}); upgrade labelrec"
         )
+    if conf.get("kind") == "describer":
+        from labelrec.describe import Describer
+
+        return Describer.load(local / conf["model_data"], **load_kwargs)
     return TagRecommender.load(local / conf["model_data"], **load_kwargs)

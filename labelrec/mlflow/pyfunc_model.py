@@ -7,6 +7,9 @@ Input: a DataFrame with ``title`` (string) and optional ``description`` (string)
 (tags per product, default 10) and ``threshold`` (a global score cut-off; null or absent = the
 per-tag thresholds tuned on valid; 0 = the top ``limit`` tags whatever their scores). Output: a
 DataFrame with one column ``tags``: per product a list of ``{"tag", "score"}``, best first.
+
+A describer (``kind: describer``) reads ``title`` and optional ``tags`` (a list of strings per
+product) and returns one column ``description``.
 """
 
 from __future__ import annotations
@@ -55,19 +58,39 @@ def _records(model_input: Any) -> list[dict[str, str]]:
     ]
 
 
+def _describe_records(model_input: Any) -> list[dict[str, Any]]:
+    """Products as ``{"title", "tags"}`` dicts; missing tags are empty lists."""
+    frame = _frame(model_input)
+    if "title" not in frame.columns:
+        raise ValueError(f"input has no 'title' column (columns: {list(frame.columns)})")
+    tags = frame["tags"].tolist() if "tags" in frame.columns else [None] * len(frame)
+    return [
+        {"title": _text(t), "tags": [] if g is None or isinstance(g, float) else list(g)}
+        for t, g in zip(frame["title"].tolist(), tags, strict=True)
+    ]
+
+
 class LabelrecPyfunc(PythonModel):
     """Ranked tags with scores for each product of a DataFrame."""
 
     def load_context(self, context: Any) -> None:
+        from labelrec.describe import Describer, is_describer_dir
         from labelrec.predict import TagRecommender
 
-        self.recommender = TagRecommender.load(context.artifacts[MODEL_ARTIFACT])
+        path = context.artifacts[MODEL_ARTIFACT]
+        self.describer = Describer.load(path) if is_describer_dir(path) else None
+        if self.describer is None:
+            self.recommender = TagRecommender.load(path)
 
     # model_input is typed pd.DataFrame, a hint MLflow leaves alone: the signature is explicit
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        """A DataFrame with a ``tags`` column: lists of ``{"tag", "score"}``, best first."""
+        """A DataFrame with a ``tags`` column: lists of ``{"tag", "score"}``, best first (a
+        describer: a ``description`` column)."""
+        if self.describer is not None:
+            texts = self.describer.describe(_describe_records(model_input))
+            return pd.DataFrame({"description": texts})
         params = params or {}
         limit = params.get("limit")
         limit = 10 if limit is None else int(limit)

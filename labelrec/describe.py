@@ -1,0 +1,556 @@
+"""Product descriptions: a LoRA-tuned decoder LLM writes a new listing's description.
+
+The decoder learns to continue a prompt built from what a new listing has (its title, its
+attributes as facet tags such as ``color:Blue``, its most specific categories)::
+
+    Product: <title>
+    color: Blue
+    Category: Toys > Puzzles
+    Description:
+
+with the product's real description (whitespace collapsed; its first ``max_target_tokens``
+tokens, then the end token when it was not cut). Products without a description are skipped in
+training. Generation runs in batches with the KV cache (left padding, greedy or beam search, with
+length and repetition controls); a text cut by ``max_new_tokens`` is trimmed to its last full
+sentence, and an empty output is replaced by a sentence built from the title and tags (logged),
+so ``describe`` never returns an empty string.
+
+A trained describer is one self-contained directory (``save_causal_lm``: merged weights in bf16,
+tokenizer, ``causal.json`` with ``kind: describer`` and its settings). Quality is ROUGE-L F1 of
+the first 60 words, lowercased, against the real description (``rouge_l_f1``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labelrec.causal import (
+    CAUSAL_INFO,
+    LmExample,
+    LmTrainSettings,
+    end_token_id,
+    fit_causal_lm,
+    load_causal_lm,
+    load_saved_causal_lm,
+    save_causal_lm,
+)
+from labelrec.data import Product
+from labelrec.generate import most_specific
+from labelrec.model import ModelError
+
+logger = logging.getLogger(__name__)
+
+DESCRIBER_KIND = "describer"
+DESCRIBER_FORMAT = 1
+PROMPT_CUE = "\nDescription:"
+ROUGE_WORDS = 60
+# A facet tag: a short key, a colon, a value ("color:Blue", "brand:Hornby", "品牌:华为").
+_FACET = re.compile(r"^(\w[\w\- ]{0,23}):\s*(\S.*)$")
+_SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)")
+_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_ROUGE_TOKEN = re.compile(rf"[{_CJK}]|[^\W_]+")
+
+ProductLike = Product | Mapping[str, Any]
+
+
+# ---------------------------------------------------------------------- products and prompts
+
+
+def as_product(item: ProductLike, position: int = 0) -> Product:
+    """A ``Product`` from a Product or a mapping with ``title`` and optional ``tags``, ``id``,
+    ``description``; ``ValueError`` naming the product and field otherwise."""
+    if isinstance(item, Product):
+        return item
+    if not isinstance(item, Mapping):
+        raise ValueError(f"product {position}: expected an object, got {type(item).__name__}")
+    title = item.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError(f"product {position}, field 'title': missing, empty or not a string")
+    tags = item.get("tags") or []
+    if isinstance(tags, str):
+        tags = [t for t in tags.split("|") if t.strip()]
+    if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
+        raise ValueError(f"product {position}, field 'tags': expected a list of strings")
+    description = item.get("description") or ""
+    if not isinstance(description, str):
+        raise ValueError(f"product {position}, field 'description': expected a string")
+    pid = item.get("id")
+    return Product(
+        id="" if pid is None else str(pid),
+        title=" ".join(title.split()),
+        description=description,
+        tags=[" ".join(t.split()) for t in tags if t.strip()],
+    )
+
+
+def split_tags(
+    tags: Sequence[str], separator: str | None
+) -> tuple[dict[str, list[str]], list[str]]:
+    """(attributes ``{key: [values]}`` from facet tags, most specific category tags)."""
+    attributes: dict[str, list[str]] = {}
+    categories: list[str] = []
+    for tag in tags:
+        match = _FACET.match(tag)
+        if match and (not separator or separator not in tag):
+            values = attributes.setdefault(match.group(1).strip(), [])
+            if match.group(2) not in values:
+                values.append(match.group(2).strip())
+        else:
+            categories.append(tag)
+    return attributes, most_specific(categories, separator)
+
+
+def prompt_text(product: Product, separator: str | None = " > ", max_tags: int = 12) -> str:
+    """The text the decoder continues with the description."""
+    attributes, categories = split_tags(product.tags, separator)
+    lines = [f"Product: {' '.join(product.title.split())}"]
+    shown = 0
+    for key, values in attributes.items():
+        if shown >= max_tags:
+            break
+        lines.append(f"{key}: {', '.join(values)}")
+        shown += 1
+    if categories and shown < max_tags:
+        lines.append("Category: " + "; ".join(categories[: max_tags - shown]))
+    return "\n".join(lines) + PROMPT_CUE
+
+
+def fallback_description(product: Product, separator: str | None = " > ") -> str:
+    """A plain sentence from the title and tags, for when the decoder writes nothing."""
+    title = " ".join(product.title.split()).rstrip(".")
+    attributes, categories = split_tags(product.tags, separator)
+    text = f"{title}."
+    for key, values in attributes.items():
+        text += f" {key[:1].upper()}{key[1:]}: {', '.join(values)}."
+    if categories:
+        leaves = [c.split(separator)[-1].strip() if separator else c for c in categories]
+        text += f" Category: {', '.join(dict.fromkeys(leaves))}."
+    return text
+
+
+def clean_description(text: str) -> str:
+    """Whitespace collapsed (descriptions are one paragraph here)."""
+    return " ".join(text.split())
+
+
+def trim_to_sentence(text: str) -> str:
+    """A text cut by the token limit, trimmed after its last full sentence when that keeps at
+    least half of it."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    if ends and ends[-1] >= len(text) // 2:
+        return text[: ends[-1]]
+    return text
+
+
+@dataclass
+class DescribeCodec:
+    """Tokenizer-bound encoding of prompts and descriptions."""
+
+    tokenizer: Any
+    end_id: int
+    max_prompt_tokens: int
+    max_target_tokens: int
+    max_tags: int
+    separator: str | None
+    bos: list[int]
+
+    @classmethod
+    def from_meta(cls, tokenizer: Any, meta: Mapping[str, Any]) -> DescribeCodec:
+        return cls(
+            tokenizer,
+            end_token_id(tokenizer),
+            int(meta["max_prompt_tokens"]),
+            int(meta["max_target_tokens"]),
+            int(meta["max_tags"]),
+            meta.get("path_separator"),
+            default_bos(tokenizer),
+        )
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def prompt_ids(self, product: Product) -> list[int]:
+        """BOS (when the tokenizer adds one), the prompt, cut to ``max_prompt_tokens`` keeping
+        the start (the title) and the ``Description:`` cue."""
+        ids = self.bos + self._encode(prompt_text(product, self.separator, self.max_tags))
+        if len(ids) > self.max_prompt_tokens:
+            cue = self._encode(PROMPT_CUE)
+            ids = ids[: self.max_prompt_tokens - len(cue)] + cue
+        return ids
+
+    def target_ids(self, description: str) -> list[int]:
+        """The description's first ``max_target_tokens`` tokens; the end token when not cut."""
+        ids = self._encode(" " + clean_description(description))
+        if len(ids) > self.max_target_tokens:
+            return ids[: self.max_target_tokens]
+        return ids + [self.end_id]
+
+
+def default_bos(tokenizer: Any) -> list[int]:
+    """``[BOS]`` when the tokenizer starts its encodings with one (Llama, Gemma), else ``[]``
+    (SmolLM2 adds none; BERT-style [CLS] ... [SEP] is not a decoder's start)."""
+    bos = tokenizer.bos_token_id
+    if bos is None or bos == end_token_id(tokenizer):
+        return []
+    return [bos] if tokenizer.encode("a")[:1] == [bos] else []
+
+
+def check_lengths(model: Any, meta: Mapping[str, Any]) -> None:
+    """``ModelError`` when prompt + text can exceed the backbone's positions."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    need = int(meta["max_prompt_tokens"]) + max(
+        int(meta["max_target_tokens"]), int(meta["max_new_tokens"])
+    )
+    if limit is not None and need > int(limit):
+        raise ModelError(
+            f"describe.max_prompt_tokens + max(max_target_tokens, max_new_tokens) = {need} tokens"
+            f" is more than the backbone's {limit} positions: lower them"
+        )
+
+
+# ---------------------------------------------------------------------- the describer
+
+
+class Describer:
+    """A fine-tuned decoder that writes product descriptions."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, meta: dict[str, Any], device: str = "cpu"
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.device = device
+        self.codec = DescribeCodec.from_meta(tokenizer, meta)
+        self.batch_products = int(meta.get("batch_products", 16))
+        self.fallbacks = 0  # empty outputs replaced by the title-and-tags sentence, all calls
+        check_lengths(model, meta)
+
+    def generation_config(self) -> Any:
+        """Decoding settings (not the backbone's own sampling defaults)."""
+        from transformers import GenerationConfig
+
+        m = self.meta
+        beams = int(m["num_beams"])
+        return GenerationConfig(
+            max_new_tokens=int(m["max_new_tokens"]),
+            min_new_tokens=int(m["min_new_tokens"]) or None,
+            num_beams=beams,
+            length_penalty=float(m.get("length_penalty", 1.0)),
+            repetition_penalty=float(m.get("repetition_penalty", 1.0)),
+            no_repeat_ngram_size=int(m.get("no_repeat_ngram_size", 0)),
+            do_sample=False,
+            eos_token_id=self.codec.end_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            use_cache=True,
+        )
+
+    @torch.inference_mode()
+    def generate(self, products: Sequence[ProductLike]) -> list[str]:
+        """The decoder's text per product ("" when it wrote nothing): no fallback."""
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        prompts = [self.codec.prompt_ids(p) for p in items]
+        order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))  # similar lengths
+        out = [""] * len(items)
+        config = self.generation_config()
+        for start in range(0, len(order), self.batch_products):
+            rows = order[start : start + self.batch_products]
+            for i, text in zip(
+                rows, self._generate_batch([prompts[i] for i in rows], config), strict=True
+            ):
+                out[i] = text
+        return out
+
+    def _generate_batch(self, prompts: list[list[int]], config: Any) -> list[str]:
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):  # left padding: every row continues at the end
+            ids[row, width - len(p) :] = torch.as_tensor(p)
+            mask[row, width - len(p) :] = 1
+        seqs = self.model.generate(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            generation_config=config,
+        )
+        texts = []
+        for seq in seqs[:, width:].cpu().tolist():
+            finished = self.codec.end_id in seq
+            if finished:
+                seq = seq[: seq.index(self.codec.end_id)]
+            text = clean_description(self.tokenizer.decode(seq, skip_special_tokens=True))
+            texts.append(text if finished else trim_to_sentence(text))
+        return texts
+
+    def describe(self, products: Sequence[ProductLike]) -> list[str]:
+        """A description per product, never empty (see ``fallback_description``)."""
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        texts = self.generate(items)
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        for i in empty:
+            texts[i] = fallback_description(items[i], self.codec.separator)
+        if empty:
+            self.fallbacks += len(empty)
+            logger.warning(
+                "describer: %d of %d generated descriptions were empty; wrote a sentence from"
+                " the title and tags instead",
+                len(empty),
+                len(items),
+            )
+        return texts
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, out_dir: str | Path) -> Path:
+        """Write a self-contained describer directory (weights, tokenizer, settings)."""
+        info = {**self.meta, "kind": DESCRIBER_KIND, "format_version": DESCRIBER_FORMAT}
+        return save_causal_lm(
+            self.model, self.tokenizer, out_dir, info, dtype=info.get("dtype", "bfloat16")
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> Describer:
+        """A describer directory written by ``save`` (``labelrec train`` with task: describe)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelError(f"describer directory {path} does not exist")
+        if not is_describer_dir(path):
+            raise ModelError(
+                f"{path} is not a describer directory (no {CAUSAL_INFO} with kind"
+                f" '{DESCRIBER_KIND}'): train one with `labelrec train --config"
+                " configs/describe.yaml`"
+            )
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, tokenizer, meta = load_saved_causal_lm(path, device)
+        if int(meta.get("format_version", 0)) > DESCRIBER_FORMAT:
+            raise ModelError(f"{path}: describer format is newer than this labelrec")
+        return cls(model, tokenizer, meta, device)
+
+
+def is_describer_dir(path: str | Path) -> bool:
+    """True for a directory written by ``Describer.save``."""
+    info = Path(path) / CAUSAL_INFO
+    if not info.is_file():
+        return False
+    try:
+        meta = json.loads(info.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("kind") == DESCRIBER_KIND
+
+
+# ---------------------------------------------------------------------- training
+
+
+def fit_describer(
+    dcfg: Any,
+    train_products: Sequence[Product],
+    seed: int = 42,
+    progress: bool = True,
+    path_separator: str | None = " > ",
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[Describer, list[dict[str, float]]]:
+    """Fine-tune ``dcfg.backbone`` (a ``DescribeConfig``) to write the descriptions of
+    ``train_products``; returns the describer and the per-epoch history."""
+    with_text = [p for p in train_products if p.description.strip()]
+    skipped = len(train_products) - len(with_text)
+    if skipped:
+        logger.info(
+            "describer: %d of %d training products have no description: skipped",
+            skipped,
+            len(train_products),
+        )
+    if not with_text:
+        raise ValueError(
+            f"none of the {len(train_products)} training products has a description"
+            " (data.description_column): nothing to learn to write"
+        )
+    products = with_text
+    if dcfg.max_train_products is not None and len(products) > dcfg.max_train_products:
+        products = random.Random(seed).sample(products, dcfg.max_train_products)
+    model, tokenizer = load_causal_lm(dcfg.backbone, "describe.backbone", dcfg.dtype)
+    meta: dict[str, Any] = {
+        "kind": DESCRIBER_KIND,
+        "backbone": dcfg.backbone,
+        "path_separator": path_separator,
+        "max_prompt_tokens": dcfg.max_prompt_tokens,
+        "max_tags": dcfg.max_tags,
+        "max_target_tokens": dcfg.max_target_tokens,
+        "max_new_tokens": dcfg.max_new_tokens,
+        "min_new_tokens": dcfg.min_new_tokens,
+        "num_beams": dcfg.num_beams,
+        "length_penalty": dcfg.length_penalty,
+        "repetition_penalty": dcfg.repetition_penalty,
+        "no_repeat_ngram_size": dcfg.no_repeat_ngram_size,
+        "batch_products": dcfg.batch_products,
+        "dtype": "bfloat16",
+        "n_train": len(products),
+        "n_skipped_no_description": skipped,
+    }
+    check_lengths(model, meta)
+    codec = DescribeCodec.from_meta(tokenizer, meta)
+    examples = [LmExample(codec.prompt_ids(p), codec.target_ids(p.description)) for p in products]
+    settings = LmTrainSettings(
+        epochs=dcfg.epochs,
+        batch_size=dcfg.batch_size,
+        lr=dcfg.lr,
+        lora_r=dcfg.lora_r,
+        lora_alpha=dcfg.lora_alpha,
+        gradient_checkpointing=dcfg.gradient_checkpointing,
+        seed=seed,
+        max_steps=dcfg.max_steps,
+    )
+    t0 = time.perf_counter()
+    model, history = fit_causal_lm(
+        model, tokenizer, examples, settings, progress, "describer", on_epoch
+    )
+    meta["train_seconds"] = time.perf_counter() - t0
+    meta["train_products_per_s"] = float(history[-1]["products_per_s"]) if history else 0.0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    return Describer(model, tokenizer, meta, device), history
+
+
+# ---------------------------------------------------------------------- quality
+
+
+class _RougeTokenizer:
+    """Lowercased words of letters and digits, each CJK character a word (rouge-score's own
+    tokenizer keeps ``[a-z0-9]`` only, which drops accented and non-Latin text)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return _ROUGE_TOKEN.findall(text.lower())
+
+
+def first_words(text: str, n: int = ROUGE_WORDS) -> str:
+    """The first ``n`` whitespace-separated words, lowercased."""
+    return " ".join(text.lower().split()[:n])
+
+
+def rouge_l_scores(
+    predictions: Sequence[str], references: Sequence[str], max_words: int = ROUGE_WORDS
+) -> list[float]:
+    """ROUGE-L F1 per pair on the first ``max_words`` words, lowercased (``rouge-score``)."""
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError:
+        raise ImportError(
+            "ROUGE-L needs the rouge-score package: pip install 'labelrec[bench]'"
+        ) from None
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_RougeTokenizer())
+    return [
+        float(
+            scorer.score(first_words(ref, max_words), first_words(pred, max_words))[
+                "rougeL"
+            ].fmeasure
+        )
+        for pred, ref in zip(predictions, references, strict=True)
+    ]
+
+
+def rouge_l_f1(
+    predictions: Sequence[str], references: Sequence[str], max_words: int = ROUGE_WORDS
+) -> float:
+    """Mean ROUGE-L F1 (first ``max_words`` words, lowercased); 0 for no pairs."""
+    scores = rouge_l_scores(predictions, references, max_words)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def evaluate_describer(
+    describer: Describer, products: Sequence[Product], limit: int | None = None
+) -> dict[str, float]:
+    """ROUGE-L F1 against the real descriptions of (the first ``limit``) products that have one,
+    empty outputs before the fallback, and generation speed."""
+    items = [p for p in products if p.description.strip()]
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        return {"n_products": 0.0}
+    t0 = time.perf_counter()
+    raw = describer.generate(items)
+    seconds = time.perf_counter() - t0
+    final = [
+        t if t.strip() else fallback_description(p, describer.codec.separator)
+        for t, p in zip(raw, items, strict=True)
+    ]
+    out = {
+        "n_products": float(len(items)),
+        "empty_outputs": float(sum(not t.strip() for t in raw)),
+        "products_per_s": len(items) / max(seconds, 1e-9),
+        "mean_words": sum(len(t.split()) for t in final) / len(final),
+    }
+    try:
+        out["rougeL_f1"] = rouge_l_f1(final, [p.description for p in items])
+    except ImportError as err:
+        logger.warning("describer: no ROUGE-L reported: %s", err)
+    return out
+
+
+# ---------------------------------------------------------------------- labelrec train
+
+
+def train_describer(
+    cfg: Any, resume: bool = False, tracker: Any = None, progress: bool = True
+) -> Any:
+    """``labelrec train`` with ``task: describe``: fit, report valid metrics, save to
+    ``cfg.output``. Returns a ``labelrec.train.TrainResult`` (``n_tags`` 0)."""
+    from labelrec.config import config_to_dict, flatten
+    from labelrec.train import NullTracker, TrainResult, load_splits
+
+    if resume:
+        raise ValueError("--resume is not supported with task: describe; train again instead")
+    tracker = tracker or NullTracker()
+    dcfg = cfg.describe
+    splits = load_splits(cfg, require_tags=False)
+    tracker.log_params(flatten(config_to_dict(cfg)))
+    tracker.log_dataset("train", splits.train_source, splits.train, 0)
+    tracker.log_dataset("valid", splits.valid_source, splits.valid, 0)
+    separator = cfg.lexical.path_separator if cfg.lexical.ancestor_consistency else None
+
+    def on_epoch(record: dict[str, float]) -> None:
+        tracker.log_metrics(
+            {"train_loss": record["loss"], "train_products_per_s": record["products_per_s"]},
+            step=int(record["epoch"]),
+        )
+
+    describer, history = fit_describer(dcfg, splits.train, cfg.seed, progress, separator, on_epoch)
+    result: dict[str, float] = {
+        "train_seconds": float(describer.meta["train_seconds"]),
+        "train_products_per_s": float(describer.meta["train_products_per_s"]),
+        "final_loss": float(history[-1]["loss"]),
+        "n_train": float(describer.meta["n_train"]),
+        "n_skipped_no_description": float(describer.meta["n_skipped_no_description"]),
+    }
+    if dcfg.eval_products != 0 and splits.valid:
+        valid = evaluate_describer(describer, splits.valid, dcfg.eval_products)
+        result.update({f"valid_{k}": v for k, v in valid.items()})
+        logger.info(
+            "describer: valid ROUGE-L F1 %.4f on %d products, %d empty",
+            valid.get("rougeL_f1", float("nan")),
+            int(valid.get("n_products", 0)),
+            int(valid.get("empty_outputs", 0)),
+        )
+    describer.meta["valid_metrics"] = result
+    describer.meta["history"] = history
+    output = describer.save(cfg.output)
+    tracker.log_metrics({f"final_{k}": v for k, v in result.items()})
+    return TrainResult(
+        output=output,
+        metrics=result,
+        history=history,
+        best_epoch=len(history),
+        train_seconds=result["train_seconds"],
+        n_tags=0,
+    )
