@@ -6,15 +6,23 @@ a describer on (a subset of) the training products that have a description, then
 lowercased) of
 
 * the describer (``Describer.describe``: empty outputs replaced by the title-and-tags sentence,
-  counted in "empty"),
-* the baseline: copy the description of the most similar training product (TF-IDF over titles,
-  scikit-learn, cosine),
+  counted in "empty"); with ``--reference`` (the default) its prompt shows the most similar
+  training product and its description,
+* the baseline: copy the description of the most similar training product, with the same
+  neighbour definition as the describer's reference (``labelrec.describe.NeighbourIndex``: TF-IDF
+  cosine over titles, word 1-2-grams + character 2-5-grams, all training products with a
+  description); the reference the describer saw is exactly the text this baseline copies,
+* for comparison with earlier rows, the old baseline: the same copy with word 1-2-gram TF-IDF
+  only,
 
 and the describer's generation speed (products/s batched, p50 ms for one product), size on disk,
 load time and training speed. Needs ``pip install 'labelrec[bench]'`` (rouge-score).
 
     python benchmarks/describe.py --catalogs amazon_in_sales --max-train-products 600 \\
         --epochs 1 --eval-products 100
+
+"ROUGE-L vs reference" is the describer's output scored against the reference description it was
+shown (1.0: a verbatim copy): how much it copies versus edits.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from labelrec.config import load_config  # noqa: E402
 from labelrec.data import Product, read_catalog, split_products  # noqa: E402
 from labelrec.describe import (  # noqa: E402
     Describer,
+    NeighbourIndex,
     fit_describer,
     is_describer_dir,
     rouge_l_scores,
@@ -56,8 +65,14 @@ def load_catalog(folder: Path, name: str, seed: int) -> tuple[list[Product], lis
     return products, read_catalog(folder / valid_file, require_tags=False).products
 
 
-def nearest_title_baseline(train: list[Product], valid: list[Product]) -> list[str]:
-    """The description of the training product whose title is most similar (TF-IDF cosine)."""
+def nearest_title_baseline(index: NeighbourIndex, valid: list[Product]) -> list[str]:
+    """The description of the indexed training product whose title is most similar: the text
+    the describer's reference shows (same index, same definition)."""
+    return [r[1] if r else "" for r in index.references([p.title for p in valid])]
+
+
+def word_tfidf_baseline(train: list[Product], valid: list[Product]) -> list[str]:
+    """The earlier baseline: nearest title by word 1-2-gram TF-IDF only (cosine)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics.pairwise import linear_kernel
 
@@ -89,6 +104,9 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
             f"describe.max_train_products={args.max_train_products}",
             f"describe.batch_size={args.batch_size}",
             f"describe.max_target_tokens={args.max_target_tokens}",
+            f"describe.max_prompt_tokens={args.max_prompt_tokens}",
+            f"describe.reference={str(args.reference).lower()}",
+            f"describe.reference_chars={args.reference_chars}",
             f"describe.max_new_tokens={args.max_new_tokens}",
             f"describe.num_beams={args.num_beams}",
             f"describe.lr={args.lr}",
@@ -121,19 +139,31 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
         describer.generate([p])
         singles.append((time.perf_counter() - t0) * 1000)
     refs = [p.description for p in valid]
-    baseline = nearest_title_baseline(train, valid)
+    index = describer.index if describer.index is not None else NeighbourIndex.fit(train)
+    baseline = nearest_title_baseline(index, valid)
     model_rouge = statistics.fmean(rouge_l_scores(texts, refs))
     base_rouge = statistics.fmean(rouge_l_scores(baseline, refs))
+    word_rouge = statistics.fmean(rouge_l_scores(word_tfidf_baseline(train, valid), refs))
+    shown = describer.references(valid)
+    vs_reference = float("nan")
+    if describer.index is not None:
+        vs_reference = statistics.fmean(rouge_l_scores(texts, [r[1] if r else "" for r in shown]))
     if args.show:
         for p, t in list(zip(valid, texts, strict=True))[: args.show]:
             logging.info("%s\n  written: %s\n  real:    %s", p.title, t[:300], p.description[:300])
+        for p, t, r in list(zip(valid, texts, shown, strict=True))[: args.show]:
+            if r is not None:
+                logging.info("%s\n  reference: %s\n  written:   %s", p.title, r[1][:300], t[:300])
     return {
         "catalog": name,
+        "reference": "yes" if describer.index is not None else "no",
         "train_products": n_train,
         "eval_products": len(valid),
         "rougeL_describer": model_rouge,
         "rougeL_baseline": base_rouge,
         "gain": model_rouge - base_rouge,
+        "rougeL_word_baseline": word_rouge,
+        "rougeL_vs_reference": vs_reference,
         "empty": sum(not t.strip() for t in raw),
         "gen_products_per_s": len(valid) / gen_s,
         "p50_ms_one": statistics.median(singles) if singles else float("nan"),
@@ -148,11 +178,14 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
 
 COLUMNS = [
     ("catalog", "catalog", "{}"),
+    ("reference", "reference", "{}"),
     ("train_products", "train", "{}"),
     ("eval_products", "eval", "{}"),
     ("rougeL_describer", "ROUGE-L describer", "{:.4f}"),
-    ("rougeL_baseline", "ROUGE-L nearest-title copy", "{:.4f}"),
+    ("rougeL_baseline", "ROUGE-L copy nearest (word+char index)", "{:.4f}"),
     ("gain", "gain", "{:+.4f}"),
+    ("rougeL_word_baseline", "ROUGE-L copy nearest (old: word index)", "{:.4f}"),
+    ("rougeL_vs_reference", "ROUGE-L vs reference", "{:.3f}"),
     ("empty", "empty", "{}"),
     ("gen_products_per_s", "gen products/s", "{:.2f}"),
     ("p50_ms_one", "p50 ms (1 product)", "{:.0f}"),
@@ -182,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max-target-tokens", type=int, default=96)
+    p.add_argument("--max-prompt-tokens", type=int, default=192)
+    p.add_argument(
+        "--reference",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show the nearest training product's description in the prompt",
+    )
+    p.add_argument("--reference-chars", type=int, default=400)
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--latency-products", type=int, default=5, help="single-product timings")

@@ -443,13 +443,25 @@ class DescribeConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (all linear layers)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
     max_prompt_tokens: int = field(
-        default=96, metadata={"help": "Prompt tokens (title, tags, attributes), truncated."}
+        default=192,
+        metadata={"help": "Prompt tokens (title, tags, attributes, reference), truncated."},
     )
     max_tags: int = field(
         default=12, metadata={"help": "Most tags (most specific first) put in the prompt."}
     )
     max_target_tokens: int = field(
         default=128, metadata={"help": "Description tokens learned per product (the start)."}
+    )
+    reference: bool = field(
+        default=True,
+        metadata={
+            "help": "Show the nearest training product (TF-IDF over titles) and its description"
+            " in the prompt: the decoder learns to copy and edit it."
+        },
+    )
+    reference_chars: int = field(
+        default=400,
+        metadata={"help": "Characters of the reference description in the prompt (its start)."},
     )
     max_new_tokens: int = field(default=128, metadata={"help": "Longest generated description."})
     min_new_tokens: int = field(
@@ -495,6 +507,7 @@ class DescribeConfig:
         _check(self.max_prompt_tokens >= 16, "describe.max_prompt_tokens", "must be >= 16")
         _check(self.max_tags >= 0, "describe.max_tags", "must be >= 0")
         _check(self.max_target_tokens >= 1, "describe.max_target_tokens", "must be >= 1")
+        _check(self.reference_chars >= 1, "describe.reference_chars", "must be >= 1")
         _check(self.max_new_tokens >= 1, "describe.max_new_tokens", "must be >= 1")
         _check(
             0 <= self.min_new_tokens <= self.max_new_tokens,

@@ -10,13 +10,32 @@ attributes as facet tags such as ``color:Blue``, its most specific categories)::
 
 with the product's real description (whitespace collapsed; its first ``max_target_tokens``
 tokens, then the end token when it was not cut). Products without a description are skipped in
-training. Generation runs in batches with the KV cache (left padding, greedy or beam search, with
-length and repetition controls); a text cut by ``max_new_tokens`` is trimmed to its last full
-sentence, and an empty output is replaced by a sentence built from the title and tags (logged),
+training.
+
+With ``describe.reference`` (the default) the prompt also shows the most similar training product
+and the start of its description, before the cue::
+
+    Similar product: <its title>
+    Its description: <its first reference_chars characters>
+
+so the decoder learns to copy that text and edit what differs (colour, brand, size) instead of
+inventing. Similarity is TF-IDF cosine over titles (``NeighbourIndex``: word 1-2-grams and
+character 2-5-grams, ``labelrec.lexical.TfidfFeatures``) among all training products that have a
+description; in training a product's reference is the most similar *other* product. Repetition
+penalties then apply to the written text only, not to the prompt (copying is the point).
+
+Generation runs in batches with the KV cache (left padding, greedy or beam search, with length
+and repetition controls); a text cut by ``max_new_tokens`` is trimmed to its last full
+sentence (so is a text that goes on past a line break: descriptions are learned as one line, and
+a decoder that copied a reference to its end tends to copy the ``Description:`` cue next), and an
+empty output is replaced by a sentence built from the title and tags (logged),
 so ``describe`` never returns an empty string.
 
 A trained describer is one self-contained directory (``save_causal_lm``: merged weights in bf16,
-tokenizer, ``causal.json`` with ``kind: describer`` and its settings). Quality is ROUGE-L F1 of
+tokenizer, ``causal.json`` with ``kind: describer`` and its settings; with a reference also the
+neighbour index: ``neighbours.json`` (TF-IDF vocabularies), ``neighbours.npz`` (idf weights) and
+``neighbours.jsonl`` (training titles and descriptions), no pickle). A directory without them
+(written before references existed) loads with the reference off. Quality is ROUGE-L F1 of
 the first 60 words, lowercased, against the real description (``rouge_l_f1``).
 """
 
@@ -32,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from labelrec.causal import (
@@ -46,6 +66,7 @@ from labelrec.causal import (
 )
 from labelrec.data import Product
 from labelrec.generate import most_specific
+from labelrec.lexical import TfidfFeatures
 from labelrec.model import ModelError
 
 logger = logging.getLogger(__name__)
@@ -53,6 +74,10 @@ logger = logging.getLogger(__name__)
 DESCRIBER_KIND = "describer"
 DESCRIBER_FORMAT = 1
 PROMPT_CUE = "\nDescription:"
+INDEX_META = "neighbours.json"
+INDEX_ARRAYS = "neighbours.npz"
+INDEX_TEXTS = "neighbours.jsonl"
+INDEX_FORMAT = 1
 ROUGE_WORDS = 60
 # A facet tag: a short key, a colon, a value ("color:Blue", "brand:Hornby", "品牌:华为").
 _FACET = re.compile(r"^(\w[\w\- ]{0,23}):\s*(\S.*)$")
@@ -61,6 +86,7 @@ _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _ROUGE_TOKEN = re.compile(rf"[{_CJK}]|[^\W_]+")
 
 ProductLike = Product | Mapping[str, Any]
+Reference = tuple[str, str]  # (title, description) of the most similar training product
 
 
 # ---------------------------------------------------------------------- products and prompts
@@ -110,8 +136,42 @@ def split_tags(
     return attributes, most_specific(categories, separator)
 
 
-def prompt_text(product: Product, separator: str | None = " > ", max_tags: int = 12) -> str:
+def prompt_text(
+    product: Product,
+    separator: str | None = " > ",
+    max_tags: int = 12,
+    reference: Reference | None = None,
+    reference_chars: int = 400,
+) -> str:
     """The text the decoder continues with the description."""
+    text = product_lines(product, separator, max_tags)
+    if reference is not None:
+        text += reference_text(reference, reference_chars)
+    return text + PROMPT_CUE
+
+
+def reference_text(reference: Reference, chars: int = 400) -> str:
+    """The prompt lines showing a similar product: ``\\nSimilar product: <title>\\nIts
+    description: <its first chars characters, cut at a space>``."""
+    title, description = reference
+    return (
+        f"\nSimilar product: {' '.join(title.split())}"
+        f"\nIts description: {cap_chars(clean_description(description), chars)}"
+    )
+
+
+def cap_chars(text: str, chars: int) -> str:
+    """``text`` cut to at most ``chars`` characters, at the last space when that keeps at least
+    half (text without spaces, such as Chinese, is cut anywhere)."""
+    if len(text) <= chars or text[chars].isspace():
+        return text[:chars]
+    cut = text[:chars]
+    space = cut.rfind(" ")
+    return cut[:space] if space >= chars // 2 else cut
+
+
+def product_lines(product: Product, separator: str | None = " > ", max_tags: int = 12) -> str:
+    """The product's own prompt lines: title, attribute lines, most specific categories."""
     attributes, categories = split_tags(product.tags, separator)
     lines = [f"Product: {' '.join(product.title.split())}"]
     shown = 0
@@ -122,7 +182,7 @@ def prompt_text(product: Product, separator: str | None = " > ", max_tags: int =
         shown += 1
     if categories and shown < max_tags:
         lines.append("Category: " + "; ".join(categories[: max_tags - shown]))
-    return "\n".join(lines) + PROMPT_CUE
+    return "\n".join(lines)
 
 
 def fallback_description(product: Product, separator: str | None = " > ") -> str:
@@ -152,6 +212,14 @@ def trim_to_sentence(text: str) -> str:
     return text
 
 
+def first_line(text: str) -> tuple[str, bool]:
+    """(the written text up to its first line break, whether there was one). Descriptions are
+    learned as one line; a line break means the decoder went on past the description, copying
+    the prompt's next line (``Description:`` after a reference)."""
+    lines = text.strip().split("\n", 1)
+    return lines[0], len(lines) > 1
+
+
 @dataclass
 class DescribeCodec:
     """Tokenizer-bound encoding of prompts and descriptions."""
@@ -163,6 +231,7 @@ class DescribeCodec:
     max_tags: int
     separator: str | None
     bos: list[int]
+    reference_chars: int = 400
 
     @classmethod
     def from_meta(cls, tokenizer: Any, meta: Mapping[str, Any]) -> DescribeCodec:
@@ -174,19 +243,28 @@ class DescribeCodec:
             int(meta["max_tags"]),
             meta.get("path_separator"),
             default_bos(tokenizer),
+            int(meta.get("reference_chars", 400)),
         )
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def prompt_ids(self, product: Product) -> list[int]:
+    def prompt_ids(self, product: Product, reference: Reference | None = None) -> list[int]:
         """BOS (when the tokenizer adds one), the prompt, cut to ``max_prompt_tokens`` keeping
-        the start (the title) and the ``Description:`` cue."""
-        ids = self.bos + self._encode(prompt_text(product, self.separator, self.max_tags))
-        if len(ids) > self.max_prompt_tokens:
-            cue = self._encode(PROMPT_CUE)
-            ids = ids[: self.max_prompt_tokens - len(cue)] + cue
-        return ids
+        the start (the title) and the ``Description:`` cue; a reference is cut first."""
+        if reference is None:
+            ids = self.bos + self._encode(prompt_text(product, self.separator, self.max_tags))
+            if len(ids) > self.max_prompt_tokens:
+                cue = self._encode(PROMPT_CUE)
+                ids = ids[: self.max_prompt_tokens - len(cue)] + cue
+            return ids
+        own = self.bos + self._encode(product_lines(product, self.separator, self.max_tags))
+        cue = self._encode(PROMPT_CUE)
+        room = self.max_prompt_tokens - len(cue)
+        if len(own) >= room:
+            return own[:room] + cue
+        ref = self._encode(reference_text(reference, self.reference_chars))
+        return own + ref[: room - len(own)] + cue
 
     def target_ids(self, description: str) -> list[int]:
         """The description's first ``max_target_tokens`` tokens; the end token when not cut."""
@@ -218,6 +296,125 @@ def check_lengths(model: Any, meta: Mapping[str, Any]) -> None:
         )
 
 
+# ---------------------------------------------------------------------- the neighbour index
+
+
+class NeighbourIndex:
+    """Training products with a description, looked up by TF-IDF cosine over titles (word
+    1-2-grams and character 2-5-grams, ``labelrec.lexical.TfidfFeatures``)."""
+
+    def __init__(
+        self, features: TfidfFeatures, titles: Sequence[str], descriptions: Sequence[str]
+    ) -> None:
+        if len(titles) != len(descriptions):
+            raise ValueError(f"{len(titles)} titles for {len(descriptions)} descriptions")
+        self.features = features
+        self.titles = list(titles)
+        self.descriptions = list(descriptions)
+        self._x_t = features.transform(self.titles).T.tocsr()  # (terms, products)
+
+    @classmethod
+    def fit(cls, products: Sequence[Product]) -> NeighbourIndex:
+        """Index ``products`` (those with a description are the useful ones)."""
+        titles = [" ".join(p.title.split()) for p in products]
+        features = TfidfFeatures(word_ngram_max=2, char_ngrams=(2, 5))
+        features.fit_transform(titles)
+        return cls(features, titles, [clean_description(p.description) for p in products])
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    def nearest(self, titles: Sequence[str], exclude: Sequence[int] | None = None) -> list[int]:
+        """The position of the most similar indexed title per query title (first on ties);
+        ``exclude[i]`` is a position query ``i`` may not get (itself, in training); -1 when
+        nothing else is indexed."""
+        n, m = len(titles), len(self)
+        if exclude is not None and len(exclude) != n:
+            raise ValueError(f"{len(exclude)} positions to exclude for {n} titles")
+        out: list[int] = []
+        if n == 0:
+            return out
+        if m == 0:
+            return [-1] * n
+        x = self.features.transform([" ".join(t.split()) for t in titles])
+        chunk = max(1, min(1024, 20_000_000 // m))
+        for start in range(0, n, chunk):
+            sim = (x[start : start + chunk] @ self._x_t).toarray()
+            if exclude is not None:
+                rows = np.arange(sim.shape[0])
+                cols = np.asarray(exclude[start : start + chunk], dtype=np.int64)
+                ok = (cols >= 0) & (cols < m)
+                sim[rows[ok], cols[ok]] = -np.inf
+            best = sim.argmax(axis=1)
+            found = np.isfinite(sim[np.arange(sim.shape[0]), best])
+            out.extend(int(b) if f else -1 for b, f in zip(best, found, strict=True))
+        return out
+
+    def references(
+        self, titles: Sequence[str], exclude: Sequence[int] | None = None
+    ) -> list[Reference | None]:
+        """(title, description) of the nearest indexed product per title (see ``nearest``)."""
+        return [
+            (self.titles[i], self.descriptions[i]) if i >= 0 else None
+            for i in self.nearest(titles, exclude)
+        ]
+
+    def save(self, directory: str | Path) -> None:
+        """``neighbours.json`` (settings, vocabularies), ``neighbours.npz`` (idf weights),
+        ``neighbours.jsonl`` (one ``{"title", "description"}`` per indexed product)."""
+        directory = Path(directory)
+        meta, arrays = self.features.state()
+        meta = {"format_version": INDEX_FORMAT, "n_products": len(self), "tfidf": meta}
+        (directory / INDEX_META).write_text(json.dumps(meta, ensure_ascii=False), "utf-8")
+        np.savez_compressed(directory / INDEX_ARRAYS, **arrays)
+        with (directory / INDEX_TEXTS).open("w", encoding="utf-8") as f:
+            for title, description in zip(self.titles, self.descriptions, strict=True):
+                row = {"title": title, "description": description}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> NeighbourIndex | None:
+        """The index saved in ``directory``; None when there is none."""
+        directory = Path(directory)
+        meta_path = directory / INDEX_META
+        if not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if int(meta.get("format_version", 0)) > INDEX_FORMAT:
+            raise ModelError(f"{meta_path}: neighbour index format is newer than this labelrec")
+        for name in (INDEX_ARRAYS, INDEX_TEXTS):
+            if not (directory / name).is_file():
+                raise ModelError(f"{directory}: {INDEX_META} without {name}: save it again")
+        with np.load(directory / INDEX_ARRAYS, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        titles, descriptions = [], []
+        with (directory / INDEX_TEXTS).open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    titles.append(row["title"])
+                    descriptions.append(row["description"])
+        if len(titles) != int(meta["n_products"]):
+            raise ModelError(
+                f"{directory / INDEX_TEXTS}: {len(titles)} products, {INDEX_META} says"
+                f" {meta['n_products']}"
+            )
+        return cls(TfidfFeatures.from_state(meta["tfidf"], arrays), titles, descriptions)
+
+
+class _OnWritten:
+    """A logits processor applied to the generated tokens only (after the padded prompt)."""
+
+    def __init__(self, inner: Any, start: int) -> None:
+        self.inner = inner
+        self.start = start
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] <= self.start:
+            return scores
+        return self.inner(input_ids[:, self.start :], scores)
+
+
 # ---------------------------------------------------------------------- the describer
 
 
@@ -225,12 +422,20 @@ class Describer:
     """A fine-tuned decoder that writes product descriptions."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, meta: dict[str, Any], device: str = "cpu"
+        self,
+        model: Any,
+        tokenizer: Any,
+        meta: dict[str, Any],
+        device: str = "cpu",
+        index: NeighbourIndex | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.meta = meta
         self.device = device
+        self.index = index if meta.get("reference") else None  # None: no reference in prompts
+        if meta.get("reference") and index is None:
+            raise ModelError("a describer trained with a reference needs its neighbour index")
         self.codec = DescribeCodec.from_meta(tokenizer, meta)
         self.batch_products = int(meta.get("batch_products", 16))
         self.fallbacks = 0  # empty outputs replaced by the title-and-tags sentence, all calls
@@ -242,24 +447,65 @@ class Describer:
 
         m = self.meta
         beams = int(m["num_beams"])
+        on_prompt = self.penalize_prompt
         return GenerationConfig(
             max_new_tokens=int(m["max_new_tokens"]),
             min_new_tokens=int(m["min_new_tokens"]) or None,
             num_beams=beams,
             length_penalty=float(m.get("length_penalty", 1.0)),
-            repetition_penalty=float(m.get("repetition_penalty", 1.0)),
-            no_repeat_ngram_size=int(m.get("no_repeat_ngram_size", 0)),
+            repetition_penalty=float(m.get("repetition_penalty", 1.0)) if on_prompt else 1.0,
+            no_repeat_ngram_size=int(m.get("no_repeat_ngram_size", 0)) if on_prompt else 0,
             do_sample=False,
             eos_token_id=self.codec.end_id,
             pad_token_id=self.tokenizer.pad_token_id,
             use_cache=True,
         )
 
+    @property
+    def penalize_prompt(self) -> bool:
+        """Whether repetition penalties also count the prompt's tokens (HF's default; describers
+        trained without a reference) or only the written ones (with one: copying is wanted)."""
+        return bool(self.meta.get("penalize_prompt", True))
+
+    def _written_penalties(self, start: int) -> Any:
+        """Repetition penalties on the tokens written after position ``start``."""
+        from transformers import (
+            LogitsProcessorList,
+            NoRepeatNGramLogitsProcessor,
+            RepetitionPenaltyLogitsProcessor,
+        )
+
+        processors = LogitsProcessorList()
+        penalty = float(self.meta.get("repetition_penalty", 1.0))
+        ngram = int(self.meta.get("no_repeat_ngram_size", 0))
+        if penalty != 1.0:
+            processors.append(_OnWritten(RepetitionPenaltyLogitsProcessor(penalty), start))
+        if ngram > 0:
+            processors.append(_OnWritten(NoRepeatNGramLogitsProcessor(ngram), start))
+        return processors
+
+    def references(self, products: Sequence[ProductLike]) -> list[Reference | None]:
+        """The similar training product shown in each prompt (None without a reference)."""
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        if self.index is None:
+            return [None] * len(items)
+        return self.index.references([p.title for p in items])
+
+    def prompt_texts(self, products: Sequence[ProductLike]) -> list[str]:
+        """The prompts the decoder continues (decoded, after truncation)."""
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        refs = self.references(items)
+        return [
+            self.tokenizer.decode(self.codec.prompt_ids(p, r))
+            for p, r in zip(items, refs, strict=True)
+        ]
+
     @torch.inference_mode()
     def generate(self, products: Sequence[ProductLike]) -> list[str]:
         """The decoder's text per product ("" when it wrote nothing): no fallback."""
         items = [as_product(p, i) for i, p in enumerate(products)]
-        prompts = [self.codec.prompt_ids(p) for p in items]
+        refs = self.references(items)
+        prompts = [self.codec.prompt_ids(p, r) for p, r in zip(items, refs, strict=True)]
         order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))  # similar lengths
         out = [""] * len(items)
         config = self.generation_config()
@@ -283,14 +529,16 @@ class Describer:
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
             generation_config=config,
+            logits_processor=None if self.penalize_prompt else self._written_penalties(width),
         )
         texts = []
         for seq in seqs[:, width:].cpu().tolist():
             finished = self.codec.end_id in seq
             if finished:
                 seq = seq[: seq.index(self.codec.end_id)]
-            text = clean_description(self.tokenizer.decode(seq, skip_special_tokens=True))
-            texts.append(text if finished else trim_to_sentence(text))
+            text, ran_on = first_line(self.tokenizer.decode(seq, skip_special_tokens=True))
+            text = clean_description(text)
+            texts.append(text if finished and not ran_on else trim_to_sentence(text))
         return texts
 
     def describe(self, products: Sequence[ProductLike]) -> list[str]:
@@ -312,11 +560,15 @@ class Describer:
 
     # ------------------------------------------------------------------ persistence
     def save(self, out_dir: str | Path) -> Path:
-        """Write a self-contained describer directory (weights, tokenizer, settings)."""
+        """Write a self-contained describer directory (weights, tokenizer, settings, the
+        neighbour index when prompts show a reference)."""
         info = {**self.meta, "kind": DESCRIBER_KIND, "format_version": DESCRIBER_FORMAT}
-        return save_causal_lm(
+        out = save_causal_lm(
             self.model, self.tokenizer, out_dir, info, dtype=info.get("dtype", "bfloat16")
         )
+        if self.index is not None:
+            self.index.save(out)
+        return out
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> Describer:
@@ -334,7 +586,15 @@ class Describer:
         model, tokenizer, meta = load_saved_causal_lm(path, device)
         if int(meta.get("format_version", 0)) > DESCRIBER_FORMAT:
             raise ModelError(f"{path}: describer format is newer than this labelrec")
-        return cls(model, tokenizer, meta, device)
+        index = None
+        if meta.get("reference"):
+            index = NeighbourIndex.load(path)
+            if index is None:
+                raise ModelError(
+                    f"{path}: trained with a reference but {INDEX_META} is missing: save or"
+                    " train it again"
+                )
+        return cls(model, tokenizer, meta, device, index)
 
 
 def is_describer_dir(path: str | Path) -> bool:
@@ -375,9 +635,20 @@ def fit_describer(
             f"none of the {len(train_products)} training products has a description"
             " (data.description_column): nothing to learn to write"
         )
-    products = with_text
-    if dcfg.max_train_products is not None and len(products) > dcfg.max_train_products:
-        products = random.Random(seed).sample(products, dcfg.max_train_products)
+    chosen = list(range(len(with_text)))
+    if dcfg.max_train_products is not None and len(chosen) > dcfg.max_train_products:
+        chosen = random.Random(seed).sample(chosen, dcfg.max_train_products)
+    products = [with_text[i] for i in chosen]
+    index, refs = None, [None] * len(products)
+    if dcfg.reference:  # every product with a description can be a reference, not just the subset
+        t0 = time.perf_counter()
+        index = NeighbourIndex.fit(with_text)
+        refs = index.references([p.title for p in products], exclude=chosen)
+        logger.info(
+            "describer: neighbour index of %d products (%.1f s)",
+            len(index),
+            time.perf_counter() - t0,
+        )
     model, tokenizer = load_causal_lm(dcfg.backbone, "describe.backbone", dcfg.dtype)
     meta: dict[str, Any] = {
         "kind": DESCRIBER_KIND,
@@ -386,6 +657,10 @@ def fit_describer(
         "max_prompt_tokens": dcfg.max_prompt_tokens,
         "max_tags": dcfg.max_tags,
         "max_target_tokens": dcfg.max_target_tokens,
+        "reference": index is not None,
+        "reference_chars": dcfg.reference_chars,
+        "penalize_prompt": index is None,
+        "n_indexed": len(index) if index is not None else 0,
         "max_new_tokens": dcfg.max_new_tokens,
         "min_new_tokens": dcfg.min_new_tokens,
         "num_beams": dcfg.num_beams,
@@ -399,7 +674,10 @@ def fit_describer(
     }
     check_lengths(model, meta)
     codec = DescribeCodec.from_meta(tokenizer, meta)
-    examples = [LmExample(codec.prompt_ids(p), codec.target_ids(p.description)) for p in products]
+    examples = [
+        LmExample(codec.prompt_ids(p, r), codec.target_ids(p.description))
+        for p, r in zip(products, refs, strict=True)
+    ]
     settings = LmTrainSettings(
         epochs=dcfg.epochs,
         batch_size=dcfg.batch_size,
@@ -418,7 +696,7 @@ def fit_describer(
     meta["train_products_per_s"] = float(history[-1]["products_per_s"]) if history else 0.0
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    return Describer(model, tokenizer, meta, device), history
+    return Describer(model, tokenizer, meta, device, index), history
 
 
 # ---------------------------------------------------------------------- quality

@@ -15,9 +15,15 @@ from conftest import toy_catalog, write_jsonl
 from labelrec.config import ConfigError, load_config
 from labelrec.data import Product
 from labelrec.describe import (
+    INDEX_ARRAYS,
+    INDEX_META,
+    INDEX_TEXTS,
     DescribeCodec,
     Describer,
+    NeighbourIndex,
+    cap_chars,
     fallback_description,
+    first_line,
     fit_describer,
     is_describer_dir,
     prompt_text,
@@ -92,6 +98,8 @@ def test_long_prompts_keep_the_title_and_the_cue(tiny_decoder: Path) -> None:
 
 def test_trim_and_rouge() -> None:
     assert trim_to_sentence("A red car. It is fast. And") == "A red car. It is fast."
+    assert first_line(" A red car. Fast\nDescription: A") == ("A red car. Fast", True)
+    assert first_line(" A red car.") == ("A red car.", False)
     assert trim_to_sentence("Short. and then a long unfinished tail") == (
         "Short. and then a long unfinished tail"
     )
@@ -103,6 +111,145 @@ def test_trim_and_rouge() -> None:
     assert rouge_l_f1([words], [" ".join(words.split()[:60])]) == pytest.approx(1.0)
     assert rouge_l_f1(["乐高城市"], ["乐高城市系列"]) > 0.5  # CJK characters are words
     assert rouge_l_f1([], []) == 0.0
+
+
+# ---------------------------------------------------------------------- references
+
+
+def test_prompt_shows_the_reference_before_the_cue() -> None:
+    product = Product("1", "Red kite", "", ["color:Red"])
+    text = prompt_text(product, reference=("Blue  kite", "A blue kite.  It flies."))
+    assert text == (
+        "Product: Red kite\ncolor: Red\nSimilar product: Blue kite\n"
+        "Its description: A blue kite. It flies.\nDescription:"
+    )
+    assert cap_chars("one two three four", 10) == "one two"
+    assert cap_chars("乐高城市警察局", 3) == "乐高城"
+    assert prompt_text(product, reference=("k", "aaa bbb ccc"), reference_chars=7).endswith(
+        "Its description: aaa bbb\nDescription:"
+    )
+
+
+def test_long_references_are_cut_before_the_title(tiny_decoder: Path) -> None:
+    from labelrec.model import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_decoder))
+    meta = {"max_prompt_tokens": 60, "max_target_tokens": 5, "max_tags": 12}
+    codec = DescribeCodec.from_meta(tok, meta)
+    ids = codec.prompt_ids(Product("1", "red car"), ("blue car", "blue car fast " * 20))
+    text = tok.decode(ids)
+    assert len(ids) == 60 and text.startswith("product : red car similar product : blue car")
+    assert "its description : blue car fast" in text and text.endswith("fast description :")
+    assert "similar" not in tok.decode(codec.prompt_ids(Product("1", "red car " * 20), ("a", "b")))
+
+
+def described(n: int = 3) -> list[Product]:
+    """Products with unique descriptions; titles 0 and 1 are identical."""
+    titles = ["lego city police station", "lego city police station", "lego city fire engine"]
+    titles += ["plush bear soft baby", "remote control car red", "remote control drone blue"]
+    return [Product(str(i), titles[i], f"text {i} .", ["Toys"]) for i in range(min(n, 6))]
+
+
+def test_neighbour_index_excludes_the_product_itself() -> None:
+    products = described(6)
+    index = NeighbourIndex.fit(products)
+    titles = [p.title for p in products]
+    assert index.nearest(titles) == [0, 0, 2, 3, 4, 5]  # itself (or its first duplicate)
+    nearest = index.nearest(titles, exclude=range(6))
+    assert all(j != i for i, j in enumerate(nearest))
+    assert nearest[:3] == [1, 0, 0]  # a duplicate title is a fine neighbour
+    assert nearest[4:] == [5, 4]
+    assert index.references(["remote control car blue"]) == [("remote control car red", "text 4 .")]
+    alone = NeighbourIndex.fit(products[:1])
+    assert alone.nearest(["lego"], exclude=[0]) == [-1]
+    assert alone.references(["lego"], exclude=[0]) == [None]
+
+
+def test_training_prompts_show_another_products_description(
+    tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import labelrec.describe as describe
+
+    seen: list = []
+
+    def fake_fit(model, tokenizer, examples, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        seen.extend(examples)
+        return model, [{"epoch": 1, "loss": 1.0, "products_per_s": 1.0, "epoch_seconds": 1.0}]
+
+    monkeypatch.setattr(describe, "fit_causal_lm", fake_fit)
+    products = described(6)
+    cfg = load_config(
+        None, [f"describe.backbone={tiny_decoder}", "describe.max_train_products=4", *SHORT]
+    )
+    describer, _ = fit_describer(cfg.describe, products, progress=False)
+    assert describer.meta["reference"] and describer.meta["n_indexed"] == 6 and len(seen) == 4
+    tok = describer.tokenizer
+    for example in seen:
+        prompt = tok.decode(example.prompt)
+        own = tok.decode(example.target[:-1]).strip()  # "text i ."
+        assert "its description : text" in prompt and own not in prompt, prompt
+
+
+def test_neighbour_index_round_trip(tmp_path: Path) -> None:
+    products = described(6)
+    index = NeighbourIndex.fit(products)
+    index.save(tmp_path)
+    assert {INDEX_META, INDEX_ARRAYS, INDEX_TEXTS} <= {f.name for f in tmp_path.iterdir()}
+    assert b"pickle" not in (tmp_path / INDEX_META).read_bytes()
+    loaded = NeighbourIndex.load(tmp_path)
+    assert loaded is not None and loaded.titles == index.titles
+    assert loaded.descriptions == index.descriptions
+    queries = ["lego police", "drone", "plush", "乐高"]
+    assert loaded.nearest(queries) == index.nearest(queries)
+    assert NeighbourIndex.load(tmp_path / "nothing") is None
+    (tmp_path / INDEX_TEXTS).unlink()
+    with pytest.raises(ModelError, match=INDEX_TEXTS):
+        NeighbourIndex.load(tmp_path)
+
+
+def test_describer_prompts_show_the_nearest_training_description(describer_dir: Path) -> None:
+    assert (describer_dir / INDEX_META).is_file()
+    describer = Describer.load(describer_dir, device="cpu")
+    assert describer.index is not None and not describer.penalize_prompt
+    [prompt] = describer.prompt_texts([{"title": "lego city police station 1"}])
+    assert "similar product : lego city police station 1" in prompt
+    assert "its description : a great lego city police station 1 for kids." in prompt
+    assert describer.references([{"title": "plush bear"}])[0][0].startswith("plush bear soft")
+
+
+def test_old_describer_without_index_loads(describer_dir: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(describer_dir, old)
+    for name in (INDEX_META, INDEX_ARRAYS, INDEX_TEXTS):
+        (old / name).unlink()
+    info = json.loads((old / "causal.json").read_text())
+    with pytest.raises(ModelError, match="trained with a reference"):
+        Describer.load(old, device="cpu")
+    for key in ("reference", "reference_chars", "penalize_prompt", "n_indexed"):
+        info.pop(key)  # as written before references existed
+    (old / "causal.json").write_text(json.dumps(info))
+    describer = Describer.load(old, device="cpu")
+    assert describer.index is None and describer.penalize_prompt
+    assert "similar" not in describer.prompt_texts([{"title": "kite"}])[0]
+    assert describer.references([{"title": "kite"}]) == [None]
+    assert all(t.strip() for t in describer.describe([{"title": "kite"}, {"title": "lego"}]))
+
+
+def test_penalties_skip_the_prompt() -> None:
+    import torch
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    from labelrec.describe import _OnWritten
+
+    ids = torch.tensor([[5, 6, 5, 7]])  # prompt 5 6, written 5 7
+    scores = torch.zeros(1, 10)
+    banned = NoRepeatNGramLogitsProcessor(2)(torch.tensor([[5, 6, 5]]), scores.clone())
+    assert banned[0, 6] == -float("inf")  # HF's own: the prompt's bigram (5, 6) is banned
+    written = _OnWritten(NoRepeatNGramLogitsProcessor(2), start=2)
+    assert torch.isfinite(written(torch.tensor([[5, 6, 5]]), scores.clone())).all()
+    assert written(ids, scores.clone())[0].isinf().sum() == 0
+    assert written(torch.tensor([[5, 6, 5, 7, 5]]), scores.clone())[0, 7] == -float("inf")
+    assert written(torch.tensor([[5, 6]]), scores.clone()).equal(scores)
 
 
 # ---------------------------------------------------------------------- training and describing
