@@ -218,6 +218,7 @@ def build_model(
         from labelrec.backbones import backbone_unavailable
 
         raise backbone_unavailable(cfg.backbone, err) from None
+    add_head_bias(seq)
     model = TagModel(seq, pooling, cfg.dropout)
     head = model.head
     with torch.no_grad():
@@ -228,8 +229,6 @@ def build_model(
                 head.bias.copy_(torch.as_tensor(np.log(p / (1 - p)), dtype=head.bias.dtype))
             else:
                 head.bias.zero_()
-        elif tag_prior is not None:
-            logger.warning("the %s head has no bias: tag prior not used", type(seq).__name__)
     if lora.enabled:
         from peft import LoraConfig, get_peft_model
 
@@ -244,6 +243,30 @@ def build_model(
             param.requires_grad_(True)
     freeze_unused(model)
     return model, tokenizer
+
+
+HEAD_BIAS = "head_bias"
+
+
+def add_head_bias(seq_model: nn.Module, bias: torch.Tensor | None = None) -> None:
+    """Give a bias-less tag head (decoders' ``score``: Llama, Gemma) a bias.
+
+    Without one every tag starts at sigmoid(0) = 0.5 and the first epoch goes into pushing
+    thousands of rare tags down; with it the head starts at the tag prior like an encoder's.
+    transformers' classes do not know this bias, so ``save_model`` records it in
+    ``labelrec.json`` (``head_bias``) and ``load_model`` puts it back.
+    """
+    head = classifier_head(seq_model)
+    if head.bias is not None:
+        return
+    new = nn.Linear(head.in_features, head.out_features, bias=True)
+    new.to(device=head.weight.device, dtype=head.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(head.weight)
+        new.bias.copy_(torch.zeros(head.out_features) if bias is None else bias)
+    name = "classifier" if getattr(seq_model, "classifier", None) is head else "score"
+    setattr(seq_model, name, new)
+    seq_model._labelrec_head_bias = True
 
 
 def freeze_unused(model: TagModel) -> None:
@@ -299,13 +322,16 @@ def save_model(
     seq.config.architectures = [type(seq).__name__]
     seq.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    extra = dict(info.extra or {})
+    if getattr(seq, "_labelrec_head_bias", False):  # a bias transformers' class does not save
+        extra[HEAD_BIAS] = [float(b) for b in model.head.bias.detach().float().cpu()]
     payload = {
         "format_version": info.format_version,
         "backbone": info.backbone,
         "pooling": info.pooling,
         "max_length": info.max_length,
         "n_tags": info.n_tags,
-        **(info.extra or {}),
+        **extra,
     }
     (out / LABELREC_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return out
@@ -334,6 +360,8 @@ def load_model(model_dir: str | Path, dtype: str = "float32") -> tuple[TagModel,
         str(model_dir), dtype=_dtype(dtype), local_files_only=True
     )
     tokenizer = load_tokenizer(str(model_dir))
+    if info.get(HEAD_BIAS) is not None:
+        add_head_bias(seq, torch.tensor(info[HEAD_BIAS], dtype=torch.float32))
     model = TagModel(seq, info["pooling"], dropout=0.0)
     model.eval()
     return model, tokenizer, info

@@ -211,3 +211,31 @@ def test_bad_backbone_and_model_dir(tmp_path: Path) -> None:
         read_info(tmp_path)
     with pytest.raises(OSError):
         _build(tmp_path / "no-such-backbone")
+
+
+def test_decoder_head_gets_a_prior_bias_that_survives_saving(tiny_decoder: Path, tmp_path: Path):
+    """Llama/Gemma classification heads have no bias: labelrec adds one (set at the tag prior),
+    records it in labelrec.json and restores it when loading."""
+    import numpy as np
+    import torch
+
+    from labelrec.config import LoraSettings, ModelConfig
+    from labelrec.model import ModelInfo, build_model, load_model, save_model
+
+    prior = np.array([0.5, 0.1, 0.01])
+    model, tok = build_model(
+        ModelConfig(backbone=str(tiny_decoder)), LoraSettings(), ["a", "b", "c"], prior
+    )
+    head = model.head
+    assert head.bias is not None and head.bias.requires_grad
+    assert head.bias.detach().numpy() == pytest.approx(np.log(prior / (1 - prior)), abs=1e-5)
+    with torch.no_grad():
+        head.bias.add_(0.25)
+    ids = torch.tensor([[5, 6, 7]])
+    mask = torch.ones_like(ids)
+    model.eval()
+    before = model(ids, mask)
+    save_model(model, tok, tmp_path / "m", ModelInfo(str(tiny_decoder), "last", 32, 3))
+    loaded, _, info = load_model(tmp_path / "m")
+    assert "head_bias" in info
+    assert loaded(ids, mask).detach().numpy() == pytest.approx(before.detach().numpy(), abs=1e-5)
