@@ -15,7 +15,6 @@ that contain it or a descendant path. The fusion weight is tuned on valid like t
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -311,17 +310,6 @@ class TagGenerator:
         info.update(weight=self.weight, new_threshold=self.new_threshold)
         save_causal_lm(self.model, self.tokenizer, out, info, dtype=info.get("dtype", "bfloat16"))
         return out
-
-    def save_meta(self, model_dir: str | Path) -> None:
-        """Rewrite only the settings (after the fusion weight was tuned)."""
-        from labelrec.causal import CAUSAL_INFO
-
-        info = {**self.meta, "format_version": GENERATOR_FORMAT}
-        info.update(weight=self.weight, new_threshold=self.new_threshold)
-        path = Path(model_dir) / GENERATOR_DIR / CAUSAL_INFO
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)
 
     @classmethod
     def load(
