@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -55,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-products", type=int, default=20, help="one-product p50 sample")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--json", type=Path, default=None, help="write the rows here too")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use the generator already in --output (no training) and cache its votes there",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. generate.num_beams=6")
     return p.parse_args(argv)
 
@@ -92,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.data / args.catalog
     if not folder.is_dir():
         raise SystemExit(f"{folder} does not exist (shared catalogs live in ../shared/data)")
-    if args.output.resolve() != args.base.resolve():
+    reuse = args.reuse and (args.output / "generator").is_dir()
+    if not reuse and args.output.resolve() != args.base.resolve():
         shutil.rmtree(args.output, ignore_errors=True)
         shutil.copytree(args.base, args.output, ignore=shutil.ignore_patterns("checkpoints"))
     rec = TagRecommender.load(args.output, generate=False)
@@ -114,17 +121,38 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("path_separator", "ancestor_consistency", "span_max_chars"):
         if key in (info_cfg.get("lexical") or {}):
             setattr(lexical_cfg.lexical, key, info_cfg["lexical"][key])
-    print(f"training the generator ({cfg.generate.backbone}) ...", file=sys.stderr)
-    t0 = time.perf_counter()
-    generator, history = fit_generator(cfg.generate, lexical_cfg.lexical, train, vocab, args.seed)
-    train_s = time.perf_counter() - t0
+    if reuse:
+        generator = TagGenerator.load(args.output, vocab)
+        # training speed comes from the run that trained it, when its --json is at hand
+        old = (
+            json.loads(args.json.read_text("utf-8"))["speed"]
+            if args.json and args.json.is_file()
+            else {}
+        )
+        history = [{"products_per_s": old.get("train products/s", float("nan"))}]
+        train_s = old.get("train s", float("nan"))
+    else:
+        print(f"training the generator ({cfg.generate.backbone}) ...", file=sys.stderr)
+        t0 = time.perf_counter()
+        generator, history = fit_generator(
+            cfg.generate, lexical_cfg.lexical, train, vocab, args.seed
+        )
+        train_s = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
     base_known, base_new = rec.score(valid)
-    gen_known, gen_new = generator.votes(valid)
-    gen_s = time.perf_counter() - t0
+    cache = args.output / "bench_votes.pkl"
+    ids = [p.id for p in valid]
+    cached = pickle.loads(cache.read_bytes()) if reuse and cache.is_file() else {}
+    t0 = time.perf_counter()
+    if cached.get("ids") == ids:
+        gen_known, gen_new, gen_s = cached["known"], cached["new"], cached["seconds"]
+    else:
+        gen_known, gen_new = generator.votes(valid)
+        gen_s = time.perf_counter() - t0
+        payload = {"ids": ids, "known": gen_known, "new": gen_new, "seconds": gen_s}
+        cache.write_bytes(pickle.dumps(payload))
     lat = []
-    for p in valid[: args.latency_products]:
+    for p in valid[: args.latency_products if not cached else 0]:
         t1 = time.perf_counter()
         generator.votes([p])
         lat.append(time.perf_counter() - t1)

@@ -40,8 +40,8 @@ from labelrec import metrics  # noqa: E402
 from labelrec.config import LexicalConfig, load_config  # noqa: E402
 from labelrec.data import Product, TagVocab, read_catalog  # noqa: E402
 from labelrec.evaluate import evaluate_scores_on  # noqa: E402
-from labelrec.lexical import ancestor_consistent, hierarchical_precision  # noqa: E402
 from labelrec.openvocab import evaluate_with_new_tags, kind_precision  # noqa: E402
+from labelrec.taxonomy import ancestor_consistent, hierarchical_precision  # noqa: E402
 
 CATALOGS = ("amazon_uk_toys", "amazon_in_sales", "zh_taobao")
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -118,7 +118,7 @@ def run_peers(
     """
     from peers import FEATURE_SETS, FastTextPeer, OmikujiPeer, has_cjk
 
-    from labelrec.lexical import objective
+    from labelrec.metrics import objective
 
     y_train = vocab.encode(train)
     y_valid = vocab.encode(valid)

@@ -14,10 +14,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _load_recommender(args: argparse.Namespace) -> Any:
-    from labelrec.predict import TagRecommender
+    """The tagging model ``args.model`` names (a directory or an MLflow URI); ``args.model_dir``
+    is set to its local directory."""
+    from labelrec.opener import open_tagger, resolve
 
-    return TagRecommender.load(
-        args.model,
+    resolved = resolve(args.model)
+    args.model_dir = str(resolved.path)
+    return open_tagger(
+        resolved,
         quantize=getattr(args, "quantize", False),
         batch_size=args.batch_size,
         backend=getattr(args, "backend", "auto"),
@@ -89,7 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from labelrec.evaluate import evaluate_scores_on
 
     rec = _load_recommender(args)
-    catalog = read_catalog(args.data, _data_config(args, args.model))
+    catalog = read_catalog(args.data, _data_config(args, args.model_dir))
     if catalog.skipped:
         print(f"skipped {catalog.n_skipped} bad rows of {args.data}", file=sys.stderr)
     scores, _ = rec.predict_scores(catalog.products)
@@ -165,9 +169,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
     for number, line in enumerate(sys.stdin, start=1):
         if line.strip():
             items.append(_parse_product_line(line, number))
-    from labelrec.describe import Describer
+    from labelrec.opener import open_describer
 
-    describer = Describer.load(args.describer)
+    describer = open_describer(args.describer)
     if args.batch_size is not None:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -194,7 +198,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     n = score_file(
         args.data,
         args.output,
-        _data_config(args, args.model),
+        _data_config(args, args.model_dir),
         scorer,
         chunk_size=args.chunk_size,
         progress=bar.update,
@@ -261,20 +265,22 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_index_build(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from labelrec.recommend import FaissBackend, ProductSearch, build_index_from_file, load_tagger
+    from labelrec.opener import is_model_uri, open_tagger, resolve
+    from labelrec.recommend import FaissBackend, ProductSearch, build_index_from_file
 
-    tagger = load_tagger(args.model, batch_size=args.batch_size)
+    resolved = resolve(args.model)
+    tagger = open_tagger(resolved, batch_size=args.batch_size)
     bar = tqdm(unit="product", desc="index-build", disable=args.no_progress)
     index = build_index_from_file(
         tagger,
         args.catalog,
-        _data_config(args, getattr(tagger, "path", None)),
+        _data_config(args, str(resolved.path)),
         chunk_size=args.chunk_size,
         progress=bar.update,
         top_k=args.top_k,
         embeddings=not args.no_embeddings,
         embedding_dim=args.embedding_dim,
-        model_source=args.model if ":/" in args.model else str(Path(args.model).resolve()),
+        model_source=args.model if is_model_uri(args.model) else str(resolved.path.resolve()),
     )
     bar.close()
     index.save(args.output)
@@ -288,7 +294,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         from labelrec.mlflow.store import configure
 
         configure()
-        model_uri = args.model if ":/" in args.model else None
+        model_uri = args.model if is_model_uri(args.model) else None
         logged = log_index(args.output, model_uri, run_id=args.run_id)
         where = f"model version {logged['model_version']}" if logged["model_version"] else "run"
         print(f"logged to MLflow as {logged['artifact_uri']} ({where})")
@@ -305,9 +311,10 @@ def _print_recommendation(result: dict[str, Any], fmt: str) -> None:
 
 
 def _product_search(args: argparse.Namespace) -> Any:
-    from labelrec.recommend import ProductSearch, load_tagger
+    from labelrec.opener import open_tagger
+    from labelrec.recommend import ProductSearch
 
-    tagger = load_tagger(args.model) if getattr(args, "model", None) else None
+    tagger = open_tagger(args.model) if getattr(args, "model", None) else None
     return ProductSearch.load(args.index, tagger)
 
 
@@ -351,7 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=1")
 
     def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("model", help="model directory written by `labelrec train`")
+        p.add_argument(
+            "model",
+            help="model directory written by `labelrec train`, or an MLflow URI"
+            " (models:/labelrec@champion, models:/labelrec/3, runs:/<run>/model)",
+        )
         p.add_argument("--limit", type=int, default=10, help="at most this many tags a product")
         p.add_argument(
             "--threshold",
@@ -399,7 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_suggest)
 
     p = sub.add_parser("describe", help="descriptions for products read from stdin (JSON lines)")
-    p.add_argument("describer", help="describer directory (labelrec train with task: describe)")
+    p.add_argument(
+        "describer",
+        help="describer directory (labelrec train with task: describe) or its MLflow URI",
+    )
     p.add_argument(
         "--batch-size", type=int, default=None, help="products per generation batch (default: 16)"
     )

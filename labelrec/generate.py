@@ -462,7 +462,7 @@ def tune_generator(
     """Generator weight maximising (P@1 + nDCG@3) / 2 over known and new tags ranked together,
     and the threshold of new tags (best micro-F1 among them)."""
     from labelrec import metrics
-    from labelrec.lexical import objective
+    from labelrec.metrics import objective
     from labelrec.openvocab import joint_matrices
 
     grid = [weight] if weight is not None else [round(0.05 * i, 2) for i in range(21)]

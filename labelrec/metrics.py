@@ -514,3 +514,8 @@ def paired_bootstrap(
     alpha = (1.0 - ci) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return {"mean_diff": float(diff.mean()), "low": float(low), "high": float(high)}
+
+
+def objective(y: Any, scores: np.ndarray) -> float:
+    """What fusion weights are tuned for on valid: (P@1 + nDCG@3) / 2."""
+    return 0.5 * (precision_at_k(y, scores, 1) + ndcg_at_k(y, scores, 3))

@@ -33,6 +33,8 @@ import scipy.sparse as sp
 
 from labelrec import metrics
 from labelrec.data import Product, TagVocab
+from labelrec.metrics import objective
+from labelrec.taxonomy import ancestor_consistent
 
 SPAN_META = "spans.json"
 SPAN_ARRAYS = "spans.npz"
@@ -512,7 +514,6 @@ def tune_span_weight(
 ) -> tuple[float, float, np.ndarray]:
     """Span weight ``b`` maximising the valid objective over known + new tags, the threshold
     of new tags (best micro-F1 on valid), and the final known-tag scores at ``b``."""
-    from labelrec.lexical import ancestor_consistent, objective
 
     grid = np.round(np.linspace(0.0, 1.0, 21), 2) if grid is None else grid
     known_span, new = span.known_and_new(products)

@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -70,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 
 from labelrec.config import DataConfig
 from labelrec.data import CatalogError, Product, iter_catalog
-from labelrec.model import ModelError
+from labelrec.opener import is_model_uri, open_describer, open_tagger, registry_version, resolve
 from labelrec.predict import TagRecommender
 from labelrec.recommend import (
     UI_PAGE,
@@ -291,36 +290,6 @@ class ServiceError(Exception):
         self.message = message
 
 
-def is_registry_uri(uri: str) -> bool:
-    """True for MLflow URIs (``models:/``, ``runs:/``, other schemes); False for local paths."""
-    if uri.startswith("file://"):
-        return False
-    head = uri.split("/", 1)[0]
-    return head.endswith(":") and len(head) > 2  # "models:", "runs:", "s3:"; not "C:"
-
-
-def local_fingerprint(path: Path) -> str:
-    """A short id of a model directory's content (resolved path, names, sizes, mtimes)."""
-    real = path.resolve()
-    if not real.is_dir():
-        raise ModelError(f"model directory {path} does not exist")
-    digest = hashlib.sha1(str(real).encode())
-    for item in sorted(real.iterdir()):
-        if item.is_file():
-            st = item.stat()
-            digest.update(f"{item.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return digest.hexdigest()[:12]
-
-
-def _use_labelrec_tracking_uri() -> None:
-    """MLflow's tracking URI as labelrec resolves it: ``MLFLOW_TRACKING_URI``, else the project's
-    embedded store (``sqlite:///<working dir>/mlruns.db``)."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        from labelrec.mlflow.store import resolve_tracking_uri
-
-        os.environ["MLFLOW_TRACKING_URI"] = resolve_tracking_uri()
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Snapshot:
     """One loaded model and what goes with it; never changed after it starts serving."""
@@ -436,7 +405,7 @@ class ModelHolder:
     def from_env(cls) -> ModelHolder:
         uri = os.environ.get("LABELREC_MODEL_URI", "").strip() or DEFAULT_MODEL_URI
         poll = os.environ.get("LABELREC_POLL_SECONDS", "").strip()
-        default_poll = REGISTRY_POLL_SECONDS if is_registry_uri(uri) else 0.0
+        default_poll = REGISTRY_POLL_SECONDS if is_model_uri(uri) else 0.0
         try:
             poll_seconds = float(poll) if poll else default_poll
         except ValueError:
@@ -469,39 +438,18 @@ class ModelHolder:
 
     def _load(self, uri: str) -> tuple[TagRecommender, str, dict[str, Any]]:
         """(recommender, version, info) for ``uri``."""
-        if is_registry_uri(uri):
-            _use_labelrec_tracking_uri()
-            from labelrec.mlflow import load_model
-
-            info: dict[str, Any] = {"kind": "registry", "version": uri}
-            if uri.startswith("models:/"):
-                from labelrec.mlflow.registry import model_version_info
-
-                info.update(model_version_info(uri))
-                info["alias"] = uri.rsplit("@", 1)[1] if "@" in uri else None
-                uri = f"models:/{info['name']}/{info['version']}"  # the version just resolved
-            rec = load_model(uri, **self._load_kwargs())
-            return rec, str(info["version"]), info
-        path = Path(uri.removeprefix("file://")).expanduser()
-        rec = TagRecommender.load(path, **self._load_kwargs())
-        info = {
-            "kind": "local",
-            "name": path.resolve().name,
-            "path": str(path.resolve()),
-            "metrics": dict(rec.info.get("valid_metrics") or {}),
-        }
-        return rec, local_fingerprint(path), info
+        resolved = resolve(uri)
+        rec = open_tagger(resolved, **self._load_kwargs())
+        info = dict(resolved.info)
+        if info.get("kind") == "local":
+            info["metrics"] = dict(rec.info.get("valid_metrics") or {})
+        return rec, resolved.version, info
 
     def latest_version(self) -> str:
         """The version the URI names now, without loading it."""
-        if self.uri.startswith("models:/"):
-            _use_labelrec_tracking_uri()
-            from labelrec.mlflow.registry import model_version_info
-
-            return str(model_version_info(self.uri)["version"])
-        if is_registry_uri(self.uri):
+        if is_model_uri(self.uri) and not self.uri.startswith("models:/"):
             return self.current.version if self.current else self.uri
-        return local_fingerprint(Path(self.uri.removeprefix("file://")).expanduser())
+        return registry_version(self.uri)
 
     def reload(self, force: bool = False) -> ReloadOut:
         """Load the version the URI names now when it differs from the current one (or always
@@ -776,17 +724,7 @@ NO_DESCRIBER = (
 
 def load_describer(uri: str) -> Any:
     """The ``Describer`` of a directory or of an MLflow URI (``models:/name@alias``)."""
-    from labelrec.describe import Describer
-
-    if not is_registry_uri(uri):
-        return Describer.load(Path(uri.removeprefix("file://")).expanduser())
-    _use_labelrec_tracking_uri()
-    from labelrec.mlflow import load_model
-
-    describer = load_model(uri)
-    if not isinstance(describer, Describer):
-        raise ModelError(f"{uri} is a tagging model, not a describer")
-    return describer
+    return open_describer(uri)
 
 
 def describe_items(

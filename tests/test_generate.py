@@ -264,7 +264,7 @@ def test_retraining_without_the_generator_removes_it(generator_model, tmp_path: 
 @pytest.mark.slow
 def test_smollm2_learns_to_write_the_toy_tags(smollm2_dir: Path, products, vocab):
     """The real packaged SmolLM2, LoRA-tuned for a few steps, writes the right tags."""
-    from labelrec.lexical import objective
+    from labelrec.metrics import objective
 
     gcfg = GenerateConfig(
         enabled=True, backbone=str(smollm2_dir), epochs=3, batch_size=8, lr=1e-3, num_beams=3

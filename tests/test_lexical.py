@@ -19,13 +19,11 @@ from labelrec.lexical import (
     EmbeddingNeighbours,
     LexicalModel,
     LexicalTagger,
-    ancestor_consistent,
     fit_lexical,
-    hierarchical_precision,
-    parent_index,
     tune_weight,
     tune_weights,
 )
+from labelrec.taxonomy import ancestor_consistent, hierarchical_precision, parent_index
 
 TRAIN = [
     Product("1", "hornby model railway train set", tags=["Hobbies", "Hobbies > Trains"]),

@@ -20,12 +20,12 @@ from conftest import toy_catalog  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from labelrec import service  # noqa: E402
+from labelrec.opener import is_model_uri  # noqa: E402
 from labelrec.predict import TagRecommender  # noqa: E402
 from labelrec.service import (  # noqa: E402
     ItemIn,
     ModelHolder,
     ProductIn,
-    is_registry_uri,
 )
 
 # --------------------------------------------------------------------------- model variants
@@ -104,12 +104,12 @@ def as_pairs(tags: list[dict]) -> list[tuple[str, float]]:
 
 
 def test_registry_uris_are_told_from_paths() -> None:
-    assert is_registry_uri("models:/labelrec@champion")
-    assert is_registry_uri("runs:/abc/model")
-    assert not is_registry_uri("runs/uk")
-    assert not is_registry_uri("/abs/path")
-    assert not is_registry_uri("file:///abs/path")
-    assert not is_registry_uri("C:/models/uk")
+    assert is_model_uri("models:/labelrec@champion")
+    assert is_model_uri("runs:/abc/model")
+    assert not is_model_uri("runs/uk")
+    assert not is_model_uri("/abs/path")
+    assert not is_model_uri("file:///abs/path")
+    assert not is_model_uri("C:/models/uk")
 
 
 def test_class_called_directly_matches_the_library(make_service, current: Path) -> None:

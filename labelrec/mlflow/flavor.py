@@ -250,15 +250,13 @@ def log_model(
     )
 
 
-def load_model(model_uri: str, dst_path: str | None = None, **load_kwargs: Any) -> Any:
-    """The native ``TagRecommender`` of a logged labelrec model (``runs:/``, ``models:/``, path).
-
-    ``load_kwargs`` go to ``TagRecommender.load`` (``backend``, ``quantize``, ``num_threads``...).
-    A logged describer loads as a ``Describer`` (``load_kwargs``: ``device``).
-    """
-    from labelrec.predict import TagRecommender
-
-    local = Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path))
+def download_model(model_uri: str, dst_path: str | None = None) -> Path:
+    """The local model directory of a logged labelrec model (``runs:/``, ``models:/``, path):
+    downloaded, its flavor checked, the ``model_data`` folder inside it returned."""
+    try:
+        local = Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path))
+    except mlflow.exceptions.MlflowException as err:
+        raise ModelError(f"{model_uri} cannot be downloaded: {err.message}") from None
     try:
         conf = _get_flavor_configuration(str(local), FLAVOR_NAME)
     except mlflow.exceptions.MlflowException as err:
@@ -268,8 +266,19 @@ def load_model(model_uri: str, dst_path: str | None = None, **load_kwargs: Any) 
             f"{model_uri}: labelrec flavor format {conf['format_version']} is newer than this"
             f" labelrec ({FLAVOR_FORMAT_VERSION}); upgrade labelrec"
         )
-    if conf.get("kind") == "describer":
-        from labelrec.describe import Describer
+    data = Path(str(conf.get("model_data", "")))
+    if data.is_absolute() or ".." in data.parts or not (local / data).is_dir():
+        raise ModelError(f"{model_uri}: model_data {str(data)!r} is not a folder of the model")
+    return local / data
 
-        return Describer.load(local / conf["model_data"], **load_kwargs)
-    return TagRecommender.load(local / conf["model_data"], **load_kwargs)
+
+def load_model(model_uri: str, dst_path: str | None = None, **load_kwargs: Any) -> Any:
+    """The native ``TagRecommender`` of a logged labelrec model (``runs:/``, ``models:/``, path).
+
+    ``load_kwargs`` go to ``TagRecommender.load`` (``backend``, ``quantize``, ``num_threads``...).
+    A logged describer loads as a ``Describer`` (``load_kwargs``: ``device``).
+    """
+    from labelrec.opener import ResolvedModel, open_model
+
+    path = download_model(model_uri, dst_path)
+    return open_model(ResolvedModel(model_uri, path, model_uri), **load_kwargs)

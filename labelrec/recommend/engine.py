@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -495,19 +494,10 @@ class ProductSearch:
 
 def load_tagger(source: str | Path, **kwargs: Any) -> Any:
     """A ``TagRecommender`` from a model directory or an MLflow URI (``models:/name@alias``,
-    ``runs:/...``, through ``labelrec.mlflow.load_model``)."""
-    text = str(source)
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", text):
-        try:
-            from labelrec.mlflow import load_model
-        except ImportError as err:
-            raise ValueError(f"{text}: MLflow model URIs need labelrec.mlflow ({err})") from None
-        return load_model(text)
-    if not Path(text).is_dir():
-        raise ValueError(f"model {text!r} is not a model directory")
-    from labelrec.predict import TagRecommender
+    ``runs:/...``): :func:`labelrec.opener.open_tagger`."""
+    from labelrec.opener import open_tagger
 
-    return TagRecommender.load(text, **kwargs)
+    return open_tagger(source, **kwargs)
 
 
 def _check_product(product: Any) -> Any:

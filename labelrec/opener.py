@@ -1,0 +1,150 @@
+"""One opener for model references, shared by every front end (CLI, service, product index,
+MLflow steps), the way Annif's registry resolves a project for its CLI and REST API alike.
+
+A reference is a model directory written by ``labelrec train`` (also ``file://...`` or ``~/...``)
+or an MLflow URI: ``models:/name@alias`` and ``models:/name/3`` (registry), ``runs:/<run>/<path>``,
+``mlflow-artifacts:/...``, ``s3://...``. A registry alias is resolved to one version before
+anything is downloaded, so the version loaded is the version reported. MLflow URIs are read from
+``MLFLOW_TRACKING_URI``, else the project's embedded store; mlflow itself is only imported (through
+``labelrec.mlflow``) when a reference is a URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labelrec.model import ModelError
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def is_model_uri(reference: str | Path) -> bool:
+    """True for MLflow URIs (``models:/``, ``runs:/``, ``s3://``...); False for local paths,
+    ``file://`` paths and Windows drives (``C:/``)."""
+    text = str(reference)
+    if text.startswith("file:"):
+        return False
+    return bool(_SCHEME.match(text))
+
+
+def local_path(reference: str | Path) -> Path:
+    """The local path of a directory reference (``file://`` and ``~`` expanded)."""
+    text = str(reference)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return Path(text).expanduser()
+
+
+def fingerprint(path: str | Path) -> str:
+    """A short id of a model directory's content (resolved path, file names, sizes, mtimes)."""
+    real = Path(path).resolve()
+    if not real.is_dir():
+        raise ModelError(f"model directory {path} does not exist")
+    digest = hashlib.sha1(str(real).encode())
+    for item in sorted(real.iterdir()):
+        if item.is_file():
+            st = item.stat()
+            digest.update(f"{item.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
+
+
+def use_tracking_uri() -> None:
+    """Point MLflow at ``MLFLOW_TRACKING_URI``, else at the project's embedded store."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        from labelrec.mlflow.store import resolve_tracking_uri
+
+        os.environ["MLFLOW_TRACKING_URI"] = resolve_tracking_uri()
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a reference points: the local model directory and which version it is."""
+
+    reference: str
+    path: Path  # a local directory holding the model's files
+    version: str  # registry version, the URI itself for other URIs, a fingerprint for directories
+    info: dict[str, Any] = field(default_factory=dict)  # kind, name, version, alias, metrics...
+
+    @property
+    def kind(self) -> str:
+        """``describer`` for a description model, ``tagger`` otherwise."""
+        from labelrec.describe import is_describer_dir
+
+        return "describer" if is_describer_dir(self.path) else "tagger"
+
+
+def registry_version(reference: str) -> str:
+    """The version a ``models:/`` reference names now (an alias resolved), without downloading;
+    for other references the same as :func:`resolve`'s ``version``, cheaply."""
+    if reference.startswith("models:/"):
+        use_tracking_uri()
+        from labelrec.mlflow.registry import model_version_info
+
+        return str(model_version_info(reference)["version"])
+    if is_model_uri(reference):
+        return reference
+    return fingerprint(local_path(reference))
+
+
+def resolve(reference: str | Path, dst_path: str | Path | None = None) -> ResolvedModel:
+    """The local directory and version of ``reference`` (MLflow URIs are downloaded, into
+    ``dst_path`` when given)."""
+    text = str(reference)
+    if not is_model_uri(text):
+        path = local_path(text)
+        if not path.is_dir():
+            raise ModelError(
+                f"model directory {text} does not exist (give a directory written by"
+                " `labelrec train` or an MLflow URI such as models:/labelrec@champion)"
+            )
+        real = path.resolve()
+        return ResolvedModel(
+            text, path, fingerprint(path), {"kind": "local", "name": real.name, "path": str(real)}
+        )
+    use_tracking_uri()
+    info: dict[str, Any] = {"kind": "registry", "version": text, "uri": text}
+    uri = text
+    if text.startswith("models:/"):
+        from labelrec.mlflow.registry import model_version_info
+
+        info.update(model_version_info(text))
+        info["alias"] = text.rsplit("@", 1)[1] if "@" in text else None
+        uri = f"models:/{info['name']}/{info['version']}"  # the version just resolved
+    from labelrec.mlflow.flavor import download_model
+
+    path = download_model(uri, None if dst_path is None else str(dst_path))
+    return ResolvedModel(text, path, str(info["version"]), info)
+
+
+def open_model(reference: str | Path | ResolvedModel, **load_kwargs: Any) -> Any:
+    """The model a reference names: a ``TagRecommender``, or a ``Describer`` for a description
+    model. ``load_kwargs`` go to its ``load`` (``backend``, ``batch_size``, ``generate``...)."""
+    resolved = reference if isinstance(reference, ResolvedModel) else resolve(reference)
+    if resolved.kind == "describer":
+        from labelrec.describe import Describer
+
+        return Describer.load(resolved.path, **load_kwargs)
+    from labelrec.predict import TagRecommender
+
+    return TagRecommender.load(resolved.path, **load_kwargs)
+
+
+def open_tagger(reference: str | Path | ResolvedModel, **load_kwargs: Any) -> Any:
+    """The ``TagRecommender`` a reference names; a describer is refused with a clear error."""
+    resolved = reference if isinstance(reference, ResolvedModel) else resolve(reference)
+    if resolved.kind == "describer":
+        raise ModelError(f"{resolved.reference} is a describer, not a tagging model")
+    return open_model(resolved, **load_kwargs)
+
+
+def open_describer(reference: str | Path | ResolvedModel, **load_kwargs: Any) -> Any:
+    """The ``Describer`` a reference names; a tagging model is refused with a clear error."""
+    resolved = reference if isinstance(reference, ResolvedModel) else resolve(reference)
+    if resolved.kind != "describer":
+        raise ModelError(f"{resolved.reference} is a tagging model, not a describer")
+    return open_model(resolved, **load_kwargs)

@@ -1,0 +1,96 @@
+"""The tag hierarchy: category paths (``Toys > Puzzles > Jigsaw``) as parent links, kept
+consistent when scored, and measured with hierarchical precision. Used by the taggers and the
+fusion alike, so it depends on none of them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from labelrec.data import Product, TagVocab
+
+
+def parent_index(tags: list[str], separator: str | None) -> np.ndarray:
+    """Index of each tag's parent path in ``tags`` (``A > B`` -> ``A``), -1 when it has none."""
+    parents = np.full(len(tags), -1, dtype=np.int64)
+    if not separator:
+        return parents
+    index = {t: j for j, t in enumerate(tags)}
+    for j, tag in enumerate(tags):
+        if separator in tag:
+            parents[j] = index.get(tag.rsplit(separator, 1)[0], -1)
+    return parents
+
+
+def tag_depth(parents: np.ndarray) -> np.ndarray:
+    """Number of ancestors of each tag (0 for roots) from ``parent_index``."""
+    depth = np.zeros(len(parents), dtype=np.int64)
+    for j in range(len(parents)):
+        p, d = parents[j], 0
+        while p >= 0 and d < len(parents):
+            p, d = parents[p], d + 1
+        depth[j] = d
+    return depth
+
+
+def ancestor_consistent(
+    scores: np.ndarray, parents: np.ndarray, depth: np.ndarray | None = None
+) -> np.ndarray:
+    """Raise every parent to at least the best score of its children (deepest first).
+
+    ``depth``: ``tag_depth(parents)``, when the caller keeps it between calls."""
+    if scores.size == 0 or not (parents >= 0).any():
+        return scores
+    if depth is None:
+        depth = tag_depth(parents)
+    out = scores.copy()
+    for d in range(int(depth.max()), 0, -1):
+        children = np.flatnonzero((depth == d) & (parents >= 0))
+        # several children may share a parent: maximum.at accumulates them all
+        np.maximum.at(out.T, parents[children], out.T[children])
+    return out
+
+
+def hierarchical_precision(
+    scores: np.ndarray,
+    products: list[Product],
+    vocab: TagVocab,
+    k: int = 3,
+    separator: str = " > ",
+    new_tags: list[dict[str, float]] | None = None,
+) -> float:
+    """Mean hierarchical precision of the top ``k`` tags (Kiritchenko et al.).
+
+    Predicted and gold tag sets are both extended with every ancestor path of their tags;
+    hP = |pred+ & gold+| / |pred+|. A wrong leaf under the right parent gets partial credit.
+    """
+
+    def closure(tags: list[str]) -> set[str]:
+        out = set()
+        for tag in tags:
+            parts = tag.split(separator)
+            out.update(separator.join(parts[: i + 1]) for i in range(len(parts)))
+        return out
+
+    ranked = top_tags(scores, vocab.tags, k, new_tags)
+    values = []
+    for product, pred in zip(products, ranked, strict=True):
+        p, g = closure(pred), closure(product.tags)
+        if p:
+            values.append(len(p & g) / len(p))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def top_tags(
+    scores: np.ndarray, tags: list[str], k: int, new_tags: list[dict[str, float]] | None = None
+) -> list[list[str]]:
+    """The ``k`` best tags per product, merging known-tag scores with new (open) tags."""
+    out = []
+    k_known = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k_known] if scores.size else None
+    for i in range(scores.shape[0]):
+        cand = [(float(scores[i, j]), tags[j]) for j in top[i]]
+        if new_tags is not None:
+            cand += [(float(s), t) for t, s in new_tags[i].items()]
+        cand.sort(key=lambda c: -c[0])
+        out.append([t for _, t in cand[:k]])
+    return out

@@ -1,0 +1,124 @@
+"""One opener for model references: directories and MLflow URIs, for every front end."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from labelrec.cli import main
+from labelrec.model import ModelError
+from labelrec.opener import (
+    fingerprint,
+    is_model_uri,
+    open_describer,
+    open_tagger,
+    registry_version,
+    resolve,
+)
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("models:/labelrec@champion", True),
+        ("models:/labelrec/3", True),
+        ("runs:/0123abcd/model", True),
+        ("mlflow-artifacts:/1/abc/artifacts/model", True),
+        ("s3://bucket/model", True),
+        ("runs/uk", False),
+        ("/abs/path", False),
+        ("file:///abs/path", False),
+        ("C:/models/uk", False),
+        ("~/models/uk", False),
+    ],
+)
+def test_uris_are_told_from_paths(reference: str, expected: bool) -> None:
+    assert is_model_uri(reference) is expected
+
+
+def test_a_directory_resolves_to_itself_with_a_content_fingerprint(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    copy = shutil.copytree(trained_model_dir, tmp_path / "m")
+    resolved = resolve(f"file://{copy}")
+    assert resolved.path == copy and resolved.kind == "tagger"
+    assert resolved.info["kind"] == "local" and resolved.info["name"] == "m"
+    assert resolved.version == fingerprint(copy) == registry_version(str(copy))
+    before = resolved.version
+    (copy / "thresholds.json").write_text(
+        (copy / "thresholds.json").read_text(encoding="utf-8") + "\n", encoding="utf-8"
+    )
+    assert fingerprint(copy) != before  # a rewritten file is a new version
+    rec = open_tagger(copy, batch_size=3)
+    assert rec.batch_size == 3 and len(rec.vocab) > 0
+
+
+def test_bad_references_name_what_is_wrong(trained_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"missing does not exist .*models:/labelrec@champion"):
+        resolve(tmp_path / "missing")
+    with pytest.raises(ModelError, match="is a tagging model, not a describer"):
+        open_describer(trained_model_dir)
+
+
+def test_every_verb_takes_a_registry_uri(
+    registry: Path,
+    trained_model_dir: Path,
+    toy_data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import mlflow
+
+    from labelrec.mlflow.registry import register_challenger
+
+    version = register_challenger(trained_model_dir)
+    mlflow.MlflowClient().set_registered_model_alias("labelrec", "champion", version.version)
+    resolved = resolve("models:/labelrec@champion")
+    assert resolved.version == str(version.version) == registry_version("models:/labelrec@champion")
+    assert resolved.info["alias"] == "champion" and resolved.info["name"] == "labelrec"
+    assert (resolved.path / "labelrec.json").is_file()
+
+    def suggest(reference: str) -> str:
+        monkeypatch.setattr(sys, "stdin", io.StringIO("LEGO city\nplush bear\n"))
+        assert main(["suggest", reference, "--limit", "3", "--threshold", "0"]) == 0
+        return capsys.readouterr().out
+
+    local = suggest(str(trained_model_dir))
+    assert suggest("models:/labelrec@champion") == local
+    assert suggest(f"models:/labelrec/{version.version}") == local
+    assert suggest(f"runs:/{version.run_id}/model") == local
+
+    metrics = registry / "metrics.json"
+    args = ["eval", "models:/labelrec@champion", "--data", str(toy_data_dir / "valid.jsonl")]
+    assert main([*args, "--metrics-file", str(metrics)]) == 0
+    assert 0.0 <= json.loads(metrics.read_text(encoding="utf-8"))["P@1"] <= 1.0
+    output = registry / "tagged.jsonl"
+    args = ["index", "models:/labelrec@champion", "--data", str(toy_data_dir / "valid.jsonl")]
+    assert main([*args, "--output", str(output), "--no-progress"]) == 0
+    assert output.read_text(encoding="utf-8").count("\n") > 0
+    capsys.readouterr()
+
+    assert main(["suggest", "models:/labelrec@nobody"]) == 2
+    err = capsys.readouterr().err
+    assert "labelrec suggest: error:" in err and "Traceback" not in err
+
+
+def test_model_data_outside_the_logged_model_is_refused(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("mlflow")
+    from labelrec.mlflow import flavor
+
+    out = tmp_path / "logged"
+    flavor.save_model(trained_model_dir, out)
+    mlmodel = out / "MLmodel"
+    text = mlmodel.read_text(encoding="utf-8")
+    assert "model_data: artifacts/" in text
+    mlmodel.write_text(text.replace("model_data: artifacts/", "model_data: ../"), "utf-8")
+    with pytest.raises(ModelError, match="is not a folder of the model"):
+        flavor.download_model(str(out))
