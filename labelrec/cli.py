@@ -230,25 +230,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from labelrec.config import load_config
+    import dataclasses
+
+    from labelrec.config import PromotionConfig, from_arguments, load_config
     from labelrec.mlflow.registry import promote
     from labelrec.mlflow.store import configure
 
+    gate = from_arguments(PromotionConfig, args)
     configure()
     data_cfg = (
         load_config(args.config, args.overrides).data if args.config or args.overrides else None
     )
-    d = promote(
-        args.name,
-        args.data,
-        data_cfg=data_cfg,
-        metric=args.metric,
-        margin=args.margin,
-        min_metric=args.min_metric,
-        max_band_drop=args.max_band_drop,
-        n_resamples=args.n_resamples,
-        seed=args.seed,
-    )
+    d = promote(args.name, args.data, data_cfg=data_cfg, **dataclasses.asdict(gate))
     verdict = "promoted" if d.promoted else "not promoted"
     print(f"{args.name} version {d.challenger_version}: {verdict}: {d.reason}")
     if d.challenger_score is not None:
@@ -349,6 +342,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``labelrec`` argument parser."""
+    from labelrec.config import PromotionConfig, add_arguments
+
     parser = argparse.ArgumentParser(prog="labelrec", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -494,16 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="move @champion to @challenger if it is better")
     p.add_argument("--name", default="labelrec", help="registered model name")
     p.add_argument("--data", required=True, help="labelled evaluation catalog")
-    p.add_argument("--metric", default="nDCG@3", help="P@k, R@k or nDCG@k with k in 1, 3, 5")
-    p.add_argument("--margin", type=float, default=0.0, help="required gain of the metric")
-    p.add_argument(
-        "--min-metric", type=float, default=0.0, help="minimum of the first model (0: any)"
-    )
-    p.add_argument(
-        "--max-band-drop", type=float, default=0.05, help="largest allowed recall@5 drop of a band"
-    )
-    p.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    add_arguments(p, PromotionConfig)
     config_args(p)
     p.set_defaults(func=cmd_promote)
     return parser

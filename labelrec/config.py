@@ -7,6 +7,8 @@ values in ``__post_init__``, so a bad config fails early with a message naming t
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -556,6 +558,42 @@ class Config:
         _check(self.task in ("tag", "describe"), "task", "must be 'tag' or 'describe'")
 
 
+@dataclass
+class PromotionConfig:
+    """The promotion gate: when the ``@challenger`` version replaces ``@champion``
+    (``labelrec promote`` and the MLproject's ``promote`` and ``main`` entry points)."""
+
+    metric: str = field(
+        default="nDCG@3", metadata={"help": "Metric compared: P@k, R@k or nDCG@k, k in 1, 3, 5."}
+    )
+    margin: float = field(
+        default=0.0, metadata={"help": "Required gain of the metric over the champion."}
+    )
+    min_metric: float = field(
+        default=0.0, metadata={"help": "Minimum of the metric for the first champion (0: any)."}
+    )
+    max_band_drop: float = field(
+        default=0.05,
+        metadata={"help": "Largest allowed recall@5 drop of a tag-frequency band."},
+    )
+    n_resamples: int = field(
+        default=1000, metadata={"help": "Bootstrap resamples of the paired difference."}
+    )
+    seed: int = field(default=0, metadata={"help": "Bootstrap seed."})
+
+    def __post_init__(self) -> None:
+        self.metric = self.metric.strip().replace("_at_", "@")
+        _check(
+            re.fullmatch(r"(P|R|nDCG)@[135]", self.metric) is not None,
+            "metric",
+            f"expected P@k, R@k or nDCG@k with k in 1, 3, 5, got {self.metric!r}",
+        )
+        _check(math.isfinite(self.margin), "margin", "must be a finite number")
+        _check(self.min_metric >= 0.0, "min_metric", "must be >= 0 (above 1: refuse every model)")
+        _check(0.0 <= self.max_band_drop <= 1.0, "max_band_drop", "must be in [0, 1]")
+        _check(self.n_resamples >= 100, "n_resamples", "must be >= 100")
+
+
 def _strip_optional(tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -682,6 +720,38 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def add_arguments(parser: Any, cls: type) -> None:
+    """One ``--field-name`` option per field of the dataclass ``cls``, with its default and help:
+    front ends declare a settings group once (``from_arguments`` reads it back)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = f.name
+
+        def convert(value: str, tp: Any = hints[name], name: str = name) -> Any:
+            if _strip_optional(tp) is int and isinstance(value, str):
+                try:  # MLflow passes float-typed parameters as "1000.0"
+                    number = float(value)
+                except ValueError:
+                    number = None
+                if number is not None and number.is_integer():
+                    value = str(int(number))
+            return _coerce(value, tp, name)
+
+        convert.__name__ = getattr(_strip_optional(hints[name]), "__name__", "value")
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=convert,
+            default=f.default,
+            help=f"{f.metadata.get('help', '')} (default: {f.default})",
+        )
+
+
+def from_arguments(cls: type, args: Any) -> Any:
+    """The ``cls`` instance of the options ``add_arguments`` declared."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:

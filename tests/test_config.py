@@ -214,3 +214,30 @@ def test_default_yaml_lists_every_field() -> None:
     keys = set(_yaml_keys_with_comments(CONFIGS / "default.yaml"))
     fields = {name for name, _ in _dataclass_fields()}
     assert fields == keys, f"missing: {fields - keys}, unknown: {keys - fields}"
+
+
+def test_promotion_gate_is_declared_once_for_every_front_end() -> None:
+    import argparse
+
+    from labelrec.cli import build_parser
+    from labelrec.config import PromotionConfig, add_arguments, from_arguments
+    from labelrec.mlflow.steps import build_parser as steps_parser
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, PromotionConfig)
+    gate = from_arguments(PromotionConfig, parser.parse_args(["--n-resamples", "2000.0"]))
+    assert gate == PromotionConfig(n_resamples=2000)
+    gate = from_arguments(PromotionConfig, parser.parse_args(["--metric", "P_at_1"]))
+    assert gate.metric == "P@1"
+    cli = build_parser().parse_args(["promote", "--data", "d.jsonl", "--seed", "7"])
+    step = steps_parser().parse_args(["promote", "--data", "d.jsonl", "--seed", "7"])
+    assert from_arguments(PromotionConfig, cli) == from_arguments(PromotionConfig, step)
+    assert from_arguments(PromotionConfig, cli).seed == 7
+    for bad, message in [
+        (dict(metric="PSP@3"), "metric: expected P@k"),
+        (dict(margin=float("nan")), "margin: must be a finite number"),
+        (dict(max_band_drop=2.0), "max_band_drop: must be in"),
+        (dict(n_resamples=10), "n_resamples: must be >= 100"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            PromotionConfig(**bad)

@@ -66,6 +66,7 @@ def test_commands_parse_with_the_steps_cli(project, entry_point: str) -> None:
     assert args.step == entry_point
     if entry_point in ("main", "promote"):
         assert args.n_resamples == 1000 and args.metric == "nDCG@3" and args.margin == 0.0
+        assert args.seed == 0  # the promotion gate's options, one definition for both CLIs
     if entry_point == "batch":
         assert args.chunk_size == 1000 and args.limit == 10 and args.threshold is None
     if entry_point in ("main", "train"):

@@ -11,6 +11,7 @@ Each function returns a dict summary; only ``main()`` prints.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shlex
@@ -26,7 +27,16 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from labelrec.config import Config, ConfigError, DataConfig, _build, load_config
+from labelrec.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    PromotionConfig,
+    _build,
+    add_arguments,
+    from_arguments,
+    load_config,
+)
 from labelrec.mlflow import store, tracking
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -327,43 +337,18 @@ def run_promote(
     data: str | None = None,
     config: str | None = None,
     overrides: str | list[str] | None = None,
-    metric: str = "nDCG@3",
-    margin: float = 0.0,
-    min_metric: float = 0.0,
-    max_band_drop: float = 0.05,
-    n_resamples: int = 1000,
+    gate: PromotionConfig | None = None,
 ) -> dict[str, Any]:
     """The gated promotion of ``@challenger`` over ``@champion``, recorded as an MLflow run."""
-    import dataclasses
-
+    gate = gate or PromotionConfig()
     if not data:
         raise ValueError("promote: an evaluation catalog is required (-P data=...)")
     items = split_overrides(overrides)
     data_cfg = load_config(config, items).data if (config or items) else None
     with step_run("promote") as run:
         run_id = run.info.run_id
-        tracking.log_params(
-            run_id,
-            {
-                "name": name,
-                "data": data,
-                "metric": metric,
-                "margin": margin,
-                "min_metric": min_metric,
-                "max_band_drop": max_band_drop,
-                "n_resamples": n_resamples,
-            },
-        )
-        decision = _registry().promote(
-            name,
-            data,
-            data_cfg=data_cfg,
-            metric=metric,
-            margin=margin,
-            min_metric=min_metric,
-            max_band_drop=max_band_drop,
-            n_resamples=n_resamples,
-        )
+        tracking.log_params(run_id, {"name": name, "data": data, **dataclasses.asdict(gate)})
+        decision = _registry().promote(name, data, data_cfg=data_cfg, **dataclasses.asdict(gate))
         fields = (
             dataclasses.asdict(decision)
             if dataclasses.is_dataclass(decision)
@@ -472,11 +457,7 @@ def run_main(
     data: str | None = None,
     overrides: str | list[str] | None = None,
     name: str = "labelrec",
-    metric: str = "nDCG@3",
-    margin: float = 0.0,
-    min_metric: float = 0.0,
-    max_band_drop: float = 0.05,
-    n_resamples: int = 1000,
+    gate: PromotionConfig | None = None,
     demo_dir: str = "demo_data",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -502,15 +483,7 @@ def run_main(
         )
         summary["train"] = trained
         summary["evaluate"] = run_evaluate(trained["model_uri"], data, overrides=None)
-        summary["promote"] = run_promote(
-            name,
-            data,
-            metric=metric,
-            margin=margin,
-            min_metric=min_metric,
-            max_band_drop=max_band_drop,
-            n_resamples=n_resamples,
-        )
+        summary["promote"] = run_promote(name, data, gate=gate)
         mlflow.set_tags(
             {
                 "labelrec.challenger": trained["model_uri"],
@@ -558,15 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def gate_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--name", default="labelrec", help="registered model name")
-        p.add_argument("--metric", default="nDCG@3", help="metric the gate compares")
-        p.add_argument("--margin", type=float, default=0.0, help="required mean improvement")
-        p.add_argument(
-            "--min-metric", type=float, default=0.0, help="minimum for the first champion"
-        )
-        p.add_argument(
-            "--max-band-drop", type=float, default=0.05, help="largest drop per frequency band"
-        )
-        p.add_argument("--n-resamples", type=_int, default=1000, help="bootstrap resamples")
+        add_arguments(p, PromotionConfig)
 
     p = sub.add_parser("main", help="demo data -> train -> evaluate -> promote")
     config_args(p, "configs/default.yaml")
@@ -624,8 +589,7 @@ def dispatch(args: argparse.Namespace) -> dict[str, Any]:
     if args.step == "main":
         return run_main(
             o(args.config), o(args.train), o(args.valid), o(args.data), args.overrides,
-            name=args.name, metric=args.metric, margin=args.margin, min_metric=args.min_metric,
-            max_band_drop=args.max_band_drop, n_resamples=args.n_resamples,
+            name=args.name, gate=from_arguments(PromotionConfig, args),
             demo_dir=args.demo_dir, progress=not args.no_progress,
         )  # fmt: skip
     if args.step == "train":
@@ -646,9 +610,8 @@ def dispatch(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.step == "promote":
         return run_promote(
-            args.name, args.data, o(args.config), args.overrides, metric=args.metric,
-            margin=args.margin, min_metric=args.min_metric, max_band_drop=args.max_band_drop,
-            n_resamples=args.n_resamples,
+            args.name, args.data, o(args.config), args.overrides,
+            gate=from_arguments(PromotionConfig, args),
         )  # fmt: skip
     return run_batch(
         args.model_uri, args.input, args.output, chunk_size=args.chunk_size, limit=args.limit,
