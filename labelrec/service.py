@@ -4,11 +4,12 @@ The model named by ``LABELREC_MODEL_URI`` is loaded once at start-up: a registry
 (``models:/labelrec@champion``, the default, read from the configured MLflow tracking URI through
 :mod:`labelrec.mlflow`) or a local model directory written by ``labelrec train``.
 
-Endpoints: ``POST /suggest`` (one product), ``POST /suggest_batch`` (a list), both served by the
-adaptive-batching ``POST /suggest_items``; ``POST /suggest_file`` (an uploaded catalog, streamed
-back with tags); ``GET /tags``, ``GET /model``, ``POST /reload``; BentoML's own ``/healthz``,
-``/livez``, ``/readyz`` (ready once a model is loaded) and ``/metrics`` (Prometheus). The API
-page is at ``/`` (``/docs`` redirects there).
+Endpoints: ``POST /suggest`` (one product) and ``POST /suggest_batch`` (a list), whose concurrent
+requests share forward passes (:class:`labelrec.serving.MicroBatcher`); ``POST /suggest_items``
+(products each with its own options, BentoML's adaptive batching); ``POST /suggest_file`` (an
+uploaded catalog, streamed back with tags); ``GET /tags``, ``GET /model``, ``POST /reload``;
+BentoML's own ``/healthz``, ``/livez``, ``/readyz`` (ready once a model is loaded) and ``/metrics``
+(Prometheus). The API page is at ``/`` (``/docs`` redirects there).
 
 Products (with a product index): ``POST /similar``, ``POST /search``, ``POST /recommend`` and the
 review page ``GET /ui``. The index comes from ``LABELREC_INDEX`` (a directory written by
@@ -17,16 +18,17 @@ loads, else is the index logged in MLflow with the registered version being serv
 (``labelrec index-build models:/labelrec@champion ... --log-mlflow``). ``LABELREC_INTERACTIONS``
 (``user_id,product_id[,weight,timestamp]``) feeds ``/recommend``.
 
-Model updates: :class:`ModelHolder` keeps one immutable :class:`Snapshot` (recommender, registry
-info, extras such as a similarity index) and swaps it atomically after the new model has loaded
-and passed a probe. A request pins the snapshot it started with, so it finishes on that model even
-when a reload lands meanwhile; a new version that fails to load or to score is refused and the
-old one keeps serving. ``POST /reload`` checks now; ``LABELREC_POLL_SECONDS`` polls (default 60 s
-for registry URIs, off for local directories; 0 turns it off).
+Model updates (:mod:`labelrec.serving`): :class:`ModelHolder` keeps one immutable :class:`Snapshot`
+(recommender, registry info, extras such as a similarity index) and swaps it atomically after the
+new model has loaded and passed a probe. A request pins the snapshot it started with, so it finishes
+on that model even when a reload lands meanwhile; a new version that fails to load or to score is
+refused and the old one keeps serving. ``POST /reload`` checks now; ``LABELREC_POLL_SECONDS`` polls
+(default 60 s for registry URIs, off for local directories; 0 turns it off).
 
 Settings (environment): ``LABELREC_MODEL_URI``, ``LABELREC_POLL_SECONDS``,
 ``LABELREC_MAX_BATCH_PRODUCTS`` (products per ``/suggest_batch`` request, 256),
-``LABELREC_MAX_BATCH_SIZE`` (adaptive batch, 64), ``LABELREC_MAX_LATENCY_MS`` (10000),
+``LABELREC_MAX_BATCH_SIZE`` (products per shared forward pass, 64),
+``LABELREC_MAX_LATENCY_MS`` (adaptive batching wait of the ``_items`` endpoints, 10000),
 ``LABELREC_QUANTIZE`` (dynamic int8 on CPU), ``LABELREC_NUM_THREADS`` (inference threads),
 ``LABELREC_BACKEND`` (``auto``: ONNX Runtime on CPU where it can run, else torch; ``torch``;
 ``onnx``),
@@ -54,14 +56,11 @@ import re
 import shutil
 import tempfile
 import threading
-import time
-import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-import numpy as np
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
@@ -69,41 +68,32 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 
 from labelrec.config import DataConfig
 from labelrec.data import CatalogError, Product, iter_catalog
-from labelrec.opener import is_model_uri, open_describer, open_tagger, registry_version, resolve
-from labelrec.predict import TagRecommender
+from labelrec.opener import open_describer
 from labelrec.recommend import (
     UI_PAGE,
     ProductSearch,
     UnknownProductError,
-    build_index_from_file,
 )
-from labelrec.runtime import BACKENDS
+from labelrec.serving import (
+    MicroBatcher,
+    ModelHolder,
+    ServiceError,
+    Snapshot,
+    data_config_for,
+    env_int,
+    index_extension,
+    jsonable,
+)
 
 logger = logging.getLogger("labelrec.service")
 
-DEFAULT_MODEL_URI = "models:/labelrec@champion"
-REGISTRY_POLL_SECONDS = 60.0
 MAX_LIMIT = 100
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r}: expected an integer") from None
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-MAX_BATCH_PRODUCTS = _env_int("LABELREC_MAX_BATCH_PRODUCTS", 256)
-MAX_BATCH_SIZE = _env_int("LABELREC_MAX_BATCH_SIZE", 64)
-MAX_LATENCY_MS = _env_int("LABELREC_MAX_LATENCY_MS", 10_000)
-MAX_UPLOAD_BYTES = _env_int("LABELREC_MAX_UPLOAD_MB", 512) << 20
+MAX_BATCH_PRODUCTS = env_int("LABELREC_MAX_BATCH_PRODUCTS", 256)
+MAX_BATCH_SIZE = env_int("LABELREC_MAX_BATCH_SIZE", 64)
+MAX_LATENCY_MS = env_int("LABELREC_MAX_LATENCY_MS", 10_000)
+MAX_UPLOAD_BYTES = env_int("LABELREC_MAX_UPLOAD_MB", 512) << 20
 FILE_CHUNK = 256  # products scored per step of /suggest_file
 
 # --------------------------------------------------------------------------- request/response
@@ -278,313 +268,6 @@ class ReloadOut(BaseModel):
     error: str | None = None
 
 
-# --------------------------------------------------------------------------- model holder
-
-
-class ServiceError(Exception):
-    """A request the service answers with ``status`` and a message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Snapshot:
-    """One loaded model and what goes with it; never changed after it starts serving."""
-
-    recommender: TagRecommender
-    version: str
-    info: dict[str, Any]
-    generation: int
-    loaded_at: float
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-PROBE = [
-    {"title": "LEGO City Police Station 60316", "description": ""},
-    {"title": "wooden jigsaw puzzle 1000 pieces", "description": "animals " * 400},
-]
-
-
-def probe(recommender: TagRecommender) -> None:
-    """Raise unless the model scores a few products with finite values of the right shape."""
-    scores, _ = recommender.predict_scores(PROBE)
-    if scores.shape != (len(PROBE), len(recommender.vocab)):
-        raise ValueError(f"probe: scores of shape {scores.shape}, {len(recommender.vocab)} tags")
-    if not np.isfinite(scores).all():
-        raise ValueError("probe: the model returns non-finite scores")
-    recommender.rank(scores, limit=5)
-
-
-def index_extension(
-    index_dir: str | None = None,
-    catalog: str | None = None,
-    interactions: str | None = None,
-) -> Callable[[Snapshot], ProductSearch | None]:
-    """Build the product search of each model version as it loads (``holder.extensions``).
-
-    ``index_dir``: a fixed index (it must come from a model with the same tags); ``catalog``:
-    indexed anew with each version; neither: the index logged with a registered version, if
-    any (None: the product endpoints answer 503)."""
-
-    def build(snap: Snapshot) -> ProductSearch | None:
-        rec = snap.recommender
-        if catalog:
-            cfg = dataclasses.replace(data_config_for(rec, {}), on_error="skip")
-            index = build_index_from_file(rec, catalog, cfg, model_source=snap.info.get("path"))
-            engine, source = ProductSearch(index, rec), catalog
-        else:
-            path: Path | None = Path(index_dir) if index_dir else None
-            if path is None and snap.info.get("kind") == "registry" and snap.info.get("name"):
-                from labelrec.mlflow.index import download_index
-
-                path = download_index(f"models:/{snap.info['name']}/{snap.version}")
-            if path is None:
-                return None
-            engine, source = ProductSearch.load(path, rec), str(path)
-        if engine.index.n_model_tags != len(rec.vocab):
-            raise ValueError(
-                f"product index {source} was built with a model of "
-                f"{engine.index.n_model_tags} tags, model version {snap.version} has "
-                f"{len(rec.vocab)}: rebuild it (labelrec index-build) or set LABELREC_CATALOG"
-            )
-        if interactions:
-            engine.set_interactions(interactions)
-        return engine
-
-    return build
-
-
-Loader = Callable[[str], tuple[TagRecommender, str, dict[str, Any]]]
-Extension = Callable[[Snapshot], Any]
-
-
-class ModelHolder:
-    """Loads the model named by ``uri`` and swaps in new versions atomically.
-
-    ``current`` is the snapshot new requests use; ``get(generation)`` returns an older one as long
-    as some request still holds it. ``extensions`` build extras per snapshot (e.g. a similarity
-    index over the catalog) before it goes live: ``holder.extensions["index"] = build`` and
-    ``snapshot.extras["index"]``; a failing extension refuses the version like a failing model.
-    """
-
-    def __init__(
-        self,
-        uri: str,
-        poll_seconds: float = 0.0,
-        quantize: bool = False,
-        num_threads: int | None = None,
-        loader: Loader | None = None,
-        backend: str = "auto",
-        generate: bool = True,
-    ) -> None:
-        self.uri = uri
-        self.poll_seconds = poll_seconds
-        self.quantize = quantize
-        self.num_threads = num_threads
-        self.backend = backend
-        self.generate = generate  # False: leave out a saved tag generator (slow on a CPU)
-        self.loader = loader or self._load
-        self.extensions: dict[str, Extension] = {}
-        self.current: Snapshot | None = None
-        self.last_error: str | None = None
-        self.last_check: float | None = None
-        self.reloads = 0
-        self.refused = 0
-        self._refused_version: str | None = None
-        self.busy = threading.Lock()  # one model computation at a time (they share the cores)
-        self._generation = 0
-        self._alive: weakref.WeakValueDictionary[int, Snapshot] = weakref.WeakValueDictionary()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._poller: threading.Thread | None = None
-
-    @classmethod
-    def from_env(cls) -> ModelHolder:
-        uri = os.environ.get("LABELREC_MODEL_URI", "").strip() or DEFAULT_MODEL_URI
-        poll = os.environ.get("LABELREC_POLL_SECONDS", "").strip()
-        default_poll = REGISTRY_POLL_SECONDS if is_model_uri(uri) else 0.0
-        try:
-            poll_seconds = float(poll) if poll else default_poll
-        except ValueError:
-            raise ValueError(f"LABELREC_POLL_SECONDS={poll!r}: expected seconds") from None
-        threads = _env_int("LABELREC_NUM_THREADS", 0) or None
-        backend = os.environ.get("LABELREC_BACKEND", "").strip().lower() or "auto"
-        if backend not in BACKENDS:
-            raise ValueError(f"LABELREC_BACKEND={backend!r}: expected one of {', '.join(BACKENDS)}")
-        generate = os.environ.get("LABELREC_GENERATE", "").strip().lower() or "1"
-        if generate not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise ValueError(f"LABELREC_GENERATE={generate!r}: expected 1/true or 0/false")
-        return cls(
-            uri,
-            poll_seconds,
-            _env_flag("LABELREC_QUANTIZE"),
-            threads,
-            backend=backend,
-            generate=generate not in ("0", "false", "no", "off"),
-        )
-
-    # -- loading
-
-    def _load_kwargs(self) -> dict[str, Any]:
-        return {
-            "quantize": self.quantize,
-            "num_threads": self.num_threads,
-            "backend": self.backend,
-            "generate": self.generate,
-        }
-
-    def _load(self, uri: str) -> tuple[TagRecommender, str, dict[str, Any]]:
-        """(recommender, version, info) for ``uri``."""
-        resolved = resolve(uri)
-        rec = open_tagger(resolved, **self._load_kwargs())
-        info = dict(resolved.info)
-        if info.get("kind") == "local":
-            info["metrics"] = dict(rec.info.get("valid_metrics") or {})
-        return rec, resolved.version, info
-
-    def latest_version(self) -> str:
-        """The version the URI names now, without loading it."""
-        if is_model_uri(self.uri) and not self.uri.startswith("models:/"):
-            return self.current.version if self.current else self.uri
-        return registry_version(self.uri)
-
-    def reload(self, force: bool = False) -> ReloadOut:
-        """Load the version the URI names now when it differs from the current one (or always
-        with ``force``), probe it and swap it in; on failure keep the current one.
-
-        A version once refused is not tried again (by polls) until it changes or ``force``."""
-        with self._lock:
-            self.last_check = time.time()
-            old = self.current
-            old_version = old.version if old else None
-            latest = None
-            try:
-                latest = self.latest_version()
-                if not force and old is not None and latest == old.version:
-                    return ReloadOut(status="unchanged", model_version=old_version)
-                if not force and latest == self._refused_version:
-                    return ReloadOut(
-                        status="refused", model_version=old_version, error=self.last_error
-                    )
-                rec, version, info = self.loader(self.uri)
-                probe(rec)
-                snap = Snapshot(rec, version, info, self._generation + 1, time.time())
-                for name, build in self.extensions.items():
-                    snap.extras[name] = build(snap)
-            except Exception as err:  # any failure refuses the version, the old one serves on
-                self.refused += 1
-                self._refused_version = latest
-                self.last_error = f"{type(err).__name__}: {err}"
-                logger.error("model %s refused: %s", self.uri, self.last_error)
-                return ReloadOut(status="refused", model_version=old_version, error=self.last_error)
-            self._generation = snap.generation
-            self._alive[snap.generation] = snap
-            self.current = snap  # one reference assignment: atomic for readers
-            self.last_error = None
-            self._refused_version = None
-            self.reloads += old is not None
-            logger.info("serving %s version %s (was %s)", self.uri, version, old_version)
-            return ReloadOut(status="reloaded", model_version=version, previous_version=old_version)
-
-    def get(self, generation: int | None) -> Snapshot:
-        """The snapshot of ``generation`` while a request holds it, else the current one."""
-        snap = self._alive.get(generation) if generation is not None else None
-        snap = snap or self.current
-        if snap is None:
-            raise ServiceError(503, f"no model loaded yet from {self.uri}; see GET /model")
-        return snap
-
-    @property
-    def ready(self) -> bool:
-        return self.current is not None
-
-    # -- polling
-
-    def start(self) -> None:
-        """Load now; start polling when ``poll_seconds`` > 0. Without polling a model that
-        cannot load stops the start-up; with it the service starts unready and keeps trying."""
-        result = self.reload(force=True)
-        if result.status == "refused" and self.poll_seconds <= 0:
-            raise RuntimeError(f"cannot load model {self.uri}: {result.error}")
-        if self.poll_seconds > 0:
-            self._poller = threading.Thread(target=self._poll, name="labelrec-poll", daemon=True)
-            self._poller.start()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.reload()
-            except Exception:  # never let the poller die
-                logger.exception("model poll failed")
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
-
-    def describe(self) -> dict[str, Any]:
-        snap = self.current
-        out: dict[str, Any] = {
-            "uri": self.uri,
-            "ready": snap is not None,
-            "poll_seconds": self.poll_seconds,
-            "last_check": self.last_check,
-            "last_error": self.last_error,
-            "reloads": self.reloads,
-            "refused": self.refused,
-        }
-        if snap is not None:
-            rec = snap.recommender
-            out.update(
-                {
-                    "generation": snap.generation,
-                    "loaded_at": snap.loaded_at,
-                    "n_tags": len(rec.vocab),
-                    "backbone": rec.info.get("backbone"),
-                    "max_length": rec.max_length,
-                    "quantized": self.quantize,
-                    "backend": rec.backend,
-                    "generator": None
-                    if rec.generator is None
-                    else {
-                        "backbone": rec.generator.meta.get("backbone"),
-                        "weight": rec.generator.weight,
-                        "num_beams": rec.generator.num_beams,
-                        "in_use": rec.uses_generator,
-                    },
-                    **{k: v for k, v in snap.info.items() if k != "uri"},
-                    "version": snap.version,  # as a string, also for registry versions
-                }
-            )
-            engine = snap.extras.get("index")
-            if engine is not None:
-                out["index"] = {
-                    "n_products": len(engine.index),
-                    "n_tags": len(engine.index.tags),
-                    "embeddings": engine.index.has_embeddings,
-                    "catalog": engine.index.manifest.get("catalog"),
-                    "users": None if engine.signals is None else len(engine.signals.user_index),
-                }
-        return _jsonable(out)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None  # JSON has no NaN
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
 @functools.cache
 def _ui_page() -> str:
     return UI_PAGE.read_text(encoding="utf-8")
@@ -594,18 +277,20 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def score_items(
-    snap: Snapshot, items: list[ItemIn], busy: threading.Lock | None = None
+def rank_items(
+    snap: Snapshot,
+    scores: Any,
+    new_tags: list[dict[str, float]],
+    items: list[Any],
+    limit: int,
+    threshold: float | None,
 ) -> list[Suggestions]:
-    """Rank tags for each item with its own limit and threshold on one model snapshot
-    (holding ``busy`` while the model runs)."""
+    """Suggestions for scored ``items`` (each with its ``id``), ranked with ``limit`` and
+    ``threshold``: the per-request options, applied after the shared forward pass."""
     rec = snap.recommender
-    texts = [{"title": i.title, "description": i.description} for i in items]
-    with busy or contextlib.nullcontext():
-        scores, new_tags = rec.score(texts)  # with open-vocabulary tags, as recommend() ranks
     out = []
     for row, new, item in zip(scores, new_tags, items, strict=True):
-        tags = rec.rank(row[None, :], item.limit, item.threshold, [new])[0]
+        tags = rec.rank(row[None, :], limit, threshold, [new])[0]
         out.append(
             Suggestions(
                 id=None if item.id is None else str(item.id),
@@ -613,6 +298,21 @@ def score_items(
                 model_version=snap.version,
             )
         )
+    return out
+
+
+def score_items(
+    snap: Snapshot, items: list[ItemIn], busy: threading.Lock | None = None
+) -> list[Suggestions]:
+    """Rank tags for each item with its own limit and threshold on one model snapshot
+    (holding ``busy`` while the model runs)."""
+    texts = [{"title": i.title, "description": i.description} for i in items]
+    with busy or contextlib.nullcontext():
+        scores, new_tags = snap.recommender.score(texts)
+    out: list[Suggestions] = []
+    for i, item in enumerate(items):
+        row, new = scores[i : i + 1], new_tags[i : i + 1]
+        out += rank_items(snap, row, new, [item], item.limit, item.threshold)
     return out
 
 
@@ -634,18 +334,6 @@ def _catalog_suffix(filename: str) -> str:
             "(.gz allowed for text formats)",
         )
     return suffix + (".gz" if gz else "")
-
-
-def data_config_for(rec: TagRecommender, overrides: dict[str, str | None]) -> DataConfig:
-    """Column mapping for uploads: the model's training columns, then the request's."""
-    names = {f.name for f in dataclasses.fields(DataConfig)}
-    data = dict((rec.info.get("config") or {}).get("data") or {})
-    kwargs = {k: v for k, v in data.items() if k in names}
-    for key in ("train", "valid", "unlabeled", "max_products"):
-        kwargs.pop(key, None)
-    kwargs.update({k: v for k, v in overrides.items() if v})
-    kwargs["on_error"] = "raise"
-    return DataConfig(**kwargs)
 
 
 def check_catalog(path: Path, cfg: DataConfig, shown: str) -> int:
@@ -755,7 +443,7 @@ async def _bad_request(_: Any, exc: RequestValidationError) -> JSONResponse:
     """400 with the same shape as BentoML's validation errors: {"error", "detail"}."""
     detail = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
     return JSONResponse(
-        {"error": f"{len(detail)} validation error(s)", "detail": _jsonable(detail)},
+        {"error": f"{len(detail)} validation error(s)", "detail": jsonable(detail)},
         status_code=400,
     )
 
@@ -763,8 +451,8 @@ async def _bad_request(_: Any, exc: RequestValidationError) -> JSONResponse:
 # traffic.timeout (time to the first byte of an answer; BentoML's default 60 s): BentoML 1.4.40's
 # TimeoutMiddleware never cancels its per-request timer, which keeps each request's tracing
 # context (~5-20 KB) alive that long, so memory grows for `timeout` seconds, then stays flat.
-# runner_connection: BentoML >= 1.4.31 renews the session behind self-calls (/suggest ->
-# /suggest_items) every 100 requests and 300 s by closing it under the requests still in flight,
+# runner_connection: BentoML >= 1.4.31 renews the session behind self-calls (/describe ->
+# /describe_items) every 100 requests and 300 s by closing it under the requests still in flight,
 # which fail with 500 "Server disconnected" (bentoml/BentoML#5540); never renew it.
 @bentoml.service(
     name="labelrec",
@@ -784,7 +472,8 @@ class LabelRec:
             os.environ.get("LABELREC_INTERACTIONS", "").strip() or None,
         )
         self.holder.start()
-        self._in_flight = 0  # /suggest and /suggest_batch requests being answered
+        # /suggest and /suggest_batch: concurrent requests share forward passes
+        self.batcher = MicroBatcher(self.holder.busy, MAX_BATCH_SIZE)
         self.describer: Any = None
         self.describer_error: str | None = None
         self.describer_uri = os.environ.get("LABELREC_DESCRIBER", "").strip() or None
@@ -829,19 +518,11 @@ class LabelRec:
         self, products: list[ProductIn], limit: int, threshold: float | None
     ) -> tuple[Snapshot, list[Suggestions]]:
         snap = self._pin()  # held until the answer is back: a reload meanwhile does not touch it
-        items = [
-            ItemIn(**p.model_dump(), limit=limit, threshold=threshold, pin=snap.generation)
-            for p in products
-        ]
-        if not items:
+        if not products:
             return snap, []
-        self._in_flight += 1
-        try:
-            if self._in_flight == 1:  # nothing to batch with: skip the batcher's extra hop
-                return snap, await asyncio.to_thread(score_items, snap, items, self.holder.busy)
-            return snap, list(await self.to_async.suggest_items(items))
-        finally:
-            self._in_flight -= 1
+        texts = [{"title": p.title, "description": p.description} for p in products]
+        scores, new_tags = await self.batcher.score(snap, texts)
+        return snap, rank_items(snap, scores, new_tags, products, limit, threshold)
 
     @bentoml.api
     async def suggest(
@@ -961,7 +642,7 @@ class LabelRec:
         except ValueError as err:
             return _error(400, str(err))
         result["model_version"] = snap.version
-        return _jsonable(result)
+        return jsonable(result)
 
     @bentoml.api
     async def similar(
@@ -1056,7 +737,7 @@ class LabelRec:
             if self.describer is not None:
                 meta = self.describer.meta
                 out["describer"]["backbone"] = meta.get("backbone")
-                out["describer"]["valid_metrics"] = _jsonable(meta.get("valid_metrics") or {})
+                out["describer"]["valid_metrics"] = jsonable(meta.get("valid_metrics") or {})
         return out
 
     @http_app.post("/reload", response_model=ReloadOut, tags=["labelrec"])
@@ -1064,7 +745,7 @@ class LabelRec:
         """Load the version the model URI names now (registry alias or directory) if it changed.
 
         409 when the new version fails to load or to score: the old one keeps serving."""
-        result = await asyncio.to_thread(self.holder.reload, force)
+        result = ReloadOut(**dataclasses.asdict(await asyncio.to_thread(self.holder.reload, force)))
         if result.status == "refused":
             return JSONResponse(result.model_dump(), status_code=409)
         return result

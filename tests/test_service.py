@@ -22,11 +22,8 @@ from starlette.testclient import TestClient  # noqa: E402
 from labelrec import service  # noqa: E402
 from labelrec.opener import is_model_uri  # noqa: E402
 from labelrec.predict import TagRecommender  # noqa: E402
-from labelrec.service import (  # noqa: E402
-    ItemIn,
-    ModelHolder,
-    ProductIn,
-)
+from labelrec.service import ItemIn, ProductIn  # noqa: E402
+from labelrec.serving import ModelHolder  # noqa: E402
 
 # --------------------------------------------------------------------------- model variants
 

@@ -142,7 +142,7 @@ def test_an_index_from_another_model_is_refused(
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["n_model_tags"] += 1
     (other / "manifest.json").write_text(json.dumps(manifest))
-    from labelrec.service import ModelHolder, index_extension
+    from labelrec.serving import ModelHolder, index_extension
 
     holder = ModelHolder(str(trained_model_dir))
     holder.extensions["index"] = index_extension(str(other))

@@ -1,0 +1,457 @@
+"""The serving core, apart from HTTP: the model holder that loads a model reference and swaps in
+new versions atomically, the snapshots requests pin, the probe a version must pass, the product
+index built per version, and the micro-batcher through which concurrent requests share forward
+passes. Plain dataclasses and threads; the BentoML service (``labelrec.service``) maps its
+``ServiceError`` to HTTP answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelrec.config import DataConfig
+from labelrec.opener import is_model_uri, open_tagger, registry_version, resolve
+from labelrec.predict import TagRecommender
+from labelrec.recommend import ProductSearch, build_index_from_file
+from labelrec.runtime import BACKENDS
+
+logger = logging.getLogger("labelrec.serving")
+
+DEFAULT_MODEL_URI = "models:/labelrec@champion"
+REGISTRY_POLL_SECONDS = 60.0
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected an integer") from None
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class ServiceError(Exception):
+    """A request the service answers with ``status`` and a message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Reload:
+    """What a reload did: ``status`` is "reloaded", "unchanged" or "refused"."""
+
+    status: str
+    model_version: str | None
+    previous_version: str | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Snapshot:
+    """One loaded model and what goes with it; never changed after it starts serving."""
+
+    recommender: TagRecommender
+    version: str
+    info: dict[str, Any]
+    generation: int
+    loaded_at: float
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+PROBE = [
+    {"title": "LEGO City Police Station 60316", "description": ""},
+    {"title": "wooden jigsaw puzzle 1000 pieces", "description": "animals " * 400},
+]
+
+
+def probe(recommender: TagRecommender) -> None:
+    """Raise unless the model scores a few products with finite values of the right shape."""
+    scores, _ = recommender.predict_scores(PROBE)
+    if scores.shape != (len(PROBE), len(recommender.vocab)):
+        raise ValueError(f"probe: scores of shape {scores.shape}, {len(recommender.vocab)} tags")
+    if not np.isfinite(scores).all():
+        raise ValueError("probe: the model returns non-finite scores")
+    recommender.rank(scores, limit=5)
+
+
+def index_extension(
+    index_dir: str | None = None,
+    catalog: str | None = None,
+    interactions: str | None = None,
+) -> Callable[[Snapshot], ProductSearch | None]:
+    """Build the product search of each model version as it loads (``holder.extensions``).
+
+    ``index_dir``: a fixed index (it must come from a model with the same tags); ``catalog``:
+    indexed anew with each version; neither: the index logged with a registered version, if
+    any (None: the product endpoints answer 503)."""
+
+    def build(snap: Snapshot) -> ProductSearch | None:
+        rec = snap.recommender
+        if catalog:
+            cfg = dataclasses.replace(data_config_for(rec, {}), on_error="skip")
+            index = build_index_from_file(rec, catalog, cfg, model_source=snap.info.get("path"))
+            engine, source = ProductSearch(index, rec), catalog
+        else:
+            path: Path | None = Path(index_dir) if index_dir else None
+            if path is None and snap.info.get("kind") == "registry" and snap.info.get("name"):
+                from labelrec.mlflow.index import download_index
+
+                path = download_index(f"models:/{snap.info['name']}/{snap.version}")
+            if path is None:
+                return None
+            engine, source = ProductSearch.load(path, rec), str(path)
+        if engine.index.n_model_tags != len(rec.vocab):
+            raise ValueError(
+                f"product index {source} was built with a model of "
+                f"{engine.index.n_model_tags} tags, model version {snap.version} has "
+                f"{len(rec.vocab)}: rebuild it (labelrec index-build) or set LABELREC_CATALOG"
+            )
+        if interactions:
+            engine.set_interactions(interactions)
+        return engine
+
+    return build
+
+
+Loader = Callable[[str], tuple[TagRecommender, str, dict[str, Any]]]
+Extension = Callable[[Snapshot], Any]
+
+
+class ModelHolder:
+    """Loads the model named by ``uri`` and swaps in new versions atomically.
+
+    ``current`` is the snapshot new requests use; ``get(generation)`` returns an older one as long
+    as some request still holds it. ``extensions`` build extras per snapshot (e.g. a similarity
+    index over the catalog) before it goes live: ``holder.extensions["index"] = build`` and
+    ``snapshot.extras["index"]``; a failing extension refuses the version like a failing model.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        poll_seconds: float = 0.0,
+        quantize: bool = False,
+        num_threads: int | None = None,
+        loader: Loader | None = None,
+        backend: str = "auto",
+        generate: bool = True,
+    ) -> None:
+        self.uri = uri
+        self.poll_seconds = poll_seconds
+        self.quantize = quantize
+        self.num_threads = num_threads
+        self.backend = backend
+        self.generate = generate  # False: leave out a saved tag generator (slow on a CPU)
+        self.loader = loader or self._load
+        self.extensions: dict[str, Extension] = {}
+        self.current: Snapshot | None = None
+        self.last_error: str | None = None
+        self.last_check: float | None = None
+        self.reloads = 0
+        self.refused = 0
+        self._refused_version: str | None = None
+        self.busy = threading.Lock()  # one model computation at a time (they share the cores)
+        self._generation = 0
+        self._alive: weakref.WeakValueDictionary[int, Snapshot] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    @classmethod
+    def from_env(cls) -> ModelHolder:
+        uri = os.environ.get("LABELREC_MODEL_URI", "").strip() or DEFAULT_MODEL_URI
+        poll = os.environ.get("LABELREC_POLL_SECONDS", "").strip()
+        default_poll = REGISTRY_POLL_SECONDS if is_model_uri(uri) else 0.0
+        try:
+            poll_seconds = float(poll) if poll else default_poll
+        except ValueError:
+            raise ValueError(f"LABELREC_POLL_SECONDS={poll!r}: expected seconds") from None
+        threads = env_int("LABELREC_NUM_THREADS", 0) or None
+        backend = os.environ.get("LABELREC_BACKEND", "").strip().lower() or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(f"LABELREC_BACKEND={backend!r}: expected one of {', '.join(BACKENDS)}")
+        generate = os.environ.get("LABELREC_GENERATE", "").strip().lower() or "1"
+        if generate not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"LABELREC_GENERATE={generate!r}: expected 1/true or 0/false")
+        return cls(
+            uri,
+            poll_seconds,
+            env_flag("LABELREC_QUANTIZE"),
+            threads,
+            backend=backend,
+            generate=generate not in ("0", "false", "no", "off"),
+        )
+
+    # -- loading
+
+    def _load_kwargs(self) -> dict[str, Any]:
+        return {
+            "quantize": self.quantize,
+            "num_threads": self.num_threads,
+            "backend": self.backend,
+            "generate": self.generate,
+        }
+
+    def _load(self, uri: str) -> tuple[TagRecommender, str, dict[str, Any]]:
+        """(recommender, version, info) for ``uri``."""
+        resolved = resolve(uri)
+        rec = open_tagger(resolved, **self._load_kwargs())
+        info = dict(resolved.info)
+        if info.get("kind") == "local":
+            info["metrics"] = dict(rec.info.get("valid_metrics") or {})
+        return rec, resolved.version, info
+
+    def latest_version(self) -> str:
+        """The version the URI names now, without loading it."""
+        if is_model_uri(self.uri) and not self.uri.startswith("models:/"):
+            return self.current.version if self.current else self.uri
+        return registry_version(self.uri)
+
+    def reload(self, force: bool = False) -> Reload:
+        """Load the version the URI names now when it differs from the current one (or always
+        with ``force``), probe it and swap it in; on failure keep the current one.
+
+        A version once refused is not tried again (by polls) until it changes or ``force``."""
+        with self._lock:
+            self.last_check = time.time()
+            old = self.current
+            old_version = old.version if old else None
+            latest = None
+            try:
+                latest = self.latest_version()
+                if not force and old is not None and latest == old.version:
+                    return Reload(status="unchanged", model_version=old_version)
+                if not force and latest == self._refused_version:
+                    return Reload(
+                        status="refused", model_version=old_version, error=self.last_error
+                    )
+                rec, version, info = self.loader(self.uri)
+                probe(rec)
+                snap = Snapshot(rec, version, info, self._generation + 1, time.time())
+                for name, build in self.extensions.items():
+                    snap.extras[name] = build(snap)
+            except Exception as err:  # any failure refuses the version, the old one serves on
+                self.refused += 1
+                self._refused_version = latest
+                self.last_error = f"{type(err).__name__}: {err}"
+                logger.error("model %s refused: %s", self.uri, self.last_error)
+                return Reload(status="refused", model_version=old_version, error=self.last_error)
+            self._generation = snap.generation
+            self._alive[snap.generation] = snap
+            self.current = snap  # one reference assignment: atomic for readers
+            self.last_error = None
+            self._refused_version = None
+            self.reloads += old is not None
+            logger.info("serving %s version %s (was %s)", self.uri, version, old_version)
+            return Reload(status="reloaded", model_version=version, previous_version=old_version)
+
+    def get(self, generation: int | None) -> Snapshot:
+        """The snapshot of ``generation`` while a request holds it, else the current one."""
+        snap = self._alive.get(generation) if generation is not None else None
+        snap = snap or self.current
+        if snap is None:
+            raise ServiceError(503, f"no model loaded yet from {self.uri}; see GET /model")
+        return snap
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    # -- polling
+
+    def start(self) -> None:
+        """Load now; start polling when ``poll_seconds`` > 0. Without polling a model that
+        cannot load stops the start-up; with it the service starts unready and keeps trying."""
+        result = self.reload(force=True)
+        if result.status == "refused" and self.poll_seconds <= 0:
+            raise RuntimeError(f"cannot load model {self.uri}: {result.error}")
+        if self.poll_seconds > 0:
+            self._poller = threading.Thread(target=self._poll, name="labelrec-poll", daemon=True)
+            self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.reload()
+            except Exception:  # never let the poller die
+                logger.exception("model poll failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+
+    def describe(self) -> dict[str, Any]:
+        snap = self.current
+        out: dict[str, Any] = {
+            "uri": self.uri,
+            "ready": snap is not None,
+            "poll_seconds": self.poll_seconds,
+            "last_check": self.last_check,
+            "last_error": self.last_error,
+            "reloads": self.reloads,
+            "refused": self.refused,
+        }
+        if snap is not None:
+            rec = snap.recommender
+            out.update(
+                {
+                    "generation": snap.generation,
+                    "loaded_at": snap.loaded_at,
+                    "n_tags": len(rec.vocab),
+                    "backbone": rec.info.get("backbone"),
+                    "max_length": rec.max_length,
+                    "quantized": self.quantize,
+                    "backend": rec.backend,
+                    "generator": None
+                    if rec.generator is None
+                    else {
+                        "backbone": rec.generator.meta.get("backbone"),
+                        "weight": rec.generator.weight,
+                        "num_beams": rec.generator.num_beams,
+                        "in_use": rec.uses_generator,
+                    },
+                    **{k: v for k, v in snap.info.items() if k != "uri"},
+                    "version": snap.version,  # as a string, also for registry versions
+                }
+            )
+            engine = snap.extras.get("index")
+            if engine is not None:
+                out["index"] = {
+                    "n_products": len(engine.index),
+                    "n_tags": len(engine.index.tags),
+                    "embeddings": engine.index.has_embeddings,
+                    "catalog": engine.index.manifest.get("catalog"),
+                    "users": None if engine.signals is None else len(engine.signals.user_index),
+                }
+        return jsonable(out)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars, NaN and other objects made JSON-safe."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None  # JSON has no NaN
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def data_config_for(rec: TagRecommender, overrides: dict[str, str | None]) -> DataConfig:
+    """Column mapping for uploads: the model's training columns, then the request's."""
+    names = {f.name for f in dataclasses.fields(DataConfig)}
+    data = dict((rec.info.get("config") or {}).get("data") or {})
+    kwargs = {k: v for k, v in data.items() if k in names}
+    for key in ("train", "valid", "unlabeled", "max_products"):
+        kwargs.pop(key, None)
+    kwargs.update({k: v for k, v in overrides.items() if v})
+    kwargs["on_error"] = "raise"
+    return DataConfig(**kwargs)
+
+
+@dataclasses.dataclass
+class _Pending:
+    snap: Snapshot
+    products: list[dict[str, str]]
+    future: asyncio.Future[tuple[np.ndarray, list[dict[str, float]]]]
+
+
+class MicroBatcher:
+    """Concurrent requests share forward passes.
+
+    A request's products join a queue; one worker task scores everything queued (at most
+    ``max_batch`` products a pass, grouped by the snapshot each request pinned) in a thread and
+    hands each request its own rows, to which it applies its own limit and threshold. Nothing
+    waits for a batch to fill: a lone request is scored at once, and under load requests gather
+    while the previous pass runs. Written for one event loop (a BentoML worker's); a new loop
+    starts a new queue.
+    """
+
+    def __init__(self, busy: threading.Lock | None = None, max_batch: int = 64) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.busy = busy
+        self.max_batch = max_batch
+        self.passes = 0  # forward passes run
+        self.products = 0  # products scored
+        self._queue: list[_Pending] = []
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def score(
+        self, snap: Snapshot, products: list[dict[str, str]]
+    ) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """Known-tag scores and new tags of ``products`` on ``snap``'s model."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._queue, self._worker = loop, [], None
+        future: asyncio.Future[tuple[np.ndarray, list[dict[str, float]]]] = loop.create_future()
+        self._queue.append(_Pending(snap, products, future))
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._run())
+        return await future
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        n = 0
+        while self._queue and (not batch or n + len(self._queue[0].products) <= self.max_batch):
+            item = self._queue.pop(0)
+            if item.future.done():  # the client went away
+                continue
+            batch.append(item)
+            n += len(item.products)
+        return batch
+
+    async def _run(self) -> None:
+        while self._queue:
+            groups: dict[int, list[_Pending]] = {}
+            for item in self._take():
+                groups.setdefault(item.snap.generation, []).append(item)
+            for items in groups.values():
+                texts = [p for item in items for p in item.products]
+                try:
+                    scores, new = await asyncio.to_thread(self._score, items[0].snap, texts)
+                except Exception as err:  # every request of the pass gets the error
+                    for item in items:
+                        if not item.future.done():
+                            item.future.set_exception(err)
+                    continue
+                start = 0
+                for item in items:
+                    end = start + len(item.products)
+                    if not item.future.done():
+                        item.future.set_result((scores[start:end], new[start:end]))
+                    start = end
+
+    def _score(
+        self, snap: Snapshot, texts: list[dict[str, str]]
+    ) -> tuple[np.ndarray, list[dict[str, float]]]:
+        with self.busy if self.busy is not None else contextlib.nullcontext():
+            self.passes += 1
+            self.products += len(texts)
+            return snap.recommender.score(texts)  # with open-vocabulary tags, as rank() expects

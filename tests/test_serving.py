@@ -1,0 +1,135 @@
+"""The serving core without HTTP: the micro-batcher through which /suggest requests share passes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from labelrec.serving import MicroBatcher, Snapshot
+
+
+class SlowModel:
+    """Scores a product by its title length; every pass takes ``seconds`` and is recorded."""
+
+    def __init__(self, seconds: float = 0.02, fail: bool = False) -> None:
+        self.seconds = seconds
+        self.fail = fail
+        self.passes: list[list[str]] = []
+
+    def score(self, texts: list[dict[str, str]]) -> tuple[np.ndarray, list[dict[str, float]]]:
+        time.sleep(self.seconds)
+        if self.fail:
+            raise RuntimeError("model broke")
+        self.passes.append([t["title"] for t in texts])
+        scores = np.asarray([[len(t["title"]), 1.0] for t in texts], dtype=np.float32)
+        return scores, [{f"new:{t['title']}": 0.5} for t in texts]
+
+
+def snapshot(model: Any, generation: int = 1) -> Snapshot:
+    return Snapshot(model, str(generation), {}, generation, time.time())
+
+
+def products(n: int, prefix: str = "p") -> list[dict[str, str]]:
+    return [{"title": f"{prefix}{'x' * i}", "description": ""} for i in range(n)]
+
+
+def test_concurrent_requests_share_passes_and_get_their_own_rows() -> None:
+    model = SlowModel()
+    snap = snapshot(model)
+    batcher = MicroBatcher(threading.Lock(), max_batch=64)
+    requests = [products(1 + i % 3, prefix=f"r{i}-") for i in range(40)]
+
+    async def main() -> list[tuple[np.ndarray, list[dict[str, float]]]]:
+        return await asyncio.gather(*(batcher.score(snap, r) for r in requests))
+
+    answers = asyncio.run(main())
+    for request, (scores, new) in zip(requests, answers, strict=True):
+        assert scores[:, 0].tolist() == [len(p["title"]) for p in request]
+        assert [next(iter(row)) for row in new] == [f"new:{p['title']}" for p in request]
+    n_products = sum(len(r) for r in requests)
+    assert batcher.products == n_products == sum(len(p) for p in model.passes)
+    assert batcher.passes == len(model.passes) < len(requests) / 4  # shared forward passes
+    assert max(len(p) for p in model.passes) <= 64
+
+
+def test_a_lone_request_is_scored_at_once() -> None:
+    model = SlowModel(seconds=0.0)
+    batcher = MicroBatcher(max_batch=8)
+
+    async def main() -> float:
+        t0 = time.perf_counter()
+        await batcher.score(snapshot(model), products(1))
+        return time.perf_counter() - t0
+
+    assert asyncio.run(main()) < 0.5 and batcher.passes == 1
+
+
+def test_passes_keep_snapshots_apart_and_cap_their_size() -> None:
+    old, new = SlowModel(), SlowModel()
+    batcher = MicroBatcher(max_batch=5)
+
+    async def main() -> None:
+        calls = [batcher.score(snapshot(old, 1), products(2, "a")) for _ in range(4)]
+        calls += [batcher.score(snapshot(new, 2), products(3, "b")) for _ in range(3)]
+        calls.append(batcher.score(snapshot(new, 2), products(7, "c")))  # over the cap: alone
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+    assert all(t.startswith("a") for p in old.passes for t in p)
+    assert all(t[0] in "bc" for p in new.passes for t in p)
+    assert sum(map(len, old.passes)) == 8 and sum(map(len, new.passes)) == 16
+    assert sorted(len(p) for p in new.passes if any(t.startswith("c") for t in p)) == [7]
+    assert all(len(p) <= 5 for p in old.passes + new.passes if not p[0].startswith("c"))
+
+
+def test_a_failing_pass_fails_its_requests_and_the_next_ones_are_served() -> None:
+    broken, fine = SlowModel(fail=True), SlowModel()
+    batcher = MicroBatcher()
+
+    async def main() -> None:
+        results = await asyncio.gather(
+            *(batcher.score(snapshot(broken, 1), products(1)) for _ in range(3)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, RuntimeError) and "model broke" in str(r) for r in results)
+        scores, _ = await batcher.score(snapshot(fine, 2), products(2))
+        assert scores.shape == (2, 2)
+
+    asyncio.run(main())
+
+
+def test_a_request_cancelled_while_waiting_does_not_stop_the_others() -> None:
+    model = SlowModel(seconds=0.05)
+    batcher = MicroBatcher()
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.score(snapshot(model), products(1, "first")))
+        await asyncio.sleep(0.01)  # the first pass is running; these two queue behind it
+        gone = asyncio.ensure_future(batcher.score(snapshot(model), products(1, "gone")))
+        kept = asyncio.ensure_future(batcher.score(snapshot(model), products(1, "kept")))
+        await asyncio.sleep(0)
+        gone.cancel()
+        scores, _ = await kept
+        assert scores[0, 0] == len("kept")
+        await first
+
+    asyncio.run(main())
+    assert ["gone"] not in model.passes and ["kept"] in model.passes
+
+
+def test_each_event_loop_gets_its_own_queue() -> None:
+    model = SlowModel(seconds=0.0)
+    batcher = MicroBatcher()
+    for _ in range(2):  # a closed loop's worker must not hold up the next loop's requests
+        scores, _ = asyncio.run(batcher.score(snapshot(model), products(1)))
+        assert scores.shape == (1, 2)
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        MicroBatcher(max_batch=0)
