@@ -7,14 +7,16 @@
 
 The base model (any ``labelrec train`` output, e.g. ``configs/default.yaml``) is copied to
 ``--output``; the generator is fine-tuned on (a random subset of) the catalog's train split; the
-valid products evaluated (``--eval-products``, a random subset, or all) are split in two halves
-by a seeded shuffle: the generator's fusion weight and new-tag threshold are tuned on the first
-half and every row is reported on the second, so no number in the table comes from products it
-was tuned on. Rows: the base model alone (its fusion of neural, kNN and span voters), the
-generator alone, and the two fused. ``facet brand new P@1`` is the first-place hit rate among
-brand tags for products whose gold brand is not in the vocabulary (only open-vocabulary taggers
-can get these). The generator is then saved into ``--output`` with its weight, which makes that
-directory a complete model (``labelrec eval``/``suggest`` use it).
+valid products evaluated (``--eval-products``, a random subset, or all) are split in two halves by a
+seeded shuffle: the generator's fusion weights (for vocabulary tags and for new tags) and the
+new-tag threshold are tuned on the first half and every row is reported on the second, so no number
+in the table comes from products it was tuned on. Rows: the base model alone (its fusion of neural,
+kNN and span voters), the generator alone, and the two fused. ``facet brand new P@1`` is the
+first-place hit rate among brand tags for products whose gold brand is not in the vocabulary (only
+open-vocabulary taggers can get these). The generator is then saved into ``--output`` with its
+weights, which makes that directory a complete model (``labelrec eval``/``suggest`` use it).
+``--reuse`` takes the generator already in ``--output`` (no training) and caches its votes there
+(``bench_votes.pkl``), so the table can be recomputed in a minute.
 
 Needs ``../shared/data`` and an offline LLM (``make install-llm``) or a local decoder directory.
 """
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("path_separator", "ancestor_consistency", "span_max_chars"):
         if key in (info_cfg.get("lexical") or {}):
             setattr(lexical_cfg.lexical, key, info_cfg["lexical"][key])
+    old: dict = {}
     if reuse:
         generator = TagGenerator.load(args.output, vocab)
         # training speed comes from the run that trained it, when its --json is at hand
@@ -168,13 +171,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg.generate.weight,
     )
     y_t = vocab.encode(tune_set)
-    g = tuning.weight
-    fused_t, _ = blend(base_known[idx_t], base_new[idx_t], gen_known[idx_t], gen_new[idx_t], g)
+    g, g_new = tuning.weight, tuning.new_weight
+    fused_t, _ = blend(
+        base_known[idx_t], base_new[idx_t], gen_known[idx_t], gen_new[idx_t], g, g_new
+    )
     glob = metrics.tune_global_threshold(y_t, fused_t)
     per_tag = metrics.tune_tag_thresholds(y_t, fused_t, glob)
     gen_glob = metrics.tune_global_threshold(y_t, gen_known[idx_t])
     gen_cut = np.full(len(vocab), gen_glob, dtype=np.float32)
-    fused_r, new_r = blend(base_known[idx_r], base_new[idx_r], gen_known[idx_r], gen_new[idx_r], g)
+    fused_r, new_r = blend(
+        base_known[idx_r], base_new[idx_r], gen_known[idx_r], gen_new[idx_r], g, g_new
+    )
     rows = {
         "base model": evaluate(
             base_known[idx_r],
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "generated tags alone": evaluate(
             gen_known[idx_r], gen_new[idx_r], report_set, vocab, gen_cut, gen_glob, facets
         ),
-        f"fused (generator weight {g:.2f})": evaluate(
+        f"fused (generator weights {g:.2f} / new tags {g_new:.2f})": evaluate(
             fused_r, new_r, report_set, vocab, per_tag, tuning.new_threshold, facets
         ),
     }
@@ -198,11 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         "train s": round(train_s, 1),
         "train products/s": round(history[-1]["products_per_s"], 2),
         "generation products/s (batches)": round(len(valid) / gen_s, 2),
-        "one product p50 ms": round(1000 * float(np.median(lat)), 1) if lat else None,
+        "one product p50 ms": round(1000 * float(np.median(lat)), 1)
+        if lat
+        else old.get("one product p50 ms"),
         "beams": generator.num_beams,
         "device": device,
     }
-    generator.weight, generator.new_threshold = g, tuning.new_threshold
+    generator.weight, generator.new_weight = g, g_new
+    generator.new_threshold = tuning.new_threshold
     generator.save(args.output)
     save_thresholds(args.output / THRESHOLDS_FILE, glob, per_tag)
     speed["generator MB on disk"] = round(dir_mb(args.output / "generator"), 1)

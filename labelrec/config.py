@@ -384,7 +384,17 @@ class GenerateConfig:
     )
     weight: float | None = field(
         default=None,
-        metadata={"help": "Weight of the generator's votes in the fusion; None: tuned on valid."},
+        metadata={
+            "help": "Weight of the generator's votes for vocabulary tags in the fusion; None:"
+            " tuned on valid."
+        },
+    )
+    new_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "Weight of its votes for tags outside the vocabulary (open mode), which other"
+            " evidence rarely backs; None: tuned on valid after `weight`."
+        },
     )
     max_train_products: int | None = field(
         default=None,
@@ -415,6 +425,11 @@ class GenerateConfig:
         _check(
             self.weight is None or 0.0 <= self.weight <= 1.0,
             "generate.weight",
+            "must be in [0, 1] or null (tuned on valid)",
+        )
+        _check(
+            self.new_weight is None or 0.0 <= self.new_weight <= 1.0,
+            "generate.new_weight",
             "must be in [0, 1] or null (tuned on valid)",
         )
         _check(

@@ -171,6 +171,7 @@ class TagGenerator:
         self.kinds: list[dict[str, Any]] = meta.get("open_kinds") or []
         self.max_chars = int(meta.get("span_max_chars", 16))
         self.weight = float(meta.get("weight", 0.0))
+        self.new_weight = float(meta.get("new_weight", self.weight))
         self.new_threshold = float(meta.get("new_threshold", 1.0))
         self.num_beams = int(meta["num_beams"])
         self.max_new_tokens = int(meta["max_new_tokens"])
@@ -307,7 +308,9 @@ class TagGenerator:
         """Write ``<model_dir>/generator`` (decoder weights, tokenizer, settings)."""
         out = Path(model_dir) / GENERATOR_DIR
         info = {**self.meta, "format_version": GENERATOR_FORMAT}
-        info.update(weight=self.weight, new_threshold=self.new_threshold)
+        info.update(
+            weight=self.weight, new_weight=self.new_weight, new_threshold=self.new_threshold
+        )
         save_causal_lm(self.model, self.tokenizer, out, info, dtype=info.get("dtype", "bfloat16"))
         return out
 
@@ -422,12 +425,13 @@ def fit_generator(
 
 @dataclass
 class GeneratorTuning:
-    """What tuning the generator's fusion weight on valid chose and measured."""
+    """What tuning the generator's fusion weights on valid chose and measured."""
 
     weight: float
     new_threshold: float
     known: np.ndarray  # final known-tag scores of the tuned products
     report: dict[str, float]
+    new_weight: float = 0.0
 
 
 def blend(
@@ -436,16 +440,20 @@ def blend(
     gen_known: np.ndarray,
     gen_new: list[dict[str, float]],
     weight: float,
+    new_weight: float | None = None,
 ) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """``(1 - g) * fused + g * generator`` for known tags and for new tags (missing: 0)."""
-    if weight <= 0:
+    """``(1 - g) * fused + g * generator`` for known tags; new tags get ``(1 - g) * theirs +
+    new_weight * generator`` (``new_weight`` None: ``g``; a missing tag scores 0)."""
+    new_weight = weight if new_weight is None else new_weight
+    if weight <= 0 and new_weight <= 0:
         return fused, new
-    known = (1.0 - weight) * fused + weight * gen_known
+    known = fused if weight <= 0 else (1.0 - weight) * fused + weight * gen_known
     out = []
     for a, b in zip(new, gen_new, strict=True):
         row = {t: (1.0 - weight) * v for t, v in a.items()}
-        for t, v in b.items():
-            row[t] = row.get(t, 0.0) + weight * v
+        if new_weight > 0:
+            for t, v in b.items():
+                row[t] = row.get(t, 0.0) + new_weight * v
         out.append(row)
     return known.astype(np.float32, copy=False), out
 
@@ -458,34 +466,45 @@ def tune_generator(
     gen_known: np.ndarray,
     gen_new: list[dict[str, float]],
     weight: float | None = None,
+    new_weight: float | None = None,
 ) -> GeneratorTuning:
-    """Generator weight maximising (P@1 + nDCG@3) / 2 over known and new tags ranked together,
-    and the threshold of new tags (best micro-F1 among them)."""
+    """Generator weights maximising (P@1 + nDCG@3) / 2 over known and new tags ranked together
+    (first the weight of its votes for vocabulary tags, then the weight of its new tags; ties go
+    to the smaller weight), and the threshold of new tags (best micro-F1 among them).
+    Known and new tags get separate weights because new ones rest on the generator alone."""
     from labelrec import metrics
     from labelrec.metrics import objective
     from labelrec.openvocab import joint_matrices
 
-    grid = [weight] if weight is not None else [round(0.05 * i, 2) for i in range(21)]
-    results: dict[float, float] = {}
-    for g in grid:
-        known, rows = blend(fused, new, gen_known, gen_new, g)
+    def score(g: float, g_new: float) -> float:
+        known, rows = blend(fused, new, gen_known, gen_new, g, g_new)
         y, scores, _ = joint_matrices(known, rows, products, vocab)
-        results[g] = objective(y, scores)
-    best = max(results.values())
-    g = min(k for k, v in results.items() if v >= best - 1e-9)  # ties: the smaller weight
-    known, rows = blend(fused, new, gen_known, gen_new, g)
+        return objective(y, scores)
+
+    def best_of(results: dict[float, float]) -> float:
+        top = max(results.values())
+        return min(k for k, v in results.items() if v >= top - 1e-9)
+
+    grid = [round(0.05 * i, 2) for i in range(21)]
+    results = {g: score(g, 0.0) for g in ([weight] if weight is not None else grid)}
+    g = best_of(results)
+    new_results = {gn: score(g, gn) for gn in ([new_weight] if new_weight is not None else grid)}
+    g_new = best_of(new_results)
+    best = new_results[g_new]
+    known, rows = blend(fused, new, gen_known, gen_new, g, g_new)
     y, scores, _ = joint_matrices(known, rows, products, vocab)
     new_threshold = 1.0
-    if scores.shape[1] > len(vocab) and g > 0:
+    if scores.shape[1] > len(vocab) and (g > 0 or g_new > 0):
         cols = slice(len(vocab), scores.shape[1])
         new_threshold = metrics.tune_global_threshold(y[:, cols], scores[:, cols])
     y_known = vocab.encode(products)
     report = {
         "generator_weight": g,
+        "generator_new_weight": g_new,
         "generator_objective": objective(*joint_matrices(gen_known, gen_new, products, vocab)[:2]),
         "generator_known_objective": objective(y_known, gen_known),
-        "fused_objective_without_generator": results.get(0.0, float("nan")),
+        "fused_objective_without_generator": score(0.0, 0.0),
         "fused_objective_with_generator": best,
         "generator_tuned_products": float(len(products)),
     }
-    return GeneratorTuning(g, new_threshold, known, report)
+    return GeneratorTuning(g, new_threshold, known, report, g_new)

@@ -185,7 +185,9 @@ class TagRecommender:
     @property
     def uses_generator(self) -> bool:
         """True when the tag generator votes in the fusion."""
-        return self.generator is not None and self.generator.weight > 0
+        return (
+            self.generator is not None and max(self.generator.weight, self.generator.new_weight) > 0
+        )
 
     @property
     def tags(self) -> list[str]:
@@ -244,7 +246,8 @@ class TagRecommender:
             from labelrec.generate import blend
 
             gen_known, gen_new = self.generator.votes(items)
-            scores, new = blend(scores, new, gen_known, gen_new, self.generator.weight)
+            g = self.generator
+            scores, new = blend(scores, new, gen_known, gen_new, g.weight, g.new_weight)
         return scores, embeddings if with_embeddings else None, new
 
     def new_tags(self, products: list[Any]) -> list[dict[str, float]]:

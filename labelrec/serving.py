@@ -328,6 +328,7 @@ class ModelHolder:
                     else {
                         "backbone": rec.generator.meta.get("backbone"),
                         "weight": rec.generator.weight,
+                        "new_weight": rec.generator.new_weight,
                         "num_beams": rec.generator.num_beams,
                         "in_use": rec.uses_generator,
                     },

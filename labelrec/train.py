@@ -615,12 +615,16 @@ class TagTrainer:
         t0 = time.perf_counter()
         gen_known, gen_new = generator.votes(products)
         report["generator_products_per_s"] = len(products) / max(time.perf_counter() - t0, 1e-9)
-        tuning = tune_generator(products, self.vocab, fused, new, gen_known, gen_new, gcfg.weight)
-        generator.weight, generator.new_threshold = tuning.weight, tuning.new_threshold
+        tuning = tune_generator(
+            products, self.vocab, fused, new, gen_known, gen_new, gcfg.weight, gcfg.new_weight
+        )
+        generator.weight, generator.new_weight = tuning.weight, tuning.new_weight
+        generator.new_threshold = tuning.new_threshold
         report.update(tuning.report)
         logger.info(
-            "generator: weight %.2f, valid objective %.4f -> %.4f",
+            "generator: weight %.2f (new tags %.2f), valid objective %.4f -> %.4f",
             tuning.weight,
+            tuning.new_weight,
             tuning.report["fused_objective_without_generator"],
             tuning.report["fused_objective_with_generator"],
         )

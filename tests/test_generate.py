@@ -145,6 +145,23 @@ def test_blend_and_tuning_on_hand_made_scores():
     assert fixed.weight == 0.1
 
 
+def test_new_tags_get_their_own_weight():
+    vocab = TagVocab(["a", "b", "c"], [3, 2, 1], 3)
+    products = [Product("1", "x", tags=["a", "brand:z"]), Product("2", "y", tags=["b", "brand:w"])]
+    fused = np.array([[0.9, 0.0, 0.0], [0.0, 0.9, 0.0]], dtype=np.float32)  # right
+    gen = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=np.float32)  # wrong known tags
+    gen_new = [{"brand:z": 1.0}, {"brand:w": 1.0}]  # right new tags
+    known, rows = blend(fused, [{}, {}], gen, gen_new, 0.0, 0.3)
+    assert known is fused and rows == [{"brand:z": 0.3}, {"brand:w": 0.3}]
+    tuning = tune_generator(products, vocab, fused, [{}, {}], gen, gen_new)
+    assert tuning.weight == 0.0 and tuning.new_weight == pytest.approx(0.05)
+    report = tuning.report
+    assert report["fused_objective_with_generator"] > report["fused_objective_without_generator"]
+    assert tuning.new_threshold < 1.0  # new tags are published above a tuned threshold
+    fixed = tune_generator(products, vocab, fused, [{}, {}], gen, gen_new, 0.0, new_weight=0.0)
+    assert fixed.new_weight == 0.0 and fixed.new_threshold == 1.0
+
+
 def test_config_checks():
     with pytest.raises(ConfigError, match="generate.num_beams"):
         GenerateConfig(num_beams=0)
