@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
+from scipy import stats
 
 __all__ = [
     "apply_thresholds",
@@ -484,7 +485,7 @@ def paired_bootstrap(
     seed: int = 0,
     ci: float = 0.95,
 ) -> dict[str, float]:
-    """Paired percentile bootstrap of ``mean(a - b)`` over products.
+    """Paired percentile bootstrap of ``mean(a - b)`` over products (``scipy.stats.bootstrap``).
 
     ``a`` (challenger) and ``b`` (champion) are per-product metric values (e.g. from
     `per_product_ndcg`); pairs where either is NaN are dropped. Products are
@@ -504,15 +505,21 @@ def paired_bootstrap(
     n = diff.size
     if n == 0:
         raise ValueError("no non-NaN pairs to bootstrap")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_resamples)
-    chunk = max(1, _CHUNK_ELEMENTS // n)
-    for start in range(0, n_resamples, chunk):
-        size = min(chunk, n_resamples - start)
-        idx = rng.integers(0, n, size=(size, n))
-        means[start : start + size] = diff[idx].mean(axis=1)
-    alpha = (1.0 - ci) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    if n == 1:  # nothing to resample: the interval is the one difference
+        low = high = float(diff[0])
+    else:
+        result = stats.bootstrap(
+            (a[keep], b[keep]),
+            lambda x, y, axis: np.mean(x - y, axis=axis),
+            paired=True,
+            vectorized=True,
+            n_resamples=n_resamples,
+            batch=max(1, _CHUNK_ELEMENTS // n),  # bounded memory on large catalogs
+            confidence_level=ci,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+        low, high = result.confidence_interval
     return {"mean_diff": float(diff.mean()), "low": float(low), "high": float(high)}
 
 
