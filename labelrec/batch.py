@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,13 @@ def score_file(
 ) -> int:
     """Score every product of ``in_path`` into ``out_path`` chunk by chunk; returns the count.
 
-    Rows already written stay written if a later chunk fails.
+    Rows already written stay written if a later chunk fails. An output that is the input (also
+    through a link) is refused before anything is opened: writing it would truncate the input.
     """
-    writer = TagWriter(Path(out_path))
+    src, dst = Path(in_path), Path(out_path)
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        raise ValueError(f"{out_path}: the output is the input {in_path}; write to another file")
+    writer = TagWriter(dst)
     n = 0
     try:
         for rows in iter_scored(in_path, cfg, scorer, chunk_size):

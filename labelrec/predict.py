@@ -170,6 +170,8 @@ class TagRecommender:
                 model.hf_model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
             )
         model.to(device)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
         batch_size = batch_size or (CPU_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE)
         rec = cls(model, tokenizer, vocab, info, global_t, per_tag, batch_size, device, model_dir)
         rec.runner = choose_backend(model, backend, device, quantize, num_threads)

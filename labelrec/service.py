@@ -99,8 +99,13 @@ FILE_CHUNK = 256  # products scored per step of /suggest_file
 # --------------------------------------------------------------------------- request/response
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))  # zero-width
+
+
 def _clean_text(value: str) -> str:
-    return " ".join(value.split())
+    """Whitespace runs as one space; zero-width characters removed (a title of only those is
+    blank)."""
+    return " ".join(value.translate(_INVISIBLE).split())
 
 
 class ProductIn(BaseModel):
@@ -148,7 +153,7 @@ class ProductIn(BaseModel):
 
 
 Limit = Annotated[
-    int,
+    StrictInt,
     Field(
         ge=1, le=MAX_LIMIT, description="Most tags per product.", json_schema_extra={"example": 5}
     ),

@@ -225,6 +225,21 @@ def test_index_one_row_per_product(
         assert len(tags) == 2
 
 
+def test_index_refuses_to_write_over_its_input(
+    trained_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    source = _catalog_inputs(tmp_path)["jsonl"]
+    before = source.read_bytes()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(source)
+    for out in (source, link):
+        args = ["index", str(trained_model_dir), "--data", str(source), "--output", str(out)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "the output is the input" in err and "Traceback" not in err
+        assert source.read_bytes() == before  # not truncated
+
+
 def test_demo_writes_catalog(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["demo", "--output", str(tmp_path / "d"), "--products", "60", "--seed", "1"]) == 0
     out = capsys.readouterr().out
