@@ -307,8 +307,18 @@ class TagTrainer:
                 "valid", splits.valid_source, self.valid_products, len(self.vocab)
             )
 
+    def complete_checkpoints(self) -> list[Path]:
+        """``epoch-N`` checkpoints with their state file, oldest first (a checkpoint cut short,
+        e.g. by kill -9 while saving, is an ``epoch-N.tmp`` folder or lacks the state file)."""
+        found = []
+        for path in self.ckpt_dir.glob("epoch-*"):
+            number = path.name.removeprefix("epoch-")
+            if number.isdigit() and (path / STATE_FILE).is_file():
+                found.append((int(number), path))
+        return [path for _, path in sorted(found)]
+
     def _restore(self) -> None:
-        ckpts = sorted(self.ckpt_dir.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
+        ckpts = self.complete_checkpoints() if self.ckpt_dir.is_dir() else []
         if not ckpts:
             logger.warning("--resume: no checkpoint in %s, starting from scratch", self.ckpt_dir)
             if self.is_main:
@@ -440,15 +450,25 @@ class TagTrainer:
         return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
 
     def _checkpoint(self, epoch: int, improved: bool) -> None:
+        """Save ``epoch-N`` (and ``best.pt`` when valid improved): each written under a temporary
+        name, then renamed, so a checkpoint on disk is complete or absent."""
         acc = self.accelerator
         if improved and self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            torch.save(self._trainable_state(), self.ckpt_dir / BEST_FILE)
+            tmp = self.ckpt_dir / f"{BEST_FILE}.tmp"
+            torch.save(self._trainable_state(), tmp)
+            os.replace(tmp, self.ckpt_dir / BEST_FILE)
         path = self.ckpt_dir / f"epoch-{epoch}"
-        acc.wait_for_everyone()
-        acc.save_state(str(path))
+        tmp_dir = self.ckpt_dir / f"epoch-{epoch}.tmp"
         if self.is_main:
-            (path / STATE_FILE).write_text(json.dumps(self.state, indent=1), encoding="utf-8")
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp_dir))
+        acc.wait_for_everyone()
+        if self.is_main:
+            (tmp_dir / STATE_FILE).write_text(json.dumps(self.state, indent=1), encoding="utf-8")
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(tmp_dir, path)
             for old in self.ckpt_dir.glob("epoch-*"):
                 if old != path:
                     shutil.rmtree(old, ignore_errors=True)

@@ -118,6 +118,12 @@ def test_resume_continues_a_killed_run_exactly(
         train(cfg, tracker=_KillAtEpoch(2), progress=False)
     assert [p.name for p in (tmp_path / "killed" / "checkpoints").glob("epoch-*")] == ["epoch-1"]
     assert not (tmp_path / "killed" / "labelrec.json").exists()
+    # What kill -9 during a checkpoint save leaves: a temporary folder, or a folder without its
+    # state file. --resume takes the newest complete checkpoint.
+    ckpts = tmp_path / "killed" / "checkpoints"
+    (ckpts / "epoch-2.tmp").mkdir()
+    (ckpts / "epoch-2").mkdir()
+    (ckpts / "epoch-2" / "model.safetensors").write_bytes(b"cut short")
 
     resumed = train(cfg, resume=True, progress=False)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
