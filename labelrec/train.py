@@ -166,6 +166,13 @@ class TrainResult:
     best_epoch: int
     train_seconds: float
     n_tags: int
+    # The final (fused) scores of the valid products the thresholds were tuned on, with what
+    # scores them: what tracking logs as the valid evaluation, without loading the model again.
+    valid_scores: np.ndarray | None = None
+    valid_products: list[data_mod.Product] = field(default_factory=list)
+    vocab: data_mod.TagVocab | None = None
+    global_threshold: float = 0.5
+    tag_thresholds: np.ndarray | None = None
 
 
 class TagTrainer:
@@ -596,6 +603,11 @@ class TagTrainer:
             best_epoch=self.state["best_epoch"],
             train_seconds=self.state["train_seconds"],
             n_tags=len(self.vocab),
+            valid_scores=scores,
+            valid_products=list(tuned_products),
+            vocab=self.vocab,
+            global_threshold=float(global_t),
+            tag_thresholds=per_tag,
         )
 
     def _fit_generator(

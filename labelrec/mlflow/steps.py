@@ -140,8 +140,7 @@ def run_train(
     one or several processes train (they must share a folder: the config's ``output``).
     """
     from labelrec.evaluate import evaluate_scores_on
-    from labelrec.predict import TagRecommender
-    from labelrec.train import NullTracker, load_splits
+    from labelrec.train import NullTracker
     from labelrec.train import train as train_model
 
     items = split_overrides(overrides)
@@ -170,8 +169,6 @@ def run_train(
             tracker = tracking.MlflowTracker(run_id=run_id)
             result = train_model(cfg, tracker=tracker, progress=progress)
             tracking.log_model_files(run_id, result.output)
-            recommender = TagRecommender.load(result.output)
-            valid_products = load_splits(cfg).valid
             summary: dict[str, Any] = {
                 "run_id": run_id,
                 "metrics": result.metrics,
@@ -180,19 +177,20 @@ def run_train(
                 "train_seconds": result.train_seconds,
                 "datasets": tracker.datasets,
             }
-            if valid_products:
-                scores, _ = recommender.predict_scores(valid_products)
+            valid_products = result.valid_products
+            if result.valid_scores is not None and valid_products and result.vocab is not None:
+                # the scores train() tuned its thresholds on and logged as final_* metrics;
+                # here the per-tag files and plots of the same evaluation
                 evaluation = evaluate_scores_on(
-                    scores, valid_products, recommender.vocab, recommender.tag_thresholds
+                    result.valid_scores, valid_products, result.vocab, result.tag_thresholds
                 )
-                # The values are the final_* metrics train() logged; here the files and plots.
                 tracking.log_evaluation(
                     run_id,
                     evaluation,
                     valid_products,
-                    scores,
-                    recommender.vocab,
-                    recommender.global_threshold,
+                    result.valid_scores,
+                    result.vocab,
+                    result.global_threshold,
                     artifact_dir="valid",
                     metric_prefix=None,
                 )
