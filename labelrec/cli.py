@@ -229,6 +229,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from labelrec.feedback import FeedbackStore
+
+    store = FeedbackStore(args.uri) if args.uri else FeedbackStore.from_env()
+    if args.action == "export":
+        n = store.export(args.output)
+        print(f"wrote {n} reviewed products to {args.output}")
+        return 0
+    stats = store.stats()
+    if args.format == "json":
+        print(json.dumps(stats, ensure_ascii=False, indent=1))
+        return 0
+    for key in ("reviews", "products", "reviewers", "accepted", "rejected", "added", "unknown"):
+        print(f"{key:<16}{stats[key]}")
+    print(f"{'acceptance_rate':<16}{stats['acceptance_rate']:.3f}")
+    for version, n in stats["model_versions"].items():
+        print(f"model version {version}: {n} reviews")
+    if stats["most_rejected"]:
+        print("most rejected: " + ", ".join(f"{t} ({n})" for t, n in stats["most_rejected"]))
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -485,6 +507,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True, help="user id (unknown users get popular products)")
     p.add_argument("--half-life-days", type=float, help="time decay of interaction weights")
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("feedback", help="reviewer feedback: export a training catalog, stats")
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, text in (("export", "reviewed products as a catalog"), ("stats", "summary")):
+        a = actions.add_parser(action, help=text)
+        a.add_argument(
+            "--uri", default=None, help="feedback database (default: $LABELREC_FEEDBACK_URI)"
+        )
+        if action == "export":
+            a.add_argument("--output", required=True, help="catalog to write (.jsonl)")
+        else:
+            a.add_argument("--format", choices=("text", "json"), default="text")
+        a.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("promote", help="move @champion to @challenger if it is better")
     p.add_argument("--name", default="labelrec", help="registered model name")

@@ -36,6 +36,11 @@ Settings (environment): ``LABELREC_MODEL_URI``, ``LABELREC_POLL_SECONDS``,
 ``LABELREC_MAX_UPLOAD_MB`` (``/suggest_file`` upload cap, 512), ``LABELREC_GENERATE`` (``0``:
 leave out a model's tag generator, a decoder LLM that takes seconds per product on a CPU).
 
+Feedback: ``POST /feedback`` (``product``, ``accepted``, ``rejected``, ``added``, ``reviewer``)
+stores a reviewer's verdict with the model version served (:mod:`labelrec.feedback`) in the
+database ``LABELREC_FEEDBACK_URI`` names (a SQLAlchemy URL; default ``sqlite:///feedback.db`` in
+the working directory, opened at the first review).
+
 Descriptions: ``POST /describe`` (a list of products with ``title`` and optional ``tags``, ``id``;
 one ``{id, description}`` each, adaptive batching through ``POST /describe_items``) when
 ``LABELREC_DESCRIBER`` names a describer directory (``labelrec train --config
@@ -68,6 +73,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 
 from labelrec.config import DataConfig
 from labelrec.data import CatalogError, Product, iter_catalog
+from labelrec.feedback import FEEDBACK_URI_ENV, FeedbackError, FeedbackStore, Review
 from labelrec.opener import open_describer
 from labelrec.recommend import (
     UI_PAGE,
@@ -224,6 +230,20 @@ class TagsOut(BaseModel):
     count: int
     tags: list[str]
     counts: list[int]
+
+
+TagList = Annotated[
+    list[StrictStr],
+    Field(
+        max_length=MAX_LIMIT, description="Tags (at most 100).", json_schema_extra={"example": []}
+    ),
+]
+
+
+class FeedbackOut(BaseModel):
+    id: int  # the stored review
+    model_version: str | None  # the version being served when the review came in
+    unknown: list[str]  # tags the model does not know (stored, flagged)
 
 
 class DescribeIn(BaseModel):
@@ -481,6 +501,14 @@ class LabelRec:
         self.batcher = MicroBatcher(self.holder.busy, MAX_BATCH_SIZE)
         self.describer: Any = None
         self.describer_error: str | None = None
+        # Reviewer feedback: opened now when LABELREC_FEEDBACK_URI names a database (one that
+        # cannot be opened stops the start-up), else feedback.db here at the first review.
+        self._feedback: FeedbackStore | None = None
+        if os.environ.get(FEEDBACK_URI_ENV, "").strip():
+            try:
+                self._feedback = FeedbackStore.from_env()
+            except FeedbackError as err:
+                raise RuntimeError(f"{FEEDBACK_URI_ENV}: {err}") from None
         self.describer_uri = os.environ.get("LABELREC_DESCRIBER", "").strip() or None
         if self.describer_uri:  # a describer that cannot load leaves tagging up (503 there)
             try:
@@ -618,6 +646,41 @@ class LabelRec:
             return list(await self.to_async.describe_items(products))
         finally:
             self._describing -= 1
+
+    # -- reviewer feedback
+
+    @bentoml.api
+    async def feedback(
+        self,
+        product: ProductIn,
+        accepted: TagList = [],  # noqa: B006 (pydantic copies defaults)
+        rejected: TagList = [],  # noqa: B006
+        added: TagList = [],  # noqa: B006
+        reviewer: Annotated[StrictStr | None, Field(max_length=256)] = None,
+    ) -> FeedbackOut:
+        """Record a reviewer's verdict on the tags suggested for a product: `accepted` and
+        `rejected` suggestions, tags `added` by hand. Stored with the model version being
+        served; tags the model does not know are kept and listed in `unknown`."""
+        snap = self.holder.current
+        try:
+            review = Review(
+                title=product.title,
+                description=product.description,
+                product_id=product.id,
+                accepted=accepted,
+                rejected=rejected,
+                added=added,
+                reviewer=reviewer,
+                model_version=snap.version if snap is not None else None,
+            )
+            if snap is not None:
+                review.flag_unknown(snap.recommender.vocab.index)
+            if self._feedback is None:
+                self._feedback = await asyncio.to_thread(FeedbackStore.from_env)
+            review_id = await asyncio.to_thread(self._feedback.add, review)
+        except FeedbackError as err:
+            return _error(400, str(err))  # type: ignore[return-value]
+        return FeedbackOut(id=review_id, model_version=review.model_version, unknown=review.unknown)
 
     # -- products: similar, search, recommend (need a product index)
 

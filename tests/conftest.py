@@ -223,6 +223,7 @@ def service_client(
         mp.setenv("LABELREC_POLL_SECONDS", "0")
         mp.setenv("LABELREC_INDEX", str(service_index))
         mp.setenv("LABELREC_INTERACTIONS", str(service_interactions))
+        mp.setenv("LABELREC_FEEDBACK_URI", f"sqlite:///{model.parent / 'feedback.db'}")
         mp.delenv("LABELREC_CATALOG", raising=False)
         with TestClient(LabelRec.to_asgi(), raise_server_exceptions=False) as client:
             yield client

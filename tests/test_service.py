@@ -289,6 +289,28 @@ def test_concurrent_requests_share_batches(client: TestClient) -> None:
         assert as_pairs(answer.json()["tags"]) == as_pairs(alone[title]["tags"])
 
 
+def test_feedback_over_http(client: TestClient) -> None:
+    body = {
+        "product": {"title": "plush bear", "id": 7},
+        "accepted": ["Toys"],
+        "added": ["brand:Nobody"],
+        "reviewer": "ana",
+    }
+    answer = client.post("/feedback", json=body)
+    assert answer.status_code == 200, answer.text
+    out = answer.json()
+    assert out["id"] >= 1 and out["unknown"] == ["brand:Nobody"]
+    assert out["model_version"] == client.get("/model").json()["version"]
+    for bad, field in [
+        ({**body, "rejected": ["Toys"]}, "also accepted"),
+        ({**body, "accepted": "Toys"}, "accepted"),
+        ({"accepted": ["Toys"]}, "product"),
+        ({**body, "accepted": [], "added": []}, "at least one tag"),
+    ]:
+        answer = client.post("/feedback", json=bad)
+        assert answer.status_code == 400 and field in answer.text, (bad, answer.text)
+
+
 BAD_JSON = [
     ("/suggest", {"product": {"title": ""}}, "title"),
     ("/suggest", {"product": {"title": "  \t "}}, "title must not be empty"),

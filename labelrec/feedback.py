@@ -1,0 +1,292 @@
+"""Reviewer feedback in a database: which suggested tags people accepted, rejected or added.
+
+A :class:`FeedbackStore` keeps one row per review through SQLAlchemy: a SQLite file by default
+(write-ahead log, so readers never block the writer and a killed process loses nothing
+committed), or any database SQLAlchemy reaches (``postgresql://...``). The store exports a
+catalog that ``labelrec train`` reads: accepted and added tags become labels, rejected ones are
+kept beside them as known negatives.
+
+The schema carries a version (table ``labelrec_meta``); a store opened by an older labelrec is
+upgraded in place by the steps in ``_UPGRADES``, and a newer one is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+FEEDBACK_URI_ENV = "LABELREC_FEEDBACK_URI"
+DEFAULT_FEEDBACK_URI = "sqlite:///feedback.db"
+SCHEMA_VERSION = 1
+
+_metadata = sa.MetaData()
+_meta = sa.Table(
+    "labelrec_meta",
+    _metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+_reviews = sa.Table(
+    "labelrec_feedback",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("product_id", sa.String(256), nullable=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("accepted", sa.JSON, nullable=False),
+    sa.Column("rejected", sa.JSON, nullable=False),
+    sa.Column("added", sa.JSON, nullable=False),
+    sa.Column("unknown", sa.JSON, nullable=False),  # tags the model did not know, flagged
+    sa.Column("reviewer", sa.String(256), nullable=True),
+    sa.Column("model_version", sa.String(256), nullable=True),
+)
+_UPGRADES: dict[int, Any] = {}  # version -> function(connection) bringing it to version + 1
+
+
+class FeedbackError(ValueError):
+    """A review that cannot be stored, or a store that cannot be opened."""
+
+
+def _tag_list(value: Any, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise FeedbackError(f"{name}: expected a list of tags, got {value!r}")
+    out: list[str] = []
+    for i, tag in enumerate(value):
+        if not isinstance(tag, str) or not tag.strip():
+            raise FeedbackError(f"{name}[{i}]: expected a non-empty tag, got {tag!r}")
+        tag = " ".join(tag.split())
+        if tag not in out:
+            out.append(tag)
+    return out
+
+
+@dataclass
+class Review:
+    """One reviewer's verdict on the tags suggested for one product."""
+
+    title: str
+    description: str = ""
+    product_id: str | None = None
+    accepted: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    reviewer: str | None = None
+    model_version: str | None = None
+    unknown: list[str] = field(default_factory=list)
+    id: int | None = None
+    created: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.title, str) or not self.title.strip():
+            raise FeedbackError("product.title: must be a non-empty string")
+        if not isinstance(self.description, str):
+            raise FeedbackError("product.description: must be a string")
+        if self.product_id is not None:
+            self.product_id = str(self.product_id)
+        for name in ("accepted", "rejected", "added", "unknown"):
+            setattr(self, name, _tag_list(getattr(self, name), name))
+        both = sorted(set(self.rejected) & (set(self.accepted) | set(self.added)))
+        if both:
+            raise FeedbackError(f"rejected: {', '.join(both)} also accepted or added")
+        if not (self.accepted or self.rejected or self.added):
+            raise FeedbackError("accepted, rejected, added: give at least one tag")
+
+    @property
+    def tags(self) -> list[str]:
+        """The product's tags after review: accepted, then added."""
+        return self.accepted + [t for t in self.added if t not in self.accepted]
+
+    def flag_unknown(self, known: Iterable[str] | set[str]) -> None:
+        """Record which of the review's tags are outside ``known`` (the model's vocabulary)."""
+        vocab = known if isinstance(known, set) else set(known)
+        self.unknown = [t for t in self.accepted + self.added + self.rejected if t not in vocab]
+
+    def to_catalog_row(self) -> dict[str, Any]:
+        """A training catalog row: id, title, description, tags, and the rejected tags."""
+        row_id = self.product_id if self.product_id is not None else f"feedback-{self.id}"
+        return {
+            "id": row_id,
+            "title": self.title,
+            "description": self.description,
+            "tags": self.tags,
+            "rejected": self.rejected,
+        }
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers and one writer at once; crash-safe
+    cursor.execute("PRAGMA busy_timeout=10000")  # writers wait for each other, not fail
+    cursor.close()
+
+
+class FeedbackStore:
+    """Reviews in a database named by a SQLAlchemy URL (``sqlite:///feedback.db``...)."""
+
+    def __init__(self, uri: str = DEFAULT_FEEDBACK_URI) -> None:
+        self.uri = uri
+        try:
+            url = sa.engine.make_url(uri)
+        except sa.exc.ArgumentError as err:
+            raise FeedbackError(f"feedback database {uri!r}: not a database URL ({err})") from None
+        shown = url.render_as_string(hide_password=True)
+        try:
+            if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+                Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            if url.get_backend_name() == "sqlite":
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._migrate()
+        except (sa.exc.SQLAlchemyError, OSError) as err:
+            raise FeedbackError(
+                f"feedback database {shown} cannot be opened:"
+                f" {type(err).__name__}: {str(err).splitlines()[0]}"
+            ) from None
+
+    @classmethod
+    def from_env(cls) -> FeedbackStore:
+        """The store named by ``LABELREC_FEEDBACK_URI`` (default: ``feedback.db`` here)."""
+        return cls(os.environ.get(FEEDBACK_URI_ENV, "").strip() or DEFAULT_FEEDBACK_URI)
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            _metadata.create_all(conn)
+            row = conn.execute(
+                sa.select(_meta.c.value).where(_meta.c.key == "schema_version")
+            ).first()
+            version = int(row[0]) if row else None
+            if version is None:
+                conn.execute(_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            if version > SCHEMA_VERSION:
+                raise FeedbackError(
+                    f"feedback database {self.uri}: schema version {version} is newer than this"
+                    f" labelrec ({SCHEMA_VERSION}); upgrade labelrec"
+                )
+            while version < SCHEMA_VERSION:
+                _UPGRADES[version](conn)
+                version += 1
+            conn.execute(
+                _meta.update().where(_meta.c.key == "schema_version").values(value=str(version))
+            )
+
+    @property
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(_meta.c.value).where(_meta.c.key == "schema_version")
+            ).scalar_one()
+        return int(value)
+
+    def add(self, review: Review) -> int:
+        """Store ``review`` (one committed transaction); returns its id."""
+        created = review.created or dt.datetime.now(dt.timezone.utc)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                _reviews.insert().values(
+                    created=created,
+                    product_id=review.product_id,
+                    title=review.title,
+                    description=review.description,
+                    accepted=review.accepted,
+                    rejected=review.rejected,
+                    added=review.added,
+                    unknown=review.unknown,
+                    reviewer=review.reviewer,
+                    model_version=review.model_version,
+                )
+            )
+            review.id = int(result.inserted_primary_key[0])
+        review.created = created
+        return review.id
+
+    def reviews(self, batch: int = 1000) -> Iterator[Review]:
+        """Every review, oldest first, read in batches."""
+        last = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(_reviews).where(_reviews.c.id > last).order_by(_reviews.c.id)
+                    .limit(batch)
+                ).mappings().all()  # fmt: skip
+            if not rows:
+                return
+            for row in rows:
+                yield Review(
+                    title=row["title"],
+                    description=row["description"] or "",
+                    product_id=row["product_id"],
+                    accepted=list(row["accepted"]),
+                    rejected=list(row["rejected"]),
+                    added=list(row["added"]),
+                    reviewer=row["reviewer"],
+                    model_version=row["model_version"],
+                    unknown=list(row["unknown"]),
+                    id=int(row["id"]),
+                    created=row["created"],
+                )
+            last = int(rows[-1]["id"])
+
+    def __len__(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(_reviews)).scalar_one())
+
+    def export(self, path: str | Path) -> int:
+        """Write the reviewed products as a JSON Lines catalog (the last review of a product
+        wins); returns the number of products. Written to a temporary file, then renamed."""
+        latest: dict[str, dict[str, Any]] = {}
+        for review in self.reviews():
+            row = review.to_catalog_row()
+            latest.pop(row["id"], None)  # a later review moves the product to the end
+            latest[row["id"]] = row
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in latest.values():
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, out)
+        return len(latest)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts: reviews, products, reviewers, tags accepted / rejected / added / unknown,
+        reviews per model version, and the most rejected tags."""
+        counts: Counter[str] = Counter()
+        rejected: Counter[str] = Counter()
+        versions: Counter[str] = Counter()
+        products, reviewers = set(), set()
+        for review in self.reviews():
+            counts["reviews"] += 1
+            counts["accepted"] += len(review.accepted)
+            counts["rejected"] += len(review.rejected)
+            counts["added"] += len(review.added)
+            counts["unknown"] += len(review.unknown)
+            products.add(review.product_id or f"feedback-{review.id}")
+            if review.reviewer:
+                reviewers.add(review.reviewer)
+            versions[review.model_version or "-"] += 1
+            rejected.update(review.rejected)
+        shown = counts["accepted"] + counts["rejected"]
+        return {
+            "reviews": counts["reviews"],
+            "products": len(products),
+            "reviewers": len(reviewers),
+            "accepted": counts["accepted"],
+            "rejected": counts["rejected"],
+            "added": counts["added"],
+            "unknown": counts["unknown"],
+            "acceptance_rate": counts["accepted"] / shown if shown else float("nan"),
+            "model_versions": dict(versions),
+            "most_rejected": rejected.most_common(10),
+        }

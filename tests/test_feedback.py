@@ -1,0 +1,180 @@
+"""Reviewer feedback: the database, its export as a training catalog, the CLI and POST /feedback."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from labelrec.cli import main
+from labelrec.data import read_catalog
+from labelrec.feedback import SCHEMA_VERSION, FeedbackError, FeedbackStore, Review
+
+
+def store_at(tmp_path: Path) -> FeedbackStore:
+    return FeedbackStore(f"sqlite:///{tmp_path / 'fb' / 'feedback.db'}")
+
+
+def test_reviews_round_trip_and_export_as_a_catalog(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    assert store.schema_version == SCHEMA_VERSION and len(store) == 0
+    first = Review(
+        title="Brickton police station",
+        product_id="p1",
+        accepted=["Toys", "brand:Brickton"],
+        rejected=["Books"],
+        added=["Toys > Building Sets", "Toys"],  # a repeat of an accepted tag counts once
+        reviewer="ana",
+        model_version="3",
+    )
+    first.flag_unknown({"Toys", "Books", "brand:Brickton"})
+    assert first.unknown == ["Toys > Building Sets"]
+    assert store.add(first) == 1
+    store.add(Review(title="Plush bear", accepted=["Toys"], model_version="3"))
+    store.add(Review(title="Brickton police station v2", product_id="p1", accepted=["Toys"]))
+    assert len(store) == 3
+
+    back = list(store.reviews(batch=2))  # batches join up in order
+    assert [r.id for r in back] == [1, 2, 3]
+    assert back[0].accepted == ["Toys", "brand:Brickton"] and back[0].rejected == ["Books"]
+    assert back[0].added == ["Toys > Building Sets", "Toys"] and back[0].reviewer == "ana"
+    assert back[0].unknown == ["Toys > Building Sets"] and back[0].created is not None
+
+    out = tmp_path / "reviewed.jsonl"
+    assert store.export(out) == 2  # p1's later review replaces its first
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert rows == [
+        {"id": "feedback-2", "title": "Plush bear", "description": "", "tags": ["Toys"],
+         "rejected": []},
+        {"id": "p1", "title": "Brickton police station v2", "description": "", "tags": ["Toys"],
+         "rejected": []},
+    ]  # fmt: skip
+    catalog = read_catalog(out)  # labelrec's own reader takes it as a training catalog
+    assert [p.tags for p in catalog.products] == [["Toys"], ["Toys"]]
+
+    stats = store.stats()
+    assert stats["reviews"] == 3 and stats["products"] == 2 and stats["reviewers"] == 1
+    assert (stats["accepted"], stats["rejected"], stats["added"], stats["unknown"]) == (4, 1, 2, 1)
+    assert stats["acceptance_rate"] == pytest.approx(4 / 5)
+    assert stats["model_versions"] == {"3": 2, "-": 1}
+    assert stats["most_rejected"] == [("Books", 1)]
+    assert math.isnan(store_at(tmp_path / "empty").stats()["acceptance_rate"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"title": "  "}, "product.title: must be a non-empty string"),
+        ({"accepted": []}, "give at least one tag"),
+        ({"accepted": ["a"], "rejected": ["a"]}, "rejected: a also accepted or added"),
+        ({"accepted": "a"}, "accepted: expected a list of tags"),
+        ({"accepted": ["a", 3]}, r"accepted\[1\]: expected a non-empty tag"),
+        ({"added": [" "]}, r"added\[0\]: expected a non-empty tag"),
+    ],
+)
+def test_bad_reviews_name_the_field(kwargs: dict, message: str) -> None:
+    values = {"title": "x", "accepted": ["a"], **kwargs}
+    with pytest.raises(FeedbackError, match=message):
+        Review(**values)
+
+
+def test_schema_versions_newer_stores_and_bad_urls_are_refused(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    db = tmp_path / "fb" / "feedback.db"
+    store.engine.dispose()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE labelrec_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(FeedbackError, match="schema version 99 is newer"):
+        FeedbackStore(f"sqlite:///{db}")
+    with pytest.raises(FeedbackError, match="not a database URL"):
+        FeedbackStore("no database here")
+    (tmp_path / "a-file.txt").write_text("not a folder", encoding="utf-8")
+    with pytest.raises(FeedbackError, match="cannot be opened"):
+        FeedbackStore(f"sqlite:///{tmp_path / 'a-file.txt'}/inside.db")  # parent is a file
+    # The store keeps SQLite in write-ahead-log mode.
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _write_forever(uri: str, ready: multiprocessing.synchronize.Event) -> None:
+    store = FeedbackStore(uri)
+    i = 0
+    while True:
+        store.add(Review(title=f"product {i}", accepted=["Toys"]))
+        i += 1
+        if i == 20:
+            ready.set()
+
+
+def test_committed_reviews_survive_a_killed_writer(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'fb' / 'feedback.db'}"
+    store = FeedbackStore(uri)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    writer = ctx.Process(target=_write_forever, args=(uri, ready))
+    writer.start()
+    assert ready.wait(120)
+    os.kill(writer.pid, signal.SIGKILL)  # mid-stream, as kill -9 of a server would
+    writer.join()
+    count = len(store)
+    assert count >= 20
+    ids = [r.id for r in store.reviews()]
+    assert ids == list(range(1, count + 1))  # every committed review, none half-written
+    store.add(Review(title="after", accepted=["Toys"]))  # and the store still takes writes
+    assert len(store) == count + 1
+
+
+def test_feedback_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    uri = f"sqlite:///{tmp_path / 'feedback.db'}"
+    store = FeedbackStore(uri)
+    store.add(Review(title="Plush bear", product_id="b1", accepted=["Toys"], rejected=["Books"]))
+    out = tmp_path / "out.jsonl"
+    assert main(["feedback", "export", "--uri", uri, "--output", str(out)]) == 0
+    assert "wrote 1 reviewed products" in capsys.readouterr().out
+    assert json.loads(out.read_text(encoding="utf-8"))["tags"] == ["Toys"]
+    assert main(["feedback", "stats", "--uri", uri, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rejected"] == 1
+    assert main(["feedback", "stats", "--uri", uri]) == 0
+    assert "most rejected: Books (1)" in capsys.readouterr().out
+    assert main(["feedback", "stats", "--uri", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert "labelrec feedback: error: feedback database 'nonsense'" in err
+    assert "Traceback" not in err
+
+
+def test_post_feedback_stores_the_review_with_the_served_version(
+    make_service, trained_model_dir: Path, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from labelrec.service import ProductIn
+
+    uri = f"sqlite:///{tmp_path / 'svc.db'}"
+    svc = make_service(trained_model_dir, LABELREC_FEEDBACK_URI=uri)
+    known = svc.holder.current.recommender.vocab.tags[0]
+    out = asyncio.run(
+        svc.feedback(
+            product=ProductIn(title="Brickton police station", id="p1"),
+            accepted=[known],
+            rejected=[],
+            added=["brand:Brandnew"],
+            reviewer="ana",
+        )
+    )
+    assert out.id == 1 and out.model_version == svc.holder.current.version
+    assert out.unknown == ["brand:Brandnew"]
+    stored = next(FeedbackStore(uri).reviews())
+    assert stored.tags == [known, "brand:Brandnew"] and stored.reviewer == "ana"
+    assert stored.model_version == svc.holder.current.version
+    bad = asyncio.run(
+        svc.feedback(product=ProductIn(title="x"), accepted=["a"], rejected=["a"], added=[])
+    )
+    assert bad.status_code == 400 and b"also accepted" in bad.body
+    with pytest.raises(RuntimeError, match="LABELREC_FEEDBACK_URI: feedback database"):
+        make_service(trained_model_dir, LABELREC_FEEDBACK_URI="nonsense")
