@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,11 @@ from labelrec.runtime import OnnxTagModel, choose_backend
 # a GPU wants larger batches.
 CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 64
+# Texts are cut to these lengths before scoring: the neural model reads a few hundred tokens at
+# most, and the text-only taggers' work grows with the text, so a hostile 1 MB title must not
+# hold the model for seconds.
+MAX_TITLE_CHARS = 1_000
+MAX_DESCRIPTION_CHARS = 10_000
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,18 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     threads still hold the cores; BLAS threads fighting them doubled the latency of one product
     (31 ms instead of 18 ms with MiniLM on 2 cores), and the matrices fused here are small."""
     return _blas_controller().limit(limits=1, user_api="blas")
+
+
+def bounded(product: Product) -> Product:
+    """``product`` with its title and description cut to ``MAX_TITLE_CHARS`` and
+    ``MAX_DESCRIPTION_CHARS`` (the same object when they fit)."""
+    if len(product.title) <= MAX_TITLE_CHARS and len(product.description) <= MAX_DESCRIPTION_CHARS:
+        return product
+    return dataclasses.replace(
+        product,
+        title=product.title[:MAX_TITLE_CHARS],
+        description=product.description[:MAX_DESCRIPTION_CHARS],
+    )
 
 
 def as_product(item: Any, position: int = 0) -> Product:
@@ -197,7 +215,7 @@ class TagRecommender:
 
     def encode(self, products: list[Any]) -> list[list[int]]:
         """Token ids per product (truncated by tokens)."""
-        items = [as_product(p, i) for i, p in enumerate(products)]
+        items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
         return encode_products(
             self.tokenizer,
             [p.title for p in items],
@@ -226,7 +244,7 @@ class TagRecommender:
         new: list[dict[str, float]] = [{} for _ in products]
         if not products:
             return np.zeros((0, len(self.vocab)), dtype=np.float32), None, new
-        items = [as_product(p, i) for i, p in enumerate(products)]
+        items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
         ids = self.encode(items)
         text = None
         if self.lexical is not None:  # the text-only evidence, computed while the model runs
@@ -259,7 +277,9 @@ class TagRecommender:
         if self.lexical is None:
             return [{} for _ in products]
         with one_blas_thread():
-            return self.lexical.new_tags([as_product(p, i) for i, p in enumerate(products)])
+            return self.lexical.new_tags(
+                [bounded(as_product(p, i)) for i, p in enumerate(products)]
+            )
 
     def thresholds(self, threshold: float | None) -> np.ndarray:
         """Per-tag thresholds: the tuned ones for None, else the given global value."""

@@ -170,3 +170,17 @@ def test_forward_batch_size_defaults_by_device(trained_model_dir: Path) -> None:
     for bad in (0, -1):  # a negative batch size used to give all-zero scores
         with pytest.raises(ValueError, match="batch size must be >= 1"):
             TagRecommender.load(trained_model_dir, batch_size=bad)
+
+
+def test_long_texts_are_cut_before_scoring(trained_model_dir: Path) -> None:
+    from labelrec.predict import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
+
+    rec = TagRecommender.load(trained_model_dir)
+    title = ("Brickton police station " * 100)[:MAX_TITLE_CHARS]
+    desc = ("plush bear " * 2000)[:MAX_DESCRIPTION_CHARS]
+    hostile = {"title": title + " cable" * 200_000, "description": desc + " x" * 100_000}
+    cut = {"title": title, "description": desc}
+    scores, new = rec.score([hostile, cut])
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-6)  # only the first chars count
+    assert new[0] == new[1]
+    assert rec.new_tags([hostile]) == rec.new_tags([cut])
