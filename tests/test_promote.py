@@ -241,3 +241,51 @@ def test_promote_command(
     assert champion_version() == 1
     assert cli.main(["promote", "--name", "missing", "--data", str(eval_file)]) == 2
     assert "@challenger" in capsys.readouterr().err
+
+
+def test_promotion_is_safe_against_a_flaky_registry_and_a_moving_champion(
+    trained_model_dir: Path,
+    weak_model_dir: Path,
+    eval_file: Path,
+    mlflow_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    from labelrec.mlflow import registry
+
+    client = mlflow.MlflowClient()
+    weak = register_challenger(weak_model_dir)
+    client.set_registered_model_alias(NAME, "champion", weak.version)
+    strong = register_challenger(trained_model_dir)
+
+    # A champion that cannot be read (HTTP 503) is not "no champion": nothing moves.
+    real = mlflow.MlflowClient.get_model_version_by_alias
+
+    def unavailable(self, name: str, alias: str):
+        if alias == "champion":
+            raise MlflowException("registry busy", error_code=TEMPORARILY_UNAVAILABLE)
+        return real(self, name, alias)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_model_version_by_alias", unavailable)
+    with pytest.raises(RegistryError, match="@champion of 'labelrec' cannot be read"):
+        promote(NAME, eval_file)
+    monkeypatch.setattr(mlflow.MlflowClient, "get_model_version_by_alias", real)
+    assert champion_version() == int(weak.version)
+
+    # @champion moved by someone else while the challenger was being evaluated: refused.
+    evaluate = registry._evaluate_version
+    other = register_challenger(weak_model_dir, alias="other")
+
+    def evaluate_and_move(version, alias, frame, metric):
+        out = evaluate(version, alias, frame, metric)
+        if alias == "champion":
+            client.set_registered_model_alias(NAME, "champion", other.version)
+        return out
+
+    monkeypatch.setattr(registry, "_evaluate_version", evaluate_and_move)
+    with pytest.raises(RegistryError, match="moved to version .* while version"):
+        promote(NAME, eval_file)
+    assert champion_version() == int(other.version)  # the other move stands
+    assert int(strong.version) != champion_version()

@@ -148,6 +148,20 @@ def _parse_models_uri(model_uri: str) -> tuple[str, str | None, str | None]:
     return name, version, None
 
 
+def _alias_version(client: Any, name: str, alias: str) -> ModelVersion | None:
+    """The version ``alias`` points at, or None when no version has it. Any other failure (the
+    registry unreachable, an HTTP 503) raises ``RegistryError``: a champion that cannot be read
+    is not a missing champion, which would let any first model through the gate."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise RegistryError(
+            f"@{alias} of {name!r} cannot be read ({err.error_code}): {err.message}"
+        ) from None
+
+
 def _get_version(client: Any, name: str, version: str | None, alias: str | None) -> ModelVersion:
     try:
         if alias is not None:
@@ -369,10 +383,7 @@ def promote(
     metric = _canonical(metric)
     client = mlflow.MlflowClient()
     challenger = _get_version(client, name, None, challenger_alias)
-    try:
-        champion: ModelVersion | None = client.get_model_version_by_alias(name, champion_alias)
-    except MlflowException:
-        champion = None
+    champion = _alias_version(client, name, champion_alias)
     if champion is not None and champion.version == challenger.version:
         return PromotionDecision(
             promoted=False,
@@ -410,5 +421,12 @@ def promote(
             }
         )
         if decision.promoted:
+            now = _alias_version(client, name, champion_alias)
+            if (now and now.version) != (champion and champion.version):
+                raise RegistryError(
+                    f"@{champion_alias} of {name!r} moved to version {now and now.version} while"
+                    f" version {challenger.version} was evaluated against"
+                    f" {champion and champion.version}; promote again"
+                )
             client.set_registered_model_alias(name, champion_alias, challenger.version)
         return decision
