@@ -33,8 +33,10 @@ Settings (environment): ``LABELREC_MODEL_URI``, ``LABELREC_POLL_SECONDS``,
 ``LABELREC_BACKEND`` (``auto``: ONNX Runtime on CPU where it can run, else torch; ``torch``;
 ``onnx``),
 ``LABELREC_INDEX``, ``LABELREC_CATALOG``, ``LABELREC_INTERACTIONS`` (above),
-``LABELREC_MAX_UPLOAD_MB`` (``/suggest_file`` upload cap, 512), ``LABELREC_GENERATE`` (``0``:
-leave out a model's tag generator, a decoder LLM that takes seconds per product on a CPU).
+``LABELREC_MAX_UPLOAD_MB`` (``/suggest_file`` upload cap, 512), ``LABELREC_ADMIN_TOKEN`` (the
+bearer token ``POST /reload`` requires; without it only unforced reloads are open),
+``LABELREC_GENERATE`` (``0``: leave out a model's tag generator, a decoder LLM that takes seconds
+per product on a CPU).
 
 Feedback: ``POST /feedback`` (``product``, ``accepted``, ``rejected``, ``added``, ``reviewer``)
 stores a reviewer's verdict with the model version served (:mod:`labelrec.feedback`) in the
@@ -55,6 +57,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hmac
 import logging
 import os
 import re
@@ -66,7 +69,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from fastapi import FastAPI, File, Form, UploadFile
+from fastapi import FastAPI, File, Form, Header, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
@@ -99,6 +102,7 @@ MAX_LIMIT = 100
 MAX_BATCH_PRODUCTS = env_int("LABELREC_MAX_BATCH_PRODUCTS", 256)
 MAX_BATCH_SIZE = env_int("LABELREC_MAX_BATCH_SIZE", 64)
 MAX_LATENCY_MS = env_int("LABELREC_MAX_LATENCY_MS", 10_000)
+ADMIN_TOKEN_ENV = "LABELREC_ADMIN_TOKEN"
 MAX_UPLOAD_BYTES = env_int("LABELREC_MAX_UPLOAD_MB", 512) << 20
 FILE_CHUNK = 256  # products scored per step of /suggest_file
 
@@ -809,13 +813,33 @@ class LabelRec:
         return out
 
     @http_app.post("/reload", response_model=ReloadOut, tags=["labelrec"])
-    async def reload(self, force: bool = False) -> ReloadOut | JSONResponse:
+    async def reload(
+        self, force: bool = False, authorization: Annotated[str | None, Header()] = None
+    ) -> ReloadOut | JSONResponse:
         """Load the version the model URI names now (registry alias or directory) if it changed.
 
-        409 when the new version fails to load or to score: the old one keeps serving."""
-        result = ReloadOut(**dataclasses.asdict(await asyncio.to_thread(self.holder.reload, force)))
-        if result.status == "refused":
-            return JSONResponse(result.model_dump(), status_code=409)
+        With `LABELREC_ADMIN_TOKEN` set, the header `Authorization: Bearer <token>` is required
+        (401 otherwise); `force=true` (load even an unchanged version) needs that token. 409 when
+        the new version fails to load or to score (the old one keeps serving), 429 while another
+        reload runs."""
+        token = os.environ.get(ADMIN_TOKEN_ENV, "")
+        if token and not hmac.compare_digest(
+            (authorization or "").encode(), f"Bearer {token}".encode()
+        ):
+            return _error(
+                401, f"POST /reload needs the header Authorization: Bearer <{ADMIN_TOKEN_ENV}>"
+            )
+        if force and not token:
+            return _error(
+                403,
+                f"force=true needs {ADMIN_TOKEN_ENV} set on the service and sent as a bearer token",
+            )
+        done = await asyncio.to_thread(self.holder.reload, force, False)
+        result = ReloadOut(**dataclasses.asdict(done))
+        if result.status in ("refused", "busy"):
+            return JSONResponse(
+                result.model_dump(), status_code=409 if result.status == "refused" else 429
+            )
         return result
 
     @http_app.get("/docs", include_in_schema=False, response_model=None)

@@ -227,43 +227,50 @@ class ModelHolder:
             return self.current.version if self.current else self.uri
         return registry_version(self.uri)
 
-    def reload(self, force: bool = False) -> Reload:
+    def reload(self, force: bool = False, wait: bool = True) -> Reload:
         """Load the version the URI names now when it differs from the current one (or always
         with ``force``), probe it and swap it in; on failure keep the current one.
 
-        A version once refused is not tried again (by polls) until it changes or ``force``."""
-        with self._lock:
-            self.last_check = time.time()
-            old = self.current
-            old_version = old.version if old else None
-            latest = None
-            try:
-                latest = self.latest_version()
-                if not force and old is not None and latest == old.version:
-                    return Reload(status="unchanged", model_version=old_version)
-                if not force and latest == self._refused_version:
-                    return Reload(
-                        status="refused", model_version=old_version, error=self.last_error
-                    )
-                rec, version, info = self.loader(self.uri)
-                probe(rec)
-                snap = Snapshot(rec, version, info, self._generation + 1, time.time())
-                for name, build in self.extensions.items():
-                    snap.extras[name] = build(snap)
-            except Exception as err:  # any failure refuses the version, the old one serves on
-                self.refused += 1
-                self._refused_version = latest
-                self.last_error = f"{type(err).__name__}: {err}"
-                logger.error("model %s refused: %s", self.uri, self.last_error)
+        A version once refused is not tried again (by polls) until it changes or ``force``.
+        ``wait=False``: while another reload runs, return at once with status "busy"."""
+        if not self._lock.acquire(blocking=wait):
+            current = self.current.version if self.current else None
+            return Reload(status="busy", model_version=current, error="a reload is running")
+        try:
+            return self._reload(force)
+        finally:
+            self._lock.release()
+
+    def _reload(self, force: bool) -> Reload:
+        self.last_check = time.time()
+        old = self.current
+        old_version = old.version if old else None
+        latest = None
+        try:
+            latest = self.latest_version()
+            if not force and old is not None and latest == old.version:
+                return Reload(status="unchanged", model_version=old_version)
+            if not force and latest == self._refused_version:
                 return Reload(status="refused", model_version=old_version, error=self.last_error)
-            self._generation = snap.generation
-            self._alive[snap.generation] = snap
-            self.current = snap  # one reference assignment: atomic for readers
-            self.last_error = None
-            self._refused_version = None
-            self.reloads += old is not None
-            logger.info("serving %s version %s (was %s)", self.uri, version, old_version)
-            return Reload(status="reloaded", model_version=version, previous_version=old_version)
+            rec, version, info = self.loader(self.uri)
+            probe(rec)
+            snap = Snapshot(rec, version, info, self._generation + 1, time.time())
+            for name, build in self.extensions.items():
+                snap.extras[name] = build(snap)
+        except Exception as err:  # any failure refuses the version, the old one serves on
+            self.refused += 1
+            self._refused_version = latest
+            self.last_error = f"{type(err).__name__}: {err}"
+            logger.error("model %s refused: %s", self.uri, self.last_error)
+            return Reload(status="refused", model_version=old_version, error=self.last_error)
+        self._generation = snap.generation
+        self._alive[snap.generation] = snap
+        self.current = snap  # one reference assignment: atomic for readers
+        self.last_error = None
+        self._refused_version = None
+        self.reloads += old is not None
+        logger.info("serving %s version %s (was %s)", self.uri, version, old_version)
+        return Reload(status="reloaded", model_version=version, previous_version=old_version)
 
     def get(self, generation: int | None) -> Snapshot:
         """The snapshot of ``generation`` while a request holds it, else the current one."""

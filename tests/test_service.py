@@ -194,6 +194,25 @@ def test_reload_switches_atomically_and_refuses_broken_versions(
     assert svc.model()["last_error"] is None and svc.model()["reloads"] == 2
 
 
+def test_reload_needs_the_admin_token(
+    make_service, current: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = make_service(current)
+    assert run(svc.reload()).status == "unchanged"  # no token set: a plain check is open
+    assert run(svc.reload(force=True)).status_code == 403  # a forced load is not
+    monkeypatch.setenv("LABELREC_ADMIN_TOKEN", "s3cret")
+    assert run(svc.reload()).status_code == 401
+    assert run(svc.reload(authorization="Bearer wrong")).status_code == 401
+    forced = run(svc.reload(force=True, authorization="Bearer s3cret"))
+    assert forced.status == "reloaded"
+    svc.holder._lock.acquire()  # another reload is running: answer at once, do not queue
+    try:
+        busy = run(svc.reload(authorization="Bearer s3cret"))
+    finally:
+        svc.holder._lock.release()
+    assert busy.status_code == 429 and b"a reload is running" in busy.body
+
+
 def test_extensions_are_built_per_version(current: Path, models: dict[str, Path]) -> None:
     holder = ModelHolder(str(current))
     holder.extensions["n_tags"] = lambda snap: len(snap.recommender.tags)
