@@ -129,9 +129,19 @@ def test_probes_endpoints_and_metrics(http: httpx.Client) -> None:
     assert http.get("/tags").json()["count"] == len(http.get("/tags").json()["tags"]) > 0
     assert http.get("/model").json()["version"] == one.json()["model_version"]
     assert "/suggest_file" in http.get("/docs.json").json()["paths"]
-    with ThreadPoolExecutor(8) as pool:  # overlapping requests go through the batcher
+    with ThreadPoolExecutor(8) as pool:  # overlapping requests share forward passes
         answers = pool.map(lambda _: http.post("/suggest", json=curl).status_code, range(32))
         assert set(answers) == {200}
+    items = [
+        {"title": "lego", "limit": 2, "threshold": 0},
+        {"title": "bear", "limit": 1, "threshold": 0},
+    ]
+    with ThreadPoolExecutor(4) as pool:  # products with their own options: adaptive batching
+        answers = list(
+            pool.map(lambda _: http.post("/suggest_items", json={"items": items}), range(8))
+        )
+    assert all(a.status_code == 200 for a in answers)
+    assert [len(r["tags"]) for r in answers[0].json()] == [2, 1]
     metrics = http.get("/metrics")
     assert metrics.status_code == 200
     assert 'endpoint="/suggest"' in metrics.text  # BentoML's request counters
