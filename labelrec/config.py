@@ -66,6 +66,19 @@ class DataConfig:
     tag_delimiter: str = field(
         default="|", metadata={"help": "Separator of tags within a string cell."}
     )
+    rejected_column: str | None = field(
+        default="rejected",
+        metadata={
+            "help": "Column of tags reviewers rejected (known negatives); read where present."
+        },
+    )
+    feedback: str | None = field(
+        default=None,
+        metadata={
+            "help": "Reviewed catalog (`labelrec feedback export`): it replaces training products"
+            " with the same id and adds the others; rejected tags are known negatives."
+        },
+    )
     hierarchy_separator: str | None = field(
         default=None,
         metadata={"help": "Separator of category paths, e.g. ' > ': one tag per path prefix."},
@@ -170,6 +183,12 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "Steps accumulated per optimizer update."})
     lr: float = field(default=3e-4, metadata={"help": "Learning rate of backbone / LoRA weights."})
     head_lr: float = field(default=1e-2, metadata={"help": "Learning rate of the tag head."})
+    negative_weight: float = field(
+        default=2.0,
+        metadata={
+            "help": "Loss weight of a tag a reviewer rejected for a product (other absent tags: 1)."
+        },
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Share of updates warming up."})
     scheduler: str = field(
@@ -202,6 +221,7 @@ class TrainConfig:
         _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
         _check(self.lr > 0, "train.lr", "must be > 0")
         _check(self.head_lr > 0, "train.head_lr", "must be > 0")
+        _check(self.negative_weight > 0, "train.negative_weight", "must be > 0")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0: off)")
         _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")

@@ -75,6 +75,7 @@ class Product:
     title: str
     description: str = ""
     tags: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # tags a reviewer rejected: known negatives
 
 
 class CatalogError(ValueError):
@@ -272,7 +273,13 @@ def _parse_product(record: dict[str, Any], cfg: DataConfig, require_tags: bool) 
     tags = _product_tags(record, cfg)
     if require_tags and not tags:
         raise _RowError(", ".join(cfg.tag_columns), "no tags")
-    return Product(id=pid, title=title, description=description, tags=tags)
+    rejected: list[str] = []
+    if cfg.rejected_column:
+        raw = record.get(cfg.rejected_column, _MISSING)
+        if raw is not _MISSING:
+            items = (_norm_ws(t) for t in _tag_items(raw, cfg.rejected_column, cfg.tag_delimiter))
+            rejected = [t for t in dict.fromkeys(items) if t and t not in tags]
+    return Product(id=pid, title=title, description=description, tags=tags, rejected=rejected)
 
 
 # --------------------------------------------------------------------------- files and formats
@@ -327,6 +334,7 @@ def _wanted_columns(
     add(cfg.description_column, False)
     for column in cfg.tag_columns:
         add(column, need_tags)
+    add(cfg.rejected_column, False)
     return wanted
 
 

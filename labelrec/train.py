@@ -7,6 +7,7 @@ writes files and reports to the tracker.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from labelrec import data as data_mod
 from labelrec import metrics
-from labelrec.config import Config, config_to_dict
+from labelrec.config import Config, DataConfig, config_to_dict
 from labelrec.evaluate import evaluate_scores_on
 from labelrec.model import (
     THRESHOLDS_FILE,
@@ -78,10 +79,40 @@ class Splits:
     train_source: str
     valid_source: str
     skipped: list[str] = field(default_factory=list)
+    feedback: list[data_mod.Product] = field(default_factory=list)  # reviewed, merged into train
+    feedback_source: str | None = None
+
+
+def merge_feedback(splits: Splits, path: str, hierarchy_separator: str | None = None) -> Splits:
+    """``splits`` with the reviewed products of ``path`` (a ``labelrec feedback export``
+    catalog) in train: each replaces the training product with its id, or joins train. Reviewed
+    products whose id is in valid stay out of train (valid measures the model). Category paths
+    are expanded with ``hierarchy_separator`` as the training catalog's were."""
+    cfg = DataConfig(hierarchy_separator=hierarchy_separator)
+    reviewed = data_mod.read_catalog(path, cfg, require_tags=False)
+    valid_ids = {p.id for p in splits.valid}
+    by_id = {p.id: p for p in reviewed.products if p.id not in valid_ids}
+    train = [by_id.pop(p.id, p) for p in splits.train] + list(by_id.values())
+    return dataclasses.replace(
+        splits,
+        train=train,
+        train_source=f"{splits.train_source} + feedback {path}",
+        skipped=splits.skipped + list(reviewed.skipped),
+        feedback=[p for p in reviewed.products if p.id not in valid_ids],
+        feedback_source=str(path),
+    )
 
 
 def load_splits(cfg: Config, require_tags: bool = True) -> Splits:
-    """Train and valid products: from files, or the built-in demo catalog when none is given."""
+    """Train and valid products: from files, or the built-in demo catalog when none is given;
+    with ``data.feedback``, the reviewed products merged into train (``merge_feedback``)."""
+    splits = _read_splits(cfg, require_tags)
+    if cfg.data.feedback:
+        splits = merge_feedback(splits, cfg.data.feedback, cfg.data.hierarchy_separator)
+    return splits
+
+
+def _read_splits(cfg: Config, require_tags: bool) -> Splits:
     dcfg = cfg.data
     if dcfg.train is None:
         from labelrec.demo import generate_catalog
@@ -127,11 +158,13 @@ def bucketed_batches(
 
 
 class EncodedSet(torch.utils.data.Dataset):
-    """Token ids and multi-hot labels of a product list."""
+    """Token ids and multi-hot labels of a product list; with ``negatives`` (the tags reviewers
+    rejected) a label row holds -1 there."""
 
-    def __init__(self, token_ids: list[list[int]], labels: Any) -> None:
+    def __init__(self, token_ids: list[list[int]], labels: Any, negatives: Any = None) -> None:
         self.token_ids = token_ids
         self.labels = labels.tocsr() if labels is not None else None
+        self.negatives = negatives.tocsr() if negatives is not None and negatives.nnz else None
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -140,7 +173,21 @@ class EncodedSet(torch.utils.data.Dataset):
         row = None
         if self.labels is not None:
             row = self.labels[i].toarray()[0]
+            if self.negatives is not None:
+                row = row - self.negatives[i].toarray()[0]
         return i, self.token_ids[i], row
+
+
+def weighted_bce(
+    logits: torch.Tensor, labels: torch.Tensor, negative_weight: float
+) -> torch.Tensor:
+    """Mean binary cross-entropy; a label of -1 (a rejected tag) is a negative weighted
+    ``negative_weight`` (the same as ``BCEWithLogitsLoss`` when there is none)."""
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, (labels > 0).to(logits.dtype), reduction="none"
+    )
+    weight = torch.where(labels < 0, negative_weight, 1.0).to(loss.dtype)
+    return (loss * weight).mean()
 
 
 def make_collate(pad_id: int, padding_side: str) -> Callable:
@@ -245,7 +292,8 @@ class TagTrainer:
             [p.description for p in self.valid_products],
             max_len,
         )
-        self.train_set = EncodedSet(self.train_ids, y_train)
+        negatives = self.vocab.encode([p.rejected for p in self.train_products])
+        self.train_set = EncodedSet(self.train_ids, y_train, negatives)
         self.collate = make_collate(self.tokenizer.pad_token_id, self.padding_side)
 
         head_params = list(self.model.head.parameters())
@@ -313,6 +361,10 @@ class TagTrainer:
             self.tracker.log_dataset(
                 "valid", splits.valid_source, self.valid_products, len(self.vocab)
             )
+            if splits.feedback_source:
+                self.tracker.log_dataset(
+                    "feedback", splits.feedback_source, splits.feedback, len(self.vocab)
+                )
 
     def complete_checkpoints(self) -> list[Path]:
         """``epoch-N`` checkpoints with their state file, oldest first (a checkpoint cut short,
@@ -369,7 +421,12 @@ class TagTrainer:
             for batch in loader:
                 with acc.accumulate(self.model):
                     logits = self.model(batch["input_ids"], batch["attention_mask"])
-                    loss = loss_fn(logits.float(), batch["labels"].float())
+                    if self.train_set.negatives is None:
+                        loss = loss_fn(logits.float(), batch["labels"].float())
+                    else:
+                        loss = weighted_bce(
+                            logits.float(), batch["labels"].float(), tcfg.negative_weight
+                        )
                     acc.backward(loss)
                     if acc.sync_gradients:
                         if tcfg.max_grad_norm > 0:

@@ -178,3 +178,88 @@ def test_post_feedback_stores_the_review_with_the_served_version(
     assert bad.status_code == 400 and b"also accepted" in bad.body
     with pytest.raises(RuntimeError, match="LABELREC_FEEDBACK_URI: feedback database"):
         make_service(trained_model_dir, LABELREC_FEEDBACK_URI="nonsense")
+
+
+# ------------------------------------------------------------------ training from feedback
+
+
+def test_catalogs_read_rejected_tags_as_known_negatives(tmp_path: Path) -> None:
+    rows = [
+        {"id": "1", "title": "bear", "tags": ["Toys"], "rejected": ["Books", "Toys", "Books"]},
+        {"id": "2", "title": "kite", "tags": "Toys|Outdoor", "rejected": "Books|Garden"},
+        {"id": "3", "title": "ball", "tags": ["Toys"]},
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    products = read_catalog(path).products
+    assert [p.rejected for p in products] == [["Books"], ["Books", "Garden"], []]
+    from labelrec.config import DataConfig
+
+    assert read_catalog(path, DataConfig(rejected_column=None)).products[0].rejected == []
+    path.write_text(json.dumps({**rows[0], "rejected": [{"x": 1}]}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 1, field 'rejected'"):
+        read_catalog(path)
+
+
+def test_feedback_merges_into_train_but_never_into_valid(tmp_path: Path) -> None:
+    from labelrec.data import Product
+    from labelrec.train import Splits, merge_feedback
+
+    train = [Product("t1", "bear", tags=["Toys"]), Product("t2", "kite", tags=["Toys"])]
+    valid = [Product("v1", "ball", tags=["Toys"])]
+    reviewed = tmp_path / "reviewed.jsonl"
+    rows = [
+        {"id": "t2", "title": "kite", "tags": ["Toys > Outdoor"], "rejected": ["Books"]},
+        {"id": "n1", "title": "new one", "tags": ["Garden"], "rejected": []},
+        {"id": "v1", "title": "ball", "tags": ["Books"], "rejected": ["Toys"]},
+    ]
+    reviewed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    merged = merge_feedback(Splits(train, valid, "train.jsonl", "valid.jsonl"), reviewed, " > ")
+    assert [p.id for p in merged.train] == ["t1", "t2", "n1"]
+    assert merged.train[1].tags == ["Toys", "Toys > Outdoor"]  # paths expanded like train's
+    assert merged.train[1].rejected == ["Books"]
+    assert merged.valid == valid and [p.id for p in merged.feedback] == ["t2", "n1"]
+    assert merged.train_source == f"train.jsonl + feedback {reviewed}"
+
+
+def test_rejected_tags_weigh_more_in_the_loss() -> None:
+    import torch
+
+    from labelrec.train import weighted_bce
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]])
+    plain = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    reference = torch.nn.BCEWithLogitsLoss()(logits, plain)
+    torch.testing.assert_close(weighted_bce(logits, plain, 3.0), reference)  # no -1: the same
+    with_rejected = plain.clone()
+    with_rejected[0, 2] = -1.0  # product 0 rejected tag 2
+    each = torch.nn.functional.binary_cross_entropy_with_logits(logits, plain, reduction="none")
+    expected = (each.sum() + 2.0 * each[0, 2]) / each.numel()
+    torch.testing.assert_close(weighted_bce(logits, with_rejected, 3.0), expected)
+
+
+def test_train_with_feedback(tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path) -> None:
+    from conftest import tiny_config
+
+    from labelrec.data import TagVocab
+    from labelrec.train import train
+
+    base = read_catalog(toy_data_dir / "train.jsonl").products
+    rows = [
+        {"id": base[0].id, "title": base[0].title, "tags": base[0].tags + ["reviewed:yes"],
+         "rejected": [t for p in base[1:] for t in p.tags if t not in base[0].tags][:2]},
+        {"id": "fb-new", "title": "hand-tagged plush bear", "tags": ["reviewed:yes"],
+         "rejected": []},
+    ]  # fmt: skip
+    reviewed = tmp_path / "reviewed.jsonl"
+    reviewed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "m"
+    cfg = tiny_config(
+        tiny_backbone, toy_data_dir, out, f"data.feedback={reviewed}", "train.negative_weight=4"
+    )
+    result = train(cfg, progress=False)
+    vocab = TagVocab.load(out / "tags.json")
+    assert "reviewed:yes" in vocab.index  # an added tag becomes part of the vocabulary
+    assert math.isfinite(result.history[-1]["train_loss"])
+    with pytest.raises(ValueError, match="train.negative_weight: must be > 0"):
+        tiny_config(tiny_backbone, toy_data_dir, out, "train.negative_weight=0")
