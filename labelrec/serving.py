@@ -120,11 +120,15 @@ def index_extension(
             if path is None:
                 return None
             engine, source = ProductSearch.load(path, rec), str(path)
-        if engine.index.n_model_tags != len(rec.vocab):
+        index_tags = list(engine.index.tags[: engine.index.n_model_tags])
+        if index_tags != list(rec.vocab.tags):  # the same tags in the same order, not a count
+            same = len(index_tags) == len(rec.vocab)
             raise ValueError(
                 f"product index {source} was built with a model of "
-                f"{engine.index.n_model_tags} tags, model version {snap.version} has "
-                f"{len(rec.vocab)}: rebuild it (labelrec index-build) or set LABELREC_CATALOG"
+                f"{engine.index.n_model_tags} tags"
+                + (" (other tags or another order)" if same else "")
+                + f", model version {snap.version} has {len(rec.vocab)}: rebuild it"
+                " (labelrec index-build) or set LABELREC_CATALOG"
             )
         if interactions:
             engine.set_interactions(interactions)

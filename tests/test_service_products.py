@@ -149,6 +149,17 @@ def test_an_index_from_another_model_is_refused(
     result = holder.reload(force=True)
     assert result.status == "refused" and "rebuild it" in result.error
 
+    # The same number of tags, two of them swapped: another model's index all the same.
+    swapped = shutil.copytree(service_index, tmp_path / "swapped")
+    tags = json.loads((swapped / "tags.json").read_text())
+    names = tags["tags"]
+    names[0], names[1] = names[1], names[0]
+    (swapped / "tags.json").write_text(json.dumps(tags))
+    holder = ModelHolder(str(trained_model_dir))
+    holder.extensions["index"] = index_extension(str(swapped))
+    result = holder.reload(force=True)
+    assert result.status == "refused" and "other tags or another order" in result.error
+
 
 def test_index_logged_with_the_champion_is_served(
     registry: Path, make_service, trained_model_dir: Path, service_index: Path
