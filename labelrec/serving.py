@@ -120,9 +120,10 @@ def index_extension(
             if path is None:
                 return None
             engine, source = ProductSearch.load(path, rec), str(path)
-        index_tags = list(engine.index.tags[: engine.index.n_model_tags])
-        if index_tags != list(rec.vocab.tags):  # the same tags in the same order, not a count
-            same = len(index_tags) == len(rec.vocab)
+        n_index = engine.index.n_model_tags
+        same = n_index == len(rec.vocab)
+        if not same or list(engine.index.tags[:n_index]) != list(rec.vocab.tags):
+            # the same tags in the same order, not only as many
             raise ValueError(
                 f"product index {source} was built with a model of "
                 f"{engine.index.n_model_tags} tags"
