@@ -535,9 +535,15 @@ class LabelRec:
         return self.holder.get(None)
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
-    def suggest_items(self, items: list[ItemIn]) -> list[Suggestions]:
-        """Adaptive-batching core of /suggest and /suggest_batch: one entry per product with its
-        own `limit` and `threshold`. Concurrent calls are merged into one model batch."""
+    def suggest_items(
+        self,
+        items: Annotated[
+            list[ItemIn],
+            Field(max_length=MAX_BATCH_PRODUCTS, description=f"Up to {MAX_BATCH_PRODUCTS} items."),
+        ],
+    ) -> list[Suggestions]:
+        """Products each with its own `limit` and `threshold` (at most 256 a request, as
+        /suggest_batch). Concurrent calls are merged into one model batch."""
         out: list[Suggestions | None] = [None] * len(items)
         groups: dict[int, list[int]] = {}
         snaps: dict[int, Snapshot] = {}

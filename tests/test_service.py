@@ -348,6 +348,7 @@ BAD_JSON = [
     ("/suggest_batch", {"products": {"title": "x"}}, "array"),
     ("/suggest_batch", {"products": [{"title": "ok"}, {"title": ""}]}, "products"),
     ("/suggest_batch", {"products": [{"title": f"t{i}"} for i in range(257)]}, "at most 256"),
+    ("/suggest_items", {"items": [{"title": f"t{i}"} for i in range(257)]}, "at most 256"),
 ]
 
 
