@@ -26,6 +26,7 @@ def _load_recommender(args: argparse.Namespace) -> Any:
         batch_size=args.batch_size,
         backend=getattr(args, "backend", "auto"),
         generate=not getattr(args, "no_generate", False),
+        rules=getattr(args, "rules", None),
     )
 
 
@@ -405,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--no-generate",
             action="store_true",
             help="leave out the tag generator (a decoder LLM: seconds per product on a CPU)",
+        )
+        p.add_argument(
+            "--rules",
+            default=None,
+            help="rules file (deny, rename, allow, max_per_facet) for the suggestions;"
+            " default: the model's own rules.yaml",
         )
 
     p = sub.add_parser("train", help="fine-tune a tagger")

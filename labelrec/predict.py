@@ -137,6 +137,7 @@ class TagRecommender:
         self.lexical: Any = None  # labelrec.lexical.LexicalModel fused into the scores, if saved
         self.runner: OnnxTagModel | None = None  # runs the model instead of torch when set
         self.generator: Any = None  # labelrec.generate.TagGenerator voting in the fusion, if saved
+        self.rules: Any = None  # labelrec.rules.Rules applied when ranking, if any
 
     @property
     def backend(self) -> str:
@@ -153,8 +154,12 @@ class TagRecommender:
         num_threads: int | None = None,
         backend: str = "auto",
         generate: bool = True,
+        rules: str | Path | None = None,
     ) -> TagRecommender:
         """Load a model directory.
+
+        ``rules``: a rules file (``labelrec.rules``) for ranking; None: the directory's own
+        ``rules.yaml`` when it has one.
 
         ``generate=False`` leaves out a saved tag generator (a decoder LLM: seconds per product on
         a CPU); the other voters' fusion is unchanged.
@@ -200,6 +205,12 @@ class TagRecommender:
             from labelrec.generate import TagGenerator
 
             rec.generator = TagGenerator.load(model_dir, vocab, device)
+        from labelrec.rules import RULES_FILE, Rules
+
+        if rules is not None:
+            rec.rules = Rules.load(rules)
+        elif (model_dir / RULES_FILE).is_file():
+            rec.rules = Rules.load(model_dir / RULES_FILE)
         return rec
 
     @property
@@ -293,20 +304,26 @@ class TagRecommender:
         limit: int = 10,
         threshold: float | None = None,
         new_tags: list[dict[str, float]] | None = None,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
     ) -> list[list[Suggestion]]:
         """Top ``limit`` tags per row of ``scores`` that pass the threshold, best first.
 
         ``new_tags`` (from ``new_tags()``) are ranked with them as ``known=False`` suggestions.
+        The model's ``rules`` (``labelrec.rules``) apply, and a request's own ``include`` and
+        ``exclude`` tag patterns narrow them.
         """
         if limit < 1:
             raise ValueError("limit must be >= 1")
         cut = self.thresholds(threshold)
         new_cut = float(threshold) if threshold is not None else self.new_tag_threshold
-        total = limit
-        limit = min(limit, scores.shape[1])
         out: list[list[Suggestion]] = []
         if scores.shape[0] == 0:
             return out
+        if self.rules is not None or include or exclude:
+            return self._rank_with_rules(scores, limit, cut, new_cut, new_tags, include, exclude)
+        total = limit
+        limit = min(limit, scores.shape[1])
         top = np.argpartition(-scores, limit - 1, axis=1)[:, :limit]
         for i, (row, cand) in enumerate(zip(scores, top, strict=True)):
             cand = cand[np.argsort(-row[cand], kind="stable")]
@@ -321,6 +338,33 @@ class TagRecommender:
             out.append(ranked)
         return out
 
+    def _rank_with_rules(
+        self,
+        scores: np.ndarray,
+        limit: int,
+        cut: np.ndarray,
+        new_cut: float,
+        new_tags: list[dict[str, float]] | None,
+        include: list[str] | None,
+        exclude: list[str] | None,
+    ) -> list[list[Suggestion]]:
+        """``rank`` when rules or request patterns apply: every tag that passes its threshold is
+        a candidate (a denied top tag must not hide the next ones), then the rules decide."""
+        from labelrec.rules import Rules
+
+        rules = self.rules or Rules()
+        out = []
+        for i, row in enumerate(scores):
+            passing = np.flatnonzero(row >= cut)
+            passing = passing[np.argsort(-row[passing], kind="stable")]
+            ranked = [Suggestion(self.vocab.tags[j], float(row[j])) for j in passing]
+            if new_tags is not None and new_tags[i]:
+                ranked += [
+                    Suggestion(t, float(v), False) for t, v in new_tags[i].items() if v >= new_cut
+                ]
+            out.append(rules.apply(ranked, include, exclude)[:limit])
+        return out
+
     @property
     def new_tag_threshold(self) -> float:
         """Score a new (open-vocabulary) tag needs by default; tuned on valid."""
@@ -329,12 +373,18 @@ class TagRecommender:
         return self.lexical.new_threshold if self.lexical is not None else 1.0
 
     def recommend(
-        self, products: list[Any], limit: int = 10, threshold: float | None = None
+        self,
+        products: list[Any],
+        limit: int = 10,
+        threshold: float | None = None,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
     ) -> list[list[Suggestion]]:
         """Ranked tags with scores for each product.
 
         ``threshold=None`` uses the per-tag thresholds tuned on valid; a number applies one global
-        cut-off (0 returns the top ``limit`` whatever their scores).
+        cut-off (0 returns the top ``limit`` whatever their scores). The model's rules apply;
+        ``include`` / ``exclude`` tag patterns (``brand:*``) narrow them for this call.
         """
         scores, new = self.score(products)
-        return self.rank(scores, limit, threshold, new)
+        return self.rank(scores, limit, threshold, new, include, exclude)

@@ -179,6 +179,16 @@ Threshold = Annotated[
 ]
 
 
+Patterns = Annotated[
+    list[StrictStr] | None,
+    Field(
+        max_length=MAX_LIMIT,
+        description="Tag patterns (`brand:*`, `Toys > *`): only tags matching one (include) or"
+        " none (exclude) of them.",
+    ),
+]
+
+
 class ItemIn(ProductIn):
     """A product with its own options, as batched by ``/suggest_items``."""
 
@@ -313,13 +323,16 @@ def rank_items(
     items: list[Any],
     limit: int,
     threshold: float | None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
 ) -> list[Suggestions]:
-    """Suggestions for scored ``items`` (each with its ``id``), ranked with ``limit`` and
-    ``threshold``: the per-request options, applied after the shared forward pass."""
+    """Suggestions for scored ``items`` (each with its ``id``), ranked with ``limit``,
+    ``threshold`` and the ``include`` / ``exclude`` patterns: the per-request options, applied
+    after the shared forward pass (with the model's rules)."""
     rec = snap.recommender
     out = []
     for row, new, item in zip(scores, new_tags, items, strict=True):
-        tags = rec.rank(row[None, :], limit, threshold, [new])[0]
+        tags = rec.rank(row[None, :], limit, threshold, [new], include, exclude)[0]
         out.append(
             Suggestions(
                 id=None if item.id is None else str(item.id),
@@ -558,22 +571,34 @@ class LabelRec:
         return out  # type: ignore[return-value]
 
     async def _suggest(
-        self, products: list[ProductIn], limit: int, threshold: float | None
+        self,
+        products: list[ProductIn],
+        limit: int,
+        threshold: float | None,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
     ) -> tuple[Snapshot, list[Suggestions]]:
         snap = self._pin()  # held until the answer is back: a reload meanwhile does not touch it
         if not products:
             return snap, []
         texts = [{"title": p.title, "description": p.description} for p in products]
         scores, new_tags = await self.batcher.score(snap, texts)
-        return snap, rank_items(snap, scores, new_tags, products, limit, threshold)
+        ranked = rank_items(snap, scores, new_tags, products, limit, threshold, include, exclude)
+        return snap, ranked
 
     @bentoml.api
     async def suggest(
-        self, product: ProductIn, limit: Limit = 10, threshold: Threshold = None
+        self,
+        product: ProductIn,
+        limit: Limit = 10,
+        threshold: Threshold = None,
+        include: Patterns = None,
+        exclude: Patterns = None,
     ) -> Suggestions:
-        """Ranked tags with scores for one product."""
+        """Ranked tags with scores for one product (`include` / `exclude`: tag patterns such as
+        `brand:*` that narrow the service's rules for this request)."""
         try:
-            _, results = await self._suggest([product], limit, threshold)
+            _, results = await self._suggest([product], limit, threshold, include, exclude)
         except ServiceError as err:
             return _error(err.status, err.message)  # type: ignore[return-value]
         return results[0]
@@ -593,10 +618,12 @@ class LabelRec:
         ],
         limit: Limit = 10,
         threshold: Threshold = None,
+        include: Patterns = None,
+        exclude: Patterns = None,
     ) -> BatchSuggestions:
         """Ranked tags for each of a list of products, in input order."""
         try:
-            snap, results = await self._suggest(products, limit, threshold)
+            snap, results = await self._suggest(products, limit, threshold, include, exclude)
         except ServiceError as err:
             return _error(err.status, err.message)  # type: ignore[return-value]
         return BatchSuggestions(results=results, model_version=snap.version)

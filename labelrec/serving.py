@@ -160,8 +160,10 @@ class ModelHolder:
         loader: Loader | None = None,
         backend: str = "auto",
         generate: bool = True,
+        rules: str | None = None,
     ) -> None:
         self.uri = uri
+        self.rules = rules  # a rules file replacing the model's own (LABELREC_RULES)
         self.poll_seconds = poll_seconds
         self.quantize = quantize
         self.num_threads = num_threads
@@ -198,6 +200,11 @@ class ModelHolder:
         generate = os.environ.get("LABELREC_GENERATE", "").strip().lower() or "1"
         if generate not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             raise ValueError(f"LABELREC_GENERATE={generate!r}: expected 1/true or 0/false")
+        rules = os.environ.get("LABELREC_RULES", "").strip() or None
+        if rules is not None:  # a file that does not parse stops the start-up, naming its line
+            from labelrec.rules import Rules
+
+            Rules.load(rules)
         return cls(
             uri,
             poll_seconds,
@@ -205,6 +212,7 @@ class ModelHolder:
             threads,
             backend=backend,
             generate=generate not in ("0", "false", "no", "off"),
+            rules=rules,
         )
 
     # -- loading
@@ -215,6 +223,7 @@ class ModelHolder:
             "num_threads": self.num_threads,
             "backend": self.backend,
             "generate": self.generate,
+            "rules": self.rules,
         }
 
     def _load(self, uri: str) -> tuple[TagRecommender, str, dict[str, Any]]:
@@ -335,6 +344,7 @@ class ModelHolder:
                     "max_length": rec.max_length,
                     "quantized": self.quantize,
                     "backend": rec.backend,
+                    "rules": rec.rules.source if rec.rules is not None else None,
                     "generator": None
                     if rec.generator is None
                     else {

@@ -1,0 +1,152 @@
+"""Rules that keep people in control of suggestions: tags never to suggest, variants merged into
+one tag, the only tags allowed, and at most so many tags of a facet.
+
+A rules file is YAML::
+
+    deny: ["Books", "brand:Generic*"]        # never suggested (shell-style patterns)
+    rename: {"brand:LEGO": "brand:Lego"}      # a variant merged into one tag (the best score)
+    allow: ["brand:*", "Toys*"]               # when given: only tags matching one of these
+    max_per_facet: {"brand:": 1}              # at most this many tags starting with the prefix
+
+The same rules apply wherever suggestions are ranked (``TagRecommender.rank``): the CLI, batch
+scoring, the service and the MLflow model. A model directory may carry its own ``rules.yaml``;
+``--rules`` (CLI) and ``LABELREC_RULES`` (service) replace it. A request may narrow them further
+with ``include`` and ``exclude`` patterns.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+RULES_FILE = "rules.yaml"
+_KEYS = ("deny", "rename", "allow", "max_per_facet")
+
+
+class RulesError(ValueError):
+    """A rules file that does not parse or holds a bad value (names the file, line and key)."""
+
+
+class Ranked(Protocol):
+    tag: str
+    score: float
+    known: bool
+
+
+def _patterns(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    items = list(patterns)
+    if not items:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in items))
+
+
+@dataclass
+class Rules:
+    """What may be suggested; see the module docstring for the file format."""
+
+    deny: list[str] = field(default_factory=list)
+    rename: dict[str, str] = field(default_factory=dict)
+    allow: list[str] = field(default_factory=list)
+    max_per_facet: dict[str, int] = field(default_factory=dict)
+    source: str | None = None  # the file the rules came from
+
+    def __post_init__(self) -> None:
+        where = f"{self.source}: " if self.source else ""
+        for key in ("deny", "allow"):
+            value = getattr(self, key)
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise RulesError(f"{where}{key}: expected a list of tag patterns, got {value!r}")
+        if not isinstance(self.rename, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and v for k, v in self.rename.items()
+        ):
+            raise RulesError(f"{where}rename: expected a mapping of tag -> tag")
+        if not isinstance(self.max_per_facet, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in self.max_per_facet.items()
+        ):
+            raise RulesError(f"{where}max_per_facet: expected a mapping of prefix -> count >= 0")
+        self._deny = _patterns(self.deny)
+        self._allow = _patterns(self.allow)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Rules:
+        """Rules from a YAML file; a file that does not parse names its line."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise RulesError(f"rules file {path}: {err.strerror or err}") from None
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f", line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err)
+            raise RulesError(f"rules file {path}{line}: not valid YAML: {problem}") from None
+        if not isinstance(tree, dict):
+            raise RulesError(f"rules file {path}: expected a mapping with {', '.join(_KEYS)}")
+        unknown = sorted(set(tree) - set(_KEYS))
+        if unknown:
+            raise RulesError(
+                f"rules file {path}: unknown key {unknown[0]!r} (known: {', '.join(_KEYS)})"
+            )
+        values = {k: tree[k] for k in _KEYS if tree.get(k) is not None}
+        return cls(**values, source=str(path))
+
+    def allows(self, tag: str) -> bool:
+        """False for a denied tag, or one outside ``allow`` when it is given."""
+        if self._deny is not None and self._deny.match(tag):
+            return False
+        return self._allow is None or bool(self._allow.match(tag))
+
+    def apply(
+        self,
+        ranked: Iterable[Ranked],
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+    ) -> list[Any]:
+        """``ranked`` (best first) with variants renamed and merged (the best score stays),
+        denied and disallowed tags removed (also those outside ``include`` or in ``exclude``,
+        a request's own patterns), and each facet cut to its ``max_per_facet``."""
+        inc, exc = _patterns(include or ()), _patterns(exclude or ())
+        merged: dict[str, Any] = {}
+        for item in ranked:
+            tag = self.rename.get(item.tag, item.tag)
+            if tag != item.tag:
+                item = type(item)(tag, item.score, item.known)
+            best = merged.get(tag)
+            if best is None or item.score > best.score:
+                merged[tag] = item
+        out: list[Any] = []
+        per_facet: dict[str, int] = {}
+        for item in sorted(merged.values(), key=lambda s: -s.score):
+            tag = item.tag
+            if not self.allows(tag):
+                continue
+            if (inc is not None and not inc.match(tag)) or (exc is not None and exc.match(tag)):
+                continue
+            facets = [p for p in self.max_per_facet if tag.startswith(p)]
+            if any(per_facet.get(p, 0) >= self.max_per_facet[p] for p in facets):
+                continue
+            for p in facets:
+                per_facet[p] = per_facet.get(p, 0) + 1
+            out.append(item)
+        return out
+
+    def violations(self, tags: list[str]) -> list[str]:
+        """What in one product's suggested ``tags`` breaks these rules (for checks and tests)."""
+        found = [f"{t}: denied or not allowed" for t in tags if not self.allows(t)]
+        found += [f"{t}: should be {self.rename[t]}" for t in tags if t in self.rename]
+        for prefix, most in self.max_per_facet.items():
+            n = sum(t.startswith(prefix) for t in tags)
+            if n > most:
+                found.append(f"{prefix}: {n} tags, at most {most}")
+        if len(set(tags)) < len(tags):
+            found.append("a tag twice")
+        return found

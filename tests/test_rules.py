@@ -1,0 +1,164 @@
+"""Rules: deny, rename, allow, facet cardinality; per request include / exclude."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from labelrec.cli import main
+from labelrec.predict import Suggestion, TagRecommender
+from labelrec.rules import RULES_FILE, Rules, RulesError
+
+RULES = """\
+deny: ["Books", "brand:Generic*"]
+rename: {"brand:LEGO": "brand:Lego"}
+max_per_facet: {"brand:": 1}
+"""
+
+
+def s(tag: str, score: float, known: bool = True) -> Suggestion:
+    return Suggestion(tag, score, known)
+
+
+def test_apply_on_hand_made_suggestions() -> None:
+    rules = Rules(
+        deny=["Books", "brand:Generic*"],
+        rename={"brand:LEGO": "brand:Lego"},
+        max_per_facet={"brand:": 1, "color:": 2},
+    )
+    ranked = [
+        s("Books", 0.99),
+        s("brand:LEGO", 0.9),
+        s("brand:Lego", 0.5),
+        s("brand:GenericCo", 0.8),
+        s("color:Red", 0.7),
+        s("brand:Other", 0.6),
+        s("color:Blue", 0.4),
+        s("color:Green", 0.3),
+        s("Toys", 0.2, known=False),
+    ]
+    out = rules.apply(ranked)
+    assert [(x.tag, x.score) for x in out] == [
+        ("brand:Lego", 0.9),  # renamed and merged: the best score stays
+        ("color:Red", 0.7),
+        ("color:Blue", 0.4),
+        ("Toys", 0.2),
+    ]
+    assert out[-1].known is False
+    narrowed = rules.apply(ranked, include=["color:*", "Toys"], exclude=["color:Red"])
+    assert [x.tag for x in narrowed] == ["color:Blue", "color:Green", "Toys"]
+    only = Rules(allow=["Toys*"]).apply(ranked)
+    assert [x.tag for x in only] == ["Toys"]
+
+
+def test_rules_files_and_their_errors(tmp_path: Path) -> None:
+    good = tmp_path / "rules.yaml"
+    good.write_text(RULES, encoding="utf-8")
+    rules = Rules.load(good)
+    assert rules.deny == ["Books", "brand:Generic*"] and rules.source == str(good)
+    bad = tmp_path / "bad.yaml"
+    cases = [
+        ("deny: [Books\nrename: {}\n", r"bad.yaml, line 2: not valid YAML"),
+        ("denied: [Books]\n", "unknown key 'denied'"),
+        ("deny: Books\n", "deny: expected a list of tag patterns"),
+        ("rename: {a: 3}\n", "rename: expected a mapping of tag -> tag"),
+        ("max_per_facet: {'brand:': -1}\n", "max_per_facet: expected a mapping"),
+        ("- a list\n", "expected a mapping with deny"),
+    ]
+    for text, message in cases:
+        bad.write_text(text, encoding="utf-8")
+        with pytest.raises(RulesError, match=message):
+            Rules.load(bad)
+    with pytest.raises(RulesError, match="missing.yaml"):
+        Rules.load(tmp_path / "missing.yaml")
+
+
+def test_no_violations_across_10k_suggestions() -> None:
+    rng = random.Random(0)
+    brands = [f"brand:B{i}" for i in range(30)] + ["brand:LEGO", "brand:Generic X"]
+    tags = brands + [f"Cat {i}" for i in range(40)] + ["Books", "color:Red", "color:Blue"]
+    rules = Rules(
+        deny=["Books", "brand:Generic*", "Cat 1*"],
+        rename={"brand:LEGO": "brand:Lego", "brand:B0": "brand:B1"},
+        max_per_facet={"brand:": 1, "color:": 1},
+    )
+    n = 0
+    for _ in range(1000):
+        ranked = sorted((s(t, rng.random()) for t in rng.sample(tags, 25)), key=lambda x: -x.score)
+        out = rules.apply(ranked)
+        assert [x.score for x in out] == sorted((x.score for x in out), reverse=True)
+        for cut in range(1, 11):
+            top = [x.tag for x in out[:cut]]
+            assert rules.violations(top) == [], top
+            n += len(top)
+    assert n >= 10_000
+
+
+@pytest.fixture
+def ruled_model(trained_model_dir: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A copy of the trained model and the top tags it gives a plush bear."""
+    model = shutil.copytree(
+        trained_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns("checkpoints")
+    )
+    rec = TagRecommender.load(model)
+    top = [x.tag for x in rec.recommend(["plush bear"], limit=5, threshold=0)[0]]
+    return model, top
+
+
+def test_the_recommender_applies_its_rules(ruled_model, tmp_path: Path) -> None:
+    model, top = ruled_model
+    rules_file = tmp_path / "deny.yaml"
+    rules_file.write_text(f"deny: [{top[0]!r}]\nrename: {{{top[1]!r}: 'renamed'}}\n", "utf-8")
+    rec = TagRecommender.load(model, rules=rules_file)
+    out = [x.tag for x in rec.recommend(["plush bear"], limit=5, threshold=0)[0]]
+    assert top[0] not in out and "renamed" in out and len(out) == 5  # the next tags fill up
+    assert out.index("renamed") == 0
+    # A rules.yaml saved with the model applies by itself; include / exclude narrow it.
+    shutil.copy(rules_file, model / RULES_FILE)
+    rec = TagRecommender.load(model)
+    assert rec.rules is not None and rec.rules.source == str(model / RULES_FILE)
+    kept = [x.tag for x in rec.recommend(["plush bear"], 5, 0, exclude=["renamed"])[0]]
+    assert "renamed" not in kept and top[0] not in kept
+    only = rec.recommend(["plush bear"], 5, 0, include=[top[2]])[0]
+    assert [x.tag for x in only] == [top[2]]
+
+
+def test_cli_rules(ruled_model, tmp_path: Path, monkeypatch, capsys) -> None:
+    model, top = ruled_model
+    rules_file = tmp_path / "deny.yaml"
+    rules_file.write_text(f"deny: [{top[0]!r}]\n", "utf-8")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("plush bear\n"))
+    args = ["suggest", str(model), "--limit", "3", "--threshold", "0", "--rules", str(rules_file)]
+    assert main(args) == 0
+    tags = [line.split("\t")[0] for line in capsys.readouterr().out.split("\n") if "\t" in line]
+    assert top[0] not in tags and len(tags) == 3
+    rules_file.write_text("deny: [oops\n", "utf-8")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("plush bear\n"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "deny.yaml, line 2: not valid YAML" in err and "Traceback" not in err
+
+
+def test_service_rules_and_request_patterns(ruled_model, make_service, tmp_path: Path) -> None:
+    from labelrec.service import ProductIn
+
+    model, top = ruled_model
+    rules_file = tmp_path / "svc.yaml"
+    rules_file.write_text(f"deny: [{top[0]!r}]\n", "utf-8")
+    svc = make_service(model, LABELREC_RULES=str(rules_file))
+    assert svc.model()["rules"] == str(rules_file)
+    out = asyncio.run(svc.suggest(product=ProductIn(title="plush bear"), limit=5, threshold=0))
+    assert top[0] not in [t.tag for t in out.tags]
+    narrowed = asyncio.run(
+        svc.suggest(product=ProductIn(title="plush bear"), limit=5, threshold=0, include=[top[1]])
+    )
+    assert [t.tag for t in narrowed.tags] == [top[1]]
+    rules_file.write_text("max_per_facet: {'brand:': many}\n", "utf-8")
+    with pytest.raises(RulesError, match="max_per_facet"):
+        make_service(model, LABELREC_RULES=str(rules_file))
