@@ -129,16 +129,28 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     for number, line in enumerate(sys.stdin, start=1):
         if line.strip():
             items.append(_parse_line(line, number))
-    results = rec.recommend(items, limit=args.limit, threshold=args.threshold)
+    if args.explain:
+        results = rec.explain(items, limit=args.limit, threshold=args.threshold)
+    else:
+        results = [
+            [s.to_dict() for s in row]
+            for row in rec.recommend(items, limit=args.limit, threshold=args.threshold)
+        ]
     for i, (item, suggestions) in enumerate(zip(items, results, strict=True)):
         if args.format == "jsonl":
-            row = {"title": item["title"], "tags": [s.to_dict() for s in suggestions]}
-            print(json.dumps(row, ensure_ascii=False))
+            print(json.dumps({"title": item["title"], "tags": suggestions}, ensure_ascii=False))
             continue
         if i:
             print()
         for s in suggestions:
-            print(f"{s.tag}\t{s.score:.4f}")
+            line = f"{s['tag']}\t{s['score']:.4f}"
+            if "evidence" in s:
+                line += "\t" + " ".join(
+                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in s["evidence"].items()
+                    if v
+                )
+            print(line)
     return 0
 
 
@@ -430,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("suggest", help="tags for titles (or JSON objects) read from stdin")
     model_args(p)
+    p.add_argument(
+        "--explain", action="store_true", help="show what each part of the fusion gave each tag"
+    )
     p.add_argument("--format", choices=["text", "jsonl"], default="text", help="output format")
     p.set_defaults(func=cmd_suggest)
 

@@ -281,6 +281,106 @@ class TagRecommender:
             scores, new = blend(scores, new, gen_known, gen_new, g.weight, g.new_weight)
         return scores, embeddings if with_embeddings else None, new
 
+    def explain(
+        self,
+        products: list[Any],
+        limit: int = 10,
+        threshold: float | None = None,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """``recommend``'s suggestions, each with ``evidence``: how much each part of the fusion
+        gave its score (``neural``, ``tfidf_neighbours``, ``embedding_neighbours``,
+        ``title_span``, ``generator``: weighted shares that add up to the score), and, where
+        they apply, ``raised_by`` (a category raised to its best child's score), ``renamed_from``
+        (a variant a rule merged in) and ``rule``."""
+        items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
+        if not items:
+            return []
+        lex = self.lexical
+        need = lex is not None and lex.needs_embeddings
+        neural, embeddings = score_token_ids(
+            self.model if self.runner is None else self.runner,
+            self.encode(items),
+            self.tokenizer.pad_token_id,
+            batch_size=self.batch_size,
+            device=self.device,
+            with_embeddings=need,
+        )
+        n_rows, n_tags = neural.shape
+        zeros = np.zeros_like(neural)
+        parts = {"neural": neural.copy(), "tfidf_neighbours": zeros, "embedding_neighbours": zeros}
+        parts["title_span"] = zeros
+        fused, new = neural, [{} for _ in items]
+        span_new: list[dict[str, float]] = [{} for _ in items]
+        if lex is not None:
+            with one_blas_thread():
+                text = lex.text_evidence(items)
+                fused, new = lex.fuse_with_new(items, neural, embeddings, text)
+            w = lex.weight
+            e = lex.embedding_weight if lex.needs_embeddings else 0.0
+            parts["neural"] = w * neural
+            if e > 0:
+                parts["embedding_neighbours"] = e * lex.neighbours.scores(embeddings)
+            if lex.uses_tfidf and text.tfidf is not None:
+                parts["tfidf_neighbours"] = (1.0 - w - e) * text.tfidf
+            if text.known is not None:
+                b = lex.span_weight
+                for key in ("neural", "tfidf_neighbours", "embedding_neighbours"):
+                    parts[key] = (1.0 - b) * parts[key]
+                parts["title_span"] = b * text.known
+            span_new = new
+        final, final_new = fused, new
+        gen_known = np.zeros_like(neural)
+        gen_new: list[dict[str, float]] = [{} for _ in items]
+        g = g_new = 0.0
+        if self.uses_generator:
+            from labelrec.generate import blend
+
+            gen_known, gen_new = self.generator.votes(items)
+            g, g_new = self.generator.weight, self.generator.new_weight
+            final, final_new = blend(fused, new, gen_known, gen_new, g, g_new)
+            for key in ("neural", "tfidf_neighbours", "embedding_neighbours", "title_span"):
+                parts[key] = (1.0 - g) * parts[key]
+        ranked = self.rank(final, limit, threshold, final_new, include, exclude)
+        sources: dict[str, list[str]] = {}
+        if self.rules is not None:
+            for old, target in self.rules.rename.items():
+                sources.setdefault(target, []).append(old)
+        parents = lex.parents if lex is not None else None
+        out = []
+        for i, suggestions in enumerate(ranked):
+            row = []
+            for sug in suggestions:
+                candidates = [sug.tag, *sources.get(sug.tag, [])]
+                evidence: dict[str, Any] = {}
+                if sug.known:
+                    known = [t for t in candidates if t in self.vocab.index]
+                    tag = max(known, key=lambda t: final[i, self.vocab.index[t]])
+                    j = self.vocab.index[tag]
+                    for key, values in parts.items():
+                        evidence[key] = round(float(values[i, j]), 6)
+                    evidence["generator"] = round(float(g * gen_known[i, j]), 6)
+                    if final[i, j] > sum(evidence.values()) + 1e-4 and parents is not None:
+                        children = np.flatnonzero(parents == j)
+                        if len(children):
+                            best = children[int(np.argmax(final[i, children]))]
+                            evidence["raised_by"] = self.vocab.tags[best]
+                else:
+                    tag = max(
+                        (t for t in candidates if t in final_new[i]),
+                        key=lambda t: final_new[i][t],
+                    )
+                    span = span_new[i].get(tag, 0.0) * (1.0 - g)
+                    evidence["title_span"] = round(float(span), 6)
+                    evidence["generator"] = round(float(g_new * gen_new[i].get(tag, 0.0)), 6)
+                if tag != sug.tag:
+                    evidence["renamed_from"] = tag
+                    evidence["rule"] = f"rename {tag} -> {sug.tag}"
+                row.append({**sug.to_dict(), "evidence": evidence})
+            out.append(row)
+        return out
+
     def new_tags(self, products: list[Any]) -> list[dict[str, float]]:
         """Proposed tags outside the vocabulary (spans of the title) -> score, per product."""
         if self.uses_generator:

@@ -72,7 +72,15 @@ import bentoml
 from fastapi import FastAPI, File, Form, Header, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_serializer,
+)
 
 from labelrec.config import DataConfig
 from labelrec.data import CatalogError, Product, iter_catalog
@@ -222,6 +230,14 @@ class TagScore(BaseModel):
     tag: str
     score: float
     known: bool = True  # False: a new tag (a span of the title) outside the vocabulary
+    evidence: dict[str, float | str] | None = None  # with "explain": what gave the score
+
+    @model_serializer(mode="wrap")
+    def _without_empty_evidence(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if out.get("evidence") is None:
+            out.pop("evidence", None)
+        return out
 
 
 class Suggestions(BaseModel):
@@ -594,14 +610,41 @@ class LabelRec:
         threshold: Threshold = None,
         include: Patterns = None,
         exclude: Patterns = None,
+        explain: bool = False,
     ) -> Suggestions:
         """Ranked tags with scores for one product (`include` / `exclude`: tag patterns such as
-        `brand:*` that narrow the service's rules for this request)."""
+        `brand:*` that narrow the service's rules for this request; `explain`: each tag with the
+        `evidence` of what gave its score)."""
         try:
+            if explain:
+                return await self._explain(product, limit, threshold, include, exclude)
             _, results = await self._suggest([product], limit, threshold, include, exclude)
         except ServiceError as err:
             return _error(err.status, err.message)  # type: ignore[return-value]
         return results[0]
+
+    async def _explain(
+        self,
+        product: ProductIn,
+        limit: int,
+        threshold: float | None,
+        include: list[str] | None,
+        exclude: list[str] | None,
+    ) -> Suggestions:
+        snap = self._pin()
+        text = {"title": product.title, "description": product.description}
+
+        def run() -> list[dict[str, Any]]:
+            with self.holder.busy:
+                rec = snap.recommender
+                return rec.explain([text], limit, threshold, include, exclude)[0]
+
+        tags = await asyncio.to_thread(run)
+        return Suggestions(
+            id=None if product.id is None else str(product.id),
+            tags=[TagScore(**t) for t in tags],
+            model_version=snap.version,
+        )
 
     @bentoml.api
     async def suggest_batch(

@@ -1,0 +1,78 @@
+"""Explanations: what each part of the fusion gave a suggested tag."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from labelrec.cli import main
+from labelrec.predict import TagRecommender
+
+PARTS = ("neural", "tfidf_neighbours", "embedding_neighbours", "title_span", "generator")
+TITLES = ["plush bear", "LEGO city police station", "wooden jigsaw puzzle"]
+
+
+def test_evidence_adds_up_to_the_score(trained_model_dir: Path) -> None:
+    rec = TagRecommender.load(trained_model_dir)
+    plain = rec.recommend(TITLES, limit=6, threshold=0)
+    explained = rec.explain(TITLES, limit=6, threshold=0)
+    assert [[s.tag for s in row] for row in plain] == [[t["tag"] for t in r] for r in explained]
+    checked = 0
+    for row in explained:
+        for tag in row:
+            evidence = tag["evidence"]
+            assert set(PARTS) <= set(evidence) or not tag.get("known", True)
+            if "raised_by" in evidence:  # a category raised to its best child's score
+                assert evidence["raised_by"].startswith(tag["tag"])
+                continue
+            total = sum(v for k, v in evidence.items() if k in PARTS)
+            assert total == pytest.approx(tag["score"], abs=1e-3), tag
+            checked += 1
+    assert checked > 0
+    assert any(row[0]["evidence"]["neural"] > 0 for row in explained)
+
+
+def test_a_renamed_tag_names_its_rule(trained_model_dir: Path, tmp_path: Path) -> None:
+    model = shutil.copytree(
+        trained_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns("checkpoints")
+    )
+    top = TagRecommender.load(model).recommend(["plush bear"], limit=1, threshold=0)[0][0].tag
+    (model / "rules.yaml").write_text(f"rename: {{{top!r}: 'merged'}}\n", encoding="utf-8")
+    row = TagRecommender.load(model).explain(["plush bear"], limit=3, threshold=0)[0]
+    merged = [t for t in row if t["tag"] == "merged"]  # ties with the top score may lead
+    assert len(merged) == 1 and top not in [t["tag"] for t in row]
+    assert merged[0]["evidence"]["renamed_from"] == top
+    assert merged[0]["evidence"]["rule"] == f"rename {top} -> merged"
+
+
+def test_cli_explain(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["suggest", str(trained_model_dir), "--limit", "2", "--threshold", "0", "--explain"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("plush bear\n"))
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("neural=" in line for line in lines)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("plush bear\n"))
+    assert main([*args, "--format", "jsonl"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert set(PARTS) <= set(row["tags"][0]["evidence"])
+
+
+def test_service_explain(make_service, trained_model_dir: Path) -> None:
+    from labelrec.service import ProductIn
+
+    svc = make_service(trained_model_dir)
+    product = ProductIn(title="plush bear", id="b1")
+    out = asyncio.run(svc.suggest(product=product, limit=3, threshold=0, explain=True))
+    assert out.id == "b1" and len(out.tags) == 3
+    assert all(set(PARTS) <= set(t.evidence) for t in out.tags)
+    plain = asyncio.run(svc.suggest(product=product, limit=3, threshold=0))
+    assert [t.tag for t in plain.tags] == [t.tag for t in out.tags]
+    assert "evidence" not in plain.model_dump()["tags"][0]  # only when asked for
