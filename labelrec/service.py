@@ -57,6 +57,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import gzip
 import hmac
 import logging
 import os
@@ -392,6 +393,28 @@ def _catalog_suffix(filename: str) -> str:
             "(.gz allowed for text formats)",
         )
     return suffix + (".gz" if gz else "")
+
+
+def gunzip_capped(source: Any, path: Path, shown: str) -> int:
+    """Decompress the gzip stream ``source`` into ``path``, counting bytes as they come: over
+    ``MAX_UPLOAD_BYTES`` is a 413 before more is written (a small .gz can expand a thousandfold).
+    Returns the decompressed size."""
+    total = 0
+    try:
+        with gzip.GzipFile(fileobj=source, mode="rb") as gz, path.open("wb") as out:
+            while chunk := gz.read(1 << 20):
+                total += len(chunk)
+                if total > MAX_UPLOAD_BYTES:
+                    raise ServiceError(
+                        413,
+                        f"{shown}: over the upload cap of {MAX_UPLOAD_BYTES >> 20} MB"
+                        " (LABELREC_MAX_UPLOAD_MB) once decompressed; split the catalog or use"
+                        " `labelrec index` for large files",
+                    )
+                out.write(chunk)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise ServiceError(400, f"{shown}: not a valid gzip file ({err})") from None
+    return total
 
 
 def check_catalog(path: Path, cfg: DataConfig, shown: str) -> int:
@@ -952,8 +975,12 @@ class LabelRec:
                     f"{MAX_UPLOAD_BYTES >> 20} MB (LABELREC_MAX_UPLOAD_MB); split the catalog "
                     "or use `labelrec index` for large files",
                 )
-            with path.open("wb") as fh:
-                await asyncio.to_thread(shutil.copyfileobj, file.file, fh, 1 << 20)
+            if suffix.endswith(".gz"):  # the cap counts what the file expands to
+                path = workdir / f"upload{suffix.removesuffix('.gz')}"
+                await asyncio.to_thread(gunzip_capped, file.file, path, shown)
+            else:
+                with path.open("wb") as fh:
+                    await asyncio.to_thread(shutil.copyfileobj, file.file, fh, 1 << 20)
             cfg = data_config_for(
                 snap.recommender,
                 {

@@ -492,6 +492,17 @@ def test_uploads_over_the_cap_are_a_413(
     assert answer.status_code == 413 and "LABELREC_MAX_UPLOAD_MB" in answer.json()["error"]
     small = client.post("/suggest_file", files={"file": ("ok.csv", rows[:200])})
     assert small.status_code == 200
+    # A small .gz that expands over the cap: the cap counts the decompressed bytes.
+    import gzip
+
+    bomb = gzip.compress(b"id,title\n" + b"1,lego\n" + b" " * 50_000)
+    assert len(bomb) < 1000
+    answer = client.post("/suggest_file", files={"file": ("bomb.csv.gz", bomb)})
+    assert answer.status_code == 413 and "once decompressed" in answer.json()["error"]
+    ok = client.post("/suggest_file", files={"file": ("ok.csv.gz", gzip.compress(rows[:200]))})
+    assert ok.status_code == 200 and ok.text.count("\n") >= 2
+    broken = client.post("/suggest_file", files={"file": ("bad.csv.gz", b"not gzip at all")})
+    assert broken.status_code == 400 and "not a valid gzip file" in broken.json()["error"]
 
 
 def test_openapi_documents_the_endpoints(client: TestClient) -> None:
