@@ -309,11 +309,13 @@ def save_model(
     tokenizer: Any,
     out_dir: str | Path,
     info: ModelInfo,
+    info_file: str = LABELREC_FILE,
 ) -> Path:
     """Write one self-contained directory: merged safetensors weights, tokenizer, labelrec.json.
 
     The vocabulary and thresholds are written beside it by the caller (``TagVocab.save``,
-    ``save_thresholds``).
+    ``save_thresholds``). ``info_file``: another name for labelrec.json, which the caller renames
+    once every file is written (a directory without labelrec.json is not a model to load).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -333,7 +335,7 @@ def save_model(
         "n_tags": info.n_tags,
         **extra,
     }
-    (out / LABELREC_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    (out / info_file).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return out
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from labelrec.config import DataConfig
+from labelrec.model import ModelError
 from labelrec.opener import is_model_uri, open_tagger, registry_version, resolve
 from labelrec.predict import TagRecommender
 from labelrec.recommend import ProductSearch, build_index_from_file
@@ -267,6 +268,12 @@ class ModelHolder:
             if not force and latest == self._refused_version:
                 return Reload(status="refused", model_version=old_version, error=self.last_error)
             rec, version, info = self.loader(self.uri)
+            local = self.loader == self._load and not is_model_uri(self.uri)
+            if local and registry_version(self.uri) != version:
+                raise ModelError(
+                    "the model directory changed while it was loading (a retrain writing into"
+                    " it?); it is tried again at the next check"
+                )
             probe(rec)
             snap = Snapshot(rec, version, info, self._generation + 1, time.time())
             for name, build in self.extensions.items():

@@ -29,6 +29,7 @@ from labelrec import metrics
 from labelrec.config import Config, DataConfig, config_to_dict
 from labelrec.evaluate import evaluate_scores_on
 from labelrec.model import (
+    LABELREC_FILE,
     THRESHOLDS_FILE,
     VOCAB_FILE,
     ModelInfo,
@@ -337,6 +338,8 @@ class TagTrainer:
             self._restore()
         elif self.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
+            # a model left here by an earlier run stops being one while this run rewrites it
+            (self.output / LABELREC_FILE).unlink(missing_ok=True)
             self.vocab.save(vocab_path)
         trainable, total_params = count_parameters(self.accelerator.unwrap_model(self.model))
         if self.is_main and self.state["epoch"] == 0:
@@ -639,7 +642,11 @@ class TagTrainer:
                     "config": config_to_dict(self.cfg),
                 },
             )
-            save_model(model, self.tokenizer, self.output, info)
+            # labelrec.json goes last: while the files change, the directory is no model to load
+            # (a service polling it keeps the version it has), then it is one, complete.
+            pending = f"{LABELREC_FILE}.pending"
+            (self.output / LABELREC_FILE).unlink(missing_ok=True)
+            save_model(model, self.tokenizer, self.output, info, info_file=pending)
             self.vocab.save(self.output / VOCAB_FILE)
             save_thresholds(self.output / THRESHOLDS_FILE, global_t, per_tag)
             from labelrec.lexical import save_lexical
@@ -651,6 +658,7 @@ class TagTrainer:
             (self.output / "history.json").write_text(
                 json.dumps(self.state["history"], indent=1), encoding="utf-8"
             )
+            os.replace(self.output / pending, self.output / LABELREC_FILE)
             self.tracker.log_metrics({f"final_{k}": v for k, v in result_metrics.items()})
         acc.wait_for_everyone()
         return TrainResult(

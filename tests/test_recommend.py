@@ -518,3 +518,22 @@ def test_cli_recommend(toy_index_dir: Path, tmp_path: Path, capsys: pytest.Captu
     assert {"p0-2", "p1-3"}.isdisjoint(r["id"] for r in result["results"])
     assert main([*base, "--user", "nobody"]) == 0
     assert json.loads(capsys.readouterr().out)["strategy"] == "popular"
+
+
+def test_saving_an_index_replaces_it_whole(tmp_path: Path) -> None:
+    from labelrec.recommend.index import IndexFileError
+
+    first = make_index()
+    first.save(tmp_path / "idx")
+    assert (tmp_path / "idx" / "embeddings.npy").is_file()
+    second = make_index()
+    second.embeddings = None
+    second.save(tmp_path / "idx")  # over the first: no file of it is left behind
+    assert not (tmp_path / "idx" / "embeddings.npy").exists()
+    assert ProductIndex.load(tmp_path / "idx").embeddings is None
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"]  # no temporary folder left
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "labelrec.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(IndexFileError, match="is not a product index"):
+        second.save(tmp_path / "model")
+    assert (tmp_path / "model" / "labelrec.json").is_file()

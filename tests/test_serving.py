@@ -133,3 +133,30 @@ def test_each_event_loop_gets_its_own_queue() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         MicroBatcher(max_batch=0)
+
+
+def test_a_directory_that_changes_while_loading_is_refused(
+    trained_model_dir, tmp_path, monkeypatch
+) -> None:
+    import shutil
+
+    from labelrec import serving
+
+    model = shutil.copytree(
+        trained_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns("checkpoints")
+    )
+    real = serving.open_tagger
+
+    def open_while_a_retrain_writes(*args, **kwargs):
+        rec = real(*args, **kwargs)
+        (model / "thresholds.json").write_text(
+            (model / "thresholds.json").read_text(encoding="utf-8") + " ", encoding="utf-8"
+        )
+        return rec
+
+    holder = serving.ModelHolder(str(model))
+    monkeypatch.setattr(serving, "open_tagger", open_while_a_retrain_writes)
+    result = holder.reload()
+    assert result.status == "refused" and "changed while it was loading" in result.error
+    monkeypatch.setattr(serving, "open_tagger", real)
+    assert holder.reload().status == "reloaded"  # once it stops changing

@@ -354,3 +354,19 @@ def test_training_on_hard_texts(tiny_backbone: Path, tmp_path: Path) -> None:
     rec = TagRecommender.load(tmp_path / "out")
     out = rec.recommend([{"title": rows[1]["title"], "description": rows[0]["description"]}], 3, 0)
     assert len(out[0]) == 3
+
+
+def test_a_retrain_in_place_is_no_model_until_it_is_complete(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "served"
+    cfg = tiny_config(tiny_backbone, toy_data_dir, out, "train.epochs=1")
+    train(cfg, progress=False)
+    assert (out / "labelrec.json").is_file()
+    with pytest.raises(_Kill):  # a retrain into the same folder, killed before it ends
+        train(cfg, tracker=_KillAtEpoch(1), progress=False)
+    # A service polling the folder sees no model (it keeps the version it has), not a mix.
+    assert not (out / "labelrec.json").exists()
+    train(cfg, progress=False)
+    assert (out / "labelrec.json").is_file()
+    assert not list(out.glob("*.pending"))

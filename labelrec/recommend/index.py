@@ -27,7 +27,10 @@ import datetime as _dt
 import difflib
 import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -314,9 +317,34 @@ class ProductIndex:
     # ------------------------------------------------------------------ files
 
     def save(self, directory: str | Path) -> Path:
-        """Write the index files into ``directory`` (created); returns it."""
+        """Write the index into ``directory``; returns it. The files are written into a new
+        folder beside it, which then replaces it, so a reader sees the old index or the new one,
+        never a mix. A folder there that is not an index (no manifest) is not replaced."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        if directory.exists() and (
+            not directory.is_dir()
+            or (any(directory.iterdir()) and not (directory / MANIFEST_FILE).is_file())
+        ):
+            raise IndexFileError(
+                f"{directory} exists and is not a product index: choose another --output"
+            )
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            self._write(tmp)
+            old = None
+            if directory.exists():
+                old = tmp.with_name(tmp.name + ".old")
+                os.replace(directory, old)
+            os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return directory
+
+    def _write(self, directory: Path) -> None:
         gold_lists = [
             [self.tags[j] for j in self.gold.indices[self.gold.indptr[i] : self.gold.indptr[i + 1]]]
             for i in range(len(self))
@@ -364,7 +392,6 @@ class ProductIndex:
         manifest.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat())
         (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), "utf-8")
         self.manifest = manifest
-        return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> ProductIndex:
