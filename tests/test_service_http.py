@@ -57,6 +57,7 @@ class Server:
     models: dict[str, Path]
     process: subprocess.Popen
     log: Path
+    feedback_uri: str
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +76,17 @@ def server(
     point(link, models["v1"])
     port = free_port()
     log = tmp / "serve.log"
+    feedback_uri = f"sqlite:///{tmp / 'feedback.db'}"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [BENTOML, "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT,
-            env=service_env(tmp, LABELREC_MODEL_URI=str(link), LABELREC_INDEX=str(service_index)),
+            env=service_env(
+                tmp,
+                LABELREC_MODEL_URI=str(link),
+                LABELREC_INDEX=str(service_index),
+                LABELREC_FEEDBACK_URI=feedback_uri,
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -98,7 +105,7 @@ def server(
             if time.monotonic() > deadline:
                 pytest.fail(f"bentoml serve not ready after 300 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield Server(url, link, models, process, log)
+        yield Server(url, link, models, process, log, feedback_uri)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -321,6 +328,27 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     assert all(t.get_attribute("data-known") in ("true", "false", "") for t in tags)
     similar = browser.find_elements(By.CSS_SELECTOR, "#similar li.product")
     assert all(p.get_attribute("data-id") for p in similar)
+
+    # Review: accept the first tag by click, reject the second from the keyboard, add one, save.
+    assert tags[0].find_element(By.CSS_SELECTOR, ".why").text.startswith("why: ")
+    tags[0].find_element(By.CSS_SELECTOR, "button.accept").click()
+    assert tags[0].get_attribute("data-verdict") == "accepted"
+    if len(tags) > 1:
+        tags[1].send_keys("r")
+        assert tags[1].get_attribute("data-verdict") == "rejected"
+    browser.find_element(By.ID, "add-tag").send_keys("brand:Reviewed")
+    browser.find_element(By.ID, "add-btn").click()
+    added = browser.find_element(By.CSS_SELECTOR, '#tags li.tag[data-verdict="added"]')
+    assert added.get_attribute("data-tag") == "brand:Reviewed"
+    browser.find_element(By.ID, "save-btn").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "saved review #"))
+    from labelrec.feedback import FeedbackStore
+
+    stored = list(FeedbackStore(server.feedback_uri).reviews())[-1]
+    assert stored.title == "LEGO City Police Station 60316"
+    assert stored.accepted == [tags[0].get_attribute("data-tag")]
+    assert stored.rejected == ([tags[1].get_attribute("data-tag")] if len(tags) > 1 else [])
+    assert stored.added == ["brand:Reviewed"] and "brand:Reviewed" in stored.unknown
 
     browser.find_element(By.ID, "search-input").send_keys("jigsaw puzzle")
     browser.find_element(By.ID, "search-btn").click()
