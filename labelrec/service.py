@@ -899,6 +899,28 @@ class LabelRec:
             counts=[int(c) for c in vocab.counts],
         )
 
+    @http_app.get("/queue", tags=["labelrec"], response_model=None)
+    def queue(self, position: int = 0) -> dict[str, Any] | JSONResponse:
+        """The catalog product at `position` of the product index, for review in order:
+        `{"position", "total", "product": {"id", "title", "description"}}` (404 past the end,
+        503 without a product index)."""
+        try:
+            snap = self._pin()
+            engine = snap.extras.get("index")
+            if engine is None:
+                raise ServiceError(503, "no product index: the review queue reads it")
+        except ServiceError as err:
+            return _error(err.status, err.message)
+        index = engine.index
+        if not 0 <= position < len(index):
+            return _error(404, f"position {position}: the queue has {len(index)} products")
+        product = {
+            "id": index.ids[position],
+            "title": index.titles[position],
+            "description": index.descriptions[position],
+        }
+        return {"position": position, "total": len(index), "product": product}
+
     @http_app.get("/model", tags=["labelrec"])
     def model(self) -> dict[str, Any]:
         """Model name, version, aliases, run, metrics, and reload status."""

@@ -308,6 +308,15 @@ def test_concurrent_requests_share_batches(client: TestClient) -> None:
         assert as_pairs(answer.json()["tags"]) == as_pairs(alone[title]["tags"])
 
 
+def test_review_queue_over_http(client: TestClient) -> None:
+    first = client.get("/queue", params={"position": 0})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["position"] == 0 and body["total"] > 0 and body["product"]["title"]
+    assert client.get("/queue", params={"position": body["total"]}).status_code == 404
+    assert client.get("/queue", params={"position": -1}).status_code == 404
+
+
 def test_feedback_over_http(client: TestClient) -> None:
     body = {
         "product": {"title": "plush bear", "id": 7},

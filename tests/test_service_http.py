@@ -350,6 +350,18 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     assert stored.rejected == ([tags[1].get_attribute("data-tag")] if len(tags) > 1 else [])
     assert stored.added == ["brand:Reviewed"] and "brand:Reviewed" in stored.unknown
 
+    # The queue: the next catalog product of the index, its tags, a review that names its id.
+    browser.find_element(By.ID, "next-btn").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "queue-status"), "product 1 of"))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    first = httpx.get(f"{server.url}/queue?position=0").json()["product"]
+    assert browser.find_element(By.ID, "title").get_attribute("value") == first["title"]
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#tags li.tag")))
+    browser.find_element(By.CSS_SELECTOR, "#tags li.tag").send_keys("a")
+    browser.find_element(By.ID, "save-btn").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "saved review #"))
+    assert list(FeedbackStore(server.feedback_uri).reviews())[-1].product_id == first["id"]
+
     browser.find_element(By.ID, "search-input").send_keys("jigsaw puzzle")
     browser.find_element(By.ID, "search-btn").click()
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#search-results li.product")))
