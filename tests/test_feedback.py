@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,79 @@ def test_train_with_feedback(tiny_backbone: Path, toy_data_dir: Path, tmp_path: 
     assert math.isfinite(result.history[-1]["train_loss"])
     with pytest.raises(ValueError, match="train.negative_weight: must be > 0"):
         tiny_config(tiny_backbone, toy_data_dir, out, "train.negative_weight=0")
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server from Debian's packages, started in a temporary folder for these tests
+    (as the ``postgres`` user when the tests run as root: initdb refuses root); skipped, saying
+    how to get one, where there is none."""
+    import pwd
+    import shutil as sh
+    import socket
+    import subprocess
+    import tempfile
+
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver: pip install 'labelrec[dev]'")
+    initdbs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not initdbs:
+        pytest.skip("no PostgreSQL server here: apt-get install postgresql")
+    bindir = initdbs[-1].parent
+    root = Path(tempfile.mkdtemp(prefix="labelrec-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            pg = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a postgres user to run the server as")
+        os.chown(root, pg.pw_uid, pg.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = root / "data"
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+         "-E", "UTF8"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
+         "-o", f"-p {port} -k {root} -h 127.0.0.1", "start"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            capture_output=True,
+        )
+        sh.rmtree(root, ignore_errors=True)
+
+
+def test_postgresql_store(postgres_url: str, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = FeedbackStore(postgres_url)
+    assert store.engine.dialect.name == "postgresql" and store.schema_version == SCHEMA_VERSION
+    start = len(store)
+
+    def write(i: int) -> int:
+        return store.add(
+            Review(title=f"продукт {i} 玩具", product_id=f"pg{i}", accepted=["Toys"], added=["新"])
+        )
+
+    with ThreadPoolExecutor(8) as pool:  # concurrent writers, one transaction each
+        ids = list(pool.map(write, range(80)))
+    assert len(set(ids)) == 80 and len(store) == start + 80
+    rows = [r for r in store.reviews(batch=25) if r.product_id and r.product_id.startswith("pg")]
+    assert {r.title for r in rows} == {f"продукт {i} 玩具" for i in range(80)}
+    assert all(r.tags == ["Toys", "新"] for r in rows)
+    assert store.export(tmp_path / "pg.jsonl") >= 80
+    assert FeedbackStore(postgres_url).schema_version == SCHEMA_VERSION  # opened again as is
+    with pytest.raises(FeedbackError, match="cannot be opened"):
+        FeedbackStore(postgres_url.rsplit(":", 1)[0] + ":1/postgres")  # nothing listens there
