@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -266,7 +267,9 @@ class ModelHolder:
             if not force and old is not None and latest == old.version:
                 return Reload(status="unchanged", model_version=old_version)
             if not force and latest == self._refused_version:
-                return Reload(status="refused", model_version=old_version, error=self.last_error)
+                return Reload(
+                    status="refused", model_version=old_version, error=public_text(self.last_error)
+                )
             rec, version, info = self.loader(self.uri)
             local = self.loader == self._load and not is_model_uri(self.uri)
             if local and registry_version(self.uri) != version:
@@ -283,7 +286,8 @@ class ModelHolder:
             self._refused_version = latest
             self.last_error = f"{type(err).__name__}: {err}"
             logger.error("model %s refused: %s", self.uri, self.last_error)
-            return Reload(status="refused", model_version=old_version, error=self.last_error)
+            error = public_text(self.last_error)
+            return Reload(status="refused", model_version=old_version, error=error)
         self._generation = snap.generation
         self._alive[snap.generation] = snap
         self.current = snap  # one reference assignment: atomic for readers
@@ -332,11 +336,11 @@ class ModelHolder:
     def describe(self) -> dict[str, Any]:
         snap = self.current
         out: dict[str, Any] = {
-            "uri": self.uri,
+            "uri": self.uri if is_model_uri(self.uri) else public_text(self.uri),
             "ready": snap is not None,
             "poll_seconds": self.poll_seconds,
             "last_check": self.last_check,
-            "last_error": self.last_error,
+            "last_error": public_text(self.last_error),
             "reloads": self.reloads,
             "refused": self.refused,
         }
@@ -351,7 +355,7 @@ class ModelHolder:
                     "max_length": rec.max_length,
                     "quantized": self.quantize,
                     "backend": rec.backend,
-                    "rules": rec.rules.source if rec.rules is not None else None,
+                    "rules": public_text(rec.rules.source) if rec.rules is not None else None,
                     "generator": None
                     if rec.generator is None
                     else {
@@ -361,7 +365,7 @@ class ModelHolder:
                         "num_beams": rec.generator.num_beams,
                         "in_use": rec.uses_generator,
                     },
-                    **{k: v for k, v in snap.info.items() if k != "uri"},
+                    **{k: v for k, v in snap.info.items() if k not in ("uri", "path")},
                     "version": snap.version,  # as a string, also for registry versions
                 }
             )
@@ -371,10 +375,19 @@ class ModelHolder:
                     "n_products": len(engine.index),
                     "n_tags": len(engine.index.tags),
                     "embeddings": engine.index.has_embeddings,
-                    "catalog": engine.index.manifest.get("catalog"),
+                    "catalog": public_text(engine.index.manifest.get("catalog")),
                     "users": None if engine.signals is None else len(engine.signals.user_index),
                 }
         return jsonable(out)
+
+
+_PATH = re.compile(r"(?<![\w:/.])/(?:[^\s'\"/:,()]+/)+([^\s'\"/:,()]+)")
+
+
+def public_text(text: str | None) -> str | None:
+    """``text`` with local paths cut to their last part (``/srv/models/uk`` -> ``…/uk``): what a
+    public answer may show; logs keep the whole text."""
+    return None if text is None else _PATH.sub(lambda m: "…/" + m.group(1), text)
 
 
 def jsonable(value: Any) -> Any:

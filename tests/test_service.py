@@ -194,6 +194,22 @@ def test_reload_switches_atomically_and_refuses_broken_versions(
     assert svc.model()["last_error"] is None and svc.model()["reloads"] == 2
 
 
+def test_public_answers_show_no_local_paths(
+    make_service, current: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    svc = make_service(current)
+    shown = json.dumps(svc.model(), ensure_ascii=False)
+    assert str(current.parent) not in shown and current.name in shown
+    monkeypatch.setenv("LABELREC_MODEL_URI", str(tmp_path / "gone"))
+    svc.holder.uri = str(tmp_path / "gone")
+    refused = svc.holder.reload(force=True)
+    assert refused.status == "refused" and "does not exist" in refused.error
+    assert str(tmp_path) not in refused.error and "…/gone" in refused.error
+    assert str(tmp_path) not in json.dumps(svc.model(), ensure_ascii=False)
+
+
 def test_reload_needs_the_admin_token(
     make_service, current: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
