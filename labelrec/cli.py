@@ -117,6 +117,8 @@ def _parse_line(line: str, number: int) -> dict[str, str]:
             item = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"<stdin>, line {number}: invalid JSON: {err.msg}") from None
+        except RecursionError:
+            raise ValueError(f"<stdin>, line {number}: invalid JSON: nested too deeply") from None
         if not isinstance(item, dict) or not isinstance(item.get("title"), str):
             raise ValueError(f"<stdin>, line {number}, field 'title': missing or not a string")
         return item

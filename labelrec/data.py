@@ -189,7 +189,7 @@ def _tag_items(value: Any, column: str, delimiter: str) -> list[str]:
         if text.startswith("[") and text.endswith("]"):
             try:
                 parsed = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 parsed = None
             if isinstance(parsed, list):
                 return _tag_items(parsed, column, delimiter)
@@ -404,6 +404,10 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
                     items = json.load(fh)
                 except json.JSONDecodeError as err:
                     raise CatalogError(path, err.lineno, None, f"invalid JSON: {err.msg}") from None
+                except RecursionError:
+                    raise CatalogError(
+                        path, None, None, "invalid JSON: nested too deeply"
+                    ) from None
             for number, obj in enumerate(items, 1):
                 yield "item", number, located("item", number, obj)
             return
@@ -416,6 +420,9 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
                     obj = json.loads(text)
                 except json.JSONDecodeError as err:
                     yield "line", number, _RowError(None, f"invalid JSON: {err.msg}")
+                    continue
+                except RecursionError:  # e.g. [[[[...]]]] thousands deep
+                    yield "line", number, _RowError(None, "invalid JSON: nested too deeply")
                     continue
                 yield "line", number, located("line", number, obj)
     except UnicodeDecodeError as err:

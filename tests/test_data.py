@@ -517,3 +517,19 @@ def test_not_utf8_and_bad_arguments(tmp_path):
         iter_catalog(write_jsonl(tmp_path / "c.jsonl", ROWS), DataConfig(), chunk_size=0)
     with pytest.raises(FileNotFoundError):
         iter_catalog(tmp_path / "missing.jsonl", DataConfig())
+
+
+def test_a_deeply_nested_json_line_is_a_bad_row(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    deep = "[" * 100_000 + "]" * 100_000
+    path.write_text(
+        '{"id": "1", "title": "ok", "tags": ["a"]}\n'
+        + deep
+        + "\n"
+        + '{"id": "3", "title": "also ok", "tags": ["a"]}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogError, match="line 2: invalid JSON: nested too deeply"):
+        read_catalog(path, DataConfig())
+    cat = read_catalog(path, DataConfig(on_error="skip"))
+    assert ids(cat.products) == ["1", "3"] and cat.n_skipped == 1
