@@ -136,16 +136,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
 
-        from labelrec.train import STATE_FILE, TagTrainer
+        from labelrec.train import STATE_FILE, complete_checkpoints
 
         ckpts = work / "checkpoints"
         for name, state in (("epoch-1", True), ("epoch-2", False), ("epoch-3.tmp", True)):
             (ckpts / name).mkdir(parents=True)
             if state:
                 (ckpts / name / STATE_FILE).write_text("{}", encoding="utf-8")
-        probe = TagTrainer.__new__(TagTrainer)
-        probe.ckpt_dir = ckpts
-        chosen = [c.name for c in TagTrainer.complete_checkpoints(probe)]
+        chosen = [c.name for c in complete_checkpoints(ckpts)]
         rows.append(
             (
                 "--resume with epoch-1 complete, epoch-2 without state, epoch-3.tmp",

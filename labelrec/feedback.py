@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,10 +107,10 @@ class Review:
         """The product's tags after review: accepted, then added."""
         return self.accepted + [t for t in self.added if t not in self.accepted]
 
-    def flag_unknown(self, known: Iterable[str] | set[str]) -> None:
-        """Record which of the review's tags are outside ``known`` (the model's vocabulary)."""
-        vocab = known if isinstance(known, set) else set(known)
-        self.unknown = [t for t in self.accepted + self.added + self.rejected if t not in vocab]
+    def flag_unknown(self, known: Container[str]) -> None:
+        """Record which of the review's tags are outside ``known`` (the model's vocabulary: a
+        set, or ``TagVocab.index``)."""
+        self.unknown = [t for t in self.accepted + self.added + self.rejected if t not in known]
 
     def to_catalog_row(self) -> dict[str, Any]:
         """A training catalog row: id, title, description, tags, and the rejected tags."""

@@ -109,6 +109,23 @@ def as_product(item: Any, position: int = 0) -> Product:
     raise ValueError(f"product {position}: expected a dict with a title or a string")
 
 
+@dataclass
+class _Evidence:
+    """One scoring pass with every part kept: the neural scores, the text-only evidence, the
+    fusion of the two (``fused``, ``new``), the generator's votes and the final scores."""
+
+    items: list[Product]
+    neural: np.ndarray
+    embeddings: np.ndarray | None
+    text: Any  # labelrec.lexical.TextEvidence, or None without a lexical model
+    fused: np.ndarray
+    new: list[dict[str, float]]
+    final: np.ndarray
+    final_new: list[dict[str, float]]
+    gen_known: np.ndarray | None = None
+    gen_new: list[dict[str, float]] | None = None
+
+
 class TagRecommender:
     """A trained tagger loaded from a model directory written by ``labelrec train``."""
 
@@ -252,16 +269,22 @@ class TagRecommender:
     def _score(
         self, products: list[Any], with_embeddings: bool
     ) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, float]]]:
-        new: list[dict[str, float]] = [{} for _ in products]
-        if not products:
-            return np.zeros((0, len(self.vocab)), dtype=np.float32), None, new
+        ev = self._evidence(products, with_embeddings)
+        return ev.final, ev.embeddings if with_embeddings else None, ev.final_new
+
+    def _evidence(self, products: list[Any], with_embeddings: bool = False) -> _Evidence:
+        """The whole scoring of ``products``, every voter's part kept (``_score``, ``explain``)."""
         items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
+        empty: list[dict[str, float]] = [{} for _ in items]
+        if not items:
+            none = np.zeros((0, len(self.vocab)), dtype=np.float32)
+            return _Evidence(items, none, None, None, none, empty, none, empty)
         ids = self.encode(items)
         text = None
         if self.lexical is not None:  # the text-only evidence, computed while the model runs
             text = _text_worker().submit(self.lexical.text_evidence, items)
         need = self.lexical is not None and self.lexical.needs_embeddings
-        scores, embeddings = score_token_ids(
+        neural, embeddings = score_token_ids(
             self.model if self.runner is None else self.runner,
             ids,
             self.tokenizer.pad_token_id,
@@ -269,17 +292,21 @@ class TagRecommender:
             device=self.device,
             with_embeddings=with_embeddings or need,
         )
+        fused, new, evidence = neural, empty, None
         if text is not None:
             evidence = text.result()
             with one_blas_thread():
-                scores, new = self.lexical.fuse_with_new(items, scores, embeddings, evidence)
+                fused, new = self.lexical.fuse_with_new(items, neural, embeddings, evidence)
+        ev = _Evidence(items, neural, embeddings, evidence, fused, new, fused, new)
         if self.uses_generator:
             from labelrec.generate import blend
 
-            gen_known, gen_new = self.generator.votes(items)
             g = self.generator
-            scores, new = blend(scores, new, gen_known, gen_new, g.weight, g.new_weight)
-        return scores, embeddings if with_embeddings else None, new
+            ev.gen_known, ev.gen_new = g.votes(items)
+            ev.final, ev.final_new = blend(
+                fused, new, ev.gen_known, ev.gen_new, g.weight, g.new_weight
+            )
+        return ev
 
     def explain(
         self,
@@ -294,34 +321,20 @@ class TagRecommender:
         ``title_span``, ``generator``: weighted shares that add up to the score), and, where
         they apply, ``raised_by`` (a category raised to its best child's score), ``renamed_from``
         (a variant a rule merged in) and ``rule``."""
-        items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
-        if not items:
+        if not products:
             return []
-        lex = self.lexical
-        need = lex is not None and lex.needs_embeddings
-        neural, embeddings = score_token_ids(
-            self.model if self.runner is None else self.runner,
-            self.encode(items),
-            self.tokenizer.pad_token_id,
-            batch_size=self.batch_size,
-            device=self.device,
-            with_embeddings=need,
-        )
-        n_rows, n_tags = neural.shape
+        ev = self._evidence(products)
+        lex, neural, text = self.lexical, ev.neural, ev.text
         zeros = np.zeros_like(neural)
-        parts = {"neural": neural.copy(), "tfidf_neighbours": zeros, "embedding_neighbours": zeros}
+        parts = {"neural": neural, "tfidf_neighbours": zeros, "embedding_neighbours": zeros}
         parts["title_span"] = zeros
-        fused, new = neural, [{} for _ in items]
-        span_new: list[dict[str, float]] = [{} for _ in items]
-        if lex is not None:
-            with one_blas_thread():
-                text = lex.text_evidence(items)
-                fused, new = lex.fuse_with_new(items, neural, embeddings, text)
+        span_new = ev.new
+        if lex is not None and text is not None:
             w = lex.weight
             e = lex.embedding_weight if lex.needs_embeddings else 0.0
             parts["neural"] = w * neural
             if e > 0:
-                parts["embedding_neighbours"] = e * lex.neighbours.scores(embeddings)
+                parts["embedding_neighbours"] = e * lex.neighbours.scores(ev.embeddings)
             if lex.uses_tfidf and text.tfidf is not None:
                 parts["tfidf_neighbours"] = (1.0 - w - e) * text.tfidf
             if text.known is not None:
@@ -329,17 +342,12 @@ class TagRecommender:
                 for key in ("neural", "tfidf_neighbours", "embedding_neighbours"):
                     parts[key] = (1.0 - b) * parts[key]
                 parts["title_span"] = b * text.known
-            span_new = new
-        final, final_new = fused, new
-        gen_known = np.zeros_like(neural)
-        gen_new: list[dict[str, float]] = [{} for _ in items]
+        final, final_new = ev.final, ev.final_new
+        gen_known = ev.gen_known if ev.gen_known is not None else zeros
+        gen_new = ev.gen_new if ev.gen_new is not None else [{} for _ in ev.items]
         g = g_new = 0.0
         if self.uses_generator:
-            from labelrec.generate import blend
-
-            gen_known, gen_new = self.generator.votes(items)
             g, g_new = self.generator.weight, self.generator.new_weight
-            final, final_new = blend(fused, new, gen_known, gen_new, g, g_new)
             for key in ("neural", "tfidf_neighbours", "embedding_neighbours", "title_span"):
                 parts[key] = (1.0 - g) * parts[key]
         ranked = self.rank(final, limit, threshold, final_new, include, exclude)

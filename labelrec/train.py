@@ -135,6 +135,17 @@ def _read_splits(cfg: Config, require_tags: bool) -> Splits:
     return Splits(train_cat.products, valid_cat.products, str(dcfg.train), str(dcfg.valid), skipped)
 
 
+def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """``epoch-N`` checkpoints with their state file, oldest first (a checkpoint cut short,
+    e.g. by kill -9 while saving, is an ``epoch-N.tmp`` folder or lacks the state file)."""
+    found = []
+    for path in ckpt_dir.glob("epoch-*") if ckpt_dir.is_dir() else []:
+        number = path.name.removeprefix("epoch-")
+        if number.isdigit() and (path / STATE_FILE).is_file():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found)]
+
+
 def cpu_processes() -> bool:
     """True for several processes without CUDA (``accelerate launch --multi_gpu`` or torchrun
     on a CPU machine): Accelerate then joins them in a gloo (MULTI_CPU) group; without
@@ -369,18 +380,8 @@ class TagTrainer:
                     "feedback", splits.feedback_source, splits.feedback, len(self.vocab)
                 )
 
-    def complete_checkpoints(self) -> list[Path]:
-        """``epoch-N`` checkpoints with their state file, oldest first (a checkpoint cut short,
-        e.g. by kill -9 while saving, is an ``epoch-N.tmp`` folder or lacks the state file)."""
-        found = []
-        for path in self.ckpt_dir.glob("epoch-*"):
-            number = path.name.removeprefix("epoch-")
-            if number.isdigit() and (path / STATE_FILE).is_file():
-                found.append((int(number), path))
-        return [path for _, path in sorted(found)]
-
     def _restore(self) -> None:
-        ckpts = self.complete_checkpoints() if self.ckpt_dir.is_dir() else []
+        ckpts = complete_checkpoints(self.ckpt_dir)
         if not ckpts:
             logger.warning("--resume: no checkpoint in %s, starting from scratch", self.ckpt_dir)
             if self.is_main:
