@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -307,6 +308,239 @@ def eval_labelrec(
     return rows, rec.vocab
 
 
+def near_duplicate_key(title: str) -> str:
+    """Titles that differ only in case, digits, punctuation or spacing share a key: such
+    products (variants, sizes, packs) stay in one fold."""
+    return " ".join(re.sub(r"[\W\d_]+", " ", title.lower()).split())
+
+
+def cv_folds(products: list[Product], k: int, seed: int) -> list[np.ndarray]:
+    """Test indices of ``k`` folds, near-duplicate titles grouped (scikit-learn's GroupKFold)."""
+    from sklearn.model_selection import GroupKFold
+
+    groups = [near_duplicate_key(p.title) for p in products]
+    splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [test for _, test in splitter.split(np.zeros(len(products)), groups=groups)]
+
+
+def inner_split(
+    products: list[Product], valid_fraction: float, seed: int
+) -> tuple[list[Product], list[Product]]:
+    """(train, valid) of a fold's training products, near-duplicate titles on one side."""
+    import hashlib
+
+    def unit(p: Product) -> float:
+        digest = hashlib.md5(f"{seed}:{near_duplicate_key(p.title)}".encode()).hexdigest()
+        return int(digest, 16) / float(1 << 128)
+
+    valid = [p for p in products if unit(p) < valid_fraction]
+    return [p for p in products if unit(p) >= valid_fraction], valid
+
+
+def write_products(products: list[Product], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = (
+        {"id": p.id, "title": p.title, "description": p.description, "tags": list(p.tags)}
+        for p in products
+    )
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return path
+
+
+def refit_peers(
+    catalog: str,
+    train: list[Product],
+    valid: list[Product],
+    test: list[Product],
+    vocab: TagVocab,
+    threads: int,
+) -> list[Row]:
+    """Each peer family as labelrec is trained: settings and per-tag thresholds chosen on
+    ``valid`` (by the objective labelrec's fusion uses), then the chosen setting refit on train +
+    valid and scored on ``test``. Train seconds count every fit."""
+    from peers import FEATURE_SETS, FastTextPeer, OmikujiPeer, has_cjk
+
+    from labelrec.metrics import objective
+
+    y_train, y_valid = vocab.encode(train), vocab.encode(valid)
+    both = train + valid
+    y_both = vocab.encode(both)
+    families = {
+        "Omikuji": [
+            lambda kind=kind: OmikujiPeer(n_threads=threads, features=kind) for kind in FEATURE_SETS
+        ],
+        "fastText": [lambda e=e: FastTextPeer(n_threads=threads, epoch=e) for e in (25, 100)],
+    }
+    if has_cjk([p.title for p in train[:500]]):
+        families["fastText"] += [
+            lambda e=e: FastTextPeer(n_threads=threads, epoch=e, split_cjk=True) for e in (25, 100)
+        ]
+    rows = []
+    for family, makers in families.items():
+        seconds, tried = 0.0, []
+        for make in makers:
+            peer = make()
+            t0 = time.perf_counter()
+            peer.fit(train, y_train)
+            seconds += time.perf_counter() - t0
+            scores = peer.predict_scores(valid)
+            tried.append((objective(y_valid, scores), make, scores))
+        _, make, scores = max(tried, key=lambda x: x[0])
+        global_t = metrics.tune_global_threshold(y_valid, scores)
+        thresholds = metrics.tune_tag_thresholds(y_valid, scores, global_t)
+        peer = make()
+        t0 = time.perf_counter()
+        peer.fit(both, y_both)
+        seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        test_scores = peer.predict_scores(test)
+        rate = len(test) / max(time.perf_counter() - t0, 1e-9)
+        name = f"{family} ({peer.setting})"
+        rows.append(
+            score_system(catalog, name, test_scores, test, vocab, thresholds, seconds, rate)
+        )
+    return rows
+
+
+def run_cv(
+    catalog: str,
+    data_root: Path,
+    config: Path,
+    output_root: Path,
+    overrides: list[str],
+    k: int,
+    seed: int,
+    threads: int,
+    skip_labelrec: bool = False,
+) -> list[Row]:
+    """``k``-fold cross-validation over train + valid of a shared catalog: in each fold labelrec
+    (tuned on an inner valid split, then refit as configured) and every peer (tuned on the same
+    inner split, then refit) train on exactly the same products and are scored on the fold's
+    test products. Rows carry the fold in ``notes``."""
+    cfg = load_config(config)
+    products = load_split(data_root, catalog, "train", cfg) + load_split(
+        data_root, catalog, "valid", cfg
+    )
+    rows: list[Row] = []
+    for fold, test_idx in enumerate(cv_folds(products, k, seed)):
+        held = set(test_idx.tolist())
+        test = [products[i] for i in sorted(held)]
+        rest = [p for i, p in enumerate(products) if i not in held]
+        train, valid = inner_split(rest, cfg.data.valid_fraction, seed + fold)
+        vocab = TagVocab.from_products(rest, cfg.data.min_tag_count)
+        fold_dir = output_root / f"{catalog}-cv{k}" / f"fold{fold}"
+        paths = {
+            name: write_products(part, fold_dir / f"{name}.jsonl")
+            for name, part in (("train", train), ("valid", valid))
+        }
+        fold_rows = []
+        if not skip_labelrec:
+            from labelrec.train import train as train_labelrec
+
+            lr_cfg = load_config(
+                config,
+                [
+                    f"data.train={paths['train']}",
+                    f"data.valid={paths['valid']}",
+                    f"output={fold_dir / 'labelrec'}",
+                    f"seed={seed}",
+                    *overrides,
+                ],
+            )
+            t0 = time.perf_counter()
+            train_labelrec(lr_cfg, progress=sys.stderr.isatty())
+            train_s = time.perf_counter() - t0
+            lr_rows, lr_vocab = eval_labelrec(catalog, fold_dir / "labelrec", test, train_s, False)
+            fold_rows += lr_rows
+            vocab = lr_vocab
+        fold_rows += refit_peers(catalog, train, valid, test, vocab, threads)
+        for row in fold_rows:
+            row.notes["fold"] = fold
+            row.notes["n_test"] = len(test)
+        print(
+            f"{catalog} fold {fold + 1}/{k}: {len(train)} train, {len(valid)} valid, {len(test)}"
+            f" test\n" + format_table(fold_rows),
+            file=sys.stderr,
+            flush=True,
+        )
+        rows += fold_rows
+    return rows
+
+
+def family(system: str) -> str:
+    """The system without its chosen setting: folds may choose different peer settings."""
+    return system.split(" (")[0]
+
+
+def interval(values: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval (NaN with one value)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def format_cv(rows: list[Row]) -> str:
+    """Mean over folds with 95% intervals per system, then labelrec minus each peer, paired by
+    fold (points, with intervals), and the goals of the quality issue."""
+    out = []
+    metric_names = ("P@1", "nDCG@3", "PSP@5", "micro_f1")
+    for catalog in dict.fromkeys(r.catalog for r in rows):
+        mine = [r for r in rows if r.catalog == catalog]
+        systems = list(dict.fromkeys(family(r.system) for r in mine))
+        k = len({r.notes["fold"] for r in mine})
+        head = ["system", *metric_names, "train s (mean)"]
+        lines = [f"{catalog}, {k} folds: mean ± 95% interval", "| " + " | ".join(head) + " |"]
+        lines.append("|" + "---|" * len(head))
+        by = {
+            s: sorted((r for r in mine if family(r.system) == s), key=lambda r: r.notes["fold"])
+            for s in systems
+        }
+        for s in systems:
+            cells = []
+            for m in metric_names:
+                mean, half = interval(np.array([r.metrics[m] for r in by[s]]))
+                cells.append(f"{mean:.3f} ± {half:.3f}")
+            secs = np.mean([r.train_seconds for r in by[s]])
+            lines.append(f"| {s} | " + " | ".join(cells) + f" | {secs:.0f} |")
+        if "labelrec" in by:
+            ours = by["labelrec"]
+            lines += ["", f"{catalog}: labelrec minus peer, paired by fold (points ± 95% interval)"]
+            lines.append("| peer | " + " | ".join(metric_names) + " |")
+            lines.append("|" + "---|" * (len(metric_names) + 1))
+            gaps = {}
+            for s in systems:
+                if s == "labelrec" or len(by[s]) != len(ours):
+                    continue
+                cells = []
+                for m in metric_names:
+                    diff = 100 * np.array(
+                        [a.metrics[m] - b.metrics[m] for a, b in zip(ours, by[s], strict=True)]
+                    )
+                    mean, half = interval(diff)
+                    gaps.setdefault(m, []).append(mean)
+                    cells.append(f"{mean:+.1f} ± {half:.1f}")
+                lines.append(f"| {s} | " + " | ".join(cells) + " |")
+            if gaps:
+                p1 = np.mean([r.metrics["P@1"] for r in ours])
+                met = min(gaps["P@1"]) >= CV_GOAL_POINTS and min(gaps["nDCG@3"]) >= CV_GOAL_POINTS
+                met = met and p1 >= CV_GOAL_MIN_P1.get(catalog, 0.0)
+                lines.append(
+                    f"\ngoal (+{CV_GOAL_POINTS:.0f} P@1 and nDCG@3 over the best peer"
+                    + (f", P@1 >= {CV_GOAL_MIN_P1[catalog]}" if catalog in CV_GOAL_MIN_P1 else "")
+                    + f"): {'met' if met else 'not met'}"
+                )
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+CV_GOAL_POINTS = 3.0
+CV_GOAL_MIN_P1 = {"amazon_in_sales": 0.985, "zh_taobao": 0.85}
+
+
 def measure_overhead(config: Path, data_root: Path, catalog: str, n_steps: int) -> str:
     """Products/s of the training loop (``TagTrainer.train``: DataLoader, collate, Accelerate,
     progress bar) against the pure model step (forward, backward, clip, AdamW step) on the same
@@ -491,10 +725,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="STEPS",
         help="measure the training pipeline's overhead over the pure model step rate",
     )
+    parser.add_argument(
+        "--cv",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K-fold cross-validation over train + valid (everyone trained on the same products)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="fold assignment seed (--cv)")
     parser.add_argument("overrides", nargs="*", help="config overrides for labelrec, a.b=value")
     args = parser.parse_args(argv)
     if args.report:
-        print_report([Row(**r) for r in json.loads(args.report.read_text(encoding="utf-8"))])
+        saved = [Row(**r) for r in json.loads(args.report.read_text(encoding="utf-8"))]
+        if any("fold" in r.notes for r in saved):
+            print(format_cv(saved))
+        else:
+            print_report(saved)
         return 0
     catalogs = list(CATALOGS) if args.all else (args.catalog or [])
     if not catalogs:
@@ -507,6 +753,26 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     rows: list[Row] = []
+    if args.cv:
+        if args.cv < 2:
+            parser.error("--cv needs K >= 2")
+        for catalog in catalogs:
+            rows += run_cv(
+                catalog,
+                args.data_root,
+                args.config,
+                args.output_root,
+                args.overrides,
+                args.cv,
+                args.seed,
+                args.threads,
+                args.skip_labelrec,
+            )
+            if args.json:  # after each catalog: a long run keeps what it measured
+                payload = [r.__dict__ for r in rows]
+                args.json.write_text(json.dumps(payload, indent=1, default=float), "utf-8")
+        print(format_cv(rows))
+        return 0
     for catalog in catalogs:
         train = load_split(args.data_root, catalog, "train", cfg)
         valid = load_split(args.data_root, catalog, "valid", cfg)

@@ -71,14 +71,24 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f" {m['valid_rougeL_f1']:.4f}, {int(m['valid_empty_outputs'])} empty"
             )
         return 0
-    print(
-        f"model saved to {result.output}: {result.n_tags} tags, best epoch {result.best_epoch}"
-        f" of {len(result.history)}, {result.train_seconds:.1f} s training"
-    )
+    if result.refit is None:
+        print(
+            f"model saved to {result.output}: {result.n_tags} tags, best epoch {result.best_epoch}"
+            f" of {len(result.history)}, {result.train_seconds:.1f} s training"
+        )
+    else:
+        r = result.refit
+        print(
+            f"model saved to {result.output}: {result.n_tags} tags, refit on {r['train_products']}"
+            f" train + valid products for {r['epochs']} epochs ({r['train_seconds']:.1f} s);"
+            f" the tuning run is in {result.output / r['tuning_dir']}"
+        )
     keys = ("P@1", "P@3", "P@5", "nDCG@3", "PSP@5", "micro_f1", "macro_f1")
     shown = [f"{k} {result.metrics[k]:.4f}" for k in keys if k in result.metrics]
     if shown:
-        print(f"valid ({int(result.metrics.get('n_products', 0))} products): " + ", ".join(shown))
+        which = "valid" if result.refit is None else "valid, tuning run"
+        n = int(result.metrics.get("n_products", 0))
+        print(f"{which} ({n} products): " + ", ".join(shown))
     return 0
 
 

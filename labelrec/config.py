@@ -214,6 +214,20 @@ class TrainConfig:
         default=False,
         metadata={"help": "Recompute activations in the backward pass: less memory, more compute."},
     )
+    threshold_prior: float = field(
+        default=0.0,
+        metadata={
+            "help": "Pseudo-count of the global threshold in each tag's threshold tuned on valid:"
+            " (n * t_tag + m * t_global) / (n + m), n the tag's valid positives; 0: none."
+        },
+    )
+    refit: bool = field(
+        default=True,
+        metadata={
+            "help": "After tuning on train/valid, train the final model on train + valid with the"
+            " chosen epochs, fusion weights and thresholds (the tuning run stays in OUTPUT/tuning)."
+        },
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -241,6 +255,7 @@ class TrainConfig:
             "must be auto, no, bf16 or fp16",
         )
         _check(self.bucket_size >= 1, "train.bucket_size", "must be >= 1")
+        _check(self.threshold_prior >= 0, "train.threshold_prior", "must be >= 0")
 
 
 @dataclass

@@ -433,10 +433,12 @@ def write_catalog(products: list[dict[str, Any]], path: str | Path) -> Path:
     return path
 
 
-def split_of(product_id: str, valid_fraction: float = 0.15) -> str:
-    """Deterministic split ("train" or "valid") from an MD5 hash of the product id."""
+def split_of(product_id: str, valid_fraction: float = 0.15, test_fraction: float = 0.15) -> str:
+    """Deterministic split ("train", "valid" or "test") from an MD5 hash of the product id."""
     bucket = int(hashlib.md5(product_id.encode("utf-8")).hexdigest(), 16) / float(1 << 128)
-    return "valid" if bucket < valid_fraction else "train"
+    if bucket < valid_fraction:
+        return "valid"
+    return "test" if bucket < valid_fraction + test_fraction else "train"
 
 
 def write_demo(
@@ -444,14 +446,19 @@ def write_demo(
     n_products: int = 2400,
     seed: int = 0,
     valid_fraction: float = 0.15,
+    test_fraction: float = 0.15,
 ) -> dict[str, Path]:
-    """Generate the demo catalog and write ``train.jsonl`` / ``valid.jsonl`` into ``out_dir``."""
-    if not 0.0 <= valid_fraction <= 1.0:
-        raise ValueError(f"valid_fraction must be in [0, 1], got {valid_fraction}")
+    """Generate the demo catalog and write ``train.jsonl``, ``valid.jsonl`` (tuning) and
+    ``test.jsonl`` (held out: what evaluation and promotion measure) into ``out_dir``."""
+    if not (0.0 <= valid_fraction and 0.0 <= test_fraction and valid_fraction + test_fraction < 1):
+        raise ValueError(
+            f"valid_fraction and test_fraction must be >= 0 with a sum below 1,"
+            f" got {valid_fraction} and {test_fraction}"
+        )
     products = generate_catalog(n_products, seed)
-    parts: dict[str, list[dict[str, Any]]] = {"train": [], "valid": []}
+    parts: dict[str, list[dict[str, Any]]] = {"train": [], "valid": [], "test": []}
     for product in products:
-        parts[split_of(product["id"], valid_fraction)].append(product)
+        parts[split_of(product["id"], valid_fraction, test_fraction)].append(product)
     out = Path(out_dir)
     return {name: write_catalog(items, out / f"{name}.jsonl") for name, items in parts.items()}
 
@@ -479,8 +486,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-products", type=int, default=2400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--valid-fraction", type=float, default=0.15)
+    parser.add_argument("--test-fraction", type=float, default=0.15)
     args = parser.parse_args(argv)
-    paths = write_demo(args.out_dir, args.n_products, args.seed, args.valid_fraction)
+    paths = write_demo(
+        args.out_dir, args.n_products, args.seed, args.valid_fraction, args.test_fraction
+    )
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     print(json.dumps(catalog_stats(generate_catalog(args.n_products, args.seed)), indent=2))
 

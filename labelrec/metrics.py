@@ -322,14 +322,20 @@ def tune_tag_thresholds(
     global_threshold: float,
     min_support: int = 3,
     grid: ArrayLike | None = None,
+    prior: float = 0.0,
 ) -> np.ndarray:
     """Per-tag thresholds from ``grid`` maximising each tag's F1 on tuning data.
 
     Tags with fewer than ``min_support`` gold positives, or whose best F1 is 0, keep
     ``global_threshold``. When several grid values reach a tag's best F1 the one
     closest to ``global_threshold`` is taken (a mild shrinkage towards the global
-    value). Vectorised over tags; loops over the grid.
+    value). ``prior`` > 0 shrinks further: a tag with ``n`` positives gets
+    ``(n * t_tag + prior * global_threshold) / (n + prior)``, so the fewer positives a
+    threshold was fitted on, the closer it stays to the global one. Vectorised over
+    tags; loops over the grid.
     """
+    if prior < 0:
+        raise ValueError(f"prior must be >= 0, got {prior}")
     y, s = _inputs(y_true, scores)
     g = np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64).ravel()
     if g.size == 0:
@@ -348,6 +354,8 @@ def tune_tag_thresholds(
     distance = np.where(f1 >= best[None, :] - 1e-12, distance, np.inf)
     chosen = g[np.argmin(distance, axis=0)]
     fallback = (support < min_support) | (best <= 0)
+    if prior > 0:
+        chosen = (support * chosen + prior * global_threshold) / (support + prior)
     return np.where(fallback, float(global_threshold), chosen)
 
 

@@ -33,7 +33,8 @@ Settings (environment): ``LABELREC_MODEL_URI``, ``LABELREC_POLL_SECONDS``,
 ``LABELREC_BACKEND`` (``auto``: ONNX Runtime on CPU where it can run, else torch; ``torch``;
 ``onnx``),
 ``LABELREC_INDEX``, ``LABELREC_CATALOG``, ``LABELREC_INTERACTIONS`` (above),
-``LABELREC_MAX_UPLOAD_MB`` (``/suggest_file`` upload cap, 512), ``LABELREC_ADMIN_TOKEN`` (the
+``LABELREC_MAX_UPLOAD_MB`` (``/suggest_file`` upload cap, 512), ``LABELREC_MAX_BODY_MB`` (any
+other request body, 32: a 413 before or while it is read), ``LABELREC_ADMIN_TOKEN`` (the
 bearer token ``POST /reload`` requires; without it only unforced reloads are open),
 ``LABELREC_GENERATE`` (``0``: leave out a model's tag generator, a decoder LLM that takes seconds
 per product on a CPU).
@@ -59,6 +60,7 @@ import dataclasses
 import functools
 import gzip
 import hmac
+import json
 import logging
 import os
 import re
@@ -113,7 +115,72 @@ MAX_BATCH_SIZE = env_int("LABELREC_MAX_BATCH_SIZE", 64)
 MAX_LATENCY_MS = env_int("LABELREC_MAX_LATENCY_MS", 10_000)
 ADMIN_TOKEN_ENV = "LABELREC_ADMIN_TOKEN"
 MAX_UPLOAD_BYTES = env_int("LABELREC_MAX_UPLOAD_MB", 512) << 20
+MAX_BODY_BYTES = env_int("LABELREC_MAX_BODY_MB", 32) << 20
+UPLOAD_PATHS = ("/suggest_file",)  # multipart uploads: their own cap, MAX_UPLOAD_BYTES
 FILE_CHUNK = 256  # products scored per step of /suggest_file
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes``, told by its Content-Length
+    before anything is read, or counted while it streams (chunked bodies): reading stops there.
+    ``exempt`` paths (uploads) keep their own cap."""
+
+    def __init__(self, app: Any, max_bytes: int, exempt: tuple[str, ...] = UPLOAD_PATHS) -> None:
+        self.app, self.max_bytes, self.exempt = app, max_bytes, exempt
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        received, over, started = 0, False, False
+
+        async def counted() -> dict:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    over = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded(message: dict) -> None:
+            nonlocal started
+            if over:  # the app's own answer to the interrupted read gives way to the 413
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self._reject(send)
+
+    async def _reject(self, send: Any) -> None:
+        body = json.dumps(
+            {
+                "error": f"request body over the cap of {self.max_bytes >> 20} MB"
+                " (LABELREC_MAX_BODY_MB); send fewer products per request"
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
 
 # --------------------------------------------------------------------------- request/response
 
@@ -1028,3 +1095,6 @@ class LabelRec:
                 "x-labelrec-model-version": snap.version,
             },
         )
+
+
+LabelRec.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)

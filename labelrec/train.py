@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best_trainable.pt"
+TUNING_DIR = "tuning"  # the tuning run of a refit, inside the final model's directory
+TUNED_FILE = "tuned.json"
 
 
 class Tracker(Protocol):
@@ -69,6 +71,59 @@ class NullTracker:
 
     def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
         pass
+
+
+class RefitTracker:
+    """A tracker for the refit of a run whose tuning run reports to ``inner``: the refit's
+    metrics get a ``refit_`` prefix, its training catalog is the dataset ``refit``, and of its
+    parameters only what differs from the tuning run is logged (``refit.*``)."""
+
+    PARAMS = ("n_tags", "n_train", "n_valid", "train.epochs")
+
+    def __init__(self, inner: Tracker) -> None:
+        self.inner = inner
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.inner.log_params({f"refit.{k}": params[k] for k in self.PARAMS if k in params})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.inner.log_metrics({f"refit_{k}": v for k, v in metrics.items()}, step=step)
+
+    def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
+        if name == "train":
+            self.inner.log_dataset("refit", source, products, n_tags)
+
+
+@dataclass
+class TunedSettings:
+    """What a tuning run chose on valid, carried into the refit on train + valid."""
+
+    epochs: int
+    global_threshold: float
+    tag_thresholds: dict[str, float]
+    # weight, embedding_weight, span_weight, new_threshold of the lexical fusion
+    lexical: dict[str, float] | None = None
+    # weight, new_weight, new_threshold of the tag generator
+    generator: dict[str, float] | None = None
+    valid_metrics: dict[str, float] = field(default_factory=dict)
+    n_valid: int = 0
+
+    def thresholds_for(self, tags: list[str]) -> np.ndarray:
+        """Per-tag thresholds for a vocabulary: the tuned one per tag, the global one for tags
+        the tuning run did not have."""
+        g = self.global_threshold
+        return np.asarray([self.tag_thresholds.get(t, g) for t in tags], dtype=np.float32)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON (under a temporary name, then renamed)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TunedSettings:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 @dataclass
@@ -232,10 +287,17 @@ class TrainResult:
     vocab: data_mod.TagVocab | None = None
     global_threshold: float = 0.5
     tag_thresholds: np.ndarray | None = None
+    # what valid chose (a tuning run); for a refit model, what it was trained with
+    tuned: TunedSettings | None = None
+    refit: dict[str, Any] | None = None  # a refit model: products, epochs, seconds
 
 
 class TagTrainer:
-    """setup() -> train() -> cleanup(); ``run()`` does all three."""
+    """setup() -> train() -> cleanup(); ``run()`` does all three.
+
+    ``splits`` replaces the catalogs of the config; with ``tuned`` (a refit: no valid products)
+    the fusion weights and thresholds are taken from it instead of tuned.
+    """
 
     def __init__(
         self,
@@ -243,11 +305,15 @@ class TagTrainer:
         resume: bool = False,
         tracker: Tracker | None = None,
         progress: bool = True,
+        splits: Splits | None = None,
+        tuned: TunedSettings | None = None,
     ) -> None:
         self.cfg = cfg
         self.resume = resume
         self.tracker = tracker or NullTracker()
         self.progress = progress
+        self.given_splits = splits
+        self.tuned = tuned
         self.output = Path(cfg.output)
         self.ckpt_dir = self.output / "checkpoints"
 
@@ -268,7 +334,7 @@ class TagTrainer:
         set_seed(cfg.seed)
         self.is_main = self.accelerator.is_main_process
 
-        splits = load_splits(cfg)
+        splits = self.given_splits or load_splits(cfg)
         self.splits = splits
         vocab_path = self.output / VOCAB_FILE
         if self.resume and vocab_path.is_file():
@@ -575,12 +641,15 @@ class TagTrainer:
 
     # ---------------------------------------------------------------- cleanup
     def cleanup(self) -> TrainResult:
-        """Best weights back, thresholds tuned on valid, merged model saved, checkpoints kept."""
+        """Best weights back, thresholds tuned on valid, merged model saved, checkpoints kept.
+
+        A refit (``tuned`` given) keeps its last weights and takes its fusion weights and
+        thresholds from ``tuned``."""
         acc = self.accelerator
         acc.wait_for_everyone()
         model: TagModel = acc.unwrap_model(self.model)
         best_file = self.ckpt_dir / BEST_FILE
-        if best_file.is_file():
+        if best_file.is_file() and self.tuned is None:
             model.load_state_dict(torch.load(best_file, weights_only=True), strict=False)
         scores = self.predict_valid()
         lexical_model, lexical_report = None, {}
@@ -623,11 +692,39 @@ class TagTrainer:
         global_t, per_tag = 0.5, np.full(len(self.vocab), 0.5, dtype=np.float32)
         if scores is not None:
             global_t = metrics.tune_global_threshold(y_tuned, scores)
-            per_tag = metrics.tune_tag_thresholds(y_tuned, scores, global_t)
+            per_tag = metrics.tune_tag_thresholds(
+                y_tuned, scores, global_t, prior=self.cfg.train.threshold_prior
+            )
             result_metrics = evaluate_scores_on(scores, tuned_products, self.vocab, per_tag).metrics
             result_metrics["global_threshold"] = float(global_t)
         result_metrics.update(lexical_report)
         result_metrics.update(generator_report)
+        refit = None
+        if self.tuned is not None:  # a refit: what the tuning run chose on valid
+            t = self.tuned
+            global_t, per_tag = t.global_threshold, t.thresholds_for(self.vocab.tags)
+            if lexical_model is not None and t.lexical is not None:
+                for key, value in t.lexical.items():
+                    setattr(lexical_model, key, value)
+            if generator is not None and t.generator is not None:
+                for key, value in t.generator.items():
+                    setattr(generator, key, value)
+            refit = {
+                "train_products": len(self.train_products),
+                "epochs": self.state["epoch"],
+                "train_seconds": self.state["train_seconds"],
+                "tuning_dir": TUNING_DIR,
+            }
+            result_metrics = dict(t.valid_metrics)
+        tuned = TunedSettings(
+            epochs=self.state["best_epoch"],
+            global_threshold=float(global_t),
+            tag_thresholds={t: float(v) for t, v in zip(self.vocab.tags, per_tag, strict=True)},
+            lexical=_floats(lexical_model, LEXICAL_TUNED),
+            generator=_floats(generator, GENERATOR_TUNED),
+            valid_metrics=result_metrics,
+            n_valid=len(tuned_products),
+        )
         if self.is_main:
             model.eval()
             info = ModelInfo(
@@ -636,13 +733,16 @@ class TagTrainer:
                 max_length=self.cfg.model.max_length,
                 n_tags=len(self.vocab),
                 extra={
-                    "best_epoch": self.state["best_epoch"],
+                    "best_epoch": self.state["best_epoch"] if refit is None else refit["epochs"],
                     "num_processes": acc.num_processes,
+                    # a refit model's are the tuning run's: the last valid it did not train on
                     "valid_metrics": result_metrics,
                     "train_source": self.splits.train_source,
                     "config": config_to_dict(self.cfg),
                 },
             )
+            if refit is not None:
+                info.extra["refit"] = refit
             # labelrec.json goes last: while the files change, the directory is no model to load
             # (a service polling it keeps the version it has), then it is one, complete.
             pending = f"{LABELREC_FILE}.pending"
@@ -660,7 +760,12 @@ class TagTrainer:
                 json.dumps(self.state["history"], indent=1), encoding="utf-8"
             )
             os.replace(self.output / pending, self.output / LABELREC_FILE)
-            self.tracker.log_metrics({f"final_{k}": v for k, v in result_metrics.items()})
+            if refit is None:
+                self.tracker.log_metrics({f"final_{k}": v for k, v in result_metrics.items()})
+            else:
+                self.tracker.log_metrics(
+                    {k: float(refit[k]) for k in ("train_products", "epochs", "train_seconds")}
+                )
         acc.wait_for_everyone()
         return TrainResult(
             output=self.output,
@@ -674,6 +779,8 @@ class TagTrainer:
             vocab=self.vocab,
             global_threshold=float(global_t),
             tag_thresholds=per_tag,
+            tuned=tuned,
+            refit=refit,
         )
 
     def _fit_generator(
@@ -735,6 +842,14 @@ class TagTrainer:
         return self.cleanup()
 
 
+LEXICAL_TUNED = ("weight", "embedding_weight", "span_weight", "new_threshold")
+GENERATOR_TUNED = ("weight", "new_weight", "new_threshold")
+
+
+def _floats(obj: Any, names: tuple[str, ...]) -> dict[str, float] | None:
+    return None if obj is None else {k: float(getattr(obj, k)) for k in names}
+
+
 def _flat_config(cfg: Config) -> dict[str, Any]:
     from labelrec.config import flatten
 
@@ -749,4 +864,74 @@ def train(
         from labelrec.describe import train_describer
 
         return train_describer(cfg, resume=resume, tracker=tracker, progress=progress)
-    return TagTrainer(cfg, resume=resume, tracker=tracker, progress=progress).run()
+    if not cfg.train.refit:
+        return TagTrainer(cfg, resume=resume, tracker=tracker, progress=progress).run()
+    return train_and_refit(cfg, resume=resume, tracker=tracker, progress=progress)
+
+
+def train_and_refit(
+    cfg: Config, resume: bool = False, tracker: Tracker | None = None, progress: bool = True
+) -> TrainResult:
+    """Tune on train/valid, then train the final model on train + valid with what valid chose.
+
+    The tuning run (early stopping, fusion weights, thresholds, all on valid) is saved in
+    ``OUTPUT/tuning`` with its choices in ``tuned.json``; the final model in ``OUTPUT`` is trained
+    for the tuning run's best epoch count on train + valid, with its fusion weights and per-tag
+    thresholds (tags new in the larger vocabulary get the global threshold). Its recorded valid
+    metrics are the tuning run's, and the valid scores returned are the tuning run's too: valid is
+    training data of the final model. Without valid products this is one plain run.
+    """
+    tracker = tracker or NullTracker()
+    splits = load_splits(cfg)
+    if not splits.valid:
+        logger.warning("train.refit: no valid products to tune on, training once on train")
+        return TagTrainer(cfg, resume, tracker, progress, splits=splits).run()
+    tuning_dir = Path(cfg.output) / TUNING_DIR
+    tuned_file = tuning_dir / TUNED_FILE
+    tuning: TrainResult | None = None
+    if resume and tuned_file.is_file():
+        tuned = TunedSettings.load(tuned_file)
+        logger.info("--resume: tuning run done (%s), refitting", tuned_file)
+    else:
+        tuning_cfg = dataclasses.replace(cfg, output=str(tuning_dir))
+        tuning = TagTrainer(tuning_cfg, resume, tracker, progress, splits=splits).run()
+        assert tuning.tuned is not None
+        tuned = tuning.tuned
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            tuned.save(tuned_file)
+    logger.info(
+        "refit on %d train + %d valid products for %d epochs",
+        len(splits.train),
+        len(splits.valid),
+        tuned.epochs,
+    )
+    lex = tuned.lexical or {}
+    refit_cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, epochs=max(1, tuned.epochs)),
+        lexical=dataclasses.replace(
+            cfg.lexical,
+            weight=lex.get("weight", cfg.lexical.weight),
+            embedding_weight=lex.get("embedding_weight", cfg.lexical.embedding_weight),
+        ),
+    )
+    merged = dataclasses.replace(
+        splits,
+        train=splits.train + splits.valid,
+        valid=[],
+        train_source=f"{splits.train_source} + {splits.valid_source}",
+    )
+    result = TagTrainer(
+        refit_cfg, resume, RefitTracker(tracker), progress, splits=merged, tuned=tuned
+    ).run()
+    result.best_epoch = tuned.epochs
+    if tuning is not None:  # the valid evaluation to report is the tuning run's
+        result.valid_scores, result.valid_products = tuning.valid_scores, tuning.valid_products
+        result.vocab = tuning.vocab
+        result.global_threshold, result.tag_thresholds = (
+            tuning.global_threshold,
+            tuning.tag_thresholds,
+        )
+    return result

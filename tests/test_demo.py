@@ -119,13 +119,22 @@ def test_keyword_signal(catalog: list[dict]) -> None:
 
 def test_write_demo_split(tmp_path: Path, catalog: list[dict]) -> None:
     paths = demo.write_demo(tmp_path / "a")
-    assert set(paths) == {"train", "valid"}
-    assert paths["train"].name == "train.jsonl" and paths["valid"].name == "valid.jsonl"
-    train, valid = _read_jsonl(paths["train"]), _read_jsonl(paths["valid"])
-    assert {p["id"] for p in train}.isdisjoint(p["id"] for p in valid)
-    assert sorted(train + valid, key=lambda p: p["id"]) == catalog
+    assert set(paths) == {"train", "valid", "test"}
+    assert [paths[k].name for k in ("train", "valid", "test")] == [
+        "train.jsonl",
+        "valid.jsonl",
+        "test.jsonl",
+    ]
+    train, valid, test = (_read_jsonl(paths[k]) for k in ("train", "valid", "test"))
+    ids = [{p["id"] for p in part} for part in (train, valid, test)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert sorted(train + valid + test, key=lambda p: p["id"]) == catalog
     assert 0.10 <= len(valid) / len(catalog) <= 0.20
+    assert 0.10 <= len(test) / len(catalog) <= 0.20
     assert all(demo.split_of(p["id"]) == "valid" for p in valid)
+    assert all(demo.split_of(p["id"]) == "test" for p in test)
+    with pytest.raises(ValueError, match="sum below 1"):
+        demo.write_demo(tmp_path / "c", valid_fraction=0.5, test_fraction=0.5)
     # UTF-8 without escaping.
     assert CJK.search(paths["train"].read_text(encoding="utf-8"))
     # Same inputs -> byte-identical files.

@@ -274,6 +274,11 @@ def test_tune_tag_thresholds_per_tag_and_fallback():
     # lowering min_support lets tag 2 use its own threshold
     out2 = metrics.tune_tag_thresholds(y, s, global_threshold=0.42, min_support=2, grid=grid)
     assert out2[2] == pytest.approx(0.9)
+    # prior 4: tag 1 (4 positives, own threshold 0.9) moves half way to the global 0.42
+    out3 = metrics.tune_tag_thresholds(y, s, global_threshold=0.42, grid=grid, prior=4.0)
+    np.testing.assert_allclose(out3, [0.46, 0.66, 0.42, 0.42, 0.46])
+    with pytest.raises(ValueError, match="prior"):
+        metrics.tune_tag_thresholds(y, s, global_threshold=0.42, prior=-1.0)
 
 
 def test_tune_tag_thresholds_default_grid_separable():

@@ -88,3 +88,66 @@ def test_goal_table_compares_with_the_best_peer_per_metric(tmp_path: Path, capsy
     saved.write_text(__import__("json").dumps([r.__dict__ for r in rows]))
     assert quality.main(["--report", str(saved)]) == 0
     assert "| a | +5.0 | +3.0 | +0.0 | 1.0 | yes |" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ cross-validation (--cv K)
+
+
+def test_cv_folds_cover_every_product_once_and_keep_near_duplicates_together() -> None:
+    rows = [Product(**r) for r in toy_catalog(6)]  # each title in 6 variants: "<title> <copy>"
+    folds = quality.cv_folds(rows, 3, seed=0)
+    assert len(folds) == 3
+    every = np.sort(np.concatenate(folds))
+    assert every.tolist() == list(range(len(rows)))
+    fold_of = {int(i): f for f, idx in enumerate(folds) for i in idx}
+    by_key: dict[str, set[int]] = {}
+    for i, p in enumerate(rows):
+        by_key.setdefault(quality.near_duplicate_key(p.title), set()).add(fold_of[i])
+    assert len(by_key) == 10 and all(len(f) == 1 for f in by_key.values())
+    assert quality.near_duplicate_key("LEGO City, 60141 (Police)") == "lego city police"
+    # another seed: another assignment, still a partition
+    other = quality.cv_folds(rows, 3, seed=1)
+    assert sorted(np.concatenate(other).tolist()) == list(range(len(rows)))
+
+
+def test_inner_split_keeps_near_duplicates_on_one_side() -> None:
+    rows = [Product(**r) for r in toy_catalog(6)]
+    train, valid = quality.inner_split(rows, 0.3, seed=0)
+    assert len(train) + len(valid) == len(rows) and valid and train
+    keys = {quality.near_duplicate_key(p.title) for p in valid}
+    assert keys.isdisjoint(quality.near_duplicate_key(p.title) for p in train)
+
+
+def _row(system: str, fold: int, p1: float, ndcg: float) -> object:
+    values = {"P@1": p1, "nDCG@3": ndcg, "PSP@5": 0.5, "micro_f1": 0.5}
+    return quality.Row("toy", system, values, 10.0, 1.0, {"fold": fold})
+
+
+def test_interval_and_cv_table_on_hand_made_rows() -> None:
+    mean, half = quality.interval(np.array([1.0, 2.0, 3.0]))
+    # t(0.975, 2) = 4.303, sd = 1, n = 3
+    assert mean == pytest.approx(2.0) and half == pytest.approx(4.3027 / np.sqrt(3), rel=1e-4)
+    rows = [
+        _row("labelrec", 0, 0.90, 0.80),
+        _row("labelrec", 1, 0.92, 0.84),
+        _row("Omikuji (char1-2)", 0, 0.85, 0.78),
+        _row("Omikuji (word+char1-2)", 1, 0.89, 0.79),
+    ]
+    text = quality.format_cv(rows)
+    assert "| labelrec | 0.910 ± " in text and "| Omikuji | 0.870 ± " in text
+    # paired: +5 and +3 points of P@1 -> +4.0; nDCG@3 +2 and +5 -> +3.5
+    assert "| Omikuji | +4.0 ± " in text and " | +3.5 ± " in text
+    assert "goal (+3 P@1 and nDCG@3 over the best peer): met" in text
+
+
+def test_peers_refit_on_train_and_valid_with_thresholds_from_valid() -> None:
+    pytest.importorskip("omikuji")
+    pytest.importorskip("fasttext")
+    rows = [Product(**r) for r in toy_catalog(8)]
+    test = [p for p in rows if p.id.startswith("p7-")]
+    rest = [p for p in rows if not p.id.startswith("p7-")]
+    train, valid = quality.inner_split(rest, 0.3, seed=0)
+    vocab = TagVocab.from_products(rest)
+    out = quality.refit_peers("toy", train, valid, test, vocab, threads=1)
+    assert [quality.family(r.system) for r in out] == ["Omikuji", "fastText"]
+    assert out[0].metrics["P@1"] > 0.5 and out[0].train_seconds > 0

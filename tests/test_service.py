@@ -604,3 +604,44 @@ def test_bentofile_packages_match_pyproject() -> None:
     packages = bentofile["python"]["packages"]
     missing = [dep for dep in project["dependencies"] if dep not in packages]
     assert not missing, f"bentofile.yaml lacks pyproject dependencies {missing}"
+
+
+# --------------------------------------------------------------------------- request body cap
+
+
+def _echo_app(catch: bool) -> object:
+    """A Starlette app that reads the whole body; with ``catch`` it answers 500 to any error
+    while reading (as a framework's own error handling would)."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def echo(request):  # noqa: ANN001, ANN202
+        try:
+            body = await request.body()
+        except Exception:
+            if not catch:
+                raise
+            return JSONResponse({"error": "internal"}, status_code=500)
+        return JSONResponse({"bytes": len(body)})
+
+    routes = [Route(p, echo, methods=["POST"]) for p in ("/suggest", "/suggest_file")]
+    return Starlette(routes=routes)
+
+
+@pytest.mark.parametrize("catch", [False, True])
+def test_body_limit_413_by_content_length_or_while_streaming(catch: bool) -> None:
+    app = service.BodyLimit(_echo_app(catch), max_bytes=1000)
+    with TestClient(app) as client:
+        assert client.post("/suggest", content=b"x" * 1000).json() == {"bytes": 1000}
+        declared = client.post("/suggest", content=b"x" * 1001)
+        assert declared.status_code == 413 and "LABELREC_MAX_BODY_MB" in declared.json()["error"]
+
+        def chunks():  # no Content-Length: counted as it arrives
+            for _ in range(50):
+                yield b"x" * 100
+
+        streamed = client.post("/suggest", content=chunks())
+        assert streamed.status_code == 413, streamed.text
+        # uploads have their own cap
+        assert client.post("/suggest_file", content=b"x" * 5000).json() == {"bytes": 5000}

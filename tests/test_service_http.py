@@ -86,6 +86,7 @@ def server(
                 LABELREC_MODEL_URI=str(link),
                 LABELREC_INDEX=str(service_index),
                 LABELREC_FEEDBACK_URI=feedback_uri,
+                LABELREC_MAX_BODY_MB="2",
             ),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -173,6 +174,12 @@ def test_bad_input_is_a_4xx_and_the_server_keeps_serving(
         assert "error" in answer.json()
     big = {"product": {"title": "lego", "description": "x" * 1_000_000}}
     assert http.post("/suggest", json=big).status_code == 200
+    # LABELREC_MAX_BODY_MB=2: a 3 MB body is refused, declared or streamed in chunks
+    huge = json.dumps({"products": [{"title": "lego " * 60_000}] * 10}).encode()
+    assert http.post("/suggest_batch", content=huge, headers=json_headers).status_code == 413
+    chunks = (huge[i : i + 65536] for i in range(0, len(huge), 65536))
+    answer = http.post("/suggest_batch", content=chunks, headers=json_headers)
+    assert answer.status_code == 413 and "LABELREC_MAX_BODY_MB" in answer.json()["error"]
     upload = http.post("/suggest_file", files={"file": ("c.csv", b"id,title\n1,\n")})
     assert upload.status_code == 400 and "line 2" in upload.json()["error"]
     assert server.process.poll() is None

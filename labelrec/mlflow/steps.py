@@ -461,21 +461,33 @@ def run_main(
 ) -> dict[str, Any]:
     """Demo data (when no ``train`` is given) -> train -> evaluate -> promote, as child runs.
 
-    ``data`` (the evaluation catalog of evaluate and promote) defaults to ``valid``.
+    ``data`` is the evaluation catalog of evaluate and promote: the demo's test split, else
+    ``valid`` when not given (with a warning when the model is refit on train + valid: it then
+    measures a model on products it was trained on; the MLflow tag ``labelrec.eval_data`` says
+    which).
     """
     items = split_overrides(overrides)
+    cfg = load_config(config, items)
     with step_run("main") as run:
         summary: dict[str, Any] = {"run_id": run.info.run_id}
         if not train:
             from labelrec.demo import write_demo
 
-            cfg = load_config(config, items)
             paths = write_demo(demo_dir, n_products=cfg.data.demo_products, seed=cfg.seed)
             train, valid = str(paths["train"]), str(paths["valid"])
+            data = data or str(paths["test"])
             summary["demo"] = {k: str(v) for k, v in paths.items()}
+        eval_data = "data" if data else "valid"
         data = data or valid
         if not data:
             raise ValueError("main: give valid or data (the evaluation catalog)")
+        if eval_data == "valid" and cfg.train.refit:
+            eval_data = "valid (trained on by the refit)"
+            logger.warning(
+                "main: evaluating and promoting on valid, which the refit model was trained on;"
+                " give data (a held-out catalog) or train.refit=false"
+            )
+        mlflow.set_tag("labelrec.eval_data", eval_data)
         trained = run_train(
             config, train, valid, items, name=name, register=True, progress=progress
         )

@@ -508,9 +508,14 @@ def log_evaluation(
 
 
 def log_model_files(run_id: str, model_dir: str | Path, client: MlflowClient | None = None) -> None:
-    """The model's tag vocabulary, thresholds, info and training history as run artifacts."""
+    """The model's tag vocabulary, thresholds, info and training history as run artifacts
+    (with a refit, the tuning run's choices and history in ``model_files/tuning``)."""
     client = client or MlflowClient()
-    for name in ("tags.json", "thresholds.json", "labelrec.json", "history.json"):
-        path = Path(model_dir) / name
-        if path.is_file():
-            client.log_artifact(run_id, str(path), "model_files")
+    for sub, names in (
+        ("", ("tags.json", "thresholds.json", "labelrec.json", "history.json")),
+        ("tuning", ("tuned.json", "history.json")),
+    ):
+        for name in names:
+            path = Path(model_dir) / sub / name
+            if path.is_file():
+                client.log_artifact(run_id, str(path), f"model_files/{sub}".rstrip("/"))
