@@ -3,14 +3,20 @@
 
     .venv/bin/python benchmarks/quality.py --all
     .venv/bin/python benchmarks/quality.py --catalog amazon_uk_toys --labelrec-model runs/uk
+    .venv/bin/python benchmarks/quality.py --all --cv 5 --json runs/cv.json
 
-For each catalog: labelrec is trained with ``configs/default.yaml`` on the train split (or a
-given model directory is reused), the peers (Omikuji on TF-IDF word + char n-grams, fastText
-``-loss ova``) are trained in this same process environment, and all systems are scored on the
-valid split by the same metric code (``labelrec.evaluate``): peer scores become dense matrices
-over labelrec's tag vocabulary, gold tags unknown to the vocabulary count as misses, and the
-peers' per-tag thresholds are tuned on valid exactly as labelrec's are. labelrec's open-vocabulary
-suggestions (new tags, ``known: false``) are scored against the gold tags they name.
+For each catalog: labelrec is trained with ``configs/default.yaml`` on the train split without
+its refit on train + valid (or a given model directory is reused), the peers (Omikuji on TF-IDF
+word + char n-grams, fastText ``-loss ova``) are trained in this same process environment, and
+all systems are scored on the valid split by the same metric code (``labelrec.evaluate``): peer
+scores become dense matrices over labelrec's tag vocabulary, gold tags unknown to the vocabulary
+count as misses, and the peers' per-tag thresholds are tuned on valid exactly as labelrec's are.
+labelrec's open-vocabulary suggestions (new tags, ``known: false``) are scored against the gold
+tags they name.
+
+``--cv K`` measures instead by K-fold cross-validation over train + valid: in each fold labelrec
+(refit as configured) and the peers train on the same products and are scored on the fold's
+held-out products; means with 95% intervals and paired differences.
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``) and ``../shared/data``.
 """
@@ -157,7 +163,9 @@ def run_peers(
 def train_labelrec(
     catalog: str, data_root: Path, config: Path, output: Path, overrides: list[str]
 ) -> tuple[Path, float]:
-    """Train labelrec with the given config; returns (model dir, wall seconds)."""
+    """Train labelrec with the given config on train, tuned on valid; returns (model dir, wall
+    seconds). Valid measures it here, so there is no refit on train + valid (``--cv`` measures
+    the refit)."""
     from labelrec.train import train
 
     cfg = load_config(
@@ -166,6 +174,7 @@ def train_labelrec(
             f"data.train={data_root / catalog / 'train.jsonl'}",
             f"data.valid={data_root / catalog / 'valid.jsonl'}",
             f"output={output}",
+            "train.refit=false",
             *overrides,
         ],
     )
@@ -222,8 +231,9 @@ def refit_lexical(
 
 
 def recorded_train_seconds(model_dir: Path) -> float:
-    """Training time of a saved model: its epochs plus the lexical fit (setup and the valid pass
-    after each epoch are not recorded, so this is a lower bound of the wall time)."""
+    """Training time of a saved model: its epochs plus the lexical fit, and a refit model's
+    tuning run too (setup and the valid pass after each epoch are not recorded, so this is a
+    lower bound of the wall time)."""
     info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
     if "train_wall_seconds" in info:
         return float(info["train_wall_seconds"])
@@ -232,6 +242,9 @@ def recorded_train_seconds(model_dir: Path) -> float:
         return float("nan")
     history = json.loads(history_file.read_text(encoding="utf-8"))
     seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
+    if "refit" in info:  # its valid metrics are the tuning run's: that run's time is below
+        tuning = model_dir / info["refit"].get("tuning_dir", "tuning")
+        return float(seconds + recorded_train_seconds(tuning))
     return float(seconds + info.get("valid_metrics", {}).get("lexical_seconds", 0.0))
 
 
@@ -412,11 +425,16 @@ def run_cv(
     seed: int,
     threads: int,
     skip_labelrec: bool = False,
+    skip_peers: bool = False,
+    reuse: bool = False,
 ) -> list[Row]:
     """``k``-fold cross-validation over train + valid of a shared catalog: in each fold labelrec
     (tuned on an inner valid split, then refit as configured) and every peer (tuned on the same
     inner split, then refit) train on exactly the same products and are scored on the fold's
-    test products. Rows carry the fold in ``notes``."""
+    test products. A refit model's tuning run (trained on the inner train split only) is scored
+    too, as "labelrec without refit". With ``reuse`` the fold models already in
+    ``output_root`` are scored again instead of trained (training seconds as recorded in them).
+    Rows carry the fold in ``notes``."""
     cfg = load_config(config)
     products = load_split(data_root, catalog, "train", cfg) + load_split(
         data_root, catalog, "valid", cfg
@@ -434,26 +452,37 @@ def run_cv(
             for name, part in (("train", train), ("valid", valid))
         }
         fold_rows = []
+        model_dir = fold_dir / "labelrec"
         if not skip_labelrec:
-            from labelrec.train import train as train_labelrec
+            if reuse and (model_dir / "labelrec.json").is_file():
+                train_s = recorded_train_seconds(model_dir)
+            else:
+                from labelrec.train import train as train_labelrec
 
-            lr_cfg = load_config(
-                config,
-                [
-                    f"data.train={paths['train']}",
-                    f"data.valid={paths['valid']}",
-                    f"output={fold_dir / 'labelrec'}",
-                    f"seed={seed}",
-                    *overrides,
-                ],
-            )
-            t0 = time.perf_counter()
-            train_labelrec(lr_cfg, progress=sys.stderr.isatty())
-            train_s = time.perf_counter() - t0
-            lr_rows, lr_vocab = eval_labelrec(catalog, fold_dir / "labelrec", test, train_s, False)
+                lr_cfg = load_config(
+                    config,
+                    [
+                        f"data.train={paths['train']}",
+                        f"data.valid={paths['valid']}",
+                        f"output={model_dir}",
+                        f"seed={seed}",
+                        *overrides,
+                    ],
+                )
+                t0 = time.perf_counter()
+                train_labelrec(lr_cfg, progress=sys.stderr.isatty())
+                train_s = time.perf_counter() - t0
+            lr_rows, vocab = eval_labelrec(catalog, model_dir, test, train_s, False)
             fold_rows += lr_rows
-            vocab = lr_vocab
-        fold_rows += refit_peers(catalog, train, valid, test, vocab, threads)
+            tuning = model_dir / "tuning"
+            if (tuning / "labelrec.json").is_file():
+                rows_t, _ = eval_labelrec(
+                    catalog, tuning, test, recorded_train_seconds(tuning), False
+                )
+                rows_t[0].system = "labelrec without refit"
+                fold_rows += rows_t
+        if not skip_peers:
+            fold_rows += refit_peers(catalog, train, valid, test, vocab, threads)
         for row in fold_rows:
             row.notes["fold"] = fold
             row.notes["n_test"] = len(test)
@@ -508,20 +537,25 @@ def format_cv(rows: list[Row]) -> str:
             lines.append(f"| {s} | " + " | ".join(cells) + f" | {secs:.0f} |")
         if "labelrec" in by:
             ours = by["labelrec"]
-            lines += ["", f"{catalog}: labelrec minus peer, paired by fold (points ± 95% interval)"]
-            lines.append("| peer | " + " | ".join(metric_names) + " |")
+            lines += [
+                "",
+                f"{catalog}: labelrec minus each other row, paired by fold (points ± 95% interval)",
+            ]
+            lines.append("| other | " + " | ".join(metric_names) + " |")
             lines.append("|" + "---|" * (len(metric_names) + 1))
             gaps = {}
             for s in systems:
                 if s == "labelrec" or len(by[s]) != len(ours):
                     continue
+                is_peer = not s.startswith("labelrec")
                 cells = []
                 for m in metric_names:
                     diff = 100 * np.array(
                         [a.metrics[m] - b.metrics[m] for a, b in zip(ours, by[s], strict=True)]
                     )
                     mean, half = interval(diff)
-                    gaps.setdefault(m, []).append(mean)
+                    if is_peer:
+                        gaps.setdefault(m, []).append(mean)
                     cells.append(f"{mean:+.1f} ± {half:.1f}")
                 lines.append(f"| {s} | " + " | ".join(cells) + " |")
             if gaps:
@@ -693,6 +727,20 @@ def print_report(rows: list[Row]) -> None:
         print("\nGoal (points; best peer per metric among the peers' chosen settings):\n" + goal)
 
 
+def merge_saved(paths: list[Path]) -> list[Row]:
+    """The rows of runs saved with ``--json``, in order; a row whose catalog, system family and
+    fold an earlier file already has is left out (e.g. a ``--cv --reuse --skip-peers`` run adds
+    only its new rows to the first run)."""
+    rows: list[Row] = []
+    seen: set[tuple] = set()
+    for path in paths:
+        new = [Row(**item) for item in json.loads(path.read_text(encoding="utf-8"))]
+        keys = [(r.catalog, family(r.system), r.notes.get("fold")) for r in new]
+        rows += [r for r, key in zip(new, keys, strict=True) if key not in seen]
+        seen.update(keys)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalog", action="append", choices=CATALOGS, help="repeatable")
@@ -713,7 +761,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads for torch and the peers")
     parser.add_argument("--json", type=Path, help="also write all rows as JSON here")
     parser.add_argument(
-        "--report", type=Path, metavar="JSON", help="print the tables of a run saved with --json"
+        "--report",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="print the tables of runs saved with --json (a row already read from an earlier"
+        " file, same catalog, system and fold, is not read again)",
     )
     parser.add_argument(
         "--parts", action="store_true", help="also score each part of labelrec (ablation rows)"
@@ -733,10 +786,13 @@ def main(argv: list[str] | None = None) -> int:
         help="K-fold cross-validation over train + valid (everyone trained on the same products)",
     )
     parser.add_argument("--seed", type=int, default=0, help="fold assignment seed (--cv)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="--cv: score the fold models already trained"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for labelrec, a.b=value")
     args = parser.parse_args(argv)
     if args.report:
-        saved = [Row(**r) for r in json.loads(args.report.read_text(encoding="utf-8"))]
+        saved = merge_saved(args.report)
         if any("fold" in r.notes for r in saved):
             print(format_cv(saved))
         else:
@@ -767,6 +823,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.seed,
                 args.threads,
                 args.skip_labelrec,
+                args.skip_peers,
+                args.reuse,
             )
             if args.json:  # after each catalog: a long run keeps what it measured
                 payload = [r.__dict__ for r in rows]

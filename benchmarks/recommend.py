@@ -101,6 +101,7 @@ def ensure_model(model: Path, train: Path, valid: Path, allow_train: bool) -> No
         f"data.train={train}",
         f"data.valid={valid}",
         f"output={model}",
+        "train.refit=false",  # valid products are the queries measured here
         "--no-progress",
     ]
     print("training:", " ".join(cmd), file=sys.stderr)

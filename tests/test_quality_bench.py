@@ -132,12 +132,18 @@ def test_interval_and_cv_table_on_hand_made_rows() -> None:
         _row("labelrec", 1, 0.92, 0.84),
         _row("Omikuji (char1-2)", 0, 0.85, 0.78),
         _row("Omikuji (word+char1-2)", 1, 0.89, 0.79),
+        # a labelrec variant far behind is compared too, but is no peer for the goal
+        _row("labelrec without refit", 0, 0.50, 0.50),
+        _row("labelrec without refit", 1, 0.50, 0.50),
     ]
     text = quality.format_cv(rows)
     assert "| labelrec | 0.910 ± " in text and "| Omikuji | 0.870 ± " in text
     # paired: +5 and +3 points of P@1 -> +4.0; nDCG@3 +2 and +5 -> +3.5
     assert "| Omikuji | +4.0 ± " in text and " | +3.5 ± " in text
+    assert "| labelrec without refit | +41.0 ± " in text
     assert "goal (+3 P@1 and nDCG@3 over the best peer): met" in text
+    rows[2].metrics["P@1"] = 0.89  # Omikuji fold 0 now +1 point behind: +2.0 on average
+    assert "goal (+3 P@1 and nDCG@3 over the best peer): not met" in quality.format_cv(rows)
 
 
 def test_peers_refit_on_train_and_valid_with_thresholds_from_valid() -> None:
@@ -151,3 +157,26 @@ def test_peers_refit_on_train_and_valid_with_thresholds_from_valid() -> None:
     out = quality.refit_peers("toy", train, valid, test, vocab, threads=1)
     assert [quality.family(r.system) for r in out] == ["Omikuji", "fastText"]
     assert out[0].metrics["P@1"] > 0.5 and out[0].train_seconds > 0
+
+
+def test_saved_runs_merge_without_repeating_a_row(tmp_path: Path) -> None:
+    import json
+
+    first = [_row("labelrec", 0, 0.9, 0.8), _row("Omikuji (a)", 0, 0.8, 0.7)]
+    first.append(quality.Row("toy", "  Omikuji (b)", {"P@1": 0.7}, 1.0, 1.0, {"fold": 0}))
+    first.append(quality.Row("toy", "  Omikuji (c)", {"P@1": 0.6}, 1.0, 1.0, {"fold": 0}))
+    second = [_row("labelrec", 0, 0.1, 0.1), _row("labelrec without refit", 0, 0.85, 0.75)]
+    paths = []
+    for name, rows in (("a.json", first), ("b.json", second)):
+        path = tmp_path / name
+        path.write_text(json.dumps([r.__dict__ for r in rows]), encoding="utf-8")
+        paths.append(path)
+    merged = quality.merge_saved(paths)
+    assert [r.system for r in merged] == [
+        "labelrec",
+        "Omikuji (a)",
+        "  Omikuji (b)",
+        "  Omikuji (c)",
+        "labelrec without refit",
+    ]
+    assert merged[0].metrics["P@1"] == 0.9

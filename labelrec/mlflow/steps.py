@@ -547,7 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(p, "configs/default.yaml")
     p.add_argument("--train", default="", help="training catalog; empty: the demo catalog")
     p.add_argument("--valid", default="", help="validation catalog")
-    p.add_argument("--data", default="", help="evaluation catalog; empty: valid")
+    p.add_argument(
+        "--data", default="", help="evaluation catalog; empty: the demo's test split, else valid"
+    )
     p.add_argument("--demo-dir", default="demo_data", help="where the demo catalog is written")
     gate_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
