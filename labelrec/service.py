@@ -544,10 +544,15 @@ async def stream_scored(
         if data:
             yield data
     finally:  # also when the client goes away mid-stream
-        chunks.close()
-        if reader is not None:
-            reader.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            # a client gone while a chunk is scored in its thread: the generator is still running
+            # there ("generator already executing"); it ends when garbage-collected
+            with contextlib.suppress(ValueError):
+                chunks.close()
+            if reader is not None:
+                reader.close()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- descriptions
@@ -1070,6 +1075,8 @@ class LabelRec:
             else:
                 with path.open("wb") as fh:
                     await asyncio.to_thread(shutil.copyfileobj, file.file, fh, 1 << 20)
+            # the spooled upload is copied: free it now, not when the answer has streamed
+            await file.close()
             cfg = data_config_for(
                 snap.recommender,
                 {

@@ -112,6 +112,17 @@ def test_train_prints_a_concise_summary(
     assert "of 3" in capsys.readouterr().out
     assert len(json.loads((out / "history.json").read_text(encoding="utf-8"))) == 3
 
+    # with the refit: where the tuning run is, and whose valid metrics these are
+    refit = tmp_path / "refit"
+    args = _train_args(tiny_backbone, toy_data_dir, refit, "train.epochs=2", "train.refit=true")
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert (
+        lines[0].startswith(f"model saved to {refit}") and "refit on 60 train + valid" in lines[0]
+    )
+    assert str(refit / "tuning") in lines[0]
+    assert lines[1].startswith("valid, tuning run (10 products): ")
+
 
 def test_eval_writes_metrics_and_results(
     trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture

@@ -645,3 +645,61 @@ def test_body_limit_413_by_content_length_or_while_streaming(catch: bool) -> Non
         assert streamed.status_code == 413, streamed.text
         # uploads have their own cap
         assert client.post("/suggest_file", content=b"x" * 5000).json() == {"bytes": 5000}
+
+
+def test_a_scored_file_stream_removes_its_folder_when_the_client_leaves(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from labelrec.config import DataConfig
+
+    workdir = tmp_path / "upload"
+    workdir.mkdir()
+    path = workdir / "upload.jsonl"
+    rows = [{"id": str(i), "title": f"lego city police {i}"} for i in range(3 * service.FILE_CHUNK)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    snap = SimpleNamespace(recommender=TagRecommender.load(trained_model_dir))
+
+    async def leave_after_the_first_chunk() -> bytes:
+        stream = service.stream_scored(
+            path, workdir, DataConfig(), ".jsonl", snap, 3, None, threading.Lock()
+        )
+        first = await stream.__anext__()
+        await stream.aclose()  # what the server does when the client disconnects
+        return first
+
+    first = asyncio.run(leave_after_the_first_chunk())
+    assert first.count(b"\n") == service.FILE_CHUNK
+    assert not workdir.exists()
+
+    # gone while a chunk is being scored in its thread: the request task is cancelled there
+    workdir.mkdir()
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    started, release = threading.Event(), threading.Event()
+    score = snap.recommender.score
+
+    def slow_score(products: list) -> tuple:
+        started.set()
+        release.wait(10)
+        return score(products)
+
+    snap.recommender.score = slow_score
+
+    async def cancel_while_scoring() -> None:
+        stream = service.stream_scored(
+            path, workdir, DataConfig(), ".jsonl", snap, 3, None, threading.Lock()
+        )
+        task = asyncio.ensure_future(stream.__anext__())
+        await asyncio.to_thread(started.wait, 10)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            release.set()
+
+    asyncio.run(cancel_while_scoring())
+    assert not workdir.exists()
