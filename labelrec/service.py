@@ -103,6 +103,8 @@ from labelrec.serving import (
     env_int,
     index_extension,
     jsonable,
+    public_text,
+    public_uri,
 )
 
 logger = logging.getLogger("labelrec.service")
@@ -998,10 +1000,13 @@ class LabelRec:
         """Model name, version, aliases, run, metrics, and reload status."""
         out = self.holder.describe()
         if self.describer_uri:
-            out["describer"] = {"uri": self.describer_uri, "error": self.describer_error}
+            out["describer"] = {
+                "uri": public_uri(self.describer_uri),
+                "error": public_text(self.describer_error),
+            }
             if self.describer is not None:
                 meta = self.describer.meta
-                out["describer"]["backbone"] = meta.get("backbone")
+                out["describer"]["backbone"] = public_text(meta.get("backbone"))
                 out["describer"]["valid_metrics"] = jsonable(meta.get("valid_metrics") or {})
         return out
 

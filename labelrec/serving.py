@@ -336,7 +336,7 @@ class ModelHolder:
     def describe(self) -> dict[str, Any]:
         snap = self.current
         out: dict[str, Any] = {
-            "uri": self.uri if is_model_uri(self.uri) else public_text(self.uri),
+            "uri": public_uri(self.uri),
             "ready": snap is not None,
             "poll_seconds": self.poll_seconds,
             "last_check": self.last_check,
@@ -388,6 +388,11 @@ def public_text(text: str | None) -> str | None:
     """``text`` with local paths cut to their last part (``/srv/models/uk`` -> ``…/uk``): what a
     public answer may show; logs keep the whole text."""
     return None if text is None else _PATH.sub(lambda m: "…/" + m.group(1), text)
+
+
+def public_uri(uri: str | None) -> str | None:
+    """A model reference as a public answer shows it: a registry URI whole, a path cut."""
+    return uri if uri is not None and is_model_uri(uri) else public_text(uri)
 
 
 def jsonable(value: Any) -> Any:
