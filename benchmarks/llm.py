@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     from labelrec.config import load_config
     from labelrec.data import read_catalog
     from labelrec.generate import TagGenerator, blend, fit_generator, tune_generator
-    from labelrec.model import THRESHOLDS_FILE, save_thresholds
+    from labelrec.model import save_thresholds
+    from labelrec.modeldir import THRESHOLDS_FILE
     from labelrec.predict import TagRecommender
 
     overrides = [f"generate.backbone={args.backbone}", "generate.enabled=true"]

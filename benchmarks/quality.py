@@ -196,7 +196,8 @@ def refit_lexical(
     Returns the fusion report (weights, objectives, seconds).
     """
     from labelrec.lexical import fit_lexical, save_lexical
-    from labelrec.model import THRESHOLDS_FILE, save_thresholds
+    from labelrec.model import save_thresholds
+    from labelrec.modeldir import THRESHOLDS_FILE
     from labelrec.predict import TagRecommender
 
     t0 = time.perf_counter()

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 
 from labelrec.model import ModelError, _dtype, load_tokenizer, resolve_backbone
+from labelrec.modeldir import CAUSAL_INFO
 
 logger = logging.getLogger(__name__)
 
 IGNORE = -100
-CAUSAL_INFO = "causal.json"
 
 
 @dataclass

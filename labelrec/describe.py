@@ -55,7 +55,6 @@ import numpy as np
 import torch
 
 from labelrec.causal import (
-    CAUSAL_INFO,
     LmExample,
     LmTrainSettings,
     end_token_id,
@@ -68,6 +67,7 @@ from labelrec.data import Product
 from labelrec.generate import most_specific
 from labelrec.lexical import TfidfFeatures
 from labelrec.model import ModelError
+from labelrec.modeldir import CAUSAL_INFO
 
 logger = logging.getLogger(__name__)
 

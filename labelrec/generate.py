@@ -36,10 +36,10 @@ from labelrec.causal import (
 )
 from labelrec.data import Product, TagVocab
 from labelrec.model import ModelError
+from labelrec.modeldir import GENERATOR_DIR
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_DIR = "generator"
 GENERATOR_FORMAT = 1
 _END = -1  # key of a trie node's finished tag
 SEPARATOR_CANDIDATES = ("\n", ";", "|", ",")

@@ -26,10 +26,9 @@ import scipy.sparse as sp
 
 from labelrec.data import Product, TagVocab
 from labelrec.metrics import objective
+from labelrec.modeldir import LEXICAL_ARRAYS, LEXICAL_META
 from labelrec.taxonomy import ancestor_consistent, parent_index, tag_depth
 
-LEXICAL_ARRAYS = "lexical.npz"
-LEXICAL_META = "lexical.json"
 LEXICAL_FORMAT = 1
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 

@@ -22,14 +22,12 @@ import torch
 from torch import nn
 
 from labelrec.config import LoraSettings, ModelConfig
+from labelrec.modeldir import LABELREC_FILE
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MINILM_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
-LABELREC_FILE = "labelrec.json"
-VOCAB_FILE = "tags.json"
-THRESHOLDS_FILE = "thresholds.json"
 
 
 class ModelError(RuntimeError):

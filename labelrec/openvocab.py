@@ -34,10 +34,9 @@ import scipy.sparse as sp
 from labelrec import metrics
 from labelrec.data import Product, TagVocab
 from labelrec.metrics import objective
+from labelrec.modeldir import SPAN_ARRAYS, SPAN_META
 from labelrec.taxonomy import ancestor_consistent
 
-SPAN_META = "spans.json"
-SPAN_ARRAYS = "spans.npz"
 SPAN_FORMAT = 1
 N_FEATURES = 2**20
 N_FOLDS = 5

@@ -16,14 +16,13 @@ import torch
 
 from labelrec.data import Product, TagVocab
 from labelrec.model import (
-    THRESHOLDS_FILE,
-    VOCAB_FILE,
     ModelError,
     encode_products,
     load_model,
     load_thresholds,
     score_token_ids,
 )
+from labelrec.modeldir import RULES_FILE, THRESHOLDS_FILE, VOCAB_FILE
 from labelrec.runtime import OnnxTagModel, choose_backend
 
 # Products per forward pass. Titles vary in length and each batch is padded to its longest: on
@@ -222,7 +221,7 @@ class TagRecommender:
             from labelrec.generate import TagGenerator
 
             rec.generator = TagGenerator.load(model_dir, vocab, device)
-        from labelrec.rules import RULES_FILE, Rules
+        from labelrec.rules import Rules
 
         if rules is not None:
             rec.rules = Rules.load(rules)

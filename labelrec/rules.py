@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 import yaml
 
-RULES_FILE = "rules.yaml"
 _KEYS = ("deny", "rename", "allow", "max_per_facet")
 
 

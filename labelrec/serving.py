@@ -24,6 +24,7 @@ import numpy as np
 
 from labelrec.config import DataConfig
 from labelrec.model import ModelError
+from labelrec.modeldir import manifest
 from labelrec.opener import is_model_uri, open_tagger, registry_version, resolve
 from labelrec.predict import TagRecommender
 from labelrec.recommend import ProductSearch, build_index_from_file
@@ -356,6 +357,10 @@ class ModelHolder:
                     "quantized": self.quantize,
                     "backend": rec.backend,
                     "rules": public_text(rec.rules.source) if rec.rules is not None else None,
+                    # what the directory holds now (rules.yaml may be added beside a model)
+                    "components": manifest(rec.path)
+                    if rec.path is not None
+                    else rec.info.get("components"),
                     "generator": None
                     if rec.generator is None
                     else {

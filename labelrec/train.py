@@ -29,9 +29,6 @@ from labelrec import metrics
 from labelrec.config import Config, DataConfig, config_to_dict
 from labelrec.evaluate import evaluate_scores_on
 from labelrec.model import (
-    LABELREC_FILE,
-    THRESHOLDS_FILE,
-    VOCAB_FILE,
     ModelInfo,
     TagModel,
     build_model,
@@ -43,13 +40,21 @@ from labelrec.model import (
     tag_prior,
     warmup_steps,
 )
+from labelrec.modeldir import (
+    CHECKPOINTS_DIR,
+    HISTORY_FILE,
+    LABELREC_FILE,
+    THRESHOLDS_FILE,
+    TUNED_FILE,
+    TUNING_DIR,
+    VOCAB_FILE,
+    manifest,
+)
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best_trainable.pt"
-TUNING_DIR = "tuning"  # the tuning run of a refit, inside the final model's directory
-TUNED_FILE = "tuned.json"
 
 
 class Tracker(Protocol):
@@ -315,7 +320,7 @@ class TagTrainer:
         self.given_splits = splits
         self.tuned = tuned
         self.output = Path(cfg.output)
-        self.ckpt_dir = self.output / "checkpoints"
+        self.ckpt_dir = self.output / CHECKPOINTS_DIR
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -756,10 +761,14 @@ class TagTrainer:
             from labelrec.generate import save_generator
 
             save_generator(generator, self.output)  # None removes one left by an earlier run
-            (self.output / "history.json").write_text(
+            (self.output / HISTORY_FILE).write_text(
                 json.dumps(self.state["history"], indent=1), encoding="utf-8"
             )
-            os.replace(self.output / pending, self.output / LABELREC_FILE)
+            info_path = self.output / pending
+            written = json.loads(info_path.read_text(encoding="utf-8"))
+            written["components"] = manifest(self.output, info_file=pending)
+            info_path.write_text(json.dumps(written, indent=2), encoding="utf-8")
+            os.replace(info_path, self.output / LABELREC_FILE)
             if refit is None:
                 self.tracker.log_metrics({f"final_{k}": v for k, v in result_metrics.items()})
             else:

@@ -14,8 +14,6 @@ import scipy.sparse as sp
 from labelrec.config import ConfigError, load_config
 from labelrec.data import Product, TagVocab
 from labelrec.lexical import (
-    LEXICAL_ARRAYS,
-    LEXICAL_META,
     EmbeddingNeighbours,
     LexicalModel,
     LexicalTagger,
@@ -23,6 +21,7 @@ from labelrec.lexical import (
     tune_weight,
     tune_weights,
 )
+from labelrec.modeldir import LEXICAL_ARRAYS, LEXICAL_META
 from labelrec.taxonomy import ancestor_consistent, hierarchical_precision, parent_index
 
 TRAIN = [

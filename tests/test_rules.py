@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from labelrec.cli import main
+from labelrec.modeldir import RULES_FILE
 from labelrec.predict import Suggestion, TagRecommender
-from labelrec.rules import RULES_FILE, Rules, RulesError
+from labelrec.rules import Rules, RulesError
 
 RULES = """\
 deny: ["Books", "brand:Generic*"]

@@ -82,6 +82,27 @@ def test_model_directory_contents(trained_model_dir: Path) -> None:
     assert state["epoch"] == 8 and state["global_step"] == 8 * N_TRAIN_BATCHES
 
 
+def test_the_model_directory_lists_its_components(trained_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from labelrec.modeldir import manifest
+
+    info = json.loads((trained_model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    found = manifest(trained_model_dir)
+    assert info["components"] == found  # written by training, as the directory is
+    assert found["tagger"]["format_version"] == info["format_version"] == 1
+    assert found["tagger"]["files"][:3] == ["labelrec.json", "tags.json", "thresholds.json"]
+    assert found["lexical"] == {"files": ["lexical.json", "lexical.npz"], "format_version": 1}
+    assert "generator" not in found and "rules" not in found
+    copy = tmp_path / "m"
+    shutil.copytree(trained_model_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    (copy / "rules.yaml").write_text("deny: [Baby]\n", encoding="utf-8")
+    (copy / "lexical.json").write_text("{not json", encoding="utf-8")
+    again = manifest(copy)
+    assert again["rules"] == {"files": ["rules.yaml"], "format_version": None}
+    assert again["lexical"]["format_version"] is None  # unreadable: shown, not raised
+
+
 # ------------------------------------------------------------------ resume
 
 
@@ -397,7 +418,8 @@ class _Recorder:
 def test_refit_trains_the_final_model_on_train_and_valid(
     tiny_backbone: Path, tmp_path: Path
 ) -> None:
-    from labelrec.train import TUNED_FILE, TUNING_DIR, TunedSettings
+    from labelrec.modeldir import TUNED_FILE, TUNING_DIR
+    from labelrec.train import TunedSettings
 
     rows = toy_catalog()
     train_rows = [r for r in rows if not r["id"].startswith("p5-")]

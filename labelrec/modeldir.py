@@ -1,0 +1,71 @@
+"""The layout of a model directory written by ``labelrec train``: the one place that names its
+files, and the manifest of the components a directory holds.
+
+    labelrec.json                 info: backbone, pooling, format version, metrics, config
+    config.json, model.safetensors, tokenizer files    the neural tagger (merged, transformers)
+    tags.json                     the tag vocabulary
+    thresholds.json               global and per-tag thresholds
+    lexical.json, lexical.npz     TF-IDF kNN and embedding kNN voters, fusion weights
+    spans.json, spans.npz         the span tagger (open-vocabulary tags)
+    generator/                    the tag generator (a decoder LLM; generator/causal.json)
+    rules.yaml                    rules stored with the model
+    history.json                  training history
+    checkpoints/, tuning/         training state; tuning/ holds a refit's tuning run and its
+                                  choices (tuned.json): not part of the model
+
+Each component keeps its own format version in its meta file; ``manifest`` reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+LABELREC_FILE = "labelrec.json"
+VOCAB_FILE = "tags.json"
+THRESHOLDS_FILE = "thresholds.json"
+HISTORY_FILE = "history.json"
+LEXICAL_META = "lexical.json"
+LEXICAL_ARRAYS = "lexical.npz"
+SPAN_META = "spans.json"
+SPAN_ARRAYS = "spans.npz"
+GENERATOR_DIR = "generator"
+CAUSAL_INFO = "causal.json"
+RULES_FILE = "rules.yaml"
+CHECKPOINTS_DIR = "checkpoints"
+TUNING_DIR = "tuning"
+TUNED_FILE = "tuned.json"  # in tuning/: the epochs, fusion weights and thresholds it chose
+TRAINING_ONLY = (CHECKPOINTS_DIR, TUNING_DIR)
+
+# component -> (its meta file, which holds its format version, or None; its other files)
+COMPONENTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "tagger": (LABELREC_FILE, (VOCAB_FILE, THRESHOLDS_FILE, "config.json", "model.safetensors")),
+    "lexical": (LEXICAL_META, (LEXICAL_ARRAYS,)),
+    "span": (SPAN_META, (SPAN_ARRAYS,)),
+    "generator": (f"{GENERATOR_DIR}/{CAUSAL_INFO}", ()),
+    "rules": (None, (RULES_FILE,)),
+}
+
+
+def manifest(model_dir: str | Path, info_file: str = LABELREC_FILE) -> dict[str, dict[str, Any]]:
+    """The components present in ``model_dir``: for each, its files there and its format
+    version (None where the component has none). ``info_file``: where ``labelrec.json`` is while
+    the directory is being written (its final name is reported)."""
+    root = Path(model_dir)
+    out: dict[str, dict[str, Any]] = {}
+    for name, (meta, files) in COMPONENTS.items():
+        on_disk = info_file if meta == LABELREC_FILE else meta
+        if not (root / (on_disk or files[0])).exists():
+            continue
+        version = None
+        if on_disk is not None:
+            try:
+                info = json.loads((root / on_disk).read_text(encoding="utf-8"))
+                version = info.get("format_version")
+            except (OSError, ValueError, AttributeError):
+                version = None
+        present = [meta] if meta else []
+        present += [f for f in files if (root / f).exists()]
+        out[name] = {"files": present, "format_version": version}
+    return out
