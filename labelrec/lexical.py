@@ -147,6 +147,8 @@ class LexicalTagger:
         k: int = 30,
         power: float = 2.0,
         use_description: bool = True,
+        train_ids: list[str] | None = None,
+        train_titles: list[str] | None = None,
     ) -> None:
         self.features = features
         self.x_train = x_train.tocsr().astype(np.float32)
@@ -154,6 +156,9 @@ class LexicalTagger:
         self.k = int(k)
         self.power = float(power)
         self.use_description = use_description
+        # who the neighbours are, for explanations (None in models saved without them)
+        self.train_ids = train_ids
+        self.train_titles = train_titles
         self._x_train_t: sp.csr_matrix | None = None
 
     @property
@@ -180,7 +185,8 @@ class LexicalTagger:
             raise ValueError(f"{len(products)} products but {y.shape[0]} label rows")
         features = TfidfFeatures(word_ngram_max, char_ngrams, max_features)
         x = features.fit_transform([product_text(p, use_description) for p in products])
-        return cls(features, x, sp.csr_matrix(y), k, power, use_description)
+        ids, titles = [p.id for p in products], [p.title for p in products]
+        return cls(features, x, sp.csr_matrix(y), k, power, use_description, ids, titles)
 
     @property
     def n_tags(self) -> int:
@@ -205,9 +211,38 @@ class LexicalTagger:
             out[start : start + chunk] = neighbour_vote(sim, k, self.power, self.y_train)
         return out
 
+    def nearest_with_tag(
+        self, products: list[Product], columns: list[list[int]], n: int = 3
+    ) -> list[dict[int, list[dict[str, Any]]]]:
+        """For each product and each tag column asked for it: up to ``n`` of its ``k`` nearest
+        training products (TF-IDF cosine) that carry the tag, nearest first, as ``id``,
+        ``title`` and ``similarity`` (empty where the model has no training ids)."""
+        out: list[dict[int, list[dict[str, Any]]]] = [{} for _ in products]
+        if self.train_ids is None or self.train_titles is None or not products:
+            return out
+        sim = (self.transform(products) @ self.x_train_t).toarray()
+        k = min(self.k, sim.shape[1])
+        for i, wanted in enumerate(columns):
+            top = np.argpartition(-sim[i], k - 1)[:k] if k < sim.shape[1] else np.arange(k)
+            top = top[np.argsort(-sim[i, top], kind="stable")]
+            top = top[sim[i, top] > 0]
+            for j in wanted:
+                carry = top[self.y_train[top, j].toarray().ravel() > 0][:n]
+                out[i][j] = [
+                    {
+                        "id": self.train_ids[r],
+                        "title": self.train_titles[r],
+                        "similarity": round(float(sim[i, r]), 4),
+                    }
+                    for r in carry
+                ]
+        return out
+
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta, arrays = self.features.state()
         meta.update({"k": self.k, "power": self.power, "use_description": self.use_description})
+        if self.train_ids is not None and self.train_titles is not None:
+            meta.update({"train_ids": self.train_ids, "train_titles": self.train_titles})
         for name, m in (("x", self.x_train), ("y", self.y_train)):
             arrays[f"{name}_data"] = m.data.astype(np.float32)
             arrays[f"{name}_indices"] = m.indices.astype(np.int32)
@@ -230,6 +265,8 @@ class LexicalTagger:
             meta["k"],
             meta["power"],
             meta["use_description"],
+            meta.get("train_ids"),
+            meta.get("train_titles"),
         )
 
 

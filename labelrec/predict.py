@@ -318,8 +318,9 @@ class TagRecommender:
         """``recommend``'s suggestions, each with ``evidence``: how much each part of the fusion
         gave its score (``neural``, ``tfidf_neighbours``, ``embedding_neighbours``,
         ``title_span``, ``generator``: weighted shares that add up to the score), and, where
-        they apply, ``raised_by`` (a category raised to its best child's score), ``renamed_from``
-        (a variant a rule merged in) and ``rule``."""
+        they apply, ``nearest`` (up to three of the nearest training products by TF-IDF that
+        carry the tag: ``id``, ``title``, ``similarity``), ``raised_by`` (a category raised to
+        its best child's score), ``renamed_from`` (a variant a rule merged in) and ``rule``."""
         if not products:
             return []
         ev = self._evidence(products)
@@ -355,6 +356,18 @@ class TagRecommender:
             for old, target in self.rules.rename.items():
                 sources.setdefault(target, []).append(old)
         parents = lex.parents if lex is not None else None
+
+        def column(i: int, sug: Suggestion) -> tuple[str, int]:
+            """The vocabulary tag behind a known suggestion (a rename's best variant)."""
+            known = [t for t in [sug.tag, *sources.get(sug.tag, [])] if t in self.vocab.index]
+            tag = max(known, key=lambda t: final[i, self.vocab.index[t]])
+            return tag, self.vocab.index[tag]
+
+        nearest: list[dict[int, list[dict[str, Any]]]] = [{} for _ in ranked]
+        if lex is not None and lex.tagger is not None:
+            wanted = [[column(i, s)[1] for s in row if s.known] for i, row in enumerate(ranked)]
+            with one_blas_thread():
+                nearest = lex.tagger.nearest_with_tag(ev.items, wanted)
         out = []
         for i, suggestions in enumerate(ranked):
             row = []
@@ -362,9 +375,7 @@ class TagRecommender:
                 candidates = [sug.tag, *sources.get(sug.tag, [])]
                 evidence: dict[str, Any] = {}
                 if sug.known:
-                    known = [t for t in candidates if t in self.vocab.index]
-                    tag = max(known, key=lambda t: final[i, self.vocab.index[t]])
-                    j = self.vocab.index[tag]
+                    tag, j = column(i, sug)
                     for key, values in parts.items():
                         evidence[key] = round(float(values[i, j]), 6)
                     evidence["generator"] = round(float(g * gen_known[i, j]), 6)
@@ -373,6 +384,8 @@ class TagRecommender:
                         if len(children):
                             best = children[int(np.argmax(final[i, children]))]
                             evidence["raised_by"] = self.vocab.tags[best]
+                    if nearest[i].get(j):
+                        evidence["nearest"] = nearest[i][j]
                 else:
                     tag = max(
                         (t for t in candidates if t in final_new[i]),

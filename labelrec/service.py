@@ -296,11 +296,20 @@ TagWeight = Annotated[
 ]
 
 
+class Neighbour(BaseModel):
+    """A training product that carries a suggested tag, among the product's nearest."""
+
+    id: str
+    title: str
+    similarity: float
+
+
 class TagScore(BaseModel):
     tag: str
     score: float
     known: bool = True  # False: a new tag (a span of the title) outside the vocabulary
-    evidence: dict[str, float | str] | None = None  # with "explain": what gave the score
+    # with "explain": what gave the score (shares, a rule, nearest training products)
+    evidence: dict[str, float | str | list[Neighbour]] | None = None
 
     @model_serializer(mode="wrap")
     def _without_empty_evidence(self, handler: Any) -> dict[str, Any]:

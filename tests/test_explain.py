@@ -38,6 +38,36 @@ def test_evidence_adds_up_to_the_score(trained_model_dir: Path) -> None:
     assert any(row[0]["evidence"]["neural"] > 0 for row in explained)
 
 
+def test_evidence_names_the_nearest_training_products_with_the_tag(
+    trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    train = {
+        r["id"]: r
+        for r in map(json.loads, (toy_data_dir / "train.jsonl").read_text("utf-8").splitlines())
+    }
+    rec = TagRecommender.load(trained_model_dir)
+    row = rec.explain(["LEGO city police station"], limit=5, threshold=0)[0]
+    lego = next(t for t in row if t["tag"] == "brand:Lego")
+    nearest = lego["evidence"]["nearest"]
+    assert 1 <= len(nearest) <= 3
+    sims = [n["similarity"] for n in nearest]
+    assert sims == sorted(sims, reverse=True) and sims[0] > 0
+    for n in nearest:  # real training products that carry the tag, with their titles
+        assert "brand:Lego" in train[n["id"]]["tags"] and n["title"] == train[n["id"]]["title"]
+    assert "police" in nearest[0]["title"].lower()
+    json.dumps(row)  # JSON-ready
+
+    # a model saved without training ids explains without neighbours
+    model = shutil.copytree(
+        trained_model_dir, tmp_path / "old", ignore=shutil.ignore_patterns("checkpoints")
+    )
+    meta = json.loads((model / "lexical.json").read_text(encoding="utf-8"))
+    del meta["tagger"]["train_ids"], meta["tagger"]["train_titles"]
+    (model / "lexical.json").write_text(json.dumps(meta), encoding="utf-8")
+    old = TagRecommender.load(model).explain(["LEGO city police station"], limit=5, threshold=0)
+    assert all("nearest" not in t["evidence"] for t in old[0])
+
+
 def test_a_renamed_tag_names_its_rule(trained_model_dir: Path, tmp_path: Path) -> None:
     model = shutil.copytree(
         trained_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns("checkpoints")
@@ -73,6 +103,8 @@ def test_service_explain(make_service, trained_model_dir: Path) -> None:
     out = asyncio.run(svc.suggest(product=product, limit=3, threshold=0, explain=True))
     assert out.id == "b1" and len(out.tags) == 3
     assert all(set(PARTS) <= set(t.evidence) for t in out.tags)
+    nearest = [n for t in out.tags for n in t.evidence.get("nearest", [])]
+    assert nearest and all("bear" in n.title for n in nearest[:1])
     plain = asyncio.run(svc.suggest(product=product, limit=3, threshold=0))
     assert [t.tag for t in plain.tags] == [t.tag for t in out.tags]
     assert "evidence" not in plain.model_dump()["tags"][0]  # only when asked for

@@ -338,6 +338,8 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
 
     # Review: accept the first tag by click, reject the second from the keyboard, add one, save.
     assert tags[0].find_element(By.CSS_SELECTOR, ".why").text.startswith("why: ")
+    whys = [t.find_element(By.CSS_SELECTOR, ".why").text for t in tags]
+    assert any(" like “" in w for w in whys), whys  # the nearest training products
     tags[0].find_element(By.CSS_SELECTOR, "button.accept").click()
     assert tags[0].get_attribute("data-verdict") == "accepted"
     if len(tags) > 1:
