@@ -14,13 +14,26 @@ Checks, each a row:
 - a checkpoint cut short (``epoch-N.tmp``, a folder without its state file): which one
   ``--resume`` would take.
 
-The live part of the hardening issue (``bentoml serve`` under hostile load, kill -9 during
-training, parallel reloads) is not here.
+``--live`` runs ``bentoml serve`` (this repository's bentofile) on the model and prints a second
+table: the same closed-loop load of valid ``/suggest`` requests twice, clean and with a share of
+hostile requests mixed in (empty, non-JSON, bad UTF-8, deeply nested and over-cap bodies, gzip
+bombs, bad uploads, ``"limit": true``, 512 KB titles, uploads cut off mid-body), each hostile kind
+with what came back; then 10 parallel ``/reload`` calls; and what was left behind: server errors
+(5xx), upload folders in the server's temporary directory, open files and memory before and
+after. The server runs with small caps (``LABELREC_MAX_BODY_MB=1``, ``LABELREC_MAX_UPLOAD_MB=1``)
+so that over-cap requests stay cheap to send.
+
+    .venv/bin/python benchmarks/faults.py --model runs/minilm_amazon_uk_toys --live --seconds 30
+
+Kill -9 during training and ``--resume``, a retrain into a served directory, a registry error
+during promotion and an index of another vocabulary are covered by tests (tests/test_train.py,
+tests/test_serving.py, tests/test_promote.py, tests/test_service_products.py), not here.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import io
 import json
@@ -30,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -39,13 +53,279 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# hostile kinds of the live run: name -> (path, what a well-behaved server answers)
+HOSTILE_ANSWER = {
+    "empty title": "4xx",
+    "not JSON": "4xx",
+    "bad UTF-8": "4xx",
+    '"limit": true': "4xx",
+    "300 products in a batch": "4xx",
+    "JSON nested 100,000 deep": "4xx",
+    "2 MB body (cap 1 MB)": "413",
+    "gzip upload expanding to 8 MB (cap 1 MB)": "413",
+    "CSV upload with an empty title": "4xx",
+    "512 KB title": "200",
+    "upload cut off mid-body": "no answer",
+}
+
+
+def hostile_request(kind: str) -> tuple[str, Any, dict[str, str]]:
+    """(path, body or multipart form, headers) of one hostile request."""
+    import aiohttp
+
+    json_headers = {"content-type": "application/json"}
+    bodies = {
+        "empty title": b'{"product": {"title": ""}}',
+        "not JSON": b"this is not json",
+        "bad UTF-8": b'{"product": {"title": "caf\xe9 \xff\xfe"}}',
+        '"limit": true': b'{"product": {"title": "lego"}, "limit": true}',
+        "300 products in a batch": json.dumps({"products": [{"title": "t"}] * 300}).encode(),
+        "JSON nested 100,000 deep": b'{"product": {"title": "x", "description": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}}",
+        "2 MB body (cap 1 MB)": json.dumps(
+            {"product": {"title": "lego", "description": "x" * (2 << 20)}}
+        ).encode(),
+        "512 KB title": json.dumps({"product": {"title": ("LEGO " * 110_000)[: 1 << 19]}}).encode(),
+    }
+    if kind in bodies:
+        path = "/suggest_batch" if kind.startswith("300") else "/suggest"
+        return path, bodies[kind], json_headers
+    form = aiohttp.FormData()
+    if kind.startswith("gzip"):
+        bomb = gzip.compress(b'{"id": "1", "title": "x"}\n' + b" " * (8 << 20))
+        form.add_field("file", bomb, filename="bomb.jsonl.gz", content_type="application/gzip")
+    else:
+        form.add_field("file", b"id,title\n1,lego\n2,\n", filename="bad.csv")
+    return "/suggest_file", form, {}
+
+
+async def cut_upload(host: str, port: int) -> None:
+    """Start a 1 MB multipart upload, send 64 KB of it, hang up."""
+    reader, writer = await asyncio.open_connection(host, port)
+    boundary = "labelrecfaults"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="c.jsonl"\r\n'
+        "Content-Type: application/jsonl\r\n\r\n"
+    ).encode()
+    writer.write(
+        (
+            f"POST /suggest_file HTTP/1.1\r\nHost: {host}\r\nContent-Length: {1 << 20}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+        ).encode()
+        + head
+        + b'{"id": "1", "title": "lego"}\n' * 2000
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+async def load(
+    url: str, titles: list[str], concurrency: int, seconds: float, share: float, seed: int = 0
+) -> dict[str, Any]:
+    """``concurrency`` closed-loop clients for ``seconds``: valid /suggest requests, ``share`` of
+    them replaced by hostile ones (round robin over the kinds)."""
+    import random
+    from urllib.parse import urlparse
+
+    import aiohttp
+    import numpy as np
+
+    rng = random.Random(seed)
+    kinds = list(HOSTILE_ANSWER)
+    out: dict[str, Any] = {"latencies_ms": [], "valid_statuses": {}, "hostile": {}}
+    counter = {"n": 0, "hostile": 0}
+    deadline = time.monotonic() + seconds
+    host, port = urlparse(url).hostname, urlparse(url).port
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while time.monotonic() < deadline:
+            counter["n"] += 1
+            if share > 0 and rng.random() < share:
+                kind = kinds[counter["hostile"] % len(kinds)]
+                counter["hostile"] += 1
+                seen = out["hostile"].setdefault(kind, {"n": 0, "statuses": {}, "ms": []})
+                t0 = time.perf_counter()
+                if kind == "upload cut off mid-body":
+                    await cut_upload(host, port)
+                    status = "none"
+                else:
+                    path, body, headers = hostile_request(kind)
+                    try:
+                        async with session.post(url + path, data=body, headers=headers) as r:
+                            await r.read()
+                            status = str(r.status)
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        status = "599"
+                seen["n"] += 1
+                seen["statuses"][status] = seen["statuses"].get(status, 0) + 1
+                seen["ms"].append((time.perf_counter() - t0) * 1000)
+                continue
+            body = {"product": {"title": titles[counter["n"] % len(titles)]}, "limit": 5}
+            t0 = time.perf_counter()
+            try:
+                async with session.post(url + "/suggest", json=body) as answer:
+                    await answer.read()
+                    status = str(answer.status)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                status = "599"
+            out["latencies_ms"].append((time.perf_counter() - t0) * 1000)
+            out["valid_statuses"][status] = out["valid_statuses"].get(status, 0) + 1
+
+    timeout = aiohttp.ClientTimeout(total=120)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    lat = np.asarray(out["latencies_ms"] or [float("nan")])
+    out["p50_ms"], out["p99_ms"] = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    out["valid_requests"] = len(out["latencies_ms"])
+    return out
+
+
+def answered_as_it_should(kind: str, statuses: dict[str, int]) -> bool:
+    want = HOSTILE_ANSWER[kind]
+    if want == "no answer":
+        return set(statuses) == {"none"}
+    if want == "4xx":
+        return all(s.isdigit() and 400 <= int(s) < 500 for s in statuses)
+    return set(statuses) == {want}
+
+
+def live(model: Path, data: Path, seconds: float, concurrency: int, share: float) -> int:
+    """The live run against ``bentoml serve``; prints its table."""
+    import psutil
+    from serve import free_port, start, stop, wait_ready
+
+    from labelrec.data import read_catalog
+
+    titles = [p.title for p in read_catalog(data).products][:4096]
+    work = Path(tempfile.mkdtemp(prefix="labelrec-faults-live-"))
+    server_tmp = work / "tmp"
+    server_tmp.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "LABELREC_MODEL_URI": str(model),
+        "LABELREC_POLL_SECONDS": "0",
+        "LABELREC_MAX_BODY_MB": "1",
+        "LABELREC_MAX_UPLOAD_MB": "1",
+        "LABELREC_ADMIN_TOKEN": "faults",
+        "TMPDIR": str(server_tmp),
+        "BENTOML_HOME": str(work / "bentoml"),
+    }
+    log = work / "serve.log"
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    proc = start([bentoml, "serve", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    rows: list[tuple[str, str, str]] = []
+    try:
+        wait_ready(url, proc, log)
+        asyncio.run(load(url, titles, 4, 3, 0.0))  # warm-up
+
+        def tree() -> tuple[int, float]:
+            procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            return sum(p.num_fds() for p in procs), sum(p.memory_info().rss for p in procs) / 2**20
+
+        fds0, rss0 = tree()
+        clean = asyncio.run(load(url, titles, concurrency, seconds, 0.0))
+        hostile = asyncio.run(load(url, titles, concurrency, seconds, share, seed=1))
+        import aiohttp
+
+        async def reloads() -> list[int]:
+            async with aiohttp.ClientSession() as session:
+
+                async def one(force: bool) -> int:
+                    headers = {"authorization": "Bearer faults"}
+                    path = "/reload?force=true" if force else "/reload"
+                    async with session.post(url + path, headers=headers) as answer:
+                        return answer.status
+
+                return await asyncio.gather(*(one(i % 2 == 0) for i in range(10)))
+
+        reload_statuses = asyncio.run(reloads())
+        time.sleep(2)  # let the cut-off uploads' handlers finish
+        fds1, rss1 = tree()
+        left = sorted(p.name for p in server_tmp.glob("labelrec-upload-*"))
+        alive = proc.poll() is None
+    finally:
+        stop(proc)
+
+    for name, run in (("clean", clean), (f"{share:.0%} hostile", hostile)):
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(run["valid_statuses"].items()))
+        rows.append(
+            (
+                f"{concurrency} clients, {seconds:.0f} s, {name}: valid /suggest",
+                f"{run['valid_requests']} requests ({statuses}), p50 {run['p50_ms']:.0f} ms,"
+                f" p99 {run['p99_ms']:.0f} ms",
+                "yes" if set(run["valid_statuses"]) == {"200"} else "no",
+            )
+        )
+    ratio = hostile["p99_ms"] / clean["p99_ms"]
+    rows.append(("p99 of valid requests, hostile / clean", f"{ratio:.2f}x", _ok(ratio <= 2.0)))
+    for kind, seen in hostile["hostile"].items():
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(seen["statuses"].items()))
+        median = sorted(seen["ms"])[len(seen["ms"]) // 2]
+        rows.append(
+            (
+                f"hostile: {kind} (should get {HOSTILE_ANSWER[kind]})",
+                f"{seen['n']} sent: {statuses}; median {median:.0f} ms",
+                _ok(answered_as_it_should(kind, seen["statuses"])),
+            )
+        )
+    errors = sum(
+        n
+        for run in (clean, hostile)
+        for statuses in [run["valid_statuses"], *(h["statuses"] for h in run["hostile"].values())]
+        for s, n in statuses.items()
+        if s.isdigit() and int(s) >= 500
+    )
+    rows.append(("5xx answers, both runs", str(errors), _ok(errors == 0)))
+    counts = {s: reload_statuses.count(s) for s in sorted(set(reload_statuses))}
+    rows.append(
+        (
+            "10 parallel /reload (5 forced) with the admin token",
+            ", ".join(f"{k}: {v}" for k, v in counts.items()),
+            _ok(all(s in (200, 429) for s in reload_statuses)),
+        )
+    )
+    rows.append(("server alive after it all", str(alive), _ok(alive)))
+    rows.append(("upload folders left in the server's TMPDIR", str(len(left)), _ok(not left)))
+    rows.append(
+        ("open files of the server, before / after", f"{fds0} / {fds1}", _ok(fds1 <= fds0 + 8))
+    )
+    rows.append(("server memory (RSS, MB), before / after", f"{rss0:.0f} / {rss1:.0f}", "-"))
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"\nfaults, live (bentoml serve, model {model})")
+    print("| tried | what came back | as it should |")
+    print("|---|---|---|")
+    for tried, got, ok in rows:
+        print(f"| {tried} | {got} | {ok} |")
+    return 0
+
+
+def _ok(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", type=Path, default=ROOT / "runs" / "minilm_amazon_uk_toys")
     p.add_argument("--repeats", type=int, default=5, help="timings per long title (median)")
+    p.add_argument("--live", action="store_true", help="also run against `bentoml serve`")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "amazon_uk_toys" / "valid.jsonl",
+        help="titles of the valid requests (--live)",
+    )
+    p.add_argument("--seconds", type=float, default=60, help="--live: seconds per load run")
+    p.add_argument("--concurrency", type=int, default=32, help="--live: clients")
+    p.add_argument("--share", type=float, default=0.1, help="--live: share of hostile requests")
     args = p.parse_args(argv)
     if not (args.model / "labelrec.json").is_file():
         raise SystemExit(f"{args.model} is not a model directory (labelrec train ... output=)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from labelrec.cli import main as cli
     from labelrec.model import ModelError
     from labelrec.predict import TagRecommender
@@ -159,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|")
     for tried, got, ok in rows:
         print(f"| {tried} | {got} | {ok} |")
+    if args.live:
+        return live(args.model, args.data, args.seconds, args.concurrency, args.share)
     return 0
 
 
