@@ -63,6 +63,7 @@ HOSTILE_ANSWER = {
     "JSON nested 100,000 deep": "4xx",
     "2 MB body (cap 1 MB)": "413",
     "gzip upload expanding to 8 MB (cap 1 MB)": "413",
+    "3 MB upload (cap 1 MB)": "413",
     "CSV upload with an empty title": "4xx",
     "512 KB title": "200",
     "upload cut off mid-body": "no answer",
@@ -96,6 +97,9 @@ def hostile_request(kind: str) -> tuple[str, Any, dict[str, str]]:
     if kind.startswith("gzip"):
         bomb = gzip.compress(b'{"id": "1", "title": "x"}\n' + b" " * (8 << 20))
         form.add_field("file", bomb, filename="bomb.jsonl.gz", content_type="application/gzip")
+    elif kind.startswith("3 MB"):  # refused while it streams, before it is spooled whole
+        big = b'{"id": "1", "title": "lego"}\n' * (3 << 15)
+        form.add_field("file", big, filename="big.jsonl", content_type="application/jsonl")
     else:
         form.add_field("file", b"id,title\n1,lego\n2,\n", filename="bad.csv")
     return "/suggest_file", form, {}

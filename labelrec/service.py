@@ -127,20 +127,26 @@ class _BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a request body over ``max_bytes``, told by its Content-Length
-    before anything is read, or counted while it streams (chunked bodies): reading stops there.
-    ``exempt`` paths (uploads) keep their own cap."""
+    """ASGI middleware: 413 for a request body over its cap, told by its Content-Length before
+    anything is read, or counted while it streams (chunked bodies): reading stops there. Caps:
+    ``max_bytes`` (``LABELREC_MAX_BODY_MB``), and per path in ``per_path`` (path -> bytes and the
+    setting that sets them): uploads, whose decompressed size is capped again as they expand."""
 
-    def __init__(self, app: Any, max_bytes: int, exempt: tuple[str, ...] = UPLOAD_PATHS) -> None:
-        self.app, self.max_bytes, self.exempt = app, max_bytes, exempt
+    def __init__(
+        self, app: Any, max_bytes: int, per_path: dict[str, tuple[int, str]] | None = None
+    ) -> None:
+        self.app, self.max_bytes, self.per_path = app, max_bytes, per_path or {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.exempt:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        cap, setting = self.per_path.get(
+            scope.get("path", ""), (self.max_bytes, "LABELREC_MAX_BODY_MB")
+        )
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared.isdigit() and int(declared) > cap:
+            await self._reject(send, cap, setting)
             return
         received, over, started = 0, False, False
 
@@ -149,7 +155,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > cap:
                     over = True
                     raise _BodyTooLarge
             return message
@@ -167,14 +173,12 @@ class BodyLimit:
             if not over:
                 raise
         if over and not started:
-            await self._reject(send)
+            await self._reject(send, cap, setting)
 
-    async def _reject(self, send: Any) -> None:
+    @staticmethod
+    async def _reject(send: Any, cap: int, setting: str) -> None:
         body = json.dumps(
-            {
-                "error": f"request body over the cap of {self.max_bytes >> 20} MB"
-                " (LABELREC_MAX_BODY_MB); send fewer products per request"
-            }
+            {"error": f"request body over the cap of {cap / 2**20:.0f} MB ({setting})"}
         ).encode()
         headers = [
             (b"content-type", b"application/json"),
@@ -1118,4 +1122,6 @@ class LabelRec:
         )
 
 
-LabelRec.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+# uploads: the raw body may be the capped size plus the multipart framing and form fields
+UPLOAD_CAPS = {p: (MAX_UPLOAD_BYTES + (1 << 20), "LABELREC_MAX_UPLOAD_MB") for p in UPLOAD_PATHS}
+LabelRec.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path=UPLOAD_CAPS)

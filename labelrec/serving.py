@@ -13,6 +13,8 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 import weakref
@@ -186,6 +188,12 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        # registry versions are downloaded into a folder of their own under this one; the
+        # folders of versions no longer served are removed (the loaded model lives in memory)
+        self._downloads: Path | None = None
+        self._attempts = 0
+        self._attempt_dir: Path | None = None
+        self._served_dir: Path | None = None
 
     @classmethod
     def from_env(cls) -> ModelHolder:
@@ -231,7 +239,14 @@ class ModelHolder:
 
     def _load(self, uri: str) -> tuple[TagRecommender, str, dict[str, Any]]:
         """(recommender, version, info) for ``uri``."""
-        resolved = resolve(uri)
+        dst = None
+        if is_model_uri(uri):
+            if self._downloads is None:
+                self._downloads = Path(tempfile.mkdtemp(prefix="labelrec-models-"))
+            self._attempts += 1
+            dst = self._attempt_dir = self._downloads / str(self._attempts)
+            dst.mkdir()
+        resolved = resolve(uri, dst_path=dst)
         rec = open_tagger(resolved, **self._load_kwargs())
         info = dict(resolved.info)
         if info.get("kind") == "local":
@@ -283,6 +298,7 @@ class ModelHolder:
             for name, build in self.extensions.items():
                 snap.extras[name] = build(snap)
         except Exception as err:  # any failure refuses the version, the old one serves on
+            self._drop_download(self._attempt_dir)
             self.refused += 1
             self._refused_version = latest
             self.last_error = f"{type(err).__name__}: {err}"
@@ -292,11 +308,21 @@ class ModelHolder:
         self._generation = snap.generation
         self._alive[snap.generation] = snap
         self.current = snap  # one reference assignment: atomic for readers
+        if self._attempt_dir is not None:  # the version served before is no longer needed
+            before, self._served_dir, self._attempt_dir = self._served_dir, self._attempt_dir, None
+            if before is not None:
+                shutil.rmtree(before, ignore_errors=True)
         self.last_error = None
         self._refused_version = None
         self.reloads += old is not None
         logger.info("serving %s version %s (was %s)", self.uri, version, old_version)
         return Reload(status="reloaded", model_version=version, previous_version=old_version)
+
+    def _drop_download(self, folder: Path | None) -> None:
+        """Remove the download of a version that was refused (never the one served)."""
+        if folder is not None and folder != self._served_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._attempt_dir = None
 
     def get(self, generation: int | None) -> Snapshot:
         """The snapshot of ``generation`` while a request holds it, else the current one."""
@@ -333,6 +359,8 @@ class ModelHolder:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
+        if self._downloads is not None:
+            shutil.rmtree(self._downloads, ignore_errors=True)
 
     def describe(self) -> dict[str, Any]:
         snap = self.current

@@ -587,6 +587,13 @@ def test_champion_from_the_registry_and_alias_moves(
     client.set_registered_model_alias("labelrec", "champion", broken.version)
     assert svc.holder.reload().status == "refused"
     assert svc.holder.current.version == str(second.version)
+    # one download kept: the version served (the first one's and the refused one's removed)
+    downloads = svc.holder._downloads
+    assert downloads is not None and len(list(downloads.iterdir())) == 1
+    after = run(svc.suggest(product=ProductIn(title="plush bear"), limit=12))
+    assert after.model_version == str(second.version)
+    svc.holder.stop()
+    assert not downloads.exists()
 
 
 def test_service_module_imports_no_mlflow() -> None:
@@ -633,7 +640,8 @@ def _echo_app(catch: bool) -> object:
 
 @pytest.mark.parametrize("catch", [False, True])
 def test_body_limit_413_by_content_length_or_while_streaming(catch: bool) -> None:
-    app = service.BodyLimit(_echo_app(catch), max_bytes=1000)
+    uploads = {"/suggest_file": (8000, "LABELREC_MAX_UPLOAD_MB")}
+    app = service.BodyLimit(_echo_app(catch), max_bytes=1000, per_path=uploads)
     with TestClient(app) as client:
         assert client.post("/suggest", content=b"x" * 1000).json() == {"bytes": 1000}
         declared = client.post("/suggest", content=b"x" * 1001)
@@ -645,8 +653,10 @@ def test_body_limit_413_by_content_length_or_while_streaming(catch: bool) -> Non
 
         streamed = client.post("/suggest", content=chunks())
         assert streamed.status_code == 413, streamed.text
-        # uploads have their own cap
+        # uploads have their own cap, counted while they stream too
         assert client.post("/suggest_file", content=b"x" * 5000).json() == {"bytes": 5000}
+        upload = client.post("/suggest_file", content=(b"x" * 1000 for _ in range(9)))
+        assert upload.status_code == 413 and "LABELREC_MAX_UPLOAD_MB" in upload.json()["error"]
 
 
 def test_a_scored_file_stream_removes_its_folder_when_the_client_leaves(
