@@ -15,10 +15,11 @@ Checks, each a row:
   ``--resume`` would take.
 
 ``--live`` runs ``bentoml serve`` (this repository's bentofile) on the model and prints a second
-table: the same closed-loop load of valid ``/suggest`` requests twice, clean and with a share of
-hostile requests mixed in (empty, non-JSON, bad UTF-8, deeply nested and over-cap bodies, gzip
-bombs, bad uploads, ``"limit": true``, 512 KB titles, uploads cut off mid-body), each hostile kind
-with what came back; then 10 parallel ``/reload`` calls; and what was left behind: server errors
+table: a closed-loop load of valid ``/suggest`` requests, clean and with a share of hostile
+requests mixed in (empty, non-JSON, bad UTF-8, deeply nested and over-cap bodies, gzip bombs,
+over-cap and bad uploads, ``"limit": true``, 512 KB titles, uploads cut off mid-body), in
+alternating rounds so that other load on the machine weighs on both alike; each hostile kind with
+what came back; then 10 parallel ``/reload`` calls; and what was left behind: server errors
 (5xx), upload folders in the server's temporary directory, open files and memory before and
 after. The server runs with small caps (``LABELREC_MAX_BODY_MB=1``, ``LABELREC_MAX_UPLOAD_MB=1``)
 so that over-cap requests stay cheap to send.
@@ -188,6 +189,30 @@ async def load(
     return out
 
 
+def merge(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Two load runs as one: latencies, statuses and hostile answers pooled."""
+    import numpy as np
+
+    if a is None:
+        return b
+    out = {"latencies_ms": a["latencies_ms"] + b["latencies_ms"], "valid_statuses": {}}
+    for run in (a, b):
+        for k, v in run["valid_statuses"].items():
+            out["valid_statuses"][k] = out["valid_statuses"].get(k, 0) + v
+    out["hostile"] = {}
+    for run in (a, b):
+        for kind, seen in run["hostile"].items():
+            mine = out["hostile"].setdefault(kind, {"n": 0, "statuses": {}, "ms": []})
+            mine["n"] += seen["n"]
+            mine["ms"] += seen["ms"]
+            for k, v in seen["statuses"].items():
+                mine["statuses"][k] = mine["statuses"].get(k, 0) + v
+    lat = np.asarray(out["latencies_ms"] or [float("nan")])
+    out["p50_ms"], out["p99_ms"] = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    out["valid_requests"] = len(out["latencies_ms"])
+    return out
+
+
 def answered_as_it_should(kind: str, statuses: dict[str, int]) -> bool:
     want = HOSTILE_ANSWER[kind]
     if want == "no answer":
@@ -197,7 +222,9 @@ def answered_as_it_should(kind: str, statuses: dict[str, int]) -> bool:
     return set(statuses) == {want}
 
 
-def live(model: Path, data: Path, seconds: float, concurrency: int, share: float) -> int:
+def live(
+    model: Path, data: Path, seconds: float, concurrency: int, share: float, rounds: int = 3
+) -> int:
     """The live run against ``bentoml serve``; prints its table."""
     import psutil
     from serve import free_port, start, stop, wait_ready
@@ -232,8 +259,14 @@ def live(model: Path, data: Path, seconds: float, concurrency: int, share: float
             return sum(p.num_fds() for p in procs), sum(p.memory_info().rss for p in procs) / 2**20
 
         fds0, rss0 = tree()
-        clean = asyncio.run(load(url, titles, concurrency, seconds, 0.0))
-        hostile = asyncio.run(load(url, titles, concurrency, seconds, share, seed=1))
+        # clean and hostile in alternating rounds: other load on the machine weighs on both alike
+        clean = hostile = None
+        for r in range(rounds):
+            part = seconds / rounds
+            clean = merge(clean, asyncio.run(load(url, titles, concurrency, part, 0.0)))
+            hostile = merge(
+                hostile, asyncio.run(load(url, titles, concurrency, part, share, seed=r + 1))
+            )
         import aiohttp
 
         async def reloads() -> list[int]:
@@ -259,7 +292,7 @@ def live(model: Path, data: Path, seconds: float, concurrency: int, share: float
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(run["valid_statuses"].items()))
         rows.append(
             (
-                f"{concurrency} clients, {seconds:.0f} s, {name}: valid /suggest",
+                f"{concurrency} clients, {seconds:.0f} s ({rounds} rounds), {name}: /suggest",
                 f"{run['valid_requests']} requests ({statuses}), p50 {run['p50_ms']:.0f} ms,"
                 f" p99 {run['p99_ms']:.0f} ms",
                 "yes" if set(run["valid_statuses"]) == {"200"} else "no",
@@ -326,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60, help="--live: seconds per load run")
     p.add_argument("--concurrency", type=int, default=32, help="--live: clients")
     p.add_argument("--share", type=float, default=0.1, help="--live: share of hostile requests")
+    p.add_argument("--rounds", type=int, default=3, help="--live: clean/hostile alternations")
     args = p.parse_args(argv)
     if not (args.model / "labelrec.json").is_file():
         raise SystemExit(f"{args.model} is not a model directory (labelrec train ... output=)")
@@ -444,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     for tried, got, ok in rows:
         print(f"| {tried} | {got} | {ok} |")
     if args.live:
-        return live(args.model, args.data, args.seconds, args.concurrency, args.share)
+        return live(args.model, args.data, args.seconds, args.concurrency, args.share, args.rounds)
     return 0
 
 
