@@ -378,3 +378,69 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     assert not browser.find_element(By.ID, "error").is_displayed()
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_acknowledged_feedback_survives_kill_9_of_the_server(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """Reviews posted by 8 clients, the server killed with SIGKILL while they post: every review
+    answered 2xx is in the database afterwards (SQLite in WAL mode commits before answering)."""
+    from labelrec.feedback import FeedbackStore
+
+    model = copy_model(trained_model_dir, tmp_path / "model")
+    uri = f"sqlite:///{tmp_path / 'feedback.db'}"
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [BENTOML, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=service_env(tmp_path, LABELREC_MODEL_URI=str(model), LABELREC_FEEDBACK_URI=uri),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    acknowledged: list[str] = []
+    stop = threading.Event()
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+
+        def client(worker: int) -> None:
+            with httpx.Client(base_url=url, timeout=10) as http:
+                n = 0
+                while not stop.is_set():
+                    pid = f"w{worker}-{n}"
+                    body = {"product": {"id": pid, "title": "lego"}, "accepted": ["Toys"]}
+                    try:
+                        answer = http.post("/feedback", json=body)
+                    except httpx.HTTPError:
+                        return  # the server is gone
+                    if answer.status_code < 300:
+                        acknowledged.append(pid)
+                    n += 1
+
+        with ThreadPoolExecutor(8) as pool:
+            for worker in range(8):
+                pool.submit(client, worker)
+            while len(acknowledged) < 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.killpg(process.pid, signal.SIGKILL)  # mid-stream: no shutdown, no flush
+            process.wait()
+            stop.set()
+    finally:
+        stop.set()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    stored = {r.product_id for r in FeedbackStore(uri).reviews()}
+    assert len(acknowledged) >= 200
+    assert set(acknowledged) <= stored, sorted(set(acknowledged) - stored)[:5]
