@@ -249,6 +249,7 @@ class ModelHolder:
         resolved = resolve(uri, dst_path=dst)
         rec = open_tagger(resolved, **self._load_kwargs())
         info = dict(resolved.info)
+        info["components"] = manifest(resolved.path)  # as loaded (rules.yaml may be added later)
         if info.get("kind") == "local":
             info["metrics"] = dict(rec.info.get("valid_metrics") or {})
         return rec, resolved.version, info
@@ -385,10 +386,7 @@ class ModelHolder:
                     "quantized": self.quantize,
                     "backend": rec.backend,
                     "rules": public_text(rec.rules.source) if rec.rules is not None else None,
-                    # what the directory holds now (rules.yaml may be added beside a model)
-                    "components": manifest(rec.path)
-                    if rec.path is not None
-                    else rec.info.get("components"),
+                    "components": rec.info.get("components"),  # as trained; a load's below
                     "generator": None
                     if rec.generator is None
                     else {
