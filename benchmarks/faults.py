@@ -26,9 +26,12 @@ so that over-cap requests stay cheap to send.
 
     .venv/bin/python benchmarks/faults.py --model runs/minilm_amazon_uk_toys --live --seconds 30
 
-Kill -9 during training and ``--resume``, a retrain into a served directory, a registry error
-during promotion and an index of another vocabulary are covered by tests (tests/test_train.py,
-tests/test_serving.py, tests/test_promote.py, tests/test_service_products.py), not here.
+``--live`` also trains the default config on 600 products of ``--train`` (``--data`` as valid)
+three ways: whole; killed with SIGKILL during its second epoch and ``--resume``d (the same valid
+metrics?); and into the directory a second server polls every second while 4 clients send
+``/suggest`` (all answered, the new model served at the end?). A registry error during promotion
+and an index of another vocabulary are covered by tests (tests/test_promote.py,
+tests/test_service_products.py), not here.
 """
 
 from __future__ import annotations
@@ -223,9 +226,17 @@ def answered_as_it_should(kind: str, statuses: dict[str, int]) -> bool:
 
 
 def live(
-    model: Path, data: Path, seconds: float, concurrency: int, share: float, rounds: int = 3
+    model: Path,
+    data: Path,
+    seconds: float,
+    concurrency: int,
+    share: float,
+    rounds: int = 3,
+    train: Path | None = None,
 ) -> int:
-    """The live run against ``bentoml serve``; prints its table."""
+    """The live run against ``bentoml serve``; prints its table. With ``train`` (a catalog;
+    ``data`` is its valid split) also the training faults: kill -9 and ``--resume``, and a retrain
+    into a served directory."""
     import psutil
     from serve import free_port, start, stop, wait_ready
 
@@ -287,6 +298,9 @@ def live(
         alive = proc.poll() is None
     finally:
         stop(proc)
+    if train is not None:
+        rows.append(killed_training(train, data, work))
+        rows.append(retrain_under_traffic(model, train, data, titles, work))
 
     for name, run in (("clean", clean), (f"{share:.0%} hostile", hostile)):
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(run["valid_statuses"].items()))
@@ -341,6 +355,138 @@ def live(
     return 0
 
 
+def train_command(train: Path, valid: Path, out: Path, *extra: str) -> list[str]:
+    """``labelrec train`` of the default config on a small slice of a catalog (a minute)."""
+    return [
+        sys.executable,
+        "-m",
+        "labelrec.cli",
+        "train",
+        "--config",
+        str(ROOT / "configs" / "default.yaml"),
+        f"data.train={train}",
+        f"data.valid={valid}",
+        "data.max_products=600",
+        "train.epochs=2",
+        "train.refit=false",
+        f"output={out}",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def killed_training(train: Path, valid: Path, work: Path) -> tuple[str, str, str]:
+    """Train once whole; train again, kill -9 during epoch 2, ``--resume``: the same model?"""
+    import signal
+    import subprocess
+
+    from labelrec.train import STATE_FILE
+
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run(train_command(train, valid, work / "whole"), check=True, **quiet)
+    killed = work / "killed"
+    proc = subprocess.Popen(train_command(train, valid, killed), start_new_session=True, **quiet)
+    while proc.poll() is None and not (killed / "checkpoints" / "epoch-1" / STATE_FILE).exists():
+        time.sleep(0.2)
+    time.sleep(1.0)  # into epoch 2
+    was_running = proc.poll() is None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    complete_before = (killed / "labelrec.json").exists()
+    resumed = subprocess.run(train_command(train, valid, killed, "--resume"), **quiet)
+
+    def metrics(path: Path) -> tuple[float, float]:
+        info = json.loads((path / "labelrec.json").read_text(encoding="utf-8"))
+        return info["valid_metrics"]["P@1"], info["valid_metrics"]["nDCG@3"]
+
+    a, b = metrics(work / "whole"), metrics(killed)
+    same = all(abs(x - y) < 1e-4 for x, y in zip(a, b, strict=True))
+    return (
+        "kill -9 during epoch 2 of `labelrec train`, then `--resume`",
+        f"killed while running: {was_running}; a model before the resume: {complete_before};"
+        f" resume exit {resumed.returncode}; valid P@1 / nDCG@3 {b[0]:.4f} / {b[1]:.4f},"
+        f" uninterrupted {a[0]:.4f} / {a[1]:.4f}",
+        _ok(was_running and not complete_before and resumed.returncode == 0 and same),
+    )
+
+
+def retrain_under_traffic(
+    model: Path, train: Path, valid: Path, titles: list[str], work: Path
+) -> tuple[str, str, str]:
+    """``labelrec train`` writes into the directory a server polls every second while 4 clients
+    send /suggest: every answer 200, and the new model served at the end?"""
+    import subprocess
+
+    import httpx
+    from serve import free_port, start, stop, wait_ready
+
+    from labelrec.opener import fingerprint
+
+    served = work / "served"
+    shutil.copytree(model, served, ignore=shutil.ignore_patterns("checkpoints", "tuning"))
+    before = fingerprint(served)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "LABELREC_MODEL_URI": str(served),
+        "LABELREC_POLL_SECONDS": "1",
+        "BENTOML_HOME": str(work / "bentoml2"),
+    }
+    log = work / "serve2.log"
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    proc = start([bentoml, "serve", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    statuses: dict[str, int] = {}
+    versions: list[str] = []
+    final = None
+    try:
+        wait_ready(url, proc, log)
+        trainer = subprocess.Popen(
+            train_command(train, valid, served),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        async def traffic() -> None:
+            async def client(i: int) -> None:
+                async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+                    n = 0
+                    while trainer.poll() is None or n < 20:
+                        title = titles[(4 * n + i) % len(titles)]
+                        body = {"product": {"title": title}, "limit": 5}
+                        try:
+                            answer = await http.post("/suggest", json=body)
+                            status = str(answer.status_code)
+                            if answer.status_code == 200:
+                                version = answer.json()["model_version"]
+                                if not versions or versions[-1] != version:
+                                    versions.append(version)
+                        except httpx.HTTPError:
+                            status = "599"
+                        statuses[status] = statuses.get(status, 0) + 1
+                        n += 1
+
+            await asyncio.gather(*(client(i) for i in range(4)))
+
+        asyncio.run(traffic())
+        trainer.wait()
+        after = fingerprint(served)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            final = httpx.get(f"{url}/model", timeout=10).json().get("version")
+            if final == after:
+                break
+            time.sleep(1)
+    finally:
+        stop(proc)
+    shown = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
+    return (
+        "retrain into the served directory (1 s polling, 4 clients of /suggest)",
+        f"{sum(statuses.values())} requests ({shown}); versions answered in order:"
+        f" {' -> '.join(versions)}; /model at the end: {final} (the new files: {after})",
+        _ok(set(statuses) == {"200"} and final == after != before and versions[:1] == [before]),
+    )
+
+
 def _ok(flag: bool) -> str:
     return "yes" if flag else "no"
 
@@ -360,6 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32, help="--live: clients")
     p.add_argument("--share", type=float, default=0.1, help="--live: share of hostile requests")
     p.add_argument("--rounds", type=int, default=3, help="--live: clean/hostile alternations")
+    p.add_argument(
+        "--train",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "amazon_uk_toys" / "train.jsonl",
+        help="--live: training catalog of the training faults ('' skips them)",
+    )
     args = p.parse_args(argv)
     if not (args.model / "labelrec.json").is_file():
         raise SystemExit(f"{args.model} is not a model directory (labelrec train ... output=)")
@@ -478,7 +630,10 @@ def main(argv: list[str] | None = None) -> int:
     for tried, got, ok in rows:
         print(f"| {tried} | {got} | {ok} |")
     if args.live:
-        return live(args.model, args.data, args.seconds, args.concurrency, args.share, args.rounds)
+        train = args.train if str(args.train) not in ("", ".") else None
+        return live(
+            args.model, args.data, args.seconds, args.concurrency, args.share, args.rounds, train
+        )
     return 0
 
 
