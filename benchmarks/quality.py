@@ -52,6 +52,7 @@ from labelrec.openvocab import evaluate_with_new_tags, kind_precision  # noqa: E
 from labelrec.taxonomy import ancestor_consistent, hierarchical_precision  # noqa: E402
 
 CATALOGS = ("amazon_uk_toys", "amazon_in_sales", "zh_taobao")
+PEERS = ("Omikuji", "fastText")
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 COLUMNS = ("P@1", "P@3", "P@5", "nDCG@3", "PSP@5", "micro_f1", "hP@3")
 FACETS = {"amazon_uk_toys": ("brand:",), "zh_taobao": ("品牌:", "型号:", "品类:")}
@@ -369,8 +370,9 @@ def refit_peers(
     test: list[Product],
     vocab: TagVocab,
     threads: int,
+    families: tuple[str, ...] = PEERS,
 ) -> list[Row]:
-    """Each peer family as labelrec is trained: settings and per-tag thresholds chosen on
+    """Each peer family (of ``families``) as labelrec is trained: settings and thresholds chosen on
     ``valid`` (by the objective labelrec's fusion uses), then the chosen setting refit on train +
     valid and scored on ``test``. Train seconds count every fit. On Chinese titles fastText runs
     with CJK characters as tokens only: split on whitespace, a title without spaces is one unseen
@@ -382,17 +384,19 @@ def refit_peers(
     y_train, y_valid = vocab.encode(train), vocab.encode(valid)
     both = train + valid
     y_both = vocab.encode(both)
-    families = {
+    candidates = {
         "Omikuji": [
             lambda kind=kind: OmikujiPeer(n_threads=threads, features=kind) for kind in FEATURE_SETS
         ],
     }
     cjk = has_cjk([p.title for p in train[:500]])
-    families["fastText"] = [
+    candidates["fastText"] = [
         lambda e=e: FastTextPeer(n_threads=threads, epoch=e, split_cjk=cjk) for e in (25, 100)
     ]
     rows = []
-    for family, makers in families.items():
+    for family, makers in candidates.items():
+        if family not in families:
+            continue
         seconds, tried = 0.0, []
         for make in makers:
             peer = make()
@@ -431,6 +435,7 @@ def run_cv(
     skip_peers: bool = False,
     reuse: bool = False,
     on_fold: Callable[[list[Row]], None] | None = None,
+    peers: tuple[str, ...] = PEERS,
 ) -> list[Row]:
     """``k``-fold cross-validation over train + valid of a shared catalog: in each fold labelrec
     (tuned on an inner valid split, then refit as configured) and every peer (tuned on the same
@@ -486,7 +491,7 @@ def run_cv(
                 rows_t[0].system = "labelrec without refit"
                 fold_rows += rows_t
         if not skip_peers:
-            fold_rows += refit_peers(catalog, train, valid, test, vocab, threads)
+            fold_rows += refit_peers(catalog, train, valid, test, vocab, threads, peers)
         for row in fold_rows:
             row.notes["fold"] = fold
             row.notes["n_test"] = len(test)
@@ -793,6 +798,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="fold assignment seed (--cv)")
     parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help="--cv: peer families to train, comma-separated (fastText on zh_taobao: 9 min a fold)",
+    )
+    parser.add_argument(
         "--reuse", action="store_true", help="--cv: score the fold models already trained"
     )
     parser.add_argument("overrides", nargs="*", help="config overrides for labelrec, a.b=value")
@@ -838,6 +848,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.skip_peers,
                 args.reuse,
                 on_fold=save,
+                peers=tuple(p.strip() for p in args.peers.split(",") if p.strip()),
             )
         print(format_cv(rows))
         return 0
