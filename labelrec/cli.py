@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("demo", help="write the built-in demo catalog")
-    p.add_argument("--output", default="demo_data", help="folder for train/valid.jsonl")
+    p.add_argument("--output", default="demo_data", help="folder for train, valid and test .jsonl")
     p.add_argument("--products", type=int, default=2400, help="number of products")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=cmd_demo)

@@ -254,10 +254,12 @@ def test_index_refuses_to_write_over_its_input(
 def test_demo_writes_catalog(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["demo", "--output", str(tmp_path / "d"), "--products", "60", "--seed", "1"]) == 0
     out = capsys.readouterr().out
-    assert "train:" in out and "valid:" in out
-    train_rows = (tmp_path / "d" / "train.jsonl").read_text(encoding="utf-8").splitlines()
-    valid_rows = (tmp_path / "d" / "valid.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(train_rows) + len(valid_rows) == 60
+    assert "train:" in out and "valid:" in out and "test:" in out
+    rows = [
+        (tmp_path / "d" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+        for name in ("train", "valid", "test")
+    ]
+    assert sum(map(len, rows)) == 60 and all(rows)
 
 
 def test_bad_inputs_exit_2_with_file_line_field(
