@@ -347,12 +347,16 @@ def live(
     )
     rows.append(("server memory (RSS, MB), before / after", f"{rss0:.0f} / {rss1:.0f}", "-"))
     shutil.rmtree(work, ignore_errors=True)
-    print(f"\nfaults, live (bentoml serve, model {model})")
+    print_table(f"faults, live (bentoml serve, model {model})", rows)
+    return 0
+
+
+def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
+    print(f"\n{title}")
     print("| tried | what came back | as it should |")
     print("|---|---|---|")
     for tried, got, ok in rows:
         print(f"| {tried} | {got} | {ok} |")
-    return 0
 
 
 def train_command(train: Path, valid: Path, out: Path, *extra: str) -> list[str]:
@@ -624,11 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nfaults, in process (model {args.model})")
-    print("| tried | what came back | as it should |")
-    print("|---|---|---|")
-    for tried, got, ok in rows:
-        print(f"| {tried} | {got} | {ok} |")
+    print_table(f"faults, in process (model {args.model})", rows)
     if args.live:
         train = args.train if str(args.train) not in ("", ".") else None
         return live(
