@@ -385,6 +385,9 @@ def test_acknowledged_feedback_survives_kill_9_of_the_server(
 ) -> None:
     """Reviews posted by 8 clients, the server killed with SIGKILL while they post: every review
     answered 2xx is in the database afterwards (SQLite in WAL mode commits before answering)."""
+    import contextlib
+
+    psutil = pytest.importorskip("psutil")
     from labelrec.feedback import FeedbackStore
 
     model = copy_model(trained_model_dir, tmp_path / "model")
@@ -433,7 +436,12 @@ def test_acknowledged_feedback_survives_kill_9_of_the_server(
                 pool.submit(client, worker)
             while len(acknowledged) < 200 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            os.killpg(process.pid, signal.SIGKILL)  # mid-stream: no shutdown, no flush
+            # mid-stream: no shutdown, no flush; the worker runs in a session of its own
+            workers = psutil.Process(process.pid).children(recursive=True)
+            os.killpg(process.pid, signal.SIGKILL)
+            for worker in workers:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    worker.kill()
             process.wait()
             stop.set()
     finally:
