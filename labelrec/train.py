@@ -111,7 +111,6 @@ class TunedSettings:
     # weight, new_weight, new_threshold of the tag generator
     generator: dict[str, float] | None = None
     valid_metrics: dict[str, float] = field(default_factory=dict)
-    n_valid: int = 0
 
     def thresholds_for(self, tags: list[str]) -> np.ndarray:
         """Per-tag thresholds for a vocabulary: the tuned one per tag, the global one for tags
@@ -728,7 +727,6 @@ class TagTrainer:
             lexical=_floats(lexical_model, LEXICAL_TUNED),
             generator=_floats(generator, GENERATOR_TUNED),
             valid_metrics=result_metrics,
-            n_valid=len(tuned_products),
         )
         if self.is_main:
             model.eval()
@@ -916,15 +914,9 @@ def train_and_refit(
         len(splits.valid),
         tuned.epochs,
     )
-    lex = tuned.lexical or {}
+    # the fusion weights and thresholds come from ``tuned`` in the refit's cleanup
     refit_cfg = dataclasses.replace(
-        cfg,
-        train=dataclasses.replace(cfg.train, epochs=max(1, tuned.epochs)),
-        lexical=dataclasses.replace(
-            cfg.lexical,
-            weight=lex.get("weight", cfg.lexical.weight),
-            embedding_weight=lex.get("embedding_weight", cfg.lexical.embedding_weight),
-        ),
+        cfg, train=dataclasses.replace(cfg.train, epochs=max(1, tuned.epochs))
     )
     merged = dataclasses.replace(
         splits,
