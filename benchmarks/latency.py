@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     products = [[as_product({"title": t}, 0)] for t in titles]
     n = len(products)
     ids = [rec.encode(p) for p in products]
-    need = rec.lexical is not None and rec.lexical.needs_embeddings
+    need = rec.fusion is not None and rec.fusion.needs_embeddings
 
     def forward_with(model: object) -> Callable[[int], tuple]:
         def forward(i: int) -> tuple:
@@ -104,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     if rec.runner is not None:
         rows.append(("model forward pass, ONNX Runtime", median_ms(forward, n)))
     rows.append(("model forward pass, torch", median_ms(forward_with(rec.model), n)))
-    if rec.lexical is not None:
+    if rec.fusion is not None:
         outputs = [forward(i) for i in range(n)]
 
         def fuse(i: int) -> object:
             with predict.one_blas_thread():
-                return rec.lexical.fuse_with_new(products[i], *outputs[i])
+                return rec.fusion.fuse_with_new(products[i], *outputs[i])
 
         rows.append(("lexical fusion + span tagger", median_ms(fuse, n)))
     # Two ways of running recommend, interleaved product by product so that the machine's
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     variants: dict[str, Callable[[int], object]] = {
         "recommend (all of it)": lambda i: rec.recommend(products[i]),
     }
-    if rec.lexical is not None:
+    if rec.fusion is not None:
 
         def text_after(i: int) -> object:
             with mock.patch.object(predict, "_text_worker", _Inline):
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
         variants["recommend, fusion's text part after the forward pass, not beside it"] = text_after
     rows += interleaved_median_ms(variants, n)
-    if rec.lexical is not None:  # apart: OpenBLAS threads spin on after it, slowing what follows
+    if rec.fusion is not None:  # apart: OpenBLAS threads spin on after it, slowing what follows
         rows.append(("recommend, BLAS threads free during fusion", median_ms(blas_free, n)))
 
     import torch

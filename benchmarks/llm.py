@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def evaluate(known, new, products, vocab, thresholds, new_threshold, facets) -> dict[str, float]:
-    from labelrec.openvocab import evaluate_with_new_tags, kind_precision
+    from labelrec.taggers.span import evaluate_with_new_tags, kind_precision
 
     out = evaluate_with_new_tags(known, new, products, vocab, thresholds, new_threshold).metrics
     for prefix in facets:
@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     from labelrec import metrics
     from labelrec.config import load_config
     from labelrec.data import read_catalog
-    from labelrec.generate import TagGenerator, blend, fit_generator, tune_generator
+    from labelrec.fusion import blend, tune_generator
     from labelrec.model import save_thresholds
     from labelrec.modeldir import THRESHOLDS_FILE
     from labelrec.predict import TagRecommender
+    from labelrec.taggers.generator import TagGenerator, fit_generator
 
     overrides = [f"generate.backbone={args.backbone}", "generate.enabled=true"]
     if args.train_products:

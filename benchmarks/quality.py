@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from labelrec import metrics  # noqa: E402
-from labelrec.config import LexicalConfig, load_config  # noqa: E402
+from labelrec.config import Config, load_config  # noqa: E402
 from labelrec.data import Product, TagVocab, read_catalog  # noqa: E402
 from labelrec.evaluate import evaluate_scores_on  # noqa: E402
-from labelrec.openvocab import evaluate_with_new_tags, kind_precision  # noqa: E402
+from labelrec.taggers.span import evaluate_with_new_tags, kind_precision  # noqa: E402
 from labelrec.taxonomy import ancestor_consistent, hierarchical_precision  # noqa: E402
 
 CATALOGS = ("amazon_uk_toys", "amazon_in_sales", "zh_taobao")
@@ -187,24 +187,26 @@ def train_labelrec(
 
 def refit_lexical(
     model_dir: str | Path,
-    cfg: LexicalConfig,
+    cfg: Config,
     train_products: list[Product],
     valid_products: list[Product],
 ) -> dict[str, float]:
-    """Fit (or refit) the lexical parts of a trained model directory, as training does at its end.
+    """Fit (or refit) the fusion of a trained model directory, as training does at its end.
 
-    ``cfg`` is the ``lexical`` config section. The model's own scores on valid are the neural
-    evidence; the thresholds are re-tuned on the fused scores and saved with the lexical files.
+    ``cfg`` is the configuration (its ``lexical`` section says which taggers). The model's own
+    scores on valid are the neural evidence; the thresholds are re-tuned on the fused scores and
+    saved with the fusion.
     Returns the fusion report (weights, objectives, seconds).
     """
-    from labelrec.lexical import fit_lexical, save_lexical
+    from labelrec.fusion import fit_fusion, save_fusion
     from labelrec.model import save_thresholds
     from labelrec.modeldir import THRESHOLDS_FILE
     from labelrec.predict import TagRecommender
+    from labelrec.taggers import TrainingSet
 
     t0 = time.perf_counter()
     rec = TagRecommender.load(model_dir)
-    rec.lexical = None
+    rec.fusion = None
     vocab = rec.vocab
     y_train = vocab.encode(train_products)
     keep = np.asarray(y_train.sum(axis=1)).ravel() > 0
@@ -212,23 +214,14 @@ def refit_lexical(
     y_valid = vocab.encode(valid_products)
     neural, valid_emb = rec.predict_scores(valid_products, with_embeddings=True)
     train_emb = None
-    if cfg.embedding_k > 0:
+    if cfg.lexical.embedding_k > 0:
         _, train_emb = rec.predict_scores(train_products, with_embeddings=True)
-    model, fused, report = fit_lexical(
-        cfg,
-        train_products,
-        y_train[keep],
-        valid_products,
-        y_valid,
-        neural,
-        vocab,
-        train_emb,
-        valid_emb,
-    )
+    train = TrainingSet(train_products, y_train[keep], vocab, train_emb)
+    model, fused, report = fit_fusion(cfg, train, valid_products, y_valid, neural, valid_emb)
     global_t = metrics.tune_global_threshold(y_valid, fused)
     per_tag = metrics.tune_tag_thresholds(y_valid, fused, global_t)
     save_thresholds(Path(model_dir) / THRESHOLDS_FILE, global_t, per_tag)
-    save_lexical(model, model_dir)
+    save_fusion(model, model_dir)
     report["lexical_seconds"] = time.perf_counter() - t0
     return report
 
@@ -263,8 +256,8 @@ def eval_labelrec(
     scores, _ = rec.predict_scores(valid)
     new_tags = rec.new_tags(valid)
     rate = len(valid) / max(time.perf_counter() - t0, 1e-9)
-    has_new = rec.lexical is not None and rec.lexical.span is not None
-    lex = rec.lexical
+    has_new = rec.fusion is not None and rec.fusion.span is not None
+    lex = rec.fusion
     notes = {}
     if lex is not None:
         notes = {
@@ -289,18 +282,18 @@ def eval_labelrec(
     ]
     if not parts or lex is None:
         return rows, rec.vocab
-    rec.lexical = None
+    rec.fusion = None
     t0 = time.perf_counter()
     neural, emb = rec.predict_scores(valid, with_embeddings=True)
     neural_rate = len(valid) / max(time.perf_counter() - t0, 1e-9)
-    rec.lexical = lex
+    rec.fusion = lex
     nan = float("nan")
     variants: list[tuple[str, np.ndarray, float]] = [("neural (LoRA) only", neural, neural_rate)]
     w, e = lex.weight, lex.embedding_weight
-    if lex.tagger is not None:
-        variants.append(("TF-IDF kNN only", lex.tagger.scores(valid), nan))
-    if lex.neighbours is not None:
-        variants.append(("embedding kNN only", lex.neighbours.scores(emb), nan))
+    if lex.tfidf is not None:
+        variants.append(("TF-IDF kNN only", lex.tfidf.scores(valid), nan))
+    if lex.embedding is not None:
+        variants.append(("embedding kNN only", lex.embedding.scores(emb), nan))
     base = lex.base(valid, neural, emb)
     variants += [
         (f"neural+kNNs (w={w:.2f}, e={e:.2f})", base, nan),
@@ -594,8 +587,9 @@ def measure_overhead(config: Path, data_root: Path, catalog: str, n_steps: int) 
 
     import torch
 
+    from labelrec.data import bucketed_batches
     from labelrec.model import pad_batch
-    from labelrec.train import TagTrainer, bucketed_batches
+    from labelrec.train import TagTrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(
@@ -868,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.copytree(
                         args.labelrec_model, model_dir, ignore=shutil.ignore_patterns("checkpoints")
                     )
-                    report = refit_lexical(model_dir, cfg.lexical, train, valid)
+                    report = refit_lexical(model_dir, cfg, train, valid)
                     train_s += report["lexical_seconds"]
                     print(f"{catalog}: lexical parts fitted: {report}", file=sys.stderr)
             else:

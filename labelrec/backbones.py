@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labelrec.model import ModelError
+from labelrec.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

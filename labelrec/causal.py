@@ -154,7 +154,7 @@ def fit_causal_lm(
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from labelrec.train import bucketed_batches
+    from labelrec.data import bucketed_batches
 
     if not examples:
         raise ValueError("no training examples for the decoder")

@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import math
+import random
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -861,3 +862,19 @@ class TagVocab:
             return cls(payload["tags"], payload["counts"], payload.get("n_products"))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: not a tag vocabulary ({err})") from None
+
+
+def bucketed_batches(
+    lengths: list[int], batch_size: int, bucket_size: int, seed: int
+) -> list[list[int]]:
+    """Shuffled batches of similar length: shuffle, sort within buckets, shuffle the batches."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = batch_size * bucket_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches

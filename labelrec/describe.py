@@ -20,9 +20,9 @@ and the start of its description, before the cue::
 
 so the decoder learns to copy that text and edit what differs (colour, brand, size) instead of
 inventing. Similarity is TF-IDF cosine over titles (``NeighbourIndex``: word 1-2-grams and
-character 2-5-grams, ``labelrec.lexical.TfidfFeatures``) among all training products that have a
-description; in training a product's reference is the most similar *other* product. Repetition
-penalties then apply to the written text only, not to the prompt (copying is the point).
+character 2-5-grams, ``labelrec.taggers.neighbours.TfidfFeatures``) among all training products
+that have a description; in training a product's reference is the most similar *other* product.
+Repetition penalties then apply to the written text only, not to the prompt (copying is the point).
 
 Generation runs in batches with the KV cache (left padding, greedy or beam search, with length
 and repetition controls); a text cut by ``max_new_tokens`` is trimmed to its last full
@@ -64,10 +64,10 @@ from labelrec.causal import (
     save_causal_lm,
 )
 from labelrec.data import Product
-from labelrec.generate import most_specific
-from labelrec.lexical import TfidfFeatures
 from labelrec.model import ModelError
 from labelrec.modeldir import CAUSAL_INFO
+from labelrec.taggers.generator import most_specific
+from labelrec.taggers.neighbours import TfidfFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ def check_lengths(model: Any, meta: Mapping[str, Any]) -> None:
 
 class NeighbourIndex:
     """Training products with a description, looked up by TF-IDF cosine over titles (word
-    1-2-grams and character 2-5-grams, ``labelrec.lexical.TfidfFeatures``)."""
+    1-2-grams and character 2-5-grams, ``labelrec.taggers.neighbours.TfidfFeatures``)."""
 
     def __init__(
         self, features: TfidfFeatures, titles: Sequence[str], descriptions: Sequence[str]
@@ -783,9 +783,9 @@ def train_describer(
     cfg: Any, resume: bool = False, tracker: Any = None, progress: bool = True
 ) -> Any:
     """``labelrec train`` with ``task: describe``: fit, report valid metrics, save to
-    ``cfg.output``. Returns a ``labelrec.train.TrainResult`` (``n_tags`` 0)."""
+    ``cfg.output``. Returns a ``labelrec.runs.TrainResult`` (``n_tags`` 0)."""
     from labelrec.config import config_to_dict, flatten
-    from labelrec.train import NullTracker, TrainResult, load_splits
+    from labelrec.runs import NullTracker, TrainResult, load_splits
 
     if resume:
         raise ValueError("--resume is not supported with task: describe; train again instead")

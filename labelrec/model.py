@@ -22,16 +22,13 @@ import torch
 from torch import nn
 
 from labelrec.config import LoraSettings, ModelConfig
+from labelrec.errors import ModelError  # noqa: F401  (labelrec.model.ModelError: its public name)
 from labelrec.modeldir import LABELREC_FILE
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MINILM_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
-
-
-class ModelError(RuntimeError):
-    """A model directory or backbone cannot be used."""
 
 
 def resolve_backbone(name: str) -> str:

@@ -5,15 +5,19 @@ files, and the manifest of the components a directory holds.
     config.json, model.safetensors, tokenizer files    the neural tagger (merged, transformers)
     tags.json                     the tag vocabulary
     thresholds.json               global and per-tag thresholds
-    lexical.json, lexical.npz     TF-IDF kNN and embedding kNN voters, fusion weights
-    spans.json, spans.npz         the span tagger (open-vocabulary tags)
-    generator/                    the tag generator (a decoder LLM; generator/causal.json)
+    fusion.json                   the fusion: which taggers vote, their weights (labelrec.fusion)
+    tfidf.json, tfidf.npz         TF-IDF neighbours (labelrec.taggers.neighbours)
+    embedding_knn.json, .npz      embedding neighbours (labelrec.taggers.neighbours)
+    spans.json, spans.npz         the span tagger: open-vocabulary tags (labelrec.taggers.span)
+    generator/                    the tag generator, a decoder LLM (labelrec.taggers.generator)
     rules.yaml                    rules stored with the model
     history.json                  training history
     checkpoints/, tuning/         training state; tuning/ holds a refit's tuning run and its
                                   choices (tuned.json): not part of the model
 
-Each component keeps its own format version in its meta file; ``manifest`` reads them.
+Each component keeps its own format version in its meta file; ``manifest`` reads them. A
+directory of labelrec before the taggers were saved apart holds the fusion, TF-IDF and embedding
+neighbours together in ``lexical.json`` and ``lexical.npz`` (format 1), which still load.
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ LABELREC_FILE = "labelrec.json"
 VOCAB_FILE = "tags.json"
 THRESHOLDS_FILE = "thresholds.json"
 HISTORY_FILE = "history.json"
-LEXICAL_META = "lexical.json"
+FUSION_META = "fusion.json"
+TFIDF_META = "tfidf.json"
+TFIDF_ARRAYS = "tfidf.npz"
+EMBEDDING_META = "embedding_knn.json"
+EMBEDDING_ARRAYS = "embedding_knn.npz"
+LEXICAL_META = "lexical.json"  # format 1: fusion, TF-IDF and embedding neighbours in one
 LEXICAL_ARRAYS = "lexical.npz"
 SPAN_META = "spans.json"
 SPAN_ARRAYS = "spans.npz"
@@ -41,7 +50,10 @@ TRAINING_ONLY = (CHECKPOINTS_DIR, TUNING_DIR)
 # component -> (its meta file, which holds its format version, or None; its other files)
 COMPONENTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "tagger": (LABELREC_FILE, (VOCAB_FILE, THRESHOLDS_FILE, "config.json", "model.safetensors")),
-    "lexical": (LEXICAL_META, (LEXICAL_ARRAYS,)),
+    "fusion": (FUSION_META, ()),
+    "tfidf": (TFIDF_META, (TFIDF_ARRAYS,)),
+    "embedding": (EMBEDDING_META, (EMBEDDING_ARRAYS,)),
+    "lexical": (LEXICAL_META, (LEXICAL_ARRAYS,)),  # format 1
     "span": (SPAN_META, (SPAN_ARRAYS,)),
     "generator": (f"{GENERATOR_DIR}/{CAUSAL_INFO}", ()),
     "rules": (None, (RULES_FILE,)),
@@ -69,3 +81,18 @@ def manifest(model_dir: str | Path, info_file: str = LABELREC_FILE) -> dict[str,
         present += [f for f in files if (root / f).exists()]
         out[name] = {"files": present, "format_version": version}
     return out
+
+
+def remove_component(model_dir: str | Path, name: str) -> None:
+    """Delete the files of component ``name`` (e.g. left in ``model_dir`` by an earlier run)."""
+    import shutil
+
+    if name == "tagger":
+        raise ValueError("the neural tagger's files are the model itself")
+    meta, files = COMPONENTS[name]
+    for file in ((meta,) if meta else ()) + files:
+        top = Path(model_dir) / Path(file).parts[0]
+        if top.is_dir():
+            shutil.rmtree(top)
+        else:
+            top.unlink(missing_ok=True)

@@ -116,7 +116,7 @@ class _Evidence:
     items: list[Product]
     neural: np.ndarray
     embeddings: np.ndarray | None
-    text: Any  # labelrec.lexical.TextEvidence, or None without a lexical model
+    text: Any  # labelrec.fusion.TextEvidence, or None without a fusion
     fused: np.ndarray
     new: list[dict[str, float]]
     final: np.ndarray
@@ -150,9 +150,9 @@ class TagRecommender:
         self.device = device
         self.path = path
         self.max_length = int(info["max_length"])
-        self.lexical: Any = None  # labelrec.lexical.LexicalModel fused into the scores, if saved
+        self.fusion: Any = None  # labelrec.fusion.Fusion of the other taggers, if saved
         self.runner: OnnxTagModel | None = None  # runs the model instead of torch when set
-        self.generator: Any = None  # labelrec.generate.TagGenerator voting in the fusion, if saved
+        self.generator: Any = None  # labelrec.taggers.generator.TagGenerator, if saved
         self.rules: Any = None  # labelrec.rules.Rules applied when ranking, if any
 
     @property
@@ -214,11 +214,11 @@ class TagRecommender:
         batch_size = batch_size or (CPU_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE)
         rec = cls(model, tokenizer, vocab, info, global_t, per_tag, batch_size, device, model_dir)
         rec.runner = choose_backend(model, backend, device, quantize, num_threads)
-        from labelrec.lexical import LexicalModel
+        from labelrec.fusion import Fusion
 
-        rec.lexical = LexicalModel.load(model_dir, vocab)
+        rec.fusion = Fusion.load(model_dir, vocab)
         if generate:
-            from labelrec.generate import TagGenerator
+            from labelrec.taggers.generator import TagGenerator
 
             rec.generator = TagGenerator.load(model_dir, vocab, device)
         from labelrec.rules import Rules
@@ -255,7 +255,7 @@ class TagRecommender:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Tag scores (n, n_tags), and pooled text embeddings when asked.
 
-        With a lexical model in the directory the scores are the fused ones (``lexical.py``).
+        With a fusion in the directory the scores are the fused ones (``labelrec.fusion``).
         """
         scores, embeddings, _ = self._score(products, with_embeddings)
         return scores, embeddings
@@ -280,9 +280,9 @@ class TagRecommender:
             return _Evidence(items, none, None, None, none, empty, none, empty)
         ids = self.encode(items)
         text = None
-        if self.lexical is not None:  # the text-only evidence, computed while the model runs
-            text = _text_worker().submit(self.lexical.text_evidence, items)
-        need = self.lexical is not None and self.lexical.needs_embeddings
+        if self.fusion is not None:  # the text-only evidence, computed while the model runs
+            text = _text_worker().submit(self.fusion.text_evidence, items)
+        need = self.fusion is not None and self.fusion.needs_embeddings
         neural, embeddings = score_token_ids(
             self.model if self.runner is None else self.runner,
             ids,
@@ -295,10 +295,10 @@ class TagRecommender:
         if text is not None:
             evidence = text.result()
             with one_blas_thread():
-                fused, new = self.lexical.fuse_with_new(items, neural, embeddings, evidence)
+                fused, new = self.fusion.fuse_with_new(items, neural, embeddings, evidence)
         ev = _Evidence(items, neural, embeddings, evidence, fused, new, fused, new)
         if self.uses_generator:
-            from labelrec.generate import blend
+            from labelrec.fusion import blend
 
             g = self.generator
             ev.gen_known, ev.gen_new = g.votes(items)
@@ -324,7 +324,7 @@ class TagRecommender:
         if not products:
             return []
         ev = self._evidence(products)
-        lex, neural, text = self.lexical, ev.neural, ev.text
+        lex, neural, text = self.fusion, ev.neural, ev.text
         zeros = np.zeros_like(neural)
         parts = {"neural": neural, "tfidf_neighbours": zeros, "embedding_neighbours": zeros}
         parts["title_span"] = zeros
@@ -334,7 +334,7 @@ class TagRecommender:
             e = lex.embedding_weight if lex.needs_embeddings else 0.0
             parts["neural"] = w * neural
             if e > 0:
-                parts["embedding_neighbours"] = e * lex.neighbours.scores(ev.embeddings)
+                parts["embedding_neighbours"] = e * lex.embedding.scores(ev.embeddings)
             if lex.uses_tfidf and text.tfidf is not None:
                 parts["tfidf_neighbours"] = (1.0 - w - e) * text.tfidf
             if text.known is not None:
@@ -364,10 +364,10 @@ class TagRecommender:
             return tag, self.vocab.index[tag]
 
         nearest: list[dict[int, list[dict[str, Any]]]] = [{} for _ in ranked]
-        if lex is not None and lex.tagger is not None:
+        if lex is not None and lex.tfidf is not None:
             wanted = [[column(i, s)[1] for s in row if s.known] for i, row in enumerate(ranked)]
             with one_blas_thread():
-                nearest = lex.tagger.nearest_with_tag(ev.items, wanted)
+                nearest = lex.tfidf.nearest_with_tag(ev.items, wanted)
         out = []
         for i, suggestions in enumerate(ranked):
             row = []
@@ -405,12 +405,10 @@ class TagRecommender:
         """Proposed tags outside the vocabulary (spans of the title) -> score, per product."""
         if self.uses_generator:
             return self.score(products)[1]
-        if self.lexical is None:
+        if self.fusion is None:
             return [{} for _ in products]
         with one_blas_thread():
-            return self.lexical.new_tags(
-                [bounded(as_product(p, i)) for i, p in enumerate(products)]
-            )
+            return self.fusion.new_tags([bounded(as_product(p, i)) for i, p in enumerate(products)])
 
     def thresholds(self, threshold: float | None) -> np.ndarray:
         """Per-tag thresholds: the tuned ones for None, else the given global value."""
@@ -490,7 +488,7 @@ class TagRecommender:
         """Score a new (open-vocabulary) tag needs by default; tuned on valid."""
         if self.uses_generator:
             return self.generator.new_threshold
-        return self.lexical.new_threshold if self.lexical is not None else 1.0
+        return self.fusion.new_threshold if self.fusion is not None else 1.0
 
     def recommend(
         self,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader
 
 from labelrec import data as data_mod
 from labelrec import metrics
-from labelrec.config import Config, DataConfig, config_to_dict
+from labelrec.config import Config, config_to_dict
 from labelrec.evaluate import evaluate_scores_on
+from labelrec.fusion import FUSION_WEIGHTS
 from labelrec.model import (
     ModelInfo,
     TagModel,
@@ -50,32 +51,19 @@ from labelrec.modeldir import (
     VOCAB_FILE,
     manifest,
 )
+from labelrec.runs import (  # noqa: F401  (their home is runs.py; labelrec.train names them too)
+    NullTracker,
+    Splits,
+    Tracker,
+    TrainResult,
+    load_splits,
+    merge_feedback,
+)
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best_trainable.pt"
-
-
-class Tracker(Protocol):
-    """What the training loop reports to (MLflow in ``labelrec.mlflow``; nothing by default)."""
-
-    def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
-    def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None: ...
-
-
-class NullTracker:
-    """Reports nowhere."""
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        pass
-
-    def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
-        pass
 
 
 class RefitTracker:
@@ -106,7 +94,7 @@ class TunedSettings:
     epochs: int
     global_threshold: float
     tag_thresholds: dict[str, float]
-    # weight, embedding_weight, span_weight, new_threshold of the lexical fusion
+    # weight, embedding_weight, span_weight, new_threshold of the fusion (fusion.FUSION_WEIGHTS)
     lexical: dict[str, float] | None = None
     # weight, new_weight, new_threshold of the tag generator
     generator: dict[str, float] | None = None
@@ -130,70 +118,6 @@ class TunedSettings:
         return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-@dataclass
-class Splits:
-    """The labelled products of a run and where they came from."""
-
-    train: list[data_mod.Product]
-    valid: list[data_mod.Product]
-    train_source: str
-    valid_source: str
-    skipped: list[str] = field(default_factory=list)
-    feedback: list[data_mod.Product] = field(default_factory=list)  # reviewed, merged into train
-    feedback_source: str | None = None
-
-
-def merge_feedback(splits: Splits, path: str, hierarchy_separator: str | None = None) -> Splits:
-    """``splits`` with the reviewed products of ``path`` (a ``labelrec feedback export``
-    catalog) in train: each replaces the training product with its id, or joins train. Reviewed
-    products whose id is in valid stay out of train (valid measures the model). Category paths
-    are expanded with ``hierarchy_separator`` as the training catalog's were."""
-    cfg = DataConfig(hierarchy_separator=hierarchy_separator)
-    reviewed = data_mod.read_catalog(path, cfg, require_tags=False)
-    valid_ids = {p.id for p in splits.valid}
-    by_id = {p.id: p for p in reviewed.products if p.id not in valid_ids}
-    train = [by_id.pop(p.id, p) for p in splits.train] + list(by_id.values())
-    return dataclasses.replace(
-        splits,
-        train=train,
-        train_source=f"{splits.train_source} + feedback {path}",
-        skipped=splits.skipped + list(reviewed.skipped),
-        feedback=[p for p in reviewed.products if p.id not in valid_ids],
-        feedback_source=str(path),
-    )
-
-
-def load_splits(cfg: Config, require_tags: bool = True) -> Splits:
-    """Train and valid products: from files, or the built-in demo catalog when none is given;
-    with ``data.feedback``, the reviewed products merged into train (``merge_feedback``)."""
-    splits = _read_splits(cfg, require_tags)
-    if cfg.data.feedback:
-        splits = merge_feedback(splits, cfg.data.feedback, cfg.data.hierarchy_separator)
-    return splits
-
-
-def _read_splits(cfg: Config, require_tags: bool) -> Splits:
-    dcfg = cfg.data
-    if dcfg.train is None:
-        from labelrec.demo import generate_catalog
-
-        rows = generate_catalog(dcfg.demo_products, seed=cfg.seed)
-        products = [data_mod.Product(**row) for row in rows]
-        train, valid = data_mod.split_products(products, dcfg.valid_fraction, seed=cfg.seed)
-        source = f"labelrec-demo(n={dcfg.demo_products},seed={cfg.seed})"
-        return Splits(train, valid, source, source)
-    train_cat = data_mod.read_catalog(dcfg.train, dcfg, require_tags)
-    skipped = list(train_cat.skipped)
-    if dcfg.valid is None:
-        train, valid = data_mod.split_products(
-            train_cat.products, dcfg.valid_fraction, seed=cfg.seed
-        )
-        return Splits(train, valid, str(dcfg.train), f"{dcfg.train} (split)", skipped)
-    valid_cat = data_mod.read_catalog(dcfg.valid, dcfg, require_tags)
-    skipped += valid_cat.skipped
-    return Splits(train_cat.products, valid_cat.products, str(dcfg.train), str(dcfg.valid), skipped)
-
-
 def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
     """``epoch-N`` checkpoints with their state file, oldest first (a checkpoint cut short,
     e.g. by kill -9 while saving, is an ``epoch-N.tmp`` folder or lacks the state file)."""
@@ -210,22 +134,6 @@ def cpu_processes() -> bool:
     on a CPU machine): Accelerate then joins them in a gloo (MULTI_CPU) group; without
     ``cpu=True`` each process would train alone."""
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def bucketed_batches(
-    lengths: list[int], batch_size: int, bucket_size: int, seed: int
-) -> list[list[int]]:
-    """Shuffled batches of similar length: shuffle, sort within buckets, shuffle the batches."""
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    span = batch_size * bucket_size
-    batches: list[list[int]] = []
-    for start in range(0, len(order), span):
-        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 class EncodedSet(torch.utils.data.Dataset):
@@ -272,28 +180,6 @@ def make_collate(pad_id: int, padding_side: str) -> Callable:
         return batch
 
     return collate
-
-
-@dataclass
-class TrainResult:
-    """What a finished run produced."""
-
-    output: Path
-    metrics: dict[str, float]
-    history: list[dict[str, float]]
-    best_epoch: int
-    train_seconds: float
-    n_tags: int
-    # The final (fused) scores of the valid products the thresholds were tuned on, with what
-    # scores them: what tracking logs as the valid evaluation, without loading the model again.
-    valid_scores: np.ndarray | None = None
-    valid_products: list[data_mod.Product] = field(default_factory=list)
-    vocab: data_mod.TagVocab | None = None
-    global_threshold: float = 0.5
-    tag_thresholds: np.ndarray | None = None
-    # what valid chose (a tuning run); for a refit model, what it was trained with
-    tuned: TunedSettings | None = None
-    refit: dict[str, Any] | None = None  # a refit model: products, epochs, seconds
 
 
 class TagTrainer:
@@ -473,7 +359,7 @@ class TagTrainer:
         for epoch in range(start_epoch, tcfg.epochs):
             if self._done():
                 break
-            batches = bucketed_batches(
+            batches = data_mod.bucketed_batches(
                 [len(t) for t in self.train_ids],
                 tcfg.batch_size,
                 tcfg.bucket_size,
@@ -656,10 +542,11 @@ class TagTrainer:
         if best_file.is_file() and self.tuned is None:
             model.load_state_dict(torch.load(best_file, weights_only=True), strict=False)
         scores = self.predict_valid()
-        lexical_model, lexical_report = None, {}
-        if self.cfg.lexical.enabled:  # sparse lexical tagger fused with the model (lexical.py)
-            from labelrec.lexical import fit_lexical
+        fusion, lexical_report = None, {}
+        if self.cfg.lexical.enabled:  # the other taggers, fused with the model (fusion.py)
+            from labelrec.fusion import fit_fusion
             from labelrec.model import score_token_ids
+            from labelrec.taggers import TrainingSet
 
             embeddings = [None, None]
             if self.cfg.lexical.embedding_k > 0:  # pooled vectors for the embedding neighbours
@@ -675,21 +562,21 @@ class TagTrainer:
                     )[1]
                     for ids in (self.train_ids, self.valid_ids)
                 ]
-            lexical_model, scores, lexical_report = fit_lexical(
-                self.cfg.lexical,
+            train = TrainingSet(
                 self.train_products,
                 self.train_set.labels,
-                self.valid_products,
-                self.y_valid,
-                scores,
                 self.vocab,
-                *embeddings,
+                embeddings[0],
+                self.cfg.seed,
+            )
+            fusion, scores, lexical_report = fit_fusion(
+                self.cfg, train, self.valid_products, self.y_valid, scores, embeddings[1]
             )
         generator, generator_report = None, {}
         tuned_products, y_tuned = self.valid_products, self.y_valid
         if self.cfg.generate.enabled:  # the decoder that writes tags, one more voter
             generator, scores, tuned_products, generator_report = self._fit_generator(
-                lexical_model, scores
+                fusion, scores
             )
             y_tuned = self.vocab.encode(tuned_products)
         result_metrics: dict[str, float] = {}
@@ -707,9 +594,9 @@ class TagTrainer:
         if self.tuned is not None:  # a refit: what the tuning run chose on valid
             t = self.tuned
             global_t, per_tag = t.global_threshold, t.thresholds_for(self.vocab.tags)
-            if lexical_model is not None and t.lexical is not None:
+            if fusion is not None and t.lexical is not None:
                 for key, value in t.lexical.items():
-                    setattr(lexical_model, key, value)
+                    setattr(fusion, key, value)
             if generator is not None and t.generator is not None:
                 for key, value in t.generator.items():
                     setattr(generator, key, value)
@@ -724,7 +611,7 @@ class TagTrainer:
             epochs=self.state["best_epoch"],
             global_threshold=float(global_t),
             tag_thresholds={t: float(v) for t, v in zip(self.vocab.tags, per_tag, strict=True)},
-            lexical=_floats(lexical_model, LEXICAL_TUNED),
+            lexical=_floats(fusion, FUSION_WEIGHTS),
             generator=_floats(generator, GENERATOR_TUNED),
             valid_metrics=result_metrics,
         )
@@ -753,10 +640,10 @@ class TagTrainer:
             save_model(model, self.tokenizer, self.output, info, info_file=pending)
             self.vocab.save(self.output / VOCAB_FILE)
             save_thresholds(self.output / THRESHOLDS_FILE, global_t, per_tag)
-            from labelrec.lexical import save_lexical
+            from labelrec.fusion import save_fusion
 
-            save_lexical(lexical_model, self.output)  # None removes one left by an earlier run
-            from labelrec.generate import save_generator
+            save_fusion(fusion, self.output)  # None removes one left by an earlier run
+            from labelrec.taggers.generator import save_generator
 
             save_generator(generator, self.output)  # None removes one left by an earlier run
             (self.output / HISTORY_FILE).write_text(
@@ -791,24 +678,27 @@ class TagTrainer:
         )
 
     def _fit_generator(
-        self, lexical_model: Any, scores: np.ndarray | None
+        self, fusion: Any, scores: np.ndarray | None
     ) -> tuple[Any, np.ndarray | None, list[data_mod.Product], dict[str, float]]:
         """Train the tag generator, tune its fusion weight on (a subset of) valid.
 
         Returns (generator, final scores of the tuned products, those products, report). With
         ``generate.tune_products`` set, thresholds and final metrics come from that subset.
         """
-        from labelrec.generate import fit_generator, tune_generator
+        from labelrec.fusion import tune_generator
+        from labelrec.taggers import TrainingSet
+        from labelrec.taggers.generator import TagGenerator
 
         gcfg = self.cfg.generate
-        generator, history = fit_generator(
-            gcfg,
-            self.cfg.lexical,
+        train = TrainingSet(
             self.train_products,
+            self.train_set.labels,
             self.vocab,
-            self.cfg.seed,
-            self.progress and self.is_main,
+            seed=self.cfg.seed,
+            progress=self.progress and self.is_main,
         )
+        generator = TagGenerator.fit(train, self.cfg)
+        history = generator.history
         report: dict[str, float] = {
             "generator_train_seconds": float(generator.meta["train_seconds"]),
             "generator_train_products_per_s": float(history[-1]["products_per_s"]),
@@ -822,8 +712,8 @@ class TagTrainer:
         products = [self.valid_products[i] for i in rows]
         fused = scores[rows]
         new = [{} for _ in rows]
-        if lexical_model is not None:
-            new = lexical_model.new_tags(products)
+        if fusion is not None:
+            new = fusion.new_tags(products)
         t0 = time.perf_counter()
         gen_known, gen_new = generator.votes(products)
         report["generator_products_per_s"] = len(products) / max(time.perf_counter() - t0, 1e-9)
@@ -849,7 +739,6 @@ class TagTrainer:
         return self.cleanup()
 
 
-LEXICAL_TUNED = ("weight", "embedding_weight", "span_weight", "new_threshold")
 GENERATOR_TUNED = ("weight", "new_weight", "new_threshold")
 
 

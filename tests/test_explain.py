@@ -61,9 +61,9 @@ def test_evidence_names_the_nearest_training_products_with_the_tag(
     model = shutil.copytree(
         trained_model_dir, tmp_path / "old", ignore=shutil.ignore_patterns("checkpoints")
     )
-    meta = json.loads((model / "lexical.json").read_text(encoding="utf-8"))
-    del meta["tagger"]["train_ids"], meta["tagger"]["train_titles"]
-    (model / "lexical.json").write_text(json.dumps(meta), encoding="utf-8")
+    meta = json.loads((model / "tfidf.json").read_text(encoding="utf-8"))
+    del meta["train_ids"], meta["train_titles"]
+    (model / "tfidf.json").write_text(json.dumps(meta), encoding="utf-8")
     old = TagRecommender.load(model).explain(["LEGO city police station"], limit=5, threshold=0)
     assert all("nearest" not in t["evidence"] for t in old[0])
 

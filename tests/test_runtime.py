@@ -89,12 +89,12 @@ def test_text_evidence_computed_apart_gives_the_same_fusion(trained_model_dir: P
     from labelrec.predict import as_product
 
     rec = TagRecommender.load(trained_model_dir)
-    assert rec.lexical is not None
+    assert rec.fusion is not None
     items = [as_product(p, i) for i, p in enumerate(PRODUCTS)]
     neural, emb = rec.runner.score_batch(**_padded(rec, items))
-    evidence = rec.lexical.text_evidence(items)
-    together = rec.lexical.fuse_with_new(items, neural, emb)
-    apart = rec.lexical.fuse_with_new(items, neural, emb, evidence)
+    evidence = rec.fusion.text_evidence(items)
+    together = rec.fusion.fuse_with_new(items, neural, emb)
+    apart = rec.fusion.fuse_with_new(items, neural, emb, evidence)
     np.testing.assert_array_equal(together[0], apart[0])
     assert together[1] == apart[1]
 

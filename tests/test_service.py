@@ -304,7 +304,7 @@ def test_http_endpoints(client: TestClient, models: dict[str, Path]) -> None:
     assert client.get("/tags").json()["tags"] == rec.tags
     model = client.get("/model").json()
     assert model["ready"] and model["version"] == one.json()["model_version"]
-    assert {"tagger", "lexical"} <= set(model["components"])
+    assert {"tagger", "fusion", "tfidf"} <= set(model["components"])
     assert model["components"]["tagger"]["format_version"] == 1
     assert client.get("/readyz").status_code == 200
     assert client.get("/healthz").status_code == 200

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from conftest import tiny_config, toy_catalog, write_jsonl
 
-from labelrec.data import read_catalog
+from labelrec.data import bucketed_batches, read_catalog
 from labelrec.evaluate import evaluate_scores_on
 from labelrec.model import encode_products, load_tokenizer
 from labelrec.predict import TagRecommender
-from labelrec.train import STATE_FILE, TagTrainer, bucketed_batches, train
+from labelrec.train import STATE_FILE, TagTrainer, train
 
 N_TRAIN_BATCHES = 7  # 50 toy train products in batches of 8 (configs/tiny.yaml)
 
@@ -92,15 +92,16 @@ def test_the_model_directory_lists_its_components(trained_model_dir: Path, tmp_p
     assert info["components"] == found  # written by training, as the directory is
     assert found["tagger"]["format_version"] == info["format_version"] == 1
     assert found["tagger"]["files"][:3] == ["labelrec.json", "tags.json", "thresholds.json"]
-    assert found["lexical"] == {"files": ["lexical.json", "lexical.npz"], "format_version": 1}
-    assert "generator" not in found and "rules" not in found
+    assert found["fusion"] == {"files": ["fusion.json"], "format_version": 2}
+    assert found["tfidf"] == {"files": ["tfidf.json", "tfidf.npz"], "format_version": 1}
+    assert "generator" not in found and "rules" not in found and "lexical" not in found
     copy = tmp_path / "m"
     shutil.copytree(trained_model_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
     (copy / "rules.yaml").write_text("deny: [Baby]\n", encoding="utf-8")
-    (copy / "lexical.json").write_text("{not json", encoding="utf-8")
+    (copy / "tfidf.json").write_text("{not json", encoding="utf-8")
     again = manifest(copy)
     assert again["rules"] == {"files": ["rules.yaml"], "format_version": None}
-    assert again["lexical"]["format_version"] is None  # unreadable: shown, not raised
+    assert again["tfidf"]["format_version"] is None  # unreadable: shown, not raised
 
 
 # ------------------------------------------------------------------ resume
@@ -463,8 +464,8 @@ def test_refit_trains_the_final_model_on_train_and_valid(
     tuning_rec = TagRecommender.load(out / TUNING_DIR)
     assert "Toys > Kites" in rec.vocab.tags and "Toys > Kites" not in tuning_rec.vocab.tags
     # fusion weights and thresholds carried over; a new tag gets the global threshold
-    assert rec.lexical.weight == pytest.approx(tuning_rec.lexical.weight)
-    assert rec.lexical.embedding_weight == pytest.approx(tuning_rec.lexical.embedding_weight)
+    assert rec.fusion.weight == pytest.approx(tuning_rec.fusion.weight)
+    assert rec.fusion.embedding_weight == pytest.approx(tuning_rec.fusion.embedding_weight)
     for tag in tuning_rec.vocab.tags:
         i, j = rec.vocab.index[tag], tuning_rec.vocab.index[tag]
         assert rec.tag_thresholds[i] == pytest.approx(tuning_rec.tag_thresholds[j])

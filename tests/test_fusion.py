@@ -1,4 +1,4 @@
-"""The sparse lexical tagger, fusion with the neural scores, and category-path consistency."""
+"""The neighbour taggers, their fusion with the neural scores, and category-path consistency."""
 
 from __future__ import annotations
 
@@ -13,15 +13,18 @@ import scipy.sparse as sp
 
 from labelrec.config import ConfigError, load_config
 from labelrec.data import Product, TagVocab
-from labelrec.lexical import (
-    EmbeddingNeighbours,
-    LexicalModel,
-    LexicalTagger,
-    fit_lexical,
-    tune_weight,
-    tune_weights,
+from labelrec.fusion import Fusion, fit_fusion, save_fusion, tune_weight, tune_weights
+from labelrec.modeldir import (
+    EMBEDDING_META,
+    FUSION_META,
+    LEXICAL_ARRAYS,
+    LEXICAL_META,
+    TFIDF_ARRAYS,
+    TFIDF_META,
+    manifest,
 )
-from labelrec.modeldir import LEXICAL_ARRAYS, LEXICAL_META
+from labelrec.taggers import Tagger, TrainingSet
+from labelrec.taggers.neighbours import EmbeddingNeighbours, TfidfNeighbours
 from labelrec.taxonomy import ancestor_consistent, hierarchical_precision, parent_index
 
 TRAIN = [
@@ -53,7 +56,12 @@ def lexical_cfg(**kw):
         span_max_chars=16,
     )
     values.update(kw)
-    return types.SimpleNamespace(**values)
+    return types.SimpleNamespace(lexical=types.SimpleNamespace(**values))
+
+
+def fit_lexical(cfg, products, y, valid, y_valid, neural, vocab, emb=None, valid_emb=None):
+    """``fit_fusion`` on ``products`` (their embeddings ``emb``)."""
+    return fit_fusion(cfg, TrainingSet(products, y, vocab, emb), valid, y_valid, neural, valid_emb)
 
 
 @pytest.fixture
@@ -62,7 +70,7 @@ def vocab() -> TagVocab:
 
 
 def test_knn_tagger_ranks_the_neighbours_tags_first(vocab: TagVocab) -> None:
-    tagger = LexicalTagger.fit(TRAIN, vocab.encode(TRAIN), k=2)
+    tagger = TfidfNeighbours.build(TRAIN, vocab.encode(TRAIN), k=2)
     queries = [Product("q1", "hornby train"), Product("q2", "积木 乐高"), Product("q3", "jigsaw")]
     scores = tagger.scores(queries)
     assert scores.shape == (3, len(vocab))
@@ -127,13 +135,17 @@ def test_fit_lexical_save_load_round_trip(tmp_path: Path, vocab: TagVocab) -> No
     assert report["fusion_weight"] < 1.0  # the lexical evidence is worth something here
     assert vocab.tags[int(np.argmax(fused[0]))] in ("Hobbies", "Hobbies > Trains")
     model.save(tmp_path)
-    meta = json.loads((tmp_path / LEXICAL_META).read_text(encoding="utf-8"))
-    assert meta["weight"] == model.weight
-    with np.load(tmp_path / LEXICAL_ARRAYS, allow_pickle=False) as data:  # no pickled objects
+    meta = json.loads((tmp_path / FUSION_META).read_text(encoding="utf-8"))
+    assert meta["weight"] == model.weight and meta["taggers"] == ["tfidf"]
+    with np.load(tmp_path / TFIDF_ARRAYS, allow_pickle=False) as data:  # no pickled objects
         assert "x_data" in data.files
-    loaded = LexicalModel.load(tmp_path, vocab)
+    assert {"fusion", "tfidf"} == set(manifest(tmp_path))
+    loaded = Fusion.load(tmp_path, vocab)
     np.testing.assert_allclose(loaded.fuse(valid, neural), fused, atol=1e-6)
-    assert LexicalModel.load(tmp_path / "missing", vocab) is None
+    assert Fusion.load(tmp_path / "missing", vocab) is None
+    (tmp_path / TFIDF_META).unlink()
+    with pytest.raises(ValueError, match="tfidf are missing"):
+        Fusion.load(tmp_path, vocab)
 
 
 def test_fixed_weight_one_keeps_the_neural_scores_but_orders_paths(vocab: TagVocab) -> None:
@@ -159,20 +171,20 @@ def test_config_checks_lexical_fields() -> None:
 def test_trained_model_serves_fused_scores(trained_model_dir: Path, tmp_path: Path) -> None:
     from labelrec.predict import TagRecommender
 
-    assert (trained_model_dir / LEXICAL_META).is_file()
+    assert (trained_model_dir / FUSION_META).is_file()
     rec = TagRecommender.load(trained_model_dir)
-    assert rec.lexical is not None
+    assert rec.fusion is not None
     items = ["Hornby model railway train set", "jigsaw puzzle 500 pieces"]
     fused, _ = rec.predict_scores(items)
     plain_dir = tmp_path / "plain"
     shutil.copytree(trained_model_dir, plain_dir)
-    for name in (LEXICAL_META, LEXICAL_ARRAYS, "spans.json", "spans.npz"):
-        (plain_dir / name).unlink(missing_ok=True)
+    save_fusion(None, plain_dir)
+    assert set(manifest(plain_dir)) == {"tagger"}
     plain = TagRecommender.load(plain_dir)
-    assert plain.lexical is None
+    assert plain.fusion is None
     neural, emb = plain.predict_scores(items, with_embeddings=True)
     products = [Product(str(i), t) for i, t in enumerate(items)]
-    np.testing.assert_allclose(fused, rec.lexical.fuse(products, neural, emb), atol=1e-5)
+    np.testing.assert_allclose(fused, rec.fusion.fuse(products, neural, emb), atol=1e-5)
     scores, none = rec.predict_scores(items)  # embeddings are used inside, not returned
     assert none is None and np.allclose(scores, fused)
     top = rec.recommend(items, limit=3, threshold=0.0)
@@ -208,10 +220,69 @@ def test_embedding_neighbours_and_three_way_weights(tmp_path: Path, vocab: TagVo
     model.embedding_weight = 0.5
     model.weight = 0.25
     model.save(tmp_path)
-    loaded = LexicalModel.load(tmp_path, vocab)
+    assert (tmp_path / EMBEDDING_META).is_file()
+    loaded = Fusion.load(tmp_path, vocab)
     assert loaded.needs_embeddings
     np.testing.assert_allclose(
         loaded.fuse(valid, neural, valid_emb), model.fuse(valid, neural, valid_emb), atol=1e-3
     )
     with pytest.raises(ValueError, match="embeddings"):
         loaded.fuse(valid, neural)
+
+
+def test_taggers_share_one_interface(tmp_path: Path, vocab: TagVocab) -> None:
+    y = vocab.encode(TRAIN)
+    emb = np.random.default_rng(0).random((len(TRAIN), 4)).astype(np.float32)
+    train = TrainingSet(TRAIN, y, vocab, emb)
+    cfg = lexical_cfg()
+    valid = [Product("v1", "hornby train set"), Product("v2", "乐高 积木")]
+    for cls in (TfidfNeighbours, EmbeddingNeighbours):
+        tagger = cls.fit(train, cfg)
+        assert isinstance(tagger, Tagger)
+        evidence = tagger.score(valid, emb[:2])
+        assert evidence.known.shape == (2, len(vocab)) and evidence.new == [{}, {}]
+        tagger.save(tmp_path)
+        again = cls.load(tmp_path, vocab)
+        np.testing.assert_allclose(again.score(valid, emb[:2]).known, evidence.known, atol=1e-3)
+        assert cls.load(tmp_path / "missing", vocab) is None
+    assert EmbeddingNeighbours.fit(TrainingSet(TRAIN, y, vocab), cfg) is None  # no embeddings
+    assert EmbeddingNeighbours.fit(train, lexical_cfg(embedding_k=0)) is None
+    with pytest.raises(ValueError, match="embeddings"):
+        EmbeddingNeighbours.fit(train, cfg).score(valid)
+    smaller = TagVocab.from_products(TRAIN[:2])
+    with pytest.raises(ValueError, match="vocabulary 2"):
+        TfidfNeighbours.load(tmp_path, smaller)
+
+
+def test_a_fusion_saved_in_one_lexical_file_still_loads(tmp_path: Path, vocab: TagVocab) -> None:
+    """Format 1 kept the fusion and both neighbour voters in lexical.json and lexical.npz."""
+    y = vocab.encode(TRAIN)
+    emb = np.random.default_rng(0).random((len(TRAIN), 4)).astype(np.float32)
+    valid = [Product("v1", "hornby train set", tags=["Hobbies", "Hobbies > Trains"])]
+    neural = np.full((1, len(vocab)), 0.2, dtype=np.float32)
+    model, _, _ = fit_lexical(
+        lexical_cfg(), TRAIN, y, valid, vocab.encode(valid), neural, vocab, emb, emb[:1]
+    )
+    model.weight, model.embedding_weight = 0.4, 0.3
+    meta, arrays = model.tfidf.state()
+    emb_meta, emb_arrays = model.embedding.state()
+    old = {
+        "format_version": 1,
+        "weight": 0.4,
+        "embedding_weight": 0.3,
+        "separator": " > ",
+        "ancestor_consistency": True,
+        "span_weight": 0.0,
+        "new_threshold": 1.0,
+        "tagger": meta,
+        "neighbours": emb_meta,
+    }
+    (tmp_path / LEXICAL_META).write_text(json.dumps(old), encoding="utf-8")
+    np.savez_compressed(tmp_path / LEXICAL_ARRAYS, **arrays, **emb_arrays)
+    loaded = Fusion.load(tmp_path, vocab)
+    assert loaded.weight == 0.4 and loaded.embedding_weight == 0.3
+    np.testing.assert_allclose(
+        loaded.fuse(valid, neural, emb[:1]), model.fuse(valid, neural, emb[:1]), atol=1e-3
+    )
+    loaded.save(tmp_path)  # saved again: one file per tagger, the old pair gone
+    assert set(manifest(tmp_path)) == {"fusion", "tfidf", "embedding"}

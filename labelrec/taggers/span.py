@@ -14,7 +14,7 @@ of a title are tags and of which kind:
   first/last characters, shape, neighbouring characters, and how often the text was a tag in the
   other folds of the training data) gives ``P(kind | span)``.
 
-Tags in the vocabulary get this probability as extra evidence (see ``labelrec.lexical``); tags
+Tags in the vocabulary get this probability as extra evidence (see ``labelrec.fusion``); tags
 outside it are suggested as new (``known: false``). Saved as arrays and JSON, no pickle.
 """
 
@@ -27,15 +27,15 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from labelrec import metrics
 from labelrec.data import Product, TagVocab
-from labelrec.metrics import objective
 from labelrec.modeldir import SPAN_ARRAYS, SPAN_META
-from labelrec.taxonomy import ancestor_consistent
+from labelrec.taggers.base import Evidence, TrainingSet
 
 SPAN_FORMAT = 1
 N_FEATURES = 2**20
@@ -145,6 +145,9 @@ class SpanStats:
 class SpanTagger:
     """Proposes tags that are spans of the title, with P(kind | span)."""
 
+    name: ClassVar[str] = "span"
+    needs_embeddings: ClassVar[bool] = False
+
     def __init__(
         self,
         kinds: list[Kind],
@@ -197,7 +200,14 @@ class SpanTagger:
         return sorted(kinds, key=lambda k: -verbatim[k.prefix])
 
     @classmethod
-    def fit(
+    def fit(cls, train: TrainingSet, cfg: Any) -> SpanTagger | None:
+        """Fit on ``train`` when ``lexical.open_vocab`` is on (``build``)."""
+        if not cfg.lexical.open_vocab:
+            return None
+        return cls.build(train.products, train.vocab, cfg.lexical.span_max_chars)
+
+    @classmethod
+    def build(
         cls, products: list[Product], vocab: TagVocab, max_chars: int = 16, seed: int = 0
     ) -> SpanTagger | None:
         """Train on the spans of the training titles; None when no tag kind is verbatim."""
@@ -317,6 +327,10 @@ class SpanTagger:
             new.append(dict(best))
         return known, new
 
+    def score(self, products: list[Product], embeddings: np.ndarray | None = None) -> Evidence:
+        """``known_and_new`` as the fusion takes it."""
+        return Evidence(*self.known_and_new(products))
+
     # ------------------------------------------------------------------ persistence
     def save(self, model_dir: str | Path) -> None:
         model_dir = Path(model_dir)
@@ -357,11 +371,6 @@ class SpanTagger:
             )
             intercept = data["intercept"]
         return cls(kinds, coef, intercept, stats, vocab, int(meta["max_chars"]))
-
-
-def remove_span_files(model_dir: str | Path) -> None:
-    for name in (SPAN_META, SPAN_ARRAYS):
-        (Path(model_dir) / name).unlink(missing_ok=True)
 
 
 def known_occurrences(
@@ -501,40 +510,6 @@ def evaluate_with_new_tags(
         result["new_tag_recall"] = float(found.sum() / max(ys.sum(), 1))
         result["new_tag_precision"] = float(found.sum() / max((ss >= new_threshold).sum(), 1))
     return OpenEvaluation(result)
-
-
-def tune_span_weight(
-    span: SpanTagger,
-    products: list[Product],
-    vocab: TagVocab,
-    fused: np.ndarray,
-    parents: np.ndarray | None,
-    grid: np.ndarray | None = None,
-) -> tuple[float, float, np.ndarray]:
-    """Span weight ``b`` maximising the valid objective over known + new tags, the threshold
-    of new tags (best micro-F1 on valid), and the final known-tag scores at ``b``."""
-
-    grid = np.round(np.linspace(0.0, 1.0, 21), 2) if grid is None else grid
-    known_span, new = span.known_and_new(products)
-    best: tuple[float, float, np.ndarray] | None = None
-    best_value = -1.0
-    for b in grid:
-        known = (1.0 - b) * fused + b * known_span
-        if parents is not None:
-            known = ancestor_consistent(known, parents)
-        scaled = [{t: b * p for t, p in row.items()} for row in new]
-        y, scores, _ = joint_matrices(known, scaled, products, vocab)
-        value = objective(y, scores)
-        if value > best_value + 1e-9:
-            best_value, best = value, (float(b), known, scaled)
-    assert best is not None
-    b, known, scaled = best
-    y, scores, _ = joint_matrices(known, scaled, products, vocab)
-    new_cols = slice(len(vocab), scores.shape[1])
-    new_threshold = 1.0
-    if scores.shape[1] > len(vocab) and b > 0:
-        new_threshold = metrics.tune_global_threshold(y[:, new_cols], scores[:, new_cols])
-    return b, new_threshold, known.astype(np.float32)
 
 
 def kind_precision(

@@ -20,7 +20,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,7 +36,8 @@ from labelrec.causal import (
 )
 from labelrec.data import Product, TagVocab
 from labelrec.model import ModelError
-from labelrec.modeldir import GENERATOR_DIR
+from labelrec.modeldir import GENERATOR_DIR, remove_component
+from labelrec.taggers.base import Evidence, TrainingSet
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class Codec:
 
 def open_kinds(products: list[Product], max_chars: int) -> list[dict[str, Any]]:
     """Facet prefixes (``brand:``) whose values are verbatim spans of training titles."""
-    from labelrec.openvocab import SpanTagger
+    from labelrec.taggers.span import SpanTagger
 
     kinds = SpanTagger.find_kinds(products, max_chars)
     return [
@@ -137,7 +138,7 @@ def open_kinds(products: list[Product], max_chars: int) -> list[dict[str, Any]]:
 
 def open_candidates(product: Product, kinds: list[dict[str, Any]], max_chars: int) -> list[str]:
     """Tags ``prefix + span of the title`` for the open facets."""
-    from labelrec.openvocab import candidates
+    from labelrec.taggers.span import candidates
 
     out: list[str] = []
     title = product.title
@@ -150,6 +151,9 @@ def open_candidates(product: Product, kinds: list[dict[str, Any]], max_chars: in
 
 class TagGenerator:
     """A fine-tuned decoder and its constrained decoding over a tag vocabulary."""
+
+    name: ClassVar[str] = "generator"
+    needs_embeddings: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -176,6 +180,7 @@ class TagGenerator:
         self.num_beams = int(meta["num_beams"])
         self.max_new_tokens = int(meta["max_new_tokens"])
         self.batch_products = int(meta["batch_products"])
+        self.history: list[dict[str, float]] = []  # of training, when fitted here
         self.trie = TagTrie()
         for tag in vocab.tags:
             self.trie.add(self.codec.tag_ids(tag), tag)
@@ -303,6 +308,22 @@ class TagGenerator:
         np.clip(known, 0.0, 1.0, out=known)
         return known, [{t: min(v, 1.0) for t, v in row.items()} for row in new]
 
+    def score(self, products: list[Product], embeddings: np.ndarray | None = None) -> Evidence:
+        """``votes`` as the fusion takes it."""
+        return Evidence(*self.votes(products))
+
+    @classmethod
+    def fit(cls, train: TrainingSet, cfg: Any) -> TagGenerator | None:
+        """Fine-tune when ``generate.enabled`` (``fit_generator``); the training history is
+        kept in ``history``."""
+        if not cfg.generate.enabled:
+            return None
+        generator, history = fit_generator(
+            cfg.generate, cfg.lexical, train.products, train.vocab, train.seed, train.progress
+        )
+        generator.history = history
+        return generator
+
     # ------------------------------------------------------------------ persistence
     def save(self, model_dir: str | Path) -> Path:
         """Write ``<model_dir>/generator`` (decoder weights, tokenizer, settings)."""
@@ -352,10 +373,8 @@ def _gen_length(seq: list[int], end: int, pad: int) -> int:
 
 def save_generator(generator: TagGenerator | None, model_dir: str | Path) -> None:
     """Save ``generator`` into a model directory; None removes one of an earlier run."""
-    import shutil
-
     if generator is None:
-        shutil.rmtree(Path(model_dir) / GENERATOR_DIR, ignore_errors=True)
+        remove_component(model_dir, TagGenerator.name)
         return
     generator.save(model_dir)
 
@@ -421,90 +440,3 @@ def fit_generator(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     return TagGenerator(model, tokenizer, vocab, meta, device), history
-
-
-@dataclass
-class GeneratorTuning:
-    """What tuning the generator's fusion weights on valid chose and measured."""
-
-    weight: float
-    new_threshold: float
-    known: np.ndarray  # final known-tag scores of the tuned products
-    report: dict[str, float]
-    new_weight: float = 0.0
-
-
-def blend(
-    fused: np.ndarray,
-    new: list[dict[str, float]],
-    gen_known: np.ndarray,
-    gen_new: list[dict[str, float]],
-    weight: float,
-    new_weight: float | None = None,
-) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """``(1 - g) * fused + g * generator`` for known tags; new tags get ``(1 - g) * theirs +
-    new_weight * generator`` (``new_weight`` None: ``g``; a missing tag scores 0)."""
-    new_weight = weight if new_weight is None else new_weight
-    if weight <= 0 and new_weight <= 0:
-        return fused, new
-    known = fused if weight <= 0 else (1.0 - weight) * fused + weight * gen_known
-    out = []
-    for a, b in zip(new, gen_new, strict=True):
-        row = {t: (1.0 - weight) * v for t, v in a.items()}
-        if new_weight > 0:
-            for t, v in b.items():
-                row[t] = row.get(t, 0.0) + new_weight * v
-        out.append(row)
-    return known.astype(np.float32, copy=False), out
-
-
-def tune_generator(
-    products: list[Product],
-    vocab: TagVocab,
-    fused: np.ndarray,
-    new: list[dict[str, float]],
-    gen_known: np.ndarray,
-    gen_new: list[dict[str, float]],
-    weight: float | None = None,
-    new_weight: float | None = None,
-) -> GeneratorTuning:
-    """Generator weights maximising (P@1 + nDCG@3) / 2 over known and new tags ranked together
-    (first the weight of its votes for vocabulary tags, then the weight of its new tags; ties go
-    to the smaller weight), and the threshold of new tags (best micro-F1 among them).
-    Known and new tags get separate weights because new ones rest on the generator alone."""
-    from labelrec import metrics
-    from labelrec.metrics import objective
-    from labelrec.openvocab import joint_matrices
-
-    def score(g: float, g_new: float) -> float:
-        known, rows = blend(fused, new, gen_known, gen_new, g, g_new)
-        y, scores, _ = joint_matrices(known, rows, products, vocab)
-        return objective(y, scores)
-
-    def best_of(results: dict[float, float]) -> float:
-        top = max(results.values())
-        return min(k for k, v in results.items() if v >= top - 1e-9)
-
-    grid = [round(0.05 * i, 2) for i in range(21)]
-    results = {g: score(g, 0.0) for g in ([weight] if weight is not None else grid)}
-    g = best_of(results)
-    new_results = {gn: score(g, gn) for gn in ([new_weight] if new_weight is not None else grid)}
-    g_new = best_of(new_results)
-    best = new_results[g_new]
-    known, rows = blend(fused, new, gen_known, gen_new, g, g_new)
-    y, scores, _ = joint_matrices(known, rows, products, vocab)
-    new_threshold = 1.0
-    if scores.shape[1] > len(vocab) and (g > 0 or g_new > 0):
-        cols = slice(len(vocab), scores.shape[1])
-        new_threshold = metrics.tune_global_threshold(y[:, cols], scores[:, cols])
-    y_known = vocab.encode(products)
-    report = {
-        "generator_weight": g,
-        "generator_new_weight": g_new,
-        "generator_objective": objective(*joint_matrices(gen_known, gen_new, products, vocab)[:2]),
-        "generator_known_objective": objective(y_known, gen_known),
-        "fused_objective_without_generator": score(0.0, 0.0),
-        "fused_objective_with_generator": best,
-        "generator_tuned_products": float(len(products)),
-    }
-    return GeneratorTuning(g, new_threshold, known, report, g_new)

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labelrec.config import load_config
 from labelrec.data import Product, TagVocab
-from labelrec.openvocab import (
+from labelrec.taggers import Tagger, TrainingSet
+from labelrec.taggers.span import (
     SpanTagger,
     candidates,
     evaluate_with_new_tags,
@@ -51,7 +53,7 @@ def test_units_and_candidates_cover_mixed_titles() -> None:
 def test_span_tagger_proposes_unseen_brands(tmp_path: Path) -> None:
     train = catalog()
     vocab = TagVocab.from_products(train)
-    tagger = SpanTagger.fit(train, vocab)
+    tagger = SpanTagger.build(train, vocab)
     assert tagger is not None and [k.prefix for k in tagger.kinds] == ["brand:"]
     assert not tagger.kinds[0].lowercase  # brands keep the title's casing
     queries = [Product("n1", "Zorblax wooden train set"), Product("n2", "brio plush bear")]
@@ -68,11 +70,18 @@ def test_span_tagger_proposes_unseen_brands(tmp_path: Path) -> None:
     known2, new2 = again.known_and_new(queries)
     np.testing.assert_allclose(known, known2, atol=1e-6)
     assert new2[0].keys() == new[0].keys()
+    # behind the taggers' interface: fitted from the configuration, scored as evidence
+    assert isinstance(again, Tagger)
+    cfg = load_config(None, ["lexical.open_vocab=true"])
+    fitted = SpanTagger.fit(TrainingSet(train, vocab.encode(train), vocab), cfg)
+    np.testing.assert_allclose(fitted.score(queries).known, known, atol=1e-6)
+    cfg = load_config(None, ["lexical.open_vocab=false"])
+    assert SpanTagger.fit(TrainingSet(train, vocab.encode(train), vocab), cfg) is None
 
 
 def test_no_span_kinds_no_tagger() -> None:
     train = [Product(str(i), f"title {i}", tags=["Toys > Cars"]) for i in range(30)]
-    assert SpanTagger.fit(train, TagVocab.from_products(train)) is None
+    assert SpanTagger.build(train, TagVocab.from_products(train)) is None
 
 
 def test_joint_evaluation_counts_new_tags_that_match_gold() -> None:

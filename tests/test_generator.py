@@ -11,16 +11,16 @@ from conftest import toy_catalog, write_jsonl
 
 from labelrec.config import ConfigError, GenerateConfig, LexicalConfig, load_config
 from labelrec.data import Product, TagVocab
-from labelrec.generate import (
+from labelrec.fusion import blend, tune_generator
+from labelrec.taggers import Tagger, TrainingSet
+from labelrec.taggers.generator import (
     TagGenerator,
     TagTrie,
-    blend,
     fit_generator,
     most_specific,
     open_candidates,
     path_prefixes,
     training_examples,
-    tune_generator,
 )
 
 
@@ -121,6 +121,15 @@ def test_votes_propagate_to_ancestors_and_keep_new_tags(generator, vocab, monkey
     assert known[0, index["Hobbies"]] == pytest.approx(0.25)
     assert known[0, index["brand:Lego"]] == 0
     assert new == [{"brand:Zorg": pytest.approx(0.75)}]
+    assert isinstance(generator, Tagger)  # the fusion's interface: score is the votes
+    evidence = generator.score([Product("x", "Zorg blaster")])
+    np.testing.assert_array_equal(evidence.known, known)
+    assert evidence.new == new
+
+
+def test_generator_fit_follows_the_config(products, vocab):
+    train = TrainingSet(products, vocab.encode(products), vocab)
+    assert TagGenerator.fit(train, load_config(None, [])) is None  # generate.enabled is off
 
 
 def test_blend_and_tuning_on_hand_made_scores():

@@ -1,0 +1,121 @@
+"""What every training recipe shares (tag training in ``labelrec.train``, the describer in
+``labelrec.describe``): the tracker it reports to, the splits it reads, the result it returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from labelrec import data as data_mod
+from labelrec.config import Config, DataConfig
+
+
+class Tracker(Protocol):
+    """What the training loop reports to (MLflow in ``labelrec.mlflow``; nothing by default)."""
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None: ...
+
+
+class NullTracker:
+    """Reports nowhere."""
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
+        pass
+
+
+@dataclass
+class Splits:
+    """The labelled products of a run and where they came from."""
+
+    train: list[data_mod.Product]
+    valid: list[data_mod.Product]
+    train_source: str
+    valid_source: str
+    skipped: list[str] = field(default_factory=list)
+    feedback: list[data_mod.Product] = field(default_factory=list)  # reviewed, merged into train
+    feedback_source: str | None = None
+
+
+def merge_feedback(splits: Splits, path: str, hierarchy_separator: str | None = None) -> Splits:
+    """``splits`` with the reviewed products of ``path`` (a ``labelrec feedback export``
+    catalog) in train: each replaces the training product with its id, or joins train. Reviewed
+    products whose id is in valid stay out of train (valid measures the model). Category paths
+    are expanded with ``hierarchy_separator`` as the training catalog's were."""
+    cfg = DataConfig(hierarchy_separator=hierarchy_separator)
+    reviewed = data_mod.read_catalog(path, cfg, require_tags=False)
+    valid_ids = {p.id for p in splits.valid}
+    by_id = {p.id: p for p in reviewed.products if p.id not in valid_ids}
+    train = [by_id.pop(p.id, p) for p in splits.train] + list(by_id.values())
+    return dataclasses.replace(
+        splits,
+        train=train,
+        train_source=f"{splits.train_source} + feedback {path}",
+        skipped=splits.skipped + list(reviewed.skipped),
+        feedback=[p for p in reviewed.products if p.id not in valid_ids],
+        feedback_source=str(path),
+    )
+
+
+def load_splits(cfg: Config, require_tags: bool = True) -> Splits:
+    """Train and valid products: from files, or the built-in demo catalog when none is given;
+    with ``data.feedback``, the reviewed products merged into train (``merge_feedback``)."""
+    splits = _read_splits(cfg, require_tags)
+    if cfg.data.feedback:
+        splits = merge_feedback(splits, cfg.data.feedback, cfg.data.hierarchy_separator)
+    return splits
+
+
+def _read_splits(cfg: Config, require_tags: bool) -> Splits:
+    dcfg = cfg.data
+    if dcfg.train is None:
+        from labelrec.demo import generate_catalog
+
+        rows = generate_catalog(dcfg.demo_products, seed=cfg.seed)
+        products = [data_mod.Product(**row) for row in rows]
+        train, valid = data_mod.split_products(products, dcfg.valid_fraction, seed=cfg.seed)
+        source = f"labelrec-demo(n={dcfg.demo_products},seed={cfg.seed})"
+        return Splits(train, valid, source, source)
+    train_cat = data_mod.read_catalog(dcfg.train, dcfg, require_tags)
+    skipped = list(train_cat.skipped)
+    if dcfg.valid is None:
+        train, valid = data_mod.split_products(
+            train_cat.products, dcfg.valid_fraction, seed=cfg.seed
+        )
+        return Splits(train, valid, str(dcfg.train), f"{dcfg.train} (split)", skipped)
+    valid_cat = data_mod.read_catalog(dcfg.valid, dcfg, require_tags)
+    skipped += valid_cat.skipped
+    return Splits(train_cat.products, valid_cat.products, str(dcfg.train), str(dcfg.valid), skipped)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    output: Path
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    best_epoch: int
+    train_seconds: float
+    n_tags: int
+    # The final (fused) scores of the valid products the thresholds were tuned on, with what
+    # scores them: what tracking logs as the valid evaluation, without loading the model again.
+    valid_scores: np.ndarray | None = None
+    valid_products: list[data_mod.Product] = field(default_factory=list)
+    vocab: data_mod.TagVocab | None = None
+    global_threshold: float = 0.5
+    tag_thresholds: np.ndarray | None = None
+    # what valid chose (a tuning run); for a refit model, what it was trained with
+    tuned: Any = None  # labelrec.train.TunedSettings
+    refit: dict[str, Any] | None = None  # a refit model: products, epochs, seconds

@@ -1,0 +1,448 @@
+"""Neighbour voters: tag scores from the training products most similar to a product.
+
+* ``TfidfNeighbours``: TF-IDF over word n-grams and character n-grams (scikit-learn's
+  ``TfidfVectorizer``; character n-grams make it work for Chinese titles); trained in seconds.
+* ``EmbeddingNeighbours``: the fine-tuned neural tagger's pooled text vectors, which come free
+  with its scores.
+
+A tag's score is the similarity-weighted share of the ``k`` nearest training products that carry
+it. Neural and neighbour evidence are complementary (XR-Transformer and Annif's ensembles combine
+them too); ``labelrec.fusion`` weighs them. Both are saved as plain arrays and JSON
+(``tfidf.*``, ``embedding_knn.*``): no pickle, nothing executable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from labelrec.data import Product, TagVocab
+from labelrec.modeldir import EMBEDDING_ARRAYS, EMBEDDING_META, TFIDF_ARRAYS, TFIDF_META
+from labelrec.taggers.base import Evidence, TrainingSet
+
+NEIGHBOURS_FORMAT = 1
+
+
+def product_text(product: Product, use_description: bool = True) -> str:
+    """The text the TF-IDF neighbours read: title, then description."""
+    text = product.title
+    if use_description and product.description:
+        text = f"{text} {product.description}"
+    return " ".join(text.split())
+
+
+# ----------------------------------------------------------------------------- features
+
+
+class TfidfFeatures:
+    """Word 1..n-gram and char_wb n-gram TF-IDF, stacked and L2-normalised per product."""
+
+    def __init__(
+        self,
+        word_ngram_max: int = 2,
+        char_ngrams: tuple[int, int] = (2, 5),
+        max_features: int | None = 200_000,
+    ) -> None:
+        self.word_ngram_max = word_ngram_max
+        self.char_ngrams = tuple(char_ngrams)
+        self.max_features = max_features
+        self.word = self._vectorizer("word")
+        self.char = self._vectorizer("char")
+
+    def _vectorizer(self, kind: str, vocabulary: dict[str, int] | None = None) -> Any:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        common = {
+            "sublinear_tf": True,
+            "dtype": np.float32,
+            "vocabulary": vocabulary,
+            "max_features": None if vocabulary is not None else self.max_features,
+        }
+        if kind == "word":
+            return TfidfVectorizer(ngram_range=(1, self.word_ngram_max), **common)
+        return TfidfVectorizer(analyzer="char_wb", ngram_range=self.char_ngrams, **common)
+
+    def fit_transform(self, texts: list[str]) -> sp.csr_matrix:
+        parts = []
+        for name in ("word", "char"):
+            vec = getattr(self, name)
+            try:
+                parts.append(vec.fit_transform(texts))
+            except ValueError:  # empty vocabulary (e.g. no word of 2+ characters)
+                setattr(self, name, None)
+        if not parts:
+            raise ValueError("TF-IDF found no word or character n-gram in the texts")
+        return _stack(parts)
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        from sklearn import config_context
+
+        # Our own lists of strings: skip sklearn's input checks, run at every call.
+        with config_context(assume_finite=True, skip_parameter_validation=True):
+            parts = [v.transform(texts) for v in (self.word, self.char) if v is not None]
+        return _stack(parts)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able settings and vocabularies, idf arrays) for saving."""
+        meta: dict[str, Any] = {
+            "word_ngram_max": self.word_ngram_max,
+            "char_ngrams": list(self.char_ngrams),
+            "max_features": self.max_features,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        for name in ("word", "char"):
+            vec = getattr(self, name)
+            if vec is None:
+                meta[f"{name}_terms"] = None
+                continue
+            terms = [""] * len(vec.vocabulary_)
+            for term, j in vec.vocabulary_.items():
+                terms[j] = term
+            meta[f"{name}_terms"] = terms
+            arrays[f"{name}_idf"] = vec.idf_.astype(np.float32)
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TfidfFeatures:
+        self = cls(meta["word_ngram_max"], tuple(meta["char_ngrams"]), meta["max_features"])
+        for name in ("word", "char"):
+            terms = meta.get(f"{name}_terms")
+            if terms is None:
+                setattr(self, name, None)
+                continue
+            vec = self._vectorizer(name, {t: j for j, t in enumerate(terms)})
+            vec.idf_ = arrays[f"{name}_idf"].astype(np.float64)
+            setattr(self, name, vec)
+        return self
+
+
+def _stack(parts: list[sp.spmatrix]) -> sp.csr_matrix:
+    x = sp.hstack(parts).tocsr().astype(np.float32)
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / norms).dot(x), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- kNN tagger
+
+
+class TfidfNeighbours:
+    """Tag scores from the ``k`` most similar training products (TF-IDF cosine)."""
+
+    name: ClassVar[str] = "tfidf"
+    needs_embeddings: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        features: TfidfFeatures,
+        x_train: sp.csr_matrix,
+        y_train: sp.csr_matrix,
+        k: int = 30,
+        power: float = 2.0,
+        use_description: bool = True,
+        train_ids: list[str] | None = None,
+        train_titles: list[str] | None = None,
+    ) -> None:
+        self.features = features
+        self.x_train = x_train.tocsr().astype(np.float32)
+        self.y_train = y_train.tocsr().astype(np.float32)
+        self.k = int(k)
+        self.power = float(power)
+        self.use_description = use_description
+        # who the neighbours are, for explanations (None in models saved without them)
+        self.train_ids = train_ids
+        self.train_titles = train_titles
+        self._x_train_t: sp.csr_matrix | None = None
+
+    @property
+    def x_train_t(self) -> sp.csr_matrix:
+        """The training matrix transposed, as CSR (computed once: per call it cost ~10 ms)."""
+        if self._x_train_t is None:
+            self._x_train_t = self.x_train.T.tocsr()
+        return self._x_train_t
+
+    @classmethod
+    def fit(cls, train: TrainingSet, cfg: Any) -> TfidfNeighbours:
+        """Fit on ``train`` with the ``lexical`` section of the configuration ``cfg``."""
+        lx = cfg.lexical
+        return cls.build(
+            train.products,
+            train.labels,
+            k=lx.k,
+            power=lx.power,
+            word_ngram_max=lx.word_ngram_max,
+            char_ngrams=(lx.char_ngram_min, lx.char_ngram_max),
+            max_features=lx.max_features,
+            use_description=lx.use_description,
+        )
+
+    @classmethod
+    def build(
+        cls,
+        products: list[Product],
+        y: sp.spmatrix,
+        k: int = 30,
+        power: float = 2.0,
+        word_ngram_max: int = 2,
+        char_ngrams: tuple[int, int] = (2, 5),
+        max_features: int | None = 200_000,
+        use_description: bool = True,
+    ) -> TfidfNeighbours:
+        """Vectorise the training products; the tag matrix ``y`` is (n_products, n_tags)."""
+        if len(products) != y.shape[0]:
+            raise ValueError(f"{len(products)} products but {y.shape[0]} label rows")
+        features = TfidfFeatures(word_ngram_max, char_ngrams, max_features)
+        x = features.fit_transform([product_text(p, use_description) for p in products])
+        ids, titles = [p.id for p in products], [p.title for p in products]
+        return cls(features, x, sp.csr_matrix(y), k, power, use_description, ids, titles)
+
+    @property
+    def n_tags(self) -> int:
+        return self.y_train.shape[1]
+
+    def transform(self, products: list[Product]) -> sp.csr_matrix:
+        return self.features.transform([product_text(p, self.use_description) for p in products])
+
+    def scores(self, products: list[Product]) -> np.ndarray:
+        """Scores in [0, 1] (n, n_tags): similarity^power-weighted tag share of the neighbours."""
+        n = len(products)
+        out = np.zeros((n, self.n_tags), dtype=np.float32)
+        if n == 0:
+            return out
+        x = self.transform(products)
+        n_train = self.x_train.shape[0]
+        k = min(self.k, n_train)
+        chunk = max(1, min(1024, 20_000_000 // max(n_train, 1)))
+        xt = self.x_train_t
+        for start in range(0, n, chunk):
+            sim = (x[start : start + chunk] @ xt).toarray()
+            out[start : start + chunk] = neighbour_vote(sim, k, self.power, self.y_train)
+        return out
+
+    def score(self, products: list[Product], embeddings: np.ndarray | None = None) -> Evidence:
+        """``scores`` as the fusion takes it (no tags outside the vocabulary)."""
+        return Evidence(self.scores(products), [{} for _ in products])
+
+    def nearest_with_tag(
+        self, products: list[Product], columns: list[list[int]], n: int = 3
+    ) -> list[dict[int, list[dict[str, Any]]]]:
+        """For each product and each tag column asked for it: up to ``n`` of its ``k`` nearest
+        training products (TF-IDF cosine) that carry the tag, nearest first, as ``id``,
+        ``title`` and ``similarity`` (empty where the model has no training ids)."""
+        out: list[dict[int, list[dict[str, Any]]]] = [{} for _ in products]
+        if self.train_ids is None or self.train_titles is None or not products:
+            return out
+        sim = (self.transform(products) @ self.x_train_t).toarray()
+        k = min(self.k, sim.shape[1])
+        for i, wanted in enumerate(columns):
+            top = np.argpartition(-sim[i], k - 1)[:k] if k < sim.shape[1] else np.arange(k)
+            top = top[np.argsort(-sim[i, top], kind="stable")]
+            top = top[sim[i, top] > 0]
+            for j in wanted:
+                carry = top[self.y_train[top, j].toarray().ravel() > 0][:n]
+                out[i][j] = [
+                    {
+                        "id": self.train_ids[r],
+                        "title": self.train_titles[r],
+                        "similarity": round(float(sim[i, r]), 4),
+                    }
+                    for r in carry
+                ]
+        return out
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta, arrays = self.features.state()
+        meta.update({"k": self.k, "power": self.power, "use_description": self.use_description})
+        if self.train_ids is not None and self.train_titles is not None:
+            meta.update({"train_ids": self.train_ids, "train_titles": self.train_titles})
+        for name, m in (("x", self.x_train), ("y", self.y_train)):
+            arrays[f"{name}_data"] = m.data.astype(np.float32)
+            arrays[f"{name}_indices"] = m.indices.astype(np.int32)
+            arrays[f"{name}_indptr"] = m.indptr.astype(np.int64)
+            arrays[f"{name}_shape"] = np.asarray(m.shape, dtype=np.int64)
+        return meta, arrays
+
+    def save(self, model_dir: str | Path) -> None:
+        meta, arrays = self.state()
+        meta["format_version"] = NEIGHBOURS_FORMAT
+        _write(Path(model_dir), TFIDF_META, TFIDF_ARRAYS, meta, arrays)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, vocab: TagVocab) -> TfidfNeighbours | None:
+        found = _read(Path(model_dir), TFIDF_META, TFIDF_ARRAYS, "TF-IDF neighbours")
+        return None if found is None else cls.checked(cls.from_state(*found), vocab, model_dir)
+
+    @classmethod
+    def checked(
+        cls, tagger: TfidfNeighbours, vocab: TagVocab, model_dir: str | Path
+    ) -> TfidfNeighbours:
+        """``tagger``, when it has the vocabulary's number of tags."""
+        if tagger.n_tags != len(vocab):
+            raise ValueError(
+                f"{model_dir}: TF-IDF neighbours have {tagger.n_tags} tags, vocabulary {len(vocab)}"
+            )
+        return tagger
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TfidfNeighbours:
+        def matrix(name: str) -> sp.csr_matrix:
+            return sp.csr_matrix(
+                (arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]),
+                shape=tuple(int(v) for v in arrays[f"{name}_shape"]),
+            )
+
+        return cls(
+            TfidfFeatures.from_state(meta, arrays),
+            matrix("x"),
+            matrix("y"),
+            meta["k"],
+            meta["power"],
+            meta["use_description"],
+            meta.get("train_ids"),
+            meta.get("train_titles"),
+        )
+
+
+def neighbour_vote(sim: np.ndarray, k: int, power: float, y_train: sp.csr_matrix) -> np.ndarray:
+    """Tag scores from a similarity matrix (queries, training products): the tag share of the
+    ``k`` most similar products, each weighted by similarity ** power."""
+    sim = np.asarray(sim, dtype=np.float32)
+    n, m = sim.shape
+    k = min(k, m)
+    if k < m:
+        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    else:
+        idx = np.broadcast_to(np.arange(m), (n, m))
+    weights = np.maximum(np.take_along_axis(sim, idx, axis=1), 0.0) ** power
+    total = weights.sum(axis=1, keepdims=True)
+    total[total == 0] = 1.0
+    weights = weights / total
+    votes = sp.csr_matrix(
+        (weights.ravel(), np.ascontiguousarray(idx).ravel(), np.arange(0, n * k + 1, k)),
+        shape=(n, m),
+    )
+    return (votes @ y_train).toarray().astype(np.float32)
+
+
+class EmbeddingNeighbours:
+    """Tag scores from the nearest training products in the fine-tuned model's embedding space.
+
+    The training products are embedded once after training (pooled text vectors, the ones
+    ``predict_scores(with_embeddings=True)`` returns); at prediction time the embeddings come
+    free with the neural scores.
+    """
+
+    name: ClassVar[str] = "embedding"
+    needs_embeddings: ClassVar[bool] = True
+
+    def __init__(
+        self, train_embeddings: np.ndarray, y_train: sp.spmatrix, k: int = 30, power: float = 8.0
+    ) -> None:
+        self.train = _unit_rows(np.asarray(train_embeddings, dtype=np.float32))
+        self.y_train = sp.csr_matrix(y_train, dtype=np.float32)
+        self.k = int(k)
+        self.power = float(power)
+        if self.train.shape[0] != self.y_train.shape[0]:
+            raise ValueError(
+                f"{self.train.shape[0]} embeddings but {self.y_train.shape[0]} label rows"
+            )
+
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(embeddings), self.y_train.shape[1]), dtype=np.float32)
+        if len(embeddings) == 0:
+            return out
+        query = _unit_rows(np.asarray(embeddings, dtype=np.float32))
+        k = min(self.k, self.train.shape[0])
+        chunk = max(1, min(1024, 20_000_000 // max(self.train.shape[0], 1)))
+        for start in range(0, len(query), chunk):
+            sim = query[start : start + chunk] @ self.train.T
+            out[start : start + chunk] = neighbour_vote(sim, k, self.power, self.y_train)
+        return out
+
+    @classmethod
+    def fit(cls, train: TrainingSet, cfg: Any) -> EmbeddingNeighbours | None:
+        """Index ``train.embeddings``; None when ``lexical.embedding_k`` is 0 or there are no
+        embeddings."""
+        if cfg.lexical.embedding_k <= 0 or train.embeddings is None:
+            return None
+        return cls(
+            train.embeddings, train.labels, cfg.lexical.embedding_k, cfg.lexical.embedding_power
+        )
+
+    def score(self, products: list[Product], embeddings: np.ndarray | None = None) -> Evidence:
+        """``scores`` of the products' ``embeddings`` (required)."""
+        if embeddings is None:
+            raise ValueError("embedding neighbours score the neural tagger's embeddings: pass them")
+        return Evidence(self.scores(embeddings), [{} for _ in products])
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        y = self.y_train
+        meta = {"k": self.k, "power": self.power}
+        arrays = {
+            "embeddings": self.train.astype(np.float16),
+            "emb_y_indices": y.indices.astype(np.int32),
+            "emb_y_indptr": y.indptr.astype(np.int64),
+            "emb_y_shape": np.asarray(y.shape, dtype=np.int64),
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> EmbeddingNeighbours:
+        y = sp.csr_matrix(
+            (
+                np.ones(len(arrays["emb_y_indices"]), dtype=np.float32),
+                arrays["emb_y_indices"],
+                arrays["emb_y_indptr"],
+            ),
+            shape=tuple(int(v) for v in arrays["emb_y_shape"]),
+        )
+        return cls(arrays["embeddings"], y, meta["k"], meta["power"])
+
+    def save(self, model_dir: str | Path) -> None:
+        meta, arrays = self.state()
+        meta["format_version"] = NEIGHBOURS_FORMAT
+        _write(Path(model_dir), EMBEDDING_META, EMBEDDING_ARRAYS, meta, arrays)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, vocab: TagVocab) -> EmbeddingNeighbours | None:
+        found = _read(Path(model_dir), EMBEDDING_META, EMBEDDING_ARRAYS, "embedding neighbours")
+        if found is None:
+            return None
+        neighbours = cls.from_state(*found)
+        if neighbours.y_train.shape[1] != len(vocab):
+            raise ValueError(
+                f"{model_dir}: embedding neighbours have {neighbours.y_train.shape[1]} tags, "
+                f"vocabulary {len(vocab)}"
+            )
+        return neighbours
+
+
+def _write(
+    model_dir: Path, meta_name: str, arrays_name: str, meta: dict, arrays: dict[str, np.ndarray]
+) -> None:
+    (model_dir / meta_name).write_text(json.dumps(meta, ensure_ascii=False), "utf-8")
+    np.savez_compressed(model_dir / arrays_name, **arrays)
+
+
+def _read(
+    model_dir: Path, meta_name: str, arrays_name: str, what: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """(meta, arrays) of a saved voter, or None when the directory has none."""
+    meta_path = model_dir / meta_name
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format_version", 0) > NEIGHBOURS_FORMAT:
+        raise ValueError(f"{meta_path}: {what} format is newer than this labelrec")
+    with np.load(model_dir / arrays_name, allow_pickle=False) as data:
+        return meta, {name: data[name] for name in data.files}
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return x / norms
