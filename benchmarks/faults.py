@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[tuple[str, str, str]] = []
     rec = TagRecommender.load(args.model)
-    rec.recommend(["warm up"])
+    rec.suggest(["warm up"])
     for name, title in [
         ("normal title (40 chars)", "LEGO City Police Station building set 6+"),
         ("64 KB title, a brand repeated", ("LEGO " * 13_200)[:65_536]),
@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            rec.recommend([title])
+            rec.suggest([title])
             times.append(time.perf_counter() - t0)
         median = sorted(times)[len(times) // 2]
         goal = "-" if name.startswith("normal") else ("yes" if median < 0.2 else "no")

@@ -115,17 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     # Two ways of running recommend, interleaved product by product so that the machine's
     # drift over time does not favour one of them.
     variants: dict[str, Callable[[int], object]] = {
-        "recommend (all of it)": lambda i: rec.recommend(products[i]),
+        "recommend (all of it)": lambda i: rec.suggest(products[i]),
     }
     if rec.fusion is not None:
 
         def text_after(i: int) -> object:
             with mock.patch.object(predict, "_text_worker", _Inline):
-                return rec.recommend(products[i])
+                return rec.suggest(products[i])
 
         def blas_free(i: int) -> object:
             with mock.patch.object(predict, "one_blas_thread", contextlib.nullcontext):
-                return rec.recommend(products[i])
+                return rec.suggest(products[i])
 
         variants["recommend, fusion's text part after the forward pass, not beside it"] = text_after
     rows += interleaved_median_ms(variants, n)
@@ -157,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         print("| forward batch | products/s |\n|---:|---:|")
         for batch_size in (8, 16, 32, 64):
             rec.batch_size = batch_size
-            rec.recommend(lists[0], 5)
+            rec.suggest(lists[0], 5)
             start = time.perf_counter()
             for titles_64 in lists:
-                rec.recommend(titles_64, 5)
+                rec.suggest(titles_64, 5)
             rate = len(titles) / (time.perf_counter() - start)
             print(f"| {batch_size} | {rate:.0f} |")
     return 0

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     store_path.unlink(missing_ok=True)
     store = FeedbackStore(f"sqlite:///{store_path}")
     counts = {"accepted": 0, "rejected": 0, "added": 0}
-    for product, suggested in zip(reviewed, rec.recommend(reviewed, limit=args.limit), strict=True):
+    for product, suggested in zip(reviewed, rec.suggest(reviewed, limit=args.limit), strict=True):
         gold = set(product.tags)
         shown = [s.tag for s in suggested]
         review = Review(

@@ -350,7 +350,7 @@ class InProcess:
         from labelrec.predict import TagRecommender
 
         self.rec = TagRecommender.load(model, quantize=quantize)
-        self.rec.recommend(titles[:BATCH], 5)  # warm-up, like the service's probe
+        self.rec.suggest(titles[:BATCH], 5)  # warm-up, like the service's probe
         self.pool = ThreadPoolExecutor(1)
 
     def measure(self, titles: list[str]) -> dict[str, float]:
@@ -358,16 +358,16 @@ class InProcess:
 
     def _measure(self, titles: list[str]) -> dict[str, float]:
         rec = self.rec
-        rec.recommend(titles[:BATCH], 5)
+        rec.suggest(titles[:BATCH], 5)
         sample = titles[:512]
         t0 = time.perf_counter()
         for i in range(0, len(sample), BATCH):
-            rec.recommend(sample[i : i + BATCH], 5)
+            rec.suggest(sample[i : i + BATCH], 5)
         throughput = len(sample) / (time.perf_counter() - t0)
         single = []
         for title in titles[:50]:
             t0 = time.perf_counter()
-            rec.recommend([title], 5)
+            rec.suggest([title], 5)
             single.append((time.perf_counter() - t0) * 1000)
         return {"products_per_s": throughput, "batch1_p50_ms": float(np.percentile(single, 50))}
 

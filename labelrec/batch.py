@@ -1,4 +1,4 @@
-"""Score catalog files in chunks: read, recommend, write, without holding the file in memory."""
+"""Score catalog files in chunks: read, suggest tags, write, without holding the file in memory."""
 
 from __future__ import annotations
 

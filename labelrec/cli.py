@@ -146,7 +146,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     else:
         results = [
             [s.to_dict() for s in row]
-            for row in rec.recommend(items, limit=args.limit, threshold=args.threshold)
+            for row in rec.suggest(items, limit=args.limit, threshold=args.threshold)
         ]
     for i, (item, suggestions) in enumerate(zip(items, results, strict=True)):
         if args.format == "jsonl":
@@ -216,7 +216,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     def scorer(products: list) -> list:
         return [
             [s.to_dict() for s in row]
-            for row in rec.recommend(products, limit=args.limit, threshold=args.threshold)
+            for row in rec.suggest(products, limit=args.limit, threshold=args.threshold)
         ]
 
     bar = tqdm(unit="product", desc="index", disable=args.no_progress)
@@ -302,15 +302,18 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_index_build(args: argparse.Namespace) -> int:
+def cmd_product_index(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
+
+    if args.command == "index-build":
+        print("labelrec: `index-build` is now `product-index`", file=sys.stderr)
 
     from labelrec.opener import is_model_uri, open_tagger, resolve
     from labelrec.recommend import FaissBackend, ProductSearch, build_index_from_file
 
     resolved = resolve(args.model)
     tagger = open_tagger(resolved, batch_size=args.batch_size)
-    bar = tqdm(unit="product", desc="index-build", disable=args.no_progress)
+    bar = tqdm(unit="product", desc="product-index", disable=args.no_progress)
     index = build_index_from_file(
         tagger,
         args.catalog,
@@ -470,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_describe)
 
-    p = sub.add_parser("index", help="tag every product of a catalog file")
+    p = sub.add_parser("index", help="tag every product of a catalog file (Annif's `index`)")
     model_args(p)
     p.add_argument("--data", required=True, help="catalog (.jsonl, .csv, .parquet)")
     p.add_argument("--output", required=True, help="output (.jsonl, .csv, .parquet)")
@@ -490,7 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("index-build", help="product index for similar/search/recommend")
+    p = sub.add_parser(
+        "product-index",
+        aliases=["index-build"],  # its former name
+        help="build the product index for similar/search/recommend",
+    )
     p.add_argument("model", help="model directory or MLflow URI (models:/labelrec@champion)")
     p.add_argument("--catalog", required=True, help="catalog (.jsonl, .csv, .parquet)")
     p.add_argument("--output", required=True, help="index directory to write")
@@ -513,10 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=1000, help="products per chunk")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     config_args(p)
-    p.set_defaults(func=cmd_index_build)
+    p.set_defaults(func=cmd_product_index)
 
     def query_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("index", help="index directory written by `labelrec index-build`")
+        p.add_argument("index", help="index directory written by `labelrec product-index`")
         p.add_argument("--limit", type=int, default=10, help="number of products")
         p.add_argument("--tag", action="append", help="only products with this tag (repeat)")
         p.add_argument("--tag-weight", type=float, help="1: tags only, 0: embedding only")

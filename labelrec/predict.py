@@ -1,4 +1,4 @@
-"""Prediction: ``TagRecommender.load(dir).recommend(products, limit, threshold)``."""
+"""Prediction: ``TagRecommender.load(dir).suggest(products, limit, threshold)``."""
 
 from __future__ import annotations
 
@@ -315,7 +315,7 @@ class TagRecommender:
         include: list[str] | None = None,
         exclude: list[str] | None = None,
     ) -> list[list[dict[str, Any]]]:
-        """``recommend``'s suggestions, each with ``evidence``: how much each part of the fusion
+        """``suggest``'s suggestions, each with ``evidence``: how much each part of the fusion
         gave its score (``neural``, ``tfidf_neighbours``, ``embedding_neighbours``,
         ``title_span``, ``generator``: weighted shares that add up to the score), and, where
         they apply, ``nearest`` (up to three of the nearest training products by TF-IDF that
@@ -490,7 +490,7 @@ class TagRecommender:
             return self.generator.new_threshold
         return self.fusion.new_threshold if self.fusion is not None else 1.0
 
-    def recommend(
+    def suggest(
         self,
         products: list[Any],
         limit: int = 10,
@@ -506,3 +506,13 @@ class TagRecommender:
         """
         scores, new = self.score(products)
         return self.rank(scores, limit, threshold, new, include, exclude)
+
+    def recommend(self, *args: Any, **kwargs: Any) -> list[list[Suggestion]]:
+        """``suggest``, under its former name (tags are suggested; products are recommended,
+        ``labelrec.recommend``)."""
+        import warnings
+
+        warnings.warn(
+            "TagRecommender.recommend is now TagRecommender.suggest", DeprecationWarning, 2
+        )
+        return self.suggest(*args, **kwargs)

@@ -13,9 +13,9 @@ BentoML's own ``/healthz``, ``/livez``, ``/readyz`` (ready once a model is loade
 
 Products (with a product index): ``POST /similar``, ``POST /search``, ``POST /recommend`` and the
 review page ``GET /ui``. The index comes from ``LABELREC_INDEX`` (a directory written by
-``labelrec index-build``), else is built from ``LABELREC_CATALOG`` with each model version as it
+``labelrec product-index``), else is built from ``LABELREC_CATALOG`` with each model version as it
 loads, else is the index logged in MLflow with the registered version being served
-(``labelrec index-build models:/labelrec@champion ... --log-mlflow``). ``LABELREC_INTERACTIONS``
+(``labelrec product-index models:/labelrec@champion ... --log-mlflow``). ``LABELREC_INTERACTIONS``
 (``user_id,product_id[,weight,timestamp]``) feeds ``/recommend``.
 
 Model updates (:mod:`labelrec.serving`): :class:`ModelHolder` keeps one immutable :class:`Snapshot`
@@ -883,8 +883,8 @@ class LabelRec:
                 raise ServiceError(
                     503,
                     "no product index: start the service with LABELREC_INDEX (a directory "
-                    "written by `labelrec index-build`) or LABELREC_CATALOG (a catalog to "
-                    "index), or log an index with the registered model (index-build "
+                    "written by `labelrec product-index`) or LABELREC_CATALOG (a catalog to "
+                    "index), or log an index with the registered model (product-index "
                     "--log-mlflow)",
                 )
 

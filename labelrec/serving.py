@@ -134,7 +134,7 @@ def index_extension(
                 f"{engine.index.n_model_tags} tags"
                 + (" (other tags or another order)" if same else "")
                 + f", model version {snap.version} has {len(rec.vocab)}: rebuild it"
-                " (labelrec index-build) or set LABELREC_CATALOG"
+                " (labelrec product-index) or set LABELREC_CATALOG"
             )
         if interactions:
             engine.set_interactions(interactions)

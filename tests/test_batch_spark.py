@@ -43,7 +43,7 @@ def expected(trained_model_dir: Path) -> dict[str, list[tuple[str, float]]]:
     """What labelrec itself suggests for every toy product (id -> ranked tags)."""
     rows = toy_catalog()
     rec = TagRecommender.load(trained_model_dir)
-    ranked = rec.recommend(rows, limit=LIMIT)
+    ranked = rec.suggest(rows, limit=LIMIT)
     return {r["id"]: [(s.tag, s.score) for s in row] for r, row in zip(rows, ranked, strict=True)}
 
 

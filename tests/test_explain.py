@@ -20,7 +20,7 @@ TITLES = ["plush bear", "LEGO city police station", "wooden jigsaw puzzle"]
 
 def test_evidence_adds_up_to_the_score(trained_model_dir: Path) -> None:
     rec = TagRecommender.load(trained_model_dir)
-    plain = rec.recommend(TITLES, limit=6, threshold=0)
+    plain = rec.suggest(TITLES, limit=6, threshold=0)
     explained = rec.explain(TITLES, limit=6, threshold=0)
     assert [[s.tag for s in row] for row in plain] == [[t["tag"] for t in r] for r in explained]
     checked = 0
@@ -72,7 +72,7 @@ def test_a_renamed_tag_names_its_rule(trained_model_dir: Path, tmp_path: Path) -
     model = shutil.copytree(
         trained_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns("checkpoints")
     )
-    top = TagRecommender.load(model).recommend(["plush bear"], limit=1, threshold=0)[0][0].tag
+    top = TagRecommender.load(model).suggest(["plush bear"], limit=1, threshold=0)[0][0].tag
     (model / "rules.yaml").write_text(f"rename: {{{top!r}: 'merged'}}\n", encoding="utf-8")
     row = TagRecommender.load(model).explain(["plush bear"], limit=3, threshold=0)[0]
     merged = [t for t in row if t["tag"] == "merged"]  # ties with the top score may lead

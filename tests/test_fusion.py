@@ -187,7 +187,7 @@ def test_trained_model_serves_fused_scores(trained_model_dir: Path, tmp_path: Pa
     np.testing.assert_allclose(fused, rec.fusion.fuse(products, neural, emb), atol=1e-5)
     scores, none = rec.predict_scores(items)  # embeddings are used inside, not returned
     assert none is None and np.allclose(scores, fused)
-    top = rec.recommend(items, limit=3, threshold=0.0)
+    top = rec.suggest(items, limit=3, threshold=0.0)
     assert [s.tag for s in top[0]][:1] != [] and top[0][0].score >= top[0][-1].score
 
 

@@ -239,7 +239,7 @@ def test_recommender_fuses_the_saved_generator(generator_model):
     without = plain.predict_scores(TITLES)[0]
     gen_known, _ = rec.generator.votes([Product(str(i), t) for i, t in enumerate(TITLES)])
     assert with_gen == pytest.approx(0.6 * without + 0.4 * gen_known, abs=1e-5)
-    assert rec.recommend(TITLES, limit=3)[0]
+    assert rec.suggest(TITLES, limit=3)[0]
     assert rec.new_tag_threshold == rec.generator.new_threshold
 
 
@@ -248,7 +248,7 @@ def test_service_and_mlflow_model_use_the_generator(generator_model, make_servic
     from labelrec.service import ProductIn
 
     out, _ = generator_model
-    expected = [s.tag for s in TagRecommender.load(out).recommend(TITLES[:1], 5, 0.0)[0]]
+    expected = [s.tag for s in TagRecommender.load(out).suggest(TITLES[:1], 5, 0.0)[0]]
     svc = make_service(out)
     assert svc.model()["generator"]["in_use"] is True
     answer = asyncio.run(svc.suggest(product=ProductIn(title=TITLES[0]), limit=5, threshold=0.0))
@@ -325,7 +325,7 @@ def test_cli_suggest_with_and_without_the_generator(generator_model, monkeypatch
         (False, TagRecommender.load(out)),
         (True, TagRecommender.load(out, generate=False)),
     ):
-        expected = rec.recommend(TITLES[:1], 4, 0.0)[0]
+        expected = rec.suggest(TITLES[:1], 4, 0.0)[0]
         got = answers[plain]["tags"]
         assert [t["tag"] for t in got] == [s.tag for s in expected]
         assert [t["score"] for t in got] == pytest.approx([s.score for s in expected], abs=1e-5)

@@ -138,7 +138,7 @@ def test_register_load_by_alias_matches_suggest(
     got = as_lists(model.predict(frame))
 
     rec = TagRecommender.load(trained_model_dir)
-    want = [[(s.tag, s.score) for s in row] for row in rec.recommend(ITEMS)]
+    want = [[(s.tag, s.score) for s in row] for row in rec.suggest(ITEMS)]
     assert [[t for t, _ in row] for row in got] == [[t for t, _ in row] for row in want]
     for g, w in zip(got, want, strict=True):
         assert [s for _, s in g] == pytest.approx([s for _, s in w], abs=1e-6)
@@ -160,7 +160,7 @@ def test_register_load_by_alias_matches_suggest(
     native = lrm.load_model("models:/labelrec@champion")
     assert isinstance(native, TagRecommender)
     assert native.tags == rec.tags
-    assert [[s.tag for s in r] for r in native.recommend(ITEMS)] == [[t for t, _ in r] for r in got]
+    assert [[s.tag for s in r] for r in native.suggest(ITEMS)] == [[t for t, _ in r] for r in got]
 
 
 def test_register_challenger_tags_and_version_info(

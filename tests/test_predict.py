@@ -42,32 +42,34 @@ def test_limit_and_threshold_semantics(rec: TagRecommender) -> None:
     assert np.all((scores >= 0) & (scores <= 1))
 
     # threshold=0: exactly the top `limit` tags, best first, with their scores.
-    top = rec.recommend(ITEMS, limit=3, threshold=0)
+    top = rec.suggest(ITEMS, limit=3, threshold=0)
     for row, suggestions in zip(scores, top, strict=True):
         assert len(suggestions) == 3
         assert [s.tag for s in suggestions] == [rec.tags[j] for j in np.argsort(-row)[:3]]
         assert [s.score for s in suggestions] == pytest.approx(sorted(row, reverse=True)[:3])
 
     # A limit above the vocabulary returns every tag once.
-    everything = rec.recommend(ITEMS[:1], limit=10_000, threshold=0)[0]
+    everything = rec.suggest(ITEMS[:1], limit=10_000, threshold=0)[0]
     assert sorted(s.tag for s in everything) == sorted(rec.tags)
 
     # A global threshold keeps the tags at or above it (within the limit).
     cut = float(np.median(scores))
-    for row, suggestions in zip(scores, rec.recommend(ITEMS, limit=5, threshold=cut), strict=True):
+    for row, suggestions in zip(scores, rec.suggest(ITEMS, limit=5, threshold=cut), strict=True):
         expected = [rec.tags[j] for j in np.argsort(-row)[:5] if row[j] >= cut]
         assert [s.tag for s in suggestions] == expected
-    assert rec.recommend(ITEMS, threshold=1.01) == [[] for _ in ITEMS]
+    assert rec.suggest(ITEMS, threshold=1.01) == [[] for _ in ITEMS]
 
     # threshold=None: the per-tag thresholds tuned on valid.
-    tuned = rec.recommend(ITEMS, limit=5, threshold=None)
+    tuned = rec.suggest(ITEMS, limit=5, threshold=None)
     for row, suggestions in zip(scores, tuned, strict=True):
         expected = [rec.tags[j] for j in np.argsort(-row)[:5] if row[j] >= rec.tag_thresholds[j]]
         assert [s.tag for s in suggestions] == expected
     assert any(tuned), "tuned thresholds reject every tag of every product"
 
     with pytest.raises(ValueError, match="limit"):
-        rec.recommend(ITEMS, limit=0)
+        rec.suggest(ITEMS, limit=0)
+    with pytest.warns(DeprecationWarning, match="suggest"):  # the former name still answers
+        assert rec.recommend(ITEMS, limit=3, threshold=0) == top
 
 
 def test_per_tag_thresholds_are_used(trained_model_dir: Path) -> None:
@@ -75,9 +77,9 @@ def test_per_tag_thresholds_are_used(trained_model_dir: Path) -> None:
     scores, _ = rec.predict_scores(ITEMS[:1])
     best = int(np.argmax(scores[0]))
     rec.tag_thresholds = np.full(len(rec.tags), 2.0, dtype=np.float32)
-    assert rec.recommend(ITEMS[:1]) == [[]]
+    assert rec.suggest(ITEMS[:1]) == [[]]
     rec.tag_thresholds[best] = 0.0
-    assert [s.tag for s in rec.recommend(ITEMS[:1])[0]] == [rec.tags[best]]
+    assert [s.tag for s in rec.suggest(ITEMS[:1])[0]] == [rec.tags[best]]
 
 
 def test_batches_sorted_by_length_return_input_order(trained_model_dir: Path) -> None:
@@ -88,8 +90,8 @@ def test_batches_sorted_by_length_return_input_order(trained_model_dir: Path) ->
     assert emb is not None and emb.shape[0] == len(ITEMS)
     _, emb_alone = rec.predict_scores(ITEMS[1:2], with_embeddings=True)
     np.testing.assert_allclose(emb[1:2], emb_alone, atol=1e-5)
-    batched = rec.recommend(ITEMS, limit=4, threshold=0)
-    single = [rec.recommend([item], limit=4, threshold=0)[0] for item in ITEMS]
+    batched = rec.suggest(ITEMS, limit=4, threshold=0)
+    single = [rec.suggest([item], limit=4, threshold=0)[0] for item in ITEMS]
     assert [[s.tag for s in r] for r in batched] == [[s.tag for s in r] for r in single]
 
 
@@ -102,8 +104,8 @@ def test_quantized_model_ranks_alike(trained_model_dir: Path, rec: TagRecommende
     agree = np.mean(np.argmax(full, axis=1) == np.argmax(quant, axis=1))
     assert agree >= 0.8
     for a, b in zip(
-        rec.recommend(ITEMS, limit=3, threshold=0),
-        q.recommend(ITEMS, limit=3, threshold=0),
+        rec.suggest(ITEMS, limit=3, threshold=0),
+        q.suggest(ITEMS, limit=3, threshold=0),
         strict=True,
     ):
         assert len({s.tag for s in a} & {s.tag for s in b}) >= 2
@@ -115,7 +117,7 @@ def test_quantize_needs_cpu(trained_model_dir: Path) -> None:
 
 
 def test_empty_input(rec: TagRecommender) -> None:
-    assert rec.recommend([]) == []
+    assert rec.suggest([]) == []
     scores, emb = rec.predict_scores([], with_embeddings=True)
     assert scores.shape == (0, len(rec.tags)) and emb is None
 
@@ -133,7 +135,7 @@ def test_empty_input(rec: TagRecommender) -> None:
 )
 def test_bad_input_is_a_clear_value_error(rec: TagRecommender, item: object, message: str) -> None:
     with pytest.raises(ValueError) as err:
-        rec.recommend(["fine title", item])
+        rec.suggest(["fine title", item])
     assert str(err.value) == message
 
 

@@ -461,14 +461,14 @@ def toy_index_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     catalog = write_jsonl(toy_catalog(), folder / "catalog.jsonl")
     out = folder / "index"
     code = main(
-        ["index-build", str(trained_model_dir), "--catalog", str(catalog), "--output", str(out),
+        ["product-index", str(trained_model_dir), "--catalog", str(catalog), "--output", str(out),
          "--no-progress", "--top-k", "8"]
     )  # fmt: skip
     assert code == 0
     return out
 
 
-def test_cli_index_build_similar_search(toy_index_dir: Path, capsys: pytest.CaptureFixture):
+def test_cli_product_index_similar_search(toy_index_dir: Path, capsys: pytest.CaptureFixture):
     from labelrec.cli import main
 
     manifest = json.loads((toy_index_dir / "manifest.json").read_text("utf-8"))

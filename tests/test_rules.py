@@ -108,7 +108,7 @@ def ruled_model(trained_model_dir: Path, tmp_path: Path) -> tuple[Path, list[str
         trained_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns("checkpoints")
     )
     rec = TagRecommender.load(model)
-    top = [x.tag for x in rec.recommend(["plush bear"], limit=5, threshold=0)[0]]
+    top = [x.tag for x in rec.suggest(["plush bear"], limit=5, threshold=0)[0]]
     return model, top
 
 
@@ -117,16 +117,16 @@ def test_the_recommender_applies_its_rules(ruled_model, tmp_path: Path) -> None:
     rules_file = tmp_path / "deny.yaml"
     rules_file.write_text(f"deny: [{top[0]!r}]\nrename: {{{top[1]!r}: 'renamed'}}\n", "utf-8")
     rec = TagRecommender.load(model, rules=rules_file)
-    out = [x.tag for x in rec.recommend(["plush bear"], limit=5, threshold=0)[0]]
+    out = [x.tag for x in rec.suggest(["plush bear"], limit=5, threshold=0)[0]]
     assert top[0] not in out and "renamed" in out and len(out) == 5  # the next tags fill up
     assert out.index("renamed") == 0
     # A rules.yaml saved with the model applies by itself; include / exclude narrow it.
     shutil.copy(rules_file, model / RULES_FILE)
     rec = TagRecommender.load(model)
     assert rec.rules is not None and rec.rules.source == str(model / RULES_FILE)
-    kept = [x.tag for x in rec.recommend(["plush bear"], 5, 0, exclude=["renamed"])[0]]
+    kept = [x.tag for x in rec.suggest(["plush bear"], 5, 0, exclude=["renamed"])[0]]
     assert "renamed" not in kept and top[0] not in kept
-    only = rec.recommend(["plush bear"], 5, 0, include=[top[2]])[0]
+    only = rec.suggest(["plush bear"], 5, 0, include=[top[2]])[0]
     assert [x.tag for x in only] == [top[2]]
 
 

@@ -35,7 +35,7 @@ def test_onnx_scores_and_embeddings_equal_torch(trained_model_dir: Path) -> None
         s2, e2 = torch_.predict_scores(PRODUCTS, with_embeddings=True)
         np.testing.assert_allclose(s1, s2, atol=1e-5)
         np.testing.assert_allclose(e1, e2, atol=1e-5)
-    for a, b in zip(onnx.recommend(PRODUCTS, 5), torch_.recommend(PRODUCTS, 5), strict=True):
+    for a, b in zip(onnx.suggest(PRODUCTS, 5), torch_.suggest(PRODUCTS, 5), strict=True):
         assert [s.tag for s in a] == [s.tag for s in b]
         np.testing.assert_allclose([s.score for s in a], [s.score for s in b], atol=1e-5)
 
@@ -66,7 +66,7 @@ def test_decoder_models_stay_on_torch(tiny_decoder: Path) -> None:
 def test_auto_falls_back_to_torch_when_export_fails_or_onnx_is_missing(
     trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    reference = TagRecommender.load(trained_model_dir, backend="torch").recommend(PRODUCTS)
+    reference = TagRecommender.load(trained_model_dir, backend="torch").suggest(PRODUCTS)
 
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("unsupported operator")
@@ -74,7 +74,7 @@ def test_auto_falls_back_to_torch_when_export_fails_or_onnx_is_missing(
     monkeypatch.setattr(runtime.OnnxTagModel, "export", broken)
     with caplog.at_level(logging.WARNING, logger="labelrec.runtime"):
         rec = TagRecommender.load(trained_model_dir)
-    assert rec.backend == "torch" and rec.recommend(PRODUCTS) == reference
+    assert rec.backend == "torch" and rec.suggest(PRODUCTS) == reference
     assert "ONNX export failed (unsupported operator); inference on torch" in caplog.text
     with pytest.raises(ModelError, match="ONNX export failed: unsupported operator"):
         TagRecommender.load(trained_model_dir, backend="onnx")
@@ -102,12 +102,12 @@ def test_text_evidence_computed_apart_gives_the_same_fusion(trained_model_dir: P
 def test_recommend_from_many_threads_matches_one_thread(trained_model_dir: Path) -> None:
     """The text evidence runs on a shared worker thread: concurrent callers get their own."""
     rec = TagRecommender.load(trained_model_dir)
-    expected = [rec.recommend([p], limit=3) for p in PRODUCTS]
+    expected = [rec.suggest([p], limit=3) for p in PRODUCTS]
     got: dict[int, list] = {}
 
     def run(i: int) -> None:
         for _ in range(5):
-            got[i] = rec.recommend([PRODUCTS[i]], limit=3)
+            got[i] = rec.suggest([PRODUCTS[i]], limit=3)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PRODUCTS))]
     for t in threads:
@@ -128,7 +128,7 @@ def test_recommend_in_a_forked_child(trained_model_dir: Path) -> None:
     import multiprocessing
 
     rec = TagRecommender.load(trained_model_dir, backend="torch")
-    expected = rec.recommend(PRODUCTS[:2], limit=3)
+    expected = rec.suggest(PRODUCTS[:2], limit=3)
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
         got = pool.apply_async(rec.recommend, (PRODUCTS[:2], 3)).get(timeout=60)

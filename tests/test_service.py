@@ -114,7 +114,7 @@ def test_class_called_directly_matches_the_library(make_service, current: Path) 
     assert svc.__is_ready__()
     rec = TagRecommender.load(current)
     product = {"title": "LEGO city police station", "description": "bricks"}
-    expected = [(s.tag, round(s.score, 4)) for s in rec.recommend([product], 3, 0.0)[0]]
+    expected = [(s.tag, round(s.score, 4)) for s in rec.suggest([product], 3, 0.0)[0]]
     one = run(svc.suggest(product=ProductIn(**product), limit=3, threshold=0.0))
     assert [(t.tag, round(t.score, 4)) for t in one.tags] == expected
     assert len(expected) == 3 and one.model_version == svc.holder.current.version
@@ -287,9 +287,7 @@ def test_http_endpoints(client: TestClient, models: dict[str, Path]) -> None:
     body = {"product": {"title": "wooden jigsaw puzzle"}, "limit": 4, "threshold": 0}
     one = client.post("/suggest", json=body)
     assert one.status_code == 200, one.text
-    expected = [
-        (s.tag, round(s.score, 4)) for s in rec.recommend(["wooden jigsaw puzzle"], 4, 0)[0]
-    ]
+    expected = [(s.tag, round(s.score, 4)) for s in rec.suggest(["wooden jigsaw puzzle"], 4, 0)[0]]
     assert as_pairs(one.json()["tags"]) == expected
 
     products = [{"title": r["title"], "id": r["id"]} for r in toy_catalog(2)]
@@ -298,7 +296,7 @@ def test_http_endpoints(client: TestClient, models: dict[str, Path]) -> None:
     results = batch.json()["results"]
     assert [r["id"] for r in results] == [p["id"] for p in products]
     for product, result in zip(products, results, strict=True):
-        want = rec.recommend([product["title"]], 3, 0)[0]
+        want = rec.suggest([product["title"]], 3, 0)[0]
         assert as_pairs(result["tags"]) == [(s.tag, round(s.score, 4)) for s in want]
 
     assert client.get("/tags").json()["tags"] == rec.tags
@@ -411,7 +409,7 @@ def test_long_descriptions_are_truncated_not_rejected(
     rec = TagRecommender.load(models["v1"])
     ids = rec.encode([body["product"]])[0]
     assert len(ids) == rec.max_length
-    want = rec.recommend([body["product"]], 3, 0)[0]
+    want = rec.suggest([body["product"]], 3, 0)[0]
     assert as_pairs(answer.json()["tags"]) == [(s.tag, round(s.score, 4)) for s in want]
     assert client.post("/suggest", json={"product": {"title": "x" * 1_000_000}}).status_code == 200
     null = client.post("/suggest", json={"product": {"title": "lego", "description": None}})
@@ -461,7 +459,7 @@ def test_suggest_file_returns_the_catalog_with_tags(
     scored = _read_scored(fmt, answer.content)
     assert [str(r["id"]) for r in scored] == [r["id"] for r in rows]
     rec = TagRecommender.load(models["v1"])
-    want = rec.recommend([r["title"] for r in rows[:10]], 2, 0)
+    want = rec.suggest([r["title"] for r in rows[:10]], 2, 0)
     for got, suggestions in zip(scored[:10], want, strict=True):
         assert [t["tag"] for t in got["tags"]] == [s.tag for s in suggestions]
 

@@ -182,7 +182,7 @@ def test_index_logged_with_the_champion_is_served(
     assert status == 200 and body["model_version"] == str(version.version)
 
 
-def test_index_build_logs_the_index_with_the_registered_version(
+def test_product_index_logs_the_index_with_the_registered_version(
     registry: Path, trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path, capsys
 ) -> None:
     import mlflow
@@ -193,14 +193,14 @@ def test_index_build_logs_the_index_with_the_registered_version(
 
     version = register_challenger(trained_model_dir)
     uri = f"models:/labelrec/{version.version}"
-    args = ["index-build", uri, "--catalog", str(toy_data_dir / "valid.jsonl")]
+    args = ["product-index", uri, "--catalog", str(toy_data_dir / "valid.jsonl")]
     assert cli.main([*args, "--output", str(tmp_path / "ix"), "--log-mlflow", "--no-progress"]) == 0
     assert f"model version {version.version}" in capsys.readouterr().out
     tags = mlflow.MlflowClient().get_model_version("labelrec", version.version).tags
     assert tags[INDEX_TAG].endswith("/index") and tags[f"{INDEX_TAG}.products"] == "10"
     local = download_index(uri, tmp_path / "down")
     assert json.loads((local / "manifest.json").read_text())["n_products"] == 10
-    # a local model directory: the index goes to a run of its own
+    # a local model directory: the index goes to a run of its own (under the verb's former name)
     out = tmp_path / "ix2"
     assert (
         cli.main(
@@ -216,4 +216,5 @@ def test_index_build_logs_the_index_with_the_registered_version(
         )
         == 0
     )
-    assert "(run)" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "(run)" in out and "`index-build` is now `product-index`" in err

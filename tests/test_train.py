@@ -58,7 +58,7 @@ def test_trained_model_beats_the_tag_prior(trained_model_dir: Path, toy_data_dir
     assert info["num_processes"] == 1
 
     # The signal is the title: a LEGO title gets LEGO tags first.
-    (top,) = rec.recommend(["LEGO city police station"], limit=3, threshold=0)
+    (top,) = rec.suggest(["LEGO city police station"], limit=3, threshold=0)
     assert {"brand:Lego", "Toys > Building"} & {s.tag for s in top}
 
 
@@ -374,7 +374,7 @@ def test_training_on_hard_texts(tiny_backbone: Path, tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 60
     assert np.isfinite(result.history[0]["train_loss"])
     rec = TagRecommender.load(tmp_path / "out")
-    out = rec.recommend([{"title": rows[1]["title"], "description": rows[0]["description"]}], 3, 0)
+    out = rec.suggest([{"title": rows[1]["title"], "description": rows[0]["description"]}], 3, 0)
     assert len(out[0]) == 3
 
 

@@ -1,7 +1,7 @@
 """Product indexes in MLflow: logged with the model version they were built from.
 
 ``log_index(index_dir, "models:/labelrec@champion")`` uploads an index directory written by
-``labelrec index-build`` as the artifacts ``index/`` of the run that produced that model version,
+``labelrec product-index`` as the artifacts ``index/`` of the run that produced that model version,
 and tags the version with ``labelrec.index`` (the artifact URI) and ``labelrec.index.products``.
 ``index_uri(model_uri)`` reads the tag back; ``download_index`` fetches the directory, which is
 how the BentoML service finds the index that belongs to the champion it serves.
@@ -57,7 +57,7 @@ def log_index(
         experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
         if not experiment_id:
             experiment_id = mlflow.set_experiment(experiment).experiment_id
-        run = client.create_run(experiment_id, run_name="index-build")
+        run = client.create_run(experiment_id, run_name="product-index")
         run_id = run.info.run_id
         client.set_terminated(run_id)
     client.log_artifacts(run_id, str(index_dir), INDEX_ARTIFACT_PATH)

@@ -99,7 +99,7 @@ class LabelrecPyfunc(PythonModel):
         if threshold is not None and math.isnan(threshold):
             threshold = None
         items = _records(model_input)
-        ranked = self.recommender.recommend(items, limit=limit, threshold=threshold)
+        ranked = self.recommender.suggest(items, limit=limit, threshold=threshold)
         return pd.DataFrame(
             {"tags": [[{"tag": s.tag, "score": float(s.score)} for s in row] for row in ranked]}
         )

@@ -401,7 +401,7 @@ class ProductIndex:
         if not manifest_path.is_file():
             raise IndexFileError(
                 f"{directory} is not a product index: {MANIFEST_FILE} is missing "
-                "(build one with `labelrec index-build`)"
+                "(build one with `labelrec product-index`)"
             )
         try:
             manifest = json.loads(manifest_path.read_text("utf-8"))
