@@ -25,19 +25,8 @@ on that model even when a reload lands meanwhile; a new version that fails to lo
 refused and the old one keeps serving. ``POST /reload`` checks now; ``LABELREC_POLL_SECONDS`` polls
 (default 60 s for registry URIs, off for local directories; 0 turns it off).
 
-Settings (environment): ``LABELREC_MODEL_URI``, ``LABELREC_POLL_SECONDS``,
-``LABELREC_MAX_BATCH_PRODUCTS`` (products per ``/suggest_batch`` request, 256),
-``LABELREC_MAX_BATCH_SIZE`` (products per shared forward pass, 64),
-``LABELREC_MAX_LATENCY_MS`` (adaptive batching wait of the ``_items`` endpoints, 10000),
-``LABELREC_QUANTIZE`` (dynamic int8 on CPU), ``LABELREC_NUM_THREADS`` (inference threads),
-``LABELREC_BACKEND`` (``auto``: ONNX Runtime on CPU where it can run, else torch; ``torch``;
-``onnx``),
-``LABELREC_INDEX``, ``LABELREC_CATALOG``, ``LABELREC_INTERACTIONS`` (above),
-``LABELREC_MAX_UPLOAD_MB`` (``/suggest_file`` upload cap, 512), ``LABELREC_MAX_BODY_MB`` (any
-other request body, 32: a 413 before or while it is read), ``LABELREC_ADMIN_TOKEN`` (the
-bearer token ``POST /reload`` requires; without it only unforced reloads are open),
-``LABELREC_GENERATE`` (``0``: leave out a model's tag generator, a decoder LLM that takes seconds
-per product on a CPU).
+Settings: :class:`ServiceSettings`, ``LABELREC_*`` environment variables read at start-up (the
+table in docs/serving.md).
 
 Feedback: ``POST /feedback`` (``product``, ``accepted``, ``rejected``, ``added``, ``reviewer``)
 stores a reviewer's verdict with the model version served (:mod:`labelrec.feedback`) in the
@@ -79,28 +68,32 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     StrictInt,
     StrictStr,
+    ValidationError,
     field_validator,
     model_serializer,
 )
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labelrec.config import DataConfig
 from labelrec.data import CatalogError, Product, iter_catalog
-from labelrec.feedback import FEEDBACK_URI_ENV, FeedbackError, FeedbackStore, Review
+from labelrec.feedback import DEFAULT_FEEDBACK_URI, FeedbackError, FeedbackStore, Review
 from labelrec.opener import open_describer
 from labelrec.recommend import (
     UI_PAGE,
     ProductSearch,
     UnknownProductError,
 )
+from labelrec.runtime import BACKENDS
 from labelrec.serving import (
+    DEFAULT_MODEL_URI,
     MicroBatcher,
     ModelHolder,
     ServiceError,
     Snapshot,
     data_config_for,
-    env_int,
     index_extension,
     jsonable,
     public_text,
@@ -110,14 +103,95 @@ from labelrec.serving import (
 logger = logging.getLogger("labelrec.service")
 
 MAX_LIMIT = 100
+ENV_PREFIX = "LABELREC_"
 
 
-MAX_BATCH_PRODUCTS = env_int("LABELREC_MAX_BATCH_PRODUCTS", 256)
-MAX_BATCH_SIZE = env_int("LABELREC_MAX_BATCH_SIZE", 64)
-MAX_LATENCY_MS = env_int("LABELREC_MAX_LATENCY_MS", 10_000)
-ADMIN_TOKEN_ENV = "LABELREC_ADMIN_TOKEN"
-MAX_UPLOAD_BYTES = env_int("LABELREC_MAX_UPLOAD_MB", 512) << 20
-MAX_BODY_BYTES = env_int("LABELREC_MAX_BODY_MB", 32) << 20
+class ServiceSettings(BaseSettings):
+    """The service's settings, from the environment: field ``x`` is ``LABELREC_X`` (an empty
+    variable counts as unset). Read when the service starts; a bad value stops it, naming the
+    variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        protected_namespaces=(),
+        str_strip_whitespace=True,
+    )
+
+    model_uri: str = Field(DEFAULT_MODEL_URI, description="registry URI or model directory")
+    poll_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="how often to look for a new version; default 60 for a registry "
+        "URI, off for a directory; 0: off",
+    )
+    num_threads: int = Field(0, ge=0, description="inference threads; 0: torch's default")
+    backend: str = Field(
+        "auto", description="what runs the model: auto (ONNX Runtime where it can), torch, onnx"
+    )
+    quantize: bool = Field(False, description="dynamic int8 on the CPU (torch); 1/true/on")
+    generate: bool = Field(
+        True, description="0/false/off: leave out a model's tag generator (slow on a CPU)"
+    )
+    rules: str | None = Field(None, description="rules file replacing the model's own")
+    index: str | None = Field(None, description="product index directory")
+    catalog: str | None = Field(None, description="catalog to index with each model version")
+    interactions: str | None = Field(None, description="user interactions for /recommend")
+    feedback_uri: str | None = Field(
+        None, description=f"reviewer feedback database (default {DEFAULT_FEEDBACK_URI})"
+    )
+    describer: str | None = Field(None, description="describer directory or MLflow URI")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token POST /reload requires (force=true needs it set)"
+    )
+    max_batch_products: int = Field(256, ge=1, description="products per /suggest_batch request")
+    max_batch_size: int = Field(64, ge=1, description="products per shared forward pass")
+    max_latency_ms: int = Field(10_000, ge=1, description="adaptive batching wait (_items)")
+    max_upload_mb: int = Field(
+        512, ge=1, description="/suggest_file upload cap (a 413 past it: `labelrec index` then)"
+    )
+    max_body_mb: int = Field(
+        32,
+        ge=1,
+        description="cap of any other request body (a 413, from its Content-Length "
+        "or as soon as a chunked body passes it)",
+    )
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _known_backend(cls, value: Any) -> Any:
+        value = str(value).strip().lower()
+        if value not in BACKENDS:
+            raise ValueError(f"expected one of {', '.join(BACKENDS)}")
+        return value
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings() -> ServiceSettings:
+    """``ServiceSettings`` from the environment; a bad value is a ValueError naming it."""
+    try:
+        return ServiceSettings()
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            name = ServiceSettings.env_name(str(e["loc"][0])) if e["loc"] else ENV_PREFIX
+            message = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}={e['input']!r}: {message}")
+        raise ValueError("; ".join(problems)) from None
+
+
+SETTINGS = load_settings()  # what the endpoints' declarations need when the module loads
+MAX_BATCH_PRODUCTS = SETTINGS.max_batch_products
+MAX_BATCH_SIZE = SETTINGS.max_batch_size
+MAX_LATENCY_MS = SETTINGS.max_latency_ms
+ADMIN_TOKEN_ENV = ServiceSettings.env_name("admin_token")
+MAX_UPLOAD_BYTES = SETTINGS.max_upload_mb << 20
+MAX_BODY_BYTES = SETTINGS.max_body_mb << 20
 UPLOAD_PATHS = ("/suggest_file",)  # multipart uploads: their own cap, MAX_UPLOAD_BYTES
 FILE_CHUNK = 256  # products scored per step of /suggest_file
 
@@ -633,12 +707,17 @@ class LabelRec:
     """Product tag recommendation (labelrec)."""
 
     def __init__(self) -> None:
-        self.holder = ModelHolder.from_env()
-        self.holder.extensions["index"] = index_extension(
-            os.environ.get("LABELREC_INDEX", "").strip() or None,
-            os.environ.get("LABELREC_CATALOG", "").strip() or None,
-            os.environ.get("LABELREC_INTERACTIONS", "").strip() or None,
+        self.settings = s = load_settings()
+        self.holder = ModelHolder.configured(
+            s.model_uri,
+            s.poll_seconds,
+            s.quantize,
+            s.num_threads or None,
+            s.backend,
+            s.generate,
+            s.rules,
         )
+        self.holder.extensions["index"] = index_extension(s.index, s.catalog, s.interactions)
         self.holder.start()
         # /suggest and /suggest_batch: concurrent requests share forward passes
         self.batcher = MicroBatcher(self.holder.busy, MAX_BATCH_SIZE)
@@ -647,12 +726,12 @@ class LabelRec:
         # Reviewer feedback: opened now when LABELREC_FEEDBACK_URI names a database (one that
         # cannot be opened stops the start-up), else feedback.db here at the first review.
         self._feedback: FeedbackStore | None = None
-        if os.environ.get(FEEDBACK_URI_ENV, "").strip():
+        if s.feedback_uri:
             try:
-                self._feedback = FeedbackStore.from_env()
+                self._feedback = FeedbackStore(s.feedback_uri)
             except FeedbackError as err:
-                raise RuntimeError(f"{FEEDBACK_URI_ENV}: {err}") from None
-        self.describer_uri = os.environ.get("LABELREC_DESCRIBER", "").strip() or None
+                raise RuntimeError(f"{s.env_name('feedback_uri')}: {err}") from None
+        self.describer_uri = s.describer
         if self.describer_uri:  # a describer that cannot load leaves tagging up (503 there)
             try:
                 self.describer = load_describer(self.describer_uri)
@@ -866,7 +945,7 @@ class LabelRec:
             if snap is not None:
                 review.flag_unknown(snap.recommender.vocab.index)
             if self._feedback is None:
-                self._feedback = await asyncio.to_thread(FeedbackStore.from_env)
+                self._feedback = await asyncio.to_thread(FeedbackStore, DEFAULT_FEEDBACK_URI)
             review_id = await asyncio.to_thread(self._feedback.add, review)
         except FeedbackError as err:
             return _error(400, str(err))  # type: ignore[return-value]
@@ -1033,7 +1112,8 @@ class LabelRec:
         (401 otherwise); `force=true` (load even an unchanged version) needs that token. 409 when
         the new version fails to load or to score (the old one keeps serving), 429 while another
         reload runs."""
-        token = os.environ.get(ADMIN_TOKEN_ENV, "")
+        secret = self.settings.admin_token
+        token = secret.get_secret_value() if secret is not None else ""
         if token and not hmac.compare_digest(
             (authorization or "").encode(), f"Bearer {token}".encode()
         ):

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -36,20 +35,6 @@ logger = logging.getLogger("labelrec.serving")
 
 DEFAULT_MODEL_URI = "models:/labelrec@champion"
 REGISTRY_POLL_SECONDS = 60.0
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r}: expected an integer") from None
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class ServiceError(Exception):
@@ -196,33 +181,34 @@ class ModelHolder:
         self._served_dir: Path | None = None
 
     @classmethod
-    def from_env(cls) -> ModelHolder:
-        uri = os.environ.get("LABELREC_MODEL_URI", "").strip() or DEFAULT_MODEL_URI
-        poll = os.environ.get("LABELREC_POLL_SECONDS", "").strip()
-        default_poll = REGISTRY_POLL_SECONDS if is_model_uri(uri) else 0.0
-        try:
-            poll_seconds = float(poll) if poll else default_poll
-        except ValueError:
-            raise ValueError(f"LABELREC_POLL_SECONDS={poll!r}: expected seconds") from None
-        threads = env_int("LABELREC_NUM_THREADS", 0) or None
-        backend = os.environ.get("LABELREC_BACKEND", "").strip().lower() or "auto"
+    def configured(
+        cls,
+        uri: str = DEFAULT_MODEL_URI,
+        poll_seconds: float | None = None,
+        quantize: bool = False,
+        num_threads: int | None = None,
+        backend: str = "auto",
+        generate: bool = True,
+        rules: str | None = None,
+    ) -> ModelHolder:
+        """A holder for the service's settings: ``poll_seconds`` None polls a registry URI every
+        ``REGISTRY_POLL_SECONDS`` and a directory never; a rules file that does not parse stops
+        here, naming its line."""
+        if poll_seconds is None:
+            poll_seconds = REGISTRY_POLL_SECONDS if is_model_uri(uri) else 0.0
         if backend not in BACKENDS:
-            raise ValueError(f"LABELREC_BACKEND={backend!r}: expected one of {', '.join(BACKENDS)}")
-        generate = os.environ.get("LABELREC_GENERATE", "").strip().lower() or "1"
-        if generate not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise ValueError(f"LABELREC_GENERATE={generate!r}: expected 1/true or 0/false")
-        rules = os.environ.get("LABELREC_RULES", "").strip() or None
-        if rules is not None:  # a file that does not parse stops the start-up, naming its line
+            raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        if rules is not None:
             from labelrec.rules import Rules
 
             Rules.load(rules)
         return cls(
             uri,
             poll_seconds,
-            env_flag("LABELREC_QUANTIZE"),
-            threads,
+            quantize,
+            num_threads,
             backend=backend,
-            generate=generate not in ("0", "false", "no", "off"),
+            generate=generate,
             rules=rules,
         )
 

@@ -216,7 +216,8 @@ def test_reload_needs_the_admin_token(
     svc = make_service(current)
     assert run(svc.reload()).status == "unchanged"  # no token set: a plain check is open
     assert run(svc.reload(force=True)).status_code == 403  # a forced load is not
-    monkeypatch.setenv("LABELREC_ADMIN_TOKEN", "s3cret")
+    svc = make_service(current, LABELREC_ADMIN_TOKEN="s3cret")
+    assert "s3cret" not in repr(svc.settings)  # a secret: not shown
     assert run(svc.reload()).status_code == 401
     assert run(svc.reload(authorization="Bearer wrong")).status_code == 401
     forced = run(svc.reload(force=True, authorization="Bearer s3cret"))
@@ -257,6 +258,36 @@ def test_backend_setting(make_service, current: Path) -> None:
     assert make_service(current, LABELREC_BACKEND="").model()["backend"] == "onnx"  # auto
     with pytest.raises(ValueError, match="LABELREC_BACKEND='gpu'"):
         make_service(current, LABELREC_BACKEND="gpu")
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labelrec.service import ServiceSettings, load_settings
+
+    for name in ServiceSettings.model_fields:
+        monkeypatch.delenv(ServiceSettings.env_name(name), raising=False)
+    assert load_settings() == ServiceSettings()  # the defaults
+    monkeypatch.setenv("LABELREC_GENERATE", "off")
+    monkeypatch.setenv("LABELREC_BACKEND", " Torch ")
+    monkeypatch.setenv("LABELREC_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("LABELREC_INDEX", "")  # empty: unset
+    s = load_settings()
+    assert (s.generate, s.backend, s.max_batch_size, s.index) == (False, "torch", 8, None)
+    monkeypatch.setenv("LABELREC_MAX_BATCH_SIZE", "eight")
+    monkeypatch.setenv("LABELREC_POLL_SECONDS", "-1")
+    with pytest.raises(ValueError) as err:
+        load_settings()
+    assert "LABELREC_MAX_BATCH_SIZE='eight'" in str(err.value)
+    assert "LABELREC_POLL_SECONDS='-1'" in str(err.value)
+
+
+def test_every_setting_is_in_the_docs() -> None:
+    from labelrec.service import ServiceSettings
+
+    docs = (Path(__file__).parents[1] / "docs" / "serving.md").read_text(encoding="utf-8")
+    for name, field in ServiceSettings.model_fields.items():
+        shown = "unset" if field.default is None else f"`{field.default}`"
+        row = f"| `{ServiceSettings.env_name(name)}` | {shown} | {field.description} |"
+        assert row in docs, row
 
 
 def test_unloadable_model_at_start(make_service, tmp_path: Path, models: dict[str, Path]) -> None:
