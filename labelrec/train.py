@@ -1,4 +1,4 @@
-"""Fine-tuning recipe: setup, train, cleanup (one readable loop), run through Accelerate.
+"""Fine-tuning recipe: setup, train (one readable loop), finish, save, cleanup, through Accelerate.
 
 Works the same on CPU, one GPU or several (``accelerate launch``): batches are length-bucketed and
 padded to their longest item, valid scores are gathered across processes, only the main process
@@ -183,7 +183,7 @@ def make_collate(pad_id: int, padding_side: str) -> Callable:
 
 
 class TagTrainer:
-    """setup() -> train() -> cleanup(); ``run()`` does all three.
+    """setup() -> train() -> finish() -> save() -> cleanup(); ``run()`` does them all.
 
     ``splits`` replaces the catalogs of the config; with ``tuned`` (a refit: no valid products)
     the fusion weights and thresholds are taken from it instead of tuned.
@@ -529,12 +529,12 @@ class TagTrainer:
         model.train()
         return scores
 
-    # ---------------------------------------------------------------- cleanup
-    def cleanup(self) -> TrainResult:
-        """Best weights back, thresholds tuned on valid, merged model saved, checkpoints kept.
+    # ---------------------------------------------------------------- finish
+    def finish(self) -> TrainResult:
+        """Best weights back, the other taggers fitted and fused, thresholds tuned on valid.
 
         A refit (``tuned`` given) keeps its last weights and takes its fusion weights and
-        thresholds from ``tuned``."""
+        thresholds from ``tuned``. Writes nothing (``save`` does)."""
         acc = self.accelerator
         acc.wait_for_everyone()
         model: TagModel = acc.unwrap_model(self.model)
@@ -615,6 +615,30 @@ class TagTrainer:
             generator=_floats(generator, GENERATOR_TUNED),
             valid_metrics=result_metrics,
         )
+        self.fusion, self.generator = fusion, generator
+        return TrainResult(
+            output=self.output,
+            metrics=result_metrics,
+            history=self.state["history"],
+            best_epoch=self.state["best_epoch"],
+            train_seconds=self.state["train_seconds"],
+            n_tags=len(self.vocab),
+            valid_scores=scores,
+            valid_products=list(tuned_products),
+            vocab=self.vocab,
+            global_threshold=float(global_t),
+            tag_thresholds=per_tag,
+            tuned=tuned,
+            refit=refit,
+        )
+
+    def save(self, result: TrainResult) -> None:
+        """The model directory (main process): merged weights, tokenizer, vocabulary,
+        thresholds, the fusion and its taggers, history, ``labelrec.json`` last; checkpoints
+        stay for ``--resume``."""
+        acc = self.accelerator
+        model: TagModel = acc.unwrap_model(self.model)
+        refit, result_metrics = result.refit, result.metrics
         if self.is_main:
             model.eval()
             info = ModelInfo(
@@ -639,13 +663,15 @@ class TagTrainer:
             (self.output / LABELREC_FILE).unlink(missing_ok=True)
             save_model(model, self.tokenizer, self.output, info, info_file=pending)
             self.vocab.save(self.output / VOCAB_FILE)
-            save_thresholds(self.output / THRESHOLDS_FILE, global_t, per_tag)
+            save_thresholds(
+                self.output / THRESHOLDS_FILE, result.global_threshold, result.tag_thresholds
+            )
             from labelrec.fusion import save_fusion
 
-            save_fusion(fusion, self.output)  # None removes one left by an earlier run
+            save_fusion(self.fusion, self.output)  # None removes one left by an earlier run
             from labelrec.taggers.generator import save_generator
 
-            save_generator(generator, self.output)  # None removes one left by an earlier run
+            save_generator(self.generator, self.output)  # None: removes an earlier run's
             (self.output / HISTORY_FILE).write_text(
                 json.dumps(self.state["history"], indent=1), encoding="utf-8"
             )
@@ -660,22 +686,12 @@ class TagTrainer:
                 self.tracker.log_metrics(
                     {k: float(refit[k]) for k in ("train_products", "epochs", "train_seconds")}
                 )
-        acc.wait_for_everyone()
-        return TrainResult(
-            output=self.output,
-            metrics=result_metrics,
-            history=self.state["history"],
-            best_epoch=self.state["best_epoch"],
-            train_seconds=self.state["train_seconds"],
-            n_tags=len(self.vocab),
-            valid_scores=scores,
-            valid_products=list(tuned_products),
-            vocab=self.vocab,
-            global_threshold=float(global_t),
-            tag_thresholds=per_tag,
-            tuned=tuned,
-            refit=refit,
-        )
+
+    # ---------------------------------------------------------------- cleanup
+    def cleanup(self) -> None:
+        """Every process done; the optimizer and the model's state released."""
+        self.accelerator.wait_for_everyone()
+        self.model, self.optimizer = self.accelerator.free_memory(self.model, self.optimizer)
 
     def _fit_generator(
         self, fusion: Any, scores: np.ndarray | None
@@ -733,10 +749,13 @@ class TagTrainer:
         return generator, tuning.known, products, report
 
     def run(self) -> TrainResult:
-        """setup, train, cleanup."""
+        """setup, train, finish (fit and fuse the other taggers), save, cleanup."""
         self.setup()
         self.train()
-        return self.cleanup()
+        result = self.finish()
+        self.save(result)
+        self.cleanup()
+        return result
 
 
 GENERATOR_TUNED = ("weight", "new_weight", "new_threshold")
@@ -803,7 +822,7 @@ def train_and_refit(
         len(splits.valid),
         tuned.epochs,
     )
-    # the fusion weights and thresholds come from ``tuned`` in the refit's cleanup
+    # the fusion weights and thresholds come from ``tuned`` in the refit's finish
     refit_cfg = dataclasses.replace(
         cfg, train=dataclasses.replace(cfg.train, epochs=max(1, tuned.epochs))
     )
