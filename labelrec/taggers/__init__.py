@@ -13,13 +13,4 @@ scores and pooled embeddings are the fusion's first input.
 
 from labelrec.taggers.base import Evidence, Tagger, TrainingSet
 
-__all__ = ["Evidence", "Tagger", "TrainingSet", "tagger_classes"]
-
-
-def tagger_classes() -> tuple[type, ...]:
-    """Every tagger class (the generator's module imports torch and transformers)."""
-    from labelrec.taggers.generator import TagGenerator
-    from labelrec.taggers.neighbours import EmbeddingNeighbours, TfidfNeighbours
-    from labelrec.taggers.span import SpanTagger
-
-    return (TfidfNeighbours, EmbeddingNeighbours, SpanTagger, TagGenerator)
+__all__ = ["Evidence", "Tagger", "TrainingSet"]
