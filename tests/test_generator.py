@@ -178,6 +178,16 @@ def test_config_checks():
         load_config(None, ["generate.weight=1.5"])
 
 
+def test_a_prompt_longer_than_the_context_is_a_clear_error(tiny_decoder: Path, vocab, products):
+    from labelrec.model import ModelError
+
+    gcfg = GenerateConfig(  # the tiny decoder has 256 positions
+        enabled=True, backbone=str(tiny_decoder), max_prompt_tokens=240, max_new_tokens=48
+    )
+    with pytest.raises(ModelError, match="generate.max_prompt_tokens .* 288 tokens .* 256"):
+        fit_generator(gcfg, LexicalConfig(), products, vocab, progress=False)
+
+
 def test_bad_backbone_is_a_clear_error(tmp_path: Path, vocab, products):
     from labelrec.model import ModelError
 

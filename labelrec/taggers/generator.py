@@ -408,6 +408,13 @@ def fit_generator(
     if gcfg.max_train_products is not None and len(products) > gcfg.max_train_products:
         products = random.Random(seed).sample(products, gcfg.max_train_products)
     model, tokenizer = load_causal_lm(gcfg.backbone, "generate.backbone", gcfg.dtype)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    need = gcfg.max_prompt_tokens + gcfg.max_new_tokens
+    if limit is not None and need > int(limit):
+        raise ModelError(
+            f"generate.max_prompt_tokens + generate.max_new_tokens = {need} tokens is more than"
+            f" the backbone's {limit} positions: lower them"
+        )
     separator = lexical_cfg.path_separator if lexical_cfg.ancestor_consistency else None
     meta: dict[str, Any] = {
         "backbone": gcfg.backbone,
