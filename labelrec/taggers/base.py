@@ -61,3 +61,66 @@ class Tagger(Protocol):
 
     @classmethod
     def load(cls, model_dir: Path, vocab: TagVocab) -> Tagger | None: ...
+
+
+# ----------------------------------------------------------------------------- persistence
+# A tagger's state is a JSON meta file (with its format version) and an .npz of arrays: no
+# pickle, nothing executable.
+
+
+def csr_arrays(name: str, m: sp.spmatrix, with_data: bool = True) -> dict[str, np.ndarray]:
+    """The arrays of CSR matrix ``m`` under ``name_*`` keys (0/1 matrices: ``with_data=False``)."""
+    m = sp.csr_matrix(m)
+    out = {
+        f"{name}_indices": m.indices.astype(np.int32),
+        f"{name}_indptr": m.indptr.astype(np.int64),
+        f"{name}_shape": np.asarray(m.shape, dtype=np.int64),
+    }
+    if with_data:
+        out[f"{name}_data"] = m.data.astype(np.float32)
+    return out
+
+
+def csr_from(name: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
+    """The matrix ``csr_arrays`` stored (ones where it stored no data)."""
+    indices = arrays[f"{name}_indices"]
+    data = arrays.get(f"{name}_data")
+    if data is None:
+        data = np.ones(len(indices), dtype=np.float32)
+    shape = tuple(int(v) for v in arrays[f"{name}_shape"])
+    return sp.csr_matrix((data, indices, arrays[f"{name}_indptr"]), shape=shape)
+
+
+def write_state(
+    model_dir: str | Path,
+    meta_name: str,
+    arrays_name: str,
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    version: int,
+) -> None:
+    """``meta`` (with ``format_version``) as JSON and ``arrays`` as a compressed .npz."""
+    import json
+
+    model_dir = Path(model_dir)
+    text = json.dumps({**meta, "format_version": version}, ensure_ascii=False)
+    (model_dir / meta_name).write_text(text, "utf-8")
+    np.savez_compressed(model_dir / arrays_name, **arrays)
+
+
+def read_state(
+    model_dir: str | Path, meta_name: str, arrays_name: str, version: int, what: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """(meta, arrays) written by ``write_state``; None when the directory has none, an error
+    when its format is newer than ``version``."""
+    import json
+
+    model_dir = Path(model_dir)
+    meta_path = model_dir / meta_name
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format_version", 0) > version:
+        raise ValueError(f"{meta_path}: {what} format is newer than this labelrec")
+    with np.load(model_dir / arrays_name, allow_pickle=False) as data:
+        return meta, {name: data[name] for name in data.files}

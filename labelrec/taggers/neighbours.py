@@ -13,7 +13,6 @@ them too); ``labelrec.fusion`` weighs them. Both are saved as plain arrays and J
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,7 +21,14 @@ import scipy.sparse as sp
 
 from labelrec.data import Product, TagVocab
 from labelrec.modeldir import EMBEDDING_ARRAYS, EMBEDDING_META, TFIDF_ARRAYS, TFIDF_META
-from labelrec.taggers.base import Evidence, TrainingSet
+from labelrec.taggers.base import (
+    Evidence,
+    TrainingSet,
+    csr_arrays,
+    csr_from,
+    read_state,
+    write_state,
+)
 
 NEIGHBOURS_FORMAT = 1
 
@@ -259,21 +265,18 @@ class TfidfNeighbours:
         meta.update({"k": self.k, "power": self.power, "use_description": self.use_description})
         if self.train_ids is not None and self.train_titles is not None:
             meta.update({"train_ids": self.train_ids, "train_titles": self.train_titles})
-        for name, m in (("x", self.x_train), ("y", self.y_train)):
-            arrays[f"{name}_data"] = m.data.astype(np.float32)
-            arrays[f"{name}_indices"] = m.indices.astype(np.int32)
-            arrays[f"{name}_indptr"] = m.indptr.astype(np.int64)
-            arrays[f"{name}_shape"] = np.asarray(m.shape, dtype=np.int64)
+        arrays.update(csr_arrays("x", self.x_train))
+        arrays.update(csr_arrays("y", self.y_train))
         return meta, arrays
 
     def save(self, model_dir: str | Path) -> None:
-        meta, arrays = self.state()
-        meta["format_version"] = NEIGHBOURS_FORMAT
-        _write(Path(model_dir), TFIDF_META, TFIDF_ARRAYS, meta, arrays)
+        write_state(model_dir, TFIDF_META, TFIDF_ARRAYS, *self.state(), NEIGHBOURS_FORMAT)
 
     @classmethod
     def load(cls, model_dir: str | Path, vocab: TagVocab) -> TfidfNeighbours | None:
-        found = _read(Path(model_dir), TFIDF_META, TFIDF_ARRAYS, "TF-IDF neighbours")
+        found = read_state(
+            model_dir, TFIDF_META, TFIDF_ARRAYS, NEIGHBOURS_FORMAT, "TF-IDF neighbours"
+        )
         return None if found is None else cls.checked(cls.from_state(*found), vocab, model_dir)
 
     @classmethod
@@ -289,16 +292,10 @@ class TfidfNeighbours:
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TfidfNeighbours:
-        def matrix(name: str) -> sp.csr_matrix:
-            return sp.csr_matrix(
-                (arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]),
-                shape=tuple(int(v) for v in arrays[f"{name}_shape"]),
-            )
-
         return cls(
             TfidfFeatures.from_state(meta, arrays),
-            matrix("x"),
-            matrix("y"),
+            csr_from("x", arrays),
+            csr_from("y", arrays),
             meta["k"],
             meta["power"],
             meta["use_description"],
@@ -380,36 +377,23 @@ class EmbeddingNeighbours:
         return Evidence(self.scores(embeddings), [{} for _ in products])
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        y = self.y_train
         meta = {"k": self.k, "power": self.power}
-        arrays = {
-            "embeddings": self.train.astype(np.float16),
-            "emb_y_indices": y.indices.astype(np.int32),
-            "emb_y_indptr": y.indptr.astype(np.int64),
-            "emb_y_shape": np.asarray(y.shape, dtype=np.int64),
-        }
+        arrays = {"embeddings": self.train.astype(np.float16)}
+        arrays.update(csr_arrays("emb_y", self.y_train, with_data=False))
         return meta, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> EmbeddingNeighbours:
-        y = sp.csr_matrix(
-            (
-                np.ones(len(arrays["emb_y_indices"]), dtype=np.float32),
-                arrays["emb_y_indices"],
-                arrays["emb_y_indptr"],
-            ),
-            shape=tuple(int(v) for v in arrays["emb_y_shape"]),
-        )
-        return cls(arrays["embeddings"], y, meta["k"], meta["power"])
+        return cls(arrays["embeddings"], csr_from("emb_y", arrays), meta["k"], meta["power"])
 
     def save(self, model_dir: str | Path) -> None:
-        meta, arrays = self.state()
-        meta["format_version"] = NEIGHBOURS_FORMAT
-        _write(Path(model_dir), EMBEDDING_META, EMBEDDING_ARRAYS, meta, arrays)
+        write_state(model_dir, EMBEDDING_META, EMBEDDING_ARRAYS, *self.state(), NEIGHBOURS_FORMAT)
 
     @classmethod
     def load(cls, model_dir: str | Path, vocab: TagVocab) -> EmbeddingNeighbours | None:
-        found = _read(Path(model_dir), EMBEDDING_META, EMBEDDING_ARRAYS, "embedding neighbours")
+        found = read_state(
+            model_dir, EMBEDDING_META, EMBEDDING_ARRAYS, NEIGHBOURS_FORMAT, "embedding neighbours"
+        )
         if found is None:
             return None
         neighbours = cls.from_state(*found)
@@ -419,27 +403,6 @@ class EmbeddingNeighbours:
                 f"vocabulary {len(vocab)}"
             )
         return neighbours
-
-
-def _write(
-    model_dir: Path, meta_name: str, arrays_name: str, meta: dict, arrays: dict[str, np.ndarray]
-) -> None:
-    (model_dir / meta_name).write_text(json.dumps(meta, ensure_ascii=False), "utf-8")
-    np.savez_compressed(model_dir / arrays_name, **arrays)
-
-
-def _read(
-    model_dir: Path, meta_name: str, arrays_name: str, what: str
-) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-    """(meta, arrays) of a saved voter, or None when the directory has none."""
-    meta_path = model_dir / meta_name
-    if not meta_path.is_file():
-        return None
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format_version", 0) > NEIGHBOURS_FORMAT:
-        raise ValueError(f"{meta_path}: {what} format is newer than this labelrec")
-    with np.load(model_dir / arrays_name, allow_pickle=False) as data:
-        return meta, {name: data[name] for name in data.files}
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

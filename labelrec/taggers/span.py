@@ -21,7 +21,6 @@ outside it are suggested as new (``known: false``). Saved as arrays and JSON, no
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 from collections import Counter
@@ -35,7 +34,14 @@ import scipy.sparse as sp
 from labelrec import metrics
 from labelrec.data import Product, TagVocab
 from labelrec.modeldir import SPAN_ARRAYS, SPAN_META
-from labelrec.taggers.base import Evidence, TrainingSet
+from labelrec.taggers.base import (
+    Evidence,
+    TrainingSet,
+    csr_arrays,
+    csr_from,
+    read_state,
+    write_state,
+)
 
 SPAN_FORMAT = 1
 N_FEATURES = 2**20
@@ -333,43 +339,26 @@ class SpanTagger:
 
     # ------------------------------------------------------------------ persistence
     def save(self, model_dir: str | Path) -> None:
-        model_dir = Path(model_dir)
         meta = {
-            "format_version": SPAN_FORMAT,
             "max_chars": self.max_chars,
             "kinds": [k.__dict__ for k in self.kinds],
             "as_tag": self.stats.as_tag,
             "in_titles": dict(self.stats.in_titles),
         }
-        (model_dir / SPAN_META).write_text(json.dumps(meta, ensure_ascii=False), "utf-8")
-        np.savez_compressed(
-            model_dir / SPAN_ARRAYS,
-            coef_data=self.coef.data,
-            coef_indices=self.coef.indices.astype(np.int32),
-            coef_indptr=self.coef.indptr.astype(np.int64),
-            coef_shape=np.asarray(self.coef.shape, dtype=np.int64),
-            intercept=self.intercept,
-        )
+        arrays = {**csr_arrays("coef", self.coef), "intercept": self.intercept}
+        write_state(model_dir, SPAN_META, SPAN_ARRAYS, meta, arrays, SPAN_FORMAT)
 
     @classmethod
     def load(cls, model_dir: str | Path, vocab: TagVocab) -> SpanTagger | None:
-        model_dir = Path(model_dir)
-        meta_path = model_dir / SPAN_META
-        if not meta_path.is_file():
+        found = read_state(model_dir, SPAN_META, SPAN_ARRAYS, SPAN_FORMAT, "span tagger")
+        if found is None:
             return None
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format_version", 0) > SPAN_FORMAT:
-            raise ValueError(f"{meta_path}: span tagger format is newer than this labelrec")
+        meta, arrays = found
         kinds = [Kind(**k) for k in meta["kinds"]]
         stats = SpanStats(len(kinds) + 1)
         stats.as_tag = {k: list(v) for k, v in meta["as_tag"].items()}
         stats.in_titles = Counter(meta["in_titles"])
-        with np.load(model_dir / SPAN_ARRAYS, allow_pickle=False) as data:
-            coef = sp.csr_matrix(
-                (data["coef_data"], data["coef_indices"], data["coef_indptr"]),
-                shape=tuple(int(v) for v in data["coef_shape"]),
-            )
-            intercept = data["intercept"]
+        coef, intercept = csr_from("coef", arrays), arrays["intercept"]
         return cls(kinds, coef, intercept, stats, vocab, int(meta["max_chars"]))
 
 
