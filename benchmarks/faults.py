@@ -8,7 +8,7 @@ Checks, each a row:
   ``TagRecommender.recommend``, in seconds (goal: under 0.2 s), beside a normal title;
 - ``labelrec index`` asked to write over its own input (directly and through a symlink): exit
   code, and whether the input is intact;
-- a gzip upload that expands past the cap (``service.gunzip_capped``): the status, and the bytes
+- a gzip upload that expands past the cap (``batch.gunzip_capped``): the status, and the bytes
   written before it stopped;
 - a model directory whose MLmodel points ``model_data`` outside the logged model: refused?
 - a checkpoint cut short (``epoch-N.tmp``, a folder without its state file): which one
@@ -568,19 +568,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
 
-        from labelrec import service
+        from labelrec.batch import gunzip_capped
+        from labelrec.errors import ServiceError
 
-        cap = service.MAX_UPLOAD_BYTES
-        service.MAX_UPLOAD_BYTES = 1 << 20
         bomb = gzip.compress(b'{"id": "1", "title": "x"}\n' + b" " * (64 << 20))
         target = work / "bomb.jsonl"
         try:
-            service.gunzip_capped(io.BytesIO(bomb), target, "bomb.jsonl.gz")
+            gunzip_capped(io.BytesIO(bomb), target, "bomb.jsonl.gz", 1 << 20)
             status = "accepted"
-        except service.ServiceError as err:
+        except ServiceError as err:
             status = str(err.status)
-        finally:
-            service.MAX_UPLOAD_BYTES = cap
         written = target.stat().st_size if target.exists() else 0
         rows.append(
             (

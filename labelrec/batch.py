@@ -1,15 +1,23 @@
-"""Score catalog files in chunks: read, suggest tags, write, without holding the file in memory."""
+"""Score catalog files in chunks: read, suggest tags, write, without holding the file in memory.
+
+``score_file`` serves ``labelrec index`` and the MLflow ``batch`` step; the upload helpers below
+serve ``POST /suggest_file`` (they raise ``ServiceError`` with the HTTP status to answer)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gzip
 import json
 import os
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from labelrec.config import DataConfig
-from labelrec.data import Product, iter_catalog
+from labelrec.data import CatalogError, Product, iter_catalog
+from labelrec.errors import ServiceError
 
 Scorer = Callable[[list[Product]], list[list[dict[str, Any]]]]
 
@@ -115,3 +123,103 @@ def score_file(
     finally:
         writer.close()
     return n
+
+
+# ----------------------------------------------------------------------------- uploads
+
+INPUT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet", ".pq")
+OUTPUT_SUFFIXES = {".parquet": ".parquet", ".pq": ".parquet", ".csv": ".csv", ".tsv": ".csv"}
+MEDIA_TYPES = {".parquet": "application/vnd.apache.parquet", ".csv": "text/csv"}
+
+
+def upload_suffix(filename: str) -> str:
+    """The catalog format of an uploaded file's name (``.csv``, ``.jsonl.gz``, ...); 415 for
+    any other."""
+    name = filename.lower()
+    gz = name.endswith(".gz")
+    suffix = Path(name[:-3] if gz else name).suffix
+    if suffix not in INPUT_SUFFIXES or (gz and suffix in (".parquet", ".pq")):
+        raise ServiceError(
+            415,
+            f"{filename or 'the upload'}: expected a .jsonl, .json, .csv, .tsv or .parquet file "
+            "(.gz allowed for text formats)",
+        )
+    return suffix + (".gz" if gz else "")
+
+
+def gunzip_capped(source: Any, path: Path, shown: str, max_bytes: int, setting: str = "") -> int:
+    """Decompress the gzip stream ``source`` into ``path``, counting bytes as they come: past
+    ``max_bytes`` is a 413 before more is written (a small .gz can expand a thousandfold; the
+    message names ``setting``, the cap's). Returns the decompressed size."""
+    total = 0
+    named = f" ({setting})" if setting else ""
+    try:
+        with gzip.GzipFile(fileobj=source, mode="rb") as gz, path.open("wb") as out:
+            while chunk := gz.read(1 << 20):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise ServiceError(
+                        413,
+                        f"{shown}: over the upload cap of {max_bytes >> 20} MB{named} once"
+                        " decompressed; split the catalog or use `labelrec index` for large files",
+                    )
+                out.write(chunk)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise ServiceError(400, f"{shown}: not a valid gzip file ({err})") from None
+    return total
+
+
+def check_catalog(path: Path, cfg: DataConfig, shown: str) -> int:
+    """Parse the whole upload once so a bad row is a 400 before any output is sent; returns
+    the number of products."""
+    n = 0
+    try:
+        for chunk in iter_catalog(path, cfg, require_tags=False, chunk_size=4096):
+            n += len(chunk)
+    except (CatalogError, ValueError, UnicodeDecodeError, OSError) as err:
+        raise ServiceError(400, str(err).replace(str(path), shown)) from None
+    except Exception as err:  # pyarrow and csv raise their own types on garbage
+        raise ServiceError(
+            400, f"{shown}: unreadable catalog ({type(err).__name__}: {err})"
+        ) from None
+    return n
+
+
+async def stream_scored(
+    path: Path, workdir: Path, cfg: DataConfig, suffix: str, scorer: Scorer, chunk_size: int
+) -> AsyncIterator[bytes]:
+    """Score ``path`` chunk by chunk and yield the output file's bytes (format by ``suffix``)
+    as they are written; ``workdir`` is removed at the end, also when the client goes away."""
+    out_path = workdir / f"scored{suffix}"
+    writer = TagWriter(out_path)
+    chunks = iter_scored(path, cfg, scorer, chunk_size=chunk_size)
+    done = object()
+    reader = None
+    try:
+        while True:
+            rows = await asyncio.to_thread(next, chunks, done)
+            if rows is done:
+                break
+            await asyncio.to_thread(writer.write, rows)
+            if reader is None and out_path.exists():
+                reader = out_path.open("rb")
+            if reader is not None:
+                data = reader.read()
+                if data:
+                    yield data
+        writer.close()
+        if reader is None:
+            reader = out_path.open("rb")
+        data = reader.read()
+        if data:
+            yield data
+    finally:  # also when the client goes away mid-stream
+        try:
+            # a client gone while a chunk is scored in its thread: the generator is still running
+            # there ("generator already executing"); it ends when garbage-collected
+            with contextlib.suppress(ValueError):
+                chunks.close()
+            if reader is not None:
+                reader.close()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -3,3 +3,13 @@
 
 class ModelError(RuntimeError):
     """A model directory or backbone cannot be used."""
+
+
+class ServiceError(Exception):
+    """A request the service answers with ``status`` (an HTTP code) and a message; raised by
+    the serving core and the upload handling, mapped to the answer in ``labelrec.service``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

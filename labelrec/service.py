@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import gzip
 import hmac
 import json
 import logging
@@ -56,7 +55,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -77,8 +76,15 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from labelrec.config import DataConfig
-from labelrec.data import CatalogError, Product, iter_catalog
+from labelrec.batch import (
+    MEDIA_TYPES,
+    OUTPUT_SUFFIXES,
+    check_catalog,
+    gunzip_capped,
+    stream_scored,
+    upload_suffix,
+)
+from labelrec.data import Product
 from labelrec.feedback import DEFAULT_FEEDBACK_URI, FeedbackError, FeedbackStore, Review
 from labelrec.opener import open_describer
 from labelrec.recommend import (
@@ -191,6 +197,7 @@ MAX_BATCH_SIZE = SETTINGS.max_batch_size
 MAX_LATENCY_MS = SETTINGS.max_latency_ms
 ADMIN_TOKEN_ENV = ServiceSettings.env_name("admin_token")
 MAX_UPLOAD_BYTES = SETTINGS.max_upload_mb << 20
+UPLOAD_SETTING = ServiceSettings.env_name("max_upload_mb")
 MAX_BODY_BYTES = SETTINGS.max_body_mb << 20
 UPLOAD_PATHS = ("/suggest_file",)  # multipart uploads: their own cap, MAX_UPLOAD_BYTES
 FILE_CHUNK = 256  # products scored per step of /suggest_file
@@ -533,74 +540,11 @@ def score_items(
 
 # --------------------------------------------------------------------------- file scoring
 
-_OUTPUT_SUFFIX = {".parquet": ".parquet", ".pq": ".parquet", ".csv": ".csv", ".tsv": ".csv"}
-_MEDIA = {".parquet": "application/vnd.apache.parquet", ".csv": "text/csv"}
-_INPUT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet", ".pq")
 
-
-def _catalog_suffix(filename: str) -> str:
-    name = filename.lower()
-    gz = name.endswith(".gz")
-    suffix = Path(name[:-3] if gz else name).suffix
-    if suffix not in _INPUT_SUFFIXES or (gz and suffix in (".parquet", ".pq")):
-        raise ServiceError(
-            415,
-            f"{filename or 'the upload'}: expected a .jsonl, .json, .csv, .tsv or .parquet file "
-            "(.gz allowed for text formats)",
-        )
-    return suffix + (".gz" if gz else "")
-
-
-def gunzip_capped(source: Any, path: Path, shown: str) -> int:
-    """Decompress the gzip stream ``source`` into ``path``, counting bytes as they come: over
-    ``MAX_UPLOAD_BYTES`` is a 413 before more is written (a small .gz can expand a thousandfold).
-    Returns the decompressed size."""
-    total = 0
-    try:
-        with gzip.GzipFile(fileobj=source, mode="rb") as gz, path.open("wb") as out:
-            while chunk := gz.read(1 << 20):
-                total += len(chunk)
-                if total > MAX_UPLOAD_BYTES:
-                    raise ServiceError(
-                        413,
-                        f"{shown}: over the upload cap of {MAX_UPLOAD_BYTES >> 20} MB"
-                        " (LABELREC_MAX_UPLOAD_MB) once decompressed; split the catalog or use"
-                        " `labelrec index` for large files",
-                    )
-                out.write(chunk)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise ServiceError(400, f"{shown}: not a valid gzip file ({err})") from None
-    return total
-
-
-def check_catalog(path: Path, cfg: DataConfig, shown: str) -> int:
-    """Parse the whole upload once so a bad row is a 400 before any output is sent."""
-    n = 0
-    try:
-        for chunk in iter_catalog(path, cfg, require_tags=False, chunk_size=4096):
-            n += len(chunk)
-    except (CatalogError, ValueError, UnicodeDecodeError, OSError) as err:
-        raise ServiceError(400, str(err).replace(str(path), shown)) from None
-    except Exception as err:  # pyarrow and csv raise their own types on garbage
-        raise ServiceError(
-            400, f"{shown}: unreadable catalog ({type(err).__name__}: {err})"
-        ) from None
-    return n
-
-
-async def stream_scored(
-    path: Path,
-    workdir: Path,
-    cfg: DataConfig,
-    suffix: str,
-    snap: Snapshot,
-    limit: int,
-    threshold: float | None,
-    busy: threading.Lock,
-) -> AsyncIterator[bytes]:
-    """Score ``path`` chunk by chunk and yield the output file's bytes as they are written."""
-    from labelrec.batch import TagWriter, iter_scored
-
+def file_scorer(
+    snap: Snapshot, limit: int, threshold: float | None, busy: threading.Lock
+) -> Callable[[list[Product]], list[list[dict[str, Any]]]]:
+    """What ``/suggest_file`` scores a chunk with: the pinned model, the request's options."""
     rec = snap.recommender
 
     def scorer(products: list[Product]) -> list[list[dict[str, Any]]]:
@@ -609,39 +553,7 @@ async def stream_scored(
         ranked = rec.rank(scores, limit, threshold, new_tags)
         return [[s.to_dict() for s in row] for row in ranked]
 
-    out_path = workdir / f"scored{suffix}"
-    writer = TagWriter(out_path)
-    chunks = iter_scored(path, cfg, scorer, chunk_size=FILE_CHUNK)
-    done = object()
-    reader = None
-    try:
-        while True:
-            rows = await asyncio.to_thread(next, chunks, done)
-            if rows is done:
-                break
-            await asyncio.to_thread(writer.write, rows)
-            if reader is None and out_path.exists():
-                reader = out_path.open("rb")
-            if reader is not None:
-                data = reader.read()
-                if data:
-                    yield data
-        writer.close()
-        if reader is None:
-            reader = out_path.open("rb")
-        data = reader.read()
-        if data:
-            yield data
-    finally:  # also when the client goes away mid-stream
-        try:
-            # a client gone while a chunk is scored in its thread: the generator is still running
-            # there ("generator already executing"); it ends when garbage-collected
-            with contextlib.suppress(ValueError):
-                chunks.close()
-            if reader is not None:
-                reader.close()
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return scorer
 
 
 # --------------------------------------------------------------------------- descriptions
@@ -1153,7 +1065,7 @@ class LabelRec:
         workdir = Path(tempfile.mkdtemp(prefix="labelrec-upload-"))
         try:
             snap = self._pin()
-            suffix = _catalog_suffix(shown)
+            suffix = upload_suffix(shown)
             path = workdir / f"upload{suffix}"
             size = file.size
             if size is None:
@@ -1164,12 +1076,14 @@ class LabelRec:
                 raise ServiceError(
                     413,
                     f"{shown}: {size / 2**20:.0f} MB is over the upload cap of "
-                    f"{MAX_UPLOAD_BYTES >> 20} MB (LABELREC_MAX_UPLOAD_MB); split the catalog "
+                    f"{MAX_UPLOAD_BYTES >> 20} MB ({UPLOAD_SETTING}); split the catalog "
                     "or use `labelrec index` for large files",
                 )
             if suffix.endswith(".gz"):  # the cap counts what the file expands to
                 path = workdir / f"upload{suffix.removesuffix('.gz')}"
-                await asyncio.to_thread(gunzip_capped, file.file, path, shown)
+                await asyncio.to_thread(
+                    gunzip_capped, file.file, path, shown, MAX_UPLOAD_BYTES, UPLOAD_SETTING
+                )
             else:
                 with path.open("wb") as fh:
                     await asyncio.to_thread(shutil.copyfileobj, file.file, fh, 1 << 20)
@@ -1190,11 +1104,18 @@ class LabelRec:
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        out_suffix = _OUTPUT_SUFFIX.get(suffix.removesuffix(".gz"), ".jsonl")
+        out_suffix = OUTPUT_SUFFIXES.get(suffix.removesuffix(".gz"), ".jsonl")
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(shown.removesuffix(".gz")).stem) or "catalog"
         return StreamingResponse(
-            stream_scored(path, workdir, cfg, out_suffix, snap, limit, threshold, self.holder.busy),
-            media_type=_MEDIA.get(out_suffix, "application/jsonl"),
+            stream_scored(
+                path,
+                workdir,
+                cfg,
+                out_suffix,
+                file_scorer(snap, limit, threshold, self.holder.busy),
+                FILE_CHUNK,
+            ),
+            media_type=MEDIA_TYPES.get(out_suffix, "application/jsonl"),
             headers={
                 "content-disposition": f'attachment; filename="{stem}.tags{out_suffix}"',
                 "x-labelrec-model-version": snap.version,
@@ -1203,5 +1124,5 @@ class LabelRec:
 
 
 # uploads: the raw body may be the capped size plus the multipart framing and form fields
-UPLOAD_CAPS = {p: (MAX_UPLOAD_BYTES + (1 << 20), "LABELREC_MAX_UPLOAD_MB") for p in UPLOAD_PATHS}
+UPLOAD_CAPS = {p: (MAX_UPLOAD_BYTES + (1 << 20), UPLOAD_SETTING) for p in UPLOAD_PATHS}
 LabelRec.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path=UPLOAD_CAPS)

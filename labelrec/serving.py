@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from labelrec.config import DataConfig
+from labelrec.errors import ServiceError
 from labelrec.model import ModelError
 from labelrec.modeldir import manifest
 from labelrec.opener import is_model_uri, open_tagger, registry_version, resolve
@@ -35,15 +36,6 @@ logger = logging.getLogger("labelrec.serving")
 
 DEFAULT_MODEL_URI = "models:/labelrec@champion"
 REGISTRY_POLL_SECONDS = 60.0
-
-
-class ServiceError(Exception):
-    """A request the service answers with ``status`` and a message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)

@@ -434,13 +434,16 @@ class TagTrainer:
                 self.tracker.log_metrics(
                     {k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1
                 )
-                logger.info(
-                    "epoch %d: loss %.4f, valid nDCG@3 %.4f%s",
-                    epoch + 1,
-                    mean_loss,
-                    record.get("valid_nDCG@3", float("nan")),
-                    " (best)" if improved else "",
-                )
+                if "valid_nDCG@3" in record:
+                    logger.info(
+                        "epoch %d: loss %.4f, valid nDCG@3 %.4f%s",
+                        epoch + 1,
+                        mean_loss,
+                        record["valid_nDCG@3"],
+                        " (best)" if improved else "",
+                    )
+                else:  # a refit: no valid products
+                    logger.info("epoch %d: loss %.4f", epoch + 1, mean_loss)
             self._checkpoint(epoch + 1, improved)
             patience = tcfg.early_stopping_patience
             if patience and self.state["bad_epochs"] >= patience:

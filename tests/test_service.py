@@ -694,6 +694,7 @@ def test_a_scored_file_stream_removes_its_folder_when_the_client_leaves(
     import threading
     from types import SimpleNamespace
 
+    from labelrec.batch import stream_scored
     from labelrec.config import DataConfig
 
     workdir = tmp_path / "upload"
@@ -704,9 +705,8 @@ def test_a_scored_file_stream_removes_its_folder_when_the_client_leaves(
     snap = SimpleNamespace(recommender=TagRecommender.load(trained_model_dir))
 
     async def leave_after_the_first_chunk() -> bytes:
-        stream = service.stream_scored(
-            path, workdir, DataConfig(), ".jsonl", snap, 3, None, threading.Lock()
-        )
+        scorer = service.file_scorer(snap, 3, None, threading.Lock())
+        stream = stream_scored(path, workdir, DataConfig(), ".jsonl", scorer, service.FILE_CHUNK)
         first = await stream.__anext__()
         await stream.aclose()  # what the server does when the client disconnects
         return first
@@ -729,9 +729,8 @@ def test_a_scored_file_stream_removes_its_folder_when_the_client_leaves(
     snap.recommender.score = slow_score
 
     async def cancel_while_scoring() -> None:
-        stream = service.stream_scored(
-            path, workdir, DataConfig(), ".jsonl", snap, 3, None, threading.Lock()
-        )
+        scorer = service.file_scorer(snap, 3, None, threading.Lock())
+        stream = stream_scored(path, workdir, DataConfig(), ".jsonl", scorer, service.FILE_CHUNK)
         task = asyncio.ensure_future(stream.__anext__())
         await asyncio.to_thread(started.wait, 10)
         task.cancel()
