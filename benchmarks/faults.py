@@ -5,7 +5,7 @@
 
 Checks, each a row:
 - long titles (64 KB and 1 MB: a brand repeated, a word repeated) answered by
-  ``TagRecommender.recommend``, in seconds (goal: under 0.2 s), beside a normal title;
+  ``TagRecommender.suggest``, in seconds (goal: under 0.2 s), beside a normal title;
 - ``labelrec index`` asked to write over its own input (directly and through a symlink): exit
   code, and whether the input is intact;
 - a gzip upload that expands past the cap (``batch.gunzip_capped``): the status, and the bytes
@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - t0)
         median = sorted(times)[len(times) // 2]
         goal = "-" if name.startswith("normal") else ("yes" if median < 0.2 else "no")
-        rows.append((f"recommend: {name}", f"{median:.3f} s (median of {args.repeats})", goal))
+        rows.append((f"suggest: {name}", f"{median:.3f} s (median of {args.repeats})", goal))
 
     work = Path(tempfile.mkdtemp(prefix="labelrec-faults-"))
     try:

@@ -2,13 +2,13 @@
 
 Stages for each product of a catalog, one at a time (the service's /suggest at concurrency 1
 without HTTP): tokenising, the model's forward pass (scores and pooled embedding) on ONNX Runtime
-(what ``TagRecommender.load`` picks on the CPU) and on torch, the lexical fusion with the span
-tagger (``LexicalModel.fuse_with_new``), and the whole ``TagRecommender.recommend`` (its fusion's
-text-only part runs in a second thread during the forward pass). Two more rows run ``recommend``
+(what ``TagRecommender.load`` picks on the CPU) and on torch, the fusion with the span tagger
+(``Fusion.fuse_with_new``), and the whole ``TagRecommender.suggest`` (its fusion's text-only part
+runs in a second thread during the forward pass). Two more rows run ``suggest``
 as labelrec did before: with that text part after the forward pass, and with numpy's BLAS threads
 left free during fusion (``predict.one_blas_thread``). Also printed: the load time and the
 largest difference between the ONNX Runtime and torch outputs; ``--throughput`` adds products/s
-of ``recommend`` on lists of 64 products by forward batch size (``predict.CPU_BATCH_SIZE``).
+of ``suggest`` on lists of 64 products by forward batch size (``predict.CPU_BATCH_SIZE``).
 
 Usage:
     python benchmarks/latency.py --model runs/all/amazon_uk_toys [--quantize] [--products 200]
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--throughput",
         action="store_true",
-        help="also: products/s of recommend on lists of 64 products, by forward batch size",
+        help="also: products/s of suggest on lists of 64 products, by forward batch size",
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             with predict.one_blas_thread():
                 return rec.fusion.fuse_with_new(products[i], *outputs[i])
 
-        rows.append(("lexical fusion + span tagger", median_ms(fuse, n)))
-    # Two ways of running recommend, interleaved product by product so that the machine's
+        rows.append(("fusion + span tagger", median_ms(fuse, n)))
+    # Two ways of running suggest, interleaved product by product so that the machine's
     # drift over time does not favour one of them.
     variants: dict[str, Callable[[int], object]] = {
-        "recommend (all of it)": lambda i: rec.suggest(products[i]),
+        "suggest (all of it)": lambda i: rec.suggest(products[i]),
     }
     if rec.fusion is not None:
 
@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             with mock.patch.object(predict, "one_blas_thread", contextlib.nullcontext):
                 return rec.suggest(products[i])
 
-        variants["recommend, fusion's text part after the forward pass, not beside it"] = text_after
+        variants["suggest, fusion's text part after the forward pass, not beside it"] = text_after
     rows += interleaved_median_ms(variants, n)
     if rec.fusion is not None:  # apart: OpenBLAS threads spin on after it, slowing what follows
-        rows.append(("recommend, BLAS threads free during fusion", median_ms(blas_free, n)))
+        rows.append(("suggest, BLAS threads free during fusion", median_ms(blas_free, n)))
 
     import torch
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {ms:.1f} |")
     if args.throughput:
         lists = [titles[i : i + 64] for i in range(0, len(titles), 64)]
-        print(f"\nrecommend on {len(titles)} titles in lists of 64, by forward batch size")
+        print(f"\nsuggest on {len(titles)} titles in lists of 64, by forward batch size")
         print("| forward batch | products/s |\n|---:|---:|")
         for batch_size in (8, 16, 32, 64):
             rec.batch_size = batch_size

@@ -8,7 +8,7 @@ measures ``/suggest`` latency (p50/p99) at concurrency 1, 8 and 32 and ``/sugges
 throughput (products/s), then the same load against a naive baseline server (a transformers
 ``text-classification`` pipeline called once per product, no batching, fp32, padding to
 ``max_length``; plain Starlette, one model call at a time). Also measured: the in-process
-throughput of ``TagRecommender.recommend`` (the 80% target) and a soak at concurrency 32 with 5%
+throughput of ``TagRecommender.suggest`` (the 80% target) and a soak at concurrency 32 with 5%
 malformed requests (status codes, and the server's memory over the last ``--soak`` seconds after
 ``--soak-warmup`` seconds: BentoML keeps each request's timer for ``traffic.timeout``, 60 s, so
 memory rises for the first minute of load). Prints Markdown tables; ``--json`` saves the raw
@@ -337,7 +337,7 @@ def measure(
 
 
 class InProcess:
-    """TagRecommender.recommend on lists of 64 products (throughput; its own forward-pass batch
+    """TagRecommender.suggest on lists of 64 products (throughput; its own forward-pass batch
     size inside, as in the service) and one by one (latency).
 
     As in the service, the model is loaded in the main thread and runs in a worker thread (on a

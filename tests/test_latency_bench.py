@@ -21,8 +21,8 @@ def test_latency_table_has_every_stage(trained_model_dir: Path, toy_data_dir: Pa
         "model forward pass, ONNX Runtime",
         "model forward pass, torch",
     ]
-    assert "recommend (all of it)" in stages
-    assert "recommend, fusion's text part after the forward pass, not beside it" in stages
+    assert "suggest (all of it)" in stages
+    assert "suggest, fusion's text part after the forward pass, not beside it" in stages
     assert stages[-4:] == ["8", "16", "32", "64"]  # forward batch sizes of --throughput
     assert all(float(value) >= 0 for _, value in rows)
     diff = float(out.split("largest difference ONNX Runtime - torch (scores, embeddings): ")[1][:7])
