@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -46,7 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from labelrec import metrics  # noqa: E402
 from labelrec.config import Config, load_config  # noqa: E402
-from labelrec.data import Product, TagVocab, read_catalog  # noqa: E402
+from labelrec.data import (  # noqa: E402
+    Product,
+    TagVocab,
+    grouped_folds,
+    near_duplicate_key,
+    read_catalog,
+)
 from labelrec.evaluate import evaluate_scores_on  # noqa: E402
 from labelrec.taggers.span import evaluate_with_new_tags, kind_precision  # noqa: E402
 from labelrec.taxonomy import ancestor_consistent, hierarchical_precision  # noqa: E402
@@ -317,21 +322,6 @@ def eval_labelrec(
     return rows, rec.vocab
 
 
-def near_duplicate_key(title: str) -> str:
-    """Titles that differ only in case, digits, punctuation or spacing share a key: such
-    products (variants, sizes, packs) stay in one fold."""
-    return " ".join(re.sub(r"[\W\d_]+", " ", title.lower()).split())
-
-
-def cv_folds(products: list[Product], k: int, seed: int) -> list[np.ndarray]:
-    """Test indices of ``k`` folds, near-duplicate titles grouped (scikit-learn's GroupKFold)."""
-    from sklearn.model_selection import GroupKFold
-
-    groups = [near_duplicate_key(p.title) for p in products]
-    splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return [test for _, test in splitter.split(np.zeros(len(products)), groups=groups)]
-
-
 def inner_split(
     products: list[Product], valid_fraction: float, seed: int
 ) -> tuple[list[Product], list[Product]]:
@@ -442,7 +432,7 @@ def run_cv(
         data_root, catalog, "valid", cfg
     )
     rows: list[Row] = []
-    for fold, test_idx in enumerate(cv_folds(products, k, seed)):
+    for fold, test_idx in enumerate(grouped_folds(products, k, seed)):
         held = set(test_idx.tolist())
         test = [products[i] for i in sorted(held)]
         rest = [p for i, p in enumerate(products) if i not in held]

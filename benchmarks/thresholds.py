@@ -21,11 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import CATALOGS, DEFAULT_DATA, ROOT, cv_folds, interval, load_split  # noqa: E402
+from quality import CATALOGS, DEFAULT_DATA, ROOT, interval, load_split  # noqa: E402
 
 from labelrec import metrics  # noqa: E402
 from labelrec.config import load_config  # noqa: E402
-from labelrec.data import read_catalog  # noqa: E402
+from labelrec.data import grouped_folds, read_catalog  # noqa: E402
 
 
 def fold_scores(fold_dir: Path, test: list, cfg) -> tuple:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         args.data_root, args.catalog, "valid", cfg
     )
     results = {m: {p: [] for p in priors} for m in ("micro_f1", "macro_f1")}
-    for fold, test_idx in enumerate(cv_folds(products, args.cv, args.seed)):
+    for fold, test_idx in enumerate(grouped_folds(products, args.cv, args.seed)):
         fold_dir = args.output_root / f"{args.catalog}-cv{args.cv}" / f"fold{fold}"
         test = [products[i] for i in sorted(test_idx.tolist())]
         y_valid, valid_scores, y_test, test_scores = fold_scores(fold_dir, test, cfg)

@@ -228,9 +228,19 @@ class TrainConfig:
             " chosen epochs, fusion weights and thresholds (the tuning run stays in OUTPUT/tuning)."
         },
     )
+    tuning_folds: int = field(
+        default=1,
+        metadata={
+            "help": "With refit: K > 1 chooses the epochs, fusion weights and thresholds by K-fold"
+            " cross-validation over train + valid (near-duplicate titles in one fold; each"
+            " product scored by a model that did not train on it) instead of on valid alone;"
+            " K more trainings."
+        },
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.tuning_folds >= 1, "train.tuning_folds", "must be >= 1 (1: valid alone)")
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
         _check(self.lr > 0, "train.lr", "must be > 0")
@@ -606,6 +616,16 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(self.task in ("tag", "describe"), "task", "must be 'tag' or 'describe'")
+        _check(
+            self.train.tuning_folds == 1 or self.train.refit,
+            "train.tuning_folds",
+            "needs train.refit: true (the folds choose what the refit trains with)",
+        )
+        _check(
+            self.train.tuning_folds == 1 or not self.generate.enabled,
+            "train.tuning_folds",
+            "is not available with generate.enabled (one decoder per fold)",
+        )
 
 
 @dataclass

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import random
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -878,3 +879,19 @@ def bucketed_batches(
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def near_duplicate_key(title: str) -> str:
+    """Titles that differ only in case, digits, punctuation or spacing share a key: such
+    products (variants, sizes, packs) belong on one side of any split."""
+    return " ".join(re.sub(r"[\W\d_]+", " ", title.lower()).split())
+
+
+def grouped_folds(products: Sequence[Product], k: int, seed: int) -> list[np.ndarray]:
+    """Held-out indices of ``k`` folds, near-duplicate titles grouped (scikit-learn's
+    GroupKFold)."""
+    from sklearn.model_selection import GroupKFold
+
+    groups = [near_duplicate_key(p.title) for p in products]
+    splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [test for _, test in splitter.split(np.zeros(len(products)), groups=groups)]

@@ -298,7 +298,8 @@ def tune_weight(
 
 
 def tune_span_weight(
-    span: SpanTagger,
+    known_span: np.ndarray,
+    new_span: list[dict[str, float]],
     products: list[Product],
     vocab: TagVocab,
     fused: np.ndarray,
@@ -306,16 +307,16 @@ def tune_span_weight(
     grid: np.ndarray | None = None,
 ) -> tuple[float, float, np.ndarray]:
     """Span weight ``b`` maximising the valid objective over known + new tags, the threshold
-    of new tags (best micro-F1 on valid), and the final known-tag scores at ``b``."""
+    of new tags (best micro-F1 on valid), and the final known-tag scores at ``b``, given the span
+    tagger's evidence on the products (``known_span``, ``new_span``)."""
     grid = WEIGHT_GRID if grid is None else grid
-    evidence = span.score(products)
     best: tuple[float, np.ndarray, list[dict[str, float]]] | None = None
     best_value = -1.0
     for b in grid:
-        known = (1.0 - b) * fused + b * evidence.known
+        known = (1.0 - b) * fused + b * known_span
         if parents is not None:
             known = ancestor_consistent(known, parents)
-        scaled = [{t: b * p for t, p in row.items()} for row in evidence.new]
+        scaled = [{t: b * p for t, p in row.items()} for row in new_span]
         y, scores, _ = joint_matrices(known, scaled, products, vocab)
         value = objective(y, scores)
         if value > best_value + 1e-9:
@@ -328,6 +329,153 @@ def tune_span_weight(
     if scores.shape[1] > len(vocab) and b > 0:
         new_threshold = metrics.tune_global_threshold(y[:, new_cols], scores[:, new_cols])
     return b, new_threshold, known.astype(np.float32)
+
+
+@dataclass
+class FusionInputs:
+    """Each tagger's evidence on products it was not fitted on: what the weights are tuned on.
+    ``None``: the tagger is not part of the fusion. Columns follow ``tags``."""
+
+    products: list[Product]
+    tags: list[str]
+    neural: np.ndarray
+    tfidf: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    span_known: np.ndarray | None = None
+    span_new: list[dict[str, float]] | None = None
+
+    def remap(self, tags: list[str]) -> FusionInputs:
+        """The same evidence over the columns ``tags`` (a tag it lacks scores 0)."""
+        index = {t: j for j, t in enumerate(self.tags)}
+        pairs = [(i, index[t]) for i, t in enumerate(tags) if t in index]
+        to = np.asarray([i for i, _ in pairs], dtype=np.int64)
+        src = np.asarray([j for _, j in pairs], dtype=np.int64)
+
+        def move(m: np.ndarray | None) -> np.ndarray | None:
+            if m is None:
+                return None
+            out = np.zeros((m.shape[0], len(tags)), dtype=np.float32)
+            out[:, to] = m[:, src]
+            return out
+
+        return FusionInputs(
+            self.products,
+            list(tags),
+            move(self.neural),
+            move(self.tfidf),
+            move(self.embedding),
+            move(self.span_known),
+            self.span_new,
+        )
+
+    @staticmethod
+    def concat(parts: list[FusionInputs]) -> FusionInputs:
+        """The rows of ``parts`` (remapped to one ``tags`` list) together; a tagger is kept when
+        every part has it."""
+        tags = parts[0].tags
+        if any(p.tags != tags for p in parts):
+            raise ValueError("remap the parts to one tag list first")
+
+        def stack(name: str) -> np.ndarray | None:
+            found = [getattr(p, name) for p in parts]
+            return None if any(m is None for m in found) else np.vstack(found)
+
+        new = [p.span_new for p in parts]
+        return FusionInputs(
+            [q for p in parts for q in p.products],
+            list(tags),
+            np.vstack([p.neural for p in parts]),
+            stack("tfidf"),
+            stack("embedding"),
+            stack("span_known"),
+            None if any(n is None for n in new) else [row for n in new for row in n],
+        )
+
+
+def collect_inputs(
+    fusion: Fusion,
+    products: list[Product],
+    tags: list[str],
+    neural: np.ndarray,
+    embeddings: np.ndarray | None = None,
+) -> FusionInputs:
+    """The evidence of ``fusion``'s taggers on ``products`` (``neural``: the neural tagger's
+    scores; ``embeddings``: its pooled vectors, for the embedding neighbours)."""
+    inputs = FusionInputs(list(products), list(tags), neural)
+    if fusion.tfidf is not None:
+        inputs.tfidf = fusion.tfidf.scores(products)
+    if fusion.embedding is not None and embeddings is not None:
+        inputs.embedding = fusion.embedding.scores(embeddings)
+    if fusion.span is not None:
+        evidence = fusion.span.score(products)
+        inputs.span_known, inputs.span_new = evidence.known, evidence.new
+    return inputs
+
+
+def tune_fusion(
+    fusion: Fusion, inputs: FusionInputs, vocab: TagVocab, cfg: Any
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Set ``fusion``'s weights to what maximises the objective on ``inputs`` (``vocab``: its
+    columns, ``cfg``: the configuration; a weight it fixes stays fixed); returns the fused known
+    scores at those weights and a report of the parts and weights."""
+    lx = cfg.lexical
+    y = vocab.encode(inputs.products)
+    parents = fusion.parents if lx.ancestor_consistency else None
+    report: dict[str, float] = {"neural_objective": objective(y, inputs.neural)}
+    knn = inputs.tfidf if inputs.tfidf is not None else np.zeros_like(inputs.neural)
+    if inputs.tfidf is not None:
+        report["knn_objective"] = objective(y, inputs.tfidf)
+    emb = inputs.embedding
+    if emb is not None:
+        report["embedding_knn_objective"] = objective(y, emb)
+    elif fusion.embedding is not None:  # no embeddings to tune it on: left out
+        fusion.embedding = None
+    weight = lx.weight if inputs.tfidf is not None else 1.0
+    fusion.weight, fusion.embedding_weight, _ = tune_weights(
+        y,
+        inputs.neural,
+        knn,
+        emb,
+        parents,
+        weight=weight,
+        embedding_weight=lx.embedding_weight if emb is not None else None,
+    )
+    if emb is None:
+        fusion.embedding_weight = 0.0
+    fused = fusion.weight * inputs.neural + (1.0 - fusion.weight - fusion.embedding_weight) * knn
+    if emb is not None:
+        fused = fused + fusion.embedding_weight * emb
+    if inputs.span_known is not None and inputs.span_new is not None:
+        fusion.span_weight, fusion.new_threshold, fused = tune_span_weight(
+            inputs.span_known, inputs.span_new, inputs.products, vocab, fused, parents
+        )
+    elif parents is not None:
+        fused = ancestor_consistent(fused, parents)
+    report["fusion_weight"] = fusion.weight
+    report["embedding_weight"] = fusion.embedding_weight
+    report["span_weight"] = fusion.span_weight
+    return fused.astype(np.float32), report
+
+
+def fit_taggers(cfg: Any, train: TrainingSet) -> Fusion:
+    """The taggers of ``cfg.lexical`` fitted on ``train``, fused with default weights."""
+    lx = cfg.lexical
+    separator = lx.path_separator if lx.ancestor_consistency else None
+    fusion = Fusion(
+        TfidfNeighbours.fit(train, cfg),
+        0.5 if lx.weight is None else lx.weight,
+        parent_index(train.vocab.tags, separator),
+        separator,
+        lx.ancestor_consistency,
+        SpanTagger.fit(train, cfg),
+        embedding=EmbeddingNeighbours.fit(train, cfg),
+    )
+    if fusion.embedding is not None:
+        default_e = (1.0 - fusion.weight) / 2
+        fusion.embedding_weight = default_e if lx.embedding_weight is None else lx.embedding_weight
+    if fusion.span is not None:
+        fusion.span_weight = 0.5
+    return fusion
 
 
 def fit_fusion(
@@ -345,66 +493,32 @@ def fit_fusion(
     tagger) enable the embedding neighbours. Returns (fusion, final valid scores of the
     vocabulary's tags, report of the parts and weights).
     """
+    fusion, fused, report, _ = fit_fusion_with_inputs(
+        cfg, train, valid_products, valid_neural, valid_embeddings
+    )
+    return fusion, fused, report
+
+
+def fit_fusion_with_inputs(
+    cfg: Any,
+    train: TrainingSet,
+    valid_products: list[Product],
+    valid_neural: np.ndarray | None,
+    valid_embeddings: np.ndarray | None = None,
+) -> tuple[Fusion, np.ndarray | None, dict[str, float], FusionInputs | None]:
+    """``fit_fusion``, also returning the evidence the weights were tuned on (None without
+    valid products)."""
     t0 = time.perf_counter()
-    lx = cfg.lexical
-    vocab = train.vocab
-    separator = lx.path_separator if lx.ancestor_consistency else None
-    parents = parent_index(vocab.tags, separator)
-    tfidf = TfidfNeighbours.fit(train, cfg)
-    embedding = EmbeddingNeighbours.fit(train, cfg)
-    span = SpanTagger.fit(train, cfg)
-    fusion = Fusion(
-        tfidf,
-        0.5 if lx.weight is None else lx.weight,
-        parents,
-        separator,
-        lx.ancestor_consistency,
-        span,
-        embedding=embedding,
-    )
-    if embedding is not None:
-        default_e = (1.0 - fusion.weight) / 2
-        fusion.embedding_weight = default_e if lx.embedding_weight is None else lx.embedding_weight
-    report: dict[str, float] = {}
+    fusion = fit_taggers(cfg, train)
     if valid_neural is None or not len(valid_products):
-        if span is not None:
-            fusion.span_weight = 0.5
-        report.update(fusion_weight=fusion.weight, embedding_weight=fusion.embedding_weight)
-        return fusion, valid_neural, report
-    report["neural_objective"] = objective(y_valid, valid_neural)
-    knn = tfidf.scores(valid_products)
-    report["knn_objective"] = objective(y_valid, knn)
-    emb = None
-    if embedding is not None and valid_embeddings is not None:
-        emb = embedding.scores(valid_embeddings)
-        report["embedding_knn_objective"] = objective(y_valid, emb)
-    elif embedding is not None:
-        fusion.embedding, fusion.embedding_weight = None, 0.0
-    fusion.weight, fusion.embedding_weight, _ = tune_weights(
-        y_valid,
-        valid_neural,
-        knn,
-        emb,
-        parents if lx.ancestor_consistency else None,
-        weight=lx.weight,
-        embedding_weight=lx.embedding_weight if emb is not None else None,
+        report = {"fusion_weight": fusion.weight, "embedding_weight": fusion.embedding_weight}
+        return fusion, valid_neural, report, None
+    inputs = collect_inputs(
+        fusion, valid_products, train.vocab.tags, valid_neural, valid_embeddings
     )
-    if emb is None:
-        fusion.embedding_weight = 0.0
-    fused = fusion.weight * valid_neural + (1.0 - fusion.weight - fusion.embedding_weight) * knn
-    if emb is not None:
-        fused = fused + fusion.embedding_weight * emb
-    if span is not None:
-        fusion.span_weight, fusion.new_threshold, fused = tune_span_weight(
-            span, valid_products, vocab, fused, parents if lx.ancestor_consistency else None
-        )
-    elif lx.ancestor_consistency:
-        fused = ancestor_consistent(fused, parents)
-    report["fusion_weight"] = fusion.weight
-    report["embedding_weight"] = fusion.embedding_weight
-    report["span_weight"] = fusion.span_weight
+    fused, report = tune_fusion(fusion, inputs, train.vocab, cfg)
     report["lexical_seconds"] = time.perf_counter() - t0
-    return fusion, fused.astype(np.float32), report
+    return fusion, fused, report, inputs
 
 
 # ----------------------------------------------------------------------------- the generator

@@ -119,3 +119,5 @@ class TrainResult:
     # what valid chose (a tuning run); for a refit model, what it was trained with
     tuned: Any = None  # labelrec.train.TunedSettings
     refit: dict[str, Any] | None = None  # a refit model: products, epochs, seconds
+    # each tagger's valid evidence the fusion weights were tuned on (labelrec.fusion.FusionInputs)
+    fusion_inputs: Any = None

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -545,9 +546,9 @@ class TagTrainer:
         if best_file.is_file() and self.tuned is None:
             model.load_state_dict(torch.load(best_file, weights_only=True), strict=False)
         scores = self.predict_valid()
-        fusion, lexical_report = None, {}
+        fusion, lexical_report, fusion_inputs = None, {}, None
         if self.cfg.lexical.enabled:  # the other taggers, fused with the model (fusion.py)
-            from labelrec.fusion import fit_fusion
+            from labelrec.fusion import fit_fusion_with_inputs
             from labelrec.model import score_token_ids
             from labelrec.taggers import TrainingSet
 
@@ -572,9 +573,13 @@ class TagTrainer:
                 embeddings[0],
                 self.cfg.seed,
             )
-            fusion, scores, lexical_report = fit_fusion(
-                self.cfg, train, self.valid_products, self.y_valid, scores, embeddings[1]
+            fusion, scores, lexical_report, fusion_inputs = fit_fusion_with_inputs(
+                self.cfg, train, self.valid_products, scores, embeddings[1]
             )
+        if fusion_inputs is None and scores is not None and self.valid_products:
+            from labelrec.fusion import FusionInputs
+
+            fusion_inputs = FusionInputs(list(self.valid_products), self.vocab.tags, scores)
         generator, generator_report = None, {}
         tuned_products, y_tuned = self.valid_products, self.y_valid
         if self.cfg.generate.enabled:  # the decoder that writes tags, one more voter
@@ -633,6 +638,7 @@ class TagTrainer:
             tag_thresholds=per_tag,
             tuned=tuned,
             refit=refit,
+            fusion_inputs=fusion_inputs,
         )
 
     def save(self, result: TrainResult) -> None:
@@ -810,6 +816,14 @@ def train_and_refit(
     if resume and tuned_file.is_file():
         tuned = TunedSettings.load(tuned_file)
         logger.info("--resume: tuning run done (%s), refitting", tuned_file)
+    elif cfg.train.tuning_folds > 1:
+        tuning = tune_by_folds(cfg, splits, tuning_dir, resume, tracker, progress)
+        assert tuning.tuned is not None
+        tuned = tuning.tuned
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            tuned.save(tuned_file)
     else:
         tuning_cfg = dataclasses.replace(cfg, output=str(tuning_dir))
         tuning = TagTrainer(tuning_cfg, resume, tracker, progress, splits=splits).run()
@@ -847,3 +861,97 @@ def train_and_refit(
             tuning.tag_thresholds,
         )
     return result
+
+
+def tune_by_folds(
+    cfg: Config,
+    splits: Splits,
+    tuning_dir: Path,
+    resume: bool = False,
+    tracker: Tracker | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """What the refit trains with, chosen by ``train.tuning_folds``-fold cross-validation over
+    train + valid: one run per fold (``tuning_dir/fold-K``, trained on the other folds, its
+    taggers fitted there), then the fusion weights and per-tag thresholds tuned on every
+    product's out-of-fold evidence together, and the epochs the median of the folds' best.
+
+    Returns a ``TrainResult`` of the out-of-fold evaluation (its ``tuned`` holds the choices; the
+    first fold's run reports to ``tracker``)."""
+    import statistics
+
+    from labelrec.fusion import Fusion, FusionInputs, tune_fusion
+    from labelrec.taxonomy import parent_index
+
+    k = cfg.train.tuning_folds
+    pool = splits.train + splits.valid
+    folds = data_mod.grouped_folds(pool, k, cfg.seed)
+    results: list[TrainResult] = []
+    t0 = time.perf_counter()
+    for i, held in enumerate(folds):
+        out = set(int(j) for j in held)
+        fold_splits = dataclasses.replace(
+            splits,
+            train=[p for j, p in enumerate(pool) if j not in out],
+            valid=[pool[j] for j in sorted(out)],
+            train_source=f"{splits.train_source} + {splits.valid_source}, fold {i + 1}/{k} out",
+            valid_source=f"fold {i + 1}/{k} of {splits.train_source} + {splits.valid_source}",
+        )
+        logger.info(
+            "tuning fold %d/%d: %d train, %d held out",
+            i + 1,
+            k,
+            len(fold_splits.train),
+            len(fold_splits.valid),
+        )
+        fold_cfg = dataclasses.replace(cfg, output=str(tuning_dir / f"fold-{i}"))
+        fold_tracker = tracker if i == 0 and tracker is not None else NullTracker()
+        results.append(
+            TagTrainer(fold_cfg, resume, fold_tracker, progress, splits=fold_splits).run()
+        )
+    parts = [r.fusion_inputs for r in results]
+    if any(p is None for p in parts):
+        raise ValueError("train.tuning_folds: a fold had no held-out products to score")
+    tags = sorted({t for p in parts for t in p.tags})
+    pooled = FusionInputs.concat([p.remap(tags) for p in parts])
+    counts = Counter(t for p in pool for t in set(p.tags))
+    vocab = data_mod.TagVocab(tags, [counts[t] for t in tags], len(pool))
+    lx = cfg.lexical
+    separator = lx.path_separator if lx.ancestor_consistency else None
+    fusion = Fusion(None, 0.5, parent_index(tags, separator), separator, lx.ancestor_consistency)
+    scores, report = tune_fusion(fusion, pooled, vocab, cfg)
+    y = vocab.encode(pooled.products)
+    global_t = metrics.tune_global_threshold(y, scores)
+    per_tag = metrics.tune_tag_thresholds(y, scores, global_t, prior=cfg.train.threshold_prior)
+    oof = evaluate_scores_on(scores, pooled.products, vocab, per_tag).metrics
+    oof.update(report, global_threshold=float(global_t), tuning_folds=float(k))
+    oof["tuning_seconds"] = time.perf_counter() - t0
+    epochs = int(round(statistics.median(r.best_epoch for r in results)))
+    tuned = TunedSettings(
+        epochs=max(1, epochs),
+        global_threshold=float(global_t),
+        tag_thresholds={t: float(v) for t, v in zip(tags, per_tag, strict=True)},
+        lexical=_floats(fusion, FUSION_WEIGHTS) if lx.enabled else None,
+        valid_metrics=oof,
+    )
+    logger.info(
+        "tuned on %d out-of-fold products: epochs %d, weights %s, nDCG@3 %.4f",
+        len(pooled.products),
+        tuned.epochs,
+        tuned.lexical,
+        oof.get("nDCG@3", float("nan")),
+    )
+    return TrainResult(
+        output=tuning_dir,
+        metrics=oof,
+        history=results[0].history,
+        best_epoch=tuned.epochs,
+        train_seconds=sum(r.train_seconds for r in results),
+        n_tags=len(vocab),
+        valid_scores=scores,
+        valid_products=list(pooled.products),
+        vocab=vocab,
+        global_threshold=float(global_t),
+        tag_thresholds=per_tag,
+        tuned=tuned,
+    )

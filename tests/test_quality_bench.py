@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import toy_catalog
 
-from labelrec.data import Product, TagVocab
+from labelrec.data import Product, TagVocab, grouped_folds, near_duplicate_key
 from labelrec.evaluate import evaluate_scores_on
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -95,18 +95,18 @@ def test_goal_table_compares_with_the_best_peer_per_metric(tmp_path: Path, capsy
 
 def test_cv_folds_cover_every_product_once_and_keep_near_duplicates_together() -> None:
     rows = [Product(**r) for r in toy_catalog(6)]  # each title in 6 variants: "<title> <copy>"
-    folds = quality.cv_folds(rows, 3, seed=0)
+    folds = grouped_folds(rows, 3, seed=0)
     assert len(folds) == 3
     every = np.sort(np.concatenate(folds))
     assert every.tolist() == list(range(len(rows)))
     fold_of = {int(i): f for f, idx in enumerate(folds) for i in idx}
     by_key: dict[str, set[int]] = {}
     for i, p in enumerate(rows):
-        by_key.setdefault(quality.near_duplicate_key(p.title), set()).add(fold_of[i])
+        by_key.setdefault(near_duplicate_key(p.title), set()).add(fold_of[i])
     assert len(by_key) == 10 and all(len(f) == 1 for f in by_key.values())
-    assert quality.near_duplicate_key("LEGO City, 60141 (Police)") == "lego city police"
+    assert near_duplicate_key("LEGO City, 60141 (Police)") == "lego city police"
     # another seed: another assignment, still a partition
-    other = quality.cv_folds(rows, 3, seed=1)
+    other = grouped_folds(rows, 3, seed=1)
     assert sorted(np.concatenate(other).tolist()) == list(range(len(rows)))
 
 
@@ -114,8 +114,8 @@ def test_inner_split_keeps_near_duplicates_on_one_side() -> None:
     rows = [Product(**r) for r in toy_catalog(6)]
     train, valid = quality.inner_split(rows, 0.3, seed=0)
     assert len(train) + len(valid) == len(rows) and valid and train
-    keys = {quality.near_duplicate_key(p.title) for p in valid}
-    assert keys.isdisjoint(quality.near_duplicate_key(p.title) for p in train)
+    keys = {near_duplicate_key(p.title) for p in valid}
+    assert keys.isdisjoint(near_duplicate_key(p.title) for p in train)
 
 
 def _row(system: str, fold: int, p1: float, ndcg: float) -> object:

@@ -489,3 +489,41 @@ def test_refit_trains_the_final_model_on_train_and_valid(
     again = train(cfg, resume=True, progress=False)
     assert (out / TUNING_DIR / "labelrec.json").stat().st_mtime_ns == stamp
     assert (out / "labelrec.json").is_file() and again.refit is not None
+
+
+def test_tuning_folds_choose_on_every_product_out_of_fold(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    from labelrec.config import ConfigError
+    from labelrec.modeldir import TUNED_FILE, TUNING_DIR
+    from labelrec.train import TunedSettings
+
+    out = tmp_path / "model"
+    cfg = tiny_config(tiny_backbone, toy_data_dir, out, "train.refit=true", "train.tuning_folds=2")
+    result = train(cfg, progress=False)
+    n = sum(1 for _ in (toy_data_dir / "train.jsonl").open()) + sum(
+        1 for _ in (toy_data_dir / "valid.jsonl").open()
+    )
+    tuned = TunedSettings.load(out / TUNING_DIR / TUNED_FILE)
+    folds = [
+        json.loads((out / TUNING_DIR / f"fold-{i}" / "labelrec.json").read_text()) for i in (0, 1)
+    ]
+    # each fold's run trained on the other fold and was scored on its own
+    assert sorted(f["config"]["train"]["tuning_folds"] for f in folds) == [2, 2]
+    assert len(result.valid_products) == n  # every labelled product, scored out of fold
+    assert {p.id for p in result.valid_products} == {
+        json.loads(line)["id"]
+        for name in ("train.jsonl", "valid.jsonl")
+        for line in (toy_data_dir / name).open()
+    }
+    assert tuned.valid_metrics["tuning_folds"] == 2
+    assert result.metrics["nDCG@3"] == pytest.approx(tuned.valid_metrics["nDCG@3"])
+    best = sorted(f["best_epoch"] for f in folds)
+    assert tuned.epochs == max(1, round((best[0] + best[1]) / 2))
+    info = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))
+    assert info["refit"]["train_products"] == n and info["refit"]["epochs"] == tuned.epochs
+    rec = TagRecommender.load(out)
+    assert rec.fusion.weight == pytest.approx(tuned.lexical["weight"])
+    assert rec.suggest(["LEGO city police station"], 3, 0)[0]
+    with pytest.raises(ConfigError, match="train.tuning_folds"):
+        tiny_config(tiny_backbone, toy_data_dir, out, "train.refit=false", "train.tuning_folds=2")
