@@ -725,11 +725,17 @@ def print_report(rows: list[Row]) -> None:
 def merge_saved(paths: list[Path]) -> list[Row]:
     """The rows of runs saved with ``--json``, in order; a row whose catalog, system family and
     fold an earlier file already has is left out (e.g. a ``--cv --reuse --skip-peers`` run adds
-    only its new rows to the first run)."""
+    only its new rows to the first run). ``FILE@LABEL``: that file's labelrec rows are named
+    "labelrec, LABEL" (two labelrec configurations side by side, paired by fold)."""
     rows: list[Row] = []
     seen: set[tuple] = set()
-    for path in paths:
-        new = [Row(**item) for item in json.loads(path.read_text(encoding="utf-8"))]
+    for spec in paths:
+        path, _, label = str(spec).partition("@")
+        new = [Row(**item) for item in json.loads(Path(path).read_text(encoding="utf-8"))]
+        if label:
+            for r in new:
+                if r.system.startswith("labelrec"):
+                    r.system = f"{r.system}, {label}"
         keys = [(r.catalog, family(r.system), r.notes.get("fold")) for r in new]
         rows += [r for r, key in zip(new, keys, strict=True) if key not in seen]
         seen.update(keys)
@@ -761,7 +767,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         metavar="JSON",
         help="print the tables of runs saved with --json (a row already read from an earlier"
-        " file, same catalog, system and fold, is not read again)",
+        " file, same catalog, system and fold, is not read again); FILE@LABEL names that file's"
+        " labelrec rows 'labelrec, LABEL'",
     )
     parser.add_argument(
         "--parts", action="store_true", help="also score each part of labelrec (ablation rows)"
