@@ -222,7 +222,7 @@ def refit_lexical(
     if cfg.lexical.embedding_k > 0:
         _, train_emb = rec.predict_scores(train_products, with_embeddings=True)
     train = TrainingSet(train_products, y_train[keep], vocab, train_emb)
-    model, fused, report = fit_fusion(cfg, train, valid_products, y_valid, neural, valid_emb)
+    model, fused, report, _ = fit_fusion(cfg, train, valid_products, neural, valid_emb)
     global_t = metrics.tune_global_threshold(y_valid, fused)
     per_tag = metrics.tune_tag_thresholds(y_valid, fused, global_t)
     save_thresholds(Path(model_dir) / THRESHOLDS_FILE, global_t, per_tag)

@@ -482,32 +482,16 @@ def fit_fusion(
     cfg: Any,
     train: TrainingSet,
     valid_products: list[Product],
-    y_valid: Any,
     valid_neural: np.ndarray | None,
     valid_embeddings: np.ndarray | None = None,
-) -> tuple[Fusion, np.ndarray | None, dict[str, float]]:
+) -> tuple[Fusion, np.ndarray | None, dict[str, float], FusionInputs | None]:
     """Fit the taggers on ``train`` and tune their weights on valid.
 
     ``cfg`` is the whole configuration (its ``lexical`` section says which taggers and how);
     ``train.embeddings`` and ``valid_embeddings`` (pooled text vectors of the trained neural
     tagger) enable the embedding neighbours. Returns (fusion, final valid scores of the
-    vocabulary's tags, report of the parts and weights).
-    """
-    fusion, fused, report, _ = fit_fusion_with_inputs(
-        cfg, train, valid_products, valid_neural, valid_embeddings
-    )
-    return fusion, fused, report
-
-
-def fit_fusion_with_inputs(
-    cfg: Any,
-    train: TrainingSet,
-    valid_products: list[Product],
-    valid_neural: np.ndarray | None,
-    valid_embeddings: np.ndarray | None = None,
-) -> tuple[Fusion, np.ndarray | None, dict[str, float], FusionInputs | None]:
-    """``fit_fusion``, also returning the evidence the weights were tuned on (None without
-    valid products)."""
+    vocabulary's tags, report of the parts and weights, the evidence the weights were tuned on:
+    None without valid products)."""
     t0 = time.perf_counter()
     fusion = fit_taggers(cfg, train)
     if valid_neural is None or not len(valid_products):

@@ -548,7 +548,7 @@ class TagTrainer:
         scores = self.predict_valid()
         fusion, lexical_report, fusion_inputs = None, {}, None
         if self.cfg.lexical.enabled:  # the other taggers, fused with the model (fusion.py)
-            from labelrec.fusion import fit_fusion_with_inputs
+            from labelrec.fusion import fit_fusion
             from labelrec.model import score_token_ids
             from labelrec.taggers import TrainingSet
 
@@ -573,7 +573,7 @@ class TagTrainer:
                 embeddings[0],
                 self.cfg.seed,
             )
-            fusion, scores, lexical_report, fusion_inputs = fit_fusion_with_inputs(
+            fusion, scores, lexical_report, fusion_inputs = fit_fusion(
                 self.cfg, train, self.valid_products, scores, embeddings[1]
             )
         if fusion_inputs is None and scores is not None and self.valid_products:

@@ -60,8 +60,10 @@ def lexical_cfg(**kw):
 
 
 def fit_lexical(cfg, products, y, valid, y_valid, neural, vocab, emb=None, valid_emb=None):
+    # y_valid: fit_fusion encodes valid with the vocabulary itself
     """``fit_fusion`` on ``products`` (their embeddings ``emb``)."""
-    return fit_fusion(cfg, TrainingSet(products, y, vocab, emb), valid, y_valid, neural, valid_emb)
+    train = TrainingSet(products, y, vocab, emb)
+    return fit_fusion(cfg, train, valid, neural, valid_emb)[:3]
 
 
 @pytest.fixture
