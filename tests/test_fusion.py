@@ -84,6 +84,29 @@ def test_knn_tagger_ranks_the_neighbours_tags_first(vocab: TagVocab) -> None:
     assert tagger.scores([Product("q4", "qqqq")]).sum() == 0
 
 
+def test_tfidf_features_weight_like_scikit_learn() -> None:
+    """``TfidfFeatures.transform`` weights the counts itself; it must equal scikit-learn's
+    ``TfidfVectorizer.transform`` (sublinear tf, idf, L2 per part), stacked and renormalised."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from labelrec.taggers.neighbours import TfidfFeatures
+
+    texts = [p.title for p in TRAIN] + ["hornby hornby hornby train set", "乐高 积木 积木"]
+    features = TfidfFeatures(word_ngram_max=2, char_ngrams=(2, 4))
+    features.fit_transform(texts)
+    queries = ["Hornby train train", "", "qqqq", "乐高积木 jigsaw", "hornby"]
+    kw = {"sublinear_tf": True, "dtype": np.float32}
+    word = TfidfVectorizer(ngram_range=(1, 2), **kw).fit(texts)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), **kw).fit(texts)
+    parts = sp.hstack([word.transform(queries), char.transform(queries)]).toarray()
+    norms = np.linalg.norm(parts, axis=1, keepdims=True)
+    expected = parts / np.where(norms == 0, 1.0, norms)
+    got = features.transform(queries)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got.toarray(), expected, atol=1e-6)
+    assert got[1].nnz == 0 and got[2].nnz == 0  # nothing in common: an empty row, no NaN
+
+
 def test_parent_index_and_ancestor_consistency() -> None:
     tags = ["A", "A > B", "A > B > C", "A > D", "E"]
     parents = parent_index(tags, " > ")
