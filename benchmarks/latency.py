@@ -4,9 +4,11 @@ Stages for each product of a catalog, one at a time (the service's /suggest at c
 without HTTP): tokenising, the model's forward pass (scores and pooled embedding) on ONNX Runtime
 (what ``TagRecommender.load`` picks on the CPU) and on torch, the fusion with the span tagger
 (``Fusion.fuse_with_new``), and the whole ``TagRecommender.suggest`` (its fusion's text-only part
-runs in a second thread during the forward pass). Two more rows run ``suggest``
-as labelrec did before: with that text part after the forward pass, and with numpy's BLAS threads
-left free during fusion (``predict.one_blas_thread``). Also printed: the load time and the
+runs in a second thread during the forward pass). Three more rows run ``suggest`` another way:
+with that text part after the forward pass, with the TF-IDF features weighted by scikit-learn's
+``TfidfVectorizer.transform`` instead of ``TfidfFeatures.transform``'s own weighting (both
+interleaved with the first, product by product), and with numpy's BLAS threads left free during
+fusion (``predict.one_blas_thread``). Also printed: the load time and the
 largest difference between the ONNX Runtime and torch outputs; ``--throughput`` adds products/s
 of ``suggest`` on lists of 64 products by forward batch size (``predict.CPU_BATCH_SIZE``).
 
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from labelrec import predict
     from labelrec.model import score_token_ids
     from labelrec.predict import TagRecommender, as_product
+    from labelrec.taggers.neighbours import TfidfFeatures
 
     if not args.data.is_file():
         raise SystemExit(f"{args.data} does not exist (shared catalogs live in ../shared/data)")
@@ -128,6 +132,15 @@ def main(argv: list[str] | None = None) -> int:
                 return rec.suggest(products[i])
 
         variants["suggest, fusion's text part after the forward pass, not beside it"] = text_after
+        if rec.fusion.tfidf is not None:
+
+            def sklearn_weighting(i: int) -> object:
+                with mock.patch.object(TfidfFeatures, "transform", _sklearn_transform):
+                    return rec.suggest(products[i])
+
+            variants["suggest, TF-IDF weighted by scikit-learn's TfidfVectorizer.transform"] = (
+                sklearn_weighting
+            )
     rows += interleaved_median_ms(variants, n)
     if rec.fusion is not None:  # apart: OpenBLAS threads spin on after it, slowing what follows
         rows.append(("suggest, BLAS threads free during fusion", median_ms(blas_free, n)))
@@ -164,6 +177,17 @@ def main(argv: list[str] | None = None) -> int:
             rate = len(titles) / (time.perf_counter() - start)
             print(f"| {batch_size} | {rate:.0f} |")
     return 0
+
+
+def _sklearn_transform(self: Any, texts: list[str]) -> Any:
+    """``TfidfFeatures.transform`` through scikit-learn's own ``TfidfVectorizer.transform``."""
+    from sklearn import config_context
+
+    from labelrec.taggers.neighbours import _stack
+
+    with config_context(assume_finite=True, skip_parameter_validation=True):
+        parts = [v.transform(texts) for v in (self.word, self.char) if v is not None]
+    return _stack(parts)
 
 
 class _Inline:

@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = logs / "labelrec-bench-baseline.log"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--model", str(args.model)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--model", str(args.model.resolve())]
     proc = start([*cmd, "--baseline-server", str(port)], {}, log)
     try:
         results["baseline_start_s"] = wait_ready(url, proc, log)

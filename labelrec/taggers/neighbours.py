@@ -87,8 +87,7 @@ class TfidfFeatures:
     def transform(self, texts: list[str]) -> sp.csr_matrix:
         """The fitted vectorizers' TF-IDF of ``texts``: scikit-learn counts the n-grams; the
         weighting (sublinear tf, idf, L2 per part) is applied here because scikit-learn's
-        per-call input validation costs more than the work for a few products (about 1.5 ms
-        of a 3 ms transform of one title: ``benchmarks/latency.py``)."""
+        per-call input validation costs more than the work for one product (docs/serving.md)."""
         from sklearn.feature_extraction.text import CountVectorizer
 
         parts = []
