@@ -48,6 +48,7 @@ import contextlib
 import dataclasses
 import functools
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -602,6 +603,31 @@ async def _bad_request(_: Any, exc: RequestValidationError) -> JSONResponse:
     )
 
 
+def answers_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """A ``ServiceError`` raised in an endpoint (BentoML's or a plain route, sync or async)
+    answers its status with ``{"error": message}``. BentoML's own exception classes answer 4xx
+    as a list and hide 5xx messages, which here say what to fix (e.g. no model loaded yet)."""
+    if inspect.iscoroutinefunction(endpoint):
+
+        @functools.wraps(endpoint)
+        async def answer(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await endpoint(*args, **kwargs)
+            except ServiceError as err:
+                return _error(err.status, err.message)
+
+        return answer
+
+    @functools.wraps(endpoint)
+    def answer_sync(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return endpoint(*args, **kwargs)
+        except ServiceError as err:
+            return _error(err.status, err.message)
+
+    return answer_sync
+
+
 # traffic.timeout (time to the first byte of an answer; BentoML's default 60 s): BentoML 1.4.40's
 # TimeoutMiddleware never cancels its per-request timer, which keeps each request's tracing
 # context (~5-20 KB) alive that long, so memory grows for `timeout` seconds, then stays flat.
@@ -704,6 +730,7 @@ class LabelRec:
         return snap, ranked
 
     @bentoml.api
+    @answers_errors
     async def suggest(
         self,
         product: ProductIn,
@@ -716,12 +743,9 @@ class LabelRec:
         """Ranked tags with scores for one product (`include` / `exclude`: tag patterns such as
         `brand:*` that narrow the service's rules for this request; `explain`: each tag with the
         `evidence` of what gave its score)."""
-        try:
-            if explain:
-                return await self._explain(product, limit, threshold, include, exclude)
-            _, results = await self._suggest([product], limit, threshold, include, exclude)
-        except ServiceError as err:
-            return _error(err.status, err.message)  # type: ignore[return-value]
+        if explain:
+            return await self._explain(product, limit, threshold, include, exclude)
+        _, results = await self._suggest([product], limit, threshold, include, exclude)
         return results[0]
 
     async def _explain(
@@ -748,6 +772,7 @@ class LabelRec:
         )
 
     @bentoml.api
+    @answers_errors
     async def suggest_batch(
         self,
         products: Annotated[
@@ -766,10 +791,7 @@ class LabelRec:
         exclude: Patterns = None,
     ) -> BatchSuggestions:
         """Ranked tags for each of a list of products, in input order."""
-        try:
-            snap, results = await self._suggest(products, limit, threshold, include, exclude)
-        except ServiceError as err:
-            return _error(err.status, err.message)  # type: ignore[return-value]
+        snap, results = await self._suggest(products, limit, threshold, include, exclude)
         return BatchSuggestions(results=results, model_version=snap.version)
 
     # -- descriptions (need LABELREC_DESCRIBER)
@@ -795,6 +817,7 @@ class LabelRec:
         return describe_items(describer, items, self.holder.busy)
 
     @bentoml.api
+    @answers_errors
     async def describe(
         self,
         products: Annotated[
@@ -812,10 +835,7 @@ class LabelRec:
         ],
     ) -> list[DescriptionOut]:
         """A written description for each product (title and tags), in input order."""
-        try:
-            describer = self._describer()
-        except ServiceError as err:
-            return _error(err.status, err.message)  # type: ignore[return-value]
+        describer = self._describer()
         if not products:
             return []
         self._describing += 1
@@ -831,6 +851,7 @@ class LabelRec:
     # -- reviewer feedback
 
     @bentoml.api
+    @answers_errors
     async def feedback(
         self,
         product: ProductIn,
@@ -860,7 +881,7 @@ class LabelRec:
                 self._feedback = await asyncio.to_thread(FeedbackStore, DEFAULT_FEEDBACK_URI)
             review_id = await asyncio.to_thread(self._feedback.add, review)
         except FeedbackError as err:
-            return _error(400, str(err))  # type: ignore[return-value]
+            raise ServiceError(400, str(err)) from None
         return FeedbackOut(id=review_id, model_version=review.model_version, unknown=review.unknown)
 
     # -- products: similar, search, recommend (need a product index)
@@ -884,16 +905,15 @@ class LabelRec:
                     return call(engine)
 
             result = await asyncio.to_thread(run)
-        except ServiceError as err:
-            return _error(err.status, err.message)
         except UnknownProductError as err:
-            return _error(404, str(err))
+            raise ServiceError(404, str(err)) from None
         except ValueError as err:
-            return _error(400, str(err))
+            raise ServiceError(400, str(err)) from None
         result["model_version"] = snap.version
         return jsonable(result)
 
     @bentoml.api
+    @answers_errors
     async def similar(
         self,
         id: Annotated[  # noqa: A002 - the JSON field
@@ -915,6 +935,7 @@ class LabelRec:
         )
 
     @bentoml.api
+    @answers_errors
     async def search(
         self,
         query: Annotated[
@@ -931,6 +952,7 @@ class LabelRec:
         )
 
     @bentoml.api
+    @answers_errors
     async def recommend(
         self,
         user: Annotated[
@@ -948,7 +970,7 @@ class LabelRec:
         """Products for a user from the tags of what they interacted with, blended with
         co-occurrence; users without history get popular products."""
         if user is None and not history:
-            return _error(400, "give a `user` or a `history` of product ids")  # type: ignore[return-value]
+            raise ServiceError(400, "give a `user` or a `history` of product ids")
         return await self._products(
             lambda e: e.recommend(
                 user, history=history, limit=limit, tags=tags, tag_weight=tag_weight
@@ -963,12 +985,10 @@ class LabelRec:
     # -- plain HTTP routes (FastAPI): GET endpoints, uploads, admin
 
     @http_app.get("/tags", response_model=TagsOut, tags=["labelrec"])
+    @answers_errors
     def tags(self) -> TagsOut | JSONResponse:
         """The tag vocabulary of the model being served, with training counts."""
-        try:
-            snap = self._pin()
-        except ServiceError as err:
-            return _error(err.status, err.message)
+        snap = self._pin()
         vocab = snap.recommender.vocab
         return TagsOut(
             model_version=snap.version,
@@ -978,20 +998,18 @@ class LabelRec:
         )
 
     @http_app.get("/queue", tags=["labelrec"], response_model=None)
+    @answers_errors
     def queue(self, position: int = 0) -> dict[str, Any] | JSONResponse:
         """The catalog product at `position` of the product index, for review in order:
         `{"position", "total", "product": {"id", "title", "description"}}` (404 past the end,
         503 without a product index)."""
-        try:
-            snap = self._pin()
-            engine = snap.extras.get("index")
-            if engine is None:
-                raise ServiceError(503, "no product index: the review queue reads it")
-        except ServiceError as err:
-            return _error(err.status, err.message)
+        snap = self._pin()
+        engine = snap.extras.get("index")
+        if engine is None:
+            raise ServiceError(503, "no product index: the review queue reads it")
         index = engine.index
         if not 0 <= position < len(index):
-            return _error(404, f"position {position}: the queue has {len(index)} products")
+            raise ServiceError(404, f"position {position}: the queue has {len(index)} products")
         product = {
             "id": index.ids[position],
             "title": index.titles[position],
@@ -1015,6 +1033,7 @@ class LabelRec:
         return out
 
     @http_app.post("/reload", response_model=ReloadOut, tags=["labelrec"])
+    @answers_errors
     async def reload(
         self, force: bool = False, authorization: Annotated[str | None, Header()] = None
     ) -> ReloadOut | JSONResponse:
@@ -1029,11 +1048,11 @@ class LabelRec:
         if token and not hmac.compare_digest(
             (authorization or "").encode(), f"Bearer {token}".encode()
         ):
-            return _error(
+            raise ServiceError(
                 401, f"POST /reload needs the header Authorization: Bearer <{ADMIN_TOKEN_ENV}>"
             )
         if force and not token:
-            return _error(
+            raise ServiceError(
                 403,
                 f"force=true needs {ADMIN_TOKEN_ENV} set on the service and sent as a bearer token",
             )
@@ -1050,6 +1069,7 @@ class LabelRec:
         return RedirectResponse("/")
 
     @http_app.post("/suggest_file", response_model=None, tags=["labelrec"])
+    @answers_errors
     async def suggest_file(
         self,
         file: Annotated[UploadFile, File(description="A .jsonl, .csv, .tsv or .parquet catalog")],
@@ -1098,9 +1118,6 @@ class LabelRec:
                 },
             )
             await asyncio.to_thread(check_catalog, path, cfg, shown)
-        except ServiceError as err:
-            shutil.rmtree(workdir, ignore_errors=True)
-            return _error(err.status, err.message)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise

@@ -101,6 +101,7 @@ def test_bad_product_requests_are_a_clear_4xx(
 ) -> None:
     r = client.post(path, json=body)
     assert r.status_code == status, r.text
+    assert isinstance(r.json()["error"], str)  # {"error": ...}, the shape of every error answer
     assert message in r.text
     assert client.post("/search", json={"query": "lego"}).status_code == 200
 
