@@ -11,14 +11,17 @@ throughput (products/s), then the same load against a naive baseline server (a t
 throughput of ``TagRecommender.suggest`` (the 80% target) and a soak at concurrency 32 with 5%
 malformed requests (status codes, and the server's memory over the last ``--soak`` seconds after
 ``--soak-warmup`` seconds: BentoML keeps each request's timer for ``traffic.timeout``, 60 s, so
-memory rises for the first minute of load). Prints Markdown tables; ``--json`` saves the raw
-numbers. Clients and servers share the machine's cores.
+memory rises for the first minute of load). For each load on labelrec it also reports the
+server's CPU time per product, the cores it kept busy and the products per shared forward pass
+(from ``GET /model``). Prints Markdown tables; ``--json`` saves the raw numbers. Clients and
+servers share the machine's cores; ``LABELREC_*`` variables in the environment reach the service.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -121,6 +124,21 @@ def tree_rss_mb(pid: int) -> float:
         except psutil.NoSuchProcess:
             continue
     return total / 2**20
+
+
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) of ``pid`` and its children so far; 0 without a pid."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def baseline_server(model_dir: Path, port: int) -> None:
@@ -313,18 +331,46 @@ async def run_load(
 
 
 def measure(
-    url: str, titles: list[str], seconds: float, label: str, local: Any = None
+    url: str,
+    titles: list[str],
+    seconds: float,
+    label: str,
+    local: Any = None,
+    pid: int | None = None,
 ) -> dict[str, Any]:
     """Load levels against one server; with ``local`` (an InProcess) the in-process throughput is
     measured right before and after /suggest_batch, while the server idles, and averaged (the
-    machine's other load drifts)."""
+    machine's other load drifts). With ``pid`` (the server's), each level also records the
+    server's CPU ms per product and the cores it kept busy."""
     out: dict[str, Any] = {}
+
+    def shared() -> dict[str, int]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{url}/model", timeout=30) as answer:
+            return json.loads(answer.read())["shared_passes"]
+
+    def load(concurrency: int, batch: int = 0) -> dict[str, Any]:
+        passes = shared() if pid is not None else None
+        cpu, start = tree_cpu_s(pid), time.perf_counter()
+        run = asyncio.run(run_load(url, titles, concurrency, seconds, batch=batch))
+        summary = run.summary()
+        if pid is not None:
+            cpu, wall = tree_cpu_s(pid) - cpu, time.perf_counter() - start
+            summary["server_cpu_ms_per_product"] = 1000 * cpu / max(run.products, 1)
+            summary["server_cores"] = cpu / wall
+            after = shared()
+            summary["products_per_pass"] = (after["products"] - passes["products"]) / max(
+                after["passes"] - passes["passes"], 1
+            )
+        return summary
+
     asyncio.run(run_load(url, titles, 4, 3))  # warm-up (also trains BentoML's batcher)
     for c in (1, 8, 32):
-        out[f"suggest_c{c}"] = asyncio.run(run_load(url, titles, c, seconds)).summary()
+        out[f"suggest_c{c}"] = load(c)
         print(f"  {label} /suggest c={c}: {out[f'suggest_c{c}']}", file=sys.stderr)
     before = local.measure(titles) if local else None
-    out["batch"] = asyncio.run(run_load(url, titles, 2, seconds, batch=BATCH)).summary()
+    out["batch"] = load(2, BATCH)
     print(f"  {label} /suggest_batch: {out['batch']}", file=sys.stderr)
     if local:
         after = local.measure(titles)
@@ -414,6 +460,21 @@ def table(results: dict[str, Any]) -> str:
         f"| /suggest at concurrency 32 >= 80% of /suggest_batch's products/s (shared forward "
         f"passes) | {100 * shared:.0f}% | {'yes' if shared >= 0.8 else 'no'} |",
     ]
+    if "server_cpu_ms_per_product" in s:
+        lines += [
+            "",
+            "| load (labelrec) | server CPU ms per product | server cores busy "
+            "| products per shared pass |",
+            "|---|---:|---:|---:|",
+        ]
+        for key, name in [(f"suggest_c{c}", f"/suggest, concurrency {c}") for c in (1, 8, 32)] + [
+            ("batch", f"/suggest_batch ({BATCH}/request, concurrency 2)")
+        ]:
+            row = svc[key]
+            lines.append(
+                f"| {name} | {row['server_cpu_ms_per_product']:.2f} | {row['server_cores']:.2f} "
+                f"| {row['products_per_pass']:.1f} |"
+            )
     soak = results.get("soak")
     if soak:
         rss = soak["rss_mb"]
@@ -462,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         "titles": len(titles),
         "cpus": os.cpu_count(),
         "load_average_start": os.getloadavg(),
+        # the service's settings from this environment (the rest are its defaults)
+        "service_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("LABELREC_")},
     }
     local = InProcess(args.model, titles, args.quantize)
 
@@ -479,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results["service_start_s"] = wait_ready(url, proc, log)
         print(f"service ready in {results['service_start_s']:.0f} s", file=sys.stderr)
-        results["service"] = measure(url, titles, args.seconds, "labelrec", local)
+        results["service"] = measure(url, titles, args.seconds, "labelrec", local, proc.pid)
         if args.soak > 0:
             total = args.soak_warmup + args.soak
             print(f"soak {total:.0f} s at concurrency 32...", file=sys.stderr)
@@ -528,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
         f"start, {results['load_average_end'][0]:.1f} at the end (other processes share the "
         "cores)."
     )
+    settings = " ".join(f"{k}={v}" for k, v in results["service_env"].items())
+    print(f"Service settings from the environment: {settings or 'none (its defaults)'}.")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0

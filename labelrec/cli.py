@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--batch-size",
             type=int,
             default=None,
-            help="products per forward pass (default: 16 on the CPU, 64 on a GPU)",
+            help="products per forward pass (default: 8 on the CPU, 64 on a GPU)",
         )
         p.add_argument("--quantize", action="store_true", help="dynamic int8 (CPU)")
         p.add_argument(
@@ -515,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=None,
-        help="products per forward pass (default: 16 on the CPU, 64 on a GPU)",
+        help="products per forward pass (default: 8 on the CPU, 64 on a GPU)",
     )
     p.add_argument("--chunk-size", type=int, default=1000, help="products per chunk")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -26,10 +26,9 @@ from labelrec.modeldir import RULES_FILE, THRESHOLDS_FILE, VOCAB_FILE
 from labelrec.runtime import OnnxTagModel, choose_backend
 
 # Products per forward pass. Titles vary in length and each batch is padded to its longest: on
-# the CPU, batches of 8-16 (length-sorted) tag about twice as many products/s as batches of 64
-# (`python benchmarks/latency.py --model M --products 640 --throughput`, MiniLM, 2 cores);
-# a GPU wants larger batches.
-CPU_BATCH_SIZE = 16
+# the CPU, small length-sorted batches tag the most products/s (docs/serving.md: `python
+# benchmarks/latency.py --model M --products 640 --throughput`); a GPU wants larger batches.
+CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 64
 # Texts are cut to these lengths before scoring: the neural model reads a few hundred tokens at
 # most, and the text-only taggers' work grows with the text, so a hostile 1 MB title must not

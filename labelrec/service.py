@@ -55,7 +55,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -134,7 +133,15 @@ class ServiceSettings(BaseSettings):
         description="how often to look for a new version; default 60 for a registry "
         "URI, off for a directory; 0: off",
     )
-    num_threads: int = Field(0, ge=0, description="inference threads; 0: torch's default")
+    num_threads: int = Field(
+        0, ge=0, description="inference threads per pass; 0: the cores shared among the passes"
+    )
+    passes: int = Field(
+        1,
+        ge=1,
+        description="model passes side by side (2 with 2 cores: more products/s under load, "
+        "a lone request a little slower)",
+    )
     backend: str = Field(
         "auto", description="what runs the model: auto (ONNX Runtime where it can), torch, onnx"
     )
@@ -525,7 +532,7 @@ def rank_items(
 
 
 def score_items(
-    snap: Snapshot, items: list[ItemIn], busy: threading.Lock | None = None
+    snap: Snapshot, items: list[ItemIn], busy: contextlib.AbstractContextManager[Any] | None = None
 ) -> list[Suggestions]:
     """Rank tags for each item with its own limit and threshold on one model snapshot
     (holding ``busy`` while the model runs)."""
@@ -543,7 +550,10 @@ def score_items(
 
 
 def file_scorer(
-    snap: Snapshot, limit: int, threshold: float | None, busy: threading.Lock
+    snap: Snapshot,
+    limit: int,
+    threshold: float | None,
+    busy: contextlib.AbstractContextManager[Any],
 ) -> Callable[[list[Product]], list[list[dict[str, Any]]]]:
     """What ``/suggest_file`` scores a chunk with: the pinned model, the request's options."""
     rec = snap.recommender
@@ -571,7 +581,9 @@ def load_describer(uri: str) -> Any:
 
 
 def describe_items(
-    describer: Any, items: list[DescribeIn], busy: threading.Lock | None = None
+    describer: Any,
+    items: list[DescribeIn],
+    busy: contextlib.AbstractContextManager[Any] | None = None,
 ) -> list[DescriptionOut]:
     """Descriptions of ``items`` (holding ``busy`` while the decoder runs)."""
     products = [{"title": i.title, "tags": i.tags} for i in items]
@@ -654,11 +666,12 @@ class LabelRec:
             s.backend,
             s.generate,
             s.rules,
+            s.passes,
         )
         self.holder.extensions["index"] = index_extension(s.index, s.catalog, s.interactions)
         self.holder.start()
         # /suggest and /suggest_batch: concurrent requests share forward passes
-        self.batcher = MicroBatcher(self.holder.busy, MAX_BATCH_SIZE)
+        self.batcher = MicroBatcher(self.holder.busy, MAX_BATCH_SIZE, s.passes)
         self.describer: Any = None
         self.describer_error: str | None = None
         # Reviewer feedback: opened now when LABELREC_FEEDBACK_URI names a database (one that
@@ -1019,8 +1032,14 @@ class LabelRec:
 
     @http_app.get("/model", tags=["labelrec"])
     def model(self) -> dict[str, Any]:
-        """Model name, version, aliases, run, metrics, and reload status."""
+        """Model name, version, aliases, run, metrics, reload status, and the shared passes so
+        far (``passes`` run, ``products`` scored in them, how many run ``side_by_side``)."""
         out = self.holder.describe()
+        out["shared_passes"] = {
+            "passes": self.batcher.passes,
+            "products": self.batcher.products,
+            "side_by_side": self.batcher.max_passes,
+        }
         if self.describer_uri:
             out["describer"] = {
                 "uri": public_uri(self.describer_uri),

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -143,11 +144,16 @@ class ModelHolder:
         backend: str = "auto",
         generate: bool = True,
         rules: str | None = None,
+        passes: int = 1,
     ) -> None:
+        if passes < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
         self.uri = uri
         self.rules = rules  # a rules file replacing the model's own (LABELREC_RULES)
         self.poll_seconds = poll_seconds
         self.quantize = quantize
+        if num_threads is None and passes > 1:  # the cores shared among the passes
+            num_threads = max(1, (os.cpu_count() or 1) // passes)
         self.num_threads = num_threads
         self.backend = backend
         self.generate = generate  # False: leave out a saved tag generator (slow on a CPU)
@@ -159,7 +165,10 @@ class ModelHolder:
         self.reloads = 0
         self.refused = 0
         self._refused_version: str | None = None
-        self.busy = threading.Lock()  # one model computation at a time (they share the cores)
+        # model computations at a time (they share the cores): the /suggest passes, explanations,
+        # file scoring and descriptions all take a slot
+        self.passes = passes
+        self.busy = threading.BoundedSemaphore(passes)
         self._generation = 0
         self._alive: weakref.WeakValueDictionary[int, Snapshot] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
@@ -182,6 +191,7 @@ class ModelHolder:
         backend: str = "auto",
         generate: bool = True,
         rules: str | None = None,
+        passes: int = 1,
     ) -> ModelHolder:
         """A holder for the service's settings: ``poll_seconds`` None polls a registry URI every
         ``REGISTRY_POLL_SECONDS`` and a directory never; a rules file that does not parse stops
@@ -202,6 +212,7 @@ class ModelHolder:
             backend=backend,
             generate=generate,
             rules=rules,
+            passes=passes,
         )
 
     # -- loading
@@ -441,23 +452,32 @@ class _Pending:
 class MicroBatcher:
     """Concurrent requests share forward passes.
 
-    A request's products join a queue; one worker task scores everything queued (at most
+    A request's products join a queue; a worker task scores everything queued (at most
     ``max_batch`` products a pass, grouped by the snapshot each request pinned) in a thread and
     hands each request its own rows, to which it applies its own limit and threshold. Nothing
     waits for a batch to fill: a lone request is scored at once, and under load requests gather
-    while the previous pass runs. Written for one event loop (a BentoML worker's); a new loop
+    while the running passes finish. Up to ``passes`` workers run passes side by side (each
+    holding a slot of ``busy``). Written for one event loop (a BentoML worker's); a new loop
     starts a new queue.
     """
 
-    def __init__(self, busy: threading.Lock | None = None, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        busy: contextlib.AbstractContextManager[Any] | None = None,
+        max_batch: int = 64,
+        passes: int = 1,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if passes < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
         self.busy = busy
         self.max_batch = max_batch
-        self.passes = 0  # forward passes run
-        self.products = 0  # products scored
+        self.max_passes = passes
+        self.passes = 0  # passes run to the end
+        self.products = 0  # products scored in them
         self._queue: list[_Pending] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def score(
@@ -466,11 +486,12 @@ class MicroBatcher:
         """Known-tag scores and new tags of ``products`` on ``snap``'s model."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            self._loop, self._queue, self._worker = loop, [], None
+            self._loop, self._queue, self._workers = loop, [], []
         future: asyncio.Future[tuple[np.ndarray, list[dict[str, float]]]] = loop.create_future()
         self._queue.append(_Pending(snap, products, future))
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._run())
+        self._workers = [w for w in self._workers if not w.done()]
+        if len(self._workers) < self.max_passes:
+            self._workers.append(loop.create_task(self._run()))
         return await future
 
     def _take(self) -> list[_Pending]:
@@ -498,6 +519,8 @@ class MicroBatcher:
                         if not item.future.done():
                             item.future.set_exception(err)
                     continue
+                self.passes += 1  # counted here, in the event loop, not in the passes' threads
+                self.products += len(texts)
                 start = 0
                 for item in items:
                     end = start + len(item.products)
@@ -509,6 +532,4 @@ class MicroBatcher:
         self, snap: Snapshot, texts: list[dict[str, str]]
     ) -> tuple[np.ndarray, list[dict[str, float]]]:
         with self.busy if self.busy is not None else contextlib.nullcontext():
-            self.passes += 1
-            self.products += len(texts)
             return snap.recommender.score(texts)  # with open-vocabulary tags, as rank() expects

@@ -167,7 +167,7 @@ def test_bad_model_directories(tmp_path: Path, trained_model_dir: Path) -> None:
 def test_forward_batch_size_defaults_by_device(trained_model_dir: Path) -> None:
     from labelrec.predict import CPU_BATCH_SIZE
 
-    assert TagRecommender.load(trained_model_dir, device="cpu").batch_size == CPU_BATCH_SIZE == 16
+    assert TagRecommender.load(trained_model_dir, device="cpu").batch_size == CPU_BATCH_SIZE == 8
     assert TagRecommender.load(trained_model_dir, batch_size=3).batch_size == 3
     for bad in (0, -1):  # a negative batch size used to give all-zero scores
         with pytest.raises(ValueError, match="batch size must be >= 1"):

@@ -280,6 +280,22 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert "LABELREC_POLL_SECONDS='-1'" in str(err.value)
 
 
+def test_passes_run_side_by_side_with_the_cores_shared(make_service, models) -> None:
+    from labelrec.service import ProductIn
+
+    one = make_service(models["v1"])
+    two = make_service(models["v1"], LABELREC_PASSES="2")
+    assert (one.holder.passes, one.batcher.max_passes, one.holder.num_threads) == (1, 1, None)
+    assert (two.holder.passes, two.batcher.max_passes) == (2, 2)
+    assert two.holder.num_threads == max(1, (os.cpu_count() or 1) // 2)
+    products = [ProductIn(title=t) for t in ("LEGO police station", "Plush bear", "Chess set")]
+    answers = [run(svc.suggest_batch(products=products, limit=3)) for svc in (one, two)]
+    ranked = [[[(t.tag, round(t.score, 4)) for t in r.tags] for r in a.results] for a in answers]
+    assert ranked[0] == ranked[1] and all(ranked[0])
+    set_threads = make_service(models["v1"], LABELREC_PASSES="2", LABELREC_NUM_THREADS="1")
+    assert set_threads.holder.num_threads == 1
+
+
 def test_every_setting_is_in_the_docs() -> None:
     from labelrec.service import ServiceSettings
 
@@ -335,6 +351,8 @@ def test_http_endpoints(client: TestClient, models: dict[str, Path]) -> None:
     assert model["ready"] and model["version"] == one.json()["model_version"]
     assert {"tagger", "fusion", "tfidf"} <= set(model["components"])
     assert model["components"]["tagger"]["format_version"] == 1
+    shared = model["shared_passes"]  # this test's /suggest and /suggest_batch went through them
+    assert shared["side_by_side"] == 1 and shared["products"] >= shared["passes"] + 1 >= 3
     assert client.get("/readyz").status_code == 200
     assert client.get("/healthz").status_code == 200
     assert client.post("/reload").json()["status"] == "unchanged"

@@ -133,6 +133,59 @@ def test_each_event_loop_gets_its_own_queue() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         MicroBatcher(max_batch=0)
+    with pytest.raises(ValueError, match="passes must be >= 1"):
+        MicroBatcher(passes=0)
+
+
+class CountingModel(SlowModel):
+    """A SlowModel that records how many of its passes ran at the same time."""
+
+    def __init__(self, seconds: float = 0.05) -> None:
+        super().__init__(seconds)
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def score(self, texts: list[dict[str, str]]) -> tuple[np.ndarray, list[dict[str, float]]]:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return super().score(texts)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("passes", [1, 2, 3])
+def test_passes_run_side_by_side_up_to_the_slots_of_busy(passes: int) -> None:
+    model = CountingModel()
+    snap = snapshot(model)
+    batcher = MicroBatcher(threading.BoundedSemaphore(passes), max_batch=4, passes=passes)
+    requests = [products(2, prefix=f"r{i}-") for i in range(24)]
+
+    async def main() -> list[tuple[np.ndarray, list[dict[str, float]]]]:
+        return await asyncio.gather(*(batcher.score(snap, r) for r in requests))
+
+    answers = asyncio.run(main())
+    for request, (scores, _) in zip(requests, answers, strict=True):
+        assert scores[:, 0].tolist() == [len(p["title"]) for p in request]
+    assert model.most == passes
+    assert batcher.products == 48 and all(len(p) <= 4 for p in model.passes)
+
+
+def test_a_busy_slot_held_elsewhere_leaves_one_pass_at_a_time() -> None:
+    model = CountingModel(seconds=0.02)
+    busy = threading.BoundedSemaphore(2)
+    busy.acquire()  # an explanation or a file being scored holds the other slot
+    batcher = MicroBatcher(busy, max_batch=2, passes=2)
+
+    async def main() -> None:
+        await asyncio.gather(*(batcher.score(snapshot(model), products(1)) for _ in range(8)))
+
+    asyncio.run(main())
+    busy.release()
+    assert model.most == 1 and batcher.passes == len(model.passes) >= 4
 
 
 def test_a_directory_that_changes_while_loading_is_refused(

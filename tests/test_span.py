@@ -79,6 +79,29 @@ def test_span_tagger_proposes_unseen_brands(tmp_path: Path) -> None:
     assert SpanTagger.fit(TrainingSet(train, vocab.encode(train), vocab), cfg) is None
 
 
+def test_a_pass_scores_as_its_products_one_by_one() -> None:
+    train = catalog()
+    vocab = TagVocab.from_products(train)
+    tagger = SpanTagger.build(train, vocab)
+    queries = [
+        Product("n1", "Zorblax wooden train set"),
+        Product("n2", ""),  # no spans: nothing proposed, the others keep their rows
+        Product("n3", "brio plush bear"),
+        Product("n4", "Lego"),
+    ]
+    together = tagger.probabilities(queries)
+    alone = [tagger.probabilities([q])[0] for q in queries]
+    assert together[1] == {} and all(together[i] for i in (0, 2, 3))
+    for a, b in zip(together, alone, strict=True):
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose([a[t] for t in a], [b[t] for t in a], rtol=1e-6)
+    known, new = tagger.known_and_new(queries)
+    for i, q in enumerate(queries):
+        k1, n1 = tagger.known_and_new([q])
+        np.testing.assert_allclose(known[i], k1[0], rtol=1e-6)
+        assert new[i].keys() == n1[0].keys()
+
+
 def test_no_span_kinds_no_tagger() -> None:
     train = [Product(str(i), f"title {i}", tags=["Toys > Cars"]) for i in range(30)]
     assert SpanTagger.build(train, TagVocab.from_products(train)) is None

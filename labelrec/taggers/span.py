@@ -284,30 +284,39 @@ class SpanTagger:
         return cls(kinds, sp.csr_matrix(coef), intercept, full, vocab, max_chars)
 
     # ------------------------------------------------------------------ prediction
-    def probabilities(self, product: Product) -> dict[str, float]:
-        """Proposed tags of one product (kind prefix + span text) -> probability."""
-        title = product.title.lower()
-        spans = candidates(title, self.max_units, self.max_chars)
-        if not spans:
-            return {}
-        occ = known_occurrences(title, spans, self.stats)
-        rows = [span_features(title, s, e, n, self.stats, occ) for s, e, n in spans]
+    def probabilities(self, products: list[Product]) -> list[dict[str, float]]:
+        """Proposed tags of each product (kind prefix + span text) -> probability. The spans of
+        all ``products`` go through the hasher and the classifier at once (their per-call costs
+        exceed the work for one title)."""
+        titles = [p.title.lower() for p in products]
+        spans = [candidates(title, self.max_units, self.max_chars) for title in titles]
+        rows = []
+        for title, found in zip(titles, spans, strict=True):
+            occ = known_occurrences(title, found, self.stats)
+            rows += [span_features(title, s, e, n, self.stats, occ) for s, e, n in found]
+        if not rows:
+            return [{} for _ in products]
         x = self.hasher.transform(rows).tocsr()
         x.data = np.minimum(x.data, 1.0).astype(np.float32)
         logits = (x @ self.coef_t).toarray() + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
-        out: dict[str, float] = {}
-        for (start, end, n), row in zip(spans, probs, strict=True):
-            for k, kind in enumerate(self.kinds, start=1):
-                p = float(row[k])
-                if p < MIN_PROBABILITY or n > kind.max_units:
-                    continue
-                text = title[start:end] if kind.lowercase else product.title[start:end]
-                tag = kind.prefix + text
-                if p > out.get(tag, 0.0):
-                    out[tag] = p
+        out: list[dict[str, float]] = []
+        first = 0
+        for product, title, found in zip(products, titles, spans, strict=True):
+            tags: dict[str, float] = {}
+            for (start, end, n), row in zip(found, probs[first : first + len(found)], strict=True):
+                for k, kind in enumerate(self.kinds, start=1):
+                    p = float(row[k])
+                    if p < MIN_PROBABILITY or n > kind.max_units:
+                        continue
+                    text = title[start:end] if kind.lowercase else product.title[start:end]
+                    tag = kind.prefix + text
+                    if p > tags.get(tag, 0.0):
+                        tags[tag] = p
+            out.append(tags)
+            first += len(found)
         return out
 
     def known_and_new(self, products: list[Product]) -> tuple[np.ndarray, list[dict[str, float]]]:
@@ -319,9 +328,9 @@ class SpanTagger:
             self._folded: dict[str, int] = {}
             for j, tag in enumerate(self.vocab.tags):
                 self._folded.setdefault(tag.lower(), j)
-        for i, product in enumerate(products):
+        for i, proposed in enumerate(self.probabilities(products)):
             row: dict[str, float] = {}
-            for tag, p in self.probabilities(product).items():
+            for tag, p in proposed.items():
                 j = index.get(tag)
                 if j is None:
                     j = self._folded.get(tag.lower())
