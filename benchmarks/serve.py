@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "runs" / "uk"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "amazon_uk_toys" / "valid.jsonl"
 BATCH = 64  # products per /suggest_batch request
+SET_HERE = ("LABELREC_MODEL_URI", "LABELREC_POLL_SECONDS", "LABELREC_QUANTIZE")  # by main()
 ENV = {
     "BENTOML_DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -341,7 +342,7 @@ def measure(
     """Load levels against one server; with ``local`` (an InProcess) the in-process throughput is
     measured right before and after /suggest_batch, while the server idles, and averaged (the
     machine's other load drifts). With ``pid`` (the server's), each level also records the
-    server's CPU ms per product and the cores it kept busy."""
+    server's CPU ms per product, the cores it kept busy and the products per shared pass."""
     out: dict[str, Any] = {}
 
     def shared() -> dict[str, int]:
@@ -523,8 +524,13 @@ def main(argv: list[str] | None = None) -> int:
         "titles": len(titles),
         "cpus": os.cpu_count(),
         "load_average_start": os.getloadavg(),
-        # the service's settings from this environment (the rest are its defaults)
-        "service_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("LABELREC_")},
+        # the service's settings from this environment (the rest are its defaults; the model
+        # and polling are set below, secrets left out)
+        "service_env": {
+            k: v
+            for k, v in sorted(os.environ.items())
+            if k.startswith("LABELREC_") and k not in SET_HERE and "TOKEN" not in k
+        },
     }
     local = InProcess(args.model, titles, args.quantize)
 
