@@ -385,38 +385,42 @@ def measure(
 
 class InProcess:
     """TagRecommender.suggest on lists of 64 products (throughput; its own forward-pass batch
-    size inside, as in the service) and one by one (latency).
+    size inside, as in the service) and one by one (latency). With ``passes`` > 1 the lists run
+    that many at a time, each on its share of the cores, as the service does with
+    ``LABELREC_PASSES``.
 
-    As in the service, the model is loaded in the main thread and runs in a worker thread (on a
+    As in the service, the model is loaded in the main thread and runs in worker threads (on a
     busy machine torch runs far slower in the thread that loaded it than in another one, which
     would flatter the service)."""
 
-    def __init__(self, model: Path, titles: list[str], quantize: bool) -> None:
+    def __init__(self, model: Path, titles: list[str], quantize: bool, passes: int = 1) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         from labelrec.predict import TagRecommender
 
-        self.rec = TagRecommender.load(model, quantize=quantize)
+        threads = max(1, (os.cpu_count() or 1) // passes) if passes > 1 else None
+        self.rec = TagRecommender.load(model, quantize=quantize, num_threads=threads)
         self.rec.suggest(titles[:BATCH], 5)  # warm-up, like the service's probe
-        self.pool = ThreadPoolExecutor(1)
+        self.pool = ThreadPoolExecutor(passes)
 
     def measure(self, titles: list[str]) -> dict[str, float]:
-        return self.pool.submit(self._measure, titles).result()
-
-    def _measure(self, titles: list[str]) -> dict[str, float]:
         rec = self.rec
-        rec.suggest(titles[:BATCH], 5)
+        self.pool.submit(rec.suggest, titles[:BATCH], 5).result()
         sample = titles[:512]
         t0 = time.perf_counter()
-        for i in range(0, len(sample), BATCH):
-            rec.suggest(sample[i : i + BATCH], 5)
+        lists = [sample[i : i + BATCH] for i in range(0, len(sample), BATCH)]
+        list(self.pool.map(lambda part: rec.suggest(part, 5), lists))
         throughput = len(sample) / (time.perf_counter() - t0)
-        single = []
-        for title in titles[:50]:
-            t0 = time.perf_counter()
-            rec.suggest([title], 5)
-            single.append((time.perf_counter() - t0) * 1000)
+        single = self.pool.submit(self._one_by_one, titles[:50]).result()
         return {"products_per_s": throughput, "batch1_p50_ms": float(np.percentile(single, 50))}
+
+    def _one_by_one(self, titles: list[str]) -> list[float]:
+        single = []
+        for title in titles:
+            t0 = time.perf_counter()
+            self.rec.suggest([title], 5)
+            single.append((time.perf_counter() - t0) * 1000)
+        return single
 
 
 # --------------------------------------------------------------------------- report
@@ -532,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
             if k.startswith("LABELREC_") and k not in SET_HERE and "TOKEN" not in k
         },
     }
-    local = InProcess(args.model, titles, args.quantize)
+    passes = int(results["service_env"].get("LABELREC_PASSES") or 1)  # as the service runs
+    local = InProcess(args.model, titles, args.quantize, passes)
 
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     port = free_port()
