@@ -397,8 +397,9 @@ class InProcess:
         from concurrent.futures import ThreadPoolExecutor
 
         from labelrec.predict import TagRecommender
+        from labelrec.serving import threads_per_pass
 
-        threads = max(1, (os.cpu_count() or 1) // passes) if passes > 1 else None
+        threads = threads_per_pass(passes)  # as the service splits the cores
         self.rec = TagRecommender.load(model, quantize=quantize, num_threads=threads)
         self.rec.suggest(titles[:BATCH], 5)  # warm-up, like the service's probe
         self.pool = ThreadPoolExecutor(passes)

@@ -125,6 +125,12 @@ Loader = Callable[[str], tuple[TagRecommender, str, dict[str, Any]]]
 Extension = Callable[[Snapshot], Any]
 
 
+def threads_per_pass(passes: int) -> int | None:
+    """Inference threads for each of ``passes`` passes side by side: the cores shared among
+    them; None (the library's default, all cores) for one pass."""
+    return max(1, (os.cpu_count() or 1) // passes) if passes > 1 else None
+
+
 class ModelHolder:
     """Loads the model named by ``uri`` and swaps in new versions atomically.
 
@@ -152,9 +158,7 @@ class ModelHolder:
         self.rules = rules  # a rules file replacing the model's own (LABELREC_RULES)
         self.poll_seconds = poll_seconds
         self.quantize = quantize
-        if num_threads is None and passes > 1:  # the cores shared among the passes
-            num_threads = max(1, (os.cpu_count() or 1) // passes)
-        self.num_threads = num_threads
+        self.num_threads = threads_per_pass(passes) if num_threads is None else num_threads
         self.backend = backend
         self.generate = generate  # False: leave out a saved tag generator (slow on a CPU)
         self.loader = loader or self._load
