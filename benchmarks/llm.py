@@ -1,22 +1,28 @@
 #!/usr/bin/env python
 """Generated tags: a decoder LLM as one more voter beside a trained labelrec model, in one table.
 
-    .venv/bin/python benchmarks/llm.py --catalog amazon_uk_toys --base runs/minilm_amazon_uk_toys \\
-        --backbone HuggingFaceTB/SmolLM2-135M-Instruct --train-products 2000 --eval-products 400 \\
-        --output runs/llm_uk
+    .venv/bin/labelrec train --config configs/default.yaml train.refit=false \
+        data.train=../shared/data/amazon_uk_toys/train.jsonl \
+        data.valid=../shared/data/amazon_uk_toys/valid.jsonl output=runs/minilm_uk_norefit
+    .venv/bin/python benchmarks/llm.py --catalog amazon_uk_toys --base runs/minilm_uk_norefit \
+        --backbone HuggingFaceTB/SmolLM2-135M-Instruct --train-products 6493 --eval-products 984 \
+        --output runs/llm_uk_full
 
-The base model (any ``labelrec train`` output, e.g. ``configs/default.yaml``) is copied to
-``--output``; the generator is fine-tuned on (a random subset of) the catalog's train split; the
-valid products evaluated (``--eval-products``, a random subset, or all) are split in two halves by a
-seeded shuffle: the generator's fusion weights (for vocabulary tags and for new tags) and the
-new-tag threshold are tuned on the first half and every row is reported on the second, so no number
-in the table comes from products it was tuned on. Rows: the base model alone (its fusion of neural,
-kNN and span voters), the generator alone, and the two fused. ``facet brand new P@1`` is the
+The base model (a ``labelrec train`` output trained without refit: it must not have seen valid)
+is copied to ``--output``; the generator is fine-tuned on a random ``--train-products`` of the
+catalog's train split (all of it when that is its size). The valid products evaluated
+(``--eval-products``, a random subset, or all) are split in two halves by a seeded shuffle. On one
+half the generator's fusion weights (for vocabulary tags and for new tags), the new-tag threshold
+and every row's tag thresholds are tuned; the rows are measured on the other half; then the halves
+swap. The table gives the mean of the two directions (each direction is printed below it), so no
+number comes from products it was tuned on. Rows: the base model alone (its fusion of neural, kNN
+and span voters), the generator alone, and the two fused. ``facet brand new P@1`` is the
 first-place hit rate among brand tags for products whose gold brand is not in the vocabulary (only
-open-vocabulary taggers can get these). The generator is then saved into ``--output`` with its
-weights, which makes that directory a complete model (``labelrec eval``/``suggest`` use it).
-``--reuse`` takes the generator already in ``--output`` (no training) and caches its votes there
-(``bench_votes.pkl``), so the table can be recomputed in a minute.
+open-vocabulary taggers can get these). The generator is then saved into ``--output`` with the
+weights and thresholds tuned on the first half, which makes that directory a complete model
+(``labelrec eval``/``suggest`` use it). ``--reuse`` takes the generator already in ``--output`` (no
+training) and caches its votes there (``bench_votes.pkl``), so the table can be recomputed in a
+minute.
 
 Needs ``../shared/data`` and an offline LLM (``make install-llm``) or a local decoder directory.
 """
@@ -93,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     from labelrec.predict import TagRecommender
     from labelrec.taggers.generator import TagGenerator, fit_generator
 
-    overrides = [f"generate.backbone={args.backbone}", "generate.enabled=true"]
+    # whole splits: --train-products and --eval-products draw the random subsets
+    overrides = [
+        f"generate.backbone={args.backbone}",
+        "generate.enabled=true",
+        "data.max_products=null",
+    ]
     if args.train_products:
         overrides.append(f"generate.max_train_products={args.train_products}")
     if args.epochs:
@@ -107,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.output, ignore_errors=True)
         shutil.copytree(args.base, args.output, ignore=shutil.ignore_patterns("checkpoints"))
     rec = TagRecommender.load(args.output, generate=False)
+    if rec.info.get("refit"):
+        raise SystemExit(
+            f"{args.base} was refit on train + valid (train.refit); its scores on valid would not "
+            "be held out: train the base with train.refit=false"
+        )
     vocab = rec.vocab
     data_cfg = cfg.data
     train = read_catalog(folder / "train.jsonl", data_cfg).products
@@ -117,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         valid = rng.sample(valid, len(valid))
     half = len(valid) // 2
-    tune_set, report_set = valid[:half], valid[half:]
     facets = FACETS.get(args.catalog, ())
 
     lexical_cfg = load_config(None, [])
@@ -152,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if cached.get("ids") == ids:
         gen_known, gen_new, gen_s = cached["known"], cached["new"], cached["seconds"]
     else:
-        gen_known, gen_new = generator.votes(valid)
+        gen_known, gen_new = generator.votes(valid, progress=True)
         gen_s = time.perf_counter() - t0
         payload = {"ids": ids, "known": gen_known, "new": gen_new, "seconds": gen_s}
         cache.write_bytes(pickle.dumps(payload))
@@ -162,45 +177,58 @@ def main(argv: list[str] | None = None) -> int:
         generator.votes([p])
         lat.append(time.perf_counter() - t1)
 
-    idx_t, idx_r = slice(0, half), slice(half, len(valid))
-    tuning = tune_generator(
-        tune_set,
-        vocab,
-        base_known[idx_t],
-        base_new[idx_t],
-        gen_known[idx_t],
-        gen_new[idx_t],
-        cfg.generate.weight,
-    )
-    y_t = vocab.encode(tune_set)
+    first, second = np.arange(half), np.arange(half, len(valid))
+
+    def halves(tune: np.ndarray, report: np.ndarray) -> tuple[dict, dict]:
+        """Tune the generator's weights and every row's thresholds on ``tune``; the rows'
+        metrics on ``report``."""
+        tune_p = [valid[i] for i in tune]
+        report_p = [valid[i] for i in report]
+        bk_t, bn_t = base_known[tune], [base_new[i] for i in tune]
+        gk_t, gn_t = gen_known[tune], [gen_new[i] for i in tune]
+        bk_r, bn_r = base_known[report], [base_new[i] for i in report]
+        gk_r, gn_r = gen_known[report], [gen_new[i] for i in report]
+        tuning = tune_generator(tune_p, vocab, bk_t, bn_t, gk_t, gn_t, cfg.generate.weight)
+        y_t = vocab.encode(tune_p)
+        g, g_new = tuning.weight, tuning.new_weight
+        fused_t, _ = blend(bk_t, bn_t, gk_t, gn_t, g, g_new)
+        cut = {}
+        for name, scores in (("base", bk_t), ("gen", gk_t), ("fused", fused_t)):
+            glob = metrics.tune_global_threshold(y_t, scores)
+            cut[name] = (glob, metrics.tune_tag_thresholds(y_t, scores, glob))
+        fused_r, new_r = blend(bk_r, bn_r, gk_r, gn_r, g, g_new)
+        rows = {
+            "base model": evaluate(
+                bk_r, bn_r, report_p, vocab, cut["base"][1], rec.new_tag_threshold, facets
+            ),
+            "generated tags alone": evaluate(
+                gk_r,
+                gn_r,
+                report_p,
+                vocab,
+                np.full(len(vocab), cut["gen"][0], dtype=np.float32),
+                cut["gen"][0],
+                facets,
+            ),
+            "fused": evaluate(
+                fused_r, new_r, report_p, vocab, cut["fused"][1], tuning.new_threshold, facets
+            ),
+        }
+        return rows, {"tuning": tuning, "thresholds": cut["fused"]}
+
+    # two-fold: tuned on one half and reported on the other, then the other way round
+    rows_a, kept = halves(first, second)
+    rows_b, other = halves(second, first)
+    tuning = kept["tuning"]
     g, g_new = tuning.weight, tuning.new_weight
-    fused_t, _ = blend(
-        base_known[idx_t], base_new[idx_t], gen_known[idx_t], gen_new[idx_t], g, g_new
-    )
-    glob = metrics.tune_global_threshold(y_t, fused_t)
-    per_tag = metrics.tune_tag_thresholds(y_t, fused_t, glob)
-    gen_glob = metrics.tune_global_threshold(y_t, gen_known[idx_t])
-    gen_cut = np.full(len(vocab), gen_glob, dtype=np.float32)
-    fused_r, new_r = blend(
-        base_known[idx_r], base_new[idx_r], gen_known[idx_r], gen_new[idx_r], g, g_new
-    )
+    g_b, g_new_b = other["tuning"].weight, other["tuning"].new_weight
     rows = {
-        "base model": evaluate(
-            base_known[idx_r],
-            base_new[idx_r],
-            report_set,
-            vocab,
-            rec.tag_thresholds,
-            rec.new_tag_threshold,
-            facets,
-        ),
-        "generated tags alone": evaluate(
-            gen_known[idx_r], gen_new[idx_r], report_set, vocab, gen_cut, gen_glob, facets
-        ),
-        f"fused (generator weights {g:.2f} / new tags {g_new:.2f})": evaluate(
-            fused_r, new_r, report_set, vocab, per_tag, tuning.new_threshold, facets
-        ),
+        name: {k: (rows_a[name][k] + rows_b[name][k]) / 2 for k in rows_a[name]} for name in rows_a
     }
+    rows[f"fused (generator weights {g:.2f} / {g_b:.2f}, new tags {g_new:.2f} / {g_new_b:.2f})"] = (
+        rows.pop("fused")
+    )
+    folds = {"first half reported": rows_b, "second half reported": rows_a}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     speed = {
         "train products": generator.meta["n_train"],
@@ -216,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     generator.weight, generator.new_weight = g, g_new
     generator.new_threshold = tuning.new_threshold
     generator.save(args.output)
-    save_thresholds(args.output / THRESHOLDS_FILE, glob, per_tag)
+    save_thresholds(args.output / THRESHOLDS_FILE, *kept["thresholds"])
     speed["generator MB on disk"] = round(dir_mb(args.output / "generator"), 1)
     t0 = time.perf_counter()
     TagGenerator.load(args.output, vocab)
@@ -224,19 +252,31 @@ def main(argv: list[str] | None = None) -> int:
 
     keys = list(COLUMNS) + sorted({k for r in rows.values() for k in r if k.startswith("facet")})
     print(
-        f"\n{args.catalog}: {len(report_set)} valid products reported, "
-        f"{len(tune_set)} tuned on; generator {cfg.generate.backbone}"
+        f"\n{args.catalog}: {len(valid)} valid products in two halves; each row is the mean of"
+        f" the two halves, each reported with weights and thresholds tuned on the other;"
+        f" generator {cfg.generate.backbone}"
     )
     print("| system | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for name, values in rows.items():
         cells = [f"{values.get(k, float('nan')):.3f}" for k in keys]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    for fold, fold_rows in folds.items():
+        print(f"\n{fold}:")
+        for name, values in fold_rows.items():
+            cells = [f"{k} {values.get(k, float('nan')):.3f}" for k in keys]
+            print(f"  {name}: " + ", ".join(cells))
     print("\n| " + " | ".join(speed) + " |")
     print("|" + "---|" * len(speed))
     print("| " + " | ".join(str(v) for v in speed.values()) + " |")
     if args.json:
-        payload = {"catalog": args.catalog, "rows": rows, "speed": speed, "args": vars(args)}
+        payload = {
+            "catalog": args.catalog,
+            "rows": rows,
+            "folds": folds,
+            "speed": speed,
+            "args": vars(args),
+        }
         args.json.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
     return 0
 

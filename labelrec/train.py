@@ -740,7 +740,7 @@ class TagTrainer:
         if fusion is not None:
             new = fusion.new_tags(products)
         t0 = time.perf_counter()
-        gen_known, gen_new = generator.votes(products)
+        gen_known, gen_new = generator.votes(products, self.progress and self.is_main)
         report["generator_products_per_s"] = len(products) / max(time.perf_counter() - t0, 1e-9)
         tuning = tune_generator(
             products, self.vocab, fused, new, gen_known, gen_new, gcfg.weight, gcfg.new_weight

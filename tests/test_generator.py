@@ -86,6 +86,13 @@ def test_every_generated_tag_is_in_the_vocabulary_or_an_open_span(generator, pro
             assert set(tags) <= allowed
 
 
+def test_progress_bar_counts_products_and_changes_nothing(generator, products, capsys):
+    plain = generator.generate(products[:5])
+    shown = generator.generate(products[:5], progress=True)
+    assert shown == plain
+    assert "generating tags" in (err := capsys.readouterr().err) and "/5 " in err
+
+
 def test_trie_walk_allows_only_continuations(generator: TagGenerator):
     codec = generator.codec
     local = TagTrie()
@@ -113,7 +120,7 @@ def test_open_candidates_are_facet_spans_of_the_title():
 
 def test_votes_propagate_to_ancestors_and_keep_new_tags(generator, vocab, monkeypatch):
     beams = [[(["Toys > Building", "brand:Zorg"], 0.75), (["Hobbies > Trains"], 0.25)]]
-    monkeypatch.setattr(generator, "generate", lambda products: beams)
+    monkeypatch.setattr(generator, "generate", lambda products, progress=False: beams)
     known, new = generator.votes([Product("x", "Zorg blaster")])
     index = vocab.index
     assert known[0, index["Toys > Building"]] == pytest.approx(0.75)

@@ -217,11 +217,24 @@ class TagGenerator:
         return sorted(allowed) or [self.codec.end_id]
 
     @torch.inference_mode()
-    def generate(self, products: list[Product]) -> list[list[tuple[list[str], float]]]:
-        """Per product, the beams: (tags in order, share of the beams' probability)."""
+    def generate(
+        self, products: list[Product], progress: bool = False
+    ) -> list[list[tuple[list[str], float]]]:
+        """Per product, the beams: (tags in order, share of the beams' probability);
+        ``progress`` shows a bar of products generated (beam search takes minutes on a CPU)."""
         out: list[list[tuple[list[str], float]]] = []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(products), desc="generating tags", unit="product", leave=False)
         for start in range(0, len(products), self.batch_products):
-            out += self._generate_batch(products[start : start + self.batch_products])
+            batch = products[start : start + self.batch_products]
+            out += self._generate_batch(batch)
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
         return out
 
     def _generate_batch(self, products: list[Product]) -> list[list[tuple[list[str], float]]]:
@@ -289,14 +302,16 @@ class TagGenerator:
         last = _finished(*(nodes + [None, None])[:2]) if nodes else None
         return list(dict.fromkeys(done + ([last] if last is not None else [])))
 
-    def votes(self, products: list[Product]) -> tuple[np.ndarray, list[dict[str, float]]]:
+    def votes(
+        self, products: list[Product], progress: bool = False
+    ) -> tuple[np.ndarray, list[dict[str, float]]]:
         """Votes for vocabulary tags (n, n_tags) and for new tags per product, in [0, 1]."""
         known = np.zeros((len(products), len(self.vocab)), dtype=np.float32)
         new: list[dict[str, float]] = [{} for _ in products]
         if not products:
             return known, new
         index = self.vocab.index
-        for i, beams in enumerate(self.generate(products)):
+        for i, beams in enumerate(self.generate(products, progress)):
             for tags, w in beams:
                 closure = set(tags) | {a for t in tags for a in path_prefixes(t, self.separator)}
                 for tag in closure:
