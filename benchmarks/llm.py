@@ -8,9 +8,9 @@
         --backbone HuggingFaceTB/SmolLM2-135M-Instruct --train-products 6493 --eval-products 984 \
         --output runs/llm_uk_full
 
-The base model (a ``labelrec train`` output trained without refit: it must not have seen valid)
-is copied to ``--output``; the generator is fine-tuned on a random ``--train-products`` of the
-catalog's train split (all of it when that is its size). The valid products evaluated
+The base model (a ``labelrec train`` output trained without refit: it must not have trained on
+valid) is copied to ``--output``; the generator is fine-tuned on a random ``--train-products``
+of the catalog's train split (all of it when that is its size). The valid products evaluated
 (``--eval-products``, a random subset, or all) are split in two halves by a seeded shuffle. On one
 half the generator's fusion weights (for vocabulary tags and for new tags), the new-tag threshold
 and every row's tag thresholds are tuned; the rows are measured on the other half; then the halves
