@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from labelrec.config import load_config
     from labelrec.data import read_catalog
     from labelrec.fusion import blend, tune_generator
-    from labelrec.model import save_thresholds
+    from labelrec.model import read_info, save_thresholds
     from labelrec.modeldir import THRESHOLDS_FILE
     from labelrec.predict import TagRecommender
     from labelrec.taggers.generator import TagGenerator, fit_generator
@@ -114,15 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.is_dir():
         raise SystemExit(f"{folder} does not exist (shared catalogs live in ../shared/data)")
     reuse = args.reuse and (args.output / "generator").is_dir()
-    if not reuse and args.output.resolve() != args.base.resolve():
-        shutil.rmtree(args.output, ignore_errors=True)
-        shutil.copytree(args.base, args.output, ignore=shutil.ignore_patterns("checkpoints"))
-    rec = TagRecommender.load(args.output, generate=False)
-    if rec.info.get("refit"):
+    if read_info(args.output if reuse else args.base).get("refit"):  # before --output is replaced
         raise SystemExit(
             f"{args.base} was refit on train + valid (train.refit); its scores on valid would not "
             "be held out: train the base with train.refit=false"
         )
+    if not reuse and args.output.resolve() != args.base.resolve():
+        shutil.rmtree(args.output, ignore_errors=True)
+        shutil.copytree(args.base, args.output, ignore=shutil.ignore_patterns("checkpoints"))
+    rec = TagRecommender.load(args.output, generate=False)
     vocab = rec.vocab
     data_cfg = cfg.data
     train = read_catalog(folder / "train.jsonl", data_cfg).products
