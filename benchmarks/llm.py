@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="use the generator already in --output (no training) and cache its votes there",
     )
+    p.add_argument(
+        "--whole-vocabulary",
+        action="store_true",
+        help="decode over the backbone's whole vocabulary, not the narrowed one (to compare)",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. generate.num_beams=6")
     return p.parse_args(argv)
 
@@ -159,17 +164,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         train_s = time.perf_counter() - t0
 
+    generator.narrow = generator.narrow and not args.whole_vocabulary
     base_known, base_new = rec.score(valid)
     cache = args.output / "bench_votes.pkl"
     ids = [p.id for p in valid]
     cached = pickle.loads(cache.read_bytes()) if reuse and cache.is_file() else {}
+    if cached.get("ids") != ids or cached.get("narrow", False) != generator.narrow:
+        cached = {}
     t0 = time.perf_counter()
-    if cached.get("ids") == ids:
+    if cached:
         gen_known, gen_new, gen_s = cached["known"], cached["new"], cached["seconds"]
     else:
         gen_known, gen_new = generator.votes(valid, progress=True)
         gen_s = time.perf_counter() - t0
         payload = {"ids": ids, "known": gen_known, "new": gen_new, "seconds": gen_s}
+        payload["narrow"] = generator.narrow
         cache.write_bytes(pickle.dumps(payload))
     lat = []
     for p in valid[: args.latency_products if not cached else 0]:
@@ -239,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if lat
         else old.get("one product p50 ms"),
         "beams": generator.num_beams,
+        "vocabulary": "narrowed" if generator.narrow else "whole",
         "device": device,
     }
     generator.weight, generator.new_weight = g, g_new

@@ -250,13 +250,19 @@ def recorded_train_seconds(model_dir: Path) -> float:
 
 
 def eval_labelrec(
-    catalog: str, model_dir: Path, valid: list[Product], train_seconds: float, parts: bool
+    catalog: str,
+    model_dir: Path,
+    valid: list[Product],
+    train_seconds: float,
+    parts: bool,
+    generate: bool = True,
 ) -> tuple[list[Row], TagVocab]:
     """labelrec as served (``TagRecommender``: scores and new tags), and with ``parts`` each
-    component alone and added one at a time (thresholds re-tuned on valid for those rows)."""
+    component alone and added one at a time (thresholds re-tuned on valid for those rows);
+    ``generate=False`` leaves out the model's tag generator."""
     from labelrec.predict import TagRecommender
 
-    rec = TagRecommender.load(model_dir)
+    rec = TagRecommender.load(model_dir, generate=generate)
     t0 = time.perf_counter()
     scores, _ = rec.predict_scores(valid)
     new_tags = rec.new_tags(valid)
@@ -419,6 +425,8 @@ def run_cv(
     reuse: bool = False,
     on_fold: Callable[[list[Row]], None] | None = None,
     peers: tuple[str, ...] = PEERS,
+    folds: set[int] | None = None,
+    without_refit: bool = True,
 ) -> list[Row]:
     """``k``-fold cross-validation over train + valid of a shared catalog: in each fold labelrec
     (tuned on an inner valid split, then refit as configured) and every peer (tuned on the same
@@ -426,13 +434,19 @@ def run_cv(
     test products. A refit model's tuning run (trained on the inner train split only) is scored
     too, as "labelrec without refit". With ``reuse`` the fold models already in
     ``output_root`` are scored again instead of trained (training seconds as recorded in them).
-    Rows carry the fold in ``notes``; ``on_fold`` gets the rows so far after each fold."""
+    A model with a tag generator is scored without it too ("labelrec without generator": the
+    same model, the rest of its fusion). ``folds`` (1-based) runs only those folds (a long
+    cross-validation spread over several runs, merged by ``--report``); ``without_refit=False``
+    skips scoring the tuning runs. Rows carry the fold in ``notes``; ``on_fold`` gets the rows so
+    far after each fold."""
     cfg = load_config(config)
     products = load_split(data_root, catalog, "train", cfg) + load_split(
         data_root, catalog, "valid", cfg
     )
     rows: list[Row] = []
     for fold, test_idx in enumerate(grouped_folds(products, k, seed)):
+        if folds is not None and fold + 1 not in folds:
+            continue
         held = set(test_idx.tolist())
         test = [products[i] for i in sorted(held)]
         rest = [p for i, p in enumerate(products) if i not in held]
@@ -466,8 +480,12 @@ def run_cv(
                 train_s = time.perf_counter() - t0
             lr_rows, vocab = eval_labelrec(catalog, model_dir, test, train_s, False)
             fold_rows += lr_rows
+            if (model_dir / "generator").is_dir():
+                rows_g, _ = eval_labelrec(catalog, model_dir, test, train_s, False, generate=False)
+                rows_g[0].system = "labelrec without generator"
+                fold_rows += rows_g
             tuning = model_dir / "tuning"
-            if (tuning / "labelrec.json").is_file():
+            if without_refit and (tuning / "labelrec.json").is_file():
                 rows_t, _ = eval_labelrec(
                     catalog, tuning, test, recorded_train_seconds(tuning), False
                 )
@@ -796,6 +814,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="--cv: score the fold models already trained"
     )
+    parser.add_argument(
+        "--folds",
+        help="--cv: run only these folds, comma-separated from 1 (merge runs with --report)",
+    )
+    parser.add_argument(
+        "--no-without-refit",
+        action="store_true",
+        help="--cv: do not score the tuning runs (with a tag generator: minutes of beam search)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for labelrec, a.b=value")
     args = parser.parse_args(argv)
     if args.report:
@@ -819,6 +846,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cv:
         if args.cv < 2:
             parser.error("--cv needs K >= 2")
+        folds = None
+        if args.folds:
+            try:
+                folds = {int(f) for f in args.folds.split(",") if f.strip()}
+            except ValueError:
+                parser.error(f"--folds: comma-separated fold numbers, not {args.folds!r}")
+            if not folds or not all(1 <= f <= args.cv for f in folds):
+                parser.error(f"--folds: numbers from 1 to {args.cv}")
 
         def save(done: list[Row]) -> None:  # after each fold: a long run keeps what it measured
             if args.json:
@@ -840,6 +875,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.reuse,
                 on_fold=save,
                 peers=tuple(p.strip() for p in args.peers.split(",") if p.strip()),
+                folds=folds,
+                without_refit=not args.no_without_refit,
             )
         print(format_cv(rows))
         return 0

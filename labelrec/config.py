@@ -449,6 +449,14 @@ class GenerateConfig:
         default=None,
         metadata={"help": "Valid products generated to tune the weight; None: all of valid."},
     )
+    refit: bool = field(
+        default=True,
+        metadata={
+            "help": "With train.refit, train the generator again on train + valid; false: the"
+            " refit keeps the tuning run's generator (trained on train, the one its weights were"
+            " tuned for), one decoder training fewer."
+        },
+    )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in the backward pass (memory)."}
     )

@@ -715,6 +715,8 @@ class TagTrainer:
         from labelrec.taggers.generator import TagGenerator
 
         gcfg = self.cfg.generate
+        if self.tuned is not None and not gcfg.refit:
+            return self._carried_generator(), scores, self.valid_products, {}
         train = TrainingSet(
             self.train_products,
             self.train_set.labels,
@@ -756,6 +758,19 @@ class TagTrainer:
             tuning.report["fused_objective_with_generator"],
         )
         return generator, tuning.known, products, report
+
+    def _carried_generator(self) -> Any:
+        """The tuning run's generator in a refit with ``generate.refit: false``, writing the
+        refit's (larger) vocabulary."""
+        from labelrec.taggers.generator import TagGenerator
+
+        tuning = Path(self.cfg.output) / TUNING_DIR
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        generator = TagGenerator.load(tuning, data_mod.TagVocab.load(tuning / VOCAB_FILE), device)
+        if generator is None:
+            raise FileNotFoundError(f"generate.refit=false: {tuning} has no generator to carry")
+        logger.info("refit: the tuning run's generator is carried over (generate.refit=false)")
+        return generator.with_vocab(self.vocab)
 
     def run(self) -> TrainResult:
         """setup, train, finish (fit and fuse the other taggers), save, cleanup."""

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from conftest import toy_catalog, write_jsonl
 
@@ -91,6 +92,35 @@ def test_progress_bar_counts_products_and_changes_nothing(generator, products, c
     shown = generator.generate(products[:5], progress=True)
     assert shown == plain
     assert "generating tags" in (err := capsys.readouterr().err) and "/5 " in err
+
+
+def test_narrowed_vocabulary_writes_what_the_whole_one_does(generator, products, monkeypatch):
+    """Greedy decoding over the narrowed vocabulary picks the tokens the whole one picks; the
+    head really is narrower, and the model is whole again afterwards."""
+    from labelrec.taggers import generator as gen_mod
+
+    widths: list[int] = []
+    forward = gen_mod._NarrowHead.forward
+
+    def spy(self, hidden):
+        out = forward(self, hidden)
+        widths.append(out.shape[-1])
+        return out
+
+    monkeypatch.setattr(gen_mod._NarrowHead, "forward", spy)
+    whole_rows = generator.model.get_input_embeddings().weight.shape[0]
+    head = generator.model.get_output_embeddings()
+    monkeypatch.setattr(generator, "num_beams", 1)
+    monkeypatch.setattr(generator, "narrow", False)
+    whole = generator.generate(products)
+    assert not widths
+    monkeypatch.setattr(generator, "narrow", True)
+    narrow = generator.generate(products)
+    assert widths and max(widths) < whole_rows
+    assert narrow == whole
+    assert any(tags for beams in narrow for tags, _ in beams)  # it wrote tags
+    assert generator.model.get_input_embeddings().weight.shape[0] == whole_rows
+    assert generator.model.get_output_embeddings() is head
 
 
 def test_trie_walk_allows_only_continuations(generator: TagGenerator):
@@ -346,3 +376,42 @@ def test_cli_suggest_with_and_without_the_generator(generator_model, monkeypatch
         got = answers[plain]["tags"]
         assert [t["tag"] for t in got] == [s.tag for s in expected]
         assert [t["score"] for t in got] == pytest.approx([s.score for s in expected], abs=1e-5)
+
+
+def test_refit_can_keep_the_tuning_runs_generator(tmp_path: Path, tiny_backbone, tiny_decoder):
+    """``generate.refit=false``: the refit saves the generator the tuning run trained and tuned
+    (same weights, its fusion weights), decoding over the refit's larger vocabulary."""
+    import json
+
+    from labelrec.causal import load_saved_causal_lm
+    from labelrec.predict import TagRecommender
+    from labelrec.train import train
+
+    out = tmp_path / "model"
+    base = _base_overrides(tmp_path, tiny_backbone, out)
+    valid = toy_catalog(2)[:12]
+    valid[0]["tags"] = [*valid[0]["tags"], "Only in valid"]  # the refit's vocabulary is larger
+    write_jsonl(valid, tmp_path / "valid.jsonl")
+    gen = [
+        "generate.enabled=true",
+        f"generate.backbone={tiny_decoder}",
+        "generate.epochs=1",
+        "generate.num_beams=2",
+        "generate.refit=false",
+        "train.refit=true",
+        "data.min_tag_count=1",
+    ]
+    train(load_config("configs/tiny.yaml", base + gen), progress=False)
+    tuned, _, tuned_info = load_saved_causal_lm(out / "tuning" / "generator")
+    final, _, final_info = load_saved_causal_lm(out / "generator")
+    for (name, a), (_, b) in zip(
+        tuned.state_dict().items(), final.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    rec = TagRecommender.load(out)
+    assert "Only in valid" in rec.vocab.index
+    assert final_info["n_tags"] == len(rec.vocab) > tuned_info["n_tags"]
+    assert final_info["n_train"] == tuned_info["n_train"] == 6 * len(toy_catalog(1))
+    choices = json.loads((out / "tuning" / "tuned.json").read_text())["generator"]
+    assert rec.generator.weight == pytest.approx(choices["weight"])
+    assert rec.generator.votes([Product("x", TITLES[0])])[0].shape == (1, len(rec.vocab))

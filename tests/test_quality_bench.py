@@ -180,3 +180,21 @@ def test_saved_runs_merge_without_repeating_a_row(tmp_path: Path) -> None:
         "labelrec without refit",
     ]
     assert merged[0].metrics["P@1"] == 0.9
+
+
+def test_cv_runs_only_the_folds_asked_for(tmp_path: Path) -> None:
+    pytest.importorskip("omikuji")
+    from conftest import write_jsonl
+
+    rows = toy_catalog(8)
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    write_jsonl(rows[:60], tmp_path / "data" / "toy" / "train.jsonl")
+    write_jsonl(rows[60:], tmp_path / "data" / "toy" / "valid.jsonl")
+    config = tmp_path / "cv.yaml"  # ten distinct titles: a larger inner valid split
+    config.write_text("data:\n  valid_fraction: 0.3\n", encoding="utf-8")
+    done = quality.run_cv(
+        "toy", tmp_path / "data", config, tmp_path / "out", [], 3, 0, 1,
+        skip_labelrec=True, peers=("Omikuji",), folds={2},
+    )  # fmt: skip
+    assert done and {r.notes["fold"] for r in done} == {1}
+    assert not (tmp_path / "out" / "toy-cv3" / "fold0").exists()

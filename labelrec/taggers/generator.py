@@ -11,13 +11,24 @@ so a brand never seen in training can come out; such tags come back as new (``kn
 Each of the ``num_beams`` beams is one tag list; its posterior among the beams (softmax of the
 beams' total log-probabilities) is its vote, and a tag's score is the summed vote of the beams
 that contain it or a descendant path. The fusion weight is tuned on valid like the others.
+
+Decoding runs over a narrowed vocabulary: the tokens a tag can be written with (the tree's, the
+separator, the end token, the batch's open spans) plus the batch's prompt tokens, the embedding
+and the LM head cut to those rows for the batch. Every step's softmax then normalizes over the
+tokens the product may write (its prompt's and other products' tokens masked), not over the
+backbone's whole vocabulary: greedy decoding writes the same tags either way, beam scores differ
+slightly. Every step's work over the vocabulary (head, softmax, constraint mask, top-k) shrinks
+from the backbone's vocabulary (262k tokens for Gemma-3) to a few thousand.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -182,8 +193,15 @@ class TagGenerator:
         self.batch_products = int(meta["batch_products"])
         self.history: list[dict[str, float]] = []  # of training, when fitted here
         self.trie = TagTrie()
+        tag_tokens = {self.codec.separator_id, self.codec.end_id}
         for tag in vocab.tags:
-            self.trie.add(self.codec.tag_ids(tag), tag)
+            ids = self.codec.tag_ids(tag)
+            self.trie.add(ids, tag)
+            tag_tokens.update(ids)
+        self.tag_tokens = tag_tokens
+        #: decode over the narrowed vocabulary (off: the backbone's whole vocabulary)
+        self.narrow = not getattr(model.config, "final_logit_softcapping", None)
+        self._lock = threading.Lock()  # a narrowed batch swaps the model's embedding and head
 
     # ------------------------------------------------------------------ decoding
     def _walk(self, tokens: list[int], local: TagTrie | None) -> tuple[list[str], list[dict]]:
@@ -239,45 +257,74 @@ class TagGenerator:
 
     def _generate_batch(self, products: list[Product]) -> list[list[tuple[list[str], float]]]:
         locals_: list[TagTrie | None] = []
+        own: list[set[int]] = []  # per product, the tokens of its open spans
         for product in products:
-            local = None
+            local, tokens = None, set()
             if self.kinds:
                 local = TagTrie()
                 for tag in open_candidates(product, self.kinds, self.max_chars):
                     if tag not in self.vocab.index:
-                        local.add(self.codec.tag_ids(tag), tag)
+                        ids = self.codec.tag_ids(tag)
+                        local.add(ids, tag)
+                        tokens.update(ids)
             locals_.append(local)
+            own.append(tokens)
         prompts = [self.codec.prompt_ids(p) for p in products]
+        pad, end = self.tokenizer.pad_token_id, self.codec.end_id
+        beams = self.num_beams
+        keep: torch.Tensor | None = None
+        mask: torch.Tensor | None = None
+        to_new: dict[int, int] = {}
+        if self.narrow:
+            used = self.tag_tokens.union(*own, {pad}, *(set(p) for p in prompts))
+            keep = torch.as_tensor(sorted(used))
+            to_new = {t: i for i, t in enumerate(keep.tolist())}
+            # per product, the tokens it may write: the tree's and its own open spans'
+            rows = torch.full((len(products), len(keep)), float("-inf"))
+            shared = torch.as_tensor([to_new[t] for t in sorted(self.tag_tokens)])
+            for row, tokens in enumerate(own):
+                rows[row, shared] = 0.0
+                rows[row, [to_new[t] for t in tokens]] = 0.0
+            mask = rows.repeat_interleave(beams, dim=0)  # rows: product-major, beams within
+            prompts = [[to_new[t] for t in p] for p in prompts]
+            pad, end = to_new[pad], to_new[end]
         width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, p in enumerate(prompts):  # left padding: generation continues every row
             ids[row, width - len(p) :] = torch.as_tensor(p)
-            mask[row, width - len(p) :] = 1
+            attention[row, width - len(p) :] = 1
 
         def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
-            return self._allowed(sent[width:].tolist(), locals_[batch_id])
+            written = sent[width:]
+            if keep is None:
+                return self._allowed(written.tolist(), locals_[batch_id])
+            toks = self._allowed(keep[written.cpu()].tolist(), locals_[batch_id])
+            return [to_new[t] for t in toks]
 
-        beams = self.num_beams
-        result = self.model.generate(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            max_new_tokens=self.max_new_tokens,
-            num_beams=beams,
-            num_return_sequences=beams,
-            do_sample=False,
-            prefix_allowed_tokens_fn=allowed,
-            eos_token_id=self.codec.end_id,
-            pad_token_id=pad,
-            return_dict_in_generate=True,
-            output_scores=beams > 1,
-            use_cache=True,
-        )
-        seqs = result.sequences[:, width:].cpu().tolist()
+        with self._lock, _narrowed(self.model, keep, mask):
+            result = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=attention.to(self.device),
+                max_new_tokens=self.max_new_tokens,
+                num_beams=beams,
+                num_return_sequences=beams,
+                do_sample=False,
+                prefix_allowed_tokens_fn=allowed,
+                eos_token_id=end,
+                pad_token_id=pad,
+                return_dict_in_generate=True,
+                output_scores=beams > 1,
+                use_cache=True,
+            )
+        written = result.sequences[:, width:].cpu()
+        if keep is not None:  # back to the tokenizer's ids
+            written = keep[written]
+        pad, end = self.tokenizer.pad_token_id, self.codec.end_id
+        seqs = written.tolist()
         if beams > 1:
             # sequences_scores are total log-probabilities / generated length (length_penalty 1)
-            lengths = np.asarray([_gen_length(s, self.codec.end_id, pad) for s in seqs], float)
+            lengths = np.asarray([_gen_length(s, end, pad) for s in seqs], float)
             totals = result.sequences_scores.float().cpu().numpy() * lengths
         else:
             totals = np.zeros(len(seqs))
@@ -339,6 +386,13 @@ class TagGenerator:
         generator.history = history
         return generator
 
+    def with_vocab(self, vocab: TagVocab) -> TagGenerator:
+        """The same decoder and settings, decoding over ``vocab`` (e.g. a refit's, with tags
+        the decoder was not trained to write)."""
+        meta = {**self.meta, "n_tags": len(vocab), "weight": self.weight}
+        meta.update(new_weight=self.new_weight, new_threshold=self.new_threshold)
+        return TagGenerator(self.model, self.tokenizer, vocab, meta, self.device)
+
     # ------------------------------------------------------------------ persistence
     def save(self, model_dir: str | Path) -> Path:
         """Write ``<model_dir>/generator`` (decoder weights, tokenizer, settings)."""
@@ -366,6 +420,45 @@ class TagGenerator:
                 f"{path}: generator trained for {meta['n_tags']} tags, not {len(vocab)}"
             )
         return cls(model, tokenizer, vocab, meta, device)
+
+
+class _NarrowHead(torch.nn.Module):
+    """The LM head cut to ``keep``'s rows, and a mask per row (0 or -inf): what it may write.
+
+    Rows are product-major with the beams within, as ``generate`` expands them."""
+
+    def __init__(self, head: torch.nn.Module, keep: torch.Tensor, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = head.weight.detach()[keep.to(head.weight.device)]
+        bias = getattr(head, "bias", None)
+        self.bias = bias.detach()[keep.to(bias.device)] if bias is not None else None
+        self.mask = mask.to(self.weight.device, self.weight.dtype)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = torch.nn.functional.linear(hidden, self.weight, self.bias)
+        if logits.shape[0] != self.mask.shape[0]:
+            raise RuntimeError(f"narrowed head: {logits.shape[0]} rows, mask for {len(self.mask)}")
+        return logits + self.mask.view(self.mask.shape[0], *([1] * (logits.dim() - 2)), -1)
+
+
+@contextmanager
+def _narrowed(model: Any, keep: torch.Tensor | None, mask: torch.Tensor | None) -> Iterator[None]:
+    """``model`` with its embedding and LM head cut to the ids in ``keep`` (token ``keep[i]``
+    becomes ``i``) while the block runs; ``keep`` None leaves it whole."""
+    if keep is None or mask is None:
+        yield
+        return
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    whole = embedding.weight
+    embedding.weight = torch.nn.Parameter(
+        whole.detach()[keep.to(whole.device)], requires_grad=False
+    )
+    model.set_output_embeddings(_NarrowHead(head, keep, mask))
+    try:
+        yield
+    finally:
+        embedding.weight = whole
+        model.set_output_embeddings(head)
 
 
 def _finished(g: dict | None, loc: dict | None) -> str | None:
