@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from conftest import toy_catalog, write_jsonl
 
 from labelrec.config import ConfigError, GenerateConfig, LexicalConfig, load_config
