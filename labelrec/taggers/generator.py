@@ -280,12 +280,12 @@ class TagGenerator:
             keep = torch.as_tensor(sorted(used))
             to_new = {t: i for i, t in enumerate(keep.tolist())}
             # per product, the tokens it may write: the tree's and its own open spans'
-            rows = torch.full((len(products), len(keep)), float("-inf"))
+            writable = torch.full((len(products), len(keep)), float("-inf"))
             shared = torch.as_tensor([to_new[t] for t in sorted(self.tag_tokens)])
             for row, tokens in enumerate(own):
-                rows[row, shared] = 0.0
-                rows[row, [to_new[t] for t in tokens]] = 0.0
-            mask = rows.repeat_interleave(beams, dim=0)  # rows: product-major, beams within
+                writable[row, shared] = 0.0
+                writable[row, [to_new[t] for t in tokens]] = 0.0
+            mask = writable.repeat_interleave(beams, dim=0)  # rows: product-major, beams within
             prompts = [[to_new[t] for t in p] for p in prompts]
             pad, end = to_new[pad], to_new[end]
         width = max(len(p) for p in prompts)
