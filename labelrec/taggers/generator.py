@@ -389,8 +389,8 @@ class TagGenerator:
     def with_vocab(self, vocab: TagVocab) -> TagGenerator:
         """The same decoder and settings, decoding over ``vocab`` (e.g. a refit's, with tags
         the decoder was not trained to write)."""
-        meta = {**self.meta, "n_tags": len(vocab), "weight": self.weight}
-        meta.update(new_weight=self.new_weight, new_threshold=self.new_threshold)
+        tuned = {"weight": self.weight, "new_weight": self.new_weight}
+        meta = {**self.meta, **tuned, "new_threshold": self.new_threshold, "n_tags": len(vocab)}
         return TagGenerator(self.model, self.tokenizer, vocab, meta, self.device)
 
     # ------------------------------------------------------------------ persistence
