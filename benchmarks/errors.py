@@ -28,25 +28,28 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from labelrec.data import Product, read_catalog  # noqa: E402
+from labelrec.data import Product, TagVocab, read_catalog  # noqa: E402
+from labelrec.taggers.span import joint_matrices, split_tag  # noqa: E402
 
 SEPARATOR = " > "
 
 
-def tag_kind(tag: str, known: bool = True, separator: str = SEPARATOR) -> str:
-    """The kind of a tag (see the module)."""
+def tag_kind(tag: str, known: bool = True, separator: str | None = SEPARATOR) -> str:
+    """The kind of a tag (see the module); facets are the span tagger's tag prefixes."""
     if not known:
         return "new"
-    if separator in tag:
+    if separator and separator in tag:
         return "deeper level"
-    head, colon, _ = tag.partition(":")
-    if colon and head and " " not in head:
-        return head
+    prefix, _ = split_tag(tag)
+    if prefix:
+        return prefix.rstrip(":")
     return "other" if tag[:1].islower() else "top level"
 
 
 def first_tag_errors(
-    first: Sequence[tuple[str, bool]], products: Sequence[Product], separator: str = SEPARATOR
+    first: Sequence[tuple[str, bool]],
+    products: Sequence[Product],
+    separator: str | None = SEPARATOR,
 ) -> tuple[Counter[str], Counter[tuple[str, str]]]:
     """(wrong first tags by kind, (wrong first tag, the product's top-level tags) pairs) for
     each product's first tag ``(tag, known)``."""
@@ -61,17 +64,14 @@ def first_tag_errors(
     return kinds, pairs
 
 
-def first_tags(scores: np.ndarray, new: list[dict[str, float]], tags: list[str]) -> list:
-    """The best tag of each product, known or new: ``(tag, known)``."""
-    out = []
-    for i, row in enumerate(new):
-        j = int(np.argmax(scores[i]))
-        tag, score, known = tags[j], float(scores[i, j]), True
-        for t, s in row.items():
-            if s > score:
-                tag, score, known = t, s, False
-        out.append((tag, known))
-    return out
+def first_tags(
+    scores: np.ndarray, new: list[dict[str, float]], products: list[Product], vocab: TagVocab
+) -> list[tuple[str, bool]]:
+    """The best tag of each product, known or new, ranked as P@1 ranks them (known and new tags
+    together, ``joint_matrices``): ``(tag, known)``."""
+    _, joint, names = joint_matrices(scores, new, products, vocab)
+    best = [names[j] for j in np.argmax(joint, axis=1)]
+    return [(tag, tag in vocab.index) for tag in best]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     rec = TagRecommender.load(args.model, generate=not args.no_generate)
     products = read_catalog(args.data).products
     scores, new = rec.score(products)
-    first = first_tags(scores, new, rec.vocab.tags)
-    kinds, pairs = first_tag_errors(first, products)
+    first = first_tags(scores, new, products, rec.vocab)
+    separator = rec.fusion.separator if rec.fusion is not None else SEPARATOR
+    kinds, pairs = first_tag_errors(first, products, separator)
     wrong = sum(kinds.values())
     print(f"{args.data}: first tag wrong for {wrong} of {len(products)} products\n")
     print("| kind of the wrong first tag | products |\n|---|---:|")

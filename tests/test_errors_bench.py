@@ -11,7 +11,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import errors  # noqa: E402
 
-from labelrec.data import Product  # noqa: E402
+from labelrec.data import Product, TagVocab  # noqa: E402
 
 
 def test_wrong_first_tags_are_counted_by_kind_and_confusion() -> None:
@@ -39,9 +39,14 @@ def test_wrong_first_tags_are_counted_by_kind_and_confusion() -> None:
 
 
 def test_first_tags_take_a_new_tag_only_above_every_known_one() -> None:
-    scores = np.array([[0.2, 0.7], [0.9, 0.1]], dtype=np.float32)
+    products = [Product("a", "x", tags=["Toys"]), Product("b", "x", tags=["Games"])]
+    vocab = TagVocab.from_products(products)
+    scores = np.zeros((2, len(vocab)), dtype=np.float32)
+    for i, row in enumerate([{"Toys": 0.2, "Games": 0.7}, {"Toys": 0.9, "Games": 0.1}]):
+        for tag, s in row.items():
+            scores[i, vocab.index[tag]] = s
     new = [{"brand:Zorb": 0.8}, {"brand:Zorb": 0.5}]
-    assert errors.first_tags(scores, new, ["Toys", "Games"]) == [
+    assert errors.first_tags(scores, new, products, vocab) == [
         ("brand:Zorb", False),
         ("Toys", True),
     ]
