@@ -85,11 +85,19 @@ print(f"backbone        {cfg['model']['backbone']} (dtype {cfg['model']['dtype']
 print(f"catalog         {info['train_source']}")
 print(f"steps           {steps} x batch {cfg['train']['batch_size']} in {len(history)} epochs")
 print(f"train products/s {products / seconds:.0f} (after epoch 1: {rate_later:.0f})")
+from labelrec.flops import matmul_peak
+
+peak = matmul_peak("cuda")  # bf16 square products: the GPU's practical FLOP limit
+flops = [r["train_flops_per_s"] for r in history if "train_flops_per_s" in r]
+if flops:
+    print(f"train FLOP/s    {flops[-1] / 1e12:.1f} TFLOP/s (torch's count), {100 * flops[-1] / peak:.0f}% of the bf16 matmul peak ({peak / 1e12:.0f} TFLOP/s)")
 print(f"peak GPU memory {max(r.get('peak_gpu_mem_gb', float('nan')) for r in history):.2f} GiB (torch.cuda.max_memory_allocated)")
 print(f"valid nDCG@3    {info['valid_metrics'].get('nDCG@3', float('nan')):.4f}, P@1 {info['valid_metrics'].get('P@1', float('nan')):.4f}")
 vm = info["valid_metrics"]
 if "generator_weight" in vm:
     print(f"generator       {cfg['generate']['backbone']}: {vm['generator_train_products_per_s']:.0f} train products/s, {vm['generator_products_per_s']:.0f} generated products/s, weight {vm['generator_weight']:.2f}")
+    if "generator_train_flops_per_s" in vm:
+        print(f"generator FLOP/s {vm['generator_train_flops_per_s'] / 1e12:.1f} TFLOP/s, {100 * vm['generator_train_flops_per_s'] / peak:.0f}% of the bf16 matmul peak")
     print(f"fused objective {vm['fused_objective_without_generator']:.4f} without the generator, {vm['fused_objective_with_generator']:.4f} with it (valid, (P@1 + nDCG@3) / 2)")
 print(f"wall            {wall} s (loading, tokenising, validation and saving included)")
 EOF

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from labelrec.flops import StepFlops
 from labelrec.model import ModelError, _dtype, load_tokenizer, resolve_backbone
 from labelrec.modeldir import CAUSAL_INFO
 
@@ -184,6 +185,7 @@ def fit_causal_lm(
     pad_id = tokenizer.pad_token_id
     history: list[dict[str, float]] = []
     step = 0
+    flops = StepFlops()  # the first batch's FLOPs per token (labelrec.flops)
     for epoch in range(settings.epochs):
         batches = bucketed_batches(lengths, settings.batch_size, 50, settings.seed + epoch)
         loader = torch.utils.data.DataLoader(
@@ -198,14 +200,15 @@ def fit_causal_lm(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(loader), desc=f"{desc} epoch {epoch + 1}/{settings.epochs}")
-        t0, seen, loss_sum, n = time.perf_counter(), 0, 0.0, 0
+        t0, seen, tokens, loss_sum, n = time.perf_counter(), 0, 0, 0.0, 0
         for batch in loader:
-            with acc.autocast():
-                if acc.num_processes > 1:  # through the DDP wrapper, so gradients are synced
-                    loss = model(**batch).loss
-                else:
-                    loss = target_loss(acc.unwrap_model(model).get_base_model(), batch)
-            acc.backward(loss)
+            with flops.count(batch["input_ids"].numel()):
+                with acc.autocast():
+                    if acc.num_processes > 1:  # through the DDP wrapper, so gradients are synced
+                        loss = model(**batch).loss
+                    else:
+                        loss = target_loss(acc.unwrap_model(model).get_base_model(), batch)
+                acc.backward(loss)
             if settings.max_grad_norm > 0:
                 acc.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
@@ -213,6 +216,7 @@ def fit_causal_lm(
             optimizer.zero_grad()
             step += 1
             seen += batch["input_ids"].shape[0] * acc.num_processes
+            tokens += batch["input_ids"].numel() * acc.num_processes
             loss_sum += float(loss.detach())
             n += 1
             if bar is not None:
@@ -230,6 +234,9 @@ def fit_causal_lm(
             "products_per_s": seen / max(seconds, 1e-9),
             "epoch_seconds": seconds,
         }
+        flops_per_s = flops.per_s(tokens, seconds)
+        if flops_per_s is not None:
+            record["train_flops_per_s"] = flops_per_s
         if acc.device.type == "cuda":
             record["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
         history.append(record)

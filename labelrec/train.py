@@ -29,6 +29,7 @@ from labelrec import data as data_mod
 from labelrec import metrics
 from labelrec.config import Config, config_to_dict
 from labelrec.evaluate import evaluate_scores_on
+from labelrec.flops import StepFlops
 from labelrec.fusion import FUSION_WEIGHTS
 from labelrec.model import (
     ModelInfo,
@@ -207,6 +208,7 @@ class TagTrainer:
         self.tuned = tuned
         self.output = Path(cfg.output)
         self.ckpt_dir = self.output / CHECKPOINTS_DIR
+        self.flops = StepFlops()  # the first batch's FLOPs per token (labelrec.flops)
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -376,19 +378,20 @@ class TagTrainer:
             self.model.train()
             bar = self._bar(len(loader), f"epoch {epoch + 1}/{tcfg.epochs}")
             t0 = time.perf_counter()
-            seen = 0
+            seen = tokens = 0
             loss_sum = torch.zeros((), device=acc.device)
             n_loss = 0
             for batch in loader:
                 with acc.accumulate(self.model):
-                    logits = self.model(batch["input_ids"], batch["attention_mask"])
-                    if self.train_set.negatives is None:
-                        loss = loss_fn(logits.float(), batch["labels"].float())
-                    else:
-                        loss = weighted_bce(
-                            logits.float(), batch["labels"].float(), tcfg.negative_weight
-                        )
-                    acc.backward(loss)
+                    with self.flops.count(batch["input_ids"].numel()):
+                        logits = self.model(batch["input_ids"], batch["attention_mask"])
+                        if self.train_set.negatives is None:
+                            loss = loss_fn(logits.float(), batch["labels"].float())
+                        else:
+                            loss = weighted_bce(
+                                logits.float(), batch["labels"].float(), tcfg.negative_weight
+                            )
+                        acc.backward(loss)
                     if acc.sync_gradients:
                         if tcfg.max_grad_norm > 0:
                             acc.clip_grad_norm_(self.model.parameters(), tcfg.max_grad_norm)
@@ -400,6 +403,7 @@ class TagTrainer:
                 loss_sum += loss.detach()
                 n_loss += 1
                 seen += batch["input_ids"].shape[0] * acc.num_processes
+                tokens += batch["input_ids"].numel() * acc.num_processes
                 if bar is not None:
                     bar.update(1)
                     if n_loss % max(1, tcfg.log_every // 4) == 0:
@@ -421,6 +425,9 @@ class TagTrainer:
                 "products_per_s": seen / max(epoch_seconds, 1e-9),
                 "epoch_seconds": epoch_seconds,
             }
+            flops = self.flops.per_s(tokens, epoch_seconds)
+            if flops is not None:
+                record["train_flops_per_s"] = flops
             if acc.device.type == "cuda":
                 record["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
             if valid_scores is not None:
@@ -731,6 +738,8 @@ class TagTrainer:
             "generator_train_products_per_s": float(history[-1]["products_per_s"]),
             "generator_final_loss": float(history[-1]["loss"]),
         }
+        if "train_flops_per_s" in history[-1]:
+            report["generator_train_flops_per_s"] = float(history[-1]["train_flops_per_s"])
         if scores is None:
             return generator, scores, self.valid_products, report
         rows = list(range(len(self.valid_products)))

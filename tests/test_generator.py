@@ -42,6 +42,7 @@ def generator(tiny_decoder: Path, products: list[Product], vocab: TagVocab) -> T
     )
     gen, history = fit_generator(gcfg, LexicalConfig(), products, vocab, progress=False)
     assert history and history[0]["loss"] > 0
+    assert history[0]["train_flops_per_s"] > 0  # counted by torch (labelrec.flops)
     return gen
 
 

@@ -71,6 +71,7 @@ def test_model_directory_contents(trained_model_dir: Path) -> None:
     assert [r["epoch"] for r in history] == list(range(1, 9))
     for key in ("train_loss", "lr", "products_per_s", "valid_nDCG@3", "valid_P@1"):
         assert all(np.isfinite(r[key]) for r in history), key
+    assert all(r["train_flops_per_s"] > 0 for r in history)  # counted by torch (labelrec.flops)
     assert "peak_gpu_mem_gb" not in history[0]  # reported on CUDA only
     # The loss goes down and the linear schedule ends at zero.
     assert history[-1]["train_loss"] < history[0]["train_loss"]
