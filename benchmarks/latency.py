@@ -11,7 +11,8 @@ interleaved with the first, product by product), and with numpy's BLAS threads l
 fusion (``predict.one_blas_thread``). Also printed: the load time and the
 largest difference between the ONNX Runtime and torch outputs; ``--throughput`` adds products/s
 of ``suggest`` on lists of 16 and of 64 products by forward batch size
-(``predict.CPU_BATCH_SIZE``).
+(``predict.CPU_BATCH_SIZE``), and the ms per product of the fusion's text-only part on those
+lists, with the TF-IDF similarities as labelrec computes them and by scipy's sparse product.
 
 Usage:
     python benchmarks/latency.py --model runs/all/amazon_uk_toys [--quantize] [--products 200]
@@ -183,7 +184,43 @@ def main(argv: list[str] | None = None) -> int:
                     rec.suggest(part, 5)
                 rates.append(len(titles) / (time.perf_counter() - start))
             print(f"| {batch_size} | " + " | ".join(f"{r:.0f}" for r in rates) + " |")
+        if rec.fusion is not None and rec.fusion.tfidf is not None:
+            text_part_table(rec.fusion, titles, sizes)
     return 0
+
+
+def text_part_table(fusion: Any, titles: list[str], sizes: tuple[int, ...]) -> None:
+    """ms per product of the fusion's text-only part (TF-IDF neighbours and span tagger) on
+    lists, with the TF-IDF similarities as labelrec computes them and by scipy's sparse product,
+    alternately, twice."""
+    from labelrec.predict import as_product
+    from labelrec.taggers import neighbours
+
+    ways = {
+        "dense block over the queries' terms (labelrec)": neighbours.DENSE_BLOCK,
+        "scipy's sparse product": 0,
+    }
+    times: dict[tuple[str, int], list[float]] = {}
+    for _ in range(2):
+        for name, block in ways.items():
+            with mock.patch.object(neighbours, "DENSE_BLOCK", block):
+                for size in sizes:
+                    lists = [
+                        [as_product({"title": t}, 0) for t in titles[i : i + size]]
+                        for i in range(0, len(titles), size)
+                    ]
+                    fusion.text_evidence(lists[0])
+                    start = time.perf_counter()
+                    for part in lists:
+                        fusion.text_evidence(part)
+                    ms = 1000 * (time.perf_counter() - start) / len(titles)
+                    times.setdefault((name, size), []).append(ms)
+    print("\nthe fusion's text-only part (Fusion.text_evidence) on the same lists, ms per product")
+    print("| TF-IDF similarities | " + " | ".join(f"lists of {k}, ms" for k in sizes) + " |")
+    print("|---|" + "---:|" * len(sizes))
+    for name in ways:
+        cells = " | ".join(" / ".join(f"{ms:.2f}" for ms in times[(name, size)]) for size in sizes)
+        print(f"| {name} | {cells} |")
 
 
 def _sklearn_transform(self: Any, texts: list[str]) -> Any:

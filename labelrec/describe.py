@@ -67,7 +67,7 @@ from labelrec.data import Product
 from labelrec.model import ModelError
 from labelrec.modeldir import CAUSAL_INFO
 from labelrec.taggers.generator import most_specific
-from labelrec.taggers.neighbours import TfidfFeatures
+from labelrec.taggers.neighbours import TfidfFeatures, similarities
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ class NeighbourIndex:
         x = self.features.transform([" ".join(t.split()) for t in titles])
         chunk = max(1, min(1024, 20_000_000 // m))
         for start in range(0, n, chunk):
-            sim = (x[start : start + chunk] @ self._x_t).toarray()
+            sim = similarities(x[start : start + chunk], self._x_t)
             if exclude is not None:
                 rows = np.arange(sim.shape[0])
                 cols = np.asarray(exclude[start : start + chunk], dtype=np.int64)

@@ -107,6 +107,25 @@ def test_tfidf_features_weight_like_scikit_learn() -> None:
     assert got[1].nnz == 0 and got[2].nnz == 0  # nothing in common: an empty row, no NaN
 
 
+def test_similarities_equal_the_sparse_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``similarities`` (the queries made dense over the terms they use) gives scipy's sparse
+    product, for short lists, for an empty query and past the dense block (scipy's path)."""
+    from labelrec.taggers import neighbours
+    from labelrec.taggers.neighbours import TfidfFeatures, similarities
+
+    texts = [p.title for p in TRAIN] + ["hornby hornby hornby train set", "乐高 积木 积木"]
+    features = TfidfFeatures(word_ngram_max=2, char_ngrams=(2, 4))
+    xt = features.fit_transform(texts).T.tocsr()
+    queries = features.transform(["Hornby train train", "", "qqqq", "乐高积木 jigsaw", "lego"])
+    expected = (queries @ xt).toarray()
+    for rows in (queries, queries[:1], queries[1:3]):
+        got = similarities(rows, xt)
+        assert got.dtype == np.float32 and got.shape == (rows.shape[0], len(texts))
+        np.testing.assert_allclose(got, (rows @ xt).toarray(), atol=1e-6)
+    monkeypatch.setattr(neighbours, "DENSE_BLOCK", 1)
+    np.testing.assert_allclose(similarities(queries, xt), expected, atol=1e-6)
+
+
 def test_parent_index_and_ancestor_consistency() -> None:
     tags = ["A", "A > B", "A > B > C", "A > D", "E"]
     parents = parent_index(tags, " > ")

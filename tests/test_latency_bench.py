@@ -13,8 +13,15 @@ def test_latency_table_has_every_stage(trained_model_dir: Path, toy_data_dir: Pa
     args = ["--model", str(trained_model_dir), "--data", str(toy_data_dir / "valid.jsonl")]
     assert latency.main([*args, "--products", "64", "--throughput"]) == 0
     out = capsys.readouterr().out
-    rows = [line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith("| ")]
+    stage_part, text_part = out.split("the fusion's text-only part")
+    rows = [line.strip("| ").split(" | ") for line in stage_part.splitlines() if line[:2] == "| "]
     rows = [row for row in rows if row[0] not in ("stage", "forward batch")]  # not the headers
+    text_rows = [line.strip("| ").split(" | ") for line in text_part.splitlines()[3:]]
+    assert [row[0] for row in text_rows] == [
+        "dense block over the queries' terms (labelrec)",
+        "scipy's sparse product",
+    ]
+    assert all(float(ms) > 0 for row in text_rows for cell in row[1:] for ms in cell.split(" / "))
     stages = [row[0].strip() for row in rows]
     assert stages[:3] == [
         "tokenise",
