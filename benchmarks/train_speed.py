@@ -63,8 +63,6 @@ def tagger_row(backbone: str, train_file: Path, steps: int) -> dict[str, float]:
 
     decoder = backbone in ("smollm2", "gemma3")  # other names and folders: encoders
     config = ROOT / "configs" / ("llm.yaml" if decoder else "default.yaml")
-    base = load_config(config, [])
-    batch = base.train.batch_size
     with tempfile.TemporaryDirectory() as out:
         cfg = load_config(
             config,
@@ -72,7 +70,6 @@ def tagger_row(backbone: str, train_file: Path, steps: int) -> dict[str, float]:
                 f"model.backbone={NAMES.get(backbone, backbone)}",
                 f"data.train={train_file}",
                 "data.valid=null",
-                f"data.max_products={steps * batch}",
                 f"train.max_steps={steps}",
                 "train.epochs=1",
                 "train.refit=false",
@@ -80,6 +77,8 @@ def tagger_row(backbone: str, train_file: Path, steps: int) -> dict[str, float]:
                 f"output={out}",
             ],
         )
+        batch = cfg.train.batch_size
+        cfg.data.max_products = steps * batch  # the products those steps read
         result = train(cfg, progress=False)
     record = result.history[-1]
     return {

@@ -162,8 +162,8 @@ def similarities(x: sp.csr_matrix, xt: sp.csr_matrix) -> np.ndarray:
 
     For a few queries it takes only the rows of ``xt`` that the queries' terms select and
     multiplies them by the queries made dense over those terms: no sparse result to build, which
-    for the short lists a service scores costs a third to half of scipy's sparse product (the
-    same sums up to rounding; tests/test_fusion.py checks them against it)."""
+    makes the short lists a service scores faster than scipy's sparse product (docs/serving.md;
+    the same sums up to rounding, tests/test_fusion.py checks them against it)."""
     cols = np.unique(x.indices)
     if x.shape[0] * len(cols) > DENSE_BLOCK or not len(cols):
         return (x @ xt).toarray()
