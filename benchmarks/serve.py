@@ -361,8 +361,12 @@ def measure(
             summary["server_cpu_ms_per_product"] = 1000 * cpu / max(run.products, 1)
             summary["server_cores"] = cpu / wall
             after = shared()
-            summary["products_per_pass"] = (after["products"] - passes["products"]) / max(
-                after["passes"] - passes["passes"], 1
+            # with several workers each /model answer counts one worker's passes only
+            ran = max(after["passes"] - passes["passes"], 1)
+            summary["products_per_pass"] = (
+                (after["products"] - passes["products"]) / ran
+                if after.get("workers", 1) == 1
+                else float("nan")
             )
         return summary
 

@@ -131,10 +131,18 @@ class ServiceSettings(BaseSettings):
         None,
         ge=0,
         description="how often to look for a new version; default 60 for a registry "
-        "URI, off for a directory; 0: off",
+        "URI, off for a directory (60 with several workers); 0: off",
     )
     num_threads: int = Field(
-        0, ge=0, description="inference threads per pass; 0: the cores shared among the passes"
+        0,
+        ge=0,
+        description="inference threads per pass; 0: the cores shared among the workers' passes",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="service processes, each with its own model and micro-batcher (BentoML "
+        "workers; 2 with 2 cores: more requests/s at high concurrency, a lone request slower)",
     )
     passes: int = Field(
         1,
@@ -648,7 +656,7 @@ def answers_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 # which fail with 500 "Server disconnected" (bentoml/BentoML#5540); never renew it.
 @bentoml.service(
     name="labelrec",
-    workers=1,
+    workers=SETTINGS.workers,
     traffic={"timeout": 60},
     runner_connection={"max_requests": 2**62, "max_age": 1e12},
 )
@@ -667,6 +675,7 @@ class LabelRec:
             s.generate,
             s.rules,
             s.passes,
+            s.workers,
         )
         self.holder.extensions["index"] = index_extension(s.index, s.catalog, s.interactions)
         self.holder.start()
@@ -1032,13 +1041,16 @@ class LabelRec:
 
     @http_app.get("/model", tags=["labelrec"])
     def model(self) -> dict[str, Any]:
-        """Model name, version, aliases, run, metrics, reload status, and the shared passes so
-        far (``passes`` run, ``products`` scored in them, how many run ``side_by_side``)."""
+        """Model name, version, aliases, run, metrics, reload status, and this worker's shared
+        passes so far (``passes`` run, ``products`` scored in them, how many run
+        ``side_by_side``; ``worker`` of ``workers`` answered)."""
         out = self.holder.describe()
         out["shared_passes"] = {
             "passes": self.batcher.passes,
             "products": self.batcher.products,
             "side_by_side": self.batcher.max_passes,
+            "worker": bentoml.server_context.worker_index,
+            "workers": self.holder.workers,
         }
         if self.describer_uri:
             out["describer"] = {

@@ -125,10 +125,12 @@ Loader = Callable[[str], tuple[TagRecommender, str, dict[str, Any]]]
 Extension = Callable[[Snapshot], Any]
 
 
-def threads_per_pass(passes: int) -> int | None:
-    """Inference threads for each of ``passes`` passes side by side: the cores shared among
-    them; None (the library's default, all cores) for one pass."""
-    return max(1, (os.cpu_count() or 1) // passes) if passes > 1 else None
+def threads_per_pass(passes: int, workers: int = 1) -> int | None:
+    """Inference threads for each of ``passes`` passes side by side in each of ``workers``
+    processes: the cores shared among them all; None (the library's default, all cores) for one
+    pass in one process."""
+    share = passes * workers
+    return max(1, (os.cpu_count() or 1) // share) if share > 1 else None
 
 
 class ModelHolder:
@@ -151,14 +153,19 @@ class ModelHolder:
         generate: bool = True,
         rules: str | None = None,
         passes: int = 1,
+        workers: int = 1,
     ) -> None:
         if passes < 1:
             raise ValueError(f"passes must be >= 1, got {passes}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.uri = uri
         self.rules = rules  # a rules file replacing the model's own (LABELREC_RULES)
         self.poll_seconds = poll_seconds
         self.quantize = quantize
-        self.num_threads = threads_per_pass(passes) if num_threads is None else num_threads
+        # workers: the service's processes, each holding its own copy (their cores are shared too)
+        self.workers = workers
+        self.num_threads = threads_per_pass(passes, workers) if num_threads is None else num_threads
         self.backend = backend
         self.generate = generate  # False: leave out a saved tag generator (slow on a CPU)
         self.loader = loader or self._load
@@ -196,12 +203,15 @@ class ModelHolder:
         generate: bool = True,
         rules: str | None = None,
         passes: int = 1,
+        workers: int = 1,
     ) -> ModelHolder:
         """A holder for the service's settings: ``poll_seconds`` None polls a registry URI every
-        ``REGISTRY_POLL_SECONDS`` and a directory never; a rules file that does not parse stops
-        here, naming its line."""
+        ``REGISTRY_POLL_SECONDS``, and a directory only with several ``workers`` (a reload asked
+        of one process reaches no other); a rules file that does not parse stops here, naming its
+        line."""
         if poll_seconds is None:
-            poll_seconds = REGISTRY_POLL_SECONDS if is_model_uri(uri) else 0.0
+            polled = is_model_uri(uri) or workers > 1
+            poll_seconds = REGISTRY_POLL_SECONDS if polled else 0.0
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         if rules is not None:
@@ -217,6 +227,7 @@ class ModelHolder:
             generate=generate,
             rules=rules,
             passes=passes,
+            workers=workers,
         )
 
     # -- loading

@@ -9,6 +9,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -294,6 +296,23 @@ def test_passes_run_side_by_side_with_the_cores_shared(make_service, models) -> 
     assert ranked[0] == ranked[1] and all(ranked[0])
     set_threads = make_service(models["v1"], LABELREC_PASSES="2", LABELREC_NUM_THREADS="1")
     assert set_threads.holder.num_threads == 1
+    workers = make_service(
+        models["v1"], LABELREC_WORKERS="2", LABELREC_PASSES="1", LABELREC_NUM_THREADS="0"
+    )
+    assert (workers.holder.workers, workers.batcher.max_passes) == (2, 1)
+    assert workers.holder.num_threads == max(1, (os.cpu_count() or 1) // 2)
+    assert workers.model()["shared_passes"]["workers"] == 2
+
+
+def test_workers_setting_reaches_bentoml(tmp_path: Path) -> None:
+    """BentoML fixes a service's worker count when the class is declared: LABELREC_WORKERS is
+    read as the module loads."""
+    code = "from labelrec.service import LabelRec; print(LabelRec.config['workers'])"
+    env = {**os.environ, "LABELREC_WORKERS": "3", "BENTOML_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[-1] == "3"
 
 
 def test_every_setting_is_in_the_docs() -> None:

@@ -213,3 +213,22 @@ def test_a_directory_that_changes_while_loading_is_refused(
     assert result.status == "refused" and "changed while it was loading" in result.error
     monkeypatch.setattr(serving, "open_tagger", real)
     assert holder.reload().status == "reloaded"  # once it stops changing
+
+
+def test_workers_share_the_cores_and_poll_a_directory(tmp_path, monkeypatch) -> None:
+    """Several workers divide the cores among all their passes, and a model directory is polled
+    (a reload asked of one process reaches no other); one worker polls only a registry URI."""
+    from labelrec.serving import REGISTRY_POLL_SECONDS, ModelHolder, threads_per_pass
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert threads_per_pass(1) is None  # one pass in one process: the library's default
+    assert (threads_per_pass(2), threads_per_pass(1, 2), threads_per_pass(2, 2)) == (4, 4, 2)
+    assert threads_per_pass(4, 4) == 1
+    folder = str(tmp_path)
+    assert ModelHolder.configured(folder).poll_seconds == 0.0
+    assert ModelHolder.configured(folder, workers=2).poll_seconds == REGISTRY_POLL_SECONDS
+    assert ModelHolder.configured(folder, 0.0, workers=2).poll_seconds == 0.0
+    assert ModelHolder.configured("models:/m@champion").poll_seconds == REGISTRY_POLL_SECONDS
+    assert ModelHolder.configured(folder, workers=2).num_threads == 4
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        ModelHolder(folder, workers=0)
