@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -481,9 +482,10 @@ def table(results: dict[str, Any]) -> str:
             ("batch", f"/suggest_batch ({BATCH}/request, concurrency 2)")
         ]:
             row = svc[key]
+            per_pass = row["products_per_pass"]  # nan with several workers (see `load`)
             lines.append(
                 f"| {name} | {row['server_cpu_ms_per_product']:.2f} | {row['server_cores']:.2f} "
-                f"| {row['products_per_pass']:.1f} |"
+                f"| {'n/a' if math.isnan(per_pass) else f'{per_pass:.1f}'} |"
             )
     soak = results.get("soak")
     if soak:
