@@ -43,12 +43,16 @@ sys.path.insert(0, str(ROOT))
 from labelrec.config import load_config  # noqa: E402
 from labelrec.data import Product, read_catalog, split_products  # noqa: E402
 from labelrec.describe import (  # noqa: E402
+    DECODING,
     Describer,
     NeighbourIndex,
     fit_describer,
     is_describer_dir,
     rouge_l_scores,
 )
+from labelrec.metrics import paired_bootstrap  # noqa: E402
+
+TRAIN_MAX_NEW_TOKENS = 96  # a describer trained here writes at most this many tokens by default
 
 CATALOGS = {
     "amazon_in_sales": ("train.jsonl", "valid.jsonl"),
@@ -90,6 +94,7 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
     train, valid = load_catalog(folder, name, args.seed)
     train = [p for p in train if p.description.strip()]
     valid = [p for p in valid if p.description.strip()][: args.eval_products]
+    decoding = {k: getattr(args, k) for k in DECODING if getattr(args, k, None) is not None}
     logging.info(
         "%s: %d training products with a description, %d valid evaluated",
         name,
@@ -107,10 +112,10 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
             f"describe.max_prompt_tokens={args.max_prompt_tokens}",
             f"describe.reference={str(args.reference).lower()}",
             f"describe.reference_chars={args.reference_chars}",
-            f"describe.max_new_tokens={args.max_new_tokens}",
-            f"describe.num_beams={args.num_beams}",
             f"describe.lr={args.lr}",
             f"seed={args.seed}",
+            f"describe.max_new_tokens={TRAIN_MAX_NEW_TOKENS}",
+            *(f"describe.{k}={v}" for k, v in decoding.items()),
         ],
     )
     out = Path(args.output) / name
@@ -128,6 +133,7 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
     t0 = time.perf_counter()
     describer = Describer.load(out, device=args.device)
     load_s = time.perf_counter() - t0
+    describer = describer.with_decoding(**decoding)  # a reused one writes with these settings
 
     t0 = time.perf_counter()
     raw = describer.generate(valid)
@@ -141,8 +147,9 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
     refs = [p.description for p in valid]
     index = describer.index if describer.index is not None else NeighbourIndex.fit(train)
     baseline = nearest_title_baseline(index, valid)
-    model_rouge = statistics.fmean(rouge_l_scores(texts, refs))
-    base_rouge = statistics.fmean(rouge_l_scores(baseline, refs))
+    model_scores, base_scores = rouge_l_scores(texts, refs), rouge_l_scores(baseline, refs)
+    model_rouge, base_rouge = statistics.fmean(model_scores), statistics.fmean(base_scores)
+    gain = paired_bootstrap(model_scores, base_scores, n_resamples=2000, seed=args.seed)
     word_rouge = statistics.fmean(rouge_l_scores(word_tfidf_baseline(train, valid), refs))
     shown = describer.references(valid)
     vs_reference = float("nan")
@@ -162,6 +169,8 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
         "rougeL_describer": model_rouge,
         "rougeL_baseline": base_rouge,
         "gain": model_rouge - base_rouge,
+        "gain_low": gain["low"],
+        "gain_high": gain["high"],
         "rougeL_word_baseline": word_rouge,
         "rougeL_vs_reference": vs_reference,
         "empty": sum(not t.strip() for t in raw),
@@ -184,6 +193,7 @@ COLUMNS = [
     ("rougeL_describer", "ROUGE-L describer", "{:.4f}"),
     ("rougeL_baseline", "ROUGE-L copy nearest (word+char index)", "{:.4f}"),
     ("gain", "gain", "{:+.4f}"),
+    ("gain_interval", "gain 95% interval", "{}"),
     ("rougeL_word_baseline", "ROUGE-L copy nearest (old: word index)", "{:.4f}"),
     ("rougeL_vs_reference", "ROUGE-L vs reference", "{:.3f}"),
     ("empty", "empty", "{}"),
@@ -200,7 +210,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |"]
     lines.append("|" + "---|" * len(COLUMNS))
     for row in rows:
-        lines.append("| " + " | ".join(f.format(row[k]) for k, _, f in COLUMNS) + " |")
+        cells = {**row, "gain_interval": f"{row['gain_low']:+.4f} to {row['gain_high']:+.4f}"}
+        lines.append("| " + " | ".join(f.format(cells[k]) for k, _, f in COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -211,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", default="HuggingFaceTB/SmolLM2-135M-Instruct")
     p.add_argument("--max-train-products", type=int, default=600)
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--eval-products", type=int, default=100)
+    p.add_argument(
+        "--eval-products",
+        type=lambda v: None if v == "all" else int(v),
+        default=100,
+        help="the first N valid products with a description, or all",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max-target-tokens", type=int, default=96)
@@ -223,8 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         help="show the nearest training product's description in the prompt",
     )
     p.add_argument("--reference-chars", type=int, default=400)
-    p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--num-beams", type=int, default=1)
+    # Decoding: unset keeps the reused describer's setting, or when training the config's
+    # default (max_new_tokens: TRAIN_MAX_NEW_TOKENS).
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None)
     p.add_argument("--latency-products", type=int, default=5, help="single-product timings")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--output", default="/tmp/labelrec-describe-bench", help="describers go here")

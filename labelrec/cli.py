@@ -70,6 +70,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"valid ({int(m['valid_n_products'])} products): ROUGE-L F1"
                 f" {m['valid_rougeL_f1']:.4f}, {int(m['valid_empty_outputs'])} empty"
             )
+        if "valid_rougeL_copy_nearest" in m:
+            print(
+                "copying the nearest training product's description:"
+                f" {m['valid_rougeL_copy_nearest']:.4f}; describer minus copying"
+                f" {m['valid_rougeL_gain']:+.4f} (95% interval {m['valid_rougeL_gain_low']:+.4f}"
+                f" to {m['valid_rougeL_gain_high']:+.4f})"
+            )
         return 0
     if result.refit is None:
         print(
@@ -197,10 +204,13 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from labelrec.opener import open_describer
 
     describer = open_describer(args.describer)
-    if args.batch_size is not None:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        describer.batch_products = args.batch_size
+    describer = describer.with_decoding(
+        batch_products=args.batch_size,
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+    )
     for item, text in zip(items, describer.describe(items), strict=True):
         print(json.dumps({"id": item.get("id"), "description": text}, ensure_ascii=False))
     return 0
@@ -470,6 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size", type=int, default=None, help="products per generation batch (default: 16)"
+    )
+    # Decoding settings the describer was trained with, changed for this call only.
+    p.add_argument("--num-beams", type=int, default=None, help="beam search width; 1: greedy")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="longest description")
+    p.add_argument(
+        "--repetition-penalty", type=float, default=None, help="on tokens already written; 1: none"
+    )
+    p.add_argument(
+        "--no-repeat-ngram-size", type=int, default=None, help="no n-gram this long twice; 0: off"
     )
     p.set_defaults(func=cmd_describe)
 

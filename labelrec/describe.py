@@ -41,6 +41,7 @@ the first 60 words, lowercased, against the real description (``rouge_l_f1``).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -63,7 +64,9 @@ from labelrec.causal import (
     load_saved_causal_lm,
     save_causal_lm,
 )
+from labelrec.config import DescribeConfig
 from labelrec.data import Product
+from labelrec.metrics import paired_bootstrap
 from labelrec.model import ModelError
 from labelrec.modeldir import CAUSAL_INFO
 from labelrec.taggers.generator import most_specific
@@ -73,6 +76,17 @@ logger = logging.getLogger(__name__)
 
 DESCRIBER_KIND = "describer"
 DESCRIBER_FORMAT = 1
+# Settings that act when text is written, not when the decoder learns: a loaded describer may
+# change them (Describer.with_decoding) without training again.
+DECODING = (
+    "max_new_tokens",
+    "min_new_tokens",
+    "num_beams",
+    "length_penalty",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+    "batch_products",
+)
 PROMPT_CUE = "\nDescription:"
 INDEX_META = "neighbours.json"
 INDEX_ARRAYS = "neighbours.npz"
@@ -461,6 +475,23 @@ class Describer:
             use_cache=True,
         )
 
+    def with_decoding(self, **settings: int | float | None) -> Describer:
+        """This describer writing with other decoding settings (``DECODING``; ``None`` keeps
+        one), checked like ``describe.*`` in a config. It shares the weights and index; this
+        describer and its saved directory are not changed."""
+        unknown = sorted(set(settings) - set(DECODING))
+        if unknown:
+            raise ValueError(f"not a decoding setting: {', '.join(unknown)} (one of {DECODING})")
+        merged = {k: self.meta[k] for k in DECODING if k in self.meta}
+        merged.update({k: v for k, v in settings.items() if v is not None})
+        DescribeConfig(**merged)  # ConfigError naming describe.<setting>
+        meta = {**self.meta, **merged}
+        check_lengths(self.model, meta)
+        other = copy.copy(self)
+        other.meta = meta
+        other.batch_products = int(meta.get("batch_products", 16))
+        return other
+
     @property
     def penalize_prompt(self) -> bool:
         """Whether repetition penalties also count the prompt's tokens (HF's default; describers
@@ -750,7 +781,9 @@ def evaluate_describer(
     describer: Describer, products: Sequence[Product], limit: int | None = None
 ) -> dict[str, float]:
     """ROUGE-L F1 against the real descriptions of (the first ``limit``) products that have one,
-    empty outputs before the fallback, and generation speed."""
+    empty outputs before the fallback, and generation speed. With a reference, also the baseline
+    of copying the reference (the nearest training product's description) and the describer's
+    gain over it, with a paired bootstrap 95% interval (``gain_low``, ``gain_high``)."""
     items = [p for p in products if p.description.strip()]
     if limit is not None:
         items = items[:limit]
@@ -769,10 +802,20 @@ def evaluate_describer(
         "products_per_s": len(items) / max(seconds, 1e-9),
         "mean_words": sum(len(t.split()) for t in final) / len(final),
     }
+    refs = [p.description for p in items]
     try:
-        out["rougeL_f1"] = rouge_l_f1(final, [p.description for p in items])
+        scores = rouge_l_scores(final, refs)
     except ImportError as err:
         logger.warning("describer: no ROUGE-L reported: %s", err)
+        return out
+    out["rougeL_f1"] = float(np.mean(scores))
+    if describer.index is not None:
+        shown = describer.references(items)
+        copied = rouge_l_scores([r[1] if r else "" for r in shown], refs)
+        gain = paired_bootstrap(scores, copied, n_resamples=2000)
+        out["rougeL_copy_nearest"] = float(np.mean(copied))
+        out["rougeL_gain"] = gain["mean_diff"]
+        out["rougeL_gain_low"], out["rougeL_gain_high"] = gain["low"], gain["high"]
     return out
 
 

@@ -273,6 +273,42 @@ def test_describer_writes_non_empty_texts(describer_dir: Path) -> None:
         describer.describe([{"title": "ok"}, {"title": ""}])
 
 
+def test_decoding_settings_change_on_a_loaded_describer(describer_dir: Path) -> None:
+    describer = Describer.load(describer_dir, device="cpu")
+    saved = json.loads((describer_dir / "causal.json").read_text())
+    products = [{"title": "lego city police station"}, {"title": "plush bear"}]
+    config = describer.generation_config()
+    assert (config.num_beams, config.max_new_tokens) == (saved["num_beams"], 12)
+    other = describer.with_decoding(
+        num_beams=2, max_new_tokens=3, min_new_tokens=1, repetition_penalty=1.0
+    )
+    config = other.generation_config()
+    assert (config.num_beams, config.max_new_tokens, config.min_new_tokens) == (2, 3, 1)
+    assert other.meta["repetition_penalty"] == 1.0 and other.model is describer.model
+    assert describer.generation_config().max_new_tokens == 12  # the original is unchanged
+    generate, written = other.model.generate, []
+
+    def counted(**kwargs):  # the number of tokens written per call
+        out = generate(**kwargs)
+        written.append(out.shape[1] - kwargs["input_ids"].shape[1])
+        return out
+
+    other.model.generate = counted
+    assert len(other.generate(products)) == 2
+    assert written and max(written) <= 3  # the new limit binds what is written
+    del other.model.generate
+    assert other.with_decoding(num_beams=None).meta["num_beams"] == 2  # None keeps a setting
+    with pytest.raises(ConfigError, match="describe.num_beams: must be >= 1"):
+        describer.with_decoding(num_beams=0)
+    with pytest.raises(ConfigError, match="describe.min_new_tokens"):
+        other.with_decoding(min_new_tokens=5)  # above max_new_tokens 3
+    with pytest.raises(ValueError, match="not a decoding setting: lr"):
+        describer.with_decoding(lr=0.1)
+    with pytest.raises(ModelError, match="positions"):
+        describer.with_decoding(max_new_tokens=10**6)
+    assert json.loads((describer_dir / "causal.json").read_text()) == saved  # on disk: untouched
+
+
 def test_empty_outputs_fall_back_to_title_and_tags(
     describer_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -331,6 +367,35 @@ def test_labelrec_train_with_task_describe(
     assert info["n_skipped_no_description"] == 1
     assert info["valid_metrics"]["valid_n_products"] == 3
     assert info["valid_metrics"]["valid_empty_outputs"] >= 0
+    m = info["valid_metrics"]
+    assert m["valid_rougeL_gain"] == pytest.approx(
+        m["valid_rougeL_f1"] - m["valid_rougeL_copy_nearest"]
+    )
+    assert m["valid_rougeL_gain_low"] <= m["valid_rougeL_gain"] <= m["valid_rougeL_gain_high"]
+    assert "describer minus copying" in printed
+
+
+def test_evaluation_sets_the_describer_against_copying_its_reference(describer_dir: Path) -> None:
+    pytest.importorskip("rouge_score")
+    from labelrec.describe import evaluate_describer
+
+    describer = Describer.load(describer_dir, device="cpu")
+    products = [
+        Product("1", "lego city police station", "a police station with three minifigures"),
+        Product("2", "plush bear", "a soft brown bear for kids"),
+        Product("3", "kite", ""),  # no description: not scored
+    ]
+    shown = [r[1] for r in describer.references(products[:2])]
+    describer.generate = lambda items: list(shown)  # type: ignore[method-assign]
+    copy = evaluate_describer(describer, products)
+    assert copy["n_products"] == 2
+    assert copy["rougeL_f1"] == copy["rougeL_copy_nearest"]  # it wrote exactly the references
+    assert copy["rougeL_gain"] == copy["rougeL_gain_low"] == copy["rougeL_gain_high"] == 0.0
+    describer.generate = lambda items: [p.description for p in items]  # type: ignore[method-assign]
+    perfect = evaluate_describer(describer, products)
+    assert perfect["rougeL_f1"] == 1.0
+    assert perfect["rougeL_gain"] == pytest.approx(1.0 - copy["rougeL_copy_nearest"])
+    assert perfect["rougeL_gain_low"] > 0  # the references are not the real descriptions
 
 
 # ---------------------------------------------------------------------- CLI
@@ -352,6 +417,38 @@ def test_describe_verb_reads_json_lines(
     out = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [o["id"] for o in out] == ["a", 7, None]
     assert all(isinstance(o["description"], str) and o["description"].strip() for o in out)
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    assert main(["describe", str(describer_dir), "--num-beams", "2", "--max-new-tokens", "4"]) == 0
+    beams = [json.loads(x)["description"] for x in capsys.readouterr().out.strip().splitlines()]
+    assert len(beams) == 3 and all(b.strip() for b in beams)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    assert main(["describe", str(describer_dir), "--repetition-penalty", "0.5"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "describe.repetition_penalty: must be >= 1" in captured.err
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    assert main(["describe", str(describer_dir), "--batch-size", "0"]) == 2
+    assert "describe.batch_products: must be >= 1" in capsys.readouterr().err
+
+
+def test_describe_verb_writes_in_batches_of_batch_size(
+    describer_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from labelrec.cli import main
+
+    batches: list[int] = []
+
+    def batch(self: Describer, prompts: list, config: object) -> list[str]:
+        batches.append(len(prompts))
+        return ["text"] * len(prompts)
+
+    monkeypatch.setattr(Describer, "_generate_batch", batch)
+    stdin = "".join(json.dumps({"title": f"kite {i}"}) + "\n" for i in range(5))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    assert main(["describe", str(describer_dir), "--batch-size", "2", "--num-beams", "2"]) == 0
+    assert batches == [2, 2, 1]
+    assert len(capsys.readouterr().out.strip().splitlines()) == 5
 
 
 @pytest.mark.parametrize(
@@ -432,3 +529,13 @@ def test_describer_as_mlflow_model(describer_dir: Path, registry: Path) -> None:
     native = lrm.load_model("models:/describer/1", device="cpu")
     assert isinstance(native, Describer)
     assert native.describe(frame.to_dict("records")) == list(out["description"])
+    params = {p.name for p in pyfunc.metadata.get_params_schema().params}
+    assert params == {"num_beams", "max_new_tokens", "repetition_penalty", "no_repeat_ngram_size"}
+    short = pyfunc.predict(frame, params={"num_beams": 2, "max_new_tokens": 9})
+    assert len(short) == 2 and all(t.strip() for t in short["description"])
+    expected = native.with_decoding(num_beams=2, max_new_tokens=9).describe(
+        frame.to_dict("records")
+    )
+    assert list(short["description"]) == expected
+    with pytest.raises(ConfigError, match="describe.num_beams"):
+        pyfunc.predict(frame, params={"num_beams": 0})

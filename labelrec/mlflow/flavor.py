@@ -113,10 +113,23 @@ def default_input_example() -> pd.DataFrame:
     )
 
 
+# A describer's predict params: decoding settings (labelrec.describe.DECODING) and their types.
+DESCRIBER_PARAMS = (
+    ("num_beams", "long"),
+    ("max_new_tokens", "long"),
+    ("repetition_penalty", "double"),
+    ("no_repeat_ngram_size", "long"),
+)
+
+
 def describer_signature() -> ModelSignature:
-    """Inputs ``title`` (required), ``tags`` (list of strings); output ``description``."""
+    """Inputs ``title`` (required), ``tags`` (list of strings); output ``description``;
+    params: the decoding settings of ``DESCRIBER_PARAMS``."""
     inputs = Schema([ColSpec("string", "title"), ColSpec(Array("string"), "tags", required=False)])
-    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string", "description")]))
+    params = ParamSchema([ParamSpec(name, kind, None) for name, kind in DESCRIBER_PARAMS])
+    return ModelSignature(
+        inputs=inputs, outputs=Schema([ColSpec("string", "description")]), params=params
+    )
 
 
 def default_describer_example() -> pd.DataFrame:

@@ -9,7 +9,9 @@ per-tag thresholds tuned on valid; 0 = the top ``limit`` tags whatever their sco
 DataFrame with one column ``tags``: per product a list of ``{"tag", "score"}``, best first.
 
 A describer (``kind: describer``) reads ``title`` and optional ``tags`` (a list of strings per
-product) and returns one column ``description``.
+product) and returns one column ``description``. Params: its decoding settings ``num_beams``,
+``max_new_tokens``, ``repetition_penalty``, ``no_repeat_ngram_size`` (null or absent = those it
+was trained with).
 """
 
 from __future__ import annotations
@@ -88,10 +90,16 @@ class LabelrecPyfunc(PythonModel):
     ) -> pd.DataFrame:
         """A DataFrame with a ``tags`` column: lists of ``{"tag", "score"}``, best first (a
         describer: a ``description`` column)."""
-        if self.describer is not None:
-            texts = self.describer.describe(_describe_records(model_input))
-            return pd.DataFrame({"description": texts})
         params = params or {}
+        if self.describer is not None:
+            from labelrec.describe import DECODING
+
+            decoding = {k: None if _text(v) == "" else v for k, v in params.items()}
+            describer = self.describer.with_decoding(
+                **{k: v for k, v in decoding.items() if k in DECODING}
+            )
+            texts = describer.describe(_describe_records(model_input))
+            return pd.DataFrame({"description": texts})
         limit = params.get("limit")
         limit = 10 if limit is None else int(limit)
         threshold = params.get("threshold")
