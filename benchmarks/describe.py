@@ -46,11 +46,11 @@ from labelrec.describe import (  # noqa: E402
     DECODING,
     Describer,
     NeighbourIndex,
+    against_copying,
     fit_describer,
     is_describer_dir,
     rouge_l_scores,
 )
-from labelrec.metrics import paired_bootstrap  # noqa: E402
 
 TRAIN_MAX_NEW_TOKENS = 96  # a describer trained here writes at most this many tokens by default
 
@@ -114,8 +114,10 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
             f"describe.reference_chars={args.reference_chars}",
             f"describe.lr={args.lr}",
             f"seed={args.seed}",
-            f"describe.max_new_tokens={TRAIN_MAX_NEW_TOKENS}",
-            *(f"describe.{k}={v}" for k, v in decoding.items()),
+            *(
+                f"describe.{k}={v}"
+                for k, v in {"max_new_tokens": TRAIN_MAX_NEW_TOKENS, **decoding}.items()
+            ),
         ],
     )
     out = Path(args.output) / name
@@ -147,9 +149,8 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
     refs = [p.description for p in valid]
     index = describer.index if describer.index is not None else NeighbourIndex.fit(train)
     baseline = nearest_title_baseline(index, valid)
-    model_scores, base_scores = rouge_l_scores(texts, refs), rouge_l_scores(baseline, refs)
-    model_rouge, base_rouge = statistics.fmean(model_scores), statistics.fmean(base_scores)
-    gain = paired_bootstrap(model_scores, base_scores, n_resamples=2000, seed=args.seed)
+    scored = against_copying(texts, baseline, refs, seed=args.seed)
+    model_rouge, base_rouge = scored["rougeL_f1"], scored["rougeL_copy_nearest"]
     word_rouge = statistics.fmean(rouge_l_scores(word_tfidf_baseline(train, valid), refs))
     shown = describer.references(valid)
     vs_reference = float("nan")
@@ -169,8 +170,8 @@ def run_catalog(name: str, folder: Path, args: argparse.Namespace) -> dict[str, 
         "rougeL_describer": model_rouge,
         "rougeL_baseline": base_rouge,
         "gain": model_rouge - base_rouge,
-        "gain_low": gain["low"],
-        "gain_high": gain["high"],
+        "gain_low": scored["rougeL_gain_low"],
+        "gain_high": scored["rougeL_gain_high"],
         "rougeL_word_baseline": word_rouge,
         "rougeL_vs_reference": vs_reference,
         "empty": sum(not t.strip() for t in raw),
