@@ -10,7 +10,10 @@ import serve  # noqa: E402
 
 
 def _load(p50: float, req_per_s: float, products_per_s: float, **cpu: float) -> dict:
-    return {"p50_ms": p50, "p99_ms": 2 * p50, "req_per_s": req_per_s} | {
+    return {
+        "p50_ms": p50,
+        "p99_ms": 2 * p50,
+        "req_per_s": req_per_s,
         "products_per_s": products_per_s,
         **cpu,
     }
