@@ -144,6 +144,13 @@ class ModelConfig:
     dtype: str = field(
         default="float32", metadata={"help": "Weights dtype when loading: float32, bfloat16."}
     )
+    save_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Dtype of the saved merged weights: float32, bfloat16, or auto (bfloat16 for"
+            " decoder LLMs, half the disk; float32 for encoders). They load in model.dtype."
+        },
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom model code from the hub (off by default)."}
     )
@@ -153,6 +160,11 @@ class ModelConfig:
         _check(8 <= self.max_length <= 8192, "model.max_length", "must be in [8, 8192]")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
         _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", "unknown dtype")
+        _check(
+            self.save_dtype in ("auto", "float32", "bfloat16"),
+            "model.save_dtype",
+            "must be auto, float32 or bfloat16",
+        )
 
 
 @dataclass

@@ -160,6 +160,14 @@ class TagModel(nn.Module):
             self.seq = self.seq.merge_and_unload()
 
 
+def save_dtype(name: str, decoder: bool) -> str:
+    """``model.save_dtype`` resolved: ``auto`` is bfloat16 for decoders (as their pretrained
+    weights are published), float32 for encoders (small, and exported as is to ONNX Runtime)."""
+    if name != "auto":
+        return name
+    return "bfloat16" if decoder else "float32"
+
+
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
@@ -305,19 +313,30 @@ def save_model(
     out_dir: str | Path,
     info: ModelInfo,
     info_file: str = LABELREC_FILE,
+    dtype: str = "auto",
 ) -> Path:
     """Write one self-contained directory: merged safetensors weights, tokenizer, labelrec.json.
 
     The vocabulary and thresholds are written beside it by the caller (``TagVocab.save``,
     ``save_thresholds``). ``info_file``: another name for labelrec.json, which the caller renames
     once every file is written (a directory without labelrec.json is not a model to load).
+    ``dtype``: of the stored weights (``model.save_dtype``); the model in memory is not cast.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.merge()
     seq = model.hf_model
+    target = _dtype(save_dtype(dtype, is_decoder(seq.config) or model.pooling == "last"))
     seq.config.architectures = [type(seq).__name__]
-    seq.save_pretrained(out, safe_serialization=True)
+    state = {
+        k: v.detach().to(target) if v.is_floating_point() else v
+        for k, v in seq.state_dict().items()
+    }
+    if getattr(seq, "_labelrec_head_bias", False):  # in labelrec.json: the class has no such key
+        head = classifier_head(seq)
+        name = "classifier" if getattr(seq, "classifier", None) is head else "score"
+        state.pop(f"{name}.bias", None)
+    seq.save_pretrained(out, safe_serialization=True, state_dict=state)
     tokenizer.save_pretrained(out)
     extra = dict(info.extra or {})
     if getattr(seq, "_labelrec_head_bias", False):  # a bias transformers' class does not save

@@ -677,7 +677,14 @@ class TagTrainer:
             # (a service polling it keeps the version it has), then it is one, complete.
             pending = f"{LABELREC_FILE}.pending"
             (self.output / LABELREC_FILE).unlink(missing_ok=True)
-            save_model(model, self.tokenizer, self.output, info, info_file=pending)
+            save_model(
+                model,
+                self.tokenizer,
+                self.output,
+                info,
+                info_file=pending,
+                dtype=self.cfg.model.save_dtype,
+            )
             self.vocab.save(self.output / VOCAB_FILE)
             save_thresholds(
                 self.output / THRESHOLDS_FILE, result.global_threshold, result.tag_thresholds

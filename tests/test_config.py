@@ -117,6 +117,7 @@ def test_override_value_may_contain_equals_sign() -> None:
         ("model.pooling=max", "model.pooling"),
         ("model.max_length=4", "model.max_length"),
         ("model.dtype=int4", "model.dtype"),
+        ("model.save_dtype=float16", "model.save_dtype"),
         ("data.valid_fraction=1.5", "data.valid_fraction"),
         ("data.on_error=ignore", "data.on_error"),
         ("data.tag_prefixes=[a, b]", "data.tag_prefixes"),

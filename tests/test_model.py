@@ -66,7 +66,7 @@ def test_logits_same_before_merge_after_merge_and_after_reload(
         model.seq.enable_adapter_layers()
     assert not torch.allclose(before, without, atol=1e-3), "LoRA adapters do not change the logits"
     info = ModelInfo(backbone=str(backbone), pooling=model.pooling, max_length=32, n_tags=len(TAGS))
-    out = save_model(model, tok, tmp_path / "model", info)  # merges in place
+    out = save_model(model, tok, tmp_path / "model", info, dtype="float32")  # merges in place
     assert not any("lora" in n for n, _ in model.named_parameters())
     with torch.no_grad():
         merged = model(**batch)
@@ -235,7 +235,54 @@ def test_decoder_head_gets_a_prior_bias_that_survives_saving(tiny_decoder: Path,
     mask = torch.ones_like(ids)
     model.eval()
     before = model(ids, mask)
-    save_model(model, tok, tmp_path / "m", ModelInfo(str(tiny_decoder), "last", 32, 3))
+    info = ModelInfo(str(tiny_decoder), "last", 32, 3)
+    save_model(model, tok, tmp_path / "m", info, dtype="float32")
     loaded, _, info = load_model(tmp_path / "m")
     assert "head_bias" in info
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), framework="pt") as f:
+        assert "score.weight" in f.keys() and "score.bias" not in f.keys()  # a key no class loads
     assert loaded(ids, mask).detach().numpy() == pytest.approx(before.detach().numpy(), abs=1e-5)
+
+
+def _stored_dtypes(model_dir: Path) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(model_dir / "model.safetensors"), framework="pt") as f:
+        return {str(f.get_slice(k).get_dtype()) for k in f.keys()}
+
+
+def test_decoders_are_saved_in_bf16_and_encoders_in_float32(
+    tiny_backbone: Path, tiny_decoder: Path, tmp_path: Path
+) -> None:
+    """``model.save_dtype`` auto halves a decoder's weights on disk; they load in float32 with
+    the logits of the model in memory up to bf16 rounding, and saving does not cast that model."""
+    ids = torch.tensor([[5, 6, 7, 8]])
+    mask = torch.ones_like(ids)
+    for backbone, pooling, stored in (
+        (tiny_decoder, "last", "BF16"),
+        (tiny_backbone, "mean", "F32"),
+    ):
+        model, tok = _build(backbone)
+        _perturb_lora(model)
+        model.eval()
+        out = tmp_path / backbone.name
+        save_model(model, tok, out, ModelInfo(str(backbone), pooling, 32, len(TAGS)))
+        assert next(model.hf_model.parameters()).dtype == torch.float32
+        assert _stored_dtypes(out) == {stored}
+        loaded, _, _ = load_model(out)
+        assert next(loaded.hf_model.parameters()).dtype == torch.float32
+        before, after = model(ids, mask).detach().numpy(), loaded(ids, mask).detach().numpy()
+        tol = 5e-2 if stored == "BF16" else 1e-5
+        assert after == pytest.approx(before, abs=tol)
+    model, tok = _build(tiny_decoder)
+    save_model(
+        model,
+        tok,
+        tmp_path / "f32",
+        ModelInfo(str(tiny_decoder), "last", 32, 5),
+        "labelrec.json",
+        "float32",
+    )
+    assert _stored_dtypes(tmp_path / "f32") == {"F32"}
