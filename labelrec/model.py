@@ -159,13 +159,26 @@ class TagModel(nn.Module):
         if hasattr(self.seq, "merge_and_unload"):
             self.seq = self.seq.merge_and_unload()
 
+    def storage_dtype(self, save_dtype: str) -> str:
+        """``model.save_dtype`` for this model: ``auto`` is bfloat16 for decoders (as their
+        pretrained weights are published), float32 for encoders (small, and exported as they are
+        to ONNX Runtime)."""
+        if save_dtype != "auto":
+            return save_dtype
+        decoder = is_decoder(self.hf_model.config) or self.pooling == "last"
+        return "bfloat16" if decoder else "float32"
 
-def save_dtype(name: str, decoder: bool) -> str:
-    """``model.save_dtype`` resolved: ``auto`` is bfloat16 for decoders (as their pretrained
-    weights are published), float32 for encoders (small, and exported as is to ONNX Runtime)."""
-    if name != "auto":
-        return name
-    return "bfloat16" if decoder else "float32"
+    def as_stored(self, dtype: str) -> None:
+        """Merge LoRA and round every saved weight to ``dtype`` in place (kept in its own
+        dtype): the model then scores as the one ``save_model`` writes in ``dtype`` will after
+        loading, so thresholds and fusion weights are tuned on what is saved. Buffers that are
+        not saved (rotary frequencies) are recomputed at load and stay as they are."""
+        self.merge()
+        target = _dtype(dtype)
+        with torch.no_grad():
+            for tensor in self.hf_model.state_dict().values():  # shares storage with the model
+                if tensor.is_floating_point() and tensor.dtype != target:
+                    tensor.copy_(tensor.to(target))
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -326,7 +339,7 @@ def save_model(
     out.mkdir(parents=True, exist_ok=True)
     model.merge()
     seq = model.hf_model
-    target = _dtype(save_dtype(dtype, is_decoder(seq.config) or model.pooling == "last"))
+    target = _dtype(model.storage_dtype(dtype))
     seq.config.architectures = [type(seq).__name__]
     state = {
         k: v.detach().to(target) if v.is_floating_point() else v

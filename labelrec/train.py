@@ -552,6 +552,9 @@ class TagTrainer:
         best_file = self.ckpt_dir / BEST_FILE
         if best_file.is_file() and self.tuned is None:
             model.load_state_dict(torch.load(best_file, weights_only=True), strict=False)
+        stored = model.storage_dtype(self.cfg.model.save_dtype)
+        if stored != "float32":  # what follows is tuned and measured on the weights as saved
+            model.as_stored(stored)
         scores = self.predict_valid()
         fusion, lexical_report, fusion_inputs = None, {}, None
         if self.cfg.lexical.enabled:  # the other taggers, fused with the model (fusion.py)

@@ -50,13 +50,23 @@ def _launch(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lora", ["true", "false"])
+@pytest.mark.parametrize(
+    ("lora", "kind"), [("true", "encoder"), ("false", "encoder"), ("true", "decoder")]
+)
 def test_two_process_training_gathers_every_valid_product(
-    lora: str, tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+    lora: str,
+    kind: str,
+    tiny_backbone: Path,
+    tiny_decoder: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
 ) -> None:
+    """A decoder also merges its LoRA weights and rounds them to bfloat16 before the last
+    valid pass, as saved (``model.save_dtype``)."""
     out = tmp_path / "ddp"
+    backbone = tiny_backbone if kind == "encoder" else tiny_decoder
     args = ["train", "--config", str(ROOT / "configs" / "tiny.yaml"), "--no-progress"]
-    args += [f"model.backbone={tiny_backbone}", f"output={out}"]
+    args += [f"model.backbone={backbone}", f"output={out}"]
     args += [f"data.train={toy_data_dir / 'train.jsonl'}"]
     args += [f"data.valid={toy_data_dir / 'valid.jsonl'}"]
     # 10 valid products in batches of 3 -> 3,3,3,1: uneven batches across the two processes.

@@ -62,6 +62,28 @@ def test_trained_model_beats_the_tag_prior(trained_model_dir: Path, toy_data_dir
     assert {"brand:Lego", "Toys > Building"} & {s.tag for s in top}
 
 
+def test_a_decoder_is_tuned_on_the_weights_it_saves(
+    tiny_decoder: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """A decoder's weights are stored in bfloat16 (``model.save_dtype`` auto), and training
+    measures and tunes the model rounded so: the saved model scores exactly as recorded."""
+    from safetensors import safe_open
+
+    out = tmp_path / "decoder"
+    cfg = tiny_config(tiny_decoder, toy_data_dir, out, "train.epochs=3", "train.refit=false")
+    result = train(cfg, progress=False)
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"BF16"}
+    rec = TagRecommender.load(out)
+    valid = read_catalog(toy_data_dir / "valid.jsonl").products
+    scores, _ = rec.predict_scores(valid)
+    assert np.abs(scores - result.valid_scores).max() < 1e-5  # float32 weights differ by ~1e-3
+    found = evaluate_scores_on(scores, valid, rec.vocab, rec.tag_thresholds).metrics
+    recorded = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))["valid_metrics"]
+    for name in ("P@1", "nDCG@3", "micro_f1", "macro_f1"):
+        assert recorded[name] == pytest.approx(found[name], abs=1e-6), name
+
+
 def test_model_directory_contents(trained_model_dir: Path) -> None:
     names = {p.name for p in trained_model_dir.iterdir()}
     expected = {"config.json", "model.safetensors", "labelrec.json", "tags.json"}
