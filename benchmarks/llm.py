@@ -22,7 +22,8 @@ open-vocabulary taggers can get these). The generator is then saved into ``--out
 weights and thresholds tuned on the first half, which makes that directory a complete model
 (``labelrec eval``/``suggest`` use it). ``--reuse`` takes the generator already in ``--output`` (no
 training) and caches its votes there (``bench_votes.pkl``), so the table can be recomputed in a
-minute.
+minute; with ``generate.num_beams=N`` among the overrides it decodes with N beams instead of the
+saved generator's.
 
 Needs ``../shared/data`` and an offline LLM (``make install-llm``) or a local decoder directory.
 """
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     old: dict = {}
     if reuse:
         generator = TagGenerator.load(args.output, vocab)
+        if any(o.startswith("generate.num_beams=") for o in args.overrides):
+            generator.num_beams = cfg.generate.num_beams  # decode it with other beams
         # training speed comes from the run that trained it, when its --json is at hand
         old = (
             json.loads(args.json.read_text("utf-8"))["speed"]
@@ -169,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.output / "bench_votes.pkl"
     ids = [p.id for p in valid]
     cached = pickle.loads(cache.read_bytes()) if reuse and cache.is_file() else {}
-    if cached.get("ids") != ids or cached.get("narrow", False) != generator.narrow:
+    if (
+        cached.get("ids") != ids
+        or cached.get("narrow", False) != generator.narrow
+        or cached.get("num_beams", generator.num_beams) != generator.num_beams
+    ):
         cached = {}
     t0 = time.perf_counter()
     if cached:
@@ -179,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         gen_s = time.perf_counter() - t0
         payload = {"ids": ids, "known": gen_known, "new": gen_new, "seconds": gen_s}
         payload["narrow"] = generator.narrow
+        payload["num_beams"] = generator.num_beams
         cache.write_bytes(pickle.dumps(payload))
     lat = []
     for p in valid[: args.latency_products if not cached else 0]:
