@@ -45,15 +45,13 @@ def resave(model_dir: Path, out: Path, dtype: str) -> None:
     (out / scratch).unlink()
 
 
-def measure(model_dir: Path, data: Path) -> tuple[dict[str, float], object]:
-    from labelrec.data import read_catalog
+def measure(model_dir: Path, products: list) -> tuple[dict[str, float], object]:
     from labelrec.evaluate import evaluate_scores_on
     from labelrec.predict import TagRecommender
 
     t0 = time.perf_counter()
     rec = TagRecommender.load(model_dir)
     load_s = time.perf_counter() - t0
-    products = read_catalog(data).products
     scores, _ = rec.score(products)
     result = evaluate_scores_on(scores, products, rec.vocab, rec.thresholds(None)).metrics
     size = (model_dir / "model.safetensors").stat().st_size / 2**20
@@ -65,11 +63,14 @@ def measure(model_dir: Path, data: Path) -> tuple[dict[str, float], object]:
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
+    from labelrec.data import read_catalog
+
     args = parse_args(argv)
     out = args.output or args.model.with_name(f"{args.model.name}-{args.dtype}")
     resave(args.model, out, args.dtype)
-    base, base_scores = measure(args.model, args.data)
-    copy, copy_scores = measure(out, args.data)
+    products = read_catalog(args.data).products
+    base, base_scores = measure(args.model, products)
+    copy, copy_scores = measure(out, products)
     diff = float(np.abs(np.asarray(base_scores) - np.asarray(copy_scores)).max())
     rows = {f"as saved ({args.model})": base, f"{args.dtype} ({out})": copy}
     keys = list(base)

@@ -74,10 +74,15 @@ def resolve_pooling(pooling: str, config: Any) -> str:
 
 def classifier_head(seq_model: nn.Module) -> nn.Linear:
     """The linear tag head of a sequence classification model (``classifier`` or ``score``)."""
+    return getattr(seq_model, _head_name(seq_model))
+
+
+def _head_name(seq_model: nn.Module) -> str:
+    """The attribute holding the linear tag head: ``classifier`` (encoders) or ``score``."""
     for name in ("classifier", "score"):
         head = getattr(seq_model, name, None)
         if isinstance(head, nn.Linear):
-            return head
+            return name
         if head is not None and isinstance(getattr(head, "out_proj", None), nn.Linear):
             raise ModelError(
                 f"{type(seq_model).__name__} has a multi-layer head; labelrec needs a linear head"
@@ -272,7 +277,8 @@ def add_head_bias(seq_model: nn.Module, bias: torch.Tensor | None = None) -> Non
     transformers' classes do not know this bias, so ``save_model`` records it in
     ``labelrec.json`` (``head_bias``) and ``load_model`` puts it back.
     """
-    head = classifier_head(seq_model)
+    name = _head_name(seq_model)
+    head = getattr(seq_model, name)
     if head.bias is not None:
         return
     new = nn.Linear(head.in_features, head.out_features, bias=True)
@@ -280,7 +286,6 @@ def add_head_bias(seq_model: nn.Module, bias: torch.Tensor | None = None) -> Non
     with torch.no_grad():
         new.weight.copy_(head.weight)
         new.bias.copy_(torch.zeros(head.out_features) if bias is None else bias)
-    name = "classifier" if getattr(seq_model, "classifier", None) is head else "score"
     setattr(seq_model, name, new)
     seq_model._labelrec_head_bias = True
 
@@ -345,14 +350,13 @@ def save_model(
         k: v.detach().to(target) if v.is_floating_point() else v
         for k, v in seq.state_dict().items()
     }
-    if getattr(seq, "_labelrec_head_bias", False):  # in labelrec.json: the class has no such key
-        head = classifier_head(seq)
-        name = "classifier" if getattr(seq, "classifier", None) is head else "score"
-        state.pop(f"{name}.bias", None)
+    head_bias = getattr(seq, "_labelrec_head_bias", False)  # a bias transformers' class lacks:
+    if head_bias:  # kept in labelrec.json, not as a key no class would load
+        state.pop(f"{_head_name(seq)}.bias", None)
     seq.save_pretrained(out, safe_serialization=True, state_dict=state)
     tokenizer.save_pretrained(out)
     extra = dict(info.extra or {})
-    if getattr(seq, "_labelrec_head_bias", False):  # a bias transformers' class does not save
+    if head_bias:
         extra[HEAD_BIAS] = [float(b) for b in model.head.bias.detach().float().cpu()]
     payload = {
         "format_version": info.format_version,
