@@ -20,6 +20,19 @@ import scipy.sparse as sp
 
 from labelrec.data import Product
 
+# The package each peer family trains with; all of them and scikit-learn (TF-IDF features) are
+# the `bench` extra: pip install -e ".[bench]".
+PACKAGES = {"Omikuji": "omikuji", "fastText": "fasttext"}
+
+
+def missing_packages(families: tuple[str, ...]) -> list[str]:
+    """The packages ``families`` need that are not installed, so that a long benchmark stops
+    before it trains anything rather than after labelrec's part."""
+    import importlib.util
+
+    wanted = ["sklearn"] + [PACKAGES[f] for f in families if f in PACKAGES]
+    return [name for name in wanted if importlib.util.find_spec(name) is None]
+
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:

@@ -491,11 +491,15 @@ def run_cv(
                 )
                 rows_t[0].system = "labelrec without refit"
                 fold_rows += rows_t
-        if not skip_peers:
-            fold_rows += refit_peers(catalog, train, valid, test, vocab, threads, peers)
         for row in fold_rows:
-            row.notes["fold"] = fold
-            row.notes["n_test"] = len(test)
+            row.notes.update(fold=fold, n_test=len(test))
+        if on_fold is not None and fold_rows:  # labelrec's rows kept before the peers train
+            on_fold(rows + fold_rows)
+        if not skip_peers:
+            peer_rows = refit_peers(catalog, train, valid, test, vocab, threads, peers)
+            for row in peer_rows:
+                row.notes.update(fold=fold, n_test=len(test))
+            fold_rows += peer_rows
         print(
             f"{catalog} fold {fold + 1}/{k}: {len(train)} train, {len(valid)} valid, {len(test)}"
             f" test\n" + format_table(fold_rows),
@@ -835,6 +839,15 @@ def main(argv: list[str] | None = None) -> int:
     catalogs = list(CATALOGS) if args.all else (args.catalog or [])
     if not catalogs:
         parser.error("give --catalog NAME (repeatable) or --all")
+    families = tuple(p.strip() for p in args.peers.split(",") if p.strip()) if args.cv else PEERS
+    if not args.skip_peers:
+        from peers import missing_packages
+
+        if missing := missing_packages(families):
+            parser.error(
+                f"the peers need {', '.join(missing)}: pip install -e '.[bench]' (make bench),"
+                " or --skip-peers"
+            )
     if args.labelrec_model and len(catalogs) != 1:
         parser.error("--labelrec-model needs exactly one --catalog")
 
@@ -874,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.skip_peers,
                 args.reuse,
                 on_fold=save,
-                peers=tuple(p.strip() for p in args.peers.split(",") if p.strip()),
+                peers=families,
                 folds=folds,
                 without_refit=not args.no_without_refit,
             )

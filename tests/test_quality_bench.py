@@ -198,3 +198,47 @@ def test_cv_runs_only_the_folds_asked_for(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done and {r.notes["fold"] for r in done} == {1}
     assert not (tmp_path / "out" / "toy-cv3" / "fold0").exists()
+
+
+def test_a_missing_peer_package_stops_the_run_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import peers
+
+    monkeypatch.setitem(peers.PACKAGES, "Omikuji", "labelrec_no_such_package")
+    assert peers.missing_packages(("Omikuji",)) == ["labelrec_no_such_package"]
+    assert peers.missing_packages(()) == []  # scikit-learn: a labelrec dependency
+    argv = ["--catalog", "amazon_uk_toys", "--cv", "3", "--peers", "Omikuji"]
+    with pytest.raises(SystemExit) as stop:
+        quality.main([*argv, "--data-root", str(tmp_path), "--output-root", str(tmp_path / "o")])
+    assert stop.value.code == 2
+    assert "labelrec_no_such_package" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_fold_keeps_labelrec_rows_when_its_peers_fail(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from conftest import write_jsonl
+
+    rows = toy_catalog(8)
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    write_jsonl(rows[:60], tmp_path / "data" / "toy" / "train.jsonl")
+    write_jsonl(rows[60:], tmp_path / "data" / "toy" / "valid.jsonl")
+    fold_model = tmp_path / "out" / "toy-cv2" / "fold0" / "labelrec"
+    shutil.copytree(trained_model_dir, fold_model)
+
+    def peers_fail(*args: object, **kwargs: object) -> list:
+        raise RuntimeError("a peer crashed")
+
+    monkeypatch.setattr(quality, "refit_peers", peers_fail)
+    saved: list[list] = []
+    with pytest.raises(RuntimeError, match="a peer crashed"):
+        quality.run_cv(
+            "toy", tmp_path / "data", Path("configs/default.yaml"), tmp_path / "out", [], 2, 0, 1,
+            reuse=True, on_fold=lambda done: saved.append(list(done)), folds={1},
+        )  # fmt: skip
+    assert len(saved) == 1 and [r.system for r in saved[0]] == ["labelrec"]
+    assert saved[0][0].notes["fold"] == 0 and saved[0][0].metrics["P@1"] >= 0
