@@ -411,6 +411,13 @@ def refit_peers(
     return rows
 
 
+def in_fold(rows: list[Row], fold: int, n_test: int) -> list[Row]:
+    """``rows`` marked with their fold (0-based) and its number of test products."""
+    for row in rows:
+        row.notes.update(fold=fold, n_test=n_test)
+    return rows
+
+
 def run_cv(
     catalog: str,
     data_root: Path,
@@ -491,15 +498,11 @@ def run_cv(
                 )
                 rows_t[0].system = "labelrec without refit"
                 fold_rows += rows_t
-        for row in fold_rows:
-            row.notes.update(fold=fold, n_test=len(test))
         if on_fold is not None and fold_rows:  # labelrec's rows kept before the peers train
-            on_fold(rows + fold_rows)
+            on_fold(rows + in_fold(fold_rows, fold, len(test)))
         if not skip_peers:
-            peer_rows = refit_peers(catalog, train, valid, test, vocab, threads, peers)
-            for row in peer_rows:
-                row.notes.update(fold=fold, n_test=len(test))
-            fold_rows += peer_rows
+            fold_rows += refit_peers(catalog, train, valid, test, vocab, threads, peers)
+        in_fold(fold_rows, fold, len(test))
         print(
             f"{catalog} fold {fold + 1}/{k}: {len(train)} train, {len(valid)} valid, {len(test)}"
             f" test\n" + format_table(fold_rows),
