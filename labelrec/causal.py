@@ -3,7 +3,8 @@
 One prompt/target pair per product; the loss is next-token cross-entropy on the target only,
 and the language-model head is applied to target positions only (Gemma-3's head has 262k
 outputs: computing it for every prompt token would cost more than the rest of the model).
-The loop runs through Accelerate like ``labelrec.train`` (CPU, one GPU, bf16 on GPUs).
+The loop runs through Accelerate like ``labelrec.train`` (CPU, one GPU; bf16 autocast where the
+device computes bf16 natively, ``labelrec.model.resolve_mixed_precision``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from typing import Any
 import torch
 
 from labelrec.flops import StepFlops
-from labelrec.model import ModelError, _dtype, load_tokenizer, resolve_backbone
+from labelrec.model import (
+    ModelError,
+    _dtype,
+    load_tokenizer,
+    resolve_backbone,
+    resolve_mixed_precision,
+)
 from labelrec.modeldir import CAUSAL_INFO
 
 logger = logging.getLogger(__name__)
@@ -159,9 +166,7 @@ def fit_causal_lm(
 
     if not examples:
         raise ValueError("no training examples for the decoder")
-    mp = settings.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    mp = resolve_mixed_precision(settings.mixed_precision)
     acc = Accelerator(mixed_precision=mp)
     set_seed(settings.seed)
     if settings.gradient_checkpointing:
@@ -252,7 +257,7 @@ def fit_causal_lm(
         if settings.max_steps is not None and step >= settings.max_steps:
             break
     acc.wait_for_everyone()
-    merged = acc.unwrap_model(model).merge_and_unload()
+    merged = acc.unwrap_model(model, keep_fp32_wrapper=False).merge_and_unload()
     if settings.gradient_checkpointing:
         merged.gradient_checkpointing_disable()
         merged.config.use_cache = True

@@ -27,6 +27,16 @@ def _check(cond: bool, name: str, msg: str) -> None:
         raise ConfigError(f"{name}: {msg}")
 
 
+MIXED_PRECISION_HELP = (
+    "'no', 'bf16', 'fp16' or 'auto': bf16 autocast on a GPU or CPU that computes bf16 natively"
+    " (AVX512-BF16, AMX), else float32."
+)
+
+
+def _check_mixed_precision(value: str, name: str) -> None:
+    _check(value in ("auto", "no", "bf16", "fp16"), name, "must be auto, no, bf16 or fp16")
+
+
 @dataclass
 class DataConfig:
     """Where the catalog comes from and how its columns map to products."""
@@ -207,9 +217,7 @@ class TrainConfig:
         default="linear", metadata={"help": "LR decay after warmup: linear, cosine, constant."}
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping; 0: off."})
-    mixed_precision: str = field(
-        default="auto", metadata={"help": "'no', 'bf16', 'fp16' or 'auto' (bf16 on a GPU)."}
-    )
+    mixed_precision: str = field(default="auto", metadata={"help": MIXED_PRECISION_HELP})
     early_stopping_patience: int = field(
         default=2, metadata={"help": "Epochs without valid nDCG@3 gain before stopping; 0: off."}
     )
@@ -271,11 +279,7 @@ class TrainConfig:
             "train.scheduler",
             "unknown scheduler",
         )
-        _check(
-            self.mixed_precision in ("auto", "no", "bf16", "fp16"),
-            "train.mixed_precision",
-            "must be auto, no, bf16 or fp16",
-        )
+        _check_mixed_precision(self.mixed_precision, "train.mixed_precision")
         _check(self.bucket_size >= 1, "train.bucket_size", "must be >= 1")
         _check(self.threshold_prior >= 0, "train.threshold_prior", "must be >= 0")
 
@@ -475,9 +479,11 @@ class GenerateConfig:
     dtype: str = field(
         default="float32", metadata={"help": "Weights dtype when training: float32, bfloat16."}
     )
+    mixed_precision: str = field(default="auto", metadata={"help": MIXED_PRECISION_HELP})
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "generate.epochs", "must be >= 1")
+        _check_mixed_precision(self.mixed_precision, "generate.mixed_precision")
         _check(self.batch_size >= 1, "generate.batch_size", "must be >= 1")
         _check(self.lr > 0, "generate.lr", "must be > 0")
         _check(self.lora_r >= 1, "generate.lora_r", "must be >= 1")
@@ -579,9 +585,11 @@ class DescribeConfig:
     dtype: str = field(
         default="float32", metadata={"help": "Weights dtype when training: float32, bfloat16."}
     )
+    mixed_precision: str = field(default="auto", metadata={"help": MIXED_PRECISION_HELP})
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "describe.epochs", "must be >= 1")
+        _check_mixed_precision(self.mixed_precision, "describe.mixed_precision")
         _check(self.batch_size >= 1, "describe.batch_size", "must be >= 1")
         _check(self.lr > 0, "describe.lr", "must be > 0")
         _check(self.lora_r >= 1, "describe.lora_r", "must be >= 1")

@@ -716,6 +716,7 @@ def fit_describer(
         lora_r=dcfg.lora_r,
         lora_alpha=dcfg.lora_alpha,
         gradient_checkpointing=dcfg.gradient_checkpointing,
+        mixed_precision=dcfg.mixed_precision,
         seed=seed,
         max_steps=dcfg.max_steps,
     )

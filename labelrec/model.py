@@ -186,6 +186,23 @@ class TagModel(nn.Module):
                     tensor.copy_(tensor.to(target))
 
 
+def native_bf16() -> bool:
+    """True where bf16 matrix products run natively: a CUDA GPU that supports them, else a CPU
+    with AVX512-BF16 or AMX instructions (elsewhere bf16 on a CPU is emulated and slower)."""
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """Accelerate's ``mixed_precision`` for a ``*.mixed_precision`` setting: ``auto`` is bf16
+    autocast where the device computes bf16 natively (``native_bf16``), else ``no``."""
+    if setting != "auto":
+        return setting
+    return "bf16" if native_bf16() else "no"
+
+
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 

@@ -38,6 +38,7 @@ from labelrec.model import (
     count_parameters,
     encode_products,
     pad_batch,
+    resolve_mixed_precision,
     save_model,
     save_thresholds,
     tag_prior,
@@ -218,9 +219,7 @@ class TagTrainer:
         from transformers import get_scheduler
 
         cfg, tcfg = self.cfg, self.cfg.train
-        mp = tcfg.mixed_precision
-        if mp == "auto":
-            mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        mp = resolve_mixed_precision(tcfg.mixed_precision)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=tcfg.grad_accum, mixed_precision=mp, cpu=cpu_processes()
         )
@@ -548,7 +547,8 @@ class TagTrainer:
         thresholds from ``tuned``. Writes nothing (``save`` does)."""
         acc = self.accelerator
         acc.wait_for_everyone()
-        model: TagModel = acc.unwrap_model(self.model)
+        # without the mixed-precision wrapper: what follows scores as the saved model will
+        model: TagModel = acc.unwrap_model(self.model, keep_fp32_wrapper=False)
         best_file = self.ckpt_dir / BEST_FILE
         if best_file.is_file() and self.tuned is None:
             model.load_state_dict(torch.load(best_file, weights_only=True), strict=False)

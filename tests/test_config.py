@@ -111,6 +111,8 @@ def test_override_value_may_contain_equals_sign() -> None:
         ("train.early_stopping_patience=-1", "train.early_stopping_patience"),
         ("train.scheduler=step", "train.scheduler"),
         ("train.mixed_precision=fp8", "train.mixed_precision"),
+        ("generate.mixed_precision=fp8", "generate.mixed_precision"),
+        ("describe.mixed_precision=int8", "describe.mixed_precision"),
         ("lora.enabled=maybe", "lora.enabled"),
         ("lora.r=0", "lora.r"),
         ("model.backbone=null", "model.backbone"),

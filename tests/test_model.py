@@ -19,6 +19,7 @@ from labelrec.model import (
     load_model,
     pad_batch,
     read_info,
+    resolve_mixed_precision,
     save_model,
 )
 
@@ -286,3 +287,25 @@ def test_decoders_are_saved_in_bf16_and_encoders_in_float32(
         "float32",
     )
     assert _stored_dtypes(tmp_path / "f32") == {"F32"}
+
+
+def test_auto_mixed_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for avx512_bf16, amx, expected in [
+        (True, False, "bf16"),
+        (False, True, "bf16"),
+        (False, False, "no"),
+    ]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert resolve_mixed_precision("auto") == expected
+        for explicit in ("no", "bf16", "fp16"):  # an explicit setting is kept as it is
+            assert resolve_mixed_precision(explicit) == explicit
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the probes
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert resolve_mixed_precision("auto") == "no"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_mixed_precision("auto") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_mixed_precision("auto") == "no"

@@ -547,6 +547,7 @@ def fit_generator(
         lora_r=gcfg.lora_r,
         lora_alpha=gcfg.lora_alpha,
         gradient_checkpointing=gcfg.gradient_checkpointing,
+        mixed_precision=gcfg.mixed_precision,
         seed=seed,
     )
     t0 = time.perf_counter()
