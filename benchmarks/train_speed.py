@@ -10,7 +10,9 @@ refit) on each ``--taggers`` backbone, and the tag generator (``fit_generator``)
 ``--generators`` backbone. Columns: training products/s; the FLOP/s that torch counted for the
 first batch, scaled by the tokens (``labelrec.flops``); and its share of the matmul peak of the
 same device and dtype (square products, measured here: the practical limit, not a datasheet
-figure). On a GPU (bfloat16) the same command measures the GPU.
+figure). The dtype is the one the row computes in: bfloat16 where its ``mixed_precision``
+(``auto``: ``labelrec.model.resolve_mixed_precision``) autocasts, else float32. On a GPU the
+same command measures the GPU.
 Needs ``../shared/data``; the decoders need ``make install-llm``.
 """
 
@@ -34,6 +36,7 @@ NAMES = {
     "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
     "gemma3": "google/gemma-3-270m",
 }
+COMPUTE = {"no": "float32", "bf16": "bfloat16", "fp16": "float16"}  # mixed_precision -> dtype
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,12 +56,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["smollm2", "gemma3"],
         help="generator backbones: smollm2, gemma3, or a decoder's hub id or folder",
     )
+    p.add_argument(
+        "--mixed-precision",
+        choices=("auto", "no", "bf16"),
+        help="every row's train/generate.mixed_precision (default: its config's, auto)",
+    )
     p.add_argument("--json", type=Path, help="write the rows here too")
     return p.parse_args(argv)
 
 
-def tagger_row(backbone: str, train_file: Path, steps: int) -> dict[str, float]:
+def tagger_row(
+    backbone: str, train_file: Path, steps: int, mixed_precision: str | None = None
+) -> dict[str, float]:
     from labelrec.config import load_config
+    from labelrec.model import resolve_mixed_precision
     from labelrec.train import train
 
     decoder = backbone in ("smollm2", "gemma3")  # other names and folders: encoders
@@ -75,7 +86,8 @@ def tagger_row(backbone: str, train_file: Path, steps: int) -> dict[str, float]:
                 "train.refit=false",
                 "generate.enabled=false",
                 f"output={out}",
-            ],
+            ]
+            + ([f"train.mixed_precision={mixed_precision}"] if mixed_precision else []),
         )
         batch = cfg.train.batch_size
         cfg.data.max_products = steps * batch  # the products those steps read
@@ -87,18 +99,23 @@ def tagger_row(backbone: str, train_file: Path, steps: int) -> dict[str, float]:
         "flops/s": record.get("train_flops_per_s", float("nan")),
         "seconds": record["epoch_seconds"],
         "dtype": cfg.model.dtype,
+        "computes in": COMPUTE[resolve_mixed_precision(cfg.train.mixed_precision)],
     }
 
 
-def generator_row(backbone: str, train_file: Path, steps: int) -> dict[str, float]:
+def generator_row(
+    backbone: str, train_file: Path, steps: int, mixed_precision: str | None = None
+) -> dict[str, float]:
     from labelrec.config import load_config
     from labelrec.data import TagVocab, read_catalog
+    from labelrec.model import resolve_mixed_precision
     from labelrec.taggers.generator import fit_generator
 
     cfg = load_config(ROOT / "configs" / "llm.yaml", [])
     gcfg = cfg.generate
     gcfg.backbone = NAMES.get(backbone, backbone)
     gcfg.epochs = 1
+    gcfg.mixed_precision = mixed_precision or gcfg.mixed_precision
     gcfg.max_train_products = steps * gcfg.batch_size
     products = read_catalog(train_file, cfg.data).products
     vocab = TagVocab.from_products(products)
@@ -110,6 +127,7 @@ def generator_row(backbone: str, train_file: Path, steps: int) -> dict[str, floa
         "flops/s": record.get("train_flops_per_s", float("nan")),
         "seconds": record["epoch_seconds"],
         "dtype": gcfg.dtype,
+        "computes in": COMPUTE[resolve_mixed_precision(gcfg.mixed_precision)],
     }
 
 
@@ -134,28 +152,32 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             print(f"{kind} {name}: {args.steps} steps ...", file=sys.stderr)
             t0 = time.perf_counter()
-            row = fn(name, train_file, args.steps)
+            row = fn(name, train_file, args.steps, args.mixed_precision)
             row.update(part=kind, backbone=NAMES.get(name, name))
             row["wall s"] = time.perf_counter() - t0
             rows.append(row)
-    peak = matmul_peak(device)  # after training: the same warm machine
+    peaks = {  # after training: the same warm machine
+        name: matmul_peak(device, getattr(torch, name))
+        for name in sorted({r["computes in"] for r in rows})
+    }
     where = torch.cuda.get_device_name(0) if gpu else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n{args.catalog}, {args.steps} steps a row, {where}, torch {torch.__version__}")
-    print(f"matmul peak ({'bfloat16' if gpu else 'float32'}): {peak / 1e9:.0f} GFLOP/s\n")
+    for name, peak in peaks.items():
+        print(f"matmul peak ({name}): {peak / 1e9:.0f} GFLOP/s")
     print(
-        "| part | backbone | batch | training products/s | GFLOP/s (torch's count)"
-        " | share of matmul peak |"
+        "\n| part | backbone | batch | computes in | training products/s"
+        " | GFLOP/s (torch's count) | share of matmul peak |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        share = r["flops/s"] / peak
+        share = r["flops/s"] / peaks[r["computes in"]]
         print(
-            f"| {r['part']} | {r['backbone']} | {r['batch']} | {r['products/s']:.1f} "
-            f"| {r['flops/s'] / 1e9:.1f} | {100 * share:.0f}% |"
+            f"| {r['part']} | {r['backbone']} | {r['batch']} | {r['computes in']} "
+            f"| {r['products/s']:.1f} | {r['flops/s'] / 1e9:.1f} | {100 * share:.0f}% |"
         )
         r["share"] = share
     if args.json:
-        args.json.write_text(json.dumps({"peak_flops_per_s": peak, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"peak_flops_per_s": peaks, "rows": rows}, indent=1))
     return 0
 
 

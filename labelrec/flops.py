@@ -48,8 +48,8 @@ def matmul_peak(
     size: int | None = None,
     seconds: float = 1.0,
 ) -> float:
-    """FLOP/s of square matrix products on ``device``: the machine's practical FLOP limit for
-    the dtype training computes in (float32 on a CPU, bfloat16 on a GPU by default)."""
+    """FLOP/s of square matrix products on ``device`` in ``dtype``: the machine's practical FLOP
+    limit for that dtype (by default bfloat16 on a GPU, float32 on a CPU)."""
     device = torch.device(device)
     gpu = device.type == "cuda"
     dtype = dtype or (torch.bfloat16 if gpu else torch.float32)
