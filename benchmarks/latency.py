@@ -8,7 +8,8 @@ runs in a second thread during the forward pass). Three more rows run ``suggest`
 with that text part after the forward pass, with the TF-IDF features weighted by scikit-learn's
 ``TfidfVectorizer.transform`` instead of ``TfidfFeatures.transform``'s own weighting (both
 interleaved with the first, product by product), and with numpy's BLAS threads left free during
-fusion (``predict.one_blas_thread``). Also printed: the load time and the
+fusion (``predict.one_blas_thread``); a model with a reranker (``labelrec.rerank``) is also timed
+without it. Also printed: the load time and the
 largest difference between the ONNX Runtime and torch outputs; ``--throughput`` adds products/s
 of ``suggest`` on lists of 16 and of 64 products by forward batch size
 (``predict.CPU_BATCH_SIZE``), and the ms per product of the fusion's text-only part on those
@@ -144,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             variants["suggest, TF-IDF weighted by scikit-learn's TfidfVectorizer.transform"] = (
                 sklearn_weighting
             )
+    if rec.reranker is not None:
+
+        def without_reranker(i: int) -> object:
+            with mock.patch.object(rec, "reranker", None):
+                return rec.suggest(products[i])
+
+        variants["suggest without the model's reranker (the fused scores final)"] = without_reranker
     rows += interleaved_median_ms(variants, n)
     if rec.fusion is not None:  # apart: OpenBLAS threads spin on after it, slowing what follows
         rows.append(("suggest, BLAS threads free during fusion", median_ms(blas_free, n)))

@@ -256,16 +256,16 @@ def eval_labelrec(
     train_seconds: float,
     parts: bool,
     generate: bool = True,
+    rerank: bool = True,
 ) -> tuple[list[Row], TagVocab]:
     """labelrec as served (``TagRecommender``: scores and new tags), and with ``parts`` each
     component alone and added one at a time (thresholds re-tuned on valid for those rows);
-    ``generate=False`` leaves out the model's tag generator."""
+    ``generate=False`` leaves out the model's tag generator, ``rerank=False`` its reranker."""
     from labelrec.predict import TagRecommender
 
-    rec = TagRecommender.load(model_dir, generate=generate)
+    rec = TagRecommender.load(model_dir, generate=generate, rerank=rerank)
     t0 = time.perf_counter()
-    scores, _ = rec.predict_scores(valid)
-    new_tags = rec.new_tags(valid)
+    scores, new_tags = rec.score(valid)  # one pass: known and new tags
     rate = len(valid) / max(time.perf_counter() - t0, 1e-9)
     has_new = rec.fusion is not None and rec.fusion.span is not None
     lex = rec.fusion
@@ -442,8 +442,10 @@ def run_cv(
     too, as "labelrec without refit". With ``reuse`` the fold models already in
     ``output_root`` are scored again instead of trained (training seconds as recorded in them).
     A model with a tag generator is scored without it too ("labelrec without generator": the
-    same model, the rest of its fusion). ``folds`` (1-based) runs only those folds (a long
-    cross-validation spread over several runs, merged by ``--report``); ``without_refit=False``
+    same model, the rest of its fusion), and one with a reranker without it ("labelrec without
+    reranker": the fused scores, ranked by the thresholds tuned for the reranked ones).
+    ``folds`` (1-based) runs only those folds (a long cross-validation spread over several runs,
+    merged by ``--report``); ``without_refit=False``
     skips scoring the tuning runs. Rows carry the fold in ``notes``; ``on_fold`` gets the rows so
     far after each fold."""
     cfg = load_config(config)
@@ -491,6 +493,10 @@ def run_cv(
                 rows_g, _ = eval_labelrec(catalog, model_dir, test, train_s, False, generate=False)
                 rows_g[0].system = "labelrec without generator"
                 fold_rows += rows_g
+            if (model_dir / "rerank.json").is_file():
+                rows_r, _ = eval_labelrec(catalog, model_dir, test, train_s, False, rerank=False)
+                rows_r[0].system = "labelrec without reranker"
+                fold_rows += rows_r
             tuning = model_dir / "tuning"
             if without_refit and (tuning / "labelrec.json").is_file():
                 rows_t, _ = eval_labelrec(

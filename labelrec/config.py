@@ -363,6 +363,18 @@ class LexicalConfig:
     span_max_chars: int = field(
         default=16, metadata={"help": "Longest span (characters) proposed as a new tag."}
     )
+    rerank: bool = field(
+        default=True,
+        metadata={
+            "help": "Re-score each product's best candidate tags with a gradient-boosted model"
+            " over every voter's evidence, fitted on valid (labelrec.rerank); kept only when its"
+            " out-of-fold valid objective beats the fusion's (with train.tuning_folds: fitted"
+            " on every product's out-of-fold evidence)."
+        },
+    )
+    rerank_candidates: int = field(
+        default=20, metadata={"help": "Candidate tags per product that the reranker re-scores."}
+    )
 
     def __post_init__(self) -> None:
         _check(self.k >= 1, "lexical.k", "must be >= 1")
@@ -400,6 +412,7 @@ class LexicalConfig:
             "weight + embedding_weight must be <= 1",
         )
         _check(self.span_max_chars >= 1, "lexical.span_max_chars", "must be >= 1")
+        _check(self.rerank_candidates >= 1, "lexical.rerank_candidates", "must be >= 1")
 
 
 @dataclass

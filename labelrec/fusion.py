@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -517,6 +517,7 @@ class GeneratorTuning:
     known: np.ndarray  # final known-tag scores of the tuned products
     report: dict[str, float]
     new_weight: float = 0.0
+    new: list[dict[str, float]] = field(default_factory=list)  # final new tags per product
 
 
 def blend(
@@ -589,4 +590,4 @@ def tune_generator(
         "fused_objective_with_generator": best,
         "generator_tuned_products": float(len(products)),
     }
-    return GeneratorTuning(g, new_threshold, known, report, g_new)
+    return GeneratorTuning(g, new_threshold, known, report, g_new, rows)

@@ -10,6 +10,7 @@ files, and the manifest of the components a directory holds.
     embedding_knn.json, .npz      embedding neighbours (labelrec.taggers.neighbours)
     spans.json, spans.npz         the span tagger: open-vocabulary tags (labelrec.taggers.span)
     generator/                    the tag generator, a decoder LLM (labelrec.taggers.generator)
+    rerank.json, rerank.joblib    the reranker over every voter's evidence (labelrec.rerank)
     rules.yaml                    rules stored with the model
     history.json                  training history
     checkpoints/, tuning/         training state; tuning/ holds a refit's tuning run and its
@@ -40,6 +41,8 @@ LEXICAL_ARRAYS = "lexical.npz"
 SPAN_META = "spans.json"
 SPAN_ARRAYS = "spans.npz"
 GENERATOR_DIR = "generator"
+RERANK_META = "rerank.json"
+RERANK_MODEL = "rerank.joblib"
 CAUSAL_INFO = "causal.json"
 RULES_FILE = "rules.yaml"
 CHECKPOINTS_DIR = "checkpoints"
@@ -56,6 +59,7 @@ COMPONENTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "lexical": (LEXICAL_META, (LEXICAL_ARRAYS,)),  # format 1
     "span": (SPAN_META, (SPAN_ARRAYS,)),
     "generator": (f"{GENERATOR_DIR}/{CAUSAL_INFO}", ()),
+    "rerank": (RERANK_META, (RERANK_MODEL,)),
     "rules": (None, (RULES_FILE,)),
 }
 

@@ -122,6 +122,9 @@ class _Evidence:
     final_new: list[dict[str, float]]
     gen_known: np.ndarray | None = None
     gen_new: list[dict[str, float]] | None = None
+    # the final scores before the reranker re-scored them (None without one)
+    unranked: np.ndarray | None = None
+    unranked_new: list[dict[str, float]] | None = None
 
 
 class TagRecommender:
@@ -153,6 +156,7 @@ class TagRecommender:
         self.runner: OnnxTagModel | None = None  # runs the model instead of torch when set
         self.generator: Any = None  # labelrec.taggers.generator.TagGenerator, if saved
         self.rules: Any = None  # labelrec.rules.Rules applied when ranking, if any
+        self.reranker: Any = None  # labelrec.rerank.Reranker of the final scores, if saved
 
     @property
     def backend(self) -> str:
@@ -170,6 +174,7 @@ class TagRecommender:
         backend: str = "auto",
         generate: bool = True,
         rules: str | Path | None = None,
+        rerank: bool = True,
     ) -> TagRecommender:
         """Load a model directory.
 
@@ -177,7 +182,8 @@ class TagRecommender:
         ``rules.yaml`` when it has one.
 
         ``generate=False`` leaves out a saved tag generator (a decoder LLM: seconds per product on
-        a CPU); the other voters' fusion is unchanged.
+        a CPU); the other voters' fusion is unchanged. ``rerank=False`` leaves out a saved
+        reranker (``labelrec.rerank``): the fused scores are final.
 
         ``quantize`` applies dynamic int8 to the encoder's linear layers (CPU, torch).
         ``backend``: "torch", "onnx" (ONNX Runtime, CPU encoders; same scores, a forward pass in
@@ -220,6 +226,10 @@ class TagRecommender:
             from labelrec.taggers.generator import TagGenerator
 
             rec.generator = TagGenerator.load(model_dir, vocab, device)
+        if rerank and rec.fusion is not None:
+            from labelrec.rerank import Reranker
+
+            rec.reranker = Reranker.load(model_dir)
         from labelrec.rules import Rules
 
         if rules is not None:
@@ -304,7 +314,31 @@ class TagRecommender:
             ev.final, ev.final_new = blend(
                 fused, new, ev.gen_known, ev.gen_new, g.weight, g.new_weight
             )
+        if self.reranker is not None and evidence is not None:
+            ev.unranked, ev.unranked_new = ev.final, ev.final_new
+            ev.final, ev.final_new = self._rerank(ev, evidence)
         return ev
+
+    def _rerank(self, ev: _Evidence, text: Any) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """The reranker over every voter's part of ``ev`` (``labelrec.rerank``)."""
+        from labelrec.rerank import Votes
+
+        fusion = self.fusion
+        votes = Votes(
+            final=ev.final,
+            final_new=ev.final_new,
+            neural=ev.neural,
+            fused=ev.fused,
+            fused_new=ev.new,
+            tfidf=text.tfidf,
+            span_known=text.known,
+            span_new=text.new if text.known is not None else None,
+            gen_known=ev.gen_known,
+            gen_new=ev.gen_new,
+        )
+        parents = fusion.parents if fusion.ancestor_consistency else None
+        with one_blas_thread():
+            return self.reranker.apply(ev.items, self.vocab, votes, parents)
 
     def explain(
         self,
@@ -319,7 +353,9 @@ class TagRecommender:
         ``title_span``, ``generator``: weighted shares that add up to the score), and, where
         they apply, ``nearest`` (up to three of the nearest training products by TF-IDF that
         carry the tag: ``id``, ``title``, ``similarity``), ``raised_by`` (a category raised to
-        its best child's score), ``renamed_from`` (a variant a rule merged in) and ``rule``."""
+        its best child's score), ``renamed_from`` (a variant a rule merged in) and ``rule``.
+        With a reranker (``labelrec.rerank``) the shares add up to ``fused_score``, the score
+        before it re-scored the tag."""
         if not products:
             return []
         ev = self._evidence(products)
@@ -342,6 +378,8 @@ class TagRecommender:
                     parts[key] = (1.0 - b) * parts[key]
                 parts["title_span"] = b * text.known
         final, final_new = ev.final, ev.final_new
+        shared = ev.unranked if ev.unranked is not None else final  # what the shares add up to
+        shared_new = ev.unranked_new if ev.unranked_new is not None else final_new
         gen_known = ev.gen_known if ev.gen_known is not None else zeros
         gen_new = ev.gen_new if ev.gen_new is not None else [{} for _ in ev.items]
         g = g_new = 0.0
@@ -378,11 +416,13 @@ class TagRecommender:
                     for key, values in parts.items():
                         evidence[key] = round(float(values[i, j]), 6)
                     evidence["generator"] = round(float(g * gen_known[i, j]), 6)
-                    if final[i, j] > sum(evidence.values()) + 1e-4 and parents is not None:
+                    if shared[i, j] > sum(evidence.values()) + 1e-4 and parents is not None:
                         children = np.flatnonzero(parents == j)
                         if len(children):
-                            best = children[int(np.argmax(final[i, children]))]
+                            best = children[int(np.argmax(shared[i, children]))]
                             evidence["raised_by"] = self.vocab.tags[best]
+                    if ev.unranked is not None:
+                        evidence["fused_score"] = round(float(shared[i, j]), 6)
                     if nearest[i].get(j):
                         evidence["nearest"] = nearest[i][j]
                 else:
@@ -393,6 +433,8 @@ class TagRecommender:
                     span = span_new[i].get(tag, 0.0) * (1.0 - g)
                     evidence["title_span"] = round(float(span), 6)
                     evidence["generator"] = round(float(g_new * gen_new[i].get(tag, 0.0)), 6)
+                    if ev.unranked is not None:
+                        evidence["fused_score"] = round(float(shared_new[i].get(tag, 0.0)), 6)
                 if tag != sug.tag:
                     evidence["renamed_from"] = tag
                     evidence["rule"] = f"rename {tag} -> {sug.tag}"
@@ -402,7 +444,7 @@ class TagRecommender:
 
     def new_tags(self, products: list[Any]) -> list[dict[str, float]]:
         """Proposed tags outside the vocabulary (spans of the title) -> score, per product."""
-        if self.uses_generator:
+        if self.uses_generator or self.reranker is not None:
             return self.score(products)[1]
         if self.fusion is None:
             return [{} for _ in products]
@@ -485,6 +527,8 @@ class TagRecommender:
     @property
     def new_tag_threshold(self) -> float:
         """Score a new (open-vocabulary) tag needs by default; tuned on valid."""
+        if self.reranker is not None:
+            return self.reranker.new_threshold
         if self.uses_generator:
             return self.generator.new_threshold
         return self.fusion.new_threshold if self.fusion is not None else 1.0

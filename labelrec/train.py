@@ -590,13 +590,22 @@ class TagTrainer:
             from labelrec.fusion import FusionInputs
 
             fusion_inputs = FusionInputs(list(self.valid_products), self.vocab.tags, scores)
-        generator, generator_report = None, {}
+        generator, generator_report, gen_votes = None, {}, None
+        fused_scores = scores
         tuned_products, y_tuned = self.valid_products, self.y_valid
         if self.cfg.generate.enabled:  # the decoder that writes tags, one more voter
-            generator, scores, tuned_products, generator_report = self._fit_generator(
+            generator, scores, tuned_products, generator_report, gen_votes = self._fit_generator(
                 fusion, scores
             )
             y_tuned = self.vocab.encode(tuned_products)
+        reranker, rerank_report = None, {}
+        if fusion is not None and self.cfg.lexical.rerank:  # every voter's evidence, re-scored
+            if self.tuned is not None:
+                reranker = self._carried_reranker()
+            elif scores is not None and fusion_inputs is not None:
+                reranker, scores, rerank_report = self._fit_reranker(
+                    fusion, generator, fusion_inputs, fused_scores, scores, gen_votes
+                )
         result_metrics: dict[str, float] = {}
         global_t, per_tag = 0.5, np.full(len(self.vocab), 0.5, dtype=np.float32)
         if scores is not None:
@@ -608,6 +617,7 @@ class TagTrainer:
             result_metrics["global_threshold"] = float(global_t)
         result_metrics.update(lexical_report)
         result_metrics.update(generator_report)
+        result_metrics.update(rerank_report)
         refit = None
         if self.tuned is not None:  # a refit: what the tuning run chose on valid
             t = self.tuned
@@ -633,7 +643,7 @@ class TagTrainer:
             generator=_floats(generator, GENERATOR_TUNED),
             valid_metrics=result_metrics,
         )
-        self.fusion, self.generator = fusion, generator
+        self.fusion, self.generator, self.reranker = fusion, generator, reranker
         return TrainResult(
             output=self.output,
             metrics=result_metrics,
@@ -698,6 +708,9 @@ class TagTrainer:
             from labelrec.taggers.generator import save_generator
 
             save_generator(self.generator, self.output)  # None: removes an earlier run's
+            from labelrec.rerank import save_reranker
+
+            save_reranker(self.reranker, self.output)  # None: removes an earlier run's
             (self.output / HISTORY_FILE).write_text(
                 json.dumps(self.state["history"], indent=1), encoding="utf-8"
             )
@@ -721,11 +734,12 @@ class TagTrainer:
 
     def _fit_generator(
         self, fusion: Any, scores: np.ndarray | None
-    ) -> tuple[Any, np.ndarray | None, list[data_mod.Product], dict[str, float]]:
+    ) -> tuple[Any, np.ndarray | None, list[data_mod.Product], dict[str, float], Any]:
         """Train the tag generator, tune its fusion weight on (a subset of) valid.
 
-        Returns (generator, final scores of the tuned products, those products, report). With
-        ``generate.tune_products`` set, thresholds and final metrics come from that subset.
+        Returns (generator, final scores of the tuned products, those products, report, its
+        votes on them: ``GeneratorVotes`` or None). With ``generate.tune_products`` set,
+        thresholds and final metrics come from that subset.
         """
         from labelrec.fusion import tune_generator
         from labelrec.taggers import TrainingSet
@@ -733,7 +747,7 @@ class TagTrainer:
 
         gcfg = self.cfg.generate
         if self.tuned is not None and not gcfg.refit:
-            return self._carried_generator(), scores, self.valid_products, {}
+            return self._carried_generator(), scores, self.valid_products, {}, None
         train = TrainingSet(
             self.train_products,
             self.train_set.labels,
@@ -751,7 +765,7 @@ class TagTrainer:
         if "train_flops_per_s" in history[-1]:
             report["generator_train_flops_per_s"] = float(history[-1]["train_flops_per_s"])
         if scores is None:
-            return generator, scores, self.valid_products, report
+            return generator, scores, self.valid_products, report, None
         rows = list(range(len(self.valid_products)))
         if gcfg.tune_products is not None and gcfg.tune_products < len(rows):
             rows = sorted(random.Random(self.cfg.seed).sample(rows, gcfg.tune_products))
@@ -776,7 +790,57 @@ class TagTrainer:
             tuning.report["fused_objective_without_generator"],
             tuning.report["fused_objective_with_generator"],
         )
-        return generator, tuning.known, products, report
+        votes = GeneratorVotes(rows, new, gen_known, gen_new, tuning.new)
+        return generator, tuning.known, products, report, votes
+
+    def _fit_reranker(
+        self,
+        fusion: Any,
+        generator: Any,
+        inputs: Any,
+        fused: np.ndarray,
+        final: np.ndarray,
+        gen_votes: GeneratorVotes | None,
+    ) -> tuple[Any, np.ndarray, dict[str, float]]:
+        """The reranker fitted on the tuned valid products (``labelrec.rerank``): (it or None,
+        their out-of-fold reranked known scores, report)."""
+        from labelrec.rerank import Reranker, fusion_votes
+
+        rows = gen_votes.rows if gen_votes is not None else None
+        votes = fusion_votes(inputs, fusion, fused, rows)
+        votes.final = final
+        if gen_votes is not None:
+            votes.final_new = gen_votes.final_new
+            votes.fused_new = gen_votes.new
+            if max(generator.weight, generator.new_weight) > 0:
+                votes.gen_known, votes.gen_new = gen_votes.known, gen_votes.new_tags
+        rows = list(range(len(inputs.products))) if rows is None else rows
+        products = [inputs.products[i] for i in rows]
+        parents = fusion.parents if fusion.ancestor_consistency else None
+        t0 = time.perf_counter()
+        reranker, known, _, report = Reranker.fit(
+            products,
+            self.vocab,
+            votes,
+            fusion.separator,
+            parents,
+            self.cfg.lexical.rerank_candidates,
+            self.cfg.seed,
+        )
+        report["rerank_seconds"] = time.perf_counter() - t0
+        logger.info(
+            "reranker: valid objective %.4f -> %.4f out of fold, %s",
+            report["rerank_objective_before"],
+            report.get("rerank_objective_after", float("nan")),
+            "kept" if reranker is not None else "not kept",
+        )
+        return reranker, known, report
+
+    def _carried_reranker(self) -> Any:
+        """The tuning run's reranker in a refit (None when it kept none)."""
+        from labelrec.rerank import Reranker
+
+        return Reranker.load(Path(self.cfg.output) / TUNING_DIR)
 
     def _carried_generator(self) -> Any:
         """The tuning run's generator in a refit with ``generate.refit: false``, writing the
@@ -802,6 +866,18 @@ class TagTrainer:
 
 
 GENERATOR_TUNED = ("weight", "new_weight", "new_threshold")
+
+
+@dataclass
+class GeneratorVotes:
+    """The generator's votes on the tuned valid products (rows of valid), and the new tags
+    before and after it voted: what the reranker reads."""
+
+    rows: list[int]
+    new: list[dict[str, float]]
+    known: np.ndarray
+    new_tags: list[dict[str, float]]
+    final_new: list[dict[str, float]]
 
 
 def _floats(obj: Any, names: tuple[str, ...]) -> dict[str, float] | None:
@@ -954,6 +1030,24 @@ def tune_by_folds(
     separator = lx.path_separator if lx.ancestor_consistency else None
     fusion = Fusion(None, 0.5, parent_index(tags, separator), separator, lx.ancestor_consistency)
     scores, report = tune_fusion(fusion, pooled, vocab, cfg)
+    if lx.enabled and lx.rerank:  # fitted on every product's out-of-fold evidence
+        from labelrec.rerank import Reranker, fusion_votes, save_reranker
+
+        parents = fusion.parents if lx.ancestor_consistency else None
+        reranker, scores, _, rerank_report = Reranker.fit(
+            pooled.products,
+            vocab,
+            fusion_votes(pooled, fusion, scores),
+            separator,
+            parents,
+            lx.rerank_candidates,
+            cfg.seed,
+        )
+        report.update(rerank_report)
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            save_reranker(reranker, tuning_dir)  # the refit carries it from there
     y = vocab.encode(pooled.products)
     global_t = metrics.tune_global_threshold(y, scores)
     per_tag = metrics.tune_tag_thresholds(y, scores, global_t, prior=cfg.train.threshold_prior)

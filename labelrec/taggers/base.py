@@ -108,19 +108,29 @@ def write_state(
     np.savez_compressed(model_dir / arrays_name, **arrays)
 
 
-def read_state(
-    model_dir: str | Path, meta_name: str, arrays_name: str, version: int, what: str
-) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-    """(meta, arrays) written by ``write_state``; None when the directory has none, an error
-    when its format is newer than ``version``."""
+def read_meta(
+    model_dir: str | Path, meta_name: str, version: int, what: str
+) -> dict[str, Any] | None:
+    """A component's meta file (JSON); None when the directory has none, an error when its
+    format is newer than ``version``."""
     import json
 
-    model_dir = Path(model_dir)
-    meta_path = model_dir / meta_name
+    meta_path = Path(model_dir) / meta_name
     if not meta_path.is_file():
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("format_version", 0) > version:
         raise ValueError(f"{meta_path}: {what} format is newer than this labelrec")
-    with np.load(model_dir / arrays_name, allow_pickle=False) as data:
+    return meta
+
+
+def read_state(
+    model_dir: str | Path, meta_name: str, arrays_name: str, version: int, what: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """(meta, arrays) written by ``write_state``; None when the directory has none, an error
+    when its format is newer than ``version``."""
+    meta = read_meta(model_dir, meta_name, version, what)
+    if meta is None:
+        return None
+    with np.load(Path(model_dir) / arrays_name, allow_pickle=False) as data:
         return meta, {name: data[name] for name in data.files}

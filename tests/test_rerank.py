@@ -1,0 +1,246 @@
+"""The reranker (labelrec.rerank): features, fitting with its out-of-fold gate, persistence,
+and a trained model that carries one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelrec.data import Product, TagVocab
+from labelrec.rerank import FEATURES, Reranker, Votes, candidates, features, tag_kind, tag_value
+
+NOUNS = ["puzzle", "kite", "robot", "drum", "train", "boat", "doll", "ball", "truck", "yoyo"]
+
+
+def nested_catalog(n: int, seed: int) -> tuple[list[Product], TagVocab, Votes]:
+    """Products whose title holds a short span inside a longer one ("puzzle" in "puzzle box");
+    the gold tag is the short one, but the fused score puts the long one first."""
+    rng = np.random.default_rng(seed)
+    tags = [f"type:{w}" for w in NOUNS] + [f"type:{w} box" for w in NOUNS]
+    vocab = TagVocab(tags, [10] * len(tags), 100)
+    products, final = [], np.zeros((n, len(tags)), dtype=np.float32)
+    for i in range(n):
+        k = int(rng.integers(len(NOUNS)))
+        w = NOUNS[k]
+        products.append(Product(id=str(i), title=f"big {w} box for kids", tags=[f"type:{w}"]))
+        final[i, len(NOUNS) + k] = rng.uniform(0.7, 0.9)  # "w box": wrong, ranked first
+        final[i, k] = rng.uniform(0.4, 0.65)  # "w": right, second
+        final[i, (k + 1) % len(NOUNS)] = rng.uniform(0.0, 0.3)  # noise
+    votes = Votes(final=final, final_new=[{} for _ in products], neural=final, fused=final)
+    return products, vocab, votes
+
+
+def test_tag_kind_and_value_read_paths_and_facets() -> None:
+    assert tag_kind("Toys > Puzzles > Jigsaw", " > ") == "path:2"
+    assert tag_kind("Toys", " > ") == "path:0"
+    assert tag_kind("brand:Lego", " > ") == "key:brand"
+    assert tag_value("Toys > Puzzles > Jigsaw", " > ") == "jigsaw"
+    assert tag_value("品牌:华为", None) == "华为"
+
+
+def test_features_see_nested_values_and_the_title() -> None:
+    products, vocab, votes = nested_catalog(1, 0)
+    cands = candidates(votes.final, votes.final_new, vocab, 3)
+    assert [c[0] for c in cands[0]][:2] == [
+        f"type:{products[0].title.split()[1]} box",
+        f"type:{products[0].title.split()[1]}",
+    ]
+    x = features(products, votes, vocab, cands, None, {"key:type": 1})
+    assert x.shape == (3, len(FEATURES))
+    col = {name: i for i, name in enumerate(FEATURES)}
+    long, short = x[0], x[1]
+    assert short[col["inside_others"]] == 1 and long[col["holds_others"]] == 1
+    assert long[col["rank"]] == 0 and short[col["rank"]] == 1
+    assert short[col["title_position"]] == pytest.approx(4 / len(products[0].title))
+    assert short[col["kind"]] == 1 and short[col["known"]] == 1
+
+
+def test_fit_learns_to_put_the_nested_span_first_and_keeps_it() -> None:
+    products, vocab, votes = nested_catalog(120, 0)
+    reranker, known, new, report = Reranker.fit(products, vocab, votes, None, None, 5, seed=0)
+    assert reranker is not None and report["rerank_kept"] == 1.0
+    assert report["rerank_objective_after"] > report["rerank_objective_before"] + 0.2
+    # out-of-fold scores on the products it was fitted on: the gold tag first
+    top = [vocab.tags[int(np.argmax(row))] for row in known]
+    hits = [t in p.tags for t, p in zip(top, products, strict=True)]
+    assert np.mean(hits) > 0.95
+    test, _, test_votes = nested_catalog(40, 1)
+    scores, _ = reranker.apply(test, vocab, test_votes)
+    hits = [vocab.tags[int(np.argmax(row))] in p.tags for row, p in zip(scores, test, strict=True)]
+    assert np.mean(hits) > 0.95
+    # the tags it did not re-score stay below the candidates, in their order
+    assert (scores.max(axis=1) > 0.5).all()
+
+
+def test_fit_keeps_no_reranker_that_does_not_beat_the_fusion() -> None:
+    products, vocab, votes = nested_catalog(60, 0)
+    for p in products:  # now the first-ranked long span is right: nothing to gain
+        p.tags[:] = [f"type:{p.title.split()[1]} box"]
+    reranker, known, new, report = Reranker.fit(products, vocab, votes, None, None, 5, seed=0)
+    assert reranker is None and report["rerank_kept"] == 0.0
+    assert known is votes.final
+
+
+def test_too_few_products_fit_nothing() -> None:
+    products, vocab, votes = nested_catalog(10, 0)
+    assert Reranker.fit(products, vocab, votes, None, None)[0] is None
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    products, vocab, votes = nested_catalog(80, 0)
+    reranker = Reranker.fit(products, vocab, votes, None, None, 5, seed=0)[0]
+    assert reranker is not None
+    reranker.save(tmp_path)
+    loaded = Reranker.load(tmp_path)
+    assert loaded is not None and loaded.kinds == reranker.kinds
+    test, _, test_votes = nested_catalog(20, 2)
+    a, _ = reranker.apply(test, vocab, test_votes)
+    b, _ = loaded.apply(test, vocab, test_votes)
+    np.testing.assert_allclose(a, b)
+    meta = json.loads((tmp_path / "rerank.json").read_text())
+    meta["features"] = meta["features"][:-1]
+    (tmp_path / "rerank.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="features"):
+        Reranker.load(tmp_path)
+    assert Reranker.load(tmp_path / "none") is None
+
+
+def keep_any_reranker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fit a reranker on a handful of valid products and keep it whatever it scores."""
+    from labelrec import rerank
+
+    fit = rerank.Reranker.fit.__func__
+    monkeypatch.setattr(rerank, "MIN_PRODUCTS", 5)
+    monkeypatch.setattr(
+        rerank.Reranker,
+        "fit",
+        classmethod(lambda cls, *a, **k: fit(cls, *a, **{**k, "min_gain": -1.0})),
+    )
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["gated", "kept"])
+def test_a_trained_model_tunes_and_serves_its_reranker(
+    tiny_backbone: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    force: bool,
+) -> None:
+    """Trained with lexical.rerank, the model either keeps a reranker (its files, the refit
+    carrying the tuning run's, suggest and explain using it) or records why not. The toy
+    catalog's 10 valid products are too few and too easy to keep one; ``force`` lowers the bar
+    so the kept path runs end to end."""
+    from conftest import tiny_config
+
+    from labelrec.modeldir import manifest
+    from labelrec.predict import TagRecommender
+    from labelrec.train import train
+
+    if force:
+        keep_any_reranker(monkeypatch)
+    cfg = tiny_config(
+        tiny_backbone, toy_data_dir, tmp_path / "m", "lexical.rerank=true", "train.refit=true"
+    )
+    result = train(cfg, progress=False)
+    assert "rerank_kept" in result.metrics
+    kept = result.metrics["rerank_kept"] == 1.0
+    assert kept == force
+    out = tmp_path / "m"
+    assert (out / "rerank.json").is_file() == kept == (out / "tuning" / "rerank.json").is_file()
+    assert ("rerank" in manifest(out)) == kept
+    rec = TagRecommender.load(out)
+    plain = TagRecommender.load(out, rerank=False)
+    assert (rec.reranker is not None) == kept and plain.reranker is None
+    items = [{"title": "乐高 城市 警察局 积木"}, {"title": "plush bear soft baby"}]
+    ranked = rec.suggest(items, limit=3, threshold=0)
+    assert all(len(r) == 3 for r in ranked)
+    explained = rec.explain(items, limit=2, threshold=0)
+    assert all(("fused_score" in s["evidence"]) == kept for row in explained for s in row)
+    shares = ("neural", "tfidf_neighbours", "embedding_neighbours", "title_span", "generator")
+    for s in (s for row in explained for s in row if kept and s.get("known", True)):
+        ev = s["evidence"]
+        if "raised_by" not in ev:
+            assert sum(ev[k] for k in shares) == pytest.approx(ev["fused_score"], abs=1e-4)
+    if kept:
+        scores, _ = rec.score(items)
+        fused, _ = plain.score(items)
+        assert not np.allclose(scores, fused)
+    # a later run without the reranker removes the one left in the directory
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "rerank.json").write_text("{}")
+    from labelrec.rerank import save_reranker
+
+    save_reranker(None, copy)
+    assert not (copy / "rerank.json").exists() and not (copy / "rerank.joblib").exists()
+
+
+def test_the_reranker_reads_the_generators_votes(
+    tiny_backbone: Path,
+    tiny_decoder: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a tag generator (tuned on a subset of valid), the reranker is fitted on that subset
+    and reads the generator's votes as a feature."""
+    from conftest import tiny_config
+
+    from labelrec.predict import TagRecommender
+    from labelrec.train import train
+
+    keep_any_reranker(monkeypatch)
+    gen = [
+        "lexical.rerank=true",
+        "generate.enabled=true",
+        f"generate.backbone={tiny_decoder}",
+        "generate.epochs=1",
+        "generate.num_beams=2",
+        "generate.weight=0.4",
+        "generate.tune_products=8",
+    ]
+    result = train(tiny_config(tiny_backbone, toy_data_dir, tmp_path / "m", *gen), progress=False)
+    assert result.metrics["rerank_kept"] == 1.0 and result.metrics["n_products"] == 8
+    rec = TagRecommender.load(tmp_path / "m")
+    assert rec.uses_generator and rec.reranker is not None
+    items = [{"title": "plush bear soft baby"}]
+    seen = {}
+    apply = rec.reranker.apply
+
+    def spy(products, vocab, votes, parents=None):
+        seen["votes"] = votes
+        return apply(products, vocab, votes, parents)
+
+    monkeypatch.setattr(rec.reranker, "apply", spy)
+    assert rec.suggest(items, limit=2, threshold=0)[0]
+    assert seen["votes"].gen_known is not None and seen["votes"].gen_known.any()
+    assert rec.new_tag_threshold == rec.reranker.new_threshold
+
+
+def test_tuning_folds_fit_the_reranker_on_every_product_out_of_fold(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import tiny_config
+
+    from labelrec.predict import TagRecommender
+    from labelrec.train import train
+
+    keep_any_reranker(monkeypatch)
+    out = tmp_path / "m"
+    extra = ("lexical.rerank=true", "train.refit=true", "train.tuning_folds=2")
+    result = train(tiny_config(tiny_backbone, toy_data_dir, out, *extra), progress=False)
+    n = sum(1 for f in ("train.jsonl", "valid.jsonl") for _ in (toy_data_dir / f).open())
+    assert len(result.valid_products) == n and result.metrics["rerank_kept"] == 1.0
+    carried, tuned = Reranker.load(out), Reranker.load(out / "tuning")
+    assert carried is not None and tuned is not None  # the refit carries the tuning's
+    assert json.loads((out / "rerank.json").read_text()) == json.loads(
+        (out / "tuning" / "rerank.json").read_text()
+    )
+    x = np.random.default_rng(0).uniform(0, 1, (50, len(FEATURES)))
+    x[:, FEATURES.index("kind")] = 1
+    np.testing.assert_array_equal(carried.model.predict_proba(x), tuned.model.predict_proba(x))
+    assert TagRecommender.load(out).reranker is not None
