@@ -249,6 +249,12 @@ def recorded_train_seconds(model_dir: Path) -> float:
     return float(seconds + info.get("valid_metrics", {}).get("lexical_seconds", 0.0))
 
 
+def rerank_requested(model_dir: Path) -> bool:
+    """True when the model was trained with ``lexical.rerank`` (kept or not)."""
+    info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    return bool(info.get("config", {}).get("lexical", {}).get("rerank", False))
+
+
 def eval_labelrec(
     catalog: str,
     model_dir: Path,
@@ -443,7 +449,8 @@ def run_cv(
     ``output_root`` are scored again instead of trained (training seconds as recorded in them).
     A model with a tag generator is scored without it too ("labelrec without generator": the
     same model, the rest of its fusion), and one with a reranker without it ("labelrec without
-    reranker": the fused scores, ranked by the thresholds tuned for the reranked ones).
+    reranker": the fused scores, ranked by the thresholds tuned for the reranked ones; where
+    the tuning run kept no reranker, the model itself).
     ``folds`` (1-based) runs only those folds (a long cross-validation spread over several runs,
     merged by ``--report``); ``without_refit=False``
     skips scoring the tuning runs. Rows carry the fold in ``notes``; ``on_fold`` gets the rows so
@@ -497,6 +504,18 @@ def run_cv(
                 rows_r, _ = eval_labelrec(catalog, model_dir, test, train_s, False, rerank=False)
                 rows_r[0].system = "labelrec without reranker"
                 fold_rows += rows_r
+            elif rerank_requested(model_dir):  # its tuning kept none: the model is the fusion
+                same = lr_rows[0]
+                fold_rows.append(
+                    Row(
+                        catalog,
+                        "labelrec without reranker",
+                        dict(same.metrics),
+                        same.train_seconds,
+                        same.products_per_s,
+                        {**same.notes, "reranker": "not kept"},
+                    )
+                )
             tuning = model_dir / "tuning"
             if without_refit and (tuning / "labelrec.json").is_file():
                 rows_t, _ = eval_labelrec(

@@ -240,5 +240,10 @@ def test_a_fold_keeps_labelrec_rows_when_its_peers_fail(
             "toy", tmp_path / "data", Path("configs/default.yaml"), tmp_path / "out", [], 2, 0, 1,
             reuse=True, on_fold=lambda done: saved.append(list(done)), folds={1},
         )  # fmt: skip
-    assert len(saved) == 1 and [r.system for r in saved[0]] == ["labelrec"]
+    # trained with lexical.rerank (the default) on 10 valid products: no reranker was kept, so
+    # "without reranker" is the model itself, paired by fold
+    systems = [r.system for r in saved[0]]
+    assert len(saved) == 1 and systems == ["labelrec", "labelrec without reranker"]
     assert saved[0][0].notes["fold"] == 0 and saved[0][0].metrics["P@1"] >= 0
+    assert saved[0][1].metrics == saved[0][0].metrics
+    assert saved[0][1].notes == {**saved[0][0].notes, "reranker": "not kept"}
