@@ -312,7 +312,7 @@ class Reranker:
             report["rerank_kept"] = 0.0
             return None, votes.final, votes.final_new, report
         splits = list(GroupKFold(folds).split(x, y, groups))
-        best: tuple[float, int, np.ndarray, list[dict[str, float]]] | None = None
+        best: tuple[float, int, np.ndarray, list[dict[str, float]], Any, np.ndarray] | None = None
         for which, settings in enumerate(SETTINGS):
             oof = np.zeros(len(y))
             for fit_rows, held in splits:
@@ -325,11 +325,10 @@ class Reranker:
             y_all, after, _ = joint_matrices(known, new, products, vocab)
             value = objective(y_all, after)
             if best is None or value > best[0] + 1e-9:
-                best = (value, which, known, new)
+                best = (value, which, known, new, y_all, after)
         assert best is not None
-        report["rerank_objective_after"], which, known, new = best
+        report["rerank_objective_after"], which, known, new, y_all, after = best
         report["rerank_settings"] = float(which)
-        y_all, after, _ = joint_matrices(known, new, products, vocab)
         kept = report["rerank_objective_after"] > report["rerank_objective_before"] + min_gain
         report["rerank_kept"] = float(kept)
         if not kept:
