@@ -16,9 +16,11 @@ half the generator's fusion weights (for vocabulary tags and for new tags), the 
 and every row's tag thresholds are tuned; the rows are measured on the other half; then the halves
 swap. The table gives the mean of the two directions (each direction is printed below it), so no
 number comes from products it was tuned on. Rows: the base model alone (its fusion of neural, kNN
-and span voters), the generator alone, and the two fused. ``facet brand new P@1`` is the
-first-place hit rate among brand tags for products whose gold brand is not in the vocabulary (only
-open-vocabulary taggers can get these). The generator is then saved into ``--output`` with the
+and span voters), the generator alone, the two fused, and the base model and the fused ranking
+each re-scored by a reranker (``labelrec.rerank``) fitted on the tuning half. ``facet brand new
+P@1`` is the first-place hit rate among brand tags for products whose gold brand is not in the
+vocabulary (only open-vocabulary taggers can get these); the lines below the table say how many
+such products there are, and for how many the span tagger or the generator proposes the value. The generator is then saved into ``--output`` with the
 weights and thresholds tuned on the first half, which makes that directory a complete model
 (``labelrec eval``/``suggest`` use it). ``--reuse`` takes the generator already in ``--output`` (no
 training) and caches its votes there (``bench_votes.pkl``), so the table can be recomputed in a
@@ -88,6 +90,22 @@ def evaluate(known, new, products, vocab, thresholds, new_threshold, facets) -> 
     return out
 
 
+def new_facet_reach(products, vocab, prefix, proposals) -> dict[str, int]:
+    """Products whose gold ``prefix`` tag is not in the vocabulary, those where its value occurs
+    in the title, and those where ``proposals`` (new tags per product, any voter) hold it: the
+    most that any ranking of these proposals could put first."""
+    out = {"products": 0, "in title": 0, "proposed": 0}
+    for product, proposed in zip(products, proposals, strict=True):
+        gold = [t for t in product.tags if t.startswith(prefix) and t not in vocab.index]
+        if not gold:
+            continue
+        title = product.title.lower()
+        out["products"] += 1
+        out["in title"] += any(t[len(prefix) :].strip().lower() in title for t in gold)
+        out["proposed"] += any(t in proposed for t in gold)
+    return out
+
+
 def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
@@ -103,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from labelrec.model import read_info, save_thresholds
     from labelrec.modeldir import THRESHOLDS_FILE
     from labelrec.predict import TagRecommender
+    from labelrec.rerank import Reranker
     from labelrec.taggers.generator import TagGenerator, fit_generator
 
     # whole splits: --train-products and --eval-products draw the random subsets
@@ -128,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if not reuse and args.output.resolve() != args.base.resolve():
         shutil.rmtree(args.output, ignore_errors=True)
         shutil.copytree(args.base, args.output, ignore=shutil.ignore_patterns("checkpoints"))
-    rec = TagRecommender.load(args.output, generate=False)
+    rec = TagRecommender.load(args.output, generate=False, rerank=False)
     vocab = rec.vocab
     data_cfg = cfg.data
     train = read_catalog(folder / "train.jsonl", data_cfg).products
@@ -168,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         train_s = time.perf_counter() - t0
 
     generator.narrow = generator.narrow and not args.whole_vocabulary
-    base_known, base_new = rec.score(valid)
+    base_votes = rec.votes(valid)  # every voter's part: what the reranker reads
+    base_known, base_new = base_votes.final, base_votes.final_new
+    fusion = rec.fusion
+    parents = fusion.parents if fusion is not None and fusion.ancestor_consistency else None
     cache = args.output / "bench_votes.pkl"
     ids = [p.id for p in valid]
     cached = pickle.loads(cache.read_bytes()) if reuse and cache.is_file() else {}
@@ -196,6 +218,34 @@ def main(argv: list[str] | None = None) -> int:
 
     first, second = np.arange(half), np.arange(half, len(valid))
 
+    def reranked(tune, report, tune_p, report_p, y_t, final_t, new_t, final_r, new_r, gen, cut):
+        """The reranker (``labelrec.rerank``) over every voter's scores (the generator's too when
+        ``gen`` holds its votes on both halves), fitted on the tuning half as training fits it on
+        valid, thresholds from its out-of-fold scores there: (it or None, its row on
+        ``report``, or the unreranked scores' row when it is not kept, with ``cut``, their
+        new-tag threshold)."""
+        votes_t, votes_r = base_votes.take(tune), base_votes.take(report)
+        votes_t.final, votes_t.final_new = final_t, new_t
+        votes_r.final, votes_r.final_new = final_r, new_r
+        if gen is not None:
+            votes_t.gen_known, votes_t.gen_new, votes_r.gen_known, votes_r.gen_new = gen
+        reranker, scores, _, _ = Reranker.fit(
+            tune_p,
+            vocab,
+            votes_t,
+            fusion.separator,
+            parents,
+            cfg.lexical.rerank_candidates,
+            args.seed,
+        )
+        new_threshold, known, new = cut, final_r, new_r
+        if reranker is not None:
+            known, new = reranker.apply(report_p, vocab, votes_r, parents)
+            new_threshold = reranker.new_threshold
+        glob = metrics.tune_global_threshold(y_t, scores)
+        per_tag = metrics.tune_tag_thresholds(y_t, scores, glob)
+        return reranker, evaluate(known, new, report_p, vocab, per_tag, new_threshold, facets)
+
     def halves(tune: np.ndarray, report: np.ndarray) -> tuple[dict, dict]:
         """Tune the generator's weights and every row's thresholds on ``tune``; the rows'
         metrics on ``report``."""
@@ -208,12 +258,30 @@ def main(argv: list[str] | None = None) -> int:
         tuning = tune_generator(tune_p, vocab, bk_t, bn_t, gk_t, gn_t, cfg.generate.weight)
         y_t = vocab.encode(tune_p)
         g, g_new = tuning.weight, tuning.new_weight
-        fused_t, _ = blend(bk_t, bn_t, gk_t, gn_t, g, g_new)
+        fused_t, new_t = blend(bk_t, bn_t, gk_t, gn_t, g, g_new)
         cut = {}
         for name, scores in (("base", bk_t), ("gen", gk_t), ("fused", fused_t)):
             glob = metrics.tune_global_threshold(y_t, scores)
             cut[name] = (glob, metrics.tune_tag_thresholds(y_t, scores, glob))
         fused_r, new_r = blend(bk_r, bn_r, gk_r, gn_r, g, g_new)
+        rerank = {
+            name: reranked(tune, report, tune_p, report_p, y_t, *parts)
+            for name, parts in (
+                ("base model, reranked", (bk_t, bn_t, bk_r, bn_r, None, rec.new_tag_threshold)),
+                (
+                    "fused, reranked",
+                    (
+                        fused_t,
+                        new_t,
+                        fused_r,
+                        new_r,
+                        (gk_t, gn_t, gk_r, gn_r),
+                        tuning.new_threshold,
+                    ),
+                ),
+            )
+            if fusion is not None  # the reranker reads the fusion's voters
+        }
         rows = {
             "base model": evaluate(
                 bk_r, bn_r, report_p, vocab, cut["base"][1], rec.new_tag_threshold, facets
@@ -231,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
                 fused_r, new_r, report_p, vocab, cut["fused"][1], tuning.new_threshold, facets
             ),
         }
-        return rows, {"tuning": tuning, "thresholds": cut["fused"]}
+        rows.update({name: row for name, (_, row) in rerank.items()})
+        kept = {name: reranker is not None for name, (reranker, _) in rerank.items()}
+        return rows, {"tuning": tuning, "thresholds": cut["fused"], "reranked": kept}
 
     # two-fold: tuned on one half and reported on the other, then the other way round
     rows_a, kept = halves(first, second)
@@ -245,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     rows[f"fused (generator weights {g:.2f} / {g_b:.2f}, new tags {g_new:.2f} / {g_new_b:.2f})"] = (
         rows.pop("fused")
     )
+    for name in kept["reranked"]:  # whether each half's reranker was kept (rerank.Reranker.fit)
+        by_half = " / ".join("kept" if h["reranked"][name] else "not kept" for h in (kept, other))
+        rows[f"{name} ({by_half})"] = rows.pop(name)
     folds = {"first half reported": rows_b, "second half reported": rows_a}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     speed = {
@@ -268,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     TagGenerator.load(args.output, vocab)
     speed["generator load s"] = round(time.perf_counter() - t0, 1)
 
+    span_new = base_votes.span_new or [{} for _ in valid]
+    proposals = [{**a, **b} for a, b in zip(span_new, gen_new, strict=True)]
+    reach = {prefix: new_facet_reach(valid, vocab, prefix, proposals) for prefix in facets}
     keys = list(COLUMNS) + sorted({k for r in rows.values() for k in r if k.startswith("facet")})
     print(
         f"\n{args.catalog}: {len(valid)} valid products in two halves; each row is the mean of"
@@ -284,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, values in fold_rows.items():
             cells = [f"{k} {values.get(k, float('nan')):.3f}" for k in keys]
             print(f"  {name}: " + ", ".join(cells))
+    for prefix, r in reach.items():
+        most = r["proposed"] / max(r["products"], 1)
+        print(
+            f"\n{prefix} not in the vocabulary: {r['products']} products; in the title"
+            f" {r['in title']}, proposed by the span tagger or the generator {r['proposed']}"
+            f" (the most a ranking of them can put first: {most:.3f})"
+        )
     print("\n| " + " | ".join(speed) + " |")
     print("|" + "---|" * len(speed))
     print("| " + " | ".join(str(v) for v in speed.values()) + " |")
@@ -293,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows,
             "folds": folds,
             "speed": speed,
+            "new_facets": reach,
             "args": vars(args),
         }
         args.json.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")

@@ -316,29 +316,38 @@ class TagRecommender:
             )
         if self.reranker is not None and evidence is not None:
             ev.unranked, ev.unranked_new = ev.final, ev.final_new
-            ev.final, ev.final_new = self._rerank(ev, evidence)
+            ev.final, ev.final_new = self._rerank(ev)
         return ev
 
-    def _rerank(self, ev: _Evidence, text: Any) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """The reranker over every voter's part of ``ev`` (``labelrec.rerank``)."""
+    def votes(self, products: list[Any]) -> Any:
+        """Every voter's scores on ``products`` before a reranker re-scores them: what the
+        reranker reads (``labelrec.rerank.Votes``; voters that do not vote are None)."""
+        return self._votes(self._evidence(products))
+
+    def _votes(self, ev: _Evidence) -> Any:
         from labelrec.rerank import Votes
 
-        fusion = self.fusion
-        votes = Votes(
-            final=ev.final,
-            final_new=ev.final_new,
+        text = ev.text
+        unranked = ev.unranked is not None
+        return Votes(
+            final=ev.unranked if unranked else ev.final,
+            final_new=ev.unranked_new if unranked else ev.final_new,
             neural=ev.neural,
             fused=ev.fused,
             fused_new=ev.new,
-            tfidf=text.tfidf,
-            span_known=text.known,
-            span_new=text.new if text.known is not None else None,
+            tfidf=text.tfidf if text is not None else None,
+            span_known=text.known if text is not None else None,
+            span_new=text.new if text is not None and text.known is not None else None,
             gen_known=ev.gen_known,
             gen_new=ev.gen_new,
         )
+
+    def _rerank(self, ev: _Evidence) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """The reranker over every voter's part of ``ev`` (``labelrec.rerank``)."""
+        fusion = self.fusion
         parents = fusion.parents if fusion.ancestor_consistency else None
         with one_blas_thread():
-            return self.reranker.apply(ev.items, self.vocab, votes, parents)
+            return self.reranker.apply(ev.items, self.vocab, self._votes(ev), parents)
 
     def explain(
         self,

@@ -24,7 +24,7 @@ import json
 import math
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,17 @@ class Votes:
     span_new: list[dict[str, float]] | None = None
     gen_known: np.ndarray | None = None
     gen_new: list[dict[str, float]] | None = None
+
+    def take(self, rows: list[int] | np.ndarray) -> Votes:
+        """The votes on the products at ``rows``."""
+        rows = [int(i) for i in rows]
+
+        def pick(value: Any) -> Any:
+            if value is None:
+                return None
+            return value[rows] if isinstance(value, np.ndarray) else [value[i] for i in rows]
+
+        return Votes(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
 
 
 def fusion_votes(

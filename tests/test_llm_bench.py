@@ -22,7 +22,12 @@ def test_reuse_decodes_the_trained_generator_with_other_beams(
     common += ["--latency-products", "1"]
     first, second = tmp_path / "first.json", tmp_path / "second.json"
     assert llm.main([*common, "--json", str(first), "generate.num_beams=2"]) == 0
-    assert "| fused (generator weights" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "| fused (generator weights" in table
+    # the reranker, fitted on each tuning half, beside the rows it re-scores
+    assert "| base model, reranked (" in table and "| fused, reranked (" in table
+    rows = json.loads(first.read_text())["rows"]
+    assert sum(name.startswith("fused, reranked (") for name in rows) == 1
     assert json.loads(first.read_text())["speed"]["beams"] == 2
     assert pickle.loads((out / "bench_votes.pkl").read_bytes())["num_beams"] == 2
 
@@ -30,3 +35,18 @@ def test_reuse_decodes_the_trained_generator_with_other_beams(
     assert json.loads(second.read_text())["speed"]["beams"] == 3
     # the cached votes of 2 beams were not taken for 3: decoded again, and cached anew
     assert pickle.loads((out / "bench_votes.pkl").read_bytes())["num_beams"] == 3
+
+
+def test_new_facet_reach_counts_new_gold_values_in_titles_and_proposals() -> None:
+    from labelrec.data import Product, TagVocab
+
+    vocab = TagVocab(["brand:Lego", "toy"], [5, 5], 10)
+    products = [
+        Product(id="1", title="Lego city", tags=["brand:Lego"]),  # known brand: not counted
+        Product(id="2", title="Brio train set", tags=["brand:Brio", "toy"]),
+        Product(id="3", title="wooden train", tags=["brand:Brio"]),
+        Product(id="4", title="HABA blocks", tags=["brand:Haba"]),
+    ]
+    proposals = [{}, {"brand:Brio": 0.9}, {"brand:Brio": 0.2}, {"brand:HABA": 0.8}]
+    reach = llm.new_facet_reach(products, vocab, "brand:", proposals)
+    assert reach == {"products": 3, "in title": 2, "proposed": 2}

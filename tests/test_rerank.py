@@ -165,9 +165,16 @@ def test_a_trained_model_tunes_and_serves_its_reranker(
         ev = s["evidence"]
         if "raised_by" not in ev:
             assert sum(ev[k] for k in shares) == pytest.approx(ev["fused_score"], abs=1e-4)
+    # votes(): what the reranker reads, the scores before it, with or without one loaded
+    fused, fused_new = plain.score(items)
+    for model in (rec, plain):
+        votes = model.votes(items)
+        np.testing.assert_allclose(votes.final, fused)
+        assert votes.final_new == fused_new and votes.tfidf is not None
+        one = votes.take([1])
+        assert one.final.shape == (1, fused.shape[1]) and one.final_new == [fused_new[1]]
     if kept:
         scores, _ = rec.score(items)
-        fused, _ = plain.score(items)
         assert not np.allclose(scores, fused)
     # a later run without the reranker removes the one left in the directory
     copy = tmp_path / "copy"
