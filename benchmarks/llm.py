@@ -9,23 +9,23 @@
         --output runs/llm_uk_full
 
 The base model (a ``labelrec train`` output trained without refit: it must not have trained on
-valid) is copied to ``--output``; the generator is fine-tuned on a random ``--train-products``
-of the catalog's train split (all of it when that is its size). The valid products evaluated
+valid) is copied to ``--output``; the generator is fine-tuned on a random ``--train-products`` of
+the catalog's train split (all of it when that is its size). The valid products evaluated
 (``--eval-products``, a random subset, or all) are split in two halves by a seeded shuffle. On one
 half the generator's fusion weights (for vocabulary tags and for new tags), the new-tag threshold
 and every row's tag thresholds are tuned; the rows are measured on the other half; then the halves
 swap. The table gives the mean of the two directions (each direction is printed below it), so no
 number comes from products it was tuned on. Rows: the base model alone (its fusion of neural, kNN
-and span voters), the generator alone, the two fused, and the base model and the fused ranking
-each re-scored by a reranker (``labelrec.rerank``) fitted on the tuning half. ``facet brand new
-P@1`` is the first-place hit rate among brand tags for products whose gold brand is not in the
-vocabulary (only open-vocabulary taggers can get these); the lines below the table say how many
-such products there are, and for how many the span tagger or the generator proposes the value. The generator is then saved into ``--output`` with the
-weights and thresholds tuned on the first half, which makes that directory a complete model
-(``labelrec eval``/``suggest`` use it). ``--reuse`` takes the generator already in ``--output`` (no
-training) and caches its votes there (``bench_votes.pkl``), so the table can be recomputed in a
-minute; with ``generate.num_beams=N`` among the overrides it decodes with N beams instead of the
-saved generator's.
+and span voters), the generator alone, the two fused, and the base model and the fused ranking each
+re-scored by a reranker (``labelrec.rerank``) fitted on the tuning half. ``facet brand new P@1`` is
+the first-place hit rate among brand tags for products whose gold brand is not in the vocabulary
+(only open-vocabulary taggers can get these); the lines below the table say how many such products
+there are, and for how many the span tagger or the generator proposes the value. The generator is
+then saved into ``--output`` with the weights and thresholds tuned on the first half, which makes
+that directory a complete model (``labelrec eval``/``suggest`` use it). ``--reuse`` takes the
+generator already in ``--output`` (no training) and caches its votes there (``bench_votes.pkl``), so
+the table can be recomputed in a minute; with ``generate.num_beams=N`` among the overrides it
+decodes with N beams instead of the saved generator's.
 
 Needs ``../shared/data`` and an offline LLM (``make install-llm``) or a local decoder directory.
 """
