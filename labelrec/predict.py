@@ -182,8 +182,9 @@ class TagRecommender:
         ``rules.yaml`` when it has one.
 
         ``generate=False`` leaves out a saved tag generator (a decoder LLM: seconds per product on
-        a CPU); the other voters' fusion is unchanged. ``rerank=False`` leaves out a saved
-        reranker (``labelrec.rerank``): the fused scores are final.
+        a CPU); the other voters' fusion is unchanged, and a reranker fitted on the generator's
+        votes is left out with it. ``rerank=False`` leaves out a saved reranker
+        (``labelrec.rerank``): the fused scores are final.
 
         ``quantize`` applies dynamic int8 to the encoder's linear layers (CPU, torch).
         ``backend``: "torch", "onnx" (ONNX Runtime, CPU encoders; same scores, a forward pass in
@@ -230,6 +231,8 @@ class TagRecommender:
             from labelrec.rerank import Reranker
 
             rec.reranker = Reranker.load(model_dir)
+            if rec.reranker is not None and rec.reranker.generator and not rec.uses_generator:
+                rec.reranker = None  # fitted on the generator's votes, which are left out
         from labelrec.rules import Rules
 
         if rules is not None:

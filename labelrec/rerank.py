@@ -272,6 +272,7 @@ class Reranker:
     separator: str | None
     new_threshold: float = 1.0
     report: dict[str, float] | None = None
+    generator: bool = False  # fitted on the tag generator's votes: needs them to apply
 
     def apply(
         self,
@@ -349,8 +350,9 @@ class Reranker:
             cols = slice(len(vocab), after.shape[1])
             new_threshold = metrics.tune_global_threshold(y_all[:, cols], after[:, cols])
         model = _classifier(seed, SETTINGS[which]).fit(x, y)
+        generator = votes.gen_known is not None or votes.gen_new is not None
         return (
-            cls(model, kinds, n_candidates, separator, float(new_threshold), report),
+            cls(model, kinds, n_candidates, separator, float(new_threshold), report, generator),
             known,
             new,
             report,
@@ -371,6 +373,7 @@ class Reranker:
             "candidates": self.candidates,
             "separator": self.separator,
             "new_threshold": self.new_threshold,
+            "generator": self.generator,
             "sklearn_version": sklearn.__version__,
             "report": self.report or {},
         }
@@ -400,6 +403,7 @@ class Reranker:
             meta["separator"],
             float(meta["new_threshold"]),
             meta.get("report"),
+            bool(meta.get("generator", False)),
         )
 
 

@@ -97,6 +97,10 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     reranker.save(tmp_path)
     loaded = Reranker.load(tmp_path)
     assert loaded is not None and loaded.kinds == reranker.kinds
+    assert not loaded.generator  # fitted without the generator's votes
+    reranker.generator = True
+    reranker.save(tmp_path)
+    assert Reranker.load(tmp_path).generator
     test, _, test_votes = nested_catalog(20, 2)
     a, _ = reranker.apply(test, vocab, test_votes)
     b, _ = loaded.apply(test, vocab, test_votes)
@@ -226,6 +230,10 @@ def test_the_reranker_reads_the_generators_votes(
     assert rec.suggest(items, limit=2, threshold=0)[0]
     assert seen["votes"].gen_known is not None and seen["votes"].gen_known.any()
     assert rec.new_tag_threshold == rec.reranker.new_threshold
+    # without the generator, a reranker fitted on its votes would read zeros where it learned
+    # votes: it is left out with it
+    assert rec.reranker.generator
+    assert TagRecommender.load(tmp_path / "m", generate=False).reranker is None
 
 
 def test_tuning_folds_fit_the_reranker_on_every_product_out_of_fold(
