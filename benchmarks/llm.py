@@ -94,6 +94,8 @@ def new_facet_reach(products, vocab, prefix, proposals) -> dict[str, int]:
     """Products whose gold ``prefix`` tag is not in the vocabulary, those where its value occurs
     in the title, and those where ``proposals`` (new tags per product, any voter) hold it: the
     most that any ranking of these proposals could put first."""
+    from labelrec.rerank import tag_value
+
     out = {"products": 0, "in title": 0, "proposed": 0}
     for product, proposed in zip(products, proposals, strict=True):
         gold = [t for t in product.tags if t.startswith(prefix) and t not in vocab.index]
@@ -101,7 +103,7 @@ def new_facet_reach(products, vocab, prefix, proposals) -> dict[str, int]:
             continue
         title = product.title.lower()
         out["products"] += 1
-        out["in title"] += any(t[len(prefix) :].strip().lower() in title for t in gold)
+        out["in title"] += any(tag_value(t, None) in title for t in gold)
         out["proposed"] += any(t in proposed for t in gold)
     return out
 
@@ -275,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                         new_t,
                         fused_r,
                         new_r,
-                        (gk_t, gn_t, gk_r, gn_r),
+                        # as in training: the generator's votes only where it has weight
+                        (gk_t, gn_t, gk_r, gn_r) if max(g, g_new) > 0 else None,
                         tuning.new_threshold,
                     ),
                 ),

@@ -283,8 +283,11 @@ class TagRecommender:
         ev = self._evidence(products, with_embeddings)
         return ev.final, ev.embeddings if with_embeddings else None, ev.final_new
 
-    def _evidence(self, products: list[Any], with_embeddings: bool = False) -> _Evidence:
-        """The whole scoring of ``products``, every voter's part kept (``_score``, ``explain``)."""
+    def _evidence(
+        self, products: list[Any], with_embeddings: bool = False, rerank: bool = True
+    ) -> _Evidence:
+        """The whole scoring of ``products``, every voter's part kept (``_score``, ``explain``);
+        ``rerank=False`` stops before the reranker."""
         items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
         empty: list[dict[str, float]] = [{} for _ in items]
         if not items:
@@ -317,7 +320,7 @@ class TagRecommender:
             ev.final, ev.final_new = blend(
                 fused, new, ev.gen_known, ev.gen_new, g.weight, g.new_weight
             )
-        if self.reranker is not None and evidence is not None:
+        if rerank and self.reranker is not None and evidence is not None:
             ev.unranked, ev.unranked_new = ev.final, ev.final_new
             ev.final, ev.final_new = self._rerank(ev)
         return ev
@@ -325,7 +328,7 @@ class TagRecommender:
     def votes(self, products: list[Any]) -> Any:
         """Every voter's scores on ``products`` before a reranker re-scores them: what the
         reranker reads (``labelrec.rerank.Votes``; voters that do not vote are None)."""
-        return self._votes(self._evidence(products))
+        return self._votes(self._evidence(products, rerank=False))
 
     def _votes(self, ev: _Evidence) -> Any:
         from labelrec.rerank import Votes
