@@ -556,6 +556,20 @@ def interval(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(half)
 
 
+def format_by_fold(catalog: str, by: dict[str, list[Row]], metric: str = "P@1") -> list[str]:
+    """One ``metric`` per system and fold (1-based), so that runs of other folds can be read
+    beside these."""
+    folds = sorted({r.notes["fold"] for rows in by.values() for r in rows})
+    lines = [f"{catalog}: {metric} by fold", "| system | " + " | ".join(f"{f + 1}" for f in folds)]
+    lines[-1] += " |"
+    lines.append("|" + "---|" * (len(folds) + 1))
+    for s, rows in by.items():
+        value = {r.notes["fold"]: r.metrics[metric] for r in rows}
+        cells = [f"{value[f]:.3f}" if f in value else "" for f in folds]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def format_cv(rows: list[Row]) -> str:
     """Mean over folds with 95% intervals per system, then labelrec minus each peer, paired by
     fold (points, with intervals), and the goals of the quality issue."""
@@ -579,6 +593,7 @@ def format_cv(rows: list[Row]) -> str:
                 cells.append(f"{mean:.3f} ± {half:.3f}")
             secs = np.mean([r.train_seconds for r in by[s]])
             lines.append(f"| {s} | " + " | ".join(cells) + f" | {secs:.0f} |")
+        lines += ["", *format_by_fold(catalog, by)]
         if "labelrec" in by:
             ours = by["labelrec"]
             lines += [

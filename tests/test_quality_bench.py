@@ -141,6 +141,8 @@ def test_interval_and_cv_table_on_hand_made_rows() -> None:
     # paired: +5 and +3 points of P@1 -> +4.0; nDCG@3 +2 and +5 -> +3.5
     assert "| Omikuji | +4.0 ± " in text and " | +3.5 ± " in text
     assert "| labelrec without refit | +41.0 ± " in text
+    assert "| system | 1 | 2 |" in text and "| labelrec | 0.900 | 0.920 |" in text
+    assert "| Omikuji | 0.850 | 0.890 |" in text
     assert "goal (+3 P@1 and nDCG@3 over the best peer): met" in text
     rows[2].metrics["P@1"] = 0.89  # Omikuji fold 0 now +1 point behind: +2.0 on average
     assert "goal (+3 P@1 and nDCG@3 over the best peer): not met" in quality.format_cv(rows)
