@@ -353,7 +353,8 @@ class TagRecommender:
         fusion = self.fusion
         parents = fusion.parents if fusion.ancestor_consistency else None
         with one_blas_thread():
-            return self.reranker.apply(ev.items, self.vocab, self._votes(ev), parents)
+            depth = fusion.depth if parents is not None else None
+            return self.reranker.apply(ev.items, self.vocab, self._votes(ev), parents, depth)
 
     def explain(
         self,

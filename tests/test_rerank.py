@@ -76,6 +76,20 @@ def test_fit_learns_to_put_the_nested_span_first_and_keeps_it() -> None:
     assert (scores.max(axis=1) > 0.5).all()
 
 
+def test_apply_keeps_paths_consistent_with_or_without_a_kept_depth() -> None:
+    from labelrec.taxonomy import tag_depth
+
+    products, vocab, votes = nested_catalog(120, 0)
+    reranker = Reranker.fit(products, vocab, votes, None, None, 5, seed=0)[0]
+    parents = np.full(len(vocab), -1)
+    parents[len(NOUNS) :] = np.arange(len(NOUNS))  # "type:w box" under "type:w", as a path
+    test, _, test_votes = nested_catalog(40, 1)
+    a, _ = reranker.apply(test, vocab, test_votes, parents)
+    b, _ = reranker.apply(test, vocab, test_votes, parents, tag_depth(parents))
+    np.testing.assert_array_equal(a, b)
+    assert (a[:, : len(NOUNS)] >= a[:, len(NOUNS) :]).all()  # a parent never below its child
+
+
 def test_fit_keeps_no_reranker_that_does_not_beat_the_fusion() -> None:
     products, vocab, votes = nested_catalog(60, 0)
     for p in products:  # now the first-ranked long span is right: nothing to gain
@@ -222,9 +236,9 @@ def test_the_reranker_reads_the_generators_votes(
     seen = {}
     apply = rec.reranker.apply
 
-    def spy(products, vocab, votes, parents=None):
+    def spy(products, vocab, votes, parents=None, depth=None):
         seen["votes"] = votes
-        return apply(products, vocab, votes, parents)
+        return apply(products, vocab, votes, parents, depth)
 
     monkeypatch.setattr(rec.reranker, "apply", spy)
     assert rec.suggest(items, limit=2, threshold=0)[0]
