@@ -560,9 +560,12 @@ def format_by_fold(catalog: str, by: dict[str, list[Row]], metric: str = "P@1") 
     """One ``metric`` per system and fold (1-based), so that runs of other folds can be read
     beside these."""
     folds = sorted({r.notes["fold"] for rows in by.values() for r in rows})
-    lines = [f"{catalog}: {metric} by fold", "| system | " + " | ".join(f"{f + 1}" for f in folds)]
-    lines[-1] += " |"
-    lines.append("|" + "---|" * (len(folds) + 1))
+    head = " | ".join(str(f + 1) for f in folds)
+    lines = [
+        f"{catalog}: {metric} by fold",
+        f"| system | {head} |",
+        "|" + "---|" * (len(folds) + 1),
+    ]
     for s, rows in by.items():
         value = {r.notes["fold"]: r.metrics[metric] for r in rows}
         cells = [f"{value[f]:.3f}" if f in value else "" for f in folds]

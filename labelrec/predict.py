@@ -352,8 +352,8 @@ class TagRecommender:
         """The reranker over every voter's part of ``ev`` (``labelrec.rerank``)."""
         fusion = self.fusion
         parents = fusion.parents if fusion.ancestor_consistency else None
+        depth = fusion.depth if parents is not None else None
         with one_blas_thread():
-            depth = fusion.depth if parents is not None else None
             return self.reranker.apply(ev.items, self.vocab, self._votes(ev), parents, depth)
 
     def explain(
