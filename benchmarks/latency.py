@@ -9,7 +9,9 @@ with that text part after the forward pass, with the TF-IDF features weighted by
 ``TfidfVectorizer.transform`` instead of ``TfidfFeatures.transform``'s own weighting (both
 interleaved with the first, product by product), and with numpy's BLAS threads left free during
 fusion (``predict.one_blas_thread``); a model with a reranker (``labelrec.rerank``) is also timed
-without it. Also printed: the load time and the
+without it, and with its trees' OpenMP threads left free (``predict.one_thread``). ``--busy K``
+keeps K other processes spinning on the CPU while it measures: the machine as a service under
+load leaves it (the forward passes of other requests). Also printed: the load time and the
 largest difference between the ONNX Runtime and torch outputs; ``--throughput`` adds products/s
 of ``suggest`` on lists of 16 and of 64 products by forward batch size
 (``predict.CPU_BATCH_SIZE``), and the ms per product of the fusion's text-only part on those
@@ -18,6 +20,7 @@ lists, with the TF-IDF similarities as labelrec computes them and by scipy's spa
 Usage:
     python benchmarks/latency.py --model runs/all/amazon_uk_toys [--quantize] [--products 200]
     python benchmarks/latency.py --model runs/all/amazon_uk_toys --products 640 --throughput
+    python benchmarks/latency.py --model runs/all/amazon_uk_toys --busy 1
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -62,10 +66,15 @@ def interleaved_median_ms(
     for i in range(-min(warmup, n), n):
         for name, fn in fns.items():
             start = time.perf_counter()
-            fn(abs(i))
+            fn(i if i >= 0 else -i - 1)  # warm-up: products w-1 .. 0
             if i >= 0:
                 times[name].append(time.perf_counter() - start)
     return [(name, 1000 * statistics.median(t)) for name, t in times.items()]
+
+
+def _spin() -> None:
+    while True:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,19 +88,36 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also: products/s of suggest on lists of 16 and 64 products, by forward batch size",
     )
+    parser.add_argument(
+        "--busy", type=int, default=0, help="other processes spinning on the CPU meanwhile"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from labelrec import predict
-    from labelrec.model import score_token_ids
-    from labelrec.predict import TagRecommender, as_product
-    from labelrec.taggers.neighbours import TfidfFeatures
+    from labelrec.predict import TagRecommender
 
     if not args.data.is_file():
         raise SystemExit(f"{args.data} does not exist (shared catalogs live in ../shared/data)")
     start = time.perf_counter()
     rec = TagRecommender.load(args.model, quantize=args.quantize)
     load_s = time.perf_counter() - start
+    busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
+    for proc in busy:
+        proc.start()
+    try:
+        return measure(args, rec, load_s)
+    finally:
+        for proc in busy:
+            proc.terminate()
+
+
+def measure(args: argparse.Namespace, rec: Any, load_s: float) -> int:
+    """Time ``rec`` as the module says and print the tables."""
+    from labelrec import predict
+    from labelrec.model import score_token_ids
+    from labelrec.predict import as_product
+    from labelrec.taggers.neighbours import TfidfFeatures
+
     with args.data.open(encoding="utf-8") as fh:
         titles = [json.loads(line)["title"] for line in fh if line.strip()][: args.products]
     products = [[as_product({"title": t}, 0)] for t in titles]
@@ -151,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
             with mock.patch.object(rec, "reranker", None):
                 return rec.suggest(products[i])
 
+        def openmp_free(i: int) -> object:
+            with mock.patch.object(predict, "one_thread", predict.one_blas_thread):
+                return rec.suggest(products[i])
+
         variants["suggest without the model's reranker (the fused scores final)"] = without_reranker
+        variants["suggest, the reranker's OpenMP threads free"] = openmp_free
     rows += interleaved_median_ms(variants, n)
     if rec.fusion is not None:  # apart: OpenBLAS threads spin on after it, slowing what follows
         rows.append(("suggest, BLAS threads free during fusion", median_ms(blas_free, n)))
@@ -160,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"{args.model} ({'int8' if args.quantize else 'fp32'}), {n} titles of {args.data.name}, "
-        f"one at a time; torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs"
+        f"one at a time; torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
+        f"{args.busy} other processes spinning"
     )
     print(f"model loaded in {load_s:.1f} s (backend {rec.backend}, ONNX export included)")
     if rec.runner is not None:

@@ -53,7 +53,7 @@ class Suggestion:
 
 
 @functools.cache
-def _blas_controller() -> Any:
+def _thread_controller() -> Any:
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
@@ -75,7 +75,16 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     """numpy's BLAS on one thread for a while. Right after a torch forward pass, torch's OpenMP
     threads still hold the cores; BLAS threads fighting them doubled the latency of one product
     (31 ms instead of 18 ms with MiniLM on 2 cores), and the matrices fused here are small."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+    return _thread_controller().limit(limits=1, user_api="blas")
+
+
+def one_thread() -> contextlib.AbstractContextManager:
+    """BLAS and OpenMP on one thread for a while (``one_blas_thread`` and more). The reranker's
+    gradient-boosted trees (scikit-learn) open an OpenMP region per tree on a few hundred rows:
+    on a quiet machine one thread scores them as fast as all, and while other work holds the
+    cores (the forward passes of other requests) OpenMP's threads wait for each other, many
+    times longer (``benchmarks/latency.py --busy``)."""
+    return _thread_controller().limit(limits=1)
 
 
 def bounded(product: Product) -> Product:
@@ -353,7 +362,7 @@ class TagRecommender:
         fusion = self.fusion
         parents = fusion.parents if fusion.ancestor_consistency else None
         depth = fusion.depth if parents is not None else None
-        with one_blas_thread():
+        with one_thread():
             return self.reranker.apply(ev.items, self.vocab, self._votes(ev), parents, depth)
 
     def explain(

@@ -35,3 +35,16 @@ def test_latency_table_has_every_stage(trained_model_dir: Path, toy_data_dir: Pa
     assert all(len(row) == 3 for row in rows[-5:])  # lists of 16 and of 64
     diff = float(out.split("largest difference ONNX Runtime - torch (scores, embeddings): ")[1][:7])
     assert diff < 1e-4
+
+
+def test_busy_processes_spin_while_it_measures_and_stop_after(
+    trained_model_dir: Path, toy_data_dir: Path, capsys
+) -> None:
+    import multiprocessing
+
+    args = ["--model", str(trained_model_dir), "--data", str(toy_data_dir / "valid.jsonl")]
+    assert latency.main([*args, "--products", "4", "--busy", "1"]) == 0
+    assert "1 other processes spinning" in capsys.readouterr().out
+    for child in multiprocessing.active_children():  # joins the terminated ones
+        child.join(timeout=5)
+    assert not multiprocessing.active_children()

@@ -194,6 +194,21 @@ def test_a_trained_model_tunes_and_serves_its_reranker(
     if kept:
         scores, _ = rec.score(items)
         assert not np.allclose(scores, fused)
+        # its trees run on one OpenMP thread (predict.one_thread) where OpenMP has more
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        openmp: list[set[int]] = []
+        apply = rec.reranker.apply
+
+        def spy(*args):
+            info = threadpool_info()
+            openmp.append({i["num_threads"] for i in info if i["user_api"] == "openmp"})
+            return apply(*args)
+
+        monkeypatch.setattr(rec.reranker, "apply", spy)
+        with threadpool_limits(limits=2, user_api="openmp"):  # the tests' environment sets 1
+            rec.suggest(items[:1])
+        assert openmp == [{1}]
     # a later run without the reranker removes the one left in the directory
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
