@@ -80,10 +80,10 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
 
 def one_thread() -> contextlib.AbstractContextManager:
     """BLAS and OpenMP on one thread for a while (``one_blas_thread`` and more). The reranker's
-    gradient-boosted trees (scikit-learn) open an OpenMP region per tree on a few hundred rows:
-    on a quiet machine one thread scores them as fast as all, and while other work holds the
-    cores (the forward passes of other requests) OpenMP's threads wait for each other, many
-    times longer (``benchmarks/latency.py --busy``)."""
+    gradient-boosted trees (scikit-learn) open an OpenMP region per tree on a few rows per
+    product: for one product on a quiet machine one thread scores them as fast as all, and while
+    other work holds the cores (the forward passes of other requests) OpenMP's threads wait for
+    each other, many times longer (``benchmarks/latency.py --busy 0`` and ``--busy 2``)."""
     return _thread_controller().limit(limits=1)
 
 
