@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from labelrec import metrics
     from labelrec.config import load_config
     from labelrec.data import read_catalog
-    from labelrec.fusion import blend, tune_generator
+    from labelrec.fusion import blend, tune_absent_factor, tune_generator
     from labelrec.model import read_info, save_thresholds
     from labelrec.modeldir import THRESHOLDS_FILE
     from labelrec.predict import TagRecommender
@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         train_s = time.perf_counter() - t0
 
     generator.narrow = generator.narrow and not args.whole_vocabulary
+    absent = None  # the base's factor on known tags absent from the title, tuned on each half
+    if rec.fusion is not None and rec.fusion.span is not None and cfg.lexical.absent_factor != 1:
+        absent = rec.fusion.span.absent(valid)
+        rec.fusion.absent_factor = 1.0
     base_votes = rec.votes(valid)  # every voter's part: what the reranker reads
     base_known, base_new = base_votes.final, base_votes.final_new
     fusion = rec.fusion
@@ -256,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         bk_t, bn_t = base_known[tune], [base_new[i] for i in tune]
         gk_t, gn_t = gen_known[tune], [gen_new[i] for i in tune]
         bk_r, bn_r = base_known[report], [base_new[i] for i in report]
+        factor = 1.0
+        if absent is not None:  # span kinds are not paths: scaled after ancestor consistency
+            factor, bk_t = tune_absent_factor(absent[tune], tune_p, vocab, bk_t, bn_t, None)
+            bk_r = np.where(absent[report], factor * bk_r, bk_r).astype(np.float32)
         gk_r, gn_r = gen_known[report], [gen_new[i] for i in report]
         tuning = tune_generator(tune_p, vocab, bk_t, bn_t, gk_t, gn_t, cfg.generate.weight)
         y_t = vocab.encode(tune_p)
@@ -304,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows.update({name: row for name, (_, row) in rerank.items()})
         kept = {name: reranker is not None for name, (reranker, _) in rerank.items()}
-        return rows, {"tuning": tuning, "thresholds": cut["fused"], "reranked": kept}
+        return rows, {
+            "tuning": tuning,
+            "thresholds": cut["fused"],
+            "reranked": kept,
+            "absent_factor": factor,
+        }
 
     # two-fold: tuned on one half and reported on the other, then the other way round
     rows_a, kept = halves(first, second)
@@ -318,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     rows[f"fused (generator weights {g:.2f} / {g_b:.2f}, new tags {g_new:.2f} / {g_new_b:.2f})"] = (
         rows.pop("fused")
     )
+    if absent is not None:
+        by_half = f"{kept['absent_factor']:.2f} / {other['absent_factor']:.2f}"
+        rows[f"base model (absent factor {by_half})"] = rows.pop("base model")
     for name in kept["reranked"]:  # whether each half's reranker was kept (rerank.Reranker.fit)
         by_half = " / ".join("kept" if h["reranked"][name] else "not kept" for h in (kept, other))
         rows[f"{name} ({by_half})"] = rows.pop(name)

@@ -263,13 +263,17 @@ def eval_labelrec(
     parts: bool,
     generate: bool = True,
     rerank: bool = True,
+    absent: bool = True,
 ) -> tuple[list[Row], TagVocab]:
     """labelrec as served (``TagRecommender``: scores and new tags), and with ``parts`` each
     component alone and added one at a time (thresholds re-tuned on valid for those rows);
-    ``generate=False`` leaves out the model's tag generator, ``rerank=False`` its reranker."""
+    ``generate=False`` leaves out the model's tag generator, ``rerank=False`` its reranker,
+    ``absent=False`` its factor on known tags absent from the title (``labelrec.fusion``)."""
     from labelrec.predict import TagRecommender
 
     rec = TagRecommender.load(model_dir, generate=generate, rerank=rerank)
+    if not absent and rec.fusion is not None:
+        rec.fusion.absent_factor = 1.0
     t0 = time.perf_counter()
     scores, new_tags = rec.score(valid)  # one pass: known and new tags
     rate = len(valid) / max(time.perf_counter() - t0, 1e-9)
@@ -281,6 +285,7 @@ def eval_labelrec(
             "fusion_weight": lex.weight,
             "embedding_weight": lex.embedding_weight,
             "span_weight": lex.span_weight,
+            "absent_factor": lex.absent_factor,
         }
     rows = [
         score_system(
@@ -450,7 +455,10 @@ def run_cv(
     A model with a tag generator is scored without it too ("labelrec without generator": the
     same model, the rest of its fusion), and one with a reranker without it ("labelrec without
     reranker": the fused scores, ranked by the thresholds tuned for the reranked ones; where
-    the tuning run kept no reranker, the model itself).
+    the tuning run kept no reranker, the model itself). Where the fusion has a span tagger,
+    "labelrec without reranker or absent factor" is the fusion with its factor on known tags
+    absent from the title at 1: against "labelrec without reranker" (the same where tuning
+    chose 1), what the factor does to the ranking (``--report ... --versus SYSTEM``).
     ``folds`` (1-based) runs only those folds (a long cross-validation spread over several runs,
     merged by ``--report``); ``without_refit=False``
     skips scoring the tuning runs. Rows carry the fold in ``notes``; ``on_fold`` gets the rows so
@@ -516,6 +524,14 @@ def run_cv(
                         {**same.notes, "reranker": "not kept"},
                     )
                 )
+            meta = model_dir / "fusion.json"
+            fusion_meta = json.loads(meta.read_text("utf-8")) if meta.is_file() else {}
+            if "span" in fusion_meta.get("taggers", ()):  # the ranking without the factor
+                rows_a, _ = eval_labelrec(
+                    catalog, model_dir, test, train_s, False, rerank=False, absent=False
+                )
+                rows_a[0].system = "labelrec without reranker or absent factor"
+                fold_rows += rows_a
             tuning = model_dir / "tuning"
             if without_refit and (tuning / "labelrec.json").is_file():
                 rows_t, _ = eval_labelrec(
@@ -573,9 +589,9 @@ def format_by_fold(catalog: str, by: dict[str, list[Row]], metric: str = "P@1") 
     return lines
 
 
-def format_cv(rows: list[Row]) -> str:
-    """Mean over folds with 95% intervals per system, then labelrec minus each peer, paired by
-    fold (points, with intervals), and the goals of the quality issue."""
+def format_cv(rows: list[Row], base: str = "labelrec") -> str:
+    """Mean over folds with 95% intervals per system, then ``base`` (a system's name) minus each
+    other row, paired by fold (points, with intervals), and the goals of the quality issue."""
     out = []
     metric_names = ("P@1", "nDCG@3", "PSP@5", "micro_f1")
     for catalog in dict.fromkeys(r.catalog for r in rows):
@@ -597,17 +613,17 @@ def format_cv(rows: list[Row]) -> str:
             secs = np.mean([r.train_seconds for r in by[s]])
             lines.append(f"| {s} | " + " | ".join(cells) + f" | {secs:.0f} |")
         lines += ["", *format_by_fold(catalog, by)]
-        if "labelrec" in by:
-            ours = by["labelrec"]
+        if base in by:
+            ours = by[base]
             lines += [
                 "",
-                f"{catalog}: labelrec minus each other row, paired by fold (points ± 95% interval)",
+                f"{catalog}: {base} minus each other row, paired by fold (points ± 95% interval)",
             ]
             lines.append("| other | " + " | ".join(metric_names) + " |")
             lines.append("|" + "---|" * (len(metric_names) + 1))
             gaps = {}
             for s in systems:
-                if s == "labelrec" or len(by[s]) != len(ours):
+                if s == base or len(by[s]) != len(ours):
                     continue
                 is_peer = not s.startswith("labelrec")
                 cells = []
@@ -620,7 +636,7 @@ def format_cv(rows: list[Row]) -> str:
                         gaps.setdefault(m, []).append(mean)
                     cells.append(f"{mean:+.1f} ± {half:.1f}")
                 lines.append(f"| {s} | " + " | ".join(cells) + " |")
-            if gaps:
+            if gaps and base == "labelrec":
                 p1 = np.mean([r.metrics["P@1"] for r in ours])
                 met = min(gaps["P@1"]) >= CV_GOAL_POINTS and min(gaps["nDCG@3"]) >= CV_GOAL_POINTS
                 met = met and p1 >= CV_GOAL_MIN_P1.get(catalog, 0.0)
@@ -873,12 +889,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="--cv: do not score the tuning runs (with a tag generator: minutes of beam search)",
     )
+    parser.add_argument(
+        "--versus",
+        default="labelrec",
+        metavar="SYSTEM",
+        help="--report of a --cv run: the row the others are subtracted from, paired by fold",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for labelrec, a.b=value")
     args = parser.parse_args(argv)
     if args.report:
         saved = merge_saved(args.report)
         if any("fold" in r.notes for r in saved):
-            print(format_cv(saved))
+            print(format_cv(saved, args.versus))
         else:
             print_report(saved)
         return 0

@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mixed-precision",
         choices=("auto", "no", "bf16"),
         help="every row's train/generate.mixed_precision (default: its config's, auto)",
+    )
+    p.add_argument(
+        "--whole-vocabulary",
+        action="store_true",
+        help="generators' loss over the whole vocabulary (generate.narrow_training=false)",
     )
     p.add_argument("--json", type=Path, help="write the rows here too")
     return p.parse_args(argv)
@@ -104,7 +110,11 @@ def tagger_row(
 
 
 def generator_row(
-    backbone: str, train_file: Path, steps: int, mixed_precision: str | None = None
+    backbone: str,
+    train_file: Path,
+    steps: int,
+    mixed_precision: str | None = None,
+    whole_vocabulary: bool = False,
 ) -> dict[str, float]:
     from labelrec.config import load_config
     from labelrec.data import TagVocab, read_catalog
@@ -117,6 +127,7 @@ def generator_row(
     gcfg.epochs = 1
     gcfg.mixed_precision = mixed_precision or gcfg.mixed_precision
     gcfg.max_train_products = steps * gcfg.batch_size
+    gcfg.narrow_training = gcfg.narrow_training and not whole_vocabulary
     products = read_catalog(train_file, cfg.data).products
     vocab = TagVocab.from_products(products)
     _, history = fit_generator(gcfg, cfg.lexical, products, vocab, cfg.seed, progress=False)
@@ -128,6 +139,7 @@ def generator_row(
         "seconds": record["epoch_seconds"],
         "dtype": gcfg.dtype,
         "computes in": COMPUTE[resolve_mixed_precision(gcfg.mixed_precision)],
+        "loss over": "tag tokens" if gcfg.narrow_training else "vocabulary",
     }
 
 
@@ -147,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for kind, names, fn in (
         ("tagger", args.taggers, tagger_row),
-        ("generator", args.generators, generator_row),
+        (
+            "generator",
+            args.generators,
+            partial(generator_row, whole_vocabulary=args.whole_vocabulary),
+        ),
     ):
         for name in names:
             print(f"{kind} {name}: {args.steps} steps ...", file=sys.stderr)
@@ -165,15 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, peak in peaks.items():
         print(f"matmul peak ({name}): {peak / 1e9:.0f} GFLOP/s")
     print(
-        "\n| part | backbone | batch | computes in | training products/s"
+        "\n| part | backbone | batch | computes in | loss over | training products/s"
         " | GFLOP/s (torch's count) | share of matmul peak |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         share = r["flops/s"] / peaks[r["computes in"]]
         print(
             f"| {r['part']} | {r['backbone']} | {r['batch']} | {r['computes in']} "
-            f"| {r['products/s']:.1f} | {r['flops/s'] / 1e9:.1f} | {100 * share:.0f}% |"
+            f"| {r.get('loss over', '-')} | {r['products/s']:.1f} "
+            f"| {r['flops/s'] / 1e9:.1f} | {100 * share:.0f}% |"
         )
         r["share"] = share
     if args.json:

@@ -62,6 +62,8 @@ class LmTrainSettings:
     mixed_precision: str = "auto"
     seed: int = 42
     max_steps: int | None = None
+    #: token ids the loss normalizes over, with each batch's own tokens; None: the whole vocabulary
+    output_tokens: tuple[int, ...] | None = None
 
 
 def load_causal_lm(
@@ -131,8 +133,15 @@ def lm_batch(examples: list[LmExample], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def target_loss(causal: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean next-token cross-entropy over target tokens, the LM head applied only there."""
+def target_loss(
+    causal: Any, batch: dict[str, torch.Tensor], output_tokens: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over target tokens, the LM head applied only there.
+
+    With ``output_tokens`` the softmax normalizes over those tokens and the batch's own (prompt
+    and target) instead of the whole vocabulary: only those rows of the LM head are computed,
+    which for a large vocabulary (262k tokens for Gemma-3) is most of a step's work.
+    """
     body = causal.base_model
     head = causal.get_output_embeddings()
     hidden = body(
@@ -140,11 +149,19 @@ def target_loss(causal: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     ).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
-    logits = head(hidden[:, :-1][keep]).float()
+    rows, targets = hidden[:, :-1][keep], labels[keep]
+    if output_tokens is None:
+        logits = head(rows).float()
+    else:
+        seen = batch["input_ids"][batch["attention_mask"].bool()]
+        vocab = torch.unique(torch.cat([output_tokens.to(seen.device), seen, targets]))
+        bias = None if head.bias is None else head.bias[vocab]
+        logits = torch.nn.functional.linear(rows, head.weight[vocab], bias).float()
+        targets = torch.searchsorted(vocab, targets)
     cap = getattr(causal.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return torch.nn.functional.cross_entropy(logits, labels[keep])
+    return torch.nn.functional.cross_entropy(logits, targets)
 
 
 def fit_causal_lm(
@@ -188,6 +205,9 @@ def fit_causal_lm(
     )
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     pad_id = tokenizer.pad_token_id
+    output_tokens = None
+    if settings.output_tokens is not None:
+        output_tokens = torch.as_tensor(sorted(set(settings.output_tokens)), device=acc.device)
     history: list[dict[str, float]] = []
     step = 0
     flops = StepFlops()  # the first batch's FLOPs per token (labelrec.flops)
@@ -210,9 +230,10 @@ def fit_causal_lm(
             with flops.count(batch["input_ids"].numel()):
                 with acc.autocast():
                     if acc.num_processes > 1:  # through the DDP wrapper, so gradients are synced
-                        loss = model(**batch).loss
+                        loss = model(**batch).loss  # (over the whole vocabulary)
                     else:
-                        loss = target_loss(acc.unwrap_model(model).get_base_model(), batch)
+                        base = acc.unwrap_model(model).get_base_model()
+                        loss = target_loss(base, batch, output_tokens)
                 acc.backward(loss)
             if settings.max_grad_norm > 0:
                 acc.clip_grad_norm_(params, settings.max_grad_norm)

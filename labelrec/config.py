@@ -363,6 +363,14 @@ class LexicalConfig:
     span_max_chars: int = field(
         default=16, metadata={"help": "Longest span (characters) proposed as a new tag."}
     )
+    absent_factor: float | None = field(
+        default=None,
+        metadata={
+            "help": "Factor on the fused score of a vocabulary tag of a kind the span tagger"
+            " learns (e.g. brand:) whose value the title does not contain; None: tuned on valid"
+            " (1: off)."
+        },
+    )
     rerank: bool = field(
         default=True,
         metadata={
@@ -412,6 +420,11 @@ class LexicalConfig:
             "weight + embedding_weight must be <= 1",
         )
         _check(self.span_max_chars >= 1, "lexical.span_max_chars", "must be >= 1")
+        _check(
+            self.absent_factor is None or 0.0 <= self.absent_factor <= 1.0,
+            "lexical.absent_factor",
+            "must be in [0, 1] or null (tuned on valid)",
+        )
         _check(self.rerank_candidates >= 1, "lexical.rerank_candidates", "must be >= 1")
 
 
@@ -477,6 +490,14 @@ class GenerateConfig:
     tune_products: int | None = field(
         default=None,
         metadata={"help": "Valid products generated to tune the weight; None: all of valid."},
+    )
+    narrow_training: bool = field(
+        default=True,
+        metadata={
+            "help": "Normalize the training loss over the tokens tags are written with and each"
+            " batch's own tokens, as decoding normalizes over the tokens a product may write;"
+            " false: over the backbone's whole vocabulary (several processes always do)."
+        },
     )
     refit: bool = field(
         default=True,

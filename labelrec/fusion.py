@@ -4,7 +4,11 @@ Known tags: ``base = w * neural + e * embedding + (1 - w - e) * tfidf`` (the neu
 ``labelrec.model``; the neighbour voters, ``labelrec.taggers.neighbours``), then
 ``(1 - b) * base + b * span`` where ``span`` is the span tagger's probability that the tag is a
 span of the title (``labelrec.taggers.span``), then category paths made consistent (a parent
-scores at least as high as its best child, since a child implies its parents). Tags outside the
+scores at least as high as its best child, since a child implies its parents). A known tag of
+a kind the span tagger learns (a facet whose values are spans of titles, such as ``brand:``) whose
+value the title does not contain is multiplied by ``absent_factor``: such a tag rests on other
+products' evidence alone (a similar product's brand), and a brand the title names, known or
+new, should win over it. Tags outside the
 vocabulary that the span tagger proposes score ``b * span`` (new tags, shown when they reach
 ``new_threshold``). The tag generator (``labelrec.taggers.generator``), when a model has one,
 votes last: ``blend``.
@@ -34,7 +38,8 @@ from labelrec.taxonomy import ancestor_consistent, parent_index, tag_depth
 
 FUSION_FORMAT = 2  # 1: lexical.json, with the TF-IDF and embedding neighbours inside
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
-FUSION_WEIGHTS = ("weight", "embedding_weight", "span_weight", "new_threshold")
+FUSION_WEIGHTS = ("weight", "embedding_weight", "span_weight", "new_threshold", "absent_factor")
+ABSENT_GRID = np.round(np.linspace(1.0, 0.0, 11), 2)  # from 1 (off) down: ties keep the larger
 
 
 @dataclass
@@ -44,6 +49,7 @@ class TextEvidence:
     tfidf: np.ndarray | None  # TF-IDF neighbour scores (n, n_tags); None when not fused
     known: np.ndarray | None  # span tagger: probabilities of vocabulary tags; None when unused
     new: list[dict[str, float]]  # span tagger: tags outside the vocabulary -> probability
+    absent: np.ndarray | None = None  # span kinds' known tags absent from the title (n, n_tags)
 
 
 @dataclass
@@ -60,6 +66,7 @@ class Fusion:
     new_threshold: float = 1.0
     embedding: EmbeddingNeighbours | None = None
     embedding_weight: float = 0.0
+    absent_factor: float = 1.0
 
     @property
     def taggers(self) -> list[Any]:
@@ -79,6 +86,11 @@ class Fusion:
     @property
     def uses_span(self) -> bool:
         return self.span is not None and self.span_weight > 0
+
+    @property
+    def uses_absent(self) -> bool:
+        """True when known tags absent from the title are scaled (``absent_factor`` < 1)."""
+        return self.span is not None and self.absent_factor < 1.0
 
     def base(
         self,
@@ -108,10 +120,11 @@ class Fusion:
         second thread while the model runs.
         """
         tfidf = self.tfidf.scores(products) if self.uses_tfidf else None
+        absent = self.span.absent(products) if self.uses_absent else None
         if not self.uses_span:
-            return TextEvidence(tfidf, None, [{} for _ in products])
+            return TextEvidence(tfidf, None, [{} for _ in products], absent)
         span = self.span.score(products)
-        return TextEvidence(tfidf, span.known, span.new)
+        return TextEvidence(tfidf, span.known, span.new, absent)
 
     def fuse(
         self, products: list[Product], neural: np.ndarray, embeddings: np.ndarray | None = None
@@ -135,6 +148,8 @@ class Fusion:
         if text.known is not None:
             scores = (1.0 - self.span_weight) * scores + self.span_weight * text.known
             new = [{t: self.span_weight * p for t, p in row.items()} for row in text.new]
+        if text.absent is not None:
+            scores = np.where(text.absent, self.absent_factor * scores, scores)
         if self.ancestor_consistency:
             scores = ancestor_consistent(scores, self.parents, self.depth)
         return scores.astype(np.float32, copy=False), new
@@ -198,6 +213,7 @@ class Fusion:
             float(meta["new_threshold"]),
             taggers["embedding"],
             float(meta["embedding_weight"]),
+            float(meta.get("absent_factor", 1.0)),
         )
 
 
@@ -331,6 +347,31 @@ def tune_span_weight(
     return b, new_threshold, known.astype(np.float32)
 
 
+def tune_absent_factor(
+    absent: np.ndarray,
+    products: list[Product],
+    vocab: TagVocab,
+    mixed: np.ndarray,
+    new: list[dict[str, float]],
+    parents: np.ndarray | None,
+    grid: np.ndarray | list[float] | None = None,
+) -> tuple[float, np.ndarray]:
+    """The factor on known tags absent from the title (``absent``) that maximises the valid
+    objective over known + new tags (``new``: the span tagger's, weighted), and the final
+    known-tag scores at it; ``mixed``: the known scores after the span tagger's share, before
+    ancestor consistency. Ties keep the larger factor (1: off)."""
+    grid = ABSENT_GRID if grid is None else grid
+    best_value, best = -1.0, (1.0, mixed)
+    for a in grid:
+        known = np.where(absent, float(a) * mixed, mixed)
+        if parents is not None:
+            known = ancestor_consistent(known, parents)
+        value = objective(*joint_matrices(known, new, products, vocab)[:2])
+        if value > best_value + 1e-9:
+            best_value, best = value, (float(a), known)
+    return best[0], best[1].astype(np.float32)
+
+
 @dataclass
 class FusionInputs:
     """Each tagger's evidence on products it was not fitted on: what the weights are tuned on.
@@ -343,6 +384,7 @@ class FusionInputs:
     embedding: np.ndarray | None = None
     span_known: np.ndarray | None = None
     span_new: list[dict[str, float]] | None = None
+    absent: np.ndarray | None = None  # span kinds' known tags absent from the title (booleans)
 
     def remap(self, tags: list[str]) -> FusionInputs:
         """The same evidence over the columns ``tags`` (a tag it lacks scores 0)."""
@@ -354,7 +396,7 @@ class FusionInputs:
         def move(m: np.ndarray | None) -> np.ndarray | None:
             if m is None:
                 return None
-            out = np.zeros((m.shape[0], len(tags)), dtype=np.float32)
+            out = np.zeros((m.shape[0], len(tags)), dtype=bool if m.dtype == bool else np.float32)
             out[:, to] = m[:, src]
             return out
 
@@ -366,6 +408,7 @@ class FusionInputs:
             move(self.embedding),
             move(self.span_known),
             self.span_new,
+            move(self.absent),
         )
 
     @staticmethod
@@ -389,6 +432,7 @@ class FusionInputs:
             stack("embedding"),
             stack("span_known"),
             None if any(n is None for n in new) else [row for n in new for row in n],
+            stack("absent"),
         )
 
 
@@ -409,6 +453,7 @@ def collect_inputs(
     if fusion.span is not None:
         evidence = fusion.span.score(products)
         inputs.span_known, inputs.span_new = evidence.known, evidence.new
+        inputs.absent = fusion.span.absent(products)
     return inputs
 
 
@@ -445,15 +490,26 @@ def tune_fusion(
     fused = fusion.weight * inputs.neural + (1.0 - fusion.weight - fusion.embedding_weight) * knn
     if emb is not None:
         fused = fused + fusion.embedding_weight * emb
+    mixed, new = fused, [{} for _ in inputs.products]  # known tags before ancestor consistency
     if inputs.span_known is not None and inputs.span_new is not None:
         fusion.span_weight, fusion.new_threshold, fused = tune_span_weight(
             inputs.span_known, inputs.span_new, inputs.products, vocab, fused, parents
         )
+        b = fusion.span_weight
+        mixed = (1.0 - b) * mixed + b * inputs.span_known
+        new = [{t: b * p for t, p in row.items()} for row in inputs.span_new]
     elif parents is not None:
         fused = ancestor_consistent(fused, parents)
+    fusion.absent_factor = 1.0
+    if inputs.absent is not None and lx.absent_factor != 1.0:
+        grid = None if lx.absent_factor is None else [lx.absent_factor]
+        fusion.absent_factor, fused = tune_absent_factor(
+            inputs.absent, inputs.products, vocab, mixed, new, parents, grid
+        )
     report["fusion_weight"] = fusion.weight
     report["embedding_weight"] = fusion.embedding_weight
     report["span_weight"] = fusion.span_weight
+    report["absent_factor"] = fusion.absent_factor
     return fused.astype(np.float32), report
 
 

@@ -402,6 +402,9 @@ class TagRecommender:
                 for key in ("neural", "tfidf_neighbours", "embedding_neighbours"):
                     parts[key] = (1.0 - b) * parts[key]
                 parts["title_span"] = b * text.known
+            if text.absent is not None:  # a known brand the title does not name, scaled down
+                for key, values in parts.items():
+                    parts[key] = np.where(text.absent, lex.absent_factor * values, values)
         final, final_new = ev.final, ev.final_new
         shared = ev.unranked if ev.unranked is not None else final  # what the shares add up to
         shared_new = ev.unranked_new if ev.unranked_new is not None else final_new

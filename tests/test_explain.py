@@ -38,6 +38,31 @@ def test_evidence_adds_up_to_the_score(trained_model_dir: Path) -> None:
     assert any(row[0]["evidence"]["neural"] > 0 for row in explained)
 
 
+def test_evidence_adds_up_with_brands_absent_from_the_title_scaled(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    models = []
+    for factor in (0.5, 1.0):
+        model = shutil.copytree(
+            trained_model_dir, tmp_path / str(factor), ignore=shutil.ignore_patterns("checkpoints")
+        )
+        meta = json.loads((model / "fusion.json").read_text(encoding="utf-8"))
+        meta["absent_factor"] = factor
+        (model / "fusion.json").write_text(json.dumps(meta), encoding="utf-8")
+        models.append(TagRecommender.load(model))
+    rec, before = models
+    assert rec.fusion.span is not None and rec.fusion.uses_absent
+    title = "plush bear"  # names no brand: every known brand is absent from it
+    scores, old = rec.suggest([title], limit=50, threshold=0), before.suggest([title], 50, 0)
+    old_scores = {s.tag: s.score for s in old[0]}
+    brands = [s for s in scores[0] if s.tag.startswith("brand:") and s.known]
+    assert brands and all(s.score == pytest.approx(old_scores[s.tag] / 2) for s in brands)
+    for tag in rec.explain([title], limit=50, threshold=0)[0]:
+        if tag.get("known", True) and "raised_by" not in tag["evidence"]:
+            total = sum(v for k, v in tag["evidence"].items() if k in PARTS)
+            assert total == pytest.approx(tag["score"], abs=1e-3), tag
+
+
 def test_evidence_names_the_nearest_training_products_with_the_tag(
     trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path
 ) -> None:

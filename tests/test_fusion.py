@@ -13,7 +13,14 @@ import scipy.sparse as sp
 
 from labelrec.config import ConfigError, load_config
 from labelrec.data import Product, TagVocab
-from labelrec.fusion import Fusion, fit_fusion, save_fusion, tune_weight, tune_weights
+from labelrec.fusion import (
+    Fusion,
+    fit_fusion,
+    save_fusion,
+    tune_absent_factor,
+    tune_weight,
+    tune_weights,
+)
 from labelrec.modeldir import (
     EMBEDDING_META,
     FUSION_META,
@@ -54,6 +61,7 @@ def lexical_cfg(**kw):
         path_separator=" > ",
         open_vocab=False,
         span_max_chars=16,
+        absent_factor=None,
     )
     values.update(kw)
     return types.SimpleNamespace(lexical=types.SimpleNamespace(**values))
@@ -210,6 +218,32 @@ def test_config_checks_lexical_fields() -> None:
         load_config(None, ["lexical.weight=1.5"])
     with pytest.raises(ConfigError, match="lexical.char_ngram_max"):
         load_config(None, ["lexical.char_ngram_min=4", "lexical.char_ngram_max=3"])
+    with pytest.raises(ConfigError, match="lexical.absent_factor"):
+        load_config(None, ["lexical.absent_factor=1.5"])
+
+
+def test_absent_factor_is_tuned_down_only_when_absent_tags_mislead() -> None:
+    products = [
+        Product("1", "Acme toy car", tags=["brand:Acme"]),
+        Product("2", "Brio toy car", tags=["brand:Brio"]),
+    ]
+    vocab = TagVocab.from_products(products)
+    acme, brio = vocab.index["brand:Acme"], vocab.index["brand:Brio"]
+    mixed = np.zeros((2, len(vocab)), dtype=np.float32)
+    mixed[0, [acme, brio]] = 0.4, 0.6  # a similar product's brand outranks the one named
+    mixed[1, [acme, brio]] = 0.3, 0.5
+    absent = np.zeros_like(mixed, dtype=bool)
+    absent[0, brio] = absent[1, acme] = True
+    no_new = [{}, {}]
+    factor, known = tune_absent_factor(absent, products, vocab, mixed, no_new, None)
+    assert factor == 0.6  # the largest that puts Acme first: 0.6 * 0.6 < 0.4 < 0.7 * 0.6
+    np.testing.assert_allclose(known[0, [acme, brio]], [0.4, 0.36], atol=1e-6)
+    np.testing.assert_allclose(known[1, [acme, brio]], [0.18, 0.5], atol=1e-6)
+    # where the absent brand is the right one, nothing is scaled (ties keep 1)
+    swapped = [Product("1", "Acme toy car", tags=["brand:Brio"]), products[1]]
+    factor, known = tune_absent_factor(absent, swapped, vocab, mixed, no_new, None)
+    assert factor == 1.0 and np.array_equal(known, mixed)
+    assert tune_absent_factor(absent, products, vocab, mixed, no_new, None, [0.25])[0] == 0.25
 
 
 def test_trained_model_serves_fused_scores(trained_model_dir: Path, tmp_path: Path) -> None:

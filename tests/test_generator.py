@@ -21,6 +21,7 @@ from labelrec.taggers.generator import (
     most_specific,
     open_candidates,
     path_prefixes,
+    tag_tokens,
     training_examples,
 )
 
@@ -163,6 +164,64 @@ def test_votes_propagate_to_ancestors_and_keep_new_tags(generator, vocab, monkey
     evidence = generator.score([Product("x", "Zorg blaster")])
     np.testing.assert_array_equal(evidence.known, known)
     assert evidence.new == new
+
+
+def test_narrowed_loss_normalizes_over_the_given_and_the_batchs_tokens(tiny_decoder: Path):
+    from transformers import AutoModelForCausalLM
+
+    from labelrec.causal import IGNORE, target_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_decoder).eval()
+    ids = torch.tensor([[5, 9, 12, 7, 0], [6, 9, 13, 8, 11]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    labels = torch.tensor([[IGNORE, IGNORE, 12, 7, IGNORE], [IGNORE, IGNORE, 13, 8, 11]])
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        full = target_loss(model, batch)
+        narrowed = target_loss(model, batch, torch.tensor([3, 40]))
+        everything = target_loss(model, batch, torch.arange(model.config.vocab_size))
+    keep = labels[:, 1:] != IGNORE
+    rows, targets = logits[keep], labels[:, 1:][keep]
+    torch.testing.assert_close(full, torch.nn.functional.cross_entropy(rows, targets))
+    torch.testing.assert_close(everything, full)
+    # the given tokens and the batch's real ones (padding 0 is not), nothing else
+    vocab = torch.tensor([3, 5, 6, 7, 8, 9, 11, 12, 13, 40])
+    by_hand = torch.nn.functional.cross_entropy(rows[:, vocab], torch.searchsorted(vocab, targets))
+    torch.testing.assert_close(narrowed, by_hand)
+    assert narrowed < full  # fewer tokens to share the probability with
+
+
+def test_generator_training_normalizes_over_the_tag_tokens(
+    tiny_decoder: Path, products, vocab, monkeypatch
+):
+    import labelrec.taggers.generator as gen_module
+
+    seen = []
+
+    def spy(model, tokenizer, examples, settings, *args):
+        seen.append(settings.output_tokens)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(gen_module, "fit_causal_lm", spy)
+    for narrow in (True, False):
+        gcfg = GenerateConfig(enabled=True, backbone=str(tiny_decoder), narrow_training=narrow)
+        with pytest.raises(RuntimeError, match="stop here"):
+            fit_generator(gcfg, LexicalConfig(), products, vocab, progress=False)
+    codec_tokens = seen[0]
+    assert seen[1] is None
+    from transformers import AutoTokenizer
+
+    from labelrec.taggers.generator import Codec
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_decoder)
+    assert codec_tokens is not None and len(codec_tokens) < len(tokenizer) / 2
+    codec = Codec.for_tokenizer(tokenizer, 96, 200)
+    assert set(codec_tokens) == tag_tokens(codec, vocab)
+    for product in products:  # every training target is written with them
+        for example in training_examples(codec, [product], vocab, " > "):
+            assert set(example.target) <= set(codec_tokens)
 
 
 def test_generator_fit_follows_the_config(products, vocab):

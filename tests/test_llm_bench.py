@@ -26,6 +26,8 @@ def test_reuse_decodes_the_trained_generator_with_other_beams(
     assert "| fused (generator weights" in table
     # the reranker, fitted on each tuning half, beside the rows it re-scores
     assert "| base model, reranked (" in table and "| fused, reranked (" in table
+    # the base's factor on brands absent from the title, tuned on each half like the rest
+    assert "| base model (absent factor " in table
     rows = json.loads(first.read_text())["rows"]
     assert sum(name.startswith("fused, reranked (") for name in rows) == 1
     assert json.loads(first.read_text())["speed"]["beams"] == 2

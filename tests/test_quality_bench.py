@@ -146,6 +146,10 @@ def test_interval_and_cv_table_on_hand_made_rows() -> None:
     assert "goal (+3 P@1 and nDCG@3 over the best peer): met" in text
     rows[2].metrics["P@1"] = 0.89  # Omikuji fold 0 now +1 point behind: +2.0 on average
     assert "goal (+3 P@1 and nDCG@3 over the best peer): not met" in quality.format_cv(rows)
+    # another row as the one the others are subtracted from: no goal line for it
+    versus = quality.format_cv(rows, "labelrec without refit")
+    assert "labelrec without refit minus each other row" in versus
+    assert "| labelrec | -41.0 ± " in versus and "goal" not in versus
 
 
 def test_peers_refit_on_train_and_valid_with_thresholds_from_valid() -> None:
@@ -243,9 +247,15 @@ def test_a_fold_keeps_labelrec_rows_when_its_peers_fail(
             reuse=True, on_fold=lambda done: saved.append(list(done)), folds={1},
         )  # fmt: skip
     # trained with lexical.rerank (the default) on 10 valid products: no reranker was kept, so
-    # "without reranker" is the model itself, paired by fold
+    # "without reranker" is the model itself, paired by fold; its fusion has a span tagger, so
+    # the fusion without the factor on tags absent from the title is scored too
     systems = [r.system for r in saved[0]]
-    assert len(saved) == 1 and systems == ["labelrec", "labelrec without reranker"]
+    assert len(saved) == 1 and systems == [
+        "labelrec",
+        "labelrec without reranker",
+        "labelrec without reranker or absent factor",
+    ]
+    assert saved[0][2].notes["absent_factor"] == 1.0
     assert saved[0][0].notes["fold"] == 0 and saved[0][0].metrics["P@1"] >= 0
     assert saved[0][1].metrics == saved[0][0].metrics
     assert saved[0][1].notes == {**saved[0][0].notes, "reranker": "not kept"}

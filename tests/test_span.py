@@ -79,6 +79,47 @@ def test_span_tagger_proposes_unseen_brands(tmp_path: Path) -> None:
     assert SpanTagger.fit(TrainingSet(train, vocab.encode(train), vocab), cfg) is None
 
 
+def test_absent_marks_the_kinds_tags_that_the_title_does_not_name() -> None:
+    train = catalog()
+    vocab = TagVocab.from_products(train)
+    tagger = SpanTagger.build(train, vocab)
+    absent = tagger.absent([Product("a", "BRIO wooden train set"), Product("b", "plush bear")])
+    brio, toys = vocab.index["brand:Brio"], vocab.index["Toys"]
+    assert not absent[0, brio] and absent[1, brio]  # case-folded
+    assert not absent[:, toys].any()  # not a kind of the span tagger
+    assert absent[0].sum() == len(BRANDS) - 1 and absent[1].sum() == len(BRANDS)
+
+
+def test_a_fusion_scales_known_tags_absent_from_the_title(tmp_path: Path) -> None:
+    import json
+
+    from labelrec.fusion import Fusion
+    from labelrec.modeldir import FUSION_META
+    from labelrec.taxonomy import parent_index
+
+    train = catalog()
+    vocab = TagVocab.from_products(train)
+    tagger = SpanTagger.build(train, vocab)
+    fusion = Fusion(None, 1.0, parent_index(vocab.tags, None), None, False, tagger, 0.3, 0.5)
+    queries = [Product("a", "Brio kite blue"), Product("b", "Zorblax plush bear")]
+    neural = np.random.default_rng(0).random((2, len(vocab)), dtype=np.float32)
+    plain, new = fusion.fuse_with_new(queries, neural)
+    assert not fusion.uses_absent and fusion.text_evidence(queries).absent is None
+    fusion.absent_factor = 0.5
+    scaled, new2 = fusion.fuse_with_new(queries, neural)
+    absent = tagger.absent(queries)
+    np.testing.assert_allclose(scaled, np.where(absent, 0.5 * plain, plain), atol=1e-6)
+    assert new2 == new  # new tags are spans of the title: never absent
+    fusion.save(tmp_path)
+    loaded = Fusion.load(tmp_path, vocab)
+    assert loaded.absent_factor == 0.5
+    np.testing.assert_allclose(loaded.fuse(queries, neural), scaled, atol=1e-6)
+    meta = json.loads((tmp_path / FUSION_META).read_text(encoding="utf-8"))
+    del meta["absent_factor"]  # a model saved before the factor existed: off
+    (tmp_path / FUSION_META).write_text(json.dumps(meta), encoding="utf-8")
+    np.testing.assert_allclose(Fusion.load(tmp_path, vocab).fuse(queries, neural), plain, atol=1e-6)
+
+
 def test_a_pass_scores_as_its_products_one_by_one() -> None:
     train = catalog()
     vocab = TagVocab.from_products(train)

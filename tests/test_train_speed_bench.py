@@ -25,8 +25,21 @@ def test_rows_for_a_tagger_and_a_generator(
         assert row["products/s"] > 0 and row["flops/s"] > 0
         assert row["computes in"] in ("float32", "bfloat16")
         assert row["share"] == row["flops/s"] / peaks[row["computes in"]]
+    assert result["rows"][1]["loss over"] == "tag tokens"  # generate.narrow_training's default
     table = capsys.readouterr().out
     assert "| tagger |" in table and "| generator |" in table and "share of matmul peak" in table
+
+
+def test_whole_vocabulary_trains_the_generator_over_every_token(
+    tiny_decoder: Path, toy_data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "speed.json"
+    args = ["--data", str(toy_data_dir.parent), "--catalog", toy_data_dir.name, "--steps", "1"]
+    args += ["--taggers", "--generators", str(tiny_decoder), "--whole-vocabulary"]
+    assert train_speed.main(args + ["--json", str(out)]) == 0
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    assert [(r["part"], r["loss over"]) for r in rows] == [("generator", "vocabulary")]
+    assert "| vocabulary |" in capsys.readouterr().out
 
 
 def test_a_missing_catalog_is_named(tmp_path: Path, capsys) -> None:

@@ -193,12 +193,9 @@ class TagGenerator:
         self.batch_products = int(meta["batch_products"])
         self.history: list[dict[str, float]] = []  # of training, when fitted here
         self.trie = TagTrie()
-        tag_tokens = {self.codec.separator_id, self.codec.end_id}
         for tag in vocab.tags:
-            ids = self.codec.tag_ids(tag)
-            self.trie.add(ids, tag)
-            tag_tokens.update(ids)
-        self.tag_tokens = tag_tokens
+            self.trie.add(self.codec.tag_ids(tag), tag)
+        self.tag_tokens = tag_tokens(self.codec, vocab)
         #: decode over the narrowed vocabulary (off: the backbone's whole vocabulary)
         self.narrow = not getattr(model.config, "final_logit_softcapping", None)
         self._lock = threading.Lock()  # a narrowed batch swaps the model's embedding and head
@@ -490,6 +487,14 @@ def save_generator(generator: TagGenerator | None, model_dir: str | Path) -> Non
 # ---------------------------------------------------------------------- training and tuning
 
 
+def tag_tokens(codec: Codec, vocab: TagVocab) -> set[int]:
+    """The tokens a tag list is written with: the tags', the separator and the end token."""
+    tokens = {codec.separator_id, codec.end_id}
+    for tag in vocab.tags:
+        tokens.update(codec.tag_ids(tag))
+    return tokens
+
+
 def training_examples(
     codec: Codec, products: list[Product], vocab: TagVocab, separator: str | None
 ) -> list[LmExample]:
@@ -549,6 +554,7 @@ def fit_generator(
         gradient_checkpointing=gcfg.gradient_checkpointing,
         mixed_precision=gcfg.mixed_precision,
         seed=seed,
+        output_tokens=tuple(tag_tokens(codec, vocab)) if gcfg.narrow_training else None,
     )
     t0 = time.perf_counter()
     model, history = fit_causal_lm(model, tokenizer, examples, settings, progress, "generator")

@@ -346,6 +346,22 @@ class SpanTagger:
         """``known_and_new`` as the fusion takes it."""
         return Evidence(*self.known_and_new(products))
 
+    def absent(self, products: list[Product]) -> np.ndarray:
+        """Which vocabulary tags of its kinds (``brand:Lego``) have a value that the product's
+        title does not contain (case-folded), (n_products, n_tags) booleans; False for the
+        other tags. A brand absent from the title rests on other products' evidence alone."""
+        if not hasattr(self, "_kind_values"):
+            prefixes = tuple(k.prefix for k in self.kinds)
+            cols = [j for j, t in enumerate(self.vocab.tags) if t.startswith(prefixes)]
+            values = [split_tag(self.vocab.tags[j])[1].lower() for j in cols]
+            self._kind_values = (np.asarray(cols, dtype=np.int64), values)
+        cols, values = self._kind_values
+        out = np.zeros((len(products), len(self.vocab)), dtype=bool)
+        for i, product in enumerate(products):
+            title = product.title.lower()
+            out[i, cols] = [v not in title for v in values]
+        return out
+
     # ------------------------------------------------------------------ persistence
     def save(self, model_dir: str | Path) -> None:
         meta = {
