@@ -25,7 +25,9 @@ then saved into ``--output`` with the weights and thresholds tuned on the first 
 that directory a complete model (``labelrec eval``/``suggest`` use it). ``--reuse`` takes the
 generator already in ``--output`` (no training) and caches its votes there (``bench_votes.pkl``), so
 the table can be recomputed in a minute; with ``generate.num_beams=N`` among the overrides it
-decodes with N beams instead of the saved generator's.
+decodes with N beams instead of the saved generator's. The base model's factor on known tags
+absent from the title (``lexical.absent_factor``, ``labelrec.fusion``) is tuned on each tuning
+half like the generator's weights; ``lexical.absent_factor=X`` among the overrides fixes it.
 
 Needs ``../shared/data`` and an offline LLM (``make install-llm``) or a local decoder directory.
 """
@@ -190,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
 
     generator.narrow = generator.narrow and not args.whole_vocabulary
     absent = None  # the base's factor on known tags absent from the title, tuned on each half
-    if rec.fusion is not None and rec.fusion.span is not None and cfg.lexical.absent_factor != 1:
-        absent = rec.fusion.span.absent(valid)
-        rec.fusion.absent_factor = 1.0
+    if rec.fusion is not None and rec.fusion.span is not None:
+        if cfg.lexical.absent_factor is None:
+            absent = rec.fusion.span.absent(valid)
+            rec.fusion.absent_factor = 1.0
+        else:  # lexical.absent_factor=X among the overrides: the base scored with X instead
+            rec.fusion.absent_factor = cfg.lexical.absent_factor
     base_votes = rec.votes(valid)  # every voter's part: what the reranker reads
     base_known, base_new = base_votes.final, base_votes.final_new
     fusion = rec.fusion

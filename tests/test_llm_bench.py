@@ -33,8 +33,11 @@ def test_reuse_decodes_the_trained_generator_with_other_beams(
     assert json.loads(first.read_text())["speed"]["beams"] == 2
     assert pickle.loads((out / "bench_votes.pkl").read_bytes())["num_beams"] == 2
 
-    assert llm.main([*common, "--reuse", "--json", str(second), "generate.num_beams=3"]) == 0
+    capsys.readouterr()
+    overrides = ["generate.num_beams=3", "lexical.absent_factor=1.0"]  # the factor fixed
+    assert llm.main([*common, "--reuse", "--json", str(second), *overrides]) == 0
     assert json.loads(second.read_text())["speed"]["beams"] == 3
+    assert "| base model |" in capsys.readouterr().out
     # the cached votes of 2 beams were not taken for 3: decoded again, and cached anew
     assert pickle.loads((out / "bench_votes.pkl").read_bytes())["num_beams"] == 3
 
