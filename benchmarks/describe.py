@@ -23,6 +23,11 @@ load time and training speed. Needs ``pip install 'labelrec[bench]'`` (rouge-sco
 
 "ROUGE-L vs reference" is the describer's output scored against the reference description it was
 shown (1.0: a verbatim copy): how much it copies versus edits.
+
+``--copy-ceiling`` trains nothing: it prints how far copying can go, the ROUGE-L of the best of
+the K most similar training products' descriptions chosen with hindsight (knowing the real
+description), for K in ``CEILING_K``: what any choice among the K nearest, a describer that
+copies one of them included, cannot exceed.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from labelrec.describe import (  # noqa: E402
     rouge_l_scores,
 )
 
+CEILING_K = (1, 3, 10)  # neighbours among which --copy-ceiling picks the best with hindsight
 TRAIN_MAX_NEW_TOKENS = 96  # a describer trained here writes at most this many tokens by default
 
 CATALOGS = {
@@ -73,6 +79,39 @@ def nearest_title_baseline(index: NeighbourIndex, valid: list[Product]) -> list[
     """The description of the indexed training product whose title is most similar: the text
     the describer's reference shows (same index, same definition)."""
     return [r[1] if r else "" for r in index.references([p.title for p in valid])]
+
+
+def copy_ceiling(name: str, folder: Path, seed: int) -> dict[str, float | str]:
+    """ROUGE-L of copying the best of the K nearest training descriptions, chosen with hindsight,
+    on every valid product with a description (K = 1 is the baseline)."""
+    import numpy as np
+
+    train, valid = load_catalog(folder, name, seed)
+    train = [p for p in train if p.description.strip()]
+    valid = [p for p in valid if p.description.strip()]
+    index = NeighbourIndex.fit(train)
+    k_max = min(max(CEILING_K), len(index))
+    order = index.ranked([p.title for p in valid], k_max)  # the nearest first, as copying
+    scores = np.array(
+        [
+            rouge_l_scores([index.descriptions[j] for j in row], [p.description] * len(row))
+            for row, p in zip(order, valid, strict=True)
+        ]
+    )
+    row: dict[str, float | str] = {"catalog": name, "eval_products": len(valid)}
+    for k in CEILING_K:
+        row[f"best_of_{k}"] = float(scores[:, : min(k, k_max)].max(axis=1).mean())
+    return row
+
+
+def ceiling_table(rows: list[dict]) -> str:
+    head = ["catalog", "eval", *(f"best of {k} nearest, with hindsight" for k in CEILING_K)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["catalog"]), str(r["eval_products"])]
+        cells += [f"{r[f'best_of_{k}']:.4f}" for k in CEILING_K]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def word_tfidf_baseline(train: list[Product], valid: list[Product]) -> list[str]:
@@ -255,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress", action="store_true", help="training progress bars")
     p.add_argument("--reuse", action="store_true", help="evaluate describers already in --output")
     p.add_argument(
+        "--copy-ceiling",
+        action="store_true",
+        help="train nothing: ROUGE-L of the best of the K nearest descriptions, with hindsight",
+    )
+    p.add_argument(
         "--threads", type=int, default=None, help="torch threads (1 on a shared, busy CPU)"
     )
     args = p.parse_args(argv)
@@ -271,12 +315,15 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir():
             print(f"{name}: skipped, {folder} does not exist", file=sys.stderr)
             continue
-        rows.append(run_catalog(name, folder, args))
-        print(table(rows[-1:]), flush=True)
+        if args.copy_ceiling:
+            rows.append(copy_ceiling(name, folder, args.seed))
+        else:
+            rows.append(run_catalog(name, folder, args))
+            print(table(rows[-1:]), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     if rows:
-        print(table(rows))
+        print(ceiling_table(rows) if args.copy_ceiling else table(rows))
     return 0
 
 

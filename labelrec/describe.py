@@ -364,6 +364,16 @@ class NeighbourIndex:
             out.extend(int(b) if f else -1 for b, f in zip(best, found, strict=True))
         return out
 
+    def ranked(self, titles: Sequence[str], k: int) -> np.ndarray:
+        """Positions of the ``k`` most similar indexed titles per query title, the most similar
+        first (ties in index order): an (n, min(k, len(self))) array."""
+        k = min(int(k), len(self))
+        if not titles or k <= 0:
+            return np.zeros((len(titles), max(k, 0)), dtype=np.int64)
+        x = self.features.transform([" ".join(t.split()) for t in titles])
+        sim = similarities(x, self._x_t)
+        return np.argsort(-sim, axis=1, kind="stable")[:, :k]
+
     def references(
         self, titles: Sequence[str], exclude: Sequence[int] | None = None
     ) -> list[Reference | None]:

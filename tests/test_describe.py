@@ -160,6 +160,11 @@ def test_neighbour_index_excludes_the_product_itself() -> None:
     assert nearest[:3] == [1, 0, 0]  # a duplicate title is a fine neighbour
     assert nearest[4:] == [5, 4]
     assert index.references(["remote control car blue"]) == [("remote control car red", "text 4 .")]
+    ranked = index.ranked(titles, 3)
+    assert ranked.shape == (6, 3)
+    assert ranked[:, 0].tolist() == index.nearest(titles)  # the nearest first, ties in index order
+    assert ranked[0].tolist() == [0, 1, 2] and ranked[2].tolist() == [2, 0, 1]
+    assert index.ranked(titles, 99).shape == (6, 6) and index.ranked([], 3).shape == (0, 3)
     alone = NeighbourIndex.fit(products[:1])
     assert alone.nearest(["lego"], exclude=[0]) == [-1]
     assert alone.references(["lego"], exclude=[0]) == [None]
