@@ -181,7 +181,13 @@ class ModelConfig:
 class LoraSettings:
     """LoRA adapters (peft) on the backbone; the tag head is always fully trained."""
 
-    enabled: bool = field(default=True, metadata={"help": "False: fine-tune the whole backbone."})
+    enabled: bool | str = field(
+        default="auto",
+        metadata={
+            "help": "true: LoRA adapters; false: fine-tune the whole backbone; auto: LoRA for "
+            "decoders, the whole backbone for encoders (all-MiniLM-L6-v2 has 22M weights)."
+        },
+    )
     r: int = field(default=16, metadata={"help": "LoRA rank."})
     alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r)."})
     dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
@@ -191,6 +197,16 @@ class LoraSettings:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.enabled, str):
+            value = self.enabled.strip().lower()
+            flags = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+            _check(value == "auto" or value in flags, "lora.enabled", "must be true, false or auto")
+            self.enabled = flags.get(value, "auto")
+        _check(
+            isinstance(self.enabled, bool) or self.enabled == "auto",
+            "lora.enabled",
+            "must be true, false or auto",
+        )
         _check(self.r >= 1, "lora.r", "must be >= 1")
         _check(self.alpha >= 1, "lora.alpha", "must be >= 1")
         _check(0.0 <= self.dropout < 1.0, "lora.dropout", "must be in [0, 1)")
@@ -203,7 +219,13 @@ class TrainConfig:
     epochs: int = field(default=3, metadata={"help": "Passes over the training catalog."})
     batch_size: int = field(default=32, metadata={"help": "Products per step and process."})
     grad_accum: int = field(default=1, metadata={"help": "Steps accumulated per optimizer update."})
-    lr: float = field(default=3e-4, metadata={"help": "Learning rate of backbone / LoRA weights."})
+    lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the backbone's weights or LoRA adapters; None: 1e-4 for the "
+            "whole backbone, 3e-4 for LoRA."
+        },
+    )
     head_lr: float = field(default=1e-2, metadata={"help": "Learning rate of the tag head."})
     negative_weight: float = field(
         default=2.0,
@@ -263,7 +285,7 @@ class TrainConfig:
         _check(self.tuning_folds >= 1, "train.tuning_folds", "must be >= 1 (1: valid alone)")
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
-        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.lr is None or self.lr > 0, "train.lr", "must be > 0 or null")
         _check(self.head_lr > 0, "train.head_lr", "must be > 0")
         _check(self.negative_weight > 0, "train.negative_weight", "must be > 0")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")

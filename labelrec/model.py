@@ -65,6 +65,12 @@ def is_decoder(config: Any) -> bool:
     return bool(getattr(config, "is_decoder", False))
 
 
+def uses_lora(enabled: bool | str, config: Any) -> bool:
+    """``lora.enabled``: ``auto`` -> LoRA adapters for decoders, the whole backbone for
+    encoders (small enough to train in full, which ranks better: docs/results.md)."""
+    return is_decoder(config) if enabled == "auto" else bool(enabled)
+
+
 def resolve_pooling(pooling: str, config: Any) -> str:
     """``auto`` -> ``last`` for decoders, ``mean`` for encoders."""
     if pooling != "auto":
@@ -116,6 +122,11 @@ class TagModel(nn.Module):
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         classifier_head(self.hf_model)
+
+    @property
+    def lora(self) -> bool:
+        """True while the backbone trains LoRA adapters (peft) rather than all its weights."""
+        return hasattr(self.seq, "peft_config")
 
     @property
     def hf_model(self) -> nn.Module:
@@ -223,7 +234,8 @@ def build_model(
     tags: list[str],
     tag_prior: np.ndarray | None = None,
 ) -> tuple[TagModel, Any]:
-    """A new ``TagModel`` for ``tags`` on ``cfg.backbone`` (LoRA attached), and its tokenizer.
+    """A new ``TagModel`` for ``tags`` on ``cfg.backbone`` (LoRA attached when ``uses_lora``),
+    and its tokenizer.
 
     ``tag_prior`` (share of products carrying each tag) sets the head bias at the tag log-odds,
     so training starts from the tag prior instead of 0.5 for every tag.
@@ -267,7 +279,7 @@ def build_model(
                 head.bias.copy_(torch.as_tensor(np.log(p / (1 - p)), dtype=head.bias.dtype))
             else:
                 head.bias.zero_()
-    if lora.enabled:
+    if uses_lora(lora.enabled, hf_config):
         from peft import LoraConfig, get_peft_model
 
         peft_config = LoraConfig(

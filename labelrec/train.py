@@ -160,6 +160,15 @@ class EncodedSet(torch.utils.data.Dataset):
         return i, self.token_ids[i], row
 
 
+BODY_LR = {True: 3e-4, False: 1e-4}  # train.lr null: LoRA adapters / the whole backbone
+
+
+def body_lr(lr: float | None, lora: bool) -> float:
+    """The learning rate of the backbone's trainable weights: ``train.lr``, or when it is None
+    the one for LoRA adapters or for the whole backbone (``BODY_LR``)."""
+    return BODY_LR[bool(lora)] if lr is None else float(lr)
+
+
 def weighted_bce(
     logits: torch.Tensor, labels: torch.Tensor, negative_weight: float
 ) -> torch.Tensor:
@@ -271,7 +280,11 @@ class TagTrainer:
         body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
         self.optimizer = torch.optim.AdamW(
             [
-                {"params": body, "lr": tcfg.lr, "weight_decay": tcfg.weight_decay},
+                {
+                    "params": body,
+                    "lr": body_lr(tcfg.lr, self.model.lora),
+                    "weight_decay": tcfg.weight_decay,
+                },
                 {"params": head_params, "lr": tcfg.head_lr, "weight_decay": 0.0},
             ]
         )

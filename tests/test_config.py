@@ -69,6 +69,9 @@ def test_overrides_coerce_types() -> None:
     assert cfg.train.lr == pytest.approx(1e-3) and isinstance(cfg.train.lr, float)
     assert cfg.train.head_lr == pytest.approx(0.02)
     assert cfg.lora.enabled is False
+    assert Config().lora.enabled == "auto" and Config().train.lr is None
+    assert load_config(None, ["lora.enabled=TRUE"]).lora.enabled is True
+    assert load_config(None, ["lora.enabled=auto", "train.lr=null"]).lora.enabled == "auto"
     assert cfg.data.csv_header is True
     assert cfg.lora.target_modules == ["query", "key"]
     assert cfg.data.tag_columns == ["tags", "brand"]

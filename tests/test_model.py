@@ -140,6 +140,22 @@ def test_trainable_parameters(tiny_backbone: Path) -> None:
     assert trained < total and trained > 0.9 * total
 
 
+def test_lora_auto_trains_encoders_whole_and_decoders_with_adapters(
+    tiny_backbone: Path, tiny_decoder: Path
+) -> None:
+    from labelrec.train import body_lr
+
+    encoder, _ = _build(tiny_backbone, lora="auto")
+    assert not encoder.lora and not any("lora_" in n for n, _ in encoder.named_parameters())
+    assert count_parameters(encoder)[0] > 0.9 * count_parameters(encoder)[1]
+    decoder, _ = _build(tiny_decoder, lora="auto")
+    assert decoder.lora and any("lora_" in n for n, _ in decoder.named_parameters())
+    assert _build(tiny_backbone, lora=True)[0].lora and not _build(tiny_decoder, lora=False)[0].lora
+    # train.lr null: the learning rate follows what trains; a given one is kept
+    assert body_lr(None, encoder.lora) == 1e-4 and body_lr(None, decoder.lora) == 3e-4
+    assert body_lr(5e-3, encoder.lora) == 5e-3
+
+
 def test_every_trainable_parameter_gets_a_gradient(tiny_backbone: Path, tiny_decoder: Path) -> None:
     """What DDP needs: no trainable weight is left out of the loss."""
     for backbone in (tiny_backbone, tiny_decoder):
