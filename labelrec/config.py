@@ -197,11 +197,9 @@ class LoraSettings:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.enabled, str):
-            value = self.enabled.strip().lower()
-            flags = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-            _check(value == "auto" or value in flags, "lora.enabled", "must be true, false or auto")
-            self.enabled = flags.get(value, "auto")
+        if isinstance(self.enabled, str):  # from YAML or an override; true/false as for bools
+            auto = self.enabled.strip().lower() == "auto"
+            self.enabled = "auto" if auto else _coerce(self.enabled, bool, "lora.enabled")
         _check(
             isinstance(self.enabled, bool) or self.enabled == "auto",
             "lora.enabled",
