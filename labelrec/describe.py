@@ -47,7 +47,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -350,13 +350,10 @@ class NeighbourIndex:
             return out
         if m == 0:
             return [-1] * n
-        x = self.features.transform([" ".join(t.split()) for t in titles])
-        chunk = max(1, min(1024, 20_000_000 // m))
-        for start in range(0, n, chunk):
-            sim = similarities(x[start : start + chunk], self._x_t)
+        for start, sim in self._similarities(titles):
             if exclude is not None:
                 rows = np.arange(sim.shape[0])
-                cols = np.asarray(exclude[start : start + chunk], dtype=np.int64)
+                cols = np.asarray(exclude[start : start + sim.shape[0]], dtype=np.int64)
                 ok = (cols >= 0) & (cols < m)
                 sim[rows[ok], cols[ok]] = -np.inf
             best = sim.argmax(axis=1)
@@ -370,9 +367,16 @@ class NeighbourIndex:
         k = min(int(k), len(self))
         if not titles or k <= 0:
             return np.zeros((len(titles), max(k, 0)), dtype=np.int64)
+        blocks = self._similarities(titles)
+        return np.concatenate([np.argsort(-sim, axis=1, kind="stable")[:, :k] for _, sim in blocks])
+
+    def _similarities(self, titles: Sequence[str]) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, dense cosine similarities to every indexed title) for the query titles,
+        in chunks of rows that keep each block near 20M floats."""
         x = self.features.transform([" ".join(t.split()) for t in titles])
-        sim = similarities(x, self._x_t)
-        return np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        chunk = max(1, min(1024, 20_000_000 // max(len(self), 1)))
+        for start in range(0, len(titles), chunk):
+            yield start, similarities(x[start : start + chunk], self._x_t)
 
     def references(
         self, titles: Sequence[str], exclude: Sequence[int] | None = None

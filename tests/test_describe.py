@@ -170,6 +170,21 @@ def test_neighbour_index_excludes_the_product_itself() -> None:
     assert alone.references(["lego"], exclude=[0]) == [None]
 
 
+def test_neighbour_index_answers_long_query_lists_in_order() -> None:
+    """More queries than one similarity block holds (1,024 rows): the blocks come back in order,
+    and the exclusions of each block are its own queries'."""
+    products = described(6)
+    index = NeighbourIndex.fit(products)
+    titles = [p.title for p in products] * 400  # 2,400 queries: three blocks
+    exclude = [i % 6 for i in range(len(titles))]
+    assert index.nearest(titles) == [0, 0, 2, 3, 4, 5] * 400
+    first = index.nearest(titles[:6], exclude=range(6))
+    assert index.nearest(titles, exclude=exclude) == first * 400
+    ranked = index.ranked(titles, 2)
+    assert ranked.shape == (2400, 2)
+    assert ranked.tolist() == index.ranked(titles[:6], 2).tolist() * 400
+
+
 def test_training_prompts_show_another_products_description(
     tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
