@@ -291,8 +291,26 @@ def build_model(
         model.seq = get_peft_model(seq, peft_config)
         for param in head.parameters():
             param.requires_grad_(True)
+    else:
+        unused = lora_settings_unused(lora)
+        if unused:
+            logger.warning(
+                "%s set, but no LoRA adapters: lora.enabled is %s, which trains the whole %s"
+                " (set lora.enabled=true for adapters)",
+                ", ".join(f"lora.{name}" for name in unused),
+                lora.enabled,
+                "decoder" if is_decoder(hf_config) else "encoder",
+            )
     freeze_unused(model)
     return model, tokenizer
+
+
+def lora_settings_unused(lora: LoraSettings) -> list[str]:
+    """The adapter settings (rank, alpha, dropout, target modules) that differ from their
+    defaults: what a user asked of adapters that a whole-backbone run does not use."""
+    default = LoraSettings()
+    names = ("r", "alpha", "dropout", "target_modules")
+    return [n for n in names if getattr(lora, n) != getattr(default, n)]
 
 
 HEAD_BIAS = "head_bias"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from labelrec.model import (
     count_parameters,
     encode_products,
     load_model,
+    lora_settings_unused,
     pad_batch,
     read_info,
     resolve_mixed_precision,
@@ -154,6 +156,24 @@ def test_lora_auto_trains_encoders_whole_and_decoders_with_adapters(
     # train.lr null: the learning rate follows what trains; a given one is kept
     assert body_lr(None, encoder.lora) == 1e-4 and body_lr(None, decoder.lora) == 3e-4
     assert body_lr(5e-3, encoder.lora) == 5e-3
+
+
+def test_adapter_settings_without_adapters_are_named_in_a_warning(
+    tiny_backbone: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``lora.target_modules`` (or r, alpha, dropout) with an encoder under ``lora.enabled: auto``
+    trains no adapters: the run says which settings it does not use."""
+    cfg = ModelConfig(backbone=str(tiny_backbone), max_length=32, dropout=0.0)
+    with caplog.at_level(logging.WARNING, logger="labelrec.model"):
+        build_model(cfg, LoraSettings(enabled="auto", target_modules=["query"]), TAGS)
+    assert "lora.target_modules set, but no LoRA adapters: lora.enabled is auto" in caplog.text
+    assert "whole encoder" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="labelrec.model"):
+        build_model(cfg, LoraSettings(enabled=False), TAGS)  # the defaults: nothing to say
+        build_model(cfg, LoraSettings(enabled=True, r=4), TAGS)  # adapters use them
+    assert "no LoRA adapters" not in caplog.text
+    assert lora_settings_unused(LoraSettings(enabled=False, r=8, alpha=16)) == ["r", "alpha"]
 
 
 def test_every_trainable_parameter_gets_a_gradient(tiny_backbone: Path, tiny_decoder: Path) -> None:
