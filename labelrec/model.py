@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -306,10 +306,10 @@ def build_model(
 
 
 def lora_settings_unused(lora: LoraSettings) -> list[str]:
-    """The adapter settings (rank, alpha, dropout, target modules) that differ from their
+    """The adapter settings (every ``lora`` field but ``enabled``) that differ from their
     defaults: what a user asked of adapters that a whole-backbone run does not use."""
     default = LoraSettings()
-    names = ("r", "alpha", "dropout", "target_modules")
+    names = [f.name for f in fields(LoraSettings) if f.name != "enabled"]
     return [n for n in names if getattr(lora, n) != getattr(default, n)]
 
 
