@@ -9,7 +9,8 @@ with that text part after the forward pass, with the TF-IDF features weighted by
 ``TfidfVectorizer.transform`` instead of ``TfidfFeatures.transform``'s own weighting (both
 interleaved with the first, product by product), and with numpy's BLAS threads left free during
 fusion (``predict.one_blas_thread``); a model with a reranker (``labelrec.rerank``) is also timed
-without it, and with its trees' OpenMP threads left free (``predict.one_thread``). ``--busy K``
+without it, and with its trees' OpenMP threads left free (``predict.one_thread``), and a model
+whose TF-IDF voter mixes in a ridge classifier (``lexical.ridge``) without it. ``--busy K``
 keeps K other processes spinning on the CPU while it measures: the machine as a service under
 load leaves it (the forward passes of other requests). Also printed: the load time and the
 largest difference between the ONNX Runtime and torch outputs; ``--throughput`` adds products/s
@@ -170,6 +171,15 @@ def measure(args: argparse.Namespace, rec: Any, load_s: float) -> int:
 
             variants["suggest, TF-IDF weighted by scikit-learn's TfidfVectorizer.transform"] = (
                 sklearn_weighting
+            )
+        if rec.fusion.ridge_mix > 0:
+
+            def without_ridge(i: int) -> object:
+                with mock.patch.object(rec.fusion, "ridge_mix", 0.0):
+                    return rec.suggest(products[i])
+
+            variants["suggest without the ridge classifier (the TF-IDF neighbours alone)"] = (
+                without_ridge
             )
     if rec.reranker is not None:
 

@@ -286,6 +286,7 @@ def eval_labelrec(
             "embedding_weight": lex.embedding_weight,
             "span_weight": lex.span_weight,
             "absent_factor": lex.absent_factor,
+            "ridge_mix": lex.ridge_mix,
         }
     rows = [
         score_system(

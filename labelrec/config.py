@@ -366,6 +366,21 @@ class LexicalConfig:
         default=None,
         metadata={"help": "Weight of the embedding neighbours in the fusion; None: tuned."},
     )
+    ridge: float = field(
+        default=0.3,
+        metadata={
+            "help": "Regularisation of a ridge classifier over the TF-IDF vectors (one linear"
+            " model per tag, in kernel form: up to 20,000 training products), mixed into the"
+            " TF-IDF voter; 0: off."
+        },
+    )
+    ridge_mix: float | None = field(
+        default=None,
+        metadata={
+            "help": "The ridge classifier's share of the TF-IDF voter (the rest: the"
+            " neighbours); None: tuned on valid among 0, 0.25, 0.5, 0.75, 1."
+        },
+    )
     ancestor_consistency: bool = field(
         default=True,
         metadata={"help": "A category path scores at least as high as its best child path."},
@@ -427,6 +442,12 @@ class LexicalConfig:
         _check(bool(self.path_separator), "lexical.path_separator", "must not be empty")
         _check(self.embedding_k >= 0, "lexical.embedding_k", "must be >= 0 (0: off)")
         _check(self.embedding_power > 0, "lexical.embedding_power", "must be > 0")
+        _check(self.ridge >= 0, "lexical.ridge", "must be >= 0 (0: off)")
+        _check(
+            self.ridge_mix is None or 0.0 <= self.ridge_mix <= 1.0,
+            "lexical.ridge_mix",
+            "must be in [0, 1] or null (tuned on valid)",
+        )
         _check(
             self.embedding_weight is None or 0.0 <= self.embedding_weight <= 1.0,
             "lexical.embedding_weight",

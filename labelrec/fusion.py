@@ -1,7 +1,8 @@
 """The fusion: one score per tag from the evidence of every tagger, with weights tuned on valid.
 
 Known tags: ``base = w * neural + e * embedding + (1 - w - e) * tfidf`` (the neural tagger,
-``labelrec.model``; the neighbour voters, ``labelrec.taggers.neighbours``), then
+``labelrec.model``; the neighbour voters, ``labelrec.taggers.neighbours``; ``tfidf`` is
+``(1 - r) * neighbours + r * ridge`` where the TF-IDF tagger holds a ridge classifier), then
 ``(1 - b) * base + b * span`` where ``span`` is the span tagger's probability that the tag is a
 span of the title (``labelrec.taggers.span``), then category paths made consistent (a parent
 scores at least as high as its best child, since a child implies its parents). A known tag of
@@ -38,7 +39,15 @@ from labelrec.taxonomy import ancestor_consistent, parent_index, tag_depth
 
 FUSION_FORMAT = 2  # 1: lexical.json, with the TF-IDF and embedding neighbours inside
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
-FUSION_WEIGHTS = ("weight", "embedding_weight", "span_weight", "new_threshold", "absent_factor")
+FUSION_WEIGHTS = (
+    "weight",
+    "embedding_weight",
+    "span_weight",
+    "new_threshold",
+    "absent_factor",
+    "ridge_mix",
+)
+RIDGE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)  # the ridge's share of the TF-IDF voter, when tuned
 ABSENT_GRID = np.round(np.linspace(1.0, 0.0, 11), 2)  # from 1 (off) down: ties keep the larger
 
 
@@ -67,6 +76,7 @@ class Fusion:
     embedding: EmbeddingNeighbours | None = None
     embedding_weight: float = 0.0
     absent_factor: float = 1.0
+    ridge_mix: float = 0.0  # the ridge classifier's share of the TF-IDF voter's scores
 
     @property
     def taggers(self) -> list[Any]:
@@ -109,7 +119,7 @@ class Fusion:
             scores = scores + e * self.embedding.scores(embeddings)
         if self.uses_tfidf:
             if tfidf is None:
-                tfidf = self.tfidf.scores(products)
+                tfidf = self.tfidf.scores(products, self.ridge_mix)
             scores = scores + (1.0 - w - e) * tfidf
         return scores
 
@@ -119,7 +129,7 @@ class Fusion:
         They do not depend on the neural model, so ``TagRecommender`` computes them in a
         second thread while the model runs.
         """
-        tfidf = self.tfidf.scores(products) if self.uses_tfidf else None
+        tfidf = self.tfidf.scores(products, self.ridge_mix) if self.uses_tfidf else None
         absent = self.span.absent(products) if self.uses_absent else None
         if not self.uses_span:
             return TextEvidence(tfidf, None, [{} for _ in products], absent)
@@ -214,6 +224,7 @@ class Fusion:
             taggers["embedding"],
             float(meta["embedding_weight"]),
             float(meta.get("absent_factor", 1.0)),
+            float(meta.get("ridge_mix", 0.0)),
         )
 
 
@@ -385,6 +396,13 @@ class FusionInputs:
     span_known: np.ndarray | None = None
     span_new: list[dict[str, float]] | None = None
     absent: np.ndarray | None = None  # span kinds' known tags absent from the title (booleans)
+    ridge: np.ndarray | None = None  # the TF-IDF tagger's ridge classifier (``tfidf``: neighbours)
+
+    def lexical(self, ridge_mix: float) -> np.ndarray | None:
+        """The TF-IDF voter's scores with the ridge classifier's share ``ridge_mix``."""
+        if self.tfidf is None or self.ridge is None or ridge_mix <= 0:
+            return self.tfidf
+        return ((1.0 - ridge_mix) * self.tfidf + ridge_mix * self.ridge).astype(np.float32)
 
     def remap(self, tags: list[str]) -> FusionInputs:
         """The same evidence over the columns ``tags`` (a tag it lacks scores 0)."""
@@ -409,6 +427,7 @@ class FusionInputs:
             move(self.span_known),
             self.span_new,
             move(self.absent),
+            move(self.ridge),
         )
 
     @staticmethod
@@ -433,6 +452,7 @@ class FusionInputs:
             stack("span_known"),
             None if any(n is None for n in new) else [row for n in new for row in n],
             stack("absent"),
+            stack("ridge"),
         )
 
 
@@ -447,7 +467,7 @@ def collect_inputs(
     scores; ``embeddings``: its pooled vectors, for the embedding neighbours)."""
     inputs = FusionInputs(list(products), list(tags), neural)
     if fusion.tfidf is not None:
-        inputs.tfidf = fusion.tfidf.scores(products)
+        inputs.tfidf, inputs.ridge = fusion.tfidf.votes(products)
     if fusion.embedding is not None and embeddings is not None:
         inputs.embedding = fusion.embedding.scores(embeddings)
     if fusion.span is not None:
@@ -476,15 +496,27 @@ def tune_fusion(
     elif fusion.embedding is not None:  # no embeddings to tune it on: left out
         fusion.embedding = None
     weight = lx.weight if inputs.tfidf is not None else 1.0
-    fusion.weight, fusion.embedding_weight, _ = tune_weights(
-        y,
-        inputs.neural,
-        knn,
-        emb,
-        parents,
-        weight=weight,
-        embedding_weight=lx.embedding_weight if emb is not None else None,
-    )
+    mixes = [0.0]  # the ridge classifier's share of the TF-IDF voter: tried in turn
+    if inputs.tfidf is not None and inputs.ridge is not None:
+        report["ridge_objective"] = objective(y, inputs.ridge)
+        mixes = list(RIDGE_GRID) if lx.ridge_mix is None else [lx.ridge_mix]
+    best: tuple[float, float, float, float] | None = None
+    for r in mixes:
+        w, e, results = tune_weights(
+            y,
+            inputs.neural,
+            inputs.lexical(r) if r > 0 else knn,
+            emb,
+            parents,
+            weight=weight,
+            embedding_weight=lx.embedding_weight if emb is not None else None,
+        )
+        if best is None or results[(w, e)] > best[0] + 1e-9:  # ties: the smaller share
+            best = (results[(w, e)], r, w, e)
+    assert best is not None
+    _, fusion.ridge_mix, fusion.weight, fusion.embedding_weight = best
+    if fusion.ridge_mix > 0:
+        knn = inputs.lexical(fusion.ridge_mix)
     if emb is None:
         fusion.embedding_weight = 0.0
     fused = fusion.weight * inputs.neural + (1.0 - fusion.weight - fusion.embedding_weight) * knn
@@ -510,6 +542,7 @@ def tune_fusion(
     report["embedding_weight"] = fusion.embedding_weight
     report["span_weight"] = fusion.span_weight
     report["absent_factor"] = fusion.absent_factor
+    report["ridge_mix"] = fusion.ridge_mix
     return fused.astype(np.float32), report
 
 
@@ -531,6 +564,8 @@ def fit_taggers(cfg: Any, train: TrainingSet) -> Fusion:
         fusion.embedding_weight = default_e if lx.embedding_weight is None else lx.embedding_weight
     if fusion.span is not None:
         fusion.span_weight = 0.5
+    if fusion.tfidf is not None and fusion.tfidf.ridge is not None:
+        fusion.ridge_mix = 0.5 if lx.ridge_mix is None else lx.ridge_mix
     return fusion
 
 

@@ -374,20 +374,20 @@ class TagRecommender:
         exclude: list[str] | None = None,
     ) -> list[list[dict[str, Any]]]:
         """``suggest``'s suggestions, each with ``evidence``: how much each part of the fusion
-        gave its score (``neural``, ``tfidf_neighbours``, ``embedding_neighbours``,
-        ``title_span``, ``generator``: weighted shares that add up to the score), and, where
-        they apply, ``nearest`` (up to three of the nearest training products by TF-IDF that
-        carry the tag: ``id``, ``title``, ``similarity``), ``raised_by`` (a category raised to
-        its best child's score), ``renamed_from`` (a variant a rule merged in) and ``rule``.
-        With a reranker (``labelrec.rerank``) the shares add up to ``fused_score``, the score
-        before it re-scored the tag."""
+        gave its score (``neural``, ``tfidf_neighbours``, ``tfidf_ridge``,
+        ``embedding_neighbours``, ``title_span``, ``generator``: weighted shares that add up to
+        the score), and, where they apply, ``nearest`` (up to three of the nearest training
+        products by TF-IDF that carry the tag: ``id``, ``title``, ``similarity``), ``raised_by``
+        (a category raised to its best child's score), ``renamed_from`` (a variant a rule
+        merged in) and ``rule``. With a reranker (``labelrec.rerank``) the shares add up to
+        ``fused_score``, the score before it re-scored the tag."""
         if not products:
             return []
         ev = self._evidence(products)
         lex, neural, text = self.fusion, ev.neural, ev.text
         zeros = np.zeros_like(neural)
-        parts = {"neural": neural, "tfidf_neighbours": zeros, "embedding_neighbours": zeros}
-        parts["title_span"] = zeros
+        parts = {"neural": neural, "tfidf_neighbours": zeros, "tfidf_ridge": zeros}
+        parts["embedding_neighbours"] = parts["title_span"] = zeros
         span_new = ev.new
         if lex is not None and text is not None:
             w = lex.weight
@@ -397,9 +397,14 @@ class TagRecommender:
                 parts["embedding_neighbours"] = e * lex.embedding.scores(ev.embeddings)
             if lex.uses_tfidf and text.tfidf is not None:
                 parts["tfidf_neighbours"] = (1.0 - w - e) * text.tfidf
+                r = lex.ridge_mix
+                if r > 0 and lex.tfidf.ridge is not None:  # the TF-IDF voter's two halves
+                    knn, ridge = lex.tfidf.votes(ev.items)
+                    parts["tfidf_neighbours"] = (1.0 - w - e) * (1.0 - r) * knn
+                    parts["tfidf_ridge"] = (1.0 - w - e) * r * ridge
             if text.known is not None:
                 b = lex.span_weight
-                for key in ("neural", "tfidf_neighbours", "embedding_neighbours"):
+                for key in ("neural", "tfidf_neighbours", "tfidf_ridge", "embedding_neighbours"):
                     parts[key] = (1.0 - b) * parts[key]
                 parts["title_span"] = b * text.known
             if text.absent is not None:  # a known brand the title does not name, scaled down
@@ -413,7 +418,7 @@ class TagRecommender:
         g = g_new = 0.0
         if self.uses_generator:
             g, g_new = self.generator.weight, self.generator.new_weight
-            for key in ("neural", "tfidf_neighbours", "embedding_neighbours", "title_span"):
+            for key in parts:
                 parts[key] = (1.0 - g) * parts[key]
         ranked = self.rank(final, limit, threshold, final_new, include, exclude)
         sources: dict[str, list[str]] = {}

@@ -112,7 +112,7 @@ def fusion_votes(
         neural=inputs.neural[rows],
         fused=fused[rows],
         fused_new=new,
-        tfidf=inputs.tfidf[rows] if tfidf else None,
+        tfidf=inputs.lexical(fusion.ridge_mix)[rows] if tfidf else None,
         span_known=inputs.span_known[rows] if span else None,
         span_new=[inputs.span_new[i] for i in rows] if span else None,
     )

@@ -14,7 +14,14 @@ import pytest
 from labelrec.cli import main
 from labelrec.predict import TagRecommender
 
-PARTS = ("neural", "tfidf_neighbours", "embedding_neighbours", "title_span", "generator")
+PARTS = (
+    "neural",
+    "tfidf_neighbours",
+    "tfidf_ridge",
+    "embedding_neighbours",
+    "title_span",
+    "generator",
+)
 TITLES = ["plush bear", "LEGO city police station", "wooden jigsaw puzzle"]
 
 
@@ -133,3 +140,26 @@ def test_service_explain(make_service, trained_model_dir: Path) -> None:
     plain = asyncio.run(svc.suggest(product=product, limit=3, threshold=0))
     assert [t.tag for t in plain.tags] == [t.tag for t in out.tags]
     assert "evidence" not in plain.model_dump()["tags"][0]  # only when asked for
+
+
+def test_the_ridge_classifier_has_its_own_share(trained_model_dir: Path, tmp_path: Path) -> None:
+    """With a ridge share in the TF-IDF voter, its part is ``tfidf_ridge`` and the parts still
+    add up to the score."""
+    from labelrec.modeldir import FUSION_META
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model)
+    meta = json.loads((model / FUSION_META).read_text(encoding="utf-8"))
+    meta.update(weight=0.3, embedding_weight=0.2, ridge_mix=0.5)
+    (model / FUSION_META).write_text(json.dumps(meta), encoding="utf-8")
+    rec = TagRecommender.load(model, rerank=False)
+    assert rec.fusion.tfidf.ridge is not None and rec.fusion.ridge_mix == 0.5
+    explained = rec.explain(TITLES, limit=6, threshold=0)
+    ridge_shares = []
+    for tag in (t for row in explained for t in row if t.get("known", True)):
+        evidence = tag["evidence"]
+        ridge_shares.append(evidence["tfidf_ridge"])
+        if "raised_by" not in evidence:
+            total = sum(v for k, v in evidence.items() if k in PARTS)
+            assert total == pytest.approx(tag["score"], abs=1e-3), tag
+    assert max(ridge_shares) > 0

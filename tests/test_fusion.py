@@ -62,6 +62,8 @@ def lexical_cfg(**kw):
         open_vocab=False,
         span_max_chars=16,
         absent_factor=None,
+        ridge=0.0,
+        ridge_mix=None,
     )
     values.update(kw)
     return types.SimpleNamespace(lexical=types.SimpleNamespace(**values))
@@ -364,3 +366,92 @@ def test_a_fusion_saved_in_one_lexical_file_still_loads(tmp_path: Path, vocab: T
     )
     loaded.save(tmp_path)  # saved again: one file per tagger, the old pair gone
     assert set(manifest(tmp_path)) == {"fusion", "tfidf", "embedding"}
+
+
+def test_ridge_classifier_equals_scikit_learn_ridge(
+    vocab: TagVocab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unpruned, the kernel-form ridge scores what scikit-learn's ``Ridge`` (no intercept) fitted
+    on the TF-IDF vectors predicts, clipped to [0, 1]; pruning drops small coefficients only."""
+    from sklearn.linear_model import Ridge
+
+    from labelrec.taggers import neighbours
+
+    y = vocab.encode(TRAIN)
+    tagger = TfidfNeighbours.build(TRAIN, y, k=2)
+    queries = [Product("q1", "hornby train"), Product("q2", "积木 乐高"), Product("q3", "qqqq")]
+    monkeypatch.setattr(neighbours, "RIDGE_PRUNE", 0.0)
+    assert tagger.fit_ridge(0.3) and tagger.ridge_lambda == 0.3
+    knn, ridge = tagger.votes(queries)
+    np.testing.assert_allclose(knn, tagger.scores(queries), atol=1e-6)  # mix 0: the neighbours
+    x = tagger.x_train.toarray()
+    expected = (
+        Ridge(alpha=0.3, fit_intercept=False)
+        .fit(x, y.toarray())
+        .predict(tagger.transform(queries).toarray())
+    )
+    np.testing.assert_allclose(ridge, np.clip(expected, 0.0, 1.0), atol=1e-4)
+    assert vocab.tags[int(np.argmax(ridge[0]))] in ("Hobbies", "Hobbies > Trains")
+    assert ridge[2].sum() == 0  # nothing in common with the catalog: no evidence
+    mixed = tagger.scores(queries, ridge_mix=0.25)
+    np.testing.assert_allclose(mixed, 0.75 * knn + 0.25 * ridge, atol=1e-6)
+    full = tagger.ridge.toarray()
+    monkeypatch.setattr(neighbours, "RIDGE_PRUNE", 0.05)
+    tagger.fit_ridge(0.3)
+    kept = tagger.ridge.toarray()
+    assert tagger.ridge.nnz < np.count_nonzero(full)
+    np.testing.assert_allclose(kept, np.where(np.abs(full) >= 0.05, full, 0.0), atol=1e-5)
+
+
+def test_ridge_saves_loads_and_stays_off_when_too_large(
+    tmp_path: Path, vocab: TagVocab, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    from labelrec.taggers import neighbours
+
+    tagger = TfidfNeighbours.build(TRAIN, vocab.encode(TRAIN), k=2)
+    assert tagger.votes(TRAIN[:1])[1] is None  # no ridge fitted
+    tagger.fit_ridge(0.3)
+    tagger.save(tmp_path)
+    loaded = TfidfNeighbours.load(tmp_path, vocab)
+    assert loaded.ridge_lambda == 0.3
+    for a, b in zip(loaded.votes(TRAIN), tagger.votes(TRAIN), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    monkeypatch.setattr(neighbours, "RIDGE_MAX_PRODUCTS", len(TRAIN) - 1)
+    with caplog.at_level("WARNING"):
+        assert not tagger.fit_ridge(0.3)
+    assert tagger.ridge is None and "ridge classifier not fitted" in caplog.text
+    tagger.save(tmp_path)  # saved without one: its arrays go
+    assert TfidfNeighbours.load(tmp_path, vocab).ridge is None
+
+
+def test_ridge_share_is_tuned_on_valid_and_carried(tmp_path: Path, vocab: TagVocab) -> None:
+    """The fusion tries the ridge's shares of the TF-IDF voter and keeps the best on valid
+    (ties: the smaller share); a share given in the config stays; it is saved with the fusion."""
+    from labelrec.fusion import RIDGE_GRID, FusionInputs, fit_taggers, tune_fusion
+
+    cfg = lexical_cfg(ridge=0.3, embedding_k=0, weight=0.0)
+    fusion = fit_taggers(cfg, TrainingSet(TRAIN, vocab.encode(TRAIN), vocab))
+    assert fusion.tfidf.ridge is not None and fusion.ridge_mix == 0.5
+    valid = [
+        Product("v1", "a", tags=["Toys", "Toys > Puzzles"]),
+        Product("v2", "b", tags=["Hobbies"]),
+    ]
+    y = vocab.encode(valid).toarray()
+    neural = np.zeros_like(y, dtype=np.float32)
+    wrong = np.roll(y, 1, axis=1).astype(np.float32)
+    right = y.astype(np.float32)
+
+    def tuned(knn: np.ndarray, ridge: np.ndarray, **kw: float | None) -> float:
+        inputs = FusionInputs(valid, vocab.tags, neural, tfidf=knn, ridge=ridge)
+        _, report = tune_fusion(fusion, inputs, vocab, lexical_cfg(weight=0.0, **kw))
+        assert report["ridge_mix"] == fusion.ridge_mix
+        return fusion.ridge_mix
+
+    # the neighbours mislead, the ridge is right: the smallest share that ranks its tags first
+    assert tuned(wrong, right) == 0.75 and RIDGE_GRID[-2] == 0.75
+    assert tuned(right, wrong) == 0.0
+    assert tuned(right, right) == 0.0  # a tie keeps the neighbours alone
+    assert tuned(wrong, right, ridge_mix=0.25) == 0.25
+    fusion.save(tmp_path)
+    assert Fusion.load(tmp_path, vocab).ridge_mix == 0.25
+    assert Fusion.load(tmp_path, vocab).tfidf.ridge is not None

@@ -6,17 +6,25 @@
   with its scores.
 
 A tag's score is the similarity-weighted share of the ``k`` nearest training products that carry
-it. Neural and neighbour evidence are complementary (XR-Transformer and Annif's ensembles combine
+it. ``TfidfNeighbours`` can also hold a ridge classifier over the same TF-IDF vectors
+(``fit_ridge``): one linear model per tag, in kernel form (a coefficient per training product and
+tag, applied to the cosine similarities the neighbours compute anyway), so it adds one product of
+matrices at prediction time; where the neighbours look at ``k`` products, it weighs them all and
+learns which n-grams tell tags apart. ``scores`` mixes the two by ``ridge_mix``.
+
+Neural and neighbour evidence are complementary (XR-Transformer and Annif's ensembles combine
 them too); ``labelrec.fusion`` weighs them. Both are saved as plain arrays and JSON
 (``tfidf.*``, ``embedding_knn.*``): no pickle, nothing executable.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 
 from labelrec.data import Product, TagVocab
@@ -30,7 +38,15 @@ from labelrec.taggers.base import (
     write_state,
 )
 
+log = logging.getLogger(__name__)
+
 NEIGHBOURS_FORMAT = 1
+# ridge coefficients below this magnitude are dropped: most of them, and they move the scores
+# little (labels are 0 or 1)
+RIDGE_PRUNE = 0.01
+# the ridge solves a dense (products x products) system: above this many training products it
+# is not fitted (20,000 products: 1.6 GB)
+RIDGE_MAX_PRODUCTS = 20_000
 
 
 def product_text(product: Product, use_description: bool = True) -> str:
@@ -195,6 +211,8 @@ class TfidfNeighbours:
         use_description: bool = True,
         train_ids: list[str] | None = None,
         train_titles: list[str] | None = None,
+        ridge: sp.csr_matrix | None = None,
+        ridge_lambda: float = 0.0,
     ) -> None:
         self.features = features
         self.x_train = x_train.tocsr().astype(np.float32)
@@ -205,6 +223,9 @@ class TfidfNeighbours:
         # who the neighbours are, for explanations (None in models saved without them)
         self.train_ids = train_ids
         self.train_titles = train_titles
+        # the ridge classifier's coefficients (training products x tags, pruned), or None
+        self.ridge = None if ridge is None else ridge.tocsr().astype(np.float32)
+        self.ridge_lambda = float(ridge_lambda)
         self._x_train_t: sp.csr_matrix | None = None
 
     @property
@@ -218,7 +239,7 @@ class TfidfNeighbours:
     def fit(cls, train: TrainingSet, cfg: Any) -> TfidfNeighbours:
         """Fit on ``train`` with the ``lexical`` section of the configuration ``cfg``."""
         lx = cfg.lexical
-        return cls.build(
+        tagger = cls.build(
             train.products,
             train.labels,
             k=lx.k,
@@ -228,6 +249,33 @@ class TfidfNeighbours:
             max_features=lx.max_features,
             use_description=lx.use_description,
         )
+        if lx.ridge > 0:
+            tagger.fit_ridge(lx.ridge)
+        return tagger
+
+    def fit_ridge(self, lam: float) -> bool:
+        """Fit the ridge classifier with regularisation ``lam`` on the training products: the
+        coefficients ``(K + lam I)^-1 Y`` of the kernel ``K`` of TF-IDF cosines, pruned below
+        ``RIDGE_PRUNE``. False (and none fitted) above ``RIDGE_MAX_PRODUCTS`` products."""
+        n = self.x_train.shape[0]
+        self.ridge, self.ridge_lambda = None, 0.0
+        if n > RIDGE_MAX_PRODUCTS:
+            log.warning(
+                "ridge classifier not fitted: %d training products, more than %d",
+                n,
+                RIDGE_MAX_PRODUCTS,
+            )
+            return False
+        if n == 0:
+            return False
+        kernel = (self.x_train @ self.x_train_t).toarray().astype(np.float32)
+        kernel[np.diag_indices_from(kernel)] += np.float32(lam)
+        coef = scipy.linalg.solve(
+            kernel, self.y_train.toarray(), assume_a="pos", overwrite_a=True, overwrite_b=True
+        )
+        coef[np.abs(coef) < RIDGE_PRUNE] = 0.0
+        self.ridge, self.ridge_lambda = sp.csr_matrix(coef, dtype=np.float32), float(lam)
+        return True
 
     @classmethod
     def build(
@@ -256,12 +304,25 @@ class TfidfNeighbours:
     def transform(self, products: list[Product]) -> sp.csr_matrix:
         return self.features.transform([product_text(p, self.use_description) for p in products])
 
-    def scores(self, products: list[Product]) -> np.ndarray:
-        """Scores in [0, 1] (n, n_tags): similarity^power-weighted tag share of the neighbours."""
+    def scores(self, products: list[Product], ridge_mix: float = 0.0) -> np.ndarray:
+        """Scores in [0, 1] (n, n_tags): similarity^power-weighted tag share of the neighbours,
+        mixed with the ridge classifier's scores by ``ridge_mix`` when it has one."""
+        knn, ridge = self.votes(products, with_ridge=ridge_mix > 0)
+        if ridge is None:
+            return knn
+        return ((1.0 - ridge_mix) * knn + ridge_mix * ridge).astype(np.float32, copy=False)
+
+    def votes(
+        self, products: list[Product], with_ridge: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The neighbours' scores and the ridge classifier's (clipped to [0, 1]; None without
+        one, or when not asked), from one similarity computation."""
         n = len(products)
-        out = np.zeros((n, self.n_tags), dtype=np.float32)
+        knn = np.zeros((n, self.n_tags), dtype=np.float32)
+        use_ridge = with_ridge and self.ridge is not None
+        ridge = np.zeros_like(knn) if use_ridge else None
         if n == 0:
-            return out
+            return knn, ridge
         x = self.transform(products)
         n_train = self.x_train.shape[0]
         k = min(self.k, n_train)
@@ -269,8 +330,12 @@ class TfidfNeighbours:
         xt = self.x_train_t
         for start in range(0, n, chunk):
             sim = similarities(x[start : start + chunk], xt)
-            out[start : start + chunk] = neighbour_vote(sim, k, self.power, self.y_train)
-        return out
+            knn[start : start + chunk] = neighbour_vote(sim, k, self.power, self.y_train)
+            if ridge is not None:
+                assert self.ridge is not None
+                part = np.asarray((self.ridge.T @ sim.T).T, dtype=np.float32)
+                ridge[start : start + chunk] = np.clip(part, 0.0, 1.0)
+        return knn, ridge
 
     def score(self, products: list[Product], embeddings: np.ndarray | None = None) -> Evidence:
         """``scores`` as the fusion takes it (no tags outside the vocabulary)."""
@@ -310,6 +375,9 @@ class TfidfNeighbours:
             meta.update({"train_ids": self.train_ids, "train_titles": self.train_titles})
         arrays.update(csr_arrays("x", self.x_train))
         arrays.update(csr_arrays("y", self.y_train))
+        if self.ridge is not None:
+            meta["ridge_lambda"] = self.ridge_lambda
+            arrays.update(csr_arrays("ridge", self.ridge))
         return meta, arrays
 
     def save(self, model_dir: str | Path) -> None:
@@ -344,6 +412,8 @@ class TfidfNeighbours:
             meta["use_description"],
             meta.get("train_ids"),
             meta.get("train_titles"),
+            csr_from("ridge", arrays) if "ridge_indptr" in arrays else None,
+            meta.get("ridge_lambda", 0.0),
         )
 
 
