@@ -367,11 +367,11 @@ class LexicalConfig:
         metadata={"help": "Weight of the embedding neighbours in the fusion; None: tuned."},
     )
     ridge: float = field(
-        default=0.3,
+        default=0.0,
         metadata={
             "help": "Regularisation of a ridge classifier over the TF-IDF vectors (one linear"
             " model per tag, in kernel form: up to 20,000 training products), mixed into the"
-            " TF-IDF voter; 0: off."
+            " TF-IDF voter; 0: off (where 0.3 helps: docs/results.md)."
         },
     )
     ridge_mix: float | None = field(

@@ -142,18 +142,12 @@ def test_service_explain(make_service, trained_model_dir: Path) -> None:
     assert "evidence" not in plain.model_dump()["tags"][0]  # only when asked for
 
 
-def test_the_ridge_classifier_has_its_own_share(trained_model_dir: Path, tmp_path: Path) -> None:
+def test_the_ridge_classifier_has_its_own_share(trained_model_dir: Path) -> None:
     """With a ridge share in the TF-IDF voter, its part is ``tfidf_ridge`` and the parts still
     add up to the score."""
-    from labelrec.modeldir import FUSION_META
-
-    model = tmp_path / "model"
-    shutil.copytree(trained_model_dir, model)
-    meta = json.loads((model / FUSION_META).read_text(encoding="utf-8"))
-    meta.update(weight=0.3, embedding_weight=0.2, ridge_mix=0.5)
-    (model / FUSION_META).write_text(json.dumps(meta), encoding="utf-8")
-    rec = TagRecommender.load(model, rerank=False)
-    assert rec.fusion.tfidf.ridge is not None and rec.fusion.ridge_mix == 0.5
+    rec = TagRecommender.load(trained_model_dir, rerank=False)
+    assert rec.fusion.tfidf.fit_ridge(0.3)
+    rec.fusion.weight, rec.fusion.embedding_weight, rec.fusion.ridge_mix = 0.3, 0.2, 0.5
     explained = rec.explain(TITLES, limit=6, threshold=0)
     ridge_shares = []
     for tag in (t for row in explained for t in row if t.get("known", True)):
