@@ -33,7 +33,7 @@ from labelrec.data import Product, TagVocab
 from labelrec.metrics import objective
 from labelrec.modeldir import FUSION_META, LEXICAL_ARRAYS, LEXICAL_META, remove_component
 from labelrec.taggers.base import TrainingSet
-from labelrec.taggers.neighbours import EmbeddingNeighbours, TfidfNeighbours
+from labelrec.taggers.neighbours import EmbeddingNeighbours, TfidfNeighbours, ridge_mixed
 from labelrec.taggers.span import SpanTagger, joint_matrices
 from labelrec.taxonomy import ancestor_consistent, parent_index, tag_depth
 
@@ -400,9 +400,7 @@ class FusionInputs:
 
     def lexical(self, ridge_mix: float) -> np.ndarray | None:
         """The TF-IDF voter's scores with the ridge classifier's share ``ridge_mix``."""
-        if self.tfidf is None or self.ridge is None or ridge_mix <= 0:
-            return self.tfidf
-        return ((1.0 - ridge_mix) * self.tfidf + ridge_mix * self.ridge).astype(np.float32)
+        return None if self.tfidf is None else ridge_mixed(self.tfidf, self.ridge, ridge_mix)
 
     def remap(self, tags: list[str]) -> FusionInputs:
         """The same evidence over the columns ``tags`` (a tag it lacks scores 0)."""

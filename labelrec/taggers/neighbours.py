@@ -47,6 +47,14 @@ RIDGE_PRUNE = 0.01
 # the ridge solves a dense (products x products) system: above this many training products it
 # is not fitted (20,000 products: 1.6 GB)
 RIDGE_MAX_PRODUCTS = 20_000
+RIDGE_BLOCK = 2048  # tags solved for at a time
+
+
+def ridge_mixed(knn: np.ndarray, ridge: np.ndarray | None, share: float) -> np.ndarray:
+    """The TF-IDF voter's scores: the neighbours', with the ridge classifier's ``share``."""
+    if ridge is None or share <= 0:
+        return knn
+    return ((1.0 - share) * knn + share * ridge).astype(np.float32, copy=False)
 
 
 def product_text(product: Product, use_description: bool = True) -> str:
@@ -266,15 +274,19 @@ class TfidfNeighbours:
                 RIDGE_MAX_PRODUCTS,
             )
             return False
-        if n == 0:
+        if n == 0 or self.n_tags == 0:
             return False
         kernel = (self.x_train @ self.x_train_t).toarray().astype(np.float32)
         kernel[np.diag_indices_from(kernel)] += np.float32(lam)
-        coef = scipy.linalg.solve(
-            kernel, self.y_train.toarray(), assume_a="pos", overwrite_a=True, overwrite_b=True
-        )
-        coef[np.abs(coef) < RIDGE_PRUNE] = 0.0
-        self.ridge, self.ridge_lambda = sp.csr_matrix(coef, dtype=np.float32), float(lam)
+        factor = scipy.linalg.cho_factor(kernel, overwrite_a=True)
+        blocks = []  # the tags a block at a time: the dense coefficients never all at once
+        for start in range(0, self.n_tags, RIDGE_BLOCK):
+            labels = self.y_train[:, start : start + RIDGE_BLOCK].toarray()
+            coef = scipy.linalg.cho_solve(factor, labels, overwrite_b=True)
+            coef[np.abs(coef) < RIDGE_PRUNE] = 0.0
+            blocks.append(sp.csr_matrix(coef, dtype=np.float32))
+        self.ridge = sp.hstack(blocks, format="csr", dtype=np.float32)
+        self.ridge_lambda = float(lam)
         return True
 
     @classmethod
@@ -307,10 +319,7 @@ class TfidfNeighbours:
     def scores(self, products: list[Product], ridge_mix: float = 0.0) -> np.ndarray:
         """Scores in [0, 1] (n, n_tags): similarity^power-weighted tag share of the neighbours,
         mixed with the ridge classifier's scores by ``ridge_mix`` when it has one."""
-        knn, ridge = self.votes(products, with_ridge=ridge_mix > 0)
-        if ridge is None:
-            return knn
-        return ((1.0 - ridge_mix) * knn + ridge_mix * ridge).astype(np.float32, copy=False)
+        return ridge_mixed(*self.votes(products, with_ridge=ridge_mix > 0), ridge_mix)
 
     def votes(
         self, products: list[Product], with_ridge: bool = True
