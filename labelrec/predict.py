@@ -35,6 +35,15 @@ GPU_BATCH_SIZE = 64
 # hold the model for seconds.
 MAX_TITLE_CHARS = 1_000
 MAX_DESCRIPTION_CHARS = 10_000
+# the parts of a score that ``explain`` gives each suggested tag (its ``evidence``)
+EVIDENCE_PARTS = (
+    "neural",
+    "tfidf_neighbours",
+    "tfidf_ridge",
+    "embedding_neighbours",
+    "title_span",
+    "generator",
+)
 
 
 @dataclass(frozen=True)
@@ -386,8 +395,8 @@ class TagRecommender:
         ev = self._evidence(products)
         lex, neural, text = self.fusion, ev.neural, ev.text
         zeros = np.zeros_like(neural)
-        parts = {"neural": neural, "tfidf_neighbours": zeros, "tfidf_ridge": zeros}
-        parts["embedding_neighbours"] = parts["title_span"] = zeros
+        parts = {key: zeros for key in EVIDENCE_PARTS if key != "generator"}
+        parts["neural"] = neural
         span_new = ev.new
         if lex is not None and text is not None:
             w = lex.weight

@@ -12,16 +12,9 @@ from pathlib import Path
 import pytest
 
 from labelrec.cli import main
-from labelrec.predict import TagRecommender
+from labelrec.predict import EVIDENCE_PARTS, TagRecommender
 
-PARTS = (
-    "neural",
-    "tfidf_neighbours",
-    "tfidf_ridge",
-    "embedding_neighbours",
-    "title_span",
-    "generator",
-)
+PARTS = EVIDENCE_PARTS
 TITLES = ["plush bear", "LEGO city police station", "wooden jigsaw puzzle"]
 
 

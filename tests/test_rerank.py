@@ -155,7 +155,7 @@ def test_a_trained_model_tunes_and_serves_its_reranker(
     from conftest import tiny_config
 
     from labelrec.modeldir import manifest
-    from labelrec.predict import TagRecommender
+    from labelrec.predict import EVIDENCE_PARTS, TagRecommender
     from labelrec.train import train
 
     if force:
@@ -178,14 +178,7 @@ def test_a_trained_model_tunes_and_serves_its_reranker(
     assert all(len(r) == 3 for r in ranked)
     explained = rec.explain(items, limit=2, threshold=0)
     assert all(("fused_score" in s["evidence"]) == kept for row in explained for s in row)
-    shares = (
-        "neural",
-        "tfidf_neighbours",
-        "tfidf_ridge",
-        "embedding_neighbours",
-        "title_span",
-        "generator",
-    )
+    shares = EVIDENCE_PARTS
     for s in (s for row in explained for s in row if kept and s.get("known", True)):
         ev = s["evidence"]
         if "raised_by" not in ev:
