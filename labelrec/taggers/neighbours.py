@@ -328,8 +328,8 @@ class TfidfNeighbours:
         one, or when not asked), from one similarity computation."""
         n = len(products)
         knn = np.zeros((n, self.n_tags), dtype=np.float32)
-        use_ridge = with_ridge and self.ridge is not None
-        ridge = np.zeros_like(knn) if use_ridge else None
+        coef = self.ridge if with_ridge else None
+        ridge = None if coef is None else np.zeros_like(knn)
         if n == 0:
             return knn, ridge
         x = self.transform(products)
@@ -340,9 +340,8 @@ class TfidfNeighbours:
         for start in range(0, n, chunk):
             sim = similarities(x[start : start + chunk], xt)
             knn[start : start + chunk] = neighbour_vote(sim, k, self.power, self.y_train)
-            if ridge is not None:
-                assert self.ridge is not None
-                part = np.asarray((self.ridge.T @ sim.T).T, dtype=np.float32)
+            if coef is not None and ridge is not None:
+                part = np.asarray((coef.T @ sim.T).T, dtype=np.float32)
                 ridge[start : start + chunk] = np.clip(part, 0.0, 1.0)
         return knn, ridge
 
