@@ -883,7 +883,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--folds",
-        help="--cv: run only these folds, comma-separated from 1 (merge runs with --report)",
+        help="--cv: run only these folds, comma-separated from 1 (merge runs with --report);"
+        " --report: read only these folds of the saved runs",
     )
     parser.add_argument(
         "--no-without-refit",
@@ -898,8 +899,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="config overrides for labelrec, a.b=value")
     args = parser.parse_args(argv)
+    folds = None
+    if args.folds:
+        try:
+            folds = {int(f) for f in args.folds.split(",") if f.strip()}
+        except ValueError:
+            parser.error(f"--folds: comma-separated fold numbers, not {args.folds!r}")
+        if not folds or min(folds) < 1 or (args.cv and max(folds) > args.cv):
+            parser.error(f"--folds: numbers from 1 to {args.cv or 'K'}")
     if args.report:
         saved = merge_saved(args.report)
+        if folds is not None:  # fold numbers are 0-based in the saved rows
+            saved = [r for r in saved if "fold" not in r.notes or r.notes["fold"] + 1 in folds]
         if any("fold" in r.notes for r in saved):
             print(format_cv(saved, args.versus))
         else:
@@ -928,14 +939,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.cv:
         if args.cv < 2:
             parser.error("--cv needs K >= 2")
-        folds = None
-        if args.folds:
-            try:
-                folds = {int(f) for f in args.folds.split(",") if f.strip()}
-            except ValueError:
-                parser.error(f"--folds: comma-separated fold numbers, not {args.folds!r}")
-            if not folds or not all(1 <= f <= args.cv for f in folds):
-                parser.error(f"--folds: numbers from 1 to {args.cv}")
 
         def save(done: list[Row]) -> None:  # after each fold: a long run keeps what it measured
             if args.json:

@@ -259,3 +259,25 @@ def test_a_fold_keeps_labelrec_rows_when_its_peers_fail(
     assert saved[0][0].notes["fold"] == 0 and saved[0][0].metrics["P@1"] >= 0
     assert saved[0][1].metrics == saved[0][0].metrics
     assert saved[0][1].notes == {**saved[0][0].notes, "reranker": "not kept"}
+
+
+def test_report_reads_only_the_folds_asked_for(tmp_path: Path, capsys) -> None:
+    import json
+
+    # a five-fold run beside a run of its first two folds only: pairing needs the same folds
+    full = [_row("labelrec, other", f, 0.80 + 0.01 * f, 0.7) for f in range(5)]
+    part = [_row("labelrec", f, 0.90 + 0.01 * f, 0.8) for f in range(2)]
+    paths = []
+    for name, rows in (("full.json", full), ("part.json", part)):
+        path = tmp_path / name
+        path.write_text(json.dumps([r.__dict__ for r in rows]), encoding="utf-8")
+        paths.append(str(path))
+    assert quality.main(["--report", *paths]) == 0
+    assert "| labelrec, other | +" not in capsys.readouterr().out  # 5 folds against 2: unpaired
+    assert quality.main(["--report", *paths, "--folds", "1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "toy, 2 folds" in out and "| system | 1 | 2 |" in out
+    assert "| labelrec, other | 0.805 ± " in out  # the mean of folds 1 and 2 only
+    assert "| labelrec, other | +10.0 ± 0.0 |" in out
+    with pytest.raises(SystemExit):
+        quality.main(["--report", *paths, "--folds", "0"])
