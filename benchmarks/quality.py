@@ -624,8 +624,9 @@ def format_cv(rows: list[Row], base: str = "labelrec") -> str:
             lines.append("|" + "---|" * (len(metric_names) + 1))
             gaps = {}
             for s in systems:
-                if s == base or len(by[s]) != len(ours):
-                    continue
+                folds_of = [r.notes["fold"] for r in by[s]]
+                if s == base or folds_of != [r.notes["fold"] for r in ours]:
+                    continue  # paired only on the same folds (--folds: choose them)
                 is_peer = not s.startswith("labelrec")
                 cells = []
                 for m in metric_names:
@@ -645,6 +646,7 @@ def format_cv(rows: list[Row], base: str = "labelrec") -> str:
                     f"\ngoal (+{CV_GOAL_POINTS:.0f} P@1 and nDCG@3 over the best peer"
                     + (f", P@1 >= {CV_GOAL_MIN_P1[catalog]}" if catalog in CV_GOAL_MIN_P1 else "")
                     + f"): {'met' if met else 'not met'}"
+                    + (f" on {len(ours)} folds (the goal counts 5)" if len(ours) < 5 else "")
                 )
         out.append("\n".join(lines))
     return "\n\n".join(out)

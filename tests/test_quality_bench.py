@@ -143,7 +143,7 @@ def test_interval_and_cv_table_on_hand_made_rows() -> None:
     assert "| labelrec without refit | +41.0 ± " in text
     assert "| system | 1 | 2 |" in text and "| labelrec | 0.900 | 0.920 |" in text
     assert "| Omikuji | 0.850 | 0.890 |" in text
-    assert "goal (+3 P@1 and nDCG@3 over the best peer): met" in text
+    assert "goal (+3 P@1 and nDCG@3 over the best peer): met on 2 folds (the goal counts 5)" in text
     rows[2].metrics["P@1"] = 0.89  # Omikuji fold 0 now +1 point behind: +2.0 on average
     assert "goal (+3 P@1 and nDCG@3 over the best peer): not met" in quality.format_cv(rows)
     # another row as the one the others are subtracted from: no goal line for it
@@ -281,3 +281,6 @@ def test_report_reads_only_the_folds_asked_for(tmp_path: Path, capsys) -> None:
     assert "| labelrec, other | +10.0 ± 0.0 |" in out
     with pytest.raises(SystemExit):
         quality.main(["--report", *paths, "--folds", "0"])
+    # as many folds, but not the same ones: not paired
+    shifted = [_row("labelrec, other", f, 0.8, 0.7) for f in (1, 2)] + part
+    assert "| labelrec, other | +" not in quality.format_cv(shifted)
