@@ -38,12 +38,17 @@ def test_default_yaml_equals_dataclass_defaults() -> None:
     assert config_to_dict(load_config(CONFIGS / "default.yaml")) == config_to_dict(Config())
 
 
-def test_tiny_and_gpu_configs_differ_where_they_say() -> None:
+def test_tiny_gpu_and_thorough_configs_differ_where_they_say() -> None:
     tiny = load_config(CONFIGS / "tiny.yaml")
     gpu = load_config(CONFIGS / "gpu.yaml")
     assert tiny.model.max_length < Config().model.max_length
     assert gpu.train.mixed_precision == "bf16"
     assert gpu.model.dtype == "bfloat16"
+    thorough, default = load_config(CONFIGS / "thorough.yaml"), Config()
+    assert (thorough.train.tuning_folds, thorough.lexical.ridge) == (3, 0.3)
+    assert (default.train.tuning_folds, default.lexical.ridge) == (1, 0.0)
+    # everything else is the default's (tuning by folds needs the refit it keeps on)
+    assert thorough.train.refit and thorough.model == default.model
 
 
 def test_overrides_coerce_types() -> None:
@@ -207,7 +212,7 @@ def _yaml_keys_with_comments(path: Path) -> dict[str, bool]:
     return keys
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "tiny.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "tiny.yaml", "gpu.yaml", "thorough.yaml"])
 def test_every_yaml_key_is_commented(name: str) -> None:
     keys = _yaml_keys_with_comments(CONFIGS / name)
     uncommented = [k for k, has in keys.items() if not has]
