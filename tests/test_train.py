@@ -550,3 +550,24 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
     assert rec.suggest(["LEGO city police station"], 3, 0)[0]
     with pytest.raises(ConfigError, match="train.tuning_folds"):
         tiny_config(tiny_backbone, toy_data_dir, out, "train.refit=false", "train.tuning_folds=2")
+
+
+def test_ridge_share_tuned_on_the_pooled_out_of_fold_votes(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """configs/thorough.yaml's pair: each fold's ridge votes join the pooled evidence, its share
+    of the TF-IDF voter is chosen there, and the refit model scores with that share."""
+    from labelrec.fusion import RIDGE_GRID
+    from labelrec.modeldir import TUNED_FILE, TUNING_DIR
+    from labelrec.train import TunedSettings
+
+    out = tmp_path / "model"
+    extra = ("train.refit=true", "train.tuning_folds=2", "lexical.ridge=0.3")
+    train(tiny_config(tiny_backbone, toy_data_dir, out, *extra), progress=False)
+    tuned = TunedSettings.load(out / TUNING_DIR / TUNED_FILE)
+    assert tuned.lexical is not None and tuned.lexical["ridge_mix"] in RIDGE_GRID
+    assert "ridge_objective" in tuned.valid_metrics  # every fold's ridge votes were pooled
+    rec = TagRecommender.load(out)
+    assert rec.fusion.ridge_mix == tuned.lexical["ridge_mix"]
+    assert rec.fusion.tfidf is not None and rec.fusion.tfidf.ridge_lambda == 0.3
+    assert rec.suggest(["LEGO city police station"], 3, 0)[0]
