@@ -45,8 +45,14 @@ def ancestor_consistent(
     out = scores.copy()
     for d in range(int(depth.max()), 0, -1):
         children = np.flatnonzero((depth == d) & (parents >= 0))
-        # several children may share a parent: maximum.at accumulates them all
-        np.maximum.at(out.T, parents[children], out.T[children])
+        if not children.size:
+            continue
+        # children grouped by parent: each group's column-wise maximum raises its parent
+        children = children[np.argsort(parents[children], kind="stable")]
+        of = parents[children]
+        starts = np.flatnonzero(np.r_[True, of[1:] != of[:-1]])
+        raised = np.maximum.reduceat(out[:, children], starts, axis=1)
+        out[:, of[starts]] = np.maximum(out[:, of[starts]], raised)
     return out
 
 

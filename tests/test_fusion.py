@@ -151,6 +151,21 @@ def test_parent_index_and_ancestor_consistency() -> None:
     assert scores[0, 0] == pytest.approx(0.1)  # input untouched
 
 
+def test_ancestor_consistency_is_the_best_score_in_each_subtree() -> None:
+    rng = np.random.default_rng(0)
+    parents = np.full(60, -1)
+    for j in range(4, 60):  # a random forest of paths, up to 6 levels deep
+        parents[j] = rng.integers(-1, j) if j % 7 else -1
+    scores = rng.random((9, 60)).astype(np.float32)
+    out = ancestor_consistent(scores, parents)
+
+    def subtree(j: int) -> list[int]:
+        return [j] + [t for c in np.flatnonzero(parents == j) for t in subtree(int(c))]
+
+    for j in range(60):
+        np.testing.assert_array_equal(out[:, j], scores[:, subtree(j)].max(axis=1))
+
+
 def test_hierarchical_precision_gives_credit_for_the_right_parent() -> None:
     vocab = TagVocab.from_products([Product("1", "x", tags=["A", "A > B", "A > C", "D"])])
     products = [Product("v", "x", tags=["A", "A > B"])]

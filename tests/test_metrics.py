@@ -453,3 +453,38 @@ def test_paired_bootstrap_ignores_nan_pairs_and_is_seeded():
     assert metrics.paired_bootstrap(a, b, seed=3) != metrics.paired_bootstrap(a, b, seed=4)
     with pytest.raises(ValueError):
         metrics.paired_bootstrap([np.nan], [1.0])
+
+
+def test_objective_on_the_toy_matrices() -> None:
+    # P@1: product 0 hit, product 1 miss, product 2 no gold -> 1/3;
+    # nDCG@3 over products with gold: product 0 0.9197, product 1 0 (its gold ranks 4th) -> 0.4599
+    expected = 0.5 * (1 / 3 + NDCG_P0_AT3 / 2)
+    assert metrics.objective(Y, S) == pytest.approx(expected)
+    assert metrics.objective(sp.csr_matrix(Y), S.astype(np.float32)) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.objective(Y, np.where(S > 0.85, np.nan, S))
+    with pytest.raises(ValueError, match="shape"):
+        metrics.objective(Y[:2], S)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_objective_equals_precision_at_1_and_ndcg_at_3(dtype: type) -> None:
+    """One top-3 pass and sparse gold lookups give exactly what the two metrics give, ties
+    (broken by tag index), explicit zeros in a sparse ``y`` and products without gold included."""
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(1, 25))
+        scores = (rng.integers(0, 4, (n, m)) / 4).astype(dtype)  # many ties
+        y = (rng.random((n, m)) < 0.2).astype(np.float32)
+        expected = 0.5 * (metrics.precision_at_k(y, scores, 1) + metrics.ndcg_at_k(y, scores, 3))
+        coo = sp.coo_matrix(y)
+        zero = int(y[0, 0] == 0)  # an explicit zero stored at (0, 0) is not a gold tag
+        at = [0] * zero
+        with_zero = sp.csr_matrix(
+            (np.r_[coo.data, [0.0] * zero], (np.r_[coo.row, at], np.r_[coo.col, at])),
+            shape=y.shape,
+        )
+        assert with_zero.nnz == coo.nnz + zero
+        for gold in (y, sp.csr_matrix(y), sp.csr_array(y), with_zero):
+            value = metrics.objective(gold, scores)
+            assert value == expected or (math.isnan(value) and math.isnan(expected))

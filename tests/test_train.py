@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -571,3 +572,13 @@ def test_ridge_share_tuned_on_the_pooled_out_of_fold_votes(
     assert rec.fusion.ridge_mix == tuned.lexical["ridge_mix"]
     assert rec.fusion.tfidf is not None and rec.fusion.tfidf.ridge_lambda == 0.3
     assert rec.suggest(["LEGO city police station"], 3, 0)[0]
+    # benchmarks/tuning.py rebuilds that pooled evidence from the saved runs: the same weights
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import tuning
+
+    report = tmp_path / "tuning.json"
+    assert tuning.main(["--model", str(out), "--json", str(report)]) == 0
+    row = json.loads(report.read_text())
+    assert row["chosen"] == row["recorded"] and row["chosen"]["ridge_mix"] in RIDGE_GRID
+    pool = [read_catalog(toy_data_dir / f"{s}.jsonl").products for s in ("train", "valid")]
+    assert row["products"] == sum(len(p) for p in pool)  # every product, scored out of fold

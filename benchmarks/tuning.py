@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Time of tuning the fusion on pooled out-of-fold evidence (``train.tuning_folds``).
+
+    .venv/bin/python benchmarks/tuning.py \
+        --model runs/cv_ridge_tf3/amazon_uk_toys-cv5/fold4/labelrec
+
+MODEL is a model trained with ``train.tuning_folds: K`` (``configs/thorough.yaml``), whose tuning
+runs are kept in MODEL/tuning/fold-0 ... fold-(K-1). From the configuration, data files and seed
+that MODEL records, the benchmark rebuilds what training tuned on: each tuning run scores the
+products held out of it and its taggers are fitted on the rest, and the evidence of all K runs
+is pooled (``labelrec.train``'s steps, through the same library functions). It then times
+``tune_fusion`` on the pooled evidence (the weight grid for every ridge share, the span weight,
+the absent factor), and the two operations each grid point repeats on the whole matrix:
+ancestor consistency and the objective. The weights it chooses are printed beside the ones
+MODEL recorded, which they match when the rebuilt evidence is the evidence training had.
+``--products N`` times the first N pooled products only; ``--cache FILE`` keeps the pooled
+evidence (a pickle) so that another checkout of labelrec can time the same tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from labelrec import data as data_mod
+from labelrec.config import Config, config_to_dict, load_config
+from labelrec.fusion import FUSION_WEIGHTS, Fusion, FusionInputs, fit_fusion, tune_fusion
+from labelrec.metrics import objective
+from labelrec.predict import TagRecommender
+from labelrec.taggers import TrainingSet
+from labelrec.taxonomy import ancestor_consistent, parent_index, tag_depth
+
+
+def recorded_config(model_dir: Path) -> Config:
+    """The configuration ``model_dir`` was trained with (its ``labelrec.json``)."""
+    info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(info["config"], f)
+    return load_config(f.name)
+
+
+def fold_evidence(run_dir: Path, cfg: Config, rest: list, held: list) -> FusionInputs:
+    """One tuning run's evidence on the products held out of it, its taggers fitted on the rest."""
+    rec = TagRecommender.load(run_dir, backend="torch", generate=False, rerank=False)
+    rec.fusion = None  # the neural tagger's own scores
+    y_rest = rec.vocab.encode(rest)
+    keep = np.asarray(y_rest.sum(axis=1)).ravel() > 0
+    rest = [p for p, k in zip(rest, keep, strict=True) if k]
+    rest_emb = None
+    if cfg.lexical.embedding_k > 0:
+        _, rest_emb = rec.predict_scores(rest, with_embeddings=True)
+    neural, held_emb = rec.predict_scores(held, with_embeddings=True)
+    train = TrainingSet(rest, y_rest[keep], rec.vocab, rest_emb, cfg.seed)
+    _, _, _, inputs = fit_fusion(cfg, train, held, neural, held_emb)
+    assert inputs is not None
+    return inputs
+
+
+def pooled_evidence(model_dir: Path, cfg: Config) -> tuple[FusionInputs, data_mod.TagVocab]:
+    """The pooled out-of-fold evidence and vocabulary that training tuned ``model_dir`` on."""
+    pool = (
+        data_mod.read_catalog(cfg.data.train, cfg.data).products
+        + data_mod.read_catalog(cfg.data.valid, cfg.data).products
+    )
+    parts = []
+    for i, held in enumerate(data_mod.grouped_folds(pool, cfg.train.tuning_folds, cfg.seed)):
+        out = {int(j) for j in held}
+        rest = [p for j, p in enumerate(pool) if j not in out]
+        held_products = [pool[j] for j in sorted(out)]
+        t0 = time.perf_counter()
+        parts.append(fold_evidence(model_dir / "tuning" / f"fold-{i}", cfg, rest, held_products))
+        print(
+            f"tuning run {i}: {len(held_products)} held-out products scored and its taggers "
+            f"fitted in {time.perf_counter() - t0:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    tags = sorted({t for p in parts for t in p.tags})
+    pooled = FusionInputs.concat([p.remap(tags) for p in parts])
+    counts: dict[str, int] = {}
+    for p in pool:
+        for t in set(p.tags):
+            counts[t] = counts.get(t, 0) + 1
+    return pooled, data_mod.TagVocab(tags, [counts.get(t, 0) for t in tags], len(pool))
+
+
+def head(inputs: FusionInputs, n: int) -> FusionInputs:
+    """The first ``n`` products of ``inputs``."""
+    cut = copy.copy(inputs)
+    cut.products = inputs.products[:n]
+    for name in ("neural", "tfidf", "embedding", "span_known", "absent", "ridge"):
+        value = getattr(inputs, name)
+        if value is not None:
+            setattr(cut, name, value[:n])
+    if inputs.span_new is not None:
+        cut.span_new = inputs.span_new[:n]
+    return cut
+
+
+def best_seconds(fn, repeat: int) -> float:
+    """The fastest of ``repeat`` timed calls of ``fn``."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="trained with tuning_folds")
+    parser.add_argument("--products", type=int, default=None, help="time the first N only")
+    parser.add_argument("--repeat", type=int, default=1, help="tune_fusion timings (fastest)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the row here")
+    parser.add_argument("--cache", type=Path, default=None, help="pooled evidence: read or write")
+    args = parser.parse_args(argv)
+
+    cfg = recorded_config(args.model)
+    if cfg.train.tuning_folds < 2 or not (args.model / "tuning" / "fold-0").is_dir():
+        parser.error(f"{args.model}: not trained with train.tuning_folds >= 2 (no tuning/fold-0)")
+    if args.cache and args.cache.is_file():
+        pooled, vocab = pickle.loads(args.cache.read_bytes())
+    else:
+        pooled, vocab = pooled_evidence(args.model, cfg)
+        if args.cache:
+            args.cache.write_bytes(pickle.dumps((pooled, vocab), protocol=pickle.HIGHEST_PROTOCOL))
+    if args.products:
+        pooled = head(pooled, args.products)
+    lx = cfg.lexical
+    separator = lx.path_separator if lx.ancestor_consistency else None
+    parents = parent_index(vocab.tags, separator)
+
+    def tune() -> Fusion:
+        fusion = Fusion(None, 0.5, parents, separator, lx.ancestor_consistency)
+        tune_fusion(fusion, pooled, vocab, cfg)
+        return fusion
+
+    t0 = time.perf_counter()
+    fusion = tune()
+    seconds = time.perf_counter() - t0
+    if args.repeat > 1:
+        seconds = min(seconds, best_seconds(tune, args.repeat - 1))
+    y = vocab.encode(pooled.products)
+    depth = tag_depth(parents)
+    fused = pooled.neural if pooled.tfidf is None else 0.5 * (pooled.neural + pooled.tfidf)
+    consistent = ancestor_consistent(fused, parents, depth)
+    anc_ms = 1000 * best_seconds(lambda: ancestor_consistent(fused, parents, depth), 5)
+    obj_ms = 1000 * best_seconds(lambda: objective(y, consistent), 5)
+    chosen = {k: round(float(getattr(fusion, k)), 4) for k in FUSION_WEIGHTS}
+    recorded = json.loads((args.model / "tuning" / "tuned.json").read_text("utf-8"))["lexical"]
+    recorded = {k: round(float(v), 4) for k, v in recorded.items()}
+    row = {
+        "model": str(args.model),
+        "products": len(pooled.products),
+        "tags": len(vocab),
+        "tune_fusion_s": seconds,
+        "ancestor_consistency_ms": anc_ms,
+        "objective_ms": obj_ms,
+        "chosen": chosen,
+        "recorded": recorded,
+        "config": {k: config_to_dict(cfg)["lexical"][k] for k in ("ridge", "ridge_mix")},
+    }
+    print("| products | tags | tune_fusion s | ancestor consistency ms | objective ms | weights |")
+    print("|---|---|---|---|---|---|")
+    same = "the recorded ones" if all(recorded.get(k) == v for k, v in chosen.items()) else "differ"
+    print(
+        f"| {row['products']} | {row['tags']} | {seconds:.1f} | {anc_ms:.0f} | {obj_ms:.0f} "
+        f"| {same} |"
+    )
+    print(f"chosen {chosen}\nrecorded {recorded}")
+    if args.json:
+        args.json.write_text(json.dumps(row, indent=1), "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
