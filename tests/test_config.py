@@ -57,6 +57,26 @@ def test_tiny_gpu_and_thorough_configs_differ_where_they_say() -> None:
     }
 
 
+def test_generate_config_is_the_defaults_plus_the_measured_generator() -> None:
+    """configs/generate.yaml changes only the generator's settings (those of the measured runs)."""
+    generate = flatten(config_to_dict(load_config(CONFIGS / "generate.yaml")))
+    default = flatten(config_to_dict(Config()))
+    changed = {key for key, value in generate.items() if value != default[key]}
+    assert changed - {"output"} == {
+        "generate.enabled",
+        "generate.backbone",
+        "generate.epochs",
+        "generate.max_prompt_tokens",
+        "generate.description_chars",
+        "generate.max_new_tokens",
+        "generate.num_beams",
+        "generate.refit",
+    }
+    assert generate["generate.backbone"] == "google/gemma-3-270m"
+    # the tagger, the voters and the refit of the tagger stay the defaults'
+    assert generate["train.refit"] and generate["model.backbone"] == default["model.backbone"]
+
+
 def test_overrides_coerce_types() -> None:
     cfg = load_config(
         CONFIGS / "tiny.yaml",
@@ -218,7 +238,9 @@ def _yaml_keys_with_comments(path: Path) -> dict[str, bool]:
     return keys
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "tiny.yaml", "gpu.yaml", "thorough.yaml"])
+@pytest.mark.parametrize(
+    "name", ["default.yaml", "tiny.yaml", "gpu.yaml", "thorough.yaml", "generate.yaml"]
+)
 def test_every_yaml_key_is_commented(name: str) -> None:
     keys = _yaml_keys_with_comments(CONFIGS / name)
     uncommented = [k for k, has in keys.items() if not has]
