@@ -43,9 +43,10 @@ from labelrec.taxonomy import ancestor_consistent, parent_index, tag_depth
 def recorded_config(model_dir: Path) -> Config:
     """The configuration ``model_dir`` was trained with (its ``labelrec.json``)."""
     info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(info["config"], f)
-    return load_config(f.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(yaml.safe_dump(info["config"]), encoding="utf-8")
+        return load_config(path)
 
 
 def fold_evidence(run_dir: Path, cfg: Config, rest: list, held: list) -> FusionInputs:
