@@ -13,14 +13,13 @@ is pooled (``labelrec.train``'s steps, through the same library functions). It t
 the absent factor), and the two operations each grid point repeats on the whole matrix:
 ancestor consistency and the objective. The weights it chooses are printed beside the ones
 MODEL recorded, which they match when the rebuilt evidence is the evidence training had.
-``--products N`` times the first N pooled products only; ``--cache FILE`` keeps the pooled
-evidence (a pickle) so that another checkout of labelrec can time the same tuning.
+``--cache FILE`` keeps the pooled evidence (a pickle) so that another checkout of labelrec,
+without these training helpers, can time the same tuning from it.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import pickle
 import sys
@@ -68,43 +67,23 @@ def fold_evidence(run_dir: Path, cfg: Config, rest: list, held: list) -> FusionI
 
 def pooled_evidence(model_dir: Path, cfg: Config) -> tuple[FusionInputs, data_mod.TagVocab]:
     """The pooled out-of-fold evidence and vocabulary that training tuned ``model_dir`` on."""
+    from labelrec.train import pool_evidence, tuning_folds  # only to build it, not to read --cache
+
     pool = (
         data_mod.read_catalog(cfg.data.train, cfg.data).products
         + data_mod.read_catalog(cfg.data.valid, cfg.data).products
     )
     parts = []
-    for i, held in enumerate(data_mod.grouped_folds(pool, cfg.train.tuning_folds, cfg.seed)):
-        out = {int(j) for j in held}
-        rest = [p for j, p in enumerate(pool) if j not in out]
-        held_products = [pool[j] for j in sorted(out)]
+    for i, (rest, held) in enumerate(tuning_folds(pool, cfg.train.tuning_folds, cfg.seed)):
         t0 = time.perf_counter()
-        parts.append(fold_evidence(model_dir / "tuning" / f"fold-{i}", cfg, rest, held_products))
+        parts.append(fold_evidence(model_dir / "tuning" / f"fold-{i}", cfg, rest, held))
         print(
-            f"tuning run {i}: {len(held_products)} held-out products scored and its taggers "
+            f"tuning run {i}: {len(held)} held-out products scored and its taggers "
             f"fitted in {time.perf_counter() - t0:.0f} s",
             file=sys.stderr,
             flush=True,
         )
-    tags = sorted({t for p in parts for t in p.tags})
-    pooled = FusionInputs.concat([p.remap(tags) for p in parts])
-    counts: dict[str, int] = {}
-    for p in pool:
-        for t in set(p.tags):
-            counts[t] = counts.get(t, 0) + 1
-    return pooled, data_mod.TagVocab(tags, [counts.get(t, 0) for t in tags], len(pool))
-
-
-def head(inputs: FusionInputs, n: int) -> FusionInputs:
-    """The first ``n`` products of ``inputs``."""
-    cut = copy.copy(inputs)
-    cut.products = inputs.products[:n]
-    for name in ("neural", "tfidf", "embedding", "span_known", "absent", "ridge"):
-        value = getattr(inputs, name)
-        if value is not None:
-            setattr(cut, name, value[:n])
-    if inputs.span_new is not None:
-        cut.span_new = inputs.span_new[:n]
-    return cut
+    return pool_evidence(parts, pool)
 
 
 def best_seconds(fn, repeat: int) -> float:
@@ -120,7 +99,6 @@ def best_seconds(fn, repeat: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="trained with tuning_folds")
-    parser.add_argument("--products", type=int, default=None, help="time the first N only")
     parser.add_argument("--repeat", type=int, default=1, help="tune_fusion timings (fastest)")
     parser.add_argument("--json", type=Path, default=None, help="also write the row here")
     parser.add_argument("--cache", type=Path, default=None, help="pooled evidence: read or write")
@@ -135,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         pooled, vocab = pooled_evidence(args.model, cfg)
         if args.cache:
             args.cache.write_bytes(pickle.dumps((pooled, vocab), protocol=pickle.HIGHEST_PROTOCOL))
-    if args.products:
-        pooled = head(pooled, args.products)
     lx = cfg.lexical
     separator = lx.path_separator if lx.ancestor_consistency else None
     parents = parent_index(vocab.tags, separator)

@@ -30,7 +30,7 @@ from labelrec import metrics
 from labelrec.config import Config, config_to_dict
 from labelrec.evaluate import evaluate_scores_on
 from labelrec.flops import StepFlops
-from labelrec.fusion import FUSION_WEIGHTS
+from labelrec.fusion import FUSION_WEIGHTS, FusionInputs
 from labelrec.model import (
     ModelInfo,
     TagModel,
@@ -986,6 +986,30 @@ def train_and_refit(
     return result
 
 
+def tuning_folds(
+    pool: list[data_mod.Product], k: int, seed: int
+) -> list[tuple[list[data_mod.Product], list[data_mod.Product]]]:
+    """The ``train.tuning_folds`` splits of ``pool``: (the rest, the products held out) for each
+    of ``k`` folds, near-duplicate titles kept in one fold."""
+    splits = []
+    for held in data_mod.grouped_folds(pool, k, seed):
+        out = {int(j) for j in held}
+        splits.append(
+            ([p for j, p in enumerate(pool) if j not in out], [pool[j] for j in sorted(out)])
+        )
+    return splits
+
+
+def pool_evidence(
+    parts: list[FusionInputs], pool: list[data_mod.Product]
+) -> tuple[FusionInputs, data_mod.TagVocab]:
+    """The folds' out-of-fold evidence over one tag list, and its vocabulary counted on ``pool``."""
+    tags = sorted({t for p in parts for t in p.tags})
+    counts = Counter(t for p in pool for t in set(p.tags))
+    vocab = data_mod.TagVocab(tags, [counts[t] for t in tags], len(pool))
+    return FusionInputs.concat([p.remap(tags) for p in parts]), vocab
+
+
 def tune_by_folds(
     cfg: Config,
     splits: Splits,
@@ -1003,20 +1027,18 @@ def tune_by_folds(
     first fold's run reports to ``tracker``)."""
     import statistics
 
-    from labelrec.fusion import Fusion, FusionInputs, tune_fusion
+    from labelrec.fusion import Fusion, tune_fusion
     from labelrec.taxonomy import parent_index
 
     k = cfg.train.tuning_folds
     pool = splits.train + splits.valid
-    folds = data_mod.grouped_folds(pool, k, cfg.seed)
     results: list[TrainResult] = []
     t0 = time.perf_counter()
-    for i, held in enumerate(folds):
-        out = set(int(j) for j in held)
+    for i, (rest, held) in enumerate(tuning_folds(pool, k, cfg.seed)):
         fold_splits = dataclasses.replace(
             splits,
-            train=[p for j, p in enumerate(pool) if j not in out],
-            valid=[pool[j] for j in sorted(out)],
+            train=rest,
+            valid=held,
             train_source=f"{splits.train_source} + {splits.valid_source}, fold {i + 1}/{k} out",
             valid_source=f"fold {i + 1}/{k} of {splits.train_source} + {splits.valid_source}",
         )
@@ -1032,13 +1054,11 @@ def tune_by_folds(
         results.append(
             TagTrainer(fold_cfg, resume, fold_tracker, progress, splits=fold_splits).run()
         )
-    parts = [r.fusion_inputs for r in results]
-    if any(p is None for p in parts):
+    parts = [r.fusion_inputs for r in results if r.fusion_inputs is not None]
+    if len(parts) < len(results):
         raise ValueError("train.tuning_folds: a fold had no held-out products to score")
-    tags = sorted({t for p in parts for t in p.tags})
-    pooled = FusionInputs.concat([p.remap(tags) for p in parts])
-    counts = Counter(t for p in pool for t in set(p.tags))
-    vocab = data_mod.TagVocab(tags, [counts[t] for t in tags], len(pool))
+    pooled, vocab = pool_evidence(parts, pool)
+    tags = vocab.tags
     lx = cfg.lexical
     separator = lx.path_separator if lx.ancestor_consistency else None
     fusion = Fusion(None, 0.5, parent_index(tags, separator), separator, lx.ancestor_consistency)
