@@ -36,7 +36,7 @@ from labelrec.fusion import FUSION_WEIGHTS, Fusion, FusionInputs, fit_fusion, tu
 from labelrec.metrics import objective
 from labelrec.predict import TagRecommender
 from labelrec.taggers import TrainingSet
-from labelrec.taxonomy import ancestor_consistent, parent_index, tag_depth
+from labelrec.taxonomy import ancestor_consistent, ancestor_plan, parent_index
 
 
 def recorded_config(model_dir: Path) -> Config:
@@ -128,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat > 1:
         seconds = min(seconds, best_seconds(tune, args.repeat - 1))
     y = vocab.encode(pooled.products)
-    depth = tag_depth(parents)
+    plan = ancestor_plan(parents)
     fused = pooled.neural if pooled.tfidf is None else 0.5 * (pooled.neural + pooled.tfidf)
-    consistent = ancestor_consistent(fused, parents, depth)
-    anc_ms = 1000 * best_seconds(lambda: ancestor_consistent(fused, parents, depth), 5)
+    consistent = ancestor_consistent(fused, parents, plan)
+    anc_ms = 1000 * best_seconds(lambda: ancestor_consistent(fused, parents, plan), 5)
     obj_ms = 1000 * best_seconds(lambda: objective(y, consistent), 5)
     chosen = {k: round(float(getattr(fusion, k)), 4) for k in FUSION_WEIGHTS}
     recorded = json.loads((args.model / "tuning" / "tuned.json").read_text("utf-8"))["lexical"]

@@ -35,7 +35,7 @@ from labelrec.modeldir import FUSION_META, LEXICAL_ARRAYS, LEXICAL_META, remove_
 from labelrec.taggers.base import TrainingSet
 from labelrec.taggers.neighbours import EmbeddingNeighbours, TfidfNeighbours, ridge_mixed
 from labelrec.taggers.span import SpanTagger, joint_matrices
-from labelrec.taxonomy import ancestor_consistent, parent_index, tag_depth
+from labelrec.taxonomy import AncestorPlan, ancestor_consistent, ancestor_plan, parent_index
 
 FUSION_FORMAT = 2  # 1: lexical.json, with the TF-IDF and embedding neighbours inside
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
@@ -161,13 +161,13 @@ class Fusion:
         if text.absent is not None:
             scores = np.where(text.absent, self.absent_factor * scores, scores)
         if self.ancestor_consistency:
-            scores = ancestor_consistent(scores, self.parents, self.depth)
+            scores = ancestor_consistent(scores, self.parents, self.plan)
         return scores.astype(np.float32, copy=False), new
 
     @functools.cached_property
-    def depth(self) -> np.ndarray:
-        """``tag_depth(parents)``, computed once."""
-        return tag_depth(self.parents)
+    def plan(self) -> AncestorPlan:
+        """``ancestor_plan(parents)``, computed once."""
+        return ancestor_plan(self.parents)
 
     def new_tags(self, products: list[Product]) -> list[dict[str, float]]:
         """Proposed tags outside the vocabulary, per product, with their final scores."""

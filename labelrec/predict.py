@@ -370,9 +370,9 @@ class TagRecommender:
         """The reranker over every voter's part of ``ev`` (``labelrec.rerank``)."""
         fusion = self.fusion
         parents = fusion.parents if fusion.ancestor_consistency else None
-        depth = fusion.depth if parents is not None else None
+        plan = fusion.plan if parents is not None else None
         with one_thread():
-            return self.reranker.apply(ev.items, self.vocab, self._votes(ev), parents, depth)
+            return self.reranker.apply(ev.items, self.vocab, self._votes(ev), parents, plan)
 
     def explain(
         self,

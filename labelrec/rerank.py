@@ -35,7 +35,7 @@ from labelrec.data import Product, TagVocab
 from labelrec.metrics import objective
 from labelrec.modeldir import RERANK_META, RERANK_MODEL, remove_component
 from labelrec.taggers.span import joint_matrices
-from labelrec.taxonomy import ancestor_consistent
+from labelrec.taxonomy import AncestorPlan, ancestor_consistent
 
 RERANK_FORMAT = 1
 FEATURES = (
@@ -238,11 +238,11 @@ def _scatter(
     cands: list[list[tuple[str, int | None, float]]],
     final: np.ndarray,
     parents: np.ndarray | None,
-    depth: np.ndarray | None = None,
+    plan: AncestorPlan | None = None,
 ) -> tuple[np.ndarray, list[dict[str, float]]]:
     """Reranked scores: candidates get their probability; the other known tags keep their order
     below the lowest candidate (scaled into half of it); new tags outside the candidates drop.
-    ``depth``: ``taxonomy.tag_depth(parents)`` when the caller keeps it."""
+    ``plan``: ``taxonomy.ancestor_plan(parents)`` when the caller keeps it."""
     known = np.array(final, dtype=np.float32, copy=True)
     new: list[dict[str, float]] = []
     at = 0
@@ -260,7 +260,7 @@ def _scatter(
                 known[i, j] = s
         new.append(extra)
     if parents is not None:
-        known = ancestor_consistent(known, parents, depth)
+        known = ancestor_consistent(known, parents, plan)
     return known.astype(np.float32, copy=False), new
 
 
@@ -282,17 +282,17 @@ class Reranker:
         vocab: TagVocab,
         votes: Votes,
         parents: np.ndarray | None = None,
-        depth: np.ndarray | None = None,
+        plan: AncestorPlan | None = None,
     ) -> tuple[np.ndarray, list[dict[str, float]]]:
         """Reranked (known scores, new tags) of ``products``; ``parents`` (``taxonomy``): keep
-        category paths consistent (``depth``: ``taxonomy.tag_depth(parents)``, computed once by
+        category paths consistent (``plan``: ``taxonomy.ancestor_plan(parents)``, computed once by
         the caller instead of at every call)."""
         if not products:
             return votes.final, votes.final_new
         cands = candidates(votes.final, votes.final_new, vocab, self.candidates)
         x = features(products, votes, vocab, cands, self.separator, self.kinds)
         probs = self.model.predict_proba(x)[:, 1] if len(x) else np.zeros(0)
-        return _scatter(probs, cands, votes.final, parents, depth)
+        return _scatter(probs, cands, votes.final, parents, plan)
 
     @classmethod
     def fit(

@@ -32,27 +32,46 @@ def tag_depth(parents: np.ndarray) -> np.ndarray:
     return depth
 
 
-def ancestor_consistent(
-    scores: np.ndarray, parents: np.ndarray, depth: np.ndarray | None = None
-) -> np.ndarray:
-    """Raise every parent to at least the best score of its children (deepest first).
+AncestorPlan = tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]
 
-    ``depth``: ``tag_depth(parents)``, when the caller keeps it between calls."""
-    if scores.size == 0 or not (parents >= 0).any():
-        return scores
-    if depth is None:
-        depth = tag_depth(parents)
-    out = scores.copy()
+
+def ancestor_plan(parents: np.ndarray) -> AncestorPlan:
+    """The steps of ``ancestor_consistent`` for ``parents``, deepest level first.
+
+    Each step holds one level's children grouped by parent, where each group starts among them,
+    and the parent each group raises."""
+    if not (parents >= 0).any():
+        return ()
+    depth = tag_depth(parents)
+    steps = []
     for d in range(int(depth.max()), 0, -1):
         children = np.flatnonzero((depth == d) & (parents >= 0))
         if not children.size:
             continue
-        # children grouped by parent: each group's column-wise maximum raises its parent
         children = children[np.argsort(parents[children], kind="stable")]
         of = parents[children]
         starts = np.flatnonzero(np.r_[True, of[1:] != of[:-1]])
+        steps.append((children, starts, of[starts]))
+    return tuple(steps)
+
+
+def ancestor_consistent(
+    scores: np.ndarray, parents: np.ndarray, plan: AncestorPlan | None = None
+) -> np.ndarray:
+    """Raise every parent to at least the best score of its children (deepest first).
+
+    ``plan``: ``ancestor_plan(parents)``, when the caller keeps it between calls."""
+    if scores.size == 0:
+        return scores
+    if plan is None:
+        plan = ancestor_plan(parents)
+    if not plan:
+        return scores
+    out = scores.copy()
+    for children, starts, targets in plan:
+        # each group's column-wise maximum raises its parent
         raised = np.maximum.reduceat(out[:, children], starts, axis=1)
-        out[:, of[starts]] = np.maximum(out[:, of[starts]], raised)
+        out[:, targets] = np.maximum(out[:, targets], raised)
     return out
 
 

@@ -32,7 +32,12 @@ from labelrec.modeldir import (
 )
 from labelrec.taggers import Tagger, TrainingSet
 from labelrec.taggers.neighbours import EmbeddingNeighbours, TfidfNeighbours
-from labelrec.taxonomy import ancestor_consistent, hierarchical_precision, parent_index
+from labelrec.taxonomy import (
+    ancestor_consistent,
+    ancestor_plan,
+    hierarchical_precision,
+    parent_index,
+)
 
 TRAIN = [
     Product("1", "hornby model railway train set", tags=["Hobbies", "Hobbies > Trains"]),
@@ -158,6 +163,10 @@ def test_ancestor_consistency_is_the_best_score_in_each_subtree() -> None:
         parents[j] = rng.integers(-1, j) if j % 7 else -1
     scores = rng.random((9, 60)).astype(np.float32)
     out = ancestor_consistent(scores, parents)
+    plan = ancestor_plan(parents)
+    np.testing.assert_array_equal(ancestor_consistent(scores, parents, plan), out)
+    np.testing.assert_array_equal(ancestor_consistent(scores[:1], parents, plan), out[:1])
+    assert ancestor_plan(np.full(5, -1)) == ()  # no paths: nothing to raise
 
     def subtree(j: int) -> list[int]:
         return [j] + [t for c in np.flatnonzero(parents == j) for t in subtree(int(c))]

@@ -76,8 +76,8 @@ def test_fit_learns_to_put_the_nested_span_first_and_keeps_it() -> None:
     assert (scores.max(axis=1) > 0.5).all()
 
 
-def test_apply_keeps_paths_consistent_with_or_without_a_kept_depth() -> None:
-    from labelrec.taxonomy import tag_depth
+def test_apply_keeps_paths_consistent_with_or_without_a_kept_plan() -> None:
+    from labelrec.taxonomy import ancestor_plan
 
     products, vocab, votes = nested_catalog(120, 0)
     reranker = Reranker.fit(products, vocab, votes, None, None, 5, seed=0)[0]
@@ -85,7 +85,7 @@ def test_apply_keeps_paths_consistent_with_or_without_a_kept_depth() -> None:
     parents[len(NOUNS) :] = np.arange(len(NOUNS))  # "type:w box" under "type:w", as a path
     test, _, test_votes = nested_catalog(40, 1)
     a, _ = reranker.apply(test, vocab, test_votes, parents)
-    b, _ = reranker.apply(test, vocab, test_votes, parents, tag_depth(parents))
+    b, _ = reranker.apply(test, vocab, test_votes, parents, ancestor_plan(parents))
     np.testing.assert_array_equal(a, b)
     assert (a[:, : len(NOUNS)] >= a[:, len(NOUNS) :]).all()  # a parent never below its child
 
