@@ -451,7 +451,9 @@ def run_cv(
     (tuned on an inner valid split, then refit as configured) and every peer (tuned on the same
     inner split, then refit) train on exactly the same products and are scored on the fold's
     test products. A refit model's tuning run (trained on the inner train split only) is scored
-    too, as "labelrec without refit". With ``reuse`` the fold models already in
+    too, as "labelrec without refit". Each fold's products are written beside its model
+    (``output_root/CATALOG-cvK/foldF/{train,valid,test}.jsonl``: the inner split, and the test
+    products for ``benchmarks/errors.py``). With ``reuse`` the fold models already in
     ``output_root`` are scored again instead of trained (training seconds as recorded in them).
     A model with a tag generator is scored without it too ("labelrec without generator": the
     same model, the rest of its fusion), and one with a reranker without it ("labelrec without
@@ -480,7 +482,7 @@ def run_cv(
         fold_dir = output_root / f"{catalog}-cv{k}" / f"fold{fold}"
         paths = {
             name: write_products(part, fold_dir / f"{name}.jsonl")
-            for name, part in (("train", train), ("valid", valid))
+            for name, part in (("train", train), ("valid", valid), ("test", test))
         }
         fold_rows = []
         model_dir = fold_dir / "labelrec"

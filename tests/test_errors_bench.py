@@ -62,3 +62,42 @@ def test_the_tables_print_for_a_trained_model(trained_model_dir: Path, toy_data_
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     by_kind = [r for r in rows[1:] if r.count("|") == 3 and not r.startswith("| wrong")]
     assert sum(int(r.split("|")[2]) for r in by_kind) == wrong
+
+
+def test_p_at_1_is_binned_by_the_training_count_of_the_deepest_category() -> None:
+    train = [Product(str(i), "x", tags=["Toys", "Toys > Cars"]) for i in range(5)]
+    train += [
+        Product("5", "x", tags=["Toys", "Toys > Dolls"]),
+        Product("6", "x", tags=["brand:Lego"]),
+    ]
+    vocab = TagVocab.from_products(train)
+    products = [
+        Product("a", "x", tags=["Toys", "Toys > Cars"]),  # 5 training products: right
+        Product("b", "x", tags=["Toys", "Toys > Dolls"]),  # 1: wrong
+        Product("c", "x", tags=["Games", "Games > Chess"]),  # never seen: wrong
+        Product("d", "x", tags=["brand:Lego"]),  # no category path: right
+    ]
+    assert errors.deepest_category(products[0]) == "Toys > Cars"
+    assert errors.deepest_category(products[3]) is None
+    first = [("Toys", True), ("Games", True), ("Toys", True), ("brand:Lego", True)]
+    counts = errors.by_category_count(first, products, vocab)
+    assert counts == {
+        ("5 or more", True): 1,
+        ("1", False): 1,
+        ("0", False): 1,
+        ("no category path", True): 1,
+    }
+
+
+def test_cv_dir_sums_the_folds(trained_model_dir: Path, toy_data_dir: Path, tmp_path, capsys):
+    valid = (toy_data_dir / "valid.jsonl").read_text("utf-8")
+    for fold in ("fold0", "fold1"):
+        (tmp_path / fold).mkdir()
+        (tmp_path / fold / "labelrec").symlink_to(trained_model_dir)
+        (tmp_path / fold / "test.jsonl").write_text(valid, "utf-8")
+    assert errors.main(["--cv-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    total = int(re.search(r"first tag wrong for \d+ of (\d+) products", out).group(1))
+    assert total == 2 * len(valid.splitlines())
+    binned = [line for line in out.splitlines() if line.count("|") == 5 and "---" not in line]
+    assert sum(int(r.split("|")[2]) for r in binned[1:]) == total  # every product in one bin

@@ -204,6 +204,11 @@ def test_cv_runs_only_the_folds_asked_for(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done and {r.notes["fold"] for r in done} == {1}
     assert not (tmp_path / "out" / "toy-cv3" / "fold0").exists()
+    fold = tmp_path / "out" / "toy-cv3" / "fold1"  # its products, the test ones for errors.py
+    parts = [
+        (fold / f"{name}.jsonl").read_text().splitlines() for name in ("train", "valid", "test")
+    ]
+    assert len(parts[2]) == done[0].notes["n_test"] and sum(map(len, parts)) == len(rows)
 
 
 def test_a_missing_peer_package_stops_the_run_before_training(
