@@ -296,6 +296,7 @@ def tune_weights(
     else:
         es = [embedding_weight] if embedding_weight is not None else grid
     results: dict[tuple[float, float], float] = {}
+    plan = ancestor_plan(parents) if parents is not None else None
     for w in ws:
         for e in es:
             if w + e > 1.0 + 1e-9:
@@ -304,7 +305,7 @@ def tune_weights(
             if e > 0:
                 fused = fused + e * embedding
             if parents is not None:
-                fused = ancestor_consistent(fused, parents)
+                fused = ancestor_consistent(fused, parents, plan)
             results[(w, e)] = objective(y_valid, fused)
     if not results:
         raise ValueError("no admissible fusion weights (weight + embedding_weight > 1)")
@@ -339,10 +340,11 @@ def tune_span_weight(
     grid = WEIGHT_GRID if grid is None else grid
     best: tuple[float, np.ndarray, list[dict[str, float]]] | None = None
     best_value = -1.0
+    plan = ancestor_plan(parents) if parents is not None else None
     for b in grid:
         known = (1.0 - b) * fused + b * known_span
         if parents is not None:
-            known = ancestor_consistent(known, parents)
+            known = ancestor_consistent(known, parents, plan)
         scaled = [{t: b * p for t, p in row.items()} for row in new_span]
         y, scores, _ = joint_matrices(known, scaled, products, vocab)
         value = objective(y, scores)
@@ -373,10 +375,11 @@ def tune_absent_factor(
     ancestor consistency. Ties keep the larger factor (1: off)."""
     grid = ABSENT_GRID if grid is None else grid
     best_value, best = -1.0, (1.0, mixed)
+    plan = ancestor_plan(parents) if parents is not None else None
     for a in grid:
         known = np.where(absent, float(a) * mixed, mixed)
         if parents is not None:
-            known = ancestor_consistent(known, parents)
+            known = ancestor_consistent(known, parents, plan)
         value = objective(*joint_matrices(known, new, products, vocab)[:2])
         if value > best_value + 1e-9:
             best_value, best = value, (float(a), known)
