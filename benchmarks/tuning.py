@@ -1,20 +1,21 @@
 #!/usr/bin/env python
-"""Time of tuning the fusion on pooled out-of-fold evidence (``train.tuning_folds``).
+"""Time of tuning the fusion (``fusion.tune_fusion``) on the evidence a refit model was tuned on.
 
     .venv/bin/python benchmarks/tuning.py \
         --model runs/cv_ridge_tf3/amazon_uk_toys-cv5/fold4/labelrec
 
-MODEL is a model trained with ``train.tuning_folds: K`` (``configs/thorough.yaml``), whose tuning
-runs are kept in MODEL/tuning/fold-0 ... fold-(K-1). From the configuration, data files and seed
-that MODEL records, the benchmark rebuilds what training tuned on: each tuning run scores the
-products held out of it and its taggers are fitted on the rest, and the evidence of all K runs
-is pooled (``labelrec.train``'s steps, through the same library functions). It then times
-``tune_fusion`` on the pooled evidence (the weight grid for every ridge share, the span weight,
-the absent factor), and the two operations each grid point repeats on the whole matrix:
-ancestor consistency and the objective. The weights it chooses are printed beside the ones
-MODEL recorded, which they match when the rebuilt evidence is the evidence training had.
-``--cache FILE`` keeps the pooled evidence (a pickle) so that another checkout of labelrec,
-without these training helpers, can time the same tuning from it.
+MODEL is a model trained with ``train.refit`` (the default). From the configuration, data files
+and seed that MODEL records, the benchmark rebuilds what training tuned on. With
+``train.tuning_folds: K`` (``configs/thorough.yaml``), the tuning runs are kept in
+MODEL/tuning/fold-0 ... fold-(K-1): each scores the products held out of it, its taggers fitted
+on the rest, and the evidence of all K runs is pooled. Without tuning folds, the tuning run in
+MODEL/tuning scores valid, its taggers fitted on train. (``labelrec.train``'s steps, through the
+same library functions.) It then times ``tune_fusion`` on that evidence (the weight grid for
+every ridge share, the span weight, the absent factor), and the two operations each grid point
+repeats on the whole matrix: ancestor consistency and the objective. The weights it chooses are
+printed beside the ones MODEL recorded, which they match when the rebuilt evidence is the
+evidence training had. ``--cache FILE`` keeps the evidence (a pickle) so that another checkout
+of labelrec, without these training helpers, can time the same tuning from it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ from labelrec.fusion import FUSION_WEIGHTS, Fusion, FusionInputs, fit_fusion, tu
 from labelrec.metrics import objective
 from labelrec.predict import TagRecommender
 from labelrec.taggers import TrainingSet
-from labelrec.taxonomy import ancestor_consistent, ancestor_plan, parent_index
+from labelrec.taxonomy import ancestor_consistent, parent_index
+
+try:
+    from labelrec.taxonomy import ancestor_plan
+except ImportError:  # a checkout without it keeps tag_depth between calls instead
+    from labelrec.taxonomy import tag_depth as ancestor_plan
 
 
 def recorded_config(model_dir: Path) -> Config:
@@ -48,8 +54,11 @@ def recorded_config(model_dir: Path) -> Config:
         return load_config(path)
 
 
-def fold_evidence(run_dir: Path, cfg: Config, rest: list, held: list) -> FusionInputs:
-    """One tuning run's evidence on the products held out of it, its taggers fitted on the rest."""
+def fold_evidence(
+    run_dir: Path, cfg: Config, rest: list, held: list
+) -> tuple[FusionInputs, data_mod.TagVocab]:
+    """One tuning run's evidence on the products held out of it, its taggers fitted on the rest,
+    and the run's vocabulary."""
     rec = TagRecommender.load(run_dir, backend="torch", generate=False, rerank=False)
     rec.fusion = None  # the neural tagger's own scores
     y_rest = rec.vocab.encode(rest)
@@ -62,7 +71,7 @@ def fold_evidence(run_dir: Path, cfg: Config, rest: list, held: list) -> FusionI
     train = TrainingSet(rest, y_rest[keep], rec.vocab, rest_emb, cfg.seed)
     _, _, _, inputs = fit_fusion(cfg, train, held, neural, held_emb)
     assert inputs is not None
-    return inputs
+    return inputs, rec.vocab
 
 
 def pooled_evidence(model_dir: Path, cfg: Config) -> tuple[FusionInputs, data_mod.TagVocab]:
@@ -76,7 +85,7 @@ def pooled_evidence(model_dir: Path, cfg: Config) -> tuple[FusionInputs, data_mo
     parts = []
     for i, (rest, held) in enumerate(tuning_folds(pool, cfg.train.tuning_folds, cfg.seed)):
         t0 = time.perf_counter()
-        parts.append(fold_evidence(model_dir / "tuning" / f"fold-{i}", cfg, rest, held))
+        parts.append(fold_evidence(model_dir / "tuning" / f"fold-{i}", cfg, rest, held)[0])
         print(
             f"tuning run {i}: {len(held)} held-out products scored and its taggers "
             f"fitted in {time.perf_counter() - t0:.0f} s",
@@ -84,6 +93,15 @@ def pooled_evidence(model_dir: Path, cfg: Config) -> tuple[FusionInputs, data_mo
             flush=True,
         )
     return pool_evidence(parts, pool)
+
+
+def valid_evidence(model_dir: Path, cfg: Config) -> tuple[FusionInputs, data_mod.TagVocab]:
+    """The evidence on valid that training tuned ``model_dir`` on without tuning folds: its
+    tuning run (``MODEL/tuning``) scoring valid, the run's taggers fitted on train."""
+    from labelrec.runs import load_splits
+
+    splits = load_splits(cfg)
+    return fold_evidence(model_dir / "tuning", cfg, splits.train, splits.valid)
 
 
 def best_seconds(fn, repeat: int) -> float:
@@ -98,19 +116,20 @@ def best_seconds(fn, repeat: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="trained with tuning_folds")
+    parser.add_argument("--model", type=Path, required=True, help="a refit model")
     parser.add_argument("--repeat", type=int, default=1, help="tune_fusion timings (fastest)")
     parser.add_argument("--json", type=Path, default=None, help="also write the row here")
     parser.add_argument("--cache", type=Path, default=None, help="pooled evidence: read or write")
     args = parser.parse_args(argv)
 
     cfg = recorded_config(args.model)
-    if cfg.train.tuning_folds < 2 or not (args.model / "tuning" / "fold-0").is_dir():
-        parser.error(f"{args.model}: not trained with train.tuning_folds >= 2 (no tuning/fold-0)")
+    folds = cfg.train.tuning_folds >= 2
+    if not (args.model / "tuning" / ("fold-0" if folds else "tuned.json")).exists():
+        parser.error(f"{args.model}: no tuning run kept (trained with train.refit=false?)")
     if args.cache and args.cache.is_file():
         pooled, vocab = pickle.loads(args.cache.read_bytes())
     else:
-        pooled, vocab = pooled_evidence(args.model, cfg)
+        pooled, vocab = (pooled_evidence if folds else valid_evidence)(args.model, cfg)
         if args.cache:
             args.cache.write_bytes(pickle.dumps((pooled, vocab), protocol=pickle.HIGHEST_PROTOCOL))
     lx = cfg.lexical

@@ -507,6 +507,15 @@ def test_refit_trains_the_final_model_on_train_and_valid(
     assert not any(k.startswith("refit_final_") for k in names)
     assert ("refit", len(train_rows) + len(valid_rows)) in tracker.datasets
 
+    # benchmarks/tuning.py rebuilds the tuning run's evidence on valid: the same weights
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import tuning
+
+    report = tmp_path / "tuning.json"
+    assert tuning.main(["--model", str(out), "--json", str(report)]) == 0
+    row = json.loads(report.read_text())
+    assert row["chosen"] == row["recorded"] and row["products"] == len(valid_rows)
+
     # --resume after the tuning run: the tuning run is not trained again
     (out / "labelrec.json").unlink()
     stamp = (out / TUNING_DIR / "labelrec.json").stat().st_mtime_ns
