@@ -130,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if bool(args.cv_dir) == bool(args.model or args.data):
         p.error("give --model and --data, or --cv-dir")
-    if args.model and not args.data or args.data and not args.model:
+    if bool(args.model) != bool(args.data):
         p.error("--model and --data go together")
     return args
 
