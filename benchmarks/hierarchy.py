@@ -27,6 +27,11 @@ import numpy as np
 from labelrec import taxonomy
 from labelrec.data import TagVocab, read_catalog
 
+try:
+    from labelrec.taxonomy import ancestor_plan
+except ImportError:  # a checkout without it keeps tag_depth between calls instead
+    from labelrec.taxonomy import tag_depth as ancestor_plan
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ROWS = (1, 64, 6000)
@@ -50,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{path} does not exist (shared catalogs live in ../shared/data)")
     vocab = TagVocab.from_products(read_catalog(path).products)
     parents = taxonomy.parent_index(vocab.tags, args.separator)
-    if hasattr(taxonomy, "ancestor_plan"):
-        kept, keeps = taxonomy.ancestor_plan(parents), "ancestor_plan"
-    else:
-        kept, keeps = taxonomy.tag_depth(parents), "tag_depth"
+    kept, keeps = ancestor_plan(parents), ancestor_plan.__name__
     rng = np.random.default_rng(0)
     rows = []
     for n in ROWS:
