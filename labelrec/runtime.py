@@ -102,8 +102,7 @@ class OnnxTagModel:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle pool threads sleep instead of spinning: the lexical fusion, the HTTP server and
-        # its clients use the same cores between forward passes (spinning, with the threads
-        # stopped after each run, gained ~1 ms in process and nothing measurable over HTTP).
+        # its clients use the same cores between forward passes (docs/serving.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(
             buffer.getvalue(), options, providers=["CPUExecutionProvider"]
