@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import shutil
@@ -145,13 +146,15 @@ def main(argv: list[str] | None = None) -> int:
             out = log.with_name(f"labelrec-profile-{len(loads)}.txt")
             sampler = subprocess.Popen(
                 [spy, "record", "--pid", str(proc.pid), "--subprocesses", "--nonblocking"]
-                + ["--rate", str(args.rate), "--duration", str(int(args.seconds))]
+                + ["--rate", str(args.rate), "--duration", str(math.ceil(args.seconds) + 2)]
                 + ["--format", "raw", "--output", str(out)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            time.sleep(1.0)  # py-spy attaches before the load starts
+            # py-spy attaches before the load starts and samples until after it ends: every
+            # product counted was sampled (an idle service adds no samples)
+            time.sleep(1.0)
             load = asyncio.run(serve.run_load(url, titles, concurrency, args.seconds, batch=batch))
             _, err = sampler.communicate()
             if sampler.returncode != 0 or not out.exists():
