@@ -112,6 +112,33 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def missing_input(model: Path, data: Path) -> str | None:
+    """Why a benchmark over ``model`` and the catalog ``data`` is skipped, or None."""
+    for path, what in ((model / "labelrec.json", "model"), (data, "catalog")):
+        if not path.exists():
+            return f"skipped: {what} {path} not found (train runs/uk, see README)"
+    return None
+
+
+def read_titles(data: Path, limit: int = 4096) -> list[str]:
+    """At most ``limit`` titles of the catalog ``data``, shuffled (seed 0): what the loads send."""
+    from labelrec.data import iter_catalog
+
+    titles = [p.title for chunk in iter_catalog(data) for p in chunk][:limit]
+    random.Random(0).shuffle(titles)
+    return titles
+
+
+def start_service(model: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    """``bentoml serve`` of labelrec.service:LabelRec on a free local port, serving ``model``
+    with registry polling off (``env`` adds settings); the process and its URL."""
+    port = free_port()
+    cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", "labelrec.service:LabelRec"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    env = {"LABELREC_MODEL_URI": str(model.resolve()), "LABELREC_POLL_SECONDS": "0", **env}
+    return start(cmd, env, log), f"http://127.0.0.1:{port}"
+
+
 def tree_rss_mb(pid: int) -> float:
     import psutil
 
@@ -531,15 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline_server:
         baseline_server(args.model, args.baseline_server)
         return 0
-    for path, what in ((args.model / "labelrec.json", "model"), (args.data, "catalog")):
-        if not path.exists():
-            print(f"skipped: {what} {path} not found (train runs/uk, see README)")
-            return 0
-
-    from labelrec.data import iter_catalog
-
-    titles = [p.title for chunk in iter_catalog(args.data) for p in chunk][:4096]
-    random.Random(0).shuffle(titles)
+    skipped = missing_input(args.model, args.data)
+    if skipped:
+        print(skipped)
+        return 0
+    titles = read_titles(args.data)
     results: dict[str, Any] = {
         "model": str(args.model),
         "data": str(args.data),
@@ -558,16 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     local = InProcess(args.model, titles, args.quantize, passes)
 
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "LABELREC_MODEL_URI": str(args.model.resolve()),
-        "LABELREC_POLL_SECONDS": "0",
-        "LABELREC_QUANTIZE": "1" if args.quantize else "",
-    }
     log = logs / "labelrec-bench-service.log"
-    cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", "labelrec.service:LabelRec"]
-    proc = start([*cmd, "--host", "127.0.0.1", "--port", str(port)], env, log)
+    env = {"LABELREC_QUANTIZE": "1" if args.quantize else ""}
+    proc, url = start_service(args.model, env, log)
     try:
         results["service_start_s"] = wait_ready(url, proc, log)
         print(f"service ready in {results['service_start_s']:.0f} s", file=sys.stderr)

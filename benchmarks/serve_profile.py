@@ -27,7 +27,6 @@ import asyncio
 import json
 import math
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -44,11 +43,12 @@ VOTERS = "kNN and TF-IDF voters"
 SPAN = "span tagger"
 RERANK = "reranker"
 RANK = "tokenize, batch, fuse and rank"
+ENDPOINT = "labelrec's endpoints and middleware (lines of labelrec/service.py)"
 HTTP = "HTTP path (uvicorn, Starlette, BentoML, OpenTelemetry, pydantic, access log)"
 OTHER = "other (event loop, threads)"
-PARTS = (FORWARD, VOTERS, SPAN, RERANK, RANK, HTTP, OTHER)
+PARTS = (FORWARD, VOTERS, SPAN, RERANK, RANK, ENDPOINT, HTTP, OTHER)
 _HTTP_MARKS = ("uvicorn", "starlette", "bentoml", "opentelemetry", "prometheus", "pydantic")
-_HTTP_MARKS += ("logging/", "labelrec/service.py")
+_HTTP_MARKS += ("logging/",)
 
 
 def part_of(frames: list[str]) -> str:
@@ -58,8 +58,8 @@ def part_of(frames: list[str]) -> str:
     for frame in reversed(frames):  # the innermost labelrec frame decides
         if "labelrec/" not in frame:
             continue
-        if "labelrec/service.py" in frame:
-            return HTTP  # the endpoints and their middleware: only the HTTP side is beneath
+        if "labelrec/service.py" in frame:  # beneath the endpoints: only the HTTP side
+            return ENDPOINT if frame is frames[-1] else HTTP
         if "labelrec/taggers/neighbours.py" in frame:
             return VOTERS
         if "labelrec/taggers/span.py" in frame:
@@ -115,26 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--json", type=Path, help="write the samples per part here")
     args = parser.parse_args(argv)
-    for path, what in ((args.model / "labelrec.json", "model"), (args.data, "catalog")):
-        if not path.exists():
-            print(f"skipped: {what} {path} not found (train runs/uk, see README)")
-            return 0
+    skipped = serve.missing_input(args.model, args.data)
+    if skipped:
+        print(skipped)
+        return 0
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         print("error: py-spy not found: pip install 'labelrec[bench]'", file=sys.stderr)
         return 2
 
-    from labelrec.data import iter_catalog
-
-    titles = [p.title for chunk in iter_catalog(args.data) for p in chunk][:4096]
-    random.Random(0).shuffle(titles)
-    port = serve.free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {"LABELREC_MODEL_URI": str(args.model.resolve()), "LABELREC_POLL_SECONDS": "0"}
+    titles = serve.read_titles(args.data)
     log = Path(os.environ.get("TMPDIR", "/tmp")) / "labelrec-profile-service.log"
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
-    cmd = [bentoml, "serve", "labelrec.service:LabelRec", "--host", "127.0.0.1"]
-    proc = serve.start([*cmd, "--port", str(port)], env, log)
+    proc, url = serve.start_service(args.model, {}, log)
     loads: dict[str, dict[str, Any]] = {}
     try:
         print(f"service ready in {serve.wait_ready(url, proc, log):.0f} s", file=sys.stderr)

@@ -26,6 +26,7 @@ RAW = "\n".join(
         # beneath the endpoint only the HTTP side: the response being sent, the access log
         f"{PROC};{HTTP_OUTER};{ENDPOINT};send (uvicorn/protocols/http/httptools_impl.py:1) 5",
         f"{PROC};{HTTP_OUTER};{ENDPOINT};emit (logging/__init__.py:1100) 6",
+        f"{PROC};{HTTP_OUTER};{ENDPOINT} 8",  # on labelrec's own lines
         f"{PROC};{HTTP_OUTER};route (bentoml/_internal/server/http/traffic.py:30) 1",
         f"{PROC};run_forever (asyncio/base_events.py:600) 2",
         "",
@@ -42,6 +43,7 @@ def test_part_of_files_a_stack_by_its_innermost_labelrec_module() -> None:
         sp.SPAN: 4,
         sp.RERANK: 3,
         sp.RANK: 2,
+        sp.ENDPOINT: 8,
         sp.HTTP: 12,
         sp.OTHER: 2,
     }
