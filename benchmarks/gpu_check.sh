@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # GPU check: a few hundred bf16 training steps (configs/gpu.yaml settings) on a shared catalog,
 # then the training throughput (products/s) and the peak GPU memory (torch.cuda.max_memory_allocated).
+# It trains once, on train (train.refit=false), so that valid measures the model it reports.
 #
 #   benchmarks/gpu_check.sh                       # MiniLM (offline), amazon_uk_toys, 300 steps
 #   BACKBONE=Qwen/Qwen2.5-0.5B LORA_TARGETS="[q_proj,k_proj,v_proj,o_proj]" benchmarks/gpu_check.sh
 #   benchmarks/gpu_check.sh train.batch_size=128  # extra key=value overrides go to `labelrec train`
 #   BACKBONE=.gpu/smollm2 GENERATOR=.gpu/smollm2 benchmarks/gpu_check.sh   # decoder tagger + generator
 #   BACKBONE=.gpu/gemma3 GENERATOR=.gpu/gemma3 CATALOG=.gpu/zh_taobao benchmarks/gpu_check.sh
+#   The runs in docs/llm.md ("On a GPU"), LoRA on every linear layer:
+#   LORA_TARGETS="[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]" STEPS=240 \
+#     BACKBONE=google/gemma-3-270m GENERATOR=google/gemma-3-270m CATALOG=../shared/data/zh_taobao benchmarks/gpu_check.sh
+#   LORA_TARGETS="[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]" STEPS=300 \
+#     BACKBONE=HuggingFaceTB/SmolLM2-135M-Instruct GENERATOR=none benchmarks/gpu_check.sh
 #
 # A machine without a package index gets the offline LLMs as folders: copy
 # ~/.cache/labelrec/backbones/<id> (written by the first use of the id, docs/llm.md) to .gpu/.
@@ -57,7 +63,7 @@ start=$(date +%s)
     "model.backbone=$BACKBONE" "lora.target_modules=$LORA_TARGETS" \
     "data.train=$CATALOG/train.jsonl" "data.valid=$CATALOG/valid.jsonl" "output=$OUTPUT" \
     "train.max_steps=$STEPS" "train.batch_size=$BATCH" train.epochs=1000 \
-    train.early_stopping_patience=0 train.mixed_precision=bf16 "${GEN_ARGS[@]}" "$@"
+    train.early_stopping_patience=0 train.mixed_precision=bf16 train.refit=false "${GEN_ARGS[@]}" "$@"
 wall=$(( $(date +%s) - start ))
 
 "$PYTHON" - "$OUTPUT" "$wall" <<'EOF'

@@ -164,6 +164,20 @@ def target_loss(
     return torch.nn.functional.cross_entropy(logits, targets)
 
 
+def _forward_backward(
+    acc: Any, model: Any, batch: dict[str, torch.Tensor], output_tokens: torch.Tensor | None
+) -> torch.Tensor:
+    """The loss of one batch, its gradients accumulated."""
+    with acc.autocast():
+        if acc.num_processes > 1:  # through the DDP wrapper, so gradients are synced
+            loss = model(**batch).loss  # (over the whole vocabulary)
+        else:
+            base = acc.unwrap_model(model).get_base_model()
+            loss = target_loss(base, batch, output_tokens)
+    acc.backward(loss)
+    return loss
+
+
 def fit_causal_lm(
     model: Any,
     tokenizer: Any,
@@ -227,14 +241,15 @@ def fit_causal_lm(
             bar = tqdm(total=len(loader), desc=f"{desc} epoch {epoch + 1}/{settings.epochs}")
         t0, seen, tokens, loss_sum, n = time.perf_counter(), 0, 0, 0.0, 0
         for batch in loader:
-            with flops.count(batch["input_ids"].numel()):
-                with acc.autocast():
-                    if acc.num_processes > 1:  # through the DDP wrapper, so gradients are synced
-                        loss = model(**batch).loss  # (over the whole vocabulary)
-                    else:
-                        base = acc.unwrap_model(model).get_base_model()
-                        loss = target_loss(base, batch, output_tokens)
-                acc.backward(loss)
+            loss = flops.run(
+                batch["input_ids"].numel(),
+                _forward_backward,
+                acc,
+                model,
+                batch,
+                output_tokens,
+                reset=optimizer.zero_grad,
+            )
             if settings.max_grad_norm > 0:
                 acc.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()

@@ -9,31 +9,53 @@ on the batch, since the matrix products grow with the tokens and attention's sha
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
 
 class StepFlops:
-    """FLOPs of the first counted step, per token; ``count()`` wraps that step."""
+    """FLOPs of the first counted step, per token; ``run()`` runs each training step."""
 
     def __init__(self) -> None:
         self.flops_per_token: float | None = None
+        self.uncountable: str | None = None  # why torch could not count the first step
 
-    @contextlib.contextmanager
-    def count(self, tokens: int) -> Iterator[None]:
-        """Count the FLOPs of the enclosed forward and backward pass, the first time only."""
-        if self.flops_per_token is not None or tokens <= 0:
-            yield
-            return
+    def run(
+        self,
+        tokens: int,
+        step: Callable[..., T],
+        *args: Any,
+        reset: Callable[[], None] | None = None,
+    ) -> T:
+        """``step(*args)`` (a forward and backward pass), counting its FLOPs the first time.
+
+        Some torch releases cannot count some operators (torch 2.11's counter asserts on some
+        grouped-query attention calls): that step then runs again uncounted, after ``reset()``
+        (clearing the gradients of the failed try), and no FLOP rate is reported.
+        """
+        if self.flops_per_token is not None or self.uncountable is not None or tokens <= 0:
+            return step(*args)
         from torch.utils.flop_counter import FlopCounterMode
 
         mode = FlopCounterMode(display=False)
-        with mode:
-            yield
+        try:
+            with mode:
+                out = step(*args)
+        except Exception as err:  # the counter's failure, or the step's own (raised again below)
+            self.uncountable = f"{type(err).__name__}: {err}"
+            logger.warning("torch cannot count this model's FLOPs (%s)", self.uncountable)
+            if reset is not None:
+                reset()
+            return step(*args)
         self.flops_per_token = mode.get_total_flops() / tokens
+        return out
 
     def per_s(self, tokens: int, seconds: float) -> float | None:
         """Estimated training FLOP/s over ``tokens`` processed in ``seconds``."""

@@ -365,11 +365,24 @@ class TagTrainer:
         logger.info("resumed from %s (epoch %d)", last, self.state["epoch"])
 
     # ---------------------------------------------------------------- train
+    def _forward_backward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of one batch, its gradients accumulated."""
+        logits = self.model(batch["input_ids"], batch["attention_mask"])
+        if self.train_set.negatives is None:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits.float(), batch["labels"].float()
+            )
+        else:
+            loss = weighted_bce(
+                logits.float(), batch["labels"].float(), self.cfg.train.negative_weight
+            )
+        self.accelerator.backward(loss)
+        return loss
+
     def train(self) -> None:
         """Epochs of updates, a valid evaluation after each, checkpoints and early stopping."""
         tcfg = self.cfg.train
         acc = self.accelerator
-        loss_fn = torch.nn.BCEWithLogitsLoss()
         start_epoch = self.state["epoch"]
         for epoch in range(start_epoch, tcfg.epochs):
             if self._done():
@@ -395,15 +408,12 @@ class TagTrainer:
             n_loss = 0
             for batch in loader:
                 with acc.accumulate(self.model):
-                    with self.flops.count(batch["input_ids"].numel()):
-                        logits = self.model(batch["input_ids"], batch["attention_mask"])
-                        if self.train_set.negatives is None:
-                            loss = loss_fn(logits.float(), batch["labels"].float())
-                        else:
-                            loss = weighted_bce(
-                                logits.float(), batch["labels"].float(), tcfg.negative_weight
-                            )
-                        acc.backward(loss)
+                    loss = self.flops.run(
+                        batch["input_ids"].numel(),
+                        self._forward_backward,
+                        batch,
+                        reset=self.optimizer.zero_grad,
+                    )
                     if acc.sync_gradients:
                         if tcfg.max_grad_norm > 0:
                             acc.clip_grad_norm_(self.model.parameters(), tcfg.max_grad_norm)

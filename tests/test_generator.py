@@ -112,6 +112,7 @@ def test_narrowed_vocabulary_writes_what_the_whole_one_does(generator, products,
     monkeypatch.setattr(gen_mod._NarrowHead, "forward", spy)
     whole_rows = generator.model.get_input_embeddings().weight.shape[0]
     head = generator.model.get_output_embeddings()
+    vocab_size = generator.model.config.get_text_config().vocab_size
     monkeypatch.setattr(generator, "num_beams", 1)
     monkeypatch.setattr(generator, "narrow", False)
     whole = generator.generate(products)
@@ -123,6 +124,7 @@ def test_narrowed_vocabulary_writes_what_the_whole_one_does(generator, products,
     assert any(tags for beams in narrow for tags, _ in beams)  # it wrote tags
     assert generator.model.get_input_embeddings().weight.shape[0] == whole_rows
     assert generator.model.get_output_embeddings() is head
+    assert generator.model.config.get_text_config().vocab_size == vocab_size
 
 
 def test_trie_walk_allows_only_continuations(generator: TagGenerator):

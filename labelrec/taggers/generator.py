@@ -451,9 +451,14 @@ def _narrowed(model: Any, keep: torch.Tensor | None, mask: torch.Tensor | None) 
         whole.detach()[keep.to(whole.device)], requires_grad=False
     )
     model.set_output_embeddings(_NarrowHead(head, keep, mask))
+    # some transformers releases (5.17 for one) size beam search by the config's vocab_size
+    text_config = model.config.get_text_config()
+    vocab_size = text_config.vocab_size
+    text_config.vocab_size = len(keep)
     try:
         yield
     finally:
+        text_config.vocab_size = vocab_size
         embedding.weight = whole
         model.set_output_embeddings(head)
 
