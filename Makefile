@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-llm demo test test-fast lint format bench clean
+.PHONY: install install-llm demo test test-fast lint format bench clean config-reference
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check labelrec tests benchmarks
 	$(BIN)/ruff format --check labelrec tests benchmarks
+
+config-reference: $(STAMP)  # docs/configuration.md's table, from labelrec/config.py
+	$(BIN)/python -c "import pathlib, labelrec.config as c; \
+	p = pathlib.Path('docs/configuration.md'); head = p.read_text(encoding='utf-8').split(c.REFERENCE_MARK)[0]; \
+	p.write_text(head + c.REFERENCE_MARK + '\n\n' + c.reference_table(), encoding='utf-8')"
 
 format: $(STAMP)
 	$(BIN)/ruff format labelrec tests benchmarks

@@ -928,7 +928,7 @@ def from_arguments(cls: type, args: Any) -> Any:
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
-    """``(name, default, help)`` for every field: the config reference of the README."""
+    """``(name, default, help)`` for every field: the rows of the configuration reference."""
     rows: list[tuple[str, str, str]] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -939,3 +939,16 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("help", "")))
     return rows
+
+
+#: the line of docs/configuration.md after which ``reference_table()`` stands
+REFERENCE_MARK = (
+    "<!-- generated from labelrec/config.py by `make config-reference`; edit the help there -->"
+)
+
+
+def reference_table() -> str:
+    """The configuration reference as a Markdown table: every setting, its default, its help."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | `{default}` | {help_text} |" for name, default, help_text in describe()]
+    return "\n".join(rows) + "\n"
