@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-llm demo test test-fast lint format bench clean config-reference
+.PHONY: install install-llm demo test test-oldest test-fast lint format bench clean config-reference
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The oldest transformers, huggingface_hub and accelerate that pyproject.toml admits, installed
+# beside .venv, under the tests of the code that leans on their internals (generation with a
+# narrowed vocabulary, the training loops).
+OLDEST := transformers==5.17.0 huggingface_hub==1.33.0 accelerate==1.15.0
+OLDEST_TESTS := tests/test_generator.py tests/test_train.py tests/test_flops.py tests/test_describe.py
+test-oldest: $(STAMP)
+	rm -rf $(VENV)/oldest
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/oldest $(OLDEST)
+	PYTHONPATH=$(VENV)/oldest $(BIN)/python -c "import transformers, huggingface_hub, accelerate; \
+	print('oldest:', transformers.__version__, huggingface_hub.__version__, accelerate.__version__)"
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(VENV)/oldest $(BIN)/python -m pytest -q -m "not slow" \
+		-p no:cacheprovider $(OLDEST_TESTS)
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
