@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -48,7 +49,9 @@ class StepFlops:
         try:
             with mode:
                 out = step(*args)
-        except Exception as err:  # the counter's failure, or the step's own (raised again below)
+        except Exception as err:
+            if not _raised_by_counter(err):  # the step's own failure
+                raise
             self.uncountable = f"{type(err).__name__}: {err}"
             logger.warning("torch cannot count this model's FLOPs (%s)", self.uncountable)
             if reset is not None:
@@ -62,6 +65,14 @@ class StepFlops:
         if self.flops_per_token is None or seconds <= 0:
             return None
         return self.flops_per_token * tokens / seconds
+
+
+def _raised_by_counter(err: BaseException) -> bool:
+    """True when ``err`` was raised inside torch's FLOP counter (not by the step itself)."""
+    from torch.utils import flop_counter
+
+    counter_file = flop_counter.__file__
+    return any(frame.filename == counter_file for frame in traceback.extract_tb(err.__traceback__))
 
 
 def matmul_peak(

@@ -68,12 +68,17 @@ def test_a_step_torch_cannot_count_runs_again_uncounted(monkeypatch, caplog) -> 
     assert len(calls) == 3
 
 
-def test_a_step_that_fails_by_itself_still_raises() -> None:
+def test_a_step_that_fails_by_itself_raises_at_once() -> None:
+    calls = []
+
     def broken() -> None:
+        calls.append(1)
         raise ValueError("bad batch")
 
+    flops = StepFlops()
     with pytest.raises(ValueError, match="bad batch"):
-        StepFlops().run(3, broken)
+        flops.run(3, broken)
+    assert len(calls) == 1 and flops.uncountable is None
 
 
 def test_matmul_peak_is_a_positive_rate() -> None:
