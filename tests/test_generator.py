@@ -145,6 +145,58 @@ def test_trie_walk_allows_only_continuations(generator: TagGenerator):
     assert generator._beam_tags(lego[:-1], None) == []
 
 
+@pytest.mark.parametrize("narrowed", [False, True])
+def test_trie_constraint_masks_as_prefix_allowed_tokens_does(generator: TagGenerator, narrowed):
+    """At every step of six beams' tag lists (at the start, inside a tag, after a separator,
+    finished and padded, off the trees), the one-pass logits processor masks exactly what
+    transformers' beam-by-beam ``prefix_allowed_tokens_fn`` processor masks, over the whole and
+    over a narrowed vocabulary."""
+    from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
+
+    from labelrec.taggers.generator import _TrieConstraint
+
+    codec = generator.codec
+    local = TagTrie()
+    local.add(codec.tag_ids("brand:Zorg"), "brand:Zorg")
+    locals_ = [None, local]  # 2 products x 3 beams
+    lego, toys, zorg = (codec.tag_ids(t) for t in ("brand:Lego", "Toys", "brand:Zorg"))
+    sep, end, pad = codec.separator_id, codec.end_id, generator.tokenizer.pad_token_id
+    first = set(generator._allowed([], local))
+    off = next(t for t in range(len(generator.tokenizer)) if t not in first | {sep, end, pad})
+    beams_written = [
+        lego + [sep] + toys + [end],
+        toys + [end],
+        [off, end],
+        zorg + [sep] + lego + [end],
+        toys + [sep] + zorg + [end],
+        [end],
+    ]
+    prompt = [pad, 7, 8, 9]
+    keep, to_new = None, {}
+    vocab_size = generator.model.get_output_embeddings().weight.shape[0]
+    if narrowed:
+        used = generator.tag_tokens | set(zorg) | set(prompt) | {off}
+        keep = torch.as_tensor(sorted(used))
+        to_new = {t: i for i, t in enumerate(keep.tolist())}
+        vocab_size = len(keep)
+
+    def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
+        tail = sent[len(prompt) :]
+        if keep is None:
+            return generator._allowed(tail.tolist(), locals_[batch_id])
+        return [to_new[t] for t in generator._allowed(keep[tail].tolist(), locals_[batch_id])]
+
+    reference = PrefixConstrainedLogitsProcessor(allowed, 3)
+    constraint = _TrieConstraint(generator, locals_, len(prompt), 3, keep, to_new)
+    for step in range(max(len(w) for w in beams_written) + 2):
+        rows = [prompt + (w + [pad] * step)[:step] for w in beams_written]
+        ids = torch.tensor([[to_new.get(t, t) for t in r] for r in rows])
+        scores = torch.randn(len(rows), vocab_size)
+        got = constraint(ids, scores.clone())
+        assert torch.equal(got, reference(ids, scores.clone())), f"step {step}"
+        assert bool((torch.isfinite(got).sum(dim=1) >= 1).all())  # each beam may write a token
+
+
 def test_open_candidates_are_facet_spans_of_the_title():
     kinds = [{"prefix": "brand:", "lowercase": False, "max_units": 2}]
     cands = open_candidates(Product("x", "Zorg Mega Blaster"), kinds, 16)

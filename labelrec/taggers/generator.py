@@ -3,8 +3,8 @@
 The decoder learns to continue ``Product: <title>\\nDescription: ...\\nTags:`` with the product's
 most specific tags (a category path implies its ancestors), separated by one separator token and
 closed by the end token. Decoding is constrained by a prefix tree of the tokenized vocabulary
-(``transformers``' ``prefix_allowed_tokens_fn``, a logits processor): every finished beam is a
-list of real tags. In the open mode a second, per-product tree adds facet values that are spans
+(a logits processor that masks what no tag can continue with): every finished beam is a list of
+real tags. In the open mode a second, per-product tree adds facet values that are spans
 of the title (``brand:`` + a span, for the facets whose values are verbatim in training titles),
 so a brand never seen in training can come out; such tags come back as new (``known: false``).
 
@@ -223,7 +223,11 @@ class TagGenerator:
         return done, [n for n in (g, loc) if n is not None]
 
     def _allowed(self, tokens: list[int], local: TagTrie | None) -> list[int]:
-        _, nodes = self._walk(tokens, local)
+        """The tokens that may follow ``tokens`` (written so far) under the trees."""
+        return self._allowed_at(self._walk(tokens, local)[1])
+
+    def _allowed_at(self, nodes: list[dict]) -> list[int]:
+        """The tokens that may follow the current (global, local) tree ``nodes``."""
         if not nodes:
             return [self.codec.end_id]
         allowed = {tok for node in nodes for tok in node if tok != _END}
@@ -292,13 +296,9 @@ class TagGenerator:
             ids[row, width - len(p) :] = torch.as_tensor(p)
             attention[row, width - len(p) :] = 1
 
-        def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
-            written = sent[width:]
-            if keep is None:
-                return self._allowed(written.tolist(), locals_[batch_id])
-            toks = self._allowed(keep[written.cpu()].tolist(), locals_[batch_id])
-            return [to_new[t] for t in toks]
+        from transformers import LogitsProcessorList
 
+        constraint = _TrieConstraint(self, locals_, width, beams, keep, to_new)
         with self._lock, _narrowed(self.model, keep, mask):
             result = self.model.generate(
                 input_ids=ids.to(self.device),
@@ -307,7 +307,7 @@ class TagGenerator:
                 num_beams=beams,
                 num_return_sequences=beams,
                 do_sample=False,
-                prefix_allowed_tokens_fn=allowed,
+                logits_processor=LogitsProcessorList([constraint]),
                 eos_token_id=end,
                 pad_token_id=pad,
                 return_dict_in_generate=True,
@@ -417,6 +417,61 @@ class TagGenerator:
                 f"{path}: generator trained for {meta['n_tags']} tags, not {len(vocab)}"
             )
         return cls(model, tokenizer, vocab, meta, device)
+
+
+class _TrieConstraint:
+    """The trees as one logits processor (called as a ``transformers.LogitsProcessor``).
+
+    Each step copies the beams' written tokens to the host once, looks up the tokens allowed after
+    each distinct pair of tree nodes once, and masks the rest in one write, where
+    ``prefix_allowed_tokens_fn`` copies and indexes beam by beam (on a GPU, a device
+    synchronisation per beam and step). ``keep``/``to_new``: the narrowed vocabulary's ids
+    (None: the whole vocabulary).
+    """
+
+    def __init__(
+        self,
+        generator: TagGenerator,
+        locals_: list[TagTrie | None],
+        width: int,
+        beams: int,
+        keep: torch.Tensor | None,
+        to_new: dict[int, int],
+    ) -> None:
+        self.generator = generator
+        self.locals = locals_
+        self.width = width
+        self.beams = beams
+        self.keep = keep
+        self.to_new = to_new
+        self._columns: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def allowed(self, row: int, written: list[int]) -> torch.Tensor:
+        """Ids (in the decoding vocabulary) that beam ``row`` may write after ``written``."""
+        _, nodes = self.generator._walk(written, self.locals[row // self.beams])
+        key = tuple(id(node) for node in nodes)  # the trees live as long as this batch
+        cols = self._columns.get(key)
+        if cols is None:
+            toks = self.generator._allowed_at(nodes)
+            if self.keep is not None:
+                toks = [self.to_new[t] for t in toks]
+            cols = self._columns[key] = torch.as_tensor(toks, dtype=torch.long)
+        return cols
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        written = input_ids[:, self.width :].cpu()
+        if self.keep is not None:  # back to the tokenizer's ids, which the trees hold
+            written = self.keep[written]
+        cols = [self.allowed(row, toks) for row, toks in enumerate(written.tolist())]
+        rows = torch.repeat_interleave(
+            torch.arange(len(cols)), torch.as_tensor([len(c) for c in cols])
+        )
+        mask = torch.full_like(scores, float("-inf"))
+        mask[rows.to(scores.device), torch.cat(cols).to(scores.device)] = 0
+        out = scores + mask
+        # a product whose every beam has only -inf left keeps the constraint with scores of 0
+        stuck = out.amax(dim=-1).isneginf().view(-1, self.beams).all(dim=-1, keepdim=True)
+        return torch.where(stuck.repeat_interleave(self.beams, dim=0), mask, out)
 
 
 class _NarrowHead(torch.nn.Module):
