@@ -1,10 +1,12 @@
 """Training compute: FLOPs counted by torch, and the machine's matmul peak to compare them with.
 
 The training loops count the FLOPs of their first batch (forward and backward, with
-``torch.utils.flop_counter.FlopCounterMode``: matrix products and attention, as torch dispatches
-them) and scale them by each epoch's tokens. Counting every batch would slow training (the mode
-sees every operator in Python); for titles of tens of tokens the work per token hardly depends
-on the batch, since the matrix products grow with the tokens and attention's share is small.
+``torch.utils.flop_counter.FlopCounterMode``: matrix products, and attention where the counter
+has a formula for the kernel torch dispatches, which for scaled-dot-product attention on the CPU
+it has not) and scale them by each epoch's tokens. Counting every batch would slow training (the
+mode sees every operator in Python); for titles of tens of tokens the work per token hardly
+depends on the batch, since the matrix products grow with the tokens and attention's share is
+small.
 """
 
 from __future__ import annotations
