@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -419,6 +419,7 @@ class TagGenerator:
         return cls(model, tokenizer, vocab, meta, device)
 
 
+@dataclass
 class _TrieConstraint:
     """The trees as one logits processor (called as a ``transformers.LogitsProcessor``).
 
@@ -429,22 +430,13 @@ class _TrieConstraint:
     (None: the whole vocabulary).
     """
 
-    def __init__(
-        self,
-        generator: TagGenerator,
-        locals_: list[TagTrie | None],
-        width: int,
-        beams: int,
-        keep: torch.Tensor | None,
-        to_new: dict[int, int],
-    ) -> None:
-        self.generator = generator
-        self.locals = locals_
-        self.width = width
-        self.beams = beams
-        self.keep = keep
-        self.to_new = to_new
-        self._columns: dict[tuple[int, ...], torch.Tensor] = {}
+    generator: TagGenerator
+    locals: list[TagTrie | None]  # per product, its tree of open spans
+    width: int  # prompt columns before the written tokens
+    beams: int
+    keep: torch.Tensor | None
+    to_new: dict[int, int]
+    _columns: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, init=False)
 
     def allowed(self, row: int, written: list[int]) -> torch.Tensor:
         """Ids (in the decoding vocabulary) that beam ``row`` may write after ``written``."""
