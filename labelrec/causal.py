@@ -248,7 +248,7 @@ def fit_causal_lm(
                 model,
                 batch,
                 output_tokens,
-                reset=optimizer.zero_grad,
+                reset=model.zero_grad,  # the first step: nothing accumulated yet
             )
             if settings.max_grad_norm > 0:
                 acc.clip_grad_norm_(params, settings.max_grad_norm)

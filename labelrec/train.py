@@ -412,7 +412,7 @@ class TagTrainer:
                         batch["input_ids"].numel(),
                         self._forward_backward,
                         batch,
-                        reset=self.optimizer.zero_grad,
+                        reset=self.model.zero_grad,  # the first step: nothing accumulated yet
                     )
                     if acc.sync_gradients:
                         if tcfg.max_grad_norm > 0:
