@@ -15,7 +15,8 @@
 #     BACKBONE=HuggingFaceTB/SmolLM2-135M-Instruct GENERATOR=none benchmarks/gpu_check.sh
 #
 # A machine without a package index gets the offline LLMs as folders: copy
-# ~/.cache/labelrec/backbones/<id> (written by the first use of the id, docs/llm.md) to .gpu/.
+# ~/.cache/labelrec/backbones/<id> (written by the first use of the id, docs/llm.md) to .gpu/;
+# or, in a quarter of the room, as the GGUF packages themselves (docs/llm.md, "On a GPU").
 #
 # Settings (environment): BACKBONE (hub id or local dir; default all-MiniLM-L6-v2, which ships
 # offline), CATALOG (folder with train.jsonl and valid.jsonl; default ../shared/data/amazon_uk_toys),
