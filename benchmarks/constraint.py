@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from labelrec.config import DataConfig  # noqa: E402
+from labelrec.config import DataConfig, GenerateConfig, LexicalConfig  # noqa: E402
 from labelrec.data import TagVocab, read_catalog  # noqa: E402
 
 
@@ -64,13 +64,14 @@ def build(args: argparse.Namespace) -> tuple[object, list[list[int]], list[int]]
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    gcfg, lexical = GenerateConfig(), LexicalConfig()  # the defaults, as fit_generator reads them
     meta = {
-        "max_prompt_tokens": 128,
-        "description_chars": 300,
+        "max_prompt_tokens": gcfg.max_prompt_tokens,
+        "description_chars": gcfg.description_chars,
         "num_beams": args.beams,
-        "max_new_tokens": 48,
+        "max_new_tokens": gcfg.max_new_tokens,
         "batch_products": args.products,
-        "path_separator": data.hierarchy_separator,
+        "path_separator": lexical.path_separator if lexical.ancestor_consistency else None,
     }
     model = SimpleNamespace(config=AutoConfig.from_pretrained(path))  # only its config is read
     generator = TagGenerator(model, tokenizer, vocab, meta)

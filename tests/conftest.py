@@ -313,3 +313,16 @@ def gemma3_dir(llm_cache: Path) -> Iterator[Path]:
     from labelrec.backbones import GEMMA3
 
     yield from _converted(GEMMA3, llm_cache)
+
+
+@pytest.fixture
+def refusing_flop_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's FLOP counter, made to fail on the first operator it counts, as torch 2.11's
+    does on some grouped-query attention calls."""
+    from torch.utils import flop_counter
+
+    class Refusing(flop_counter.FlopCounterMode):
+        def _count_flops(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("sdpa_flop_count: query/key/value shapes are incompatible")
+
+    monkeypatch.setattr(flop_counter, "FlopCounterMode", Refusing)

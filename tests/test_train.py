@@ -269,17 +269,10 @@ def test_max_steps_and_warmup(tiny_backbone: Path, toy_data_dir: Path, tmp_path:
 
 
 def test_training_goes_on_where_torch_cannot_count_its_flops(
-    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path, refusing_flop_counter: None
 ) -> None:
     """A FLOP counter that raises (torch 2.11 on some attention calls) costs the first step one
     uncounted retry: every update happens once and no FLOP rate is reported."""
-    from torch.utils import flop_counter
-
-    class Refusing(flop_counter.FlopCounterMode):
-        def _count_flops(self, *args, **kwargs):
-            raise AssertionError("sdpa_flop_count: query/key/value shapes are incompatible")
-
-    monkeypatch.setattr(flop_counter, "FlopCounterMode", Refusing)
     cfg = tiny_config(tiny_backbone, toy_data_dir, tmp_path / "m", "train.max_steps=3")
     result = train(cfg, progress=False)
     assert _state(tmp_path / "m")["global_step"] == 3
