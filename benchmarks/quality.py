@@ -452,7 +452,7 @@ def run_cv(
     inner split, then refit) train on exactly the same products and are scored on the fold's
     test products. A refit model's tuning run (trained on the inner train split only) is scored
     too, as "labelrec without refit". Each fold's products are written beside its model
-    (``output_root/CATALOG-cvK/foldF/{train,valid,test}.jsonl``: the inner split, and the test
+    (``output_root/CATALOG-cvK/foldF/{train,valid,test}.jsonl``, F from 1: the inner split, and the test
     products for ``benchmarks/errors.py``). With ``reuse`` the fold models already in
     ``output_root`` are scored again instead of trained (training seconds as recorded in them).
     A model with a tag generator is scored without it too ("labelrec without generator": the
@@ -479,7 +479,7 @@ def run_cv(
         rest = [p for i, p in enumerate(products) if i not in held]
         train, valid = inner_split(rest, cfg.data.valid_fraction, seed + fold)
         vocab = TagVocab.from_products(rest, cfg.data.min_tag_count)
-        fold_dir = output_root / f"{catalog}-cv{k}" / f"fold{fold}"
+        fold_dir = output_root / f"{catalog}-cv{k}" / f"fold{fold + 1}"
         paths = {
             name: write_products(part, fold_dir / f"{name}.jsonl")
             for name, part in (("train", train), ("valid", valid), ("test", test))

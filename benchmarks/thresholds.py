@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = {m: {p: [] for p in priors} for m in ("micro_f1", "macro_f1")}
     for fold, test_idx in enumerate(grouped_folds(products, args.cv, args.seed)):
-        fold_dir = args.output_root / f"{args.catalog}-cv{args.cv}" / f"fold{fold}"
+        fold_dir = args.output_root / f"{args.catalog}-cv{args.cv}" / f"fold{fold + 1}"
         test = [products[i] for i in sorted(test_idx.tolist())]
         y_valid, valid_scores, y_test, test_scores = fold_scores(fold_dir, test, cfg)
         global_t = metrics.tune_global_threshold(y_valid, valid_scores)

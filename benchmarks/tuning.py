@@ -2,7 +2,7 @@
 """Time of tuning the fusion (``fusion.tune_fusion``) on the evidence a refit model was tuned on.
 
     .venv/bin/python benchmarks/tuning.py \
-        --model runs/cv_ridge_tf3/amazon_uk_toys-cv5/fold4/labelrec
+        --model runs/cv_ridge_tf3/amazon_uk_toys-cv5/fold5/labelrec
 
 MODEL is a model trained with ``train.refit`` (the default). From the configuration, data files
 and seed that MODEL records, the benchmark rebuilds what training tuned on. With

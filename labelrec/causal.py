@@ -29,6 +29,7 @@ from labelrec.model import (
     load_tokenizer,
     resolve_backbone,
     resolve_mixed_precision,
+    with_lora,
 )
 from labelrec.modeldir import CAUSAL_INFO
 
@@ -107,7 +108,7 @@ def end_token_id(tokenizer: Any) -> int:
 
 def attach_lora(model: Any, settings: LmTrainSettings) -> Any:
     """LoRA adapters on every linear layer except the LM head (peft ``all-linear``)."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig, TaskType
 
     config = LoraConfig(
         r=settings.lora_r,
@@ -116,7 +117,7 @@ def attach_lora(model: Any, settings: LmTrainSettings) -> Any:
         target_modules="all-linear",
         task_type=TaskType.CAUSAL_LM,
     )
-    return get_peft_model(model, config)
+    return with_lora(model, config)
 
 
 def lm_batch(examples: list[LmExample], pad_id: int) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,18 @@ def is_decoder(config: Any) -> bool:
     if any("CausalLM" in a or "LMHeadModel" in a for a in archs):
         return True
     return bool(getattr(config, "is_decoder", False))
+
+
+def with_lora(model: Any, config: Any) -> Any:
+    """``peft.get_peft_model(model, config)``, without the FutureWarning that peft 0.21 raises by
+    reading transformers' deprecated ``is_gradient_checkpointing`` (peft's call, not ours)."""
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        return get_peft_model(model, config)
 
 
 def uses_lora(enabled: bool | str, config: Any) -> bool:
@@ -280,7 +293,7 @@ def build_model(
             else:
                 head.bias.zero_()
     if uses_lora(lora.enabled, hf_config):
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
 
         peft_config = LoraConfig(
             r=lora.r,
@@ -288,7 +301,7 @@ def build_model(
             lora_dropout=lora.dropout,
             target_modules=lora.target_modules,
         )
-        model.seq = get_peft_model(seq, peft_config)
+        model.seq = with_lora(seq, peft_config)
         for param in head.parameters():
             param.requires_grad_(True)
     else:

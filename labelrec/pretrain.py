@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from labelrec import data as data_mod
 from labelrec.config import Config
-from labelrec.model import load_tokenizer, resolve_backbone
+from labelrec.model import load_tokenizer, resolve_backbone, with_lora
 from labelrec.train import cpu_processes
 
 logger = logging.getLogger(__name__)
@@ -73,9 +73,9 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
         raise ValueError(f"{cfg.model.backbone}: tokenizer has no mask token; MLM needs one")
     model = AutoModelForMaskedLM.from_pretrained(source)
     if pcfg.lora:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
 
-        model = get_peft_model(
+        model = with_lora(
             model,
             LoraConfig(
                 r=cfg.lora.r,

@@ -91,7 +91,7 @@ def test_p_at_1_is_binned_by_the_training_count_of_the_deepest_category() -> Non
 
 def test_cv_dir_sums_the_folds(trained_model_dir: Path, toy_data_dir: Path, tmp_path, capsys):
     valid = (toy_data_dir / "valid.jsonl").read_text("utf-8")
-    for fold in ("fold0", "fold1"):
+    for fold in ("fold1", "fold2"):
         (tmp_path / fold).mkdir()
         (tmp_path / fold / "labelrec").symlink_to(trained_model_dir)
         (tmp_path / fold / "test.jsonl").write_text(valid, "utf-8")

@@ -158,6 +158,20 @@ def test_lora_auto_trains_encoders_whole_and_decoders_with_adapters(
     assert body_lr(5e-3, encoder.lora) == 5e-3
 
 
+def test_adapters_attach_without_peft_reading_a_deprecated_transformers_property(
+    tiny_decoder: Path,
+) -> None:
+    """peft reads ``is_gradient_checkpointing``, which transformers 5 deprecates: no warning
+    reaches the user for a call that is peft's."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decoder, _ = _build(tiny_decoder, lora=True)
+    assert decoder.lora
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+
+
 def test_adapter_settings_without_adapters_are_named_in_a_warning(
     tiny_backbone: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

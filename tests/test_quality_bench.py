@@ -203,8 +203,8 @@ def test_cv_runs_only_the_folds_asked_for(tmp_path: Path) -> None:
         skip_labelrec=True, peers=("Omikuji",), folds={2},
     )  # fmt: skip
     assert done and {r.notes["fold"] for r in done} == {1}
-    assert not (tmp_path / "out" / "toy-cv3" / "fold0").exists()
-    fold = tmp_path / "out" / "toy-cv3" / "fold1"  # its products, the test ones for errors.py
+    assert not (tmp_path / "out" / "toy-cv3" / "fold1").exists()
+    fold = tmp_path / "out" / "toy-cv3" / "fold2"  # its products, the test ones for errors.py
     parts = [
         (fold / f"{name}.jsonl").read_text().splitlines() for name in ("train", "valid", "test")
     ]
@@ -238,7 +238,7 @@ def test_a_fold_keeps_labelrec_rows_when_its_peers_fail(
     (tmp_path / "data" / "toy").mkdir(parents=True)
     write_jsonl(rows[:60], tmp_path / "data" / "toy" / "train.jsonl")
     write_jsonl(rows[60:], tmp_path / "data" / "toy" / "valid.jsonl")
-    fold_model = tmp_path / "out" / "toy-cv2" / "fold0" / "labelrec"
+    fold_model = tmp_path / "out" / "toy-cv2" / "fold1" / "labelrec"
     shutil.copytree(trained_model_dir, fold_model)
 
     def peers_fail(*args: object, **kwargs: object) -> list:
