@@ -234,7 +234,7 @@ COLUMNS = [
     ("rougeL_baseline", "ROUGE-L copy nearest (word+char index)", "{:.4f}"),
     ("gain", "gain", "{:+.4f}"),
     ("gain_interval", "gain 95% interval", "{}"),
-    ("rougeL_word_baseline", "ROUGE-L copy nearest (old: word index)", "{:.4f}"),
+    ("rougeL_word_baseline", "ROUGE-L copy nearest (word 1-2-gram index)", "{:.4f}"),
     ("rougeL_vs_reference", "ROUGE-L vs reference", "{:.3f}"),
     ("empty", "empty", "{}"),
     ("gen_products_per_s", "gen products/s", "{:.2f}"),

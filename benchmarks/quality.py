@@ -452,8 +452,8 @@ def run_cv(
     inner split, then refit) train on exactly the same products and are scored on the fold's
     test products. A refit model's tuning run (trained on the inner train split only) is scored
     too, as "labelrec without refit". Each fold's products are written beside its model
-    (``output_root/CATALOG-cvK/foldF/{train,valid,test}.jsonl``, F from 1: the inner split, and the test
-    products for ``benchmarks/errors.py``). With ``reuse`` the fold models already in
+    (``output_root/CATALOG-cvK/foldF/{train,valid,test}.jsonl``, F from 1: the inner split, and
+    the test products for ``benchmarks/errors.py``). With ``reuse`` the fold models already in
     ``output_root`` are scored again instead of trained (training seconds as recorded in them).
     A model with a tag generator is scored without it too ("labelrec without generator": the
     same model, the rest of its fusion), and one with a reranker without it ("labelrec without

@@ -10,13 +10,12 @@ The folder is written under a temporary name and renamed when complete, so a cra
 concurrent process never leaves a half folder (two processes may both convert; one folder wins).
 
 The weights are stored in float32, as transformers dequantizes them: the classifier trains in
-float32 on CPU, float32 holds the dequantized 4-bit values exactly, and the folders stay small
-enough (about 0.5 GB for SmolLM2-135M, 1.1 GB for Gemma-3-270M). ``model.dtype`` still casts them
-when loading.
+float32 on CPU and float32 holds the dequantized 4-bit values exactly (docs/llm.md gives the
+folders' sizes). ``model.dtype`` still casts them when loading.
 
 Rule: the packaged copy is used whenever its package is installed, unless
 ``LABELREC_HUB_BACKBONES=1`` asks for the hub (or the Hugging Face cache) instead. Without the
-package the hub id goes to ``from_pretrained`` as before; offline (``HF_HUB_OFFLINE=1``) and not in
+package the hub id goes to ``from_pretrained``; offline (``HF_HUB_OFFLINE=1``) and not in
 the Hugging Face cache, that is an error naming the package to install.
 """
 

@@ -82,17 +82,16 @@ os.register_at_fork(after_in_child=_text_worker.cache_clear)
 
 def one_blas_thread() -> contextlib.AbstractContextManager:
     """numpy's BLAS on one thread for a while. Right after a torch forward pass, torch's OpenMP
-    threads still hold the cores; BLAS threads fighting them doubled the latency of one product
-    (31 ms instead of 18 ms with MiniLM on 2 cores), and the matrices fused here are small."""
+    threads still hold the cores; BLAS threads fighting them slow one product's scoring (measured
+    in docs/serving.md), and the matrices fused here are small."""
     return _thread_controller().limit(limits=1, user_api="blas")
 
 
 def one_thread() -> contextlib.AbstractContextManager:
     """BLAS and OpenMP on one thread for a while (``one_blas_thread`` and more). The reranker's
     gradient-boosted trees (scikit-learn) open an OpenMP region per tree on a few rows per
-    product: for one product on a quiet machine one thread scores them as fast as all, and while
-    other work holds the cores (the forward passes of other requests) OpenMP's threads wait for
-    each other, many times longer (``benchmarks/latency.py --busy 0`` and ``--busy 2``)."""
+    product: while other work holds the cores (the forward passes of other requests) OpenMP's
+    threads wait for each other (``benchmarks/latency.py --busy 2``; docs/results.md)."""
     return _thread_controller().limit(limits=1)
 
 

@@ -1,10 +1,10 @@
 """ONNX Runtime inference on the CPU: the same tag scores as torch, in a fraction of the time.
 
 ``TagRecommender.load(..., backend="auto")`` exports a loaded encoder ``TagModel`` to ONNX in
-memory (torch's exporter, no file written) and runs it with ONNX Runtime. On MiniLM and 2 cores
-the forward pass of one title takes about half the time of eager torch, and the outputs agree
-with torch's to about 2e-6 (``benchmarks/latency.py`` prints both). Decoders, GPUs, int8 and
-models over the 2 GB protobuf limit stay on torch.
+memory (torch's exporter, no file written) and runs it with ONNX Runtime, faster than eager
+torch with the same outputs to float32 rounding (``benchmarks/latency.py`` prints both; the
+figures are in docs/serving.md). Decoders, GPUs, int8 and models over the 2 GB protobuf limit
+stay on torch.
 """
 
 from __future__ import annotations

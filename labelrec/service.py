@@ -650,7 +650,7 @@ def answers_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
 # traffic.timeout (time to the first byte of an answer; BentoML's default 60 s): BentoML 1.4.40's
 # TimeoutMiddleware never cancels its per-request timer, which keeps each request's tracing
-# context (~5-20 KB) alive that long, so memory grows for `timeout` seconds, then stays flat.
+# context alive that long, so memory grows for `timeout` seconds, then stays flat.
 # runner_connection: BentoML >= 1.4.31 renews the session behind self-calls (/describe ->
 # /describe_items) every 100 requests and 300 s by closing it under the requests still in flight,
 # which fail with 500 "Server disconnected" (bentoml/BentoML#5540); never renew it.

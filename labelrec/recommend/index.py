@@ -14,8 +14,8 @@ An index directory holds plain files, loadable with numpy and pandas only (no to
 - ``embeddings.npy``: L2-normalised pooled text embeddings of the fine-tuned backbone (float16),
   absent when the index was built without them; by default reduced to 128 dimensions by PCA
   over the indexed products (``projection.npy``: the backbone-to-index matrix applied to
-  queries), which keeps the neighbours (benchmarks/recommend.py) at a third of the memory and
-  scan time.
+  queries), which keeps the neighbours' memory and scan time small (benchmarks/recommend.py;
+  docs/products.md).
 
 A million products take about 200 MB of tag scores (32 tags each at most) and, with
 128-dimensional embeddings, 256 MB on disk (512 MB as float32 in memory).

@@ -238,7 +238,7 @@ class TfidfNeighbours:
 
     @property
     def x_train_t(self) -> sp.csr_matrix:
-        """The training matrix transposed, as CSR (computed once: per call it cost ~10 ms)."""
+        """The training matrix transposed, as CSR (computed once, not per call)."""
         if self._x_train_t is None:
             self._x_train_t = self.x_train.T.tocsr()
         return self._x_train_t
