@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +19,8 @@ from typing import Any
 from labelrec.config import DataConfig
 from labelrec.data import CatalogError, Product, iter_catalog
 from labelrec.errors import ServiceError
+
+logger = logging.getLogger(__name__)
 
 Scorer = Callable[[list[Product]], list[list[dict[str, Any]]]]
 
@@ -67,13 +70,23 @@ class TagWriter:
                 self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._fh.flush()
 
+    @property
+    def opened(self) -> bool:
+        """Whether the file exists: written to at least once."""
+        return self._pq is not None or self._fh is not None
+
     def close(self) -> None:
         if self._pq is not None:
             self._pq.close()
         if self._fh is not None:
             self._fh.close()
-        if self._pq is None and self._fh is None:
+        if not self.opened:
             self.write([])  # an empty input still gives a valid (empty) output file
+            self.close()
+
+    def abandon(self) -> None:
+        """Close what was written, without creating the file when nothing was."""
+        if self.opened:
             self.close()
 
 
@@ -106,13 +119,18 @@ def score_file(
 ) -> int:
     """Score every product of ``in_path`` into ``out_path`` chunk by chunk; returns the count.
 
-    Rows already written stay written if a later chunk fails. An output that is the input (also
-    through a link) is refused before anything is opened: writing it would truncate the input.
+    The rows go to ``partial_path(out_path)`` first, which replaces ``out_path`` when every
+    product is scored: a run that fails leaves an existing ``out_path`` as it was, and the rows
+    scored before the error in the partial file (logged), or no partial file when there are none.
+    An output that is the input (also through a link) is refused before anything is opened.
     """
     src, dst = Path(in_path), Path(out_path)
     if dst.exists() and src.exists() and os.path.samefile(src, dst):
         raise ValueError(f"{out_path}: the output is the input {in_path}; write to another file")
-    writer = TagWriter(dst)
+    if dst.is_dir():
+        raise ValueError(f"{out_path}: is a directory; give the output file's name")
+    partial = partial_path(dst)
+    writer = TagWriter(partial)
     n = 0
     try:
         for rows in iter_scored(in_path, cfg, scorer, chunk_size):
@@ -120,9 +138,23 @@ def score_file(
             n += len(rows)
             if progress is not None:
                 progress(len(rows))
-    finally:
-        writer.close()
+    except BaseException:
+        writer.abandon()
+        if n:
+            logger.warning(
+                "%d products scored before the error are in %s; %s is unchanged", n, partial, dst
+            )
+        else:
+            partial.unlink(missing_ok=True)
+        raise
+    writer.close()
+    os.replace(partial, dst)
     return n
+
+
+def partial_path(path: Path) -> Path:
+    """Where ``score_file`` writes ``path``'s rows until the last one: ``tags.partial.jsonl``."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
 # ----------------------------------------------------------------------------- uploads

@@ -73,7 +73,7 @@ def load_causal_lm(
     """A causal LM and its tokenizer; ``setting`` names the config key in errors."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    source = resolve_backbone(backbone)
+    source = resolve_backbone(backbone, setting)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:

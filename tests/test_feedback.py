@@ -65,7 +65,57 @@ def test_reviews_round_trip_and_export_as_a_catalog(tmp_path: Path) -> None:
     assert stats["acceptance_rate"] == pytest.approx(4 / 5)
     assert stats["model_versions"] == {"3": 2, "-": 1}
     assert stats["most_rejected"] == [("Books", 1)]
-    assert math.isnan(store_at(tmp_path / "empty").stats()["acceptance_rate"])
+    # no tag accepted or rejected: no rate, and JSON null rather than NaN (invalid JSON)
+    assert store_at(tmp_path / "empty").stats()["acceptance_rate"] is None
+    only_added = store_at(tmp_path / "added")
+    only_added.add(Review(title="Wooden puzzle", added=["Toys"]))
+    assert only_added.stats()["acceptance_rate"] is None
+
+
+def test_export_to_a_directory_is_refused_before_writing(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.add(Review(title="Plush bear", accepted=["Toys"]))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=f"{folder} is a directory"):
+        store.export(folder)
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "fb", folder]  # no out.tmp left
+
+
+def test_a_failed_export_removes_its_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_at(tmp_path)
+    store.add(Review(title="Plush bear", accepted=["Toys"]))
+    out = tmp_path / "out" / "catalog.jsonl"
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.export(out)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_a_read_only_open_does_not_create_a_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "nodir" / "deeper" / "fb.db"
+    with pytest.raises(FileNotFoundError) as err:
+        FeedbackStore(f"sqlite:///{missing}", create=False)
+    assert str(err.value) == (
+        f"no feedback database at {missing} (set --uri or LABELREC_FEEDBACK_URI)"
+    )
+    monkeypatch.setenv("LABELREC_FEEDBACK_URI", f"sqlite:///{missing}")
+    with pytest.raises(FileNotFoundError, match="no feedback database at"):
+        FeedbackStore.from_env(create=False)
+    assert not (tmp_path / "nodir").exists()
+    store_at(tmp_path).add(Review(title="Plush bear", accepted=["Toys"]))  # creates fb/feedback.db
+    existing = FeedbackStore(f"sqlite:///{tmp_path / 'fb' / 'feedback.db'}", create=False)
+    assert len(existing) == 1
+    assert len(FeedbackStore.from_env()) == 0  # create=True stays the default
+    assert missing.is_file()
 
 
 @pytest.mark.parametrize(

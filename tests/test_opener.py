@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -122,3 +123,29 @@ def test_model_data_outside_the_logged_model_is_refused(
     mlmodel.write_text(text.replace("model_data: artifacts/", "model_data: ../"), "utf-8")
     with pytest.raises(ModelError, match="is not a folder of the model"):
         flavor.download_model(str(out))
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (ModuleNotFoundError("No module named 'botocore'", name="botocore"),
+         "s3://bucket/x cannot be downloaded: botocore is not installed (pip install boto3)"),
+        (ModuleNotFoundError("No module named 'google.cloud'", name="google.cloud"),
+         "cannot be downloaded: google.cloud is not installed (pip install google-cloud-storage)"),
+        (ImportError("cannot import name 'x' from 'y'"),
+         "s3://bucket/x cannot be downloaded: cannot import name 'x' from 'y'"),
+    ],
+)  # fmt: skip
+def test_an_artifact_store_without_its_client_is_a_model_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: ImportError, message: str
+) -> None:
+    pytest.importorskip("mlflow")
+    from labelrec.mlflow import flavor
+
+    def download(**_: object) -> str:
+        raise error
+
+    monkeypatch.setattr(flavor, "_download_artifact_from_uri", download)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    with pytest.raises(ModelError, match=re.escape(message)):
+        resolve("s3://bucket/x")

@@ -127,3 +127,13 @@ def test_pretrain_cli(tiny_backbone: Path, tmp_path: Path, capsys: pytest.Captur
     assert "heldout_mlm_loss" in json.loads(out[1])
     assert main([*args[:-3], "data.unlabeled=" + str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_a_data_file_without_texts_is_an_error_not_the_demo_catalog(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"data.train={empty}"])
+    with pytest.raises(ValueError, match="no texts to pretrain on"):
+        collect_texts(cfg)
+    # no file at all: the demo catalog's texts, said in the log
+    assert collect_texts(load_config(ROOT / "configs" / "tiny.yaml", ["data.demo_products=40"]))

@@ -134,8 +134,10 @@ def test_bad_input_gets_clear_value_errors():
         engine.similar(id="p0", limit=0)
     with pytest.raises(ValueError, match="tag_weight must be in"):
         engine.similar(id="p0", tag_weight=1.5)
-    with pytest.raises(ValueError, match="either an indexed product 'id' or a new 'product'"):
+    with pytest.raises(ValueError, match="or a new 'product', not both"):
         engine.similar(id="p0", product={"title": "x"})
+    with pytest.raises(ValueError, match=r"^give an indexed product 'id' or a new 'product'$"):
+        engine.similar()
     with pytest.raises(ValueError, match="'title' must be a non-empty string"):
         engine.similar(product={"description": "no title"})
     with pytest.raises(ValueError, match="unknown product id 'zzz'"):

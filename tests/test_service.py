@@ -7,6 +7,7 @@ import asyncio
 import gc
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -18,7 +19,9 @@ import pytest
 
 pytest.importorskip("bentoml")
 
+from bentoml.exceptions import BadInput  # noqa: E402
 from conftest import toy_catalog  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from labelrec import service  # noqa: E402
@@ -450,6 +453,55 @@ def test_bad_json_input_is_a_400(client: TestClient, path: str, body, message: s
     answer = client.post(path, json=body)
     assert answer.status_code == 400, answer.text
     assert message in answer.text
+
+
+def _record(exc: BaseException) -> logging.LogRecord:
+    """The record BentoML's log_exception writes while ``exc`` is being handled."""
+    try:
+        raise exc
+    except BaseException:
+        return logging.LogRecord(
+            service.BENTOML_REQUEST_LOGGER, logging.ERROR, __file__, 1,
+            "Exception on %s [%s]", ("/suggest", "POST"), sys.exc_info(),
+        )  # fmt: skip
+
+
+def test_client_errors_are_logged_without_a_traceback() -> None:
+    try:
+        ProductIn.model_validate({"title": 5})
+    except ValidationError as err:
+        invalid = err
+    log_filter = service.ClientErrorLogFilter()
+    messages = []
+    for exc in (invalid, BadInput("Invalid JSON")):
+        record = _record(exc)
+        assert log_filter.filter(record)
+        assert (record.levelno, record.exc_info) == (logging.WARNING, None)
+        messages.append(record.getMessage())
+    assert messages == [
+        "Rejected /suggest [POST]: 1 validation error(s) for ProductIn (title: string_type)",
+        "Rejected /suggest [POST]: BadInput (400)",
+    ]
+    server_error = _record(RuntimeError("boom"))
+    assert log_filter.filter(server_error)
+    assert server_error.levelno == logging.ERROR and server_error.exc_info is not None
+    assert server_error.getMessage() == "Exception on /suggest [POST]"
+
+
+def test_a_rejected_request_logs_no_error(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    bento_logger = logging.getLogger(service.BENTOML_REQUEST_LOGGER)
+    bento_logger.addHandler(caplog.handler)  # BentoML's loggers may not propagate to the root
+    try:
+        with caplog.at_level(logging.DEBUG, logger=service.BENTOML_REQUEST_LOGGER):
+            answer = client.post("/suggest", json={"product": {"title": 5}})
+    finally:
+        bento_logger.removeHandler(caplog.handler)
+    assert answer.status_code == 400
+    logged = [r for r in caplog.records if r.name == service.BENTOML_REQUEST_LOGGER]
+    assert logged and all(r.levelno == logging.WARNING and not r.exc_info for r in logged)
+    assert "input_value" not in caplog.text and "Traceback" not in caplog.text
 
 
 @pytest.mark.parametrize(

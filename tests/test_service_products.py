@@ -88,7 +88,7 @@ def test_recommend_from_interactions_and_history(client: TestClient) -> None:
     [
         ("/similar", {"id": "no-such-product"}, 404, "unknown product id"),
         ("/similar", {"id": "p0-0", "product": {"title": "x"}}, 400, "either"),
-        ("/similar", {"limit": 3}, 400, "either"),
+        ("/similar", {"limit": 3}, 400, "give an indexed product"),
         ("/similar", {"id": "p0-0", "tags": ["no such tag"]}, 400, "no such tag"),
         ("/search", {"query": "   "}, 400, "empty query"),
         ("/search", {"query": "puzzle", "limit": 0}, 400, "limit"),
@@ -218,4 +218,4 @@ def test_product_index_logs_the_index_with_the_registered_version(
         == 0
     )
     out, err = capsys.readouterr()
-    assert "(run)" in out and "`index-build` is now `product-index`" in err
+    assert "(run)" in out and "`index-build` is an alias of `product-index`" in err

@@ -603,3 +603,20 @@ def test_ridge_share_tuned_on_the_pooled_out_of_fold_votes(
     assert row["chosen"] == row["recorded"] and row["chosen"]["ridge_mix"] in RIDGE_GRID
     pool = [read_catalog(toy_data_dir / f"{s}.jsonl").products for s in ("train", "valid")]
     assert row["products"] == sum(len(p) for p in pool)  # every product, scored out of fold
+
+
+def test_training_over_a_model_says_it_replaces_it(
+    trained_model_dir: Path,
+    tiny_backbone: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import shutil
+
+    output = tmp_path / "model"
+    shutil.copytree(trained_model_dir, output, ignore=shutil.ignore_patterns("checkpoints"))
+    with caplog.at_level("WARNING", logger="labelrec.train"):
+        train(tiny_config(tiny_backbone, toy_data_dir, output, "train.epochs=1"), progress=False)
+    assert f"{output} holds a model: this run replaces it" in caplog.text
+    assert TagRecommender.load(output).tags  # the new one

@@ -263,6 +263,27 @@ def log_model(
     )
 
 
+# The package to install for a module an MLflow artifact store imports only when used.
+_STORE_PACKAGES = {
+    "boto3": "boto3",
+    "botocore": "boto3",
+    "google": "google-cloud-storage",
+    "azure": "azure-storage-blob azure-identity",
+}
+
+
+def _missing_client(model_uri: str, err: ImportError) -> ModelError:
+    """The error for an artifact store whose client library is not installed (``s3://``
+    without boto3...): the module MLflow failed to import and what to install."""
+    if not isinstance(err, ModuleNotFoundError) or not err.name:
+        return ModelError(f"{model_uri} cannot be downloaded: {err}")
+    top = err.name.split(".")[0]
+    package = _STORE_PACKAGES.get(top, top)
+    return ModelError(
+        f"{model_uri} cannot be downloaded: {err.name} is not installed (pip install {package})"
+    )
+
+
 def download_model(model_uri: str, dst_path: str | None = None) -> Path:
     """The local model directory of a logged labelrec model (``runs:/``, ``models:/``, path):
     downloaded, its flavor checked, the ``model_data`` folder inside it returned."""
@@ -270,6 +291,8 @@ def download_model(model_uri: str, dst_path: str | None = None) -> Path:
         local = Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path))
     except mlflow.exceptions.MlflowException as err:
         raise ModelError(f"{model_uri} cannot be downloaded: {err.message}") from None
+    except ImportError as err:  # the store's client is imported on first use
+        raise _missing_client(model_uri, err) from None
     try:
         conf = _get_flavor_configuration(str(local), FLAVOR_NAME)
     except mlflow.exceptions.MlflowException as err:

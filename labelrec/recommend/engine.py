@@ -253,7 +253,9 @@ class ProductSearch:
         limit = _check_limit(limit)
         weight = self._weight(tag_weight, self.similar_tag_weight)
         mask = self.index.filter_mask(_tag_list(tags))
-        if (id is None) == (product is None):
+        if id is None and product is None:
+            raise ValueError("give an indexed product 'id' or a new 'product'")
+        if id is not None and product is not None:
             raise ValueError("give either an indexed product 'id' or a new 'product', not both")
         exclude: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
         if id is not None:
