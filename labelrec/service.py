@@ -489,10 +489,13 @@ class TagsOut(BaseModel):
     counts: list[int]
 
 
+MAX_TAG_CHARS = 512  # longer than any tag a catalog has: a longer one is a pasted text
 TagList = Annotated[
-    list[StrictStr],
+    list[Annotated[StrictStr, Field(max_length=MAX_TAG_CHARS)]],
     Field(
-        max_length=MAX_LIMIT, description="Tags (at most 100).", json_schema_extra={"example": []}
+        max_length=MAX_LIMIT,
+        description=f"Tags (at most {MAX_LIMIT}, each at most {MAX_TAG_CHARS} characters).",
+        json_schema_extra={"example": []},
     ),
 ]
 

@@ -421,6 +421,7 @@ def test_feedback_over_http(client: TestClient) -> None:
         ({**body, "accepted": "Toys"}, "accepted"),
         ({"accepted": ["Toys"]}, "product"),
         ({**body, "accepted": [], "added": []}, "at least one tag"),
+        ({**body, "added": ["x" * 513]}, "at most 512 characters"),
     ]:
         answer = client.post("/feedback", json=bad)
         assert answer.status_code == 400 and field in answer.text, (bad, answer.text)
