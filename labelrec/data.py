@@ -515,21 +515,39 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
     delim = _csv_delimiter(cfg) or _sniff_delimiter(sample, truncated, wanted, ext == ".tsv")
 
     with _open_text(path, gz) as fh:
-        reader = csv.reader(fh, delimiter=delim)
+        lines: list[str] = []  # the physical lines of the record being read
+
+        def kept() -> Iterator[str]:
+            for text in fh:
+                lines.append(text)
+                yield text
+
+        reader = csv.reader(kept(), delimiter=delim)
         end = 0  # physical line on which the previous record ended
 
         def records() -> Iterator[tuple[int, list[str]]]:
             nonlocal end
+            last: tuple[int, list[str]] | None = None  # the last record of several lines
             while True:
+                lines.clear()
                 try:
                     row = next(reader)
                 except StopIteration:
+                    if last is not None and _runs_to_the_end(last[1], delim):
+                        raise CatalogError(
+                            path,
+                            last[0],
+                            None,
+                            "a quoted field is not closed before the end of"
+                            " the file (a stray quote mark?): the rows after it would be its text",
+                        ) from None
                     return
                 except csv.Error as err:
                     raise CatalogError(path, reader.line_num, None, f"bad CSV: {err}") from None
                 except UnicodeDecodeError as err:
                     raise _not_utf8(path, end, err) from None
                 start, end = end + 1, reader.line_num
+                last = (start, list(lines)) if len(lines) > 1 else None
                 if row and any(cell.strip() for cell in row):
                     yield start, row
 
@@ -575,6 +593,17 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
                 line,
                 {col: (row[i] if i < len(row) else _MISSING) for col, i in positions.items()},
             )
+
+
+def _runs_to_the_end(lines: list[str], delimiter: str) -> bool:
+    """Whether the record of these physical lines (the last of a file) holds a quoted field that
+    the file ends inside: a lenient reader takes everything after the quote as that field."""
+    try:
+        for _ in csv.reader(lines, delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as err:
+        return "unexpected end of data" in str(err)
+    return False
 
 
 def _parquet_source(path: Path, wanted: dict[str, bool]) -> _Source:

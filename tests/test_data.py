@@ -245,6 +245,24 @@ def test_no_prefixes_configured(tmp_path):
 # --------------------------------------------------------------------------- validation
 
 
+def test_a_quote_left_open_to_the_end_of_the_file_is_an_error(tmp_path):
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        "id,tags,title\n"
+        "p1,toys,Puzzle\n"
+        'p2,toys,"Kite with a stray quote\n'  # line 3: the rest of the file would be its title
+        "p3,trains,Train\n"
+        "p4,toys,Ball\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogError, match="quoted field is not closed") as info:
+        read_catalog(path, DataConfig())
+    assert info.value.line == 3
+    # a quoted field over several lines, closed, ending the file: a good catalog
+    path.write_text('id,tags,title\np1,toys,"Kite\nred"\n', encoding="utf-8")
+    assert read_catalog(path, DataConfig()).products[0].title == "Kite red"
+
+
 def test_bad_csv_row_line_number_after_multiline_field(tmp_path):
     path = tmp_path / "catalog.csv"
     path.write_text(
