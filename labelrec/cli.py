@@ -162,7 +162,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"skipped {catalog.n_skipped} bad rows of {args.data}", file=sys.stderr)
     if not catalog.products:
         raise ValueError(f"{args.data}: no products to evaluate")
-    scores, _ = rec.predict_scores(catalog.products)
+    scores = _scores_with_progress(rec, catalog.products, args.no_progress)
     result = evaluate_scores_on(scores, catalog.products, rec.vocab, rec.thresholds(args.threshold))
     _print_metrics(result.metrics)
     if args.metrics_file:
@@ -173,6 +173,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(result.per_tag)
     return 0
+
+
+def _scores_with_progress(rec: Any, products: list, quiet: bool, chunk: int = 1000) -> Any:
+    """``rec.predict_scores`` of ``products``, ``chunk`` at a time under a progress bar (each
+    product is scored on its own, so the chunks change nothing but the bar)."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    parts = []
+    with tqdm(total=len(products), unit="product", desc="eval", disable=quiet) as bar:
+        for start in range(0, len(products), chunk):
+            parts.append(rec.predict_scores(products[start : start + chunk])[0])
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts)
 
 
 def _parse_line(line: str, number: int) -> dict[str, str]:
@@ -479,15 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML config (configs/default.yaml)")
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=1")
 
-    def model_args(p: argparse.ArgumentParser) -> None:
+    def model_args(p: argparse.ArgumentParser, ranks: bool = True) -> None:
         p.add_argument(
             "model",
             help="model directory written by `labelrec train`, or an MLflow URI"
             " (models:/labelrec@champion, models:/labelrec/3, runs:/<run>/model)",
         )
-        p.add_argument(
-            "--limit", type=_at_least(1), default=10, help="at most this many tags a product"
-        )
+        if ranks:  # eval scores every tag
+            p.add_argument(
+                "--limit", type=_at_least(1), default=10, help="at most this many tags a product"
+            )
         p.add_argument(
             "--threshold",
             type=_unit,
@@ -527,10 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model on a labelled catalog")
-    model_args(p)
+    model_args(p, ranks=False)
     p.add_argument("--data", required=True, help="labelled catalog")
     p.add_argument("--metrics-file", help="write metrics as JSON")
     p.add_argument("--results-file", help="write per-tag results as CSV")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     config_args(p)
     p.set_defaults(func=cmd_eval)
 

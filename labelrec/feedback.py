@@ -261,6 +261,8 @@ class FeedbackStore:
         out = Path(path)
         if out.is_dir():  # checked first: os.replace would fail only after the whole export
             raise ValueError(f"{out} is a directory: give the catalog file to write")
+        if out.suffix.lower() not in (".jsonl", ".ndjson", ".json"):
+            raise ValueError(f"{out}: the export is JSON Lines; name it .jsonl")
         latest: dict[str, dict[str, Any]] = {}
         for review in self.reviews():
             row = review.to_catalog_row()

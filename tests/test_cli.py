@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -349,6 +350,19 @@ def test_a_closed_pipe_ends_the_command_quietly(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(sys, "stdout", open(os.devnull, "w"))  # noqa: SIM115
     assert cli.main(["demo"]) == 141
     assert redirected == [sys.stdout.fileno()]
+
+
+def test_eval_scores_in_chunks_as_in_one_pass(trained_model_dir: Path, toy_data_dir: Path) -> None:
+    from labelrec.cli import _scores_with_progress
+    from labelrec.data import read_catalog
+    from labelrec.predict import TagRecommender
+
+    rec = TagRecommender.load(trained_model_dir)
+    products = read_catalog(toy_data_dir / "valid.jsonl").products
+    whole = rec.predict_scores(products)[0]
+    chunked = _scores_with_progress(rec, products, quiet=True, chunk=3)
+    assert len(products) > 3 and chunked.shape == whole.shape
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
 
 
 def test_demo_writes_catalog(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -80,6 +80,9 @@ def test_export_to_a_directory_is_refused_before_writing(tmp_path: Path) -> None
     with pytest.raises(ValueError, match=f"{folder} is a directory"):
         store.export(folder)
     assert sorted(tmp_path.iterdir()) == [tmp_path / "fb", folder]  # no out.tmp left
+    with pytest.raises(ValueError, match="JSON Lines; name it .jsonl"):
+        store.export(tmp_path / "reviewed.csv")
+    assert not (tmp_path / "reviewed.csv").exists()
 
 
 def test_a_failed_export_removes_its_temporary_file(
