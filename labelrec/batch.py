@@ -25,14 +25,19 @@ logger = logging.getLogger(__name__)
 Scorer = Callable[[list[Product]], list[list[dict[str, Any]]]]
 
 
+def check_output_name(path: Path) -> None:
+    """Refuse an output whose extension names no format ``TagWriter`` writes."""
+    if path.suffix.lower() not in (".jsonl", ".json", ".ndjson", ".csv", ".parquet"):
+        raise ValueError(f"{path}: output must be .jsonl, .csv or .parquet")
+
+
 class TagWriter:
     """Streams rows to .jsonl, .csv or .parquet by the output file's extension."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.suffix = path.suffix.lower()
-        if self.suffix not in (".jsonl", ".json", ".ndjson", ".csv", ".parquet"):
-            raise ValueError(f"{path}: output must be .jsonl, .csv or .parquet")
+        check_output_name(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: Any = None
         self._csv: Any = None
@@ -129,6 +134,7 @@ def score_file(
         raise ValueError(f"{out_path}: the output is the input {in_path}; write to another file")
     if dst.is_dir():
         raise ValueError(f"{out_path}: is a directory; give the output file's name")
+    check_output_name(dst)
     partial = partial_path(dst)
     writer = TagWriter(partial)
     n = 0

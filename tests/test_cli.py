@@ -408,6 +408,7 @@ def test_bad_inputs_exit_2_with_file_line_field(
         (["train", "--config", TINY, "train.epochs"], "key=value"),
         (["suggest", str(tmp_path)], "not a labelrec model directory"),
         (["index", str(trained_model_dir), "--data", str(bad), "--output", "x.txt"], ".jsonl"),
+        (["index", str(trained_model_dir), "--data", str(bad), "--output", "tags"], "tags: out"),
     ]
     for args, message in cases:
         assert main(args) == 2, args
