@@ -137,7 +137,8 @@ class FeedbackStore:
 
     def __init__(self, uri: str = DEFAULT_FEEDBACK_URI, *, create: bool = True) -> None:
         """Open the store at ``uri``; ``create=False`` (read-only uses such as stats and export)
-        refuses a SQLite file that does not exist rather than create it and its folders."""
+        refuses a SQLite file that does not exist rather than create it and its folders, and a
+        database without labelrec's tables rather than add them."""
         self.uri = uri
         try:
             url = sa.engine.make_url(uri)
@@ -157,6 +158,8 @@ class FeedbackStore:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
             if url.get_backend_name() == "sqlite":
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            if not create and not sa.inspect(self.engine).has_table(_meta.name):
+                raise FeedbackError(f"{shown} holds no labelrec feedback (no {_meta.name} table)")
             self._migrate()
         except (sa.exc.SQLAlchemyError, OSError) as err:
             raise FeedbackError(

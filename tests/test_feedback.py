@@ -118,6 +118,14 @@ def test_a_read_only_open_does_not_create_a_database(
     existing = FeedbackStore(f"sqlite:///{tmp_path / 'fb' / 'feedback.db'}", create=False)
     assert len(existing) == 1
     assert len(FeedbackStore.from_env()) == 0  # create=True stays the default
+    other = tmp_path / "other.db"  # a SQLite file of something else: read, not written to
+    with sqlite3.connect(other) as conn:
+        conn.execute("create table notes (text)")
+    with pytest.raises(FeedbackError, match="holds no labelrec feedback"):
+        FeedbackStore(f"sqlite:///{other}", create=False)
+    with sqlite3.connect(other) as conn:
+        tables = [r[0] for r in conn.execute("select name from sqlite_master where type='table'")]
+    assert tables == ["notes"]
     assert missing.is_file()
 
 
