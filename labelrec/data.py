@@ -15,6 +15,7 @@ is always an error.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -302,11 +303,33 @@ def _open_text(path: Path, gz: bool) -> IO[str]:
 
 
 def _not_utf8(path: Path, last_good_line: int, err: UnicodeDecodeError) -> CatalogError:
-    # Text is decoded in blocks, so the exact line is not known: name the last one read.
+    # Text is decoded in blocks, so the reader does not know the line: the raw bytes tell it.
+    line = _first_bad_utf8_line(path)
+    if line is not None:
+        return CatalogError(path, line, None, f"not valid UTF-8 ({err.reason}); save it as UTF-8")
     where = f" after line {last_good_line}" if last_good_line else ""
     return CatalogError(
         path, None, None, f"not valid UTF-8{where} ({err.reason}); save it as UTF-8"
     )
+
+
+def _first_bad_utf8_line(path: Path, block: int = 1 << 20) -> int | None:
+    """The 1-based line of the first byte of ``path`` (gunzipped for ``.gz``) that is not
+    UTF-8, None when every byte is (or the file cannot be read again)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    try:
+        with (gzip.open if path.suffix.lower() == ".gz" else open)(path, "rb") as fh:
+            while chunk := fh.read(block):
+                pending = decoder.getstate()[0]  # an unfinished character of the last block
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as err:
+                    return line + (pending + chunk).count(b"\n", 0, err.start)
+                line += chunk.count(b"\n")
+    except OSError:
+        return None
+    return None
 
 
 def _check_file(path: Path) -> None:

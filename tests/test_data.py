@@ -529,8 +529,22 @@ def test_amazon_uk_toys_raw_csv_matches_normalized():
 def test_not_utf8_and_bad_arguments(tmp_path):
     path = tmp_path / "latin1.csv"
     path.write_bytes("id,title,tags\n1,Caf\u00e9,x\n".encode("latin-1"))
-    with pytest.raises(CatalogError, match="not valid UTF-8"):
+    with pytest.raises(CatalogError, match="not valid UTF-8") as info:
         read_catalog(path, DataConfig())
+    assert info.value.line == 2  # found in the raw bytes: the reader decodes in blocks
+    # far into a gzipped file, and after a character split across the scan's blocks
+    rows = "".join(
+        f'{{"id": "{i}", "title": "Caf\u00e9 {i}", "tags": ["x"]}}\n' for i in range(3000)
+    )
+    data = rows.encode() + b'{"id": "bad", "title": "caf\xe9", "tags": ["x"]}\n'
+    gz = tmp_path / "big.jsonl.gz"
+    gz.write_bytes(gzip.compress(data))
+    with pytest.raises(CatalogError, match="not valid UTF-8") as info:
+        read_catalog(gz, DataConfig())
+    assert info.value.line == 3001
+    from labelrec.data import _first_bad_utf8_line
+
+    assert _first_bad_utf8_line(gz, block=7) == 3001
     with pytest.raises(ValueError, match="chunk_size"):
         iter_catalog(write_jsonl(tmp_path / "c.jsonl", ROWS), DataConfig(), chunk_size=0)
     with pytest.raises(FileNotFoundError):
