@@ -483,10 +483,17 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``labelrec`` argument parser."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from labelrec.config import PromotionConfig, add_arguments
 
+    try:
+        installed = version("labelrec")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        installed = "unknown (not installed)"
     parser = argparse.ArgumentParser(prog="labelrec", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"labelrec {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def config_args(p: argparse.ArgumentParser) -> None:

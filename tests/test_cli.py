@@ -417,6 +417,15 @@ def test_bad_inputs_exit_2_with_file_line_field(
         assert f"labelrec {args[0]}: error: " in err, err
 
 
+def test_version(capsys: pytest.CaptureFixture) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"labelrec {version('labelrec')}"
+
+
 def test_unknown_command_is_an_argparse_error(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
