@@ -192,23 +192,9 @@ def _scores_with_progress(rec: Any, products: list, quiet: bool, chunk: int = 10
 def _parse_line(line: str, number: int) -> dict[str, str]:
     """One product of ``suggest``'s stdin: a title, or a JSON object with ``title`` and an
     optional ``description``."""
-    where = f"<stdin>, line {number}"
-    text = _checked_text(line.rstrip("\n"), where)
+    text = _checked_text(line.rstrip("\n"), f"<stdin>, line {number}")
     if text.lstrip().startswith("{"):
-        try:
-            item = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: invalid JSON: {err.msg}") from None
-        except RecursionError:
-            raise ValueError(f"{where}: invalid JSON: nested too deeply") from None
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: expected a JSON object with a 'title'")
-        title = item.get("title")
-        if not isinstance(title, str) or not title.strip():
-            raise ValueError(f"{where}, field 'title': missing, empty or not a string")
-        if not isinstance(item.get("description", ""), (str, type(None))):
-            raise ValueError(f"{where}, field 'description': expected a string")
-        return item
+        return _parse_product_line(text, number)
     return {"title": text}
 
 
@@ -250,6 +236,8 @@ def _parse_product_line(line: str, number: int) -> dict[str, Any]:
         item = json.loads(_checked_text(line, where))
     except json.JSONDecodeError as err:
         raise ValueError(f"{where}: invalid JSON: {err.msg}") from None
+    except RecursionError:
+        raise ValueError(f"{where}: invalid JSON: nested too deeply") from None
     if not isinstance(item, dict):
         raise ValueError(f"{where}: expected a JSON object with a 'title'")
     title = item.get("title")
