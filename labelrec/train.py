@@ -237,7 +237,11 @@ class TagTrainer:
 
         splits = self.given_splits or load_splits(cfg)
         self.splits = splits
-        vocab_path = self.output / VOCAB_FILE
+        # the run's vocabulary sits with its checkpoints until the model is saved, so a model
+        # already in the output stays loadable while the run trains (older runs kept it there)
+        vocab_path = self.ckpt_dir / VOCAB_FILE
+        if not vocab_path.is_file():
+            vocab_path = self.output / VOCAB_FILE
         if self.resume and vocab_path.is_file():
             self.vocab = data_mod.TagVocab.load(vocab_path)
         else:
@@ -319,16 +323,13 @@ class TagTrainer:
         if self.resume:
             self._restore()
         elif self.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            # a model left here by an earlier run stops being one while this run rewrites it
             if (self.output / LABELREC_FILE).is_file():
                 logger.warning(
-                    "%s holds a model: this run replaces it, which cannot be loaded until the run"
-                    " saves its own (train into another output to keep it)",
+                    "%s holds a model: it stays loadable while this run trains, and this run's"
+                    " model replaces it when saved (train into another output to keep both)",
                     self.output,
                 )
-                (self.output / LABELREC_FILE).unlink()
-            self.vocab.save(vocab_path)
+            self._fresh_checkpoints()
         trainable, total_params = count_parameters(self.accelerator.unwrap_model(self.model))
         if self.is_main and self.state["epoch"] == 0:
             self.tracker.log_params(
@@ -357,13 +358,20 @@ class TagTrainer:
                     "feedback", splits.feedback_source, splits.feedback, len(self.vocab)
                 )
 
+    def _fresh_checkpoints(self) -> None:
+        """An empty checkpoint folder holding this run's vocabulary: an earlier run's
+        checkpoints are not this run's to resume."""
+        if self.ckpt_dir.is_dir():
+            shutil.rmtree(self.ckpt_dir)
+        self.ckpt_dir.mkdir(parents=True)
+        self.vocab.save(self.ckpt_dir / VOCAB_FILE)
+
     def _restore(self) -> None:
         ckpts = complete_checkpoints(self.ckpt_dir)
         if not ckpts:
             logger.warning("--resume: no checkpoint in %s, starting from scratch", self.ckpt_dir)
             if self.is_main:
-                self.output.mkdir(parents=True, exist_ok=True)
-                self.vocab.save(self.output / VOCAB_FILE)
+                self._fresh_checkpoints()
             return
         last = ckpts[-1]
         self.accelerator.load_state(str(last))

@@ -101,7 +101,7 @@ def test_model_directory_contents(trained_model_dir: Path) -> None:
     assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
     # One checkpoint is kept: the last epoch's, plus the best weights.
     ckpts = sorted(p.name for p in (trained_model_dir / "checkpoints").iterdir())
-    assert ckpts == ["best_trainable.pt", "epoch-8"]
+    assert ckpts == ["best_trainable.pt", "epoch-8", "tags.json"]  # tags: the run's vocabulary
     state = _state(trained_model_dir)
     assert state["epoch"] == 8 and state["global_step"] == 8 * N_TRAIN_BATCHES
 
@@ -414,17 +414,18 @@ def test_training_on_hard_texts(tiny_backbone: Path, tmp_path: Path) -> None:
     assert len(out[0]) == 3
 
 
-def test_a_retrain_in_place_is_no_model_until_it_is_complete(
+def test_a_retrain_in_place_leaves_the_model_whole_until_it_saves_its_own(
     tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "served"
     cfg = tiny_config(tiny_backbone, toy_data_dir, out, "train.epochs=1")
     train(cfg, progress=False)
-    assert (out / "labelrec.json").is_file()
+    before = (out / "labelrec.json").read_bytes()
     with pytest.raises(_Kill):  # a retrain into the same folder, killed before it ends
         train(cfg, tracker=_KillAtEpoch(1), progress=False)
-    # A service polling the folder sees no model (it keeps the version it has), not a mix.
-    assert not (out / "labelrec.json").exists()
+    # The model there is untouched (the run's vocabulary waits with its checkpoints); the save
+    # removes labelrec.json first and writes it last, so a polling service never loads a mix.
+    assert (out / "labelrec.json").read_bytes() == before
     train(cfg, progress=False)
     assert (out / "labelrec.json").is_file()
     assert not list(out.glob("*.pending"))
@@ -605,7 +606,7 @@ def test_ridge_share_tuned_on_the_pooled_out_of_fold_votes(
     assert row["products"] == sum(len(p) for p in pool)  # every product, scored out of fold
 
 
-def test_training_over_a_model_says_it_replaces_it(
+def test_a_model_in_the_output_stays_loadable_until_the_new_one_is_saved(
     trained_model_dir: Path,
     tiny_backbone: Path,
     toy_data_dir: Path,
@@ -616,7 +617,16 @@ def test_training_over_a_model_says_it_replaces_it(
 
     output = tmp_path / "model"
     shutil.copytree(trained_model_dir, output, ignore=shutil.ignore_patterns("checkpoints"))
+    before = (output / "labelrec.json").read_bytes()
+    # a run killed in its first epoch: the model that was there is still whole
     with caplog.at_level("WARNING", logger="labelrec.train"):
-        train(tiny_config(tiny_backbone, toy_data_dir, output, "train.epochs=1"), progress=False)
-    assert f"{output} holds a model: this run replaces it" in caplog.text
-    assert TagRecommender.load(output).tags  # the new one
+        with pytest.raises(_Kill):
+            cfg = tiny_config(tiny_backbone, toy_data_dir, output, "train.epochs=1")
+            train(cfg, tracker=_KillAtEpoch(1), progress=False)
+    assert f"{output} holds a model: it stays loadable while this run trains" in caplog.text
+    assert (output / "labelrec.json").read_bytes() == before
+    assert TagRecommender.load(output).tags == TagRecommender.load(trained_model_dir).tags
+    # --resume has no checkpoint of this run: it starts again, and its model replaces the old
+    resumed = train(cfg, resume=True, progress=False)
+    assert (output / "labelrec.json").read_bytes() != before
+    assert TagRecommender.load(output).tags == resumed.vocab.tags
