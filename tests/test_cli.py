@@ -320,6 +320,34 @@ def test_bad_options_and_paths_are_errors_before_the_work(
     assert out.read_text().startswith("tag,")
 
 
+def test_product_index_and_queries_refuse_bad_options_first(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from labelrec.recommend import FaissBackend
+
+    empty = write_jsonl([], tmp_path / "empty.jsonl")
+    out = tmp_path / "ix"
+    base = ["product-index", str(trained_model_dir), "--catalog", str(empty), "--output", str(out)]
+    monkeypatch.setattr(FaissBackend, "available", staticmethod(lambda: False))
+    cases = [
+        ([*base, "--ann"], "--ann needs faiss-cpu"),
+        ([*base, "--no-embeddings", "--embedding-dim", "8"], "--embedding-dim sets"),
+        ([*base, "--no-progress"], "no products to index"),
+        (["search", str(out), "puzzle \udcff"], "the query: not valid UTF-8"),
+        (["similar", str(out)], "give --id of an indexed product or --title"),
+        (["similar", str(out), "--id", "a", "--title", "b"], "(one of them)"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+    assert not out.exists()  # nothing was written
+    bad_yaml = tmp_path / "latin1.yaml"
+    bad_yaml.write_bytes("train:\n  epochs: 1 # caf\xe9\n".encode("latin-1"))
+    assert main(["train", "--config", str(bad_yaml)]) == 2
+    assert "latin1.yaml: not valid UTF-8" in capsys.readouterr().err
+
+
 def test_suggest_names_the_line_of_bad_stdin(
     trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
