@@ -62,17 +62,6 @@ def _at_least(low: int) -> Any:
     return parse
 
 
-def _unit(value: str) -> float:
-    """An argparse type: a number from 0 to 1 (scores and weights)."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not 0.0 <= number <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return number
-
-
 def _checked_text(text: str, where: str) -> str:
     """``text`` unless it holds bytes that were not UTF-8 (read as lone surrogates)."""
     if any("\udc80" <= c <= "\udcff" for c in text):
@@ -473,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``labelrec`` argument parser."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from labelrec.config import PromotionConfig, add_arguments
+    from labelrec.config import PromotionConfig, add_arguments, score_argument
 
     try:
         installed = version("labelrec")
@@ -500,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.add_argument(
             "--threshold",
-            type=_unit,
+            type=score_argument,
             default=None,
             help="score cut-off; default: the per-tag thresholds tuned on valid",
         )
@@ -627,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("index", help="index directory written by `labelrec product-index`")
         p.add_argument("--limit", type=_at_least(1), default=10, help="number of products")
         p.add_argument("--tag", action="append", help="only products with this tag (repeat)")
-        p.add_argument("--tag-weight", type=_unit, help="1: tags only, 0: embedding only")
+        p.add_argument("--tag-weight", type=score_argument, help="1: tags only, 0: embedding only")
         p.add_argument("--model", help="tagging model (default: the one named in the index)")
         p.add_argument("--format", choices=["text", "json"], default="text", help="output")
 

@@ -926,6 +926,20 @@ def add_arguments(parser: Any, cls: type) -> None:
         )
 
 
+def score_argument(value: str) -> float:
+    """An argparse type for a score or weight from 0 to 1 (``--threshold``, ``--tag-weight``):
+    the front ends refuse anything else before a model loads."""
+    import argparse
+
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return number
+
+
 def from_arguments(cls: type, args: Any) -> Any:
     """The ``cls`` instance of the options ``add_arguments`` declared."""
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

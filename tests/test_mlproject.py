@@ -73,6 +73,16 @@ def test_commands_parse_with_the_steps_cli(project, entry_point: str) -> None:
         assert args.config == "configs/default.yaml" and steps._opt(args.train) is None
 
 
+def test_a_threshold_out_of_range_stops_at_the_parser(capsys: pytest.CaptureFixture) -> None:
+    base = ["evaluate", "--model-uri", "models:/labelrec@challenger", "--data", "d.jsonl"]
+    assert steps.build_parser().parse_args([*base, "--threshold", ""]).threshold is None
+    assert steps.build_parser().parse_args([*base, "--threshold", "0.3"]).threshold == 0.3
+    for bad in ("2", "nan", "x"):
+        with pytest.raises(SystemExit):
+            steps.build_parser().parse_args([*base, "--threshold", bad])
+        assert "--threshold" in capsys.readouterr().err
+
+
 def test_overrides_parameter_splits_like_a_shell() -> None:
     assert steps.split_overrides("") == []
     assert steps.split_overrides("train.epochs=1 model.backbone='/a b/c'") == [

@@ -36,6 +36,7 @@ from labelrec.config import (
     add_arguments,
     from_arguments,
     load_config,
+    score_argument,
 )
 from labelrec.mlflow import store, tracking
 
@@ -522,7 +523,8 @@ def _int(value: str) -> int:
 
 
 def _float_or_none(value: str) -> float | None:
-    return None if _opt(value) is None else float(value)
+    """A score cut-off from 0 to 1, or None for MLproject's empty string."""
+    return None if _opt(value) is None else score_argument(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
