@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from labelrec.data import Product, TagVocab, read_catalog  # noqa: E402
-from labelrec.taggers.span import joint_matrices, split_tag  # noqa: E402
+from labelrec.evaluate import joint_matrices  # noqa: E402
+from labelrec.taggers.span import split_tag  # noqa: E402
 
 SEPARATOR = " > "
 COUNT_BINS = ((0, 0), (1, 1), (2, 4), (5, None))  # training products of the deepest category

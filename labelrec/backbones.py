@@ -166,6 +166,21 @@ def module_dir(entry: PackagedLLM) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def copy_licence_files(backbone: str | None, out_dir: str | Path) -> list[Path]:
+    """Copy the licence files of a packaged backbone (Gemma's terms and notice) into a model
+    directory trained from it, which is then shared and served with them; other backbones:
+    nothing. Returns the files written."""
+    entry = find_packaged(str(backbone or ""))
+    source = module_dir(entry) if entry is not None else None
+    if entry is None or source is None:
+        return []
+    written = []
+    for rel in entry.licence_files:
+        if (source / rel).is_file():
+            written.append(Path(shutil.copy2(source / rel, Path(out_dir) / Path(rel).name)))
+    return written
+
+
 def _package_version(entry: PackagedLLM) -> str:
     try:
         return importlib.metadata.version(entry.distribution)

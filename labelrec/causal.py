@@ -319,6 +319,9 @@ def save_causal_lm(
     finally:
         model.to(original)
     tokenizer.save_pretrained(tmp)
+    from labelrec.backbones import copy_licence_files
+
+    copy_licence_files(info.get("backbone"), tmp)  # the terms a packaged backbone comes with
     (tmp / CAUSAL_INFO).write_text(json.dumps(info, indent=1, ensure_ascii=False), "utf-8")
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if out.exists():

@@ -151,8 +151,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"skipped {catalog.n_skipped} bad rows of {args.data}", file=sys.stderr)
     if not catalog.products:
         raise ValueError(f"{args.data}: no products to evaluate")
-    scores = _scores_with_progress(rec, catalog.products, args.no_progress)
-    result = evaluate_scores_on(scores, catalog.products, rec.vocab, rec.thresholds(args.threshold))
+    scores, new = _scores_with_progress(rec, catalog.products, args.no_progress)
+    result = evaluate_scores_on(
+        scores,
+        catalog.products,
+        rec.vocab,
+        rec.thresholds(args.threshold),
+        new_tags=None if args.known_only else new,
+        new_threshold=rec.new_tag_threshold if args.threshold is None else args.threshold,
+    )
     _print_metrics(result.metrics)
     if args.metrics_file:
         Path(args.metrics_file).write_text(json.dumps(result.metrics, indent=2), encoding="utf-8")
@@ -164,18 +171,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scores_with_progress(rec: Any, products: list, quiet: bool, chunk: int = 1000) -> Any:
-    """``rec.predict_scores`` of ``products``, ``chunk`` at a time under a progress bar (each
-    product is scored on its own, so the chunks change nothing but the bar)."""
+def _scores_with_progress(
+    rec: Any, products: list, quiet: bool, chunk: int = 1000
+) -> tuple[Any, list[dict[str, float]]]:
+    """``rec.score`` of ``products`` (known-tag scores, new tags), ``chunk`` at a time under a
+    progress bar (each product is scored on its own, so the chunks change nothing but the bar)."""
     import numpy as np
     from tqdm.auto import tqdm
 
-    parts = []
+    parts, new = [], []
     with tqdm(total=len(products), unit="product", desc="eval", disable=quiet) as bar:
         for start in range(0, len(products), chunk):
-            parts.append(rec.predict_scores(products[start : start + chunk])[0])
-            bar.update(len(parts[-1]))
-    return np.concatenate(parts)
+            scores, proposed = rec.score(products[start : start + chunk])
+            parts.append(scores)
+            new += proposed
+            bar.update(len(scores))
+    return np.concatenate(parts), new
 
 
 def _parse_line(line: str, number: int) -> dict[str, str]:
@@ -255,6 +266,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
         batch_products=args.batch_size,
         num_beams=args.num_beams,
         max_new_tokens=args.max_new_tokens,
+        min_new_tokens=args.min_new_tokens,
+        length_penalty=args.length_penalty,
         repetition_penalty=args.repetition_penalty,
         no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
@@ -530,6 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="labelled catalog")
     p.add_argument("--metrics-file", help="write metrics as JSON")
     p.add_argument("--results-file", help="write per-tag results as CSV")
+    p.add_argument(
+        "--known-only",
+        action="store_true",
+        help="rank the vocabulary's tags alone, leaving out the new tags the model proposes",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     config_args(p)
     p.set_defaults(func=cmd_eval)
@@ -548,11 +566,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="describer directory (labelrec train with task: describe) or its MLflow URI",
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="products per generation batch (default: 16)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="products per generation batch (default: the describer's describe.batch_products)",
     )
     # Decoding settings the describer was trained with, changed for this call only.
     p.add_argument("--num-beams", type=int, default=None, help="beam search width; 1: greedy")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="longest description")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="longest description, in tokens (a trained minimum above it comes down to it)",
+    )
+    p.add_argument("--min-new-tokens", type=int, default=None, help="shortest description")
+    p.add_argument(
+        "--length-penalty", type=float, default=None, help="with beams: > 1 favours longer texts"
+    )
     p.add_argument(
         "--repetition-penalty", type=float, default=None, help="on tokens already written; 1: none"
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -871,6 +872,20 @@ class TagVocab:
 
     def __contains__(self, tag: object) -> bool:
         return tag in self.index
+
+    @functools.cached_property
+    def folded(self) -> dict[str, int]:
+        """Lower-cased tag -> its column (the first tag of those that differ only in case)."""
+        out: dict[str, int] = {}
+        for j, tag in enumerate(self.tags):
+            out.setdefault(tag.lower(), j)
+        return out
+
+    def find(self, tag: str) -> int | None:
+        """The column of ``tag``, else of a tag that differs from it only in case (a title's
+        ``brand:HORNBY`` is the vocabulary's ``brand:Hornby``), else None."""
+        j = self.index.get(tag)
+        return self.folded.get(tag.lower()) if j is None else j
 
     def __repr__(self) -> str:
         return f"TagVocab({len(self)} tags)"

@@ -218,11 +218,19 @@ def clean_description(text: str) -> str:
 
 
 def trim_to_sentence(text: str) -> str:
-    """A text cut by the token limit, trimmed after its last full sentence when that keeps at
-    least half of it."""
+    """A text cut by the token limit, trimmed after its last full sentence, else before its last
+    clause (``,`` ``;`` ``:``), else before its last word (which the limit may have cut), taking
+    the first of these that keeps at least half of it. A text without spaces (Chinese) keeps
+    its words: only a sentence end trims it."""
+    half = len(text) // 2
     ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-    if ends and ends[-1] >= len(text) // 2:
+    if ends and ends[-1] >= half:
         return text[: ends[-1]]
+    if " " not in text.strip():
+        return text
+    for cut in (max(text.rfind(c) for c in ",;:"), text.rstrip().rfind(" ")):
+        if cut >= half:
+            return text[:cut].rstrip(" ,;:-")
     return text
 
 
@@ -498,6 +506,11 @@ class Describer:
             raise ValueError(f"not a decoding setting: {', '.join(unknown)} (one of {DECODING})")
         merged = {k: self.meta[k] for k in DECODING if k in self.meta}
         merged.update({k: v for k, v in settings.items() if v is not None})
+        if settings.get("max_new_tokens") is not None and settings.get("min_new_tokens") is None:
+            # a lower limit than training's brings the saved minimum down with it
+            merged["min_new_tokens"] = min(
+                int(merged.get("min_new_tokens", 0)), int(merged["max_new_tokens"])
+            )
         DescribeConfig(**merged)  # ConfigError naming describe.<setting>
         meta = {**self.meta, **merged}
         check_lengths(self.model, meta)
@@ -878,7 +891,7 @@ def train_describer(
     result: dict[str, float] = {
         "train_seconds": float(describer.meta["train_seconds"]),
         "train_products_per_s": float(describer.meta["train_products_per_s"]),
-        "final_loss": float(history[-1]["loss"]),
+        "loss": float(history[-1]["loss"]),  # logged as final_loss
         "n_train": float(describer.meta["n_train"]),
         "n_skipped_no_description": float(describer.meta["n_skipped_no_description"]),
     }

@@ -11,6 +11,8 @@ import scipy.sparse as sp
 from labelrec import metrics
 from labelrec.data import Product, TagVocab
 
+_PROPOSED = float(np.nextafter(np.float32(0), np.float32(1)))  # the least score of a proposed tag
+
 
 def gold_matrix(products: list[Product], vocab: TagVocab) -> tuple[sp.csr_matrix, list[str]]:
     """Gold tags as a matrix over the vocabulary plus every gold tag the model does not know.
@@ -42,6 +44,30 @@ def pad_scores(scores: np.ndarray, n_columns: int) -> np.ndarray:
     return out
 
 
+def joint_matrices(
+    known: np.ndarray, new_tags: list[dict[str, float]], products: list[Product], vocab: TagVocab
+) -> tuple[sp.csr_matrix, np.ndarray, list[str]]:
+    """Gold and scores over the vocabulary + gold tags it lacks + proposed new tags.
+
+    A proposed new tag that matches a gold tag counts as a hit; any other takes a rank slot.
+    """
+    y, names = gold_matrix(products, vocab)
+    index = {t: j for j, t in enumerate(names)}
+    extra = {}
+    for row in new_tags:
+        for tag in row:
+            if tag not in index and tag not in extra:
+                extra[tag] = len(names) + len(extra)
+    names = names + list(extra)
+    y = sp.csr_matrix((y.data, y.indices, y.indptr), shape=(y.shape[0], len(names)))
+    scores = pad_scores(known, len(names))
+    for i, row in enumerate(new_tags):
+        for tag, s in row.items():
+            j = index.get(tag, extra.get(tag))
+            scores[i, j] = max(scores[i, j], s)
+    return y, scores, names
+
+
 @dataclass
 class Evaluation:
     """Metrics of one model on one catalog."""
@@ -57,23 +83,34 @@ def evaluate_scores_on(
     vocab: TagVocab,
     thresholds: np.ndarray | float,
     ks: tuple[int, ...] = (1, 3, 5),
+    new_tags: list[dict[str, float]] | None = None,
+    new_threshold: float = 1.0,
 ) -> Evaluation:
-    """All metrics of ``scores`` (n, len(vocab)) against the products' gold tags."""
-    y, names = gold_matrix(products, vocab)
-    full = pad_scores(scores, y.shape[1])
+    """All metrics of ``scores`` (n, len(vocab)) against the products' gold tags.
+
+    ``new_tags`` (tags outside the vocabulary the model proposed, per product) are ranked with
+    the known ones, as the model suggests them: one that is a gold tag is a hit, any other takes
+    a rank slot; those at or above ``new_threshold`` are decisions. Without them the metrics
+    are the vocabulary's alone, and a gold tag outside it is a miss.
+    """
+    if new_tags is None:
+        new_tags = [{} for _ in products]
+    y, full, names = joint_matrices(scores, new_tags, products, vocab)
     counts = np.zeros(y.shape[1], dtype=np.int64)
     counts[: len(vocab)] = vocab.counts
     n_train = vocab.n_products or int(counts.max(initial=1))
     inv_p = 1.0 / metrics.propensities(counts, n_train)
-    if np.isscalar(thresholds):
-        cut = np.full(y.shape[1], float(thresholds))
-    else:
-        cut = np.full(y.shape[1], np.inf)
-        cut[: len(vocab)] = thresholds
+    # a tag outside the vocabulary is a decision where it was proposed (a score above 0)
+    outside = max(float(thresholds if np.isscalar(thresholds) else new_threshold), _PROPOSED)
+    cut = np.full(y.shape[1], outside)
+    cut[: len(vocab)] = thresholds
     result = metrics.evaluate_scores(y, full, cut, inv_propensity=inv_p, ks=ks)
     bands = metrics.frequency_bands(counts)
     result.update(metrics.band_metrics(y, full, bands, k=5))
     result["unknown_gold_share"] = float(y[:, len(vocab) :].sum() / max(y.sum(), 1))
+    if any(new_tags):
+        top1 = np.argmax(full, axis=1)
+        result["new_tag_share_of_top1"] = float((top1 >= len(vocab)).mean())
     per_tag = metrics.per_tag_results(
         y, metrics.apply_thresholds(full, cut), names, train_counts=counts
     )

@@ -30,11 +30,12 @@ import numpy as np
 
 from labelrec import metrics
 from labelrec.data import Product, TagVocab
+from labelrec.evaluate import joint_matrices
 from labelrec.metrics import objective
 from labelrec.modeldir import FUSION_META, LEXICAL_ARRAYS, LEXICAL_META, remove_component
 from labelrec.taggers.base import TrainingSet
 from labelrec.taggers.neighbours import EmbeddingNeighbours, TfidfNeighbours, ridge_mixed
-from labelrec.taggers.span import SpanTagger, joint_matrices
+from labelrec.taggers.span import SpanTagger
 from labelrec.taxonomy import AncestorPlan, ancestor_consistent, ancestor_plan, parent_index
 
 FUSION_FORMAT = 2  # 1: lexical.json, with the TF-IDF and embedding neighbours inside

@@ -421,6 +421,9 @@ def save_model(
         state.pop(f"{_head_name(seq)}.bias", None)
     seq.save_pretrained(out, safe_serialization=True, state_dict=state)
     tokenizer.save_pretrained(out)
+    from labelrec.backbones import copy_licence_files
+
+    copy_licence_files(info.backbone, out)  # the terms a packaged backbone comes with
     extra = dict(info.extra or {})
     if head_bias:
         extra[HEAD_BIAS] = [float(b) for b in model.head.bias.detach().float().cpu()]

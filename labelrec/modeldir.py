@@ -13,6 +13,7 @@ files, and the manifest of the components a directory holds.
     rerank.json, rerank.joblib    the reranker over every voter's evidence (labelrec.rerank)
     rules.yaml                    rules stored with the model
     history.json                  training history
+    README.md                     the model card (labelrec.modelcard), for people and the Hub
     checkpoints/, tuning/         training state; tuning/ holds a refit's tuning run and its
                                   choices (tuned.json): not part of the model
 
@@ -31,6 +32,7 @@ LABELREC_FILE = "labelrec.json"
 VOCAB_FILE = "tags.json"
 THRESHOLDS_FILE = "thresholds.json"
 HISTORY_FILE = "history.json"
+CARD_FILE = "README.md"
 FUSION_META = "fusion.json"
 TFIDF_META = "tfidf.json"
 TFIDF_ARRAYS = "tfidf.npz"

@@ -98,8 +98,9 @@ def resolve(reference: str | Path, dst_path: str | Path | None = None) -> Resolv
     if not is_model_uri(text):
         path = local_path(text)
         if not path.is_dir():
+            what = "is a file, not a model directory" if path.exists() else "does not exist"
             raise ModelError(
-                f"model directory {text} does not exist (give a directory written by"
+                f"model directory {text} {what} (give a directory written by"
                 " `labelrec train` or an MLflow URI such as models:/labelrec@champion)"
             )
         real = path.resolve()
@@ -146,5 +147,11 @@ def open_describer(reference: str | Path | ResolvedModel, **load_kwargs: Any) ->
     """The ``Describer`` a reference names; a tagging model is refused with a clear error."""
     resolved = reference if isinstance(reference, ResolvedModel) else resolve(reference)
     if resolved.kind != "describer":
-        raise ModelError(f"{resolved.reference} is a tagging model, not a describer")
+        from labelrec.modeldir import LABELREC_FILE
+
+        if (resolved.path / LABELREC_FILE).is_file():
+            raise ModelError(f"{resolved.reference} is a tagging model, not a describer")
+        from labelrec.describe import Describer
+
+        Describer.load(resolved.path)  # says what a describer directory holds and how to train one
     return open_model(resolved, **load_kwargs)

@@ -32,9 +32,9 @@ import numpy as np
 
 from labelrec import metrics
 from labelrec.data import Product, TagVocab
+from labelrec.evaluate import joint_matrices
 from labelrec.metrics import objective
 from labelrec.modeldir import RERANK_META, RERANK_MODEL, remove_component
-from labelrec.taggers.span import joint_matrices
 from labelrec.taxonomy import AncestorPlan, ancestor_consistent
 
 RERANK_FORMAT = 1

@@ -54,6 +54,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -251,7 +252,11 @@ def load_settings() -> ServiceSettings:
             name = ServiceSettings.env_name(str(e["loc"][0])) if e["loc"] else ENV_PREFIX
             message = e["msg"].removeprefix("Value error, ")
             problems.append(f"{name}={e['input']!r}: {message}")
-        raise ValueError("; ".join(problems)) from None
+        text = "; ".join(problems)
+        # BentoML, loading a built Bento, reports a failed import as a missing attribute: the
+        # reason goes to stderr first
+        print(f"labelrec service settings: {text}", file=sys.stderr, flush=True)
+        raise ValueError(text) from None
 
 
 SETTINGS = load_settings()  # what the endpoints' declarations need when the module loads

@@ -254,6 +254,12 @@ class TagTrainer:
         y_train = y_train[keep]
         self.valid_products = splits.valid
         self.y_valid = self.vocab.encode(self.valid_products)
+        if self.valid_products and self.y_valid.nnz == 0:
+            raise ValueError(
+                f"{splits.valid_source}: none of its {len(self.valid_products)} products has a tag"
+                f" that the training products of {splits.train_source} have: nothing to tune or"
+                " measure on (give a valid split from the same catalog)"
+            )
 
         prior = tag_prior(np.asarray(y_train.sum(axis=0)).ravel(), y_train.shape[0])
         self.model, self.tokenizer = build_model(cfg.model, cfg.lora, self.vocab.tags, prior)
@@ -715,6 +721,7 @@ class TagTrainer:
                 extra={
                     "best_epoch": self.state["best_epoch"] if refit is None else refit["epochs"],
                     "num_processes": acc.num_processes,
+                    "lora_adapters": hasattr(model.seq, "peft_config"),  # merged when saved
                     # a refit model's are the tuning run's: the last valid it did not train on
                     "valid_metrics": result_metrics,
                     "train_source": self.splits.train_source,
@@ -755,6 +762,9 @@ class TagTrainer:
             written = json.loads(info_path.read_text(encoding="utf-8"))
             written["components"] = manifest(self.output, info_file=pending)
             info_path.write_text(json.dumps(written, indent=2), encoding="utf-8")
+            from labelrec.modelcard import write_tagger_card
+
+            write_tagger_card(self.output, written)
             os.replace(info_path, self.output / LABELREC_FILE)
             if refit is None:
                 self.tracker.log_metrics({f"final_{k}": v for k, v in result_metrics.items()})

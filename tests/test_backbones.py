@@ -433,3 +433,23 @@ def test_gemma3_package_converts_tags_and_generates(
     assert type(model.hf_model).__name__ == "Gemma3TextForSequenceClassification"
     del model
     assert _generate(gemma3_dir, "The capital of France is", chat=False).strip()
+
+
+def test_a_model_trained_from_a_packaged_backbone_carries_its_licence_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_decoder: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from labelrec.causal import save_causal_lm
+
+    _fake_package(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert [p.name for p in backbones.copy_licence_files("tiny-llm", out)] == ["LICENSE"]
+    assert backbones.copy_licence_files("sentence-transformers/all-MiniLM-L6-v2", out) == []
+    model = AutoModelForCausalLM.from_pretrained(tiny_decoder)
+    saved = save_causal_lm(
+        model, AutoTokenizer.from_pretrained(tiny_decoder), tmp_path / "describer",
+        {"backbone": FAKE_ID}, dtype="float32",
+    )  # fmt: skip
+    assert (saved / "LICENSE").read_text(encoding="utf-8") == "MIT"

@@ -387,10 +387,11 @@ def test_eval_scores_in_chunks_as_in_one_pass(trained_model_dir: Path, toy_data_
 
     rec = TagRecommender.load(trained_model_dir)
     products = read_catalog(toy_data_dir / "valid.jsonl").products
-    whole = rec.predict_scores(products)[0]
-    chunked = _scores_with_progress(rec, products, quiet=True, chunk=3)
+    whole, whole_new = rec.score(products)
+    chunked, chunked_new = _scores_with_progress(rec, products, quiet=True, chunk=3)
     assert len(products) > 3 and chunked.shape == whole.shape
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
+    assert chunked_new == whole_new and len(chunked_new) == len(products)
 
 
 def test_demo_writes_catalog(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

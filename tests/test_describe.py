@@ -100,9 +100,20 @@ def test_trim_and_rouge() -> None:
     assert trim_to_sentence("A red car. It is fast. And") == "A red car. It is fast."
     assert first_line(" A red car. Fast\nDescription: A") == ("A red car. Fast", True)
     assert first_line(" A red car.") == ("A red car.", False)
+    # no sentence end in the second half: the last clause, else the last (maybe cut) word goes
     assert trim_to_sentence("Short. and then a long unfinished tail") == (
-        "Short. and then a long unfinished tail"
+        "Short. and then a long unfinished"
     )
+    assert trim_to_sentence("Black and red checked casual shirt, has") == (
+        "Black and red checked casual shirt"
+    )
+    assert trim_to_sentence("A trolley bag with a handle on the upper part of the trol") == (
+        "A trolley bag with a handle on the upper part of the"
+    )
+    assert trim_to_sentence("Red, and a long tail of words without any stop") == (
+        "Red, and a long tail of words without any"
+    )
+    assert trim_to_sentence("红色连衣裙夏季新款") == "红色连衣裙夏季新款"  # no spaces: kept
     pytest.importorskip("rouge_score")
     assert rouge_l_f1(["The red car"], ["the red car"]) == pytest.approx(1.0)
     assert rouge_l_f1(["the red car"], ["the red car is fast"]) == pytest.approx(0.75)
@@ -322,6 +333,12 @@ def test_decoding_settings_change_on_a_loaded_describer(describer_dir: Path) -> 
         describer.with_decoding(num_beams=0)
     with pytest.raises(ConfigError, match="describe.min_new_tokens"):
         other.with_decoding(min_new_tokens=5)  # above max_new_tokens 3
+    assert saved["min_new_tokens"] == 2
+    lowered = describer.with_decoding(max_new_tokens=1)  # below the trained minimum: it follows
+    assert (lowered.meta["max_new_tokens"], lowered.meta["min_new_tokens"]) == (1, 1)
+    assert describer.with_decoding(max_new_tokens=5).meta["min_new_tokens"] == 2  # kept
+    with pytest.raises(ConfigError, match="describe.min_new_tokens"):
+        describer.with_decoding(max_new_tokens=1, min_new_tokens=2)  # both given: checked
     with pytest.raises(ValueError, match="not a decoding setting: lr"):
         describer.with_decoding(lr=0.1)
     with pytest.raises(ModelError, match="positions"):
@@ -550,7 +567,14 @@ def test_describer_as_mlflow_model(describer_dir: Path, registry: Path) -> None:
     assert isinstance(native, Describer)
     assert native.describe(frame.to_dict("records")) == list(out["description"])
     params = {p.name for p in pyfunc.metadata.get_params_schema().params}
-    assert params == {"num_beams", "max_new_tokens", "repetition_penalty", "no_repeat_ngram_size"}
+    assert params == {
+        "num_beams",
+        "max_new_tokens",
+        "min_new_tokens",
+        "length_penalty",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+    }
     short = pyfunc.predict(frame, params={"num_beams": 2, "max_new_tokens": 9})
     assert len(short) == 2 and all(t.strip() for t in short["description"])
     expected = native.with_decoding(num_beams=2, max_new_tokens=9).describe(

@@ -121,6 +121,58 @@ def test_evaluator_equals_labelrec_eval(
     assert {"per_tag_results.csv", "ranking_metrics.png", "f1_vs_tag_frequency.png"} <= files
 
 
+def test_new_tags_count_alike_in_eval_the_evaluate_step_and_the_evaluator(
+    trained_model_dir: Path, mlflow_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new tag the model proposes (``known: false``) that is a gold tag is a hit for
+    ``labelrec eval``, the MLflow evaluate step and the evaluator the promotion gate runs."""
+    from labelrec.mlflow.steps import run_evaluate
+    from labelrec.predict import TagRecommender
+
+    def title(p: object) -> str:
+        return p["title"] if isinstance(p, dict) else p.title  # type: ignore[index,attr-defined]
+
+    score = TagRecommender._score
+
+    def with_zorg(self, products, with_embeddings):  # a span tagger that reads brand:Zorg
+        scores, embeddings, new = score(self, products, with_embeddings)
+        new = [dict(n, **{"brand:Zorg": 0.99}) if "zorg" in title(p) else n
+               for p, n in zip(products, new, strict=True)]  # fmt: skip
+        return scores, embeddings, new
+
+    monkeypatch.setattr(TagRecommender, "_score", with_zorg)
+    rows = toy_catalog(1) + [
+        {"id": f"z{i}", "title": f"zorg tower {i}", "description": "", "tags": ["brand:Zorg"]}
+        for i in range(3)
+    ]
+    data = write_jsonl(rows, tmp_path / "zorg.jsonl")
+
+    def eval_cli(*extra: str) -> dict[str, float]:
+        out = tmp_path / "m.json"
+        assert cli.main(["eval", str(trained_model_dir), "--data", str(data),
+                         "--metrics-file", str(out), "--no-progress", *extra]) == 0  # fmt: skip
+        return json.loads(out.read_text())
+
+    want, closed = eval_cli(), eval_cli("--known-only")
+    n = len(rows)
+    assert want["P@1"] == pytest.approx(closed["P@1"] + 3 / n)  # the three zorg products
+    assert want["new_tag_share_of_top1"] == pytest.approx(3 / n)
+    assert "new_tag_share_of_top1" not in closed
+    with mlflow.start_run():
+        info = lrm.log_model(trained_model_dir)
+        result = mlflow.models.evaluate(
+            info.model_uri,
+            data=pd.DataFrame(rows)[["title", "description", "tags"]],
+            targets="tags",
+            model_type="labelrec",
+            evaluators="labelrec",
+        )
+    step = run_evaluate(info.model_uri, str(data))["metrics"]
+    for key in ("P@1", "P@3", "R@5", "nDCG@3", "nDCG@5", "PSP@3", "micro_f1", "macro_f1"):
+        assert result.metrics[metric_key(key)] == pytest.approx(want[key], abs=1e-9), key
+        assert step[key] == pytest.approx(want[key], abs=1e-9), key
+
+
 def test_peer_pyfunc_most_frequent_tags(mlflow_store: Path, tmp_path: Path) -> None:
     rows = toy_catalog()
     counts: dict[str, int] = {}

@@ -220,6 +220,21 @@ def test_votes_propagate_to_ancestors_and_keep_new_tags(generator, vocab, monkey
     assert evidence.new == new
 
 
+def test_an_open_span_in_other_case_votes_for_the_known_tag(generator, vocab, monkeypatch):
+    beams = [[(["brand:LEGO"], 0.6), (["brand:lego", "brand:Zorg"], 0.4)]]
+    monkeypatch.setattr(generator, "generate", lambda products, progress=False: beams)
+    known, new = generator.votes([Product("x", "LEGO zorg set")])
+    assert known[0, vocab.index["brand:Lego"]] == pytest.approx(1.0)
+    assert new == [{"brand:Zorg": pytest.approx(0.4)}]  # not brand:LEGO, not brand:lego
+
+
+def test_vocab_finds_a_tag_by_its_case_only_when_not_exact() -> None:
+    vocab = TagVocab(["brand:Lego", "brand:LEGO", "Toys"], [3, 1, 5])
+    assert vocab.find("brand:LEGO") == 1  # exact first
+    assert vocab.find("brand:lego") == 0  # else the first that differs only in case
+    assert vocab.find("toys") == 2 and vocab.find("brand:Zorg") is None
+
+
 def test_narrowed_loss_normalizes_over_the_given_and_the_batchs_tokens(tiny_decoder: Path):
     from transformers import AutoModelForCausalLM
 

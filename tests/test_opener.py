@@ -64,6 +64,12 @@ def test_bad_references_name_what_is_wrong(trained_model_dir: Path, tmp_path: Pa
         resolve(tmp_path / "missing")
     with pytest.raises(ModelError, match="is a tagging model, not a describer"):
         open_describer(trained_model_dir)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match=r"empty is not a describer directory .*describe\.yaml"):
+        open_describer(tmp_path / "empty")
+    (tmp_path / "products.jsonl").write_text("{}\n", encoding="utf-8")
+    with pytest.raises(ModelError, match="products.jsonl is a file, not a model directory"):
+        open_describer(tmp_path / "products.jsonl")
 
 
 def test_every_verb_takes_a_registry_uri(

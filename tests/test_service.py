@@ -265,7 +265,9 @@ def test_backend_setting(make_service, current: Path) -> None:
         make_service(current, LABELREC_BACKEND="gpu")
 
 
-def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from labelrec.service import ServiceSettings, load_settings
 
     for name in ServiceSettings.model_fields:
@@ -283,6 +285,8 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         load_settings()
     assert "LABELREC_MAX_BATCH_SIZE='eight'" in str(err.value)
     assert "LABELREC_POLL_SECONDS='-1'" in str(err.value)
+    # a built Bento hides the import's error: it is on stderr too
+    assert f"labelrec service settings: {err.value}" in capsys.readouterr().err
 
 
 def test_passes_run_side_by_side_with_the_cores_shared(make_service, models) -> None:

@@ -9,12 +9,12 @@ import pytest
 
 from labelrec.config import load_config
 from labelrec.data import Product, TagVocab
+from labelrec.evaluate import joint_matrices
 from labelrec.taggers import Tagger, TrainingSet
 from labelrec.taggers.span import (
     SpanTagger,
     candidates,
     evaluate_with_new_tags,
-    joint_matrices,
     split_tag,
     units,
 )

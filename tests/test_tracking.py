@@ -336,7 +336,8 @@ def test_pretrained_backbone_is_logged_and_trainable_from_its_uri(
     )
     params = client.get_run(trained["run_id"]).data.params
     assert params["model.backbone"] != str(tiny_backbone)  # the downloaded, pretrained one
-    assert Path(params["model.backbone"], "model.safetensors").is_file()
+    assert params["step.backbone"] == pre["backbone_uri"]
+    assert not Path(params["model.backbone"]).exists()  # the download is removed after training
 
 
 @pytest.mark.slow
@@ -385,3 +386,63 @@ def test_two_accelerate_processes_log_one_run_and_one_version(
     assert len(run.inputs.dataset_inputs) == 2
     versions = client.search_model_versions("name = 'labelrec'")
     assert [str(v.version) for v in versions] == ["1"] and versions[0].run_id == run.info.run_id
+
+
+# ---------------------------------------------------------------------- the train step's models
+def test_train_step_registers_a_describer_apart_from_the_taggers(
+    mlflow_store, tiny_decoder: Path, tmp_path: Path
+) -> None:
+    from conftest import toy_catalog, write_jsonl
+
+    from labelrec.mlflow.registry import KIND_TAG, RegistryError, promote
+    from labelrec.mlflow.steps import run_train
+
+    rows = [dict(r, description=f"a great {r['title']} for kids.") for r in toy_catalog(2)]
+    train = write_jsonl(rows[:10], tmp_path / "train.jsonl")
+    valid = write_jsonl(rows[10:], tmp_path / "valid.jsonl")
+    settings = (
+        f"task=describe describe.backbone={tiny_decoder} describe.max_steps=2"
+        " describe.batch_size=4 describe.eval_products=2 describe.max_target_tokens=12"
+        " describe.max_new_tokens=12 describe.min_new_tokens=2"
+    )
+    trained = run_train(None, str(train), str(valid), settings, progress=False)
+    assert trained["model_uri"] == "models:/labelrec-describer/1"
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("labelrec-describer", "challenger")
+    assert version.tags[KIND_TAG] == "describer"
+    assert "valid.rougeL_f1" in version.tags and "valid.loss" not in version.tags
+    metrics = client.get_run(trained["run_id"]).data.metrics
+    assert "final_loss" in metrics and "final_final_loss" not in metrics
+    assert not client.search_model_versions("name='labelrec'")  # the taggers' name untouched
+    from labelrec.mlflow import load_model
+
+    assert type(load_model(trained["model_uri"])).__name__ == "Describer"
+    with pytest.raises(RegistryError, match="is a describer"):
+        promote("labelrec-describer", valid)
+
+    kept = run_train(None, str(train), str(valid), settings, register=False, progress=False)
+    assert kept["model_uri"].startswith("models:/m-") and "version" not in kept
+    assert len(client.search_model_versions("name='labelrec-describer'")) == 1
+
+
+def test_train_step_without_registering_logs_the_model(
+    mlflow_store, tiny_backbone: Path, toy_data_dir: Path
+) -> None:
+    from labelrec.mlflow.steps import run_train
+
+    root = Path(__file__).resolve().parents[1]
+    trained = run_train(
+        str(root / "configs" / "tiny.yaml"),
+        str(toy_data_dir / "train.jsonl"),
+        str(toy_data_dir / "valid.jsonl"),
+        f"model.backbone={tiny_backbone} train.epochs=1",
+        register=False,
+        progress=False,
+    )
+    assert "version" not in trained
+    model = mlflow.pyfunc.load_model(trained["model_uri"])
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame({"title": ["lego city police station"]}))
+    assert len(out) == 1
+    assert not mlflow.MlflowClient().search_registered_models()

@@ -630,3 +630,16 @@ def test_a_model_in_the_output_stays_loadable_until_the_new_one_is_saved(
     resumed = train(cfg, resume=True, progress=False)
     assert (output / "labelrec.json").read_bytes() != before
     assert TagRecommender.load(output).tags == resumed.vocab.tags
+
+
+def test_a_valid_split_without_a_known_tag_is_refused_by_name(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    valid = write_jsonl(
+        [{"id": "v1", "title": "garden hose 20 m", "tags": ["Garden > Hoses"]}],
+        tmp_path / "other_valid.jsonl",
+    )
+    cfg = tiny_config(tiny_backbone, toy_data_dir, tmp_path / "m", f"data.valid={valid}")
+    with pytest.raises(ValueError, match=r"other_valid\.jsonl: none of its 1 products has a tag"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "m" / "labelrec.json").exists()

@@ -293,7 +293,8 @@ def predict_ranked(
     """(ranking, thresholded decisions, labelrec recommender or None) of a pyfunc on ``data``.
 
     A labelrec model is asked once for its top ``decision_limit`` (default 50) tags with
-    ``threshold=0``; its decisions are the tags among them at or above its per-tag thresholds.
+    ``threshold=0``; its decisions are the tags among them at or above its per-tag thresholds
+    (a new tag, outside the vocabulary: at or above its new-tag threshold).
     Other models with a ``threshold`` param are asked twice (``threshold=0`` for the ranking, their
     default for the decisions); models without one once (their output is both).
     """
@@ -309,10 +310,14 @@ def predict_ranked(
     if "limit" in accepted:
         params["limit"] = int(depth)
     ranked = parse_ranked(model.predict(features, params=params), column)
-    if rec is not None:
-        cut, index = rec.tag_thresholds, rec.vocab.index
+    if rec is not None:  # its decisions: known tags at their thresholds, new ones at theirs
+        cut, index, new_cut = rec.tag_thresholds, rec.vocab.index, rec.new_tag_threshold
         decided = [
-            [(t, s) for t, s in row if s is not None and t in index and s >= cut[index[t]]]
+            [
+                (t, s)
+                for t, s in row
+                if s is not None and s >= (cut[index[t]] if t in index else new_cut)
+            ]
             for row in ranked
         ]
         return ranked, decided, rec

@@ -95,9 +95,13 @@ def default_pip_requirements() -> list[str]:
 
 def model_signature() -> ModelSignature:
     """Inputs ``title`` (required), ``description``; params ``limit``, ``threshold``;
-    output ``tags``: a list of ``{tag, score}`` per product, best first."""
+    output ``tags``: a list of ``{tag, score, known}`` per product, best first."""
     inputs = Schema([ColSpec("string", "title"), ColSpec("string", "description", required=False)])
-    ranked = Array(Object([Property("tag", "string"), Property("score", "double")]))
+    ranked = Array(
+        Object(
+            [Property("tag", "string"), Property("score", "double"), Property("known", "boolean")]
+        )
+    )
     outputs = Schema([ColSpec(ranked, "tags")])
     params = ParamSchema([ParamSpec("limit", "long", 10), ParamSpec("threshold", "double", None)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
@@ -117,6 +121,8 @@ def default_input_example() -> pd.DataFrame:
 DESCRIBER_PARAMS = (
     ("num_beams", "long"),
     ("max_new_tokens", "long"),
+    ("min_new_tokens", "long"),
+    ("length_penalty", "double"),
     ("repetition_penalty", "double"),
     ("no_repeat_ngram_size", "long"),
 )
@@ -142,7 +148,7 @@ def default_describer_example() -> pd.DataFrame:
     )
 
 
-def _describer_info(model_dir: Path) -> dict[str, Any] | None:
+def describer_info(model_dir: Path) -> dict[str, Any] | None:
     """The settings of a describer directory, None for other directories."""
     from labelrec.describe import is_describer_dir
 
@@ -154,7 +160,7 @@ def _describer_info(model_dir: Path) -> dict[str, Any] | None:
 
 def _copy_model_dir(model_dir: Path, dst: Path) -> Path:
     """The files a served model needs (no training checkpoints)."""
-    if _describer_info(model_dir) is None:
+    if describer_info(model_dir) is None:
         read_info(model_dir)
     shutil.copytree(model_dir, dst, ignore=lambda _d, names: [n for n in names if n in _SKIP])
     return dst
@@ -177,7 +183,7 @@ def save_model(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"model directory {model_dir} does not exist")
-    describer = _describer_info(model_dir)
+    describer = describer_info(model_dir)
     if mlflow_model is None:
         mlflow_model = Model()
     if metadata is not None:
@@ -249,7 +255,7 @@ def log_model(
     ``metadata``, ``tags``, ``params``, ``await_registration_for``...). A describer directory
     is logged as a describer.
     """
-    if _describer_info(Path(model_dir)) is None:
+    if describer_info(Path(model_dir)) is None:
         read_info(model_dir)
     return Model.log(
         artifact_path=None,

@@ -6,11 +6,13 @@ directory saved as the artifact ``model_dir`` (merged safetensors, tokenizer, ta
 Input: a DataFrame with ``title`` (string) and optional ``description`` (string). Params: ``limit``
 (tags per product, default 10) and ``threshold`` (a global score cut-off; null or absent = the
 per-tag thresholds tuned on valid; 0 = the top ``limit`` tags whatever their scores). Output: a
-DataFrame with one column ``tags``: per product a list of ``{"tag", "score"}``, best first.
+DataFrame with one column ``tags``: per product a list of ``{"tag", "score", "known"}``, best
+first (``known`` false: a tag outside the vocabulary, from the span tagger or the generator).
 
 A describer (``kind: describer``) reads ``title`` and optional ``tags`` (a list of strings per
 product) and returns one column ``description``. Params: its decoding settings ``num_beams``,
-``max_new_tokens``, ``repetition_penalty``, ``no_repeat_ngram_size`` (null or absent = those it
+``max_new_tokens``, ``min_new_tokens``, ``length_penalty``, ``repetition_penalty``,
+``no_repeat_ngram_size`` (null or absent = those it
 was trained with).
 """
 
@@ -88,8 +90,8 @@ class LabelrecPyfunc(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        """A DataFrame with a ``tags`` column: lists of ``{"tag", "score"}``, best first (a
-        describer: a ``description`` column)."""
+        """A DataFrame with a ``tags`` column: lists of ``{"tag", "score", "known"}``, best
+        first (a describer: a ``description`` column)."""
         params = params or {}
         if self.describer is not None:
             from labelrec.describe import DECODING
@@ -109,7 +111,12 @@ class LabelrecPyfunc(PythonModel):
         items = _records(model_input)
         ranked = self.recommender.suggest(items, limit=limit, threshold=threshold)
         return pd.DataFrame(
-            {"tags": [[{"tag": s.tag, "score": float(s.score)} for s in row] for row in ranked]}
+            {
+                "tags": [
+                    [{"tag": s.tag, "score": float(s.score), "known": bool(s.known)} for s in row]
+                    for row in ranked
+                ]
+            }
         )
 
 

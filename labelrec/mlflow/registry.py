@@ -26,12 +26,14 @@ from mlflow.exceptions import MlflowException
 from labelrec import metrics
 from labelrec.config import DataConfig
 from labelrec.data import read_catalog
+from labelrec.describe import DESCRIBER_KIND
 from labelrec.mlflow.evaluator import KS, PER_PRODUCT, metric_key
-from labelrec.mlflow.flavor import labelrec_version, log_model
+from labelrec.mlflow.flavor import describer_info, labelrec_version, log_model
 from labelrec.model import ModelError, read_info
 
 BANDS = ("head", "torso", "tail")
 METRIC_TAG_PREFIX = "valid."
+KIND_TAG = "labelrec.kind"  # on each registered version: tagger or describer
 PROMOTION_TAG_PREFIX = "promotion."
 
 
@@ -106,15 +108,24 @@ def register_challenger(
     """Log ``model_dir`` in the active run (one is started if none), register it, set ``alias``.
 
     The version is tagged with its valid metrics from ``labelrec.json`` (``valid.P_at_1``...),
-    ``code_version``, backbone and tag count, plus ``tags`` (e.g. ``data_digest``).
+    ``code_version``, backbone and tag count, plus ``tags`` (e.g. ``data_digest``). A describer
+    directory is registered the same way, tagged ``labelrec.kind: describer`` with the metrics of
+    its ``causal.json``.
     """
-    info = read_info(model_dir)
+    describer = describer_info(Path(model_dir))
+    info = describer if describer is not None else read_info(model_dir)
     version_tags: dict[str, str] = {
         "code_version": code_version(),
         "labelrec.backbone": str(info.get("backbone")),
-        "labelrec.n_tags": str(info.get("n_tags")),
+        KIND_TAG: DESCRIBER_KIND if describer is not None else "tagger",
     }
+    if describer is None:
+        version_tags["labelrec.n_tags"] = str(info.get("n_tags"))
     for key, value in (info.get("valid_metrics") or {}).items():
+        if describer is not None:  # a describer's training figures sit beside its valid_ ones
+            if not key.startswith("valid_"):
+                continue
+            key = key[len("valid_") :]
         if isinstance(value, (int, float)) and math.isfinite(value):
             version_tags[METRIC_TAG_PREFIX + metric_key(key)] = repr(float(value))
     version_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
@@ -383,6 +394,13 @@ def promote(
     metric = _canonical(metric)
     client = mlflow.MlflowClient()
     challenger = _get_version(client, name, None, challenger_alias)
+    if (challenger.tags or {}).get(KIND_TAG) == DESCRIBER_KIND:
+        raise RegistryError(
+            f"{name} version {challenger.version} (@{challenger_alias}) is a describer: the"
+            " promotion gate compares tagging metrics. Compare describers by their valid ROUGE-L"
+            " (each version's valid.rougeL_f1 tag) and set the alias by hand"
+            " (MlflowClient().set_registered_model_alias)"
+        )
     champion = _alias_version(client, name, champion_alias)
     if champion is not None and champion.version == challenger.version:
         return PromotionDecision(

@@ -39,6 +39,7 @@ from labelrec.config import (
     score_argument,
 )
 from labelrec.mlflow import store, tracking
+from labelrec.mlflow.flavor import log_model
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logger = logging.getLogger(__name__)
@@ -102,10 +103,11 @@ def step_run(step: str) -> Iterator[Any]:
         yield run
 
 
-def _download_if_uri(value: str) -> str:
-    """Local path of an MLflow artifact URI (``runs:/.../backbone``); other values unchanged."""
+def _download_if_uri(value: str, dst_path: str | None = None) -> str:
+    """Local path of an MLflow artifact URI (``runs:/.../backbone``, downloaded into
+    ``dst_path`` when given); other values unchanged."""
     if value.startswith(MODEL_URI_SCHEMES):
-        return mlflow.artifacts.download_artifacts(artifact_uri=value)
+        return mlflow.artifacts.download_artifacts(artifact_uri=value, dst_path=dst_path)
     return value
 
 
@@ -137,6 +139,9 @@ def run_train(
 ) -> dict[str, Any]:
     """Train with MLflow tracking, log valid artifacts and register the model as challenger.
 
+    ``register`` False logs the model in the run without registering it. A describer
+    (``task: describe``) is registered under ``labelrec-describer`` when ``name`` is the tagger's
+    default, ``labelrec``, so that its versions never meet the taggers' promotion gate.
     ``output`` None: a temporary folder (the model lives on in MLflow) unless the overrides set
     one or several processes train (they must share a folder: the config's ``output``).
     """
@@ -149,26 +154,37 @@ def run_train(
         items.append(f"data.train={Path(train).expanduser().resolve()}")
     if valid:
         items.append(f"data.valid={Path(valid).expanduser().resolve()}")
-    if backbone:
-        items.append(f"model.backbone={_download_if_uri(backbone)}")
     is_main = tracking.is_main_process()
     tmp: str | None = None
+    downloaded: str | None = None  # a backbone from an artifact URI, removed after training
+    if backbone:
+        if backbone.startswith(MODEL_URI_SCHEMES):
+            downloaded = tempfile.mkdtemp(prefix="labelrec-backbone-")
+        items.append(f"model.backbone={_download_if_uri(backbone, downloaded)}")
     if output:
         items.append(f"output={output}")
     elif not any(i.split("=", 1)[0].strip() == "output" for i in items):
         if tracking.accelerate_state().num_processes == 1:
             tmp = tempfile.mkdtemp(prefix="labelrec-train-")
             items.append(f"output={tmp}")
-    cfg = load_config(config, items)
-    if not is_main:
-        train_model(cfg, tracker=NullTracker(), progress=False)
-        return {}
     try:
+        cfg = load_config(config, items)
+        if not is_main:
+            train_model(cfg, tracker=NullTracker(), progress=False)
+            return {}
         with step_run("train") as run:
             run_id = run.info.run_id
-            tracking.log_params(run_id, {"step.config": config or "", "step.name": name})
+            step_params = {"step.config": config or "", "step.name": name}
+            if backbone:
+                step_params["step.backbone"] = backbone  # model.backbone: where it was read
+            tracking.log_params(run_id, step_params)
             tracker = tracking.MlflowTracker(run_id=run_id)
             result = train_model(cfg, tracker=tracker, progress=progress)
+            if cfg.task == "describe":
+                summary = _log_describer(result, name, register, tracker)
+                summary["run_id"] = run_id
+                summary["output"] = str(result.output) if tmp is None else None
+                return summary
             tracking.log_model_files(run_id, result.output)
             summary: dict[str, Any] = {
                 "run_id": run_id,
@@ -195,32 +211,61 @@ def run_train(
                     artifact_dir="valid",
                     metric_prefix=None,
                 )
-            if register:
-                import pandas as pd
+            import pandas as pd
 
-                example = pd.DataFrame(
-                    {
-                        "title": [p.title for p in valid_products[:2]],
-                        "description": [p.description for p in valid_products[:2]],
-                    }
-                )
-                tags = {f"data.{k}.digest": v["digest"] for k, v in tracker.datasets.items()}
-                tags.update({f"data.{k}.source": v["source"] for k, v in tracker.datasets.items()})
-                if commit := _git_commit():
-                    tags["code.git_commit"] = commit
+            example = pd.DataFrame(
+                {
+                    "title": [p.title for p in valid_products[:2]],
+                    "description": [p.description for p in valid_products[:2]],
+                }
+            )
+            if register:
                 version = _registry().register_challenger(
                     result.output,
                     name=name,
-                    tags=tags,
+                    tags=_version_tags(tracker),
                     input_example=example if len(example) else None,
                 )
                 summary["version"] = str(version.version)
                 summary["model_uri"] = f"models:/{name}/{version.version}"
+            else:
+                logged = log_model(
+                    result.output, name="model", input_example=example if len(example) else None
+                )
+                summary["model_uri"] = logged.model_uri
             summary["output"] = str(result.output) if tmp is None else None
         return summary
     finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in (tmp, downloaded):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _version_tags(tracker: Any) -> dict[str, str]:
+    """A registered version's tags: its datasets' digests and sources, the code's commit."""
+    tags = {f"data.{k}.digest": v["digest"] for k, v in tracker.datasets.items()}
+    tags.update({f"data.{k}.source": v["source"] for k, v in tracker.datasets.items()})
+    if commit := _git_commit():
+        tags["code.git_commit"] = commit
+    return tags
+
+
+def _log_describer(result: Any, name: str, register: bool, tracker: Any) -> dict[str, Any]:
+    """Log (and register, as ``@challenger``) a describer trained in the active run."""
+    summary: dict[str, Any] = {
+        "metrics": result.metrics,
+        "train_seconds": result.train_seconds,
+        "datasets": tracker.datasets,
+    }
+    if not register:
+        summary["model_uri"] = log_model(result.output, name="model").model_uri
+        return summary
+    if name == "labelrec":
+        name = "labelrec-describer"
+    version = _registry().register_challenger(result.output, name=name, tags=_version_tags(tracker))
+    summary["version"] = str(version.version)
+    summary["model_uri"] = f"models:/{name}/{version.version}"
+    return summary
 
 
 # ---------------------------------------------------------------------- pretrain
@@ -303,10 +348,15 @@ def run_evaluate(
         products = catalog.products
         tracking.log_catalog_input(run_id, "eval", data, products, len(recommender.vocab))
         t0 = time.perf_counter()
-        scores, _ = recommender.predict_scores(products)
+        scores, new = recommender.score(products)
         seconds = time.perf_counter() - t0
-        evaluation = evaluate_scores_on(
-            scores, products, recommender.vocab, recommender.thresholds(threshold)
+        evaluation = evaluate_scores_on(  # new tags ranked with the known ones, as suggested
+            scores,
+            products,
+            recommender.vocab,
+            recommender.thresholds(threshold),
+            new_tags=new,
+            new_threshold=recommender.new_tag_threshold if threshold is None else threshold,
         )
         tracking.log_evaluation(
             run_id,
@@ -561,9 +611,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", default="", help="training catalog; empty: the demo catalog")
     p.add_argument("--valid", default="", help="validation catalog; empty: split off train")
     p.add_argument("--backbone", default="", help="backbone dir, hub id or runs:/ artifact URI")
-    p.add_argument("--name", default="labelrec", help="registered model name")
+    p.add_argument(
+        "--name",
+        default="labelrec",
+        help="registered model name (a describer: labelrec-describer unless another is given)",
+    )
     p.add_argument("--output", default="", help="keep the model folder here (default: temp)")
-    p.add_argument("--no-register", action="store_true", help="log only, do not register")
+    p.add_argument(
+        "--no-register", action="store_true", help="log the model in the run, do not register it"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("pretrain", help="masked-LM pretraining, backbone logged as artifact")

@@ -354,12 +354,11 @@ class TagGenerator:
         new: list[dict[str, float]] = [{} for _ in products]
         if not products:
             return known, new
-        index = self.vocab.index
         for i, beams in enumerate(self.generate(products, progress)):
             for tags, w in beams:
                 closure = set(tags) | {a for t in tags for a in path_prefixes(t, self.separator)}
                 for tag in closure:
-                    j = index.get(tag)
+                    j = self.vocab.find(tag)  # an open span "brand:HORNBY" is brand:Hornby
                     if j is not None:
                         known[i, j] += w
                     else:

@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from labelrec import metrics
 from labelrec.data import Product, TagVocab
 from labelrec.modeldir import SPAN_ARRAYS, SPAN_META
 from labelrec.taggers.base import (
@@ -323,17 +322,10 @@ class SpanTagger:
         """(probabilities of vocabulary tags (n, n_tags), new tags per product -> probability)."""
         known = np.zeros((len(products), len(self.vocab)), dtype=np.float32)
         new: list[dict[str, float]] = []
-        index = self.vocab.index
-        if not hasattr(self, "_folded"):  # vocabulary tags by lower case: "brand:LEGO" -> Lego
-            self._folded: dict[str, int] = {}
-            for j, tag in enumerate(self.vocab.tags):
-                self._folded.setdefault(tag.lower(), j)
         for i, proposed in enumerate(self.probabilities(products)):
             row: dict[str, float] = {}
             for tag, p in proposed.items():
-                j = index.get(tag)
-                if j is None:
-                    j = self._folded.get(tag.lower())
+                j = self.vocab.find(tag)  # "brand:LEGO" is the vocabulary's brand:Lego
                 if j is None:
                     row[tag] = p
                 else:
@@ -464,32 +456,6 @@ def span_features(
 # ----------------------------------------------------------------------------- evaluation
 
 
-def joint_matrices(
-    known: np.ndarray, new_tags: list[dict[str, float]], products: list[Product], vocab: TagVocab
-) -> tuple[sp.csr_matrix, np.ndarray, list[str]]:
-    """Gold and scores over the vocabulary + gold tags it lacks + proposed new tags.
-
-    A proposed new tag that matches a gold tag counts as a hit; any other takes a rank slot.
-    """
-    from labelrec.evaluate import gold_matrix, pad_scores
-
-    y, names = gold_matrix(products, vocab)
-    index = {t: j for j, t in enumerate(names)}
-    extra = {}
-    for row in new_tags:
-        for tag in row:
-            if tag not in index and tag not in extra:
-                extra[tag] = len(names) + len(extra)
-    names = names + list(extra)
-    y = sp.csr_matrix((y.data, y.indices, y.indptr), shape=(y.shape[0], len(names)))
-    scores = pad_scores(known, len(names))
-    for i, row in enumerate(new_tags):
-        for tag, s in row.items():
-            j = index.get(tag, extra.get(tag))
-            scores[i, j] = max(scores[i, j], s)
-    return y, scores, names
-
-
 @dataclass
 class OpenEvaluation:
     metrics: dict[str, float]
@@ -504,19 +470,15 @@ def evaluate_with_new_tags(
     new_threshold: float,
     ks: tuple[int, ...] = (1, 3, 5),
 ) -> OpenEvaluation:
-    """The metrics of ``labelrec.evaluate`` over known and new tags ranked together."""
+    """The metrics of ``labelrec.evaluate`` over known and new tags ranked together, with the
+    recall and precision of the new tags at ``new_threshold``."""
+    from labelrec.evaluate import evaluate_scores_on, joint_matrices
+
+    result = evaluate_scores_on(
+        known, products, vocab, thresholds, ks, new_tags=new_tags, new_threshold=new_threshold
+    ).metrics
+    result.setdefault("new_tag_share_of_top1", 0.0)
     y, scores, names = joint_matrices(known, new_tags, products, vocab)
-    counts = np.zeros(len(names), dtype=np.float64)
-    counts[: len(vocab)] = vocab.counts
-    n_train = vocab.n_products or int(counts.max(initial=1))
-    inv_p = 1.0 / metrics.propensities(counts, n_train)
-    cut = np.full(len(names), float(new_threshold))
-    cut[: len(vocab)] = thresholds
-    result = metrics.evaluate_scores(y, scores, cut, inv_propensity=inv_p, ks=ks)
-    n_gold_new = y[:, len(vocab) :].sum()
-    top1 = np.argmax(scores, axis=1)
-    result["new_tag_share_of_top1"] = float((top1 >= len(vocab)).mean())
-    result["unknown_gold_share"] = float(n_gold_new / max(y.sum(), 1))
     new_cols = np.arange(len(vocab), len(names))
     if len(new_cols):
         ys, ss = y[:, new_cols].toarray() > 0, scores[:, new_cols]

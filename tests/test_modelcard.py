@@ -1,0 +1,60 @@
+"""The model card a training run writes: Hub metadata and text from labelrec.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from huggingface_hub import ModelCard
+
+from labelrec.modelcard import CARD_METRICS, tagger_card
+
+
+def test_training_writes_a_card_with_the_runs_valid_metrics(trained_model_dir: Path) -> None:
+    info = json.loads((trained_model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    card = ModelCard.load(trained_model_dir / "README.md")
+    assert card.data.library_name == "labelrec"
+    assert card.data.model_name == trained_model_dir.name
+    found = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    for key, (_, label) in CARD_METRICS.items():
+        assert found[label] == round(info["valid_metrics"][key], 4)
+    assert all(r.dataset_split == "validation" for r in card.data.eval_results)
+    assert f"labelrec suggest {trained_model_dir.name}" in card.text
+    assert f"vocabulary of {info['n_tags']}" in card.text
+    assert info["lora_adapters"] is True  # configs/tiny.yaml trains adapters
+    assert "LoRA adapters, r=4, merged into the weights" in card.text
+    # the tiny backbone is a local folder, not a Hub id
+    assert card.data.base_model is None
+
+
+def test_card_names_a_hub_backbone_its_licence_and_a_refit() -> None:
+    info = {
+        "backbone": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "pooling": "last",
+        "max_length": 64,
+        "n_tags": 12,
+        "best_epoch": 2,
+        "train_source": "/data/shop/train.jsonl",
+        "refit": {"epochs": 2},
+        "valid_metrics": {"P@1": 0.5, "nDCG@3": 0.25},
+        "config": {"data": {"valid": "/data/shop/valid.jsonl"}, "lora": {"enabled": "auto"}},
+        "components": {"tagger": {}, "span": {}, "rerank": {}},
+    }
+    card = tagger_card(info, "shop")
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [
+        ("P@1", 0.5),
+        ("nDCG@3", 0.25),
+    ]
+    assert card.data.eval_results[0].dataset_name == "valid.jsonl"
+    assert "Backbone licence: Apache-2.0" in card.text
+    assert "`train.jsonl` and the valid split (refit)" in card.text
+    assert "valid cannot measure it" in card.text
+    assert "a span tagger" in card.text and "a reranker" in card.text
+
+
+def test_card_without_metrics_has_no_model_index() -> None:
+    card = tagger_card({"backbone": "./my-backbone", "valid_metrics": {}}, "m")
+    assert card.data.eval_results is None
+    assert card.data.base_model is None
+    assert "## Measured" not in card.text
