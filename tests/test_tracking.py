@@ -446,3 +446,20 @@ def test_train_step_without_registering_logs_the_model(
     out = model.predict(pd.DataFrame({"title": ["lego city police station"]}))
     assert len(out) == 1
     assert not mlflow.MlflowClient().search_registered_models()
+
+
+def test_a_value_for_an_empty_project_parameter_goes_beside_it(mlflow_store, caplog) -> None:
+    client = mlflow.MlflowClient()
+    with mlflow.start_run() as run:
+        mlflow.log_params({"output": "''", "threshold": "''", "seed": "3"})  # as `mlflow run` does
+        tracking.log_params(
+            run.info.run_id, {"output": "/tmp/m", "threshold": None, "seed": 4, "lr": 0.1}
+        )
+        tracking.log_params(run.info.run_id, {"output": "/tmp/m"})  # again: nothing to change
+    params = client.get_run(run.info.run_id).data.params
+    assert params["output"] == "''" and params["output.resolved"] == "/tmp/m"
+    assert "threshold.resolved" not in params  # empty both ways
+    assert params["seed"] == "3" and params["lr"] == "0.1"
+    assert [r.getMessage() for r in caplog.records if "already logged" in r.getMessage()] == [
+        "param seed already logged as '3'; keeping it"
+    ]

@@ -12,8 +12,7 @@ first (``known`` false: a tag outside the vocabulary, from the span tagger or th
 A describer (``kind: describer``) reads ``title`` and optional ``tags`` (a list of strings per
 product) and returns one column ``description``. Params: its decoding settings ``num_beams``,
 ``max_new_tokens``, ``min_new_tokens``, ``length_penalty``, ``repetition_penalty``,
-``no_repeat_ngram_size`` (null or absent = those it
-was trained with).
+``no_repeat_ngram_size`` (null or absent = those it was trained with).
 """
 
 from __future__ import annotations

@@ -249,13 +249,22 @@ class MlflowTracker:
 
 
 # ---------------------------------------------------------------------- logging helpers
+_EMPTY_PROJECT_PARAM = ("''", "")  # how `mlflow run` logs a project parameter given as ""
+
+
 def log_params(run_id: str, params: dict[str, Any], client: MlflowClient | None = None) -> None:
-    """Log params, skipping keys the run already has (MLflow refuses to change a param)."""
+    """Log params, skipping keys the run already has (MLflow refuses to change a param). Where
+    ``mlflow run`` logged a project parameter left empty (``''``), a value given here goes to
+    ``<key>.resolved``."""
     client = client or MlflowClient()
     existing = client.get_run(run_id).data.params
     fresh = []
     for key, value in params.items():
         key, value = metric_key(key), param_value(value)
+        if key in existing and existing[key] in _EMPTY_PROJECT_PARAM:
+            if value in _EMPTY_PROJECT_PARAM + ("None",):
+                continue  # empty both ways
+            key = f"{key}.resolved"
         if key in existing:
             if existing[key] != value:
                 logger.warning("param %s already logged as %r; keeping it", key, existing[key])
