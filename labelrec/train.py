@@ -875,12 +875,22 @@ class TagTrainer:
             self.cfg.seed,
         )
         report["rerank_seconds"] = time.perf_counter() - t0
-        logger.info(
-            "reranker: valid objective %.4f -> %.4f out of fold, %s",
-            report["rerank_objective_before"],
-            report.get("rerank_objective_after", float("nan")),
-            "kept" if reranker is not None else "not kept",
-        )
+        if "rerank_objective_after" not in report:
+            from labelrec.rerank import MIN_PRODUCTS
+
+            logger.info(
+                "reranker: not fitted on %d valid products (it needs %d, with right and wrong"
+                " candidates among them)",
+                len(products),
+                MIN_PRODUCTS,
+            )
+        else:
+            logger.info(
+                "reranker: valid objective %.4f -> %.4f out of fold, %s",
+                report["rerank_objective_before"],
+                report["rerank_objective_after"],
+                "kept" if reranker is not None else "not kept",
+            )
         return reranker, known, report
 
     def _carried_reranker(self) -> Any:

@@ -147,6 +147,7 @@ def test_a_trained_model_tunes_and_serves_its_reranker(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     force: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Trained with lexical.rerank, the model either keeps a reranker (its files, the refit
     carrying the tuning run's, suggest and explain using it) or records why not. The toy
@@ -163,10 +164,15 @@ def test_a_trained_model_tunes_and_serves_its_reranker(
     cfg = tiny_config(
         tiny_backbone, toy_data_dir, tmp_path / "m", "lexical.rerank=true", "train.refit=true"
     )
-    result = train(cfg, progress=False)
+    with caplog.at_level("INFO", logger="labelrec.train"):
+        result = train(cfg, progress=False)
     assert "rerank_kept" in result.metrics
     kept = result.metrics["rerank_kept"] == 1.0
     assert kept == force
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reranker:")]
+    if not force:  # 10 valid products: why there is none, not a NaN
+        assert said == ["reranker: not fitted on 10 valid products (it needs 30, with right and"
+                        " wrong candidates among them)"]  # fmt: skip
     out = tmp_path / "m"
     assert (out / "rerank.json").is_file() == kept == (out / "tuning" / "rerank.json").is_file()
     assert ("rerank" in manifest(out)) == kept
