@@ -77,9 +77,16 @@ def load_causal_lm(
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
+        from labelrec.backbones import HUB_ENV, find_packaged, hub_requested
+
+        hint = (
+            f"unset {HUB_ENV} to use the installed package"
+            if hub_requested() and find_packaged(backbone) is not None
+            else "give a local directory, an installed offline LLM (`make install-llm`) or a hub"
+            " id with network access"
+        )
         raise ModelError(
-            f"{setting}: cannot load {backbone!r} ({_first_line(err)}); give a local directory,"
-            " an installed offline LLM (`make install-llm`) or a hub id with network access"
+            f"{setting}: cannot load {backbone!r} ({_first_line(err)}); {hint}"
         ) from None
     archs = getattr(config, "architectures", None) or []
     if archs and not any("CausalLM" in a or "LMHeadModel" in a for a in archs):

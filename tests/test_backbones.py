@@ -453,3 +453,14 @@ def test_a_model_trained_from_a_packaged_backbone_carries_its_licence_files(
         {"backbone": FAKE_ID}, dtype="float32",
     )  # fmt: skip
     assert (saved / "LICENSE").read_text(encoding="utf-8") == "MIT"
+
+
+def test_a_decoder_forced_to_the_offline_hub_names_the_setting_to_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from labelrec.causal import load_causal_lm
+
+    monkeypatch.setenv(backbones.HUB_ENV, "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match=f"describe.backbone: .*unset {backbones.HUB_ENV}"):
+        load_causal_lm("HuggingFaceTB/SmolLM2-135M-Instruct", "describe.backbone")
