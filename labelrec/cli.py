@@ -220,13 +220,21 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         for s in suggestions:
             line = f"{s['tag']}\t{s['score']:.4f}"
             if "evidence" in s:
-                line += "\t" + " ".join(
-                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in s["evidence"].items()
-                    if v
-                )
+                line += "\t" + " ".join(_evidence_text(k, v) for k, v in s["evidence"].items() if v)
             print(line)
     return 0
+
+
+def _evidence_text(key: str, value: Any) -> str:
+    """One part of ``suggest --explain``'s text line: ``neural=0.412``; the nearest training
+    products as ``nearest=id:similarity,...`` (``--format jsonl`` has their titles)."""
+    if isinstance(value, float):
+        return f"{key}={value:.3f}"
+    if isinstance(value, list) and all(isinstance(v, dict) and "id" in v for v in value):
+        return f"{key}=" + ",".join(
+            f"{v['id']}:{v['similarity']:.3f}" if "similarity" in v else str(v["id"]) for v in value
+        )
+    return f"{key}={value}"
 
 
 def _parse_product_line(line: str, number: int) -> dict[str, Any]:

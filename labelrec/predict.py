@@ -435,6 +435,16 @@ class TagRecommender:
                 sources.setdefault(target, []).append(old)
         parents = lex.parents if lex is not None else None
 
+        def from_vocab(i: int, sug: Suggestion) -> bool:
+            """Whether the suggestion's score is a vocabulary tag's (a rename's target may be
+            outside the vocabulary, and ``known`` then says so, while its score is known)."""
+            scores = [
+                final[i, self.vocab.index[t]]
+                for t in [sug.tag, *sources.get(sug.tag, [])]
+                if t in self.vocab.index
+            ]
+            return bool(scores) and float(max(scores)) >= sug.score - 1e-6
+
         def column(i: int, sug: Suggestion) -> tuple[str, int]:
             """The vocabulary tag behind a known suggestion (a rename's best variant)."""
             known = [t for t in [sug.tag, *sources.get(sug.tag, [])] if t in self.vocab.index]
@@ -443,7 +453,9 @@ class TagRecommender:
 
         nearest: list[dict[int, list[dict[str, Any]]]] = [{} for _ in ranked]
         if lex is not None and lex.tfidf is not None:
-            wanted = [[column(i, s)[1] for s in row if s.known] for i, row in enumerate(ranked)]
+            wanted = [
+                [column(i, s)[1] for s in row if from_vocab(i, s)] for i, row in enumerate(ranked)
+            ]
             with one_blas_thread():
                 nearest = lex.tfidf.nearest_with_tag(ev.items, wanted)
         out = []
@@ -452,7 +464,7 @@ class TagRecommender:
             for sug in suggestions:
                 candidates = [sug.tag, *sources.get(sug.tag, [])]
                 evidence: dict[str, Any] = {}
-                if sug.known:
+                if from_vocab(i, sug):
                     tag, j = column(i, sug)
                     for key, values in parts.items():
                         evidence[key] = round(float(values[i, j]), 6)
@@ -524,11 +536,13 @@ class TagRecommender:
             return self._rank_with_rules(scores, limit, cut, new_cut, new_tags, include, exclude)
         total = limit
         limit = min(limit, scores.shape[1])
-        top = np.argpartition(-scores, limit - 1, axis=1)[:, :limit]
-        for i, (row, cand) in enumerate(zip(scores, top, strict=True)):
+        # the best `limit` of the tags that pass their thresholds, not the best `limit` filtered
+        passing = np.where(scores >= cut, scores, -np.inf)
+        top = np.argpartition(-passing, limit - 1, axis=1)[:, :limit]
+        for i, (row, cand) in enumerate(zip(passing, top, strict=True)):
             cand = cand[np.argsort(-row[cand], kind="stable")]
             ranked = [
-                Suggestion(self.vocab.tags[j], float(row[j])) for j in cand if row[j] >= cut[j]
+                Suggestion(self.vocab.tags[j], float(row[j])) for j in cand if row[j] > -np.inf
             ]
             if new_tags is not None and new_tags[i]:
                 ranked += [
@@ -562,7 +576,7 @@ class TagRecommender:
                 ranked += [
                     Suggestion(t, float(v), False) for t, v in new_tags[i].items() if v >= new_cut
                 ]
-            out.append(rules.apply(ranked, include, exclude)[:limit])
+            out.append(rules.apply(ranked, include, exclude, self.vocab)[:limit])
         return out
 
     @property

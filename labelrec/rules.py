@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,15 +61,20 @@ class Rules:
             value = getattr(self, key)
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise RulesError(f"{where}{key}: expected a list of tag patterns, got {value!r}")
-        if not isinstance(self.rename, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and k and v for k, v in self.rename.items()
-        ):
+        if not isinstance(self.rename, dict):
             raise RulesError(f"{where}rename: expected a mapping of tag -> tag")
-        if not isinstance(self.max_per_facet, dict) or not all(
-            isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-            for k, v in self.max_per_facet.items()
-        ):
+        for k, v in self.rename.items():
+            if not (isinstance(k, str) and isinstance(v, str) and k and v):
+                raise RulesError(f"{where}rename: {k!r}: {v!r}: expected a tag -> a tag")
+        if not isinstance(self.max_per_facet, dict):
             raise RulesError(f"{where}max_per_facet: expected a mapping of prefix -> count >= 0")
+        for k, v in self.max_per_facet.items():
+            if not (isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool)):
+                raise RulesError(
+                    f"{where}max_per_facet: {k!r}: {v!r}: expected a prefix -> a count"
+                )
+            if v < 0:
+                raise RulesError(f"{where}max_per_facet: {k!r}: {v}: a count must be >= 0")
         self._deny = _patterns(self.deny)
         self._allow = _patterns(self.allow)
 
@@ -109,16 +114,20 @@ class Rules:
         ranked: Iterable[Ranked],
         include: Iterable[str] | None = None,
         exclude: Iterable[str] | None = None,
+        vocab: Container[str] | None = None,
     ) -> list[Any]:
         """``ranked`` (best first) with variants renamed and merged (the best score stays),
         denied and disallowed tags removed (also those outside ``include`` or in ``exclude``,
-        a request's own patterns), and each facet cut to its ``max_per_facet``."""
+        a request's own patterns), and each facet cut to its ``max_per_facet``. A renamed tag
+        is ``known`` when it is in ``vocab`` (without one, it keeps the flag of the tag it
+        renames)."""
         inc, exc = _patterns(include or ()), _patterns(exclude or ())
         merged: dict[str, Any] = {}
         for item in ranked:
             tag = self.rename.get(item.tag, item.tag)
             if tag != item.tag:
-                item = type(item)(tag, item.score, item.known)
+                known = item.known if vocab is None else tag in vocab
+                item = type(item)(tag, item.score, known)
             best = merged.get(tag)
             if best is None or item.score > best.score:
                 merged[tag] = item

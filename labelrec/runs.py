@@ -46,18 +46,36 @@ class Splits:
     skipped: list[str] = field(default_factory=list)
     feedback: list[data_mod.Product] = field(default_factory=list)  # reviewed, merged into train
     feedback_source: str | None = None
+    # reviews of valid products, by id: out of the tuning run, merged into a refit's products
+    valid_reviews: dict[str, data_mod.Product] = field(default_factory=dict)
+
+
+def reviewed_product(original: data_mod.Product, review: data_mod.Product) -> data_mod.Product:
+    """A catalog product after its review: its tags without the rejected ones, then the
+    accepted and added ones (a reviewer sees only the suggestions, so the gold tags not shown
+    stay), and the rejected tags as known negatives."""
+    rejected = set(review.rejected)
+    tags = [t for t in original.tags if t not in rejected] + list(review.tags)
+    return dataclasses.replace(
+        review,
+        tags=list(dict.fromkeys(tags)),
+        rejected=list(dict.fromkeys([*original.rejected, *review.rejected])),
+    )
 
 
 def merge_feedback(splits: Splits, path: str, hierarchy_separator: str | None = None) -> Splits:
     """``splits`` with the reviewed products of ``path`` (a ``labelrec feedback export``
-    catalog) in train: each replaces the training product with its id, or joins train. Reviewed
-    products whose id is in valid stay out of train (valid measures the model). Category paths
-    are expanded with ``hierarchy_separator`` as the training catalog's were."""
+    catalog) in train: a review of a training product is merged into it (``reviewed_product``),
+    another reviewed product joins train. Reviews of valid products stay out of train (valid
+    measures the model) and are kept in ``valid_reviews`` for a refit, which trains on valid.
+    Category paths are expanded with ``hierarchy_separator`` as the training catalog's were."""
     cfg = DataConfig(hierarchy_separator=hierarchy_separator)
     reviewed = data_mod.read_catalog(path, cfg, require_tags=False)
     valid_ids = {p.id for p in splits.valid}
     by_id = {p.id: p for p in reviewed.products if p.id not in valid_ids}
-    train = [by_id.pop(p.id, p) for p in splits.train] + list(by_id.values())
+    train = [
+        reviewed_product(p, by_id.pop(p.id)) if p.id in by_id else p for p in splits.train
+    ] + list(by_id.values())
     return dataclasses.replace(
         splits,
         train=train,
@@ -65,7 +83,15 @@ def merge_feedback(splits: Splits, path: str, hierarchy_separator: str | None = 
         skipped=splits.skipped + list(reviewed.skipped),
         feedback=[p for p in reviewed.products if p.id not in valid_ids],
         feedback_source=str(path),
+        valid_reviews={p.id: p for p in reviewed.products if p.id in valid_ids},
     )
+
+
+def refit_products(splits: Splits) -> list[data_mod.Product]:
+    """What a refit trains on: train, then valid with its reviews merged in."""
+    reviews = splits.valid_reviews
+    valid = [reviewed_product(p, reviews[p.id]) if p.id in reviews else p for p in splits.valid]
+    return splits.train + valid
 
 
 def load_splits(cfg: Config, require_tags: bool = True) -> Splits:

@@ -720,18 +720,23 @@ class LabelRec:
     """Product tag recommendation (labelrec)."""
 
     def __init__(self) -> None:
+        from labelrec.rules import RulesError
+
         self.settings = s = load_settings()
-        self.holder = ModelHolder.configured(
-            s.model_uri,
-            s.poll_seconds,
-            s.quantize,
-            s.num_threads or None,
-            s.backend,
-            s.generate,
-            s.rules,
-            s.passes,
-            s.workers,
-        )
+        try:
+            self.holder = ModelHolder.configured(
+                s.model_uri,
+                s.poll_seconds,
+                s.quantize,
+                s.num_threads or None,
+                s.backend,
+                s.generate,
+                s.rules,
+                s.passes,
+                s.workers,
+            )
+        except RulesError as err:
+            raise RuntimeError(f"{s.env_name('rules')}: {err}") from None
         self.holder.extensions["index"] = index_extension(s.index, s.catalog, s.interactions)
         self.holder.start()
         # /suggest and /suggest_batch: concurrent requests share forward passes

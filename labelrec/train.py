@@ -61,6 +61,7 @@ from labelrec.runs import (  # noqa: F401  (their home is runs.py; labelrec.trai
     TrainResult,
     load_splits,
     merge_feedback,
+    refit_products,
 )
 
 logger = logging.getLogger(__name__)
@@ -1012,7 +1013,7 @@ def train_and_refit(
     )
     merged = dataclasses.replace(
         splits,
-        train=splits.train + splits.valid,
+        train=refit_products(splits),
         valid=[],
         train_source=f"{splits.train_source} + {splits.valid_source}",
     )
@@ -1075,7 +1076,7 @@ def tune_by_folds(
     from labelrec.taxonomy import parent_index
 
     k = cfg.train.tuning_folds
-    pool = splits.train + splits.valid
+    pool = refit_products(splits)  # train + valid, every review merged in
     results: list[TrainResult] = []
     t0 = time.perf_counter()
     for i, (rest, held) in enumerate(tuning_folds(pool, k, cfg.seed)):

@@ -265,9 +265,12 @@ def test_catalogs_read_rejected_tags_as_known_negatives(tmp_path: Path) -> None:
 
 def test_feedback_merges_into_train_but_never_into_valid(tmp_path: Path) -> None:
     from labelrec.data import Product
-    from labelrec.train import Splits, merge_feedback
+    from labelrec.train import Splits, merge_feedback, refit_products
 
-    train = [Product("t1", "bear", tags=["Toys"]), Product("t2", "kite", tags=["Toys"])]
+    train = [
+        Product("t1", "bear", tags=["Toys"]),
+        Product("t2", "kite", tags=["Toys", "brand:Kitey", "Books"]),
+    ]
     valid = [Product("v1", "ball", tags=["Toys"])]
     reviewed = tmp_path / "reviewed.jsonl"
     rows = [
@@ -278,10 +281,15 @@ def test_feedback_merges_into_train_but_never_into_valid(tmp_path: Path) -> None
     reviewed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     merged = merge_feedback(Splits(train, valid, "train.jsonl", "valid.jsonl"), reviewed, " > ")
     assert [p.id for p in merged.train] == ["t1", "t2", "n1"]
-    assert merged.train[1].tags == ["Toys", "Toys > Outdoor"]  # paths expanded like train's
+    # merged into the product: its gold tags the reviewer did not reject stay (brand:Kitey was
+    # not among the suggestions), the rejected one goes, the accepted ones join, paths expanded
+    assert merged.train[1].tags == ["Toys", "brand:Kitey", "Toys > Outdoor"]
     assert merged.train[1].rejected == ["Books"]
     assert merged.valid == valid and [p.id for p in merged.feedback] == ["t2", "n1"]
     assert merged.train_source == f"train.jsonl + feedback {reviewed}"
+    # the valid product's review waits for a refit, which trains on valid
+    (refit_valid,) = [p for p in refit_products(merged) if p.id == "v1"]
+    assert (refit_valid.tags, refit_valid.rejected) == (["Books"], ["Toys"])
 
 
 def test_rejected_tags_weigh_more_in_the_loss() -> None:

@@ -82,6 +82,21 @@ def test_per_tag_thresholds_are_used(trained_model_dir: Path) -> None:
     assert [s.tag for s in rec.suggest(ITEMS[:1])[0]] == [rec.tags[best]]
 
 
+def test_a_tag_below_the_best_few_that_passes_its_threshold_is_suggested(
+    trained_model_dir: Path,
+) -> None:
+    """The top ``limit`` of the tags that pass, not the top ``limit`` filtered: with the best two
+    tags held back by their thresholds, the fourth-best still comes out at limit 2."""
+    rec = TagRecommender.load(trained_model_dir)
+    scores, _ = rec.predict_scores(ITEMS[:1])
+    order = np.argsort(-scores[0])
+    rec.tag_thresholds = np.full(len(rec.tags), 2.0, dtype=np.float32)
+    rec.tag_thresholds[order[3]] = 0.0  # only the fourth-best tag passes
+    assert [s.tag for s in rec.suggest(ITEMS[:1], limit=2)[0]] == [rec.tags[order[3]]]
+    no_op = rec.suggest(ITEMS[:1], limit=2, exclude=["no-such-tag"])  # the rules' path agrees
+    assert [s.tag for s in no_op[0]] == [rec.tags[order[3]]]
+
+
 def test_batches_sorted_by_length_return_input_order(trained_model_dir: Path) -> None:
     rec = TagRecommender.load(trained_model_dir, batch_size=3)
     together, emb = rec.predict_scores(ITEMS, with_embeddings=True)

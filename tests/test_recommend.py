@@ -330,7 +330,7 @@ class WideTagger(FakeTagger):
         return scores, (np.asarray(emb, dtype=np.float32) if with_embeddings else None)
 
 
-def test_embeddings_are_reduced_by_pca_and_queries_follow(tmp_path: Path):
+def test_embeddings_are_reduced_by_pca_and_queries_follow(tmp_path: Path, caplog):
     words = ["train", "lego", "puzzle", "red"]
     rows = [
         {"id": f"w{i}", "title": f"{words[i % 4]} {words[(i // 4) % 4]} item {i}"}
@@ -347,7 +347,11 @@ def test_embeddings_are_reduced_by_pca_and_queries_follow(tmp_path: Path):
     result = engine.similar(product={"title": rows[5]["title"]}, limit=1, tag_weight=0.0)
     assert result["results"][0]["id"] == "w5"  # the same text lands on the same point
     assert build_index(tagger, rows, embedding_dim=None).embeddings.shape == (40, 32)
-    assert build_index(tagger, rows[:10], embedding_dim=8).projection is None  # too few rows
+    with caplog.at_level("INFO", logger="labelrec.recommend.index"):
+        assert build_index(tagger, rows[:10], embedding_dim=8).projection is None  # too few rows
+        assert build_index(tagger, rows, embedding_dim=64).projection is None  # not fewer dims
+    said = [r.getMessage() for r in caplog.records if "kept whole" in r.getMessage()]
+    assert len(said) == 2 and "at least 16 products (10 here)" in said[0]
 
 
 # ------------------------------------------------------------------ personalised
@@ -394,6 +398,9 @@ def test_cold_start_falls_back_to_popular_products():
     assert {r["id"] for r in lego} <= {"p2", "p5"}
     with pytest.raises(ValueError, match="no history and no interactions"):
         ProductSearch(make_index()).recommend("stranger")
+    elsewhere = ProductSearch(make_index(), interactions=events(("u1", "zz-9"), ("u2", "zz-8")))
+    with pytest.raises(ValueError, match="no loaded interaction names a product of the index"):
+        elsewhere.recommend("u1")
 
 
 def test_time_decay_favours_recent_interactions():

@@ -56,6 +56,12 @@ def test_apply_on_hand_made_suggestions() -> None:
     assert [x.tag for x in narrowed] == ["color:Blue", "color:Green", "Toys"]
     only = Rules(allow=["Toys*"]).apply(ranked)
     assert [x.tag for x in only] == ["Toys"]
+    # a renamed tag is known when the vocabulary has it, whatever the tag it renames was
+    renames = Rules(rename={"brand:Zorg": "brand:Lego", "brand:Lego Set": "brand:LegoSet"})
+    out = renames.apply(
+        [s("brand:Zorg", 0.9, known=False), s("brand:Lego Set", 0.5)], vocab={"brand:Lego"}
+    )
+    assert [(x.tag, x.known) for x in out] == [("brand:Lego", True), ("brand:LegoSet", False)]
 
 
 def test_rules_files_and_their_errors(tmp_path: Path) -> None:
@@ -68,8 +74,11 @@ def test_rules_files_and_their_errors(tmp_path: Path) -> None:
         ("deny: [Books\nrename: {}\n", r"bad.yaml, line 2: not valid YAML"),
         ("denied: [Books]\n", "unknown key 'denied'"),
         ("deny: Books\n", "deny: expected a list of tag patterns"),
-        ("rename: {a: 3}\n", "rename: expected a mapping of tag -> tag"),
-        ("max_per_facet: {'brand:': -1}\n", "max_per_facet: expected a mapping"),
+        ("rename: {a: 3}\n", "rename: 'a': 3: expected a tag -> a tag"),
+        ("rename: [a]\n", "rename: expected a mapping of tag -> tag"),
+        ("max_per_facet: {'brand:': -1}\n", "max_per_facet: 'brand:': -1: a count must be >= 0"),
+        ("max_per_facet: {'brand:': one}\n", "max_per_facet: 'brand:': 'one': expected a prefix"),
+        ("max_per_facet: 3\n", "max_per_facet: expected a mapping"),
         ("- a list\n", "expected a mapping with deny"),
     ]
     for text, message in cases:
@@ -161,5 +170,5 @@ def test_service_rules_and_request_patterns(ruled_model, make_service, tmp_path:
     )
     assert [t.tag for t in narrowed.tags] == [top[1]]
     rules_file.write_text("max_per_facet: {'brand:': many}\n", "utf-8")
-    with pytest.raises(RulesError, match="max_per_facet"):
+    with pytest.raises(RuntimeError, match=r"LABELREC_RULES: .*svc\.yaml.*max_per_facet"):
         make_service(model, LABELREC_RULES=str(rules_file))

@@ -366,6 +366,9 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     first = httpx.get(f"{server.url}/queue?position=0").json()["product"]
     assert browser.find_element(By.ID, "title").get_attribute("value") == first["title"]
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#tags li.tag")))
+    # its similar products are looked up by its id: it is not its own neighbour
+    neighbours = browser.find_elements(By.CSS_SELECTOR, "#similar li.product")
+    assert neighbours and first["id"] not in [p.get_attribute("data-id") for p in neighbours]
     browser.find_element(By.CSS_SELECTOR, "#tags li.tag").send_keys("a")
     browser.find_element(By.ID, "save-btn").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "saved review #"))

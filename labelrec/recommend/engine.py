@@ -450,10 +450,15 @@ class ProductSearch:
     def _cold_start(
         self, user: Any, limit: int, weight: float, mask: np.ndarray | None, pop_weight: float
     ) -> dict[str, Any]:
-        if self.signals is None or not self.signals.popularity.any():
+        if self.signals is None:
             raise ValueError(
                 f"user {user!r} has no history and no interactions are loaded to fall back on: "
                 "give a history or load interactions"
+            )
+        if not self.signals.popularity.any():
+            raise ValueError(
+                f"user {user!r} has no history, and no loaded interaction names a product of the"
+                " index to fall back on (each was ignored: are they from another catalog?)"
             )
         pop = self.signals.popularity
         rows = np.flatnonzero(pop)

@@ -571,6 +571,15 @@ def build_index(
         if embedding_dim and embedding_dim < emb.shape[1] and len(emb) >= 2 * embedding_dim:
             projection = pca_projection(emb, embedding_dim)
             emb = normalize_rows(emb @ projection)
+        elif embedding_dim:
+            logger.info(
+                "embeddings kept whole (%d dimensions): embedding_dim %d needs fewer dimensions"
+                " than that and at least %d products (%d here)",
+                emb.shape[1],
+                embedding_dim,
+                2 * embedding_dim,
+                len(emb),
+            )
     if embeddings and emb is None and ids:
         raise ValueError("the tagger returned no embeddings")
     return ProductIndex(
