@@ -40,6 +40,16 @@ COMPONENT_WORDS = {
 }
 
 
+def _file_names(source: str) -> str:
+    """A training source (``a/train.jsonl + b/valid.jsonl + feedback c/reviewed.jsonl``) with
+    each file cut to its name: a card says which files, not where they were."""
+    parts = []
+    for part in source.split(" + "):
+        label = "feedback " if part.startswith("feedback ") else ""
+        parts.append(label + Path(part.removeprefix(label)).name)
+    return " + ".join(parts)
+
+
 def _hub_id(backbone: str) -> str | None:
     """``backbone`` when it reads as a Hub id (``owner/name``, not a local folder), else None."""
     if backbone.count("/") != 1 or backbone.startswith((".", "/", "~")) or Path(backbone).exists():
@@ -109,8 +119,8 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
         "",
         "## Training",
         "",
-        f"- Training data: `{Path(str(info.get('train_source', '?'))).name}`"
-        f"{'' if refit is None else ' and the valid split (refit)'}.",
+        f"- Training data: `{_file_names(str(info.get('train_source', '?')))}`"
+        f"{'' if refit is None else ' (the refit: train + valid, with the tuning run choices)'}.",
         f"- Epochs: {info.get('best_epoch', '?')}; seed {config.get('seed', '?')}; the whole "
         f"configuration is in `labelrec.json`.",
     ]

@@ -34,7 +34,7 @@ def test_card_names_a_hub_backbone_its_licence_and_a_refit() -> None:
         "max_length": 64,
         "n_tags": 12,
         "best_epoch": 2,
-        "train_source": "/data/shop/train.jsonl",
+        "train_source": "/data/shop/train.jsonl + /data/shop/valid.jsonl + feedback /r/rev.jsonl",
         "refit": {"epochs": 2},
         "valid_metrics": {"P@1": 0.5, "nDCG@3": 0.25},
         "config": {"data": {"valid": "/data/shop/valid.jsonl"}, "lora": {"enabled": "auto"}},
@@ -48,7 +48,8 @@ def test_card_names_a_hub_backbone_its_licence_and_a_refit() -> None:
     ]
     assert card.data.eval_results[0].dataset_name == "valid.jsonl"
     assert "Backbone licence: Apache-2.0" in card.text
-    assert "`train.jsonl` and the valid split (refit)" in card.text
+    assert "`train.jsonl + valid.jsonl + feedback rev.jsonl` (the refit: train + valid" in card.text
+    assert "/data/shop" not in card.content  # file names, not where they were
     assert "valid cannot measure it" in card.text
     assert "a span tagger" in card.text and "a reranker" in card.text
 
