@@ -43,6 +43,7 @@ __all__ = [
     "propensities",
     "psp_at_k",
     "recall_at_k",
+    "top_k",
     "tune_global_threshold",
     "tune_tag_thresholds",
 ]
@@ -91,7 +92,7 @@ def _check_k(k: int) -> int:
     return k
 
 
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the top-``k`` scores per row, best first.
 
     Equal to ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` (ties broken by
@@ -188,7 +189,7 @@ def per_product_precision(y_true: Any, scores: ArrayLike, k: int) -> np.ndarray:
     """
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
-    return _precision_from_hits(_hits(y, _top_k(s, k)), k)
+    return _precision_from_hits(_hits(y, top_k(s, k)), k)
 
 
 def precision_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
@@ -207,7 +208,7 @@ def recall_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
     """
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
-    return _nanmean(_recall_from_hits(_hits(y, _top_k(s, k)), y.sum(axis=1), k))
+    return _nanmean(_recall_from_hits(_hits(y, top_k(s, k)), y.sum(axis=1), k))
 
 
 def per_product_ndcg(y_true: Any, scores: ArrayLike, k: int) -> np.ndarray:
@@ -218,7 +219,7 @@ def per_product_ndcg(y_true: Any, scores: ArrayLike, k: int) -> np.ndarray:
     """
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
-    return _ndcg_from_hits(_hits(y, _top_k(s, k)), y.sum(axis=1), k)
+    return _ndcg_from_hits(_hits(y, top_k(s, k)), y.sum(axis=1), k)
 
 
 def ndcg_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
@@ -251,7 +252,7 @@ def psp_at_k(y_true: Any, scores: ArrayLike, k: int, inv_propensity: ArrayLike) 
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
     invp = _as_inv_propensity(inv_propensity, y.shape[1])
-    return _psp_from_top(y, _top_k(s, k), invp, k)
+    return _psp_from_top(y, top_k(s, k), invp, k)
 
 
 # --------------------------------------------------------- thresholded (set) metrics
@@ -390,7 +391,7 @@ def band_metrics(y_true: Any, scores: ArrayLike, bands: ArrayLike, k: int = 5) -
     bands = np.asarray(bands)
     if bands.shape != (y.shape[1],):
         raise ValueError(f"bands must have shape ({y.shape[1]},), got {bands.shape}")
-    top = _top_k(s, k)
+    top = top_k(s, k)
     hit_tags = top[_hits(y, top)]  # tag index of every gold tag found in a top-k
     hits_per_tag = np.bincount(hit_tags, minlength=y.shape[1])
     gold_per_tag = y.sum(axis=0)
@@ -468,7 +469,7 @@ def evaluate_scores(
     ks = [_check_k(k) for k in ks]
     y, s = _inputs(y_true, scores)
     n_gold = y.sum(axis=1)
-    top = _top_k(s, max(ks)) if ks else np.empty((y.shape[0], 0), dtype=np.intp)
+    top = top_k(s, max(ks)) if ks else np.empty((y.shape[0], 0), dtype=np.intp)
     hits = _hits(y, top)
     out: dict[str, float] = {}
     for k in ks:
@@ -548,7 +549,7 @@ def objective(y: Any, scores: np.ndarray) -> float:
         raise ValueError(f"shape mismatch: y_true {shape} vs scores {s.shape}")
     if np.isnan(s).any():
         raise ValueError("scores contain NaN")
-    top = _top_k(s, 3)
+    top = top_k(s, 3)
     if dense is None:
         rows, cols = sp.csr_array(y).nonzero()  # explicit zeros are not gold
         n, m = s.shape

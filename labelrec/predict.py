@@ -536,11 +536,13 @@ class TagRecommender:
             return self._rank_with_rules(scores, limit, cut, new_cut, new_tags, include, exclude)
         total = limit
         limit = min(limit, scores.shape[1])
-        # the best `limit` of the tags that pass their thresholds, not the best `limit` filtered
+        # the best `limit` of the tags that pass their thresholds, not the best `limit` filtered;
+        # ties go to the lower column, as the metrics rank them (labelrec.metrics.top_k)
+        from labelrec.metrics import top_k
+
         passing = np.where(scores >= cut, scores, -np.inf)
-        top = np.argpartition(-passing, limit - 1, axis=1)[:, :limit]
+        top = top_k(passing, limit)
         for i, (row, cand) in enumerate(zip(passing, top, strict=True)):
-            cand = cand[np.argsort(-row[cand], kind="stable")]
             ranked = [
                 Suggestion(self.vocab.tags[j], float(row[j])) for j in cand if row[j] > -np.inf
             ]

@@ -143,7 +143,7 @@ def test_top_k_matches_stable_argsort_with_many_ties():
     scores[0] = -np.inf  # fully masked row
     expected = np.argsort(-scores, axis=1, kind="stable")
     for k in (1, 3, 5, 10, 14, 15, 60, 80):
-        np.testing.assert_array_equal(metrics._top_k(scores, k), expected[:, :k])
+        np.testing.assert_array_equal(metrics.top_k(scores, k), expected[:, :k])
 
 
 # ----------------------------------------------------------------------- propensity

@@ -45,7 +45,8 @@ def test_limit_and_threshold_semantics(rec: TagRecommender) -> None:
     top = rec.suggest(ITEMS, limit=3, threshold=0)
     for row, suggestions in zip(scores, top, strict=True):
         assert len(suggestions) == 3
-        assert [s.tag for s in suggestions] == [rec.tags[j] for j in np.argsort(-row)[:3]]
+        best = np.argsort(-row, kind="stable")[:3]  # ties: the lower column first
+        assert [s.tag for s in suggestions] == [rec.tags[j] for j in best]
         assert [s.score for s in suggestions] == pytest.approx(sorted(row, reverse=True)[:3])
 
     # A limit above the vocabulary returns every tag once.
@@ -55,14 +56,15 @@ def test_limit_and_threshold_semantics(rec: TagRecommender) -> None:
     # A global threshold keeps the tags at or above it (within the limit).
     cut = float(np.median(scores))
     for row, suggestions in zip(scores, rec.suggest(ITEMS, limit=5, threshold=cut), strict=True):
-        expected = [rec.tags[j] for j in np.argsort(-row)[:5] if row[j] >= cut]
+        expected = [rec.tags[j] for j in np.argsort(-row, kind="stable")[:5] if row[j] >= cut]
         assert [s.tag for s in suggestions] == expected
     assert rec.suggest(ITEMS, threshold=1.01) == [[] for _ in ITEMS]
 
-    # threshold=None: the per-tag thresholds tuned on valid.
+    # threshold=None: the per-tag thresholds tuned on valid; the best 5 of the tags that pass.
     tuned = rec.suggest(ITEMS, limit=5, threshold=None)
     for row, suggestions in zip(scores, tuned, strict=True):
-        expected = [rec.tags[j] for j in np.argsort(-row)[:5] if row[j] >= rec.tag_thresholds[j]]
+        order = np.argsort(-row, kind="stable")
+        expected = [rec.tags[j] for j in order if row[j] >= rec.tag_thresholds[j]][:5]
         assert [s.tag for s in suggestions] == expected
     assert any(tuned), "tuned thresholds reject every tag of every product"
 
@@ -95,6 +97,26 @@ def test_a_tag_below_the_best_few_that_passes_its_threshold_is_suggested(
     assert [s.tag for s in rec.suggest(ITEMS[:1], limit=2)[0]] == [rec.tags[order[3]]]
     no_op = rec.suggest(ITEMS[:1], limit=2, exclude=["no-such-tag"])  # the rules' path agrees
     assert [s.tag for s in no_op[0]] == [rec.tags[order[3]]]
+
+
+def test_ties_rank_as_the_metrics_rank_them(trained_model_dir: Path) -> None:
+    """Equal scores (a parent raised to its best child's) are ordered by column, as
+    ``labelrec.metrics`` orders them: ``suggest`` and ``eval`` count the same top tags."""
+    from labelrec.metrics import top_k
+
+    rec = TagRecommender.load(trained_model_dir)
+    scores = np.zeros((2, len(rec.tags)), dtype=np.float32)
+    scores[0, [5, 2, 7]] = 0.9
+    scores[0, 1] = 0.95
+    scores[1, ::-1] = np.linspace(0, 1, len(rec.tags))  # no ties
+    for row, ranked in zip(scores, rec.rank(scores, limit=3, threshold=0), strict=True):
+        expected = [rec.tags[j] for j in top_k(row[None], 3)[0]]
+        assert [s.tag for s in ranked] == expected
+    assert [s.tag for s in rec.rank(scores, limit=3, threshold=0)[0]] == [
+        rec.tags[1],
+        rec.tags[2],
+        rec.tags[5],
+    ]
 
 
 def test_batches_sorted_by_length_return_input_order(trained_model_dir: Path) -> None:
