@@ -108,9 +108,13 @@ def evaluate_scores_on(
     bands = metrics.frequency_bands(counts)
     result.update(metrics.band_metrics(y, full, bands, k=5))
     result["unknown_gold_share"] = float(y[:, len(vocab) :].sum() / max(y.sum(), 1))
-    if any(new_tags):
+    if any(new_tags):  # how the new tags fare: first place, and at their threshold
         top1 = np.argmax(full, axis=1)
         result["new_tag_share_of_top1"] = float((top1 >= len(vocab)).mean())
+        gold, proposed = y[:, len(vocab) :].toarray() > 0, full[:, len(vocab) :] >= outside
+        found = (proposed & gold).sum()
+        result["new_tag_recall"] = float(found / max(gold.sum(), 1))
+        result["new_tag_precision"] = float(found / max(proposed.sum(), 1))
     per_tag = metrics.per_tag_results(
         y, metrics.apply_thresholds(full, cut), names, train_counts=counts
     )

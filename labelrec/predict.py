@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from labelrec.data import Product, TagVocab
+from labelrec.metrics import top_k
 from labelrec.model import (
     ModelError,
     encode_products,
@@ -538,8 +539,6 @@ class TagRecommender:
         limit = min(limit, scores.shape[1])
         # the best `limit` of the tags that pass their thresholds, not the best `limit` filtered;
         # ties go to the lower column, as the metrics rank them (labelrec.metrics.top_k)
-        from labelrec.metrics import top_k
-
         passing = np.where(scores >= cut, scores, -np.inf)
         top = top_k(passing, limit)
         for i, (row, cand) in enumerate(zip(passing, top, strict=True)):

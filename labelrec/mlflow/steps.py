@@ -219,20 +219,9 @@ def run_train(
                     "description": [p.description for p in valid_products[:2]],
                 }
             )
-            if register:
-                version = _registry().register_challenger(
-                    result.output,
-                    name=name,
-                    tags=_version_tags(tracker),
-                    input_example=example if len(example) else None,
-                )
-                summary["version"] = str(version.version)
-                summary["model_uri"] = f"models:/{name}/{version.version}"
-            else:
-                logged = log_model(
-                    result.output, name="model", input_example=example if len(example) else None
-                )
-                summary["model_uri"] = logged.model_uri
+            summary.update(
+                _publish(result.output, name, register, tracker, example if len(example) else None)
+            )
             summary["output"] = str(result.output) if tmp is None else None
         return summary
     finally:
@@ -250,21 +239,29 @@ def _version_tags(tracker: Any) -> dict[str, str]:
     return tags
 
 
+def _publish(
+    output: Path, name: str, register: bool, tracker: Any, example: Any = None
+) -> dict[str, str]:
+    """Log the model trained in the active run; with ``register``, register it under ``name``
+    as ``@challenger``. Returns its ``model_uri`` (and ``version``)."""
+    if not register:
+        return {"model_uri": log_model(output, name="model", input_example=example).model_uri}
+    version = _registry().register_challenger(
+        output, name=name, tags=_version_tags(tracker), input_example=example
+    )
+    return {"version": str(version.version), "model_uri": f"models:/{name}/{version.version}"}
+
+
 def _log_describer(result: Any, name: str, register: bool, tracker: Any) -> dict[str, Any]:
-    """Log (and register, as ``@challenger``) a describer trained in the active run."""
+    """Log (and register) a describer trained in the active run: under ``labelrec-describer``
+    when ``name`` is the taggers' default."""
     summary: dict[str, Any] = {
         "metrics": result.metrics,
         "train_seconds": result.train_seconds,
         "datasets": tracker.datasets,
     }
-    if not register:
-        summary["model_uri"] = log_model(result.output, name="model").model_uri
-        return summary
-    if name == "labelrec":
-        name = "labelrec-describer"
-    version = _registry().register_challenger(result.output, name=name, tags=_version_tags(tracker))
-    summary["version"] = str(version.version)
-    summary["model_uri"] = f"models:/{name}/{version.version}"
+    name = "labelrec-describer" if name == "labelrec" else name
+    summary.update(_publish(result.output, name, register, tracker))
     return summary
 
 

@@ -471,20 +471,17 @@ def evaluate_with_new_tags(
     ks: tuple[int, ...] = (1, 3, 5),
 ) -> OpenEvaluation:
     """The metrics of ``labelrec.evaluate`` over known and new tags ranked together, with the
-    recall and precision of the new tags at ``new_threshold``."""
-    from labelrec.evaluate import evaluate_scores_on, joint_matrices
+    recall and precision of the new tags at ``new_threshold`` (0 where none was proposed and
+    the products have gold tags outside the vocabulary)."""
+    from labelrec.evaluate import evaluate_scores_on
 
     result = evaluate_scores_on(
         known, products, vocab, thresholds, ks, new_tags=new_tags, new_threshold=new_threshold
     ).metrics
     result.setdefault("new_tag_share_of_top1", 0.0)
-    y, scores, names = joint_matrices(known, new_tags, products, vocab)
-    new_cols = np.arange(len(vocab), len(names))
-    if len(new_cols):
-        ys, ss = y[:, new_cols].toarray() > 0, scores[:, new_cols]
-        found = (ss >= new_threshold) & ys
-        result["new_tag_recall"] = float(found.sum() / max(ys.sum(), 1))
-        result["new_tag_precision"] = float(found.sum() / max((ss >= new_threshold).sum(), 1))
+    if result["unknown_gold_share"] > 0:
+        result.setdefault("new_tag_recall", 0.0)
+        result.setdefault("new_tag_precision", 0.0)
     return OpenEvaluation(result)
 
 
