@@ -48,6 +48,10 @@ class TagWriter:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
+            rows = [
+                {**r, "tags": [{**t, "known": t.get("known", True)} for t in r["tags"]]}
+                for r in rows
+            ]
             table = pa.Table.from_pylist(rows, schema=_ARROW_SCHEMA())
             if self._pq is None:
                 self._pq = pq.ParquetWriter(self.path, table.schema)
@@ -98,14 +102,15 @@ class TagWriter:
 def _ARROW_SCHEMA() -> Any:
     import pyarrow as pa
 
-    tag = pa.struct([("tag", pa.string()), ("score", pa.float64())])
+    tag = pa.struct([("tag", pa.string()), ("score", pa.float64()), ("known", pa.bool_())])
     return pa.schema([("id", pa.string()), ("title", pa.string()), ("tags", pa.list_(tag))])
 
 
 def iter_scored(
     path: str | Path, cfg: DataConfig, scorer: Scorer, chunk_size: int = 1000
 ) -> Iterator[list[dict[str, Any]]]:
-    """Chunks of ``{"id", "title", "tags": [{"tag", "score"}, ...]}`` rows, in input order."""
+    """Chunks of ``{"id", "title", "tags": [{"tag", "score"}, ...]}`` rows, in input order (a
+    tag outside the model's vocabulary with ``"known": false``)."""
     for chunk in iter_catalog(path, cfg, require_tags=False, chunk_size=chunk_size):
         suggestions = scorer(chunk)
         yield [

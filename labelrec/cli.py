@@ -12,6 +12,8 @@ from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+NOT_PROMOTED = 3  # `promote --exit-code`: the challenger was evaluated and not promoted
+
 
 def _load_recommender(args: argparse.Namespace) -> Any:
     """The tagging model ``args.model`` names (a directory or an MLflow URI); ``args.model_dir``
@@ -381,7 +383,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         print(line)
     for band, drop in d.band_drops.items():
         print(f"recall@5 {band}: {-drop:+.4f}")
-    return 0
+    return NOT_PROMOTED if args.exit_code and not d.promoted else 0
 
 
 def cmd_product_index(args: argparse.Namespace) -> int:
@@ -694,6 +696,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="labelrec", help="registered model name")
     p.add_argument("--data", required=True, help="labelled evaluation catalog")
     add_arguments(p, PromotionConfig)
+    p.add_argument(
+        "--exit-code",
+        action="store_true",
+        help=f"exit {NOT_PROMOTED} when the challenger is not promoted (a gate in CI); else 0",
+    )
     config_args(p)
     p.set_defaults(func=cmd_promote)
     return parser

@@ -235,6 +235,8 @@ def test_index_one_row_per_product(
     for row in rows:
         tags = row["tags"].split("|") if out_fmt == "csv" else row["tags"]
         assert len(tags) == 2
+        if out_fmt == "parquet":  # each tag struct says whether the vocabulary has it
+            assert all(isinstance(t["known"], bool) for t in tags)
 
 
 def test_index_refuses_to_write_over_its_input(

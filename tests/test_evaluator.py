@@ -24,8 +24,10 @@ from labelrec.evaluate import evaluate_scores_on  # noqa: E402
 from labelrec.mlflow.evaluator import (  # noqa: E402
     LabelrecEvaluator,
     evaluate_ranked,
+    gold_lists,
     metric_key,
     parse_ranked,
+    unmatched_gold_warning,
 )
 
 PEER_CODE = '''
@@ -225,6 +227,16 @@ def test_short_lists_earn_nothing_beyond_their_end() -> None:
     assert result.metrics["micro_recall"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="2 products"):
         evaluate_ranked(ranked[:1], gold)
+
+
+def test_unmatched_gold_warning_names_the_delimiter() -> None:
+    ranked = [[("a", 0.9), ("b", 0.5)], [("c", 0.7)]]
+    # gold joined by ";" while the delimiter is "|": one unknown tag a product, nothing matches
+    gold = gold_lists(["a;b", "c;a"], "|")
+    warning = unmatched_gold_warning(gold, ranked, "|")
+    assert warning is not None and "'a;b'" in warning and "tag_delimiter" in warning
+    assert unmatched_gold_warning(gold_lists(["a;b", "c;a"], ";"), ranked, ";") is None
+    assert unmatched_gold_warning([[], []], ranked, "|") is None  # nothing to match
 
 
 def test_parse_ranked_accepts_common_shapes() -> None:

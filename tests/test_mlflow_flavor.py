@@ -15,6 +15,7 @@ mlflow = pytest.importorskip("mlflow")
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from conftest import toy_catalog  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 
 import labelrec.mlflow as lrm  # noqa: E402
 from labelrec import cli  # noqa: E402
@@ -106,11 +107,15 @@ def test_save_model_layout(trained_model_dir: Path, tmp_path: Path) -> None:
     assert json.loads(signature["outputs"])[0]["name"] == "tags"
     example = json.loads((out / "input_example.json").read_text())
     assert len(example["data"]) == 2
-    # pip requirements pinned to what is installed, torch without a local version label
-    reqs = (out / "requirements.txt").read_text().split()
+    # pip requirements pinned to what is installed, torch without a local version label (its CPU
+    # builds' index named when torch here is one), platform markers kept, no serving stack
+    lines = (out / "requirements.txt").read_text().splitlines()
+    reqs = [line.split(";")[0].strip() for line in lines]
     assert f"torch=={torch.__version__.split('+')[0]}" in reqs
+    cpu_index = "--extra-index-url https://download.pytorch.org/whl/cpu"
+    assert (cpu_index in lines) == torch.__version__.endswith("+cpu")
     assert any(r.startswith("transformers==") for r in reqs)
-    assert not any(r.startswith(("bentoml", "labelrec", "pytest")) for r in reqs)
+    assert not any(r.startswith(("bentoml", "labelrec", "pytest", "uv", "httptools")) for r in reqs)
 
 
 def test_register_load_by_alias_matches_suggest(
@@ -157,6 +162,20 @@ def test_register_load_by_alias_matches_suggest(
     titles_only = as_lists(model.predict(pd.DataFrame({"title": [i["title"] for i in ITEMS]})))
     assert len(titles_only) == len(ITEMS)
 
+    # a dict of columns: one product per element (MLflow hands the model one row of lists)
+    columns = {key: [i[key] for i in ITEMS] for key in ("title", "description")}
+    assert as_lists(model.predict(columns)) == got
+    with pytest.raises(MlflowException, match="'description' has 1 values for 4 titles"):
+        model.predict({"title": columns["title"], "description": ["one"]})
+    # a product without text gets no tags; the others are scored as before
+    blank = pd.DataFrame([ITEMS[0], {"title": "", "description": None}, ITEMS[1]])
+    assert as_lists(model.predict(blank)) == [got[0], [], got[1]]
+    # bad params name themselves (a 400 over REST)
+    for params, word in (({"limit": 0}, "limit"), ({"threshold": 1.5}, "threshold")):
+        with pytest.raises(MlflowException, match=f"param {word} must be") as err:
+            model.predict(frame, params=params)
+        assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+
     native = lrm.load_model("models:/labelrec@champion")
     assert isinstance(native, TagRecommender)
     assert native.tags == rec.tags
@@ -177,6 +196,12 @@ def test_register_challenger_tags_and_version_info(
     assert float(version.tags["valid.nDCG_at_3"]) == pytest.approx(want)
     assert version.tags["data_digest"] == "abc123"
     assert version.tags["code_version"].startswith(labelrec_version())
+    # timings and the tuning's chosen settings are not tagged as metrics; a one-line description
+    assert not any(k.endswith(("_seconds", "_weight", "_settings")) for k in version.tags)
+    assert "valid.n_products" not in version.tags
+    assert version.tags["labelrec.valid_products"] == str(int(info["valid_metrics"]["n_products"]))
+    assert version.description.startswith("labelrec tagger on ")
+    assert f"nDCG@3 {want:.4f}" in version.description
 
     described = model_version_info("models:/labelrec@challenger")
     assert described["name"] == "labelrec" and described["version"] == int(version.version)

@@ -236,6 +236,9 @@ def test_promote_command(
     assert cli.main(["promote", "--data", str(eval_file), "--min-metric", "1.01"]) == 0
     out = capsys.readouterr().out
     assert "not promoted" in out and "first model" in out
+    args = ["promote", "--data", str(eval_file), "--min-metric", "1.01", "--exit-code"]
+    assert cli.main(args) == cli.NOT_PROMOTED  # a gate in CI
+    assert "not promoted" in capsys.readouterr().out
     assert cli.main(["promote", "--data", str(eval_file), "--n-resamples", "200"]) == 0
     assert ": promoted" in capsys.readouterr().out
     assert champion_version() == 1

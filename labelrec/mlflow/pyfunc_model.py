@@ -7,7 +7,9 @@ Input: a DataFrame with ``title`` (string) and optional ``description`` (string)
 (tags per product, default 10) and ``threshold`` (a global score cut-off; null or absent = the
 per-tag thresholds tuned on valid; 0 = the top ``limit`` tags whatever their scores). Output: a
 DataFrame with one column ``tags``: per product a list of ``{"tag", "score", "known"}``, best
-first (``known`` false: a tag outside the vocabulary, from the span tagger or the generator).
+first (``known`` false: a tag outside the vocabulary, from the span tagger or the generator); a
+product with neither title nor description text gets an empty list. A bad param value (``limit``
+< 1, ``threshold`` outside [0, 1]) raises an ``MlflowException`` that names it (400 over REST).
 
 A describer (``kind: describer``) reads ``title`` and optional ``tags`` (a list of strings per
 product) and returns one column ``description``. Params: its decoding settings ``num_beams``,
@@ -21,28 +23,55 @@ import math
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 MODEL_ARTIFACT = "model_dir"
 
 
-def _text(value: Any) -> str:
+def _listlike(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray, pd.Series))
+
+
+def _text(value: Any, row: int = 0, column: str = "title") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if _listlike(value):
+        raise _invalid(f"row {row}: {column} is a list, not a string")
     return str(value)
 
 
+def _invalid(message: str) -> MlflowException:
+    """What a bad input or param raises: the scoring server answers it 400 with ``message``."""
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
 def _frame(model_input: Any) -> pd.DataFrame:
-    """A DataFrame from a DataFrame, one product dict, a dict of columns, or a list of products."""
-    if isinstance(model_input, pd.DataFrame):
-        return model_input
+    """A DataFrame from a DataFrame, one product dict, a dict of columns, or a list of products.
+
+    MLflow's schema enforcement turns a dict of columns (``{"title": [...], ...}``) into one row
+    whose cells are the lists; such a row is spread back into one row per product.
+    """
     if isinstance(model_input, dict):
         one = isinstance(model_input.get("title"), str)
-        return pd.DataFrame([model_input] if one else model_input)
-    if isinstance(model_input, (list, tuple)):
-        return pd.DataFrame([{"title": x} if isinstance(x, str) else x for x in model_input])
-    raise TypeError(f"expected a DataFrame with a 'title' column, got {type(model_input).__name__}")
+        model_input = pd.DataFrame([model_input] if one else model_input)
+    elif isinstance(model_input, (list, tuple)):
+        model_input = pd.DataFrame([{"title": x} if isinstance(x, str) else x for x in model_input])
+    if not isinstance(model_input, pd.DataFrame):
+        kind = type(model_input).__name__
+        raise TypeError(f"expected a DataFrame with a 'title' column, got {kind}")
+    frame = model_input
+    if len(frame) == 1 and "title" in frame.columns and _listlike(frame["title"].iloc[0]):
+        columns = {c: frame[c].iloc[0] for c in frame.columns}
+        n = len(columns["title"])
+        for c, cells in columns.items():
+            if c != "title" and _listlike(cells) and len(cells) != n:
+                raise _invalid(f"column {c!r} has {len(cells)} values for {n} titles")
+        frame = pd.DataFrame({c: list(v) if _listlike(v) else [v] * n for c, v in columns.items()})
+    return frame
 
 
 def _records(model_input: Any) -> list[dict[str, str]]:
@@ -56,8 +85,8 @@ def _records(model_input: Any) -> list[dict[str, str]]:
     else:
         descriptions = [""] * len(titles)
     return [
-        {"title": _text(t), "description": _text(d)}
-        for t, d in zip(titles, descriptions, strict=True)
+        {"title": _text(t, i), "description": _text(d, i, "description")}
+        for i, (t, d) in enumerate(zip(titles, descriptions, strict=True))
     ]
 
 
@@ -68,9 +97,29 @@ def _describe_records(model_input: Any) -> list[dict[str, Any]]:
         raise ValueError(f"input has no 'title' column (columns: {list(frame.columns)})")
     tags = frame["tags"].tolist() if "tags" in frame.columns else [None] * len(frame)
     return [
-        {"title": _text(t), "tags": [] if g is None or isinstance(g, float) else list(g)}
-        for t, g in zip(frame["title"].tolist(), tags, strict=True)
+        {"title": _text(t, i), "tags": [] if g is None or isinstance(g, float) else list(g)}
+        for i, (t, g) in enumerate(zip(frame["title"].tolist(), tags, strict=True))
     ]
+
+
+def _limit(params: dict[str, Any]) -> int:
+    value = params.get("limit")
+    limit = 10 if value is None else int(value)
+    if limit < 1:
+        raise _invalid(f"param limit must be >= 1, got {value!r}")
+    return limit
+
+
+def _threshold(params: dict[str, Any]) -> float | None:
+    value = params.get("threshold")
+    if value is None:
+        return None
+    threshold = float(value)
+    if math.isnan(threshold):
+        return None
+    if not 0.0 <= threshold <= 1.0:
+        raise _invalid(f"param threshold must be between 0 and 1 (or null), got {value!r}")
+    return threshold
 
 
 class LabelrecPyfunc(PythonModel):
@@ -93,22 +142,29 @@ class LabelrecPyfunc(PythonModel):
         first (a describer: a ``description`` column)."""
         params = params or {}
         if self.describer is not None:
+            from labelrec.config import ConfigError
             from labelrec.describe import DECODING
 
             decoding = {k: None if _text(v) == "" else v for k, v in params.items()}
-            describer = self.describer.with_decoding(
-                **{k: v for k, v in decoding.items() if k in DECODING}
-            )
+            try:
+                describer = self.describer.with_decoding(
+                    **{k: v for k, v in decoding.items() if k in DECODING}
+                )
+            except ConfigError as err:
+                raise _invalid(f"param {err}") from None
             texts = describer.describe(_describe_records(model_input))
             return pd.DataFrame({"description": texts})
-        limit = params.get("limit")
-        limit = 10 if limit is None else int(limit)
-        threshold = params.get("threshold")
-        threshold = None if threshold is None else float(threshold)
-        if threshold is not None and math.isnan(threshold):
-            threshold = None
+        limit, threshold = _limit(params), _threshold(params)
         items = _records(model_input)
-        ranked = self.recommender.suggest(items, limit=limit, threshold=threshold)
+        # a product without text gets no tags (scoring it would give the catalog's priors)
+        scored = [i for i, p in enumerate(items) if p["title"].strip() or p["description"].strip()]
+        ranked: list[list[Any]] = [[] for _ in items]
+        if scored:
+            rows = self.recommender.suggest(
+                [items[i] for i in scored], limit=limit, threshold=threshold
+            )
+            for i, row in zip(scored, rows, strict=True):
+                ranked[i] = row
         return pd.DataFrame(
             {
                 "tags": [

@@ -34,6 +34,12 @@ from labelrec.model import ModelError, read_info
 BANDS = ("head", "torso", "tail")
 METRIC_TAG_PREFIX = "valid."
 KIND_TAG = "labelrec.kind"  # on each registered version: tagger or describer
+# Figures of labelrec.json's valid_metrics that are settings the tuning chose or timings, not the
+# model's quality: not tagged as metrics (n_products is tagged as labelrec.valid_products).
+NOT_METRICS = {"rerank_settings", "rerank_kept", "absent_factor", "ridge_mix"}
+NOT_METRIC_SUFFIXES = ("_seconds", "_per_s", "_weight")
+# The valid metrics a version's description names, when it has them.
+DESCRIBED_METRICS = ("P_at_1", "nDCG_at_3", "micro_f1", "rougeL_f1")
 PROMOTION_TAG_PREFIX = "promotion."
 
 
@@ -126,7 +132,11 @@ def register_challenger(
             if not key.startswith("valid_"):
                 continue
             key = key[len("valid_") :]
-        if isinstance(value, (int, float)) and math.isfinite(value):
+        if key == "n_products":
+            version_tags["labelrec.valid_products"] = str(int(value))
+        elif key in NOT_METRICS or key.endswith(NOT_METRIC_SUFFIXES):
+            continue
+        elif isinstance(value, (int, float)) and math.isfinite(value):
             version_tags[METRIC_TAG_PREFIX + metric_key(key)] = repr(float(value))
     version_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
     with _run_context(f"register {name}"):
@@ -137,8 +147,26 @@ def register_challenger(
         client = mlflow.MlflowClient()
         for key, value in version_tags.items():
             client.set_model_version_tag(name, version, key, value)
+        description = version_description(version_tags)
+        client.update_model_version(name, version, description=description)
         client.set_registered_model_alias(name, alias, version)
         return client.get_model_version(name, version)
+
+
+def version_description(version_tags: dict[str, str]) -> str:
+    """One line for a registered version: its kind, backbone, tag count and main valid metrics."""
+    kind = version_tags.get(KIND_TAG, "tagger")
+    text = f"labelrec {kind} on {version_tags.get('labelrec.backbone')}"
+    if kind != DESCRIBER_KIND:
+        text += f", {version_tags.get('labelrec.n_tags')} tags"
+    shown = [
+        f"{key[len(METRIC_TAG_PREFIX) :].replace('_at_', '@')} {float(value):.4f}"
+        for key, value in version_tags.items()
+        if key.startswith(METRIC_TAG_PREFIX) and key[len(METRIC_TAG_PREFIX) :] in DESCRIBED_METRICS
+    ]
+    if shown:
+        text += "; valid " + ", ".join(shown)
+    return text
 
 
 # ----------------------------------------------------------------------- describing

@@ -415,6 +415,14 @@ def run_promote(
 
 
 # ---------------------------------------------------------------------- batch
+def _suggestion(tag: dict[str, Any]) -> dict[str, Any]:
+    """A pyfunc's ranked tag as ``labelrec index`` writes it (``known`` only when false)."""
+    out: dict[str, Any] = {"tag": str(tag["tag"]), "score": round(float(tag["score"]), 6)}
+    if tag.get("known", True) is False:
+        out["known"] = False
+    return out
+
+
 def run_batch(
     model_uri: str,
     input: str,
@@ -466,10 +474,7 @@ def run_batch(
                 }
             )
             out = model.predict(frame, params=params)
-            return [
-                [{"tag": str(t["tag"]), "score": round(float(t["score"]), 6)} for t in row]
-                for row in out["tags"]
-            ]
+            return [[_suggestion(t) for t in row] for row in out["tags"]]
 
         bar = tqdm(unit="product", desc="batch", disable=not progress)
         t0 = time.perf_counter()
