@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from labelrec.config import DataConfig
-from labelrec.data import CatalogError, Product, iter_catalog
+from labelrec.data import CatalogError, Product, check_catalog_file, iter_catalog
 from labelrec.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,18 @@ def iter_scored(
         ]
 
 
+def check_score_paths(in_path: str | Path, out_path: str | Path) -> None:
+    """What ``score_file`` refuses before it reads anything: a missing input, an output that is
+    the input (also through a link), a directory or an unknown extension as the output."""
+    src, dst = Path(in_path), Path(out_path)
+    check_catalog_file(src)
+    if dst.exists() and os.path.samefile(src, dst):
+        raise ValueError(f"{out_path}: the output is the input {in_path}; write to another file")
+    if dst.is_dir():
+        raise ValueError(f"{out_path}: is a directory; give the output file's name")
+    check_output_name(dst)
+
+
 def score_file(
     in_path: str | Path,
     out_path: str | Path,
@@ -134,12 +146,8 @@ def score_file(
     scored before the error in the partial file (logged), or no partial file when there are none.
     An output that is the input (also through a link) is refused before anything is opened.
     """
-    src, dst = Path(in_path), Path(out_path)
-    if dst.exists() and src.exists() and os.path.samefile(src, dst):
-        raise ValueError(f"{out_path}: the output is the input {in_path}; write to another file")
-    if dst.is_dir():
-        raise ValueError(f"{out_path}: is a directory; give the output file's name")
-    check_output_name(dst)
+    check_score_paths(in_path, out_path)
+    dst = Path(out_path)
     partial = partial_path(dst)
     writer = TagWriter(partial)
     n = 0

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,14 @@ def _load_recommender(args: argparse.Namespace) -> Any:
 
 
 def _data_config(args: argparse.Namespace, model_dir: str | None = None) -> Any:
-    """Column mapping for reading catalogs: --config and overrides, else the model's own."""
-    from labelrec.config import Config, _build, load_config
+    """Column mapping for reading catalogs: --config with the overrides, else the model's own
+    with the overrides on top of it."""
+    from labelrec.config import Config, _build, _merge, load_config, parse_overrides
 
-    if getattr(args, "config", None) or getattr(args, "overrides", None):
-        return load_config(args.config, args.overrides).data
+    overrides = getattr(args, "overrides", None) or []
+    if getattr(args, "config", None):
+        return load_config(args.config, overrides).data
+    data: dict[str, Any] = {}
     if model_dir is not None:
         info_path = Path(model_dir) / "labelrec.json"
         if info_path.is_file():
@@ -45,8 +49,7 @@ def _data_config(args: argparse.Namespace, model_dir: str | None = None) -> Any:
             data = dict((info.get("config") or {}).get("data") or {})
             for key in ("train", "valid", "unlabeled", "max_products"):
                 data.pop(key, None)
-            return _build(Config, {"data": data}, "").data
-    return Config().data
+    return _build(Config, _merge({"data": data}, parse_overrides(overrides)), "").data
 
 
 def _at_least(low: int) -> Any:
@@ -142,11 +145,12 @@ def _print_metrics(values: dict[str, float]) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import csv
 
-    from labelrec.data import read_catalog
+    from labelrec.data import check_catalog_file, read_catalog
     from labelrec.evaluate import evaluate_scores_on
 
     _output_file(args.metrics_file, "--metrics-file")  # before the work, not after it
     _output_file(args.results_file, "--results-file")
+    check_catalog_file(args.data)
     rec = _load_recommender(args)
     catalog = read_catalog(args.data, _data_config(args, args.model_dir))
     if catalog.skipped:
@@ -191,10 +195,16 @@ def _scores_with_progress(
     return np.concatenate(parts), new
 
 
+def _stdin_lines() -> Iterator[tuple[int, str]]:
+    """(number, line) of stdin, without a byte order mark before the first line."""
+    for number, line in enumerate(sys.stdin, start=1):
+        yield number, line.lstrip("\ufeff") if number == 1 else line
+
+
 def _parse_line(line: str, number: int) -> dict[str, str]:
     """One product of ``suggest``'s stdin: a title, or a JSON object with ``title`` and an
     optional ``description``."""
-    text = _checked_text(line.rstrip("\n"), f"<stdin>, line {number}")
+    text = _checked_text(line.rstrip("\r\n"), f"<stdin>, line {number}")
     if text.lstrip().startswith("{"):
         return _parse_product_line(text, number)
     return {"title": text}
@@ -203,7 +213,7 @@ def _parse_line(line: str, number: int) -> dict[str, str]:
 def cmd_suggest(args: argparse.Namespace) -> int:
     rec = _load_recommender(args)
     items = []
-    for number, line in enumerate(sys.stdin, start=1):
+    for number, line in _stdin_lines():
         if line.strip():
             items.append(_parse_line(line, number))
     if args.explain:
@@ -215,7 +225,9 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         ]
     for i, (item, suggestions) in enumerate(zip(items, results, strict=True)):
         if args.format == "jsonl":
-            print(json.dumps({"title": item["title"], "tags": suggestions}, ensure_ascii=False))
+            row = {"id": item["id"]} if item.get("id") is not None else {}
+            row.update(title=item["title"], tags=suggestions)
+            print(json.dumps(row, ensure_ascii=False))
             continue
         if i:
             print()
@@ -245,7 +257,10 @@ def _parse_product_line(line: str, number: int) -> dict[str, Any]:
     try:
         item = json.loads(_checked_text(line, where))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: invalid JSON: {err.msg}") from None
+        raise ValueError(
+            f"{where}: invalid JSON: {err.msg} (a line that starts with '{{' is read as a JSON"
+            ' object; a title that starts with one goes in it: {"title": "..."})'
+        ) from None
     except RecursionError:
         raise ValueError(f"{where}: invalid JSON: nested too deeply") from None
     if not isinstance(item, dict):
@@ -261,12 +276,19 @@ def _parse_product_line(line: str, number: int) -> dict[str, Any]:
     pid = item.get("id")
     if pid is not None and (isinstance(pid, bool) or not isinstance(pid, (str, int))):
         raise ValueError(f"{where}, field 'id': expected a string or an integer")
+    from labelrec.data import unicode_problem
+
+    for key in ("id", "title", "description", "tags"):
+        values = item.get(key)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and (problem := unicode_problem(value)) is not None:
+                raise ValueError(f"{where}, field {key!r}: {problem}")
     return item
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
     items = []
-    for number, line in enumerate(sys.stdin, start=1):
+    for number, line in _stdin_lines():
         if line.strip():
             items.append(_parse_product_line(line, number))
     from labelrec.opener import open_describer
@@ -289,8 +311,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from labelrec.batch import score_file
+    from labelrec.batch import check_score_paths, score_file
 
+    check_score_paths(args.data, args.output)  # before the model loads
     rec = _load_recommender(args)
 
     def scorer(products: list) -> list:
@@ -328,7 +351,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from labelrec.demo import write_demo
 
-    paths = write_demo(args.output, n_products=args.products, seed=args.seed)
+    paths = write_demo(args.output, n_products=args.products, seed=args.seed, force=args.force)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -392,13 +415,17 @@ def cmd_product_index(args: argparse.Namespace) -> int:
     if args.command == "index-build":
         print("labelrec: `index-build` is an alias of `product-index`", file=sys.stderr)
 
+    from labelrec.data import check_catalog_file
     from labelrec.opener import is_model_uri, open_tagger, resolve
     from labelrec.recommend import FaissBackend, ProductSearch, build_index_from_file
+    from labelrec.recommend.index import check_index_destination
 
     if args.ann and not FaissBackend.available():  # before the index is built, not after
         raise ValueError("--ann needs faiss-cpu: pip install 'labelrec[ann]'")
     if args.no_embeddings and args.embedding_dim is not None:
         raise ValueError("--embedding-dim sets the embeddings that --no-embeddings leaves out")
+    check_catalog_file(args.catalog)  # before the model loads and the catalog is scored
+    check_index_destination(args.output)
     resolved = resolve(args.model)
     tagger = open_tagger(resolved, batch_size=args.batch_size)
     bar = tqdm(unit="product", desc="product-index", disable=args.no_progress)
@@ -619,6 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="demo_data", help="folder for train, valid and test .jsonl")
     p.add_argument("--products", type=_at_least(1), default=2400, help="number of products")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--force", action="store_true", help="overwrite train, valid and test .jsonl if present"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(

@@ -788,8 +788,14 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     base = _strip_optional(tp)
     if typing.get_origin(base) is list:
         if isinstance(value, str):
-            parsed = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
-            value = parsed
+            if value.strip().startswith("["):
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError as err:
+                    problem = getattr(err, "problem", None) or "not valid YAML"
+                    raise ConfigError(f"{name}: not a valid list ({problem}): {value!r}") from None
+            else:
+                value = value.split(",")
         if not isinstance(value, list):
             raise ConfigError(f"{name}: expected a list, got {value!r}")
         (item_tp,) = typing.get_args(base) or (str,)
@@ -807,6 +813,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             number = float(value) if base is float else int(str(value))
         except ValueError:
             raise ConfigError(f"{name}: expected {base.__name__}, got {value!r}") from None
+        if not math.isfinite(number):  # nan and inf: no setting means either
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
         return number
     if base is str:
         return str(value)

@@ -27,6 +27,7 @@ import math
 import random
 import re
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -160,12 +161,30 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not Unicode text that a tokenizer, file or database takes (a lone
+    surrogate, e.g. from JSON's ``"\\ud800"``), or None."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return f"holds \\u{ord(found.group()):04x}, half of a surrogate pair: not valid Unicode text"
+
+
+def _valid_text(text: str, column: str) -> str:
+    if (problem := unicode_problem(text)) is not None:
+        raise _RowError(column, problem)
+    return text
+
+
 def _text_value(value: Any, column: str) -> str:
     """A title or description cell as normalised text; None/NaN/missing give ""."""
     if _is_empty(value):
         return ""
     if isinstance(value, str):
-        return _norm_ws(value)
+        return _valid_text(_norm_ws(value), column)
     raise _RowError(column, f"expected a string, got {_type_name(value)}")
 
 
@@ -173,13 +192,16 @@ def _id_value(value: Any, column: str) -> str:
     if isinstance(value, bool):
         raise _RowError(column, f"expected a string or an integer, got {_type_name(value)}")
     if isinstance(value, (int, np.integer)):
-        return str(int(value))
+        try:
+            return str(int(value))
+        except ValueError as err:  # more digits than Python prints (sys.set_int_max_str_digits)
+            raise _RowError(column, f"an integer id too long to print: {err}") from None
     if isinstance(value, (float, np.floating)) and not math.isnan(value) and value.is_integer():
         return str(int(value))  # integer ids that went through a float column (pandas with NaN)
     if _is_empty(value):
         return ""
     if isinstance(value, str):
-        return _norm_ws(value)
+        return _valid_text(_norm_ws(value), column)
     raise _RowError(column, f"expected a string or an integer, got {_type_name(value)}")
 
 
@@ -189,7 +211,7 @@ def _tag_items(value: Any, column: str, delimiter: str) -> list[str]:
     if _is_empty(value):
         return []
     if isinstance(value, str):
-        text = value.strip()
+        text = _valid_text(value.strip(), column)
         if text.startswith("[") and text.endswith("]"):
             try:
                 parsed = json.loads(text)
@@ -204,7 +226,7 @@ def _tag_items(value: Any, column: str, delimiter: str) -> list[str]:
             if _is_empty(item):
                 continue
             if isinstance(item, str):
-                items.append(item)
+                items.append(_valid_text(item, column))
             elif isinstance(item, (int, float, np.integer, np.floating)) and not isinstance(
                 item, bool
             ):
@@ -333,7 +355,9 @@ def _first_bad_utf8_line(path: Path, block: int = 1 << 20) -> int | None:
     return None
 
 
-def _check_file(path: Path) -> None:
+def check_catalog_file(path: str | Path) -> None:
+    """``FileNotFoundError`` or ``CatalogError`` unless ``path`` is an existing file."""
+    path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"catalog {path} does not exist")
     if not path.is_file():
@@ -550,8 +574,11 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
         end = 0  # physical line on which the previous record ended
 
         def records() -> Iterator[tuple[int, list[str]]]:
+            # A record is yielded once the next one is read: the last record of several lines
+            # may hold a quote that the file ends inside, which is reported instead of its row.
             nonlocal end
-            last: tuple[int, list[str]] | None = None  # the last record of several lines
+            last: tuple[int, list[str]] | None = None  # the last record and its physical lines
+            pending: tuple[int, list[str]] | None = None
             while True:
                 lines.clear()
                 try:
@@ -565,15 +592,20 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
                             "a quoted field is not closed before the end of"
                             " the file (a stray quote mark?): the rows after it would be its text",
                         ) from None
+                    if pending is not None:
+                        yield pending
                     return
                 except csv.Error as err:
                     raise CatalogError(path, reader.line_num, None, f"bad CSV: {err}") from None
                 except UnicodeDecodeError as err:
                     raise _not_utf8(path, end, err) from None
                 start, end = end + 1, reader.line_num
-                last = (start, list(lines)) if len(lines) > 1 else None
+                last = (start, list(lines))
+                if pending is not None:
+                    yield pending
+                    pending = None
                 if row and any(cell.strip() for cell in row):
-                    yield start, row
+                    pending = (start, row)
 
         rows = records()
         first = next(rows, None)
@@ -652,13 +684,41 @@ def _parquet_source(path: Path, wanted: dict[str, bool]) -> _Source:
             yield "row", number, {col: data[name][i] for col, name in columns.items()}
 
 
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _gzip_error(path: Path, last_line: int, err: Exception) -> CatalogError:
+    """A ``CatalogError`` for a .gz file that gzip cannot read to its end."""
+    if isinstance(err, EOFError):
+        where = f" after line {last_line}" if last_line else ""
+        return CatalogError(path, None, None, f"the compressed file ends early{where} (truncated?)")
+    return CatalogError(
+        path, None, None, f"not a readable gzip file ({err}): compress it, or drop the .gz"
+    )
+
+
+def _gzip_checked(source: _Source, path: Path) -> _Source:
+    """``source`` with gzip's own errors (a truncated or not-gzip file) as ``CatalogError``."""
+    number = 0
+    try:
+        for unit, number, record in source:
+            yield unit, number, record
+    except _GZIP_ERRORS as err:
+        raise _gzip_error(path, number, err) from None
+
+
 def _source(path: Path, cfg: DataConfig, wanted: dict[str, bool]) -> _Source:
-    _check_file(path)
+    check_catalog_file(path)
     ext, gz = _format_of(path)
     if ext in _JSON_EXTS:
-        return _json_source(path, gz, wanted)
+        return (
+            _gzip_checked(_json_source(path, gz, wanted), path)
+            if gz
+            else _json_source(path, gz, wanted)
+        )
     if ext in _CSV_EXTS:
-        return _csv_source(path, gz, cfg, wanted)
+        source = _csv_source(path, gz, cfg, wanted)
+        return _gzip_checked(source, path) if gz else source
     if ext in _PARQUET_EXTS and not gz:
         return _parquet_source(path, wanted)
     if ext in _TEXT_EXTS:
@@ -743,18 +803,25 @@ def iter_catalog(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     path = Path(path)
-    _check_file(path)  # fail now, not at the first next()
+    check_catalog_file(path)  # fail now, not at the first next()
     products = _iter_products(path, cfg or DataConfig(), require_tags, skipped)
     return _chunked(products, chunk_size)
 
 
 def _chunked(products: Iterator[Product], chunk_size: int) -> Iterator[list[Product]]:
+    """Lists of ``chunk_size`` products; at a bad row, the products read before it come out as
+    a last (short) chunk, then the ``CatalogError`` is raised: a consumer keeps all it could."""
     chunk: list[Product] = []
-    for product in products:
-        chunk.append(product)
-        if len(chunk) >= chunk_size:
+    try:
+        for product in products:
+            chunk.append(product)
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+    except CatalogError:
+        if chunk:
             yield chunk
-            chunk = []
+        raise
     if chunk:
         yield chunk
 
@@ -774,7 +841,7 @@ def read_texts(path: str | Path, cfg: DataConfig | None = None) -> list[str]:
     one text per line of a ``.txt`` file. Ids and tags are not needed; empty texts are dropped."""
     cfg = cfg or DataConfig()
     path = Path(path)
-    _check_file(path)
+    check_catalog_file(path)
     ext, gz = _format_of(path)
     limit = cfg.max_products
     texts: list[str] = []
@@ -793,6 +860,8 @@ def read_texts(path: str | Path, cfg: DataConfig | None = None) -> list[str]:
                             break
         except UnicodeDecodeError as err:
             raise _not_utf8(path, number, err) from None
+        except _GZIP_ERRORS as err:
+            raise _gzip_error(path, number, err) from None
         return texts
 
     def parse(record: dict[str, Any], unit: str, number: int) -> str | None:

@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 VOCAB_FILE = "demo_vocab.json"
+DEMO_SPLITS = ("train", "valid", "test")  # write_demo's files: <split>.jsonl
 
 # --------------------------------------------------------------------------------------------
 # Vocabularies: package data (demo_vocab.json), read-only tuples here
@@ -447,9 +448,13 @@ def write_demo(
     seed: int = 0,
     valid_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    force: bool = False,
 ) -> dict[str, Path]:
     """Generate the demo catalog and write ``train.jsonl``, ``valid.jsonl`` (tuning) and
-    ``test.jsonl`` (held out: what evaluation and promotion measure) into ``out_dir``."""
+    ``test.jsonl`` (held out: what evaluation and promotion measure) into ``out_dir``.
+
+    An existing file of these is an error (:class:`FileExistsError`, before anything is
+    written) unless ``force`` is true: then the files are overwritten."""
     if not (0.0 <= valid_fraction and 0.0 <= test_fraction and valid_fraction + test_fraction < 1):
         raise ValueError(
             f"valid_fraction and test_fraction must be >= 0 with a sum below 1,"
@@ -457,12 +462,20 @@ def write_demo(
         )
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"{out_dir}: is a file; the demo catalog needs a folder")
+    out = Path(out_dir)
+    targets = {name: out / f"{name}.jsonl" for name in DEMO_SPLITS}
+    if not force:
+        for target in targets.values():
+            if target.exists() or target.is_symlink():
+                raise FileExistsError(
+                    f"{target} already exists; not overwriting it (--force or force=True"
+                    " overwrites the demo files, or give another folder)"
+                )
     products = generate_catalog(n_products, seed)
-    parts: dict[str, list[dict[str, Any]]] = {"train": [], "valid": [], "test": []}
+    parts: dict[str, list[dict[str, Any]]] = {name: [] for name in DEMO_SPLITS}
     for product in products:
         parts[split_of(product["id"], valid_fraction, test_fraction)].append(product)
-    out = Path(out_dir)
-    return {name: write_catalog(items, out / f"{name}.jsonl") for name, items in parts.items()}
+    return {name: write_catalog(items, targets[name]) for name, items in parts.items()}
 
 
 def catalog_stats(products: list[dict[str, Any]]) -> dict[str, Any]:
@@ -482,17 +495,26 @@ def catalog_stats(products: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m labelrec.demo OUT_DIR [--n-products N] [--seed S]``."""
+    """CLI: ``python -m labelrec.demo OUT_DIR [--n-products N] [--seed S] [--force]``."""
     parser = argparse.ArgumentParser(description="Write the synthetic demo catalog.")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--n-products", type=int, default=2400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--valid-fraction", type=float, default=0.15)
     parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument("--force", action="store_true", help="overwrite existing demo files")
     args = parser.parse_args(argv)
-    paths = write_demo(
-        args.out_dir, args.n_products, args.seed, args.valid_fraction, args.test_fraction
-    )
+    try:
+        paths = write_demo(
+            args.out_dir,
+            args.n_products,
+            args.seed,
+            args.valid_fraction,
+            args.test_fraction,
+            force=args.force,
+        )
+    except (ValueError, OSError) as err:
+        parser.error(str(err))
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     print(json.dumps(catalog_stats(generate_catalog(args.n_products, args.seed)), indent=2))
 

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +58,21 @@ class FeedbackError(ValueError):
     """A review that cannot be stored, or a store that cannot be opened."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(value: Any, name: str) -> None:
+    """Refuse a string with a lone surrogate (U+D800..U+DFFF): not Unicode text, no database
+    stores it."""
+    if isinstance(value, str):
+        bad = _SURROGATE.search(value)
+        if bad:
+            raise FeedbackError(
+                f"{name}: holds a lone surrogate U+{ord(bad.group()):04X} at character"
+                f" {bad.start() + 1}, which is not valid Unicode text"
+            )
+
+
 def _tag_list(value: Any, name: str) -> list[str]:
     if value is None:
         return []
@@ -66,6 +82,7 @@ def _tag_list(value: Any, name: str) -> list[str]:
     for i, tag in enumerate(value):
         if not isinstance(tag, str) or not tag.strip():
             raise FeedbackError(f"{name}[{i}]: expected a non-empty tag, got {tag!r}")
+        _check_text(tag, f"{name}[{i}]")
         tag = " ".join(tag.split())
         if tag not in out:
             out.append(tag)
@@ -95,6 +112,14 @@ class Review:
             raise FeedbackError("product.description: must be a string")
         if self.product_id is not None:
             self.product_id = str(self.product_id)
+        for name, value in (
+            ("product.title", self.title),
+            ("product.description", self.description),
+            ("product.id", self.product_id),
+            ("reviewer", self.reviewer),
+            ("model_version", self.model_version),
+        ):
+            _check_text(value, name)
         for name in ("accepted", "rejected", "added", "unknown"):
             setattr(self, name, _tag_list(getattr(self, name), name))
         both = sorted(set(self.rejected) & (set(self.accepted) | set(self.added)))

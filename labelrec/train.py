@@ -237,6 +237,8 @@ class TagTrainer:
         self.is_main = self.accelerator.is_main_process
 
         splits = self.given_splits or load_splits(cfg)
+        if not splits.train:
+            raise ValueError(f"{splits.train_source}: no products to train on")
         self.splits = splits
         # the run's vocabulary sits with its checkpoints until the model is saved, so a model
         # already in the output stays loadable while the run trains (older runs kept it there)
@@ -248,7 +250,10 @@ class TagTrainer:
         else:
             self.vocab = data_mod.TagVocab.from_products(splits.train, cfg.data.min_tag_count)
         if len(self.vocab) == 0:
-            raise ValueError(f"{splits.train_source}: no tag reaches min_tag_count")
+            raise ValueError(
+                f"{splits.train_source}: no tag reaches data.min_tag_count"
+                f" ({cfg.data.min_tag_count} products)"
+            )
         y_train = self.vocab.encode(splits.train)
         keep = np.asarray(y_train.sum(axis=1)).ravel() > 0
         self.train_products = [p for p, k in zip(splits.train, keep, strict=True) if k]

@@ -187,6 +187,44 @@ def test_suggest_via_main(
         assert tag and 0.0 <= float(score) <= 1.0
 
 
+def test_suggest_reads_a_byte_order_mark_crlf_and_ids(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["suggest", str(trained_model_dir), "--format", "jsonl", "--limit", "2"]
+    stdin = '\ufeff{"id": 7, "title": "LEGO city"}\r\nplush bear\r\n'
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    assert main(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r.get("id") for r in rows] == [7, None]  # the id comes back to join the rows on
+    assert [r["title"] for r in rows] == ["LEGO city", "plush bear"]
+    # the same products without the mark and CR: the same tags
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"title": "LEGO city"}\nplush bear\n'))
+    assert main(args) == 0
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["tags"] for r in again] == [r["tags"] for r in rows]
+
+
+def test_data_overrides_apply_on_the_models_own_columns(
+    trained_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model)
+    info = json.loads((model / "labelrec.json").read_text(encoding="utf-8"))
+    info["config"]["data"].update(id_column="sku", title_column="name")
+    (model / "labelrec.json").write_text(json.dumps(info), encoding="utf-8")
+    source = tmp_path / "named.csv"
+    source.write_text("sku,name\na1,LEGO city\na2,\na3,plush bear\n", encoding="utf-8")
+    out = tmp_path / "tags.jsonl"
+    args = ["index", str(model), "--data", str(source), "--output", str(out), "--no-progress"]
+    assert main(args) == 2  # the empty name on line 3
+    assert "line 3, field 'name'" in capsys.readouterr().err
+    assert main([*args, "data.on_error=skip"]) == 0  # the override keeps sku and name
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == ["a1", "a3"]
+
+
 def test_suggest_bad_json_line(
     trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -285,6 +323,12 @@ def test_a_failed_index_leaves_the_old_output_and_the_rows_it_scored(
     assert "6 products scored before the error are in" in caplog.text  # logged to stderr
     assert out.read_bytes() == before
     assert (tmp_path / "tags.partial.jsonl").read_bytes().count(b"\n") == 6
+    # a bad row inside a chunk: the good rows read before it are scored and kept too
+    caplog.clear()
+    assert main([*base, "--data", str(bad_later), "--chunk-size", "4"]) == 2
+    assert "line 7" in capsys.readouterr().err
+    assert "6 products scored before the error are in" in caplog.text
+    assert (tmp_path / "tags.partial.jsonl").read_bytes().count(b"\n") == 6
 
 
 def test_bad_options_and_paths_are_errors_before_the_work(
@@ -358,6 +402,9 @@ def test_suggest_names_the_line_of_bad_stdin(
         "lego bricks\npuzzle \udcff\udcfe\n": "line 2: not valid UTF-8",
         '{"title": ""}\n': "line 1, field 'title': missing, empty or not a string",
         '{"title": "lego", "description": 5}\n': "line 1, field 'description'",
+        # JSON can spell half of a surrogate pair, which no tokenizer takes
+        'lego\n{"title": "bad \\ud800 x"}\n': "line 2, field 'title': holds \\ud800",
+        "{New} LEGO set\n": "line 1: invalid JSON: Expecting property name enclosed in double",
     }
     for stdin, message in cases.items():
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))

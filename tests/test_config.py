@@ -161,6 +161,10 @@ def test_override_value_may_contain_equals_sign() -> None:
         ("pretrain.mlm_probability=0", "pretrain.mlm_probability"),
         ("pretrain.batch_size=0", "pretrain.batch_size"),
         ("train=3", "train"),
+        ("data.tag_columns=[2,3", "data.tag_columns"),  # a list that YAML cannot read
+        ("train.lr=inf", "train.lr"),  # no setting means inf (or nan)
+        ("train.weight_decay=-inf", "train.weight_decay"),
+        ("train.threshold_prior=nan", "train.threshold_prior"),
     ],
 )
 def test_bad_overrides_name_the_field(override: str, field: str) -> None:

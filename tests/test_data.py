@@ -263,6 +263,55 @@ def test_a_quote_left_open_to_the_end_of_the_file_is_an_error(tmp_path):
     assert read_catalog(path, DataConfig()).products[0].title == "Kite red"
 
 
+def test_a_stray_quote_is_reported_before_the_row_it_swallowed(tmp_path):
+    # the row holding the quote would fail on its tags (its title takes the rest of the file):
+    # the quote is what is reported, with or without tags required
+    path = tmp_path / "catalog.csv"
+    path.write_text('id,title,tags\np1,Puzzle,toys\np2,"Puzzle,d,toys\n', encoding="utf-8")
+    for require_tags in (True, False):
+        with pytest.raises(CatalogError, match="quoted field is not closed") as info:
+            read_catalog(path, DataConfig(), require_tags=require_tags)
+        assert info.value.line == 3
+
+
+def test_lone_surrogates_name_their_line_and_field(tmp_path):
+    # JSON can spell half of a surrogate pair ("\\ud800"): no tokenizer or database takes it
+    lines = {
+        "title": '{"id": "p2", "title": "bad \\ud800 x", "tags": ["a"]}',
+        "id": '{"id": "p\\udc00", "title": "fine", "tags": ["a"]}',
+        "tags": '{"id": "p2", "title": "fine", "tags": ["\\ud800"]}',
+    }
+    for field, line in lines.items():
+        path = tmp_path / "catalog.jsonl"
+        path.write_text(json.dumps(ROWS[0]) + "\n" + line + "\n", encoding="utf-8")
+        with pytest.raises(CatalogError, match="surrogate") as info:
+            read_catalog(path, DataConfig())
+        assert (info.value.line, info.value.field) == (2, field)
+
+
+def test_unreadable_gzip_files_are_catalog_errors(tmp_path):
+    good = tmp_path / "good.jsonl.gz"
+    rows = [{**ROWS[0], "id": f"p{i}"} for i in range(150)]
+    good.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(good.read_bytes()[:-40])
+    not_gzip = tmp_path / "plain.jsonl.gz"
+    not_gzip.write_text(json.dumps(ROWS[0]) + "\n", encoding="utf-8")
+    csv_cut = tmp_path / "cut.csv.gz"
+    body = "".join(f"p{i},Puzzle,toys\n" for i in range(500))
+    csv_cut.write_bytes(gzip.compress(("id,title,tags\n" + body).encode())[:-40])
+    for path, message in (
+        (truncated, "ends early"),
+        (not_gzip, "not a readable gzip file"),
+        (csv_cut, "ends early"),
+    ):
+        with pytest.raises(CatalogError, match=message) as info:
+            read_catalog(path, DataConfig(), require_tags=False)
+        assert str(path) in str(info.value)
+    with pytest.raises(CatalogError, match="ends early"):
+        read_texts(truncated, DataConfig())
+
+
 def test_bad_csv_row_line_number_after_multiline_field(tmp_path):
     path = tmp_path / "catalog.csv"
     path.write_text(

@@ -162,3 +162,42 @@ def test_write_catalog_formats(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError):
         demo.write_catalog(products, tmp_path / "c.txt")
+
+
+def test_write_demo_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
+    out = tmp_path / "mycat"
+    out.mkdir()
+    mine = out / "valid.jsonl"
+    mine.write_text('{"id": "mine"}\n', encoding="utf-8")
+    with pytest.raises(FileExistsError, match=r"mycat/valid.jsonl already exists"):
+        demo.write_demo(out, n_products=10)
+    assert mine.read_text(encoding="utf-8") == '{"id": "mine"}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["valid.jsonl"]  # nothing else written
+    paths = demo.write_demo(out, n_products=10, force=True)
+    assert sum(len(_read_jsonl(p)) for p in paths.values()) == 10
+    again = demo.write_demo(out, n_products=20, force=True)  # a pipeline regenerating its data
+    assert sum(len(_read_jsonl(p)) for p in again.values()) == 20
+    with pytest.raises(FileExistsError, match="train.jsonl already exists"):
+        demo.write_demo(out, n_products=10)
+    with pytest.raises(SystemExit) as stop:
+        demo.main([str(out), "--n-products", "10"])
+    assert stop.value.code == 2
+    demo.main([str(out), "--n-products", "10", "--force"])
+
+
+def test_demo_verb_refuses_to_overwrite_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from labelrec.cli import main
+
+    out = tmp_path / "mycat"
+    assert main(["demo", "--output", str(out), "--products", "10"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["demo", "--output", str(out), "--products", "12"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("labelrec demo: error: ") and "train.jsonl already exists" in err
+    assert "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["demo", "--output", str(out), "--products", "12", "--force"]) == 0
+    assert sum(len(_read_jsonl(out / f"{n}.jsonl")) for n in ("train", "valid", "test")) == 12

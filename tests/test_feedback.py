@@ -409,3 +409,28 @@ def test_postgresql_store(postgres_url: str, tmp_path: Path) -> None:
     assert FeedbackStore(postgres_url).schema_version == SCHEMA_VERSION  # opened again as is
     with pytest.raises(FeedbackError, match="cannot be opened"):
         FeedbackStore(postgres_url.rsplit(":", 1)[0] + ":1/postgres")  # nothing listens there
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"title": "bad \ud800 title"}, r"product.title: holds a lone surrogate U\+D800 at char"),
+        ({"description": "x\udfff"}, r"product.description: holds a lone surrogate U\+DFFF"),
+        ({"product_id": "p\udc80"}, r"product.id: holds a lone surrogate"),
+        ({"accepted": ["ok", "b\ud83d"]}, r"accepted\[1\]: holds a lone surrogate"),
+        ({"rejected": ["\udc00"]}, r"rejected\[0\]: holds a lone surrogate"),
+        ({"added": ["\ud800x"]}, r"added\[0\]: holds a lone surrogate"),
+        ({"unknown": ["\ud800"]}, r"unknown\[0\]: holds a lone surrogate"),
+        ({"reviewer": "ann\ud800"}, r"reviewer: holds a lone surrogate"),
+        ({"model_version": "\udfff"}, r"model_version: holds a lone surrogate"),
+    ],
+)
+def test_lone_surrogates_are_a_feedback_error_naming_the_field(
+    tmp_path: Path, kwargs: dict, message: str
+) -> None:
+    store = store_at(tmp_path)
+    with pytest.raises(FeedbackError, match=message):
+        store.add(Review(**{"title": "x", "accepted": ["a"], **kwargs}))
+    assert len(store) == 0
+    # real non-BMP characters (a surrogate pair in UTF-16, one code point here) are fine
+    assert store.add(Review(title="Rocket 🚀 火箭", accepted=["toy 🧸"], reviewer="李")) == 1

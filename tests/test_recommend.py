@@ -546,3 +546,63 @@ def test_saving_an_index_replaces_it_whole(tmp_path: Path) -> None:
     with pytest.raises(IndexFileError, match="is not a product index"):
         second.save(tmp_path / "model")
     assert (tmp_path / "model" / "labelrec.json").is_file()
+
+
+@pytest.mark.parametrize("half_life", [float("nan"), float("inf"), -1.0, 0.0])
+def test_half_life_must_be_a_finite_positive_number(half_life: float):
+    rows = [("u", "p3", 1, 0), ("u", "p0", 1, 86400)]
+    with pytest.raises(ValueError, match=r"half_life_days must be a finite number > 0, got"):
+        ProductSearch(make_index()).set_interactions(events(*rows), half_life_days=half_life)
+
+
+def test_unreadable_interactions_files_name_the_file_and_line(tmp_path: Path):
+    import gzip
+
+    gbk = tmp_path / "gbk.csv"
+    gbk.write_bytes("user_id,product_id\nu1,p0\nu2,产品\n".encode("gbk"))
+    with pytest.raises(
+        ValueError, match=r"gbk.csv, line 3: not UTF-8 text .*save the file as UTF-8"
+    ):
+        Interactions.read(gbk)
+    gz = tmp_path / "gbk.csv.gz"
+    gz.write_bytes(gzip.compress(gbk.read_bytes()))
+    with pytest.raises(ValueError, match=r"gbk.csv.gz, line 3: not UTF-8 text"):
+        Interactions.read(gz)
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=r"interactions file .*bad is a directory"):
+        Interactions.read(folder)
+
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text(
+        "\n".join(
+            json.dumps({"user_id": f"u{i}", "product_id": "p0", "note": "a,b" * i})
+            for i in range(6)
+        ),
+        "utf-8",
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"events.jsonl, line 1: this looks like JSON, not a header row; expected a CSV/TSV"
+        r" file with a header row user_id,product_id\[,weight,timestamp\]",
+    ):
+        Interactions.read(jsonl)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("user_id,product_id\nu1,p0\nu2,p1\nu3,p2,5,extra\n", "utf-8")
+    with pytest.raises(
+        ValueError, match=r"ragged.csv, line 4: 4 fields where the header has 2; expected"
+    ):
+        Interactions.read(ragged)
+
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("user_id,product_id,weight\n", "utf-8")
+    with pytest.raises(ValueError, match=r"header.csv: no interactions \(only a header\)"):
+        Interactions.read(header_only)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", "utf-8")
+    with pytest.raises(ValueError, match=r"empty.csv: no interactions \(the file is empty\)"):
+        Interactions.read(empty)
+    pd.DataFrame({"user_id": [], "product_id": []}).to_parquet(tmp_path / "none.parquet")
+    with pytest.raises(ValueError, match=r"none.parquet: no interactions \(no rows\)"):
+        Interactions.read(tmp_path / "none.parquet")

@@ -526,7 +526,10 @@ def run_main(
         if not train:
             from labelrec.demo import write_demo
 
-            paths = write_demo(demo_dir, n_products=cfg.data.demo_products, seed=cfg.seed)
+            # the pipeline's own demo folder: written again on every run
+            paths = write_demo(
+                demo_dir, n_products=cfg.data.demo_products, seed=cfg.seed, force=True
+            )
             train, valid = str(paths["train"]), str(paths["valid"])
             data = data or str(paths["test"])
             summary["demo"] = {k: str(v) for k, v in paths.items()}

@@ -121,6 +121,19 @@ def is_facet(tag: str) -> bool:
     return bool(_FACET.match(tag))
 
 
+def check_index_destination(directory: str | Path) -> None:
+    """``IndexFileError`` when ``directory`` holds something that is not a product index, which
+    ``ProductIndex.save`` does not replace (an empty folder or an index is fine)."""
+    directory = Path(directory)
+    if directory.exists() and (
+        not directory.is_dir()
+        or (any(directory.iterdir()) and not (directory / MANIFEST_FILE).is_file())
+    ):
+        raise IndexFileError(
+            f"{directory} exists and is not a product index: choose another --output"
+        )
+
+
 class ProductIndex:
     """Arrays over the products of a catalog; see the module docstring for the files.
 
@@ -321,13 +334,7 @@ class ProductIndex:
         folder beside it, which then replaces it, so a reader sees the old index or the new one,
         never a mix. A folder there that is not an index (no manifest) is not replaced."""
         directory = Path(directory)
-        if directory.exists() and (
-            not directory.is_dir()
-            or (any(directory.iterdir()) and not (directory / MANIFEST_FILE).is_file())
-        ):
-            raise IndexFileError(
-                f"{directory} exists and is not a product index: choose another --output"
-            )
+        check_index_destination(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:

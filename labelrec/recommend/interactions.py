@@ -3,6 +3,8 @@ signals built from them: weighted histories, item popularity and item-item co-oc
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,10 @@ import scipy.sparse as sp
 REQUIRED = ("user_id", "product_id")
 OPTIONAL = ("weight", "timestamp")
 SECONDS_PER_DAY = 86400.0
+EXPECTED = (
+    "expected a CSV/TSV file with a header row user_id,product_id[,weight,timestamp] and one"
+    " interaction per line, or a Parquet file with those columns"
+)
 
 
 @dataclass
@@ -34,19 +40,35 @@ class Interactions:
     def read(cls, path: str | Path) -> Interactions:
         """Read a CSV/TSV (optionally .gz) or Parquet file with a header row."""
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(
+                f"interactions file {path} is a directory; give a CSV, TSV or Parquet file"
+            )
         if not path.is_file():
             raise FileNotFoundError(f"interactions file {path} does not exist")
         suffixes = [s.lower() for s in path.suffixes]
+        parquet = bool(suffixes) and suffixes[-1] in (".parquet", ".pq")
+        if not parquet and _looks_like_json(path):
+            raise ValueError(f"{path}, line 1: this looks like JSON, not a header row; {EXPECTED}")
         try:
-            if suffixes and suffixes[-1] in (".parquet", ".pq"):
+            if parquet:
                 frame = pd.read_parquet(path)
                 first_line = 1  # Parquet rows are numbered from 1
             else:
                 sep = "\t" if ".tsv" in suffixes else ","
                 frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
                 first_line = 2  # header on line 1
-        except (OSError, ValueError, UnicodeDecodeError) as err:
+        except UnicodeDecodeError as err:
+            raise ValueError(_not_utf8(path, err)) from None
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: no interactions (the file is empty); {EXPECTED}") from None
+        except pd.errors.ParserError as err:
+            raise ValueError(_unparsable(path, err)) from None
+        except (OSError, ValueError) as err:
             raise ValueError(f"{path}: cannot read interactions ({err})") from None
+        if len(frame) == 0:
+            what = "no rows" if parquet else "only a header"
+            raise ValueError(f"{path}: no interactions ({what}); {EXPECTED}")
         return cls._from_frame(frame, str(path), first_line)
 
     @classmethod
@@ -99,6 +121,61 @@ class Interactions:
         return sorted(set(self.user_ids.tolist()))
 
 
+def _open_text_bytes(path: Path) -> Any:
+    """The file as binary lines, decompressed as pandas would (by extension)."""
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rb")
+    if suffix == ".bz2":
+        import bz2
+
+        return bz2.open(path, "rb")
+    if suffix == ".xz":
+        import lzma
+
+        return lzma.open(path, "rb")
+    return path.open("rb")
+
+
+def _not_utf8(path: Path, err: UnicodeDecodeError) -> str:
+    """Name the first line that is not UTF-8 (decoding line by line)."""
+    try:
+        with _open_text_bytes(path) as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    byte = line[bad.start : bad.start + 1].hex()
+                    return (
+                        f"{path}, line {number}: not UTF-8 text (byte 0x{byte} at byte"
+                        f" {bad.start + 1} of the line); save the file as UTF-8"
+                    )
+    except OSError:
+        pass
+    return f"{path}: not UTF-8 text ({err}); save the file as UTF-8"
+
+
+def _looks_like_json(path: Path) -> bool:
+    """Whether the file starts like JSON or JSON Lines (``{`` or ``[``)."""
+    try:
+        with _open_text_bytes(path) as f:
+            head = f.read(64)
+    except (OSError, EOFError, ValueError):
+        return False
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith((b"{", b"["))
+
+
+def _unparsable(path: Path, err: Exception) -> str:
+    """pandas' tokenizer error as the file, the line and the expected columns."""
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+    if found:
+        expected, line, saw = found.groups()
+        return f"{path}, line {line}: {saw} fields where the header has {expected}; {EXPECTED}"
+    return f"{path}: cannot read interactions ({err}); {EXPECTED}"
+
+
 def _parse_timestamps(values: pd.Series, where: Any) -> np.ndarray:
     """Epoch seconds from numbers (seconds; milliseconds when > 1e11) or date-time strings."""
     numeric = pd.to_numeric(values, errors="coerce")
@@ -136,8 +213,10 @@ class UserSignals:
         self.n_dropped = int((~known).sum())
         weights = interactions.weights.astype(np.float64)
         if half_life_days is not None:
-            if half_life_days <= 0:
-                raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
+            if not math.isfinite(half_life_days) or half_life_days <= 0:
+                raise ValueError(
+                    f"half_life_days must be a finite number > 0, got {half_life_days}"
+                )
             if interactions.timestamps is None:
                 raise ValueError(f"{interactions.source}: time decay needs a 'timestamp' column")
             age = (interactions.timestamps.max() - interactions.timestamps) / SECONDS_PER_DAY
