@@ -29,7 +29,16 @@ _KEYS = ("deny", "rename", "allow", "max_per_facet")
 
 
 class RulesError(ValueError):
-    """A rules file that does not parse or holds a bad value (names the file, line and key)."""
+    """A rules file that does not parse or holds a bad value (names the file, line and key).
+
+    ``key`` is the rules key concerned and ``entry`` the list index or mapping key within it,
+    when one is to blame.
+    """
+
+    def __init__(self, message: str, key: str | None = None, entry: Any = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.entry = entry
 
 
 class Ranked(Protocol):
@@ -43,6 +52,30 @@ def _patterns(patterns: Iterable[str]) -> re.Pattern[str] | None:
     if not items:
         return None
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in items))
+
+
+def _line_of(text: str, key: str | None, entry: Any) -> int | None:
+    """The 1-based line of ``key`` in a rules file (of its entry ``entry``, a list index or a
+    mapping key, when given); None when it is not found."""
+    if key is None:
+        return None
+    root = yaml.compose(text)
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for key_node, value_node in root.value:
+        if key_node.value != key:
+            continue
+        node = key_node
+        if isinstance(value_node, yaml.SequenceNode) and isinstance(entry, int):
+            if 0 <= entry < len(value_node.value):
+                node = value_node.value[entry]
+        elif isinstance(value_node, yaml.MappingNode) and entry is not None:
+            for k, _ in value_node.value:
+                if k.value == str(entry):
+                    node = k
+                    break
+        return node.start_mark.line + 1
+    return None
 
 
 @dataclass
@@ -59,22 +92,36 @@ class Rules:
         where = f"{self.source}: " if self.source else ""
         for key in ("deny", "allow"):
             value = getattr(self, key)
-            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise RulesError(f"{where}{key}: expected a list of tag patterns, got {value!r}")
+            if not isinstance(value, list):
+                raise RulesError(
+                    f"{where}{key}: expected a list of tag patterns, got {value!r}", key
+                )
+            for i, v in enumerate(value):
+                if not (isinstance(v, str) and v):
+                    raise RulesError(f"{where}{key}: expected a tag pattern, got {v!r}", key, i)
         if not isinstance(self.rename, dict):
-            raise RulesError(f"{where}rename: expected a mapping of tag -> tag")
+            raise RulesError(f"{where}rename: expected a mapping of tag -> tag", "rename")
         for k, v in self.rename.items():
             if not (isinstance(k, str) and isinstance(v, str) and k and v):
-                raise RulesError(f"{where}rename: {k!r}: {v!r}: expected a tag -> a tag")
+                raise RulesError(
+                    f"{where}rename: {k!r}: {v!r}: expected a tag -> a tag", "rename", k
+                )
         if not isinstance(self.max_per_facet, dict):
-            raise RulesError(f"{where}max_per_facet: expected a mapping of prefix -> count >= 0")
+            raise RulesError(
+                f"{where}max_per_facet: expected a mapping of prefix -> count >= 0",
+                "max_per_facet",
+            )
         for k, v in self.max_per_facet.items():
             if not (isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool)):
                 raise RulesError(
-                    f"{where}max_per_facet: {k!r}: {v!r}: expected a prefix -> a count"
+                    f"{where}max_per_facet: {k!r}: {v!r}: expected a prefix -> a count",
+                    "max_per_facet",
+                    k,
                 )
             if v < 0:
-                raise RulesError(f"{where}max_per_facet: {k!r}: {v}: a count must be >= 0")
+                raise RulesError(
+                    f"{where}max_per_facet: {k!r}: {v}: a count must be >= 0", "max_per_facet", k
+                )
         self._deny = _patterns(self.deny)
         self._allow = _patterns(self.allow)
 
@@ -101,7 +148,14 @@ class Rules:
                 f"rules file {path}: unknown key {unknown[0]!r} (known: {', '.join(_KEYS)})"
             )
         values = {k: tree[k] for k in _KEYS if tree.get(k) is not None}
-        return cls(**values, source=str(path))
+        try:
+            return cls(**values, source=str(path))
+        except RulesError as err:
+            line = _line_of(text, err.key, err.entry)
+            if line is None:
+                raise
+            message = str(err).replace(f"{path}: ", f"{path}, line {line}: ", 1)
+            raise RulesError(message, err.key, err.entry) from None
 
     def allows(self, tag: str) -> bool:
         """False for a denied tag, or one outside ``allow`` when it is given."""

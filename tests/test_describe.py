@@ -581,5 +581,9 @@ def test_describer_as_mlflow_model(describer_dir: Path, registry: Path) -> None:
         frame.to_dict("records")
     )
     assert list(short["description"]) == expected
-    with pytest.raises(ConfigError, match="describe.num_beams"):
+    # a bad decoding param names itself in an MlflowException (a 400 over REST)
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="param describe.num_beams: must be >= 1") as err:
         pyfunc.predict(frame, params={"num_beams": 0})
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"

@@ -73,8 +73,12 @@ def test_rules_files_and_their_errors(tmp_path: Path) -> None:
     cases = [
         ("deny: [Books\nrename: {}\n", r"bad.yaml, line 2: not valid YAML"),
         ("denied: [Books]\n", "unknown key 'denied'"),
-        ("deny: Books\n", "deny: expected a list of tag patterns"),
+        ("deny: Books\n", "bad.yaml, line 1: deny: expected a list of tag patterns"),
         ("rename: {a: 3}\n", "rename: 'a': 3: expected a tag -> a tag"),
+        # a bad value names the line of its entry
+        ("deny:\n  - Books\n  - 7\n", "bad.yaml, line 3: deny: expected a tag pattern, got 7"),
+        ("allow: [a]\nrename:\n  x: y\n  b: ''\n", "bad.yaml, line 4: rename: 'b': ''"),
+        ("max_per_facet:\n  'brand:': 1\n  'color:': -2\n", r"bad.yaml, line 3: max_per"),
         ("rename: [a]\n", "rename: expected a mapping of tag -> tag"),
         ("max_per_facet: {'brand:': -1}\n", "max_per_facet: 'brand:': -1: a count must be >= 0"),
         ("max_per_facet: {'brand:': one}\n", "max_per_facet: 'brand:': 'one': expected a prefix"),
