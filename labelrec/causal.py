@@ -27,6 +27,7 @@ from labelrec.model import (
     ModelError,
     _dtype,
     load_tokenizer,
+    make_accelerator,
     resolve_backbone,
     resolve_mixed_precision,
     with_lora,
@@ -197,7 +198,6 @@ def fit_causal_lm(
 ) -> tuple[Any, list[dict[str, float]]]:
     """LoRA-tune ``model`` on ``examples``; returns the trained model (adapters merged) and the
     per-epoch history (loss, products/s)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -206,7 +206,7 @@ def fit_causal_lm(
     if not examples:
         raise ValueError("no training examples for the decoder")
     mp = resolve_mixed_precision(settings.mixed_precision)
-    acc = Accelerator(mixed_precision=mp)
+    acc = make_accelerator(mp)
     set_seed(settings.seed)
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

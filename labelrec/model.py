@@ -233,6 +233,26 @@ def resolve_mixed_precision(setting: str) -> str:
     return "bf16" if native_bf16() else "no"
 
 
+def make_accelerator(mixed_precision: str = "no", **kwargs: Any) -> Any:
+    """An ``accelerate.Accelerator`` for one training in a process that may run several
+    (pretrain then train, a tagger then its generator, in a notebook or an MLflow step).
+
+    Accelerate keeps its state per process and refuses a second ``Accelerator`` with another
+    ``mixed_precision``; in a single process that state holds nothing a finished training
+    needs, so it is reset first. Processes of a distributed run keep theirs.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    try:
+        return Accelerator(mixed_precision=mixed_precision, **kwargs)
+    except ValueError as err:
+        if "already been initialized" not in str(err) or PartialState().num_processes > 1:
+            raise
+    AcceleratorState._reset_state()  # Accelerate's public API has no other way to change it
+    return Accelerator(mixed_precision=mixed_precision, **kwargs)
+
+
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from labelrec import data as data_mod
 from labelrec.config import Config
-from labelrec.model import load_tokenizer, resolve_backbone, with_lora
+from labelrec.model import load_tokenizer, make_accelerator, resolve_backbone, with_lora
 from labelrec.train import cpu_processes
 
 logger = logging.getLogger(__name__)
@@ -64,13 +64,13 @@ def _mlm_loss(model: Any, loader: DataLoader, device: torch.device) -> float:
 
 def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
     """Masked-LM on catalog texts; saves a merged backbone directory to ``cfg.output``."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, get_scheduler
 
     pcfg = cfg.pretrain
-    accelerator = Accelerator(cpu=cpu_processes())
+    texts = collect_texts(cfg)  # a bad catalog fails before the backbone loads
+    accelerator = make_accelerator(cpu=cpu_processes())
     set_seed(cfg.seed)
     source = resolve_backbone(cfg.model.backbone)
     tokenizer = load_tokenizer(source)
@@ -98,7 +98,6 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
             if id(param) not in encoder:
                 param.requires_grad_(True)
 
-    texts = collect_texts(cfg)
     rng = random.Random(cfg.seed)
     rng.shuffle(texts)
     n_held = max(1, int(len(texts) * pcfg.heldout_fraction))

@@ -37,6 +37,7 @@ from labelrec.model import (
     build_model,
     count_parameters,
     encode_products,
+    make_accelerator,
     pad_batch,
     resolve_mixed_precision,
     save_model,
@@ -224,14 +225,13 @@ class TagTrainer:
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
         """Accelerator, data, vocabulary, model, optimizer, scheduler; restore a checkpoint."""
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
         from transformers import get_scheduler
 
         cfg, tcfg = self.cfg, self.cfg.train
         mp = resolve_mixed_precision(tcfg.mixed_precision)
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=tcfg.grad_accum, mixed_precision=mp, cpu=cpu_processes()
+        self.accelerator = make_accelerator(
+            mp, gradient_accumulation_steps=tcfg.grad_accum, cpu=cpu_processes()
         )
         set_seed(cfg.seed)
         self.is_main = self.accelerator.is_main_process

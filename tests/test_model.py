@@ -359,3 +359,13 @@ def test_auto_mixed_precision_is_bf16_only_where_the_device_computes_it_natively
     assert resolve_mixed_precision("auto") == "bf16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert resolve_mixed_precision("auto") == "no"
+
+
+def test_trainings_of_another_mixed_precision_follow_in_one_process() -> None:
+    """Pretrain then train, or a tagger then its generator, in one process: Accelerate alone
+    refuses a second Accelerator with another mixed_precision."""
+    from labelrec.model import make_accelerator
+
+    assert make_accelerator("no").mixed_precision == "no"
+    assert make_accelerator("bf16").mixed_precision == "bf16"
+    assert make_accelerator("no").mixed_precision == "no"
