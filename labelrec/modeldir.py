@@ -16,6 +16,7 @@ files, and the manifest of the components a directory holds.
     README.md                     the model card (labelrec.modelcard), for people and the Hub
     checkpoints/, tuning/         training state; tuning/ holds a refit's tuning run and its
                                   choices (tuned.json): not part of the model
+    .saving/                      a new model being written (``publish_staged`` moves it in)
 
 Each component keeps its own format version in its meta file; ``manifest`` reads them. A
 directory of labelrec before the taggers were saved apart holds the fusion, TF-IDF and embedding
@@ -50,7 +51,8 @@ RULES_FILE = "rules.yaml"
 CHECKPOINTS_DIR = "checkpoints"
 TUNING_DIR = "tuning"
 TUNED_FILE = "tuned.json"  # in tuning/: the epochs, fusion weights and thresholds it chose
-TRAINING_ONLY = (CHECKPOINTS_DIR, TUNING_DIR)
+SAVING_DIR = ".saving"  # a model being written, which then replaces the one in the directory
+TRAINING_ONLY = (CHECKPOINTS_DIR, TUNING_DIR, SAVING_DIR)
 
 # component -> (its meta file, which holds its format version, or None; its other files)
 COMPONENTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
@@ -102,3 +104,28 @@ def remove_component(model_dir: str | Path, name: str) -> None:
             shutil.rmtree(top)
         else:
             top.unlink(missing_ok=True)
+
+
+def publish_staged(stage: str | Path, model_dir: str | Path, info_file: str) -> None:
+    """Replace the model in ``model_dir`` with the one written in ``stage`` (its
+    ``labelrec.json`` still named ``info_file``): the old ``labelrec.json`` goes first, then the
+    components the new model lacks (not ``rules.yaml``, which people put there), then each file
+    replaces its old version, the new ``labelrec.json`` last; ``stage`` is removed."""
+    import os
+    import shutil
+
+    stage, root = Path(stage), Path(model_dir)
+    (root / LABELREC_FILE).unlink(missing_ok=True)
+    present = manifest(stage, info_file=info_file)
+    for name in COMPONENTS:
+        if name not in present and name not in ("tagger", "rules"):
+            remove_component(root, name)
+    for entry in sorted(stage.iterdir()):
+        if entry.name == info_file:
+            continue
+        target = root / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    os.replace(stage / info_file, root / LABELREC_FILE)
+    stage.rmdir()

@@ -49,11 +49,13 @@ from labelrec.modeldir import (
     CHECKPOINTS_DIR,
     HISTORY_FILE,
     LABELREC_FILE,
+    SAVING_DIR,
     THRESHOLDS_FILE,
     TUNED_FILE,
     TUNING_DIR,
     VOCAB_FILE,
     manifest,
+    publish_staged,
 )
 from labelrec.runs import (  # noqa: F401  (their home is runs.py; labelrec.train names them too)
     NullTracker,
@@ -132,6 +134,40 @@ def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
         if number.isdigit() and (path / STATE_FILE).is_file():
             found.append((int(number), path))
     return [path for _, path in sorted(found)]
+
+
+RUN_FILE = "run.json"  # beside checkpoints (and tuned.json): the settings of the run
+
+
+def run_settings(cfg: Config) -> dict[str, Any]:
+    """The settings a resumed run shares with the run it continues: all but ``output`` and
+    ``train.epochs`` (a refit's epochs come from its tuning run; a resume may train longer)."""
+    flat = json.loads(json.dumps(_flat_config(cfg), default=str))
+    for key in ("output", "train.epochs"):
+        flat.pop(key, None)
+    return flat
+
+
+def write_run_settings(path: Path, cfg: Config) -> None:
+    path.write_text(json.dumps(run_settings(cfg), indent=1), encoding="utf-8")
+
+
+def check_same_run(path: Path, cfg: Config, what: str) -> None:
+    """``ValueError`` when ``path`` (``run.json``) records other settings than ``cfg``'s: a
+    resume continues the run it names, not another one. Without the file (runs that predate
+    it) nothing is checked."""
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    now = run_settings(cfg)
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ[:4])
+        more = f" (and {len(differ) - 4} more)" if len(differ) > 4 else ""
+        raise ValueError(
+            f"--resume: {what} belong to a run with other settings ({shown}{more});"
+            " run without --resume to start again"
+        )
 
 
 def cpu_processes() -> bool:
@@ -241,11 +277,12 @@ class TagTrainer:
             raise ValueError(f"{splits.train_source}: no products to train on")
         self.splits = splits
         # the run's vocabulary sits with its checkpoints until the model is saved, so a model
-        # already in the output stays loadable while the run trains (older runs kept it there)
+        # already in the output stays loadable while the run trains (older runs kept it in the
+        # output); only a resume from a checkpoint takes it
         vocab_path = self.ckpt_dir / VOCAB_FILE
         if not vocab_path.is_file():
             vocab_path = self.output / VOCAB_FILE
-        if self.resume and vocab_path.is_file():
+        if self.resume and complete_checkpoints(self.ckpt_dir) and vocab_path.is_file():
             self.vocab = data_mod.TagVocab.load(vocab_path)
         else:
             self.vocab = data_mod.TagVocab.from_products(splits.train, cfg.data.min_tag_count)
@@ -377,6 +414,7 @@ class TagTrainer:
             shutil.rmtree(self.ckpt_dir)
         self.ckpt_dir.mkdir(parents=True)
         self.vocab.save(self.ckpt_dir / VOCAB_FILE)
+        write_run_settings(self.ckpt_dir / RUN_FILE, self.cfg)
 
     def _restore(self) -> None:
         ckpts = complete_checkpoints(self.ckpt_dir)
@@ -385,6 +423,7 @@ class TagTrainer:
             if self.is_main:
                 self._fresh_checkpoints()
             return
+        check_same_run(self.ckpt_dir / RUN_FILE, self.cfg, f"the checkpoints in {self.ckpt_dir}")
         last = ckpts[-1]
         self.accelerator.load_state(str(last))
         self.state = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))
@@ -736,42 +775,45 @@ class TagTrainer:
             )
             if refit is not None:
                 info.extra["refit"] = refit
-            # labelrec.json goes last: while the files change, the directory is no model to load
-            # (a service polling it keeps the version it has), then it is one, complete.
+            # The new model is written beside the old one (OUTPUT/.saving), which stays loadable
+            # meanwhile, then its files replace the old ones with labelrec.json last: while they
+            # move, the directory is no model to load (a service polling it keeps the version it
+            # has), then it is one, complete.
+            stage = self.output / SAVING_DIR
+            if stage.exists():
+                shutil.rmtree(stage)
+            stage.mkdir(parents=True)
             pending = f"{LABELREC_FILE}.pending"
-            (self.output / LABELREC_FILE).unlink(missing_ok=True)
             save_model(
                 model,
                 self.tokenizer,
-                self.output,
+                stage,
                 info,
                 info_file=pending,
                 dtype=self.cfg.model.save_dtype,
             )
-            self.vocab.save(self.output / VOCAB_FILE)
-            save_thresholds(
-                self.output / THRESHOLDS_FILE, result.global_threshold, result.tag_thresholds
-            )
+            self.vocab.save(stage / VOCAB_FILE)
+            save_thresholds(stage / THRESHOLDS_FILE, result.global_threshold, result.tag_thresholds)
             from labelrec.fusion import save_fusion
 
-            save_fusion(self.fusion, self.output)  # None removes one left by an earlier run
+            save_fusion(self.fusion, stage)
             from labelrec.taggers.generator import save_generator
 
-            save_generator(self.generator, self.output)  # None: removes an earlier run's
+            save_generator(self.generator, stage)
             from labelrec.rerank import save_reranker
 
-            save_reranker(self.reranker, self.output)  # None: removes an earlier run's
-            (self.output / HISTORY_FILE).write_text(
+            save_reranker(self.reranker, stage)
+            (stage / HISTORY_FILE).write_text(
                 json.dumps(self.state["history"], indent=1), encoding="utf-8"
             )
-            info_path = self.output / pending
+            info_path = stage / pending
             written = json.loads(info_path.read_text(encoding="utf-8"))
-            written["components"] = manifest(self.output, info_file=pending)
+            written["components"] = manifest(stage, info_file=pending)
             info_path.write_text(json.dumps(written, indent=2), encoding="utf-8")
             from labelrec.modelcard import write_tagger_card
 
-            write_tagger_card(self.output, written)
-            os.replace(info_path, self.output / LABELREC_FILE)
+            write_tagger_card(stage, written)
+            publish_staged(stage, self.output, info_file=pending)
             if refit is None:
                 self.tracker.log_metrics({f"final_{k}": v for k, v in result_metrics.items()})
             else:
@@ -986,26 +1028,32 @@ def train_and_refit(
     tuning_dir = Path(cfg.output) / TUNING_DIR
     tuned_file = tuning_dir / TUNED_FILE
     tuning: TrainResult | None = None
+    from accelerate import PartialState
+
+    if not resume and PartialState().is_main_process:
+        # an earlier run's choices and refit checkpoints are not this run's to resume from
+        for stale in (tuned_file, tuning_dir / RUN_FILE):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(Path(cfg.output) / CHECKPOINTS_DIR, ignore_errors=True)
     if resume and tuned_file.is_file():
+        check_same_run(tuning_dir / RUN_FILE, cfg, f"the tuning run's choices {tuned_file}")
         tuned = TunedSettings.load(tuned_file)
         logger.info("--resume: tuning run done (%s), refitting", tuned_file)
     elif cfg.train.tuning_folds > 1:
         tuning = tune_by_folds(cfg, splits, tuning_dir, resume, tracker, progress)
         assert tuning.tuned is not None
         tuned = tuning.tuned
-        from accelerate import PartialState
-
         if PartialState().is_main_process:
             tuned.save(tuned_file)
+            write_run_settings(tuning_dir / RUN_FILE, cfg)
     else:
         tuning_cfg = dataclasses.replace(cfg, output=str(tuning_dir))
         tuning = TagTrainer(tuning_cfg, resume, tracker, progress, splits=splits).run()
         assert tuning.tuned is not None
         tuned = tuning.tuned
-        from accelerate import PartialState
-
         if PartialState().is_main_process:
             tuned.save(tuned_file)
+            write_run_settings(tuning_dir / RUN_FILE, cfg)
     logger.info(
         "refit on %d train + %d valid products for %d epochs",
         len(splits.train),

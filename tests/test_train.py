@@ -101,7 +101,8 @@ def test_model_directory_contents(trained_model_dir: Path) -> None:
     assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
     # One checkpoint is kept: the last epoch's, plus the best weights.
     ckpts = sorted(p.name for p in (trained_model_dir / "checkpoints").iterdir())
-    assert ckpts == ["best_trainable.pt", "epoch-8", "tags.json"]  # tags: the run's vocabulary
+    # tags: the run's vocabulary; run.json: its settings, which --resume checks
+    assert ckpts == ["best_trainable.pt", "epoch-8", "run.json", "tags.json"]
     state = _state(trained_model_dir)
     assert state["epoch"] == 8 and state["global_step"] == 8 * N_TRAIN_BATCHES
 
@@ -200,6 +201,84 @@ def test_resume_with_more_epochs_continues(
     assert _state(out)["global_step"] == 3 * N_TRAIN_BATCHES
     assert (out / "tags.json").read_text(encoding="utf-8") == tags_before
     assert more.train_seconds > first.train_seconds
+
+
+def test_resume_refuses_checkpoints_of_other_settings(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "killed"
+    cfg = tiny_config(tiny_backbone, toy_data_dir, out, "train.epochs=3")
+    with pytest.raises(_Kill):
+        train(cfg, tracker=_KillAtEpoch(2), progress=False)
+    other = tiny_config(tiny_backbone, toy_data_dir, out, "train.epochs=3", "train.lr=0.05")
+    lr_differs = r"--resume: the checkpoints in .*\(train\.lr: 0\.005 there, 0\.05 now\)"
+    with pytest.raises(ValueError, match=lr_differs):
+        train(other, resume=True, progress=False)
+    # more epochs are a resume of the same run
+    longer = tiny_config(tiny_backbone, toy_data_dir, out, "train.epochs=4")
+    assert [r["epoch"] for r in train(longer, resume=True, progress=False).history] == [1, 2, 3, 4]
+
+
+def test_a_new_refit_run_does_not_resume_an_earlier_runs_choices(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    from labelrec.modeldir import CHECKPOINTS_DIR, TUNED_FILE, TUNING_DIR
+
+    out = tmp_path / "model"
+    first = tiny_config(tiny_backbone, toy_data_dir, out, "train.refit=true", "train.epochs=1")
+    train(first, progress=False)
+    assert (out / TUNING_DIR / TUNED_FILE).is_file() and (out / CHECKPOINTS_DIR).is_dir()
+    # another run into the same output, killed in its tuning run: the earlier run's choices and
+    # refit checkpoints are gone, its model stays
+    second = tiny_config(
+        tiny_backbone, toy_data_dir, out, "train.refit=true", "train.epochs=1", "seed=1"
+    )
+    with pytest.raises(_Kill):
+        train(second, tracker=_KillAtEpoch(1), progress=False)
+    assert not (out / TUNING_DIR / TUNED_FILE).exists() and not (out / CHECKPOINTS_DIR).exists()
+    assert TagRecommender.load(out).tags
+    # --resume finishes the second run: its own tuning run, then its refit
+    resumed = train(second, resume=True, progress=False)
+    assert resumed.refit is not None
+    assert json.loads((out / TUNING_DIR / "run.json").read_text(encoding="utf-8"))["seed"] == 1
+    # its choices are not another run's to resume
+    third = tiny_config(
+        tiny_backbone, toy_data_dir, out, "train.refit=true", "train.epochs=1", "seed=2"
+    )
+    seed_differs = r"--resume: the tuning run's choices .*\(seed: 1 there, 2 now\)"
+    with pytest.raises(ValueError, match=seed_differs):
+        train(third, resume=True, progress=False)
+
+
+def test_a_save_cut_short_leaves_the_model_that_was_there(
+    trained_model_dir: Path,
+    tiny_backbone: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
+    import labelrec.modelcard
+
+    output = tmp_path / "model"
+    shutil.copytree(trained_model_dir, output, ignore=shutil.ignore_patterns("checkpoints"))
+    before = (output / "labelrec.json").read_bytes()
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise _Kill("killed while saving")
+
+    cfg = tiny_config(tiny_backbone, toy_data_dir, output, "train.epochs=1")
+    monkeypatch.setattr(labelrec.modelcard, "write_tagger_card", killed)  # the save's last step
+    with pytest.raises(_Kill):
+        train(cfg, progress=False)
+    assert (output / "labelrec.json").read_bytes() == before
+    assert TagRecommender.load(output).tags == TagRecommender.load(trained_model_dir).tags
+    monkeypatch.undo()
+    # --resume saves the model of the run that was cut short; nothing of the save is left over
+    resumed = train(cfg, resume=True, progress=False)
+    assert TagRecommender.load(output).tags == resumed.vocab.tags
+    assert not (output / ".saving").exists()
 
 
 def test_resume_without_checkpoint_starts_fresh(
