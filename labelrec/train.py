@@ -271,6 +271,8 @@ class TagTrainer:
         )
         set_seed(cfg.seed)
         self.is_main = self.accelerator.is_main_process
+        if not self.is_main:  # one log of a distributed run: the other processes warn only
+            logging.getLogger("labelrec").setLevel(logging.WARNING)
 
         splits = self.given_splits or load_splits(cfg)
         if not splits.train:
