@@ -144,8 +144,9 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
 
 
-def write_tagger_card(model_dir: str | Path, info: dict[str, Any]) -> Path:
-    """Write ``README.md`` into ``model_dir`` from ``info`` (``labelrec.json``'s content)."""
+def write_tagger_card(model_dir: str | Path, info: dict[str, Any], name: str | None = None) -> Path:
+    """Write ``README.md`` into ``model_dir`` from ``info`` (``labelrec.json``'s content); the
+    model is called ``name`` (default: the directory's name)."""
     path = Path(model_dir) / CARD_FILE
-    tagger_card(info, Path(model_dir).name).save(path)
+    tagger_card(info, name or Path(model_dir).name).save(path)
     return path

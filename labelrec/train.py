@@ -814,7 +814,7 @@ class TagTrainer:
             info_path.write_text(json.dumps(written, indent=2), encoding="utf-8")
             from labelrec.modelcard import write_tagger_card
 
-            write_tagger_card(stage, written)
+            write_tagger_card(stage, written, name=self.output.name)
             publish_staged(stage, self.output, info_file=pending)
             if refit is None:
                 self.tracker.log_metrics({f"final_{k}": v for k, v in result_metrics.items()})
