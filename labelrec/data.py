@@ -170,7 +170,10 @@ def unicode_problem(text: str) -> str | None:
     found = _SURROGATE.search(text)
     if found is None:
         return None
-    return f"holds \\u{ord(found.group()):04x}, half of a surrogate pair: not valid Unicode text"
+    return (
+        f"holds a lone surrogate U+{ord(found.group()):04X} at character {found.start() + 1},"
+        " which is not valid Unicode text"
+    )
 
 
 def _valid_text(text: str, column: str) -> str:
@@ -574,8 +577,8 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
         end = 0  # physical line on which the previous record ended
 
         def records() -> Iterator[tuple[int, list[str]]]:
-            # A record is yielded once the next one is read: the last record of several lines
-            # may hold a quote that the file ends inside, which is reported instead of its row.
+            # A record is yielded once the next one is read: the file's last record may hold a
+            # quote that the file ends inside, which is reported instead of that record.
             nonlocal end
             last: tuple[int, list[str]] | None = None  # the last record and its physical lines
             pending: tuple[int, list[str]] | None = None
@@ -710,14 +713,12 @@ def _gzip_checked(source: _Source, path: Path) -> _Source:
 def _source(path: Path, cfg: DataConfig, wanted: dict[str, bool]) -> _Source:
     check_catalog_file(path)
     ext, gz = _format_of(path)
-    if ext in _JSON_EXTS:
-        return (
-            _gzip_checked(_json_source(path, gz, wanted), path)
-            if gz
-            else _json_source(path, gz, wanted)
+    if ext in _JSON_EXTS or ext in _CSV_EXTS:
+        source = (
+            _json_source(path, gz, wanted)
+            if ext in _JSON_EXTS
+            else _csv_source(path, gz, cfg, wanted)
         )
-    if ext in _CSV_EXTS:
-        source = _csv_source(path, gz, cfg, wanted)
         return _gzip_checked(source, path) if gz else source
     if ext in _PARQUET_EXTS and not gz:
         return _parquet_source(path, wanted)

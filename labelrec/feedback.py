@@ -16,7 +16,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from labelrec.data import unicode_problem
 
 FEEDBACK_URI_ENV = "LABELREC_FEEDBACK_URI"
 DEFAULT_FEEDBACK_URI = "sqlite:///feedback.db"
@@ -58,19 +59,11 @@ class FeedbackError(ValueError):
     """A review that cannot be stored, or a store that cannot be opened."""
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _check_text(value: Any, name: str) -> None:
     """Refuse a string with a lone surrogate (U+D800..U+DFFF): not Unicode text, no database
     stores it."""
-    if isinstance(value, str):
-        bad = _SURROGATE.search(value)
-        if bad:
-            raise FeedbackError(
-                f"{name}: holds a lone surrogate U+{ord(bad.group()):04X} at character"
-                f" {bad.start() + 1}, which is not valid Unicode text"
-            )
+    if isinstance(value, str) and (problem := unicode_problem(value)) is not None:
+        raise FeedbackError(f"{name}: {problem}")
 
 
 def _tag_list(value: Any, name: str) -> list[str]:

@@ -403,7 +403,7 @@ def test_suggest_names_the_line_of_bad_stdin(
         '{"title": ""}\n': "line 1, field 'title': missing, empty or not a string",
         '{"title": "lego", "description": 5}\n': "line 1, field 'description'",
         # JSON can spell half of a surrogate pair, which no tokenizer takes
-        'lego\n{"title": "bad \\ud800 x"}\n': "line 2, field 'title': holds \\ud800",
+        'lego\n{"title": "bad \\ud800 x"}\n': "line 2, field 'title': holds a lone surrogate",
         "{New} LEGO set\n": "line 1: invalid JSON: Expecting property name enclosed in double",
     }
     for stdin, message in cases.items():
