@@ -250,6 +250,14 @@ def test_a_new_refit_run_does_not_resume_an_earlier_runs_choices(
         train(third, resume=True, progress=False)
 
 
+def _copy_of_model(model_dir: Path, output: Path) -> tuple[Path, bytes]:
+    """A copy of a trained model (without its checkpoints) and its ``labelrec.json`` bytes."""
+    import shutil
+
+    shutil.copytree(model_dir, output, ignore=shutil.ignore_patterns("checkpoints"))
+    return output, (output / "labelrec.json").read_bytes()
+
+
 def test_a_save_cut_short_leaves_the_model_that_was_there(
     trained_model_dir: Path,
     tiny_backbone: Path,
@@ -257,13 +265,9 @@ def test_a_save_cut_short_leaves_the_model_that_was_there(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import shutil
-
     import labelrec.modelcard
 
-    output = tmp_path / "model"
-    shutil.copytree(trained_model_dir, output, ignore=shutil.ignore_patterns("checkpoints"))
-    before = (output / "labelrec.json").read_bytes()
+    output, before = _copy_of_model(trained_model_dir, tmp_path / "model")
 
     def killed(*args: object, **kwargs: object) -> None:
         raise _Kill("killed while saving")
@@ -692,11 +696,7 @@ def test_a_model_in_the_output_stays_loadable_until_the_new_one_is_saved(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import shutil
-
-    output = tmp_path / "model"
-    shutil.copytree(trained_model_dir, output, ignore=shutil.ignore_patterns("checkpoints"))
-    before = (output / "labelrec.json").read_bytes()
+    output, before = _copy_of_model(trained_model_dir, tmp_path / "model")
     # a run killed in its first epoch: the model that was there is still whole
     with caplog.at_level("WARNING", logger="labelrec.train"):
         with pytest.raises(_Kill):
