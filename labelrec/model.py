@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import uuid
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -30,6 +31,27 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MINILM_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
+
+
+PRETRAIN_FILE = "pretrain.json"
+
+
+def base_model_of(backbone: str) -> str | None:
+    """The backbone that a directory written by ``labelrec pretrain`` continued (read from its
+    ``pretrain.json``, through every pretraining in a chain), or None for any other backbone."""
+    base, seen = None, set()
+    current = Path(str(backbone)).expanduser()
+    while current.is_dir() and (current / PRETRAIN_FILE).is_file() and current not in seen:
+        seen.add(current)
+        try:
+            record = json.loads((current / PRETRAIN_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            break
+        if not isinstance(record, dict) or not isinstance(record.get("base_model"), str):
+            break
+        base = record["base_model"]
+        current = Path(base).expanduser()
+    return base
 
 
 def resolve_backbone(name: str, setting: str = "model.backbone") -> str:
@@ -453,6 +475,9 @@ def save_model(
         "pooling": info.pooling,
         "max_length": info.max_length,
         "n_tags": info.n_tags,
+        # one id per saved model: a product index records it, so a model trained again in the
+        # same place (same tags, other embeddings) is not mistaken for the one it was built with
+        "save_id": uuid.uuid4().hex,
         **extra,
     }
     (out / info_file).write_text(json.dumps(payload, indent=2), encoding="utf-8")

@@ -81,7 +81,7 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
     packaged = find_packaged(backbone)
     data = ModelCardData(
         library_name="labelrec",
-        base_model=_hub_id(backbone),
+        base_model=_hub_id(str(info.get("base_model") or backbone)),
         pipeline_tag="text-classification",
         tags=["labelrec", "tag-recommendation", "multi-label-classification"],
         model_name=name,
@@ -95,13 +95,15 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
         trained = "every weight trained"
     else:
         trained = f"lora.enabled: {lora.get('enabled', '?')}"
+    details = [f"{info.get('pooling', '?')} pooling, {info.get('max_length', '?')} tokens", trained]
+    if info.get("base_model"):  # a backbone written by `labelrec pretrain`
+        details.insert(0, f"`{info['base_model']}` after masked-LM pretraining on catalog texts")
     lines = [
         f"# {name}",
         "",
         f"A labelrec tag recommender: it suggests tags from a vocabulary of "
         f"{info.get('n_tags', '?')} for a product from its title and description. A classifier "
-        f"fine-tuned from `{backbone}` ({info.get('pooling', '?')} pooling, "
-        f"{info.get('max_length', '?')} tokens; {trained})"
+        f"fine-tuned from `{backbone}` ({'; '.join(details)})"
         + (f" votes with {', '.join(parts)}." if parts else "."),
         "",
         "## Use",

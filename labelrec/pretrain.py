@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -15,7 +16,14 @@ from torch.utils.data import DataLoader
 
 from labelrec import data as data_mod
 from labelrec.config import Config
-from labelrec.model import load_tokenizer, make_accelerator, resolve_backbone, with_lora
+from labelrec.model import (
+    PRETRAIN_FILE,
+    base_model_of,
+    load_tokenizer,
+    make_accelerator,
+    resolve_backbone,
+    with_lora,
+)
 from labelrec.train import cpu_processes
 
 logger = logging.getLogger(__name__)
@@ -172,4 +180,15 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
         # The encoder alone (no MLM head) is what `train` loads as a backbone.
         model.base_model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
+        # what it was pretrained from (the first backbone of a chain of pretrainings): models
+        # trained on it name that base on their card
+        record = {
+            "base_model": base_model_of(cfg.model.backbone) or cfg.model.backbone,
+            "texts": len(texts),
+            "max_length": cfg.model.max_length,
+            "epochs": pcfg.epochs,
+            "lora": bool(pcfg.lora),
+            "history": history,
+        }
+        (out / PRETRAIN_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return PretrainResult(out, history)

@@ -34,6 +34,7 @@ from labelrec.fusion import FUSION_WEIGHTS, FusionInputs
 from labelrec.model import (
     ModelInfo,
     TagModel,
+    base_model_of,
     build_model,
     count_parameters,
     encode_products,
@@ -777,6 +778,9 @@ class TagTrainer:
             )
             if refit is not None:
                 info.extra["refit"] = refit
+            base_model = base_model_of(self.cfg.model.backbone)
+            if base_model is not None:  # a backbone of `labelrec pretrain`
+                info.extra["base_model"] = base_model
             # The new model is written beside the old one (OUTPUT/.saving), which stays loadable
             # meanwhile, then its files replace the old ones with labelrec.json last: while they
             # move, the directory is no model to load (a service polling it keeps the version it

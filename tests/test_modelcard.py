@@ -54,6 +54,22 @@ def test_card_names_a_hub_backbone_its_licence_and_a_refit() -> None:
     assert "a span tagger" in card.text and "a reranker" in card.text
 
 
+def test_card_of_a_pretrained_backbone_names_its_base() -> None:
+    info = {
+        "backbone": "/runs/dapt",
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "pooling": "mean",
+        "max_length": 128,
+        "n_tags": 3,
+    }
+    card = tagger_card(info, "m")
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (
+        "fine-tuned from `/runs/dapt` (`sentence-transformers/all-MiniLM-L6-v2` after masked-LM "
+        "pretraining on catalog texts; mean pooling, 128 tokens;" in card.text
+    )
+
+
 def test_card_without_metrics_has_no_model_index() -> None:
     card = tagger_card({"backbone": "./my-backbone", "valid_metrics": {}}, "m")
     assert card.data.eval_results is None

@@ -63,7 +63,9 @@ def test_heldout_mlm_loss_goes_down(pretrained) -> None:
     assert losses[-1] == min(losses), losses
 
 
-def test_output_is_a_backbone_train_accepts(pretrained, toy_data_dir: Path, tmp_path: Path) -> None:
+def test_output_is_a_backbone_train_accepts(
+    pretrained, tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
     out = pretrained.output
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["model_type"] == "bert"
@@ -74,6 +76,25 @@ def test_output_is_a_backbone_train_accepts(pretrained, toy_data_dir: Path, tmp_
     assert result.n_tags > 0 and result.metrics["n_products"] == 10
     info = json.loads((tmp_path / "tagger" / "labelrec.json").read_text(encoding="utf-8"))
     assert info["backbone"] == str(out)
+    # the model records what the backbone was pretrained from, and its card names it
+    record = json.loads((out / "pretrain.json").read_text(encoding="utf-8"))
+    assert info["base_model"] == record["base_model"] == str(tiny_backbone)
+    assert record["history"] == pretrained.history
+    card = (tmp_path / "tagger" / "README.md").read_text(encoding="utf-8")
+    assert f"`{record['base_model']}` after masked-LM pretraining" in card
+
+
+def test_a_chain_of_pretrainings_names_the_first_backbone(tmp_path: Path) -> None:
+    from labelrec.model import base_model_of
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, base in ((first, "sentence-transformers/all-MiniLM-L6-v2"), (second, first)):
+        folder.mkdir()
+        (folder / "pretrain.json").write_text(json.dumps({"base_model": str(base)}))
+    assert base_model_of(str(second)) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert base_model_of(str(first)) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert base_model_of("sentence-transformers/all-MiniLM-L6-v2") is None
+    assert base_model_of(str(tmp_path)) is None  # a folder pretrain did not write
 
 
 def test_pretrained_weights_differ_from_the_start(pretrained, tiny_backbone: Path) -> None:

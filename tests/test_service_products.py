@@ -162,6 +162,27 @@ def test_an_index_from_another_model_is_refused(
     assert result.status == "refused" and "other tags or another order" in result.error
 
 
+def test_an_index_from_the_same_tags_trained_again_is_refused(
+    trained_model_dir: Path, service_index: Path, tmp_path: Path
+) -> None:
+    """Same tags, another save: the index's embeddings come from another backbone."""
+    manifest = json.loads((service_index / "manifest.json").read_text())
+    info = json.loads((trained_model_dir / "labelrec.json").read_text())
+    assert manifest["save_id"] and manifest["save_id"] == info["save_id"]
+    again = shutil.copytree(
+        trained_model_dir, tmp_path / "again", ignore=shutil.ignore_patterns("checkpoints")
+    )
+    (again / "labelrec.json").write_text(json.dumps({**info, "save_id": "0" * 32}))
+    with pytest.raises(ValueError, match="rebuild it with `labelrec product-index`"):
+        ProductSearch.load(service_index, TagRecommender.load(again))
+    from labelrec.serving import ModelHolder, index_extension
+
+    holder = ModelHolder(str(again))
+    holder.extensions["index"] = index_extension(str(service_index))
+    result = holder.reload(force=True)
+    assert result.status == "refused" and "0" * 32 in result.error
+
+
 def test_index_logged_with_the_champion_is_served(
     registry: Path, make_service, trained_model_dir: Path, service_index: Path
 ) -> None:

@@ -60,6 +60,25 @@ def _row_normalize(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ matrix)
 
 
+def check_index_model(index: ProductIndex, tagger: Any) -> None:
+    """Refuse a tagger that is not the model the index was built with.
+
+    Tag scores compare across models with the same tags, but the index's embeddings come from
+    one fine-tuned backbone: a query embedded by another one is compared in another space.
+    Each saved model has its own ``save_id`` (``labelrec.json``), which the index records; an
+    index or model without one is not checked.
+    """
+    built_with = index.manifest.get("save_id")
+    info = getattr(tagger, "info", None)
+    served = info.get("save_id") if isinstance(info, dict) else None
+    if built_with and served and built_with != served:
+        source = index.manifest.get("model") or "another model"
+        raise ValueError(
+            f"the product index was built with {source} (save {built_with}), not with this "
+            f"model (save {served}): rebuild it with `labelrec product-index`"
+        )
+
+
 class ProductSearch:
     """Queries over a product index; a tagger (``TagRecommender``) is needed only for free-text
     queries and is loaded lazily from the index manifest's model path when not given.
@@ -92,6 +111,8 @@ class ProductSearch:
         if backend not in ("auto", "exact", "faiss"):
             raise ValueError(f"backend must be auto, exact or faiss, got {backend!r}")
         self.index = index
+        if tagger is not None:
+            check_index_model(index, tagger)
         self._tagger = tagger
         self.similar_tag_weight = _check_weight(similar_tag_weight, "similar_tag_weight")
         self.search_tag_weight = _check_weight(search_tag_weight, "search_tag_weight")
@@ -144,7 +165,9 @@ class ProductSearch:
                     "free-text queries need the tagging model: pass a TagRecommender "
                     "(the index manifest names no model)"
                 )
-            self._tagger = load_tagger(source)
+            tagger = load_tagger(source)
+            check_index_model(self.index, tagger)
+            self._tagger = tagger
         return self._tagger
 
     def _weighted_vectors(self, scores: sp.csr_matrix) -> np.ndarray:

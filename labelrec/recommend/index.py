@@ -566,6 +566,7 @@ def build_index(
     manifest = {
         "model": source,
         "model_version": model_version,
+        "save_id": info.get("save_id"),
         "model_info": {k: info.get(k) for k in ("backbone", "pooling", "max_length", "n_tags")},
         "catalog": catalog_source,
         "top_k": top_k,
