@@ -472,7 +472,11 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as err:
-                    yield "line", number, _RowError(None, f"invalid JSON: {err.msg}")
+                    msg = f"invalid JSON: {err.msg}"
+                    if err.pos >= len(text):  # e.g. a pretty-printed object
+                        msg += " (the line ends inside a JSON value: JSON Lines holds one whole"
+                        msg += " product a line; a .json file may also hold one array of them)"
+                    yield "line", number, _RowError(None, msg)
                     continue
                 except RecursionError:  # e.g. [[[[...]]]] thousands deep
                     yield "line", number, _RowError(None, "invalid JSON: nested too deeply")

@@ -337,6 +337,15 @@ def test_bad_csv_row_line_number_after_multiline_field(tmp_path):
     assert cat.n_skipped == 1 and cat.skipped == [str(err)]
 
 
+def test_a_pretty_printed_object_gets_a_hint(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(ROWS[0], indent=2), encoding="utf-8")
+    with pytest.raises(CatalogError, match="line 1: invalid JSON.*one whole product a line"):
+        read_catalog(path, DataConfig())
+    path.write_text(json.dumps([ROWS[0]], indent=2), encoding="utf-8")  # an array is read
+    assert ids(read_catalog(path, DataConfig()).products) == ["p1"]
+
+
 def test_bad_json_line_and_wrong_type(tmp_path):
     path = tmp_path / "cat.jsonl"
     path.write_text(
