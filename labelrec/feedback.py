@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -105,6 +106,8 @@ class Review:
             raise FeedbackError("product.description: must be a string")
         if self.product_id is not None:
             self.product_id = str(self.product_id)
+            if not self.product_id.strip():  # a catalog row needs a real id (train refuses "")
+                raise FeedbackError("product.id: empty; leave it out for a product without one")
         for name, value in (
             ("product.title", self.title),
             ("product.description", self.description),
@@ -150,6 +153,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
+def _created_meanwhile(err: Exception) -> bool:
+    """Whether ``err`` says another connection created the tables or the version row first."""
+    text = str(err).lower()
+    return "already exists" in text or "unique constraint" in text or "duplicate" in text
+
+
 class FeedbackStore:
     """Reviews in a database named by a SQLAlchemy URL (``sqlite:///feedback.db``...)."""
 
@@ -193,6 +202,17 @@ class FeedbackStore:
         return cls(uri, create=create)
 
     def _migrate(self) -> None:
+        """Create or upgrade labelrec's tables. Two processes (or threads) creating the same new
+        database at once: the one that loses the race finds the tables made and tries again."""
+        try:
+            self._migrate_once()
+        except (sa.exc.IntegrityError, sa.exc.OperationalError) as err:
+            if not _created_meanwhile(err):
+                raise
+            time.sleep(0.05)
+            self._migrate_once()
+
+    def _migrate_once(self) -> None:
         with self.engine.begin() as conn:
             _metadata.create_all(conn)
             row = conn.execute(

@@ -746,6 +746,7 @@ class LabelRec:
         # Reviewer feedback: opened now when LABELREC_FEEDBACK_URI names a database (one that
         # cannot be opened stops the start-up), else feedback.db here at the first review.
         self._feedback: FeedbackStore | None = None
+        self._feedback_opening = asyncio.Lock()  # the first reviews at once open it once
         if s.feedback_uri:
             try:
                 self._feedback = FeedbackStore(s.feedback_uri)
@@ -959,11 +960,15 @@ class LabelRec:
             )
             if snap is not None:
                 review.flag_unknown(snap.recommender.vocab.index)
-            if self._feedback is None:
-                self._feedback = await asyncio.to_thread(FeedbackStore, DEFAULT_FEEDBACK_URI)
-            review_id = await asyncio.to_thread(self._feedback.add, review)
         except FeedbackError as err:
             raise ServiceError(400, str(err)) from None
+        try:
+            async with self._feedback_opening:
+                if self._feedback is None:
+                    self._feedback = await asyncio.to_thread(FeedbackStore, DEFAULT_FEEDBACK_URI)
+            review_id = await asyncio.to_thread(self._feedback.add, review)
+        except FeedbackError as err:  # the database, not the review: the client may retry
+            raise ServiceError(503, str(err)) from None
         return FeedbackOut(id=review_id, model_version=review.model_version, unknown=review.unknown)
 
     # -- products: similar, search, recommend (need a product index)

@@ -238,8 +238,54 @@ def test_post_feedback_stores_the_review_with_the_served_version(
         svc.feedback(product=ProductIn(title="x"), accepted=["a"], rejected=["a"], added=[])
     )
     assert bad.status_code == 400 and b"also accepted" in bad.body
+    no_id = asyncio.run(svc.feedback(product=ProductIn(title="x", id=" "), accepted=["a"]))
+    assert no_id.status_code == 400 and b"product.id: empty" in no_id.body
     with pytest.raises(RuntimeError, match="LABELREC_FEEDBACK_URI: feedback database"):
         make_service(trained_model_dir, LABELREC_FEEDBACK_URI="nonsense")
+
+
+def test_the_first_reviews_at_once_are_all_stored(
+    make_service, trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No LABELREC_FEEDBACK_URI: feedback.db is made here by the first reviews, arriving
+    together; and two stores opening one new database at once (two workers) both work."""
+    import asyncio
+    import threading
+
+    from labelrec.service import ProductIn
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LABELREC_FEEDBACK_URI", raising=False)
+    svc = make_service(trained_model_dir)
+
+    async def post_all() -> list:
+        return await asyncio.gather(
+            *(
+                svc.feedback(product=ProductIn(title=f"kite {i}", id=f"k{i}"), accepted=["Toys"])
+                for i in range(8)
+            )
+        )
+
+    outs = asyncio.run(post_all())
+    assert sorted(o.id for o in outs) == list(range(1, 9))
+    assert len(list(FeedbackStore("sqlite:///feedback.db").reviews())) == 8
+
+    uri, errors = f"sqlite:///{tmp_path / 'two.db'}", []
+    start = threading.Barrier(4)
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            FeedbackStore(uri)
+        except Exception as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and FeedbackStore(uri).schema_version >= 1
 
 
 # ------------------------------------------------------------------ training from feedback
