@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from labelrec.model import (
 )
 from labelrec.modeldir import RULES_FILE, THRESHOLDS_FILE, VOCAB_FILE
 from labelrec.runtime import OnnxTagModel, choose_backend
+
+logger = logging.getLogger(__name__)
 
 # Products per forward pass. Titles vary in length and each batch is padded to its longest: on
 # the CPU, small length-sorted batches tag the most products/s (docs/serving.md: `python
@@ -257,6 +260,9 @@ class TagRecommender:
             rec.rules = Rules.load(rules)
         elif (model_dir / RULES_FILE).is_file():
             rec.rules = Rules.load(model_dir / RULES_FILE)
+        if rec.rules is not None:
+            for problem in rec.rules.unmatched(vocab.tags):
+                logger.warning("%s: %s", rec.rules.source, problem)
         return rec
 
     @property

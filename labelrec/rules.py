@@ -4,14 +4,17 @@ one tag, the only tags allowed, and at most so many tags of a facet.
 A rules file is YAML::
 
     deny: ["Books", "brand:Generic*"]        # never suggested (shell-style patterns)
-    rename: {"brand:LEGO": "brand:Lego"}      # a variant merged into one tag (the best score)
+    rename: {"brand:LEGO": "brand:Lego"}      # a variant merged into one tag (the best score;
+                                              # chains are followed, a cycle is an error)
     allow: ["brand:*", "Toys*"]               # when given: only tags matching one of these
+                                              # (an empty list is an error)
     max_per_facet: {"brand:": 1}              # at most this many tags starting with the prefix
 
 The same rules apply wherever suggestions are ranked (``TagRecommender.rank``): the CLI, batch
 scoring, the service and the MLflow model. A model directory may carry its own ``rules.yaml``;
 ``--rules`` (CLI) and ``LABELREC_RULES`` (service) replace it. A request may narrow them further
-with ``include`` and ``exclude`` patterns.
+with ``include`` and ``exclude`` patterns. A rule that matches none of the model's tags is
+logged as a warning when the model loads (``Rules.unmatched``; patterns are case-sensitive).
 """
 
 from __future__ import annotations
@@ -78,6 +81,25 @@ def _line_of(text: str, key: str | None, entry: Any) -> int | None:
     return None
 
 
+def _resolved(rename: dict[str, str], where: str) -> dict[str, str]:
+    """``rename`` with chains followed to their end (A -> B, B -> C: A -> C); a cycle
+    (A -> B, B -> A) is a ``RulesError``."""
+    out = {}
+    for start in rename:
+        path = [start]
+        while path[-1] in rename:
+            target = rename[path[-1]]
+            if target in path:
+                if target == path[-1]:  # A -> A: nothing to rename
+                    break
+                chain = " -> ".join(repr(t) for t in [*path, target])
+                raise RulesError(f"{where}rename: {chain}: a cycle", "rename", start)
+            path.append(target)
+        if path[-1] != start:
+            out[start] = path[-1]
+    return out
+
+
 @dataclass
 class Rules:
     """What may be suggested; see the module docstring for the file format."""
@@ -122,6 +144,8 @@ class Rules:
                 raise RulesError(
                     f"{where}max_per_facet: {k!r}: {v}: a count must be >= 0", "max_per_facet", k
                 )
+        self._steps = set(self.rename) & set(self.rename.values())  # inside a chain
+        self.rename = _resolved(self.rename, where)
         self._deny = _patterns(self.deny)
         self._allow = _patterns(self.allow)
 
@@ -149,6 +173,12 @@ class Rules:
             )
         values = {k: tree[k] for k in _KEYS if tree.get(k) is not None}
         try:
+            if values.get("allow") == []:  # Rules() allows every tag without an allow list
+                raise RulesError(
+                    f"{path}: allow: an empty list would allow no tag; leave the key out to "
+                    "allow every tag",
+                    "allow",
+                )
             return cls(**values, source=str(path))
         except RulesError as err:
             line = _line_of(text, err.key, err.entry)
@@ -156,6 +186,43 @@ class Rules:
                 raise
             message = str(err).replace(f"{path}: ", f"{path}, line {line}: ", 1)
             raise RulesError(message, err.key, err.entry) from None
+
+    def unmatched(self, tags: Iterable[str]) -> list[str]:
+        """The rules that match none of ``tags`` (a model's vocabulary), each with the tags it
+        would match if case were ignored: usually a typo, or rules written for another catalog.
+        Rules may still match new tags that a model proposes outside its vocabulary."""
+        tags = list(tags)
+        folded: dict[str, list[str]] = {}
+        for t in tags:
+            folded.setdefault(t.casefold(), []).append(t)
+
+        def report(kind: str, rule: str, hits: Any, near: Any) -> str | None:
+            if any(hits(t) for t in tags):
+                return None
+            close = sorted({t for f, ts in folded.items() if near(f) for t in ts})[:3]
+            hint = f" (with another case: {', '.join(close)})" if close else ""
+            return f"{kind} {rule!r} matches none of the model's {len(tags)} tags{hint}"
+
+        found: list[str | None] = []
+        for key in ("deny", "allow"):
+            for pattern in getattr(self, key):
+                rx = re.compile(fnmatch.translate(pattern))
+                loose = re.compile(fnmatch.translate(pattern.casefold()))
+                found.append(report(key, pattern, rx.match, loose.match))
+        for source in self.rename:
+            if source in self._steps:  # a step of a chain: tags renamed into it pass through
+                continue
+            found.append(report("rename", source, source.__eq__, source.casefold().__eq__))
+        for prefix in self.max_per_facet:
+            found.append(
+                report(
+                    "max_per_facet",
+                    prefix,
+                    lambda t, x=prefix: t.startswith(x),
+                    lambda f, x=prefix.casefold(): f.startswith(x),
+                )
+            )
+        return [f for f in found if f]
 
     def allows(self, tag: str) -> bool:
         """False for a denied tag, or one outside ``allow`` when it is given."""

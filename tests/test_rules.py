@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import random
 import shutil
 import sys
@@ -84,6 +85,8 @@ def test_rules_files_and_their_errors(tmp_path: Path) -> None:
         ("max_per_facet: {'brand:': one}\n", "max_per_facet: 'brand:': 'one': expected a prefix"),
         ("max_per_facet: 3\n", "max_per_facet: expected a mapping"),
         ("- a list\n", "expected a mapping with deny"),
+        ("deny: [a]\nallow: []\n", "bad.yaml, line 2: allow: an empty list would allow no tag"),
+        ("rename:\n  a: b\n  b: c\n  c: a\n", "bad.yaml, line 2: rename: 'a' -> 'b' -> 'c' -> 'a'"),
     ]
     for text, message in cases:
         bad.write_text(text, encoding="utf-8")
@@ -91,6 +94,32 @@ def test_rules_files_and_their_errors(tmp_path: Path) -> None:
             Rules.load(bad)
     with pytest.raises(RulesError, match="missing.yaml"):
         Rules.load(tmp_path / "missing.yaml")
+
+
+def test_rename_chains_are_followed() -> None:
+    rules = Rules(rename={"Toys": "Toy", "Toy": "Toys & Games", "same": "same"})
+    assert rules.rename == {"Toys": "Toys & Games", "Toy": "Toys & Games"}
+    out = rules.apply([s("Toys", 0.9), s("Toys & Games", 0.5)])
+    assert [(x.tag, x.score) for x in out] == [("Toys & Games", 0.9)]
+    assert rules.violations([x.tag for x in out]) == []
+
+
+def test_rules_that_match_no_tag_of_the_model() -> None:
+    rules = Rules(
+        deny=["books", "brand:Generic*"],
+        allow=["Toys*", "brand:*"],
+        rename={"brand:LEGO": "brand:Lego", "Toy": "Toys", "Kids": "Toy"},
+        max_per_facet={"Brand:": 1, "color:": 1},
+    )
+    vocab = ["Books", "Toys", "brand:Lego", "brand:Hornby", "color:Red"]
+    assert rules.unmatched(vocab) == [
+        "deny 'books' matches none of the model's 5 tags (with another case: Books)",
+        "deny 'brand:Generic*' matches none of the model's 5 tags",
+        "rename 'brand:LEGO' matches none of the model's 5 tags (with another case: brand:Lego)",
+        "rename 'Kids' matches none of the model's 5 tags",
+        "max_per_facet 'Brand:' matches none of the model's 5 tags (with another case: "
+        "brand:Hornby, brand:Lego)",
+    ]  # 'Toy' is a step of the chain Kids -> Toy -> Toys: not reported
 
 
 def test_no_violations_across_10k_suggestions() -> None:
@@ -143,7 +172,7 @@ def test_the_recommender_applies_its_rules(ruled_model, tmp_path: Path) -> None:
     assert [x.tag for x in only] == [top[2]]
 
 
-def test_cli_rules(ruled_model, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_cli_rules(ruled_model, tmp_path: Path, monkeypatch, capsys, caplog) -> None:
     model, top = ruled_model
     rules_file = tmp_path / "deny.yaml"
     rules_file.write_text(f"deny: [{top[0]!r}]\n", "utf-8")
@@ -152,6 +181,12 @@ def test_cli_rules(ruled_model, tmp_path: Path, monkeypatch, capsys) -> None:
     assert main(args) == 0
     tags = [line.split("\t")[0] for line in capsys.readouterr().out.split("\n") if "\t" in line]
     assert top[0] not in tags and len(tags) == 3
+    rules_file.write_text("deny: [Nothing Like It]\n", "utf-8")  # loads, with a warning
+    monkeypatch.setattr(sys, "stdin", io.StringIO("plush bear\n"))
+    with caplog.at_level(logging.WARNING, logger="labelrec.predict"):
+        assert main(args) == 0
+    assert "deny 'Nothing Like It' matches none of the model's" in caplog.text
+    capsys.readouterr()
     rules_file.write_text("deny: [oops\n", "utf-8")
     monkeypatch.setattr(sys, "stdin", io.StringIO("plush bear\n"))
     assert main(args) == 2
