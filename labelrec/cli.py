@@ -372,8 +372,11 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(stats, ensure_ascii=False, indent=1))
         return 0
-    for key in ("reviews", "products", "reviewers", "accepted", "rejected", "added", "unknown"):
+    keys = ("reviews", "products", "reviewers", "accepted", "rejected", "added", "unknown")
+    for key in keys:
         print(f"{key:<16}{stats[key]}")
+    if stats["overruled"]:
+        print(f"{'overruled':<16}{stats['overruled']} products (the last review is exported)")
     rate = stats["acceptance_rate"]
     print(f"{'acceptance_rate':<16}{'-' if rate is None else f'{rate:.3f}'}")
     for version, n in stats["model_versions"].items():

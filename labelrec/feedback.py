@@ -324,19 +324,30 @@ class FeedbackStore:
 
     def stats(self) -> dict[str, Any]:
         """Counts: reviews, products, reviewers, tags accepted / rejected / added / unknown,
-        reviews per model version, and the most rejected tags. ``acceptance_rate`` (accepted
+        products where a later review reversed a tag's verdict (``overruled``), reviews per
+        model version, and the most rejected tags. ``acceptance_rate`` (accepted
         of accepted + rejected) is None when no tag was accepted or rejected."""
         counts: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
         versions: Counter[str] = Counter()
         products, reviewers = set(), set()
+        verdicts: dict[str, dict[str, bool]] = {}  # product -> tag -> kept (the last review's)
+        overruled: set[str] = set()
         for review in self.reviews():
+            key = review.product_id or f"feedback-{review.id}"
+            seen = verdicts.setdefault(key, {})
+            for tag, kept in [(t, True) for t in review.tags] + [
+                (t, False) for t in review.rejected
+            ]:
+                if seen.get(tag, kept) != kept:
+                    overruled.add(key)
+                seen[tag] = kept
             counts["reviews"] += 1
             counts["accepted"] += len(review.accepted)
             counts["rejected"] += len(review.rejected)
             counts["added"] += len(review.added)
             counts["unknown"] += len(review.unknown)
-            products.add(review.product_id or f"feedback-{review.id}")
+            products.add(key)
             if review.reviewer:
                 reviewers.add(review.reviewer)
             versions[review.model_version or "-"] += 1
@@ -351,6 +362,9 @@ class FeedbackStore:
             "added": counts["added"],
             "unknown": counts["unknown"],
             "acceptance_rate": counts["accepted"] / shown if shown else None,  # JSON null
+            # products on which a later review reversed a tag's verdict (the export keeps
+            # the last review)
+            "overruled": len(overruled),
             "model_versions": dict(versions),
             "most_rejected": rejected.most_common(10),
         }

@@ -65,6 +65,10 @@ def test_reviews_round_trip_and_export_as_a_catalog(tmp_path: Path) -> None:
     assert stats["acceptance_rate"] == pytest.approx(4 / 5)
     assert stats["model_versions"] == {"3": 2, "-": 1}
     assert stats["most_rejected"] == [("Books", 1)]
+    assert stats["overruled"] == 0  # p1's second review kept Toys and said nothing of Books
+    store.add(Review(title="Brickton police station v2", product_id="p1", rejected=["Toys"]))
+    store.add(Review(title="Plush bear", accepted=["Books"]))  # another product, no id
+    assert store.stats()["overruled"] == 1
     # no tag accepted or rejected: no rate, and JSON null rather than NaN (invalid JSON)
     assert store_at(tmp_path / "empty").stats()["acceptance_rate"] is None
     only_added = store_at(tmp_path / "added")
