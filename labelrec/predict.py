@@ -476,11 +476,17 @@ class TagRecommender:
                     for key, values in parts.items():
                         evidence[key] = round(float(values[i, j]), 6)
                     evidence["generator"] = round(float(g * gen_known[i, j]), 6)
-                    if shared[i, j] > sum(evidence.values()) + 1e-4 and parents is not None:
-                        children = np.flatnonzero(parents == j)
-                        if len(children):
-                            best = children[int(np.argmax(shared[i, children]))]
-                            evidence["raised_by"] = self.vocab.tags[best]
+                    children = np.flatnonzero(parents == j) if parents is not None else []
+                    if len(children):
+                        # raised before the reranker (the fused score is above its shares), or
+                        # after it (its score is its best child's: the reranker re-scores each
+                        # tag alone, then parents are raised again)
+                        fused_best = children[int(np.argmax(shared[i, children]))]
+                        final_best = children[int(np.argmax(final[i, children]))]
+                        if shared[i, j] > sum(evidence.values()) + 1e-4:
+                            evidence["raised_by"] = self.vocab.tags[fused_best]
+                        elif ev.unranked is not None and final[i, final_best] >= final[i, j]:
+                            evidence["raised_by"] = self.vocab.tags[final_best]
                     if ev.unranked is not None:
                         evidence["fused_score"] = round(float(shared[i, j]), 6)
                     if nearest[i].get(j):

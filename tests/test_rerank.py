@@ -189,6 +189,18 @@ def test_a_trained_model_tunes_and_serves_its_reranker(
         ev = s["evidence"]
         if "raised_by" not in ev:
             assert sum(ev[k] for k in shares) == pytest.approx(ev["fused_score"], abs=1e-4)
+    # a category at its child's score after the reranker was raised to it, and says by which
+    deep = rec.explain(items + [{"title": "LEGO city police station"}], limit=50, threshold=0)
+    raised = 0
+    for row in deep:
+        score = {t["tag"]: t["score"] for t in row}
+        for t in row:
+            children = [c for c in score if c.startswith(t["tag"] + " > ") and " > " not in
+                        c[len(t["tag"]) + 3:]]  # fmt: skip
+            if kept and children and max(score[c] for c in children) >= t["score"]:
+                assert t["evidence"]["raised_by"] in children, t
+                raised += 1
+    assert raised > 0 or not kept
     # votes(): what the reranker reads, the scores before it, with or without one loaded
     fused, fused_new = plain.score(items)
     for model in (rec, plain):
