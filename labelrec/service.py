@@ -978,6 +978,8 @@ class LabelRec:
         try:
             snap = self._pin()
             engine = snap.extras.get("index")
+            if engine is None and "index" in snap.extra_errors:
+                raise ServiceError(503, f"no product index: {snap.extra_errors['index']}")
             if engine is None:
                 raise ServiceError(
                     503,
@@ -1093,7 +1095,8 @@ class LabelRec:
         snap = self._pin()
         engine = snap.extras.get("index")
         if engine is None:
-            raise ServiceError(503, "no product index: the review queue reads it")
+            why = snap.extra_errors.get("index", "the review queue reads it")
+            raise ServiceError(503, f"no product index: {why}")
         index = engine.index
         if not 0 <= position < len(index):
             raise ServiceError(404, f"position {position}: the queue has {len(index)} products")

@@ -59,6 +59,8 @@ class Snapshot:
     generation: int
     loaded_at: float
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: extensions that failed on the first version loaded, which then serves without them
+    extra_errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 PROBE = [
@@ -84,7 +86,7 @@ def index_extension(
 ) -> Callable[[Snapshot], ProductSearch | None]:
     """Build the product search of each model version as it loads (``holder.extensions``).
 
-    ``index_dir``: a fixed index (it must come from a model with the same tags); ``catalog``:
+    ``index_dir``: a fixed index (it must come from the model being loaded); ``catalog``:
     indexed anew with each version; neither: the index logged with a registered version, if
     any (None: the product endpoints answer 503)."""
 
@@ -93,7 +95,7 @@ def index_extension(
         if catalog:
             cfg = dataclasses.replace(data_config_for(rec, {}), on_error="skip")
             index = build_index_from_file(rec, catalog, cfg, model_source=snap.info.get("path"))
-            engine, source = ProductSearch(index, rec), catalog
+            engine = ProductSearch(index, rec)
         else:
             path: Path | None = Path(index_dir) if index_dir else None
             if path is None and snap.info.get("kind") == "registry" and snap.info.get("name"):
@@ -102,18 +104,10 @@ def index_extension(
                 path = download_index(f"models:/{snap.info['name']}/{snap.version}")
             if path is None:
                 return None
-            engine, source = ProductSearch.load(path, rec), str(path)
-        n_index = engine.index.n_model_tags
-        same = n_index == len(rec.vocab)
-        if not same or list(engine.index.tags[:n_index]) != list(rec.vocab.tags):
-            # the same tags in the same order, not only as many
-            raise ValueError(
-                f"product index {source} was built with a model of "
-                f"{engine.index.n_model_tags} tags"
-                + (" (other tags or another order)" if same else "")
-                + f", model version {snap.version} has {len(rec.vocab)}: rebuild it"
-                " (labelrec product-index) or set LABELREC_CATALOG"
-            )
+            try:  # refused unless built with this very model (labelrec.recommend.engine)
+                engine = ProductSearch.load(path, rec)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err} (or set LABELREC_CATALOG)") from None
         if interactions:
             engine.set_interactions(interactions)
         return engine
@@ -139,7 +133,10 @@ class ModelHolder:
     ``current`` is the snapshot new requests use; ``get(generation)`` returns an older one as long
     as some request still holds it. ``extensions`` build extras per snapshot (e.g. a similarity
     index over the catalog) before it goes live: ``holder.extensions["index"] = build`` and
-    ``snapshot.extras["index"]``; a failing extension refuses the version like a failing model.
+    ``snapshot.extras["index"]``; a failing extension refuses a new version like a failing
+    model (the version serving keeps its extras). The first version loaded has nothing to fall
+    back to: it serves without the extension, whose error is kept in ``snapshot.extra_errors``
+    (what needs it answers 503 with it), so that tagging does not wait on, say, a stale index.
     """
 
     def __init__(
@@ -301,7 +298,13 @@ class ModelHolder:
             probe(rec)
             snap = Snapshot(rec, version, info, self._generation + 1, time.time())
             for name, build in self.extensions.items():
-                snap.extras[name] = build(snap)
+                try:
+                    snap.extras[name] = build(snap)
+                except Exception as err:
+                    if self.current is not None:
+                        raise
+                    snap.extra_errors[name] = public_text(f"{type(err).__name__}: {err}")
+                    logger.error("model %s serves without its %s: %s", self.uri, name, err)
         except Exception as err:  # any failure refuses the version, the old one serves on
             self._drop_download(self._attempt_dir)
             self.refused += 1
@@ -404,6 +407,8 @@ class ModelHolder:
                     "version": snap.version,  # as a string, also for registry versions
                 }
             )
+            if snap.extra_errors:
+                out["extension_errors"] = dict(snap.extra_errors)
             engine = snap.extras.get("index")
             if engine is not None:
                 out["index"] = {

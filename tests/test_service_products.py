@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from labelrec.predict import TagRecommender  # noqa: E402
+from labelrec.service import ProductIn  # noqa: E402
 from labelrec.recommend import ProductSearch  # noqa: E402
 
 
@@ -133,6 +134,17 @@ def test_index_built_from_a_catalog_for_each_version(
     assert call(svc.similar(id="p0-0"))[0] == 404  # only the catalog's products
 
 
+def _reload_with(model_dir: Path, good: Path, bad: Path):
+    """Load a model with the index ``good``, then reload it with the index ``bad``."""
+    from labelrec.serving import ModelHolder, index_extension
+
+    holder = ModelHolder(str(model_dir))
+    holder.extensions["index"] = index_extension(str(good))
+    assert holder.reload(force=True).status == "reloaded"
+    holder.extensions["index"] = index_extension(str(bad))
+    return holder.reload(force=True)
+
+
 def test_an_index_from_another_model_is_refused(
     trained_model_dir: Path, service_index: Path, tmp_path: Path
 ) -> None:
@@ -143,11 +155,7 @@ def test_an_index_from_another_model_is_refused(
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["n_model_tags"] += 1
     (other / "manifest.json").write_text(json.dumps(manifest))
-    from labelrec.serving import ModelHolder, index_extension
-
-    holder = ModelHolder(str(trained_model_dir))
-    holder.extensions["index"] = index_extension(str(other))
-    result = holder.reload(force=True)
+    result = _reload_with(trained_model_dir, service_index, other)
     assert result.status == "refused" and "rebuild it" in result.error
 
     # The same number of tags, two of them swapped: another model's index all the same.
@@ -156,14 +164,12 @@ def test_an_index_from_another_model_is_refused(
     names = tags["tags"]
     names[0], names[1] = names[1], names[0]
     (swapped / "tags.json").write_text(json.dumps(tags))
-    holder = ModelHolder(str(trained_model_dir))
-    holder.extensions["index"] = index_extension(str(swapped))
-    result = holder.reload(force=True)
+    result = _reload_with(trained_model_dir, service_index, swapped)
     assert result.status == "refused" and "other tags or another order" in result.error
 
 
 def test_an_index_from_the_same_tags_trained_again_is_refused(
-    trained_model_dir: Path, service_index: Path, tmp_path: Path
+    trained_model_dir: Path, service_index: Path, toy_data_dir: Path, tmp_path: Path
 ) -> None:
     """Same tags, another save: the index's embeddings come from another backbone."""
     manifest = json.loads((service_index / "manifest.json").read_text())
@@ -175,12 +181,30 @@ def test_an_index_from_the_same_tags_trained_again_is_refused(
     (again / "labelrec.json").write_text(json.dumps({**info, "save_id": "0" * 32}))
     with pytest.raises(ValueError, match="rebuild it with `labelrec product-index`"):
         ProductSearch.load(service_index, TagRecommender.load(again))
-    from labelrec.serving import ModelHolder, index_extension
+    good = tmp_path / "good"  # an index of the model trained again
+    from labelrec.recommend import build_index_from_file
 
-    holder = ModelHolder(str(again))
-    holder.extensions["index"] = index_extension(str(service_index))
-    result = holder.reload(force=True)
+    build_index_from_file(TagRecommender.load(again), toy_data_dir / "train.jsonl").save(good)
+    result = _reload_with(again, good, service_index)
     assert result.status == "refused" and "0" * 32 in result.error
+
+
+def test_a_service_starting_with_a_stale_index_tags_and_says_why_products_are_down(
+    make_service, trained_model_dir: Path, service_index: Path, tmp_path: Path
+) -> None:
+    """No version was serving: the model serves without its index, tagging is up and the
+    product endpoints answer 503 with the reason."""
+    info = json.loads((trained_model_dir / "labelrec.json").read_text())
+    again = shutil.copytree(
+        trained_model_dir, tmp_path / "again", ignore=shutil.ignore_patterns("checkpoints")
+    )
+    (again / "labelrec.json").write_text(json.dumps({**info, "save_id": "0" * 32}))
+    svc = make_service(again, LABELREC_INDEX=str(service_index))
+    status, body = call(svc.suggest(product=ProductIn(title="plush bear"), limit=3))
+    assert status == 200 and body.tags
+    status, body = call(svc.similar(id="p0-0"))
+    assert status == 503 and "rebuild it with `labelrec product-index`" in body["error"]
+    assert "rebuild it" in svc.holder.describe()["extension_errors"]["index"]
 
 
 def test_index_logged_with_the_champion_is_served(

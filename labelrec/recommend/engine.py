@@ -68,11 +68,21 @@ def check_index_model(index: ProductIndex, tagger: Any) -> None:
     Each saved model has its own ``save_id`` (``labelrec.json``), which the index records; an
     index or model without one is not checked.
     """
+    source = index.manifest.get("model") or "another model"
+    vocab = getattr(tagger, "vocab", None)
+    if vocab is not None:
+        n_index, tags = index.n_model_tags, list(vocab.tags)
+        if n_index != len(tags) or list(index.tags[:n_index]) != tags:
+            # the same tags in the same order, not only as many
+            other = " (other tags or another order)" if n_index == len(tags) else ""
+            raise ValueError(
+                f"the product index was built with {source}, a model of {n_index} tags{other}; "
+                f"this model has {len(tags)}: rebuild it with `labelrec product-index`"
+            )
     built_with = index.manifest.get("save_id")
     info = getattr(tagger, "info", None)
     served = info.get("save_id") if isinstance(info, dict) else None
     if built_with and served and built_with != served:
-        source = index.manifest.get("model") or "another model"
         raise ValueError(
             f"the product index was built with {source} (save {built_with}), not with this "
             f"model (save {served}): rebuild it with `labelrec product-index`"
