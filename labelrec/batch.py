@@ -50,7 +50,7 @@ class TagWriter:
 
             rows = [
                 {**r, "tags": [{**t, "known": t.get("known", True)} for t in r["tags"]]}
-                for r in rows
+                for r in rows  # rows of scorers that leave known tags unmarked
             ]
             table = pa.Table.from_pylist(rows, schema=_ARROW_SCHEMA())
             if self._pq is None:
@@ -109,8 +109,8 @@ def _ARROW_SCHEMA() -> Any:
 def iter_scored(
     path: str | Path, cfg: DataConfig, scorer: Scorer, chunk_size: int = 1000
 ) -> Iterator[list[dict[str, Any]]]:
-    """Chunks of ``{"id", "title", "tags": [{"tag", "score"}, ...]}`` rows, in input order (a
-    tag outside the model's vocabulary with ``"known": false``)."""
+    """Chunks of ``{"id", "title", "tags": [{"tag", "score", "known"}, ...]}`` rows, in input
+    order (``known`` false: a tag outside the model's vocabulary)."""
     for chunk in iter_catalog(path, cfg, require_tags=False, chunk_size=chunk_size):
         suggestions = scorer(chunk)
         yield [

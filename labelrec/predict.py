@@ -59,10 +59,8 @@ class Suggestion:
     known: bool = True  # False: a new tag (a span of the title) outside the vocabulary
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"tag": self.tag, "score": round(float(self.score), 6)}
-        if not self.known:
-            out["known"] = False
-        return out
+        """``{"tag", "score", "known"}``, as every output shows a suggestion."""
+        return {"tag": self.tag, "score": round(float(self.score), 6), "known": bool(self.known)}
 
 
 @functools.cache

@@ -884,7 +884,10 @@ class LabelRec:
             return self.describer
         if self.describer_uri:
             raise ServiceError(
-                503, f"describer {self.describer_uri} failed to load: {self.describer_error}"
+                503,
+                public_text(
+                    f"describer {self.describer_uri} failed to load: {self.describer_error}"
+                ),
             )
         raise ServiceError(404, NO_DESCRIBER)
 

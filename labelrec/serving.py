@@ -388,7 +388,7 @@ class ModelHolder:
                     "generation": snap.generation,
                     "loaded_at": snap.loaded_at,
                     "n_tags": len(rec.vocab),
-                    "backbone": rec.info.get("backbone"),
+                    "backbone": public_text(rec.info.get("backbone")),
                     "max_length": rec.max_length,
                     "quantized": self.quantize,
                     "backend": rec.backend,
@@ -397,7 +397,7 @@ class ModelHolder:
                     "generator": None
                     if rec.generator is None
                     else {
-                        "backbone": rec.generator.meta.get("backbone"),
+                        "backbone": public_text(rec.generator.meta.get("backbone")),
                         "weight": rec.generator.weight,
                         "new_weight": rec.generator.new_weight,
                         "num_beams": rec.generator.num_beams,

@@ -533,6 +533,7 @@ def test_service_describe_endpoint(
     svc = make_service(model, LABELREC_DESCRIBER=str(tmp_path / "nope"))  # tagging still up
     broken = asyncio.run(svc.describe(products=products))
     assert broken.status_code == 503 and b"failed to load" in broken.body
+    assert str(tmp_path).encode() not in broken.body and "…/nope".encode() in broken.body
     assert svc.__is_ready__()
 
     svc = make_service(model, LABELREC_DESCRIBER=str(describer_dir))

@@ -207,6 +207,7 @@ def test_public_answers_show_no_local_paths(
     svc = make_service(current)
     shown = json.dumps(svc.model(), ensure_ascii=False)
     assert str(current.parent) not in shown and current.name in shown
+    assert svc.model()["backbone"].startswith("…/")  # the tiny backbone: a local folder
     monkeypatch.setenv("LABELREC_MODEL_URI", str(tmp_path / "gone"))
     svc.holder.uri = str(tmp_path / "gone")
     refused = svc.holder.reload(force=True)
