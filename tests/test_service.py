@@ -588,6 +588,8 @@ def test_suggest_file_returns_the_catalog_with_tags(
     want = rec.suggest([r["title"] for r in rows[:10]], 2, 0)
     for got, suggestions in zip(scored[:10], want, strict=True):
         assert [t["tag"] for t in got["tags"]] == [s.tag for s in suggestions]
+        if fmt != "csv":  # CSV: tags and scores columns
+            assert [t["known"] for t in got["tags"]] == [s.known for s in suggestions]
 
 
 @pytest.mark.parametrize(
