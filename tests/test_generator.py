@@ -358,8 +358,35 @@ def test_bad_backbone_is_a_clear_error(tmp_path: Path, vocab, products):
     from labelrec.model import ModelError
 
     gcfg = GenerateConfig(enabled=True, backbone=str(tmp_path / "nothing-here"))
-    with pytest.raises(ModelError, match="generate.backbone"):
+    with pytest.raises(ModelError, match="generate.backbone=.*nothing-here.*: no such directory"):
         fit_generator(gcfg, LexicalConfig(), products, vocab, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("generate.max_new_tokens=300", "generate.max_prompt_tokens .* tokens is more than"),
+        ("generate.backbone=/nothing/here", "generate.backbone='/nothing/here': no such directory"),
+    ],
+)
+def test_a_bad_generator_fails_before_the_tagger_trains(
+    tmp_path: Path, tiny_backbone: Path, tiny_decoder: Path, monkeypatch, setting, message
+):
+    import labelrec.train
+    from labelrec.model import ModelError
+    from labelrec.train import train
+
+    def tagger_built(*args, **kwargs):
+        raise AssertionError("the tagger was built before the generator was checked")
+
+    monkeypatch.setattr(labelrec.train, "build_model", tagger_built)
+    overrides = _base_overrides(tmp_path, tiny_backbone, tmp_path / "m")
+    cfg = load_config(
+        None,
+        [*overrides, "generate.enabled=true", f"generate.backbone={tiny_decoder}", setting],
+    )
+    with pytest.raises(ModelError, match=message):
+        train(cfg, progress=False)
 
 
 TITLES = ["LEGO City Police Station", "Hornby model railway train set"]

@@ -39,6 +39,7 @@ import torch
 from labelrec.causal import (
     LmExample,
     LmTrainSettings,
+    causal_config,
     end_token_id,
     fit_causal_lm,
     load_causal_lm,
@@ -558,6 +559,23 @@ def training_examples(
     return examples
 
 
+def _check_positions(config: Any, gcfg: Any) -> None:
+    limit = getattr(config, "max_position_embeddings", None)
+    need = gcfg.max_prompt_tokens + gcfg.max_new_tokens
+    if limit is not None and need > int(limit):
+        raise ModelError(
+            f"generate.max_prompt_tokens + generate.max_new_tokens = {need} tokens is more than"
+            f" the backbone's {limit} positions: lower them"
+        )
+
+
+def check_generator_backbone(gcfg: Any) -> None:
+    """Fail before any training, not after the tagger's: ``generate.backbone`` resolves to a
+    decoder LLM (its config only, no weights) and the prompt and new tokens fit its positions."""
+    _, config = causal_config(gcfg.backbone, "generate.backbone")
+    _check_positions(config, gcfg)
+
+
 def fit_generator(
     gcfg: Any,
     lexical_cfg: Any,
@@ -572,13 +590,7 @@ def fit_generator(
     if gcfg.max_train_products is not None and len(products) > gcfg.max_train_products:
         products = random.Random(seed).sample(products, gcfg.max_train_products)
     model, tokenizer = load_causal_lm(gcfg.backbone, "generate.backbone", gcfg.dtype)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    need = gcfg.max_prompt_tokens + gcfg.max_new_tokens
-    if limit is not None and need > int(limit):
-        raise ModelError(
-            f"generate.max_prompt_tokens + generate.max_new_tokens = {need} tokens is more than"
-            f" the backbone's {limit} positions: lower them"
-        )
+    _check_positions(model.config, gcfg)
     separator = lexical_cfg.path_separator if lexical_cfg.ancestor_consistency else None
     meta: dict[str, Any] = {
         "backbone": gcfg.backbone,
