@@ -257,10 +257,13 @@ def _parse_product_line(line: str, number: int) -> dict[str, Any]:
     try:
         item = json.loads(_checked_text(line, where))
     except json.JSONDecodeError as err:
-        raise ValueError(
-            f"{where}: invalid JSON: {err.msg} (a line that starts with '{{' is read as a JSON"
-            ' object; a title that starts with one goes in it: {"title": "..."})'
-        ) from None
+        hint = (
+            "a line that starts with '{' is read as a JSON object; a title that starts with one"
+            ' goes in it: {"title": "..."}'
+            if line.lstrip().startswith("{")
+            else 'each line is a JSON object: {"title": "...", "tags": [...]}'
+        )
+        raise ValueError(f"{where}: invalid JSON: {err.msg} ({hint})") from None
     except RecursionError:
         raise ValueError(f"{where}: invalid JSON: nested too deeply") from None
     if not isinstance(item, dict):

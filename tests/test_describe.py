@@ -492,6 +492,7 @@ def test_describe_verb_writes_in_batches_of_batch_size(
     ("line", "message"),
     [
         ("{not json", "line 2: invalid JSON"),
+        ("a plain title", "line 2: invalid JSON: Expecting value (each line is a JSON object"),
         ('{"tags": ["a"]}', "line 2, field 'title'"),
         ('{"title": "kite", "tags": "Toys"}', "line 2, field 'tags'"),
         ('{"title": "kite", "id": [1]}', "line 2, field 'id'"),
@@ -587,4 +588,7 @@ def test_describer_as_mlflow_model(describer_dir: Path, registry: Path) -> None:
 
     with pytest.raises(MlflowException, match="param describe.num_beams: must be >= 1") as err:
         pyfunc.predict(frame, params={"num_beams": 0})
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException, match="param .* is more than the backbone's") as err:
+        pyfunc.predict(frame, params={"max_new_tokens": 5000})  # past the context
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"

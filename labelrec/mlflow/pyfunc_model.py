@@ -144,13 +144,14 @@ class LabelrecPyfunc(PythonModel):
         if self.describer is not None:
             from labelrec.config import ConfigError
             from labelrec.describe import DECODING
+            from labelrec.errors import ModelError
 
             decoding = {k: None if _text(v) == "" else v for k, v in params.items()}
             try:
                 describer = self.describer.with_decoding(
                     **{k: v for k, v in decoding.items() if k in DECODING}
                 )
-            except ConfigError as err:
+            except (ConfigError, ModelError) as err:  # a bad value; lengths past the context
                 raise _invalid(f"param {err}") from None
             texts = describer.describe(_describe_records(model_input))
             return pd.DataFrame({"description": texts})
