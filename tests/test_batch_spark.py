@@ -141,6 +141,11 @@ def test_batch_cli_reports_bad_input(registered, tmp_path: Path, capsys) -> None
     assert "bad.jsonl" in err and "line 2" in err and "title" in err
     assert steps.main([*argv, "--input", str(tmp_path / "missing.csv"), "--no-progress"]) == 2
     assert "missing.csv" in capsys.readouterr().err
+    # a bad output name fails before the model loads: here even with no model at all
+    argv = ["batch", "--model-uri", "models:/nope@champion", "--input", str(bad)]
+    assert steps.main([*argv, "--output", str(tmp_path / "o.txt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "o.txt" in err and ".jsonl, .csv or .parquet" in err and "nope" not in err
 
 
 def test_batch_cli_rejects_unknown_model(registered, tmp_path: Path, capsys) -> None:

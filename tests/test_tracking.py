@@ -451,9 +451,17 @@ def test_train_step_without_registering_logs_the_model(
 def test_a_value_for_an_empty_project_parameter_goes_beside_it(mlflow_store, caplog) -> None:
     client = mlflow.MlflowClient()
     with mlflow.start_run() as run:
-        mlflow.log_params({"output": "''", "threshold": "''", "seed": "3"})  # as `mlflow run` does
+        # as `mlflow run` does: empty parameters as '', a path as given
+        mlflow.log_params({"output": "''", "threshold": "''", "seed": "3", "data": "cat/t.jsonl"})
         tracking.log_params(
-            run.info.run_id, {"output": "/tmp/m", "threshold": None, "seed": 4, "lr": 0.1}
+            run.info.run_id,
+            {
+                "output": "/tmp/m",
+                "threshold": None,
+                "seed": 4,
+                "lr": 0.1,
+                "data": os.path.abspath("cat/t.jsonl"),  # the step's absolute path: no warning
+            },
         )
         tracking.log_params(run.info.run_id, {"output": "/tmp/m"})  # again: nothing to change
     params = client.get_run(run.info.run_id).data.params

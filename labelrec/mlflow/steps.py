@@ -442,10 +442,11 @@ def run_batch(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from labelrec.batch import score_file
+    from labelrec.batch import check_score_paths, score_file
 
     if chunk_size < 1:
         raise ValueError("batch: chunk_size must be >= 1")
+    check_score_paths(input, output)  # before the model loads
     with step_run("batch") as run:
         run_id = run.info.run_id
         tracking.log_params(

@@ -252,6 +252,14 @@ class MlflowTracker:
 _EMPTY_PROJECT_PARAM = ("''", "")  # how `mlflow run` logs a project parameter given as ""
 
 
+def _same_path(logged: str, value: str) -> bool:
+    """Whether ``value`` is the absolute form of the path ``logged`` (``mlflow run`` logs a
+    ``path`` parameter as given and hands the step its absolute path)."""
+    if not os.path.isabs(value) or os.path.isabs(logged) or not logged:
+        return False
+    return os.path.abspath(logged) == os.path.normpath(value)
+
+
 def log_params(run_id: str, params: dict[str, Any], client: MlflowClient | None = None) -> None:
     """Log params, skipping keys the run already has (MLflow refuses to change a param). Where
     ``mlflow run`` logged a project parameter left empty (``''``), a value given here goes to
@@ -266,7 +274,7 @@ def log_params(run_id: str, params: dict[str, Any], client: MlflowClient | None 
                 continue  # empty both ways
             key = f"{key}.resolved"
         if key in existing:
-            if existing[key] != value:
+            if existing[key] != value and not _same_path(existing[key], value):
                 logger.warning("param %s already logged as %r; keeping it", key, existing[key])
             continue
         fresh.append(Param(key, value))
