@@ -76,6 +76,7 @@ from pydantic import (
     field_validator,
     model_serializer,
 )
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labelrec.batch import (
@@ -399,6 +400,12 @@ Limit = Annotated[
         ge=1, le=MAX_LIMIT, description="Most tags per product.", json_schema_extra={"example": 5}
     ),
 ]
+ProductLimit = Annotated[
+    StrictInt,
+    Field(
+        ge=1, le=MAX_LIMIT, description="Most products returned.", json_schema_extra={"example": 10}
+    ),
+]
 Threshold = Annotated[
     float | None,
     Field(
@@ -425,10 +432,8 @@ class ItemIn(ProductIn):
 
     limit: Limit = 10
     threshold: Threshold = None
-    pin: Annotated[
-        int | None,
-        Field(description="Internal: model generation the request started on."),
-    ] = None
+    # internal (the model generation a request started on), not part of the public schema
+    pin: SkipJsonSchema[int | None] = None
 
 
 TagFilter = Annotated[
@@ -1015,7 +1020,7 @@ class LabelRec:
         product: Annotated[
             ProductIn | None, Field(description="A new product, tagged by the model.")
         ] = None,
-        limit: Limit = 10,
+        limit: ProductLimit = 10,
         tags: TagFilter = None,
         tag_weight: TagWeight = None,
     ) -> dict[str, Any]:
@@ -1033,7 +1038,7 @@ class LabelRec:
         query: Annotated[
             str, Field(description="Free text, tagged by the model.", examples=["wooden train"])
         ],
-        limit: Limit = 10,
+        limit: ProductLimit = 10,
         tags: TagFilter = None,
         tag_weight: TagWeight = None,
     ) -> dict[str, Any]:
@@ -1055,7 +1060,7 @@ class LabelRec:
             list[str] | None,
             Field(description="Product ids the user interacted with (added to their history)."),
         ] = None,
-        limit: Limit = 10,
+        limit: ProductLimit = 10,
         tags: TagFilter = None,
         tag_weight: TagWeight = None,
     ) -> dict[str, Any]:

@@ -130,6 +130,10 @@ def test_bad_input_gets_clear_value_errors():
         engine.search("   ")
     with pytest.raises(ValueError, match="empty query"):
         engine.search(None)
+    with pytest.raises(ValueError, match="empty query"):
+        engine.search("\u200b \u200b")  # zero-width spaces only
+    long = engine.search("lego " * 1000)  # the answer repeats the start of a long query
+    assert len(long["query"]["text"]) == 301 and long["query"]["text"].endswith("…")
     with pytest.raises(ValueError, match="limit must be between 1"):
         engine.similar(id="p0", limit=0)
     with pytest.raises(ValueError, match="tag_weight must be in"):

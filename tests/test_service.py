@@ -665,6 +665,10 @@ def test_openapi_documents_the_endpoints(client: TestClient) -> None:
         assert path in spec["paths"], path
     text = json.dumps(spec)
     assert "LEGO City Police Station 60316" in text  # examples for the try-it-out form
+    assert '"pin"' not in text  # internal to /suggest_items' batching
+    schemas = spec["components"]["schemas"]
+    search = next(v for k, v in schemas.items() if k.lower().startswith("search"))
+    assert search["properties"]["limit"]["description"] == "Most products returned."
     assert client.get("/docs", follow_redirects=False).headers["location"] == "/"
 
 

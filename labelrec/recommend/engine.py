@@ -22,6 +22,7 @@ from labelrec.recommend.interactions import Interactions, UserSignals
 logger = logging.getLogger(__name__)
 
 MAX_LIMIT = 1000
+ECHO_CHARS = 300  # of a free-text query or a new product's title, in the answer's "query"
 ANN_THRESHOLD = 1_000_000
 
 
@@ -326,7 +327,7 @@ class ProductSearch:
 
         Returns ``{"query": {"text", "tags": [{"tag", "score"}]}, "results": [...]}``.
         """
-        if not isinstance(query, str) or not query.strip():
+        if not isinstance(query, str) or not _visible(query):
             raise ValueError("empty query: give some words to search for")
         limit = _check_limit(limit)
         weight = self._weight(tag_weight, self.search_tag_weight)
@@ -336,7 +337,7 @@ class ProductSearch:
         predicted = self._predicted_tags(scores[0])
         hits = self.backend.search(q[0], None if e is None else e[0], limit, weight, mask)[0]
         return {
-            "query": {"text": text, "tags": predicted},
+            "query": {"text": _echo(text), "tags": predicted},
             "results": self._results(hits, q[0], [t["tag"] for t in predicted]),
         }
 
@@ -557,7 +558,18 @@ def _check_product(product: Any) -> Any:
 
 
 def _title_of(item: Any) -> str:
-    return item["title"] if isinstance(item, dict) else str(item)
+    return _echo(item["title"] if isinstance(item, dict) else str(item))
+
+
+def _echo(text: str) -> str:
+    """A query as an answer repeats it: its first ``ECHO_CHARS`` characters (a long query is
+    not sent back whole)."""
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "…"
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` has a character that shows (not only spaces or zero-width ones)."""
+    return any(ch.isprintable() and not ch.isspace() for ch in text)
 
 
 def format_results(result: dict[str, Any]) -> list[str]:
