@@ -547,18 +547,35 @@ def warmup_steps(total: int, ratio: float) -> int:
 DESCRIPTION_CHARS_PER_TOKEN = 12
 
 
+def pair_separator(tokenizer: Any) -> str | None:
+    """``"\n"`` for a tokenizer whose template for a pair of texts puts nothing between them
+    (SmolLM2's: ``title`` and ``description`` would run together, "StationBuild"); None when it
+    separates them itself (BERT's ``[SEP]``, Gemma's ``<bos>``)."""
+    pair = tokenizer("a", "b")["input_ids"]
+    glued = tokenizer("a")["input_ids"] + tokenizer("b", add_special_tokens=False)["input_ids"]
+    return "\n" if list(pair) == list(glued) else None
+
+
 def encode_products(
-    tokenizer: Any, titles: list[str], descriptions: list[str], max_length: int
+    tokenizer: Any,
+    titles: list[str],
+    descriptions: list[str],
+    max_length: int,
+    separator: str | None = None,
 ) -> list[list[int]]:
     """Token ids of ``title [SEP] description`` per product, truncated to ``max_length`` tokens.
 
     Descriptions are cut to a generous number of characters first, so a 1 MB description costs
     no more than a normal one; the final cut is by tokens (the title is kept whole when it fits).
+    ``separator``: text put before each description, for tokenizers that separate nothing
+    (:func:`pair_separator`; a model records the one it was trained with).
     """
     cap = max_length * DESCRIPTION_CHARS_PER_TOKEN
     descriptions = [(d or "")[:cap] for d in descriptions]
     titles = [(t or "")[:cap] for t in titles]
     has_desc = [bool(d.strip()) for d in descriptions]
+    if separator:
+        descriptions = [separator + d for d in descriptions]
     ids: list[list[int] | None] = [None] * len(titles)
     pairs = [i for i, h in enumerate(has_desc) if h]
     singles = [i for i, h in enumerate(has_desc) if not h]

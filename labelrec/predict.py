@@ -282,6 +282,7 @@ class TagRecommender:
             [p.title for p in items],
             [p.description for p in items],
             self.max_length,
+            self.info.get("pair_separator"),  # None for models trained without one
         )
 
     def predict_scores(

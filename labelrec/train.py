@@ -40,6 +40,7 @@ from labelrec.model import (
     encode_products,
     make_accelerator,
     pad_batch,
+    pair_separator,
     resolve_mixed_precision,
     save_model,
     save_thresholds,
@@ -319,17 +320,20 @@ class TagTrainer:
             )
         self.padding_side = getattr(self.tokenizer, "padding_side", "right")
         max_len = cfg.model.max_length
+        self.pair_separator = pair_separator(self.tokenizer)  # recorded with the model
         self.train_ids = encode_products(
             self.tokenizer,
             [p.title for p in self.train_products],
             [p.description for p in self.train_products],
             max_len,
+            self.pair_separator,
         )
         self.valid_ids = encode_products(
             self.tokenizer,
             [p.title for p in self.valid_products],
             [p.description for p in self.valid_products],
             max_len,
+            self.pair_separator,
         )
         negatives = self.vocab.encode([p.rejected for p in self.train_products])
         self.train_set = EncodedSet(self.train_ids, y_train, negatives)
@@ -782,6 +786,8 @@ class TagTrainer:
             )
             if refit is not None:
                 info.extra["refit"] = refit
+            if self.pair_separator is not None:  # what goes between title and description
+                info.extra["pair_separator"] = self.pair_separator
             base_model = base_model_of(self.cfg.model.backbone)
             if base_model is not None:  # a backbone of `labelrec pretrain`
                 info.extra["base_model"] = base_model

@@ -369,3 +369,46 @@ def test_trainings_of_another_mixed_precision_follow_in_one_process() -> None:
     assert make_accelerator("no").mixed_precision == "no"
     assert make_accelerator("bf16").mixed_precision == "bf16"
     assert make_accelerator("no").mixed_precision == "no"
+
+
+def test_a_tokenizer_that_separates_no_pair_gets_a_separator(tiny_backbone: Path) -> None:
+    """SmolLM2's pair template puts title and description side by side ("StationBuild"): a
+    newline goes between them; BERT's [SEP] needs nothing."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from labelrec.model import load_tokenizer, pair_separator
+
+    words = ["[UNK]", "[PAD]", "a", "b", "lego", "city", "big", "set", "|"]
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split("|", "isolated")]
+    )  # no post-processor: a pair is its two texts side by side
+    glued = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]")
+    assert pair_separator(glued) == "\n"
+    assert pair_separator(load_tokenizer(str(tiny_backbone))) is None
+    ids = encode_products(glued, ["lego city"], ["big set"], 32, separator="|")
+    assert glued.convert_ids_to_tokens(ids[0])[-4:] == ["city", "|", "big", "set"]
+    assert encode_products(glued, ["lego"], [""], 32, separator="|") == [glued("lego")["input_ids"]]
+
+
+def test_a_model_encodes_with_the_separator_it_was_trained_with(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from labelrec.predict import TagRecommender
+
+    product = {"title": "lego city", "description": "big set"}
+    plain = TagRecommender.load(trained_model_dir).encode([product])[0]
+    model = shutil.copytree(
+        trained_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns("checkpoints")
+    )
+    info = json.loads((model / "labelrec.json").read_text(encoding="utf-8"))
+    assert "pair_separator" not in info  # BERT's tokenizer separates the two itself
+    (model / "labelrec.json").write_text(json.dumps({**info, "pair_separator": "|"}), "utf-8")
+    rec = TagRecommender.load(model)
+    marked = rec.encode([product])[0]
+    assert marked[:4] == plain[:4] and marked[4] == rec.tokenizer.unk_token_id  # "|" (unknown)
+    assert marked[5:] == plain[4:]  # then the description, as before
