@@ -198,9 +198,7 @@ def in_hf_cache(repo_id: str) -> bool:
         return False
 
 
-def missing_package_message(
-    name: str, entry: PackagedLLM, setting: str = "model.backbone"
-) -> str:
+def missing_package_message(name: str, entry: PackagedLLM, setting: str = "model.backbone") -> str:
     """The error text for a known id whose package is not installed (offline); ``setting``:
     the config key that names it."""
     return (

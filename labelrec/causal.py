@@ -68,9 +68,7 @@ class LmTrainSettings:
     output_tokens: tuple[int, ...] | None = None
 
 
-def causal_config(
-    backbone: str, setting: str, trust_remote_code: bool = False
-) -> tuple[str, Any]:
+def causal_config(backbone: str, setting: str, trust_remote_code: bool = False) -> tuple[str, Any]:
     """(local source, Hugging Face config) of a decoder LLM backbone, without its weights: a
     backbone that cannot load, or is no decoder, fails here in seconds. ``setting`` names the
     config key in errors."""

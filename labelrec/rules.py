@@ -214,12 +214,13 @@ class Rules:
                 continue
             found.append(report("rename", source, source.__eq__, source.casefold().__eq__))
         for prefix in self.max_per_facet:
+            folded_prefix = prefix.casefold()
             found.append(
                 report(
                     "max_per_facet",
                     prefix,
                     lambda t, x=prefix: t.startswith(x),
-                    lambda f, x=prefix.casefold(): f.startswith(x),
+                    lambda f, x=folded_prefix: f.startswith(x),
                 )
             )
         return [f for f in found if f]

@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from labelrec.predict import TagRecommender  # noqa: E402
-from labelrec.service import ProductIn  # noqa: E402
 from labelrec.recommend import ProductSearch  # noqa: E402
+from labelrec.service import ProductIn  # noqa: E402
 
 
 @pytest.fixture(scope="module")
