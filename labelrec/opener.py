@@ -21,6 +21,8 @@ from typing import Any
 from labelrec.model import ModelError
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+# MLflow 3's logged model (``models:/m-<id>``, what ``log_model`` returns): no registry name
+_LOGGED_MODEL = re.compile(r"^models:/m-[0-9a-f]+/?$")
 
 
 def is_model_uri(reference: str | Path) -> bool:
@@ -81,7 +83,7 @@ class ResolvedModel:
 def registry_version(reference: str) -> str:
     """The version a ``models:/`` reference names now (an alias resolved), without downloading;
     for other references the same as :func:`resolve`'s ``version``, cheaply."""
-    if reference.startswith("models:/"):
+    if reference.startswith("models:/") and not _LOGGED_MODEL.match(reference):
         use_tracking_uri()
         from labelrec.mlflow.registry import model_version_info
 
@@ -110,7 +112,7 @@ def resolve(reference: str | Path, dst_path: str | Path | None = None) -> Resolv
     use_tracking_uri()
     info: dict[str, Any] = {"kind": "registry", "version": text, "uri": text}
     uri = text
-    if text.startswith("models:/"):
+    if text.startswith("models:/") and not _LOGGED_MODEL.match(text):
         from labelrec.mlflow.registry import model_version_info
 
         info.update(model_version_info(text))

@@ -99,6 +99,12 @@ def test_every_verb_takes_a_registry_uri(
     assert suggest("models:/labelrec@champion") == local
     assert suggest(f"models:/labelrec/{version.version}") == local
     assert suggest(f"runs:/{version.run_id}/model") == local
+    from labelrec.mlflow import log_model
+
+    with mlflow.start_run():  # MLflow 3: the logged model's own URI, as log_model returns it
+        logged = log_model(trained_model_dir).model_uri
+    assert logged.startswith("models:/m-") and suggest(logged) == local
+    assert registry_version(logged) == logged
 
     metrics = registry / "metrics.json"
     args = ["eval", "models:/labelrec@champion", "--data", str(toy_data_dir / "valid.jsonl")]
