@@ -74,7 +74,8 @@ def _tag_list(value: Any, name: str) -> list[str]:
         raise FeedbackError(f"{name}: expected a list of tags, got {value!r}")
     out: list[str] = []
     for i, tag in enumerate(value):
-        if not isinstance(tag, str) or not tag.strip():
+        if not isinstance(tag, str) or not any(c.isprintable() and not c.isspace() for c in tag):
+            # no tag of only spaces or invisible characters (zero-width space, controls)
             raise FeedbackError(f"{name}[{i}]: expected a non-empty tag, got {tag!r}")
         _check_text(tag, f"{name}[{i}]")
         tag = " ".join(tag.split())

@@ -1014,8 +1014,12 @@ class LabelRec:
     async def similar(
         self,
         id: Annotated[  # noqa: A002 - the JSON field
-            str | None,
-            Field(description="An indexed product's id (or give `product`).", examples=["P1"]),
+            StrictStr | StrictInt | None,
+            Field(
+                description="An indexed product's id (or give `product`); a number is read as"
+                " its text, as catalog ids are.",
+                examples=["P1"],
+            ),
         ] = None,
         product: Annotated[
             ProductIn | None, Field(description="A new product, tagged by the model.")
@@ -1027,8 +1031,9 @@ class LabelRec:
         """Products similar to an indexed product or to a new one, each with the tags it
         shares with the query."""
         new = None if product is None else product.model_dump(include={"title", "description"})
+        key = None if id is None else str(id)
         return await self._products(
-            lambda e: e.similar(id, new, limit=limit, tags=tags, tag_weight=tag_weight)
+            lambda e: e.similar(key, new, limit=limit, tags=tags, tag_weight=tag_weight)
         )
 
     @bentoml.api

@@ -142,6 +142,7 @@ def test_a_read_only_open_does_not_create_a_database(
         ({"accepted": "a"}, "accepted: expected a list of tags"),
         ({"accepted": ["a", 3]}, r"accepted\[1\]: expected a non-empty tag"),
         ({"added": [" "]}, r"added\[0\]: expected a non-empty tag"),
+        ({"accepted": ["\u200b"]}, r"accepted\[0\]: expected a non-empty tag"),
     ],
 )
 def test_bad_reviews_name_the_field(kwargs: dict, message: str) -> None:

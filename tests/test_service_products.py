@@ -51,6 +51,11 @@ def test_similar_by_id_matches_the_library(
     assert "brand:Lego" in top["shared_tags"]
 
 
+def test_a_numeric_id_is_read_as_its_text(client: TestClient) -> None:
+    r = client.post("/similar", json={"id": 12345})  # as a CSV's ids are read: "12345"
+    assert r.status_code == 404 and "unknown product id '12345'" in r.text
+
+
 def test_similar_for_a_new_product_and_tag_filters(client: TestClient) -> None:
     r = client.post(
         "/similar",
