@@ -185,7 +185,12 @@ def test_as_product_variants() -> None:
 
 
 def test_suggestion_to_dict() -> None:
-    assert Suggestion("Toys", 0.123456789).to_dict() == {"tag": "Toys", "score": 0.123457}
+    assert Suggestion("Toys", 0.123456789).to_dict() == {
+        "tag": "Toys",
+        "score": 0.123457,
+        "known": True,
+    }
+    assert Suggestion("brand:Zorg", 0.5, known=False).to_dict()["known"] is False
 
 
 def test_bad_model_directories(tmp_path: Path, trained_model_dir: Path) -> None:
