@@ -277,7 +277,10 @@ def eval_labelrec(
     t0 = time.perf_counter()
     scores, new_tags = rec.score(valid)  # one pass: known and new tags
     rate = len(valid) / max(time.perf_counter() - t0, 1e-9)
-    has_new = rec.fusion is not None and rec.fusion.span is not None
+    has_span = rec.fusion is not None and rec.fusion.span is not None
+    # new tags count as `labelrec eval` counts them, whichever part proposes them (the span
+    # tagger or the generator)
+    has_new = has_span or any(new_tags)
     lex = rec.fusion
     notes = {}
     if lex is not None:
@@ -324,7 +327,7 @@ def eval_labelrec(
     ]
     for name, s, r in variants:
         rows.append(score_system(catalog, f"  {name}", s, valid, rec.vocab, None, nan, r))
-    if has_new:
+    if has_span:
         known, new = lex.span.known_and_new(valid)
         rows.append(
             score_system(

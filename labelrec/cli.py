@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -168,7 +169,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     _print_metrics(result.metrics)
     if args.metrics_file:
-        Path(args.metrics_file).write_text(json.dumps(result.metrics, indent=2), encoding="utf-8")
+        # a metric with nothing to measure (a band without gold tags) is null: NaN is not JSON
+        metrics = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in result.metrics.items()
+        }
+        Path(args.metrics_file).write_text(
+            json.dumps(metrics, indent=2, allow_nan=False), encoding="utf-8"
+        )
     if args.results_file:
         with open(args.results_file, "w", encoding="utf-8", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(result.per_tag[0]))

@@ -36,10 +36,12 @@ def gold_matrix(products: list[Product], vocab: TagVocab) -> tuple[sp.csr_matrix
 
 
 def pad_scores(scores: np.ndarray, n_columns: int) -> np.ndarray:
-    """Scores of unknown tags are 0: below every known tag."""
+    """Scores of unknown tags are ``-inf``: not ranked (``labelrec.metrics``), so a gold tag
+    the model neither knows nor proposes is a miss even when ``k`` reaches past every tag the
+    model ranks."""
     if scores.shape[1] == n_columns:
         return scores
-    out = np.zeros((scores.shape[0], n_columns), dtype=scores.dtype)
+    out = np.full((scores.shape[0], n_columns), -np.inf, dtype=scores.dtype)
     out[:, : scores.shape[1]] = scores
     return out
 

@@ -119,9 +119,11 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _hits(y: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Boolean ``(n_products, k)`` matrix: is the tag at each rank a gold tag."""
-    return np.take_along_axis(y, top, axis=1)
+def _hits(y: np.ndarray, top: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Boolean ``(n_products, k)`` matrix: is the tag at each rank a gold tag. A tag scored
+    ``-inf`` is not ranked at all (a gold tag the model neither knows nor proposes): when ``k``
+    reaches past every ranked tag it fills a slot, never as a hit."""
+    return np.take_along_axis(y, top, axis=1) & np.isfinite(np.take_along_axis(scores, top, 1))
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -150,10 +152,13 @@ def _ndcg_from_hits(hits: np.ndarray, n_gold: np.ndarray, k: int) -> np.ndarray:
     return np.where(n_gold > 0, ndcg, np.nan)
 
 
-def _psp_from_top(y: np.ndarray, top: np.ndarray, inv_propensity: np.ndarray, k: int) -> float:
+def _psp_from_top(
+    y: np.ndarray, top: np.ndarray, inv_propensity: np.ndarray, k: int, scores: np.ndarray
+) -> float:
     weights = y * inv_propensity[None, :]
     top = top[:, :k]
-    num = np.take_along_axis(weights, top, axis=1).sum()
+    ranked = np.isfinite(np.take_along_axis(scores, top, axis=1))  # as _hits
+    num = (np.take_along_axis(weights, top, axis=1) * ranked).sum()
     kk = top.shape[1]
     best = -np.partition(-weights, kk - 1, axis=1)[:, :kk] if kk < weights.shape[1] else weights
     den = best.sum()
@@ -189,7 +194,7 @@ def per_product_precision(y_true: Any, scores: ArrayLike, k: int) -> np.ndarray:
     """
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
-    return _precision_from_hits(_hits(y, top_k(s, k)), k)
+    return _precision_from_hits(_hits(y, top_k(s, k), s), k)
 
 
 def precision_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
@@ -208,7 +213,7 @@ def recall_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
     """
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
-    return _nanmean(_recall_from_hits(_hits(y, top_k(s, k)), y.sum(axis=1), k))
+    return _nanmean(_recall_from_hits(_hits(y, top_k(s, k), s), y.sum(axis=1), k))
 
 
 def per_product_ndcg(y_true: Any, scores: ArrayLike, k: int) -> np.ndarray:
@@ -219,7 +224,7 @@ def per_product_ndcg(y_true: Any, scores: ArrayLike, k: int) -> np.ndarray:
     """
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
-    return _ndcg_from_hits(_hits(y, top_k(s, k)), y.sum(axis=1), k)
+    return _ndcg_from_hits(_hits(y, top_k(s, k), s), y.sum(axis=1), k)
 
 
 def ndcg_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
@@ -252,7 +257,7 @@ def psp_at_k(y_true: Any, scores: ArrayLike, k: int, inv_propensity: ArrayLike) 
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
     invp = _as_inv_propensity(inv_propensity, y.shape[1])
-    return _psp_from_top(y, top_k(s, k), invp, k)
+    return _psp_from_top(y, top_k(s, k), invp, k, s)
 
 
 # --------------------------------------------------------- thresholded (set) metrics
@@ -392,7 +397,7 @@ def band_metrics(y_true: Any, scores: ArrayLike, bands: ArrayLike, k: int = 5) -
     if bands.shape != (y.shape[1],):
         raise ValueError(f"bands must have shape ({y.shape[1]},), got {bands.shape}")
     top = top_k(s, k)
-    hit_tags = top[_hits(y, top)]  # tag index of every gold tag found in a top-k
+    hit_tags = top[_hits(y, top, s)]  # tag index of every gold tag found in a top-k
     hits_per_tag = np.bincount(hit_tags, minlength=y.shape[1])
     gold_per_tag = y.sum(axis=0)
     names = ["head", "torso", "tail"]
@@ -470,7 +475,7 @@ def evaluate_scores(
     y, s = _inputs(y_true, scores)
     n_gold = y.sum(axis=1)
     top = top_k(s, max(ks)) if ks else np.empty((y.shape[0], 0), dtype=np.intp)
-    hits = _hits(y, top)
+    hits = _hits(y, top, s)
     out: dict[str, float] = {}
     for k in ks:
         out[f"P@{k}"] = float(_precision_from_hits(hits, k).mean())
@@ -481,7 +486,7 @@ def evaluate_scores(
     if inv_propensity is not None:
         invp = _as_inv_propensity(inv_propensity, y.shape[1])
         for k in ks:
-            out[f"PSP@{k}"] = _psp_from_top(y, top, invp, k)
+            out[f"PSP@{k}"] = _psp_from_top(y, top, invp, k, s)
     out.update(f1_scores(y, apply_thresholds(s, thresholds)))
     out["n_products"] = float(y.shape[0])
     return out
@@ -556,8 +561,9 @@ def objective(y: Any, scores: np.ndarray) -> float:
         gold = rows.astype(np.int64) * m + cols
         keys = np.arange(n, dtype=np.int64)[:, None] * m + top  # distinct, as gold's are
         hits = np.isin(keys, gold, assume_unique=True)
+        hits &= np.isfinite(np.take_along_axis(s, top, axis=1))  # as _hits
         n_gold = np.bincount(rows, minlength=n)
     else:
-        hits, n_gold = _hits(dense, top), dense.sum(axis=1)
+        hits, n_gold = _hits(dense, top, s), dense.sum(axis=1)
     p1 = float(_precision_from_hits(hits, 1).mean())
     return 0.5 * (p1 + _nanmean(_ndcg_from_hits(hits, n_gold, 3)))

@@ -142,8 +142,13 @@ def test_eval_writes_metrics_and_results(
         ]
     )
     assert code == 0
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+
+    def not_json(constant: str) -> None:
+        raise AssertionError(f"{constant} in the metrics file: not JSON")
+
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"), parse_constant=not_json)
     assert METRIC_KEYS <= set(metrics)
+    assert metrics["recall@5_head"] is None  # the toy catalog has no tag of 50 products
     assert metrics["n_products"] == 10
     # eval on the valid split reproduces what training reported with the tuned thresholds.
     info = json.loads((trained_model_dir / "labelrec.json").read_text(encoding="utf-8"))

@@ -488,3 +488,39 @@ def test_objective_equals_precision_at_1_and_ndcg_at_3(dtype: type) -> None:
         for gold in (y, sp.csr_matrix(y), sp.csr_array(y), with_zero):
             value = metrics.objective(gold, scores)
             assert value == expected or (math.isnan(value) and math.isnan(expected))
+
+
+def test_a_tag_scored_minus_inf_is_never_a_hit() -> None:
+    """Gold tags the model neither knows nor proposes are scored -inf (evaluate.pad_scores):
+    when k reaches past every ranked tag they fill the top k, never as hits."""
+    from labelrec.evaluate import joint_matrices
+    from labelrec.metrics import (
+        evaluate_scores,
+        ndcg_at_k,
+        objective,
+        precision_at_k,
+        psp_at_k,
+        recall_at_k,
+    )
+
+    y = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])  # columns: a, b, x, z
+    s = np.array([[0.9, 0.1, -np.inf, -np.inf]] * 3)
+    assert precision_at_k(y, s, 3) == pytest.approx((1 / 3 + 1 / 3 + 0) / 3)
+    assert recall_at_k(y, s, 5) == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert ndcg_at_k(y, s, 4) == pytest.approx(
+        np.mean([1 / (1 + 1 / np.log2(3)), 1 / np.log2(3), 0])
+    )
+    assert psp_at_k(y, s, 4, np.ones(4)) == pytest.approx(2 / 4)
+    out = evaluate_scores(y, s, thresholds=0.5, ks=(1, 5), inv_propensity=np.ones(4))
+    assert out["R@5"] == pytest.approx(0.5) and out["PSP@5"] == pytest.approx(0.5)
+    assert objective(y, s) == objective(sp.csr_matrix(y), s)
+    # through the evaluator: a 2-tag vocabulary, gold tags outside it
+    from labelrec.data import Product, TagVocab
+
+    vocab = TagVocab.from_products([Product("1", "t", tags=["a", "b"])], 1)
+    products = [
+        Product(str(i), "t", tags=tags) for i, tags in enumerate([["a", "x"], ["b"], ["z"]])
+    ]
+    gold, scores, names = joint_matrices(np.array([[0.9, 0.1]] * 3), [{}, {}, {}], products, vocab)
+    assert names[2:] == ["x", "z"] and np.isneginf(scores[:, 2:]).all()
+    assert recall_at_k(gold, scores, 5) == pytest.approx(0.5)

@@ -62,6 +62,31 @@ def test_labelrec_rows_include_parts(trained_model_dir: Path, toy_data_dir: Path
     assert len(vocab) > 0
 
 
+def test_new_tags_of_a_model_without_a_span_tagger_count(
+    trained_model_dir: Path, toy_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New tags from the generator alone count as `labelrec eval` counts them."""
+    from labelrec.data import read_catalog
+    from labelrec.predict import TagRecommender
+
+    load, score = TagRecommender.load, TagRecommender.score
+
+    def load_without_span(*args, **kwargs):
+        rec = load(*args, **kwargs)
+        rec.fusion.span = None  # as a model whose only new tags come from its generator
+        return rec
+
+    def score_with_a_new_tag(self, products, *args, **kwargs):
+        known, new = score(self, products, *args, **kwargs)
+        return known, [{"brand:Brandnew": 1.0} for _ in new]  # first, and never gold
+
+    monkeypatch.setattr(TagRecommender, "load", staticmethod(load_without_span))
+    monkeypatch.setattr(TagRecommender, "score", score_with_a_new_tag)
+    valid = read_catalog(toy_data_dir / "valid.jsonl").products
+    rows, _ = quality.eval_labelrec("toy", trained_model_dir, valid, 1.0, parts=False)
+    assert rows[0].metrics["P@1"] == 0.0  # the new tag ranks first in every product
+
+
 def test_goal_table_compares_with_the_best_peer_per_metric(tmp_path: Path, capsys) -> None:
     def row(catalog: str, system: str, p1: float, ndcg: float, psp: float, secs: float = 60.0):
         metrics = {"P@1": p1, "nDCG@3": ndcg, "PSP@5": psp}
