@@ -55,7 +55,10 @@ class DataConfig:
     )
     unlabeled: str | None = field(
         default=None,
-        metadata={"help": "Extra unlabelled texts for `labelrec pretrain` (same formats)."},
+        metadata={
+            "help": "Extra unlabelled texts for `labelrec pretrain`: a catalog (title and/or"
+            " description columns) or a .txt file, one text a line."
+        },
     )
     valid_fraction: float = field(
         default=0.1, metadata={"help": "Share of `train` held out when `valid` is not given."}

@@ -842,8 +842,9 @@ def read_catalog(
 
 
 def read_texts(path: str | Path, cfg: DataConfig | None = None) -> list[str]:
-    """Unlabelled texts (e.g. for pretraining): ``title + " " + description`` per catalog row, or
-    one text per line of a ``.txt`` file. Ids and tags are not needed; empty texts are dropped."""
+    """Unlabelled texts (e.g. for pretraining): ``title + " " + description`` per catalog row
+    (either column may be missing), or one text per line of a ``.txt`` file. Ids and tags are
+    not needed; empty texts are dropped."""
     cfg = cfg or DataConfig()
     path = Path(path)
     check_catalog_file(path)
@@ -878,7 +879,9 @@ def read_texts(path: str | Path, cfg: DataConfig | None = None) -> list[str]:
             )
         return " ".join(part for part in (title, description) if part) or None
 
-    wanted = _wanted_columns(cfg, need_id=False, need_title=True, need_tags=False)
+    # a file of descriptions alone is texts enough: the title is needed only without them
+    need_title = not cfg.description_column
+    wanted = _wanted_columns(cfg, need_id=False, need_title=need_title, need_tags=False)
     wanted = {
         col: req for col, req in wanted.items() if col in (cfg.title_column, cfg.description_column)
     }

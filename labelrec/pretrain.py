@@ -48,7 +48,11 @@ def collect_texts(cfg: Config) -> list[str]:
         texts += [f"{p.title} {p.description}".strip() for p in catalog.products]
     given = [f for f in (cfg.data.unlabeled, cfg.data.train) if f]
     if given and not any(texts):
-        raise ValueError(f"{' and '.join(map(str, given))}: no texts to pretrain on")
+        raise ValueError(
+            f"{' and '.join(map(str, given))}: no texts to pretrain on (read from the columns"
+            f" {cfg.data.title_column!r} and {cfg.data.description_column!r}, data.title_column"
+            " and data.description_column, or one text a line of a .txt file)"
+        )
     if not texts:
         logger.info("no data.unlabeled or data.train: pretraining on the demo catalog's texts")
         from labelrec.demo import generate_catalog

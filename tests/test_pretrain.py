@@ -158,3 +158,14 @@ def test_a_data_file_without_texts_is_an_error_not_the_demo_catalog(tmp_path: Pa
         collect_texts(cfg)
     # no file at all: the demo catalog's texts, said in the log
     assert collect_texts(load_config(ROOT / "configs" / "tiny.yaml", ["data.demo_products=40"]))
+
+
+def test_a_file_of_descriptions_alone_is_texts_enough(tmp_path: Path) -> None:
+    rows = [{"description": f"{t} with a long story {i}"} for i, t in enumerate(TEXTS)]
+    descriptions = write_jsonl(rows, tmp_path / "descriptions.jsonl")
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"data.unlabeled={descriptions}"])
+    assert collect_texts(cfg) == [r["description"] for r in rows]
+    other = write_jsonl([{"text": t} for t in TEXTS], tmp_path / "other.jsonl")
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"data.unlabeled={other}"])
+    with pytest.raises(ValueError, match="no texts to pretrain on .*'title' and 'description'"):
+        collect_texts(cfg)
