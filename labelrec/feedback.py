@@ -74,10 +74,10 @@ def _tag_list(value: Any, name: str) -> list[str]:
         raise FeedbackError(f"{name}: expected a list of tags, got {value!r}")
     out: list[str] = []
     for i, tag in enumerate(value):
+        _check_text(tag, f"{name}[{i}]")
         if not isinstance(tag, str) or not any(c.isprintable() and not c.isspace() for c in tag):
             # no tag of only spaces or invisible characters (zero-width space, controls)
             raise FeedbackError(f"{name}[{i}]: expected a non-empty tag, got {tag!r}")
-        _check_text(tag, f"{name}[{i}]")
         tag = " ".join(tag.split())
         if tag not in out:
             out.append(tag)
@@ -134,6 +134,14 @@ class Review:
         """Record which of the review's tags are outside ``known`` (the model's vocabulary: a
         set, or ``TagVocab.index``)."""
         self.unknown = [t for t in self.accepted + self.added + self.rejected if t not in known]
+
+    @property
+    def product_key(self) -> str:
+        """What identifies the reviewed product: its id, else its title and description (two
+        reviews of one product pasted without an id are one product)."""
+        if self.product_id is not None:
+            return f"id:{self.product_id}"
+        return f"text:{' '.join(self.title.split())}\x00{' '.join(self.description.split())}"
 
     def to_catalog_row(self) -> dict[str, Any]:
         """A training catalog row: id, title, description, tags, and the rejected tags."""
@@ -307,9 +315,9 @@ class FeedbackStore:
             raise ValueError(f"{out}: the export is JSON Lines; name it .jsonl")
         latest: dict[str, dict[str, Any]] = {}
         for review in self.reviews():
-            row = review.to_catalog_row()
-            latest.pop(row["id"], None)  # a later review moves the product to the end
-            latest[row["id"]] = row
+            key = review.product_key
+            latest.pop(key, None)  # a later review moves the product to the end
+            latest[key] = review.to_catalog_row()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         try:
@@ -335,7 +343,7 @@ class FeedbackStore:
         verdicts: dict[str, dict[str, bool]] = {}  # product -> tag -> kept (the last review's)
         overruled: set[str] = set()
         for review in self.reviews():
-            key = review.product_id or f"feedback-{review.id}"
+            key = review.product_key
             seen = verdicts.setdefault(key, {})
             for tag, kept in [(t, True) for t in review.tags] + [
                 (t, False) for t in review.rejected

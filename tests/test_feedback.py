@@ -76,6 +76,20 @@ def test_reviews_round_trip_and_export_as_a_catalog(tmp_path: Path) -> None:
     assert only_added.stats()["acceptance_rate"] is None
 
 
+def test_reviews_of_one_product_without_an_id_are_one_product(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.add(Review(title="Plush  bear", accepted=["Toys"]))
+    store.add(Review(title="Plush bear", accepted=["Toys", "Baby"]))  # the same, pasted again
+    store.add(Review(title="Plush bear", description="soft", accepted=["Toys"]))  # another
+    out = tmp_path / "reviewed.jsonl"
+    assert store.export(out) == 2 and store.stats()["products"] == 2
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["id"], r["tags"]) for r in rows] == [
+        ("feedback-2", ["Toys", "Baby"]),
+        ("feedback-3", ["Toys"]),
+    ]
+
+
 def test_export_to_a_directory_is_refused_before_writing(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     store.add(Review(title="Plush bear", accepted=["Toys"]))
