@@ -1020,8 +1020,26 @@ def train(
 
         return train_describer(cfg, resume=resume, tracker=tracker, progress=progress)
     if not cfg.train.refit:
-        return TagTrainer(cfg, resume=resume, tracker=tracker, progress=progress).run()
-    return train_and_refit(cfg, resume=resume, tracker=tracker, progress=progress)
+        result = TagTrainer(cfg, resume=resume, tracker=tracker, progress=progress).run()
+    else:
+        result = train_and_refit(cfg, resume=resume, tracker=tracker, progress=progress)
+    if not cfg.train.keep_checkpoints:
+        remove_checkpoints(Path(cfg.output))
+    return result
+
+
+def remove_checkpoints(output: Path) -> list[Path]:
+    """Remove the checkpoint folders of a finished run (its own, its tuning runs'); the saved
+    model and the tuning run's model stay. Main process only; returns the folders removed."""
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return []
+    found = [p for p in output.rglob(CHECKPOINTS_DIR) if p.is_dir()]
+    for folder in found:
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed %s (train.keep_checkpoints: false)", folder)
+    return found
 
 
 def train_and_refit(

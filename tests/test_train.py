@@ -536,6 +536,27 @@ class _Recorder:
         self.datasets.append((name, len(products)))
 
 
+def test_checkpoints_can_go_once_the_model_is_saved(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    from labelrec.modeldir import CHECKPOINTS_DIR, TUNING_DIR
+    from labelrec.predict import TagRecommender
+
+    out = tmp_path / "model"
+    cfg = tiny_config(
+        tiny_backbone,
+        toy_data_dir,
+        out,
+        "train.refit=true",
+        "train.epochs=1",
+        "train.keep_checkpoints=false",
+    )
+    train(cfg, progress=False)
+    assert not list(out.rglob(CHECKPOINTS_DIR))  # neither the refit's nor the tuning run's
+    assert (out / TUNING_DIR / "labelrec.json").is_file()  # the tuning run's model stays
+    assert TagRecommender.load(out).suggest(["plush bear"], limit=2, threshold=0)[0]
+
+
 def test_refit_trains_the_final_model_on_train_and_valid(
     tiny_backbone: Path, tmp_path: Path
 ) -> None:
