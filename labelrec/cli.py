@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 from collections.abc import Iterator
@@ -169,13 +168,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     _print_metrics(result.metrics)
     if args.metrics_file:
+        from labelrec.serving import jsonable
+
         # a metric with nothing to measure (a band without gold tags) is null: NaN is not JSON
-        metrics = {
-            k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in result.metrics.items()
-        }
         Path(args.metrics_file).write_text(
-            json.dumps(metrics, indent=2, allow_nan=False), encoding="utf-8"
+            json.dumps(jsonable(result.metrics), indent=2, allow_nan=False), encoding="utf-8"
         )
     if args.results_file:
         with open(args.results_file, "w", encoding="utf-8", newline="") as fh:

@@ -176,6 +176,12 @@ def unicode_problem(text: str) -> str | None:
     )
 
 
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` has a character that shows: not only spaces, zero-width characters or
+    controls."""
+    return any(ch.isprintable() and not ch.isspace() for ch in text)
+
+
 def _valid_text(text: str, column: str) -> str:
     if (problem := unicode_problem(text)) is not None:
         raise _RowError(column, problem)

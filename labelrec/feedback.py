@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from labelrec.data import unicode_problem
+from labelrec.data import has_visible_text, unicode_problem
 
 FEEDBACK_URI_ENV = "LABELREC_FEEDBACK_URI"
 DEFAULT_FEEDBACK_URI = "sqlite:///feedback.db"
@@ -75,8 +75,7 @@ def _tag_list(value: Any, name: str) -> list[str]:
     out: list[str] = []
     for i, tag in enumerate(value):
         _check_text(tag, f"{name}[{i}]")
-        if not isinstance(tag, str) or not any(c.isprintable() and not c.isspace() for c in tag):
-            # no tag of only spaces or invisible characters (zero-width space, controls)
+        if not isinstance(tag, str) or not has_visible_text(tag):
             raise FeedbackError(f"{name}[{i}]: expected a non-empty tag, got {tag!r}")
         tag = " ".join(tag.split())
         if tag not in out:

@@ -25,6 +25,12 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 _LOGGED_MODEL = re.compile(r"^models:/m-[0-9a-f]+/?$")
 
 
+def _in_registry(reference: str) -> bool:
+    """A Model Registry reference (``models:/name/3``, ``models:/name@alias``), not a logged
+    model's own ``models:/m-<id>``."""
+    return reference.startswith("models:/") and not _LOGGED_MODEL.match(reference)
+
+
 def is_model_uri(reference: str | Path) -> bool:
     """True for MLflow URIs (``models:/``, ``runs:/``, ``s3://``...); False for local paths,
     ``file://`` paths and Windows drives (``C:/``)."""
@@ -83,7 +89,7 @@ class ResolvedModel:
 def registry_version(reference: str) -> str:
     """The version a ``models:/`` reference names now (an alias resolved), without downloading;
     for other references the same as :func:`resolve`'s ``version``, cheaply."""
-    if reference.startswith("models:/") and not _LOGGED_MODEL.match(reference):
+    if _in_registry(reference):
         use_tracking_uri()
         from labelrec.mlflow.registry import model_version_info
 
@@ -112,7 +118,7 @@ def resolve(reference: str | Path, dst_path: str | Path | None = None) -> Resolv
     use_tracking_uri()
     info: dict[str, Any] = {"kind": "registry", "version": text, "uri": text}
     uri = text
-    if text.startswith("models:/") and not _LOGGED_MODEL.match(text):
+    if _in_registry(text):
         from labelrec.mlflow.registry import model_version_info
 
         info.update(model_version_info(text))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from labelrec.data import has_visible_text
 from labelrec.recommend.backends import ExactBackend, FaissBackend, Hits, Scorer
 from labelrec.recommend.index import ProductIndex, normalize_rows, top_k_sparse
 from labelrec.recommend.interactions import Interactions, UserSignals
@@ -193,11 +194,6 @@ class ProductSearch:
     def encode_texts(self, products: list[Any]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(tag vectors, embeddings, raw tag scores) of free-text products through the tagger."""
         scores, emb = self.tagger.predict_scores(products, with_embeddings=True)
-        if scores.shape[1] != self.index.n_model_tags:
-            raise ValueError(
-                f"the tagger has {scores.shape[1]} tags, the index was built with "
-                f"{self.index.n_model_tags}: use the model the index came from"
-            )
         sparse = top_k_sparse(scores, self.query_top_k, self.query_min_score)
         q_emb = (
             self.index.embed_query(emb) if (emb is not None and self.index.has_embeddings) else None
@@ -327,7 +323,7 @@ class ProductSearch:
 
         Returns ``{"query": {"text", "tags": [{"tag", "score"}]}, "results": [...]}``.
         """
-        if not isinstance(query, str) or not _visible(query):
+        if not isinstance(query, str) or not has_visible_text(query):
             raise ValueError("empty query: give some words to search for")
         limit = _check_limit(limit)
         weight = self._weight(tag_weight, self.search_tag_weight)
@@ -565,11 +561,6 @@ def _echo(text: str) -> str:
     """A query as an answer repeats it: its first ``ECHO_CHARS`` characters (a long query is
     not sent back whole)."""
     return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "…"
-
-
-def _visible(text: str) -> bool:
-    """Whether ``text`` has a character that shows (not only spaces or zero-width ones)."""
-    return any(ch.isprintable() and not ch.isspace() for ch in text)
 
 
 def format_results(result: dict[str, Any]) -> list[str]:
