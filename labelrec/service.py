@@ -683,6 +683,23 @@ async def _bad_request(_: Any, exc: RequestValidationError) -> JSONResponse:
     )
 
 
+def strict_api(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``bentoml.api`` whose request body refuses fields the endpoint does not take: a misspelt
+    ``limt`` is a 400 that names it, where BentoML's input model derived from the signature
+    ignores it and answers with the defaults."""
+
+    def wrap(endpoint: Callable[..., Any]) -> Any:
+        spec = bentoml.IODescriptor.from_input(endpoint, skip_self=True)
+        strict = type(
+            spec.__name__,
+            (spec,),
+            {"model_config": ConfigDict(extra="forbid"), "__module__": endpoint.__module__},
+        )
+        return bentoml.api(input_spec=strict, **options)(endpoint)
+
+    return wrap
+
+
 def answers_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     """A ``ServiceError`` raised in an endpoint (BentoML's or a plain route, sync or async)
     answers its status with ``{"error": message}``. BentoML's own exception classes answer 4xx
@@ -778,7 +795,7 @@ class LabelRec:
     def _pin(self) -> Snapshot:
         return self.holder.get(None)
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    @strict_api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def suggest_items(
         self,
         items: Annotated[
@@ -817,7 +834,7 @@ class LabelRec:
         ranked = rank_items(snap, scores, new_tags, products, limit, threshold, include, exclude)
         return snap, ranked
 
-    @bentoml.api
+    @strict_api()
     @answers_errors
     async def suggest(
         self,
@@ -859,7 +876,7 @@ class LabelRec:
             model_version=snap.version,
         )
 
-    @bentoml.api
+    @strict_api()
     @answers_errors
     async def suggest_batch(
         self,
@@ -896,7 +913,7 @@ class LabelRec:
             )
         raise ServiceError(404, NO_DESCRIBER)
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    @strict_api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def describe_items(self, items: list[DescribeIn]) -> list[DescriptionOut]:
         """Adaptive-batching core of /describe: concurrent calls share one generation batch."""
         try:
@@ -907,7 +924,7 @@ class LabelRec:
             raise (NotFound if err.status == 404 else ServiceUnavailable)(err.message) from None
         return describe_items(describer, items, self.holder.busy)
 
-    @bentoml.api
+    @strict_api()
     @answers_errors
     async def describe(
         self,
@@ -941,7 +958,7 @@ class LabelRec:
 
     # -- reviewer feedback
 
-    @bentoml.api
+    @strict_api()
     @answers_errors
     async def feedback(
         self,
@@ -1009,7 +1026,7 @@ class LabelRec:
         result["model_version"] = snap.version
         return jsonable(result)
 
-    @bentoml.api
+    @strict_api()
     @answers_errors
     async def similar(
         self,
@@ -1036,7 +1053,7 @@ class LabelRec:
             lambda e: e.similar(key, new, limit=limit, tags=tags, tag_weight=tag_weight)
         )
 
-    @bentoml.api
+    @strict_api()
     @answers_errors
     async def search(
         self,
@@ -1053,7 +1070,7 @@ class LabelRec:
             lambda e: e.search(query, limit=limit, tags=tags, tag_weight=tag_weight)
         )
 
-    @bentoml.api
+    @strict_api()
     @answers_errors
     async def recommend(
         self,
