@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ from labelrec.taggers.base import TrainingSet
 from labelrec.taggers.neighbours import EmbeddingNeighbours, TfidfNeighbours, ridge_mixed
 from labelrec.taggers.span import SpanTagger
 from labelrec.taxonomy import AncestorPlan, ancestor_consistent, ancestor_plan, parent_index
+
+log = logging.getLogger(__name__)
 
 FUSION_FORMAT = 2  # 1: lexical.json, with the TF-IDF and embedding neighbours inside
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
@@ -586,12 +589,21 @@ def fit_fusion(
     vocabulary's tags, report of the parts and weights, the evidence the weights were tuned on:
     None without valid products)."""
     t0 = time.perf_counter()
+    log.info(
+        "fitting the lexical and neighbour voters on %d training products", len(train.products)
+    )
     fusion = fit_taggers(cfg, train)
     if valid_neural is None or not len(valid_products):
         report = {"fusion_weight": fusion.weight, "embedding_weight": fusion.embedding_weight}
         return fusion, valid_neural, report, None
     inputs = collect_inputs(
         fusion, valid_products, train.vocab.tags, valid_neural, valid_embeddings
+    )
+    log.info(
+        "tuning the fusion weights on %d valid products x %d tags (voters fitted in %.0f s)",
+        len(valid_products),
+        len(train.vocab),
+        time.perf_counter() - t0,
     )
     fused, report = tune_fusion(fusion, inputs, train.vocab, cfg)
     report["lexical_seconds"] = time.perf_counter() - t0

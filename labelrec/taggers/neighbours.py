@@ -44,10 +44,11 @@ NEIGHBOURS_FORMAT = 1
 # ridge coefficients below this magnitude are dropped: most of them, and they move the scores
 # little (labels are 0 or 1)
 RIDGE_PRUNE = 0.01
-# the ridge solves a dense (products x products) system: above this many training products it
-# is not fitted (20,000 products: 1.6 GB)
+# the ridge solves a dense (products x products) float32 system: above this many training
+# products it is not fitted (20,000 products: a 1.6 GB kernel; benchmarks/ridge.py)
 RIDGE_MAX_PRODUCTS = 20_000
 RIDGE_BLOCK = 2048  # tags solved for at a time
+RIDGE_KERNEL_ROWS = 1024  # kernel rows computed at a time
 
 
 def ridge_mixed(knn: np.ndarray, ridge: np.ndarray | None, share: float) -> np.ndarray:
@@ -276,9 +277,16 @@ class TfidfNeighbours:
             return False
         if n == 0 or self.n_tags == 0:
             return False
-        kernel = (self.x_train @ self.x_train_t).toarray().astype(np.float32)
+        # Filled a block of rows at a time: with character n-grams the product is almost dense,
+        # and as one sparse matrix it would take twice the dense kernel's memory before it.
+        kernel = np.empty((n, n), dtype=np.float32)
+        for start in range(0, n, RIDGE_KERNEL_ROWS):
+            rows = self.x_train[start : start + RIDGE_KERNEL_ROWS]
+            kernel[start : start + RIDGE_KERNEL_ROWS] = (rows @ self.x_train_t).toarray()
         kernel[np.diag_indices_from(kernel)] += np.float32(lam)
-        factor = scipy.linalg.cho_factor(kernel, overwrite_a=True)
+        # LAPACK factors a column-major matrix in place; the kernel is symmetric, so its
+        # transpose (a column-major view of the same memory) is it, and no copy is made
+        factor = scipy.linalg.cho_factor(kernel.T, overwrite_a=True)
         blocks = []  # the tags a block at a time: the dense coefficients never all at once
         for start in range(0, self.n_tags, RIDGE_BLOCK):
             labels = self.y_train[:, start : start + RIDGE_BLOCK].toarray()
