@@ -71,6 +71,8 @@ def test_commands_parse_with_the_steps_cli(project, entry_point: str) -> None:
         assert args.chunk_size == 1000 and args.limit == 10 and args.threshold is None
     if entry_point in ("main", "train"):
         assert args.config == "configs/default.yaml" and steps._opt(args.train) is None
+        # used directly, outside the project (an installed wheel has no configs/): the defaults
+        assert steps.build_parser().parse_args([entry_point]).config is None
 
 
 def test_a_threshold_out_of_range_stops_at_the_parser(capsys: pytest.CaptureFixture) -> None:

@@ -127,7 +127,7 @@ def _git_commit() -> str | None:
 
 # ---------------------------------------------------------------------- train
 def run_train(
-    config: str | None = "configs/default.yaml",
+    config: str | None = None,
     train: str | None = None,
     valid: str | None = None,
     overrides: str | list[str] | None = None,
@@ -267,7 +267,7 @@ def _log_describer(result: Any, name: str, register: bool, tracker: Any) -> dict
 
 # ---------------------------------------------------------------------- pretrain
 def run_pretrain(
-    config: str | None = "configs/default.yaml",
+    config: str | None = None,
     unlabeled: str | None = None,
     train: str | None = None,
     overrides: str | list[str] | None = None,
@@ -503,7 +503,7 @@ def _unwrap(model: Any) -> Any:
 
 # ---------------------------------------------------------------------- main
 def run_main(
-    config: str | None = "configs/default.yaml",
+    config: str | None = None,
     train: str | None = None,
     valid: str | None = None,
     data: str | None = None,
@@ -592,7 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="step", required=True)
 
     def config_args(p: argparse.ArgumentParser, default: str | None) -> None:
-        p.add_argument("--config", default=default, help=f"YAML config ({default})")
+        p.add_argument(
+            "--config",
+            default=default,
+            help="YAML config (default: the built-in settings, which configs/default.yaml lists)",
+        )
         p.add_argument(
             "--overrides", default="", help='config overrides, e.g. "train.epochs=1 seed=3"'
         )
@@ -602,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(p, PromotionConfig)
 
     p = sub.add_parser("main", help="demo data -> train -> evaluate -> promote")
-    config_args(p, "configs/default.yaml")
+    config_args(p, None)
     p.add_argument("--train", default="", help="training catalog; empty: the demo catalog")
     p.add_argument("--valid", default="", help="validation catalog")
     p.add_argument(
@@ -613,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("train", help="train, log, register as @challenger")
-    config_args(p, "configs/default.yaml")
+    config_args(p, None)
     p.add_argument("--train", default="", help="training catalog; empty: the demo catalog")
     p.add_argument("--valid", default="", help="validation catalog; empty: split off train")
     p.add_argument("--backbone", default="", help="backbone dir, hub id or runs:/ artifact URI")
@@ -629,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("pretrain", help="masked-LM pretraining, backbone logged as artifact")
-    config_args(p, "configs/default.yaml")
+    config_args(p, None)
     p.add_argument("--unlabeled", default="", help="unlabelled texts")
     p.add_argument("--train", default="", help="training catalog (its texts are used too)")
     p.add_argument("--output", default="runs/pretrained", help="backbone folder")
