@@ -28,7 +28,9 @@ Scorer = Callable[[list[Product]], list[list[dict[str, Any]]]]
 def check_output_name(path: Path) -> None:
     """Refuse an output whose extension names no format ``TagWriter`` writes."""
     if path.suffix.lower() not in (".jsonl", ".json", ".ndjson", ".csv", ".parquet"):
-        raise ValueError(f"{path}: output must be .jsonl, .csv or .parquet")
+        raise ValueError(
+            f"{path}: output must be .jsonl (JSON Lines; also .json, .ndjson), .csv or .parquet"
+        )
 
 
 class TagWriter:
@@ -120,12 +122,19 @@ def iter_scored(
 
 
 def check_score_paths(in_path: str | Path, out_path: str | Path) -> None:
-    """What ``score_file`` refuses before it reads anything: a missing input, an output that is
-    the input (also through a link), a directory or an unknown extension as the output."""
+    """What ``score_file`` refuses before it reads anything: a missing input, an output (or
+    the partial file written before it) that is the input, also through a link, a directory or
+    an unknown extension as the output."""
     src, dst = Path(in_path), Path(out_path)
     check_catalog_file(src)
     if dst.exists() and os.path.samefile(src, dst):
         raise ValueError(f"{out_path}: the output is the input {in_path}; write to another file")
+    partial = partial_path(dst)
+    if partial.exists() and os.path.samefile(src, partial):
+        raise ValueError(
+            f"{out_path}: its rows are written to {partial} until the last one, which is the "
+            f"input {in_path}; write to another file"
+        )
     if dst.is_dir():
         raise ValueError(f"{out_path}: is a directory; give the output file's name")
     check_output_name(dst)

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,17 @@ def _data_config(args: argparse.Namespace, model_dir: str | None = None) -> Any:
             for key in ("train", "valid", "unlabeled", "max_products"):
                 data.pop(key, None)
     return _build(Config, _merge({"data": data}, parse_overrides(overrides)), "").data
+
+
+def _check_config_args(args: argparse.Namespace) -> None:
+    """--config and the overrides, checked before a model loads (seconds to minutes)."""
+    from labelrec.config import check_overrides, load_config
+
+    overrides = getattr(args, "overrides", None) or []
+    if getattr(args, "config", None):
+        load_config(args.config, overrides)
+    else:
+        check_overrides(overrides)
 
 
 def _at_least(low: int) -> Any:
@@ -151,10 +163,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _output_file(args.metrics_file, "--metrics-file")  # before the work, not after it
     _output_file(args.results_file, "--results-file")
     check_catalog_file(args.data)
+    _check_config_args(args)
     rec = _load_recommender(args)
-    catalog = read_catalog(args.data, _data_config(args, args.model_dir))
-    if catalog.skipped:
-        print(f"skipped {catalog.n_skipped} bad rows of {args.data}", file=sys.stderr)
+    catalog = read_catalog(args.data, _data_config(args, args.model_dir))  # logs skipped rows
     if not catalog.products:
         raise ValueError(f"{args.data}: no products to evaluate")
     scores, new = _scores_with_progress(rec, catalog.products, args.no_progress)
@@ -322,6 +333,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from labelrec.batch import check_score_paths, score_file
 
     check_score_paths(args.data, args.output)  # before the model loads
+    _check_config_args(args)
     rec = _load_recommender(args)
 
     def scorer(products: list) -> list:
@@ -437,6 +449,7 @@ def cmd_product_index(args: argparse.Namespace) -> int:
         raise ValueError("--embedding-dim sets the embeddings that --no-embeddings leaves out")
     check_catalog_file(args.catalog)  # before the model loads and the catalog is scored
     check_index_destination(args.output)
+    _check_config_args(args)
     resolved = resolve(args.model)
     tagger = open_tagger(resolved, batch_size=args.batch_size)
     bar = tqdm(unit="product", desc="product-index", disable=args.no_progress)
@@ -534,9 +547,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"labelrec {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def config_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", help="YAML config (configs/default.yaml)")
-        p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=1")
+    def verb(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, **kwargs)
+        p.set_defaults(verb_parser=p)  # its own usage for an argument it does not take
+        return p
+
+    def config_args(p: argparse.ArgumentParser, example: str = "train.epochs=1") -> None:
+        p.add_argument(
+            "--config",
+            help="YAML config (default: the built-in settings, which configs/default.yaml lists)",
+        )
+        p.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {example}")
 
     def model_args(p: argparse.ArgumentParser, ranks: bool = True) -> None:
         p.add_argument(
@@ -546,7 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if ranks:  # eval scores every tag
             p.add_argument(
-                "--limit", type=_at_least(1), default=10, help="at most this many tags a product"
+                "--limit",
+                type=_at_least(1),
+                default=10,
+                help="at most this many tags a product (default: 10)",
             )
         p.add_argument(
             "--threshold",
@@ -580,13 +604,13 @@ def build_parser() -> argparse.ArgumentParser:
             " default: the model's own rules.yaml",
         )
 
-    p = sub.add_parser("train", help="fine-tune a tagger")
+    p = verb("train", help="fine-tune a tagger")
     config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a model on a labelled catalog")
+    p = verb("eval", help="evaluate a model on a labelled catalog")
     model_args(p, ranks=False)
     p.add_argument("--data", required=True, help="labelled catalog")
     p.add_argument("--metrics-file", help="write metrics as JSON")
@@ -597,18 +621,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank the vocabulary's tags alone, leaving out the new tags the model proposes",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_args(p)
+    config_args(p, "data.on_error=skip")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("suggest", help="tags for titles (or JSON objects) read from stdin")
+    p = verb("suggest", help="tags for titles (or JSON objects) read from stdin")
     model_args(p)
     p.add_argument(
         "--explain", action="store_true", help="show what each part of the fusion gave each tag"
     )
-    p.add_argument("--format", choices=["text", "jsonl"], default="text", help="output format")
+    p.add_argument(
+        "--format", choices=["text", "jsonl"], default="text", help="output format (default: text)"
+    )
     p.set_defaults(func=cmd_suggest)
 
-    p = sub.add_parser("describe", help="descriptions for products read from stdin (JSON lines)")
+    p = verb("describe", help="descriptions for products read from stdin (JSON lines)")
     p.add_argument(
         "describer",
         help="describer directory (labelrec train with task: describe) or its MLflow URI",
@@ -639,30 +665,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_describe)
 
-    p = sub.add_parser("index", help="tag every product of a catalog file (Annif's `index`)")
+    p = verb("index", help="tag every product of a catalog file (Annif's `index`)")
     model_args(p)
     p.add_argument("--data", required=True, help="catalog (.jsonl, .csv, .parquet)")
-    p.add_argument("--output", required=True, help="output (.jsonl, .csv, .parquet)")
-    p.add_argument("--chunk-size", type=_at_least(1), default=1000, help="products per chunk")
+    p.add_argument(
+        "--output", required=True, help="output (.jsonl, .csv, .parquet; .json is JSON Lines)"
+    )
+    p.add_argument(
+        "--chunk-size", type=_at_least(1), default=1000, help="products per chunk (default: 1000)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_args(p)
+    config_args(p, "data.on_error=skip")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("pretrain", help="domain-adaptive masked-LM pretraining")
+    p = verb("pretrain", help="domain-adaptive masked-LM pretraining")
     config_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("demo", help="write the built-in demo catalog")
+    p = verb("demo", help="write the built-in demo catalog")
     p.add_argument("--output", default="demo_data", help="folder for train, valid and test .jsonl")
-    p.add_argument("--products", type=_at_least(1), default=2400, help="number of products")
+    p.add_argument(
+        "--products", type=_at_least(1), default=2400, help="number of products (default: 2400)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
         "--force", action="store_true", help="overwrite train, valid and test .jsonl if present"
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser(
+    p = verb(
         "product-index",
         aliases=["index-build"],  # its former name
         help="build the product index for similar/search/recommend",
@@ -688,39 +720,45 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="products per forward pass (default: 8 on the CPU, 64 on a GPU)",
     )
-    p.add_argument("--chunk-size", type=_at_least(1), default=1000, help="products per chunk")
+    p.add_argument(
+        "--chunk-size", type=_at_least(1), default=1000, help="products per chunk (default: 1000)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     config_args(p)
     p.set_defaults(func=cmd_product_index)
 
     def query_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("index", help="index directory written by `labelrec product-index`")
-        p.add_argument("--limit", type=_at_least(1), default=10, help="number of products")
+        p.add_argument(
+            "--limit", type=_at_least(1), default=10, help="number of products (default: 10)"
+        )
         p.add_argument("--tag", action="append", help="only products with this tag (repeat)")
         p.add_argument("--tag-weight", type=score_argument, help="1: tags only, 0: embedding only")
         p.add_argument("--model", help="tagging model (default: the one named in the index)")
-        p.add_argument("--format", choices=["text", "json"], default="text", help="output")
+        p.add_argument(
+            "--format", choices=["text", "json"], default="text", help="output (default: text)"
+        )
 
-    p = sub.add_parser("similar", help="products similar to an indexed or a new product")
+    p = verb("similar", help="products similar to an indexed or a new product")
     query_args(p)
     p.add_argument("--id", help="id of an indexed product")
     p.add_argument("--title", help="title of a new product (tagged by the model)")
     p.add_argument("--description", default="", help="description of the new product")
     p.set_defaults(func=cmd_similar)
 
-    p = sub.add_parser("search", help="products for a free-text query")
+    p = verb("search", help="products for a free-text query")
     query_args(p)
     p.add_argument("query", help="words to search for")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("recommend", help="products for a user from their interactions")
+    p = verb("recommend", help="products for a user from their interactions")
     query_args(p)
     p.add_argument("--interactions", required=True, help="user_id,product_id[,weight,timestamp]")
     p.add_argument("--user", required=True, help="user id (unknown users get popular products)")
     p.add_argument("--half-life-days", type=float, help="time decay of interaction weights")
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("feedback", help="reviewer feedback: export a training catalog, stats")
+    p = verb("feedback", help="reviewer feedback: export a training catalog, stats")
     actions = p.add_subparsers(dest="action", required=True)
     for action, text in (("export", "reviewed products as a catalog"), ("stats", "summary")):
         a = actions.add_parser(action, help=text)
@@ -731,9 +769,9 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--output", required=True, help="catalog to write (.jsonl)")
         else:
             a.add_argument("--format", choices=("text", "json"), default="text")
-        a.set_defaults(func=cmd_feedback)
+        a.set_defaults(func=cmd_feedback, verb_parser=a)
 
-    p = sub.add_parser("promote", help="move @champion to @challenger if it is better")
+    p = verb("promote", help="move @champion to @challenger if it is better")
     p.add_argument("--name", default="labelrec", help="registered model name")
     p.add_argument("--data", required=True, help="labelled evaluation catalog")
     add_arguments(p, PromotionConfig)
@@ -742,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"exit {NOT_PROMOTED} when the challenger is not promoted (a gate in CI); else 0",
     )
-    config_args(p)
+    config_args(p, "data.on_error=skip")
     p.set_defaults(func=cmd_promote)
     return parser
 
@@ -759,13 +797,14 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
             args.overrides = [*(args.overrides or []), *extra]
         else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            getattr(args, "verb_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("httpx", "urllib3", "transformers", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    previous = _on_sigterm_unwind()
     try:
         return args.func(args)
     except (ConfigError, CatalogError, ModelError, ValueError, FileNotFoundError) as err:
@@ -781,6 +820,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM (``kill``, a scheduler stopping the job) as an exception, so that what is being
+    written is finished or set aside as on Ctrl-C (``labelrec index`` keeps the rows scored)."""
+
+
+def _on_sigterm_unwind() -> Any:
+    """Raise :class:`Terminated` on SIGTERM; returns the handler it replaced (None off the main
+    thread, where a handler cannot be set)."""
+
+    def unwind(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    try:
+        return signal.signal(signal.SIGTERM, unwind)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

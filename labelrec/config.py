@@ -7,6 +7,7 @@ values in ``__post_init__``, so a bad config fails early with a message naming t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -25,6 +26,18 @@ class ConfigError(ValueError):
 def _check(cond: bool, name: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{name}: {msg}")
+
+
+def _check_not_blank(value: str | None, name: str, none: str = "") -> None:
+    """A name, path or separator given as an empty string (``key=`` on the command line, an
+    empty YAML block scalar) is an error, not a value that fails later or silently."""
+    if value is not None:
+        hint = f" ({none})" if none else ""
+        _check(
+            value != "" and (value.strip() != "" or name.endswith("delimiter")),
+            name,
+            f"must not be empty{hint}",
+        )
 
 
 MIXED_PRECISION_HELP = (
@@ -97,7 +110,8 @@ class DataConfig:
         metadata={"help": "Separator of category paths, e.g. ' > ': one tag per path prefix."},
     )
     csv_delimiter: str | None = field(
-        default=None, metadata={"help": "CSV delimiter; None: sniffed (',', ';', tab, '|')."}
+        default=None,
+        metadata={"help": "CSV delimiter (one character; \\t or tab: a tab); None: sniffed."},
     )
     csv_header: bool | None = field(
         default=None,
@@ -121,6 +135,24 @@ class DataConfig:
         _check(self.min_tag_count >= 1, "data.min_tag_count", "must be >= 1")
         _check(self.on_error in ("raise", "skip"), "data.on_error", "must be 'raise' or 'skip'")
         _check(len(self.tag_columns) >= 1, "data.tag_columns", "needs at least one column")
+        for name in ("train", "valid", "unlabeled", "feedback"):
+            _check_not_blank(getattr(self, name), f"data.{name}", "null for none")
+        for name in ("id_column", "title_column", "tag_delimiter"):
+            _check_not_blank(getattr(self, name), f"data.{name}")
+        for name in ("description_column", "rejected_column"):
+            _check_not_blank(getattr(self, name), f"data.{name}", "null for none")
+        for column in self.tag_columns:
+            _check_not_blank(column, "data.tag_columns")
+        if self.hierarchy_separator is not None:
+            _check(self.hierarchy_separator != "", "data.hierarchy_separator", "must not be empty")
+        if self.csv_delimiter in ("\\t", "tab"):  # as typed on a command line
+            self.csv_delimiter = "\t"
+        if self.csv_delimiter is not None:
+            _check(
+                len(self.csv_delimiter) == 1,
+                "data.csv_delimiter",
+                f"must be one character (null: sniffed), got {self.csv_delimiter!r}",
+            )
         if self.tag_prefixes is not None:
             _check(
                 len(self.tag_prefixes) == len(self.tag_columns),
@@ -202,7 +234,12 @@ class LoraSettings:
     def __post_init__(self) -> None:
         if isinstance(self.enabled, str):  # from YAML or an override; true/false as for bools
             auto = self.enabled.strip().lower() == "auto"
-            self.enabled = "auto" if auto else _coerce(self.enabled, bool, "lora.enabled")
+            try:
+                self.enabled = "auto" if auto else _coerce(self.enabled, bool, "lora.enabled")
+            except ConfigError:
+                raise ConfigError(
+                    f"lora.enabled: must be true, false or auto, got {self.enabled!r}"
+                ) from None
         _check(
             isinstance(self.enabled, bool) or self.enabled == "auto",
             "lora.enabled",
@@ -730,6 +767,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(self.task in ("tag", "describe"), "task", "must be 'tag' or 'describe'")
+        _check(self.output.strip() != "", "output", "must not be empty (a model directory)")
         _check(
             self.train.tuning_folds == 1 or self.train.refit,
             "train.tuning_folds",
@@ -787,16 +825,34 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+NULL_WORDS = ("null", "none", "~")  # a command-line value that means null where one is allowed
+
+
+class _Override(str):
+    """A ``key=value`` from the command line: its value is text until coerced, so ``null``,
+    ``none`` and ``~`` stand for null; a string in a YAML file is the string it says (YAML
+    itself reads an unquoted ``~`` or ``null`` as null)."""
+
+
 def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Convert a YAML or command-line value to the field's declared type."""
     optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(
         None
     ) in typing.get_args(tp)
-    if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+    base = _strip_optional(tp)
+    if isinstance(value, _Override) and value.lower() in NULL_WORDS:
+        if optional:
+            return None
+        raise ConfigError(
+            f"{name}: may not be null ({value!r} means null here; for the text, quote it in a"
+            " YAML config file)"
+        )
+    if value is None:
         if optional:
             return None
         raise ConfigError(f"{name}: may not be null")
-    base = _strip_optional(tp)
     if typing.get_origin(base) is list:
         if isinstance(value, str):
             if value.strip().startswith("["):
@@ -814,8 +870,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if base is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
+        # the words YAML 1.1 reads as booleans in a file, so an override reads the same
+        if isinstance(value, str) and value.lower() in TRUE_WORDS + FALSE_WORDS:
+            return value.lower() in TRUE_WORDS
         raise ConfigError(f"{name}: expected true/false, got {value!r}")
     if base in (int, float):
         if isinstance(value, bool):
@@ -832,22 +889,32 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+def _build(cls: type, values: dict[str, Any], prefix: str, construct: bool = True) -> Any:
+    """``cls`` from a nested dict of values; ``construct=False`` only checks the keys and the
+    values' types (not ``__post_init__``'s checks, which may need the other settings)."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in (values or {}).items():
         name = f"{prefix}{key}"
         if key not in known:
-            raise ConfigError(f"{name}: unknown key (known: {', '.join(sorted(known))})")
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"did you mean {prefix}{close[0]}? " if close else ""
+            raise ConfigError(f"{name}: unknown key ({hint}known: {', '.join(sorted(known))})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: expected a section (mapping), got {value!r}")
-            kwargs[key] = _build(tp, value, f"{name}.")
+            kwargs[key] = _build(tp, value, f"{name}.", construct)
         else:
             kwargs[key] = _coerce(value, tp, name)
-    return cls(**kwargs)
+    return cls(**kwargs) if construct else None
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Each ``key=value`` names a setting and has a value of its type: what a front end can
+    check before it loads the model whose settings the overrides go on top of."""
+    _build(Config, parse_overrides(overrides), "", construct=False)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -867,7 +934,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
         key, value = item.split("=", 1)
-        _set_dotted(tree, key.strip(), value)
+        _set_dotted(tree, key.strip(), _Override(value))
     return tree
 
 
@@ -898,8 +965,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid UTF-8 ({err.reason})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-    tree = _merge(tree, parse_overrides(overrides or []))
-    return _build(Config, tree, "")
+    given = parse_overrides(overrides or [])
+    try:
+        return _build(Config, _merge(tree, given), "")
+    except ConfigError as err:  # a setting of the file (not an override) names the file
+        if path is not None and str(err).split(":", 1)[0] not in flatten(given):
+            raise ConfigError(f"{path}: {err}") from None
+        raise
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -933,7 +1005,7 @@ def add_arguments(parser: Any, cls: type) -> None:
                     number = None
                 if number is not None and number.is_integer():
                     value = str(int(number))
-            return _coerce(value, tp, name)
+            return _coerce(_Override(value) if isinstance(value, str) else value, tp, name)
 
         convert.__name__ = getattr(_strip_optional(hints[name]), "__name__", "value")
         parser.add_argument(

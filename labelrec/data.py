@@ -10,11 +10,12 @@ Every format goes through the same per-row code (:func:`iter_catalog`, which
 1-based physical line (JSONL/CSV, header line included; a quoted CSV field spanning several lines
 is counted correctly) or the 1-based row (Parquet) and the field, or with ``on_error="skip"`` is
 left out and recorded in :attr:`Catalog.skipped`. A configured column that is missing altogether
-is always an error.
+(from the header, or from every JSON object) is always an error.
 """
 
 from __future__ import annotations
 
+import ast
 import codecs
 import csv
 import functools
@@ -157,6 +158,20 @@ def _norm_ws(text: str) -> str:
     return " ".join(text.split())
 
 
+_WIDE_TO_ASCII = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
+_WIDE_TO_ASCII[0x3000] = 0x20  # the ideographic space
+
+
+def fold_width(text: str) -> str:
+    """Full-width ASCII forms as ASCII (``品牌：Ａｐｐｌｅ`` -> ``品牌:Apple``; ``＞``, ``１２``)
+    and the ideographic space as a space, character for character: positions in ``text`` hold.
+
+    CJK keyboards type both widths; a tag is the same tag in either (rules, reviews and a title's
+    spans meet the catalog's tags this way). Narrower than NFKC, which also rewrites ``™``,
+    ``½`` and ligatures."""
+    return text.translate(_WIDE_TO_ASCII)
+
+
 def _type_name(value: Any) -> str:
     return type(value).__name__
 
@@ -215,8 +230,9 @@ def _id_value(value: Any, column: str) -> str:
 
 
 def _tag_items(value: Any, column: str, delimiter: str) -> list[str]:
-    """The raw tags of one cell: a list (JSON, Parquet), a JSON list in a string, or a string
-    split on ``delimiter``."""
+    """The raw tags of one cell: a list (JSON, Parquet), a JSON list in a string, a Python list
+    of strings in a string (pandas' ``to_csv`` of a list column), or a string split on
+    ``delimiter``."""
     if _is_empty(value):
         return []
     if isinstance(value, str):
@@ -225,7 +241,7 @@ def _tag_items(value: Any, column: str, delimiter: str) -> list[str]:
             try:
                 parsed = json.loads(text)
             except (json.JSONDecodeError, RecursionError):
-                parsed = None
+                parsed = _python_list(text)
             if isinstance(parsed, list):
                 return _tag_items(parsed, column, delimiter)
         return text.split(delimiter) if delimiter else [text]
@@ -248,6 +264,17 @@ def _tag_items(value: Any, column: str, delimiter: str) -> list[str]:
     raise _RowError(column, f"expected a list of tags or a string, got {_type_name(value)}")
 
 
+def _python_list(text: str) -> list[str] | None:
+    """``"['a', 'b']"`` as a list of strings; None for anything else (``[Sale]``: a tag)."""
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if isinstance(parsed, list) and all(isinstance(item, str) for item in parsed):
+        return parsed
+    return None
+
+
 def expand_hierarchy(tag: str, sep: str) -> list[str]:
     """One tag per prefix of a category path.
 
@@ -264,16 +291,16 @@ def expand_hierarchy(tag: str, sep: str) -> list[str]:
 
 
 def _product_tags(record: dict[str, Any], cfg: DataConfig) -> list[str]:
-    prefixes = cfg.tag_prefixes or [""] * len(cfg.tag_columns)
+    prefixes = [fold_width(p) for p in cfg.tag_prefixes or [""] * len(cfg.tag_columns)]
     tags: list[str] = []
     seen: set[str] = set()
     for column, prefix in zip(cfg.tag_columns, prefixes, strict=True):
         for raw in _tag_items(record.get(column, _MISSING), column, cfg.tag_delimiter):
-            tag = _norm_ws(raw)
+            tag = fold_width(_norm_ws(raw))
             if not tag:
                 continue
             if not prefix and cfg.hierarchy_separator:
-                expanded = expand_hierarchy(tag, cfg.hierarchy_separator)
+                expanded = expand_hierarchy(tag, fold_width(cfg.hierarchy_separator))
             else:
                 expanded = [tag]
             for item in expanded:
@@ -435,23 +462,37 @@ _Source = Iterator[tuple[str, int, "dict[str, Any] | _RowError"]]
 
 
 def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
-    keymap: dict[str, str] | None = None
+    # Each object's keys are its own: the columns are resolved per object (a few keys each), so
+    # an object without a required key is one bad row. A required column that no object has is
+    # an error of the file, whatever data.on_error says.
+    keymaps: dict[tuple[str, ...], dict[str, str] | _RowError] = {}
+    first_missing: CatalogError | None = None
+    any_found = False
 
     def located(unit: str, number: int, obj: Any) -> dict[str, Any] | _RowError:
-        nonlocal keymap
+        nonlocal first_missing, any_found
         if not isinstance(obj, dict):
             return _RowError(None, f"expected a JSON object, got {_type_name(obj)}")
-        if keymap is None:  # the first object fixes the keys; required ones must be there
-            names = [str(k) for k in obj]
-            found = _resolve_columns(
-                names,
-                wanted,
-                allow_index=False,
-                fail=lambda col, msg: CatalogError(path, number, col, msg, unit),
-            )
-            # Optional columns absent from the first object are looked up by name in later ones.
-            keymap = {col: (names[found[col]] if col in found else col) for col in wanted}
-        return {col: obj.get(key, _MISSING) for col, key in keymap.items()}
+        names = tuple(str(k) for k in obj)
+        keymap = keymaps.get(names)
+        if keymap is None:
+            try:
+                found = _resolve_columns(
+                    names,
+                    wanted,
+                    allow_index=False,
+                    fail=lambda col, msg: CatalogError(path, number, col, msg, unit),
+                )
+                keymap = {col: names[found[col]] for col in found}
+            except CatalogError as err:
+                first_missing = first_missing or err
+                keymap = _RowError(err.field, err.reason)
+            if len(keymaps) < 1024:  # catalogs repeat a few key orders
+                keymaps[names] = keymap
+        if isinstance(keymap, _RowError):
+            return keymap
+        any_found = True
+        return {col: obj.get(keymap.get(col, col), _MISSING) for col in wanted}
 
     number = 0
     try:
@@ -469,27 +510,29 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
                     ) from None
             for number, obj in enumerate(items, 1):
                 yield "item", number, located("item", number, obj)
-            return
-        with _open_text(path, gz) as fh:
-            for number, line in enumerate(fh, 1):
-                text = line.strip()
-                if not text:
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as err:
-                    msg = f"invalid JSON: {err.msg}"
-                    if err.pos >= len(text):  # e.g. a pretty-printed object
-                        msg += " (the line ends inside a JSON value: JSON Lines holds one whole"
-                        msg += " product a line; a .json file may also hold one array of them)"
-                    yield "line", number, _RowError(None, msg)
-                    continue
-                except RecursionError:  # e.g. [[[[...]]]] thousands deep
-                    yield "line", number, _RowError(None, "invalid JSON: nested too deeply")
-                    continue
-                yield "line", number, located("line", number, obj)
+        else:
+            with _open_text(path, gz) as fh:
+                for number, line in enumerate(fh, 1):
+                    text = line.strip()
+                    if not text:
+                        continue
+                    try:
+                        obj = json.loads(text)
+                    except json.JSONDecodeError as err:
+                        msg = f"invalid JSON: {err.msg}"
+                        if err.pos >= len(text):  # e.g. a pretty-printed object
+                            msg += " (the line ends inside a JSON value: JSON Lines holds one whole"
+                            msg += " product a line; a .json file may also hold one array of them)"
+                        yield "line", number, _RowError(None, msg)
+                        continue
+                    except RecursionError:  # e.g. [[[[...]]]] thousands deep
+                        yield "line", number, _RowError(None, "invalid JSON: nested too deeply")
+                        continue
+                    yield "line", number, located("line", number, obj)
     except UnicodeDecodeError as err:
         raise _not_utf8(path, number, err) from None
+    if first_missing is not None and not any_found:
+        raise first_missing
 
 
 def _csv_delimiter(cfg: DataConfig) -> str | None:
@@ -958,17 +1001,18 @@ class TagVocab:
 
     @functools.cached_property
     def folded(self) -> dict[str, int]:
-        """Lower-cased tag -> its column (the first tag of those that differ only in case)."""
+        """Case- and width-folded tag -> its column (the first of the tags that fold alike)."""
         out: dict[str, int] = {}
         for j, tag in enumerate(self.tags):
-            out.setdefault(tag.lower(), j)
+            out.setdefault(fold_width(tag).lower(), j)
         return out
 
     def find(self, tag: str) -> int | None:
-        """The column of ``tag``, else of a tag that differs from it only in case (a title's
-        ``brand:HORNBY`` is the vocabulary's ``brand:Hornby``), else None."""
+        """The column of ``tag``, else of a tag that differs from it only in case or width (a
+        title's ``brand:HORNBY`` is the vocabulary's ``brand:Hornby``, a reviewer's ``品牌：华为``
+        its ``品牌:华为``), else None."""
         j = self.index.get(tag)
-        return self.folded.get(tag.lower()) if j is None else j
+        return self.folded.get(fold_width(tag).lower()) if j is None else j
 
     def __repr__(self) -> str:
         return f"TagVocab({len(self)} tags)"

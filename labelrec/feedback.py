@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from labelrec.data import has_visible_text, unicode_problem
+from labelrec.data import TagVocab, fold_width, has_visible_text, unicode_problem
 
 FEEDBACK_URI_ENV = "LABELREC_FEEDBACK_URI"
 DEFAULT_FEEDBACK_URI = "sqlite:///feedback.db"
@@ -77,7 +77,7 @@ def _tag_list(value: Any, name: str) -> list[str]:
         _check_text(tag, f"{name}[{i}]")
         if not isinstance(tag, str) or not has_visible_text(tag):
             raise FeedbackError(f"{name}[{i}]: expected a non-empty tag, got {tag!r}")
-        tag = " ".join(tag.split())
+        tag = fold_width(" ".join(tag.split()))  # 品牌：华为 is 品牌:华为, as in catalogs
         if tag not in out:
             out.append(tag)
     return out
@@ -118,11 +118,30 @@ class Review:
             _check_text(value, name)
         for name in ("accepted", "rejected", "added", "unknown"):
             setattr(self, name, _tag_list(getattr(self, name), name))
+        self._check_verdicts()
+        if not (self.accepted or self.rejected or self.added):
+            raise FeedbackError("accepted, rejected, added: give at least one tag")
+
+    def _check_verdicts(self) -> None:
         both = sorted(set(self.rejected) & (set(self.accepted) | set(self.added)))
         if both:
             raise FeedbackError(f"rejected: {', '.join(both)} also accepted or added")
-        if not (self.accepted or self.rejected or self.added):
-            raise FeedbackError("accepted, rejected, added: give at least one tag")
+
+    def match_vocabulary(self, vocab: TagVocab) -> None:
+        """Write each tag as the model's vocabulary does where it differs only in case or width
+        (a reviewer's ``品牌:IPHONE`` is the model's ``品牌:iphone``: one tag in training, not
+        two), then flag the others as unknown. A tag both accepted and rejected once spelt
+        alike is refused as before."""
+        for name in ("accepted", "rejected", "added"):
+            spelt: list[str] = []
+            for tag in getattr(self, name):
+                j = vocab.find(tag)
+                tag = tag if j is None else vocab.tags[j]
+                if tag not in spelt:
+                    spelt.append(tag)
+            setattr(self, name, spelt)
+        self._check_verdicts()
+        self.flag_unknown(vocab.index)
 
     @property
     def tags(self) -> list[str]:

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import yaml
 
+from labelrec.data import fold_width
+
 _KEYS = ("deny", "rename", "allow", "max_per_facet")
 
 
@@ -144,6 +146,12 @@ class Rules:
                 raise RulesError(
                     f"{where}max_per_facet: {k!r}: {v}: a count must be >= 0", "max_per_facet", k
                 )
+        # full-width forms as the catalog's tags are read (labelrec.data.fold_width): a rule
+        # typed with 品牌： applies to 品牌:
+        self.deny = [fold_width(p) for p in self.deny]
+        self.allow = [fold_width(p) for p in self.allow]
+        self.rename = {fold_width(k): fold_width(v) for k, v in self.rename.items()}
+        self.max_per_facet = {fold_width(k): v for k, v in self.max_per_facet.items()}
         self._steps = set(self.rename) & set(self.rename.values())  # inside a chain
         self.rename = _resolved(self.rename, where)
         self._deny = _patterns(self.deny)
@@ -157,6 +165,11 @@ class Rules:
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise RulesError(f"rules file {path}: {err.strerror or err}") from None
+        except UnicodeDecodeError as err:
+            line = err.object[: err.start].count(b"\n") + 1
+            raise RulesError(
+                f"rules file {path}, line {line}: not valid UTF-8 ({err.reason}); save it as UTF-8"
+            ) from None
         try:
             tree = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:

@@ -683,6 +683,30 @@ async def _bad_request(_: Any, exc: RequestValidationError) -> JSONResponse:
     )
 
 
+def bento_store_warnings(settings: Any, cwd: Path, environ: Any) -> list[str]:
+    """What goes into a built bento's own folder when its databases are left to their defaults.
+
+    ``bentoml serve <tag>`` (and a container) runs in the bento's ``src`` folder, so the default
+    ``feedback.db`` and ``mlruns.db`` (relative to the working directory) would be there: inside
+    BentoML's store, lost with ``bentoml delete`` or a new build, and empty at the first start."""
+    if not (cwd.parent / "bento.yaml").is_file():
+        return []
+    out = []
+    if not settings.feedback_uri:
+        out.append(
+            f"serving a built bento from {cwd}: {settings.env_name('feedback_uri')} is not set,"
+            f" so reviews go to {DEFAULT_FEEDBACK_URI} inside the bento, lost with it; set it"
+            " to a database outside (e.g. sqlite:////data/feedback.db)"
+        )
+    if settings.model_uri.startswith("models:/") and not environ.get("MLFLOW_TRACKING_URI"):
+        out.append(
+            f"serving a built bento from {cwd}: MLFLOW_TRACKING_URI is not set, so"
+            f" {settings.model_uri} is looked up in mlruns.db inside the bento; set it to your"
+            " tracking server or database"
+        )
+    return out
+
+
 def strict_api(**options: Any) -> Callable[[Callable[..., Any]], Any]:
     """``bentoml.api`` whose request body refuses fields the endpoint does not take: a misspelt
     ``limt`` is a 400 that names it, where BentoML's input model derived from the signature
@@ -745,6 +769,8 @@ class LabelRec:
         from labelrec.rules import RulesError
 
         self.settings = s = load_settings()
+        for warning in bento_store_warnings(s, Path.cwd(), os.environ):
+            logger.warning(warning)
         try:
             self.holder = ModelHolder.configured(
                 s.model_uri,
@@ -984,7 +1010,7 @@ class LabelRec:
                 model_version=snap.version if snap is not None else None,
             )
             if snap is not None:
-                review.flag_unknown(snap.recommender.vocab.index)
+                review.match_vocabulary(snap.recommender.vocab)
         except FeedbackError as err:
             raise ServiceError(400, str(err)) from None
         try:
@@ -1024,7 +1050,8 @@ class LabelRec:
         except ValueError as err:
             raise ServiceError(400, str(err)) from None
         result["model_version"] = snap.version
-        return jsonable(result)
+        # Starlette's JSON: text as UTF-8 like the other endpoints (BentoML's escapes non-ASCII)
+        return JSONResponse(jsonable(result))
 
     @strict_api()
     @answers_errors

@@ -928,6 +928,7 @@ class TagTrainer:
         rows = list(range(len(inputs.products))) if rows is None else rows
         products = [inputs.products[i] for i in rows]
         parents = fusion.parents if fusion.ancestor_consistency else None
+        logger.info("fitting the reranker on %d valid products", len(products))
         t0 = time.perf_counter()
         reranker, known, _, report = Reranker.fit(
             products,
@@ -1035,7 +1036,8 @@ def remove_checkpoints(output: Path) -> list[Path]:
 
     if not PartialState().is_main_process:
         return []
-    found = [p for p in output.rglob(CHECKPOINTS_DIR) if p.is_dir()]
+    runs = [output, output / TUNING_DIR, *sorted((output / TUNING_DIR).glob("fold-*"))]
+    found = [run / CHECKPOINTS_DIR for run in runs if (run / CHECKPOINTS_DIR).is_dir()]
     for folder in found:
         shutil.rmtree(folder, ignore_errors=True)
         logger.info("removed %s (train.keep_checkpoints: false)", folder)
@@ -1194,10 +1196,16 @@ def tune_by_folds(
     lx = cfg.lexical
     separator = lx.path_separator if lx.ancestor_consistency else None
     fusion = Fusion(None, 0.5, parent_index(tags, separator), separator, lx.ancestor_consistency)
+    logger.info(
+        "tuning the fusion weights on %d out-of-fold products x %d tags",
+        len(pooled.products),
+        len(vocab),
+    )
     scores, report = tune_fusion(fusion, pooled, vocab, cfg)
     if lx.enabled and lx.rerank:  # fitted on every product's out-of-fold evidence
         from labelrec.rerank import Reranker, fusion_votes, save_reranker
 
+        logger.info("fitting the reranker on %d out-of-fold products", len(pooled.products))
         parents = fusion.parents if lx.ancestor_consistency else None
         reranker, scores, _, rerank_report = Reranker.fit(
             pooled.products,

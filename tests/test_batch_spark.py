@@ -145,7 +145,7 @@ def test_batch_cli_reports_bad_input(registered, tmp_path: Path, capsys) -> None
     argv = ["batch", "--model-uri", "models:/nope@champion", "--input", str(bad)]
     assert steps.main([*argv, "--output", str(tmp_path / "o.txt"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "o.txt" in err and ".jsonl, .csv or .parquet" in err and "nope" not in err
+    assert "o.txt" in err and ".csv or .parquet" in err and "nope" not in err
 
 
 def test_batch_cli_rejects_unknown_model(registered, tmp_path: Path, capsys) -> None:

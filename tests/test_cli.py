@@ -295,6 +295,14 @@ def test_index_refuses_to_write_over_its_input(
         err = capsys.readouterr().err
         assert "the output is the input" in err and "Traceback" not in err
         assert source.read_bytes() == before  # not truncated
+    # the input named as the output's partial file, where rows go until the last one
+    partial = tmp_path / "tags.partial.jsonl"
+    partial.write_bytes(before)
+    args = ["index", str(trained_model_dir), "--data", str(partial)]
+    assert main([*args, "--output", str(tmp_path / "tags.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "which is the input" in err and "Traceback" not in err
+    assert partial.read_bytes() == before and not (tmp_path / "tags.jsonl").exists()
 
 
 def test_a_failed_index_leaves_the_old_output_and_the_rows_it_scored(
@@ -513,10 +521,27 @@ def test_unknown_command_is_an_argparse_error(capsys: pytest.CaptureFixture) -> 
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
     assert exc.value.code == 2
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main(["train", "--config", TINY, "--no-progress", "--bogus"])
     assert exc.value.code == 2
-    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --bogus" in err
+    assert err.startswith("usage: labelrec train") and "labelrec train: error" in err  # its own
+
+
+def test_eval_and_index_check_their_settings_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    catalog = tmp_path / "c.jsonl"
+    catalog.write_text('{"id": "1", "title": "a", "tags": ["x"]}\n', encoding="utf-8")
+    missing_model = str(tmp_path / "no_model")  # never reached: the settings fail first
+    for verb in (["eval", missing_model, "--data", str(catalog)],
+                 ["index", missing_model, "--data", str(catalog), "--output", str(tmp_path / "o.jsonl")]):  # fmt: skip
+        assert main([*verb, "data.on_eror=skip"]) == 2
+        assert "data.on_eror: unknown key (did you mean data.on_error?" in capsys.readouterr().err
+        assert main([*verb, "--config", str(tmp_path / "none.yaml")]) == 2
+        assert "none.yaml does not exist" in capsys.readouterr().err
 
 
 def test_gpu_check_fails_clearly_without_a_gpu() -> None:
@@ -532,3 +557,30 @@ def test_gpu_check_fails_clearly_without_a_gpu() -> None:
     assert proc.returncode == 1
     assert "gpu_check: no CUDA GPU is visible to torch" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_unwinds_as_ctrl_c_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A ``kill`` mid-command runs the command's cleanup (``labelrec index`` keeps the rows it
+    scored, as on Ctrl-C) and exits 143; the handler is put back afterwards."""
+    import signal
+    import time
+
+    import labelrec.cli as cli
+
+    cleaned = []
+
+    def killed(args) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the signal arrives first
+        finally:
+            cleaned.append(True)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_demo", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["demo", "--output", str(tmp_path / "d")]) == 143
+    assert cleaned == [True] and "terminated" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -165,6 +165,18 @@ def test_override_value_may_contain_equals_sign() -> None:
         ("train.lr=inf", "train.lr"),  # no setting means inf (or nan)
         ("train.weight_decay=-inf", "train.weight_decay"),
         ("train.threshold_prior=nan", "train.threshold_prior"),
+        ("output=", "output"),  # the model would be written into the current directory
+        ("output= ", "output"),
+        ("data.tag_delimiter=", "data.tag_delimiter"),  # tags would not be split
+        ("data.title_column=", "data.title_column"),
+        ("data.id_column=", "data.id_column"),
+        ("data.description_column=", "data.description_column"),
+        ("data.tag_columns=", "data.tag_columns"),
+        ("data.tag_columns=tags,", "data.tag_columns"),
+        ("data.train=", "data.train"),
+        ("data.hierarchy_separator=", "data.hierarchy_separator"),
+        ("data.csv_delimiter=ab", "data.csv_delimiter"),
+        ("data.tag_delimiter=null", "data.tag_delimiter"),
     ],
 )
 def test_bad_overrides_name_the_field(override: str, field: str) -> None:
@@ -183,8 +195,29 @@ def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
     path.write_text("train:\n  epoch: 3\n", encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert "train.epoch: unknown key" in str(err.value)
-    assert "epochs" in str(err.value)
+    assert "train.epoch: unknown key (did you mean train.epochs?" in str(err.value)
+    assert str(err.value).startswith(f"{path}: ")  # a setting of the file names the file
+
+
+def test_strings_of_a_file_are_what_they_say_and_overrides_read_null_words(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        'data:\n  tag_delimiter: "~"\n  csv_delimiter: "~"\n  hierarchy_separator: ~\n'
+        "train:\n  refit: off\n",
+        encoding="utf-8",
+    )
+    cfg = load_config(path)
+    assert (cfg.data.tag_delimiter, cfg.data.csv_delimiter) == ("~", "~")  # quoted: the text
+    assert cfg.data.hierarchy_separator is None and cfg.train.refit is False
+    cfg = load_config(path, ["data.csv_delimiter=~", "train.refit=on", "lora.enabled=AUTO"])
+    assert cfg.data.csv_delimiter is None and cfg.train.refit is True  # as YAML reads them
+    assert cfg.lora.enabled == "auto"
+    with pytest.raises(ConfigError, match="lora.enabled: must be true, false or auto"):
+        load_config(None, ["lora.enabled=maybe"])
+    with pytest.raises(ConfigError, match=r"^train.epochs: expected int"):  # not the file's
+        load_config(path, ["train.epochs=x"])
 
 
 def test_bad_files(tmp_path: Path) -> None:
@@ -200,7 +233,7 @@ def test_bad_files(tmp_path: Path) -> None:
         load_config(scalar)
     section = tmp_path / "section.yaml"
     section.write_text("model: tiny\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="^model: expected a section"):
+    with pytest.raises(ConfigError, match=r"section\.yaml: model: expected a section"):
         load_config(section)
 
 

@@ -94,6 +94,39 @@ def test_csv_with_header_delimited_tags(tmp_path):
     ]
 
 
+def test_csv_of_a_pandas_list_column(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "cat.csv"
+    rows = [
+        {"id": "p1", "title": "Planter", "tags": ["Garden", "Garden > Planters", "Kid's"]},
+        {"id": "p2", "title": "Sale item", "tags": "[Sale]"},  # a tag in brackets stays one
+    ]
+    pd.DataFrame(rows).to_csv(path, index=False)  # a list is written as Python's repr
+    cat = read_catalog(path, DataConfig(hierarchy_separator=" > "))
+    assert [p.tags for p in cat.products] == [
+        ["Garden", "Garden > Planters", "Kid's"],
+        ["[Sale]"],
+    ]
+
+
+def test_full_width_tags_are_the_ascii_tags(tmp_path):
+    rows = [
+        {"id": "1", "title": "a", "tags": ["品牌：Ａｐｐｌｅ", "服饰 ＞ 男装"]},
+        {"id": "2", "title": "b", "tags": ["品牌:Apple", "服饰 > 男装 > T恤"]},
+    ]
+    path = write_jsonl(tmp_path / "cat.jsonl", rows)
+    cat = read_catalog(path, DataConfig(hierarchy_separator=" > "))
+    assert cat.products[0].tags == ["品牌:Apple", "服饰", "服饰 > 男装"]
+    vocab = TagVocab.from_products(cat.products)
+    assert vocab.tags.count("品牌:Apple") == 1 and len(vocab) == 4
+    prefixed = DataConfig(tag_columns=["brand"], tag_prefixes=["品牌："])
+    path = write_jsonl(
+        tmp_path / "brands.jsonl", [{"id": "1", "title": "a", "brand": "Ａｐｐｌｅ"}]
+    )
+    assert read_catalog(path, prefixed).products[0].tags == ["品牌:Apple"]
+
+
 def test_csv_without_header_guessed_and_explicit(tmp_path):
     path = tmp_path / "raw.csv"
     path.write_text(
@@ -407,8 +440,20 @@ def test_missing_column_lists_available(tmp_path):
         assert "available: 'sku', 'name', 'tags'" in str(info.value)
 
     json_path = write_jsonl(tmp_path / "cat.jsonl", [{"id": "1", "name": "Ball", "tags": []}])
-    with pytest.raises(CatalogError, match=r"field 'title': missing column 'title' \(available"):
+    for on_error in ("raise", "skip"):  # no object has a title
+        with pytest.raises(CatalogError, match=r"line 1, field 'title': missing column 'title'"):
+            read_catalog(json_path, DataConfig(on_error=on_error))
+    # each JSON object has its own keys: one without a title is one bad row, wherever it is
+    rows = [{"id": "0", "name": "Ball", "tags": ["x"]}]
+    rows += [
+        {"Title": "Kite", "id": "1", "tags": ["y"]},
+        {"id": "2", "title": "Bat", "tags": ["z"]},
+    ]
+    json_path = write_jsonl(tmp_path / "some.jsonl", rows)
+    with pytest.raises(CatalogError, match=r"line 1, field 'title': missing column 'title'"):
         read_catalog(json_path, DataConfig())
+    cat = read_catalog(json_path, DataConfig(on_error="skip"))
+    assert [p.title for p in cat.products] == ["Kite", "Bat"] and cat.n_skipped == 1
 
     pq_path = tmp_path / "cat.parquet"
     pq.write_table(pa.table({"id": ["1"], "title": ["Ball"]}), pq_path)

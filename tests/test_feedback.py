@@ -157,12 +157,34 @@ def test_a_read_only_open_does_not_create_a_database(
         ({"accepted": ["a", 3]}, r"accepted\[1\]: expected a non-empty tag"),
         ({"added": [" "]}, r"added\[0\]: expected a non-empty tag"),
         ({"accepted": ["\u200b"]}, r"accepted\[0\]: expected a non-empty tag"),
+        ({"accepted": ["品牌:华为"], "rejected": ["品牌：华为"]}, "rejected: 品牌:华为 also"),
     ],
 )
 def test_bad_reviews_name_the_field(kwargs: dict, message: str) -> None:
     values = {"title": "x", "accepted": ["a"], **kwargs}
     with pytest.raises(FeedbackError, match=message):
         Review(**values)
+
+
+def test_reviews_take_the_vocabularys_spelling() -> None:
+    from labelrec.data import TagVocab
+
+    vocab = TagVocab(["品牌:华为", "品牌:iphone", "品类:手机"], [1, 1, 1])
+    review = Review(
+        title="x",
+        accepted=["品牌：华为", "品牌:IPHONE"],  # a full-width colon, another case
+        rejected=["品类:全网通"],
+        added=["型号:mate40", "品牌:iPhone"],
+    )
+    assert review.accepted == ["品牌:华为", "品牌:IPHONE"]  # the width folds at once
+    review.match_vocabulary(vocab)
+    assert review.accepted == ["品牌:华为", "品牌:iphone"]
+    assert review.added == ["型号:mate40", "品牌:iphone"]
+    assert review.tags == ["品牌:华为", "品牌:iphone", "型号:mate40"]
+    assert review.unknown == ["型号:mate40", "品类:全网通"]
+    both = Review(title="x", accepted=["品牌:IPHONE"], rejected=["品牌:iphone"])
+    with pytest.raises(FeedbackError, match="rejected: 品牌:iphone also accepted"):
+        both.match_vocabulary(vocab)
 
 
 def test_schema_versions_newer_stores_and_bad_urls_are_refused(tmp_path: Path) -> None:

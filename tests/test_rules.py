@@ -94,6 +94,21 @@ def test_rules_files_and_their_errors(tmp_path: Path) -> None:
             Rules.load(bad)
     with pytest.raises(RulesError, match="missing.yaml"):
         Rules.load(tmp_path / "missing.yaml")
+    bad.write_bytes("deny:\n  - 品牌:杂牌\n".encode("gbk"))  # a Chinese editor's default
+    with pytest.raises(RulesError, match="bad.yaml, line 2: not valid UTF-8"):
+        Rules.load(bad)
+
+
+def test_full_width_rules_are_the_ascii_rules() -> None:
+    rules = Rules(
+        deny=["品类：手机*"],
+        rename={"品牌：ＨＵＡＷＥＩ": "品牌：华为"},
+        max_per_facet={"品牌：": 1},
+    )
+    assert rules.deny == ["品类:手机*"] and rules.rename == {"品牌:HUAWEI": "品牌:华为"}
+    assert not rules.allows("品类:手机壳") and rules.allows("品类:耳机")
+    assert rules.max_per_facet == {"品牌:": 1}
+    assert rules.unmatched(["品类:手机壳", "品牌:HUAWEI", "品牌:华为"]) == []
 
 
 def test_rename_chains_are_followed() -> None:

@@ -266,6 +266,24 @@ def test_backend_setting(make_service, current: Path) -> None:
         make_service(current, LABELREC_BACKEND="gpu")
 
 
+def test_a_built_bento_warns_of_databases_inside_it(tmp_path: Path) -> None:
+    from labelrec.service import ServiceSettings, bento_store_warnings
+
+    src = tmp_path / "bentos" / "labelrec" / "abc" / "src"  # where `bentoml serve TAG` runs
+    src.mkdir(parents=True)
+    defaults = ServiceSettings()
+    assert bento_store_warnings(defaults, src, {}) == []  # a source tree: not a bento
+    (src.parent / "bento.yaml").write_text("service: labelrec.service:LabelRec\n")
+    warnings = bento_store_warnings(defaults, src, {})
+    assert len(warnings) == 2
+    assert "LABELREC_FEEDBACK_URI is not set" in warnings[0] and str(src) in warnings[0]
+    assert "MLFLOW_TRACKING_URI is not set" in warnings[1]
+    chosen = ServiceSettings(feedback_uri="sqlite:////data/feedback.db")
+    assert bento_store_warnings(chosen, src, {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}) == []
+    local = ServiceSettings(model_uri="/model", feedback_uri="sqlite:////data/feedback.db")
+    assert bento_store_warnings(local, src, {}) == []  # a mounted model needs no registry
+
+
 def test_settings_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -74,6 +74,8 @@ def test_search_ranks_products_for_a_query(client: TestClient) -> None:
     assert body["query"]["text"] == "jigsaw puzzle"
     assert len(body["results"]) == 3
     assert all("puzzle" in x["title"] for x in body["results"])
+    r = client.post("/search", json={"query": "jigsaw 拼图", "limit": 1})
+    assert r.status_code == 200 and '"jigsaw 拼图"' in r.text  # UTF-8, not \u escapes
 
 
 def test_recommend_from_interactions_and_history(client: TestClient) -> None:
@@ -97,6 +99,7 @@ def test_recommend_from_interactions_and_history(client: TestClient) -> None:
         ("/similar", {"limit": 3}, 400, "give an indexed product"),
         ("/similar", {"id": "p0-0", "tags": ["no such tag"]}, 400, "no such tag"),
         ("/search", {"query": "   "}, 400, "empty query"),
+        ("/search", {"query": "!!! ，。"}, 400, "no letters or digits"),
         ("/search", {"query": "puzzle", "limit": 0}, 400, "limit"),
         ("/recommend", {"limit": 3}, 400, "user"),
         ("/recommend", {"history": ["nope"]}, 404, "nope"),

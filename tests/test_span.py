@@ -79,6 +79,23 @@ def test_span_tagger_proposes_unseen_brands(tmp_path: Path) -> None:
     assert SpanTagger.fit(TrainingSet(train, vocab.encode(train), vocab), cfg) is None
 
 
+def test_full_width_titles_name_the_same_tags() -> None:
+    """CJK keyboards type Ｂｒｉｏ and ｂｒａｎｄ：; spans, tags and absence fold the width."""
+    train = catalog()
+    vocab = TagVocab.from_products(train)
+    tagger = SpanTagger.build(train, vocab)
+    queries = [
+        Product("w", "Ｂｒｉｏ　plush bear"),
+        Product("n", "Ｚｏｒｂｌａｘ wooden train set"),
+    ]
+    known, new = tagger.known_and_new(queries)
+    assert known[0, vocab.index["brand:Brio"]] == known[0].max() > 0.5
+    assert not any("Ｂ" in t for t in new[0])
+    assert max(new[1], key=new[1].get) == "brand:Zorblax"  # a new brand, written in ASCII
+    assert not tagger.absent(queries)[0, vocab.index["brand:Brio"]]
+    assert vocab.find("ｂｒａｎｄ：ＢＲＩＯ") == vocab.index["brand:Brio"]
+
+
 def test_absent_marks_the_kinds_tags_that_the_title_does_not_name() -> None:
     train = catalog()
     vocab = TagVocab.from_products(train)

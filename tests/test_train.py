@@ -551,8 +551,12 @@ def test_checkpoints_can_go_once_the_model_is_saved(
         "train.epochs=1",
         "train.keep_checkpoints=false",
     )
+    other = out / "other_model" / CHECKPOINTS_DIR  # another run's, inside OUTPUT: not this run's
+    other.mkdir(parents=True)
+    (other / "keep.txt").write_text("resumable", encoding="utf-8")
     train(cfg, progress=False)
-    assert not list(out.rglob(CHECKPOINTS_DIR))  # neither the refit's nor the tuning run's
+    assert list(out.rglob(CHECKPOINTS_DIR)) == [other]  # neither the refit's nor the tuning run's
+    assert (other / "keep.txt").is_file()
     assert (out / TUNING_DIR / "labelrec.json").is_file()  # the tuning run's model stays
     assert TagRecommender.load(out).suggest(["plush bear"], limit=2, threshold=0)[0]
 

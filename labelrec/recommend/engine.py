@@ -325,6 +325,8 @@ class ProductSearch:
         """
         if not isinstance(query, str) or not has_visible_text(query):
             raise ValueError("empty query: give some words to search for")
+        if not any(ch.isalnum() for ch in query):  # "!!!", "，。": nothing to match on
+            raise ValueError(f"query {query[:40]!r} has no letters or digits to search for")
         limit = _check_limit(limit)
         weight = self._weight(tag_weight, self.search_tag_weight)
         mask = self.index.filter_mask(_tag_list(tags))

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from labelrec.data import Product, TagVocab
+from labelrec.data import Product, TagVocab, fold_width
 from labelrec.modeldir import SPAN_ARRAYS, SPAN_META
 from labelrec.taggers.base import (
     Evidence,
@@ -54,6 +54,12 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 _UNIT = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W\d_])+|\d+")
 _PREFIX = re.compile(r"^([^\s:]{1,20}:)(.+)$")
+
+
+def folded(text: str) -> str:
+    """Text as spans are matched: lower case, full-width forms as ASCII (``fold_width``), each
+    character in its place."""
+    return fold_width(text).lower()
 
 
 def split_tag(tag: str) -> tuple[str, str]:
@@ -183,19 +189,19 @@ class SpanTagger:
         lower_ok: Counter[str] = Counter()
         n_units: dict[str, list[int]] = {}
         for p in products:
-            title = p.title.lower()
+            title = folded(p.title)
             bounds = units(title)
             starts = {s for s, _ in bounds}
             ends = {e for _, e in bounds}
             for tag in p.tags:
                 prefix, value = split_tag(tag)
                 total[prefix] += 1
-                v = value.lower()
+                v = folded(value)
                 pos = title.find(v)
                 if pos < 0 or len(v) > max_chars or pos not in starts or pos + len(v) not in ends:
                     continue
                 verbatim[prefix] += 1
-                lower_ok[prefix] += value == v
+                lower_ok[prefix] += value == value.lower()
                 n_units.setdefault(prefix, []).append(len(units(v)))
         kinds = []
         for prefix, n in verbatim.items():
@@ -232,12 +238,12 @@ class SpanTagger:
             for tag in p.tags:
                 prefix, value = split_tag(tag)
                 if prefix in prefix_kind:
-                    tags.setdefault(value.lower(), prefix_kind[prefix])
+                    tags.setdefault(folded(value), prefix_kind[prefix])
             gold.append(tags)
-            cands.append(candidates(p.title.lower(), max_units, max_chars))
+            cands.append(candidates(folded(p.title), max_units, max_chars))
         values = {v for g in gold for v in g}
         contained = [
-            {t for t in (p.title.lower()[s:e] for s, e, _ in c) if t in values}
+            {t for t in (folded(p.title)[s:e] for s, e, _ in c) if t in values}
             for p, c in zip(products, cands, strict=True)
         ]
         full = SpanStats(n_kinds)
@@ -255,7 +261,7 @@ class SpanTagger:
             }
             other.in_titles = full.in_titles - folds[fold].in_titles
             for i in range(fold, len(products), N_FOLDS):
-                title = products[i].title.lower()
+                title = folded(products[i].title)
                 occ = known_occurrences(title, cands[i], other)
                 for start, end, n in cands[i]:
                     rows.append(span_features(title, start, end, n, other, occ))
@@ -287,7 +293,7 @@ class SpanTagger:
         """Proposed tags of each product (kind prefix + span text) -> probability. The spans of
         all ``products`` go through the hasher and the classifier at once (their per-call costs
         exceed the work for one title)."""
-        titles = [p.title.lower() for p in products]
+        titles = [folded(p.title) for p in products]
         spans = [candidates(title, self.max_units, self.max_chars) for title in titles]
         rows = []
         for title, found in zip(titles, spans, strict=True):
@@ -310,7 +316,9 @@ class SpanTagger:
                     p = float(row[k])
                     if p < MIN_PROBABILITY or n > kind.max_units:
                         continue
-                    text = title[start:end] if kind.lowercase else product.title[start:end]
+                    text = (
+                        title[start:end] if kind.lowercase else fold_width(product.title)[start:end]
+                    )
                     tag = kind.prefix + text
                     if p > tags.get(tag, 0.0):
                         tags[tag] = p
@@ -345,12 +353,12 @@ class SpanTagger:
         if not hasattr(self, "_kind_values"):
             prefixes = tuple(k.prefix for k in self.kinds)
             cols = [j for j, t in enumerate(self.vocab.tags) if t.startswith(prefixes)]
-            values = [split_tag(self.vocab.tags[j])[1].lower() for j in cols]
+            values = [folded(split_tag(self.vocab.tags[j])[1]) for j in cols]
             self._kind_values = (np.asarray(cols, dtype=np.int64), values)
         cols, values = self._kind_values
         out = np.zeros((len(products), len(self.vocab)), dtype=bool)
         for i, product in enumerate(products):
-            title = product.title.lower()
+            title = folded(product.title)
             out[i, cols] = [v not in title for v in values]
         return out
 
