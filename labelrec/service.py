@@ -92,6 +92,7 @@ from labelrec.feedback import DEFAULT_FEEDBACK_URI, FeedbackError, FeedbackStore
 from labelrec.opener import open_describer
 from labelrec.recommend import (
     UI_PAGE,
+    InteractionsUnavailable,
     ProductSearch,
     UnknownProductError,
 )
@@ -1047,6 +1048,8 @@ class LabelRec:
             result = await asyncio.to_thread(run)
         except UnknownProductError as err:
             raise ServiceError(404, str(err)) from None
+        except InteractionsUnavailable as err:
+            raise ServiceError(503, str(err)) from None
         except ValueError as err:
             raise ServiceError(400, str(err)) from None
         result["model_version"] = snap.version

@@ -108,8 +108,12 @@ def index_extension(
                 engine = ProductSearch.load(path, rec)
             except ValueError as err:
                 raise ValueError(f"{path}: {err} (or set LABELREC_CATALOG)") from None
-        if interactions:
-            engine.set_interactions(interactions)
+        if interactions:  # a bad file costs the users' histories, not the product index
+            try:
+                engine.set_interactions(interactions)
+            except (ValueError, OSError) as err:
+                engine.interactions_error = f"{type(err).__name__}: {err}"
+                logger.error("interactions not loaded: %s", engine.interactions_error)
         return engine
 
     return build

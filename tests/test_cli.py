@@ -536,8 +536,11 @@ def test_eval_and_index_check_their_settings_before_the_model_loads(
     catalog = tmp_path / "c.jsonl"
     catalog.write_text('{"id": "1", "title": "a", "tags": ["x"]}\n', encoding="utf-8")
     missing_model = str(tmp_path / "no_model")  # never reached: the settings fail first
-    for verb in (["eval", missing_model, "--data", str(catalog)],
-                 ["index", missing_model, "--data", str(catalog), "--output", str(tmp_path / "o.jsonl")]):  # fmt: skip
+    output = str(tmp_path / "o.jsonl")
+    for verb in (
+        ["eval", missing_model, "--data", str(catalog)],
+        ["index", missing_model, "--data", str(catalog), "--output", output],
+    ):
         assert main([*verb, "data.on_eror=skip"]) == 2
         assert "data.on_eror: unknown key (did you mean data.on_error?" in capsys.readouterr().err
         assert main([*verb, "--config", str(tmp_path / "none.yaml")]) == 2

@@ -124,6 +124,8 @@ def test_bad_input_gets_clear_value_errors():
     engine = ProductSearch(make_index(), FakeTagger())
     with pytest.raises(ValueError, match="unknown product id 'nope'"):
         engine.similar(id="nope")
+    with pytest.raises(ValueError, match="unknown tag filter 'brand:hornbi'.*brand:Hornby"):
+        engine.similar(id="p0", tags=["brand:hornbi"])  # close matches whatever the case
     with pytest.raises(ValueError, match="unknown tag filter 'brand:Hornbi'.*brand:Hornby"):
         engine.similar(id="p0", tags=["brand:Hornbi"])
     with pytest.raises(ValueError, match="empty query"):
@@ -161,9 +163,12 @@ def test_similar_to_a_new_product_uses_the_tagger():
 def test_index_without_embeddings_uses_tags_only():
     index = make_index()
     index.embeddings = None
-    result = ProductSearch(index).similar(id="p2", limit=1, tag_weight=0.0)
+    result = ProductSearch(index).similar(id="p2", limit=1)
     assert result["results"][0]["id"] == "p5"
     assert result["results"][0]["embedding_similarity"] == 0.0
+    assert ProductSearch(index).similar(id="p2", limit=1, tag_weight=1.0) == result
+    with pytest.raises(ValueError, match="tag_weight 0.0: this index has no embeddings"):
+        ProductSearch(index).similar(id="p2", limit=1, tag_weight=0.0)  # not silently 1
 
 
 # ------------------------------------------------------------------ tag search
@@ -418,6 +423,21 @@ def test_time_decay_favours_recent_interactions():
     assert engine.recommend("u", limit=1)["results"][0]["id"] == "p4"
 
 
+def test_a_history_decayed_over_years_or_of_zero_weight():
+    day = 86400
+    rows = [("u", "p0", 1, 0), ("u", "p3", 1, 2 * day), ("v", "p4", 1, 3 * 365 * day)]
+    engine = ProductSearch(make_index())
+    engine.set_interactions(events(*rows), half_life_days=7)  # u's weights: about 1e-47
+    old = engine.recommend("u", limit=2)
+    assert old["strategy"] == "history" and old["results"][0]["score"] > 0
+    engine.set_interactions(events(*rows), half_life_days=10_000)  # hardly decayed
+    assert [r["id"] for r in old["results"]] == [
+        r["id"] for r in engine.recommend("u", limit=2)["results"]
+    ]  # only the relative weights count
+    engine.set_interactions(events(("u", "p0", 0), ("v", "p4", 1)))
+    assert engine.recommend("u", limit=2)["strategy"] == "popular"  # weighing nothing
+
+
 def test_interactions_files_and_their_errors(tmp_path: Path):
     good = tmp_path / "events.csv"
     good.write_text(
@@ -441,6 +461,17 @@ def test_interactions_files_and_their_errors(tmp_path: Path):
     bad.write_text("user_id,product_id,timestamp\nU1,p0,yesterday\n", "utf-8")
     with pytest.raises(ValueError, match=r"line 2, field 'timestamp'"):
         Interactions.read(bad)
+    # the lines of the file, past blank lines and quoted line breaks
+    bad.write_text('user_id,product_id,weight\nU1,p0,1\n\n\nU1,"p\n1",x\n', "utf-8")
+    with pytest.raises(ValueError, match=r"bad.csv, line 6, field 'weight': 'x'"):
+        Interactions.read(bad)
+    # an extra field on the first line would shift the columns (pandas' row index)
+    bad.write_text("user_id,product_id\nU1,p0,5\nU1,p1,5\n", "utf-8")
+    with pytest.raises(ValueError, match=r"bad.csv, line 2: 3 fields where the header has 2"):
+        Interactions.read(bad)
+    # epoch seconds and dates in one column
+    bad.write_text("user_id,product_id,timestamp\nU1,p0,1700000000\nU1,p1,2023-11-15\n", "utf-8")
+    assert Interactions.read(bad).timestamps.tolist() == [1700000000.0, 1700006400.0]
     with pytest.raises(FileNotFoundError):
         Interactions.read(tmp_path / "missing.csv")
 

@@ -349,12 +349,13 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     browser.find_element(By.ID, "add-btn").click()
     added = browser.find_element(By.CSS_SELECTOR, '#tags li.tag[data-verdict="added"]')
     assert added.get_attribute("data-tag") == "brand:Reviewed"
+    browser.find_element(By.ID, "reviewer").send_keys("ana")
     browser.find_element(By.ID, "save-btn").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "saved review #"))
     from labelrec.feedback import FeedbackStore
 
     stored = list(FeedbackStore(server.feedback_uri).reviews())[-1]
-    assert stored.title == "LEGO City Police Station 60316"
+    assert stored.title == "LEGO City Police Station 60316" and stored.reviewer == "ana"
     assert stored.accepted == [tags[0].get_attribute("data-tag")]
     assert stored.rejected == ([tags[1].get_attribute("data-tag")] if len(tags) > 1 else [])
     assert stored.added == ["brand:Reviewed"] and "brand:Reviewed" in stored.unknown

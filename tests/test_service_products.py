@@ -142,6 +142,20 @@ def test_index_built_from_a_catalog_for_each_version(
     assert call(svc.similar(id="p0-0"))[0] == 404  # only the catalog's products
 
 
+def test_a_bad_interactions_file_costs_the_users_histories_only(
+    make_service, trained_model_dir: Path, service_index: Path, tmp_path: Path
+) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,product_id,weight\nu1,p0-0,1\n\nu1,p0-1,lots\n", "utf-8")
+    svc = make_service(
+        trained_model_dir, LABELREC_INDEX=str(service_index), LABELREC_INTERACTIONS=str(events)
+    )
+    assert call(svc.similar(id="p0-0", limit=2))[0] == 200  # the index serves
+    assert call(svc.recommend(history=["p0-0"], limit=2))[0] == 200  # a given history too
+    status, body = call(svc.recommend(user="u1", limit=2))
+    assert status == 503 and "events.csv, line 4, field 'weight'" in body["error"]
+
+
 def _reload_with(model_dir: Path, good: Path, bad: Path):
     """Load a model with the index ``good``, then reload it with the index ``bad``."""
     from labelrec.serving import ModelHolder, index_extension

@@ -16,7 +16,12 @@ free-text queries alone.
 from pathlib import Path
 
 from labelrec.recommend.backends import ExactBackend, FaissBackend, Hits
-from labelrec.recommend.engine import ProductSearch, format_results, load_tagger
+from labelrec.recommend.engine import (
+    InteractionsUnavailable,
+    ProductSearch,
+    format_results,
+    load_tagger,
+)
 from labelrec.recommend.index import (
     IndexFileError,
     ProductIndex,
@@ -32,6 +37,7 @@ __all__ = [
     "Hits",
     "IndexFileError",
     "Interactions",
+    "InteractionsUnavailable",
     "ProductIndex",
     "ProductSearch",
     "UI_PAGE",

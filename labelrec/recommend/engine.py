@@ -91,6 +91,11 @@ def check_index_model(index: ProductIndex, tagger: Any) -> None:
         )
 
 
+class InteractionsUnavailable(RuntimeError):
+    """The interactions file given to the server could not be loaded: a user's history is not
+    known (a history given with the request still works)."""
+
+
 class ProductSearch:
     """Queries over a product index; a tagger (``TagRecommender``) is needed only for free-text
     queries and is loaded lazily from the index manifest's model path when not given.
@@ -157,6 +162,8 @@ class ProductSearch:
             else:
                 logger.warning("no faiss-cpu: exact search over %d products", len(index))
         self.signals: UserSignals | None = None
+        #: why the interactions a server was given are not loaded (users' histories are missing)
+        self.interactions_error: str | None = None
         if interactions is not None:
             self.set_interactions(interactions, half_life_days=half_life_days)
 
@@ -355,7 +362,12 @@ class ProductSearch:
         if value is None:
             return default if self.index.has_embeddings else 1.0
         weight = _check_weight(value, "tag_weight")
-        return weight if self.index.has_embeddings else 1.0
+        if not self.index.has_embeddings and weight < 1.0:
+            raise ValueError(
+                f"tag_weight {weight}: this index has no embeddings (built with"
+                " --no-embeddings), so it ranks by tags alone; give 1 or leave it out"
+            )
+        return weight
 
     # ------------------------------------------------------------------ personalised
 
@@ -410,7 +422,7 @@ class ProductSearch:
         mask = self.index.filter_mask(_tag_list(tags))
         rows, weights = self._history(user, history)
         n = len(self.index)
-        if len(rows) == 0:
+        if not (weights > 0).any():  # no history, or one weighing nothing (weights of 0)
             return self._cold_start(user, limit, weight, mask, pop_weight)
         q_tags = self._profile(rows, weights)
         q_tags = normalize_rows(q_tags[None, :])[0]
@@ -457,6 +469,10 @@ class ProductSearch:
     def _history(self, user: Any, history: list[Any] | None) -> tuple[np.ndarray, np.ndarray]:
         rows: list[int] = []
         weights: list[float] = []
+        if user is not None and self.interactions_error is not None:
+            raise InteractionsUnavailable(
+                f"no interactions to find user {str(user)!r} in: {self.interactions_error}"
+            )
         if user is not None and self.signals is not None:
             r, w = self.signals.history(str(user))
             rows.extend(r.tolist())
@@ -477,7 +493,11 @@ class ProductSearch:
                     raise ValueError(f"history[{i}]: missing product id")
                 rows.append(self.index.row(pid))
                 weights.append(float(weight))
-        return np.asarray(rows, dtype=np.int64), np.asarray(weights, dtype=np.float32)
+        w = np.asarray(weights, dtype=np.float64)
+        top = w.max() if len(w) else 0.0
+        if top > 0:  # the profile, the embedding and co-occurrence are all scale-free
+            w = w / top
+        return np.asarray(rows, dtype=np.int64), w.astype(np.float32)
 
     def _cold_start(
         self, user: Any, limit: int, weight: float, mask: np.ndarray | None, pop_weight: float

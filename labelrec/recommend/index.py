@@ -246,7 +246,13 @@ class ProductIndex:
         try:
             return self.tag_index[tag]
         except KeyError:
-            close = difflib.get_close_matches(tag, self.tags, n=3, cutoff=0.6)
+            by_case: dict[str, str] = {}  # case apart: "brand:harbor" is near "brand:Harbor ..."
+            for t in self.tags:
+                by_case.setdefault(t.casefold(), t)
+            close = [
+                by_case[t]
+                for t in difflib.get_close_matches(tag.casefold(), list(by_case), n=3, cutoff=0.6)
+            ]
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             msg = f"unknown tag filter {tag!r} (not a tag of this index){hint}"
             raise ValueError(msg) from None

@@ -3,6 +3,8 @@ signals built from them: weighted histories, item popularity and item-item co-oc
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -50,12 +52,14 @@ class Interactions:
         parquet = bool(suffixes) and suffixes[-1] in (".parquet", ".pq")
         if not parquet and _looks_like_json(path):
             raise ValueError(f"{path}, line 1: this looks like JSON, not a header row; {EXPECTED}")
+        sep = "\t" if ".tsv" in suffixes else ","
+        if not parquet:
+            _check_first_record(path, sep)
         try:
             if parquet:
                 frame = pd.read_parquet(path)
                 first_line = 1  # Parquet rows are numbered from 1
             else:
-                sep = "\t" if ".tsv" in suffixes else ","
                 frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
                 first_line = 2  # header on line 1
         except UnicodeDecodeError as err:
@@ -69,7 +73,8 @@ class Interactions:
         if len(frame) == 0:
             what = "no rows" if parquet else "only a header"
             raise ValueError(f"{path}: no interactions ({what}); {EXPECTED}")
-        return cls._from_frame(frame, str(path), first_line)
+        lines = None if parquet else (lambda: _record_lines(path, sep))
+        return cls._from_frame(frame, str(path), first_line, lines)
 
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]]) -> Interactions:
@@ -82,7 +87,14 @@ class Interactions:
         return cls._from_frame(frame, "<records>", 0)
 
     @classmethod
-    def _from_frame(cls, frame: pd.DataFrame, source: str, first_line: int) -> Interactions:
+    def _from_frame(
+        cls,
+        frame: pd.DataFrame,
+        source: str,
+        first_line: int,
+        lines: Any = None,
+    ) -> Interactions:
+        """``lines``: a function giving each record's physical line (read only for an error)."""
         unit = "line" if first_line == 2 else ("row" if first_line == 1 else "interaction")
         missing = [c for c in REQUIRED if c not in frame.columns]
         if missing:
@@ -93,7 +105,11 @@ class Interactions:
             )
 
         def where(i: int, column: str) -> str:
-            return f"{source}, {unit} {int(i) + first_line}, field '{column}'"
+            number = int(i) + first_line
+            if lines is not None:  # blank lines and quoted line breaks: count the file's lines
+                found = lines()
+                number = found[int(i)] if int(i) < len(found) else number
+            return f"{source}, {unit} {number}, field '{column}'"
 
         ids = {}
         for column in REQUIRED:
@@ -111,7 +127,9 @@ class Interactions:
             bad = ~np.isfinite(weights) | (weights < 0)
             if bad.any():
                 i = np.flatnonzero(bad)[0]
-                raise ValueError(f"{where(i, 'weight')}: {raw.iloc[i]!r} is not a number >= 0")
+                value = raw.iloc[i]
+                value = value.item() if isinstance(value, np.generic) else value  # not np.float64()
+                raise ValueError(f"{where(i, 'weight')}: {value!r} is not a number >= 0")
         timestamps = None
         if "timestamp" in frame.columns:
             timestamps = _parse_timestamps(frame["timestamp"], where)
@@ -137,6 +155,42 @@ def _open_text_bytes(path: Path) -> Any:
 
         return lzma.open(path, "rb")
     return path.open("rb")
+
+
+def _csv_records(path: Path, sep: str) -> Iterable[tuple[int, list[str]]]:
+    """(the physical line a record ends on, its fields) of each non-blank record, as pandas
+    reads them (a quoted field may hold line breaks; blank lines are skipped)."""
+    with _open_text_bytes(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        reader = csv.reader(text, delimiter=sep)
+        for record in reader:
+            if record:
+                yield reader.line_num, record
+
+
+def _record_lines(path: Path, sep: str) -> list[int]:
+    """The physical line of each data record (the header left out)."""
+    return [line for line, _ in _csv_records(path, sep)][1:]
+
+
+def _check_first_record(path: Path, sep: str) -> None:
+    """A first data line with more fields than the header: pandas would take its first column
+    for a row index and shift every column silently (later lines are its tokenizer's error)."""
+    header = first = None
+    try:
+        for line, record in _csv_records(path, sep):
+            if header is None:
+                header = record
+                continue
+            first = (line, record)
+            break
+    except (csv.Error, UnicodeDecodeError):
+        return  # pandas' own reading names it
+    if header is not None and first is not None and len(first[1]) > len(header):
+        raise ValueError(
+            f"{path}, line {first[0]}: {len(first[1])} fields where the header has"
+            f" {len(header)}; {EXPECTED}"
+        )
 
 
 def _not_utf8(path: Path, err: UnicodeDecodeError) -> str:
@@ -179,17 +233,22 @@ def _unparsable(path: Path, err: Exception) -> str:
 def _parse_timestamps(values: pd.Series, where: Any) -> np.ndarray:
     """Epoch seconds from numbers (seconds; milliseconds when > 1e11) or date-time strings."""
     numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().all():
-        out = numeric.to_numpy(dtype=np.float64)
-        return np.where(np.abs(out) > 1e11, out / 1000.0, out)
-    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    is_number = numeric.notna().to_numpy()
+    out = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
+    out = np.where(np.abs(out) > 1e11, out / 1000.0, out)
+    if is_number.all():
+        return out
+    dates = values[~is_number]  # each value on its own: numbers and dates may mix
+    parsed = pd.to_datetime(dates, errors="coerce", utc=True, format="mixed")
     bad = parsed.isna().to_numpy()
     if bad.any():
-        i = np.flatnonzero(bad)[0]
+        i = np.flatnonzero(~is_number)[np.flatnonzero(bad)[0]]
         raise ValueError(
             f"{where(i, 'timestamp')}: {values.iloc[i]!r} is neither epoch seconds nor a date"
         )
-    return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+    seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+    out[~is_number] = seconds
+    return out
 
 
 class UserSignals:
@@ -242,14 +301,13 @@ class UserSignals:
         self.n_users_of = np.asarray(binary.sum(axis=0)).ravel()
 
     def history(self, user: str) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, weights) of a user's products; empty for unknown users."""
+        """(rows, weights) of a user's products; empty for unknown users. The weights stay in
+        float64: decayed over years they are far below float32's smallest number."""
         u = self.user_index.get(str(user))
         if u is None:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         lo, hi = self.matrix.indptr[u], self.matrix.indptr[u + 1]
-        return self.matrix.indices[lo:hi].astype(np.int64), self.matrix.data[lo:hi].astype(
-            np.float32
-        )
+        return self.matrix.indices[lo:hi].astype(np.int64), self.matrix.data[lo:hi].copy()
 
     def cooccurrence(
         self, rows: Sequence[int], weights: Sequence[float], user: str | None = None
