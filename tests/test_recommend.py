@@ -450,6 +450,10 @@ def test_interactions_files_and_their_errors(tmp_path: Path):
     assert engine.set_interactions(good) == {"interactions": 2, "ignored": 1, "users": 1}
     pd.DataFrame({"user_id": ["U1"], "product_id": ["p1"]}).to_parquet(tmp_path / "e.parquet")
     assert Interactions.read(tmp_path / "e.parquet").product_ids.tolist() == ["p1"]
+    when = pd.to_datetime(["2023-11-14 22:13:20", "2023-11-15 00:00:00"])  # a date-time column
+    frame = pd.DataFrame({"user_id": ["U1", "U1"], "product_id": ["p1", "p2"], "timestamp": when})
+    frame.to_parquet(tmp_path / "t.parquet")
+    assert Interactions.read(tmp_path / "t.parquet").timestamps.tolist() == [1.7e9, 1700006400.0]
 
     bad = tmp_path / "bad.csv"
     bad.write_text("user,product_id\nU1,p0\n", "utf-8")

@@ -231,7 +231,11 @@ def _unparsable(path: Path, err: Exception) -> str:
 
 
 def _parse_timestamps(values: pd.Series, where: Any) -> np.ndarray:
-    """Epoch seconds from numbers (seconds; milliseconds when > 1e11) or date-time strings."""
+    """Epoch seconds from numbers (seconds; milliseconds when > 1e11), date-time strings or a
+    date-time column (Parquet)."""
+    if pd.api.types.is_datetime64_any_dtype(values):  # to_numeric would give its raw ticks
+        parsed = pd.to_datetime(values, utc=True)
+        return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
     numeric = pd.to_numeric(values, errors="coerce")
     is_number = numeric.notna().to_numpy()
     out = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
