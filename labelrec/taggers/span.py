@@ -233,18 +233,19 @@ class SpanTagger:
         # per product: the gold span kinds and the candidate texts that are tag values somewhere
         gold: list[dict[str, int]] = []
         cands: list[list[tuple[int, int, int]]] = []
-        for p in products:
+        titles = [folded(p.title) for p in products]
+        for p, title in zip(products, titles, strict=True):
             tags: dict[str, int] = {}
             for tag in p.tags:
                 prefix, value = split_tag(tag)
                 if prefix in prefix_kind:
                     tags.setdefault(folded(value), prefix_kind[prefix])
             gold.append(tags)
-            cands.append(candidates(folded(p.title), max_units, max_chars))
+            cands.append(candidates(title, max_units, max_chars))
         values = {v for g in gold for v in g}
         contained = [
-            {t for t in (folded(p.title)[s:e] for s, e, _ in c) if t in values}
-            for p, c in zip(products, cands, strict=True)
+            {t for t in (title[s:e] for s, e, _ in c) if t in values}
+            for title, c in zip(titles, cands, strict=True)
         ]
         full = SpanStats(n_kinds)
         folds = [SpanStats(n_kinds) for _ in range(N_FOLDS)]
@@ -261,7 +262,7 @@ class SpanTagger:
             }
             other.in_titles = full.in_titles - folds[fold].in_titles
             for i in range(fold, len(products), N_FOLDS):
-                title = folded(products[i].title)
+                title = titles[i]
                 occ = known_occurrences(title, cands[i], other)
                 for start, end, n in cands[i]:
                     rows.append(span_features(title, start, end, n, other, occ))
