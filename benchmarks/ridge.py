@@ -31,11 +31,7 @@ def measure(n: int, data: str | None) -> dict[str, float]:
     if data:
         products = read_catalog(data).products[:n]
     else:
-        rows = generate_catalog(n_products=n, seed=0)
-        products = [
-            Product(str(r["id"]), r["title"], r.get("description") or "", list(r["tags"]))
-            for r in rows
-        ]
+        products = [Product(**row) for row in generate_catalog(n_products=n, seed=0)]
     vocab = TagVocab.from_products(products)
     y = vocab.encode(products)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -28,16 +28,13 @@ def _check(cond: bool, name: str, msg: str) -> None:
         raise ConfigError(f"{name}: {msg}")
 
 
-def _check_not_blank(value: str | None, name: str, none: str = "") -> None:
+def _check_not_blank(value: str | None, name: str, none: str = "", space_ok: bool = False) -> None:
     """A name, path or separator given as an empty string (``key=`` on the command line, an
-    empty YAML block scalar) is an error, not a value that fails later or silently."""
+    empty YAML block scalar) is an error, not a value that fails later or silently; so is one
+    of spaces alone, unless ``space_ok`` (a separator may be a space)."""
     if value is not None:
         hint = f" ({none})" if none else ""
-        _check(
-            value != "" and (value.strip() != "" or name.endswith("delimiter")),
-            name,
-            f"must not be empty{hint}",
-        )
+        _check((value if space_ok else value.strip()) != "", name, f"must not be empty{hint}")
 
 
 MIXED_PRECISION_HELP = (
@@ -137,8 +134,9 @@ class DataConfig:
         _check(len(self.tag_columns) >= 1, "data.tag_columns", "needs at least one column")
         for name in ("train", "valid", "unlabeled", "feedback"):
             _check_not_blank(getattr(self, name), f"data.{name}", "null for none")
-        for name in ("id_column", "title_column", "tag_delimiter"):
+        for name in ("id_column", "title_column"):
             _check_not_blank(getattr(self, name), f"data.{name}")
+        _check_not_blank(self.tag_delimiter, "data.tag_delimiter", space_ok=True)
         for name in ("description_column", "rejected_column"):
             _check_not_blank(getattr(self, name), f"data.{name}", "null for none")
         for column in self.tag_columns:
