@@ -145,6 +145,42 @@ def test_trie_walk_allows_only_continuations(generator: TagGenerator):
     assert generator._beam_tags(lego[:-1], None) == []
 
 
+def test_a_tag_is_written_once_in_a_sequence(generator: TagGenerator):
+    """A done tag cannot be finished again (forced onto that path, only the end is left), its
+    branch closes when no other tag lies beyond it, and once every tag is written only the end
+    is left."""
+    codec = generator.codec
+    sep, end = codec.separator_id, codec.end_id
+    tags = generator.vocab.tags
+    for tag in tags:
+        ids = codec.tag_ids(tag)
+        again = generator._allowed(ids + [sep] + ids, None)
+        assert sep not in again, tag
+        longer = [t for t in tags if t != tag and codec.tag_ids(t)[: len(ids)] == ids]
+        reachable = generator._allowed(ids + [sep] + ids[:-1], None)
+        assert (ids[-1] in reachable) == bool(longer), tag
+    everything = [tok for tag in tags for tok in codec.tag_ids(tag) + [sep]]
+    assert generator._allowed(everything, None) == [end]
+
+
+def test_generated_sequences_hold_each_tag_once(generator, products, monkeypatch):
+    """Beam search under the constraint never writes a tag twice (the tiny random decoder,
+    left alone, repeats tags)."""
+    written: list[list[str]] = []
+    walk = generator._walk
+
+    def spy(tokens, local):
+        done, nodes = walk(tokens, local)
+        written.append(done)
+        return done, nodes
+
+    monkeypatch.setattr(generator, "_walk", spy)
+    monkeypatch.setattr(generator, "max_new_tokens", 48)
+    generator.generate(products)
+    assert written and any(len(done) > 1 for done in written)
+    assert all(len(done) == len(set(done)) for done in written)
+
+
 @pytest.mark.parametrize("narrowed", [False, True])
 def test_trie_constraint_masks_as_prefix_allowed_tokens_does(generator: TagGenerator, narrowed):
     """At every step of six beams' tag lists (at the start, inside a tag, after a separator,

@@ -27,7 +27,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 GENERATOR_FORMAT = 1
 _END = -1  # key of a trie node's finished tag
+_BELOW = -2  # key of a (non-root) trie node's tags: those finishing at it or further down
 SEPARATOR_CANDIDATES = ("\n", ";", "|", ",")
 
 
@@ -82,7 +83,9 @@ def most_specific(tags: list[str], separator: str | None) -> list[str]:
 
 
 class TagTrie:
-    """Token-id prefix tree of tags; a node's ``_END`` entry holds the tag finishing there."""
+    """Token-id prefix tree of tags; a node's ``_END`` entry holds the tag finishing there, its
+    ``_BELOW`` entry every tag finishing there or further down (so that decoding can leave out
+    the branches of tags a sequence already holds)."""
 
     def __init__(self) -> None:
         self.root: dict[int, Any] = {}
@@ -90,7 +93,8 @@ class TagTrie:
     def add(self, ids: list[int], tag: str) -> None:
         node = self.root
         for tok in ids:
-            node = node.setdefault(tok, {})
+            node = node.setdefault(tok, {_BELOW: set()})
+            node[_BELOW].add(tag)
         node.setdefault(_END, tag)
 
 
@@ -225,14 +229,23 @@ class TagGenerator:
 
     def _allowed(self, tokens: list[int], local: TagTrie | None) -> list[int]:
         """The tokens that may follow ``tokens`` (written so far) under the trees."""
-        return self._allowed_at(self._walk(tokens, local)[1])
+        done, nodes = self._walk(tokens, local)
+        return self._allowed_at(nodes, done)
 
-    def _allowed_at(self, nodes: list[dict]) -> list[int]:
-        """The tokens that may follow the current (global, local) tree ``nodes``."""
+    def _allowed_at(self, nodes: list[dict], done: Collection[str] = ()) -> list[int]:
+        """The tokens that may follow the current (global, local) tree ``nodes`` in a sequence
+        that holds the tags ``done``: a tag is written once, so the branches whose every tag is
+        done are closed, and a done tag cannot be finished again."""
         if not nodes:
             return [self.codec.end_id]
-        allowed = {tok for node in nodes for tok in node if tok != _END}
-        if any(_END in node for node in nodes):
+        allowed = {
+            tok
+            for node in nodes
+            for tok, child in node.items()
+            if tok >= 0 and _open(child[_BELOW], done)
+        }
+        finished = [node[_END] for node in nodes if _END in node]
+        if any(tag not in done for tag in finished):
             allowed |= {self.codec.separator_id, self.codec.end_id}
         return sorted(allowed) or [self.codec.end_id]
 
@@ -436,15 +449,16 @@ class _TrieConstraint:
     beams: int
     keep: torch.Tensor | None
     to_new: dict[int, int]
-    _columns: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, init=False)
+    _columns: dict[tuple, torch.Tensor] = field(default_factory=dict, init=False)
 
     def allowed(self, row: int, written: list[int]) -> torch.Tensor:
         """Ids (in the decoding vocabulary) that beam ``row`` may write after ``written``."""
-        _, nodes = self.generator._walk(written, self.locals[row // self.beams])
-        key = tuple(id(node) for node in nodes)  # the trees live as long as this batch
+        done, nodes = self.generator._walk(written, self.locals[row // self.beams])
+        # the trees live as long as this batch
+        key = (tuple(id(node) for node in nodes), frozenset(done))
         cols = self._columns.get(key)
         if cols is None:
-            toks = self.generator._allowed_at(nodes)
+            toks = self.generator._allowed_at(nodes, done)
             if self.keep is not None:
                 toks = [self.to_new[t] for t in toks]
             cols = self._columns[key] = torch.as_tensor(toks, dtype=torch.long)
@@ -508,6 +522,11 @@ def _narrowed(model: Any, keep: torch.Tensor | None, mask: torch.Tensor | None) 
         text_config.vocab_size = vocab_size
         embedding.weight = whole
         model.set_output_embeddings(head)
+
+
+def _open(below: set[str], done: Collection[str]) -> bool:
+    """Whether a branch holding the tags ``below`` has one that is not ``done``."""
+    return len(below) > len(done) or any(tag not in done for tag in below)
 
 
 def _finished(g: dict | None, loc: dict | None) -> str | None:
