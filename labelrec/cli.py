@@ -176,6 +176,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         rec.thresholds(args.threshold),
         new_tags=None if args.known_only else new,
         new_threshold=rec.new_tag_threshold if args.threshold is None else args.threshold,
+        limit=args.limit,
     )
     _print_metrics(result.metrics)
     if args.metrics_file:
@@ -565,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="model directory written by `labelrec train`, or an MLflow URI"
             " (models:/labelrec@champion, models:/labelrec/3, runs:/<run>/model)",
         )
-        if ranks:  # eval scores every tag
+        if ranks:  # eval has a --limit of its own (for its decisions)
             p.add_argument(
                 "--limit",
                 type=_at_least(1),
@@ -612,6 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("eval", help="evaluate a model on a labelled catalog")
     model_args(p, ranks=False)
+    p.add_argument(
+        "--limit",
+        type=_at_least(1),
+        default=None,
+        help="decisions (F1, --results-file) are at most this many tags a product, as `suggest"
+        " --limit` returns them; rank metrics (P@k, nDCG@k) are unchanged (default: no limit)",
+    )
     p.add_argument("--data", required=True, help="labelled catalog")
     p.add_argument("--metrics-file", help="write metrics as JSON")
     p.add_argument("--results-file", help="write per-tag results as CSV")

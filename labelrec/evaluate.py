@@ -87,8 +87,11 @@ def evaluate_scores_on(
     ks: tuple[int, ...] = (1, 3, 5),
     new_tags: list[dict[str, float]] | None = None,
     new_threshold: float = 1.0,
+    limit: int | None = None,
 ) -> Evaluation:
-    """All metrics of ``scores`` (n, len(vocab)) against the products' gold tags.
+    """All metrics of ``scores`` (n, len(vocab)) against the products' gold tags; the decisions
+    (F1, per-tag results) are the tags at or above their threshold, at most ``limit`` a product
+    as ``suggest`` returns them (None: every one).
 
     ``new_tags`` (tags outside the vocabulary the model proposed, per product) are ranked with
     the known ones, as the model suggests them: one that is a gold tag is a hit, any other takes
@@ -106,20 +109,19 @@ def evaluate_scores_on(
     outside = max(float(thresholds if np.isscalar(thresholds) else new_threshold), _PROPOSED)
     cut = np.full(y.shape[1], outside)
     cut[: len(vocab)] = thresholds
-    result = metrics.evaluate_scores(y, full, cut, inv_propensity=inv_p, ks=ks)
+    result = metrics.evaluate_scores(y, full, cut, inv_propensity=inv_p, ks=ks, limit=limit)
     bands = metrics.frequency_bands(counts)
     result.update(metrics.band_metrics(y, full, bands, k=5))
     result["unknown_gold_share"] = float(y[:, len(vocab) :].sum() / max(y.sum(), 1))
+    decided = metrics.apply_thresholds(full, cut, limit)
     if any(new_tags):  # how the new tags fare: first place, and at their threshold
         top1 = np.argmax(full, axis=1)
         result["new_tag_share_of_top1"] = float((top1 >= len(vocab)).mean())
-        gold, proposed = y[:, len(vocab) :].toarray() > 0, full[:, len(vocab) :] >= outside
+        gold, proposed = y[:, len(vocab) :].toarray() > 0, decided[:, len(vocab) :]
         found = (proposed & gold).sum()
         result["new_tag_recall"] = float(found / max(gold.sum(), 1))
         result["new_tag_precision"] = float(found / max(proposed.sum(), 1))
-    per_tag = metrics.per_tag_results(
-        y, metrics.apply_thresholds(full, cut), names, train_counts=counts
-    )
+    per_tag = metrics.per_tag_results(y, decided, names, train_counts=counts)
     per_product = {
         "nDCG@3": metrics.per_product_ndcg(y, full, 3),
         "P@1": metrics.per_product_precision(y, full, 1),

@@ -263,8 +263,11 @@ def psp_at_k(y_true: Any, scores: ArrayLike, k: int, inv_propensity: ArrayLike) 
 # --------------------------------------------------------- thresholded (set) metrics
 
 
-def apply_thresholds(scores: ArrayLike, thresholds: float | ArrayLike) -> np.ndarray:
-    """Binary predictions ``scores >= thresholds``.
+def apply_thresholds(
+    scores: ArrayLike, thresholds: float | ArrayLike, limit: int | None = None
+) -> np.ndarray:
+    """Binary predictions ``scores >= thresholds``, at most ``limit`` a row (the best ranked,
+    as `top_k` ranks them; None: no limit).
 
     ``thresholds`` is a scalar or a 1-D array with one threshold per tag (column).
     """
@@ -276,7 +279,12 @@ def apply_thresholds(scores: ArrayLike, thresholds: float | ArrayLike) -> np.nda
         t = t[None, :]
     elif t.ndim != 0:
         raise ValueError("thresholds must be a scalar or a 1-D per-tag array")
-    return s >= t
+    out = s >= t
+    if limit is not None and _check_k(limit) < s.shape[1]:
+        ranked = np.zeros_like(out)
+        np.put_along_axis(ranked, top_k(s, limit), True, axis=1)
+        out &= ranked
+    return out
 
 
 def f1_scores(y_true: Any, y_pred: Any) -> dict[str, float]:
@@ -463,13 +471,15 @@ def evaluate_scores(
     thresholds: float | ArrayLike,
     inv_propensity: ArrayLike | None = None,
     ks: Sequence[int] = (1, 3, 5),
+    limit: int | None = None,
 ) -> dict[str, float]:
     """All headline metrics for one score matrix.
 
     Keys: ``P@k``, ``R@k``, ``nDCG@k`` for each k in ``ks`` (grouped by metric),
     ``PSP@k`` when ``inv_propensity`` is given, then ``micro_precision``,
-    ``micro_recall``, ``micro_f1``, ``macro_f1`` for ``scores >= thresholds`` and
-    ``n_products``. All values are python floats. Ranks are computed once.
+    ``micro_recall``, ``micro_f1``, ``macro_f1`` for ``scores >= thresholds`` (at most
+    ``limit`` a product, `apply_thresholds`) and ``n_products``. All values are python
+    floats. Ranks are computed once.
     """
     ks = [_check_k(k) for k in ks]
     y, s = _inputs(y_true, scores)
@@ -487,7 +497,7 @@ def evaluate_scores(
         invp = _as_inv_propensity(inv_propensity, y.shape[1])
         for k in ks:
             out[f"PSP@{k}"] = _psp_from_top(y, top, invp, k, s)
-    out.update(f1_scores(y, apply_thresholds(s, thresholds)))
+    out.update(f1_scores(y, apply_thresholds(s, thresholds, limit)))
     out["n_products"] = float(y.shape[0])
     return out
 

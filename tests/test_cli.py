@@ -178,6 +178,23 @@ def test_eval_threshold_changes_f1_not_ranking(
     assert high["micro_recall"] < low["micro_recall"]
 
 
+def test_eval_limit_caps_the_decisions_not_the_ranking(
+    trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    files = []
+    for limit in ([], ["--limit", "1"]):
+        path = tmp_path / f"m{len(limit)}.json"
+        args = ["eval", str(trained_model_dir), "--data", str(toy_data_dir / "valid.jsonl")]
+        assert main([*args, "--threshold", "0", *limit, "--metrics-file", str(path)]) == 0
+        files.append(json.loads(path.read_text(encoding="utf-8")))
+    every, one = files
+    assert every["P@1"] == one["P@1"] and every["nDCG@3"] == one["nDCG@3"]
+    assert every["micro_recall"] == 1.0  # every tag is a decision at threshold 0
+    # one decision a product: its precision is P@1, its recall is that of the first tag
+    assert one["micro_precision"] == pytest.approx(one["P@1"])
+    assert one["micro_recall"] < every["micro_recall"]
+
+
 def test_suggest_via_main(
     trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

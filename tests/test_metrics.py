@@ -205,6 +205,25 @@ def test_apply_thresholds_scalar_and_per_tag():
         metrics.apply_thresholds(S, np.array([0.5, 0.5]))
 
 
+def test_apply_thresholds_keeps_at_most_limit_best_ranked():
+    # at 0.0 every tag of S is a decision; a limit keeps each row's best ranked ones
+    one = metrics.apply_thresholds(S, 0.0, limit=1)
+    np.testing.assert_array_equal(one.sum(axis=1), [1, 1, 1])
+    np.testing.assert_array_equal(np.argmax(one, axis=1), np.argmax(S, axis=1))
+    # the threshold still applies within the limit: at 0.75 product 0 has two, product 2 none
+    two = metrics.apply_thresholds(S, 0.75, limit=1)
+    np.testing.assert_array_equal(two.sum(axis=1), [1, 1, 0])
+    assert two[0, 0] and not two[0, 1]  # 0.9 outranks 0.8
+    wide = metrics.apply_thresholds(S, 0.75, limit=S.shape[1] + 3)
+    np.testing.assert_array_equal(wide, metrics.apply_thresholds(S, 0.75))
+    out = metrics.evaluate_scores(Y, S, 0.75, limit=1)
+    # decisions: product 0 {0} (gold), product 1 {the better of 2 and 3}, product 2 {}
+    assert out["micro_precision"] == pytest.approx(0.5)
+    assert out["P@1"] == metrics.evaluate_scores(Y, S, 0.75)["P@1"]
+    with pytest.raises(ValueError):
+        metrics.apply_thresholds(S, 0.5, limit=0)
+
+
 def test_f1_scores_hand_computed():
     # predictions at 0.75: product 0 {0, 1}, product 1 {2, 3}, product 2 {}
     # tp = 1 (product 0 tag 0), predicted = 4, gold = 3
