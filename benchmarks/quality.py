@@ -375,12 +375,20 @@ def refit_peers(
     vocab: TagVocab,
     threads: int,
     families: tuple[str, ...] = PEERS,
+    runs: int = 1,
 ) -> list[Row]:
     """Each peer family (of ``families``) as labelrec is trained: settings and thresholds chosen on
     ``valid`` (by the objective labelrec's fusion uses), then the chosen setting refit on train +
     valid and scored on ``test``. Train seconds count every fit. On Chinese titles fastText runs
     with CJK characters as tokens only: split on whitespace, a title without spaces is one unseen
-    token (P@1 0.013 on zh_taobao valid), so those settings only cost time."""
+    token (P@1 0.013 on zh_taobao valid), so those settings only cost time.
+
+    The peers are not deterministic (Omikuji's clustering takes no seed; fastText's threads
+    race): two runs on the same products differ by up to a point or more of P@1. With ``runs``
+    > 1 each fit is repeated ``runs`` times (fastText with seeds 42, 43, ...): a setting is
+    chosen by its mean objective over the runs, and the row is the mean of the runs' test
+    metrics, each run refit and thresholded from its own valid scores (each run's P@1 in
+    ``notes``)."""
     from peers import FEATURE_SETS, FastTextPeer, OmikujiPeer, has_cjk
 
     from labelrec.metrics import objective
@@ -390,12 +398,14 @@ def refit_peers(
     y_both = vocab.encode(both)
     candidates = {
         "Omikuji": [
-            lambda kind=kind: OmikujiPeer(n_threads=threads, features=kind) for kind in FEATURE_SETS
+            lambda run, kind=kind: OmikujiPeer(n_threads=threads, features=kind)
+            for kind in FEATURE_SETS
         ],
     }
     cjk = has_cjk([p.title for p in train[:500]])
     candidates["fastText"] = [
-        lambda e=e: FastTextPeer(n_threads=threads, epoch=e, split_cjk=cjk) for e in (25, 100)
+        lambda run, e=e: FastTextPeer(n_threads=threads, epoch=e, split_cjk=cjk, seed=42 + run)
+        for e in (25, 100)
     ]
     rows = []
     for family, makers in candidates.items():
@@ -403,26 +413,41 @@ def refit_peers(
             continue
         seconds, tried = 0.0, []
         for make in makers:
-            peer = make()
+            objectives, valid_scores = [], []
+            for run in range(runs):
+                peer = make(run)
+                t0 = time.perf_counter()
+                peer.fit(train, y_train)
+                seconds += time.perf_counter() - t0
+                valid_scores.append(peer.predict_scores(valid))
+                objectives.append(objective(y_valid, valid_scores[-1]))
+            tried.append((float(np.mean(objectives)), make, valid_scores))
+        _, make, valid_scores = max(tried, key=lambda x: x[0])
+        per_run = []
+        for run, scores in enumerate(valid_scores):
+            global_t = metrics.tune_global_threshold(y_valid, scores)
+            thresholds = metrics.tune_tag_thresholds(y_valid, scores, global_t)
+            peer = make(run)
             t0 = time.perf_counter()
-            peer.fit(train, y_train)
+            peer.fit(both, y_both)
             seconds += time.perf_counter() - t0
-            scores = peer.predict_scores(valid)
-            tried.append((objective(y_valid, scores), make, scores))
-        _, make, scores = max(tried, key=lambda x: x[0])
-        global_t = metrics.tune_global_threshold(y_valid, scores)
-        thresholds = metrics.tune_tag_thresholds(y_valid, scores, global_t)
-        peer = make()
-        t0 = time.perf_counter()
-        peer.fit(both, y_both)
-        seconds += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        test_scores = peer.predict_scores(test)
-        rate = len(test) / max(time.perf_counter() - t0, 1e-9)
-        name = f"{family} ({peer.setting})"
-        rows.append(
-            score_system(catalog, name, test_scores, test, vocab, thresholds, seconds, rate)
-        )
+            t0 = time.perf_counter()
+            test_scores = peer.predict_scores(test)
+            rate = len(test) / max(time.perf_counter() - t0, 1e-9)
+            name = f"{family} ({peer.setting})"
+            per_run.append(
+                score_system(catalog, name, test_scores, test, vocab, thresholds, seconds, rate)
+            )
+        row = per_run[0]
+        if runs > 1:
+            row.metrics = {
+                key: float(np.mean([r.metrics[key] for r in per_run])) for key in row.metrics
+            }
+            row.notes["runs"] = runs
+            row.notes["P@1 by run"] = [r.metrics["P@1"] for r in per_run]
+        row.train_seconds = seconds
+        row.products_per_s = float(np.mean([r.products_per_s for r in per_run]))
+        rows.append(row)
     return rows
 
 
@@ -449,6 +474,7 @@ def run_cv(
     peers: tuple[str, ...] = PEERS,
     folds: set[int] | None = None,
     without_refit: bool = True,
+    peer_runs: int = 1,
 ) -> list[Row]:
     """``k``-fold cross-validation over train + valid of a shared catalog: in each fold labelrec
     (tuned on an inner valid split, then refit as configured) and every peer (tuned on the same
@@ -467,9 +493,11 @@ def run_cv(
     chose 1), what the factor does to the ranking (``--report ... --versus SYSTEM``).
     ``folds`` (1-based) runs only those folds (a long cross-validation spread over several runs,
     merged by ``--report``); ``without_refit=False``
-    skips scoring the tuning runs. Rows carry the fold in ``notes``; ``on_fold`` gets the rows so
-    far after each fold."""
-    cfg = load_config(config)
+    skips scoring the tuning runs; ``peer_runs``: `refit_peers`' runs. The folds, the inner
+    split and the vocabulary everyone is scored over follow the config with the ``overrides``
+    (``data.min_tag_count``, ``data.valid_fraction``), as labelrec's training does. Rows carry
+    the fold in ``notes``; ``on_fold`` gets the rows so far after each fold."""
+    cfg = load_config(config, overrides)
     products = load_split(data_root, catalog, "train", cfg) + load_split(
         data_root, catalog, "valid", cfg
     )
@@ -548,7 +576,9 @@ def run_cv(
         if on_fold is not None and fold_rows:  # labelrec's rows kept before the peers train
             on_fold(rows + in_fold(fold_rows, fold, len(test)))
         if not skip_peers:
-            fold_rows += refit_peers(catalog, train, valid, test, vocab, threads, peers)
+            fold_rows += refit_peers(
+                catalog, train, valid, test, vocab, threads, peers, peer_runs
+            )
         in_fold(fold_rows, fold, len(test))
         print(
             f"{catalog} fold {fold + 1}/{k}: {len(train)} train, {len(valid)} valid, {len(test)}"
@@ -617,7 +647,8 @@ def format_cv(rows: list[Row], base: str = "labelrec") -> str:
                 mean, half = interval(np.array([r.metrics[m] for r in by[s]]))
                 cells.append(f"{mean:.3f} ± {half:.3f}")
             secs = np.mean([r.train_seconds for r in by[s]])
-            lines.append(f"| {s} | " + " | ".join(cells) + f" | {secs:.0f} |")
+            name = s if len(by[s]) == k else f"{s} ({len(by[s])} folds)"
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {secs:.0f} |")
         lines += ["", *format_by_fold(catalog, by)]
         if base in by:
             ours = by[base]
@@ -894,6 +925,14 @@ def main(argv: list[str] | None = None) -> int:
         " --report: read only these folds of the saved runs",
     )
     parser.add_argument(
+        "--peer-runs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="--cv: train each peer N times and report the mean (Omikuji and fastText are not"
+        " deterministic: one run moves by up to a point of P@1)",
+    )
+    parser.add_argument(
         "--no-without-refit",
         action="store_true",
         help="--cv: do not score the tuning runs (with a tag generator: minutes of beam search)",
@@ -918,6 +957,8 @@ def main(argv: list[str] | None = None) -> int:
         saved = merge_saved(args.report)
         if folds is not None:  # fold numbers are 0-based in the saved rows
             saved = [r for r in saved if "fold" not in r.notes or r.notes["fold"] + 1 in folds]
+        if not saved:
+            parser.error("--report: no rows" + (" of those --folds" if folds else ""))
         if any("fold" in r.notes for r in saved):
             print(format_cv(saved, args.versus))
         else:
@@ -946,6 +987,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cv:
         if args.cv < 2:
             parser.error("--cv needs K >= 2")
+        if args.peer_runs < 1:
+            parser.error("--peer-runs needs N >= 1")
 
         def save(done: list[Row]) -> None:  # after each fold: a long run keeps what it measured
             if args.json:
@@ -969,6 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
                 peers=families,
                 folds=folds,
                 without_refit=not args.no_without_refit,
+                peer_runs=args.peer_runs,
             )
         print(format_cv(rows))
         return 0

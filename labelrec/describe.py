@@ -97,7 +97,7 @@ ROUGE_WORDS = 60
 _FACET = re.compile(r"^(\w[\w\- ]{0,23}):\s*(\S.*)$")
 _SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)")
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_ROUGE_TOKEN = re.compile(rf"[{_CJK}]|[^\W_]+")
+_ROUGE_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")  # a CJK character is a token of its own
 
 ProductLike = Product | Mapping[str, Any]
 Reference = tuple[str, str]  # (title, description) of the most similar training product

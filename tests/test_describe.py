@@ -121,6 +121,8 @@ def test_trim_and_rouge() -> None:
     # only the first 60 words count
     assert rouge_l_f1([words], [" ".join(words.split()[:60])]) == pytest.approx(1.0)
     assert rouge_l_f1(["乐高城市"], ["乐高城市系列"]) > 0.5  # CJK characters are words
+    # also right after a Latin word: "iphone手机壳" is "iphone 手机壳"
+    assert rouge_l_f1(["iphone手机壳"], ["iphone 手机壳"]) == pytest.approx(1.0)
     assert rouge_l_f1([], []) == 0.0
 
 

@@ -188,6 +188,13 @@ def test_peers_refit_on_train_and_valid_with_thresholds_from_valid() -> None:
     out = quality.refit_peers("toy", train, valid, test, vocab, threads=1)
     assert [quality.family(r.system) for r in out] == ["Omikuji", "fastText"]
     assert out[0].metrics["P@1"] > 0.5 and out[0].train_seconds > 0
+    # several runs a peer: the row is their mean, each run's P@1 noted
+    runs = quality.refit_peers("toy", train, valid, test, vocab, threads=1, runs=2)
+    for row in runs:
+        by_run = row.notes["P@1 by run"]
+        assert row.notes["runs"] == 2 and len(by_run) == 2
+        assert row.metrics["P@1"] == pytest.approx(np.mean(by_run))
+    assert runs[0].train_seconds > out[0].train_seconds  # every fit counts
 
 
 def test_saved_runs_merge_without_repeating_a_row(tmp_path: Path) -> None:
@@ -234,6 +241,33 @@ def test_cv_runs_only_the_folds_asked_for(tmp_path: Path) -> None:
         (fold / f"{name}.jsonl").read_text().splitlines() for name in ("train", "valid", "test")
     ]
     assert len(parts[2]) == done[0].notes["n_test"] and sum(map(len, parts)) == len(rows)
+
+
+def test_cv_splits_with_the_overrides(tmp_path: Path) -> None:
+    """The inner split (and the vocabulary everyone is scored over) follow the command line's
+    overrides, as labelrec's own training does."""
+    pytest.importorskip("omikuji")
+    from conftest import write_jsonl
+
+    rows = toy_catalog(8)
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    write_jsonl(rows[:60], tmp_path / "data" / "toy" / "train.jsonl")
+    write_jsonl(rows[60:], tmp_path / "data" / "toy" / "valid.jsonl")
+    config = tmp_path / "cv.yaml"
+    config.write_text("data:\n  valid_fraction: 0.1\n", encoding="utf-8")
+    sizes = {}
+    for fraction in ("0.1", "0.5"):
+        out = tmp_path / f"out{fraction}"
+        quality.run_cv(
+            "toy", tmp_path / "data", config, out, [f"data.valid_fraction={fraction}"], 3, 0, 1,
+            skip_labelrec=True, peers=("Omikuji",), folds={1},
+        )  # fmt: skip
+        fold = out / "toy-cv3" / "fold1"
+        sizes[fraction] = [
+            len((fold / f"{name}.jsonl").read_text().splitlines()) for name in ("train", "valid")
+        ]
+    assert sizes["0.5"][1] > sizes["0.1"][1]
+    assert sum(sizes["0.5"]) == sum(sizes["0.1"])
 
 
 def test_a_missing_peer_package_stops_the_run_before_training(
@@ -303,7 +337,9 @@ def test_report_reads_only_the_folds_asked_for(tmp_path: Path, capsys) -> None:
         path.write_text(json.dumps([r.__dict__ for r in rows]), encoding="utf-8")
         paths.append(str(path))
     assert quality.main(["--report", *paths]) == 0
-    assert "| labelrec, other | +" not in capsys.readouterr().out  # 5 folds against 2: unpaired
+    out = capsys.readouterr().out
+    assert "| labelrec, other | +" not in out  # 5 folds against 2: unpaired
+    assert "toy, 5 folds" in out and "| labelrec (2 folds) | 0.905 ± " in out
     assert quality.main(["--report", *paths, "--folds", "1,2"]) == 0
     out = capsys.readouterr().out
     assert "toy, 2 folds" in out and "| system | 1 | 2 |" in out
@@ -311,6 +347,9 @@ def test_report_reads_only_the_folds_asked_for(tmp_path: Path, capsys) -> None:
     assert "| labelrec, other | +10.0 ± 0.0 |" in out
     with pytest.raises(SystemExit):
         quality.main(["--report", *paths, "--folds", "0"])
+    with pytest.raises(SystemExit):  # no saved fold 9: an error, not an empty table
+        quality.main(["--report", *paths, "--folds", "9"])
+    assert "no rows of those --folds" in capsys.readouterr().err
     # as many folds, but not the same ones: not paired
     shifted = [_row("labelrec, other", f, 0.8, 0.7) for f in (1, 2)] + part
     assert "| labelrec, other | +" not in quality.format_cv(shifted)
