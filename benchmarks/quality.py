@@ -576,9 +576,7 @@ def run_cv(
         if on_fold is not None and fold_rows:  # labelrec's rows kept before the peers train
             on_fold(rows + in_fold(fold_rows, fold, len(test)))
         if not skip_peers:
-            fold_rows += refit_peers(
-                catalog, train, valid, test, vocab, threads, peers, peer_runs
-            )
+            fold_rows += refit_peers(catalog, train, valid, test, vocab, threads, peers, peer_runs)
         in_fold(fold_rows, fold, len(test))
         print(
             f"{catalog} fold {fold + 1}/{k}: {len(train)} train, {len(valid)} valid, {len(test)}"
