@@ -60,6 +60,18 @@ class FeedbackError(ValueError):
     """A review that cannot be stored, or a store that cannot be opened."""
 
 
+# The longest text a review keeps per field: ids, reviewers and model versions fit their
+# columns (String(256), which PostgreSQL enforces), a title or a description is far above any
+# catalog's yet keeps one review from filling the disk.
+MAX_REVIEW_CHARS = {
+    "product.title": 2_000,
+    "product.description": 100_000,
+    "product.id": 256,
+    "reviewer": 256,
+    "model_version": 256,
+}
+
+
 def _check_text(value: Any, name: str) -> None:
     """Refuse a string with a lone surrogate (U+D800..U+DFFF): not Unicode text, no database
     stores it."""
@@ -116,6 +128,11 @@ class Review:
             ("model_version", self.model_version),
         ):
             _check_text(value, name)
+            if isinstance(value, str) and len(value) > MAX_REVIEW_CHARS[name]:
+                raise FeedbackError(
+                    f"{name}: {len(value):,} characters, over the {MAX_REVIEW_CHARS[name]:,}"
+                    " a review keeps"
+                )
         for name in ("accepted", "rejected", "added", "unknown"):
             setattr(self, name, _tag_list(getattr(self, name), name))
         self._check_verdicts()
@@ -173,10 +190,13 @@ class Review:
         }
 
 
+SQLITE_BUSY_MS = 10_000  # how long a SQLite writer waits for another's lock
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers and one writer at once; crash-safe
-    cursor.execute("PRAGMA busy_timeout=10000")  # writers wait for each other, not fail
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")  # writers wait for each other
     cursor.close()
 
 
@@ -270,24 +290,33 @@ class FeedbackStore:
         return int(value)
 
     def add(self, review: Review) -> int:
-        """Store ``review`` (one committed transaction); returns its id."""
+        """Store ``review`` (one committed transaction); returns its id. A database that cannot
+        take it now (locked past its busy timeout, unreachable) is a ``FeedbackError``: nothing
+        was stored, and the same review may be sent again."""
         created = review.created or dt.datetime.now(dt.timezone.utc)
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                _reviews.insert().values(
-                    created=created,
-                    product_id=review.product_id,
-                    title=review.title,
-                    description=review.description,
-                    accepted=review.accepted,
-                    rejected=review.rejected,
-                    added=review.added,
-                    unknown=review.unknown,
-                    reviewer=review.reviewer,
-                    model_version=review.model_version,
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    _reviews.insert().values(
+                        created=created,
+                        product_id=review.product_id,
+                        title=review.title,
+                        description=review.description,
+                        accepted=review.accepted,
+                        rejected=review.rejected,
+                        added=review.added,
+                        unknown=review.unknown,
+                        reviewer=review.reviewer,
+                        model_version=review.model_version,
+                    )
                 )
-            )
-            review.id = int(result.inserted_primary_key[0])
+                review.id = int(result.inserted_primary_key[0])
+        except sa.exc.OperationalError as err:
+            reason = str(err.orig).splitlines()[0] if err.orig is not None else "unavailable"
+            raise FeedbackError(
+                f"the feedback database did not take the review ({reason}); nothing was stored,"
+                " send it again"
+            ) from None
         review.created = created
         return review.id
 

@@ -130,6 +130,8 @@ def _client_error(exc: BaseException | None) -> str | None:
         return f"{exc.error_count()} validation error(s) for {exc.title} ({shown})"
     if isinstance(exc, BentoMLException) and exc.error_code.value < 500:
         return f"{type(exc).__name__} ({exc.error_code.value})"
+    if isinstance(exc, _BodyTooLarge):  # BodyLimit answers 413
+        return "request body over its cap (413)"
     return None
 
 
@@ -159,6 +161,7 @@ def _install_log_filter() -> None:
 _install_log_filter()
 
 MAX_LIMIT = 100
+MAX_HISTORY = 1000  # product ids in one /recommend history
 ENV_PREFIX = "LABELREC_"
 
 
@@ -339,6 +342,55 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+# A request a page of another site may send without asking first (a CORS "simple request"):
+# these content types, or a body without one.
+SIMPLE_CONTENT_TYPES = (b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+
+class JsonBodies:
+    """ASGI middleware: 415 for a POST whose body does not say it is JSON, uploads
+    (``exempt`` paths, multipart forms) aside.
+
+    BentoML reads a body as JSON whatever its Content-Type, so a page of any other site, open in
+    a reviewer's browser, could post reviews (``/feedback``) or anything else as a plain-text
+    "simple request". A body sent as ``application/json`` needs the browser to ask first (a CORS
+    preflight), which the service does not grant to other sites. A POST without a body
+    (``/reload``) passes."""
+
+    def __init__(self, app: Any, exempt: tuple[str, ...] = ()) -> None:
+        self.app, self.exempt = app, exempt
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and scope.get("path") not in self.exempt
+        ):
+            headers = dict(scope.get("headers") or [])
+            media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            has_body = headers.get(b"content-length", b"0") != b"0" or (
+                b"transfer-encoding" in headers
+            )
+            if media in SIMPLE_CONTENT_TYPES or (not media and has_body):
+                shown = media.decode("latin-1") or "none"
+                body = json.dumps(
+                    {"error": f"send the body as JSON: Content-Type application/json, not {shown}"}
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 415,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 # --------------------------------------------------------------------------- request/response
 
 
@@ -440,6 +492,7 @@ class ItemIn(ProductIn):
 TagFilter = Annotated[
     list[str] | None,
     Field(
+        max_length=MAX_LIMIT,
         description="Only products carrying all these tags.",
         json_schema_extra={"example": ["Toys & Games"]},
     ),
@@ -1110,7 +1163,11 @@ class LabelRec:
         ] = None,
         history: Annotated[
             list[str] | None,
-            Field(description="Product ids the user interacted with (added to their history)."),
+            Field(
+                max_length=MAX_HISTORY,
+                description="Product ids the user interacted with (added to their history);"
+                f" up to {MAX_HISTORY}.",
+            ),
         ] = None,
         limit: ProductLimit = 10,
         tags: TagFilter = None,
@@ -1129,7 +1186,9 @@ class LabelRec:
     @http_app.get("/ui", response_class=HTMLResponse, tags=["labelrec"])
     def ui(self) -> HTMLResponse:
         """The tag review page: suggested tags, similar products, search."""
-        return HTMLResponse(_ui_page())
+        # not inside another site's frame, where its buttons could be clicked unseen
+        headers = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+        return HTMLResponse(_ui_page(), headers=headers)
 
     # -- plain HTTP routes (FastAPI): GET endpoints, uploads, admin
 
@@ -1302,3 +1361,4 @@ class LabelRec:
 # uploads: the raw body may be the capped size plus the multipart framing and form fields
 UPLOAD_CAPS = {p: (MAX_UPLOAD_BYTES + (1 << 20), UPLOAD_SETTING) for p in UPLOAD_PATHS}
 LabelRec.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path=UPLOAD_CAPS)
+LabelRec.add_asgi_middleware(JsonBodies, exempt=UPLOAD_PATHS)

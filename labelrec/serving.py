@@ -341,7 +341,9 @@ class ModelHolder:
         snap = self._alive.get(generation) if generation is not None else None
         snap = snap or self.current
         if snap is None:
-            raise ServiceError(503, f"no model loaded yet from {self.uri}; see GET /model")
+            raise ServiceError(
+                503, f"no model loaded yet from {public_uri(self.uri)}; see GET /model"
+            )
         return snap
 
     @property
@@ -435,7 +437,10 @@ def public_text(text: str | None) -> str | None:
 
 
 def public_uri(uri: str | None) -> str | None:
-    """A model reference as a public answer shows it: a registry URI whole, a path cut."""
+    """A model reference as a public answer shows it: a registry URI whole, a path (also a
+    ``file:`` URI's) cut."""
+    if uri is not None and uri.startswith("file:"):
+        return "file://" + (public_text("/" + uri[5:].lstrip("/")) or "")
     return uri if uri is not None and is_model_uri(uri) else public_text(uri)
 
 

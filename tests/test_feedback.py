@@ -158,12 +158,40 @@ def test_a_read_only_open_does_not_create_a_database(
         ({"added": [" "]}, r"added\[0\]: expected a non-empty tag"),
         ({"accepted": ["\u200b"]}, r"accepted\[0\]: expected a non-empty tag"),
         ({"accepted": ["品牌:华为"], "rejected": ["品牌：华为"]}, "rejected: 品牌:华为 also"),
+        ({"title": "x" * 2001}, "product.title: 2,001 characters, over the 2,000"),
+        ({"description": "x" * 100_001}, "product.description: 100,001 characters"),
+        ({"product_id": "7" * 257}, "product.id: 257 characters, over the 256"),
+        ({"reviewer": "r" * 257}, "reviewer: 257 characters"),
     ],
 )
 def test_bad_reviews_name_the_field(kwargs: dict, message: str) -> None:
     values = {"title": "x", "accepted": ["a"], **kwargs}
     with pytest.raises(FeedbackError, match=message):
         Review(**values)
+
+
+def test_a_locked_database_refuses_the_review_and_takes_it_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding the write lock past the busy timeout (a backup, an admin shell):
+    a ``FeedbackError`` that says to send the review again (the service's 503), nothing half
+    stored; once the lock is gone the same review is stored."""
+    from labelrec import feedback
+
+    monkeypatch.setattr(feedback, "SQLITE_BUSY_MS", 50)
+    path = tmp_path / "fb.db"
+    store = FeedbackStore(f"sqlite:///{path}")
+    review = Review(title="x", accepted=["a"])
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(FeedbackError, match="nothing was stored, send it again") as err:
+            store.add(review)
+        assert str(tmp_path) not in str(err.value)  # the service answers it to clients
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.add(review) == 1 and len(list(store.reviews())) == 1
 
 
 def test_reviews_take_the_vocabularys_spelling() -> None:

@@ -28,7 +28,7 @@ from labelrec import service  # noqa: E402
 from labelrec.opener import is_model_uri  # noqa: E402
 from labelrec.predict import TagRecommender  # noqa: E402
 from labelrec.service import ItemIn, ProductIn  # noqa: E402
-from labelrec.serving import ModelHolder  # noqa: E402
+from labelrec.serving import ModelHolder, ServiceError, public_uri  # noqa: E402
 
 # --------------------------------------------------------------------------- model variants
 
@@ -214,6 +214,13 @@ def test_public_answers_show_no_local_paths(
     assert refused.status == "refused" and "does not exist" in refused.error
     assert str(tmp_path) not in refused.error and "…/gone" in refused.error
     assert str(tmp_path) not in json.dumps(svc.model(), ensure_ascii=False)
+    # before a first model loads, the 503 names the URI as /model does; a file: URI is cut too
+    svc.holder.current = None
+    with pytest.raises(ServiceError) as waiting:
+        svc.holder.get(None)
+    assert str(tmp_path) not in waiting.value.message and "…/gone" in waiting.value.message
+    assert public_uri(f"file://{tmp_path}/models/uk") == "file://…/uk"
+    assert public_uri("models:/labelrec@champion") == "models:/labelrec@champion"
 
 
 def test_reload_needs_the_admin_token(
@@ -445,9 +452,37 @@ def test_feedback_over_http(client: TestClient) -> None:
         ({"accepted": ["Toys"]}, "product"),
         ({**body, "accepted": [], "added": []}, "at least one tag"),
         ({**body, "added": ["x" * 513]}, "at most 512 characters"),
+        ({**body, "product": {"title": "x" * 2001}}, "product.title: 2,001 characters"),
+        ({**body, "product": {"title": "x", "id": "9" * 257}}, "product.id: 257 characters"),
     ]:
         answer = client.post("/feedback", json=bad)
         assert answer.status_code == 400 and field in answer.text, (bad, answer.text)
+
+
+def test_a_body_not_sent_as_json_is_refused(client: TestClient) -> None:
+    """What a page of another site may post from a reviewer's browser without a CORS preflight
+    (plain text, a form, a body without a type) is a 415, and no review is stored."""
+    review = {"product": {"title": "plush bear"}, "added": ["brand:Evil"]}
+    first = client.post("/feedback", json=review).json()["id"]
+    for headers in (
+        {"content-type": "text/plain"},
+        {"content-type": "application/x-www-form-urlencoded"},
+        {"content-type": "text/plain;charset=UTF-8"},
+        {},
+    ):
+        answer = client.post("/feedback", content=json.dumps(review).encode(), headers=headers)
+        assert answer.status_code == 415, (headers, answer.text)
+        assert "application/json" in answer.json()["error"]
+    assert client.post("/feedback", json=review).json()["id"] == first + 1  # none stored between
+    ok = client.post(
+        "/suggest", content=b'{"product": {"title": "lego"}}',
+        headers={"content-type": "application/json; charset=utf-8"},
+    )  # fmt: skip
+    assert ok.status_code == 200, ok.text
+    assert client.post("/reload").status_code == 200  # a POST without a body passes
+    page = client.get("/ui")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
 BAD_JSON = [
@@ -466,6 +501,8 @@ BAD_JSON = [
     ("/suggest", {"product": {"title": "x"}, "threshold": 1.5}, "threshold"),
     ("/suggest", [1, 2], "object"),
     ("/suggest", {"product": {"title": "x"}, "limt": 3}, "limt"),
+    ("/search", {"query": "lego", "tags": ["Toys"] * 101}, "tags"),
+    ("/recommend", {"history": ["p0-0"] * 1001}, "history"),
     ("/suggest_batch", {"products": [{"title": "x"}], "threshhold": 0.5}, "threshhold"),
     ("/suggest_items", {"items": [{"title": "x"}], "limit": 3}, "limit"),
     ("/suggest_batch", {"products": {"title": "x"}}, "array"),
@@ -509,6 +546,9 @@ def test_client_errors_are_logged_without_a_traceback() -> None:
         "Rejected /suggest [POST]: 1 validation error(s) for ProductIn (title: string_type)",
         "Rejected /suggest [POST]: BadInput (400)",
     ]
+    too_large = _record(service._BodyTooLarge())  # BodyLimit's 413
+    assert log_filter.filter(too_large) and too_large.levelno == logging.WARNING
+    assert too_large.getMessage().endswith("request body over its cap (413)")
     server_error = _record(RuntimeError("boom"))
     assert log_filter.filter(server_error)
     assert server_error.levelno == logging.ERROR and server_error.exc_info is not None
