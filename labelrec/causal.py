@@ -26,6 +26,7 @@ from labelrec.flops import StepFlops
 from labelrec.model import (
     ModelError,
     _dtype,
+    cpu_processes,
     load_tokenizer,
     make_accelerator,
     resolve_backbone,
@@ -218,7 +219,7 @@ def fit_causal_lm(
     if not examples:
         raise ValueError("no training examples for the decoder")
     mp = resolve_mixed_precision(settings.mixed_precision)
-    acc = make_accelerator(mp)
+    acc = make_accelerator(mp, cpu=cpu_processes())
     set_seed(settings.seed)
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

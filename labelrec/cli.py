@@ -108,9 +108,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         hf_logging.disable_progress_bar()
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
-    from accelerate import PartialState
+    from labelrec.model import process_state
 
-    if not PartialState().is_main_process:  # under `accelerate launch`: one summary, not one each
+    if not process_state().is_main_process:  # under `accelerate launch`: one summary, not one each
         return 0
     if cfg.task == "describe":
         m = result.metrics
@@ -363,6 +363,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = pretrain(cfg, progress=not args.no_progress)
+    from labelrec.model import process_state
+
+    if not process_state().is_main_process:  # under `accelerate launch`: one summary
+        return 0
     print(f"backbone saved to {result.output}")
     for row in result.history:
         print(json.dumps(row))

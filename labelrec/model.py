@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import uuid
 import warnings
 from dataclasses import dataclass, fields
@@ -253,6 +254,22 @@ def resolve_mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
     return "bf16" if native_bf16() else "no"
+
+
+def cpu_processes() -> bool:
+    """True for several processes without CUDA (``accelerate launch --multi_gpu`` or torchrun
+    on a CPU machine): Accelerate then joins them in a gloo (MULTI_CPU) group; without
+    ``cpu=True`` each process would train alone."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def process_state() -> Any:
+    """Accelerate's state of this process, set up as training sets it up (``cpu_processes``).
+    The first state made in a process is the one every later ``Accelerator`` gets: one made
+    without ``cpu=True`` fixes a multi-process CPU run at one process each."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=cpu_processes())
 
 
 def make_accelerator(mixed_precision: str = "no", **kwargs: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from labelrec.backbones import find_packaged
-from labelrec.modeldir import CARD_FILE
+from labelrec.modeldir import CARD_FILE, TUNING_DIR
 
 # metric in labelrec.json -> (model-index metric type, its name on the card)
 CARD_METRICS = {
@@ -152,3 +152,25 @@ def write_tagger_card(model_dir: str | Path, info: dict[str, Any], name: str | N
     path = Path(model_dir) / CARD_FILE
     tagger_card(info, name or Path(model_dir).name).save(path)
     return path
+
+
+def name_backbone(model_dir: str | Path, source: str) -> None:
+    """Record ``source`` (e.g. the ``runs:/.../backbone`` URI a temporary download was made
+    from) as the backbone of the model in ``model_dir`` and of its tuning run: in
+    ``labelrec.json`` (``backbone`` and ``config.model.backbone``) and on the card, which
+    otherwise name a folder that is gone once training ends."""
+    import json
+    import os
+
+    for folder in (Path(model_dir), Path(model_dir) / TUNING_DIR):
+        info_path = folder / "labelrec.json"
+        if not info_path.is_file():
+            continue
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        info["backbone"] = source
+        info.setdefault("config", {}).setdefault("model", {})["backbone"] = source
+        tmp = info_path.with_name(info_path.name + ".tmp")
+        tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
+        os.replace(tmp, info_path)
+        if (folder / CARD_FILE).is_file():
+            write_tagger_card(folder, info, name=folder.name)

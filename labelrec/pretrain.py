@@ -19,12 +19,13 @@ from labelrec.config import Config
 from labelrec.model import (
     PRETRAIN_FILE,
     base_model_of,
+    cpu_processes,
     load_tokenizer,
     make_accelerator,
     resolve_backbone,
     with_lora,
 )
-from labelrec.train import cpu_processes
+from labelrec.modeldir import LABELREC_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,14 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
     from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, get_scheduler
 
     pcfg = cfg.pretrain
+    if (Path(cfg.output) / LABELREC_FILE).is_file():  # its weights would become the bare encoder
+        raise ValueError(
+            f"output={cfg.output}: holds a trained labelrec model; pretrain into another folder"
+        )
     texts = collect_texts(cfg)  # a bad catalog fails before the backbone loads
     accelerator = make_accelerator(cpu=cpu_processes())
+    if not accelerator.is_main_process:  # one log of the epochs, not one each
+        logging.getLogger("labelrec").setLevel(logging.WARNING)
     set_seed(cfg.seed)
     source = resolve_backbone(cfg.model.backbone)
     tokenizer = load_tokenizer(source)

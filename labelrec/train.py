@@ -8,6 +8,7 @@ writes files and reports to the tracker.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -37,10 +38,12 @@ from labelrec.model import (
     base_model_of,
     build_model,
     count_parameters,
+    cpu_processes,
     encode_products,
     make_accelerator,
     pad_batch,
     pair_separator,
+    process_state,
     resolve_mixed_precision,
     save_model,
     save_thresholds,
@@ -141,42 +144,59 @@ def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
 RUN_FILE = "run.json"  # beside checkpoints (and tuned.json): the settings of the run
 
 
-def run_settings(cfg: Config) -> dict[str, Any]:
+def run_settings(cfg: Config, data: str | None = None) -> dict[str, Any]:
     """The settings a resumed run shares with the run it continues: all but ``output`` and
-    ``train.epochs`` (a refit's epochs come from its tuning run; a resume may train longer)."""
+    ``train.epochs`` (a refit's epochs come from its tuning run; a resume may train longer),
+    the number of processes (the learning-rate schedule counts their updates) and ``data``,
+    a digest of the products it trains and tunes on (`data_fingerprint`)."""
     flat = json.loads(json.dumps(_flat_config(cfg), default=str))
     for key in ("output", "train.epochs"):
         flat.pop(key, None)
+    flat["processes"] = process_state().num_processes
+    if data is not None:
+        flat["data"] = data
     return flat
 
 
-def write_run_settings(path: Path, cfg: Config) -> None:
-    path.write_text(json.dumps(run_settings(cfg), indent=1), encoding="utf-8")
+def data_fingerprint(*parts: list[data_mod.Product]) -> str:
+    """A digest of product lists (ids, texts, tags, rejected tags, in order): a catalog
+    edited, or reviews added, between a run and its resume make another run."""
+    digest = hashlib.sha256()
+    for products in parts:
+        for p in products:
+            row = [p.id, p.title, p.description, p.tags, p.rejected]
+            digest.update(json.dumps(row, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
 
 
-def check_same_run(path: Path, cfg: Config, what: str) -> None:
-    """``ValueError`` when ``path`` (``run.json``) records other settings than ``cfg``'s: a
-    resume continues the run it names, not another one. Without the file (runs that predate
-    it) nothing is checked."""
+def write_run_settings(path: Path, cfg: Config, data: str | None = None) -> None:
+    path.write_text(json.dumps(run_settings(cfg, data), indent=1), encoding="utf-8")
+
+
+def check_same_run(path: Path, cfg: Config, what: str, data: str | None = None) -> None:
+    """``ValueError`` when ``path`` (``run.json``) records other settings or data than ``cfg``'s
+    and ``data``'s: a resume continues the run it names, not another one. Without the file
+    nothing is checked, and what a file does not record (older runs) is not compared."""
     if not path.is_file():
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
-    now = run_settings(cfg)
+    now = run_settings(cfg, data)
+    for key in ("processes", "data"):
+        if key not in saved or key not in now:
+            saved.pop(key, None)
+            now.pop(key, None)
     differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if differ:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ[:4])
+        names = {"data": "the products (catalog files or reviews changed)"}
+        shown = ", ".join(
+            f"{names.get(k, k)}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ[:4]
+        )
         more = f" (and {len(differ) - 4} more)" if len(differ) > 4 else ""
         raise ValueError(
             f"--resume: {what} belong to a run with other settings ({shown}{more});"
             " run without --resume to start again"
         )
-
-
-def cpu_processes() -> bool:
-    """True for several processes without CUDA (``accelerate launch --multi_gpu`` or torchrun
-    on a CPU machine): Accelerate then joins them in a gloo (MULTI_CPU) group; without
-    ``cpu=True`` each process would train alone."""
-    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 class EncodedSet(torch.utils.data.Dataset):
@@ -425,7 +445,10 @@ class TagTrainer:
             shutil.rmtree(self.ckpt_dir)
         self.ckpt_dir.mkdir(parents=True)
         self.vocab.save(self.ckpt_dir / VOCAB_FILE)
-        write_run_settings(self.ckpt_dir / RUN_FILE, self.cfg)
+        write_run_settings(self.ckpt_dir / RUN_FILE, self.cfg, self._data_digest())
+
+    def _data_digest(self) -> str:
+        return data_fingerprint(self.splits.train, self.splits.valid)
 
     def _restore(self) -> None:
         ckpts = complete_checkpoints(self.ckpt_dir)
@@ -434,10 +457,22 @@ class TagTrainer:
             if self.is_main:
                 self._fresh_checkpoints()
             return
-        check_same_run(self.ckpt_dir / RUN_FILE, self.cfg, f"the checkpoints in {self.ckpt_dir}")
+        check_same_run(
+            self.ckpt_dir / RUN_FILE,
+            self.cfg,
+            f"the checkpoints in {self.ckpt_dir}",
+            self._data_digest(),
+        )
         last = ckpts[-1]
+        state = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))
+        if state["epoch"] > self.cfg.train.epochs:
+            raise ValueError(
+                f"--resume: the checkpoints in {self.ckpt_dir} hold {state['epoch']} epochs,"
+                f" more than train.epochs={self.cfg.train.epochs}; give train.epochs="
+                f"{state['epoch']} or more, or run without --resume to start again"
+            )
         self.accelerator.load_state(str(last))
-        self.state = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))
+        self.state = state
         logger.info("resumed from %s (epoch %d)", last, self.state["epoch"])
 
     # ---------------------------------------------------------------- train
@@ -1032,9 +1067,7 @@ def train(
 def remove_checkpoints(output: Path) -> list[Path]:
     """Remove the checkpoint folders of a finished run (its own, its tuning runs'); the saved
     model and the tuning run's model stay. Main process only; returns the folders removed."""
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
+    if not process_state().is_main_process:
         return []
     runs = [output, output / TUNING_DIR, *sorted((output / TUNING_DIR).glob("fold-*"))]
     found = [run / CHECKPOINTS_DIR for run in runs if (run / CHECKPOINTS_DIR).is_dir()]
@@ -1064,32 +1097,39 @@ def train_and_refit(
     tuning_dir = Path(cfg.output) / TUNING_DIR
     tuned_file = tuning_dir / TUNED_FILE
     tuning: TrainResult | None = None
-    from accelerate import PartialState
-
-    if not resume and PartialState().is_main_process:
+    if not resume and process_state().is_main_process:
         # an earlier run's choices and refit checkpoints are not this run's to resume from
         for stale in (tuned_file, tuning_dir / RUN_FILE):
             stale.unlink(missing_ok=True)
         shutil.rmtree(Path(cfg.output) / CHECKPOINTS_DIR, ignore_errors=True)
     if resume and tuned_file.is_file():
-        check_same_run(tuning_dir / RUN_FILE, cfg, f"the tuning run's choices {tuned_file}")
+        check_same_run(
+            tuning_dir / RUN_FILE,
+            cfg,
+            f"the tuning run's choices {tuned_file}",
+            data_fingerprint(splits.train, splits.valid),
+        )
         tuned = TunedSettings.load(tuned_file)
         logger.info("--resume: tuning run done (%s), refitting", tuned_file)
     elif cfg.train.tuning_folds > 1:
         tuning = tune_by_folds(cfg, splits, tuning_dir, resume, tracker, progress)
         assert tuning.tuned is not None
         tuned = tuning.tuned
-        if PartialState().is_main_process:
+        if process_state().is_main_process:
             tuned.save(tuned_file)
-            write_run_settings(tuning_dir / RUN_FILE, cfg)
+            write_run_settings(
+                tuning_dir / RUN_FILE, cfg, data_fingerprint(splits.train, splits.valid)
+            )
     else:
         tuning_cfg = dataclasses.replace(cfg, output=str(tuning_dir))
         tuning = TagTrainer(tuning_cfg, resume, tracker, progress, splits=splits).run()
         assert tuning.tuned is not None
         tuned = tuning.tuned
-        if PartialState().is_main_process:
+        if process_state().is_main_process:
             tuned.save(tuned_file)
-            write_run_settings(tuning_dir / RUN_FILE, cfg)
+            write_run_settings(
+                tuning_dir / RUN_FILE, cfg, data_fingerprint(splits.train, splits.valid)
+            )
     logger.info(
         "refit on %d train + %d valid products for %d epochs",
         len(splits.train),
@@ -1217,9 +1257,7 @@ def tune_by_folds(
             cfg.seed,
         )
         report.update(rerank_report)
-        from accelerate import PartialState
-
-        if PartialState().is_main_process:
+        if process_state().is_main_process:
             save_reranker(reranker, tuning_dir)  # the refit carries it from there
     y = vocab.encode(pooled.products)
     global_t = metrics.tune_global_threshold(y, scores)

@@ -50,6 +50,25 @@ def _launch(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+def test_two_processes_with_the_refit_train_as_one_group(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """``train.refit: true`` (the default): the tuning run and the refit are each one gloo
+    group of two processes, not two single-process runs writing the same folder."""
+    out = tmp_path / "ddp"
+    args = ["train", "--config", str(ROOT / "configs" / "tiny.yaml"), "--no-progress"]
+    args += [f"model.backbone={tiny_backbone}", f"output={out}", "train.refit=true"]
+    args += [f"data.train={toy_data_dir / 'train.jsonl'}"]
+    args += [f"data.valid={toy_data_dir / 'valid.jsonl'}", "train.epochs=2"]
+    proc = _launch(args)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert proc.stdout.count("model saved to") == 1, proc.stdout
+    for folder in (out, out / "tuning"):
+        info = json.loads((folder / "labelrec.json").read_text(encoding="utf-8"))
+        assert info["num_processes"] == 2, folder
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("lora", "kind"), [("true", "encoder"), ("false", "encoder"), ("true", "decoder")]
 )

@@ -148,6 +148,14 @@ def test_pretrain_cli(tiny_backbone: Path, tmp_path: Path, capsys: pytest.Captur
     assert "heldout_mlm_loss" in json.loads(out[1])
     assert main([*args[:-3], "data.unlabeled=" + str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+    # a folder that holds a trained model is not overwritten by a bare encoder
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "labelrec.json").write_text("{}", encoding="utf-8")
+    (model / "model.safetensors").write_bytes(b"weights")
+    assert main([*args[:-2], f"output={model}", "pretrain.max_steps=2"]) == 2
+    assert "holds a trained labelrec model" in capsys.readouterr().err
+    assert (model / "model.safetensors").read_bytes() == b"weights"
 
 
 def test_a_data_file_without_texts_is_an_error_not_the_demo_catalog(tmp_path: Path) -> None:

@@ -338,6 +338,12 @@ def test_pretrained_backbone_is_logged_and_trainable_from_its_uri(
     assert params["model.backbone"] != str(tiny_backbone)  # the downloaded, pretrained one
     assert params["step.backbone"] == pre["backbone_uri"]
     assert not Path(params["model.backbone"]).exists()  # the download is removed after training
+    # the model names the URI it was trained from, not the download that is gone
+    info_file = mlflow.artifacts.download_artifacts(
+        run_id=trained["run_id"], artifact_path="model_files/labelrec.json", dst_path=str(tmp_path)
+    )
+    info = json.loads(Path(info_file).read_text(encoding="utf-8"))
+    assert info["backbone"] == info["config"]["model"]["backbone"] == pre["backbone_uri"]
 
 
 @pytest.mark.slow

@@ -219,6 +219,28 @@ def test_resume_refuses_checkpoints_of_other_settings(
     assert [r["epoch"] for r in train(longer, resume=True, progress=False).history] == [1, 2, 3, 4]
 
 
+def test_resume_refuses_other_products_and_fewer_epochs_than_done(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """Checkpoints of a catalog since edited (or reviews since added) belong to another run; a
+    resume to fewer epochs than the checkpoints hold would save a model its config misdescribes."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(toy_data_dir, data)
+    out = tmp_path / "killed"
+    with pytest.raises(_Kill):
+        train(tiny_config(tiny_backbone, data, out, "train.epochs=3"), False, _KillAtEpoch(3))
+    fewer = tiny_config(tiny_backbone, data, out, "train.epochs=1")
+    with pytest.raises(ValueError, match="hold 2 epochs, more than train.epochs=1"):
+        train(fewer, resume=True, progress=False)
+    with (data / "train.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"id": "new", "title": "robot dino", "tags": ["Toys > Robots"]}) + "\n")
+    edited = tiny_config(tiny_backbone, data, out, "train.epochs=3")
+    with pytest.raises(ValueError, match=r"the products \(catalog files or reviews changed\)"):
+        train(edited, resume=True, progress=False)
+
+
 def test_a_new_refit_run_does_not_resume_an_earlier_runs_choices(
     tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
 ) -> None:
