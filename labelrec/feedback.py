@@ -200,10 +200,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
+MIGRATE_ATTEMPTS = 10  # tries at creating the tables while other connections create them
+
+
 def _created_meanwhile(err: Exception) -> bool:
-    """Whether ``err`` says another connection created the tables or the version row first."""
+    """Whether ``err`` says another connection created the tables or the version row first,
+    or holds SQLite's write lock: a transaction that read before it writes gets SQLITE_BUSY at
+    once, without the busy timeout's wait, when another wrote meanwhile."""
     text = str(err).lower()
-    return "already exists" in text or "unique constraint" in text or "duplicate" in text
+    return any(
+        words in text
+        for words in ("already exists", "unique constraint", "duplicate", "database is locked")
+    )
 
 
 class FeedbackStore:
@@ -250,14 +258,16 @@ class FeedbackStore:
 
     def _migrate(self) -> None:
         """Create or upgrade labelrec's tables. Two processes (or threads) creating the same new
-        database at once: the one that loses the race finds the tables made and tries again."""
-        try:
-            self._migrate_once()
-        except (sa.exc.IntegrityError, sa.exc.OperationalError) as err:
-            if not _created_meanwhile(err):
-                raise
-            time.sleep(0.05)
-            self._migrate_once()
+        database at once: the one that loses the race finds the tables made, or (SQLite) its
+        read turned write refused at once, and tries again."""
+        for attempt in range(MIGRATE_ATTEMPTS):
+            try:
+                self._migrate_once()
+                return
+            except (sa.exc.IntegrityError, sa.exc.OperationalError) as err:
+                if attempt == MIGRATE_ATTEMPTS - 1 or not _created_meanwhile(err):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def _migrate_once(self) -> None:
         with self.engine.begin() as conn:

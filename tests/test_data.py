@@ -668,3 +668,10 @@ def test_a_deeply_nested_json_line_is_a_bad_row(tmp_path):
         read_catalog(path, DataConfig())
     cat = read_catalog(path, DataConfig(on_error="skip"))
     assert ids(cat.products) == ["1", "3"] and cat.n_skipped == 1
+
+
+def test_of_tags_that_fold_alike_the_first_is_found() -> None:
+    from labelrec.data import TagVocab
+
+    assert TagVocab(["brand:Lego", "brand:LEGO"], [5, 2]).find("BRAND:lego") == 0
+    assert TagVocab(["brand:LEGO", "brand:Lego"], [2, 5]).find("BRAND:lego") == 0

@@ -390,7 +390,7 @@ def test_feedback_merges_into_train_but_never_into_valid(tmp_path: Path) -> None
     reviewed = tmp_path / "reviewed.jsonl"
     rows = [
         {"id": "t2", "title": "kite", "tags": ["Toys > Outdoor"], "rejected": ["Books"]},
-        {"id": "n1", "title": "new one", "tags": ["Garden"], "rejected": []},
+        {"id": "n1", "title": "new one", "tags": ["Garden > Hoses"], "rejected": []},
         {"id": "v1", "title": "ball", "tags": ["Books"], "rejected": ["Toys"]},
     ]
     reviewed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -400,6 +400,7 @@ def test_feedback_merges_into_train_but_never_into_valid(tmp_path: Path) -> None
     # not among the suggestions), the rejected one goes, the accepted ones join, paths expanded
     assert merged.train[1].tags == ["Toys", "brand:Kitey", "Toys > Outdoor"]
     assert merged.train[1].rejected == ["Books"]
+    assert merged.train[2].tags == ["Garden", "Garden > Hoses"]  # a new product's path too
     assert merged.valid == valid and [p.id for p in merged.feedback] == ["t2", "n1"]
     assert merged.train_source == f"train.jsonl + feedback {reviewed}"
     # the valid product's review waits for a refit, which trains on valid
@@ -448,6 +449,30 @@ def test_train_with_feedback(tiny_backbone: Path, toy_data_dir: Path, tmp_path: 
     assert math.isfinite(result.history[-1]["train_loss"])
     with pytest.raises(ValueError, match="train.negative_weight: must be > 0"):
         tiny_config(tiny_backbone, toy_data_dir, out, "train.negative_weight=0")
+
+
+def test_the_refit_trains_on_the_reviews_of_valid_products(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """A review of a valid product stays out of the tuning run (valid measures it) and joins
+    the refit, which trains on valid: its added tag is in the saved model's vocabulary only."""
+    from conftest import tiny_config
+
+    from labelrec.data import TagVocab
+    from labelrec.train import train
+
+    product = read_catalog(toy_data_dir / "valid.jsonl").products[0]
+    row = {"id": product.id, "title": product.title, "tags": [*product.tags, "reviewed:valid"]}
+    reviewed = tmp_path / "reviewed.jsonl"
+    reviewed.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    out = tmp_path / "m"
+    cfg = tiny_config(
+        tiny_backbone, toy_data_dir, out, f"data.feedback={reviewed}", "train.refit=true",
+        "train.epochs=2",
+    )  # fmt: skip
+    train(cfg, progress=False)
+    assert "reviewed:valid" in TagVocab.load(out / "tags.json").index
+    assert "reviewed:valid" not in TagVocab.load(out / "tuning" / "tags.json").index
 
 
 # ------------------------------------------------------------------ PostgreSQL

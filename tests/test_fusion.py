@@ -480,3 +480,43 @@ def test_ridge_share_is_tuned_on_valid_and_carried(tmp_path: Path, vocab: TagVoc
     fusion.save(tmp_path)
     assert Fusion.load(tmp_path, vocab).ridge_mix == 0.25
     assert Fusion.load(tmp_path, vocab).tfidf.ridge is not None
+
+
+class _Constant:
+    """A stand-in voter whose scores are a constant matrix (the span tagger's: known scores and
+    one new tag per product)."""
+
+    name = "span"
+
+    def __init__(self, value: float, new: dict[str, float] | None = None) -> None:
+        self.value, self.new = value, new or {}
+
+    def scores(self, _inputs, *args) -> np.ndarray:
+        return np.full((1, 2), self.value)
+
+    def score(self, products: list[Product]) -> types.SimpleNamespace:
+        known = np.full((len(products), 2), self.value)
+        return types.SimpleNamespace(known=known, new=[dict(self.new) for _ in products])
+
+    def absent(self, products: list[Product]) -> None:
+        return None
+
+
+def test_fusion_formula_on_constant_voters() -> None:
+    """Neural, embedding and TF-IDF neighbours weighted w, e and 1 - w - e; the span tagger's
+    known scores mixed in by its weight, its new tags scaled by it (as ``new_tags`` gives)."""
+    product = [Product("a", "x")]
+    neural = np.full((1, 2), 0.2)
+    three = Fusion(
+        _Constant(1.0), 0.5, np.full(2, -1), None, False,
+        embedding=_Constant(0.6), embedding_weight=0.3,
+    )  # fmt: skip
+    expected = 0.5 * 0.2 + 0.3 * 0.6 + 0.2 * 1.0
+    np.testing.assert_allclose(three.fuse(product, neural, np.zeros((1, 4))), expected, rtol=1e-6)
+    span = Fusion(
+        _Constant(1.0), 0.5, np.full(2, -1), None, False,
+        span=_Constant(0.8, {"X": 0.9}), span_weight=0.4,
+    )  # fmt: skip
+    scores, new = span.fuse_with_new(product, neural)
+    np.testing.assert_allclose(scores, 0.6 * (0.5 * 0.2 + 0.5 * 1.0) + 0.4 * 0.8, rtol=1e-6)
+    assert new == [{"X": pytest.approx(0.36)}] and new == span.new_tags(product)

@@ -543,3 +543,9 @@ def test_a_tag_scored_minus_inf_is_never_a_hit() -> None:
     gold, scores, names = joint_matrices(np.array([[0.9, 0.1]] * 3), [{}, {}, {}], products, vocab)
     assert names[2:] == ["x", "z"] and np.isneginf(scores[:, 2:]).all()
     assert recall_at_k(gold, scores, 5) == pytest.approx(0.5)
+
+
+def test_a_score_at_the_threshold_is_a_decision_when_tuning():
+    # at 0.3 both negatives (0.3) are decisions: precision 1/3; at 0.5 only the positive
+    y, scores = [[1], [0], [0]], [[0.9], [0.3], [0.3]]
+    assert metrics.tune_global_threshold(y, scores, grid=[0.3, 0.5]) == 0.5

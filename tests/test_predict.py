@@ -99,6 +99,26 @@ def test_a_tag_below_the_best_few_that_passes_its_threshold_is_suggested(
     assert [s.tag for s in no_op[0]] == [rec.tags[order[3]]]
 
 
+def test_rank_on_hand_made_scores(trained_model_dir: Path, monkeypatch) -> None:
+    """A score equal to its threshold passes; an explicit threshold cuts new tags too; new tags
+    are ranked among the known ones by score, within the limit."""
+    rec = TagRecommender.load(trained_model_dir)
+    monkeypatch.setattr(TagRecommender, "new_tag_threshold", property(lambda self: 0.9))
+    a = rec.tags[0]
+    rec.tag_thresholds = np.full(len(rec.tags), 0.5, dtype=np.float32)
+    scores = np.zeros((1, len(rec.tags)), dtype=np.float32)
+    scores[0, :2] = 0.5, 0.2
+    assert [s.tag for s in rec.rank(scores)[0]] == [a]
+    scores[0, :2] = 0.6, 0.1
+    out = rec.rank(scores, threshold=0.2, new_tags=[{"N": 0.3}])[0]
+    assert [(s.tag, s.known) for s in out] == [(a, True), ("N", False)]
+    assert [s.tag for s in rec.rank(scores, new_tags=[{"N": 0.3}])[0]] == [a]  # below 0.9
+    scores[0, :2] = 0.6, 0.55
+    out = rec.rank(scores, limit=2, threshold=0.0, new_tags=[{"N": 0.95}])[0]
+    assert [s.tag for s in out] == ["N", a]
+    assert out[0].score == pytest.approx(0.95) and out[1].score == pytest.approx(0.6)
+
+
 def test_ties_rank_as_the_metrics_rank_them(trained_model_dir: Path) -> None:
     """Equal scores (a parent raised to its best child's) are ordered by column, as
     ``labelrec.metrics`` orders them: ``suggest`` and ``eval`` count the same top tags."""

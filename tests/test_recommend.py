@@ -394,6 +394,26 @@ def test_recommend_blends_cooccurrence_when_dense_enough():
     assert blended["results"][0]["id"] == "p3"  # bought together with p0 by three users
     sparse = engine.recommend("u1", limit=1, cooccurrence_weight=0.9, min_support=30)
     assert sparse["cooccurrence_weight"] < blended["cooccurrence_weight"]
+    # the weight ramps with the support of the other users (3 of 6 needed): the user's own
+    # interactions are no support
+    half = engine.recommend("u1", limit=1, cooccurrence_weight=0.9, min_support=6)
+    assert half["cooccurrence_weight"] == pytest.approx(0.45)
+    # a tag filter holds for co-bought products too (p3 is a puzzle, not a Lego product)
+    lego = engine.recommend("u1", limit=6, cooccurrence_weight=0.9, min_support=3,
+                            tags=["brand:Lego"])  # fmt: skip
+    assert lego["results"] and {r["id"] for r in lego["results"]} <= {"p2", "p5"}
+
+
+def test_cooccurrence_is_damped_by_the_popularity_of_the_product():
+    """p3 and p4 were each bought with p0 by one user; p4 by ten more users besides: its
+    co-occurrence score is divided by the square root of its 11 users."""
+    rows = [("u1", "p0"), ("u2", "p0"), ("u2", "p3"), ("u3", "p0"), ("u3", "p4")]
+    rows += [(f"w{i}", "p4") for i in range(10)]
+    engine = ProductSearch(make_index(), interactions=events(*rows))
+    result = engine.recommend("u1", limit=6, cooccurrence_weight=0.9, min_support=1)
+    cooc = {r["id"]: r["cooccurrence"] for r in result["results"]}
+    assert cooc["p3"] == pytest.approx(1.0)
+    assert cooc["p4"] == pytest.approx(1 / np.sqrt(11), abs=1e-5)
 
 
 def test_cold_start_falls_back_to_popular_products():

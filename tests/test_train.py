@@ -769,3 +769,21 @@ def test_a_valid_split_without_a_known_tag_is_refused_by_name(
     with pytest.raises(ValueError, match=r"other_valid\.jsonl: none of its 1 products has a tag"):
         train(cfg, progress=False)
     assert not (tmp_path / "m" / "labelrec.json").exists()
+
+
+def test_a_strong_threshold_prior_gives_every_tag_the_global_threshold(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """``train.threshold_prior`` reaches the tuning: shrunk that hard, no tag keeps its own."""
+    out = tmp_path / "prior"
+    cfg = tiny_config(
+        tiny_backbone, toy_data_dir, out, "train.epochs=2", "train.threshold_prior=1e9"
+    )
+    result = train(cfg, progress=False)
+    rec = TagRecommender.load(out)
+    global_t = result.metrics["global_threshold"]
+    np.testing.assert_allclose(rec.tag_thresholds, global_t, atol=1e-6)
+    free = train(tiny_config(tiny_backbone, toy_data_dir, tmp_path / "free", "train.epochs=2"),
+                 progress=False)  # fmt: skip
+    assert free.metrics["global_threshold"] == global_t  # the same model and global threshold
+    assert not np.allclose(TagRecommender.load(tmp_path / "free").tag_thresholds, global_t)
