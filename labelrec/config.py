@@ -576,7 +576,10 @@ class GenerateConfig:
     )
     tune_products: int | None = field(
         default=None,
-        metadata={"help": "Valid products generated to tune the weight; None: all of valid."},
+        metadata={
+            "help": "Valid products generated (a random subset) to tune the generator's weights,"
+            " the thresholds and the reranker and to report valid metrics; None: all of valid."
+        },
     )
     narrow_training: bool = field(
         default=True,

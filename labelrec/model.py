@@ -223,8 +223,13 @@ class TagModel(nn.Module):
         to ONNX Runtime)."""
         if save_dtype != "auto":
             return save_dtype
-        decoder = is_decoder(self.hf_model.config) or self.pooling == "last"
-        return "bfloat16" if decoder else "float32"
+        return "bfloat16" if self.is_decoder else "float32"
+
+    @property
+    def is_decoder(self) -> bool:
+        """A decoder backbone: its pretrained config says so, or (a saved tagger, whose config
+        names ``...ForSequenceClassification``) it pools the last token."""
+        return is_decoder(self.hf_model.config) or self.pooling == "last"
 
     def as_stored(self, dtype: str) -> None:
         """Merge LoRA and round every saved weight to ``dtype`` in place (kept in its own

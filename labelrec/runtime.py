@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from labelrec.model import ModelError, TagModel, is_decoder
+from labelrec.model import ModelError, TagModel
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def onnx_unsupported(model: TagModel, device: str, quantize: bool) -> str | None
         return f"the model runs on {device} (ONNX Runtime is used on the CPU only)"
     if quantize:
         return "dynamic int8 runs on torch"
-    if is_decoder(model.config):
+    if model.is_decoder:
         return "decoder models run on torch"
     params = list(model.parameters())
     if any(p.dtype != torch.float32 for p in params):

@@ -61,6 +61,9 @@ def test_decoder_models_stay_on_torch(tiny_decoder: Path) -> None:
     assert runtime.choose_backend(model, "auto", "cpu", False) is None
     with pytest.raises(ModelError, match="decoder"):
         runtime.choose_backend(model, "onnx", "cpu", False)
+    # saved and loaded, a decoder tagger's config names LlamaForSequenceClassification
+    model.hf_model.config.architectures = ["LlamaForSequenceClassification"]
+    assert runtime.onnx_unsupported(model, "cpu", False) == "decoder models run on torch"
 
 
 def test_auto_falls_back_to_torch_when_export_fails_or_onnx_is_missing(

@@ -407,11 +407,14 @@ def test_train_step_registers_a_describer_apart_from_the_taggers(
     train = write_jsonl(rows[:10], tmp_path / "train.jsonl")
     valid = write_jsonl(rows[10:], tmp_path / "valid.jsonl")
     settings = (
-        f"task=describe describe.backbone={tiny_decoder} describe.max_steps=2"
+        "task=describe describe.max_steps=2"
         " describe.batch_size=4 describe.eval_products=2 describe.max_target_tokens=12"
         " describe.max_new_tokens=12 describe.min_new_tokens=2"
     )
-    trained = run_train(None, str(train), str(valid), settings, progress=False)
+    # the step's backbone is the describer's (describe.backbone), not the tagger's
+    trained = run_train(
+        None, str(train), str(valid), settings, backbone=str(tiny_decoder), progress=False
+    )
     assert trained["model_uri"] == "models:/labelrec-describer/1"
     client = mlflow.MlflowClient()
     version = client.get_model_version_by_alias("labelrec-describer", "challenger")
@@ -419,14 +422,26 @@ def test_train_step_registers_a_describer_apart_from_the_taggers(
     assert "valid.rougeL_f1" in version.tags and "valid.loss" not in version.tags
     metrics = client.get_run(trained["run_id"]).data.metrics
     assert "final_loss" in metrics and "final_final_loss" not in metrics
+    params = client.get_run(trained["run_id"]).data.params
+    assert params["describe.backbone"] == str(tiny_decoder)
     assert not client.search_model_versions("name='labelrec'")  # the taggers' name untouched
     from labelrec.mlflow import load_model
 
     assert type(load_model(trained["model_uri"])).__name__ == "Describer"
     with pytest.raises(RegistryError, match="is a describer"):
         promote("labelrec-describer", valid)
+    from labelrec.mlflow.steps import run_batch, run_evaluate
+    from labelrec.model import ModelError
 
-    kept = run_train(None, str(train), str(valid), settings, register=False, progress=False)
+    with pytest.raises(ModelError, match="is a describer, not a tagging model: the evaluate"):
+        run_evaluate(trained["model_uri"], str(valid))
+    with pytest.raises(ModelError, match="is a describer, not a tagging model: the batch"):
+        run_batch(trained["model_uri"], str(valid), str(tmp_path / "out.jsonl"), progress=False)
+
+    kept = run_train(
+        None, str(train), str(valid), f"{settings} describe.backbone={tiny_decoder}",
+        register=False, progress=False,
+    )  # fmt: skip
     assert kept["model_uri"].startswith("models:/m-") and "version" not in kept
     assert len(client.search_model_versions("name='labelrec-describer'")) == 1
 

@@ -111,6 +111,17 @@ def _download_if_uri(value: str, dst_path: str | None = None) -> str:
     return value
 
 
+def _check_tagger(model: Any, model_uri: str, step: str) -> None:
+    """``ModelError`` unless ``model`` is a tag recommender (a describer writes text)."""
+    from labelrec.model import ModelError
+
+    if model is None or not hasattr(model, "vocab"):
+        raise ModelError(
+            f"{model_uri} is a describer, not a tagging model: the {step} step scores tags"
+            " (descriptions: `labelrec describe` or POST /describe)"
+        )
+
+
 def _registry() -> Any:
     from labelrec.mlflow import registry
 
@@ -160,7 +171,11 @@ def run_train(
     if backbone:
         if backbone.startswith(MODEL_URI_SCHEMES):
             downloaded = tempfile.mkdtemp(prefix="labelrec-backbone-")
-        items.append(f"model.backbone={_download_if_uri(backbone, downloaded)}")
+        # a describer trains describe.backbone; a tagger model.backbone
+        key = "model.backbone"
+        if load_config(config, items).task == "describe":
+            key = "describe.backbone"
+        items.append(f"{key}={_download_if_uri(backbone, downloaded)}")
     if output:
         items.append(f"output={output}")
     elif not any(i.split("=", 1)[0].strip() == "output" for i in items):
@@ -344,6 +359,7 @@ def run_evaluate(
             logger.debug("no model version info for %s: %s", model_uri, err)
             tracker_tags = {}
         recommender = load_model(model_uri)
+        _check_tagger(recommender, model_uri, "evaluate")
         data_cfg = _data_config(config, split_overrides(overrides), recommender.info)
         catalog = read_catalog(data, data_cfg)
         products = catalog.products
@@ -465,6 +481,7 @@ def run_batch(
             },
         )
         model = mlflow.pyfunc.load_model(model_uri)
+        _check_tagger(getattr(_unwrap(model), "recommender", None), model_uri, "batch")
         info = getattr(getattr(_unwrap(model), "recommender", None), "info", None)
         data_cfg = _data_config(config, split_overrides(overrides), info)
         params: dict[str, Any] = {"limit": int(limit)}
