@@ -5,25 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_span import catalog  # its toy brand catalog
 
 from labelrec.data import Product, TagVocab
-
-BRANDS = [
-    "Acme", "Brio", "Corgi", "Dala", "Ertl", "Fisko", "Galt", "Hape", "Imex", "Janod",
-    "Kidco", "Lundby", "Mebo", "Nuby", "Orchard", "Plantoys", "Quercetti", "Revell", "Schleich",
-    "Tomy", "Ubbi", "Vtech", "Wader", "Xeno", "Yookidoo", "Zapf", "Bruder", "Chicco", "Djeco",
-]  # fmt: skip
-THINGS = ["wooden train set", "toy car red", "puzzle 100 pieces", "plush bear", "kite blue"]
-
-
-def catalog() -> list[Product]:
-    out = []
-    for i, brand in enumerate(BRANDS):
-        tags = ["Toys", f"brand:{brand}"]
-        out.append(Product(f"p{i}", f"{brand} {THINGS[i % 5]}", tags=tags))
-        out.append(Product(f"q{i}", f"{brand} {THINGS[(i + 2) % 5]}", tags=tags))
-    return out
-
 
 # ------------------------------------------------------------------ span tagger
 
