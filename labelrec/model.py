@@ -264,8 +264,17 @@ def resolve_mixed_precision(setting: str) -> str:
 def cpu_processes() -> bool:
     """True for several processes without CUDA (``accelerate launch --multi_gpu`` or torchrun
     on a CPU machine): Accelerate then joins them in a gloo (MULTI_CPU) group; without
-    ``cpu=True`` each process would train alone."""
-    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    ``cpu=True`` each process would train alone. FSDP there is a ModelError: it shards over
+    GPUs, and transformers would load the backbone on the meta device in all but the first
+    process (FSDP's RAM-efficient loading)."""
+    several = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if several and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        raise ModelError(
+            "FSDP (accelerate's distributed_type: FSDP, e.g. configs/accelerate/fsdp.yaml) shards "
+            "a model over GPUs and this machine has none: launch several CPU processes with "
+            "--config_file configs/accelerate/cpu2.yaml"
+        )
+    return several
 
 
 def process_state() -> Any:

@@ -412,3 +412,17 @@ def test_a_model_encodes_with_the_separator_it_was_trained_with(
     marked = rec.encode([product])[0]
     assert marked[:4] == plain[:4] and marked[4] == rec.tokenizer.unk_token_id  # "|" (unknown)
     assert marked[5:] == plain[4:]  # then the description, as before
+
+
+def test_fsdp_without_cuda_is_refused_before_the_backbone_loads(monkeypatch) -> None:
+    from labelrec.model import ModelError, cpu_processes
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert cpu_processes() is True
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ModelError, match="cpu2.yaml"):
+        cpu_processes()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: nothing is sharded, nothing refused
+    assert cpu_processes() is False
