@@ -158,10 +158,18 @@ def name_backbone(model_dir: str | Path, source: str) -> None:
     """Record ``source`` (e.g. the ``runs:/.../backbone`` URI a temporary download was made
     from) as the backbone of the model in ``model_dir`` and of its tuning run: in
     ``labelrec.json`` (``backbone`` and ``config.model.backbone``) and on the card, which
-    otherwise name a folder that is gone once training ends."""
+    otherwise name a folder that is gone once training ends. A describer's ``causal.json``
+    gets it as ``backbone``."""
     import json
     import os
 
+    causal = Path(model_dir) / "causal.json"
+    if causal.is_file():
+        meta = json.loads(causal.read_text(encoding="utf-8"))
+        meta["backbone"] = source
+        tmp = causal.with_name(causal.name + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, causal)
     for folder in (Path(model_dir), Path(model_dir) / TUNING_DIR):
         info_path = folder / "labelrec.json"
         if not info_path.is_file():

@@ -75,3 +75,16 @@ def test_card_without_metrics_has_no_model_index() -> None:
     assert card.data.eval_results is None
     assert card.data.base_model is None
     assert "## Measured" not in card.text
+
+
+def test_name_backbone_renames_a_describers_backbone(tmp_path: Path) -> None:
+    from labelrec.modelcard import name_backbone
+
+    (tmp_path / "causal.json").write_text(
+        json.dumps({"kind": "describer", "backbone": "/tmp/labelrec-backbone-x", "n_train": 3}),
+        encoding="utf-8",
+    )
+    name_backbone(tmp_path, "runs:/abc/backbone")
+    meta = json.loads((tmp_path / "causal.json").read_text(encoding="utf-8"))
+    assert meta == {"kind": "describer", "backbone": "runs:/abc/backbone", "n_train": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["causal.json"]  # no temporary left

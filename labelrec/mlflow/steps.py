@@ -195,7 +195,7 @@ def run_train(
             tracking.log_params(run_id, step_params)
             tracker = tracking.MlflowTracker(run_id=run_id)
             result = train_model(cfg, tracker=tracker, progress=progress)
-            if downloaded is not None and cfg.task != "describe":
+            if downloaded is not None:
                 from labelrec.modelcard import name_backbone
 
                 name_backbone(result.output, backbone)  # not the download, gone after this step
