@@ -249,6 +249,31 @@ def recorded_train_seconds(model_dir: Path) -> float:
     return float(seconds + info.get("valid_metrics", {}).get("lexical_seconds", 0.0))
 
 
+class ReuseError(ValueError):
+    """``--reuse`` found a fold model trained with other settings than those given now."""
+
+
+def reuse_mismatch(model_dir: Path, cfg: Config) -> str | None:
+    """What ``cfg`` (the config and overrides given now) sets otherwise than the saved model in
+    ``model_dir`` was trained with (``"train.epochs: 3 saved, 5 now"``), or None. Paths (data,
+    output) and settings unset or ``auto`` on either side (resolved in training) are not
+    compared."""
+    from labelrec.config import config_to_dict, flatten
+
+    info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    saved = flatten(info.get("config", {}))
+    now = flatten(config_to_dict(cfg))
+    skipped = {"output", "data.train", "data.valid"}
+    for key in sorted(set(saved) & set(now) - skipped):
+        old, new = saved[key], now[key]
+        if isinstance(old, list | tuple) and isinstance(new, list | tuple):
+            old, new = list(old), list(new)
+        if old is None or new is None or "auto" in (old, new) or old == new:
+            continue
+        return f"{key}: {old!r} saved, {new!r} now"
+    return None
+
+
 def rerank_requested(model_dir: Path) -> bool:
     """True when the model was trained with ``lexical.rerank`` (kept or not)."""
     info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
@@ -518,21 +543,27 @@ def run_cv(
         fold_rows = []
         model_dir = fold_dir / "labelrec"
         if not skip_labelrec:
+            lr_cfg = load_config(
+                config,
+                [
+                    f"data.train={paths['train']}",
+                    f"data.valid={paths['valid']}",
+                    f"output={model_dir}",
+                    f"seed={seed}",
+                    *overrides,
+                ],
+            )
             if reuse and (model_dir / "labelrec.json").is_file():
+                mismatch = reuse_mismatch(model_dir, lr_cfg)
+                if mismatch is not None:
+                    raise ReuseError(
+                        f"--reuse: {model_dir} was trained with other settings ({mismatch}):"
+                        " give the same config and overrides, or another --output"
+                    )
                 train_s = recorded_train_seconds(model_dir)
             else:
                 from labelrec.train import train as train_labelrec
 
-                lr_cfg = load_config(
-                    config,
-                    [
-                        f"data.train={paths['train']}",
-                        f"data.valid={paths['valid']}",
-                        f"output={model_dir}",
-                        f"seed={seed}",
-                        *overrides,
-                    ],
-                )
                 t0 = time.perf_counter()
                 train_labelrec(lr_cfg, progress=sys.stderr.isatty())
                 train_s = time.perf_counter() - t0
@@ -915,7 +946,10 @@ def main(argv: list[str] | None = None) -> int:
         help="--cv: peer families to train, comma-separated (fastText on zh_taobao: 9 min a fold)",
     )
     parser.add_argument(
-        "--reuse", action="store_true", help="--cv: score the fold models already trained"
+        "--reuse",
+        action="store_true",
+        help="--cv: score the fold models already trained (with this config and these"
+        " overrides: a model trained otherwise stops the run)",
     )
     parser.add_argument(
         "--folds",
@@ -994,24 +1028,28 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.write_text(json.dumps(payload, indent=1, default=float), "utf-8")
 
         for catalog in catalogs:
-            rows += run_cv(
-                catalog,
-                args.data_root,
-                args.config,
-                args.output_root,
-                args.overrides,
-                args.cv,
-                args.seed,
-                args.threads,
-                args.skip_labelrec,
-                args.skip_peers,
-                args.reuse,
-                on_fold=save,
-                peers=families,
-                folds=folds,
-                without_refit=not args.no_without_refit,
-                peer_runs=args.peer_runs,
-            )
+            try:
+                rows += run_cv(
+                    catalog,
+                    args.data_root,
+                    args.config,
+                    args.output_root,
+                    args.overrides,
+                    args.cv,
+                    args.seed,
+                    args.threads,
+                    args.skip_labelrec,
+                    args.skip_peers,
+                    args.reuse,
+                    on_fold=save,
+                    peers=families,
+                    folds=folds,
+                    without_refit=not args.no_without_refit,
+                    peer_runs=args.peer_runs,
+                )
+            except ReuseError as err:  # a fold model trained otherwise; the folds done are saved
+                print(f"quality.py: error: {err}", file=sys.stderr)
+                return 2
         print(format_cv(rows))
         return 0
     for catalog in catalogs:
