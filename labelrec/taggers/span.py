@@ -133,12 +133,12 @@ class SpanStats:
         self.as_tag: dict[str, list[int]] = {}
         self.in_titles: Counter[str] = Counter()
 
-    def add(self, tags: dict[str, int], contained: set[str], sign: int = 1) -> None:
+    def add(self, tags: dict[str, int], contained: set[str]) -> None:
+        """Count one product: its tags by kind, and the texts its title contains."""
         for value, kind in tags.items():
             row = self.as_tag.setdefault(value, [0] * self.n_kinds)
-            row[kind] += sign
-        for value in contained:
-            self.in_titles[value] += sign
+            row[kind] += 1
+        self.in_titles.update(contained)
 
     def features(self, text: str) -> list[str]:
         row = self.as_tag.get(text)
