@@ -1246,7 +1246,7 @@ class LabelRec:
             }
             if self.describer is not None:
                 meta = self.describer.meta
-                out["describer"]["backbone"] = public_text(meta.get("backbone"))
+                out["describer"]["backbone"] = public_uri(meta.get("backbone"))
                 out["describer"]["valid_metrics"] = jsonable(meta.get("valid_metrics") or {})
         return out
 

@@ -394,16 +394,16 @@ class ModelHolder:
                     "generation": snap.generation,
                     "loaded_at": snap.loaded_at,
                     "n_tags": len(rec.vocab),
-                    "backbone": public_text(rec.info.get("backbone")),
+                    "backbone": public_uri(rec.info.get("backbone")),
                     "max_length": rec.max_length,
                     "quantized": self.quantize,
                     "backend": rec.backend,
-                    "rules": public_text(rec.rules.source) if rec.rules is not None else None,
+                    "rules": public_uri(rec.rules.source) if rec.rules is not None else None,
                     "components": rec.info.get("components"),  # as trained; a load's below
                     "generator": None
                     if rec.generator is None
                     else {
-                        "backbone": public_text(rec.generator.meta.get("backbone")),
+                        "backbone": public_uri(rec.generator.meta.get("backbone")),
                         "weight": rec.generator.weight,
                         "new_weight": rec.generator.new_weight,
                         "num_beams": rec.generator.num_beams,
@@ -421,7 +421,7 @@ class ModelHolder:
                     "n_products": len(engine.index),
                     "n_tags": len(engine.index.tags),
                     "embeddings": engine.index.has_embeddings,
-                    "catalog": public_text(engine.index.manifest.get("catalog")),
+                    "catalog": public_uri(engine.index.manifest.get("catalog")),
                     "users": None if engine.signals is None else len(engine.signals.user_index),
                 }
         return jsonable(out)
@@ -436,12 +436,20 @@ def public_text(text: str | None) -> str | None:
     return None if text is None else _PATH.sub(lambda m: "…/" + m.group(1), text)
 
 
+_ABSOLUTE = re.compile(r"^(?:[/\\]|[A-Za-z]:[/\\])")  # /srv, \\host, C:\\ or C:/
+
+
 def public_uri(uri: str | None) -> str | None:
-    """A model reference as a public answer shows it: a registry URI whole, a path (also a
-    ``file:`` URI's) cut."""
-    if uri is not None and uri.startswith("file:"):
-        return "file://" + (public_text("/" + uri[5:].lstrip("/")) or "")
-    return uri if uri is not None and is_model_uri(uri) else public_text(uri)
+    """A model reference as a public answer shows it: a registry URI whole, an absolute path
+    (also a ``file:`` URI's, a Windows one, one with spaces) cut to its last part."""
+    if uri is None or is_model_uri(uri):
+        return uri
+    if uri.startswith("file:"):
+        return "file://" + (public_uri("/" + uri[5:].lstrip("/")) or "")
+    parts = [part for part in re.split(r"[/\\]+", uri) if part]
+    if _ABSOLUTE.match(uri) and len(parts) >= 2:
+        return "…/" + parts[-1]
+    return public_text(uri)
 
 
 def jsonable(value: Any) -> Any:

@@ -221,6 +221,10 @@ def test_public_answers_show_no_local_paths(
     assert str(tmp_path) not in waiting.value.message and "…/gone" in waiting.value.message
     assert public_uri(f"file://{tmp_path}/models/uk") == "file://…/uk"
     assert public_uri("models:/labelrec@champion") == "models:/labelrec@champion"
+    assert public_uri("/srv/my models/uk toys") == "…/uk toys"  # a path with spaces, whole
+    assert public_uri("file:///srv/my models/uk") == "file://…/uk"
+    assert public_uri(r"C:\Users\me\models\uk") == "…/uk"
+    assert public_uri("/uk") == "/uk" and public_uri("runs/uk") == "runs/uk"  # nothing to hide
 
 
 def test_reload_needs_the_admin_token(
