@@ -465,11 +465,12 @@ def refit_peers(
             )
         row = per_run[0]
         if runs > 1:
+            by_run = [r.metrics["P@1"] for r in per_run]  # before the first run's become the mean
             row.metrics = {
                 key: float(np.mean([r.metrics[key] for r in per_run])) for key in row.metrics
             }
             row.notes["runs"] = runs
-            row.notes["P@1 by run"] = [r.metrics["P@1"] for r in per_run]
+            row.notes["P@1 by run"] = by_run
         row.train_seconds = seconds
         row.products_per_s = float(np.mean([r.products_per_s for r in per_run]))
         rows.append(row)

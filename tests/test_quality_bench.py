@@ -197,6 +197,28 @@ def test_peers_refit_on_train_and_valid_with_thresholds_from_valid() -> None:
     assert runs[0].train_seconds > out[0].train_seconds  # every fit counts
 
 
+def test_peer_runs_note_each_runs_own_p1(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("omikuji")
+    rows = [Product(**r) for r in toy_catalog(8)]
+    test = [p for p in rows if p.id.startswith("p7-")]
+    train, valid = quality.inner_split([p for p in rows if not p.id.startswith("p7-")], 0.3, seed=0)
+    scored = iter([0.5, 0.8])  # the test P@1 of run 1, then of run 2
+    real = quality.score_system
+
+    def score(*args: object, **kwargs: object) -> quality.Row:
+        row = real(*args, **kwargs)
+        row.metrics["P@1"] = next(scored)
+        return row
+
+    monkeypatch.setattr(quality, "score_system", score)
+    vocab = TagVocab.from_products(train + valid)
+    (row,) = quality.refit_peers(
+        "toy", train, valid, test, vocab, threads=1, families=("Omikuji",), runs=2
+    )
+    assert row.notes["P@1 by run"] == [0.5, 0.8]
+    assert row.metrics["P@1"] == pytest.approx(0.65)
+
+
 def test_saved_runs_merge_without_repeating_a_row(tmp_path: Path) -> None:
     import json
 
