@@ -138,7 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, ev in results.items():
         print(f"| {name} | " + " | ".join(f"{ev.metrics[c]:.4f}" for c in COLUMNS) + " |")
     mix = results["mixed (weight of the second tuned on the other half)"].per_product
-    out = {"weights": weights, "seconds": seconds, "rows": {}, "paired": {}}
+    out = {"weights": weights, "seconds": seconds, "rows": {}, "paired": {}, "models": {}}
+    for model in args.models:  # what each row's model was, should its folder be trained again
+        info = read_info(model)
+        kept = ("backbone", "lora_adapters", "best_epoch", "train_source")
+        out["models"][str(model)] = {key: info.get(key) for key in kept}
+        out["models"][str(model)]["valid_metrics"] = {
+            k: info.get("valid_metrics", {}).get(k) for k in ("P@1", "nDCG@3")
+        }
     print("\nmixed minus each model alone, paired bootstrap over products (points, 95% interval):")
     for name in list(rows)[:2]:
         alone = results[name].per_product

@@ -297,7 +297,8 @@ class TrainConfig:
         metadata={
             "help": "Keep the checkpoints (OUTPUT/checkpoints, the tuning runs') once the model"
             " is saved, for `--resume` with more epochs; false removes them (with the refit,"
-            " about 700 MB for MiniLM trained in full, 200 MB with adapters)."
+            " two runs' checkpoints: about 2 x 360 MB for MiniLM trained in full, 2 x 103 MB"
+            " with adapters; docs/results.md)."
         },
     )
     threshold_prior: float = field(

@@ -46,6 +46,10 @@ def test_a_model_mixed_with_itself_scores_as_it_does_alone(
     )
     assert mixed == pytest.approx(alone, abs=1e-6)
     assert all(abs(b["mean_diff"]) < 1e-9 for b in result["paired"].values())
+    info = json.loads((trained_model_dir / "labelrec.json").read_text())
+    recorded = result["models"][str(trained_model_dir)]  # what the model was, beside its row
+    assert recorded["backbone"] == info["backbone"] and "train_source" in recorded
+    assert recorded["valid_metrics"]["P@1"] == info["valid_metrics"]["P@1"]
 
 
 def test_a_refit_model_is_refused(trained_model_dir: Path, toy_data_dir: Path, tmp_path) -> None:
