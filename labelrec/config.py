@@ -863,8 +863,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 except yaml.YAMLError as err:
                     problem = getattr(err, "problem", None) or "not valid YAML"
                     raise ConfigError(f"{name}: not a valid list ({problem}): {value!r}") from None
-            else:
-                value = value.split(",")
+            else:  # `a, b` as `a,b`: a module or column name never starts or ends with a space
+                value = [item.strip() for item in value.split(",")]
         if not isinstance(value, list):
             raise ConfigError(f"{name}: expected a list, got {value!r}")
         (item_tp,) = typing.get_args(base) or (str,)

@@ -302,7 +302,10 @@ def decide(
     problems = []
     if not diff > margin:
         problems.append(f"not better: {metric} difference {diff:+.4f} <= margin {margin:g}")
-    if not boot["low"] > 0:
+    paired = int(np.sum(~(np.isnan(a) | np.isnan(b))))
+    if paired < 2:  # a single difference is its own interval: no evidence of a real gain
+        problems.append(f"not significant: {paired} product with {metric} values on both sides")
+    elif not boot["low"] > 0:
         problems.append(
             f"not significant: 95% interval of the difference [{boot['low']:+.4f},"
             f" {boot['high']:+.4f}] does not lie above 0"

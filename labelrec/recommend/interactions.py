@@ -115,7 +115,7 @@ class Interactions:
         for column in REQUIRED:
             values = frame[column]
             text = values.astype(str).str.strip()
-            bad = values.isna() | (text == "") | (text.str.lower() == "nan")
+            bad = values.isna() | (text == "")  # a missing cell; "nan" is an id like any other
             if bad.any():
                 raise ValueError(f"{where(np.flatnonzero(bad.to_numpy())[0], column)}: empty id")
             ids[column] = text.to_numpy(dtype=object)
