@@ -46,14 +46,13 @@ class TagWriter:
         self._pq: Any = None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
+        rows = [  # every tag says whether it is in the vocabulary, whoever scored it
+            {**r, "tags": [{**t, "known": t.get("known", True)} for t in r["tags"]]} for r in rows
+        ]
         if self.suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            rows = [
-                {**r, "tags": [{**t, "known": t.get("known", True)} for t in r["tags"]]}
-                for r in rows  # rows of scorers that leave known tags unmarked
-            ]
             table = pa.Table.from_pylist(rows, schema=_ARROW_SCHEMA())
             if self._pq is None:
                 self._pq = pq.ParquetWriter(self.path, table.schema)
@@ -66,7 +65,7 @@ class TagWriter:
 
             if self._csv is None:
                 self._csv = csv.writer(self._fh)
-                self._csv.writerow(["id", "title", "tags", "scores"])
+                self._csv.writerow(["id", "title", "tags", "scores", "known"])
             for row in rows:
                 self._csv.writerow(
                     [
@@ -74,6 +73,7 @@ class TagWriter:
                         row["title"],
                         "|".join(t["tag"] for t in row["tags"]),
                         "|".join(f"{t['score']:.4f}" for t in row["tags"]),
+                        "|".join("true" if t["known"] else "false" for t in row["tags"]),
                     ]
                 )
         else:

@@ -158,6 +158,19 @@ def _norm_ws(text: str) -> str:
     return " ".join(text.split())
 
 
+# zero-width space, non-joiner, joiner, word joiner, BOM, soft hyphen: they show nothing, and a
+# title's spans or a tag's position would hold them
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+
+
+def clean_text(text: str) -> str:
+    """A title or description as labelrec reads it everywhere (catalogs, ``TagRecommender``,
+    the CLI, the service, the MLflow model): zero-width characters and soft hyphens removed,
+    runs of whitespace one space, the ends stripped. The same product gets the same tags from
+    every front end only if all of them see the same text."""
+    return " ".join(text.translate(_INVISIBLE).split())
+
+
 _WIDE_TO_ASCII = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
 _WIDE_TO_ASCII[0x3000] = 0x20  # the ideographic space
 
@@ -208,7 +221,7 @@ def _text_value(value: Any, column: str) -> str:
     if _is_empty(value):
         return ""
     if isinstance(value, str):
-        return _valid_text(_norm_ws(value), column)
+        return _valid_text(clean_text(value), column)
     raise _RowError(column, f"expected a string, got {_type_name(value)}")
 
 

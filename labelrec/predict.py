@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labelrec.data import Product, TagVocab
+from labelrec.data import Product, TagVocab, clean_text
 from labelrec.metrics import top_k
 from labelrec.model import (
     ModelError,
@@ -98,15 +98,15 @@ def one_thread() -> contextlib.AbstractContextManager:
 
 
 def bounded(product: Product) -> Product:
-    """``product`` with its title and description cut to ``MAX_TITLE_CHARS`` and
-    ``MAX_DESCRIPTION_CHARS`` (the same object when they fit)."""
-    if len(product.title) <= MAX_TITLE_CHARS and len(product.description) <= MAX_DESCRIPTION_CHARS:
+    """``product`` with its title and description as catalogs are read (``clean_text``: no
+    zero-width characters, single spaces) and cut to ``MAX_TITLE_CHARS`` and
+    ``MAX_DESCRIPTION_CHARS`` (the same object when nothing changes)."""
+    title = clean_text(product.title[: 2 * MAX_TITLE_CHARS])[:MAX_TITLE_CHARS]
+    description = clean_text(product.description[: 2 * MAX_DESCRIPTION_CHARS])
+    description = description[:MAX_DESCRIPTION_CHARS]
+    if title == product.title and description == product.description:
         return product
-    return dataclasses.replace(
-        product,
-        title=product.title[:MAX_TITLE_CHARS],
-        description=product.description[:MAX_DESCRIPTION_CHARS],
-    )
+    return dataclasses.replace(product, title=title, description=description)
 
 
 def as_product(item: Any, position: int = 0) -> Product:
@@ -274,9 +274,24 @@ class TagRecommender:
     def tags(self) -> list[str]:
         return self.vocab.tags
 
+    @property
+    def uses_descriptions(self) -> bool:
+        """False for a model trained without descriptions (``data.description_column: null``):
+        it scores titles alone, as it was trained, whatever the input holds."""
+        data = (self.info.get("config") or {}).get("data") or {}
+        return "description_column" not in data or data["description_column"] is not None
+
+    def items(self, products: list[Any]) -> list[Product]:
+        """``products`` as the model reads them: ``as_product``, ``bounded``, and without
+        descriptions when it was trained without them."""
+        items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
+        if not self.uses_descriptions:
+            items = [dataclasses.replace(p, description="") if p.description else p for p in items]
+        return items
+
     def encode(self, products: list[Any]) -> list[list[int]]:
         """Token ids per product (truncated by tokens)."""
-        items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
+        items = self.items(products)
         return encode_products(
             self.tokenizer,
             [p.title for p in items],
@@ -311,7 +326,7 @@ class TagRecommender:
     ) -> _Evidence:
         """The whole scoring of ``products``, every voter's part kept (``_score``, ``explain``);
         ``rerank=False`` stops before the reranker."""
-        items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
+        items = self.items(products)
         empty: list[dict[str, float]] = [{} for _ in items]
         if not items:
             none = np.zeros((0, len(self.vocab)), dtype=np.float32)
@@ -514,7 +529,7 @@ class TagRecommender:
         if self.fusion is None:
             return [{} for _ in products]
         with one_blas_thread():
-            return self.fusion.new_tags([bounded(as_product(p, i)) for i, p in enumerate(products)])
+            return self.fusion.new_tags(self.items(products))
 
     def thresholds(self, threshold: float | None) -> np.ndarray:
         """Per-tag thresholds: the tuned ones for None, else the given global value."""
@@ -612,10 +627,22 @@ class TagRecommender:
 
         ``threshold=None`` uses the per-tag thresholds tuned on valid; a number applies one global
         cut-off (0 returns the top ``limit`` whatever their scores). The model's rules apply;
-        ``include`` / ``exclude`` tag patterns (``brand:*``) narrow them for this call.
+        ``include`` / ``exclude`` tag patterns (``brand:*``) narrow them for this call. A
+        product with no text the model reads gets no tags (scoring it would rank the catalog's
+        priors), as in the MLflow model.
         """
-        scores, new = self.score(products)
-        return self.rank(scores, limit, threshold, new, include, exclude)
+        items = self.items(products)
+        read = [i for i, p in enumerate(items) if p.title or p.description]
+        if len(read) == len(items):
+            scores, new = self.score(items)
+            return self.rank(scores, limit, threshold, new, include, exclude)
+        ranked: list[list[Suggestion]] = [[] for _ in items]
+        if read:
+            scores, new = self.score([items[i] for i in read])
+            rows = self.rank(scores, limit, threshold, new, include, exclude)
+            for i, row in zip(read, rows, strict=True):
+                ranked[i] = row
+        return ranked
 
     def recommend(self, *args: Any, **kwargs: Any) -> list[list[Suggestion]]:
         """``suggest``, under its former name (tags are suggested; products are recommended,

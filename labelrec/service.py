@@ -87,7 +87,7 @@ from labelrec.batch import (
     stream_scored,
     upload_suffix,
 )
-from labelrec.data import Product
+from labelrec.data import Product, clean_text
 from labelrec.feedback import DEFAULT_FEEDBACK_URI, FeedbackError, FeedbackStore, Review
 from labelrec.opener import open_describer
 from labelrec.recommend import (
@@ -394,15 +394,6 @@ class JsonBodies:
 # --------------------------------------------------------------------------- request/response
 
 
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))  # zero-width
-
-
-def _clean_text(value: str) -> str:
-    """Whitespace runs as one space; zero-width characters removed (a title of only those is
-    blank)."""
-    return " ".join(value.translate(_INVISIBLE).split())
-
-
 class ProductIn(BaseModel):
     """One product to tag. Long texts are truncated by tokens, never rejected."""
 
@@ -441,7 +432,7 @@ class ProductIn(BaseModel):
     @field_validator("title")
     @classmethod
     def _title_not_blank(cls, value: str) -> str:
-        value = _clean_text(value)
+        value = clean_text(value)
         if not value:
             raise ValueError("title must not be empty")
         return value
@@ -597,7 +588,7 @@ class DescribeIn(BaseModel):
     @field_validator("title")
     @classmethod
     def _title_not_blank(cls, value: str) -> str:
-        value = _clean_text(value)
+        value = clean_text(value)
         if not value:
             raise ValueError("title must not be empty")
         return value

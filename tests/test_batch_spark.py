@@ -69,10 +69,11 @@ def read_output(path: Path) -> list[dict]:
                 {
                     "id": r["id"],
                     "tags": [
-                        {"tag": t, "score": float(s)}
-                        for t, s in zip(
+                        {"tag": t, "score": float(s), "known": {"true": True, "false": False}[k]}
+                        for t, s, k in zip(
                             r["tags"].split("|") if r["tags"] else [],
                             r["scores"].split("|") if r["scores"] else [],
+                            r["known"].split("|") if r["known"] else [],
                             strict=True,
                         )
                     ],
@@ -101,6 +102,7 @@ def test_batch_step_scores_every_product_like_labelrec(
         want = expected[row["id"]]
         assert [t for t, _ in got] == [t for t, _ in want], row["id"]
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-4)
+        assert all(t["known"] is True or t["known"] is False for t in row["tags"])  # every tag
     run = mlflow.get_run(summary["run_id"])
     assert run.data.tags["labelrec.step"] == "batch"
     assert run.data.metrics["n_products"] == len(expected)

@@ -218,7 +218,7 @@ def test_an_empty_catalog_gives_an_empty_valid_output(tmp_path, suffix) -> None:
     assert score_file(src, out, DataConfig(), _scorer) == 0
     assert out.is_file()
     if suffix == ".csv":
-        assert out.read_text(encoding="utf-8").splitlines() == ["id,title,tags,scores"]
+        assert out.read_text(encoding="utf-8").splitlines() == ["id,title,tags,scores,known"]
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -238,7 +238,9 @@ def test_an_output_linked_to_the_input_is_refused(tmp_path) -> None:
     assert src.read_text(encoding="utf-8") == before
 
 
-def test_csv_scores_keep_four_decimals_and_parquet_marks_tags_known(tmp_path) -> None:
+def test_csv_scores_keep_four_decimals_and_every_format_marks_tags_known(tmp_path) -> None:
+    import json
+
     import pyarrow.parquet as pq
 
     from labelrec.batch import score_file
@@ -248,10 +250,13 @@ def test_csv_scores_keep_four_decimals_and_parquet_marks_tags_known(tmp_path) ->
     score_file(src, tmp_path / "o.csv", DataConfig(), _scorer)
     assert (tmp_path / "o.csv").read_text(encoding="utf-8").splitlines()[
         1
-    ] == "p0,toy 0,Toys,0.1235"
+    ] == "p0,toy 0,Toys,0.1235,true"
     score_file(src, tmp_path / "o.parquet", DataConfig(), _scorer)
     rows = pq.read_table(tmp_path / "o.parquet").to_pylist()
     assert rows[0]["tags"] == [{"tag": "Toys", "score": pytest.approx(0.123456), "known": True}]
+    score_file(src, tmp_path / "o.jsonl", DataConfig(), _scorer)  # JSON Lines say it too
+    first = json.loads((tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert first["tags"] == [{"tag": "Toys", "score": 0.123456, "known": True}]
 
 
 def test_progress_gets_each_chunks_count(tmp_path) -> None:

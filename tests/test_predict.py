@@ -248,3 +248,50 @@ def test_long_texts_are_cut_before_scoring(trained_model_dir: Path) -> None:
     np.testing.assert_allclose(scores[0], scores[1], atol=1e-6)  # only the first chars count
     assert new[0] == new[1]
     assert rec.new_tags([hostile]) == rec.new_tags([cut])
+
+
+def test_every_front_end_reads_the_text_a_catalog_gives(
+    rec: TagRecommender, tmp_path: Path
+) -> None:
+    """Extra spaces, tabs and zero-width characters are read away as the catalog reader reads
+    them, so suggest, index (a catalog) and the service rank alike."""
+    from conftest import write_jsonl
+
+    from labelrec.data import read_catalog
+
+    raw = {
+        "id": "a",
+        "title": "  Brickton\u200b  police\tstation ",
+        "description": "red\u00ad  kit",
+    }
+    clean = {"id": "a", "title": "Brickton police station", "description": "red kit"}
+    (read,) = read_catalog(write_jsonl([{**raw, "tags": ["t"]}], tmp_path / "c.jsonl")).products
+    assert (read.title, read.description) == (clean["title"], clean["description"])
+    ranked = [rec.suggest([p], limit=5, threshold=0)[0] for p in (raw, clean, read)]
+    assert ranked[0] == ranked[1] == ranked[2]
+    assert rec.new_tags([raw]) == rec.new_tags([clean])
+
+
+def test_a_product_with_no_text_gets_no_tags(rec: TagRecommender) -> None:
+    blank = [" \u200b ", "Brickton police station", {"title": "", "description": " "}]
+    rows = rec.suggest(blank, threshold=0)  # threshold 0: the top `limit`, whatever the scores
+    assert rows[0] == [] and rows[2] == [] and len(rows[1]) == 10
+    assert rows[1] == rec.suggest(["Brickton police station"], threshold=0)[0]
+
+
+def test_a_model_trained_without_descriptions_scores_titles_alone(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    model = tmp_path / "titles_only"
+    shutil.copytree(trained_model_dir, model)
+    info = json.loads((model / "labelrec.json").read_text(encoding="utf-8"))
+    info["config"]["data"]["description_column"] = None
+    (model / "labelrec.json").write_text(json.dumps(info), encoding="utf-8")
+    titles_only, both = TagRecommender.load(model), TagRecommender.load(trained_model_dir)
+    product = {"title": "wooden toy", "description": "Brickton police station plush bear " * 5}
+    assert not titles_only.uses_descriptions and both.uses_descriptions
+    assert titles_only.suggest([product], threshold=0) == both.suggest(["wooden toy"], threshold=0)
+    assert both.suggest([product], threshold=0) != both.suggest(["wooden toy"], threshold=0)

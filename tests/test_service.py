@@ -690,7 +690,7 @@ def test_bad_file_requests_are_a_400(client: TestClient) -> None:
         files={"file": ("a.csv", b"sku,name\n1,lego police\n")},
         data={"id_column": "sku", "title_column": "name"},
     )
-    assert renamed.status_code == 200 and renamed.text.startswith("id,title,tags,scores")
+    assert renamed.status_code == 200 and renamed.text.startswith("id,title,tags,scores,known")
 
 
 def test_upload_names_are_sanitised(client: TestClient) -> None:

@@ -436,11 +436,12 @@ def run_promote(
 
 # ---------------------------------------------------------------------- batch
 def _suggestion(tag: dict[str, Any]) -> dict[str, Any]:
-    """A pyfunc's ranked tag as ``labelrec index`` writes it (``known`` only when false)."""
-    out: dict[str, Any] = {"tag": str(tag["tag"]), "score": round(float(tag["score"]), 6)}
-    if tag.get("known", True) is False:
-        out["known"] = False
-    return out
+    """A pyfunc's ranked tag as ``labelrec index`` writes it."""
+    return {
+        "tag": str(tag["tag"]),
+        "score": round(float(tag["score"]), 6),
+        "known": tag.get("known", True) is not False,
+    }
 
 
 def run_batch(
