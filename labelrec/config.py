@@ -760,7 +760,13 @@ class Config:
     lexical: LexicalConfig = field(default_factory=LexicalConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     output: str = field(default="runs/default", metadata={"help": "Output directory."})
-    seed: int = field(default=42, metadata={"help": "Random seed (data order, init, splits)."})
+    seed: int = field(
+        default=42,
+        metadata={
+            "help": "Random seed (data order, init, splits): the same seed, data, machine and"
+            " thread count train the same model."
+        },
+    )
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     task: str = field(
         default="tag",

@@ -787,3 +787,28 @@ def test_a_strong_threshold_prior_gives_every_tag_the_global_threshold(
                  progress=False)  # fmt: skip
     assert free.metrics["global_threshold"] == global_t  # the same model and global threshold
     assert not np.allclose(TagRecommender.load(tmp_path / "free").tag_thresholds, global_t)
+
+
+def test_the_same_seed_trains_the_same_model(
+    tiny_backbone: Path, toy_data_dir: Path, trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """Training is reproducible on one machine: the session's model (tests/conftest.py) trained
+    again gives the same valid metrics, fusion weights, thresholds and suggestions."""
+    again = tmp_path / "again"
+    train(tiny_config(tiny_backbone, toy_data_dir, again), progress=False)
+    for name in ("fusion.json", "thresholds.json"):
+        if (trained_model_dir / name).is_file():
+            assert (again / name).read_bytes() == (trained_model_dir / name).read_bytes(), name
+    first, second = (
+        json.loads((d / "labelrec.json").read_text(encoding="utf-8"))["valid_metrics"]
+        for d in (trained_model_dir, again)
+    )
+    timings = {k for k in first if "seconds" in k or k.endswith("_per_s")}
+    assert {k: v for k, v in first.items() if k not in timings} == {
+        k: v for k, v in second.items() if k not in timings
+    }
+    products = [p.title for p in read_catalog(toy_data_dir / "valid.jsonl").products]
+    first_rows, second_rows = (
+        TagRecommender.load(d).suggest(products, threshold=0) for d in (trained_model_dir, again)
+    )
+    assert first_rows == second_rows
