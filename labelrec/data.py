@@ -158,6 +158,12 @@ def _norm_ws(text: str) -> str:
     return " ".join(text.split())
 
 
+# Texts are cut to these lengths before scoring (labelrec.predict, labelrec.describe): the models
+# read a few hundred tokens at most, and the text-only taggers' work grows with the text, so a
+# hostile 1 MB title must not hold the model for seconds.
+MAX_TITLE_CHARS = 1_000
+MAX_DESCRIPTION_CHARS = 10_000
+
 # zero-width space, non-joiner, joiner, word joiner, BOM, soft hyphen: they show nothing, and a
 # title's spans or a tag's position would hold them
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))

@@ -65,7 +65,7 @@ from labelrec.causal import (
     save_causal_lm,
 )
 from labelrec.config import DescribeConfig
-from labelrec.data import Product
+from labelrec.data import MAX_TITLE_CHARS, Product, clean_text, unicode_problem
 from labelrec.metrics import paired_bootstrap
 from labelrec.model import ModelError
 from labelrec.modeldir import CAUSAL_INFO
@@ -114,7 +114,9 @@ def as_product(item: ProductLike, position: int = 0) -> Product:
     if not isinstance(item, Mapping):
         raise ValueError(f"product {position}: expected an object, got {type(item).__name__}")
     title = item.get("title")
-    if not isinstance(title, str) or not title.strip():
+    if isinstance(title, str):  # read as catalogs and the tagger read it, cut as the tagger cuts
+        title = clean_text(title[: 2 * MAX_TITLE_CHARS])[:MAX_TITLE_CHARS]
+    if not isinstance(title, str) or not title:
         raise ValueError(f"product {position}, field 'title': missing, empty or not a string")
     tags = item.get("tags") or []
     if isinstance(tags, str):
@@ -124,12 +126,16 @@ def as_product(item: ProductLike, position: int = 0) -> Product:
     description = item.get("description") or ""
     if not isinstance(description, str):
         raise ValueError(f"product {position}, field 'description': expected a string")
+    tags = [clean_text(t) for t in tags]
+    for field, text in (("title", title), *(("tags", t) for t in tags)):
+        if (problem := unicode_problem(text)) is not None:
+            raise ValueError(f"product {position}, field '{field}': {problem}")
     pid = item.get("id")
     return Product(
         id="" if pid is None else str(pid),
-        title=" ".join(title.split()),
+        title=title,
         description=description,
-        tags=[" ".join(t.split()) for t in tags if t.strip()],
+        tags=[t for t in tags if t],
     )
 
 
@@ -504,13 +510,21 @@ class Describer:
         unknown = sorted(set(settings) - set(DECODING))
         if unknown:
             raise ValueError(f"not a decoding setting: {', '.join(unknown)} (one of {DECODING})")
+        import typing
+
+        from labelrec.config import _coerce
+
+        hints = typing.get_type_hints(DescribeConfig)
         merged = {k: self.meta[k] for k in DECODING if k in self.meta}
-        merged.update({k: v for k, v in settings.items() if v is not None})
+        # typed as a config's describe.* (ConfigError naming the setting): "2" is 2, while 2.5
+        # beams, True or an infinite penalty are refused
+        merged.update(
+            {k: _coerce(v, hints[k], f"describe.{k}") for k, v in settings.items() if v is not None}
+        )
         if settings.get("max_new_tokens") is not None and settings.get("min_new_tokens") is None:
             # a lower limit than training's brings the saved minimum down with it
-            merged["min_new_tokens"] = min(
-                int(merged.get("min_new_tokens", 0)), int(merged["max_new_tokens"])
-            )
+            lowest = min(merged.get("min_new_tokens", 0), merged["max_new_tokens"])
+            merged["min_new_tokens"] = lowest
         DescribeConfig(**merged)  # ConfigError naming describe.<setting>
         meta = {**self.meta, **merged}
         check_lengths(self.model, meta)

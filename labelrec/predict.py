@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from labelrec.data import Product, TagVocab, clean_text
+from labelrec.data import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_TITLE_CHARS,
+    Product,
+    TagVocab,
+    clean_text,
+    unicode_problem,
+)
 from labelrec.metrics import top_k
 from labelrec.model import (
     ModelError,
@@ -34,11 +41,6 @@ logger = logging.getLogger(__name__)
 # benchmarks/latency.py --model M --products 640 --throughput`); a GPU wants larger batches.
 CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 64
-# Texts are cut to these lengths before scoring: the neural model reads a few hundred tokens at
-# most, and the text-only taggers' work grows with the text, so a hostile 1 MB title must not
-# hold the model for seconds.
-MAX_TITLE_CHARS = 1_000
-MAX_DESCRIPTION_CHARS = 10_000
 # the parts of a score that ``explain`` gives each suggested tag (its ``evidence``)
 EVIDENCE_PARTS = (
     "neural",
@@ -285,6 +287,10 @@ class TagRecommender:
         """``products`` as the model reads them: ``as_product``, ``bounded``, and without
         descriptions when it was trained without them."""
         items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
+        for i, item in enumerate(items):  # the tokenizer would fail on it with a TypeError
+            for field, text in (("title", item.title), ("description", item.description)):
+                if (problem := unicode_problem(text)) is not None:
+                    raise ValueError(f"product {i}: '{field}' {problem}")
         if not self.uses_descriptions:
             items = [dataclasses.replace(p, description="") if p.description else p for p in items]
         return items

@@ -343,6 +343,10 @@ def test_decoding_settings_change_on_a_loaded_describer(describer_dir: Path) -> 
         describer.with_decoding(max_new_tokens=1, min_new_tokens=2)  # both given: checked
     with pytest.raises(ValueError, match="not a decoding setting: lr"):
         describer.with_decoding(lr=0.1)
+    assert describer.with_decoding(num_beams="2").meta["num_beams"] == 2  # as an override reads
+    for bad in ({"num_beams": 2.5}, {"num_beams": True}, {"repetition_penalty": float("inf")}):
+        with pytest.raises(ConfigError, match=f"describe.{next(iter(bad))}: expected"):
+            describer.with_decoding(**bad)
     with pytest.raises(ModelError, match="positions"):
         describer.with_decoding(max_new_tokens=10**6)
     assert json.loads((describer_dir / "causal.json").read_text()) == saved  # on disk: untouched
@@ -594,3 +598,20 @@ def test_describer_as_mlflow_model(describer_dir: Path, registry: Path) -> None:
     with pytest.raises(MlflowException, match="param .* is more than the backbone's") as err:
         pyfunc.predict(frame, params={"max_new_tokens": 5000})  # past the context
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    # a product's bad field names itself too, not "an unexpected error"
+    with pytest.raises(MlflowException, match="product 0, field 'title'") as err:
+        pyfunc.predict(pd.DataFrame({"title": ["\u200b"], "tags": [["Toys"]]}))
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_describer_products_read_text_as_the_tagger_does() -> None:
+    from labelrec.data import MAX_TITLE_CHARS
+    from labelrec.describe import as_product
+
+    raw = as_product({"title": " hor\u200bnby  rail\ufeffway\t", "tags": ["Toys\u00ad ", " "]})
+    assert (raw.title, raw.tags) == ("hornby railway", ["Toys"])
+    assert len(as_product({"title": "kite " * 100_000}).title) == MAX_TITLE_CHARS
+    with pytest.raises(ValueError, match="product 3, field 'title': missing, empty"):
+        as_product({"title": "\u200b\u200b"}, 3)
+    with pytest.raises(ValueError, match="product 0, field 'tags': holds a lone surrogate"):
+        as_product({"title": "kite", "tags": ["Toys\ud800"]})

@@ -264,6 +264,14 @@ def test_an_open_span_in_other_case_votes_for_the_known_tag(generator, vocab, mo
     assert new == [{"brand:Zorg": pytest.approx(0.4)}]  # not brand:LEGO, not brand:lego
 
 
+def test_a_beam_votes_once_for_a_tag_it_holds_in_two_cases(generator, vocab, monkeypatch):
+    beams = [[(["brand:LEGO", "brand:Lego"], 0.3), (["Toys"], 0.7)]]
+    monkeypatch.setattr(generator, "generate", lambda products, progress=False: beams)
+    known, new = generator.votes([Product("x", "LEGO set")])
+    assert known[0, vocab.index["brand:Lego"]] == pytest.approx(0.3)  # not 0.6
+    assert new == [{}]
+
+
 def test_vocab_finds_a_tag_by_its_case_only_when_not_exact() -> None:
     vocab = TagVocab(["brand:Lego", "brand:LEGO", "Toys"], [3, 1, 5])
     assert vocab.find("brand:LEGO") == 1  # exact first

@@ -295,3 +295,8 @@ def test_a_model_trained_without_descriptions_scores_titles_alone(
     assert not titles_only.uses_descriptions and both.uses_descriptions
     assert titles_only.suggest([product], threshold=0) == both.suggest(["wooden toy"], threshold=0)
     assert both.suggest([product], threshold=0) != both.suggest(["wooden toy"], threshold=0)
+
+
+def test_a_lone_surrogate_is_a_value_error_naming_the_product(rec: TagRecommender) -> None:
+    with pytest.raises(ValueError, match="product 1: 'description' holds a lone surrogate"):
+        rec.suggest(["kite", {"title": "kite", "description": "red\ud800"}])

@@ -96,10 +96,14 @@ def _describe_records(model_input: Any) -> list[dict[str, Any]]:
     if "title" not in frame.columns:
         raise ValueError(f"input has no 'title' column (columns: {list(frame.columns)})")
     tags = frame["tags"].tolist() if "tags" in frame.columns else [None] * len(frame)
-    return [
-        {"title": _text(t, i), "tags": [] if g is None or isinstance(g, float) else list(g)}
-        for i, (t, g) in enumerate(zip(frame["title"].tolist(), tags, strict=True))
-    ]
+    records = []
+    for i, (title, given) in enumerate(zip(frame["title"].tolist(), tags, strict=True)):
+        if given is None or isinstance(given, float):  # absent, or NaN where other rows have tags
+            given = []
+        elif not all(isinstance(t, str) for t in given):
+            raise _invalid(f"product {i}, field 'tags': expected a list of strings")
+        records.append({"title": _text(title, i), "tags": list(given)})
+    return records
 
 
 def _limit(params: dict[str, Any]) -> int:
@@ -153,7 +157,10 @@ class LabelrecPyfunc(PythonModel):
                 )
             except (ConfigError, ModelError) as err:  # a bad value; lengths past the context
                 raise _invalid(f"param {err}") from None
-            texts = describer.describe(_describe_records(model_input))
+            try:
+                texts = describer.describe(_describe_records(model_input))
+            except ValueError as err:  # a product's field, named (a 400 over REST)
+                raise _invalid(str(err)) from None
             return pd.DataFrame({"description": texts})
         limit, threshold = _limit(params), _threshold(params)
         items = _records(model_input)

@@ -371,12 +371,13 @@ class TagGenerator:
         for i, beams in enumerate(self.generate(products, progress)):
             for tags, w in beams:
                 closure = set(tags) | {a for t in tags for a in path_prefixes(t, self.separator)}
-                for tag in closure:
-                    j = self.vocab.find(tag)  # an open span "brand:HORNBY" is brand:Hornby
-                    if j is not None:
-                        known[i, j] += w
-                    else:
-                        new[i][tag] = new[i].get(tag, 0.0) + w
+                found = {tag: self.vocab.find(tag) for tag in closure}
+                # a beam votes once a tag: "brand:HORNBY" (an open span) and brand:Hornby beside
+                # it in one beam are one vote for brand:Hornby
+                for j in {j for j in found.values() if j is not None}:
+                    known[i, j] += w
+                for tag in (tag for tag, j in found.items() if j is None):
+                    new[i][tag] = new[i].get(tag, 0.0) + w
         np.clip(known, 0.0, 1.0, out=known)
         return known, [{t: min(v, 1.0) for t, v in row.items()} for row in new]
 
