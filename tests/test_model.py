@@ -426,3 +426,17 @@ def test_fsdp_without_cuda_is_refused_before_the_backbone_loads(monkeypatch) -> 
         cpu_processes()
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process: nothing is sharded, nothing refused
     assert cpu_processes() is False
+
+
+def test_products_are_encoded_a_chunk_at_a_time_as_one_by_one(tiny_backbone: Path) -> None:
+    from labelrec.model import ENCODE_CHUNK, load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    n = ENCODE_CHUNK + 7  # more than a chunk of each kind, singles and pairs mixed
+    titles = [f"{TITLES[i % 4]} {i}" for i in range(2 * n)]
+    long = "red kit with engine carriage smoke " * 9
+    descriptions = ["" if i % 2 else long for i in range(2 * n)]
+    ids = encode_products(tokenizer, titles, descriptions, 32)
+    pairs = zip(titles, descriptions, strict=True)
+    alone = [encode_products(tokenizer, [t], [d], 32)[0] for t, d in pairs]
+    assert ids == alone and max(map(len, ids)) == 32

@@ -252,8 +252,11 @@ class SpanTagger:
         for i, (g, c) in enumerate(zip(gold, contained, strict=True)):
             full.add(g, c)
             folds[i % N_FOLDS].add(g, c)
-        rows: list[list[str]] = []
-        labels: list[int] = []
+        from sklearn.feature_extraction import FeatureHasher
+
+        hasher = FeatureHasher(N_FEATURES, input_type="string", alternate_sign=False)
+        parts: list[sp.csr_matrix] = []  # hashed a fold at a time: the feature strings of one
+        labels: list[int] = []  # fold alive at once, not of every span (~60 bytes each)
         for fold in range(N_FOLDS):
             other = SpanStats(n_kinds)  # statistics of the other folds: no label leaks in
             other.as_tag = {
@@ -261,22 +264,27 @@ class SpanTagger:
                 for v, r in full.as_tag.items()
             }
             other.in_titles = full.in_titles - folds[fold].in_titles
+            rows: list[list[str]] = []
             for i in range(fold, len(products), N_FOLDS):
                 title = titles[i]
                 occ = known_occurrences(title, cands[i], other)
                 for start, end, n in cands[i]:
                     rows.append(span_features(title, start, end, n, other, occ))
                     labels.append(gold[i].get(title[start:end], 0))
+            if rows:
+                parts.append(hasher.transform(rows).tocsr())
         if len(set(labels)) < 2:
             return None
-        from sklearn.feature_extraction import FeatureHasher
-
-        hasher = FeatureHasher(N_FEATURES, input_type="string", alternate_sign=False)
-        x = hasher.transform(rows).tocsr()
+        x = sp.vstack(parts, format="csr")
         x.data = np.minimum(x.data, 1.0).astype(np.float32)
+        # Fit over the hashed columns the spans use (tens of thousands of 2**20): L-BFGS keeps
+        # ~25 float64 vectors of n_kinds x columns, 2-3 GB over all 2**20 columns. A column no
+        # span uses gets a zero gradient and stays 0, so the coefficients are the same.
+        used, columns = np.unique(x.indices, return_inverse=True)
+        x = sp.csr_matrix((x.data, columns, x.indptr), shape=(x.shape[0], len(used)))
         clf = LogisticRegression(C=4.0, max_iter=100, tol=1e-3, random_state=seed)
         clf.fit(x, np.asarray(labels))
-        coef = np.zeros((n_kinds, N_FEATURES), dtype=np.float32)
+        coef = np.zeros((n_kinds, len(used)), dtype=np.float32)
         intercept = np.full(n_kinds, -1e4, dtype=np.float32)
         if len(clf.classes_) == 2:  # binary: sklearn keeps one row for the positive class
             coef[clf.classes_[1]] = clf.coef_[0]
@@ -287,7 +295,13 @@ class SpanTagger:
             coef[clf.classes_] = clf.coef_
             intercept[clf.classes_] = clf.intercept_
         coef[np.abs(coef) < 1e-4] = 0.0
-        return cls(kinds, sp.csr_matrix(coef), intercept, full, vocab, max_chars)
+        kind_of, column = np.nonzero(coef)  # back to the hashed feature space
+        hashed = sp.csr_matrix(
+            (coef[kind_of, column], (kind_of, used[column])),
+            shape=(n_kinds, N_FEATURES),
+            dtype=np.float32,
+        )
+        return cls(kinds, hashed, intercept, full, vocab, max_chars)
 
     # ------------------------------------------------------------------ prediction
     def probabilities(self, products: list[Product]) -> list[dict[str, float]]:
