@@ -14,7 +14,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from labelrec.backbones import find_packaged
-from labelrec.modeldir import CARD_FILE, TUNING_DIR
+from labelrec.modeldir import CARD_FILE, CAUSAL_INFO, LABELREC_FILE, TUNING_DIR
 
 # metric in labelrec.json -> (model-index metric type, its name on the card)
 CARD_METRICS = {
@@ -163,22 +163,23 @@ def name_backbone(model_dir: str | Path, source: str) -> None:
     import json
     import os
 
-    causal = Path(model_dir) / "causal.json"
-    if causal.is_file():
-        meta = json.loads(causal.read_text(encoding="utf-8"))
-        meta["backbone"] = source
-        tmp = causal.with_name(causal.name + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, causal)
-    for folder in (Path(model_dir), Path(model_dir) / TUNING_DIR):
-        info_path = folder / "labelrec.json"
-        if not info_path.is_file():
-            continue
-        info = json.loads(info_path.read_text(encoding="utf-8"))
+    def rewrite(path: Path, change: Any) -> dict[str, Any]:  # under a temporary name, renamed
+        data = json.loads(path.read_text(encoding="utf-8"))
+        change(data)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+        return data
+
+    def renamed(info: dict[str, Any]) -> None:
         info["backbone"] = source
         info.setdefault("config", {}).setdefault("model", {})["backbone"] = source
-        tmp = info_path.with_name(info_path.name + ".tmp")
-        tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
-        os.replace(tmp, info_path)
+
+    if (Path(model_dir) / CAUSAL_INFO).is_file():
+        rewrite(Path(model_dir) / CAUSAL_INFO, lambda meta: meta.update(backbone=source))
+    for folder in (Path(model_dir), Path(model_dir) / TUNING_DIR):
+        if not (folder / LABELREC_FILE).is_file():
+            continue
+        info = rewrite(folder / LABELREC_FILE, renamed)
         if (folder / CARD_FILE).is_file():
             write_tagger_card(folder, info, name=folder.name)

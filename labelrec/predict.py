@@ -297,7 +297,10 @@ class TagRecommender:
 
     def encode(self, products: list[Any]) -> list[list[int]]:
         """Token ids per product (truncated by tokens)."""
-        items = self.items(products)
+        return self._token_ids(self.items(products))
+
+    def _token_ids(self, items: list[Product]) -> list[list[int]]:
+        """``encode`` of products already read (``items``)."""
         return encode_products(
             self.tokenizer,
             [p.title for p in items],
@@ -337,7 +340,7 @@ class TagRecommender:
         if not items:
             none = np.zeros((0, len(self.vocab)), dtype=np.float32)
             return _Evidence(items, none, None, None, none, empty, none, empty)
-        ids = self.encode(items)
+        ids = self._token_ids(items)
         text = None
         if self.fusion is not None:  # the text-only evidence, computed while the model runs
             text = _text_worker().submit(self.fusion.text_evidence, items)

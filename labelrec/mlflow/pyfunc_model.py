@@ -164,15 +164,8 @@ class LabelrecPyfunc(PythonModel):
             return pd.DataFrame({"description": texts})
         limit, threshold = _limit(params), _threshold(params)
         items = _records(model_input)
-        # a product without text gets no tags (scoring it would give the catalog's priors)
-        scored = [i for i, p in enumerate(items) if p["title"].strip() or p["description"].strip()]
-        ranked: list[list[Any]] = [[] for _ in items]
-        if scored:
-            rows = self.recommender.suggest(
-                [items[i] for i in scored], limit=limit, threshold=threshold
-            )
-            for i, row in zip(scored, rows, strict=True):
-                ranked[i] = row
+        # a product without text gets no tags (TagRecommender.suggest)
+        ranked = self.recommender.suggest(items, limit=limit, threshold=threshold)
         return pd.DataFrame(
             {
                 "tags": [
