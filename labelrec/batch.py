@@ -229,6 +229,60 @@ def gunzip_capped(source: Any, path: Path, shown: str, max_bytes: int, setting: 
     return total
 
 
+def parquet_capped(path: Path, shown: str, max_bytes: int, setting: str = "") -> int:
+    """The bytes a Parquet upload's data take once decoded; past ``max_bytes`` a 413 (naming
+    ``setting``), told before any column is decoded in full. A few KB of Parquet can stand for
+    gigabytes: compressed pages (their uncompressed sizes are in the footer) and dictionary
+    pages, where one long value is repeated by index in every row (counted here from the
+    dictionary and its indices, read without expanding them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    named = f" ({setting})" if setting else ""
+
+    def over(total: int) -> ServiceError:
+        return ServiceError(
+            413,
+            f"{shown}: over the upload cap of {max_bytes >> 20} MB{named} once decoded"
+            f" ({total >> 20} MB or more); split the catalog or use `labelrec index` for large"
+            " files",
+        )
+
+    def decoded(array: pa.Array) -> int:
+        if pa.types.is_dictionary(array.type):
+            values = array.dictionary
+            if pa.types.is_string(values.type) or pa.types.is_binary(values.type):
+                counts = pc.take(pc.binary_length(values), array.indices)
+                return int(pc.sum(counts).as_py() or 0) + array.indices.nbytes
+            return decoded(array.dictionary_decode())
+        if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+            return decoded(array.flatten()) + array.offsets.nbytes
+        return array.nbytes
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+        groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+        total = sum(g.total_byte_size for g in groups)
+        if total > max_bytes:
+            raise over(total)
+        texts = [
+            meta.schema.column(j).path
+            for j in range(meta.num_columns)
+            if meta.schema.column(j).physical_type == "BYTE_ARRAY"
+        ]
+        pfile = pq.ParquetFile(path, read_dictionary=texts)
+        total = 0
+        for i in range(meta.num_row_groups):
+            for column in pfile.read_row_group(i).columns:
+                total += sum(decoded(chunk) for chunk in column.chunks)
+                if total > max_bytes:
+                    raise over(total)
+    except (pa.ArrowException, OSError) as err:
+        raise ServiceError(400, f"{shown}: cannot read Parquet: {err}") from None
+    return total
+
+
 def check_catalog(path: Path, cfg: DataConfig, shown: str) -> int:
     """Parse the whole upload once so a bad row is a 400 before any output is sent; returns
     the number of products."""

@@ -229,10 +229,11 @@ def _parse_line(line: str, number: int) -> dict[str, str]:
 
 def cmd_suggest(args: argparse.Namespace) -> int:
     rec = _load_recommender(args)
-    items = []
+    items, numbers = [], []
     for number, line in _stdin_lines():
-        if line.strip():
+        if line.strip():  # a blank line is no product; `line` in the JSON rows joins them back
             items.append(_parse_line(line, number))
+            numbers.append(number)
     if args.explain:
         results = rec.explain(items, limit=args.limit, threshold=args.threshold)
     else:
@@ -242,7 +243,9 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         ]
     for i, (item, suggestions) in enumerate(zip(items, results, strict=True)):
         if args.format == "jsonl":
-            row = {"id": item["id"]} if item.get("id") is not None else {}
+            row = {"line": numbers[i]}
+            if item.get("id") is not None:
+                row["id"] = item["id"]
             row.update(title=item["title"], tags=suggestions)
             print(json.dumps(row, ensure_ascii=False))
             continue
@@ -288,14 +291,20 @@ def _parse_product_line(line: str, number: int) -> dict[str, Any]:
     title = item.get("title")
     if not isinstance(title, str) or not title.strip():
         raise ValueError(f"{where}, field 'title': missing, empty or not a string")
-    tags = item.get("tags")
+    tags = item.get("tags")  # a list, or one string with "|" between tags (as catalogs have)
+    if isinstance(tags, str):
+        item["tags"] = tags = [t for t in tags.split("|") if t.strip()]
     if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
-        raise ValueError(f"{where}, field 'tags': expected a list of strings")
+        raise ValueError(
+            f"{where}, field 'tags': expected a list of strings or one string with '|' between tags"
+        )
     if not isinstance(item.get("description", ""), (str, type(None))):
         raise ValueError(f"{where}, field 'description': expected a string")
     pid = item.get("id")
     if pid is not None and (isinstance(pid, bool) or not isinstance(pid, (str, int))):
         raise ValueError(f"{where}, field 'id': expected a string or an integer")
+    if pid is not None:  # echoed as a string, as the service and the catalog reader read ids
+        item["id"] = str(pid)
     from labelrec.data import unicode_problem
 
     for key in ("id", "title", "description", "tags"):

@@ -12,6 +12,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,14 @@ class DataConfig:
             " with the same id and adds the others; rejected tags are known negatives."
         },
     )
+    holdout: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out catalogs (test files) that measure models: a review in"
+            " `feedback` of one of their products (the same id, or a near-duplicate title)"
+            " stays out of training, so they keep measuring the next model."
+        },
+    )
     hierarchy_separator: str | None = field(
         default=None,
         metadata={"help": "Separator of category paths, e.g. ' > ': one tag per path prefix."},
@@ -134,6 +143,8 @@ class DataConfig:
         _check(len(self.tag_columns) >= 1, "data.tag_columns", "needs at least one column")
         for name in ("train", "valid", "unlabeled", "feedback"):
             _check_not_blank(getattr(self, name), f"data.{name}", "null for none")
+        for path in self.holdout or []:
+            _check_not_blank(path, "data.holdout")
         for name in ("id_column", "title_column"):
             _check_not_blank(getattr(self, name), f"data.{name}")
         _check_not_blank(self.tag_delimiter, "data.tag_delimiter", space_ok=True)
@@ -917,6 +928,18 @@ def _build(cls: type, values: dict[str, Any], prefix: str, construct: bool = Tru
         else:
             kwargs[key] = _coerce(value, tp, name)
     return cls(**kwargs) if construct else None
+
+
+def typed_values(cls: type, values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """``values`` typed as the fields of the config section ``cls`` are (``"2"`` is 2 for an
+    int; 2.5 for an int, ``True`` for a number or an infinite value are refused): a
+    ``ConfigError`` naming ``<prefix>.<key>``. ``cls``'s own checks are left to its
+    constructor."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(values) - known):
+        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key")
+    return {key: _coerce(value, hints[key], f"{prefix}.{key}") for key, value in values.items()}
 
 
 def check_overrides(overrides: list[str]) -> None:

@@ -163,6 +163,9 @@ def _norm_ws(text: str) -> str:
 # hostile 1 MB title must not hold the model for seconds.
 MAX_TITLE_CHARS = 1_000
 MAX_DESCRIPTION_CHARS = 10_000
+# A tag sent to a front end (reviews, the describer) is refused above this: longer than any tag a
+# catalog has, so a longer one is a pasted text.
+MAX_TAG_CHARS = 512
 
 # zero-width space, non-joiner, joiner, word joiner, BOM, soft hyphen: they show nothing, and a
 # title's spans or a tag's position would hold them

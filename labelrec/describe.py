@@ -64,8 +64,15 @@ from labelrec.causal import (
     load_saved_causal_lm,
     save_causal_lm,
 )
-from labelrec.config import DescribeConfig
-from labelrec.data import MAX_TITLE_CHARS, Product, clean_text, unicode_problem
+from labelrec.config import DescribeConfig, typed_values
+from labelrec.data import (
+    MAX_TAG_CHARS,
+    MAX_TITLE_CHARS,
+    Product,
+    clean_text,
+    fold_width,
+    unicode_problem,
+)
 from labelrec.metrics import paired_bootstrap
 from labelrec.model import ModelError
 from labelrec.modeldir import CAUSAL_INFO
@@ -107,8 +114,9 @@ Reference = tuple[str, str]  # (title, description) of the most similar training
 
 
 def as_product(item: ProductLike, position: int = 0) -> Product:
-    """A ``Product`` from a Product or a mapping with ``title`` and optional ``tags``, ``id``,
-    ``description``; ``ValueError`` naming the product and field otherwise."""
+    """A ``Product`` from a Product or a mapping with ``title`` and optional ``tags`` (a list
+    of strings, or one string with ``|`` between tags), ``id``, ``description``; ``ValueError``
+    naming the product and field otherwise."""
     if isinstance(item, Product):
         return item
     if not isinstance(item, Mapping):
@@ -122,14 +130,23 @@ def as_product(item: ProductLike, position: int = 0) -> Product:
     if isinstance(tags, str):
         tags = [t for t in tags.split("|") if t.strip()]
     if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
-        raise ValueError(f"product {position}, field 'tags': expected a list of strings")
+        raise ValueError(
+            f"product {position}, field 'tags': expected a list of strings or one string with"
+            " '|' between tags"
+        )
     description = item.get("description") or ""
     if not isinstance(description, str):
         raise ValueError(f"product {position}, field 'description': expected a string")
-    tags = [clean_text(t) for t in tags]
+    # read as catalogs read tags: full-width forms folded (品牌：华为 is 品牌:华为)
+    tags = [fold_width(clean_text(t)) for t in tags]
     for field, text in (("title", title), *(("tags", t) for t in tags)):
         if (problem := unicode_problem(text)) is not None:
             raise ValueError(f"product {position}, field '{field}': {problem}")
+    if long := [t for t in tags if len(t) > MAX_TAG_CHARS]:
+        raise ValueError(
+            f"product {position}, field 'tags': a tag of {len(long[0]):,} characters, over the"
+            f" {MAX_TAG_CHARS} a tag may have"
+        )
     pid = item.get("id")
     return Product(
         id="" if pid is None else str(pid),
@@ -175,7 +192,7 @@ def reference_text(reference: Reference, chars: int = 400) -> str:
     description: <its first chars characters, cut at a space>``."""
     title, description = reference
     return (
-        f"\nSimilar product: {' '.join(title.split())}"
+        f"\nSimilar product: {clean_text(title)}"
         f"\nIts description: {cap_chars(clean_description(description), chars)}"
     )
 
@@ -193,7 +210,7 @@ def cap_chars(text: str, chars: int) -> str:
 def product_lines(product: Product, separator: str | None = " > ", max_tags: int = 12) -> str:
     """The product's own prompt lines: title, attribute lines, most specific categories."""
     attributes, categories = split_tags(product.tags, separator)
-    lines = [f"Product: {' '.join(product.title.split())}"]
+    lines = [f"Product: {clean_text(product.title)}"]
     shown = 0
     for key, values in attributes.items():
         if shown >= max_tags:
@@ -207,7 +224,7 @@ def product_lines(product: Product, separator: str | None = " > ", max_tags: int
 
 def fallback_description(product: Product, separator: str | None = " > ") -> str:
     """A plain sentence from the title and tags, for when the decoder writes nothing."""
-    title = " ".join(product.title.split()).rstrip(".")
+    title = clean_text(product.title).rstrip(".")
     attributes, categories = split_tags(product.tags, separator)
     text = f"{title}."
     for key, values in attributes.items():
@@ -219,8 +236,8 @@ def fallback_description(product: Product, separator: str | None = " > ") -> str
 
 
 def clean_description(text: str) -> str:
-    """Whitespace collapsed (descriptions are one paragraph here)."""
-    return " ".join(text.split())
+    """Read as catalogs read texts (``clean_text``): descriptions are one paragraph here."""
+    return clean_text(text)
 
 
 def trim_to_sentence(text: str) -> str:
@@ -344,7 +361,7 @@ class NeighbourIndex:
     @classmethod
     def fit(cls, products: Sequence[Product]) -> NeighbourIndex:
         """Index ``products`` (those with a description are the useful ones)."""
-        titles = [" ".join(p.title.split()) for p in products]
+        titles = [clean_text(p.title) for p in products]
         features = TfidfFeatures(word_ngram_max=2, char_ngrams=(2, 5))
         features.fit_transform(titles)
         return cls(features, titles, [clean_description(p.description) for p in products])
@@ -387,7 +404,7 @@ class NeighbourIndex:
     def _similarities(self, titles: Sequence[str]) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, dense cosine similarities to every indexed title) for the query titles,
         in chunks of rows that keep each block near 20M floats."""
-        x = self.features.transform([" ".join(t.split()) for t in titles])
+        x = self.features.transform([clean_text(t) for t in titles])
         chunk = max(1, min(1024, 20_000_000 // max(len(self), 1)))
         for start in range(0, len(titles), chunk):
             yield start, similarities(x[start : start + chunk], self._x_t)
@@ -510,17 +527,9 @@ class Describer:
         unknown = sorted(set(settings) - set(DECODING))
         if unknown:
             raise ValueError(f"not a decoding setting: {', '.join(unknown)} (one of {DECODING})")
-        import typing
-
-        from labelrec.config import _coerce
-
-        hints = typing.get_type_hints(DescribeConfig)
         merged = {k: self.meta[k] for k in DECODING if k in self.meta}
-        # typed as a config's describe.* (ConfigError naming the setting): "2" is 2, while 2.5
-        # beams, True or an infinite penalty are refused
-        merged.update(
-            {k: _coerce(v, hints[k], f"describe.{k}") for k, v in settings.items() if v is not None}
-        )
+        given = {k: v for k, v in settings.items() if v is not None}
+        merged.update(typed_values(DescribeConfig, given, "describe"))
         if settings.get("max_new_tokens") is not None and settings.get("min_new_tokens") is None:
             # a lower limit than training's brings the saved minimum down with it
             lowest = min(merged.get("min_new_tokens", 0), merged["max_new_tokens"])

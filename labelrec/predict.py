@@ -418,7 +418,8 @@ class TagRecommender:
         products by TF-IDF that carry the tag: ``id``, ``title``, ``similarity``), ``raised_by``
         (a category raised to its best child's score), ``renamed_from`` (a variant a rule
         merged in) and ``rule``. With a reranker (``labelrec.rerank``) the shares add up to
-        ``fused_score``, the score before it re-scored the tag."""
+        ``fused_score``, the score before it re-scored the tag. A product with no text the model
+        reads gets no tags, as in ``suggest``."""
         if not products:
             return []
         ev = self._evidence(products)
@@ -528,7 +529,8 @@ class TagRecommender:
                     evidence["renamed_from"] = tag
                     evidence["rule"] = f"rename {tag} -> {sug.tag}"
                 row.append({**sug.to_dict(), "evidence": evidence})
-            out.append(row)
+            read = ev.items[i].title or ev.items[i].description
+            out.append(row if read else [])  # no text: no tags, as in ``suggest``
         return out
 
     def new_tags(self, products: list[Any]) -> list[dict[str, float]]:

@@ -20,6 +20,7 @@ logged as a warning when the model loads (``Rules.unmatched``; patterns are case
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
@@ -53,10 +54,15 @@ class Ranked(Protocol):
 
 
 def _patterns(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    items = list(patterns)
-    if not items:
-        return None
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in items))
+    """One regular expression matching any of the shell-style ``patterns``; None for none."""
+    items = tuple(patterns)
+    return _compiled(items) if items else None
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # cached: a request's include / exclude patterns apply to each of its products in turn
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
 def _line_of(text: str, key: str | None, entry: Any) -> int | None:

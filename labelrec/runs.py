@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,6 +14,8 @@ import numpy as np
 
 from labelrec import data as data_mod
 from labelrec.config import Config, DataConfig
+
+logger = logging.getLogger(__name__)
 
 
 class Tracker(Protocol):
@@ -48,6 +52,7 @@ class Splits:
     feedback_source: str | None = None
     # reviews of valid products, by id: out of the tuning run, merged into a refit's products
     valid_reviews: dict[str, data_mod.Product] = field(default_factory=dict)
+    held_out: int = 0  # reviews left out of training: their products are in data.holdout
 
 
 def reviewed_product(original: data_mod.Product, review: data_mod.Product) -> data_mod.Product:
@@ -63,16 +68,40 @@ def reviewed_product(original: data_mod.Product, review: data_mod.Product) -> da
     )
 
 
-def merge_feedback(splits: Splits, path: str, hierarchy_separator: str | None = None) -> Splits:
+def merge_feedback(
+    splits: Splits,
+    path: str,
+    hierarchy_separator: str | None = None,
+    holdout: Sequence[str | Path] = (),
+    holdout_cfg: DataConfig | None = None,
+) -> Splits:
     """``splits`` with the reviewed products of ``path`` (a ``labelrec feedback export``
     catalog) in train: a review of a training product is merged into it (``reviewed_product``),
     another reviewed product joins train. Reviews of valid products stay out of train (valid
     measures the model) and are kept in ``valid_reviews`` for a refit, which trains on valid.
+    Reviews of the products of the ``holdout`` catalogs (read with ``holdout_cfg``; the same id
+    or a near-duplicate title) are left out: those catalogs measure the model.
     Category paths are expanded with ``hierarchy_separator`` as the training catalog's were."""
     cfg = DataConfig(hierarchy_separator=hierarchy_separator)
     reviewed = data_mod.read_catalog(path, cfg, require_tags=False)
+    held_ids, held_titles = holdout_keys(holdout, holdout_cfg or DataConfig())
+    products = [
+        p
+        for p in reviewed.products
+        if p.id not in held_ids and data_mod.near_duplicate_key(p.title) not in held_titles
+    ]
+    held_out = len(reviewed.products) - len(products)
+    if held_out:
+        logger.warning(
+            "feedback %s: %d of %d reviews are of products in data.holdout (%s): left out of"
+            " training, so those catalogs keep measuring the model",
+            path,
+            held_out,
+            len(reviewed.products),
+            ", ".join(map(str, holdout)),
+        )
     valid_ids = {p.id for p in splits.valid}
-    by_id = {p.id: p for p in reviewed.products if p.id not in valid_ids}
+    by_id = {p.id: p for p in products if p.id not in valid_ids}
     train = [
         reviewed_product(p, by_id.pop(p.id)) if p.id in by_id else p for p in splits.train
     ] + list(by_id.values())
@@ -81,10 +110,23 @@ def merge_feedback(splits: Splits, path: str, hierarchy_separator: str | None = 
         train=train,
         train_source=f"{splits.train_source} + feedback {path}",
         skipped=splits.skipped + list(reviewed.skipped),
-        feedback=[p for p in reviewed.products if p.id not in valid_ids],
+        feedback=[p for p in products if p.id not in valid_ids],
         feedback_source=str(path),
-        valid_reviews={p.id: p for p in reviewed.products if p.id in valid_ids},
+        valid_reviews={p.id: p for p in products if p.id in valid_ids},
+        held_out=held_out,
     )
+
+
+def holdout_keys(paths: Sequence[str | Path], cfg: DataConfig) -> tuple[set[str], set[str]]:
+    """(ids, near-duplicate title keys) of the products of the catalogs ``paths``."""
+    ids: set[str] = set()
+    titles: set[str] = set()
+    for path in paths:
+        for product in data_mod.read_catalog(path, cfg, require_tags=False).products:
+            ids.add(product.id)
+            if key := data_mod.near_duplicate_key(product.title):
+                titles.add(key)
+    return ids, titles
 
 
 def refit_products(splits: Splits) -> list[data_mod.Product]:
@@ -99,7 +141,13 @@ def load_splits(cfg: Config, require_tags: bool = True) -> Splits:
     with ``data.feedback``, the reviewed products merged into train (``merge_feedback``)."""
     splits = _read_splits(cfg, require_tags)
     if cfg.data.feedback:
-        splits = merge_feedback(splits, cfg.data.feedback, cfg.data.hierarchy_separator)
+        splits = merge_feedback(
+            splits,
+            cfg.data.feedback,
+            cfg.data.hierarchy_separator,
+            cfg.data.holdout or (),
+            cfg.data,
+        )
     return splits
 
 

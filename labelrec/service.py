@@ -84,10 +84,11 @@ from labelrec.batch import (
     OUTPUT_SUFFIXES,
     check_catalog,
     gunzip_capped,
+    parquet_capped,
     stream_scored,
     upload_suffix,
 )
-from labelrec.data import Product, clean_text
+from labelrec.data import MAX_TAG_CHARS, Product, clean_text
 from labelrec.feedback import DEFAULT_FEEDBACK_URI, FeedbackError, FeedbackStore, Review
 from labelrec.opener import open_describer
 from labelrec.recommend import (
@@ -221,6 +222,11 @@ class ServiceSettings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="bearer token POST /reload requires (force=true needs it set)"
     )
+    review_token: SecretStr | None = Field(
+        None,
+        description="bearer token POST /feedback requires (reviewers type it on the review"
+        " page); unset: anyone who reaches the service may post reviews",
+    )
     max_batch_products: int = Field(256, ge=1, description="products per /suggest_batch request")
     max_batch_size: int = Field(64, ge=1, description="products per shared forward pass")
     max_latency_ms: int = Field(10_000, ge=1, description="adaptive batching wait (_items)")
@@ -269,6 +275,7 @@ MAX_BATCH_PRODUCTS = SETTINGS.max_batch_products
 MAX_BATCH_SIZE = SETTINGS.max_batch_size
 MAX_LATENCY_MS = SETTINGS.max_latency_ms
 ADMIN_TOKEN_ENV = ServiceSettings.env_name("admin_token")
+REVIEW_TOKEN_ENV = ServiceSettings.env_name("review_token")
 MAX_UPLOAD_BYTES = SETTINGS.max_upload_mb << 20
 UPLOAD_SETTING = ServiceSettings.env_name("max_upload_mb")
 MAX_BODY_BYTES = SETTINGS.max_body_mb << 20
@@ -278,6 +285,14 @@ FILE_CHUNK = 256  # products scored per step of /suggest_file
 
 class _BodyTooLarge(Exception):
     pass
+
+
+async def _send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
+    """Answer an ASGI request from a middleware: ``payload`` as JSON with ``status``."""
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimit:
@@ -331,20 +346,40 @@ class BodyLimit:
 
     @staticmethod
     async def _reject(send: Any, cap: int, setting: str) -> None:
-        body = json.dumps(
-            {"error": f"request body over the cap of {cap / 2**20:.0f} MB ({setting})"}
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        message = f"request body over the cap of {cap / 2**20:.0f} MB ({setting})"
+        await _send_json(send, 413, {"error": message})
 
 
 # A request a page of another site may send without asking first (a CORS "simple request"):
 # these content types, or a body without one.
 SIMPLE_CONTENT_TYPES = (b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+
+class NeedsToken:
+    """ASGI middleware: a POST to one of ``paths`` needs ``Authorization: Bearer <token>``
+    (401 otherwise, compared in constant time); ``token`` None lets every request through.
+
+    Reviews become training data: where the service is reachable by people who are not
+    reviewers, the token keeps them from posting labels (``LABELREC_REVIEW_TOKEN``)."""
+
+    def __init__(self, app: Any, paths: tuple[str, ...], token: SecretStr | None, setting: str):
+        self.app, self.paths, self.setting = app, paths, setting
+        secret = token.get_secret_value() if token is not None else ""
+        self.expected = f"Bearer {secret}".encode() if secret else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if (
+            self.expected is not None
+            and scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and scope.get("path") in self.paths
+        ):
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                message = f"{scope['path']} needs the header Authorization: Bearer <{self.setting}>"
+                await _send_json(send, 401, {"error": message})
+                return
+        await self.app(scope, receive, send)
 
 
 class JsonBodies:
@@ -373,20 +408,8 @@ class JsonBodies:
             )
             if media in SIMPLE_CONTENT_TYPES or (not media and has_body):
                 shown = media.decode("latin-1") or "none"
-                body = json.dumps(
-                    {"error": f"send the body as JSON: Content-Type application/json, not {shown}"}
-                ).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 415,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                message = f"send the body as JSON: Content-Type application/json, not {shown}"
+                await _send_json(send, 415, {"error": message})
                 return
         await self.app(scope, receive, send)
 
@@ -462,11 +485,11 @@ Threshold = Annotated[
 
 
 Patterns = Annotated[
-    list[StrictStr] | None,
+    list[Annotated[StrictStr, Field(max_length=MAX_TAG_CHARS)]] | None,
     Field(
         max_length=MAX_LIMIT,
         description="Tag patterns (`brand:*`, `Toys > *`): only tags matching one (include) or"
-        " none (exclude) of them.",
+        f" none (exclude) of them; at most {MAX_LIMIT}, each at most {MAX_TAG_CHARS} characters.",
     ),
 ]
 
@@ -544,7 +567,6 @@ class TagsOut(BaseModel):
     counts: list[int]
 
 
-MAX_TAG_CHARS = 512  # longer than any tag a catalog has: a longer one is a pasted text
 TagList = Annotated[
     list[Annotated[StrictStr, Field(max_length=MAX_TAG_CHARS)]],
     Field(
@@ -573,7 +595,11 @@ class DescribeIn(BaseModel):
 
     title: Annotated[str, Field(min_length=1, description="Product title (required).")]
     tags: Annotated[
-        list[StrictStr], Field(description="Its tags: categories and key:value attributes.")
+        list[Annotated[StrictStr, Field(max_length=MAX_TAG_CHARS)]],
+        Field(
+            description="Its tags: categories and key:value attributes (a list, or one string"
+            f" with '|' between tags; each at most {MAX_TAG_CHARS} characters)."
+        ),
     ] = []
     id: Annotated[
         StrictStr | StrictInt | None,
@@ -583,6 +609,8 @@ class DescribeIn(BaseModel):
     @field_validator("tags", mode="before")
     @classmethod
     def _no_tags(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "Toys > Trains|color:Red", as catalogs write tags
+            return [t for t in value.split("|") if t.strip()]
         return [] if value is None else value
 
     @field_validator("title")
@@ -592,6 +620,25 @@ class DescribeIn(BaseModel):
         if not value:
             raise ValueError("title must not be empty")
         return value
+
+
+MAX_DESCRIBE_BEAMS = 8  # a request's decoding settings: beams and length multiply its cost
+MAX_DESCRIBE_TOKENS = 512
+
+
+class DecodingIn(BaseModel):
+    """Decoding settings for one /describe request (absent or null: the describer's own)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"num_beams": 2, "max_new_tokens": 64}}
+    )
+
+    num_beams: Annotated[StrictInt | None, Field(ge=1, le=MAX_DESCRIBE_BEAMS)] = None
+    max_new_tokens: Annotated[StrictInt | None, Field(ge=1, le=MAX_DESCRIBE_TOKENS)] = None
+    min_new_tokens: Annotated[StrictInt | None, Field(ge=0, le=MAX_DESCRIBE_TOKENS)] = None
+    length_penalty: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
+    repetition_penalty: Annotated[float | None, Field(ge=1, allow_inf_nan=False)] = None
+    no_repeat_ngram_size: Annotated[StrictInt | None, Field(ge=0)] = None
 
 
 class DescriptionOut(BaseModel):
@@ -691,6 +738,18 @@ NO_DESCRIBER = (
 def load_describer(uri: str) -> Any:
     """The ``Describer`` of a directory or of an MLflow URI (``models:/name@alias``)."""
     return open_describer(uri)
+
+
+def with_request_decoding(describer: Any, decoding: DecodingIn | None) -> Any:
+    """``describer`` writing with a request's decoding settings (the same one without any);
+    a ``ServiceError`` (400) naming the setting the describer cannot take."""
+    settings = decoding.model_dump(exclude_none=True) if decoding is not None else {}
+    if not settings:
+        return describer
+    try:
+        return describer.with_decoding(**settings)
+    except ValueError as err:  # a ConfigError naming describe.<setting>, or past the context
+        raise ServiceError(400, f"decoding: {err}") from None
 
 
 def describe_items(
@@ -1012,13 +1071,24 @@ class LabelRec:
                 },
             ),
         ],
+        decoding: Annotated[
+            DecodingIn | None,
+            Field(
+                description="Decoding settings for this request (num_beams up to"
+                f" {MAX_DESCRIBE_BEAMS}, max_new_tokens up to {MAX_DESCRIBE_TOKENS}, ...);"
+                " absent or null: the describer's own."
+            ),
+        ] = None,
     ) -> list[DescriptionOut]:
         """A written description for each product (title and tags), in input order."""
         describer = self._describer()
+        other = with_request_decoding(describer, decoding)  # 400 before any work
         if not products:
             return []
         self._describing += 1
         try:
+            if other is not describer:  # its own settings: a batch of its own
+                return await asyncio.to_thread(describe_items, other, products, self.holder.busy)
             if self._describing == 1:  # nothing to batch with: skip the batcher's extra hop
                 return await asyncio.to_thread(
                     describe_items, describer, products, self.holder.busy
@@ -1318,6 +1388,10 @@ class LabelRec:
                     await asyncio.to_thread(shutil.copyfileobj, file.file, fh, 1 << 20)
             # the spooled upload is copied: free it now, not when the answer has streamed
             await file.close()
+            if suffix in (".parquet", ".pq"):  # the cap counts what its pages decode to
+                await asyncio.to_thread(
+                    parquet_capped, path, shown, MAX_UPLOAD_BYTES, UPLOAD_SETTING
+                )
             cfg = data_config_for(
                 snap.recommender,
                 {
@@ -1353,3 +1427,6 @@ class LabelRec:
 UPLOAD_CAPS = {p: (MAX_UPLOAD_BYTES + (1 << 20), UPLOAD_SETTING) for p in UPLOAD_PATHS}
 LabelRec.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path=UPLOAD_CAPS)
 LabelRec.add_asgi_middleware(JsonBodies, exempt=UPLOAD_PATHS)
+LabelRec.add_asgi_middleware(
+    NeedsToken, paths=("/feedback",), token=SETTINGS.review_token, setting=REVIEW_TOKEN_ENV
+)

@@ -427,7 +427,10 @@ class ModelHolder:
         return jsonable(out)
 
 
-_PATH = re.compile(r"(?<![\w:/.])/(?:[^\s'\"/:,()]+/)+([^\s'\"/:,()]+)")
+# an absolute path of two or more parts; folders may hold single spaces ("/srv/my models/uk"),
+# the last part may not, since the sentence goes on after it
+_PART = r"[^\s'\"/:,()]+"
+_PATH = re.compile(rf"(?<![\w:/.])/(?:{_PART}(?: {_PART})*/)+({_PART})")
 
 
 def public_text(text: str | None) -> str | None:

@@ -437,6 +437,8 @@ class TagTrainer:
                 self.tracker.log_dataset(
                     "feedback", splits.feedback_source, splits.feedback, len(self.vocab)
                 )
+                # reviews of data.holdout products, left out of training
+                self.tracker.log_params({"feedback_held_out": splits.held_out})
 
     def _fresh_checkpoints(self) -> None:
         """An empty checkpoint folder holding this run's vocabulary: an earlier run's

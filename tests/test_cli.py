@@ -213,11 +213,13 @@ def test_suggest_reads_a_byte_order_mark_crlf_and_ids(
     trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     args = ["suggest", str(trained_model_dir), "--format", "jsonl", "--limit", "2"]
-    stdin = '\ufeff{"id": 7, "title": "LEGO city"}\r\nplush bear\r\n'
+    stdin = '\ufeff{"id": 7, "title": "LEGO city"}\r\n \r\nplush bear\r\n'
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     assert main(args) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r.get("id") for r in rows] == [7, None]  # the id comes back to join the rows on
+    # the id comes back to join the rows on, a string as the service and `index` give it
+    assert [r.get("id") for r in rows] == ["7", None]
+    assert [r["line"] for r in rows] == [1, 3]  # the stdin line each row answers (2: blank)
     assert [r["title"] for r in rows] == ["LEGO city", "plush bear"]
     # the same products without the mark and CR: the same tags
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"title": "LEGO city"}\nplush bear\n'))

@@ -458,7 +458,7 @@ def test_describe_verb_reads_json_lines(
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     assert main(["describe", str(describer_dir), "--batch-size", "2"]) == 0
     out = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
-    assert [o["id"] for o in out] == ["a", 7, None]
+    assert [o["id"] for o in out] == ["a", "7", None]  # a string, as the service echoes it
     assert all(isinstance(o["description"], str) and o["description"].strip() for o in out)
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
@@ -500,7 +500,7 @@ def test_describe_verb_writes_in_batches_of_batch_size(
         ("{not json", "line 2: invalid JSON"),
         ("a plain title", "line 2: invalid JSON: Expecting value (each line is a JSON object"),
         ('{"tags": ["a"]}', "line 2, field 'title'"),
-        ('{"title": "kite", "tags": "Toys"}', "line 2, field 'tags'"),
+        ('{"title": "kite", "tags": ["Toys", 3]}', "line 2, field 'tags'"),
         ('{"title": "kite", "id": [1]}', "line 2, field 'id'"),
         ('["kite"]', "line 2: expected a JSON object"),
     ],
@@ -551,6 +551,43 @@ def test_service_describe_endpoint(
     assert svc.model()["describer"]["uri"] == f"…/{describer_dir.name}"  # no local path shown
 
 
+def test_service_describe_takes_decoding_settings_and_tag_strings(
+    make_service, trained_model_dir: Path, describer_dir: Path, tmp_path: Path
+) -> None:
+    from pydantic import ValidationError
+
+    from labelrec.service import MAX_DESCRIBE_BEAMS, DecodingIn, DescribeIn
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model, ignore=shutil.ignore_patterns("checkpoints"))
+    svc = make_service(model, LABELREC_DESCRIBER=str(describer_dir))
+    native = Describer.load(describer_dir, device="cpu")
+    # tags as catalogs write them, full-width forms folded as catalogs fold them
+    products = [DescribeIn(title="lego city", tags="Toys|color：Ｒｅｄ"), DescribeIn(title="kite")]
+    assert products[0].tags == ["Toys", "color：Ｒｅｄ"]
+    as_lists = [{"title": "lego city", "tags": ["Toys", "color:Red"]}, {"title": "kite"}]
+    assert native.prompt_texts([p.model_dump() for p in products]) == native.prompt_texts(as_lists)
+
+    decoding = DecodingIn(num_beams=2, max_new_tokens=3, min_new_tokens=3)
+    out = asyncio.run(svc.describe(products=products, decoding=decoding))
+    expected = native.with_decoding(num_beams=2, max_new_tokens=3, min_new_tokens=3)
+    assert [o.description for o in out] == expected.describe(as_lists)
+    plain = asyncio.run(svc.describe(products=products))  # the request's settings did not stay
+    assert [o.description for o in plain] == native.describe(as_lists)
+    assert [o.description for o in plain] != [o.description for o in out]
+
+    bad = asyncio.run(
+        svc.describe(products=products, decoding=DecodingIn(max_new_tokens=2, min_new_tokens=5))
+    )
+    assert bad.status_code == 400 and b"describe.min_new_tokens" in bad.body
+    with pytest.raises(ValidationError, match="num_beams"):
+        DecodingIn(num_beams=MAX_DESCRIBE_BEAMS + 1)
+    with pytest.raises(ValidationError, match="batch_products"):
+        DecodingIn.model_validate({"batch_products": 1000})  # the service's own setting
+    with pytest.raises(ValidationError, match="at most 512 characters"):
+        DescribeIn(title="kite", tags=["x" * 513])
+
+
 # ---------------------------------------------------------------------- MLflow
 
 
@@ -571,6 +608,18 @@ def test_describer_as_mlflow_model(describer_dir: Path, registry: Path) -> None:
     out = pyfunc.predict(frame)
     assert list(out.columns) == ["description"] and len(out) == 2
     assert all(t.strip() for t in out["description"])
+    # a product without tags beside one with them (NaN), and tags as catalogs write them
+    mixed = pd.DataFrame(
+        [{"title": "lego city police", "tags": ["Toys", "color:Red"]}, {"title": "kite"}]
+    )
+    assert mixed["tags"].isna().tolist() == [False, True]
+    assert list(pyfunc.predict(mixed)["description"]) == list(out["description"])
+    piped = pd.DataFrame({"title": ["lego city police", "kite"], "tags": ["Toys|color:Red", ""]})
+    assert list(pyfunc.predict(piped)["description"]) == list(out["description"])
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="product 1, field 'tags': expected a list of str"):
+        pyfunc.predict(pd.DataFrame({"title": ["a", "b"], "tags": [["Toys"], [3]]}))
     native = lrm.load_model("models:/describer/1", device="cpu")
     assert isinstance(native, Describer)
     assert native.describe(frame.to_dict("records")) == list(out["description"])
@@ -590,8 +639,6 @@ def test_describer_as_mlflow_model(describer_dir: Path, registry: Path) -> None:
     )
     assert list(short["description"]) == expected
     # a bad decoding param names itself in an MlflowException (a 400 over REST)
-    from mlflow.exceptions import MlflowException
-
     with pytest.raises(MlflowException, match="param describe.num_beams: must be >= 1") as err:
         pyfunc.predict(frame, params={"num_beams": 0})
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"
@@ -615,3 +662,9 @@ def test_describer_products_read_text_as_the_tagger_does() -> None:
         as_product({"title": "\u200b\u200b"}, 3)
     with pytest.raises(ValueError, match="product 0, field 'tags': holds a lone surrogate"):
         as_product({"title": "kite", "tags": ["Toys\ud800"]})
+    # tags read as catalogs read them: a '|' string, full-width forms folded, long ones refused
+    folded = as_product({"title": "kite", "tags": "品牌：华为| Toys |"})
+    assert folded.tags == ["品牌:华为", "Toys"]
+    assert as_product({"title": "kite", "tags": ["x" * 512]}).tags == ["x" * 512]
+    with pytest.raises(ValueError, match="product 2, field 'tags': a tag of 513 characters"):
+        as_product({"title": "kite", "tags": ["x" * 513]}, 2)

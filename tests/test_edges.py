@@ -204,6 +204,9 @@ def test_public_text_cuts_every_path_and_leaves_relative_ones() -> None:
     from labelrec.serving import public_text
 
     assert public_text("copy /srv/a/uk to /srv/b/de") == "copy …/uk to …/de"
+    # folders with spaces are cut whole too (the last part ends at a space)
+    text = "ModelError: /tmp/srv dir/acme secret/v1 is not a labelrec model directory"
+    assert public_text(text) == "ModelError: …/v1 is not a labelrec model directory"
     assert public_text("see ./models/uk and ../x/y") == "see ./models/uk and ../x/y"
 
 

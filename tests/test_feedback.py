@@ -408,6 +408,46 @@ def test_feedback_merges_into_train_but_never_into_valid(tmp_path: Path) -> None
     assert (refit_valid.tags, refit_valid.rejected) == (["Books"], ["Toys"])
 
 
+def test_reviews_of_held_out_products_stay_out_of_training(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from labelrec.config import load_config
+    from labelrec.data import Product
+    from labelrec.train import Splits, load_splits, merge_feedback
+
+    train = [Product("t1", "bear", tags=["Toys"])]
+    test = tmp_path / "test.csv"  # a held-out catalog in the training catalog's columns
+    test.write_text("sku,name,cat\nh1,Kite 2m,Toys\nh2,Plush dog,Toys\n", encoding="utf-8")
+    reviewed = tmp_path / "reviewed.jsonl"
+    rows = [
+        {"id": "h1", "title": "kite", "tags": ["Outdoor"]},  # the same id
+        {"id": "x9", "title": "plush DOG!", "tags": ["Plush"]},  # a near-duplicate title
+        {"id": "n1", "title": "plush cat", "tags": ["Plush"]},
+        {"id": "t1", "title": "bear", "tags": ["Plush"]},
+    ]
+    reviewed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    columns = ["data.id_column=sku", "data.title_column=name", "data.tag_columns=[cat]"]
+    cfg = load_config(None, columns).data
+    splits = Splits(train, [], "train.jsonl", "valid.jsonl")
+    with caplog.at_level("WARNING", logger="labelrec.runs"):
+        merged = merge_feedback(splits, reviewed, None, [test], cfg)
+    assert [p.id for p in merged.train] == ["t1", "n1"] and merged.held_out == 2
+    assert merged.train[0].tags == ["Toys", "Plush"]
+    assert [p.id for p in merged.feedback] == ["n1", "t1"]
+    assert "2 of 4 reviews are of products in data.holdout" in caplog.text
+    assert merge_feedback(splits, reviewed).held_out == 0  # no holdout: every review joins
+
+    # from a config: data.holdout names the files
+    train_file = tmp_path / "train.csv"
+    train_file.write_text("sku,name,cat\nt1,bear,Toys\nt2,ball,Toys\n", encoding="utf-8")
+    cfg = load_config(
+        None,
+        [*columns, f"data.train={train_file}", f"data.valid={train_file}",
+         f"data.feedback={reviewed}", f"data.holdout={test}"],
+    )  # fmt: skip
+    assert load_splits(cfg).held_out == 2
+
+
 def test_rejected_tags_weigh_more_in_the_loss() -> None:
     import torch
 

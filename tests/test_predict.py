@@ -277,6 +277,8 @@ def test_a_product_with_no_text_gets_no_tags(rec: TagRecommender) -> None:
     rows = rec.suggest(blank, threshold=0)  # threshold 0: the top `limit`, whatever the scores
     assert rows[0] == [] and rows[2] == [] and len(rows[1]) == 10
     assert rows[1] == rec.suggest(["Brickton police station"], threshold=0)[0]
+    explained = rec.explain(blank, threshold=0)  # the same tags, each with its evidence
+    assert [[s["tag"] for s in row] for row in explained] == [[s.tag for s in r] for r in rows]
 
 
 def test_a_model_trained_without_descriptions_scores_titles_alone(

@@ -525,6 +525,34 @@ def test_mlproject_main_without_train_runs_on_the_demo_catalog(
     run = mlflow.get_run(summary["run_id"])
     assert run.data.tags["labelrec.eval_data"] == "data"  # the demo's test split, not valid
 
+    # with reviews, one of them of a test product: the test split is the run's data.holdout
+    import json
+
+    from labelrec.data import read_catalog
+
+    test_product = read_catalog(summary["demo"]["test"]).products[0]
+    reviewed = tmp_path / "reviewed.jsonl"
+    rows = [
+        {"id": test_product.id, "title": test_product.title, "tags": ["reviewed:test"]},
+        {"id": "new-1", "title": "hand-tagged plush bear", "tags": ["reviewed:new"]},
+    ]
+    reviewed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    again = run_main(
+        str(root / "configs" / "tiny.yaml"),
+        overrides=[
+            f"model.backbone={tiny_backbone}",
+            f"output={tmp_path / 'model2'}",
+            "data.demo_products=60",
+            "train.epochs=1",
+            f"data.feedback={reviewed}",
+        ],
+        demo_dir=str(tmp_path / "demo"),
+        progress=False,
+    )
+    params = mlflow.get_run(again["train"]["run_id"]).data.params
+    assert params["feedback_held_out"] == "1"
+    assert summary["demo"]["test"] in params["data.holdout"]
+
 
 def test_comma_separated_list_overrides_strip_their_items() -> None:
     """`lora.target_modules=q_proj, v_proj`: ' v_proj' would match no module in peft, and the

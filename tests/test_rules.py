@@ -57,6 +57,13 @@ def test_apply_on_hand_made_suggestions() -> None:
     assert [x.tag for x in narrowed] == ["color:Blue", "color:Green", "Toys"]
     only = Rules(allow=["Toys*"]).apply(ranked)
     assert [x.tag for x in only] == ["Toys"]
+    # a request's patterns apply to each of its products: compiled once, not once a product
+    from labelrec.rules import _compiled
+
+    _compiled.cache_clear()
+    for _ in range(50):
+        assert rules.apply(ranked, include=["color:*", "Toys"], exclude=["color:Red"]) == narrowed
+    assert (_compiled.cache_info().misses, _compiled.cache_info().hits) == (2, 98)
     # a renamed tag is known when the vocabulary has it, whatever the tag it renames was
     renames = Rules(rename={"brand:Zorg": "brand:Lego", "brand:Lego Set": "brand:LegoSet"})
     out = renames.apply(

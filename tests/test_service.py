@@ -247,6 +247,36 @@ def test_reload_needs_the_admin_token(
     assert busy.status_code == 429 and b"a reload is running" in busy.body
 
 
+def test_feedback_needs_the_review_token_when_one_is_set() -> None:
+    from pydantic import SecretStr
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse as Answer
+    from starlette.routing import Route
+    from starlette.testclient import TestClient as Client
+
+    from labelrec.service import LabelRec, NeedsToken
+
+    async def stored(request) -> Answer:
+        return Answer({"stored": True})
+
+    inner = Starlette(routes=[Route(p, stored, methods=["POST"]) for p in ("/feedback", "/x")])
+    guarded = NeedsToken(inner, ("/feedback",), SecretStr("s3cret"), "LABELREC_REVIEW_TOKEN")
+    client = Client(guarded)
+    review = {"product": {"title": "plush bear"}, "added": ["brand:Evil"]}
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
+        answer = client.post("/feedback", json=review, headers=headers)
+        assert answer.status_code == 401, headers
+        assert answer.json() == {
+            "error": "/feedback needs the header Authorization: Bearer <LABELREC_REVIEW_TOKEN>"
+        }
+    good = client.post("/feedback", json=review, headers={"authorization": "Bearer s3cret"})
+    assert good.json() == {"stored": True}
+    assert client.post("/x", json={}).json() == {"stored": True}  # other paths are open
+    open_door = Client(NeedsToken(inner, ("/feedback",), None, "LABELREC_REVIEW_TOKEN"))
+    assert open_door.post("/feedback", json=review).json() == {"stored": True}  # none set
+    assert any(cls is NeedsToken for cls, _ in LabelRec.middlewares)  # the service installs it
+
+
 def test_extensions_are_built_per_version(current: Path, models: dict[str, Path]) -> None:
     holder = ModelHolder(str(current))
     holder.extensions["n_tags"] = lambda snap: len(snap.recommender.tags)
@@ -721,6 +751,48 @@ def test_uploads_over_the_cap_are_a_413(
     assert ok.status_code == 200 and ok.text.count("\n") >= 2
     broken = client.post("/suggest_file", files={"file": ("bad.csv.gz", b"not gzip at all")})
     assert broken.status_code == 400 and "not a valid gzip file" in broken.json()["error"]
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_a_small_parquet_that_decodes_over_the_cap_is_a_413(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dictionary: bool
+) -> None:
+    """A few KB of Parquet can stand for gigabytes: compressed pages, or one long dictionary
+    value repeated by index in every row; the cap counts the decoded bytes, told before
+    decoding them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(service, "MAX_UPLOAD_BYTES", 200_000)
+    bomb = tmp_path / "bomb.parquet"
+    titles = ["lego " * 2_000] * 1_000  # 10 MB decoded
+    table = pa.table({"id": [str(i) for i in range(1_000)], "title": titles})
+    pq.write_table(table, bomb, compression="zstd", use_dictionary=dictionary)
+    assert bomb.stat().st_size < 20_000
+    answer = client.post("/suggest_file", files={"file": ("bomb.parquet", bomb.read_bytes())})
+    assert answer.status_code == 413, answer.text
+    assert "once decoded" in answer.json()["error"] and "LABELREC_MAX_UPLOAD_MB" in answer.text
+    honest = tmp_path / "ok.parquet"
+    rows = {"id": ["1", "2"], "title": ["lego police", "plush bear"], "tags": [["a"], []]}
+    table = pa.table(rows)
+    pq.write_table(table, honest, use_dictionary=dictionary)
+    ok = client.post("/suggest_file", files={"file": ("ok.parquet", honest.read_bytes())})
+    assert ok.status_code == 200, ok.text
+    broken = client.post("/suggest_file", files={"file": ("bad.parquet", b"PAR1 not parquet")})
+    assert broken.status_code == 400 and "bad.parquet" in broken.json()["error"]
+
+
+def test_request_tag_patterns_are_capped(client: TestClient) -> None:
+    """include / exclude patterns become regular expressions: one of 1 MB would cost seconds
+    of the event loop, so each is capped as tags are."""
+    product = {"title": "lego police"}
+    for key in ("include", "exclude"):
+        long = client.post("/suggest", json={"product": product, key: ["a*" * 257]})
+        assert long.status_code == 400 and key in long.text, long.text
+        batch = {"products": [product], key: ["a" * 513]}
+        assert client.post("/suggest_batch", json=batch).status_code == 400
+    ok = client.post("/suggest", json={"product": product, "exclude": ["a" * 512] * 100})
+    assert ok.status_code == 200, ok.text
 
 
 def test_openapi_documents_the_endpoints(client: TestClient) -> None:

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
+REVIEW_TOKEN = "rev1ew"  # LABELREC_REVIEW_TOKEN of the module's server
 
 
 def free_port() -> int:
@@ -61,11 +62,31 @@ class Server:
 
 
 @pytest.fixture(scope="module")
+def http_describer(tiny_decoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A describer trained two steps on the toy catalog (its texts need not be good)."""
+    from conftest import toy_catalog
+
+    from labelrec.config import load_config
+    from labelrec.data import Product
+    from labelrec.describe import fit_describer
+
+    products = [Product(r["id"], r["title"], f"a {r['title']}.", r["tags"]) for r in toy_catalog()]
+    settings = ["describe.max_steps=2", "describe.max_target_tokens=12"]
+    settings += ["describe.max_new_tokens=8", "describe.min_new_tokens=2"]
+    cfg = load_config(None, [f"describe.backbone={tiny_decoder}", *settings])
+    describer, _ = fit_describer(cfg.describe, products, progress=False)
+    return describer.save(tmp_path_factory.mktemp("describer") / "d")
+
+
+@pytest.fixture(scope="module")
 def server(
-    trained_model_dir: Path, service_index: Path, tmp_path_factory: pytest.TempPathFactory
+    trained_model_dir: Path,
+    service_index: Path,
+    http_describer: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     """``bentoml serve`` from the repo root (bentofile.yaml names the service), with the toy
-    product index."""
+    product index and a tiny describer."""
     tmp = tmp_path_factory.mktemp("http")
     models = {
         "v1": copy_model(trained_model_dir, tmp / "v1"),
@@ -85,7 +106,9 @@ def server(
                 tmp,
                 LABELREC_MODEL_URI=str(link),
                 LABELREC_INDEX=str(service_index),
+                LABELREC_DESCRIBER=str(http_describer),
                 LABELREC_FEEDBACK_URI=feedback_uri,
+                LABELREC_REVIEW_TOKEN=REVIEW_TOKEN,
                 LABELREC_MAX_BODY_MB="2",
             ),
             stdout=out,
@@ -185,6 +208,48 @@ def test_bad_input_is_a_4xx_and_the_server_keeps_serving(
     assert server.process.poll() is None
     assert http.get("/readyz").status_code == 200
     assert http.post("/suggest", json={"product": {"title": "lego"}}).status_code == 200
+
+
+def test_describe_over_http_with_decoding_settings(
+    http: httpx.Client, http_describer: Path
+) -> None:
+    from labelrec.describe import Describer
+
+    native = Describer.load(http_describer, device="cpu")
+    products = [{"id": 7, "title": "lego city", "tags": "Toys|color:Red"}, {"title": "kite"}]
+    as_lists = [{"title": "lego city", "tags": ["Toys", "color:Red"]}, {"title": "kite"}]
+    plain = http.post("/describe", json={"products": products})
+    assert plain.status_code == 200, plain.text
+    assert [o["id"] for o in plain.json()] == ["7", None]
+    assert [o["description"] for o in plain.json()] == native.describe(as_lists)
+    decoding = {"num_beams": 2, "max_new_tokens": 3, "min_new_tokens": 3}
+    short = http.post("/describe", json={"products": products, "decoding": decoding})
+    assert short.status_code == 200, short.text
+    expected = native.with_decoding(**decoding).describe(as_lists)
+    assert [o["description"] for o in short.json()] == expected
+    for bad, field in (
+        ({"num_beams": 50}, "num_beams"),
+        ({"max_new_tokens": 2, "min_new_tokens": 5}, "describe.min_new_tokens"),
+        ({"batch_products": 4}, "batch_products"),
+    ):
+        answer = http.post("/describe", json={"products": products, "decoding": bad})
+        assert answer.status_code == 400 and field in answer.text, (bad, answer.text)
+    too_long = http.post("/describe", json={"products": [{"title": "kite", "tags": ["x" * 600]}]})
+    assert too_long.status_code == 400
+
+
+def test_feedback_needs_the_review_token(http: httpx.Client, server: Server) -> None:
+    from labelrec.feedback import FeedbackStore
+
+    review = {"product": {"title": "plush bear"}, "added": ["brand:Evil"]}
+    before = len(list(FeedbackStore(server.feedback_uri).reviews()))
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        answer = http.post("/feedback", json=review, headers=headers)
+        assert answer.status_code == 401 and "LABELREC_REVIEW_TOKEN" in answer.json()["error"]
+    assert len(list(FeedbackStore(server.feedback_uri).reviews())) == before  # none stored
+    ok = http.post("/feedback", json=review, headers={"authorization": f"Bearer {REVIEW_TOKEN}"})
+    assert ok.status_code == 200, ok.text
+    assert len(list(FeedbackStore(server.feedback_uri).reviews())) == before + 1
 
 
 def test_suggest_file_streams_the_scored_catalog(http: httpx.Client) -> None:
@@ -350,6 +415,7 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     added = browser.find_element(By.CSS_SELECTOR, '#tags li.tag[data-verdict="added"]')
     assert added.get_attribute("data-tag") == "brand:Reviewed"
     browser.find_element(By.ID, "reviewer").send_keys("ana")
+    browser.find_element(By.ID, "review-token").send_keys(REVIEW_TOKEN)  # the server asks for it
     browser.find_element(By.ID, "save-btn").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "saved review #"))
     from labelrec.feedback import FeedbackStore

@@ -396,7 +396,7 @@ def test_two_accelerate_processes_log_one_run_and_one_version(
 
 # ---------------------------------------------------------------------- the train step's models
 def test_train_step_registers_a_describer_apart_from_the_taggers(
-    mlflow_store, tiny_decoder: Path, tmp_path: Path
+    mlflow_store, tiny_decoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from conftest import toy_catalog, write_jsonl
 
@@ -430,13 +430,20 @@ def test_train_step_registers_a_describer_apart_from_the_taggers(
     assert type(load_model(trained["model_uri"])).__name__ == "Describer"
     with pytest.raises(RegistryError, match="is a describer"):
         promote("labelrec-describer", valid)
+    import labelrec.mlflow as lrm
     from labelrec.mlflow.steps import run_batch, run_evaluate
     from labelrec.model import ModelError
 
-    with pytest.raises(ModelError, match="is a describer, not a tagging model: the evaluate"):
-        run_evaluate(trained["model_uri"], str(valid))
-    with pytest.raises(ModelError, match="is a describer, not a tagging model: the batch"):
-        run_batch(trained["model_uri"], str(valid), str(tmp_path / "out.jsonl"), progress=False)
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the describer was loaded before it was refused")
+
+    with monkeypatch.context() as patch:  # refused from its MLmodel file, before loading
+        patch.setattr(lrm, "load_model", no_load)
+        patch.setattr(mlflow.pyfunc, "load_model", no_load)
+        with pytest.raises(ModelError, match="is a describer, not a tagging model: the evaluate"):
+            run_evaluate(trained["model_uri"], str(valid))
+        with pytest.raises(ModelError, match="is a describer, not a tagging model: the batch"):
+            run_batch(trained["model_uri"], str(valid), str(tmp_path / "out.jsonl"), progress=False)
 
     kept = run_train(
         None, str(train), str(valid), f"{settings} describe.backbone={tiny_decoder}",

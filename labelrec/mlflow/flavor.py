@@ -27,7 +27,16 @@ import pandas as pd
 from mlflow.models import Model, ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
-from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
+from mlflow.types.schema import (
+    AnyType,
+    Array,
+    ColSpec,
+    Object,
+    ParamSchema,
+    ParamSpec,
+    Property,
+    Schema,
+)
 from mlflow.utils.model_utils import _get_flavor_configuration
 from packaging.requirements import Requirement
 
@@ -147,9 +156,14 @@ DESCRIBER_PARAMS = (
 
 
 def describer_signature() -> ModelSignature:
-    """Inputs ``title`` (required), ``tags`` (list of strings); output ``description``;
-    params: the decoding settings of ``DESCRIBER_PARAMS``."""
-    inputs = Schema([ColSpec("string", "title"), ColSpec(Array("string"), "tags", required=False)])
+    """Inputs ``title`` (required), ``tags`` (a list of strings, or one string with ``|``
+    between tags); output ``description``; params: the decoding settings of
+    ``DESCRIBER_PARAMS``.
+
+    ``tags`` is typed ``Any`` for MLflow, and the model checks it: MLflow's ``Array(string)``
+    refuses a whole DataFrame in which one row has no tags (NaN), as ``pd.DataFrame(records)``
+    and REST ``dataframe_records`` make when a product leaves ``tags`` out."""
+    inputs = Schema([ColSpec("string", "title"), ColSpec(AnyType(), "tags", required=False)])
     params = ParamSchema([ParamSpec(name, kind, None) for name, kind in DESCRIBER_PARAMS])
     return ModelSignature(
         inputs=inputs, outputs=Schema([ColSpec("string", "description")]), params=params

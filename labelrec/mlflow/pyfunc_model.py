@@ -12,7 +12,8 @@ product with neither title nor description text gets an empty list. A bad param 
 < 1, ``threshold`` outside [0, 1]) raises an ``MlflowException`` that names it (400 over REST).
 
 A describer (``kind: describer``) reads ``title`` and optional ``tags`` (a list of strings per
-product) and returns one column ``description``. Params: its decoding settings ``num_beams``,
+product, or one string with ``|`` between tags; NaN or null: none) and returns one column
+``description``. Params: its decoding settings ``num_beams``,
 ``max_new_tokens``, ``min_new_tokens``, ``length_penalty``, ``repetition_penalty``,
 ``no_repeat_ngram_size`` (null or absent = those it was trained with).
 """
@@ -100,8 +101,13 @@ def _describe_records(model_input: Any) -> list[dict[str, Any]]:
     for i, (title, given) in enumerate(zip(frame["title"].tolist(), tags, strict=True)):
         if given is None or isinstance(given, float):  # absent, or NaN where other rows have tags
             given = []
-        elif not all(isinstance(t, str) for t in given):
-            raise _invalid(f"product {i}, field 'tags': expected a list of strings")
+        elif isinstance(given, str):  # "Toys > Trains|color:Red", as catalogs write tags
+            given = given.split("|")
+        elif not hasattr(given, "__iter__") or not all(isinstance(t, str) for t in given):
+            raise _invalid(
+                f"product {i}, field 'tags': expected a list of strings or one string with '|'"
+                " between tags"
+            )
         records.append({"title": _text(title, i), "tags": list(given)})
     return records
 

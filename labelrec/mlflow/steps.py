@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -39,7 +40,7 @@ from labelrec.config import (
     score_argument,
 )
 from labelrec.mlflow import store, tracking
-from labelrec.mlflow.flavor import log_model
+from labelrec.mlflow.flavor import FLAVOR_NAME, log_model
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logger = logging.getLogger(__name__)
@@ -113,13 +114,29 @@ def _download_if_uri(value: str, dst_path: str | None = None) -> str:
 
 def _check_tagger(model: Any, model_uri: str, step: str) -> None:
     """``ModelError`` unless ``model`` is a tag recommender (a describer writes text)."""
+    if model is None or not hasattr(model, "vocab"):
+        raise _describer_error(model_uri, step)
+
+
+def _refuse_describer(model_uri: str, step: str) -> None:
+    """``_check_tagger`` from the logged model's MLmodel file, before its weights are
+    downloaded and loaded (a URI without one is left to the loading, which names the problem)."""
+    try:
+        flavor = mlflow.models.get_model_info(model_uri).flavors.get(FLAVOR_NAME, {})
+    except Exception as err:
+        logger.debug("no MLmodel file for %s: %s", model_uri, err)
+        return
+    if flavor.get("kind") == "describer":
+        raise _describer_error(model_uri, step)
+
+
+def _describer_error(model_uri: str, step: str) -> Exception:
     from labelrec.model import ModelError
 
-    if model is None or not hasattr(model, "vocab"):
-        raise ModelError(
-            f"{model_uri} is a describer, not a tagging model: the {step} step scores tags"
-            " (descriptions: `labelrec describe` or POST /describe)"
-        )
+    return ModelError(
+        f"{model_uri} is a describer, not a tagging model: the {step} step scores tags"
+        " (descriptions: `labelrec describe` or POST /describe)"
+    )
 
 
 def _registry() -> Any:
@@ -358,6 +375,7 @@ def run_evaluate(
         except Exception as err:  # not a registry URI (runs:/, a path): nothing to add
             logger.debug("no model version info for %s: %s", model_uri, err)
             tracker_tags = {}
+        _refuse_describer(model_uri, "evaluate")  # before the weights load
         recommender = load_model(model_uri)
         _check_tagger(recommender, model_uri, "evaluate")
         data_cfg = _data_config(config, split_overrides(overrides), recommender.info)
@@ -481,6 +499,7 @@ def run_batch(
                 "threshold": threshold,
             },
         )
+        _refuse_describer(model_uri, "batch")  # before the weights load
         model = mlflow.pyfunc.load_model(model_uri)
         _check_tagger(getattr(_unwrap(model), "recommender", None), model_uri, "batch")
         info = getattr(getattr(_unwrap(model), "recommender", None), "info", None)
@@ -540,7 +559,8 @@ def run_main(
     ``data`` is the evaluation catalog of evaluate and promote: the demo's test split, else
     ``valid`` when not given (with a warning when the model is refit on train + valid: it then
     measures a model on products it was trained on; the MLflow tag ``labelrec.eval_data`` says
-    which).
+    which). With ``data.feedback``, ``data`` is the run's ``data.holdout`` unless the config
+    names one: reviews of its products stay out of training.
     """
     items = split_overrides(overrides)
     cfg = load_config(config, items)
@@ -567,6 +587,10 @@ def run_main(
                 " give data (a held-out catalog) or train.refit=false"
             )
         mlflow.set_tag("labelrec.eval_data", eval_data)
+        if eval_data == "data" and cfg.data.feedback and not cfg.data.holdout:
+            # reviews of the evaluation catalog's products stay out of training: it measures
+            # the challenger against the champion, which never saw them
+            items = [*items, f"data.holdout=[{json.dumps(str(data))}]"]
         trained = run_train(
             config, train, valid, items, name=name, register=True, progress=progress
         )
