@@ -224,8 +224,9 @@ class ServiceSettings(BaseSettings):
     )
     review_token: SecretStr | None = Field(
         None,
-        description="bearer token POST /feedback requires (reviewers type it on the review"
-        " page); unset: anyone who reaches the service may post reviews",
+        description="bearer token POST /feedback requires (401 without; the review page has a"
+        " field for it): set it where people who are not reviewers reach the service, since"
+        " reviews become training data",
     )
     max_batch_products: int = Field(256, ge=1, description="products per /suggest_batch request")
     max_batch_size: int = Field(64, ge=1, description="products per shared forward pass")
@@ -248,6 +249,15 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"expected one of {', '.join(BACKENDS)}")
         return value
 
+    @field_validator("admin_token", "review_token")
+    @classmethod
+    def _header_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # sent in an Authorization header, which carries visible ASCII
+        text = value.get_secret_value() if value is not None else ""
+        if text and not re.fullmatch(r"[!-~]+", text):
+            raise ValueError("a token is visible ASCII characters without spaces")
+        return value
+
     @classmethod
     def env_name(cls, field: str) -> str:
         return f"{ENV_PREFIX}{field.upper()}"
@@ -262,7 +272,8 @@ def load_settings() -> ServiceSettings:
         for e in err.errors():
             name = ServiceSettings.env_name(str(e["loc"][0])) if e["loc"] else ENV_PREFIX
             message = e["msg"].removeprefix("Value error, ")
-            problems.append(f"{name}={e['input']!r}: {message}")
+            secret = name.endswith("_TOKEN")  # a token's value is not shown
+            problems.append(f"{name}{'' if secret else '=' + repr(e['input'])}: {message}")
         text = "; ".join(problems)
         # BentoML, loading a built Bento, reports a failed import as a missing attribute: the
         # reason goes to stderr first

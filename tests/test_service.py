@@ -347,6 +347,15 @@ def test_settings_come_from_the_environment(
     assert "LABELREC_POLL_SECONDS='-1'" in str(err.value)
     # a built Bento hides the import's error: it is on stderr too
     assert f"labelrec service settings: {err.value}" in capsys.readouterr().err
+    # tokens travel in a header: visible ASCII; a bad one is named, its value not shown
+    for name in ("LABELREC_MAX_BATCH_SIZE", "LABELREC_POLL_SECONDS"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LABELREC_REVIEW_TOKEN", "pässwort 1")
+    with pytest.raises(ValueError, match="LABELREC_REVIEW_TOKEN: a token is visible ASCII") as err:
+        load_settings()
+    assert "pässwort" not in str(err.value) and "pässwort" not in capsys.readouterr().err
+    monkeypatch.setenv("LABELREC_REVIEW_TOKEN", "s3cret-Token_1")
+    assert load_settings().review_token.get_secret_value() == "s3cret-Token_1"
 
 
 def test_passes_run_side_by_side_with_the_cores_shared(make_service, models) -> None:
