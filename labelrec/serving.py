@@ -409,7 +409,13 @@ class ModelHolder:
                         "num_beams": rec.generator.num_beams,
                         "in_use": rec.uses_generator,
                     },
-                    **{k: v for k, v in snap.info.items() if k not in ("uri", "path")},
+                    # the registry's version tags name the files it was trained and
+                    # promoted on: their paths are cut too
+                    **{
+                        k: public_values(v)
+                        for k, v in snap.info.items()
+                        if k not in ("uri", "path")
+                    },
                     "version": snap.version,  # as a string, also for registry versions
                 }
             )
@@ -453,6 +459,17 @@ def public_uri(uri: str | None) -> str | None:
     if _ABSOLUTE.match(uri) and len(parts) >= 2:
         return "…/" + parts[-1]
     return public_text(uri)
+
+
+def public_values(value: Any) -> Any:
+    """``value`` with every string in it as ``public_uri`` shows it (dicts and lists too)."""
+    if isinstance(value, str):
+        return public_uri(value)
+    if isinstance(value, dict):
+        return {k: public_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [public_values(v) for v in value]
+    return value
 
 
 def jsonable(value: Any) -> Any:

@@ -838,9 +838,12 @@ def test_champion_from_the_registry_and_alias_moves(
     client = mlflow.MlflowClient()
     first = register_challenger(models["v1"])
     client.set_registered_model_alias("labelrec", "champion", first.version)
+    # version tags name the files it was trained on: public answers cut their paths
+    client.set_model_version_tag("labelrec", first.version, "data.train.source", str(models["v1"]))
     svc = make_service("models:/labelrec@champion")
     info = svc.model()
     assert info["kind"] == "registry" and info["version"] == str(first.version)
+    assert info["tags"]["data.train.source"] == "…/v1" and str(models["v1"]) not in str(info)
     assert info["name"] == "labelrec" and info["alias"] == "champion"
     assert "champion" in info["aliases"] and info["run_id"] and "P@1" in info["metrics"]
     assert info["backend"] == "onnx"
