@@ -118,7 +118,9 @@ def merge_feedback(
 
 
 def holdout_keys(paths: Sequence[str | Path], cfg: DataConfig) -> tuple[set[str], set[str]]:
-    """(ids, near-duplicate title keys) of the products of the catalogs ``paths``."""
+    """(ids, near-duplicate title keys) of the products of the catalogs ``paths``, read whole
+    (``data.max_products`` cuts training files, not what must stay out of them)."""
+    cfg = dataclasses.replace(cfg, max_products=None)
     ids: set[str] = set()
     titles: set[str] = set()
     for path in paths:

@@ -440,12 +440,14 @@ def test_reviews_of_held_out_products_stay_out_of_training(
     # from a config: data.holdout names the files
     train_file = tmp_path / "train.csv"
     train_file.write_text("sku,name,cat\nt1,bear,Toys\nt2,ball,Toys\n", encoding="utf-8")
-    cfg = load_config(
-        None,
-        [*columns, f"data.train={train_file}", f"data.valid={train_file}",
-         f"data.feedback={reviewed}", f"data.holdout={test}"],
-    )  # fmt: skip
-    assert load_splits(cfg).held_out == 2
+    overrides = [
+        *columns, f"data.train={train_file}", f"data.valid={train_file}",
+        f"data.feedback={reviewed}", f"data.holdout={test}",
+    ]  # fmt: skip
+    assert load_splits(load_config(None, overrides)).held_out == 2
+    # quick runs read at most data.max_products a file: the held-out files are read whole
+    quick = load_config(None, [*overrides, "data.max_products=1"])
+    assert load_splits(quick).held_out == 2
 
 
 def test_rejected_tags_weigh_more_in_the_loss() -> None:
