@@ -307,11 +307,15 @@ def test_backend_setting(make_service, current: Path) -> None:
         make_service(current, LABELREC_BACKEND="gpu")
 
 
-def test_a_built_bento_warns_of_databases_inside_it(tmp_path: Path) -> None:
+def test_a_built_bento_warns_of_databases_inside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from labelrec.service import ServiceSettings, bento_store_warnings
 
     src = tmp_path / "bentos" / "labelrec" / "abc" / "src"  # where `bentoml serve TAG` runs
     src.mkdir(parents=True)
+    for name in ServiceSettings.model_fields:  # the session's in-process service sets some
+        monkeypatch.delenv(ServiceSettings.env_name(name), raising=False)
     defaults = ServiceSettings()
     assert bento_store_warnings(defaults, src, {}) == []  # a source tree: not a bento
     (src.parent / "bento.yaml").write_text("service: labelrec.service:LabelRec\n")
