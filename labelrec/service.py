@@ -89,6 +89,7 @@ from labelrec.batch import (
     upload_suffix,
 )
 from labelrec.data import MAX_TAG_CHARS, Product, clean_text
+from labelrec.errors import ModelError
 from labelrec.feedback import DEFAULT_FEEDBACK_URI, FeedbackError, FeedbackStore, Review
 from labelrec.opener import open_describer
 from labelrec.recommend import (
@@ -759,7 +760,8 @@ def with_request_decoding(describer: Any, decoding: DecodingIn | None) -> Any:
         return describer
     try:
         return describer.with_decoding(**settings)
-    except ValueError as err:  # a ConfigError naming describe.<setting>, or past the context
+    # a ConfigError naming describe.<setting>, or a ModelError: a length past the backbone's
+    except (ValueError, ModelError) as err:
         raise ServiceError(400, f"decoding: {err}") from None
 
 

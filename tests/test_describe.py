@@ -580,6 +580,9 @@ def test_service_describe_takes_decoding_settings_and_tag_strings(
         svc.describe(products=products, decoding=DecodingIn(max_new_tokens=2, min_new_tokens=5))
     )
     assert bad.status_code == 400 and b"describe.min_new_tokens" in bad.body
+    # within the service's cap, past the backbone's positions: a 400 too, not a 500
+    long = asyncio.run(svc.describe(products=products, decoding=DecodingIn(max_new_tokens=500)))
+    assert long.status_code == 400 and b"more than the backbone's" in long.body
     with pytest.raises(ValidationError, match="num_beams"):
         DecodingIn(num_beams=MAX_DESCRIBE_BEAMS + 1)
     with pytest.raises(ValidationError, match="batch_products"):

@@ -508,17 +508,22 @@ def test_mlproject_main_without_train_runs_on_the_demo_catalog(
     from labelrec.mlflow.steps import run_main
 
     root = Path(__file__).resolve().parents[1]
-    summary = run_main(
-        str(root / "configs" / "tiny.yaml"),
-        overrides=[
-            f"model.backbone={tiny_backbone}",
-            f"output={tmp_path / 'model'}",
-            "data.demo_products=60",
-            "train.epochs=1",
-        ],
-        demo_dir=str(tmp_path / "demo"),
-        progress=False,
-    )
+
+    def main(output: str, *overrides: str) -> dict:
+        return run_main(
+            str(root / "configs" / "tiny.yaml"),
+            overrides=[
+                f"model.backbone={tiny_backbone}",
+                f"output={tmp_path / output}",
+                "data.demo_products=60",
+                "train.epochs=1",
+                *overrides,
+            ],
+            demo_dir=str(tmp_path / "demo"),
+            progress=False,
+        )
+
+    summary = main("model")
     assert set(summary["demo"]) == {"train", "valid", "test"}
     assert all(Path(p).is_file() for p in summary["demo"].values())
     assert summary["promote"]["promoted"]  # the first model passes min_metric 0
@@ -537,18 +542,7 @@ def test_mlproject_main_without_train_runs_on_the_demo_catalog(
         {"id": "new-1", "title": "hand-tagged plush bear", "tags": ["reviewed:new"]},
     ]
     reviewed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    again = run_main(
-        str(root / "configs" / "tiny.yaml"),
-        overrides=[
-            f"model.backbone={tiny_backbone}",
-            f"output={tmp_path / 'model2'}",
-            "data.demo_products=60",
-            "train.epochs=1",
-            f"data.feedback={reviewed}",
-        ],
-        demo_dir=str(tmp_path / "demo"),
-        progress=False,
-    )
+    again = main("model2", f"data.feedback={reviewed}")
     params = mlflow.get_run(again["train"]["run_id"]).data.params
     assert params["feedback_held_out"] == "1"
     assert summary["demo"]["test"] in params["data.holdout"]
