@@ -423,6 +423,26 @@ def test_a_model_without_an_mlmodel_file_is_left_to_loading(
     assert _refuse_describer(str(tmp_path / "missing"), "batch") is None
 
 
+def test_the_batch_step_names_a_model_that_is_not_labelrecs(
+    registry: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """A pyfunc of another library is not called a describer: the step says it is not a
+    labelrec tagging model."""
+    import mlflow
+
+    from labelrec.mlflow.steps import run_batch
+    from labelrec.model import ModelError
+
+    class Echo(mlflow.pyfunc.PythonModel):  # another library's model
+        def predict(self, context: object, model_input: object, params: object = None) -> object:
+            return model_input
+
+    other = tmp_path / "other"
+    mlflow.pyfunc.save_model(other, python_model=Echo())
+    with pytest.raises(ModelError, match="is not a labelrec tagging model: the batch step"):
+        run_batch(str(other), str(toy_data_dir / "valid.jsonl"), str(tmp_path / "o.jsonl"))
+
+
 def test_the_describer_model_takes_products_without_tags(tmp_path: Path) -> None:
     """The MLflow describer's signature leaves ``tags`` optional: a frame of titles alone (a
     REST call without tags) is valid input."""

@@ -113,9 +113,16 @@ def _download_if_uri(value: str, dst_path: str | None = None) -> str:
 
 
 def _check_tagger(model: Any, model_uri: str, step: str) -> None:
-    """``ModelError`` unless ``model`` is a tag recommender (a describer writes text)."""
+    """``ModelError`` unless the loaded ``model`` is a tag recommender: a describer (refused
+    before loading by ``_refuse_describer``) writes text, and another MLflow model is not
+    labelrec's."""
+    from labelrec.model import ModelError
+
     if model is None or not hasattr(model, "vocab"):
-        raise _describer_error(model_uri, step)
+        raise ModelError(
+            f"{model_uri} is not a labelrec tagging model: the {step} step scores tags with one"
+            " (logged by the train step or labelrec.mlflow.log_model)"
+        )
 
 
 def _refuse_describer(model_uri: str, step: str) -> None:
