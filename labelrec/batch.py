@@ -261,7 +261,7 @@ def parquet_capped(path: Path, shown: str, max_bytes: int, setting: str = "") ->
         return array.nbytes
 
     try:
-        meta = pq.ParquetFile(path).metadata
+        meta = pq.read_metadata(path)  # the footer alone
         groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
         total = sum(g.total_byte_size for g in groups)
         if total > max_bytes:

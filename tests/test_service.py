@@ -796,8 +796,8 @@ def test_a_small_parquet_that_decodes_over_the_cap_is_a_413(
 
 
 def test_request_tag_patterns_are_capped(client: TestClient) -> None:
-    """include / exclude patterns become regular expressions: one of 1 MB would cost seconds
-    of the event loop, so each is capped as tags are."""
+    """include / exclude patterns become regular expressions on the event loop, at a cost that
+    grows with their length: each is capped as tags are."""
     product = {"title": "lego police"}
     for key in ("include", "exclude"):
         long = client.post("/suggest", json={"product": product, key: ["a*" * 257]})
