@@ -300,10 +300,17 @@ def check_catalog(path: Path, cfg: DataConfig, shown: str) -> int:
 
 
 async def stream_scored(
-    path: Path, workdir: Path, cfg: DataConfig, suffix: str, scorer: Scorer, chunk_size: int
+    path: Path,
+    workdir: Path,
+    cfg: DataConfig,
+    suffix: str,
+    scorer: Scorer,
+    chunk_size: int,
+    on_close: Callable[[], Any] | None = None,
 ) -> AsyncIterator[bytes]:
     """Score ``path`` chunk by chunk and yield the output file's bytes (format by ``suffix``)
-    as they are written; ``workdir`` is removed at the end, also when the client goes away."""
+    as they are written; ``workdir`` is removed at the end, also when the client goes away,
+    and then ``on_close`` is called."""
     out_path = workdir / f"scored{suffix}"
     writer = TagWriter(out_path)
     chunks = iter_scored(path, cfg, scorer, chunk_size=chunk_size)
@@ -337,3 +344,5 @@ async def stream_scored(
                 reader.close()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            if on_close is not None:
+                on_close()

@@ -56,6 +56,7 @@ import re
 import shutil
 import sys
 import tempfile
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -101,6 +102,7 @@ from labelrec.recommend import (
 from labelrec.runtime import BACKENDS
 from labelrec.serving import (
     DEFAULT_MODEL_URI,
+    FileJobs,
     MicroBatcher,
     ModelHolder,
     ServiceError,
@@ -235,6 +237,12 @@ class ServiceSettings(BaseSettings):
     max_upload_mb: int = Field(
         512, ge=1, description="/suggest_file upload cap (a 413 past it: `labelrec index` then)"
     )
+    max_file_jobs: int = Field(
+        2,
+        ge=1,
+        description="/suggest_file uploads handled at once, each keeping its file and output on "
+        "disk until its answer has streamed (a 429 with Retry-After past it)",
+    )
     max_body_mb: int = Field(
         32,
         ge=1,
@@ -293,6 +301,7 @@ UPLOAD_SETTING = ServiceSettings.env_name("max_upload_mb")
 MAX_BODY_BYTES = SETTINGS.max_body_mb << 20
 UPLOAD_PATHS = ("/suggest_file",)  # multipart uploads: their own cap, MAX_UPLOAD_BYTES
 FILE_CHUNK = 256  # products scored per step of /suggest_file
+FILE_JOB_RETRY_S = 5  # Retry-After of a /suggest_file refused while the jobs run
 
 
 class _BodyTooLarge(Exception):
@@ -689,18 +698,15 @@ def rank_items(
     """Suggestions for scored ``items`` (each with its ``id``), ranked with ``limit``,
     ``threshold`` and the ``include`` / ``exclude`` patterns: the per-request options, applied
     after the shared forward pass (with the model's rules)."""
-    rec = snap.recommender
-    out = []
-    for row, new, item in zip(scores, new_tags, items, strict=True):
-        tags = rec.rank(row[None, :], limit, threshold, [new], include, exclude)[0]
-        out.append(
-            Suggestions(
-                id=None if item.id is None else str(item.id),
-                tags=[TagScore(**s.to_dict()) for s in tags],
-                model_version=snap.version,
-            )
+    ranked = snap.recommender.rank(scores, limit, threshold, new_tags, include, exclude)
+    return [
+        Suggestions(
+            id=None if item.id is None else str(item.id),
+            tags=[TagScore(**s.to_dict()) for s in tags],
+            model_version=snap.version,
         )
-    return out
+        for tags, item in zip(ranked, items, strict=True)
+    ]
 
 
 def score_items(
@@ -927,6 +933,7 @@ class LabelRec:
                     "describer %s not loaded: %s", self.describer_uri, self.describer_error
                 )
         self._describing = 0  # /describe requests being answered
+        self.file_jobs = FileJobs(s.max_file_jobs, s.env_name("max_file_jobs"))
 
     def __is_ready__(self) -> bool:
         return self.holder.ready
@@ -974,7 +981,10 @@ class LabelRec:
             return snap, []
         texts = [{"title": p.title, "description": p.description} for p in products]
         scores, new_tags = await self.batcher.score(snap, texts)
-        ranked = rank_items(snap, scores, new_tags, products, limit, threshold, include, exclude)
+        # off the event loop: a batch with many patterns takes a while to rank
+        ranked = await asyncio.to_thread(
+            rank_items, snap, scores, new_tags, products, limit, threshold, include, exclude
+        )
         return snap, ranked
 
     @strict_api()
@@ -1374,6 +1384,11 @@ class LabelRec:
         """Tag every product of an uploaded catalog; the answer streams back in the same format
         (.parquet, .csv; JSON Lines otherwise) with columns id, title, tags (and scores)."""
         shown = file.filename or "upload"
+        try:
+            release = self.file_jobs.take()
+        except ServiceError as err:
+            headers = {"retry-after": str(FILE_JOB_RETRY_S)}
+            return JSONResponse({"error": err.message}, status_code=err.status, headers=headers)
         workdir = Path(tempfile.mkdtemp(prefix="labelrec-upload-"))
         try:
             snap = self._pin()
@@ -1416,18 +1431,25 @@ class LabelRec:
             await asyncio.to_thread(check_catalog, path, cfg, shown)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
+            release()
             raise
         out_suffix = OUTPUT_SUFFIXES.get(suffix.removesuffix(".gz"), ".jsonl")
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(shown.removesuffix(".gz")).stem) or "catalog"
+        stream = stream_scored(
+            path,
+            workdir,
+            cfg,
+            out_suffix,
+            file_scorer(snap, limit, threshold, self.holder.busy),
+            FILE_CHUNK,
+            on_close=release,
+        )
+        # a stream never started (the client gone before the first byte) runs no `finally`:
+        # its slot and files are freed when it is dropped
+        weakref.finalize(stream, release)
+        weakref.finalize(stream, shutil.rmtree, workdir, ignore_errors=True)
         return StreamingResponse(
-            stream_scored(
-                path,
-                workdir,
-                cfg,
-                out_suffix,
-                file_scorer(snap, limit, threshold, self.holder.busy),
-                FILE_CHUNK,
-            ),
+            stream,
             media_type=MEDIA_TYPES.get(out_suffix, "application/jsonl"),
             headers={
                 "content-disposition": f'attachment; filename="{stem}.tags{out_suffix}"',

@@ -433,10 +433,10 @@ class ModelHolder:
         return jsonable(out)
 
 
-# an absolute path of two or more parts; folders may hold single spaces ("/srv/my models/uk"),
-# the last part may not, since the sentence goes on after it
+# an absolute path of two or more parts; folders may hold spaces ("/srv/my  models/uk"), the
+# last part may not, since the sentence goes on after it
 _PART = r"[^\s'\"/:,()]+"
-_PATH = re.compile(rf"(?<![\w:/.])/(?:{_PART}(?: {_PART})*/)+({_PART})")
+_PATH = re.compile(rf"(?<![\w:/.])/(?:{_PART}(?: +{_PART})*/)+({_PART})")
 
 
 def public_text(text: str | None) -> str | None:
@@ -590,3 +590,41 @@ class MicroBatcher:
     ) -> tuple[np.ndarray, list[dict[str, float]]]:
         with self.busy if self.busy is not None else contextlib.nullcontext():
             return snap.recommender.score(texts)  # with open-vocabulary tags, as rank() expects
+
+
+class FileJobs:
+    """The file jobs (``/suggest_file`` uploads) being handled, at most ``cap`` at once: each
+    keeps its upload, a decoded copy and its output on disk until its answer has streamed."""
+
+    def __init__(self, cap: int, setting: str = "the cap") -> None:
+        if cap < 1:
+            raise ValueError(f"cap must be >= 1, got {cap}")
+        self.cap = cap
+        self.setting = setting
+        self.running = 0
+        self._lock = threading.Lock()
+
+    def take(self, on_release: Callable[[], Any] | None = None) -> Callable[[], None]:
+        """A slot, or a ``ServiceError`` 429 when all ``cap`` are taken. Returns the release,
+        which may be called more than once (it frees the slot and calls ``on_release`` once)."""
+        with self._lock:
+            if self.running >= self.cap:
+                raise ServiceError(
+                    429,
+                    f"at most {self.cap} file jobs run at once ({self.setting}); try again when"
+                    " one has finished",
+                )
+            self.running += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                self.running -= 1
+            if on_release is not None:
+                on_release()
+
+        return release

@@ -289,13 +289,15 @@ def test_a_dictionary_parquet_is_counted_without_expanding_it(tmp_path: Path, co
 
 
 def test_a_path_ends_at_the_end_of_its_line() -> None:
-    """A path's folders may hold single spaces, not line breaks: the next line of an error is
-    not read as part of the path."""
+    """A path's folders may hold spaces, one or more in a row, not line breaks: the next line
+    of an error is not read as part of the path."""
     from labelrec.serving import public_text
 
     text = "no file /srv/models/uk\nsee docs/help"
     assert public_text(text) == "no file …/uk\nsee docs/help"
     assert public_text("in /srv/my models/uk now") == "in …/uk now"
+    assert public_text("in /srv/my  models/uk now") == "in …/uk now"
+    assert public_text("see /a/b  and /c/d now") == "see …/b  and …/d now"
 
 
 def test_public_values_cut_paths_in_lists_file_uris_and_windows_paths() -> None:

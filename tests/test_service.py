@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -742,6 +743,75 @@ def test_upload_names_are_sanitised(client: TestClient) -> None:
     assert answer.status_code == 200, answer.text
     assert "x-evil" not in answer.headers
     assert answer.headers["content-disposition"].isascii()
+
+
+def test_file_jobs_past_the_cap_wait_until_one_ends(
+    make_service, current: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LABELREC_MAX_FILE_JOBS uploads are handled at once; another is a 429 with Retry-After
+    until one has streamed, failed or been dropped unread (its folder removed too)."""
+    from starlette.datastructures import UploadFile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the jobs' folders go
+    svc = make_service(current, LABELREC_MAX_FILE_JOBS="1")
+    good, bad = b"id,title\n1,lego police\n2,hornby train\n", b"id,title\n1,\n"
+
+    def upload(data: bytes) -> UploadFile:
+        return UploadFile(io.BytesIO(data), filename="shop.csv", size=len(data))
+
+    async def body(answer) -> bytes:
+        return b"".join([part async for part in answer.body_iterator])
+
+    def folders() -> list[Path]:
+        return list(tmp_path.glob("labelrec-upload-*"))
+
+    async def scenario() -> None:
+        first = await svc.suggest_file(file=upload(good))
+        assert first.status_code == 200 and len(folders()) == 1
+        refused = await svc.suggest_file(file=upload(good))
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "5"
+        assert "LABELREC_MAX_FILE_JOBS" in json.loads(refused.body)["error"]
+        assert len(folders()) == 1  # refused before its file was copied
+        assert (await body(first)).startswith(b"id,title,tags")
+        assert folders() == [] and svc.file_jobs.running == 0
+        failed = await svc.suggest_file(file=upload(bad))
+        assert failed.status_code == 400 and svc.file_jobs.running == 0
+        dropped = await svc.suggest_file(file=upload(good))
+        assert dropped.status_code == 200 and svc.file_jobs.running == 1
+        del dropped  # the client left before the first byte: the stream never started
+        gc.collect()
+        assert folders() == [] and svc.file_jobs.running == 0
+        last = await svc.suggest_file(file=upload(good))
+        assert (await body(last)).count(b"\n") == 3
+
+    run(scenario())
+
+
+def test_ranking_runs_off_the_event_loop(make_service, current: Path, monkeypatch) -> None:
+    """/suggest and /suggest_batch rank in a worker thread: the event loop keeps answering
+    other requests while a batch with many patterns is ranked. One call ranks the batch as
+    the library does product by product."""
+    import threading
+
+    svc = make_service(current)
+    threads: list[int] = []
+    rank = service.rank_items
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.get_ident())
+        return rank(*args, **kwargs)
+
+    monkeypatch.setattr(service, "rank_items", recorded)
+    products = [ProductIn(title="lego police station", id=1), ProductIn(title="hornby train")]
+    got = run(svc.suggest_batch(products=products, limit=5, threshold=0.0, exclude=["*police*"]))
+    run(svc.suggest(product=products[0], limit=5, threshold=0.0))
+    assert len(threads) == 2 and threading.get_ident() not in threads
+    rec = TagRecommender.load(current)
+    for product, result in zip(products, got.results, strict=True):
+        want = rec.suggest([product.title], 5, 0.0)[0]
+        want = [s.tag for s in want if "police" not in s.tag][:5]
+        assert [t.tag for t in result.tags][: len(want)] == want
+    assert all("police" not in t.tag for r in got.results for t in r.tags)
 
 
 def test_uploads_over_the_cap_are_a_413(
