@@ -12,7 +12,9 @@ Checks, each a row:
   written before it stopped;
 - a model directory whose MLmodel points ``model_data`` outside the logged model: refused?
 - a checkpoint cut short (``epoch-N.tmp``, a folder without its state file): which one
-  ``--resume`` would take.
+  ``--resume`` would take;
+- the service's event loop while ``/suggest_batch`` ranks 256 products with 100 exclude
+  patterns of 512 characters: its longest stall (goal: under 100 ms).
 
 ``--live`` runs ``bentoml serve`` (this repository's bentofile) on the model and prints a second
 table: a closed-loop load of valid ``/suggest`` requests, clean and with a share of hostile
@@ -491,6 +493,54 @@ def retrain_under_traffic(
     )
 
 
+def loop_stall(model: Path, patterns: int = 100, chars: int = 512) -> tuple[str, str, str]:
+    """The service's event loop while /suggest_batch ranks its cap of products with as many
+    long tag patterns as a request may have: the longest it went without running a 5 ms
+    ticker (what every other request and the health checks wait for)."""
+    os.environ.update(LABELREC_MODEL_URI=str(model), LABELREC_POLL_SECONDS="0")
+    from labelrec.service import MAX_BATCH_PRODUCTS, LabelRec, ProductIn
+
+    svc = LabelRec()
+    # patterns that match no tag after a long scan: each is translated and tried on every tag
+    exclude = [f"*{i}" + "x*" * ((chars - 8) // 2) + "q" for i in range(patterns)]
+    exclude = [e[:chars] for e in exclude]
+    products = [ProductIn(title=f"LEGO City police station {i}") for i in range(MAX_BATCH_PRODUCTS)]
+
+    async def scenario() -> tuple[float, float]:
+        stall = 0.0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal stall
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                stall = max(stall, now - last - 0.005)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        await svc.suggest_batch(products=products, limit=10, threshold=0.0, exclude=exclude)
+        took = time.perf_counter() - t0
+        done.set()
+        await tick
+        return stall, took
+
+    try:
+        asyncio.run(scenario())  # warm up: the model's first pass, the patterns compiled
+        stall, took = asyncio.run(scenario())
+    finally:
+        svc.holder.stop()
+    return (
+        f"event loop during /suggest_batch: {len(products)} products, {patterns} exclude"
+        f" patterns of {chars} chars",
+        f"longest stall {stall * 1000:.0f} ms (the batch took {took:.2f} s)",
+        _ok(stall < 0.1),
+    )
+
+
 def _ok(flag: bool) -> str:
     return "yes" if flag else "no"
 
@@ -625,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    rows.append(loop_stall(args.model))
     print_table(f"faults, in process (model {args.model})", rows)
     if args.live:
         train = args.train if str(args.train) not in ("", ".") else None

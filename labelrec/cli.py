@@ -611,12 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="leave out the tag generator (a decoder LLM: seconds per product on a CPU)",
         )
-        p.add_argument(
-            "--rules",
-            default=None,
-            help="rules file (deny, rename, allow, max_per_facet) for the suggestions;"
-            " default: the model's own rules.yaml",
-        )
+        if ranks:  # eval measures the model's scores, which rules do not change
+            p.add_argument(
+                "--rules",
+                default=None,
+                help="rules file (deny, rename, allow, max_per_facet) for the suggestions;"
+                " default: the model's own rules.yaml",
+            )
 
     p = verb("train", help="fine-tune a tagger")
     config_args(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import heapq
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -605,16 +606,22 @@ class TagRecommender:
         from labelrec.rules import Rules
 
         rules = self.rules or Rules()
+        tags = self.vocab.tags
         out = []
         for i, row in enumerate(scores):
             passing = np.flatnonzero(row >= cut)
             passing = passing[np.argsort(-row[passing], kind="stable")]
-            ranked = [Suggestion(self.vocab.tags[j], float(row[j])) for j in passing]
+            # built lazily, as far as the rules read: thousands of candidates a product would
+            # otherwise be made for ten answers
+            known = (Suggestion(tags[j], float(row[j])) for j in passing)
+            new = []
             if new_tags is not None and new_tags[i]:
-                ranked += [
+                new = [
                     Suggestion(t, float(v), False) for t, v in new_tags[i].items() if v >= new_cut
                 ]
-            out.append(rules.apply(ranked, include, exclude, self.vocab)[:limit])
+                new.sort(key=lambda s: -s.score)
+            ranked = heapq.merge(known, new, key=lambda s: -s.score)  # ties: known tags first
+            out.append(rules.first(ranked, limit, include, exclude, self.vocab))
         return out
 
     @property

@@ -257,25 +257,38 @@ class Rules:
         exclude: Iterable[str] | None = None,
         vocab: Container[str] | None = None,
     ) -> list[Any]:
-        """``ranked`` (best first) with variants renamed and merged (the best score stays),
-        denied and disallowed tags removed (also those outside ``include`` or in ``exclude``,
-        a request's own patterns), and each facet cut to its ``max_per_facet``. A renamed tag
-        is ``known`` when it is in ``vocab`` (without one, it keeps the flag of the tag it
-        renames)."""
+        """``ranked`` sorted best first (a stable sort), with variants renamed and merged (the
+        best score stays), denied and disallowed tags removed (also those outside ``include`` or
+        in ``exclude``, a request's own patterns), and each facet cut to its ``max_per_facet``.
+        A renamed tag is ``known`` when it is in ``vocab`` (without one, it keeps the flag of
+        the tag it renames)."""
+        return self.first(sorted(ranked, key=lambda s: -s.score), None, include, exclude, vocab)
+
+    def first(
+        self,
+        ranked: Iterable[Ranked],
+        limit: int | None,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+        vocab: Container[str] | None = None,
+    ) -> list[Any]:
+        """``apply`` on ``ranked`` that is already best first, up to ``limit`` tags (None: all):
+        ``ranked`` is read only as far as the answer needs, so a lazy one spares building the
+        candidates past it. The first of a tag's variants holds its best score."""
         inc, exc = _patterns(include or ()), _patterns(exclude or ())
-        merged: dict[str, Any] = {}
+        seen: set[str] = set()
+        out: list[Any] = []
+        per_facet: dict[str, int] = {}
+        if limit is not None and limit < 1:
+            return out
         for item in ranked:
             tag = self.rename.get(item.tag, item.tag)
+            if tag in seen:
+                continue
+            seen.add(tag)
             if tag != item.tag:
                 known = item.known if vocab is None else tag in vocab
                 item = type(item)(tag, item.score, known)
-            best = merged.get(tag)
-            if best is None or item.score > best.score:
-                merged[tag] = item
-        out: list[Any] = []
-        per_facet: dict[str, int] = {}
-        for item in sorted(merged.values(), key=lambda s: -s.score):
-            tag = item.tag
             if not self.allows(tag):
                 continue
             if (inc is not None and not inc.match(tag)) or (exc is not None and exc.match(tag)):
@@ -286,6 +299,8 @@ class Rules:
             for p in facets:
                 per_facet[p] = per_facet.get(p, 0) + 1
             out.append(item)
+            if limit is not None and len(out) >= limit:
+                break
         return out
 
     def violations(self, tags: list[str]) -> list[str]:

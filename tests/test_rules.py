@@ -165,6 +165,64 @@ def test_no_violations_across_10k_suggestions() -> None:
     assert n >= 10_000
 
 
+def test_first_reads_only_as_far_as_the_answer_needs() -> None:
+    """``Rules.first`` stops at ``limit`` tags: the candidates past them are never built."""
+    rules = Rules(deny=["Books"], rename={"brand:LEGO": "brand:Lego"}, max_per_facet={"brand:": 1})
+    read: list[str] = []
+
+    def candidates():
+        for i, tag in enumerate(["Books", "brand:LEGO", "brand:Lego", "brand:X", "Toys", "Cars"]):
+            read.append(tag)
+            yield s(tag, 1.0 - i / 10)
+        raise AssertionError("read past the answer")
+
+    out = rules.first(candidates(), 2)
+    assert [(x.tag, x.score) for x in out] == [("brand:Lego", 0.9), ("Toys", 0.6)]
+    assert read == ["Books", "brand:LEGO", "brand:Lego", "brand:X", "Toys"]
+    assert [x.tag for x in rules.first(iter([s("Toys", 0.5)]), None)] == ["Toys"]
+
+
+def test_ranking_with_rules_equals_applying_them_to_every_candidate() -> None:
+    """What ``TagRecommender.rank`` gives with rules or patterns (a lazy, merged stream of
+    known and new tags) equals ``Rules.apply`` on every candidate, cut to the limit."""
+    import numpy as np
+
+    from labelrec.data import TagVocab
+
+    rng = np.random.default_rng(0)
+    tags = [f"brand:B{i}" for i in range(20)] + [f"Cat {i}" for i in range(30)] + ["Books"]
+    rules = Rules(
+        deny=["Books", "Cat 1*"],
+        rename={"brand:B0": "brand:B1", "Cat 2": "Cat 3"},
+        max_per_facet={"brand:": 2},
+    )
+    rec = TagRecommender.__new__(TagRecommender)
+    rec.vocab, rec.rules = TagVocab(tags, [1] * len(tags)), rules
+    scores = rng.random((40, len(tags))).astype(np.float32)
+    scores[:, :5] = 1.0  # ties at the top, among known tags and with new ones
+    new_tags = [
+        {f"brand:New{j}": float(rng.choice([1.0, rng.random()])) for j in range(i % 4)}
+        for i in range(40)
+    ]
+    cut, new_cut = np.full(len(tags), 0.2, dtype=np.float32), 0.3
+    for limit in (1, 3, 10, 100):
+        for include, exclude in ((None, None), (["brand:*"], None), (None, ["Cat 4*"])):
+            got = rec._rank_with_rules(scores, limit, cut, new_cut, new_tags, include, exclude)
+            for row, new, ranked in zip(scores, new_tags, got, strict=True):
+                every = [s(tags[j], float(row[j])) for j in np.flatnonzero(row >= cut)]
+                every += [s(t, v, False) for t, v in new.items() if v >= new_cut]
+                want = rules.apply(every, include, exclude, rec.vocab)[:limit]
+                assert ranked == want
+
+
+def test_eval_takes_no_rules(capsys) -> None:
+    """``labelrec eval`` measures the model's scores, which rules do not change: a --rules
+    there would be a setting without effect, so it is refused."""
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "some/model", "--data", "valid.jsonl", "--rules", "rules.yaml"])
+    assert info.value.code == 2 and "--rules" in capsys.readouterr().err
+
+
 @pytest.fixture
 def ruled_model(trained_model_dir: Path, tmp_path: Path) -> tuple[Path, list[str]]:
     """A copy of the trained model and the top tags it gives a plush bear."""
