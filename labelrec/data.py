@@ -28,6 +28,7 @@ import math
 import random
 import re
 import sys
+import tokenize
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -287,14 +288,42 @@ def _tag_items(value: Any, column: str, delimiter: str) -> list[str]:
 
 
 def _python_list(text: str) -> list[str] | None:
-    """``"['a', 'b']"`` as a list of strings; None for anything else (``[Sale]``: a tag)."""
+    """A list of strings written as Python writes it, ``"['a', 'b']"`` (pandas' ``to_csv`` of a
+    list column) or as numpy does, ``"['a' 'b']"`` (of an array column, as Parquet lists are
+    read into pandas), None and nan items dropped; None for anything else (``[Sale]``: a tag)."""
+    skip = (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT)
     try:
-        parsed = ast.literal_eval(text)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        tokens = [
+            t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type not in skip
+        ]
+    except (tokenize.TokenError, SyntaxError):
         return None
-    if isinstance(parsed, list) and all(isinstance(item, str) for item in parsed):
-        return parsed
-    return None
+    if len(tokens) < 2 or tokens[0].string != "[" or tokens[-1].string != "]":
+        return None
+    items = []
+    for token in tokens[1:-1]:
+        if token.type == tokenize.STRING:  # each literal alone: numpy's are not comma-separated
+            try:
+                value = ast.literal_eval(token.string)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return None
+            if not isinstance(value, str):
+                return None
+            items.append(value)
+        elif not (token.string == "," or token.string in ("None", "nan")):
+            return None
+    return items
+
+
+def tag_cell(value: Any, delimiter: str | None = "|") -> list[str]:
+    """The tags of one cell as a catalog's tag column reads them: a list, a JSON or Python list
+    in a string, or a string split on ``delimiter``; whitespace and full-width forms folded,
+    empty tags dropped. A ValueError says what the cell holds instead."""
+    try:
+        raw = _tag_items(value, "tags", delimiter or "")
+    except _RowError as err:
+        raise ValueError(err.reason) from None
+    return [tag for tag in (fold_width(_norm_ws(t)) for t in raw) if tag]
 
 
 def expand_hierarchy(tag: str, sep: str) -> list[str]:
@@ -461,10 +490,16 @@ def _resolve_columns(
         folded.setdefault(name.casefold(), []).append(i)
     missing = []
     for column, required in wanted.items():
-        if column in names:
-            positions[column] = list(names).index(column)
+        same = [i for i, name in enumerate(names) if name == column]
+        if len(same) > 1:  # which one holds the data cannot be told: neither is dropped unseen
+            raise fail(column, f"column {column!r} appears {len(same)} times: rename or drop one")
+        if same:
+            positions[column] = same[0]
         elif len(folded.get(column.casefold(), [])) == 1:
             positions[column] = folded[column.casefold()][0]
+        elif len(folded.get(column.casefold(), [])) > 1:
+            found = ", ".join(repr(names[i]) for i in folded[column.casefold()])
+            raise fail(column, f"column {column!r}: {found} all match it; rename it to one")
         elif allow_index and column.isdigit() and int(column) < len(names):
             positions[column] = int(column)
         elif required:
@@ -682,6 +717,18 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
                 if pending is not None:
                     yield pending
                     pending = None
+                problem = _strict_error(lines, delim) if end > start else None
+                if problem and _OPEN_AT_THE_END not in problem:  # that one: reported below
+                    # a quoted field the lenient reader ran over line breaks, and not closed
+                    # as CSV closes one: a stray quote mark took the rows up to the next quote
+                    raise CatalogError(
+                        path,
+                        start,
+                        None,
+                        f"a quoted field runs from line {start} to line {end} and is not closed"
+                        " as CSV closes one (a stray quote mark?): the rows in between would be"
+                        " its text",
+                    )
                 if row and any(cell.strip() for cell in row):
                     pending = (start, row)
 
@@ -717,6 +764,10 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
             yield from rows
 
         for line, row in data_rows():
+            if header and [cell.strip().lstrip("\ufeff").strip() for cell in row] == names:
+                msg = "the header row again (files joined end to end?)"
+                yield "line", line, _RowError(None, msg)
+                continue
             if len(row) > width and any(cell.strip() for cell in row[width:]):
                 what = "the header has" if header else "the first row has"
                 msg = f"{len(row)} fields where {what} {width} (a delimiter in an unquoted field?)"
@@ -729,15 +780,24 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
             )
 
 
-def _runs_to_the_end(lines: list[str], delimiter: str) -> bool:
-    """Whether the record of these physical lines (the last of a file) holds a quoted field that
-    the file ends inside: a lenient reader takes everything after the quote as that field."""
+_OPEN_AT_THE_END = "unexpected end of data"  # csv's error for a quoted field never closed
+
+
+def _strict_error(lines: list[str], delimiter: str) -> str | None:
+    """What strict CSV finds wrong in the record of these physical lines (each quoted field
+    closed by a quote before a delimiter or the line end); None when nothing."""
     try:
         for _ in csv.reader(lines, delimiter=delimiter, strict=True):
             pass
     except csv.Error as err:
-        return "unexpected end of data" in str(err)
-    return False
+        return str(err)
+    return None
+
+
+def _runs_to_the_end(lines: list[str], delimiter: str) -> bool:
+    """Whether the record of these physical lines (the last of a file) holds a quoted field that
+    the file ends inside: a lenient reader takes everything after the quote as that field."""
+    return _OPEN_AT_THE_END in (_strict_error(lines, delimiter) or "")
 
 
 def _parquet_source(path: Path, wanted: dict[str, bool]) -> _Source:

@@ -171,6 +171,9 @@ def _read_splits(cfg: Config, require_tags: bool) -> Splits:
         )
         return Splits(train, valid, str(dcfg.train), f"{dcfg.train} (split)", skipped)
     valid_cat = data_mod.read_catalog(dcfg.valid, dcfg, require_tags)
+    if not valid_cat.products:  # nothing to stop, tune or measure on: not what a file is given for
+        dropped = f" ({len(valid_cat.skipped)} bad rows skipped)" if valid_cat.skipped else ""
+        raise ValueError(f"data.valid={dcfg.valid}: no products{dropped}")
     skipped += valid_cat.skipped
     return Splits(train_cat.products, valid_cat.products, str(dcfg.train), str(dcfg.valid), skipped)
 

@@ -307,6 +307,105 @@ def test_a_stray_quote_is_reported_before_the_row_it_swallowed(tmp_path):
         assert info.value.line == 3
 
 
+def test_a_stray_quote_inside_the_file_is_an_error_not_lost_rows(tmp_path):
+    """A quote opening a field that a later quote closes (not as CSV closes one) would take the
+    rows in between as its text: an error naming the line, not silently fewer products."""
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        'id,title,description,tags\n1,"12 inch ruler,d,Toys\n2,Train,d,Hobbies\n'
+        '3,Car,d,Toys\n4,Doll "Anna",d,Toys\n5,Kite,d,Toys\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogError, match="stray quote mark") as info:
+        read_catalog(path, DataConfig())
+    assert info.value.line == 2 and "to line 5" in str(info.value)
+    # quoted fields over several lines, each closed: read as they are, inch marks too
+    path.write_text(
+        'id,title,description,tags\n1,"LEGO\nset, big",d,Toys\n'
+        '2,Train 12" long,"two\nlines, here",Hobbies\n',
+        encoding="utf-8",
+    )
+    products = read_catalog(path, DataConfig()).products
+    assert [(p.title, p.description) for p in products] == [
+        ("LEGO set, big", "d"),
+        ('Train 12" long', "two lines, here"),
+    ]
+
+
+def test_the_header_again_is_a_bad_row_not_a_product(tmp_path):
+    """Files joined end to end repeat their header (with its BOM): a bad row naming its line,
+    skipped and counted under data.on_error=skip."""
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        "id,title,tags\n1,LEGO,Toys\n\ufeffid,title,tags\n2,Train,Hobbies\n", encoding="utf-8"
+    )
+    with pytest.raises(CatalogError, match="the header row again") as info:
+        read_catalog(path, DataConfig())
+    assert info.value.line == 3
+    catalog = read_catalog(path, DataConfig(on_error="skip"))
+    assert [p.id for p in catalog.products] == ["1", "2"] and len(catalog.skipped) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("id,title,tags,tags", "column 'tags' appears 2 times"),
+        ("id,Title,TITLE,tags", "'Title', 'TITLE' all match it"),
+    ],
+)
+def test_a_column_named_twice_is_an_error(tmp_path, header, message):
+    """Two columns that both answer to a configured one: which holds the data cannot be told,
+    so neither is dropped unseen (CSV kept the first, Parquet the last)."""
+    path = tmp_path / "catalog.csv"
+    path.write_text(f"{header}\n1,LEGO,Toys,brand:Lego\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match=message):
+        read_catalog(path, DataConfig())
+    table = pa.Table.from_arrays(
+        [pa.array(["1"]), pa.array(["LEGO"]), pa.array(["Toys"]), pa.array(["brand:Lego"])],
+        names=header.split(","),
+    )
+    pq.write_table(table, tmp_path / "catalog.parquet")
+    with pytest.raises(CatalogError, match=message):
+        read_catalog(tmp_path / "catalog.parquet", DataConfig())
+
+
+@pytest.mark.parametrize(
+    ("cell", "tags"),
+    [
+        ("['Toys' 'brand:Lego']", ["Toys", "brand:Lego"]),  # numpy's repr (Parquet lists, to_csv)
+        ("['Toys'\n 'brand:Lego']", ["Toys", "brand:Lego"]),
+        ("['Toys', None]", ["Toys"]),
+        ("['Toys', nan]", ["Toys"]),
+        ("['Toys', 'brand:Lego']", ["Toys", "brand:Lego"]),
+        ("[Sale]", ["[Sale]"]),  # not a list: one tag
+        ("['a' + 'b']", ["['a' + 'b']"]),
+    ],
+)
+def test_list_cells_as_pandas_and_numpy_write_them(cell, tags):
+    from labelrec.data import tag_cell
+
+    assert tag_cell(cell) == tags
+
+
+def test_an_empty_valid_file_is_an_error(tmp_path):
+    """A data.valid with no products (a header only, or every row skipped) would leave nothing
+    to stop, tune or measure on: an error naming it, not a model with untuned thresholds."""
+    from labelrec.config import Config
+    from labelrec.runs import load_splits
+
+    train, valid = tmp_path / "train.csv", tmp_path / "valid.csv"
+    train.write_text("id,title,tags\n1,LEGO,Toys\n2,Train,Hobbies\n", encoding="utf-8")
+    valid.write_text("id,title,tags\n", encoding="utf-8")
+    cfg = Config()
+    cfg.data.train, cfg.data.valid = str(train), str(valid)
+    with pytest.raises(ValueError, match=r"data.valid=.*valid.csv: no products$"):
+        load_splits(cfg)
+    valid.write_text("id,title,tags\n3,,Toys\n", encoding="utf-8")
+    cfg.data.on_error = "skip"
+    with pytest.raises(ValueError, match=r"no products \(1 bad rows skipped\)"):
+        load_splits(cfg)
+
+
 def test_lone_surrogates_name_their_line_and_field(tmp_path):
     # JSON can spell half of a surrogate pair ("\\ud800"): no tokenizer or database takes it
     lines = {

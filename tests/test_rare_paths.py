@@ -367,7 +367,7 @@ def test_evaluator_scores_a_static_predictions_column(registry: Path) -> None:
             )
 
 
-def test_gold_lists_reads_json_text_and_missing_cells() -> None:
+def test_gold_lists_read_cells_as_catalogs_do() -> None:
     from labelrec.mlflow.evaluator import gold_lists
 
     assert gold_lists(['["a", "b"]', None, float("nan"), "c| d"]) == [
@@ -376,8 +376,15 @@ def test_gold_lists_reads_json_text_and_missing_cells() -> None:
         [],
         ["c", "d"],
     ]
-    with pytest.raises(ValueError, match="targets, row 0: expected a list of gold tags"):
-        gold_lists([42])
+    # as a catalog's tag column reads a cell: "[Sale]" is one tag, numpy's list repr a list
+    assert gold_lists(["[Sale]", "['a' 'b']", 42, ["Ｅ "]]) == [
+        ["[Sale]"],
+        ["a", "b"],
+        ["42"],
+        ["E"],
+    ]
+    with pytest.raises(ValueError, match="targets, row 1: expected a list of tags or a string"):
+        gold_lists(["a", {"tag": "b"}])
 
 
 def test_store_command_lists_the_registered_versions_and_an_unchanged_champion(

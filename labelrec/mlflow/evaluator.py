@@ -37,6 +37,7 @@ from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 from mlflow.tracking.artifact_utils import get_artifact_uri
 
 from labelrec import metrics
+from labelrec.data import tag_cell
 from labelrec.evaluate import Evaluation
 
 MODEL_TYPES = ("labelrec", "multilabel")
@@ -121,18 +122,10 @@ def gold_lists(values: Iterable[Any], delimiter: str = "|") -> list[list[str]]:
     """Gold tags per product from lists/arrays, JSON lists or ``delimiter``-joined strings."""
     out = []
     for row, value in enumerate(values):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            out.append([])
-        elif isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                out.append([str(t) for t in json.loads(text)])
-            else:
-                out.append([t.strip() for t in text.split(delimiter) if t.strip()])
-        elif isinstance(value, (list, tuple, np.ndarray)):
-            out.append([str(t) for t in value])
-        else:
-            raise ValueError(f"targets, row {row}: expected a list of gold tags, got {value!r}")
+        try:  # as a catalog's tag column reads it: "[Sale]" is a tag, not broken JSON
+            out.append(tag_cell(value, delimiter))
+        except ValueError as err:
+            raise ValueError(f"targets, row {row}: {err}") from None
     return out
 
 
