@@ -368,10 +368,11 @@ def load_saved_causal_lm(
     info = json.loads(info_path.read_text(encoding="utf-8"))
     if dtype is None:
         dtype = "float32" if device == "cpu" else info.get("dtype", "bfloat16")
+    trust = bool(info.get("trust_remote_code", False))  # the backbone's own code, saved with it
     model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=_dtype(dtype), local_files_only=True
+        str(model_dir), dtype=_dtype(dtype), local_files_only=True, trust_remote_code=trust
     )
-    tokenizer = load_tokenizer(str(model_dir))
+    tokenizer = load_tokenizer(str(model_dir), trust)
     model.to(device)
     model.eval()
     return model, tokenizer, info

@@ -206,7 +206,11 @@ class ModelConfig:
         },
     )
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow custom model code from the hub (off by default)."}
+        default=False,
+        metadata={
+            "help": "Allow custom model code from the hub (off by default), for every backbone"
+            " the run loads: model, generate and describe, and `labelrec pretrain`'s."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -298,7 +302,10 @@ class TrainConfig:
         default=None, metadata={"help": "Stop after this many optimizer updates (quick checks)."}
     )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
-    log_every: int = field(default=20, metadata={"help": "Steps between progress bar updates."})
+    log_every: int = field(
+        default=5,
+        metadata={"help": "Steps between the progress bar's loss and products/s readings."},
+    )
     gradient_checkpointing: bool = field(
         default=False,
         metadata={"help": "Recompute activations in the backward pass: less memory, more compute."},
@@ -391,7 +398,11 @@ class LexicalConfig:
 
     enabled: bool = field(
         default=True,
-        metadata={"help": "Train a TF-IDF nearest-neighbour tagger and fuse it with the model."},
+        metadata={
+            "help": "Train a TF-IDF nearest-neighbour tagger and fuse it with the model; false:"
+            " the model alone, with none of the other voters (embedding neighbours, span tagger,"
+            " ridge, reranker) nor fusion weights."
+        },
     )
     k: int = field(default=30, metadata={"help": "Neighbours (training products) per product."})
     power: float = field(

@@ -700,9 +700,11 @@ def fit_describer(
     progress: bool = True,
     path_separator: str | None = " > ",
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[Describer, list[dict[str, float]]]:
     """Fine-tune ``dcfg.backbone`` (a ``DescribeConfig``) to write the descriptions of
-    ``train_products``; returns the describer and the per-epoch history."""
+    ``train_products``; returns the describer and the per-epoch history.
+    ``trust_remote_code``: ``model.trust_remote_code``."""
     with_text = [p for p in train_products if p.description.strip()]
     skipped = len(train_products) - len(with_text)
     if skipped:
@@ -730,10 +732,13 @@ def fit_describer(
             len(index),
             time.perf_counter() - t0,
         )
-    model, tokenizer = load_causal_lm(dcfg.backbone, "describe.backbone", dcfg.dtype)
+    model, tokenizer = load_causal_lm(
+        dcfg.backbone, "describe.backbone", dcfg.dtype, trust_remote_code
+    )
     meta: dict[str, Any] = {
         "kind": DESCRIBER_KIND,
         "backbone": dcfg.backbone,
+        "trust_remote_code": trust_remote_code,
         "path_separator": path_separator,
         "max_prompt_tokens": dcfg.max_prompt_tokens,
         "max_tags": dcfg.max_tags,
@@ -910,7 +915,15 @@ def train_describer(
             step=int(record["epoch"]),
         )
 
-    describer, history = fit_describer(dcfg, splits.train, cfg.seed, progress, separator, on_epoch)
+    describer, history = fit_describer(
+        dcfg,
+        splits.train,
+        cfg.seed,
+        progress,
+        separator,
+        on_epoch,
+        cfg.model.trust_remote_code,
+    )
     result: dict[str, float] = {
         "train_seconds": float(describer.meta["train_seconds"]),
         "train_products_per_s": float(describer.meta["train_products_per_s"]),

@@ -92,10 +92,12 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
         logging.getLogger("labelrec").setLevel(logging.WARNING)
     set_seed(cfg.seed)
     source = resolve_backbone(cfg.model.backbone)
-    tokenizer = load_tokenizer(source)
+    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     if tokenizer.mask_token is None:
         raise ValueError(f"{cfg.model.backbone}: tokenizer has no mask token; MLM needs one")
-    model = AutoModelForMaskedLM.from_pretrained(source)
+    model = AutoModelForMaskedLM.from_pretrained(
+        source, trust_remote_code=cfg.model.trust_remote_code
+    )
     if pcfg.lora:
         from peft import LoraConfig
 

@@ -331,7 +331,7 @@ class TagTrainer:
         if cfg.generate.enabled:  # a generator that cannot load fails now, not after the tagger
             from labelrec.taggers.generator import check_generator_backbone
 
-            check_generator_backbone(cfg.generate)
+            check_generator_backbone(cfg.generate, cfg.model.trust_remote_code)
         prior = tag_prior(np.asarray(y_train.sum(axis=0)).ravel(), y_train.shape[0])
         self.model, self.tokenizer = build_model(cfg.model, cfg.lora, self.vocab.tags, prior)
         if tcfg.gradient_checkpointing:  # memory for decoders on GPUs; the loss is unchanged
@@ -541,7 +541,7 @@ class TagTrainer:
                 tokens += batch["input_ids"].numel() * acc.num_processes
                 if bar is not None:
                     bar.update(1)
-                    if n_loss % max(1, tcfg.log_every // 4) == 0:
+                    if n_loss % tcfg.log_every == 0:
                         rate = seen / max(time.perf_counter() - t0, 1e-9)
                         bar.set_postfix(loss=f"{loss.item():.4f}", products_s=f"{rate:.0f}")
                 if self._done():

@@ -466,3 +466,71 @@ def test_a_decoder_forced_to_the_offline_hub_names_the_setting_to_unset(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match=f"describe.backbone: .*unset {backbones.HUB_ENV}"):
         load_causal_lm("HuggingFaceTB/SmolLM2-135M-Instruct", "describe.backbone")
+
+
+def test_trust_remote_code_reaches_every_backbone_a_run_loads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_decoder: Path
+) -> None:
+    """``model.trust_remote_code`` is passed to the tag generator's, the describer's and
+    pretraining's backbones, and a saved decoder reloads with what it was trained with."""
+    from labelrec import describe, pretrain
+    from labelrec.causal import load_saved_causal_lm, save_causal_lm
+    from labelrec.config import load_config
+    from labelrec.data import Product, TagVocab
+    from labelrec.taggers import generator
+    from labelrec.taggers.base import TrainingSet
+
+    seen: dict[str, bool] = {}
+
+    class Loaded(Exception):
+        pass
+
+    def loader(backbone, setting, dtype="float32", trust_remote_code=False):
+        seen[setting] = trust_remote_code
+        raise Loaded
+
+    def tokenizer(source, trust_remote_code=False):
+        seen["pretrain"] = trust_remote_code
+        raise Loaded
+
+    monkeypatch.setattr(generator, "load_causal_lm", loader)
+    monkeypatch.setattr(describe, "load_causal_lm", loader)
+    monkeypatch.setattr(pretrain, "load_tokenizer", tokenizer)
+    monkeypatch.setattr(pretrain, "resolve_backbone", lambda name: name)
+    cfg = load_config(
+        None,
+        [
+            "model.trust_remote_code=true",
+            "generate.enabled=true",
+            "data.demo_products=60",
+            f"output={tmp_path / 'out'}",
+            f"data.unlabeled={tmp_path / 'texts.txt'}",
+        ],
+    )
+    (tmp_path / "texts.txt").write_text("lego police station\nhornby train set\n", "utf-8")
+    products = [Product("1", "lego police", "", ["Toys"])]
+    train = TrainingSet(products, None, TagVocab(["Toys"], [1]))
+    with pytest.raises(Loaded):
+        generator.TagGenerator.fit(train, cfg)
+    with pytest.raises(Loaded):
+        describe.train_describer(cfg, progress=False)
+    with pytest.raises(Loaded):
+        pretrain.pretrain(cfg)
+    assert seen == {"generate.backbone": True, "describe.backbone": True, "pretrain": True}
+
+    from labelrec.causal import load_causal_lm
+
+    model, tok = load_causal_lm(str(tiny_decoder), "generate.backbone")
+    save_causal_lm(model, tok, tmp_path / "saved", {"trust_remote_code": True})
+    calls: list[bool] = []
+    from transformers import AutoModelForCausalLM
+
+    real = AutoModelForCausalLM.from_pretrained
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs.get("trust_remote_code", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", recorded)
+    load_saved_causal_lm(tmp_path / "saved")
+    assert calls == [True]

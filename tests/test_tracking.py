@@ -260,6 +260,18 @@ def test_log_evaluation_writes_csv_json_and_plots(
         rows = list(csv.DictReader(fh))
     assert {r["tag"] for r in rows} >= set(rec.tags)
     assert json.loads((out / "metrics.json").read_text())["P@1"] == evaluation.metrics["P@1"]
+    # a metric without the data it needs is NaN: null in the file, which stays valid JSON
+    evaluation.metrics["PSP@5"] = float("nan")
+    with mlflow.start_run() as run:
+        tracking.log_evaluation(
+            run.info.run_id, evaluation, valid, scores, rec.vocab, metric_prefix=None
+        )
+    text = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="evaluation/metrics.json", dst_path=str(tmp_path)
+        )
+    ).read_text()
+    assert "NaN" not in text and json.loads(text)["PSP@5"] is None
 
 
 # ---------------------------------------------------------------------- store default

@@ -515,8 +515,11 @@ def log_evaluation(
     with tempfile.TemporaryDirectory(prefix="labelrec-eval-") as tmp:
         folder = Path(tmp) / "files"
         folder.mkdir()
+        finite = {  # JSON has no NaN (a metric without the data it needs)
+            k: float(v) if math.isfinite(float(v)) else None for k, v in evaluation.metrics.items()
+        }
         (folder / "metrics.json").write_text(
-            json.dumps(evaluation.metrics, indent=2, default=float), encoding="utf-8"
+            json.dumps(finite, indent=2, allow_nan=False), encoding="utf-8"
         )
         write_per_tag_csv(evaluation.per_tag, folder / "per_tag.csv")
         curve = [

@@ -392,7 +392,13 @@ class TagGenerator:
         if not cfg.generate.enabled:
             return None
         generator, history = fit_generator(
-            cfg.generate, cfg.lexical, train.products, train.vocab, train.seed, train.progress
+            cfg.generate,
+            cfg.lexical,
+            train.products,
+            train.vocab,
+            train.seed,
+            train.progress,
+            cfg.model.trust_remote_code,
         )
         generator.history = history
         return generator
@@ -589,10 +595,10 @@ def _check_positions(config: Any, gcfg: Any) -> None:
         )
 
 
-def check_generator_backbone(gcfg: Any) -> None:
+def check_generator_backbone(gcfg: Any, trust_remote_code: bool = False) -> None:
     """Fail before any training, not after the tagger's: ``generate.backbone`` resolves to a
     decoder LLM (its config only, no weights) and the prompt and new tokens fit its positions."""
-    _, config = causal_config(gcfg.backbone, "generate.backbone")
+    _, config = causal_config(gcfg.backbone, "generate.backbone", trust_remote_code)
     _check_positions(config, gcfg)
 
 
@@ -603,17 +609,21 @@ def fit_generator(
     vocab: TagVocab,
     seed: int = 42,
     progress: bool = True,
+    trust_remote_code: bool = False,
 ) -> tuple[TagGenerator, list[dict[str, float]]]:
     """Fine-tune ``gcfg.backbone`` to write tag lists; returns the generator (weight 0 until
-    tuned) and the training history."""
+    tuned) and the training history. ``trust_remote_code``: ``model.trust_remote_code``."""
     products = list(train_products)
     if gcfg.max_train_products is not None and len(products) > gcfg.max_train_products:
         products = random.Random(seed).sample(products, gcfg.max_train_products)
-    model, tokenizer = load_causal_lm(gcfg.backbone, "generate.backbone", gcfg.dtype)
+    model, tokenizer = load_causal_lm(
+        gcfg.backbone, "generate.backbone", gcfg.dtype, trust_remote_code
+    )
     _check_positions(model.config, gcfg)
     separator = lexical_cfg.path_separator if lexical_cfg.ancestor_consistency else None
     meta: dict[str, Any] = {
         "backbone": gcfg.backbone,
+        "trust_remote_code": trust_remote_code,
         "n_tags": len(vocab),
         "max_prompt_tokens": gcfg.max_prompt_tokens,
         "description_chars": gcfg.description_chars,
