@@ -915,7 +915,15 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise ConfigError(f"{name}: expected a finite number, got {value!r}")
         return number
     if base is str:
-        return str(value)
+        text = str(value)
+        if isinstance(value, _Override) and len(text) > 1 and text[0] == text[-1] in "'\"":
+            # `'data.tag_delimiter=", "'`: quoted as YAML quotes it, read as YAML reads it
+            try:
+                unquoted = yaml.safe_load(text)
+            except yaml.YAMLError:
+                return text
+            return unquoted if isinstance(unquoted, str) else text
+        return text
     return value
 
 

@@ -168,14 +168,18 @@ MAX_DESCRIPTION_CHARS = 10_000
 # catalog has, so a longer one is a pasted text.
 MAX_TAG_CHARS = 512
 
-# zero-width space, non-joiner, joiner, word joiner, BOM, soft hyphen: they show nothing, and a
-# title's spans or a tag's position would hold them
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+# zero-width space, non-joiner, joiner, word joiner, BOM, soft hyphen and the control characters
+# that are not whitespace (NUL, DEL ...): they show nothing, and a title's spans or a tag's
+# position would hold them
+_INVISIBLE = dict.fromkeys(
+    [*map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), *range(0x09), *range(0x0E, 0x1C), 0x7F]
+)
 
 
 def clean_text(text: str) -> str:
     """A title or description as labelrec reads it everywhere (catalogs, ``TagRecommender``,
-    the CLI, the service, the MLflow model): zero-width characters and soft hyphens removed,
+    the CLI, the service, the MLflow model): zero-width characters, soft hyphens and control
+    characters (NUL ...) removed,
     runs of whitespace one space, the ends stripped. The same product gets the same tags from
     every front end only if all of them see the same text."""
     return " ".join(text.translate(_INVISIBLE).split())
@@ -244,6 +248,10 @@ def _id_value(value: Any, column: str) -> str:
         except ValueError as err:  # more digits than Python prints (sys.set_int_max_str_digits)
             raise _RowError(column, f"an integer id too long to print: {err}") from None
     if isinstance(value, (float, np.floating)) and not math.isnan(value) and value.is_integer():
+        if abs(value) >= 2**53:  # past it a float holds the nearest even number, not the id
+            raise _RowError(
+                column, f"{value!r}: a float id this large is not exact; write ids as strings"
+            )
         return str(int(value))  # integer ids that went through a float column (pandas with NaN)
     if _is_empty(value):
         return ""
@@ -415,12 +423,29 @@ def _open_text(path: Path, gz: bool) -> IO[str]:
 def _not_utf8(path: Path, last_good_line: int, err: UnicodeDecodeError) -> CatalogError:
     # Text is decoded in blocks, so the reader does not know the line: the raw bytes tell it.
     line = _first_bad_utf8_line(path)
+    if line == 1 and _starts_with(path, (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return CatalogError(
+            path,
+            None,
+            None,
+            "UTF-16 text (Excel's 'Unicode Text'), not UTF-8: save it as UTF-8 (Excel: 'CSV"
+            " UTF-8'), e.g. iconv -f UTF-16 -t UTF-8",
+        )
     if line is not None:
         return CatalogError(path, line, None, f"not valid UTF-8 ({err.reason}); save it as UTF-8")
     where = f" after line {last_good_line}" if last_good_line else ""
     return CatalogError(
         path, None, None, f"not valid UTF-8{where} ({err.reason}); save it as UTF-8"
     )
+
+
+def _starts_with(path: Path, marks: tuple[bytes, ...]) -> bool:
+    """Whether ``path`` (gunzipped for ``.gz``) begins with one of ``marks``."""
+    try:
+        with (gzip.open if path.suffix.lower() == ".gz" else open)(path, "rb") as fh:
+            return fh.read(4).startswith(marks)
+    except (OSError, EOFError, zlib.error):
+        return False
 
 
 def _first_bad_utf8_line(path: Path, block: int = 1 << 20) -> int | None:
@@ -673,10 +698,20 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
             truncated = bool(fh.read(1))
         except UnicodeDecodeError as err:
             raise _not_utf8(path, 0, err) from None
-    delim = _csv_delimiter(cfg) or _sniff_delimiter(sample, truncated, wanted, ext == ".tsv")
+    # Excel's first line "sep=;" names the delimiter; it is not a row
+    declared = re.match(r"sep=([^\r\n])\r?\n", sample)
+    if declared:
+        sample = sample[declared.end() :]
+    delim = (
+        _csv_delimiter(cfg)
+        or (declared and declared.group(1))
+        or _sniff_delimiter(sample, truncated, wanted, ext == ".tsv")
+    )
 
     with _open_text(path, gz) as fh:
         lines: list[str] = []  # the physical lines of the record being read
+        if declared:
+            fh.readline()
 
         def kept() -> Iterator[str]:
             for text in fh:
@@ -684,7 +719,8 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
                 yield text
 
         reader = csv.reader(kept(), delimiter=delim)
-        end = 0  # physical line on which the previous record ended
+        offset = 1 if declared else 0  # lines before the reader's first
+        end = offset  # physical line on which the previous record ended
 
         def records() -> Iterator[tuple[int, list[str]]]:
             # A record is yielded once the next one is read: the file's last record may hold a
@@ -709,10 +745,12 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
                         yield pending
                     return
                 except csv.Error as err:
-                    raise CatalogError(path, reader.line_num, None, f"bad CSV: {err}") from None
+                    raise CatalogError(
+                        path, reader.line_num + offset, None, f"bad CSV: {err}"
+                    ) from None
                 except UnicodeDecodeError as err:
                     raise _not_utf8(path, end, err) from None
-                start, end = end + 1, reader.line_num
+                start, end = end + 1, reader.line_num + offset
                 last = (start, list(lines))
                 if pending is not None:
                     yield pending
@@ -742,7 +780,12 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
             header = _guess_header(first_row, sample, truncated, delim, wanted)
         if header:
             names = [cell.strip() for cell in first_row]
-            hint = ""
+            hint = (
+                "; if the first row is data, not a header: data.csv_header=false, and the"
+                " columns by 0-based index (data.id_column=0 ...)"
+                if cfg.csv_header is None
+                else ""
+            )
         else:
             names = [str(i) for i in range(len(first_row))]
             hint = (
@@ -969,7 +1012,28 @@ def read_catalog(
     cfg = cfg or DataConfig()
     skipped: list[str] = []
     products = list(_iter_products(Path(path), cfg, require_tags, skipped))
+    if hint := delimiter_hint(products, cfg):
+        logger.warning("%s: %s", path, hint)
     return Catalog(products=products, source=str(path), skipped=skipped)
+
+
+_LIST_PUNCTUATION = re.compile(r"[,;，；、]\s*\S")
+
+
+def delimiter_hint(products: Sequence[Product], cfg: DataConfig) -> str | None:
+    """What to set when most tagged products hold a tag that reads as a list of tags joined by
+    a comma or semicolon, which ``data.tag_delimiter`` does not split (Shopify and WooCommerce
+    write tags so); None otherwise."""
+    tagged = [p for p in products if p.tags]
+    joined = [t for p in tagged for t in p.tags if _LIST_PUNCTUATION.search(t)][:1]
+    n_joined = sum(any(_LIST_PUNCTUATION.search(t) for t in p.tags) for p in tagged)
+    if len(tagged) < 10 or n_joined * 2 < len(tagged):
+        return None
+    return (
+        f"{n_joined} of {len(tagged)} tagged products have a tag like {joined[0]!r}: if a"
+        f" cell lists tags with commas or semicolons, set data.tag_delimiter to that character"
+        f" (it is {cfg.tag_delimiter!r})"
+    )
 
 
 def read_texts(path: str | Path, cfg: DataConfig | None = None) -> list[str]:

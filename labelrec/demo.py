@@ -78,10 +78,7 @@ BRANDS: dict[str, tuple[tuple[str, str | None], ...]] = _VOCAB["brands"]
 # Indie brands (prefix + suffix) model the long tail of small sellers.
 _INDIE_PREFIXES: tuple[str, ...] = _VOCAB["indie_prefixes"]
 _INDIE_SUFFIXES: tuple[str, ...] = _VOCAB["indie_suffixes"]
-_COLORS: tuple[str, ...] = _VOCAB["colors"]
-_SIZES: tuple[str, ...] = _VOCAB["sizes"]
 _SHOE_SIZES: tuple[str, ...] = _VOCAB["shoe_sizes"]
-_AGES: tuple[str, ...] = _VOCAB["ages"]
 _KID_AGES: tuple[str, ...] = _VOCAB["kid_ages"]
 _ECO_MATERIALS: frozenset[str] = frozenset(_VOCAB["eco_materials"])
 # Department -> probability that a product of a leaf with materials carries a material facet.

@@ -318,17 +318,6 @@ def tune_weights(
     return float(w), float(e), results
 
 
-def tune_weight(
-    y_valid: Any,
-    neural: np.ndarray,
-    lexical: np.ndarray,
-    parents: np.ndarray | None = None,
-) -> tuple[float, dict[float, float]]:
-    """Neural weight (TF-IDF gets ``1 - w``) maximising the valid objective (ties: larger)."""
-    w, _, results = tune_weights(y_valid, neural, lexical, None, parents)
-    return w, {k[0]: v for k, v in results.items()}
-
-
 def tune_span_weight(
     known_span: np.ndarray,
     new_span: list[dict[str, float]],

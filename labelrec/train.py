@@ -378,7 +378,6 @@ class TagTrainer:
         total = self.updates_per_epoch * tcfg.epochs
         if tcfg.max_steps is not None:
             total = min(total, tcfg.max_steps)
-        self.total_updates = total
         # Accelerate's prepared scheduler steps once per process at each update, so the schedule
         # is laid out in updates x processes.
         self.scheduler = get_scheduler(

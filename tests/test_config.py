@@ -317,3 +317,14 @@ def test_promotion_gate_is_declared_once_for_every_front_end() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             PromotionConfig(**bad)
+
+
+def test_a_quoted_string_override_is_read_as_yaml_reads_it() -> None:
+    """``'data.tag_delimiter=", "'`` and ``"data.hierarchy_separator=' > '"``: the quotes a
+    user types to keep the spaces are not part of the value."""
+    from labelrec.config import load_config
+
+    cfg = load_config(None, ['data.tag_delimiter=", "', "data.hierarchy_separator=' > '"])
+    assert (cfg.data.tag_delimiter, cfg.data.hierarchy_separator) == (", ", " > ")
+    cfg = load_config(None, ["data.hierarchy_separator= > ", "data.tag_delimiter='"])
+    assert (cfg.data.tag_delimiter, cfg.data.hierarchy_separator) == ("'", " > ")

@@ -774,3 +774,86 @@ def test_of_tags_that_fold_alike_the_first_is_found() -> None:
 
     assert TagVocab(["brand:Lego", "brand:LEGO"], [5, 2]).find("BRAND:lego") == 0
     assert TagVocab(["brand:LEGO", "brand:Lego"], [2, 5]).find("BRAND:lego") == 0
+
+
+def test_tags_joined_by_commas_get_a_hint(tmp_path, caplog):
+    """Most tag cells read as one tag holding commas (Shopify's, WooCommerce's exports): a
+    warning naming data.tag_delimiter; a catalog where few do (category names with commas)
+    gets none."""
+    path = tmp_path / "shop.csv"
+    rows = "".join(f'{i},toy {i},"city, police, building"\n' for i in range(12))
+    path.write_text("id,title,tags\n" + rows, encoding="utf-8")
+    with caplog.at_level("WARNING", logger="labelrec.data"):
+        read_catalog(path, DataConfig())
+    assert "12 of 12 tagged products have a tag like 'city, police, building'" in caplog.text
+    assert "data.tag_delimiter" in caplog.text and str(path) in caplog.text
+    caplog.clear()
+    split = read_catalog(path, DataConfig(tag_delimiter=","))
+    assert split.products[0].tags == ["city", "police", "building"] and not caplog.text
+    few = "".join(
+        f'{i},toy {i},"Toys|Arts, Crafts"\n' if i < 3 else f"{i},toy {i},Toys\n" for i in range(12)
+    )
+    path.write_text("id,title,tags\n" + few, encoding="utf-8")
+    with caplog.at_level("WARNING", logger="labelrec.data"):
+        read_catalog(path, DataConfig())
+    assert not caplog.text
+
+
+def test_a_float_id_too_large_to_be_exact_is_a_bad_row(tmp_path):
+    """12345678901234567890.0 is 12345678901234567168 as a float: an error, not another id."""
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        '{"id": 7.0, "title": "a", "tags": ["x"]}\n'
+        '{"id": 12345678901234567890.0, "title": "b", "tags": ["x"]}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogError, match="line 2, field 'id': .*write ids as strings"):
+        read_catalog(path, DataConfig())
+    assert [p.id for p in read_catalog(path, DataConfig(on_error="skip")).products] == ["7"]
+
+
+@pytest.mark.parametrize("name", ["export.csv", "export.txt.csv.gz"])
+def test_utf16_text_is_named_as_such(tmp_path, name):
+    """Excel's "Unicode Text" is UTF-16 with a byte order mark: the error says so and how to
+    save it, rather than only "not valid UTF-8"."""
+    data = "id\ttitle\ttags\n1\tLEGO\tToys\n".encode("utf-16")
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with pytest.raises(CatalogError, match="UTF-16 text .*save it as UTF-8"):
+        read_catalog(path, DataConfig())
+
+
+def test_excels_sep_line_names_the_delimiter(tmp_path):
+    """Excel may write "sep=;" as a CSV's first line: the delimiter, not a row; the lines after
+    it keep their numbers in errors."""
+    path = tmp_path / "excel.csv"
+    path.write_text("sep=;\r\nid;title;tags\r\n1;LEGO, big;Toys\r\n2;;Toys\r\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match="line 4, field 'title'"):
+        read_catalog(path, DataConfig())
+    products = read_catalog(path, DataConfig(on_error="skip")).products
+    assert [(p.id, p.title, p.tags) for p in products] == [("1", "LEGO, big", ["Toys"])]
+
+
+def test_a_first_row_of_data_read_as_a_header_gets_a_hint(tmp_path):
+    """Column names that a guessed header does not have: the error says how to read a file
+    without one; with data.csv_header=true set, it does not guess."""
+    path = tmp_path / "raw.csv"
+    path.write_text("1,LEGO set,Toys\n2,Train,Hobbies\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match="available: '1', 'LEGO set', 'Toys'.*csv_header=false"):
+        read_catalog(path, DataConfig())
+    with pytest.raises(CatalogError) as info:
+        read_catalog(path, DataConfig(csv_header=True))
+    assert "csv_header" not in str(info.value)
+    cfg = DataConfig(csv_header=False, id_column="0", title_column="1", tag_columns=["2"])
+    assert [p.title for p in read_catalog(path, cfg).products] == ["LEGO set", "Train"]
+
+
+def test_control_characters_are_dropped_from_texts(tmp_path):
+    """NUL, ESC and DEL show nothing: a title holding them reads as the title without them,
+    in a catalog as in ``clean_text`` (which every front end uses)."""
+    from labelrec.data import clean_text
+
+    assert clean_text("LEGO\x00 police\x1b\x7f\tstation") == "LEGO police station"
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"id": "1", "title": "LE\x00GO", "tags": ["Toys"]}) + "\n", "utf-8")
+    assert read_catalog(path, DataConfig()).products[0].title == "LEGO"

@@ -18,7 +18,6 @@ from labelrec.fusion import (
     fit_fusion,
     save_fusion,
     tune_absent_factor,
-    tune_weight,
     tune_weights,
 )
 from labelrec.modeldir import (
@@ -188,14 +187,19 @@ def test_hierarchical_precision_gives_credit_for_the_right_parent() -> None:
     assert hierarchical_precision(scores, products, vocab, k=1, new_tags=new) == 1.0
 
 
-def test_tune_weight_follows_the_better_source() -> None:
+def test_tune_weights_follows_the_better_source() -> None:
     rng = np.random.default_rng(0)
     y = sp.csr_matrix((rng.random((40, 6)) < 0.3).astype(np.float32))
     truth = y.toarray() + 0.01 * rng.random((40, 6))
     noise = rng.random((40, 6))
-    w, curve = tune_weight(y, truth, noise)
+
+    def tune_weight(neural, lexical):  # the neural weight and the objective at each weight
+        w, _, results = tune_weights(y, neural, lexical, None)
+        return w, {k[0]: v for k, v in results.items()}
+
+    w, curve = tune_weight(truth, noise)
     assert w == 1.0 and curve[1.0] >= max(curve.values()) - 1e-12
-    w, curve = tune_weight(y, noise, truth)
+    w, curve = tune_weight(noise, truth)
     best = max(curve.values())
     assert curve[0.0] == best and curve[1.0] < best  # lexical alone is perfect, neural is noise
     assert w < 1.0 and curve[w] == best  # ties go to the larger neural weight
