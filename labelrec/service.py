@@ -110,6 +110,7 @@ from labelrec.serving import (
     data_config_for,
     index_extension,
     jsonable,
+    load_reviewers,
     public_text,
     public_uri,
 )
@@ -231,6 +232,11 @@ class ServiceSettings(BaseSettings):
         " field for it): set it where people who are not reviewers reach the service, since"
         " reviews become training data",
     )
+    reviewers: str | None = Field(
+        None,
+        description="YAML file of reviewers' tokens (name: token): POST /feedback then needs one"
+        " of them as a bearer token, and stores the review under that reviewer's name",
+    )
     max_batch_products: int = Field(256, ge=1, description="products per /suggest_batch request")
     max_batch_size: int = Field(64, ge=1, description="products per shared forward pass")
     max_latency_ms: int = Field(10_000, ge=1, description="adaptive batching wait (_items)")
@@ -296,6 +302,23 @@ MAX_BATCH_SIZE = SETTINGS.max_batch_size
 MAX_LATENCY_MS = SETTINGS.max_latency_ms
 ADMIN_TOKEN_ENV = ServiceSettings.env_name("admin_token")
 REVIEW_TOKEN_ENV = ServiceSettings.env_name("review_token")
+REVIEWERS_ENV = ServiceSettings.env_name("reviewers")
+
+
+def load_reviewer_tokens(path: str | None) -> dict[str, str]:
+    """``LABELREC_REVIEWERS``'s tokens (token -> reviewer); a bad file is a ValueError naming
+    the setting."""
+    if not path:
+        return {}
+    try:
+        return load_reviewers(path)
+    except ValueError as err:
+        text = f"{REVIEWERS_ENV}: {err}"
+        print(f"labelrec service settings: {text}", file=sys.stderr, flush=True)
+        raise ValueError(text) from None
+
+
+REVIEWER_TOKENS = load_reviewer_tokens(SETTINGS.reviewers)
 MAX_UPLOAD_BYTES = SETTINGS.max_upload_mb << 20
 UPLOAD_SETTING = ServiceSettings.env_name("max_upload_mb")
 MAX_BODY_BYTES = SETTINGS.max_body_mb << 20
@@ -378,25 +401,43 @@ SIMPLE_CONTENT_TYPES = (b"text/plain", b"application/x-www-form-urlencoded", b"m
 
 class NeedsToken:
     """ASGI middleware: a POST to one of ``paths`` needs ``Authorization: Bearer <token>``
-    (401 otherwise, compared in constant time); ``token`` None lets every request through.
+    (401 otherwise, compared in constant time with each token): ``token``, or one of
+    ``named``'s (token -> name), whose name goes into the request's state as ``reviewer``.
+    Without any token every request goes through.
 
     Reviews become training data: where the service is reachable by people who are not
-    reviewers, the token keeps them from posting labels (``LABELREC_REVIEW_TOKEN``)."""
+    reviewers, the token keeps them from posting labels (``LABELREC_REVIEW_TOKEN``,
+    ``LABELREC_REVIEWERS``)."""
 
-    def __init__(self, app: Any, paths: tuple[str, ...], token: SecretStr | None, setting: str):
+    def __init__(
+        self,
+        app: Any,
+        paths: tuple[str, ...],
+        token: SecretStr | None,
+        setting: str,
+        named: dict[str, str] | None = None,
+    ):
         self.app, self.paths, self.setting = app, paths, setting
         secret = token.get_secret_value() if token is not None else ""
-        self.expected = f"Bearer {secret}".encode() if secret else None
+        self.accepted = [(f"Bearer {t}".encode(), name) for t, name in (named or {}).items()]
+        if secret:
+            self.accepted.append((f"Bearer {secret}".encode(), None))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if (
-            self.expected is not None
+            self.accepted
             and scope["type"] == "http"
             and scope.get("method") == "POST"
             and scope.get("path") in self.paths
         ):
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            found = False
+            for expected, name in self.accepted:  # every one compared: the time tells nothing
+                if hmac.compare_digest(given, expected):
+                    found = True
+                    if name is not None:
+                        scope.setdefault("state", {})["reviewer"] = name
+            if not found:
                 message = f"{scope['path']} needs the header Authorization: Bearer <{self.setting}>"
                 await _send_json(send, 401, {"error": message})
                 return
@@ -602,6 +643,7 @@ class FeedbackOut(BaseModel):
     id: int  # the stored review
     model_version: str | None  # the version being served when the review came in
     unknown: list[str]  # tags the model does not know (stored, flagged)
+    reviewer: str | None = None  # as stored: with LABELREC_REVIEWERS, the token's reviewer
 
 
 class DescribeIn(BaseModel):
@@ -836,7 +878,8 @@ def strict_api(**options: Any) -> Callable[[Callable[..., Any]], Any]:
     ignores it and answers with the defaults."""
 
     def wrap(endpoint: Callable[..., Any]) -> Any:
-        spec = bentoml.IODescriptor.from_input(endpoint, skip_self=True)
+        # `ctx` (bentoml.Context) is BentoML's to pass, not a field of the body
+        spec = bentoml.IODescriptor.from_input(endpoint, skip_self=True, skip_names=("ctx",))
         strict = type(
             spec.__name__,
             (spec,),
@@ -858,6 +901,8 @@ def answers_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 return await endpoint(*args, **kwargs)
             except ServiceError as err:
+                if kwargs.get("ctx") is not None:  # BentoML answers with the context's status
+                    kwargs["ctx"].response.status_code = err.status
                 return _error(err.status, err.message)
 
         return answer
@@ -1131,10 +1176,15 @@ class LabelRec:
         rejected: TagList = [],  # noqa: B006
         added: TagList = [],  # noqa: B006
         reviewer: Annotated[StrictStr | None, Field(max_length=256)] = None,
+        ctx: bentoml.Context = None,  # type: ignore[assignment]  # BentoML passes it
     ) -> FeedbackOut:
         """Record a reviewer's verdict on the tags suggested for a product: `accepted` and
         `rejected` suggestions, tags `added` by hand. Stored with the model version being
-        served; tags the model does not know are kept and listed in `unknown`."""
+        served; tags the model does not know are kept and listed in `unknown`. With
+        LABELREC_REVIEWERS the reviewer is the one whose token came with the request."""
+        state = ctx.request.scope.get("state") if ctx is not None else None
+        if state and state.get("reviewer"):
+            reviewer = state["reviewer"]  # the token's reviewer, whatever the body says
         snap = self.holder.current
         try:
             review = Review(
@@ -1158,7 +1208,12 @@ class LabelRec:
             review_id = await asyncio.to_thread(self._feedback.add, review)
         except FeedbackError as err:  # the database, not the review: the client may retry
             raise ServiceError(503, str(err)) from None
-        return FeedbackOut(id=review_id, model_version=review.model_version, unknown=review.unknown)
+        return FeedbackOut(
+            id=review_id,
+            model_version=review.model_version,
+            unknown=review.unknown,
+            reviewer=review.reviewer,
+        )
 
     # -- products: similar, search, recommend (need a product index)
 
@@ -1463,5 +1518,12 @@ UPLOAD_CAPS = {p: (MAX_UPLOAD_BYTES + (1 << 20), UPLOAD_SETTING) for p in UPLOAD
 LabelRec.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path=UPLOAD_CAPS)
 LabelRec.add_asgi_middleware(JsonBodies, exempt=UPLOAD_PATHS)
 LabelRec.add_asgi_middleware(
-    NeedsToken, paths=("/feedback",), token=SETTINGS.review_token, setting=REVIEW_TOKEN_ENV
+    NeedsToken,
+    paths=("/feedback",),
+    token=SETTINGS.review_token,
+    setting=" or ".join(
+        [REVIEW_TOKEN_ENV] * bool(SETTINGS.review_token)
+        + [f"a token of {REVIEWERS_ENV}"] * bool(REVIEWER_TOKENS)
+    ),
+    named=REVIEWER_TOKENS,
 )

@@ -628,3 +628,43 @@ class FileJobs:
                 on_release()
 
         return release
+
+
+MIN_TOKEN_CHARS = 16  # a reviewer's token: long enough not to be guessed
+
+
+def load_reviewers(path: str | Path) -> dict[str, str]:
+    """Reviewers' bearer tokens from a YAML file of ``name: token`` lines: token -> name.
+
+    A name is at most 256 characters (what a review keeps); a token is visible ASCII without
+    spaces, at least 16 characters, and no two reviewers share one. A ValueError names the file
+    and the reviewer, never a token."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read it ({err.strerror or err})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where}: not a YAML mapping of reviewer: token") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected a YAML mapping of reviewer: token, one or more")
+    tokens: dict[str, str] = {}
+    for name, token in data.items():
+        shown = str(name).strip()
+        if not isinstance(name, str) or not shown or len(shown) > 256:
+            raise ValueError(f"{path}: reviewer {name!r}: a name of 1 to 256 characters")
+        if not isinstance(token, str) or not re.fullmatch(r"[!-~]+", token):
+            raise ValueError(f"{path}: reviewer {shown!r}: the token must be visible ASCII")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"{path}: reviewer {shown!r}: the token is shorter than {MIN_TOKEN_CHARS}"
+                " characters"
+            )
+        if token in tokens:
+            raise ValueError(f"{path}: reviewers {tokens[token]!r} and {shown!r} share a token")
+        tokens[token] = shown
+    return tokens

@@ -532,3 +532,64 @@ def test_the_table_gives_the_growth_per_1000_trained_products() -> None:
     assert table.endswith(
         "peak RSS ~ 0.50 GB + 500 MB per 1,000 trained products (least squares)"
     ), table
+
+
+# ---------------------------------------------------------------------- reviewers' tokens
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("alice: short", "reviewer 'alice': the token is shorter than 16"),
+        ("alice: 'has a space in it, long'", "reviewer 'alice': the token must be visible"),
+        ("alice: sameTokenFor2People\nbob: sameTokenFor2People", "'alice' and 'bob' share"),
+        ("- alice\n- bob", "expected a YAML mapping"),
+        ("alice: [unclosed", "line 1"),
+        ("'': abcdefghijklmnopq", "a name of 1 to 256"),
+    ],
+)
+def test_reviewers_file_errors_name_the_reviewer_not_the_token(tmp_path, text, message) -> None:
+    from labelrec.serving import load_reviewers
+
+    path = tmp_path / "reviewers.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=message) as info:
+        load_reviewers(path)
+    assert "sameTokenFor2People" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_reviewers_token_names_the_reviewer_in_the_request_state() -> None:
+    """NeedsToken takes the shared token or a reviewer's; a reviewer's puts their name into
+    the request's state, which /feedback stores the review under."""
+    import asyncio
+
+    pytest.importorskip("bentoml")
+    from pydantic import SecretStr
+
+    from labelrec.service import NeedsToken
+
+    seen: list[dict] = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append(dict(scope.get("state") or {}))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard = NeedsToken(
+        app, ("/feedback",), SecretStr("shared-token"), "X", {"alice-0123456789ab": "alice"}
+    )
+
+    def post(token: str | None) -> int:
+        headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        scope = {"type": "http", "method": "POST", "path": "/feedback", "headers": headers}
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        asyncio.run(guard(scope, None, send))
+        return sent[0]["status"]
+
+    assert post("alice-0123456789ab") == 200 and seen[-1] == {"reviewer": "alice"}
+    assert post("shared-token") == 200 and seen[-1] == {}
+    assert post("alice-0123456789ac") == 401 and post(None) == 401 and len(seen) == 2

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 REVIEW_TOKEN = "rev1ew"  # LABELREC_REVIEW_TOKEN of the module's server
+ALICE_TOKEN = "alice-0123456789abcdef"  # hers in the server's LABELREC_REVIEWERS
 
 
 def free_port() -> int:
@@ -98,6 +99,8 @@ def server(
     port = free_port()
     log = tmp / "serve.log"
     feedback_uri = f"sqlite:///{tmp / 'feedback.db'}"
+    reviewers = tmp / "reviewers.yaml"
+    reviewers.write_text(f"alice: {ALICE_TOKEN}\nbob: bob-0123456789abcdef\n", "utf-8")
     with log.open("wb") as out:
         process = subprocess.Popen(
             [BENTOML, "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -109,6 +112,7 @@ def server(
                 LABELREC_DESCRIBER=str(http_describer),
                 LABELREC_FEEDBACK_URI=feedback_uri,
                 LABELREC_REVIEW_TOKEN=REVIEW_TOKEN,
+                LABELREC_REVIEWERS=str(reviewers),
                 LABELREC_MAX_BODY_MB="2",
             ),
             stdout=out,
@@ -250,6 +254,18 @@ def test_feedback_needs_the_review_token(http: httpx.Client, server: Server) -> 
     ok = http.post("/feedback", json=review, headers={"authorization": f"Bearer {REVIEW_TOKEN}"})
     assert ok.status_code == 200, ok.text
     assert len(list(FeedbackStore(server.feedback_uri).reviews())) == before + 1
+    # a reviewer's own token (LABELREC_REVIEWERS): the review is stored under their name,
+    # whatever name the body gives
+    signed = {**review, "reviewer": "mallory"}
+    ok = http.post("/feedback", json=signed, headers={"authorization": f"Bearer {ALICE_TOKEN}"})
+    assert ok.status_code == 200 and ok.json()["reviewer"] == "alice", ok.text
+    stored = list(FeedbackStore(server.feedback_uri).reviews())
+    assert len(stored) == before + 2 and stored[-1].reviewer == "alice"
+    shared = http.post(
+        "/feedback", json=signed, headers={"authorization": f"Bearer {REVIEW_TOKEN}"}
+    )
+    assert shared.json()["reviewer"] == "mallory"  # the shared token: the name is the body's
+    assert "LABELREC_REVIEWERS" in http.post("/feedback", json=review).json()["error"]
 
 
 def test_suggest_file_streams_the_scored_catalog(http: httpx.Client) -> None:
