@@ -604,9 +604,9 @@ class FileJobs:
         self.running = 0
         self._lock = threading.Lock()
 
-    def take(self, on_release: Callable[[], Any] | None = None) -> Callable[[], None]:
+    def take(self) -> Callable[[], None]:
         """A slot, or a ``ServiceError`` 429 when all ``cap`` are taken. Returns the release,
-        which may be called more than once (it frees the slot and calls ``on_release`` once)."""
+        which may be called more than once (it frees the slot once)."""
         with self._lock:
             if self.running >= self.cap:
                 raise ServiceError(
@@ -620,12 +620,9 @@ class FileJobs:
         def release() -> None:
             nonlocal released
             with self._lock:
-                if released:
-                    return
-                released = True
-                self.running -= 1
-            if on_release is not None:
-                on_release()
+                if not released:
+                    released = True
+                    self.running -= 1
 
         return release
 
