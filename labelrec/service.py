@@ -331,10 +331,14 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
-    """Answer an ASGI request from a middleware: ``payload`` as JSON with ``status``."""
+async def _send_json(
+    send: Any, status: int, payload: dict[str, Any], extra: dict[str, str] | None = None
+) -> None:
+    """Answer an ASGI request from a middleware: ``payload`` as JSON with ``status`` (and the
+    ``extra`` headers)."""
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -419,9 +423,9 @@ class NeedsToken:
     ):
         self.app, self.paths, self.setting = app, paths, setting
         secret = token.get_secret_value() if token is not None else ""
-        self.accepted = [(f"Bearer {t}".encode(), name) for t, name in (named or {}).items()]
+        self.accepted = [(t.encode(), name) for t, name in (named or {}).items()]
         if secret:
-            self.accepted.append((f"Bearer {secret}".encode(), None))
+            self.accepted.append((secret.encode(), None))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if (
@@ -430,7 +434,7 @@ class NeedsToken:
             and scope.get("method") == "POST"
             and scope.get("path") in self.paths
         ):
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            given = bearer_token(dict(scope.get("headers") or []).get(b"authorization"))
             found = False
             for expected, name in self.accepted:  # every one compared: the time tells nothing
                 if hmac.compare_digest(given, expected):
@@ -439,7 +443,7 @@ class NeedsToken:
                         scope.setdefault("state", {})["reviewer"] = name
             if not found:
                 message = f"{scope['path']} needs the header Authorization: Bearer <{self.setting}>"
-                await _send_json(send, 401, {"error": message})
+                await _send_json(send, 401, {"error": message}, CHALLENGE)
                 return
         await self.app(scope, receive, send)
 
@@ -552,6 +556,7 @@ Patterns = Annotated[
         max_length=MAX_LIMIT,
         description="Tag patterns (`brand:*`, `Toys > *`): only tags matching one (include) or"
         f" none (exclude) of them; at most {MAX_LIMIT}, each at most {MAX_TAG_CHARS} characters.",
+        json_schema_extra={"example": []},  # as sent, it narrows nothing
     ),
 ]
 
@@ -569,8 +574,9 @@ TagFilter = Annotated[
     list[str] | None,
     Field(
         max_length=MAX_LIMIT,
-        description="Only products carrying all these tags.",
-        json_schema_extra={"example": ["Toys & Games"]},
+        description="Only products carrying all these tags (tags of the model, as /tags lists"
+        " them).",
+        json_schema_extra={"example": []},  # one that works with every model: no filter
     ),
 ]
 TagWeight = Annotated[
@@ -723,8 +729,19 @@ def _ui_page() -> str:
     return UI_PAGE.read_text(encoding="utf-8")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+CHALLENGE = {"www-authenticate": 'Bearer realm="labelrec"'}  # with each 401 (RFC 6750)
+
+
+def bearer_token(authorization: bytes | str | None) -> bytes:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case, as
+    RFC 7235 has it); empty for any other header."""
+    raw = authorization.encode() if isinstance(authorization, str) else (authorization or b"")
+    scheme, _, token = raw.strip().partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" else b""
 
 
 def rank_items(
@@ -890,6 +907,15 @@ def strict_api(**options: Any) -> Callable[[Callable[..., Any]], Any]:
     return wrap
 
 
+def bentoml_error(err: ServiceError) -> Exception:
+    """``err`` as the BentoML exception that answers its status, for batchable endpoints,
+    which BentoML calls in batches and answers itself."""
+    from bentoml.exceptions import BadInput, InternalServerError, NotFound, ServiceUnavailable
+
+    kinds = {400: BadInput, 404: NotFound, 503: ServiceUnavailable}
+    return kinds.get(err.status, InternalServerError)(err.message)
+
+
 def answers_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     """A ``ServiceError`` raised in an endpoint (BentoML's or a plain route, sync or async)
     answers its status with ``{"error": message}``. BentoML's own exception classes answer 4xx
@@ -903,7 +929,7 @@ def answers_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
             except ServiceError as err:
                 if kwargs.get("ctx") is not None:  # BentoML answers with the context's status
                     kwargs["ctx"].response.status_code = err.status
-                return _error(err.status, err.message)
+                return _error(err.status, err.message, err.headers)
 
         return answer
 
@@ -912,7 +938,7 @@ def answers_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return endpoint(*args, **kwargs)
         except ServiceError as err:
-            return _error(err.status, err.message)
+            return _error(err.status, err.message, err.headers)
 
     return answer_sync
 
@@ -1004,7 +1030,10 @@ class LabelRec:
         groups: dict[int, list[int]] = {}
         snaps: dict[int, Snapshot] = {}
         for i, item in enumerate(items):
-            snap = self.holder.get(item.pin)
+            try:
+                snap = self.holder.get(item.pin)
+            except ServiceError as err:  # no model loaded yet: a 503, as /suggest answers
+                raise bentoml_error(err) from None
             snaps[snap.generation] = snap
             groups.setdefault(snap.generation, []).append(i)
         for generation, idx in groups.items():
@@ -1117,9 +1146,7 @@ class LabelRec:
         try:
             describer = self._describer()
         except ServiceError as err:
-            from bentoml.exceptions import NotFound, ServiceUnavailable
-
-            raise (NotFound if err.status == 404 else ServiceUnavailable)(err.message) from None
+            raise bentoml_error(err) from None
         return describe_items(describer, items, self.holder.busy)
 
     @strict_api()
@@ -1174,7 +1201,7 @@ class LabelRec:
         product: ProductIn,
         accepted: TagList = [],  # noqa: B006 (pydantic copies defaults)
         rejected: TagList = [],  # noqa: B006
-        added: TagList = [],  # noqa: B006
+        added: Annotated[TagList, Field(json_schema_extra={"example": ["gift"]})] = [],  # noqa: B006
         reviewer: Annotated[StrictStr | None, Field(max_length=256)] = None,
         ctx: bentoml.Context = None,  # type: ignore[assignment]  # BentoML passes it
     ) -> FeedbackOut:
@@ -1257,7 +1284,7 @@ class LabelRec:
             Field(
                 description="An indexed product's id (or give `product`); a number is read as"
                 " its text, as catalog ids are.",
-                examples=["P1"],
+                examples=[None],  # the example asks with `product`, which every index takes
             ),
         ] = None,
         product: Annotated[
@@ -1402,11 +1429,11 @@ class LabelRec:
         reload runs."""
         secret = self.settings.admin_token
         token = secret.get_secret_value() if secret is not None else ""
-        if token and not hmac.compare_digest(
-            (authorization or "").encode(), f"Bearer {token}".encode()
-        ):
+        if token and not hmac.compare_digest(bearer_token(authorization), token.encode()):
             raise ServiceError(
-                401, f"POST /reload needs the header Authorization: Bearer <{ADMIN_TOKEN_ENV}>"
+                401,
+                f"POST /reload needs the header Authorization: Bearer <{ADMIN_TOKEN_ENV}>",
+                CHALLENGE,
             )
         if force and not token:
             raise ServiceError(

@@ -579,10 +579,12 @@ def test_a_reviewers_token_names_the_reviewer_in_the_request_state() -> None:
         app, ("/feedback",), SecretStr("shared-token"), "X", {"alice-0123456789ab": "alice"}
     )
 
-    def post(token: str | None) -> int:
-        headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    sent: list[dict] = []
+
+    def post(token: str | None, scheme: str = "Bearer") -> int:
+        headers = [(b"authorization", f"{scheme} {token}".encode())] if token else []
         scope = {"type": "http", "method": "POST", "path": "/feedback", "headers": headers}
-        sent: list[dict] = []
+        sent.clear()
 
         async def send(message: dict) -> None:
             sent.append(message)
@@ -591,5 +593,7 @@ def test_a_reviewers_token_names_the_reviewer_in_the_request_state() -> None:
         return sent[0]["status"]
 
     assert post("alice-0123456789ab") == 200 and seen[-1] == {"reviewer": "alice"}
-    assert post("shared-token") == 200 and seen[-1] == {}
+    assert post("shared-token", "bearer") == 200 and seen[-1] == {}  # the scheme in any case
     assert post("alice-0123456789ac") == 401 and post(None) == 401 and len(seen) == 2
+    assert post("shared-token", "Basic") == 401
+    assert (b"www-authenticate", b'Bearer realm="labelrec"') in sent[0]["headers"]

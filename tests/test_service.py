@@ -237,8 +237,10 @@ def test_reload_needs_the_admin_token(
     svc = make_service(current, LABELREC_ADMIN_TOKEN="s3cret")
     assert "s3cret" not in repr(svc.settings)  # a secret: not shown
     assert run(svc.reload()).status_code == 401
-    assert run(svc.reload(authorization="Bearer wrong")).status_code == 401
-    forced = run(svc.reload(force=True, authorization="Bearer s3cret"))
+    refused = run(svc.reload(authorization="Bearer wrong"))
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+    assert run(svc.reload(authorization="s3cret")).status_code == 401  # no scheme
+    forced = run(svc.reload(force=True, authorization="bearer  s3cret"))  # any case (RFC 7235)
     assert forced.status == "reloaded"
     svc.holder._lock.acquire()  # another reload is running: answer at once, do not queue
     try:
@@ -743,6 +745,47 @@ def test_upload_names_are_sanitised(client: TestClient) -> None:
     assert answer.status_code == 200, answer.text
     assert "x-evil" not in answer.headers
     assert answer.headers["content-disposition"].isascii()
+
+
+def test_suggest_items_without_a_model_is_a_503(make_service, current: Path) -> None:
+    """/suggest_items (batched by BentoML) answers as /suggest does while no model is loaded:
+    503 naming GET /model, not a 500."""
+    from bentoml.exceptions import ServiceUnavailable
+
+    svc = make_service(current)
+    svc.holder.current = None
+    with pytest.raises(ServiceUnavailable, match="no model loaded yet") as info:
+        svc.suggest_items([ItemIn(title="lego")])
+    assert info.value.error_code == 503
+
+
+def test_the_published_examples_work_as_sent(client: TestClient) -> None:
+    """A body built from the examples of GET /docs.json, as an API page's "try it out" sends
+    it, is answered 200 by every endpoint whatever the model's tags."""
+    spec = client.get("/docs.json").json()
+    components = spec["components"]["schemas"]
+
+    def resolve(schema: dict) -> dict:
+        return components[schema["$ref"].split("/")[-1]] if "$ref" in schema else schema
+
+    def example(prop: dict):
+        if "example" in prop:
+            return prop["example"]
+        if prop.get("examples"):
+            return prop["examples"][0]
+        for alt in prop.get("anyOf", []) + [prop]:
+            if "$ref" in alt and "example" in resolve(alt):
+                return resolve(alt)["example"]
+        return None
+
+    for path in ("/suggest", "/suggest_batch", "/similar", "/search", "/feedback", "/recommend"):
+        schema = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        props = resolve(schema["schema"])["properties"]
+        body = {k: v for k, v in ((k, example(p)) for k, p in props.items()) if v is not None}
+        answer = client.post(path, json=body)
+        assert answer.status_code == 200, (path, body, answer.text)
+        if path == "/suggest":
+            assert answer.json()["tags"], body  # the example's patterns narrow nothing
 
 
 def test_file_jobs_past_the_cap_wait_until_one_ends(
