@@ -222,4 +222,5 @@ def test_spark_udf_scores_like_the_pyfunc(
         got = [(t["tag"], t["score"]) for t in row["tags"]]
         want = expected[row["id"]]
         assert [t for t, _ in got] == [t for t, _ in want], row["id"]
+        assert all(t["known"] in (True, False) for t in row["tags"])
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-4)

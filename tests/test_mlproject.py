@@ -179,3 +179,19 @@ def test_mlflow_run_main_ends_with_a_champion(
     assert (
         parents[0].data.metrics["promoted"] == 1.0 and "eval_nDCG_at_3" in parents[0].data.metrics
     )
+
+
+def test_promote_step_can_fail_a_pipeline(monkeypatch, capsys) -> None:
+    """`-P exit_code=true`: a challenger that is not promoted exits 3 (the CLI's
+    --exit-code), so `mlflow run -e promote` can gate a pipeline; the default exits 0."""
+    summary = {"run_id": "r1", "promoted": False, "decision": {"reason": "not better"}}
+    monkeypatch.setattr(steps, "run_promote", lambda *a, **k: summary)
+    monkeypatch.setattr(steps.store, "configure", lambda *a, **k: None)
+    argv = ["promote", "--data", "tests/conftest.py"]
+    assert steps.main(argv) == 0
+    assert steps.main([*argv, "--exit-code", "true"]) == steps.NOT_PROMOTED == 3
+    summary["promoted"] = True
+    assert steps.main([*argv, "--exit-code", "true"]) == 0
+    assert "promote: run r1: promoted" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        steps.main([*argv, "--exit-code", "maybe"])

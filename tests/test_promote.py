@@ -292,3 +292,48 @@ def test_promotion_is_safe_against_a_flaky_registry_and_a_moving_champion(
         promote(NAME, eval_file)
     assert champion_version() == int(other.version)  # the other move stands
     assert int(strong.version) != champion_version()
+
+
+def test_a_deleted_champion_is_still_the_one_to_beat(
+    trained_model_dir: Path,
+    weak_model_dir: Path,
+    eval_file: Path,
+    mlflow_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deleting the champion's version drops the alias with it: the next challenger is
+    compared with the last promoted version still there, not let through as a first model;
+    a promotion of the same version beside this one is no error."""
+    from labelrec.mlflow import registry
+
+    client = mlflow.MlflowClient()
+    register_challenger(trained_model_dir)
+    assert promote(NAME, eval_file).promoted  # version 1: the first model
+    strong = register_challenger(trained_model_dir)
+    strong_decision = promote(NAME, eval_file)  # the same model: not better, stays version 1
+    assert not strong_decision.promoted and champion_version() == 1
+    client.set_registered_model_alias(NAME, "champion", strong.version)
+    client.set_model_version_tag(NAME, strong.version, "promotion.decision", "promoted")
+    client.delete_model_version(NAME, strong.version)  # the champion's version, and its alias
+    assert champion_version() is None
+    weak = register_challenger(weak_model_dir)
+    d = promote(NAME, eval_file)
+    assert not d.promoted and d.champion_version == 1, d.reason
+    assert d.reason.startswith("no @champion; compared with version 1, the last promoted")
+    assert champion_version() is None  # nothing moved
+
+    # Another promotion of the same challenger set @champion meanwhile: this one agrees.
+    client.set_registered_model_alias(NAME, "champion", "1")
+    better = register_challenger(trained_model_dir)
+    monkeypatch.setattr(registry, "decide", lambda *a, **k: registry.PromotionDecision(True, "ok"))
+    evaluate = registry._evaluate_version
+
+    def evaluate_and_promote(version, alias, frame, metric):
+        out = evaluate(version, alias, frame, metric)
+        if alias == "champion":
+            client.set_registered_model_alias(NAME, "champion", better.version)
+        return out
+
+    monkeypatch.setattr(registry, "_evaluate_version", evaluate_and_promote)
+    assert promote(NAME, eval_file).promoted and champion_version() == int(better.version)
+    assert int(weak.version) != champion_version()

@@ -574,3 +574,14 @@ def test_interactions_accept_the_ids_the_catalog_accepts(tmp_path: Path) -> None
     events = tmp_path / "events.csv"
     events.write_text("user_id,product_id\nu1,nan\n", "utf-8")
     assert list(Interactions.read(events).product_ids) == ["nan"]
+
+
+@pytest.mark.parametrize("ks", [[], [0, 3]])
+def test_the_evaluator_names_bad_ranks(ks) -> None:
+    """``evaluator_config={"ks": []}``: an error naming the setting, not max() of nothing."""
+    from labelrec.mlflow.evaluator import LabelrecEvaluator
+
+    with pytest.raises(ValueError, match="evaluator_config ks: one or more ranks k >= 1"):
+        LabelrecEvaluator().evaluate(
+            model_type="labelrec", dataset=None, run_id="r", evaluator_config={"ks": ks}
+        )

@@ -362,6 +362,8 @@ class LabelrecEvaluator(ModelEvaluator):
     ) -> EvaluationResult:
         cfg = dict(evaluator_config or {})
         ks = tuple(int(k) for k in cfg.get("ks", KS))
+        if not ks or min(ks) < 1:
+            raise ValueError(f"evaluator_config ks: one or more ranks k >= 1, got {list(ks)}")
         limit = max(int(cfg.get("limit", 10)), max(ks))
         prefix = str(cfg.get("metric_prefix", ""))
         if dataset.labels_data is None:

@@ -201,6 +201,23 @@ def _alias_version(client: Any, name: str, alias: str) -> ModelVersion | None:
         ) from None
 
 
+def _last_promoted(client: Any, name: str, other_than: str) -> ModelVersion | None:
+    """The newest version of ``name`` (not ``other_than``) that a promotion moved the champion
+    alias to: the champion to beat when the alias itself is gone (its version was deleted,
+    which drops the alias)."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as err:
+        raise RegistryError(f"{name!r}: versions cannot be listed ({err.message})") from None
+    promoted = [
+        v
+        for v in versions
+        if str(v.version) != str(other_than)
+        and (v.tags or {}).get(PROMOTION_TAG_PREFIX + "decision") == "promoted"
+    ]
+    return max(promoted, key=lambda v: int(v.version), default=None)
+
+
 def _get_version(client: Any, name: str, version: str | None, alias: str | None) -> ModelVersion:
     try:
         if alias is not None:
@@ -441,6 +458,9 @@ def promote(
             champion_version=int(champion.version),
             metric=metric,
         )
+    aliased = champion.version if champion is not None else None
+    if champion is None:  # no alias, but a champion before: beat it, not the first-model rule
+        champion = _last_promoted(client, name, challenger.version)
     frame = _evaluation_frame(data, data_cfg)
     with _run_context(f"promote {name}"):
         ch_values, ch_bands, _ = _evaluate_version(challenger, challenger_alias, frame, metric)
@@ -461,6 +481,11 @@ def promote(
         )
         decision.challenger_version = int(challenger.version)
         decision.champion_version = int(champion.version) if champion is not None else None
+        if champion is not None and aliased is None:
+            decision.reason = (
+                f"no @{champion_alias}; compared with version {champion.version}, the last"
+                f" promoted: {decision.reason}"
+            )
         _write_decision(client, challenger, decision, str(data))
         mlflow.set_tags(
             {
@@ -471,9 +496,12 @@ def promote(
         )
         if decision.promoted:
             now = _alias_version(client, name, champion_alias)
-            if (now and now.version) != (champion and champion.version):
+            moved_to = now.version if now is not None else None
+            if moved_to == challenger.version:  # a promotion of the same version beside this one
+                return decision
+            if moved_to != aliased:
                 raise RegistryError(
-                    f"@{champion_alias} of {name!r} moved to version {now and now.version} while"
+                    f"@{champion_alias} of {name!r} moved to version {moved_to} while"
                     f" version {challenger.version} was evaluated against"
                     f" {champion and champion.version}; promote again"
                 )

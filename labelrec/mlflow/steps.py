@@ -46,9 +46,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logger = logging.getLogger(__name__)
 
 STEPS = ("main", "pretrain", "train", "evaluate", "promote", "batch")
+NOT_PROMOTED = 3  # promote with --exit-code true: evaluated, not promoted (as `labelrec promote`)
 # `mlflow.pyfunc.spark_udf(..., result_type=SPARK_RESULT_TYPE)`: a struct column whose ``tags``
-# field holds the ranked ``{tag, score}`` list of the pyfunc's ``tags`` output column.
-SPARK_RESULT_TYPE = "tags array<struct<tag: string, score: double>>"
+# field holds the ranked ``{tag, score, known}`` list of the pyfunc's ``tags`` output column.
+SPARK_RESULT_TYPE = "tags array<struct<tag: string, score: double, known: boolean>>"
 MODEL_URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "dbfs:/", "s3://", "gs://")
 
 
@@ -631,6 +632,14 @@ def _int(value: str) -> int:
     return int(number)
 
 
+def _yes_no(value: str) -> bool:
+    """``true``/``false`` (as MLproject parameters are strings)."""
+    text = value.strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return text in ("true", "1", "yes")
+
+
 def _float_or_none(value: str) -> float | None:
     """A score cut-off from 0 to 1, or None for MLproject's empty string."""
     return None if _opt(value) is None else score_argument(value)
@@ -702,6 +711,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="move @champion if @challenger is better")
     p.add_argument("--data", required=True, help="evaluation catalog")
     gate_args(p)
+    p.add_argument(
+        "--exit-code",
+        type=_yes_no,
+        default=False,
+        help=f"true: exit {NOT_PROMOTED} when the challenger is not promoted (a pipeline's gate)",
+    )
     config_args(p, None)
 
     p = sub.add_parser("batch", help="score a catalog file through the pyfunc model")
@@ -762,7 +777,8 @@ def _report(step: str, summary: dict[str, Any]) -> None:
         print(f"main: run {summary['run_id']}")
         return
     if step == "train":
-        print(f"train: run {summary['run_id']}, registered {summary.get('model_uri', '-')}")
+        done = "registered" if "version" in summary else "logged (not registered)"
+        print(f"train: run {summary['run_id']}, {done} {summary.get('model_uri', '-')}")
         for key in ("nDCG@3", "P@1", "micro_f1"):
             if key in summary.get("metrics", {}):
                 print(f"  valid {key:<10}{summary['metrics'][key]:.4f}")
@@ -813,6 +829,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labelrec {args.step}: error: {message}", file=sys.stderr)
         return 2
     _report(args.step, summary)
+    if args.step == "promote" and args.exit_code and not summary["promoted"]:
+        return NOT_PROMOTED
     return 0
 
 
