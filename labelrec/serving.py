@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import re
 import shutil
@@ -341,8 +342,10 @@ class ModelHolder:
         snap = self._alive.get(generation) if generation is not None else None
         snap = snap or self.current
         if snap is None:
+            # polling: the next look for a loadable version is when to ask again
+            retry = {"retry-after": str(math.ceil(self.poll_seconds))} if self.poll_seconds else {}
             raise ServiceError(
-                503, f"no model loaded yet from {public_uri(self.uri)}; see GET /model"
+                503, f"no model loaded yet from {public_uri(self.uri)}; see GET /model", retry
             )
         return snap
 

@@ -418,6 +418,7 @@ def test_unloadable_model_at_start(make_service, tmp_path: Path, models: dict[st
     assert not svc.__is_ready__()
     answer = run(svc.suggest(product=ProductIn(title="lego")))
     assert answer.status_code == 503 and b"no model loaded" in answer.body
+    assert answer.headers["retry-after"] == "1"  # the next look, at 0.2 s polling
     assert svc.tags().status_code == 503
     assert svc.model()["ready"] is False and "does not exist" in svc.model()["last_error"]
     point(missing, models["v1"])
