@@ -78,6 +78,22 @@ def champion_version() -> int | None:
         return None
 
 
+def champion_moves_to(version: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another promotion, beside the one under test: @champion moves to ``version`` once the
+    champion has been evaluated."""
+    from labelrec.mlflow import registry
+
+    evaluate = registry._evaluate_version
+
+    def evaluate_and_move(mv, alias, frame, metric):
+        out = evaluate(mv, alias, frame, metric)
+        if alias == "champion":
+            mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version)
+        return out
+
+    monkeypatch.setattr(registry, "_evaluate_version", evaluate_and_move)
+
+
 # ----------------------------------------------------------------------- the rule itself
 
 
@@ -256,8 +272,6 @@ def test_promotion_is_safe_against_a_flaky_registry_and_a_moving_champion(
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
-    from labelrec.mlflow import registry
-
     client = mlflow.MlflowClient()
     weak = register_challenger(weak_model_dir)
     client.set_registered_model_alias(NAME, "champion", weak.version)
@@ -278,16 +292,8 @@ def test_promotion_is_safe_against_a_flaky_registry_and_a_moving_champion(
     assert champion_version() == int(weak.version)
 
     # @champion moved by someone else while the challenger was being evaluated: refused.
-    evaluate = registry._evaluate_version
     other = register_challenger(weak_model_dir, alias="other")
-
-    def evaluate_and_move(version, alias, frame, metric):
-        out = evaluate(version, alias, frame, metric)
-        if alias == "champion":
-            client.set_registered_model_alias(NAME, "champion", other.version)
-        return out
-
-    monkeypatch.setattr(registry, "_evaluate_version", evaluate_and_move)
+    champion_moves_to(other.version, monkeypatch)
     with pytest.raises(RegistryError, match="moved to version .* while version"):
         promote(NAME, eval_file)
     assert champion_version() == int(other.version)  # the other move stands
@@ -326,14 +332,6 @@ def test_a_deleted_champion_is_still_the_one_to_beat(
     client.set_registered_model_alias(NAME, "champion", "1")
     better = register_challenger(trained_model_dir)
     monkeypatch.setattr(registry, "decide", lambda *a, **k: registry.PromotionDecision(True, "ok"))
-    evaluate = registry._evaluate_version
-
-    def evaluate_and_promote(version, alias, frame, metric):
-        out = evaluate(version, alias, frame, metric)
-        if alias == "champion":
-            client.set_registered_model_alias(NAME, "champion", better.version)
-        return out
-
-    monkeypatch.setattr(registry, "_evaluate_version", evaluate_and_promote)
+    champion_moves_to(better.version, monkeypatch)
     assert promote(NAME, eval_file).promoted and champion_version() == int(better.version)
     assert int(weak.version) != champion_version()
