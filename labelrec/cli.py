@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -213,9 +214,16 @@ def _scores_with_progress(
 
 
 def _stdin_lines() -> Iterator[tuple[int, str]]:
-    """(number, line) of stdin, without a byte order mark before the first line."""
-    for number, line in enumerate(sys.stdin, start=1):
-        yield number, line.lstrip("\ufeff") if number == 1 else line
+    """(number, line) of stdin, without a byte order mark before the first line; a lone carriage
+    return ends a line too (classic Mac text), as it does in catalog files."""
+    number = 0
+    for raw in sys.stdin:
+        pieces = re.split(r"\r(?!\n)", raw)
+        if len(pieces) > 1 and not pieces[-1]:
+            pieces.pop()  # the line ended with its lone carriage return
+        for line in pieces:
+            number += 1
+            yield number, line.lstrip("\ufeff") if number == 1 else line
 
 
 def _parse_line(line: str, number: int) -> dict[str, str]:

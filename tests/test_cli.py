@@ -437,12 +437,27 @@ def test_suggest_names_the_line_of_bad_stdin(
         # JSON can spell half of a surrogate pair, which no tokenizer takes
         'lego\n{"title": "bad \\ud800 x"}\n': "line 2, field 'title': holds a lone surrogate",
         "{New} LEGO set\n": "line 1: invalid JSON: Expecting property name enclosed in double",
+        # classic Mac line ends: a lone carriage return ends a line, as in catalog files
+        'lego\r{"title": ""}\r': "line 2, field 'title': missing, empty or not a string",
     }
     for stdin, message in cases.items():
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
         assert main(["suggest", str(trained_model_dir)]) == 2
         err = capsys.readouterr().err
         assert f"<stdin>, {message}" in err and "Traceback" not in err, err
+
+
+def test_suggest_reads_lone_carriage_returns_as_line_ends(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("lego police\rwooden train\r\nkite\n"))
+    assert main(["suggest", str(trained_model_dir), "--format", "jsonl", "--limit", "1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["line"], r["title"]) for r in rows] == [
+        (1, "lego police"),
+        (2, "wooden train"),
+        (3, "kite"),
+    ]
 
 
 def test_a_closed_pipe_ends_the_command_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
