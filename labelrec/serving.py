@@ -384,6 +384,9 @@ class ModelHolder:
         out: dict[str, Any] = {
             "uri": public_uri(self.uri),
             "ready": snap is not None,
+            # the key every other answer has; `version` (below) too, null until a model loads
+            "model_version": snap.version if snap is not None else None,
+            "version": None,
             "poll_seconds": self.poll_seconds,
             "last_check": self.last_check,
             "last_error": public_text(self.last_error),

@@ -140,7 +140,7 @@ def test_class_called_directly_matches_the_library(make_service, current: Path) 
     assert tags.tags == rec.tags and tags.count == len(rec.tags)
     info = svc.model()
     assert info["ready"] and info["kind"] == "local" and info["n_tags"] == len(rec.tags)
-    assert info["version"] == svc.holder.current.version
+    assert info["version"] == info["model_version"] == svc.holder.current.version
     assert "P@1" in info["metrics"]
 
 
@@ -421,6 +421,7 @@ def test_unloadable_model_at_start(make_service, tmp_path: Path, models: dict[st
     assert answer.headers["retry-after"] == "1"  # the next look, at 0.2 s polling
     assert svc.tags().status_code == 503
     assert svc.model()["ready"] is False and "does not exist" in svc.model()["last_error"]
+    assert svc.model()["model_version"] is None and svc.model()["version"] is None
     point(missing, models["v1"])
     deadline = time.monotonic() + 60
     while not svc.__is_ready__() and time.monotonic() < deadline:
