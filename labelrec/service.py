@@ -729,6 +729,23 @@ def _ui_page() -> str:
     return UI_PAGE.read_text(encoding="utf-8")
 
 
+def index_engine(snap: Snapshot) -> Any:
+    """The product search of ``snap``'s index; a 503 saying why there is none, or how to add one
+    (the product endpoints and the review queue need it)."""
+    engine = snap.extras.get("index")
+    if engine is None and "index" in snap.extra_errors:
+        raise ServiceError(503, f"no product index: {snap.extra_errors['index']}")
+    if engine is None:
+        raise ServiceError(
+            503,
+            "no product index: start the service with LABELREC_INDEX (a directory "
+            "written by `labelrec product-index`) or LABELREC_CATALOG (a catalog to "
+            "index), or log an index with the registered model (product-index "
+            "--log-mlflow)",
+        )
+    return engine
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -1248,17 +1265,7 @@ class LabelRec:
         """Run ``call`` on the pinned snapshot's product search; errors become 4xx/503."""
         try:
             snap = self._pin()
-            engine = snap.extras.get("index")
-            if engine is None and "index" in snap.extra_errors:
-                raise ServiceError(503, f"no product index: {snap.extra_errors['index']}")
-            if engine is None:
-                raise ServiceError(
-                    503,
-                    "no product index: start the service with LABELREC_INDEX (a directory "
-                    "written by `labelrec product-index`) or LABELREC_CATALOG (a catalog to "
-                    "index), or log an index with the registered model (product-index "
-                    "--log-mlflow)",
-                )
+            engine = index_engine(snap)
 
             def run() -> dict[str, Any]:
                 with self.holder.busy:
@@ -1375,14 +1382,10 @@ class LabelRec:
     @answers_errors
     def queue(self, position: int = 0) -> dict[str, Any] | JSONResponse:
         """The catalog product at `position` of the product index, for review in order:
-        `{"position", "total", "product": {"id", "title", "description"}}` (404 past the end,
-        503 without a product index)."""
+        `{"position", "total", "product": {"id", "title", "description"}, "model_version"}`
+        (404 past the end, 503 without a product index)."""
         snap = self._pin()
-        engine = snap.extras.get("index")
-        if engine is None:
-            why = snap.extra_errors.get("index", "the review queue reads it")
-            raise ServiceError(503, f"no product index: {why}")
-        index = engine.index
+        index = index_engine(snap).index
         if not 0 <= position < len(index):
             raise ServiceError(404, f"position {position}: the queue has {len(index)} products")
         product = {
@@ -1390,7 +1393,12 @@ class LabelRec:
             "title": index.titles[position],
             "description": index.descriptions[position],
         }
-        return {"position": position, "total": len(index), "product": product}
+        return {
+            "position": position,
+            "total": len(index),
+            "product": product,
+            "model_version": snap.version,
+        }
 
     @http_app.get("/model", tags=["labelrec"])
     def model(self) -> dict[str, Any]:

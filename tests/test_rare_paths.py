@@ -459,6 +459,7 @@ def test_queue_without_an_index_is_a_503(make_service, trained_model_dir: Path) 
     svc = make_service(trained_model_dir)
     answer = svc.queue(position=0)
     assert answer.status_code == 503 and b"no product index" in answer.body
+    assert b"LABELREC_INDEX" in answer.body  # how to add one, as the product endpoints say
 
 
 def test_a_feedback_database_failure_is_a_503(

@@ -482,6 +482,7 @@ def test_review_queue_over_http(client: TestClient) -> None:
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["position"] == 0 and body["total"] > 0 and body["product"]["title"]
+    assert body["model_version"] == client.get("/model").json()["model_version"]
     assert client.get("/queue", params={"position": body["total"]}).status_code == 404
     assert client.get("/queue", params={"position": -1}).status_code == 404
 
