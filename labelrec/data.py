@@ -1025,12 +1025,12 @@ def delimiter_hint(products: Sequence[Product], cfg: DataConfig) -> str | None:
     a comma or semicolon, which ``data.tag_delimiter`` does not split (Shopify and WooCommerce
     write tags so); None otherwise."""
     tagged = [p for p in products if p.tags]
-    joined = [t for p in tagged for t in p.tags if _LIST_PUNCTUATION.search(t)][:1]
-    n_joined = sum(any(_LIST_PUNCTUATION.search(t) for t in p.tags) for p in tagged)
-    if len(tagged) < 10 or n_joined * 2 < len(tagged):
+    joined = [next((t for t in p.tags if _LIST_PUNCTUATION.search(t)), None) for p in tagged]
+    found = [t for t in joined if t is not None]
+    if len(tagged) < 10 or len(found) * 2 < len(tagged):
         return None
     return (
-        f"{n_joined} of {len(tagged)} tagged products have a tag like {joined[0]!r}: if a"
+        f"{len(found)} of {len(tagged)} tagged products have a tag like {found[0]!r}: if a"
         f" cell lists tags with commas or semicolons, set data.tag_delimiter to that character"
         f" (it is {cfg.tag_delimiter!r})"
     )
