@@ -477,6 +477,18 @@ def write_per_tag_csv(per_tag: Sequence[dict[str, Any]], path: str | Path) -> Pa
     return path
 
 
+def _json_number(value: Any) -> Any:
+    """A metric as JSON holds it: numbers (numpy's too) as floats, NaN and infinities as null
+    (JSON has neither: a metric without the data it needs), anything else as it is."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return number if math.isfinite(number) else None
+
+
 def log_evaluation(
     run_id: str,
     evaluation: Any,
@@ -515,9 +527,7 @@ def log_evaluation(
     with tempfile.TemporaryDirectory(prefix="labelrec-eval-") as tmp:
         folder = Path(tmp) / "files"
         folder.mkdir()
-        finite = {  # JSON has no NaN (a metric without the data it needs)
-            k: float(v) if math.isfinite(float(v)) else None for k, v in evaluation.metrics.items()
-        }
+        finite = {k: _json_number(v) for k, v in evaluation.metrics.items()}
         (folder / "metrics.json").write_text(
             json.dumps(finite, indent=2, allow_nan=False), encoding="utf-8"
         )
