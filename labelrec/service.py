@@ -324,7 +324,6 @@ UPLOAD_SETTING = ServiceSettings.env_name("max_upload_mb")
 MAX_BODY_BYTES = SETTINGS.max_body_mb << 20
 UPLOAD_PATHS = ("/suggest_file",)  # multipart uploads: their own cap, MAX_UPLOAD_BYTES
 FILE_CHUNK = 256  # products scored per step of /suggest_file
-FILE_JOB_RETRY_S = 5  # Retry-After of a /suggest_file refused while the jobs run
 
 
 class _BodyTooLarge(Exception):
@@ -1474,11 +1473,7 @@ class LabelRec:
         """Tag every product of an uploaded catalog; the answer streams back in the same format
         (.parquet, .csv; JSON Lines otherwise) with columns id, title, tags (and scores)."""
         shown = file.filename or "upload"
-        try:
-            release = self.file_jobs.take()
-        except ServiceError as err:
-            headers = {"retry-after": str(FILE_JOB_RETRY_S)}
-            return JSONResponse({"error": err.message}, status_code=err.status, headers=headers)
+        release = self.file_jobs.take()  # a 429 while the cap's jobs run
         workdir = Path(tempfile.mkdtemp(prefix="labelrec-upload-"))
         try:
             snap = self._pin()

@@ -602,23 +602,25 @@ class FileJobs:
     """The file jobs (``/suggest_file`` uploads) being handled, at most ``cap`` at once: each
     keeps its upload, a decoded copy and its output on disk until its answer has streamed."""
 
-    def __init__(self, cap: int, setting: str = "the cap") -> None:
+    def __init__(self, cap: int, setting: str = "the cap", retry_s: int = 5) -> None:
         if cap < 1:
             raise ValueError(f"cap must be >= 1, got {cap}")
         self.cap = cap
         self.setting = setting
+        self.retry_s = retry_s  # the Retry-After of a refused job
         self.running = 0
         self._lock = threading.Lock()
 
     def take(self) -> Callable[[], None]:
-        """A slot, or a ``ServiceError`` 429 when all ``cap`` are taken. Returns the release,
-        which may be called more than once (it frees the slot once)."""
+        """A slot, or a ``ServiceError`` 429 (with Retry-After) when all ``cap`` are taken.
+        Returns the release, which may be called more than once (it frees the slot once)."""
         with self._lock:
             if self.running >= self.cap:
                 raise ServiceError(
                     429,
                     f"at most {self.cap} file jobs run at once ({self.setting}); try again when"
                     " one has finished",
+                    {"retry-after": str(self.retry_s)},
                 )
             self.running += 1
         released = False
