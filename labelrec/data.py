@@ -199,6 +199,14 @@ def fold_width(text: str) -> str:
     return text.translate(_WIDE_TO_ASCII)
 
 
+def clean_tag(tag: str) -> str:
+    """A tag as labelrec reads it everywhere (catalogs, reviews, the describer's prompt): the
+    text cleaning of titles (``clean_text``: invisible characters dropped, whitespace
+    collapsed) and full-width forms folded, so ``Books\u00ad`` or ``品牌：华为`` is the tag it
+    looks like."""
+    return fold_width(clean_text(tag))
+
+
 def _type_name(value: Any) -> str:
     return type(value).__name__
 
@@ -325,13 +333,13 @@ def _python_list(text: str) -> list[str] | None:
 
 def tag_cell(value: Any, delimiter: str | None = "|") -> list[str]:
     """The tags of one cell as a catalog's tag column reads them: a list, a JSON or Python list
-    in a string, or a string split on ``delimiter``; whitespace and full-width forms folded,
-    empty tags dropped. A ValueError says what the cell holds instead."""
+    in a string, or a string split on ``delimiter``; each read by ``clean_tag``, empty tags
+    dropped. A ValueError says what the cell holds instead."""
     try:
         raw = _tag_items(value, "tags", delimiter or "")
     except _RowError as err:
         raise ValueError(err.reason) from None
-    return [tag for tag in (fold_width(_norm_ws(t)) for t in raw) if tag]
+    return [tag for tag in map(clean_tag, raw) if tag]
 
 
 def expand_hierarchy(tag: str, sep: str) -> list[str]:
@@ -355,7 +363,7 @@ def _product_tags(record: dict[str, Any], cfg: DataConfig) -> list[str]:
     seen: set[str] = set()
     for column, prefix in zip(cfg.tag_columns, prefixes, strict=True):
         for raw in _tag_items(record.get(column, _MISSING), column, cfg.tag_delimiter):
-            tag = fold_width(_norm_ws(raw))
+            tag = clean_tag(raw)
             if not tag:
                 continue
             if not prefix and cfg.hierarchy_separator:
@@ -398,7 +406,7 @@ def _parse_product(record: dict[str, Any], cfg: DataConfig, require_tags: bool) 
     if cfg.rejected_column:
         raw = record.get(cfg.rejected_column, _MISSING)
         if raw is not _MISSING:
-            items = (_norm_ws(t) for t in _tag_items(raw, cfg.rejected_column, cfg.tag_delimiter))
+            items = map(clean_tag, _tag_items(raw, cfg.rejected_column, cfg.tag_delimiter))
             rejected = [t for t in dict.fromkeys(items) if t and t not in tags]
     return Product(id=pid, title=title, description=description, tags=tags, rejected=rejected)
 

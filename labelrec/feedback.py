@@ -2,7 +2,7 @@
 
 A :class:`FeedbackStore` keeps one row per review through SQLAlchemy: a SQLite file by default
 (write-ahead log, so readers never block the writer and a killed process loses nothing
-committed), or any database SQLAlchemy reaches (``postgresql://...``). The store exports a
+committed), or any database SQLAlchemy reaches (``postgresql+psycopg://...``). The store exports a
 catalog that ``labelrec train`` reads: accepted and added tags become labels, rejected ones are
 kept beside them as known negatives.
 
@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from labelrec.data import TagVocab, fold_width, has_visible_text, unicode_problem
+from labelrec.data import TagVocab, clean_tag, clean_text, has_visible_text, unicode_problem
+from labelrec.runs import REVIEW_ID_PREFIX
 
 FEEDBACK_URI_ENV = "LABELREC_FEEDBACK_URI"
 DEFAULT_FEEDBACK_URI = "sqlite:///feedback.db"
@@ -89,7 +91,9 @@ def _tag_list(value: Any, name: str) -> list[str]:
         _check_text(tag, f"{name}[{i}]")
         if not isinstance(tag, str) or not has_visible_text(tag):
             raise FeedbackError(f"{name}[{i}]: expected a non-empty tag, got {tag!r}")
-        tag = fold_width(" ".join(tag.split()))  # 品牌：华为 is 品牌:华为, as in catalogs
+        tag = clean_tag(tag)  # 品牌：华为 is 品牌:华为, Books\u00ad is Books, as in catalogs
+        if not tag:
+            raise FeedbackError(f"{name}[{i}]: expected a non-empty tag, got only invisible text")
         if tag not in out:
             out.append(tag)
     return out
@@ -116,10 +120,16 @@ class Review:
             raise FeedbackError("product.title: must be a non-empty string")
         if not isinstance(self.description, str):
             raise FeedbackError("product.description: must be a string")
+        # read as a catalog reads them: "K1 " is the product "K1", and a NUL or a zero-width
+        # space is no part of a title (nor storable in PostgreSQL's text)
         if self.product_id is not None:
-            self.product_id = str(self.product_id)
-            if not self.product_id.strip():  # a catalog row needs a real id (train refuses "")
+            self.product_id = " ".join(str(self.product_id).split())
+            if not self.product_id:  # a catalog row needs a real id (train refuses "")
                 raise FeedbackError("product.id: empty; leave it out for a product without one")
+        self.title = clean_text(self.title)
+        if not self.title:
+            raise FeedbackError("product.title: no visible text")
+        self.description = clean_text(self.description)
         for name, value in (
             ("product.title", self.title),
             ("product.description", self.description),
@@ -180,7 +190,7 @@ class Review:
 
     def to_catalog_row(self) -> dict[str, Any]:
         """A training catalog row: id, title, description, tags, and the rejected tags."""
-        row_id = self.product_id if self.product_id is not None else f"feedback-{self.id}"
+        row_id = self.product_id if self.product_id is not None else f"{REVIEW_ID_PREFIX}{self.id}"
         return {
             "id": row_id,
             "title": self.title,
@@ -188,6 +198,14 @@ class Review:
             "tags": self.tags,
             "rejected": self.rejected,
         }
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """``moment`` in UTC; a naive one is taken as UTC. SQLite keeps no offset, so a review's
+    time is stored and read back in UTC on every database."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc)
 
 
 SQLITE_BUSY_MS = 10_000  # how long a SQLite writer waits for another's lock
@@ -229,7 +247,12 @@ class FeedbackStore:
         shown = url.render_as_string(hide_password=True)
         sqlite_file = None
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            sqlite_file = Path(url.database).expanduser()
+            name = url.database
+            if str(url.query.get("uri", "")).lower() in ("true", "1") and name.startswith("file:"):
+                # SQLite's URI filenames (file:/srv/feedback.db?mode=ro&uri=true): the file's path
+                memory = url.query.get("mode") == "memory"
+                name = "" if memory else urllib.parse.urlparse(name).path
+            sqlite_file = Path(name).expanduser() if name else None
         if not create and sqlite_file is not None and not sqlite_file.exists():
             raise FileNotFoundError(
                 f"no feedback database at {sqlite_file} (set --uri or {FEEDBACK_URI_ENV})"
@@ -284,6 +307,8 @@ class FeedbackStore:
                     f"feedback database {self.uri}: schema version {version} is newer than this"
                     f" labelrec ({SCHEMA_VERSION}); upgrade labelrec"
                 )
+            if version == SCHEMA_VERSION:  # nothing to write: a read-only database opens
+                return
             while version < SCHEMA_VERSION:
                 _UPGRADES[version](conn)
                 version += 1
@@ -303,7 +328,7 @@ class FeedbackStore:
         """Store ``review`` (one committed transaction); returns its id. A database that cannot
         take it now (locked past its busy timeout, unreachable) is a ``FeedbackError``: nothing
         was stored, and the same review may be sent again."""
-        created = review.created or dt.datetime.now(dt.timezone.utc)
+        created = _utc(review.created or dt.datetime.now(dt.timezone.utc))
         try:
             with self.engine.begin() as conn:
                 result = conn.execute(
@@ -353,7 +378,7 @@ class FeedbackStore:
                     model_version=row["model_version"],
                     unknown=list(row["unknown"]),
                     id=int(row["id"]),
-                    created=row["created"],
+                    created=_utc(row["created"]),
                 )
             last = int(rows[-1]["id"])
 
@@ -362,31 +387,51 @@ class FeedbackStore:
             return int(conn.execute(sa.select(sa.func.count()).select_from(_reviews)).scalar_one())
 
     def export(self, path: str | Path) -> int:
-        """Write the reviewed products as a JSON Lines catalog (the last review of a product
-        wins); returns the number of products. Written to a temporary file, then renamed; the
-        temporary file is removed when the export fails."""
+        """Write the reviewed products as a JSON Lines catalog; returns the number of products.
+        A product's reviews are merged tag by tag: the last verdict on each tag wins (one
+        reviewer's added tag stays when another later accepts other tags), and the product's
+        title and description are its last review's. Products come in the order of their last
+        reviews. Read in two passes, keeping only each product's verdicts between them, so
+        memory does not grow with the texts; reviews stored meanwhile wait for the next export.
+        Written to a temporary file, then renamed; the temporary file is removed when the
+        export fails."""
         out = Path(path)
         if out.is_dir():  # checked first: os.replace would fail only after the whole export
             raise ValueError(f"{out} is a directory: give the catalog file to write")
         if out.suffix.lower() not in (".jsonl", ".ndjson", ".json"):
             raise ValueError(f"{out}: the export is JSON Lines; name it .jsonl")
-        latest: dict[str, dict[str, Any]] = {}
+        merged: dict[str, tuple[int, dict[str, bool]]] = {}  # key -> (last review, tag -> kept)
         for review in self.reviews():
-            key = review.product_key
-            latest.pop(key, None)  # a later review moves the product to the end
-            latest[key] = review.to_catalog_row()
+            _, verdicts = merged.pop(review.product_key, (0, {}))
+            verdicts.update({t: True for t in review.tags} | {t: False for t in review.rejected})
+            merged[review.product_key] = (int(review.id or 0), verdicts)
+        last = {review_id: key for key, (review_id, _) in merged.items()}
+        named = {key[3:] for key in merged if key.startswith("id:")}  # ids reviewers gave
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
+        written = 0
         try:
             with tmp.open("w", encoding="utf-8") as fh:
-                for row in latest.values():
+                for review in self.reviews() if last else ():
+                    key = last.get(int(review.id or 0))
+                    if key is None:
+                        continue
+                    verdicts = merged[key][1]
+                    row = review.to_catalog_row()
+                    while review.product_id is None and row["id"] in named:
+                        row["id"] += "-"  # a catalog's own id looks like this one: not the same
+                    row["tags"] = [t for t, kept in verdicts.items() if kept]
+                    row["rejected"] = [t for t, kept in verdicts.items() if not kept]
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    written += 1
+                    if written == len(last):
+                        break
             os.replace(tmp, out)
         except BaseException:
             with contextlib.suppress(OSError):  # keep the export's own error, not the cleanup's
                 tmp.unlink(missing_ok=True)
             raise
-        return len(latest)
+        return written
 
     def stats(self) -> dict[str, Any]:
         """Counts: reviews, products, reviewers, tags accepted / rejected / added / unknown,
@@ -429,7 +474,7 @@ class FeedbackStore:
             "unknown": counts["unknown"],
             "acceptance_rate": counts["accepted"] / shown if shown else None,  # JSON null
             # products on which a later review reversed a tag's verdict (the export keeps
-            # the last review)
+            # the last verdict on each tag)
             "overruled": len(overruled),
             "model_versions": dict(versions),
             "most_rejected": rejected.most_common(10),

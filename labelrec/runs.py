@@ -53,19 +53,51 @@ class Splits:
     # reviews of valid products, by id: out of the tuning run, merged into a refit's products
     valid_reviews: dict[str, data_mod.Product] = field(default_factory=dict)
     held_out: int = 0  # reviews left out of training: their products are in data.holdout
+    hierarchy_separator: str | None = None  # of the category paths, where reviews were merged
 
 
-def reviewed_product(original: data_mod.Product, review: data_mod.Product) -> data_mod.Product:
-    """A catalog product after its review: its tags without the rejected ones, then the
-    accepted and added ones (a reviewer sees only the suggestions, so the gold tags not shown
-    stay), and the rejected tags as known negatives."""
+# The id ``labelrec feedback export`` gives a product reviewed without one ("feedback-" and the
+# review's number): such a row is matched to a catalog product by its title.
+REVIEW_ID_PREFIX = "feedback-"
+
+
+def reviewed_product(
+    original: data_mod.Product, review: data_mod.Product, hierarchy_separator: str | None = None
+) -> data_mod.Product:
+    """A catalog product after its review: its tags without the rejected ones (and, with
+    ``hierarchy_separator``, without the categories under a rejected one: ``Toys > Puzzles``
+    rejected takes ``Toys > Puzzles > Jigsaw`` with it), then the accepted and added ones (a
+    reviewer sees only the suggestions, so the gold tags not shown stay), and the rejected tags
+    as known negatives."""
     rejected = set(review.rejected)
-    tags = [t for t in original.tags if t not in rejected] + list(review.tags)
+    below = tuple(r + hierarchy_separator for r in rejected) if hierarchy_separator else ()
+    kept = [t for t in original.tags if t not in rejected and not (below and t.startswith(below))]
     return dataclasses.replace(
         review,
-        tags=list(dict.fromkeys(tags)),
+        id=original.id,
+        tags=list(dict.fromkeys([*kept, *review.tags])),
         rejected=list(dict.fromkeys([*original.rejected, *review.rejected])),
     )
+
+
+def _by_title(
+    products: Sequence[data_mod.Product], catalog: Sequence[data_mod.Product]
+) -> tuple[list[data_mod.Product], int]:
+    """``products`` with the id of the one catalog product whose title (case aside) is theirs,
+    where they were reviewed without an id; the number matched."""
+    owners: dict[str, str | None] = {}
+    for p in catalog:
+        key = p.title.casefold()
+        owners[key] = p.id if owners.get(key, p.id) == p.id else None  # None: two products
+    ids = {p.id for p in catalog}
+    out, matched = [], 0
+    for p in products:
+        unnamed = p.id.startswith(REVIEW_ID_PREFIX) and p.id not in ids
+        owner = owners.get(p.title.casefold()) if unnamed else None
+        if owner is not None:
+            p, matched = dataclasses.replace(p, id=owner), matched + 1
+        out.append(p)
+    return out, matched
 
 
 def merge_feedback(
@@ -77,11 +109,14 @@ def merge_feedback(
 ) -> Splits:
     """``splits`` with the reviewed products of ``path`` (a ``labelrec feedback export``
     catalog) in train: a review of a training product is merged into it (``reviewed_product``),
-    another reviewed product joins train. Reviews of valid products stay out of train (valid
-    measures the model) and are kept in ``valid_reviews`` for a refit, which trains on valid.
-    Reviews of the products of the ``holdout`` catalogs (read with ``holdout_cfg``; the same id
-    or a near-duplicate title) are left out: those catalogs measure the model.
-    Category paths are expanded with ``hierarchy_separator`` as the training catalog's were."""
+    another reviewed product joins train. A product reviewed without an id is the catalog
+    product with its title, where exactly one has it. A product outside the catalog whose
+    review only rejected tags stays out (it has no tag to learn). Reviews of valid products
+    stay out of train (valid measures the model) and are kept in ``valid_reviews`` for a
+    refit, which trains on valid. Reviews of the products of the ``holdout`` catalogs (read
+    with ``holdout_cfg``; the same id or a near-duplicate title) are left out: those catalogs
+    measure the model. Category paths are expanded with ``hierarchy_separator`` as the
+    training catalog's were."""
     cfg = DataConfig(hierarchy_separator=hierarchy_separator)
     reviewed = data_mod.read_catalog(path, cfg, require_tags=False)
     held_ids, held_titles = holdout_keys(holdout, holdout_cfg or DataConfig())
@@ -100,10 +135,29 @@ def merge_feedback(
             len(reviewed.products),
             ", ".join(map(str, holdout)),
         )
+    products, matched = _by_title(products, [*splits.train, *splits.valid])
+    if matched:
+        logger.info(
+            "feedback %s: %d products reviewed without an id are catalog products with their title",
+            path,
+            matched,
+        )
+    known = {p.id for p in splits.train} | {p.id for p in splits.valid}
+    untagged = [p.id for p in products if not p.tags and p.id not in known]
+    if untagged:
+        logger.warning(
+            "feedback %s: %d reviewed products are in no catalog and have no tag, only rejected"
+            " ones (first: %s): left out of training",
+            path,
+            len(untagged),
+            untagged[0],
+        )
+        products = [p for p in products if p.tags or p.id in known]
     valid_ids = {p.id for p in splits.valid}
     by_id = {p.id: p for p in products if p.id not in valid_ids}
     train = [
-        reviewed_product(p, by_id.pop(p.id)) if p.id in by_id else p for p in splits.train
+        reviewed_product(p, by_id.pop(p.id), hierarchy_separator) if p.id in by_id else p
+        for p in splits.train
     ] + list(by_id.values())
     return dataclasses.replace(
         splits,
@@ -114,6 +168,7 @@ def merge_feedback(
         feedback_source=str(path),
         valid_reviews={p.id: p for p in products if p.id in valid_ids},
         held_out=held_out,
+        hierarchy_separator=hierarchy_separator,
     )
 
 
@@ -134,7 +189,10 @@ def holdout_keys(paths: Sequence[str | Path], cfg: DataConfig) -> tuple[set[str]
 def refit_products(splits: Splits) -> list[data_mod.Product]:
     """What a refit trains on: train, then valid with its reviews merged in."""
     reviews = splits.valid_reviews
-    valid = [reviewed_product(p, reviews[p.id]) if p.id in reviews else p for p in splits.valid]
+    sep = splits.hierarchy_separator
+    valid = [
+        reviewed_product(p, reviews[p.id], sep) if p.id in reviews else p for p in splits.valid
+    ]
     return splits.train + valid
 
 

@@ -48,16 +48,21 @@ def test_reviews_round_trip_and_export_as_a_catalog(tmp_path: Path) -> None:
     assert back[0].unknown == ["Toys > Building Sets"] and back[0].created is not None
 
     out = tmp_path / "reviewed.jsonl"
-    assert store.export(out) == 2  # p1's later review replaces its first
+    # p1's reviews merge tag by tag: the later one said nothing of the first's other verdicts,
+    # so they stay; its title is the later one's, and p1 moves after the bear
+    assert store.export(out) == 2
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert rows == [
         {"id": "feedback-2", "title": "Plush bear", "description": "", "tags": ["Toys"],
          "rejected": []},
-        {"id": "p1", "title": "Brickton police station v2", "description": "", "tags": ["Toys"],
-         "rejected": []},
+        {"id": "p1", "title": "Brickton police station v2", "description": "",
+         "tags": ["Toys", "brand:Brickton", "Toys > Building Sets"], "rejected": ["Books"]},
     ]  # fmt: skip
     catalog = read_catalog(out)  # labelrec's own reader takes it as a training catalog
-    assert [p.tags for p in catalog.products] == [["Toys"], ["Toys"]]
+    assert [p.tags for p in catalog.products] == [
+        ["Toys"],
+        ["Toys", "brand:Brickton", "Toys > Building Sets"],
+    ]
 
     stats = store.stats()
     assert stats["reviews"] == 3 and stats["products"] == 2 and stats["reviewers"] == 1
@@ -69,6 +74,12 @@ def test_reviews_round_trip_and_export_as_a_catalog(tmp_path: Path) -> None:
     store.add(Review(title="Brickton police station v2", product_id="p1", rejected=["Toys"]))
     store.add(Review(title="Plush bear", accepted=["Books"]))  # another product, no id
     assert store.stats()["overruled"] == 1
+    assert store.export(out) == 2  # a later verdict on a tag wins: p1's Toys is now rejected
+    last = json.loads(out.read_text(encoding="utf-8").splitlines()[-1])
+    assert (last["id"], last["tags"]) == ("feedback-5", ["Toys", "Books"])  # the bear's last
+    p1 = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+    assert p1["tags"] == ["brand:Brickton", "Toys > Building Sets"]
+    assert p1["rejected"] == ["Toys", "Books"]
     # no tag accepted or rejected: no rate, and JSON null rather than NaN (invalid JSON)
     assert store_at(tmp_path / "empty").stats()["acceptance_rate"] is None
     only_added = store_at(tmp_path / "added")
@@ -616,3 +627,99 @@ def test_lone_surrogates_are_a_feedback_error_naming_the_field(
     assert len(store) == 0
     # real non-BMP characters (a surrogate pair in UTF-16, one code point here) are fine
     assert store.add(Review(title="Rocket 🚀 火箭", accepted=["toy 🧸"], reviewer="李")) == 1
+
+
+def test_a_review_reads_ids_texts_and_tags_as_a_catalog_does(tmp_path: Path) -> None:
+    """ "K1 " is the product K1; a NUL in a description (which PostgreSQL refuses) and an
+    invisible character in a tag (a look-alike of a real tag) are dropped, as catalogs drop
+    them."""
+    from labelrec.data import TagVocab
+
+    store = store_at(tmp_path)
+    store.add(Review(title="Kite", product_id="K1 ", rejected=["Books"]))
+    review = Review(
+        title="Kite\u200b", product_id="K1", description="a\x00b", accepted=["Toys\u00ad"]
+    )
+    assert (review.product_id, review.title, review.description) == ("K1", "Kite", "ab")
+    review.match_vocabulary(TagVocab(["Toys", "Books"], [1, 1]))
+    assert review.accepted == ["Toys"] and review.unknown == []
+    store.add(review)
+    out = tmp_path / "r.jsonl"
+    assert store.export(out) == 1 and store.stats()["products"] == 1
+    (row,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert (row["id"], row["tags"], row["rejected"]) == ("K1", ["Toys"], ["Books"])
+    assert read_catalog(out).products[0].id == "K1"  # no duplicate id for training to refuse
+    with pytest.raises(FeedbackError, match="rejected: Toys also accepted"):  # once cleaned
+        Review(title="Kite", accepted=["Toys"], rejected=["Toys\u200b"])
+    with pytest.raises(FeedbackError, match=r"added\[0\]"):
+        Review(title="Kite", added=["\u200b"])
+
+
+def test_review_times_are_utc_on_every_database(tmp_path: Path) -> None:
+    import datetime as dt
+
+    store = store_at(tmp_path)
+    paris = dt.timezone(dt.timedelta(hours=1))
+    store.add(
+        Review(title="Kite", accepted=["Toys"], created=dt.datetime(2024, 3, 1, 12, tzinfo=paris))
+    )
+    store.add(Review(title="Ball", accepted=["Toys"], created=dt.datetime(2024, 3, 1, 12)))
+    first, second = store.reviews()
+    assert first.created == dt.datetime(2024, 3, 1, 11, tzinfo=dt.timezone.utc)
+    assert second.created == dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone.utc)  # naive: UTC
+
+
+def test_a_read_only_database_can_be_exported(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.add(Review(title="Kite", product_id="K1", accepted=["Toys"]))
+    store.engine.dispose()
+    path = tmp_path / "fb" / "feedback.db"
+    uri = f"sqlite:///file:{path}?mode=ro&uri=true"  # SQLite's read-only URI filename
+    read_only = FeedbackStore(uri, create=False)
+    assert read_only.export(tmp_path / "r.jsonl") == 1 and read_only.stats()["reviews"] == 1
+    with pytest.raises(FeedbackError, match="did not take the review"):
+        read_only.add(Review(title="Ball", accepted=["Toys"]))
+    with pytest.raises(FileNotFoundError, match="no feedback database at"):
+        FeedbackStore(f"sqlite:///file:{tmp_path / 'none.db'}?mode=ro&uri=true", create=False)
+
+
+def test_reviews_meet_the_catalog_by_title_and_by_category(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A catalog product reviewed without an id is that product; a rejected category takes
+    the categories under it along; a new product with only rejected tags stays out."""
+    from labelrec.data import Product
+    from labelrec.train import Splits, merge_feedback, refit_products
+
+    train = [
+        Product("t1", "LEGO City Police Station", tags=["Toys", "Toys > Building Sets"]),
+        Product("t2", "Puzzle", tags=["Toys", "Toys > Puzzles", "Toys > Puzzles > Jigsaw"]),
+        Product("t3", "Twin", tags=["Toys"]),
+        Product("t4", "twin", tags=["Toys"]),
+        Product("feedback-1", "Kite", tags=["Toys"]),  # a catalog's own id, not an export's
+    ]
+    valid = [Product("v1", "Ball", tags=["Toys", "Toys > Balls", "Toys > Balls > Soft"])]
+    store = store_at(tmp_path)
+    store.add(Review(title="lego city police station", accepted=["brand:LEGO"], rejected=["Books"]))
+    store.add(Review(title="Puzzle", product_id="t2", rejected=["Toys > Puzzles"]))
+    store.add(Review(title="Twin", accepted=["Gift"]))  # two catalog products have this title
+    store.add(Review(title="Garden hose", product_id="n1", rejected=["Books"]))
+    store.add(Review(title="Ball", rejected=["Toys > Balls"]))  # a valid product, no id
+    store.add(Review(title="Puzzle", product_id="feedback-1", accepted=["Kites"]))
+    reviewed = tmp_path / "reviewed.jsonl"
+    store.export(reviewed)
+    with caplog.at_level("INFO", logger="labelrec.runs"):
+        merged = merge_feedback(Splits(train, valid, "train", "valid"), str(reviewed), " > ")
+    by_id = {p.id: p for p in merged.train}
+    assert list(by_id) == ["t1", "t2", "t3", "t4", "feedback-1", "feedback-3"]
+    assert by_id["feedback-1"].tags == ["Toys", "Kites"]  # its id, not t2's title
+    assert (by_id["t1"].tags, by_id["t1"].rejected) == (
+        ["Toys", "Toys > Building Sets", "brand:LEGO"],
+        ["Books"],
+    )
+    assert (by_id["t2"].tags, by_id["t2"].rejected) == (["Toys"], ["Toys > Puzzles"])
+    assert by_id["feedback-3"].tags == ["Gift"]  # no one product to be: a product of its own
+    assert "2 products reviewed without an id are catalog products" in caplog.text
+    assert "1 reviewed products are in no catalog and have no tag" in caplog.text
+    (ball,) = [p for p in refit_products(merged) if p.id == "v1"]
+    assert (ball.tags, ball.rejected) == (["Toys"], ["Toys > Balls"])

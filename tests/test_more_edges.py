@@ -4,6 +4,7 @@ Parquet uploads, public paths, reviews of held-out products and the front ends' 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 
@@ -376,11 +377,12 @@ def test_every_held_out_catalog_holds_its_reviews_out(tmp_path: Path) -> None:
     assert merged.held_out == 1 and [p.id for p in merged.train] == ["t1", "n1"]
 
 
-def test_main_holds_out_the_evaluation_catalog_unless_the_config_names_one(
+def test_main_adds_the_evaluation_catalog_to_the_holdout(
     registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`labelrec main` with reviews: the catalog it evaluates on (``data``) is the run's
-    data.holdout; valid is not (its reviews wait for a refit); a config's own holdout stays."""
+    added to data.holdout; valid is not (its reviews wait for a refit); a config's own holdout
+    stays beside it."""
     from conftest import toy_catalog, write_jsonl
 
     from labelrec.mlflow import steps
@@ -410,7 +412,9 @@ def test_main_holds_out_the_evaluation_catalog_unless_the_config_names_one(
     assert holdouts(test) == [f'data.holdout=["{test}"]']
     assert holdouts(None) == []  # evaluating on valid
     own = f"data.holdout=[{files['train']}]"
-    assert holdouts(test, own) == [own]
+    both = json.dumps([str(files["train"]), test])
+    assert holdouts(test, own) == [own, f"data.holdout={both}"]  # the last override wins
+    assert holdouts(test, f"data.holdout=[{test}]") == [f"data.holdout=[{test}]"]  # there already
 
 
 def test_a_model_without_an_mlmodel_file_is_left_to_loading(

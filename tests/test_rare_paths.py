@@ -221,7 +221,7 @@ def test_feedback_stats_text_reports_overruled_products(
     store.add(Review(title="plush bear", product_id="p1", rejected=["Toys"], reviewer="b"))
     assert main(["feedback", "stats", "--uri", uri]) == 0
     out = capsys.readouterr().out
-    assert "overruled       1 products (the last review is exported)" in out
+    assert "overruled       1 products (the last verdict on each tag is exported)" in out
 
 
 # --------------------------------------------------------------------------- catalogs

@@ -441,6 +441,12 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     assert stored.accepted == [tags[0].get_attribute("data-tag")]
     assert stored.rejected == ([tags[1].get_attribute("data-tag")] if len(tags) > 1 else [])
     assert stored.added == ["brand:Reviewed"] and "brand:Reviewed" in stored.unknown
+    # saved once: the button waits for a changed verdict, so a second click stores nothing
+    saves = len(list(FeedbackStore(server.feedback_uri).reviews()))
+    assert not browser.find_element(By.ID, "save-btn").is_enabled()
+    tags[0].find_element(By.CSS_SELECTOR, "button.accept").click()  # accepted no more
+    assert browser.find_element(By.ID, "save-btn").is_enabled()
+    assert len(list(FeedbackStore(server.feedback_uri).reviews())) == saves
 
     # The queue: the next catalog product of the index, its tags, a review that names its id.
     browser.find_element(By.ID, "next-btn").click()

@@ -567,8 +567,8 @@ def run_main(
     ``data`` is the evaluation catalog of evaluate and promote: the demo's test split, else
     ``valid`` when not given (with a warning when the model is refit on train + valid: it then
     measures a model on products it was trained on; the MLflow tag ``labelrec.eval_data`` says
-    which). With ``data.feedback``, ``data`` is the run's ``data.holdout`` unless the config
-    names one: reviews of its products stay out of training.
+    which). With ``data.feedback``, ``data`` joins the run's ``data.holdout``: reviews of its
+    products stay out of training.
     """
     items = split_overrides(overrides)
     cfg = load_config(config, items)
@@ -595,10 +595,11 @@ def run_main(
                 " give data (a held-out catalog) or train.refit=false"
             )
         mlflow.set_tag("labelrec.eval_data", eval_data)
-        if eval_data == "data" and cfg.data.feedback and not cfg.data.holdout:
+        held = [str(p) for p in cfg.data.holdout or []]
+        if eval_data == "data" and cfg.data.feedback and str(data) not in held:
             # reviews of the evaluation catalog's products stay out of training: it measures
             # the challenger against the champion, which never saw them
-            items = [*items, f"data.holdout=[{json.dumps(str(data))}]"]
+            items = [*items, f"data.holdout={json.dumps([*held, str(data)])}"]
         trained = run_train(
             config, train, valid, items, name=name, register=True, progress=progress
         )
