@@ -12,9 +12,16 @@ export DO_NOT_TRACK := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-llm demo test test-oldest test-fast lint format bench clean config-reference
+.PHONY: install install-llm demo test test-oldest test-fast lint format bench clean config-reference FORCE
 
-$(STAMP): pyproject.toml
+# The TORCH_SPEC of the last install, rewritten only when it changes: another TORCH_SPEC
+# installs again, as an edited pyproject.toml does.
+TORCH_STAMP := $(VENV)/.torch-spec
+$(TORCH_STAMP): FORCE
+	@mkdir -p $(VENV)
+	@echo '$(TORCH_SPEC)' | cmp -s - $@ || echo '$(TORCH_SPEC)' > $@
+
+$(STAMP): pyproject.toml $(TORCH_STAMP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
@@ -39,7 +46,7 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	MLFLOW_TRACKING_URI="$(MLFLOW_TRACKING_URI)" $(BIN)/python -m labelrec.mlflow.store \
 		--experiment $(MLFLOW_EXPERIMENT)
-	HF_HUB_OFFLINE=1 MLFLOW_TRACKING_URI="$(MLFLOW_TRACKING_URI)" PATH="$(CURDIR)/$(BIN):$$PATH" \
+	HF_HUB_OFFLINE=1 MLFLOW_TRACKING_URI="$(MLFLOW_TRACKING_URI)" PATH="$(abspath $(BIN)):$$PATH" \
 		$(BIN)/mlflow run . --env-manager local --experiment-name $(MLFLOW_EXPERIMENT) $(DEMO_ARGS)
 	MLFLOW_TRACKING_URI="$(MLFLOW_TRACKING_URI)" $(BIN)/python -m labelrec.mlflow.store \
 		--experiment $(MLFLOW_EXPERIMENT) --model labelrec

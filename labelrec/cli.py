@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -37,12 +38,15 @@ def _load_recommender(args: argparse.Namespace) -> Any:
 
 def _data_config(args: argparse.Namespace, model_dir: str | None = None) -> Any:
     """Column mapping for reading catalogs: --config with the overrides, else the model's own
-    with the overrides on top of it."""
+    with the overrides on top of it. A config's ``data.max_products`` (a training file's cap)
+    does not cut the catalog; a ``data.max_products=N`` override does."""
     from labelrec.config import Config, _build, _merge, load_config, parse_overrides
 
     overrides = getattr(args, "overrides", None) or []
     if getattr(args, "config", None):
-        return load_config(args.config, overrides).data
+        data = load_config(args.config, overrides).data
+        capped = any(o.split("=", 1)[0].strip() == "data.max_products" for o in overrides)
+        return data if capped else dataclasses.replace(data, max_products=None)
     data: dict[str, Any] = {}
     if model_dir is not None:
         info_path = Path(model_dir) / "labelrec.json"
@@ -55,14 +59,19 @@ def _data_config(args: argparse.Namespace, model_dir: str | None = None) -> Any:
 
 
 def _check_config_args(args: argparse.Namespace) -> None:
-    """--config and the overrides, checked before a model loads (seconds to minutes)."""
-    from labelrec.config import check_overrides, load_config
+    """--config and the overrides of a verb that reads a catalog with a model, checked before
+    the model loads (seconds to minutes): only ``data.*`` settings, whose values are checked as
+    training would."""
+    from labelrec.config import ConfigError
 
     overrides = getattr(args, "overrides", None) or []
-    if getattr(args, "config", None):
-        load_config(args.config, overrides)
-    else:
-        check_overrides(overrides)
+    ignored = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("data.")]
+    if ignored:
+        raise ConfigError(
+            f"{ignored[0]}: {args.command} reads catalogs with the model's settings and takes"
+            " data.* overrides only (the columns, on_error...)"
+        )
+    _data_config(args)  # keys and values: a misspelt data.on_error before the model, not after
 
 
 def _at_least(low: int) -> Any:
@@ -96,6 +105,13 @@ def _output_file(path: str | None, option: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _no_library_progress() -> None:
+    """--no-progress: transformers' own bars too (loading and writing weights)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from labelrec.config import load_config
 
@@ -105,9 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from labelrec.train import train
 
     if args.no_progress:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        _no_library_progress()
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     from labelrec.model import process_state
 
@@ -379,6 +393,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from labelrec.pretrain import pretrain
 
     cfg = load_config(args.config, args.overrides)
+    if args.no_progress:
+        _no_library_progress()
     result = pretrain(cfg, progress=not args.no_progress)
     from labelrec.model import process_state
 
@@ -418,7 +434,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     for key in keys:
         print(f"{key:<16}{stats[key]}")
     if stats["overruled"]:
-        print(f"{'overruled':<16}{stats['overruled']} products (the last review is exported)")
+        overruled = f"{stats['overruled']} products (the last verdict on each tag is exported)"
+        print(f"{'overruled':<16}{overruled}")
     rate = stats["acceptance_rate"]
     print(f"{'acceptance_rate':<16}{'-' if rate is None else f'{rate:.3f}'}")
     for version, n in stats["model_versions"].items():
@@ -429,7 +446,6 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from labelrec.config import PromotionConfig, from_arguments, load_config
     from labelrec.mlflow.registry import promote
@@ -473,7 +489,7 @@ def cmd_product_index(args: argparse.Namespace) -> int:
     check_index_destination(args.output)
     _check_config_args(args)
     resolved = resolve(args.model)
-    tagger = open_tagger(resolved, batch_size=args.batch_size)
+    tagger = open_tagger(resolved, batch_size=args.batch_size, generate=not args.no_generate)
     bar = tqdm(unit="product", desc="product-index", disable=args.no_progress)
     index = build_index_from_file(
         tagger,
@@ -581,6 +597,19 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {example}")
 
+    def reading_args(p: argparse.ArgumentParser) -> None:
+        """--config and overrides of a verb that reads a catalog with a model: data.* only."""
+        p.add_argument(
+            "--config",
+            help="YAML config whose data section reads the catalog (default: the model's own"
+            " data settings; a config's max_products does not apply)",
+        )
+        p.add_argument(
+            "overrides",
+            nargs="*",
+            help="data.key=value overrides of how the catalog is read, e.g. data.on_error=skip",
+        )
+
     def model_args(p: argparse.ArgumentParser, ranks: bool = True) -> None:
         p.add_argument(
             "model",
@@ -651,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank the vocabulary's tags alone, leaving out the new tags the model proposes",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_args(p, "data.on_error=skip")
+    reading_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = verb("suggest", help="tags for titles (or JSON objects) read from stdin")
@@ -671,15 +700,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_at_least(1),
         default=None,
         help="products per generation batch (default: the describer's describe.batch_products)",
     )
     # Decoding settings the describer was trained with, changed for this call only.
-    p.add_argument("--num-beams", type=int, default=None, help="beam search width; 1: greedy")
+    p.add_argument(
+        "--num-beams", type=_at_least(1), default=None, help="beam search width; 1: greedy"
+    )
     p.add_argument(
         "--max-new-tokens",
-        type=int,
+        type=_at_least(1),
         default=None,
         help="longest description, in tokens (a trained minimum above it comes down to it)",
     )
@@ -705,11 +736,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk-size", type=_at_least(1), default=1000, help="products per chunk (default: 1000)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_args(p, "data.on_error=skip")
+    reading_args(p)
     p.set_defaults(func=cmd_index)
 
     p = verb("pretrain", help="domain-adaptive masked-LM pretraining")
-    config_args(p)
+    config_args(p, "pretrain.epochs=1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
 
@@ -730,7 +761,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the product index for similar/search/recommend",
     )
     p.add_argument("model", help="model directory or MLflow URI (models:/labelrec@champion)")
-    p.add_argument("--catalog", required=True, help="catalog (.jsonl, .csv, .parquet)")
+    p.add_argument(
+        "--catalog",
+        "--data",
+        dest="catalog",
+        required=True,
+        help="catalog (.jsonl, .csv, .parquet); --data as eval and index call it",
+    )
     p.add_argument("--output", required=True, help="index directory to write")
     p.add_argument("--top-k", type=_at_least(1), default=32, help="predicted tags kept per product")
     p.add_argument("--no-embeddings", action="store_true", help="tag vectors only")
@@ -746,15 +783,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="MLflow run to log the index to (implies --log-mlflow)")
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_at_least(1),
         default=None,
         help="products per forward pass (default: 8 on the CPU, 64 on a GPU)",
     )
     p.add_argument(
         "--chunk-size", type=_at_least(1), default=1000, help="products per chunk (default: 1000)"
     )
+    p.add_argument(
+        "--no-generate",
+        action="store_true",
+        help="leave out the tag generator (a decoder LLM: seconds per product on a CPU)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_args(p)
+    reading_args(p)
     p.set_defaults(func=cmd_product_index)
 
     def query_args(p: argparse.ArgumentParser) -> None:

@@ -927,9 +927,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str, construct: bool = True) -> Any:
-    """``cls`` from a nested dict of values; ``construct=False`` only checks the keys and the
-    values' types (not ``__post_init__``'s checks, which may need the other settings)."""
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """``cls`` from a nested dict of values (keys, types, then ``__post_init__``'s checks)."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -943,10 +942,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str, construct: bool = Tru
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: expected a section (mapping), got {value!r}")
-            kwargs[key] = _build(tp, value, f"{name}.", construct)
+            kwargs[key] = _build(tp, value, f"{name}.")
         else:
             kwargs[key] = _coerce(value, tp, name)
-    return cls(**kwargs) if construct else None
+    return cls(**kwargs)
 
 
 def typed_values(cls: type, values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -959,12 +958,6 @@ def typed_values(cls: type, values: Mapping[str, Any], prefix: str) -> dict[str,
     if unknown := sorted(set(values) - known):
         raise ConfigError(f"{prefix}.{unknown[0]}: unknown key")
     return {key: _coerce(value, hints[key], f"{prefix}.{key}") for key, value in values.items()}
-
-
-def check_overrides(overrides: list[str]) -> None:
-    """Each ``key=value`` names a setting and has a value of its type: what a front end can
-    check before it loads the model whose settings the overrides go on top of."""
-    _build(Config, parse_overrides(overrides), "", construct=False)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -33,7 +33,13 @@ from labelrec import metrics
 from labelrec.data import Product, TagVocab
 from labelrec.evaluate import joint_matrices
 from labelrec.metrics import objective
-from labelrec.modeldir import FUSION_META, LEXICAL_ARRAYS, LEXICAL_META, remove_component
+from labelrec.modeldir import (
+    FUSION_META,
+    LEXICAL_ARRAYS,
+    LEXICAL_META,
+    read_json,
+    remove_component,
+)
 from labelrec.taggers.base import TrainingSet
 from labelrec.taggers.neighbours import EmbeddingNeighbours, TfidfNeighbours, ridge_mixed
 from labelrec.taggers.span import SpanTagger
@@ -205,7 +211,7 @@ class Fusion:
         meta_path = model_dir / FUSION_META
         if not meta_path.is_file():
             return _load_format_1(model_dir, vocab)
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_json(meta_path)
         if meta.get("format_version", 0) > FUSION_FORMAT:
             raise ValueError(f"{meta_path}: fusion format is newer than this labelrec")
         names = set(meta["taggers"])
@@ -237,7 +243,7 @@ def _load_format_1(model_dir: Path, vocab: TagVocab) -> Fusion | None:
     meta_path = model_dir / LEXICAL_META
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_json(meta_path)
     if meta.get("format_version", 0) > 1:
         raise ValueError(f"{meta_path}: lexical format is newer than this labelrec")
     with np.load(model_dir / LEXICAL_ARRAYS, allow_pickle=False) as data:

@@ -26,7 +26,7 @@ from torch import nn
 
 from labelrec.config import LoraSettings, ModelConfig
 from labelrec.errors import ModelError  # noqa: F401  (labelrec.model.ModelError: its public name)
-from labelrec.modeldir import LABELREC_FILE
+from labelrec.modeldir import LABELREC_FILE, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -520,7 +520,7 @@ def read_info(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / LABELREC_FILE
     if not path.is_file():
         raise ModelError(f"{model_dir} is not a labelrec model directory (no {LABELREC_FILE})")
-    info = json.loads(path.read_text(encoding="utf-8"))
+    info = read_json(path)
     if info.get("format_version", 0) > FORMAT_VERSION:
         raise ModelError(
             f"{model_dir}: model format {info['format_version']} is newer than this labelrec"
@@ -529,14 +529,32 @@ def read_info(model_dir: str | Path) -> dict[str, Any]:
     return info
 
 
+# Files of which a saved tokenizer has at least one (fast tokenizers save tokenizer.json; a
+# directory without any would give a tokenizer that reads every word as unknown).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
+
+
 def load_model(model_dir: str | Path, dtype: str = "float32") -> tuple[TagModel, Any, dict]:
     """Load a saved model directory (local files only, no network) in eval mode."""
     from transformers import AutoModelForSequenceClassification
 
     info = read_info(model_dir)
-    seq = AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), dtype=_dtype(dtype), local_files_only=True
-    )
+    if not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(
+            f"{model_dir}: no tokenizer ({', '.join(TOKENIZER_FILES)}); the model directory is"
+            " incomplete"
+        )
+    try:
+        seq = AutoModelForSequenceClassification.from_pretrained(
+            str(model_dir), dtype=_dtype(dtype), local_files_only=True
+        )
+    except Exception as err:  # noqa: BLE001 - safetensors, OSError, config errors: one message
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        files = sorted(p.name for p in Path(model_dir).glob("*.safetensors")) or ["no weights"]
+        raise ModelError(
+            f"{model_dir}: the model's weights ({', '.join(files)}) cannot be read"
+            f" ({type(err).__name__}: {reason}); the model directory is damaged"
+        ) from err
     tokenizer = load_tokenizer(str(model_dir))
     if info.get(HEAD_BIAS) is not None:
         add_head_bias(seq, torch.tensor(info[HEAD_BIAS], dtype=torch.float32))
@@ -556,7 +574,7 @@ def load_thresholds(path: str | Path, n_tags: int) -> tuple[float, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         return 0.5, np.full(n_tags, 0.5, dtype=np.float32)
-    payload = json.loads(path.read_text(encoding="utf-8"))
+    payload = read_json(path)
     per_tag = np.asarray(payload["per_tag"], dtype=np.float32)
     if per_tag.shape != (n_tags,):
         raise ModelError(f"{path}: {per_tag.shape[0]} thresholds for {n_tags} tags")

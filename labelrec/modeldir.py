@@ -54,6 +54,18 @@ TUNED_FILE = "tuned.json"  # in tuning/: the epochs, fusion weights and threshol
 SAVING_DIR = ".saving"  # a model being written, which then replaces the one in the directory
 TRAINING_ONLY = (CHECKPOINTS_DIR, TUNING_DIR, SAVING_DIR)
 
+
+def read_json(path: str | Path) -> Any:
+    """A model file's JSON; a file that is not JSON is a ValueError naming it (a truncated copy,
+    a hand edit), not the parser's bare line and column."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err}); the model directory is damaged"
+        ) from None
+
+
 # component -> (its meta file, which holds its format version, or None; its other files)
 COMPONENTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "tagger": (LABELREC_FILE, (VOCAB_FILE, THRESHOLDS_FILE, "config.json", "model.safetensors")),

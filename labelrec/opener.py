@@ -61,12 +61,26 @@ def fingerprint(path: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def use_tracking_uri() -> None:
-    """Point MLflow at ``MLFLOW_TRACKING_URI``, else at the project's embedded store."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        from labelrec.mlflow.store import resolve_tracking_uri
+def use_tracking_uri(reference: str = "") -> None:
+    """Point MLflow at ``MLFLOW_TRACKING_URI``, else at the project's embedded store. For a
+    ``reference`` read from the store (``models:/``, ``runs:/``), a local SQLite store that
+    does not exist is a ``ModelError``: reading a model must not leave an empty registry behind
+    (MLflow creates the database when it opens it)."""
+    from labelrec.mlflow.store import resolve_tracking_uri, sqlite_path
 
-        os.environ["MLFLOW_TRACKING_URI"] = resolve_tracking_uri()
+    given = bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    uri = os.environ["MLFLOW_TRACKING_URI"] if given else resolve_tracking_uri()
+    db = sqlite_path(uri) if reference.startswith(("models:/", "runs:/")) else None
+    if db is not None and not db.is_file():
+        where = (
+            "MLFLOW_TRACKING_URI"
+            if given
+            else "MLFLOW_TRACKING_URI is unset, so labelrec reads mlruns.db here"
+        )
+        raise ModelError(
+            f"no MLflow store at {db} ({where}); run where the store is or set MLFLOW_TRACKING_URI"
+        )
+    os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ def registry_version(reference: str) -> str:
     """The version a ``models:/`` reference names now (an alias resolved), without downloading;
     for other references the same as :func:`resolve`'s ``version``, cheaply."""
     if _in_registry(reference):
-        use_tracking_uri()
+        use_tracking_uri(reference)
         from labelrec.mlflow.registry import model_version_info
 
         return str(model_version_info(reference)["version"])
@@ -115,7 +129,7 @@ def resolve(reference: str | Path, dst_path: str | Path | None = None) -> Resolv
         return ResolvedModel(
             text, path, fingerprint(path), {"kind": "local", "name": real.name, "path": str(real)}
         )
-    use_tracking_uri()
+    use_tracking_uri(text)
     info: dict[str, Any] = {"kind": "registry", "version": text, "uri": text}
     uri = text
     if _in_registry(text):

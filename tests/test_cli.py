@@ -411,6 +411,8 @@ def test_product_index_and_queries_refuse_bad_options_first(
         ([*base, "--ann"], "--ann needs faiss-cpu"),
         ([*base, "--no-embeddings", "--embedding-dim", "8"], "--embedding-dim sets"),
         ([*base, "--no-progress"], "no products to index"),
+        ([*base, "--no-progress", "--no-generate"], "no products to index"),
+        ([*base[:2], "--data", str(empty), *base[4:]], "no products to index"),  # as eval's
         (["search", str(out), "puzzle \udcff"], "the query: not valid UTF-8"),
         (["similar", str(out)], "give --id of an indexed product or --title"),
         (["similar", str(out), "--id", "a", "--title", "b"], "(one of them)"),
@@ -420,6 +422,9 @@ def test_product_index_and_queries_refuse_bad_options_first(
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (args, err)
     assert not out.exists()  # nothing was written
+    with pytest.raises(SystemExit) as exc:  # checked as the arguments are read, as eval's
+        main([*base, "--batch-size", "0"])
+    assert exc.value.code == 2 and "--batch-size: must be >= 1" in capsys.readouterr().err
     bad_yaml = tmp_path / "latin1.yaml"
     bad_yaml.write_bytes("train:\n  epochs: 1 # caf\xe9\n".encode("latin-1"))
     assert main(["train", "--config", str(bad_yaml)]) == 2
@@ -579,6 +584,57 @@ def test_eval_and_index_check_their_settings_before_the_model_loads(
         assert "data.on_eror: unknown key (did you mean data.on_error?" in capsys.readouterr().err
         assert main([*verb, "--config", str(tmp_path / "none.yaml")]) == 2
         assert "none.yaml does not exist" in capsys.readouterr().err
+        assert main([*verb, "data.on_error=skp"]) == 2  # a bad value, not only a bad key
+        assert "data.on_error: must be 'raise' or 'skip'" in capsys.readouterr().err
+        assert main([*verb, "train.epochs=3"]) == 2  # a setting these verbs would ignore
+        assert "takes data.* overrides only" in capsys.readouterr().err
+
+
+def test_a_configs_product_cap_does_not_cut_the_catalog_read(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """configs/llm.yaml caps training files (data.max_products); `index --config` with it
+    still tags every product, and an explicit override caps."""
+    source = _catalog_inputs(tmp_path)["jsonl"]
+    config = tmp_path / "capped.yaml"
+    config.write_text("data:\n  max_products: 5\n", encoding="utf-8")
+    out = tmp_path / "tags.jsonl"
+    args = ["index", str(trained_model_dir), "--data", str(source), "--output", str(out)]
+    assert main([*args, "--config", str(config), "--no-progress"]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 20
+    assert main([*args, "--config", str(config), "--no-progress", "data.max_products=3"]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_a_damaged_model_directory_is_one_line_naming_the_file(
+    trained_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def damaged(name: str, change) -> str:
+        model = tmp_path / name
+        shutil.copytree(trained_model_dir, model)
+        change(model)
+        return str(model)
+
+    def truncate(model: Path) -> None:
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+
+    cases = {
+        damaged("weights", truncate): "model.safetensors",
+        damaged("tokenizer", lambda m: (m / "tokenizer.json").unlink()): "no tokenizer",
+        damaged("fusion", lambda m: (m / "fusion.json").write_text("{")): "fusion.json: not valid",
+        damaged("thresholds", lambda m: (m / "thresholds.json").write_text("{")): (
+            "thresholds.json: not valid JSON"
+        ),
+    }
+    for model, named in cases.items():
+        monkeypatch.setattr(sys, "stdin", io.StringIO("kite\n"))
+        assert main(["suggest", model, "--backend", "torch"]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err and len(err.splitlines()) == 1, err
 
 
 def test_gpu_check_fails_clearly_without_a_gpu() -> None:
@@ -621,3 +677,16 @@ def test_sigterm_unwinds_as_ctrl_c_does(
     assert cli.main(["demo", "--output", str(tmp_path / "d")]) == 143
     assert cleaned == [True] and "terminated" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_registry_uri_without_a_store_creates_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Run from the wrong folder, `suggest models:/...` says where it looked and leaves no
+    empty registry there."""
+    db = tmp_path / "mlruns.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("kite\n"))
+    assert main(["suggest", "models:/labelrec@champion"]) == 2
+    assert f"no MLflow store at {db}" in capsys.readouterr().err
+    assert not db.exists()

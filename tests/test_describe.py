@@ -470,9 +470,10 @@ def test_describe_verb_reads_json_lines(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "describe.repetition_penalty: must be >= 1" in captured.err
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    assert main(["describe", str(describer_dir), "--batch-size", "0"]) == 2
-    assert "describe.batch_products: must be >= 1" in capsys.readouterr().err
+    for option in ("--batch-size", "--num-beams", "--max-new-tokens"):  # before the describer
+        with pytest.raises(SystemExit) as exc:
+            main(["describe", str(describer_dir), option, "0"])
+        assert exc.value.code == 2 and f"{option}: must be >= 1" in capsys.readouterr().err
 
 
 def test_describe_verb_writes_in_batches_of_batch_size(

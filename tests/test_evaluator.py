@@ -86,6 +86,22 @@ def test_entry_point_is_registered() -> None:
     assert not LabelrecEvaluator.can_evaluate(model_type=None, evaluator_config={})
 
 
+def test_the_evaluator_is_known_without_the_installed_entry_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The MLflow Project runs labelrec from its directory, where no entry point is installed:
+    the promotion gate registers the evaluator itself."""
+    from mlflow.models.evaluation.evaluator_registry import _model_evaluation_registry
+
+    from labelrec.mlflow.evaluator import register_evaluator
+
+    others = {k: v for k, v in _model_evaluation_registry._registry.items() if k != "labelrec"}
+    monkeypatch.setattr(_model_evaluation_registry, "_registry", others)
+    assert not _model_evaluation_registry.is_registered("labelrec")
+    register_evaluator()
+    assert isinstance(_model_evaluation_registry.get_evaluator("labelrec"), LabelrecEvaluator)
+
+
 def test_evaluator_equals_labelrec_eval(
     trained_model_dir: Path, mlflow_store: Path, tmp_path: Path
 ) -> None:

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -45,6 +46,15 @@ def test_entry_points_and_typed_parameters(project) -> None:
         used = set(re.findall(r"{(\w+)}", spec["command"]))
         assert used == set(declared), f"{name}: command and parameters disagree"
         assert spec["command"].startswith(f"python -m labelrec.mlflow.steps {name} ")
+
+
+@pytest.mark.parametrize("entry_point", ["evaluate", "batch"])
+def test_a_model_directory_is_a_model_uri(project, entry_point: str, tmp_path: Path) -> None:
+    """`-P model_uri=runs/uk`: MLflow passes a model directory on, as every step opens one."""
+    given = {"model_uri": "runs/uk", **SAMPLE[entry_point]}
+    given = {k: str(ROOT / v) if v.startswith("tests/") else v for k, v in given.items()}
+    params, _ = project.get_entry_point(entry_point).compute_parameters(given, str(tmp_path))
+    assert params["model_uri"] == "runs/uk"
 
 
 SAMPLE = {
@@ -118,7 +128,20 @@ def test_conda_env_matches_pyproject() -> None:
             out[re.sub(r"[-_.]+", "-", req.name).lower()] = str(req.specifier)
         return out
 
-    assert normalised(_conda_pip(conda)) == normalised(pyproject["dependencies"])
+    conda_deps = normalised(_conda_pip(conda))
+    project_deps = normalised(pyproject["dependencies"])
+    # torch: the version the Makefile installs, within pyproject's range
+    pinned = makefile_torch()
+    assert conda_deps.pop("torch") == f"=={pinned}"
+    assert SpecifierSet(project_deps.pop("torch")).contains(pinned)
+    assert conda_deps == project_deps
+
+
+def makefile_torch() -> str:
+    """The torch version the Makefile installs by default (``TORCH_SPEC ?= torch==X``)."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    (version,) = re.findall(r"^TORCH_SPEC \?= torch==(\S+)$", makefile, flags=re.M)
+    return version
 
 
 @pytest.mark.slow

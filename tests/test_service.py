@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1010,7 +1011,16 @@ def test_bentofile_packages_match_pyproject() -> None:
     assert bentofile["service"] == "labelrec.service:LabelRec"
     assert bentofile["python"]["lock_packages"] is False
     packages = bentofile["python"]["packages"]
-    missing = [dep for dep in project["dependencies"] if dep not in packages]
+    # torch: the version the Makefile installs (TORCH_SPEC), within pyproject's range
+    from packaging.specifiers import SpecifierSet
+
+    (pinned,) = re.findall(
+        r"^TORCH_SPEC \?= torch==(\S+)$", (root / "Makefile").read_text(encoding="utf-8"), re.M
+    )
+    assert f"torch=={pinned}" in packages
+    (torch_range,) = [d for d in project["dependencies"] if d.startswith("torch")]
+    assert SpecifierSet(torch_range.removeprefix("torch")).contains(pinned)
+    missing = [d for d in project["dependencies"] if d not in packages and d != torch_range]
     assert not missing, f"bentofile.yaml lacks pyproject dependencies {missing}"
 
 

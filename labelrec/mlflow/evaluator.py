@@ -425,3 +425,13 @@ class LabelrecEvaluator(ModelEvaluator):
                     uri = get_artifact_uri(run_id, path.name)
                     artifacts[prefix + name] = ImageEvaluationArtifact(uri=uri)
         return artifacts
+
+
+def register_evaluator() -> None:
+    """Make ``evaluators="labelrec"`` known to MLflow in this process. MLflow finds evaluators
+    through the entry points of installed packages; the MLflow Project runs labelrec from the
+    project directory (``conda.yaml``), where there is no installed package to read them from."""
+    from mlflow.models.evaluation.evaluator_registry import _model_evaluation_registry
+
+    if not _model_evaluation_registry.is_registered("labelrec"):
+        _model_evaluation_registry.register("labelrec", LabelrecEvaluator)

@@ -27,7 +27,7 @@ from labelrec import metrics
 from labelrec.config import DataConfig
 from labelrec.data import read_catalog
 from labelrec.describe import DESCRIBER_KIND
-from labelrec.mlflow.evaluator import KS, PER_PRODUCT, metric_key
+from labelrec.mlflow.evaluator import KS, PER_PRODUCT, metric_key, register_evaluator
 from labelrec.mlflow.flavor import describer_info, labelrec_version, log_model
 from labelrec.model import ModelError, read_info
 
@@ -381,6 +381,7 @@ def _evaluate_version(
             f"{label} cannot be loaded from {mv.source}: {type(err).__name__}: {err}"
         ) from err
     prefix = f"{role}_"
+    register_evaluator()
     try:
         result = mlflow.models.evaluate(
             model,

@@ -113,12 +113,12 @@ def read_meta(
 ) -> dict[str, Any] | None:
     """A component's meta file (JSON); None when the directory has none, an error when its
     format is newer than ``version``."""
-    import json
+    from labelrec.modeldir import read_json
 
     meta_path = Path(model_dir) / meta_name
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_json(meta_path)
     if meta.get("format_version", 0) > version:
         raise ValueError(f"{meta_path}: {what} format is newer than this labelrec")
     return meta
