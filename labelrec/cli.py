@@ -166,6 +166,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _print_metrics(values: dict[str, float]) -> None:
     for key, value in values.items():
+        if key.startswith("n_") and isinstance(value, float) and value.is_integer():
+            value = int(value)  # a count: n_products 42, not 42.0000
         print(f"{key:<22}{value:.4f}" if isinstance(value, float) else f"{key:<22}{value}")
 
 

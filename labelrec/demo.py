@@ -472,6 +472,13 @@ def write_demo(
     parts: dict[str, list[dict[str, Any]]] = {name: [] for name in DEMO_SPLITS}
     for product in products:
         parts[split_of(product["id"], valid_fraction, test_fraction)].append(product)
+    wanted = {"valid": valid_fraction, "test": test_fraction, "train": 1.0}
+    empty = [name for name, items in parts.items() if not items and wanted.get(name, 1.0) > 0]
+    if empty:  # training refuses an empty valid file: refused here, before anything is written
+        raise ValueError(
+            f"{n_products} demo products leave the {' and '.join(empty)} split empty;"
+            " ask for more products"
+        )
     return {name: write_catalog(items, targets[name]) for name, items in parts.items()}
 
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -156,6 +157,7 @@ def test_eval_writes_metrics_and_results(
         assert metrics[key] == pytest.approx(info["valid_metrics"][key], abs=1e-4), key
     printed = capsys.readouterr().out
     assert "nDCG@3" in printed and "micro_f1" in printed
+    assert re.search(r"^n_products +10$", printed, re.M)  # a count, not 10.0000
     with results_file.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     tags = TagVocab.load(trained_model_dir / "tags.json").tags
@@ -504,6 +506,10 @@ def test_demo_writes_catalog(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         for name in ("train", "valid", "test")
     ]
     assert sum(map(len, rows)) == 60 and all(rows)
+    # too few products for three splits: refused, nothing written (training refuses an empty valid)
+    assert main(["demo", "--output", str(tmp_path / "few"), "--products", "2"]) == 2
+    assert "split empty; ask for more products" in capsys.readouterr().err
+    assert not (tmp_path / "few" / "train.jsonl").exists()
 
 
 def test_bad_inputs_exit_2_with_file_line_field(
