@@ -548,12 +548,12 @@ def load_model(model_dir: str | Path, dtype: str = "float32") -> tuple[TagModel,
         seq = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir), dtype=_dtype(dtype), local_files_only=True
         )
-    except Exception as err:  # noqa: BLE001 - safetensors, OSError, config errors: one message
+    except Exception as err:  # noqa: BLE001 - truncated weights, a bad config.json: one line
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         files = sorted(p.name for p in Path(model_dir).glob("*.safetensors")) or ["no weights"]
         raise ModelError(
-            f"{model_dir}: the model's weights ({', '.join(files)}) cannot be read"
-            f" ({type(err).__name__}: {reason}); the model directory is damaged"
+            f"{model_dir}: the model ({', '.join(files)}) cannot be loaded"
+            f" ({type(err).__name__}: {reason})"
         ) from err
     tokenizer = load_tokenizer(str(model_dir))
     if info.get(HEAD_BIAS) is not None:

@@ -431,7 +431,9 @@ def register_evaluator() -> None:
     """Make ``evaluators="labelrec"`` known to MLflow in this process. MLflow finds evaluators
     through the entry points of installed packages; the MLflow Project runs labelrec from the
     project directory (``conda.yaml``), where there is no installed package to read them from."""
-    from mlflow.models.evaluation.evaluator_registry import _model_evaluation_registry
-
+    try:  # MLflow's registry object is internal: where it moves, the entry point still works
+        from mlflow.models.evaluation.evaluator_registry import _model_evaluation_registry
+    except ImportError:
+        return
     if not _model_evaluation_registry.is_registered("labelrec"):
         _model_evaluation_registry.register("labelrec", LabelrecEvaluator)
