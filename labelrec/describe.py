@@ -69,8 +69,8 @@ from labelrec.data import (
     MAX_TAG_CHARS,
     MAX_TITLE_CHARS,
     Product,
+    clean_tag,
     clean_text,
-    fold_width,
     unicode_problem,
 )
 from labelrec.metrics import paired_bootstrap
@@ -137,8 +137,7 @@ def as_product(item: ProductLike, position: int = 0) -> Product:
     description = item.get("description") or ""
     if not isinstance(description, str):
         raise ValueError(f"product {position}, field 'description': expected a string")
-    # read as catalogs read tags: full-width forms folded (品牌：华为 is 品牌:华为)
-    tags = [fold_width(clean_text(t)) for t in tags]
+    tags = [clean_tag(t) for t in tags]  # as catalogs read them (品牌：华为 is 品牌:华为)
     for field, text in (("title", title), *(("tags", t) for t in tags)):
         if (problem := unicode_problem(text)) is not None:
             raise ValueError(f"product {position}, field '{field}': {problem}")

@@ -92,8 +92,6 @@ def _tag_list(value: Any, name: str) -> list[str]:
         if not isinstance(tag, str) or not has_visible_text(tag):
             raise FeedbackError(f"{name}[{i}]: expected a non-empty tag, got {tag!r}")
         tag = clean_tag(tag)  # 品牌：华为 is 品牌:华为, Books\u00ad is Books, as in catalogs
-        if not tag:
-            raise FeedbackError(f"{name}[{i}]: expected a non-empty tag, got only invisible text")
         if tag not in out:
             out.append(tag)
     return out

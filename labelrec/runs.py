@@ -74,7 +74,6 @@ def reviewed_product(
     kept = [t for t in original.tags if t not in rejected and not (below and t.startswith(below))]
     return dataclasses.replace(
         review,
-        id=original.id,
         tags=list(dict.fromkeys([*kept, *review.tags])),
         rejected=list(dict.fromkeys([*original.rejected, *review.rejected])),
     )
