@@ -97,12 +97,24 @@ def _checked_text(text: str, where: str) -> str:
 
 
 def _output_file(path: str | None, option: str) -> None:
-    """Refuse an output file path that is a directory; create its missing parent folders."""
+    """Refuse an output file path that is a directory or lies under a file, before the work;
+    its missing folders are created when it is written (:func:`_open_output`), so a run that
+    fails first leaves none behind."""
     if path is None:
         return
     if Path(path).is_dir():
         raise ValueError(f"{option} {path}: is a directory; give a file name")
+    for folder in Path(path).absolute().parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"{option} {path}: {folder} is a file, not a folder")
+            break
+
+
+def _open_output(path: str, **kwargs: Any) -> Any:
+    """``open(path, "w")`` after creating its missing folders."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w", encoding="utf-8", **kwargs)
 
 
 def _no_library_progress() -> None:
@@ -200,11 +212,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from labelrec.serving import jsonable
 
         # a metric with nothing to measure (a band without gold tags) is null: NaN is not JSON
-        Path(args.metrics_file).write_text(
-            json.dumps(jsonable(result.metrics), indent=2, allow_nan=False), encoding="utf-8"
-        )
+        with _open_output(args.metrics_file) as fh:
+            fh.write(json.dumps(jsonable(result.metrics), indent=2, allow_nan=False))
     if args.results_file:
-        with open(args.results_file, "w", encoding="utf-8", newline="") as fh:
+        with _open_output(args.results_file, newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(result.per_tag[0]))
             writer.writeheader()
             writer.writerows(result.per_tag)
@@ -583,13 +594,21 @@ def build_parser() -> argparse.ArgumentParser:
     except PackageNotFoundError:  # run from a source tree that was never installed
         installed = "unknown (not installed)"
     parser = argparse.ArgumentParser(prog="labelrec", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    verbose_help = "log debug messages"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     parser.add_argument("--version", action="version", version=f"labelrec {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def verbose_arg(p: argparse.ArgumentParser) -> None:
+        # also after the verb (`labelrec train -v`); unset there, the top-level value stands
+        p.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help
+        )
 
     def verb(name: str, **kwargs: Any) -> argparse.ArgumentParser:
         p = sub.add_parser(name, **kwargs)
         p.set_defaults(verb_parser=p)  # its own usage for an argument it does not take
+        verbose_arg(p)
         return p
 
     def config_args(p: argparse.ArgumentParser, example: str = "train.epochs=1") -> None:
@@ -836,6 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action", required=True)
     for action, text in (("export", "reviewed products as a catalog"), ("stats", "summary")):
         a = actions.add_parser(action, help=text)
+        verbose_arg(a)
         a.add_argument(
             "--uri", default=None, help="feedback database (default: $LABELREC_FEEDBACK_URI)"
         )

@@ -1012,7 +1012,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return _build(Config, _merge(tree, given), "")
     except ConfigError as err:  # a setting of the file (not an override) names the file
-        if path is not None and str(err).split(":", 1)[0] not in flatten(given):
+        name = str(err).split(":", 1)[0]
+        # an override may lie below the setting it breaks (train.epochs.x=3 makes train.epochs
+        # a mapping)
+        overridden = any(key == name or key.startswith(f"{name}.") for key in flatten(given))
+        if path is not None and not overridden:
             raise ConfigError(f"{path}: {err}") from None
         raise
 

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import time
 import urllib.parse
 from collections import Counter
@@ -26,12 +27,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from labelrec.data import TagVocab, clean_tag, clean_text, has_visible_text, unicode_problem
+from labelrec.data import (
+    TagVocab,
+    clean_tag,
+    clean_text,
+    fold_width,
+    has_visible_text,
+    unicode_problem,
+)
 from labelrec.runs import REVIEW_ID_PREFIX
 
 FEEDBACK_URI_ENV = "LABELREC_FEEDBACK_URI"
 DEFAULT_FEEDBACK_URI = "sqlite:///feedback.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _metadata = sa.MetaData()
 _meta = sa.Table(
@@ -54,12 +62,35 @@ _reviews = sa.Table(
     sa.Column("unknown", sa.JSON, nullable=False),  # tags the model did not know, flagged
     sa.Column("reviewer", sa.String(256), nullable=True),
     sa.Column("model_version", sa.String(256), nullable=True),
+    # the client's Idempotency-Key: a review sent again under it is stored once
+    sa.Column("request_key", sa.String(128), nullable=True),
 )
-_UPGRADES: dict[int, Any] = {}  # version -> function(connection) bringing it to version + 1
+_request_key_index = sa.Index(
+    "ix_labelrec_feedback_request_key", _reviews.c.request_key, unique=True
+)
+
+
+def _add_request_key(conn: sa.Connection) -> None:
+    """Version 1 to 2: the ``request_key`` column and its unique index."""
+    kind = _reviews.c.request_key.type.compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE {_reviews.name} ADD COLUMN request_key {kind}"))
+    _request_key_index.create(conn)
+
+
+# version -> function(connection) bringing it to version + 1
+_UPGRADES: dict[int, Any] = {1: _add_request_key}
 
 
 class FeedbackError(ValueError):
     """A review that cannot be stored, or a store that cannot be opened."""
+
+
+class ReviewConflict(FeedbackError):
+    """A request key that is already a different review's."""
+
+
+# An Idempotency-Key: visible ASCII (a UUID, a hash, a client's own counter), at most 128.
+_REQUEST_KEY = re.compile(r"[!-~]{1,128}")
 
 
 # The longest text a review keeps per field: ids, reviewers and model versions fit their
@@ -112,8 +143,16 @@ class Review:
     unknown: list[str] = field(default_factory=list)
     id: int | None = None
     created: dt.datetime | None = None
+    request_key: str | None = None  # the client's Idempotency-Key, if it sent one
 
     def __post_init__(self) -> None:
+        if self.request_key is not None and not (
+            isinstance(self.request_key, str) and _REQUEST_KEY.fullmatch(self.request_key)
+        ):
+            raise FeedbackError(
+                "Idempotency-Key: 1 to 128 visible ASCII characters (a UUID, say),"
+                f" got {self.request_key!r}"
+            )
         if not isinstance(self.title, str) or not self.title.strip():
             raise FeedbackError("product.title: must be a non-empty string")
         if not isinstance(self.description, str):
@@ -168,6 +207,21 @@ class Review:
         self._check_verdicts()
         self.flag_unknown(vocab.index)
 
+    def check_hierarchy(self, separator: str | None) -> None:
+        """Refuse a rejected category above an accepted or added one (``Toys`` rejected,
+        ``Toys > Building Sets`` added): with category paths (``data.hierarchy_separator``) the
+        narrower one implies it, and training would keep it."""
+        if not separator:
+            return
+        below = {r: r + fold_width(separator) for r in self.rejected}
+        for tag in self.tags:
+            for rejected, prefix in below.items():
+                if tag.startswith(prefix):
+                    raise FeedbackError(
+                        f"rejected: {rejected} is the category above {tag}, which is accepted"
+                        " or added; reject the narrower one, or keep both"
+                    )
+
     @property
     def tags(self) -> list[str]:
         """The product's tags after review: accepted, then added."""
@@ -204,6 +258,24 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=dt.timezone.utc)
     return moment.astimezone(dt.timezone.utc)
+
+
+def _review_of(row: Any) -> Review:
+    """The :class:`Review` a stored row holds."""
+    return Review(
+        title=row["title"],
+        description=row["description"] or "",
+        product_id=row["product_id"],
+        accepted=list(row["accepted"]),
+        rejected=list(row["rejected"]),
+        added=list(row["added"]),
+        reviewer=row["reviewer"],
+        model_version=row["model_version"],
+        unknown=list(row["unknown"]),
+        id=int(row["id"]),
+        created=_utc(row["created"]),
+        request_key=row["request_key"],
+    )
 
 
 SQLITE_BUSY_MS = 10_000  # how long a SQLite writer waits for another's lock
@@ -323,12 +395,16 @@ class FeedbackStore:
         return int(value)
 
     def add(self, review: Review) -> int:
-        """Store ``review`` (one committed transaction); returns its id. A database that cannot
-        take it now (locked past its busy timeout, unreachable) is a ``FeedbackError``: nothing
-        was stored, and the same review may be sent again."""
+        """Store ``review`` (one committed transaction); returns its id. A review sent again
+        under its ``request_key`` (a client retrying) is stored once: the stored one's id comes
+        back, and a different review under a stored key is a :class:`ReviewConflict`. A
+        database that cannot take it now (locked past its busy timeout, unreachable) is a
+        ``FeedbackError``: nothing was stored, and the same review may be sent again."""
         created = _utc(review.created or dt.datetime.now(dt.timezone.utc))
         try:
             with self.engine.begin() as conn:
+                if review.request_key is not None and (stored := self._keyed(conn, review)):
+                    return stored
                 result = conn.execute(
                     _reviews.insert().values(
                         created=created,
@@ -341,9 +417,17 @@ class FeedbackStore:
                         unknown=review.unknown,
                         reviewer=review.reviewer,
                         model_version=review.model_version,
+                        request_key=review.request_key,
                     )
                 )
                 review.id = int(result.inserted_primary_key[0])
+        except sa.exc.IntegrityError:
+            if review.request_key is None:
+                raise
+            with self.engine.connect() as conn:  # the same key, stored meanwhile by another
+                if stored := self._keyed(conn, review):
+                    return stored
+            raise
         except sa.exc.OperationalError as err:
             reason = str(err.orig).splitlines()[0] if err.orig is not None else "unavailable"
             raise FeedbackError(
@@ -352,6 +436,27 @@ class FeedbackStore:
             ) from None
         review.created = created
         return review.id
+
+    def _keyed(self, conn: sa.Connection, review: Review) -> int | None:
+        """The id of the review stored under ``review.request_key`` (None: none is), after
+        checking that it is the same review."""
+        row = conn.execute(
+            sa.select(_reviews).where(_reviews.c.request_key == review.request_key)
+        ).mappings().first()  # fmt: skip
+        if row is None:
+            return None
+        stored = _review_of(row)
+
+        def content(r: Review) -> tuple[Any, ...]:
+            return (r.product_key, r.title, r.accepted, r.rejected, r.added, r.reviewer)
+
+        if content(stored) != content(review):
+            raise ReviewConflict(
+                f"Idempotency-Key {review.request_key}: review #{stored.id} was stored under it"
+                " with other content; a new review needs a new key"
+            )
+        review.id, review.created = stored.id, stored.created
+        return stored.id
 
     def reviews(self, batch: int = 1000) -> Iterator[Review]:
         """Every review, oldest first, read in batches."""
@@ -364,20 +469,7 @@ class FeedbackStore:
                 ).mappings().all()  # fmt: skip
             if not rows:
                 return
-            for row in rows:
-                yield Review(
-                    title=row["title"],
-                    description=row["description"] or "",
-                    product_id=row["product_id"],
-                    accepted=list(row["accepted"]),
-                    rejected=list(row["rejected"]),
-                    added=list(row["added"]),
-                    reviewer=row["reviewer"],
-                    model_version=row["model_version"],
-                    unknown=list(row["unknown"]),
-                    id=int(row["id"]),
-                    created=_utc(row["created"]),
-                )
+            yield from map(_review_of, rows)
             last = int(rows[-1]["id"])
 
     def __len__(self) -> int:

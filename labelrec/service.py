@@ -91,7 +91,13 @@ from labelrec.batch import (
 )
 from labelrec.data import MAX_TAG_CHARS, Product, clean_text
 from labelrec.errors import ModelError
-from labelrec.feedback import DEFAULT_FEEDBACK_URI, FeedbackError, FeedbackStore, Review
+from labelrec.feedback import (
+    DEFAULT_FEEDBACK_URI,
+    FeedbackError,
+    FeedbackStore,
+    Review,
+    ReviewConflict,
+)
 from labelrec.opener import open_describer
 from labelrec.recommend import (
     UI_PAGE,
@@ -1224,8 +1230,11 @@ class LabelRec:
         """Record a reviewer's verdict on the tags suggested for a product: `accepted` and
         `rejected` suggestions, tags `added` by hand. Stored with the model version being
         served; tags the model does not know are kept and listed in `unknown`. With
-        LABELREC_REVIEWERS the reviewer is the one whose token came with the request."""
+        LABELREC_REVIEWERS the reviewer is the one whose token came with the request. A review
+        sent again with the same `Idempotency-Key` header (a client retrying) is stored once
+        and answered with the stored review's id; another review under that key is a 422."""
         state = ctx.request.scope.get("state") if ctx is not None else None
+        request_key = ctx.request.headers.get("idempotency-key") if ctx is not None else None
         if state and state.get("reviewer"):
             reviewer = state["reviewer"]  # the token's reviewer, whatever the body says
         snap = self.holder.current
@@ -1239,9 +1248,12 @@ class LabelRec:
                 added=added,
                 reviewer=reviewer,
                 model_version=snap.version if snap is not None else None,
+                request_key=request_key,
             )
             if snap is not None:
                 review.match_vocabulary(snap.recommender.vocab)
+                data = (snap.recommender.info.get("config") or {}).get("data") or {}
+                review.check_hierarchy(data.get("hierarchy_separator"))
         except FeedbackError as err:
             raise ServiceError(400, str(err)) from None
         try:
@@ -1249,6 +1261,8 @@ class LabelRec:
                 if self._feedback is None:
                     self._feedback = await asyncio.to_thread(FeedbackStore, DEFAULT_FEEDBACK_URI)
             review_id = await asyncio.to_thread(self._feedback.add, review)
+        except ReviewConflict as err:
+            raise ServiceError(422, str(err)) from None
         except FeedbackError as err:  # the database, not the review: the client may retry
             raise ServiceError(503, str(err)) from None
         return FeedbackOut(

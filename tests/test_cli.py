@@ -94,6 +94,24 @@ def test_entry_point_bad_input_exit_code_2_without_traceback(tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["train", "-v", "train.epochs=2"], True),
+        (["-v", "train", "train.epochs=2"], True),
+        (["train", "train.epochs=2"], False),
+        (["feedback", "stats", "--verbose"], True),
+    ],
+)
+def test_verbose_before_or_after_the_verb(argv: list[str], verbose: bool) -> None:
+    from labelrec.cli import build_parser
+
+    args, extra = build_parser().parse_known_args(argv)
+    assert args.verbose is verbose and not extra
+    if args.command == "train":
+        assert args.overrides == ["train.epochs=2"]
+
+
 # ------------------------------------------------------------------ main([...])
 
 
@@ -386,6 +404,10 @@ def test_bad_options_and_paths_are_errors_before_the_work(
     cases = [
         (["eval", model, "--data", valid, "--metrics-file", str(tmp_path)], "is a directory"),
         (["eval", model, "--data", str(a_file)], "no products to evaluate"),
+        (
+            ["eval", model, "--data", valid, "--metrics-file", str(a_file / "m.json")],
+            "is a file, not a folder",
+        ),
         (["train", "--config", TINY, f"output={a_file}"], "is a file"),
         (["train", "--config", str(tmp_path)], "is a directory"),
         (["demo", "--output", str(a_file)], "is a file"),
@@ -394,6 +416,11 @@ def test_bad_options_and_paths_are_errors_before_the_work(
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (args, err)
+    # a run that fails leaves no folder of its outputs behind
+    unmade = tmp_path / "unmade" / "m.json"
+    assert main(["eval", model, "--data", str(a_file), "--metrics-file", str(unmade)]) == 2
+    assert not unmade.parent.exists()
+    capsys.readouterr()
     # --results-file in a folder that does not exist yet: created, as index creates its own
     out = tmp_path / "new" / "per_tag.csv"
     assert main(["eval", model, "--data", valid, "--results-file", str(out)]) == 0

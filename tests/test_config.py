@@ -197,6 +197,11 @@ def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
         load_config(path)
     assert "train.epoch: unknown key (did you mean train.epochs?" in str(err.value)
     assert str(err.value).startswith(f"{path}: ")  # a setting of the file names the file
+    # an override that breaks a setting of the file is the override's fault, not the file's
+    path.write_text("train:\n  epochs: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.epochs.x=3"])
+    assert str(err.value).startswith("train.epochs: "), str(err.value)
 
 
 def test_strings_of_a_file_are_what_they_say_and_overrides_read_null_words(

@@ -15,7 +15,13 @@ import pytest
 
 from labelrec.cli import main
 from labelrec.data import read_catalog
-from labelrec.feedback import SCHEMA_VERSION, FeedbackError, FeedbackStore, Review
+from labelrec.feedback import (
+    SCHEMA_VERSION,
+    FeedbackError,
+    FeedbackStore,
+    Review,
+    ReviewConflict,
+)
 
 
 def store_at(tmp_path: Path) -> FeedbackStore:
@@ -226,6 +232,70 @@ def test_reviews_take_the_vocabularys_spelling() -> None:
         both.match_vocabulary(vocab)
 
 
+def test_a_review_sent_again_under_its_request_key_is_stored_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_at(tmp_path)
+    review = {"title": "Kite", "product_id": "k1", "accepted": ["Toys"], "reviewer": "ana"}
+    first = store.add(Review(**review, request_key="5f0c-1"))
+    again = Review(**review, request_key="5f0c-1")
+    assert store.add(again) == first and again.id == first and len(store) == 1
+    assert store.add(Review(**review)) == first + 1  # no key: a second review, as before
+    with pytest.raises(ReviewConflict, match=f"5f0c-1: review #{first} was stored under it"):
+        store.add(Review(**{**review, "accepted": ["Books"]}, request_key="5f0c-1"))
+    for bad in ("", "a b", "x" * 129, "ключ"):
+        with pytest.raises(FeedbackError, match="Idempotency-Key: 1 to 128 visible ASCII"):
+            Review(**review, request_key=bad)
+    # two requests with one key at once: the one that loses the race at the unique index
+    # answers with the winner's id
+    checks = iter([None])
+    original = FeedbackStore._keyed
+    monkeypatch.setattr(
+        FeedbackStore, "_keyed", lambda self, conn, r: next(checks, original(self, conn, r))
+    )
+    assert store.add(Review(**review, request_key="5f0c-1")) == first
+    assert len(store) == 2 and [r.request_key for r in store.reviews()] == ["5f0c-1", None]
+
+
+def test_a_rejected_category_above_a_kept_one_is_refused_with_category_paths() -> None:
+    review = Review(title="Kite", rejected=["Toys", "Books"], added=["Toys > Kites", "Toyshop"])
+    review.check_hierarchy(None)  # without category paths they are unrelated tags
+    with pytest.raises(FeedbackError, match="rejected: Toys is the category above Toys > Kites"):
+        review.check_hierarchy(" > ")
+    Review(title="Kite", rejected=["Toys > Dolls"], accepted=["Toys"]).check_hierarchy(" > ")
+    fullwidth = Review(title="Kite", rejected=["Toys"], added=["Toys ＞ Kites"])  # as read
+    with pytest.raises(FeedbackError, match="category above"):
+        fullwidth.check_hierarchy(" ＞ ")
+
+
+def test_a_version_1_store_is_upgraded_and_keeps_its_reviews(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    with sqlite3.connect(db) as conn:  # the tables as labelrec's schema version 1 made them
+        conn.executescript(
+            """
+            CREATE TABLE labelrec_meta (key VARCHAR(64) PRIMARY KEY, value VARCHAR(256) NOT NULL);
+            INSERT INTO labelrec_meta VALUES ('schema_version', '1');
+            CREATE TABLE labelrec_feedback (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, created DATETIME NOT NULL,
+                product_id VARCHAR(256), title TEXT NOT NULL, description TEXT NOT NULL,
+                accepted JSON NOT NULL, rejected JSON NOT NULL, added JSON NOT NULL,
+                unknown JSON NOT NULL, reviewer VARCHAR(256), model_version VARCHAR(256));
+            INSERT INTO labelrec_feedback VALUES (1, '2026-11-02 10:00:00.000000', 'p1', 'Kite',
+                '', '["Toys"]', '[]', '[]', '[]', 'ana', '3');
+            """
+        )
+    store = FeedbackStore(f"sqlite:///{db}")
+    assert store.schema_version == SCHEMA_VERSION == 2
+    (old,) = store.reviews()
+    assert (old.id, old.tags, old.reviewer, old.request_key) == (1, ["Toys"], "ana", None)
+    review = {"title": "Ball", "accepted": ["Toys"]}
+    assert store.add(Review(**review, request_key="k")) == 2
+    assert store.add(Review(**review, request_key="k")) == 2 and len(store) == 2
+    with sqlite3.connect(db) as conn:
+        with pytest.raises(sqlite3.IntegrityError):  # the index the upgrade made is unique
+            conn.execute("UPDATE labelrec_feedback SET request_key = 'k' WHERE id = 1")
+
+
 def test_schema_versions_newer_stores_and_bad_urls_are_refused(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     db = tmp_path / "fb" / "feedback.db"
@@ -320,6 +390,13 @@ def test_post_feedback_stores_the_review_with_the_served_version(
     assert bad.status_code == 400 and b"also accepted" in bad.body
     no_id = asyncio.run(svc.feedback(product=ProductIn(title="x", id=" "), accepted=["a"]))
     assert no_id.status_code == 400 and b"product.id: empty" in no_id.body
+    # a model trained on category paths refuses a rejected category above an added one
+    data = svc.holder.current.recommender.info.setdefault("config", {}).setdefault("data", {})
+    data["hierarchy_separator"] = " > "
+    parent = asyncio.run(
+        svc.feedback(product=ProductIn(title="x"), rejected=["Toys"], added=["Toys > Kites"])
+    )
+    assert parent.status_code == 400 and b"Toys is the category above Toys > Kites" in parent.body
     with pytest.raises(RuntimeError, match="LABELREC_FEEDBACK_URI: feedback database"):
         make_service(trained_model_dir, LABELREC_FEEDBACK_URI="nonsense")
 
@@ -602,6 +679,44 @@ def test_postgresql_store(postgres_url: str, tmp_path: Path) -> None:
     assert FeedbackStore(postgres_url).schema_version == SCHEMA_VERSION  # opened again as is
     with pytest.raises(FeedbackError, match="cannot be opened"):
         FeedbackStore(postgres_url.rsplit(":", 1)[0] + ":1/postgres")  # nothing listens there
+
+
+def test_postgresql_upgrade_and_one_review_per_request_key(postgres_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sqlalchemy as sa
+
+    server = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(sa.text("CREATE DATABASE labelrec_v1"))
+    server.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + "/labelrec_v1"
+    old = sa.create_engine(url)
+    with old.begin() as conn:  # the tables as labelrec's schema version 1 made them
+        for statement in (
+            "CREATE TABLE labelrec_meta (key VARCHAR(64) PRIMARY KEY, value VARCHAR(256) NOT NULL)",
+            "INSERT INTO labelrec_meta VALUES ('schema_version', '1')",
+            "CREATE TABLE labelrec_feedback (id SERIAL PRIMARY KEY,"
+            " created TIMESTAMP WITH TIME ZONE NOT NULL, product_id VARCHAR(256),"
+            " title TEXT NOT NULL, description TEXT NOT NULL, accepted JSON NOT NULL,"
+            " rejected JSON NOT NULL, added JSON NOT NULL, unknown JSON NOT NULL,"
+            " reviewer VARCHAR(256), model_version VARCHAR(256))",
+            "INSERT INTO labelrec_feedback (created, product_id, title, description, accepted,"
+            " rejected, added, unknown) VALUES (now(), 'p1', 'Kite', '', '[\"Toys\"]', '[]',"
+            " '[]', '[]')",
+        ):
+            conn.execute(sa.text(statement))
+    old.dispose()
+    store = FeedbackStore(url)
+    assert store.schema_version == SCHEMA_VERSION
+    assert [r.tags for r in store.reviews()] == [["Toys"]]
+
+    def send(_: int) -> int:  # a client's retries arriving together
+        return store.add(Review(title="Ball", accepted=["Toys"], request_key="retry-1"))
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(send, range(16)))
+    assert len(ids) == 1 and len(store) == 2
 
 
 @pytest.mark.parametrize(

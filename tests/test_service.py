@@ -511,6 +511,17 @@ def test_feedback_over_http(client: TestClient) -> None:
     ]:
         answer = client.post("/feedback", json=bad)
         assert answer.status_code == 400 and field in answer.text, (bad, answer.text)
+    # a client's retry under its Idempotency-Key is the first review, not a second one
+    key = {"Idempotency-Key": "0f8e3b6c-review-1"}
+    first = client.post("/feedback", json=body, headers=key)
+    again = client.post("/feedback", json=body, headers=key)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"] > out["id"]
+    assert client.post("/feedback", json=body).json()["id"] == first.json()["id"] + 1
+    other = client.post("/feedback", json={**body, "accepted": ["Books"]}, headers=key)
+    assert other.status_code == 422 and "other content" in other.text, other.text
+    bad_key = client.post("/feedback", json=body, headers={"Idempotency-Key": "two words"})
+    assert bad_key.status_code == 400 and "Idempotency-Key" in bad_key.text, bad_key.text
 
 
 def test_a_body_not_sent_as_json_is_refused(client: TestClient) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -441,6 +442,7 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     assert stored.accepted == [tags[0].get_attribute("data-tag")]
     assert stored.rejected == ([tags[1].get_attribute("data-tag")] if len(tags) > 1 else [])
     assert stored.added == ["brand:Reviewed"] and "brand:Reviewed" in stored.unknown
+    assert re.fullmatch("[0-9a-f]{32}", stored.request_key or ""), stored.request_key
     # saved once: the button waits for a changed verdict, so a second click stores nothing
     saves = len(list(FeedbackStore(server.feedback_uri).reviews()))
     assert not browser.find_element(By.ID, "save-btn").is_enabled()
@@ -461,7 +463,9 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     browser.find_element(By.CSS_SELECTOR, "#tags li.tag").send_keys("a")
     browser.find_element(By.ID, "save-btn").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "saved review #"))
-    assert list(FeedbackStore(server.feedback_uri).reviews())[-1].product_id == first["id"]
+    queued = list(FeedbackStore(server.feedback_uri).reviews())[-1]
+    assert queued.product_id == first["id"]
+    assert queued.request_key not in (None, stored.request_key)  # a new review, a new key
 
     # Past the queue's end: the page says so and starts over, no error.
     total = httpx.get(f"{server.url}/queue?position=0").json()["total"]
