@@ -63,7 +63,7 @@ from typing import Annotated, Any
 
 import bentoml
 from bentoml.exceptions import BentoMLException
-from fastapi import FastAPI, File, Form, Header, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import (
@@ -869,7 +869,31 @@ def describe_items(
 
 # --------------------------------------------------------------------------- the service
 
+# GET routes answer HEAD too (uptime checks, link checkers): the headers, no body
+READ_METHODS = ["GET", "HEAD"]
+
+
+async def _known_query_fields(request: Request) -> None:
+    """A query field the route does not take is a 400 (``/queue?positon=3`` would otherwise
+    answer for position 0), as an unknown body field is. Pages (``/ui``) take any, as links
+    to pages carry their own (``?utm_source=...``)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or getattr(route, "response_class", None) is HTMLResponse:
+        return
+    known = {param.alias for param in dependant.query_params}
+    unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
+    if unknown:
+        raise RequestValidationError(
+            [
+                {"type": "extra_forbidden", "loc": ("query", name), "msg": "unknown query field"}
+                for name in unknown
+            ]
+        )
+
+
 http_app = FastAPI(
+    dependencies=[Depends(_known_query_fields)],
     title="labelrec",
     docs_url=None,  # BentoML's API page at / documents the FastAPI routes too
     redoc_url=None,
@@ -1369,7 +1393,7 @@ class LabelRec:
             )
         )
 
-    @http_app.get("/ui", response_class=HTMLResponse, tags=["labelrec"])
+    @http_app.api_route("/ui", methods=READ_METHODS, response_class=HTMLResponse, tags=["labelrec"])
     def ui(self) -> HTMLResponse:
         """The tag review page: suggested tags, similar products, search."""
         # not inside another site's frame, where its buttons could be clicked unseen
@@ -1378,7 +1402,7 @@ class LabelRec:
 
     # -- plain HTTP routes (FastAPI): GET endpoints, uploads, admin
 
-    @http_app.get("/tags", response_model=TagsOut, tags=["labelrec"])
+    @http_app.api_route("/tags", methods=READ_METHODS, response_model=TagsOut, tags=["labelrec"])
     @answers_errors
     def tags(self) -> TagsOut | JSONResponse:
         """The tag vocabulary of the model being served, with training counts."""
@@ -1391,7 +1415,7 @@ class LabelRec:
             counts=[int(c) for c in vocab.counts],
         )
 
-    @http_app.get("/queue", tags=["labelrec"], response_model=None)
+    @http_app.api_route("/queue", methods=READ_METHODS, tags=["labelrec"], response_model=None)
     @answers_errors
     def queue(self, position: int = 0) -> dict[str, Any] | JSONResponse:
         """The catalog product at `position` of the product index, for review in order:
@@ -1413,7 +1437,7 @@ class LabelRec:
             "model_version": snap.version,
         }
 
-    @http_app.get("/model", tags=["labelrec"])
+    @http_app.api_route("/model", methods=READ_METHODS, tags=["labelrec"])
     def model(self) -> dict[str, Any]:
         """Model name, version, aliases, run, metrics, reload status, and this worker's shared
         passes so far (``passes`` run, ``products`` scored in them, how many run

@@ -524,6 +524,27 @@ def test_feedback_over_http(client: TestClient) -> None:
     assert bad_key.status_code == 400 and "Idempotency-Key" in bad_key.text, bad_key.text
 
 
+def test_get_routes_answer_head_with_the_headers_alone(client: TestClient) -> None:
+    for path in ("/ui", "/tags", "/model", "/queue"):
+        head, get = client.head(path), client.get(path)
+        assert head.status_code == get.status_code == 200, (path, head.status_code)
+        assert head.content == b"" and head.headers["content-length"] == str(len(get.content))
+    assert client.head("/suggest").status_code == 405  # an API of its own: POST only
+
+
+def test_an_unknown_query_field_is_a_400_naming_it(client: TestClient) -> None:
+    for method, path, field in [
+        ("GET", "/queue?positon=3", "positon"),
+        ("GET", "/tags?limit=5", "limit"),
+        ("POST", "/reload?forse=true", "forse"),
+    ]:
+        answer = client.request(method, path)
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["detail"][0]["loc"] == ["query", field]
+    assert client.get("/queue?position=1").json()["position"] == 1
+    assert client.get("/ui?utm_source=mail").status_code == 200  # a page takes a link's own
+
+
 def test_a_body_not_sent_as_json_is_refused(client: TestClient) -> None:
     """What a page of another site may post from a reviewer's browser without a CORS preflight
     (plain text, a form, a body without a type) is a 415, and no review is stored."""
