@@ -402,9 +402,14 @@ class FeedbackStore:
         ``FeedbackError``: nothing was stored, and the same review may be sent again."""
         created = _utc(review.created or dt.datetime.now(dt.timezone.utc))
         try:
+            if review.request_key is not None:
+                # looked up before the insert's transaction, whose first statement stays the
+                # write that SQLite's busy wait covers; two tries at once meet at the unique
+                # index (the IntegrityError below)
+                with self.engine.connect() as conn:
+                    if stored := self._keyed(conn, review):
+                        return stored
             with self.engine.begin() as conn:
-                if review.request_key is not None and (stored := self._keyed(conn, review)):
-                    return stored
                 result = conn.execute(
                     _reviews.insert().values(
                         created=created,

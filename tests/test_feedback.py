@@ -255,6 +255,16 @@ def test_a_review_sent_again_under_its_request_key_is_stored_once(
     )
     assert store.add(Review(**review, request_key="5f0c-1")) == first
     assert len(store) == 2 and [r.request_key for r in store.reviews()] == ["5f0c-1", None]
+    monkeypatch.undo()
+    # writers at once, each review sent twice: SQLite's busy wait covers them all, as without keys
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(i: int) -> int:
+        return store.add(Review(title=f"kite {i // 2}", accepted=["Toys"], request_key=f"k{i // 2}"))
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(send, range(64)))
+    assert ids[::2] == ids[1::2] and len(set(ids)) == 32 and len(store) == 2 + 32
 
 
 def test_a_rejected_category_above_a_kept_one_is_refused_with_category_paths() -> None:
