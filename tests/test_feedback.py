@@ -260,7 +260,8 @@ def test_a_review_sent_again_under_its_request_key_is_stored_once(
     from concurrent.futures import ThreadPoolExecutor
 
     def send(i: int) -> int:
-        return store.add(Review(title=f"kite {i // 2}", accepted=["Toys"], request_key=f"k{i // 2}"))
+        kite = Review(title=f"kite {i // 2}", accepted=["Toys"], request_key=f"k{i // 2}")
+        return store.add(kite)
 
     with ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(send, range(64)))
