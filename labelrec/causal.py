@@ -24,6 +24,7 @@ import torch
 
 from labelrec.flops import StepFlops
 from labelrec.model import (
+    TOKENIZER_FILES,
     ModelError,
     _dtype,
     cpu_processes,
@@ -33,7 +34,7 @@ from labelrec.model import (
     resolve_mixed_precision,
     with_lora,
 )
-from labelrec.modeldir import CAUSAL_INFO
+from labelrec.modeldir import CAUSAL_INFO, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ def save_causal_lm(
 ) -> Path:
     """Write a self-contained decoder directory (merged weights in ``dtype``, tokenizer,
     ``causal.json``) through a temporary sibling, so a crash never leaves half a directory."""
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # "runs/d/" and "." have a name to put siblings beside
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -365,14 +366,29 @@ def load_saved_causal_lm(
     info_path = model_dir / CAUSAL_INFO
     if not info_path.is_file():
         raise ModelError(f"{model_dir} is not a labelrec decoder directory (no {CAUSAL_INFO})")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info = read_json(info_path)
+    if not isinstance(info, dict):
+        raise ModelError(f"{info_path}: not a JSON object; the decoder directory is damaged")
     if dtype is None:
         dtype = "float32" if device == "cpu" else info.get("dtype", "bfloat16")
     trust = bool(info.get("trust_remote_code", False))  # the backbone's own code, saved with it
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=_dtype(dtype), local_files_only=True, trust_remote_code=trust
-    )
-    tokenizer = load_tokenizer(str(model_dir), trust)
+    part = "weights"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=_dtype(dtype), local_files_only=True, trust_remote_code=trust
+        )
+        part = "tokenizer"
+        tokenizer = load_tokenizer(str(model_dir), trust)
+    except Exception as err:  # noqa: BLE001 - truncated weights, a damaged tokenizer: one line
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if part == "weights":
+            files = sorted(p.name for p in model_dir.glob("*.safetensors")) or ["no weights"]
+        else:
+            files = [name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
+        raise ModelError(
+            f"{model_dir}: the decoder's {part} ({', '.join(files) or 'none'}) cannot be loaded"
+            f" ({type(err).__name__}: {reason})"
+        ) from err
     model.to(device)
     model.eval()
     return model, tokenizer, info

@@ -351,10 +351,14 @@ def _parse_product_line(line: str, number: int) -> dict[str, Any]:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    from labelrec.describe import as_product
+
     items = []
     for number, line in _stdin_lines():
         if line.strip():
-            items.append(_parse_product_line(line, number))
+            item = _parse_product_line(line, number)
+            as_product(item, where=f"<stdin>, line {number}")  # its checks before the model loads
+            items.append(item)
     from labelrec.opener import open_describer
 
     describer = open_describer(args.describer)

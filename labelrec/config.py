@@ -808,6 +808,12 @@ class Config:
             "train.tuning_folds",
             "is not available with generate.enabled (one decoder per fold)",
         )
+        _check(
+            self.task != "describe" or self.model.backbone == ModelConfig().backbone,
+            "model.backbone",
+            "is the tagger's backbone, unused with task: describe; the describer's is"
+            f" describe.backbone (now {self.describe.backbone})",
+        )
 
 
 @dataclass

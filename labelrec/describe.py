@@ -47,6 +47,7 @@ import logging
 import random
 import re
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ from labelrec.data import (
 )
 from labelrec.metrics import paired_bootstrap
 from labelrec.model import ModelError
-from labelrec.modeldir import CAUSAL_INFO
+from labelrec.modeldir import CAUSAL_INFO, read_json
 from labelrec.taggers.generator import most_specific
 from labelrec.taggers.neighbours import TfidfFeatures, similarities
 
@@ -113,37 +114,37 @@ Reference = tuple[str, str]  # (title, description) of the most similar training
 # ---------------------------------------------------------------------- products and prompts
 
 
-def as_product(item: ProductLike, position: int = 0) -> Product:
+def as_product(item: ProductLike, position: int = 0, where: str | None = None) -> Product:
     """A ``Product`` from a Product or a mapping with ``title`` and optional ``tags`` (a list
     of strings, or one string with ``|`` between tags), ``id``, ``description``; ``ValueError``
-    naming the product and field otherwise."""
+    naming the product (``where``, else its ``position``) and field otherwise."""
     if isinstance(item, Product):
         return item
+    where = where or f"product {position}"
     if not isinstance(item, Mapping):
-        raise ValueError(f"product {position}: expected an object, got {type(item).__name__}")
+        raise ValueError(f"{where}: expected an object, got {type(item).__name__}")
     title = item.get("title")
     if isinstance(title, str):  # read as catalogs and the tagger read it, cut as the tagger cuts
         title = clean_text(title[: 2 * MAX_TITLE_CHARS])[:MAX_TITLE_CHARS]
     if not isinstance(title, str) or not title:
-        raise ValueError(f"product {position}, field 'title': missing, empty or not a string")
+        raise ValueError(f"{where}, field 'title': missing, empty or not a string")
     tags = item.get("tags") or []
     if isinstance(tags, str):
         tags = [t for t in tags.split("|") if t.strip()]
     if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
         raise ValueError(
-            f"product {position}, field 'tags': expected a list of strings or one string with"
-            " '|' between tags"
+            f"{where}, field 'tags': expected a list of strings or one string with '|' between tags"
         )
     description = item.get("description") or ""
     if not isinstance(description, str):
-        raise ValueError(f"product {position}, field 'description': expected a string")
+        raise ValueError(f"{where}, field 'description': expected a string")
     tags = [clean_tag(t) for t in tags]  # as catalogs read them (品牌：华为 is 品牌:华为)
     for field, text in (("title", title), *(("tags", t) for t in tags)):
         if (problem := unicode_problem(text)) is not None:
-            raise ValueError(f"product {position}, field '{field}': {problem}")
+            raise ValueError(f"{where}, field '{field}': {problem}")
     if long := [t for t in tags if len(t) > MAX_TAG_CHARS]:
         raise ValueError(
-            f"product {position}, field 'tags': a tag of {len(long[0]):,} characters, over the"
+            f"{where}, field 'tags': a tag of {len(long[0]):,} characters, over the"
             f" {MAX_TAG_CHARS} a tag may have"
         )
     pid = item.get("id")
@@ -437,21 +438,36 @@ class NeighbourIndex:
         meta_path = directory / INDEX_META
         if not meta_path.is_file():
             return None
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_json(meta_path)
+        if not isinstance(meta, dict):
+            raise ModelError(f"{meta_path}: not a JSON object; the describer directory is damaged")
         if int(meta.get("format_version", 0)) > INDEX_FORMAT:
             raise ModelError(f"{meta_path}: neighbour index format is newer than this labelrec")
         for name in (INDEX_ARRAYS, INDEX_TEXTS):
             if not (directory / name).is_file():
                 raise ModelError(f"{directory}: {INDEX_META} without {name}: save it again")
-        with np.load(directory / INDEX_ARRAYS, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        try:
+            with np.load(directory / INDEX_ARRAYS, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise ModelError(
+                f"{directory / INDEX_ARRAYS}: not a numpy archive ({type(err).__name__}); the"
+                " describer directory is damaged"
+            ) from None
         titles, descriptions = [], []
         with (directory / INDEX_TEXTS).open(encoding="utf-8") as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 if line.strip():
-                    row = json.loads(line)
-                    titles.append(row["title"])
-                    descriptions.append(row["description"])
+                    try:
+                        row = json.loads(line)
+                        titles.append(row["title"])
+                        descriptions.append(row["description"])
+                    except (ValueError, KeyError, TypeError) as err:
+                        raise ModelError(
+                            f"{directory / INDEX_TEXTS}, line {number}: not a {{title,"
+                            f" description}} object ({type(err).__name__}); the describer"
+                            " directory is damaged"
+                        ) from None
         if len(titles) != int(meta["n_products"]):
             raise ModelError(
                 f"{directory / INDEX_TEXTS}: {len(titles)} products, {INDEX_META} says"
@@ -656,6 +672,8 @@ class Describer:
         path = Path(path)
         if not path.is_dir():
             raise ModelError(f"describer directory {path} does not exist")
+        if (path / CAUSAL_INFO).is_file():
+            read_json(path / CAUSAL_INFO)  # a damaged file is named as such, not as a stranger
         if not is_describer_dir(path):
             raise ModelError(
                 f"{path} is not a describer directory (no {CAUSAL_INFO} with kind"
@@ -896,11 +914,15 @@ def train_describer(
     """``labelrec train`` with ``task: describe``: fit, report valid metrics, save to
     ``cfg.output``. Returns a ``labelrec.runs.TrainResult`` (``n_tags`` 0)."""
     from labelrec.config import config_to_dict, flatten
+    from labelrec.model import process_state
     from labelrec.runs import NullTracker, TrainResult, load_splits
 
     if resume:
         raise ValueError("--resume is not supported with task: describe; train again instead")
-    tracker = tracker or NullTracker()
+    main = process_state().is_main_process  # under `accelerate launch`, one of several
+    if not main:  # one log of the epochs, not one each
+        logging.getLogger("labelrec").setLevel(logging.WARNING)
+    tracker = tracker if tracker is not None and main else NullTracker()
     dcfg = cfg.describe
     splits = load_splits(cfg, require_tags=False)
     tracker.log_params(flatten(config_to_dict(cfg)))
@@ -923,6 +945,15 @@ def train_describer(
         on_epoch,
         cfg.model.trust_remote_code,
     )
+    if not main:  # the main process evaluates and saves the describer all processes trained
+        return TrainResult(
+            output=Path(cfg.output),
+            metrics={},
+            history=history,
+            best_epoch=len(history),
+            train_seconds=float(describer.meta["train_seconds"]),
+            n_tags=0,
+        )
     result: dict[str, float] = {
         "train_seconds": float(describer.meta["train_seconds"]),
         "train_products_per_s": float(describer.meta["train_products_per_s"]),
@@ -933,12 +964,15 @@ def train_describer(
     if dcfg.eval_products != 0 and splits.valid:
         valid = evaluate_describer(describer, splits.valid, dcfg.eval_products)
         result.update({f"valid_{k}": v for k, v in valid.items()})
-        logger.info(
-            "describer: valid ROUGE-L F1 %.4f on %d products, %d empty",
-            valid.get("rougeL_f1", float("nan")),
-            int(valid.get("n_products", 0)),
-            int(valid.get("empty_outputs", 0)),
-        )
+        if not valid.get("n_products"):
+            logger.warning("describer: no valid product has a description to compare with")
+        else:
+            logger.info(
+                "describer: valid ROUGE-L F1 %.4f on %d products, %d empty",
+                valid.get("rougeL_f1", float("nan")),
+                int(valid["n_products"]),
+                int(valid.get("empty_outputs", 0)),
+            )
     describer.meta["valid_metrics"] = result
     describer.meta["history"] = history
     output = describer.save(cfg.output)

@@ -87,6 +87,17 @@ def resolve_backbone(name: str, setting: str = "model.backbone") -> str:
     return entry.hub_id if entry is not None else name
 
 
+def check_not_backbone(output: str | Path, backbone: str, setting: str = "model.backbone") -> None:
+    """Refuse an ``output`` folder that is the backbone's own: what a run saves there replaces
+    the weights it started from."""
+    local = Path(backbone).expanduser()
+    if local.is_dir() and Path(output).expanduser().resolve() == local.resolve():
+        raise ValueError(
+            f"output={output}: the folder of the backbone ({setting}); writing there replaces"
+            " the weights this run starts from, so give another folder"
+        )
+
+
 def is_decoder(config: Any) -> bool:
     """True for causal (decoder-only) language models."""
     archs = getattr(config, "architectures", None) or []

@@ -15,11 +15,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from labelrec import data as data_mod
+from labelrec.backbones import backbone_unavailable
 from labelrec.config import Config
 from labelrec.model import (
     PRETRAIN_FILE,
     base_model_of,
+    check_not_backbone,
     cpu_processes,
+    is_decoder,
     load_tokenizer,
     make_accelerator,
     resolve_backbone,
@@ -79,25 +82,49 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
     """Masked-LM on catalog texts; saves a merged backbone directory to ``cfg.output``."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, get_scheduler
+    from transformers import (
+        AutoConfig,
+        AutoModelForMaskedLM,
+        DataCollatorForLanguageModeling,
+        get_scheduler,
+    )
 
     pcfg = cfg.pretrain
     if (Path(cfg.output) / LABELREC_FILE).is_file():  # its weights would become the bare encoder
         raise ValueError(
             f"output={cfg.output}: holds a trained labelrec model; pretrain into another folder"
         )
+    check_not_backbone(cfg.output, cfg.model.backbone)
     texts = collect_texts(cfg)  # a bad catalog fails before the backbone loads
+    if len(texts) < 2:
+        given = [str(f) for f in (cfg.data.unlabeled, cfg.data.train) if f]
+        raise ValueError(
+            f"{' and '.join(given) or 'pretrain'}: {len(texts)} distinct text; masked-LM"
+            " pretraining needs at least two (one is held out to measure it)"
+        )
     accelerator = make_accelerator(cpu=cpu_processes())
     if not accelerator.is_main_process:  # one log of the epochs, not one each
         logging.getLogger("labelrec").setLevel(logging.WARNING)
     set_seed(cfg.seed)
     source = resolve_backbone(cfg.model.backbone)
-    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
-    if tokenizer.mask_token is None:
-        raise ValueError(f"{cfg.model.backbone}: tokenizer has no mask token; MLM needs one")
-    model = AutoModelForMaskedLM.from_pretrained(
-        source, trust_remote_code=cfg.model.trust_remote_code
-    )
+    trust = cfg.model.trust_remote_code
+    try:
+        hf_config = AutoConfig.from_pretrained(source, trust_remote_code=trust)
+        if is_decoder(hf_config):
+            raise ValueError(
+                f"model.backbone={cfg.model.backbone}: a decoder ({type(hf_config).__name__});"
+                " masked-LM pretraining is for encoders (BERT, MiniLM)"
+            )
+        tokenizer = load_tokenizer(source, trust)
+        if tokenizer.mask_token is None:
+            raise ValueError(f"{cfg.model.backbone}: tokenizer has no mask token; MLM needs one")
+        model = AutoModelForMaskedLM.from_pretrained(
+            source, config=hf_config, trust_remote_code=trust
+        )
+    except OSError as err:  # not a local folder, and not on the hub or in its cache (offline)
+        if Path(source).is_dir():
+            raise
+        raise backbone_unavailable(cfg.model.backbone, err) from None
     if pcfg.lora:
         from peft import LoraConfig
 

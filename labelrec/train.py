@@ -37,6 +37,7 @@ from labelrec.model import (
     TagModel,
     base_model_of,
     build_model,
+    check_not_backbone,
     count_parameters,
     cpu_processes,
     encode_products,
@@ -51,6 +52,7 @@ from labelrec.model import (
     warmup_steps,
 )
 from labelrec.modeldir import (
+    CAUSAL_INFO,
     CHECKPOINTS_DIR,
     HISTORY_FILE,
     LABELREC_FILE,
@@ -111,6 +113,8 @@ class TunedSettings:
     # weight, new_weight, new_threshold of the tag generator
     generator: dict[str, float] | None = None
     valid_metrics: dict[str, float] = field(default_factory=dict)
+    # train.epochs of the tuning run: a resume that asks for another number tunes again
+    planned_epochs: int | None = None
 
     def thresholds_for(self, tags: list[str]) -> np.ndarray:
         """Per-tag thresholds for a vocabulary: the tuned one per tag, the global one for tags
@@ -1052,6 +1056,7 @@ def train(
     cfg: Config, resume: bool = False, tracker: Tracker | None = None, progress: bool = True
 ) -> TrainResult:
     """Fine-tune a tagger (``task: describe``: a describer) and save it to ``cfg.output``."""
+    check_output(cfg)
     if cfg.task == "describe":
         from labelrec.describe import train_describer
 
@@ -1063,6 +1068,37 @@ def train(
     if not cfg.train.keep_checkpoints:
         remove_checkpoints(Path(cfg.output))
     return result
+
+
+def check_output(cfg: Config) -> None:
+    """Refuse an output folder whose contents the run would destroy or leave misdescribed: the
+    backbone's own folder; for a describer (saved by replacing its whole folder) a folder of
+    anything but a describer; for a tagger (saved file by file) a describer's folder, whose
+    ``causal.json`` would still name it a describer."""
+    out = Path(cfg.output)
+    describe = cfg.task == "describe"
+    check_not_backbone(out, cfg.describe.backbone if describe else cfg.model.backbone)
+    if not out.is_dir():
+        return
+    if describe and out.resolve() == Path.cwd().resolve():
+        raise ValueError(
+            f"output={cfg.output}: the current folder, and a describer's save replaces its"
+            " whole folder; give a folder inside it"
+        )
+    is_describer = (out / CAUSAL_INFO).is_file()
+    if describe and (out / LABELREC_FILE).is_file():
+        raise ValueError(
+            f"output={cfg.output}: holds a tagging model; train the describer into another folder"
+        )
+    if describe and not is_describer and any(out.iterdir()):
+        raise ValueError(
+            f"output={cfg.output}: holds files that are not a describer's, and a describer's save"
+            " replaces the whole folder; give a new or empty folder"
+        )
+    if not describe and is_describer:
+        raise ValueError(
+            f"output={cfg.output}: holds a describer; train the tagger into another folder"
+        )
 
 
 def remove_checkpoints(output: Path) -> list[Path]:
@@ -1103,6 +1139,7 @@ def train_and_refit(
         for stale in (tuned_file, tuning_dir / RUN_FILE):
             stale.unlink(missing_ok=True)
         shutil.rmtree(Path(cfg.output) / CHECKPOINTS_DIR, ignore_errors=True)
+    done = None
     if resume and tuned_file.is_file():
         check_same_run(
             tuning_dir / RUN_FILE,
@@ -1110,22 +1147,32 @@ def train_and_refit(
             f"the tuning run's choices {tuned_file}",
             data_fingerprint(splits.train, splits.valid),
         )
-        tuned = TunedSettings.load(tuned_file)
-        logger.info("--resume: tuning run done (%s), refitting", tuned_file)
-    elif cfg.train.tuning_folds > 1:
-        tuning = tune_by_folds(cfg, splits, tuning_dir, resume, tracker, progress)
-        assert tuning.tuned is not None
-        tuned = tuning.tuned
-        if process_state().is_main_process:
-            tuned.save(tuned_file)
-            write_run_settings(
-                tuning_dir / RUN_FILE, cfg, data_fingerprint(splits.train, splits.valid)
+        done = TunedSettings.load(tuned_file)
+        if done.planned_epochs not in (None, cfg.train.epochs):
+            # the tuning run continues to the new count (its checkpoints hold where it
+            # stopped), then the refit trains again from the backbone with what it chooses
+            logger.info(
+                "--resume: train.epochs=%d, the tuning run had %d: tuning goes on, then a new"
+                " refit",
+                cfg.train.epochs,
+                done.planned_epochs,
             )
+            done = None
+            if process_state().is_main_process:
+                shutil.rmtree(Path(cfg.output) / CHECKPOINTS_DIR, ignore_errors=True)
+            process_state().wait_for_everyone()
+    if done is not None:
+        tuned = done
+        logger.info("--resume: tuning run done (%s), refitting", tuned_file)
     else:
-        tuning_cfg = dataclasses.replace(cfg, output=str(tuning_dir))
-        tuning = TagTrainer(tuning_cfg, resume, tracker, progress, splits=splits).run()
+        if cfg.train.tuning_folds > 1:
+            tuning = tune_by_folds(cfg, splits, tuning_dir, resume, tracker, progress)
+        else:
+            tuning_cfg = dataclasses.replace(cfg, output=str(tuning_dir))
+            tuning = TagTrainer(tuning_cfg, resume, tracker, progress, splits=splits).run()
         assert tuning.tuned is not None
         tuned = tuning.tuned
+        tuned.planned_epochs = cfg.train.epochs
         if process_state().is_main_process:
             tuned.save(tuned_file)
             write_run_settings(

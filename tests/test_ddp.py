@@ -124,3 +124,25 @@ def test_two_process_training_gathers_every_valid_product(
     assert gathered["n_products"] == len(valid)
     for key in ("P@1", "P@3", "nDCG@3", "PSP@5", "micro_f1", "macro_f1"):
         assert gathered[key] == pytest.approx(local[key], abs=1e-4), key
+
+
+@pytest.mark.slow
+def test_a_describer_trained_on_two_processes_is_saved_and_reported_once(
+    tiny_decoder: Path, tmp_path: Path
+) -> None:
+    from conftest import toy_catalog, write_jsonl
+
+    rows = [dict(r, description=f"a great {r['title']} for kids.") for r in toy_catalog(2)]
+    train = write_jsonl(rows, tmp_path / "train.jsonl")
+    out = tmp_path / "describer"
+    args = ["train", "--config", str(ROOT / "configs" / "describe.yaml"), "--no-progress"]
+    args += [f"describe.backbone={tiny_decoder}", f"data.train={train}", f"output={out}"]
+    args += ["describe.max_steps=2", "describe.batch_size=4", "describe.eval_products=0"]
+    args += ["describe.max_target_tokens=12", "describe.max_new_tokens=12"]
+    proc = _launch(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("describer saved to") == 1, proc.stdout
+    # each epoch logged once (the main process's), one folder, nothing left beside it
+    assert proc.stderr.count("epoch 1: loss") == 1, proc.stderr[-3000:]
+    assert (out / "causal.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -67,6 +67,9 @@ def test_config_checks() -> None:
         load_config(None, ["describe.repetition_penalty=0.5"])
     with pytest.raises(ConfigError, match="describe.eval_products"):
         load_config(None, ["describe.eval_products=-1"])
+    # the tagger's backbone setting does nothing for a describer: said, not ignored
+    with pytest.raises(ConfigError, match="model.backbone: is the tagger's .* describe.backbone"):
+        load_config(None, ["task=describe", "model.backbone=/models/llm"])
 
 
 def test_prompt_has_title_attributes_and_most_specific_categories() -> None:
@@ -387,6 +390,26 @@ def test_errors_name_the_problem(tiny_decoder: Path, tmp_path: Path) -> None:
         fit_describer(long.describe, products_with_descriptions(1), progress=False)
 
 
+def test_damaged_describer_files_are_one_line_errors_naming_them(
+    describer_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    for name, content, message in [
+        ("model.safetensors", b"garbage", r"the decoder's weights \(model.safetensors\) cannot"),
+        ("tokenizer.json", b'{"bad": 1}', r"the decoder's tokenizer \(tokenizer.json\) cannot"),
+        ("causal.json", b"{broken", r"causal.json: not valid JSON"),
+        ("neighbours.json", b"{broken", r"neighbours.json: not valid JSON"),
+        ("neighbours.npz", b"garbage", r"neighbours.npz: not a numpy archive"),
+        ("neighbours.jsonl", b'{"title": "a", "descr', r"neighbours.jsonl, line 1: not a"),
+    ]:
+        damaged = tmp_path / name
+        shutil.copytree(describer_dir, damaged)
+        (damaged / name).write_bytes(content)
+        with pytest.raises((ModelError, ValueError), match=message):
+            Describer.load(damaged)
+
+
 def test_labelrec_train_with_task_describe(
     tiny_decoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -504,6 +527,8 @@ def test_describe_verb_writes_in_batches_of_batch_size(
         ('{"title": "kite", "tags": ["Toys", 3]}', "line 2, field 'tags'"),
         ('{"title": "kite", "id": [1]}', "line 2, field 'id'"),
         ('["kite"]', "line 2: expected a JSON object"),
+        ('{"title": "\\u200b"}', "line 2, field 'title'"),  # no visible text once cleaned
+        ('{"title": "kite", "tags": ["' + "x" * 600 + '"]}', "line 2, field 'tags': a tag of 600"),
     ],
 )
 def test_describe_verb_names_the_bad_line(

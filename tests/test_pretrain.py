@@ -177,3 +177,25 @@ def test_a_file_of_descriptions_alone_is_texts_enough(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"data.unlabeled={other}"])
     with pytest.raises(ValueError, match="no texts to pretrain on .*'title' and 'description'"):
         collect_texts(cfg)
+
+
+def test_a_backbone_that_cannot_be_pretrained_is_a_one_line_error(
+    tiny_backbone: Path, tiny_decoder: Path, tmp_path: Path
+) -> None:
+    texts = _unlabeled(tmp_path, copies=1)
+    with pytest.raises(ValueError, match=r"a decoder \(LlamaConfig\); masked-LM pretraining is"):
+        pretrain(_cfg(tiny_decoder, texts, tmp_path / "out"), progress=False)
+    from labelrec.model import ModelError
+
+    with pytest.raises(ModelError, match="nope-model'?: no such directory"):
+        pretrain(_cfg(tmp_path / "nope-model", texts, tmp_path / "out"), progress=False)
+    one = write_jsonl([{"title": "kite"}], tmp_path / "one.jsonl")
+    with pytest.raises(ValueError, match=r"one.jsonl: 1 distinct text; .* at least two"):
+        pretrain(_cfg(tiny_backbone, one, tmp_path / "out"), progress=False)
+    # pretraining in place would write over the backbone it starts from
+    import shutil
+
+    copy = tmp_path / "backbone"
+    shutil.copytree(tiny_backbone, copy)
+    with pytest.raises(ValueError, match="the folder of the backbone"):
+        pretrain(_cfg(copy, texts, copy), progress=False)

@@ -272,6 +272,70 @@ def test_a_new_refit_run_does_not_resume_an_earlier_runs_choices(
         train(third, resume=True, progress=False)
 
 
+def test_a_refit_resumed_with_more_epochs_tunes_on_and_refits_again(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    from labelrec.modeldir import TUNED_FILE, TUNING_DIR
+
+    out = tmp_path / "model"
+    # early stopping off, so that the best epoch follows the epochs asked for
+    common = ("train.refit=true", "train.early_stopping_patience=0", "train.lr=0.05")
+    train(tiny_config(tiny_backbone, toy_data_dir, out, *common, "train.epochs=1"), False)
+    tuned = json.loads((out / TUNING_DIR / TUNED_FILE).read_text(encoding="utf-8"))
+    assert tuned["planned_epochs"] == 1
+    more = tiny_config(tiny_backbone, toy_data_dir, out, *common, "train.epochs=3")
+    result = train(more, resume=True, progress=False)
+    history = json.loads((out / TUNING_DIR / "history.json").read_text(encoding="utf-8"))
+    assert [r["epoch"] for r in history] == [1, 2, 3]  # the tuning run went on from epoch 1
+    tuned = json.loads((out / TUNING_DIR / TUNED_FILE).read_text(encoding="utf-8"))
+    assert tuned["planned_epochs"] == 3
+    assert result.refit is not None
+    assert result.refit["epochs"] == tuned["epochs"] == result.best_epoch
+    # resumed again with the same count: the tuning run's choices stand, nothing is tuned again
+    again = train(more, resume=True, progress=False)
+    assert json.loads((out / TUNING_DIR / TUNED_FILE).read_text(encoding="utf-8")) == tuned
+    assert again.best_epoch == tuned["epochs"]
+
+
+def test_an_output_whose_contents_the_run_would_destroy_is_refused(
+    tiny_backbone: Path, tiny_decoder: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from labelrec.config import load_config
+    from labelrec.train import check_output
+
+    def cfg(output: Path, *describer: str):
+        if describer:
+            return load_config(None, [*describer, f"output={output}"])
+        return tiny_config(tiny_backbone, toy_data_dir, output)
+
+    backbone = tmp_path / "backbone"
+    shutil.copytree(tiny_backbone, backbone)
+    with pytest.raises(ValueError, match="the folder of the backbone"):
+        train(tiny_config(backbone, toy_data_dir, backbone), progress=False)
+    describer = ("task=describe", f"describe.backbone={tiny_decoder}")
+    kept = tmp_path / "notes"
+    kept.mkdir()
+    (kept / "keep.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds files that are not a describer's"):
+        check_output(cfg(kept, *describer))
+    tagger = tmp_path / "tagger"
+    tagger.mkdir()
+    (tagger / "labelrec.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds a tagging model"):
+        check_output(cfg(tagger, *describer))
+    written = tmp_path / "describer"
+    written.mkdir()
+    (written / "causal.json").write_text('{"kind": "describer"}', encoding="utf-8")
+    check_output(cfg(written, *describer))  # a describer's own folder: trained again
+    check_output(cfg(tmp_path / "new", *describer))
+    with pytest.raises(ValueError, match="holds a describer; train the tagger into another"):
+        check_output(cfg(written))
+    check_output(cfg(kept))  # a tagger adds its files and leaves others alone
+    assert (kept / "keep.txt").read_text(encoding="utf-8") == "mine"
+
+
 def _copy_of_model(model_dir: Path, output: Path) -> tuple[Path, bytes]:
     """A copy of a trained model (without its checkpoints) and its ``labelrec.json`` bytes."""
     import shutil
