@@ -148,17 +148,37 @@ def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
 RUN_FILE = "run.json"  # beside checkpoints (and tuned.json): the settings of the run
 
 
+# Settings that change how a run is watched or kept, not what it trains: a resume may change them.
+UNTRAINED_SETTINGS = (
+    "output",
+    "train.epochs",  # a refit's epochs come from its tuning run; a resume may train longer
+    "train.eval_batch_size",
+    "train.num_workers",
+    "train.log_every",
+    "train.keep_checkpoints",
+)
+# Files whose products the data digest covers: compared by content, not by how they are named.
+DATA_FILES = ("data.train", "data.valid", "data.feedback", "data.holdout")
+BACKBONES = ("model.backbone", "generate.backbone", "describe.backbone")
+
+
 def run_settings(cfg: Config, data: str | None = None) -> dict[str, Any]:
-    """The settings a resumed run shares with the run it continues: all but ``output`` and
-    ``train.epochs`` (a refit's epochs come from its tuning run; a resume may train longer),
-    the number of processes (the learning-rate schedule counts their updates) and ``data``,
-    a digest of the products it trains and tunes on (`data_fingerprint`)."""
+    """The settings a resumed run shares with the run it continues: all but those of
+    ``UNTRAINED_SETTINGS``; the number of processes (the learning-rate schedule counts their
+    updates); and ``data``, a digest of the products it trains and tunes on
+    (`data_fingerprint`), which stands for the file paths of ``DATA_FILES``. A backbone folder
+    is recorded by its absolute path (``runs/dapt/`` is ``runs/dapt``)."""
     flat = json.loads(json.dumps(_flat_config(cfg), default=str))
-    for key in ("output", "train.epochs"):
+    for key in UNTRAINED_SETTINGS:
         flat.pop(key, None)
+    for key in BACKBONES:
+        if isinstance(flat.get(key), str) and Path(flat[key]).expanduser().is_dir():
+            flat[key] = str(Path(flat[key]).expanduser().resolve())
     flat["processes"] = process_state().num_processes
     if data is not None:
         flat["data"] = data
+        for key in DATA_FILES:
+            flat.pop(key, None)
     return flat
 
 
@@ -186,10 +206,19 @@ def check_same_run(path: Path, cfg: Config, what: str, data: str | None = None) 
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
     now = run_settings(cfg, data)
-    for key in ("processes", "data"):
-        if key not in saved or key not in now:
+    for key in ("processes", "data", *UNTRAINED_SETTINGS):
+        if key not in saved or key not in now:  # not recorded by an older labelrec
             saved.pop(key, None)
             now.pop(key, None)
+    if "data" in now:  # the digests compare the products, whatever the files are called
+        for key in DATA_FILES:
+            saved.pop(key, None)
+    else:  # compared by path where no digest stands for the files
+        flat = json.loads(json.dumps(_flat_config(cfg), default=str))
+        now.update({k: v for k, v in flat.items() if k in DATA_FILES})
+    for key in BACKBONES:  # an older labelrec recorded the path as given
+        if isinstance(saved.get(key), str) and Path(saved[key]).expanduser().is_dir():
+            saved[key] = str(Path(saved[key]).expanduser().resolve())
     differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if differ:
         names = {"data": "the products (catalog files or reviews changed)"}
@@ -478,6 +507,8 @@ class TagTrainer:
             )
         self.accelerator.load_state(str(last))
         self.state = state
+        self.flops.flops_per_token = state.get("flops_per_token")
+        self.flops.uncountable = state.get("flops_uncountable")
         logger.info("resumed from %s (epoch %d)", last, self.state["epoch"])
 
     # ---------------------------------------------------------------- train
@@ -639,6 +670,10 @@ class TagTrainer:
         acc.save_state(str(tmp_dir))
         acc.wait_for_everyone()
         if self.is_main:
+            # a resume takes the count over rather than counting its own first step, whose
+            # gradients the counter's dispatch changes in the last bits (decoders)
+            self.state["flops_per_token"] = self.flops.flops_per_token
+            self.state["flops_uncountable"] = self.flops.uncountable
             (tmp_dir / STATE_FILE).write_text(json.dumps(self.state, indent=1), encoding="utf-8")
             shutil.rmtree(path, ignore_errors=True)
             os.replace(tmp_dir, path)

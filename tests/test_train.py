@@ -183,6 +183,22 @@ def test_resume_continues_a_killed_run_exactly(
     assert resumed.metrics["nDCG@3"] == pytest.approx(whole.metrics["nDCG@3"], abs=1e-5)
 
 
+def test_a_resumed_decoder_run_is_the_uninterrupted_one_to_the_last_bit(
+    tiny_decoder: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """The resumed run takes the FLOP count over from its checkpoint: counting its own first
+    step would change that step's gradients in their last bits (a decoder's attention under
+    torch's FLOP counter)."""
+    extra = ("train.epochs=3", "train.refit=false")
+    whole = train(tiny_config(tiny_decoder, toy_data_dir, tmp_path / "whole", *extra), False)
+    cfg = tiny_config(tiny_decoder, toy_data_dir, tmp_path / "killed", *extra)
+    with pytest.raises(_Kill):
+        train(cfg, tracker=_KillAtEpoch(2), progress=False)
+    resumed = train(cfg, resume=True, progress=False)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    assert resumed.history[-1].get("train_flops_per_s") is not None  # still measured
+
+
 def test_resume_with_more_epochs_continues(
     tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -214,8 +230,19 @@ def test_resume_refuses_checkpoints_of_other_settings(
     lr_differs = r"--resume: the checkpoints in .*\(train\.lr: 0\.005 there, 0\.05 now\)"
     with pytest.raises(ValueError, match=lr_differs):
         train(other, resume=True, progress=False)
-    # more epochs are a resume of the same run
-    longer = tiny_config(tiny_backbone, toy_data_dir, out, "train.epochs=4")
+    # more epochs are a resume of the same run; so are the same files named otherwise (the
+    # products' digest compares them) and settings that do not change what is trained
+    import os
+
+    longer = tiny_config(
+        f"{tiny_backbone}/",  # type: ignore[arg-type]  # a trailing slash
+        toy_data_dir,
+        out,
+        "train.epochs=4",
+        f"data.train={os.path.relpath(toy_data_dir / 'train.jsonl')}",
+        "train.eval_batch_size=7",
+        "train.log_every=3",
+    )
     assert [r["epoch"] for r in train(longer, resume=True, progress=False).history] == [1, 2, 3, 4]
 
 
