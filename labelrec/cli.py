@@ -362,15 +362,24 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from labelrec.opener import open_describer
 
     describer = open_describer(args.describer)
-    describer = describer.with_decoding(
-        batch_products=args.batch_size,
-        num_beams=args.num_beams,
-        max_new_tokens=args.max_new_tokens,
-        min_new_tokens=args.min_new_tokens,
-        length_penalty=args.length_penalty,
-        repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-    )
+    settings = {
+        "batch_products": args.batch_size,
+        "num_beams": args.num_beams,
+        "max_new_tokens": args.max_new_tokens,
+        "min_new_tokens": args.min_new_tokens,
+        "length_penalty": args.length_penalty,
+        "repetition_penalty": args.repetition_penalty,
+        "no_repeat_ngram_size": args.no_repeat_ngram_size,
+    }
+    try:
+        describer = describer.with_decoding(**settings)
+    except ValueError as err:  # named as the options of this command name them
+        from labelrec.describe import named_as
+
+        def option(name: str) -> str:
+            return "--batch-size" if name == "batch_products" else f"--{name.replace('_', '-')}"
+
+        raise ValueError(named_as(err, option)) from None
     for item, text in zip(items, describer.describe(items), strict=True):
         print(json.dumps({"id": item.get("id"), "description": text}, ensure_ascii=False))
     return 0

@@ -95,6 +95,14 @@ DECODING = (
     "no_repeat_ngram_size",
     "batch_products",
 )
+
+
+def named_as(err: BaseException, name: Callable[[str], str]) -> str:
+    """``err``'s text with each ``describe.<decoding setting>`` it names written as a front end
+    names the setting (``--max-new-tokens``, ``decoding.max_new_tokens``)."""
+    return re.sub(rf"\bdescribe\.({'|'.join(DECODING)})\b", lambda m: name(m.group(1)), str(err))
+
+
 PROMPT_CUE = "\nDescription:"
 INDEX_META = "neighbours.json"
 INDEX_ARRAYS = "neighbours.npz"
@@ -550,7 +558,20 @@ class Describer:
             lowest = min(merged.get("min_new_tokens", 0), merged["max_new_tokens"])
             merged["min_new_tokens"] = lowest
         DescribeConfig(**merged)  # ConfigError naming describe.<setting>
+        if given.get("length_penalty") not in (None, 1.0) and merged.get("num_beams", 1) == 1:
+            raise ValueError(
+                "describe.length_penalty: acts in beam search only; give num_beams of 2 or more"
+                " with it (this describer writes greedily)"
+            )
         meta = {**self.meta, **merged}
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        room = None if limit is None else int(limit) - int(meta["max_prompt_tokens"])
+        if "max_new_tokens" in given and room is not None and merged["max_new_tokens"] > room:
+            raise ValueError(
+                f"describe.max_new_tokens: at most {room} for this describer (its prompts of up"
+                f" to {meta['max_prompt_tokens']} tokens and the text fit the backbone's {limit}"
+                " positions)"
+            )
         check_lengths(self.model, meta)
         other = copy.copy(self)
         other.meta = meta

@@ -90,6 +90,7 @@ from labelrec.batch import (
     upload_suffix,
 )
 from labelrec.data import MAX_TAG_CHARS, Product, clean_text
+from labelrec.describe import named_as
 from labelrec.errors import ModelError
 from labelrec.feedback import (
     DEFAULT_FEEDBACK_URI,
@@ -849,7 +850,7 @@ def with_request_decoding(describer: Any, decoding: DecodingIn | None) -> Any:
         return describer.with_decoding(**settings)
     # a ConfigError naming describe.<setting>, or a ModelError: a length past the backbone's
     except (ValueError, ModelError) as err:
-        raise ServiceError(400, f"decoding: {err}") from None
+        raise ServiceError(400, named_as(err, lambda name: f"decoding.{name}")) from None
 
 
 def describe_items(

@@ -406,15 +406,20 @@ class ModelHolder:
                     "backend": rec.backend,
                     "rules": public_uri(rec.rules.source) if rec.rules is not None else None,
                     "components": rec.info.get("components"),  # as trained; a load's below
-                    "generator": None
-                    if rec.generator is None
-                    else {
-                        "backbone": public_uri(rec.generator.meta.get("backbone")),
-                        "weight": rec.generator.weight,
-                        "new_weight": rec.generator.new_weight,
-                        "num_beams": rec.generator.num_beams,
-                        "in_use": rec.uses_generator,
-                    },
+                    "generator": (
+                        {
+                            "backbone": public_uri(rec.generator.meta.get("backbone")),
+                            "weight": rec.generator.weight,
+                            "new_weight": rec.generator.new_weight,
+                            "num_beams": rec.generator.num_beams,
+                            "in_use": rec.uses_generator,
+                        }
+                        if rec.generator is not None
+                        # the model has one, left out by the generate setting (not loaded)
+                        else {"in_use": False, "left_out": True}
+                        if "generator" in (rec.info.get("components") or {})
+                        else None
+                    ),
                     # the registry's version tags name the files it was trained and
                     # promoted on: their paths are cut too
                     **{

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -346,11 +347,14 @@ def test_decoding_settings_change_on_a_loaded_describer(describer_dir: Path) -> 
         describer.with_decoding(max_new_tokens=1, min_new_tokens=2)  # both given: checked
     with pytest.raises(ValueError, match="not a decoding setting: lr"):
         describer.with_decoding(lr=0.1)
+    with pytest.raises(ValueError, match="length_penalty: acts in beam search only"):
+        describer.with_decoding(num_beams=1, length_penalty=2.0)  # greedy: it would do nothing
+    assert other.with_decoding(length_penalty=2.0).meta["length_penalty"] == 2.0  # 2 beams
     assert describer.with_decoding(num_beams="2").meta["num_beams"] == 2  # as an override reads
     for bad in ({"num_beams": 2.5}, {"num_beams": True}, {"repetition_penalty": float("inf")}):
         with pytest.raises(ConfigError, match=f"describe.{next(iter(bad))}: expected"):
             describer.with_decoding(**bad)
-    with pytest.raises(ModelError, match="positions"):
+    with pytest.raises(ValueError, match=r"describe.max_new_tokens: at most \d+ for this"):
         describer.with_decoding(max_new_tokens=10**6)
     assert json.loads((describer_dir / "causal.json").read_text()) == saved  # on disk: untouched
 
@@ -492,7 +496,7 @@ def test_describe_verb_reads_json_lines(
     assert main(["describe", str(describer_dir), "--repetition-penalty", "0.5"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "describe.repetition_penalty: must be >= 1" in captured.err
+    assert "--repetition-penalty: must be >= 1" in captured.err
     for option in ("--batch-size", "--num-beams", "--max-new-tokens"):  # before the describer
         with pytest.raises(SystemExit) as exc:
             main(["describe", str(describer_dir), option, "0"])
@@ -516,6 +520,22 @@ def test_describe_verb_writes_in_batches_of_batch_size(
     assert main(["describe", str(describer_dir), "--batch-size", "2", "--num-beams", "2"]) == 0
     assert batches == [2, 2, 1]
     assert len(capsys.readouterr().out.strip().splitlines()) == 5
+
+
+def test_describe_verb_names_its_options_in_decoding_errors(
+    describer_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from labelrec.cli import main
+
+    for options, message in [
+        (["--max-new-tokens", "100000"], r"--max-new-tokens: at most \d+ for this describer"),
+        (["--length-penalty", "2", "--num-beams", "1"], "--length-penalty: acts in beam search"),
+        (["--min-new-tokens", "-1"], "--min-new-tokens: must be"),
+    ]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO('{"title": "kite"}\n'))
+        assert main(["describe", str(describer_dir), *options]) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "describe." not in err, err
 
 
 @pytest.mark.parametrize(
@@ -605,10 +625,10 @@ def test_service_describe_takes_decoding_settings_and_tag_strings(
     bad = asyncio.run(
         svc.describe(products=products, decoding=DecodingIn(max_new_tokens=2, min_new_tokens=5))
     )
-    assert bad.status_code == 400 and b"describe.min_new_tokens" in bad.body
+    assert bad.status_code == 400 and b"decoding.min_new_tokens" in bad.body
     # within the service's cap, past the backbone's positions: a 400 too, not a 500
     long = asyncio.run(svc.describe(products=products, decoding=DecodingIn(max_new_tokens=500)))
-    assert long.status_code == 400 and b"more than the backbone's" in long.body
+    assert long.status_code == 400 and b"decoding.max_new_tokens: at most" in long.body
     with pytest.raises(ValidationError, match="num_beams"):
         DecodingIn(num_beams=MAX_DESCRIBE_BEAMS + 1)
     with pytest.raises(ValidationError, match="batch_products"):
@@ -668,10 +688,10 @@ def test_describer_as_mlflow_model(describer_dir: Path, registry: Path) -> None:
     )
     assert list(short["description"]) == expected
     # a bad decoding param names itself in an MlflowException (a 400 over REST)
-    with pytest.raises(MlflowException, match="param describe.num_beams: must be >= 1") as err:
+    with pytest.raises(MlflowException, match="param num_beams: must be >= 1") as err:
         pyfunc.predict(frame, params={"num_beams": 0})
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"
-    with pytest.raises(MlflowException, match="param .* is more than the backbone's") as err:
+    with pytest.raises(MlflowException, match=r"param max_new_tokens: at most \d+") as err:
         pyfunc.predict(frame, params={"max_new_tokens": 5000})  # past the context
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"
     # a product's bad field names itself too, not "an unexpected error"

@@ -501,7 +501,7 @@ def test_service_and_mlflow_model_use_the_generator(generator_model, make_servic
     answer = asyncio.run(svc.suggest(product=ProductIn(title=TITLES[0]), limit=5, threshold=0.0))
     assert [t.tag for t in answer.tags] == expected
     off = make_service(out, LABELREC_GENERATE="0")
-    assert off.model()["generator"] is None
+    assert off.model()["generator"] == {"in_use": False, "left_out": True}  # there, not loaded
     with pytest.raises(ValueError, match="LABELREC_GENERATE"):
         make_service(out, LABELREC_GENERATE="maybe")
 

@@ -152,8 +152,7 @@ class LabelrecPyfunc(PythonModel):
         first (a describer: a ``description`` column)."""
         params = params or {}
         if self.describer is not None:
-            from labelrec.config import ConfigError
-            from labelrec.describe import DECODING
+            from labelrec.describe import DECODING, named_as
             from labelrec.errors import ModelError
 
             decoding = {k: None if _text(v) == "" else v for k, v in params.items()}
@@ -161,8 +160,8 @@ class LabelrecPyfunc(PythonModel):
                 describer = self.describer.with_decoding(
                     **{k: v for k, v in decoding.items() if k in DECODING}
                 )
-            except (ConfigError, ModelError) as err:  # a bad value; lengths past the context
-                raise _invalid(f"param {err}") from None
+            except (ValueError, ModelError) as err:  # a bad value; lengths past the context
+                raise _invalid(f"param {named_as(err, str)}") from None
             try:
                 texts = describer.describe(_describe_records(model_input))
             except ValueError as err:  # a product's field, named (a 400 over REST)
