@@ -361,6 +361,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
             items.append(item)
     from labelrec.opener import open_describer
 
+    if args.no_progress:
+        _no_library_progress()
     describer = open_describer(args.describer)
     settings = {
         "batch_products": args.batch_size,
@@ -758,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-repeat-ngram-size", type=int, default=None, help="no n-gram this long twice; 0: off"
     )
+    p.add_argument("--no-progress", action="store_true", help="no bar while the weights load")
     p.set_defaults(func=cmd_describe)
 
     p = verb("index", help="tag every product of a catalog file (Annif's `index`)")

@@ -483,8 +483,10 @@ def test_describe_verb_reads_json_lines(
     ]
     stdin = "\n".join(json.dumps(x) for x in lines) + "\n\n"
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    assert main(["describe", str(describer_dir), "--batch-size", "2"]) == 0
-    out = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert main(["describe", str(describer_dir), "--batch-size", "2", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "Loading weights" not in captured.err
+    out = [json.loads(x) for x in captured.out.strip().splitlines()]
     assert [o["id"] for o in out] == ["a", "7", None]  # a string, as the service echoes it
     assert all(isinstance(o["description"], str) and o["description"].strip() for o in out)
 

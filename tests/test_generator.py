@@ -578,6 +578,22 @@ def test_cli_suggest_with_and_without_the_generator(generator_model, monkeypatch
         assert [t["score"] for t in got] == pytest.approx([s.score for s in expected], abs=1e-5)
 
 
+def test_product_index_records_whether_the_generator_voted(generator_model, tmp_path: Path):
+    import json
+
+    from labelrec import cli
+
+    out, _ = generator_model
+    catalog = write_jsonl(
+        [{"id": f"p{i}", "title": t} for i, t in enumerate(TITLES)], tmp_path / "c.jsonl"
+    )
+    for flags, voted in (([], True), (["--no-generate"], False)):
+        index = tmp_path / f"index-{voted}"
+        args = ["product-index", str(out), "--data", str(catalog), "--output", str(index)]
+        assert cli.main([*args, "--no-embeddings", "--no-progress", *flags]) == 0
+        assert json.loads((index / "manifest.json").read_text())["generator"] is voted
+
+
 def test_refit_can_keep_the_tuning_runs_generator(tmp_path: Path, tiny_backbone, tiny_decoder):
     """``generate.refit=false``: the refit saves the generator the tuning run trained and tuned
     (same weights, its fusion weights), decoding over the refit's larger vocabulary."""

@@ -577,6 +577,8 @@ def build_index(
         "catalog": catalog_source,
         "top_k": top_k,
         "min_score": min_score,
+        # whether a tag generator voted in the scores (left out: `--no-generate`)
+        "generator": bool(getattr(tagger, "uses_generator", False)),
     }
     emb = np.concatenate(emb_parts).astype(np.float32) if emb_parts else None
     projection = None
