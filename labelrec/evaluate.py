@@ -95,8 +95,10 @@ def evaluate_scores_on(
 
     ``new_tags`` (tags outside the vocabulary the model proposed, per product) are ranked with
     the known ones, as the model suggests them: one that is a gold tag is a hit, any other takes
-    a rank slot; those at or above ``new_threshold`` are decisions. Without them the metrics
-    are the vocabulary's alone, and a gold tag outside it is a miss.
+    a rank slot; those at or above ``new_threshold`` are decisions. One number as
+    ``thresholds`` is one cut-off for every tag, new ones too (``--threshold``), and
+    ``new_threshold`` is then not used. Without new tags the metrics are the vocabulary's
+    alone, and a gold tag outside it is a miss.
     """
     if new_tags is None:
         new_tags = [{} for _ in products]
@@ -106,7 +108,8 @@ def evaluate_scores_on(
     n_train = vocab.n_products or int(counts.max(initial=1))
     inv_p = 1.0 / metrics.propensities(counts, n_train)
     # a tag outside the vocabulary is a decision where it was proposed (a score above 0)
-    outside = max(float(thresholds if np.isscalar(thresholds) else new_threshold), _PROPOSED)
+    one_cut = np.ndim(thresholds) == 0  # a number, or a 0-d array
+    outside = max(float(thresholds if one_cut else new_threshold), _PROPOSED)
     cut = np.full(y.shape[1], outside)
     cut[: len(vocab)] = thresholds
     result = metrics.evaluate_scores(y, full, cut, inv_propensity=inv_p, ks=ks, limit=limit)

@@ -71,10 +71,15 @@ _request_key_index = sa.Index(
 
 
 def _add_request_key(conn: sa.Connection) -> None:
-    """Version 1 to 2: the ``request_key`` column and its unique index."""
-    kind = _reviews.c.request_key.type.compile(dialect=conn.dialect)
-    conn.execute(sa.text(f"ALTER TABLE {_reviews.name} ADD COLUMN request_key {kind}"))
-    _request_key_index.create(conn)
+    """Version 1 to 2: the ``request_key`` column and its unique index, each added where it is
+    missing (SQLite commits each DDL statement at once: an upgrade cut short between the two
+    is finished by the next open)."""
+    inspector = sa.inspect(conn)
+    if "request_key" not in {c["name"] for c in inspector.get_columns(_reviews.name)}:
+        kind = _reviews.c.request_key.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {_reviews.name} ADD COLUMN request_key {kind}"))
+    if _request_key_index.name not in {i["name"] for i in inspector.get_indexes(_reviews.name)}:
+        _request_key_index.create(conn)
 
 
 # version -> function(connection) bringing it to version + 1
@@ -89,7 +94,8 @@ class ReviewConflict(FeedbackError):
     """A request key that is already a different review's."""
 
 
-# An Idempotency-Key: visible ASCII (a UUID, a hash, a client's own counter), at most 128.
+# An Idempotency-Key: visible ASCII, at most 128; unique to a review across every client (a
+# UUID), since one key names one review in the whole store.
 _REQUEST_KEY = re.compile(r"[!-~]{1,128}")
 
 
@@ -350,14 +356,15 @@ class FeedbackStore:
         return cls(uri, create=create)
 
     def _migrate(self) -> None:
-        """Create or upgrade labelrec's tables. Two processes (or threads) creating the same new
-        database at once: the one that loses the race finds the tables made, or (SQLite) its
+        """Create or upgrade labelrec's tables. Two processes (or threads) creating or
+        upgrading the same database at once: the one that loses the race finds the tables or
+        the column made (PostgreSQL: a DuplicateColumn once the winner commits), or (SQLite) its
         read turned write refused at once, and tries again."""
         for attempt in range(MIGRATE_ATTEMPTS):
             try:
                 self._migrate_once()
                 return
-            except (sa.exc.IntegrityError, sa.exc.OperationalError) as err:
+            except (sa.exc.IntegrityError, sa.exc.OperationalError, sa.exc.ProgrammingError) as err:
                 if attempt == MIGRATE_ATTEMPTS - 1 or not _created_meanwhile(err):
                     raise
                 time.sleep(0.05 * (attempt + 1))
@@ -379,12 +386,21 @@ class FeedbackStore:
                 )
             if version == SCHEMA_VERSION:  # nothing to write: a read-only database opens
                 return
-            while version < SCHEMA_VERSION:
-                _UPGRADES[version](conn)
-                version += 1
-            conn.execute(
-                _meta.update().where(_meta.c.key == "schema_version").values(value=str(version))
-            )
+            try:
+                while version < SCHEMA_VERSION:
+                    _UPGRADES[version](conn)
+                    version += 1
+                conn.execute(
+                    _meta.update().where(_meta.c.key == "schema_version").values(value=str(version))
+                )
+            except sa.exc.OperationalError as err:
+                if "readonly" not in str(err).lower().replace("-", ""):
+                    raise
+                raise FeedbackError(
+                    f"feedback database {self.uri}: its schema version {row[0]} is upgraded to"
+                    f" {SCHEMA_VERSION} when it is opened, which writes; open it once with write"
+                    " access (labelrec feedback stats, or the service)"
+                ) from None
 
     @property
     def schema_version(self) -> int:
@@ -453,7 +469,15 @@ class FeedbackStore:
         stored = _review_of(row)
 
         def content(r: Review) -> tuple[Any, ...]:
-            return (r.product_key, r.title, r.accepted, r.rejected, r.added, r.reviewer)
+            return (
+                r.product_key,
+                r.title,
+                r.description,
+                r.accepted,
+                r.rejected,
+                r.added,
+                r.reviewer,
+            )
 
         if content(stored) != content(review):
             raise ReviewConflict(

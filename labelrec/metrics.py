@@ -123,7 +123,7 @@ def _hits(y: np.ndarray, top: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Boolean ``(n_products, k)`` matrix: is the tag at each rank a gold tag. A tag scored
     ``-inf`` is not ranked at all (a gold tag the model neither knows nor proposes): when ``k``
     reaches past every ranked tag it fills a slot, never as a hit."""
-    return np.take_along_axis(y, top, axis=1) & np.isfinite(np.take_along_axis(scores, top, 1))
+    return np.take_along_axis(y, top, axis=1) & (np.take_along_axis(scores, top, 1) > -np.inf)
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -157,7 +157,7 @@ def _psp_from_top(
 ) -> float:
     weights = y * inv_propensity[None, :]
     top = top[:, :k]
-    ranked = np.isfinite(np.take_along_axis(scores, top, axis=1))  # as _hits
+    ranked = np.take_along_axis(scores, top, axis=1) > -np.inf  # as _hits
     num = (np.take_along_axis(weights, top, axis=1) * ranked).sum()
     kk = top.shape[1]
     best = -np.partition(-weights, kk - 1, axis=1)[:, :kk] if kk < weights.shape[1] else weights
@@ -266,8 +266,9 @@ def psp_at_k(y_true: Any, scores: ArrayLike, k: int, inv_propensity: ArrayLike) 
 def apply_thresholds(
     scores: ArrayLike, thresholds: float | ArrayLike, limit: int | None = None
 ) -> np.ndarray:
-    """Binary predictions ``scores >= thresholds``, at most ``limit`` a row (the best ranked,
-    as `top_k` ranks them; None: no limit).
+    """Binary predictions ``scores >= thresholds``, at most ``limit`` a row: the best ranked of
+    the tags that pass their thresholds, as `top_k` ranks them and as ``suggest --limit`` returns
+    them (None: no limit).
 
     ``thresholds`` is a scalar or a 1-D array with one threshold per tag (column).
     """
@@ -282,7 +283,7 @@ def apply_thresholds(
     out = s >= t
     if limit is not None and _check_k(limit) < s.shape[1]:
         ranked = np.zeros_like(out)
-        np.put_along_axis(ranked, top_k(s, limit), True, axis=1)
+        np.put_along_axis(ranked, top_k(np.where(out, s, -np.inf), limit), True, axis=1)
         out &= ranked
     return out
 
@@ -316,7 +317,9 @@ def tune_global_threshold(y_true: Any, scores: ArrayLike, grid: ArrayLike | None
 
     Default grid: ``np.linspace(0.02, 0.98, 49)``. Uses one sort of all scores plus
     binary searches, so it is cheap even for large matrices. Ties: the lowest
-    maximising threshold wins.
+    maximising threshold wins, in whatever order the grid is given. Where no threshold
+    decides a single gold tag (F1 0 everywhere) the highest one wins: the fewest wrong
+    decisions.
     """
     y, s = _inputs(y_true, scores)
     g = np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64).ravel()
@@ -327,7 +330,9 @@ def tune_global_threshold(y_true: Any, scores: ArrayLike, grid: ArrayLike | None
     n_pred = all_sorted.size - np.searchsorted(all_sorted, g, side="left")  # count >= t
     tp = pos_sorted.size - np.searchsorted(pos_sorted, g, side="left")
     f1 = _safe_div(2 * tp, pos_sorted.size + n_pred)
-    return float(g[int(np.argmax(f1))])
+    if f1.max() <= 0:
+        return float(g.max())
+    return float(g[f1 == f1.max()].min())
 
 
 def tune_tag_thresholds(
@@ -566,12 +571,16 @@ def objective(y: Any, scores: np.ndarray) -> float:
         raise ValueError("scores contain NaN")
     top = top_k(s, 3)
     if dense is None:
-        rows, cols = sp.csr_array(y).nonzero()  # explicit zeros are not gold
+        csr = sp.csr_array(y)
+        if not csr.has_canonical_format:  # a tag entered twice in a row is one gold tag
+            csr = csr.copy()
+            csr.sum_duplicates()
+        rows, cols = csr.nonzero()  # explicit zeros are not gold
         n, m = s.shape
         gold = rows.astype(np.int64) * m + cols
         keys = np.arange(n, dtype=np.int64)[:, None] * m + top  # distinct, as gold's are
         hits = np.isin(keys, gold, assume_unique=True)
-        hits &= np.isfinite(np.take_along_axis(s, top, axis=1))  # as _hits
+        hits &= np.take_along_axis(s, top, axis=1) > -np.inf  # as _hits
         n_gold = np.bincount(rows, minlength=n)
     else:
         hits, n_gold = _hits(dense, top, s), dense.sum(axis=1)

@@ -870,19 +870,19 @@ def describe_items(
 
 # --------------------------------------------------------------------------- the service
 
-# GET routes answer HEAD too (uptime checks, link checkers): the headers, no body
-READ_METHODS = ["GET", "HEAD"]
+PAGES = ("/ui", "/docs")  # what a browser opens: links to pages carry their own query fields
 
 
 async def _known_query_fields(request: Request) -> None:
-    """A query field the route does not take is a 400 (``/queue?positon=3`` would otherwise
-    answer for position 0), as an unknown body field is. Pages (``/ui``) take any, as links
-    to pages carry their own (``?utm_source=...``)."""
+    """A query field that a route of ``http_app`` does not take is a 400 (``/queue?positon=3``
+    would otherwise answer for position 0), as an unknown body field is. Pages take any
+    (``?utm_source=...``), and every route takes ``_``, the cache buster of browser clients.
+    The BentoML APIs (``/suggest``...) take their settings in the body alone."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
-    if dependant is None or getattr(route, "response_class", None) is HTMLResponse:
+    if dependant is None or getattr(route, "path", None) in PAGES:
         return
-    known = {param.alias for param in dependant.query_params}
+    known = {param.alias for param in dependant.query_params} | {"_"}
     unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
     if unknown:
         raise RequestValidationError(
@@ -900,6 +900,18 @@ http_app = FastAPI(
     redoc_url=None,
     openapi_url=None,
 )
+
+
+def read_route(path: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """``http_app.get(path, ...)`` that answers HEAD too (uptime checks, link checkers: the
+    headers, no body); the HEAD route stays out of the API spec, where it would repeat the GET
+    route's operation id."""
+
+    def register(endpoint: Any) -> Any:
+        http_app.head(path, include_in_schema=False, **kwargs)(endpoint)
+        return http_app.get(path, **kwargs)(endpoint)
+
+    return register
 
 
 @http_app.exception_handler(RequestValidationError)
@@ -1394,7 +1406,7 @@ class LabelRec:
             )
         )
 
-    @http_app.api_route("/ui", methods=READ_METHODS, response_class=HTMLResponse, tags=["labelrec"])
+    @read_route("/ui", response_class=HTMLResponse, tags=["labelrec"])
     def ui(self) -> HTMLResponse:
         """The tag review page: suggested tags, similar products, search."""
         # not inside another site's frame, where its buttons could be clicked unseen
@@ -1403,7 +1415,7 @@ class LabelRec:
 
     # -- plain HTTP routes (FastAPI): GET endpoints, uploads, admin
 
-    @http_app.api_route("/tags", methods=READ_METHODS, response_model=TagsOut, tags=["labelrec"])
+    @read_route("/tags", response_model=TagsOut, tags=["labelrec"])
     @answers_errors
     def tags(self) -> TagsOut | JSONResponse:
         """The tag vocabulary of the model being served, with training counts."""
@@ -1416,7 +1428,7 @@ class LabelRec:
             counts=[int(c) for c in vocab.counts],
         )
 
-    @http_app.api_route("/queue", methods=READ_METHODS, tags=["labelrec"], response_model=None)
+    @read_route("/queue", tags=["labelrec"], response_model=None)
     @answers_errors
     def queue(self, position: int = 0) -> dict[str, Any] | JSONResponse:
         """The catalog product at `position` of the product index, for review in order:
@@ -1438,7 +1450,7 @@ class LabelRec:
             "model_version": snap.version,
         }
 
-    @http_app.api_route("/model", methods=READ_METHODS, tags=["labelrec"])
+    @read_route("/model", tags=["labelrec"])
     def model(self) -> dict[str, Any]:
         """Model name, version, aliases, run, metrics, reload status, and this worker's shared
         passes so far (``passes`` run, ``products`` scored in them, how many run

@@ -52,7 +52,6 @@ from labelrec.model import (
     warmup_steps,
 )
 from labelrec.modeldir import (
-    CAUSAL_INFO,
     CHECKPOINTS_DIR,
     HISTORY_FILE,
     LABELREC_FILE,
@@ -1120,7 +1119,9 @@ def check_output(cfg: Config) -> None:
             f"output={cfg.output}: the current folder, and a describer's save replaces its"
             " whole folder; give a folder inside it"
         )
-    is_describer = (out / CAUSAL_INFO).is_file()
+    from labelrec.describe import is_describer_dir
+
+    is_describer = is_describer_dir(out)  # a tag generator's folder holds a causal.json too
     if describe and (out / LABELREC_FILE).is_file():
         raise ValueError(
             f"output={cfg.output}: holds a tagging model; train the describer into another folder"
@@ -1174,7 +1175,7 @@ def train_and_refit(
         for stale in (tuned_file, tuning_dir / RUN_FILE):
             stale.unlink(missing_ok=True)
         shutil.rmtree(Path(cfg.output) / CHECKPOINTS_DIR, ignore_errors=True)
-    done = None
+    done = earlier = None
     if resume and tuned_file.is_file():
         check_same_run(
             tuning_dir / RUN_FILE,
@@ -1185,17 +1186,13 @@ def train_and_refit(
         done = TunedSettings.load(tuned_file)
         if done.planned_epochs not in (None, cfg.train.epochs):
             # the tuning run continues to the new count (its checkpoints hold where it
-            # stopped), then the refit trains again from the backbone with what it chooses
+            # stopped); the refit trains again where that changes what it chose
             logger.info(
-                "--resume: train.epochs=%d, the tuning run had %d: tuning goes on, then a new"
-                " refit",
+                "--resume: train.epochs=%d, the tuning run had %d: tuning goes on",
                 cfg.train.epochs,
                 done.planned_epochs,
             )
-            done = None
-            if process_state().is_main_process:
-                shutil.rmtree(Path(cfg.output) / CHECKPOINTS_DIR, ignore_errors=True)
-            process_state().wait_for_everyone()
+            done, earlier = None, done
     if done is not None:
         tuned = done
         logger.info("--resume: tuning run done (%s), refitting", tuned_file)
@@ -1208,6 +1205,13 @@ def train_and_refit(
         assert tuning.tuned is not None
         tuned = tuning.tuned
         tuned.planned_epochs = cfg.train.epochs
+        if earlier is not None and _choices(tuned) != _choices(earlier):
+            # the refit's checkpoints were trained with other choices: it starts again (they
+            # go before the new choices are saved, so a resume never pairs the two)
+            logger.info("--resume: the tuning run chose anew: the refit trains again")
+            if process_state().is_main_process:
+                shutil.rmtree(Path(cfg.output) / CHECKPOINTS_DIR, ignore_errors=True)
+            process_state().wait_for_everyone()
         if process_state().is_main_process:
             tuned.save(tuned_file)
             write_run_settings(
@@ -1241,6 +1245,14 @@ def train_and_refit(
             tuning.tag_thresholds,
         )
     return result
+
+
+def _choices(tuned: TunedSettings) -> dict[str, Any]:
+    """What a refit trains with from its tuning run (not how that run was planned or scored)."""
+    out = dataclasses.asdict(tuned)
+    for key in ("planned_epochs", "valid_metrics"):
+        out.pop(key)
+    return out
 
 
 def tuning_folds(

@@ -215,6 +215,43 @@ def test_eval_limit_caps_the_decisions_not_the_ranking(
     assert one["micro_recall"] < every["micro_recall"]
 
 
+def test_eval_limit_decides_what_suggest_limit_returns(
+    trained_model_dir: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """With per-tag thresholds, F1 at --limit is that of suggest's answers: the best of the
+    tags that pass their thresholds, not the best tags, then thresholded."""
+    from labelrec.data import read_catalog
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model, ignore=shutil.ignore_patterns("checkpoints"))
+    tags = json.loads((model / "tags.json").read_text(encoding="utf-8"))["tags"]
+    cut = [2.0 if tag == "Toys" else 0.0 for tag in tags]  # the top tag of most products: never
+    (model / "thresholds.json").write_text(json.dumps({"global": 0.0, "per_tag": cut}))
+    valid = toy_data_dir / "valid.jsonl"
+    metrics_file = tmp_path / "m.json"
+    args = ["eval", str(model), "--data", str(valid), "--limit", "1"]
+    assert main([*args, "--metrics-file", str(metrics_file), "--no-progress"]) == 0
+    measured = json.loads(metrics_file.read_text(encoding="utf-8"))
+    products = read_catalog(valid).products
+    stdin = "".join(
+        json.dumps({"title": p.title, "description": p.description}) + "\n" for p in products
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    capsys.readouterr()
+    assert main(["suggest", str(model), "--limit", "1", "--format", "jsonl"]) == 0
+    answers = [json.loads(line)["tags"] for line in capsys.readouterr().out.splitlines()]
+    assert all(len(tags) == 1 and tags[0]["tag"] != "Toys" for tags in answers)
+    hits = sum(t["tag"] in p.tags for p, tags in zip(products, answers, strict=True) for t in tags)
+    decided = sum(len(tags) for tags in answers)
+    assert decided > 0
+    assert measured["micro_precision"] == pytest.approx(hits / decided)
+    assert measured["micro_recall"] == pytest.approx(hits / sum(len(p.tags) for p in products))
+
+
 def test_suggest_via_main(
     trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -305,6 +305,17 @@ def test_a_version_1_store_is_upgraded_and_keeps_its_reviews(tmp_path: Path) -> 
     with sqlite3.connect(db) as conn:
         with pytest.raises(sqlite3.IntegrityError):  # the index the upgrade made is unique
             conn.execute("UPDATE labelrec_feedback SET request_key = 'k' WHERE id = 1")
+    store.engine.dispose()
+    # an upgrade cut short after its column (SQLite commits each DDL statement at once)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP INDEX ix_labelrec_feedback_request_key")
+        conn.execute("UPDATE labelrec_meta SET value = '1' WHERE key = 'schema_version'")
+    ro = f"sqlite:///file:{db}?mode=ro&uri=true"
+    with pytest.raises(FeedbackError, match="upgraded to 2 when it is opened, .* write access"):
+        FeedbackStore(ro, create=False)
+    again = FeedbackStore(f"sqlite:///{db}")  # finished: the index added, the version moved
+    assert again.schema_version == 2 and len(again) == 2
+    assert FeedbackStore(ro, create=False).schema_version == 2  # read-only, once upgraded
 
 
 def test_schema_versions_newer_stores_and_bad_urls_are_refused(tmp_path: Path) -> None:
@@ -718,6 +729,25 @@ def test_postgresql_upgrade_and_one_review_per_request_key(postgres_url: str) ->
         ):
             conn.execute(sa.text(statement))
     old.dispose()
+    # several workers open it at once after the upgrade of labelrec: one upgrades, the others
+    # wait for its ALTER TABLE, find the column made and open the upgraded store
+    import threading
+
+    start, errors = threading.Barrier(4), []
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            FeedbackStore(url).engine.dispose()
+        except Exception as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
     store = FeedbackStore(url)
     assert store.schema_version == SCHEMA_VERSION
     assert [r.tags for r in store.reviews()] == [["Toys"]]

@@ -222,6 +222,10 @@ def test_apply_thresholds_keeps_at_most_limit_best_ranked():
     assert out["P@1"] == metrics.evaluate_scores(Y, S, 0.75)["P@1"]
     with pytest.raises(ValueError):
         metrics.apply_thresholds(S, 0.5, limit=0)
+    # per-tag thresholds: the best ranked of the tags that pass theirs, as suggest returns them
+    # (tag 0 ranks first but misses its 0.95; tag 1 passes and is the decision)
+    passing = metrics.apply_thresholds([[0.9, 0.8, 0.1]], [0.95, 0.5, 0.5], limit=1)
+    np.testing.assert_array_equal(passing, [[False, True, False]])
 
 
 def test_f1_scores_hand_computed():
@@ -253,6 +257,22 @@ def _separable(seed: int = 0):
     return y, np.where(y, pos, neg)
 
 
+def test_a_score_of_plus_infinity_ranks_first_and_counts():
+    y, s = np.array([[1, 0, 0]]), np.array([[np.inf, 0.5, 0.1]])
+    assert metrics.precision_at_k(y, s, 1) == metrics.ndcg_at_k(y, s, 1) == 1.0
+    assert metrics.psp_at_k(y, s, 1, np.ones(3)) == 1.0
+    assert metrics.objective(y, s) == metrics.objective(sp.csr_matrix(y), s) == 1.0
+
+
+def test_objective_counts_a_gold_tag_entered_twice_once():
+    twice = sp.csr_matrix(
+        (np.array([1.0, 1.0]), np.array([0, 0]), np.array([0, 2, 2])), shape=(2, 3)
+    )  # row 0 holds tag 0 twice (not summed); row 1 no tag
+    s = np.array([[0.1, 0.9, 0.5], [0.9, 0.2, 0.1]])
+    assert metrics.objective(twice, s) == pytest.approx(metrics.objective(twice.toarray() > 0, s))
+    assert not twice.has_canonical_format  # the caller's matrix is left as it was
+
+
 def test_tune_global_threshold_separable():
     y, s = _separable()
     t = metrics.tune_global_threshold(y, s)
@@ -266,6 +286,13 @@ def test_tune_global_threshold_explicit_grid():
     s = np.array([[0.6, 0.4], [0.7, 0.9]])
     # t=0.3: tp 2, pred 4 -> F1 4/6; t=0.5: tp 2, pred 3 -> 4/5; t=0.8: tp 1, pred 1 -> 2/3
     assert metrics.tune_global_threshold(y, s, grid=[0.3, 0.5, 0.8]) == 0.5
+    # ties: the lowest maximising threshold, whatever the grid's order
+    tied = np.array([[0.9, 0.1], [0.2, 0.8]])
+    assert metrics.tune_global_threshold(y, tied, grid=[0.7, 0.5, 0.3]) == 0.3
+    # no threshold decides a gold tag: the strictest, not the most permissive
+    none = np.array([[0.0, 0.3], [0.6, 0.0]])
+    assert metrics.tune_global_threshold(y, none, grid=[0.2, 0.5, 0.8]) == 0.8
+    assert metrics.tune_global_threshold(np.zeros((2, 2)), s) == metrics.DEFAULT_GRID.max()
 
 
 def test_tune_tag_thresholds_per_tag_and_fallback():

@@ -530,6 +530,14 @@ def test_get_routes_answer_head_with_the_headers_alone(client: TestClient) -> No
         assert head.status_code == get.status_code == 200, (path, head.status_code)
         assert head.content == b"" and head.headers["content-length"] == str(len(get.content))
     assert client.head("/suggest").status_code == 405  # an API of its own: POST only
+    # the API spec lists GET alone: a HEAD operation would repeat its operation id
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FastAPI warns of a duplicate operation id
+        spec = client.get("/docs.json").json()
+    for path in ("/ui", "/tags", "/model", "/queue"):
+        assert list(spec["paths"][path]) == ["get"], spec["paths"][path]
 
 
 def test_an_unknown_query_field_is_a_400_naming_it(client: TestClient) -> None:
@@ -543,6 +551,8 @@ def test_an_unknown_query_field_is_a_400_naming_it(client: TestClient) -> None:
         assert answer.json()["detail"][0]["loc"] == ["query", field]
     assert client.get("/queue?position=1").json()["position"] == 1
     assert client.get("/ui?utm_source=mail").status_code == 200  # a page takes a link's own
+    assert client.get("/docs?utm_source=mail", follow_redirects=False).status_code in (302, 307)
+    assert client.get("/model?_=1733412345").status_code == 200  # a browser's cache buster
 
 
 def test_a_body_not_sent_as_json_is_refused(client: TestClient) -> None:

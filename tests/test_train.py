@@ -322,6 +322,12 @@ def test_a_refit_resumed_with_more_epochs_tunes_on_and_refits_again(
     again = train(more, resume=True, progress=False)
     assert json.loads((out / TUNING_DIR / TUNED_FILE).read_text(encoding="utf-8")) == tuned
     assert again.best_epoch == tuned["epochs"]
+    # fewer epochs than the tuning run holds: refused, and the refit's checkpoints stay
+    refit_checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    fewer = tiny_config(tiny_backbone, toy_data_dir, out, *common, "train.epochs=2")
+    with pytest.raises(ValueError, match="hold 3 epochs, more than train.epochs=2"):
+        train(fewer, resume=True, progress=False)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == refit_checkpoints
 
 
 def test_an_output_whose_contents_the_run_would_destroy_is_refused(
@@ -356,6 +362,11 @@ def test_an_output_whose_contents_the_run_would_destroy_is_refused(
     written.mkdir()
     (written / "causal.json").write_text('{"kind": "describer"}', encoding="utf-8")
     check_output(cfg(written, *describer))  # a describer's own folder: trained again
+    generator = tmp_path / "model" / "generator"  # a tagger's tag generator: not a describer
+    generator.mkdir(parents=True)
+    (generator / "causal.json").write_text('{"kind": "generator"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="holds files that are not a describer's"):
+        check_output(cfg(generator, *describer))
     check_output(cfg(tmp_path / "new", *describer))
     with pytest.raises(ValueError, match="holds a describer; train the tagger into another"):
         check_output(cfg(written))
