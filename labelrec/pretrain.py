@@ -109,13 +109,13 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
     source = resolve_backbone(cfg.model.backbone)
     trust = cfg.model.trust_remote_code
     try:
+        tokenizer = load_tokenizer(source, trust)
         hf_config = AutoConfig.from_pretrained(source, trust_remote_code=trust)
         if is_decoder(hf_config):
             raise ValueError(
                 f"model.backbone={cfg.model.backbone}: a decoder ({type(hf_config).__name__});"
                 " masked-LM pretraining is for encoders (BERT, MiniLM)"
             )
-        tokenizer = load_tokenizer(source, trust)
         if tokenizer.mask_token is None:
             raise ValueError(f"{cfg.model.backbone}: tokenizer has no mask token; MLM needs one")
         model = AutoModelForMaskedLM.from_pretrained(

@@ -122,7 +122,7 @@ def test_bad_decoding_settings_are_a_400_even_without_products(describing) -> No
 
     bad = DecodingIn(max_new_tokens=2, min_new_tokens=5)
     answer = asyncio.run(describing.describe(products=[], decoding=bad))
-    assert answer.status_code == 400 and b"describe.min_new_tokens" in answer.body
+    assert answer.status_code == 400 and b"decoding.min_new_tokens" in answer.body
     assert asyncio.run(describing.describe(products=[])) == []
 
 

@@ -234,7 +234,7 @@ def test_describe_over_http_with_decoding_settings(
     assert [o["description"] for o in short.json()] == expected
     for bad, field in (
         ({"num_beams": 50}, "num_beams"),
-        ({"max_new_tokens": 2, "min_new_tokens": 5}, "describe.min_new_tokens"),
+        ({"max_new_tokens": 2, "min_new_tokens": 5}, "decoding.min_new_tokens"),
         ({"batch_products": 4}, "batch_products"),
     ):
         answer = http.post("/describe", json={"products": products, "decoding": bad})
