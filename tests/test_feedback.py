@@ -28,6 +28,28 @@ def store_at(tmp_path: Path) -> FeedbackStore:
     return FeedbackStore(f"sqlite:///{tmp_path / 'fb' / 'feedback.db'}")
 
 
+def open_at_once(uri: str, n: int = 4) -> list[Exception]:
+    """Open the store at ``uri`` from ``n`` threads at once (each its own engine, as workers
+    have); the errors they met."""
+    import threading
+
+    start, errors = threading.Barrier(n), []
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            FeedbackStore(uri).engine.dispose()
+        except Exception as err:  # noqa: BLE001 (reported by the caller)
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_store) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_reviews_round_trip_and_export_as_a_catalog(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     assert store.schema_version == SCHEMA_VERSION and len(store) == 0
@@ -429,7 +451,6 @@ def test_the_first_reviews_at_once_are_all_stored(
     """No LABELREC_FEEDBACK_URI: feedback.db is made here by the first reviews, arriving
     together; and two stores opening one new database at once (two workers) both work."""
     import asyncio
-    import threading
 
     from labelrec.service import ProductIn
 
@@ -449,22 +470,8 @@ def test_the_first_reviews_at_once_are_all_stored(
     assert sorted(o.id for o in outs) == list(range(1, 9))
     assert len(list(FeedbackStore("sqlite:///feedback.db").reviews())) == 8
 
-    uri, errors = f"sqlite:///{tmp_path / 'two.db'}", []
-    start = threading.Barrier(4)
-
-    def open_store() -> None:
-        start.wait()
-        try:
-            FeedbackStore(uri)
-        except Exception as err:  # noqa: BLE001 (reported below)
-            errors.append(err)
-
-    threads = [threading.Thread(target=open_store) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == [] and FeedbackStore(uri).schema_version >= 1
+    uri = f"sqlite:///{tmp_path / 'two.db'}"
+    assert open_at_once(uri) == [] and FeedbackStore(uri).schema_version >= 1
 
 
 # ------------------------------------------------------------------ training from feedback
@@ -731,23 +738,7 @@ def test_postgresql_upgrade_and_one_review_per_request_key(postgres_url: str) ->
     old.dispose()
     # several workers open it at once after the upgrade of labelrec: one upgrades, the others
     # wait for its ALTER TABLE, find the column made and open the upgraded store
-    import threading
-
-    start, errors = threading.Barrier(4), []
-
-    def open_store() -> None:
-        start.wait()
-        try:
-            FeedbackStore(url).engine.dispose()
-        except Exception as err:  # noqa: BLE001 (reported below)
-            errors.append(err)
-
-    threads = [threading.Thread(target=open_store) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert open_at_once(url) == []
     store = FeedbackStore(url)
     assert store.schema_version == SCHEMA_VERSION
     assert [r.tags for r in store.reviews()] == [["Toys"]]
