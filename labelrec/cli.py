@@ -24,6 +24,10 @@ def _load_recommender(args: argparse.Namespace) -> Any:
     is set to its local directory."""
     from labelrec.opener import open_tagger, resolve
 
+    if getattr(args, "rules", None):  # a bad rules file is said before the model loads
+        from labelrec.rules import Rules
+
+        Rules.load(args.rules)
     resolved = resolve(args.model)
     args.model_dir = str(resolved.path)
     return open_tagger(

@@ -467,21 +467,34 @@ class TagRecommender:
                 sources.setdefault(target, []).append(old)
         parents = lex.parents if lex is not None else None
 
+        def source(i: int, sug: Suggestion) -> tuple[str, int | None]:
+            """The variant whose score the suggestion shows (itself, or a tag a rule renamed
+            onto it: the best of those that passed their thresholds, which need not be the best
+            scored) and its vocabulary column (None: a new tag)."""
+            candidates = [sug.tag, *sources.get(sug.tag, [])]
+            for t in candidates:
+                j = self.vocab.index.get(t)
+                if j is not None and abs(float(final[i, j]) - sug.score) <= 1e-6:
+                    return t, j
+            for t in candidates:
+                if t in final_new[i] and abs(float(final_new[i][t]) - sug.score) <= 1e-6:
+                    return t, None
+            known = [t for t in candidates if t in self.vocab.index]
+            if known:  # not reached: a suggestion's score is one of its variants'
+                tag = max(known, key=lambda t: final[i, self.vocab.index[t]])
+                return tag, self.vocab.index[tag]
+            return max((t for t in candidates if t in final_new[i]), key=final_new[i].get), None
+
         def from_vocab(i: int, sug: Suggestion) -> bool:
             """Whether the suggestion's score is a vocabulary tag's (a rename's target may be
             outside the vocabulary, and ``known`` then says so, while its score is known)."""
-            scores = [
-                final[i, self.vocab.index[t]]
-                for t in [sug.tag, *sources.get(sug.tag, [])]
-                if t in self.vocab.index
-            ]
-            return bool(scores) and float(max(scores)) >= sug.score - 1e-6
+            return source(i, sug)[1] is not None
 
         def column(i: int, sug: Suggestion) -> tuple[str, int]:
-            """The vocabulary tag behind a known suggestion (a rename's best variant)."""
-            known = [t for t in [sug.tag, *sources.get(sug.tag, [])] if t in self.vocab.index]
-            tag = max(known, key=lambda t: final[i, self.vocab.index[t]])
-            return tag, self.vocab.index[tag]
+            """The vocabulary tag behind a known suggestion."""
+            tag, j = source(i, sug)
+            assert j is not None
+            return tag, j
 
         nearest: list[dict[int, list[dict[str, Any]]]] = [{} for _ in ranked]
         if lex is not None and lex.tfidf is not None:
@@ -494,7 +507,6 @@ class TagRecommender:
         for i, suggestions in enumerate(ranked):
             row = []
             for sug in suggestions:
-                candidates = [sug.tag, *sources.get(sug.tag, [])]
                 evidence: dict[str, Any] = {}
                 if from_vocab(i, sug):
                     tag, j = column(i, sug)
@@ -517,10 +529,7 @@ class TagRecommender:
                     if nearest[i].get(j):
                         evidence["nearest"] = nearest[i][j]
                 else:
-                    tag = max(
-                        (t for t in candidates if t in final_new[i]),
-                        key=lambda t: final_new[i][t],
-                    )
+                    tag = source(i, sug)[0]
                     span = span_new[i].get(tag, 0.0) * (1.0 - g)
                     evidence["title_span"] = round(float(span), 6)
                     evidence["generator"] = round(float(g_new * gen_new[i].get(tag, 0.0)), 6)

@@ -34,6 +34,24 @@ from labelrec.data import fold_width
 _KEYS = ("deny", "rename", "allow", "max_per_facet")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (a second ``deny:`` would
+    silently replace the first)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                continue  # the safe loader's own check says what is wrong with such a key
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 class RulesError(ValueError):
     """A rules file that does not parse or holds a bad value (names the file, line and key).
 
@@ -156,8 +174,18 @@ class Rules:
         # typed with 品牌： applies to 品牌:
         self.deny = [fold_width(p) for p in self.deny]
         self.allow = [fold_width(p) for p in self.allow]
-        self.rename = {fold_width(k): fold_width(v) for k, v in self.rename.items()}
-        self.max_per_facet = {fold_width(k): v for k, v in self.max_per_facet.items()}
+        for key in ("rename", "max_per_facet"):
+            folded: dict[str, Any] = {}
+            for k, v in getattr(self, key).items():
+                if fold_width(k) in folded:  # 品牌：华为 and 品牌:华为 are one tag
+                    raise RulesError(
+                        f"{where}{key}: {k!r} is {fold_width(k)!r} once full-width forms are"
+                        " read as ASCII, which the file names twice",
+                        key,
+                        k,
+                    )
+                folded[fold_width(k)] = fold_width(v) if key == "rename" else v
+            setattr(self, key, folded)
         self._steps = set(self.rename) & set(self.rename.values())  # inside a chain
         self.rename = _resolved(self.rename, where)
         self._deny = _patterns(self.deny)
@@ -177,7 +205,7 @@ class Rules:
                 f"rules file {path}, line {line}: not valid UTF-8 ({err.reason}); save it as UTF-8"
             ) from None
         try:
-            tree = yaml.safe_load(text) or {}
+            tree = yaml.load(text, Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             line = f", line {mark.line + 1}" if mark is not None else ""
@@ -275,7 +303,9 @@ class Rules:
         """``apply`` on ``ranked`` that is already best first, up to ``limit`` tags (None: all):
         ``ranked`` is read only as far as the answer needs, so a lazy one spares building the
         candidates past it. The first of a tag's variants holds its best score."""
-        inc, exc = _patterns(include or ()), _patterns(exclude or ())
+        # a request's patterns are read as the file's are: full-width forms as ASCII
+        inc = _patterns(fold_width(p) for p in include or ())
+        exc = _patterns(fold_width(p) for p in exclude or ())
         seen: set[str] = set()
         out: list[Any] = []
         per_facet: dict[str, int] = {}

@@ -107,6 +107,32 @@ def test_a_renamed_tag_names_its_rule(trained_model_dir: Path, tmp_path: Path) -
     assert merged[0]["evidence"]["rule"] == f"rename {top} -> merged"
 
 
+def test_a_rename_is_explained_by_the_variant_whose_score_it_shows(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """The best scored variant may miss its threshold: the suggestion then shows the score of
+    one that passed, and its evidence is that one's."""
+    model = shutil.copytree(
+        trained_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns("checkpoints")
+    )
+    title = "LEGO city police station"
+    first, second = TagRecommender.load(model).suggest([title], limit=2, threshold=0)[0]
+    assert first.known and second.known and first.score > second.score
+    tags = json.loads((model / "tags.json").read_text(encoding="utf-8"))["tags"]
+    cut = [2.0 if tag == first.tag else 0.0 for tag in tags]  # the best never passes
+    (model / "thresholds.json").write_text(json.dumps({"global": 0.0, "per_tag": cut}))
+    (model / "rules.yaml").write_text(
+        f"rename: {{{second.tag!r}: {first.tag!r}}}\n", encoding="utf-8"
+    )
+    row = TagRecommender.load(model).explain([title], limit=5)[0]
+    (shown,) = [t for t in row if t["tag"] == first.tag]
+    assert shown["score"] == pytest.approx(second.score, abs=1e-6)
+    assert shown["evidence"]["renamed_from"] == second.tag
+    if "raised_by" not in shown["evidence"]:
+        total = sum(v for k, v in shown["evidence"].items() if k in PARTS)
+        assert total == pytest.approx(shown["score"], abs=1e-3), shown
+
+
 def test_cli_explain(
     trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

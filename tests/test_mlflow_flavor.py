@@ -239,3 +239,20 @@ def test_load_model_refuses_other_models(mlflow_store: Path, tmp_path: Path) -> 
         lrm.load_model(info.model_uri)
     with pytest.raises(ModelError, match="does not exist"):
         lrm.save_model(tmp_path / "missing", tmp_path / "out")
+
+
+def test_a_model_with_a_bad_rules_file_is_refused_when_saved(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """Said when the model is logged, not when the registered version is served."""
+    import shutil
+
+    from labelrec.rules import RulesError
+
+    model = shutil.copytree(
+        trained_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns("checkpoints")
+    )
+    (model / "rules.yaml").write_text("rename:\n  a: b\n  b: a\n", encoding="utf-8")
+    with pytest.raises(RulesError, match=r"rules.yaml, line 2: rename: 'a' -> 'b' -> 'a'"):
+        lrm.save_model(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -94,6 +94,13 @@ def test_rules_files_and_their_errors(tmp_path: Path) -> None:
         ("- a list\n", "expected a mapping with deny"),
         ("deny: [a]\nallow: []\n", "bad.yaml, line 2: allow: an empty list would allow no tag"),
         ("rename:\n  a: b\n  b: c\n  c: a\n", "bad.yaml, line 2: rename: 'a' -> 'b' -> 'c' -> 'a'"),
+        # a key given twice would silently drop the first
+        ("deny: [Books]\nrename: {a: b}\ndeny: [Toys]\n", "line 3: .* 'deny' is given twice"),
+        ("rename:\n  x: a\n  x: b\n", "line 3: .* 'x' is given twice"),
+        (
+            "rename:\n  '品牌:华为': a\n  '品牌：华为': b\n",
+            "line 3: rename: '品牌：华为' is '品牌:华为'",
+        ),
     ]
     for text, message in cases:
         bad.write_text(text, encoding="utf-8")
@@ -116,6 +123,10 @@ def test_full_width_rules_are_the_ascii_rules() -> None:
     assert not rules.allows("品类:手机壳") and rules.allows("品类:耳机")
     assert rules.max_per_facet == {"品牌:": 1}
     assert rules.unmatched(["品类:手机壳", "品牌:HUAWEI", "品牌:华为"]) == []
+    # a request's own patterns are read the same way
+    ranked = [s("品牌:华为", 0.9), s("品类:耳机", 0.5)]
+    assert [x.tag for x in Rules().apply(ranked, exclude=["品牌：*"])] == ["品类:耳机"]
+    assert [x.tag for x in Rules().apply(ranked, include=["品牌：*"])] == ["品牌:华为"]
 
 
 def test_rename_chains_are_followed() -> None:
@@ -272,6 +283,10 @@ def test_cli_rules(ruled_model, tmp_path: Path, monkeypatch, capsys, caplog) -> 
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "deny.yaml, line 2: not valid YAML" in err and "Traceback" not in err
+    # before the model loads: a model that cannot load is not what is reported
+    args[1] = str(tmp_path / "no-model-here")
+    assert main(args) == 2
+    assert "deny.yaml, line 2: not valid YAML" in capsys.readouterr().err
 
 
 def test_service_rules_and_request_patterns(ruled_model, make_service, tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ from mlflow.utils.model_utils import _get_flavor_configuration
 from packaging.requirements import Requirement
 
 from labelrec.model import ModelError, read_info
-from labelrec.modeldir import CAUSAL_INFO, LABELREC_FILE, TRAINING_ONLY
+from labelrec.modeldir import CAUSAL_INFO, LABELREC_FILE, RULES_FILE, TRAINING_ONLY
+from labelrec.rules import Rules
 
 FLAVOR_NAME = "labelrec"
 FLAVOR_FORMAT_VERSION = 1
@@ -234,6 +235,8 @@ def save_model(
             input_example = default_describer_example()
     else:
         info = read_info(model_dir)
+        if (model_dir / RULES_FILE).is_file():  # refused now, not when the model is served
+            Rules.load(model_dir / RULES_FILE)
         mlflow_model.add_flavor(
             FLAVOR_NAME,
             format_version=FLAVOR_FORMAT_VERSION,
