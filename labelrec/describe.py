@@ -946,6 +946,12 @@ def train_describer(
     tracker = tracker if tracker is not None and main else NullTracker()
     dcfg = cfg.describe
     splits = load_splits(cfg, require_tags=False)
+    if splits.train and not any(p.tags for p in splits.train):
+        logger.warning(
+            "describer: no training product has a tag in data.tag_columns=%s: it learns to write"
+            " from titles alone (a misspelt column name?)",
+            cfg.data.tag_columns,
+        )
     tracker.log_params(flatten(config_to_dict(cfg)))
     tracker.log_dataset("train", splits.train_source, splits.train, 0)
     tracker.log_dataset("valid", splits.valid_source, splits.valid, 0)

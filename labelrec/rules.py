@@ -213,10 +213,12 @@ class Rules:
             raise RulesError(f"rules file {path}{line}: not valid YAML: {problem}") from None
         if not isinstance(tree, dict):
             raise RulesError(f"rules file {path}: expected a mapping with {', '.join(_KEYS)}")
-        unknown = sorted(set(tree) - set(_KEYS))
+        unknown = sorted(set(tree) - set(_KEYS), key=str)
         if unknown:
+            line = _line_of(text, str(unknown[0]), None)
+            where = f", line {line}" if line is not None else ""
             raise RulesError(
-                f"rules file {path}: unknown key {unknown[0]!r} (known: {', '.join(_KEYS)})"
+                f"rules file {path}{where}: unknown key {unknown[0]!r} (known: {', '.join(_KEYS)})"
             )
         values = {k: tree[k] for k in _KEYS if tree.get(k) is not None}
         try:

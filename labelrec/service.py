@@ -557,7 +557,8 @@ Threshold = Annotated[
 
 
 Patterns = Annotated[
-    list[Annotated[StrictStr, Field(max_length=MAX_TAG_CHARS)]] | None,
+    # an empty pattern would match no tag (a rules file refuses one too)
+    list[Annotated[StrictStr, Field(min_length=1, max_length=MAX_TAG_CHARS)]] | None,
     Field(
         max_length=MAX_LIMIT,
         description="Tag patterns (`brand:*`, `Toys > *`): only tags matching one (include) or"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import re
 import shutil
 import sys
@@ -412,6 +413,31 @@ def test_damaged_describer_files_are_one_line_errors_naming_them(
         (damaged / name).write_bytes(content)
         with pytest.raises((ModelError, ValueError), match=message):
             Describer.load(damaged)
+
+
+def test_a_describer_without_any_tag_says_so(
+    tiny_decoder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from labelrec.train import train
+
+    rows = [dict(r, description=f"a great {r['title']}.") for r in toy_catalog(1)]
+    data = write_jsonl(rows, tmp_path / "train.jsonl")
+    cfg = load_config(
+        None,
+        [
+            "task=describe",
+            f"describe.backbone={tiny_decoder}",
+            f"data.train={data}",
+            "data.tag_columns=[categories]",  # the catalog calls them tags
+            "describe.eval_products=0",
+            f"output={tmp_path / 'd'}",
+            *FAST,
+            *SHORT,
+        ],
+    )
+    with caplog.at_level(logging.WARNING, logger="labelrec.describe"):
+        train(cfg, progress=False)
+    assert "no training product has a tag in data.tag_columns=['categories']" in caplog.text
 
 
 def test_labelrec_train_with_task_describe(

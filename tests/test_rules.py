@@ -80,7 +80,7 @@ def test_rules_files_and_their_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     cases = [
         ("deny: [Books\nrename: {}\n", r"bad.yaml, line 2: not valid YAML"),
-        ("denied: [Books]\n", "unknown key 'denied'"),
+        ("deny: [a]\ndenied: [Books]\n", "bad.yaml, line 2: unknown key 'denied'"),
         ("deny: Books\n", "bad.yaml, line 1: deny: expected a list of tag patterns"),
         ("rename: {a: 3}\n", "rename: 'a': 3: expected a tag -> a tag"),
         # a bad value names the line of its entry

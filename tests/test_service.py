@@ -582,6 +582,7 @@ def test_a_body_not_sent_as_json_is_refused(client: TestClient) -> None:
 
 
 BAD_JSON = [
+    ("/suggest", {"product": {"title": "x"}, "include": [""]}, "include"),  # matches no tag
     ("/suggest", {"product": {"title": ""}}, "title"),
     ("/suggest", {"product": {"title": "  \t "}}, "title must not be empty"),
     ("/suggest", {"product": {"description": "no title"}}, "Field required"),
