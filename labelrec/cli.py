@@ -24,10 +24,11 @@ def _load_recommender(args: argparse.Namespace) -> Any:
     is set to its local directory."""
     from labelrec.opener import open_tagger, resolve
 
-    if getattr(args, "rules", None):  # a bad rules file is said before the model loads
+    rules = getattr(args, "rules", None)
+    if rules:  # a bad rules file is said before the model loads
         from labelrec.rules import Rules
 
-        Rules.load(args.rules)
+        rules = Rules.load(rules)
     resolved = resolve(args.model)
     args.model_dir = str(resolved.path)
     return open_tagger(
@@ -36,7 +37,7 @@ def _load_recommender(args: argparse.Namespace) -> Any:
         batch_size=args.batch_size,
         backend=getattr(args, "backend", "auto"),
         generate=not getattr(args, "no_generate", False),
-        rules=getattr(args, "rules", None),
+        rules=rules,
     )
 
 
@@ -357,12 +358,13 @@ def _parse_product_line(line: str, number: int) -> dict[str, Any]:
 def cmd_describe(args: argparse.Namespace) -> int:
     from labelrec.describe import as_product
 
-    items = []
+    ids, products = [], []
     for number, line in _stdin_lines():
         if line.strip():
             item = _parse_product_line(line, number)
-            as_product(item, where=f"<stdin>, line {number}")  # its checks before the model loads
-            items.append(item)
+            ids.append(item.get("id"))
+            # read as the describer reads it, before the model loads
+            products.append(as_product(item, where=f"<stdin>, line {number}"))
     from labelrec.opener import open_describer
 
     if args.no_progress:
@@ -386,8 +388,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
             return "--batch-size" if name == "batch_products" else f"--{name.replace('_', '-')}"
 
         raise ValueError(named_as(err, option)) from None
-    for item, text in zip(items, describer.describe(items), strict=True):
-        print(json.dumps({"id": item.get("id"), "description": text}, ensure_ascii=False))
+    for pid, text in zip(ids, describer.describe(products), strict=True):
+        print(json.dumps({"id": pid, "description": text}, ensure_ascii=False))
     return 0
 
 

@@ -195,13 +195,13 @@ class TagRecommender:
         num_threads: int | None = None,
         backend: str = "auto",
         generate: bool = True,
-        rules: str | Path | None = None,
+        rules: str | Path | Any = None,
         rerank: bool = True,
     ) -> TagRecommender:
         """Load a model directory.
 
-        ``rules``: a rules file (``labelrec.rules``) for ranking; None: the directory's own
-        ``rules.yaml`` when it has one.
+        ``rules``: a rules file (``labelrec.rules``), or ``Rules`` already loaded, for
+        ranking; None: the directory's own ``rules.yaml`` when it has one.
 
         ``generate=False`` leaves out a saved tag generator (a decoder LLM: seconds per product on
         a CPU); the other voters' fusion is unchanged, and a reranker fitted on the generator's
@@ -258,7 +258,7 @@ class TagRecommender:
         from labelrec.rules import Rules
 
         if rules is not None:
-            rec.rules = Rules.load(rules)
+            rec.rules = rules if isinstance(rules, Rules) else Rules.load(rules)
         elif (model_dir / RULES_FILE).is_file():
             rec.rules = Rules.load(model_dir / RULES_FILE)
         if rec.rules is not None:

@@ -29,27 +29,10 @@ from typing import Any, Protocol
 
 import yaml
 
+from labelrec.config import load_yaml
 from labelrec.data import fold_width
 
 _KEYS = ("deny", "rename", "allow", "max_per_facet")
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (a second ``deny:`` would
-    silently replace the first)."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, (str, int, float, bool)) or key is None:
-                continue  # the safe loader's own check says what is wrong with such a key
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} is given twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 class RulesError(ValueError):
@@ -205,7 +188,7 @@ class Rules:
                 f"rules file {path}, line {line}: not valid UTF-8 ({err.reason}); save it as UTF-8"
             ) from None
         try:
-            tree = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+            tree = load_yaml(text) or {}
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             line = f", line {mark.line + 1}" if mark is not None else ""

@@ -651,15 +651,20 @@ def load_reviewers(path: str | Path) -> dict[str, str]:
     and the reviewer, never a token."""
     import yaml
 
+    from labelrec.config import load_yaml
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ValueError(f"{path}: cannot read it ({err.strerror or err})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}{where}: not a YAML mapping of reviewer: token") from None
+        # a reviewer named twice (its first token would be dropped): the name, never a token
+        twice = isinstance(err, yaml.constructor.ConstructorError) and "given twice" in str(err)
+        problem = f" ({err.problem})" if twice else ""
+        raise ValueError(f"{path}{where}: not a YAML mapping of reviewer: token{problem}") from None
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path}: expected a YAML mapping of reviewer: token, one or more")
     tokens: dict[str, str] = {}

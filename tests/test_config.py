@@ -232,6 +232,9 @@ def test_bad_files(tmp_path: Path) -> None:
     bad.write_text("train: [1, 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+    bad.write_text("train:\n  epochs: 3\nlora:\n  r: 8\ntrain:\n  lr: 0.1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="(?s)not valid YAML: .*'train' is given twice.*line 5"):
+        load_config(bad)  # the second section would silently replace the first
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("3\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="mapping"):

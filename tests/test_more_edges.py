@@ -550,6 +550,8 @@ def test_the_table_gives_the_growth_per_1000_trained_products() -> None:
         ("- alice\n- bob", "expected a YAML mapping"),
         ("alice: [unclosed", "line 1"),
         ("'': abcdefghijklmnopq", "a name of 1 to 256"),
+        # a second line for a reviewer would silently drop the first token
+        ("alice: sameTokenFor2People\nalice: otherTokenForAlice", "line 2: .*'alice' is given"),
     ],
 )
 def test_reviewers_file_errors_name_the_reviewer_not_the_token(tmp_path, text, message) -> None:
