@@ -875,6 +875,10 @@ def print_report(rows: list[Row]) -> None:
         print("\nGoal (points; best peer per metric among the peers' chosen settings):\n" + goal)
 
 
+class ReportError(ValueError):
+    """A saved run that ``--report`` cannot read."""
+
+
 def merge_saved(paths: list[Path]) -> list[Row]:
     """The rows of runs saved with ``--json``, in order; a row whose catalog, system family and
     fold an earlier file already has is left out (e.g. a ``--cv --reuse --skip-peers`` run adds
@@ -884,7 +888,12 @@ def merge_saved(paths: list[Path]) -> list[Row]:
     seen: set[tuple] = set()
     for spec in paths:
         path, _, label = str(spec).partition("@")
-        new = [Row(**item) for item in json.loads(Path(path).read_text(encoding="utf-8"))]
+        try:
+            new = [Row(**item) for item in json.loads(Path(path).read_text(encoding="utf-8"))]
+        except OSError as exc:
+            raise ReportError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        except (ValueError, TypeError) as exc:
+            raise ReportError(f"{path}: not the --json of a quality.py run ({exc})") from None
         if label:
             for r in new:
                 if r.system.startswith("labelrec"):
@@ -987,7 +996,10 @@ def main(argv: list[str] | None = None) -> int:
         if not folds or min(folds) < 1 or (args.cv and max(folds) > args.cv):
             parser.error(f"--folds: numbers from 1 to {args.cv or 'K'}")
     if args.report:
-        saved = merge_saved(args.report)
+        try:
+            saved = merge_saved(args.report)
+        except ReportError as exc:
+            parser.error(f"--report: {exc}")
         if folds is not None:  # fold numbers are 0-based in the saved rows
             saved = [r for r in saved if "fold" not in r.notes or r.notes["fold"] + 1 in folds]
         if not saved:

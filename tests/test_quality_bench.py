@@ -382,3 +382,18 @@ def test_report_reads_only_the_folds_asked_for(tmp_path: Path, capsys) -> None:
     # as many folds, but not the same ones: not paired
     shifted = [_row("labelrec, other", f, 0.8, 0.7) for f in (1, 2)] + part
     assert "| labelrec, other | +" not in quality.format_cv(shifted)
+
+
+def test_report_names_a_saved_run_it_cannot_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "cv_gone.json"
+    not_rows = tmp_path / "other.json"
+    not_rows.write_text('{"P@1": 0.9}', encoding="utf-8")
+    for path, reason in ((missing, "cannot read it"), (not_rows, "not the --json of")):
+        with pytest.raises(SystemExit) as exc:
+            quality.main(["--report", str(path)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--report: {path}: {reason}" in err
+        assert "Traceback" not in err
