@@ -117,7 +117,7 @@ def generator_row(
     whole_vocabulary: bool = False,
 ) -> dict[str, float]:
     from labelrec.config import load_config
-    from labelrec.data import TagVocab, read_catalog
+    from labelrec.data import TagVocab, category_separator, read_catalog
     from labelrec.model import resolve_mixed_precision
     from labelrec.taggers.generator import fit_generator
 
@@ -130,7 +130,15 @@ def generator_row(
     gcfg.narrow_training = gcfg.narrow_training and not whole_vocabulary
     products = read_catalog(train_file, cfg.data).products
     vocab = TagVocab.from_products(products)
-    _, history = fit_generator(gcfg, cfg.lexical, products, vocab, cfg.seed, progress=False)
+    _, history = fit_generator(
+        gcfg,
+        cfg.lexical,
+        products,
+        vocab,
+        cfg.seed,
+        progress=False,
+        path_separator=category_separator(cfg),
+    )
     record = history[-1]
     return {
         "batch": gcfg.batch_size,

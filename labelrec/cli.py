@@ -313,6 +313,8 @@ def _evidence_text(key: str, value: Any) -> str:
 
 def _parse_product_line(line: str, number: int) -> dict[str, Any]:
     """A JSON object with ``title`` and optional ``id``, ``tags``, ``description``."""
+    from labelrec.data import split_tag_string
+
     where = f"<stdin>, line {number}"
     try:
         item = json.loads(_checked_text(line, where))
@@ -333,7 +335,7 @@ def _parse_product_line(line: str, number: int) -> dict[str, Any]:
         raise ValueError(f"{where}, field 'title': missing, empty or not a string")
     tags = item.get("tags")  # a list, or one string with "|" between tags (as catalogs have)
     if isinstance(tags, str):
-        item["tags"] = tags = [t for t in tags.split("|") if t.strip()]
+        item["tags"] = tags = split_tag_string(tags)
     if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
         raise ValueError(
             f"{where}, field 'tags': expected a list of strings or one string with '|' between tags"

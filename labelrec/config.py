@@ -454,8 +454,12 @@ class LexicalConfig:
         default=True,
         metadata={"help": "A category path scores at least as high as its best child path."},
     )
-    path_separator: str = field(
-        default=" > ", metadata={"help": "Separator of category path tags (A > B is a child of A)."}
+    path_separator: str | None = field(
+        default=None,
+        metadata={
+            "help": "Separator of category path tags (A > B is a child of A); null:"
+            " data.hierarchy_separator where it is set, else ' > '."
+        },
     )
     open_vocab: bool = field(
         default=True,
@@ -508,7 +512,11 @@ class LexicalConfig:
             "lexical.weight",
             "must be in [0, 1] or null (tuned on valid)",
         )
-        _check(bool(self.path_separator), "lexical.path_separator", "must not be empty")
+        _check(
+            self.path_separator is None or bool(self.path_separator),
+            "lexical.path_separator",
+            "must not be empty (null: data.hierarchy_separator, else ' > ')",
+        )
         _check(self.embedding_k >= 0, "lexical.embedding_k", "must be >= 0 (0: off)")
         _check(self.embedding_power > 0, "lexical.embedding_power", "must be > 0")
         _check(self.ridge >= 0, "lexical.ridge", "must be >= 0 (0: off)")

@@ -283,7 +283,7 @@ def _tag_items(value: Any, column: str, delimiter: str) -> list[str]:
                 parsed = _python_list(text)
             if isinstance(parsed, list):
                 return _tag_items(parsed, column, delimiter)
-        return text.split(delimiter) if delimiter else [text]
+        return split_tag_string(text, delimiter, keep_blank=True) if delimiter else [text]
     if isinstance(value, (list, tuple, np.ndarray)):
         items = []
         for item in value:
@@ -331,6 +331,14 @@ def _python_list(text: str) -> list[str] | None:
     return items
 
 
+def split_tag_string(text: str, delimiter: str = "|", *, keep_blank: bool = False) -> list[str]:
+    """A string of tags split on ``delimiter`` in either width (``｜`` is ``|``, ``，`` is ``,``:
+    ``fold_width``), as the tags themselves are read; blank items dropped unless
+    ``keep_blank``."""
+    items = fold_width(text).split(fold_width(delimiter))
+    return items if keep_blank else [t for t in items if t.strip()]
+
+
 def tag_cell(value: Any, delimiter: str | None = "|") -> list[str]:
     """The tags of one cell as a catalog's tag column reads them: a list, a JSON or Python list
     in a string, or a string split on ``delimiter``; each read by ``clean_tag``, empty tags
@@ -355,6 +363,16 @@ def expand_hierarchy(tag: str, sep: str) -> list[str]:
     levels = [part.strip() for part in tag.split(sep)]
     levels = [part for part in levels if part]
     return [sep.join(levels[: i + 1]) for i in range(len(levels))]
+
+
+def category_separator(cfg: Any) -> str | None:
+    """The separator of category path tags under ``cfg`` (a whole config):
+    ``lexical.path_separator``, else ``data.hierarchy_separator`` (whose paths the catalog's tags
+    become), else ``" > "``, in folded width as tags are read; None when
+    ``lexical.ancestor_consistency`` is off."""
+    if not cfg.lexical.ancestor_consistency:
+        return None
+    return fold_width(cfg.lexical.path_separator or cfg.data.hierarchy_separator or " > ")
 
 
 def _product_tags(record: dict[str, Any], cfg: DataConfig) -> list[str]:

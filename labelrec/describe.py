@@ -70,8 +70,10 @@ from labelrec.data import (
     MAX_TAG_CHARS,
     MAX_TITLE_CHARS,
     Product,
+    category_separator,
     clean_tag,
     clean_text,
+    split_tag_string,
     unicode_problem,
 )
 from labelrec.metrics import paired_bootstrap
@@ -138,7 +140,7 @@ def as_product(item: ProductLike, position: int = 0, where: str | None = None) -
         raise ValueError(f"{where}, field 'title': missing, empty or not a string")
     tags = item.get("tags") or []
     if isinstance(tags, str):
-        tags = [t for t in tags.split("|") if t.strip()]
+        tags = split_tag_string(tags)
     if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
         raise ValueError(
             f"{where}, field 'tags': expected a list of strings or one string with '|' between tags"
@@ -955,7 +957,7 @@ def train_describer(
     tracker.log_params(flatten(config_to_dict(cfg)))
     tracker.log_dataset("train", splits.train_source, splits.train, 0)
     tracker.log_dataset("valid", splits.valid_source, splits.valid, 0)
-    separator = cfg.lexical.path_separator if cfg.lexical.ancestor_consistency else None
+    separator = category_separator(cfg)
 
     def on_epoch(record: dict[str, float]) -> None:
         tracker.log_metrics(

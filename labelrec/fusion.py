@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from labelrec import metrics
-from labelrec.data import Product, TagVocab
+from labelrec.data import Product, TagVocab, category_separator
 from labelrec.evaluate import joint_matrices
 from labelrec.metrics import objective
 from labelrec.modeldir import (
@@ -549,7 +549,7 @@ def tune_fusion(
 def fit_taggers(cfg: Any, train: TrainingSet) -> Fusion:
     """The taggers of ``cfg.lexical`` fitted on ``train``, fused with default weights."""
     lx = cfg.lexical
-    separator = lx.path_separator if lx.ancestor_consistency else None
+    separator = category_separator(cfg)
     fusion = Fusion(
         TfidfNeighbours.fit(train, cfg),
         0.5 if lx.weight is None else lx.weight,

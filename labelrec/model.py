@@ -662,6 +662,22 @@ def encode_products(
     return ids  # type: ignore[return-value]
 
 
+def unknown_share(tokenizer: Any, token_ids: list[list[int]]) -> float:
+    """The share of the texts' tokens (special tokens aside) that ``tokenizer`` could not read
+    (its unknown token: characters outside its vocabulary); 0 for a tokenizer without one
+    (byte-level BPE reads every character)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return 0.0
+    special = set(tokenizer.all_special_ids) - {unk}
+    counts = np.zeros(2, dtype=np.int64)
+    for row in token_ids:
+        arr = np.asarray(row)
+        arr = arr[~np.isin(arr, list(special))]
+        counts += (int((arr == unk).sum()), arr.size)
+    return float(counts[0] / counts[1]) if counts[1] else 0.0
+
+
 def pad_batch(token_ids: list[list[int]], pad_id: int, padding_side: str = "right") -> dict:
     """Pad a batch to its longest item (dynamic padding)."""
     width = max(len(t) for t in token_ids)

@@ -89,7 +89,7 @@ from labelrec.batch import (
     stream_scored,
     upload_suffix,
 )
-from labelrec.data import MAX_TAG_CHARS, Product, clean_text
+from labelrec.data import MAX_TAG_CHARS, Product, clean_text, split_tag_string
 from labelrec.describe import named_as
 from labelrec.errors import ModelError
 from labelrec.feedback import (
@@ -686,7 +686,7 @@ class DescribeIn(BaseModel):
     @classmethod
     def _no_tags(cls, value: Any) -> Any:
         if isinstance(value, str):  # "Toys > Trains|color:Red", as catalogs write tags
-            return [t for t in value.split("|") if t.strip()]
+            return split_tag_string(value)
         return [] if value is None else value
 
     @field_validator("title")

@@ -49,6 +49,7 @@ from labelrec.model import (
     save_model,
     save_thresholds,
     tag_prior,
+    unknown_share,
     warmup_steps,
 )
 from labelrec.modeldir import (
@@ -253,6 +254,7 @@ class EncodedSet(torch.utils.data.Dataset):
 
 
 BODY_LR = {True: 3e-4, False: 1e-4}  # train.lr null: LoRA adapters / the whole backbone
+UNKNOWN_TOKENS_WARN = 0.2  # a larger share of the backbone's unknown token is warned about
 
 
 def body_lr(lr: float | None, lora: bool) -> float:
@@ -387,6 +389,17 @@ class TagTrainer:
             max_len,
             self.pair_separator,
         )
+        unknown = unknown_share(self.tokenizer, self.train_ids)
+        if unknown > UNKNOWN_TOKENS_WARN:
+            logger.warning(
+                "%.0f%% of the training texts' tokens are unknown to the tokenizer of %s (outside"
+                " its vocabulary: another script, such as Chinese for an English model): the model"
+                " reads little of them, the lexical voters read every character; a backbone whose"
+                " vocabulary covers the catalog's language reads them (docs/llm.md, decoder"
+                " taggers)",
+                100 * unknown,
+                cfg.model.backbone,
+            )
         negatives = self.vocab.encode([p.rejected for p in self.train_products])
         self.train_set = EncodedSet(self.train_ids, y_train, negatives)
         self.collate = make_collate(self.tokenizer.pad_token_id, self.padding_side)
@@ -1329,7 +1342,7 @@ def tune_by_folds(
     pooled, vocab = pool_evidence(parts, pool)
     tags = vocab.tags
     lx = cfg.lexical
-    separator = lx.path_separator if lx.ancestor_consistency else None
+    separator = data_mod.category_separator(cfg)
     fusion = Fusion(None, 0.5, parent_index(tags, separator), separator, lx.ancestor_consistency)
     logger.info(
         "tuning the fusion weights on %d out-of-fold products x %d tags",

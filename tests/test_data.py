@@ -14,18 +14,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from labelrec.config import DataConfig
+from labelrec.config import Config, DataConfig, LexicalConfig
 from labelrec.data import (
     Catalog,
     CatalogError,
     Product,
     TagVocab,
+    category_separator,
     expand_hierarchy,
     iter_catalog,
     read_catalog,
     read_texts,
     split_products,
+    tag_cell,
 )
+from labelrec.taxonomy import parent_index
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -125,6 +128,40 @@ def test_full_width_tags_are_the_ascii_tags(tmp_path):
         tmp_path / "brands.jsonl", [{"id": "1", "title": "a", "brand": "Ａｐｐｌｅ"}]
     )
     assert read_catalog(path, prefixed).products[0].tags == ["品牌:Apple"]
+
+
+def test_full_width_delimiters_split_tags_as_ascii_ones(tmp_path):
+    path = tmp_path / "cat.csv"
+    path.write_text(
+        "id,title,tags\n"
+        '1,华为手机 Mate60,"品牌:华为，品类:手机"\n'
+        '2,小米手机,"品牌:小米,品类:手机"\n',
+        encoding="utf-8",
+    )
+    comma = read_catalog(path, DataConfig(tag_delimiter=","))
+    assert [p.tags for p in comma.products] == [
+        ["品牌:华为", "品类:手机"],
+        ["品牌:小米", "品类:手机"],
+    ]
+    wide_comma = read_catalog(path, DataConfig(tag_delimiter="，"))
+    assert [p.tags for p in wide_comma.products] == [p.tags for p in comma.products]
+    bars = write_jsonl(tmp_path / "bars.jsonl", [{"id": "1", "title": "a", "tags": "a｜b|c"}])
+    assert read_catalog(bars, DataConfig()).products[0].tags == ["a", "b", "c"]
+    assert tag_cell("品牌:华为｜品类:手机") == ["品牌:华为", "品类:手机"]
+
+
+def test_category_paths_use_the_hierarchy_separator_of_the_catalog(tmp_path):
+    rows = [{"id": "1", "title": "a", "tags": ["数码＞手机配件＞手机壳"]}]
+    path = write_jsonl(tmp_path / "cat.jsonl", rows)
+    cfg = Config(data=DataConfig(hierarchy_separator="＞"))
+    tags = read_catalog(path, cfg.data).products[0].tags
+    assert tags == ["数码", "数码>手机配件", "数码>手机配件>手机壳"]
+    separator = category_separator(cfg)
+    assert separator == ">"
+    assert parent_index(tags, separator).tolist() == [-1, 0, 1]
+    assert category_separator(Config()) == " > "
+    assert category_separator(Config(lexical=LexicalConfig(path_separator=" / "))) == " / "
+    assert category_separator(Config(lexical=LexicalConfig(ancestor_consistency=False))) is None
 
 
 def test_csv_without_header_guessed_and_explicit(tmp_path):

@@ -440,3 +440,18 @@ def test_products_are_encoded_a_chunk_at_a_time_as_one_by_one(tiny_backbone: Pat
     pairs = zip(titles, descriptions, strict=True)
     alone = [encode_products(tokenizer, [t], [d], 32)[0] for t, d in pairs]
     assert ids == alone and max(map(len, ids)) == 32
+
+
+def test_the_share_of_unknown_tokens_counts_text_tokens_only(tiny_backbone: Path) -> None:
+    """What a training run warns about: characters outside the backbone's vocabulary (Chinese
+    for an English model) reach it as the unknown token."""
+    from labelrec.model import load_tokenizer, unknown_share
+
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    known = encode_products(tokenizer, ["lego city", "乐高 积木"], ["", "police station"], 32)
+    assert unknown_share(tokenizer, known) == 0.0  # [CLS] and [SEP] are not counted
+    foreign = encode_products(tokenizer, ["lego 未知字"], [""], 32)  # lego + 3 unknown
+    assert unknown_share(tokenizer, foreign) == pytest.approx(3 / 4)
+    assert unknown_share(tokenizer, []) == 0.0
+    tokenizer.unk_token = None  # a byte-level tokenizer reads every character
+    assert unknown_share(tokenizer, foreign) == 0.0

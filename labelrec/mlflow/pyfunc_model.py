@@ -93,6 +93,8 @@ def _records(model_input: Any) -> list[dict[str, str]]:
 
 def _describe_records(model_input: Any) -> list[dict[str, Any]]:
     """Products as ``{"title", "tags"}`` dicts; missing tags are empty lists."""
+    from labelrec.data import split_tag_string
+
     frame = _frame(model_input)
     if "title" not in frame.columns:
         raise ValueError(f"input has no 'title' column (columns: {list(frame.columns)})")
@@ -102,7 +104,7 @@ def _describe_records(model_input: Any) -> list[dict[str, Any]]:
         if given is None or isinstance(given, float):  # absent, or NaN where other rows have tags
             given = []
         elif isinstance(given, str):  # "Toys > Trains|color:Red", as catalogs write tags
-            given = given.split("|")
+            given = split_tag_string(given)
         elif not hasattr(given, "__iter__") or not all(isinstance(t, str) for t in given):
             raise _invalid(
                 f"product {i}, field 'tags': expected a list of strings or one string with '|'"

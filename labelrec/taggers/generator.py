@@ -46,7 +46,7 @@ from labelrec.causal import (
     load_saved_causal_lm,
     save_causal_lm,
 )
-from labelrec.data import Product, TagVocab
+from labelrec.data import Product, TagVocab, category_separator
 from labelrec.model import ModelError
 from labelrec.modeldir import GENERATOR_DIR, remove_component
 from labelrec.taggers.base import Evidence, TrainingSet
@@ -399,6 +399,7 @@ class TagGenerator:
             train.seed,
             train.progress,
             cfg.model.trust_remote_code,
+            path_separator=category_separator(cfg),
         )
         generator.history = history
         return generator
@@ -610,9 +611,11 @@ def fit_generator(
     seed: int = 42,
     progress: bool = True,
     trust_remote_code: bool = False,
+    path_separator: str | None = " > ",
 ) -> tuple[TagGenerator, list[dict[str, float]]]:
     """Fine-tune ``gcfg.backbone`` to write tag lists; returns the generator (weight 0 until
-    tuned) and the training history. ``trust_remote_code``: ``model.trust_remote_code``."""
+    tuned) and the training history. ``trust_remote_code``: ``model.trust_remote_code``;
+    ``path_separator``: of category paths (``data.category_separator``), None for none."""
     products = list(train_products)
     if gcfg.max_train_products is not None and len(products) > gcfg.max_train_products:
         products = random.Random(seed).sample(products, gcfg.max_train_products)
@@ -620,7 +623,6 @@ def fit_generator(
         gcfg.backbone, "generate.backbone", gcfg.dtype, trust_remote_code
     )
     _check_positions(model.config, gcfg)
-    separator = lexical_cfg.path_separator if lexical_cfg.ancestor_consistency else None
     meta: dict[str, Any] = {
         "backbone": gcfg.backbone,
         "trust_remote_code": trust_remote_code,
@@ -630,14 +632,14 @@ def fit_generator(
         "max_new_tokens": gcfg.max_new_tokens,
         "num_beams": gcfg.num_beams,
         "batch_products": gcfg.batch_products,
-        "path_separator": separator,
+        "path_separator": path_separator,
         "span_max_chars": lexical_cfg.span_max_chars,
         "open_kinds": open_kinds(products, lexical_cfg.span_max_chars) if gcfg.open_vocab else [],
         "dtype": "bfloat16",
         "n_train": len(products),
     }
     codec = Codec.for_tokenizer(tokenizer, gcfg.max_prompt_tokens, gcfg.description_chars)
-    examples = training_examples(codec, products, vocab, separator)
+    examples = training_examples(codec, products, vocab, path_separator)
     settings = LmTrainSettings(
         epochs=gcfg.epochs,
         batch_size=gcfg.batch_size,
