@@ -187,6 +187,12 @@ def clean_text(text: str) -> str:
 
 _WIDE_TO_ASCII = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
 _WIDE_TO_ASCII[0x3000] = 0x20  # the ideographic space
+# Characters read one by one (no spaces between words), for a regex class: kana, CJK ideographs
+# with extension A, compatibility ideographs, Hangul syllables, and the supplementary
+# ideographs of extensions B to H (𠮷).
+CJK_RANGES = (
+    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f"
+)
 
 
 def fold_width(text: str) -> str:

@@ -67,6 +67,7 @@ from labelrec.causal import (
 )
 from labelrec.config import DescribeConfig, typed_values
 from labelrec.data import (
+    CJK_RANGES,
     MAX_TAG_CHARS,
     MAX_TITLE_CHARS,
     Product,
@@ -113,9 +114,11 @@ INDEX_FORMAT = 1
 ROUGE_WORDS = 60
 # A facet tag: a short key, a colon, a value ("color:Blue", "brand:Hornby", "品牌:华为").
 _FACET = re.compile(r"^(\w[\w\- ]{0,23}):\s*(\S.*)$")
-_SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)")
-_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+# A sentence end: ". ! ?" before a space or the end; "。！？" anywhere (Chinese needs no space).
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|[。！？]")
+_CJK = CJK_RANGES
 _ROUGE_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")  # a CJK character is a token of its own
+_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")  # a word: a CJK character, or text between spaces
 
 ProductLike = Product | Mapping[str, Any]
 Reference = tuple[str, str]  # (title, description) of the most similar training product
@@ -234,9 +237,9 @@ def product_lines(product: Product, separator: str | None = " > ", max_tags: int
 
 def fallback_description(product: Product, separator: str | None = " > ") -> str:
     """A plain sentence from the title and tags, for when the decoder writes nothing."""
-    title = clean_text(product.title).rstrip(".")
+    title = clean_text(product.title)
     attributes, categories = split_tags(product.tags, separator)
-    text = f"{title}."
+    text = title if title.endswith(tuple(".!?。！？")) else f"{title}."
     for key, values in attributes.items():
         text += f" {key[:1].upper()}{key[1:]}: {', '.join(values)}."
     if categories:
@@ -838,8 +841,9 @@ class _RougeTokenizer:
 
 
 def first_words(text: str, n: int = ROUGE_WORDS) -> str:
-    """The first ``n`` whitespace-separated words, lowercased."""
-    return " ".join(text.lower().split()[:n])
+    """The first ``n`` words, lowercased: text between spaces, each CJK character a word of its
+    own (Chinese writes no spaces), as ROUGE-L tokenizes it."""
+    return " ".join(_WORD.findall(text.lower())[:n])
 
 
 def rouge_l_scores(

@@ -62,6 +62,8 @@ class Snapshot:
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: extensions that failed on the first version loaded, which then serves without them
     extra_errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the state of the files the extensions were built from (``ModelHolder.sources``)
+    sources: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 PROBE = [
@@ -80,6 +82,23 @@ def probe(recommender: TagRecommender) -> None:
     recommender.rank(scores, limit=5)
 
 
+def file_state(path: str | Path | None) -> tuple | None:
+    """What changes when a file, or a folder's files, is written again (inode, size and
+    modification time of each); None without a path or for a missing one."""
+    if not path:
+        return None
+    root = Path(path)
+    try:
+        files = sorted(root.rglob("*")) if root.is_dir() else [root]
+        return tuple(
+            (str(f.relative_to(root)) if f != root else "", s.st_ino, s.st_size, s.st_mtime_ns)
+            for f in files
+            for s in [f.stat()]
+        )
+    except OSError:  # missing, or replaced while it was read: the next check sees it
+        return None
+
+
 def index_extension(
     index_dir: str | None = None,
     catalog: str | None = None,
@@ -89,7 +108,9 @@ def index_extension(
 
     ``index_dir``: a fixed index (it must come from the model being loaded); ``catalog``:
     indexed anew with each version; neither: the index logged with a registered version, if
-    any (None: the product endpoints answer 503)."""
+    any (None: the product endpoints answer 503). ``build.sources()`` is the state of these
+    files: written again (an index rebuilt, a catalog or interactions file changed), the next
+    reload builds the search again for the model serving."""
 
     def build(snap: Snapshot) -> ProductSearch | None:
         rec = snap.recommender
@@ -117,6 +138,10 @@ def index_extension(
                 logger.error("interactions not loaded: %s", engine.interactions_error)
         return engine
 
+    def sources() -> tuple:
+        return file_state(index_dir), file_state(catalog), file_state(interactions)
+
+    build.sources = sources  # type: ignore[attr-defined]
     return build
 
 
@@ -177,7 +202,7 @@ class ModelHolder:
         self.last_check: float | None = None
         self.reloads = 0
         self.refused = 0
-        self._refused_version: str | None = None
+        self._refused: tuple | None = None  # (version, sources) refused; not tried again
         # model computations at a time (they share the cores): the /suggest passes, explanations,
         # file scoring and descriptions all take a slot
         self.passes = passes
@@ -260,6 +285,11 @@ class ModelHolder:
             info["metrics"] = dict(rec.info.get("valid_metrics") or {})
         return rec, resolved.version, info
 
+    def sources(self) -> dict[str, Any]:
+        """The state of the files each extension reads (its ``build.sources()``, if it has one)."""
+        builds = self.extensions.items()
+        return {name: build.sources() for name, build in builds if hasattr(build, "sources")}
+
     def latest_version(self) -> str:
         """The version the URI names now, without loading it."""
         if is_model_uri(self.uri) and not self.uri.startswith("models:/"):
@@ -285,23 +315,28 @@ class ModelHolder:
         old = self.current
         old_version = old.version if old else None
         latest = None
+        sources = self.sources()
         try:
             latest = self.latest_version()
-            if not force and old is not None and latest == old.version:
+            same_model = not force and old is not None and latest == old.version
+            if same_model and sources == old.sources:
                 return Reload(status="unchanged", model_version=old_version)
-            if not force and latest == self._refused_version:
+            if not force and (latest, sources) == self._refused:
                 return Reload(
                     status="refused", model_version=old_version, error=public_text(self.last_error)
                 )
-            rec, version, info = self.loader(self.uri)
-            local = self.loader == self._load and not is_model_uri(self.uri)
-            if local and registry_version(self.uri) != version:
-                raise ModelError(
-                    "the model directory changed while it was loading (a retrain writing into"
-                    " it?); it is tried again at the next check"
-                )
-            probe(rec)
-            snap = Snapshot(rec, version, info, self._generation + 1, time.time())
+            if same_model:  # only what the extensions read changed: built again for this model
+                rec, version, info = old.recommender, old.version, old.info
+            else:
+                rec, version, info = self.loader(self.uri)
+                local = self.loader == self._load and not is_model_uri(self.uri)
+                if local and registry_version(self.uri) != version:
+                    raise ModelError(
+                        "the model directory changed while it was loading (a retrain writing"
+                        " into it?); it is tried again at the next check"
+                    )
+                probe(rec)
+            snap = Snapshot(rec, version, info, self._generation + 1, time.time(), sources=sources)
             for name, build in self.extensions.items():
                 try:
                     snap.extras[name] = build(snap)
@@ -313,7 +348,7 @@ class ModelHolder:
         except Exception as err:  # any failure refuses the version, the old one serves on
             self._drop_download(self._attempt_dir)
             self.refused += 1
-            self._refused_version = latest
+            self._refused = (latest, sources)
             self.last_error = f"{type(err).__name__}: {err}"
             logger.error("model %s refused: %s", self.uri, self.last_error)
             error = public_text(self.last_error)
@@ -326,7 +361,7 @@ class ModelHolder:
             if before is not None:
                 shutil.rmtree(before, ignore_errors=True)
         self.last_error = None
-        self._refused_version = None
+        self._refused = None
         self.reloads += old is not None
         logger.info("serving %s version %s (was %s)", self.uri, version, old_version)
         return Reload(status="reloaded", model_version=version, previous_version=old_version)

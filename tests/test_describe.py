@@ -26,6 +26,7 @@ from labelrec.describe import (
     cap_chars,
     fallback_description,
     first_line,
+    first_words,
     fit_describer,
     is_describer_dir,
     prompt_text,
@@ -83,6 +84,8 @@ def test_prompt_has_title_attributes_and_most_specific_categories() -> None:
     assert prompt_text(Product("2", "Kite")) == "Product: Kite\nDescription:"
     text = fallback_description(product)
     assert text == "Remote control car. Color: Red. Category: RC."
+    chinese = Product("3", "华为手机。", "", ["品牌:华为"])
+    assert fallback_description(chinese) == "华为手机。 品牌: 华为."  # one sentence end
 
 
 def test_long_prompts_keep_the_title_and_the_cue(tiny_decoder: Path) -> None:
@@ -119,6 +122,9 @@ def test_trim_and_rouge() -> None:
         "Red, and a long tail of words without any"
     )
     assert trim_to_sentence("红色连衣裙夏季新款") == "红色连衣裙夏季新款"  # no spaces: kept
+    # Chinese ends a sentence with no space after it
+    cut = "这是一款很好的智能手机。屏幕很大，电池耐用。拍照清"
+    assert trim_to_sentence(cut) == "这是一款很好的智能手机。屏幕很大，电池耐用。"
     pytest.importorskip("rouge_score")
     assert rouge_l_f1(["The red car"], ["the red car"]) == pytest.approx(1.0)
     assert rouge_l_f1(["the red car"], ["the red car is fast"]) == pytest.approx(0.75)
@@ -128,6 +134,11 @@ def test_trim_and_rouge() -> None:
     assert rouge_l_f1(["乐高城市"], ["乐高城市系列"]) > 0.5  # CJK characters are words
     # also right after a Latin word: "iphone手机壳" is "iphone 手机壳"
     assert rouge_l_f1(["iphone手机壳"], ["iphone 手机壳"]) == pytest.approx(1.0)
+    # the first 60 words of Chinese are its first 60 characters
+    chinese = "".join(chr(0x4E00 + i) for i in range(100))
+    assert first_words(chinese).split() == list(chinese[:60])
+    assert rouge_l_f1([chinese], [chinese[:60]]) == pytest.approx(1.0)
+    assert first_words("Red car, 2 doors") == "red car, 2 doors"  # English: words between spaces
     assert rouge_l_f1([], []) == 0.0
 
 

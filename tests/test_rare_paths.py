@@ -307,7 +307,10 @@ def test_recommend_history_entries_with_weights_and_their_errors(service_index: 
     assert [r["id"] for r in weighted["results"]] == [r["id"] for r in plain["results"]]
     for history, message in (
         ("p0-0", "history must be a list"),
-        ([{"product_id": "p0-0", "weight": -1}], r"history\[0\]: weight must be a number >= 0"),
+        ([{"product_id": "p0-0", "weight": -1}], r"history\[0\]: weight must be a finite number"),
+        ([{"product_id": "p0-0", "weight": float("nan")}], r"history\[0\]: weight must be a"),
+        ([{"product_id": "p0-0", "weight": float("inf")}], r"history\[0\]: weight must be a"),
+        ([{"product_id": "p0-0", "weight": True}], r"history\[0\]: weight must be a"),
         ([{"weight": 1.0}], r"history\[0\]: missing product id"),
     ):
         with pytest.raises(ValueError, match=message):

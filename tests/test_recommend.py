@@ -110,6 +110,8 @@ def test_tag_filters_keep_only_products_with_every_tag():
     results = engine.similar(id="p3", tags=["Toys > Puzzles", "color:Red"], limit=10)["results"]
     assert [r["id"] for r in results] == ["p4"]
     assert engine.similar(id="p3", tags=["brand:Hornby", "color:Red"])["results"] == []
+    wide = engine.similar(id="p3", tags=["Ｔｏｙｓ ＞ Ｐｕｚｚｌｅｓ", "color：Red"], limit=10)
+    assert wide["results"] == results  # a filter is read as tags are, in either width
 
 
 def test_gold_tags_count_in_filters():
@@ -146,6 +148,10 @@ def test_bad_input_gets_clear_value_errors():
         engine.similar()
     with pytest.raises(ValueError, match="'title' must be a non-empty string"):
         engine.similar(product={"description": "no title"})
+    with pytest.raises(ValueError, match="'title' must be a non-empty string"):
+        engine.similar(product={"title": "\u200b\u3000"})  # nothing that shows
+    with pytest.raises(ValueError, match="empty product"):
+        engine.similar(product="\u200b")
     with pytest.raises(ValueError, match="unknown product id 'zzz'"):
         engine.recommend(history=["p0", "zzz"])
 
@@ -454,6 +460,10 @@ def test_a_history_decayed_over_years_or_of_zero_weight():
     assert [r["id"] for r in old["results"]] == [
         r["id"] for r in engine.recommend("u", limit=2)["results"]
     ]  # only the relative weights count
+    engine.set_interactions(events(*rows), half_life_days=1)  # 0.5**1093: below any float
+    gone = engine.recommend("u", limit=2)
+    assert gone["strategy"] == "history"
+    assert not {"p0", "p3"} & {r["id"] for r in gone["results"]}  # what u has stays out
     engine.set_interactions(events(("u", "p0", 0), ("v", "p4", 1)))
     assert engine.recommend("u", limit=2)["strategy"] == "popular"  # weighing nothing
 

@@ -156,6 +156,30 @@ def test_a_bad_interactions_file_costs_the_users_histories_only(
     assert status == 503 and "events.csv, line 4, field 'weight'" in body["error"]
 
 
+def test_a_rebuilt_index_is_served_at_the_next_reload(
+    trained_model_dir: Path, service_index: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """`labelrec product-index` run again into the served folder: a reload builds the search
+    again for the model serving, which is not loaded again."""
+    from labelrec.recommend import build_index_from_file
+    from labelrec.serving import ModelHolder, index_extension
+
+    index = shutil.copytree(service_index, tmp_path / "index")
+    holder = ModelHolder(str(trained_model_dir))
+    holder.extensions["index"] = index_extension(str(index))
+    assert holder.reload().status == "reloaded"
+    first = holder.current
+    assert holder.reload().status == "unchanged"
+    catalog = toy_data_dir / "valid.jsonl"
+    build_index_from_file(first.recommender, catalog).save(index)
+    result = holder.reload()
+    assert result.status == "reloaded" and result.model_version == first.version
+    assert holder.current.recommender is first.recommender
+    assert len(holder.current.extras["index"].index.ids) == 10  # valid.jsonl's products
+    assert len(first.extras["index"].index.ids) > 10  # requests in flight keep the old one
+    assert holder.reload().status == "unchanged"
+
+
 def _reload_with(model_dir: Path, good: Path, bad: Path):
     """Load a model with the index ``good``, then reload it with the index ``bad``."""
     from labelrec.serving import ModelHolder, index_extension

@@ -48,6 +48,9 @@ def test_units_and_candidates_cover_mixed_titles() -> None:
     assert split_tag("brand:Hornby") == ("brand:", "Hornby")
     assert split_tag("品牌:华为") == ("品牌:", "华为")
     assert split_tag("Hobbies > Trains") == ("", "Hobbies > Trains")
+    # ideographs of the supplementary planes are characters of their own, as the common ones
+    rare = "ABC𠮷𠀀野家"
+    assert [rare[s:e] for s, e in units(rare)] == ["ABC", "𠮷", "𠀀", "野", "家"]
 
 
 def test_span_tagger_proposes_unseen_brands(tmp_path: Path) -> None:
@@ -94,6 +97,11 @@ def test_full_width_titles_name_the_same_tags() -> None:
     assert max(new[1], key=new[1].get) == "brand:Zorblax"  # a new brand, written in ASCII
     assert not tagger.absent(queries)[0, vocab.index["brand:Brio"]]
     assert vocab.find("ｂｒａｎｄ：ＢＲＩＯ") == vocab.index["brand:Brio"]
+    # a letter whose lower case is two characters (İ) does not shift the spans after it
+    title = "İİ Zorblax wooden train set"
+    _, new = tagger.known_and_new([Product("i", title)])
+    assert new[0] and all(split_tag(t)[1] in title for t in new[0])
+    assert "brand:Zorblax" in new[0]
 
 
 def test_absent_marks_the_kinds_tags_that_the_title_does_not_name() -> None:

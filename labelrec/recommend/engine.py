@@ -485,8 +485,13 @@ class ProductSearch:
                 if isinstance(item, dict):
                     pid = item.get("product_id", item.get("id"))
                     weight = item.get("weight", 1.0)
-                    if not isinstance(weight, (int, float)) or weight < 0:
-                        raise ValueError(f"history[{i}]: weight must be a number >= 0")
+                    if (
+                        isinstance(weight, bool)
+                        or not isinstance(weight, (int, float))
+                        or not math.isfinite(weight)
+                        or weight < 0
+                    ):
+                        raise ValueError(f"history[{i}]: weight must be a finite number >= 0")
                 else:
                     pid = item
                 if pid is None:
@@ -561,12 +566,12 @@ def load_tagger(source: str | Path, **kwargs: Any) -> Any:
 
 def _check_product(product: Any) -> Any:
     if isinstance(product, str):
-        if not product.strip():
+        if not has_visible_text(product):
             raise ValueError("empty product: give a title")
         return {"title": product}
     if isinstance(product, dict):
         title = product.get("title")
-        if not isinstance(title, str) or not title.strip():
+        if not isinstance(title, str) or not has_visible_text(title):
             raise ValueError("product: 'title' must be a non-empty string")
         desc = product.get("description") or ""
         if not isinstance(desc, str):

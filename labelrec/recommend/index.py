@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from labelrec.data import Product
+from labelrec.data import Product, clean_tag
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class ProductIndex:
         if not isinstance(tag, str) or not tag.strip():
             raise ValueError(f"unknown tag filter {tag!r}: tags are non-empty strings")
         try:
-            return self.tag_index[tag]
+            return self.tag_index[clean_tag(tag)]  # read as tags are: in either width
         except KeyError:
             by_case: dict[str, str] = {}  # case apart: "brand:harbor" is near "brand:Harbor ..."
             for t in self.tags:

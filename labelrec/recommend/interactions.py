@@ -259,8 +259,10 @@ class UserSignals:
     """Interactions mapped onto index rows: per-user histories, popularity, co-occurrence.
 
     Interactions with products missing from the index are dropped (``n_dropped``). With
-    ``half_life_days`` each interaction's weight halves every that many days before the newest
-    interaction in the data.
+    ``half_life_days`` each interaction's weight halves every that many days: before the newest
+    interaction in the data for popularity, before the user's own newest in a history (whose
+    relative weights are what counts: a history years old keeps them, where decay from the
+    data's newest would take them below the smallest float).
     """
 
     def __init__(
@@ -274,16 +276,7 @@ class UserSignals:
         rows = np.asarray([row_of.get(p, -1) for p in interactions.product_ids], dtype=np.int64)
         known = rows >= 0
         self.n_dropped = int((~known).sum())
-        weights = interactions.weights.astype(np.float64)
-        if half_life_days is not None:
-            if not math.isfinite(half_life_days) or half_life_days <= 0:
-                raise ValueError(
-                    f"half_life_days must be a finite number > 0, got {half_life_days}"
-                )
-            if interactions.timestamps is None:
-                raise ValueError(f"{interactions.source}: time decay needs a 'timestamp' column")
-            age = (interactions.timestamps.max() - interactions.timestamps) / SECONDS_PER_DAY
-            weights = weights * np.power(0.5, age / half_life_days)
+        weights = interactions.weights.astype(np.float64)[known]
         users = interactions.user_ids[known]
         self.user_index: dict[str, int] = {}
         user_rows = np.fromiter(
@@ -292,11 +285,31 @@ class UserSignals:
             count=len(users),
         )
         n_users = len(self.user_index)
+
+        def summed(values: np.ndarray) -> sp.csr_matrix:
+            matrix = sp.csr_matrix((values, (user_rows, rows[known])), shape=(n_users, n_products))
+            matrix.sum_duplicates()
+            return matrix
+
         #: users x products, summed (decayed) weights
-        self.matrix = sp.csr_matrix(
-            (weights[known], (user_rows, rows[known])), shape=(n_users, n_products)
-        )
-        self.matrix.sum_duplicates()
+        self.matrix = summed(weights)
+        #: the same, each user's decayed from their own newest interaction (``history``)
+        self.histories = self.matrix
+        if half_life_days is not None:
+            if not math.isfinite(half_life_days) or half_life_days <= 0:
+                raise ValueError(
+                    f"half_life_days must be a finite number > 0, got {half_life_days}"
+                )
+            if interactions.timestamps is None:
+                raise ValueError(f"{interactions.source}: time decay needs a 'timestamp' column")
+            stamps = interactions.timestamps[known]
+            user_newest = np.full(n_users, -np.inf)
+            np.maximum.at(user_newest, user_rows, stamps)
+            days = SECONDS_PER_DAY * half_life_days
+            data_age = stamps.max(initial=0) - stamps
+            self.matrix = summed(weights * np.power(0.5, data_age / days))
+            user_age = user_newest[user_rows] - stamps
+            self.histories = summed(weights * np.power(0.5, user_age / days))
         binary = self.matrix.copy()
         binary.data[:] = 1.0
         self.binary = binary
@@ -310,8 +323,8 @@ class UserSignals:
         u = self.user_index.get(str(user))
         if u is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        lo, hi = self.matrix.indptr[u], self.matrix.indptr[u + 1]
-        return self.matrix.indices[lo:hi].astype(np.int64), self.matrix.data[lo:hi].copy()
+        lo, hi = self.histories.indptr[u], self.histories.indptr[u + 1]
+        return self.histories.indices[lo:hi].astype(np.int64), self.histories.data[lo:hi].copy()
 
     def cooccurrence(
         self, rows: Sequence[int], weights: Sequence[float], user: str | None = None

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from labelrec.data import Product, TagVocab, fold_width
+from labelrec.data import CJK_RANGES, Product, TagVocab, fold_width
 from labelrec.modeldir import SPAN_ARRAYS, SPAN_META
 from labelrec.taggers.base import (
     Evidence,
@@ -50,7 +50,7 @@ MIN_VERBATIM_SHARE = 0.3
 MAX_NEW_PER_PRODUCT = 30
 MIN_PROBABILITY = 0.01
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+_CJK = CJK_RANGES
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 _UNIT = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W\d_])+|\d+")
 _PREFIX = re.compile(r"^([^\s:]{1,20}:)(.+)$")
@@ -58,8 +58,12 @@ _PREFIX = re.compile(r"^([^\s:]{1,20}:)(.+)$")
 
 def folded(text: str) -> str:
     """Text as spans are matched: lower case, full-width forms as ASCII (``fold_width``), each
-    character in its place."""
-    return fold_width(text).lower()
+    character in its place (``İ``, whose lower case is two characters, becomes ``i``)."""
+    wide = fold_width(text)
+    low = wide.lower()
+    if len(low) == len(wide):
+        return low
+    return "".join(ch.lower()[0] for ch in wide)
 
 
 def split_tag(tag: str) -> tuple[str, str]:
