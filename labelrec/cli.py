@@ -17,6 +17,7 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 NOT_PROMOTED = 3  # `promote --exit-code`: the challenger was evaluated and not promoted
+SUGGEST_CHUNK = 256  # products of stdin that `suggest` scores and prints at a time
 
 
 def _load_recommender(args: argparse.Namespace) -> Any:
@@ -247,9 +248,13 @@ def _scores_with_progress(
 
 def _stdin_lines() -> Iterator[tuple[int, str]]:
     """(number, line) of stdin, without a byte order mark before the first line; a lone carriage
-    return ends a line too (classic Mac text), as it does in catalog files."""
+    return ends a line too (classic Mac text), as it does in catalog files. Bytes are decoded
+    line by line, whatever the locale: those that are not UTF-8 become lone surrogates, which
+    ``_checked_text`` names with their line."""
+    binary = getattr(sys.stdin, "buffer", None)
+    lines = sys.stdin if binary is None else (b.decode("utf-8", "surrogateescape") for b in binary)
     number = 0
-    for raw in sys.stdin:
+    for raw in lines:
         pieces = re.split(r"\r(?!\n)", raw)
         if len(pieces) > 1 and not pieces[-1]:
             pieces.pop()  # the line ended with its lone carriage return
@@ -268,34 +273,56 @@ def _parse_line(line: str, number: int) -> dict[str, str]:
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
+    """Products of stdin scored ``SUGGEST_CHUNK`` at a time, each chunk printed as it is done:
+    memory holds one chunk, and a bad line stops the run after the lines before it are out."""
     rec = _load_recommender(args)
-    items, numbers = [], []
+    printed = 0
+
+    def answer(items: list[dict[str, Any]], numbers: list[int]) -> None:
+        nonlocal printed
+        if not items:
+            return
+        if args.explain:
+            results = rec.explain(items, limit=args.limit, threshold=args.threshold)
+        else:
+            results = [
+                [s.to_dict() for s in row]
+                for row in rec.suggest(items, limit=args.limit, threshold=args.threshold)
+            ]
+        for item, number, suggestions in zip(items, numbers, results, strict=True):
+            if args.format == "jsonl":
+                row = {"line": number}
+                if item.get("id") is not None:
+                    row["id"] = item["id"]
+                row.update(title=item["title"], tags=suggestions)
+                print(json.dumps(row, ensure_ascii=False))
+                continue
+            if printed:
+                print()
+            printed += 1
+            for s in suggestions:
+                line = f"{s['tag']}\t{s['score']:.4f}"
+                if "evidence" in s:
+                    evidence = s["evidence"].items()
+                    line += "\t" + " ".join(_evidence_text(k, v) for k, v in evidence if v)
+                print(line)
+        sys.stdout.flush()
+
+    items: list[dict[str, Any]] = []
+    numbers: list[int] = []
     for number, line in _stdin_lines():
-        if line.strip():  # a blank line is no product; `line` in the JSON rows joins them back
-            items.append(_parse_line(line, number))
-            numbers.append(number)
-    if args.explain:
-        results = rec.explain(items, limit=args.limit, threshold=args.threshold)
-    else:
-        results = [
-            [s.to_dict() for s in row]
-            for row in rec.suggest(items, limit=args.limit, threshold=args.threshold)
-        ]
-    for i, (item, suggestions) in enumerate(zip(items, results, strict=True)):
-        if args.format == "jsonl":
-            row = {"line": numbers[i]}
-            if item.get("id") is not None:
-                row["id"] = item["id"]
-            row.update(title=item["title"], tags=suggestions)
-            print(json.dumps(row, ensure_ascii=False))
+        if not line.strip():  # a blank line is no product; `line` in the JSON rows says so
             continue
-        if i:
-            print()
-        for s in suggestions:
-            line = f"{s['tag']}\t{s['score']:.4f}"
-            if "evidence" in s:
-                line += "\t" + " ".join(_evidence_text(k, v) for k, v in s["evidence"].items() if v)
-            print(line)
+        try:
+            items.append(_parse_line(line, number))
+        except ValueError:
+            answer(items, numbers)  # the lines before the bad one
+            raise
+        numbers.append(number)
+        if len(items) == SUGGEST_CHUNK:
+            answer(items, numbers)
+            items, numbers = [], []
+    answer(items, numbers)
     return 0
 
 

@@ -760,3 +760,45 @@ def test_a_registry_uri_without_a_store_creates_none(
     assert main(["suggest", "models:/labelrec@champion"]) == 2
     assert f"no MLflow store at {db}" in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_suggest_answers_chunk_by_chunk_and_keeps_what_came_before_a_bad_line(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """stdin is scored a chunk at a time (bounded memory, answers as they come): the answers
+    are those of one pass, and a bad line stops the run after the lines before it."""
+    from labelrec import cli
+
+    titles = "LEGO city\nplush bear\n\nwooden jigsaw puzzle\nremote control car\nHornby train\n"
+    args = ["suggest", str(trained_model_dir), "--format", "jsonl", "--threshold", "0"]
+    outputs = []
+    for chunk in (1000, 2):
+        monkeypatch.setattr(cli, "SUGGEST_CHUNK", chunk)
+        monkeypatch.setattr(sys, "stdin", io.StringIO(titles))
+        assert main(args) == 0
+        outputs.append([json.loads(line) for line in capsys.readouterr().out.splitlines()])
+    assert outputs[0] == outputs[1]
+    assert [row["line"] for row in outputs[1]] == [1, 2, 4, 5, 6]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(titles + '{"title": 3}\n'))
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert [json.loads(line) for line in captured.out.splitlines()] == outputs[0]
+    assert "<stdin>, line 7, field 'title'" in captured.err
+
+
+def test_suggest_names_the_line_of_bytes_that_are_not_utf8_in_any_locale(
+    trained_model_dir: Path,
+) -> None:
+    """Under a locale whose stdin decoding is strict (en_US.UTF-8), a byte that is not UTF-8
+    is named by its line too, not by its place in a read buffer."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8:strict"}
+    done = subprocess.run(
+        [_entry_point(), "suggest", str(trained_model_dir)],
+        input=b"LEGO\r\nHornby\r\ncaf\xe9 toy\r\n",
+        capture_output=True,
+        env=env,
+        timeout=180,
+    )
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2 and "<stdin>, line 3: not valid UTF-8" in err, err
+    assert done.stdout.count(b"\n\n") == 1  # the two lines before it were answered
