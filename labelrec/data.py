@@ -446,23 +446,44 @@ def _format_of(path: Path) -> tuple[str, bool]:
     return ext, gz
 
 
-def _open_text(path: Path, gz: bool) -> IO[str]:
+def _open_text(path: Path, gz: bool, errors: str = "strict") -> IO[str]:
+    """``path`` as UTF-8 text; ``errors="surrogateescape"``: bytes that are not UTF-8 come as
+    lone surrogates (``_undecoded`` finds them), so the rows around them are read."""
     if gz:
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors=errors, newline="")
+    return open(path, encoding="utf-8-sig", errors=errors, newline="")
+
+
+_UNDECODED = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8 (surrogateescape)
+
+
+def _undecoded(text: str) -> str | None:
+    """Why a line read with ``surrogateescape`` is not UTF-8 text, or None."""
+    found = _UNDECODED.search(text)
+    if found is None:
+        return None
+    byte = ord(found.group()) - 0xDC00
+    return f"not valid UTF-8 (byte 0x{byte:02x} at character {found.start() + 1}); save it as UTF-8"
+
+
+def _utf16_error(path: Path) -> CatalogError | None:
+    """The error of a file that begins with a UTF-16 byte order mark, else None."""
+    if not _starts_with(path, (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return None
+    return CatalogError(
+        path,
+        None,
+        None,
+        "UTF-16 text (Excel's 'Unicode Text'), not UTF-8: save it as UTF-8 (Excel: 'CSV"
+        " UTF-8'), e.g. iconv -f UTF-16 -t UTF-8",
+    )
 
 
 def _not_utf8(path: Path, last_good_line: int, err: UnicodeDecodeError) -> CatalogError:
     # Text is decoded in blocks, so the reader does not know the line: the raw bytes tell it.
     line = _first_bad_utf8_line(path)
-    if line == 1 and _starts_with(path, (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return CatalogError(
-            path,
-            None,
-            None,
-            "UTF-16 text (Excel's 'Unicode Text'), not UTF-8: save it as UTF-8 (Excel: 'CSV"
-            " UTF-8'), e.g. iconv -f UTF-16 -t UTF-8",
-        )
+    if line == 1 and (utf16 := _utf16_error(path)) is not None:
+        return utf16
     if line is not None:
         return CatalogError(path, line, None, f"not valid UTF-8 ({err.reason}); save it as UTF-8")
     where = f" after line {last_good_line}" if last_good_line else ""
@@ -625,10 +646,15 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
             for number, obj in enumerate(items, 1):
                 yield "item", number, located("item", number, obj)
         else:
-            with _open_text(path, gz) as fh:
+            if (utf16 := _utf16_error(path)) is not None:
+                raise utf16
+            with _open_text(path, gz, "surrogateescape") as fh:
                 for number, line in enumerate(fh, 1):
                     text = line.strip()
                     if not text:
+                        continue
+                    if (bad := _undecoded(text)) is not None:  # one bad row, as others are
+                        yield "line", number, _RowError(None, bad)
                         continue
                     try:
                         obj = json.loads(text)
@@ -724,12 +750,11 @@ def _guess_header(
 def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) -> _Source:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # very long descriptions are kept
     ext, _ = _format_of(path)
-    with _open_text(path, gz) as fh:
-        try:
-            sample = fh.read(_SAMPLE_CHARS)
-            truncated = bool(fh.read(1))
-        except UnicodeDecodeError as err:
-            raise _not_utf8(path, 0, err) from None
+    if (utf16 := _utf16_error(path)) is not None:
+        raise utf16
+    with _open_text(path, gz, "surrogateescape") as fh:  # a row that is not UTF-8: a bad row
+        sample = fh.read(_SAMPLE_CHARS)
+        truncated = bool(fh.read(1))
     # Excel's first line "sep=;" names the delimiter; it is not a row
     declared = re.match(r"sep=([^\r\n])\r?\n", sample)
     if declared:
@@ -740,7 +765,7 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
         or _sniff_delimiter(sample, truncated, wanted, ext == ".tsv")
     )
 
-    with _open_text(path, gz) as fh:
+    with _open_text(path, gz, "surrogateescape") as fh:
         lines: list[str] = []  # the physical lines of the record being read
         if declared:
             fh.readline()
@@ -807,6 +832,8 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
         if first is None:
             return
         first_line, first_row = first
+        if (bad := _undecoded("".join(first_row))) is not None:
+            raise CatalogError(path, first_line, None, bad)
         header = cfg.csv_header
         if header is None:
             header = _guess_header(first_row, sample, truncated, delim, wanted)
@@ -839,6 +866,10 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
             yield from rows
 
         for line, row in data_rows():
+            bad = next((b for cell in row if (b := _undecoded(cell)) is not None), None)
+            if bad is not None:
+                yield "line", line, _RowError(None, bad)
+                continue
             if header and [cell.strip().lstrip("\ufeff").strip() for cell in row] == names:
                 msg = "the header row again (files joined end to end?)"
                 yield "line", line, _RowError(None, msg)

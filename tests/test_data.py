@@ -770,7 +770,7 @@ def test_not_utf8_and_bad_arguments(tmp_path):
     path.write_bytes("id,title,tags\n1,Caf\u00e9,x\n".encode("latin-1"))
     with pytest.raises(CatalogError, match="not valid UTF-8") as info:
         read_catalog(path, DataConfig())
-    assert info.value.line == 2  # found in the raw bytes: the reader decodes in blocks
+    assert info.value.line == 2
     # far into a gzipped file, and after a character split across the scan's blocks
     rows = "".join(
         f'{{"id": "{i}", "title": "Caf\u00e9 {i}", "tags": ["x"]}}\n' for i in range(3000)
@@ -788,6 +788,33 @@ def test_not_utf8_and_bad_arguments(tmp_path):
         iter_catalog(write_jsonl(tmp_path / "c.jsonl", ROWS), DataConfig(), chunk_size=0)
     with pytest.raises(FileNotFoundError):
         iter_catalog(tmp_path / "missing.jsonl", DataConfig())
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".csv"])
+def test_a_row_that_is_not_utf8_is_one_bad_row(tmp_path, ext):
+    """Every row before it is read (a run that stops there has scored them), and with
+    data.on_error=skip every row after it too; the sniffed CSV sample may hold it."""
+    good = [{"id": str(i), "title": f"product {i} " + "x" * 40, "tags": ["a"]} for i in range(3000)]
+    if ext == ".jsonl":
+        lines = [json.dumps(r).encode() for r in good]
+        lines[1499] = b'{"id": "bad", "title": "caf\xe9", "tags": ["a"]}'
+        data = b"\n".join(lines) + b"\n"
+        bad_line = 1500
+    else:
+        lines = [b"id,title,tags"] + [f"{r['id']},{r['title']},a".encode() for r in good]
+        lines[1500] = b"bad,caf\xe9,a"
+        data = b"\r\n".join(lines) + b"\r\n"
+        bad_line = 1501
+    path = tmp_path / f"latin1{ext}"
+    path.write_bytes(data)
+    before = []
+    with pytest.raises(CatalogError, match=r"not valid UTF-8 \(byte 0xe9 at character") as info:
+        for chunk in iter_catalog(path, DataConfig(), chunk_size=100):
+            before += chunk
+    assert info.value.line == bad_line and len(before) == 1499
+    skipped = read_catalog(path, DataConfig(on_error="skip"))
+    assert len(skipped.products) == 2999 and len(skipped.skipped) == 1
+    assert "bad" not in ids(skipped.products)
 
 
 def test_a_deeply_nested_json_line_is_a_bad_row(tmp_path):
