@@ -631,7 +631,7 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
 
     number = 0
     try:
-        with _open_text(path, gz) as fh:
+        with _open_text(path, gz, "surrogateescape") as fh:
             is_array = fh.read(4096).lstrip().startswith("[")
         if is_array:  # a .json file holding one array of objects
             with _open_text(path, gz) as fh:

@@ -815,6 +815,10 @@ def test_a_row_that_is_not_utf8_is_one_bad_row(tmp_path, ext):
     skipped = read_catalog(path, DataConfig(on_error="skip"))
     assert len(skipped.products) == 2999 and len(skipped.skipped) == 1
     assert "bad" not in ids(skipped.products)
+    small = tmp_path / f"small{ext}"  # within the first block read: the bad line third
+    head = data.splitlines()[: 3 if ext == ".csv" else 2]
+    small.write_bytes(b"\n".join([*head, lines[bad_line - 1], head[-1]]) + b"\n")
+    assert len(read_catalog(small, DataConfig(on_error="skip")).products) == 2
 
 
 def test_a_deeply_nested_json_line_is_a_bad_row(tmp_path):
