@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from labelrec.config import DataConfig
-from labelrec.data import CatalogError, Product, check_catalog_file, iter_catalog
+from labelrec.data import CatalogError, Product, check_catalog_file, iter_catalog, tag_string
 from labelrec.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class TagWriter:
                     [
                         row["id"],
                         row["title"],
-                        "|".join(t["tag"] for t in row["tags"]),
+                        tag_string([t["tag"] for t in row["tags"]]),
                         "|".join(f"{t['score']:.4f}" for t in row["tags"]),
                         "|".join("true" if t["known"] else "false" for t in row["tags"]),
                     ]

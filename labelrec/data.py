@@ -345,6 +345,14 @@ def split_tag_string(text: str, delimiter: str = "|", *, keep_blank: bool = Fals
     return items if keep_blank else [t for t in items if t.strip()]
 
 
+def tag_string(tags: Sequence[str]) -> str:
+    """Tags as one string (a CSV cell): joined by ``|``, or a JSON list where a tag holds ``|``;
+    ``tag_cell`` reads either back as the same tags."""
+    if any("|" in tag for tag in tags):
+        return json.dumps(list(tags), ensure_ascii=False)
+    return "|".join(tags)
+
+
 def tag_cell(value: Any, delimiter: str | None = "|") -> list[str]:
     """The tags of one cell as a catalog's tag column reads them: a list, a JSON or Python list
     in a string, or a string split on ``delimiter``; each read by ``clean_tag``, empty tags

@@ -536,3 +536,30 @@ def test_public_text_cuts_short_paths_too() -> None:
 
     assert public_text("model /models/uk refused") == "model …/uk refused"
     assert public_text("see /srv/models/uk/x.json") == "see …/x.json"
+
+
+def test_a_csv_tag_holding_the_list_separator_reads_back_as_written(tmp_path) -> None:
+    """ "brand:|MFG" is a tag of amazon_uk_toys: joined by "|" it would read as two, with the
+    scores after it paired with the wrong tags."""
+    import csv
+
+    from labelrec.batch import score_file
+    from labelrec.config import DataConfig
+    from labelrec.data import tag_cell
+
+    def scorer(products):
+        return [
+            [
+                {"tag": "Hobbies", "score": 0.9},
+                {"tag": "brand:|MFG", "score": 0.5},
+                {"tag": "Toys", "score": 0.1},
+            ]
+            for _ in products
+        ]
+
+    src = _catalog_file(tmp_path / "in.jsonl", 1)
+    score_file(src, tmp_path / "o.csv", DataConfig(), scorer)
+    with (tmp_path / "o.csv").open(encoding="utf-8", newline="") as fh:
+        row = list(csv.DictReader(fh))[0]
+    assert tag_cell(row["tags"]) == ["Hobbies", "brand:|MFG", "Toys"]
+    assert row["scores"].split("|") == ["0.9000", "0.5000", "0.1000"]

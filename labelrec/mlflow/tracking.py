@@ -35,6 +35,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
+from labelrec.data import tag_string
 from labelrec.modeldir import (
     HISTORY_FILE,
     LABELREC_FILE,
@@ -156,7 +157,7 @@ def catalog_dataset(products: Sequence[Any], source: str, name: str | None = Non
             "id": [p.id for p in products],
             "title": [p.title for p in products],
             "description": [p.description for p in products],
-            "tags": ["|".join(p.tags) for p in products],
+            "tags": [tag_string(p.tags) for p in products],
         }
     )
     dataset_source, default_name = _source_of(source)
