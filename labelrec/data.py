@@ -179,14 +179,18 @@ _INVISIBLE = dict.fromkeys(
 def clean_text(text: str) -> str:
     """A title or description as labelrec reads it everywhere (catalogs, ``TagRecommender``,
     the CLI, the service, the MLflow model): zero-width characters, soft hyphens and control
-    characters (NUL ...) removed,
-    runs of whitespace one space, the ends stripped. The same product gets the same tags from
-    every front end only if all of them see the same text."""
-    return " ".join(text.translate(_INVISIBLE).split())
+    characters (NUL ...) removed, runs of whitespace one space, the ends stripped, full-width
+    letters and digits as ASCII (``Ａｐｐｌｅ　ｉＰｈｏｎｅ１５`` is ``Apple iPhone15``, as a CJK
+    keyboard may type it; full-width punctuation, which Chinese text writes, stays). The same
+    product gets the same tags from every front end only if all of them see the same text."""
+    return " ".join(text.translate(_INVISIBLE).split()).translate(_WIDE_ALNUM_TO_ASCII)
 
 
 _WIDE_TO_ASCII = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
 _WIDE_TO_ASCII[0x3000] = 0x20  # the ideographic space
+_WIDE_ALNUM_TO_ASCII = {  # full-width digits and Latin letters
+    code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F) if chr(code - 0xFEE0).isalnum()
+}
 # Characters read one by one (no spaces between words), for a regex class: kana, CJK ideographs
 # with extension A, compatibility ideographs, Hangul syllables, and the supplementary
 # ideographs of extensions B to H (𠮷).

@@ -259,12 +259,12 @@ def test_every_front_end_reads_the_text_a_catalog_gives(
 
     from labelrec.data import read_catalog
 
-    raw = {
+    raw = {  # full-width letters and digits as a CJK keyboard types them
         "id": "a",
-        "title": "  Brickton\u200b  police\tstation ",
-        "description": "red\u00ad  kit",
+        "title": "  Ｂｒｉｃｋｔｏｎ\u200b  police\tstation　６０ ",
+        "description": "red\u00ad  kit，ｒｅｄ",
     }
-    clean = {"id": "a", "title": "Brickton police station", "description": "red kit"}
+    clean = {"id": "a", "title": "Brickton police station 60", "description": "red kit，red"}
     (read,) = read_catalog(write_jsonl([{**raw, "tags": ["t"]}], tmp_path / "c.jsonl")).products
     assert (read.title, read.description) == (clean["title"], clean["description"])
     ranked = [rec.suggest([p], limit=5, threshold=0)[0] for p in (raw, clean, read)]
