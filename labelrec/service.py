@@ -60,6 +60,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import bentoml
 from bentoml.exceptions import BentoMLException
@@ -67,7 +68,9 @@ from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -89,7 +92,7 @@ from labelrec.batch import (
     stream_scored,
     upload_suffix,
 )
-from labelrec.data import MAX_TAG_CHARS, Product, clean_text, split_tag_string
+from labelrec.data import MAX_TAG_CHARS, Product, clean_text, has_visible_text, split_tag_string
 from labelrec.describe import named_as
 from labelrec.errors import ModelError
 from labelrec.feedback import (
@@ -545,8 +548,18 @@ ProductLimit = Annotated[
         ge=1, le=MAX_LIMIT, description="Most products returned.", json_schema_extra={"example": 10}
     ),
 ]
+
+
+def _a_number(value: Any) -> Any:
+    """JSON's true and "0.5" are not numbers (pydantic's lax float takes both)."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("expected a number")
+    return value
+
+
 Threshold = Annotated[
     float | None,
+    BeforeValidator(_a_number),
     Field(
         ge=0.0,
         le=1.0,
@@ -556,9 +569,22 @@ Threshold = Annotated[
 ]
 
 
+def _visible_pattern(pattern: str) -> str:
+    if not has_visible_text(pattern):
+        raise ValueError("a pattern of spaces or invisible characters matches no tag")
+    return pattern
+
+
 Patterns = Annotated[
     # an empty pattern would match no tag (a rules file refuses one too)
-    list[Annotated[StrictStr, Field(min_length=1, max_length=MAX_TAG_CHARS)]] | None,
+    list[
+        Annotated[
+            StrictStr,
+            Field(min_length=1, max_length=MAX_TAG_CHARS),
+            AfterValidator(_visible_pattern),
+        ]
+    ]
+    | None,
     Field(
         max_length=MAX_LIMIT,
         description="Tag patterns (`brand:*`, `Toys > *`): only tags matching one (include) or"
@@ -588,6 +614,7 @@ TagFilter = Annotated[
 ]
 TagWeight = Annotated[
     float | None,
+    BeforeValidator(_a_number),
     Field(
         ge=0.0,
         le=1.0,
@@ -1383,7 +1410,7 @@ class LabelRec:
         self,
         user: Annotated[
             str | None,
-            Field(description="User id in LABELREC_INTERACTIONS.", examples=["U123"]),
+            Field(min_length=1, description="User id in LABELREC_INTERACTIONS.", examples=["U123"]),
         ] = None,
         history: Annotated[
             list[str] | None,
@@ -1571,7 +1598,13 @@ class LabelRec:
             release()
             raise
         out_suffix = OUTPUT_SUFFIXES.get(suffix.removesuffix(".gz"), ".jsonl")
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(shown.removesuffix(".gz")).stem) or "catalog"
+        name = Path(shown.removesuffix(".gz")).stem + ".tags" + out_suffix
+        ascii_name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+        if ascii_name.startswith(("_.", ".")):  # nothing of the name was ASCII
+            ascii_name = "catalog" + ascii_name.lstrip("_")
+        disposition = f'attachment; filename="{ascii_name}"'
+        if ascii_name != name:  # RFC 6266: the name itself for clients that read UTF-8
+            disposition += f"; filename*=UTF-8''{quote(name, safe='')}"
         stream = stream_scored(
             path,
             workdir,
@@ -1589,7 +1622,7 @@ class LabelRec:
             stream,
             media_type=MEDIA_TYPES.get(out_suffix, "application/jsonl"),
             headers={
-                "content-disposition": f'attachment; filename="{stem}.tags{out_suffix}"',
+                "content-disposition": disposition,
                 "x-labelrec-model-version": snap.version,
             },
         )

@@ -563,3 +563,19 @@ def test_a_csv_tag_holding_the_list_separator_reads_back_as_written(tmp_path) ->
         row = list(csv.DictReader(fh))[0]
     assert tag_cell(row["tags"]) == ["Hobbies", "brand:|MFG", "Toys"]
     assert row["scores"].split("|") == ["0.9000", "0.5000", "0.1000"]
+
+
+def test_a_shorter_list_is_the_start_of_a_longer_one_whatever_the_ties() -> None:
+    """Identical products (variants) score alike: which of them a list keeps at its cut is the
+    lower index, as inside the list."""
+    from labelrec.recommend.backends import _top_indices
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        values = rng.integers(0, 4, size=30).astype(np.float32)
+        values[rng.integers(0, 30, size=3)] = np.nan
+        longest = _top_indices(values, 30).tolist()
+        assert len(longest) == int(np.isfinite(values).sum())
+        for k in range(1, 30):
+            assert _top_indices(values, k).tolist() == longest[:k]
+    assert _top_indices(np.array([np.nan, 1.0, -np.inf]), 2).tolist() == [1]

@@ -600,6 +600,12 @@ BAD_JSON = [
     ("/suggest", {"product": {"title": "x"}, "limt": 3}, "limt"),
     ("/search", {"query": "lego", "tags": ["Toys"] * 101}, "tags"),
     ("/recommend", {"history": ["p0-0"] * 1001}, "history"),
+    ("/recommend", {"user": ""}, "user"),
+    ("/suggest", {"product": {"title": "x"}, "exclude": [" \u3000"]}, "matches no tag"),
+    ("/suggest", {"product": {"title": "x"}, "threshold": True}, "expected a number"),
+    ("/suggest", {"product": {"title": "x"}, "threshold": "0.5"}, "expected a number"),
+    ("/similar", {"id": "p0-0", "tag_weight": True}, "expected a number"),
+    ("/search", {"query": "lego", "tag_weight": "0.5"}, "expected a number"),
     ("/suggest_batch", {"products": [{"title": "x"}], "threshhold": 0.5}, "threshhold"),
     ("/suggest_items", {"items": [{"title": "x"}], "limit": 3}, "limit"),
     ("/suggest_batch", {"products": {"title": "x"}}, "array"),
@@ -792,6 +798,11 @@ def test_upload_names_are_sanitised(client: TestClient) -> None:
     assert answer.status_code == 200, answer.text
     assert "x-evil" not in answer.headers
     assert answer.headers["content-disposition"].isascii()
+    # a Chinese name comes back whole to clients that read RFC 6266's filename*
+    answer = client.post("/suggest_file", files={"file": ("华为目录.csv", b"id,title\n1,lego\n")})
+    disposition = answer.headers["content-disposition"]
+    assert disposition.startswith('attachment; filename="catalog.tags.csv"; ')
+    assert disposition.endswith("filename*=UTF-8''%E5%8D%8E%E4%B8%BA%E7%9B%AE%E5%BD%95.tags.csv")
 
 
 def test_suggest_items_without_a_model_is_a_503(make_service, current: Path) -> None:

@@ -97,15 +97,18 @@ class Scorer:
 
 
 def _top_indices(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest finite values, best first (equal values: lower index
-    first among those selected)."""
+    """Indices of the ``k`` largest finite values, best first; equal values by lower index,
+    also at the cut, so the first ``k`` of a longer list are the ``k`` of a shorter one."""
     if k <= 0 or len(values) == 0:
         return np.zeros(0, dtype=np.int64)
-    if len(values) > k:
-        top = np.argpartition(-values, k - 1)[:k]
+    finite = np.isfinite(values)
+    if int(finite.sum()) <= k:
+        top = np.flatnonzero(finite)
     else:
-        top = np.arange(len(values))
-    top = top[np.isfinite(values[top])]
+        kept = np.where(finite, values, -np.inf)
+        kth = kept[np.argpartition(-kept, k - 1)[k - 1]]  # the k-th largest value
+        above = np.flatnonzero(kept > kth)
+        top = np.concatenate([above, np.flatnonzero(kept == kth)[: k - len(above)]])
     return top[np.lexsort((top, -values[top]))]
 
 
