@@ -476,6 +476,8 @@ class ModelHolder:
                     "catalog": public_uri(engine.index.manifest.get("catalog")),
                     "users": None if engine.signals is None else len(engine.signals.user_index),
                 }
+                if engine.interactions_error is not None:  # the users' histories are down
+                    out["index"]["interactions_error"] = public_text(engine.interactions_error)
         return jsonable(out)
 
 

@@ -154,6 +154,8 @@ def test_a_bad_interactions_file_costs_the_users_histories_only(
     assert call(svc.recommend(history=["p0-0"], limit=2))[0] == 200  # a given history too
     status, body = call(svc.recommend(user="u1", limit=2))
     assert status == 503 and "events.csv, line 4, field 'weight'" in body["error"]
+    error = svc.holder.describe()["index"]["interactions_error"]  # GET /model says it too
+    assert "events.csv, line 4, field 'weight'" in error
 
 
 def test_a_rebuilt_index_is_served_at_the_next_reload(
