@@ -46,13 +46,11 @@ def _data_config(args: argparse.Namespace, model_dir: str | None = None) -> Any:
     """Column mapping for reading catalogs: --config with the overrides, else the model's own
     with the overrides on top of it. A config's ``data.max_products`` (a training file's cap)
     does not cut the catalog; a ``data.max_products=N`` override does."""
-    from labelrec.config import Config, _build, _merge, load_config, parse_overrides
+    from labelrec.config import Config, _build, _merge, catalog_data_config, parse_overrides
 
     overrides = getattr(args, "overrides", None) or []
     if getattr(args, "config", None):
-        data = load_config(args.config, overrides).data
-        capped = any(o.split("=", 1)[0].strip() == "data.max_products" for o in overrides)
-        return data if capped else dataclasses.replace(data, max_products=None)
+        return catalog_data_config(args.config, overrides)
     data: dict[str, Any] = {}
     if model_dir is not None:
         info_path = Path(model_dir) / "labelrec.json"
@@ -97,8 +95,10 @@ def _at_least(low: int) -> Any:
 
 def _checked_text(text: str, where: str) -> str:
     """``text`` unless it holds bytes that were not UTF-8 (read as lone surrogates)."""
-    if any("\udc80" <= c <= "\udcff" for c in text):
-        raise ValueError(f"{where}: not valid UTF-8")
+    from labelrec.data import undecoded
+
+    if (bad := undecoded(text)) is not None:
+        raise ValueError(f"{where}: {bad}")
     return text
 
 
@@ -510,14 +510,15 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
 
-    from labelrec.config import PromotionConfig, from_arguments, load_config
+    from labelrec.config import PromotionConfig, catalog_data_config, from_arguments
     from labelrec.mlflow.registry import promote
     from labelrec.mlflow.store import configure
 
     gate = from_arguments(PromotionConfig, args)
+    _check_config_args(args)
     configure()
     data_cfg = (
-        load_config(args.config, args.overrides).data if args.config or args.overrides else None
+        catalog_data_config(args.config, args.overrides) if args.config or args.overrides else None
     )
     d = promote(args.name, args.data, data_cfg=data_cfg, **dataclasses.asdict(gate))
     verdict = "promoted" if d.promoted else "not promoted"

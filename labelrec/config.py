@@ -241,7 +241,10 @@ class LoraSettings:
     dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
     target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "Module names to adapt; None: peft's default for the architecture."},
+        metadata={
+            "help": "Module names to adapt, or all-linear (peft: every linear layer but the"
+            " output); None: peft's default for the architecture."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -261,6 +264,11 @@ class LoraSettings:
         _check(self.r >= 1, "lora.r", "must be >= 1")
         _check(self.alpha >= 1, "lora.alpha", "must be >= 1")
         _check(0.0 <= self.dropout < 1.0, "lora.dropout", "must be in [0, 1)")
+        _check(
+            self.target_modules is None or len(self.target_modules) > 0,
+            "lora.target_modules",
+            "an empty list adapts nothing (null: peft's default for the architecture)",
+        )
 
 
 @dataclass
@@ -757,7 +765,7 @@ class DescribeConfig:
         _check(
             0 <= self.min_new_tokens <= self.max_new_tokens,
             "describe.min_new_tokens",
-            "must be in [0, max_new_tokens]",
+            "must be in [0, describe.max_new_tokens]",
         )
         _check(self.num_beams >= 1, "describe.num_beams", "must be >= 1")
         _check(self.length_penalty > 0, "describe.length_penalty", "must be > 0")
@@ -806,6 +814,7 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.task in ("tag", "describe"), "task", "must be 'tag' or 'describe'")
         _check(self.output.strip() != "", "output", "must not be empty (a model directory)")
+        _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32 - 1] (numpy's seeds)")
         _check(
             self.train.tuning_folds == 1 or self.train.refit,
             "train.tuning_folds",
@@ -929,6 +938,14 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise ConfigError(f"{name}: expected a finite number, got {value!r}")
         return number
     if base is str:
+        if isinstance(value, (bool, float, list, dict)):
+            # YAML read it as something else: `NO` and `yes` as booleans, `brand:` in a flow
+            # list as a mapping, `1.10` as a number; its Python text would be a wrong setting
+            kind = {bool: "a boolean", float: "a number", list: "a list", dict: "a mapping"}
+            raise ConfigError(
+                f"{name}: expected text, got {kind[type(value)]} ({value!r}): quote it"
+                " ('...') to mean the text"
+            )
         text = str(value)
         if isinstance(value, _Override) and len(text) > 1 and text[0] == text[-1] in "'\"":
             # `'data.tag_delimiter=", "'`: quoted as YAML quotes it, read as YAML reads it
@@ -991,6 +1008,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
         key, value = item.split("=", 1)
+        if any("\udc80" <= ch <= "\udcff" for ch in item):  # bytes of a non-UTF-8 command line
+            raise ConfigError(f"{key.strip()}: the value is not valid UTF-8 text")
         _set_dotted(tree, key.strip(), _Override(value))
     return tree
 
@@ -1012,6 +1031,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: its keys may be given again, which replace them
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, (str, int, float, bool)):
                 continue  # the safe loader's own check says what is wrong with such a key
@@ -1027,6 +1048,16 @@ def load_yaml(text: str) -> Any:
     """``yaml.safe_load`` of a file's text, refusing a key given twice in a mapping (a
     ``yaml.YAMLError`` with the line)."""
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
+def catalog_data_config(path: str | Path | None, overrides: list[str] | None = None) -> DataConfig:
+    """The ``data`` section of a config and overrides as it reads a catalog to score or to
+    evaluate: its ``max_products``, a training file's cap, does not cut that catalog unless an
+    override sets it."""
+    overrides = overrides or []
+    data = load_config(path, overrides).data
+    capped = any(o.split("=", 1)[0].strip() == "data.max_products" for o in overrides)
+    return data if capped else dataclasses.replace(data, max_products=None)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -1052,8 +1083,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ConfigError as err:  # a setting of the file (not an override) names the file
         name = str(err).split(":", 1)[0]
         # an override may lie below the setting it breaks (train.epochs.x=3 makes train.epochs
-        # a mapping)
-        overridden = any(key == name or key.startswith(f"{name}.") for key in flatten(given))
+        # a mapping), or be the other setting of a check of two (train.refit=false under
+        # train.tuning_folds: 3 says "needs train.refit: true")
+        named = set(re.findall(r"\b[a-z_]+(?:\.[a-z_]+)+\b", str(err)))
+        overridden = any(
+            key == name or key.startswith(f"{name}.") or key in named for key in flatten(given)
+        )
         if path is not None and not overridden:
             raise ConfigError(f"{path}: {err}") from None
         raise

@@ -343,17 +343,22 @@ def _python_list(text: str) -> list[str] | None:
 
 def split_tag_string(text: str, delimiter: str = "|", *, keep_blank: bool = False) -> list[str]:
     """A string of tags split on ``delimiter`` in either width (``｜`` is ``|``, ``，`` is ``,``:
-    ``fold_width``), as the tags themselves are read; blank items dropped unless
-    ``keep_blank``."""
-    items = fold_width(text).split(fold_width(delimiter))
+    ``fold_width``), as the tags themselves are read, each tag as written; blank items dropped
+    unless ``keep_blank``."""
+    folded, sep = fold_width(text), fold_width(delimiter)
+    items, start = [], 0
+    while (at := folded.find(sep, start)) >= 0:  # folding keeps every character in its place
+        items.append(text[start:at])
+        start = at + len(sep)
+    items.append(text[start:])
     return items if keep_blank else [t for t in items if t.strip()]
 
 
 def tag_string(tags: Sequence[str]) -> str:
     """Tags as one string (a CSV cell): joined by ``|``, or a JSON list where a tag holds ``|``;
     ``tag_cell`` reads either back as the same tags."""
-    if any("|" in tag for tag in tags):
-        return json.dumps(list(tags), ensure_ascii=False)
+    if any("|" in fold_width(tag) for tag in tags) or "|".join(tags).startswith("["):
+        return json.dumps(list(tags), ensure_ascii=False)  # joined, it would read otherwise
     return "|".join(tags)
 
 
@@ -460,7 +465,7 @@ def _format_of(path: Path) -> tuple[str, bool]:
 
 def _open_text(path: Path, gz: bool, errors: str = "strict") -> IO[str]:
     """``path`` as UTF-8 text; ``errors="surrogateescape"``: bytes that are not UTF-8 come as
-    lone surrogates (``_undecoded`` finds them), so the rows around them are read."""
+    lone surrogates (``undecoded`` finds them), so the rows around them are read."""
     if gz:
         return gzip.open(path, "rt", encoding="utf-8-sig", errors=errors, newline="")
     return open(path, encoding="utf-8-sig", errors=errors, newline="")
@@ -469,13 +474,21 @@ def _open_text(path: Path, gz: bool, errors: str = "strict") -> IO[str]:
 _UNDECODED = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8 (surrogateescape)
 
 
-def _undecoded(text: str) -> str | None:
-    """Why a line read with ``surrogateescape`` is not UTF-8 text, or None."""
+def undecoded(text: str) -> str | None:
+    """Why text read with ``surrogateescape`` (a file, stdin) is not UTF-8 text, or None."""
     found = _UNDECODED.search(text)
     if found is None:
         return None
     byte = ord(found.group()) - 0xDC00
     return f"not valid UTF-8 (byte 0x{byte:02x} at character {found.start() + 1}); save it as UTF-8"
+
+
+def _first_row_undecoded(path: Path, line: int, reason: str) -> CatalogError:
+    """The error of a file whose first row is not UTF-8: the file is in another encoding (its
+    rows that happen to be ASCII would be all that reads), whatever ``data.on_error`` says."""
+    return CatalogError(
+        path, line, None, f"{reason} (the first row: a file in another encoding, GBK or Latin-1?)"
+    )
 
 
 def _utf16_error(path: Path) -> CatalogError | None:
@@ -661,13 +674,17 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
             if (utf16 := _utf16_error(path)) is not None:
                 raise utf16
             with _open_text(path, gz, "surrogateescape") as fh:
+                first = True
                 for number, line in enumerate(fh, 1):
                     text = line.strip()
                     if not text:
                         continue
-                    if (bad := _undecoded(text)) is not None:  # one bad row, as others are
+                    if (bad := undecoded(text)) is not None:  # one bad row, as others are
+                        if first:
+                            raise _first_row_undecoded(path, number, bad)
                         yield "line", number, _RowError(None, bad)
                         continue
+                    first = False
                     try:
                         obj = json.loads(text)
                     except json.JSONDecodeError as err:
@@ -817,8 +834,6 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
                     raise CatalogError(
                         path, reader.line_num + offset, None, f"bad CSV: {err}"
                     ) from None
-                except UnicodeDecodeError as err:
-                    raise _not_utf8(path, end, err) from None
                 start, end = end + 1, reader.line_num + offset
                 last = (start, list(lines))
                 if pending is not None:
@@ -844,8 +859,8 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
         if first is None:
             return
         first_line, first_row = first
-        if (bad := _undecoded("".join(first_row))) is not None:
-            raise CatalogError(path, first_line, None, bad)
+        if (bad := undecoded("".join(first_row))) is not None:
+            raise _first_row_undecoded(path, first_line, bad)
         header = cfg.csv_header
         if header is None:
             header = _guess_header(first_row, sample, truncated, delim, wanted)
@@ -877,11 +892,19 @@ def _csv_source(path: Path, gz: bool, cfg: DataConfig, wanted: dict[str, bool]) 
                 yield first_line, first_row
             yield from rows
 
+        first_data = True
         for line, row in data_rows():
-            bad = next((b for cell in row if (b := _undecoded(cell)) is not None), None)
-            if bad is not None:
-                yield "line", line, _RowError(None, bad)
+            bad_cells = (
+                (col, bad)
+                for col, i in positions.items()
+                if i < len(row) and (bad := undecoded(row[i])) is not None
+            )  # a column that is not read may hold anything
+            if (found := next(bad_cells, None)) is not None:
+                if first_data:
+                    raise _first_row_undecoded(path, line, found[1])
+                yield "line", line, _RowError(*found)
                 continue
+            first_data = False
             if header and [cell.strip().lstrip("\ufeff").strip() for cell in row] == names:
                 msg = "the header row again (files joined end to end?)"
                 yield "line", line, _RowError(None, msg)

@@ -358,6 +358,12 @@ def build_model(
         )
         if getattr(hf_config, "pad_token_id", None) is None:
             hf_config.pad_token_id = tokenizer.pad_token_id
+        positions = getattr(hf_config, "max_position_embeddings", None)
+        if isinstance(positions, int) and cfg.max_length > positions:  # before the weights load
+            raise ModelError(
+                f"model.max_length {cfg.max_length}: {cfg.backbone} reads at most {positions}"
+                f" tokens (its positions); set model.max_length={positions} or less"
+            )
         pooling = resolve_pooling(cfg.pooling, hf_config)
         seq = AutoModelForSequenceClassification.from_pretrained(
             source,
@@ -385,11 +391,14 @@ def build_model(
     if uses_lora(lora.enabled, hf_config):
         from peft import LoraConfig
 
+        # peft's shorthand is a string, not a module name in a list; the tag head stays whole
+        targets = "all-linear" if lora.target_modules == ["all-linear"] else lora.target_modules
         peft_config = LoraConfig(
             r=lora.r,
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
+            target_modules=targets,
+            exclude_modules=[_head_name(seq)] if targets == "all-linear" else None,
         )
         model.seq = with_lora(seq, peft_config)
         for param in head.parameters():

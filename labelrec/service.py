@@ -70,10 +70,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Stre
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
+    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -550,16 +550,8 @@ ProductLimit = Annotated[
 ]
 
 
-def _a_number(value: Any) -> Any:
-    """JSON's true and "0.5" are not numbers (pydantic's lax float takes both)."""
-    if isinstance(value, (bool, str)):
-        raise ValueError("expected a number")
-    return value
-
-
 Threshold = Annotated[
-    float | None,
-    BeforeValidator(_a_number),
+    StrictFloat | None,  # JSON's true and "0.5" are no numbers (a lax float takes both)
     Field(
         ge=0.0,
         le=1.0,
@@ -613,8 +605,7 @@ TagFilter = Annotated[
     ),
 ]
 TagWeight = Annotated[
-    float | None,
-    BeforeValidator(_a_number),
+    StrictFloat | None,
     Field(
         ge=0.0,
         le=1.0,

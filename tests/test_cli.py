@@ -802,3 +802,12 @@ def test_suggest_names_the_line_of_bytes_that_are_not_utf8_in_any_locale(
     err = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 2 and "<stdin>, line 3: not valid UTF-8" in err, err
     assert done.stdout.count(b"\n\n") == 1  # the two lines before it were answered
+
+
+def test_promote_takes_data_overrides_only_as_eval_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no MLflow store is made for a refused command
+    assert main(["promote", "--data", "test.jsonl", "train.epochs=5"]) == 2
+    assert "takes data.* overrides only" in capsys.readouterr().err
+    assert not (tmp_path / "mlruns.db").exists()

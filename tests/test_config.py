@@ -245,6 +245,49 @@ def test_bad_files(tmp_path: Path) -> None:
         load_config(section)
 
 
+def test_text_that_yaml_reads_as_something_else_is_refused(tmp_path: Path) -> None:
+    """`brand:` unquoted in a flow list is a mapping, `NO` a boolean, `1.10` a number: their
+    Python text would be a wrong setting, so the error says to quote them."""
+    path = tmp_path / "c.yaml"
+    for text, key, kind in zip(
+        (
+            'data: {tag_columns: [tags, brand], tag_prefixes: ["", brand:]}',
+            "data: {tag_columns: [NO, brand]}",
+            "model: {backbone: 1.10}",
+        ),
+        ("data.tag_prefixes", "data.tag_columns", "model.backbone"),
+        ("a mapping", "a boolean", "a number"),
+        strict=True,
+    ):
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError, match=rf"{key}: expected text, got {kind} .*quote it"):
+            load_config(path)
+    with pytest.raises(ConfigError, match="data.tag_prefixes: expected text, got a mapping"):
+        load_config(None, ['data.tag_prefixes=["", brand:]'])
+    with pytest.raises(ConfigError, match="data.tag_columns: expected text, got a boolean"):
+        load_config(None, ["data.tag_columns=[NO, brand]"])  # a list is read as YAML reads it
+    cfg = load_config(None, ["data.tag_columns=['NO', brand]", "data.title_column=yes"])
+    assert cfg.data.tag_columns == ["NO", "brand"] and cfg.data.title_column == "yes"
+    assert load_config(None, ["data.id_column=0"]).data.id_column == "0"
+
+
+def test_yaml_merge_keys_load_as_yaml_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  <<: {epochs: 2, lr: 0.001}\n  epochs: 4\n", encoding="utf-8")
+    cfg = load_config(path)
+    assert (cfg.train.epochs, cfg.train.lr) == (4, 0.001)
+
+
+def test_a_catalog_to_score_is_not_cut_by_the_configs_training_cap(tmp_path: Path) -> None:
+    from labelrec.config import catalog_data_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  max_products: 2000\n  on_error: skip\n", encoding="utf-8")
+    data = catalog_data_config(path)
+    assert data.max_products is None and data.on_error == "skip"
+    assert catalog_data_config(path, ["data.max_products=5"]).max_products == 5
+
+
 def _dataclass_fields(cls: type = Config, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -336,3 +379,11 @@ def test_a_quoted_string_override_is_read_as_yaml_reads_it() -> None:
     assert (cfg.data.tag_delimiter, cfg.data.hierarchy_separator) == (", ", " > ")
     cfg = load_config(None, ["data.hierarchy_separator= > ", "data.tag_delimiter='"])
     assert (cfg.data.tag_delimiter, cfg.data.hierarchy_separator) == ("'", " > ")
+
+
+def test_a_check_of_two_settings_broken_by_an_override_does_not_blame_the_file() -> None:
+    with pytest.raises(ConfigError, match=r"^train.tuning_folds: needs train.refit") as info:
+        load_config(CONFIGS / "thorough.yaml", ["train.refit=false"])
+    assert "thorough.yaml" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"^describe.min_new_tokens: .*describe.max_new_tokens"):
+        load_config(CONFIGS / "describe.yaml", ["describe.max_new_tokens=4"])

@@ -148,6 +148,11 @@ def test_full_width_delimiters_split_tags_as_ascii_ones(tmp_path):
     bars = write_jsonl(tmp_path / "bars.jsonl", [{"id": "1", "title": "a", "tags": "a｜b|c"}])
     assert read_catalog(bars, DataConfig()).products[0].tags == ["a", "b", "c"]
     assert tag_cell("品牌:华为｜品类:手机") == ["品牌:华为", "品类:手机"]
+    from labelrec.data import split_tag_string, tag_string
+
+    assert split_tag_string("color：Ｒｅｄ｜Toys") == ["color：Ｒｅｄ", "Toys"]  # as written
+    for tags in (["a｜b", "c"], ["[Sale]"], ["brand:|MFG", "Toys"]):  # read back as one tag each
+        assert len(tag_cell(tag_string(tags))) == len(tags)
 
 
 def test_category_paths_use_the_hierarchy_separator_of_the_catalog(tmp_path):
@@ -815,6 +820,19 @@ def test_a_row_that_is_not_utf8_is_one_bad_row(tmp_path, ext):
     skipped = read_catalog(path, DataConfig(on_error="skip"))
     assert len(skipped.products) == 2999 and len(skipped.skipped) == 1
     assert "bad" not in ids(skipped.products)
+    # a file in another encoding: its first row says so, whatever data.on_error says
+    gbk = tmp_path / f"gbk{ext}"
+    rows = [{"id": str(i), "title": f"华为手机 Mate{i}", "tags": ["a"]} for i in range(5)]
+    if ext == ".jsonl":
+        gbk.write_bytes(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("gbk")
+        )
+    else:
+        gbk.write_bytes(
+            b"id,title,tags\n" + "".join(f"{r['id']},{r['title']},a\n" for r in rows).encode("gbk")
+        )
+    with pytest.raises(CatalogError, match="another encoding, GBK or Latin-1"):
+        read_catalog(gbk, DataConfig(on_error="skip"))
     small = tmp_path / f"small{ext}"  # within the first block read: the bad line third
     head = data.splitlines()[: 3 if ext == ".csv" else 2]
     small.write_bytes(b"\n".join([*head, lines[bad_line - 1], head[-1]]) + b"\n")
@@ -925,3 +943,12 @@ def test_control_characters_are_dropped_from_texts(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps({"id": "1", "title": "LE\x00GO", "tags": ["Toys"]}) + "\n", "utf-8")
     assert read_catalog(path, DataConfig()).products[0].title == "LEGO"
+
+
+def test_bytes_that_are_not_utf8_in_a_column_not_read_do_not_matter(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_bytes(b"id,title,tags,notes\n1,kite,Toys,ok\n2,ball,Toys,caf\xe9\n3,cup,Home,ok\n")
+    assert ids(read_catalog(path, DataConfig()).products) == ["1", "2", "3"]
+    path.write_bytes(b"id,title,tags\n1,kite,Toys\n2,caf\xe9,Toys\n")
+    with pytest.raises(CatalogError, match="line 3, field 'title': not valid UTF-8"):
+        read_catalog(path, DataConfig())

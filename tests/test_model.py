@@ -220,6 +220,17 @@ def test_lora_targets_per_architecture_and_override(
     assert targets == {"key", "dense"}
     # "dense" also matches BERT's pooler, which is frozen with its adapters.
     assert not any(p.requires_grad for n, p in custom.named_parameters() if ".pooler." in n)
+    every, _ = _build(tiny_decoder, target_modules=["all-linear"])  # peft's shorthand
+    assert _lora_targets(every) == {"q_proj", "k_proj", "v_proj", "o_proj"} | {
+        "gate_proj", "up_proj", "down_proj"
+    }  # fmt: skip
+    from labelrec.config import ConfigError, load_config
+
+    assert load_config(None, ["lora.target_modules=all-linear"]).lora.target_modules == [
+        "all-linear"
+    ]
+    with pytest.raises(ConfigError, match="lora.target_modules: an empty list adapts nothing"):
+        load_config(None, ["lora.target_modules=[]"])
 
 
 def test_lora_rank_and_alpha_are_applied(tiny_backbone: Path) -> None:
@@ -455,3 +466,15 @@ def test_the_share_of_unknown_tokens_counts_text_tokens_only(tiny_backbone: Path
     assert unknown_share(tokenizer, []) == 0.0
     tokenizer.unk_token = None  # a byte-level tokenizer reads every character
     assert unknown_share(tokenizer, foreign) == 0.0
+
+
+def test_a_max_length_past_the_backbones_positions_is_refused_before_training(
+    tiny_backbone: Path,
+) -> None:
+    from labelrec.model import ModelError
+
+    cfg = ModelConfig(backbone=str(tiny_backbone), max_length=257)  # it has 256 positions
+    with pytest.raises(ModelError, match=r"model.max_length 257: .* at most 256 tokens"):
+        build_model(cfg, LoraSettings(enabled=False), TAGS)
+    cfg = ModelConfig(backbone=str(tiny_backbone), max_length=256)
+    assert build_model(cfg, LoraSettings(enabled=False), TAGS)[0] is not None

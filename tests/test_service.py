@@ -602,10 +602,10 @@ BAD_JSON = [
     ("/recommend", {"history": ["p0-0"] * 1001}, "history"),
     ("/recommend", {"user": ""}, "user"),
     ("/suggest", {"product": {"title": "x"}, "exclude": [" \u3000"]}, "matches no tag"),
-    ("/suggest", {"product": {"title": "x"}, "threshold": True}, "expected a number"),
-    ("/suggest", {"product": {"title": "x"}, "threshold": "0.5"}, "expected a number"),
-    ("/similar", {"id": "p0-0", "tag_weight": True}, "expected a number"),
-    ("/search", {"query": "lego", "tag_weight": "0.5"}, "expected a number"),
+    ("/suggest", {"product": {"title": "x"}, "threshold": True}, "valid number"),
+    ("/suggest", {"product": {"title": "x"}, "threshold": "0.5"}, "valid number"),
+    ("/similar", {"id": "p0-0", "tag_weight": True}, "valid number"),
+    ("/search", {"query": "lego", "tag_weight": "0.5"}, "valid number"),
     ("/suggest_batch", {"products": [{"title": "x"}], "threshhold": 0.5}, "threshhold"),
     ("/suggest_items", {"items": [{"title": "x"}], "limit": 3}, "limit"),
     ("/suggest_batch", {"products": {"title": "x"}}, "array"),
@@ -613,6 +613,18 @@ BAD_JSON = [
     ("/suggest_batch", {"products": [{"title": f"t{i}"} for i in range(257)]}, "at most 256"),
     ("/suggest_items", {"items": [{"title": f"t{i}"} for i in range(257)]}, "at most 256"),
 ]
+
+
+def test_explicit_nulls_and_whole_numbers_are_taken(client: TestClient) -> None:
+    """`"threshold": null` is the tuned thresholds (docs/serving.md); 0 and 1 are numbers."""
+    product = {"title": "lego city"}
+    for body in ({"threshold": None}, {"threshold": 0}, {"threshold": 1}):
+        answer = client.post("/suggest", json={"product": product, **body})
+        assert answer.status_code == 200, (body, answer.text)
+    answer = client.post("/suggest_batch", json={"products": [product], "threshold": None})
+    assert answer.status_code == 200, answer.text
+    item = {**product, "threshold": None}
+    assert client.post("/suggest_items", json={"items": [item]}).status_code == 200
 
 
 @pytest.mark.parametrize(("path", "body", "message"), BAD_JSON)

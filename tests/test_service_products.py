@@ -65,6 +65,10 @@ def test_similar_for_a_new_product_and_tag_filters(client: TestClient) -> None:
     results = r.json()["results"]
     assert results and all("Hobbies" in x["tags"] for x in results)
     assert r.json()["query"]["tags"], "the new product is tagged by the model"
+    for path, body in (("/similar", {"id": "p0-0"}), ("/search", {"query": "jigsaw"})):
+        for weight in (None, 0, 1):  # null: the index's default
+            answer = client.post(path, json={**body, "tag_weight": weight})
+            assert answer.status_code == 200, (path, weight, answer.text)
 
 
 def test_search_ranks_products_for_a_query(client: TestClient) -> None:

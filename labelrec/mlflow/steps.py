@@ -35,6 +35,7 @@ from labelrec.config import (
     PromotionConfig,
     _build,
     add_arguments,
+    catalog_data_config,
     from_arguments,
     load_config,
     score_argument,
@@ -87,7 +88,7 @@ def data_config_from_info(info: dict[str, Any] | None) -> DataConfig:
 
 def _data_config(config: str | None, overrides: list[str], info: dict | None = None) -> Any:
     if config or overrides:
-        return load_config(config, overrides).data
+        return catalog_data_config(config, overrides)
     return data_config_from_info(info)
 
 
@@ -436,7 +437,7 @@ def run_promote(
     if not data:
         raise ValueError("promote: an evaluation catalog is required (-P data=...)")
     items = split_overrides(overrides)
-    data_cfg = load_config(config, items).data if (config or items) else None
+    data_cfg = catalog_data_config(config, items) if (config or items) else None
     with step_run("promote") as run:
         run_id = run.info.run_id
         tracking.log_params(run_id, {"name": name, "data": data, **dataclasses.asdict(gate)})
