@@ -1498,7 +1498,8 @@ class LabelRec:
     async def reload(
         self, force: bool = False, authorization: Annotated[str | None, Header()] = None
     ) -> ReloadOut | JSONResponse:
-        """Load the version the model URI names now (registry alias or directory) if it changed.
+        """Load the version the model URI names now (registry alias or directory) if it changed,
+        and build the product search again if its index, catalog or interactions file changed.
 
         With `LABELREC_ADMIN_TOKEN` set, the header `Authorization: Bearer <token>` is required
         (401 otherwise); `force=true` (load even an unchanged version) needs that token. 409 when

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -110,11 +111,19 @@ def index_extension(
     indexed anew with each version; neither: the index logged with a registered version, if
     any (None: the product endpoints answer 503). ``build.sources()`` is the state of these
     files: written again (an index rebuilt, a catalog or interactions file changed), the next
-    reload builds the search again for the model serving."""
+    reload builds the search again for the model serving; when only the interactions changed,
+    the index built last is kept and reads them anew (no catalog tagged again)."""
+    last: dict[str, Any] = {}  # the search built last, and what it was built from
 
     def build(snap: Snapshot) -> ProductSearch | None:
         rec = snap.recommender
-        if catalog:
+        reads = (file_state(index_dir), file_state(catalog))
+        if last.get("recommender") is not rec:
+            last.clear()  # another model: nothing to keep (nor to hold in memory)
+        if last.get("reads") == reads:
+            engine = copy.copy(last["engine"])  # requests on the old one keep its interactions
+            engine.signals, engine.interactions_error = None, None
+        elif catalog:
             cfg = dataclasses.replace(data_config_for(rec, {}), on_error="skip")
             index = build_index_from_file(rec, catalog, cfg, model_source=snap.info.get("path"))
             engine = ProductSearch(index, rec)
@@ -130,6 +139,7 @@ def index_extension(
                 engine = ProductSearch.load(path, rec)
             except ValueError as err:
                 raise ValueError(f"{path}: {err} (or set LABELREC_CATALOG)") from None
+        last.update(recommender=rec, reads=reads, engine=engine)
         if interactions:  # a bad file costs the users' histories, not the product index
             try:
                 engine.set_interactions(interactions)
@@ -315,6 +325,7 @@ class ModelHolder:
         old = self.current
         old_version = old.version if old else None
         latest = None
+        same_model = False
         sources = self.sources()
         try:
             latest = self.latest_version()
@@ -350,7 +361,8 @@ class ModelHolder:
             self.refused += 1
             self._refused = (latest, sources)
             self.last_error = f"{type(err).__name__}: {err}"
-            logger.error("model %s refused: %s", self.uri, self.last_error)
+            what = "the files beside model" if same_model else "model"  # an index, a catalog
+            logger.error("%s %s refused: %s", what, self.uri, self.last_error)
             error = public_text(self.last_error)
             return Reload(status="refused", model_version=old_version, error=error)
         self._generation = snap.generation

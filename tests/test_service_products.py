@@ -186,6 +186,28 @@ def test_a_rebuilt_index_is_served_at_the_next_reload(
     assert holder.reload().status == "unchanged"
 
 
+def test_new_interactions_are_read_without_loading_the_index_again(
+    trained_model_dir: Path, service_index: Path, tmp_path: Path
+) -> None:
+    from labelrec.serving import ModelHolder, index_extension
+
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,product_id\nu1,p0-0\n", "utf-8")
+    holder = ModelHolder(str(trained_model_dir))
+    holder.extensions["index"] = index_extension(str(service_index), interactions=str(events))
+    assert holder.reload().status == "reloaded"
+    first = holder.current.extras["index"]
+    events.write_text("user_id,product_id\nu1,p0-0\nu2,p1-0\n", "utf-8")
+    assert holder.reload().status == "reloaded"
+    again = holder.current.extras["index"]
+    assert again.index is first.index  # the same index, not read again
+    assert len(again.signals.user_index) == 2 and len(first.signals.user_index) == 1
+    events.write_text("user_id,product_id\nu1,p0-0\n\nu2,p1-0,lots\n", "utf-8")
+    assert holder.reload().status == "reloaded"  # a bad file costs the histories alone
+    broken = holder.current.extras["index"]
+    assert broken.signals is None and "line 4" in broken.interactions_error
+
+
 def _reload_with(model_dir: Path, good: Path, bad: Path):
     """Load a model with the index ``good``, then reload it with the index ``bad``."""
     from labelrec.serving import ModelHolder, index_extension
