@@ -29,8 +29,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from labelrec.config import DataConfig, GenerateConfig, LexicalConfig  # noqa: E402
-from labelrec.data import TagVocab, read_catalog  # noqa: E402
+from labelrec.config import Config, DataConfig, GenerateConfig  # noqa: E402
+from labelrec.data import TagVocab, category_separator, read_catalog  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,14 +64,14 @@ def build(args: argparse.Namespace) -> tuple[object, list[list[int]], list[int]]
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    gcfg, lexical = GenerateConfig(), LexicalConfig()  # the defaults, as fit_generator reads them
+    gcfg = GenerateConfig()  # the defaults, as fit_generator reads them
     meta = {
         "max_prompt_tokens": gcfg.max_prompt_tokens,
         "description_chars": gcfg.description_chars,
         "num_beams": args.beams,
         "max_new_tokens": gcfg.max_new_tokens,
         "batch_products": args.products,
-        "path_separator": lexical.path_separator if lexical.ancestor_consistency else None,
+        "path_separator": category_separator(Config()),
     }
     model = SimpleNamespace(config=AutoConfig.from_pretrained(path))  # only its config is read
     generator = TagGenerator(model, tokenizer, vocab, meta)

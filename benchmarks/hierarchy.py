@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/hierarchy.py --catalog amazon_uk_toys [--json FILE]
     .venv/bin/python benchmarks/hierarchy.py --data CATALOG_FILE
 
-The tags of the catalog's training split give the parent links (``lexical.path_separator``);
+The tags of the catalog's training split give the parent links (``data.category_separator``);
 scores are random. Each row of the table times one call on a matrix of ROWS products: the
 service's /suggest scores one product a call, /suggest_batch and scoring a file a list, tuning
 the fusion a whole pooled training set at every grid point. "kept" passes what the fusion keeps

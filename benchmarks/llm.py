@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from labelrec import metrics
     from labelrec.config import load_config
-    from labelrec.data import read_catalog
+    from labelrec.data import category_separator, read_catalog
     from labelrec.fusion import blend, tune_absent_factor, tune_generator
     from labelrec.model import read_info, save_thresholds
     from labelrec.modeldir import THRESHOLDS_FILE
@@ -166,9 +166,14 @@ def main(argv: list[str] | None = None) -> int:
 
     lexical_cfg = load_config(None, [])
     info_cfg = rec.info.get("config") or {}
-    for key in ("path_separator", "ancestor_consistency", "span_max_chars"):
-        if key in (info_cfg.get("lexical") or {}):
-            setattr(lexical_cfg.lexical, key, info_cfg["lexical"][key])
+    for section, key in (
+        ("lexical", "path_separator"),
+        ("lexical", "ancestor_consistency"),
+        ("lexical", "span_max_chars"),
+        ("data", "hierarchy_separator"),
+    ):  # as the base model was trained: its category paths and spans
+        if key in (info_cfg.get(section) or {}):
+            setattr(getattr(lexical_cfg, section), key, info_cfg[section][key])
     old: dict = {}
     if reuse:
         generator = TagGenerator.load(args.output, vocab)
@@ -186,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training the generator ({cfg.generate.backbone}) ...", file=sys.stderr)
         t0 = time.perf_counter()
         generator, history = fit_generator(
-            cfg.generate, lexical_cfg.lexical, train, vocab, args.seed
+            cfg.generate,
+            lexical_cfg.lexical,
+            train,
+            vocab,
+            args.seed,
+            path_separator=category_separator(lexical_cfg),
         )
         train_s = time.perf_counter() - t0
 

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cache:
             args.cache.write_bytes(pickle.dumps((pooled, vocab), protocol=pickle.HIGHEST_PROTOCOL))
     lx = cfg.lexical
-    separator = lx.path_separator if lx.ancestor_consistency else None
+    separator = data_mod.category_separator(cfg)
     parents = parent_index(vocab.tags, separator)
 
     def tune() -> Fusion:

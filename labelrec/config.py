@@ -521,7 +521,7 @@ class LexicalConfig:
             "must be in [0, 1] or null (tuned on valid)",
         )
         _check(
-            self.path_separator is None or bool(self.path_separator),
+            self.path_separator != "",
             "lexical.path_separator",
             "must not be empty (null: data.hierarchy_separator, else ' > ')",
         )

@@ -195,7 +195,7 @@ _WIDE_ALNUM_TO_ASCII = {  # full-width digits and Latin letters
 # with extension A, compatibility ideographs, Hangul syllables, and the supplementary
 # ideographs of extensions B to H (𠮷).
 CJK_RANGES = (
-    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f"
+    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U000323af"
 )
 
 

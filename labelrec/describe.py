@@ -42,6 +42,7 @@ the first 60 words, lowercased, against the real description (``rouge_l_f1``).
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import random
@@ -115,10 +116,12 @@ ROUGE_WORDS = 60
 # A facet tag: a short key, a colon, a value ("color:Blue", "brand:Hornby", "品牌:华为").
 _FACET = re.compile(r"^(\w[\w\- ]{0,23}):\s*(\S.*)$")
 # A sentence end: ". ! ?" before a space or the end; "。！？" anywhere (Chinese needs no space).
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|[。！？]")
+_STOPS, _CJK_STOPS = ".!?", "。！？"
+_SENTENCE_END = re.compile(rf"[{re.escape(_STOPS)}](?=\s|$)|[{_CJK_STOPS}]")
 _CJK = CJK_RANGES
 _ROUGE_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")  # a CJK character is a token of its own
 _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")  # a word: a CJK character, or text between spaces
+_CJK_PUNCTUATION = re.compile("[\u3000-\u303f\uff00-\uffef]+")  # 。，、「」 and full-width forms
 
 ProductLike = Product | Mapping[str, Any]
 Reference = tuple[str, str]  # (title, description) of the most similar training product
@@ -239,7 +242,7 @@ def fallback_description(product: Product, separator: str | None = " > ") -> str
     """A plain sentence from the title and tags, for when the decoder writes nothing."""
     title = clean_text(product.title)
     attributes, categories = split_tags(product.tags, separator)
-    text = title if title.endswith(tuple(".!?。！？")) else f"{title}."
+    text = title if title.endswith(tuple(_STOPS + _CJK_STOPS)) else f"{title}."
     for key, values in attributes.items():
         text += f" {key[:1].upper()}{key[1:]}: {', '.join(values)}."
     if categories:
@@ -842,8 +845,10 @@ class _RougeTokenizer:
 
 def first_words(text: str, n: int = ROUGE_WORDS) -> str:
     """The first ``n`` words, lowercased: text between spaces, each CJK character a word of its
-    own (Chinese writes no spaces), as ROUGE-L tokenizes it."""
-    return " ".join(_WORD.findall(text.lower())[:n])
+    own (Chinese writes no spaces), as ROUGE-L tokenizes it; Chinese punctuation between them
+    is no word."""
+    words = (w for w in _WORD.findall(text.lower()) if not _CJK_PUNCTUATION.fullmatch(w))
+    return " ".join(itertools.islice(words, n))
 
 
 def rouge_l_scores(

@@ -10,6 +10,7 @@ saved model is a standard Hugging Face directory plus ``labelrec.json``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -678,13 +679,10 @@ def unknown_share(tokenizer: Any, token_ids: list[list[int]]) -> float:
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is None:
         return 0.0
-    special = set(tokenizer.all_special_ids) - {unk}
-    counts = np.zeros(2, dtype=np.int64)
-    for row in token_ids:
-        arr = np.asarray(row)
-        arr = arr[~np.isin(arr, list(special))]
-        counts += (int((arr == unk).sum()), arr.size)
-    return float(counts[0] / counts[1]) if counts[1] else 0.0
+    special = list(set(tokenizer.all_special_ids) - {unk})
+    ids = np.fromiter(itertools.chain.from_iterable(token_ids), dtype=np.int64)
+    ids = ids[~np.isin(ids, special)]
+    return float((ids == unk).mean()) if ids.size else 0.0
 
 
 def pad_batch(token_ids: list[list[int]], pad_id: int, padding_side: str = "right") -> dict:

@@ -139,6 +139,7 @@ def test_trim_and_rouge() -> None:
     assert first_words(chinese).split() == list(chinese[:60])
     assert rouge_l_f1([chinese], [chinese[:60]]) == pytest.approx(1.0)
     assert first_words("Red car, 2 doors") == "red car, 2 doors"  # English: words between spaces
+    assert first_words("好，" * 70).split() == ["好"] * 60  # Chinese punctuation is no word
     assert rouge_l_f1([], []) == 0.0
 
 

@@ -579,3 +579,13 @@ def test_a_shorter_list_is_the_start_of_a_longer_one_whatever_the_ties() -> None
         for k in range(1, 30):
             assert _top_indices(values, k).tolist() == longest[:k]
     assert _top_indices(np.array([np.nan, 1.0, -np.inf]), 2).tolist() == [1]
+
+
+def test_ties_among_rows_in_an_ann_indexs_order_go_to_the_lower_row() -> None:
+    import scipy.sparse as sp
+
+    from labelrec.recommend.backends import Scorer
+
+    scorer = Scorer(sp.csr_matrix(np.ones((6, 2), dtype=np.float32)), None)  # six alike
+    hits = scorer.hits(np.array([5, 2, 0, 3]), np.ones(2, dtype=np.float32), None, 1.0, 2)
+    assert hits.rows.tolist() == [0, 2]

@@ -4,7 +4,9 @@ accumulation and its schedule, length-bucketed batches, hard texts."""
 from __future__ import annotations
 
 import json
+import logging
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -914,3 +916,25 @@ def test_the_same_seed_trains_the_same_model(
         TagRecommender.load(d).suggest(products, threshold=0) for d in (trained_model_dir, again)
     )
     assert first_rows == second_rows
+
+
+def test_category_paths_of_a_chinese_catalog_and_tokens_the_backbone_cannot_read(
+    tiny_backbone: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`data.hierarchy_separator: ＞` makes its paths the fusion's (a parent at least as high as
+    its child); characters outside the backbone's vocabulary are warned about."""
+    kinds = ["玩具＞积木", "玩具＞拼图", "数码＞手机"]
+    rows = [{"id": str(i), "title": f"未知字 lego {i}", "tags": [kinds[i % 3]]} for i in range(24)]
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(rows[:18], data / "train.jsonl")
+    write_jsonl(rows[18:], data / "valid.jsonl")
+    cfg = tiny_config(
+        tiny_backbone, data, tmp_path / "m", "train.max_steps=1", "data.hierarchy_separator=＞"
+    )
+    with caplog.at_level(logging.WARNING, logger="labelrec.train"):
+        train(cfg, progress=False)
+    fusion = json.loads((tmp_path / "m" / "fusion.json").read_text(encoding="utf-8"))
+    assert fusion["separator"] == ">"
+    warned = re.search(r"(\d+)% of the training texts' tokens are unknown", caplog.text)
+    assert warned and int(warned.group(1)) >= 60  # 未, 知, 字 and more of each title

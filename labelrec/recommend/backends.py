@@ -84,8 +84,9 @@ class Scorer:
         tag_weight: float,
         k: int,
     ) -> Hits:
-        """The best ``k`` of ``rows`` for one query (q_tags (n_tags,), q_emb (d,))."""
-        rows = np.asarray(rows, dtype=np.int64)
+        """The best ``k`` of ``rows`` for one query (q_tags (n_tags,), q_emb (d,)); equal scores
+        by lower row, in whatever order ``rows`` come (an ANN index's)."""
+        rows = np.sort(np.asarray(rows, dtype=np.int64))
         if len(rows) == 0:
             empty = np.zeros(0, dtype=np.float32)
             return Hits(rows, empty, empty, empty)

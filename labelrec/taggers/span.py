@@ -58,12 +58,9 @@ _PREFIX = re.compile(r"^([^\s:]{1,20}:)(.+)$")
 
 def folded(text: str) -> str:
     """Text as spans are matched: lower case, full-width forms as ASCII (``fold_width``), each
-    character in its place (``İ``, whose lower case is two characters, becomes ``i``)."""
-    wide = fold_width(text)
-    low = wide.lower()
-    if len(low) == len(wide):
-        return low
-    return "".join(ch.lower()[0] for ch in wide)
+    character in its place (``İ``, the one letter whose lower case is two characters, is
+    ``i``)."""
+    return fold_width(text).replace("\u0130", "I").lower()
 
 
 def split_tag(tag: str) -> tuple[str, str]:
