@@ -303,8 +303,14 @@ class TagTrainer:
         progress: bool = True,
         splits: Splits | None = None,
         tuned: TunedSettings | None = None,
+        given_cfg: Config | None = None,
     ) -> None:
+        """``given_cfg``: the configuration the user gave, where ``cfg`` is what this run trains
+        with (a tuning run into a subfolder, a refit for the tuned epochs; default ``cfg``): a
+        tuning run logs it as the run's params, a refit saves it with the model (and logs what
+        it trains with, ``RefitTracker``)."""
         self.cfg = cfg
+        self.given_cfg = given_cfg or cfg
         self.resume = resume
         self.tracker = tracker or NullTracker()
         self.progress = progress
@@ -458,7 +464,7 @@ class TagTrainer:
         if self.is_main and self.state["epoch"] == 0:
             self.tracker.log_params(
                 {
-                    **_flat_config(cfg),
+                    **_flat_config(self.cfg if self.tuned is not None else self.given_cfg),
                     "n_tags": len(self.vocab),
                     "n_train": len(self.train_products),
                     "n_valid": len(self.valid_products),
@@ -868,7 +874,8 @@ class TagTrainer:
                     # a refit model's are the tuning run's: the last valid it did not train on
                     "valid_metrics": result_metrics,
                     "train_source": self.splits.train_source,
-                    "config": config_to_dict(self.cfg),
+                    # a refit's: as given (its tuned epochs are under "refit"), so it trains again
+                    "config": config_to_dict(self.given_cfg if refit is not None else self.cfg),
                 },
             )
             if refit is not None:
@@ -1214,7 +1221,9 @@ def train_and_refit(
             tuning = tune_by_folds(cfg, splits, tuning_dir, resume, tracker, progress)
         else:
             tuning_cfg = dataclasses.replace(cfg, output=str(tuning_dir))
-            tuning = TagTrainer(tuning_cfg, resume, tracker, progress, splits=splits).run()
+            tuning = TagTrainer(
+                tuning_cfg, resume, tracker, progress, splits=splits, given_cfg=cfg
+            ).run()
         assert tuning.tuned is not None
         tuned = tuning.tuned
         tuned.planned_epochs = cfg.train.epochs
@@ -1247,7 +1256,13 @@ def train_and_refit(
         train_source=f"{splits.train_source} + {splits.valid_source}",
     )
     result = TagTrainer(
-        refit_cfg, resume, RefitTracker(tracker), progress, splits=merged, tuned=tuned
+        refit_cfg,
+        resume,
+        RefitTracker(tracker),
+        progress,
+        splits=merged,
+        tuned=tuned,
+        given_cfg=cfg,
     ).run()
     result.best_epoch = tuned.epochs
     if tuning is not None:  # the valid evaluation to report is the tuning run's
@@ -1334,7 +1349,9 @@ def tune_by_folds(
         fold_cfg = dataclasses.replace(cfg, output=str(tuning_dir / f"fold-{i}"))
         fold_tracker = tracker if i == 0 and tracker is not None else NullTracker()
         results.append(
-            TagTrainer(fold_cfg, resume, fold_tracker, progress, splits=fold_splits).run()
+            TagTrainer(
+                fold_cfg, resume, fold_tracker, progress, splits=fold_splits, given_cfg=cfg
+            ).run()
         )
     parts = [r.fusion_inputs for r in results if r.fusion_inputs is not None]
     if len(parts) < len(results):

@@ -749,6 +749,10 @@ def test_refit_trains_the_final_model_on_train_and_valid(
     # one parameter set for the tuning run, the refit's own under refit.*, metrics apart
     assert tracker.params["refit.n_train"] == len(train_rows) + len(valid_rows)
     assert tracker.params["train.epochs"] == 4
+    assert tracker.params["refit.train.epochs"] == tuned.epochs
+    assert tracker.params["output"] == str(out)  # the model's folder, not the tuning run's
+    # the model keeps the configuration as given: training it again is the same run
+    assert info["config"]["train"]["epochs"] == 4 and info["config"]["output"] == str(out)
     names = {k for m, _ in tracker.metrics for k in m}
     assert "final_nDCG@3" in names and "refit_train_loss" in names
     assert not any(k.startswith("refit_final_") for k in names)
