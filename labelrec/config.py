@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import re
 import types
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -966,8 +969,21 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     for key, value in (values or {}).items():
         name = f"{prefix}{key}"
         if key not in known:
+            # `epochs=3` at the top: the settings of that name in a section
+            inside = [
+                f"{f.name}.{key}"
+                for f in known.values()
+                if dataclasses.is_dataclass(hints[f.name])
+                and key in {g.name for g in dataclasses.fields(hints[f.name])}
+            ]
             close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f"did you mean {prefix}{close[0]}? " if close else ""
+            hint = (
+                f"did you mean {' or '.join(inside)}? "
+                if inside
+                else f"did you mean {prefix}{close[0]}? "
+                if close
+                else ""
+            )
             raise ConfigError(f"{name}: unknown key ({hint}known: {', '.join(sorted(known))})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
@@ -1079,7 +1095,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: the top level must be a mapping")
     given = parse_overrides(overrides or [])
     try:
-        return _build(Config, _merge(tree, given), "")
+        cfg = _build(Config, _merge(tree, given), "")
     except ConfigError as err:  # a setting of the file (not an override) names the file
         name = str(err).split(":", 1)[0]
         # an override may lie below the setting it breaks (train.epochs.x=3 makes train.epochs
@@ -1092,6 +1108,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if path is not None and not overridden:
             raise ConfigError(f"{path}: {err}") from None
         raise
+    for key, why in unused_settings(cfg, list(flatten(given))).items():
+        logger.warning("%s: not used by this configuration (%s)", key, why)
+    return cfg
+
+
+def unused_settings(cfg: Config, keys: list[str]) -> dict[str, str]:
+    """Of the dotted ``keys``, those that ``cfg`` does not read, each with why: the sections a
+    task, a voter turned off or a describer does not use (a quick ``train.max_steps=1`` given
+    to a describer would otherwise train it in full)."""
+    out = {}
+    for key in keys:
+        section = key.split(".", 1)[0]
+        if cfg.task == "describe" and section in ("train", "lora", "lexical", "generate"):
+            out[key] = "task: describe trains with the describe section"
+        elif cfg.task == "describe" and section == "model" and key != "model.trust_remote_code":
+            out[key] = "task: describe trains describe.backbone"
+        elif cfg.task == "tag" and section == "describe":
+            out[key] = "task: tag; the describe section is for task: describe"
+        elif section == "generate" and key != "generate.enabled" and not cfg.generate.enabled:
+            out[key] = "generate.enabled is false"
+        elif section == "lexical" and key != "lexical.enabled" and not cfg.lexical.enabled:
+            out[key] = "lexical.enabled is false"
+    return out
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

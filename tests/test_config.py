@@ -387,3 +387,21 @@ def test_a_check_of_two_settings_broken_by_an_override_does_not_blame_the_file()
     assert "thorough.yaml" not in str(info.value)
     with pytest.raises(ConfigError, match=r"^describe.min_new_tokens: .*describe.max_new_tokens"):
         load_config(CONFIGS / "describe.yaml", ["describe.max_new_tokens=4"])
+
+
+def test_overrides_this_configuration_does_not_read_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`train.max_steps=1`, a quick check of a tagger, would train a describer in full."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="labelrec.config"):
+        load_config(CONFIGS / "describe.yaml", ["train.max_steps=1", "describe.max_steps=1"])
+        load_config(None, ["describe.epochs=2", "generate.num_beams=2", "lexical.k=5"])
+    warned = [r.getMessage().split(":")[0] for r in caplog.records]
+    assert warned == ["train.max_steps", "describe.epochs", "generate.num_beams"]
+
+
+def test_a_setting_given_outside_its_section_names_the_sections_that_have_it() -> None:
+    with pytest.raises(ConfigError, match=r"^lr: unknown key \(did you mean train.lr or "):
+        load_config(None, ["lr=1e-4"])
