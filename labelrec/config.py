@@ -350,7 +350,7 @@ class TrainConfig:
             "help": "With refit: K > 1 chooses the epochs, fusion weights and thresholds by K-fold"
             " cross-validation over train + valid (near-duplicate titles in one fold; each"
             " product scored by a model that did not train on it) instead of on valid alone;"
-            " K more trainings."
+            " K trainings instead of one."
         },
     )
 
