@@ -452,10 +452,18 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from labelrec.config import load_config
+    from labelrec.config import flatten, load_config, parse_overrides, unused_settings
     from labelrec.pretrain import pretrain
 
     cfg = load_config(args.config, args.overrides)
+    for key in flatten(parse_overrides(args.overrides or [])):  # those load_config let pass
+        if key.split(".", 1)[0] in ("train", "lexical", "generate") and not unused_settings(
+            cfg, [key]
+        ):
+            logging.getLogger(__name__).warning(
+                "%s: not used by pretrain (it reads the pretrain, model, lora and data sections)",
+                key,
+            )
     if args.no_progress:
         _no_library_progress()
     result = pretrain(cfg, progress=not args.no_progress)

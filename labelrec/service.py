@@ -1404,11 +1404,11 @@ class LabelRec:
             Field(min_length=1, description="User id in LABELREC_INTERACTIONS.", examples=["U123"]),
         ] = None,
         history: Annotated[
-            list[str] | None,
+            list[StrictStr | StrictInt] | None,
             Field(
                 max_length=MAX_HISTORY,
                 description="Product ids the user interacted with (added to their history);"
-                f" up to {MAX_HISTORY}.",
+                f" up to {MAX_HISTORY}; a number is read as its text, as catalog ids are.",
             ),
         ] = None,
         limit: ProductLimit = 10,
@@ -1419,6 +1419,7 @@ class LabelRec:
         co-occurrence; users without history get popular products."""
         if user is None and not history:
             raise ServiceError(400, "give a `user` or a `history` of product ids")
+        history = None if history is None else [str(h) for h in history]
         return await self._products(
             lambda e: e.recommend(
                 user, history=history, limit=limit, tags=tags, tag_weight=tag_weight

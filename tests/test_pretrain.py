@@ -137,12 +137,18 @@ def test_max_steps_and_texts(tiny_backbone: Path, toy_data_dir: Path, tmp_path: 
     assert len(result.history) == 2  # before, and the one (cut short) epoch
 
 
-def test_pretrain_cli(tiny_backbone: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_pretrain_cli(
+    tiny_backbone: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     texts = _unlabeled(tmp_path, copies=2)
     args = ["pretrain", "--config", str(ROOT / "configs" / "tiny.yaml"), "--no-progress"]
     args += [f"model.backbone={tiny_backbone}", f"data.unlabeled={texts}"]
     args += [f"output={tmp_path / 'cli'}", "pretrain.max_steps=2"]
-    assert main(args) == 0
+    assert main([*args, "train.max_steps=1"]) == 0  # a tagger's setting: said to be unused
+    assert "train.max_steps: not used by pretrain" in caplog.text
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"backbone saved to {tmp_path / 'cli'}"
     assert "heldout_mlm_loss" in json.loads(out[1])

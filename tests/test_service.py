@@ -601,6 +601,7 @@ BAD_JSON = [
     ("/search", {"query": "lego", "tags": ["Toys"] * 101}, "tags"),
     ("/recommend", {"history": ["p0-0"] * 1001}, "history"),
     ("/recommend", {"user": ""}, "user"),
+    ("/recommend", {"history": [True]}, "history"),
     ("/suggest", {"product": {"title": "x"}, "exclude": [" \u3000"]}, "matches no tag"),
     ("/suggest", {"product": {"title": "x"}, "threshold": True}, "valid number"),
     ("/suggest", {"product": {"title": "x"}, "threshold": "0.5"}, "valid number"),

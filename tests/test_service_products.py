@@ -54,6 +54,8 @@ def test_similar_by_id_matches_the_library(
 def test_a_numeric_id_is_read_as_its_text(client: TestClient) -> None:
     r = client.post("/similar", json={"id": 12345})  # as a CSV's ids are read: "12345"
     assert r.status_code == 404 and "unknown product id '12345'" in r.text
+    r = client.post("/recommend", json={"history": ["p0-0", 12345]})  # likewise in a history
+    assert r.status_code == 404 and "unknown product id '12345'" in r.text
 
 
 def test_similar_for_a_new_product_and_tag_filters(client: TestClient) -> None:
