@@ -212,7 +212,9 @@ class ModelHolder:
         self.last_check: float | None = None
         self.reloads = 0
         self.refused = 0
-        self._refused: tuple | None = None  # (version, sources) refused; not tried again
+        # (version, None) of a refused version, not tried again until it changes; (version,
+        # sources) of a refused rebuild for the model serving, tried again when they change
+        self._refused: tuple | None = None
         # model computations at a time (they share the cores): the /suggest passes, explanations,
         # file scoring and descriptions all take a slot
         self.passes = passes
@@ -332,7 +334,7 @@ class ModelHolder:
             same_model = not force and old is not None and latest == old.version
             if same_model and sources == old.sources:
                 return Reload(status="unchanged", model_version=old_version)
-            if not force and (latest, sources) == self._refused:
+            if not force and self._refused in ((latest, None), (latest, sources)):
                 return Reload(
                     status="refused", model_version=old_version, error=public_text(self.last_error)
                 )
@@ -359,7 +361,7 @@ class ModelHolder:
         except Exception as err:  # any failure refuses the version, the old one serves on
             self._drop_download(self._attempt_dir)
             self.refused += 1
-            self._refused = (latest, sources)
+            self._refused = (latest, sources if same_model else None)
             self.last_error = f"{type(err).__name__}: {err}"
             what = "the files beside model" if same_model else "model"  # an index, a catalog
             logger.error("%s %s refused: %s", what, self.uri, self.last_error)
