@@ -1113,6 +1113,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+# where a describer's prompt and the generator find category paths (``data.category_separator``)
+CATEGORY_SETTINGS = ("lexical.path_separator", "lexical.ancestor_consistency")
+
+
 def unused_settings(cfg: Config, keys: list[str]) -> dict[str, str]:
     """Of the dotted ``keys``, those that ``cfg`` does not read, each with why: the sections a
     task, a voter turned off or a describer does not use (a quick ``train.max_steps=1`` given
@@ -1120,7 +1124,11 @@ def unused_settings(cfg: Config, keys: list[str]) -> dict[str, str]:
     out = {}
     for key in keys:
         section = key.split(".", 1)[0]
-        if cfg.task == "describe" and section in ("train", "lora", "lexical", "generate"):
+        if (
+            cfg.task == "describe"
+            and section in ("train", "lora", "lexical", "generate")
+            and key not in CATEGORY_SETTINGS
+        ):
             out[key] = "task: describe trains with the describe section"
         elif cfg.task == "describe" and section == "model" and key != "model.trust_remote_code":
             out[key] = "task: describe trains describe.backbone"
@@ -1128,7 +1136,11 @@ def unused_settings(cfg: Config, keys: list[str]) -> dict[str, str]:
             out[key] = "task: tag; the describe section is for task: describe"
         elif section == "generate" and key != "generate.enabled" and not cfg.generate.enabled:
             out[key] = "generate.enabled is false"
-        elif section == "lexical" and key != "lexical.enabled" and not cfg.lexical.enabled:
+        elif (
+            section == "lexical"
+            and key not in ("lexical.enabled", *CATEGORY_SETTINGS)
+            and not cfg.lexical.enabled
+        ):
             out[key] = "lexical.enabled is false"
     return out
 

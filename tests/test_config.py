@@ -396,7 +396,10 @@ def test_overrides_this_configuration_does_not_read_are_warned_about(
     import logging
 
     with caplog.at_level(logging.WARNING, logger="labelrec.config"):
-        load_config(CONFIGS / "describe.yaml", ["train.max_steps=1", "describe.max_steps=1"])
+        load_config(
+            CONFIGS / "describe.yaml",
+            ["train.max_steps=1", "describe.max_steps=1", "lexical.path_separator= / "],
+        )
         load_config(None, ["describe.epochs=2", "generate.num_beams=2", "lexical.k=5"])
     warned = [r.getMessage().split(":")[0] for r in caplog.records]
     assert warned == ["train.max_steps", "describe.epochs", "generate.num_beams"]
