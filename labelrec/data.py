@@ -388,14 +388,17 @@ def expand_hierarchy(tag: str, sep: str) -> list[str]:
     return [sep.join(levels[: i + 1]) for i in range(len(levels))]
 
 
-def category_separator(cfg: Any) -> str | None:
+def path_separator(cfg: Any) -> str:
     """The separator of category path tags under ``cfg`` (a whole config):
     ``lexical.path_separator``, else ``data.hierarchy_separator`` (whose paths the catalog's tags
-    become), else ``" > "``, in folded width as tags are read; None when
-    ``lexical.ancestor_consistency`` is off."""
-    if not cfg.lexical.ancestor_consistency:
-        return None
+    become), else ``" > "``, in folded width as tags are read."""
     return fold_width(cfg.lexical.path_separator or cfg.data.hierarchy_separator or " > ")
+
+
+def category_separator(cfg: Any) -> str | None:
+    """``path_separator(cfg)`` where the taggers use category paths; None when
+    ``lexical.ancestor_consistency`` is off."""
+    return path_separator(cfg) if cfg.lexical.ancestor_consistency else None
 
 
 def _product_tags(record: dict[str, Any], cfg: DataConfig) -> list[str]:

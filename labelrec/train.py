@@ -174,6 +174,9 @@ def run_settings(cfg: Config, data: str | None = None) -> dict[str, Any]:
     for key in BACKBONES:
         if isinstance(flat.get(key), str) and Path(flat[key]).expanduser().is_dir():
             flat[key] = str(Path(flat[key]).expanduser().resolve())
+    # the separator in effect (null means that of data.hierarchy_separator, else " > ", which
+    # a labelrec before the null default recorded as given)
+    flat["lexical.path_separator"] = data_mod.path_separator(cfg)
     flat["processes"] = process_state().num_processes
     if data is not None:
         flat["data"] = data
@@ -221,7 +224,10 @@ def check_same_run(path: Path, cfg: Config, what: str, data: str | None = None) 
             saved[key] = str(Path(saved[key]).expanduser().resolve())
     differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if differ:
-        names = {"data": "the products (catalog files or reviews changed)"}
+        names = {
+            "data": "the products (catalog files or reviews changed, or read otherwise by this"
+            " version of labelrec)"
+        }
         shown = ", ".join(
             f"{names.get(k, k)}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ[:4]
         )

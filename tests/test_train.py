@@ -209,6 +209,11 @@ def test_resume_with_more_epochs_continues(
     assert len(first.history) == 1
     assert _state(out)["global_step"] == N_TRAIN_BATCHES
     tags_before = (out / "tags.json").read_text(encoding="utf-8")
+    # the separator in effect is recorded: a run of a labelrec before the null default (which
+    # recorded " > " as given) goes on
+    run_file = out / "checkpoints" / "run.json"
+    recorded = json.loads(run_file.read_text(encoding="utf-8"))
+    assert recorded["lexical.path_separator"] == " > "
 
     more = train(
         tiny_config(tiny_backbone, toy_data_dir, out, "train.epochs=3"), resume=True, progress=False
@@ -266,7 +271,9 @@ def test_resume_refuses_other_products_and_fewer_epochs_than_done(
     with (data / "train.jsonl").open("a", encoding="utf-8") as fh:
         fh.write(json.dumps({"id": "new", "title": "robot dino", "tags": ["Toys > Robots"]}) + "\n")
     edited = tiny_config(tiny_backbone, data, out, "train.epochs=3")
-    with pytest.raises(ValueError, match=r"the products \(catalog files or reviews changed\)"):
+    with pytest.raises(
+        ValueError, match=r"the products \(catalog files or reviews changed, or read otherwise"
+    ):
         train(edited, resume=True, progress=False)
 
 
