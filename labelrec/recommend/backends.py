@@ -103,13 +103,16 @@ def _top_indices(values: np.ndarray, k: int) -> np.ndarray:
     if k <= 0 or len(values) == 0:
         return np.zeros(0, dtype=np.int64)
     finite = np.isfinite(values)
-    if int(finite.sum()) <= k:
+    n_finite = int(np.count_nonzero(finite))
+    if n_finite <= k:
         top = np.flatnonzero(finite)
     else:
-        kept = np.where(finite, values, -np.inf)
-        kth = kept[np.argpartition(-kept, k - 1)[k - 1]]  # the k-th largest value
-        above = np.flatnonzero(kept > kth)
-        top = np.concatenate([above, np.flatnonzero(kept == kth)[: k - len(above)]])
+        kept = values if n_finite == len(values) else np.where(finite, values, -np.inf)
+        top = np.argpartition(-kept, k - 1)[:k]
+        kth = kept[top].min()  # the k-th largest value
+        if np.count_nonzero(kept == kth) > np.count_nonzero(kept[top] == kth):  # a tie at the cut
+            above = top[kept[top] > kth]
+            top = np.concatenate([above, np.flatnonzero(kept == kth)[: k - len(above)]])
     return top[np.lexsort((top, -values[top]))]
 
 
