@@ -46,20 +46,17 @@ def _data_config(args: argparse.Namespace, model_dir: str | None = None) -> Any:
     """Column mapping for reading catalogs: --config with the overrides, else the model's own
     with the overrides on top of it. A config's ``data.max_products`` (a training file's cap)
     does not cut the catalog; a ``data.max_products=N`` override does."""
-    from labelrec.config import Config, _build, _merge, catalog_data_config, parse_overrides
+    from labelrec.config import catalog_data_config, model_data_config
 
     overrides = getattr(args, "overrides", None) or []
     if getattr(args, "config", None):
         return catalog_data_config(args.config, overrides)
-    data: dict[str, Any] = {}
+    info: dict[str, Any] = {}
     if model_dir is not None:
         info_path = Path(model_dir) / "labelrec.json"
         if info_path.is_file():
             info = json.loads(info_path.read_text(encoding="utf-8"))
-            data = dict((info.get("config") or {}).get("data") or {})
-            for key in ("train", "valid", "unlabeled", "max_products"):
-                data.pop(key, None)
-    return _build(Config, _merge({"data": data}, parse_overrides(overrides)), "").data
+    return model_data_config(info, overrides)
 
 
 def _check_config_args(args: argparse.Namespace) -> None:
@@ -525,10 +522,14 @@ def cmd_promote(args: argparse.Namespace) -> int:
     gate = from_arguments(PromotionConfig, args)
     _check_config_args(args)
     configure()
-    data_cfg = (
-        catalog_data_config(args.config, args.overrides) if args.config or args.overrides else None
+    data_cfg = catalog_data_config(args.config, args.overrides) if args.config else None
+    d = promote(
+        args.name,
+        args.data,
+        data_cfg=data_cfg,
+        data_overrides=args.overrides,
+        **dataclasses.asdict(gate),
     )
-    d = promote(args.name, args.data, data_cfg=data_cfg, **dataclasses.asdict(gate))
     verdict = "promoted" if d.promoted else "not promoted"
     print(f"{args.name} version {d.challenger_version}: {verdict}: {d.reason}")
     if d.challenger_score is not None:
@@ -934,7 +935,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"exit {NOT_PROMOTED} when the challenger is not promoted (a gate in CI); else 0",
     )
-    config_args(p, "data.on_error=skip")
+    reading_args(p)
     p.set_defaults(func=cmd_promote)
     return parser
 

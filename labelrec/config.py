@@ -1076,6 +1076,34 @@ def catalog_data_config(path: str | Path | None, overrides: list[str] | None = N
     return data if capped else dataclasses.replace(data, max_products=None)
 
 
+# A model's saved data settings that name its training files and their cap, not how it reads.
+TRAINING_FILE_SETTINGS = ("train", "valid", "unlabeled", "max_products")
+
+
+def model_data_config(
+    info: Mapping[str, Any] | None,
+    overrides: list[str] | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> DataConfig:
+    """How a model reads catalogs: the ``data`` settings it was trained with (``info`` is its
+    ``labelrec.json``) without its training files and their cap, then ``values`` and the
+    ``data.*`` ``overrides`` on top, checked as training checks them. A saved setting that this
+    labelrec does not know or does not accept is left at its default, with a warning."""
+    saved = dict(((info or {}).get("config") or {}).get("data") or {})
+    kept: dict[str, Any] = {}
+    for key, value in saved.items():
+        if key in TRAINING_FILE_SETTINGS:
+            continue
+        try:
+            _build(DataConfig, {key: value}, "data.")  # its type and its checks
+        except ConfigError as err:
+            logger.warning("the model's saved setting %s: read with the default", err)
+            continue
+        kept[key] = value
+    tree = _merge({"data": kept}, {"data": dict(values or {})})
+    return _build(Config, _merge(tree, parse_overrides(overrides or [])), "").data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
     tree: dict[str, Any] = {}

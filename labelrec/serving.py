@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from labelrec.config import DataConfig
+from labelrec.config import ConfigError, DataConfig, model_data_config
 from labelrec.errors import ServiceError
 from labelrec.model import ModelError
 from labelrec.modeldir import manifest
@@ -549,16 +549,14 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def data_config_for(rec: TagRecommender, overrides: dict[str, str | None]) -> DataConfig:
-    """Column mapping for uploads: the model's training columns, then the request's."""
-    names = {f.name for f in dataclasses.fields(DataConfig)}
-    data = dict((rec.info.get("config") or {}).get("data") or {})
-    kwargs = {k: v for k, v in data.items() if k in names}
-    for key in ("train", "valid", "unlabeled", "max_products"):
-        kwargs.pop(key, None)
-    kwargs.update({k: v for k, v in overrides.items() if v})
-    kwargs["on_error"] = "raise"
-    return DataConfig(**kwargs)
+def data_config_for(rec: TagRecommender, columns: dict[str, str | None]) -> DataConfig:
+    """Column mapping for uploads: the model's training columns, then the request's (a 400
+    for a mapping the reader refuses)."""
+    try:
+        data = model_data_config(rec.info, values={k: v for k, v in columns.items() if v})
+    except ConfigError as err:
+        raise ServiceError(400, str(err)) from None
+    return dataclasses.replace(data, on_error="raise")
 
 
 @dataclasses.dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import typing
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from labelrec.config import (
     Config,
     ConfigError,
+    DataConfig,
     config_to_dict,
     describe,
     flatten,
@@ -286,6 +288,30 @@ def test_a_catalog_to_score_is_not_cut_by_the_configs_training_cap(tmp_path: Pat
     data = catalog_data_config(path)
     assert data.max_products is None and data.on_error == "skip"
     assert catalog_data_config(path, ["data.max_products=5"]).max_products == 5
+
+
+def test_a_models_data_settings_read_its_catalogs(caplog: pytest.LogCaptureFixture) -> None:
+    from labelrec.config import model_data_config
+
+    saved = {
+        "title_column": "name",
+        "train": "train.jsonl",
+        "max_products": 50,
+        "from_a_newer_labelrec": 1,
+        "on_error": "sometimes",
+    }
+    info = {"config": {"data": saved}}
+    with caplog.at_level(logging.WARNING, logger="labelrec.config"):
+        data = model_data_config(info, ["data.id_column=sku"], values={"description_column": "d"})
+    assert (data.title_column, data.id_column, data.description_column) == ("name", "sku", "d")
+    assert data.train is None and data.max_products is None  # training files: not how it reads
+    assert data.on_error == "raise"  # a saved value this labelrec refuses: the default
+    warned = caplog.text
+    assert "data.from_a_newer_labelrec: unknown key" in warned and "data.on_error" in warned
+    assert model_data_config(None) == DataConfig()
+    assert model_data_config(info, ["data.title_column=t"]).title_column == "t"
+    with pytest.raises(ConfigError, match="data.on_error"):
+        model_data_config(info, ["data.on_error=never"])  # the user's own value is checked
 
 
 def _dataclass_fields(cls: type = Config, prefix: str = ""):

@@ -95,6 +95,16 @@ def test_a_threshold_out_of_range_stops_at_the_parser(capsys: pytest.CaptureFixt
         assert "--threshold" in capsys.readouterr().err
 
 
+def test_a_steps_data_overrides_go_on_top_of_the_models_columns(tmp_path: Path) -> None:
+    info = {"config": {"data": {"title_column": "name", "train": "t.jsonl"}}}
+    data = steps._data_config(None, ["data.on_error=skip"], info)
+    assert (data.title_column, data.on_error, data.train) == ("name", "skip", None)
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  id_column: sku\n", encoding="utf-8")
+    data = steps._data_config(str(config), [], info)  # a config's data section replaces them
+    assert (data.title_column, data.id_column) == ("title", "sku")
+
+
 def test_overrides_parameter_splits_like_a_shell() -> None:
     assert steps.split_overrides("") == []
     assert steps.split_overrides("train.epochs=1 model.backbone='/a b/c'") == [

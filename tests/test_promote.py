@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,8 +86,8 @@ def champion_moves_to(version: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
     evaluate = registry._evaluate_version
 
-    def evaluate_and_move(mv, alias, frame, metric):
-        out = evaluate(mv, alias, frame, metric)
+    def evaluate_and_move(model, mv, alias, frame, metric):
+        out = evaluate(model, mv, alias, frame, metric)
         if alias == "champion":
             mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version)
         return out
@@ -240,6 +241,27 @@ def test_broken_challenger_fails_clearly_and_keeps_the_champion(
     assert "promotion.decision" not in model_version_info(f"models:/{NAME}@challenger")["tags"]
     with pytest.raises(ValueError, match="PSP@3"):
         promote(NAME, eval_file, metric="PSP@3")
+
+
+def test_promotion_reads_the_catalog_as_the_challenger_reads_catalogs(
+    trained_model_dir: Path, eval_file: Path, mlflow_store: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model, ignore=shutil.ignore_patterns("checkpoints"))
+    info = json.loads((model / "labelrec.json").read_text(encoding="utf-8"))
+    info["config"]["data"]["title_column"] = "name"  # trained on a catalog with this column
+    (model / "labelrec.json").write_text(json.dumps(info), encoding="utf-8")
+    rows = [json.loads(line) for line in eval_file.read_text(encoding="utf-8").splitlines()]
+    named = [{"name" if k == "title" else k: v for k, v in row.items()} for row in rows]
+    catalog = write_jsonl(named, tmp_path / "named.jsonl")
+    register_challenger(model)
+    with pytest.raises(ValueError, match="title"):
+        promote(NAME, catalog, data_overrides=["data.title_column=title"])  # overrides win
+    d = promote(NAME, catalog)
+    assert d.promoted, d.reason
+    assert d.challenger_score == pytest.approx(
+        per_product_ndcg3(trained_model_dir, eval_file).mean()
+    )
 
 
 def test_promote_command(

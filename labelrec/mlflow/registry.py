@@ -24,7 +24,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from labelrec import metrics
-from labelrec.config import DataConfig
+from labelrec.config import DataConfig, model_data_config
 from labelrec.data import read_catalog
 from labelrec.describe import DESCRIBER_KIND
 from labelrec.mlflow.evaluator import KS, PER_PRODUCT, metric_key, register_evaluator
@@ -369,17 +369,33 @@ def _evaluation_frame(data: str | Path, data_cfg: DataConfig | None) -> pd.DataF
     )
 
 
-def _evaluate_version(
-    mv: ModelVersion, role: str, frame: pd.DataFrame, metric: str
-) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
-    """(per-product values of ``metric``, band recalls, metrics) of one version on ``frame``."""
-    label = f"{mv.name} version {mv.version} (@{role})"
+def _load_version(mv: ModelVersion, role: str) -> Any:
+    """The pyfunc model of one version (a `RegistryError` naming it when it does not load)."""
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
+        return mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
     except Exception as err:  # noqa: BLE001 - any load failure means a broken version
         raise RegistryError(
-            f"{label} cannot be loaded from {mv.source}: {type(err).__name__}: {err}"
+            f"{_label(mv, role)} cannot be loaded from {mv.source}: {type(err).__name__}: {err}"
         ) from err
+
+
+def _label(mv: ModelVersion, role: str) -> str:
+    return f"{mv.name} version {mv.version} (@{role})"
+
+
+def _saved_info(model: Any) -> dict[str, Any] | None:
+    """The ``labelrec.json`` of a loaded labelrec pyfunc model (None for another kind)."""
+    try:
+        return model.unwrap_python_model().recommender.info
+    except Exception:  # noqa: BLE001 - not labelrec's python model
+        return None
+
+
+def _evaluate_version(
+    model: Any, mv: ModelVersion, role: str, frame: pd.DataFrame, metric: str
+) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
+    """(per-product values of ``metric``, band recalls, metrics) of one version on ``frame``."""
+    label = _label(mv, role)
     prefix = f"{role}_"
     register_evaluator()
     try:
@@ -434,11 +450,14 @@ def promote(
     seed: int = 0,
     challenger_alias: str = "challenger",
     champion_alias: str = "champion",
+    data_overrides: list[str] | None = None,
 ) -> PromotionDecision:
     """Move ``@champion`` to the ``@challenger`` version of ``name`` if it is better on ``data``.
 
-    Evaluations are logged to the active run (one named ``promote <name>`` is started if none).
-    A version that cannot be loaded or evaluated raises `RegistryError` and moves no alias.
+    ``data`` is read with ``data_cfg``, else with the challenger's own data settings and
+    ``data_overrides`` (``data.key=value``) on top. Evaluations are logged to the active run (one
+    named ``promote <name>`` is started if none). A version that cannot be loaded or evaluated
+    raises `RegistryError` and moves no alias.
     """
     metric = _canonical(metric)
     client = mlflow.MlflowClient()
@@ -462,12 +481,20 @@ def promote(
     aliased = champion.version if champion is not None else None
     if champion is None:  # no alias, but a champion before: beat it, not the first-model rule
         champion = _last_promoted(client, name, challenger.version)
+    model = _load_version(challenger, challenger_alias)
+    if data_cfg is None:  # the catalog is read as the challenger reads its catalogs
+        data_cfg = model_data_config(_saved_info(model), data_overrides)
     frame = _evaluation_frame(data, data_cfg)
     with _run_context(f"promote {name}"):
-        ch_values, ch_bands, _ = _evaluate_version(challenger, challenger_alias, frame, metric)
+        ch_values, ch_bands, _ = _evaluate_version(
+            model, challenger, challenger_alias, frame, metric
+        )
+        del model  # one model in memory at a time
         cp_values = cp_bands = None
         if champion is not None:
-            cp_values, cp_bands, _ = _evaluate_version(champion, champion_alias, frame, metric)
+            cp_values, cp_bands, _ = _evaluate_version(
+                _load_version(champion, champion_alias), champion, champion_alias, frame, metric
+            )
         decision = decide(
             ch_values,
             cp_values,

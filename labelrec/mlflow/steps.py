@@ -29,15 +29,13 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from labelrec.config import (
-    Config,
     ConfigError,
-    DataConfig,
     PromotionConfig,
-    _build,
     add_arguments,
     catalog_data_config,
     from_arguments,
     load_config,
+    model_data_config,
     score_argument,
 )
 from labelrec.mlflow import store, tracking
@@ -74,22 +72,12 @@ def split_overrides(overrides: str | list[str] | None) -> list[str]:
     return shlex.split(overrides)
 
 
-def data_config_from_info(info: dict[str, Any] | None) -> DataConfig:
-    """The column mapping a model was trained with (its ``labelrec.json``), minus file paths."""
-    data = dict(((info or {}).get("config") or {}).get("data") or {})
-    for key in ("train", "valid", "unlabeled", "max_products"):
-        data.pop(key, None)
-    try:
-        return _build(Config, {"data": data}, "").data
-    except ConfigError:
-        logger.warning("model's data config is not readable by this labelrec; using defaults")
-        return DataConfig()
-
-
 def _data_config(config: str | None, overrides: list[str], info: dict | None = None) -> Any:
-    if config or overrides:
+    """How a step reads its catalog: ``config``'s data section with the overrides, else the
+    model's own (``info``: its ``labelrec.json``) with the overrides on top."""
+    if config:
         return catalog_data_config(config, overrides)
-    return data_config_from_info(info)
+    return model_data_config(info, overrides)
 
 
 @contextmanager
@@ -437,11 +425,13 @@ def run_promote(
     if not data:
         raise ValueError("promote: an evaluation catalog is required (-P data=...)")
     items = split_overrides(overrides)
-    data_cfg = catalog_data_config(config, items) if (config or items) else None
+    data_cfg = catalog_data_config(config, items) if config else None
     with step_run("promote") as run:
         run_id = run.info.run_id
         tracking.log_params(run_id, {"name": name, "data": data, **dataclasses.asdict(gate)})
-        decision = _registry().promote(name, data, data_cfg=data_cfg, **dataclasses.asdict(gate))
+        decision = _registry().promote(
+            name, data, data_cfg=data_cfg, data_overrides=items, **dataclasses.asdict(gate)
+        )
         fields = (
             dataclasses.asdict(decision)
             if dataclasses.is_dataclass(decision)
