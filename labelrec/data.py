@@ -29,6 +29,7 @@ import random
 import re
 import sys
 import tokenize
+import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -210,11 +211,17 @@ def fold_width(text: str) -> str:
 
 
 def clean_tag(tag: str) -> str:
-    """A tag as labelrec reads it everywhere (catalogs, reviews, the describer's prompt): the
-    text cleaning of titles (``clean_text``: invisible characters dropped, whitespace
-    collapsed) and full-width forms folded, so ``Books\u00ad`` or ``品牌：华为`` is the tag it
-    looks like."""
-    return fold_width(clean_text(tag))
+    """A tag as labelrec reads it everywhere (catalogs, reviews, rules, the describer's prompt):
+    the text cleaning of titles (``clean_text``: invisible characters dropped, whitespace
+    collapsed), full-width forms folded and Unicode's composed form (NFC), so ``Books\u00ad``,
+    ``品牌：华为`` or a ``Café`` typed as ``e`` and a combining accent is the tag it looks like."""
+    return unicodedata.normalize("NFC", fold_width(clean_text(tag)))
+
+
+def tag_key(tag: str) -> str:
+    """What the spellings of one tag share: width, Unicode form and case folded
+    (``brand:LEGO``, ``brand：Lego`` and ``brand:Lego`` have one key)."""
+    return unicodedata.normalize("NFC", fold_width(tag)).lower()
 
 
 def _type_name(value: Any) -> str:
@@ -1248,18 +1255,26 @@ class TagVocab:
 
     @functools.cached_property
     def folded(self) -> dict[str, int]:
-        """Case- and width-folded tag -> its column (the first of the tags that fold alike)."""
+        """``tag_key`` -> its column (the first, most frequent, of the tags that fold alike)."""
         out: dict[str, int] = {}
         for j, tag in enumerate(self.tags):
-            out.setdefault(fold_width(tag).lower(), j)
+            out.setdefault(tag_key(tag), j)
         return out
 
     def find(self, tag: str) -> int | None:
-        """The column of ``tag``, else of a tag that differs from it only in case or width (a
-        title's ``brand:HORNBY`` is the vocabulary's ``brand:Hornby``, a reviewer's ``品牌：华为``
-        its ``品牌:华为``), else None."""
+        """The column of ``tag``, else of a tag that differs from it only in case, width or
+        Unicode form (a title's ``brand:HORNBY`` is the vocabulary's ``brand:Hornby``, a
+        reviewer's ``品牌：华为`` its ``品牌:华为``), else None."""
         j = self.index.get(tag)
-        return self.folded.get(fold_width(tag).lower()) if j is None else j
+        return self.folded.get(tag_key(tag)) if j is None else j
+
+    def variants(self) -> list[list[str]]:
+        """Groups of tags that differ only in case (``brand:TOYLAND``, ``brand:Toyland``): to a
+        reader one tag, to training as many, each learnt from its own products."""
+        groups: dict[str, list[str]] = {}
+        for tag in self.tags:
+            groups.setdefault(tag_key(tag), []).append(tag)
+        return [g for g in groups.values() if len(g) > 1]
 
     def __repr__(self) -> str:
         return f"TagVocab({len(self)} tags)"

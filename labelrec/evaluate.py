@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from labelrec import metrics
-from labelrec.data import Product, TagVocab
+from labelrec.data import Product, TagVocab, tag_key
 
 _PROPOSED = float(np.nextafter(np.float32(0), np.float32(1)))  # the least score of a proposed tag
 
@@ -20,19 +20,26 @@ def gold_matrix(products: list[Product], vocab: TagVocab) -> tuple[sp.csr_matrix
     Unknown gold tags stay in the denominator of recall and nDCG (a model cannot find them, and
     the metrics say so) instead of silently disappearing.
     """
-    extra: dict[str, int] = {}
+    extra: dict[str, int] = {}  # tag_key -> its place after the vocabulary
+    spelt: list[str] = []  # those tags, as first spelt
     rows, cols = [], []
     n_known = len(vocab)
     for r, product in enumerate(products):
-        for tag in dict.fromkeys(product.tags):
-            j = vocab.index.get(tag)
+        columns: set[int] = set()
+        for tag in product.tags:  # another case, width or form of a model's tag is that tag
+            j = vocab.find(tag)
             if j is None:
-                j = n_known + extra.setdefault(tag, len(extra))
-            rows.append(r)
-            cols.append(j)
+                key = tag_key(tag)
+                if key not in extra:
+                    extra[key] = len(extra)
+                    spelt.append(tag)
+                j = n_known + extra[key]
+            columns.add(j)
+        rows += [r] * len(columns)
+        cols += sorted(columns)
     shape = (len(products), n_known + len(extra))
     y = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
-    return y, list(vocab.tags) + list(extra)
+    return y, list(vocab.tags) + spelt
 
 
 def pad_scores(scores: np.ndarray, n_columns: int) -> np.ndarray:
@@ -54,18 +61,22 @@ def joint_matrices(
     A proposed new tag that matches a gold tag counts as a hit; any other takes a rank slot.
     """
     y, names = gold_matrix(products, vocab)
-    index = {t: j for j, t in enumerate(names)}
-    extra = {}
+    index: dict[str, int] = {}  # tag_key -> column: a new tag spelt otherwise is the gold one
+    for j, t in enumerate(names):
+        index.setdefault(tag_key(t), j)
+    extra: dict[str, str] = {}
     for row in new_tags:
         for tag in row:
-            if tag not in index and tag not in extra:
-                extra[tag] = len(names) + len(extra)
-    names = names + list(extra)
+            key = tag_key(tag)
+            if key not in index:
+                index[key] = len(names) + len(extra)
+                extra[key] = tag
+    names = names + list(extra.values())
     y = sp.csr_matrix((y.data, y.indices, y.indptr), shape=(y.shape[0], len(names)))
     scores = pad_scores(known, len(names))
     for i, row in enumerate(new_tags):
         for tag, s in row.items():
-            j = index.get(tag, extra.get(tag))
+            j = index[tag_key(tag)]
             scores[i, j] = max(scores[i, j], s)
     return y, scores, names
 

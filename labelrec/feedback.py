@@ -33,6 +33,7 @@ from labelrec.data import (
     clean_text,
     fold_width,
     has_visible_text,
+    tag_key,
     unicode_problem,
 )
 from labelrec.runs import REVIEW_ID_PREFIX
@@ -193,20 +194,26 @@ class Review:
             raise FeedbackError("accepted, rejected, added: give at least one tag")
 
     def _check_verdicts(self) -> None:
-        both = sorted(set(self.rejected) & (set(self.accepted) | set(self.added)))
+        kept = {tag_key(t) for t in self.accepted + self.added}  # one tag in any case or width
+        both = sorted(t for t in self.rejected if tag_key(t) in kept)
         if both:
             raise FeedbackError(f"rejected: {', '.join(both)} also accepted or added")
 
-    def match_vocabulary(self, vocab: TagVocab) -> None:
+    def match_vocabulary(self, vocab: TagVocab, separator: str | None = None) -> None:
         """Write each tag as the model's vocabulary does where it differs only in case or width
         (a reviewer's ``品牌:IPHONE`` is the model's ``品牌:iphone``: one tag in training, not
-        two), then flag the others as unknown. A tag both accepted and rejected once spelt
-        alike is refused as before."""
+        two), then flag the others as unknown. With category paths (``separator``), a new path
+        under a known category takes that category's spelling (``toys > building > technic``
+        under ``Toys > Building``). A tag both accepted and rejected once spelt alike is
+        refused as before."""
+        sep = fold_width(separator) if separator else ""
         for name in ("accepted", "rejected", "added"):
             spelt: list[str] = []
             for tag in getattr(self, name):
                 j = vocab.find(tag)
                 tag = tag if j is None else vocab.tags[j]
+                if j is None and sep and sep in tag:
+                    tag = _under_known(tag, sep, vocab)
                 if tag not in spelt:
                     spelt.append(tag)
             setattr(self, name, spelt)
@@ -306,6 +313,22 @@ def _created_meanwhile(err: Exception) -> bool:
         words in text
         for words in ("already exists", "unique constraint", "duplicate", "database is locked")
     )
+
+
+def _under_known(path: str, sep: str, vocab: TagVocab) -> str:
+    """``path`` with its longest prefix that the vocabulary knows in another case or width
+    spelt as the vocabulary spells it."""
+    levels = path.split(sep)
+    for n in range(len(levels) - 1, 0, -1):
+        j = vocab.find(sep.join(levels[:n]))
+        if j is not None:
+            return sep.join([vocab.tags[j], *levels[n:]])
+    return path
+
+
+def _verdicts(review: Review) -> list[tuple[str, bool]]:
+    """A review's tags with their verdicts: accepted and added kept, rejected not."""
+    return [(t, True) for t in review.tags] + [(t, False) for t in review.rejected]
 
 
 class FeedbackStore:
@@ -519,10 +542,12 @@ class FeedbackStore:
             raise ValueError(f"{out} is a directory: give the catalog file to write")
         if out.suffix.lower() not in (".jsonl", ".ndjson", ".json"):
             raise ValueError(f"{out}: the export is JSON Lines; name it .jsonl")
-        merged: dict[str, tuple[int, dict[str, bool]]] = {}  # key -> (last review, tag -> kept)
+        # product key -> (last review, tag_key -> (the tag as last spelt, kept))
+        merged: dict[str, tuple[int, dict[str, tuple[str, bool]]]] = {}
         for review in self.reviews():
             _, verdicts = merged.pop(review.product_key, (0, {}))
-            verdicts.update({t: True for t in review.tags} | {t: False for t in review.rejected})
+            for tag, kept in _verdicts(review):
+                verdicts[tag_key(tag)] = (tag, kept)
             merged[review.product_key] = (int(review.id or 0), verdicts)
         last = {review_id: key for key, (review_id, _) in merged.items()}
         named = {key[3:] for key in merged if key.startswith("id:")}  # ids reviewers gave
@@ -539,8 +564,8 @@ class FeedbackStore:
                     row = review.to_catalog_row()
                     while review.product_id is None and row["id"] in named:
                         row["id"] += "-"  # a catalog's own id looks like this one: not the same
-                    row["tags"] = [t for t, kept in verdicts.items() if kept]
-                    row["rejected"] = [t for t, kept in verdicts.items() if not kept]
+                    row["tags"] = [t for t, kept in verdicts.values() if kept]
+                    row["rejected"] = [t for t, kept in verdicts.values() if not kept]
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                     written += 1
                     if written == len(last):
@@ -561,17 +586,15 @@ class FeedbackStore:
         rejected: Counter[str] = Counter()
         versions: Counter[str] = Counter()
         products, reviewers = set(), set()
-        verdicts: dict[str, dict[str, bool]] = {}  # product -> tag -> kept (the last review's)
+        verdicts: dict[str, dict[str, bool]] = {}  # product -> tag_key -> kept (the last review's)
         overruled: set[str] = set()
         for review in self.reviews():
             key = review.product_key
             seen = verdicts.setdefault(key, {})
-            for tag, kept in [(t, True) for t in review.tags] + [
-                (t, False) for t in review.rejected
-            ]:
-                if seen.get(tag, kept) != kept:
+            for tag, kept in _verdicts(review):
+                if seen.get(tag_key(tag), kept) != kept:
                     overruled.add(key)
-                seen[tag] = kept
+                seen[tag_key(tag)] = kept
             counts["reviews"] += 1
             counts["accepted"] += len(review.accepted)
             counts["rejected"] += len(review.rejected)

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import yaml
 
 from labelrec.config import load_yaml
-from labelrec.data import fold_width
+from labelrec.data import clean_tag, fold_width
 
 _KEYS = ("deny", "rename", "allow", "max_per_facet")
 
@@ -153,21 +153,22 @@ class Rules:
                 raise RulesError(
                     f"{where}max_per_facet: {k!r}: {v}: a count must be >= 0", "max_per_facet", k
                 )
-        # full-width forms as the catalog's tags are read (labelrec.data.fold_width): a rule
-        # typed with 品牌： applies to 品牌:
-        self.deny = [fold_width(p) for p in self.deny]
-        self.allow = [fold_width(p) for p in self.allow]
-        for key in ("rename", "max_per_facet"):
+        # tags as the catalog's are read (labelrec.data.clean_tag): a rule typed with 品牌：,
+        # a trailing space or a no-break space applies to the tag it looks like; the prefixes
+        # of max_per_facet only have their full-width forms folded (a space may end one)
+        self.deny = [clean_tag(p) for p in self.deny]
+        self.allow = [clean_tag(p) for p in self.allow]
+        for key, clean in (("rename", clean_tag), ("max_per_facet", fold_width)):
             folded: dict[str, Any] = {}
             for k, v in getattr(self, key).items():
-                if fold_width(k) in folded:  # 品牌：华为 and 品牌:华为 are one tag
+                if clean(k) in folded:  # 品牌：华为 and 品牌:华为 are one tag
                     raise RulesError(
-                        f"{where}{key}: {k!r} is {fold_width(k)!r} once full-width forms are"
-                        " read as ASCII, which the file names twice",
+                        f"{where}{key}: {k!r} is {clean(k)!r} once read as a catalog's tags"
+                        " are, which the file names twice",
                         key,
                         k,
                     )
-                folded[fold_width(k)] = fold_width(v) if key == "rename" else v
+                folded[clean(k)] = clean(v) if key == "rename" else v
             setattr(self, key, folded)
         self._steps = set(self.rename) & set(self.rename.values())  # inside a chain
         self.rename = _resolved(self.rename, where)
@@ -289,8 +290,8 @@ class Rules:
         ``ranked`` is read only as far as the answer needs, so a lazy one spares building the
         candidates past it. The first of a tag's variants holds its best score."""
         # a request's patterns are read as the file's are: full-width forms as ASCII
-        inc = _patterns(fold_width(p) for p in include or ())
-        exc = _patterns(fold_width(p) for p in exclude or ())
+        inc = _patterns(clean_tag(p) for p in include or ())
+        exc = _patterns(clean_tag(p) for p in exclude or ())
         seen: set[str] = set()
         out: list[Any] = []
         per_facet: dict[str, int] = {}

@@ -68,14 +68,17 @@ def reviewed_product(
     ``hierarchy_separator``, without the categories under a rejected one: ``Toys > Puzzles``
     rejected takes ``Toys > Puzzles > Jigsaw`` with it), then the accepted and added ones (a
     reviewer sees only the suggestions, so the gold tags not shown stay), and the rejected tags
-    as known negatives."""
+    as known negatives: the catalog's own, less those the review accepted or added (the later
+    verdict wins), and the review's."""
     rejected = set(review.rejected)
-    below = tuple(r + hierarchy_separator for r in rejected) if hierarchy_separator else ()
+    sep = data_mod.fold_width(hierarchy_separator) if hierarchy_separator else ""  # as tags read
+    below = tuple(r + sep for r in rejected) if sep else ()
     kept = [t for t in original.tags if t not in rejected and not (below and t.startswith(below))]
+    tags = list(dict.fromkeys([*kept, *review.tags]))
+    accepted = set(review.tags)
+    negatives = [t for t in original.rejected if t not in accepted]
     return dataclasses.replace(
-        review,
-        tags=list(dict.fromkeys([*kept, *review.tags])),
-        rejected=list(dict.fromkeys([*original.rejected, *review.rejected])),
+        review, tags=tags, rejected=list(dict.fromkeys([*negatives, *review.rejected]))
     )
 
 

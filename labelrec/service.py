@@ -1307,8 +1307,8 @@ class LabelRec:
                 request_key=request_key,
             )
             if snap is not None:
-                review.match_vocabulary(snap.recommender.vocab)
                 data = (snap.recommender.info.get("config") or {}).get("data") or {}
+                review.match_vocabulary(snap.recommender.vocab, data.get("hierarchy_separator"))
                 review.check_hierarchy(data.get("hierarchy_separator"))
         except FeedbackError as err:
             raise ServiceError(400, str(err)) from None

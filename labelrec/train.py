@@ -361,6 +361,16 @@ class TagTrainer:
                 f"{splits.train_source}: no tag reaches data.min_tag_count"
                 f" ({cfg.data.min_tag_count} products)"
             )
+        if variants := self.vocab.variants():
+            shown = "; ".join(" / ".join(g) for g in variants[:5])
+            logger.warning(
+                "%s: tags that differ only in case, in %d group(s) (%s%s): each is trained as a"
+                " tag of its own; spell a tag one way in the catalog to train it as one",
+                splits.train_source,
+                len(variants),
+                shown,
+                "; ..." if len(variants) > 5 else "",
+            )
         y_train = self.vocab.encode(splits.train)
         keep = np.asarray(y_train.sum(axis=1)).ravel() > 0
         self.train_products = [p for p, k in zip(splits.train, keep, strict=True) if k]

@@ -130,6 +130,23 @@ def test_full_width_tags_are_the_ascii_tags(tmp_path):
     assert read_catalog(path, prefixed).products[0].tags == ["品牌:Apple"]
 
 
+def test_one_tag_in_two_unicode_forms_is_one_tag(tmp_path):
+    nfc, nfd = "brand:Caf\u00e9", "brand:Cafe\u0301"
+    path = write_jsonl(
+        tmp_path / "cat.jsonl",
+        [{"id": "1", "title": "a", "tags": [nfc]}, {"id": "2", "title": "b", "tags": [nfd]}],
+    )
+    vocab = TagVocab.from_products(read_catalog(path).products)
+    assert vocab.tags == [nfc] and list(vocab.counts) == [2]
+    assert vocab.find(nfd) == 0 and vocab.find("BRAND:CAFE\u0301") == 0
+
+
+def test_tags_that_differ_only_in_case_are_named(tmp_path):
+    vocab = TagVocab(["brand:Toyland", "Toys", "brand:TOYLAND", "toys", "Books"], [3, 3, 1, 1, 1])
+    assert vocab.variants() == [["brand:Toyland", "brand:TOYLAND"], ["Toys", "toys"]]
+    assert TagVocab(["a", "b"], [1, 1]).variants() == []
+
+
 def test_full_width_delimiters_split_tags_as_ascii_ones(tmp_path):
     path = tmp_path / "cat.csv"
     path.write_text(

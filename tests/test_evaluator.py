@@ -245,6 +245,31 @@ def test_short_lists_earn_nothing_beyond_their_end() -> None:
         evaluate_ranked(ranked[:1], gold)
 
 
+def test_gold_tags_in_another_case_or_form_are_the_models_tags() -> None:
+    counts = {"brand:Lego": 5, "Café": 5, "Toys > Puzzles": 5}
+    ranked = [[("brand:Lego", 0.9)], [("Café", 0.8)], [("Toys > Puzzles", 0.7)]]
+    nfd = "Cafe\u0301"  # an e and a combining accent: Café, spelt otherwise
+    gold = [["brand:LEGO"], [nfd], ["toys > puzzles", "Toys > Puzzles"]]
+    result = evaluate_ranked(ranked, gold, tag_counts=counts, n_train=10, ks=(1,))
+    assert result.metrics["P@1"] == pytest.approx(1.0)
+    assert result.metrics["unknown_gold_share"] == pytest.approx(0.0)
+    vocab = TagVocab(list(counts), list(counts.values()), 10)
+    scores = np.eye(3, dtype=np.float32)
+    products = [Product(id=str(i), title="t", tags=g) for i, g in enumerate(gold)]
+    offline = evaluate_scores_on(scores, products, vocab, 0.5, ks=(1,)).metrics
+    assert offline["P@1"] == pytest.approx(1.0) and offline["micro_f1"] == pytest.approx(1.0)
+    # a new tag the model proposes, spelt as a gold tag it does not know, is that gold tag
+    new = evaluate_scores_on(
+        np.zeros((1, 3), dtype=np.float32),
+        [Product(id="n", title="t", tags=["brand:Duplo"])],
+        vocab,
+        0.5,
+        ks=(1,),
+        new_tags=[{"brand:DUPLO": 0.9}],
+    ).metrics
+    assert new["P@1"] == pytest.approx(1.0)
+
+
 def test_unmatched_gold_warning_names_the_delimiter() -> None:
     ranked = [[("a", 0.9), ("b", 0.5)], [("c", 0.7)]]
     # gold joined by ";" while the delimiter is "|": one unknown tag a product, nothing matches

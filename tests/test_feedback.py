@@ -249,9 +249,8 @@ def test_reviews_take_the_vocabularys_spelling() -> None:
     assert review.added == ["型号:mate40", "品牌:iphone"]
     assert review.tags == ["品牌:华为", "品牌:iphone", "型号:mate40"]
     assert review.unknown == ["型号:mate40", "品类:全网通"]
-    both = Review(title="x", accepted=["品牌:IPHONE"], rejected=["品牌:iphone"])
     with pytest.raises(FeedbackError, match="rejected: 品牌:iphone also accepted"):
-        both.match_vocabulary(vocab)
+        Review(title="x", accepted=["品牌:IPHONE"], rejected=["品牌:iphone"])  # one tag
 
 
 def test_a_review_sent_again_under_its_request_key_is_stored_once(
@@ -523,6 +522,45 @@ def test_feedback_merges_into_train_but_never_into_valid(tmp_path: Path) -> None
     # the valid product's review waits for a refit, which trains on valid
     (refit_valid,) = [p for p in refit_products(merged) if p.id == "v1"]
     assert (refit_valid.tags, refit_valid.rejected) == (["Books"], ["Toys"])
+
+
+def test_a_review_overrules_the_catalogs_own_rejections(tmp_path: Path) -> None:
+    from labelrec.data import Product
+    from labelrec.runs import reviewed_product
+
+    original = Product(
+        "t1", "kite", tags=["Toys", "Toys > Outdoor"], rejected=["color:Red", "Books"]
+    )
+    review = Product("t1", "kite", tags=["color:Red"], rejected=["Toys"])
+    after = reviewed_product(original, review, " ＞ ")  # a separator typed full-width
+    assert after.tags == ["color:Red"]  # Toys and the category under it go
+    assert after.rejected == ["Books", "Toys"]  # color:Red accepted: a positive, not a negative
+
+
+def test_one_tag_in_another_case_is_one_verdict(tmp_path: Path) -> None:
+    with pytest.raises(FeedbackError, match="rejected: Gift Idea also accepted"):
+        Review(title="kite", accepted=["gift idea"], rejected=["Gift Idea"])
+    store = store_at(tmp_path)
+    store.add(Review(title="kite", product_id="p1", added=["brand:Duplo"]))
+    store.add(Review(title="kite", product_id="p1", rejected=["brand:DUPLO"]))
+    out = tmp_path / "reviewed.jsonl"
+    store.export(out)
+    row = json.loads(out.read_text(encoding="utf-8"))
+    assert (row["tags"], row["rejected"]) == ([], ["brand:DUPLO"])  # the later verdict wins
+    assert store.stats()["overruled"] == 1
+
+
+def test_a_new_path_under_a_known_category_takes_its_spelling() -> None:
+    from labelrec.data import TagVocab
+
+    vocab = TagVocab(["Toys", "Toys > Building"], [2, 1])
+    review = Review(title="kite", added=["toys > building > technic", "garden > hoses"])
+    review.match_vocabulary(vocab, " ＞ ")  # the model's separator, typed full-width
+    assert review.added == ["Toys > Building > technic", "garden > hoses"]
+    assert review.unknown == review.added
+    alone = Review(title="kite", added=["toys > building > technic"])
+    alone.match_vocabulary(vocab)  # no category paths: a tag as typed
+    assert alone.added == ["toys > building > technic"]
 
 
 def test_reviews_of_held_out_products_stay_out_of_training(

@@ -129,6 +129,18 @@ def test_full_width_rules_are_the_ascii_rules() -> None:
     assert [x.tag for x in Rules().apply(ranked, include=["品牌：*"])] == ["品牌:华为"]
 
 
+def test_rules_name_tags_as_catalogs_spell_them() -> None:
+    rules = Rules(
+        deny=["Toys\u00a0>\u00a0Building", "brand:Lego "],
+        rename={"brand:Duplo\u200b": "brand:LEGO  Duplo "},
+    )
+    assert rules.deny == ["Toys > Building", "brand:Lego"]
+    assert rules.rename == {"brand:Duplo": "brand:LEGO Duplo"}
+    ranked = [s("Toys > Building", 0.9), s("brand:Lego", 0.8), s("brand:Duplo", 0.7)]
+    assert [x.tag for x in rules.apply(ranked)] == ["brand:LEGO Duplo"]
+    assert [x.tag for x in Rules().apply(ranked, include=["brand:Lego "])] == ["brand:Lego"]
+
+
 def test_rename_chains_are_followed() -> None:
     rules = Rules(rename={"Toys": "Toy", "Toy": "Toys & Games", "same": "same"})
     assert rules.rename == {"Toys": "Toys & Games", "Toy": "Toys & Games"}

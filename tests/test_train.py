@@ -933,9 +933,14 @@ def test_category_paths_of_a_chinese_catalog_and_tokens_the_backbone_cannot_read
     tiny_backbone: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`data.hierarchy_separator: ＞` makes its paths the fusion's (a parent at least as high as
-    its child); characters outside the backbone's vocabulary are warned about."""
+    its child); characters outside the backbone's vocabulary, and tags spelt in two cases, are
+    warned about."""
     kinds = ["玩具＞积木", "玩具＞拼图", "数码＞手机"]
-    rows = [{"id": str(i), "title": f"未知字 lego {i}", "tags": [kinds[i % 3]]} for i in range(24)]
+    brands = ["brand:LEGO", "brand:Lego"]  # one brand, spelt two ways
+    rows = [
+        {"id": str(i), "title": f"未知字 lego {i}", "tags": [kinds[i % 3], brands[i % 2]]}
+        for i in range(24)
+    ]
     data = tmp_path / "data"
     data.mkdir()
     write_jsonl(rows[:18], data / "train.jsonl")
@@ -949,3 +954,4 @@ def test_category_paths_of_a_chinese_catalog_and_tokens_the_backbone_cannot_read
     assert fusion["separator"] == ">"
     warned = re.search(r"(\d+)% of the training texts' tokens are unknown", caplog.text)
     assert warned and int(warned.group(1)) >= 60  # 未, 知, 字 and more of each title
+    assert "differ only in case, in 1 group(s) (brand:LEGO / brand:Lego)" in caplog.text

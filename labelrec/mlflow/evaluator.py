@@ -37,7 +37,7 @@ from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 from mlflow.tracking.artifact_utils import get_artifact_uri
 
 from labelrec import metrics
-from labelrec.data import tag_cell
+from labelrec.data import tag_cell, tag_key
 from labelrec.evaluate import Evaluation
 
 MODEL_TYPES = ("labelrec", "multilabel")
@@ -157,7 +157,12 @@ def evaluate_ranked(
     ks = tuple(int(k) for k in ks)
     depth = max(ks)
     known = tag_counts is not None
-    if tag_counts is None:
+    if tag_counts is not None:  # another case, width or form of a model's tag is that tag
+        spelt: dict[str, str] = {}
+        for tag in tag_counts:
+            spelt.setdefault(tag_key(tag), tag)
+        gold = [[t if t in tag_counts else spelt.get(tag_key(t), t) for t in row] for row in gold]
+    else:
         counted: dict[str, int] = {}
         for tags in gold:
             for tag in dict.fromkeys(tags):
