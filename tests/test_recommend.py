@@ -464,8 +464,11 @@ def test_a_history_decayed_over_years_or_of_zero_weight():
     gone = engine.recommend("u", limit=2)
     assert gone["strategy"] == "history"
     assert not {"p0", "p3"} & {r["id"] for r in gone["results"]}  # what u has stays out
-    engine.set_interactions(events(("u", "p0", 0), ("v", "p4", 1)))
-    assert engine.recommend("u", limit=2)["strategy"] == "popular"  # weighing nothing
+    engine.set_interactions(events(("u", "p0", 0), ("v", "p4", 1), ("w", "p0", 1)))
+    cold = engine.recommend("u", limit=10)
+    assert cold["strategy"] == "popular" and cold["history"] == ["p0"]  # weighing nothing
+    assert "p0" not in {r["id"] for r in cold["results"]}  # popular, but u has it
+    assert {r["id"] for r in cold["results"]} >= {"p4"}
 
 
 def test_interactions_files_and_their_errors(tmp_path: Path):

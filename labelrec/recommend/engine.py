@@ -423,7 +423,7 @@ class ProductSearch:
         rows, weights = self._history(user, history)
         n = len(self.index)
         if not (weights > 0).any():  # no history, or one weighing nothing (weights of 0)
-            return self._cold_start(user, limit, weight, mask, pop_weight)
+            return self._cold_start(user, limit, weight, mask, pop_weight, np.unique(rows))
         q_tags = self._profile(rows, weights)
         q_tags = normalize_rows(q_tags[None, :])[0]
         q_emb = None
@@ -505,8 +505,16 @@ class ProductSearch:
         return np.asarray(rows, dtype=np.int64), w.astype(np.float32)
 
     def _cold_start(
-        self, user: Any, limit: int, weight: float, mask: np.ndarray | None, pop_weight: float
+        self,
+        user: Any,
+        limit: int,
+        weight: float,
+        mask: np.ndarray | None,
+        pop_weight: float,
+        seen: np.ndarray,
     ) -> dict[str, Any]:
+        """Popular products, ranked with the tag profile of all interactions; a history that
+        weighs nothing is still left out of them."""
         if self.signals is None:
             raise ValueError(
                 f"user {user!r} has no history and no interactions are loaded to fall back on: "
@@ -524,9 +532,9 @@ class ProductSearch:
         if self.index.embeddings is not None:
             q_emb = normalize_rows((pop[rows, None] * self.index.embeddings[rows]).sum(0)[None])[0]
         pool = limit * 5 + 50
-        hits = self.backend.search(q_tags, q_emb, pool, weight, mask)[0]
-        popular = np.argsort(-pop, kind="stable")[:pool]
-        popular = popular[pop[popular] > 0]
+        hits = self.backend.search(q_tags, q_emb, pool, weight, mask, [seen])[0]
+        popular = np.argsort(-pop, kind="stable")[: pool + len(seen)]
+        popular = popular[(pop[popular] > 0) & ~np.isin(popular, seen)][:pool]
         if mask is not None:
             popular = popular[mask[popular]]
         candidates = np.union1d(hits.rows, popular)
@@ -538,7 +546,7 @@ class ProductSearch:
         return {
             "user": None if user is None else str(user),
             "strategy": "popular",
-            "history": [],
+            "history": [self.index.ids[r] for r in seen],
             "profile_tags": profile_tags,
             "cooccurrence_weight": 0.0,
             "results": self._results(
