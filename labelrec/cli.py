@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from labelrec.config import NOT_PROMOTED
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-NOT_PROMOTED = 3  # `promote --exit-code`: the challenger was evaluated and not promoted
 SUGGEST_CHUNK = 256  # products of stdin that `suggest` scores and prints at a time
 
 

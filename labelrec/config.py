@@ -836,6 +836,11 @@ class Config:
         )
 
 
+# The exit status of a promotion with ``--exit-code`` (``labelrec promote``, the MLproject's
+# ``promote`` step): the challenger was evaluated and not promoted (a gate in CI).
+NOT_PROMOTED = 3
+
+
 @dataclass
 class PromotionConfig:
     """The promotion gate: when the ``@challenger`` version replaces ``@champion``

@@ -29,6 +29,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from labelrec.config import (
+    NOT_PROMOTED,
     ConfigError,
     PromotionConfig,
     add_arguments,
@@ -45,7 +46,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logger = logging.getLogger(__name__)
 
 STEPS = ("main", "pretrain", "train", "evaluate", "promote", "batch")
-NOT_PROMOTED = 3  # promote with --exit-code true: evaluated, not promoted (as `labelrec promote`)
 # `mlflow.pyfunc.spark_udf(..., result_type=SPARK_RESULT_TYPE)`: a struct column whose ``tags``
 # field holds the ranked ``{tag, score, known}`` list of the pyfunc's ``tags`` output column.
 SPARK_RESULT_TYPE = "tags array<struct<tag: string, score: double, known: boolean>>"
