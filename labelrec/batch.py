@@ -19,6 +19,7 @@ from typing import Any
 from labelrec.config import DataConfig
 from labelrec.data import CatalogError, Product, check_catalog_file, iter_catalog, tag_string
 from labelrec.errors import ServiceError
+from labelrec.modeldir import output_lock
 
 logger = logging.getLogger(__name__)
 
@@ -157,26 +158,30 @@ def score_file(
     """
     check_score_paths(in_path, out_path)
     dst = Path(out_path)
-    partial = partial_path(dst)
-    writer = TagWriter(partial)
-    n = 0
-    try:
-        for rows in iter_scored(in_path, cfg, scorer, chunk_size):
-            writer.write(rows)
-            n += len(rows)
-            if progress is not None:
-                progress(len(rows))
-    except BaseException:
-        writer.abandon()
-        if n:
-            logger.warning(
-                "%d products scored before the error are in %s; %s is unchanged", n, partial, dst
-            )
-        else:
-            partial.unlink(missing_ok=True)
-        raise
-    writer.close()
-    os.replace(partial, dst)
+    with output_lock(dst):  # one writer of the partial file
+        partial = partial_path(dst)
+        writer = TagWriter(partial)
+        n = 0
+        try:
+            for rows in iter_scored(in_path, cfg, scorer, chunk_size):
+                writer.write(rows)
+                n += len(rows)
+                if progress is not None:
+                    progress(len(rows))
+        except BaseException:
+            writer.abandon()
+            if n:
+                logger.warning(
+                    "%d products scored before the error are in %s; %s is unchanged",
+                    n,
+                    partial,
+                    dst,
+                )
+            else:
+                partial.unlink(missing_ok=True)
+            raise
+        writer.close()
+        os.replace(partial, dst)
     return n
 
 

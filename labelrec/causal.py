@@ -34,7 +34,7 @@ from labelrec.model import (
     resolve_mixed_precision,
     with_lora,
 )
-from labelrec.modeldir import CAUSAL_INFO, read_json
+from labelrec.modeldir import CAUSAL_INFO, read_json, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -324,31 +324,39 @@ def fit_causal_lm(
 
 
 def save_causal_lm(
-    model: Any, tokenizer: Any, out_dir: str | Path, info: dict[str, Any], dtype: str = "bfloat16"
+    model: Any,
+    tokenizer: Any,
+    out_dir: str | Path,
+    info: dict[str, Any],
+    dtype: str = "bfloat16",
+    write_more: Callable[[Path], Any] | None = None,
 ) -> Path:
     """Write a self-contained decoder directory (merged weights in ``dtype``, tokenizer,
-    ``causal.json``) through a temporary sibling, so a crash never leaves half a directory."""
+    ``causal.json``, then what ``write_more`` writes into it) through a temporary sibling that
+    replaces it whole (``modeldir.replace_dir``), so a crash never leaves half a directory."""
     out = Path(out_dir).resolve()  # "runs/d/" and "." have a name to put siblings beside
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    target_dtype = _dtype(dtype)
-    original = next(model.parameters()).dtype
-    model.to(target_dtype)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-    finally:
-        model.to(original)
-    tokenizer.save_pretrained(tmp)
-    from labelrec.backbones import copy_licence_files
+        target_dtype = _dtype(dtype)
+        original = next(model.parameters()).dtype
+        model.to(target_dtype)
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+        finally:
+            model.to(original)
+        tokenizer.save_pretrained(tmp)
+        from labelrec.backbones import copy_licence_files
 
-    copy_licence_files(info.get("backbone"), tmp)  # the terms a packaged backbone comes with
-    (tmp / CAUSAL_INFO).write_text(json.dumps(info, indent=1, ensure_ascii=False), "utf-8")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+        copy_licence_files(info.get("backbone"), tmp)  # the terms a packaged backbone comes with
+        (tmp / CAUSAL_INFO).write_text(json.dumps(info, indent=1, ensure_ascii=False), "utf-8")
+        if write_more is not None:
+            write_more(tmp)
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 

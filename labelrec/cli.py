@@ -551,6 +551,7 @@ def cmd_product_index(args: argparse.Namespace) -> int:
         print("labelrec: `index-build` is an alias of `product-index`", file=sys.stderr)
 
     from labelrec.data import check_catalog_file
+    from labelrec.modeldir import output_lock
     from labelrec.opener import is_model_uri, open_tagger, resolve
     from labelrec.recommend import FaissBackend, ProductSearch, build_index_from_file
     from labelrec.recommend.index import check_index_destination
@@ -562,26 +563,27 @@ def cmd_product_index(args: argparse.Namespace) -> int:
     check_catalog_file(args.catalog)  # before the model loads and the catalog is scored
     check_index_destination(args.output)
     _check_config_args(args)
-    resolved = resolve(args.model)
-    tagger = open_tagger(resolved, batch_size=args.batch_size, generate=not args.no_generate)
-    bar = tqdm(unit="product", desc="product-index", disable=args.no_progress)
-    index = build_index_from_file(
-        tagger,
-        args.catalog,
-        _data_config(args, str(resolved.path)),
-        chunk_size=args.chunk_size,
-        progress=bar.update,
-        top_k=args.top_k,
-        embeddings=not args.no_embeddings,
-        **({} if args.embedding_dim is None else {"embedding_dim": args.embedding_dim}),
-        model_source=args.model if is_model_uri(args.model) else str(resolved.path.resolve()),
-    )
-    bar.close()
-    if not len(index):
-        raise ValueError(f"{args.catalog}: no products to index")
-    index.save(args.output)
-    if args.ann:
-        FaissBackend(ProductSearch(index).scorer, None).save(args.output)
+    with output_lock(args.output):
+        resolved = resolve(args.model)
+        tagger = open_tagger(resolved, batch_size=args.batch_size, generate=not args.no_generate)
+        bar = tqdm(unit="product", desc="product-index", disable=args.no_progress)
+        index = build_index_from_file(
+            tagger,
+            args.catalog,
+            _data_config(args, str(resolved.path)),
+            chunk_size=args.chunk_size,
+            progress=bar.update,
+            top_k=args.top_k,
+            embeddings=not args.no_embeddings,
+            **({} if args.embedding_dim is None else {"embedding_dim": args.embedding_dim}),
+            model_source=args.model if is_model_uri(args.model) else str(resolved.path.resolve()),
+        )
+        bar.close()
+        if not len(index):
+            raise ValueError(f"{args.catalog}: no products to index")
+        index.save(args.output)
+        if args.ann:
+            FaissBackend(ProductSearch(index).scorer, None).save(args.output)
     print(f"indexed {len(index)} products ({len(index.tags)} tags) into {args.output}")
     if args.log_mlflow or args.run_id:
         from labelrec.mlflow.index import log_index

@@ -688,12 +688,14 @@ class Describer:
         """Write a self-contained describer directory (weights, tokenizer, settings, the
         neighbour index when prompts show a reference)."""
         info = {**self.meta, "kind": DESCRIBER_KIND, "format_version": DESCRIBER_FORMAT}
-        out = save_causal_lm(
-            self.model, self.tokenizer, out_dir, info, dtype=info.get("dtype", "bfloat16")
+        return save_causal_lm(
+            self.model,
+            self.tokenizer,
+            out_dir,
+            info,
+            dtype=info.get("dtype", "bfloat16"),
+            write_more=None if self.index is None else self.index.save,
         )
-        if self.index is not None:
-            self.index.save(out)
-        return out
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> Describer:

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import re
+import tempfile
 import time
 import urllib.parse
 from collections import Counter
@@ -552,10 +553,12 @@ class FeedbackStore:
         last = {review_id: key for key, (review_id, _) in merged.items()}
         named = {key[3:] for key in merged if key.startswith("id:")}  # ids reviewers gave
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
+        # a name of its own: two exports at once each write a whole file, the last one stays
+        handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        tmp = Path(name)
         written = 0
         try:
-            with tmp.open("w", encoding="utf-8") as fh:
+            with open(handle, "w", encoding="utf-8") as fh:
                 for review in self.reviews() if last else ():
                     key = last.get(int(review.id or 0))
                     if key is None:

@@ -25,7 +25,13 @@ neighbours together in ``lexical.json`` and ``lexical.npz`` (format 1), which st
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,22 +128,93 @@ def publish_staged(stage: str | Path, model_dir: str | Path, info_file: str) -> 
     """Replace the model in ``model_dir`` with the one written in ``stage`` (its
     ``labelrec.json`` still named ``info_file``): the old ``labelrec.json`` goes first, then the
     components the new model lacks (not ``rules.yaml``, which people put there), then each file
-    replaces its old version, the new ``labelrec.json`` last; ``stage`` is removed."""
-    import os
-    import shutil
-
+    replaces its old version, the new ``labelrec.json`` last; ``stage`` is removed. A Ctrl-C
+    meanwhile waits for the end (``uninterrupted``)."""
     stage, root = Path(stage), Path(model_dir)
-    (root / LABELREC_FILE).unlink(missing_ok=True)
-    present = manifest(stage, info_file=info_file)
-    for name in COMPONENTS:
-        if name not in present and name not in ("tagger", "rules"):
-            remove_component(root, name)
-    for entry in sorted(stage.iterdir()):
-        if entry.name == info_file:
-            continue
-        target = root / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(entry, target)
-    os.replace(stage / info_file, root / LABELREC_FILE)
-    stage.rmdir()
+    with uninterrupted():
+        (root / LABELREC_FILE).unlink(missing_ok=True)
+        present = manifest(stage, info_file=info_file)
+        for name in COMPONENTS:
+            if name not in present and name not in ("tagger", "rules"):
+                remove_component(root, name)
+        for entry in sorted(stage.iterdir()):
+            if entry.name == info_file:
+                continue
+            target = root / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+        os.replace(stage / info_file, root / LABELREC_FILE)
+        stage.rmdir()
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """SIGINT and SIGTERM held back while the block runs, then delivered: a folder swapped or
+    files replaced one by one are not left half done by a Ctrl-C between two steps. In the main
+    thread only (the one that receives Python's signals); elsewhere the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+def replace_dir(new: str | Path, target: str | Path) -> None:
+    """Put the complete folder ``new`` (a sibling of ``target``) in ``target``'s place: the old
+    folder moves aside, ``new`` takes its name, the old one is deleted. A reader finds the old
+    folder or the new one, never half of one; SIGINT and SIGTERM wait until both names are in
+    place, and a rename that fails puts the old folder back."""
+    new, target = Path(new), Path(target)
+    old = new.with_name(new.name + ".old")
+    with uninterrupted():
+        moved = target.exists()
+        if moved:
+            os.replace(target, old)
+        try:
+            os.replace(new, target)
+        except BaseException:
+            if moved:
+                os.replace(old, target)
+            raise
+    if moved:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Held while ``path`` (a file or folder) is written: a second labelrec that would write
+    it meanwhile is refused with an ``OutputBusy`` naming it, instead of both writing one
+    output. The lock is the hidden file ``.<name>.lock`` beside ``path``, which stays. Of the
+    processes of one distributed launch, the first (``RANK`` 0) holds it for all."""
+    import filelock
+
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        yield
+        return
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path.with_name(f".{path.name}.lock")), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise OutputBusy(
+            f"{path}: another labelrec is writing it now; wait for it to finish, or write to"
+            " another path"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class OutputBusy(OSError):
+    """Another process is writing the output named (``output_lock``)."""

@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import random
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from labelrec.model import (
     resolve_backbone,
     with_lora,
 )
-from labelrec.modeldir import LABELREC_FILE
+from labelrec.modeldir import LABELREC_FILE, output_lock, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,15 @@ def _mlm_loss(model: Any, loader: DataLoader, device: torch.device) -> float:
 
 
 def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
-    """Masked-LM on catalog texts; saves a merged backbone directory to ``cfg.output``."""
+    """Masked-LM on catalog texts; saves a merged backbone directory to ``cfg.output``. The
+    directory is written beside it and then takes its place, so that a run stopped on the way
+    leaves the old one (or none), never half of one; a second run into the same output
+    meanwhile is refused."""
+    with output_lock(cfg.output):
+        return _pretrain(cfg, progress)
+
+
+def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import (
@@ -90,11 +100,23 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
     )
 
     pcfg = cfg.pretrain
-    if (Path(cfg.output) / LABELREC_FILE).is_file():  # its weights would become the bare encoder
+    out = Path(cfg.output)
+    if (out / LABELREC_FILE).is_file():  # its weights would become the bare encoder
         raise ValueError(
             f"output={cfg.output}: holds a trained labelrec model; pretrain into another folder"
         )
     check_not_backbone(cfg.output, cfg.model.backbone)
+    here = Path.cwd().resolve()
+    if out.resolve() in (here, *here.parents):
+        raise ValueError(
+            f"output={cfg.output}: the current folder or one above it, and the pretrained"
+            " backbone replaces its whole folder; give a folder inside it"
+        )
+    if out.is_dir() and any(out.iterdir()) and not (out / PRETRAIN_FILE).is_file():
+        raise ValueError(
+            f"output={cfg.output}: holds other files, and the pretrained backbone replaces its"
+            " whole folder; give a new folder, or an earlier pretraining's"
+        )
     texts = collect_texts(cfg)  # a bad catalog fails before the backbone loads
     if len(texts) < 2:
         given = [str(f) for f in (cfg.data.unlabeled, cfg.data.train) if f]
@@ -216,19 +238,34 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
         model = accelerator.unwrap_model(model)
         if pcfg.lora:
             model = model.merge_and_unload()
-        out.mkdir(parents=True, exist_ok=True)
-        # The encoder alone (no MLM head) is what `train` loads as a backbone.
-        model.base_model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        # what it was pretrained from (the first backbone of a chain of pretrainings): models
-        # trained on it name that base on their card
-        record = {
-            "base_model": base_model_of(cfg.model.backbone) or cfg.model.backbone,
-            "texts": len(texts),
-            "max_length": cfg.model.max_length,
-            "epochs": pcfg.epochs,
-            "lora": bool(pcfg.lora),
-            "history": history,
-        }
-        (out / PRETRAIN_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        out = out.resolve()  # "." has a name to write a sibling beside
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            _save_backbone(model, tokenizer, stage, cfg, len(texts), history)
+            replace_dir(stage, out)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
     return PretrainResult(out, history)
+
+
+def _save_backbone(
+    model: Any, tokenizer: Any, out: Path, cfg: Config, n_texts: int, history: list[dict]
+) -> None:
+    """The encoder alone (no MLM head: what ``train`` loads as a backbone), its tokenizer and
+    ``pretrain.json``."""
+    pcfg = cfg.pretrain
+    model.base_model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    # what it was pretrained from (the first backbone of a chain of pretrainings): models
+    # trained on it name that base on their card
+    record = {
+        "base_model": base_model_of(cfg.model.backbone) or cfg.model.backbone,
+        "texts": n_texts,
+        "max_length": cfg.model.max_length,
+        "epochs": pcfg.epochs,
+        "lora": bool(pcfg.lora),
+        "history": history,
+    }
+    (out / PRETRAIN_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")

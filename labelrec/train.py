@@ -62,6 +62,7 @@ from labelrec.modeldir import (
     TUNING_DIR,
     VOCAB_FILE,
     manifest,
+    output_lock,
     publish_staged,
 )
 from labelrec.runs import (  # noqa: F401  (their home is runs.py; labelrec.train names them too)
@@ -1125,19 +1126,21 @@ def _flat_config(cfg: Config) -> dict[str, Any]:
 def train(
     cfg: Config, resume: bool = False, tracker: Tracker | None = None, progress: bool = True
 ) -> TrainResult:
-    """Fine-tune a tagger (``task: describe``: a describer) and save it to ``cfg.output``."""
+    """Fine-tune a tagger (``task: describe``: a describer) and save it to ``cfg.output``. A
+    second run into the same output meanwhile is refused (``modeldir.output_lock``)."""
     check_output(cfg)
-    if cfg.task == "describe":
-        from labelrec.describe import train_describer
+    with output_lock(cfg.output):
+        if cfg.task == "describe":
+            from labelrec.describe import train_describer
 
-        return train_describer(cfg, resume=resume, tracker=tracker, progress=progress)
-    if not cfg.train.refit:
-        result = TagTrainer(cfg, resume=resume, tracker=tracker, progress=progress).run()
-    else:
-        result = train_and_refit(cfg, resume=resume, tracker=tracker, progress=progress)
-    if not cfg.train.keep_checkpoints:
-        remove_checkpoints(Path(cfg.output))
-    return result
+            return train_describer(cfg, resume=resume, tracker=tracker, progress=progress)
+        if not cfg.train.refit:
+            result = TagTrainer(cfg, resume=resume, tracker=tracker, progress=progress).run()
+        else:
+            result = train_and_refit(cfg, resume=resume, tracker=tracker, progress=progress)
+        if not cfg.train.keep_checkpoints:
+            remove_checkpoints(Path(cfg.output))
+        return result
 
 
 def check_output(cfg: Config) -> None:

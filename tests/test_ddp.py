@@ -95,7 +95,8 @@ def test_two_process_training_gathers_every_valid_product(
 
     # One summary (main process only) and one model directory.
     assert proc.stdout.count("model saved to") == 1, proc.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
+    # the model and the output's lock, which the main process held for both
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ddp.lock", "ddp"]
     info = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))
     assert info["num_processes"] == 2
 
@@ -145,4 +146,5 @@ def test_a_describer_trained_on_two_processes_is_saved_and_reported_once(
     # each epoch logged once (the main process's), one folder, nothing left beside it
     assert proc.stderr.count("epoch 1: loss") == 1, proc.stderr[-3000:]
     assert (out / "causal.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert hidden == [".describer.lock"]  # the output's lock, no temporary folder

@@ -166,6 +166,63 @@ def test_interrupted_and_failed_runs_leave_the_right_partial_file(tmp_path) -> N
     assert not partial_path(out).exists() and not out.exists()
 
 
+def test_two_writers_of_one_output_and_a_ctrl_c_during_a_folder_swap(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    from labelrec import modeldir
+    from labelrec.batch import score_file
+    from labelrec.config import DataConfig
+
+    src, out = _catalog(tmp_path / "in.jsonl", 4), tmp_path / "tags.jsonl"
+    with modeldir.output_lock(out):
+        with pytest.raises(
+            modeldir.OutputBusy, match="tags.jsonl: another labelrec is writing it now"
+        ):
+            score_file(src, out, DataConfig(), _failing(99, RuntimeError()))
+        monkeypatch.setenv("RANK", "1")  # a second process of one launch: the first holds it
+        with modeldir.output_lock(out):
+            pass
+    monkeypatch.delenv("RANK")
+    assert not out.exists() and not (tmp_path / "tags.partial.jsonl").exists()
+    from labelrec.config import load_config
+    from labelrec.train import train
+
+    model = tmp_path / "model"
+    with modeldir.output_lock(model), pytest.raises(modeldir.OutputBusy, match="model: another"):
+        train(load_config(None, [f"output={model}"]), progress=False)  # before the data loads
+
+    # a Ctrl-C between the two renames of a swap arrives once both names are in place
+    old, new = tmp_path / "index", tmp_path / ".index.new"
+    for folder, text in ((old, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "f").write_text(text, encoding="utf-8")
+    replace = os.replace
+
+    def ctrl_c_after(src, dst):
+        replace(src, dst)
+        if Path(dst).name.endswith(".old"):
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", ctrl_c_after)
+    with pytest.raises(KeyboardInterrupt):
+        modeldir.replace_dir(new, old)
+    assert (old / "f").read_text(encoding="utf-8") == "new" and not new.exists()
+
+    def refused(src, dst):  # the second rename fails: the old folder goes back
+        if Path(src).name == ".index.new2":
+            raise OSError(13, "Permission denied")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refused)
+    (tmp_path / ".index.new2").mkdir()
+    with pytest.raises(OSError, match="Permission denied"):
+        modeldir.replace_dir(tmp_path / ".index.new2", old)
+    assert (old / "f").read_text(encoding="utf-8") == "new"
+
+
 def test_decide_edges() -> None:
     from labelrec.mlflow.registry import decide
 

@@ -137,6 +137,41 @@ def test_max_steps_and_texts(tiny_backbone: Path, toy_data_dir: Path, tmp_path: 
     assert len(result.history) == 2  # before, and the one (cut short) epoch
 
 
+def test_a_stopped_save_leaves_the_earlier_backbone_whole(
+    tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import labelrec.pretrain as pretrain_mod
+    from labelrec.modeldir import OutputBusy, output_lock
+
+    texts = _unlabeled(tmp_path, copies=2)
+    out = tmp_path / "dapt"
+    cfg = _cfg(tiny_backbone, texts, out, "pretrain.max_steps=1")
+    pretrain(cfg, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    save = pretrain_mod._save_backbone
+
+    def stopped(model, tokenizer, stage, *args):  # Ctrl-C with the weights written, no more
+        model.base_model.save_pretrained(stage, safe_serialization=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_mod, "_save_backbone", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dapt.lock", "dapt", "texts.jsonl"]
+    monkeypatch.setattr(pretrain_mod, "_save_backbone", save)
+    with output_lock(out), pytest.raises(OutputBusy, match="another"):
+        pretrain(cfg, progress=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds other files"):
+        pretrain(_cfg(tiny_backbone, texts, other), progress=False)
+    monkeypatch.chdir(out)
+    with pytest.raises(ValueError, match="the current folder"):
+        pretrain(_cfg(tiny_backbone, texts, Path(".")), progress=False)
+
+
 def test_pretrain_cli(
     tiny_backbone: Path,
     tmp_path: Path,

@@ -27,7 +27,6 @@ import datetime as _dt
 import difflib
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -40,6 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from labelrec.data import Product, clean_tag
+from labelrec.modeldir import replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -345,16 +345,10 @@ class ProductIndex:
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
             self._write(tmp)
-            old = None
-            if directory.exists():
-                old = tmp.with_name(tmp.name + ".old")
-                os.replace(directory, old)
-            os.replace(tmp, directory)
+            replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         return directory
 
     def _write(self, directory: Path) -> None:
