@@ -19,6 +19,7 @@ from labelrec.config import NOT_PROMOTED
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SUGGEST_CHUNK = 256  # products of stdin that `suggest` scores and prints at a time
+DESCRIBE_BATCHES = 4  # batches of `describe` written at a time
 
 
 def _load_recommender(args: argparse.Namespace) -> Any:
@@ -415,8 +416,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
             return "--batch-size" if name == "batch_products" else f"--{name.replace('_', '-')}"
 
         raise ValueError(named_as(err, option)) from None
-    for pid, text in zip(ids, describer.describe(products), strict=True):
-        print(json.dumps({"id": pid, "description": text}, ensure_ascii=False))
+    # printed a few batches at a time (prompts of similar length batched together within
+    # them): a long run shows its progress, and a stop keeps what is printed
+    from tqdm.auto import tqdm
+
+    chunk = describer.batch_products * DESCRIBE_BATCHES
+    bar = tqdm(total=len(products), unit="product", desc="describe", disable=args.no_progress)
+    with bar:
+        for start in range(0, len(products), chunk):
+            texts = describer.describe(products[start : start + chunk])
+            for pid, text in zip(ids[start : start + chunk], texts, strict=True):
+                print(json.dumps({"id": pid, "description": text}, ensure_ascii=False))
+            sys.stdout.flush()
+            bar.update(len(texts))
     return 0
 
 

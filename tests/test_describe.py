@@ -561,6 +561,19 @@ def test_describe_verb_writes_in_batches_of_batch_size(
     assert batches == [2, 2, 1]
     assert len(capsys.readouterr().out.strip().splitlines()) == 5
 
+    # written DESCRIBE_BATCHES batches at a time: a stop keeps the lines already out
+    def stop_at_the_third(self: Describer, prompts: list, config: object) -> list[str]:
+        if len(batches) == 2 + 3:
+            raise KeyboardInterrupt
+        return batch(self, prompts, config)
+
+    monkeypatch.setattr(Describer, "_generate_batch", stop_at_the_third)
+    monkeypatch.setattr("labelrec.cli.DESCRIBE_BATCHES", 1)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    assert main(["describe", str(describer_dir), "--batch-size", "1", "--no-progress"]) == 130
+    out = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [o["description"] for o in out] == ["text", "text"]  # the two before the stop
+
 
 def test_describe_verb_names_its_options_in_decoding_errors(
     describer_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
