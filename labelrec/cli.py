@@ -503,11 +503,12 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     store = (
         FeedbackStore(args.uri, create=False) if args.uri else FeedbackStore.from_env(create=False)
     )
-    if args.action == "export":
-        n = store.export(args.output)
-        print(f"wrote {n} reviewed products to {args.output}")
-        return 0
-    stats = store.stats()
+    with store:
+        if args.action == "export":
+            n = store.export(args.output)
+            print(f"wrote {n} reviewed products to {args.output}")
+            return 0
+        stats = store.stats()
     if args.format == "json":
         print(json.dumps(stats, ensure_ascii=False, indent=1))
         return 0

@@ -372,6 +372,18 @@ class FeedbackStore:
                 f" {type(err).__name__}: {str(err).splitlines()[0]}"
             ) from None
 
+    def close(self) -> None:
+        """Close the store's connections. On SQLite the last one to close writes the
+        write-ahead log into the database file, which then holds every review on its own (a
+        copy of the file alone is whole)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @classmethod
     def from_env(cls, *, create: bool = True) -> FeedbackStore:
         """The store named by ``LABELREC_FEEDBACK_URI`` (default: ``feedback.db`` here);

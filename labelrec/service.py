@@ -1088,8 +1088,12 @@ class LabelRec:
         return self.holder.ready
 
     @bentoml.on_shutdown
-    def _stop_polling(self) -> None:
+    def _shut_down(self) -> None:
+        """Stop polling, remove the downloaded models, and close the feedback database (on
+        SQLite its file then holds every review, without its write-ahead log beside it)."""
         self.holder.stop()
+        if self._feedback is not None:
+            self._feedback.close()
 
     def _pin(self) -> Snapshot:
         return self.holder.get(None)

@@ -129,16 +129,26 @@ def index_extension(
             engine = ProductSearch(index, rec)
         else:
             path: Path | None = Path(index_dir) if index_dir else None
+            download: str | None = None  # read into memory, then deleted
             if path is None and snap.info.get("kind") == "registry" and snap.info.get("name"):
                 from labelrec.mlflow.index import download_index
 
-                path = download_index(f"models:/{snap.info['name']}/{snap.version}")
-            if path is None:
-                return None
-            try:  # refused unless built with this very model (labelrec.recommend.engine)
-                engine = ProductSearch.load(path, rec)
-            except ValueError as err:
-                raise ValueError(f"{path}: {err} (or set LABELREC_CATALOG)") from None
+                download = tempfile.mkdtemp(prefix="labelrec-index-")
+                try:
+                    path = download_index(f"models:/{snap.info['name']}/{snap.version}", download)
+                except BaseException:
+                    shutil.rmtree(download, ignore_errors=True)
+                    raise
+            try:
+                if path is None:
+                    return None
+                try:  # refused unless built with this very model (labelrec.recommend.engine)
+                    engine = ProductSearch.load(path, rec)
+                except ValueError as err:
+                    raise ValueError(f"{path}: {err} (or set LABELREC_CATALOG)") from None
+            finally:
+                if download is not None:
+                    shutil.rmtree(download, ignore_errors=True)
         last.update(recommender=rec, reads=reads, engine=engine)
         if interactions:  # a bad file costs the users' histories, not the product index
             try:

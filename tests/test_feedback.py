@@ -550,6 +550,22 @@ def test_one_tag_in_another_case_is_one_verdict(tmp_path: Path) -> None:
     assert store.stats()["overruled"] == 1
 
 
+def test_a_closed_store_leaves_every_review_in_its_database_file(tmp_path: Path) -> None:
+    import shutil
+
+    with store_at(tmp_path) as store:
+        for i in range(20):
+            store.add(Review(title=f"kite {i}", accepted=["Toys"]))
+        assert (tmp_path / "fb" / "feedback.db-wal").stat().st_size > 0  # written ahead
+    wal = tmp_path / "fb" / "feedback.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    alone = tmp_path / "copy" / "feedback.db"
+    alone.parent.mkdir()
+    shutil.copy(tmp_path / "fb" / "feedback.db", alone)  # the database file, nothing beside it
+    with FeedbackStore(f"sqlite:///{alone}", create=False) as copy:
+        assert len(copy) == 20
+
+
 def test_a_new_path_under_a_known_category_takes_its_spelling() -> None:
     from labelrec.data import TagVocab
 

@@ -284,8 +284,15 @@ def test_a_service_starting_with_a_stale_index_tags_and_says_why_products_are_do
 
 
 def test_index_logged_with_the_champion_is_served(
-    registry: Path, make_service, trained_model_dir: Path, service_index: Path
+    registry: Path,
+    make_service,
+    trained_model_dir: Path,
+    service_index: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import tempfile
+
     import mlflow
 
     from labelrec.mlflow.index import download_index, log_index
@@ -298,10 +305,18 @@ def test_index_logged_with_the_champion_is_served(
     assert logged["model_version"] == int(version.version) and logged["n_products"] == 50
     local = download_index(f"models:/labelrec/{version.version}")
     assert (local / "manifest.json").is_file()
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     svc = make_service("models:/labelrec@champion")
     assert svc.holder.describe()["index"]["n_products"] == 50
     status, body = call(svc.similar(id="p0-0", limit=3))
     assert status == 200 and body["model_version"] == str(version.version)
+    svc.holder.reload(True, False)  # the version again, its index downloaded again
+    assert call(svc.similar(id="p0-0", limit=3))[0] == 200
+    # the index is read into memory, then deleted; the model stays downloaded while it serves
+    left = [p.name for p in temp.iterdir() if not p.name.startswith("labelrec-models-")]
+    assert left == []
 
 
 def test_product_index_logs_the_index_with_the_registered_version(
