@@ -423,7 +423,10 @@ def _product_tags(record: dict[str, Any], cfg: DataConfig) -> list[str]:
                 expanded = [tag]
             for item in expanded:
                 if prefix and not item.startswith(prefix):
-                    item = prefix + item
+                    # a value that holds its prefix in another case (Brand:Lego) is not prefixed
+                    # twice: it takes the prefix as the config writes it
+                    same = item[: len(prefix)].lower() == prefix.lower()
+                    item = prefix + (item[len(prefix) :] if same else item)
                 if item == prefix or item in seen:
                     continue
                 seen.add(item)

@@ -191,7 +191,8 @@ def test_csv_without_header_guessed_and_explicit(tmp_path):
     path.write_text(
         "a1,Hornby catalogue,Hobbies > Trains,Hornby,3.42\n"
         "a2,Jigsaw 1000,Toys > Puzzles > Jigsaw,,12.50\n"
-        "a3,Lego car,Toys > Construction,brand:LEGO,20.00\n",
+        "a3,Lego car,Toys > Construction,brand:LEGO,20.00\n"
+        "a4,Lego bus,Toys > Construction,Brand:LEGO,20.00\n",
         encoding="utf-8",
     )
     mapping = dict(
@@ -205,11 +206,12 @@ def test_csv_without_header_guessed_and_explicit(tmp_path):
     explicit = read_catalog(path, DataConfig(**mapping, csv_header=False))
     guessed = read_catalog(path, DataConfig(**mapping))
     assert explicit.products == guessed.products
-    assert ids(explicit.products) == ["a1", "a2", "a3"]
+    assert ids(explicit.products) == ["a1", "a2", "a3", "a4"]
     assert explicit.products[0].tags == ["Hobbies", "Hobbies > Trains", "brand:Hornby"]
     assert explicit.products[1].tags == ["Toys", "Toys > Puzzles", "Toys > Puzzles > Jigsaw"]
-    # the prefix is not added twice
+    # the prefix is not added twice, in the value's case or another
     assert explicit.products[2].tags == ["Toys", "Toys > Construction", "brand:LEGO"]
+    assert explicit.products[3].tags == explicit.products[2].tags
 
 
 def test_csv_header_addressed_by_index(tmp_path):
