@@ -21,6 +21,7 @@ weights.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import warnings
 from collections import Counter
@@ -36,6 +37,8 @@ from labelrec.evaluate import joint_matrices
 from labelrec.metrics import objective
 from labelrec.modeldir import RERANK_META, RERANK_MODEL, remove_component
 from labelrec.taxonomy import AncestorPlan, ancestor_consistent
+
+logger = logging.getLogger(__name__)
 
 RERANK_FORMAT = 1
 FEATURES = (
@@ -340,6 +343,12 @@ class Reranker:
             known, new = _scatter(oof, cands, votes.final, parents)
             y_all, after, _ = joint_matrices(known, new, products, vocab)
             value = objective(y_all, after)
+            logger.info(
+                "reranker: setting %d of %d, out-of-fold objective %.4f",
+                which + 1,
+                len(SETTINGS),
+                value,
+            )
             if best is None or value > best[0] + 1e-9:
                 best = (value, which, known, new, y_all, after)
         assert best is not None

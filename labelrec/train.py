@@ -773,6 +773,11 @@ class TagTrainer:
 
             embeddings = [None, None]
             if self.cfg.lexical.embedding_k > 0:  # pooled vectors for the embedding neighbours
+                logger.info(
+                    "embedding %d training and %d valid products for the embedding neighbours",
+                    len(self.train_ids),
+                    len(self.valid_ids),
+                )
                 model.eval()
                 embeddings = [
                     score_token_ids(
