@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -1103,4 +1104,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # labelrec's log (epochs, tuning, the reranker) on stderr: the progress of a run whose
+    # stderr is a file, where no progress bar is drawn
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "urllib3", "transformers", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # the folds done are in --json already (saved after each)
+        print("quality.py: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
