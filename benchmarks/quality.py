@@ -1113,6 +1113,6 @@ if __name__ == "__main__":
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         raise SystemExit(main())
-    except KeyboardInterrupt:  # the folds done are in --json already (saved after each)
+    except KeyboardInterrupt:  # with --cv, the folds done are in --json (saved after each)
         print("quality.py: interrupted", file=sys.stderr)
         raise SystemExit(130) from None

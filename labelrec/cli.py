@@ -48,17 +48,16 @@ def _data_config(args: argparse.Namespace, model_dir: str | None = None) -> Any:
     """Column mapping for reading catalogs: --config with the overrides, else the model's own
     with the overrides on top of it. A config's ``data.max_products`` (a training file's cap)
     does not cut the catalog; a ``data.max_products=N`` override does."""
-    from labelrec.config import catalog_data_config, model_data_config
+    from labelrec.config import reading_data_config
 
-    overrides = getattr(args, "overrides", None) or []
-    if getattr(args, "config", None):
-        return catalog_data_config(args.config, overrides)
     info: dict[str, Any] = {}
-    if model_dir is not None:
+    if model_dir is not None and not getattr(args, "config", None):
         info_path = Path(model_dir) / "labelrec.json"
         if info_path.is_file():
             info = json.loads(info_path.read_text(encoding="utf-8"))
-    return model_data_config(info, overrides)
+    return reading_data_config(
+        getattr(args, "config", None), getattr(args, "overrides", None), info
+    )
 
 
 def _check_config_args(args: argparse.Namespace) -> None:

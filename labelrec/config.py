@@ -1093,20 +1093,51 @@ def model_data_config(
     """How a model reads catalogs: the ``data`` settings it was trained with (``info`` is its
     ``labelrec.json``) without its training files and their cap, then ``values`` and the
     ``data.*`` ``overrides`` on top, checked as training checks them. A saved setting that this
-    labelrec does not know or does not accept is left at its default, with a warning."""
+    labelrec does not know or does not accept is left at its default, with a warning (once a
+    process)."""
     saved = dict(((info or {}).get("config") or {}).get("data") or {})
     kept: dict[str, Any] = {}
     for key, value in saved.items():
         if key in TRAINING_FILE_SETTINGS:
             continue
         try:
-            _build(DataConfig, {key: value}, "data.")  # its type and its checks
+            typed_values(DataConfig, {key: value}, "data")
         except ConfigError as err:
-            logger.warning("the model's saved setting %s: read with the default", err)
+            _warn_once(f"the model's saved setting {err}: read with the default")
             continue
         kept[key] = value
+    while True:  # the settings together: DataConfig checks some against others
+        try:
+            _build(DataConfig, kept, "data.")
+            break
+        except ConfigError as err:
+            key = str(err).split(":", 1)[0].removeprefix("data.")
+            if key not in kept:
+                raise
+            _warn_once(f"the model's saved setting {err}: read with the default")
+            del kept[key]
     tree = _merge({"data": kept}, {"data": dict(values or {})})
     return _build(Config, _merge(tree, parse_overrides(overrides or [])), "").data
+
+
+def reading_data_config(
+    config: str | Path | None, overrides: list[str] | None, info: Mapping[str, Any] | None
+) -> DataConfig:
+    """How a verb or step that scores or evaluates with a model reads its catalog: ``config``'s
+    data section with the overrides (``catalog_data_config``), else the model's own
+    (``info``: its ``labelrec.json``) with the overrides on top."""
+    if config:
+        return catalog_data_config(config, overrides)
+    return model_data_config(info, overrides)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning("%s", message)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -220,8 +220,8 @@ def clean_tag(tag: str) -> str:
 
 def tag_key(tag: str) -> str:
     """What the spellings of one tag share: width, Unicode form and case folded
-    (``brand:LEGO``, ``brand：Lego`` and ``brand:Lego`` have one key)."""
-    return unicodedata.normalize("NFC", fold_width(tag)).lower()
+    (``brand:LEGO``, ``brand：Lego`` and ``brand:Lego`` have one key; ``Straße``, ``STRASSE``)."""
+    return unicodedata.normalize("NFC", fold_width(tag)).casefold()
 
 
 def _type_name(value: Any) -> str:

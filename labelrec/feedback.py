@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from labelrec.data import (
     tag_key,
     unicode_problem,
 )
+from labelrec.modeldir import shared_mode
 from labelrec.runs import REVIEW_ID_PREFIX
 
 FEEDBACK_URI_ENV = "LABELREC_FEEDBACK_URI"
@@ -194,11 +195,17 @@ class Review:
         if not (self.accepted or self.rejected or self.added):
             raise FeedbackError("accepted, rejected, added: give at least one tag")
 
-    def _check_verdicts(self) -> None:
-        kept = {tag_key(t) for t in self.accepted + self.added}  # one tag in any case or width
-        both = sorted(t for t in self.rejected if tag_key(t) in kept)
+    def _check_verdicts(self, key: Callable[[str], str] = str) -> None:
+        kept = {key(t) for t in self.accepted + self.added}
+        both = sorted(t for t in self.rejected if key(t) in kept)
         if both:
             raise FeedbackError(f"rejected: {', '.join(both)} also accepted or added")
+
+    def check_verdicts(self) -> None:
+        """Refuse a tag both accepted (or added) and rejected in any case or width: a new
+        review is checked so (``FeedbackStore.add``, the service); a stored one, read back,
+        only for one spelling (those of labelrec before this check stay readable)."""
+        self._check_verdicts(tag_key)
 
     def match_vocabulary(self, vocab: TagVocab, separator: str | None = None) -> None:
         """Write each tag as the model's vocabulary does where it differs only in case or width
@@ -218,7 +225,7 @@ class Review:
                 if tag not in spelt:
                     spelt.append(tag)
             setattr(self, name, spelt)
-        self._check_verdicts()
+        self.check_verdicts()
         self.flag_unknown(vocab.index)
 
     def check_hierarchy(self, separator: str | None) -> None:
@@ -452,6 +459,7 @@ class FeedbackStore:
         back, and a different review under a stored key is a :class:`ReviewConflict`. A
         database that cannot take it now (locked past its busy timeout, unreachable) is a
         ``FeedbackError``: nothing was stored, and the same review may be sent again."""
+        review.check_verdicts()
         created = _utc(review.created or dt.datetime.now(dt.timezone.utc))
         try:
             if review.request_key is not None:
@@ -568,6 +576,7 @@ class FeedbackStore:
         # a name of its own: two exports at once each write a whole file, the last one stays
         handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         tmp = Path(name)
+        shared_mode(tmp)
         written = 0
         try:
             with open(handle, "w", encoding="utf-8") as fh:

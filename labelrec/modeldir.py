@@ -153,11 +153,14 @@ def uninterrupted() -> Iterator[None]:
     """SIGINT and SIGTERM held back while the block runs, then delivered: a folder swapped or
     files replaced one by one are not left half done by a Ctrl-C between two steps. In the main
     thread only (the one that receives Python's signals); elsewhere the block runs as is."""
-    if threading.current_thread() is not threading.main_thread():
+    held = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or any(
+        signal.getsignal(s) is None
+        for s in held  # a handler set outside Python: left alone
+    ):
         yield
         return
     caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
     before = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in held}
     try:
         yield
@@ -171,10 +174,11 @@ def uninterrupted() -> Iterator[None]:
 def replace_dir(new: str | Path, target: str | Path) -> None:
     """Put the complete folder ``new`` (a sibling of ``target``) in ``target``'s place: the old
     folder moves aside, ``new`` takes its name, the old one is deleted. A reader finds the old
-    folder or the new one, never half of one; SIGINT and SIGTERM wait until both names are in
-    place, and a rename that fails puts the old folder back."""
+    folder or the new one, never half of one; SIGINT and SIGTERM wait until the old one is gone,
+    and a rename that fails puts the old folder back."""
     new, target = Path(new), Path(target)
     old = new.with_name(new.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)  # left by a process killed here before
     with uninterrupted():
         moved = target.exists()
         if moved:
@@ -185,8 +189,24 @@ def replace_dir(new: str | Path, target: str | Path) -> None:
             if moved:
                 os.replace(old, target)
             raise
-    if moved:
-        shutil.rmtree(old, ignore_errors=True)
+        if moved:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def holds_cwd(path: str | Path) -> bool:
+    """Whether ``path`` is the current folder or one above it, which a folder replaced whole
+    (``replace_dir``) would take along."""
+    here = Path.cwd().resolve()
+    return Path(path).resolve() in (here, *here.parents)
+
+
+def shared_mode(path: str | Path) -> None:
+    """Give ``path`` (made private by ``tempfile``: 0700, 0600) the mode a plain ``mkdir`` or
+    ``open`` would have given it under the process's umask, so that a folder or file written
+    through a temporary name is as readable as one written in place."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~mask)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from labelrec.model import (
     resolve_backbone,
     with_lora,
 )
-from labelrec.modeldir import LABELREC_FILE, output_lock, replace_dir
+from labelrec.modeldir import LABELREC_FILE, holds_cwd, output_lock, replace_dir, shared_mode
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,7 @@ def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
             f"output={cfg.output}: holds a trained labelrec model; pretrain into another folder"
         )
     check_not_backbone(cfg.output, cfg.model.backbone)
-    here = Path.cwd().resolve()
-    if out.resolve() in (here, *here.parents):
+    if holds_cwd(out):
         raise ValueError(
             f"output={cfg.output}: the current folder or one above it, and the pretrained"
             " backbone replaces its whole folder; give a folder inside it"
@@ -241,6 +240,7 @@ def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
         out = out.resolve()  # "." has a name to write a sibling beside
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        shared_mode(stage)
         try:
             _save_backbone(model, tokenizer, stage, cfg, len(texts), history)
             replace_dir(stage, out)

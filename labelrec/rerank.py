@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from labelrec import metrics
-from labelrec.data import Product, TagVocab
+from labelrec.data import Product, TagVocab, tag_key
 from labelrec.evaluate import joint_matrices
 from labelrec.metrics import objective
 from labelrec.modeldir import RERANK_META, RERANK_MODEL, remove_component
@@ -323,8 +323,8 @@ class Reranker:
         counts = Counter(tag_kind(t, separator) for row in cands for t, _, _ in row)
         kinds = {k: i + 1 for i, (k, _) in enumerate(counts.most_common(MAX_KINDS - 1))}
         x = features(products, votes, vocab, cands, separator, kinds)
-        gold = [set(p.tags) for p in products]
-        y = np.asarray([t in gold[i] for i, row in enumerate(cands) for t, _, _ in row])
+        gold = [{tag_key(t) for t in p.tags} for p in products]  # as the objective matches
+        y = np.asarray([tag_key(t) in gold[i] for i, row in enumerate(cands) for t, _, _ in row])
         groups = np.repeat(np.arange(len(products)), [len(row) for row in cands])
         folds = min(OOF_FOLDS, len(products))
         if len(products) < MIN_PRODUCTS or y.all() or not y.any():

@@ -70,13 +70,18 @@ def reviewed_product(
     reviewer sees only the suggestions, so the gold tags not shown stay), and the rejected tags
     as known negatives: the catalog's own, less those the review accepted or added (the later
     verdict wins), and the review's."""
-    rejected = set(review.rejected)
+    key = data_mod.tag_key  # a tag in another case or width is that tag
+    rejected = {key(t) for t in review.rejected}
     sep = data_mod.fold_width(hierarchy_separator) if hierarchy_separator else ""  # as tags read
-    below = tuple(r + sep for r in rejected) if sep else ()
-    kept = [t for t in original.tags if t not in rejected and not (below and t.startswith(below))]
+    below = tuple(r + key(sep) for r in rejected) if sep else ()
+    kept = [
+        t
+        for t in original.tags
+        if key(t) not in rejected and not (below and key(t).startswith(below))
+    ]
     tags = list(dict.fromkeys([*kept, *review.tags]))
-    accepted = set(review.tags)
-    negatives = [t for t in original.rejected if t not in accepted]
+    accepted = {key(t) for t in review.tags}
+    negatives = [t for t in original.rejected if key(t) not in accepted]
     return dataclasses.replace(
         review, tags=tags, rejected=list(dict.fromkeys([*negatives, *review.rejected]))
     )

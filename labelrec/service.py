@@ -1310,6 +1310,7 @@ class LabelRec:
                 model_version=snap.version if snap is not None else None,
                 request_key=request_key,
             )
+            review.check_verdicts()
             if snap is not None:
                 data = (snap.recommender.info.get("config") or {}).get("data") or {}
                 review.match_vocabulary(snap.recommender.vocab, data.get("hierarchy_separator"))

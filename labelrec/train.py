@@ -61,6 +61,7 @@ from labelrec.modeldir import (
     TUNED_FILE,
     TUNING_DIR,
     VOCAB_FILE,
+    holds_cwd,
     manifest,
     output_lock,
     publish_staged,
@@ -362,16 +363,8 @@ class TagTrainer:
                 f"{splits.train_source}: no tag reaches data.min_tag_count"
                 f" ({cfg.data.min_tag_count} products)"
             )
-        if variants := self.vocab.variants():
-            shown = "; ".join(" / ".join(g) for g in variants[:5])
-            logger.warning(
-                "%s: tags that differ only in case, in %d group(s) (%s%s): each is trained as a"
-                " tag of its own; spell a tag one way in the catalog to train it as one",
-                splits.train_source,
-                len(variants),
-                shown,
-                "; ..." if len(variants) > 5 else "",
-            )
+        if self.given_splits is None:  # a run of its own (a refit's runs: warned before)
+            warn_case_variants(self.vocab, splits.train_source)
         y_train = self.vocab.encode(splits.train)
         keep = np.asarray(y_train.sum(axis=1)).ravel() > 0
         self.train_products = [p for p, k in zip(splits.train, keep, strict=True) if k]
@@ -1148,6 +1141,21 @@ def train(
         return result
 
 
+def warn_case_variants(vocab: data_mod.TagVocab, source: str) -> None:
+    """Warn of the tags of ``vocab`` that differ only in case: each is trained as a tag of its
+    own, which a reader of the catalog would not expect."""
+    if variants := vocab.variants():
+        shown = "; ".join(" / ".join(g) for g in variants[:5])
+        logger.warning(
+            "%s: tags that differ only in case, in %d group(s) (%s%s): each is trained as a"
+            " tag of its own; spell a tag one way in the catalog to train it as one",
+            source,
+            len(variants),
+            shown,
+            "; ..." if len(variants) > 5 else "",
+        )
+
+
 def check_output(cfg: Config) -> None:
     """Refuse an output folder whose contents the run would destroy or leave misdescribed: the
     backbone's own folder; for a describer (saved by replacing its whole folder) a folder of
@@ -1158,10 +1166,10 @@ def check_output(cfg: Config) -> None:
     check_not_backbone(out, cfg.describe.backbone if describe else cfg.model.backbone)
     if not out.is_dir():
         return
-    if describe and out.resolve() == Path.cwd().resolve():
+    if describe and holds_cwd(out):
         raise ValueError(
-            f"output={cfg.output}: the current folder, and a describer's save replaces its"
-            " whole folder; give a folder inside it"
+            f"output={cfg.output}: the current folder or one above it, and a describer's save"
+            " replaces its whole folder; give a folder inside it"
         )
     from labelrec.describe import is_describer_dir
 
@@ -1208,6 +1216,9 @@ def train_and_refit(
     """
     tracker = tracker or NullTracker()
     splits = load_splits(cfg)
+    warn_case_variants(
+        data_mod.TagVocab.from_products(splits.train, cfg.data.min_tag_count), splits.train_source
+    )
     if not splits.valid:
         logger.warning("train.refit: no valid products to tune on, training once on train")
         return TagTrainer(cfg, resume, tracker, progress, splits=splits).run()

@@ -309,6 +309,11 @@ def test_a_models_data_settings_read_its_catalogs(caplog: pytest.LogCaptureFixtu
     warned = caplog.text
     assert "data.from_a_newer_labelrec: unknown key" in warned and "data.on_error" in warned
     assert model_data_config(None) == DataConfig()
+    facets = {"tag_columns": ["tags", "brand"], "tag_prefixes": ["", "brand:"]}  # checked together
+    data = model_data_config({"config": {"data": facets}})
+    assert (data.tag_columns, data.tag_prefixes) == (["tags", "brand"], ["", "brand:"])
+    crossed = {"config": {"data": {**facets, "tag_columns": ["tags"]}}}  # a saved pair refused
+    assert model_data_config(crossed).tag_prefixes is None
     assert model_data_config(info, ["data.title_column=t"]).title_column == "t"
     with pytest.raises(ConfigError, match="data.on_error"):
         model_data_config(info, ["data.on_error=never"])  # the user's own value is checked

@@ -210,6 +210,7 @@ def test_two_writers_of_one_output_and_a_ctrl_c_during_a_folder_swap(
     with pytest.raises(KeyboardInterrupt):
         modeldir.replace_dir(new, old)
     assert (old / "f").read_text(encoding="utf-8") == "new" and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if "index" in p.name) == ["index"]
 
     def refused(src, dst):  # the second rename fails: the old folder goes back
         if Path(src).name == ".index.new2":
@@ -221,6 +222,15 @@ def test_two_writers_of_one_output_and_a_ctrl_c_during_a_folder_swap(
     with pytest.raises(OSError, match="Permission denied"):
         modeldir.replace_dir(tmp_path / ".index.new2", old)
     assert (old / "f").read_text(encoding="utf-8") == "new"
+
+    # a folder replaced whole is never the current one or one above it
+    from labelrec.recommend.index import IndexFileError, check_index_destination
+
+    monkeypatch.chdir(old)
+    for folder in (".", ".."):
+        with pytest.raises(IndexFileError, match="the current folder or one above it"):
+            check_index_destination(folder)
+    check_index_destination("sub")  # a folder inside it is fine
 
 
 def test_decide_edges() -> None:

@@ -268,6 +268,11 @@ def test_gold_tags_in_another_case_or_form_are_the_models_tags() -> None:
         new_tags=[{"brand:DUPLO": 0.9}],
     ).metrics
     assert new["P@1"] == pytest.approx(1.0)
+    # the same from ranked lists: a new tag, and a gold tag given in two cases
+    ranked_new = [[("brand:DUPLO", 0.9)], [("brand:Duplo", 0.9)]]
+    gold_new = [["brand:Duplo"], ["brand:Duplo", "brand:DUPLO"]]
+    lists = evaluate_ranked(ranked_new, gold_new, tag_counts=counts, n_train=10, ks=(1, 5))
+    assert lists.metrics["P@1"] == pytest.approx(1.0) and lists.metrics["R@5"] == pytest.approx(1.0)
 
 
 def test_unmatched_gold_warning_names_the_delimiter() -> None:

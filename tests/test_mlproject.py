@@ -97,11 +97,11 @@ def test_a_threshold_out_of_range_stops_at_the_parser(capsys: pytest.CaptureFixt
 
 def test_a_steps_data_overrides_go_on_top_of_the_models_columns(tmp_path: Path) -> None:
     info = {"config": {"data": {"title_column": "name", "train": "t.jsonl"}}}
-    data = steps._data_config(None, ["data.on_error=skip"], info)
+    data = steps.reading_data_config(None, ["data.on_error=skip"], info)
     assert (data.title_column, data.on_error, data.train) == ("name", "skip", None)
     config = tmp_path / "c.yaml"
     config.write_text("data:\n  id_column: sku\n", encoding="utf-8")
-    data = steps._data_config(str(config), [], info)  # a config's data section replaces them
+    data = steps.reading_data_config(str(config), [], info)  # a config's data section replaces them
     assert (data.title_column, data.id_column) == ("title", "sku")
 
 

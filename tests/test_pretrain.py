@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,9 @@ def test_a_stopped_save_leaves_the_earlier_backbone_whole(
     out = tmp_path / "dapt"
     cfg = _cfg(tiny_backbone, texts, out, "pretrain.max_steps=1")
     pretrain(cfg, progress=False)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask  # as a plain mkdir makes it
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     save = pretrain_mod._save_backbone
 

@@ -157,12 +157,22 @@ def evaluate_ranked(
     ks = tuple(int(k) for k in ks)
     depth = max(ks)
     known = tag_counts is not None
-    if tag_counts is not None:  # another case, width or form of a model's tag is that tag
-        spelt: dict[str, str] = {}
-        for tag in tag_counts:
-            spelt.setdefault(tag_key(tag), tag)
-        gold = [[t if t in tag_counts else spelt.get(tag_key(t), t) for t in row] for row in gold]
-    else:
+    # one spelling per tag, the model's first: another case, width or form of a tag is that tag
+    spelt: dict[str, str] = {}
+    for tag in tag_counts or ():
+        spelt.setdefault(tag_key(tag), tag)
+    for rows in (gold, [[t for t, _ in r] for r in ranked], [[t for t, _ in r] for r in decided]):
+        for tags in rows:
+            for tag in tags:
+                spelt.setdefault(tag_key(tag), tag)
+
+    def one(tag: str) -> str:
+        return tag if tag_counts is not None and tag in tag_counts else spelt[tag_key(tag)]
+
+    gold = [list(dict.fromkeys(one(t) for t in row)) for row in gold]
+    ranked = [[(one(t), s) for t, s in row] for row in ranked]
+    decided = [[(one(t), s) for t, s in row] for row in decided]
+    if tag_counts is None:
         counted: dict[str, int] = {}
         for tags in gold:
             for tag in dict.fromkeys(tags):

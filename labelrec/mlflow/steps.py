@@ -36,7 +36,7 @@ from labelrec.config import (
     catalog_data_config,
     from_arguments,
     load_config,
-    model_data_config,
+    reading_data_config,
     score_argument,
 )
 from labelrec.mlflow import store, tracking
@@ -70,14 +70,6 @@ def split_overrides(overrides: str | list[str] | None) -> list[str]:
             out += split_overrides(item)
         return out
     return shlex.split(overrides)
-
-
-def _data_config(config: str | None, overrides: list[str], info: dict | None = None) -> Any:
-    """How a step reads its catalog: ``config``'s data section with the overrides, else the
-    model's own (``info``: its ``labelrec.json``) with the overrides on top."""
-    if config:
-        return catalog_data_config(config, overrides)
-    return model_data_config(info, overrides)
 
 
 @contextmanager
@@ -375,7 +367,7 @@ def run_evaluate(
         _refuse_describer(model_uri, "evaluate")  # before the weights load
         recommender = load_model(model_uri)
         _check_tagger(recommender, model_uri, "evaluate")
-        data_cfg = _data_config(config, split_overrides(overrides), recommender.info)
+        data_cfg = reading_data_config(config, split_overrides(overrides), recommender.info)
         catalog = read_catalog(data, data_cfg)
         products = catalog.products
         tracking.log_catalog_input(run_id, "eval", data, products, len(recommender.vocab))
@@ -502,7 +494,7 @@ def run_batch(
         model = mlflow.pyfunc.load_model(model_uri)
         _check_tagger(getattr(_unwrap(model), "recommender", None), model_uri, "batch")
         info = getattr(getattr(_unwrap(model), "recommender", None), "info", None)
-        data_cfg = _data_config(config, split_overrides(overrides), info)
+        data_cfg = reading_data_config(config, split_overrides(overrides), info)
         params: dict[str, Any] = {"limit": int(limit)}
         if threshold is not None:
             params["threshold"] = float(threshold)

@@ -39,7 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from labelrec.data import Product, clean_tag
-from labelrec.modeldir import replace_dir
+from labelrec.modeldir import holds_cwd, replace_dir, shared_mode
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,11 @@ def check_index_destination(directory: str | Path) -> None:
     """``IndexFileError`` when ``directory`` holds something that is not a product index, which
     ``ProductIndex.save`` does not replace (an empty folder or an index is fine)."""
     directory = Path(directory)
+    if holds_cwd(directory):
+        raise IndexFileError(
+            f"{directory}: the current folder or one above it, which the index replaces whole:"
+            " choose another --output"
+        )
     if directory.exists() and (
         not directory.is_dir()
         or (any(directory.iterdir()) and not (directory / MANIFEST_FILE).is_file())
@@ -343,6 +348,7 @@ class ProductIndex:
         check_index_destination(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        shared_mode(tmp)
         try:
             self._write(tmp)
             replace_dir(tmp, directory)
