@@ -425,7 +425,7 @@ def _product_tags(record: dict[str, Any], cfg: DataConfig) -> list[str]:
                 if prefix and not item.startswith(prefix):
                     # a value that holds its prefix in another case (Brand:Lego) is not prefixed
                     # twice: it takes the prefix as the config writes it
-                    same = item[: len(prefix)].lower() == prefix.lower()
+                    same = tag_key(item[: len(prefix)]) == tag_key(prefix)
                     item = prefix + (item[len(prefix) :] if same else item)
                 if item == prefix or item in seen:
                     continue
