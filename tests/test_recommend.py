@@ -122,6 +122,20 @@ def test_gold_tags_count_in_filters():
     assert {r["id"] for r in results} == {"p2", "p3", "p5"}
 
 
+def test_a_tag_filter_in_another_case_is_the_same_tag():
+    engine = ProductSearch(make_index(), FakeTagger())
+    exact = engine.similar(id="p0", tags=["brand:Hornby"], limit=10)["results"]
+    assert exact and engine.similar(id="p0", tags=["BRAND:hornby"], limit=10)["results"] == exact
+    twice = make_index()
+    twice.tags[TAGS.index("brand:Lego")] = "brand:HORNBY"  # two spellings of one brand
+    twice.tag_index = {t: j for j, t in enumerate(twice.tags)}
+    assert twice.tag_column("brand:HORNBY") == TAGS.index("brand:Lego")  # exact spelling first
+    with pytest.raises(
+        ValueError, match="'brand:hornby' is ambiguous: .*'brand:Hornby', 'brand:HORNBY'"
+    ):
+        twice.tag_column("brand:hornby")
+
+
 def test_bad_input_gets_clear_value_errors():
     engine = ProductSearch(make_index(), FakeTagger())
     with pytest.raises(ValueError, match="unknown product id 'nope'"):
@@ -618,6 +632,29 @@ def test_saving_an_index_replaces_it_whole(tmp_path: Path) -> None:
     with pytest.raises(IndexFileError, match="is not a product index"):
         second.save(tmp_path / "model")
     assert (tmp_path / "model" / "labelrec.json").is_file()
+
+
+def test_files_written_beside_an_index_arrive_with_it(tmp_path: Path) -> None:
+    """An ANN file is written into the new folder before the swap: a failure to write it
+    leaves the old index as it was, and a reader never sees the new index without it."""
+    make_index().save(tmp_path / "idx")
+    before = sorted(p.name for p in (tmp_path / "idx").iterdir())
+
+    def fail(directory: Path) -> None:
+        (directory / "ann.faiss").write_bytes(b"half")
+        raise MemoryError("no memory for the graph")
+
+    with pytest.raises(MemoryError):
+        make_index().save(tmp_path / "idx", write_more=fail)
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"]
+
+    def write(directory: Path) -> None:
+        assert (directory / "manifest.json").is_file()  # after the index's own files
+        (directory / "ann.faiss").write_bytes(b"graph")
+
+    make_index().save(tmp_path / "idx", write_more=write)
+    assert (tmp_path / "idx" / "ann.faiss").read_bytes() == b"graph"
 
 
 @pytest.mark.parametrize("half_life", [float("nan"), float("inf"), -1.0, 0.0])

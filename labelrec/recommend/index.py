@@ -30,7 +30,7 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from labelrec.data import Product, clean_tag
+from labelrec.data import Product, clean_tag, tag_key
 from labelrec.modeldir import holds_cwd, replace_dir, shared_mode
 
 logger = logging.getLogger(__name__)
@@ -222,6 +222,7 @@ class ProductIndex:
                     f"{embeddings.shape[1]}"
                 )
         self._membership_csc: sp.csc_matrix | None = None
+        self._tags_by_key: dict[str, list[str]] | None = None  # tag_key -> tags, on first use
 
     # ------------------------------------------------------------------ basics
 
@@ -248,19 +249,28 @@ class ProductIndex:
         """Column of a tag; ValueError with close matches when the index does not know it."""
         if not isinstance(tag, str) or not tag.strip():
             raise ValueError(f"unknown tag filter {tag!r}: tags are non-empty strings")
-        try:
-            return self.tag_index[clean_tag(tag)]  # read as tags are: in either width
-        except KeyError:
-            by_case: dict[str, str] = {}  # case apart: "brand:harbor" is near "brand:Harbor ..."
+        exact = self.tag_index.get(clean_tag(tag))  # read as tags are: in either width
+        if exact is not None:
+            return exact
+        if self._tags_by_key is None:  # built whole, then published: requests share the index
+            by_key: dict[str, list[str]] = {}
             for t in self.tags:
-                by_case.setdefault(t.casefold(), t)
-            close = [
-                by_case[t]
-                for t in difflib.get_close_matches(tag.casefold(), list(by_case), n=3, cutoff=0.6)
-            ]
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            msg = f"unknown tag filter {tag!r} (not a tag of this index){hint}"
-            raise ValueError(msg) from None
+                by_key.setdefault(tag_key(t), []).append(t)
+            self._tags_by_key = by_key
+        same = self._tags_by_key.get(tag_key(tag), [])  # another case: one tag, as in reviews
+        if len(same) == 1:
+            return self.tag_index[same[0]]
+        if same:
+            names = ", ".join(map(repr, same))
+            raise ValueError(f"tag filter {tag!r} is ambiguous: this index has {names}; name one")
+        close = [  # near misses, case apart: "brand:harbor" is near "brand:Harbor Freight"
+            self._tags_by_key[k][0]
+            for k in difflib.get_close_matches(
+                tag_key(tag), list(self._tags_by_key), n=3, cutoff=0.6
+            )
+        ]
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown tag filter {tag!r} (not a tag of this index){hint}")
 
     def membership(self) -> sp.csc_matrix:
         """Which products carry which tags (gold, or predicted at/above the tag's threshold)."""
@@ -340,10 +350,11 @@ class ProductIndex:
 
     # ------------------------------------------------------------------ files
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the index into ``directory``; returns it. The files are written into a new
-        folder beside it, which then replaces it, so a reader sees the old index or the new one,
-        never a mix. A folder there that is not an index (no manifest) is not replaced."""
+    def save(self, directory: str | Path, write_more: Callable[[Path], Any] | None = None) -> Path:
+        """Write the index into ``directory``; returns it. The files, then what ``write_more``
+        writes (an ANN file), go into a new folder beside it, which then replaces it, so a reader
+        sees the old index or the new one, never a mix. A folder there that is not an index (no
+        manifest) is not replaced."""
         directory = Path(directory)
         check_index_destination(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -351,6 +362,8 @@ class ProductIndex:
         shared_mode(tmp)
         try:
             self._write(tmp)
+            if write_more is not None:
+                write_more(tmp)
             replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
