@@ -27,7 +27,7 @@ from torch import nn
 
 from labelrec.config import LoraSettings, ModelConfig
 from labelrec.errors import ModelError  # noqa: F401  (labelrec.model.ModelError: its public name)
-from labelrec.modeldir import LABELREC_FILE, read_json
+from labelrec.modeldir import CHECKPOINTS_DIR, LABELREC_FILE, TUNING_DIR, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -540,7 +540,16 @@ def read_info(model_dir: str | Path) -> dict[str, Any]:
     """``labelrec.json`` of a saved model, with a clear error when it is not one."""
     path = Path(model_dir) / LABELREC_FILE
     if not path.is_file():
-        raise ModelError(f"{model_dir} is not a labelrec model directory (no {LABELREC_FILE})")
+        stopped = any((Path(model_dir) / d).is_dir() for d in (CHECKPOINTS_DIR, TUNING_DIR))
+        raise ModelError(
+            f"{model_dir} is not a labelrec model directory (no {LABELREC_FILE})"
+            + (
+                "; it holds the checkpoints of a training that stopped before saving: `labelrec"
+                " train` with that run's settings and `--resume` continues it"
+                if stopped
+                else ""
+            )
+        )
     info = read_json(path)
     if info.get("format_version", 0) > FORMAT_VERSION:
         raise ModelError(

@@ -266,7 +266,10 @@ def test_padding_does_not_change_logits(tiny_backbone: Path, tiny_decoder: Path)
 def test_bad_backbone_and_model_dir(tmp_path: Path) -> None:
     from labelrec.model import ModelError
 
-    with pytest.raises(ModelError, match="not a labelrec model directory"):
+    with pytest.raises(ModelError, match=r"not a labelrec model directory \(no labelrec.json\)$"):
+        load_model(tmp_path)
+    (tmp_path / "checkpoints" / "epoch-1").mkdir(parents=True)  # a training stopped before saving
+    with pytest.raises(ModelError, match="stopped before saving: .* `--resume` continues it"):
         load_model(tmp_path)
     (tmp_path / "labelrec.json").write_text('{"format_version": 99}', encoding="utf-8")
     with pytest.raises(ModelError, match="newer"):
