@@ -431,6 +431,15 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog_total(path: str, data_cfg: Any) -> int | None:
+    """A progress bar's total for reading ``path``: at most ``data.max_products``."""
+    from labelrec.data import count_records
+
+    total = count_records(path)
+    limit = data_cfg.max_products
+    return total if limit is None or total is None else min(total, limit)
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -446,11 +455,13 @@ def cmd_index(args: argparse.Namespace) -> int:
             for row in rec.suggest(products, limit=args.limit, threshold=args.threshold)
         ]
 
-    bar = tqdm(unit="product", desc="index", disable=args.no_progress)
+    data_cfg = _data_config(args, args.model_dir)
+    total = _catalog_total(args.data, data_cfg)
+    bar = tqdm(total=total, unit="product", desc="index", disable=args.no_progress)
     n = score_file(
         args.data,
         args.output,
-        _data_config(args, args.model_dir),
+        data_cfg,
         scorer,
         chunk_size=args.chunk_size,
         progress=bar.update,
@@ -578,11 +589,13 @@ def cmd_product_index(args: argparse.Namespace) -> int:
     with output_lock(args.output):
         resolved = resolve(args.model)
         tagger = open_tagger(resolved, batch_size=args.batch_size, generate=not args.no_generate)
-        bar = tqdm(unit="product", desc="product-index", disable=args.no_progress)
+        data_cfg = _data_config(args, str(resolved.path))
+        total = _catalog_total(args.catalog, data_cfg)
+        bar = tqdm(total=total, unit="product", desc="product-index", disable=args.no_progress)
         index = build_index_from_file(
             tagger,
             args.catalog,
-            _data_config(args, str(resolved.path)),
+            data_cfg,
             chunk_size=args.chunk_size,
             progress=bar.update,
             top_k=args.top_k,

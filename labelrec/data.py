@@ -558,6 +558,33 @@ def _first_bad_utf8_line(path: Path, block: int = 1 << 20) -> int | None:
     return None
 
 
+def count_records(path: str | Path, block: int = 1 << 20) -> int | None:
+    """How many products a catalog file holds at most, where that is cheap to know (a progress
+    bar's total): a Parquet file's row count, or the lines of an uncompressed JSON Lines file;
+    None for other formats (a CSV record may span lines), a JSON array or a file that cannot be
+    read."""
+    path = Path(path)
+    ext, gz = _format_of(path)
+    try:
+        if ext in _PARQUET_EXTS and not gz:
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        if ext not in _JSON_EXTS or gz:
+            return None
+        lines, last = 0, b"\n"
+        with open(path, "rb") as fh:
+            if fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+                return None  # one JSON array
+            fh.seek(0)
+            while chunk := fh.read(block):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+        return lines + (last != b"\n")  # a last line without its newline
+    except Exception:  # noqa: BLE001 - a total is a nicety: the reader reports the real error
+        return None
+
+
 def check_catalog_file(path: str | Path) -> None:
     """``FileNotFoundError`` or ``CatalogError`` unless ``path`` is an existing file."""
     path = Path(path)

@@ -337,12 +337,14 @@ def _catalog_inputs(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("in_fmt", ["jsonl", "csv", "parquet"])
 @pytest.mark.parametrize("out_fmt", ["jsonl", "csv", "parquet"])
 def test_index_one_row_per_product(
-    trained_model_dir: Path, tmp_path: Path, in_fmt: str, out_fmt: str
+    trained_model_dir: Path, tmp_path: Path, in_fmt: str, out_fmt: str, capsys
 ) -> None:
     source = _catalog_inputs(tmp_path)[in_fmt]
     out = tmp_path / f"tags.{out_fmt}"
     args = ["index", str(trained_model_dir), "--data", str(source), "--output", str(out)]
     assert main([*args, "--limit", "2", "--threshold", "0", "--chunk-size", "7"]) == 0
+    # the bar's total where the file's size in products is cheap to know (not a CSV's)
+    assert ("20/20" in capsys.readouterr().err) == (in_fmt != "csv")
     if out_fmt == "jsonl":
         rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     elif out_fmt == "csv":

@@ -680,6 +680,30 @@ def test_iter_catalog_chunks_equal_read_catalog(tmp_path, fmt):
     assert "field 'title': empty title" in skipped[0]
 
 
+def test_count_records_gives_a_bar_its_total_where_it_is_cheap(tmp_path):
+    from labelrec.data import count_records
+
+    rows = _many_rows(2500)
+    jsonl = write_jsonl(tmp_path / "c.jsonl", rows)
+    assert count_records(jsonl, block=4096) == 2500  # lines across reading blocks
+    unended = tmp_path / "u.jsonl"
+    unended.write_bytes(b"\xef\xbb\xbf" + jsonl.read_bytes().rstrip(b"\n"))  # BOM, no last newline
+    assert count_records(unended) == 2500 == len(read_catalog(unended, DataConfig()).products)
+    parquet = tmp_path / "c.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet, row_group_size=700)
+    assert count_records(parquet) == 2500
+    array = tmp_path / "a.json"
+    array.write_text(json.dumps(rows[:3]), encoding="utf-8")
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text('id,title\np1,"two\nlines"\n', encoding="utf-8")  # 1 record, 3 lines
+    gz = tmp_path / "c.jsonl.gz"
+    gz.write_bytes(gzip.compress(jsonl.read_bytes()))
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    for unknown in (array, csv_file, gz, bad, tmp_path / "missing.jsonl"):
+        assert count_records(unknown) is None, unknown.name
+
+
 def test_iter_catalog_duplicates_across_chunks(tmp_path):
     rows = [*_many_rows(30), _many_rows(1)[0]]
     path = write_jsonl(tmp_path / "c.jsonl", rows)
