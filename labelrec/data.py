@@ -1291,6 +1291,17 @@ class TagVocab:
             out.setdefault(tag_key(tag), j)
         return out
 
+    @functools.cached_property
+    def keys(self) -> list[str]:
+        """``tag_key`` of each tag, in vocabulary order."""
+        return [tag_key(tag) for tag in self.tags]
+
+    def matching(self, text: str) -> list[int]:
+        """Columns of the tags that contain ``text`` in any case, width or Unicode form, in
+        vocabulary order (most frequent first)."""
+        key = tag_key(text)
+        return [j for j, k in enumerate(self.keys) if key in k]
+
     def find(self, tag: str) -> int | None:
         """The column of ``tag``, else of a tag that differs from it only in case, width or
         Unicode form (a title's ``brand:HORNBY`` is the vocabulary's ``brand:Hornby``, a

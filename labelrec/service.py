@@ -655,9 +655,10 @@ class BatchSuggestions(BaseModel):
 
 class TagsOut(BaseModel):
     model_version: str
-    count: int
-    tags: list[str]
-    counts: list[int]
+    count: int = Field(description="Tags that match `q` (all tags without it), over all pages.")
+    offset: int = Field(0, description="Position of the first tag of this page among them.")
+    tags: list[str] = Field(description="The page of tags, most frequent first.")
+    counts: list[int] = Field(description="Training products of each tag of the page.")
 
 
 TagList = Annotated[
@@ -1442,15 +1443,27 @@ class LabelRec:
 
     @read_route("/tags", response_model=TagsOut, tags=["labelrec"])
     @answers_errors
-    def tags(self) -> TagsOut | JSONResponse:
-        """The tag vocabulary of the model being served, with training counts."""
+    def tags(
+        self, q: str | None = None, offset: int = 0, limit: int | None = None
+    ) -> TagsOut | JSONResponse:
+        """The tag vocabulary of the model being served, with training counts, most frequent
+        first: all of it, or the tags containing `q` in any case or width (`brand:lego` finds
+        `brand:Lego`), a page of `limit` from `offset` (`count`: how many match in all)."""
+        if offset < 0:
+            raise ServiceError(400, f"offset must be >= 0, got {offset}")
+        if limit is not None and limit < 1:
+            raise ServiceError(400, f"limit must be >= 1, got {limit}")
         snap = self._pin()
         vocab = snap.recommender.vocab
+        q = (q or "").strip()
+        columns = vocab.matching(q) if q else range(len(vocab))
+        page = columns[offset : None if limit is None else offset + limit]
         return TagsOut(
             model_version=snap.version,
-            count=len(vocab),
-            tags=list(vocab.tags),
-            counts=[int(c) for c in vocab.counts],
+            count=len(columns),
+            offset=offset,
+            tags=[vocab.tags[j] for j in page],
+            counts=[int(vocab.counts[j]) for j in page],
         )
 
     @read_route("/queue", tags=["labelrec"], response_model=None)

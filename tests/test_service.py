@@ -524,6 +524,24 @@ def test_feedback_over_http(client: TestClient) -> None:
     assert bad_key.status_code == 400 and "Idempotency-Key" in bad_key.text, bad_key.text
 
 
+def test_tags_are_found_and_paged(client: TestClient) -> None:
+    whole = client.get("/tags").json()
+    assert whole["count"] == len(whole["tags"]) > 3 and whole["offset"] == 0
+    tag = whole["tags"][-1]
+    found = client.get("/tags", params={"q": f" {tag[1:].upper()} "}).json()  # case apart
+    assert tag in found["tags"] and found["count"] == len(found["tags"])
+    assert all(tag[1:].casefold() in t.casefold() for t in found["tags"])
+    assert [whole["counts"][whole["tags"].index(t)] for t in found["tags"]] == found["counts"]
+    page = client.get("/tags?offset=1&limit=2").json()
+    assert page["tags"] == whole["tags"][1:3] and page["counts"] == whole["counts"][1:3]
+    assert page["count"] == whole["count"] and page["offset"] == 1
+    assert client.get(f"/tags?offset={whole['count']}").json()["tags"] == []
+    assert client.get("/tags?q=no-such-tag-anywhere").json()["count"] == 0
+    for bad, word in (("offset=-1", "offset"), ("limit=0", "limit"), ("limit=x", "limit")):
+        answer = client.get(f"/tags?{bad}")
+        assert answer.status_code == 400 and word in answer.text, (bad, answer.text)
+
+
 def test_get_routes_answer_head_with_the_headers_alone(client: TestClient) -> None:
     for path in ("/ui", "/tags", "/model", "/queue"):
         head, get = client.head(path), client.get(path)
@@ -543,7 +561,7 @@ def test_get_routes_answer_head_with_the_headers_alone(client: TestClient) -> No
 def test_an_unknown_query_field_is_a_400_naming_it(client: TestClient) -> None:
     for method, path, field in [
         ("GET", "/queue?positon=3", "positon"),
-        ("GET", "/tags?limit=5", "limit"),
+        ("GET", "/tags?limt=5", "limt"),
         ("POST", "/reload?forse=true", "forse"),
     ]:
         answer = client.request(method, path)
