@@ -66,6 +66,7 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import (
     AfterValidator,
@@ -1642,6 +1643,8 @@ class LabelRec:
 # uploads: the raw body may be the capped size plus the multipart framing and form fields
 UPLOAD_CAPS = {p: (MAX_UPLOAD_BYTES + (1 << 20), UPLOAD_SETTING) for p in UPLOAD_PATHS}
 LabelRec.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path=UPLOAD_CAPS)
+# answers of more than 1 KB are compressed for a client that accepts gzip (big batches, files)
+LabelRec.add_asgi_middleware(GZipMiddleware, minimum_size=1024)
 LabelRec.add_asgi_middleware(JsonBodies, exempt=UPLOAD_PATHS)
 LabelRec.add_asgi_middleware(
     NeedsToken,

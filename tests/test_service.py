@@ -524,6 +524,19 @@ def test_feedback_over_http(client: TestClient) -> None:
     assert bad_key.status_code == 400 and "Idempotency-Key" in bad_key.text, bad_key.text
 
 
+def test_big_answers_are_compressed_for_clients_that_accept_gzip(client: TestClient) -> None:
+    zipped = client.get("/docs.json", headers={"accept-encoding": "gzip"})
+    plain = client.get("/docs.json", headers={"accept-encoding": "identity"})
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert zipped.json() == plain.json()
+    assert int(zipped.headers["content-length"]) < int(plain.headers["content-length"]) / 2
+    body = {"products": [{"title": f"wooden puzzle {i}"} for i in range(20)], "threshold": 0}
+    batch = client.post("/suggest_batch", json=body, headers={"accept-encoding": "gzip"})
+    assert batch.status_code == 200 and batch.headers["content-encoding"] == "gzip", batch.headers
+    small = client.get("/tags?limit=1", headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in small.headers  # under 1 KB: as it is
+
+
 def test_tags_are_found_and_paged(client: TestClient) -> None:
     whole = client.get("/tags").json()
     assert whole["count"] == len(whole["tags"]) > 3 and whole["offset"] == 0
@@ -546,7 +559,14 @@ def test_get_routes_answer_head_with_the_headers_alone(client: TestClient) -> No
     for path in ("/ui", "/tags", "/model", "/queue"):
         head, get = client.head(path), client.get(path)
         assert head.status_code == get.status_code == 200, (path, head.status_code)
-        assert head.content == b"" and head.headers["content-length"] == str(len(get.content))
+        assert (
+            head.content == b"" and head.headers["content-length"] == get.headers["content-length"]
+        )
+        assert head.headers.get("content-encoding") == get.headers.get("content-encoding")
+        plain = client.get(path, headers={"accept-encoding": "identity"})
+        assert plain.content == get.content and plain.headers["content-length"] == str(
+            len(get.content)
+        )
     assert client.head("/suggest").status_code == 405  # an API of its own: POST only
     # the API spec lists GET alone: a HEAD operation would repeat its operation id
     import warnings
