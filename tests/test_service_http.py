@@ -451,6 +451,10 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     assert len(list(FeedbackStore(server.feedback_uri).reviews())) == saves
 
     # The queue: the next catalog product of the index, its tags, a review that names its id.
+    # The verdict changed since the save is not thrown away on the first press of Next.
+    browser.find_element(By.ID, "next-btn").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "are not saved"))
+    assert browser.find_element(By.ID, "title").get_attribute("value").startswith("LEGO City")
     browser.find_element(By.ID, "next-btn").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "queue-status"), "product 1 of"))
     wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
@@ -572,3 +576,76 @@ def test_acknowledged_feedback_survives_kill_9_of_the_server(
     stored = {r.product_id for r in FeedbackStore(uri).reviews()}
     assert len(acknowledged) >= 200
     assert set(acknowledged) <= stored, sorted(set(acknowledged) - stored)[:5]
+
+
+def test_review_page_keeps_verdicts_with_their_product(browser, server: Server) -> None:
+    """A suggestion that fails leaves no earlier verdicts to save under the new product;
+    verdicts not saved ask for a second press before they are replaced; a tag added in
+    another case is the listed tag; an added tag has its own remove button; a full-width
+    separator splits search filters."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from labelrec.feedback import FeedbackStore
+
+    def saved() -> int:
+        return len(list(FeedbackStore(server.feedback_uri).reviews()))
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(f"{server.url}/ui")
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    browser.find_element(By.ID, "title").send_keys("wooden jigsaw puzzle")
+    browser.find_element(By.ID, "suggest-btn").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#tags li.tag")))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    first = browser.find_element(By.CSS_SELECTOR, "#tags li.tag")
+    tag = first.get_attribute("data-tag")
+    accept = first.find_element(By.CSS_SELECTOR, "button.accept")
+    assert accept.get_attribute("aria-label") == f"accept {tag}"
+
+    add = browser.find_element(By.ID, "add-tag")
+    add.send_keys(tag.upper())  # the listed tag in another case: accepted, not added twice
+    browser.find_element(By.ID, "add-btn").click()
+    assert first.get_attribute("data-verdict") == "accepted"
+    assert not browser.find_elements(By.CSS_SELECTOR, '#tags li[data-verdict="added"]')
+    add.send_keys("brand:Nowhere")
+    browser.find_element(By.ID, "add-btn").click()
+    added = browser.find_element(By.CSS_SELECTOR, '#tags li[data-verdict="added"]')
+    added.find_element(By.CSS_SELECTOR, "button.remove").click()
+    assert not browser.find_elements(By.CSS_SELECTOR, '#tags li[data-verdict="added"]')
+
+    # Suggest again: the accepted tag is not saved, so the first press only warns.
+    browser.find_element(By.ID, "suggest-btn").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "are not saved"))
+    assert first.get_attribute("data-verdict") == "accepted"
+
+    # The service cannot be reached for the next product: its list is empty, Save is off, and
+    # Ctrl+Enter stores nothing under the new title.
+    browser.execute_script(
+        "const f = window.fetch; window.__fetch = f;"
+        "window.fetch = (u, o) => /\\/(suggest|similar)$/.test(String(u))"
+        " ? Promise.reject(new TypeError('Failed to fetch')) : f(u, o);"
+    )
+    before = saved()
+    title = browser.find_element(By.ID, "title")
+    title.clear()
+    title.send_keys("plush teddy bear")
+    browser.find_element(By.ID, "suggest-btn").click()
+    wait.until(ec.visibility_of_element_located((By.ID, "error")))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    assert "/suggest: the service cannot be reached" in browser.find_element(By.ID, "error").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#tags li.tag")
+    assert not browser.find_element(By.ID, "save-btn").is_enabled()
+    title.send_keys(Keys.CONTROL, Keys.ENTER)
+    assert saved() == before
+
+    # A full-width "｜" separates filters, as a Chinese keyboard types it.
+    browser.execute_script("window.fetch = window.__fetch;")
+    browser.find_element(By.ID, "search-input").send_keys("jigsaw puzzle")
+    browser.find_element(By.ID, "search-tags").send_keys("Toys｜Toys > Puzzles")
+    browser.find_element(By.ID, "search-btn").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#search-results li.product")))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    assert not browser.find_element(By.ID, "error").is_displayed()
