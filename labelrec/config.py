@@ -1025,7 +1025,15 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=x"]`` into a nested dict (values stay strings until coerced)."""
     tree: dict[str, Any] = {}
+    if isinstance(overrides, (str, dict)):
+        kind = "one string" if isinstance(overrides, str) else "a dict"
+        raise ConfigError(
+            f"overrides must be a list of key=value strings, not {kind}:"
+            ' e.g. ["train.epochs=3", "output=runs/x"]'
+        )
     for item in overrides:
+        if not isinstance(item, str):
+            raise ConfigError(f"override {item!r}: expected a key=value string")
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
         key, value = item.split("=", 1)
@@ -1207,6 +1215,15 @@ def unused_settings(cfg: Config, keys: list[str]) -> dict[str, str]:
         ):
             out[key] = "lexical.enabled is false"
     return out
+
+
+def checked(cfg: Config) -> Config:
+    """``cfg`` checked again as a file's settings are (types, ranges, settings that go
+    together), as a new object: a config edited in code (``cfg.output = Path(...)``,
+    ``cfg.train.epochs = -3``) fails before a run starts, not after it."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"expected a labelrec Config (load_config), got {type(cfg).__name__}")
+    return _build(Config, config_to_dict(cfg), "")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

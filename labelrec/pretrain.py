@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from labelrec import data as data_mod
 from labelrec.backbones import backbone_unavailable
-from labelrec.config import Config
+from labelrec.config import Config, checked
 from labelrec.model import (
     PRETRAIN_FILE,
     base_model_of,
@@ -85,6 +85,7 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
     directory is written beside it and then takes its place, so that a run stopped on the way
     leaves the old one (or none), never half of one; a second run into the same output
     meanwhile is refused."""
+    cfg = checked(cfg)  # edited in code since it was loaded: checked now, not after a run
     with output_lock(cfg.output):
         return _pretrain(cfg, progress)
 

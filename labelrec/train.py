@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from labelrec import data as data_mod
 from labelrec import metrics
-from labelrec.config import Config, config_to_dict
+from labelrec.config import Config, checked, config_to_dict
 from labelrec.evaluate import evaluate_scores_on
 from labelrec.flops import StepFlops
 from labelrec.fusion import FUSION_WEIGHTS, FusionInputs
@@ -1125,7 +1125,9 @@ def train(
     cfg: Config, resume: bool = False, tracker: Tracker | None = None, progress: bool = True
 ) -> TrainResult:
     """Fine-tune a tagger (``task: describe``: a describer) and save it to ``cfg.output``. A
-    second run into the same output meanwhile is refused (``modeldir.output_lock``)."""
+    second run into the same output meanwhile is refused (``modeldir.output_lock``). Python's,
+    numpy's and torch's global random generators are seeded with ``cfg.seed``."""
+    cfg = checked(cfg)  # edited in code since it was loaded: checked now, not after training
     check_output(cfg)
     with output_lock(cfg.output):
         if cfg.task == "describe":

@@ -439,3 +439,24 @@ def test_overrides_this_configuration_does_not_read_are_warned_about(
 def test_a_setting_given_outside_its_section_names_the_sections_that_have_it() -> None:
     with pytest.raises(ConfigError, match=r"^lr: unknown key \(did you mean train.lr or "):
         load_config(None, ["lr=1e-4"])
+
+
+def test_a_config_edited_in_code_is_checked_before_a_run(tmp_path: Path) -> None:
+    from labelrec.config import checked
+    from labelrec.train import train
+
+    cfg = load_config(None)
+    cfg.output = tmp_path / "model"  # a Path, as a notebook writes it: the text of it
+    assert checked(cfg).output == str(tmp_path / "model") and checked(checked(cfg)) == checked(cfg)
+    cfg.train.epochs = -3
+    with pytest.raises(ConfigError, match="train.epochs: must be >= 1"):
+        train(cfg)  # before any data is read or model built
+    assert not (tmp_path / "model").exists()
+    with pytest.raises(TypeError, match="expected a labelrec Config"):
+        checked({"output": "x"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("overrides", ["train.epochs=3", {"train.epochs": 3}, [3]])
+def test_overrides_are_a_list_of_strings(overrides: object) -> None:
+    with pytest.raises(ConfigError, match="overrides must be a list|expected a key=value string"):
+        load_config(None, overrides)  # type: ignore[arg-type]
