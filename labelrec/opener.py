@@ -12,7 +12,6 @@ anything is downloaded, so the version loaded is the version reported. MLflow UR
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,10 +65,10 @@ def use_tracking_uri(reference: str = "") -> None:
     ``reference`` read from the store (``models:/``, ``runs:/``), a local SQLite store that
     does not exist is a ``ModelError``: reading a model must not leave an empty registry behind
     (MLflow creates the database when it opens it)."""
-    from labelrec.mlflow.store import resolve_tracking_uri, sqlite_path
+    from labelrec.mlflow.store import point_at, resolve_tracking_uri, sqlite_path, user_given
 
-    given = bool(os.environ.get("MLFLOW_TRACKING_URI"))
-    uri = os.environ["MLFLOW_TRACKING_URI"] if given else resolve_tracking_uri()
+    given = user_given()
+    uri = resolve_tracking_uri()
     db = sqlite_path(uri) if reference.startswith(("models:/", "runs:/")) else None
     if db is not None and not db.is_file():
         where = (
@@ -80,7 +79,8 @@ def use_tracking_uri(reference: str = "") -> None:
         raise ModelError(
             f"no MLflow store at {db} ({where}); run where the store is or set MLFLOW_TRACKING_URI"
         )
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    if not given:
+        point_at(uri)
 
 
 @dataclass(frozen=True)

@@ -301,6 +301,44 @@ def test_default_store_is_embedded_under_the_working_dir(
     assert store.configure().experiment_id == info.experiment_id
 
 
+def test_the_embedded_store_follows_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A notebook that moves to another folder finds the store there: the URI labelrec set
+    for the first folder is its own, not the user's choice; one the user sets stays."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from labelrec.errors import ModelError
+    from labelrec.opener import use_tracking_uri
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        fresh_db(folder / "mlruns.db", tmp_path_factory)
+    monkeypatch.chdir(first)
+    one = store.configure()
+    assert one.tracking_uri == f"sqlite:///{(first / 'mlruns.db').resolve()}"
+    monkeypatch.chdir(second)
+    two = store.configure()
+    assert two.tracking_uri == f"sqlite:///{(second / 'mlruns.db').resolve()}"
+    assert os.environ["MLFLOW_TRACKING_URI"] == two.tracking_uri == mlflow.get_tracking_uri()
+    assert two.artifact_location == (second.resolve() / "mlartifacts" / "labelrec").as_uri()
+    monkeypatch.chdir(tmp_path)  # no store here: opening a registry model says so
+    with pytest.raises(ModelError, match="no MLflow store at .*mlruns.db"):
+        use_tracking_uri("models:/labelrec@champion")
+    monkeypatch.chdir(first)
+    use_tracking_uri("models:/labelrec@champion")
+    assert mlflow.get_tracking_uri() == one.tracking_uri
+    mine = f"sqlite:///{fresh_db(tmp_path / 'mine.db', tmp_path_factory)}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mine)  # the user's own choice
+    use_tracking_uri("models:/labelrec@champion")
+    assert store.resolve_tracking_uri() == mine == os.environ["MLFLOW_TRACKING_URI"]
+    assert store.configure().tracking_uri == mine
+
+
 def test_tracking_uri_from_environment_wins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

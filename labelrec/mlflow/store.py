@@ -34,12 +34,37 @@ def default_tracking_uri(root: str | Path | None = None) -> str:
     return f"sqlite:///{(base / DEFAULT_DB).resolve().as_posix()}"
 
 
-def resolve_tracking_uri(root: str | Path | None = None) -> str:
-    """The URI MLflow is pointed at (``MLFLOW_TRACKING_URI``, ``mlflow.set_tracking_uri``), else
-    the embedded default."""
-    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+# What this process last put into MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID itself (and the
+# store of that experiment): not a user's choice, so a later call in another working directory
+# finds the store there.
+_OWN: dict[str, str] = {}
 
-    if is_tracking_uri_set():
+
+def point_at(uri: str) -> None:
+    """Set ``MLFLOW_TRACKING_URI`` (for MLflow and child processes) to labelrec's resolved URI."""
+    os.environ["MLFLOW_TRACKING_URI"] = _OWN["MLFLOW_TRACKING_URI"] = uri
+
+
+def _own(name: str) -> bool:
+    """Whether the environment variable ``name`` holds what labelrec set it to."""
+    value = os.environ.get(name)
+    return value is not None and value == _OWN.get(name)
+
+
+def user_given() -> bool:
+    """Whether the user chose the store: ``mlflow.set_tracking_uri``, or a
+    ``MLFLOW_TRACKING_URI`` that labelrec did not set itself."""
+    from mlflow.tracking._tracking_service import utils
+
+    if getattr(utils, "_tracking_uri", None) is not None:
+        return True
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) and not _own("MLFLOW_TRACKING_URI")
+
+
+def resolve_tracking_uri(root: str | Path | None = None) -> str:
+    """The URI the user pointed MLflow at (``MLFLOW_TRACKING_URI``, ``mlflow.set_tracking_uri``),
+    else the embedded default (of ``root``, else of the working directory as it is now)."""
+    if user_given():
         return mlflow.get_tracking_uri()
     return default_tracking_uri(root)
 
@@ -109,7 +134,9 @@ def configure(experiment: str | None = None, root: str | Path | None = None) -> 
     """
     uri = resolve_tracking_uri(root)
     if mlflow.get_tracking_uri() != uri:
-        os.environ["MLFLOW_TRACKING_URI"] = uri
+        point_at(uri)
+    if _own("MLFLOW_EXPERIMENT_ID") and _OWN.get("experiment_store") != uri:
+        del os.environ["MLFLOW_EXPERIMENT_ID"]  # set for another store, which is left behind
     client = MlflowClient(tracking_uri=uri)
     experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if experiment_id and experiment is None:
@@ -118,7 +145,8 @@ def configure(experiment: str | None = None, root: str | Path | None = None) -> 
     else:
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         experiment_id, location = ensure_experiment(name, uri)
-        os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
+        os.environ["MLFLOW_EXPERIMENT_ID"] = _OWN["MLFLOW_EXPERIMENT_ID"] = experiment_id
+        _OWN["experiment_store"] = uri
         if os.environ.get("MLFLOW_EXPERIMENT_NAME") not in (None, name):
             del os.environ["MLFLOW_EXPERIMENT_NAME"]  # would contradict the id
     return StoreInfo(uri, mlflow.get_registry_uri(), experiment_id, name, location)
