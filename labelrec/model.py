@@ -10,6 +10,7 @@ saved model is a standard Hugging Face directory plus ``labelrec.json``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -17,6 +18,7 @@ import math
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -513,7 +515,8 @@ def save_model(
     head_bias = getattr(seq, "_labelrec_head_bias", False)  # a bias transformers' class lacks:
     if head_bias:  # kept in labelrec.json, not as a key no class would load
         state.pop(f"{_head_name(seq)}.bias", None)
-    seq.save_pretrained(out, safe_serialization=True, state_dict=state)
+    with no_hf_bars():  # a bar for a few shards at the end of training: the run has its own
+        seq.save_pretrained(out, safe_serialization=True, state_dict=state)
     tokenizer.save_pretrained(out)
     from labelrec.backbones import copy_licence_files
 
@@ -534,6 +537,21 @@ def save_model(
     }
     (out / info_file).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return out
+
+
+@contextlib.contextmanager
+def no_hf_bars() -> Iterator[None]:
+    """Hugging Face's progress bars off for a while (loading or writing one saved model's
+    shards), then as the caller had them."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def read_info(model_dir: str | Path) -> dict[str, Any]:

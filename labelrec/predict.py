@@ -30,6 +30,7 @@ from labelrec.model import (
     encode_products,
     load_model,
     load_thresholds,
+    no_hf_bars,
     score_token_ids,
 )
 from labelrec.modeldir import RULES_FILE, THRESHOLDS_FILE, VOCAB_FILE
@@ -112,20 +113,59 @@ def bounded(product: Product) -> Product:
     return dataclasses.replace(product, title=title, description=description)
 
 
+def _missing(value: Any) -> bool:
+    """None, NaN or pandas' NA: a cell a table leaves empty."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(value, float) and value != value
+
+
+def product_list(products: Any) -> list[Any]:
+    """The products of one call as a list: a list, tuple or other iterable of products, or a
+    pandas DataFrame with a ``title`` column (one product per row; ``description`` and ``id``
+    where it has them). One string or one dict is refused: it is one product, not a list."""
+    if isinstance(products, (str, bytes, dict, Product)):
+        kind = "string" if isinstance(products, (str, bytes)) else type(products).__name__
+        raise TypeError(
+            f"products must be a list of products (titles, dicts or Products), not one {kind}:"
+            " pass [product] for one"
+        )
+    columns = getattr(products, "columns", None)
+    if columns is not None and hasattr(products, "to_dict"):  # a pandas DataFrame
+        if "title" not in columns:
+            raise ValueError(
+                f"a DataFrame of products needs a 'title' column (columns: {list(columns)})"
+            )
+        keep = [c for c in ("id", "title", "description") if c in columns]
+        return products[keep].to_dict("records")
+    return list(products)
+
+
 def as_product(item: Any, position: int = 0) -> Product:
-    """A ``Product`` from a Product, a dict with title/description, or a plain title string."""
+    """A ``Product`` from a Product, a dict (or a pandas row) with title/description, or a plain
+    title string. A missing description (None, NaN, pandas' NA) is an empty one."""
     if isinstance(item, Product):
+        if not isinstance(item.title, str):
+            raise ValueError(f"product {position}: 'title' must be a string, got {item.title!r}")
+        if _missing(item.description):
+            return dataclasses.replace(item, description="")
+        if not isinstance(item.description, str):
+            raise ValueError(f"product {position}: 'description' must be a string")
         return item
     if isinstance(item, str):
         return Product(id=str(position), title=item)
+    if not isinstance(item, dict) and hasattr(item, "to_dict") and hasattr(item, "index"):
+        item = item.to_dict()  # a pandas Series: a row of a DataFrame
     if isinstance(item, dict):
         title = item.get("title")
         if not isinstance(title, str):
             raise ValueError(f"product {position}: 'title' must be a string, got {title!r}")
-        desc = item.get("description") or ""
+        desc = item.get("description")
+        desc = "" if _missing(desc) else desc
         if not isinstance(desc, str):
             raise ValueError(f"product {position}: 'description' must be a string")
-        return Product(id=str(item.get("id", position)), title=title, description=desc)
+        pid = item.get("id")
+        return Product(id=str(position if _missing(pid) else pid), title=title, description=desc)
     raise ValueError(f"product {position}: expected a dict with a title or a string")
 
 
@@ -211,16 +251,15 @@ class TagRecommender:
         ``quantize`` applies dynamic int8 to the encoder's linear layers (CPU, torch).
         ``backend``: "torch", "onnx" (ONNX Runtime, CPU encoders; same scores, a forward pass in
         about half the time) or "auto" (ONNX Runtime where it can run, else torch).
+        ``num_threads`` sets torch's thread count, which is one for the whole process.
         """
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelError(f"model directory {model_dir} does not exist")
         if num_threads:
             torch.set_num_threads(num_threads)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        model, tokenizer, info = load_model(model_dir)
+        with no_hf_bars():  # no weight-loading bar on each load
+            model, tokenizer, info = load_model(model_dir)
         vocab = TagVocab.load(model_dir / VOCAB_FILE)
         if len(vocab) != info["n_tags"]:
             raise ModelError(
@@ -287,7 +326,7 @@ class TagRecommender:
     def items(self, products: list[Any]) -> list[Product]:
         """``products`` as the model reads them: ``as_product``, ``bounded``, and without
         descriptions when it was trained without them."""
-        items = [bounded(as_product(p, i)) for i, p in enumerate(products)]
+        items = [bounded(as_product(p, i)) for i, p in enumerate(product_list(products))]
         for i, item in enumerate(items):  # the tokenizer would fail on it with a TypeError
             for field, text in (("title", item.title), ("description", item.description)):
                 if (problem := unicode_problem(text)) is not None:
@@ -421,6 +460,7 @@ class TagRecommender:
         merged in) and ``rule``. With a reranker (``labelrec.rerank``) the shares add up to
         ``fused_score``, the score before it re-scored the tag. A product with no text the model
         reads gets no tags, as in ``suggest``."""
+        products = product_list(products)
         if not products:
             return []
         ev = self._evidence(products)
@@ -548,14 +588,16 @@ class TagRecommender:
         if self.uses_generator or self.reranker is not None:
             return self.score(products)[1]
         if self.fusion is None:
-            return [{} for _ in products]
+            return [{} for _ in product_list(products)]
         with one_blas_thread():
             return self.fusion.new_tags(self.items(products))
 
     def thresholds(self, threshold: float | None) -> np.ndarray:
-        """Per-tag thresholds: the tuned ones for None, else the given global value."""
+        """Per-tag thresholds: the tuned ones for None, else the given global value (0 to 1)."""
         if threshold is None:
             return self.tag_thresholds
+        if not 0.0 <= float(threshold) <= 1.0:  # NaN too: it would pass no tag
+            raise ValueError(f"threshold must be between 0 and 1 (or None), got {threshold!r}")
         return np.full(len(self.vocab), float(threshold), dtype=np.float32)
 
     def rank(

@@ -60,6 +60,11 @@ def _patterns(patterns: Iterable[str]) -> re.Pattern[str] | None:
     return _compiled(items) if items else None
 
 
+def _listed(patterns: str | Iterable[str] | None) -> Iterable[str]:
+    """A request's patterns: one string is one pattern (``"brand:*"``), not its characters."""
+    return (patterns,) if isinstance(patterns, str) else patterns or ()
+
+
 @functools.lru_cache(maxsize=256)
 def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
     # cached: a request's include / exclude patterns apply to each of its products in turn
@@ -289,9 +294,10 @@ class Rules:
         """``apply`` on ``ranked`` that is already best first, up to ``limit`` tags (None: all):
         ``ranked`` is read only as far as the answer needs, so a lazy one spares building the
         candidates past it. The first of a tag's variants holds its best score."""
-        # a request's patterns are read as the file's are: full-width forms as ASCII
-        inc = _patterns(clean_tag(p) for p in include or ())
-        exc = _patterns(clean_tag(p) for p in exclude or ())
+        # a request's patterns are read as the file's are: full-width forms as ASCII; one
+        # string is one pattern, not a list of its characters
+        inc = _patterns(clean_tag(p) for p in _listed(include))
+        exc = _patterns(clean_tag(p) for p in _listed(exclude))
         seen: set[str] = set()
         out: list[Any] = []
         per_facet: dict[str, int] = {}

@@ -58,7 +58,10 @@ def test_limit_and_threshold_semantics(rec: TagRecommender) -> None:
     for row, suggestions in zip(scores, rec.suggest(ITEMS, limit=5, threshold=cut), strict=True):
         expected = [rec.tags[j] for j in np.argsort(-row, kind="stable")[:5] if row[j] >= cut]
         assert [s.tag for s in suggestions] == expected
-    assert rec.suggest(ITEMS, threshold=1.01) == [[] for _ in ITEMS]
+    assert rec.suggest(ITEMS, threshold=1.0) == [[] for _ in ITEMS]  # scores stay below 1
+    for bad in (1.01, -0.1, float("nan")):  # as the service and the MLflow model refuse them
+        with pytest.raises(ValueError, match="threshold must be between 0 and 1"):
+            rec.suggest(ITEMS, threshold=bad)
 
     # threshold=None: the per-tag thresholds tuned on valid; the best 5 of the tags that pass.
     tuned = rec.suggest(ITEMS, limit=5, threshold=None)
@@ -202,6 +205,52 @@ def test_as_product_variants() -> None:
     assert as_product({"title": "t", "description": None}).description == ""
     p = Product(id="a", title="b")
     assert as_product(p) is p
+
+
+def test_a_notebooks_inputs_are_products_or_clear_errors(rec: TagRecommender) -> None:
+    """A DataFrame is one product per row; one string or dict is refused, not read as a list
+    of its characters or keys; missing descriptions from pandas are empty ones."""
+    import pandas as pd
+
+    titles = ["LEGO City police station", "wooden train set", "garden planter"]
+    frame = pd.DataFrame({"title": titles, "description": ["bricks", None, float("nan")]})
+    frame["description"] = frame["description"].astype("string")  # NaN as pandas' NA
+    products = [{"title": titles[0], "description": "bricks"}, titles[1], titles[2]]
+    expected = rec.suggest(products, limit=3, threshold=0)
+    assert rec.suggest(frame, limit=3, threshold=0) == expected
+    assert [[e["tag"] for e in row] for row in rec.explain(frame, limit=3, threshold=0)] == [
+        [s.tag for s in row] for row in expected
+    ]
+    rows = [row for _, row in frame.iterrows()]  # pandas Series, one per row
+    assert rec.suggest(rows, limit=3, threshold=0) == expected
+    assert rec.suggest(frame.to_dict("records"), limit=3, threshold=0) == expected
+    missing = Product(id="p", title=titles[1], description=None)  # type: ignore[arg-type]
+    assert rec.suggest([missing], limit=3, threshold=0) == expected[1:2]
+    for one in ("LEGO City", {"title": "LEGO City"}, Product(id="1", title="LEGO City")):
+        with pytest.raises(TypeError, match="must be a list of products .* pass \\[product\\]"):
+            rec.suggest(one)
+    with pytest.raises(ValueError, match="needs a 'title' column .*'name'"):
+        rec.suggest(pd.DataFrame({"name": titles}))
+    # a pattern given as one string is that pattern, not its characters
+    everything = rec.suggest(titles[:1], limit=50, threshold=0)[0]
+    first = everything[0].tag
+    assert [s.tag for s in rec.suggest(titles[:1], limit=50, threshold=0, include=first)[0]] == [
+        first
+    ]
+    kept = rec.suggest(titles[:1], limit=50, threshold=0, exclude=first)[0]
+    assert [s.tag for s in kept] == [s.tag for s in everything if s.tag != first]
+
+
+def test_loading_gives_back_the_callers_progress_bar_setting(trained_model_dir: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    TagRecommender.load(trained_model_dir)
+    assert hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    TagRecommender.load(trained_model_dir)
+    assert not hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
 
 
 def test_suggestion_to_dict() -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import SHARED_DATA, toy_catalog, write_jsonl
 
-from labelrec.data import TagVocab
+from labelrec.data import Product, TagVocab
 from labelrec.predict import as_product
 from labelrec.recommend import (
     ExactBackend,
@@ -324,6 +324,24 @@ def test_tile_repeats_products_with_new_ids():
     big = make_index().tile(15)
     assert len(big) == 15 and big.ids[6] == "p0#1" and big.ids[0] == "p0"
     assert np.allclose(big.embeddings[6], big.embeddings[0])
+
+
+def test_an_index_names_its_model_by_an_absolute_path(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    tagger = FakeTagger()
+    tagger.path = Path("models/m1")  # as loaded from a relative folder
+    index = build_index(tagger, [{"id": "a", "title": "Hornby train"}])
+    assert index.manifest["model"] == str(tmp_path.resolve() / "models" / "m1")
+
+
+def test_similar_takes_a_product_object() -> None:
+    engine = ProductSearch(make_index(), FakeTagger())
+    by_dict = engine.similar(product={"title": "hornby train"}, limit=3)["results"]
+    assert engine.similar(product=Product(id="x", title="hornby train"), limit=3)["results"] == (
+        by_dict
+    )
+    nan = engine.similar(product={"title": "hornby train", "description": float("nan")}, limit=3)
+    assert nan["results"] == by_dict  # a table's empty description
 
 
 def test_build_index_keeps_top_k_and_gold_apart():

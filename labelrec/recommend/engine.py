@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from labelrec.data import has_visible_text
+from labelrec.data import Product, has_visible_text
 from labelrec.recommend.backends import ExactBackend, FaissBackend, Hits, Scorer
 from labelrec.recommend.index import ProductIndex, normalize_rows, top_k_sparse
 from labelrec.recommend.interactions import Interactions, UserSignals
@@ -573,6 +573,8 @@ def load_tagger(source: str | Path, **kwargs: Any) -> Any:
 
 
 def _check_product(product: Any) -> Any:
+    if isinstance(product, Product):  # as TagRecommender.suggest takes it
+        product = {"title": product.title, "description": product.description}
     if isinstance(product, str):
         if not has_visible_text(product):
             raise ValueError("empty product: give a title")
@@ -581,11 +583,14 @@ def _check_product(product: Any) -> Any:
         title = product.get("title")
         if not isinstance(title, str) or not has_visible_text(title):
             raise ValueError("product: 'title' must be a non-empty string")
-        desc = product.get("description") or ""
+        desc = product.get("description")
+        desc = "" if desc is None or (isinstance(desc, float) and desc != desc) else desc
         if not isinstance(desc, str):
             raise ValueError("product: 'description' must be a string")
         return {"title": title, "description": desc}
-    raise ValueError(f"product must be an object with a title or a string, got {product!r}")
+    raise ValueError(
+        f"product must be a Product, an object with a title or a string, got {product!r}"
+    )
 
 
 def _title_of(item: Any) -> str:

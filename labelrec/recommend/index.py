@@ -581,7 +581,10 @@ def build_index(
     )
     counts = np.concatenate([vocab.counts, np.zeros(len(extra_tags), dtype=np.int64)])
     info = dict(getattr(tagger, "info", {}) or {})
-    source = model_source or (str(tagger.path) if getattr(tagger, "path", None) else None)
+    # the model's folder as an absolute path: the index is read from wherever it is opened
+    source = model_source or (
+        str(Path(tagger.path).resolve()) if getattr(tagger, "path", None) else None
+    )
     manifest = {
         "model": source,
         "model_version": model_version,
