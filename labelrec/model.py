@@ -5,7 +5,10 @@ Any checkpoint loads through ``AutoModelForSequenceClassification`` with
 Qwen). The text is pooled by ``TagModel`` itself: mean pooling over the attention mask for
 encoders (all-MiniLM-L6-v2 was trained that way; its [CLS] pooler does not learn tags), the last
 real token for decoders. The pooled vector goes through the model's own classification head, so a
-saved model is a standard Hugging Face directory plus ``labelrec.json``.
+saved model is a standard Hugging Face directory plus ``labelrec.json``; transformers' own
+``...ForSequenceClassification.forward`` pools otherwise (an encoder's [CLS] pooler) and has no
+decoder head bias, so its scores are not the tagger's: the model card shows the pooling that is
+(``labelrec.modelcard.plain_use``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from torch import nn
 
 from labelrec.config import LoraSettings, ModelConfig
 from labelrec.errors import ModelError  # noqa: F401  (labelrec.model.ModelError: its public name)
-from labelrec.modeldir import CHECKPOINTS_DIR, LABELREC_FILE, TUNING_DIR, read_json
+from labelrec.modeldir import CHECKPOINTS_DIR, LABELREC_FILE, TUNING_DIR, read_json, shared_mode
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +180,7 @@ class TagModel(nn.Module):
         self.seq = seq_model
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
+        self.merged_adapters = False  # LoRA adapters folded into the weights (``merge``)
         classifier_head(self.hf_model)
 
     @property
@@ -230,6 +234,7 @@ class TagModel(nn.Module):
         """Fold LoRA adapters into the base weights (no-op without LoRA)."""
         if hasattr(self.seq, "merge_and_unload"):
             self.seq = self.seq.merge_and_unload()
+            self.merged_adapters = True
 
     def storage_dtype(self, save_dtype: str) -> str:
         """``model.save_dtype`` for this model: ``auto`` is bfloat16 for decoders (as their
@@ -517,7 +522,21 @@ def save_model(
         state.pop(f"{_head_name(seq)}.bias", None)
     with no_hf_bars():  # a bar for a few shards at the end of training: the run has its own
         seq.save_pretrained(out, safe_serialization=True, state_dict=state)
-    tokenizer.save_pretrained(out)
+    # config.json and the tokenizer say what is stored and read: the weights' dtype (what
+    # `dtype="auto"` loads; transformers writes the dtype of the model in memory) and the
+    # tokens the model was trained on (a plain transformers pipeline truncates there too)
+    config_file = out / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["dtype"] = str(target).removeprefix("torch.")
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    length_before = tokenizer.model_max_length
+    tokenizer.model_max_length = info.max_length
+    try:
+        tokenizer.save_pretrained(out)
+    finally:
+        tokenizer.model_max_length = length_before  # the tokenizer in memory as it was
+    for weights in out.glob("*.safetensors"):  # written through a private temporary file
+        shared_mode(weights)
     from labelrec.backbones import copy_licence_files
 
     copy_licence_files(info.backbone, out)  # the terms a packaged backbone comes with

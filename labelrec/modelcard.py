@@ -50,11 +50,101 @@ def _file_names(source: str) -> str:
     return " + ".join(parts)
 
 
+# the default backbone (an offline package of it): its Hub id and licence
+MINILM = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
+MINILM_LICENCE = ("Apache-2.0", "apache-2.0")
+
+
 def _hub_id(backbone: str) -> str | None:
-    """``backbone`` when it reads as a Hub id (``owner/name``, not a local folder), else None."""
+    """The Hub id of ``backbone``: its own when it reads as one (``owner/name``, not a local
+    folder), that of a name labelrec knows (``all-MiniLM-L6-v2``, ``gemma-3-270m``), else
+    None."""
+    if backbone in MINILM:
+        return MINILM[0]
+    if (packaged := find_packaged(backbone)) is not None:
+        return packaged.hub_id
     if backbone.count("/") != 1 or backbone.startswith((".", "/", "~")) or Path(backbone).exists():
         return None
     return backbone
+
+
+def _licence(hub_id: str | None) -> tuple[str, str] | None:
+    """(name, Hub identifier) of the licence of a backbone labelrec knows, else None."""
+    if hub_id == MINILM[0]:
+        return MINILM_LICENCE
+    packaged = find_packaged(hub_id or "")
+    return None if packaged is None else (packaged.licence, packaged.licence_id)
+
+
+def _shown_backbone(backbone: str) -> str:
+    """A backbone as a card names it: a Hub id or name as given, a local folder by its name."""
+    if _hub_id(backbone) is None and ("/" in backbone or "\\" in backbone):
+        return Path(backbone).name
+    return backbone
+
+
+def plain_use(info: dict[str, Any], name: str) -> list[str]:
+    """The card's lines on scoring the model with transformers alone: the tagger's head reads a
+    pooling that a ``...ForSequenceClassification`` class does not do (mean pooling for
+    encoders) or a bias it lacks (decoders), so its pipeline gives other scores."""
+    pooling = info.get("pooling")
+    max_length = info.get("max_length", 128)
+    lines = [
+        "## Scores without labelrec",
+        "",
+        '`transformers.pipeline("text-classification")` does **not** give this model\'s '
+        "scores: "
+        + (
+            "its head reads the mean of the token vectors, where the "
+            "`...ForSequenceClassification` class feeds it the first token through an untrained "
+            "pooler."
+            if pooling == "mean"
+            else "its head has a bias (`head_bias` in `labelrec.json`) that the "
+            "`...ForSequenceClassification` class has no place for."
+            if info.get("head_bias")
+            else f"it pools the tokens as `{pooling}`."
+        )
+        + " The tagger alone, without the other voters and the tuned thresholds:",
+        "",
+        "```python",
+        "import json, torch",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        f'tok = AutoTokenizer.from_pretrained("{name}")',
+        f'model = AutoModelForSequenceClassification.from_pretrained("{name}").eval()',
+        'batch = tok(["Wooden railway set"], ["50 pieces, ages 3+"], truncation=True, '
+        f'max_length={max_length}, padding=True, return_tensors="pt")',
+        "with torch.no_grad():",
+    ]
+    if pooling == "mean":
+        lines += [
+            '    ids, mask = batch["input_ids"], batch["attention_mask"]  # no token types',
+            "    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state",
+            "    mask = mask.unsqueeze(-1).to(hidden.dtype)",
+            "    logits = model.classifier((hidden * mask).sum(1) / mask.sum(1))",
+        ]
+    else:
+        lines += [
+            '    logits = model(input_ids=batch["input_ids"], '
+            'attention_mask=batch["attention_mask"]).logits'
+        ]
+        if info.get("head_bias"):
+            lines += [
+                f'    logits = logits + torch.tensor(json.load(open("{name}/labelrec.json"))'
+                '["head_bias"])'
+            ]
+    lines += [
+        "scores = torch.sigmoid(logits)  # one column per tag: model.config.id2label",
+        "```",
+        "",
+        "A product's title and description are read as a text pair"
+        + (
+            f" (the description written after {info['pair_separator']!r})"
+            if info.get("pair_separator")
+            else ""
+        )
+        + f", truncated to {max_length} tokens.",
+    ]
+    return lines
 
 
 def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
@@ -78,10 +168,12 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
         for key, (kind, label) in CARD_METRICS.items()
         if isinstance(metrics.get(key), (int, float))
     ]
-    packaged = find_packaged(backbone)
+    base_model = _hub_id(str(info.get("base_model") or backbone))
+    licence = _licence(base_model)
     data = ModelCardData(
         library_name="labelrec",
-        base_model=_hub_id(str(info.get("base_model") or backbone)),
+        license=None if licence is None else licence[1],
+        base_model=base_model,
         pipeline_tag="text-classification",
         tags=["labelrec", "tag-recommendation", "multi-label-classification"],
         model_name=name,
@@ -97,13 +189,16 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
         trained = f"lora.enabled: {lora.get('enabled', '?')}"
     details = [f"{info.get('pooling', '?')} pooling, {info.get('max_length', '?')} tokens", trained]
     if info.get("base_model"):  # a backbone written by `labelrec pretrain`
-        details.insert(0, f"`{info['base_model']}` after masked-LM pretraining on catalog texts")
+        details.insert(
+            0,
+            f"`{_shown_backbone(info['base_model'])}` after masked-LM pretraining on catalog texts",
+        )
     lines = [
         f"# {name}",
         "",
         f"A labelrec tag recommender: it suggests tags from a vocabulary of "
         f"{info.get('n_tags', '?')} for a product from its title and description. A classifier "
-        f"fine-tuned from `{backbone}` ({'; '.join(details)})"
+        f"fine-tuned from `{_shown_backbone(backbone)}` ({'; '.join(details)})"
         + (f" votes with {', '.join(parts)}." if parts else "."),
         "",
         "## Use",
@@ -126,8 +221,8 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
         f"- Epochs: {info.get('best_epoch', '?')}; seed {config.get('seed', '?')}; the whole "
         f"configuration is in `labelrec.json`.",
     ]
-    if packaged is not None:
-        lines.append(f"- Backbone licence: {packaged.licence}.")
+    if licence is not None:
+        lines.append(f"- Backbone licence: {licence[0]}.")
     if results:
         lines += [
             "",
@@ -143,6 +238,7 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
                 "These are the tuning run's figures: the saved model was then trained again on "
                 "train + valid, so valid cannot measure it.",
             ]
+    lines += ["", *plain_use(info, name)]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
 
 

@@ -885,7 +885,8 @@ class TagTrainer:
                 extra={
                     "best_epoch": self.state["best_epoch"] if refit is None else refit["epochs"],
                     "num_processes": acc.num_processes,
-                    "lora_adapters": hasattr(model.seq, "peft_config"),  # merged when saved
+                    # trained as adapters, merged when saved (or before, to score as stored)
+                    "lora_adapters": hasattr(model.seq, "peft_config") or model.merged_adapters,
                     # a refit model's are the tuning run's: the last valid it did not train on
                     "valid_metrics": result_metrics,
                     "train_source": self.splits.train_source,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from labelrec.config import LoraSettings, ModelConfig
 from labelrec.model import (
@@ -336,6 +338,14 @@ def test_decoders_are_saved_in_bf16_and_encoders_in_float32(
         save_model(model, tok, out, ModelInfo(str(backbone), pooling, 32, len(TAGS)))
         assert next(model.hf_model.parameters()).dtype == torch.float32
         assert _stored_dtypes(out) == {stored}
+        # config.json says so (what dtype="auto" loads); the tokenizer truncates as trained
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        assert config["dtype"] == {"BF16": "bfloat16", "F32": "float32"}[stored]
+        assert AutoTokenizer.from_pretrained(out).model_max_length == 32
+        assert tok.model_max_length != 32  # the tokenizer in memory as it was
+        mask_now = os.umask(0)
+        os.umask(mask_now)
+        assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask_now
         loaded, _, _ = load_model(out)
         assert next(loaded.hf_model.parameters()).dtype == torch.float32
         before, after = model(ids, mask).detach().numpy(), loaded(ids, mask).detach().numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from huggingface_hub import ModelCard
 
 from labelrec.modelcard import CARD_METRICS, tagger_card
@@ -64,10 +65,29 @@ def test_card_of_a_pretrained_backbone_names_its_base() -> None:
     }
     card = tagger_card(info, "m")
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
-    assert (
-        "fine-tuned from `/runs/dapt` (`sentence-transformers/all-MiniLM-L6-v2` after masked-LM "
+    assert card.data.license == "apache-2.0" and "Backbone licence: Apache-2.0." in card.text
+    assert (  # a local folder by its name, not where it was
+        "fine-tuned from `dapt` (`sentence-transformers/all-MiniLM-L6-v2` after masked-LM "
         "pretraining on catalog texts; mean pooling, 128 tokens;" in card.text
     )
+    assert "/runs" not in card.content
+
+
+@pytest.mark.parametrize(
+    "backbone, hub_id, licence",
+    [
+        ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
+        ("gemma-3-270m", "google/gemma-3-270m", "gemma"),
+        ("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
+        ("someone/other-model", "someone/other-model", None),
+    ],
+)
+def test_a_backbone_by_its_short_name_is_its_hub_model(
+    backbone: str, hub_id: str, licence: str | None
+) -> None:
+    card = tagger_card({"backbone": backbone, "pooling": "last", "head_bias": [0.1]}, "m")
+    assert card.data.base_model == hub_id and card.data.license == licence
+    assert '["head_bias"]' in card.text  # a decoder's bias, added to the logits
 
 
 def test_card_without_metrics_has_no_model_index() -> None:
@@ -88,3 +108,27 @@ def test_name_backbone_renames_a_describers_backbone(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "causal.json").read_text(encoding="utf-8"))
     assert meta == {"kind": "describer", "backbone": "runs:/abc/backbone", "n_train": 3}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["causal.json"]  # no temporary left
+
+
+def test_the_cards_plain_transformers_snippet_gives_the_taggers_scores(
+    trained_model_dir: Path, monkeypatch
+) -> None:
+    """The card's code for transformers alone reproduces the neural tagger's scores (the
+    pipeline would not: the head reads mean pooling), and its metadata names no local path."""
+    import re
+
+    import numpy as np
+
+    from labelrec.predict import TagRecommender
+
+    card = ModelCard.load(trained_model_dir / "README.md")
+    assert 'pipeline("text-classification")` does **not**' in card.text
+    (code,) = re.findall(r"```python\n(import json.*?)```", card.text, flags=re.S)
+    monkeypatch.chdir(trained_model_dir.parent)  # the card names the model by its folder
+    found: dict = {}
+    exec(code, found)  # noqa: S102 - the card's own snippet
+    rec = TagRecommender.load(trained_model_dir, backend="torch")
+    product = {"title": "Wooden railway set", "description": "50 pieces, ages 3+"}
+    expected = rec.votes([product]).neural
+    assert np.abs(found["scores"].numpy() - expected).max() < 1e-5
+    assert str(trained_model_dir.parent) not in card.content

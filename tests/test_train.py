@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import sys
@@ -82,9 +83,28 @@ def test_a_decoder_is_tuned_on_the_weights_it_saves(
     scores, _ = rec.predict_scores(valid)
     assert np.abs(scores - result.valid_scores).max() < 1e-5  # float32 weights differ by ~1e-3
     found = evaluate_scores_on(scores, valid, rec.vocab, rec.tag_thresholds).metrics
-    recorded = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))["valid_metrics"]
+    info = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))
+    recorded = info["valid_metrics"]
     for name in ("P@1", "nDCG@3", "micro_f1", "macro_f1"):
         assert recorded[name] == pytest.approx(found[name], abs=1e-6), name
+    # trained as LoRA adapters, merged before the tuning to score as stored: still adapters
+    assert info["lora_adapters"] is True
+    # the card's code for transformers alone gives the tagger's scores (its bias added)
+    import re
+
+    card = (out / "README.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python\n(import json.*?)```", card, flags=re.S)
+    found: dict = {}
+    cwd = os.getcwd()
+    os.chdir(out.parent)  # the card names the model by its folder
+    try:
+        exec(code, found)  # noqa: S102 - the card's own snippet
+    finally:
+        os.chdir(cwd)
+    product = {"title": "Wooden railway set", "description": "50 pieces, ages 3+"}
+    expected = TagRecommender.load(out, backend="torch").votes([product]).neural
+    # transformers loads the stored bfloat16 (config.json's dtype) and computes in it
+    assert np.abs(found["scores"].numpy() - expected).max() < 1e-2
 
 
 def test_model_directory_contents(trained_model_dir: Path) -> None:
