@@ -506,6 +506,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from labelrec.hub import push
+
+    url = push(
+        args.model_dir,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        message=args.message,
+    )
+    print(f"pushed {args.model_dir} to {url}")
+    return 0
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     from labelrec.feedback import FeedbackStore
 
@@ -952,6 +966,17 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             a.add_argument("--format", choices=("text", "json"), default="text")
         a.set_defaults(func=cmd_feedback, verb_parser=a)
+
+    p = verb(
+        "push",
+        help="upload a model directory to the Hugging Face Hub (not its checkpoints or index)",
+    )
+    p.add_argument("model_dir", help="model directory written by `labelrec train`")
+    p.add_argument("repo_id", help="Hub repository, owner/name (created when it does not exist)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    p.add_argument("--message", default=None, help="commit message")
+    p.set_defaults(func=cmd_push)
 
     p = verb("promote", help="move @champion to @challenger if it is better")
     p.add_argument("--name", default="labelrec", help="registered model name")

@@ -1,0 +1,77 @@
+"""``labelrec push``: what a model directory uploads to the Hugging Face Hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from huggingface_hub.utils import filter_repo_objects
+
+from labelrec.cli import main
+from labelrec.errors import ModelError
+from labelrec.hub import ignored, push
+
+
+class FakeHub:
+    """``HfApi`` as far as ``push`` calls it: the calls are recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    def create_repo(self, repo_id: str, **kwargs) -> None:
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+
+    def create_branch(self, repo_id: str, **kwargs) -> None:
+        self.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
+
+    def upload_folder(self, **kwargs) -> object:
+        self.calls.append(("upload_folder", kwargs))
+        return type("Commit", (), {"commit_url": f"https://hf.co/{kwargs['repo_id']}/commit/1"})()
+
+
+def model_folder(root: Path) -> Path:
+    files = [
+        "labelrec.json", "config.json", "model.safetensors", "tokenizer.json", "tags.json",
+        "README.md", "generator/causal.json", "checkpoints/epoch-3/optimizer.bin",
+        "checkpoints/run.json", "tuning/labelrec.json", ".saving/model.safetensors",
+        "index/manifest.json", "index/products.parquet", ".DS_Store",
+    ]  # fmt: skip
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("{}", encoding="utf-8")
+    return root
+
+
+def test_push_uploads_the_model_and_leaves_training_state_and_the_catalog(tmp_path: Path):
+    model = model_folder(tmp_path / "shop-tagger")
+    hub = FakeHub()
+    url = push(model, "acme/shop-tagger", private=True, revision="v2", api=hub)
+    assert url == "https://hf.co/acme/shop-tagger/commit/1"
+    (create, repo_kw), (branch, branch_kw), (upload, kw) = hub.calls
+    assert (create, repo_kw) == (
+        "create_repo",
+        {"repo_id": "acme/shop-tagger", "private": True, "exist_ok": True},
+    )
+    assert branch == "create_branch" and branch_kw["branch"] == "v2"
+    assert kw["revision"] == "v2" and kw["commit_message"] == "labelrec model shop-tagger"
+    every = sorted(p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file())
+    sent = list(filter_repo_objects(every, ignore_patterns=kw["ignore_patterns"]))
+    assert sent == [
+        "README.md", "config.json", "generator/causal.json", "labelrec.json",
+        "model.safetensors", "tags.json", "tokenizer.json",
+    ]  # fmt: skip
+    assert ignored(model) == kw["ignore_patterns"]
+
+
+def test_push_refuses_what_it_cannot_upload(tmp_path: Path, capsys, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no request leaves this test
+    with pytest.raises(ModelError, match="not a labelrec model directory"):
+        push(tmp_path, "acme/x", api=FakeHub())
+    model = model_folder(tmp_path / "m")
+    with pytest.raises(ValueError, match="give it as owner/name"):
+        push(model, "just-a-name", api=FakeHub())
+    # offline, the real client is refused before any request
+    assert main(["push", str(model), "acme/m"]) == 2
+    assert "HF_HUB_OFFLINE is set: uploading needs the Hub" in capsys.readouterr().err
