@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import difflib
 import functools
 import hmac
 import inspect
@@ -80,6 +81,7 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_serializer,
+    model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -595,6 +597,20 @@ class ItemIn(ProductIn):
     # internal (the model generation a request started on), not part of the public schema
     pin: SkipJsonSchema[int | None] = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_misspelt_option(cls, value: Any) -> Any:
+        """A product's own fields are ignored (a catalog's ``price``), but one spelt like an
+        option (``limt``) is a mistake the answer would hide: it is refused."""
+        if isinstance(value, dict):
+            for key in value:
+                if key in cls.model_fields or not isinstance(key, str):
+                    continue
+                close = difflib.get_close_matches(key, ["limit", "threshold"], n=1, cutoff=0.75)
+                if close:
+                    raise ValueError(f"unknown field {key!r}: did you mean {close[0]!r}?")
+        return value
+
 
 TagFilter = Annotated[
     list[str] | None,
@@ -660,6 +676,43 @@ class TagsOut(BaseModel):
     offset: int = Field(0, description="Position of the first tag of this page among them.")
     tags: list[str] = Field(description="The page of tags, most frequent first.")
     counts: list[int] = Field(description="Training products of each tag of the page.")
+
+
+class ProductHit(BaseModel):
+    """A catalog product of an answer of /similar, /search or /recommend."""
+
+    # /recommend adds `cooccurrence` (history ranking) or `popularity` (popular products)
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(description="The product's id in the index.")
+    title: str
+    score: float = Field(description="`tag_weight` x tag_similarity + the rest x text's.")
+    tag_similarity: float = Field(description="Cosine of the tag vectors (IDF-weighted).")
+    embedding_similarity: float = Field(description="Cosine of the model's text embeddings.")
+    shared_tags: list[str] = Field(description="Tags shared with the query, biggest part first.")
+    tags: list[str] = Field(description="Tags it carries: gold ones, then predicted ones.")
+
+
+class ProductsOut(BaseModel):
+    """Products for a query (/similar, /search): the query as the model read it, the results."""
+
+    query: dict[str, Any] = Field(
+        description="The query product (`id`, `title`) or text, with its `tags` as the model"
+        " tagged it (`tag`, `score`; `gold` for an indexed product's own)."
+    )
+    results: list[ProductHit]
+    model_version: str
+
+
+class RecommendOut(BaseModel):
+    """Products for a user or a history (/recommend)."""
+
+    user: str | None = None
+    strategy: str = Field(description="history+cooccurrence, history or popular.")
+    history: list[str] = Field(description="The indexed products of the history, as used.")
+    profile_tags: list[str] = Field(description="The history's strongest tags.")
+    cooccurrence_weight: float = Field(description="Share of co-occurrence in the ranking.")
+    results: list[ProductHit]
+    model_version: str
 
 
 TagList = Annotated[
@@ -966,6 +1019,15 @@ def bento_store_warnings(settings: Any, cwd: Path, environ: Any) -> list[str]:
             f" {settings.model_uri} is looked up in mlruns.db inside the bento; set it to your"
             " tracking server or database"
         )
+    for name in ("model_uri", "index", "catalog", "interactions", "rules", "describer"):
+        value = getattr(settings, name)
+        if value and "://" not in value and ":/" not in value and not Path(value).is_absolute():
+            where = cwd / value
+            missing = "" if where.exists() else ", where nothing is"
+            out.append(
+                f"serving a built bento from {cwd}: {settings.env_name(name)}={value} is read"
+                f" from there ({where}{missing}); give an absolute path"
+            )
     return out
 
 
@@ -1225,8 +1287,15 @@ class LabelRec:
         raise ServiceError(404, NO_DESCRIBER)
 
     @strict_api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
-    def describe_items(self, items: list[DescribeIn]) -> list[DescriptionOut]:
-        """Adaptive-batching core of /describe: concurrent calls share one generation batch."""
+    def describe_items(
+        self,
+        items: Annotated[
+            list[DescribeIn],
+            Field(max_length=MAX_BATCH_PRODUCTS, description=f"Up to {MAX_BATCH_PRODUCTS} items."),
+        ],
+    ) -> list[DescriptionOut]:
+        """Adaptive-batching core of /describe: concurrent calls share one generation batch
+        (as /describe, at most its number of products a request)."""
         try:
             describer = self._describer()
         except ServiceError as err:
@@ -1337,8 +1406,12 @@ class LabelRec:
 
     # -- products: similar, search, recommend (need a product index)
 
-    async def _products(self, call: Callable[[ProductSearch], dict[str, Any]]) -> Any:
-        """Run ``call`` on the pinned snapshot's product search; errors become 4xx/503."""
+    async def _products(
+        self, call: Callable[[ProductSearch], dict[str, Any]], out: type[BaseModel]
+    ) -> Any:
+        """Run ``call`` on the pinned snapshot's product search, its answer as ``out`` (which
+        BentoML writes as JSON, or pickles for a service that depends on this one); errors
+        become 4xx/503."""
         try:
             snap = self._pin()
             engine = index_engine(snap)
@@ -1355,8 +1428,7 @@ class LabelRec:
         except ValueError as err:
             raise ServiceError(400, str(err)) from None
         result["model_version"] = snap.version
-        # Starlette's JSON: text as UTF-8 like the other endpoints (BentoML's escapes non-ASCII)
-        return JSONResponse(jsonable(result))
+        return out.model_validate(jsonable(result))
 
     @strict_api()
     @answers_errors
@@ -1376,13 +1448,14 @@ class LabelRec:
         limit: ProductLimit = 10,
         tags: TagFilter = None,
         tag_weight: TagWeight = None,
-    ) -> dict[str, Any]:
+    ) -> ProductsOut:
         """Products similar to an indexed product or to a new one, each with the tags it
         shares with the query."""
         new = None if product is None else product.model_dump(include={"title", "description"})
         key = None if id is None else str(id)
         return await self._products(
-            lambda e: e.similar(key, new, limit=limit, tags=tags, tag_weight=tag_weight)
+            lambda e: e.similar(key, new, limit=limit, tags=tags, tag_weight=tag_weight),
+            ProductsOut,
         )
 
     @strict_api()
@@ -1395,11 +1468,11 @@ class LabelRec:
         limit: ProductLimit = 10,
         tags: TagFilter = None,
         tag_weight: TagWeight = None,
-    ) -> dict[str, Any]:
+    ) -> ProductsOut:
         """Products for a free-text query, ranked by tag and embedding similarity; `tags` are
         exact filters."""
         return await self._products(
-            lambda e: e.search(query, limit=limit, tags=tags, tag_weight=tag_weight)
+            lambda e: e.search(query, limit=limit, tags=tags, tag_weight=tag_weight), ProductsOut
         )
 
     @strict_api()
@@ -1421,7 +1494,7 @@ class LabelRec:
         limit: ProductLimit = 10,
         tags: TagFilter = None,
         tag_weight: TagWeight = None,
-    ) -> dict[str, Any]:
+    ) -> RecommendOut:
         """Products for a user from the tags of what they interacted with, blended with
         co-occurrence; users without history get popular products."""
         if user is None and not history:
@@ -1430,7 +1503,8 @@ class LabelRec:
         return await self._products(
             lambda e: e.recommend(
                 user, history=history, limit=limit, tags=tags, tag_weight=tag_weight
-            )
+            ),
+            RecommendOut,
         )
 
     @read_route("/ui", response_class=HTMLResponse, tags=["labelrec"])

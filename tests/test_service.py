@@ -331,6 +331,15 @@ def test_a_built_bento_warns_of_databases_inside_it(
     assert bento_store_warnings(chosen, src, {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}) == []
     local = ServiceSettings(model_uri="/model", feedback_uri="sqlite:////data/feedback.db")
     assert bento_store_warnings(local, src, {}) == []  # a mounted model needs no registry
+    relative = ServiceSettings(
+        model_uri="runs/uk", index="runs/uk/index", feedback_uri="sqlite:////data/feedback.db"
+    )
+    found = bento_store_warnings(relative, src, {})
+    assert [w.split(": ", 1)[1].split("=")[0] for w in found] == [
+        "LABELREC_MODEL_URI",
+        "LABELREC_INDEX",
+    ]
+    assert f"({src / 'runs/uk'}, where nothing is); give an absolute path" in found[0]
 
 
 def test_settings_come_from_the_environment(
@@ -651,6 +660,9 @@ BAD_JSON = [
     ("/suggest_batch", {"products": [{"title": "ok"}, {"title": ""}]}, "products"),
     ("/suggest_batch", {"products": [{"title": f"t{i}"} for i in range(257)]}, "at most 256"),
     ("/suggest_items", {"items": [{"title": f"t{i}"} for i in range(257)]}, "at most 256"),
+    ("/describe_items", {"items": [{"title": f"t{i}"} for i in range(257)]}, "at most 256"),
+    ("/suggest_items", {"items": [{"title": "x", "limt": 3}]}, "did you mean 'limit'"),
+    ("/suggest_items", {"items": [{"title": "x", "treshold": 0.5}]}, "did you mean 'threshold'"),
 ]
 
 
@@ -664,6 +676,8 @@ def test_explicit_nulls_and_whole_numbers_are_taken(client: TestClient) -> None:
     assert answer.status_code == 200, answer.text
     item = {**product, "threshold": None}
     assert client.post("/suggest_items", json={"items": [item]}).status_code == 200
+    priced = {**product, "price": 9.99, "brand": "Lego"}  # a catalog's own fields: ignored
+    assert client.post("/suggest_items", json={"items": [priced]}).status_code == 200
 
 
 @pytest.mark.parametrize(("path", "body", "message"), BAD_JSON)
