@@ -8,6 +8,7 @@ the Hub, logged to MLflow or copied elsewhere describes itself.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ def plain_use(info: dict[str, Any], name: str) -> list[str]:
     encoders) or a bias it lacks (decoders), so its pipeline gives other scores."""
     pooling = info.get("pooling")
     max_length = info.get("max_length", 128)
+    separator = info.get("pair_separator") or ""  # put before a description by some tokenizers
     lines = [
         "## Scores without labelrec",
         "",
@@ -111,8 +113,8 @@ def plain_use(info: dict[str, Any], name: str) -> list[str]:
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
         f'tok = AutoTokenizer.from_pretrained("{name}")',
         f'model = AutoModelForSequenceClassification.from_pretrained("{name}").eval()',
-        'batch = tok(["Wooden railway set"], ["50 pieces, ages 3+"], truncation=True, '
-        f'max_length={max_length}, padding=True, return_tensors="pt")',
+        f'batch = tok(["Wooden railway set"], [{json.dumps(separator + "50 pieces, ages 3+")}], '
+        f'truncation=True, max_length={max_length}, padding=True, return_tensors="pt")',
         "with torch.no_grad():",
     ]
     if pooling == "mean":
@@ -137,11 +139,7 @@ def plain_use(info: dict[str, Any], name: str) -> list[str]:
         "```",
         "",
         "A product's title and description are read as a text pair"
-        + (
-            f" (the description written after {info['pair_separator']!r})"
-            if info.get("pair_separator")
-            else ""
-        )
+        + (f" (the description after {separator!r})" if separator else "")
         + f", truncated to {max_length} tokens.",
     ]
     return lines

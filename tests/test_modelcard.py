@@ -85,9 +85,11 @@ def test_card_of_a_pretrained_backbone_names_its_base() -> None:
 def test_a_backbone_by_its_short_name_is_its_hub_model(
     backbone: str, hub_id: str, licence: str | None
 ) -> None:
-    card = tagger_card({"backbone": backbone, "pooling": "last", "head_bias": [0.1]}, "m")
+    info = {"backbone": backbone, "pooling": "last", "head_bias": [0.1], "pair_separator": "\n"}
+    card = tagger_card(info, "m")
     assert card.data.base_model == hub_id and card.data.license == licence
     assert '["head_bias"]' in card.text  # a decoder's bias, added to the logits
+    assert '["\\n50 pieces, ages 3+"]' in card.text  # as labelrec writes a description
 
 
 def test_card_without_metrics_has_no_model_index() -> None:
