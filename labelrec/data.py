@@ -151,8 +151,13 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, (float, np.floating)) and math.isnan(value)
 
 
+def is_missing(value: Any) -> bool:
+    """None, NaN or pandas' NA / NaT: a cell a table leaves empty."""
+    return value is None or _is_nan(value) or type(value).__name__ in ("NAType", "NaTType")
+
+
 def _is_empty(value: Any) -> bool:
-    return value is None or value is _MISSING or _is_nan(value)
+    return value is _MISSING or is_missing(value)
 
 
 def _norm_ws(text: str) -> str:

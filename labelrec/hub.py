@@ -1,7 +1,8 @@
 """A model directory on the Hugging Face Hub (``labelrec push``).
 
 What is uploaded is the model as ``labelrec suggest``, the MLflow flavor and transformers read it:
-weights, tokenizer, tags, thresholds, the other voters, ``labelrec.json`` and the model card.
+weights, tokenizer, tags, thresholds, the other voters, ``labelrec.json`` and the model card
+(written again for the repository's name, which its code then loads).
 Training state (``checkpoints/``, ``tuning/``, ``.saving/``), hidden files and a product index
 kept inside the folder (it holds the catalog's titles) stay behind. Loading from the Hub is
 transformers' own path (``model.backbone`` takes a Hub id); this module only uploads.
@@ -12,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from labelrec.errors import ModelError
-from labelrec.modeldir import CAUSAL_INFO, LABELREC_FILE, TRAINING_ONLY
+from labelrec.modeldir import CARD_FILE, CAUSAL_INFO, LABELREC_FILE, TRAINING_ONLY, read_json
 
 
 def ignored(model_dir: str | Path) -> list[str]:
-    """``upload_folder`` patterns of what a push leaves out of ``model_dir``."""
+    """Patterns (as ``upload_folder`` reads them) of what a push leaves out of ``model_dir``."""
     from labelrec.recommend.index import MANIFEST_FILE
 
     root = Path(model_dir)
@@ -47,20 +48,31 @@ def push(
         )
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"repository {repo_id!r}: give it as owner/name")
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.utils import filter_repo_objects
 
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(root / name))
+        for name in filter_repo_objects(files, ignore_patterns=ignored(root))
+        if not (name == CARD_FILE and (root / LABELREC_FILE).is_file())
+    ]
+    if (root / LABELREC_FILE).is_file():  # the card names the model as it is loaded now
+        from labelrec.modelcard import tagger_card
+
+        card = tagger_card(read_json(root / LABELREC_FILE), repo_id)
+        operations.append(CommitOperationAdd(CARD_FILE, str(card).encode("utf-8")))
     hub = api if api is not None else HfApi(token=token)
     try:
         hub.create_repo(repo_id, private=private, exist_ok=True)  # type: ignore[attr-defined]
         if revision is not None:
             hub.create_branch(repo_id, branch=revision, exist_ok=True)  # type: ignore[attr-defined]
-        commit = hub.upload_folder(  # type: ignore[attr-defined]
+        commit = hub.create_commit(  # type: ignore[attr-defined]
             repo_id=repo_id,
-            folder_path=str(root),
+            operations=operations,
             revision=revision,
             commit_message=message or f"labelrec model {root.resolve().name}",
-            ignore_patterns=ignored(root),
         )
     except OfflineModeIsEnabled:
         raise ModelError(

@@ -9,6 +9,7 @@ the Hub, logged to MLflow or copied elsewhere describes itself.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,11 @@ def _licence(hub_id: str | None) -> tuple[str, str] | None:
 
 
 def _shown_backbone(backbone: str) -> str:
-    """A backbone as a card names it: a Hub id or name as given, a local folder by its name."""
-    if _hub_id(backbone) is None and ("/" in backbone or "\\" in backbone):
-        return Path(backbone).name
-    return backbone
+    """A backbone as a card names it: a Hub id, a name or a URI (``runs:/...``) as given, a
+    local folder by its name."""
+    if re.match(r"[A-Za-z][\w+.-]*:/", backbone) or _hub_id(backbone) is not None:
+        return backbone
+    return Path(backbone).name if "/" in backbone or "\\" in backbone else backbone
 
 
 def plain_use(info: dict[str, Any], name: str) -> list[str]:
@@ -101,6 +103,9 @@ def plain_use(info: dict[str, Any], name: str) -> list[str]:
             "`...ForSequenceClassification` class feeds it the first token through an untrained "
             "pooler."
             if pooling == "mean"
+            else "its head reads the first token's vector as it is, where the "
+            "`...ForSequenceClassification` class puts it through a pooler first."
+            if pooling == "cls"
             else "its head has a bias (`head_bias` in `labelrec.json`) that the "
             "`...ForSequenceClassification` class has no place for."
             if info.get("head_bias")
@@ -117,23 +122,32 @@ def plain_use(info: dict[str, Any], name: str) -> list[str]:
         f'truncation=True, max_length={max_length}, padding=True, return_tensors="pt")',
         "with torch.no_grad():",
     ]
-    if pooling == "mean":
+    if pooling in ("mean", "cls"):  # the class would pool through [CLS] and its pooler
         lines += [
             '    ids, mask = batch["input_ids"], batch["attention_mask"]  # no token types',
             "    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state",
-            "    mask = mask.unsqueeze(-1).to(hidden.dtype)",
-            "    logits = model.classifier((hidden * mask).sum(1) / mask.sum(1))",
         ]
+        if pooling == "mean":
+            lines += [
+                "    mask = mask.unsqueeze(-1).to(hidden.dtype)",
+                "    logits = model.classifier((hidden * mask).sum(1) / mask.sum(1))",
+            ]
+        else:
+            lines += ["    logits = model.classifier(hidden[:, 0])  # the first token, no pooler"]
     else:
         lines += [
             '    logits = model(input_ids=batch["input_ids"], '
             'attention_mask=batch["attention_mask"]).logits'
         ]
-        if info.get("head_bias"):
-            lines += [
-                f'    logits = logits + torch.tensor(json.load(open("{name}/labelrec.json"))'
-                '["head_bias"])'
+        if info.get("head_bias"):  # labelrec.json beside the weights: a folder or the Hub
+            lines[lines.index("with torch.no_grad():") : lines.index("with torch.no_grad():")] = [
+                "from pathlib import Path",
+                "from huggingface_hub import hf_hub_download",
+                f'info = Path("{name}", "labelrec.json")',
+                f'info = info if info.is_file() else hf_hub_download("{name}", "labelrec.json")',
+                'bias = torch.tensor(json.loads(Path(info).read_text())["head_bias"])',
             ]
+            lines += ["    logits = logits + bias"]
     lines += [
         "scores = torch.sigmoid(logits)  # one column per tag: model.config.id2label",
         "```",
@@ -146,7 +160,10 @@ def plain_use(info: dict[str, Any], name: str) -> list[str]:
 
 
 def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
-    """The card of a tag recommender from its ``labelrec.json`` content (``info``)."""
+    """The card of a tag recommender from its ``labelrec.json`` content (``info``); ``name``:
+    its folder, or its repository on the Hub (``owner/name``, which the card downloads)."""
+    # a Hub repository is downloaded into a folder of its name, which labelrec then reads
+    local = name.split("/")[1] if name.count("/") == 1 and _hub_id(name) == name else name
     backbone = str(info.get("backbone", ""))
     config = info.get("config") or {}
     metrics = info.get("valid_metrics") or {}
@@ -202,13 +219,18 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
         "## Use",
         "",
         "```",
-        f"labelrec suggest {name} < titles.txt   # one title a line: tag<TAB>score",
-        f"LABELREC_MODEL_URI={name} bentoml serve labelrec.service:LabelRec   # HTTP service",
+        *(
+            [f"hf download {name} --local-dir {local}   # labelrec reads a folder"]
+            if local != name
+            else []
+        ),
+        f"labelrec suggest {local} < titles.txt   # one title a line: tag<TAB>score",
+        f"LABELREC_MODEL_URI={local} bentoml serve labelrec.service:LabelRec   # HTTP service",
         "```",
         "",
         "```python",
         "from labelrec.predict import TagRecommender",
-        f'rec = TagRecommender.load("{name}")',
+        f'rec = TagRecommender.load("{local}")',
         'rec.suggest([{"title": "Wooden railway set, 50 pieces"}], limit=5)',
         "```",
         "",

@@ -22,6 +22,7 @@ from labelrec.data import (
     Product,
     TagVocab,
     clean_text,
+    is_missing,
     unicode_problem,
 )
 from labelrec.metrics import top_k
@@ -113,13 +114,6 @@ def bounded(product: Product) -> Product:
     return dataclasses.replace(product, title=title, description=description)
 
 
-def _missing(value: Any) -> bool:
-    """None, NaN or pandas' NA: a cell a table leaves empty."""
-    if value is None or type(value).__name__ in ("NAType", "NaTType"):
-        return True
-    return isinstance(value, float) and value != value
-
-
 def product_list(products: Any) -> list[Any]:
     """The products of one call as a list: a list, tuple or other iterable of products, or a
     pandas DataFrame with a ``title`` column (one product per row; ``description`` and ``id``
@@ -147,7 +141,7 @@ def as_product(item: Any, position: int = 0) -> Product:
     if isinstance(item, Product):
         if not isinstance(item.title, str):
             raise ValueError(f"product {position}: 'title' must be a string, got {item.title!r}")
-        if _missing(item.description):
+        if is_missing(item.description):
             return dataclasses.replace(item, description="")
         if not isinstance(item.description, str):
             raise ValueError(f"product {position}: 'description' must be a string")
@@ -161,11 +155,11 @@ def as_product(item: Any, position: int = 0) -> Product:
         if not isinstance(title, str):
             raise ValueError(f"product {position}: 'title' must be a string, got {title!r}")
         desc = item.get("description")
-        desc = "" if _missing(desc) else desc
+        desc = "" if is_missing(desc) else desc
         if not isinstance(desc, str):
             raise ValueError(f"product {position}: 'description' must be a string")
         pid = item.get("id")
-        return Product(id=str(position if _missing(pid) else pid), title=title, description=desc)
+        return Product(id=str(position if is_missing(pid) else pid), title=title, description=desc)
     raise ValueError(f"product {position}: expected a dict with a title or a string")
 
 

@@ -600,15 +600,23 @@ class ItemIn(ProductIn):
     @model_validator(mode="before")
     @classmethod
     def _no_misspelt_option(cls, value: Any) -> Any:
-        """A product's own fields are ignored (a catalog's ``price``), but one spelt like an
-        option (``limt``) is a mistake the answer would hide: it is refused."""
-        if isinstance(value, dict):
-            for key in value:
-                if key in cls.model_fields or not isinstance(key, str):
-                    continue
-                close = difflib.get_close_matches(key, ["limit", "threshold"], n=1, cutoff=0.75)
-                if close:
-                    raise ValueError(f"unknown field {key!r}: did you mean {close[0]!r}?")
+        """A product's own fields are ignored (a catalog's ``price``, ``limited``), but one
+        spelt like an option and holding what that option takes (``"limt": 3``) is a mistake
+        the answer would hide: it is refused."""
+        if not isinstance(value, dict):
+            return value
+        for key, given in value.items():
+            if key in cls.model_fields or not isinstance(key, str):
+                continue
+            close = difflib.get_close_matches(key, ["limit", "threshold"], n=1, cutoff=0.75)
+            if not close or isinstance(given, bool):
+                continue
+            if close[0] == "limit":
+                takes = isinstance(given, int)
+            else:  # a number, or null for the tuned thresholds
+                takes = given is None or isinstance(given, (int, float))
+            if takes:
+                raise ValueError(f"unknown field {key!r}: did you mean {close[0]!r}?")
         return value
 
 
@@ -1019,9 +1027,17 @@ def bento_store_warnings(settings: Any, cwd: Path, environ: Any) -> list[str]:
             f" {settings.model_uri} is looked up in mlruns.db inside the bento; set it to your"
             " tracking server or database"
         )
-    for name in ("model_uri", "index", "catalog", "interactions", "rules", "describer"):
+    for name in (
+        "model_uri",
+        "index",
+        "catalog",
+        "interactions",
+        "rules",
+        "describer",
+        "reviewers",
+    ):
         value = getattr(settings, name)
-        if value and "://" not in value and ":/" not in value and not Path(value).is_absolute():
+        if value and ":/" not in value and not Path(value).expanduser().is_absolute():
             where = cwd / value
             missing = "" if where.exists() else ", where nothing is"
             out.append(

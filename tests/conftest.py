@@ -21,6 +21,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+
+@pytest.fixture(autouse=True)
+def _fresh_mlflow_ownership(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no MLflow settings that labelrec set itself (``store._OWN``): the
+    environment variables it set are restored by the tests' own monkeypatching."""
+    import sys
+
+    store = sys.modules.get("labelrec.mlflow.store")
+    if store is not None:
+        monkeypatch.setattr(store, "_OWN", {})
+
+
 WORDS = (
     "lego city police station train set wooden puzzle jigsaw doll house car remote control red blue"
     " green kids toy game board card hornby model railway track engine carriage battery smoke"

@@ -24,8 +24,8 @@ class FakeHub:
     def create_branch(self, repo_id: str, **kwargs) -> None:
         self.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
 
-    def upload_folder(self, **kwargs) -> object:
-        self.calls.append(("upload_folder", kwargs))
+    def create_commit(self, **kwargs) -> object:
+        self.calls.append(("create_commit", kwargs))
         return type("Commit", (), {"commit_url": f"https://hf.co/{kwargs['repo_id']}/commit/1"})()
 
 
@@ -47,20 +47,25 @@ def test_push_uploads_the_model_and_leaves_training_state_and_the_catalog(tmp_pa
     hub = FakeHub()
     url = push(model, "acme/shop-tagger", private=True, revision="v2", api=hub)
     assert url == "https://hf.co/acme/shop-tagger/commit/1"
-    (create, repo_kw), (branch, branch_kw), (upload, kw) = hub.calls
+    (create, repo_kw), (branch, branch_kw), (commit, kw) = hub.calls
     assert (create, repo_kw) == (
         "create_repo",
         {"repo_id": "acme/shop-tagger", "private": True, "exist_ok": True},
     )
     assert branch == "create_branch" and branch_kw["branch"] == "v2"
+    assert commit == "create_commit" and kw["repo_id"] == "acme/shop-tagger"
     assert kw["revision"] == "v2" and kw["commit_message"] == "labelrec model shop-tagger"
-    every = sorted(p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file())
-    sent = list(filter_repo_objects(every, ignore_patterns=kw["ignore_patterns"]))
-    assert sent == [
+    sent = {op.path_in_repo: op for op in kw["operations"]}
+    assert sorted(sent) == [
         "README.md", "config.json", "generator/causal.json", "labelrec.json",
         "model.safetensors", "tags.json", "tokenizer.json",
     ]  # fmt: skip
-    assert ignored(model) == kw["ignore_patterns"]
+    every = sorted(p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file())
+    assert sorted(filter_repo_objects(every, ignore_patterns=ignored(model))) == sorted(sent)
+    # the card is written for the repository: its code loads acme/shop-tagger
+    card = sent["README.md"].path_or_fileobj.decode("utf-8")
+    assert 'from_pretrained("acme/shop-tagger")' in card
+    assert "hf download acme/shop-tagger --local-dir shop-tagger" in card
 
 
 def test_push_refuses_what_it_cannot_upload(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -134,3 +134,34 @@ def test_the_cards_plain_transformers_snippet_gives_the_taggers_scores(
     expected = rec.votes([product]).neural
     assert np.abs(found["scores"].numpy() - expected).max() < 1e-5
     assert str(trained_model_dir.parent) not in card.content
+
+
+def test_the_cards_code_pools_the_first_token_as_labelrec_does(
+    tiny_backbone: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """``model.pooling: cls``: the card feeds the first token's vector to the head without the
+    pooler that BERT's class puts in between."""
+    import re
+
+    import numpy as np
+    import torch
+
+    from labelrec.config import LoraSettings, ModelConfig
+    from labelrec.model import ModelInfo, build_model, encode_products, save_model
+
+    cfg = ModelConfig(backbone=str(tiny_backbone), max_length=32, dropout=0.0, pooling="cls")
+    model, tok = build_model(cfg, LoraSettings(enabled=False), ["a", "b", "c"])
+    with torch.no_grad():
+        model.head.weight.normal_()  # a head that tells the poolings apart
+    model.eval()
+    save_model(model, tok, tmp_path / "m", ModelInfo(str(tiny_backbone), "cls", 32, 3))
+    info = json.loads((tmp_path / "m" / "labelrec.json").read_text(encoding="utf-8"))
+    text = tagger_card(info, "m").text
+    (code,) = re.findall(r"```python\n(import json.*?)```", text, flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    found: dict = {}
+    exec(code, found)  # noqa: S102 - the card's own snippet
+    (ids,) = encode_products(tok, ["Wooden railway set"], ["50 pieces, ages 3+"], 32)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(torch.tensor([ids]), torch.ones(1, len(ids)))).numpy()
+    assert np.abs(found["scores"].numpy() - expected).max() < 1e-5

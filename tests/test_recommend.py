@@ -340,8 +340,11 @@ def test_similar_takes_a_product_object() -> None:
     assert engine.similar(product=Product(id="x", title="hornby train"), limit=3)["results"] == (
         by_dict
     )
-    nan = engine.similar(product={"title": "hornby train", "description": float("nan")}, limit=3)
-    assert nan["results"] == by_dict  # a table's empty description
+    import pandas as pd
+
+    for empty in (float("nan"), pd.NA):  # a table's empty description
+        answer = engine.similar(product={"title": "hornby train", "description": empty}, limit=3)
+        assert answer["results"] == by_dict
 
 
 def test_build_index_keeps_top_k_and_gold_apart():

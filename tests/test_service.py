@@ -332,7 +332,10 @@ def test_a_built_bento_warns_of_databases_inside_it(
     local = ServiceSettings(model_uri="/model", feedback_uri="sqlite:////data/feedback.db")
     assert bento_store_warnings(local, src, {}) == []  # a mounted model needs no registry
     relative = ServiceSettings(
-        model_uri="runs/uk", index="runs/uk/index", feedback_uri="sqlite:////data/feedback.db"
+        model_uri="runs/uk",
+        index="runs/uk/index",
+        rules="~/rules.yaml",  # the opener expands ~: absolute
+        feedback_uri="sqlite:////data/feedback.db",
     )
     found = bento_store_warnings(relative, src, {})
     assert [w.split(": ", 1)[1].split("=")[0] for w in found] == [
@@ -676,7 +679,8 @@ def test_explicit_nulls_and_whole_numbers_are_taken(client: TestClient) -> None:
     assert answer.status_code == 200, answer.text
     item = {**product, "threshold": None}
     assert client.post("/suggest_items", json={"items": [item]}).status_code == 200
-    priced = {**product, "price": 9.99, "brand": "Lego"}  # a catalog's own fields: ignored
+    # a catalog's own fields are ignored, also those named like an option
+    priced = {**product, "price": 9.99, "limited": True, "limits": "none", "thresholds": [1]}
     assert client.post("/suggest_items", json={"items": [priced]}).status_code == 200
 
 

@@ -649,3 +649,22 @@ def test_review_page_keeps_verdicts_with_their_product(browser, server: Server) 
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#search-results li.product")))
     wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
     assert not browser.find_element(By.ID, "error").is_displayed()
+
+    # Past the queue's end nothing replaced the verdicts: the next Next warns again.
+    title.clear()
+    title.send_keys("wooden jigsaw puzzle")
+    browser.find_element(By.ID, "suggest-btn").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#tags li.tag")))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    browser.find_element(By.CSS_SELECTOR, "#tags li.tag button.accept").click()
+    total = httpx.get(f"{server.url}/queue?position=0").json()["total"]
+    browser.execute_script(f"localStorage.setItem('labelrec-queue', '{total}')")
+    browser.find_element(By.ID, "next-btn").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "are not saved"))
+    browser.find_element(By.ID, "next-btn").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "queue-status"), "end of the queue"))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    browser.execute_script("document.getElementById('review-status').textContent = ''")
+    browser.find_element(By.ID, "next-btn").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "are not saved"))
+    assert browser.find_element(By.ID, "title").get_attribute("value") == "wooden jigsaw puzzle"

@@ -336,7 +336,15 @@ def test_the_embedded_store_follows_the_working_directory(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mine)  # the user's own choice
     use_tracking_uri("models:/labelrec@champion")
     assert store.resolve_tracking_uri() == mine == os.environ["MLFLOW_TRACKING_URI"]
-    assert store.configure().tracking_uri == mine
+    assert store.configure().tracking_uri == mine  # the id labelrec set for `b` is not there
+    # an experiment id the user sets is theirs, even where it equals one labelrec set before
+    theirs = os.environ["MLFLOW_EXPERIMENT_ID"]
+    monkeypatch.chdir(second)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    store.configure()  # labelrec's own again: the store of `b`, its own experiment
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mine)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", theirs)
+    assert store.configure().experiment_id == theirs
 
 
 def test_tracking_uri_from_environment_wins(

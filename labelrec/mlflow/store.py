@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 DEFAULT_DB = "mlruns.db"
@@ -41,7 +42,10 @@ _OWN: dict[str, str] = {}
 
 
 def point_at(uri: str) -> None:
-    """Set ``MLFLOW_TRACKING_URI`` (for MLflow and child processes) to labelrec's resolved URI."""
+    """Set ``MLFLOW_TRACKING_URI`` (for MLflow and child processes) to labelrec's resolved URI.
+    An experiment id labelrec set for the store it left is dropped with it."""
+    if uri != _OWN.get("MLFLOW_TRACKING_URI") and _own("MLFLOW_EXPERIMENT_ID"):
+        del os.environ["MLFLOW_EXPERIMENT_ID"]
     os.environ["MLFLOW_TRACKING_URI"] = _OWN["MLFLOW_TRACKING_URI"] = uri
 
 
@@ -124,6 +128,14 @@ def ensure_experiment(name: str, tracking_uri: str | None = None) -> tuple[str, 
     return experiment.experiment_id, experiment.artifact_location
 
 
+def _has_experiment(client: MlflowClient, experiment_id: str) -> bool:
+    try:
+        client.get_experiment(experiment_id)
+    except MlflowException:
+        return False
+    return True
+
+
 def configure(experiment: str | None = None, root: str | Path | None = None) -> StoreInfo:
     """Point this process (and its child processes) at the resolved store and experiment.
 
@@ -135,9 +147,13 @@ def configure(experiment: str | None = None, root: str | Path | None = None) -> 
     uri = resolve_tracking_uri(root)
     if mlflow.get_tracking_uri() != uri:
         point_at(uri)
-    if _own("MLFLOW_EXPERIMENT_ID") and _OWN.get("experiment_store") != uri:
-        del os.environ["MLFLOW_EXPERIMENT_ID"]  # set for another store, which is left behind
     client = MlflowClient(tracking_uri=uri)
+    if (
+        _own("MLFLOW_EXPERIMENT_ID")
+        and _OWN.get("experiment_store") != uri
+        and not _has_experiment(client, os.environ["MLFLOW_EXPERIMENT_ID"])
+    ):  # set by labelrec for another store (the user then chose this one), and not here
+        del os.environ["MLFLOW_EXPERIMENT_ID"]
     experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if experiment_id and experiment is None:
         found = client.get_experiment(experiment_id)

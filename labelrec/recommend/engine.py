@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from labelrec.data import Product, has_visible_text
+from labelrec.data import Product, has_visible_text, is_missing
 from labelrec.recommend.backends import ExactBackend, FaissBackend, Hits, Scorer
 from labelrec.recommend.index import ProductIndex, normalize_rows, top_k_sparse
 from labelrec.recommend.interactions import Interactions, UserSignals
@@ -584,7 +584,7 @@ def _check_product(product: Any) -> Any:
         if not isinstance(title, str) or not has_visible_text(title):
             raise ValueError("product: 'title' must be a non-empty string")
         desc = product.get("description")
-        desc = "" if desc is None or (isinstance(desc, float) and desc != desc) else desc
+        desc = "" if is_missing(desc) else desc  # a table's empty cell
         if not isinstance(desc, str):
             raise ValueError("product: 'description' must be a string")
         return {"title": title, "description": desc}
