@@ -120,34 +120,31 @@ def plain_use(info: dict[str, Any], name: str) -> list[str]:
         f'model = AutoModelForSequenceClassification.from_pretrained("{name}").eval()',
         f'batch = tok(["Wooden railway set"], [{json.dumps(separator + "50 pieces, ages 3+")}], '
         f'truncation=True, max_length={max_length}, padding=True, return_tensors="pt")',
-        "with torch.no_grad():",
     ]
-    if pooling in ("mean", "cls"):  # the class would pool through [CLS] and its pooler
+    if info.get("head_bias"):  # labelrec.json beside the weights: a folder or the Hub
         lines += [
-            '    ids, mask = batch["input_ids"], batch["attention_mask"]  # no token types',
-            "    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state",
+            "from pathlib import Path",
+            "from huggingface_hub import hf_hub_download",
+            f'info = Path("{name}", "labelrec.json")',
+            f'info = info if info.is_file() else hf_hub_download("{name}", "labelrec.json")',
+            'bias = torch.tensor(json.loads(Path(info).read_text())["head_bias"])',
         ]
-        if pooling == "mean":
-            lines += [
-                "    mask = mask.unsqueeze(-1).to(hidden.dtype)",
-                "    logits = model.classifier((hidden * mask).sum(1) / mask.sum(1))",
-            ]
-        else:
-            lines += ["    logits = model.classifier(hidden[:, 0])  # the first token, no pooler"]
-    else:
-        lines += [
-            '    logits = model(input_ids=batch["input_ids"], '
-            'attention_mask=batch["attention_mask"]).logits'
-        ]
-        if info.get("head_bias"):  # labelrec.json beside the weights: a folder or the Hub
-            lines[lines.index("with torch.no_grad():") : lines.index("with torch.no_grad():")] = [
-                "from pathlib import Path",
-                "from huggingface_hub import hf_hub_download",
-                f'info = Path("{name}", "labelrec.json")',
-                f'info = info if info.is_file() else hf_hub_download("{name}", "labelrec.json")',
-                'bias = torch.tensor(json.loads(Path(info).read_text())["head_bias"])',
-            ]
-            lines += ["    logits = logits + bias"]
+    # labelrec's own pooling (model.pool) and head, without token types (labelrec passes none)
+    pooled = {
+        "mean": "(hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)",
+        "cls": "hidden[:, 0]  # the first token, no pooler",
+        "last": "hidden[torch.arange(len(ids)), (mask * torch.arange(mask.shape[1])).argmax(1)]",
+    }.get(str(pooling), f"...  # `{pooling}` pooling")
+    lines += [
+        "with torch.no_grad():",
+        '    ids, mask = batch["input_ids"], batch["attention_mask"]',
+        "    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state",
+        '    head = model.classifier if hasattr(model, "classifier") else model.score',
+        f"    logits = head({pooled.split('  #')[0]})"
+        + (f"  #{pooled.split('  #')[1]}" if "  #" in pooled else ""),
+    ]
+    if info.get("head_bias"):
+        lines += ["    logits = logits + bias"]
     lines += [
         "scores = torch.sigmoid(logits)  # one column per tag: model.config.id2label",
         "```",
