@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ from labelrec.model import (
     resolve_mixed_precision,
     with_lora,
 )
-from labelrec.modeldir import CAUSAL_INFO, read_json, replace_dir
+from labelrec.modeldir import CAUSAL_INFO, read_json, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -333,12 +331,9 @@ def save_causal_lm(
 ) -> Path:
     """Write a self-contained decoder directory (merged weights in ``dtype``, tokenizer,
     ``causal.json``, then what ``write_more`` writes into it) through a temporary sibling that
-    replaces it whole (``modeldir.replace_dir``), so a crash never leaves half a directory."""
+    replaces it whole (``modeldir.staged_dir``), so a crash never leaves half a directory."""
     out = Path(out_dir).resolve()  # "runs/d/" and "." have a name to put siblings beside
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(out) as tmp:
         target_dtype = _dtype(dtype)
         original = next(model.parameters()).dtype
         model.to(target_dtype)
@@ -353,10 +348,6 @@ def save_causal_lm(
         (tmp / CAUSAL_INFO).write_text(json.dumps(info, indent=1, ensure_ascii=False), "utf-8")
         if write_more is not None:
             write_more(tmp)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

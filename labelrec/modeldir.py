@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,6 +192,23 @@ def replace_dir(new: str | Path, target: str | Path) -> None:
             raise
         if moved:
             shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | Path) -> Iterator[Path]:
+    """A new folder beside ``target`` to write a whole one into (with the umask's modes, not
+    ``tempfile``'s private ones): leaving the block replaces ``target`` with it
+    (``replace_dir``); an error on the way deletes it and leaves ``target`` as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    shared_mode(stage)
+    try:
+        yield stage
+        replace_dir(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
 
 
 def holds_cwd(path: str | Path) -> bool:

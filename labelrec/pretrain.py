@@ -6,8 +6,6 @@ import json
 import logging
 import math
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from labelrec.model import (
     resolve_backbone,
     with_lora,
 )
-from labelrec.modeldir import LABELREC_FILE, holds_cwd, output_lock, replace_dir, shared_mode
+from labelrec.modeldir import LABELREC_FILE, holds_cwd, output_lock, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -239,15 +237,8 @@ def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
         if pcfg.lora:
             model = model.merge_and_unload()
         out = out.resolve()  # "." has a name to write a sibling beside
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        shared_mode(stage)
-        try:
+        with staged_dir(out) as stage:
             _save_backbone(model, tokenizer, stage, cfg, len(texts), history)
-            replace_dir(stage, out)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
     return PretrainResult(out, history)
 
 

@@ -28,8 +28,6 @@ import difflib
 import json
 import logging
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from labelrec.data import Product, clean_tag, tag_key
-from labelrec.modeldir import holds_cwd, replace_dir, shared_mode
+from labelrec.modeldir import holds_cwd, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -357,17 +355,10 @@ class ProductIndex:
         manifest) is not replaced."""
         directory = Path(directory)
         check_index_destination(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        shared_mode(tmp)
-        try:
-            self._write(tmp)
+        with staged_dir(directory) as stage:
+            self._write(stage)
             if write_more is not None:
-                write_more(tmp)
-            replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                write_more(stage)
         return directory
 
     def _write(self, directory: Path) -> None:
