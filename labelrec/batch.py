@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def _ARROW_SCHEMA() -> Any:
 
 def iter_scored(
     path: str | Path, cfg: DataConfig, scorer: Scorer, chunk_size: int = 1000
-) -> Iterator[list[dict[str, Any]]]:
+) -> Generator[list[dict[str, Any]], None, None]:
     """Chunks of ``{"id", "title", "tags": [{"tag", "score", "known"}, ...]}`` rows, in input
     order (``known`` false: a tag outside the model's vocabulary)."""
     for chunk in iter_catalog(path, cfg, require_tags=False, chunk_size=chunk_size):

@@ -620,7 +620,7 @@ def cmd_product_index(args: argparse.Namespace) -> int:
         bar.close()
         if not len(index):
             raise ValueError(f"{args.catalog}: no products to index")
-        ann = FaissBackend(ProductSearch(index).scorer, None) if args.ann else None
+        ann = FaissBackend(ProductSearch(index).scorer) if args.ann else None
         index.save(args.output, write_more=None if ann is None else ann.save)
     print(f"indexed {len(index)} products ({len(index.tags)} tags) into {args.output}")
     if args.log_mlflow or args.run_id:

@@ -19,6 +19,7 @@ logged as a warning when the model loads (``Rules.unmatched``; patterns are case
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import re
@@ -49,6 +50,8 @@ class RulesError(ValueError):
 
 
 class Ranked(Protocol):
+    """A ranked tag (``predict.Suggestion``): a dataclass, so a renamed one is a copy."""
+
     tag: str
     score: float
     known: bool
@@ -310,7 +313,7 @@ class Rules:
             seen.add(tag)
             if tag != item.tag:
                 known = item.known if vocab is None else tag in vocab
-                item = type(item)(tag, item.score, known)
+                item = dataclasses.replace(item, tag=tag, known=known)
             if not self.allows(tag):
                 continue
             if (inc is not None and not inc.match(tag)) or (exc is not None and exc.match(tag)):

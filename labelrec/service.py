@@ -435,7 +435,9 @@ class NeedsToken:
     ):
         self.app, self.paths, self.setting = app, paths, setting
         secret = token.get_secret_value() if token is not None else ""
-        self.accepted = [(t.encode(), name) for t, name in (named or {}).items()]
+        self.accepted: list[tuple[bytes, str | None]] = [
+            (t.encode(), name) for t, name in (named or {}).items()
+        ]
         if secret:
             self.accepted.append((secret.encode(), None))
 

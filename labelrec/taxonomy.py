@@ -111,7 +111,7 @@ def top_tags(
     """The ``k`` best tags per product, merging known-tag scores with new (open) tags."""
     out = []
     k_known = min(k, scores.shape[1])
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k_known] if scores.size else None
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k_known]  # (n, 0) without known tags
     for i in range(scores.shape[0]):
         cand = [(float(scores[i, j]), tags[j]) for j in top[i]]
         if new_tags is not None:

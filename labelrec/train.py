@@ -1233,7 +1233,8 @@ def train_and_refit(
         for stale in (tuned_file, tuning_dir / RUN_FILE):
             stale.unlink(missing_ok=True)
         shutil.rmtree(Path(cfg.output) / CHECKPOINTS_DIR, ignore_errors=True)
-    done = earlier = None
+    done: TunedSettings | None = None
+    earlier: TunedSettings | None = None  # a tuning run resumed to another epoch count
     if resume and tuned_file.is_file():
         check_same_run(
             tuning_dir / RUN_FILE,

@@ -524,3 +524,12 @@ def test_fusion_formula_on_constant_voters() -> None:
     scores, new = span.fuse_with_new(product, neural)
     np.testing.assert_allclose(scores, 0.6 * (0.5 * 0.2 + 0.5 * 1.0) + 0.4 * 0.8, rtol=1e-6)
     assert new == [{"X": pytest.approx(0.36)}] and new == span.new_tags(product)
+
+
+def test_top_tags_without_known_tags_takes_the_new_ones() -> None:
+    from labelrec.taxonomy import top_tags
+
+    assert top_tags(np.zeros((2, 0)), [], 2, [{"x": 0.5}, {"y": 0.1, "z": 0.3}]) == [
+        ["x"],
+        ["z", "y"],
+    ]

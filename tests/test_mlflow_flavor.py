@@ -256,3 +256,25 @@ def test_a_model_with_a_bad_rules_file_is_refused_when_saved(
     with pytest.raises(RulesError, match=r"rules.yaml, line 2: rename: 'a' -> 'b' -> 'a'"):
         lrm.save_model(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_pyfunc_reads_pandas_na_as_a_missing_cell() -> None:
+    """A nullable string column (``convert_dtypes``) leaves ``pd.NA``, not None or NaN."""
+    from labelrec.mlflow.pyfunc_model import _describe_records, _records
+
+    frame = pd.DataFrame({"title": ["Lego set", "Train"], "description": [None, "wooden"]})
+    assert _records(frame.convert_dtypes()) == [
+        {"title": "Lego set", "description": ""},
+        {"title": "Train", "description": "wooden"},
+    ]
+    tagged = pd.DataFrame({"title": ["a", "b"], "tags": pd.array(["x|y", None], dtype="string")})
+    assert [r["tags"] for r in _describe_records(tagged)] == [["x", "y"], []]
+    with pytest.raises(MlflowException, match="product 0, field 'tags'"):
+        _describe_records(pd.DataFrame({"title": ["a"], "tags": [3.0]}))  # a number is no tag
+
+
+def test_evaluator_reads_pandas_na_as_no_tags() -> None:
+    from labelrec.mlflow.evaluator import parse_ranked
+
+    output = pd.DataFrame({"tags": ["a", None]}).convert_dtypes()
+    assert parse_ranked(output) == [[("a", None)], []]

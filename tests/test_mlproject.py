@@ -228,3 +228,13 @@ def test_promote_step_can_fail_a_pipeline(monkeypatch, capsys) -> None:
     assert "promote: run r1: promoted" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         steps.main([*argv, "--exit-code", "maybe"])
+
+
+@pytest.mark.parametrize("module", ["labelrec.mlflow.steps", "labelrec.mlflow.store"])
+def test_entry_modules_run_without_docstrings(module: str) -> None:
+    """``python -OO`` drops docstrings; the entry points' help is taken from them."""
+    done = subprocess.run(
+        [sys.executable, "-OO", "-m", module, "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"usage: python -m {module}")

@@ -37,7 +37,7 @@ from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 from mlflow.tracking.artifact_utils import get_artifact_uri
 
 from labelrec import metrics
-from labelrec.data import tag_cell, tag_key
+from labelrec.data import is_missing, tag_cell, tag_key
 from labelrec.evaluate import Evaluation
 
 MODEL_TYPES = ("labelrec", "multilabel")
@@ -60,7 +60,7 @@ def metric_key(name: str) -> str:
 
 def _ranked_row(value: Any, row: int) -> list[tuple[str, float | None]]:
     """One product's ranked tags from the forms a pyfunc may return."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return []
     if isinstance(value, str):
         text = value.strip()

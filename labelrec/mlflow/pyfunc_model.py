@@ -30,6 +30,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
+from labelrec.data import is_missing, split_tag_string
+
 MODEL_ARTIFACT = "model_dir"
 
 
@@ -38,7 +40,7 @@ def _listlike(value: Any) -> bool:
 
 
 def _text(value: Any, row: int = 0, column: str = "title") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):  # None, NaN, or pandas' NA in a nullable string column
         return ""
     if _listlike(value):
         raise _invalid(f"row {row}: {column} is a list, not a string")
@@ -93,15 +95,13 @@ def _records(model_input: Any) -> list[dict[str, str]]:
 
 def _describe_records(model_input: Any) -> list[dict[str, Any]]:
     """Products as ``{"title", "tags"}`` dicts; missing tags are empty lists."""
-    from labelrec.data import split_tag_string
-
     frame = _frame(model_input)
     if "title" not in frame.columns:
         raise ValueError(f"input has no 'title' column (columns: {list(frame.columns)})")
     tags = frame["tags"].tolist() if "tags" in frame.columns else [None] * len(frame)
     records = []
     for i, (title, given) in enumerate(zip(frame["title"].tolist(), tags, strict=True)):
-        if given is None or isinstance(given, float):  # absent, or NaN where other rows have tags
+        if is_missing(given):  # absent, or NaN / NA where other rows have tags
             given = []
         elif isinstance(given, str):  # "Toys > Trains|color:Red", as catalogs write tags
             given = split_tag_string(given)

@@ -632,7 +632,7 @@ def _float_or_none(value: str) -> float | None:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m labelrec.mlflow.steps``."""
     parser = argparse.ArgumentParser(
-        prog="python -m labelrec.mlflow.steps", description=__doc__.splitlines()[0]
+        prog="python -m labelrec.mlflow.steps", description=(__doc__ or "").partition("\n")[0]
     )
     parser.add_argument("--experiment", default=None, help="experiment outside `mlflow run`")
     sub = parser.add_subparsers(dest="step", required=True)

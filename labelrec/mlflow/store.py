@@ -203,7 +203,7 @@ def registry_state(name: str) -> list[dict[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     """Create the experiment in the resolved store; print the URI and the UI command."""
     parser = argparse.ArgumentParser(
-        prog="python -m labelrec.mlflow.store", description=__doc__.splitlines()[0]
+        prog="python -m labelrec.mlflow.store", description=(__doc__ or "").partition("\n")[0]
     )
     parser.add_argument("--experiment", default=None, help="experiment to create (labelrec)")
     parser.add_argument("--model", default=None, help="also list this registered model")

@@ -209,7 +209,7 @@ class FaissBackend:
     def __init__(
         self,
         scorer: Scorer,
-        exact: ExactBackend | None,
+        exact: ExactBackend | None = None,
         ann: object | None = None,
         candidates: int = 256,
         hnsw_m: int = 32,
@@ -221,7 +221,7 @@ class FaissBackend:
             raise ValueError("the approximate backend needs an index with embeddings")
         self.faiss = faiss
         self.scorer = scorer
-        self.exact = exact
+        self.exact = exact if exact is not None else ExactBackend(scorer)  # the fallback
         self.candidates = candidates
         if ann is None:
             emb = np.ascontiguousarray(scorer.embeddings, dtype=np.float32)

@@ -24,6 +24,7 @@ import functools
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -421,7 +422,7 @@ def span_features(
     end: int,
     n_units: int,
     stats: SpanStats,
-    occurrences: list[tuple[int, int]] = (),
+    occurrences: Sequence[tuple[int, int]] = (),
 ) -> list[str]:
     """Hashed-feature strings of the span ``title[start:end]``.
 
