@@ -256,9 +256,11 @@ def fit_causal_lm(
         model.train()
         bar = None
         if progress and acc.is_main_process:
-            from tqdm.auto import tqdm
+            from labelrec.progress import progress_bar
 
-            bar = tqdm(total=len(loader), desc=f"{desc} epoch {epoch + 1}/{settings.epochs}")
+            bar = progress_bar(
+                total=len(loader), desc=f"{desc} epoch {epoch + 1}/{settings.epochs}"
+            )
         t0, seen, tokens, loss_sum, n = time.perf_counter(), 0, 0, 0.0, 0
         for batch in loader:
             loss = flops.run(

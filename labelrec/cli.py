@@ -106,6 +106,8 @@ def _output_file(path: str | None, option: str) -> None:
     fails first leaves none behind."""
     if path is None:
         return
+    if path == "-":  # stdout carries the printed summary already
+        raise ValueError(f"{option} -: give a file name (stdout shows the metrics as text)")
     if Path(path).is_dir():
         raise ValueError(f"{option} {path}: is a directory; give a file name")
     for folder in Path(path).absolute().parents:
@@ -232,16 +234,25 @@ def _scores_with_progress(
     """``rec.score`` of ``products`` (known-tag scores, new tags), ``chunk`` at a time under a
     progress bar (each product is scored on its own, so the chunks change nothing but the bar)."""
     import numpy as np
-    from tqdm.auto import tqdm
+
+    from labelrec.progress import progress_bar
 
     parts, new = [], []
-    with tqdm(total=len(products), unit="product", desc="eval", disable=quiet) as bar:
+    with progress_bar(total=len(products), unit="product", desc="eval", disable=quiet) as bar:
         for start in range(0, len(products), chunk):
             scores, proposed = rec.score(products[start : start + chunk])
             parts.append(scores)
             new += proposed
             bar.update(len(scores))
     return np.concatenate(parts), new
+
+
+def _utf8_stdout() -> None:
+    """Results are written in UTF-8 whatever the locale, as stdin is read: a pipe or file on
+    Windows (cp1252) or under ``LC_ALL=C`` (ASCII) could not hold a Chinese tag."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    if encoding != "utf8" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8")
 
 
 def _stdin_lines() -> Iterator[tuple[int, str]]:
@@ -417,10 +428,12 @@ def cmd_describe(args: argparse.Namespace) -> int:
         raise ValueError(named_as(err, option)) from None
     # printed a few batches at a time (prompts of similar length batched together within
     # them): a long run shows its progress, and a stop keeps what is printed
-    from tqdm.auto import tqdm
+    from labelrec.progress import progress_bar
 
     chunk = describer.batch_products * DESCRIBE_BATCHES
-    bar = tqdm(total=len(products), unit="product", desc="describe", disable=args.no_progress)
+    bar = progress_bar(
+        total=len(products), unit="product", desc="describe", disable=args.no_progress
+    )
     with bar:
         for start in range(0, len(products), chunk):
             texts = describer.describe(products[start : start + chunk])
@@ -441,9 +454,8 @@ def _catalog_total(path: str, data_cfg: Any) -> int | None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from labelrec.batch import check_score_paths, score_file
+    from labelrec.progress import progress_bar
 
     check_score_paths(args.data, args.output)  # before the model loads
     _check_config_args(args)
@@ -457,7 +469,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     data_cfg = _data_config(args, args.model_dir)
     total = _catalog_total(args.data, data_cfg)
-    bar = tqdm(total=total, unit="product", desc="index", disable=args.no_progress)
+    bar = progress_bar(total=total, unit="product", desc="index", disable=args.no_progress)
     n = score_file(
         args.data,
         args.output,
@@ -582,7 +594,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_product_index(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from labelrec.progress import progress_bar
 
     if args.command == "index-build":
         print("labelrec: `index-build` is an alias of `product-index`", file=sys.stderr)
@@ -605,7 +617,9 @@ def cmd_product_index(args: argparse.Namespace) -> int:
         tagger = open_tagger(resolved, batch_size=args.batch_size, generate=not args.no_generate)
         data_cfg = _data_config(args, str(resolved.path))
         total = _catalog_total(args.catalog, data_cfg)
-        bar = tqdm(total=total, unit="product", desc="product-index", disable=args.no_progress)
+        bar = progress_bar(
+            total=total, unit="product", desc="product-index", disable=args.no_progress
+        )
         index = build_index_from_file(
             tagger,
             args.catalog,
@@ -1011,6 +1025,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "transformers", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _utf8_stdout()
     previous = _on_sigterm_unwind()
     try:
         return args.func(args)

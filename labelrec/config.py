@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import logging
 import math
+import os
 import re
 import types
 import typing
@@ -30,6 +31,12 @@ class ConfigError(ValueError):
 def _check(cond: bool, name: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{name}: {msg}")
+
+
+def _home(path: str | None) -> str | None:
+    """``~`` or ``~user`` at the start of a path as the home folder, as a shell would write it:
+    zsh, PowerShell and YAML files leave it in the value."""
+    return os.path.expanduser(path) if isinstance(path, str) and path.startswith("~") else path
 
 
 def _check_not_blank(value: str | None, name: str, none: str = "", space_ok: bool = False) -> None:
@@ -146,8 +153,11 @@ class DataConfig:
         _check(len(self.tag_columns) >= 1, "data.tag_columns", "needs at least one column")
         for name in ("train", "valid", "unlabeled", "feedback"):
             _check_not_blank(getattr(self, name), f"data.{name}", "null for none")
+            setattr(self, name, _home(getattr(self, name)))
         for path in self.holdout or []:
             _check_not_blank(path, "data.holdout")
+        if self.holdout:
+            self.holdout = [_home(path) for path in self.holdout]
         for name in ("id_column", "title_column"):
             _check_not_blank(getattr(self, name), f"data.{name}")
         _check_not_blank(self.tag_delimiter, "data.tag_delimiter", space_ok=True)
@@ -817,6 +827,7 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.task in ("tag", "describe"), "task", "must be 'tag' or 'describe'")
         _check(self.output.strip() != "", "output", "must not be empty (a model directory)")
+        self.output = _home(self.output)
         _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32 - 1] (numpy's seeds)")
         _check(
             self.train.tuning_folds == 1 or self.train.refit,

@@ -373,7 +373,8 @@ def build_model(
                 f" tokens (its positions); set model.max_length={positions} or less"
             )
         pooling = resolve_pooling(cfg.pooling, hf_config)
-        seq = AutoModelForSequenceClassification.from_pretrained(
+        seq = load_pretrained(
+            AutoModelForSequenceClassification,
             source,
             config=hf_config,
             dtype=_dtype(cfg.dtype),
@@ -571,6 +572,41 @@ def no_hf_bars() -> Iterator[None]:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def _no_load_report(record: logging.LogRecord) -> bool:
+    """False for transformers' load report and its notice that a new head's tied weights are
+    not in the checkpoint (``load_pretrained`` says what of them matters)."""
+    text = record.getMessage()
+    return "LOAD REPORT" not in text and "seem corrupted" not in text
+
+
+def load_pretrained(factory: Any, source: str, **kwargs: Any) -> Any:
+    """``factory.from_pretrained(source, **kwargs)`` without transformers' load report, which
+    names the head labelrec puts on a backbone (a classifier, a masked-LM head) as missing at
+    every run; weights of the backbone itself that the checkpoint lacks (a wrong checkpoint
+    for the architecture) are warned about by name."""
+    hf_logger = logging.getLogger("transformers.modeling_utils")
+    hf_logger.addFilter(_no_load_report)  # not its level: at ERROR it checks tensor parallelism
+    try:
+        model, info = factory.from_pretrained(source, output_loading_info=True, **kwargs)
+    finally:
+        hf_logger.removeFilter(_no_load_report)
+    prefix = getattr(model, "base_model_prefix", "")
+    missing = sorted(
+        k for k in info.get("missing_keys", ()) if prefix and k.startswith(prefix + ".")
+    )
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        logger.warning(
+            "%s: %d weights of the backbone are not in its checkpoint and start random: %s",
+            source,
+            len(missing),
+            shown,
+        )
+    return model
 
 
 def read_info(model_dir: str | Path) -> dict[str, Any]:

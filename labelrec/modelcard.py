@@ -81,7 +81,8 @@ def _licence(hub_id: str | None) -> tuple[str, str] | None:
 def _shown_backbone(backbone: str) -> str:
     """A backbone as a card names it: a Hub id, a name or a URI (``runs:/...``) as given, a
     local folder by its name."""
-    if re.match(r"[A-Za-z][\w+.-]*:/", backbone) or _hub_id(backbone) is not None:
+    # a URI's scheme has two letters or more: C:/ is a Windows drive
+    if re.match(r"[A-Za-z][\w+.-]+:/", backbone) or _hub_id(backbone) is not None:
         return backbone
     return Path(backbone).name if "/" in backbone or "\\" in backbone else backbone
 

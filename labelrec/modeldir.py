@@ -243,6 +243,14 @@ def output_lock(path: str | Path) -> Iterator[None]:
     lock = filelock.FileLock(str(path.with_name(f".{path.name}.lock")), timeout=0)
     try:
         lock.acquire()
+    except PermissionError as err:
+        # the lock and the copy written before the swap both sit beside the output
+        raise PermissionError(
+            err.errno,
+            f"{path}: cannot write in its folder {path.parent} ({err.strerror}); labelrec"
+            " writes an output's lock and its new copy beside it: choose an output whose"
+            " folder is writable",
+        ) from None
     except filelock.Timeout:
         raise OutputBusy(
             f"{path}: another labelrec is writing it now; wait for it to finish, or write to"

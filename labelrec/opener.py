@@ -44,6 +44,8 @@ def local_path(reference: str | Path) -> Path:
     text = str(reference)
     if text.startswith("file://"):
         text = text[len("file://") :]
+        if re.match(r"/[A-Za-z]:[/\\]", text):  # file:///C:/models/m: a Windows drive
+            text = text[1:]
     return Path(text).expanduser()
 
 

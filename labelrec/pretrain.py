@@ -23,6 +23,7 @@ from labelrec.model import (
     check_not_backbone,
     cpu_processes,
     is_decoder,
+    load_pretrained,
     load_tokenizer,
     make_accelerator,
     resolve_backbone,
@@ -90,13 +91,14 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
 
 def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
     from transformers import (
         AutoConfig,
         AutoModelForMaskedLM,
         DataCollatorForLanguageModeling,
         get_scheduler,
     )
+
+    from labelrec.progress import progress_bar
 
     pcfg = cfg.pretrain
     out = Path(cfg.output)
@@ -138,8 +140,8 @@ def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
             )
         if tokenizer.mask_token is None:
             raise ValueError(f"{cfg.model.backbone}: tokenizer has no mask token; MLM needs one")
-        model = AutoModelForMaskedLM.from_pretrained(
-            source, config=hf_config, trust_remote_code=trust
+        model = load_pretrained(
+            AutoModelForMaskedLM, source, config=hf_config, trust_remote_code=trust
         )
     except OSError as err:  # not a local folder, and not on the hub or in its cache (offline)
         if Path(source).is_dir():
@@ -203,7 +205,7 @@ def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
     logger.info("held-out MLM loss before: %.4f", history[0]["heldout_mlm_loss"])
     step = 0
     for epoch in range(pcfg.epochs):
-        bar = tqdm(
+        bar = progress_bar(
             total=len(loader),
             desc=f"pretrain {epoch + 1}/{pcfg.epochs}",
             disable=not (progress and accelerator.is_main_process),

@@ -58,7 +58,7 @@ import shutil
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -1008,6 +1008,13 @@ async def _bad_request(_: Any, exc: RequestValidationError) -> JSONResponse:
     )
 
 
+@http_app.exception_handler(Exception)
+async def _unexpected(_: Any, exc: Exception) -> JSONResponse:
+    """A bug in a plain route answers 500 in the shape of every other error (Starlette still
+    logs its traceback)."""
+    return _error(500, "An unexpected error has occurred, please check the server log.")
+
+
 def bento_store_warnings(settings: Any, cwd: Path, environ: Any) -> list[str]:
     """What goes into a built bento's own folder when its databases are left to their defaults.
 
@@ -1074,6 +1081,18 @@ def bentoml_error(err: ServiceError) -> Exception:
 
     kinds = {400: BadInput, 404: NotFound, 503: ServiceUnavailable}
     return kinds.get(err.status, InternalServerError)(err.message)
+
+
+async def _prepended(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """``first``, then the pieces of ``rest``, which is closed with this stream (a client gone
+    mid-stream)."""
+    try:
+        if first:
+            yield first
+        async for piece in rest:
+            yield piece
+    finally:
+        await rest.aclose()
 
 
 def answers_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -1722,8 +1741,12 @@ class LabelRec:
         # its slot and files are freed when it is dropped
         weakref.finalize(stream, release)
         weakref.finalize(stream, shutil.rmtree, workdir, ignore_errors=True)
+        # the first chunk is scored before the answer starts: a failure there is an error
+        # answer now (the stream's `finally` has freed its slot and files), not a 500 after
+        # the first-byte timeout with nothing logged
+        first = await anext(stream, b"")
         return StreamingResponse(
-            stream,
+            _prepended(first, stream),
             media_type=MEDIA_TYPES.get(out_suffix, "application/jsonl"),
             headers={
                 "content-disposition": disposition,

@@ -8,6 +8,7 @@ writes files and reports to the tracker.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -283,17 +284,20 @@ def weighted_bce(
     return (loss * weight).mean()
 
 
+def _collate(
+    items: list[tuple[int, list[int], np.ndarray | None]], pad_id: int, padding_side: str
+) -> dict:
+    batch = pad_batch([t for _, t, _ in items], pad_id, padding_side)
+    batch["index"] = torch.tensor([i for i, _, _ in items], dtype=torch.long)
+    if items[0][2] is not None:
+        batch["labels"] = torch.from_numpy(np.stack([y for _, _, y in items]))
+    return batch
+
+
 def make_collate(pad_id: int, padding_side: str) -> Callable:
-    """Pad each batch to its longest item; stack labels and indices."""
-
-    def collate(items: list[tuple[int, list[int], np.ndarray | None]]) -> dict:
-        batch = pad_batch([t for _, t, _ in items], pad_id, padding_side)
-        batch["index"] = torch.tensor([i for i, _, _ in items], dtype=torch.long)
-        if items[0][2] is not None:
-            batch["labels"] = torch.from_numpy(np.stack([y for _, _, y in items]))
-        return batch
-
-    return collate
+    """Pad each batch to its longest item; stack labels and indices. A module-level function
+    (picklable), so loader workers started by spawn or forkserver (macOS, Windows) can run it."""
+    return functools.partial(_collate, pad_id=pad_id, padding_side=padding_side)
 
 
 class TagTrainer:
@@ -662,9 +666,9 @@ class TagTrainer:
     def _bar(self, total: int, desc: str) -> Any:
         if not (self.progress and self.is_main):
             return None
-        from tqdm.auto import tqdm
+        from labelrec.progress import progress_bar
 
-        return tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+        return progress_bar(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
 
     def _track_best(self, record: dict[str, float]) -> bool:
         value = record.get("valid_nDCG@3", -record["train_loss"])

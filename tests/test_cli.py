@@ -183,6 +183,32 @@ def test_eval_writes_metrics_and_results(
     assert {"tag", "precision", "recall", "f1"} <= set(rows[0])
 
 
+def test_eval_refuses_a_dash_for_its_files(
+    trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for option in ("--metrics-file", "--results-file"):
+        args = ["eval", str(trained_model_dir), "--data", str(toy_data_dir / "valid.jsonl")]
+        assert main([*args, option, "-"]) == 2
+        assert f"{option} -: give a file name" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
+
+
+def test_results_are_utf8_whatever_the_locale(monkeypatch) -> None:
+    """A pipe or file under a cp1252 or ASCII locale is written in UTF-8, as stdin is read."""
+    import io
+
+    from labelrec.cli import _utf8_stdout
+
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="cp1252")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    _utf8_stdout()
+    print("品牌:乐高\t0.9")
+    stdout.flush()
+    assert raw.getvalue().decode("utf-8") == "品牌:乐高\t0.9\n"
+
+
 def test_eval_threshold_changes_f1_not_ranking(
     trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -813,3 +839,20 @@ def test_promote_takes_data_overrides_only_as_eval_does(
     assert main(["promote", "--data", "test.jsonl", "train.epochs=5"]) == 2
     assert "takes data.* overrides only" in capsys.readouterr().err
     assert not (tmp_path / "mlruns.db").exists()
+
+
+def test_progress_bars_are_rare_in_a_log_file() -> None:
+    """A bar on a file or pipe is redrawn at most every 30 s; on a terminal as tqdm likes."""
+    import io
+
+    from labelrec.progress import LOG_INTERVAL_S, progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    with (
+        progress_bar(total=3, file=io.StringIO()) as logged,
+        progress_bar(total=3, file=Terminal()) as live,
+    ):
+        assert logged.mininterval == LOG_INTERVAL_S and live.mininterval < 1

@@ -460,3 +460,11 @@ def test_a_config_edited_in_code_is_checked_before_a_run(tmp_path: Path) -> None
 def test_overrides_are_a_list_of_strings(overrides: object) -> None:
     with pytest.raises(ConfigError, match="overrides must be a list|expected a key=value string"):
         load_config(None, overrides)  # type: ignore[arg-type]
+
+
+def test_a_home_folder_in_paths_is_expanded() -> None:
+    """``~`` as zsh, PowerShell and YAML files leave it: the user's home, not a folder "~"."""
+    cfg = load_config(None, ["output=~/models/m", "data.train=~/data/train.jsonl"])
+    home = str(Path.home())
+    assert cfg.output == f"{home}/models/m" and cfg.data.train == f"{home}/data/train.jsonl"
+    assert load_config(None, ["output=runs/~x"]).output == "runs/~x"

@@ -403,3 +403,19 @@ def test_refit_peers_rows_give_the_mean_rate_of_the_runs(fake_split, quality, mo
     monkeypatch.setattr(quality, "score_system", score)
     (row,) = quality.refit_peers("toy", *fake_split, 1, ("Omikuji",), runs=2)
     assert row.products_per_s == pytest.approx(200.0)
+
+
+def test_an_output_in_a_folder_it_cannot_write_says_why(tmp_path: Path, monkeypatch) -> None:
+    """The lock (and the copy written before a swap) sit beside the output: a read-only
+    folder is named with what to do."""
+    import filelock
+
+    from labelrec import modeldir
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", refused)
+    with pytest.raises(PermissionError, match="cannot write in its folder .*choose an output"):
+        with modeldir.output_lock(tmp_path / "ro" / "model"):
+            pass

@@ -491,3 +491,33 @@ def test_a_max_length_past_the_backbones_positions_is_refused_before_training(
         build_model(cfg, LoraSettings(enabled=False), TAGS)
     cfg = ModelConfig(backbone=str(tiny_backbone), max_length=256)
     assert build_model(cfg, LoraSettings(enabled=False), TAGS)[0] is not None
+
+
+def test_load_pretrained_warns_of_missing_backbone_weights_only(
+    tiny_backbone: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The head labelrec adds is new by design: transformers' load report on it is dropped;
+    backbone weights the checkpoint lacks are named in labelrec's own warning."""
+    import logging
+
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    from labelrec.model import load_pretrained
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    hf_logger = logging.getLogger("transformers.modeling_utils")
+    hf_logger.addHandler(handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="labelrec.model"):
+            load_pretrained(AutoModelForSequenceClassification, str(tiny_backbone), num_labels=3)
+            assert not any("LOAD REPORT" in m for m in seen) and "start random" not in caplog.text
+            body = AutoModel.from_pretrained(tiny_backbone)
+            kept = {k: v for k, v in body.state_dict().items() if "layer.1." not in k}
+            body.save_pretrained(tmp_path / "cut", state_dict=kept)
+            load_pretrained(AutoModelForSequenceClassification, str(tmp_path / "cut"), num_labels=3)
+    finally:
+        hf_logger.removeHandler(handler)
+    assert "weights of the backbone are not in its checkpoint" in caplog.text
+    assert "bert.encoder.layer.1." in caplog.text

@@ -71,6 +71,8 @@ def test_card_of_a_pretrained_backbone_names_its_base() -> None:
         "pretraining on catalog texts; mean pooling, 128 tokens;" in card.text
     )
     assert "/runs" not in card.content
+    windows = tagger_card({**info, "backbone": "C:/Users/al/dapt"}, "m")
+    assert "fine-tuned from `dapt`" in windows.text and "Users" not in windows.content
 
 
 @pytest.mark.parametrize(

@@ -161,3 +161,10 @@ def test_an_artifact_store_without_its_client_is_a_model_error(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     with pytest.raises(ModelError, match=re.escape(message)):
         resolve("s3://bucket/x")
+
+
+def test_a_file_uri_with_a_windows_drive_keeps_the_drive() -> None:
+    from labelrec.opener import local_path
+
+    assert str(local_path("file:///C:/models/uk")).startswith("C:")
+    assert local_path("file:///srv/models/uk") == Path("/srv/models/uk")

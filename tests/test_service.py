@@ -475,6 +475,18 @@ def test_http_endpoints(client: TestClient, models: dict[str, Path]) -> None:
     assert client.post("/reload").json()["status"] == "unchanged"
 
 
+def test_a_bug_in_a_plain_route_answers_json(client: TestClient, monkeypatch) -> None:
+    def broken(self):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(ModelHolder, "describe", broken)
+    answer = client.get("/model")
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "error": "An unexpected error has occurred, please check the server log."
+    }
+
+
 def test_concurrent_requests_share_batches(client: TestClient) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -955,6 +967,29 @@ def test_file_jobs_past_the_cap_wait_until_one_ends(
         assert (await body(last)).count(b"\n") == 3
 
     run(scenario())
+
+
+def test_suggest_file_failing_before_its_first_chunk_is_an_error_answer(
+    make_service, current: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A failure while the first chunk is scored comes out of the endpoint (logged, answered
+    500 at once), not as a stream that never starts; the slot and the files are freed."""
+    from starlette.datastructures import UploadFile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    svc = make_service(current, LABELREC_MAX_FILE_JOBS="1")
+
+    def broken(*args, **kwargs):
+        def scorer(products):
+            raise RuntimeError("scoring failed")
+
+        return scorer
+
+    monkeypatch.setattr(service, "file_scorer", broken)
+    data = b"id,title\n1,lego police\n"
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        run(svc.suggest_file(file=UploadFile(io.BytesIO(data), filename="a.csv", size=len(data))))
+    assert svc.file_jobs.running == 0 and list(tmp_path.glob("labelrec-upload-*")) == []
 
 
 def test_ranking_runs_off_the_event_loop(make_service, current: Path, monkeypatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -557,3 +558,14 @@ def test_a_value_for_an_empty_project_parameter_goes_beside_it(mlflow_store, cap
     assert [r.getMessage() for r in caplog.records if "already logged" in r.getMessage()] == [
         "param seed already logged as '3'; keeping it"
     ]
+
+
+def test_the_default_store_in_a_folder_named_with_url_syntax(tmp_path: Path) -> None:
+    """A % or ? in the working directory's path stays part of it for SQLAlchemy."""
+    from sqlalchemy.engine import make_url
+
+    folder = tmp_path / "shop%41 q?x"
+    uri = store.default_tracking_uri(folder)
+    assert make_url(uri).database == str(folder / "mlruns.db")
+    assert store.sqlite_path(uri) == folder / "mlruns.db"
+    assert shlex.split(store.ui_command(uri))[3] == uri

@@ -980,3 +980,17 @@ def test_category_paths_of_a_chinese_catalog_and_tokens_the_backbone_cannot_read
     warned = re.search(r"(\d+)% of the training texts' tokens are unknown", caplog.text)
     assert warned and int(warned.group(1)) >= 60  # 未, 知, 字 and more of each title
     assert caplog.text.count("differ only in case, in 1 group(s) (brand:LEGO / brand:Lego)") == 1
+
+
+def test_the_collate_pickles_for_spawned_loader_workers() -> None:
+    """macOS and Windows start DataLoader workers by spawn: the collate goes by pickle."""
+    import pickle
+
+    import numpy as np
+
+    from labelrec.train import make_collate
+
+    collate = pickle.loads(pickle.dumps(make_collate(0, "right")))
+    batch = collate([(0, [5, 6, 7], np.array([1.0, 0.0])), (1, [5], np.array([0.0, 1.0]))])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["index"].tolist() == [0, 1] and batch["labels"].shape == (2, 2)

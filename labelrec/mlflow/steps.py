@@ -470,9 +470,9 @@ def run_batch(
     ``labelrec.batch.score_file`` (.jsonl, .csv or .parquet by extension).
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from labelrec.batch import check_score_paths, score_file
+    from labelrec.progress import progress_bar
 
     if chunk_size < 1:
         raise ValueError("batch: chunk_size must be >= 1")
@@ -509,7 +509,7 @@ def run_batch(
             out = model.predict(frame, params=params)
             return [[_suggestion(t) for t in row] for row in out["tags"]]
 
-        bar = tqdm(unit="product", desc="batch", disable=not progress)
+        bar = progress_bar(unit="product", desc="batch", disable=not progress)
         t0 = time.perf_counter()
         try:
             n = score_file(

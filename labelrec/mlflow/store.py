@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,12 @@ DEFAULT_EXPERIMENT = "labelrec"
 
 
 def default_tracking_uri(root: str | Path | None = None) -> str:
-    """``sqlite:///<root>/mlruns.db`` (absolute; ``root`` defaults to the working directory)."""
+    """``sqlite:///<root>/mlruns.db`` (absolute; ``root`` defaults to the working directory).
+    A ``%`` or ``?`` in the path is escaped: SQLAlchemy reads a URL, where they are syntax.
+    (MLflow 3.17 also makes an empty folder named as the escaped path's parent.)"""
     base = Path(root) if root is not None else Path.cwd()
-    return f"sqlite:///{(base / DEFAULT_DB).resolve().as_posix()}"
+    path = (base / DEFAULT_DB).resolve().as_posix()
+    return "sqlite:///" + path.replace("%", "%25").replace("?", "%3F")
 
 
 # What this process last put into MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID itself (and the
@@ -172,7 +176,7 @@ def ui_command(uri: str) -> str:
     """The shell command that opens the MLflow UI on ``uri``."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --port 5000"
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --port 5000"
 
 
 def registry_state(name: str) -> list[dict[str, object]]:

@@ -258,9 +258,11 @@ class TagGenerator:
         out: list[list[tuple[list[str], float]]] = []
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from labelrec.progress import progress_bar
 
-            bar = tqdm(total=len(products), desc="generating tags", unit="product", leave=False)
+            bar = progress_bar(
+                total=len(products), desc="generating tags", unit="product", leave=False
+            )
         for start in range(0, len(products), self.batch_products):
             batch = products[start : start + self.batch_products]
             out += self._generate_batch(batch)
