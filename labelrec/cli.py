@@ -215,7 +215,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     _print_metrics(result.metrics)
     if args.metrics_file:
-        from labelrec.serving import jsonable
+        from labelrec.modeldir import jsonable
 
         # a metric with nothing to measure (a band without gold tags) is null: NaN is not JSON
         with _open_output(args.metrics_file) as fh:
@@ -319,9 +319,11 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
     items: list[dict[str, Any]] = []
     numbers: list[int] = []
+    from labelrec.data import clean_text
+
     for number, line in _stdin_lines():
-        if not line.strip():  # a blank line is no product; `line` in the JSON rows says so
-            continue
+        if not clean_text(line):  # a blank line (or zero-width marks) is no product;
+            continue  # `line` in the JSON rows says which lines were products
         try:
             items.append(_parse_line(line, number))
         except ValueError:
@@ -349,7 +351,7 @@ def _evidence_text(key: str, value: Any) -> str:
 
 def _parse_product_line(line: str, number: int) -> dict[str, Any]:
     """A JSON object with ``title`` and optional ``id``, ``tags``, ``description``."""
-    from labelrec.data import split_tag_string
+    from labelrec.data import clean_text, split_tag_string
 
     where = f"<stdin>, line {number}"
     try:
@@ -367,7 +369,7 @@ def _parse_product_line(line: str, number: int) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise ValueError(f"{where}: expected a JSON object with a 'title'")
     title = item.get("title")
-    if not isinstance(title, str) or not title.strip():
+    if not isinstance(title, str) or not clean_text(title):  # zero-width alone: empty
         raise ValueError(f"{where}, field 'title': missing, empty or not a string")
     tags = item.get("tags")  # a list, or one string with "|" between tags (as catalogs have)
     if isinstance(tags, str):

@@ -240,10 +240,12 @@ def propensities(
     ``C = (log N - 1) * (B + 1) ** A`` and ``p_l = 1 / (1 + C * exp(-A * log(N_l + B)))``
     with ``N = n_products`` (training set size), ``N_l = tag_counts[l]`` and natural
     logarithms. Rare tags get small propensities; use ``1 / propensities(...)`` as the
-    ``inv_propensity`` argument of `psp_at_k` / `evaluate_scores`.
+    ``inv_propensity`` argument of `psp_at_k` / `evaluate_scores`. Under three products
+    (``log N < 1``) the formula's C turns negative; it is held at 0, every propensity 1, so
+    PSP@k is precision@k normalised by its ideal ranking.
     """
     counts = np.asarray(tag_counts, dtype=np.float64)
-    c = (np.log(n_products) - 1.0) * (b + 1.0) ** a
+    c = max(np.log(n_products) - 1.0, 0.0) * (b + 1.0) ** a
     return 1.0 / (1.0 + c * np.exp(-a * np.log(counts + b)))
 
 

@@ -32,7 +32,14 @@ from torch import nn
 
 from labelrec.config import LoraSettings, ModelConfig
 from labelrec.errors import ModelError  # noqa: F401  (labelrec.model.ModelError: its public name)
-from labelrec.modeldir import CHECKPOINTS_DIR, LABELREC_FILE, TUNING_DIR, read_json, shared_mode
+from labelrec.modeldir import (
+    CHECKPOINTS_DIR,
+    LABELREC_FILE,
+    TUNING_DIR,
+    jsonable,
+    read_json,
+    shared_mode,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -555,7 +562,8 @@ def save_model(
         "save_id": uuid.uuid4().hex,
         **extra,
     }
-    (out / info_file).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    # a metric with nothing to measure (a tag band without gold tags) is null: NaN is not JSON
+    (out / info_file).write_text(json.dumps(jsonable(payload), indent=2), encoding="utf-8")
     return out
 
 

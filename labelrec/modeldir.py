@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 LABELREC_FILE = "labelrec.json"
 VOCAB_FILE = "tags.json"
 THRESHOLDS_FILE = "thresholds.json"
@@ -60,6 +62,21 @@ TUNING_DIR = "tuning"
 TUNED_FILE = "tuned.json"  # in tuning/: the epochs, fusion weights and thresholds it chose
 SAVING_DIR = ".saving"  # a model being written, which then replaces the one in the directory
 TRAINING_ONLY = (CHECKPOINTS_DIR, TUNING_DIR, SAVING_DIR)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars, NaN and other objects made JSON-safe."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None  # JSON has no NaN
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
 
 
 def read_json(path: str | Path) -> Any:

@@ -105,6 +105,7 @@ from labelrec.feedback import (
     Review,
     ReviewConflict,
 )
+from labelrec.modeldir import jsonable
 from labelrec.opener import open_describer
 from labelrec.recommend import (
     UI_PAGE,
@@ -122,7 +123,6 @@ from labelrec.serving import (
     Snapshot,
     data_config_for,
     index_extension,
-    jsonable,
     load_reviewers,
     public_text,
     public_uri,

@@ -29,7 +29,7 @@ import numpy as np
 from labelrec.config import ConfigError, DataConfig, model_data_config
 from labelrec.errors import ServiceError
 from labelrec.model import ModelError
-from labelrec.modeldir import manifest
+from labelrec.modeldir import jsonable, manifest
 from labelrec.opener import is_model_uri, open_tagger, registry_version, resolve
 from labelrec.predict import TagRecommender
 from labelrec.recommend import ProductSearch, build_index_from_file
@@ -542,21 +542,6 @@ def public_values(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [public_values(v) for v in value]
     return value
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars, NaN and other objects made JSON-safe."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None  # JSON has no NaN
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
 
 
 def data_config_for(rec: TagRecommender, columns: dict[str, str | None]) -> DataConfig:

@@ -63,6 +63,7 @@ from labelrec.modeldir import (
     TUNING_DIR,
     VOCAB_FILE,
     holds_cwd,
+    jsonable,
     manifest,
     output_lock,
     publish_staged,
@@ -351,6 +352,11 @@ class TagTrainer:
         splits = self.given_splits or load_splits(cfg)
         if not splits.train:
             raise ValueError(f"{splits.train_source}: no products to train on")
+        if not splits.valid and self.tuned is None and not cfg.train.refit:  # refit warns itself
+            logger.warning(
+                "no valid products: the epochs, fusion weights and thresholds are not tuned"
+                " (their defaults are kept); give data.valid or more products"
+            )
         self.splits = splits
         # the run's vocabulary sits with its checkpoints until the model is saved, so a model
         # already in the output stays loadable while the run trains (older runs kept it in the
@@ -934,7 +940,7 @@ class TagTrainer:
 
             save_reranker(self.reranker, stage)
             (stage / HISTORY_FILE).write_text(
-                json.dumps(self.state["history"], indent=1), encoding="utf-8"
+                json.dumps(jsonable(self.state["history"]), indent=1), encoding="utf-8"
             )
             info_path = stage / pending
             written = json.loads(info_path.read_text(encoding="utf-8"))

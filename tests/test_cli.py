@@ -170,7 +170,9 @@ def test_eval_writes_metrics_and_results(
     assert metrics["recall@5_head"] is None  # the toy catalog has no tag of 50 products
     assert metrics["n_products"] == 10
     # eval on the valid split reproduces what training reported with the tuned thresholds.
-    info = json.loads((trained_model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    text = (trained_model_dir / "labelrec.json").read_text(encoding="utf-8")
+    info = json.loads(text, parse_constant=not_json)
+    assert info["valid_metrics"]["recall@5_head"] is None
     for key in ("P@1", "nDCG@3", "PSP@5", "micro_f1"):
         assert metrics[key] == pytest.approx(info["valid_metrics"][key], abs=1e-4), key
     printed = capsys.readouterr().out
@@ -342,6 +344,13 @@ def test_suggest_bad_json_line(
     monkeypatch.setattr(sys, "stdin", io.StringIO("{not json\n"))
     assert main(["suggest", str(trained_model_dir)]) == 2
     assert "<stdin>, line 1: invalid JSON" in capsys.readouterr().err
+    # zero-width marks alone are no text: a JSON title of them is empty, a line of them blank
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"title": "\u200b"}\n'))
+    assert main(["suggest", str(trained_model_dir)]) == 2
+    assert "<stdin>, line 1, field 'title': missing, empty" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\u200b\nlego\n"))
+    assert main(["suggest", str(trained_model_dir), "--format", "jsonl"]) == 0
+    assert [json.loads(x)["line"] for x in capsys.readouterr().out.splitlines()] == [2]
 
 
 def _catalog_inputs(tmp_path: Path) -> dict[str, Path]:

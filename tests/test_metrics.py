@@ -157,6 +157,14 @@ def test_propensities_hand_computed():
     np.testing.assert_allclose(p, [0.3910173, 0.1731703], rtol=1e-6)
 
 
+@pytest.mark.parametrize("n_products", [1, 2])
+def test_propensities_of_a_catalog_under_three_products_are_one(n_products):
+    """log N - 1 < 0 would give negative weights (PSP NaN) or rare tags weighed less."""
+    np.testing.assert_array_equal(metrics.propensities(np.array([0, 1, 2]), n_products), 1.0)
+    invp = 1.0 / metrics.propensities(np.array([1, 1, 1, 1, 1]), n_products)
+    assert metrics.psp_at_k(Y, S, 3, invp) == pytest.approx(2 / 3)
+
+
 def test_propensities_increase_with_frequency():
     p = metrics.propensities(np.array([0, 1, 10, 100, 10_000]), 10_000)
     assert np.all(np.diff(p) > 0)

@@ -994,3 +994,28 @@ def test_the_collate_pickles_for_spawned_loader_workers() -> None:
     batch = collate([(0, [5, 6, 7], np.array([1.0, 0.0])), (1, [5], np.array([0.0, 1.0]))])
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
     assert batch["index"].tolist() == [0, 1] and batch["labels"].shape == (2, 2)
+
+
+@pytest.mark.parametrize("refit", ["true", "false"])
+def test_a_run_without_valid_products_says_nothing_was_tuned(
+    tiny_backbone: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, refit: str
+) -> None:
+    from labelrec.config import load_config
+    from labelrec.train import train
+
+    write_jsonl(toy_catalog(1)[:1], tmp_path / "one.jsonl")
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(
+        root / "configs" / "tiny.yaml",
+        [
+            f"model.backbone={tiny_backbone}",
+            f"data.train={tmp_path / 'one.jsonl'}",
+            f"output={tmp_path / 'm'}",
+            "train.epochs=1",
+            f"train.refit={refit}",
+        ],
+    )
+    with caplog.at_level(logging.WARNING, logger="labelrec.train"):
+        train(cfg, progress=False)
+    warned = [r.getMessage() for r in caplog.records if "no valid products" in r.getMessage()]
+    assert len(warned) == 1, warned
