@@ -66,10 +66,13 @@ def _as_binary(y: Any) -> np.ndarray:
 
 
 def _as_scores(scores: Any) -> np.ndarray:
-    """Return ``scores`` as a dense 2-D float array without NaNs."""
+    """Return ``scores`` as a dense 2-D float array without NaNs: float32 scores stay float32
+    (not copied; a catalog's scores over a large vocabulary are the largest array here)."""
     if sp.issparse(scores):
         scores = scores.toarray()
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float64)
     if scores.ndim != 2:
         raise ValueError(f"expected a 2-D score matrix, got shape {scores.shape}")
     if np.isnan(scores).any():
@@ -155,13 +158,17 @@ def _ndcg_from_hits(hits: np.ndarray, n_gold: np.ndarray, k: int) -> np.ndarray:
 def _psp_from_top(
     y: np.ndarray, top: np.ndarray, inv_propensity: np.ndarray, k: int, scores: np.ndarray
 ) -> float:
-    weights = y * inv_propensity[None, :]
     top = top[:, :k]
     ranked = np.take_along_axis(scores, top, axis=1) > -np.inf  # as _hits
-    num = (np.take_along_axis(weights, top, axis=1) * ranked).sum()
-    kk = top.shape[1]
-    best = -np.partition(-weights, kk - 1, axis=1)[:, :kk] if kk < weights.shape[1] else weights
-    den = best.sum()
+    num = (np.take_along_axis(y, top, axis=1) * inv_propensity[top] * ranked).sum()
+    # the ideal ranking: per product its k gold tags of largest weight (other tags weigh 0),
+    # read from the gold entries alone, not from a products x tags matrix of weights
+    rows, cols = np.nonzero(y)
+    weights = inv_propensity[cols]
+    order = np.lexsort((-weights, rows))
+    rows, weights = rows[order], weights[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place within its product
+    den = weights[(rank < top.shape[1]) & (weights > 0)].sum()
     # the 1/k and 1/n_products factors cancel in the ratio
     return float(num / den) if den > 0 else float("nan")
 

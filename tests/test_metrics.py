@@ -584,3 +584,29 @@ def test_a_score_at_the_threshold_is_a_decision_when_tuning():
     # at 0.3 both negatives (0.3) are decisions: precision 1/3; at 0.5 only the positive
     y, scores = [[1], [0], [0]], [[0.9], [0.3], [0.3]]
     assert metrics.tune_global_threshold(y, scores, grid=[0.3, 0.5]) == 0.5
+
+
+def test_psp_matches_its_definition_on_random_matrices():
+    """The ideal ranking is read from the gold entries alone; the same as per product the k
+    largest of y * invp over every tag (ties, unranked -inf scores, k past the tags)."""
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n, m = rng.integers(1, 20), rng.integers(1, 30)
+        y = rng.random((n, m)) < 0.3
+        s = np.round(rng.random((n, m)), 1).astype(np.float32)
+        s[rng.random((n, m)) < 0.1] = -np.inf
+        invp = 1.0 / metrics.propensities(rng.integers(0, 50, m), 500)
+        for k in (1, 3, 40):
+            weights = y * invp
+            top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+            ranked = np.take_along_axis(s, top, axis=1) > -np.inf
+            num = (np.take_along_axis(weights, top, axis=1) * ranked).sum()
+            den = np.sort(weights, axis=1)[:, ::-1][:, :k].sum()
+            want = num / den if den > 0 else np.nan
+            np.testing.assert_allclose(metrics.psp_at_k(y, s, k, invp), want, rtol=1e-12)
+
+
+def test_float32_scores_are_not_copied():
+    scores = np.zeros((2, 3), dtype=np.float32)
+    assert metrics._as_scores(scores) is scores
+    assert metrics._as_scores(np.zeros((2, 3), dtype=int)).dtype == np.float64

@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""Memory of scoring an evaluation against its size: ``evaluate.evaluate_scores_on`` (what
+``labelrec eval`` and training's valid metrics run) on synthetic scores of ``--products`` x
+``--tags``, its peak of numpy and Python allocations beyond the inputs (``tracemalloc``).
+
+    .venv/bin/python benchmarks/eval_memory.py --products 2000 6000 --tags 15000
+
+Each product has ``--gold`` random tags of the vocabulary and 20% of products one tag outside
+it; scores are float32, as ``TagRecommender.score`` returns them, and 10% of products get a new
+tag proposal (the span tagger's). Prints one row a size: products, tags, the scores' own MB,
+the peak MB the evaluation added and that peak per products x tags cell, and wall seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+
+import numpy as np
+
+from labelrec.data import Product, TagVocab
+from labelrec.evaluate import evaluate_scores_on
+
+
+def _case(n_products: int, n_tags: int, gold: int, seed: int):
+    rng = np.random.default_rng(seed)
+    names = [f"t{j}" for j in range(n_tags)]
+    products = []
+    for i in range(n_products):
+        tags = [names[j] for j in rng.choice(n_tags, size=gold, replace=False)]
+        if i % 5 == 0:
+            tags.append(f"unseen{i}")
+        products.append(Product(id=str(i), title=f"product {i}", tags=tags))
+    vocab = TagVocab.from_products(
+        Product(id=f"v{j}", title="x", tags=[t]) for j, t in enumerate(names)
+    )
+    scores = rng.random((n_products, len(vocab)), dtype=np.float32)
+    new = [{f"new{i}": 0.7} if i % 10 == 0 else {} for i in range(n_products)]
+    return scores, products, vocab, new
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--products", type=int, nargs="+", default=[2000, 6000])
+    parser.add_argument("--tags", type=int, default=15000)
+    parser.add_argument("--gold", type=int, default=3, help="vocabulary tags a product")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print("| products | tags | scores MB | eval peak MB | bytes a cell | seconds |")
+    print("|---|---|---|---|---|---|")
+    for n in args.products:
+        scores, products, vocab, new = _case(n, args.tags, args.gold, args.seed)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        evaluate_scores_on(scores, products, vocab, 0.5, new_tags=new, new_threshold=0.5)
+        seconds = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        cells = scores.shape[0] * scores.shape[1]
+        print(
+            f"| {n} | {scores.shape[1]} | {scores.nbytes / 2**20:.0f} | {peak / 2**20:.0f} |"
+            f" {peak / cells:.1f} | {seconds:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
