@@ -712,7 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
         installed = "unknown (not installed)"
     parser = argparse.ArgumentParser(prog="labelrec", description=__doc__)
     verbose_help = "log debug messages"
+    quiet_help = "log warnings and errors only (no progress messages)"
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
     parser.add_argument("--version", action="version", version=f"labelrec {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -720,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
         # also after the verb (`labelrec train -v`); unset there, the top-level value stands
         p.add_argument(
             "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help
+        )
+        p.add_argument(
+            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help
         )
 
     def verb(name: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -1021,8 +1026,10 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*(args.overrides or []), *extra]
         else:
             getattr(args, "verb_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet: give one")
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("httpx", "urllib3", "transformers", "accelerate"):

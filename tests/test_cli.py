@@ -865,3 +865,15 @@ def test_progress_bars_are_rare_in_a_log_file() -> None:
         progress_bar(total=3, file=Terminal()) as live,
     ):
         assert logged.mininterval == LOG_INTERVAL_S and live.mininterval < 1
+
+
+def test_quiet_and_verbose_before_or_after_the_verb(capsys) -> None:
+    from labelrec.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["-q", "eval", "m", "--data", "d"]).quiet
+    assert parser.parse_args(["eval", "m", "--data", "d", "-q"]).quiet
+    assert not parser.parse_args(["eval", "m", "--data", "d"]).quiet
+    with pytest.raises(SystemExit):
+        main(["-q", "eval", "m", "--data", "d", "-v"])
+    assert "give one" in capsys.readouterr().err
