@@ -1037,7 +1037,10 @@ def main(argv: list[str] | None = None) -> int:
     _utf8_stdout()
     previous = _on_sigterm_unwind()
     try:
-        return args.func(args)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():  # a log line goes above an open bar, not onto it
+            return args.func(args)
     except (ConfigError, CatalogError, ModelError, ValueError, FileNotFoundError) as err:
         print(f"labelrec {args.command}: error: {err}", file=sys.stderr)
         return 2
