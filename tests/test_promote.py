@@ -357,3 +357,25 @@ def test_a_deleted_champion_is_still_the_one_to_beat(
     champion_moves_to(better.version, monkeypatch)
     assert promote(NAME, eval_file).promoted and champion_version() == int(better.version)
     assert int(weak.version) != champion_version()
+
+
+def test_code_version_names_a_commit_of_labelrec_only(monkeypatch) -> None:
+    """An installed labelrec inside another git repository (a project's virtualenv) is not
+    that repository's commit."""
+    import subprocess
+    from pathlib import Path
+
+    from labelrec.mlflow import registry
+
+    root = Path(registry.__file__).resolve().parents[2]
+
+    def git(top: Path):
+        def run(*args, **kwargs):
+            return subprocess.CompletedProcess(args, 0, stdout=f"{top}\nabc123def456\n")
+
+        return run
+
+    monkeypatch.setattr(registry.subprocess, "run", git(root))
+    assert registry.code_version().endswith("+gabc123def456")
+    monkeypatch.setattr(registry.subprocess, "run", git(root.parent / "someone-else"))
+    assert "+g" not in registry.code_version()

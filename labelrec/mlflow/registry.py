@@ -68,20 +68,24 @@ class PromotionDecision:
 
 
 def code_version() -> str:
-    """labelrec's version, plus ``+g<commit>`` when the source is a git checkout."""
+    """labelrec's version, plus ``+g<commit>`` when the source is a git checkout of labelrec
+    (not an installed copy inside some other repository, e.g. a project's virtualenv)."""
     version = labelrec_version()
+    root = Path(__file__).resolve().parents[2]  # the folder that holds the package
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
+        lines = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
+            cwd=root,
             capture_output=True,
             text=True,
             timeout=5,
             check=True,
-        ).stdout.strip()
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return version
-    return f"{version}+g{commit}" if commit else version
+    if len(lines) != 2 or Path(lines[0]).resolve() != root:
+        return version
+    return f"{version}+g{lines[1]}"
 
 
 def _canonical(metric: str) -> str:
