@@ -239,9 +239,22 @@ def shared_mode(path: str | Path) -> None:
     """Give ``path`` (made private by ``tempfile``: 0700, 0600) the mode a plain ``mkdir`` or
     ``open`` would have given it under the process's umask, so that a folder or file written
     through a temporary name is as readable as one written in place."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask: read from Linux's ``/proc`` where it is there; else set and put
+    back, which leaves a moment in which another thread's new file would get mode 0666."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
-    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -419,3 +419,15 @@ def test_an_output_in_a_folder_it_cannot_write_says_why(tmp_path: Path, monkeypa
     with pytest.raises(PermissionError, match="cannot write in its folder .*choose an output"):
         with modeldir.output_lock(tmp_path / "ro" / "model"):
             pass
+
+
+def test_the_umask_is_read_as_the_process_has_it() -> None:
+    import os
+
+    from labelrec.modeldir import _umask
+
+    before = os.umask(0o027)
+    try:
+        assert _umask() == 0o027
+    finally:
+        os.umask(before)
