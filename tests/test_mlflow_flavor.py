@@ -278,3 +278,72 @@ def test_evaluator_reads_pandas_na_as_no_tags() -> None:
 
     output = pd.DataFrame({"tags": ["a", None]}).convert_dtypes()
     assert parse_ranked(output) == [[("a", None)], []]
+
+
+class _StubTagger:
+    def suggest(self, items, limit, threshold):
+        from labelrec.predict import Suggestion
+
+        return [[Suggestion("Toys", 0.9)] if item["title"] else [] for item in items]
+
+
+def _stub_pyfunc():
+    from labelrec.mlflow.pyfunc_model import LabelrecPyfunc
+
+    model = LabelrecPyfunc()
+    model.describer, model.recommender = None, _StubTagger()
+    return model
+
+
+def test_pyfunc_answers_with_the_inputs_index_and_a_stable_column() -> None:
+    model = _stub_pyfunc()
+    frame = pd.DataFrame({"title": ["a", "b", "c"]}, index=[10, 20, 30]).iloc[1:]
+    out = model.predict(None, frame)
+    assert list(out.index) == [20, 30]
+    frame["tags"] = out["tags"]  # assigned back to a filtered input
+    assert frame["tags"].notna().all()
+    empty = model.predict(None, pd.DataFrame({"title": pd.Series([], dtype=object)}))
+    assert len(empty) == 0 and empty["tags"].dtype == object
+
+
+@pytest.mark.parametrize(
+    "title, kind",
+    [({"k": "v"}, "dict"), (True, "bool"), ([], "an empty list")],
+)
+def test_pyfunc_refuses_a_title_that_is_no_text(title, kind) -> None:
+    frame = pd.DataFrame({"title": pd.Series([title], dtype=object)})
+    with pytest.raises(MlflowException, match=f"row 0: title is (a )?{kind}"):
+        _stub_pyfunc().predict(None, frame)
+
+
+def test_pyfunc_reads_a_number_as_a_title_and_a_describer_refuses_a_mapping_of_tags() -> None:
+    from labelrec.mlflow.pyfunc_model import _describe_records
+
+    out = _stub_pyfunc().predict(None, pd.DataFrame({"title": pd.Series([123], dtype=object)}))
+    assert out["tags"][0][0]["tag"] == "Toys"
+    frame = pd.DataFrame({"title": ["a"], "tags": pd.Series([{"a": "b"}], dtype=object)})
+    with pytest.raises(MlflowException, match="product 0, field 'tags'"):
+        _describe_records(frame)
+
+
+def test_evaluator_features_are_text_where_a_csv_left_a_column_empty() -> None:
+    from labelrec.mlflow.evaluator import _features
+
+    read = pd.read_csv(io.StringIO("title,description\nLEGO police,\nHornby train,\n"))
+    assert read["description"].dtype == float
+    for frame in (read, read.convert_dtypes()):
+        features = _features(frame)
+        assert features["description"].tolist() == [None, None]
+        assert features["title"].tolist() == ["LEGO police", "Hornby train"]
+
+
+def test_a_describers_signature_reads_a_csv_request() -> None:
+    """`mlflow models serve` parses a text/csv body by the signature; `Any` fails there."""
+    from mlflow.pyfunc.scoring_server import parse_csv_input
+
+    from labelrec.mlflow.flavor import describer_signature
+    from labelrec.mlflow.pyfunc_model import _describe_records
+
+    body = io.StringIO("title,tags\nHornby train,Toys|brand:Hornby\nPlush bear,\n")
+    frame = parse_csv_input(body, schema=describer_signature().inputs)
+    assert [r["tags"] for r in _describe_records(frame)] == [["Toys", "brand:Hornby"], []]

@@ -287,8 +287,11 @@ def _params_schema(model: Any) -> set[str]:
 
 
 def _features(data: Any) -> Any:
+    """The model's input columns, as text: a column a CSV left empty is read as float64 NaN
+    (or Int64 NA after ``convert_dtypes``), which the signature's string type refuses."""
     if isinstance(data, pd.DataFrame) and "title" in data.columns:
-        return data[[c for c in ("title", "description") if c in data.columns]]
+        cols = data[[c for c in ("title", "description") if c in data.columns]]
+        return cols.astype(object).where(cols.notna(), None)
     return data
 
 

@@ -28,7 +28,6 @@ from mlflow.models import Model, ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types.schema import (
-    AnyType,
     Array,
     ColSpec,
     Object,
@@ -161,10 +160,11 @@ def describer_signature() -> ModelSignature:
     between tags); output ``description``; params: the decoding settings of
     ``DESCRIBER_PARAMS``.
 
-    ``tags`` is typed ``Any`` for MLflow, and the model checks it: MLflow's ``Array(string)``
-    refuses a whole DataFrame in which one row has no tags (NaN), as ``pd.DataFrame(records)``
-    and REST ``dataframe_records`` make when a product leaves ``tags`` out."""
-    inputs = Schema([ColSpec("string", "title"), ColSpec(AnyType(), "tags", required=False)])
+    ``tags`` is typed ``string`` for MLflow, which leaves the cells of a text column alone (a
+    list, a ``|`` string, NaN where a product leaves ``tags`` out) and the model checks them:
+    MLflow's ``Array(string)`` would refuse a whole DataFrame in which one row has no tags,
+    and its ``Any`` refuses a CSV request."""
+    inputs = Schema([ColSpec("string", "title"), ColSpec("string", "tags", required=False)])
     params = ParamSchema([ParamSpec(name, kind, None) for name, kind in DESCRIBER_PARAMS])
     return ModelSignature(
         inputs=inputs, outputs=Schema([ColSpec("string", "description")]), params=params

@@ -44,7 +44,10 @@ def _text(value: Any, row: int = 0, column: str = "title") -> str:
         return ""
     if _listlike(value):
         raise _invalid(f"row {row}: {column} is a list, not a string")
-    return str(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, np.number)):
+        kind = type(value).__name__  # a JSON object or true/false in a cell is no text
+        raise _invalid(f"row {row}: {column} is a {kind}, not a string")
+    return str(value)  # a number as a title (a model number) is its text
 
 
 def _invalid(message: str) -> MlflowException:
@@ -70,6 +73,8 @@ def _frame(model_input: Any) -> pd.DataFrame:
     if len(frame) == 1 and "title" in frame.columns and _listlike(frame["title"].iloc[0]):
         columns = {c: frame[c].iloc[0] for c in frame.columns}
         n = len(columns["title"])
+        if n == 0:  # no product, where one row was sent
+            raise _invalid("row 0: title is an empty list, not a string")
         for c, cells in columns.items():
             if c != "title" and _listlike(cells) and len(cells) != n:
                 raise _invalid(f"column {c!r} has {len(cells)} values for {n} titles")
@@ -77,9 +82,9 @@ def _frame(model_input: Any) -> pd.DataFrame:
     return frame
 
 
-def _records(model_input: Any) -> list[dict[str, str]]:
-    """Products as ``{"title", "description"}`` dicts; missing descriptions are empty."""
-    frame = _frame(model_input)
+def _records(frame: pd.DataFrame) -> list[dict[str, str]]:
+    """Products of ``_frame``'s frame as ``{"title", "description"}`` dicts; missing
+    descriptions are empty."""
     if "title" not in frame.columns:
         raise ValueError(f"input has no 'title' column (columns: {list(frame.columns)})")
     titles = frame["title"].tolist()
@@ -93,9 +98,9 @@ def _records(model_input: Any) -> list[dict[str, str]]:
     ]
 
 
-def _describe_records(model_input: Any) -> list[dict[str, Any]]:
-    """Products as ``{"title", "tags"}`` dicts; missing tags are empty lists."""
-    frame = _frame(model_input)
+def _describe_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Products of ``_frame``'s frame as ``{"title", "tags"}`` dicts; missing tags are empty
+    lists."""
     if "title" not in frame.columns:
         raise ValueError(f"input has no 'title' column (columns: {list(frame.columns)})")
     tags = frame["tags"].tolist() if "tags" in frame.columns else [None] * len(frame)
@@ -105,7 +110,11 @@ def _describe_records(model_input: Any) -> list[dict[str, Any]]:
             given = []
         elif isinstance(given, str):  # "Toys > Trains|color:Red", as catalogs write tags
             given = split_tag_string(given)
-        elif not hasattr(given, "__iter__") or not all(isinstance(t, str) for t in given):
+        elif (
+            isinstance(given, (dict, set))  # a mapping's keys or a set's order are no tag list
+            or not hasattr(given, "__iter__")
+            or not all(isinstance(t, str) for t in given)
+        ):
             raise _invalid(
                 f"product {i}, field 'tags': expected a list of strings or one string with '|'"
                 " between tags"
@@ -164,23 +173,22 @@ class LabelrecPyfunc(PythonModel):
                 )
             except (ValueError, ModelError) as err:  # a bad value; lengths past the context
                 raise _invalid(f"param {named_as(err, str)}") from None
+            frame = _frame(model_input)
             try:
-                texts = describer.describe(_describe_records(model_input))
+                texts = describer.describe(_describe_records(frame))
             except ValueError as err:  # a product's field, named (a 400 over REST)
                 raise _invalid(str(err)) from None
-            return pd.DataFrame({"description": texts})
+            # the input's index, so that the answer can be assigned back to the input
+            return pd.DataFrame({"description": pd.Series(texts, dtype=object, index=frame.index)})
         limit, threshold = _limit(params), _threshold(params)
-        items = _records(model_input)
+        frame = _frame(model_input)
         # a product without text gets no tags (TagRecommender.suggest)
-        ranked = self.recommender.suggest(items, limit=limit, threshold=threshold)
-        return pd.DataFrame(
-            {
-                "tags": [
-                    [{"tag": s.tag, "score": float(s.score), "known": bool(s.known)} for s in row]
-                    for row in ranked
-                ]
-            }
-        )
+        ranked = self.recommender.suggest(_records(frame), limit=limit, threshold=threshold)
+        rows = [
+            [{"tag": s.tag, "score": float(s.score), "known": bool(s.known)} for s in row]
+            for row in ranked
+        ]  # object dtype also without rows
+        return pd.DataFrame({"tags": pd.Series(rows, dtype=object, index=frame.index)})
 
 
 mlflow.models.set_model(LabelrecPyfunc())
