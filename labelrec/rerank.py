@@ -25,6 +25,7 @@ import logging
 import math
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -160,11 +161,15 @@ def features(
     cands: list[list[tuple[str, int | None, float]]],
     separator: str | None,
     kinds: dict[str, int],
+    row_counts: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """One row of ``FEATURES`` per candidate, products in order (``kinds``: kind -> category,
-    0 for kinds not in it)."""
+    0 for kinds not in it). ``row_counts``: per product, the training counts of ``vocab``'s
+    tags its voters were fitted on (out-of-fold evidence: its fold's, which never count the
+    product itself); None: ``vocab.counts`` for every product."""
     rows: list[list[float]] = []
     for i, (product, row) in enumerate(zip(products, cands, strict=True)):
+        counts = vocab.counts if row_counts is None else row_counts[i]
         title = product.title.lower()
         desc = (product.description or "").lower()
         values = [tag_value(t, separator) for t, _, _ in row]
@@ -188,7 +193,7 @@ def features(
                 tfidf = float(votes.tfidf[i, j]) if votes.tfidf is not None else 0.0
                 span = float(votes.span_known[i, j]) if votes.span_known is not None else 0.0
                 gen = float(votes.gen_known[i, j]) if votes.gen_known is not None else 0.0
-                count = int(vocab.counts[j])
+                count = int(counts[j])
             prefix = tag + separator if separator else None
             rows.append(
                 [
@@ -308,8 +313,11 @@ class Reranker:
         n_candidates: int = 20,
         seed: int = 0,
         min_gain: float = 1e-9,
+        row_counts: Sequence[np.ndarray] | None = None,
     ) -> tuple[Reranker | None, np.ndarray, list[dict[str, float]], dict[str, float]]:
-        """Fit on ``products`` (valid: evidence of voters not trained on them).
+        """Fit on ``products`` (valid: evidence of voters not trained on them; ``row_counts``:
+        the tag counts each product's voters were trained on, when they differ, see
+        ``features``).
 
         Kept when its out-of-fold objective beats the given scores' by more than ``min_gain``.
         Returns (the reranker, or None when it is not kept; out-of-fold reranked known scores
@@ -322,7 +330,7 @@ class Reranker:
         cands = candidates(votes.final, votes.final_new, vocab, n_candidates)
         counts = Counter(tag_kind(t, separator) for row in cands for t, _, _ in row)
         kinds = {k: i + 1 for i, (k, _) in enumerate(counts.most_common(MAX_KINDS - 1))}
-        x = features(products, votes, vocab, cands, separator, kinds)
+        x = features(products, votes, vocab, cands, separator, kinds, row_counts)
         gold = [{tag_key(t) for t in p.tags} for p in products]  # as the objective matches
         y = np.asarray([tag_key(t) in gold[i] for i, row in enumerate(cands) for t, _, _ in row])
         groups = np.repeat(np.arange(len(products)), [len(row) for row in cands])

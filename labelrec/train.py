@@ -815,14 +815,26 @@ class TagTrainer:
                 fusion, scores
             )
             y_tuned = self.vocab.encode(tuned_products)
+        # the new (open-vocabulary) tags of the tuned products and the score they need, as
+        # the model will propose them: measured with the known ones, as `labelrec eval` does
+        valid_new, new_threshold = None, 1.0
+        if fusion is not None and fusion_inputs is not None and scores is not None:
+            from labelrec.rerank import fusion_votes
+
+            valid_new = fusion_votes(fusion_inputs, fusion, fused_scores).final_new
+            new_threshold = fusion.new_threshold
+        if gen_votes is not None and generator is not None:
+            valid_new, new_threshold = gen_votes.final_new, generator.new_threshold
         reranker, rerank_report = None, {}
         if fusion is not None and self.cfg.lexical.rerank:  # every voter's evidence, re-scored
             if self.tuned is not None:
                 reranker = self._carried_reranker()
             elif scores is not None and fusion_inputs is not None:
-                reranker, scores, rerank_report = self._fit_reranker(
+                reranker, scores, reranked_new, rerank_report = self._fit_reranker(
                     fusion, generator, fusion_inputs, fused_scores, scores, gen_votes
                 )
+                if reranker is not None:
+                    valid_new, new_threshold = reranked_new, reranker.new_threshold
         result_metrics: dict[str, float] = {}
         global_t, per_tag = 0.5, np.full(len(self.vocab), 0.5, dtype=np.float32)
         if scores is not None:
@@ -830,7 +842,14 @@ class TagTrainer:
             per_tag = metrics.tune_tag_thresholds(
                 y_tuned, scores, global_t, prior=self.cfg.train.threshold_prior
             )
-            result_metrics = evaluate_scores_on(scores, tuned_products, self.vocab, per_tag).metrics
+            result_metrics = evaluate_scores_on(
+                scores,
+                tuned_products,
+                self.vocab,
+                per_tag,
+                new_tags=valid_new,
+                new_threshold=new_threshold,
+            ).metrics
             result_metrics["global_threshold"] = float(global_t)
         result_metrics.update(lexical_report)
         result_metrics.update(generator_report)
@@ -1032,9 +1051,9 @@ class TagTrainer:
         fused: np.ndarray,
         final: np.ndarray,
         gen_votes: GeneratorVotes | None,
-    ) -> tuple[Any, np.ndarray, dict[str, float]]:
+    ) -> tuple[Any, np.ndarray, list[dict[str, float]], dict[str, float]]:
         """The reranker fitted on the tuned valid products (``labelrec.rerank``): (it or None,
-        their out-of-fold reranked known scores, report)."""
+        their out-of-fold reranked known scores and new tags, report)."""
         from labelrec.rerank import Reranker, fusion_votes
 
         rows = gen_votes.rows if gen_votes is not None else None
@@ -1050,7 +1069,7 @@ class TagTrainer:
         parents = fusion.parents if fusion.ancestor_consistency else None
         logger.info("fitting the reranker on %d valid products", len(products))
         t0 = time.perf_counter()
-        reranker, known, _, report = Reranker.fit(
+        reranker, known, new, report = Reranker.fit(
             products,
             self.vocab,
             votes,
@@ -1076,7 +1095,7 @@ class TagTrainer:
                 report["rerank_objective_after"],
                 "kept" if reranker is not None else "not kept",
             )
-        return reranker, known, report
+        return reranker, known, new, report
 
     def _carried_reranker(self) -> Any:
         """The tuning run's reranker in a refit (None when it kept none)."""
@@ -1351,9 +1370,29 @@ def pool_evidence(
 ) -> tuple[FusionInputs, data_mod.TagVocab]:
     """The folds' out-of-fold evidence over one tag list, and its vocabulary counted on ``pool``."""
     tags = sorted({t for p in parts for t in p.tags})
-    counts = Counter(t for p in pool for t in set(p.tags))
-    vocab = data_mod.TagVocab(tags, [counts[t] for t in tags], len(pool))
+    vocab = data_mod.TagVocab(tags, _tag_counts(pool, tags), len(pool))
     return FusionInputs.concat([p.remap(tags) for p in parts]), vocab
+
+
+def _tag_counts(products: list[data_mod.Product], tags: list[str]) -> np.ndarray:
+    """How many of ``products`` carry each of ``tags``."""
+    counts = Counter(t for p in products for t in set(p.tags))
+    return np.asarray([counts[t] for t in tags], dtype=np.int64)
+
+
+def fold_counts(
+    folds: list[tuple[list[data_mod.Product], list[data_mod.Product]]],
+    tags: list[str],
+    scored: list[data_mod.Product],
+) -> list[np.ndarray]:
+    """Per product of ``scored`` (the pooled out-of-fold products), the tag counts of the
+    products its fold's voters were trained on: a count over the whole pool would count the
+    product itself, a sign of its own gold tags that no product scored later shows."""
+    by_id: dict[str, np.ndarray] = {}
+    for rest, held in folds:
+        counts = _tag_counts(rest, tags)
+        by_id.update((p.id, counts) for p in held)
+    return [by_id[p.id] for p in scored]
 
 
 def tune_by_folds(
@@ -1380,7 +1419,8 @@ def tune_by_folds(
     pool = refit_products(splits)  # train + valid, every review merged in
     results: list[TrainResult] = []
     t0 = time.perf_counter()
-    for i, (rest, held) in enumerate(tuning_folds(pool, k, cfg.seed)):
+    folds = tuning_folds(pool, k, cfg.seed)
+    for i, (rest, held) in enumerate(folds):
         fold_splits = dataclasses.replace(
             splits,
             train=rest,
@@ -1416,27 +1456,34 @@ def tune_by_folds(
         len(vocab),
     )
     scores, report = tune_fusion(fusion, pooled, vocab, cfg)
-    if lx.enabled and lx.rerank:  # fitted on every product's out-of-fold evidence
-        from labelrec.rerank import Reranker, fusion_votes, save_reranker
+    from labelrec.rerank import Reranker, fusion_votes, save_reranker
 
+    votes = fusion_votes(pooled, fusion, scores)
+    new_tags, new_threshold = votes.final_new, fusion.new_threshold  # measured as eval does
+    if lx.enabled and lx.rerank:  # fitted on every product's out-of-fold evidence
         logger.info("fitting the reranker on %d out-of-fold products", len(pooled.products))
         parents = fusion.parents if lx.ancestor_consistency else None
-        reranker, scores, _, rerank_report = Reranker.fit(
+        reranker, scores, reranked_new, rerank_report = Reranker.fit(
             pooled.products,
             vocab,
-            fusion_votes(pooled, fusion, scores),
+            votes,
             separator,
             parents,
             lx.rerank_candidates,
             cfg.seed,
+            row_counts=fold_counts(folds, tags, pooled.products),
         )
         report.update(rerank_report)
+        if reranker is not None:
+            new_tags, new_threshold = reranked_new, reranker.new_threshold
         if process_state().is_main_process:
             save_reranker(reranker, tuning_dir)  # the refit carries it from there
     y = vocab.encode(pooled.products)
     global_t = metrics.tune_global_threshold(y, scores)
     per_tag = metrics.tune_tag_thresholds(y, scores, global_t, prior=cfg.train.threshold_prior)
-    oof = evaluate_scores_on(scores, pooled.products, vocab, per_tag).metrics
+    oof = evaluate_scores_on(
+        scores, pooled.products, vocab, per_tag, new_tags=new_tags, new_threshold=new_threshold
+    ).metrics
     oof.update(report, global_threshold=float(global_t), tuning_folds=float(k))
     oof["tuning_seconds"] = time.perf_counter() - t0
     epochs = int(round(statistics.median(r.best_epoch for r in results)))

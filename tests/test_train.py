@@ -1019,3 +1019,73 @@ def test_a_run_without_valid_products_says_nothing_was_tuned(
         train(cfg, progress=False)
     warned = [r.getMessage() for r in caplog.records if "no valid products" in r.getMessage()]
     assert len(warned) == 1, warned
+
+
+def test_fold_counts_never_count_the_product_scored() -> None:
+    """The reranker's tag counts for out-of-fold evidence are its fold's training products'."""
+    from labelrec.data import Product
+    from labelrec.train import fold_counts, tuning_folds
+
+    words = ["apple", "brick", "crane", "doll", "eagle", "flute", "globe", "harp", "igloo"]
+    pool = [
+        Product(id=str(i), title=w, tags=["a", "rare"] if i == 0 else ["a"])
+        for i, w in enumerate(words)
+    ]
+    folds = tuning_folds(pool, 3, 0)
+    fold_of = {p.id: i for i, (_, held) in enumerate(folds) for p in held}
+    held_size = {p.id: len(folds[fold_of[p.id]][1]) for p in pool}
+    scored = [p for _, held in folds for p in held][::-1]  # any order
+    for product, counts in zip(scored, fold_counts(folds, ["a", "rare"], scored), strict=True):
+        assert counts[0] == len(pool) - held_size[product.id]
+        # the rare tag's one product, and those held out with it, never see it counted
+        assert counts[1] == (0 if fold_of[product.id] == fold_of["0"] else 1)
+
+
+def test_recorded_valid_metrics_are_what_eval_measures_with_new_tags(
+    tiny_backbone: Path, tmp_path: Path
+) -> None:
+    """Brands the training products never name are proposed as new tags on valid: the valid
+    metrics a run records count them as `labelrec eval` does (not the vocabulary alone)."""
+    from labelrec.cli import main
+    from labelrec.config import load_config
+    from labelrec.train import train
+
+    brands = ["Lego", "Brio", "Hape", "Djeco", "Haba", "Tomy", "Vtech", "Zapf", "Goki", "Janod"]
+    things = ["wooden train set", "toy car red", "puzzle 100 pieces", "plush bear", "kite blue"]
+    train_rows, valid_rows = [], []
+    for i, brand in enumerate(brands * 3):
+        row = {
+            "id": f"t{i}",
+            "title": f"{brand} {things[i % 5]}",
+            "tags": ["Toys", f"brand:{brand}"],
+        }
+        train_rows.append(row)
+    for i, brand in enumerate(["Zorblax", "Quimbo", "Frezzle", "Lego", "Brio", "Wumpa"]):
+        row = {
+            "id": f"v{i}",
+            "title": f"{brand} {things[i % 5]}",
+            "tags": ["Toys", f"brand:{brand}"],
+        }
+        valid_rows.append(row)
+    write_jsonl(train_rows, tmp_path / "train.jsonl")
+    write_jsonl(valid_rows, tmp_path / "valid.jsonl")
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "m"
+    cfg = load_config(
+        root / "configs" / "tiny.yaml",
+        [
+            f"model.backbone={tiny_backbone}",
+            f"data.train={tmp_path / 'train.jsonl'}",
+            f"data.valid={tmp_path / 'valid.jsonl'}",
+            f"output={out}",
+            "train.epochs=2",
+        ],
+    )
+    recorded = train(cfg, progress=False).metrics
+    assert recorded.get("new_tag_share_of_top1", 0) > 0 or recorded.get("new_tag_recall", 0) > 0
+    metrics_file = tmp_path / "eval.json"
+    args = ["eval", str(out), "--data", str(tmp_path / "valid.jsonl"), "--no-progress"]
+    assert main([*args, "--metrics-file", str(metrics_file)]) == 0
+    measured = json.loads(metrics_file.read_text(encoding="utf-8"))
+    for key in ("P@1", "nDCG@3", "PSP@5", "micro_f1", "new_tag_recall"):
+        assert recorded[key] == pytest.approx(measured[key], abs=1e-6), key
