@@ -628,14 +628,19 @@ def family(system: str) -> str:
     return system.split(" (")[0]
 
 
-def interval(values: np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval (NaN with one value)."""
+def interval(values: np.ndarray, test_to_train: float | None = None) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval (NaN with one value). ``test_to_train``
+    (held-out / training products of a fold): Nadeau and Bengio's corrected resampled t-test,
+    whose variance ``1/k + test_to_train`` allows for the folds' overlapping training sets
+    (the plain ``1/k`` treats the folds as independent, and is too narrow)."""
     from scipy import stats
 
     values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
+    k = len(values)
+    if k < 2:
         return float(values.mean()), float("nan")
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    scale = np.sqrt(1.0 / k + (test_to_train or 0.0))
+    half = stats.t.ppf(0.975, k - 1) * values.std(ddof=1) * scale
     return float(values.mean()), float(half)
 
 
@@ -656,9 +661,11 @@ def format_by_fold(catalog: str, by: dict[str, list[Row]], metric: str = "P@1") 
     return lines
 
 
-def format_cv(rows: list[Row], base: str = "labelrec") -> str:
+def format_cv(rows: list[Row], base: str = "labelrec", corrected: bool = False) -> str:
     """Mean over folds with 95% intervals per system, then ``base`` (a system's name) minus each
-    other row, paired by fold (points, with intervals), and the goals of the quality issue."""
+    other row, paired by fold (points, with intervals), and the goals of the quality issue.
+    ``corrected``: the paired intervals by Nadeau and Bengio's correction for k folds (held-out
+    to training products 1 to k - 1)."""
     out = []
     metric_names = ("P@1", "nDCG@3", "PSP@5", "micro_f1")
     for catalog in dict.fromkeys(r.catalog for r in rows):
@@ -683,10 +690,9 @@ def format_cv(rows: list[Row], base: str = "labelrec") -> str:
         lines += ["", *format_by_fold(catalog, by)]
         if base in by:
             ours = by[base]
-            lines += [
-                "",
-                f"{catalog}: {base} minus each other row, paired by fold (points ± 95% interval)",
-            ]
+            kind = "corrected 95% interval" if corrected else "95% interval"
+            title = f"{catalog}: {base} minus each other row, paired by fold (points ± {kind})"
+            lines += ["", title]
             lines.append("| other | " + " | ".join(metric_names) + " |")
             lines.append("|" + "---|" * (len(metric_names) + 1))
             gaps = {}
@@ -700,7 +706,7 @@ def format_cv(rows: list[Row], base: str = "labelrec") -> str:
                     diff = 100 * np.array(
                         [a.metrics[m] - b.metrics[m] for a, b in zip(ours, by[s], strict=True)]
                     )
-                    mean, half = interval(diff)
+                    mean, half = interval(diff, 1 / (k - 1) if corrected and k > 1 else None)
                     if is_peer:
                         gaps.setdefault(m, []).append(mean)
                     cells.append(f"{mean:+.1f} ± {half:.1f}")
@@ -986,6 +992,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SYSTEM",
         help="--report of a --cv run: the row the others are subtracted from, paired by fold",
     )
+    parser.add_argument(
+        "--corrected",
+        action="store_true",
+        help="--report of a --cv run: paired intervals by Nadeau and Bengio's corrected"
+        " resampled t-test (the folds' training sets overlap, so the plain one is too narrow)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for labelrec, a.b=value")
     args = parser.parse_args(argv)
     folds = None
@@ -1006,7 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
         if not saved:
             parser.error("--report: no rows" + (" of those --folds" if folds else ""))
         if any("fold" in r.notes for r in saved):
-            print(format_cv(saved, args.versus))
+            print(format_cv(saved, args.versus, args.corrected))
         else:
             print_report(saved)
         return 0

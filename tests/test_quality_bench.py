@@ -152,6 +152,9 @@ def test_interval_and_cv_table_on_hand_made_rows() -> None:
     mean, half = quality.interval(np.array([1.0, 2.0, 3.0]))
     # t(0.975, 2) = 4.303, sd = 1, n = 3
     assert mean == pytest.approx(2.0) and half == pytest.approx(4.3027 / np.sqrt(3), rel=1e-4)
+    # Nadeau and Bengio, 3 folds (held out : training = 1 : 2): variance 1/3 + 1/2, not 1/3
+    _, wide = quality.interval(np.array([1.0, 2.0, 3.0]), 0.5)
+    assert wide == pytest.approx(4.3027 * np.sqrt(1 / 3 + 1 / 2), rel=1e-4)
     rows = [
         _row("labelrec", 0, 0.90, 0.80),
         _row("labelrec", 1, 0.92, 0.84),
@@ -172,6 +175,12 @@ def test_interval_and_cv_table_on_hand_made_rows() -> None:
     rows[2].metrics["P@1"] = 0.89  # Omikuji fold 0 now +1 point behind: +2.0 on average
     assert "goal (+3 P@1 and nDCG@3 over the best peer): not met" in quality.format_cv(rows)
     # another row as the one the others are subtracted from: no goal line for it
+    # two folds: held out : training = 1 : 1, variance 1/2 + 1 against 1/2: sqrt(3) wider
+    plain, corrected = quality.format_cv(rows), quality.format_cv(rows, corrected=True)
+    assert "(points ± corrected 95% interval)" in corrected
+    half = float(plain.split("| Omikuji | +2.0 ± ")[1].split(" ")[0])
+    wide = float(corrected.split("| Omikuji | +2.0 ± ")[1].split(" ")[0])
+    assert wide == pytest.approx(half * np.sqrt(3), abs=0.1)
     versus = quality.format_cv(rows, "labelrec without refit")
     assert "labelrec without refit minus each other row" in versus
     assert "| labelrec | -41.0 ± " in versus and "goal" not in versus
