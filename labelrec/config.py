@@ -71,7 +71,8 @@ class DataConfig:
     valid: str | None = field(
         default=None,
         metadata={
-            "help": "Validation catalog. None: split `valid_fraction` off `train` by id hash."
+            "help": "Validation catalog. None: split `valid_fraction` off `train` by a hash of"
+            " each title with case, digits and punctuation dropped (variants on one side)."
         },
     )
     unlabeled: str | None = field(

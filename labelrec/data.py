@@ -1235,17 +1235,21 @@ def _unit_hash(seed: int, key: str) -> float:
 
 
 def split_products(
-    products: Sequence[Product], valid_fraction: float, seed: int = 0
+    products: Sequence[Product], valid_fraction: float, seed: int = 0, by_title: bool = False
 ) -> tuple[list[Product], list[Product]]:
     """(train, valid): a product goes to valid when a hash of (seed, id) falls below
     ``valid_fraction``, so the split depends neither on the order nor on the other products.
-    Each part keeps the input order."""
+    ``by_title``: a hash of its title's ``near_duplicate_key`` instead (of its id when the key
+    is empty), so that variants of one product (sizes, packs, colours in digits) fall on one
+    side and valid does not measure the memory of their twins in train. Each part keeps the
+    input order."""
     if not 0.0 <= valid_fraction <= 1.0:
         raise ValueError(f"valid_fraction must be in [0, 1], got {valid_fraction}")
     train: list[Product] = []
     valid: list[Product] = []
     for product in products:
-        (valid if _unit_hash(seed, product.id) < valid_fraction else train).append(product)
+        key = (near_duplicate_key(product.title) or product.id) if by_title else product.id
+        (valid if _unit_hash(seed, key) < valid_fraction else train).append(product)
     return train, valid
 
 

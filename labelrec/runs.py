@@ -231,8 +231,8 @@ def _read_splits(cfg: Config, require_tags: bool) -> Splits:
     train_cat = data_mod.read_catalog(dcfg.train, dcfg, require_tags)
     skipped = list(train_cat.skipped)
     if dcfg.valid is None:
-        train, valid = data_mod.split_products(
-            train_cat.products, dcfg.valid_fraction, seed=cfg.seed
+        train, valid = data_mod.split_products(  # near-duplicate titles on one side
+            train_cat.products, dcfg.valid_fraction, seed=cfg.seed, by_title=True
         )
         return Splits(train, valid, str(dcfg.train), f"{dcfg.train} (split)", skipped)
     valid_cat = data_mod.read_catalog(dcfg.valid, dcfg, require_tags)

@@ -780,6 +780,26 @@ def test_split_is_deterministic_and_order_independent():
     assert set(ids(valid_sub)) == set(ids(valid)) & {f"id{i}" for i in range(500)}
 
 
+def test_split_by_title_keeps_variants_of_a_product_on_one_side():
+    words = ["kite", "drone", "puzzle", "robot", "yoyo", "train", "doll", "ball", "bear", "car"]
+    products = [
+        Product(f"{w}{size}", f"{w.title()} toy, {size} cm", tags=["x"])
+        for w in words * 20
+        for size in (10, 20, 35)
+    ]
+    train, valid = split_products(products, 0.3, seed=1, by_title=True)
+    assert valid and train
+    sides = {}
+    for side, part in (("train", train), ("valid", valid)):
+        for p in part:
+            sides.setdefault(p.title.split()[0], set()).add(side)
+    assert all(len(s) == 1 for s in sides.values())  # sizes of a toy never straddle the split
+    # a title of digits alone has no key: its id decides
+    numbered = [Product(f"n{i}", "12345", tags=["x"]) for i in range(200)]
+    _, apart = split_products(numbered, 0.5, seed=0, by_title=True)
+    assert 0 < len(apart) < 200
+
+
 # --------------------------------------------------------------------------- real data
 
 
