@@ -665,13 +665,15 @@ def format_cv(rows: list[Row], base: str = "labelrec", corrected: bool = False) 
     """Mean over folds with 95% intervals per system, then ``base`` (a system's name) minus each
     other row, paired by fold (points, with intervals), and the goals of the quality issue.
     ``corrected``: the paired intervals by Nadeau and Bengio's correction for k folds (held-out
-    to training products 1 to k - 1)."""
+    to training products 1 to k - 1; k read from the highest fold number of the rows)."""
     out = []
     metric_names = ("P@1", "nDCG@3", "PSP@5", "micro_f1")
     for catalog in dict.fromkeys(r.catalog for r in rows):
         mine = [r for r in rows if r.catalog == catalog]
         systems = list(dict.fromkeys(family(r.system) for r in mine))
         k = len({r.notes["fold"] for r in mine})
+        # the run's fold count (--corrected): its highest fold number, also when fewer are shown
+        n_folds = max(2, k, 1 + max(int(r.notes["fold"]) for r in mine))
         head = ["system", *metric_names, "train s (mean)"]
         lines = [f"{catalog}, {k} folds: mean ± 95% interval", "| " + " | ".join(head) + " |"]
         lines.append("|" + "---|" * len(head))
@@ -706,7 +708,7 @@ def format_cv(rows: list[Row], base: str = "labelrec", corrected: bool = False) 
                     diff = 100 * np.array(
                         [a.metrics[m] - b.metrics[m] for a, b in zip(ours, by[s], strict=True)]
                     )
-                    mean, half = interval(diff, 1 / (k - 1) if corrected and k > 1 else None)
+                    mean, half = interval(diff, 1 / (n_folds - 1) if corrected else None)
                     if is_peer:
                         gaps.setdefault(m, []).append(mean)
                     cells.append(f"{mean:+.1f} ± {half:.1f}")
@@ -996,7 +998,8 @@ def main(argv: list[str] | None = None) -> int:
         "--corrected",
         action="store_true",
         help="--report of a --cv run: paired intervals by Nadeau and Bengio's corrected"
-        " resampled t-test (the folds' training sets overlap, so the plain one is too narrow)",
+        " resampled t-test (the folds' training sets overlap, so the plain one is too narrow);"
+        " K is the highest fold number among the rows reported",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides for labelrec, a.b=value")
     args = parser.parse_args(argv)

@@ -712,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
         installed = "unknown (not installed)"
     parser = argparse.ArgumentParser(prog="labelrec", description=__doc__)
     verbose_help = "log debug messages"
-    quiet_help = "log warnings and errors only (no progress messages)"
+    quiet_help = "log warnings and errors only (the progress bars: --no-progress)"
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
     parser.add_argument("--version", action="version", version=f"labelrec {installed}")

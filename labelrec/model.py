@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import threading
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -582,9 +583,15 @@ def no_hf_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+_LOADING = threading.local()  # set while this thread runs load_pretrained
+
+
 def _no_load_report(record: logging.LogRecord) -> bool:
-    """False for transformers' load report and its notice that a new head's tied weights are
-    not in the checkpoint (``load_pretrained`` says what of them matters)."""
+    """False, while ``load_pretrained`` runs in the emitting thread, for transformers' load
+    report and its notice that a new head's tied weights are not in the checkpoint
+    (``load_pretrained`` says what of them matters)."""
+    if not getattr(_LOADING, "active", False):
+        return True
     text = record.getMessage()
     return "LOAD REPORT" not in text and "seem corrupted" not in text
 
@@ -593,16 +600,21 @@ def load_pretrained(factory: Any, source: str, **kwargs: Any) -> Any:
     """``factory.from_pretrained(source, **kwargs)`` without transformers' load report, which
     names the head labelrec puts on a backbone (a classifier, a masked-LM head) as missing at
     every run; weights of the backbone itself that the checkpoint lacks (a wrong checkpoint
-    for the architecture) are warned about by name."""
+    for the architecture) are warned about by name, but for its pooler, which labelrec does
+    not use (``freeze_unused``) and ``labelrec pretrain`` does not save."""
     hf_logger = logging.getLogger("transformers.modeling_utils")
-    hf_logger.addFilter(_no_load_report)  # not its level: at ERROR it checks tensor parallelism
+    if _no_load_report not in hf_logger.filters:  # not its level: at ERROR it checks TP plans
+        hf_logger.addFilter(_no_load_report)  # one filter, acting in loading threads only
+    _LOADING.active = True
     try:
         model, info = factory.from_pretrained(source, output_loading_info=True, **kwargs)
     finally:
-        hf_logger.removeFilter(_no_load_report)
+        _LOADING.active = False
     prefix = getattr(model, "base_model_prefix", "")
     missing = sorted(
-        k for k in info.get("missing_keys", ()) if prefix and k.startswith(prefix + ".")
+        k
+        for k in info.get("missing_keys", ())
+        if prefix and k.startswith(prefix + ".") and not k.startswith(prefix + ".pooler.")
     )
     if missing:
         shown = ", ".join(missing[:5]) + (

@@ -19,6 +19,7 @@ def progress_bar(*args: Any, **kwargs: Any) -> Any:
     in_console = autonotebook.tqdm is std.tqdm  # not a notebook's widget
     if in_console and not _is_terminal(stream):
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
+        kwargs.setdefault("maxinterval", LOG_INTERVAL_S)  # tqdm's monitor redraws after this
     return tqdm(*args, **kwargs)
 
 

@@ -96,6 +96,22 @@ class Votes:
         return Votes(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
 
 
+def _votes_span(inputs: Any, fusion: Any) -> bool:
+    return inputs.span_known is not None and inputs.span_new is not None and fusion.span_weight > 0
+
+
+def fusion_new_tags(
+    inputs: Any, fusion: Any, rows: list[int] | None = None
+) -> list[dict[str, float]]:
+    """The new tags a fusion proposes for rows of ``inputs``: the span tagger's, weighted
+    (none without its weight); without the vote matrices ``fusion_votes`` also copies."""
+    rows = list(range(len(inputs.products))) if rows is None else rows
+    if not _votes_span(inputs, fusion):
+        return [{} for _ in rows]
+    b = fusion.span_weight
+    return [{t: b * p for t, p in inputs.span_new[i].items()} for i in rows]
+
+
 def fusion_votes(
     inputs: Any, fusion: Any, fused: np.ndarray, rows: list[int] | None = None
 ) -> Votes:
@@ -105,11 +121,8 @@ def fusion_votes(
     tags are the span tagger's, weighted."""
     rows = list(range(len(inputs.products))) if rows is None else rows
     tfidf = inputs.tfidf is not None and fusion.weight + fusion.embedding_weight < 1.0 - 1e-9
-    span = inputs.span_known is not None and inputs.span_new is not None and fusion.span_weight > 0
-    new: list[dict[str, float]] = [{} for _ in rows]
-    if span:
-        b = fusion.span_weight
-        new = [{t: b * p for t, p in inputs.span_new[i].items()} for i in rows]
+    span = _votes_span(inputs, fusion)
+    new = fusion_new_tags(inputs, fusion, rows)
     return Votes(
         final=fused[rows],
         final_new=new,

@@ -819,10 +819,9 @@ class TagTrainer:
         # the model will propose them: measured with the known ones, as `labelrec eval` does
         valid_new, new_threshold = None, 1.0
         if fusion is not None and fusion_inputs is not None and scores is not None:
-            from labelrec.rerank import fusion_votes
+            from labelrec.rerank import fusion_new_tags
 
-            valid_new = fusion_votes(fusion_inputs, fusion, fused_scores).final_new
-            new_threshold = fusion.new_threshold
+            valid_new, new_threshold = fusion_new_tags(fusion_inputs, fusion), fusion.new_threshold
         if gen_votes is not None and generator is not None:
             valid_new, new_threshold = gen_votes.final_new, generator.new_threshold
         reranker, rerank_report = None, {}
@@ -1383,16 +1382,16 @@ def _tag_counts(products: list[data_mod.Product], tags: list[str]) -> np.ndarray
 def fold_counts(
     folds: list[tuple[list[data_mod.Product], list[data_mod.Product]]],
     tags: list[str],
-    scored: list[data_mod.Product],
+    scored: list[int],
 ) -> list[np.ndarray]:
-    """Per product of ``scored`` (the pooled out-of-fold products), the tag counts of the
-    products its fold's voters were trained on: a count over the whole pool would count the
-    product itself, a sign of its own gold tags that no product scored later shows."""
-    by_id: dict[str, np.ndarray] = {}
-    for rest, held in folds:
-        counts = _tag_counts(rest, tags)
-        by_id.update((p.id, counts) for p in held)
-    return [by_id[p.id] for p in scored]
+    """Per pooled out-of-fold product (fold by fold, ``scored[i]`` of fold ``i``, as
+    ``pool_evidence`` concatenates them), the tag counts of the products its fold's voters were
+    trained on: a count over the whole pool would count the product itself, a sign of its own
+    gold tags that no product scored later shows."""
+    out: list[np.ndarray] = []
+    for (rest, _), n in zip(folds, scored, strict=True):
+        out += [_tag_counts(rest, tags)] * n
+    return out
 
 
 def tune_by_folds(
@@ -1456,22 +1455,24 @@ def tune_by_folds(
         len(vocab),
     )
     scores, report = tune_fusion(fusion, pooled, vocab, cfg)
-    from labelrec.rerank import Reranker, fusion_votes, save_reranker
+    from labelrec.rerank import fusion_new_tags
 
-    votes = fusion_votes(pooled, fusion, scores)
-    new_tags, new_threshold = votes.final_new, fusion.new_threshold  # measured as eval does
+    # the new tags the model proposes, measured with the known ones as `labelrec eval` does
+    new_tags, new_threshold = fusion_new_tags(pooled, fusion), fusion.new_threshold
     if lx.enabled and lx.rerank:  # fitted on every product's out-of-fold evidence
+        from labelrec.rerank import Reranker, fusion_votes, save_reranker
+
         logger.info("fitting the reranker on %d out-of-fold products", len(pooled.products))
         parents = fusion.parents if lx.ancestor_consistency else None
         reranker, scores, reranked_new, rerank_report = Reranker.fit(
             pooled.products,
             vocab,
-            votes,
+            fusion_votes(pooled, fusion, scores),
             separator,
             parents,
             lx.rerank_candidates,
             cfg.seed,
-            row_counts=fold_counts(folds, tags, pooled.products),
+            row_counts=fold_counts(folds, tags, [len(p.products) for p in parts]),
         )
         report.update(rerank_report)
         if reranker is not None:

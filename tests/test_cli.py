@@ -864,7 +864,8 @@ def test_progress_bars_are_rare_in_a_log_file() -> None:
         progress_bar(total=3, file=io.StringIO()) as logged,
         progress_bar(total=3, file=Terminal()) as live,
     ):
-        assert logged.mininterval == LOG_INTERVAL_S and live.mininterval < 1
+        assert logged.mininterval == logged.maxinterval == LOG_INTERVAL_S
+        assert live.mininterval < 1 and live.maxinterval < LOG_INTERVAL_S
 
 
 def test_quiet_and_verbose_before_or_after_the_verb(capsys) -> None:

@@ -513,7 +513,14 @@ def test_load_pretrained_warns_of_missing_backbone_weights_only(
         with caplog.at_level(logging.WARNING, logger="labelrec.model"):
             load_pretrained(AutoModelForSequenceClassification, str(tiny_backbone), num_labels=3)
             assert not any("LOAD REPORT" in m for m in seen) and "start random" not in caplog.text
+            # a backbone without its pooler (as `labelrec pretrain` saves one): nothing to say
             body = AutoModel.from_pretrained(tiny_backbone)
+            bare = {k: v for k, v in body.state_dict().items() if "pooler" not in k}
+            body.save_pretrained(tmp_path / "bare", state_dict=bare)
+            load_pretrained(
+                AutoModelForSequenceClassification, str(tmp_path / "bare"), num_labels=3
+            )
+            assert "start random" not in caplog.text
             kept = {k: v for k, v in body.state_dict().items() if "layer.1." not in k}
             body.save_pretrained(tmp_path / "cut", state_dict=kept)
             load_pretrained(AutoModelForSequenceClassification, str(tmp_path / "cut"), num_labels=3)

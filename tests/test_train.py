@@ -803,15 +803,30 @@ def test_refit_trains_the_final_model_on_train_and_valid(
 
 
 def test_tuning_folds_choose_on_every_product_out_of_fold(
-    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from labelrec.config import ConfigError
     from labelrec.modeldir import TUNED_FILE, TUNING_DIR
+    from labelrec.rerank import Reranker
     from labelrec.train import TunedSettings
 
+    fitted: list[tuple] = []
+    fit = Reranker.fit.__func__
+
+    def spy(cls, products, vocab, *args, row_counts=None, **kwargs):
+        fitted.append((products, vocab, row_counts))
+        return fit(cls, products, vocab, *args, row_counts=row_counts, **kwargs)
+
+    monkeypatch.setattr(Reranker, "fit", classmethod(spy))
     out = tmp_path / "model"
     cfg = tiny_config(tiny_backbone, toy_data_dir, out, "train.refit=true", "train.tuning_folds=2")
     result = train(cfg, progress=False)
+    # the reranker's tag counts of a product never count the product itself
+    products, vocab, row_counts = fitted[-1]
+    assert row_counts is not None and len(row_counts) == len(products)
+    for product, counts in zip(products, row_counts, strict=True):
+        for tag in product.tags:
+            assert counts[vocab.index[tag]] <= vocab.counts[vocab.index[tag]] - 1, tag
     n = sum(1 for _ in (toy_data_dir / "train.jsonl").open()) + sum(
         1 for _ in (toy_data_dir / "valid.jsonl").open()
     )
@@ -1013,6 +1028,7 @@ def test_a_run_without_valid_products_says_nothing_was_tuned(
             f"output={tmp_path / 'm'}",
             "train.epochs=1",
             f"train.refit={refit}",
+            "data.valid_fraction=0.01",  # the one product stays in train
         ],
     )
     with caplog.at_level(logging.WARNING, logger="labelrec.train"):
@@ -1034,8 +1050,9 @@ def test_fold_counts_never_count_the_product_scored() -> None:
     folds = tuning_folds(pool, 3, 0)
     fold_of = {p.id: i for i, (_, held) in enumerate(folds) for p in held}
     held_size = {p.id: len(folds[fold_of[p.id]][1]) for p in pool}
-    scored = [p for _, held in folds for p in held][::-1]  # any order
-    for product, counts in zip(scored, fold_counts(folds, ["a", "rare"], scored), strict=True):
+    scored = [p for _, held in folds for p in held]  # pooled fold by fold
+    sizes = [len(held) for _, held in folds]
+    for product, counts in zip(scored, fold_counts(folds, ["a", "rare"], sizes), strict=True):
         assert counts[0] == len(pool) - held_size[product.id]
         # the rare tag's one product, and those held out with it, never see it counted
         assert counts[1] == (0 if fold_of[product.id] == fold_of["0"] else 1)

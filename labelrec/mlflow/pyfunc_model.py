@@ -72,9 +72,7 @@ def _frame(model_input: Any) -> pd.DataFrame:
     frame = model_input
     if len(frame) == 1 and "title" in frame.columns and _listlike(frame["title"].iloc[0]):
         columns = {c: frame[c].iloc[0] for c in frame.columns}
-        n = len(columns["title"])
-        if n == 0:  # no product, where one row was sent
-            raise _invalid("row 0: title is an empty list, not a string")
+        n = len(columns["title"])  # 0: a batch of no products ({"inputs": {"title": []}})
         for c, cells in columns.items():
             if c != "title" and _listlike(cells) and len(cells) != n:
                 raise _invalid(f"column {c!r} has {len(cells)} values for {n} titles")
