@@ -61,9 +61,10 @@ def joint_matrices(
     A proposed new tag that matches a gold tag counts as a hit; any other takes a rank slot.
     """
     y, names = gold_matrix(products, vocab)
-    index: dict[str, int] = {}  # tag_key -> column: a new tag spelt otherwise is the gold one
-    for j, t in enumerate(names):
-        index.setdefault(tag_key(t), j)
+    # tag_key -> column: a new tag spelt otherwise is the gold one (the vocabulary's, cached)
+    index: dict[str, int] = dict(vocab.folded)
+    for j in range(len(vocab), len(names)):
+        index.setdefault(tag_key(names[j]), j)
     extra: dict[str, str] = {}
     for row in new_tags:
         for tag in row:

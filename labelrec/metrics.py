@@ -110,16 +110,43 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     step = max(1, _CHUNK_ELEMENTS // m)
     for start in range(0, n, step):
         s = scores[start : start + step]
-        kth = -np.partition(-s, k - 1, axis=1)[:, k - 1 : k]  # k-th largest per row
-        above = s > kth
-        tied = s == kth
-        need = k - above.sum(axis=1, keepdims=True)
-        # take all scores above the k-th value plus the lowest-index ties to fill k
-        chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
-        cols = np.nonzero(chosen)[1].reshape(-1, k)  # ascending tag index per row
-        order = np.argsort(-np.take_along_axis(s, cols, axis=1), axis=1, kind="stable")
-        out[start : start + s.shape[0]] = np.take_along_axis(cols, order, axis=1)
+        if k <= _ARGMAX_K and s.dtype.kind == "f":
+            out[start : start + s.shape[0]] = _top_k_by_argmax(s, k)
+        else:
+            out[start : start + s.shape[0]] = _top_k_by_partition(s, k)
     return out
+
+
+_ARGMAX_K = 8  # up to this k, k passes of argmax beat a partition (the objective takes k 3)
+
+
+def _top_k_by_argmax(s: np.ndarray, k: int) -> np.ndarray:
+    """``top_k`` of a float block by ``k`` passes of argmax, which returns the lowest index of
+    equal maxima, the stable order; a row that reaches -inf or NaN goes by partition."""
+    work, rows = s.copy(), np.arange(s.shape[0])
+    out = np.empty((s.shape[0], k), dtype=np.intp)
+    odd = np.zeros(s.shape[0], dtype=bool)
+    for q in range(k):
+        j = work.argmax(axis=1)
+        odd |= ~(work[rows, j] > -np.inf)  # -inf or NaN reached
+        out[:, q] = j
+        work[rows, j] = -np.inf
+    if odd.any():
+        at = np.flatnonzero(odd)
+        out[at] = _top_k_by_partition(s[at], k)
+    return out
+
+
+def _top_k_by_partition(s: np.ndarray, k: int) -> np.ndarray:
+    kth = -np.partition(-s, k - 1, axis=1)[:, k - 1 : k]  # k-th largest per row
+    above = s > kth
+    tied = s == kth
+    need = k - above.sum(axis=1, keepdims=True)
+    # take all scores above the k-th value plus the lowest-index ties to fill k
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
+    cols = np.nonzero(chosen)[1].reshape(-1, k)  # ascending tag index per row
+    order = np.argsort(-np.take_along_axis(s, cols, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(cols, order, axis=1)
 
 
 def _hits(y: np.ndarray, top: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -368,6 +395,13 @@ def tune_tag_thresholds(
     g = np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64).ravel()
     if g.size == 0:
         raise ValueError("grid is empty")
+    out = np.full(y.shape[1], float(global_threshold))
+    # a tag under min_support keeps the global threshold: only the others are fitted (a large
+    # vocabulary is mostly rare tags)
+    fitted = np.flatnonzero(y.sum(axis=0) >= min_support)
+    if not fitted.size:
+        return out
+    y, s = y[:, fitted], s[:, fitted]
     n_tags = y.shape[1]
     tp = np.empty((g.size, n_tags), dtype=np.int64)
     n_pred = np.empty((g.size, n_tags), dtype=np.int64)
@@ -381,10 +415,10 @@ def tune_tag_thresholds(
     distance = np.abs(g - global_threshold)[:, None]
     distance = np.where(f1 >= best[None, :] - 1e-12, distance, np.inf)
     chosen = g[np.argmin(distance, axis=0)]
-    fallback = (support < min_support) | (best <= 0)
     if prior > 0:
         chosen = (support * chosen + prior * global_threshold) / (support + prior)
-    return np.where(fallback, float(global_threshold), chosen)
+    out[fitted] = np.where(best <= 0, float(global_threshold), chosen)
+    return out
 
 
 # ------------------------------------------------------------- frequency band analysis

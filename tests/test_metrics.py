@@ -610,3 +610,18 @@ def test_float32_scores_are_not_copied():
     scores = np.zeros((2, 3), dtype=np.float32)
     assert metrics._as_scores(scores) is scores
     assert metrics._as_scores(np.zeros((2, 3), dtype=int)).dtype == np.float64
+
+
+def test_top_k_is_the_stable_argsort_on_ties_zeros_and_minus_inf():
+    """Both ways top_k selects (argmax passes for small k, a partition for larger k or rows
+    that reach -inf) give the stable order: equal scores by lower tag index."""
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        n, m = rng.integers(1, 30), rng.integers(1, 80)
+        s = np.round(rng.random((n, m)), int(rng.integers(0, 3)))
+        s = s.astype(rng.choice([np.float32, np.float64]))
+        s[rng.random((n, m)) < 0.2] = -np.inf
+        s[rng.random((n, m)) < 0.1] = -0.0
+        for k in (1, 3, 8, 9, 20):
+            want = np.argsort(-s, axis=1, kind="stable")[:, : min(k, m)]
+            np.testing.assert_array_equal(metrics.top_k(s, k), want)
