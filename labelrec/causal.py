@@ -285,7 +285,7 @@ def fit_causal_lm(
             if bar is not None:
                 bar.update(1)
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / n:.4f}", products_s=f"{rate:.1f}")
+                bar.set_postfix(loss=f"{loss_sum / n:.4f}", products_s=f"{rate:.1f}", refresh=False)
             if settings.max_steps is not None and step >= settings.max_steps:
                 break
         if bar is not None:

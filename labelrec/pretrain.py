@@ -220,7 +220,7 @@ def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
             optimizer.zero_grad()
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if step >= total:
                 break
         bar.close()

@@ -615,7 +615,9 @@ class TagTrainer:
                     bar.update(1)
                     if n_loss % tcfg.log_every == 0:
                         rate = seen / max(time.perf_counter() - t0, 1e-9)
-                        bar.set_postfix(loss=f"{loss.item():.4f}", products_s=f"{rate:.0f}")
+                        bar.set_postfix(
+                            loss=f"{loss.item():.4f}", products_s=f"{rate:.0f}", refresh=False
+                        )
                 if self._done():
                     break
             if bar is not None:

@@ -1106,3 +1106,18 @@ def test_recorded_valid_metrics_are_what_eval_measures_with_new_tags(
     measured = json.loads(metrics_file.read_text(encoding="utf-8"))
     for key in ("P@1", "nDCG@3", "PSP@5", "micro_f1", "new_tag_recall"):
         assert recorded[key] == pytest.approx(measured[key], abs=1e-6), key
+
+
+def test_training_bars_in_a_log_file_are_a_few_lines(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """stderr that is not a terminal gets a bar's first and last frames, not one for every
+    loss reading (set_postfix would redraw at once)."""
+    cfg = tiny_config(
+        tiny_backbone, toy_data_dir, tmp_path / "m", "train.batch_size=2", "train.log_every=1"
+    )
+    train(cfg, progress=True)
+    err = capsys.readouterr().err
+    frames = err.count("\r") + err.count("\n")
+    steps = cfg.train.epochs * 30  # more than 30 batches an epoch at batch size 2
+    assert "epoch 1/" in err and frames < steps / 3, frames
