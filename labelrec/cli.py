@@ -284,6 +284,8 @@ def _parse_line(line: str, number: int) -> dict[str, str]:
 def cmd_suggest(args: argparse.Namespace) -> int:
     """Products of stdin scored ``SUGGEST_CHUNK`` at a time, each chunk printed as it is done:
     memory holds one chunk, and a bad line stops the run after the lines before it are out."""
+    from labelrec.data import clean_text
+
     rec = _load_recommender(args)
     printed = 0
 
@@ -319,8 +321,6 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
     items: list[dict[str, Any]] = []
     numbers: list[int] = []
-    from labelrec.data import clean_text
-
     for number, line in _stdin_lines():
         if not clean_text(line):  # a blank line (or zero-width marks) is no product;
             continue  # `line` in the JSON rows says which lines were products
