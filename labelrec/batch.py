@@ -321,6 +321,7 @@ async def stream_scored(
     chunks = iter_scored(path, cfg, scorer, chunk_size=chunk_size)
     done = object()
     reader = None
+    writer_open = True
     try:
         while True:
             rows = await asyncio.to_thread(next, chunks, done)
@@ -334,6 +335,7 @@ async def stream_scored(
                 if data:
                     yield data
         writer.close()
+        writer_open = False
         if reader is None:
             reader = out_path.open("rb")
         data = reader.read()
@@ -347,6 +349,9 @@ async def stream_scored(
                 chunks.close()
             if reader is not None:
                 reader.close()
+            if writer_open:  # the file is deleted below: its handle goes first
+                with contextlib.suppress(Exception):
+                    writer.abandon()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             if on_close is not None:

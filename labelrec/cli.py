@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1039,7 +1040,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        with logging_redirect_tqdm():  # a log line goes above an open bar, not onto it
+        from labelrec.opener import downloads_in
+
+        # a log line goes above an open bar, not onto it; a model read from a remote MLflow
+        # store is downloaded for this command only
+        with (
+            logging_redirect_tqdm(),
+            tempfile.TemporaryDirectory(prefix="labelrec-", ignore_cleanup_errors=True) as tmp,
+            downloads_in(Path(tmp) / "downloads"),
+        ):
             return args.func(args)
     except (ConfigError, CatalogError, ModelError, ValueError, FileNotFoundError) as err:
         print(f"labelrec {args.command}: error: {err}", file=sys.stderr)

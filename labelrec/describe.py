@@ -80,7 +80,7 @@ from labelrec.data import (
 )
 from labelrec.metrics import paired_bootstrap
 from labelrec.model import ModelError
-from labelrec.modeldir import CAUSAL_INFO, read_json
+from labelrec.modeldir import CAUSAL_INFO, load_whole, read_json
 from labelrec.taggers.generator import most_specific
 from labelrec.taggers.neighbours import TfidfFeatures, similarities
 
@@ -712,6 +712,12 @@ class Describer:
                 " configs/describe.yaml`"
             )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # a training swapping the folder meanwhile is waited for (``modeldir.load_whole``)
+        return load_whole(path, CAUSAL_INFO, lambda: cls._read(path, device))
+
+    @classmethod
+    def _read(cls, path: Path, device: str) -> Describer:
+        """``load``'s reading of the files, once."""
         model, tokenizer, meta = load_saved_causal_lm(path, device)
         if int(meta.get("format_version", 0)) > DESCRIBER_FORMAT:
             raise ModelError(f"{path}: describer format is newer than this labelrec")

@@ -27,16 +27,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+from labelrec.errors import ModelError
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 LABELREC_FILE = "labelrec.json"
 VOCAB_FILE = "tags.json"
@@ -60,6 +67,7 @@ RULES_FILE = "rules.yaml"
 CHECKPOINTS_DIR = "checkpoints"
 TUNING_DIR = "tuning"
 TUNED_FILE = "tuned.json"  # in tuning/: the epochs, fusion weights and thresholds it chose
+PUBLISH_MARKER = ".publishing.json"  # in SAVING_DIR while its model moves in (what is left)
 SAVING_DIR = ".saving"  # a model being written, which then replaces the one in the directory
 TRAINING_ONLY = (CHECKPOINTS_DIR, TUNING_DIR, SAVING_DIR)
 
@@ -147,23 +155,110 @@ def publish_staged(stage: str | Path, model_dir: str | Path, info_file: str) -> 
     ``labelrec.json`` still named ``info_file``): the old ``labelrec.json`` goes first, then the
     components the new model lacks (not ``rules.yaml``, which people put there), then each file
     replaces its old version, the new ``labelrec.json`` last; ``stage`` is removed. A Ctrl-C
-    meanwhile waits for the end (``uninterrupted``)."""
+    meanwhile waits for the end (``uninterrupted``); a process killed meanwhile leaves
+    ``stage/.publishing.json`` saying what is left, and ``finish_publish`` completes it."""
     stage, root = Path(stage), Path(model_dir)
     with uninterrupted():
-        (root / LABELREC_FILE).unlink(missing_ok=True)
         present = manifest(stage, info_file=info_file)
-        for name in COMPONENTS:
-            if name not in present and name not in ("tagger", "rules"):
-                remove_component(root, name)
+        plan = {
+            "info_file": info_file,
+            "remove": [n for n in COMPONENTS if n not in present and n not in ("tagger", "rules")],
+        }
+        marker = stage / PUBLISH_MARKER
+        marker.with_suffix(".tmp").write_text(json.dumps(plan), encoding="utf-8")
+        os.replace(marker.with_suffix(".tmp"), marker)
+        _publish(stage, root, plan)
+
+
+def _publish(stage: Path, root: Path, plan: dict[str, Any]) -> None:
+    info_file = plan["info_file"]
+    if (stage / info_file).is_file():  # else the new labelrec.json is in place: only tidy up
+        (root / LABELREC_FILE).unlink(missing_ok=True)
+        for name in plan["remove"]:
+            remove_component(root, name)
         for entry in sorted(stage.iterdir()):
-            if entry.name == info_file:
+            if entry.name in (info_file, PUBLISH_MARKER):
                 continue
             target = root / entry.name
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
             os.replace(entry, target)
         os.replace(stage / info_file, root / LABELREC_FILE)
-        stage.rmdir()
+    (stage / PUBLISH_MARKER).unlink()
+    stage.rmdir()
+
+
+def finish_publish(model_dir: str | Path) -> bool:
+    """Complete a ``publish_staged`` into ``model_dir`` that a killed process left half done
+    (its ``.saving/.publishing.json``); True when there was one. The caller holds
+    ``output_lock(model_dir)``: no publish is running."""
+    stage = Path(model_dir) / SAVING_DIR
+    try:
+        plan = json.loads((stage / PUBLISH_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # none, or killed while it was written: nothing of the model moved yet
+    with uninterrupted():
+        _publish(stage, Path(model_dir), plan)
+    return True
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of ``path``; None when it is not there."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def load_whole(
+    model_dir: str | Path,
+    info_file: str,
+    load: Callable[[], T],
+    attempts: int = 4,
+    wait: float = 0.5,
+) -> T:
+    """``load()`` of a model directory whose files a training may be replacing meanwhile: the
+    result counts only when ``info_file`` is the same file after as before (a new model's
+    ``labelrec.json`` goes last and the old one first, ``publish_staged``; a describer's folder
+    is swapped whole, ``replace_dir``), else it is tried again after ``wait`` seconds. A load
+    that fails while the directory is not changing fails as it is."""
+    info = Path(model_dir) / info_file
+    saving = Path(model_dir) / SAVING_DIR
+    for attempt in range(attempts):
+        before = _stamp(info)
+        try:
+            loaded = load()
+        except Exception:
+            changing = _stamp(info) != before or (before is None and saving.is_dir())
+            if not changing or attempt == attempts - 1:
+                raise
+            if before is None and (saving / PUBLISH_MARKER).is_file():
+                _finish_left_publish(model_dir)
+        else:
+            if before is not None and _stamp(info) == before:
+                return loaded
+        time.sleep(wait)
+    raise ModelError(
+        f"{model_dir}: the model changed while it was loading, {attempts} times (a training"
+        " writing into it?); load it when the training is done"
+    )
+
+
+def _finish_left_publish(model_dir: str | Path) -> None:
+    """``finish_publish`` for a reader that finds a model half moved in: done at once when no
+    labelrec writes the directory (a killed one left it), else left to the writer."""
+    try:
+        with output_lock(model_dir):
+            if finish_publish(model_dir):
+                logger.warning("%s: finished moving in a model a killed training left", model_dir)
+    except OutputBusy:
+        pass  # its publish is running: the next attempt reads what it wrote
+    except PermissionError as err:
+        raise ModelError(
+            f"{model_dir}: a training was killed while it moved a new model in; labelrec"
+            f" finishes that where it may write ({err.strerror})"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -262,13 +357,27 @@ def output_lock(path: str | Path) -> Iterator[None]:
     """Held while ``path`` (a file or folder) is written: a second labelrec that would write
     it meanwhile is refused with an ``OutputBusy`` naming it, instead of both writing one
     output. The lock is the hidden file ``.<name>.lock`` beside ``path``, which stays. Of the
-    processes of one distributed launch, the first (``RANK`` 0) holds it for all."""
+    processes of one distributed launch, the first (``RANK`` 0) holds it for all. The thread
+    that holds it may take it again (a step that trains, then logs and registers the output,
+    holds it throughout); another thread is refused like another process."""
     import filelock
 
     if int(os.environ.get("RANK", "0") or 0) != 0:
         yield
         return
     path = Path(path).resolve()
+    me = threading.get_ident()
+    with _HELD_GUARD:
+        again = _HELD.get(path, (None, 0))[0] == me
+        if again:
+            _HELD[path] = (me, _HELD[path][1] + 1)
+    if again:
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                _HELD[path] = (me, _HELD[path][1] - 1)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(path.with_name(f".{path.name}.lock")), timeout=0)
     try:
@@ -286,10 +395,18 @@ def output_lock(path: str | Path) -> Iterator[None]:
             f"{path}: another labelrec is writing it now; wait for it to finish, or write to"
             " another path"
         ) from None
+    with _HELD_GUARD:
+        _HELD[path] = (me, 1)
     try:
         yield
     finally:
+        with _HELD_GUARD:
+            del _HELD[path]
         lock.release()
+
+
+_HELD: dict[Path, tuple[int, int]] = {}  # outputs this process locks: (thread, depth)
+_HELD_GUARD = threading.Lock()
 
 
 class OutputBusy(OSError):

@@ -11,13 +11,16 @@ anything is downloaded, so the version loaded is the version reported. MLflow UR
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labelrec.model import ModelError
+from labelrec.errors import ModelError
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 # MLflow 3's logged model (``models:/m-<id>``, what ``log_model`` returns): no registry name
@@ -47,6 +50,32 @@ def local_path(reference: str | Path) -> Path:
         if re.match(r"/[A-Za-z]:[/\\]", text):  # file:///C:/models/m: a Windows drive
             text = text[1:]
     return Path(text).expanduser()
+
+
+_DOWNLOAD_ROOTS: list[Path] = []  # innermost last (``downloads_in``)
+
+
+@contextlib.contextmanager
+def downloads_in(folder: str | Path) -> Iterator[Path]:
+    """Models downloaded from an MLflow store meanwhile without a destination of their own go
+    into ``folder`` (each in a folder of its own), which the caller removes with its work:
+    MLflow would leave each download in a new temporary folder that no one removes. Process
+    wide: one command, step or service start at a time."""
+    folder = Path(folder)
+    _DOWNLOAD_ROOTS.append(folder)
+    try:
+        yield folder
+    finally:
+        _DOWNLOAD_ROOTS.remove(folder)
+
+
+def download_destination() -> str | None:
+    """A new folder for one download under ``downloads_in``'s folder; None outside one."""
+    if not _DOWNLOAD_ROOTS:
+        return None
+    root = _DOWNLOAD_ROOTS[-1]
+    root.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix="model-", dir=root)
 
 
 def fingerprint(path: str | Path) -> str:

@@ -8,6 +8,8 @@ import functools
 import heapq
 import logging
 import os
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,13 @@ from labelrec.model import (
     no_hf_bars,
     score_token_ids,
 )
-from labelrec.modeldir import RULES_FILE, THRESHOLDS_FILE, VOCAB_FILE
+from labelrec.modeldir import (
+    LABELREC_FILE,
+    RULES_FILE,
+    THRESHOLDS_FILE,
+    VOCAB_FILE,
+    load_whole,
+)
 from labelrec.runtime import OnnxTagModel, choose_backend
 
 logger = logging.getLogger(__name__)
@@ -87,19 +95,54 @@ def _text_worker() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_text_worker.cache_clear)
 
 
+class _SharedLimit:
+    """One thread for a threadpoolctl API (``blas``, ``openmp``) while any holder is inside;
+    the count before the first holder is put back when the last one leaves. The limits are
+    the process's: per-call limits of overlapping threads would each put back what the other
+    set, and the last to leave could keep the process on one thread."""
+
+    def __init__(self, user_api: str) -> None:
+        self.user_api = user_api
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._limiter: Any = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                self._limiter = _thread_controller().limit(limits=1, user_api=self.user_api)
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_one_blas = _SharedLimit("blas")
+_one_openmp = _SharedLimit("openmp")
+
+
 def one_blas_thread() -> contextlib.AbstractContextManager:
     """numpy's BLAS on one thread for a while. Right after a torch forward pass, torch's OpenMP
     threads still hold the cores; BLAS threads fighting them slow one product's scoring (measured
-    in docs/serving.md), and the matrices fused here are small."""
-    return _thread_controller().limit(limits=1, user_api="blas")
+    in docs/serving.md), and the matrices fused here are small. Overlapping calls from several
+    threads share the limit (``_SharedLimit``)."""
+    return _one_blas()
 
 
-def one_thread() -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
     """BLAS and OpenMP on one thread for a while (``one_blas_thread`` and more). The reranker's
     gradient-boosted trees (scikit-learn) open an OpenMP region per tree on a few rows per
     product: while other work holds the cores (the forward passes of other requests) OpenMP's
     threads wait for each other (``benchmarks/latency.py --busy 2``; docs/results.md)."""
-    return _thread_controller().limit(limits=1)
+    with _one_blas(), _one_openmp():
+        yield
 
 
 def bounded(product: Product) -> Product:
@@ -246,10 +289,31 @@ class TagRecommender:
         ``backend``: "torch", "onnx" (ONNX Runtime, CPU encoders; same scores, a forward pass in
         about half the time) or "auto" (ONNX Runtime where it can run, else torch).
         ``num_threads`` sets torch's thread count, which is one for the whole process.
+
+        A training that replaces the directory's files meanwhile is waited for: the files read
+        are those of one model (``modeldir.load_whole``).
         """
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelError(f"model directory {model_dir} does not exist")
+        settings = (device, quantize, batch_size, num_threads, backend, generate, rules, rerank)
+        read = functools.partial(cls._read, model_dir, *settings)
+        return load_whole(model_dir, LABELREC_FILE, read)
+
+    @classmethod
+    def _read(
+        cls,
+        model_dir: Path,
+        device: str | None,
+        quantize: bool,
+        batch_size: int | None,
+        num_threads: int | None,
+        backend: str,
+        generate: bool,
+        rules: str | Path | Any,
+        rerank: bool,
+    ) -> TagRecommender:
+        """``load``'s reading of the files, once."""
         if num_threads:
             torch.set_num_threads(num_threads)
         with no_hf_bars():  # no weight-loading bar on each load

@@ -81,7 +81,11 @@ class OnnxTagModel:
         mask = (ids != 0).long()
         buffer = io.BytesIO()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings from transformers' Python checks
+            # the tracer's notes on transformers' Python checks and the exporter's own, no more:
+            # the filters are the process's, so other threads' warnings still show meanwhile
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
+            warnings.filterwarnings("ignore", module=r"torch\.onnx")
             torch.onnx.export(
                 wrapper,
                 (ids, mask),

@@ -62,6 +62,7 @@ from labelrec.modeldir import (
     TUNED_FILE,
     TUNING_DIR,
     VOCAB_FILE,
+    finish_publish,
     holds_cwd,
     jsonable,
     manifest,
@@ -1161,6 +1162,8 @@ def train(
     cfg = checked(cfg)  # edited in code since it was loaded: checked now, not after training
     check_output(cfg)
     with output_lock(cfg.output):
+        if finish_publish(cfg.output):  # a killed run's new model, half moved in: complete it
+            logger.warning("%s: finished moving in a model a killed training left", cfg.output)
         if cfg.task == "describe":
             from labelrec.describe import train_describer
 

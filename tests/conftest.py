@@ -338,3 +338,33 @@ def refusing_flop_counter(monkeypatch: pytest.MonkeyPatch) -> None:
             raise AssertionError("sdpa_flop_count: query/key/value shapes are incompatible")
 
     monkeypatch.setattr(flop_counter, "FlopCounterMode", Refusing)
+
+
+@pytest.fixture
+def lock_elsewhere() -> Any:
+    """``lock_elsewhere(path)``: a block during which another thread holds
+    ``output_lock(path)``, as another labelrec would (the holding thread may take it again)."""
+    import contextlib
+    import threading
+
+    from labelrec.modeldir import output_lock
+
+    @contextlib.contextmanager
+    def held(path: Path) -> Iterator[None]:
+        taken, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with output_lock(path):
+                taken.set()
+                release.wait(60)
+
+        thread = threading.Thread(target=hold, daemon=True)
+        thread.start()
+        assert taken.wait(10), f"output_lock({path}) was not taken"
+        try:
+            yield
+        finally:
+            release.set()
+            thread.join(10)
+
+    return held

@@ -167,7 +167,7 @@ def test_interrupted_and_failed_runs_leave_the_right_partial_file(tmp_path) -> N
 
 
 def test_two_writers_of_one_output_and_a_ctrl_c_during_a_folder_swap(
-    tmp_path, monkeypatch: pytest.MonkeyPatch
+    tmp_path, monkeypatch: pytest.MonkeyPatch, lock_elsewhere
 ) -> None:
     import os
     import signal
@@ -177,7 +177,7 @@ def test_two_writers_of_one_output_and_a_ctrl_c_during_a_folder_swap(
     from labelrec.config import DataConfig
 
     src, out = _catalog(tmp_path / "in.jsonl", 4), tmp_path / "tags.jsonl"
-    with modeldir.output_lock(out):
+    with lock_elsewhere(out):
         with pytest.raises(
             modeldir.OutputBusy, match="tags.jsonl: another labelrec is writing it now"
         ):
@@ -186,12 +186,14 @@ def test_two_writers_of_one_output_and_a_ctrl_c_during_a_folder_swap(
         with modeldir.output_lock(out):
             pass
     monkeypatch.delenv("RANK")
+    with modeldir.output_lock(out), modeldir.output_lock(out):  # the holder takes it again
+        pass
     assert not out.exists() and not (tmp_path / "tags.partial.jsonl").exists()
     from labelrec.config import load_config
     from labelrec.train import train
 
     model = tmp_path / "model"
-    with modeldir.output_lock(model), pytest.raises(modeldir.OutputBusy, match="model: another"):
+    with lock_elsewhere(model), pytest.raises(modeldir.OutputBusy, match="model: another"):
         train(load_config(None, [f"output={model}"]), progress=False)  # before the data loads
 
     # a Ctrl-C between the two renames of a swap arrives once both names are in place

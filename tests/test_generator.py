@@ -256,6 +256,16 @@ def test_votes_propagate_to_ancestors_and_keep_new_tags(generator, vocab, monkey
     assert evidence.new == new
 
 
+def test_new_tags_keep_the_order_the_beams_wrote_them(generator, monkeypatch):
+    """Tied new tags come out in the beam's order, not a set's (which follows the process's
+    hash seed: one request answered differently by two service workers)."""
+    written = [f"brand:Zorg{i}" for i in range(8)]
+    beams = [[(written, 0.6), (["brand:Zorg9", written[2]], 0.4)]]
+    monkeypatch.setattr(generator, "generate", lambda products, progress=False: beams)
+    _, new = generator.votes([Product("x", "Zorg blaster")])
+    assert list(new[0]) == [*written, "brand:Zorg9"]
+
+
 def test_an_open_span_in_other_case_votes_for_the_known_tag(generator, vocab, monkeypatch):
     beams = [[(["brand:LEGO"], 0.6), (["brand:lego", "brand:Zorg"], 0.4)]]
     monkeypatch.setattr(generator, "generate", lambda products, progress=False: beams)

@@ -96,7 +96,20 @@ def test_every_verb_takes_a_registry_uri(
         return capsys.readouterr().out
 
     local = suggest(str(trained_model_dir))
-    assert suggest("models:/labelrec@champion") == local
+    from labelrec.mlflow import flavor
+
+    download, destinations = flavor._download_artifact_from_uri, []
+
+    def recorded(artifact_uri: str, output_path: str | None = None) -> str:
+        destinations.append(output_path)
+        return download(artifact_uri=artifact_uri, output_path=output_path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(flavor, "_download_artifact_from_uri", recorded)
+        assert suggest("models:/labelrec@champion") == local
+    # downloaded for the command only (a remote store's copy is not left in the temp folder)
+    assert len(destinations) == 1 and destinations[0] is not None
+    assert not Path(destinations[0]).exists()
     assert suggest(f"models:/labelrec/{version.version}") == local
     assert suggest(f"runs:/{version.run_id}/model") == local
     from labelrec.mlflow import log_model
@@ -168,3 +181,106 @@ def test_a_file_uri_with_a_windows_drive_keeps_the_drive() -> None:
 
     assert str(local_path("file:///C:/models/uk")).startswith("C:")
     assert local_path("file:///srv/models/uk") == Path("/srv/models/uk")
+
+
+def test_a_model_published_while_it_loads_is_read_whole(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training that replaces the model's files while a reader loads them (``labelrec.json``
+    first gone, the new one last): the reader reads again and gets the new model, not the old
+    ``labelrec.json`` with the new thresholds and weights."""
+    import labelrec.predict as predict_mod
+    from labelrec.modeldir import LABELREC_FILE, publish_staged
+    from labelrec.predict import TagRecommender
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model)
+    new = tmp_path / "new"
+    shutil.copytree(trained_model_dir, new)
+    info = json.loads((new / LABELREC_FILE).read_text(encoding="utf-8"))
+    info["save_id"] = "the-new-one"
+    (new / LABELREC_FILE).unlink()
+    (new / f"{LABELREC_FILE}.pending").write_text(json.dumps(info), encoding="utf-8")
+    thresholds = json.loads((new / "thresholds.json").read_text(encoding="utf-8"))
+    thresholds["global"] = 0.123
+    (new / "thresholds.json").write_text(json.dumps(thresholds), encoding="utf-8")
+
+    real, calls = predict_mod.load_thresholds, []
+
+    def published_meanwhile(path, n_tags):
+        calls.append(path)
+        if len(calls) == 1:  # the old labelrec.json and weights are read by now
+            publish_staged(new, model, info_file=f"{LABELREC_FILE}.pending")
+        return real(path, n_tags)
+
+    monkeypatch.setattr(predict_mod, "load_thresholds", published_meanwhile)
+    monkeypatch.setattr("labelrec.modeldir.time.sleep", lambda seconds: None)
+    rec = TagRecommender.load(model, backend="torch")
+    assert len(calls) == 2
+    assert (rec.info["save_id"], rec.global_threshold) == ("the-new-one", 0.123)
+
+
+def test_load_whole_gives_up_on_a_model_that_keeps_changing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labelrec.modeldir import load_whole
+
+    monkeypatch.setattr("labelrec.modeldir.time.sleep", lambda seconds: None)
+    info = tmp_path / "labelrec.json"
+    info.write_text("{}", encoding="utf-8")
+
+    written: list[int] = []
+
+    def rewritten() -> str:
+        written.append(1)
+        replacement = tmp_path / "next.json"
+        replacement.write_text("{}" + " " * len(written), encoding="utf-8")
+        replacement.replace(info)  # another file under the name each time, as a publish does
+        return "read"
+
+    with pytest.raises(ModelError, match="changed while it was loading, 3 times"):
+        load_whole(tmp_path, "labelrec.json", rewritten, attempts=3)
+
+    def broken() -> str:
+        raise ValueError("bad weights")
+
+    with pytest.raises(ValueError, match="bad weights"):  # not changing: fails at once
+        load_whole(tmp_path, "labelrec.json", broken)
+    assert load_whole(tmp_path, "labelrec.json", lambda: "read") == "read"
+
+
+def test_a_publish_killed_halfway_is_finished_by_the_next_reader(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training killed while its new model's files replace the old ones (labelrec.json gone,
+    some files moved): the next load finishes the move and reads the new model."""
+    import os
+
+    from labelrec import modeldir
+    from labelrec.modeldir import LABELREC_FILE, SAVING_DIR, publish_staged
+    from labelrec.predict import TagRecommender
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model)
+    stage = model / SAVING_DIR
+    shutil.copytree(trained_model_dir, stage)
+    info = json.loads((stage / LABELREC_FILE).read_text(encoding="utf-8"))
+    info["save_id"] = "the-new-one"
+    (stage / LABELREC_FILE).unlink()
+    (stage / f"{LABELREC_FILE}.pending").write_text(json.dumps(info), encoding="utf-8")
+    real, moves = os.replace, []
+
+    def killed_after_three(src, dst):
+        moves.append(dst)
+        if len(moves) > 4:  # the marker's own rename, then three files of the model
+            raise SystemExit("killed")
+        return real(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(modeldir.os, "replace", killed_after_three)
+        with pytest.raises(SystemExit):
+            publish_staged(stage, model, info_file=f"{LABELREC_FILE}.pending")
+    assert not (model / LABELREC_FILE).exists() and any(stage.iterdir())
+    rec = TagRecommender.load(model, backend="torch")
+    assert rec.info["save_id"] == "the-new-one"
+    assert not stage.exists()

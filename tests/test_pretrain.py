@@ -141,10 +141,10 @@ def test_max_steps_and_texts(tiny_backbone: Path, toy_data_dir: Path, tmp_path: 
 
 
 def test_a_stopped_save_leaves_the_earlier_backbone_whole(
-    tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lock_elsewhere
 ) -> None:
     import labelrec.pretrain as pretrain_mod
-    from labelrec.modeldir import OutputBusy, output_lock
+    from labelrec.modeldir import OutputBusy
 
     texts = _unlabeled(tmp_path, copies=2)
     out = tmp_path / "dapt"
@@ -166,7 +166,7 @@ def test_a_stopped_save_leaves_the_earlier_backbone_whole(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".dapt.lock", "dapt", "texts.jsonl"]
     monkeypatch.setattr(pretrain_mod, "_save_backbone", save)
-    with output_lock(out), pytest.raises(OutputBusy, match="another"):
+    with lock_elsewhere(out), pytest.raises(OutputBusy, match="another"):
         pretrain(cfg, progress=False)
     other = tmp_path / "other"
     other.mkdir()

@@ -320,6 +320,10 @@ def test_promotion_is_safe_against_a_flaky_registry_and_a_moving_champion(
         promote(NAME, eval_file)
     assert champion_version() == int(other.version)  # the other move stands
     assert int(strong.version) != champion_version()
+    # ...and the version that lost the race is not recorded as promoted, so it never becomes
+    # the champion to beat when the alias is gone
+    lost = client.get_model_version(NAME, strong.version).tags
+    assert lost.get("promotion.decision") != "promoted"
 
 
 def test_a_deleted_champion_is_still_the_one_to_beat(

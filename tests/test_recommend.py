@@ -655,6 +655,32 @@ def test_saving_an_index_replaces_it_whole(tmp_path: Path) -> None:
     assert (tmp_path / "model" / "labelrec.json").is_file()
 
 
+def test_an_index_built_again_while_it_loads_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that has the old manifest and tags when a rebuild swaps the folder reads it
+    again: it gets the new index whole, not the old manifest with the new embeddings."""
+    import labelrec.recommend.index as index_mod
+
+    old = make_index(manifest={"model": "old"})
+    old.save(tmp_path / "idx")
+    new = make_index(manifest={"model": "new"})
+    new.embeddings = new.embeddings[:, ::-1].copy()
+    real, reads = pd.read_parquet, []
+
+    def rebuilt_meanwhile(path, *args, **kwargs):
+        reads.append(path)
+        if len(reads) == 1:
+            new.save(tmp_path / "idx")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(index_mod.pd, "read_parquet", rebuilt_meanwhile)
+    monkeypatch.setattr("labelrec.modeldir.time.sleep", lambda seconds: None)
+    loaded = ProductIndex.load(tmp_path / "idx")
+    assert len(reads) == 2 and loaded.manifest["model"] == "new"
+    assert np.allclose(loaded.embeddings, new.embeddings, atol=1e-3)
+
+
 def test_files_written_beside_an_index_arrive_with_it(tmp_path: Path) -> None:
     """An ANN file is written into the new folder before the swap: a failure to write it
     leaves the old index as it was, and a reader never sees the new index without it."""

@@ -40,6 +40,28 @@ def test_onnx_scores_and_embeddings_equal_torch(trained_model_dir: Path) -> None
         np.testing.assert_allclose([s.score for s in a], [s.score for s in b], atol=1e-5)
 
 
+def test_the_onnx_export_hides_its_own_warnings_only(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export's tracer and exporter notes are not shown; a warning of other code while it
+    runs (another thread's: the filters are the process's) still is."""
+    import warnings
+
+    import torch
+
+    export = torch.onnx.export
+
+    def export_beside_other_code(*args, **kwargs):
+        warnings.warn("a host's warning", UserWarning, stacklevel=1)
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export_beside_other_code)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        TagRecommender.load(trained_model_dir, backend="onnx")
+    assert [str(w.message) for w in seen] == ["a host's warning"]
+
+
 def test_auto_picks_onnx_on_cpu_and_torch_when_it_cannot(trained_model_dir: Path) -> None:
     assert TagRecommender.load(trained_model_dir).backend == "onnx"
     assert TagRecommender.load(trained_model_dir, quantize=True).backend == "torch"
@@ -136,3 +158,64 @@ def test_recommend_in_a_forked_child(trained_model_dir: Path) -> None:
     with ctx.Pool(1) as pool:
         got = pool.apply_async(rec.recommend, (PRODUCTS[:2], 3)).get(timeout=60)
     assert got == expected
+
+
+_OVERLAP = """
+import threading
+import numpy
+from threadpoolctl import threadpool_info
+from labelrec.predict import one_blas_thread, one_thread
+
+def blas():
+    return sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+
+seen = {"before": blas()}
+a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+def first():
+    with one_blas_thread():
+        a_in.set()
+        b_in.wait(10)
+    a_out.set()
+
+def second():
+    a_in.wait(10)
+    with one_thread():
+        b_in.set()
+        a_out.wait(10)
+        seen["inside"] = blas()
+        threads[0].join(10)  # OpenBLAS may drop a count set while another thread exits
+
+threads = [threading.Thread(target=first), threading.Thread(target=second)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(20)
+seen["after"] = blas()
+print(seen)
+"""
+
+
+def test_one_blas_thread_overlapping_threads_put_the_count_back() -> None:
+    """Two threads inside ``one_blas_thread`` at once, the first leaving first: BLAS stays on
+    one thread until the last leaves, then the count before the first comes back (with a
+    per-call limit the second put back the first's one thread, for the whole process). In a
+    child process with two BLAS threads, as a service starts (the tests' environment sets
+    one)."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", _OVERLAP], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    seen = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    if seen["before"] != [2]:
+        pytest.skip(f"numpy's BLAS does not take two threads here ({seen['before']})")
+    assert seen["inside"] == [1]
+    assert seen["after"] == [2]

@@ -1226,6 +1226,9 @@ def test_body_limit_413_by_content_length_or_while_streaming(catch: bool) -> Non
         assert upload.status_code == 413 and "LABELREC_MAX_UPLOAD_MB" in upload.json()["error"]
 
 
+@pytest.mark.filterwarnings(  # the output file is closed before its folder goes
+    "error::ResourceWarning", "error::pytest.PytestUnraisableExceptionWarning"
+)
 def test_a_scored_file_stream_removes_its_folder_when_the_client_leaves(
     trained_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -535,6 +535,56 @@ def test_train_step_without_registering_logs_the_model(
     assert not mlflow.MlflowClient().search_registered_models()
 
 
+def test_the_train_step_holds_its_output_until_registered_and_cleans_its_temp_folders(
+    mlflow_store, tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A training into the step's output while the step logs and registers it is refused (it
+    would be registered under this run); a step that fails before training leaves no
+    temporary folder behind."""
+    import tempfile
+    import threading
+
+    from labelrec.config import ConfigError
+    from labelrec.mlflow import steps, tracking
+    from labelrec.modeldir import OutputBusy, output_lock
+
+    out = tmp_path / "model"
+    rivals: list[str] = []
+    log_files = tracking.log_model_files
+
+    def logged_beside_a_rival(run_id: str, output: Path) -> None:
+        def rival() -> None:
+            try:
+                with output_lock(out):
+                    rivals.append("wrote")
+            except OutputBusy:
+                rivals.append("refused")
+
+        thread = threading.Thread(target=rival)
+        thread.start()
+        thread.join(10)
+        log_files(run_id, output)
+
+    monkeypatch.setattr(tracking, "log_model_files", logged_beside_a_rival)
+    root = Path(__file__).resolve().parents[1]
+    steps.run_train(
+        str(root / "configs" / "tiny.yaml"),
+        str(toy_data_dir / "train.jsonl"),
+        str(toy_data_dir / "valid.jsonl"),
+        f"model.backbone={tiny_backbone} train.epochs=1",
+        output=str(out),
+        progress=False,
+    )
+    assert rivals == ["refused"]
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(ConfigError):
+        steps.run_train(None, overrides="train.epochs=-1", backbone="runs:/0123abcd/backbone")
+    assert list(scratch.iterdir()) == []
+
+
 def test_a_value_for_an_empty_project_parameter_goes_beside_it(mlflow_store, caplog) -> None:
     client = mlflow.MlflowClient()
     with mlflow.start_run() as run:

@@ -327,7 +327,12 @@ def _missing_client(model_uri: str, err: ImportError) -> ModelError:
 
 def download_model(model_uri: str, dst_path: str | None = None) -> Path:
     """The local model directory of a logged labelrec model (``runs:/``, ``models:/``, path):
-    downloaded, its flavor checked, the ``model_data`` folder inside it returned."""
+    downloaded, its flavor checked, the ``model_data`` folder inside it returned. Without
+    ``dst_path``, into the folder of ``labelrec.opener.downloads_in`` when one is open."""
+    from labelrec.opener import download_destination
+
+    if dst_path is None:
+        dst_path = download_destination()
     try:
         local = Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path))
     except mlflow.exceptions.MlflowException as err:

@@ -518,6 +518,18 @@ def promote(
                 f"no @{champion_alias}; compared with version {champion.version}, the last"
                 f" promoted: {decision.reason}"
             )
+        if decision.promoted:  # the alias first: a version that lost a race is not tagged promoted
+            now = _alias_version(client, name, champion_alias)
+            moved_to = now.version if now is not None else None
+            if moved_to not in (aliased, challenger.version):
+                mlflow.set_tags({"promotion.decision": "superseded"})
+                raise RegistryError(
+                    f"@{champion_alias} of {name!r} moved to version {moved_to} while"
+                    f" version {challenger.version} was evaluated against"
+                    f" {champion and champion.version}; promote again"
+                )
+            if moved_to != challenger.version:  # else a promotion of it beside this one did it
+                client.set_registered_model_alias(name, champion_alias, challenger.version)
         _write_decision(client, challenger, decision, str(data))
         mlflow.set_tags(
             {
@@ -526,16 +538,4 @@ def promote(
                 "promotion.champion_version": str(decision.champion_version),
             }
         )
-        if decision.promoted:
-            now = _alias_version(client, name, champion_alias)
-            moved_to = now.version if now is not None else None
-            if moved_to == challenger.version:  # a promotion of the same version beside this one
-                return decision
-            if moved_to != aliased:
-                raise RegistryError(
-                    f"@{champion_alias} of {name!r} moved to version {moved_to} while"
-                    f" version {challenger.version} was evaluated against"
-                    f" {champion and champion.version}; promote again"
-                )
-            client.set_registered_model_alias(name, champion_alias, challenger.version)
         return decision

@@ -11,6 +11,7 @@ Each function returns a dict summary; only ``main()`` prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -41,6 +42,8 @@ from labelrec.config import (
 )
 from labelrec.mlflow import store, tracking
 from labelrec.mlflow.flavor import FLAVOR_NAME, log_model
+from labelrec.modeldir import output_lock
+from labelrec.opener import downloads_in
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logger = logging.getLogger(__name__)
@@ -174,26 +177,29 @@ def run_train(
     is_main = tracking.is_main_process()
     tmp: str | None = None
     downloaded: str | None = None  # a backbone from an artifact URI, removed after training
-    if backbone:
-        if backbone.startswith(MODEL_URI_SCHEMES):
-            downloaded = tempfile.mkdtemp(prefix="labelrec-backbone-")
-        # a describer trains describe.backbone; a tagger model.backbone
-        key = "model.backbone"
-        if load_config(config, items).task == "describe":
-            key = "describe.backbone"
-        items.append(f"{key}={_download_if_uri(backbone, downloaded)}")
-    if output:
-        items.append(f"output={output}")
-    elif not any(i.split("=", 1)[0].strip() == "output" for i in items):
-        if tracking.accelerate_state().num_processes == 1:
-            tmp = tempfile.mkdtemp(prefix="labelrec-train-")
-            items.append(f"output={tmp}")
     try:
+        if backbone:
+            if backbone.startswith(MODEL_URI_SCHEMES):
+                downloaded = tempfile.mkdtemp(prefix="labelrec-backbone-")
+            # a describer trains describe.backbone; a tagger model.backbone
+            key = "model.backbone"
+            if load_config(config, items).task == "describe":
+                key = "describe.backbone"
+            items.append(f"{key}={_download_if_uri(backbone, downloaded)}")
+        if output:
+            items.append(f"output={output}")
+        elif not any(i.split("=", 1)[0].strip() == "output" for i in items):
+            if tracking.accelerate_state().num_processes == 1:
+                tmp = tempfile.mkdtemp(prefix="labelrec-train-")
+                items.append(f"output={tmp}")
         cfg = load_config(config, items)
         if not is_main:
             train_model(cfg, tracker=NullTracker(), progress=False)
             return {}
-        with step_run("train") as run:
+        # the output stays locked until it is logged and registered: a training into it
+        # meanwhile would be registered under this run (a private temporary one needs none)
+        lock = output_lock(cfg.output) if tmp is None else contextlib.nullcontext()
+        with lock, step_run("train") as run:
             run_id = run.info.run_id
             step_params = {"step.config": config or "", "step.name": name}
             if backbone:
@@ -800,7 +806,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if tracking.is_main_process():  # other Accelerate processes never touch MLflow
             store.configure(args.experiment)
-        summary = dispatch(args)
+        # a model read from a remote store is downloaded for this step only
+        with (
+            tempfile.TemporaryDirectory(prefix="labelrec-", ignore_cleanup_errors=True) as tmp,
+            downloads_in(Path(tmp) / "downloads"),
+        ):
+            summary = dispatch(args)
     except (
         ConfigError,
         CatalogError,

@@ -37,7 +37,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from labelrec.data import Product, clean_tag, tag_key
-from labelrec.modeldir import holds_cwd, staged_dir
+from labelrec.modeldir import holds_cwd, load_whole, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -412,8 +412,15 @@ class ProductIndex:
 
     @classmethod
     def load(cls, directory: str | Path) -> ProductIndex:
-        """Read an index directory written by :meth:`save` (numpy, pandas and pyarrow only)."""
+        """Read an index directory written by :meth:`save` (numpy, pandas and pyarrow only). An
+        index built again into it meanwhile is waited for: the files read are those of one
+        index (``modeldir.load_whole``)."""
         directory = Path(directory)
+        return load_whole(directory, MANIFEST_FILE, lambda: cls._read(directory))
+
+    @classmethod
+    def _read(cls, directory: Path) -> ProductIndex:
+        """``load``'s reading of the files, once."""
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
             raise IndexFileError(

@@ -372,7 +372,9 @@ class TagGenerator:
             return known, new
         for i, beams in enumerate(self.generate(products, progress)):
             for tags, w in beams:
-                closure = set(tags) | {a for t in tags for a in path_prefixes(t, self.separator)}
+                # in the beam's order (tied new tags keep it downstream, whatever the hash seed)
+                paths = (a for t in tags for a in path_prefixes(t, self.separator))
+                closure = dict.fromkeys([*tags, *paths])
                 found = {tag: self.vocab.find(tag) for tag in closure}
                 # a beam votes once a tag: "brand:HORNBY" (an open span) and brand:Hornby beside
                 # it in one beam are one vote for brand:Hornby
