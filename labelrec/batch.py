@@ -321,13 +321,15 @@ async def stream_scored(
     chunks = iter_scored(path, cfg, scorer, chunk_size=chunk_size)
     done = object()
     reader = None
-    writer_open = True
+    writer_open, writing = True, False
     try:
         while True:
             rows = await asyncio.to_thread(next, chunks, done)
             if rows is done:
                 break
+            writing = True  # a client gone meanwhile leaves the write running in its thread
             await asyncio.to_thread(writer.write, rows)
+            writing = False
             if reader is None and out_path.exists():
                 reader = out_path.open("rb")
             if reader is not None:
@@ -349,7 +351,7 @@ async def stream_scored(
                 chunks.close()
             if reader is not None:
                 reader.close()
-            if writer_open:  # the file is deleted below: its handle goes first
+            if writer_open and not writing:  # the file is deleted below: its handle goes first
                 with contextlib.suppress(Exception):
                     writer.abandon()
         finally:

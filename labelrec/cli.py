@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1044,11 +1043,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # a log line goes above an open bar, not onto it; a model read from a remote MLflow
         # store is downloaded for this command only
-        with (
-            logging_redirect_tqdm(),
-            tempfile.TemporaryDirectory(prefix="labelrec-", ignore_cleanup_errors=True) as tmp,
-            downloads_in(Path(tmp) / "downloads"),
-        ):
+        with logging_redirect_tqdm(), downloads_in():
             return args.func(args)
     except (ConfigError, CatalogError, ModelError, ValueError, FileNotFoundError) as err:
         print(f"labelrec {args.command}: error: {err}", file=sys.stderr)

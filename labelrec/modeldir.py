@@ -171,6 +171,8 @@ def publish_staged(stage: str | Path, model_dir: str | Path, info_file: str) -> 
 
 
 def _publish(stage: Path, root: Path, plan: dict[str, Any]) -> None:
+    """Move ``stage``'s model into ``root`` by ``plan`` (what ``publish_staged`` wrote in its
+    marker); each step may be done again after a kill."""
     info_file = plan["info_file"]
     if (stage / info_file).is_file():  # else the new labelrec.json is in place: only tidy up
         (root / LABELREC_FILE).unlink(missing_ok=True)
@@ -191,7 +193,10 @@ def _publish(stage: Path, root: Path, plan: dict[str, Any]) -> None:
 def finish_publish(model_dir: str | Path) -> bool:
     """Complete a ``publish_staged`` into ``model_dir`` that a killed process left half done
     (its ``.saving/.publishing.json``); True when there was one. The caller holds
-    ``output_lock(model_dir)``: no publish is running."""
+    ``output_lock(model_dir)``: no publish is running. Only the first process of a distributed
+    launch (``RANK`` 0) does it, as only it holds the lock."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return False  # the first process of a distributed launch finishes it for all
     stage = Path(model_dir) / SAVING_DIR
     try:
         plan = json.loads((stage / PUBLISH_MARKER).read_text(encoding="utf-8"))
@@ -230,15 +235,16 @@ def load_whole(
         try:
             loaded = load()
         except Exception:
-            changing = _stamp(info) != before or (before is None and saving.is_dir())
-            if not changing or attempt == attempts - 1:
+            moving_in = before is None and (saving / PUBLISH_MARKER).is_file()
+            if (_stamp(info) == before and not moving_in) or attempt == attempts - 1:
                 raise
-            if before is None and (saving / PUBLISH_MARKER).is_file():
+            if moving_in:
                 _finish_left_publish(model_dir)
         else:
             if before is not None and _stamp(info) == before:
                 return loaded
-        time.sleep(wait)
+        if attempt < attempts - 1:
+            time.sleep(wait)
     raise ModelError(
         f"{model_dir}: the model changed while it was loading, {attempts} times (a training"
         " writing into it?); load it when the training is done"
@@ -368,15 +374,9 @@ def output_lock(path: str | Path) -> Iterator[None]:
     path = Path(path).resolve()
     me = threading.get_ident()
     with _HELD_GUARD:
-        again = _HELD.get(path, (None, 0))[0] == me
-        if again:
-            _HELD[path] = (me, _HELD[path][1] + 1)
-    if again:
-        try:
-            yield
-        finally:
-            with _HELD_GUARD:
-                _HELD[path] = (me, _HELD[path][1] - 1)
+        again = _HELD.get(path) == me
+    if again:  # the outer block releases it
+        yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(path.with_name(f".{path.name}.lock")), timeout=0)
@@ -396,7 +396,7 @@ def output_lock(path: str | Path) -> Iterator[None]:
             " another path"
         ) from None
     with _HELD_GUARD:
-        _HELD[path] = (me, 1)
+        _HELD[path] = me
     try:
         yield
     finally:
@@ -405,7 +405,7 @@ def output_lock(path: str | Path) -> Iterator[None]:
         lock.release()
 
 
-_HELD: dict[Path, tuple[int, int]] = {}  # outputs this process locks: (thread, depth)
+_HELD: dict[Path, int] = {}  # outputs this process locks, and the thread that holds each
 _HELD_GUARD = threading.Lock()
 
 

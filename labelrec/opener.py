@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,21 +53,24 @@ def local_path(reference: str | Path) -> Path:
     return Path(text).expanduser()
 
 
-_DOWNLOAD_ROOTS: list[Path] = []  # innermost last (``downloads_in``)
+_DOWNLOAD_ROOTS: list[list[Path]] = []  # innermost last: [its folder] once one is made
 
 
 @contextlib.contextmanager
-def downloads_in(folder: str | Path) -> Iterator[Path]:
+def downloads_in(folder: str | Path | None = None) -> Iterator[None]:
     """Models downloaded from an MLflow store meanwhile without a destination of their own go
-    into ``folder`` (each in a folder of its own), which the caller removes with its work:
-    MLflow would leave each download in a new temporary folder that no one removes. Process
+    into ``folder`` (each in a folder of its own), which the caller removes with its work, or,
+    without ``folder``, into a temporary folder made at the first download and removed at the
+    end: MLflow would leave each copy in a new temporary folder that no one removes. Process
     wide: one command, step or service start at a time."""
-    folder = Path(folder)
-    _DOWNLOAD_ROOTS.append(folder)
+    root: list[Path] = [Path(folder)] if folder is not None else []
+    _DOWNLOAD_ROOTS.append(root)
     try:
-        yield folder
+        yield
     finally:
-        _DOWNLOAD_ROOTS.remove(folder)
+        _DOWNLOAD_ROOTS.remove(root)
+        if folder is None and root:
+            shutil.rmtree(root[0], ignore_errors=True)
 
 
 def download_destination() -> str | None:
@@ -74,8 +78,10 @@ def download_destination() -> str | None:
     if not _DOWNLOAD_ROOTS:
         return None
     root = _DOWNLOAD_ROOTS[-1]
-    root.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkdtemp(prefix="model-", dir=root)
+    if not root:
+        root.append(Path(tempfile.mkdtemp(prefix="labelrec-downloads-")))
+    root[0].mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix="model-", dir=root[0])
 
 
 def fingerprint(path: str | Path) -> str:

@@ -96,10 +96,9 @@ os.register_at_fork(after_in_child=_text_worker.cache_clear)
 
 
 class _SharedLimit:
-    """One thread for a threadpoolctl API (``blas``, ``openmp``) while any holder is inside;
-    the count before the first holder is put back when the last one leaves. The limits are
-    the process's: per-call limits of overlapping threads would each put back what the other
-    set, and the last to leave could keep the process on one thread."""
+    """One thread for a threadpoolctl API whose count is the process's (OpenBLAS) while any
+    holder is inside: the first holder sets it, the last one puts back the count from before,
+    so threads that overlap do not put back each other's limit."""
 
     def __init__(self, user_api: str) -> None:
         self.user_api = user_api
@@ -122,9 +121,16 @@ class _SharedLimit:
                     self._limiter.restore_original_limits()
                     self._limiter = None
 
+    def after_fork(self) -> None:
+        """In a forked child, which has none of the parent's threads: the count from before."""
+        self._lock = threading.Lock()
+        if self._holders:
+            self._limiter.restore_original_limits()
+        self._holders, self._limiter = 0, None
+
 
 _one_blas = _SharedLimit("blas")
-_one_openmp = _SharedLimit("openmp")
+os.register_at_fork(after_in_child=_one_blas.after_fork)
 
 
 def one_blas_thread() -> contextlib.AbstractContextManager:
@@ -140,8 +146,9 @@ def one_thread() -> Iterator[None]:
     """BLAS and OpenMP on one thread for a while (``one_blas_thread`` and more). The reranker's
     gradient-boosted trees (scikit-learn) open an OpenMP region per tree on a few rows per
     product: while other work holds the cores (the forward passes of other requests) OpenMP's
-    threads wait for each other (``benchmarks/latency.py --busy 2``; docs/results.md)."""
-    with _one_blas(), _one_openmp():
+    threads wait for each other (``benchmarks/latency.py --busy 2``; docs/results.md). OpenMP's
+    count is the calling thread's own, so its limit is this call's."""
+    with _one_blas(), _thread_controller().limit(limits=1, user_api="openmp"):
         yield
 
 

@@ -81,8 +81,8 @@ class OnnxTagModel:
         mask = (ids != 0).long()
         buffer = io.BytesIO()
         with warnings.catch_warnings():
-            # the tracer's notes on transformers' Python checks and the exporter's own, no more:
-            # the filters are the process's, so other threads' warnings still show meanwhile
+            # the tracer's notes on transformers' Python checks and the exporter's own, no more
+            # (the filters are the process's: other code's warnings still show meanwhile)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
             warnings.filterwarnings("ignore", module=r"torch\.onnx")

@@ -107,9 +107,11 @@ def test_every_verb_takes_a_registry_uri(
     with monkeypatch.context() as patch:
         patch.setattr(flavor, "_download_artifact_from_uri", recorded)
         assert suggest("models:/labelrec@champion") == local
-    # downloaded for the command only (a remote store's copy is not left in the temp folder)
-    assert len(destinations) == 1 and destinations[0] is not None
-    assert not Path(destinations[0]).exists()
+        assert suggest(f"runs:/{version.run_id}/model") == local
+    # a registered model in the local store is read in place; what MLflow copies (runs:/, a
+    # remote store) is copied for the command only, not left in the temporary folder
+    assert destinations[0] is None and destinations[1] is not None
+    assert not Path(destinations[1]).exists()
     assert suggest(f"models:/labelrec/{version.version}") == local
     assert suggest(f"runs:/{version.run_id}/model") == local
     from labelrec.mlflow import log_model
@@ -281,6 +283,9 @@ def test_a_publish_killed_halfway_is_finished_by_the_next_reader(
         with pytest.raises(SystemExit):
             publish_staged(stage, model, info_file=f"{LABELREC_FILE}.pending")
     assert not (model / LABELREC_FILE).exists() and any(stage.iterdir())
+    with monkeypatch.context() as patch:  # another process of a distributed launch: not its job
+        patch.setenv("RANK", "1")
+        assert modeldir.finish_publish(model) is False and any(stage.iterdir())
     rec = TagRecommender.load(model, backend="torch")
     assert rec.info["save_id"] == "the-new-one"
     assert not stage.exists()

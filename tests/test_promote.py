@@ -323,7 +323,7 @@ def test_promotion_is_safe_against_a_flaky_registry_and_a_moving_champion(
     # ...and the version that lost the race is not recorded as promoted, so it never becomes
     # the champion to beat when the alias is gone
     lost = client.get_model_version(NAME, strong.version).tags
-    assert lost.get("promotion.decision") != "promoted"
+    assert lost.get("promotion.decision") == "superseded"
 
 
 def test_a_deleted_champion_is_still_the_one_to_beat(

@@ -325,14 +325,41 @@ def _missing_client(model_uri: str, err: ImportError) -> ModelError:
     )
 
 
+def destination_for(model_uri: str) -> str | None:
+    """Where to download ``model_uri`` when its caller names no place: None (MLflow's choice)
+    for a registered model in a local store, which MLflow reads in place, else a new folder of
+    ``labelrec.opener.downloads_in`` when one is open."""
+    from labelrec.opener import download_destination
+
+    return None if _stored_locally(model_uri) else download_destination()
+
+
+def _stored_locally(model_uri: str) -> bool:
+    """True for a ``models:/`` URI whose files are in a local artifact store (MLflow hands
+    back their own folder, no copy) and for a local path."""
+    from urllib.parse import urlparse
+
+    underlying = model_uri
+    if model_uri.startswith("models:/"):
+        from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+        try:
+            underlying = ModelsArtifactRepository.get_underlying_uri(model_uri)
+        except Exception:  # unknown here: a copy, removed with the command, is safe
+            return False
+    elif "://" in model_uri or model_uri.startswith("runs:/"):
+        return False  # runs:/ is copied by MLflow wherever it is stored
+    scheme = urlparse(str(underlying)).scheme
+    return scheme in ("", "file") or len(scheme) == 1  # C:\... on Windows
+
+
 def download_model(model_uri: str, dst_path: str | None = None) -> Path:
     """The local model directory of a logged labelrec model (``runs:/``, ``models:/``, path):
     downloaded, its flavor checked, the ``model_data`` folder inside it returned. Without
-    ``dst_path``, into the folder of ``labelrec.opener.downloads_in`` when one is open."""
-    from labelrec.opener import download_destination
-
+    ``dst_path``, a copy goes into the folder of ``labelrec.opener.downloads_in`` when one is
+    open; a registered model in a local artifact store is read in place, as MLflow does."""
     if dst_path is None:
-        dst_path = download_destination()
+        dst_path = destination_for(model_uri)
     try:
         local = Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path))
     except mlflow.exceptions.MlflowException as err:

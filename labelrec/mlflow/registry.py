@@ -28,7 +28,7 @@ from labelrec.config import DataConfig, model_data_config
 from labelrec.data import read_catalog
 from labelrec.describe import DESCRIBER_KIND
 from labelrec.mlflow.evaluator import KS, PER_PRODUCT, metric_key, register_evaluator
-from labelrec.mlflow.flavor import describer_info, labelrec_version, log_model
+from labelrec.mlflow.flavor import describer_info, destination_for, labelrec_version, log_model
 from labelrec.model import ModelError, read_info
 
 BANDS = ("head", "torso", "tail")
@@ -376,7 +376,8 @@ def _evaluation_frame(data: str | Path, data_cfg: DataConfig | None) -> pd.DataF
 def _load_version(mv: ModelVersion, role: str) -> Any:
     """The pyfunc model of one version (a `RegistryError` naming it when it does not load)."""
     try:
-        return mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
+        uri = f"models:/{mv.name}/{mv.version}"
+        return mlflow.pyfunc.load_model(uri, dst_path=destination_for(uri))
     except Exception as err:  # noqa: BLE001 - any load failure means a broken version
         raise RegistryError(
             f"{_label(mv, role)} cannot be loaded from {mv.source}: {type(err).__name__}: {err}"
@@ -518,18 +519,6 @@ def promote(
                 f"no @{champion_alias}; compared with version {champion.version}, the last"
                 f" promoted: {decision.reason}"
             )
-        if decision.promoted:  # the alias first: a version that lost a race is not tagged promoted
-            now = _alias_version(client, name, champion_alias)
-            moved_to = now.version if now is not None else None
-            if moved_to not in (aliased, challenger.version):
-                mlflow.set_tags({"promotion.decision": "superseded"})
-                raise RegistryError(
-                    f"@{champion_alias} of {name!r} moved to version {moved_to} while"
-                    f" version {challenger.version} was evaluated against"
-                    f" {champion and champion.version}; promote again"
-                )
-            if moved_to != challenger.version:  # else a promotion of it beside this one did it
-                client.set_registered_model_alias(name, champion_alias, challenger.version)
         _write_decision(client, challenger, decision, str(data))
         mlflow.set_tags(
             {
@@ -538,4 +527,20 @@ def promote(
                 "promotion.champion_version": str(decision.champion_version),
             }
         )
+        if decision.promoted:
+            now = _alias_version(client, name, champion_alias)
+            moved_to = now.version if now is not None else None
+            if moved_to == challenger.version:  # a promotion of the same version beside this one
+                return decision
+            if moved_to != aliased:  # someone else moved it: this version was not promoted
+                client.set_model_version_tag(
+                    name, challenger.version, PROMOTION_TAG_PREFIX + "decision", "superseded"
+                )
+                mlflow.set_tags({"promotion.decision": "superseded"})
+                raise RegistryError(
+                    f"@{champion_alias} of {name!r} moved to version {moved_to} while"
+                    f" version {challenger.version} was evaluated against"
+                    f" {champion and champion.version}; promote again"
+                )
+            client.set_registered_model_alias(name, champion_alias, challenger.version)
         return decision

@@ -41,7 +41,7 @@ from labelrec.config import (
     score_argument,
 )
 from labelrec.mlflow import store, tracking
-from labelrec.mlflow.flavor import FLAVOR_NAME, log_model
+from labelrec.mlflow.flavor import FLAVOR_NAME, destination_for, log_model
 from labelrec.modeldir import output_lock
 from labelrec.opener import downloads_in
 
@@ -497,7 +497,7 @@ def run_batch(
             },
         )
         _refuse_describer(model_uri, "batch")  # before the weights load
-        model = mlflow.pyfunc.load_model(model_uri)
+        model = mlflow.pyfunc.load_model(model_uri, dst_path=destination_for(model_uri))
         _check_tagger(getattr(_unwrap(model), "recommender", None), model_uri, "batch")
         info = getattr(getattr(_unwrap(model), "recommender", None), "info", None)
         data_cfg = reading_data_config(config, split_overrides(overrides), info)
@@ -807,10 +807,7 @@ def main(argv: list[str] | None = None) -> int:
         if tracking.is_main_process():  # other Accelerate processes never touch MLflow
             store.configure(args.experiment)
         # a model read from a remote store is downloaded for this step only
-        with (
-            tempfile.TemporaryDirectory(prefix="labelrec-", ignore_cleanup_errors=True) as tmp,
-            downloads_in(Path(tmp) / "downloads"),
-        ):
+        with downloads_in():
             summary = dispatch(args)
     except (
         ConfigError,
