@@ -126,7 +126,7 @@ def test_batch_predicts_one_chunk_at_a_time(
             sizes.append(len(frame))
             return self.model.predict(frame, params=params)
 
-    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda uri: Recording(load(uri)))
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda uri, **kw: Recording(load(uri, **kw)))
     in_path = write_input("jsonl", tmp_path)
     n = steps.run_batch(
         registered["uri"], str(in_path), str(tmp_path / "o.jsonl"), chunk_size=16, progress=False
