@@ -327,9 +327,11 @@ async def stream_scored(
             rows = await asyncio.to_thread(next, chunks, done)
             if rows is done:
                 break
-            writing = True  # a client gone meanwhile leaves the write running in its thread
-            await asyncio.to_thread(writer.write, rows)
-            writing = False
+            try:
+                await asyncio.to_thread(writer.write, rows)
+            except asyncio.CancelledError:
+                writing = True  # the client went away: the write runs on in its thread
+                raise
             if reader is None and out_path.exists():
                 reader = out_path.open("rb")
             if reader is not None:

@@ -115,9 +115,9 @@ class _SharedLimit:
         try:
             yield
         finally:
-            with self._lock:
-                self._holders -= 1
-                if self._holders == 0:
+            with self._lock:  # (a forked child leaving a block it forked in: nothing held)
+                self._holders = max(self._holders - 1, 0)
+                if self._holders == 0 and self._limiter is not None:
                     self._limiter.restore_original_limits()
                     self._limiter = None
 
