@@ -190,12 +190,17 @@ def _publish(stage: Path, root: Path, plan: dict[str, Any]) -> None:
     stage.rmdir()
 
 
+def _first_process() -> bool:
+    """True but in the later processes of a distributed launch (``RANK`` above 0)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
 def finish_publish(model_dir: str | Path) -> bool:
     """Complete a ``publish_staged`` into ``model_dir`` that a killed process left half done
     (its ``.saving/.publishing.json``); True when there was one. The caller holds
     ``output_lock(model_dir)``: no publish is running. Only the first process of a distributed
     launch (``RANK`` 0) does it, as only it holds the lock."""
-    if int(os.environ.get("RANK", "0") or 0) != 0:
+    if not _first_process():
         return False  # the first process of a distributed launch finishes it for all
     stage = Path(model_dir) / SAVING_DIR
     try:
@@ -368,7 +373,7 @@ def output_lock(path: str | Path) -> Iterator[None]:
     holds it throughout); another thread is refused like another process."""
     import filelock
 
-    if int(os.environ.get("RANK", "0") or 0) != 0:
+    if not _first_process():
         yield
         return
     path = Path(path).resolve()
