@@ -701,6 +701,14 @@ class Describer:
     def load(cls, path: str | Path, device: str | None = None) -> Describer:
         """A describer directory written by ``save`` (``labelrec train`` with task: describe)."""
         path = Path(path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # a training swapping the folder meanwhile is waited for (``modeldir.load_whole``), its
+        # checks included: the folder is briefly absent while a new one takes its name
+        return load_whole(path, CAUSAL_INFO, lambda: cls._read(path, device))
+
+    @classmethod
+    def _read(cls, path: Path, device: str) -> Describer:
+        """``load``'s checks and reading of the files, once."""
         if not path.is_dir():
             raise ModelError(f"describer directory {path} does not exist")
         if (path / CAUSAL_INFO).is_file():
@@ -711,13 +719,6 @@ class Describer:
                 f" '{DESCRIBER_KIND}'): train one with `labelrec train --config"
                 " configs/describe.yaml`"
             )
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        # a training swapping the folder meanwhile is waited for (``modeldir.load_whole``)
-        return load_whole(path, CAUSAL_INFO, lambda: cls._read(path, device))
-
-    @classmethod
-    def _read(cls, path: Path, device: str) -> Describer:
-        """``load``'s reading of the files, once."""
         model, tokenizer, meta = load_saved_causal_lm(path, device)
         if int(meta.get("format_version", 0)) > DESCRIBER_FORMAT:
             raise ModelError(f"{path}: describer format is newer than this labelrec")

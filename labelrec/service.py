@@ -106,7 +106,7 @@ from labelrec.feedback import (
     ReviewConflict,
 )
 from labelrec.modeldir import jsonable
-from labelrec.opener import open_describer
+from labelrec.opener import downloads_in, open_describer
 from labelrec.recommend import (
     UI_PAGE,
     InteractionsUnavailable,
@@ -1174,14 +1174,20 @@ class LabelRec:
             except FeedbackError as err:
                 raise RuntimeError(f"{s.env_name('feedback_uri')}: {err}") from None
         self.describer_uri = s.describer
+        # a describer in a remote MLflow store is downloaded into a folder removed at shutdown
+        self._describer_downloads: Path | None = None
         if self.describer_uri:  # a describer that cannot load leaves tagging up (503 there)
+            self._describer_downloads = Path(tempfile.mkdtemp(prefix="labelrec-describer-"))
             try:
-                self.describer = load_describer(self.describer_uri)
+                with downloads_in(self._describer_downloads):
+                    self.describer = load_describer(self.describer_uri)
             except Exception as err:
                 self.describer_error = f"{type(err).__name__}: {err}"
                 logger.error(
                     "describer %s not loaded: %s", self.describer_uri, self.describer_error
                 )
+            if self.describer is None or not any(self._describer_downloads.iterdir()):
+                shutil.rmtree(self._describer_downloads, ignore_errors=True)  # nothing kept
         self._describing = 0  # /describe requests being answered
         self.file_jobs = FileJobs(s.max_file_jobs, s.env_name("max_file_jobs"))
 
@@ -1193,6 +1199,8 @@ class LabelRec:
         """Stop polling, remove the downloaded models, and close the feedback database (on
         SQLite its file then holds every review, without its write-ahead log beside it)."""
         self.holder.stop()
+        if self._describer_downloads is not None:
+            shutil.rmtree(self._describer_downloads, ignore_errors=True)
         if self._feedback is not None:
             self._feedback.close()
 

@@ -407,6 +407,41 @@ def test_errors_name_the_problem(tiny_decoder: Path, tmp_path: Path) -> None:
         fit_describer(long.describe, products_with_descriptions(1), progress=False)
 
 
+def test_a_describer_swapped_while_it_loads_is_read_again(
+    describer_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training replaces a describer folder whole (``replace_dir``): between its two renames
+    the folder is absent. A load that checks it at that instant reads again and gets the new
+    describer instead of failing with "does not exist"."""
+    import os
+
+    import labelrec.describe as describe_mod
+    from labelrec.modeldir import CAUSAL_INFO
+
+    model, new, old = tmp_path / "d", tmp_path / ".d.new", tmp_path / ".d.old"
+    shutil.copytree(describer_dir, model)
+    shutil.copytree(describer_dir, new)
+    meta = json.loads((new / CAUSAL_INFO).read_text(encoding="utf-8"))
+    (new / CAUSAL_INFO).write_text(json.dumps({**meta, "marker": "new"}), encoding="utf-8")
+    real, calls = describe_mod.is_describer_dir, []
+
+    def swapped_meanwhile(path: Path) -> bool:
+        calls.append(path)
+        if len(calls) == 1:  # the old folder has moved aside, the new one not yet in
+            os.replace(model, old)
+            answer = real(path)
+            os.replace(new, model)
+            return answer
+        return real(path)
+
+    monkeypatch.setattr(describe_mod, "is_describer_dir", swapped_meanwhile)
+    monkeypatch.setattr("labelrec.modeldir.time.sleep", lambda seconds: None)
+    loaded = Describer.load(model)
+    assert len(calls) == 2 and loaded.meta.get("marker") == "new"
+    with pytest.raises(ModelError, match="does not exist"):  # a folder that stays absent
+        Describer.load(tmp_path / "nothing")
+
+
 def test_damaged_describer_files_are_one_line_errors_naming_them(
     describer_dir: Path, tmp_path: Path
 ) -> None:
@@ -648,6 +683,45 @@ def test_service_describe_endpoint(
     assert svc.describe_items(products) == out  # the adaptive-batching core agrees
     assert asyncio.run(svc.describe(products=[])) == []
     assert svc.model()["describer"]["uri"] == f"…/{describer_dir.name}"  # no local path shown
+
+
+def test_service_removes_the_describer_it_downloaded_at_shutdown(
+    make_service,
+    trained_model_dir: Path,
+    describer_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A describer in a remote MLflow store is copied at each worker start: the copy goes into a
+    folder of the service's, removed at shutdown; a local describer leaves no folder."""
+    import tempfile
+
+    import labelrec.service as service_mod
+    from labelrec.opener import download_destination
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model, ignore=shutil.ignore_patterns("checkpoints"))
+
+    def downloaded(uri: str) -> Describer:  # what resolving a remote models:/ URI does
+        copy = Path(download_destination()) / "d"
+        shutil.copytree(describer_dir, copy)
+        return Describer.load(copy, device="cpu")
+
+    monkeypatch.setattr(service_mod, "load_describer", downloaded)
+    svc = make_service(model, LABELREC_DESCRIBER="models:/describer@champion")
+    assert svc.describer is not None
+    [folder] = temp.glob("labelrec-describer-*")
+    assert any(folder.rglob("causal.json"))
+    svc._shut_down()
+    assert not folder.exists()
+
+    monkeypatch.undo()  # a describer directory: read in place, nothing made
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    svc = make_service(model, LABELREC_DESCRIBER=str(describer_dir))
+    assert svc.describer is not None and not list(temp.glob("labelrec-describer-*"))
 
 
 def test_service_describe_takes_decoding_settings_and_tag_strings(
