@@ -478,10 +478,11 @@ def refit_peers(
     return rows
 
 
-def in_fold(rows: list[Row], fold: int, n_test: int) -> list[Row]:
-    """``rows`` marked with their fold (0-based) and its number of test products."""
+def in_fold(rows: list[Row], fold: int, n_test: int, k: int, seed: int) -> list[Row]:
+    """``rows`` marked with their fold (0-based), its number of test products, and the run's
+    fold count and seed (``--report`` pairs only folds of the same split)."""
     for row in rows:
-        row.notes.update(fold=fold, n_test=n_test)
+        row.notes.update(fold=fold, n_test=n_test, folds=k, seed=seed)
     return rows
 
 
@@ -607,10 +608,10 @@ def run_cv(
                 rows_t[0].system = "labelrec without refit"
                 fold_rows += rows_t
         if on_fold is not None and fold_rows:  # labelrec's rows kept before the peers train
-            on_fold(rows + in_fold(fold_rows, fold, len(test)))
+            on_fold(rows + in_fold(fold_rows, fold, len(test), k, seed))
         if not skip_peers:
             fold_rows += refit_peers(catalog, train, valid, test, vocab, threads, peers, peer_runs)
-        in_fold(fold_rows, fold, len(test))
+        in_fold(fold_rows, fold, len(test), k, seed)
         print(
             f"{catalog} fold {fold + 1}/{k}: {len(train)} train, {len(valid)} valid, {len(test)}"
             f" test\n" + format_table(fold_rows),
@@ -672,8 +673,9 @@ def format_cv(rows: list[Row], base: str = "labelrec", corrected: bool = False) 
         mine = [r for r in rows if r.catalog == catalog]
         systems = list(dict.fromkeys(family(r.system) for r in mine))
         k = len({r.notes["fold"] for r in mine})
-        # the run's fold count (--corrected): its highest fold number, also when fewer are shown
-        n_folds = max(2, k, 1 + max(int(r.notes["fold"]) for r in mine))
+        # the run's fold count (--corrected): recorded in the rows, else (runs saved before it
+        # was) its highest fold number, also when fewer are shown
+        n_folds = max(2, k, *(int(r.notes.get("folds", 1 + int(r.notes["fold"]))) for r in mine))
         head = ["system", *metric_names, "train s (mean)"]
         lines = [f"{catalog}, {k} folds: mean ± 95% interval", "| " + " | ".join(head) + " |"]
         lines.append("|" + "---|" * len(head))
@@ -888,6 +890,30 @@ class ReportError(ValueError):
     """A saved run that ``--report`` cannot read."""
 
 
+#: the notes that tell one cross-validation's folds from another's (fold count and seed are
+#: recorded since they are checked; the number of test products always was)
+SPLIT_NOTES = ("n_test", "folds", "seed")
+
+
+def check_same_split(row: Row, path: str, splits: dict[tuple, tuple[dict, str]]) -> None:
+    """A ``ReportError`` when ``row``'s fold is not the fold of that number that an earlier file
+    had for its catalog (another ``--cv`` or ``--seed``): folds are paired by number."""
+    key = (row.catalog, row.notes["fold"])
+    mine = {n: row.notes[n] for n in SPLIT_NOTES if n in row.notes}
+    if key not in splits:
+        splits[key] = (mine, path)
+        return
+    theirs, other = splits[key]
+    differ = [n for n in SPLIT_NOTES if n in mine and n in theirs and mine[n] != theirs[n]]
+    if differ:
+        said = ", ".join(f"{n} {theirs[n]} against {mine[n]}" for n in differ)
+        raise ReportError(
+            f"{path}: fold {key[1] + 1} of {row.catalog} is not the fold of {other} ({said}):"
+            " only runs of the same --cv and --seed are paired"
+        )
+    splits[key] = ({**theirs, **mine}, other)
+
+
 def merge_saved(paths: list[Path]) -> list[Row]:
     """The rows of runs saved with ``--json``, in order; a row whose catalog, system family and
     fold an earlier file already has is left out (e.g. a ``--cv --reuse --skip-peers`` run adds
@@ -895,6 +921,7 @@ def merge_saved(paths: list[Path]) -> list[Row]:
     "labelrec, LABEL" (two labelrec configurations side by side, paired by fold)."""
     rows: list[Row] = []
     seen: set[tuple] = set()
+    splits: dict[tuple, tuple[dict, str]] = {}  # (catalog, fold) -> its split's notes, file
     for spec in paths:
         path, _, label = str(spec).partition("@")
         try:
@@ -907,6 +934,9 @@ def merge_saved(paths: list[Path]) -> list[Row]:
             for r in new:
                 if r.system.startswith("labelrec"):
                     r.system = f"{r.system}, {label}"
+        for r in new:
+            if "fold" in r.notes:
+                check_same_split(r, path, splits)
         keys = [(r.catalog, family(r.system), r.notes.get("fold")) for r in new]
         rows += [r for r, key in zip(new, keys, strict=True) if key not in seen]
         seen.update(keys)

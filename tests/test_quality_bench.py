@@ -181,6 +181,12 @@ def test_interval_and_cv_table_on_hand_made_rows() -> None:
     half = float(plain.split("| Omikuji | +2.0 ± ")[1].split(" ")[0])
     wide = float(corrected.split("| Omikuji | +2.0 ± ")[1].split(" ")[0])
     assert wide == pytest.approx(half * np.sqrt(3), abs=0.1)
+    for row in rows:  # rows that record their run's 5 folds: two of them shown
+        row.notes["folds"] = 5
+    recorded = quality.format_cv(rows, corrected=True)  # 1/4 + 1/2 against 1/2: sqrt(1.5)
+    assert float(recorded.split("| Omikuji | +2.0 ± ")[1].split(" ")[0]) == pytest.approx(
+        half * np.sqrt(1.5), abs=0.1
+    )
     versus = quality.format_cv(rows, "labelrec without refit")
     assert "labelrec without refit minus each other row" in versus
     assert "| labelrec | -41.0 ± " in versus and "goal" not in versus
@@ -251,6 +257,30 @@ def test_saved_runs_merge_without_repeating_a_row(tmp_path: Path) -> None:
     assert merged[0].metrics["P@1"] == 0.9
 
 
+def test_saved_runs_of_another_split_are_not_paired(tmp_path: Path) -> None:
+    """Folds are paired by number: runs of another --cv or --seed are refused by name; a run
+    saved before the fold count and seed were recorded pairs when its test size agrees."""
+    import json
+
+    def saved(name: str, **notes: int) -> Path:
+        row = _row("labelrec" if name != "peer.json" else "Omikuji", 0, 0.9, 0.8)
+        row.notes.update(notes)
+        path = tmp_path / name
+        path.write_text(json.dumps([row.__dict__]), encoding="utf-8")
+        return path
+
+    peer = saved("peer.json", n_test=100, folds=5, seed=0)
+    assert len(quality.merge_saved([peer, saved("same.json", n_test=100, folds=5, seed=0)])) == 2
+    assert len(quality.merge_saved([peer, saved("old.json", n_test=100)])) == 2
+    for name, notes, said in [
+        ("seed.json", {"n_test": 100, "folds": 5, "seed": 1}, "seed 0 against 1"),
+        ("k.json", {"n_test": 120, "folds": 4, "seed": 0}, "n_test 100 against 120, folds 5"),
+        ("old_other.json", {"n_test": 90}, "n_test 100 against 90"),
+    ]:
+        with pytest.raises(quality.ReportError, match=f"{name}: fold 1 of toy is not .*{said}"):
+            quality.merge_saved([peer, saved(name, **notes)])
+
+
 def test_cv_runs_only_the_folds_asked_for(tmp_path: Path) -> None:
     pytest.importorskip("omikuji")
     from conftest import write_jsonl
@@ -266,6 +296,7 @@ def test_cv_runs_only_the_folds_asked_for(tmp_path: Path) -> None:
         skip_labelrec=True, peers=("Omikuji",), folds={2},
     )  # fmt: skip
     assert done and {r.notes["fold"] for r in done} == {1}
+    assert {(r.notes["folds"], r.notes["seed"]) for r in done} == {(3, 0)}
     assert not (tmp_path / "out" / "toy-cv3" / "fold1").exists()
     fold = tmp_path / "out" / "toy-cv3" / "fold2"  # its products, the test ones for errors.py
     parts = [
