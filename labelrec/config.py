@@ -312,6 +312,14 @@ class TrainConfig:
         default="linear", metadata={"help": "LR decay after warmup: linear, cosine, constant."}
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping; 0: off."})
+    fused_adamw: bool = field(
+        default=True,
+        metadata={
+            "help": "The tagger's AdamW by torch's fused kernel where the device has one (CPU,"
+            " GPU); false: torch's default, on the CPU a loop per weight tensor. The same"
+            " update, rounded differently: a quarter less training time on amazon_uk_toys."
+        },
+    )
     mixed_precision: str = field(default="auto", metadata={"help": MIXED_PRECISION_HELP})
     early_stopping_patience: int = field(
         default=2, metadata={"help": "Epochs without valid nDCG@3 gain before stopping; 0: off."}

@@ -590,6 +590,19 @@ def count_records(path: str | Path, block: int = 1 << 20) -> int | None:
         return None
 
 
+def check_input_files(data: DataConfig, names: Sequence[str]) -> None:
+    """A ``FileNotFoundError`` or ``CatalogError`` naming the setting when a file that one of
+    ``data``'s settings ``names`` (``train``, ``holdout``: each of its files...) gives is not
+    there: a command stops before it locks its output, opens a run or loads a backbone."""
+    for name in names:
+        value = getattr(data, name)
+        for path in value if isinstance(value, list) else [value] if value else []:
+            if not Path(path).exists():
+                raise FileNotFoundError(f"data.{name}: {path} does not exist")
+            if not Path(path).is_file():
+                raise CatalogError(path, None, None, f"not a file (data.{name})")
+
+
 def check_catalog_file(path: str | Path) -> None:
     """``FileNotFoundError`` or ``CatalogError`` unless ``path`` is an existing file."""
     path = Path(path)

@@ -85,6 +85,7 @@ def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
     leaves the old one (or none), never half of one; a second run into the same output
     meanwhile is refused."""
     cfg = checked(cfg)  # edited in code since it was loaded: checked now, not after a run
+    data_mod.check_input_files(cfg.data, ("unlabeled", "train"))  # before the output's lock
     with output_lock(cfg.output):
         return _pretrain(cfg, progress)
 

@@ -158,6 +158,7 @@ UNTRAINED_SETTINGS = (
     "output",
     "train.epochs",  # a refit's epochs come from its tuning run; a resume may train longer
     "train.eval_batch_size",
+    "train.fused_adamw",  # the same update, computed another way
     "train.num_workers",
     "train.log_every",
     "train.keep_checkpoints",
@@ -434,7 +435,7 @@ class TagTrainer:
         head_params = list(self.model.head.parameters())
         head_ids = {id(p) for p in head_params}
         body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = make_adamw(
             [
                 {
                     "params": body,
@@ -442,7 +443,8 @@ class TagTrainer:
                     "weight_decay": tcfg.weight_decay,
                 },
                 {"params": head_params, "lr": tcfg.head_lr, "weight_decay": 0.0},
-            ]
+            ],
+            fused=tcfg.fused_adamw,
         )
         n_proc = self.accelerator.num_processes
         batches_per_epoch = math.ceil(len(self.train_set) / tcfg.batch_size / n_proc)
@@ -1161,6 +1163,7 @@ def train(
     numpy's and torch's global random generators are seeded with ``cfg.seed``."""
     cfg = checked(cfg)  # edited in code since it was loaded: checked now, not after training
     check_output(cfg)
+    check_inputs(cfg)
     with output_lock(cfg.output):
         if finish_publish(cfg.output):  # a killed run's new model, half moved in: complete it
             logger.warning("%s: finished moving in a model a killed training left", cfg.output)
@@ -1190,6 +1193,26 @@ def warn_case_variants(vocab: data_mod.TagVocab, source: str) -> None:
             shown,
             "; ..." if len(variants) > 5 else "",
         )
+
+
+def make_adamw(groups: list[dict[str, Any]], fused: bool) -> torch.optim.AdamW:
+    """torch's AdamW over parameter ``groups``: by its fused kernel where ``fused`` and the
+    parameters' device has one (on the CPU it updates the weights in one pass instead of a
+    loop of small operations per tensor, which dominates a step on short titles), else by
+    torch's default implementation."""
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, fused=True)
+        except RuntimeError as err:  # a device or dtype without the kernel
+            logger.info("AdamW without its fused kernel: %s", err)
+    return torch.optim.AdamW(groups)
+
+
+def check_inputs(cfg: Config) -> None:
+    """The catalogs the run reads are there (a ``FileNotFoundError`` naming the setting): a
+    missing one stops it before it locks its output or loads a backbone."""
+    names = ["train", "valid"] if cfg.task == "describe" else DATA_FILES
+    data_mod.check_input_files(cfg.data, [n.removeprefix("data.") for n in names])
 
 
 def check_output(cfg: Config) -> None:

@@ -24,10 +24,13 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _fresh_mlflow_ownership(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts with no MLflow settings that labelrec set itself (``store._OWN``): the
-    environment variables it set are restored by the tests' own monkeypatching."""
+    """Each test starts with no MLflow settings that labelrec set itself (``store._OWN``), and
+    the MLflow environment variables a test's run of labelrec set are removed after it."""
     import sys
 
+    from mlflow_fixtures import restore_after
+
+    restore_after(monkeypatch)
     store = sys.modules.get("labelrec.mlflow.store")
     if store is not None:
         monkeypatch.setattr(store, "_OWN", {})
@@ -221,40 +224,44 @@ def service_client(
     """The BentoML service's ASGI app (lifespan, adaptive batching and all) in process, serving
     a copy of the trained tagger with the toy product index. One per session: BentoML registers
     its Prometheus metrics globally, so a second app in the same process cannot be made."""
+    import contextlib
     import shutil
 
-    pytest.importorskip("bentoml")
     from starlette.testclient import TestClient
 
     from labelrec.service import LabelRec
 
     model = tmp_path_factory.mktemp("asgi") / "v1"
     shutil.copytree(trained_model_dir, model, ignore=shutil.ignore_patterns("checkpoints"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LABELREC_MODEL_URI", str(model))
-        mp.setenv("LABELREC_POLL_SECONDS", "0")
-        mp.setenv("LABELREC_INDEX", str(service_index))
-        mp.setenv("LABELREC_INTERACTIONS", str(service_interactions))
-        mp.setenv("LABELREC_FEEDBACK_URI", f"sqlite:///{model.parent / 'feedback.db'}")
-        mp.delenv("LABELREC_CATALOG", raising=False)
-        with TestClient(LabelRec.to_asgi(), raise_server_exceptions=False) as client:
-            yield client
+    with contextlib.ExitStack() as running:
+        # the service reads its settings when it starts: they leave the environment after that
+        with pytest.MonkeyPatch.context() as mp:
+            for name in [n for n in os.environ if n.startswith("LABELREC_")]:
+                mp.delenv(name)
+            mp.setenv("LABELREC_MODEL_URI", str(model))
+            mp.setenv("LABELREC_POLL_SECONDS", "0")
+            mp.setenv("LABELREC_INDEX", str(service_index))
+            mp.setenv("LABELREC_INTERACTIONS", str(service_interactions))
+            mp.setenv("LABELREC_FEEDBACK_URI", f"sqlite:///{model.parent / 'feedback.db'}")
+            client = running.enter_context(
+                TestClient(LabelRec.to_asgi(), raise_server_exceptions=False)
+            )
+        yield client
 
 
 @pytest.fixture
 def make_service(monkeypatch: pytest.MonkeyPatch) -> Iterator:
     """Instantiate the service class directly with a model URI and other settings (stopped
     after the test)."""
-    pytest.importorskip("bentoml")
     from labelrec.service import LabelRec
 
     made: list = []
 
     def make(uri: Path | str, poll: float = 0.0, **env: str):
+        for name in [n for n in os.environ if n.startswith("LABELREC_")]:
+            monkeypatch.delenv(name)  # only the settings given here
         monkeypatch.setenv("LABELREC_MODEL_URI", str(uri))
         monkeypatch.setenv("LABELREC_POLL_SECONDS", str(poll))
-        for name in ("LABELREC_INDEX", "LABELREC_CATALOG", "LABELREC_INTERACTIONS"):
-            monkeypatch.delenv(name, raising=False)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         svc = LabelRec()
@@ -269,7 +276,6 @@ def make_service(monkeypatch: pytest.MonkeyPatch) -> Iterator:
 @pytest.fixture
 def registry(tmp_path, tmp_path_factory, monkeypatch) -> Iterator[Path]:
     """A fresh MLflow tracking store and registry for one test (see test_mlflow_flavor)."""
-    pytest.importorskip("mlflow")
     from test_mlflow_flavor import open_store
 
     yield from open_store(tmp_path, tmp_path_factory, monkeypatch)

@@ -6,6 +6,7 @@ migrated once per test session instead.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,18 @@ def fresh_db(path: Path, factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def restore_after(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...] = MLFLOW_ENV) -> None:
+    """``monkeypatch`` puts ``names`` back as they are now when it is undone, also those set
+    meanwhile straight in ``os.environ`` (labelrec's store sets them so), which its ``delenv``
+    of an absent variable would not record."""
+    for name in names:
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
+
+
 def use_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factory: pytest.TempPathFactory):
     """Point MLflow (through the environment, undone after the test) at a new store in tmp_path.
 
@@ -45,6 +58,7 @@ def use_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factory: pytest.T
     """
     from labelrec.mlflow import store
 
+    restore_after(monkeypatch)
     for name in MLFLOW_ENV:
         monkeypatch.delenv(name, raising=False)
     db = fresh_db(tmp_path / "mlruns.db", factory)

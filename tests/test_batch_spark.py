@@ -8,11 +8,9 @@ import shutil
 import sys
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
-
-mlflow = pytest.importorskip("mlflow")
-pd = pytest.importorskip("pandas")
-
 from conftest import toy_catalog, write_jsonl  # noqa: E402
 from mlflow_fixtures import use_store  # noqa: E402
 
@@ -187,7 +185,8 @@ def test_spark_udf_scores_like_the_pyfunc(
     registered, expected, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`mlflow.pyfunc.spark_udf` on a local Spark session, as README shows it."""
-    pytest.importorskip("pyspark")
+    import pyspark  # noqa: F401  (required: its absence fails the tests)
+
     if shutil.which("java") is None:
         pytest.skip("Spark needs Java (java not on PATH)")
     from pyspark.sql import SparkSession

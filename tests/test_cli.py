@@ -654,6 +654,30 @@ def test_bad_inputs_exit_2_with_file_line_field(
         assert f"labelrec {args[0]}: error: " in err, err
 
 
+def test_a_missing_catalog_stops_training_before_its_output_is_locked(
+    tiny_backbone: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """A catalog setting naming no file is said with the setting's name before the output's
+    lock (and its folder) is made or the backbone loads."""
+    train = f"data.train={toy_data_dir / 'train.jsonl'}"
+    out = tmp_path / "runs" / "m"
+    for extra, setting in [
+        ([f"data.train={tmp_path / 'gone.jsonl'}"], "data.train"),
+        ([train, f"data.valid={tmp_path / 'gone.jsonl'}"], "data.valid"),
+        ([train, f"data.holdout=[{toy_data_dir / 'valid.jsonl'}, {tmp_path / 'gone.jsonl'}]"],
+         "data.holdout"),
+        ([train, f"data.feedback={tmp_path}"], "not a file (data.feedback)"),
+    ]:  # fmt: skip
+        args = ["train", "--config", TINY, f"model.backbone={tiny_backbone}", f"output={out}"]
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert setting in err and "Traceback" not in err, err
+        assert not (tmp_path / "runs").exists()
+
+
 def test_version(capsys: pytest.CaptureFixture) -> None:
     from importlib.metadata import version
 

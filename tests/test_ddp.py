@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +36,24 @@ def _free_port() -> int:
 
 
 def _launch(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # torchelastic's folders go into a temporary folder of the launch's, removed after it
+    scratch = tempfile.mkdtemp(prefix="labelrec-ddp-")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TMPDIR": scratch}
     env.pop("ACCELERATE_USE_CPU", None)  # labelrec must choose the CPU itself
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
     cmd += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
     cmd += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
-    return subprocess.run(
-        [*cmd, "-m", "labelrec.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+    try:
+        return subprocess.run(
+            [*cmd, "-m", "labelrec.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -8,12 +8,10 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import numpy as np
-import pytest
-
-mlflow = pytest.importorskip("mlflow")
-
 import pandas as pd  # noqa: E402
+import pytest
 from conftest import toy_catalog, write_jsonl  # noqa: E402
 from test_mlflow_flavor import open_store  # noqa: E402
 

@@ -142,8 +142,8 @@ def test_cli_explain(
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all("neural=" in line for line in lines)
     nearest = [part for part in lines[0].split() if part.startswith("nearest=")]
-    if nearest:  # ids with their similarity, not a Python list of dicts
-        assert re.fullmatch(r"nearest=([^,:]+:\d\.\d{3},?)+", nearest[0]), nearest[0]
+    assert nearest, lines[0]  # ids with their similarity, not a Python list of dicts
+    assert re.fullmatch(r"nearest=([^,:]+:\d\.\d{3},?)+", nearest[0]), nearest[0]
     assert "{'" not in lines[0]
     monkeypatch.setattr(sys, "stdin", io.StringIO("plush bear\n"))
     assert main([*args, "--format", "jsonl"]) == 0

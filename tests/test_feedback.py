@@ -715,41 +715,44 @@ def postgres_url() -> Iterator[str]:
     import subprocess
     import tempfile
 
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver: pip install 'labelrec[dev]'")
+    import psycopg  # noqa: F401  (required: its absence fails the tests)
+
     initdbs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not initdbs:
         pytest.skip("no PostgreSQL server here: apt-get install postgresql")
     bindir = initdbs[-1].parent
+    # short, so that the server's socket path in it fits; removed however the start ends
     root = Path(tempfile.mkdtemp(prefix="labelrec-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        try:
-            pg = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root without a postgres user to run the server as")
-        os.chown(root, pg.pw_uid, pg.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    data = root / "data"
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-         "-E", "UTF8"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    subprocess.run(
-        [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
-         "-o", f"-p {port} -k {root} -h 127.0.0.1", "start"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    data, as_user, started = root / "data", [], False
     try:
+        if os.geteuid() == 0:
+            try:
+                pg = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("running as root without a postgres user to run the server as")
+            os.chown(root, pg.pw_uid, pg.pw_gid)
+            as_user = ["runuser", "-u", "postgres", "--"]
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        subprocess.run(
+            [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"),
+             "-w", "-o", f"-p {port} -k {root} -h 127.0.0.1", "start"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        started = True
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-            capture_output=True,
-        )
+        if started:
+            subprocess.run(
+                [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                capture_output=True,
+            )
         sh.rmtree(root, ignore_errors=True)
 
 

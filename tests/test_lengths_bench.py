@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from conftest import write_jsonl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-lengths = pytest.importorskip("lengths")
+import lengths
 
 
 def test_counts_and_table_on_a_hand_made_catalog(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-memory = pytest.importorskip("memory")
+import memory
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-mlflow = pytest.importorskip("mlflow")
-
+import mlflow
 import pandas as pd  # noqa: E402
+import pytest
 import yaml  # noqa: E402
 from conftest import toy_catalog  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402

@@ -11,10 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import pytest
-
-mlflow = pytest.importorskip("mlflow")
-
 from mlflow_fixtures import MLFLOW_ENV, fresh_db  # noqa: E402
 
 from labelrec.mlflow import store  # noqa: E402

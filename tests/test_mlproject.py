@@ -14,8 +14,7 @@ import yaml
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
 
-mlflow = pytest.importorskip("mlflow")
-
+import mlflow  # noqa: E402
 from mlflow.projects._project_spec import load_project  # noqa: E402
 from mlflow_fixtures import MLFLOW_ENV, fresh_db  # noqa: E402
 from packaging.requirements import Requirement  # noqa: E402

@@ -57,7 +57,6 @@ class Slot:
 @pytest.fixture
 def describing(make_service, trained_model_dir: Path, tmp_path: Path):
     """The service with a fake describer (no decoder to train) and a busy slot that tells."""
-    pytest.importorskip("bentoml")
     model = tmp_path / "model"
     shutil.copytree(trained_model_dir, model, ignore=shutil.ignore_patterns("checkpoints"))
     svc = make_service(model)
@@ -74,7 +73,6 @@ def describing(make_service, trained_model_dir: Path, tmp_path: Path):
 def test_describe_takes_null_tags_as_none() -> None:
     """`"tags": null` (as a front end sends a product without tags) is a product without tags,
     not a 400."""
-    pytest.importorskip("bentoml")
     from labelrec.service import DescribeIn
 
     assert DescribeIn.model_validate({"title": "kite", "tags": None}).tags == []
@@ -92,7 +90,6 @@ def test_describe_takes_null_tags_as_none() -> None:
 def test_describe_decoding_settings_are_capped_and_strict(settings: dict, field: str) -> None:
     """A request's decoding settings are refused past their caps (beams and length multiply
     its cost) and when not integers, before any describer sees them."""
-    pytest.importorskip("bentoml")
     from pydantic import ValidationError
 
     from labelrec.service import MAX_DESCRIBE_TOKENS, DecodingIn
@@ -106,7 +103,6 @@ def test_describe_decoding_settings_are_capped_and_strict(settings: dict, field:
 
 def test_empty_decoding_settings_keep_the_describer() -> None:
     """`"decoding": {}` is the describer's own settings: the request joins the shared batches."""
-    pytest.importorskip("bentoml")
     from labelrec.service import DecodingIn, with_request_decoding
 
     fake = FakeDescriber()
@@ -155,7 +151,6 @@ def test_typed_values_names_an_unknown_key() -> None:
 def test_review_token_guards_posts_only() -> None:
     """Only a POST to /feedback needs the token: a browser's preflight (OPTIONS, which never
     carries the Authorization header) and other methods reach the app."""
-    pytest.importorskip("bentoml")
     from pydantic import SecretStr
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
@@ -187,7 +182,6 @@ def test_each_token_is_visible_ascii_and_its_value_is_not_shown(
 ) -> None:
     """Both tokens travel in an Authorization header: one with a space or a non-ASCII letter is
     refused at start-up, named without showing its value (logs keep the error)."""
-    pytest.importorskip("bentoml")
     from labelrec.service import ServiceSettings, load_settings
 
     for field in ServiceSettings.model_fields:
@@ -241,7 +235,6 @@ def test_a_compressed_parquet_is_refused_from_its_footer(
 ) -> None:
     """Pages that decompress past the cap are refused from the sizes in the footer, before any
     row group is read."""
-    pytest.importorskip("bentoml")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -265,7 +258,6 @@ def test_a_compressed_parquet_is_refused_from_its_footer(
 def test_a_dictionary_parquet_is_counted_without_expanding_it(tmp_path: Path, column: str) -> None:
     """One long text repeated by index in every row (a title, or a tag in a list) counts as
     the bytes it decodes to, and counting it does not decode it: its memory stays small."""
-    pytest.importorskip("bentoml")
     import pyarrow as pa
 
     from labelrec.batch import parquet_capped
@@ -422,7 +414,6 @@ def test_a_model_without_an_mlmodel_file_is_left_to_loading(
 ) -> None:
     """The evaluate and batch steps refuse a describer from its MLmodel file; a labelrec model
     folder (no MLmodel) or a missing path is left to the loading, which names the problem."""
-    pytest.importorskip("mlflow")
     from labelrec.mlflow.steps import _refuse_describer
 
     assert _refuse_describer(str(trained_model_dir), "evaluate") is None
@@ -452,7 +443,6 @@ def test_the_batch_step_names_a_model_that_is_not_labelrecs(
 def test_the_describer_model_takes_products_without_tags(tmp_path: Path) -> None:
     """The MLflow describer's signature leaves ``tags`` optional: a frame of titles alone (a
     REST call without tags) is valid input."""
-    pytest.importorskip("mlflow")
     import pandas as pd
     from mlflow.models.utils import _enforce_schema
 
@@ -499,7 +489,8 @@ def test_peak_rss_is_in_bytes(tmp_path: Path) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    memory = pytest.importorskip("memory")
+    import memory
+
     code = (
         "import re; x = bytearray(50 * 2**20); x[::4096] = b'1' * len(x[::4096]);"
         " print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))"
@@ -515,7 +506,8 @@ def test_a_training_that_raises_is_a_failed_measurement(tmp_path: Path) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    memory = pytest.importorskip("memory")
+    import memory
+
     with pytest.raises(RuntimeError, match="(?s)exited 1:.*ValueError: no catalog"):
         memory.peak_rss(["-c", "raise ValueError('no catalog')"], tmp_path / "run.log")
 
@@ -526,7 +518,8 @@ def test_the_table_gives_the_growth_per_1000_trained_products() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    memory = pytest.importorskip("memory")
+    import memory
+
     rows = [
         {"products": p, "train_products": t, "peak_rss_gb": gb, "seconds": 9.6, "nDCG@3": 0.5}
         for p, t, gb in ((2_000, 1_400, 1.2), (6_000, 4_200, 2.6))
@@ -569,7 +562,6 @@ def test_a_reviewers_token_names_the_reviewer_in_the_request_state() -> None:
     the request's state, which /feedback stores the review under."""
     import asyncio
 
-    pytest.importorskip("bentoml")
     from pydantic import SecretStr
 
     from labelrec.service import NeedsToken

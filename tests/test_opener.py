@@ -139,7 +139,6 @@ def test_every_verb_takes_a_registry_uri(
 def test_model_data_outside_the_logged_model_is_refused(
     trained_model_dir: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("mlflow")
     from labelrec.mlflow import flavor
 
     out = tmp_path / "logged"
@@ -166,7 +165,6 @@ def test_model_data_outside_the_logged_model_is_refused(
 def test_an_artifact_store_without_its_client_is_a_model_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: ImportError, message: str
 ) -> None:
-    pytest.importorskip("mlflow")
     from labelrec.mlflow import flavor
 
     def download(**_: object) -> str:

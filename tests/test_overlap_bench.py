@@ -10,7 +10,7 @@ import pytest
 from conftest import write_jsonl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-overlap = pytest.importorskip("overlap")
+import overlap
 
 
 def test_nearest_titles_on_hand_made_titles() -> None:

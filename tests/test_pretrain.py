@@ -193,8 +193,10 @@ def test_pretrain_cli(
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"backbone saved to {tmp_path / 'cli'}"
     assert "heldout_mlm_loss" in json.loads(out[1])
-    assert main([*args[:-3], "data.unlabeled=" + str(tmp_path / "missing.jsonl")]) == 2
-    assert "missing.jsonl" in capsys.readouterr().err
+    missing = [f"output={tmp_path / 'cli2'}", f"data.unlabeled={tmp_path / 'missing.jsonl'}"]
+    assert main([*args[:-3], *missing]) == 2
+    assert "data.unlabeled: " in capsys.readouterr().err
+    assert not list(tmp_path.glob("*cli2*"))  # stopped before it locked its output
     # a folder that holds a trained model is not overwritten by a bare encoder
     model = tmp_path / "model"
     model.mkdir()

@@ -7,11 +7,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
-
-mlflow = pytest.importorskip("mlflow")
-
 from conftest import toy_catalog, write_jsonl  # noqa: E402
 from test_mlflow_flavor import open_store  # noqa: E402
 

@@ -7,13 +7,12 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import onnxruntime  # noqa: F401  (required: its absence fails the tests)
 import pytest
 
 from labelrec import runtime
 from labelrec.model import ModelError
 from labelrec.predict import TagRecommender
-
-pytest.importorskip("onnxruntime")
 
 PRODUCTS = [
     {"title": "LEGO City Police Station", "description": ""},

@@ -17,10 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import bentoml  # noqa: F401  (required: its absence fails the tests)
 import pytest
-
-pytest.importorskip("bentoml")
-
 from bentoml.exceptions import BadInput  # noqa: E402
 from conftest import toy_catalog  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
@@ -1100,20 +1098,13 @@ def test_openapi_documents_the_endpoints(client: TestClient) -> None:
 # --------------------------------------------------------------------------- the registry
 
 
-def _registry_or_skip():
-    try:
-        from labelrec.mlflow.registry import model_version_info, register_challenger
-    except ImportError as err:  # written by another part of the project
-        pytest.skip(f"labelrec.mlflow.registry is not available: {err}")
-    return model_version_info, register_challenger
-
-
 def test_champion_from_the_registry_and_alias_moves(
     registry: Path, make_service, models: dict[str, Path]
 ) -> None:
     import mlflow
 
-    _, register_challenger = _registry_or_skip()
+    from labelrec.mlflow.registry import register_challenger
+
     client = mlflow.MlflowClient()
     first = register_challenger(models["v1"])
     client.set_registered_model_alias("labelrec", "champion", first.version)
@@ -1273,7 +1264,7 @@ def test_a_scored_file_stream_removes_its_folder_when_the_client_leaves(
         scorer = service.file_scorer(snap, 3, None, threading.Lock())
         stream = stream_scored(path, workdir, DataConfig(), ".jsonl", scorer, service.FILE_CHUNK)
         task = asyncio.ensure_future(stream.__anext__())
-        await asyncio.to_thread(started.wait, 10)
+        assert await asyncio.to_thread(started.wait, 10)
         task.cancel()
         try:
             await task

@@ -18,11 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import bentoml  # noqa: F401  (required: its absence fails the tests)
+import httpx
 import pytest
-
-pytest.importorskip("bentoml")
-httpx = pytest.importorskip("httpx")
-
 from test_service import copy_model, point  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -40,8 +38,8 @@ def free_port() -> int:
 
 
 def service_env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
+    env = {  # the service's settings are only those given here
+        **{k: v for k, v in os.environ.items() if not k.startswith("LABELREC_")},
         "BENTOML_HOME": str(tmp / "bentoml_home"),
         "BENTOML_DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -298,20 +296,28 @@ def test_reload_while_requests_run(http: httpx.Client, server: Server) -> None:
                     (answer.status_code, ",".join(sorted(versions)) or answer.text[:300])
                 )
 
+    def two_more_answers_each() -> None:
+        """Until every client has two answers more than now (the second one asked after now),
+        however slow the machine."""
+        counts, deadline = [len(a) for a in seen], time.monotonic() + 120
+        while not all(len(a) >= c + 2 for a, c in zip(seen, counts, strict=True)):
+            assert time.monotonic() < deadline, [len(a) for a in seen]
+            time.sleep(0.05)
+
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     try:
-        time.sleep(1.5)
+        two_more_answers_each()  # v1's answers
         point(server.link, server.models["v2"])
         switched = http.post("/reload")
         assert switched.status_code == 200 and switched.json()["status"] == "reloaded"
         v2 = switched.json()["model_version"]
-        time.sleep(1.5)
+        two_more_answers_each()  # v2's
         point(server.link, server.models["garbage"])
         refused = http.post("/reload")
         assert refused.status_code == 409 and refused.json()["model_version"] == v2
-        time.sleep(1.0)
+        two_more_answers_each()  # v2's still
     finally:
         stop.set()
         for t in threads:
@@ -369,7 +375,8 @@ def _chrome_paths() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install 'labelrec[dev]'")
+    from selenium import webdriver
+
     binary, driver_path = _chrome_paths()
     options = webdriver.ChromeOptions()
     options.binary_location = binary

@@ -8,10 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import bentoml  # noqa: F401  (required: its absence fails the tests)
 import pytest
-
-pytest.importorskip("bentoml")
-
 from fastapi.responses import JSONResponse  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402

@@ -8,11 +8,9 @@ import os
 import shlex
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
-
-mlflow = pytest.importorskip("mlflow")
-
 from conftest import tiny_config  # noqa: E402
 from mlflow_fixtures import fresh_db, use_store  # noqa: E402
 
@@ -583,6 +581,17 @@ def test_the_train_step_holds_its_output_until_registered_and_cleans_its_temp_fo
     with pytest.raises(ConfigError):
         steps.run_train(None, overrides="train.epochs=-1", backbone="runs:/0123abcd/backbone")
     assert list(scratch.iterdir()) == []
+    # a catalog that is not there: said before a run is opened or the output locked
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
+    with pytest.raises(FileNotFoundError, match="data.valid: .*gone.jsonl does not exist"):
+        steps.run_train(
+            str(root / "configs" / "tiny.yaml"),
+            str(toy_data_dir / "train.jsonl"),
+            str(tmp_path / "gone.jsonl"),
+            output=str(tmp_path / "never" / "m"),
+        )
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
+    assert not (tmp_path / "never").exists()
 
 
 def test_a_value_for_an_empty_project_parameter_goes_beside_it(mlflow_store, caplog) -> None:

@@ -166,7 +166,7 @@ def run_train(
     one or several processes train (they must share a folder: the config's ``output``).
     """
     from labelrec.evaluate import evaluate_scores_on
-    from labelrec.train import NullTracker
+    from labelrec.train import NullTracker, check_inputs
     from labelrec.train import train as train_model
 
     items = split_overrides(overrides)
@@ -193,6 +193,7 @@ def run_train(
                 tmp = tempfile.mkdtemp(prefix="labelrec-train-")
                 items.append(f"output={tmp}")
         cfg = load_config(config, items)
+        check_inputs(cfg)  # a missing catalog opens no run and locks nothing
         if not is_main:
             train_model(cfg, tracker=NullTracker(), progress=False)
             return {}
