@@ -316,8 +316,9 @@ class TrainConfig:
         default=True,
         metadata={
             "help": "The tagger's AdamW by torch's fused kernel where the device has one (CPU,"
-            " GPU); false: torch's default, on the CPU a loop per weight tensor. The same"
-            " update, rounded differently: a quarter less training time on amazon_uk_toys."
+            " GPU; not with fp16); false: torch's default, on the CPU a loop per weight tensor."
+            " The same update, rounded differently: a quarter less training time on"
+            " amazon_uk_toys."
         },
     )
     mixed_precision: str = field(default="auto", metadata={"help": MIXED_PRECISION_HELP})

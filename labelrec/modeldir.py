@@ -26,6 +26,7 @@ neighbours together in ``lexical.json`` and ``lexical.npz`` (format 1), which st
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -241,7 +242,10 @@ def load_whole(
             loaded = load()
         except Exception:
             moving_in = before is None and (saving / PUBLISH_MARKER).is_file()
-            if (_stamp(info) == before and not moving_in) or attempt == attempts - 1:
+            swapping = before is None and _replaced_meanwhile(model_dir)
+            if (_stamp(info) == before and not (moving_in or swapping)) or (
+                attempt == attempts - 1
+            ):
                 raise
             if moving_in:
                 _finish_left_publish(model_dir)
@@ -254,6 +258,17 @@ def load_whole(
         f"{model_dir}: the model changed while it was loading, {attempts} times (a training"
         " writing into it?); load it when the training is done"
     )
+
+
+def _replaced_meanwhile(model_dir: str | Path) -> bool:
+    """Whether ``model_dir`` is absent while a folder that will take its place whole stands
+    beside it (``staged_dir``'s ``.<name>.*``): between ``replace_dir``'s two renames the
+    directory is briefly not there."""
+    folder = Path(model_dir)
+    if folder.exists():
+        return False
+    siblings = folder.parent.glob(f".{glob.escape(folder.name)}.*")
+    return any(p.is_dir() for p in siblings)
 
 
 def _finish_left_publish(model_dir: str | Path) -> None:

@@ -346,6 +346,7 @@ class TagTrainer:
         self.accelerator = make_accelerator(
             mp, gradient_accumulation_steps=tcfg.grad_accum, cpu=cpu_processes()
         )
+        self.fused_adamw = use_fused_adamw(tcfg.fused_adamw, mp, self.accelerator.device.type)
         set_seed(cfg.seed)
         self.is_main = self.accelerator.is_main_process
         if not self.is_main:  # one log of a distributed run: the other processes warn only
@@ -444,7 +445,7 @@ class TagTrainer:
                 },
                 {"params": head_params, "lr": tcfg.head_lr, "weight_decay": 0.0},
             ],
-            fused=tcfg.fused_adamw,
+            fused=self.fused_adamw,
         )
         n_proc = self.accelerator.num_processes
         batches_per_epoch = math.ceil(len(self.train_set) / tcfg.batch_size / n_proc)
@@ -547,6 +548,8 @@ class TagTrainer:
                 f"{state['epoch']} or more, or run without --resume to start again"
             )
         self.accelerator.load_state(str(last))
+        # the optimizer's state brings the kernel choice of the run that saved it: this run's
+        set_adamw_kernel(self.optimizer, self.fused_adamw)
         self.state = state
         self.flops.flops_per_token = state.get("flops_per_token")
         self.flops.uncountable = state.get("flops_uncountable")
@@ -1195,24 +1198,47 @@ def warn_case_variants(vocab: data_mod.TagVocab, source: str) -> None:
         )
 
 
+def use_fused_adamw(wanted: bool, mixed_precision: str, device_type: str) -> bool:
+    """Whether the tagger's AdamW runs torch's fused kernel: where ``train.fused_adamw`` asks
+    for it and the device has one, but not under fp16's gradient scaler (a fused optimizer
+    skips an overflowed step inside its kernel, unseen by Accelerate, whose learning-rate
+    schedule would then move on)."""
+    if not wanted or mixed_precision == "fp16":
+        return False
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    return device_type in _get_fused_kernels_supported_devices()
+
+
 def make_adamw(groups: list[dict[str, Any]], fused: bool) -> torch.optim.AdamW:
-    """torch's AdamW over parameter ``groups``: by its fused kernel where ``fused`` and the
-    parameters' device has one (on the CPU it updates the weights in one pass instead of a
-    loop of small operations per tensor, which dominates a step on short titles), else by
-    torch's default implementation."""
-    if fused:
-        try:
-            return torch.optim.AdamW(groups, fused=True)
-        except RuntimeError as err:  # a device or dtype without the kernel
-            logger.info("AdamW without its fused kernel: %s", err)
-    return torch.optim.AdamW(groups)
+    """torch's AdamW over parameter ``groups``: by its fused kernel where ``fused`` (on the CPU
+    it updates the weights in one pass instead of a loop of small operations per tensor, which
+    dominates a step on short titles), else by torch's default implementation."""
+    return torch.optim.AdamW(groups, fused=True) if fused else torch.optim.AdamW(groups)
+
+
+def set_adamw_kernel(optimizer: Any, fused: bool) -> None:
+    """Make a (wrapped) AdamW whose state was loaded from a checkpoint run by ``fused``'s
+    kernel: loading takes the saved run's choice with its hyperparameters, and the fused kernel
+    keeps each weight's step count on the weight's device, the default one on the CPU."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    for group in inner.param_groups:
+        group["fused"] = fused or None
+        if fused:
+            group["foreach"] = None
+        for param in group["params"]:
+            step = inner.state.get(param, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                device = param.device if fused else torch.device("cpu")
+                inner.state[param]["step"] = step.to(device=device, dtype=torch.float32)
 
 
 def check_inputs(cfg: Config) -> None:
     """The catalogs the run reads are there (a ``FileNotFoundError`` naming the setting): a
     missing one stops it before it locks its output or loads a backbone."""
-    names = ["train", "valid"] if cfg.task == "describe" else DATA_FILES
-    data_mod.check_input_files(cfg.data, [n.removeprefix("data.") for n in names])
+    # data.holdout is read with data.feedback only (reviews of held-out products left out)
+    names = ["train", "valid", "feedback", *(["holdout"] if cfg.data.feedback else [])]
+    data_mod.check_input_files(cfg.data, names)
 
 
 def check_output(cfg: Config) -> None:

@@ -667,7 +667,8 @@ def test_a_missing_catalog_stops_training_before_its_output_is_locked(
     for extra, setting in [
         ([f"data.train={tmp_path / 'gone.jsonl'}"], "data.train"),
         ([train, f"data.valid={tmp_path / 'gone.jsonl'}"], "data.valid"),
-        ([train, f"data.holdout=[{toy_data_dir / 'valid.jsonl'}, {tmp_path / 'gone.jsonl'}]"],
+        ([train, f"data.feedback={toy_data_dir / 'valid.jsonl'}",  # holdout: read with it
+          f"data.holdout=[{toy_data_dir / 'valid.jsonl'}, {tmp_path / 'gone.jsonl'}]"],
          "data.holdout"),
         ([train, f"data.feedback={tmp_path}"], "not a file (data.feedback)"),
     ]:  # fmt: skip
@@ -676,6 +677,10 @@ def test_a_missing_catalog_stops_training_before_its_output_is_locked(
         err = capsys.readouterr().err
         assert setting in err and "Traceback" not in err, err
         assert not (tmp_path / "runs").exists()
+    # without data.feedback, data.holdout is not read: a stale one is no reason to stop
+    holdout = f"data.holdout=[{tmp_path / 'gone.jsonl'}]"
+    args = ["train", "--config", TINY, f"model.backbone={tiny_backbone}", f"output={out}"]
+    assert main([*args, train, holdout, "data.valid=null", "train.max_steps=1"]) == 0
 
 
 def test_version(capsys: pytest.CaptureFixture) -> None:

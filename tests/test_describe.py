@@ -441,6 +441,16 @@ def test_a_describer_swapped_while_it_loads_is_read_again(
     assert len(calls) == 2 and loaded.meta.get("marker") == "new"
     with pytest.raises(ModelError, match="does not exist"):  # a folder that stays absent
         Describer.load(tmp_path / "nothing")
+    monkeypatch.undo()
+
+    # a load that begins and fails inside the gap waits for the folder beside it to come in
+    import threading
+
+    shutil.rmtree(old)  # the first swap's old folder
+    shutil.copytree(model, new)
+    os.replace(model, old)
+    threading.Timer(0.2, os.replace, (new, model)).start()
+    assert Describer.load(model).meta.get("marker") == "new"
 
 
 def test_damaged_describer_files_are_one_line_errors_naming_them(

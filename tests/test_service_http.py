@@ -301,6 +301,7 @@ def test_reload_while_requests_run(http: httpx.Client, server: Server) -> None:
         however slow the machine."""
         counts, deadline = [len(a) for a in seen], time.monotonic() + 120
         while not all(len(a) >= c + 2 for a, c in zip(seen, counts, strict=True)):
+            assert all(t.is_alive() for t in threads), "a client stopped: " + repr(seen)
             assert time.monotonic() < deadline, [len(a) for a in seen]
             time.sleep(0.05)
 

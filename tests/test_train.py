@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_config, toy_catalog, write_jsonl
 
 from labelrec.data import bucketed_batches, read_catalog
@@ -554,10 +555,33 @@ def test_fused_adamw_is_the_same_update_computed_another_way(
         trainer = TagTrainer(cfg, progress=False)
         trainer.setup()
         optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
-        assert bool(optimizer.defaults["fused"]) == (flag == "true")
+        assert {bool(g["fused"]) for g in optimizer.param_groups} == {flag == "true"}
         trainer.train()
         losses.append([r["train_loss"] for r in trainer.state["history"]])
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)  # the same path, up to rounding
+
+
+def test_adamw_kernel_follows_the_setting_not_the_checkpoint() -> None:
+    """A resumed run steps with its own kernel choice: loading a checkpoint's optimizer state
+    brings the saving run's, and the fused kernel keeps step counts on the weight's device;
+    fp16's gradient scaler and devices without the kernel get torch's default."""
+    from labelrec.train import make_adamw, set_adamw_kernel, use_fused_adamw
+
+    assert use_fused_adamw(True, "bf16", "cpu") and use_fused_adamw(True, "no", "cuda")
+    assert not use_fused_adamw(True, "fp16", "cuda") and not use_fused_adamw(False, "no", "cpu")
+    assert not use_fused_adamw(True, "no", "a-device-without-it")
+    for saved_fused, fused in [(False, True), (True, False)]:
+        param = torch.nn.Parameter(torch.ones(3))
+        param.grad = torch.ones(3)
+        saved = make_adamw([{"params": [param], "lr": 0.1}], fused=saved_fused)
+        saved.step()
+        resumed = make_adamw([{"params": [param], "lr": 0.1}], fused=fused)
+        resumed.load_state_dict(saved.state_dict())
+        assert bool(resumed.param_groups[0]["fused"]) == saved_fused  # the checkpoint's
+        set_adamw_kernel(resumed, fused)
+        assert bool(resumed.param_groups[0]["fused"]) == fused
+        resumed.step()  # each kernel takes the state as it left it
+        assert float(resumed.state[param]["step"]) == 2.0
 
 
 def test_demo_catalog_when_no_data_given(tiny_backbone: Path, tmp_path: Path) -> None:
