@@ -1205,9 +1205,13 @@ def use_fused_adamw(wanted: bool, mixed_precision: str, device_type: str) -> boo
     schedule would then move on)."""
     if not wanted or mixed_precision == "fp16":
         return False
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    try:  # torch's own list of the devices with fused optimizer kernels
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
-    return device_type in _get_fused_kernels_supported_devices()
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # a torch that moved it: the two every torch >= 2.4 has
+        devices = {"cpu", "cuda"}
+    return device_type in devices
 
 
 def make_adamw(groups: list[dict[str, Any]], fused: bool) -> torch.optim.AdamW:
