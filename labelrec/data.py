@@ -597,10 +597,12 @@ def check_input_files(data: DataConfig, names: Sequence[str]) -> None:
     for name in names:
         value = getattr(data, name)
         for path in value if isinstance(value, list) else [value] if value else []:
-            if not Path(path).exists():
-                raise FileNotFoundError(f"data.{name}: {path} does not exist")
-            if not Path(path).is_file():
-                raise CatalogError(path, None, None, f"not a file (data.{name})")
+            try:
+                check_catalog_file(path)
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"data.{name}: {err}") from None
+            except CatalogError as err:
+                raise CatalogError(path, None, None, f"{err.reason} (data.{name})") from None
 
 
 def check_catalog_file(path: str | Path) -> None:

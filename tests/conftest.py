@@ -214,6 +214,13 @@ def service_interactions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def drop_service_settings(mp: pytest.MonkeyPatch) -> None:
+    """No ``LABELREC_*`` service setting from the environment the tests run in (put back when
+    ``mp`` is undone)."""
+    for name in [n for n in os.environ if n.startswith("LABELREC_")]:
+        mp.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def service_client(
     trained_model_dir: Path,
@@ -236,8 +243,7 @@ def service_client(
     with contextlib.ExitStack() as running:
         # the service reads its settings when it starts: they leave the environment after that
         with pytest.MonkeyPatch.context() as mp:
-            for name in [n for n in os.environ if n.startswith("LABELREC_")]:
-                mp.delenv(name)
+            drop_service_settings(mp)
             mp.setenv("LABELREC_MODEL_URI", str(model))
             mp.setenv("LABELREC_POLL_SECONDS", "0")
             mp.setenv("LABELREC_INDEX", str(service_index))
@@ -258,8 +264,7 @@ def make_service(monkeypatch: pytest.MonkeyPatch) -> Iterator:
     made: list = []
 
     def make(uri: Path | str, poll: float = 0.0, **env: str):
-        for name in [n for n in os.environ if n.startswith("LABELREC_")]:
-            monkeypatch.delenv(name)  # only the settings given here
+        drop_service_settings(monkeypatch)  # only the settings given here
         monkeypatch.setenv("LABELREC_MODEL_URI", str(uri))
         monkeypatch.setenv("LABELREC_POLL_SECONDS", str(poll))
         for name, value in env.items():
