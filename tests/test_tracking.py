@@ -581,17 +581,19 @@ def test_the_train_step_holds_its_output_until_registered_and_cleans_its_temp_fo
     with pytest.raises(ConfigError):
         steps.run_train(None, overrides="train.epochs=-1", backbone="runs:/0123abcd/backbone")
     assert list(scratch.iterdir()) == []
-    # a catalog that is not there: said before a run is opened or the output locked
+    # a catalog that is not there: said before a backbone is downloaded, a run opened or the
+    # output locked
     runs_before = len(mlflow.search_runs(search_all_experiments=True))
     with pytest.raises(FileNotFoundError, match="data.valid: .*gone.jsonl does not exist"):
         steps.run_train(
             str(root / "configs" / "tiny.yaml"),
             str(toy_data_dir / "train.jsonl"),
             str(tmp_path / "gone.jsonl"),
+            backbone="runs:/0123abcd/backbone",
             output=str(tmp_path / "never" / "m"),
         )
     assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
-    assert not (tmp_path / "never").exists()
+    assert not (tmp_path / "never").exists() and list(scratch.iterdir()) == []
 
 
 def test_a_value_for_an_empty_project_parameter_goes_beside_it(mlflow_store, caplog) -> None:

@@ -178,13 +178,15 @@ def run_train(
     tmp: str | None = None
     downloaded: str | None = None  # a backbone from an artifact URI, removed after training
     try:
+        # a missing catalog stops the step before a backbone is downloaded, a run opened or
+        # the output locked
+        given = load_config(config, items)
+        check_inputs(given)
         if backbone:
             if backbone.startswith(MODEL_URI_SCHEMES):
                 downloaded = tempfile.mkdtemp(prefix="labelrec-backbone-")
             # a describer trains describe.backbone; a tagger model.backbone
-            key = "model.backbone"
-            if load_config(config, items).task == "describe":
-                key = "describe.backbone"
+            key = "describe.backbone" if given.task == "describe" else "model.backbone"
             items.append(f"{key}={_download_if_uri(backbone, downloaded)}")
         if output:
             items.append(f"output={output}")
@@ -193,7 +195,6 @@ def run_train(
                 tmp = tempfile.mkdtemp(prefix="labelrec-train-")
                 items.append(f"output={tmp}")
         cfg = load_config(config, items)
-        check_inputs(cfg)  # a missing catalog opens no run and locks nothing
         if not is_main:
             train_model(cfg, tracker=NullTracker(), progress=False)
             return {}
