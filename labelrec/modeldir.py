@@ -198,7 +198,7 @@ def _first_process() -> bool:
 
 def finish_publish(model_dir: str | Path) -> bool:
     """Complete a ``publish_staged`` into ``model_dir`` that a killed process left half done
-    (its ``.saving/.publishing.json``); True when there was one. The caller holds
+    (its ``.saving/.publishing.json``); True, with a warning, when there was one. The caller holds
     ``output_lock(model_dir)``: no publish is running. Only the first process of a distributed
     launch (``RANK`` 0) does it, as only it holds the lock."""
     if not _first_process():
@@ -210,6 +210,7 @@ def finish_publish(model_dir: str | Path) -> bool:
         return False  # none, or killed while it was written: nothing of the model moved yet
     with uninterrupted():
         _publish(stage, Path(model_dir), plan)
+    logger.warning("%s: finished moving in a model a killed training left", model_dir)
     return True
 
 
@@ -276,8 +277,7 @@ def _finish_left_publish(model_dir: str | Path) -> None:
     labelrec writes the directory (a killed one left it), else left to the writer."""
     try:
         with output_lock(model_dir):
-            if finish_publish(model_dir):
-                logger.warning("%s: finished moving in a model a killed training left", model_dir)
+            finish_publish(model_dir)
     except OutputBusy:
         pass  # its publish is running: the next attempt reads what it wrote
     except PermissionError as err:

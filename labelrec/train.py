@@ -1168,8 +1168,7 @@ def train(
     check_output(cfg)
     check_inputs(cfg)
     with output_lock(cfg.output):
-        if finish_publish(cfg.output):  # a killed run's new model, half moved in: complete it
-            logger.warning("%s: finished moving in a model a killed training left", cfg.output)
+        finish_publish(cfg.output)  # a killed run's new model, half moved in: completed
         if cfg.task == "describe":
             from labelrec.describe import train_describer
 
