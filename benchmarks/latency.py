@@ -204,7 +204,12 @@ def measure(args: argparse.Namespace, rec: Any, load_s: float) -> int:
         f"one at a time; torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
         f"{args.busy} other processes spinning"
     )
-    print(f"model loaded in {load_s:.1f} s (backend {rec.backend}, ONNX export included)")
+    graph = (
+        ""
+        if rec.runner is None
+        else (", ONNX graph " + ("cached" if rec.runner.cached else "exported"))
+    )
+    print(f"model loaded in {load_s:.1f} s (backend {rec.backend}{graph})")
     if rec.runner is not None:
         torch_forward = forward_with(rec.model)
         diff = max(

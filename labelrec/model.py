@@ -657,16 +657,22 @@ def read_info(model_dir: str | Path) -> dict[str, Any]:
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
 
 
-def load_model(model_dir: str | Path, dtype: str = "float32") -> tuple[TagModel, Any, dict]:
-    """Load a saved model directory (local files only, no network) in eval mode."""
-    from transformers import AutoModelForSequenceClassification
-
-    info = read_info(model_dir)
+def load_saved_tokenizer(model_dir: str | Path) -> Any:
+    """The tokenizer saved in a model directory (an error naming the files when it has none)."""
     if not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
         raise ModelError(
             f"{model_dir}: no tokenizer ({', '.join(TOKENIZER_FILES)}); the model directory is"
             " incomplete"
         )
+    return load_tokenizer(str(model_dir))
+
+
+def load_model(model_dir: str | Path, dtype: str = "float32") -> tuple[TagModel, Any, dict]:
+    """Load a saved model directory (local files only, no network) in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    info = read_info(model_dir)
+    tokenizer = load_saved_tokenizer(model_dir)
     try:
         seq = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir), dtype=_dtype(dtype), local_files_only=True
@@ -678,7 +684,6 @@ def load_model(model_dir: str | Path, dtype: str = "float32") -> tuple[TagModel,
             f"{model_dir}: the model ({', '.join(files)}) cannot be loaded"
             f" ({type(err).__name__}: {reason})"
         ) from err
-    tokenizer = load_tokenizer(str(model_dir))
     if info.get(HEAD_BIAS) is not None:
         add_head_bias(seq, torch.tensor(info[HEAD_BIAS], dtype=torch.float32))
     model = TagModel(seq, info["pooling"], dropout=0.0)

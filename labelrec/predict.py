@@ -30,10 +30,13 @@ from labelrec.data import (
 from labelrec.metrics import top_k
 from labelrec.model import (
     ModelError,
+    TagModel,
     encode_products,
     load_model,
+    load_saved_tokenizer,
     load_thresholds,
     no_hf_bars,
+    read_info,
     score_token_ids,
 )
 from labelrec.modeldir import (
@@ -43,7 +46,7 @@ from labelrec.modeldir import (
     VOCAB_FILE,
     load_whole,
 )
-from labelrec.runtime import OnnxTagModel, choose_backend
+from labelrec.runtime import OnnxTagModel, choose_backend, graph_key
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +236,22 @@ class _Evidence:
     unranked_new: list[dict[str, float]] | None = None
 
 
+_MODEL_LOCK = threading.Lock()  # one build of a torch model at a time (``TagRecommender.model``)
+
+
+def torch_model_of(model_dir: Path, key: str | None) -> TagModel:
+    """The torch model of ``model_dir`` (CPU) whose exported graph ``key`` names
+    (``runtime.graph_key``); a ``ModelError`` when the folder now holds other files."""
+    with no_hf_bars():
+        model, _, info = load_model(model_dir)
+    if graph_key(model_dir, info) != key:
+        raise ModelError(
+            f"{model_dir} has changed since its model was loaded: load it again"
+            " (TagRecommender.load)"
+        )
+    return model
+
+
 class TagRecommender:
     """A trained tagger loaded from a model directory written by ``labelrec train``."""
 
@@ -248,7 +267,10 @@ class TagRecommender:
         device: str = "cpu",
         path: Path | None = None,
     ) -> None:
-        self.model = model
+        self._model = model
+        # (folder, graph key) to load the torch model from on first use, when a cached graph
+        # runs it instead (``load``)
+        self._model_source: tuple[Path, str | None] | None = None
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.info = info
@@ -263,6 +285,20 @@ class TagRecommender:
         self.generator: Any = None  # labelrec.taggers.generator.TagGenerator, if saved
         self.rules: Any = None  # labelrec.rules.Rules applied when ranking, if any
         self.reranker: Any = None  # labelrec.rerank.Reranker of the final scores, if saved
+
+    @property
+    def model(self) -> Any:
+        """The torch ``TagModel``. Where ``load`` found the model's ONNX graph in the cache it
+        is built on first use, from the same files (a folder replaced since is an error)."""
+        if self._model is None and self._model_source is not None:
+            with _MODEL_LOCK:
+                if self._model is None:
+                    self._model = torch_model_of(*self._model_source)
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._model = value
 
     @property
     def backend(self) -> str:
@@ -323,29 +359,44 @@ class TagRecommender:
         """``load``'s reading of the files, once."""
         if num_threads:
             torch.set_num_threads(num_threads)
-        with no_hf_bars():  # no weight-loading bar on each load
-            model, tokenizer, info = load_model(model_dir)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        key = runner = None
+        if backend in ("auto", "onnx") and device == "cpu" and not quantize:
+            # a graph exported by an earlier load of the same files: torch's model is not built
+            info = read_info(model_dir)
+            key = graph_key(model_dir, info)
+            runner = OnnxTagModel.from_cache(key, num_threads)
+        if runner is not None:
+            tokenizer = load_saved_tokenizer(model_dir)
+            model = None
+        else:
+            with no_hf_bars():  # no weight-loading bar on each load
+                model, tokenizer, info = load_model(model_dir)
         vocab = TagVocab.load(model_dir / VOCAB_FILE)
         if len(vocab) != info["n_tags"]:
             raise ModelError(
                 f"{model_dir}: {len(vocab)} tags in {VOCAB_FILE}, {info['n_tags']} in model"
             )
         global_t, per_tag = load_thresholds(model_dir / THRESHOLDS_FILE, len(vocab))
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if quantize:
-            if device != "cpu":
-                raise ModelError("dynamic int8 quantization runs on the CPU only")
-            # The encoder's linear layers in int8; the tag head stays a float nn.Linear (scoring
-            # reads its weight dtype, and it is a small share of the compute).
-            torch.ao.quantization.quantize_dynamic(
-                model.hf_model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
-            )
-        model.to(device)
+        if model is not None:
+            if quantize:
+                if device != "cpu":
+                    raise ModelError("dynamic int8 quantization runs on the CPU only")
+                # The encoder's linear layers in int8; the tag head stays a float nn.Linear
+                # (scoring reads its weight dtype, and it is a small share of the compute).
+                torch.ao.quantization.quantize_dynamic(
+                    model.hf_model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+                )
+            model.to(device)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         batch_size = batch_size or (CPU_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE)
         rec = cls(model, tokenizer, vocab, info, global_t, per_tag, batch_size, device, model_dir)
-        rec.runner = choose_backend(model, backend, device, quantize, num_threads)
+        if runner is None:
+            rec.runner = choose_backend(model, backend, device, quantize, num_threads, key)
+        else:
+            rec.runner = runner
+            rec._model_source = (model_dir, key)
         from labelrec.fusion import Fusion
 
         rec.fusion = Fusion.load(model_dir, vocab)

@@ -1,30 +1,54 @@
 """ONNX Runtime inference on the CPU: the same tag scores as torch, in a fraction of the time.
 
-``TagRecommender.load(..., backend="auto")`` exports a loaded encoder ``TagModel`` to ONNX in
-memory (torch's exporter, no file written) and runs it with ONNX Runtime, faster than eager
-torch with the same outputs to float32 rounding (``benchmarks/latency.py`` prints both; the
-figures are in docs/serving.md). Decoders, GPUs, int8 and models over the 2 GB protobuf limit
-stay on torch.
+``TagRecommender.load(..., backend="auto")`` exports a loaded encoder ``TagModel`` to ONNX
+(torch's exporter) and runs it with ONNX Runtime, faster than eager torch with the same outputs
+to float32 rounding (``benchmarks/latency.py`` prints both; the figures are in docs/serving.md).
+Decoders, GPUs, int8 and models over the 2 GB protobuf limit stay on torch.
+
+The exported graph is kept in a cache folder (``$LABELREC_ONNX_CACHE``, else
+``$LABELREC_CACHE_DIR/onnx``; ``LABELREC_ONNX_CACHE=off`` exports on every load), under a key
+that hashes everything the graph is made of: the weights, the backbone's configuration, the
+pooling, and the versions of torch, transformers, onnx and of this module and labelrec.model. A
+later load of the same model, from any folder, reads it instead of exporting again
+(``benchmarks/load_time.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.metadata
 import importlib.util
 import io
+import json
 import logging
+import os
+import sys
+import tempfile
+import time
 import warnings
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from labelrec.model import ModelError, TagModel
+from labelrec.backbones import cache_dir
+from labelrec.model import HEAD_BIAS, ModelError, TagModel, is_decoder
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
 MAX_ONNX_BYTES = 1_800_000_000  # an ONNX model is one protobuf message: under 2 GB
+OPSET = 17
+ONNX_CACHE_ENV = "LABELREC_ONNX_CACHE"  # a folder, or off / 0 / false / no
+CACHE_OFF = ("off", "0", "false", "no")
+CACHE_FORMAT = 1  # bump when what a key covers changes
+CACHE_KEEP_FILES = 8  # the cache keeps the most recently used graphs, at most this many
+CACHE_KEEP_BYTES = 2 * 1024**3  # and at most this many bytes (the newest graph is always kept)
+STALE_WRITE_SECONDS = 3600  # a temporary file this old is a killed process's unfinished write
 
 
 class _ScoresAndPooled(nn.Module):
@@ -67,51 +91,41 @@ def onnx_unsupported(model: TagModel, device: str, quantize: bool) -> str | None
 class OnnxTagModel:
     """A TagModel exported to ONNX and run by ONNX Runtime (CPU)."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, cached: bool = False) -> None:
         self.session = session
+        self.cached = cached  # the graph came from the cache (no export in this process)
 
     @classmethod
-    def export(cls, model: TagModel, num_threads: int | None = None) -> OnnxTagModel:
-        """Export ``model`` (eval mode, float32, CPU) in memory and open a session on it."""
-        import onnxruntime as ort
+    def from_cache(cls, key: str | None, num_threads: int | None = None) -> OnnxTagModel | None:
+        """A session on the cached graph of ``key`` (``graph_key``), or None when there is none."""
+        folder = onnx_cache_dir()
+        if key is None or folder is None:
+            return None
+        path = folder / f"{key}.onnx"
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            session = open_session(data, num_threads)
+        except Exception as err:  # a damaged file: the export that follows replaces it
+            logger.warning("ignoring the cached ONNX graph %s (%s)", path, err)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # the cache removes the least recently used graphs first
+        return cls(session, cached=True)
 
-        wrapper = _ScoresAndPooled(model).eval()
-        # Two rows of different lengths, so padding is part of the traced graph.
-        ids = torch.tensor([[1, 2, 3, 4], [1, 2, 0, 0]], dtype=torch.long)
-        mask = (ids != 0).long()
-        buffer = io.BytesIO()
-        with warnings.catch_warnings():
-            # the tracer's notes on transformers' Python checks and the exporter's own, no more
-            # (the filters are the process's: other code's warnings still show meanwhile)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
-            warnings.filterwarnings("ignore", module=r"torch\.onnx")
-            torch.onnx.export(
-                wrapper,
-                (ids, mask),
-                buffer,
-                input_names=["input_ids", "attention_mask"],
-                output_names=["scores", "pooled"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "sequence"},
-                    "attention_mask": {0: "batch", 1: "sequence"},
-                    "scores": {0: "batch"},
-                    "pooled": {0: "batch"},
-                },
-                opset_version=17,
-                dynamo=False,
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle pool threads sleep instead of spinning: the lexical fusion, the HTTP server and
-        # its clients use the same cores between forward passes (docs/serving.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(
-            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
-        )
-        return cls(session)
+    @classmethod
+    def export(
+        cls, model: TagModel, num_threads: int | None = None, key: str | None = None
+    ) -> OnnxTagModel:
+        """Export ``model`` (eval mode, float32, CPU) and open a session on it; the graph is
+        cached under ``key`` (``graph_key`` of the folder ``model`` was loaded from)."""
+        data = export_graph(model)
+        folder = onnx_cache_dir()
+        if key is not None and folder is not None:
+            store_graph(folder / f"{key}.onnx", data)
+        return cls(open_session(data, num_threads))
 
     @property
     def n_tags(self) -> int:
@@ -128,10 +142,167 @@ class OnnxTagModel:
         return scores, pooled
 
 
+def onnx_cache_dir() -> Path | None:
+    """Where exported graphs are cached: ``$LABELREC_ONNX_CACHE``, else
+    ``$LABELREC_CACHE_DIR/onnx``; None when ``LABELREC_ONNX_CACHE`` is off."""
+    value = os.environ.get(ONNX_CACHE_ENV, "").strip()
+    if value.lower() in CACHE_OFF:
+        return None
+    return Path(value).expanduser() if value else cache_dir() / "onnx"
+
+
+def graph_key(model_dir: str | Path, info: dict[str, Any]) -> str | None:
+    """A hex digest of what the exported graph of the model saved in ``model_dir`` is made of
+    (equal keys, equal graphs), or None where the cache is off or does not apply: no
+    safetensors weights, a decoder, or weights over ONNX's limit."""
+    model_dir = Path(model_dir)
+    weights = sorted(model_dir.glob("*.safetensors"))
+    if onnx_cache_dir() is None or not weights or info.get("pooling") == "last":
+        return None
+    if not onnx_installed():
+        return None
+    try:
+        if sum(w.stat().st_size for w in weights) > MAX_ONNX_BYTES:
+            return None
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # loading the model says what is wrong
+    if not isinstance(config, dict) or is_decoder(SimpleNamespace(**config)):
+        return None
+    import transformers
+
+    config.pop("_name_or_path", None)  # where it was saved from
+    sources = [Path(__file__), Path(sys.modules[TagModel.__module__].__file__ or "")]
+    header = {
+        "format": CACHE_FORMAT,
+        "opset": OPSET,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": importlib.metadata.version("onnx"),
+        "sources": [hashlib.sha256(path.read_bytes()).hexdigest() for path in sources],
+        "pooling": info.get("pooling"),
+        HEAD_BIAS: info.get(HEAD_BIAS),
+        "config": config,
+    }
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode())
+    try:
+        for path in weights:
+            digest.update(f"\0{path.name}\0".encode())
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def export_graph(model: TagModel) -> bytes:
+    """The ONNX graph of ``model``'s scores and pooled vectors, serialized."""
+    wrapper = _ScoresAndPooled(model).eval()
+    # Two rows of different lengths, so padding is part of the traced graph.
+    ids = torch.tensor([[1, 2, 3, 4], [1, 2, 0, 0]], dtype=torch.long)
+    mask = (ids != 0).long()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # the tracer's notes on transformers' Python checks and the exporter's own, no more
+        # (the filters are the process's: other code's warnings still show meanwhile)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
+        warnings.filterwarnings("ignore", module=r"torch\.onnx")
+        torch.onnx.export(
+            wrapper,
+            (ids, mask),
+            buffer,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["scores", "pooled"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "scores": {0: "batch"},
+                "pooled": {0: "batch"},
+            },
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def open_session(data: bytes, num_threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session on a serialized graph."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle pool threads sleep instead of spinning: the lexical fusion, the HTTP server and
+    # its clients use the same cores between forward passes (docs/serving.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def store_graph(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole (a reader sees the old file or the new one), then trim
+    the cache. A cache that cannot be written costs the next load an export, nothing more."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as err:
+        logger.warning("cannot cache the ONNX graph in %s (%s)", path.parent, err)
+        return
+    trim_cache(path.parent, keep=path)
+
+
+def trim_cache(
+    folder: Path,
+    keep: Path | None = None,
+    max_files: int = CACHE_KEEP_FILES,
+    max_bytes: int = CACHE_KEEP_BYTES,
+) -> list[Path]:
+    """Remove the least recently used graphs of ``folder`` beyond ``max_files`` files or
+    ``max_bytes`` bytes (never ``keep``), and unfinished writes of processes killed long ago.
+    Returns the files removed."""
+    removed = []
+    for path in folder.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > STALE_WRITE_SECONDS:
+                path.unlink()
+                removed.append(path)
+    entries = []
+    for path in folder.glob("*.onnx"):
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            entries.append((stat.st_mtime, stat.st_size, path))
+    entries.sort(key=lambda entry: (entry[2] != keep, -entry[0]))
+    files = total = 0
+    for _, size, path in entries:
+        files += 1
+        total += size
+        if path != keep and (files > max_files or total > max_bytes):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def choose_backend(
-    model: TagModel, backend: str, device: str, quantize: bool, num_threads: int | None = None
+    model: TagModel,
+    backend: str,
+    device: str,
+    quantize: bool,
+    num_threads: int | None = None,
+    key: str | None = None,
 ) -> OnnxTagModel | None:
-    """The ONNX Runtime model for ``backend`` "onnx" or "auto" (when it can run), else None."""
+    """The ONNX Runtime model for ``backend`` "onnx" or "auto" (when it can run), else None;
+    its graph is cached under ``key`` when one is given (``graph_key``)."""
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "torch":
@@ -143,7 +314,7 @@ def choose_backend(
         logger.info("inference on torch: %s", reason)
         return None
     try:
-        return OnnxTagModel.export(model, num_threads)
+        return OnnxTagModel.export(model, num_threads, key)
     except Exception as err:  # an architecture the exporter does not handle
         if backend == "onnx":
             raise ModelError(f"ONNX export failed: {err}") from err

@@ -18,6 +18,9 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny models run fastest on one thread (and don't fight over the cores with parallel work).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Each load exports its ONNX graph, as the tests of the export expect, and nothing is written to
+# the user's cache; the cache's own tests (test_runtime.py) give it a folder.
+os.environ["LABELREC_ONNX_CACHE"] = "off"
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -218,7 +221,8 @@ def drop_service_settings(mp: pytest.MonkeyPatch) -> None:
     """No ``LABELREC_*`` service setting from the environment the tests run in (put back when
     ``mp`` is undone)."""
     for name in [n for n in os.environ if n.startswith("LABELREC_")]:
-        mp.delenv(name)
+        if name not in ("LABELREC_ONNX_CACHE", "LABELREC_CACHE_DIR"):  # caches, not settings
+            mp.delenv(name)
 
 
 @pytest.fixture(scope="session")

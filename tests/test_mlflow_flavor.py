@@ -348,3 +348,25 @@ def test_a_describers_signature_reads_a_csv_request() -> None:
     body = io.StringIO("title,tags\nHornby train,Toys|brand:Hornby\nPlush bear,\n")
     frame = parse_csv_input(body, schema=describer_signature().inputs)
     assert [r["tags"] for r in _describe_records(frame)] == [["Toys", "brand:Hornby"], []]
+
+
+def test_each_download_of_a_registered_model_runs_the_cached_graph(
+    trained_model_dir: Path, mlflow_store: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Downloaded into new folders, the model runs the graph exported when it was first loaded
+    (logging it checks its input example): it is found by the weights, not the folder."""
+    monkeypatch.setenv("LABELREC_ONNX_CACHE", str(tmp_path / "onnx"))
+    with mlflow.start_run():
+        lrm.log_model(trained_model_dir, name="tagger", registered_model_name="cached")
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
+    want = TagRecommender.load(trained_model_dir, backend="torch").suggest(ITEMS)
+    for folder in (tmp_path / "a", tmp_path / "b"):
+        folder.mkdir()
+        rec = lrm.load_model("models:/cached/1", dst_path=str(folder))
+        assert rec.path.is_relative_to(folder)
+        assert (rec.backend, rec.runner.cached) == ("onnx", True)
+        got = rec.suggest(ITEMS)
+        assert [[s.tag for s in row] for row in got] == [[s.tag for s in row] for row in want]
+        for g, w in zip(got, want, strict=True):
+            assert [s.score for s in g] == pytest.approx([s.score for s in w], abs=1e-5)
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1

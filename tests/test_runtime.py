@@ -230,3 +230,169 @@ def test_one_blas_thread_overlapping_threads_put_the_count_back() -> None:
     if seen["openmp before"] == [2]:  # OpenMP's count is each thread's: limited per call
         assert seen["openmp inside"] == [1]
         assert seen["openmp of the first, gone"] == [2]
+
+
+# --- the cache of exported graphs ---
+
+
+@pytest.fixture
+def onnx_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "onnx-cache"
+    monkeypatch.setenv(runtime.ONNX_CACHE_ENV, str(folder))
+    return folder
+
+
+def _forbid(*_: object, **__: object) -> None:
+    raise AssertionError("called on a cached load")
+
+
+def test_a_later_load_runs_the_cached_graph_without_building_torchs_model(
+    trained_model_dir: Path, onnx_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import labelrec.predict
+
+    reference = TagRecommender.load(trained_model_dir, backend="torch")
+    first = TagRecommender.load(trained_model_dir)
+    assert first.backend == "onnx" and not first.runner.cached
+    assert [p.suffix for p in onnx_cache.iterdir()] == [".onnx"]
+    copy = tmp_path / "copy"  # the same files elsewhere (an MLflow download): the same graph
+    shutil.copytree(trained_model_dir, copy)
+    load_model = labelrec.predict.load_model
+    monkeypatch.setattr(runtime, "export_graph", _forbid)
+    monkeypatch.setattr(labelrec.predict, "load_model", _forbid)
+    cached = TagRecommender.load(copy)
+    assert cached.backend == "onnx" and cached.runner.cached and cached._model is None
+    for batch_size in (64, 1):
+        cached.batch_size = reference.batch_size = batch_size
+        s1, e1 = cached.predict_scores(PRODUCTS, with_embeddings=True)
+        s2, e2 = reference.predict_scores(PRODUCTS, with_embeddings=True)
+        np.testing.assert_allclose(s1, s2, atol=1e-5)
+        np.testing.assert_allclose(e1, e2, atol=1e-5)
+    assert [[s.tag for s in r] for r in cached.suggest(PRODUCTS, 5)] == [
+        [s.tag for s in r] for r in reference.suggest(PRODUCTS, 5)
+    ]
+    # torch's model is built on first use, from the same files
+    monkeypatch.setattr(labelrec.predict, "load_model", load_model)
+    model = cached.model
+    assert model is cached.model and model.n_tags == len(cached.vocab)
+    assert TagRecommender.load(copy, backend="torch").backend == "torch"
+    assert TagRecommender.load(copy, backend="onnx").runner.cached
+
+
+def test_a_folder_replaced_after_a_cached_load_is_not_mixed_in(
+    trained_model_dir: Path, onnx_cache: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_model_dir, copy)
+    TagRecommender.load(copy)
+    cached = TagRecommender.load(copy)
+    assert cached.runner.cached
+    weights = copy / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(ModelError, match="has changed since its model was loaded"):
+        cached.model  # noqa: B018  (the property loads it)
+    assert not TagRecommender.load(copy).runner.cached  # other weights: another graph
+
+
+def test_the_key_covers_what_makes_the_graph(
+    trained_model_dir: Path, onnx_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from labelrec.model import HEAD_BIAS, read_info
+
+    info = read_info(trained_model_dir)
+    key = runtime.graph_key(trained_model_dir, info)
+    assert key is not None and len(key) == 64
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_model_dir, copy)
+    assert runtime.graph_key(copy, info) == key
+    other_pooling = "cls" if info["pooling"] != "cls" else "mean"
+    assert runtime.graph_key(copy, {**info, "pooling": other_pooling}) != key
+    assert runtime.graph_key(copy, {**info, HEAD_BIAS: [0.5] * info["n_tags"]}) != key
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-5}))
+    assert runtime.graph_key(copy, info) != key
+    (copy / "config.json").write_text(json.dumps(config))
+    assert runtime.graph_key(copy, info) == key
+    tensors = load_file(copy / "model.safetensors")
+    name = sorted(tensors)[-1]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 1e-3
+    save_file(tensors, copy / "model.safetensors", metadata={"format": "pt"})
+    assert runtime.graph_key(copy, info) != key
+    # no cache for decoders (they run on torch), nor where the cache is off
+    assert runtime.graph_key(trained_model_dir, {**info, "pooling": "last"}) is None
+    monkeypatch.setenv(runtime.ONNX_CACHE_ENV, "off")
+    assert runtime.graph_key(trained_model_dir, info) is None
+    TagRecommender.load(trained_model_dir)
+    assert not onnx_cache.exists()
+
+
+def test_a_damaged_cached_graph_is_exported_again(
+    trained_model_dir: Path, onnx_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    TagRecommender.load(trained_model_dir)
+    (graph,) = onnx_cache.iterdir()
+    graph.write_bytes(graph.read_bytes()[:1000])  # cut short
+    with caplog.at_level(logging.WARNING, logger="labelrec.runtime"):
+        rec = TagRecommender.load(trained_model_dir)
+    assert rec.backend == "onnx" and not rec.runner.cached
+    assert f"ignoring the cached ONNX graph {graph}" in caplog.text
+    assert TagRecommender.load(trained_model_dir).runner.cached  # replaced by the export
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_export(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # the cache folder's place is taken (CI runs as root: chmod would not)
+    monkeypatch.setenv(runtime.ONNX_CACHE_ENV, str(blocker / "onnx"))
+    with caplog.at_level(logging.WARNING, logger="labelrec.runtime"):
+        rec = TagRecommender.load(trained_model_dir)
+    assert rec.backend == "onnx" and rec.suggest(PRODUCTS[:1])
+    assert f"cannot cache the ONNX graph in {blocker / 'onnx'}" in caplog.text
+
+
+def test_the_cache_keeps_the_most_recently_used_graphs(tmp_path: Path) -> None:
+    import os
+
+    paths = [tmp_path / f"{i}.onnx" for i in range(5)]
+    for i, path in enumerate(paths):
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1000 + i, 1000 + i))
+    (tmp_path / ".3.tmp").write_bytes(b"x")  # another process's unfinished write: not counted
+    stale = tmp_path / ".0.abc.tmp"  # a write of a process killed long ago: removed
+    stale.write_bytes(b"x")
+    os.utime(stale, (1000, 1000))
+    assert runtime.trim_cache(tmp_path, max_files=3) == [stale, paths[1], paths[0]]
+    assert (tmp_path / ".3.tmp").exists()
+    # the graph just written stays, however old its time
+    assert runtime.trim_cache(tmp_path, keep=paths[2], max_bytes=250) == [paths[3]]
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["2.onnx", "4.onnx"]
+    assert runtime.trim_cache(tmp_path, keep=paths[2], max_bytes=150) == [paths[4]]
+    assert [p.name for p in tmp_path.glob("*.onnx")] == ["2.onnx"]
+
+
+def test_writing_a_graph_trims_the_cache(tmp_path: Path) -> None:
+    import os
+
+    old = [tmp_path / f"old{i}.onnx" for i in range(runtime.CACHE_KEEP_FILES)]
+    for i, path in enumerate(old):
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + i, 1000 + i))
+    runtime.store_graph(tmp_path / "new.onnx", b"graph")
+    assert (tmp_path / "new.onnx").read_bytes() == b"graph"
+    assert sorted(tmp_path.iterdir()) == sorted([tmp_path / "new.onnx", *old[1:]])
