@@ -262,13 +262,14 @@ def load_whole(
 
 
 def _replaced_meanwhile(model_dir: str | Path) -> bool:
-    """Whether ``model_dir`` is absent while a folder that will take its place whole stands
-    beside it (``staged_dir``'s ``.<name>.*``): between ``replace_dir``'s two renames the
-    directory is briefly not there."""
+    """Whether ``model_dir`` is absent while its old folder stands beside it, moved aside
+    (``replace_dir``'s ``.<name>.*.old``): between ``replace_dir``'s two renames the directory
+    is briefly not there. A first training's staged folder alone (no old one) is no such gap:
+    its one rename brings the folder in whole."""
     folder = Path(model_dir)
     if folder.exists():
         return False
-    siblings = folder.parent.glob(f".{glob.escape(folder.name)}.*")
+    siblings = folder.parent.glob(f".{glob.escape(folder.name)}.*.old")
     return any(p.is_dir() for p in siblings)
 
 

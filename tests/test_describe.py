@@ -419,7 +419,7 @@ def test_a_describer_swapped_while_it_loads_is_read_again(
     import labelrec.describe as describe_mod
     from labelrec.modeldir import CAUSAL_INFO
 
-    model, new, old = tmp_path / "d", tmp_path / ".d.new", tmp_path / ".d.old"
+    model, new, old = tmp_path / "d", tmp_path / ".d.new", tmp_path / ".d.new.old"
     shutil.copytree(describer_dir, model)
     shutil.copytree(describer_dir, new)
     meta = json.loads((new / CAUSAL_INFO).read_text(encoding="utf-8"))
@@ -451,6 +451,15 @@ def test_a_describer_swapped_while_it_loads_is_read_again(
     os.replace(model, old)
     threading.Timer(0.2, os.replace, (new, model)).start()
     assert Describer.load(model).meta.get("marker") == "new"
+
+    # a first training's folder staged beside one that was never there: no gap to wait for
+    shutil.rmtree(old)
+    (tmp_path / ".first.abc123").mkdir()
+    waits = []
+    monkeypatch.setattr("labelrec.modeldir.time.sleep", waits.append)
+    with pytest.raises(ModelError, match="does not exist"):
+        Describer.load(tmp_path / "first")
+    assert waits == []
 
 
 def test_damaged_describer_files_are_one_line_errors_naming_them(
