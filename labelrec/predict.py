@@ -46,7 +46,7 @@ from labelrec.modeldir import (
     VOCAB_FILE,
     load_whole,
 )
-from labelrec.runtime import OnnxTagModel, choose_backend, graph_key
+from labelrec.runtime import OnnxTagModel, choose_backend, graph_digest, graph_key
 
 logger = logging.getLogger(__name__)
 
@@ -239,12 +239,20 @@ class _Evidence:
 _MODEL_LOCK = threading.Lock()  # one build of a torch model at a time (``TagRecommender.model``)
 
 
+def _new_model_lock() -> None:
+    global _MODEL_LOCK
+    _MODEL_LOCK = threading.Lock()  # a forked child's copy may be held by a thread it lacks
+
+
+os.register_at_fork(after_in_child=_new_model_lock)
+
+
 def torch_model_of(model_dir: Path, key: str | None) -> TagModel:
     """The torch model of ``model_dir`` (CPU) whose exported graph ``key`` names
-    (``runtime.graph_key``); a ``ModelError`` when the folder now holds other files."""
+    (``runtime.graph_digest``); a ``ModelError`` when the folder now holds other files."""
     with no_hf_bars():
         model, _, info = load_model(model_dir)
-    if graph_key(model_dir, info) != key:
+    if graph_digest(model_dir, info) != key:
         raise ModelError(
             f"{model_dir} has changed since its model was loaded: load it again"
             " (TagRecommender.load)"
@@ -366,6 +374,14 @@ class TagRecommender:
             info = read_info(model_dir)
             key = graph_key(model_dir, info)
             runner = OnnxTagModel.from_cache(key, num_threads)
+            if runner is not None and runner.n_tags != info["n_tags"]:
+                logger.warning(
+                    "the cached ONNX graph of %s scores %d tags, not %d: exported again",
+                    model_dir,
+                    runner.n_tags,
+                    info["n_tags"],
+                )
+                runner = None
         if runner is not None:
             tokenizer = load_saved_tokenizer(model_dir)
             model = None
@@ -396,7 +412,7 @@ class TagRecommender:
             rec.runner = choose_backend(model, backend, device, quantize, num_threads, key)
         else:
             rec.runner = runner
-            rec._model_source = (model_dir, key)
+            rec._model_source = (model_dir.resolve(), key)
         from labelrec.fusion import Fusion
 
         rec.fusion = Fusion.load(model_dir, vocab)

@@ -7,10 +7,10 @@ Decoders, GPUs, int8 and models over the 2 GB protobuf limit stay on torch.
 
 The exported graph is kept in a cache folder (``$LABELREC_ONNX_CACHE``, else
 ``$LABELREC_CACHE_DIR/onnx``; ``LABELREC_ONNX_CACHE=off`` exports on every load), under a key
-that hashes everything the graph is made of: the weights, the backbone's configuration, the
-pooling, and the versions of torch, transformers, onnx and of this module and labelrec.model. A
-later load of the same model, from any folder, reads it instead of exporting again
-(``benchmarks/load_time.py``).
+that hashes what the graph is made of (``graph_digest``): the weights, the configuration files
+transformers reads with them, the pooling and head bias, and the versions of torch,
+transformers, onnx and of this module and labelrec.model. A later load of the same model, from
+any folder, reads it instead of exporting again (``benchmarks/load_time.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from torch import nn
 
 from labelrec.backbones import cache_dir
 from labelrec.model import HEAD_BIAS, ModelError, TagModel, is_decoder
+from labelrec.modeldir import shared_mode
 
 logger = logging.getLogger(__name__)
 
@@ -148,52 +149,73 @@ def onnx_cache_dir() -> Path | None:
     value = os.environ.get(ONNX_CACHE_ENV, "").strip()
     if value.lower() in CACHE_OFF:
         return None
-    return Path(value).expanduser() if value else cache_dir() / "onnx"
+    try:
+        return Path(value).expanduser() if value else cache_dir() / "onnx"
+    except RuntimeError as err:  # no home folder to put ~/.cache in: no cache, the load goes on
+        logger.info("no ONNX graph cache (%s); set %s", err, ONNX_CACHE_ENV)
+        return None
 
 
 def graph_key(model_dir: str | Path, info: dict[str, Any]) -> str | None:
+    """The cache key of the model saved in ``model_dir`` (``graph_digest``), or None where the
+    cache is off."""
+    return None if onnx_cache_dir() is None else graph_digest(model_dir, info)
+
+
+# files of a model folder besides its weights that transformers reads into the model
+GRAPH_FILES = ("config.json", "adapter_config.json", "model.safetensors.index.json")
+
+
+def graph_digest(model_dir: str | Path, info: dict[str, Any]) -> str | None:
     """A hex digest of what the exported graph of the model saved in ``model_dir`` is made of
-    (equal keys, equal graphs), or None where the cache is off or does not apply: no
-    safetensors weights, a decoder, or weights over ONNX's limit."""
+    (equal digests, equal graphs): its weights and the files of ``GRAPH_FILES`` there, the
+    pooling and head bias of ``info``, and the versions of torch, transformers, onnx and of the
+    code that exports it. None where no graph is exported (no safetensors weights, a decoder,
+    weights over ONNX's limit, no onnx) or a part cannot be read: then nothing is cached."""
     model_dir = Path(model_dir)
     weights = sorted(model_dir.glob("*.safetensors"))
-    if onnx_cache_dir() is None or not weights or info.get("pooling") == "last":
-        return None
-    if not onnx_installed():
+    if not weights or info.get("pooling") == "last" or not onnx_installed():
         return None
     try:
         if sum(w.stat().st_size for w in weights) > MAX_ONNX_BYTES:
             return None
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # loading the model says what is wrong
-    if not isinstance(config, dict) or is_decoder(SimpleNamespace(**config)):
-        return None
-    import transformers
-
-    config.pop("_name_or_path", None)  # where it was saved from
-    sources = [Path(__file__), Path(sys.modules[TagModel.__module__].__file__ or "")]
-    header = {
-        "format": CACHE_FORMAT,
-        "opset": OPSET,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "onnx": importlib.metadata.version("onnx"),
-        "sources": [hashlib.sha256(path.read_bytes()).hexdigest() for path in sources],
-        "pooling": info.get("pooling"),
-        HEAD_BIAS: info.get(HEAD_BIAS),
-        "config": config,
-    }
-    digest = hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode())
-    try:
+        files = {}
+        for name in GRAPH_FILES:
+            if (model_dir / name).is_file():
+                files[name] = json.loads((model_dir / name).read_text(encoding="utf-8"))
+        config = files.get("config.json")
+        if not isinstance(config, dict) or is_decoder(SimpleNamespace(**config)):
+            return None
+        config.pop("_name_or_path", None)  # where it was saved from
+        header = {
+            "format": CACHE_FORMAT,
+            "opset": OPSET,
+            "versions": {name: importlib.metadata.version(name) for name in VERSIONED},
+            "sources": [_source_digest(name) for name in (__name__, TagModel.__module__)],
+            "pooling": info.get("pooling"),
+            HEAD_BIAS: info.get(HEAD_BIAS),
+            "files": files,
+        }
+        digest = hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode())
         for path in weights:
             digest.update(f"\0{path.name}\0".encode())
             with path.open("rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(chunk)
-    except OSError:
+    except Exception as err:  # an unreadable part: loading the model says what is wrong
+        logger.info("no ONNX graph cache for %s (%s: %s)", model_dir, type(err).__name__, err)
         return None
     return digest.hexdigest()
+
+
+VERSIONED = ("torch", "transformers", "onnx")  # what exports a graph (torch's with its build)
+
+
+def _source_digest(module_name: str) -> str:
+    """SHA-256 of a module's source, read through its loader (a file, or a zip archive)."""
+    spec = sys.modules[module_name].__spec__
+    data = spec.loader.get_data(spec.origin)  # type: ignore[union-attr]
+    return hashlib.sha256(data).hexdigest()
 
 
 def export_graph(model: TagModel) -> bytes:
@@ -250,6 +272,7 @@ def store_graph(path: Path, data: bytes) -> None:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            shared_mode(tmp)  # as readable as a file written in place: a cache users share
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -333,6 +333,27 @@ def test_the_key_covers_what_makes_the_graph(
     tensors[name].view(-1)[0] += 1e-3
     save_file(tensors, copy / "model.safetensors", metadata={"format": "pt"})
     assert runtime.graph_key(copy, info) != key
+    # a LoRA adapter's settings, which transformers applies with the weights
+    shutil.copy2(trained_model_dir / "model.safetensors", copy / "model.safetensors")
+    assert runtime.graph_key(copy, info) == key
+    (copy / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 8}))
+    with_adapter = runtime.graph_key(copy, info)
+    (copy / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 64}))
+    assert len({key, with_adapter, runtime.graph_key(copy, info)}) == 3
+    # the versions of what exports it, and the code that does
+    real_version = runtime.importlib.metadata.version
+    monkeypatch.setattr(
+        runtime.importlib.metadata,
+        "version",
+        lambda name: "2.13.0+cu128" if name == "torch" else real_version(name),
+    )
+    assert runtime.graph_key(trained_model_dir, info) != key
+    monkeypatch.undo()
+    monkeypatch.setenv(runtime.ONNX_CACHE_ENV, str(onnx_cache))
+    monkeypatch.setattr(runtime, "_source_digest", lambda name: name)
+    assert runtime.graph_key(trained_model_dir, info) != key
+    monkeypatch.undo()
+    monkeypatch.setenv(runtime.ONNX_CACHE_ENV, str(onnx_cache))
     # no cache for decoders (they run on torch), nor where the cache is off
     assert runtime.graph_key(trained_model_dir, {**info, "pooling": "last"}) is None
     monkeypatch.setenv(runtime.ONNX_CACHE_ENV, "off")
@@ -396,3 +417,122 @@ def test_writing_a_graph_trims_the_cache(tmp_path: Path) -> None:
     runtime.store_graph(tmp_path / "new.onnx", b"graph")
     assert (tmp_path / "new.onnx").read_bytes() == b"graph"
     assert sorted(tmp_path.iterdir()) == sorted([tmp_path / "new.onnx", *old[1:]])
+
+
+def test_a_cached_load_uses_and_refreshes_the_graph_and_keeps_the_files_mode(
+    trained_model_dir: Path, onnx_cache: Path
+) -> None:
+    import os
+
+    TagRecommender.load(trained_model_dir)
+    (graph,) = onnx_cache.iterdir()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert graph.stat().st_mode & 0o777 == 0o666 & ~umask  # as a file written in place
+    os.utime(graph, (1000, 1000))
+    assert TagRecommender.load(trained_model_dir).runner.cached
+    assert graph.stat().st_mtime > 1000  # used: the last the cache removes
+    # int8 runs on torch: the cached float graph is not used for it
+    assert TagRecommender.load(trained_model_dir, quantize=True).backend == "torch"
+
+
+def test_a_graph_of_another_number_of_tags_is_not_used(
+    trained_model_dir: Path, tiny_backbone: Path, onnx_cache: Path, caplog
+) -> None:
+    from labelrec.config import LoraSettings, ModelConfig
+    from labelrec.model import build_model, read_info
+
+    other, _ = build_model(ModelConfig(backbone=str(tiny_backbone)), LoraSettings(), ["a", "b"])
+    key = runtime.graph_key(trained_model_dir, read_info(trained_model_dir))
+    onnx_cache.mkdir()
+    (onnx_cache / f"{key}.onnx").write_bytes(runtime.export_graph(other))
+    with caplog.at_level(logging.WARNING, logger="labelrec.predict"):
+        rec = TagRecommender.load(trained_model_dir)
+    assert rec.backend == "onnx" and not rec.runner.cached
+    assert "scores 2 tags, not" in caplog.text
+    assert TagRecommender.load(trained_model_dir).runner.n_tags == len(rec.vocab)
+
+
+def test_no_cache_where_its_parts_cannot_be_had_and_the_load_goes_on(
+    trained_model_dir: Path, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No home folder for ``~/.cache``, labelrec's code in a zip archive, onnx without package
+    metadata: the model loads on ONNX Runtime, exported, with nothing cached."""
+    import importlib.metadata
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    def unreadable(name: str) -> str:
+        raise NotADirectoryError(20, "Not a directory", f"labelrec.zip/{name}")
+
+    def no_metadata(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    for target, broken in (
+        ("cache_dir", no_home),
+        ("_source_digest", unreadable),
+        ("importlib.metadata.version", no_metadata),
+    ):
+        with monkeypatch.context() as mp:
+            if target == "cache_dir":
+                mp.delenv(runtime.ONNX_CACHE_ENV)
+            mp.setattr(
+                runtime if "." not in target else importlib.metadata, target.split(".")[-1], broken
+            )
+            rec = TagRecommender.load(trained_model_dir)
+            assert (rec.backend, rec.runner.cached) == ("onnx", False), target
+    assert not onnx_cache.exists()
+
+
+def test_torchs_model_of_a_cached_load_whatever_happened_since(
+    trained_model_dir: Path, onnx_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built on first use: after the cache was turned off, and from another working folder
+    than the relative path the model was loaded by."""
+    import shutil
+
+    shutil.copytree(trained_model_dir, tmp_path / "m")
+    monkeypatch.chdir(tmp_path)
+    TagRecommender.load("m")
+    rec = TagRecommender.load("m")
+    assert rec.runner.cached and rec._model is None
+    monkeypatch.setenv(runtime.ONNX_CACHE_ENV, "off")
+    monkeypatch.chdir(trained_model_dir.parent)
+    assert rec.model.n_tags == len(rec.vocab)
+
+
+def _model_lock_held() -> bool:
+    import labelrec.predict
+
+    return labelrec.predict._MODEL_LOCK.locked()
+
+
+def test_a_forked_child_gets_its_own_model_lock() -> None:
+    """A thread of the parent building a torch model holds the lock; the child has no such
+    thread, so its lock must be a new one (else its first ``rec.model`` would wait forever)."""
+    import multiprocessing
+
+    import labelrec.predict
+
+    with labelrec.predict._MODEL_LOCK:
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            assert pool.apply_async(_model_lock_held).get(timeout=60) is False
+
+
+def test_suggest_twice_from_the_command_line(
+    trained_model_dir: Path, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import io
+    import json
+
+    from labelrec import cli
+
+    outputs = []
+    for _ in range(2):
+        lines = "".join(json.dumps(p) + "\n" for p in PRODUCTS)
+        monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+        assert cli.main(["suggest", str(trained_model_dir), "--format", "jsonl"]) == 0
+        outputs.append(capsys.readouterr().out)
+        monkeypatch.setattr(runtime, "export_graph", _forbid)  # the second: from the cache
+    assert outputs[0] == outputs[1] and outputs[0].count("\n") == len(PRODUCTS)
