@@ -15,6 +15,7 @@ suggestions printed must be the same in every run, or the benchmark fails.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -52,8 +53,11 @@ def run_child(args: list[str], env: dict[str, str], stdin: str = "") -> tuple[fl
     return seconds, out.stdout
 
 
-def measure(model: Path, runs: int, cache: Path) -> tuple[list[tuple[str, float, float]], bool]:
-    """(way, median load s, median suggest s) rows, and whether every run suggested the same."""
+def measure(
+    model: Path, runs: int, cache: Path, kinds: tuple[str, ...] = ("load", "suggest")
+) -> tuple[list[tuple[str, float, float]], bool]:
+    """(way, median load s, median suggest s) rows (nan for a kind left out of ``kinds``), and
+    whether every run suggested the same."""
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     rows, outputs = [], set()
@@ -61,7 +65,7 @@ def measure(model: Path, runs: int, cache: Path) -> tuple[list[tuple[str, float,
         env["LABELREC_ONNX_CACHE"] = "off" if way == "off" else str(cache)
         loads, suggests = [], []
         for _ in range(runs):
-            for kind in ("load", "suggest"):
+            for kind in kinds:
                 if way == "empty":
                     for graph in cache.glob("*.onnx"):
                         graph.unlink()
@@ -76,8 +80,12 @@ def measure(model: Path, runs: int, cache: Path) -> tuple[list[tuple[str, float,
                     seconds, out = run_child([*cli, "--limit", "3"], env, TITLE + "\n")
                     suggests.append(seconds)
                     outputs.add(out)
-        rows.append((name, statistics.median(loads), statistics.median(suggests)))
-    return rows, len(outputs) == 1
+        rows.append((name, _median(loads), _median(suggests)))
+    return rows, len(outputs) <= 1
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
 
 
 def format_table(rows: list[tuple[str, float, float]], runs: int) -> str:

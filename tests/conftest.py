@@ -217,12 +217,20 @@ def service_interactions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# labelrec's cache folders: not settings of the service, and kept for every process a test starts
+CACHE_SETTINGS = ("LABELREC_ONNX_CACHE", "LABELREC_CACHE_DIR")
+
+
+def is_service_setting(name: str) -> bool:
+    """A ``LABELREC_*`` variable that a service reads as its setting (not a cache folder)."""
+    return name.startswith("LABELREC_") and name not in CACHE_SETTINGS
+
+
 def drop_service_settings(mp: pytest.MonkeyPatch) -> None:
     """No ``LABELREC_*`` service setting from the environment the tests run in (put back when
     ``mp`` is undone)."""
-    for name in [n for n in os.environ if n.startswith("LABELREC_")]:
-        if name not in ("LABELREC_ONNX_CACHE", "LABELREC_CACHE_DIR"):  # caches, not settings
-            mp.delenv(name)
+    for name in [n for n in os.environ if is_service_setting(n)]:
+        mp.delenv(name)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from pathlib import Path
 import bentoml  # noqa: F401  (required: its absence fails the tests)
 import httpx
 import pytest
+from conftest import is_service_setting  # noqa: E402
 from test_service import copy_model, point  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def free_port() -> int:
 
 def service_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = {  # the service's settings are only those given here
-        **{k: v for k, v in os.environ.items() if not k.startswith("LABELREC_")},
+        **{k: v for k, v in os.environ.items() if not is_service_setting(k)},
         "BENTOML_HOME": str(tmp / "bentoml_home"),
         "BENTOML_DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
