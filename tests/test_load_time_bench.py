@@ -6,10 +6,13 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import load_time
 
 
+@pytest.mark.slow
 def test_three_ways_in_new_processes(trained_model_dir: Path, tmp_path: Path) -> None:
     """Each way's new process finds the cache as its row says (``measure`` checks the backend
     and whether the graph was cached, and raises otherwise); the CLI column is left out here
