@@ -27,14 +27,19 @@ def test_onnx_scores_and_embeddings_equal_torch(trained_model_dir: Path) -> None
     onnx = TagRecommender.load(trained_model_dir, backend="onnx")
     torch_ = TagRecommender.load(trained_model_dir, backend="torch")
     assert (onnx.backend, torch_.backend) == ("onnx", "torch")
-    # Different lengths in one padded batch, then one product at a time.
+    assert_same_scores(onnx, torch_)
+
+
+def assert_same_scores(rec: TagRecommender, reference: TagRecommender) -> None:
+    """The same scores, embeddings and suggestions to float32 rounding: for products of
+    different lengths in one padded batch, then one product at a time."""
     for batch_size in (64, 1):
-        onnx.batch_size = torch_.batch_size = batch_size
-        s1, e1 = onnx.predict_scores(PRODUCTS, with_embeddings=True)
-        s2, e2 = torch_.predict_scores(PRODUCTS, with_embeddings=True)
+        rec.batch_size = reference.batch_size = batch_size
+        s1, e1 = rec.predict_scores(PRODUCTS, with_embeddings=True)
+        s2, e2 = reference.predict_scores(PRODUCTS, with_embeddings=True)
         np.testing.assert_allclose(s1, s2, atol=1e-5)
         np.testing.assert_allclose(e1, e2, atol=1e-5)
-    for a, b in zip(onnx.suggest(PRODUCTS, 5), torch_.suggest(PRODUCTS, 5), strict=True):
+    for a, b in zip(rec.suggest(PRODUCTS, 5), reference.suggest(PRODUCTS, 5), strict=True):
         assert [s.tag for s in a] == [s.tag for s in b]
         np.testing.assert_allclose([s.score for s in a], [s.score for s in b], atol=1e-5)
 
@@ -264,15 +269,7 @@ def test_a_later_load_runs_the_cached_graph_without_building_torchs_model(
     monkeypatch.setattr(labelrec.predict, "load_model", _forbid)
     cached = TagRecommender.load(copy)
     assert cached.backend == "onnx" and cached.runner.cached and cached._model is None
-    for batch_size in (64, 1):
-        cached.batch_size = reference.batch_size = batch_size
-        s1, e1 = cached.predict_scores(PRODUCTS, with_embeddings=True)
-        s2, e2 = reference.predict_scores(PRODUCTS, with_embeddings=True)
-        np.testing.assert_allclose(s1, s2, atol=1e-5)
-        np.testing.assert_allclose(e1, e2, atol=1e-5)
-    assert [[s.tag for s in r] for r in cached.suggest(PRODUCTS, 5)] == [
-        [s.tag for s in r] for r in reference.suggest(PRODUCTS, 5)
-    ]
+    assert_same_scores(cached, reference)
     # torch's model is built on first use, from the same files
     monkeypatch.setattr(labelrec.predict, "load_model", load_model)
     model = cached.model
