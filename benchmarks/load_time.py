@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,15 +42,15 @@ print(f"{seconds:.4f} {rec.backend} {cached}")
 """
 
 
-def run_child(args: list[str], env: dict[str, str], stdin: str = "") -> tuple[float, str]:
-    """Wall seconds and stdout of a child process; an error names the command."""
-    import time
-
+def run_child(
+    what: str, args: list[str], env: dict[str, str], stdin: str = ""
+) -> tuple[float, str]:
+    """Wall seconds and stdout of a child process; an error names ``what`` it ran."""
     start = time.perf_counter()
     out = subprocess.run(args, env=env, input=stdin, capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - start
     if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:4])} failed: {out.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"{what} failed: {out.stderr.strip()[-2000:]}")
     return seconds, out.stdout
 
 
@@ -70,14 +71,18 @@ def measure(
                     for graph in cache.glob("*.onnx"):
                         graph.unlink()
                 if kind == "load":
-                    _, out = run_child([sys.executable, "-c", LOAD, str(model)], env)
+                    _, out = run_child(
+                        "TagRecommender.load", [sys.executable, "-c", LOAD, str(model)], env
+                    )
                     seconds, backend, cached = out.split()
                     if backend != "onnx" or cached != str(way == "cached"):
                         raise RuntimeError(f"{name}: backend {backend}, cached graph {cached}")
                     loads.append(float(seconds))
                 else:
                     cli = [sys.executable, "-m", "labelrec.cli", "suggest", str(model)]
-                    seconds, out = run_child([*cli, "--limit", "3"], env, TITLE + "\n")
+                    seconds, out = run_child(
+                        "labelrec suggest", [*cli, "--limit", "3"], env, TITLE + "\n"
+                    )
                     suggests.append(seconds)
                     outputs.add(out)
         rows.append((name, _median(loads), _median(suggests)))

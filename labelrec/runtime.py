@@ -50,6 +50,9 @@ CACHE_FORMAT = 1  # bump when what a key covers changes
 CACHE_KEEP_FILES = 8  # the cache keeps the most recently used graphs, at most this many
 CACHE_KEEP_BYTES = 2 * 1024**3  # and at most this many bytes (the newest graph is always kept)
 STALE_WRITE_SECONDS = 3600  # a temporary file this old is a killed process's unfinished write
+# files of a model folder besides its weights that transformers reads into the model
+GRAPH_FILES = ("config.json", "adapter_config.json", "model.safetensors.index.json")
+VERSIONED = ("torch", "transformers", "onnx")  # what exports a graph (torch's with its build)
 
 
 class _ScoresAndPooled(nn.Module):
@@ -120,13 +123,15 @@ class OnnxTagModel:
     def export(
         cls, model: TagModel, num_threads: int | None = None, key: str | None = None
     ) -> OnnxTagModel:
-        """Export ``model`` (eval mode, float32, CPU) and open a session on it; the graph is
-        cached under ``key`` (``graph_key`` of the folder ``model`` was loaded from)."""
+        """Export ``model`` (eval mode, float32, CPU) and open a session on it; the graph, once
+        ONNX Runtime has opened it, is cached under ``key`` (``graph_key`` of the folder
+        ``model`` was loaded from)."""
         data = export_graph(model)
+        session = open_session(data, num_threads)
         folder = onnx_cache_dir()
         if key is not None and folder is not None:
             store_graph(folder / f"{key}.onnx", data)
-        return cls(open_session(data, num_threads))
+        return cls(session)
 
     @property
     def n_tags(self) -> int:
@@ -160,10 +165,6 @@ def graph_key(model_dir: str | Path, info: dict[str, Any]) -> str | None:
     """The cache key of the model saved in ``model_dir`` (``graph_digest``), or None where the
     cache is off."""
     return None if onnx_cache_dir() is None else graph_digest(model_dir, info)
-
-
-# files of a model folder besides its weights that transformers reads into the model
-GRAPH_FILES = ("config.json", "adapter_config.json", "model.safetensors.index.json")
 
 
 def graph_digest(model_dir: str | Path, info: dict[str, Any]) -> str | None:
@@ -206,9 +207,6 @@ def graph_digest(model_dir: str | Path, info: dict[str, Any]) -> str | None:
         logger.info("no ONNX graph cache for %s (%s: %s)", model_dir, type(err).__name__, err)
         return None
     return digest.hexdigest()
-
-
-VERSIONED = ("torch", "transformers", "onnx")  # what exports a graph (torch's with its build)
 
 
 def _source_digest(module_name: str) -> str:

@@ -533,3 +533,14 @@ def test_suggest_twice_from_the_command_line(
         outputs.append(capsys.readouterr().out)
         monkeypatch.setattr(runtime, "export_graph", _forbid)  # the second: from the cache
     assert outputs[0] == outputs[1] and outputs[0].count("\n") == len(PRODUCTS)
+
+
+def test_a_graph_onnx_runtime_cannot_open_is_not_cached(
+    trained_model_dir: Path, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object, **__: object) -> None:
+        raise RuntimeError("invalid graph")
+
+    monkeypatch.setattr(runtime, "open_session", refuse)
+    assert TagRecommender.load(trained_model_dir).backend == "torch"  # auto falls back
+    assert not list(onnx_cache.glob("*.onnx"))
