@@ -18,11 +18,17 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny models run fastest on one thread (and don't fight over the cores with parallel work).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Each load exports its ONNX graph, as the tests of the export expect, and nothing is written to
-# the user's cache; the cache's own tests (test_runtime.py) give it a folder.
-os.environ["LABELREC_ONNX_CACHE"] = "off"
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_graph_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Exported ONNX graphs are cached, as by default, in a folder of the session's own (not
+    the user's cache; the processes the tests start share it): a model loaded again runs its
+    cached graph. Tests of the export itself turn the cache off; the cache's own tests
+    (test_runtime.py) give it a folder of theirs."""
+    os.environ["LABELREC_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx-cache"))
 
 
 @pytest.fixture(autouse=True)

@@ -53,6 +53,7 @@ def test_the_onnx_export_hides_its_own_warnings_only(
 
     import torch
 
+    monkeypatch.setenv(runtime.ONNX_CACHE_ENV, "off")  # the load exports
     export = torch.onnx.export
 
     def export_beside_other_code(*args, **kwargs):
@@ -100,6 +101,7 @@ def test_decoder_models_stay_on_torch(tiny_decoder: Path) -> None:
 def test_auto_falls_back_to_torch_when_export_fails_or_onnx_is_missing(
     trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    monkeypatch.setenv(runtime.ONNX_CACHE_ENV, "off")  # each load exports
     reference = TagRecommender.load(trained_model_dir, backend="torch").suggest(PRODUCTS)
 
     def broken(*_: object, **__: object) -> None:
