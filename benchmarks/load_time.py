@@ -7,7 +7,8 @@ Three ways, each ``--runs`` times in new processes: the cache off (``LABELREC_ON
 every load exports the graph), a first load into an empty cache (export, then the graph is
 written), and a load that finds the graph in the cache (torch's model is not built). Columns,
 median seconds: ``TagRecommender.load`` in the new process (its imports done before), and the
-whole ``labelrec suggest MODEL --limit 3`` of one title (a new process: imports included). The
+whole ``labelrec suggest MODEL --limit 3`` of one title (a new process: imports included). Also
+printed: the median time of computing the cache key in process, part of every load. The
 cache is a temporary folder, removed at the end; the user's own is not read or written. The
 suggestions printed must be the same in every run, or the benchmark fails.
 """
@@ -93,6 +94,23 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
+def key_seconds(model: Path, runs: int) -> float:
+    """Median seconds of computing the model's cache key (``runtime.graph_digest``: hashing its
+    weights and files) in this process, after one call that warms the imports and file cache."""
+    from labelrec.model import read_info
+    from labelrec.runtime import graph_digest
+
+    info = read_info(model)
+    if graph_digest(model, info) is None:
+        raise RuntimeError(f"{model}: no cache key (a decoder, or no safetensors weights?)")
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        graph_digest(model, info)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def format_table(rows: list[tuple[str, float, float]], runs: int) -> str:
     """A Markdown table of the rows."""
     lines = [
@@ -121,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         size = sum(p.stat().st_size for p in cache.glob("*.onnx"))
     print(format_table(rows, args.runs))
     print(f"cached graph: {size / 1e6:.1f} MB; the same suggestions in every run: {same}")
+    print(
+        f"computing the cache key (hashing the weights): {key_seconds(args.model, args.runs):.3f} s"
+    )
     return 0 if same else 1
 
 

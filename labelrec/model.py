@@ -120,6 +120,12 @@ def is_decoder(config: Any) -> bool:
     return bool(getattr(config, "is_decoder", False))
 
 
+def is_decoder_tagger(config: Any, pooling: str | None) -> bool:
+    """A tagger on a decoder backbone: its config says so, or (a saved tagger, whose config
+    names ``...ForSequenceClassification``) it pools the last token."""
+    return is_decoder(config) or pooling == "last"
+
+
 def with_lora(model: Any, config: Any) -> Any:
     """``peft.get_peft_model(model, config)``, without the FutureWarning that peft 0.21 raises by
     reading transformers' deprecated ``is_gradient_checkpointing`` (peft's call, not ours)."""
@@ -254,9 +260,8 @@ class TagModel(nn.Module):
 
     @property
     def is_decoder(self) -> bool:
-        """A decoder backbone: its pretrained config says so, or (a saved tagger, whose config
-        names ``...ForSequenceClassification``) it pools the last token."""
-        return is_decoder(self.hf_model.config) or self.pooling == "last"
+        """A decoder backbone (``is_decoder_tagger``)."""
+        return is_decoder_tagger(self.hf_model.config, self.pooling)
 
     def as_stored(self, dtype: str) -> None:
         """Merge LoRA and round every saved weight to ``dtype`` in place (kept in its own

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from labelrec.backbones import cache_dir
-from labelrec.model import HEAD_BIAS, ModelError, TagModel, is_decoder
+from labelrec.model import HEAD_BIAS, ModelError, TagModel, is_decoder_tagger
 from labelrec.modeldir import shared_mode
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def graph_digest(model_dir: str | Path, info: dict[str, Any]) -> str | None:
     weights over ONNX's limit, no onnx) or a part cannot be read: then nothing is cached."""
     model_dir = Path(model_dir)
     weights = sorted(model_dir.glob("*.safetensors"))
-    if not weights or info.get("pooling") == "last" or not onnx_installed():
+    if not weights or not onnx_installed():
         return None
     try:
         if sum(w.stat().st_size for w in weights) > MAX_ONNX_BYTES:
@@ -185,8 +185,10 @@ def graph_digest(model_dir: str | Path, info: dict[str, Any]) -> str | None:
             if (model_dir / name).is_file():
                 files[name] = json.loads((model_dir / name).read_text(encoding="utf-8"))
         config = files.get("config.json")
-        if not isinstance(config, dict) or is_decoder(SimpleNamespace(**config)):
-            return None
+        if not isinstance(config, dict) or is_decoder_tagger(
+            SimpleNamespace(**config), info.get("pooling")
+        ):
+            return None  # decoders run on torch
         config.pop("_name_or_path", None)  # where it was saved from
         header = {
             "format": CACHE_FORMAT,

@@ -1217,7 +1217,7 @@ def make_adamw(groups: list[dict[str, Any]], fused: bool) -> torch.optim.AdamW:
     """torch's AdamW over parameter ``groups``: by its fused kernel where ``fused`` (on the CPU
     it updates the weights in one pass instead of a loop of small operations per tensor, which
     dominates a step on short titles), else by torch's default implementation."""
-    return torch.optim.AdamW(groups, fused=True) if fused else torch.optim.AdamW(groups)
+    return torch.optim.AdamW(groups, fused=fused or None)
 
 
 def set_adamw_kernel(optimizer: Any, fused: bool) -> None:

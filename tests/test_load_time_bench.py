@@ -31,3 +31,7 @@ def test_three_ways_in_new_processes(trained_model_dir: Path, tmp_path: Path) ->
 def test_refuses_a_folder_that_is_not_a_model(tmp_path: Path, capsys) -> None:
     assert load_time.main(["--model", str(tmp_path)]) == 2
     assert "is not a model directory" in capsys.readouterr().err
+
+
+def test_key_seconds(trained_model_dir: Path) -> None:
+    assert 0 < load_time.key_seconds(trained_model_dir, 2) < 10
