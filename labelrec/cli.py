@@ -770,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--threshold",
             type=score_argument,
             default=None,
-            help="score cut-off; default: the per-tag thresholds tuned on valid",
+            help="score cut-off; default: the per-tag thresholds tuned in training",
         )
         p.add_argument(
             "--batch-size",

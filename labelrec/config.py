@@ -345,38 +345,54 @@ class TrainConfig:
         default=True,
         metadata={
             "help": "Keep the checkpoints (OUTPUT/checkpoints, the tuning runs') once the model"
-            " is saved, for `--resume` with more epochs; false removes them (with the refit,"
-            " two runs' checkpoints: about 2 x 360 MB for MiniLM trained in full, 2 x 103 MB"
-            " with adapters; docs/results.md)."
+            " is saved, for `--resume` with more epochs; false removes them (with the refit and"
+            " two tuning folds, three runs' checkpoints: about 3 x 360 MB for MiniLM trained in"
+            " full, 3 x 103 MB with adapters; docs/results.md)."
         },
     )
     threshold_prior: float = field(
         default=0.0,
         metadata={
-            "help": "Pseudo-count of the global threshold in each tag's threshold tuned on valid:"
-            " (n * t_tag + m * t_global) / (n + m), n the tag's valid positives; 0: none."
+            "help": "Pseudo-count of the global threshold in each tag's tuned threshold:"
+            " (n * t_tag + m * t_global) / (n + m), n the tag's positives where it is tuned;"
+            " 0: none."
         },
     )
     refit: bool = field(
         default=True,
         metadata={
-            "help": "After tuning on train/valid, train the final model on train + valid with the"
-            " chosen epochs, fusion weights and thresholds (the tuning run stays in OUTPUT/tuning)."
+            "help": "After tuning (train.tuning_folds), train the final model on train + valid"
+            " with the chosen epochs, fusion weights and thresholds (the tuning runs stay in"
+            " OUTPUT/tuning)."
         },
     )
-    tuning_folds: int = field(
-        default=1,
+    tuning_folds: int | str = field(
+        default="auto",
         metadata={
             "help": "With refit: K > 1 chooses the epochs, fusion weights and thresholds by K-fold"
             " cross-validation over train + valid (near-duplicate titles in one fold; each"
             " product scored by a model that did not train on it) instead of on valid alone;"
-            " K trainings instead of one."
+            " K trainings on (K - 1) / K of the products instead of one on train. auto: 2 for a"
+            " tagger's refit without the tag generator, else 1 (docs/results.md)."
         },
     )
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
-        _check(self.tuning_folds >= 1, "train.tuning_folds", "must be >= 1 (1: valid alone)")
+        if isinstance(self.tuning_folds, str):  # from YAML or an override
+            text = self.tuning_folds.strip().lower()
+            try:
+                self.tuning_folds = "auto" if text == "auto" else int(text)
+            except ValueError:
+                raise ConfigError(
+                    f"train.tuning_folds: must be a whole number or auto, got {self.tuning_folds!r}"
+                ) from None
+        _check(
+            self.tuning_folds == "auto"
+            or (type(self.tuning_folds) is int and self.tuning_folds >= 1),
+            "train.tuning_folds",
+            "must be >= 1 (1: valid alone) or auto",
+        )
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
         _check(self.lr is None or self.lr > 0, "train.lr", "must be > 0 or null")
@@ -450,7 +466,7 @@ class LexicalConfig:
     )
     weight: float | None = field(
         default=None,
-        metadata={"help": "Weight of the neural scores in the fusion; None: tuned on valid."},
+        metadata={"help": "Weight of the neural scores in the fusion; None: tuned in training."},
     )
     embedding_k: int = field(
         default=30,
@@ -478,7 +494,7 @@ class LexicalConfig:
         default=None,
         metadata={
             "help": "The ridge classifier's share of the TF-IDF voter (the rest: the"
-            " neighbours); None: tuned on valid among 0, 0.25, 0.5, 0.75, 1."
+            " neighbours); None: tuned in training among 0, 0.25, 0.5, 0.75, 1."
         },
     )
     ancestor_consistency: bool = field(
@@ -506,7 +522,7 @@ class LexicalConfig:
         default=None,
         metadata={
             "help": "Factor on the fused score of a vocabulary tag of a kind the span tagger"
-            " learns (e.g. brand:) whose value the title does not contain; None: tuned on valid"
+            " learns (e.g. brand:) whose value the title does not contain; None: tuned in training"
             " (1: off)."
         },
     )
@@ -541,7 +557,7 @@ class LexicalConfig:
         _check(
             self.weight is None or 0.0 <= self.weight <= 1.0,
             "lexical.weight",
-            "must be in [0, 1] or null (tuned on valid)",
+            "must be in [0, 1] or null (tuned in training)",
         )
         _check(
             self.path_separator != "",
@@ -554,12 +570,12 @@ class LexicalConfig:
         _check(
             self.ridge_mix is None or 0.0 <= self.ridge_mix <= 1.0,
             "lexical.ridge_mix",
-            "must be in [0, 1] or null (tuned on valid)",
+            "must be in [0, 1] or null (tuned in training)",
         )
         _check(
             self.embedding_weight is None or 0.0 <= self.embedding_weight <= 1.0,
             "lexical.embedding_weight",
-            "must be in [0, 1] or null (tuned on valid)",
+            "must be in [0, 1] or null (tuned in training)",
         )
         _check(
             self.weight is None
@@ -572,7 +588,7 @@ class LexicalConfig:
         _check(
             self.absent_factor is None or 0.0 <= self.absent_factor <= 1.0,
             "lexical.absent_factor",
-            "must be in [0, 1] or null (tuned on valid)",
+            "must be in [0, 1] or null (tuned in training)",
         )
         _check(self.rerank_candidates >= 1, "lexical.rerank_candidates", "must be >= 1")
 
@@ -840,12 +856,12 @@ class Config:
         self.output = _home(self.output)
         _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32 - 1] (numpy's seeds)")
         _check(
-            self.train.tuning_folds == 1 or self.train.refit,
+            self.train.tuning_folds in (1, "auto") or self.train.refit,
             "train.tuning_folds",
             "needs train.refit: true (the folds choose what the refit trains with)",
         )
         _check(
-            self.train.tuning_folds == 1 or not self.generate.enabled,
+            self.train.tuning_folds in (1, "auto") or not self.generate.enabled,
             "train.tuning_folds",
             "is not available with generate.enabled (one decoder per fold)",
         )
@@ -855,6 +871,16 @@ class Config:
             "is the tagger's backbone, unused with task: describe; the describer's is"
             f" describe.backbone (now {self.describe.backbone})",
         )
+
+    @property
+    def tuning_fold_count(self) -> int:
+        """``train.tuning_folds`` resolved: auto is 2 where folds can run (a tagger's refit
+        without the tag generator), else 1 (tuning on valid)."""
+        k = self.train.tuning_folds
+        if k == "auto":
+            folds_run = self.task == "tag" and self.train.refit and not self.generate.enabled
+            return 2 if folds_run else 1
+        return int(k)
 
 
 # The exit status of a promotion with ``--exit-code`` (``labelrec promote``, the MLproject's

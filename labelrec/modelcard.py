@@ -166,14 +166,20 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
     config = info.get("config") or {}
     metrics = info.get("valid_metrics") or {}
     refit = info.get("refit")
-    valid_name = Path(str((config.get("data") or {}).get("valid") or "valid")).name
+    data_files = config.get("data") or {}
+    valid_name = Path(str(data_files.get("valid") or "valid")).name
+    folds = int(metrics.get("tuning_folds") or 1)  # >1: measured out of fold (train.tuning_folds)
+    measured_on, split = valid_name, "validation"
+    if folds > 1:
+        measured_on = f"{Path(str(data_files.get('train') or 'train')).name} + {valid_name}"
+        split = f"out-of-fold ({folds} folds)"
     results = [
         EvalResult(
             task_type="text-classification",
             task_name="multi-label tag recommendation",
             dataset_type="json",
-            dataset_name=valid_name,
-            dataset_split="validation",
+            dataset_name=measured_on,
+            dataset_split=split,
             metric_type=kind,
             metric_name=label,
             metric_value=round(float(metrics[key]), 4),
@@ -235,7 +241,7 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
         "## Training",
         "",
         f"- Training data: `{_file_names(str(info.get('train_source', '?')))}`"
-        f"{'' if refit is None else ' (the refit: train + valid, with the tuning run choices)'}.",
+        f"{'' if refit is None else ' (the refit: train + valid, with the tuning choices)'}.",
         f"- Epochs: {info.get('best_epoch', '?')}; seed {config.get('seed', '?')}; the whole "
         f"configuration is in `labelrec.json`.",
     ]
@@ -244,13 +250,19 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
     if results:
         lines += [
             "",
-            f"## Measured on `{valid_name}`",
+            f"## Measured on `{measured_on}`" + (" out of fold" if folds > 1 else ""),
             "",
             "| metric | value |",
             "|---|---:|",
             *(f"| {r.metric_name} | {r.metric_value:.4f} |" for r in results),
         ]
-        if refit is not None:
+        if folds > 1:
+            lines += [
+                "",
+                f"Each product was scored by the model of one of {folds} tuning folds that did "
+                "not train on it; the saved model was then trained on all of them.",
+            ]
+        elif refit is not None:
             lines += [
                 "",
                 "These are the tuning run's figures: the saved model was then trained again on "
@@ -270,7 +282,7 @@ def write_tagger_card(model_dir: str | Path, info: dict[str, Any], name: str | N
 
 def name_backbone(model_dir: str | Path, source: str) -> None:
     """Record ``source`` (e.g. the ``runs:/.../backbone`` URI a temporary download was made
-    from) as the backbone of the model in ``model_dir`` and of its tuning run: in
+    from) as the backbone of the model in ``model_dir`` and of its tuning runs: in
     ``labelrec.json`` (``backbone`` and ``config.model.backbone``) and on the card, which
     otherwise name a folder that is gone once training ends. A describer's ``causal.json``
     gets it as ``backbone``."""
@@ -291,7 +303,8 @@ def name_backbone(model_dir: str | Path, source: str) -> None:
 
     if (Path(model_dir) / CAUSAL_INFO).is_file():
         rewrite(Path(model_dir) / CAUSAL_INFO, lambda meta: meta.update(backbone=source))
-    for folder in (Path(model_dir), Path(model_dir) / TUNING_DIR):
+    tuning = Path(model_dir) / TUNING_DIR  # one tuning run, or one a fold (train.tuning_folds)
+    for folder in (Path(model_dir), tuning, *sorted(tuning.glob("fold-*"))):
         if not (folder / LABELREC_FILE).is_file():
             continue
         info = rewrite(folder / LABELREC_FILE, renamed)

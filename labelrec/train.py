@@ -106,6 +106,25 @@ class RefitTracker:
             self.inner.log_dataset("refit", source, products, n_tags)
 
 
+class FirstFoldTracker:
+    """The tracker of the first tuning fold (``train.tuning_folds``): the run shows its
+    parameters, datasets and per-epoch metrics, and its own ``final_*`` metrics as
+    ``fold1_final_*``; the run's ``final_*`` are every fold's out-of-fold ones."""
+
+    def __init__(self, inner: Tracker) -> None:
+        self.inner = inner
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.inner.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        renamed = {f"fold1_{k}" if k.startswith("final_") else k: v for k, v in metrics.items()}
+        self.inner.log_metrics(renamed, step=step)
+
+    def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
+        self.inner.log_dataset(name, source, products, n_tags)
+
+
 @dataclass
 class TunedSettings:
     """What a tuning run chose on valid, carried into the refit on train + valid."""
@@ -1341,7 +1360,7 @@ def train_and_refit(
         tuned = done
         logger.info("--resume: tuning run done (%s), refitting", tuned_file)
     else:
-        if cfg.train.tuning_folds > 1:
+        if cfg.tuning_fold_count > 1:
             tuning = tune_by_folds(cfg, splits, tuning_dir, resume, tracker, progress)
         else:
             tuning_cfg = dataclasses.replace(cfg, output=str(tuning_dir))
@@ -1471,7 +1490,7 @@ def tune_by_folds(
     from labelrec.fusion import Fusion, tune_fusion
     from labelrec.taxonomy import parent_index
 
-    k = cfg.train.tuning_folds
+    k = cfg.tuning_fold_count
     pool = refit_products(splits)  # train + valid, every review merged in
     results: list[TrainResult] = []
     t0 = time.perf_counter()
@@ -1492,7 +1511,9 @@ def tune_by_folds(
             len(fold_splits.valid),
         )
         fold_cfg = dataclasses.replace(cfg, output=str(tuning_dir / f"fold-{i}"))
-        fold_tracker = tracker if i == 0 and tracker is not None else NullTracker()
+        fold_tracker: Tracker = NullTracker()
+        if i == 0 and tracker is not None:
+            fold_tracker = FirstFoldTracker(tracker)
         results.append(
             TagTrainer(
                 fold_cfg, resume, fold_tracker, progress, splits=fold_splits, given_cfg=cfg
@@ -1544,6 +1565,8 @@ def tune_by_folds(
     ).metrics
     oof.update(report, global_threshold=float(global_t), tuning_folds=float(k))
     oof["tuning_seconds"] = time.perf_counter() - t0
+    if tracker is not None and process_state().is_main_process:
+        tracker.log_metrics({f"final_{k}": v for k, v in oof.items()})
     epochs = int(round(statistics.median(r.best_epoch for r in results)))
     tuned = TunedSettings(
         epochs=max(1, epochs),

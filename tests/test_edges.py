@@ -313,11 +313,13 @@ def test_name_backbone_renames_the_tuning_runs_backbone_too(trained_model_dir, t
     from labelrec.modelcard import name_backbone
 
     model = Path(shutil.copytree(trained_model_dir, tmp_path / "model"))
-    (model / "tuning").mkdir()
-    for name in ("labelrec.json", "README.md"):
-        shutil.copy2(model / name, model / "tuning" / name)
+    tuning = [model / "tuning", model / "tuning" / "fold-0", model / "tuning" / "fold-1"]
+    for folder in tuning:  # a tuning run on valid, or one a fold (train.tuning_folds)
+        folder.mkdir()
+        for name in ("labelrec.json", "README.md"):
+            shutil.copy2(model / name, folder / name)
     name_backbone(model, "runs:/abc/backbone")
-    for folder in (model, model / "tuning"):
+    for folder in (model, *tuning):
         info = json.loads((folder / "labelrec.json").read_text(encoding="utf-8"))
         assert info["backbone"] == info["config"]["model"]["backbone"] == "runs:/abc/backbone"
         assert "runs:/abc/backbone" in (folder / "README.md").read_text(encoding="utf-8")

@@ -55,6 +55,26 @@ def test_card_names_a_hub_backbone_its_licence_and_a_refit() -> None:
     assert "a span tagger" in card.text and "a reranker" in card.text
 
 
+def test_card_of_a_model_tuned_by_folds_says_its_figures_are_out_of_fold() -> None:
+    info = {
+        "backbone": "sentence-transformers/all-MiniLM-L6-v2",
+        "n_tags": 12,
+        "train_source": "/data/shop/train.jsonl + /data/shop/valid.jsonl",
+        "refit": {"epochs": 3},
+        "valid_metrics": {"P@1": 0.75, "nDCG@3": 0.5, "tuning_folds": 2.0},
+        "config": {"data": {"train": "/data/shop/train.jsonl", "valid": "/data/shop/valid.jsonl"}},
+    }
+    card = tagger_card(info, "shop")
+    result = card.data.eval_results[0]
+    assert (result.dataset_name, result.dataset_split) == (
+        "train.jsonl + valid.jsonl",
+        "out-of-fold (2 folds)",
+    )
+    assert "## Measured on `train.jsonl + valid.jsonl` out of fold" in card.text
+    assert "one of 2 tuning folds that did not train on it" in card.text
+    assert "valid cannot measure it" not in card.text and "/data/shop" not in card.content
+
+
 def test_card_of_a_pretrained_backbone_names_its_base() -> None:
     info = {
         "backbone": "/runs/dapt",

@@ -860,10 +860,27 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
         fitted.append((products, vocab, row_counts))
         return fit(cls, products, vocab, *args, row_counts=row_counts, **kwargs)
 
+    class Recording:
+        def __init__(self) -> None:
+            self.metrics: dict[str, float] = {}
+
+        def log_params(self, params: dict) -> None:
+            pass
+
+        def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+            self.metrics.update(metrics)
+
+        def log_dataset(self, *args: object) -> None:
+            pass
+
     monkeypatch.setattr(Reranker, "fit", classmethod(spy))
     out = tmp_path / "model"
-    cfg = tiny_config(tiny_backbone, toy_data_dir, out, "train.refit=true", "train.tuning_folds=2")
-    result = train(cfg, progress=False)
+    # auto, the default, is two folds with a refit (configs/tiny.yaml says 1)
+    cfg = tiny_config(
+        tiny_backbone, toy_data_dir, out, "train.refit=true", "train.tuning_folds=auto"
+    )
+    tracker = Recording()
+    result = train(cfg, tracker=tracker, progress=False)
     # the reranker's tag counts of a product never count the product itself
     products, vocab, row_counts = fitted[-1]
     assert row_counts is not None and len(row_counts) == len(products)
@@ -878,7 +895,7 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
         json.loads((out / TUNING_DIR / f"fold-{i}" / "labelrec.json").read_text()) for i in (0, 1)
     ]
     # each fold's run trained on the other fold and was scored on its own
-    assert sorted(f["config"]["train"]["tuning_folds"] for f in folds) == [2, 2]
+    assert [f["config"]["train"]["tuning_folds"] for f in folds] == ["auto", "auto"]
     assert len(result.valid_products) == n  # every labelled product, scored out of fold
     assert {p.id for p in result.valid_products} == {
         json.loads(line)["id"]
@@ -887,6 +904,12 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
     }
     assert tuned.valid_metrics["tuning_folds"] == 2
     assert result.metrics["nDCG@3"] == pytest.approx(tuned.valid_metrics["nDCG@3"])
+    # the run's final metrics are the out-of-fold ones; the first fold's own are kept apart
+    assert tracker.metrics["final_nDCG@3"] == pytest.approx(tuned.valid_metrics["nDCG@3"])
+    assert tracker.metrics["final_tuning_folds"] == 2
+    assert tracker.metrics["fold1_final_nDCG@3"] == pytest.approx(
+        folds[0]["valid_metrics"]["nDCG@3"]
+    )
     best = sorted(f["best_epoch"] for f in folds)
     assert tuned.epochs == max(1, round((best[0] + best[1]) / 2))
     info = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))

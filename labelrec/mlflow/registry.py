@@ -36,7 +36,7 @@ METRIC_TAG_PREFIX = "valid."
 KIND_TAG = "labelrec.kind"  # on each registered version: tagger or describer
 # Figures of labelrec.json's valid_metrics that are settings the tuning chose or timings, not the
 # model's quality: not tagged as metrics (n_products is tagged as labelrec.valid_products).
-NOT_METRICS = {"rerank_settings", "rerank_kept", "absent_factor", "ridge_mix"}
+NOT_METRICS = {"rerank_settings", "rerank_kept", "absent_factor", "ridge_mix", "tuning_folds"}
 NOT_METRIC_SUFFIXES = ("_seconds", "_per_s", "_weight")
 # The valid metrics a version's description names, when it has them.
 DESCRIBED_METRICS = ("P_at_1", "nDCG_at_3", "micro_f1", "rougeL_f1")
