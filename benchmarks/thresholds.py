@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Per-tag thresholds with and without shrinkage toward the global one, on cross-validation folds.
 
-    .venv/bin/python benchmarks/quality.py --catalog amazon_in_sales --cv 5 --output-root runs/cv
+    .venv/bin/python benchmarks/quality.py --catalog amazon_in_sales --cv 5 \\
+        --output-root runs/cv train.tuning_folds=1
     .venv/bin/python benchmarks/thresholds.py --catalog amazon_in_sales --cv 5 --output-root runs/cv
 
-Reuses the models of a ``quality.py --cv`` run (refit on, the default): in each fold the tuning
-run scores its inner valid split, thresholds are tuned there with each ``--priors`` value
+Reuses the models of a ``quality.py --cv`` run (refit on, the default; tuned on valid,
+``train.tuning_folds=1``): in each fold the tuning run scores its inner valid split, thresholds
+are tuned there with each ``--priors`` value
 (``train.threshold_prior``: a tag with n valid positives gets (n t_tag + m t_global) / (n + m)),
 and the refit model's scores of the fold's test products are cut with them. Prints micro and
 macro F1 on the test folds, mean ± 95% interval, and the paired difference to prior 0.
@@ -33,7 +35,13 @@ def fold_scores(fold_dir: Path, test: list, cfg) -> tuple:
     over the refit model's vocabulary."""
     from labelrec.predict import TagRecommender
 
-    tuning = TagRecommender.load(fold_dir / "labelrec" / "tuning")
+    tuning_dir = fold_dir / "labelrec" / "tuning"
+    if (tuning_dir / "fold-0").is_dir():
+        raise SystemExit(
+            f"{tuning_dir}: tuned by folds (train.tuning_folds); this benchmark reads one tuning"
+            " run on valid: run quality.py with train.tuning_folds=1"
+        )
+    tuning = TagRecommender.load(tuning_dir)
     final = TagRecommender.load(fold_dir / "labelrec")
     valid = read_catalog(fold_dir / "valid.jsonl", cfg.data).products
     valid_scores, _ = tuning.score(valid)
