@@ -244,9 +244,10 @@ def recorded_train_seconds(model_dir: Path) -> float:
         return float("nan")
     history = json.loads(history_file.read_text(encoding="utf-8"))
     seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
-    if "refit" in info:  # its valid metrics are the tuning run's: that run's time is below
+    if "refit" in info:  # its valid metrics are the tuning's: the tuning runs' time is below
         tuning = model_dir / info["refit"].get("tuning_dir", "tuning")
-        return float(seconds + recorded_train_seconds(tuning))
+        runs = sorted(tuning.glob("fold-*")) or [tuning]  # one run a fold, or one on valid
+        return float(seconds + sum(recorded_train_seconds(run) for run in runs))
     return float(seconds + info.get("valid_metrics", {}).get("lexical_seconds", 0.0))
 
 
@@ -259,11 +260,21 @@ def reuse_mismatch(model_dir: Path, cfg: Config) -> str | None:
     ``model_dir`` was trained with (``"train.epochs: 3 saved, 5 now"``), or None. Paths (data,
     output) and settings unset or ``auto`` on either side (resolved in training) are not
     compared."""
-    from labelrec.config import config_to_dict, flatten
+    from labelrec.config import config_to_dict, flatten, fold_count
 
     info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
     saved = flatten(info.get("config", {}))
     now = flatten(config_to_dict(cfg))
+    # train.tuning_folds is compared as what it resolves to (auto: two folds with a refit);
+    # a model saved before the setting existed tuned on valid
+    folds = fold_count(
+        saved.get("train.tuning_folds", 1),
+        saved.get("task", "tag"),
+        saved.get("train.refit", True),
+        saved.get("generate.enabled", False),
+    )
+    if folds != cfg.tuning_fold_count:
+        return f"train.tuning_folds: {folds} saved, {cfg.tuning_fold_count} now (resolved)"
     skipped = {"output", "data.train", "data.valid"}
     for key in sorted(set(saved) & set(now) - skipped):
         old, new = saved[key], now[key]

@@ -83,7 +83,7 @@ def pooled_evidence(model_dir: Path, cfg: Config) -> tuple[FusionInputs, data_mo
         + data_mod.read_catalog(cfg.data.valid, cfg.data).products
     )
     parts = []
-    for i, (rest, held) in enumerate(tuning_folds(pool, cfg.train.tuning_folds, cfg.seed)):
+    for i, (rest, held) in enumerate(tuning_folds(pool, cfg.tuning_fold_count, cfg.seed)):
         t0 = time.perf_counter()
         parts.append(fold_evidence(model_dir / "tuning" / f"fold-{i}", cfg, rest, held)[0])
         print(
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cfg = recorded_config(args.model)
-    folds = cfg.train.tuning_folds >= 2
+    folds = cfg.tuning_fold_count >= 2
     if not (args.model / "tuning" / ("fold-0" if folds else "tuned.json")).exists():
         parser.error(f"{args.model}: no tuning run kept (trained with train.refit=false?)")
     if args.cache and args.cache.is_file():

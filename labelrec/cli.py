@@ -161,6 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f" to {m['valid_rougeL_gain_high']:+.4f})"
             )
         return 0
+    folds = int(result.metrics.get("tuning_folds", 1))  # > 1: tuned out of fold
     if result.refit is None:
         print(
             f"model saved to {result.output}: {result.n_tags} tags, best epoch {result.best_epoch}"
@@ -168,15 +169,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     else:
         r = result.refit
+        runs = f"the {folds} tuning runs are" if folds > 1 else "the tuning run is"
         print(
             f"model saved to {result.output}: {result.n_tags} tags, refit on {r['train_products']}"
             f" train + valid products for {r['epochs']} epochs ({r['train_seconds']:.1f} s);"
-            f" the tuning run is in {result.output / r['tuning_dir']}"
+            f" {runs} in {result.output / r['tuning_dir']}"
         )
     keys = ("P@1", "P@3", "P@5", "nDCG@3", "PSP@5", "micro_f1", "macro_f1")
     shown = [f"{k} {result.metrics[k]:.4f}" for k in keys if k in result.metrics]
     if shown:
         which = "valid" if result.refit is None else "valid, tuning run"
+        if folds > 1:
+            which = f"train + valid out of fold, {folds} tuning folds"
         n = int(result.metrics.get("n_products", 0))
         print(f"{which} ({n} products): " + ", ".join(shown))
     return 0

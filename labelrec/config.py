@@ -874,13 +874,18 @@ class Config:
 
     @property
     def tuning_fold_count(self) -> int:
-        """``train.tuning_folds`` resolved: auto is 2 where folds can run (a tagger's refit
-        without the tag generator), else 1 (tuning on valid)."""
-        k = self.train.tuning_folds
-        if k == "auto":
-            folds_run = self.task == "tag" and self.train.refit and not self.generate.enabled
-            return 2 if folds_run else 1
-        return int(k)
+        """``train.tuning_folds`` resolved (:func:`fold_count`)."""
+        return fold_count(
+            self.train.tuning_folds, self.task, self.train.refit, self.generate.enabled
+        )
+
+
+def fold_count(tuning_folds: int | str, task: str, refit: bool, generate: bool) -> int:
+    """``train.tuning_folds`` resolved: auto is 2 where folds can run (a tagger's refit without
+    the tag generator), else 1 (tuning on valid)."""
+    if tuning_folds == "auto":
+        return 2 if task == "tag" and refit and not generate else 1
+    return int(tuning_folds)
 
 
 # The exit status of a promotion with ``--exit-code`` (``labelrec promote``, the MLproject's

@@ -560,7 +560,7 @@ Threshold = Annotated[
     Field(
         ge=0.0,
         le=1.0,
-        description="Global score cut-off; null uses the per-tag thresholds tuned on valid, "
+        description="Global score cut-off; null uses the per-tag thresholds tuned in training, "
         "0 returns the top `limit` whatever their scores.",
     ),
 ]

@@ -202,6 +202,8 @@ def run_settings(cfg: Config, data: str | None = None) -> dict[str, Any]:
     # the separator in effect (null means that of data.hierarchy_separator, else " > ", which
     # a labelrec before the null default recorded as given)
     flat["lexical.path_separator"] = data_mod.path_separator(cfg)
+    # the folds in effect (auto: two with a refit), as a labelrec before auto recorded them
+    flat["train.tuning_folds"] = cfg.tuning_fold_count
     flat["processes"] = process_state().num_processes
     if data is not None:
         flat["data"] = data
@@ -1333,9 +1335,9 @@ def train_and_refit(
     tuned_file = tuning_dir / TUNED_FILE
     tuning: TrainResult | None = None
     if not resume and process_state().is_main_process:
-        # an earlier run's choices and refit checkpoints are not this run's to resume from
-        for stale in (tuned_file, tuning_dir / RUN_FILE):
-            stale.unlink(missing_ok=True)
+        # an earlier run's tuning (its choices, its runs on valid or a fold) and refit
+        # checkpoints are not this run's to resume from, nor to be read beside its own
+        shutil.rmtree(tuning_dir, ignore_errors=True)
         shutil.rmtree(Path(cfg.output) / CHECKPOINTS_DIR, ignore_errors=True)
     done: TunedSettings | None = None
     earlier: TunedSettings | None = None  # a tuning run resumed to another epoch count

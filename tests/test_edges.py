@@ -346,6 +346,43 @@ def test_reuse_ignores_auto_unset_retired_settings_and_paths(tmp_path, quality) 
     assert quality.reuse_mismatch(tmp_path, cfg) is None
 
 
+def test_reuse_compares_tuning_folds_as_resolved(tmp_path, quality) -> None:
+    """auto is two folds with a refit: a model tuned on valid does not pass for it, nor one saved
+    before the setting existed; with train.refit=false auto is the one run that was saved."""
+    from labelrec.config import config_to_dict, load_config
+
+    def saved_with(**train) -> Path:
+        saved = config_to_dict(load_config(None))
+        saved["train"].update(train)
+        if train.get("tuning_folds") is None:
+            del saved["train"]["tuning_folds"]
+        (tmp_path / "labelrec.json").write_text(json.dumps({"config": saved}), encoding="utf-8")
+        return tmp_path
+
+    auto = load_config(None)
+    assert "train.tuning_folds: 1 saved, 2 now" in quality.reuse_mismatch(
+        saved_with(tuning_folds=1), auto
+    )
+    assert "1 saved, 2 now" in quality.reuse_mismatch(saved_with(tuning_folds=None), auto)
+    assert quality.reuse_mismatch(saved_with(tuning_folds=2), auto) is None
+    assert quality.reuse_mismatch(saved_with(tuning_folds="auto"), auto) is None
+    one_run = load_config(None, ["train.refit=false"])
+    assert quality.reuse_mismatch(saved_with(tuning_folds=1, refit=False), one_run) is None
+
+
+def test_recorded_train_seconds_add_every_tuning_run(tmp_path, quality) -> None:
+    def run(folder: Path, seconds: float, **info) -> None:
+        folder.mkdir(parents=True)
+        (folder / "labelrec.json").write_text(json.dumps(info), encoding="utf-8")
+        history = [{"epoch_seconds": seconds}]
+        (folder / "history.json").write_text(json.dumps(history), encoding="utf-8")
+
+    run(tmp_path / "m", 10.0, refit={"tuning_dir": "tuning"})
+    for i, seconds in enumerate((3.0, 4.0)):  # two tuning folds, no run in tuning/ itself
+        run(tmp_path / "m" / "tuning" / f"fold-{i}", seconds, valid_metrics={"lexical_seconds": 1})
+    assert quality.recorded_train_seconds(tmp_path / "m") == 10.0 + 4.0 + 5.0
+
+
 class _FakePeer:
     """Perfect valid scores for setting "good" (fastText: 100 epochs), inverted otherwise."""
 

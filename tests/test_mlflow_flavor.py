@@ -180,7 +180,7 @@ def test_register_load_by_alias_matches_suggest(
     assert [[s.tag for s in r] for r in native.suggest(ITEMS)] == [[t for t, _ in r] for r in got]
 
 
-def test_a_model_tuned_by_folds_is_not_tagged_with_its_fold_count(
+def test_a_model_tuned_by_folds_says_its_figures_are_out_of_fold(
     trained_model_dir: Path, mlflow_store: Path, tmp_path: Path
 ) -> None:
     from labelrec.mlflow.registry import register_challenger
@@ -190,8 +190,10 @@ def test_a_model_tuned_by_folds_is_not_tagged_with_its_fold_count(
     info["valid_metrics"]["tuning_folds"] = 2.0  # as train.tuning_folds records it
     (model / "labelrec.json").write_text(json.dumps(info), encoding="utf-8")
     version = register_challenger(model)
-    assert "valid.nDCG_at_3" in version.tags  # the out-of-fold figures are
-    assert not any("tuning_folds" in key for key in version.tags)
+    assert "valid.nDCG_at_3" in version.tags  # the out-of-fold figures are metrics
+    assert version.tags["labelrec.tuning_folds"] == "2"
+    assert not any(key.startswith("valid.tuning") for key in version.tags)
+    assert "; out of fold (2 tuning folds) P@1 " in version.description
 
 
 def test_register_challenger_tags_and_version_info(

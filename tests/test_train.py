@@ -307,14 +307,18 @@ def test_a_new_refit_run_does_not_resume_an_earlier_runs_choices(
     first = tiny_config(tiny_backbone, toy_data_dir, out, "train.refit=true", "train.epochs=1")
     train(first, progress=False)
     assert (out / TUNING_DIR / TUNED_FILE).is_file() and (out / CHECKPOINTS_DIR).is_dir()
-    # another run into the same output, killed in its tuning run: the earlier run's choices and
-    # refit checkpoints are gone, its model stays
+    (out / TUNING_DIR / "fold-0").mkdir()  # as a run tuned by folds leaves one
+    (out / TUNING_DIR / "fold-0" / "labelrec.json").write_text("{}", encoding="utf-8")
+    # another run into the same output, killed in its tuning run: the earlier run's tuning
+    # (choices, runs) and refit checkpoints are gone, its model stays
     second = tiny_config(
         tiny_backbone, toy_data_dir, out, "train.refit=true", "train.epochs=1", "seed=1"
     )
     with pytest.raises(_Kill):
         train(second, tracker=_KillAtEpoch(1), progress=False)
     assert not (out / TUNING_DIR / TUNED_FILE).exists() and not (out / CHECKPOINTS_DIR).exists()
+    assert not (out / TUNING_DIR / "fold-0").exists()
+    assert not (out / TUNING_DIR / "labelrec.json").exists()  # the earlier tuning run's model
     assert TagRecommender.load(out).tags
     # --resume finishes the second run: its own tuning run, then its refit
     resumed = train(second, resume=True, progress=False)
@@ -843,6 +847,21 @@ def test_refit_trains_the_final_model_on_train_and_valid(
     again = train(cfg, resume=True, progress=False)
     assert (out / TUNING_DIR / "labelrec.json").stat().st_mtime_ns == stamp
     assert (out / "labelrec.json").is_file() and again.refit is not None
+
+
+def test_a_resume_compares_the_tuning_folds_in_effect(tmp_path: Path) -> None:
+    """A run recorded with train.tuning_folds: 1 (as before auto) resumes where auto is one
+    run too (no refit), and is refused where auto means two folds."""
+    from labelrec.config import load_config
+    from labelrec.train import check_same_run, run_settings, write_run_settings
+
+    assert run_settings(load_config(None))["train.tuning_folds"] == 2
+    saved = tmp_path / "run.json"
+    write_run_settings(saved, load_config(None, ["train.refit=false", "train.tuning_folds=1"]))
+    check_same_run(saved, load_config(None, ["train.refit=false"]), "the run")
+    write_run_settings(saved, load_config(None, ["train.tuning_folds=1"]))
+    with pytest.raises(ValueError, match=r"train.tuning_folds: 1 there, 2 now"):
+        check_same_run(saved, load_config(None), "the run")
 
 
 def test_tuning_folds_choose_on_every_product_out_of_fold(

@@ -5,7 +5,7 @@ directory saved as the artifact ``model_dir`` (merged safetensors, tokenizer, ta
 
 Input: a DataFrame with ``title`` (string) and optional ``description`` (string). Params: ``limit``
 (tags per product, default 10) and ``threshold`` (a global score cut-off; null or absent = the
-per-tag thresholds tuned on valid; 0 = the top ``limit`` tags whatever their scores). Output: a
+per-tag thresholds tuned in training; 0 = the top ``limit`` tags whatever their scores). Output: a
 DataFrame with one column ``tags``: per product a list of ``{"tag", "score", "known"}``, best
 first (``known`` false: a tag outside the vocabulary, from the span tagger or the generator); a
 product with neither title nor description text gets an empty list. A bad param value (``limit``

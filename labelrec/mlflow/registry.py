@@ -36,7 +36,7 @@ METRIC_TAG_PREFIX = "valid."
 KIND_TAG = "labelrec.kind"  # on each registered version: tagger or describer
 # Figures of labelrec.json's valid_metrics that are settings the tuning chose or timings, not the
 # model's quality: not tagged as metrics (n_products is tagged as labelrec.valid_products).
-NOT_METRICS = {"rerank_settings", "rerank_kept", "absent_factor", "ridge_mix", "tuning_folds"}
+NOT_METRICS = {"rerank_settings", "rerank_kept", "absent_factor", "ridge_mix"}
 NOT_METRIC_SUFFIXES = ("_seconds", "_per_s", "_weight")
 # The valid metrics a version's description names, when it has them.
 DESCRIBED_METRICS = ("P_at_1", "nDCG_at_3", "micro_f1", "rougeL_f1")
@@ -138,6 +138,8 @@ def register_challenger(
             key = key[len("valid_") :]
         if key == "n_products":
             version_tags["labelrec.valid_products"] = str(int(value))
+        elif key == "tuning_folds":  # > 1: the figures are out of fold over train + valid
+            version_tags["labelrec.tuning_folds"] = str(int(value))
         elif key in NOT_METRICS or key.endswith(NOT_METRIC_SUFFIXES):
             continue
         elif isinstance(value, (int, float)) and math.isfinite(value):
@@ -169,7 +171,9 @@ def version_description(version_tags: dict[str, str]) -> str:
         if key.startswith(METRIC_TAG_PREFIX) and key[len(METRIC_TAG_PREFIX) :] in DESCRIBED_METRICS
     ]
     if shown:
-        text += "; valid " + ", ".join(shown)
+        folds = int(version_tags.get("labelrec.tuning_folds", "1"))
+        where = f"out of fold ({folds} tuning folds)" if folds > 1 else "valid"
+        text += f"; {where} " + ", ".join(shown)
     return text
 
 
