@@ -53,7 +53,7 @@ def test_tiny_gpu_and_thorough_configs_differ_where_they_say() -> None:
     }
     # the two settings it is for (tuning by folds needs the refit, which it keeps on), its output
     assert changed == {
-        "train.tuning_folds": ("auto", 3),
+        "train.tuning_folds": (1, 3),
         "lexical.ridge": (0.0, 0.3),
         "output": (default["output"], "runs/thorough"),
     }
@@ -413,17 +413,17 @@ def test_a_quoted_string_override_is_read_as_yaml_reads_it() -> None:
 
 
 def test_tuning_folds_auto_is_two_only_where_the_folds_can_run() -> None:
-    assert Config().train.tuning_folds == "auto" and Config().tuning_fold_count == 2
+    assert Config().train.tuning_folds == 1 and Config().tuning_fold_count == 1
+    assert load_config(None, ["train.tuning_folds=auto"]).tuning_fold_count == 2
     for overrides in (
         ["train.refit=false"],  # the folds choose what a refit trains with
         ["generate.enabled=true"],  # one decoder a fold
         ["task=describe"],
     ):
-        assert load_config(None, overrides).tuning_fold_count == 1, overrides
+        auto = load_config(None, ["train.tuning_folds=auto", *overrides])
+        assert auto.tuning_fold_count == 1, overrides
     assert load_config(None, ["train.tuning_folds=3"]).tuning_fold_count == 3
-    assert load_config(None, ["train.tuning_folds=1"]).train.tuning_folds == 1
     assert load_config(None, ["train.tuning_folds=AUTO"]).train.tuning_folds == "auto"
-    assert load_config(CONFIGS / "tiny.yaml", ["train.refit=true"]).tuning_fold_count == 1
     for bad in ("0", "two", "2.5", "true"):
         with pytest.raises(ConfigError, match=r"^train.tuning_folds: must be"):
             load_config(None, [f"train.tuning_folds={bad}"])

@@ -359,7 +359,7 @@ def test_reuse_compares_tuning_folds_as_resolved(tmp_path, quality) -> None:
         (tmp_path / "labelrec.json").write_text(json.dumps({"config": saved}), encoding="utf-8")
         return tmp_path
 
-    auto = load_config(None)
+    auto = load_config(None, ["train.tuning_folds=auto"])
     assert "train.tuning_folds: 1 saved, 2 now" in quality.reuse_mismatch(
         saved_with(tuning_folds=1), auto
     )

@@ -850,18 +850,19 @@ def test_refit_trains_the_final_model_on_train_and_valid(
 
 
 def test_a_resume_compares_the_tuning_folds_in_effect(tmp_path: Path) -> None:
-    """A run recorded with train.tuning_folds: 1 (as before auto) resumes where auto is one
-    run too (no refit), and is refused where auto means two folds."""
+    """A run tuned on valid resumes as one with train.tuning_folds: auto where auto is one run
+    too (no refit), and is refused where auto means two folds."""
     from labelrec.config import load_config
     from labelrec.train import check_same_run, run_settings, write_run_settings
 
-    assert run_settings(load_config(None))["train.tuning_folds"] == 2
+    auto = ["train.tuning_folds=auto"]
+    assert run_settings(load_config(None, auto))["train.tuning_folds"] == 2
     saved = tmp_path / "run.json"
-    write_run_settings(saved, load_config(None, ["train.refit=false", "train.tuning_folds=1"]))
-    check_same_run(saved, load_config(None, ["train.refit=false"]), "the run")
-    write_run_settings(saved, load_config(None, ["train.tuning_folds=1"]))
+    write_run_settings(saved, load_config(None, ["train.refit=false"]))
+    check_same_run(saved, load_config(None, ["train.refit=false", *auto]), "the run")
+    write_run_settings(saved, load_config(None))
     with pytest.raises(ValueError, match=r"train.tuning_folds: 1 there, 2 now"):
-        check_same_run(saved, load_config(None), "the run")
+        check_same_run(saved, load_config(None, auto), "the run")
 
 
 def test_tuning_folds_choose_on_every_product_out_of_fold(
@@ -894,7 +895,7 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
 
     monkeypatch.setattr(Reranker, "fit", classmethod(spy))
     out = tmp_path / "model"
-    # auto, the default, is two folds with a refit (configs/tiny.yaml says 1)
+    # auto: two folds with a refit
     cfg = tiny_config(
         tiny_backbone, toy_data_dir, out, "train.refit=true", "train.tuning_folds=auto"
     )
