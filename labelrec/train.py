@@ -108,21 +108,28 @@ class RefitTracker:
 
 class FirstFoldTracker:
     """The tracker of the first tuning fold (``train.tuning_folds``): the run shows its
-    parameters, datasets and per-epoch metrics, and its own ``final_*`` metrics as
-    ``fold1_final_*``; the run's ``final_*`` are every fold's out-of-fold ones."""
+    parameters and per-epoch metrics, its product counts as ``fold1.n_*`` and its own
+    ``final_*`` metrics as ``fold1_final_*``. The run's ``final_*`` are every fold's out-of-fold
+    ones, its ``n_*`` and train and valid datasets the catalogs (``tune_by_folds``), not the
+    fold's halves."""
+
+    COUNTS = ("n_tags", "n_train", "n_valid")
 
     def __init__(self, inner: Tracker) -> None:
         self.inner = inner
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self.inner.log_params(params)
+        self.inner.log_params(
+            {f"fold1.{k}" if k in self.COUNTS else k: v for k, v in params.items()}
+        )
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         renamed = {f"fold1_{k}" if k.startswith("final_") else k: v for k, v in metrics.items()}
         self.inner.log_metrics(renamed, step=step)
 
     def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
-        self.inner.log_dataset(name, source, products, n_tags)
+        if name not in ("train", "valid"):
+            self.inner.log_dataset(name, source, products, n_tags)
 
 
 @dataclass
@@ -1494,6 +1501,13 @@ def tune_by_folds(
 
     k = cfg.tuning_fold_count
     pool = refit_products(splits)  # train + valid, every review merged in
+    if tracker is not None and process_state().is_main_process:  # the catalogs, not the halves
+        n_tags = len(data_mod.TagVocab.from_products(splits.train, cfg.data.min_tag_count))
+        tracker.log_params(
+            {"n_tags": n_tags, "n_train": len(splits.train), "n_valid": len(splits.valid)}
+        )
+        tracker.log_dataset("train", splits.train_source, splits.train, n_tags)
+        tracker.log_dataset("valid", splits.valid_source, splits.valid, n_tags)
     results: list[TrainResult] = []
     t0 = time.perf_counter()
     folds = tuning_folds(pool, k, cfg.seed)

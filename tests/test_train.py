@@ -883,15 +883,17 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
     class Recording:
         def __init__(self) -> None:
             self.metrics: dict[str, float] = {}
+            self.params: dict = {}
+            self.datasets: dict[str, int] = {}
 
         def log_params(self, params: dict) -> None:
-            pass
+            self.params.update(params)
 
         def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
             self.metrics.update(metrics)
 
-        def log_dataset(self, *args: object) -> None:
-            pass
+        def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
+            self.datasets[name] = len(products)
 
     monkeypatch.setattr(Reranker, "fit", classmethod(spy))
     out = tmp_path / "model"
@@ -930,6 +932,11 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
     assert tracker.metrics["fold1_final_nDCG@3"] == pytest.approx(
         folds[0]["valid_metrics"]["nDCG@3"]
     )
+    # the run's datasets and counts are the catalogs, the first fold's counts kept apart
+    n_valid = sum(1 for _ in (toy_data_dir / "valid.jsonl").open())
+    assert tracker.datasets["train"] == tracker.params["n_train"] == n - n_valid
+    assert tracker.datasets["valid"] == tracker.params["n_valid"] == n_valid
+    assert tracker.params["fold1.n_train"] + tracker.params["fold1.n_valid"] == n
     best = sorted(f["best_epoch"] for f in folds)
     assert tuned.epochs == max(1, round((best[0] + best[1]) / 2))
     info = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))
