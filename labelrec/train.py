@@ -1582,7 +1582,7 @@ def tune_by_folds(
     oof.update(report, global_threshold=float(global_t), tuning_folds=float(k))
     oof["tuning_seconds"] = time.perf_counter() - t0
     if tracker is not None and process_state().is_main_process:
-        tracker.log_metrics({f"final_{k}": v for k, v in oof.items()})
+        tracker.log_metrics({f"final_{key}": v for key, v in oof.items()})
     epochs = int(round(statistics.median(r.best_epoch for r in results)))
     tuned = TunedSettings(
         epochs=max(1, epochs),
