@@ -531,8 +531,9 @@ def run_cv(
     absent from the title at 1: against "labelrec without reranker" (the same where tuning
     chose 1), what the factor does to the ranking (``--report ... --versus SYSTEM``).
     ``folds`` (1-based) runs only those folds (a long cross-validation spread over several runs,
-    merged by ``--report``); ``without_refit=False``
-    skips scoring the tuning runs; ``peer_runs``: `refit_peers`' runs. The folds, the inner
+    merged by ``--report``); ``without_refit=False`` skips scoring the tuning runs (a model
+    tuned by ``train.tuning_folds`` has no single tuning run: its fold says so on stderr and has
+    no such row); ``peer_runs``: `refit_peers`' runs. The folds, the inner
     split and the vocabulary everyone is scored over follow the config with the ``overrides``
     (``data.min_tag_count``, ``data.valid_fraction``), as labelrec's training does. Rows carry
     the fold in ``notes``; ``on_fold`` gets the rows so far after each fold."""
@@ -618,6 +619,14 @@ def run_cv(
                 )
                 rows_t[0].system = "labelrec without refit"
                 fold_rows += rows_t
+            elif without_refit and (tuning / "fold-0" / "labelrec.json").is_file():
+                print(
+                    f"{catalog} fold {fold + 1}/{k}: no row 'labelrec without refit': the model"
+                    " was tuned by train.tuning_folds, whose fold runs each left a product"
+                    " group out; no one tuning model trained on the inner train split",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if on_fold is not None and fold_rows:  # labelrec's rows kept before the peers train
             on_fold(rows + in_fold(fold_rows, fold, len(test), k, seed))
         if not skip_peers:

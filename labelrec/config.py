@@ -382,6 +382,8 @@ class TrainConfig:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         if isinstance(self.tuning_folds, str):  # from YAML or an override
             text = self.tuning_folds.strip().lower()
+            if len(text) > 1 and text[0] == text[-1] in "'\"":  # an override quoted as in YAML
+                text = text[1:-1].strip()
             try:
                 self.tuning_folds = "auto" if text == "auto" else int(text)
             except ValueError:
@@ -392,7 +394,7 @@ class TrainConfig:
             self.tuning_folds == "auto"
             or (type(self.tuning_folds) is int and self.tuning_folds >= 1),
             "train.tuning_folds",
-            "must be >= 1 (1: valid alone) or auto",
+            f"must be a whole number >= 1 (1: valid alone) or auto, got {self.tuning_folds!r}",
         )
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")

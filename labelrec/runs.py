@@ -227,7 +227,7 @@ def _read_splits(cfg: Config, require_tags: bool) -> Splits:
         products = [data_mod.Product(**row) for row in rows]
         train, valid = data_mod.split_products(products, dcfg.valid_fraction, seed=cfg.seed)
         source = f"labelrec-demo(n={dcfg.demo_products},seed={cfg.seed})"
-        return Splits(train, valid, source, source)
+        return Splits(train, valid, source, f"{source} (split)")
     train_cat = data_mod.read_catalog(dcfg.train, dcfg, require_tags)
     skipped = list(train_cat.skipped)
     if dcfg.valid is None:

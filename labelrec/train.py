@@ -954,6 +954,7 @@ class TagTrainer:
                     # a refit model's are the tuning run's: the last valid it did not train on
                     "valid_metrics": result_metrics,
                     "train_source": self.splits.train_source,
+                    "valid_source": self.splits.valid_source,  # where valid_metrics come from
                     # a refit's: as given (its tuned epochs are under "refit"), so it trains again
                     "config": config_to_dict(self.given_cfg if refit is not None else self.cfg),
                 },
@@ -1516,8 +1517,9 @@ def tune_by_folds(
             splits,
             train=rest,
             valid=held,
-            train_source=f"{splits.train_source} + {splits.valid_source}, fold {i + 1}/{k} out",
-            valid_source=f"fold {i + 1}/{k} of {splits.train_source} + {splits.valid_source}",
+            # a suffix without "/": a model card cuts each " + " part to its file name
+            train_source=f"{splits.train_source} + {splits.valid_source} (fold {i + 1} of {k} out)",
+            valid_source=f"{splits.train_source} + {splits.valid_source} (fold {i + 1} of {k})",
         )
         logger.info(
             "tuning fold %d/%d: %d train, %d held out",

@@ -412,7 +412,7 @@ def test_a_quoted_string_override_is_read_as_yaml_reads_it() -> None:
     assert (cfg.data.tag_delimiter, cfg.data.hierarchy_separator) == ("'", " > ")
 
 
-def test_tuning_folds_auto_is_two_only_where_the_folds_can_run() -> None:
+def test_tuning_folds_auto_is_two_only_where_the_folds_can_run(tmp_path: Path) -> None:
     assert Config().train.tuning_folds == 1 and Config().tuning_fold_count == 1
     assert load_config(None, ["train.tuning_folds=auto"]).tuning_fold_count == 2
     for overrides in (
@@ -427,6 +427,13 @@ def test_tuning_folds_auto_is_two_only_where_the_folds_can_run() -> None:
     for bad in ("0", "two", "2.5", "true"):
         with pytest.raises(ConfigError, match=r"^train.tuning_folds: must be"):
             load_config(None, [f"train.tuning_folds={bad}"])
+    # an override quoted as YAML quotes it reads as the file's '2' does
+    assert load_config(None, ["train.tuning_folds='2'"]).tuning_fold_count == 2
+    yaml_file = tmp_path / "folds.yaml"
+    for bad in ("2.0", "true", "0"):  # YAML's float, boolean and zero: the message says what
+        yaml_file.write_text(f"train:\n  tuning_folds: {bad}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=r"folds.yaml: train.tuning_folds: must be a whole"):
+            load_config(yaml_file)
     with pytest.raises(ConfigError, match=r"^train.tuning_folds: needs train.refit"):
         load_config(None, ["train.tuning_folds=2", "train.refit=false"])
 

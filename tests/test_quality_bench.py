@@ -349,7 +349,11 @@ def test_a_missing_peer_package_stops_the_run_before_training(
 
 
 def test_a_fold_keeps_labelrec_rows_when_its_peers_fail(
-    trained_model_dir: Path, tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_model_dir: Path,
+    tiny_backbone: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import shutil
 
@@ -361,6 +365,9 @@ def test_a_fold_keeps_labelrec_rows_when_its_peers_fail(
     write_jsonl(rows[60:], tmp_path / "data" / "toy" / "valid.jsonl")
     fold_model = tmp_path / "out" / "toy-cv2" / "fold1" / "labelrec"
     shutil.copytree(trained_model_dir, fold_model)
+    # a model tuned by folds: fold runs, no single tuning run to score "without refit"
+    (fold_model / "tuning" / "fold-0").mkdir(parents=True)
+    shutil.copy2(fold_model / "labelrec.json", fold_model / "tuning" / "fold-0")
 
     def peers_fail(*args: object, **kwargs: object) -> list:
         raise RuntimeError("a peer crashed")
@@ -392,6 +399,7 @@ def test_a_fold_keeps_labelrec_rows_when_its_peers_fail(
     assert saved[0][0].notes["fold"] == 0 and 0 < saved[0][0].metrics["P@1"] <= 1
     assert saved[0][1].metrics == saved[0][0].metrics
     assert saved[0][1].notes == {**saved[0][0].notes, "reranker": "not kept"}
+    assert "toy fold 1/2: no row 'labelrec without refit'" in capsys.readouterr().err
 
 
 def test_report_reads_only_the_folds_asked_for(tmp_path: Path, capsys) -> None:

@@ -941,6 +941,10 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
     assert tuned.epochs == max(1, round((best[0] + best[1]) / 2))
     info = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))
     assert info["refit"]["train_products"] == n and info["refit"]["epochs"] == tuned.epochs
+    # each fold's own card names the fold it was trained without and measured on
+    card = (out / TUNING_DIR / "fold-1" / "README.md").read_text(encoding="utf-8")
+    assert "Training data: `train.jsonl + valid.jsonl (fold 2 of 2 out)`" in card
+    assert "## Measured on `train.jsonl + valid.jsonl (fold 2 of 2)`" in card
     rec = TagRecommender.load(out)
     assert rec.fusion.weight == pytest.approx(tuned.lexical["weight"])
     assert rec.suggest(["LEGO city police station"], 3, 0)[0]
