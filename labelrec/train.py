@@ -347,12 +347,16 @@ class TagTrainer:
         splits: Splits | None = None,
         tuned: TunedSettings | None = None,
         given_cfg: Config | None = None,
+        fit_reranker: bool = True,
     ) -> None:
         """``given_cfg``: the configuration the user gave, where ``cfg`` is what this run trains
         with (a tuning run into a subfolder, a refit for the tuned epochs; default ``cfg``): a
         tuning run logs it as the run's params, a refit saves it with the model (and logs what
-        it trains with, ``RefitTracker``)."""
+        it trains with, ``RefitTracker``). ``fit_reranker=False``: no reranker even with
+        ``lexical.rerank`` (a tuning fold's run: the reranker is fitted on every fold's
+        evidence together, ``tune_by_folds``)."""
         self.cfg = cfg
+        self.fit_reranker = fit_reranker
         self.given_cfg = given_cfg or cfg
         self.resume = resume
         self.tracker = tracker or NullTracker()
@@ -861,7 +865,7 @@ class TagTrainer:
         if gen_votes is not None and generator is not None:
             valid_new, new_threshold = gen_votes.final_new, generator.new_threshold
         reranker, rerank_report = None, {}
-        if fusion is not None and self.cfg.lexical.rerank:  # every voter's evidence, re-scored
+        if fusion is not None and self.cfg.lexical.rerank and self.fit_reranker:
             if self.tuned is not None:
                 reranker = self._carried_reranker()
             elif scores is not None and fusion_inputs is not None:
@@ -1534,7 +1538,13 @@ def tune_by_folds(
             fold_tracker = FirstFoldTracker(tracker)
         results.append(
             TagTrainer(
-                fold_cfg, resume, fold_tracker, progress, splits=fold_splits, given_cfg=cfg
+                fold_cfg,
+                resume,
+                fold_tracker,
+                progress,
+                splits=fold_splits,
+                given_cfg=cfg,
+                fit_reranker=False,  # fitted below on every fold's evidence together
             ).run()
         )
     parts = [r.fusion_inputs for r in results if r.fusion_inputs is not None]

@@ -903,7 +903,9 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
     )
     tracker = Recording()
     result = train(cfg, tracker=tracker, progress=False)
-    # the reranker's tag counts of a product never count the product itself
+    # one reranker, fitted on the pooled out-of-fold evidence: the fold runs fit none, and the
+    # refit carries it; its tag counts of a product never count the product itself
+    assert len(fitted) == 1
     products, vocab, row_counts = fitted[-1]
     assert row_counts is not None and len(row_counts) == len(products)
     for product, counts in zip(products, row_counts, strict=True):
