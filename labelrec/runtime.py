@@ -22,6 +22,7 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -172,13 +173,14 @@ def graph_digest(model_dir: str | Path, info: dict[str, Any]) -> str | None:
     (equal digests, equal graphs): its weights and the files of ``GRAPH_FILES`` there, the
     pooling and head bias of ``info``, and the versions of torch, transformers, onnx and of the
     code that exports it. None where no graph is exported (no safetensors weights, a decoder,
-    weights over ONNX's limit, no onnx) or a part cannot be read: then nothing is cached."""
+    weights over ONNX's limit in float32, no onnx) or a part cannot be read: then nothing is
+    cached."""
     model_dir = Path(model_dir)
     weights = sorted(model_dir.glob("*.safetensors"))
     if not weights or not onnx_installed():
         return None
     try:
-        if sum(w.stat().st_size for w in weights) > MAX_ONNX_BYTES:
+        if loaded_bytes(weights) > MAX_ONNX_BYTES:  # runs on torch: not worth hashing
             return None
         files = {}
         for name in GRAPH_FILES:
@@ -209,6 +211,18 @@ def graph_digest(model_dir: str | Path, info: dict[str, Any]) -> str | None:
         logger.info("no ONNX graph cache for %s (%s: %s)", model_dir, type(err).__name__, err)
         return None
     return digest.hexdigest()
+
+
+def loaded_bytes(weights: list[Path]) -> int:
+    """The size of safetensors ``weights`` loaded in float32, as a tagger loads them (a model
+    saved in bfloat16 takes twice its files' size), from the files' headers."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in weights:
+        with safe_open(str(path), framework="pt") as fh:
+            total += sum(4 * math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())
+    return total
 
 
 def _source_digest(module_name: str) -> str:

@@ -361,6 +361,34 @@ def test_the_key_covers_what_makes_the_graph(
     assert not onnx_cache.exists()
 
 
+def test_no_key_for_weights_over_onnxs_limit_once_loaded_in_float32(
+    trained_model_dir: Path, onnx_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights saved in bfloat16 load in float32, twice their files' size: where that is over
+    ONNX's limit the model runs on torch, and its weights are not hashed for a graph never
+    cached."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from labelrec.model import read_info
+
+    info = read_info(trained_model_dir)
+    copy = Path(shutil.copytree(trained_model_dir, tmp_path / "bf16"))
+    tensors = load_file(copy / "model.safetensors")
+    floats = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(floats, copy / "model.safetensors", metadata={"format": "pt"})
+    on_disk = (copy / "model.safetensors").stat().st_size
+    loaded = runtime.loaded_bytes([copy / "model.safetensors"])
+    assert loaded == sum(4 * v.numel() for v in tensors.values()) > on_disk
+    monkeypatch.setattr(runtime, "MAX_ONNX_BYTES", (on_disk + loaded) // 2)
+    assert runtime.graph_key(copy, info) is None
+    assert runtime.graph_key(trained_model_dir, info) is None  # float32 on disk: the same size
+    monkeypatch.setattr(runtime, "MAX_ONNX_BYTES", loaded)
+    assert runtime.graph_key(copy, info) is not None
+
+
 def test_a_damaged_cached_graph_is_exported_again(
     trained_model_dir: Path, onnx_cache: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
