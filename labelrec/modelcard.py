@@ -169,13 +169,14 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
     data_files = config.get("data") or {}
     valid_name = Path(str(data_files.get("valid") or "valid")).name
     folds = int(metrics.get("tuning_folds") or 1)  # >1: measured out of fold (train.tuning_folds)
-    # where the valid metrics were measured (a tuning fold's run: its fold of train + valid);
-    # models saved before labelrec recorded it: the valid file's name
-    measured_on = _file_names(str(info.get("valid_source") or valid_name))
-    split = "validation"
+    # where the valid metrics were measured (a tuning fold's run: its fold of train + valid;
+    # tuned by folds: train + valid); models saved before labelrec recorded it: the file names
+    measured_on, split = valid_name, "validation"
     if folds > 1:
         measured_on = f"{Path(str(data_files.get('train') or 'train')).name} + {valid_name}"
         split = f"out-of-fold ({folds} folds)"
+    if info.get("valid_source"):
+        measured_on = _file_names(str(info["valid_source"]))
     results = [
         EvalResult(
             task_type="text-classification",

@@ -1406,11 +1406,14 @@ def train_and_refit(
     refit_cfg = dataclasses.replace(
         cfg, train=dataclasses.replace(cfg.train, epochs=max(1, tuned.epochs))
     )
+    both = f"{splits.train_source} + {splits.valid_source}"
     merged = dataclasses.replace(
         splits,
         train=refit_products(splits),
         valid=[],
-        train_source=f"{splits.train_source} + {splits.valid_source}",
+        train_source=both,
+        # where the tuning's metrics, which the refit model reports, were measured
+        valid_source=both if cfg.tuning_fold_count > 1 else splits.valid_source,
     )
     result = TagTrainer(
         refit_cfg,

@@ -429,8 +429,11 @@ def test_tuning_folds_auto_is_two_only_where_the_folds_can_run(tmp_path: Path) -
             load_config(None, [f"train.tuning_folds={bad}"])
     # an override quoted as YAML quotes it reads as the file's '2' does
     assert load_config(None, ["train.tuning_folds='2'"]).tuning_fold_count == 2
+    for bad in ("2_0", "\u0662", "'2", "''"):  # int() reads the first two; no setting does
+        with pytest.raises(ConfigError, match=r"^train.tuning_folds: must be a whole number"):
+            load_config(None, [f"train.tuning_folds={bad}"])
     yaml_file = tmp_path / "folds.yaml"
-    for bad in ("2.0", "true", "0"):  # YAML's float, boolean and zero: the message says what
+    for bad in ("2.0", "true", "0", "\"'2'\""):  # YAML's float, boolean, zero, quotes in text
         yaml_file.write_text(f"train:\n  tuning_folds: {bad}\n", encoding="utf-8")
         with pytest.raises(ConfigError, match=r"folds.yaml: train.tuning_folds: must be a whole"):
             load_config(yaml_file)

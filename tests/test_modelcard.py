@@ -73,6 +73,12 @@ def test_card_of_a_model_tuned_by_folds_says_its_figures_are_out_of_fold() -> No
     assert "## Measured on `train.jsonl + valid.jsonl` out of fold" in card.text
     assert "one of 2 tuning folds that did not train on it" in card.text
     assert "valid cannot measure it" not in card.text and "/data/shop" not in card.content
+    # without data.valid: the valid split of train, and reviews merged in, as recorded
+    source = "/data/shop/train.jsonl + feedback /r/rev.jsonl + /data/shop/train.jsonl (split)"
+    card = tagger_card({**info, "valid_source": source, "config": {"data": {}}}, "shop")
+    assert card.data.eval_results[0].dataset_name == (
+        "train.jsonl + feedback rev.jsonl + train.jsonl (split)"
+    )
 
 
 def test_card_of_a_pretrained_backbone_names_its_base() -> None:

@@ -947,6 +947,12 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
     card = (out / TUNING_DIR / "fold-1" / "README.md").read_text(encoding="utf-8")
     assert "Training data: `train.jsonl + valid.jsonl (fold 2 of 2 out)`" in card
     assert "## Measured on `train.jsonl + valid.jsonl (fold 2 of 2)`" in card
+    # the saved model's figures are the folds' out-of-fold ones, over train + valid
+    info = json.loads((out / "labelrec.json").read_text(encoding="utf-8"))
+    assert info["valid_source"] == info["train_source"]
+    assert info["valid_source"].endswith("train.jsonl + " + str(toy_data_dir / "valid.jsonl"))
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "## Measured on `train.jsonl + valid.jsonl` out of fold" in card
     rec = TagRecommender.load(out)
     assert rec.fusion.weight == pytest.approx(tuned.lexical["weight"])
     assert rec.suggest(["LEGO city police station"], 3, 0)[0]
