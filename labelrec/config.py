@@ -386,7 +386,7 @@ class TrainConfig:
             quoted = len(text) > 1 and text[0] == text[-1] in "'\""
             if isinstance(self.tuning_folds, _Override) and quoted:  # `'2'` as YAML reads it
                 text = text[1:-1].strip()
-            if text != "auto" and not (text.isascii() and text.lstrip("+-").isdigit()):
+            if text != "auto" and not re.fullmatch(r"[+-]?[0-9]+", text):
                 raise ConfigError(
                     f"train.tuning_folds: must be a whole number or auto, got {self.tuning_folds!r}"
                 )

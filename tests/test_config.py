@@ -429,7 +429,7 @@ def test_tuning_folds_auto_is_two_only_where_the_folds_can_run(tmp_path: Path) -
             load_config(None, [f"train.tuning_folds={bad}"])
     # an override quoted as YAML quotes it reads as the file's '2' does
     assert load_config(None, ["train.tuning_folds='2'"]).tuning_fold_count == 2
-    for bad in ("2_0", "\u0662", "'2", "''"):  # int() reads the first two; no setting does
+    for bad in ("2_0", "\u0662", "'2", "''", "+-2"):  # int() reads the first two; no setting does
         with pytest.raises(ConfigError, match=r"^train.tuning_folds: must be a whole number"):
             load_config(None, [f"train.tuning_folds={bad}"])
     yaml_file = tmp_path / "folds.yaml"
