@@ -170,7 +170,7 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
     valid_name = Path(str(data_files.get("valid") or "valid")).name
     folds = int(metrics.get("tuning_folds") or 1)  # >1: measured out of fold (train.tuning_folds)
     # where the valid metrics were measured (a tuning fold's run: its fold of train + valid;
-    # tuned by folds: train + valid); models saved before labelrec recorded it: the file names
+    # tuned by folds: train + valid); a labelrec.json without valid_source: its config's files
     measured_on, split = valid_name, "validation"
     if folds > 1:
         measured_on = f"{Path(str(data_files.get('train') or 'train')).name} + {valid_name}"

@@ -209,7 +209,8 @@ def run_settings(cfg: Config, data: str | None = None) -> dict[str, Any]:
     # the separator in effect (null means that of data.hierarchy_separator, else " > ", which
     # a labelrec before the null default recorded as given)
     flat["lexical.path_separator"] = data_mod.path_separator(cfg)
-    # the folds in effect (auto: two with a refit), as a labelrec before auto recorded them
+    # the folds in effect (auto: two with a refit): a run.json that records the number compares
+    # equal
     flat["train.tuning_folds"] = cfg.tuning_fold_count
     flat["processes"] = process_state().num_processes
     if data is not None:
@@ -1519,14 +1520,15 @@ def tune_by_folds(
     results: list[TrainResult] = []
     t0 = time.perf_counter()
     folds = tuning_folds(pool, k, cfg.seed)
+    both = f"{splits.train_source} + {splits.valid_source}"
     for i, (rest, held) in enumerate(folds):
         fold_splits = dataclasses.replace(
             splits,
             train=rest,
             valid=held,
             # a suffix without "/": a model card cuts each " + " part to its file name
-            train_source=f"{splits.train_source} + {splits.valid_source} (fold {i + 1} of {k} out)",
-            valid_source=f"{splits.train_source} + {splits.valid_source} (fold {i + 1} of {k})",
+            train_source=f"{both} (fold {i + 1} of {k} out)",
+            valid_source=f"{both} (fold {i + 1} of {k})",
         )
         logger.info(
             "tuning fold %d/%d: %d train, %d held out",
