@@ -11,8 +11,10 @@ MODEL/tuning/fold-0 ... fold-(K-1): each scores the products held out of it, its
 on the rest, and the evidence of all K runs is pooled. Without tuning folds, the tuning run in
 MODEL/tuning scores valid, its taggers fitted on train. (``labelrec.train``'s steps, through the
 same library functions.) It then times ``tune_fusion`` on that evidence (the weight grid for
-every ridge share, the span weight, the absent factor), and the two operations each grid point
-repeats on the whole matrix: ancestor consistency and the objective. The weights it chooses are
+every ridge share, the span weight, the absent factor), and the two operations a grid point
+does on the whole matrix: ancestor consistency and the objective. The grid does them on each
+product's candidate tags alone (``fusion.CandidateTags``) where those are few: the table gives
+the columns that leaves a product and the products that keep every tag. The weights it chooses are
 printed beside the ones MODEL recorded, which they match when the rebuilt evidence is the
 evidence training had. ``--cache FILE`` keeps the evidence (a pickle) so that another checkout
 of labelrec, without these training helpers, can time the same tuning from it.
@@ -43,6 +45,10 @@ try:
     from labelrec.taxonomy import ancestor_plan
 except ImportError:  # a checkout without it keeps tag_depth between calls instead
     from labelrec.taxonomy import tag_depth as ancestor_plan
+try:
+    from labelrec.fusion import CandidateTags
+except ImportError:  # a checkout whose weight grid scores every tag
+    CandidateTags = None
 
 
 def recorded_config(model_dir: Path) -> Config:
@@ -152,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     consistent = ancestor_consistent(fused, parents, plan)
     anc_ms = 1000 * best_seconds(lambda: ancestor_consistent(fused, parents, plan), 5)
     obj_ms = 1000 * best_seconds(lambda: objective(y, consistent), 5)
+    slots, full_rows = len(vocab), len(pooled.products)  # what the weight grid scores
+    if CandidateTags is not None:  # those of the TF-IDF voter without the ridge's share
+        knn = pooled.tfidf if pooled.tfidf is not None else np.zeros_like(pooled.neural)
+        voters = [pooled.neural, knn] + ([pooled.embedding] if pooled.embedding is not None else [])
+        voters = [v.astype(np.result_type(*voters), copy=False) for v in voters]
+        few = CandidateTags.of(voters, parents if lx.ancestor_consistency else None, plan)
+        if few is not None:
+            slots, full_rows = few.columns.shape[1], len(few.full_rows)
     chosen = {k: round(float(getattr(fusion, k)), 4) for k in FUSION_WEIGHTS}
     recorded = json.loads((args.model / "tuning" / "tuned.json").read_text("utf-8"))["lexical"]
     recorded = {k: round(float(v), 4) for k, v in recorded.items()}
@@ -162,16 +176,21 @@ def main(argv: list[str] | None = None) -> int:
         "tune_fusion_s": seconds,
         "ancestor_consistency_ms": anc_ms,
         "objective_ms": obj_ms,
+        "grid_slots": slots,
+        "grid_full_rows": full_rows,
         "chosen": chosen,
         "recorded": recorded,
         "config": {k: config_to_dict(cfg)["lexical"][k] for k in ("ridge", "ridge_mix")},
     }
-    print("| products | tags | tune_fusion s | ancestor consistency ms | objective ms | weights |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| products | tags | tune_fusion s | ancestor consistency ms | objective ms "
+        "| grid: columns a product, products over every tag | weights |"
+    )
+    print("|---|---|---|---|---|---|---|")
     same = "the recorded ones" if all(recorded.get(k) == v for k, v in chosen.items()) else "differ"
     print(
         f"| {row['products']} | {row['tags']} | {seconds:.1f} | {anc_ms:.0f} | {obj_ms:.0f} "
-        f"| {same} |"
+        f"| {slots}, {full_rows} | {same} |"
     )
     print(f"chosen {chosen}\nrecorded {recorded}")
     if args.json:

@@ -42,15 +42,61 @@ def gold_matrix(products: list[Product], vocab: TagVocab) -> tuple[sp.csr_matrix
     return y, list(vocab.tags) + spelt
 
 
-def pad_scores(scores: np.ndarray, n_columns: int) -> np.ndarray:
-    """Scores of unknown tags are ``-inf``: not ranked (``labelrec.metrics``), so a gold tag
-    the model neither knows nor proposes is a miss even when ``k`` reaches past every tag the
-    model ranks."""
-    if scores.shape[1] == n_columns:
-        return scores
-    out = np.full((scores.shape[0], n_columns), -np.inf, dtype=scores.dtype)
-    out[:, : scores.shape[1]] = scores
-    return out
+@dataclass
+class JointLayout:
+    """The gold matrix and columns of ``joint_matrices`` for some products and the new tags
+    proposed for them: built once where only the scores change (a weight grid)."""
+
+    y: sp.csr_matrix
+    names: list[str]
+    rows: np.ndarray  # each proposed new tag's product, in the order of its rows and items
+    cols: np.ndarray  # and its column in ``names``
+
+    @classmethod
+    def of(
+        cls, new_tags: list[dict[str, float]], products: list[Product], vocab: TagVocab
+    ) -> JointLayout:
+        """The layout of ``new_tags`` (their tags; the scores are not read)."""
+        y, names = gold_matrix(products, vocab)
+        # tag_key -> column: a new tag spelt otherwise is the gold one (the vocabulary's, cached)
+        index: dict[str, int] = dict(vocab.folded)
+        for j in range(len(vocab), len(names)):
+            index.setdefault(tag_key(names[j]), j)
+        extra: dict[str, str] = {}
+        rows, cols = [], []
+        for i, row in enumerate(new_tags):
+            for tag in row:
+                key = tag_key(tag)
+                if key not in index:
+                    index[key] = len(names) + len(extra)
+                    extra[key] = tag
+                rows.append(i)
+                cols.append(index[key])
+        names = names + list(extra.values())
+        y = sp.csr_matrix((y.data, y.indices, y.indptr), shape=(y.shape[0], len(names)))
+        return cls(y, names, np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp))
+
+    def scores(
+        self, known: np.ndarray, new_tags: list[dict[str, float]], out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``known`` and ``new_tags`` (the tags the layout was built from, in the same order:
+        only their scores may differ) as one matrix over ``names``. A column neither scores is
+        ``-inf``, not ranked (``labelrec.metrics``): a gold tag the model neither knows nor
+        proposes is a miss even when ``k`` reaches past every tag the model ranks. ``out``: a
+        scratch matrix of that shape to write into."""
+        n_known, n_cols = known.shape[1], len(self.names)
+        values = np.fromiter(
+            (s for row in new_tags for s in row.values()), dtype=np.float64, count=len(self.rows)
+        )
+        if out is None and n_cols == n_known and not len(values):
+            return known
+        if out is None:
+            out = np.empty((known.shape[0], n_cols), dtype=known.dtype)
+        out[:, :n_known] = known
+        out[:, n_known:] = -np.inf
+        # one tag proposed twice in a row (two spellings) keeps its larger score
+        np.maximum.at(out, (self.rows, self.cols), values.astype(out.dtype))
+        return out
 
 
 def joint_matrices(
@@ -60,26 +106,8 @@ def joint_matrices(
 
     A proposed new tag that matches a gold tag counts as a hit; any other takes a rank slot.
     """
-    y, names = gold_matrix(products, vocab)
-    # tag_key -> column: a new tag spelt otherwise is the gold one (the vocabulary's, cached)
-    index: dict[str, int] = dict(vocab.folded)
-    for j in range(len(vocab), len(names)):
-        index.setdefault(tag_key(names[j]), j)
-    extra: dict[str, str] = {}
-    for row in new_tags:
-        for tag in row:
-            key = tag_key(tag)
-            if key not in index:
-                index[key] = len(names) + len(extra)
-                extra[key] = tag
-    names = names + list(extra.values())
-    y = sp.csr_matrix((y.data, y.indices, y.indptr), shape=(y.shape[0], len(names)))
-    scores = pad_scores(known, len(names))
-    for i, row in enumerate(new_tags):
-        for tag, s in row.items():
-            j = index[tag_key(tag)]
-            scores[i, j] = max(scores[i, j], s)
-    return y, scores, names
+    layout = JointLayout.of(new_tags, products, vocab)
+    return layout.y, layout.scores(known, new_tags), layout.names
 
 
 @dataclass

@@ -31,7 +31,7 @@ import numpy as np
 
 from labelrec import metrics
 from labelrec.data import Product, TagVocab, category_separator
-from labelrec.evaluate import joint_matrices
+from labelrec.evaluate import JointLayout, joint_matrices
 from labelrec.metrics import objective
 from labelrec.modeldir import (
     FUSION_META,
@@ -43,7 +43,13 @@ from labelrec.modeldir import (
 from labelrec.taggers.base import TrainingSet
 from labelrec.taggers.neighbours import EmbeddingNeighbours, TfidfNeighbours, ridge_mixed
 from labelrec.taggers.span import SpanTagger
-from labelrec.taxonomy import AncestorPlan, ancestor_consistent, ancestor_plan, parent_index
+from labelrec.taxonomy import (
+    AncestorPlan,
+    ancestor_consistent,
+    ancestor_plan,
+    parent_index,
+    tag_depth,
+)
 
 log = logging.getLogger(__name__)
 
@@ -307,21 +313,172 @@ def tune_weights(
         es = [embedding_weight] if embedding_weight is not None else grid
     results: dict[tuple[float, float], float] = {}
     plan = ancestor_plan(parents) if parents is not None else None
+    voters = [neural, lexical] + ([embedding] if embedding is not None else [])
+    dtype = np.result_type(*voters)
+    voters = [v.astype(dtype, copy=False) for v in voters]
+    few = CandidateTags.of(voters, parents, plan)  # the same objective from fewer columns
+    fused = term = None
+    if few is None:
+        fused, term = np.empty(neural.shape, dtype=dtype), np.empty(neural.shape, dtype=dtype)
     for w in ws:
         for e in es:
             if w + e > 1.0 + 1e-9:
                 continue
-            fused = w * neural + max(0.0, 1.0 - w - e) * lexical
-            if e > 0:
-                fused = fused + e * embedding
+            shares = (w, max(0.0, 1.0 - w - e), e)
+            if few is not None:
+                results[(w, e)] = few.objective(y_valid, shares)
+                continue
+            combine(voters, shares, fused, term)
             if parents is not None:
-                fused = ancestor_consistent(fused, parents, plan)
+                ancestor_consistent(fused, parents, plan, in_place=True)
             results[(w, e)] = objective(y_valid, fused)
     if not results:
         raise ValueError("no admissible fusion weights (weight + embedding_weight > 1)")
     best = max(results.values())
     w, e = max(k for k, v in results.items() if v >= best - 1e-9)
     return float(w), float(e), results
+
+
+def combine(
+    voters: list[np.ndarray], shares: tuple[float, ...], out: np.ndarray, term: np.ndarray
+) -> np.ndarray:
+    """``shares[0] * voters[0] + shares[1] * voters[1] (+ shares[2] * voters[2] where that
+    share is not 0)`` into ``out``, by way of the scratch matrix ``term``: the same float
+    operations as the expression, without a new matrix for each of its terms (a weight grid's
+    cost is mostly memory traffic)."""
+    np.multiply(voters[0], shares[0], out=out)
+    out += np.multiply(voters[1], shares[1], out=term)
+    if len(voters) > 2 and shares[2] > 0:
+        out += np.multiply(voters[2], shares[2], out=term)
+    return out
+
+
+@dataclass
+class CandidateTags:
+    """Per product, the tags that can be among its top 3 at any shares of the voters: a fused
+    score lies between the tag's least and greatest vote (the shares sum to one), and ancestor
+    consistency raises both bounds as it raises the score. A tag whose upper bound (its
+    subtree's greatest vote) is below the product's third-best lower bound never reaches the
+    top 3. The rest, ascending by column, fill the slots of a compact matrix; each fused score
+    there is the same float operations on the same numbers as in the full matrix, so the top 3,
+    ties included (the lower column first), and the objective are the same. A product with
+    many candidates (votes that disagree everywhere) keeps its full row."""
+
+    rows: np.ndarray  # the products scored through slots
+    columns: np.ndarray  # (len(rows), slots): the candidates' columns, ascending
+    padding: np.ndarray  # (len(rows), slots): a slot that holds no tag
+    voters: list[np.ndarray]  # each voter's scores at ``columns``
+    # ancestor consistency over the flattened slots, deepest level first: each level's child
+    # slots grouped by parent slot, where each group starts, the parent slot of each group
+    steps: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    full_rows: np.ndarray  # the products scored over every column
+    full_voters: list[np.ndarray]  # each voter's rows of them
+    parents: np.ndarray | None
+    plan: AncestorPlan | None
+
+    # Slack on the bounds for float rounding: a fused score is a few float operations away
+    # from the real number between the bounds (relative error ~1e-7 in float32).
+    SLACK = 1e-5
+    # At most this share of the columns as slots; above it a product keeps its full row, and
+    # with more than MAX_FULL of the products so, the grid scores the full matrix.
+    MAX_SLOTS = 1 / 16
+    MAX_FULL = 0.05
+
+    @classmethod
+    def of(
+        cls, voters: list[np.ndarray], parents: np.ndarray | None, plan: AncestorPlan | None
+    ) -> CandidateTags | None:
+        """The candidates of ``voters`` (one dtype, one shape); None where they would not make
+        the grid cheaper, or a vote is not finite (the full matrix then reports it)."""
+        n, m = voters[0].shape
+        if n == 0 or m < 64 or not all(np.isfinite(v).all() for v in voters):
+            return None
+        upper = functools.reduce(np.maximum, voters)
+        lower = functools.reduce(np.minimum, voters)
+        if parents is not None and plan:
+            ancestor_consistent(upper, parents, plan, in_place=True)
+            ancestor_consistent(lower, parents, plan, in_place=True)
+        third = -np.partition(-lower, 2, axis=1)[:, 2]
+        slack = cls.SLACK * (1.0 + max(float(np.abs(upper).max()), float(np.abs(lower).max())))
+        keep = upper >= (third - slack)[:, None]
+        del upper, lower
+        counts = keep.sum(axis=1)
+        many = counts > max(3, int(m * cls.MAX_SLOTS))
+        if many.mean() > cls.MAX_FULL:
+            return None
+        rows, full_rows = np.flatnonzero(~many), np.flatnonzero(many)
+        keep, counts = keep[rows], counts[rows]
+        slots = int(counts.max(initial=0))
+        r, cols = np.nonzero(keep)  # row by row, ascending columns
+        del keep
+        flat = r * slots + (np.arange(len(r)) - np.repeat(np.cumsum(counts) - counts, counts))
+        size = len(rows) * slots
+        columns = np.zeros(size, dtype=np.intp)
+        columns[flat] = cols
+        padding = np.ones(size, dtype=bool)
+        padding[flat] = False
+        gathered = []
+        for v in voters:
+            g = np.zeros(size, dtype=v.dtype)
+            g[flat] = v[rows[r], cols]
+            gathered.append(g.reshape(len(rows), slots))
+        steps = []
+        if parents is not None and plan:
+            slot_of = np.full((len(rows), m), -1, dtype=np.int64)
+            slot_of[r, cols] = flat
+            up = parents[cols]
+            child = np.flatnonzero(up >= 0)
+            parent_slot = slot_of[r[child], up[child]]
+            del slot_of
+            if (parent_slot < 0).any():  # cannot be: a parent's upper bound is its child's
+                return None
+            depth = tag_depth(parents)[cols[child]]
+            for d in np.unique(depth)[::-1]:
+                at = depth == d
+                kids, of = flat[child[at]], parent_slot[at]
+                order = np.argsort(of, kind="stable")
+                kids, of = kids[order], of[order]
+                starts = np.flatnonzero(np.r_[True, of[1:] != of[:-1]])
+                steps.append((kids, starts, of[starts]))
+        return cls(
+            rows,
+            columns.reshape(len(rows), slots),
+            padding.reshape(len(rows), slots),
+            gathered,
+            steps,
+            full_rows,
+            [v[full_rows] for v in voters],
+            parents,
+            plan,
+        )
+
+    def objective(self, y: Any, shares: tuple[float, ...]) -> float:
+        """``objective`` of the full matrix fused at ``shares`` (as ``combine``), with
+        ancestor consistency where the candidates were found with it."""
+        n = len(self.rows) + len(self.full_rows)
+        dtype = self.voters[0].dtype
+        top = np.empty((n, 3), dtype=np.intp)
+        top_scores = np.empty((n, 3), dtype=dtype)
+        fused = combine(
+            self.voters, shares, np.empty_like(self.voters[0]), np.empty_like(self.voters[0])
+        )
+        flat = fused.reshape(-1)
+        for kids, starts, parents in self.steps:
+            raised = np.maximum.reduceat(flat[kids], starts)
+            flat[parents] = np.maximum(flat[parents], raised)
+        fused[self.padding] = -np.inf
+        at = metrics.top_k(fused, 3)
+        top[self.rows] = np.take_along_axis(self.columns, at, axis=1)
+        top_scores[self.rows] = np.take_along_axis(fused, at, axis=1)
+        if len(self.full_rows):
+            full = self.full_voters[0]
+            fused = combine(self.full_voters, shares, np.empty_like(full), np.empty_like(full))
+            if self.parents is not None and self.plan:
+                ancestor_consistent(fused, self.parents, self.plan, in_place=True)
+            at = metrics.top_k(fused, 3)
+            top[self.full_rows] = at
+            top_scores[self.full_rows] = np.take_along_axis(fused, at, axis=1)
+        return metrics.objective_of_top(y, top, top_scores)
 
 
 def tune_span_weight(
@@ -340,18 +497,21 @@ def tune_span_weight(
     best: tuple[float, np.ndarray, list[dict[str, float]]] | None = None
     best_value = -1.0
     plan = ancestor_plan(parents) if parents is not None else None
+    layout = JointLayout.of(new_span, products, vocab)  # the same tags at every weight
+    scratch = None
     for b in grid:
         known = (1.0 - b) * fused + b * known_span
         if parents is not None:
-            known = ancestor_consistent(known, parents, plan)
+            ancestor_consistent(known, parents, plan, in_place=True)
         scaled = [{t: b * p for t, p in row.items()} for row in new_span]
-        y, scores, _ = joint_matrices(known, scaled, products, vocab)
-        value = objective(y, scores)
+        scores = layout.scores(known, scaled, out=scratch)
+        scratch = scores if scores is not known else None
+        value = objective(layout.y, scores)
         if value > best_value + 1e-9:
             best_value, best = value, (float(b), known, scaled)
     assert best is not None
     b, known, scaled = best
-    y, scores, _ = joint_matrices(known, scaled, products, vocab)
+    y, scores = layout.y, layout.scores(known, scaled, out=scratch)
     new_cols = slice(len(vocab), scores.shape[1])
     new_threshold = 1.0
     if scores.shape[1] > len(vocab) and b > 0:
@@ -375,11 +535,14 @@ def tune_absent_factor(
     grid = ABSENT_GRID if grid is None else grid
     best_value, best = -1.0, (1.0, mixed)
     plan = ancestor_plan(parents) if parents is not None else None
+    layout, scratch = JointLayout.of(new, products, vocab), None
     for a in grid:
         known = np.where(absent, float(a) * mixed, mixed)
         if parents is not None:
-            known = ancestor_consistent(known, parents, plan)
-        value = objective(*joint_matrices(known, new, products, vocab)[:2])
+            ancestor_consistent(known, parents, plan, in_place=True)
+        scores = layout.scores(known, new, out=scratch)
+        scratch = scores if scores is not known else None
+        value = objective(layout.y, scores)
         if value > best_value + 1e-9:
             best_value, best = value, (float(a), known)
     return best[0], best[1].astype(np.float32)

@@ -613,19 +613,29 @@ def objective(y: Any, scores: np.ndarray) -> float:
     if np.isnan(s).any():
         raise ValueError("scores contain NaN")
     top = top_k(s, 3)
+    return objective_of_top(y if dense is None else dense, top, np.take_along_axis(s, top, 1))
+
+
+def objective_of_top(y: Any, top: np.ndarray, top_scores: np.ndarray) -> float:
+    """``objective`` from each product's top 3 tags (``top``: their columns of ``y``, best
+    first; ``top_scores``: their scores, ``-inf`` for a tag not ranked)."""
+    dense = None
+    if not sp.issparse(y):
+        plain = isinstance(y, np.ndarray) and y.dtype == bool and y.ndim == 2
+        dense = y if plain else _as_binary(y)
+    ranked = top_scores > -np.inf  # as _hits
     if dense is None:
         csr = sp.csr_array(y)
         if not csr.has_canonical_format:  # a tag entered twice in a row is one gold tag
             csr = csr.copy()
             csr.sum_duplicates()
         rows, cols = csr.nonzero()  # explicit zeros are not gold
-        n, m = s.shape
+        n, m = csr.shape
         gold = rows.astype(np.int64) * m + cols
         keys = np.arange(n, dtype=np.int64)[:, None] * m + top  # distinct, as gold's are
-        hits = np.isin(keys, gold, assume_unique=True)
-        hits &= np.take_along_axis(s, top, axis=1) > -np.inf  # as _hits
+        hits = np.isin(keys, gold, assume_unique=True) & ranked
         n_gold = np.bincount(rows, minlength=n)
     else:
-        hits, n_gold = _hits(dense, top, s), dense.sum(axis=1)
+        hits, n_gold = np.take_along_axis(dense, top, axis=1) & ranked, dense.sum(axis=1)
     p1 = float(_precision_from_hits(hits, 1).mean())
     return 0.5 * (p1 + _nanmean(_ndcg_from_hits(hits, n_gold, 3)))

@@ -56,18 +56,22 @@ def ancestor_plan(parents: np.ndarray) -> AncestorPlan:
 
 
 def ancestor_consistent(
-    scores: np.ndarray, parents: np.ndarray, plan: AncestorPlan | None = None
+    scores: np.ndarray,
+    parents: np.ndarray,
+    plan: AncestorPlan | None = None,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Raise every parent to at least the best score of its children (deepest first).
 
-    ``plan``: ``ancestor_plan(parents)``, when the caller keeps it between calls."""
+    ``plan``: ``ancestor_plan(parents)``, when the caller keeps it between calls; ``in_place``:
+    raise ``scores`` itself instead of a copy (a caller's scratch matrix)."""
     if scores.size == 0:
         return scores
     if plan is None:
         plan = ancestor_plan(parents)
     if not plan:
         return scores
-    out = scores.copy()
+    out = scores if in_place else scores.copy()
     for children, starts, targets in plan:
         # each group's column-wise maximum raises its parent
         raised = np.maximum.reduceat(out[:, children], starts, axis=1)

@@ -14,12 +14,14 @@ import scipy.sparse as sp
 from labelrec.config import ConfigError, load_config
 from labelrec.data import Product, TagVocab
 from labelrec.fusion import (
+    CandidateTags,
     Fusion,
     fit_fusion,
     save_fusion,
     tune_absent_factor,
     tune_weights,
 )
+from labelrec.metrics import objective
 from labelrec.modeldir import (
     EMBEDDING_META,
     FUSION_META,
@@ -172,6 +174,77 @@ def test_ancestor_consistency_is_the_best_score_in_each_subtree() -> None:
 
     for j in range(60):
         np.testing.assert_array_equal(out[:, j], scores[:, subtree(j)].max(axis=1))
+
+
+def test_ancestor_consistency_in_place_raises_the_given_matrix() -> None:
+    parents = parent_index(["A", "A > B", "A > B > C", "D"], " > ")
+    scores = np.array([[0.1, 0.2, 0.9, 0.3]], dtype=np.float32)
+    copied = ancestor_consistent(scores, parents)
+    assert scores[0, 0] == pytest.approx(0.1)
+    out = ancestor_consistent(scores, parents, in_place=True)
+    assert out is scores
+    np.testing.assert_array_equal(scores, copied)
+
+
+def _grid_voters(seed: int, n: int = 200, m: int = 1000) -> tuple:
+    """Gold, three voters and a forest of category paths. Each product has a few tags that
+    every voter backs (its gold ones among them) and scattered weaker votes, as kNN voters and
+    a trained model give; votes tie (rounded to 0.05); a few products have votes that
+    disagree everywhere."""
+    rng = np.random.default_rng(seed)
+    parents = np.full(m, -1)
+    for j in range(10, m):  # paths up to several levels deep
+        parents[j] = rng.integers(0, j) if j % 5 else -1
+    gold = rng.random((n, m)) < 0.004
+    backed = gold | (rng.random((n, m)) < 0.004)
+    backed[np.arange(n)[:, None], rng.integers(0, m, (n, 3))] = True
+    voters = []
+    for _ in range(3):
+        weak = (rng.random((n, m)) < 0.008) * rng.random((n, m)) * 0.6
+        v = np.where(backed, 0.4 + 0.6 * rng.random((n, m)), weak)
+        v[: n // 40] = rng.random((n // 40, m))  # no tag is out of reach: full rows
+        voters.append(np.round(v * 20) / 20)
+    return sp.csr_matrix(gold.astype(np.float32)), [v.astype(np.float32) for v in voters], parents
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("paths", [True, False])
+def test_the_weight_grid_over_candidate_tags_equals_the_full_grid(seed: int, paths: bool) -> None:
+    """Tuning over each product's candidate tags gives every grid point the objective of the
+    full matrix, to the last bit, ties included; the voters are left as they were."""
+    y, voters, parents = _grid_voters(seed)
+    parents = parents if paths else None
+    plan = ancestor_plan(parents) if paths else None
+    few = CandidateTags.of(voters, parents, plan)
+    assert few is not None and 0 < len(few.full_rows) < len(few.rows)
+    assert few.columns.shape[1] < voters[0].shape[1] / 8
+    before = [v.copy() for v in voters]
+    w, e, results = tune_weights(y, *voters, parents=parents, step=0.1)
+    for (a, b), value in results.items():
+        fused = a * voters[0] + max(0.0, 1.0 - a - b) * voters[1]
+        if b > 0:
+            fused = fused + b * voters[2]
+        if paths:
+            fused = ancestor_consistent(fused, parents)
+        assert value == objective(y, fused), (a, b)
+    assert results[(w, e)] == max(results.values())
+    for v, old in zip(voters, before, strict=True):
+        np.testing.assert_array_equal(v, old)
+
+
+def test_candidate_tags_leave_the_grid_to_the_full_matrix_where_they_would_not_help() -> None:
+    y, voters, parents = _grid_voters(0)
+    rng = np.random.default_rng(3)
+    noisy = [rng.random(voters[0].shape).astype(np.float32) for _ in range(3)]
+    assert CandidateTags.of(noisy, parents, ancestor_plan(parents)) is None  # every tag in reach
+    # voters that agree leave the top 3 and the ancestors of its tags as candidates
+    same = CandidateTags.of([noisy[0]] * 3, parents, ancestor_plan(parents))
+    assert same is not None and not len(same.full_rows)
+    assert CandidateTags.of([v[:, :20] for v in voters], None, None) is None  # few tags
+    voters[1][5, 7] = np.nan
+    assert CandidateTags.of(voters, None, None) is None
+    with pytest.raises(ValueError, match="NaN"):  # reported by the full matrix's objective
+        tune_weights(y, *voters, step=0.5)
 
 
 def test_hierarchical_precision_gives_credit_for_the_right_parent() -> None:

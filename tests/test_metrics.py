@@ -545,7 +545,7 @@ def test_objective_equals_precision_at_1_and_ndcg_at_3(dtype: type) -> None:
 
 
 def test_a_tag_scored_minus_inf_is_never_a_hit() -> None:
-    """Gold tags the model neither knows nor proposes are scored -inf (evaluate.pad_scores):
+    """Gold tags the model neither knows nor proposes are scored -inf (evaluate.JointLayout):
     when k reaches past every ranked tag they fill the top k, never as hits."""
     from labelrec.evaluate import joint_matrices
     from labelrec.metrics import (
@@ -578,6 +578,39 @@ def test_a_tag_scored_minus_inf_is_never_a_hit() -> None:
     gold, scores, names = joint_matrices(np.array([[0.9, 0.1]] * 3), [{}, {}, {}], products, vocab)
     assert names[2:] == ["x", "z"] and np.isneginf(scores[:, 2:]).all()
     assert recall_at_k(gold, scores, 5) == pytest.approx(0.5)
+
+
+def test_a_joint_layout_scores_new_tags_as_joint_matrices_does() -> None:
+    """Built once for some new tags, the layout gives each set of their scores the matrix that
+    ``joint_matrices`` builds from scratch; a tag proposed twice in a row (two spellings)
+    keeps its larger score; the known scores are not written to."""
+    from labelrec.data import Product, TagVocab
+    from labelrec.evaluate import JointLayout, joint_matrices
+
+    vocab = TagVocab.from_products([Product("1", "t", tags=["a", "brand:Lego"])], 1)
+    products = [
+        Product("p", "t", tags=["a", "brand:Acme"]),
+        Product("q", "t", tags=["z"]),
+        Product("r", "t", tags=["brand:Lego"]),
+    ]
+    new = [{"brand:Acme": 0.7, "brand:ACME": 0.2}, {"brand:Zed": 0.4}, {"BRAND:lego": 0.9}]
+    layout = JointLayout.of(new, products, vocab)
+    known = np.array([[0.9, 0.1], [0.2, 0.3], [0.1, 0.5]], dtype=np.float32)
+    scratch = None
+    for factor in (1.0, 0.5, 0.0):
+        scaled = [{t: factor * v for t, v in row.items()} for row in new]
+        y, expected, names = joint_matrices(known.copy(), scaled, products, vocab)
+        got = layout.scores(known, scaled, out=scratch)
+        scratch = got
+        assert names == layout.names == ["a", "brand:Lego", "brand:Acme", "z", "brand:Zed"]
+        assert (y != layout.y).nnz == 0
+        np.testing.assert_array_equal(got, expected)
+        assert got[0, 2] == np.float32(0.7 * factor) and got[2, 1] == max(0.5, 0.9 * factor)
+    np.testing.assert_array_equal(known[:, 1], np.float32([0.1, 0.3, 0.5]))  # untouched
+    # nothing outside the vocabulary, gold or proposed: the known scores as they are
+    bare = JointLayout.of([{}], [Product("s", "t", tags=["a"])], vocab)
+    first = known[:1]
+    assert bare.names == ["a", "brand:Lego"] and bare.scores(first, [{}]) is first
 
 
 def test_a_score_at_the_threshold_is_a_decision_when_tuning():

@@ -840,6 +840,8 @@ def test_refit_trains_the_final_model_on_train_and_valid(
     assert tuning.main(["--model", str(out), "--json", str(report)]) == 0
     row = json.loads(report.read_text())
     assert row["chosen"] == row["recorded"] and row["products"] == len(valid_rows)
+    # too few tags for candidates (fusion.CandidateTags): the grid scores every tag
+    assert (row["grid_slots"], row["grid_full_rows"]) == (row["tags"], row["products"])
 
     # --resume after the tuning run: the tuning run is not trained again
     (out / "labelrec.json").unlink()
