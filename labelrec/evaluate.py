@@ -85,6 +85,8 @@ class JointLayout:
         proposes is a miss even when ``k`` reaches past every tag the model ranks. ``out``: a
         scratch matrix of that shape to write into."""
         n_known, n_cols = known.shape[1], len(self.names)
+        if sum(map(len, new_tags)) != len(self.rows):
+            raise ValueError("new tags other than those the layout was built from")
         values = np.fromiter(
             (s for row in new_tags for s in row.values()), dtype=np.float64, count=len(self.rows)
         )
@@ -94,8 +96,8 @@ class JointLayout:
             out = np.empty((known.shape[0], n_cols), dtype=known.dtype)
         out[:, :n_known] = known
         out[:, n_known:] = -np.inf
-        # one tag proposed twice in a row (two spellings) keeps its larger score
-        np.maximum.at(out, (self.rows, self.cols), values.astype(out.dtype))
+        # one tag proposed twice in a row (two spellings) keeps its larger score; NaN none
+        np.fmax.at(out, (self.rows, self.cols), values.astype(out.dtype))
         return out
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from labelrec import metrics
 from labelrec.data import Product, TagVocab, category_separator
@@ -314,9 +315,10 @@ def tune_weights(
     results: dict[tuple[float, float], float] = {}
     plan = ancestor_plan(parents) if parents is not None else None
     voters = [neural, lexical] + ([embedding] if embedding is not None else [])
-    dtype = np.result_type(*voters)
-    voters = [v.astype(dtype, copy=False) for v in voters]
-    few = CandidateTags.of(voters, parents, plan)  # the same objective from fewer columns
+    dtype = np.result_type(*voters, 0.5)  # the expression's: a float scalar times each voter
+    few = None
+    if len(ws) * len(es) > 4:  # the same objective from fewer columns, once found
+        few = CandidateTags.of(voters, parents, plan)
     fused = term = None
     if few is None:
         fused, term = np.empty(neural.shape, dtype=dtype), np.empty(neural.shape, dtype=dtype)
@@ -359,10 +361,12 @@ class CandidateTags:
     score lies between the tag's least and greatest vote (the shares sum to one), and ancestor
     consistency raises both bounds as it raises the score. A tag whose upper bound (its
     subtree's greatest vote) is below the product's third-best lower bound never reaches the
-    top 3. The rest, ascending by column, fill the slots of a compact matrix; each fused score
-    there is the same float operations on the same numbers as in the full matrix, so the top 3,
-    ties included (the lower column first), and the objective are the same. A product with
-    many candidates (votes that disagree everywhere) keeps its full row."""
+    top 3. The rest, ascending by column, fill the slots of a compact matrix, every ancestor of
+    a candidate among them. A score there is the same float operations on the same numbers as
+    in the full matrix, except a parent's whose best child is not a candidate (then it is too
+    low to reach the top 3 either way), so the top 3, ties included (the lower column first),
+    and the objective are the same. A product with many candidates (votes that disagree
+    everywhere) keeps its full row."""
 
     rows: np.ndarray  # the products scored through slots
     columns: np.ndarray  # (len(rows), slots): the candidates' columns, ascending
@@ -375,6 +379,8 @@ class CandidateTags:
     full_voters: list[np.ndarray]  # each voter's rows of them
     parents: np.ndarray | None
     plan: AncestorPlan | None
+    n_columns: int  # of the full matrix
+    dtype: np.dtype  # of the fused scores: that of a float scalar times each voter
 
     # Slack on the bounds for float rounding: a fused score is a few float operations away
     # from the real number between the bounds (relative error ~1e-7 in float32).
@@ -388,13 +394,16 @@ class CandidateTags:
     def of(
         cls, voters: list[np.ndarray], parents: np.ndarray | None, plan: AncestorPlan | None
     ) -> CandidateTags | None:
-        """The candidates of ``voters`` (one dtype, one shape); None where they would not make
-        the grid cheaper, or a vote is not finite (the full matrix then reports it)."""
+        """The candidates of ``voters`` (one shape; left as they are); None where they would
+        not make the grid cheaper, or a vote is not finite (the full matrix then reports it)."""
         n, m = voters[0].shape
         if n == 0 or m < 64 or not all(np.isfinite(v).all() for v in voters):
             return None
-        upper = functools.reduce(np.maximum, voters)
-        lower = functools.reduce(np.minimum, voters)
+        dtype = np.result_type(*voters, 0.5)
+        upper, lower = voters[0].astype(dtype), voters[0].astype(dtype)  # copies
+        for v in voters[1:]:
+            np.maximum(upper, v, out=upper)
+            np.minimum(lower, v, out=lower)
         if parents is not None and plan:
             ancestor_consistent(upper, parents, plan, in_place=True)
             ancestor_consistent(lower, parents, plan, in_place=True)
@@ -424,7 +433,7 @@ class CandidateTags:
             gathered.append(g.reshape(len(rows), slots))
         steps = []
         if parents is not None and plan:
-            slot_of = np.full((len(rows), m), -1, dtype=np.int64)
+            slot_of = np.full((len(rows), m), -1, dtype=np.int32 if size < 2**31 else np.int64)
             slot_of[r, cols] = flat
             up = parents[cols]
             child = np.flatnonzero(up >= 0)
@@ -450,17 +459,22 @@ class CandidateTags:
             [v[full_rows] for v in voters],
             parents,
             plan,
+            m,
+            dtype,
         )
 
     def objective(self, y: Any, shares: tuple[float, ...]) -> float:
         """``objective`` of the full matrix fused at ``shares`` (as ``combine``), with
         ancestor consistency where the candidates were found with it."""
         n = len(self.rows) + len(self.full_rows)
-        dtype = self.voters[0].dtype
+        shape = (n, self.n_columns)
+        if (y.shape if sp.issparse(y) else np.shape(y)) != shape:
+            raise ValueError(f"shape mismatch: y_true {np.shape(y)} vs scores {shape}")
         top = np.empty((n, 3), dtype=np.intp)
-        top_scores = np.empty((n, 3), dtype=dtype)
+        top_scores = np.empty((n, 3), dtype=self.dtype)
+        slots = self.columns.shape
         fused = combine(
-            self.voters, shares, np.empty_like(self.voters[0]), np.empty_like(self.voters[0])
+            self.voters, shares, np.empty(slots, self.dtype), np.empty(slots, self.dtype)
         )
         flat = fused.reshape(-1)
         for kids, starts, parents in self.steps:
@@ -471,8 +485,10 @@ class CandidateTags:
         top[self.rows] = np.take_along_axis(self.columns, at, axis=1)
         top_scores[self.rows] = np.take_along_axis(fused, at, axis=1)
         if len(self.full_rows):
-            full = self.full_voters[0]
-            fused = combine(self.full_voters, shares, np.empty_like(full), np.empty_like(full))
+            rows = (len(self.full_rows), self.n_columns)
+            fused = combine(
+                self.full_voters, shares, np.empty(rows, self.dtype), np.empty(rows, self.dtype)
+            )
             if self.parents is not None and self.plan:
                 ancestor_consistent(fused, self.parents, self.plan, in_place=True)
             at = metrics.top_k(fused, 3)

@@ -607,6 +607,10 @@ def test_a_joint_layout_scores_new_tags_as_joint_matrices_does() -> None:
         np.testing.assert_array_equal(got, expected)
         assert got[0, 2] == np.float32(0.7 * factor) and got[2, 1] == max(0.5, 0.9 * factor)
     np.testing.assert_array_equal(known[:, 1], np.float32([0.1, 0.3, 0.5]))  # untouched
+    with_nan = [{"brand:Acme": np.nan, "brand:ACME": 0.2}, {"brand:Zed": 0.4}, {"BRAND:lego": 0.9}]
+    assert layout.scores(known, with_nan)[0, 2] == np.float32(0.2)  # a NaN proposes nothing
+    with pytest.raises(ValueError, match="other than those the layout was built from"):
+        layout.scores(known, [{"brand:Acme": 0.7}, {}, {}])
     # nothing outside the vocabulary, gold or proposed: the known scores as they are
     bare = JointLayout.of([{}], [Product("s", "t", tags=["a"])], vocab)
     first = known[:1]
