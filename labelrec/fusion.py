@@ -385,10 +385,11 @@ class CandidateTags:
     # Slack on the bounds for float rounding: a fused score is a few float operations away
     # from the real number between the bounds (relative error ~1e-7 in float32).
     SLACK = 1e-5
-    # At most this share of the columns as slots; above it a product keeps its full row, and
-    # with more than MAX_FULL of the products so, the grid scores the full matrix.
-    MAX_SLOTS = 1 / 16
-    MAX_FULL = 0.05
+    # The most slots a product gets, as shares of the columns: the one of least cost (products
+    # x slots, plus every column of each product with more candidates), if that is at most
+    # MAX_COST of the full matrix's; else the grid scores the full matrix.
+    SLOT_SHARES = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)
+    MAX_COST = 0.5
 
     @classmethod
     def of(
@@ -412,9 +413,15 @@ class CandidateTags:
         keep = upper >= (third - slack)[:, None]
         del upper, lower
         counts = keep.sum(axis=1)
-        many = counts > max(3, int(m * cls.MAX_SLOTS))
-        if many.mean() > cls.MAX_FULL:
+        costs = {}
+        for share in cls.SLOT_SHARES:
+            cap = max(3, int(m * share))
+            fits = counts <= cap
+            costs[cap] = int(counts[fits].max(initial=0)) * int(fits.sum()) + m * int((~fits).sum())
+        cap = min(costs, key=lambda c: (costs[c], c))
+        if costs[cap] > cls.MAX_COST * n * m:
             return None
+        many = counts > cap
         rows, full_rows = np.flatnonzero(~many), np.flatnonzero(many)
         keep, counts = keep[rows], counts[rows]
         slots = int(counts.max(initial=0))
