@@ -14,10 +14,10 @@ same library functions.) It then times ``tune_fusion`` on that evidence (the wei
 every ridge share, the span weight, the absent factor), and the two operations a grid point
 does on the whole matrix: ancestor consistency and the objective. The grid does them on each
 product's candidate tags alone (``fusion.CandidateTags``) where those are few: the table gives
-the columns that leaves a product and the products that keep every tag. The weights it chooses are
-printed beside the ones MODEL recorded, which they match when the rebuilt evidence is the
-evidence training had. ``--cache FILE`` keeps the evidence (a pickle) so that another checkout
-of labelrec, without these training helpers, can time the same tuning from it.
+the most columns a product keeps and the number of products that keep every tag. The weights it
+chooses are printed beside the ones MODEL recorded, which they match when the rebuilt evidence
+is the evidence training had. ``--cache FILE`` keeps the evidence (a pickle) so that another
+checkout of labelrec, without these training helpers, can time the same tuning from it.
 """
 
 from __future__ import annotations
