@@ -153,7 +153,12 @@ def tag_value(tag: str, separator: str | None) -> str:
 def candidates(
     final: np.ndarray, final_new: list[dict[str, float]], vocab: TagVocab, n: int
 ) -> list[list[tuple[str, int | None, float]]]:
-    """Each product's ``n`` best tags by final score: (tag, vocabulary index or None, score)."""
+    """Each product's ``n`` best tags by final score: (tag, vocabulary index or None, score).
+
+    A new tag stays new (index None) even when ``vocab`` holds it: in the out-of-fold evidence
+    of ``train.tuning_folds`` the columns are every fold's tags, and a tag outside the scoring
+    fold's vocabulary is new to its voters (its column scores 0), as a tag outside the refit's
+    vocabulary is to a product scored later. A tag both ways keeps its higher score."""
     out = []
     k = min(n, final.shape[1])
     top = np.argpartition(-final, k - 1, axis=1)[:, :k] if k else np.zeros((len(final), 0), int)
@@ -161,9 +166,12 @@ def candidates(
         row: list[tuple[str, int | None, float]] = [
             (vocab.tags[j], int(j), float(final[i, j])) for j in cols
         ]
-        row += [(t, None, float(s)) for t, s in final_new[i].items() if t not in vocab.index]
-        row.sort(key=lambda c: -c[2])
-        out.append(row[:n])
+        row += [(t, None, float(s)) for t, s in final_new[i].items()]
+        row.sort(key=lambda c: -c[2])  # stable: of equal scores, the known tag first
+        kept: dict[str, tuple[str, int | None, float]] = {}
+        for c in row:
+            kept.setdefault(c[0], c)
+        out.append(list(kept.values())[:n])
     return out
 
 
