@@ -112,6 +112,35 @@ def joint_matrices(
     return layout.y, layout.scores(known, new_tags), layout.names
 
 
+def new_tag_threshold(
+    new_tags: list[dict[str, float]],
+    products: list[Product],
+    known: list[set[str]] | list[frozenset[str]],
+) -> float:
+    """The threshold of proposed new tags with the best micro-F1 over tags new to each
+    product's voters: its gold tags whose ``tag_key`` is not in ``known[i]`` (the keys of the
+    vocabulary its voters were fitted with), missed unless proposed, and its proposals outside
+    them (a proposal that folds into a known tag is that tag, scored with the known ones).
+
+    With one vocabulary for every product this is ``metrics.tune_global_threshold`` over the
+    new-tag columns of ``joint_matrices``; the out-of-fold evidence of ``train.tuning_folds``
+    gives each product its fold's."""
+    scores: list[float] = []
+    hits: list[bool] = []
+    for row, product, keys in zip(new_tags, products, known, strict=True):
+        gold = {tag_key(t) for t in product.tags} - keys
+        best: dict[str, float] = {}  # one tag proposed twice (two spellings): the larger score
+        for tag, s in row.items():
+            key = tag_key(tag)
+            if key not in keys and s > best.get(key, -np.inf):  # a NaN score: none
+                best[key] = s
+        missed = len(gold.difference(best))
+        scores += list(best.values()) + [-np.inf] * missed
+        hits += [k in gold for k in best] + [True] * missed
+    y = np.asarray([hits], dtype=bool).reshape(1, -1)
+    return metrics.tune_global_threshold(y, np.asarray([scores], dtype=np.float64).reshape(1, -1))
+
+
 @dataclass
 class Evaluation:
     """Metrics of one model on one catalog."""

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from labelrec import data as data_mod
 from labelrec import metrics
 from labelrec.config import Config, checked, config_to_dict
-from labelrec.evaluate import evaluate_scores_on
+from labelrec.evaluate import evaluate_scores_on, new_tag_threshold
 from labelrec.flops import StepFlops
 from labelrec.fusion import FUSION_WEIGHTS, FusionInputs
 from labelrec.model import (
@@ -1569,7 +1569,14 @@ def tune_by_folds(
     from labelrec.rerank import fusion_new_tags
 
     # the new tags the model proposes, measured with the known ones as `labelrec eval` does
-    new_tags, new_threshold = fusion_new_tags(pooled, fusion), fusion.new_threshold
+    new_tags = fusion_new_tags(pooled, fusion)
+    # a tag is new to a product's voters when its fold's vocabulary lacks it, though the
+    # pooled columns (every fold's tags) hold it: the new tags' threshold counts it so
+    fold_keys = [frozenset(data_mod.tag_key(t) for t in p.tags) for p in parts]
+    row_keys = [keys for keys, p in zip(fold_keys, parts, strict=True) for _ in p.products]
+    if any(new_tags):  # the span tagger votes and proposes some
+        fusion.new_threshold = new_tag_threshold(new_tags, pooled.products, row_keys)
+    new_threshold = fusion.new_threshold
     if lx.enabled and lx.rerank:  # fitted on every product's out-of-fold evidence
         from labelrec.rerank import Reranker, fusion_votes, save_reranker
 
@@ -1587,6 +1594,8 @@ def tune_by_folds(
         )
         report.update(rerank_report)
         if reranker is not None:
+            if any(reranked_new):
+                reranker.new_threshold = new_tag_threshold(reranked_new, pooled.products, row_keys)
             new_tags, new_threshold = reranked_new, reranker.new_threshold
         if process_state().is_main_process:
             save_reranker(reranker, tuning_dir)  # the refit carries it from there

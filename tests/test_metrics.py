@@ -617,6 +617,41 @@ def test_a_joint_layout_scores_new_tags_as_joint_matrices_does() -> None:
     assert bare.names == ["a", "brand:Lego"] and bare.scores(first, [{}]) is first
 
 
+def test_the_new_tag_threshold_counts_the_tags_new_to_each_products_voters() -> None:
+    """With one vocabulary for all products, the threshold of the new-tag columns of
+    ``joint_matrices``; out of fold, a gold tag outside a product's own fold's vocabulary is new
+    to it though the pooled columns hold it."""
+    from labelrec.data import Product, TagVocab, tag_key
+    from labelrec.evaluate import joint_matrices, new_tag_threshold
+
+    rng = np.random.default_rng(0)
+    names = [f"brand:b{i}" for i in range(12)]
+    vocab = TagVocab(names[:4], [3] * 4, 10)
+    keys = frozenset(vocab.keys)
+    for _ in range(30):
+        products, new = [], []
+        for i in range(int(rng.integers(1, 8))):
+            gold = list(rng.choice(names, int(rng.integers(0, 4)), replace=False))
+            products.append(Product(str(i), "t", tags=gold))
+            proposed = rng.choice(names, int(rng.integers(0, 5)), replace=False)
+            row = {str(t): float(np.round(rng.random(), 2)) for t in proposed}
+            if row and rng.random() < 0.3:  # a second spelling of one of them
+                t = next(iter(row))
+                row[t.upper()] = float(np.round(rng.random(), 2))
+            new.append(row)
+        y, scores, _ = joint_matrices(np.zeros((len(products), 4)), new, products, vocab)
+        cols = slice(4, scores.shape[1])
+        expected = metrics.tune_global_threshold(y[:, cols], scores[:, cols])
+        assert new_tag_threshold(new, products, [keys] * len(products)) == expected
+    # pooled: "brand:b1" is a column, but the first product's fold never saw it
+    products = [Product("p", "t", tags=["brand:b1"]), Product("q", "t", tags=["brand:b2"])]
+    new = [{"brand:b1": 0.6}, {"brand:b9": 0.31}]
+    fold_keys = [frozenset({tag_key("brand:b2")}), frozenset({tag_key("brand:b1")})]
+    # above 0.31: the hit (0.6) alone, the second product's gold brand:b2 missed either way
+    assert new_tag_threshold(new, products, fold_keys) == pytest.approx(0.32)
+    assert new_tag_threshold(new, products, [keys, keys]) == 0.98  # no new gold tag: none
+
+
 def test_a_score_at_the_threshold_is_a_decision_when_tuning():
     # at 0.3 both negatives (0.3) are decisions: precision 1/3; at 0.5 only the positive
     y, scores = [[1], [0], [0]], [[0.9], [0.3], [0.3]]

@@ -59,6 +59,23 @@ def test_features_see_nested_values_and_the_title() -> None:
     assert short[col["kind"]] == 1 and short[col["known"]] == 1
 
 
+def test_candidates_keep_a_new_tag_the_vocabulary_holds_as_new() -> None:
+    # pooled out-of-fold evidence: "brand:Acme" is a column (another fold's tag) that this
+    # product's voters never knew (score 0), and its span tagger proposed it as new
+    vocab = TagVocab(["Toys", "brand:Acme", "brand:Zeta"], [5, 1, 3], 10)
+    final = np.array([[0.9, 0.0, 0.2], [0.9, 0.6, 0.2]], dtype=np.float32)
+    new = [{"brand:Acme": 0.5, "brand:Nova": 0.1}, {"brand:Acme": 0.3}]
+    first, second = candidates(final, new, vocab, 3)
+    assert first == [
+        ("Toys", 0, pytest.approx(0.9)),
+        ("brand:Acme", None, 0.5),
+        ("brand:Zeta", 2, pytest.approx(0.2)),
+    ]
+    # a tag both known and new keeps its higher score, once
+    assert [(t, j) for t, j, _ in second] == [("Toys", 0), ("brand:Acme", 1), ("brand:Zeta", 2)]
+    assert candidates(final, new, vocab, 5)[0][-1] == ("brand:Nova", None, 0.1)
+
+
 def test_fit_learns_to_put_the_nested_span_first_and_keeps_it() -> None:
     products, vocab, votes = nested_catalog(120, 0)
     reranker, known, new, report = Reranker.fit(products, vocab, votes, None, None, 5, seed=0)
