@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|---|---|---|---|")
     # with tuning folds, training tunes the new tags' threshold again on the tags new to each
-    # product's fold (evaluate.new_tag_threshold), which the pooled evidence does not record
+    # product's fold (evaluate.new_tag_threshold), from the folds' vocabularies: --cache keeps
+    # only the pooled evidence
     compared = [k for k in chosen if not (folds and k == "new_threshold")]
     same = "the recorded ones" if all(recorded.get(k) == chosen[k] for k in compared) else "differ"
     print(

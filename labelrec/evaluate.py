@@ -123,7 +123,8 @@ def new_tag_threshold(
     them (a proposal that folds into a known tag is that tag, scored with the known ones).
 
     With one vocabulary for every product this is ``metrics.tune_global_threshold`` over the
-    new-tag columns of ``joint_matrices``; the out-of-fold evidence of ``train.tuning_folds``
+    new-tag columns of ``joint_matrices`` with float64 known scores (float32 ones round the new
+    tags' scores to float32 there); the out-of-fold evidence of ``train.tuning_folds``
     gives each product its fold's."""
     scores: list[float] = []
     hits: list[bool] = []

@@ -158,7 +158,8 @@ def candidates(
     A new tag stays new (index None) even when ``vocab`` holds it: in the out-of-fold evidence
     of ``train.tuning_folds`` the columns are every fold's tags, and a tag outside the scoring
     fold's vocabulary is new to its voters (its column scores 0), as a tag outside the refit's
-    vocabulary is to a product scored later. A tag both ways keeps its higher score."""
+    vocabulary is to a product scored later. A new tag and a known one that differ at most in
+    case, width or Unicode form (``tag_key``) are one tag: the higher score stays."""
     out = []
     k = min(n, final.shape[1])
     top = np.argpartition(-final, k - 1, axis=1)[:, :k] if k else np.zeros((len(final), 0), int)
@@ -168,10 +169,20 @@ def candidates(
         ]
         row += [(t, None, float(s)) for t, s in final_new[i].items()]
         row.sort(key=lambda c: -c[2])  # stable: of equal scores, the known tag first
-        kept: dict[str, tuple[str, int | None, float]] = {}
-        for c in row:
-            kept.setdefault(c[0], c)
-        out.append(list(kept.values())[:n])
+        kept, known_keys, new_keys = [], set(), set()
+        for tag, j, score in row:  # a new tag and a known one of one key: the higher only
+            if j is None:
+                key = tag_key(tag)
+                if key in known_keys:
+                    continue
+                new_keys.add(key)
+            else:
+                key = vocab.keys[j]
+                if key in new_keys:
+                    continue
+                known_keys.add(key)
+            kept.append((tag, j, score))
+        out.append(kept[:n])
     return out
 
 

@@ -74,6 +74,13 @@ def test_candidates_keep_a_new_tag_the_vocabulary_holds_as_new() -> None:
     # a tag both known and new keeps its higher score, once
     assert [(t, j) for t, j, _ in second] == [("Toys", 0), ("brand:Acme", 1), ("brand:Zeta", 2)]
     assert candidates(final, new, vocab, 5)[0][-1] == ("brand:Nova", None, 0.1)
+    # spelt otherwise (one tag_key), the new one is that tag too; two known spellings stay two
+    vocab = TagVocab(["Toys", "brand:Acme", "brand:ACME"], [5, 1, 1], 10)
+    final = np.array([[0.9, 0.0, 0.05]], dtype=np.float32)
+    (row,) = candidates(final, [{"brand:acme": 0.5}], vocab, 3)
+    assert [(t, j) for t, j, _ in row] == [("Toys", 0), ("brand:acme", None)]
+    (row,) = candidates(final, [{"brand:acme": 0.01}], vocab, 4)
+    assert [(t, j) for t, j, _ in row] == [("Toys", 0), ("brand:ACME", 2), ("brand:Acme", 1)]
 
 
 def test_fit_learns_to_put_the_nested_span_first_and_keeps_it() -> None:
