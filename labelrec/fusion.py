@@ -475,8 +475,9 @@ class CandidateTags:
         ancestor consistency where the candidates were found with it."""
         n = len(self.rows) + len(self.full_rows)
         shape = (n, self.n_columns)
-        if (y.shape if sp.issparse(y) else np.shape(y)) != shape:
-            raise ValueError(f"shape mismatch: y_true {np.shape(y)} vs scores {shape}")
+        got = y.shape if sp.issparse(y) else np.shape(y)
+        if got != shape:
+            raise ValueError(f"shape mismatch: y_true {got} vs scores {shape}")
         top = np.empty((n, 3), dtype=np.intp)
         top_scores = np.empty((n, 3), dtype=self.dtype)
         slots = self.columns.shape

@@ -177,7 +177,7 @@ def candidates(
                     continue
                 new_keys.add(key)
             else:
-                key = vocab.keys[j]
+                key = tag_key(tag)
                 if key in new_keys:
                     continue
                 known_keys.add(key)
