@@ -100,6 +100,70 @@ class JointLayout:
         np.fmax.at(out, (self.rows, self.cols), values.astype(out.dtype))
         return out
 
+    def _proposals(
+        self, new_tags: list[dict[str, float]], dtype: np.dtype
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, columns and scores (in ``dtype``, as ``scores`` writes them) of ``new_tags``,
+        one entry a cell with its larger score, a NaN-only cell left out."""
+        if sum(map(len, new_tags)) != len(self.rows):
+            raise ValueError("new tags other than those the layout was built from")
+        values = np.fromiter(
+            (s for row in new_tags for s in row.values()), dtype=np.float64, count=len(self.rows)
+        ).astype(dtype)
+        keep = ~np.isnan(values)
+        rows, cols, values = self.rows[keep], self.cols[keep], values[keep]
+        cells = rows.astype(np.int64) * len(self.names) + cols
+        order = np.lexsort((-values, cells))  # by cell, the larger score first
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = cells[order][1:] != cells[order][:-1]
+        pick = order[first]
+        return rows[pick], cols[pick], values[pick]
+
+    def objective(self, known: np.ndarray, new_tags: list[dict[str, float]]) -> float:
+        """``metrics.objective(self.y, self.scores(known, new_tags))`` without the joint
+        matrix, whose new-tag columns grow with the products: each product's top 3 of its best
+        3 known scores and its proposals (a proposal of a known tag raises its score)."""
+        n, n_known = known.shape
+        if n_known < 3:  # the joint matrix's own -inf columns could be among the top 3
+            return metrics.objective(self.y, self.scores(known, new_tags))
+        if np.isnan(known).any():
+            raise ValueError("scores contain NaN")
+        top = metrics.top_k(known, 3)
+        rows, cols, values = self._proposals(new_tags, known.dtype)
+        rows = np.concatenate([np.repeat(np.arange(n, dtype=np.intp), 3), rows])
+        cols = np.concatenate([top.ravel(), cols])
+        values = np.concatenate([np.take_along_axis(known, top, axis=1).ravel(), values])
+        # a cell twice (a known tag proposed too): its larger score, as np.fmax.at writes it
+        cells = rows.astype(np.int64) * len(self.names) + cols
+        order = np.lexsort((-values, cells))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = cells[order][1:] != cells[order][:-1]
+        rows, cols, values = rows[order[first]], cols[order[first]], values[order[first]]
+        # each row's best 3, ties by the lower column (as metrics.top_k)
+        order = np.lexsort((cols, -values, rows))
+        starts = np.searchsorted(rows[order], np.arange(n))
+        at = order[starts[:, None] + np.arange(3)]  # every row has its 3 known at least
+        return metrics.objective_of_top(self.y, cols[at], values[at])
+
+    def new_threshold(self, new_tags: list[dict[str, float]], n_known: int, dtype: Any) -> float:
+        """``metrics.tune_global_threshold`` over the new-tag columns (those past ``n_known``)
+        of ``self.scores`` in ``dtype``, from the proposals and gold tags there alone."""
+        rows, cols, values = self._proposals(new_tags, np.dtype(dtype))
+        new = cols >= n_known
+        rows, cols, values = rows[new], cols[new], values[new]
+        y = self.y.tocoo()
+        gold_new = (y.col >= n_known) & (y.data != 0)
+        gold = set(zip(y.row[gold_new].tolist(), y.col[gold_new].tolist(), strict=True))
+        hits = np.fromiter(
+            ((r, c) in gold for r, c in zip(rows.tolist(), cols.tolist(), strict=True)),
+            dtype=bool,
+            count=len(rows),
+        )
+        missed = len(gold) - int(hits.sum())  # gold cells nothing proposed: -inf there
+        scores = np.concatenate([values.astype(np.float64), np.full(missed, -np.inf)])
+        truth = np.concatenate([hits, np.ones(missed, dtype=bool)])
+        return metrics.tune_global_threshold(truth.reshape(1, -1), scores.reshape(1, -1))
+
 
 def joint_matrices(
     known: np.ndarray, new_tags: list[dict[str, float]], products: list[Product], vocab: TagVocab

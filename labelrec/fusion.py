@@ -522,24 +522,19 @@ def tune_span_weight(
     best_value = -1.0
     plan = ancestor_plan(parents) if parents is not None else None
     layout = JointLayout.of(new_span, products, vocab)  # the same tags at every weight
-    scratch = None
     for b in grid:
         known = (1.0 - b) * fused + b * known_span
         if parents is not None:
             ancestor_consistent(known, parents, plan, in_place=True)
         scaled = [{t: b * p for t, p in row.items()} for row in new_span]
-        scores = layout.scores(known, scaled, out=scratch)
-        scratch = scores if scores is not known else None
-        value = objective(layout.y, scores)
+        value = layout.objective(known, scaled)
         if value > best_value + 1e-9:
             best_value, best = value, (float(b), known, scaled)
     assert best is not None
     b, known, scaled = best
-    y, scores = layout.y, layout.scores(known, scaled, out=scratch)
-    new_cols = slice(len(vocab), scores.shape[1])
     new_threshold = 1.0
-    if scores.shape[1] > len(vocab) and b > 0:
-        new_threshold = metrics.tune_global_threshold(y[:, new_cols], scores[:, new_cols])
+    if len(layout.names) > len(vocab) and b > 0:
+        new_threshold = layout.new_threshold(scaled, len(vocab), known.dtype)
     return b, new_threshold, known.astype(np.float32)
 
 
@@ -559,14 +554,12 @@ def tune_absent_factor(
     grid = ABSENT_GRID if grid is None else grid
     best_value, best = -1.0, (1.0, mixed)
     plan = ancestor_plan(parents) if parents is not None else None
-    layout, scratch = JointLayout.of(new, products, vocab), None
+    layout = JointLayout.of(new, products, vocab)
     for a in grid:
         known = np.where(absent, float(a) * mixed, mixed)
         if parents is not None:
             ancestor_consistent(known, parents, plan, in_place=True)
-        scores = layout.scores(known, new, out=scratch)
-        scratch = scores if scores is not known else None
-        value = objective(layout.y, scores)
+        value = layout.objective(known, new)
         if value > best_value + 1e-9:
             best_value, best = value, (float(a), known)
     return best[0], best[1].astype(np.float32)

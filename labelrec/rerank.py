@@ -32,10 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from labelrec import metrics
 from labelrec.data import Product, TagVocab, tag_key
-from labelrec.evaluate import joint_matrices
-from labelrec.metrics import objective
+from labelrec.evaluate import JointLayout
 from labelrec.modeldir import RERANK_META, RERANK_MODEL, remove_component
 from labelrec.taxonomy import AncestorPlan, ancestor_consistent
 
@@ -357,8 +355,8 @@ class Reranker:
         from sklearn.model_selection import GroupKFold
 
         report: dict[str, float] = {}
-        y_all, base, _ = joint_matrices(votes.final, votes.final_new, products, vocab)
-        report["rerank_objective_before"] = objective(y_all, base)
+        layout = JointLayout.of(votes.final_new, products, vocab)
+        report["rerank_objective_before"] = layout.objective(votes.final, votes.final_new)
         cands = candidates(votes.final, votes.final_new, vocab, n_candidates)
         counts = Counter(tag_kind(t, separator) for row in cands for t, _, _ in row)
         kinds = {k: i + 1 for i, (k, _) in enumerate(counts.most_common(MAX_KINDS - 1))}
@@ -371,7 +369,7 @@ class Reranker:
             report["rerank_kept"] = 0.0
             return None, votes.final, votes.final_new, report
         splits = list(GroupKFold(folds).split(x, y, groups))
-        best: tuple[float, int, np.ndarray, list[dict[str, float]], Any, np.ndarray] | None = None
+        best: tuple[float, int, np.ndarray, list[dict[str, float]], JointLayout] | None = None
         for which, settings in enumerate(SETTINGS):
             oof = np.zeros(len(y))
             for fit_rows, held in splits:
@@ -381,8 +379,8 @@ class Reranker:
                 model = _classifier(seed, settings).fit(x[fit_rows], y[fit_rows])
                 oof[held] = model.predict_proba(x[held])[:, 1]
             known, new = _scatter(oof, cands, votes.final, parents)
-            y_all, after, _ = joint_matrices(known, new, products, vocab)
-            value = objective(y_all, after)
+            layout = JointLayout.of(new, products, vocab)
+            value = layout.objective(known, new)
             logger.info(
                 "reranker: setting %d of %d, out-of-fold objective %.4f",
                 which + 1,
@@ -390,18 +388,17 @@ class Reranker:
                 value,
             )
             if best is None or value > best[0] + 1e-9:
-                best = (value, which, known, new, y_all, after)
+                best = (value, which, known, new, layout)
         assert best is not None
-        report["rerank_objective_after"], which, known, new, y_all, after = best
+        report["rerank_objective_after"], which, known, new, layout = best
         report["rerank_settings"] = float(which)
         kept = report["rerank_objective_after"] > report["rerank_objective_before"] + min_gain
         report["rerank_kept"] = float(kept)
         if not kept:
             return None, votes.final, votes.final_new, report
         new_threshold = 1.0
-        if after.shape[1] > len(vocab):
-            cols = slice(len(vocab), after.shape[1])
-            new_threshold = metrics.tune_global_threshold(y_all[:, cols], after[:, cols])
+        if len(layout.names) > len(vocab):
+            new_threshold = layout.new_threshold(new, len(vocab), known.dtype)
         model = _classifier(seed, SETTINGS[which]).fit(x, y)
         generator = votes.gen_known is not None or votes.gen_new is not None
         return (

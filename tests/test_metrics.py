@@ -617,6 +617,53 @@ def test_a_joint_layout_scores_new_tags_as_joint_matrices_does() -> None:
     assert bare.names == ["a", "brand:Lego"] and bare.scores(first, [{}]) is first
 
 
+def test_a_joint_layouts_objective_and_threshold_are_the_joint_matrixs() -> None:
+    """``JointLayout.objective`` and ``.new_threshold``, which never build the joint matrix,
+    equal ``metrics.objective`` and ``tune_global_threshold`` over the matrix ``scores`` builds,
+    to the last bit: tied and -inf known scores, proposals of known tags (another case), two
+    spellings of one new tag, NaN scores and gold tags outside the vocabulary."""
+    from labelrec.data import Product, TagVocab
+    from labelrec.evaluate import JointLayout
+
+    rng = np.random.default_rng(1)
+    names = [f"brand:b{i}" for i in range(14)]
+    for trial in range(120):
+        n_known = int(rng.integers(3, 7))
+        vocab = TagVocab(names[:n_known], [3] * n_known, 10)
+        products, new = [], []
+        for i in range(int(rng.integers(1, 9))):
+            gold = list(rng.choice(names, int(rng.integers(0, 4)), replace=False))
+            products.append(Product(str(i), "t", tags=[str(t) for t in gold]))
+            proposed = rng.choice(names, int(rng.integers(0, 6)), replace=False)
+            row = {str(t): float(np.round(rng.random(), 1)) for t in proposed}
+            if row and rng.random() < 0.4:  # a second spelling of one of them
+                t = next(iter(row))
+                row[t.upper()] = float(np.round(rng.random(), 1))
+            if row and rng.random() < 0.2:
+                row[next(iter(row))] = np.nan
+            new.append(row)
+        dtype = np.float32 if trial % 2 else np.float64
+        known = np.round(rng.random((len(products), n_known)), 1).astype(dtype)  # ties
+        known[rng.random(known.shape) < 0.2] = -np.inf
+        layout = JointLayout.of(new, products, vocab)
+        full = layout.scores(known, new)
+        # NaN where no product has a gold tag, in both
+        np.testing.assert_equal(layout.objective(known, new), metrics.objective(layout.y, full))
+        cols = slice(n_known, full.shape[1])
+        expected = metrics.tune_global_threshold(layout.y[:, cols], full[:, cols])
+        assert layout.new_threshold(new, n_known, known.dtype) == expected, trial
+    # two known tags: the joint matrix's own columns can reach the top 3
+    vocab = TagVocab(names[:2], [3, 3], 10)
+    products = [Product("p", "t", tags=["brand:b5"]), Product("q", "t", tags=["brand:b0"])]
+    new = [{}, {"brand:b7": 0.2}]
+    layout = JointLayout.of(new, products, vocab)
+    known = np.array([[0.5, -np.inf], [-np.inf, -np.inf]])
+    expected = metrics.objective(layout.y, layout.scores(known, new))
+    assert layout.objective(known, new) == expected
+    with pytest.raises(ValueError, match="NaN"):
+        layout.objective(np.full((2, 3), np.nan), [{}, {}])
+
+
 def test_the_new_tag_threshold_counts_the_tags_new_to_each_products_voters() -> None:
     """With one vocabulary for all products, the threshold of the new-tag columns of
     ``joint_matrices``; out of fold, a gold tag outside a product's own fold's vocabulary is new
