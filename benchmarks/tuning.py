@@ -4,23 +4,21 @@
     .venv/bin/python benchmarks/tuning.py \
         --model runs/cv_ridge_tf3/amazon_uk_toys-cv5/fold5/labelrec
 
-MODEL is a model trained with ``train.refit`` (the default). From the configuration, data files
-and seed that MODEL records, the benchmark rebuilds what training tuned on. With
-``train.tuning_folds: K`` (``configs/thorough.yaml``), the tuning runs are kept in
-MODEL/tuning/fold-0 ... fold-(K-1): each scores the products held out of it, its taggers fitted
-on the rest, and the evidence of all K runs is pooled. Without tuning folds, the tuning run in
-MODEL/tuning scores valid, its taggers fitted on train. (``labelrec.train``'s steps, through the
-same library functions.) It then times ``tune_fusion`` on that evidence (the weight grid for
-every ridge share, the span weight, the absent factor), and the two operations a grid point
-does on the whole matrix: ancestor consistency and the objective. The grid does them on each
-product's candidate tags alone (``fusion.CandidateTags``) where those are few: the table gives
-the most columns a product keeps and the number of products that keep every tag. The weights it
-chooses are printed beside the ones MODEL recorded, which they match when the rebuilt evidence
-is the evidence training had (with tuning folds, all but the new tags' threshold, which training
-tunes again on the tags new to each product's fold). ``--cache FILE`` keeps the evidence (a
-pickle) so that another checkout of labelrec, without these training helpers, can time the
-same tuning from it.
-"""
+MODEL is a model trained with ``train.refit`` (the default). From the configuration, data files and
+seed that MODEL records, the benchmark rebuilds what training tuned on. With
+``train.tuning_folds: K`` (two by default, three in ``configs/thorough.yaml``), the tuning runs are
+kept in MODEL/tuning/fold-0 ... fold-(K-1): each scores the products held out of it, its taggers
+fitted on the rest, and the evidence of all K runs is pooled. Without tuning folds, the tuning run
+in MODEL/tuning scores valid, its taggers fitted on train. (``labelrec.train``'s steps, through the
+same library functions.) It then times ``tune_fusion`` on that evidence (the weight grid for every
+ridge share, the span weight, the absent factor), and the two operations a grid point does on the
+whole matrix: ancestor consistency and the objective. The grid does them on each product's
+candidate tags alone (``fusion.CandidateTags``) where those are few: the table gives the most
+columns a product keeps and the number of products that keep every tag. The weights it chooses are
+printed beside the ones MODEL recorded, which they match when the rebuilt evidence is the evidence
+training had (with tuning folds, all but the new tags' threshold, which training tunes again on the
+tags new to each product's fold). ``--cache FILE`` keeps the evidence (a pickle) so that another
+checkout of labelrec, without these training helpers, can time the same tuning from it. """
 
 from __future__ import annotations
 

@@ -367,15 +367,16 @@ class TrainConfig:
         },
     )
     tuning_folds: int | str = field(
-        default=1,
+        default="auto",
         metadata={
             "help": "With refit: K > 1 chooses the epochs, fusion weights and thresholds by K-fold"
             " cross-validation over train + valid (near-duplicate titles in one fold; each"
-            " product scored by a model that did not train on it) instead of on valid alone;"
+            " product scored by a model that did not train on it) instead of on valid alone (1);"
             " K trainings on (K - 1) / K of the products instead of one on train. auto: 2 for a"
-            " tagger's refit without the tag generator, else 1 (docs/results.md: two folds rank"
+            " tagger's refit without the tag generator up to 50 million labelled products x tags"
+            " (the pooled tuning's memory), else 1 (docs/results.md: two folds rank"
             " better on amazon_uk_toys, decide better on zh_taobao (F1), the same on"
-            " amazon_in_sales, for 1.4 to 3 times the training time)."
+            " amazon_in_sales, for 1.4 to 2.4 times the training time of 1)."
         },
     )
 
@@ -886,7 +887,8 @@ class Config:
 
 def fold_count(tuning_folds: int | str, task: str, refit: bool, generate: bool) -> int:
     """``train.tuning_folds`` resolved: auto is 2 where folds can run (a tagger's refit without
-    the tag generator), else 1 (tuning on valid)."""
+    the tag generator), else 1 (tuning on valid). Training sets an auto of a catalog too large
+    for the pooled tuning to 1 (``labelrec.train.settle_auto_folds``)."""
     if tuning_folds == "auto":
         return 2 if task == "tag" and refit and not generate else 1
     return int(tuning_folds)

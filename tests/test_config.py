@@ -53,7 +53,7 @@ def test_tiny_gpu_and_thorough_configs_differ_where_they_say() -> None:
     }
     # the two settings it is for (tuning by folds needs the refit, which it keeps on), its output
     assert changed == {
-        "train.tuning_folds": (1, 3),
+        "train.tuning_folds": ("auto", 3),
         "lexical.ridge": (0.0, 0.3),
         "output": (default["output"], "runs/thorough"),
     }
@@ -413,7 +413,9 @@ def test_a_quoted_string_override_is_read_as_yaml_reads_it() -> None:
 
 
 def test_tuning_folds_auto_is_two_only_where_the_folds_can_run(tmp_path: Path) -> None:
-    assert Config().train.tuning_folds == 1 and Config().tuning_fold_count == 1
+    # the default: two folds for a tagger's refit
+    assert Config().train.tuning_folds == "auto" and Config().tuning_fold_count == 2
+    assert load_config(None, ["train.tuning_folds=1"]).tuning_fold_count == 1
     assert load_config(None, ["train.tuning_folds=auto"]).tuning_fold_count == 2
     for overrides in (
         ["train.refit=false"],  # the folds choose what a refit trains with

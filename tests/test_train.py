@@ -3,6 +3,7 @@ accumulation and its schedule, length-bucketed batches, hard texts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -862,9 +863,36 @@ def test_a_resume_compares_the_tuning_folds_in_effect(tmp_path: Path) -> None:
     saved = tmp_path / "run.json"
     write_run_settings(saved, load_config(None, ["train.refit=false"]))
     check_same_run(saved, load_config(None, ["train.refit=false", *auto]), "the run")
-    write_run_settings(saved, load_config(None))
+    write_run_settings(saved, load_config(None, ["train.tuning_folds=1"]))
     with pytest.raises(ValueError, match=r"train.tuning_folds: 1 there, 2 now"):
         check_same_run(saved, load_config(None, auto), "the run")
+
+
+def test_auto_folds_tune_on_valid_past_the_cell_limit(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto tunes by two folds up to AUTO_FOLDS_MAX_CELLS labelled products x tags, on valid
+    past it; a number given is kept."""
+    import labelrec.train as train_mod
+    from labelrec.data import TagVocab
+    from labelrec.runs import load_splits, refit_products
+
+    cfg = tiny_config(
+        tiny_backbone, toy_data_dir, tmp_path / "m", "train.refit=true", "train.tuning_folds=auto"
+    )
+    assert cfg.tuning_fold_count == 2
+    splits = load_splits(cfg)
+    pool = refit_products(splits)
+    cells = len(pool) * len(TagVocab.from_products(pool, cfg.data.min_tag_count))
+    monkeypatch.setattr(train_mod, "AUTO_FOLDS_MAX_CELLS", cells)
+    assert train_mod.settle_auto_folds(cfg, splits) is cfg  # at the limit: two folds
+    monkeypatch.setattr(train_mod, "AUTO_FOLDS_MAX_CELLS", cells - 1)
+    settled = train_mod.settle_auto_folds(cfg, splits)
+    assert settled.train.tuning_folds == 1 and settled.tuning_fold_count == 1
+    assert dataclasses.replace(settled, train=cfg.train) == cfg  # nothing else changes
+    for given in (2, 3):
+        two = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tuning_folds=given))
+        assert train_mod.settle_auto_folds(two, splits) is two
 
 
 def test_tuning_folds_choose_on_every_product_out_of_fold(
