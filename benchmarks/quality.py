@@ -265,16 +265,23 @@ def reuse_mismatch(model_dir: Path, cfg: Config) -> str | None:
     info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
     saved = flatten(info.get("config", {}))
     now = flatten(config_to_dict(cfg))
-    # train.tuning_folds is compared as what it resolves to (auto: two folds with a refit);
-    # a model saved before the setting existed tuned on valid
+    # train.tuning_folds is compared as what it resolves to (auto: two folds with a refit, on
+    # a catalog within the limit); a model saved before the setting existed tuned on valid
     folds = fold_count(
         saved.get("train.tuning_folds", 1),
         saved.get("task", "tag"),
         saved.get("train.refit", True),
         saved.get("generate.enabled", False),
     )
-    if folds != cfg.tuning_fold_count:
-        return f"train.tuning_folds: {folds} saved, {cfg.tuning_fold_count} now (resolved)"
+    now_folds = cfg.tuning_fold_count
+    if folds != now_folds and cfg.train.tuning_folds == "auto" and now_folds > 1:
+        # as training settles it on the catalog
+        from labelrec.runs import load_splits
+        from labelrec.train import settle_auto_folds
+
+        now_folds = settle_auto_folds(cfg, load_splits(cfg)).tuning_fold_count
+    if folds != now_folds:
+        return f"train.tuning_folds: {folds} saved, {now_folds} now (resolved)"
     skipped = {"output", "data.train", "data.valid"}
     for key in sorted(set(saved) & set(now) - skipped):
         old, new = saved[key], now[key]

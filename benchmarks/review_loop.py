@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """A simulated review loop: do reviewers' verdicts make the next model better?
 
-    .venv/bin/python benchmarks/review_loop.py --catalog amazon_uk_toys --output runs/review_uk
+    .venv/bin/python benchmarks/review_loop.py --catalog amazon_uk_toys --output runs/review_uk \
+        train.tuning_folds=1
 
 The catalog's train split is cut by a seeded hash of the product id into 80% "initial" and 20%
 "reviewed"; its valid split into two halves, "tune" (the valid split every model below trains

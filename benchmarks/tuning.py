@@ -54,6 +54,8 @@ except ImportError:  # a checkout whose weight grid scores every tag
 def recorded_config(model_dir: Path) -> Config:
     """The configuration ``model_dir`` was trained with (its ``labelrec.json``)."""
     info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
+    # a model saved before train.tuning_folds existed tuned on valid
+    info["config"].setdefault("train", {}).setdefault("tuning_folds", 1)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(yaml.safe_dump(info["config"]), encoding="utf-8")

@@ -122,7 +122,8 @@ class JointLayout:
     def objective(self, known: np.ndarray, new_tags: list[dict[str, float]]) -> float:
         """``metrics.objective(self.y, self.scores(known, new_tags))`` without the joint
         matrix, whose new-tag columns grow with the products: each product's top 3 of its best
-        3 known scores and its proposals (a proposal of a known tag raises its score)."""
+        3 known scores and its proposals (a proposal of a known tag raises its score). A NaN
+        known score raises ValueError, even where a proposal of that tag would cover it."""
         n, n_known = known.shape
         if n_known < 3:  # the joint matrix's own -inf columns could be among the top 3
             return metrics.objective(self.y, self.scores(known, new_tags))

@@ -1351,14 +1351,16 @@ def settle_auto_folds(cfg: Config, splits: Splits) -> Config:
 def train_and_refit(
     cfg: Config, resume: bool = False, tracker: Tracker | None = None, progress: bool = True
 ) -> TrainResult:
-    """Tune on train/valid, then train the final model on train + valid with what valid chose.
+    """Tune, then train the final model on train + valid with what the tuning chose.
 
-    The tuning run (early stopping, fusion weights, thresholds, all on valid) is saved in
-    ``OUTPUT/tuning`` with its choices in ``tuned.json``; the final model in ``OUTPUT`` is trained
-    for the tuning run's best epoch count on train + valid, with its fusion weights and per-tag
-    thresholds (tags new in the larger vocabulary get the global threshold). Its recorded valid
-    metrics are the tuning run's, and the valid scores returned are the tuning run's too: valid is
-    training data of the final model. Without valid products this is one plain run.
+    The tuning is ``train.tuning_folds`` runs over train + valid (``tune_by_folds``; ``auto``
+    settled by ``settle_auto_folds``), or one run on train tuned on valid (early stopping,
+    fusion weights, thresholds, all on valid), saved in ``OUTPUT/tuning`` with its choices in
+    ``tuned.json``; the final model in ``OUTPUT`` is trained for the tuning's epoch count on
+    train + valid, with its fusion weights and per-tag thresholds (tags new in the larger
+    vocabulary get the global threshold). Its recorded valid metrics are the tuning's (out of
+    fold, or on valid), and so are the valid scores returned: valid is training data of the
+    final model. Without valid products this is one plain run.
     """
     tracker = tracker or NullTracker()
     splits = load_splits(cfg)

@@ -370,6 +370,20 @@ def test_reuse_compares_tuning_folds_as_resolved(tmp_path, quality) -> None:
     assert quality.reuse_mismatch(saved_with(tuning_folds=1, refit=False), one_run) is None
 
 
+def test_reuse_settles_auto_on_the_catalog(tmp_path, quality, monkeypatch) -> None:
+    """A catalog over the limit of auto trained tuned on valid and saved 1: that run passes
+    for auto, as training would do it again (the demo catalog, the limit lowered)."""
+    import labelrec.train as train_mod
+    from labelrec.config import config_to_dict, load_config
+
+    saved = config_to_dict(load_config(None, ["train.tuning_folds=1", "data.demo_products=300"]))
+    (tmp_path / "labelrec.json").write_text(json.dumps({"config": saved}), encoding="utf-8")
+    auto = load_config(None, ["data.demo_products=300"])
+    assert "1 saved, 2 now" in quality.reuse_mismatch(tmp_path, auto)
+    monkeypatch.setattr(train_mod, "AUTO_FOLDS_MAX_CELLS", 0)
+    assert quality.reuse_mismatch(tmp_path, auto) is None
+
+
 def test_recorded_train_seconds_add_every_tuning_run(tmp_path, quality) -> None:
     def run(folder: Path, seconds: float, **info) -> None:
         folder.mkdir(parents=True)
