@@ -298,7 +298,7 @@ BODY_LR = {True: 3e-4, False: 1e-4}  # train.lr null: LoRA adapters / the whole 
 UNKNOWN_TOKENS_WARN = 0.2  # a larger share of the backbone's unknown token is warned about
 # train.tuning_folds auto: the most labelled products x tags it tunes by two folds. The pooled
 # tuning holds every labelled product's scores (zh_taobao, 43 million: 5.9 GB at peak against
-# 3.3 tuned on valid, docs/architecture.md); past it valid alone is large enough to tune on.
+# 3.3 tuned on valid, docs/architecture.md); past it auto tunes on valid, valid's rows alone.
 AUTO_FOLDS_MAX_CELLS = 50_000_000
 
 
