@@ -18,7 +18,8 @@ columns a product keeps and the number of products that keep every tag. The weig
 printed beside the ones MODEL recorded, which they match when the rebuilt evidence is the evidence
 training had (with tuning folds, all but the new tags' threshold, which training tunes again on the
 tags new to each product's fold). ``--cache FILE`` keeps the evidence (a pickle) so that another
-checkout of labelrec, without these training helpers, can time the same tuning from it. """
+checkout of labelrec, without these training helpers, can time the same tuning from it.
+"""
 
 from __future__ import annotations
 

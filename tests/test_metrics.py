@@ -621,7 +621,7 @@ def test_a_joint_layouts_objective_and_threshold_are_the_joint_matrixs() -> None
     """``JointLayout.objective`` and ``.new_threshold``, which never build the joint matrix,
     equal ``metrics.objective`` and ``tune_global_threshold`` over the matrix ``scores`` builds,
     to the last bit: tied and -inf known scores, proposals of known tags (another case), two
-    spellings of one new tag, NaN scores and gold tags outside the vocabulary."""
+    spellings of one new tag, NaN proposals and gold tags outside the vocabulary."""
     from labelrec.data import Product, TagVocab
     from labelrec.evaluate import JointLayout
 
