@@ -111,13 +111,7 @@ class JointLayout:
             (s for row in new_tags for s in row.values()), dtype=np.float64, count=len(self.rows)
         ).astype(dtype)
         keep = ~np.isnan(values)
-        rows, cols, values = self.rows[keep], self.cols[keep], values[keep]
-        cells = rows.astype(np.int64) * len(self.names) + cols
-        order = np.lexsort((-values, cells))  # by cell, the larger score first
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = cells[order][1:] != cells[order][:-1]
-        pick = order[first]
-        return rows[pick], cols[pick], values[pick]
+        return _largest_per_cell(self.rows[keep], self.cols[keep], values[keep], len(self.names))
 
     def objective(self, known: np.ndarray, new_tags: list[dict[str, float]]) -> float:
         """``metrics.objective(self.y, self.scores(known, new_tags))`` without the joint
@@ -135,11 +129,7 @@ class JointLayout:
         cols = np.concatenate([top.ravel(), cols])
         values = np.concatenate([np.take_along_axis(known, top, axis=1).ravel(), values])
         # a cell twice (a known tag proposed too): its larger score, as np.fmax.at writes it
-        cells = rows.astype(np.int64) * len(self.names) + cols
-        order = np.lexsort((-values, cells))
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = cells[order][1:] != cells[order][:-1]
-        rows, cols, values = rows[order[first]], cols[order[first]], values[order[first]]
+        rows, cols, values = _largest_per_cell(rows, cols, values, len(self.names))
         # each row's best 3, ties by the lower column (as metrics.top_k)
         order = np.lexsort((cols, -values, rows))
         starts = np.searchsorted(rows[order], np.arange(n))
@@ -160,10 +150,28 @@ class JointLayout:
             dtype=bool,
             count=len(rows),
         )
-        missed = len(gold) - int(hits.sum())  # gold cells nothing proposed: -inf there
-        scores = np.concatenate([values.astype(np.float64), np.full(missed, -np.inf)])
-        truth = np.concatenate([hits, np.ones(missed, dtype=bool)])
-        return metrics.tune_global_threshold(truth.reshape(1, -1), scores.reshape(1, -1))
+        return _proposal_threshold(values, hits, len(gold) - int(hits.sum()))
+
+
+def _largest_per_cell(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries ``(rows, cols, values)`` one a cell of a matrix ``width`` wide, each with
+    its larger value."""
+    cells = rows.astype(np.int64) * width + cols
+    order = np.lexsort((-values, cells))  # by cell, the larger value first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = cells[order][1:] != cells[order][:-1]
+    pick = order[first]
+    return rows[pick], cols[pick], values[pick]
+
+
+def _proposal_threshold(scores: Any, hits: Any, missed: int) -> float:
+    """``metrics.tune_global_threshold`` of proposed tags (``scores``; ``hits``: gold) and
+    ``missed`` gold tags nothing proposed (-inf)."""
+    scores = np.concatenate([np.asarray(scores, dtype=np.float64), np.full(missed, -np.inf)])
+    truth = np.concatenate([np.asarray(hits, dtype=bool), np.ones(missed, dtype=bool)])
+    return metrics.tune_global_threshold(truth.reshape(1, -1), scores.reshape(1, -1))
 
 
 def joint_matrices(
@@ -193,6 +201,7 @@ def new_tag_threshold(
     gives each product its fold's."""
     scores: list[float] = []
     hits: list[bool] = []
+    missed = 0  # gold tags new to their product that nothing proposed
     for row, product, keys in zip(new_tags, products, known, strict=True):
         gold = {tag_key(t) for t in product.tags} - keys
         best: dict[str, float] = {}  # one tag proposed twice (two spellings): the larger score
@@ -200,11 +209,10 @@ def new_tag_threshold(
             key = tag_key(tag)
             if key not in keys and s > best.get(key, -np.inf):  # a NaN score: none
                 best[key] = s
-        missed = len(gold.difference(best))
-        scores += list(best.values()) + [-np.inf] * missed
-        hits += [k in gold for k in best] + [True] * missed
-    y = np.asarray([hits], dtype=bool).reshape(1, -1)
-    return metrics.tune_global_threshold(y, np.asarray([scores], dtype=np.float64).reshape(1, -1))
+        missed += len(gold.difference(best))
+        scores += best.values()
+        hits += [k in gold for k in best]
+    return _proposal_threshold(scores, hits, missed)
 
 
 @dataclass
