@@ -1,14 +1,21 @@
 #!/usr/bin/env python
 """Memory of scoring an evaluation against its size: ``evaluate.evaluate_scores_on`` (what
-``labelrec eval`` and training's valid metrics run) on synthetic scores of ``--products`` x
-``--tags``, its peak of numpy and Python allocations beyond the inputs (``tracemalloc``).
+``labelrec eval``, training's valid metrics and its tuning folds' out-of-fold metrics run) on
+synthetic scores of ``--products`` x ``--tags``, its peak of numpy and Python allocations beyond
+the inputs (``tracemalloc``).
 
     .venv/bin/python benchmarks/eval_memory.py --products 2000 6000 --tags 15000
 
+    .venv/bin/python benchmarks/eval_memory.py --products 4326 --tags 9932 --proposals 26
+
 Each product has ``--gold`` random tags of the vocabulary and 20% of products one tag outside
-it; scores are float32, as ``TagRecommender.score`` returns them, and 10% of products get a new
-tag proposal (the span tagger's). Prints one row a size: products, tags, the scores' own MB,
-the peak MB the evaluation added and that peak per products x tags cell, and wall seconds.
+it; scores are float32, as ``TagRecommender.score`` returns them. New tags proposed (the span
+tagger's, the generator's): ``--proposals`` a product on average, each a tag of its own (below
+1: one for that share of products; the span tagger proposes 26 a product on zh_taobao's
+two-fold tuning evidence). Prints one row a size: products, tags, the columns of the joint
+matrix (every tag of the vocabulary, outside it and proposed: ``evaluate.JointLayout``), the
+scores' own MB, the peak MB the evaluation added and that peak per products x tags cell, and
+wall seconds.
 """
 
 from __future__ import annotations
@@ -20,10 +27,10 @@ import tracemalloc
 import numpy as np
 
 from labelrec.data import Product, TagVocab
-from labelrec.evaluate import evaluate_scores_on
+from labelrec.evaluate import JointLayout, evaluate_scores_on
 
 
-def _case(n_products: int, n_tags: int, gold: int, seed: int):
+def _case(n_products: int, n_tags: int, gold: int, proposals: float, seed: int):
     rng = np.random.default_rng(seed)
     names = [f"t{j}" for j in range(n_tags)]
     products = []
@@ -36,7 +43,11 @@ def _case(n_products: int, n_tags: int, gold: int, seed: int):
         Product(id=f"v{j}", title="x", tags=[t]) for j, t in enumerate(names)
     )
     scores = rng.random((n_products, len(vocab)), dtype=np.float32)
-    new = [{f"new{i}": 0.7} if i % 10 == 0 else {} for i in range(n_products)]
+    if proposals >= 1:
+        new = [{f"new{i}.{j}": 0.7 for j in range(round(proposals))} for i in range(n_products)]
+    else:
+        every = round(1 / proposals) if proposals > 0 else n_products + 1
+        new = [{f"new{i}": 0.7} if i % every == 0 else {} for i in range(n_products)]
     return scores, products, vocab, new
 
 
@@ -45,12 +56,16 @@ def main() -> None:
     parser.add_argument("--products", type=int, nargs="+", default=[2000, 6000])
     parser.add_argument("--tags", type=int, default=15000)
     parser.add_argument("--gold", type=int, default=3, help="vocabulary tags a product")
+    parser.add_argument(
+        "--proposals", type=float, default=0.1, help="new tags proposed a product, on average"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print("| products | tags | scores MB | eval peak MB | bytes a cell | seconds |")
-    print("|---|---|---|---|---|---|")
+    print("| products | tags | joint columns | scores MB | eval peak MB | bytes a cell | seconds |")
+    print("|---|---|---|---|---|---|---|")
     for n in args.products:
-        scores, products, vocab, new = _case(n, args.tags, args.gold, args.seed)
+        scores, products, vocab, new = _case(n, args.tags, args.gold, args.proposals, args.seed)
+        columns = len(JointLayout.of(new, products, vocab).names)
         tracemalloc.start()
         t0 = time.perf_counter()
         evaluate_scores_on(scores, products, vocab, 0.5, new_tags=new, new_threshold=0.5)
@@ -59,7 +74,8 @@ def main() -> None:
         tracemalloc.stop()
         cells = scores.shape[0] * scores.shape[1]
         print(
-            f"| {n} | {scores.shape[1]} | {scores.nbytes / 2**20:.0f} | {peak / 2**20:.0f} |"
+            f"| {n} | {scores.shape[1]} | {columns} | {scores.nbytes / 2**20:.0f} |"
+            f" {peak / 2**20:.0f} |"
             f" {peak / cells:.1f} | {seconds:.1f} |"
         )
 

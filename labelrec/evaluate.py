@@ -136,6 +136,40 @@ class JointLayout:
         at = order[starts[:, None] + np.arange(3)]  # every row has its 3 known at least
         return metrics.objective_of_top(self.y, cols[at], values[at])
 
+    def packed(self, known: np.ndarray, new_tags: list[dict[str, float]]) -> PackedScores:
+        """``self.y`` and ``self.scores(known, new_tags)`` with each product's new-tag columns
+        (those it proposes or holds as gold) packed after the vocabulary's, in their order: as
+        wide as the vocabulary plus the most new tags one product has, where the joint matrix
+        has a column for every new tag of every product. A product ranks its tags there as in
+        the joint matrix (ties by the lower column, a new tag after the known ones), so the
+        metrics of a product's ranking and decisions are the joint matrix's; those of a tag
+        (macro F1, per-tag results) need ``PackedScores.column_counts``."""
+        n, n_known = known.shape
+        width = len(self.names)
+        rows, cols, values = self._proposals(new_tags, known.dtype)
+        new = cols >= n_known
+        y = self.y.tocoo()
+        gold_new = y.col >= n_known
+        proposed = rows[new].astype(np.int64) * width + cols[new]
+        gold = y.row[gold_new].astype(np.int64) * width + y.col[gold_new]
+        cells = np.unique(np.concatenate([proposed, gold]))  # by product, then column
+        cell_rows = cells // width
+        slot = np.arange(len(cells)) - np.searchsorted(cell_rows, cell_rows)
+        n_slots = int(slot.max()) + 1 if len(cells) else 0
+        if n_slots or (~new).any():
+            scores = np.full((n, n_known + n_slots), -np.inf, dtype=known.dtype)
+            scores[:, :n_known] = known
+            np.fmax.at(scores, (rows[~new], cols[~new]), values[~new])  # a known tag respelt
+            scores[rows[new], n_known + slot[np.searchsorted(cells, proposed)]] = values[new]
+        else:
+            scores = known
+        slots = np.full((n, n_slots), -1, dtype=np.intp)
+        slots[cell_rows, slot] = cells % width
+        packed_cols = y.col.astype(np.intp)
+        packed_cols[gold_new] = n_known + slot[np.searchsorted(cells, gold)]
+        packed_y = sp.csr_matrix((y.data, (y.row, packed_cols)), shape=scores.shape)
+        return PackedScores(packed_y, scores, slots)
+
     def new_threshold(self, new_tags: list[dict[str, float]], n_known: int, dtype: Any) -> float:
         """``metrics.tune_global_threshold`` over the new-tag columns (those past ``n_known``)
         of ``self.scores`` in ``dtype``, from the proposals and gold tags there alone."""
@@ -151,6 +185,25 @@ class JointLayout:
             count=len(rows),
         )
         return _proposal_threshold(values, hits, len(gold) - int(hits.sum()))
+
+
+@dataclass
+class PackedScores:
+    """Gold and scores with each product's new-tag columns packed (``JointLayout.packed``)."""
+
+    y: sp.csr_matrix  # (products, vocabulary + slots)
+    scores: np.ndarray
+    slots: np.ndarray  # (products, slots): the joint column in each slot, -1 for none
+
+    def column_counts(self, matrix: Any, n_columns: int) -> np.ndarray:
+        """Nonzero entries of ``matrix`` (dense or sparse, in the packed shape) counted by the
+        joint matrix's ``n_columns`` columns: a slot's entries count for the column it holds."""
+        n_known = self.scores.shape[1] - self.slots.shape[1]
+        out = np.zeros(n_columns, dtype=np.int64)
+        out[:n_known] = np.asarray((matrix[:, :n_known] != 0).sum(axis=0)).ravel()
+        rows, slots = matrix[:, n_known:].nonzero()
+        out += np.bincount(self.slots[rows, slots], minlength=n_columns)
+        return out
 
 
 def _largest_per_cell(
@@ -244,32 +297,46 @@ def evaluate_scores_on(
     ``thresholds`` is one cut-off for every tag, new ones too (``--threshold``), and
     ``new_threshold`` is then not used. Without new tags the metrics are the vocabulary's
     alone, and a gold tag outside it is a miss.
+
+    The metrics are those of ``joint_matrices`` (a column for every tag of every product),
+    computed on ``JointLayout.packed``: as wide as the vocabulary plus the most new tags one
+    product has, however many distinct new tags the products have together.
     """
     if new_tags is None:
         new_tags = [{} for _ in products]
-    y, full, names = joint_matrices(scores, new_tags, products, vocab)
-    counts = np.zeros(y.shape[1], dtype=np.int64)
-    counts[: len(vocab)] = vocab.counts
-    n_train = vocab.n_products or int(counts.max(initial=1))
+    layout = JointLayout.of(new_tags, products, vocab)
+    packed = layout.packed(scores, new_tags)
+    y, full, n_known = packed.y, packed.scores, len(vocab)
+    n_train = vocab.n_products or int(vocab.counts.max(initial=1))
+    counts = np.zeros(full.shape[1], dtype=np.int64)  # a tag outside the vocabulary: 0
+    counts[:n_known] = vocab.counts
     inv_p = 1.0 / metrics.propensities(counts, n_train)
     # a tag outside the vocabulary is a decision where it was proposed (a score above 0)
     one_cut = np.ndim(thresholds) == 0  # a number, or a 0-d array
     outside = max(float(thresholds if one_cut else new_threshold), _PROPOSED)
-    cut = np.full(y.shape[1], outside)
-    cut[: len(vocab)] = thresholds
+    cut = np.full(full.shape[1], outside)
+    cut[:n_known] = thresholds
     result = metrics.evaluate_scores(y, full, cut, inv_propensity=inv_p, ks=ks, limit=limit)
+    decided = metrics.apply_thresholds(full, cut, limit)
+    # a packed column past the vocabulary holds different tags in different products: the
+    # per-tag counts are the joint matrix's columns
+    n_cols = len(layout.names)
+    hits = sp.csr_matrix(y.multiply(decided))
+    tag_counts = [packed.column_counts(m, n_cols) for m in (hits, y, decided)]
+    result.update(metrics.f1_of_counts(*tag_counts))
     bands = metrics.frequency_bands(counts)
     result.update(metrics.band_metrics(y, full, bands, k=5))
-    result["unknown_gold_share"] = float(y[:, len(vocab) :].sum() / max(y.sum(), 1))
-    decided = metrics.apply_thresholds(full, cut, limit)
+    result["unknown_gold_share"] = float(y[:, n_known:].sum() / max(y.sum(), 1))
     if any(new_tags):  # how the new tags fare: first place, and at their threshold
         top1 = np.argmax(full, axis=1)
-        result["new_tag_share_of_top1"] = float((top1 >= len(vocab)).mean())
-        gold, proposed = y[:, len(vocab) :].toarray() > 0, decided[:, len(vocab) :]
-        found = (proposed & gold).sum()
-        result["new_tag_recall"] = float(found / max(gold.sum(), 1))
+        result["new_tag_share_of_top1"] = float((top1 >= n_known).mean())
+        gold_new, proposed = y[:, n_known:].toarray() != 0, decided[:, n_known:]
+        found = (proposed & gold_new).sum()
+        result["new_tag_recall"] = float(found / max(gold_new.sum(), 1))
         result["new_tag_precision"] = float(found / max(proposed.sum(), 1))
-    per_tag = metrics.per_tag_results(y, decided, names, train_counts=counts)
+    train_counts = np.zeros(n_cols, dtype=np.int64)
+    train_counts[:n_known] = vocab.counts
+    per_tag = metrics.per_tag_rows(*tag_counts, layout.names, train_counts=train_counts)
     per_product = {
         "nDCG@3": metrics.per_product_ndcg(y, full, 3),
         "P@1": metrics.per_product_precision(y, full, 1),

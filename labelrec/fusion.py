@@ -32,7 +32,7 @@ import scipy.sparse as sp
 
 from labelrec import metrics
 from labelrec.data import Product, TagVocab, category_separator
-from labelrec.evaluate import JointLayout, joint_matrices
+from labelrec.evaluate import JointLayout
 from labelrec.metrics import objective
 from labelrec.modeldir import (
     FUSION_META,
@@ -841,8 +841,7 @@ def tune_generator(
 
     def score(g: float, g_new: float) -> float:
         known, rows = blend(fused, new, gen_known, gen_new, g, g_new)
-        y, scores, _ = joint_matrices(known, rows, products, vocab)
-        return objective(y, scores)
+        return JointLayout.of(rows, products, vocab).objective(known, rows)
 
     def best_of(results: dict[float, float]) -> float:
         top = max(results.values())
@@ -855,16 +854,17 @@ def tune_generator(
     g_new = best_of(new_results)
     best = new_results[g_new]
     known, rows = blend(fused, new, gen_known, gen_new, g, g_new)
-    y, scores, _ = joint_matrices(known, rows, products, vocab)
+    layout = JointLayout.of(rows, products, vocab)
     new_threshold = 1.0
-    if scores.shape[1] > len(vocab) and (g > 0 or g_new > 0):
-        cols = slice(len(vocab), scores.shape[1])
-        new_threshold = metrics.tune_global_threshold(y[:, cols], scores[:, cols])
+    if len(layout.names) > len(vocab) and (g > 0 or g_new > 0):
+        new_threshold = layout.new_threshold(rows, len(vocab), known.dtype)
     y_known = vocab.encode(products)
     report = {
         "generator_weight": g,
         "generator_new_weight": g_new,
-        "generator_objective": objective(*joint_matrices(gen_known, gen_new, products, vocab)[:2]),
+        "generator_objective": JointLayout.of(gen_new, products, vocab).objective(
+            gen_known, gen_new
+        ),
         "generator_known_objective": objective(y_known, gen_known),
         "fused_objective_without_generator": score(0.0, 0.0),
         "fused_objective_with_generator": best,

@@ -32,6 +32,7 @@ __all__ = [
     "apply_thresholds",
     "band_metrics",
     "evaluate_scores",
+    "f1_of_counts",
     "f1_scores",
     "frequency_bands",
     "ndcg_at_k",
@@ -39,10 +40,12 @@ __all__ = [
     "per_product_ndcg",
     "per_product_precision",
     "per_tag_results",
+    "per_tag_rows",
     "precision_at_k",
     "propensities",
     "psp_at_k",
     "recall_at_k",
+    "tag_counts",
     "top_k",
     "tune_global_threshold",
     "tune_tag_thresholds",
@@ -324,19 +327,27 @@ def apply_thresholds(
     return out
 
 
-def f1_scores(y_true: Any, y_pred: Any) -> dict[str, float]:
-    """Micro precision/recall/F1 and macro F1 of binary predictions.
-
-    Macro F1 averages per-tag F1 over tags with at least one gold or predicted
-    positive (tags with neither are undefined and skipped). Zero divisions give 0.0.
-    """
+def tag_counts(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per tag (column): true positives, gold positives and predicted positives."""
     y = _as_binary(y_true)
     p = _as_binary(y_pred)
     if y.shape != p.shape:
         raise ValueError(f"shape mismatch: y_true {y.shape} vs y_pred {p.shape}")
-    tp_tag = (y & p).sum(axis=0)
-    gold_tag = y.sum(axis=0)
-    pred_tag = p.sum(axis=0)
+    return (y & p).sum(axis=0), y.sum(axis=0), p.sum(axis=0)
+
+
+def f1_scores(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """Micro precision/recall/F1 and macro F1 of binary predictions (`f1_of_counts`)."""
+    return f1_of_counts(*tag_counts(y_true, y_pred))
+
+
+def f1_of_counts(tp_tag: ArrayLike, gold_tag: ArrayLike, pred_tag: ArrayLike) -> dict[str, float]:
+    """Micro precision/recall/F1 and macro F1 from per-tag counts (`tag_counts`).
+
+    Macro F1 averages per-tag F1 over tags with at least one gold or predicted
+    positive (tags with neither are undefined and skipped). Zero divisions give 0.0.
+    """
+    tp_tag, gold_tag, pred_tag = (np.asarray(a) for a in (tp_tag, gold_tag, pred_tag))
     tp, n_gold, n_pred = tp_tag.sum(), gold_tag.sum(), pred_tag.sum()
     active = (gold_tag + pred_tag) > 0
     f1_tag = _safe_div(2 * tp_tag[active], gold_tag[active] + pred_tag[active])
@@ -472,26 +483,35 @@ def per_tag_results(
     tag_names: Sequence[str],
     train_counts: ArrayLike | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per tag with evaluation counts and scores.
+    """One row per tag with evaluation counts and scores (`per_tag_rows` of `tag_counts`)."""
+    return per_tag_rows(*tag_counts(y_true, y_pred), tag_names, train_counts)
+
+
+def per_tag_rows(
+    tp: ArrayLike,
+    support: ArrayLike,
+    predicted: ArrayLike,
+    tag_names: Sequence[str],
+    train_counts: ArrayLike | None = None,
+) -> list[dict[str, Any]]:
+    """One row per tag from its counts (`tag_counts`).
 
     Keys: ``tag``, ``support`` (gold positives), ``predicted``, ``tp``,
     ``precision``, ``recall``, ``f1`` (0.0 on zero division) and ``train_count``
     (None when ``train_counts`` is not given). Pass to ``pandas.DataFrame`` for a
     table.
     """
-    y = _as_binary(y_true)
-    p = _as_binary(y_pred)
-    if y.shape != p.shape:
-        raise ValueError(f"shape mismatch: y_true {y.shape} vs y_pred {p.shape}")
-    n_tags = y.shape[1]
+    tp, support, predicted = (np.asarray(a) for a in (tp, support, predicted))
+    n_tags = tp.shape[0]
+    if support.shape != (n_tags,) or predicted.shape != (n_tags,):
+        raise ValueError(
+            f"counts of different lengths: {n_tags}, {support.shape}, {predicted.shape}"
+        )
     if len(tag_names) != n_tags:
         raise ValueError(f"expected {n_tags} tag names, got {len(tag_names)}")
     counts = None if train_counts is None else np.asarray(train_counts)
     if counts is not None and counts.shape != (n_tags,):
         raise ValueError(f"train_counts must have shape ({n_tags},), got {counts.shape}")
-    tp = (y & p).sum(axis=0)
-    support = y.sum(axis=0)
-    predicted = p.sum(axis=0)
     precision = _safe_div(tp, predicted)
     recall = _safe_div(tp, support)
     f1 = _safe_div(2 * tp, support + predicted)

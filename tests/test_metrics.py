@@ -664,6 +664,81 @@ def test_a_joint_layouts_objective_and_threshold_are_the_joint_matrixs() -> None
         layout.objective(np.full((2, 3), np.nan), [{}, {}])
 
 
+def _joint_matrix_evaluation(scores, products, vocab, thresholds, new_tags, new_threshold, limit):
+    """The metrics of ``evaluate_scores_on`` by their definition: over the joint matrix, a
+    column for every tag of every product (``joint_matrices``)."""
+    from labelrec.evaluate import joint_matrices
+
+    y, full, names = joint_matrices(scores, new_tags, products, vocab)
+    n_known = len(vocab)
+    counts = np.zeros(y.shape[1], dtype=np.int64)
+    counts[:n_known] = vocab.counts
+    inv_p = 1.0 / metrics.propensities(counts, vocab.n_products)
+    one_cut = np.ndim(thresholds) == 0
+    cut = np.full(y.shape[1], max(float(thresholds if one_cut else new_threshold), 1.4e-45))
+    cut[:n_known] = thresholds
+    result = metrics.evaluate_scores(y, full, cut, inv_propensity=inv_p, limit=limit)
+    result.update(metrics.band_metrics(y, full, metrics.frequency_bands(counts), k=5))
+    result["unknown_gold_share"] = float(y[:, n_known:].sum() / max(y.sum(), 1))
+    decided = metrics.apply_thresholds(full, cut, limit)
+    if any(new_tags):
+        result["new_tag_share_of_top1"] = float((np.argmax(full, axis=1) >= n_known).mean())
+        gold, proposed = y[:, n_known:].toarray() > 0, decided[:, n_known:]
+        result["new_tag_recall"] = float((proposed & gold).sum() / max(gold.sum(), 1))
+        result["new_tag_precision"] = float((proposed & gold).sum() / max(proposed.sum(), 1))
+    per_tag = metrics.per_tag_results(y, decided, names, train_counts=counts)
+    per_product = [metrics.per_product_ndcg(y, full, 3), metrics.per_product_precision(y, full, 1)]
+    return result, per_tag, per_product
+
+
+def test_an_evaluation_is_the_joint_matrixs_without_building_it() -> None:
+    """``evaluate_scores_on`` packs each product's new tags after the vocabulary instead of
+    giving every new tag of every product a column; its metrics, per-tag results and
+    per-product scores are the joint matrix's to the last bit: ties, -inf and NaN known scores,
+    proposals of known tags (another case), two spellings of one new tag, NaN proposals, gold
+    tags outside the vocabulary, one cut-off or per-tag thresholds, with and without a limit."""
+    from labelrec.data import Product, TagVocab
+    from labelrec.evaluate import evaluate_scores_on
+
+    rng = np.random.default_rng(2)
+    names = [f"brand:b{i}" for i in range(14)]
+    for trial in range(150):
+        n_known = int(rng.integers(1, 7))
+        vocab = TagVocab(names[:n_known], rng.integers(1, 60, n_known), 100)
+        products, new = [], []
+        for i in range(int(rng.integers(1, 9))):
+            gold = list(rng.choice(names, int(rng.integers(0, 4)), replace=False))
+            products.append(Product(str(i), "t", tags=[str(t) for t in gold]))
+            proposed = rng.choice(names, int(rng.integers(0, 6)), replace=False)
+            row = {str(t): float(np.round(rng.random(), 1)) for t in proposed}
+            if row and rng.random() < 0.4:  # a second spelling of one of them
+                row[next(iter(row)).upper()] = float(np.round(rng.random(), 1))
+            if row and rng.random() < 0.2:
+                row[next(iter(row))] = np.nan
+            new.append(row)
+        dtype = np.float32 if trial % 2 else np.float64
+        known = np.round(rng.random((len(products), n_known)), 1).astype(dtype)  # ties
+        known[rng.random(known.shape) < 0.2] = -np.inf
+        if trial % 10 == 0:  # NaN where a proposal may or may not cover it
+            known[0, 0] = np.nan
+        thresholds = 0.5 if trial % 3 == 0 else np.round(rng.random(n_known), 1)
+        limit = [None, 1, 2][trial % 3]
+        new_tags = None if trial % 7 == 0 else new
+        args = (known, products, vocab, thresholds)
+        try:
+            expected = _joint_matrix_evaluation(*args, new_tags or [{}] * len(products), 0.3, limit)
+        except ValueError as error:  # NaN left uncovered: both refuse it
+            with pytest.raises(ValueError, match=str(error)):
+                evaluate_scores_on(*args, new_tags=new_tags, new_threshold=0.3, limit=limit)
+            continue
+        got = evaluate_scores_on(*args, new_tags=new_tags, new_threshold=0.3, limit=limit)
+        np.testing.assert_equal(got.metrics, expected[0])  # NaN in both alike
+        assert list(got.metrics) == list(expected[0])
+        assert got.per_tag == expected[1], trial
+        np.testing.assert_array_equal(got.per_product["nDCG@3"], expected[2][0])
+        np.testing.assert_array_equal(got.per_product["P@1"], expected[2][1])
+
+
 def test_the_new_tag_threshold_counts_the_tags_new_to_each_products_voters() -> None:
     """With one vocabulary for all products, the threshold of the new-tag columns of
     ``joint_matrices``; out of fold, a gold tag outside a product's own fold's vocabulary is new
