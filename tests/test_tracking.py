@@ -170,11 +170,16 @@ def test_training_run_is_tracked(mlflow_store, tiny_backbone, toy_data_dir, tmp_
 
 
 def test_refit_run_is_tracked_and_registered_without_its_tuning_run(
-    mlflow_store, tiny_backbone: Path, toy_data_dir: Path
+    mlflow_store, tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
+    import tempfile
+
     from labelrec.mlflow.steps import run_train
 
     root = Path(__file__).resolve().parents[1]
+    scratch = tmp_path / "tmp"  # the step's temporary output, and all it leaves
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     trained = run_train(
         str(root / "configs" / "tiny.yaml"),
         str(toy_data_dir / "train.jsonl"),
@@ -206,6 +211,8 @@ def test_refit_run_is_tracked_and_registered_without_its_tuning_run(
     assert (model_dir / "tags.json").is_file() and not (model_dir / "tuning").exists()
     info = json.loads((model_dir / "labelrec.json").read_text(encoding="utf-8"))
     assert info["refit"]["train_products"] == n_train + n_valid
+    assert trained["output"] is None
+    assert not [p.name for p in scratch.iterdir()]  # the model and its lock file gone with it
 
 
 # ---------------------------------------------------------------------- evaluation artifacts

@@ -193,7 +193,8 @@ def run_train(
         elif not any(i.split("=", 1)[0].strip() == "output" for i in items):
             if tracking.accelerate_state().num_processes == 1:
                 tmp = tempfile.mkdtemp(prefix="labelrec-train-")
-                items.append(f"output={tmp}")
+                # inside it, so that the lock file written beside an output goes with it
+                items.append(f"output={Path(tmp) / 'model'}")
         cfg = load_config(config, items)
         if not is_main:
             train_model(cfg, tracker=NullTracker(), progress=False)
