@@ -177,6 +177,11 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
         split = f"out-of-fold ({folds} folds)"
     if info.get("valid_source"):
         measured_on = _file_names(str(info["valid_source"]))
+    # a generator tuned on a sample of valid (generate.tune_products) measured that sample
+    n, of = metrics.get("n_products"), metrics.get("valid_products_sampled_from")
+    sample = f"a random {n:.0f} of its {of:.0f} products" if n and of else None
+    if sample:
+        split += f", {sample}"
     results = [
         EvalResult(
             task_type="text-classification",
@@ -254,7 +259,9 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
     if results:
         lines += [
             "",
-            f"## Measured on `{measured_on}`" + (" out of fold" if folds > 1 else ""),
+            f"## Measured on `{measured_on}`"
+            + (" out of fold" if folds > 1 else "")
+            + (f" ({sample})" if sample else ""),
             "",
             "| metric | value |",
             "|---|---:|",

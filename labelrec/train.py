@@ -1064,6 +1064,7 @@ class TagTrainer:
         rows = list(range(len(self.valid_products)))
         if gcfg.tune_products is not None and gcfg.tune_products < len(rows):
             rows = sorted(random.Random(self.cfg.seed).sample(rows, gcfg.tune_products))
+            report["valid_products_sampled_from"] = float(len(self.valid_products))
         products = [self.valid_products[i] for i in rows]
         fused = scores[rows]
         new = [{} for _ in rows]

@@ -480,6 +480,7 @@ def generator_model(
     assert result.metrics["generator_weight"] == pytest.approx(0.4)
     assert result.metrics["generator_tuned_products"] == 8
     assert result.metrics["n_products"] == 8  # thresholds and metrics from the tuned subset
+    assert result.metrics["valid_products_sampled_from"] == 12  # of valid's 12: the card says so
     return out, base
 
 

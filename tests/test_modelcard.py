@@ -81,6 +81,26 @@ def test_card_of_a_model_tuned_by_folds_says_its_figures_are_out_of_fold() -> No
     )
 
 
+def test_card_of_a_generator_tuned_on_a_sample_of_valid_says_so() -> None:
+    """``generate.tune_products`` below valid's size: the figures are of that sample."""
+    info = {
+        "backbone": "sentence-transformers/all-MiniLM-L6-v2",
+        "n_tags": 12,
+        "train_source": "/data/shop/train.jsonl",
+        "valid_source": "/data/shop/valid.jsonl",
+        "valid_metrics": {"P@1": 0.75, "n_products": 300.0, "valid_products_sampled_from": 534.0},
+        "config": {"data": {"valid": "/data/shop/valid.jsonl"}},
+    }
+    card = tagger_card(info, "shop")
+    result = card.data.eval_results[0]
+    assert result.dataset_split == "validation, a random 300 of its 534 products"
+    assert "## Measured on `valid.jsonl` (a random 300 of its 534 products)" in card.text
+    del info["valid_metrics"]["valid_products_sampled_from"]  # all of valid
+    card = tagger_card(info, "shop")
+    assert card.data.eval_results[0].dataset_split == "validation"
+    assert "## Measured on `valid.jsonl`\n" in card.text
+
+
 def test_card_of_a_pretrained_backbone_names_its_base() -> None:
     info = {
         "backbone": "/runs/dapt",
