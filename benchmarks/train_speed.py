@@ -91,7 +91,7 @@ def tagger_row(
                 "train.epochs=1",
                 "train.refit=false",
                 "generate.enabled=false",
-                f"output={out}",
+                f"output={Path(out) / 'model'}",  # its lock file beside it goes with it
             ]
             + ([f"train.mixed_precision={mixed_precision}"] if mixed_precision else []),
         )

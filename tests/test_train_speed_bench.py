@@ -11,8 +11,13 @@ import train_speed  # noqa: E402
 
 
 def test_rows_for_a_tagger_and_a_generator(
-    tiny_backbone: Path, tiny_decoder: Path, toy_data_dir: Path, tmp_path: Path, capsys
+    tiny_backbone: Path, tiny_decoder: Path, toy_data_dir: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
+    import tempfile
+
+    scratch = tmp_path / "tmp"  # the trainings' temporary outputs, and all they leave
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     out = tmp_path / "speed.json"
     args = ["--data", str(toy_data_dir.parent), "--catalog", toy_data_dir.name, "--steps", "2"]
     args += ["--taggers", str(tiny_backbone), "--generators", str(tiny_decoder), "--json", str(out)]
@@ -28,6 +33,7 @@ def test_rows_for_a_tagger_and_a_generator(
     assert result["rows"][1]["loss over"] == "tag tokens"  # generate.narrow_training's default
     table = capsys.readouterr().out
     assert "| tagger |" in table and "| generator |" in table and "share of matmul peak" in table
+    assert not [p.name for p in scratch.iterdir()]  # an output's lock file goes with it
 
 
 def test_whole_vocabulary_trains_the_generator_over_every_token(
