@@ -45,9 +45,11 @@ def _case(n_products: int, n_tags: int, gold: int, proposals: float, seed: int):
     scores = rng.random((n_products, len(vocab)), dtype=np.float32)
     if proposals >= 1:
         new = [{f"new{i}.{j}": 0.7 for j in range(round(proposals))} for i in range(n_products)]
-    else:
-        every = round(1 / proposals) if proposals > 0 else n_products + 1
+    elif proposals > 0:
+        every = round(1 / proposals)
         new = [{f"new{i}": 0.7} if i % every == 0 else {} for i in range(n_products)]
+    else:
+        new = [{} for _ in range(n_products)]
     return scores, products, vocab, new
 
 

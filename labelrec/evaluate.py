@@ -136,17 +136,23 @@ class JointLayout:
         at = order[starts[:, None] + np.arange(3)]  # every row has its 3 known at least
         return metrics.objective_of_top(self.y, cols[at], values[at])
 
-    def packed(self, known: np.ndarray, new_tags: list[dict[str, float]]) -> PackedScores:
+    def packed(
+        self, known: np.ndarray, new_tags: list[dict[str, float]], min_width: int = 0
+    ) -> PackedScores:
         """``self.y`` and ``self.scores(known, new_tags)`` with each product's new-tag columns
         (those it proposes or holds as gold) packed after the vocabulary's, in their order: as
         wide as the vocabulary plus the most new tags one product has, where the joint matrix
         has a column for every new tag of every product. A product ranks its tags there as in
         the joint matrix (ties by the lower column, a new tag after the known ones), so the
         metrics of a product's ranking and decisions are the joint matrix's; those of a tag
-        (macro F1, per-tag results) need ``PackedScores.column_counts``."""
+        (macro F1, per-tag results) need ``PackedScores.column_counts``. ``min_width``: at
+        least that many columns (as many as the joint matrix at most), so that the top ``k`` of
+        both are alike wide and their sums add up in the same order. Scores other than floats
+        are float64 there, as the metrics read them."""
         n, n_known = known.shape
         width = len(self.names)
-        rows, cols, values = self._proposals(new_tags, known.dtype)
+        dtype = known.dtype if known.dtype.kind == "f" else np.dtype(np.float64)
+        rows, cols, values = self._proposals(new_tags, dtype)
         new = cols >= n_known
         y = self.y.tocoo()
         gold_new = y.col >= n_known
@@ -156,8 +162,9 @@ class JointLayout:
         cell_rows = cells // width
         slot = np.arange(len(cells)) - np.searchsorted(cell_rows, cell_rows)
         n_slots = int(slot.max()) + 1 if len(cells) else 0
+        n_slots = max(n_slots, min(min_width, width) - n_known)  # unused slots: -inf, none
         if n_slots or (~new).any():
-            scores = np.full((n, n_known + n_slots), -np.inf, dtype=known.dtype)
+            scores = np.full((n, n_known + n_slots), -np.inf, dtype=dtype)
             scores[:, :n_known] = known
             np.fmax.at(scores, (rows[~new], cols[~new]), values[~new])  # a known tag respelt
             scores[rows[new], n_known + slot[np.searchsorted(cells, proposed)]] = values[new]
@@ -305,7 +312,7 @@ def evaluate_scores_on(
     if new_tags is None:
         new_tags = [{} for _ in products]
     layout = JointLayout.of(new_tags, products, vocab)
-    packed = layout.packed(scores, new_tags)
+    packed = layout.packed(scores, new_tags, min_width=max((*ks, 5)))  # band_metrics' k: 5
     y, full, n_known = packed.y, packed.scores, len(vocab)
     n_train = vocab.n_products or int(vocab.counts.max(initial=1))
     counts = np.zeros(full.shape[1], dtype=np.int64)  # a tag outside the vocabulary: 0

@@ -642,7 +642,7 @@ def test_a_joint_layouts_objective_and_threshold_are_the_joint_matrixs() -> None
             if row and rng.random() < 0.2:
                 row[next(iter(row))] = np.nan
             new.append(row)
-        dtype = np.float32 if trial % 2 else np.float64
+        dtype = [np.float32, np.float64, np.float16][trial % 3]
         known = np.round(rng.random((len(products), n_known)), 1).astype(dtype)  # ties
         known[rng.random(known.shape) < 0.2] = -np.inf
         layout = JointLayout.of(new, products, vocab)
@@ -673,7 +673,7 @@ def _joint_matrix_evaluation(scores, products, vocab, thresholds, new_tags, new_
     n_known = len(vocab)
     counts = np.zeros(y.shape[1], dtype=np.int64)
     counts[:n_known] = vocab.counts
-    inv_p = 1.0 / metrics.propensities(counts, vocab.n_products)
+    inv_p = 1.0 / metrics.propensities(counts, vocab.n_products or int(counts.max(initial=1)))
     one_cut = np.ndim(thresholds) == 0
     cut = np.full(y.shape[1], max(float(thresholds if one_cut else new_threshold), 1.4e-45))
     cut[:n_known] = thresholds
@@ -691,12 +691,21 @@ def _joint_matrix_evaluation(scores, products, vocab, thresholds, new_tags, new_
     return result, per_tag, per_product
 
 
+def _assert_same_evaluation(got, expected, trial=None) -> None:
+    np.testing.assert_equal(got.metrics, expected[0])  # NaN in both alike
+    assert list(got.metrics) == list(expected[0])
+    assert got.per_tag == expected[1], trial
+    np.testing.assert_array_equal(got.per_product["nDCG@3"], expected[2][0])
+    np.testing.assert_array_equal(got.per_product["P@1"], expected[2][1])
+
+
 def test_an_evaluation_is_the_joint_matrixs_without_building_it() -> None:
     """``evaluate_scores_on`` packs each product's new tags after the vocabulary instead of
     giving every new tag of every product a column; its metrics, per-tag results and
     per-product scores are the joint matrix's to the last bit: ties, -inf and NaN known scores,
     proposals of known tags (another case), two spellings of one new tag, NaN proposals, gold
-    tags outside the vocabulary, one cut-off or per-tag thresholds, with and without a limit."""
+    tags outside the vocabulary, no tag outside it at all, one cut-off or per-tag thresholds,
+    with and without a limit, fewer tags than the top 5 the metrics read."""
     from labelrec.data import Product, TagVocab
     from labelrec.evaluate import evaluate_scores_on
 
@@ -704,19 +713,20 @@ def test_an_evaluation_is_the_joint_matrixs_without_building_it() -> None:
     names = [f"brand:b{i}" for i in range(14)]
     for trial in range(150):
         n_known = int(rng.integers(1, 7))
-        vocab = TagVocab(names[:n_known], rng.integers(1, 60, n_known), 100)
+        vocab = TagVocab(names[:n_known], rng.integers(1, 60, n_known), [100, None][trial % 2])
+        pick = names[:n_known] if trial % 5 == 1 else names  # 1: every tag a known one
         products, new = [], []
         for i in range(int(rng.integers(1, 9))):
-            gold = list(rng.choice(names, int(rng.integers(0, 4)), replace=False))
+            gold = list(rng.choice(pick, int(rng.integers(0, min(4, len(pick)))), replace=False))
             products.append(Product(str(i), "t", tags=[str(t) for t in gold]))
-            proposed = rng.choice(names, int(rng.integers(0, 6)), replace=False)
+            proposed = rng.choice(pick, int(rng.integers(0, min(6, len(pick)))), replace=False)
             row = {str(t): float(np.round(rng.random(), 1)) for t in proposed}
             if row and rng.random() < 0.4:  # a second spelling of one of them
                 row[next(iter(row)).upper()] = float(np.round(rng.random(), 1))
             if row and rng.random() < 0.2:
                 row[next(iter(row))] = np.nan
             new.append(row)
-        dtype = np.float32 if trial % 2 else np.float64
+        dtype = [np.float32, np.float64, np.float16][trial % 3]
         known = np.round(rng.random((len(products), n_known)), 1).astype(dtype)  # ties
         known[rng.random(known.shape) < 0.2] = -np.inf
         if trial % 10 == 0:  # NaN where a proposal may or may not cover it
@@ -732,11 +742,25 @@ def test_an_evaluation_is_the_joint_matrixs_without_building_it() -> None:
                 evaluate_scores_on(*args, new_tags=new_tags, new_threshold=0.3, limit=limit)
             continue
         got = evaluate_scores_on(*args, new_tags=new_tags, new_threshold=0.3, limit=limit)
-        np.testing.assert_equal(got.metrics, expected[0])  # NaN in both alike
-        assert list(got.metrics) == list(expected[0])
-        assert got.per_tag == expected[1], trial
-        np.testing.assert_array_equal(got.per_product["nDCG@3"], expected[2][0])
-        np.testing.assert_array_equal(got.per_product["P@1"], expected[2][1])
+        _assert_same_evaluation(got, expected, trial)
+    # one known tag, new ones gold: fewer columns than the top 5, whose sums the metrics add
+    vocab = TagVocab(["k0"], [25], 1000)
+    gold = [["k0", "g0"], ["k0", "g1"], ["k0", "g2"], ["k0", "g3"], ["k0"]]
+    products = [Product(str(i), "t", tags=t) for i, t in enumerate(gold)]
+    known = np.array([[0.2], [0.2], [0.2], [0.5], [0.2]])
+    expected = _joint_matrix_evaluation(known, products, vocab, 0.5, [{}] * 5, 0.3, None)
+    _assert_same_evaluation(evaluate_scores_on(known, products, vocab, 0.5), expected)
+    # integer and boolean scores: those of float64
+    vocab = TagVocab(["x", "y"], [3, 3], 10)
+    products = [Product("p", "t", tags=["q"]), Product("r", "t", tags=["x", "z"])]
+    ints = np.array([[1, 0], [0, 1]])
+    for known in (ints, ints.astype(bool)):
+        got = evaluate_scores_on(known, products, vocab, 0.5, new_tags=[{"z": 0.7}, {"Y": 0.9}])
+        expected = evaluate_scores_on(
+            known.astype(np.float64), products, vocab, 0.5, new_tags=[{"z": 0.7}, {"Y": 0.9}]
+        )
+        np.testing.assert_equal(got.metrics, expected.metrics)
+        assert got.metrics["R@5"] == 0.25  # q, never proposed, is no hit
 
 
 def test_the_new_tag_threshold_counts_the_tags_new_to_each_products_voters() -> None:
