@@ -26,6 +26,7 @@ from labelrec.model import (
     ModelError,
     _dtype,
     cpu_processes,
+    enable_checkpointing,
     load_tokenizer,
     make_accelerator,
     resolve_backbone,
@@ -221,7 +222,7 @@ def fit_causal_lm(
     acc = make_accelerator(mp, cpu=cpu_processes())
     set_seed(settings.seed)
     if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
         model.config.use_cache = False
     model = attach_lora(model, settings)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -317,7 +318,7 @@ def fit_causal_lm(
     acc.wait_for_everyone()
     merged = acc.unwrap_model(model, keep_fp32_wrapper=False).merge_and_unload()
     if settings.gradient_checkpointing:
-        merged.gradient_checkpointing_disable()
+        enable_checkpointing(merged, on=False)
         merged.config.use_cache = True
     merged.eval()
     return merged, history

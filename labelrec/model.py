@@ -138,6 +138,21 @@ def with_lora(model: Any, config: Any) -> Any:
         return get_peft_model(model, config)
 
 
+def enable_checkpointing(model: Any, on: bool = True) -> None:
+    """Recompute activations in the backward pass (non-reentrant) to save memory, or stop
+    (``on`` False): transformers' ``activation_checkpointing_enable`` and ``_disable``, or their
+    older and deprecated names ``gradient_checkpointing_*`` where a release has only those."""
+    new = hasattr(model, "activation_checkpointing_enable")
+    if not on:
+        (model.activation_checkpointing_disable if new else model.gradient_checkpointing_disable)()
+    elif new:
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def uses_lora(enabled: bool | str, config: Any) -> bool:
     """``lora.enabled``: ``auto`` -> LoRA adapters for decoders, the whole backbone for
     encoders (small enough to train in full, which ranks better: docs/results.md)."""

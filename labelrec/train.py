@@ -41,6 +41,7 @@ from labelrec.model import (
     check_not_backbone,
     count_parameters,
     cpu_processes,
+    enable_checkpointing,
     encode_products,
     make_accelerator,
     pad_batch,
@@ -435,9 +436,7 @@ class TagTrainer:
         prior = tag_prior(np.asarray(y_train.sum(axis=0)).ravel(), y_train.shape[0])
         self.model, self.tokenizer = build_model(cfg.model, cfg.lora, self.vocab.tags, prior)
         if tcfg.gradient_checkpointing:  # memory for decoders on GPUs; the loss is unchanged
-            self.model.hf_model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+            enable_checkpointing(self.model.hf_model)
         self.padding_side = getattr(self.tokenizer, "padding_side", "right")
         max_len = cfg.model.max_length
         self.pair_separator = pair_separator(self.tokenizer)  # recorded with the model

@@ -642,3 +642,32 @@ def test_refit_can_keep_the_tuning_runs_generator(tmp_path: Path, tiny_backbone,
     choices = json.loads((out / "tuning" / "tuned.json").read_text())["generator"]
     assert rec.generator.weight == pytest.approx(choices["weight"])
     assert rec.generator.votes([Product("x", TITLES[0])])[0].shape == (1, len(rec.vocab))
+
+
+def test_the_decoders_checkpointing_saves_memory_not_results(tiny_decoder: Path) -> None:
+    """``gradient_checkpointing`` of a generator or describer: the same losses, and the trained
+    model given back without it and with its KV cache on, for generation; no deprecated
+    transformers call (a FutureWarning fails the test)."""
+    import warnings
+
+    from labelrec.causal import LmExample, LmTrainSettings, fit_causal_lm, load_causal_lm
+
+    histories = []
+    for flag in (False, True):
+        model, tokenizer = load_causal_lm(str(tiny_decoder), "generate.backbone")
+        examples = [
+            LmExample(tokenizer(title).input_ids, tokenizer(" ; ".join(tags)).input_ids)
+            for title, tags in [("lego police station", ["Toys", "brand:Lego"])] * 4
+        ]
+        settings = LmTrainSettings(
+            epochs=2, batch_size=2, lr=1e-3, lora_r=4, lora_alpha=8, lora_dropout=0.0
+        )
+        settings.gradient_checkpointing = flag
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            merged, history = fit_causal_lm(model, tokenizer, examples, settings, progress=False)
+        histories.append([r["loss"] for r in history])
+        on = getattr(merged, "is_activation_checkpointing", None)
+        assert not (merged.is_gradient_checkpointing if on is None else on)
+        assert merged.config.use_cache
+    assert histories[1] == pytest.approx(histories[0], rel=1e-4)

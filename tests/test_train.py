@@ -541,7 +541,9 @@ def test_gradient_checkpointing_gives_the_same_training(
         trainer = TagTrainer(cfg, progress=False)
         trainer.setup()
         hf = trainer.accelerator.unwrap_model(trainer.model).hf_model
-        assert hf.is_gradient_checkpointing == (flag == "true")
+        # transformers' newer name, where a release has it
+        on = getattr(hf, "is_activation_checkpointing", None)
+        assert (hf.is_gradient_checkpointing if on is None else on) == (flag == "true")
         trainer.train()
         losses.append([r["train_loss"] for r in trainer.state["history"]])
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
