@@ -584,49 +584,36 @@ class FusionInputs:
         """The TF-IDF voter's scores with the ridge classifier's share ``ridge_mix``."""
         return None if self.tfidf is None else ridge_mixed(self.tfidf, self.ridge, ridge_mix)
 
-    def remap(self, tags: list[str]) -> FusionInputs:
-        """The same evidence over the columns ``tags`` (a tag it lacks scores 0)."""
-        index = {t: j for j, t in enumerate(self.tags)}
-        pairs = [(i, index[t]) for i, t in enumerate(tags) if t in index]
-        to = np.asarray([i for i, _ in pairs], dtype=np.int64)
-        src = np.asarray([j for _, j in pairs], dtype=np.int64)
-
-        def move(m: np.ndarray | None) -> np.ndarray | None:
-            if m is None:
-                return None
-            out = np.zeros((m.shape[0], len(tags)), dtype=bool if m.dtype == bool else np.float32)
-            out[:, to] = m[:, src]
-            return out
-
-        return FusionInputs(
-            self.products,
-            list(tags),
-            move(self.neural),
-            move(self.tfidf),
-            move(self.embedding),
-            move(self.span_known),
-            self.span_new,
-            move(self.absent),
-            move(self.ridge),
-        )
-
     @staticmethod
-    def concat(parts: list[FusionInputs]) -> FusionInputs:
-        """The rows of ``parts`` (remapped to one ``tags`` list) together; a tagger is kept when
-        every part has it."""
-        tags = parts[0].tags
-        if any(p.tags != tags for p in parts):
-            raise ValueError("remap the parts to one tag list first")
+    def pool(parts: list[FusionInputs], tags: list[str]) -> FusionInputs:
+        """The rows of ``parts`` together over the columns ``tags`` (a tag a part lacks scores 0
+        there); a voter is kept when every part has it. Each voter is written once into its
+        pooled matrix, part by part, with no copy of a whole part between."""
+        column = {t: j for j, t in enumerate(tags)}
+        plans = []  # per part: its rows, and its columns that ``tags`` has -> their place there
+        start = 0
+        for part in parts:
+            pairs = [(j, column[t]) for j, t in enumerate(part.tags) if t in column]
+            src = np.asarray([j for j, _ in pairs], dtype=np.int64)
+            to = np.asarray([c for _, c in pairs], dtype=np.int64)
+            plans.append((slice(start, start + len(part.products)), src, to))
+            start += len(part.products)
 
         def stack(name: str) -> np.ndarray | None:
             found = [getattr(p, name) for p in parts]
-            return None if any(m is None for m in found) else np.vstack(found)
+            if any(m is None for m in found):
+                return None
+            dtype = bool if all(m.dtype == bool for m in found) else np.float32
+            out = np.zeros((start, len(tags)), dtype=dtype)
+            for m, (rows, src, to) in zip(found, plans, strict=True):
+                out[rows, to] = m[:, src]
+            return out
 
         new = [p.span_new for p in parts]
         return FusionInputs(
             [q for p in parts for q in p.products],
             list(tags),
-            np.vstack([p.neural for p in parts]),
+            stack("neural"),
             stack("tfidf"),
             stack("embedding"),
             stack("span_known"),

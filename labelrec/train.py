@@ -1491,7 +1491,7 @@ def pool_evidence(
     """The folds' out-of-fold evidence over one tag list, and its vocabulary counted on ``pool``."""
     tags = sorted({t for p in parts for t in p.tags})
     vocab = data_mod.TagVocab(tags, _tag_counts(pool, tags), len(pool))
-    return FusionInputs.concat([p.remap(tags) for p in parts]), vocab
+    return FusionInputs.pool(parts, tags), vocab
 
 
 def _tag_counts(products: list[data_mod.Product], tags: list[str]) -> np.ndarray:
@@ -1583,6 +1583,10 @@ def tune_by_folds(
     if len(parts) < len(results):
         raise ValueError("train.tuning_folds: a fold had no held-out products to score")
     pooled, vocab = pool_evidence(parts, pool)
+    part_tags, part_sizes = [p.tags for p in parts], [len(p.products) for p in parts]
+    for r in results:  # pooled: the folds' own copies are freed for the tuning
+        r.fusion_inputs = None
+    del parts
     tags = vocab.tags
     lx = cfg.lexical
     separator = data_mod.category_separator(cfg)
@@ -1599,8 +1603,8 @@ def tune_by_folds(
     new_tags = fusion_new_tags(pooled, fusion)
     # a tag is new to a product's voters when its fold's vocabulary lacks it, though the
     # pooled columns (every fold's tags) hold it: the new tags' threshold counts it so
-    fold_keys = [frozenset(data_mod.tag_key(t) for t in p.tags) for p in parts]
-    row_keys = [keys for keys, p in zip(fold_keys, parts, strict=True) for _ in p.products]
+    fold_keys = [frozenset(data_mod.tag_key(t) for t in tags) for tags in part_tags]
+    row_keys = [keys for keys, n in zip(fold_keys, part_sizes, strict=True) for _ in range(n)]
     if any(new_tags):  # the span tagger votes and proposes some
         fusion.new_threshold = new_tag_threshold(new_tags, pooled.products, row_keys)
     new_threshold = fusion.new_threshold
@@ -1617,7 +1621,7 @@ def tune_by_folds(
             parents,
             lx.rerank_candidates,
             cfg.seed,
-            row_counts=fold_counts(folds, tags, [len(p.products) for p in parts]),
+            row_counts=fold_counts(folds, tags, part_sizes),
         )
         report.update(rerank_report)
         if reranker is not None:

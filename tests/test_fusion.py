@@ -620,3 +620,43 @@ def test_top_tags_without_known_tags_takes_the_new_ones() -> None:
         ["x"],
         ["z", "y"],
     ]
+
+
+def test_pooled_evidence_places_each_parts_scores_under_its_tags() -> None:
+    """``FusionInputs.pool``: each part's rows in turn, each score under its tag's pooled
+    column, 0 (False) where the part lacks the tag; a voter one part lacks is left out."""
+    from labelrec.fusion import FusionInputs
+
+    rng = np.random.default_rng(0)
+    a = FusionInputs(
+        [Product("a1", "t"), Product("a2", "t")],
+        ["x", "y", "z"],
+        rng.random((2, 3)).astype(np.float32),
+        tfidf=rng.random((2, 3)),  # float64: pooled as float32
+        span_new=[{"n": 0.5}, {}],
+        absent=np.array([[True, False, True], [False, False, True]]),
+    )
+    b = FusionInputs(
+        [Product("b1", "t")],
+        ["w", "y"],
+        rng.random((1, 2)).astype(np.float32),
+        tfidf=rng.random((1, 2)),
+        embedding=rng.random((1, 2)).astype(np.float32),
+        span_new=[{"m": 0.25}],
+        absent=np.array([[True, True]]),
+    )
+    tags = ["w", "x", "y", "z"]
+    pooled = FusionInputs.pool([a, b], tags)
+    assert [p.id for p in pooled.products] == ["a1", "a2", "b1"] and pooled.tags == tags
+    for name in ("neural", "tfidf", "absent"):
+        got = getattr(pooled, name)
+        assert got.dtype == (bool if name == "absent" else np.float32)
+        expected = np.zeros((3, 4), dtype=got.dtype)
+        for rows, part in ((slice(0, 2), a), (slice(2, 3), b)):
+            for j, tag in enumerate(part.tags):
+                expected[rows, tags.index(tag)] = getattr(part, name)[:, j]
+        np.testing.assert_array_equal(got, expected)
+    assert pooled.embedding is None and pooled.span_known is None  # a lacks them
+    assert pooled.span_new == [{"n": 0.5}, {}, {"m": 0.25}]
+    only_x = FusionInputs.pool([a], ["x"])  # a tag list without some of a part's tags
+    np.testing.assert_array_equal(only_x.neural, a.neural[:, :1])
