@@ -169,7 +169,7 @@ class JointLayout:
             np.fmax.at(scores, (rows[~new], cols[~new]), values[~new])  # a known tag respelt
             scores[rows[new], n_known + slot[np.searchsorted(cells, proposed)]] = values[new]
         else:
-            scores = known
+            scores = known.astype(dtype, copy=False)
         slots = np.full((n, n_slots), -1, dtype=np.intp)
         slots[cell_rows, slot] = cells % width
         packed_cols = y.col.astype(np.intp)
@@ -329,8 +329,8 @@ def evaluate_scores_on(
     # per-tag counts are the joint matrix's columns
     n_cols = len(layout.names)
     hits = sp.csr_matrix(y.multiply(decided))
-    tag_counts = [packed.column_counts(m, n_cols) for m in (hits, y, decided)]
-    result.update(metrics.f1_of_counts(*tag_counts))
+    counted = [packed.column_counts(m, n_cols) for m in (hits, y, decided)]  # tp, gold, decided
+    result.update(metrics.f1_of_counts(*counted))
     bands = metrics.frequency_bands(counts)
     result.update(metrics.band_metrics(y, full, bands, k=5))
     result["unknown_gold_share"] = float(y[:, n_known:].sum() / max(y.sum(), 1))
@@ -343,7 +343,7 @@ def evaluate_scores_on(
         result["new_tag_precision"] = float(found / max(proposed.sum(), 1))
     train_counts = np.zeros(n_cols, dtype=np.int64)
     train_counts[:n_known] = vocab.counts
-    per_tag = metrics.per_tag_rows(*tag_counts, layout.names, train_counts=train_counts)
+    per_tag = metrics.per_tag_rows(*counted, layout.names, train_counts=train_counts)
     per_product = {
         "nDCG@3": metrics.per_product_ndcg(y, full, 3),
         "P@1": metrics.per_product_precision(y, full, 1),
