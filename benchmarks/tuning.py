@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "objective_ms": obj_ms,
         "grid_slots": slots,
         "grid_full_rows": full_rows,
+        "new_tags_proposed": sum(map(len, pooled.span_new or [])),  # the span tagger's
         "chosen": chosen,
         "recorded": recorded,
         "config": {k: config_to_dict(cfg)["lexical"][k] for k in ("ridge", "ridge_mix")},
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| {slots}, {full_rows} | {same} |"
     )
     print(f"chosen {chosen}\nrecorded {recorded}")
+    proposed = row["new_tags_proposed"]
+    print(f"new tags proposed: {proposed}, {proposed / max(len(pooled.products), 1):.1f} a product")
     if args.json:
         args.json.write_text(json.dumps(row, indent=1), "utf-8")
     return 0

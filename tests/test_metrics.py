@@ -617,6 +617,28 @@ def test_a_joint_layout_scores_new_tags_as_joint_matrices_does() -> None:
     assert bare.names == ["a", "brand:Lego"] and bare.scores(first, [{}]) is first
 
 
+def _random_products(rng, pick, n_known, dtype):
+    """Up to 8 products whose gold tags and proposed new tags are drawn from ``pick`` (some a
+    second spelling of another, some NaN), and their known scores over the first ``n_known``
+    names, in ``dtype``: tied, a fifth -inf."""
+    from labelrec.data import Product
+
+    products, new = [], []
+    for i in range(int(rng.integers(1, 9))):
+        gold = list(rng.choice(pick, int(rng.integers(0, min(4, len(pick)))), replace=False))
+        products.append(Product(str(i), "t", tags=[str(t) for t in gold]))
+        proposed = rng.choice(pick, int(rng.integers(0, min(6, len(pick)))), replace=False)
+        row = {str(t): float(np.round(rng.random(), 1)) for t in proposed}
+        if row and rng.random() < 0.4:  # a second spelling of one of them
+            row[next(iter(row)).upper()] = float(np.round(rng.random(), 1))
+        if row and rng.random() < 0.2:
+            row[next(iter(row))] = np.nan
+        new.append(row)
+    known = np.round(rng.random((len(products), n_known)), 1).astype(dtype)  # ties
+    known[rng.random(known.shape) < 0.2] = -np.inf
+    return products, new, known
+
+
 def test_a_joint_layouts_objective_and_threshold_are_the_joint_matrixs() -> None:
     """``JointLayout.objective`` and ``.new_threshold``, which never build the joint matrix,
     equal ``metrics.objective`` and ``tune_global_threshold`` over the matrix ``scores`` builds,
@@ -630,21 +652,8 @@ def test_a_joint_layouts_objective_and_threshold_are_the_joint_matrixs() -> None
     for trial in range(120):
         n_known = int(rng.integers(3, 7))
         vocab = TagVocab(names[:n_known], [3] * n_known, 10)
-        products, new = [], []
-        for i in range(int(rng.integers(1, 9))):
-            gold = list(rng.choice(names, int(rng.integers(0, 4)), replace=False))
-            products.append(Product(str(i), "t", tags=[str(t) for t in gold]))
-            proposed = rng.choice(names, int(rng.integers(0, 6)), replace=False)
-            row = {str(t): float(np.round(rng.random(), 1)) for t in proposed}
-            if row and rng.random() < 0.4:  # a second spelling of one of them
-                t = next(iter(row))
-                row[t.upper()] = float(np.round(rng.random(), 1))
-            if row and rng.random() < 0.2:
-                row[next(iter(row))] = np.nan
-            new.append(row)
-        dtype = [np.float32, np.float64, np.float16][trial % 3]
-        known = np.round(rng.random((len(products), n_known)), 1).astype(dtype)  # ties
-        known[rng.random(known.shape) < 0.2] = -np.inf
+        dtype = np.float32 if trial % 2 else np.float64
+        products, new, known = _random_products(rng, names, n_known, dtype)
         layout = JointLayout.of(new, products, vocab)
         full = layout.scores(known, new)
         # NaN where no product has a gold tag, in both
@@ -715,20 +724,8 @@ def test_an_evaluation_is_the_joint_matrixs_without_building_it() -> None:
         n_known = int(rng.integers(1, 7))
         vocab = TagVocab(names[:n_known], rng.integers(1, 60, n_known), [100, None][trial % 2])
         pick = names[:n_known] if trial % 5 == 1 else names  # 1: every tag a known one
-        products, new = [], []
-        for i in range(int(rng.integers(1, 9))):
-            gold = list(rng.choice(pick, int(rng.integers(0, min(4, len(pick)))), replace=False))
-            products.append(Product(str(i), "t", tags=[str(t) for t in gold]))
-            proposed = rng.choice(pick, int(rng.integers(0, min(6, len(pick)))), replace=False)
-            row = {str(t): float(np.round(rng.random(), 1)) for t in proposed}
-            if row and rng.random() < 0.4:  # a second spelling of one of them
-                row[next(iter(row)).upper()] = float(np.round(rng.random(), 1))
-            if row and rng.random() < 0.2:
-                row[next(iter(row))] = np.nan
-            new.append(row)
         dtype = [np.float32, np.float64, np.float16][trial % 3]
-        known = np.round(rng.random((len(products), n_known)), 1).astype(dtype)  # ties
-        known[rng.random(known.shape) < 0.2] = -np.inf
+        products, new, known = _random_products(rng, pick, n_known, dtype)
         if trial % 10 == 0:  # NaN where a proposal may or may not cover it
             known[0, 0] = np.nan
         thresholds = 0.5 if trial % 3 == 0 else np.round(rng.random(n_known), 1)
