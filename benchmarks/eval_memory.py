@@ -8,6 +8,8 @@ the inputs (``tracemalloc``).
 
     .venv/bin/python benchmarks/eval_memory.py --products 4326 --tags 9932 --proposals 26
 
+    .venv/bin/python benchmarks/eval_memory.py --products 4326 --tags 9932 --proposals 26 --ranked
+
 Each product has ``--gold`` random tags of the vocabulary and 20% of products one tag outside
 it; scores are float32, as ``TagRecommender.score`` returns them. New tags proposed (the span
 tagger's, the generator's): ``--proposals`` a product on average, each a tag of its own (below
@@ -16,6 +18,13 @@ two-fold tuning evidence). Prints one row a size: products, tags, the columns of
 matrix (every tag of the vocabulary, outside it and proposed: ``evaluate.JointLayout``), the
 scores' own MB, the peak MB the evaluation added and that peak per products x tags cell, and
 wall seconds.
+
+``--ranked`` measures the MLflow evaluator's ``evaluate_ranked`` instead (the ``labelrec``
+evaluator of ``mlflow.models.evaluate``, which the promotion gate runs on both models): each
+product's 10 best tags of the same scores and proposals as ranked lists (half known, half new,
+as far as it has new ones), as a model's ``predict`` returns them, and its known tags at or
+above 0.5 and its proposals, 25 of each at most, as its decisions; its joint columns are every
+tag the vocabulary, the gold tags, lists and decisions name.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import argparse
 import time
 import tracemalloc
+from itertools import zip_longest
 
 import numpy as np
 
@@ -53,7 +63,22 @@ def _case(n_products: int, n_tags: int, gold: int, proposals: float, seed: int):
     return scores, products, vocab, new
 
 
-def main() -> None:
+def _ranked(scores: np.ndarray, vocab: TagVocab, new: list[dict[str, float]], depth: int):
+    """A model's ranked output and decisions: half of each list the product's best known tags,
+    half its proposals, alternating; its decisions its known tags at or above 0.5 and its
+    proposals, 25 of each at most."""
+    ranked, decided = [], []
+    for i, row in enumerate(scores):
+        best = np.argsort(-row)[:25]
+        known = [(vocab.tags[j], float(row[j])) for j in best]
+        proposed = list(new[i].items())
+        mixed = [p for pair in zip_longest(known, proposed) for p in pair if p is not None]
+        ranked.append(mixed[:depth])
+        decided.append([p for p in known if p[1] >= 0.5] + proposed[:25])
+    return ranked, decided
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--products", type=int, nargs="+", default=[2000, 6000])
     parser.add_argument("--tags", type=int, default=15000)
@@ -62,15 +87,29 @@ def main() -> None:
         "--proposals", type=float, default=0.1, help="new tags proposed a product, on average"
     )
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--ranked", action="store_true", help="the MLflow evaluator's evaluate_ranked instead"
+    )
+    args = parser.parse_args(argv)
     print("| products | tags | joint columns | scores MB | eval peak MB | bytes a cell | seconds |")
     print("|---|---|---|---|---|---|---|")
     for n in args.products:
         scores, products, vocab, new = _case(n, args.tags, args.gold, args.proposals, args.seed)
         columns = len(JointLayout.of(new, products, vocab).names)
+        if args.ranked:
+            from labelrec.mlflow.evaluator import evaluate_ranked
+
+            ranked, decided = _ranked(scores, vocab, new, 10)
+            counts = dict(zip(vocab.tags, (int(c) for c in vocab.counts), strict=True))
+            gold = [p.tags for p in products]
+            named = {t for rows in (ranked, decided) for row in rows for t, _ in row}
+            columns = len(named.union(vocab.tags, *gold))
         tracemalloc.start()
         t0 = time.perf_counter()
-        evaluate_scores_on(scores, products, vocab, 0.5, new_tags=new, new_threshold=0.5)
+        if args.ranked:
+            evaluate_ranked(ranked, gold, decided, counts, vocab.n_products)
+        else:
+            evaluate_scores_on(scores, products, vocab, 0.5, new_tags=new, new_threshold=0.5)
         seconds = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()

@@ -190,11 +190,12 @@ def _psp_from_top(
 ) -> float:
     top = top[:, :k]
     ranked = np.take_along_axis(scores, top, axis=1) > -np.inf  # as _hits
-    num = (np.take_along_axis(y, top, axis=1) * inv_propensity[top] * ranked).sum()
+    invp = np.broadcast_to(inv_propensity, y.shape)  # one row for every product, or its own
+    num = (np.take_along_axis(y, top, axis=1) * np.take_along_axis(invp, top, 1) * ranked).sum()
     # the ideal ranking: per product its k gold tags of largest weight (other tags weigh 0),
     # read from the gold entries alone, not from a products x tags matrix of weights
     rows, cols = np.nonzero(y)
-    weights = inv_propensity[cols]
+    weights = invp[rows, cols]
     order = np.lexsort((-weights, rows))
     rows, weights = rows[order], weights[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place within its product
@@ -203,10 +204,14 @@ def _psp_from_top(
     return float(num / den) if den > 0 else float("nan")
 
 
-def _as_inv_propensity(inv_propensity: ArrayLike, n_tags: int) -> np.ndarray:
+def _as_inv_propensity(inv_propensity: ArrayLike, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse propensities of the tags (one per column), or of each product's columns (the
+    shape of the label matrix: a packed matrix whose columns hold different tags per row)."""
     invp = np.asarray(inv_propensity, dtype=np.float64)
-    if invp.shape != (n_tags,):
-        raise ValueError(f"inv_propensity must have shape ({n_tags},), got {invp.shape}")
+    if invp.shape not in ((shape[1],), shape):
+        raise ValueError(
+            f"inv_propensity must have shape ({shape[1]},) or {shape}, got {invp.shape}"
+        )
     return invp
 
 
@@ -292,10 +297,11 @@ def psp_at_k(y_true: Any, scores: ArrayLike, k: int, inv_propensity: ArrayLike) 
     ``sum_i sum_{l in topk(i)} y_il * invp_l`` divided by the same sum for the ideal
     ranking (per product, the ``k`` largest ``y_il * invp_l``), hence in [0, 1].
     Products without gold tags add 0 to both sums. NaN if the denominator is 0.
+    ``inv_propensity``: one per tag (column), or per cell (the shape of ``y_true``).
     """
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
-    invp = _as_inv_propensity(inv_propensity, y.shape[1])
+    invp = _as_inv_propensity(inv_propensity, y.shape)
     return _psp_from_top(y, top_k(s, k), invp, k, s)
 
 
@@ -456,24 +462,25 @@ def band_metrics(y_true: Any, scores: ArrayLike, bands: ArrayLike, k: int = 5) -
     For band ``b``: (gold tags of band ``b`` that appear in the top-``k`` over *all*
     tags) / (gold tags of band ``b``), pooled over products. Keys ``f"recall@{k}_{b}"``
     for ``head``, ``torso``, ``tail`` (then any other band labels); NaN when a band
-    has no gold tags.
+    has no gold tags. ``bands``: one per tag (column), or per cell (the label matrix's shape,
+    for a packed matrix whose columns hold different tags per row).
     """
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
     bands = np.asarray(bands)
-    if bands.shape != (y.shape[1],):
-        raise ValueError(f"bands must have shape ({y.shape[1]},), got {bands.shape}")
-    top = top_k(s, k)
-    hit_tags = top[_hits(y, top, s)]  # tag index of every gold tag found in a top-k
-    hits_per_tag = np.bincount(hit_tags, minlength=y.shape[1])
-    gold_per_tag = y.sum(axis=0)
+    if bands.shape not in ((y.shape[1],), y.shape):
+        raise ValueError(f"bands must have shape ({y.shape[1]},) or {y.shape}, got {bands.shape}")
     names = ["head", "torso", "tail"]
-    names += sorted(set(bands.tolist()) - set(names))
+    names += sorted(set(np.unique(bands).tolist()) - set(names))
+    bands = np.broadcast_to(bands, y.shape)
+    top = top_k(s, k)
+    hit_bands = np.take_along_axis(bands, top, axis=1)[_hits(y, top, s)]  # of each gold tag found
+    gold_bands = bands[y]
     out = {}
     for name in names:
-        mask = bands == name
-        gold = gold_per_tag[mask].sum()
-        out[f"recall@{k}_{name}"] = float(hits_per_tag[mask].sum() / gold) if gold else float("nan")
+        gold = int((gold_bands == name).sum())
+        found = int((hit_bands == name).sum())
+        out[f"recall@{k}_{name}"] = float(found / gold) if gold else float("nan")
     return out
 
 
@@ -544,10 +551,10 @@ def evaluate_scores(
     """All headline metrics for one score matrix.
 
     Keys: ``P@k``, ``R@k``, ``nDCG@k`` for each k in ``ks`` (grouped by metric),
-    ``PSP@k`` when ``inv_propensity`` is given, then ``micro_precision``,
-    ``micro_recall``, ``micro_f1``, ``macro_f1`` for ``scores >= thresholds`` (at most
-    ``limit`` a product, `apply_thresholds`) and ``n_products``. All values are python
-    floats. Ranks are computed once.
+    ``PSP@k`` when ``inv_propensity`` is given (per tag or per cell, as in `psp_at_k`), then
+    ``micro_precision``, ``micro_recall``, ``micro_f1``, ``macro_f1`` for ``scores >=
+    thresholds`` (at most ``limit`` a product, `apply_thresholds`) and ``n_products``. All
+    values are python floats. Ranks are computed once.
     """
     ks = [_check_k(k) for k in ks]
     y, s = _inputs(y_true, scores)
@@ -562,7 +569,7 @@ def evaluate_scores(
     for k in ks:
         out[f"nDCG@{k}"] = _nanmean(_ndcg_from_hits(hits, n_gold, k))
     if inv_propensity is not None:
-        invp = _as_inv_propensity(inv_propensity, y.shape[1])
+        invp = _as_inv_propensity(inv_propensity, y.shape)
         for k in ks:
             out[f"PSP@{k}"] = _psp_from_top(y, top, invp, k, s)
     out.update(f1_scores(y, apply_thresholds(s, thresholds, limit)))

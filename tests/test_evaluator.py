@@ -16,7 +16,7 @@ from conftest import toy_catalog, write_jsonl  # noqa: E402
 from test_mlflow_flavor import open_store  # noqa: E402
 
 import labelrec.mlflow as lrm  # noqa: E402
-from labelrec import cli  # noqa: E402
+from labelrec import cli, metrics  # noqa: E402
 from labelrec.data import Product, TagVocab  # noqa: E402
 from labelrec.evaluate import evaluate_scores_on  # noqa: E402
 from labelrec.mlflow.evaluator import (  # noqa: E402
@@ -25,6 +25,7 @@ from labelrec.mlflow.evaluator import (  # noqa: E402
     gold_lists,
     metric_key,
     parse_ranked,
+    tag_lists,
     unmatched_gold_warning,
 )
 
@@ -241,6 +242,73 @@ def test_short_lists_earn_nothing_beyond_their_end() -> None:
     assert result.metrics["micro_recall"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="2 products"):
         evaluate_ranked(ranked[:1], gold)
+
+
+def _dense_evaluation(ranked, gold, decided, tag_counts, n_train, ks):  # noqa: ANN001, ANN202
+    """`evaluate_ranked` by its definition: a column for every tag named anywhere (the
+    vocabulary's first), then ``max(ks)`` never-gold columns that rank just below every
+    product's list."""
+    tags = tag_lists(ranked, gold, ranked if decided is None else decided, tag_counts, n_train)
+    n, m, depth = len(gold), len(tags.names), max(ks)
+    y = np.zeros((n, m + depth), dtype=bool)
+    scores = np.zeros((n, m + depth), dtype=np.float32)
+    scores[:, m:] = 1.0
+    pred = np.zeros((n, m), dtype=bool)
+    for i in range(n):
+        y[i, tags.gold[i]] = True
+        for place, j in enumerate(dict.fromkeys(tags.ranked[i])):
+            scores[i, j] = 2.0 + len(tags.ranked[i]) - place
+        pred[i, tags.decided[i]] = True
+    inv_p = np.ones(m + depth)
+    inv_p[:m] = 1.0 / metrics.propensities(tags.counts, tags.n_train)
+    result = metrics.evaluate_scores(y, scores, np.inf, inv_propensity=inv_p, ks=ks)
+    result.update(metrics.f1_scores(y[:, :m], pred))
+    bands = metrics.frequency_bands(np.concatenate([tags.counts, np.zeros(depth, dtype=int)]))
+    result.update(metrics.band_metrics(y, scores, bands, k=min(5, depth)))
+    if tag_counts is not None:
+        result["unknown_gold_share"] = float(y[:, tags.n_known : m].sum() / max(y.sum(), 1))
+    per_tag = metrics.per_tag_results(y[:, :m], pred, tags.names, train_counts=tags.counts)
+    per_product, n_gold = {}, y.sum(axis=1)
+    for k in ks:
+        per_product[f"P@{k}"] = metrics.per_product_precision(y, scores, k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = per_product[f"P@{k}"] * k / n_gold
+        per_product[f"R@{k}"] = np.where(n_gold > 0, recall, np.nan)
+        per_product[f"nDCG@{k}"] = metrics.per_product_ndcg(y, scores, k)
+    return result, per_tag, per_product
+
+
+def test_ranked_lists_are_evaluated_as_the_matrix_of_every_tag_without_building_it() -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        n_known = int(rng.integers(0, 9))
+        vocab = [f"t{j}" for j in range(n_known)]
+        outside = ["x1", "x2", "X1", "T0", "y"]  # X1 and T0: other cases of tags
+        names = vocab + outside
+        counts = {t: int(c) for t, c in zip(vocab, rng.integers(0, 80, n_known), strict=True)}
+        n = int(rng.integers(1, 7))
+
+        def draw(most: int, scored: bool, names: list[str] = names) -> list:
+            picks = rng.choice(names, size=int(rng.integers(0, most + 1)))  # repeats too
+            return [(str(t), float(rng.random())) for t in picks] if scored else list(picks)
+
+        gold = [[str(t) for t in draw(4, False)] for _ in range(n)]
+        ranked = [draw(12, True) for _ in range(n)]
+        decided = None if trial % 3 == 0 else [draw(5, True) for _ in range(n)]
+        given = None if trial % 4 == 0 else counts
+        n_train = None if trial % 5 == 0 else int(rng.integers(1, 200))
+        ks = tuple(sorted({int(k) for k in rng.choice([1, 2, 3, 5, 7], int(rng.integers(1, 4)))}))
+        got = evaluate_ranked(ranked, gold, decided, given, n_train, ks)
+        want, per_tag, per_product = _dense_evaluation(ranked, gold, decided, given, n_train, ks)
+        assert list(got.metrics) == list(want), trial
+        for key, value in want.items():
+            assert got.metrics[key] == value or (
+                math.isnan(value) and math.isnan(got.metrics[key])
+            ), (trial, key, got.metrics[key], value)
+        assert got.per_tag == per_tag, trial
+        assert list(got.per_product) == list(per_product), trial
+        for key, values in per_product.items():
+            np.testing.assert_array_equal(got.per_product[key], values, err_msg=f"{trial} {key}")
 
 
 def test_gold_tags_in_another_case_or_form_are_the_models_tags() -> None:

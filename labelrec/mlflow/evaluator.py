@@ -26,6 +26,8 @@ import math
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,69 @@ def gold_lists(values: Iterable[Any], delimiter: str = "|") -> list[list[str]]:
 # ----------------------------------------------------------------------- metrics
 
 
+@dataclass
+class TagLists:
+    """Products' tags as columns of ``names``, one spelling per tag: the ``n_known`` tags of
+    ``tag_counts`` first, in its order, then every other tag named (`tag_lists`)."""
+
+    gold: list[list[int]]  # each gold tag once
+    ranked: list[list[int]]  # as listed, best first
+    decided: list[list[int]]
+    names: list[str]
+    counts: np.ndarray  # training counts; 0 for a tag outside tag_counts
+    n_known: int
+    n_train: int
+
+
+def tag_lists(
+    ranked: Ranked,
+    gold: Sequence[Sequence[str]],
+    decided: Ranked,
+    tag_counts: dict[str, int] | None,
+    n_train: int | None,
+) -> TagLists:
+    """The tags of `evaluate_ranked`'s arguments as column numbers: another case, width or
+    form of a tag is that tag, spelt as ``tag_counts`` (else as first named). Without
+    ``tag_counts``, the gold tags are counted over the products."""
+    spelt: dict[str, str] = {}
+    for tag in tag_counts or ():
+        spelt.setdefault(tag_key(tag), tag)
+    for rows in (gold, [[t for t, _ in r] for r in ranked], [[t for t, _ in r] for r in decided]):
+        for tags in rows:
+            for tag in tags:
+                spelt.setdefault(tag_key(tag), tag)
+
+    def one(tag: str) -> str:
+        return tag if tag_counts is not None and tag in tag_counts else spelt[tag_key(tag)]
+
+    gold_tags = [list(dict.fromkeys(one(t) for t in row)) for row in gold]
+    ranked_tags = [[one(t) for t, _ in row] for row in ranked]
+    decided_tags = [[one(t) for t, _ in row] for row in decided]
+    if tag_counts is None:
+        counted: dict[str, int] = {}
+        for tags in gold_tags:
+            for tag in tags:
+                counted[tag] = counted.get(tag, 0) + 1
+        tag_counts, n_train = counted, len(gold_tags)
+    index = {tag: j for j, tag in enumerate(tag_counts)}
+    n_known = len(index)
+    for rows in (gold_tags, ranked_tags, decided_tags):
+        for tags in rows:
+            for tag in tags:
+                index.setdefault(tag, len(index))
+    counts = np.zeros(len(index), dtype=np.int64)
+    counts[:n_known] = [int(c) for c in tag_counts.values()]
+    return TagLists(
+        gold=[[index[t] for t in row] for row in gold_tags],
+        ranked=[[index[t] for t in row] for row in ranked_tags],
+        decided=[[index[t] for t in row] for row in decided_tags],
+        names=list(index),
+        counts=counts,
+        n_known=n_known,
+        n_train=int(n_train or counts.max(initial=1) or 1),
+    )
+
+
 def evaluate_ranked(
     ranked: Ranked,
     gold: Sequence[Sequence[str]],
@@ -156,65 +221,52 @@ def evaluate_ranked(
         raise ValueError("no products to evaluate")
     ks = tuple(int(k) for k in ks)
     depth = max(ks)
-    known = tag_counts is not None
-    # one spelling per tag, the model's first: another case, width or form of a tag is that tag
-    spelt: dict[str, str] = {}
-    for tag in tag_counts or ():
-        spelt.setdefault(tag_key(tag), tag)
-    for rows in (gold, [[t for t, _ in r] for r in ranked], [[t for t, _ in r] for r in decided]):
-        for tags in rows:
-            for tag in tags:
-                spelt.setdefault(tag_key(tag), tag)
+    tags = tag_lists(ranked, gold, decided, tag_counts, n_train)
+    m, n_known = len(tags.names), tags.n_known
+    counts = tags.counts
 
-    def one(tag: str) -> str:
-        return tag if tag_counts is not None and tag in tag_counts else spelt[tag_key(tag)]
+    # Each product's row holds its own tags (`cell_tag`, -1 for none): its first `depth`
+    # ranked tags, best first; then `depth` never-gold cells that rank just below them, so a
+    # short list earns nothing beyond its end (instead of unlisted tags filling the top k);
+    # then its gold tags outside them. The rows are as wide as the widest product's, however
+    # many tags the products name together; propensities and bands are read per cell.
+    gold_ids = tags.gold
+    top_ids = [list(dict.fromkeys(row))[:depth] for row in tags.ranked]
+    rest_ids = []
+    for gold_row, top in zip(gold_ids, top_ids, strict=True):
+        listed = set(top)
+        rest_ids.append([j for j in gold_row if j not in listed])
+    width = max(len(top) + depth + len(rest) for top, rest in zip(top_ids, rest_ids, strict=True))
+    cell_tag = np.full((n, width), -1, dtype=np.int64)
+    scores = np.zeros((n, width), dtype=np.float32)
+    y = np.zeros((n, width), dtype=bool)
+    for i, (top, rest) in enumerate(zip(top_ids, rest_ids, strict=True)):
+        cell_tag[i, : len(top)] = top
+        cell_tag[i, len(top) + depth : len(top) + depth + len(rest)] = rest
+        scores[i, : len(top)] = 2.0 + len(tags.ranked[i]) - np.arange(len(top))  # best first
+        scores[i, len(top) : len(top) + depth] = 1.0
+        y[i] = np.isin(cell_tag[i], gold_ids[i])
+    tagged = cell_tag >= 0
+    inv_p = np.ones((n, width))
+    inv_p[tagged] = (1.0 / metrics.propensities(counts, tags.n_train))[cell_tag[tagged]]
+    bands = np.full((n, width), "tail", dtype="<U5")  # an untagged cell counts 0 times
+    bands[tagged] = metrics.frequency_bands(counts)[cell_tag[tagged]]
 
-    gold = [list(dict.fromkeys(one(t) for t in row)) for row in gold]
-    ranked = [[(one(t), s) for t, s in row] for row in ranked]
-    decided = [[(one(t), s) for t, s in row] for row in decided]
-    if tag_counts is None:
-        counted: dict[str, int] = {}
-        for tags in gold:
-            for tag in dict.fromkeys(tags):
-                counted[tag] = counted.get(tag, 0) + 1
-        tag_counts, n_train = counted, n
-    index = {tag: j for j, tag in enumerate(tag_counts)}
-    n_known = len(index)
-    for rows in (gold, [[t for t, _ in r] for r in ranked], [[t for t, _ in r] for r in decided]):
-        for tags in rows:
-            for tag in tags:
-                index.setdefault(tag, len(index))
-    names = list(index)
-    m = len(names)
-    counts = np.zeros(m, dtype=np.int64)
-    counts[:n_known] = [int(c) for c in tag_counts.values()]
-    n_train = int(n_train or counts.max(initial=1) or 1)
-
-    # `depth` never-gold columns rank just below each product's list, so a short list earns
-    # nothing beyond its end (instead of unlisted tags filling the top k).
-    y = np.zeros((n, m + depth), dtype=bool)
-    scores = np.zeros((n, m + depth), dtype=np.float32)
-    scores[:, m:] = 1.0
-    pred = np.zeros((n, m), dtype=bool)
-    for i in range(n):
-        y[i, [index[t] for t in gold[i]]] = True
-        seen: set[int] = set()
-        for tag, _score in ranked[i]:
-            j = index[tag]
-            if j not in seen:
-                scores[i, j] = 2.0 + len(ranked[i]) - len(seen)
-                seen.add(j)
-        pred[i, [index[t] for t, _ in decided[i]]] = True
-
-    inv_p = np.ones(m + depth)
-    inv_p[:m] = 1.0 / metrics.propensities(counts, n_train)
     result = metrics.evaluate_scores(y, scores, np.inf, inv_propensity=inv_p, ks=ks)
-    result.update(metrics.f1_scores(y[:, :m], pred))
-    bands = metrics.frequency_bands(np.concatenate([counts, np.zeros(depth, dtype=np.int64)]))
+    decided_ids = [list(dict.fromkeys(row)) for row in tags.decided]
+    hit_ids = []
+    for decided_row, gold_row in zip(decided_ids, gold_ids, strict=True):
+        golden = set(gold_row)
+        hit_ids.append([j for j in decided_row if j in golden])
+    tp, support, predicted = (
+        np.bincount(np.fromiter(chain.from_iterable(ids), dtype=np.int64), minlength=m)
+        for ids in (hit_ids, gold_ids, decided_ids)
+    )
+    result.update(metrics.f1_of_counts(tp, support, predicted))
     result.update(metrics.band_metrics(y, scores, bands, k=min(BAND_K, depth)))
-    if known:
-        result["unknown_gold_share"] = float(y[:, n_known:m].sum() / max(y.sum(), 1))
-    per_tag = metrics.per_tag_results(y[:, :m], pred, names, train_counts=counts)
+    if tag_counts is not None:
+        result["unknown_gold_share"] = float(support[n_known:].sum() / max(support.sum(), 1))
+    per_tag = metrics.per_tag_rows(tp, support, predicted, tags.names, train_counts=counts)
     n_gold = y.sum(axis=1)
     per_product: dict[str, np.ndarray] = {}
     for k in ks:
