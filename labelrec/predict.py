@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 # Products per forward pass. Titles vary in length and each batch is padded to its longest: on
 # the CPU, small length-sorted batches tag the most products/s (docs/serving.md: `python
 # benchmarks/latency.py --model M --products 640 --throughput`); a GPU wants larger batches.
+SUGGEST_CHUNK = 1000  # products `suggest` scores at once
 CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 64
 # the parts of a score that ``explain`` gives each suggested tag (its ``evidence``)
@@ -830,18 +831,19 @@ class TagRecommender:
         cut-off (0 returns the top ``limit`` whatever their scores). The model's rules apply;
         ``include`` / ``exclude`` tag patterns (``brand:*``) narrow them for this call. A
         product with no text the model reads gets no tags (scoring it would rank the catalog's
-        priors), as in the MLflow model.
+        priors), as in the MLflow model. A long list is scored ``SUGGEST_CHUNK`` products at a
+        time.
         """
         items = self.items(products)
         read = [i for i, p in enumerate(items) if p.title or p.description]
-        if len(read) == len(items):
-            scores, new = self.score(items)
-            return self.rank(scores, limit, threshold, new, include, exclude)
         ranked: list[list[Suggestion]] = [[] for _ in items]
-        if read:
-            scores, new = self.score([items[i] for i in read])
+        # no product's scores read another's (but for float rounding of a batch's padding);
+        # memory holds one chunk's evidence (a products x tags matrix a voter), however many
+        for start in range(0, len(read), SUGGEST_CHUNK):
+            chunk = read[start : start + SUGGEST_CHUNK]
+            scores, new = self.score([items[i] for i in chunk])
             rows = self.rank(scores, limit, threshold, new, include, exclude)
-            for i, row in zip(read, rows, strict=True):
+            for i, row in zip(chunk, rows, strict=True):
                 ranked[i] = row
         return ranked
 

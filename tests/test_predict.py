@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labelrec import predict
 from labelrec.data import Product
 from labelrec.model import ModelError
 from labelrec.predict import Suggestion, TagRecommender, as_product
@@ -153,6 +154,25 @@ def test_batches_sorted_by_length_return_input_order(trained_model_dir: Path) ->
     batched = rec.suggest(ITEMS, limit=4, threshold=0)
     single = [rec.suggest([item], limit=4, threshold=0)[0] for item in ITEMS]
     assert [[s.tag for s in r] for r in batched] == [[s.tag for s in r] for r in single]
+
+
+def test_a_long_list_is_scored_a_chunk_at_a_time(
+    rec: TagRecommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = rec.suggest([*ITEMS, ""], limit=4, threshold=0)
+    sizes: list[int] = []
+    score = rec.score
+
+    def counted(products: list) -> tuple:
+        sizes.append(len(products))
+        return score(products)
+
+    monkeypatch.setattr(predict, "SUGGEST_CHUNK", 3)
+    monkeypatch.setattr(rec, "score", counted)
+    chunked = rec.suggest(["", *ITEMS, ""], limit=4, threshold=0)
+    assert sizes == [3, 3, 1]  # the products with text, three at a time
+    assert chunked[0] == chunked[-1] == [] and len(chunked) == len(ITEMS) + 2
+    assert [[s.tag for s in r] for r in chunked[1:]] == [[s.tag for s in r] for r in whole]
 
 
 def test_quantized_model_ranks_alike(trained_model_dir: Path, rec: TagRecommender) -> None:
