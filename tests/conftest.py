@@ -31,6 +31,24 @@ def _onnx_graph_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["LABELREC_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx-cache"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Temporary files of the suite and of the processes it starts (BentoML's sockets, torch's
+    elastic agents, Chromium's profiles) in a folder of the session's, which pytest prunes,
+    not in the system's."""
+    import tempfile
+
+    folder = str(tmp_path_factory.mktemp("tmp"))
+    before = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    yield
+    tempfile.tempdir = before[1]
+    if before[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before[0]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_mlflow_ownership(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with no MLflow settings that labelrec set itself (``store._OWN``), and

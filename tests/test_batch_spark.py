@@ -200,6 +200,9 @@ def test_spark_udf_scores_like_the_pyfunc(
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.shuffle.partitions", "2")
+        # the JVM's temporary files (Spark's folders, native libraries) in the test's folder
+        .config("spark.local.dir", str(tmp_path))
+        .config("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={tmp_path}")
         .getOrCreate()
     )
     try:
