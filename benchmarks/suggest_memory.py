@@ -8,7 +8,7 @@ interpreter, against the model's load alone.
 
 ``--data``'s titles and descriptions, read with the model's data settings, repeated in order
 to reach each size. ``--chunk N`` scores N products at a time instead of
-``predict.SUGGEST_CHUNK`` (``--chunk 1000000000``: every product at once). Prints one row a
+``predict.SCORE_CHUNK`` (``--chunk 1000000000``: every product at once). Prints one row a
 size: products, tags of the model, the peak resident set size of the load alone and with the
 suggestions (``VmHWM``, as benchmarks/memory.py reads it; a load first, unmeasured, caches
 the model's ONNX graph), what the suggestions added, and the seconds they took.
@@ -36,7 +36,7 @@ model, data, n, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv
 rec = open_tagger(model)
 if n:
     if chunk:
-        predict.SUGGEST_CHUNK = chunk
+        predict.SCORE_CHUNK = chunk
     products = [p for c in iter_catalog(data, model_data_config(rec.info, None)) for p in c]
     items = list(islice(cycle(products), n))
     start = time.perf_counter()

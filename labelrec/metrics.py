@@ -457,30 +457,36 @@ def frequency_bands(tag_counts: ArrayLike, head_min: int = 50, tail_max: int = 9
 
 
 def band_metrics(y_true: Any, scores: ArrayLike, bands: ArrayLike, k: int = 5) -> dict[str, float]:
-    """Recall@k restricted to the gold tags of each frequency band.
+    """Recall@k restricted to the gold tags of each frequency band (`band_recall`).
 
     For band ``b``: (gold tags of band ``b`` that appear in the top-``k`` over *all*
     tags) / (gold tags of band ``b``), pooled over products. Keys ``f"recall@{k}_{b}"``
     for ``head``, ``torso``, ``tail`` (then any other band labels); NaN when a band
-    has no gold tags. ``bands``: one per tag (column), or per cell (the label matrix's shape,
-    for a packed matrix whose columns hold different tags per row).
+    has no gold tags.
     """
     k = _check_k(k)
     y, s = _inputs(y_true, scores)
     bands = np.asarray(bands)
-    if bands.shape not in ((y.shape[1],), y.shape):
-        raise ValueError(f"bands must have shape ({y.shape[1]},) or {y.shape}, got {bands.shape}")
-    names = ["head", "torso", "tail"]
-    names += sorted(set(np.unique(bands).tolist()) - set(names))
-    bands = np.broadcast_to(bands, y.shape)
+    if bands.shape != (y.shape[1],):
+        raise ValueError(f"bands must have shape ({y.shape[1]},), got {bands.shape}")
     top = top_k(s, k)
-    hit_bands = np.take_along_axis(bands, top, axis=1)[_hits(y, top, s)]  # of each gold tag found
-    gold_bands = bands[y]
+    hit_tags = top[_hits(y, top, s)]  # tag index of every gold tag found in a top-k
+    return band_recall(np.bincount(hit_tags, minlength=y.shape[1]), y.sum(axis=0), bands, k)
+
+
+def band_recall(
+    found_tag: ArrayLike, gold_tag: ArrayLike, bands: ArrayLike, k: int
+) -> dict[str, float]:
+    """`band_metrics` from per-tag counts: each tag's gold entries found in a top ``k``
+    (``found_tag``), its gold entries (``gold_tag``) and its band."""
+    found_tag, gold_tag, bands = (np.asarray(a) for a in (found_tag, gold_tag, bands))
+    names = ["head", "torso", "tail"]
+    names += sorted(set(bands.tolist()) - set(names))
     out = {}
     for name in names:
-        gold = int((gold_bands == name).sum())
-        found = int((hit_bands == name).sum())
-        out[f"recall@{k}_{name}"] = float(found / gold) if gold else float("nan")
+        mask = bands == name
+        gold = gold_tag[mask].sum()
+        out[f"recall@{k}_{name}"] = float(found_tag[mask].sum() / gold) if gold else float("nan")
     return out
 
 

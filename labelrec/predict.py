@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 # Products per forward pass. Titles vary in length and each batch is padded to its longest: on
 # the CPU, small length-sorted batches tag the most products/s (docs/serving.md: `python
 # benchmarks/latency.py --model M --products 640 --throughput`); a GPU wants larger batches.
-SUGGEST_CHUNK = 1000  # products `suggest` scores at once
+SCORE_CHUNK = 1000  # products `score` and `suggest` score at once
 CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 64
 # the parts of a score that ``explain`` gives each suggested tag (its ``evidence``)
@@ -493,9 +493,24 @@ class TagRecommender:
         return scores, embeddings
 
     def score(self, products: list[Any]) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """``predict_scores`` and ``new_tags`` in one pass: (scores, new tags per product)."""
-        scores, _, new = self._score(products, False)
-        return scores, new
+        """``predict_scores`` and ``new_tags`` in one pass: (scores, new tags per product).
+        ``SCORE_CHUNK`` products at a time: besides the scores returned, memory holds one
+        chunk's evidence (a products x tags matrix a voter), however long the list."""
+        items = self.items(products)
+        if len(items) <= SCORE_CHUNK:
+            scores, _, new = self._score(items, False)
+            return scores, new
+        # no product's scores read another's (but for float rounding of a batch's padding)
+        out: np.ndarray | None = None
+        new = []
+        for start in range(0, len(items), SCORE_CHUNK):
+            part, _, proposed = self._score(items[start : start + SCORE_CHUNK], False)
+            if out is None:
+                out = np.empty((len(items), part.shape[1]), dtype=part.dtype)
+            out[start : start + len(part)] = part
+            new += proposed
+        assert out is not None
+        return out, new
 
     def _score(
         self, products: list[Any], with_embeddings: bool
@@ -831,16 +846,17 @@ class TagRecommender:
         cut-off (0 returns the top ``limit`` whatever their scores). The model's rules apply;
         ``include`` / ``exclude`` tag patterns (``brand:*``) narrow them for this call. A
         product with no text the model reads gets no tags (scoring it would rank the catalog's
-        priors), as in the MLflow model. A long list is scored ``SUGGEST_CHUNK`` products at a
+        priors), as in the MLflow model. A long list is scored ``SCORE_CHUNK`` products at a
         time.
         """
+        if limit < 1:  # refused however many products, none too
+            raise ValueError("limit must be >= 1")
+        self.thresholds(threshold)
         items = self.items(products)
         read = [i for i, p in enumerate(items) if p.title or p.description]
         ranked: list[list[Suggestion]] = [[] for _ in items]
-        # no product's scores read another's (but for float rounding of a batch's padding);
-        # memory holds one chunk's evidence (a products x tags matrix a voter), however many
-        for start in range(0, len(read), SUGGEST_CHUNK):
-            chunk = read[start : start + SUGGEST_CHUNK]
+        for start in range(0, len(read), SCORE_CHUNK):  # as `score`, a chunk's evidence at a time
+            chunk = read[start : start + SCORE_CHUNK]
             scores, new = self.score([items[i] for i in chunk])
             rows = self.rank(scores, limit, threshold, new, include, exclude)
             for i, row in zip(chunk, rows, strict=True):

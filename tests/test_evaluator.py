@@ -17,7 +17,7 @@ from test_mlflow_flavor import open_store  # noqa: E402
 
 import labelrec.mlflow as lrm  # noqa: E402
 from labelrec import cli, metrics  # noqa: E402
-from labelrec.data import Product, TagVocab  # noqa: E402
+from labelrec.data import Product, TagVocab, tag_key  # noqa: E402
 from labelrec.evaluate import evaluate_scores_on  # noqa: E402
 from labelrec.mlflow.evaluator import (  # noqa: E402
     LabelrecEvaluator,
@@ -25,7 +25,6 @@ from labelrec.mlflow.evaluator import (  # noqa: E402
     gold_lists,
     metric_key,
     parse_ranked,
-    tag_lists,
     unmatched_gold_warning,
 )
 
@@ -244,36 +243,84 @@ def test_short_lists_earn_nothing_beyond_their_end() -> None:
         evaluate_ranked(ranked[:1], gold)
 
 
-def _dense_evaluation(ranked, gold, decided, tag_counts, n_train, ks):  # noqa: ANN001, ANN202
+def _dense_evaluation(ranked, gold, decided, tag_counts, n_train, ks):  # noqa: ANN001, ANN202, C901
     """`evaluate_ranked` by its definition: a column for every tag named anywhere (the
     vocabulary's first), then ``max(ks)`` never-gold columns that rank just below every
-    product's list."""
-    tags = tag_lists(ranked, gold, ranked if decided is None else decided, tag_counts, n_train)
-    n, m, depth = len(gold), len(tags.names), max(ks)
+    product's list; the tags' spellings and counts read here too."""
+    n = len(gold)
+    decided = ranked if decided is None else decided
+    if len(ranked) != n or len(decided) != n:
+        raise ValueError(f"{len(ranked)} predictions for {n} products with gold tags")
+    if n == 0:
+        raise ValueError("no products to evaluate")
+    ks = tuple(int(k) for k in ks)
+    depth = max(ks)
+    known = tag_counts is not None
+    # one spelling per tag, the model's first: another case, width or form of a tag is that tag
+    spelt: dict[str, str] = {}
+    for tag in tag_counts or ():
+        spelt.setdefault(tag_key(tag), tag)
+    for rows in (gold, [[t for t, _ in r] for r in ranked], [[t for t, _ in r] for r in decided]):
+        for tags in rows:
+            for tag in tags:
+                spelt.setdefault(tag_key(tag), tag)
+
+    def one(tag: str) -> str:
+        return tag if tag_counts is not None and tag in tag_counts else spelt[tag_key(tag)]
+
+    gold = [list(dict.fromkeys(one(t) for t in row)) for row in gold]
+    ranked = [[(one(t), s) for t, s in row] for row in ranked]
+    decided = [[(one(t), s) for t, s in row] for row in decided]
+    if tag_counts is None:
+        counted: dict[str, int] = {}
+        for tags in gold:
+            for tag in dict.fromkeys(tags):
+                counted[tag] = counted.get(tag, 0) + 1
+        tag_counts, n_train = counted, n
+    index = {tag: j for j, tag in enumerate(tag_counts)}
+    n_known = len(index)
+    for rows in (gold, [[t for t, _ in r] for r in ranked], [[t for t, _ in r] for r in decided]):
+        for tags in rows:
+            for tag in tags:
+                index.setdefault(tag, len(index))
+    names = list(index)
+    m = len(names)
+    counts = np.zeros(m, dtype=np.int64)
+    counts[:n_known] = [int(c) for c in tag_counts.values()]
+    n_train = int(n_train or counts.max(initial=1) or 1)
+
+    # `depth` never-gold columns rank just below each product's list, so a short list earns
+    # nothing beyond its end (instead of unlisted tags filling the top k).
     y = np.zeros((n, m + depth), dtype=bool)
     scores = np.zeros((n, m + depth), dtype=np.float32)
     scores[:, m:] = 1.0
     pred = np.zeros((n, m), dtype=bool)
     for i in range(n):
-        y[i, tags.gold[i]] = True
-        for place, j in enumerate(dict.fromkeys(tags.ranked[i])):
-            scores[i, j] = 2.0 + len(tags.ranked[i]) - place
-        pred[i, tags.decided[i]] = True
+        y[i, [index[t] for t in gold[i]]] = True
+        seen: set[int] = set()
+        for tag, _score in ranked[i]:
+            j = index[tag]
+            if j not in seen:
+                scores[i, j] = 2.0 + len(ranked[i]) - len(seen)
+                seen.add(j)
+        pred[i, [index[t] for t, _ in decided[i]]] = True
+
     inv_p = np.ones(m + depth)
-    inv_p[:m] = 1.0 / metrics.propensities(tags.counts, tags.n_train)
+    inv_p[:m] = 1.0 / metrics.propensities(counts, n_train)
     result = metrics.evaluate_scores(y, scores, np.inf, inv_propensity=inv_p, ks=ks)
     result.update(metrics.f1_scores(y[:, :m], pred))
-    bands = metrics.frequency_bands(np.concatenate([tags.counts, np.zeros(depth, dtype=int)]))
+    bands = metrics.frequency_bands(np.concatenate([counts, np.zeros(depth, dtype=np.int64)]))
     result.update(metrics.band_metrics(y, scores, bands, k=min(5, depth)))
-    if tag_counts is not None:
-        result["unknown_gold_share"] = float(y[:, tags.n_known : m].sum() / max(y.sum(), 1))
-    per_tag = metrics.per_tag_results(y[:, :m], pred, tags.names, train_counts=tags.counts)
-    per_product, n_gold = {}, y.sum(axis=1)
+    if known:
+        result["unknown_gold_share"] = float(y[:, n_known:m].sum() / max(y.sum(), 1))
+    per_tag = metrics.per_tag_results(y[:, :m], pred, names, train_counts=counts)
+    n_gold = y.sum(axis=1)
+    per_product: dict[str, np.ndarray] = {}
     for k in ks:
-        per_product[f"P@{k}"] = metrics.per_product_precision(y, scores, k)
+        precision = metrics.per_product_precision(y, scores, k)
+        per_product[f"P@{k}"] = precision
         with np.errstate(invalid="ignore", divide="ignore"):
-            recall = per_product[f"P@{k}"] * k / n_gold
-        per_product[f"R@{k}"] = np.where(n_gold > 0, recall, np.nan)
+            per_product[f"R@{k}"] = np.where(n_gold > 0, precision * k / n_gold, np.nan)
         per_product[f"nDCG@{k}"] = metrics.per_product_ndcg(y, scores, k)
     return result, per_tag, per_product
 
@@ -283,7 +330,9 @@ def test_ranked_lists_are_evaluated_as_the_matrix_of_every_tag_without_building_
     for trial in range(300):
         n_known = int(rng.integers(0, 9))
         vocab = [f"t{j}" for j in range(n_known)]
-        outside = ["x1", "x2", "X1", "T0", "y"]  # X1 and T0: other cases of tags
+        if n_known > 1 and trial % 2:  # the vocabulary spells one tag twice
+            vocab[1] = "T0"
+        outside = ["x1", "x2", "X1", "T0", "ｔ0", "y"]  # other cases and widths of tags
         names = vocab + outside
         counts = {t: int(c) for t, c in zip(vocab, rng.integers(0, 80, n_known), strict=True)}
         n = int(rng.integers(1, 7))

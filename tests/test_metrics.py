@@ -369,21 +369,18 @@ def test_band_metrics_hand_computed():
     assert metrics.band_metrics(Y, S, bands)["recall@5_head"] == pytest.approx(1.0)
 
 
-def test_weights_and_bands_per_cell_follow_each_rows_own_columns():
-    # each product's columns reversed, and its weights and bands with them: the same tags
-    # in other columns, so the same PSP@k and band recall as one weight and band a column
+def test_weights_per_cell_follow_each_rows_own_columns():
+    # each product's columns reversed, and its weights with them: the same tags in other
+    # columns, so the same PSP@k as one weight a column
     cols = np.argsort(-np.arange(Y.shape[1]))[None, :].repeat(Y.shape[0], axis=0)
     cols[1] = np.arange(Y.shape[1])  # product 1 keeps its order
     y, s = np.take_along_axis(Y, cols, 1), np.take_along_axis(S, cols, 1)
-    bands = np.array(["head", "head", "torso", "tail", "tail"])
     for k in (1, 3, 5):
         assert metrics.psp_at_k(y, s, k, INVP[cols]) == metrics.psp_at_k(Y, S, k, INVP)
-        recall = metrics.band_metrics(Y, S, bands, k)  # tail: NaN, no gold tag in it
-        assert metrics.band_metrics(y, s, bands[cols], k) == pytest.approx(recall, 0, 0, True)
+        full = metrics.evaluate_scores(y, s, 0.5, inv_propensity=INVP[cols], ks=(k,))
+        assert full[f"PSP@{k}"] == metrics.psp_at_k(Y, S, k, INVP)
     with pytest.raises(ValueError, match="inv_propensity must have shape"):
         metrics.psp_at_k(Y, S, 1, INVP[cols][:2])
-    with pytest.raises(ValueError, match="bands must have shape"):
-        metrics.band_metrics(Y, S, bands[:4])
 
 
 def test_per_tag_results_rows():

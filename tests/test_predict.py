@@ -167,12 +167,35 @@ def test_a_long_list_is_scored_a_chunk_at_a_time(
         sizes.append(len(products))
         return score(products)
 
-    monkeypatch.setattr(predict, "SUGGEST_CHUNK", 3)
+    monkeypatch.setattr(predict, "SCORE_CHUNK", 3)
     monkeypatch.setattr(rec, "score", counted)
     chunked = rec.suggest(["", *ITEMS, ""], limit=4, threshold=0)
     assert sizes == [3, 3, 1]  # the products with text, three at a time
     assert chunked[0] == chunked[-1] == [] and len(chunked) == len(ITEMS) + 2
     assert [[s.tag for s in r] for r in chunked[1:]] == [[s.tag for s in r] for r in whole]
+    with pytest.raises(ValueError, match="limit"):  # an empty list checks its arguments too
+        rec.suggest([], limit=0)
+    with pytest.raises(ValueError, match="threshold"):
+        rec.suggest([""], threshold=2.0)
+
+
+def test_scores_of_a_long_list_are_a_chunks_at_a_time(
+    rec: TagRecommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scores, new = rec.score(ITEMS)
+    sizes: list[int] = []
+    one_pass = rec._score
+
+    def counted(products: list, with_embeddings: bool) -> tuple:
+        sizes.append(len(products))
+        return one_pass(products, with_embeddings)
+
+    monkeypatch.setattr(predict, "SCORE_CHUNK", 3)
+    monkeypatch.setattr(rec, "_score", counted)
+    chunked, chunked_new = rec.score(ITEMS)
+    assert sizes == [3, 3, 1] and chunked.dtype == scores.dtype
+    np.testing.assert_allclose(chunked, scores, atol=1e-5)
+    assert chunked_new == new
 
 
 def test_quantized_model_ranks_alike(trained_model_dir: Path, rec: TagRecommender) -> None:

@@ -229,7 +229,8 @@ def evaluate_ranked(
     # ranked tags, best first; then `depth` never-gold cells that rank just below them, so a
     # short list earns nothing beyond its end (instead of unlisted tags filling the top k);
     # then its gold tags outside them. The rows are as wide as the widest product's, however
-    # many tags the products name together; propensities and bands are read per cell.
+    # many tags the products name together; propensities are read per cell, and the band
+    # recalls counted by tag.
     gold_ids = tags.gold
     top_ids = [list(dict.fromkeys(row))[:depth] for row in tags.ranked]
     rest_ids = []
@@ -237,7 +238,7 @@ def evaluate_ranked(
         listed = set(top)
         rest_ids.append([j for j in gold_row if j not in listed])
     width = max(len(top) + depth + len(rest) for top, rest in zip(top_ids, rest_ids, strict=True))
-    cell_tag = np.full((n, width), -1, dtype=np.int64)
+    cell_tag = np.full((n, width), -1, dtype=np.int32)
     scores = np.zeros((n, width), dtype=np.float32)
     y = np.zeros((n, width), dtype=bool)
     for i, (top, rest) in enumerate(zip(top_ids, rest_ids, strict=True)):
@@ -246,11 +247,13 @@ def evaluate_ranked(
         scores[i, : len(top)] = 2.0 + len(tags.ranked[i]) - np.arange(len(top))  # best first
         scores[i, len(top) : len(top) + depth] = 1.0
         y[i] = np.isin(cell_tag[i], gold_ids[i])
+    band_k = min(BAND_K, depth)
+    top_cells = metrics.top_k(scores, band_k)  # the tags of the gold cells found in a top k
+    found = np.take_along_axis(cell_tag, top_cells, 1)[np.take_along_axis(y, top_cells, 1)]
     tagged = cell_tag >= 0
     inv_p = np.ones((n, width))
     inv_p[tagged] = (1.0 / metrics.propensities(counts, tags.n_train))[cell_tag[tagged]]
-    bands = np.full((n, width), "tail", dtype="<U5")  # an untagged cell counts 0 times
-    bands[tagged] = metrics.frequency_bands(counts)[cell_tag[tagged]]
+    del cell_tag, tagged, top_cells
 
     result = metrics.evaluate_scores(y, scores, np.inf, inv_propensity=inv_p, ks=ks)
     decided_ids = [list(dict.fromkeys(row)) for row in tags.decided]
@@ -263,7 +266,8 @@ def evaluate_ranked(
         for ids in (hit_ids, gold_ids, decided_ids)
     )
     result.update(metrics.f1_of_counts(tp, support, predicted))
-    result.update(metrics.band_metrics(y, scores, bands, k=min(BAND_K, depth)))
+    found_tag = np.bincount(found, minlength=m)
+    result.update(metrics.band_recall(found_tag, support, metrics.frequency_bands(counts), band_k))
     if tag_counts is not None:
         result["unknown_gold_share"] = float(support[n_known:].sum() / max(support.sum(), 1))
     per_tag = metrics.per_tag_rows(tp, support, predicted, tags.names, train_counts=counts)
