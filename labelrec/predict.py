@@ -607,10 +607,24 @@ class TagRecommender:
         (a category raised to its best child's score), ``renamed_from`` (a variant a rule
         merged in) and ``rule``. With a reranker (``labelrec.rerank``) the shares add up to
         ``fused_score``, the score before it re-scored the tag. A product with no text the model
-        reads gets no tags, as in ``suggest``."""
-        products = product_list(products)
-        if not products:
-            return []
+        reads gets no tags, as in ``suggest``. A long list is explained ``SCORE_CHUNK``
+        products at a time."""
+        items = self.items(products)  # a bad product named by its place in the whole list
+        explained: list[list[dict[str, Any]]] = []
+        for start in range(0, len(items), SCORE_CHUNK):
+            chunk = items[start : start + SCORE_CHUNK]
+            explained += self._explain(chunk, limit, threshold, include, exclude)
+        return explained
+
+    def _explain(
+        self,
+        products: list[Product],
+        limit: int,
+        threshold: float | None,
+        include: list[str] | None,
+        exclude: list[str] | None,
+    ) -> list[list[dict[str, Any]]]:
+        """`explain` of one chunk of products."""
         ev = self._evidence(products)
         lex, neural, text = self.fusion, ev.neural, ev.text
         zeros = np.zeros_like(neural)

@@ -173,6 +173,18 @@ def test_a_long_list_is_scored_a_chunk_at_a_time(
     assert sizes == [3, 3, 1]  # the products with text, three at a time
     assert chunked[0] == chunked[-1] == [] and len(chunked) == len(ITEMS) + 2
     assert [[s.tag for s in r] for r in chunked[1:]] == [[s.tag for s in r] for r in whole]
+    explain, sizes = rec._explain, []
+
+    def explained_counted(products: list, *args: object) -> list:
+        sizes.append(len(products))
+        return explain(products, *args)
+
+    monkeypatch.setattr(rec, "_explain", explained_counted)
+    explained = rec.explain(ITEMS, limit=4, threshold=0)  # explained a chunk at a time too
+    assert sizes == [3, 3, 1]
+    assert [[e["tag"] for e in r] for r in explained] == [[s.tag for s in r] for r in whole[:-1]]
+    with pytest.raises(ValueError, match="product 4:"):  # named by its place in the list
+        rec.explain([*ITEMS[:4], 42])
     with pytest.raises(ValueError, match="limit"):  # an empty list checks its arguments too
         rec.suggest([], limit=0)
     with pytest.raises(ValueError, match="threshold"):
