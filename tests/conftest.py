@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the system's temporary folder, before `_temporary_files` points the suite at its own: for a
+# server run as another user, who cannot enter pytest's folders
+SYSTEM_TMP = tempfile.gettempdir()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,8 +40,6 @@ def _temporary_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     """Temporary files of the suite and of the processes it starts (BentoML's sockets, torch's
     elastic agents, Chromium's profiles) in a folder of the session's, which pytest prunes,
     not in the system's."""
-    import tempfile
-
     folder = str(tmp_path_factory.mktemp("tmp"))
     before = os.environ.get("TMPDIR"), tempfile.tempdir
     os.environ["TMPDIR"], tempfile.tempdir = folder, folder

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import SYSTEM_TMP
 
 from labelrec.cli import main
 from labelrec.data import read_catalog
@@ -721,8 +722,9 @@ def postgres_url() -> Iterator[str]:
     if not initdbs:
         pytest.skip("no PostgreSQL server here: apt-get install postgresql")
     bindir = initdbs[-1].parent
-    # short, so that the server's socket path in it fits; removed however the start ends
-    root = Path(tempfile.mkdtemp(prefix="labelrec-pg-"))
+    # in the system's temporary folder, which the server's user can enter, and short, so that
+    # the server's socket path in it fits; removed however the start ends
+    root = Path(tempfile.mkdtemp(prefix="labelrec-pg-", dir=SYSTEM_TMP))
     data, as_user, started = root / "data", [], False
     try:
         if os.geteuid() == 0:
