@@ -50,10 +50,12 @@ from labelrec.runtime import OnnxTagModel, choose_backend, graph_digest, graph_k
 
 logger = logging.getLogger(__name__)
 
+# Products that `score`, `suggest` and `explain` score at once: a long list's evidence (a
+# products x tags matrix a voter) is held one chunk at a time (docs/architecture.md).
+SCORE_CHUNK = 1000
 # Products per forward pass. Titles vary in length and each batch is padded to its longest: on
 # the CPU, small length-sorted batches tag the most products/s (docs/serving.md: `python
 # benchmarks/latency.py --model M --products 640 --throughput`); a GPU wants larger batches.
-SCORE_CHUNK = 1000  # products `score` and `suggest` score at once
 CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 64
 # the parts of a score that ``explain`` gives each suggested tag (its ``evidence``)
@@ -497,19 +499,16 @@ class TagRecommender:
         ``SCORE_CHUNK`` products at a time: besides the scores returned, memory holds one
         chunk's evidence (a products x tags matrix a voter), however long the list."""
         items = self.items(products)
-        if len(items) <= SCORE_CHUNK:
-            scores, _, new = self._score(items, False)
-            return scores, new
         # no product's scores read another's (but for float rounding of a batch's padding)
-        out: np.ndarray | None = None
-        new = []
-        for start in range(0, len(items), SCORE_CHUNK):
+        first, _, new = self._score(items[:SCORE_CHUNK], False)
+        if len(items) <= SCORE_CHUNK:
+            return first, new
+        out = np.empty((len(items), first.shape[1]), dtype=first.dtype)
+        out[: len(first)] = first
+        for start in range(SCORE_CHUNK, len(items), SCORE_CHUNK):
             part, _, proposed = self._score(items[start : start + SCORE_CHUNK], False)
-            if out is None:
-                out = np.empty((len(items), part.shape[1]), dtype=part.dtype)
             out[start : start + len(part)] = part
             new += proposed
-        assert out is not None
         return out, new
 
     def _score(
