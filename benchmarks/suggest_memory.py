@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import peak_rss
 
 SCRIPT = """
-import json, sys, time
+import sys, time
 from itertools import islice, cycle
 import labelrec.predict as predict
 from labelrec.config import model_data_config
