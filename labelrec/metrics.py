@@ -269,6 +269,21 @@ def per_product_ndcg(y_true: Any, scores: ArrayLike, k: int) -> np.ndarray:
     return _ndcg_from_hits(_hits(y, top_k(s, k), s), y.sum(axis=1), k)
 
 
+def per_product_metrics(y_true: Any, scores: ArrayLike, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """``P@k``, ``R@k`` and ``nDCG@k`` of each product, for each k in ``ks``; R@k and nDCG@k
+    are NaN for a product without gold tags."""
+    y, s = _inputs(y_true, scores)
+    n_gold = y.sum(axis=1)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        precision = per_product_precision(y, s, k)
+        out[f"P@{k}"] = precision
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"R@{k}"] = np.where(n_gold > 0, precision * k / n_gold, np.nan)
+        out[f"nDCG@{k}"] = per_product_ndcg(y, s, k)
+    return out
+
+
 def ndcg_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
     """Mean nDCG@k over products with at least one gold tag (NaN if there are none)."""
     return _nanmean(per_product_ndcg(y_true, scores, k))

@@ -247,15 +247,8 @@ def _dense_evaluation(ranked, gold, decided, tag_counts, n_train, ks):  # noqa: 
     """`evaluate_ranked` by its definition: a column for every tag named anywhere (the
     vocabulary's first), then ``max(ks)`` never-gold columns that rank just below every
     product's list; the tags' spellings and counts read here too."""
-    n = len(gold)
+    n, depth, known = len(gold), max(ks), tag_counts is not None
     decided = ranked if decided is None else decided
-    if len(ranked) != n or len(decided) != n:
-        raise ValueError(f"{len(ranked)} predictions for {n} products with gold tags")
-    if n == 0:
-        raise ValueError("no products to evaluate")
-    ks = tuple(int(k) for k in ks)
-    depth = max(ks)
-    known = tag_counts is not None
     # one spelling per tag, the model's first: another case, width or form of a tag is that tag
     spelt: dict[str, str] = {}
     for tag in tag_counts or ():
@@ -314,14 +307,7 @@ def _dense_evaluation(ranked, gold, decided, tag_counts, n_train, ks):  # noqa: 
     if known:
         result["unknown_gold_share"] = float(y[:, n_known:m].sum() / max(y.sum(), 1))
     per_tag = metrics.per_tag_results(y[:, :m], pred, names, train_counts=counts)
-    n_gold = y.sum(axis=1)
-    per_product: dict[str, np.ndarray] = {}
-    for k in ks:
-        precision = metrics.per_product_precision(y, scores, k)
-        per_product[f"P@{k}"] = precision
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_product[f"R@{k}"] = np.where(n_gold > 0, precision * k / n_gold, np.nan)
-        per_product[f"nDCG@{k}"] = metrics.per_product_ndcg(y, scores, k)
+    per_product = metrics.per_product_metrics(y, scores, ks)
     return result, per_tag, per_product
 
 

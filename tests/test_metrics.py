@@ -369,6 +369,16 @@ def test_band_metrics_hand_computed():
     assert metrics.band_metrics(Y, S, bands)["recall@5_head"] == pytest.approx(1.0)
 
 
+def test_per_product_metrics_hand_computed():
+    out = metrics.per_product_metrics(Y, S, (1, 3))
+    assert list(out) == ["P@1", "R@1", "nDCG@1", "P@3", "R@3", "nDCG@3"]
+    np.testing.assert_allclose(out["P@1"], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(out["R@1"], [0.5, 0.0, np.nan])  # product 2: no gold tag
+    np.testing.assert_allclose(out["P@3"], [2 / 3, 0.0, 0.0])
+    np.testing.assert_allclose(out["R@3"], [1.0, 0.0, np.nan])
+    np.testing.assert_allclose(out["nDCG@3"], [NDCG_P0_AT3, 0.0, np.nan])
+
+
 def test_weights_per_cell_follow_each_rows_own_columns():
     # each product's columns reversed, and its weights with them: the same tags in other
     # columns, so the same PSP@k as one weight a column

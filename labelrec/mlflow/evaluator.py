@@ -271,14 +271,7 @@ def evaluate_ranked(
     if tag_counts is not None:
         result["unknown_gold_share"] = float(support[n_known:].sum() / max(support.sum(), 1))
     per_tag = metrics.per_tag_rows(tp, support, predicted, tags.names, train_counts=counts)
-    n_gold = y.sum(axis=1)
-    per_product: dict[str, np.ndarray] = {}
-    for k in ks:
-        precision = metrics.per_product_precision(y, scores, k)
-        per_product[f"P@{k}"] = precision
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_product[f"R@{k}"] = np.where(n_gold > 0, precision * k / n_gold, np.nan)
-        per_product[f"nDCG@{k}"] = metrics.per_product_ndcg(y, scores, k)
+    per_product = metrics.per_product_metrics(y, scores, ks)
     return Evaluation(result, per_tag, per_product)
 
 
