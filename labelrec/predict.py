@@ -862,11 +862,10 @@ class TagRecommender:
         priors), as in the MLflow model. A long list is scored ``SCORE_CHUNK`` products at a
         time.
         """
-        if limit < 1:  # refused however many products, none too
-            raise ValueError("limit must be >= 1")
-        self.thresholds(threshold)
         items = self.items(products)
         read = [i for i, p in enumerate(items) if p.title or p.description]
+        if not read:  # nothing to rank: `rank` checks the arguments all the same
+            self.rank(np.zeros((0, len(self.vocab)), dtype=np.float32), limit, threshold)
         ranked: list[list[Suggestion]] = [[] for _ in items]
         for start in range(0, len(read), SCORE_CHUNK):  # as `score`, a chunk's evidence at a time
             chunk = read[start : start + SCORE_CHUNK]
