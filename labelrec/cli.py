@@ -197,7 +197,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import csv
 
     from labelrec.data import check_catalog_file, read_catalog
-    from labelrec.evaluate import evaluate_scores_on
 
     _output_file(args.metrics_file, "--metrics-file")  # before the work, not after it
     _output_file(args.results_file, "--results-file")
@@ -207,16 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     catalog = read_catalog(args.data, _data_config(args, args.model_dir))  # logs skipped rows
     if not catalog.products:
         raise ValueError(f"{args.data}: no products to evaluate")
-    scores, new = _scores_with_progress(rec, catalog.products, args.no_progress)
-    result = evaluate_scores_on(
-        scores,
-        catalog.products,
-        rec.vocab,
-        rec.thresholds(args.threshold),
-        new_tags=None if args.known_only else new,
-        new_threshold=rec.new_tag_threshold if args.threshold is None else args.threshold,
-        limit=args.limit,
-    )
+    result = _evaluate_with_progress(rec, catalog.products, args)
     _print_metrics(result.metrics)
     if args.metrics_file:
         from labelrec.modeldir import jsonable
@@ -232,23 +222,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scores_with_progress(
-    rec: Any, products: list, quiet: bool, chunk: int = 1000
-) -> tuple[Any, list[dict[str, float]]]:
-    """``rec.score`` of ``products`` (known-tag scores, new tags), ``chunk`` at a time under a
-    progress bar (each product is scored on its own, so the chunks change nothing but the bar)."""
-    import numpy as np
-
+def _evaluate_with_progress(rec: Any, products: list, args: argparse.Namespace) -> Any:
+    """The evaluation of ``rec`` on ``products`` (``evaluate.EvaluationStream``), scored a part
+    at a time (``score_parts``) under a progress bar: the scores of one part in memory at once."""
+    from labelrec.evaluate import EvaluationStream
     from labelrec.progress import progress_bar
 
-    parts, new = [], []
-    with progress_bar(total=len(products), unit="product", desc="eval", disable=quiet) as bar:
-        for start in range(0, len(products), chunk):
-            scores, proposed = rec.score(products[start : start + chunk])
-            parts.append(scores)
-            new += proposed
+    stream = EvaluationStream(
+        products,
+        rec.vocab,
+        rec.thresholds(args.threshold),
+        new_threshold=rec.new_tag_threshold if args.threshold is None else args.threshold,
+        limit=args.limit,
+    )
+    bar = progress_bar(total=len(products), unit="product", desc="eval", disable=args.no_progress)
+    with bar:
+        for scores, new in rec.score_parts(products):
+            stream.add(scores, None if args.known_only else new)
             bar.update(len(scores))
-    return np.concatenate(parts), new
+    return stream.result()
 
 
 def _utf8_stdout() -> None:

@@ -42,6 +42,48 @@ def gold_matrix(products: list[Product], vocab: TagVocab) -> tuple[sp.csr_matrix
     return y, list(vocab.tags) + spelt
 
 
+class JointColumns:
+    """The columns of the joint matrix of some products: the vocabulary's tags, the products'
+    gold tags outside it (as first spelt), then each new tag in the order the products first
+    propose it. ``layout`` places the proposals of the products from ``start`` on; placed in
+    the products' order a part at a time, they get the columns that placing them all at once
+    gives."""
+
+    def __init__(self, products: list[Product], vocab: TagVocab) -> None:
+        self.gold, self.names = gold_matrix(products, vocab)
+        # tag_key -> column: a new tag spelt otherwise is the gold one (the vocabulary's, cached)
+        self._index: dict[str, int] = dict(vocab.folded)
+        for j in range(len(vocab), len(self.names)):
+            self._index.setdefault(tag_key(self.names[j]), j)
+
+    def layout(self, start: int, new_tags: list[dict[str, float]]) -> JointLayout:
+        """The layout of the products ``start`` to ``start + len(new_tags)`` and their
+        ``new_tags`` (their tags; the scores are not read), over the columns placed so far."""
+        if not 0 <= start <= start + len(new_tags) <= self.gold.shape[0]:
+            raise ValueError(f"products {start} to {start + len(new_tags)} of {self.gold.shape[0]}")
+        rows, cols = [], []
+        for i, row in enumerate(new_tags):
+            for tag in row:
+                key = tag_key(tag)
+                j = self._index.get(key)
+                if j is None:
+                    j = self._index[key] = len(self.names)
+                    self.names.append(tag)
+                rows.append(i)
+                cols.append(j)
+        gold = self.gold[start : start + len(new_tags)]
+        shape = (len(new_tags), len(self.names))
+        y = sp.csr_matrix((gold.data, gold.indices, gold.indptr), shape=shape)
+        rows_, cols_ = np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
+        return JointLayout(y, list(self.names), rows_, cols_)
+
+    def forget(self, n_columns: int) -> None:
+        """Drop the columns from ``n_columns`` on (new tags placed since there were that many)."""
+        for tag in self.names[n_columns:]:
+            del self._index[tag_key(tag)]
+        del self.names[n_columns:]
+
+
 @dataclass
 class JointLayout:
     """The gold matrix and columns of ``joint_matrices`` for some products and the new tags
@@ -57,24 +99,7 @@ class JointLayout:
         cls, new_tags: list[dict[str, float]], products: list[Product], vocab: TagVocab
     ) -> JointLayout:
         """The layout of ``new_tags`` (their tags; the scores are not read)."""
-        y, names = gold_matrix(products, vocab)
-        # tag_key -> column: a new tag spelt otherwise is the gold one (the vocabulary's, cached)
-        index: dict[str, int] = dict(vocab.folded)
-        for j in range(len(vocab), len(names)):
-            index.setdefault(tag_key(names[j]), j)
-        extra: dict[str, str] = {}
-        rows, cols = [], []
-        for i, row in enumerate(new_tags):
-            for tag in row:
-                key = tag_key(tag)
-                if key not in index:
-                    index[key] = len(names) + len(extra)
-                    extra[key] = tag
-                rows.append(i)
-                cols.append(index[key])
-        names = names + list(extra.values())
-        y = sp.csr_matrix((y.data, y.indices, y.indptr), shape=(y.shape[0], len(names)))
-        return cls(y, names, np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp))
+        return JointColumns(products, vocab).layout(0, new_tags)
 
     def scores(
         self, known: np.ndarray, new_tags: list[dict[str, float]], out: np.ndarray | None = None
@@ -308,44 +333,145 @@ def evaluate_scores_on(
     The metrics are those of ``joint_matrices`` (a column for every tag of every product),
     computed on ``JointLayout.packed``: as wide as the vocabulary plus the most new tags one
     product has, however many distinct new tags the products have together.
+    `EvaluationStream` gives the same a part of the products at a time.
     """
-    if new_tags is None:
-        new_tags = [{} for _ in products]
-    layout = JointLayout.of(new_tags, products, vocab)
-    packed = layout.packed(scores, new_tags, min_width=max((*ks, 5)))  # band_metrics' k: 5
-    y, full, n_known = packed.y, packed.scores, len(vocab)
-    n_train = vocab.n_products or int(vocab.counts.max(initial=1))
-    counts = np.zeros(full.shape[1], dtype=np.int64)  # a tag outside the vocabulary: 0
-    counts[:n_known] = vocab.counts
-    inv_p = 1.0 / metrics.propensities(counts, n_train)
-    # a tag outside the vocabulary is a decision where it was proposed (a score above 0)
-    one_cut = np.ndim(thresholds) == 0  # a number, or a 0-d array
-    outside = max(float(thresholds if one_cut else new_threshold), _PROPOSED)
-    cut = np.full(full.shape[1], outside)
-    cut[:n_known] = thresholds
-    result = metrics.evaluate_scores(y, full, cut, inv_propensity=inv_p, ks=ks, limit=limit)
-    decided = metrics.apply_thresholds(full, cut, limit)
-    # a packed column past the vocabulary holds different tags in different products: the
-    # per-tag counts are the joint matrix's columns
-    n_cols = len(layout.names)
-    hits = sp.csr_matrix(y.multiply(decided))
-    counted = [packed.column_counts(m, n_cols) for m in (hits, y, decided)]  # tp, gold, decided
-    result.update(metrics.f1_of_counts(*counted))
-    bands = metrics.frequency_bands(counts)
-    result.update(metrics.band_metrics(y, full, bands, k=5))
-    result["unknown_gold_share"] = float(y[:, n_known:].sum() / max(y.sum(), 1))
-    if any(new_tags):  # how the new tags fare: first place, and at their threshold
-        top1 = np.argmax(full, axis=1)
-        result["new_tag_share_of_top1"] = float((top1 >= n_known).mean())
+    stream = EvaluationStream(products, vocab, thresholds, ks, new_threshold, limit)
+    stream.add(scores, new_tags)
+    return stream.result()
+
+
+class EvaluationStream:
+    """``evaluate_scores_on`` of products whose scores come a part at a time: ``add`` the
+    scores of the next products, in order, then ``result``. What it keeps between parts is
+    each product's ranking metrics and the counts by tag, not the scores (products x
+    vocabulary). The metrics are those of the products scored at once, all but PSP@k (sums
+    of floats in another order: equal to about 1e-15)."""
+
+    def __init__(
+        self,
+        products: list[Product],
+        vocab: TagVocab,
+        thresholds: np.ndarray | float,
+        ks: tuple[int, ...] = (1, 3, 5),
+        new_threshold: float = 1.0,
+        limit: int | None = None,
+    ) -> None:
+        self.products, self.vocab, self.ks, self.limit = products, vocab, tuple(ks), limit
+        self._columns = JointColumns(products, vocab)
+        self._thresholds = thresholds
+        # a tag outside the vocabulary is a decision where it was proposed (a score above 0)
+        one_cut = np.ndim(thresholds) == 0  # a number, or a 0-d array
+        self._outside = max(float(thresholds if one_cut else new_threshold), _PROPOSED)
+        self._n_train = vocab.n_products or int(vocab.counts.max(initial=1))
+        self._done = 0
+        self._ranking: list[metrics.RankingSums] = []
+        self._per_product: dict[str, list[np.ndarray]] = {"nDCG@3": [], "P@1": []}
+        # by joint column: gold entries decided, gold entries, decided, found in a top 5
+        self._counts = [np.zeros(0, dtype=np.int64) for _ in range(4)]
+        self._gold_entries = 0
+        self._any_new = False
+        # products whose first tag is new, gold tags outside the vocabulary, new tags decided,
+        # new tags decided and gold
+        self._new_counts = np.zeros(4, dtype=np.int64)
+
+    def add(self, known: np.ndarray, new_tags: list[dict[str, float]] | None = None) -> None:
+        """The scores of the next ``len(known)`` products: ``known`` over the vocabulary and
+        the new tags proposed for each (None: none)."""
+        n = known.shape[0]
+        if new_tags is None:
+            new_tags = [{} for _ in range(n)]
+        if len(new_tags) != n:
+            raise ValueError(f"scores of {n} products but new tags of {len(new_tags)}")
+        if self._done + n > len(self.products):
+            raise ValueError(
+                f"scores of products {self._done} to {self._done + n},"
+                f" past the {len(self.products)} products"
+            )
+        n_columns = len(self._columns.names)
+        try:
+            measured = self._measure(known, new_tags)
+        except Exception:  # a part refused (NaN scores) leaves the stream as it was
+            self._columns.forget(n_columns)
+            raise
+        self._done += n
+        self._any_new = self._any_new or any(new_tags)
+        ranking, per_product, part_counts, gold_entries, new_counts = measured
+        self._ranking.append(ranking)
+        for key, values in per_product.items():
+            self._per_product[key].append(values)
+        for i, part in enumerate(part_counts):
+            part[: len(self._counts[i])] += self._counts[i]
+            self._counts[i] = part
+        self._gold_entries += gold_entries
+        self._new_counts += new_counts
+
+    def _measure(self, known: np.ndarray, new_tags: list[dict[str, float]]) -> tuple[Any, ...]:
+        """What ``add`` keeps of the next products: their ranking sums, per-product values,
+        counts by joint column and the counts of gold and new tags."""
+        layout = self._columns.layout(self._done, new_tags)
+        packed = layout.packed(known, new_tags, min_width=max((*self.ks, 5)))  # bands' k: 5
+        y, full, n_known = packed.y, packed.scores, len(self.vocab)
+        counts = np.zeros(full.shape[1], dtype=np.int64)  # a tag outside the vocabulary: 0
+        counts[:n_known] = self.vocab.counts
+        inv_p = 1.0 / metrics.propensities(counts, self._n_train)
+        ranking = metrics.RankingSums.of(y, full, self.ks, inv_p)
+        per_product = {
+            "nDCG@3": metrics.per_product_ndcg(y, full, 3),
+            "P@1": metrics.per_product_precision(y, full, 1),
+        }
+        cut = np.full(full.shape[1], self._outside)
+        cut[:n_known] = self._thresholds
+        decided = metrics.apply_thresholds(full, cut, self.limit)
+        # a packed column past the vocabulary holds different tags in different products: the
+        # counts are by the joint matrix's columns
+        hits = sp.csr_matrix(y.multiply(decided))
+        top = metrics.top_k(full, 5)
+        found_at = np.take_along_axis(y.toarray() != 0, top, 1)
+        found_at &= np.take_along_axis(full, top, 1) > -np.inf  # as metrics._hits
+        rows, ranks = np.nonzero(found_at)
+        found = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.int8), (rows, top[rows, ranks])), shape=y.shape
+        )
+        n_cols = len(layout.names)
+        part_counts = [packed.column_counts(m, n_cols) for m in (hits, y, decided, found)]
         gold_new, proposed = y[:, n_known:].toarray() != 0, decided[:, n_known:]
-        found = (proposed & gold_new).sum()
-        result["new_tag_recall"] = float(found / max(gold_new.sum(), 1))
-        result["new_tag_precision"] = float(found / max(proposed.sum(), 1))
-    train_counts = np.zeros(n_cols, dtype=np.int64)
-    train_counts[:n_known] = vocab.counts
-    per_tag = metrics.per_tag_rows(*counted, layout.names, train_counts=train_counts)
-    per_product = {
-        "nDCG@3": metrics.per_product_ndcg(y, full, 3),
-        "P@1": metrics.per_product_precision(y, full, 1),
-    }
-    return Evaluation(result, per_tag, per_product)
+        new_counts = np.array(
+            [
+                (np.argmax(full, axis=1) >= n_known).sum(),
+                gold_new.sum(),
+                proposed.sum(),
+                (proposed & gold_new).sum(),
+            ],
+            dtype=np.int64,
+        )
+        return ranking, per_product, part_counts, y.nnz, new_counts
+
+    def result(self) -> Evaluation:
+        """The metrics of every product, once each has been added."""
+        n = len(self.products)
+        if self._done != n:
+            raise ValueError(f"scores of {self._done} of the {n} products added")
+        if not self._ranking:  # no products
+            self.add(np.zeros((0, len(self.vocab)), dtype=np.float32))
+        names = self._columns.names
+        n_known, n_cols = len(self.vocab), len(names)
+        counted = [np.zeros(n_cols, dtype=np.int64) for _ in self._counts]
+        for total, part in zip(counted, self._counts, strict=True):
+            total[: len(part)] = part
+        tp, gold, decided, found = counted
+        result = metrics.RankingSums.join(self._ranking).metrics()
+        result.update(metrics.f1_of_counts(tp, gold, decided))
+        result["n_products"] = float(n)
+        train_counts = np.zeros(n_cols, dtype=np.int64)  # a tag outside the vocabulary: 0
+        train_counts[:n_known] = self.vocab.counts
+        bands = metrics.frequency_bands(train_counts)
+        result.update(metrics.band_recall(found, gold, bands, 5))
+        top1, new_gold, new_decided, new_found = (int(c) for c in self._new_counts)
+        result["unknown_gold_share"] = new_gold / max(self._gold_entries, 1)
+        if self._any_new:  # how the new tags fare: first place, and at their threshold
+            result["new_tag_share_of_top1"] = top1 / max(n, 1)
+            result["new_tag_recall"] = new_found / max(new_gold, 1)
+            result["new_tag_precision"] = new_found / max(new_decided, 1)
+        per_tag = metrics.per_tag_rows(tp, gold, decided, names, train_counts=train_counts)
+        per_product = {key: np.concatenate(parts) for key, parts in self._per_product.items()}
+        return Evaluation(result, per_tag, per_product)

@@ -21,6 +21,7 @@ Conventions
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 __all__ = [
+    "RankingSums",
     "apply_thresholds",
     "band_metrics",
     "evaluate_scores",
@@ -159,6 +161,11 @@ def _hits(y: np.ndarray, top: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.take_along_axis(y, top, axis=1) & (np.take_along_axis(scores, top, 1) > -np.inf)
 
 
+def _mean(values: np.ndarray) -> float:
+    """Mean; NaN (without a warning) of nothing."""
+    return float(values.mean()) if values.size else float("nan")
+
+
 def _nanmean(values: np.ndarray) -> float:
     """Mean ignoring NaN; NaN (without a warning) if nothing is left."""
     values = values[~np.isnan(values)]
@@ -188,6 +195,15 @@ def _ndcg_from_hits(hits: np.ndarray, n_gold: np.ndarray, k: int) -> np.ndarray:
 def _psp_from_top(
     y: np.ndarray, top: np.ndarray, inv_propensity: np.ndarray, k: int, scores: np.ndarray
 ) -> float:
+    num, den = _psp_sums(y, top, inv_propensity, k, scores)
+    # the 1/k and 1/n_products factors cancel in the ratio
+    return float(num / den) if den > 0 else float("nan")
+
+
+def _psp_sums(
+    y: np.ndarray, top: np.ndarray, inv_propensity: np.ndarray, k: int, scores: np.ndarray
+) -> tuple[float, float]:
+    """PSP@k's gain summed over the products and the same for their ideal rankings."""
     top = top[:, :k]
     ranked = np.take_along_axis(scores, top, axis=1) > -np.inf  # as _hits
     invp = np.broadcast_to(inv_propensity, y.shape)  # one row for every product, or its own
@@ -200,8 +216,7 @@ def _psp_from_top(
     rows, weights = rows[order], weights[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place within its product
     den = weights[(rank < top.shape[1]) & (weights > 0)].sum()
-    # the 1/k and 1/n_products factors cancel in the ratio
-    return float(num / den) if den > 0 else float("nan")
+    return float(num), float(den)
 
 
 def _as_inv_propensity(inv_propensity: ArrayLike, shape: tuple[int, int]) -> np.ndarray:
@@ -272,16 +287,76 @@ def per_product_ndcg(y_true: Any, scores: ArrayLike, k: int) -> np.ndarray:
 def per_product_metrics(y_true: Any, scores: ArrayLike, ks: Sequence[int]) -> dict[str, np.ndarray]:
     """``P@k``, ``R@k`` and ``nDCG@k`` of each product, for each k in ``ks``; R@k and nDCG@k
     are NaN for a product without gold tags."""
-    y, s = _inputs(y_true, scores)
-    n_gold = y.sum(axis=1)
-    out: dict[str, np.ndarray] = {}
-    for k in ks:
-        precision = per_product_precision(y, s, k)
-        out[f"P@{k}"] = precision
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[f"R@{k}"] = np.where(n_gold > 0, precision * k / n_gold, np.nan)
-        out[f"nDCG@{k}"] = per_product_ndcg(y, s, k)
-    return out
+    return RankingSums.of(y_true, scores, ks).per_product
+
+
+@dataclass
+class RankingSums:
+    """What the ranking metrics of some products are made of: each product's ``P@k``,
+    ``R@k`` and ``nDCG@k``, and PSP@k's gain and ideal gain summed over the products. Those of
+    the parts of a catalog join (`join`) into the catalog's, so that its metrics can be
+    measured a part at a time, the scores of one part in memory at once."""
+
+    ks: tuple[int, ...]
+    per_product: dict[str, np.ndarray]  # "P@k", "R@k", "nDCG@k" for each k, products in order
+    psp: dict[int, tuple[float, float]] = field(default_factory=dict)  # k -> (gain, ideal)
+
+    @classmethod
+    def of(
+        cls,
+        y_true: Any,
+        scores: ArrayLike,
+        ks: Sequence[int],
+        inv_propensity: ArrayLike | None = None,
+    ) -> RankingSums:
+        """The sums of ``scores`` against ``y_true``; PSP@k's when ``inv_propensity`` is given
+        (per tag or per cell, as in `psp_at_k`). Ranks are computed once."""
+        ks = tuple(_check_k(k) for k in ks)
+        y, s = _inputs(y_true, scores)
+        n_gold = y.sum(axis=1)
+        top = top_k(s, max(ks)) if ks else np.empty((y.shape[0], 0), dtype=np.intp)
+        hits = _hits(y, top, s)
+        per_product: dict[str, np.ndarray] = {}
+        for k in ks:
+            per_product[f"P@{k}"] = _precision_from_hits(hits, k)
+            per_product[f"R@{k}"] = _recall_from_hits(hits, n_gold, k)
+            per_product[f"nDCG@{k}"] = _ndcg_from_hits(hits, n_gold, k)
+        psp = {}
+        if inv_propensity is not None:
+            invp = _as_inv_propensity(inv_propensity, y.shape)
+            psp = {k: _psp_sums(y, top, invp, k, s) for k in ks}
+        return cls(ks, per_product, psp)
+
+    @classmethod
+    def join(cls, parts: Sequence[RankingSums]) -> RankingSums:
+        """The sums of the products of ``parts``, in their order (alike ``ks`` and PSP)."""
+        if not parts:
+            raise ValueError("no parts to join")
+        first = parts[0]
+        if any(p.ks != first.ks or p.psp.keys() != first.psp.keys() for p in parts):
+            raise ValueError("parts of different metrics")
+        per_product = {
+            key: np.concatenate([p.per_product[key] for p in parts]) for key in first.per_product
+        }
+        psp = {
+            k: (sum(p.psp[k][0] for p in parts), sum(p.psp[k][1] for p in parts)) for k in first.psp
+        }
+        return cls(first.ks, per_product, psp)
+
+    def metrics(self) -> dict[str, float]:
+        """``P@k``, ``R@k`` and ``nDCG@k`` (grouped by metric), then ``PSP@k`` where summed:
+        P@k the mean over the products (NaN without any), R@k and nDCG@k over those with gold
+        tags."""
+        out: dict[str, float] = {}
+        for k in self.ks:
+            out[f"P@{k}"] = _mean(self.per_product[f"P@{k}"])
+        for name in ("R", "nDCG"):
+            for k in self.ks:
+                out[f"{name}@{k}"] = _nanmean(self.per_product[f"{name}@{k}"])
+        for k, (num, den) in self.psp.items():
+            # the 1/k and 1/n_products factors cancel in the ratio
+            out[f"PSP@{k}"] = float(num / den) if den > 0 else float("nan")
+        return out
 
 
 def ndcg_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
@@ -577,22 +652,8 @@ def evaluate_scores(
     thresholds`` (at most ``limit`` a product, `apply_thresholds`) and ``n_products``. All
     values are python floats. Ranks are computed once.
     """
-    ks = [_check_k(k) for k in ks]
     y, s = _inputs(y_true, scores)
-    n_gold = y.sum(axis=1)
-    top = top_k(s, max(ks)) if ks else np.empty((y.shape[0], 0), dtype=np.intp)
-    hits = _hits(y, top, s)
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"P@{k}"] = float(_precision_from_hits(hits, k).mean())
-    for k in ks:
-        out[f"R@{k}"] = _nanmean(_recall_from_hits(hits, n_gold, k))
-    for k in ks:
-        out[f"nDCG@{k}"] = _nanmean(_ndcg_from_hits(hits, n_gold, k))
-    if inv_propensity is not None:
-        invp = _as_inv_propensity(inv_propensity, y.shape)
-        for k in ks:
-            out[f"PSP@{k}"] = _psp_from_top(y, top, invp, k, s)
+    out = RankingSums.of(y, s, ks, inv_propensity).metrics()
     out.update(f1_scores(y, apply_thresholds(s, thresholds, limit)))
     out["n_products"] = float(y.shape[0])
     return out

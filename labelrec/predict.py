@@ -499,17 +499,35 @@ class TagRecommender:
         ``SCORE_CHUNK`` products at a time: besides the scores returned, memory holds one
         chunk's evidence (a products x tags matrix a voter), however long the list."""
         items = self.items(products)
-        # no product's scores read another's (but for float rounding of a batch's padding)
-        first, _, new = self._score(items[:SCORE_CHUNK], False)
         if len(items) <= SCORE_CHUNK:
-            return first, new
-        out = np.empty((len(items), first.shape[1]), dtype=first.dtype)
-        out[: len(first)] = first
-        for start in range(SCORE_CHUNK, len(items), SCORE_CHUNK):
-            part, _, proposed = self._score(items[start : start + SCORE_CHUNK], False)
+            scores, _, new = self._score(items, False)
+            return scores, new
+        out: np.ndarray | None = None
+        new = []
+        for start, (part, proposed) in zip(
+            range(0, len(items), SCORE_CHUNK), self.score_parts(items), strict=True
+        ):
+            if out is None:
+                out = np.empty((len(items), part.shape[1]), dtype=part.dtype)
             out[start : start + len(part)] = part
             new += proposed
         return out, new
+
+    def score_parts(
+        self, products: list[Any], size: int | None = None
+    ) -> Iterator[tuple[np.ndarray, list[dict[str, float]]]]:
+        """``score`` of ``products`` ``size`` (None: ``SCORE_CHUNK``) at a time, in order: each
+        part's scores and new tags, so that a caller that reads them a part at a time (an
+        evaluation) never holds the scores of them all. Every product is read (and a bad one
+        refused) before the first part is scored."""
+        size = SCORE_CHUNK if size is None else size
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        items = self.items(products)
+        # no product's scores read another's (but for float rounding of a batch's padding)
+        for start in range(0, len(items), size):
+            scores, _, new = self._score(items[start : start + size], False)
+            yield scores, new
 
     def _score(
         self, products: list[Any], with_embeddings: bool

@@ -584,18 +584,40 @@ def test_a_closed_pipe_ends_the_command_quietly(monkeypatch: pytest.MonkeyPatch)
     assert redirected == [sys.stdout.fileno()]
 
 
-def test_eval_scores_in_chunks_as_in_one_pass(trained_model_dir: Path, toy_data_dir: Path) -> None:
-    from labelrec.cli import _scores_with_progress
+def test_eval_scores_a_part_at_a_time_as_in_one_pass(
+    trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import labelrec.predict as predict
     from labelrec.data import read_catalog
+    from labelrec.evaluate import evaluate_scores_on
     from labelrec.predict import TagRecommender
 
     rec = TagRecommender.load(trained_model_dir)
     products = read_catalog(toy_data_dir / "valid.jsonl").products
     whole, whole_new = rec.score(products)
-    chunked, chunked_new = _scores_with_progress(rec, products, quiet=True, chunk=3)
-    assert len(products) > 3 and chunked.shape == whole.shape
+    parts = list(rec.score_parts(products, 3))
+    assert len(products) > 3 and [len(p) for p, _ in parts][:2] == [3, 3]
+    chunked = np.concatenate([p for p, _ in parts])
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
-    assert chunked_new == whole_new and len(chunked_new) == len(products)
+    assert [row for _, new in parts for row in new] == whole_new
+    with pytest.raises(ValueError, match="size must be at least 1"):
+        next(rec.score_parts(products, 0))
+    # the command reads the scores three products at a time: the metrics of them all at once
+    monkeypatch.setattr(predict, "SCORE_CHUNK", 3)
+    out = tmp_path / "metrics.json"
+    valid = str(toy_data_dir / "valid.jsonl")
+    assert main(["eval", str(trained_model_dir), "--data", valid, "--metrics-file", str(out)]) == 0
+    expected = evaluate_scores_on(
+        whole,
+        products,
+        rec.vocab,
+        rec.tag_thresholds,
+        new_tags=whole_new,
+        new_threshold=rec.new_tag_threshold,
+    ).metrics
+    got = json.loads(out.read_text())
+    assert list(got) == list(expected)
+    assert got == pytest.approx({k: None if v != v else v for k, v in expected.items()})
 
 
 def test_demo_writes_catalog(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -141,7 +141,12 @@ def test_new_tags_count_alike_in_eval_the_evaluate_step_and_the_evaluator(
     trained_model_dir: Path, mlflow_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A new tag the model proposes (``known: false``) that is a gold tag is a hit for
-    ``labelrec eval``, the MLflow evaluate step and the evaluator the promotion gate runs."""
+    ``labelrec eval``, the MLflow evaluate step and the evaluator the promotion gate runs;
+    the first two score and evaluate seven products at a time, the last ranks lists."""
+    import labelrec.predict as predict
+    from labelrec.data import read_catalog
+    from labelrec.evaluate import gold_matrix
+    from labelrec.mlflow import tracking
     from labelrec.mlflow.steps import run_evaluate
     from labelrec.predict import TagRecommender
 
@@ -149,14 +154,17 @@ def test_new_tags_count_alike_in_eval_the_evaluate_step_and_the_evaluator(
         return p["title"] if isinstance(p, dict) else p.title  # type: ignore[index,attr-defined]
 
     score = TagRecommender._score
+    parts = []
 
     def with_zorg(self, products, with_embeddings):  # a span tagger that reads brand:Zorg
+        parts.append(len(products))
         scores, embeddings, new = score(self, products, with_embeddings)
         new = [dict(n, **{"brand:Zorg": 0.99}) if "zorg" in title(p) else n
                for p, n in zip(products, new, strict=True)]  # fmt: skip
         return scores, embeddings, new
 
     monkeypatch.setattr(TagRecommender, "_score", with_zorg)
+    monkeypatch.setattr(predict, "SCORE_CHUNK", 7)
     rows = toy_catalog(1) + [
         {"id": f"z{i}", "title": f"zorg tower {i}", "description": "", "tags": ["brand:Zorg"]}
         for i in range(3)
@@ -183,10 +191,31 @@ def test_new_tags_count_alike_in_eval_the_evaluate_step_and_the_evaluator(
             model_type="labelrec",
             evaluators="labelrec",
         )
-    step = run_evaluate(info.model_uri, str(data))["metrics"]
+    parts.clear()
+    summary = run_evaluate(info.model_uri, str(data))
+    step = summary["metrics"]
+    assert len(parts) == math.ceil(n / 7) and max(parts) == 7
     for key in ("P@1", "P@3", "R@5", "nDCG@3", "nDCG@5", "PSP@3", "micro_f1", "macro_f1"):
         assert result.metrics[metric_key(key)] == pytest.approx(want[key], abs=1e-9), key
         assert step[key] == pytest.approx(want[key], abs=1e-9), key
+    # its precision-recall curve counts every product's scores against its own gold tags
+    rec = TagRecommender.load(trained_model_dir)
+    products = read_catalog(data).products
+    scores, _ = rec.score(products)  # seven at a time, as the step scored them
+    t, precision, recall = tracking.precision_recall_curve(
+        gold_matrix(products, rec.vocab)[0], scores
+    )
+    logged = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=summary["run_id"],
+                artifact_path="evaluation/precision_recall_threshold.json",
+                dst_path=str(tmp_path / "curve"),
+            )
+        ).read_text()
+    )
+    assert [row["recall"] for row in logged] == recall.tolist()
+    assert [row["precision"] for row in logged] == pytest.approx(precision.tolist(), nan_ok=True)
 
 
 def test_peer_pyfunc_most_frequent_tags(mlflow_store: Path, tmp_path: Path) -> None:

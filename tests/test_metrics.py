@@ -712,7 +712,7 @@ def _joint_matrix_evaluation(scores, products, vocab, thresholds, new_tags, new_
     cut[:n_known] = thresholds
     result = metrics.evaluate_scores(y, full, cut, inv_propensity=inv_p, limit=limit)
     result.update(metrics.band_metrics(y, full, metrics.frequency_bands(counts), k=5))
-    result["unknown_gold_share"] = float(y[:, n_known:].sum() / max(y.sum(), 1))
+    result["unknown_gold_share"] = y[:, n_known:].count_nonzero() / max(y.count_nonzero(), 1)
     decided = metrics.apply_thresholds(full, cut, limit)
     if any(new_tags):
         result["new_tag_share_of_top1"] = float((np.argmax(full, axis=1) >= n_known).mean())
@@ -782,6 +782,67 @@ def test_an_evaluation_is_the_joint_matrixs_without_building_it() -> None:
         )
         np.testing.assert_equal(got.metrics, expected.metrics)
         assert got.metrics["R@5"] == 0.25  # q, never proposed, is no hit
+
+
+def test_an_evaluation_a_part_at_a_time_is_the_whole_ones() -> None:
+    """``EvaluationStream`` fed the products' scores a part at a time gives the evaluation of
+    ``evaluate_scores_on`` over them all: every metric, its key order, every per-tag row (a
+    new tag first proposed in a later part keeps its column) and per-product value; PSP@k,
+    summed in another order, to 1e-12. Ties between new tags of one product, gold tags outside
+    the vocabulary, a new tag first in one part and gold in another, no new tags in one part,
+    empty parts."""
+    from labelrec.data import Product, TagVocab
+    from labelrec.evaluate import EvaluationStream, evaluate_scores_on
+
+    rng = np.random.default_rng(5)
+    names = [f"brand:b{i}" for i in range(14)]
+    for trial in range(150):
+        n_known = int(rng.integers(1, 7))
+        vocab = TagVocab(names[:n_known], rng.integers(1, 60, n_known), [100, None][trial % 2])
+        parts = [_random_products(rng, names, n_known, np.float32) for _ in range(3)]
+        products = [p for part in parts for p in part[0]]
+        new = [row for part in parts for row in part[1]]
+        known = np.concatenate([part[2] for part in parts])
+        thresholds = 0.5 if trial % 3 == 0 else np.round(rng.random(n_known), 1)
+        limit = [None, 1, 2][trial % 3]
+        new_tags = None if trial % 7 == 0 else new
+        args = (products, vocab, thresholds, (1, 3, 5), 0.3, limit)
+        whole = evaluate_scores_on(
+            known, *args[:3], new_tags=new_tags, new_threshold=0.3, limit=limit
+        )
+        stream = EvaluationStream(*args)
+        cuts = np.sort(rng.integers(0, len(products) + 1, int(rng.integers(0, 4))))
+        for start, stop in zip([0, *cuts], [*cuts, len(products)], strict=True):
+            stream.add(known[start:stop], None if new_tags is None else new_tags[start:stop])
+        got = stream.result()
+        psp = [k for k in got.metrics if k.startswith("PSP@")]
+        for k in psp:
+            assert got.metrics[k] == pytest.approx(whole.metrics[k], rel=1e-12, nan_ok=True)
+        same = {k: v for k, v in got.metrics.items() if k not in psp}
+        np.testing.assert_equal(same, {k: whole.metrics[k] for k in same})  # NaN alike
+        assert list(got.metrics) == list(whole.metrics), trial
+        assert got.per_tag == whole.per_tag, trial
+        for key, values in whole.per_product.items():
+            np.testing.assert_array_equal(got.per_product[key], values)
+    # a product's scores once only, and all of them before the result
+    vocab = TagVocab(["x", "y"], [3, 3], 10)
+    products = [Product("p", "t", tags=["x"]), Product("q", "t", tags=["y"])]
+    stream = EvaluationStream(products, vocab, 0.5)
+    stream.add(np.array([[0.9, 0.1]]))
+    with pytest.raises(ValueError, match="scores of 1 of the 2 products"):
+        stream.result()
+    with pytest.raises(ValueError, match="new tags of 2"):
+        stream.add(np.array([[0.1, 0.9]]), [{}, {}])
+    with pytest.raises(ValueError, match="past the 2 products"):
+        stream.add(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="NaN"):  # refused, the stream as it was
+        stream.add(np.array([[np.nan, 0.9]]), [{"w": 0.3}])
+    stream.add(np.array([[0.1, 0.9]]), [{"w": 0.4}])
+    got = stream.result()
+    known, new = np.array([[0.9, 0.1], [0.1, 0.9]]), [{}, {"w": 0.4}]
+    whole = evaluate_scores_on(known, products, vocab, 0.5, new_tags=new)
+    np.testing.assert_equal(got.metrics, whole.metrics)
+    assert got.metrics["P@1"] == 1.0 and got.per_tag == whole.per_tag
 
 
 def test_the_new_tag_threshold_counts_the_tags_new_to_each_products_voters() -> None:

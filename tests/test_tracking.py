@@ -229,22 +229,27 @@ def test_precision_recall_curve_matches_direct_count() -> None:
         assert precision[i] == pytest.approx(tp / pred.sum())
         assert recall[i] == pytest.approx(tp / gold.sum())
     assert np.all(np.diff(recall) <= 1e-12)
+    # a part of the products at a time: the same counts
+    curve = tracking.PrecisionRecallCurve(20)
+    for start, stop in ((0, 7), (7, 7), (7, 30)):
+        curve.add(sp.csr_matrix(gold[start:stop]), scores[start:stop])
+    np.testing.assert_array_equal(np.stack(curve.result()), np.stack((t, precision, recall)))
 
 
 def test_log_evaluation_writes_csv_json_and_plots(
     mlflow_store, trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path
 ) -> None:
-    from labelrec.evaluate import evaluate_scores_on
+    from labelrec.evaluate import evaluate_scores_on, gold_matrix
     from labelrec.predict import TagRecommender
 
     rec = TagRecommender.load(trained_model_dir)
     valid = read_catalog(toy_data_dir / "valid.jsonl").products
     scores, _ = rec.predict_scores(valid)
     evaluation = evaluate_scores_on(scores, valid, rec.vocab, rec.tag_thresholds)
+    curve = tracking.PrecisionRecallCurve()
+    curve.add(gold_matrix(valid, rec.vocab)[0], scores)
     with mlflow.start_run() as run:
-        logged = tracking.log_evaluation(
-            run.info.run_id, evaluation, valid, scores, rec.vocab, rec.global_threshold
-        )
+        logged = tracking.log_evaluation(run.info.run_id, evaluation, curve, rec.global_threshold)
     assert logged["nDCG_at_3"] == pytest.approx(evaluation.metrics["nDCG@3"])
     out = Path(
         mlflow.artifacts.download_artifacts(
@@ -269,9 +274,7 @@ def test_log_evaluation_writes_csv_json_and_plots(
     # a metric without the data it needs is NaN: null in the file, which stays valid JSON
     evaluation.metrics["PSP@5"] = float("nan")
     with mlflow.start_run() as run:
-        tracking.log_evaluation(
-            run.info.run_id, evaluation, valid, scores, rec.vocab, metric_prefix=None
-        )
+        tracking.log_evaluation(run.info.run_id, evaluation, curve, metric_prefix=None)
     text = Path(
         mlflow.artifacts.download_artifacts(
             run_id=run.info.run_id, artifact_path="evaluation/metrics.json", dst_path=str(tmp_path)

@@ -165,7 +165,7 @@ def run_train(
     ``output`` None: a temporary folder (the model lives on in MLflow) unless the overrides set
     one or several processes train (they must share a folder: the config's ``output``).
     """
-    from labelrec.evaluate import evaluate_scores_on
+    from labelrec.evaluate import evaluate_scores_on, gold_matrix
     from labelrec.train import NullTracker, check_inputs
     from labelrec.train import train as train_model
 
@@ -235,12 +235,12 @@ def run_train(
                 evaluation = evaluate_scores_on(
                     result.valid_scores, valid_products, result.vocab, result.tag_thresholds
                 )
+                curve = tracking.PrecisionRecallCurve()
+                curve.add(gold_matrix(valid_products, result.vocab)[0], result.valid_scores)
                 tracking.log_evaluation(
                     run_id,
                     evaluation,
-                    valid_products,
-                    result.valid_scores,
-                    result.vocab,
+                    curve,
                     result.global_threshold,
                     artifact_dir="valid",
                     metric_prefix=None,
@@ -355,7 +355,7 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Evaluate a logged/registered model on a labelled catalog; log metrics, CSV and plots."""
     from labelrec.data import read_catalog
-    from labelrec.evaluate import evaluate_scores_on
+    from labelrec.evaluate import EvaluationStream, gold_matrix
     from labelrec.mlflow import load_model
 
     with step_run("evaluate") as run:
@@ -380,25 +380,26 @@ def run_evaluate(
         catalog = read_catalog(data, data_cfg)
         products = catalog.products
         tracking.log_catalog_input(run_id, "eval", data, products, len(recommender.vocab))
-        t0 = time.perf_counter()
-        scores, new = recommender.score(products)
-        seconds = time.perf_counter() - t0
-        evaluation = evaluate_scores_on(  # new tags ranked with the known ones, as suggested
-            scores,
+        # a part of the products at a time: the scores of one part in memory at once
+        stream = EvaluationStream(  # new tags ranked with the known ones, as suggested
             products,
             recommender.vocab,
             recommender.thresholds(threshold),
-            new_tags=new,
             new_threshold=recommender.new_tag_threshold if threshold is None else threshold,
         )
+        curve = tracking.PrecisionRecallCurve()
+        gold = gold_matrix(products, recommender.vocab)[0]
+        seconds, start = 0.0, 0
+        t0 = time.perf_counter()
+        for scores, new in recommender.score_parts(products):
+            seconds += time.perf_counter() - t0  # the scoring alone
+            stream.add(scores, new)
+            curve.add(gold[start : start + len(scores)], scores)
+            start += len(scores)
+            t0 = time.perf_counter()
+        evaluation = stream.result()
         tracking.log_evaluation(
-            run_id,
-            evaluation,
-            products,
-            scores,
-            recommender.vocab,
-            recommender.global_threshold,
-            artifact_dir="evaluation",
+            run_id, evaluation, curve, recommender.global_threshold, artifact_dir="evaluation"
         )
         tracking.log_metrics(
             run_id,

@@ -354,23 +354,42 @@ def precision_recall_curve(
     ``y_true`` (csr, n x m) may have more columns than ``scores`` (unknown gold tags count as
     misses). Returns (thresholds, precision, recall); precision is NaN where nothing passes.
     """
-    import scipy.sparse as sp
+    curve = PrecisionRecallCurve(n_bins)
+    curve.add(y_true, scores)
+    return curve.result()
 
-    y = sp.csr_matrix(y_true)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    rows, cols = y.nonzero()
-    known = cols < scores.shape[1]
-    pos_scores = scores[rows[known], cols[known]]
-    pos_hist = np.histogram(np.clip(pos_scores, 0, 1), bins=edges)[0]
-    all_hist = np.histogram(np.clip(scores, 0, 1).ravel(), bins=edges)[0]
-    # Items scoring >= edges[i]: sum of bins i..end.
-    tp = np.cumsum(pos_hist[::-1])[::-1]
-    predicted = np.cumsum(all_hist[::-1])[::-1]
-    n_gold = max(int(y.nnz), 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
-    recall = tp / n_gold
-    return edges[:-1], precision, recall
+
+class PrecisionRecallCurve:
+    """`precision_recall_curve` of products whose scores come a part at a time: ``add`` each
+    part's gold and scores, then ``result``; it keeps counts by bin, not the scores."""
+
+    def __init__(self, n_bins: int = 100) -> None:
+        self.edges = np.linspace(0.0, 1.0, n_bins + 1)
+        self._pos = np.zeros(n_bins, dtype=np.int64)  # gold entries by score bin
+        self._all = np.zeros(n_bins, dtype=np.int64)  # every entry by score bin
+        self._n_gold = 0
+
+    def add(self, y_true: Any, scores: np.ndarray) -> None:
+        """Gold (csr, as in `precision_recall_curve`) and scores of the next products."""
+        import scipy.sparse as sp
+
+        y = sp.csr_matrix(y_true)
+        rows, cols = y.nonzero()
+        known = cols < scores.shape[1]
+        pos_scores = scores[rows[known], cols[known]]
+        self._pos += np.histogram(np.clip(pos_scores, 0, 1), bins=self.edges)[0]
+        self._all += np.histogram(np.clip(scores, 0, 1).ravel(), bins=self.edges)[0]
+        self._n_gold += int(y.nnz)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(thresholds, precision, recall) of every product added."""
+        # Items scoring >= edges[i]: sum of bins i..end.
+        tp = np.cumsum(self._pos[::-1])[::-1]
+        predicted = np.cumsum(self._all[::-1])[::-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
+        recall = tp / max(self._n_gold, 1)
+        return self.edges[:-1], precision, recall
 
 
 def plot_precision_recall(
@@ -493,31 +512,27 @@ def _json_number(value: Any) -> Any:
 def log_evaluation(
     run_id: str,
     evaluation: Any,
-    products: Sequence[Any],
-    scores: np.ndarray,
-    vocab: Any,
+    curve: PrecisionRecallCurve,
     global_threshold: float | None = None,
     artifact_dir: str = "evaluation",
     metric_prefix: str | None = "",
     step: int | None = None,
     client: MlflowClient | None = None,
 ) -> dict[str, float]:
-    """Metrics, per-tag CSV, metrics JSON and the three plots of an ``Evaluation``.
+    """Metrics, per-tag CSV, metrics JSON and the three plots of an ``Evaluation`` and the
+    ``curve`` of the same scores.
 
     Metrics are logged as ``<metric_prefix><name>`` (names through ``metric_key``; None: no
     metrics, only files); files go to
     ``<artifact_dir>/``: ``metrics.json``, ``per_tag.csv``, ``precision_recall_threshold.png``,
     ``metrics_at_k.png``, ``f1_by_tag_frequency.png``.
     """
-    from labelrec.evaluate import gold_matrix
-
     client = client or MlflowClient()
     logged: dict[str, float] = {}
     if metric_prefix is not None:
         values = {f"{metric_prefix}{k}": v for k, v in evaluation.metrics.items()}
         logged = log_metrics(run_id, values, step, client)
-    y, _ = gold_matrix(list(products), vocab)
-    thresholds, precision, recall = precision_recall_curve(y, scores)
+    thresholds, precision, recall = curve.result()
     figures = {
         "precision_recall_threshold.png": plot_precision_recall(
             thresholds, precision, recall, global_threshold
