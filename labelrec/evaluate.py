@@ -98,7 +98,9 @@ class JointLayout:
     def of(
         cls, new_tags: list[dict[str, float]], products: list[Product], vocab: TagVocab
     ) -> JointLayout:
-        """The layout of ``new_tags`` (their tags; the scores are not read)."""
+        """The layout of ``new_tags`` (their tags; the scores are not read), one a product."""
+        if len(new_tags) != len(products):
+            raise ValueError(f"new tags of {len(new_tags)} products, not {len(products)}")
         return JointColumns(products, vocab).layout(0, new_tags)
 
     def scores(
@@ -390,7 +392,7 @@ class EvaluationStream:
         n_columns = len(self._columns.names)
         try:
             measured = self._measure(known, new_tags)
-        except Exception:  # a part refused (NaN scores) leaves the stream as it was
+        except BaseException:  # a part refused (NaN scores) leaves the stream as it was
             self._columns.forget(n_columns)
             raise
         self._done += n

@@ -185,7 +185,11 @@ def _recall_from_hits(hits: np.ndarray, n_gold: np.ndarray, k: int) -> np.ndarra
 def _ndcg_from_hits(hits: np.ndarray, n_gold: np.ndarray, k: int) -> np.ndarray:
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     h = hits[:, :k]
-    dcg = h @ discounts[: h.shape[1]]
+    # rank by rank: each product's sum in one order, whatever the rows and columns beside it
+    # (a matrix product's rounding depends on the shape)
+    dcg = np.zeros(h.shape[0])
+    for rank in range(h.shape[1]):
+        dcg += h[:, rank] * discounts[rank]
     ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(n_gold, k)]
     with np.errstate(invalid="ignore", divide="ignore"):
         ndcg = dcg / ideal
@@ -311,8 +315,15 @@ class RankingSums:
     ) -> RankingSums:
         """The sums of ``scores`` against ``y_true``; PSP@k's when ``inv_propensity`` is given
         (per tag or per cell, as in `psp_at_k`). Ranks are computed once."""
-        ks = tuple(_check_k(k) for k in ks)
         y, s = _inputs(y_true, scores)
+        return cls._of_arrays(y, s, ks, inv_propensity)
+
+    @classmethod
+    def _of_arrays(
+        cls, y: np.ndarray, s: np.ndarray, ks: Sequence[int], inv_propensity: ArrayLike | None
+    ) -> RankingSums:
+        """``of`` of a boolean gold matrix and checked scores (`_inputs`)."""
+        ks = tuple(_check_k(k) for k in ks)
         n_gold = y.sum(axis=1)
         top = top_k(s, max(ks)) if ks else np.empty((y.shape[0], 0), dtype=np.intp)
         hits = _hits(y, top, s)
@@ -653,7 +664,7 @@ def evaluate_scores(
     values are python floats. Ranks are computed once.
     """
     y, s = _inputs(y_true, scores)
-    out = RankingSums.of(y, s, ks, inv_propensity).metrics()
+    out = RankingSums._of_arrays(y, s, ks, inv_propensity).metrics()
     out.update(f1_scores(y, apply_thresholds(s, thresholds, limit)))
     out["n_products"] = float(y.shape[0])
     return out

@@ -505,7 +505,7 @@ class TagRecommender:
         out: np.ndarray | None = None
         new = []
         for start, (part, proposed) in zip(
-            range(0, len(items), SCORE_CHUNK), self.score_parts(items), strict=True
+            range(0, len(items), SCORE_CHUNK), self._score_parts(items, SCORE_CHUNK), strict=True
         ):
             if out is None:
                 out = np.empty((len(items), part.shape[1]), dtype=part.dtype)
@@ -523,7 +523,12 @@ class TagRecommender:
         size = SCORE_CHUNK if size is None else size
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
-        items = self.items(products)
+        yield from self._score_parts(self.items(products), size)
+
+    def _score_parts(
+        self, items: list[Product], size: int
+    ) -> Iterator[tuple[np.ndarray, list[dict[str, float]]]]:
+        """``score_parts`` of products already read (``items``)."""
         # no product's scores read another's (but for float rounding of a batch's padding)
         for start in range(0, len(items), size):
             scores, _, new = self._score(items[start : start + size], False)

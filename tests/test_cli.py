@@ -589,7 +589,7 @@ def test_eval_scores_a_part_at_a_time_as_in_one_pass(
 ) -> None:
     import labelrec.predict as predict
     from labelrec.data import read_catalog
-    from labelrec.evaluate import evaluate_scores_on
+    from labelrec.evaluate import EvaluationStream, evaluate_scores_on
     from labelrec.predict import TagRecommender
 
     rec = TagRecommender.load(trained_model_dir)
@@ -604,9 +604,17 @@ def test_eval_scores_a_part_at_a_time_as_in_one_pass(
         next(rec.score_parts(products, 0))
     # the command reads the scores three products at a time: the metrics of them all at once
     monkeypatch.setattr(predict, "SCORE_CHUNK", 3)
+    added, add = [], EvaluationStream.add
+
+    def counted(self, known, new_tags=None):
+        added.append(len(known))
+        return add(self, known, new_tags)
+
+    monkeypatch.setattr(EvaluationStream, "add", counted)
     out = tmp_path / "metrics.json"
     valid = str(toy_data_dir / "valid.jsonl")
     assert main(["eval", str(trained_model_dir), "--data", valid, "--metrics-file", str(out)]) == 0
+    assert added == [len(p) for p, _ in parts]
     expected = evaluate_scores_on(
         whole,
         products,

@@ -145,7 +145,7 @@ def test_new_tags_count_alike_in_eval_the_evaluate_step_and_the_evaluator(
     the first two score and evaluate seven products at a time, the last ranks lists."""
     import labelrec.predict as predict
     from labelrec.data import read_catalog
-    from labelrec.evaluate import gold_matrix
+    from labelrec.evaluate import EvaluationStream, gold_matrix
     from labelrec.mlflow import tracking
     from labelrec.mlflow.steps import run_evaluate
     from labelrec.predict import TagRecommender
@@ -192,9 +192,22 @@ def test_new_tags_count_alike_in_eval_the_evaluate_step_and_the_evaluator(
             evaluators="labelrec",
         )
     parts.clear()
+    added: list[tuple[str, int]] = []
+    for cls, name in ((EvaluationStream, "add"), (tracking.PrecisionRecallCurve, "add")):
+        method = getattr(cls, name)
+
+        def counted(self, a, b=None, method=method, cls=cls):
+            added.append((cls.__name__, len(a) if cls is EvaluationStream else a.shape[0]))
+            return method(self, a, b)
+
+        monkeypatch.setattr(cls, name, counted)
     summary = run_evaluate(info.model_uri, str(data))
     step = summary["metrics"]
     assert len(parts) == math.ceil(n / 7) and max(parts) == 7
+    # each part evaluated and counted in the curve as it comes
+    assert added == [
+        (c, size) for size in parts for c in ("EvaluationStream", "PrecisionRecallCurve")
+    ]
     for key in ("P@1", "P@3", "R@5", "nDCG@3", "nDCG@5", "PSP@3", "micro_f1", "macro_f1"):
         assert result.metrics[metric_key(key)] == pytest.approx(want[key], abs=1e-9), key
         assert step[key] == pytest.approx(want[key], abs=1e-9), key

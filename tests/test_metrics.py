@@ -790,25 +790,28 @@ def test_an_evaluation_a_part_at_a_time_is_the_whole_ones() -> None:
     new tag first proposed in a later part keeps its column) and per-product value; PSP@k,
     summed in another order, to 1e-12. Ties between new tags of one product, gold tags outside
     the vocabulary, a new tag first in one part and gold in another, no new tags in one part,
-    empty parts."""
+    empty parts, vocabularies wide enough for each way of ``metrics.top_k``, a k past the
+    columns of an early part, scores in float16, float32 and float64."""
     from labelrec.data import Product, TagVocab
-    from labelrec.evaluate import EvaluationStream, evaluate_scores_on
+    from labelrec.evaluate import EvaluationStream, JointLayout, evaluate_scores_on
 
     rng = np.random.default_rng(5)
-    names = [f"brand:b{i}" for i in range(14)]
-    for trial in range(150):
-        n_known = int(rng.integers(1, 7))
+    names = [f"brand:b{i}" for i in range(60)]
+    for trial in range(200):
+        n_known = int(rng.integers(1, 50))
         vocab = TagVocab(names[:n_known], rng.integers(1, 60, n_known), [100, None][trial % 2])
-        parts = [_random_products(rng, names, n_known, np.float32) for _ in range(3)]
+        dtype = [np.float32, np.float64, np.float16][trial % 3]
+        parts = [_random_products(rng, names, n_known, dtype) for _ in range(3)]
         products = [p for part in parts for p in part[0]]
         new = [row for part in parts for row in part[1]]
         known = np.concatenate([part[2] for part in parts])
         thresholds = 0.5 if trial % 3 == 0 else np.round(rng.random(n_known), 1)
         limit = [None, 1, 2][trial % 3]
+        ks = [(1, 3, 5), (1, 3, 10), (2, 9), (5,)][trial % 4]
         new_tags = None if trial % 7 == 0 else new
-        args = (products, vocab, thresholds, (1, 3, 5), 0.3, limit)
+        args = (products, vocab, thresholds, ks, 0.3, limit)
         whole = evaluate_scores_on(
-            known, *args[:3], new_tags=new_tags, new_threshold=0.3, limit=limit
+            known, *args[:4], new_tags=new_tags, new_threshold=0.3, limit=limit
         )
         stream = EvaluationStream(*args)
         cuts = np.sort(rng.integers(0, len(products) + 1, int(rng.integers(0, 4))))
@@ -824,6 +827,16 @@ def test_an_evaluation_a_part_at_a_time_is_the_whole_ones() -> None:
         assert got.per_tag == whole.per_tag, trial
         for key, values in whole.per_product.items():
             np.testing.assert_array_equal(got.per_product[key], values)
+    # a product's DCG sums its ranks in one order, whatever the rows beside it (a matrix
+    # product of one row and of two round the same sums differently)
+    vocab = TagVocab([f"t{i}" for i in range(10)], [5] * 10, 100)
+    known = np.array([np.linspace(0.95, 0.05, 10)] * 2)
+    products = [Product(str(i), "t", tags=["t7", "t8", "t9"]) for i in range(2)]
+    stream = EvaluationStream(products, vocab, 0.5, (10,))
+    stream.add(known[:1])
+    stream.add(known[1:])
+    whole = evaluate_scores_on(known, products, vocab, 0.5, (10,))
+    assert stream.result().metrics["nDCG@10"] == whole.metrics["nDCG@10"]
     # a product's scores once only, and all of them before the result
     vocab = TagVocab(["x", "y"], [3, 3], 10)
     products = [Product("p", "t", tags=["x"]), Product("q", "t", tags=["y"])]
@@ -837,12 +850,14 @@ def test_an_evaluation_a_part_at_a_time_is_the_whole_ones() -> None:
         stream.add(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="NaN"):  # refused, the stream as it was
         stream.add(np.array([[np.nan, 0.9]]), [{"w": 0.3}])
-    stream.add(np.array([[0.1, 0.9]]), [{"w": 0.4}])
+    stream.add(np.array([[0.1, 0.9]]), [{"v": 0.4, "w": 0.4}])
     got = stream.result()
-    known, new = np.array([[0.9, 0.1], [0.1, 0.9]]), [{}, {"w": 0.4}]
+    known, new = np.array([[0.9, 0.1], [0.1, 0.9]]), [{}, {"v": 0.4, "w": 0.4}]
     whole = evaluate_scores_on(known, products, vocab, 0.5, new_tags=new)
     np.testing.assert_equal(got.metrics, whole.metrics)
     assert got.metrics["P@1"] == 1.0 and got.per_tag == whole.per_tag
+    with pytest.raises(ValueError, match="new tags of 1 products, not 2"):  # one a product
+        JointLayout.of([{}], products, vocab)
 
 
 def test_the_new_tag_threshold_counts_the_tags_new_to_each_products_voters() -> None:
