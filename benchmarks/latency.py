@@ -136,9 +136,11 @@ def measure(args: argparse.Namespace, rec: Any, load_s: float) -> int:
 
     forward = forward_with(rec.model if rec.runner is None else rec.runner)
     rows = [("tokenise", median_ms(lambda i: rec.encode(products[i]), n))]
+    int8 = " (int8)" if args.quantize else ""
     if rec.runner is not None:
-        rows.append(("model forward pass, ONNX Runtime", median_ms(forward, n)))
-    rows.append(("model forward pass, torch", median_ms(forward_with(rec.model), n)))
+        rows.append((f"model forward pass, ONNX Runtime{int8}", median_ms(forward, n)))
+        int8 = " (float32)" if args.quantize else ""  # torch's model, built from the files
+    rows.append((f"model forward pass, torch{int8}", median_ms(forward_with(rec.model), n)))
     if rec.fusion is not None:
         outputs = [forward(i) for i in range(n)]
 

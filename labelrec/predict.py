@@ -339,7 +339,9 @@ class TagRecommender:
         votes is left out with it. ``rerank=False`` leaves out a saved reranker
         (``labelrec.rerank``): the fused scores are final.
 
-        ``quantize`` applies dynamic int8 to the encoder's linear layers (CPU, torch).
+        ``quantize`` runs the encoder's linear layers in dynamic int8 (CPU): on ONNX Runtime
+        (``runtime.quantize_graph``), or with torch's dynamic quantization where the model runs
+        on torch (a decoder, ``backend="torch"``).
         ``backend``: "torch", "onnx" (ONNX Runtime, CPU encoders; same scores, a forward pass in
         about half the time) or "auto" (ONNX Runtime where it can run, else torch).
         ``num_threads`` sets torch's thread count, which is one for the whole process.
@@ -372,11 +374,13 @@ class TagRecommender:
             torch.set_num_threads(num_threads)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         key = runner = None
-        if backend in ("auto", "onnx") and device == "cpu" and not quantize:
+        if quantize and device != "cpu":
+            raise ModelError("dynamic int8 quantization runs on the CPU only")
+        if backend in ("auto", "onnx") and device == "cpu":
             # a graph exported by an earlier load of the same files: torch's model is not built
             info = read_info(model_dir)
             key = graph_key(model_dir, info)
-            runner = OnnxTagModel.from_cache(key, num_threads)
+            runner = OnnxTagModel.from_cache(key, num_threads, quantize)
             if runner is not None and runner.n_tags != info["n_tags"]:
                 logger.warning(
                     "the cached ONNX graph of %s scores %d tags, not %d: exported again",
@@ -398,14 +402,6 @@ class TagRecommender:
             )
         global_t, per_tag = load_thresholds(model_dir / THRESHOLDS_FILE, len(vocab))
         if model is not None:
-            if quantize:
-                if device != "cpu":
-                    raise ModelError("dynamic int8 quantization runs on the CPU only")
-                # The encoder's linear layers in int8; the tag head stays a float nn.Linear
-                # (scoring reads its weight dtype, and it is a small share of the compute).
-                torch.ao.quantization.quantize_dynamic(
-                    model.hf_model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
-                )
             model.to(device)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -413,6 +409,12 @@ class TagRecommender:
         rec = cls(model, tokenizer, vocab, info, global_t, per_tag, batch_size, device, model_dir)
         if runner is None:
             rec.runner = choose_backend(model, backend, device, quantize, num_threads, key)
+            if quantize and rec.runner is None:  # on torch (a decoder, or backend "torch")
+                # The encoder's linear layers in int8; the tag head stays a float nn.Linear
+                # (scoring reads its weight dtype, and it is a small share of the compute).
+                torch.ao.quantization.quantize_dynamic(
+                    model.hf_model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+                )
         else:
             rec.runner = runner
             rec._model_source = (model_dir.resolve(), key)

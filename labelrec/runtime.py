@@ -3,14 +3,17 @@
 ``TagRecommender.load(..., backend="auto")`` exports a loaded encoder ``TagModel`` to ONNX
 (torch's exporter) and runs it with ONNX Runtime, faster than eager torch with the same outputs
 to float32 rounding (``benchmarks/latency.py`` prints both; the figures are in docs/serving.md).
-Decoders, GPUs, int8 and models over the 2 GB protobuf limit stay on torch.
+``quantize=True`` runs the same graph with the encoder's matrix products in dynamic int8
+(``quantize_graph``, ONNX Runtime's quantizer). Decoders, GPUs and models over the 2 GB
+protobuf limit stay on torch.
 
 The exported graph is kept in a cache folder (``$LABELREC_ONNX_CACHE``, else
 ``$LABELREC_CACHE_DIR/onnx``; ``LABELREC_ONNX_CACHE=off`` exports on every load), under a key
 that hashes what the graph is made of (``graph_digest``): the weights, the configuration files
 transformers reads with them, the pooling and head bias, and the versions of torch,
-transformers, onnx and of this module and labelrec.model. A later load of the same model, from
-any folder, reads it instead of exporting again (``benchmarks/load_time.py``).
+transformers, onnx and of this module and labelrec.model; its int8 form beside it under a key
+of its own (``int8_key``). A later load of the same model, from any folder, reads it instead of
+exporting again (``benchmarks/load_time.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ STALE_WRITE_SECONDS = 3600  # a temporary file this old is a killed process's un
 # files of a model folder besides its weights that transformers reads into the model
 GRAPH_FILES = ("config.json", "adapter_config.json", "model.safetensors.index.json")
 VERSIONED = ("torch", "transformers", "onnx")  # what exports a graph (torch's with its build)
+# what dynamic int8 quantizes: the matrix products of the encoder's linear layers and of the tag
+# head (their weights per output channel); the embedding tables stay float32
+INT8_OPS = ("MatMul",)
 
 
 class _ScoresAndPooled(nn.Module):
@@ -81,8 +87,6 @@ def onnx_unsupported(model: TagModel, device: str, quantize: bool) -> str | None
         return "onnxruntime and onnx are not installed"
     if device != "cpu":
         return f"the model runs on {device} (ONNX Runtime is used on the CPU only)"
-    if quantize:
-        return "dynamic int8 runs on torch"
     if model.is_decoder:
         return "decoder models run on torch"
     params = list(model.parameters())
@@ -101,11 +105,16 @@ class OnnxTagModel:
         self.cached = cached  # the graph came from the cache (no export in this process)
 
     @classmethod
-    def from_cache(cls, key: str | None, num_threads: int | None = None) -> OnnxTagModel | None:
-        """A session on the cached graph of ``key`` (``graph_key``), or None when there is none."""
+    def from_cache(
+        cls, key: str | None, num_threads: int | None = None, quantize: bool = False
+    ) -> OnnxTagModel | None:
+        """A session on the cached graph of ``key`` (``graph_key``; with ``quantize``, its int8
+        form), or None when there is none."""
         folder = onnx_cache_dir()
         if key is None or folder is None:
             return None
+        if quantize:
+            key = int8_key(key)
         path = folder / f"{key}.onnx"
         try:
             data = path.read_bytes()
@@ -122,16 +131,25 @@ class OnnxTagModel:
 
     @classmethod
     def export(
-        cls, model: TagModel, num_threads: int | None = None, key: str | None = None
+        cls,
+        model: TagModel,
+        num_threads: int | None = None,
+        key: str | None = None,
+        quantize: bool = False,
     ) -> OnnxTagModel:
-        """Export ``model`` (eval mode, float32, CPU) and open a session on it; the graph, once
-        ONNX Runtime has opened it, is cached under ``key`` (``graph_key`` of the folder
-        ``model`` was loaded from)."""
+        """Export ``model`` (eval mode, float32, CPU) and open a session on it (with
+        ``quantize``, on its int8 form: ``quantize_graph``); the graph, once ONNX Runtime has
+        opened it, is cached under ``key`` (``graph_key`` of the folder ``model`` was loaded
+        from), the int8 one under ``int8_key(key)`` too."""
         data = export_graph(model)
+        graphs = {key: data}
+        if quantize:
+            data = graphs[int8_key(key) if key is not None else None] = quantize_graph(data)
         session = open_session(data, num_threads)
         folder = onnx_cache_dir()
         if key is not None and folder is not None:
-            store_graph(folder / f"{key}.onnx", data)
+            for name, graph in graphs.items():
+                store_graph(folder / f"{name}.onnx", graph)
         return cls(session)
 
     @property
@@ -263,6 +281,52 @@ def export_graph(model: TagModel) -> bytes:
     return buffer.getvalue()
 
 
+def int8_key(key: str) -> str:
+    """The cache key of the int8 form of the graph cached under ``key``: it covers the
+    quantizer's settings and ONNX Runtime's version."""
+    version = importlib.metadata.version("onnxruntime")
+    return hashlib.sha256(f"{key}\0int8 {INT8_OPS} per channel\0{version}".encode()).hexdigest()
+
+
+def quantize_graph(data: bytes) -> bytes:
+    """A serialized float32 graph with the weights of its matrix products (``INT8_OPS``) in
+    int8, one scale per output channel, and their inputs quantized as they come (dynamic
+    int8: ``onnxruntime.quantization.quantize_dynamic``)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="labelrec-int8-") as tmp, _no_preprocess_advice():
+        out = Path(tmp) / "int8.onnx"
+        quantize_dynamic(
+            onnx.load_from_string(data),
+            out,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=list(INT8_OPS),
+        )
+        return out.read_bytes()
+
+
+@contextlib.contextmanager
+def _no_preprocess_advice() -> Any:
+    """Without the quantizer's advice to pre-process the graph (its symbolic shape inference
+    does not complete on a transformers encoder), which it logs through the root logger: that
+    call would also give the root logger a handler of its own where the program set none."""
+
+    def advice(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing")
+
+    root = logging.getLogger()
+    quiet = logging.NullHandler()
+    root.addHandler(quiet)  # a handler there: no basicConfig
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+        root.removeHandler(quiet)
+
+
 def open_session(data: bytes, num_threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session on a serialized graph."""
     import onnxruntime as ort
@@ -351,8 +415,8 @@ def choose_backend(
         logger.info("inference on torch: %s", reason)
         return None
     try:
-        return OnnxTagModel.export(model, num_threads, key)
-    except Exception as err:  # an architecture the exporter does not handle
+        return OnnxTagModel.export(model, num_threads, key, quantize)
+    except Exception as err:  # an architecture the exporter (or the quantizer) does not handle
         if backend == "onnx":
             raise ModelError(f"ONNX export failed: {err}") from err
         logger.warning("ONNX export failed (%s); inference on torch", err)

@@ -224,7 +224,7 @@ class ServiceSettings(BaseSettings):
     backend: str = Field(
         "auto", description="what runs the model: auto (ONNX Runtime where it can), torch, onnx"
     )
-    quantize: bool = Field(False, description="dynamic int8 on the CPU (torch); 1/true/on")
+    quantize: bool = Field(False, description="dynamic int8 on the CPU; 1/true/on")
     generate: bool = Field(
         True, description="0/false/off: leave out a model's tag generator (slow on a CPU)"
     )

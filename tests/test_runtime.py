@@ -74,9 +74,7 @@ def test_the_onnx_export_hides_its_own_warnings_only(
 
 def test_auto_picks_onnx_on_cpu_and_torch_when_it_cannot(trained_model_dir: Path) -> None:
     assert TagRecommender.load(trained_model_dir).backend == "onnx"
-    assert TagRecommender.load(trained_model_dir, quantize=True).backend == "torch"
-    with pytest.raises(ModelError, match="int8"):
-        TagRecommender.load(trained_model_dir, quantize=True, backend="onnx")
+    assert TagRecommender.load(trained_model_dir, quantize=True).backend == "onnx"  # int8 there
     with pytest.raises(ModelError, match="unknown backend 'tensorrt'"):
         TagRecommender.load(trained_model_dir, backend="tensorrt")
     model = TagRecommender.load(trained_model_dir, backend="torch").model
@@ -459,8 +457,57 @@ def test_a_cached_load_uses_and_refreshes_the_graph_and_keeps_the_files_mode(
     os.utime(graph, (1000, 1000))
     assert TagRecommender.load(trained_model_dir).runner.cached
     assert graph.stat().st_mtime > 1000  # used: the last the cache removes
-    # int8 runs on torch: the cached float graph is not used for it
-    assert TagRecommender.load(trained_model_dir, quantize=True).backend == "torch"
+
+
+def test_int8_runs_on_onnx_runtime_from_a_graph_cached_beside_the_float_one(
+    trained_model_dir: Path,
+    onnx_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``quantize=True``: the encoder's matrix products in int8 on ONNX Runtime, its graph
+    cached under a key of its own (a later int8 load exports nothing, a float load still gets
+    the float graph); torch's dynamic int8 where the model runs on torch. The quantizer's
+    advice, logged through the root logger, neither shows nor leaves a handler there."""
+    import logging
+
+    import onnx
+    import torch
+
+    import labelrec.predict
+
+    floats = TagRecommender.load(trained_model_dir)
+    with caplog.at_level(logging.INFO), monkeypatch.context() as bare:
+        bare.setattr(logging.getLogger(), "handlers", [])  # a program that set no logging
+        int8 = TagRecommender.load(trained_model_dir, quantize=True)
+        assert logging.getLogger().handlers == []
+        runtime.quantize_graph(runtime.export_graph(floats.model))
+    assert int8.backend == "onnx" and not int8.runner.cached
+    runtime.quantize_graph(runtime.export_graph(floats.model))  # where the root logs (pytest)
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
+    key = runtime.graph_key(trained_model_dir, int8.info)
+    assert sorted(p.name for p in onnx_cache.iterdir()) == sorted(
+        [f"{key}.onnx", f"{runtime.int8_key(key)}.onnx"]
+    )
+    graph = onnx.load(str(onnx_cache / f"{runtime.int8_key(key)}.onnx"))
+    ops = {node.op_type for node in graph.graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    a, _ = floats.predict_scores(PRODUCTS)
+    b, _ = int8.predict_scores(PRODUCTS)
+    assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.05
+    monkeypatch.setattr(runtime, "export_graph", _forbid)
+    monkeypatch.setattr(labelrec.predict, "load_model", _forbid)
+    again = TagRecommender.load(trained_model_dir, quantize=True)
+    assert again.runner.cached
+    np.testing.assert_array_equal(again.predict_scores(PRODUCTS)[0], b)
+    np.testing.assert_array_equal(
+        TagRecommender.load(trained_model_dir).predict_scores(PRODUCTS)[0], a
+    )
+    monkeypatch.undo()
+    on_torch = TagRecommender.load(trained_model_dir, quantize=True, backend="torch")
+    assert on_torch.backend == "torch"
+    assert isinstance(on_torch.model.hf_model.base_model.encoder.layer[0].attention.self.query,
+                      torch.ao.nn.quantized.dynamic.Linear)  # fmt: skip
 
 
 def test_a_graph_of_another_number_of_tags_is_not_used(
