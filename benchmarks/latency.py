@@ -220,7 +220,8 @@ def measure(args: argparse.Namespace, rec: Any, load_s: float) -> int:
             for a, b in zip(forward(i), torch_forward(i), strict=True)
             if a is not None
         )
-        print(f"largest difference ONNX Runtime - torch (scores, embeddings): {diff:.1e}")
+        int8 = " (int8) - torch (float32)" if args.quantize else " - torch"
+        print(f"largest difference ONNX Runtime{int8} (scores, embeddings): {diff:.1e}")
     print("| stage | median ms |\n|---|---:|")
     for name, ms in rows:
         print(f"| {name} | {ms:.1f} |")

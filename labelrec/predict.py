@@ -299,8 +299,9 @@ class TagRecommender:
 
     @property
     def model(self) -> Any:
-        """The torch ``TagModel``. Where ``load`` found the model's ONNX graph in the cache it
-        is built on first use, from the same files (a folder replaced since is an error)."""
+        """The torch ``TagModel`` (float, also where ONNX Runtime runs the model in int8).
+        Where ``load`` found the model's ONNX graph in the cache it is built on first use, from
+        the same files (a folder replaced since is an error)."""
         if self._model is None and self._model_source is not None:
             with _MODEL_LOCK:
                 if self._model is None:

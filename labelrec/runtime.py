@@ -3,9 +3,9 @@
 ``TagRecommender.load(..., backend="auto")`` exports a loaded encoder ``TagModel`` to ONNX
 (torch's exporter) and runs it with ONNX Runtime, faster than eager torch with the same outputs
 to float32 rounding (``benchmarks/latency.py`` prints both; the figures are in docs/serving.md).
-``quantize=True`` runs the same graph with the encoder's matrix products in dynamic int8
-(``quantize_graph``, ONNX Runtime's quantizer). Decoders, GPUs and models over the 2 GB
-protobuf limit stay on torch.
+``quantize=True`` runs the same graph with the weights' matrix products (the linear layers and
+the tag head) in dynamic int8 (``quantize_graph``, ONNX Runtime's quantizer). Decoders, GPUs
+and models over the 2 GB protobuf limit stay on torch.
 
 The exported graph is kept in a cache folder (``$LABELREC_ONNX_CACHE``, else
 ``$LABELREC_CACHE_DIR/onnx``; ``LABELREC_ONNX_CACHE=off`` exports on every load), under a key
@@ -81,7 +81,7 @@ def onnx_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
-def onnx_unsupported(model: TagModel, device: str, quantize: bool) -> str | None:
+def onnx_unsupported(model: TagModel, device: str) -> str | None:
     """Why ``model`` cannot run on ONNX Runtime here, or None when it can."""
     if not onnx_installed():
         return "onnxruntime and onnx are not installed"
@@ -108,14 +108,34 @@ class OnnxTagModel:
     def from_cache(
         cls, key: str | None, num_threads: int | None = None, quantize: bool = False
     ) -> OnnxTagModel | None:
-        """A session on the cached graph of ``key`` (``graph_key``; with ``quantize``, its int8
-        form), or None when there is none."""
+        """A session on the cached graph of ``key`` (``graph_key``), or None when there is none.
+        With ``quantize``, on its int8 form: cached, or made from the cached float graph (and
+        cached) without exporting it again."""
         folder = onnx_cache_dir()
         if key is None or folder is None:
             return None
-        if quantize:
-            key = int8_key(key)
-        path = folder / f"{key}.onnx"
+        if not quantize:
+            return cls._open_cached(folder / f"{key}.onnx", num_threads)
+        path = folder / f"{int8_key(key)}.onnx"
+        runner = cls._open_cached(path, num_threads)
+        if runner is not None:
+            return runner
+        try:
+            data = (folder / f"{key}.onnx").read_bytes()
+        except OSError:
+            return None
+        try:
+            data = quantize_graph(data)
+            session = open_session(data, num_threads)
+        except Exception as err:  # a damaged float graph: the export that follows replaces it
+            logger.warning("cannot quantize the cached ONNX graph of %s (%s)", key, err)
+            return None
+        store_graph(path, data)
+        return cls(session, cached=True)
+
+    @classmethod
+    def _open_cached(cls, path: Path, num_threads: int | None) -> OnnxTagModel | None:
+        """A session on the cached graph ``path``, or None when there is none."""
         try:
             data = path.read_bytes()
         except OSError:
@@ -284,18 +304,21 @@ def export_graph(model: TagModel) -> bytes:
 def int8_key(key: str) -> str:
     """The cache key of the int8 form of the graph cached under ``key``: it covers the
     quantizer's settings and ONNX Runtime's version."""
-    version = importlib.metadata.version("onnxruntime")
-    return hashlib.sha256(f"{key}\0int8 {INT8_OPS} per channel\0{version}".encode()).hexdigest()
+    import onnxruntime
+
+    settings = f"{key}\0int8 {INT8_OPS} per channel\0{onnxruntime.__version__}"
+    return hashlib.sha256(settings.encode()).hexdigest()
 
 
 def quantize_graph(data: bytes) -> bytes:
-    """A serialized float32 graph with the weights of its matrix products (``INT8_OPS``) in
-    int8, one scale per output channel, and their inputs quantized as they come (dynamic
-    int8: ``onnxruntime.quantization.quantize_dynamic``)."""
+    """A serialized float32 graph with the weights of its matrix products (``INT8_OPS``: the
+    linear layers and the tag head; not the attention's products of two activations) in int8,
+    one scale per output channel, and their inputs quantized as they come (dynamic int8:
+    ``onnxruntime.quantization.quantize_dynamic``)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="labelrec-int8-") as tmp, _no_preprocess_advice():
+    with tempfile.TemporaryDirectory(prefix="labelrec-int8-") as tmp, _quiet_quantizer():
         out = Path(tmp) / "int8.onnx"
         quantize_dynamic(
             onnx.load_from_string(data),
@@ -308,23 +331,29 @@ def quantize_graph(data: bytes) -> bytes:
 
 
 @contextlib.contextmanager
-def _no_preprocess_advice() -> Any:
-    """Without the quantizer's advice to pre-process the graph (its symbolic shape inference
-    does not complete on a transformers encoder), which it logs through the root logger: that
-    call would also give the root logger a handler of its own where the program set none."""
+def _quiet_quantizer() -> Any:
+    """Without the quantizer's own log lines (tensors it leaves alone, advice to pre-process the
+    graph, whose symbolic shape inference does not complete on a transformers encoder), which
+    it writes through the root logger. Where the program set no handler there, the root logger
+    gets Python's last-resort handler meanwhile, which prints what would print anyway (other
+    loggers' warnings): a root logger without one would have ``logging.warning`` set up a
+    handler of its own (``basicConfig``) for good."""
 
-    def advice(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Please consider to run pre-processing")
+    def not_onnxruntime(record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in Path(record.pathname).parts
 
     root = logging.getLogger()
-    quiet = logging.NullHandler()
-    root.addHandler(quiet)  # a handler there: no basicConfig
-    root.addFilter(advice)
+    stand_in = None
+    if not root.handlers:
+        stand_in = logging.lastResort or logging.NullHandler()
+        root.addHandler(stand_in)
+    root.addFilter(not_onnxruntime)
     try:
         yield
     finally:
-        root.removeFilter(advice)
-        root.removeHandler(quiet)
+        root.removeFilter(not_onnxruntime)
+        if stand_in is not None:
+            root.removeHandler(stand_in)
 
 
 def open_session(data: bytes, num_threads: int | None = None) -> Any:
@@ -408,7 +437,7 @@ def choose_backend(
         raise ModelError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "torch":
         return None
-    reason = onnx_unsupported(model, device, quantize)
+    reason = onnx_unsupported(model, device)
     if reason is not None:
         if backend == "onnx":
             raise ModelError(f"cannot run on ONNX Runtime: {reason}")
@@ -417,7 +446,8 @@ def choose_backend(
     try:
         return OnnxTagModel.export(model, num_threads, key, quantize)
     except Exception as err:  # an architecture the exporter (or the quantizer) does not handle
+        what = "ONNX export or int8 quantization" if quantize else "ONNX export"
         if backend == "onnx":
-            raise ModelError(f"ONNX export failed: {err}") from err
-        logger.warning("ONNX export failed (%s); inference on torch", err)
+            raise ModelError(f"{what} failed: {err}") from err
+        logger.warning("%s failed (%s); inference on torch", what, err)
         return None

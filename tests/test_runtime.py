@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import onnxruntime  # noqa: F401  (required: its absence fails the tests)
+import onnxruntime  # required: its absence fails the tests
 import pytest
 
 from labelrec import runtime
@@ -78,7 +78,7 @@ def test_auto_picks_onnx_on_cpu_and_torch_when_it_cannot(trained_model_dir: Path
     with pytest.raises(ModelError, match="unknown backend 'tensorrt'"):
         TagRecommender.load(trained_model_dir, backend="tensorrt")
     model = TagRecommender.load(trained_model_dir, backend="torch").model
-    assert "cuda" in runtime.onnx_unsupported(model, "cuda", False)  # GPUs stay on torch
+    assert "cuda" in runtime.onnx_unsupported(model, "cuda")  # GPUs stay on torch
     assert runtime.choose_backend(model, "auto", "cuda", False) is None
 
 
@@ -87,13 +87,13 @@ def test_decoder_models_stay_on_torch(tiny_decoder: Path) -> None:
     from labelrec.model import build_model
 
     model, _ = build_model(ModelConfig(backbone=str(tiny_decoder)), LoraSettings(), ["a", "b"])
-    assert runtime.onnx_unsupported(model, "cpu", False) == "decoder models run on torch"
+    assert runtime.onnx_unsupported(model, "cpu") == "decoder models run on torch"
     assert runtime.choose_backend(model, "auto", "cpu", False) is None
     with pytest.raises(ModelError, match="decoder"):
         runtime.choose_backend(model, "onnx", "cpu", False)
     # saved and loaded, a decoder tagger's config names LlamaForSequenceClassification
     model.hf_model.config.architectures = ["LlamaForSequenceClassification"]
-    assert runtime.onnx_unsupported(model, "cpu", False) == "decoder models run on torch"
+    assert runtime.onnx_unsupported(model, "cpu") == "decoder models run on torch"
 
 
 def test_auto_falls_back_to_torch_when_export_fails_or_onnx_is_missing(
@@ -459,55 +459,125 @@ def test_a_cached_load_uses_and_refreshes_the_graph_and_keeps_the_files_mode(
     assert graph.stat().st_mtime > 1000  # used: the last the cache removes
 
 
-def test_int8_runs_on_onnx_runtime_from_a_graph_cached_beside_the_float_one(
-    trained_model_dir: Path,
-    onnx_cache: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """``quantize=True``: the encoder's matrix products in int8 on ONNX Runtime, its graph
-    cached under a key of its own (a later int8 load exports nothing, a float load still gets
-    the float graph); torch's dynamic int8 where the model runs on torch. The quantizer's
-    advice, logged through the root logger, neither shows nor leaves a handler there."""
-    import logging
+def _query_layer(rec: TagRecommender) -> object:
+    return rec.model.hf_model.base_model.encoder.layer[0].attention.self.query
 
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # torch's int8
+def test_int8_runs_on_onnx_runtime_from_a_graph_cached_beside_the_float_one(
+    trained_model_dir: Path, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``quantize=True``: the weights' matrix products in int8 (per output channel; the
+    embedding tables float) on ONNX Runtime. Exported, both graphs are cached, the int8 one
+    under a key of its own; a later int8 load exports nothing, a float load still gets the float
+    graph, and an int8 load where only the float graph is cached quantizes it without exporting.
+    Torch's model stays float; torch's dynamic int8 where the model runs on torch."""
     import onnx
     import torch
 
     import labelrec.predict
 
-    floats = TagRecommender.load(trained_model_dir)
-    with caplog.at_level(logging.INFO), monkeypatch.context() as bare:
-        bare.setattr(logging.getLogger(), "handlers", [])  # a program that set no logging
-        int8 = TagRecommender.load(trained_model_dir, quantize=True)
-        assert logging.getLogger().handlers == []
-        runtime.quantize_graph(runtime.export_graph(floats.model))
+    floats = TagRecommender.load(trained_model_dir, backend="torch")
+    int8 = TagRecommender.load(trained_model_dir, quantize=True)
     assert int8.backend == "onnx" and not int8.runner.cached
-    runtime.quantize_graph(runtime.export_graph(floats.model))  # where the root logs (pytest)
-    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
+    assert isinstance(_query_layer(int8), torch.nn.Linear)  # torch's model: float
     key = runtime.graph_key(trained_model_dir, int8.info)
     assert sorted(p.name for p in onnx_cache.iterdir()) == sorted(
         [f"{key}.onnx", f"{runtime.int8_key(key)}.onnx"]
     )
     graph = onnx.load(str(onnx_cache / f"{runtime.int8_key(key)}.onnx"))
-    ops = {node.op_type for node in graph.graph.node}
-    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    ops = [node.op_type for node in graph.graph.node]
+    assert ops.count("MatMulInteger") > 1 and "DynamicQuantizeLinear" in ops
+    assert "DequantizeLinear" not in ops  # no table gathered from int8
+    scales = [i for i in graph.graph.initializer if i.name.endswith("_scale") and i.dims]
+    assert scales and all(i.dims[0] > 1 for i in scales)  # one a channel
     a, _ = floats.predict_scores(PRODUCTS)
     b, _ = int8.predict_scores(PRODUCTS)
     assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.05
-    monkeypatch.setattr(runtime, "export_graph", _forbid)
-    monkeypatch.setattr(labelrec.predict, "load_model", _forbid)
-    again = TagRecommender.load(trained_model_dir, quantize=True)
-    assert again.runner.cached
-    np.testing.assert_array_equal(again.predict_scores(PRODUCTS)[0], b)
-    np.testing.assert_array_equal(
-        TagRecommender.load(trained_model_dir).predict_scores(PRODUCTS)[0], a
-    )
-    monkeypatch.undo()
+    with monkeypatch.context() as no_export:
+        no_export.setattr(runtime, "export_graph", _forbid)
+        no_export.setattr(labelrec.predict, "load_model", _forbid)
+        again = TagRecommender.load(trained_model_dir, quantize=True)
+        assert again.runner.cached
+        np.testing.assert_array_equal(again.predict_scores(PRODUCTS)[0], b)
+        float_again = TagRecommender.load(trained_model_dir)
+        np.testing.assert_allclose(float_again.predict_scores(PRODUCTS)[0], a, atol=1e-5)
+        (onnx_cache / f"{runtime.int8_key(key)}.onnx").unlink()  # the float graph alone
+        made = TagRecommender.load(trained_model_dir, quantize=True)
+        assert made.runner.cached and (onnx_cache / f"{runtime.int8_key(key)}.onnx").is_file()
+        np.testing.assert_array_equal(made.predict_scores(PRODUCTS)[0], b)
     on_torch = TagRecommender.load(trained_model_dir, quantize=True, backend="torch")
     assert on_torch.backend == "torch"
-    assert isinstance(on_torch.model.hf_model.base_model.encoder.layer[0].attention.self.query,
-                      torch.ao.nn.quantized.dynamic.Linear)  # fmt: skip
+    assert isinstance(_query_layer(on_torch), torch.ao.nn.quantized.dynamic.Linear)
+    before = runtime.int8_key(key)  # it covers ONNX Runtime's version
+    monkeypatch.setattr(onnxruntime, "__version__", "0.0.0")
+    assert runtime.int8_key(key) != before
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # torch's int8
+def test_an_int8_graph_damaged_or_of_other_tags_is_made_again_and_a_failed_quantizer_said(
+    trained_model_dir: Path,
+    tiny_backbone: Path,
+    onnx_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import torch
+
+    from labelrec.config import LoraSettings, ModelConfig
+    from labelrec.model import build_model, read_info
+
+    key = runtime.graph_key(trained_model_dir, read_info(trained_model_dir))
+    int8_path = onnx_cache / f"{runtime.int8_key(key)}.onnx"
+    onnx_cache.mkdir()
+    other, _ = build_model(ModelConfig(backbone=str(tiny_backbone)), LoraSettings(), ["a", "b"])
+    for graph, said in (
+        (runtime.quantize_graph(runtime.export_graph(other)), "scores 2 tags, not"),
+        (b"not a graph", "ignoring the cached ONNX graph"),
+    ):
+        int8_path.write_bytes(graph)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            rec = TagRecommender.load(trained_model_dir, quantize=True)
+        assert rec.backend == "onnx" and not rec.runner.cached and said in caplog.text
+        assert TagRecommender.load(trained_model_dir, quantize=True).runner.n_tags == len(rec.vocab)
+        for path in onnx_cache.iterdir():
+            path.unlink()
+
+    def broken(data: bytes) -> bytes:
+        raise RuntimeError("quantizer broke")
+
+    monkeypatch.setattr(runtime, "quantize_graph", broken)
+    with pytest.raises(ModelError, match="int8 quantization failed: quantizer broke"):
+        TagRecommender.load(trained_model_dir, quantize=True, backend="onnx")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        rec = TagRecommender.load(trained_model_dir, quantize=True)
+    assert rec.backend == "torch" and "int8 quantization failed" in caplog.text
+    assert isinstance(_query_layer(rec), torch.ao.nn.quantized.dynamic.Linear)
+
+
+def test_the_quantizers_log_lines_neither_show_nor_change_the_root_logger(
+    trained_model_dir: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    """ONNX Runtime's quantizer logs through the root logger: its lines are dropped, other
+    records pass, and a root logger without handlers keeps none (nor printing less)."""
+    graph = runtime.export_graph(TagRecommender.load(trained_model_dir, backend="torch").model)
+    root = logging.getLogger()
+    filters = list(root.filters)
+    with caplog.at_level(logging.INFO):
+        runtime.quantize_graph(graph)
+        with runtime._quiet_quantizer():
+            root.warning("a program's own line")
+    assert not [r for r in caplog.records if "onnxruntime" in r.pathname]
+    assert "a program's own line" in caplog.text and root.filters == filters
+    with pytest.MonkeyPatch.context() as bare:
+        bare.setattr(root, "handlers", [])  # a program that set no logging
+        runtime.quantize_graph(graph)
+        with runtime._quiet_quantizer():
+            logging.getLogger("other").warning("another logger's warning")
+        assert root.handlers == []
+    assert "another logger's warning" in capsys.readouterr().err
 
 
 def test_a_graph_of_another_number_of_tags_is_not_used(
