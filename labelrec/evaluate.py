@@ -376,6 +376,11 @@ class EvaluationStream:
         # new tags decided and gold
         self._new_counts = np.zeros(4, dtype=np.int64)
 
+    @property
+    def gold(self) -> sp.csr_matrix:
+        """The products' gold tags (``gold_matrix``: the vocabulary's, then those outside it)."""
+        return self._columns.gold
+
     def add(self, known: np.ndarray, new_tags: list[dict[str, float]] | None = None) -> None:
         """The scores of the next ``len(known)`` products: ``known`` over the vocabulary and
         the new tags proposed for each (None: none)."""
@@ -417,10 +422,14 @@ class EvaluationStream:
         counts[:n_known] = self.vocab.counts
         inv_p = 1.0 / metrics.propensities(counts, self._n_train)
         ranking = metrics.RankingSums.of(y, full, self.ks, inv_p)
-        per_product = {
-            "nDCG@3": metrics.per_product_ndcg(y, full, 3),
-            "P@1": metrics.per_product_precision(y, full, 1),
+        per_product = {  # ranked again only where ks lacks them
+            "nDCG@3": ranking.per_product.get("nDCG@3"),
+            "P@1": ranking.per_product.get("P@1"),
         }
+        if per_product["nDCG@3"] is None:
+            per_product["nDCG@3"] = metrics.per_product_ndcg(y, full, 3)
+        if per_product["P@1"] is None:
+            per_product["P@1"] = metrics.per_product_precision(y, full, 1)
         cut = np.full(full.shape[1], self._outside)
         cut[:n_known] = self._thresholds
         decided = metrics.apply_thresholds(full, cut, self.limit)
@@ -457,10 +466,7 @@ class EvaluationStream:
             self.add(np.zeros((0, len(self.vocab)), dtype=np.float32))
         names = self._columns.names
         n_known, n_cols = len(self.vocab), len(names)
-        counted = [np.zeros(n_cols, dtype=np.int64) for _ in self._counts]
-        for total, part in zip(counted, self._counts, strict=True):
-            total[: len(part)] = part
-        tp, gold, decided, found = counted
+        tp, gold, decided, found = self._counts  # the last part's: as wide as the names
         result = metrics.RankingSums.join(self._ranking).metrics()
         result.update(metrics.f1_of_counts(tp, gold, decided))
         result["n_products"] = float(n)

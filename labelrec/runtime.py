@@ -161,15 +161,14 @@ class OnnxTagModel:
         ``quantize``, on its int8 form: ``quantize_graph``); the graph, once ONNX Runtime has
         opened it, is cached under ``key`` (``graph_key`` of the folder ``model`` was loaded
         from), the int8 one under ``int8_key(key)`` too."""
-        data = export_graph(model)
-        graphs = {key: data}
-        if quantize:
-            data = graphs[int8_key(key) if key is not None else None] = quantize_graph(data)
+        float_graph = export_graph(model)
+        data = quantize_graph(float_graph) if quantize else float_graph
         session = open_session(data, num_threads)
         folder = onnx_cache_dir()
         if key is not None and folder is not None:
-            for name, graph in graphs.items():
-                store_graph(folder / f"{name}.onnx", graph)
+            store_graph(folder / f"{key}.onnx", float_graph)
+            if quantize:
+                store_graph(folder / f"{int8_key(key)}.onnx", data)
         return cls(session)
 
     @property

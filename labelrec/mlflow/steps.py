@@ -355,7 +355,7 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Evaluate a logged/registered model on a labelled catalog; log metrics, CSV and plots."""
     from labelrec.data import read_catalog
-    from labelrec.evaluate import EvaluationStream, gold_matrix
+    from labelrec.evaluate import EvaluationStream
     from labelrec.mlflow import load_model
 
     with step_run("evaluate") as run:
@@ -388,13 +388,12 @@ def run_evaluate(
             new_threshold=recommender.new_tag_threshold if threshold is None else threshold,
         )
         curve = tracking.PrecisionRecallCurve()
-        gold = gold_matrix(products, recommender.vocab)[0]
         seconds, start = 0.0, 0
         t0 = time.perf_counter()
         for scores, new in recommender.score_parts(products):
             seconds += time.perf_counter() - t0  # the scoring alone
             stream.add(scores, new)
-            curve.add(gold[start : start + len(scores)], scores)
+            curve.add(stream.gold[start : start + len(scores)], scores)
             start += len(scores)
             t0 = time.perf_counter()
         evaluation = stream.result()
