@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,9 @@ import scipy.sparse as sp
 from labelrec import metrics
 from labelrec.data import Product, TagVocab, tag_key
 
+# evaluate_scores_on evaluates this many products x vocabulary scores at a time (about 10
+# bytes a cell of copies: docs/architecture.md)
+EVAL_PART_CELLS = 4_000_000
 _PROPOSED = float(np.nextafter(np.float32(0), np.float32(1)))  # the least score of a proposed tag
 
 
@@ -320,6 +324,7 @@ def evaluate_scores_on(
     new_tags: list[dict[str, float]] | None = None,
     new_threshold: float = 1.0,
     limit: int | None = None,
+    row_keys: Sequence[frozenset[str]] | None = None,
 ) -> Evaluation:
     """All metrics of ``scores`` (n, len(vocab)) against the products' gold tags; the decisions
     (F1, per-tag results) are the tags at or above their threshold, at most ``limit`` a product
@@ -330,15 +335,28 @@ def evaluate_scores_on(
     a rank slot; those at or above ``new_threshold`` are decisions. One number as
     ``thresholds`` is one cut-off for every tag, new ones too (``--threshold``), and
     ``new_threshold`` is then not used. Without new tags the metrics are the vocabulary's
-    alone, and a gold tag outside it is a miss.
+    alone, and a gold tag outside it is a miss. ``row_keys``: each product's own vocabulary
+    (``tag_key``s), where its scores come from a model that knew fewer tags (a tuning fold's):
+    a vocabulary tag outside it is new to that product (``EvaluationStream``).
 
     The metrics are those of ``joint_matrices`` (a column for every tag of every product),
     computed on ``JointLayout.packed``: as wide as the vocabulary plus the most new tags one
-    product has, however many distinct new tags the products have together.
-    `EvaluationStream` gives the same a part of the products at a time.
+    product has, however many distinct new tags the products have together. They are computed
+    by `EvaluationStream`, ``EVAL_PART_CELLS`` scores at a time, so what they add to
+    ``scores`` is a part's copies, not the whole matrix's.
     """
-    stream = EvaluationStream(products, vocab, thresholds, ks, new_threshold, limit)
-    stream.add(scores, new_tags)
+    n = scores.shape[0]
+    if n != len(products):
+        raise ValueError(f"scores of {n} products for {len(products)} products")
+    if new_tags is not None and len(new_tags) != n:
+        raise ValueError(f"scores of {n} products but new tags of {len(new_tags)}")
+    stream = EvaluationStream(products, vocab, thresholds, ks, new_threshold, limit, row_keys)
+    rows = max(1, EVAL_PART_CELLS // max(1, scores.shape[1]))
+    for start in range(0, n, rows):
+        stream.add(
+            scores[start : start + rows],
+            None if new_tags is None else new_tags[start : start + rows],
+        )
     return stream.result()
 
 
@@ -347,7 +365,14 @@ class EvaluationStream:
     scores of the next products, in order, then ``result``. What it keeps between parts is
     each product's ranking metrics and the counts by tag, not the scores (products x
     vocabulary). The metrics are those of the products scored at once, all but PSP@k (sums
-    of floats in another order: equal to about 1e-15)."""
+    of floats in another order: equal to about 1e-15).
+
+    ``row_keys`` (one set of ``tag_key``s a product): the vocabulary of the model that scored
+    each product, where it knew fewer tags than ``vocab`` (out-of-fold scores pooled over
+    folds). A vocabulary tag outside a product's own is new to it, as tags outside the
+    vocabulary are to every product: it is decided at the new tags' threshold and counts in
+    the new-tag metrics (its score is the proposal's, as the proposals of new tags spelt as a
+    vocabulary tag fold into its column)."""
 
     def __init__(
         self,
@@ -357,8 +382,13 @@ class EvaluationStream:
         ks: tuple[int, ...] = (1, 3, 5),
         new_threshold: float = 1.0,
         limit: int | None = None,
+        row_keys: Sequence[frozenset[str]] | None = None,
     ) -> None:
         self.products, self.vocab, self.ks, self.limit = products, vocab, tuple(ks), limit
+        if row_keys is not None and len(row_keys) != len(products):
+            raise ValueError(f"vocabularies of {len(row_keys)} products, not {len(products)}")
+        self._row_keys = row_keys
+        self._unknown: dict[frozenset[str], np.ndarray] = {}  # by row vocabulary: its columns
         self._columns = JointColumns(products, vocab)
         self._thresholds = thresholds
         # a tag outside the vocabulary is a decision where it was proposed (a score above 0)
@@ -430,14 +460,20 @@ class EvaluationStream:
             per_product["nDCG@3"] = metrics.per_product_ndcg(y, full, 3)
         if per_product["P@1"] is None:
             per_product["P@1"] = metrics.per_product_precision(y, full, 1)
+        new_to = np.zeros(full.shape, dtype=bool)  # the cells of tags new to their product
+        new_to[:, n_known:] = True
+        new_to[:, :n_known] = self._unknown_to(self._done, full.shape[0])
         cut = np.full(full.shape[1], self._outside)
         cut[:n_known] = self._thresholds
+        if new_to[:, :n_known].any():
+            cut = np.where(new_to, self._outside, cut)
         decided = metrics.apply_thresholds(full, cut, self.limit)
         # a packed column past the vocabulary holds different tags in different products: the
         # counts are by the joint matrix's columns
         hits = sp.csr_matrix(y.multiply(decided))
         top = metrics.top_k(full, 5)
-        found_at = np.take_along_axis(y.toarray() != 0, top, 1)
+        gold_at = y.toarray() != 0
+        found_at = np.take_along_axis(gold_at, top, 1)
         found_at &= np.take_along_axis(full, top, 1) > -np.inf  # as metrics._hits
         rows, ranks = np.nonzero(found_at)
         found = sp.csr_matrix(
@@ -445,10 +481,11 @@ class EvaluationStream:
         )
         n_cols = len(layout.names)
         part_counts = [packed.column_counts(m, n_cols) for m in (hits, y, decided, found)]
-        gold_new, proposed = y[:, n_known:].toarray() != 0, decided[:, n_known:]
+        gold_new, proposed = gold_at & new_to, decided & new_to
+        first = np.argmax(full, axis=1)
         new_counts = np.array(
             [
-                (np.argmax(full, axis=1) >= n_known).sum(),
+                new_to[np.arange(len(first)), first].sum(),
                 gold_new.sum(),
                 proposed.sum(),
                 (proposed & gold_new).sum(),
@@ -456,6 +493,22 @@ class EvaluationStream:
             dtype=np.int64,
         )
         return ranking, per_product, part_counts, y.nnz, new_counts
+
+    def _unknown_to(self, start: int, n: int) -> np.ndarray:
+        """Which vocabulary tags are outside the own vocabulary of each of the products
+        ``start`` to ``start + n`` (none without ``row_keys``)."""
+        n_known = len(self.vocab)
+        if self._row_keys is None:
+            return np.zeros((n, n_known), dtype=bool)
+        rows = []
+        for keys in self._row_keys[start : start + n]:
+            mask = self._unknown.get(keys)
+            if mask is None:
+                columns = self.vocab.keys
+                mask = np.fromiter((k not in keys for k in columns), dtype=bool, count=n_known)
+                self._unknown[keys] = mask
+            rows.append(mask)
+        return np.array(rows, dtype=bool).reshape(n, n_known)
 
     def result(self) -> Evaluation:
         """The metrics of every product, once each has been added."""

@@ -416,7 +416,8 @@ def apply_thresholds(
     the tags that pass their thresholds, as `top_k` ranks them and as ``suggest --limit`` returns
     them (None: no limit).
 
-    ``thresholds`` is a scalar or a 1-D array with one threshold per tag (column).
+    ``thresholds`` is a scalar, a 1-D array with one threshold per tag (column), or an array
+    of the scores' shape with one per cell.
     """
     s = _as_scores(scores)
     t = np.asarray(thresholds, dtype=np.float64)
@@ -424,8 +425,11 @@ def apply_thresholds(
         if t.shape[0] != s.shape[1]:
             raise ValueError(f"expected {s.shape[1]} per-tag thresholds, got {t.shape[0]}")
         t = t[None, :]
+    elif t.ndim == 2:
+        if t.shape != s.shape:
+            raise ValueError(f"expected thresholds of shape {s.shape}, got {t.shape}")
     elif t.ndim != 0:
-        raise ValueError("thresholds must be a scalar or a 1-D per-tag array")
+        raise ValueError("thresholds must be a scalar, a 1-D per-tag array or one per cell")
     out = s >= t
     if limit is not None and _check_k(limit) < s.shape[1]:
         ranked = np.zeros_like(out)

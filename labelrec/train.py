@@ -1633,8 +1633,14 @@ def tune_by_folds(
     y = vocab.encode(pooled.products)
     global_t = metrics.tune_global_threshold(y, scores)
     per_tag = metrics.tune_tag_thresholds(y, scores, global_t, prior=cfg.train.threshold_prior)
-    oof = evaluate_scores_on(
-        scores, pooled.products, vocab, per_tag, new_tags=new_tags, new_threshold=new_threshold
+    oof = evaluate_scores_on(  # each product's tags new to its fold counted as new
+        scores,
+        pooled.products,
+        vocab,
+        per_tag,
+        new_tags=new_tags,
+        new_threshold=new_threshold,
+        row_keys=row_keys,
     ).metrics
     oof.update(report, global_threshold=float(global_t), tuning_folds=float(k))
     oof["tuning_seconds"] = time.perf_counter() - t0

@@ -211,6 +211,13 @@ def test_apply_thresholds_scalar_and_per_tag():
     assert not per_tag[:, [0, 2, 3]].any()
     with pytest.raises(ValueError):
         metrics.apply_thresholds(S, np.array([0.5, 0.5]))
+    # one threshold a cell: row by row the per-tag ones or others
+    cells = np.array([[0.95, 0.0, 1.0, 1.0, 0.3], [0.0] * 5, [0.95, 0.0, 1.0, 1.0, 0.3]])
+    by_cell = metrics.apply_thresholds(S, cells)
+    np.testing.assert_array_equal(by_cell[[0, 2]], per_tag[[0, 2]])
+    assert by_cell[1].all()
+    with pytest.raises(ValueError, match="shape"):
+        metrics.apply_thresholds(S, cells[:2])
 
 
 def test_apply_thresholds_keeps_at_most_limit_best_ranked():
@@ -858,6 +865,118 @@ def test_an_evaluation_a_part_at_a_time_is_the_whole_ones() -> None:
     assert got.metrics["P@1"] == 1.0 and got.per_tag == whole.per_tag
     with pytest.raises(ValueError, match="new tags of 1 products, not 2"):  # one a product
         JointLayout.of([{}], products, vocab)
+
+
+def test_evaluate_scores_on_evaluates_its_scores_a_part_at_a_time(monkeypatch) -> None:
+    """``evaluate_scores_on`` adds ``EVAL_PART_CELLS`` scores at a time to its stream (rows of
+    at least one product), and its evaluation is the one of every score added at once; scores
+    of other products than the list's, or new tags of other products, are refused before any
+    part is evaluated."""
+    from labelrec import evaluate
+    from labelrec.data import TagVocab
+
+    rng = np.random.default_rng(11)
+    names = [f"brand:b{i}" for i in range(30)]
+    vocab = TagVocab(names[:20], rng.integers(1, 60, 20), 100)
+    parts = [_random_products(rng, names, 20, np.float32) for _ in range(4)]
+    products = [p for part in parts for p in part[0]]
+    new = [row for part in parts for row in part[1]]
+    known = np.concatenate([part[2] for part in parts])
+    added: list[int] = []
+    add = evaluate.EvaluationStream.add
+
+    def counted(self, part, new_tags=None):
+        added.append(len(part))
+        return add(self, part, new_tags)
+
+    monkeypatch.setattr(evaluate.EvaluationStream, "add", counted)
+    whole = evaluate.evaluate_scores_on(known, products, vocab, 0.5, new_tags=new, limit=2)
+    assert added == [len(products)]  # the default: one part for so few scores
+    for cells, rows in ((20 * 3, 3), (1, 1)):  # 3 rows a part; under a row: one a part
+        added.clear()
+        monkeypatch.setattr(evaluate, "EVAL_PART_CELLS", cells)
+        got = evaluate.evaluate_scores_on(known, products, vocab, 0.5, new_tags=new, limit=2)
+        n = len(products)
+        assert added == [min(rows, n - start) for start in range(0, n, rows)]
+        psp = [k for k in got.metrics if k.startswith("PSP@")]
+        for k in psp:
+            assert got.metrics[k] == pytest.approx(whole.metrics[k], rel=1e-12)
+        same = {k: v for k, v in got.metrics.items() if k not in psp}
+        np.testing.assert_equal(same, {k: whole.metrics[k] for k in same})  # NaN alike
+        assert list(got.metrics) == list(whole.metrics)
+        assert got.per_tag == whole.per_tag
+        for key, values in whole.per_product.items():
+            np.testing.assert_array_equal(got.per_product[key], values)
+    added.clear()
+    with pytest.raises(ValueError, match=f"scores of {len(products) - 1} products for"):
+        evaluate.evaluate_scores_on(known[1:], products, vocab, 0.5)
+    with pytest.raises(ValueError, match="new tags of 1"):
+        evaluate.evaluate_scores_on(known, products, vocab, 0.5, new_tags=new[:1])
+    assert added == []
+    empty = evaluate.evaluate_scores_on(np.zeros((0, 20), np.float32), [], vocab, 0.5)
+    assert empty.metrics["n_products"] == 0.0
+
+
+def test_tags_outside_a_products_own_vocabulary_count_as_new_to_it(monkeypatch) -> None:
+    """With ``row_keys`` (out-of-fold scores: each product scored by a fold that knew some of
+    the tags), a vocabulary tag outside a product's own is new to it: decided at the new tags'
+    threshold, counted in the new-tag metrics; the ranking metrics do not change. With every
+    product's vocabulary the whole one, the evaluation is the one without ``row_keys``, in any
+    parts."""
+    from labelrec import evaluate
+    from labelrec.data import Product, TagVocab, tag_key
+
+    vocab = TagVocab(["a", "b", "c"], [5, 5, 2], 10)
+    products = [
+        Product("p0", "t", tags=["a", "c"]),
+        Product("p1", "t", tags=["c"]),
+        Product("p2", "t", tags=["c"]),
+    ]
+    known = np.array([[0.9, 0.1, 0.0], [0.1, 0.2, 0.8], [0.1, 0.2, 0.0]], np.float32)
+    new = [{"c": 0.6}, {}, {"C": 0.95}]  # c proposed where the fold did not know it
+    thresholds = np.array([0.5, 0.5, 0.7])
+    fold_a, fold_b = frozenset({"a", "b"}), frozenset({"a", "b", "c"})
+    args = (known, products, vocab, thresholds)
+    pooled = evaluate.evaluate_scores_on(*args, new_tags=new, new_threshold=0.4)
+    own = evaluate.evaluate_scores_on(
+        *args, new_tags=new, new_threshold=0.4, row_keys=[fold_a, fold_b, fold_a]
+    )
+    # against the pooled columns no gold tag is new, and p0's c (0.6) misses c's threshold
+    assert pooled.metrics["new_tag_recall"] == 0.0
+    assert pooled.metrics["unknown_gold_share"] == 0.0
+    assert pooled.metrics["micro_recall"] == 3 / 4
+    # c is new to p0 and p2: both proposals pass the new tags' threshold (0.4), and p2's
+    # first tag is new to it
+    assert own.metrics["unknown_gold_share"] == 2 / 4
+    assert own.metrics["new_tag_recall"] == 1.0
+    assert own.metrics["new_tag_precision"] == 1.0
+    assert own.metrics["new_tag_share_of_top1"] == 1 / 3
+    assert pooled.metrics["new_tag_share_of_top1"] == 0.0
+    assert own.metrics["micro_recall"] == 1.0 and own.metrics["micro_precision"] == 1.0
+    for k in ("P@1", "P@3", "nDCG@3", "R@5", "PSP@5"):
+        assert own.metrics[k] == pooled.metrics[k]
+    with pytest.raises(ValueError, match="vocabularies of 2 products, not 3"):
+        evaluate.evaluate_scores_on(*args, row_keys=[fold_a, fold_b])
+    # every product's vocabulary the whole one: as without, in parts too
+    rng = np.random.default_rng(3)
+    names = [f"brand:b{i}" for i in range(30)]
+    vocab = TagVocab(names[:20], rng.integers(1, 60, 20), 100)
+    parts = [_random_products(rng, names, 20, np.float32) for _ in range(4)]
+    products = [p for part in parts for p in part[0]]
+    new = [row for part in parts for row in part[1]]
+    known = np.concatenate([part[2] for part in parts])
+    whole = frozenset(tag_key(t) for t in vocab.tags)
+    base = evaluate.evaluate_scores_on(known, products, vocab, 0.5, new_tags=new, limit=2)
+    monkeypatch.setattr(evaluate, "EVAL_PART_CELLS", 20 * 3)
+    same = evaluate.evaluate_scores_on(
+        known, products, vocab, 0.5, new_tags=new, limit=2, row_keys=[whole] * len(products)
+    )
+    psp = [k for k in base.metrics if k.startswith("PSP@")]
+    np.testing.assert_equal(
+        {k: v for k, v in same.metrics.items() if k not in psp},
+        {k: v for k, v in base.metrics.items() if k not in psp},
+    )
+    assert same.per_tag == base.per_tag
 
 
 def test_the_new_tag_threshold_counts_the_tags_new_to_each_products_voters() -> None:

@@ -927,7 +927,18 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
         def log_dataset(self, name: str, source: str, products: list, n_tags: int) -> None:
             self.datasets[name] = len(products)
 
+    import labelrec.train as train_mod
+    from labelrec.data import TagVocab, tag_key
+    from labelrec.modeldir import VOCAB_FILE
+
+    evaluated: list = []  # the row vocabularies of each evaluation in training
+
+    def evaluation_spy(*args, **kwargs):
+        evaluated.append(kwargs.get("row_keys"))
+        return evaluate_scores_on(*args, **kwargs)
+
     monkeypatch.setattr(Reranker, "fit", classmethod(spy))
+    monkeypatch.setattr(train_mod, "evaluate_scores_on", evaluation_spy)
     out = tmp_path / "model"
     # auto: two folds with a refit
     cfg = tiny_config(
@@ -959,6 +970,15 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
         for line in (toy_data_dir / name).open()
     }
     assert tuned.valid_metrics["tuning_folds"] == 2
+    # the out-of-fold evaluation counts a tag new to a product's fold as new: each product's
+    # own vocabulary is its fold's
+    row_keys = [keys for keys in evaluated if keys is not None]
+    assert len(row_keys) == 1 and len(row_keys[0]) == n
+    fold_vocabs = [
+        frozenset(tag_key(t) for t in TagVocab.load(folder / VOCAB_FILE).tags)
+        for folder in (out / TUNING_DIR / "fold-0", out / TUNING_DIR / "fold-1")
+    ]
+    assert set(row_keys[0]) == set(fold_vocabs) and fold_vocabs[0] != fold_vocabs[1]
     assert result.metrics["nDCG@3"] == pytest.approx(tuned.valid_metrics["nDCG@3"])
     # the run's final metrics are the out-of-fold ones; the first fold's own are kept apart
     assert tracker.metrics["final_nDCG@3"] == pytest.approx(tuned.valid_metrics["nDCG@3"])
