@@ -371,8 +371,8 @@ class EvaluationStream:
     each product, where it knew fewer tags than ``vocab`` (out-of-fold scores pooled over
     folds). A vocabulary tag outside a product's own is new to it, as tags outside the
     vocabulary are to every product: it is decided at the new tags' threshold and counts in
-    the new-tag metrics (its score is the proposal's, as the proposals of new tags spelt as a
-    vocabulary tag fold into its column)."""
+    the new-tag metrics. Its score is the column's, where a proposal of the tag (a new tag
+    spelt as the vocabulary's) folds in."""
 
     def __init__(
         self,
@@ -388,7 +388,6 @@ class EvaluationStream:
         if row_keys is not None and len(row_keys) != len(products):
             raise ValueError(f"vocabularies of {len(row_keys)} products, not {len(products)}")
         self._row_keys = row_keys
-        self._unknown: dict[frozenset[str], np.ndarray] = {}  # by row vocabulary: its columns
         self._columns = JointColumns(products, vocab)
         self._thresholds = thresholds
         # a tag outside the vocabulary is a decision where it was proposed (a score above 0)
@@ -431,8 +430,8 @@ class EvaluationStream:
             self._columns.forget(n_columns)
             raise
         self._done += n
-        self._any_new = self._any_new or any(new_tags)
-        ranking, per_product, part_counts, gold_entries, new_counts = measured
+        ranking, per_product, part_counts, gold_entries, new_counts, unknown = measured
+        self._any_new = self._any_new or any(new_tags) or unknown
         self._ranking.append(ranking)
         for key, values in per_product.items():
             self._per_product[key].append(values)
@@ -463,11 +462,13 @@ class EvaluationStream:
         new_to = np.zeros(full.shape, dtype=bool)  # the cells of tags new to their product
         new_to[:, n_known:] = True
         new_to[:, :n_known] = self._unknown_to(self._done, full.shape[0])
+        unknown = bool(new_to[:, :n_known].any())  # vocabulary tags new to their product
         cut = np.full(full.shape[1], self._outside)
         cut[:n_known] = self._thresholds
-        if new_to[:, :n_known].any():
-            cut = np.where(new_to, self._outside, cut)
-        decided = metrics.apply_thresholds(full, cut, self.limit)
+        passed = full >= cut  # compared in float64, as apply_thresholds
+        if unknown:
+            passed[new_to] = full[new_to] >= np.float64(self._outside)
+        decided = metrics.limit_decisions(full, passed, self.limit)
         # a packed column past the vocabulary holds different tags in different products: the
         # counts are by the joint matrix's columns
         hits = sp.csr_matrix(y.multiply(decided))
@@ -492,7 +493,7 @@ class EvaluationStream:
             ],
             dtype=np.int64,
         )
-        return ranking, per_product, part_counts, y.nnz, new_counts
+        return ranking, per_product, part_counts, y.nnz, new_counts, unknown
 
     def _unknown_to(self, start: int, n: int) -> np.ndarray:
         """Which vocabulary tags are outside the own vocabulary of each of the products
@@ -500,13 +501,14 @@ class EvaluationStream:
         n_known = len(self.vocab)
         if self._row_keys is None:
             return np.zeros((n, n_known), dtype=bool)
+        masks: dict[frozenset[str], np.ndarray] = {}  # one a row vocabulary of these products
         rows = []
         for keys in self._row_keys[start : start + n]:
-            mask = self._unknown.get(keys)
+            mask = masks.get(keys)
             if mask is None:
                 columns = self.vocab.keys
                 mask = np.fromiter((k not in keys for k in columns), dtype=bool, count=n_known)
-                self._unknown[keys] = mask
+                masks[keys] = mask
             rows.append(mask)
         return np.array(rows, dtype=bool).reshape(n, n_known)
 

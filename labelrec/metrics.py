@@ -416,8 +416,7 @@ def apply_thresholds(
     the tags that pass their thresholds, as `top_k` ranks them and as ``suggest --limit`` returns
     them (None: no limit).
 
-    ``thresholds`` is a scalar, a 1-D array with one threshold per tag (column), or an array
-    of the scores' shape with one per cell.
+    ``thresholds`` is a scalar or a 1-D array with one threshold per tag (column).
     """
     s = _as_scores(scores)
     t = np.asarray(thresholds, dtype=np.float64)
@@ -425,17 +424,20 @@ def apply_thresholds(
         if t.shape[0] != s.shape[1]:
             raise ValueError(f"expected {s.shape[1]} per-tag thresholds, got {t.shape[0]}")
         t = t[None, :]
-    elif t.ndim == 2:
-        if t.shape != s.shape:
-            raise ValueError(f"expected thresholds of shape {s.shape}, got {t.shape}")
     elif t.ndim != 0:
-        raise ValueError("thresholds must be a scalar, a 1-D per-tag array or one per cell")
-    out = s >= t
-    if limit is not None and _check_k(limit) < s.shape[1]:
-        ranked = np.zeros_like(out)
-        np.put_along_axis(ranked, top_k(np.where(out, s, -np.inf), limit), True, axis=1)
-        out &= ranked
-    return out
+        raise ValueError("thresholds must be a scalar or a 1-D per-tag array")
+    return limit_decisions(s, s >= t, limit)
+
+
+def limit_decisions(scores: np.ndarray, passed: np.ndarray, limit: int | None) -> np.ndarray:
+    """``passed`` (the cells of ``scores`` at or above their thresholds) cut to at most ``limit``
+    a row, the best ranked (``apply_thresholds``); None: every one. ``passed`` is cut in place
+    and returned."""
+    if limit is not None and _check_k(limit) < scores.shape[1]:
+        ranked = np.zeros_like(passed)
+        np.put_along_axis(ranked, top_k(np.where(passed, scores, -np.inf), limit), True, axis=1)
+        passed &= ranked
+    return passed
 
 
 def tag_counts(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

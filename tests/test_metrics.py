@@ -211,13 +211,6 @@ def test_apply_thresholds_scalar_and_per_tag():
     assert not per_tag[:, [0, 2, 3]].any()
     with pytest.raises(ValueError):
         metrics.apply_thresholds(S, np.array([0.5, 0.5]))
-    # one threshold a cell: row by row the per-tag ones or others
-    cells = np.array([[0.95, 0.0, 1.0, 1.0, 0.3], [0.0] * 5, [0.95, 0.0, 1.0, 1.0, 0.3]])
-    by_cell = metrics.apply_thresholds(S, cells)
-    np.testing.assert_array_equal(by_cell[[0, 2]], per_tag[[0, 2]])
-    assert by_cell[1].all()
-    with pytest.raises(ValueError, match="shape"):
-        metrics.apply_thresholds(S, cells[:2])
 
 
 def test_apply_thresholds_keeps_at_most_limit_best_ranked():
@@ -892,7 +885,8 @@ def test_evaluate_scores_on_evaluates_its_scores_a_part_at_a_time(monkeypatch) -
     monkeypatch.setattr(evaluate.EvaluationStream, "add", counted)
     whole = evaluate.evaluate_scores_on(known, products, vocab, 0.5, new_tags=new, limit=2)
     assert added == [len(products)]  # the default: one part for so few scores
-    for cells, rows in ((20 * 3, 3), (1, 1)):  # 3 rows a part; under a row: one a part
+    # rows a part: the cells over the vocabulary's width (not the products'); under a row: one
+    for cells, rows in ((20 * 3, 3), (20 * 5, 5), (1, 1)):
         added.clear()
         monkeypatch.setattr(evaluate, "EVAL_PART_CELLS", cells)
         got = evaluate.evaluate_scores_on(known, products, vocab, 0.5, new_tags=new, limit=2)
@@ -955,6 +949,46 @@ def test_tags_outside_a_products_own_vocabulary_count_as_new_to_it(monkeypatch) 
     assert own.metrics["micro_recall"] == 1.0 and own.metrics["micro_precision"] == 1.0
     for k in ("P@1", "P@3", "nDCG@3", "R@5", "PSP@5"):
         assert own.metrics[k] == pooled.metrics[k]
+    # one cut-off for every tag: a tag new to its product is decided at it too
+    one_cut = evaluate.evaluate_scores_on(
+        known,
+        products,
+        vocab,
+        0.9,
+        new_tags=new,
+        new_threshold=0.4,
+        row_keys=[fold_a, fold_b, fold_a],
+    )
+    assert one_cut.metrics["new_tag_recall"] == 0.5  # p2's c (0.95), not p0's (0.6)
+    # no proposals: the tags new to their products still make the new-tag metrics
+    quiet = evaluate.evaluate_scores_on(*args, new_threshold=0.4, row_keys=[fold_a, fold_b, fold_a])
+    assert quiet.metrics["new_tag_recall"] == 0.0 and quiet.metrics["unknown_gold_share"] == 0.5
+    # at most one decision a product: the best of those that pass their own cut-off (p0's c,
+    # 0.6, misses the new tags' 0.7 though it ranks above b's 0.55, which passes 0.5)
+    limited = evaluate.evaluate_scores_on(
+        np.array([[0.1, 0.55, 0.0]], np.float32),
+        products[:1],
+        vocab,
+        thresholds,
+        new_tags=[{"c": 0.6}],
+        new_threshold=0.7,
+        limit=1,
+        row_keys=[fold_a],
+    )
+    assert limited.per_tag[1]["predicted"] == 1 and limited.metrics["new_tag_precision"] == 0.0
+    # products of two folds in parts: each part reads its own products' vocabularies
+    rows = [fold_a, fold_b, fold_a]
+    monkeypatch.setattr(evaluate, "EVAL_PART_CELLS", 3)
+    parted = evaluate.evaluate_scores_on(*args, new_tags=new, new_threshold=0.4, row_keys=rows)
+    monkeypatch.undo()
+    np.testing.assert_equal(parted.metrics, own.metrics)
+    rows = [fold_b, fold_a, fold_a]
+    swapped = evaluate.evaluate_scores_on(*args, new_tags=new, new_threshold=0.4, row_keys=rows)
+    monkeypatch.setattr(evaluate, "EVAL_PART_CELLS", 3)
+    parted = evaluate.evaluate_scores_on(*args, new_tags=new, new_threshold=0.4, row_keys=rows)
+    monkeypatch.undo()
+    np.testing.assert_equal(parted.metrics, swapped.metrics)
+    assert swapped.metrics["unknown_gold_share"] == 2 / 4  # p1's c and p2's c
     with pytest.raises(ValueError, match="vocabularies of 2 products, not 3"):
         evaluate.evaluate_scores_on(*args, row_keys=[fold_a, fold_b])
     # every product's vocabulary the whole one: as without, in parts too
