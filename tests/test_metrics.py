@@ -860,21 +860,28 @@ def test_an_evaluation_a_part_at_a_time_is_the_whole_ones() -> None:
         JointLayout.of([{}], products, vocab)
 
 
+def _random_catalog(seed: int) -> tuple:
+    """A vocabulary of 20 of 30 brands and up to 32 products of ``_random_products`` over it:
+    the vocabulary, products, their proposed new tags and known scores (float32)."""
+    from labelrec.data import TagVocab
+
+    rng = np.random.default_rng(seed)
+    names = [f"brand:b{i}" for i in range(30)]
+    vocab = TagVocab(names[:20], rng.integers(1, 60, 20), 100)
+    parts = [_random_products(rng, names, 20, np.float32) for _ in range(4)]
+    products = [p for part in parts for p in part[0]]
+    new = [row for part in parts for row in part[1]]
+    return vocab, products, new, np.concatenate([part[2] for part in parts])
+
+
 def test_evaluate_scores_on_evaluates_its_scores_a_part_at_a_time(monkeypatch) -> None:
     """``evaluate_scores_on`` adds ``EVAL_PART_CELLS`` scores at a time to its stream (rows of
     at least one product), and its evaluation is the one of every score added at once; scores
     of other products than the list's, or new tags of other products, are refused before any
     part is evaluated."""
     from labelrec import evaluate
-    from labelrec.data import TagVocab
 
-    rng = np.random.default_rng(11)
-    names = [f"brand:b{i}" for i in range(30)]
-    vocab = TagVocab(names[:20], rng.integers(1, 60, 20), 100)
-    parts = [_random_products(rng, names, 20, np.float32) for _ in range(4)]
-    products = [p for part in parts for p in part[0]]
-    new = [row for part in parts for row in part[1]]
-    known = np.concatenate([part[2] for part in parts])
+    vocab, products, new, known = _random_catalog(11)
     added: list[int] = []
     add = evaluate.EvaluationStream.add
 
@@ -992,13 +999,7 @@ def test_tags_outside_a_products_own_vocabulary_count_as_new_to_it(monkeypatch) 
     with pytest.raises(ValueError, match="vocabularies of 2 products, not 3"):
         evaluate.evaluate_scores_on(*args, row_keys=[fold_a, fold_b])
     # every product's vocabulary the whole one: as without, in parts too
-    rng = np.random.default_rng(3)
-    names = [f"brand:b{i}" for i in range(30)]
-    vocab = TagVocab(names[:20], rng.integers(1, 60, 20), 100)
-    parts = [_random_products(rng, names, 20, np.float32) for _ in range(4)]
-    products = [p for part in parts for p in part[0]]
-    new = [row for part in parts for row in part[1]]
-    known = np.concatenate([part[2] for part in parts])
+    vocab, products, new, known = _random_catalog(3)
     whole = frozenset(tag_key(t) for t in vocab.tags)
     base = evaluate.evaluate_scores_on(known, products, vocab, 0.5, new_tags=new, limit=2)
     monkeypatch.setattr(evaluate, "EVAL_PART_CELLS", 20 * 3)
