@@ -518,20 +518,26 @@ def tune_span_weight(
     of new tags (best micro-F1 on valid), and the final known-tag scores at ``b``, given the span
     tagger's evidence on the products (``known_span``, ``new_span``)."""
     grid = WEIGHT_GRID if grid is None else grid
-    best: tuple[float, np.ndarray, list[dict[str, float]]] | None = None
-    best_value = -1.0
     plan = ancestor_plan(parents) if parents is not None else None
-    layout = JointLayout.of(new_span, products, vocab)  # the same tags at every weight
-    for b in grid:
-        known = (1.0 - b) * fused + b * known_span
+
+    def at(b: Any) -> tuple[np.ndarray, list[dict[str, float]]]:
+        # (1 - b) * fused + b * known_span, in the expression's type, without a third matrix
+        dtype = np.result_type(fused, known_span, b)
+        known = np.multiply(fused, 1.0 - b, dtype=dtype)
+        known += np.multiply(known_span, b, dtype=dtype)
         if parents is not None:
             ancestor_consistent(known, parents, plan, in_place=True)
-        scaled = [{t: b * p for t, p in row.items()} for row in new_span]
-        value = layout.objective(known, scaled)
+        return known, [{t: b * p for t, p in row.items()} for row in new_span]
+
+    best, best_value = None, -1.0
+    layout = JointLayout.of(new_span, products, vocab)  # the same tags at every weight
+    for b in grid:
+        value = layout.objective(*at(b))  # one weight's scores at a time: the best's again below
         if value > best_value + 1e-9:
-            best_value, best = value, (float(b), known, scaled)
+            best_value, best = value, b
     assert best is not None
-    b, known, scaled = best
+    known, scaled = at(best)
+    b = float(best)
     new_threshold = 1.0
     if len(layout.names) > len(vocab) and b > 0:
         new_threshold = layout.new_threshold(scaled, len(vocab), known.dtype)
@@ -552,17 +558,23 @@ def tune_absent_factor(
     known-tag scores at it; ``mixed``: the known scores after the span tagger's share, before
     ancestor consistency. Ties keep the larger factor (1: off)."""
     grid = ABSENT_GRID if grid is None else grid
-    best_value, best = -1.0, (1.0, mixed)
     plan = ancestor_plan(parents) if parents is not None else None
-    layout = JointLayout.of(new, products, vocab)
-    for a in grid:
-        known = np.where(absent, float(a) * mixed, mixed)
+
+    def at(a: float) -> np.ndarray:
+        known = np.where(absent, a * mixed, mixed)
         if parents is not None:
             ancestor_consistent(known, parents, plan, in_place=True)
-        value = layout.objective(known, new)
+        return known
+
+    best_value, best = -1.0, None
+    layout = JointLayout.of(new, products, vocab)
+    for a in grid:
+        value = layout.objective(at(float(a)), new)  # one factor's scores at a time
         if value > best_value + 1e-9:
-            best_value, best = value, (float(a), known)
-    return best[0], best[1].astype(np.float32)
+            best_value, best = value, float(a)
+    if best is None:
+        return 1.0, mixed.astype(np.float32)
+    return best, at(best).astype(np.float32, copy=False)
 
 
 @dataclass

@@ -64,6 +64,7 @@ KIND = FEATURES.index("kind")
 MAX_KINDS = 32  # the most frequent kinds get their own category; the rest share one
 MIN_PRODUCTS = 30  # fewer valid products than this: no reranker
 OOF_FOLDS = 5
+CANDIDATE_CELLS = 1 << 22  # scores ranked at a time for the candidates (rows of products)
 
 
 @dataclass
@@ -116,20 +117,27 @@ def fusion_votes(
     """The votes of a fusion's taggers on rows of ``inputs`` (``fusion.FusionInputs``) as a model
     with ``fusion``'s weights scores them: a tagger without weight gives none (as at prediction
     time); ``fused`` (the fused known scores of all rows) is also the final score, and the new
-    tags are the span tagger's, weighted."""
-    rows = list(range(len(inputs.products))) if rows is None else rows
+    tags are the span tagger's, weighted. Every row (``rows`` None): the matrices themselves,
+    not copies (the reranker reads its votes)."""
     tfidf = inputs.tfidf is not None and fusion.weight + fusion.embedding_weight < 1.0 - 1e-9
     span = _votes_span(inputs, fusion)
     new = fusion_new_tags(inputs, fusion, rows)
+
+    def pick(matrix: np.ndarray) -> np.ndarray:
+        return matrix if rows is None else matrix[rows]
+
+    fused = pick(fused)
     return Votes(
-        final=fused[rows],
+        final=fused,
         final_new=new,
-        neural=inputs.neural[rows],
-        fused=fused[rows],
+        neural=pick(inputs.neural),
+        fused=fused,
         fused_new=new,
-        tfidf=inputs.lexical(fusion.ridge_mix)[rows] if tfidf else None,
-        span_known=inputs.span_known[rows] if span else None,
-        span_new=[inputs.span_new[i] for i in rows] if span else None,
+        tfidf=pick(inputs.lexical(fusion.ridge_mix)) if tfidf else None,
+        span_known=pick(inputs.span_known) if span else None,
+        span_new=(inputs.span_new if rows is None else [inputs.span_new[i] for i in rows])
+        if span
+        else None,
     )
 
 
@@ -160,7 +168,11 @@ def candidates(
     case, width or Unicode form (``tag_key``) are one tag: the higher score stays."""
     out = []
     k = min(n, final.shape[1])
-    top = np.argpartition(-final, k - 1, axis=1)[:, :k] if k else np.zeros((len(final), 0), int)
+    top = np.zeros((len(final), k), dtype=np.intp)
+    step = max(1, CANDIDATE_CELLS // max(final.shape[1], 1))
+    for start in range(0, len(final) if k else 0, step):  # a part's ranks, not every row's
+        part = -final[start : start + step]
+        top[start : start + len(part)] = np.argpartition(part, k - 1, axis=1)[:, :k]
     for i, cols in enumerate(top):
         row: list[tuple[str, int | None, float]] = [
             (vocab.tags[j], int(j), float(final[i, j])) for j in cols
@@ -298,7 +310,7 @@ def _scatter(
                 known[i, j] = s
         new.append(extra)
     if parents is not None:
-        known = ancestor_consistent(known, parents, plan)
+        known = ancestor_consistent(known, parents, plan, in_place=True)  # known is a copy
     return known.astype(np.float32, copy=False), new
 
 
@@ -369,7 +381,7 @@ class Reranker:
             report["rerank_kept"] = 0.0
             return None, votes.final, votes.final_new, report
         splits = list(GroupKFold(folds).split(x, y, groups))
-        best: tuple[float, int, np.ndarray, list[dict[str, float]], JointLayout] | None = None
+        best: tuple[float, int, np.ndarray] | None = None  # the probabilities, not the scores
         for which, settings in enumerate(SETTINGS):
             oof = np.zeros(len(y))
             for fit_rows, held in splits:
@@ -379,8 +391,8 @@ class Reranker:
                 model = _classifier(seed, settings).fit(x[fit_rows], y[fit_rows])
                 oof[held] = model.predict_proba(x[held])[:, 1]
             known, new = _scatter(oof, cands, votes.final, parents)
-            layout = JointLayout.of(new, products, vocab)
-            value = layout.objective(known, new)
+            value = JointLayout.of(new, products, vocab).objective(known, new)
+            del known  # one setting's scores at a time: the best are scattered again below
             logger.info(
                 "reranker: setting %d of %d, out-of-fold objective %.4f",
                 which + 1,
@@ -388,14 +400,16 @@ class Reranker:
                 value,
             )
             if best is None or value > best[0] + 1e-9:
-                best = (value, which, known, new, layout)
+                best = (value, which, oof)
         assert best is not None
-        report["rerank_objective_after"], which, known, new, layout = best
+        report["rerank_objective_after"], which, oof = best
         report["rerank_settings"] = float(which)
         kept = report["rerank_objective_after"] > report["rerank_objective_before"] + min_gain
         report["rerank_kept"] = float(kept)
         if not kept:
             return None, votes.final, votes.final_new, report
+        known, new = _scatter(oof, cands, votes.final, parents)
+        layout = JointLayout.of(new, products, vocab)
         new_threshold = 1.0
         if len(layout.names) > len(vocab):
             new_threshold = layout.new_threshold(new, len(vocab), known.dtype)

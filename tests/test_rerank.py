@@ -83,6 +83,64 @@ def test_candidates_keep_a_new_tag_the_vocabulary_holds_as_new() -> None:
     assert [(t, j) for t, j, _ in row] == [("Toys", 0), ("brand:ACME", 2), ("brand:Acme", 1)]
 
 
+def test_candidates_rank_a_part_of_the_products_at_a_time(monkeypatch) -> None:
+    """``candidates`` ranks ``CANDIDATE_CELLS`` scores at a time (rows of at least one product):
+    each product's candidates are those of every score ranked at once, ties included."""
+    from labelrec import rerank
+
+    rng = np.random.default_rng(5)
+    tags = [f"t{j}" for j in range(12)]
+    vocab = TagVocab(tags, [3] * 12, 20)
+    final = rng.choice([0.0, 0.1, 0.5, 0.7], (9, 12)).astype(np.float32)  # many ties
+    new = [{"x": 0.5} if i % 3 else {} for i in range(9)]
+    whole = [
+        [(vocab.tags[j], int(j), float(final[i, j])) for j in cols]
+        for i, cols in enumerate(np.argpartition(-final, 3, axis=1)[:, :4])
+    ]
+    for cells in (1, 12, 30, 10_000):
+        monkeypatch.setattr(rerank, "CANDIDATE_CELLS", cells)
+        for row, ref, proposed in zip(candidates(final, new, vocab, 4), whole, new, strict=True):
+            expected = sorted(
+                ref + [(t, None, s) for t, s in proposed.items()], key=lambda c: -c[2]
+            )
+            assert row == expected[:4]
+    assert candidates(final[:, :0], new, TagVocab([], [], 20), 4)[1] == [("x", None, 0.5)]
+
+
+def test_fusion_votes_of_every_product_are_the_pooled_matrices() -> None:
+    """The reranker's votes on every product are the evidence's matrices themselves (the pooled
+    out-of-fold evidence is the tuning's largest); on some rows, those rows."""
+    from labelrec.fusion import Fusion, FusionInputs
+    from labelrec.rerank import fusion_votes
+
+    rng = np.random.default_rng(6)
+    products = [Product(str(i), "t", tags=["a"]) for i in range(4)]
+    inputs = FusionInputs(
+        products,
+        ["a", "b"],
+        neural=rng.random((4, 2), dtype=np.float32),
+        tfidf=rng.random((4, 2), dtype=np.float32),
+        span_known=rng.random((4, 2), dtype=np.float32),
+        span_new=[{"c": 0.5}, {}, {}, {"d": 0.2}],
+    )
+    fusion = Fusion(None, 0.3, np.full(2, -1), None, False, span_weight=0.4)
+    fused = rng.random((4, 2), dtype=np.float32)
+    votes = fusion_votes(inputs, fusion, fused)
+    assert votes.final is fused and votes.fused is fused
+    assert votes.neural is inputs.neural and votes.span_known is inputs.span_known
+    assert np.shares_memory(votes.tfidf, inputs.tfidf)
+    assert votes.span_new == inputs.span_new and votes.final_new == [
+        {"c": 0.2},
+        {},
+        {},
+        {"d": pytest.approx(0.08)},
+    ]
+    some = fusion_votes(inputs, fusion, fused, [3, 1])
+    np.testing.assert_array_equal(some.neural, inputs.neural[[3, 1]])
+    np.testing.assert_array_equal(some.final, fused[[3, 1]])
+    assert some.span_new == [{"d": 0.2}, {}] and some.final_new == [{"d": pytest.approx(0.08)}, {}]
+
+
 def test_fit_learns_to_put_the_nested_span_first_and_keeps_it() -> None:
     products, vocab, votes = nested_catalog(120, 0)
     reranker, known, new, report = Reranker.fit(products, vocab, votes, None, None, 5, seed=0)
