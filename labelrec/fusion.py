@@ -521,10 +521,11 @@ def tune_span_weight(
     plan = ancestor_plan(parents) if parents is not None else None
 
     def at(b: Any) -> tuple[np.ndarray, list[dict[str, float]]]:
-        # (1 - b) * fused + b * known_span, in the expression's type, without a third matrix
-        dtype = np.result_type(fused, known_span, b)
-        known = np.multiply(fused, 1.0 - b, dtype=dtype)
-        known += np.multiply(known_span, b, dtype=dtype)
+        known, term = (1.0 - b) * fused, b * known_span  # each term in its own type
+        if np.result_type(known, term) == known.dtype:
+            known += term  # their sum, without a third matrix
+        else:
+            known = known + term
         if parents is not None:
             ancestor_consistent(known, parents, plan, in_place=True)
         return known, [{t: b * p for t, p in row.items()} for row in new_span]

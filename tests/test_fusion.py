@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import types
@@ -14,11 +15,13 @@ import scipy.sparse as sp
 from labelrec.config import ConfigError, load_config
 from labelrec.data import Product, TagVocab
 from labelrec.fusion import (
+    WEIGHT_GRID,
     CandidateTags,
     Fusion,
     fit_fusion,
     save_fusion,
     tune_absent_factor,
+    tune_span_weight,
     tune_weights,
 )
 from labelrec.metrics import objective
@@ -660,3 +663,25 @@ def test_pooled_evidence_places_each_parts_scores_under_its_tags() -> None:
     assert pooled.span_new == [{"n": 0.5}, {}, {"m": 0.25}]
     only_x = FusionInputs.pool([a], ["x"])  # a tag list without some of a part's tags
     np.testing.assert_array_equal(only_x.neural, a.neural[:, :1])
+
+
+def test_span_weight_scores_are_the_mix_in_its_own_types() -> None:
+    """The span search's scores are ``(1 - b) * fused + b * known_span`` as numpy computes the
+    expression, whatever the types of the scores and the grid's weights."""
+    rng = np.random.default_rng(3)
+    tags = [f"t{j}" for j in range(30)]
+    vocab = TagVocab(tags, [5] * 30, 100)
+    products = [
+        Product(str(i), "x", tags=list(rng.choice(tags, 2, replace=False))) for i in range(40)
+    ]
+    new_span = [{"n1": 0.5} if i % 2 else {} for i in range(40)]
+    fused, span = rng.random((40, 30)), rng.random((40, 30))
+    grids = [None, [0.3, 0.7], np.array([0.3, 0.7], np.float32), np.array([0.3, 0.7])]
+    for d1, d2 in itertools.product((np.float32, np.float64), repeat=2):
+        for grid in grids:
+            f, s = fused.astype(d1), span.astype(d2)
+            b, _, known = tune_span_weight(s, new_span, products, vocab, f, None, grid)
+            weights = WEIGHT_GRID if grid is None else grid
+            (w,) = [w for w in weights if float(w) == b]
+            expected = ((1.0 - w) * f + w * s).astype(np.float32)
+            np.testing.assert_array_equal(known, expected)
