@@ -520,17 +520,14 @@ def tune_span_weight(
     grid = WEIGHT_GRID if grid is None else grid
     plan = ancestor_plan(parents) if parents is not None else None
 
-    def at(b: Any) -> tuple[np.ndarray, list[dict[str, float]]]:
-        known, term = (1.0 - b) * fused, b * known_span  # each term in its own type
-        if np.result_type(known, term) == known.dtype:
-            known += term  # their sum, without a third matrix
-        else:
-            known = known + term
+    def at(b: float | np.floating) -> tuple[np.ndarray, list[dict[str, float]]]:
+        known = (1.0 - b) * fused + b * known_span
         if parents is not None:
             ancestor_consistent(known, parents, plan, in_place=True)
         return known, [{t: b * p for t, p in row.items()} for row in new_span]
 
-    best, best_value = None, -1.0
+    best: float | np.floating | None = None
+    best_value = -1.0
     layout = JointLayout.of(new_span, products, vocab)  # the same tags at every weight
     for b in grid:
         value = layout.objective(*at(b))  # one weight's scores at a time: the best's again below

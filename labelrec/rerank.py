@@ -103,7 +103,7 @@ def fusion_new_tags(
     inputs: Any, fusion: Any, rows: list[int] | None = None
 ) -> list[dict[str, float]]:
     """The new tags a fusion proposes for rows of ``inputs``: the span tagger's, weighted
-    (none without its weight); without the vote matrices ``fusion_votes`` also copies."""
+    (none without its weight); ``fusion_votes``' new tags, without its vote matrices."""
     rows = list(range(len(inputs.products))) if rows is None else rows
     if not _votes_span(inputs, fusion):
         return [{} for _ in rows]
@@ -117,8 +117,9 @@ def fusion_votes(
     """The votes of a fusion's taggers on rows of ``inputs`` (``fusion.FusionInputs``) as a model
     with ``fusion``'s weights scores them: a tagger without weight gives none (as at prediction
     time); ``fused`` (the fused known scores of all rows) is also the final score, and the new
-    tags are the span tagger's, weighted. Every row (``rows`` None): the matrices themselves,
-    not copies (the reranker reads its votes)."""
+    tags are the span tagger's, weighted. For every row (``rows`` None) the votes are the
+    evidence's own matrices and ``fused`` itself (``final`` and ``fused`` one array), not copies:
+    they are read, never written."""
     tfidf = inputs.tfidf is not None and fusion.weight + fusion.embedding_weight < 1.0 - 1e-9
     span = _votes_span(inputs, fusion)
     new = fusion_new_tags(inputs, fusion, rows)

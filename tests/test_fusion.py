@@ -364,6 +364,8 @@ def test_absent_factor_is_tuned_down_only_when_absent_tags_mislead() -> None:
     factor, known = tune_absent_factor(absent, swapped, vocab, mixed, no_new, None)
     assert factor == 1.0 and np.array_equal(known, mixed)
     assert tune_absent_factor(absent, products, vocab, mixed, no_new, None, [0.25])[0] == 0.25
+    factor, known = tune_absent_factor(absent, products, vocab, mixed, no_new, None, [])
+    assert factor == 1.0 and known.dtype == np.float32 and np.array_equal(known, mixed)
 
 
 def test_trained_model_serves_fused_scores(trained_model_dir: Path, tmp_path: Path) -> None:
@@ -676,6 +678,7 @@ def test_span_weight_scores_are_the_mix_in_its_own_types() -> None:
     ]
     new_span = [{"n1": 0.5} if i % 2 else {} for i in range(40)]
     fused, span = rng.random((40, 30)), rng.random((40, 30))
+    fused[vocab.encode(products).toarray() > 0] += 1.0  # the fused scores know: the least b wins
     grids = [None, [0.3, 0.7], np.array([0.3, 0.7], np.float32), np.array([0.3, 0.7])]
     for d1, d2 in itertools.product((np.float32, np.float64), repeat=2):
         for grid in grids:
@@ -683,5 +686,6 @@ def test_span_weight_scores_are_the_mix_in_its_own_types() -> None:
             b, _, known = tune_span_weight(s, new_span, products, vocab, f, None, grid)
             weights = WEIGHT_GRID if grid is None else grid
             (w,) = [w for w in weights if float(w) == b]
+            assert w == weights[0]
             expected = ((1.0 - w) * f + w * s).astype(np.float32)
             np.testing.assert_array_equal(known, expected)

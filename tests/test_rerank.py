@@ -388,3 +388,29 @@ def test_tuning_folds_fit_the_reranker_on_every_product_out_of_fold(
     x[:, FEATURES.index("kind")] = 1
     np.testing.assert_array_equal(carried.model.predict_proba(x), tuned.model.predict_proba(x))
     assert TagRecommender.load(out).reranker is not None
+
+
+def test_fit_gives_its_best_settings_scores_and_leaves_the_evidence_as_it_was() -> None:
+    """The out-of-fold scores ``fit`` returns are those of the setting it reports (scattered
+    again from that setting's probabilities), and the evidence its votes share is not written."""
+    import sys
+
+    from labelrec.evaluate import JointLayout
+    from labelrec.fusion import Fusion
+    from labelrec.rerank import fusion_votes
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import tuning_memory
+
+    for seed in range(3):
+        inputs, vocab = tuning_memory._evidence(90, 70, 3, 2, seed)
+        fused = (0.5 * inputs.neural + 0.5 * inputs.tfidf).astype(np.float32)
+        fusion = Fusion(None, 0.5, np.full(len(vocab), -1), None, False, span_weight=0.3)
+        kept = [m.copy() for m in (inputs.neural, inputs.tfidf, inputs.span_known, fused)]
+        votes = fusion_votes(inputs, fusion, fused)
+        reranker, known, new, report = Reranker.fit(inputs.products, vocab, votes, None, None)
+        assert reranker is not None
+        value = JointLayout.of(new, inputs.products, vocab).objective(known, new)
+        assert value == report["rerank_objective_after"]
+        after = (inputs.neural, inputs.tfidf, inputs.span_known, fused)
+        assert all(np.array_equal(a, b) for a, b in zip(kept, after, strict=True))
