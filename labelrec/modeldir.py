@@ -26,6 +26,7 @@ neighbours together in ``lexical.json`` and ``lexical.npz`` (format 1), which st
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import logging
@@ -71,6 +72,8 @@ TUNED_FILE = "tuned.json"  # in tuning/: the epochs, fusion weights and threshol
 PUBLISH_MARKER = ".publishing.json"  # in SAVING_DIR while its model moves in (what is left)
 SAVING_DIR = ".saving"  # a model being written, which then replaces the one in the directory
 TRAINING_ONLY = (CHECKPOINTS_DIR, TUNING_DIR, SAVING_DIR)
+# A write that fails while its file system has less room than this reports a full disk.
+FULL_DISK_BYTES = 64 * 2**20
 
 
 def jsonable(value: Any) -> Any:
@@ -333,18 +336,58 @@ def replace_dir(new: str | Path, target: str | Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+class DiskFull(OSError):
+    """A write failed because its file system is (nearly) full (``disk_room``)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes free to this user on the file system of ``path`` (or of its nearest existing
+    parent); None where the system does not say."""
+    place = Path(path).absolute()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        return shutil.disk_usage(place).free
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def disk_room(path: str | Path, what: str) -> Iterator[None]:
+    """The block writes ``what`` at ``path``: an error it raises while that file system has
+    less than ``FULL_DISK_BYTES`` free becomes ``DiskFull``, which names them and the room left
+    (torch's and safetensors' writers report a full disk as their own RuntimeError, such as
+    "unexpected pos"); other errors, and any on a disk with room, pass as they are."""
+    try:
+        yield
+    except Exception as err:
+        free = free_bytes(path)
+        if free is None or free >= FULL_DISK_BYTES:
+            raise
+        raise DiskFull(
+            errno.ENOSPC,
+            f"could not write {what} {path}: its disk is full ({free / 2**20:.1f} MB free;"
+            f" {type(err).__name__}: {err})",
+        ) from err
+
+
 @contextlib.contextmanager
 def staged_dir(target: str | Path) -> Iterator[Path]:
     """A new folder beside ``target`` to write a whole one into (with the umask's modes, not
     ``tempfile``'s private ones): leaving the block replaces ``target`` with it
-    (``replace_dir``); an error on the way deletes it and leaves ``target`` as it was."""
+    (``replace_dir``); an error on the way deletes it and leaves ``target`` as it was (on a full
+    disk, ``DiskFull``)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     shared_mode(stage)
     try:
-        yield stage
-        replace_dir(stage, target)
+        with disk_room(target, "the folder"):  # measured before the stage goes
+            yield stage
+            replace_dir(stage, target)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

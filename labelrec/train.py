@@ -63,6 +63,7 @@ from labelrec.modeldir import (
     TUNED_FILE,
     TUNING_DIR,
     VOCAB_FILE,
+    disk_room,
     finish_publish,
     holds_cwd,
     jsonable,
@@ -742,14 +743,16 @@ class TagTrainer:
         if improved and self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.ckpt_dir / f"{BEST_FILE}.tmp"
-            torch.save(self._trainable_state(), tmp)
+            with disk_room(tmp, "the best weights"):
+                torch.save(self._trainable_state(), tmp)
             os.replace(tmp, self.ckpt_dir / BEST_FILE)
         path = self.ckpt_dir / f"epoch-{epoch}"
         tmp_dir = self.ckpt_dir / f"epoch-{epoch}.tmp"
         if self.is_main:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp_dir))
+        with disk_room(tmp_dir, "the checkpoint"):
+            acc.save_state(str(tmp_dir))
         acc.wait_for_everyone()
         if self.is_main:
             # a resume takes the count over rather than counting its own first step, whose
@@ -983,35 +986,12 @@ class TagTrainer:
                 shutil.rmtree(stage)
             stage.mkdir(parents=True)
             pending = f"{LABELREC_FILE}.pending"
-            save_model(
-                model,
-                self.tokenizer,
-                stage,
-                info,
-                info_file=pending,
-                dtype=self.cfg.model.save_dtype,
-            )
-            self.vocab.save(stage / VOCAB_FILE)
-            save_thresholds(stage / THRESHOLDS_FILE, result.global_threshold, result.tag_thresholds)
-            from labelrec.fusion import save_fusion
-
-            save_fusion(self.fusion, stage)
-            from labelrec.taggers.generator import save_generator
-
-            save_generator(self.generator, stage)
-            from labelrec.rerank import save_reranker
-
-            save_reranker(self.reranker, stage)
-            (stage / HISTORY_FILE).write_text(
-                json.dumps(jsonable(self.state["history"]), indent=1), encoding="utf-8"
-            )
-            info_path = stage / pending
-            written = json.loads(info_path.read_text(encoding="utf-8"))
-            written["components"] = manifest(stage, info_file=pending)
-            info_path.write_text(json.dumps(written, indent=2), encoding="utf-8")
-            from labelrec.modelcard import write_tagger_card
-
-            write_tagger_card(stage, written, name=self.output.name)
+            try:
+                with disk_room(stage, "the model"):
+                    self._write_stage(model, stage, info, result, pending)
+            except BaseException:  # the model in OUTPUT stays as it was; half a new one goes
+                shutil.rmtree(stage, ignore_errors=True)
+                raise
             publish_staged(stage, self.output, info_file=pending)
             if refit is None:
                 self.tracker.log_metrics({f"final_{k}": v for k, v in result_metrics.items()})
@@ -1019,6 +999,41 @@ class TagTrainer:
                 self.tracker.log_metrics(
                     {k: float(refit[k]) for k in ("train_products", "epochs", "train_seconds")}
                 )
+
+    def _write_stage(
+        self, model: TagModel, stage: Path, info: ModelInfo, result: TrainResult, pending: str
+    ) -> None:
+        """The model's files into ``stage``, its info as ``pending`` (``publish_staged`` moves
+        them in)."""
+        save_model(
+            model,
+            self.tokenizer,
+            stage,
+            info,
+            info_file=pending,
+            dtype=self.cfg.model.save_dtype,
+        )
+        self.vocab.save(stage / VOCAB_FILE)
+        save_thresholds(stage / THRESHOLDS_FILE, result.global_threshold, result.tag_thresholds)
+        from labelrec.fusion import save_fusion
+
+        save_fusion(self.fusion, stage)
+        from labelrec.taggers.generator import save_generator
+
+        save_generator(self.generator, stage)
+        from labelrec.rerank import save_reranker
+
+        save_reranker(self.reranker, stage)
+        (stage / HISTORY_FILE).write_text(
+            json.dumps(jsonable(self.state["history"]), indent=1), encoding="utf-8"
+        )
+        info_path = stage / pending
+        written = json.loads(info_path.read_text(encoding="utf-8"))
+        written["components"] = manifest(stage, info_file=pending)
+        info_path.write_text(json.dumps(written, indent=2), encoding="utf-8")
+        from labelrec.modelcard import write_tagger_card
+
+        write_tagger_card(stage, written, name=self.output.name)
 
     # ---------------------------------------------------------------- cleanup
     def cleanup(self) -> None:

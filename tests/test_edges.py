@@ -488,3 +488,40 @@ def test_the_umask_is_read_as_the_process_has_it() -> None:
         assert _umask() == 0o027
     finally:
         os.umask(before)
+
+
+def test_a_write_on_a_full_disk_says_so_and_the_staged_folder_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import shutil
+
+    from labelrec import modeldir
+
+    # a path not yet made is measured on the folder that will hold it
+    assert modeldir.free_bytes(tmp_path / "a" / "b") == shutil.disk_usage(tmp_path).free
+    monkeypatch.setattr(modeldir, "free_bytes", lambda path: 5 * 2**20)
+    with pytest.raises(modeldir.DiskFull) as caught:
+        with modeldir.disk_room(tmp_path / "x.pt", "the weights"):
+            raise RuntimeError("unexpected pos 8 vs 4")
+    assert caught.value.errno == errno.ENOSPC and isinstance(caught.value.__cause__, RuntimeError)
+    assert str(caught.value) == (
+        f"could not write the weights {tmp_path / 'x.pt'}: its disk is full (5.0 MB free;"
+        " RuntimeError: unexpected pos 8 vs 4)"
+    )
+    # a folder written whole: the one there stays, the new one's stage goes
+    target = tmp_path / "index"
+    target.mkdir()
+    (target / "f").write_text("old", encoding="utf-8")
+    with pytest.raises(modeldir.DiskFull, match=r"could not write the folder .*index: its disk"):
+        with modeldir.staged_dir(target) as stage:
+            (stage / "f").write_text("new", encoding="utf-8")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert (target / "f").read_text(encoding="utf-8") == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["index"]
+    # with room (or no answer from the system) an error is the writer's own
+    for free in (modeldir.FULL_DISK_BYTES, None):
+        monkeypatch.setattr(modeldir, "free_bytes", lambda path, free=free: free)
+        with pytest.raises(RuntimeError, match="unexpected pos"):
+            with modeldir.disk_room(tmp_path / "x.pt", "the weights"):
+                raise RuntimeError("unexpected pos 8 vs 4")

@@ -1043,6 +1043,58 @@ def test_ridge_share_tuned_on_the_pooled_out_of_fold_votes(
     assert row["products"] == sum(len(p) for p in pool)  # every product, scored out of fold
 
 
+UNEXPECTED_POS = "[enforce fail at inline_container.cc:672] . unexpected pos 24192 vs 24084"
+
+
+@pytest.mark.parametrize("step", ["checkpoint", "save"])
+def test_a_full_disk_is_named_and_the_model_that_was_there_stays(
+    step: str,
+    trained_model_dir: Path,
+    tiny_backbone: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """torch reports a full disk as its own RuntimeError: `labelrec train` says what it could
+    not write and why, without a traceback; the model in OUTPUT stays, half a new one goes."""
+    import labelrec.modeldir
+    import labelrec.train
+    from labelrec.cli import main
+    from labelrec.modeldir import CHECKPOINTS_DIR, SAVING_DIR
+
+    output, before = _copy_of_model(trained_model_dir, tmp_path / "model")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(UNEXPECTED_POS)
+
+    if step == "checkpoint":  # the first write of the run: the best weights of epoch 1
+        monkeypatch.setattr(labelrec.train.torch, "save", full)
+        what = f"the best weights {output / CHECKPOINTS_DIR / labelrec.train.BEST_FILE}.tmp"
+    else:  # the model's weights, written into the stage
+        monkeypatch.setattr(labelrec.train, "save_model", full)
+        what = f"the model {output / SAVING_DIR}"
+    monkeypatch.setattr(labelrec.modeldir, "free_bytes", lambda path: 2**20)
+    argv = ["train", "--config", str(Path(__file__).parents[1] / "configs" / "tiny.yaml")]
+    argv += [f"model.backbone={tiny_backbone}", f"output={output}", "train.epochs=1"]
+    argv += [f"data.train={toy_data_dir / 'train.jsonl'}", "--no-progress"]
+    argv += [f"data.valid={toy_data_dir / 'valid.jsonl'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"labelrec train: error: could not write {what}: its disk is full (1.0 MB free;"
+        f" RuntimeError: {UNEXPECTED_POS})"
+    ) in err, err
+    assert "Traceback" not in err
+    assert (output / "labelrec.json").read_bytes() == before
+    assert TagRecommender.load(output).tags == TagRecommender.load(trained_model_dir).tags
+    assert not (output / SAVING_DIR).exists()
+    # with room on the disk, the same error is torch's own
+    monkeypatch.setattr(labelrec.modeldir, "free_bytes", lambda path: 2**40)
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        main(argv)
+
+
 def test_a_model_in_the_output_stays_loadable_until_the_new_one_is_saved(
     trained_model_dir: Path,
     tiny_backbone: Path,
