@@ -340,37 +340,51 @@ class DiskFull(OSError):
     """A write failed because its file system is (nearly) full (``disk_room``)."""
 
     def __str__(self) -> str:
-        return str(self.strerror)
+        return str(self.strerror or super().__str__())
 
 
 def free_bytes(path: str | Path) -> int | None:
     """Bytes free to this user on the file system of ``path`` (or of its nearest existing
     parent); None where the system does not say."""
-    place = Path(path).absolute()
-    while not place.exists() and place != place.parent:
-        place = place.parent
     try:
+        place = Path(path).absolute()
+        while not place.exists() and place != place.parent:
+            place = place.parent
         return shutil.disk_usage(place).free
     except OSError:
         return None
 
 
+def _not_the_disk(err: Exception) -> bool:
+    """An error that a full disk does not cause: another refusal of the system, or memory."""
+    if isinstance(err, OSError):
+        return err.errno not in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+
+
 @contextlib.contextmanager
 def disk_room(path: str | Path, what: str) -> Iterator[None]:
-    """The block writes ``what`` at ``path``: an error it raises while that file system has
-    less than ``FULL_DISK_BYTES`` free becomes ``DiskFull``, which names them and the room left
-    (torch's and safetensors' writers report a full disk as their own RuntimeError, such as
-    "unexpected pos"); other errors, and any on a disk with room, pass as they are."""
+    """The block writes ``what`` at ``path``: an error that says the disk is full (ENOSPC,
+    EDQUOT), or another that a writer raised while that file system has less than
+    ``FULL_DISK_BYTES`` free (torch's and safetensors' writers report a full disk as their own
+    RuntimeError, such as "unexpected pos"), becomes ``DiskFull``, which names them and the
+    room left. Other errors (a refusal such as PermissionError, memory), and any on a disk with
+    room, pass as they are."""
     try:
         yield
+    except DiskFull:  # an inner block's: it names its own file
+        raise
     except Exception as err:
-        free = free_bytes(path)
-        if free is None or free >= FULL_DISK_BYTES:
+        if _not_the_disk(err):
             raise
+        free = free_bytes(path)
+        says_full = isinstance(err, OSError)  # ENOSPC or EDQUOT: _not_the_disk let it by
+        if not says_full and (free is None or free >= FULL_DISK_BYTES):
+            raise
+        room = "" if free is None else f"{free / 2**20:.1f} MB free; "
         raise DiskFull(
             errno.ENOSPC,
-            f"could not write {what} {path}: its disk is full ({free / 2**20:.1f} MB free;"
-            f" {type(err).__name__}: {err})",
+            f"could not write {what} {path}: its disk is full ({room}{type(err).__name__}: {err})",
         ) from err
 
 

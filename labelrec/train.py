@@ -743,23 +743,37 @@ class TagTrainer:
         if improved and self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.ckpt_dir / f"{BEST_FILE}.tmp"
-            with disk_room(tmp, "the best weights"):
-                torch.save(self._trainable_state(), tmp)
+            state = self._trainable_state()
+            try:
+                with disk_room(tmp, "the best weights"):
+                    torch.save(state, tmp)
+            except BaseException:  # the best weights written before stay
+                tmp.unlink(missing_ok=True)
+                raise
+            del state
             os.replace(tmp, self.ckpt_dir / BEST_FILE)
         path = self.ckpt_dir / f"epoch-{epoch}"
         tmp_dir = self.ckpt_dir / f"epoch-{epoch}.tmp"
         if self.is_main:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         acc.wait_for_everyone()
-        with disk_room(tmp_dir, "the checkpoint"):
-            acc.save_state(str(tmp_dir))
-        acc.wait_for_everyone()
+        try:
+            with disk_room(tmp_dir, "the checkpoint"):
+                acc.save_state(str(tmp_dir))
+                acc.wait_for_everyone()
+                if self.is_main:
+                    # a resume takes the count over rather than counting its own first step,
+                    # whose gradients the counter's dispatch changes in the last bits (decoders)
+                    self.state["flops_per_token"] = self.flops.flops_per_token
+                    self.state["flops_uncountable"] = self.flops.uncountable
+                    (tmp_dir / STATE_FILE).write_text(
+                        json.dumps(self.state, indent=1), encoding="utf-8"
+                    )
+        except BaseException:  # the last complete checkpoint stays for --resume
+            if self.is_main:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
         if self.is_main:
-            # a resume takes the count over rather than counting its own first step, whose
-            # gradients the counter's dispatch changes in the last bits (decoders)
-            self.state["flops_per_token"] = self.flops.flops_per_token
-            self.state["flops_uncountable"] = self.flops.uncountable
-            (tmp_dir / STATE_FILE).write_text(json.dumps(self.state, indent=1), encoding="utf-8")
             shutil.rmtree(path, ignore_errors=True)
             os.replace(tmp_dir, path)
             for old in self.ckpt_dir.glob("epoch-*"):
@@ -987,7 +1001,7 @@ class TagTrainer:
             stage.mkdir(parents=True)
             pending = f"{LABELREC_FILE}.pending"
             try:
-                with disk_room(stage, "the model"):
+                with disk_room(self.output, "the model"):
                     self._write_stage(model, stage, info, result, pending)
             except BaseException:  # the model in OUTPUT stays as it was; half a new one goes
                 shutil.rmtree(stage, ignore_errors=True)

@@ -500,28 +500,55 @@ def test_a_write_on_a_full_disk_says_so_and_the_staged_folder_goes(
 
     # a path not yet made is measured on the folder that will hold it
     assert modeldir.free_bytes(tmp_path / "a" / "b") == shutil.disk_usage(tmp_path).free
-    monkeypatch.setattr(modeldir, "free_bytes", lambda path: 5 * 2**20)
-    with pytest.raises(modeldir.DiskFull) as caught:
-        with modeldir.disk_room(tmp_path / "x.pt", "the weights"):
-            raise RuntimeError("unexpected pos 8 vs 4")
-    assert caught.value.errno == errno.ENOSPC and isinstance(caught.value.__cause__, RuntimeError)
-    assert str(caught.value) == (
+
+    def room(free: int | None) -> None:
+        monkeypatch.setattr(modeldir, "free_bytes", lambda path: free)
+
+    def raised(err: BaseException, what: str = "the weights") -> BaseException:
+        with pytest.raises(BaseException) as caught:
+            with modeldir.disk_room(tmp_path / "x.pt", what):
+                raise err
+        return caught.value
+
+    room(5 * 2**20)
+    got = raised(RuntimeError("unexpected pos 8 vs 4"))
+    assert isinstance(got, modeldir.DiskFull) and got.errno == errno.ENOSPC
+    assert isinstance(got.__cause__, RuntimeError)
+    assert str(got) == (
         f"could not write the weights {tmp_path / 'x.pt'}: its disk is full (5.0 MB free;"
         " RuntimeError: unexpected pos 8 vs 4)"
     )
-    # a folder written whole: the one there stays, the new one's stage goes
+    # a refusal, memory, an interrupt, an inner write's own report: as they are
+    for err in (
+        PermissionError(errno.EACCES, "Permission denied"),
+        MemoryError(),
+        KeyboardInterrupt(),
+        modeldir.DiskFull(errno.ENOSPC, "could not write the inner file"),
+    ):
+        assert raised(err) is err
+    # the system's own "no space" whatever the room it reports (quotas, inodes)
+    for free, text in ((2**40, "1048576.0 MB free; "), (None, "")):
+        room(free)
+        got = raised(OSError(errno.EDQUOT, "Disk quota exceeded"), "the index")
+        assert isinstance(got, modeldir.DiskFull)
+        assert str(got).endswith(
+            f"its disk is full ({text}OSError: [Errno 122] Disk quota exceeded)"
+        )
+    # with room (or no answer from the system), a writer's error is its own
+    for free in (modeldir.FULL_DISK_BYTES, None):
+        room(free)
+        err = RuntimeError("unexpected pos 8 vs 4")
+        assert raised(err) is err
+    # a folder written whole: the one there stays; the room is measured before its stage goes
     target = tmp_path / "index"
     target.mkdir()
     (target / "f").write_text("old", encoding="utf-8")
+    monkeypatch.setattr(
+        modeldir, "free_bytes", lambda path: 2**20 if any(tmp_path.glob(".index.*")) else 2**40
+    )
     with pytest.raises(modeldir.DiskFull, match=r"could not write the folder .*index: its disk"):
         with modeldir.staged_dir(target) as stage:
             (stage / "f").write_text("new", encoding="utf-8")
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise RuntimeError("unexpected pos 8 vs 4")
     assert (target / "f").read_text(encoding="utf-8") == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["index"]
-    # with room (or no answer from the system) an error is the writer's own
-    for free in (modeldir.FULL_DISK_BYTES, None):
-        monkeypatch.setattr(modeldir, "free_bytes", lambda path, free=free: free)
-        with pytest.raises(RuntimeError, match="unexpected pos"):
-            with modeldir.disk_room(tmp_path / "x.pt", "the weights"):
-                raise RuntimeError("unexpected pos 8 vs 4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]

@@ -229,6 +229,22 @@ def test_promote_step_can_fail_a_pipeline(monkeypatch, capsys) -> None:
         steps.main([*argv, "--exit-code", "maybe"])
 
 
+def test_a_step_on_a_full_disk_says_so(monkeypatch, capsys) -> None:
+    """A step whose model cannot be written exits 2 with what and where, as the CLI does."""
+    import errno
+
+    from labelrec.modeldir import DiskFull
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise DiskFull(errno.ENOSPC, "could not write the model runs/m: its disk is full")
+
+    monkeypatch.setattr(steps, "run_promote", full)
+    monkeypatch.setattr(steps.store, "configure", lambda *a, **k: None)
+    assert steps.main(["promote", "--data", "tests/conftest.py"]) == 2
+    err = capsys.readouterr().err
+    assert "labelrec promote: error: could not write the model runs/m: its disk is full" in err
+
+
 @pytest.mark.parametrize("module", ["labelrec.mlflow.steps", "labelrec.mlflow.store"])
 def test_entry_modules_run_without_docstrings(module: str) -> None:
     """``python -OO`` drops docstrings; the entry points' help is taken from them."""

@@ -1046,7 +1046,7 @@ def test_ridge_share_tuned_on_the_pooled_out_of_fold_votes(
 UNEXPECTED_POS = "[enforce fail at inline_container.cc:672] . unexpected pos 24192 vs 24084"
 
 
-@pytest.mark.parametrize("step", ["checkpoint", "save"])
+@pytest.mark.parametrize("step", ["best", "state", "save"])
 def test_a_full_disk_is_named_and_the_model_that_was_there_stays(
     step: str,
     trained_model_dir: Path,
@@ -1057,24 +1057,44 @@ def test_a_full_disk_is_named_and_the_model_that_was_there_stays(
     capsys: pytest.CaptureFixture,
 ) -> None:
     """torch reports a full disk as its own RuntimeError: `labelrec train` says what it could
-    not write and why, without a traceback; the model in OUTPUT stays, half a new one goes."""
+    not write and why, without a traceback; the model in OUTPUT stays, and what was half
+    written goes."""
+    import accelerate
+
     import labelrec.modeldir
     import labelrec.train
     from labelrec.cli import main
     from labelrec.modeldir import CHECKPOINTS_DIR, SAVING_DIR
 
     output, before = _copy_of_model(trained_model_dir, tmp_path / "model")
+    ckpt = output / CHECKPOINTS_DIR
 
-    def full(*args: object, **kwargs: object) -> None:
+    def half_written() -> bool:
+        return (output / SAVING_DIR).exists() or any(ckpt.glob("*.tmp"))
+
+    def full(*args: object, **kwargs: object) -> None:  # a file begun, then the disk full
+        if step == "best":
+            Path(args[1]).write_bytes(b"begun")
+        elif step == "state":
+            Path(args[1]).mkdir(parents=True)
+            (Path(args[1]) / "model.safetensors").write_bytes(b"begun")
+        else:
+            (output / SAVING_DIR / "model.safetensors").write_bytes(b"begun")
         raise RuntimeError(UNEXPECTED_POS)
 
-    if step == "checkpoint":  # the first write of the run: the best weights of epoch 1
+    if step == "best":  # the first write of the run: the best weights of epoch 1
         monkeypatch.setattr(labelrec.train.torch, "save", full)
-        what = f"the best weights {output / CHECKPOINTS_DIR / labelrec.train.BEST_FILE}.tmp"
+        what = f"the best weights {ckpt / labelrec.train.BEST_FILE}.tmp"
+    elif step == "state":  # the checkpoint of epoch 1
+        monkeypatch.setattr(accelerate.Accelerator, "save_state", full)
+        what = f"the checkpoint {ckpt / 'epoch-1.tmp'}"
     else:  # the model's weights, written into the stage
         monkeypatch.setattr(labelrec.train, "save_model", full)
-        what = f"the model {output / SAVING_DIR}"
-    monkeypatch.setattr(labelrec.modeldir, "free_bytes", lambda path: 2**20)
+        what = f"the model {output}"
+    # the room is measured before what was half written goes
+    monkeypatch.setattr(
+        labelrec.modeldir, "free_bytes", lambda p: 2**20 if half_written() else 2**40
+    )
     argv = ["train", "--config", str(Path(__file__).parents[1] / "configs" / "tiny.yaml")]
     argv += [f"model.backbone={tiny_backbone}", f"output={output}", "train.epochs=1"]
     argv += [f"data.train={toy_data_dir / 'train.jsonl'}", "--no-progress"]
@@ -1088,7 +1108,7 @@ def test_a_full_disk_is_named_and_the_model_that_was_there_stays(
     assert "Traceback" not in err
     assert (output / "labelrec.json").read_bytes() == before
     assert TagRecommender.load(output).tags == TagRecommender.load(trained_model_dir).tags
-    assert not (output / SAVING_DIR).exists()
+    assert not half_written()
     # with room on the disk, the same error is torch's own
     monkeypatch.setattr(labelrec.modeldir, "free_bytes", lambda path: 2**40)
     with pytest.raises(RuntimeError, match="unexpected pos"):

@@ -799,6 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m labelrec.mlflow.steps``."""
     from labelrec.data import CatalogError
     from labelrec.model import ModelError
+    from labelrec.modeldir import DiskFull
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -818,6 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         ModelError,
         ValueError,
         FileNotFoundError,
+        DiskFull,
         mlflow.exceptions.MlflowException,
     ) as err:
         message = getattr(err, "message", None) or str(err)
