@@ -3,14 +3,16 @@
 
     .venv/bin/python benchmarks/neighbours.py --catalogs amazon_uk_toys amazon_in_sales zh_taobao
 
-Fits the voter (``labelrec.taggers.TfidfNeighbours``, the configuration's n-grams and
-description setting) on each catalog's train split and scores its valid split once per grid
-point: the tag share of the ``k`` most similar training products, each weighted by its cosine
-similarity to the power ``power`` (one similarity matrix for the whole grid). Prints P@1 and
-nDCG@3 of the voter's ranking per grid point; ``*`` marks the configuration's setting and the
-best objective ((P@1 + nDCG@3) / 2, what the fusion weights are tuned for) is in bold. It
-measures the voter, not the fused model: docs/results.md puts the two side by side.
-Needs ``../shared/data`` (or ``--data-root``).
+Fits the voter (``labelrec.taggers.TfidfNeighbours``: the configuration's n-grams and
+description setting, ``--set a.b=value`` to change them) on each catalog's train split and
+scores its valid split once per grid point: the tag share of the ``k`` most similar training
+products, each weighted by its cosine similarity to the power ``power`` (one similarity matrix
+for the whole grid). Prints P@1 and nDCG@3 of the voter's ranking per grid point, over the tags
+of the training vocabulary (a gold tag outside it is left out, as the fusion's tuning scores a
+voter: P@1 counts a product without a known gold tag as a miss, nDCG@3 leaves it out); ``*``
+marks the configuration's setting, and the best objective ((P@1 + nDCG@3) / 2, what the fusion
+weights are tuned for) is in bold. It measures the voter, not the fused model (docs/results.md,
+"The neighbour voters' k and power"). Needs ``../shared/data`` (or ``--data-root``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 from labelrec import metrics  # noqa: E402
 from labelrec.config import load_config  # noqa: E402
 from labelrec.data import TagVocab, read_catalog  # noqa: E402
-from labelrec.taggers import TrainingSet  # noqa: E402
 from labelrec.taggers.neighbours import (  # noqa: E402
     TfidfNeighbours,
     neighbour_vote,
@@ -40,10 +41,18 @@ def grid_scores(
     """(P@1, nDCG@3) of the voter fitted on ``folder/train.jsonl`` over ``folder/valid.jsonl``
     for each (k, power); the voter's other settings from the configuration (``overrides``)."""
     cfg = load_config(None, list(overrides or []))
+    lx = cfg.lexical
     train = read_catalog(folder / "train.jsonl", cfg.data).products
     valid = read_catalog(folder / "valid.jsonl", cfg.data).products
     vocab = TagVocab.from_products(train, cfg.data.min_tag_count)
-    voter = TfidfNeighbours.fit(TrainingSet(train, vocab.encode(train), vocab), cfg)
+    voter = TfidfNeighbours.build(  # the neighbours alone: no ridge, k and power below
+        train,
+        vocab.encode(train),
+        word_ngram_max=lx.word_ngram_max,
+        char_ngrams=(lx.char_ngram_min, lx.char_ngram_max),
+        max_features=lx.max_features,
+        use_description=lx.use_description,
+    )
     sim = similarities(voter.transform(valid), voter.x_train_t)
     y = vocab.encode(valid)
     out = {}
@@ -84,17 +93,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, nargs="+", default=[10, 30, 100, 200])
     parser.add_argument("--power", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0, 8.0])
     parser.add_argument(
-        "overrides", nargs="*", help="configuration overrides, a.b=value (before --k and --power)"
+        "--set",
+        action="append",
+        default=[],
+        metavar="A.B=VALUE",
+        help="a configuration override (repeatable), e.g. lexical.use_description=false",
     )
     args = parser.parse_args(argv)
-    lx = load_config(None, args.overrides).lexical
-    for catalog in args.catalogs:
-        folder = args.data_root / catalog
+    lx = load_config(None, args.set).lexical
+    folders = [args.data_root / catalog for catalog in args.catalogs]
+    for folder in folders:
         if not (folder / "train.jsonl").is_file() or not (folder / "valid.jsonl").is_file():
             print(f"neighbours.py: {folder}: no train.jsonl and valid.jsonl", file=sys.stderr)
             return 2
-        got = grid_scores(folder, args.k, args.power, args.overrides)
-        print(format_table(catalog, got, (lx.k, lx.power)), flush=True)
+    for i, (catalog, folder) in enumerate(zip(args.catalogs, folders, strict=True)):
+        got = grid_scores(folder, args.k, args.power, args.set)
+        print(("\n" if i else "") + format_table(catalog, got, (lx.k, lx.power)), flush=True)
     return 0
 
 

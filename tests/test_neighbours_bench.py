@@ -14,7 +14,7 @@ import neighbours
 
 
 def _catalog(root: Path) -> Path:
-    """Three ball products and one car in train; valid: the car product's own title."""
+    """Three ball products and one car in train; valid: the car product's own title, and a kite."""
     folder = root / "toy"
     folder.mkdir()
     rows = [{"id": "c", "title": "red car toy", "tags": ["car"]}]
@@ -23,7 +23,9 @@ def _catalog(root: Path) -> Path:
         for i, colour in enumerate(["blue", "green", "pink"])
     ]
     write_jsonl(rows, folder / "train.jsonl")
-    write_jsonl([{"id": "v", "title": "red car toy", "tags": ["car"]}], folder / "valid.jsonl")
+    valid = [{"id": "v", "title": "red car toy", "tags": ["car"]}]
+    valid += [{"id": "w", "title": "kite toy", "tags": ["kite"]}]  # a tag train does not have
+    write_jsonl(valid, folder / "valid.jsonl")
     return folder
 
 
@@ -31,17 +33,32 @@ def test_the_nearest_product_or_the_many(tmp_path: Path, capsys) -> None:
     folder = _catalog(tmp_path)
     got = neighbours.grid_scores(folder, [1, 4], [1e-6])
     # k = 1: the identical title's tag first; k = 4 with near-equal weights: three balls to one
-    # car, so the car second (nDCG@3 1 / log2(3))
-    assert got[(1, 1e-6)] == pytest.approx((1.0, 1.0))
+    # car, so the car second (nDCG@3 1 / log2(3)). The kite, a tag outside the vocabulary, is a
+    # miss for P@1 and left out of nDCG@3
+    assert got[(1, 1e-6)] == pytest.approx((0.5, 1.0))
     assert got[(4, 1e-6)] == pytest.approx((0.0, 1 / math.log2(3)))
     # a steep power lets the identical title outvote the three others again
-    assert neighbours.grid_scores(folder, [4], [8.0])[(4, 8.0)] == pytest.approx((1.0, 1.0))
+    assert neighbours.grid_scores(folder, [4], [8.0])[(4, 8.0)] == pytest.approx((0.5, 1.0))
+    # the configuration reaches the voter: with tags of two products or more, the car is out
+    # of the vocabulary too
+    fewer = neighbours.grid_scores(folder, [1], [8.0], ["data.min_tag_count=2"])
+    assert fewer[(1, 8.0)][0] == 0.0
 
-    argv = ["--catalogs", "toy", "--data-root", str(tmp_path), "--k", "1", "4", "--power", "8"]
-    assert neighbours.main(["lexical.k=4", "lexical.power=8", *argv]) == 0
+    argv = ["--catalogs", "toy", "--data-root", str(tmp_path), "--k", "1", "4"]
+    argv += ["--power", "8", "1e-6", "--set", "lexical.k=4", "--set", "lexical.power=8"]
+    assert neighbours.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| toy: k | power 8 |"
-    # both rank the car first: the best is the smaller k; the configuration's setting starred
-    assert lines[2:] == ["| 1 | **1.000 / 1.000** |", "| 4 | 1.000 / 1.000 * |"]
-    assert neighbours.main(["--catalogs", "gone", "--data-root", str(tmp_path)]) == 2
-    assert "no train.jsonl and valid.jsonl" in capsys.readouterr().err
+    assert lines[0] == "| toy: k | power 1e-06 | power 8 |"
+    # three settings tie: the best is the smallest k, then the smallest power; the
+    # configuration's setting starred
+    assert lines[2:] == [
+        "| 1 | **0.500 / 1.000** | 0.500 / 1.000 |",
+        "| 4 | 0.000 / 0.631 | 0.500 / 1.000 * |",
+    ]
+    # tables of several catalogs apart (so that each stays a table in Markdown)
+    assert neighbours.main([*argv[:2], "toy", *argv[2:]]) == 0
+    assert capsys.readouterr().out.splitlines()[4:7] == ["", lines[0], lines[1]]
+    # every catalog is looked for before any is scored
+    assert neighbours.main(["--catalogs", "toy", "gone", "--data-root", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert not out and "gone: no train.jsonl and valid.jsonl" in err
