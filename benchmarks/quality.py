@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -521,6 +522,7 @@ def run_cv(
     folds: set[int] | None = None,
     without_refit: bool = True,
     peer_runs: int = 1,
+    discard_models: bool = False,
 ) -> list[Row]:
     """``k``-fold cross-validation over train + valid of a shared catalog: in each fold labelrec
     (tuned on an inner valid split, then refit as configured) and every peer (tuned on the same
@@ -540,10 +542,13 @@ def run_cv(
     ``folds`` (1-based) runs only those folds (a long cross-validation spread over several runs,
     merged by ``--report``); ``without_refit=False`` skips scoring the tuning runs (a model
     tuned by ``train.tuning_folds`` has no single tuning run: its fold says so on stderr and has
-    no such row); ``peer_runs``: `refit_peers`' runs. The folds, the inner
-    split and the vocabulary everyone is scored over follow the config with the ``overrides``
-    (``data.min_tag_count``, ``data.valid_fraction``), as labelrec's training does. Rows carry
-    the fold in ``notes``; ``on_fold`` gets the rows so far after each fold."""
+    no such row); ``peer_runs``: `refit_peers`' runs. ``discard_models`` deletes each fold's
+    labelrec model (with its tuning runs) once its rows are scored and passed to ``on_fold``;
+    the fold's products stay, but ``reuse`` and ``benchmarks/errors.py --cv-dir`` need the
+    models. The folds, the inner split and the vocabulary everyone is scored over follow the
+    config with the ``overrides`` (``data.min_tag_count``, ``data.valid_fraction``), as
+    labelrec's training does. Rows carry the fold in ``notes``; ``on_fold`` gets the rows so far
+    after each fold."""
     cfg = load_config(config, overrides)
     products = load_split(data_root, catalog, "train", cfg) + load_split(
         data_root, catalog, "valid", cfg
@@ -636,6 +641,8 @@ def run_cv(
                 )
         if on_fold is not None and fold_rows:  # labelrec's rows kept before the peers train
             on_fold(rows + in_fold(fold_rows, fold, len(test), k, seed))
+        if discard_models and not skip_labelrec:  # once its rows are kept
+            shutil.rmtree(model_dir, ignore_errors=True)
         if not skip_peers:
             fold_rows += refit_peers(catalog, train, valid, test, vocab, threads, peers, peer_runs)
         in_fold(fold_rows, fold, len(test), k, seed)
@@ -1028,6 +1035,12 @@ def main(argv: list[str] | None = None) -> int:
         " overrides: a model trained otherwise stops the run)",
     )
     parser.add_argument(
+        "--discard-models",
+        action="store_true",
+        help="--cv: delete each fold's labelrec model once scored (they fill a disk: gigabytes"
+        " a run); --reuse and benchmarks/errors.py --cv-dir need them",
+    )
+    parser.add_argument(
         "--folds",
         help="--cv: run only these folds, comma-separated from 1 (merge runs with --report);"
         " --report: read only these folds of the saved runs",
@@ -1132,6 +1145,7 @@ def main(argv: list[str] | None = None) -> int:
                     folds=folds,
                     without_refit=not args.no_without_refit,
                     peer_runs=args.peer_runs,
+                    discard_models=args.discard_models,
                 )
             except ReuseError as err:  # a fold model trained otherwise; the folds done are saved
                 print(f"quality.py: error: {err}", file=sys.stderr)
@@ -1147,8 +1161,6 @@ def main(argv: list[str] | None = None) -> int:
                 model_dir = args.labelrec_model
                 train_s = recorded_train_seconds(model_dir)
                 if args.refit_lexical:
-                    import shutil
-
                     model_dir = args.output_root / f"{catalog}-refit"
                     shutil.rmtree(model_dir, ignore_errors=True)
                     shutil.copytree(

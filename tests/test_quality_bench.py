@@ -445,3 +445,35 @@ def test_report_names_a_saved_run_it_cannot_read(
         err = capsys.readouterr().err
         assert f"--report: {path}: {reason}" in err
         assert "Traceback" not in err
+
+
+def test_cv_discards_a_fold_model_once_scored(
+    trained_model_dir: Path, tiny_backbone: Path, tmp_path: Path
+) -> None:
+    """``--discard-models``: the fold's model goes once its rows are saved; its products stay."""
+    import json
+    import shutil
+
+    from conftest import write_jsonl
+
+    rows = toy_catalog(8)
+    data = tmp_path / "data" / "amazon_uk_toys"
+    data.mkdir(parents=True)
+    write_jsonl(rows[:60], data / "train.jsonl")
+    write_jsonl(rows[60:], data / "valid.jsonl")
+    fold = tmp_path / "out" / "amazon_uk_toys-cv2" / "fold1"
+    shutil.copytree(trained_model_dir, fold / "labelrec")
+    out = tmp_path / "cv.json"
+    argv = ["--catalog", "amazon_uk_toys", "--cv", "2", "--folds", "1", "--skip-peers"]
+    argv += ["--reuse", "--data-root", str(tmp_path / "data"), "--config", "configs/tiny.yaml"]
+    argv += ["--output-root", str(tmp_path / "out"), "--json", str(out)]
+    settings = [f"model.backbone={tiny_backbone}", "train.epochs=8"]
+    assert quality.main([*argv, "--discard-models", *settings]) == 0
+    saved = json.loads(out.read_text())
+    assert saved[0]["system"] == "labelrec" and 0 < saved[0]["metrics"]["P@1"] <= 1
+    assert not (fold / "labelrec").exists()
+    assert sorted(p.name for p in fold.iterdir()) == ["test.jsonl", "train.jsonl", "valid.jsonl"]
+    shutil.copytree(trained_model_dir, fold / "labelrec")  # without it, the model stays
+    assert quality.main([*argv, *settings]) == 0
+    assert json.loads(out.read_text())[0]["metrics"] == saved[0]["metrics"]
+    assert (fold / "labelrec" / "labelrec.json").is_file()
