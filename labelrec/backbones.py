@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from labelrec.errors import ModelError
+from labelrec.modeldir import disk_room
 
 logger = logging.getLogger(__name__)
 
@@ -407,7 +408,8 @@ def convert_gguf(gguf: Path, out_dir: Path, name_or_path: str | None = None) -> 
 
     ``save_pretrained`` refuses a GGUF-loaded model, so the weights move into a fresh model built
     from its config (without the GGUF ``quantization_config``). Raises ``GGUFReadError`` when the
-    file cannot be read; ``OSError`` when ``out_dir`` cannot be written.
+    file cannot be read; ``OSError`` when ``out_dir`` cannot be written (``DiskFull`` on a full
+    disk).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -437,5 +439,6 @@ def convert_gguf(gguf: Path, out_dir: Path, name_or_path: str | None = None) -> 
     max_positions = getattr(config, "max_position_embeddings", None)
     if max_positions and tokenizer.model_max_length > max_positions:
         tokenizer.model_max_length = max_positions
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    with disk_room(out_dir, "the converted backbone"):  # safetensors' own error on a full disk
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)

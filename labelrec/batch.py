@@ -19,7 +19,7 @@ from typing import Any
 from labelrec.config import DataConfig
 from labelrec.data import CatalogError, Product, check_catalog_file, iter_catalog, tag_string
 from labelrec.errors import ServiceError
-from labelrec.modeldir import output_lock
+from labelrec.modeldir import disk_room, output_lock
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +164,16 @@ def score_file(
         n = 0
         try:
             for rows in iter_scored(in_path, cfg, scorer, chunk_size):
-                writer.write(rows)
+                with disk_room(partial, "the scored products"):  # pyarrow's own error
+                    writer.write(rows)
                 n += len(rows)
                 if progress is not None:
                     progress(len(rows))
+            with disk_room(partial, "the scored products"):
+                writer.close()
         except BaseException:
-            writer.abandon()
+            with contextlib.suppress(Exception):  # a full disk fails it too: the first error
+                writer.abandon()
             if n:
                 logger.warning(
                     "%d products scored before the error are in %s; %s is unchanged",
@@ -180,7 +184,6 @@ def score_file(
             else:
                 partial.unlink(missing_ok=True)
             raise
-        writer.close()
         os.replace(partial, dst)
     return n
 

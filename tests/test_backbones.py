@@ -413,6 +413,36 @@ def test_smollm2_package_converts_to_a_standard_folder(smollm2_dir: Path) -> Non
 
 
 @pytest.mark.slow
+def test_a_conversion_on_a_full_disk_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """safetensors reports a full disk as its own RuntimeError: the error says the disk is full,
+    and nothing half written stays in the cache."""
+    from conftest import _installed
+    from transformers import PreTrainedModel
+
+    from labelrec import modeldir
+
+    if not _installed(SMOLLM2.module):
+        pytest.skip(f"{SMOLLM2.distribution} or gguf is not installed (make install-llm)")
+
+    def full(self: object, folder: Path, **kwargs: object) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"half")
+        raise RuntimeError("unexpected pos 24192 vs 24084")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    monkeypatch.setattr(modeldir, "free_bytes", lambda path: 2**20)
+    with pytest.raises(ModelError) as failed:
+        packaged_backbone(SMOLLM2.hub_id)
+    message = str(failed.value)
+    assert message.startswith(f"cannot write the backbone cache {tmp_path / 'cache'}")
+    assert "the converted backbone" in message and f"{CACHE_ENV} to a writable" in message
+    assert "its disk is full (1.0 MB free; RuntimeError: unexpected pos 24192" in message
+    assert _entries(tmp_path / "cache" / "backbones") == []
+
+
+@pytest.mark.slow
 def test_smollm2_tags_and_generates(
     smollm2_dir: Path, llm_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -457,6 +457,45 @@ def test_a_failed_index_leaves_the_old_output_and_the_rows_it_scored(
     assert (tmp_path / "tags.partial.jsonl").read_bytes().count(b"\n") == 6
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_an_index_on_a_full_disk_says_so_and_keeps_the_old_output(
+    trained_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    suffix: str,
+) -> None:
+    """Rows written to /dev/full (every write: ENOSPC) through the partial file's name."""
+    rows = [{"id": f"q{i}", "title": f"Wooden puzzle {i}"} for i in range(6)]
+    source = write_jsonl(rows, tmp_path / "in.jsonl")
+    out = tmp_path / f"tags{suffix}"
+    base = ["index", str(trained_model_dir), "--data", str(source), "--output", str(out)]
+    assert main([*base, "--no-progress"]) == 0
+    before = out.read_bytes()
+    partial = tmp_path / f"tags.partial{suffix}"
+    partial.symlink_to("/dev/full")
+    capsys.readouterr()
+    assert main([*base, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"could not write the scored products {partial}: its disk is full (" in err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert out.read_bytes() == before and not partial.is_symlink()
+    # the file's close (parquet's footer) fails with the writer's own error on a nearly full
+    # disk: named as such, the rows written so far stay in the partial file
+    from labelrec import batch, modeldir
+
+    def no_room(self: batch.TagWriter) -> None:
+        raise RuntimeError("footer not written")
+
+    monkeypatch.setattr(batch.TagWriter, "close", no_room)
+    monkeypatch.setattr(modeldir, "free_bytes", lambda path: 2**20)
+    assert main([*base, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "its disk is full (1.0 MB free; RuntimeError: footer not written)" in err
+    assert "Traceback" not in err and out.read_bytes() == before and partial.is_file()
+
+
 def test_bad_options_and_paths_are_errors_before_the_work(
     trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
