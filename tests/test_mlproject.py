@@ -229,20 +229,35 @@ def test_promote_step_can_fail_a_pipeline(monkeypatch, capsys) -> None:
         steps.main([*argv, "--exit-code", "maybe"])
 
 
-def test_a_step_on_a_full_disk_says_so(monkeypatch, capsys) -> None:
-    """A step whose model cannot be written exits 2 with what and where, as the CLI does."""
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        ("full", "could not write the model runs/m: its disk is full"),
+        ("refused", "[Errno 20] Not a directory: 'runs/m/x'"),
+        ("store", "[Errno 28] No space left on device: 'mlruns/1/a/artifacts'"),
+    ],
+)
+def test_a_step_on_a_full_disk_or_a_refused_path_says_so(
+    error: str, said: str, monkeypatch, capsys
+) -> None:
+    """A step whose model or artifact cannot be written exits 2 with what and where, no
+    traceback, as the CLI does."""
     import errno
 
     from labelrec.modeldir import DiskFull
 
-    def full(*args: object, **kwargs: object) -> None:
-        raise DiskFull(errno.ENOSPC, "could not write the model runs/m: its disk is full")
+    def fails(*args: object, **kwargs: object) -> None:
+        if error == "full":
+            raise DiskFull(errno.ENOSPC, "could not write the model runs/m: its disk is full")
+        if error == "refused":
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", "runs/m/x")
+        raise OSError(errno.ENOSPC, "No space left on device", "mlruns/1/a/artifacts")
 
-    monkeypatch.setattr(steps, "run_promote", full)
+    monkeypatch.setattr(steps, "run_promote", fails)
     monkeypatch.setattr(steps.store, "configure", lambda *a, **k: None)
     assert steps.main(["promote", "--data", "tests/conftest.py"]) == 2
     err = capsys.readouterr().err
-    assert "labelrec promote: error: could not write the model runs/m: its disk is full" in err
+    assert f"labelrec promote: error: {said}" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("module", ["labelrec.mlflow.steps", "labelrec.mlflow.store"])

@@ -825,6 +825,9 @@ def main(argv: list[str] | None = None) -> int:
         message = getattr(err, "message", None) or str(err)
         print(f"labelrec {args.step}: error: {message}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path the system refuses, an artifact store's full disk
+        print(f"labelrec {args.step}: error: {err}", file=sys.stderr)
+        return 2
     _report(args.step, summary)
     if args.step == "promote" and args.exit_code and not summary["promoted"]:
         return NOT_PROMOTED
