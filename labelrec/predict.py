@@ -250,6 +250,16 @@ def _new_model_lock() -> None:
 os.register_at_fork(after_in_child=_new_model_lock)
 
 
+def _one_torch_thread() -> None:
+    """A forked child has none of the parent's OpenMP threads, and its first parallel region
+    in torch waits for them for ever (GNU OpenMP is not fork-safe) once the parent has computed
+    on several: the child computes on one, as torch's own DataLoader workers do."""
+    torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_one_torch_thread)
+
+
 def torch_model_of(model_dir: Path, key: str | None) -> TagModel:
     """The torch model of ``model_dir`` (CPU) whose exported graph ``key`` names
     (``runtime.graph_digest``); a ``ModelError`` when the folder now holds other files."""

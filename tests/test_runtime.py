@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime  # required: its absence fails the tests
 import pytest
+import torch
 
 from labelrec import runtime
 from labelrec.model import ModelError
@@ -157,16 +158,38 @@ def _padded(rec: TagRecommender, items: list) -> dict:
     return pad_batch(rec.encode(items), rec.tokenizer.pad_token_id)
 
 
-def test_recommend_in_a_forked_child(trained_model_dir: Path) -> None:
-    """The text worker thread does not survive a fork: the child makes its own (no hang)."""
+_FORKED: dict[str, TagRecommender] = {}  # inherited by a forked child (ONNX Runtime's
+# session cannot be pickled)
+
+
+def _threads_and_tags(products: list) -> tuple[int, list]:
+    return torch.get_num_threads(), _FORKED["rec"].recommend(products, 3)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_recommend_in_a_forked_child(trained_model_dir: Path, backend: str) -> None:
+    """Neither the text worker thread nor torch's OpenMP threads survive a fork: the child makes
+    its own worker and computes on one torch thread (no hang), after a parent that computed on
+    two."""
     import multiprocessing
 
-    rec = TagRecommender.load(trained_model_dir, backend="torch")
-    expected = rec.suggest(PRODUCTS[:2], limit=3)
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(1) as pool:
-        got = pool.apply_async(rec.recommend, (PRODUCTS[:2], 3)).get(timeout=60)
-    assert got == expected
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rec = TagRecommender.load(trained_model_dir, backend=backend, num_threads=2)
+        assert rec.backend == backend
+        expected = rec.suggest(PRODUCTS[:2], limit=3)
+        # a parallel region, as the forward pass of a real model's batch opens
+        torch.nn.functional.layer_norm(torch.randn(64, 128, 384), (384,))
+        _FORKED["rec"] = rec
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            got = pool.apply_async(_threads_and_tags, (PRODUCTS[:2],)).get(timeout=60)
+        assert got == (1, expected)
+        assert torch.get_num_threads() == 2  # the parent's own count stays
+    finally:
+        _FORKED.clear()
+        torch.set_num_threads(before)
 
 
 _OVERLAP = """
