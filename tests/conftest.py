@@ -65,6 +65,18 @@ def _fresh_mlflow_ownership(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(store, "_OWN", {})
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_as_they_were() -> Iterator[None]:
+    """A test that sets torch's thread count (a benchmark's ``--threads``, a model loaded with
+    ``num_threads``) leaves it as it was for the next: a count is one for the whole process."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 WORDS = (
     "lego city police station train set wooden puzzle jigsaw doll house car remote control red blue"
     " green kids toy game board card hornby model railway track engine carriage battery smoke"
