@@ -143,6 +143,12 @@ def pairs_to_score(args: argparse.Namespace) -> list[tuple[str, Path]]:
     folds = sorted(args.cv_dir.glob("fold*/test.jsonl"))
     if not folds:
         raise SystemExit(f"{args.cv_dir}: no foldF/test.jsonl (written by quality.py --cv)")
+    gone = [f.parent.name for f in folds if not (f.parent / "labelrec").is_dir()]
+    if gone:
+        raise SystemExit(
+            f"{args.cv_dir}: no labelrec model in {', '.join(gone)} (quality.py --discard-models"
+            " deletes them once scored): run those folds again without it"
+        )
     return [(str(f.parent / "labelrec"), f) for f in folds]
 
 

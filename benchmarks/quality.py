@@ -549,6 +549,8 @@ def run_cv(
     config with the ``overrides`` (``data.min_tag_count``, ``data.valid_fraction``), as
     labelrec's training does. Rows carry the fold in ``notes``; ``on_fold`` gets the rows so far
     after each fold."""
+    if discard_models and on_fold is None:
+        raise ValueError("discard_models needs on_fold: the rows are kept there before it goes")
     cfg = load_config(config, overrides)
     products = load_split(data_root, catalog, "train", cfg) + load_split(
         data_root, catalog, "valid", cfg
@@ -1120,6 +1122,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--cv needs K >= 2")
         if args.peer_runs < 1:
             parser.error("--peer-runs needs N >= 1")
+        if args.discard_models and not args.json:
+            parser.error("--discard-models needs --json: the rows are kept there before it goes")
 
         def save(done: list[Row]) -> None:  # after each fold: a long run keeps what it measured
             if args.json:

@@ -164,21 +164,27 @@ def score_file(
         n = 0
         try:
             for rows in iter_scored(in_path, cfg, scorer, chunk_size):
-                with disk_room(partial, "the scored products"):  # pyarrow's own error
+                # a full disk said as such, with the file (Python's and pyarrow's errno alone)
+                with disk_room(partial, "the scored products"):
                     writer.write(rows)
                 n += len(rows)
                 if progress is not None:
                     progress(len(rows))
-            with disk_room(partial, "the scored products"):
+            with disk_room(partial, "the scored products"):  # parquet's footer
                 writer.close()
         except BaseException:
-            with contextlib.suppress(Exception):  # a full disk fails it too: the first error
+            unclosed = ""
+            try:
                 writer.abandon()
+            except Exception as err:  # the first error is the one raised; on a full disk the
+                # close fails too, and the file's last rows (or parquet's footer) are missing
+                unclosed = f" (not closed: {err}; its end may be cut off)"
             if n:
                 logger.warning(
-                    "%d products scored before the error are in %s; %s is unchanged",
+                    "%d products scored before the error are in %s%s; %s is unchanged",
                     n,
                     partial,
+                    unclosed,
                     dst,
                 )
             else:

@@ -251,9 +251,10 @@ os.register_at_fork(after_in_child=_new_model_lock)
 
 
 def _one_torch_thread() -> None:
-    """A forked child has none of the parent's OpenMP threads, and its first parallel region
-    in torch waits for them for ever (GNU OpenMP is not fork-safe) once the parent has computed
-    on several: the child computes on one, as torch's own DataLoader workers do."""
+    """Every forked child computes on one torch thread. Once the parent has computed on several,
+    the child has none of its OpenMP threads, and its first parallel region in torch waits for
+    them for ever (GNU OpenMP is not fork-safe); torch's DataLoader sets its workers so too. A
+    count raised in the child again brings the wait back (docs/serving.md)."""
     torch.set_num_threads(1)
 
 

@@ -463,6 +463,7 @@ def test_an_index_on_a_full_disk_says_so_and_keeps_the_old_output(
     trained_model_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
     suffix: str,
 ) -> None:
@@ -481,19 +482,30 @@ def test_an_index_on_a_full_disk_says_so_and_keeps_the_old_output(
     assert f"could not write the scored products {partial}: its disk is full (" in err
     assert "No space left on device" in err and "Traceback" not in err
     assert out.read_bytes() == before and not partial.is_symlink()
-    # the file's close (parquet's footer) fails with the writer's own error on a nearly full
-    # disk: named as such, the rows written so far stay in the partial file
-    from labelrec import batch, modeldir
+    # the file's close (parquet's footer) fails as pyarrow says it, errno alone: the file named,
+    # the rows written so far kept in the partial file, which the log says may be cut off
+    import errno
+
+    from labelrec import batch
 
     def no_room(self: batch.TagWriter) -> None:
-        raise RuntimeError("footer not written")
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space")
 
     monkeypatch.setattr(batch.TagWriter, "close", no_room)
-    monkeypatch.setattr(modeldir, "free_bytes", lambda path: 2**20)
+    caplog.clear()
     assert main([*base, "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "its disk is full (1.0 MB free; RuntimeError: footer not written)" in err
-    assert "Traceback" not in err and out.read_bytes() == before and partial.is_file()
+    assert f"could not write the scored products {partial}: its disk is full (" in err
+    assert "Error writing bytes to file" in err and "Traceback" not in err
+    assert out.read_bytes() == before and partial.is_file()
+    assert f"6 products scored before the error are in {partial} (not closed: " in caplog.text
+    # nothing scored (an empty input): no partial file is left
+    partial.unlink()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    assert main([*base[:3], str(empty), *base[4:], "--no-progress"]) == 2
+    assert "its disk is full" in capsys.readouterr().err
+    assert out.read_bytes() == before and not partial.exists()
 
 
 def test_bad_options_and_paths_are_errors_before_the_work(

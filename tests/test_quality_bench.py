@@ -473,7 +473,22 @@ def test_cv_discards_a_fold_model_once_scored(
     assert saved[0]["system"] == "labelrec" and 0 < saved[0]["metrics"]["P@1"] <= 1
     assert not (fold / "labelrec").exists()
     assert sorted(p.name for p in fold.iterdir()) == ["test.jsonl", "train.jsonl", "valid.jsonl"]
+    import errors  # benchmarks/errors.py: the folds' models are gone, and it says why
+
+    with pytest.raises(SystemExit, match=r"no labelrec model in fold1 \(quality.py --discard"):
+        errors.main(["--cv-dir", str(fold.parent)])
+    # the rows are kept before a model goes: not without --json (or on_fold)
+    with pytest.raises(SystemExit):
+        quality.main([*argv[:-2], "--discard-models", *settings])
+    with pytest.raises(ValueError, match="discard_models needs on_fold"):
+        quality.run_cv(
+            "amazon_uk_toys", tmp_path / "data", Path("configs/tiny.yaml"), tmp_path / "out",
+            settings, 2, 0, 1, skip_peers=True, folds={1}, discard_models=True,
+        )  # fmt: skip
     shutil.copytree(trained_model_dir, fold / "labelrec")  # without it, the model stays
     assert quality.main([*argv, *settings]) == 0
     assert json.loads(out.read_text())[0]["metrics"] == saved[0]["metrics"]
+    assert (fold / "labelrec" / "labelrec.json").is_file()
+    # a run that does not score labelrec leaves its model alone
+    assert quality.main([*argv, "--skip-labelrec", "--discard-models", *settings]) == 0
     assert (fold / "labelrec" / "labelrec.json").is_file()

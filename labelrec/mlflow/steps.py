@@ -799,7 +799,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m labelrec.mlflow.steps``."""
     from labelrec.data import CatalogError
     from labelrec.model import ModelError
-    from labelrec.modeldir import DiskFull
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -819,13 +818,13 @@ def main(argv: list[str] | None = None) -> int:
         ModelError,
         ValueError,
         FileNotFoundError,
-        DiskFull,
         mlflow.exceptions.MlflowException,
     ) as err:
         message = getattr(err, "message", None) or str(err)
         print(f"labelrec {args.step}: error: {message}", file=sys.stderr)
         return 2
-    except OSError as err:  # a path the system refuses, an artifact store's full disk
+    except OSError as err:  # a full disk (modeldir.DiskFull names what and where), a path the
+        # system refuses, a local artifact store's full disk (errno alone: MLflow's copy)
         print(f"labelrec {args.step}: error: {err}", file=sys.stderr)
         return 2
     _report(args.step, summary)
