@@ -1,18 +1,24 @@
 #!/usr/bin/env python
-"""The TF-IDF neighbour voter alone over a grid of ``lexical.k`` and ``lexical.power``.
+"""The neighbour voters alone over a grid of k and power: TF-IDF, or a model's embeddings.
 
     .venv/bin/python benchmarks/neighbours.py --catalogs amazon_uk_toys amazon_in_sales zh_taobao
+    .venv/bin/python benchmarks/neighbours.py --catalogs amazon_uk_toys --models runs/uk_norefit
 
-Fits the voter (``labelrec.taggers.TfidfNeighbours``: the configuration's n-grams and
+Fits the TF-IDF voter (``labelrec.taggers.TfidfNeighbours``: the configuration's n-grams and
 description setting, ``--set a.b=value`` to change them) on each catalog's train split and
-scores its valid split once per grid point: the tag share of the ``k`` most similar training
-products, each weighted by its cosine similarity to the power ``power`` (one similarity matrix
-for the whole grid). Prints P@1 and nDCG@3 of the voter's ranking per grid point, over the tags
-of the training vocabulary (a gold tag outside it is left out, as the fusion's tuning scores a
-voter: P@1 counts a product without a known gold tag as a miss, nDCG@3 leaves it out); ``*``
-marks the configuration's setting, and the best objective ((P@1 + nDCG@3) / 2, what the fusion
-weights are tuned for) is in bold. It measures the voter, not the fused model (docs/results.md,
-"The neighbour voters' k and power"). Needs ``../shared/data`` (or ``--data-root``).
+scores its valid split once per grid point of ``lexical.k`` and ``lexical.power``: the tag share
+of the ``k`` most similar training products, each weighted by its cosine similarity to the power
+``power`` (one similarity matrix for the whole grid). With ``--models`` (one a catalog, trained
+on its train split without refit, ``train.refit=false``) it scores each model's embedding voter
+instead (``labelrec.taggers.EmbeddingNeighbours``, ``lexical.embedding_k`` and
+``lexical.embedding_power``): its saved training products' embeddings and tags, valid embedded
+by the model. Prints P@1 and nDCG@3 of the voter's ranking per grid point, over the tags of the
+training vocabulary (a gold tag outside it is left out, as the fusion's tuning scores a voter:
+P@1 counts a product without a known gold tag as a miss, nDCG@3 leaves it out); ``*`` marks the
+configuration's setting (the model's, with ``--models``), and the best objective ((P@1 +
+nDCG@3) / 2, what the fusion weights are tuned for) is in bold. It measures the voter, not the
+fused model (docs/results.md, "The neighbour voters' k and power"). Needs ``../shared/data``
+(or ``--data-root``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +74,42 @@ def grid_scores(
     return out
 
 
+def embedding_grid_scores(
+    model_dir: Path, folder: Path, ks: list[int], powers: list[float], overrides: list[str]
+) -> tuple[dict[tuple[int, float], tuple[float, float]], tuple[int, float]]:
+    """(P@1, nDCG@3) of the embedding voter of ``model_dir`` over ``folder/valid.jsonl`` for each
+    (k, power), and the model's own (k, power). Refuses a model refit on train + valid, whose
+    voter holds the valid products themselves."""
+    from labelrec.model import read_info
+    from labelrec.predict import TagRecommender
+
+    if read_info(model_dir).get("refit"):
+        raise ValueError(
+            f"{model_dir} was refit on train + valid (train.refit): its neighbours include the"
+            " valid products; train it with train.refit=false"
+        )
+    rec = TagRecommender.load(model_dir)
+    voter = rec.fusion.embedding if rec.fusion is not None else None
+    if voter is None:
+        raise ValueError(f"{model_dir} has no embedding voter (lexical.embedding_k: 0)")
+    cfg = load_config(None, list(overrides))
+    valid = read_catalog(folder / "valid.jsonl", cfg.data).products
+    _, embeddings = rec.predict_scores(valid, with_embeddings=True)
+    # the voter's training rows are unit vectors; a query's own norm scales its whole row of
+    # similarities, which a product's vote weights (normalised to sum to one) cancel
+    sim = np.asarray(embeddings, dtype=np.float32) @ voter.train.astype(np.float32).T
+    y = rec.vocab.encode(valid)
+    out = {}
+    for k in ks:
+        for power in powers:
+            scores = neighbour_vote(sim, k, power, voter.y_train)
+            out[(k, power)] = (
+                metrics.precision_at_k(y, scores, 1),
+                metrics.ndcg_at_k(y, scores, 3),
+            )
+    return out, (voter.k, voter.power)
+
+
 def format_table(
     catalog: str, got: dict[tuple[int, float], tuple[float, float]], default: tuple[int, float]
 ) -> str:
@@ -90,8 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalogs", nargs="+", required=True)
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--k", type=int, nargs="+", default=[10, 30, 100, 200])
-    parser.add_argument("--power", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0, 8.0])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="score these models' embedding voters instead, one a catalog in --catalogs' order"
+        " (trained on its train split with train.refit=false)",
+    )
+    parser.add_argument(
+        "--k", type=int, nargs="+", help="TF-IDF: 10 30 100 200; embeddings: 5 10 20 30 50 100"
+    )
+    parser.add_argument(
+        "--power", type=float, nargs="+", help="TF-IDF: 0.5 1 2 4 8; embeddings: 1 2 4 8 16 32"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -100,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a configuration override (repeatable), e.g. lexical.use_description=false",
     )
     args = parser.parse_args(argv)
+    if args.models is not None and len(args.models) != len(args.catalogs):
+        parser.error(f"--models: one a catalog ({len(args.catalogs)}), not {len(args.models)}")
+    embedding = args.models is not None
+    ks = args.k or ([5, 10, 20, 30, 50, 100] if embedding else [10, 30, 100, 200])
+    powers = args.power or ([1.0, 2.0, 4.0, 8.0, 16.0, 32.0] if embedding else [0.5, 1, 2, 4, 8])
     lx = load_config(None, args.set).lexical
     folders = [args.data_root / catalog for catalog in args.catalogs]
     for folder in folders:
@@ -107,8 +168,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"neighbours.py: {folder}: no train.jsonl and valid.jsonl", file=sys.stderr)
             return 2
     for i, (catalog, folder) in enumerate(zip(args.catalogs, folders, strict=True)):
-        got = grid_scores(folder, args.k, args.power, args.set)
-        print(("\n" if i else "") + format_table(catalog, got, (lx.k, lx.power)), flush=True)
+        if embedding:
+            try:
+                got, mark = embedding_grid_scores(args.models[i], folder, ks, powers, args.set)
+            except ValueError as err:
+                print(f"neighbours.py: {err}", file=sys.stderr)
+                return 2
+        else:
+            got, mark = grid_scores(folder, ks, powers, args.set), (lx.k, lx.power)
+        print(("\n" if i else "") + format_table(catalog, got, mark), flush=True)
     return 0
 
 

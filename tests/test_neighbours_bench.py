@@ -62,3 +62,50 @@ def test_the_nearest_product_or_the_many(tmp_path: Path, capsys) -> None:
     assert neighbours.main(["--catalogs", "toy", "gone", "--data-root", str(tmp_path)]) == 2
     out, err = capsys.readouterr()
     assert not out and "gone: no train.jsonl and valid.jsonl" in err
+
+
+def test_a_models_embedding_voter_over_the_grid(
+    trained_model_dir: Path, toy_data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """``--models``: the grid at the model's own setting is the voter as the model scores."""
+    import json
+    import shutil
+
+    from labelrec import metrics
+    from labelrec.data import read_catalog
+    from labelrec.predict import TagRecommender
+
+    rec = TagRecommender.load(trained_model_dir)
+    voter = rec.fusion.embedding
+    valid = read_catalog(toy_data_dir / "valid.jsonl").products
+    _, embeddings = rec.predict_scores(valid, with_embeddings=True)
+    served = voter.scores(embeddings)
+    y = rec.vocab.encode(valid)
+    own = (voter.k, voter.power)
+    got, mark = neighbours.embedding_grid_scores(
+        trained_model_dir, toy_data_dir, [1, voter.k], [1.0, voter.power], []
+    )
+    assert mark == own and set(got) == {(1, 1.0), (1, own[1]), (own[0], 1.0), own}
+    assert got[own] == pytest.approx(
+        (metrics.precision_at_k(y, served, 1), metrics.ndcg_at_k(y, served, 3)), abs=1e-6
+    )
+    # k = 1: the nearest training product's tags alone, whatever the power
+    assert got[(1, 1.0)] == got[(1, own[1])]
+
+    root = tmp_path / "data"
+    shutil.copytree(toy_data_dir, root / "toy")
+    argv = ["--catalogs", "toy", "--data-root", str(root), "--k", "1", str(voter.k)]
+    argv += ["--power", "1", str(voter.power), "--models", str(trained_model_dir)]
+    assert neighbours.main(argv) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == f"| toy: k | power 1 | power {voter.power:g} |"
+    assert table[3].startswith(f"| {voter.k} |") and table[3].endswith(" * |")
+    # one model a catalog; a refit model, whose neighbours are the valid products, is refused
+    with pytest.raises(SystemExit):
+        neighbours.main([*argv, str(trained_model_dir)])
+    refit = tmp_path / "refit"
+    shutil.copytree(trained_model_dir, refit)
+    info = json.loads((refit / "labelrec.json").read_text())
+    (refit / "labelrec.json").write_text(json.dumps({**info, "refit": {"epochs": 1}}))
+    assert neighbours.main([*argv[:-1], str(refit)]) == 2
+    assert "refit on train + valid" in capsys.readouterr().err
