@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,22 @@ from labelrec.taggers.neighbours import (  # noqa: E402
 )
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+def vote_grid(
+    sim: np.ndarray, y: Any, y_train: Any, ks: list[int], powers: list[float]
+) -> dict[tuple[int, float], tuple[float, float]]:
+    """(P@1, nDCG@3) against the gold tags ``y`` of the votes of ``y_train``'s products by
+    similarity ``sim`` (valid x train), for each (k, power)."""
+    out = {}
+    for k in ks:
+        for power in powers:
+            scores = neighbour_vote(sim, k, power, y_train)
+            out[(k, power)] = (
+                metrics.precision_at_k(y, scores, 1),
+                metrics.ndcg_at_k(y, scores, 3),
+            )
+    return out
 
 
 def grid_scores(
@@ -63,16 +80,7 @@ def grid_scores(
         use_description=lx.use_description,
     )
     sim = similarities(voter.transform(valid), voter.x_train_t)
-    y = vocab.encode(valid)
-    out = {}
-    for k in ks:
-        for power in powers:
-            scores = neighbour_vote(sim, k, power, voter.y_train)
-            out[(k, power)] = (
-                metrics.precision_at_k(y, scores, 1),
-                metrics.ndcg_at_k(y, scores, 3),
-            )
-    return out
+    return vote_grid(sim, vocab.encode(valid), voter.y_train, ks, powers)
 
 
 def check_model(model_dir: Path, folder: Path) -> None:
@@ -121,16 +129,8 @@ def embedding_grid_scores(
     # unit rows, as the voter's own (voter.train): a norm cancels in the vote's weights, but
     # norm ** power overflows float32 at a steep power
     sim = (query / np.where(norms == 0, 1.0, norms)) @ voter.train.T
-    y = rec.vocab.encode(valid)
-    out = {}
-    for k in ks:
-        for power in powers:
-            scores = neighbour_vote(sim, k, power, voter.y_train)
-            out[(k, power)] = (
-                metrics.precision_at_k(y, scores, 1),
-                metrics.ndcg_at_k(y, scores, 3),
-            )
-    return out, (voter.k, voter.power)
+    got = vote_grid(sim, rec.vocab.encode(valid), voter.y_train, ks, powers)
+    return got, (voter.k, voter.power)
 
 
 def format_table(
