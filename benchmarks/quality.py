@@ -1039,8 +1039,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--discard-models",
         action="store_true",
-        help="--cv: delete each fold's labelrec model once scored (they fill a disk: gigabytes"
-        " a run); --reuse and benchmarks/errors.py --cv-dir need them",
+        help="--cv: delete each fold's labelrec model (with its tuning runs) once its rows are"
+        " saved (--json); --reuse and benchmarks/errors.py --cv-dir need them",
     )
     parser.add_argument(
         "--folds",
