@@ -439,6 +439,6 @@ def convert_gguf(gguf: Path, out_dir: Path, name_or_path: str | None = None) -> 
     max_positions = getattr(config, "max_position_embeddings", None)
     if max_positions and tokenizer.model_max_length > max_positions:
         tokenizer.model_max_length = max_positions
-    with disk_room(out_dir, "the converted backbone"):  # safetensors' own error on a full disk
+    with disk_room(out_dir, "the converted backbone"):  # a writer's own error, on a full disk
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)

@@ -416,8 +416,8 @@ def test_smollm2_package_converts_to_a_standard_folder(smollm2_dir: Path) -> Non
 def test_a_conversion_on_a_full_disk_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """safetensors reports a full disk as its own RuntimeError: the error says the disk is full,
-    and nothing half written stays in the cache."""
+    """A writer's own error (not an OSError) while the disk is nearly full: the error says the
+    disk is full, and nothing half written stays in the cache."""
     from conftest import _installed
     from transformers import PreTrainedModel
 
