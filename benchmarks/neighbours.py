@@ -40,6 +40,7 @@ from labelrec.taggers.neighbours import (  # noqa: E402
     TfidfNeighbours,
     neighbour_vote,
     similarities,
+    unit_rows,
 )
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -83,10 +84,11 @@ def grid_scores(
     return vote_grid(sim, vocab.encode(valid), voter.y_train, ks, powers)
 
 
-def check_model(model_dir: Path, folder: Path) -> None:
-    """Refuse a model whose embedding voter is not held out from ``folder/valid.jsonl``: one
-    refit on train + valid (its neighbours are the valid products), or one trained on another
-    file than ``folder/train.jsonl`` (another catalog). A ``ModelError`` for no model."""
+def check_model(model_dir: Path, folder: Path) -> dict:
+    """The model's ``labelrec.json``; refuses a model whose embedding voter is not held out from
+    ``folder/valid.jsonl``: one refit on train + valid (its neighbours are the valid products),
+    or one trained on another file than ``folder/train.jsonl`` (another catalog). A
+    ``ModelError`` for no model."""
     from labelrec.model import read_info
 
     info = read_info(model_dir)
@@ -101,6 +103,7 @@ def check_model(model_dir: Path, folder: Path) -> None:
             f"{model_dir} was trained on {source}, not on {folder.name}/train.jsonl: give each"
             " catalog a model trained on its train split"
         )
+    return info
 
 
 def embedding_grid_scores(
@@ -111,24 +114,21 @@ def embedding_grid_scores(
     data settings, ``overrides`` on top) and scored over its vocabulary (``check_model``
     first)."""
     from labelrec.config import model_data_config
-    from labelrec.model import read_info
     from labelrec.predict import TagRecommender
 
-    check_model(model_dir, folder)
+    info = check_model(model_dir, folder)
     rec = TagRecommender.load(model_dir)
     if rec.fusion is None:
         raise ValueError(f"{model_dir} has no voters beside the model (lexical.enabled: false)")
     voter = rec.fusion.embedding
     if voter is None:
         raise ValueError(f"{model_dir} has no embedding voter (lexical.embedding_k: 0)")
-    data = model_data_config(read_info(model_dir), list(overrides))
+    data = model_data_config(info, list(overrides))
     valid = read_catalog(folder / "valid.jsonl", data).products
     _, embeddings = rec.predict_scores(valid, with_embeddings=True)
-    query = np.asarray(embeddings, dtype=np.float32)
-    norms = np.linalg.norm(query, axis=1, keepdims=True)
     # unit rows, as the voter's own (voter.train): a norm cancels in the vote's weights, but
     # norm ** power overflows float32 at a steep power
-    sim = (query / np.where(norms == 0, 1.0, norms)) @ voter.train.T
+    sim = unit_rows(np.asarray(embeddings, dtype=np.float32)) @ voter.train.T
     got = vote_grid(sim, rec.vocab.encode(valid), voter.y_train, ks, powers)
     return got, (voter.k, voter.power)
 

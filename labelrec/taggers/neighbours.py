@@ -468,7 +468,7 @@ class EmbeddingNeighbours:
     def __init__(
         self, train_embeddings: np.ndarray, y_train: sp.spmatrix, k: int = 30, power: float = 8.0
     ) -> None:
-        self.train = _unit_rows(np.asarray(train_embeddings, dtype=np.float32))
+        self.train = unit_rows(np.asarray(train_embeddings, dtype=np.float32))
         self.y_train = sp.csr_matrix(y_train, dtype=np.float32)
         self.k = int(k)
         self.power = float(power)
@@ -481,7 +481,7 @@ class EmbeddingNeighbours:
         out = np.zeros((len(embeddings), self.y_train.shape[1]), dtype=np.float32)
         if len(embeddings) == 0:
             return out
-        query = _unit_rows(np.asarray(embeddings, dtype=np.float32))
+        query = unit_rows(np.asarray(embeddings, dtype=np.float32))
         k = min(self.k, self.train.shape[0])
         chunk = max(1, min(1024, 20_000_000 // max(self.train.shape[0], 1)))
         for start in range(0, len(query), chunk):
@@ -534,7 +534,8 @@ class EmbeddingNeighbours:
         return neighbours
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (a zero row stays zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return x / norms
