@@ -234,17 +234,23 @@ def test_promote_step_can_fail_a_pipeline(monkeypatch, capsys) -> None:
     [
         ("full", "could not write the model runs/m: its disk is full"),
         ("refused", "[Errno 20] Not a directory: 'runs/m/x'"),
-        ("store", "[Errno 28] No space left on device"),  # as shutil's copy raises it
+        ("store", "[Errno 28] No space left on device: a disk MLflow writes the run's files"),
     ],
 )
 def test_a_step_on_a_full_disk_or_a_refused_path_says_so(
-    error: str, said: str, monkeypatch, capsys
+    error: str, said: str, monkeypatch, capsys, tmp_path: Path
 ) -> None:
     """A step whose model or artifact cannot be written exits 2 with the error (what and where
-    where labelrec writes it), no traceback, as the CLI does."""
+    where labelrec writes it), no traceback, as the CLI does; a full disk under MLflow's copy,
+    which names no file, is told with the artifact store and the temporary folder."""
     import errno
+    import tempfile
 
+    from labelrec.mlflow.store import StoreInfo
     from labelrec.modeldir import DiskFull
+
+    artifacts = tmp_path / "mlartifacts"
+    found = StoreInfo("sqlite:///x.db", "sqlite:///x.db", "1", "labelrec", artifacts.as_uri())
 
     def fails(*args: object, **kwargs: object) -> None:
         if error == "full":
@@ -254,10 +260,13 @@ def test_a_step_on_a_full_disk_or_a_refused_path_says_so(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(steps, "run_promote", fails)
-    monkeypatch.setattr(steps.store, "configure", lambda *a, **k: None)
+    monkeypatch.setattr(steps.store, "configure", lambda *a, **k: found)
     assert steps.main(["promote", "--data", "tests/conftest.py"]) == 2
     err = capsys.readouterr().err
     assert f"labelrec promote: error: {said}" in err and "Traceback" not in err
+    told = f"the artifact store {artifacts} (" in err and "MB free)" in err
+    told = told and f"the temporary folder {tempfile.gettempdir()} (" in err
+    assert told == (error == "store"), err
 
 
 @pytest.mark.parametrize("module", ["labelrec.mlflow.steps", "labelrec.mlflow.store"])

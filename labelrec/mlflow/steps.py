@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import local_file_uri_to_path
 
 from labelrec.config import (
     NOT_PROMOTED,
@@ -42,7 +45,7 @@ from labelrec.config import (
 )
 from labelrec.mlflow import store, tracking
 from labelrec.mlflow.flavor import FLAVOR_NAME, destination_for, log_model
-from labelrec.modeldir import output_lock
+from labelrec.modeldir import DiskFull, free_bytes, output_lock
 from labelrec.opener import downloads_in
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -56,6 +59,25 @@ MODEL_URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "dbfs:/", "s3:/
 
 
 # ---------------------------------------------------------------------- helpers
+def _where_full(err: OSError, where: store.StoreInfo | None) -> str:
+    """``err`` as the step reports it. A full disk that names no file (MLflow's copy of an
+    artifact raises ENOSPC without a path) is told with the places MLflow writes a run's files
+    to, and the room left on each: the experiment's artifact store, where it is a local folder,
+    and the temporary folder models are staged in before they are copied there."""
+    if isinstance(err, DiskFull) or err.filename or err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return str(err)
+    places: list[tuple[str, Path]] = []
+    location = where.artifact_location if where else None
+    if location and urllib.parse.urlparse(location).scheme in ("", "file"):
+        places.append(("the artifact store", Path(local_file_uri_to_path(location))))
+    places.append(("the temporary folder", Path(tempfile.gettempdir())))
+    told = []
+    for label, path in places:
+        free = free_bytes(path)
+        told.append(f"{label} {path}" + ("" if free is None else f" ({free / 2**20:.1f} MB free)"))
+    return f"{err}: a disk MLflow writes the run's files to is full: {'; '.join(told)}"
+
+
 def _opt(value: str | None) -> str | None:
     """MLproject passes empty strings for unset optional parameters."""
     if value is None or value.strip() in ("", "None", "none", "null"):
@@ -806,9 +828,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "transformers", "accelerate", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    where: store.StoreInfo | None = None
     try:
         if tracking.is_main_process():  # other Accelerate processes never touch MLflow
-            store.configure(args.experiment)
+            where = store.configure(args.experiment)
         # a model read from a remote store is downloaded for this step only
         with downloads_in():
             summary = dispatch(args)
@@ -824,8 +847,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labelrec {args.step}: error: {message}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk (modeldir.DiskFull names what and where), a path the
-        # system refuses, a local artifact store's full disk (errno alone: MLflow's copy)
-        print(f"labelrec {args.step}: error: {err}", file=sys.stderr)
+        # system refuses, a full disk under MLflow's own copy (which names no file)
+        print(f"labelrec {args.step}: error: {_where_full(err, where)}", file=sys.stderr)
         return 2
     _report(args.step, summary)
     if args.step == "promote" and args.exit_code and not summary["promoted"]:
