@@ -107,6 +107,19 @@ def _by_title(
     return out, matched
 
 
+def _one_per_product(
+    products: Sequence[data_mod.Product], hierarchy_separator: str | None
+) -> list[data_mod.Product]:
+    """One row per product id: rows that are one product (reviewed with its id, and reviewed
+    without one and matched by its title) merged in their order, as the export merges a
+    product's reviews: the later verdict on each tag wins, the text is the later row's."""
+    merged: dict[str, data_mod.Product] = {}
+    for p in products:
+        earlier = merged.get(p.id)
+        merged[p.id] = p if earlier is None else reviewed_product(earlier, p, hierarchy_separator)
+    return list(merged.values())
+
+
 def merge_feedback(
     splits: Splits,
     path: str,
@@ -143,6 +156,7 @@ def merge_feedback(
             ", ".join(map(str, holdout)),
         )
     products, matched = _by_title(products, [*splits.train, *splits.valid])
+    products = _one_per_product(products, hierarchy_separator)
     if matched:
         logger.info(
             "feedback %s: %d products reviewed without an id are catalog products with their title",

@@ -942,3 +942,25 @@ def test_reviews_meet_the_catalog_by_title_and_by_category(
     assert "1 reviewed products are in no catalog and have no tag" in caplog.text
     (ball,) = [p for p in refit_products(merged) if p.id == "v1"]
     assert (ball.tags, ball.rejected) == (["Toys"], ["Toys > Balls"])
+
+
+def test_a_product_reviewed_with_and_without_its_id_keeps_both_reviews(tmp_path: Path) -> None:
+    """Two rows of the export that are one product (one review gave its id, a later one only
+    its title) merge as the export merges reviews: the later verdict on each tag wins."""
+    from labelrec.data import Product
+    from labelrec.train import Splits, merge_feedback, refit_products
+
+    train = [Product("K1", "LEGO City Police Station", tags=["Toys", "Books"])]
+    valid = [Product("v1", "Soft Ball", tags=["Toys"])]
+    store = store_at(tmp_path)
+    store.add(Review(title="LEGO City Police Station", product_id="K1", accepted=["brand:Lego"]))
+    store.add(Review(title="lego city police station", accepted=["Toys"], rejected=["Books"]))
+    store.add(Review(title="Soft Ball", product_id="v1", accepted=["Balls"], rejected=["Gift"]))
+    store.add(Review(title="soft ball", accepted=["Gift"]))  # later: Gift accepted after all
+    reviewed = tmp_path / "reviewed.jsonl"
+    assert store.export(reviewed) == 4
+    merged = merge_feedback(Splits(train, valid, "train", "valid"), str(reviewed))
+    (lego,) = merged.train
+    assert (lego.id, lego.tags, lego.rejected) == ("K1", ["Toys", "brand:Lego"], ["Books"])
+    (ball,) = [p for p in refit_products(merged) if p.id == "v1"]
+    assert (ball.tags, ball.rejected) == (["Toys", "Balls", "Gift"], [])
