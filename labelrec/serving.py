@@ -39,6 +39,7 @@ logger = logging.getLogger("labelrec.serving")
 
 DEFAULT_MODEL_URI = "models:/labelrec@champion"
 REGISTRY_POLL_SECONDS = 60.0
+RETRY_MAX_SECONDS = 3600.0  # the longest a refused version waits before a poll tries it again
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,9 +223,12 @@ class ModelHolder:
         self.last_check: float | None = None
         self.reloads = 0
         self.refused = 0
-        # (version, None) of a refused version, not tried again until it changes; (version,
-        # sources) of a refused rebuild for the model serving, tried again when they change
+        # (version, extension sources) of the last refusal: tried again when either changes, or
+        # once its back-off is over (``_retry_at``), as a failure may not come again (an I/O
+        # error, a download cut short); ``_refusals`` in a row of that pair double the wait
         self._refused: tuple | None = None
+        self._refusals = 0
+        self._retry_at = 0.0
         # model computations at a time (they share the cores): the /suggest passes, explanations,
         # file scoring and descriptions all take a slot
         self.passes = passes
@@ -318,12 +322,20 @@ class ModelHolder:
             return self.current.version if self.current else self.uri
         return registry_version(self.uri)
 
+    def retry_seconds(self, refusals: int) -> float:
+        """How long a refused version waits before a poll tries it again, after ``refusals``
+        refusals in a row: the polling interval (a minute without polling), doubled with each
+        one, at most ``RETRY_MAX_SECONDS``."""
+        base = self.poll_seconds if self.poll_seconds > 0 else 60.0
+        return min(base * 2.0 ** min(refusals - 1, 30), max(base, RETRY_MAX_SECONDS))
+
     def reload(self, force: bool = False, wait: bool = True) -> Reload:
         """Load the version the URI names now when it differs from the current one (or always
         with ``force``), probe it and swap it in; on failure keep the current one.
 
-        A version once refused is not tried again (by polls) until it changes or ``force``.
-        ``wait=False``: while another reload runs, return at once with status "busy"."""
+        A refused version is tried again when it changes, when the files its extensions read
+        change (a product index rebuilt for it), with ``force``, or once ``retry_seconds`` have
+        passed. ``wait=False``: while another reload runs, return at once with status "busy"."""
         if not self._lock.acquire(blocking=wait):
             current = self.current.version if self.current else None
             return Reload(status="busy", model_version=current, error="a reload is running")
@@ -344,7 +356,8 @@ class ModelHolder:
             same_model = not force and old is not None and latest == old.version
             if same_model and sources == old.sources:
                 return Reload(status="unchanged", model_version=old_version)
-            if not force and self._refused in ((latest, None), (latest, sources)):
+            waits = time.monotonic() < self._retry_at
+            if not force and self._refused == (latest, sources) and waits:
                 return Reload(
                     status="refused", model_version=old_version, error=public_text(self.last_error)
                 )
@@ -371,7 +384,10 @@ class ModelHolder:
         except Exception as err:  # any failure refuses the version, the old one serves on
             self._drop_download(self._attempt_dir)
             self.refused += 1
-            self._refused = (latest, sources if same_model else None)
+            again = self._refused == (latest, sources)
+            self._refusals = self._refusals + 1 if again else 1
+            self._refused = (latest, sources)
+            self._retry_at = time.monotonic() + self.retry_seconds(self._refusals)
             self.last_error = f"{type(err).__name__}: {err}"
             what = "the files beside model" if same_model else "model"  # an index, a catalog
             logger.error("%s %s refused: %s", what, self.uri, self.last_error)
@@ -385,7 +401,7 @@ class ModelHolder:
             if before is not None:
                 shutil.rmtree(before, ignore_errors=True)
         self.last_error = None
-        self._refused = None
+        self._refused, self._refusals = None, 0
         self.reloads += old is not None
         logger.info("serving %s version %s (was %s)", self.uri, version, old_version)
         return Reload(status="reloaded", model_version=version, previous_version=old_version)

@@ -190,7 +190,7 @@ def test_reload_switches_atomically_and_refuses_broken_versions(
         assert run(svc.suggest(product=ProductIn(title="lego"))).model_version == v2.version
     assert "non-finite" in svc.model()["last_error"]
     assert svc.model()["refused"] == 2
-    # A refused version is not tried again by polls until it changes; force retries it.
+    # A refused version is not tried again by polls until it changes or a wait ends; force does.
     assert svc.holder.reload().status == "refused" and svc.holder.refused == 2
     assert svc.holder.reload(force=True).status == "refused" and svc.holder.refused == 3
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -213,6 +214,70 @@ def test_a_directory_that_changes_while_loading_is_refused(
     assert result.status == "refused" and "changed while it was loading" in result.error
     monkeypatch.setattr(serving, "open_tagger", real)
     assert holder.reload().status == "reloaded"  # once it stops changing
+
+
+def test_a_refused_version_is_tried_again_when_its_index_is_rebuilt_or_after_a_wait(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new version refused because its product index is the last model's loads once the index
+    is rebuilt; one refused by an error that may not come again (I/O) is tried again by a poll
+    after a wait that doubles with each refusal in a row, also when nothing serves yet."""
+    import types
+
+    from labelrec import serving
+    from labelrec.predict import TagRecommender
+
+    rec = TagRecommender.load(trained_model_dir, backend="torch")
+    state = {"version": "1", "index": "1", "fails": 1}
+    loads: list[str] = []
+    clock = [1000.0]
+    monkeypatch.setattr(
+        serving, "time", types.SimpleNamespace(time=time.time, monotonic=lambda: clock[0])
+    )
+
+    def loader(uri: str) -> tuple:
+        loads.append(state["version"])
+        if state["fails"]:
+            state["fails"] -= 1
+            raise OSError(5, "Input/output error")
+        return rec, state["version"], {}
+
+    class Index:
+        def sources(self) -> dict:
+            return {"built_for": state["index"]}
+
+        def __call__(self, snap: object) -> str:
+            if state["index"] != snap.version:
+                raise ValueError("the index is another model's: rebuild it")
+            return "index"
+
+    holder = serving.ModelHolder("m", poll_seconds=30.0, loader=loader)
+    monkeypatch.setattr(holder, "latest_version", lambda: state["version"])
+    holder.extensions["index"] = Index()
+    assert holder.reload().status == "refused" and not holder.ready  # nothing serves yet
+    assert holder.reload().status == "refused" and loads == ["1"]  # waits a poll
+    clock[0] += 30
+    assert holder.reload().status == "reloaded" and loads == ["1", "1"]
+
+    state["version"] = "2"  # a retrain; the index is still the first model's
+    for tries in (1, 1, 1):
+        result = holder.reload()
+        assert result.status == "refused" and "rebuild it" in result.error
+        assert loads.count("2") == tries and holder.current.version == "1"
+    state["index"] = "2"  # rebuilt for the new version: taken up at the next check
+    assert holder.reload().status == "reloaded" and holder.current.version == "2"
+
+    state.update(version="3", index="3", fails=3)  # a new version whose reads fail three times
+    waits = []
+    for _ in range(3):
+        assert holder.reload().status == "refused"
+        waits.append(holder.retry_seconds(holder._refusals))
+        clock[0] += waits[-1] - 1
+        assert holder.reload().status == "refused"  # not yet
+        clock[0] += 1
+    assert waits == [30.0, 60.0, 120.0] and loads.count("3") == 3
+    assert holder.reload().status == "reloaded" and holder.current.version == "3"
+    assert holder.retry_seconds(99) == serving.RETRY_MAX_SECONDS
 
 
 def test_workers_share_the_cores_and_poll_a_directory(tmp_path, monkeypatch) -> None:
