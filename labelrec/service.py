@@ -75,6 +75,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -180,6 +181,7 @@ _install_log_filter()
 
 MAX_LIMIT = 100
 MAX_HISTORY = 1000  # product ids in one /recommend history
+MAX_POLL_SECONDS = 7 * 86_400  # a week; a wait longer than the system's timer takes is refused
 ENV_PREFIX = "LABELREC_"
 
 
@@ -201,8 +203,10 @@ class ServiceSettings(BaseSettings):
     poll_seconds: float | None = Field(
         None,
         ge=0,
+        le=MAX_POLL_SECONDS,
+        allow_inf_nan=False,
         description="how often to look for a new version; default 60 for a registry "
-        "URI, off for a directory (60 with several workers); 0: off",
+        "URI, off for a directory (60 with several workers); 0: off; at most a week",
     )
     num_threads: int = Field(
         0,
@@ -602,15 +606,17 @@ class ItemIn(ProductIn):
     @model_validator(mode="before")
     @classmethod
     def _no_misspelt_option(cls, value: Any) -> Any:
-        """A product's own fields are ignored (a catalog's ``price``, ``limited``), but one
-        spelt like an option and holding what that option takes (``"limt": 3``) is a mistake
-        the answer would hide: it is refused."""
+        """A product's own fields are ignored (a catalog's ``price``, ``"limited": true``), but
+        one spelt like an option, in any case, and holding what that option takes (``"limt":
+        3``, ``"LIMIT": 3``) is a mistake the answer would hide: it is refused."""
         if not isinstance(value, dict):
             return value
         for key, given in value.items():
             if key in cls.model_fields or not isinstance(key, str):
                 continue
-            close = difflib.get_close_matches(key, ["limit", "threshold"], n=1, cutoff=0.75)
+            close = difflib.get_close_matches(
+                key.casefold(), ["limit", "threshold"], n=1, cutoff=0.75
+            )
             if not close or isinstance(given, bool):
                 continue
             if close[0] == "limit":
@@ -1261,7 +1267,7 @@ class LabelRec:
         threshold: Threshold = None,
         include: Patterns = None,
         exclude: Patterns = None,
-        explain: bool = False,
+        explain: StrictBool = False,
     ) -> Suggestions:
         """Ranked tags with scores for one product (`include` / `exclude`: tag patterns such as
         `brand:*` that narrow the service's rules for this request; `explain`: each tag with the

@@ -365,6 +365,11 @@ def test_settings_come_from_the_environment(
     assert "LABELREC_POLL_SECONDS='-1'" in str(err.value)
     # a built Bento hides the import's error: it is on stderr too
     assert f"labelrec service settings: {err.value}" in capsys.readouterr().err
+    for endless in ("inf", "1e10"):  # a timer the poller cannot wait on
+        monkeypatch.setenv("LABELREC_POLL_SECONDS", endless)
+        with pytest.raises(ValueError, match=f"LABELREC_POLL_SECONDS='{endless}'"):
+            load_settings()
+    capsys.readouterr()
     # tokens travel in a header: visible ASCII; a bad one is named, its value not shown
     for name in ("LABELREC_MAX_BATCH_SIZE", "LABELREC_POLL_SECONDS"):
         monkeypatch.delenv(name)
@@ -676,6 +681,9 @@ BAD_JSON = [
     ("/describe_items", {"items": [{"title": f"t{i}"} for i in range(257)]}, "at most 256"),
     ("/suggest_items", {"items": [{"title": "x", "limt": 3}]}, "did you mean 'limit'"),
     ("/suggest_items", {"items": [{"title": "x", "treshold": 0.5}]}, "did you mean 'threshold'"),
+    ("/suggest_items", {"items": [{"title": "x", "LIMIT": 3}]}, "did you mean 'limit'"),
+    ("/suggest", {"product": {"title": "x"}, "explain": "yes"}, "explain"),
+    ("/suggest", {"product": {"title": "x"}, "explain": 1}, "explain"),
 ]
 
 
