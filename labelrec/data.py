@@ -677,6 +677,21 @@ def _resolve_columns(
     return positions
 
 
+class _Pairs(dict):
+    """A JSON object as read, with the keys it gives more than once (``json`` keeps the last
+    value of such a key without a word)."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _Pairs:
+    obj = _Pairs(pairs)
+    if len(obj) < len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        obj.repeated = tuple(key for key, n in counts.items() if n > 1)
+    return obj
+
+
 # A source yields (unit, number, record or _RowError); a record maps configured columns to values.
 _Source = Iterator[tuple[str, int, "dict[str, Any] | _RowError"]]
 
@@ -712,6 +727,11 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
         if isinstance(keymap, _RowError):
             return keymap
         any_found = True
+        for col, key in keymap.items() if getattr(obj, "repeated", ()) else ():
+            if key in obj.repeated:
+                return _RowError(
+                    col, f"key {key!r} given twice: the second would replace the first"
+                )
         return {col: obj.get(keymap.get(col, col), _MISSING) for col in wanted}
 
     number = 0
@@ -721,7 +741,7 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
         if is_array:  # a .json file holding one array of objects
             with _open_text(path, gz) as fh:
                 try:
-                    items = json.load(fh)
+                    items = json.load(fh, object_pairs_hook=_json_object)
                 except json.JSONDecodeError as err:
                     raise CatalogError(path, err.lineno, None, f"invalid JSON: {err.msg}") from None
                 except RecursionError:
@@ -746,7 +766,7 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
                         continue
                     first = False
                     try:
-                        obj = json.loads(text)
+                        obj = json.loads(text, object_pairs_hook=_json_object)
                     except json.JSONDecodeError as err:
                         msg = f"invalid JSON: {err.msg}"
                         if err.pos >= len(text):  # e.g. a pretty-printed object
@@ -1016,8 +1036,16 @@ def _parquet_source(path: Path, wanted: dict[str, bool]) -> _Source:
     columns = {col: names[i] for col, i in positions.items()}
     read = sorted(set(columns.values()))
     number = 0
-    for batch in pfile.iter_batches(batch_size=_PARQUET_BATCH, columns=read):
-        data = batch.to_pydict()
+    batches = pfile.iter_batches(batch_size=_PARQUET_BATCH, columns=read)
+    while True:
+        try:  # a file damaged inside: the rows before it are read, then this names where
+            batch = next(batches, None)
+            if batch is None:
+                return
+            data = batch.to_pydict()
+        except (pa.ArrowException, OSError) as err:
+            where = f"cannot read Parquet from this row on: {err}"
+            raise CatalogError(path, number + 1, None, where, "row") from None
         for i in range(batch.num_rows):
             number += 1
             yield "row", number, {col: data[name][i] for col, name in columns.items()}

@@ -287,6 +287,48 @@ def test_parquet_lists_strings_ids_and_nulls(tmp_path):
     assert ids(read_catalog(path, cfg, require_tags=False).products) == ["101", "102", "103"]
 
 
+def test_a_parquet_file_damaged_inside_names_the_row_it_fails_at(tmp_path, monkeypatch):
+    """Rows before the damage are read; the error names the file and the first row not read."""
+    from labelrec import data
+
+    table = pa.table({"id": [str(i) for i in range(6)], "title": [f"t{i}" for i in range(6)]})
+    path = tmp_path / "cat.parquet"
+    pq.write_table(table, path, row_group_size=2, compression="none")
+    page = pq.ParquetFile(path).metadata.row_group(1).column(1).data_page_offset
+    raw = bytearray(path.read_bytes())
+    raw[page : page + 24] = b"\xff" * 24
+    path.write_bytes(bytes(raw))
+    monkeypatch.setattr(data, "_PARQUET_BATCH", 2)  # a batch a row group
+    read = []
+    with pytest.raises(CatalogError, match=r"cat\.parquet, row 3: cannot read Parquet") as err:
+        for chunk in data.iter_catalog(path, DataConfig(), require_tags=False, chunk_size=2):
+            read += [p.id for p in chunk]
+    assert read == ["0", "1"] and err.value.line == 3 and err.value.unit == "row"
+
+
+def test_a_key_given_twice_in_a_json_row_is_a_bad_row(tmp_path):
+    """JSON keeps the last value of a repeated key: a column read twice is refused, naming the
+    line and field; a repeated key labelrec does not read is no one's business."""
+    rows = [
+        '{"id": "K1", "title": "LEGO City", "tags": ["Toys"], "tags": []}',
+        '{"id": "K2", "title": "Hornby", "tags": ["Hobbies"], "Title": "Doll"}',
+        '{"id": "K3", "title": "Kite", "tags": ["Toys"], "price": 1, "price": 2}',
+    ]
+    path = tmp_path / "cat.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match=r"line 1, field 'tags': key 'tags' given twice"):
+        read_catalog(path, DataConfig())
+    cat = read_catalog(path, DataConfig(on_error="skip"))
+    assert ids(cat.products) == ["K2", "K3"] and cat.products[0].title == "Hornby"  # the exact key
+    assert cat.skipped == [
+        f"{path}, line 1, field 'tags': key 'tags' given twice: the second would replace the first"
+    ]
+    array = tmp_path / "cat.json"
+    array.write_text("[" + ",\n".join(rows) + "]", encoding="utf-8")
+    with pytest.raises(CatalogError, match=r"item 1, field 'tags': key 'tags' given twice"):
+        read_catalog(array, DataConfig())
+
+
 def test_unknown_and_txt_formats_rejected(tmp_path):
     for name in ("cat.txt", "cat.xlsx"):
         path = tmp_path / name
