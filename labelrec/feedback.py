@@ -360,6 +360,8 @@ class FeedbackStore:
                 memory = url.query.get("mode") == "memory"
                 name = "" if memory else urllib.parse.urlparse(name).path
             sqlite_file = Path(name).expanduser() if name else None
+            if name == url.database and sqlite_file is not None and str(sqlite_file) != name:
+                url = url.set(database=str(sqlite_file))  # SQLite would read ~ as a folder
         if not create and sqlite_file is not None and not sqlite_file.exists():
             raise FileNotFoundError(
                 f"no feedback database at {sqlite_file} (set --uri or {FEEDBACK_URI_ENV})"

@@ -902,6 +902,20 @@ def test_a_read_only_database_can_be_exported(tmp_path: Path) -> None:
         FeedbackStore(f"sqlite:///file:{tmp_path / 'none.db'}?mode=ro&uri=true", create=False)
 
 
+def test_a_sqlite_path_in_the_home_folder_is_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sqlite:///~/feedback.db`` is the file in the home folder, for the service that creates
+    it and for stats and export, which open it as it is."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    uri = "sqlite:///~/reviews/feedback.db"
+    with FeedbackStore(uri) as store:
+        store.add(Review(title="Ball", accepted=["Toys"]))
+    assert (tmp_path / "reviews" / "feedback.db").is_file() and not Path("~").exists()
+    with FeedbackStore(uri, create=False) as store:
+        assert store.stats()["reviews"] == 1
+
+
 def test_reviews_meet_the_catalog_by_title_and_by_category(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
