@@ -3,7 +3,7 @@ one tag, the only tags allowed, and at most so many tags of a facet.
 
 A rules file is YAML::
 
-    deny: ["Books", "brand:Generic*"]        # never suggested (shell-style patterns)
+    deny: ["Books", "brand:Generic*"]        # never suggested (* any characters, ? one)
     rename: {"brand:LEGO": "brand:Lego"}      # a variant merged into one tag (the best score;
                                               # chains are followed, a cycle is an error)
     allow: ["brand:*", "Toys*"]               # when given: only tags matching one of these
@@ -20,7 +20,6 @@ logged as a warning when the model loads (``Rules.unmatched``; patterns are case
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import functools
 import re
 from collections.abc import Container, Iterable
@@ -58,7 +57,8 @@ class Ranked(Protocol):
 
 
 def _patterns(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    """One regular expression matching any of the shell-style ``patterns``; None for none."""
+    """One regular expression matching any of the ``patterns`` (``pattern_regex``); None for
+    none."""
     items = tuple(patterns)
     return _compiled(items) if items else None
 
@@ -68,10 +68,18 @@ def _listed(patterns: str | Iterable[str] | None) -> Iterable[str]:
     return (patterns,) if isinstance(patterns, str) else patterns or ()
 
 
+def pattern_regex(pattern: str) -> str:
+    """A tag pattern as a regular expression of a whole tag: ``*`` any run of characters, ``?``
+    one character, every other character itself (``[Sale]`` is that tag, not, as in a shell,
+    one of the letters S, a, l, e)."""
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return f"(?s:{body})\\Z"
+
+
 @functools.lru_cache(maxsize=256)
 def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
     # cached: a request's include / exclude patterns apply to each of its products in turn
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+    return re.compile("|".join(f"(?:{pattern_regex(p)})" for p in patterns))
 
 
 def _line_of(text: str, key: str | None, entry: Any) -> int | None:
@@ -247,8 +255,8 @@ class Rules:
         found: list[str | None] = []
         for key in ("deny", "allow"):
             for pattern in getattr(self, key):
-                rx = re.compile(fnmatch.translate(pattern))
-                loose = re.compile(fnmatch.translate(pattern.casefold()))
+                rx = re.compile(pattern_regex(pattern))
+                loose = re.compile(pattern_regex(pattern.casefold()))
                 found.append(report(key, pattern, rx.match, loose.match))
         for source in self.rename:
             if source in self._steps:  # a step of a chain: tags renamed into it pass through

@@ -57,6 +57,10 @@ def test_apply_on_hand_made_suggestions() -> None:
     assert [x.tag for x in narrowed] == ["color:Blue", "color:Green", "Toys"]
     only = Rules(allow=["Toys*"]).apply(ranked)
     assert [x.tag for x in only] == ["Toys"]
+    # * and ? are the wildcards; brackets and other characters are themselves
+    marked = [s("[Sale]", 0.9), s("S", 0.8), s("a.b", 0.7), s("axb", 0.6), s("Size 1", 0.5)]
+    kept = Rules(deny=["[Sale]", "a.b", "Size ?"]).apply(marked)
+    assert [x.tag for x in kept] == ["S", "axb"]
     # a request's patterns apply to each of its products: compiled once, not once a product
     from labelrec.rules import _compiled
 
