@@ -110,7 +110,15 @@ def test_overrides_parameter_splits_like_a_shell() -> None:
         "train.epochs=1",
         "model.backbone=/a b/c",
     ]
-    assert steps.split_overrides(["a=1 b=2", "c=3"]) == ["a=1", "b=2", "c=3"]
+    # a list is split already (the main step hands its own on to the train step): as it is
+    given = "'data.tag_columns=[tags, brand]' 'data.holdout=[\"a b.jsonl\"]' train.epochs=1"
+    items = steps.split_overrides(given)
+    assert items == [
+        "data.tag_columns=[tags, brand]",
+        'data.holdout=["a b.jsonl"]',
+        "train.epochs=1",
+    ]
+    assert steps.split_overrides(items) == items
 
 
 def _conda_pip(conda: dict) -> list[str]:

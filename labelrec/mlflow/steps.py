@@ -86,14 +86,12 @@ def _opt(value: str | None) -> str | None:
 
 
 def split_overrides(overrides: str | list[str] | None) -> list[str]:
-    """``"a.b=1 c='x y'"`` -> ``["a.b=1", "c=x y"]`` (one MLproject string parameter)."""
+    """``"a.b=1 c='x y'"`` -> ``["a.b=1", "c=x y"]`` (one MLproject string parameter); a list
+    is overrides already split, one an item (``["c=x y"]``), and comes back as it is."""
     if not overrides:
         return []
     if isinstance(overrides, list):
-        out: list[str] = []
-        for item in overrides:
-            out += split_overrides(item)
-        return out
+        return list(overrides)
     return shlex.split(overrides)
 
 
