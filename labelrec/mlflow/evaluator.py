@@ -41,6 +41,7 @@ from mlflow.tracking.artifact_utils import get_artifact_uri
 from labelrec import metrics
 from labelrec.data import is_missing, tag_cell, tag_key
 from labelrec.evaluate import Evaluation
+from labelrec.mlflow.flavor import text_inputs
 
 MODEL_TYPES = ("labelrec", "multilabel")
 KS = (1, 3, 5)
@@ -335,15 +336,6 @@ def _params_schema(model: Any) -> set[str]:
     return {p.name for p in schema.params} if schema is not None else set()
 
 
-def _features(data: Any) -> Any:
-    """The model's input columns, as text: a column a CSV left empty is read as float64 NaN
-    (or Int64 NA after ``convert_dtypes``), which the signature's string type refuses."""
-    if isinstance(data, pd.DataFrame) and "title" in data.columns:
-        cols = data[[c for c in ("title", "description") if c in data.columns]]
-        return cols.astype(object).where(cols.notna(), None)
-    return data
-
-
 def unmatched_gold_warning(gold: list[list[str]], ranked: Ranked, delimiter: str) -> str | None:
     """A warning when no gold tag is among the model's ranked tags of any product (every
     metric is then 0): the usual cause is gold tags joined by another delimiter."""
@@ -374,7 +366,7 @@ def predict_ranked(
     Other models with a ``threshold`` param are asked twice (``threshold=0`` for the ranking, their
     default for the decisions); models without one once (their output is both).
     """
-    features = _features(data)
+    features = text_inputs(data)
     accepted = _params_schema(model)
     rec = _labelrec_recommender(model)
     if "threshold" not in accepted:

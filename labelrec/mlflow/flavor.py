@@ -120,6 +120,16 @@ def default_pip_requirements() -> list[str]:
     return ([f"--extra-index-url {TORCH_CPU_INDEX}"] if cpu_torch else []) + pins
 
 
+def text_inputs(data: Any) -> Any:
+    """A frame's input columns (``title``, ``description``), as text: a column a CSV left empty
+    is read as float64 NaN (or Int64 NA after ``convert_dtypes``), which the signature's string
+    type refuses; other data as it is."""
+    if isinstance(data, pd.DataFrame) and "title" in data.columns:
+        cols = data[[c for c in ("title", "description") if c in data.columns]]
+        return cols.astype(object).where(cols.notna(), None)
+    return data
+
+
 def model_signature() -> ModelSignature:
     """Inputs ``title`` (required), ``description``; params ``limit``, ``threshold``;
     output ``tags``: a list of ``{tag, score, known}`` per product, best first."""
@@ -251,9 +261,8 @@ def save_model(
         if input_example is None:
             input_example = default_input_example()
         elif isinstance(input_example, pd.DataFrame) and "title" in input_example.columns:
-            # an evaluation frame may carry gold tags or ids: keep the signature's columns
-            keep = [c for c in ("title", "description") if c in input_example.columns]
-            input_example = input_example[keep].reset_index(drop=True)
+            # an evaluation frame may carry gold tags or ids: the signature's columns, as text
+            input_example = text_inputs(input_example).reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp:
         staged = _copy_model_dir(model_dir, Path(tmp) / MODEL_SUBPATH)
         mlflow.pyfunc.save_model(
