@@ -28,7 +28,7 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 _LOGGED_MODEL = re.compile(r"^models:/m-[0-9a-f]+/?$")
 
 
-def _in_registry(reference: str) -> bool:
+def in_registry(reference: str) -> bool:
     """A Model Registry reference (``models:/name/3``, ``models:/name@alias``), not a logged
     model's own ``models:/m-<id>``."""
     return reference.startswith("models:/") and not _LOGGED_MODEL.match(reference)
@@ -140,7 +140,7 @@ class ResolvedModel:
 def registry_version(reference: str) -> str:
     """The version a ``models:/`` reference names now (an alias resolved), without downloading;
     for other references the same as :func:`resolve`'s ``version``, cheaply."""
-    if _in_registry(reference):
+    if in_registry(reference):
         use_tracking_uri(reference)
         from labelrec.mlflow.registry import model_version_info
 
@@ -169,7 +169,7 @@ def resolve(reference: str | Path, dst_path: str | Path | None = None) -> Resolv
     use_tracking_uri(text)
     info: dict[str, Any] = {"kind": "registry", "version": text, "uri": text}
     uri = text
-    if _in_registry(text):
+    if in_registry(text):
         from labelrec.mlflow.registry import model_version_info
 
         info.update(model_version_info(text))

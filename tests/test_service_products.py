@@ -336,6 +336,15 @@ def test_index_logged_with_the_champion_is_served(
     assert logged["model_version"] == int(version.version) and logged["n_products"] == 50
     local = download_index(f"models:/labelrec/{version.version}")
     assert (local / "manifest.json").is_file()
+    # a logged model that is not registered (models:/m-<id>): the run that logged it
+    from labelrec.mlflow import log_model
+    from labelrec.mlflow.index import index_uri
+
+    with mlflow.start_run() as run:
+        unregistered = log_model(trained_model_dir, name="tagger").model_uri
+    assert unregistered.startswith("models:/m-") and index_uri(unregistered) is None
+    logged = log_index(service_index, unregistered)
+    assert (logged["run_id"], logged["model_version"]) == (run.info.run_id, None)
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))

@@ -6,8 +6,9 @@ and tags the version with ``labelrec.index`` (the artifact URI) and ``labelrec.i
 ``index_uri(model_uri)`` reads the tag back; ``download_index`` fetches the directory, which is
 how the BentoML service finds the index that belongs to the champion it serves.
 
-For a model that is not registered (a run's model, a local directory) the index goes to the run
-given by ``run_id``, or to a new run of the ``labelrec`` experiment.
+For a model that is not registered the index goes to the run given by ``run_id``, else to the
+run that logged it (a logged model's ``models:/m-<id>``), else to a new run of the ``labelrec``
+experiment (a local directory, a run's model).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import mlflow
 
 from labelrec.mlflow.registry import RegistryError, model_version_info
+from labelrec.opener import in_registry
 
 INDEX_TAG = "labelrec.index"
 INDEX_ARTIFACT_PATH = "index"
@@ -41,18 +43,21 @@ def log_index(
     """Log ``index_dir`` with the model it came from; returns where it went.
 
     ``model_uri`` ``models:/name/version`` or ``models:/name@alias``: artifacts of that
-    version's run and a ``labelrec.index`` tag on the version. Otherwise ``run_id`` (or a new
-    run) gets the artifacts and the model source as a tag.
+    version's run and a ``labelrec.index`` tag on the version. Otherwise ``run_id`` (else the
+    run that logged the model ``models:/m-<id>``, else a new run) gets the artifacts and the
+    model source as a tag.
     """
     index_dir = Path(index_dir)
     manifest = _manifest(index_dir)
     client = mlflow.MlflowClient()
     version = None
-    if model_uri and model_uri.startswith("models:/"):
+    if model_uri and in_registry(model_uri):
         info = model_version_info(model_uri)
         if not info.get("run_id"):
             raise RegistryError(f"{model_uri}: the model version has no run to log the index to")
         run_id, version = info["run_id"], info
+    elif model_uri and model_uri.startswith("models:/") and run_id is None:
+        run_id = mlflow.get_logged_model(model_uri[len("models:/") :].strip("/")).source_run_id
     if run_id is None:
         experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
         if not experiment_id:
@@ -79,8 +84,8 @@ def log_index(
 
 
 def index_uri(model_uri: str) -> str | None:
-    """The index logged with a registered model version (``models:/...``), or None."""
-    if not model_uri.startswith("models:/"):
+    """The index logged with a registered model version (``models:/name...``), or None."""
+    if not in_registry(model_uri):
         return None
     return (model_version_info(model_uri).get("tags") or {}).get(INDEX_TAG) or None
 
