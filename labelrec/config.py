@@ -374,7 +374,8 @@ class TrainConfig:
             " product scored by a model that did not train on it) instead of on valid alone (1);"
             " K trainings on (K - 1) / K of the products instead of one on train. auto: 2 for a"
             " tagger's refit without the tag generator up to 50 million labelled products x tags"
-            " (the pooled tuning's memory), else 1 (docs/results.md: two folds rank"
+            " (the pooled tuning's memory) whose titles are not all variants of one, else 1"
+            " (docs/results.md: two folds rank"
             " better on amazon_uk_toys, decide better on zh_taobao (F1), the same on"
             " amazon_in_sales, for 1.4 to 2.4 times the training time of 1)."
         },

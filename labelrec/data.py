@@ -1436,11 +1436,23 @@ def near_duplicate_key(title: str) -> str:
     return " ".join(re.sub(r"[\W\d_]+", " ", title.lower()).split())
 
 
+def title_groups(products: Sequence[Product]) -> int:
+    """How many groups of near-duplicate titles ``products`` make: the most folds they split
+    into (``grouped_folds``)."""
+    return len({near_duplicate_key(p.title) for p in products})
+
+
 def grouped_folds(products: Sequence[Product], k: int, seed: int) -> list[np.ndarray]:
     """Held-out indices of ``k`` folds, near-duplicate titles grouped (scikit-learn's
-    GroupKFold)."""
+    GroupKFold); a ValueError when the titles make fewer than ``k`` groups."""
     from sklearn.model_selection import GroupKFold
 
     groups = [near_duplicate_key(p.title) for p in products]
+    if len(set(groups)) < k:
+        raise ValueError(
+            f"{k} folds need {k} products whose titles differ by more than case, digits and"
+            f" punctuation (variants stay in one fold); these {len(products)} have"
+            f" {len(set(groups))}"
+        )
     splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [test for _, test in splitter.split(np.zeros(len(products)), groups=groups)]

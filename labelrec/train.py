@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from labelrec import data as data_mod
 from labelrec import metrics
-from labelrec.config import Config, checked, config_to_dict
+from labelrec.config import Config, ConfigError, checked, config_to_dict
 from labelrec.evaluate import evaluate_scores_on, new_tag_threshold
 from labelrec.flops import StepFlops
 from labelrec.fusion import FUSION_WEIGHTS, FusionInputs
@@ -1360,10 +1360,30 @@ def remove_checkpoints(output: Path) -> list[Path]:
 def settle_auto_folds(cfg: Config, splits: Splits) -> Config:
     """``cfg`` with ``train.tuning_folds: auto`` set to 1 where two folds' pooled tuning would
     hold more than ``AUTO_FOLDS_MAX_CELLS`` products x tags (train + valid by the vocabulary of
-    ``data.min_tag_count``); else ``cfg`` itself. The run then records the 1 it trained with."""
-    if cfg.train.tuning_folds != "auto" or cfg.tuning_fold_count == 1:
+    ``data.min_tag_count``), or where train + valid's titles make fewer than two groups of
+    near-duplicates (variants of one title stay in one fold); else ``cfg`` itself. The run then
+    records the 1 it trained with. A number of folds above the groups is a ``ConfigError``."""
+    if cfg.tuning_fold_count == 1:
         return cfg
     pool = refit_products(splits)
+    groups = data_mod.title_groups(pool)
+    if groups < cfg.tuning_fold_count:
+        if cfg.train.tuning_folds != "auto":
+            raise ConfigError(
+                f"train.tuning_folds={cfg.tuning_fold_count}: the {len(pool)} products of train"
+                f" + valid have {groups} titles that differ by more than case, digits and"
+                f" punctuation, and each fold holds whole groups of such variants: set"
+                f" train.tuning_folds to at most {groups}, or 1 (tune on valid)"
+            )
+        logger.warning(
+            "train.tuning_folds auto: the %d products of train + valid have %d titles that differ"
+            " by more than case, digits and punctuation, too few for two folds: tuning on valid",
+            len(pool),
+            groups,
+        )
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tuning_folds=1))
+    if cfg.train.tuning_folds != "auto":
+        return cfg
     n_tags = len(data_mod.TagVocab.from_products(pool, cfg.data.min_tag_count))
     if len(pool) * n_tags <= AUTO_FOLDS_MAX_CELLS:
         return cfg

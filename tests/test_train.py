@@ -1349,3 +1349,34 @@ def test_training_bars_in_a_log_file_are_a_few_lines(
     frames = err.count("\r") + err.count("\n")
     steps = cfg.train.epochs * 30  # more than 30 batches an epoch at batch size 2
     assert "epoch 1/" in err and frames < steps / 3, frames
+
+
+def test_variants_of_one_title_are_tuned_on_valid_not_split_into_folds(
+    tiny_backbone: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Products whose titles differ only by digits (models, sizes) make one group, which no
+    two folds can split: auto tunes on valid, a number of folds is refused by name."""
+    from conftest import tiny_config
+
+    from labelrec.config import ConfigError
+    from labelrec.train import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, numbers in (("train", range(20)), ("valid", range(100, 104))):
+        rows = [
+            {"id": f"{name}{i}", "title": f"Phone case model {i}", "tags": ["Cases", f"b{i % 2}"]}
+            for i in numbers
+        ]
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    extra = ("train.refit=true", "train.epochs=1")
+    with pytest.raises(ConfigError, match=r"train.tuning_folds=2: the 24 products .* have 1 title"):
+        train(tiny_config(tiny_backbone, data, tmp_path / "m2", *extra, "train.tuning_folds=2"))
+    with caplog.at_level("WARNING", logger="labelrec.train"):
+        result = train(
+            tiny_config(tiny_backbone, data, tmp_path / "m", *extra, "train.tuning_folds=auto"),
+            progress=False,
+        )
+    assert "too few for two folds: tuning on valid" in caplog.text
+    info = json.loads((result.output / "labelrec.json").read_text(encoding="utf-8"))
+    assert info["valid_source"].endswith("valid.jsonl")  # tuned on valid, not out of fold
