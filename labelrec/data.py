@@ -391,12 +391,22 @@ def expand_hierarchy(tag: str, sep: str) -> list[str]:
     >>> expand_hierarchy("Toys > Puzzles > Jigsaw", " > ")
     ['Toys', 'Toys > Puzzles', 'Toys > Puzzles > Jigsaw']
 
-    Levels are stripped and empty levels dropped; a tag without ``sep`` is returned alone.
+    Levels are stripped and empty levels dropped, also where the tag's whitespace was trimmed
+    or collapsed around a separator at an end or one given twice (``"> Toys >  > Puzzles >"``
+    is ``Toys > Puzzles``); a tag without ``sep`` is returned alone.
     """
     if not sep:
         raise ValueError("expand_hierarchy: the separator must not be empty")
-    levels = [part.strip() for part in tag.split(sep)]
-    levels = [part for part in levels if part]
+    core = sep.strip() if sep.strip() != sep else ""  # ">" of " > ", left at a trimmed end
+    levels = []
+    for part in tag.split(sep):
+        part = part.strip()
+        while core and part.startswith(core):
+            part = part[len(core) :].lstrip()
+        while core and part.endswith(core):
+            part = part[: -len(core)].rstrip()
+        if part:
+            levels.append(part)
     return [sep.join(levels[: i + 1]) for i in range(len(levels))]
 
 

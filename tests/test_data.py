@@ -351,6 +351,17 @@ def test_expand_hierarchy():
     assert expand_hierarchy("Toys", " > ") == ["Toys"]
     assert expand_hierarchy("Toys >  > Puzzles > ", " > ") == ["Toys", "Toys > Puzzles"]
     assert expand_hierarchy("a|b", "|") == ["a", "a|b"]
+    assert expand_hierarchy("Age 3>5 > Kids", " > ") == ["Age 3>5", "Age 3>5 > Kids"]
+
+
+def test_category_paths_with_a_separator_at_an_end_or_twice_read_as_their_levels(tmp_path):
+    """A catalog's tags are trimmed and their spaces collapsed before the path is split: a
+    separator at an end or given twice still leaves no empty level nor a stray mark."""
+    path = tmp_path / "cat.jsonl"
+    tags = ["Toys > ", " > Toys > Puzzles", "Toys >  > Jigsaw"]
+    path.write_text(json.dumps({"id": "1", "title": "x", "tags": tags}) + "\n", encoding="utf-8")
+    (product,) = read_catalog(path, DataConfig(hierarchy_separator=" > ")).products
+    assert product.tags == ["Toys", "Toys > Puzzles", "Toys > Jigsaw"]
 
 
 def test_tags_prefix_hierarchy_only_unprefixed_and_dedupe(tmp_path):
