@@ -662,7 +662,7 @@ def tune_fusion(
     scores at those weights and a report of the parts and weights."""
     lx = cfg.lexical
     y = vocab.encode(inputs.products)
-    parents = fusion.parents if lx.ancestor_consistency else None
+    parents = fusion.parents if fusion.ancestor_consistency else None
     report: dict[str, float] = {"neural_objective": objective(y, inputs.neural)}
     knn = inputs.tfidf if inputs.tfidf is not None else np.zeros_like(inputs.neural)
     if inputs.tfidf is not None:

@@ -1639,7 +1639,9 @@ def tune_by_folds(
     tags = vocab.tags
     lx = cfg.lexical
     separator = data_mod.category_separator(cfg)
-    fusion = Fusion(None, 0.5, parent_index(tags, separator), separator, lx.ancestor_consistency)
+    # without the lexical voters a model has no fusion and serves its neural scores as they are
+    consistent = lx.enabled and lx.ancestor_consistency
+    fusion = Fusion(None, 0.5, parent_index(tags, separator), separator, consistent)
     logger.info(
         "tuning the fusion weights on %d out-of-fold products x %d tags",
         len(pooled.products),

@@ -1380,3 +1380,20 @@ def test_variants_of_one_title_are_tuned_on_valid_not_split_into_folds(
     assert "too few for two folds: tuning on valid" in caplog.text
     info = json.loads((result.output / "labelrec.json").read_text(encoding="utf-8"))
     assert info["valid_source"].endswith("valid.jsonl")  # tuned on valid, not out of fold
+
+
+def test_without_lexical_voters_the_folds_tune_on_the_scores_the_model_serves(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """A model without the lexical voters has no fusion: it serves its neural scores as they
+    are, a child above its parent at times, and the tuning by folds takes them as they are."""
+    from conftest import tiny_config
+
+    from labelrec.taxonomy import ancestor_consistent, parent_index
+    from labelrec.train import train
+
+    extra = ("lexical.enabled=false", "train.refit=true", "train.tuning_folds=2")
+    result = train(tiny_config(tiny_backbone, toy_data_dir, tmp_path / "m", *extra), progress=False)
+    scores = result.valid_scores  # the out-of-fold scores the thresholds were tuned on
+    raised = ancestor_consistent(scores, parent_index(result.vocab.tags, " > "))
+    assert (raised > scores + 1e-6).any()  # not raised to their children's
