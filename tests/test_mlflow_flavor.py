@@ -114,6 +114,17 @@ def test_save_model_layout(trained_model_dir: Path, tmp_path: Path) -> None:
     assert (cpu_index in lines) == torch.__version__.endswith("+cpu")
     assert any(r.startswith("transformers==") for r in reqs)
     assert not any(r.startswith(("bentoml", "labelrec", "pytest", "uv", "httptools")) for r in reqs)
+    # extra requirements join labelrec's own; a conda environment replaces them, as in MLflow
+    lrm.save_model(trained_model_dir, tmp_path / "extra", extra_pip_requirements=["requests>=2"])
+    extra = (tmp_path / "extra" / "requirements.txt").read_text().splitlines()
+    assert extra[-1] == "requests>=2" and extra[:-1] == lines
+    env = {"name": "x", "dependencies": ["python=3.11", {"pip": ["labelrec", "requests"]}]}
+    lrm.save_model(trained_model_dir, tmp_path / "conda", conda_env=env)
+    conda_reqs = (tmp_path / "conda" / "requirements.txt").read_text().split()
+    assert [r for r in conda_reqs if not r.startswith("mlflow")] == ["labelrec", "requests"]
+    with pytest.raises(ValueError, match="not both"):
+        lrm.save_model(trained_model_dir, tmp_path / "x", pip_requirements=["a"],
+                       extra_pip_requirements=["b"])  # fmt: skip
 
 
 def test_register_load_by_alias_matches_suggest(
@@ -344,13 +355,13 @@ def test_pyfunc_reads_a_number_as_a_title_and_a_describer_refuses_a_mapping_of_t
         _describe_records(frame)
 
 
-def test_evaluator_features_are_text_where_a_csv_left_a_column_empty() -> None:
-    from labelrec.mlflow.evaluator import _features
+def test_input_columns_are_text_where_a_csv_left_a_column_empty() -> None:
+    from labelrec.mlflow.flavor import text_inputs
 
     read = pd.read_csv(io.StringIO("title,description\nLEGO police,\nHornby train,\n"))
     assert read["description"].dtype == float
     for frame in (read, read.convert_dtypes()):
-        features = _features(frame)
+        features = text_inputs(frame)
         assert features["description"].tolist() == [None, None]
         assert features["title"].tolist() == ["LEGO police", "Hornby train"]
 

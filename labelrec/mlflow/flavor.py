@@ -217,15 +217,22 @@ def save_model(
     pip_requirements: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
     mlflow_model: Model | None = None,
+    extra_pip_requirements: list[str] | None = None,
+    conda_env: dict[str, Any] | str | None = None,
 ) -> Model:
     """Save a labelrec model directory as an MLflow model at ``path``.
 
     ``input_example`` defaults to two products; ``signature`` to `model_signature`;
-    ``pip_requirements`` to `default_pip_requirements`.
+    ``pip_requirements`` to `default_pip_requirements`, which ``extra_pip_requirements``
+    extends; ``conda_env`` (a dict or a YAML file) replaces both, as in MLflow's flavors.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"model directory {model_dir} does not exist")
+    if pip_requirements is not None and extra_pip_requirements is not None:
+        raise ValueError("give pip_requirements or extra_pip_requirements, not both")
+    if conda_env is not None and (pip_requirements or extra_pip_requirements) is not None:
+        raise ValueError("conda_env replaces pip_requirements: give one of them")
     describer = describer_info(model_dir)
     if mlflow_model is None:
         mlflow_model = Model()
@@ -263,6 +270,10 @@ def save_model(
         elif isinstance(input_example, pd.DataFrame) and "title" in input_example.columns:
             # an evaluation frame may carry gold tags or ids: the signature's columns, as text
             input_example = text_inputs(input_example).reset_index(drop=True)
+    requirements = None
+    if conda_env is None:
+        requirements = pip_requirements or default_pip_requirements()
+        requirements = [*requirements, *(extra_pip_requirements or [])]
     with tempfile.TemporaryDirectory() as tmp:
         staged = _copy_model_dir(model_dir, Path(tmp) / MODEL_SUBPATH)
         mlflow.pyfunc.save_model(
@@ -272,7 +283,8 @@ def save_model(
             code_paths=[str(Path(__file__).resolve().parents[1])],
             signature=signature or model_signature(),
             input_example=input_example,
-            pip_requirements=pip_requirements or default_pip_requirements(),
+            pip_requirements=requirements,
+            conda_env=conda_env,
             mlflow_model=mlflow_model,
         )
     _check_layout(Path(path))
@@ -296,7 +308,8 @@ def log_model(
     """Log a labelrec model directory as an MLflow (logged) model, in the active run if any.
 
     ``kwargs`` go to ``mlflow.models.Model.log`` (``signature``, ``pip_requirements``,
-    ``metadata``, ``tags``, ``params``, ``await_registration_for``...). A describer directory
+    ``extra_pip_requirements``, ``conda_env``, ``metadata``, ``tags``, ``params``,
+    ``await_registration_for``...). A describer directory
     is logged as a describer.
     """
     if describer_info(Path(model_dir)) is None:
