@@ -246,6 +246,13 @@ def test_register_challenger_tags_and_version_info(
         assert second.run_id == run.info.run_id
         assert mlflow.active_run() is not None
     assert model_version_info("models:/labelrec@challenger")["version"] == 2
+    # latest: the highest version, as MLflow's own loaders read it
+    from labelrec.opener import registry_version
+
+    assert model_version_info("models:/labelrec/latest")["version"] == 2
+    assert registry_version("models:/labelrec/latest") == "2"
+    with pytest.raises(ModelError, match="'nobody'"):
+        model_version_info("models:/nobody/latest")
 
 
 @pytest.mark.filterwarnings("ignore:Add type hints:UserWarning")

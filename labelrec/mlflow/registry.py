@@ -181,8 +181,12 @@ def version_description(version_tags: dict[str, str]) -> str:
 
 
 def _parse_models_uri(model_uri: str) -> tuple[str, str | None, str | None]:
-    """(name, version, alias) of ``models:/name/version`` or ``models:/name@alias``."""
-    expected = f"expected models:/<name>/<version> or models:/<name>@<alias>, got {model_uri!r}"
+    """(name, version, alias) of ``models:/name/version`` or ``models:/name@alias``; the
+    version of ``models:/name/latest`` is ``"latest"``."""
+    expected = (
+        "expected models:/<name>/<version>, models:/<name>/latest or models:/<name>@<alias>,"
+        f" got {model_uri!r}"
+    )
     if not model_uri.startswith("models:/"):
         raise ValueError(expected)
     rest = model_uri[len("models:/") :].strip("/")
@@ -190,7 +194,7 @@ def _parse_models_uri(model_uri: str) -> tuple[str, str | None, str | None]:
         name, alias = rest.rsplit("@", 1)
         return name, None, alias
     name, sep, version = rest.rpartition("/")
-    if not sep or not version.isdigit():
+    if not sep or not (version.isdigit() or version == "latest"):
         raise ValueError(expected)
     return name, version, None
 
@@ -227,9 +231,15 @@ def _last_promoted(client: Any, name: str, other_than: str) -> ModelVersion | No
 
 
 def _get_version(client: Any, name: str, version: str | None, alias: str | None) -> ModelVersion:
+    """The version an alias, a number or ``latest`` (the highest number) names."""
     try:
         if alias is not None:
             return client.get_model_version_by_alias(name, alias)
+        if version == "latest":
+            found = client.search_model_versions(f"name = '{name}'")
+            if not found:
+                raise RegistryError(f"registered model {name!r} has no version")
+            return max(found, key=lambda mv: int(mv.version))
         return client.get_model_version(name, version)
     except MlflowException as err:
         what = f"@{alias}" if alias is not None else f"version {version}"
