@@ -82,15 +82,28 @@ def read_output(path: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    ("source", "target"), [("jsonl", "parquet"), ("csv", "csv"), ("parquet", "jsonl")]
+    ("source", "target", "model"),
+    [
+        ("jsonl", "parquet", "registered"),
+        ("csv", "csv", "registered"),
+        ("parquet", "jsonl", "registered"),
+        ("jsonl", "jsonl", "directory"),  # a `labelrec train` directory, as the MLproject says
+    ],
 )
 def test_batch_step_scores_every_product_like_labelrec(
-    registered, expected, tmp_path: Path, source: str, target: str
+    registered,
+    expected,
+    trained_model_dir: Path,
+    tmp_path: Path,
+    source: str,
+    target: str,
+    model: str,
 ) -> None:
     in_path = write_input(source, tmp_path)
     out_path = tmp_path / f"out.{target}"
+    uri = registered["uri"] if model == "registered" else str(trained_model_dir)
     summary = steps.run_batch(
-        registered["uri"], str(in_path), str(out_path), chunk_size=7, limit=LIMIT, progress=False
+        uri, str(in_path), str(out_path), chunk_size=7, limit=LIMIT, progress=False
     )
     assert summary["n_products"] == len(expected)
     rows = read_output(out_path)
@@ -104,7 +117,7 @@ def test_batch_step_scores_every_product_like_labelrec(
     run = mlflow.get_run(summary["run_id"])
     assert run.data.tags["labelrec.step"] == "batch"
     assert run.data.metrics["n_products"] == len(expected)
-    assert run.data.params["model_uri"] == registered["uri"]
+    assert run.data.params["model_uri"] == uri
 
 
 def test_batch_predicts_one_chunk_at_a_time(
@@ -169,6 +182,9 @@ def test_evaluate_step_logs_metrics_files_and_model(
     scores, _ = rec.predict_scores(products)
     want = evaluate_scores_on(scores, products, rec.vocab, rec.tag_thresholds).metrics
     assert summary["metrics"]["nDCG@3"] == pytest.approx(want["nDCG@3"], abs=1e-6)
+    # a `labelrec train` directory is read as it is
+    direct = steps.run_evaluate(str(trained_model_dir), str(valid))["metrics"]
+    assert direct["nDCG@3"] == pytest.approx(want["nDCG@3"], abs=1e-6)
     client = mlflow.MlflowClient()
     run = client.get_run(summary["run_id"])
     assert run.data.metrics["nDCG_at_3"] == pytest.approx(want["nDCG@3"], abs=1e-6)

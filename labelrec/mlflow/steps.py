@@ -44,7 +44,7 @@ from labelrec.config import (
     score_argument,
 )
 from labelrec.mlflow import store, tracking
-from labelrec.mlflow.flavor import FLAVOR_NAME, destination_for, log_model
+from labelrec.mlflow.flavor import FLAVOR_NAME, destination_for, log_model, save_model
 from labelrec.modeldir import DiskFull, free_bytes, output_lock
 from labelrec.opener import downloads_in
 
@@ -130,9 +130,43 @@ def _check_tagger(model: Any, model_uri: str, step: str) -> None:
         )
 
 
+def _trained_dir(model_uri: str) -> Path | None:
+    """The folder ``model_uri`` names when it is a model directory written by ``labelrec
+    train`` (no MLmodel file); None for an MLflow URI or an MLflow model's folder."""
+    from labelrec.opener import is_model_uri, local_path
+
+    if is_model_uri(model_uri):
+        return None
+    path = local_path(model_uri)
+    return path if path.is_dir() and not (path / "MLmodel").is_file() else None
+
+
+@contextmanager
+def _as_mlflow_model(model_uri: str) -> Iterator[str]:
+    """``model_uri`` as MLflow loads it: a ``labelrec train`` directory is saved as an MLflow
+    model in a temporary folder for the block (``flavor.save_model``: what logging it would
+    write)."""
+    trained = _trained_dir(model_uri)
+    if trained is None:
+        yield model_uri
+        return
+    with tempfile.TemporaryDirectory(prefix="labelrec-step-") as tmp:
+        staged = Path(tmp) / "model"
+        save_model(trained, staged)
+        yield str(staged)
+
+
 def _refuse_describer(model_uri: str, step: str) -> None:
     """``_check_tagger`` from the logged model's MLmodel file, before its weights are
-    downloaded and loaded (a URI without one is left to the loading, which names the problem)."""
+    downloaded and loaded (a URI without one is left to the loading, which names the problem),
+    or from a ``labelrec train`` directory's own files."""
+    trained = _trained_dir(model_uri)
+    if trained is not None:
+        from labelrec.describe import is_describer_dir
+
+        if is_describer_dir(trained):
+            raise _describer_error(model_uri, step)
+        return
     try:
         flavor = mlflow.models.get_model_info(model_uri).flavors.get(FLAVOR_NAME, {})
     except Exception as err:
@@ -377,6 +411,7 @@ def run_evaluate(
     from labelrec.data import read_catalog
     from labelrec.evaluate import EvaluationStream
     from labelrec.mlflow import load_model
+    from labelrec.opener import open_tagger
 
     with step_run("evaluate") as run:
         run_id = run.info.run_id
@@ -394,7 +429,8 @@ def run_evaluate(
             logger.debug("no model version info for %s: %s", model_uri, err)
             tracker_tags = {}
         _refuse_describer(model_uri, "evaluate")  # before the weights load
-        recommender = load_model(model_uri)
+        trained = _trained_dir(model_uri)  # a `labelrec train` directory: read as it is
+        recommender = load_model(model_uri) if trained is None else open_tagger(trained)
         _check_tagger(recommender, model_uri, "evaluate")
         data_cfg = reading_data_config(config, split_overrides(overrides), recommender.info)
         catalog = read_catalog(data, data_cfg)
@@ -506,7 +542,7 @@ def run_batch(
     if chunk_size < 1:
         raise ValueError("batch: chunk_size must be >= 1")
     check_score_paths(input, output)  # before the model loads
-    with step_run("batch") as run:
+    with step_run("batch") as run, contextlib.ExitStack() as stack:
         run_id = run.info.run_id
         tracking.log_params(
             run_id,
@@ -520,7 +556,8 @@ def run_batch(
             },
         )
         _refuse_describer(model_uri, "batch")  # before the weights load
-        model = mlflow.pyfunc.load_model(model_uri, dst_path=destination_for(model_uri))
+        uri = stack.enter_context(_as_mlflow_model(model_uri))  # kept while the model scores
+        model = mlflow.pyfunc.load_model(uri, dst_path=destination_for(uri))
         _check_tagger(getattr(_unwrap(model), "recommender", None), model_uri, "batch")
         info = getattr(getattr(_unwrap(model), "recommender", None), "info", None)
         data_cfg = reading_data_config(config, split_overrides(overrides), info)
