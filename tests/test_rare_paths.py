@@ -403,6 +403,8 @@ def test_store_command_lists_the_registered_versions_and_an_unchanged_champion(
     eval_file = write_jsonl(toy_catalog(1), tmp_path / "eval.jsonl")
     d = promote("labelrec", eval_file)  # @challenger is @champion: nothing to compare
     assert not d.promoted and d.reason == f"version {version} already is @champion"
+    with pytest.raises(FileNotFoundError, match="catalog .*nope.jsonl does not exist"):
+        promote("labelrec", tmp_path / "nope.jsonl")  # a wrong path is said all the same
     assert store.main(["--model", "labelrec"]) == 0
     out = capsys.readouterr().out
     assert f"model:        labelrec version {version} @challenger @champion (promotion: -)" in out

@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 
 from labelrec import metrics
 from labelrec.config import DataConfig, model_data_config
-from labelrec.data import read_catalog
+from labelrec.data import check_catalog_file, read_catalog
 from labelrec.describe import DESCRIBER_KIND
 from labelrec.mlflow.evaluator import KS, PER_PRODUCT, metric_key, register_evaluator
 from labelrec.mlflow.flavor import describer_info, destination_for, labelrec_version, log_model
@@ -479,6 +479,7 @@ def promote(
     raises `RegistryError` and moves no alias.
     """
     metric = _canonical(metric)
+    check_catalog_file(data)  # also where the challenger already is the champion
     client = mlflow.MlflowClient()
     challenger = _get_version(client, name, None, challenger_alias)
     if (challenger.tags or {}).get(KIND_TAG) == DESCRIBER_KIND:
