@@ -424,10 +424,13 @@ class TagTrainer:
         self.valid_products = splits.valid
         self.y_valid = self.vocab.encode(self.valid_products)
         if self.valid_products and self.y_valid.nnz == 0:
+            hint = "give a valid split from the same catalog"
+            if " (fold " in splits.valid_source:  # a tuning fold the user did not choose
+                hint = "too few products to tune by folds: train.tuning_folds=1 tunes on valid"
             raise ValueError(
                 f"{splits.valid_source}: none of its {len(self.valid_products)} products has a tag"
                 f" that the training products of {splits.train_source} have: nothing to tune or"
-                " measure on (give a valid split from the same catalog)"
+                f" measure on ({hint})"
             )
 
         if cfg.generate.enabled:  # a generator that cannot load fails now, not after the tagger

@@ -1397,3 +1397,28 @@ def test_without_lexical_voters_the_folds_tune_on_the_scores_the_model_serves(
     scores = result.valid_scores  # the out-of-fold scores the thresholds were tuned on
     raised = ancestor_consistent(scores, parent_index(result.vocab.tags, " > "))
     assert (raised > scores + 1e-6).any()  # not raised to their children's
+
+
+def test_a_fold_without_a_known_tag_says_how_to_tune_instead(
+    tiny_backbone: Path, tmp_path: Path
+) -> None:
+    """Products too few for folds: a fold whose held-out products share no tag with its
+    training half is no user's valid split; the error says to tune on valid instead."""
+    from conftest import tiny_config
+
+    from labelrec.train import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = {
+        "train": [("alpha kite", "Kites"), ("beta ball", "Balls")],
+        "valid": [("gamma doll", "Dolls")],
+    }
+    for name, items in rows.items():
+        lines = [json.dumps({"id": t, "title": t, "tags": [tag]}) + "\n" for t, tag in items]
+        (data / f"{name}.jsonl").write_text("".join(lines))
+    extra = ("train.refit=true", "train.tuning_folds=2", "train.epochs=1")
+    with pytest.raises(
+        ValueError, match=r"\(fold \d of 2\): .*train.tuning_folds=1 tunes on valid"
+    ):
+        train(tiny_config(tiny_backbone, data, tmp_path / "m", *extra), progress=False)
