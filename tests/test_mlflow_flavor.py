@@ -253,6 +253,11 @@ def test_register_challenger_tags_and_version_info(
     assert registry_version("models:/labelrec/latest") == "2"
     with pytest.raises(ModelError, match="'nobody'"):
         model_version_info("models:/nobody/latest")
+    client = mlflow.MlflowClient()  # a quote in the name: the registry's filter quotes it
+    client.create_registered_model("o'brien")
+    for _ in range(2):
+        client.create_model_version("o'brien", version.source, run_id=version.run_id)
+    assert model_version_info("models:/o'brien/latest")["version"] == 2
 
 
 @pytest.mark.filterwarnings("ignore:Add type hints:UserWarning")

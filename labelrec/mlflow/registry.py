@@ -29,6 +29,7 @@ from labelrec.data import check_catalog_file, read_catalog
 from labelrec.describe import DESCRIBER_KIND
 from labelrec.mlflow.evaluator import KS, PER_PRODUCT, metric_key, register_evaluator
 from labelrec.mlflow.flavor import describer_info, destination_for, labelrec_version, log_model
+from labelrec.mlflow.store import model_versions
 from labelrec.model import ModelError, read_info
 
 BANDS = ("head", "torso", "tail")
@@ -218,7 +219,7 @@ def _last_promoted(client: Any, name: str, other_than: str) -> ModelVersion | No
     alias to: the champion to beat when the alias itself is gone (its version was deleted,
     which drops the alias)."""
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions = model_versions(client, name)
     except MlflowException as err:
         raise RegistryError(f"{name!r}: versions cannot be listed ({err.message})") from None
     promoted = [
@@ -236,7 +237,7 @@ def _get_version(client: Any, name: str, version: str | None, alias: str | None)
         if alias is not None:
             return client.get_model_version_by_alias(name, alias)
         if version == "latest":
-            found = client.search_model_versions(f"name = '{name}'")
+            found = model_versions(client, name)
             if not found:
                 raise RegistryError(f"registered model {name!r} has no version")
             return max(found, key=lambda mv: int(mv.version))

@@ -179,10 +179,17 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --port 5000"
 
 
+def model_versions(client: MlflowClient, name: str) -> list:
+    """Every version of the registered model ``name`` (none: an empty list); the name is
+    quoted for MLflow's filter, a name with ``'`` in double quotes."""
+    quote = '"' if "'" in name else "'"
+    return list(client.search_model_versions(f"name = {quote}{name}{quote}"))
+
+
 def registry_state(name: str) -> list[dict[str, object]]:
     """Versions of registered model ``name``, newest first: version, aliases, run, decision."""
     client = MlflowClient()
-    versions = client.search_model_versions(f"name = '{name}'")
+    versions = model_versions(client, name)
     aliases: dict[str, list[str]] = {}
     try:
         for alias, version in (client.get_registered_model(name).aliases or {}).items():
