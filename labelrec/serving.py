@@ -223,9 +223,11 @@ class ModelHolder:
         self.last_check: float | None = None
         self.reloads = 0
         self.refused = 0
-        # (version, extension sources) of the last refusal: tried again when either changes, or
-        # once its back-off is over (``_retry_at``), as a failure may not come again (an I/O
-        # error, a download cut short); ``_refusals`` in a row of that pair double the wait
+        # the last refusal: (version, None) where the model itself failed, (version, extension
+        # sources) where what its extensions read failed (an index another model's), tried again
+        # when that changes (the index rebuilt); either also once its back-off is over
+        # (``_retry_at``), as a failure may not come again (an I/O error, a download cut short);
+        # ``_refusals`` in a row of the same one double the wait
         self._refused: tuple | None = None
         self._refusals = 0
         self._retry_at = 0.0
@@ -325,7 +327,7 @@ class ModelHolder:
     def retry_seconds(self, refusals: int) -> float:
         """How long a refused version waits before a poll tries it again, after ``refusals``
         refusals in a row: the polling interval (a minute without polling), doubled with each
-        one, at most ``RETRY_MAX_SECONDS``."""
+        one, at most ``RETRY_MAX_SECONDS`` or one polling interval where that is longer."""
         base = self.poll_seconds if self.poll_seconds > 0 else 60.0
         return min(base * 2.0 ** min(refusals - 1, 30), max(base, RETRY_MAX_SECONDS))
 
@@ -334,8 +336,8 @@ class ModelHolder:
         with ``force``), probe it and swap it in; on failure keep the current one.
 
         A refused version is tried again when it changes, when the files its extensions read
-        change (a product index rebuilt for it), with ``force``, or once ``retry_seconds`` have
-        passed. ``wait=False``: while another reload runs, return at once with status "busy"."""
+        change where those failed (a product index rebuilt for it), with ``force``, or once
+        ``retry_seconds`` have passed. ``wait=False``: while another reload runs, return at once with status "busy"."""
         if not self._lock.acquire(blocking=wait):
             current = self.current.version if self.current else None
             return Reload(status="busy", model_version=current, error="a reload is running")
@@ -349,7 +351,7 @@ class ModelHolder:
         old = self.current
         old_version = old.version if old else None
         latest = None
-        same_model = False
+        same_model = building = False
         sources = self.sources()
         try:
             latest = self.latest_version()
@@ -357,7 +359,7 @@ class ModelHolder:
             if same_model and sources == old.sources:
                 return Reload(status="unchanged", model_version=old_version)
             waits = time.monotonic() < self._retry_at
-            if not force and self._refused == (latest, sources) and waits:
+            if not force and self._refused in ((latest, None), (latest, sources)) and waits:
                 return Reload(
                     status="refused", model_version=old_version, error=public_text(self.last_error)
                 )
@@ -373,6 +375,7 @@ class ModelHolder:
                     )
                 probe(rec)
             snap = Snapshot(rec, version, info, self._generation + 1, time.time(), sources=sources)
+            building = True  # the model is good: what fails now is what an extension reads
             for name, build in self.extensions.items():
                 try:
                     snap.extras[name] = build(snap)
@@ -384,9 +387,9 @@ class ModelHolder:
         except Exception as err:  # any failure refuses the version, the old one serves on
             self._drop_download(self._attempt_dir)
             self.refused += 1
-            again = self._refused == (latest, sources)
-            self._refusals = self._refusals + 1 if again else 1
-            self._refused = (latest, sources)
+            refusal = (latest, sources if building or same_model else None)
+            self._refusals = self._refusals + 1 if self._refused == refusal else 1
+            self._refused = refusal
             self._retry_at = time.monotonic() + self.retry_seconds(self._refusals)
             self.last_error = f"{type(err).__name__}: {err}"
             what = "the files beside model" if same_model else "model"  # an index, a catalog

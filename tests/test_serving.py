@@ -268,6 +268,8 @@ def test_a_refused_version_is_tried_again_when_its_index_is_rebuilt_or_after_a_w
     assert holder.reload().status == "reloaded" and holder.current.version == "2"
 
     state.update(version="3", index="3", fails=3)  # a new version whose reads fail three times
+    interactions = iter(range(1000))  # a file the index reads, rewritten at every check
+    monkeypatch.setattr(Index, "sources", lambda self: {"interactions": next(interactions)})
     waits = []
     for _ in range(3):
         assert holder.reload().status == "refused"
