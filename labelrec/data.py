@@ -230,7 +230,7 @@ def tag_key(tag: str) -> str:
 
 
 def _type_name(value: Any) -> str:
-    return type(value).__name__
+    return "dict" if isinstance(value, dict) else type(value).__name__
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -688,18 +688,20 @@ def _resolve_columns(
 
 
 class _Pairs(dict):
-    """A JSON object as read, with the keys it gives more than once (``json`` keeps the last
-    value of such a key without a word)."""
+    """A JSON object that gives keys more than once (``json`` keeps the last value of such a
+    key without a word), with those keys."""
 
     repeated: tuple[str, ...] = ()
 
 
-def _json_object(pairs: list[tuple[str, Any]]) -> _Pairs:
-    obj = _Pairs(pairs)
-    if len(obj) < len(pairs):
-        counts = Counter(key for key, _ in pairs)
-        obj.repeated = tuple(key for key, n in counts.items() if n > 1)
-    return obj
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json``'s ``object_pairs_hook``: a plain dict, or a ``_Pairs`` where a key repeats."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    repeated = _Pairs(obj)
+    repeated.repeated = tuple(key for key, n in Counter(k for k, _ in pairs).items() if n > 1)
+    return repeated
 
 
 # A source yields (unit, number, record or _RowError); a record maps configured columns to values.
@@ -714,7 +716,9 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
     first_missing: CatalogError | None = None
     any_found = False
 
-    def located(unit: str, number: int, obj: Any) -> dict[str, Any] | _RowError:
+    def located(
+        unit: str, number: int, obj: Any, text: str | None = None
+    ) -> dict[str, Any] | _RowError:
         nonlocal first_missing, any_found
         if not isinstance(obj, dict):
             return _RowError(None, f"expected a JSON object, got {_type_name(obj)}")
@@ -737,7 +741,9 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
         if isinstance(keymap, _RowError):
             return keymap
         any_found = True
-        for col, key in keymap.items() if getattr(obj, "repeated", ()) else ():
+        if text is not None and any(text.count(f'"{key}"') > 1 for key in keymap.values()):
+            obj = json.loads(text, object_pairs_hook=_json_object)  # a key read twice, maybe
+        for col, key in keymap.items() if isinstance(obj, _Pairs) else ():
             if key in obj.repeated:
                 return _RowError(
                     col, f"key {key!r} given twice: the second would replace the first"
@@ -776,7 +782,7 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
                         continue
                     first = False
                     try:
-                        obj = json.loads(text, object_pairs_hook=_json_object)
+                        obj = json.loads(text)  # a repeated key: looked for in located()
                     except json.JSONDecodeError as err:
                         msg = f"invalid JSON: {err.msg}"
                         if err.pos >= len(text):  # e.g. a pretty-printed object
@@ -787,7 +793,7 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
                     except RecursionError:  # e.g. [[[[...]]]] thousands deep
                         yield "line", number, _RowError(None, "invalid JSON: nested too deeply")
                         continue
-                    yield "line", number, located("line", number, obj)
+                    yield "line", number, located("line", number, obj, text)
     except UnicodeDecodeError as err:
         raise _not_utf8(path, number, err) from None
     if first_missing is not None and not any_found:

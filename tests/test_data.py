@@ -327,6 +327,14 @@ def test_a_key_given_twice_in_a_json_row_is_a_bad_row(tmp_path):
     array.write_text("[" + ",\n".join(rows) + "]", encoding="utf-8")
     with pytest.raises(CatalogError, match=r"item 1, field 'tags': key 'tags' given twice"):
         read_catalog(array, DataConfig())
+    # a title named in a nested object too is one title; an object where a string belongs is
+    # called a dict, as JSON's reader makes it
+    nested = (
+        '{"id": "K4", "title": "Kite", "tags": ["Toys"], "meta": {"title": "x", "a": 1, "a": 2}}'
+    )
+    path.write_text(nested + '\n{"id": {"sku": 1}, "title": "Ball", "tags": ["Toys"]}\n')
+    cat = read_catalog(path, DataConfig(on_error="skip"))
+    assert ids(cat.products) == ["K4"] and cat.skipped[0].endswith("got dict")
 
 
 def test_unknown_and_txt_formats_rejected(tmp_path):
