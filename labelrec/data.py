@@ -401,9 +401,9 @@ def expand_hierarchy(tag: str, sep: str) -> list[str]:
     levels = []
     for part in tag.split(sep):
         part = part.strip()
-        while core and part.startswith(core):
+        while core and (part == core or part.startswith(core + " ")):  # "> Toys": a stray mark
             part = part[len(core) :].lstrip()
-        while core and part.endswith(core):
+        while core and part.endswith(" " + core):  # "Toys >"; "C++" and ">3 years" stay
             part = part[: -len(core)].rstrip()
         if part:
             levels.append(part)

@@ -360,6 +360,11 @@ def test_expand_hierarchy():
     assert expand_hierarchy("Toys >  > Puzzles > ", " > ") == ["Toys", "Toys > Puzzles"]
     assert expand_hierarchy("a|b", "|") == ["a", "a|b"]
     assert expand_hierarchy("Age 3>5 > Kids", " > ") == ["Age 3>5", "Age 3>5 > Kids"]
+    # the separator's mark inside a level's own text stays
+    assert expand_hierarchy("Books + C++", " + ") == ["Books", "Books + C++"]
+    assert expand_hierarchy("Toys > >3 years", " > ") == ["Toys", "Toys > >3 years"]
+    assert expand_hierarchy("Deals - -50% off", " - ") == ["Deals", "Deals - -50% off"]
+    assert expand_hierarchy("Toys > > > Jigsaw", " > ") == ["Toys", "Toys > Jigsaw"]
 
 
 def test_category_paths_with_a_separator_at_an_end_or_twice_read_as_their_levels(tmp_path):
