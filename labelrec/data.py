@@ -1464,11 +1464,7 @@ def grouped_folds(products: Sequence[Product], k: int, seed: int) -> list[np.nda
     from sklearn.model_selection import GroupKFold
 
     groups = [near_duplicate_key(p.title) for p in products]
-    if len(set(groups)) < k:
-        raise ValueError(
-            f"{k} folds need {k} products whose titles differ by more than case, digits and"
-            f" punctuation (variants stay in one fold); these {len(products)} have"
-            f" {len(set(groups))}"
-        )
+    if (n_groups := len(set(groups))) < k:
+        raise ValueError(f"{k} folds need {k} title groups; these products have {n_groups}")
     splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [test for _, test in splitter.split(np.zeros(len(products)), groups=groups)]

@@ -111,8 +111,8 @@ def _one_per_product(
     products: Sequence[data_mod.Product], hierarchy_separator: str | None
 ) -> list[data_mod.Product]:
     """One row per product id: rows that are one product (reviewed with its id, and reviewed
-    without one and matched by its title) merged in their order, as the export merges a
-    product's reviews: the later verdict on each tag wins, the text is the later row's."""
+    without one and matched by its title) merged tag by tag in their order, the export's order
+    of their last reviews: on a tag both judge the later row wins, and so does its text."""
     merged: dict[str, data_mod.Product] = {}
     for p in products:
         earlier = merged.get(p.id)

@@ -181,7 +181,7 @@ _install_log_filter()
 
 MAX_LIMIT = 100
 MAX_HISTORY = 1000  # product ids in one /recommend history
-MAX_POLL_SECONDS = 7 * 86_400  # a week; a wait longer than the system's timer takes is refused
+MAX_POLL_SECONDS = 7 * 86_400  # a week: a chosen bound, far below what the poller's timer takes
 ENV_PREFIX = "LABELREC_"
 
 

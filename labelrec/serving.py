@@ -337,7 +337,8 @@ class ModelHolder:
 
         A refused version is tried again when it changes, when the files its extensions read
         change where those failed (a product index rebuilt for it), with ``force``, or once
-        ``retry_seconds`` have passed. ``wait=False``: while another reload runs, return at once with status "busy"."""
+        ``retry_seconds`` have passed. ``wait=False``: while another reload runs, return at
+        once with status "busy"."""
         if not self._lock.acquire(blocking=wait):
             current = self.current.version if self.current else None
             return Reload(status="busy", model_version=current, error="a reload is running")

@@ -557,7 +557,8 @@ def run_batch(
         )
         _refuse_describer(model_uri, "batch")  # before the weights load
         uri = stack.enter_context(_as_mlflow_model(model_uri))  # kept while the model scores
-        model = mlflow.pyfunc.load_model(uri, dst_path=destination_for(uri))
+        where = None if uri != model_uri else destination_for(uri)  # staged: read in place
+        model = mlflow.pyfunc.load_model(uri, dst_path=where)
         _check_tagger(getattr(_unwrap(model), "recommender", None), model_uri, "batch")
         info = getattr(getattr(_unwrap(model), "recommender", None), "info", None)
         data_cfg = reading_data_config(config, split_overrides(overrides), info)
