@@ -238,6 +238,11 @@ def test_open_candidates_are_facet_spans_of_the_title():
     cands = open_candidates(Product("x", "Zorg Mega Blaster"), kinds, 16)
     assert "brand:Zorg" in cands and "brand:Zorg Mega" in cands
     assert "brand:Zorg Mega Blaster" not in cands  # 3 units > max_units
+    # İ, whose lower case is two characters, shifts no span after it
+    cands = open_candidates(Product("x", "İstanbul Hornby train"), kinds, 16)
+    assert "brand:Hornby" in cands and "brand:İstanbul" in cands
+    lower = [{**kinds[0], "lowercase": True}]
+    assert "brand:hornby train" in open_candidates(Product("x", "İstanbul Hornby train"), lower, 16)
 
 
 def test_votes_propagate_to_ancestors_and_keep_new_tags(generator, vocab, monkeypatch):

@@ -46,7 +46,7 @@ from labelrec.causal import (
     load_saved_causal_lm,
     save_causal_lm,
 )
-from labelrec.data import Product, TagVocab, category_separator
+from labelrec.data import Product, TagVocab, category_separator, fold_width
 from labelrec.model import ModelError
 from labelrec.modeldir import GENERATOR_DIR, remove_component
 from labelrec.taggers.base import Evidence, TrainingSet
@@ -153,15 +153,16 @@ def open_kinds(products: list[Product], max_chars: int) -> list[dict[str, Any]]:
 
 
 def open_candidates(product: Product, kinds: list[dict[str, Any]], max_chars: int) -> list[str]:
-    """Tags ``prefix + span of the title`` for the open facets."""
-    from labelrec.taggers.span import candidates
+    """Tags ``prefix + span of the title`` for the open facets, spans found as the span tagger
+    finds them (``span.folded``: each character in its place) and cut from the title."""
+    from labelrec.taggers.span import candidates, folded
 
     out: list[str] = []
-    title = product.title
+    title, lowered = fold_width(product.title), folded(product.title)
     for kind in kinds:
-        for start, end, _ in candidates(title.lower(), kind["max_units"], max_chars):
-            text = title[start:end]
-            out.append(kind["prefix"] + (text.lower() if kind["lowercase"] else text))
+        for start, end, _ in candidates(lowered, kind["max_units"], max_chars):
+            text = lowered[start:end] if kind["lowercase"] else title[start:end]
+            out.append(kind["prefix"] + text)
     return list(dict.fromkeys(out))
 
 
