@@ -273,6 +273,15 @@ def _read_marker(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def _sizes_match(folder: Path, sizes: dict[str, int]) -> bool:
+    """Whether every file the conversion wrote is there with the size it wrote (a weights
+    file cut short or deleted since is not)."""
+    try:
+        return all((folder / name).stat().st_size == size for name, size in sizes.items())
+    except OSError:
+        return False
+
+
 def _is_complete(folder: Path, entry: PackagedLLM, version: str) -> bool:
     marker = _read_marker(folder)
     return (
@@ -281,6 +290,7 @@ def _is_complete(folder: Path, entry: PackagedLLM, version: str) -> bool:
         and marker.get("format") == CACHE_FORMAT
         and marker.get("hub_id") == entry.hub_id
         and marker.get("package_version") == version
+        and _sizes_match(folder, marker.get("files") or {})  # a marker without: not checked
     )
 
 
@@ -333,6 +343,7 @@ def _build(entry: PackagedLLM, source: Path, version: str, root: Path, final: Pa
             "gguf_sha256": _sha256(gguf),
             "dtype": "float32",
             "transformers": importlib.metadata.version("transformers"),
+            "files": {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()},
         }
         (out / MARKER_FILE).write_text(json.dumps(marker, indent=2), encoding="utf-8")
         for path in out.iterdir():  # some writers leave 0600 files; a shared cache needs reads

@@ -106,9 +106,18 @@ def load_causal_lm(
 
     source, _ = causal_config(backbone, setting, trust_remote_code)
     tokenizer = load_tokenizer(source, trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=_dtype(dtype), trust_remote_code=trust_remote_code
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=_dtype(dtype), trust_remote_code=trust_remote_code
+        )
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - weights cut short or damaged: one line, not a trace
+        raise ModelError(
+            f"{setting}: the weights of {backbone!r} cannot be loaded from {source}"
+            f" ({type(err).__name__}: {_first_line(err)}); where that is a folder of converted"
+            " weights, delete it and they are converted again"
+        ) from err
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
@@ -381,6 +390,9 @@ def load_saved_causal_lm(
         )
         part = "tokenizer"
         tokenizer = load_tokenizer(str(model_dir), trust)
+        rows = model.get_input_embeddings().num_embeddings
+        if len(tokenizer) < rows // 2:  # its files gone: a class's bare special tokens
+            raise ValueError(f"{len(tokenizer)} tokens for the weights' {rows}")
     except Exception as err:  # noqa: BLE001 - truncated weights, a damaged tokenizer: one line
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         if part == "weights":

@@ -484,12 +484,20 @@ class NeighbourIndex:
                             f" description}} object ({type(err).__name__}); the describer"
                             " directory is damaged"
                         ) from None
-        if len(titles) != int(meta["n_products"]):
+        try:
+            expected = int(meta["n_products"])
+            features = TfidfFeatures.from_state(meta["tfidf"], arrays)
+        except (KeyError, TypeError, ValueError) as err:  # a part gone or of another type
+            what = f"no {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
             raise ModelError(
-                f"{directory / INDEX_TEXTS}: {len(titles)} products, {INDEX_META} says"
-                f" {meta['n_products']}"
+                f"{meta_path}: a part is missing or wrong ({what}); the describer directory is"
+                " damaged"
+            ) from None
+        if len(titles) != expected:
+            raise ModelError(
+                f"{directory / INDEX_TEXTS}: {len(titles)} products, {INDEX_META} says {expected}"
             )
-        return cls(TfidfFeatures.from_state(meta["tfidf"], arrays), titles, descriptions)
+        return cls(features, titles, descriptions)
 
 
 class _OnWritten:
@@ -730,7 +738,16 @@ class Describer:
                     f"{path}: trained with a reference but {INDEX_META} is missing: save or"
                     " train it again"
                 )
-        return cls(model, tokenizer, meta, device, index)
+        try:
+            describer = cls(model, tokenizer, meta, device, index)
+            describer.generation_config()  # its decoding settings read now, not at a product
+        except (KeyError, TypeError, ValueError) as err:  # a setting gone or of another type
+            what = f"no {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+            raise ModelError(
+                f"{path / CAUSAL_INFO}: a setting is missing or wrong ({what}); the describer"
+                " directory is damaged"
+            ) from None
+        return describer
 
 
 def is_describer_dir(path: str | Path) -> bool:

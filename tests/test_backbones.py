@@ -177,6 +177,21 @@ def test_a_new_package_version_is_converted_again(
     assert _entries(folder.parent) == [folder.name]
 
 
+def test_a_converted_folder_cut_short_since_is_converted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, converter: FakeConverter
+) -> None:
+    """The marker records each file's size: a weights file cut short or gone since (a full
+    disk, a copy stopped halfway) makes the folder incomplete, and it is converted again."""
+    _fake_package(tmp_path, monkeypatch)
+    folder = Path(packaged_backbone(FAKE_ID))
+    sizes = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))["files"]
+    assert "config.json" in sizes and MARKER_FILE not in sizes
+    written = folder / "config.json"
+    written.write_text(written.read_text(encoding="utf-8")[:-1], encoding="utf-8")
+    assert packaged_backbone(FAKE_ID) == str(folder) and len(converter.calls) == 2
+    assert packaged_backbone(FAKE_ID) == str(folder) and len(converter.calls) == 2  # whole again
+
+
 def test_a_failed_conversion_leaves_no_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -474,11 +474,25 @@ def test_damaged_describer_files_are_one_line_errors_naming_them(
         ("neighbours.json", b"{broken", r"neighbours.json: not valid JSON"),
         ("neighbours.npz", b"garbage", r"neighbours.npz: not a numpy archive"),
         ("neighbours.jsonl", b'{"title": "a", "descr', r"neighbours.jsonl, line 1: not a"),
+        # JSON, but parts gone or of another type
+        ("neighbours.json", b'{"format_version": 1, "n_products": 20}', r"\(no 'tfidf'\)"),
+        ("tokenizer.json", None, r"tokenizer \(none\) cannot be loaded \(ValueError: \d+ tok"),
     ]:
-        damaged = tmp_path / name
+        damaged = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}"
         shutil.copytree(describer_dir, damaged)
-        (damaged / name).write_bytes(content)
+        if content is None:
+            (damaged / name).unlink()
+        else:
+            (damaged / name).write_bytes(content)
         with pytest.raises((ModelError, ValueError), match=message):
+            Describer.load(damaged)
+    info = json.loads((describer_dir / "causal.json").read_text(encoding="utf-8"))
+    for change in ({"max_prompt_tokens": None}, {"num_beams": "two"}):
+        damaged = tmp_path / f"causal-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(describer_dir, damaged)
+        changed = {k: v for k, v in {**info, **change}.items() if v is not None}
+        (damaged / "causal.json").write_text(json.dumps(changed), encoding="utf-8")
+        with pytest.raises(ModelError, match=r"causal.json: a setting is missing or wrong"):
             Describer.load(damaged)
 
 
