@@ -97,7 +97,7 @@ from labelrec.batch import (
     upload_suffix,
 )
 from labelrec.data import MAX_TAG_CHARS, Product, clean_text, has_visible_text, split_tag_string
-from labelrec.describe import named_as
+from labelrec.describe import as_product, named_as
 from labelrec.errors import ModelError
 from labelrec.feedback import (
     DEFAULT_FEEDBACK_URI,
@@ -785,6 +785,13 @@ class DescribeIn(BaseModel):
         if not value:
             raise ValueError("title must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _read_as_the_describer_reads(self) -> DescribeIn:
+        """The describer's own checks (tags read as catalogs read them, then measured; text a
+        tokenizer takes), made here: a 400 naming the field, not a batch that fails."""
+        as_product({"title": self.title, "tags": self.tags}, where="the product")
+        return self
 
 
 MAX_DESCRIBE_BEAMS = 8  # a request's decoding settings: beams and length multiply its cost

@@ -798,6 +798,10 @@ def test_service_describe_takes_decoding_settings_and_tag_strings(
         DecodingIn.model_validate({"batch_products": 1000})  # the service's own setting
     with pytest.raises(ValidationError, match="at most 512 characters"):
         DescribeIn(title="kite", tags=["x" * 513])
+    # 300 characters that Unicode's normal form makes 600 as tags are read: refused here too,
+    # not by the describer in a batch shared with other requests
+    with pytest.raises(ValidationError, match="field 'tags': a tag of 600 characters"):
+        DescribeIn(title="kite", tags=["\u0958" * 300])
 
 
 # ---------------------------------------------------------------------- MLflow
