@@ -387,8 +387,9 @@ class NeighbourIndex:
 
     def nearest(self, titles: Sequence[str], exclude: Sequence[int] | None = None) -> list[int]:
         """The position of the most similar indexed title per query title (first on ties);
-        ``exclude[i]`` is a position query ``i`` may not get (itself, in training); -1 when
-        nothing else is indexed."""
+        ``exclude[i]`` is a position query ``i`` may not get (itself, in training); -1 when no
+        other indexed title shares a word or character n-gram with it (its description would
+        be any product's)."""
         n, m = len(titles), len(self)
         if exclude is not None and len(exclude) != n:
             raise ValueError(f"{len(exclude)} positions to exclude for {n} titles")
@@ -404,7 +405,7 @@ class NeighbourIndex:
                 ok = (cols >= 0) & (cols < m)
                 sim[rows[ok], cols[ok]] = -np.inf
             best = sim.argmax(axis=1)
-            found = np.isfinite(sim[np.arange(sim.shape[0]), best])
+            found = sim[np.arange(sim.shape[0]), best] > 0  # -inf: excluded; 0: nothing shared
             out.extend(int(b) if f else -1 for b, f in zip(best, found, strict=True))
         return out
 

@@ -199,6 +199,8 @@ def test_neighbour_index_excludes_the_product_itself() -> None:
     alone = NeighbourIndex.fit(products[:1])
     assert alone.nearest(["lego"], exclude=[0]) == [-1]
     assert alone.references(["lego"], exclude=[0]) == [None]
+    # a title that shares no word or character n-gram with any: no reference, not product 0's
+    assert index.nearest(["华为智能手机"]) == [-1] and index.references(["华为智能手机"]) == [None]
 
 
 def test_neighbour_index_answers_long_query_lists_in_order() -> None:
