@@ -704,6 +704,12 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return repeated
 
 
+@functools.lru_cache(maxsize=64)
+def _read_keys(keys: tuple[str, ...]) -> re.Pattern[str]:
+    """Where a JSON line writes one of ``keys`` (as a key or as a string: a cheap first look)."""
+    return re.compile("|".join(re.escape(f'"{k}"') for k in keys))
+
+
 # A source yields (unit, number, record or _RowError); a record maps configured columns to values.
 _Source = Iterator[tuple[str, int, "dict[str, Any] | _RowError"]]
 
@@ -741,8 +747,10 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
         if isinstance(keymap, _RowError):
             return keymap
         any_found = True
-        if text is not None and any(text.count(f'"{key}"') > 1 for key in keymap.values()):
-            obj = json.loads(text, object_pairs_hook=_json_object)  # a key read twice, maybe
+        if text is not None:  # a key labelrec reads written twice in the line: read it again
+            found = _read_keys(tuple(keymap.values())).findall(text)
+            if len(found) > len(set(found)):
+                obj = json.loads(text, object_pairs_hook=_json_object)
         for col, key in keymap.items() if isinstance(obj, _Pairs) else ():
             if key in obj.repeated:
                 return _RowError(

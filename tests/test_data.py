@@ -335,6 +335,10 @@ def test_a_key_given_twice_in_a_json_row_is_a_bad_row(tmp_path):
     path.write_text(nested + '\n{"id": {"sku": 1}, "title": "Ball", "tags": ["Toys"]}\n')
     cat = read_catalog(path, DataConfig(on_error="skip"))
     assert ids(cat.products) == ["K4"] and cat.skipped[0].endswith("got dict")
+    chinese = '{"id": "K5", "标题": "风筝", "tags": ["Toys"], "标题": "球"}\n'
+    path.write_text(chinese, encoding="utf-8")
+    with pytest.raises(CatalogError, match="field '标题': key '标题' given twice"):
+        read_catalog(path, DataConfig(title_column="标题"))  # a column named in Chinese
 
 
 def test_unknown_and_txt_formats_rejected(tmp_path):
