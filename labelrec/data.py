@@ -705,9 +705,21 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _read_keys(keys: tuple[str, ...]) -> re.Pattern[str]:
-    """Where a JSON line writes one of ``keys`` (as a key or as a string: a cheap first look)."""
-    return re.compile("|".join(re.escape(f'"{k}"') for k in keys))
+def _read_keys(keys: tuple[str, ...]) -> tuple[re.Pattern[str], dict[str, str]]:
+    r"""Where a JSON line writes one of ``keys`` (as a key or as a string: a cheap first look),
+    as written or as ``json.dumps`` escapes it (``"\u6807\u9898"``), and the key each written
+    form is."""
+    forms = {f'"{k}"': k for k in keys} | {json.dumps(k): k for k in keys}
+    return re.compile("|".join(map(re.escape, forms))), forms
+
+
+def _key_written_twice(text: str, keys: tuple[str, ...]) -> bool:
+    r"""Whether a JSON line may give one of ``keys`` twice: it writes one of them twice, or it
+    holds a ``\u`` escape, which may spell a key another way (``"\u0074ags"``): such a line
+    is read again with the keys counted (a file written with ASCII escapes, each line)."""
+    pattern, forms = _read_keys(keys)
+    found = [forms[m] for m in pattern.findall(text)]
+    return len(found) > len(set(found)) or "\\u" in text
 
 
 # A source yields (unit, number, record or _RowError); a record maps configured columns to values.
@@ -747,10 +759,8 @@ def _json_source(path: Path, gz: bool, wanted: dict[str, bool]) -> _Source:
         if isinstance(keymap, _RowError):
             return keymap
         any_found = True
-        if text is not None:  # a key labelrec reads written twice in the line: read it again
-            found = _read_keys(tuple(keymap.values())).findall(text)
-            if len(found) > len(set(found)):
-                obj = json.loads(text, object_pairs_hook=_json_object)
+        if text is not None and _key_written_twice(text, tuple(keymap.values())):
+            obj = json.loads(text, object_pairs_hook=_json_object)  # read again, keys counted
         for col, key in keymap.items() if isinstance(obj, _Pairs) else ():
             if key in obj.repeated:
                 return _RowError(

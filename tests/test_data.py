@@ -328,17 +328,27 @@ def test_a_key_given_twice_in_a_json_row_is_a_bad_row(tmp_path):
     with pytest.raises(CatalogError, match=r"item 1, field 'tags': key 'tags' given twice"):
         read_catalog(array, DataConfig())
     # a title named in a nested object too is one title; an object where a string belongs is
-    # called a dict, as JSON's reader makes it
+    # called a dict, as JSON's reader makes it, also one that repeats a key of its own
     nested = (
         '{"id": "K4", "title": "Kite", "tags": ["Toys"], "meta": {"title": "x", "a": 1, "a": 2}}'
     )
-    path.write_text(nested + '\n{"id": {"sku": 1}, "title": "Ball", "tags": ["Toys"]}\n')
+    path.write_text(nested + '\n{"id": {"a": 1, "a": 2}, "title": "Ball", "tags": ["Toys"]}\n')
     cat = read_catalog(path, DataConfig(on_error="skip"))
     assert ids(cat.products) == ["K4"] and cat.skipped[0].endswith("got dict")
-    chinese = '{"id": "K5", "标题": "风筝", "tags": ["Toys"], "标题": "球"}\n'
-    path.write_text(chinese, encoding="utf-8")
-    with pytest.raises(CatalogError, match="field '标题': key '标题' given twice"):
-        read_catalog(path, DataConfig(title_column="标题"))  # a column named in Chinese
+    array.write_text("[" + path.read_text().strip().replace("\n", ",") + "]")
+    assert read_catalog(array, DataConfig(on_error="skip")).skipped[0].endswith("got dict")
+    # a key written another way is that key: in Chinese, escaped as json.dumps writes it,
+    # with a \u escape of its own, with a quote in it
+    for column, line in [
+        ("标题", '{"id": "K5", "标题": "风筝", "tags": ["Toys"], "标题": "球"}'),
+        ("标题", '{"id": "K5", "\\u6807\\u9898": "a", "tags": ["Toys"], "\\u6807\\u9898": "b"}'),
+        ("tags", '{"id": "K5", "title": "Kite", "tags": ["Toys"], "\\u0074ags": ["Books"]}'),
+        ('ti"tle', '{"id": "K5", "ti\\"tle": "a", "tags": ["Toys"], "ti\\"tle": "b"}'),
+    ]:
+        path.write_text(line + "\n", encoding="utf-8")
+        cfg = DataConfig(title_column="title" if column == "tags" else column)
+        with pytest.raises(CatalogError, match=f"key {column!r} given twice"):
+            read_catalog(path, cfg)
 
 
 def test_unknown_and_txt_formats_rejected(tmp_path):
