@@ -102,6 +102,7 @@ def load_causal_lm(
     backbone: str, setting: str, dtype: str = "float32", trust_remote_code: bool = False
 ) -> tuple[Any, Any]:
     """A causal LM and its tokenizer; ``setting`` names the config key in errors."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     source, _ = causal_config(backbone, setting, trust_remote_code)
@@ -110,9 +111,7 @@ def load_causal_lm(
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=_dtype(dtype), trust_remote_code=trust_remote_code
         )
-    except MemoryError:
-        raise
-    except Exception as err:  # noqa: BLE001 - weights cut short or damaged: one line, not a trace
+    except (OSError, ValueError, SafetensorError) as err:  # weights gone, cut short or damaged
         raise ModelError(
             f"{setting}: the weights of {backbone!r} cannot be loaded from {source}"
             f" ({type(err).__name__}: {_first_line(err)}); where that is a folder of converted"

@@ -360,6 +360,11 @@ def check_lengths(model: Any, meta: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------- the neighbour index
 
 
+def _what_is_wrong(err: Exception) -> str:
+    """A saved file's part that is gone (``no 'tfidf'``) or of another type, in words."""
+    return f"no {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+
+
 class NeighbourIndex:
     """Training products with a description, looked up by TF-IDF cosine over titles (word
     1-2-grams and character 2-5-grams, ``labelrec.taggers.neighbours.TfidfFeatures``)."""
@@ -489,10 +494,9 @@ class NeighbourIndex:
             expected = int(meta["n_products"])
             features = TfidfFeatures.from_state(meta["tfidf"], arrays)
         except (KeyError, TypeError, ValueError) as err:  # a part gone or of another type
-            what = f"no {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
             raise ModelError(
-                f"{meta_path}: a part is missing or wrong ({what}); the describer directory is"
-                " damaged"
+                f"{meta_path}: a part is missing or wrong ({_what_is_wrong(err)}); the describer"
+                " directory is damaged"
             ) from None
         if len(titles) != expected:
             raise ModelError(
@@ -743,10 +747,9 @@ class Describer:
             describer = cls(model, tokenizer, meta, device, index)
             describer.generation_config()  # its decoding settings read now, not at a product
         except (KeyError, TypeError, ValueError) as err:  # a setting gone or of another type
-            what = f"no {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
             raise ModelError(
-                f"{path / CAUSAL_INFO}: a setting is missing or wrong ({what}); the describer"
-                " directory is damaged"
+                f"{path / CAUSAL_INFO}: a setting is missing or wrong ({_what_is_wrong(err)});"
+                " the describer directory is damaged"
             ) from None
         return describer
 

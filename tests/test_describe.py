@@ -498,6 +498,22 @@ def test_damaged_describer_files_are_one_line_errors_naming_them(
             Describer.load(damaged)
 
 
+def test_a_backbone_whose_weights_are_cut_short_is_a_one_line_error(
+    tiny_decoder: Path, tmp_path: Path
+) -> None:
+    """Weights that do not load (a folder of converted weights cut short) name the setting,
+    the folder and what to do, not a traceback of safetensors."""
+    import shutil
+
+    from labelrec.causal import load_causal_lm
+
+    cut = shutil.copytree(tiny_decoder, tmp_path / "cut")
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelError, match=r"describe.backbone: the weights of .* cannot be loaded"):
+        load_causal_lm(str(cut), "describe.backbone")
+
+
 def test_a_describer_without_any_tag_says_so(
     tiny_decoder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

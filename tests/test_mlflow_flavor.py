@@ -258,6 +258,8 @@ def test_register_challenger_tags_and_version_info(
     for _ in range(2):
         client.create_model_version("o'brien", version.source, run_id=version.run_id)
     assert model_version_info("models:/o'brien/latest")["version"] == 2
+    with pytest.raises(ValueError, match="cannot name a model with both"):
+        model_version_info('models:/o\'brien "2"/latest')
 
 
 @pytest.mark.filterwarnings("ignore:Add type hints:UserWarning")

@@ -181,8 +181,11 @@ def ui_command(uri: str) -> str:
 
 def model_versions(client: MlflowClient, name: str) -> list:
     """Every version of the registered model ``name`` (none: an empty list); the name is
-    quoted for MLflow's filter, a name with ``'`` in double quotes."""
+    quoted for MLflow's filter, a name with ``'`` in double quotes. A name with both quote
+    marks, which the filter cannot write, is a ValueError."""
     quote = '"' if "'" in name else "'"
+    if quote in name:
+        raise ValueError(f"{name!r}: MLflow's search cannot name a model with both ' and \"")
     return list(client.search_model_versions(f"name = {quote}{name}{quote}"))
 
 
