@@ -717,6 +717,8 @@ def _key_written_twice(text: str, keys: tuple[str, ...]) -> bool:
     r"""Whether a JSON line may give one of ``keys`` twice: it writes one of them twice, or it
     holds a ``\u`` escape, which may spell a key another way (``"\u0074ags"``): such a line
     is read again with the keys counted (a file written with ASCII escapes, each line)."""
+    if not keys:  # none of the columns is in this object: nothing read twice
+        return False
     pattern, forms = _read_keys(keys)
     found = [forms[m] for m in pattern.findall(text)]
     return len(found) > len(set(found)) or "\\u" in text
