@@ -388,12 +388,12 @@ class ModelHolder:
         except Exception as err:  # any failure refuses the version, the old one serves on
             self._drop_download(self._attempt_dir)
             self.refused += 1
-            refusal = (latest, sources if building or same_model else None)
+            refusal = (latest, sources if building else None)
             self._refusals = self._refusals + 1 if self._refused == refusal else 1
             self._refused = refusal
             self._retry_at = time.monotonic() + self.retry_seconds(self._refusals)
             self.last_error = f"{type(err).__name__}: {err}"
-            what = "the files beside model" if same_model else "model"  # an index, a catalog
+            what = "the files beside model" if building else "model"  # an index, a catalog
             logger.error("%s %s refused: %s", what, self.uri, self.last_error)
             error = public_text(self.last_error)
             return Reload(status="refused", model_version=old_version, error=error)

@@ -231,7 +231,7 @@ def save_model(
         raise ModelError(f"model directory {model_dir} does not exist")
     if pip_requirements is not None and extra_pip_requirements is not None:
         raise ValueError("give pip_requirements or extra_pip_requirements, not both")
-    if conda_env is not None and (pip_requirements or extra_pip_requirements) is not None:
+    if conda_env is not None and (pip_requirements, extra_pip_requirements) != (None, None):
         raise ValueError("conda_env replaces pip_requirements: give one of them")
     describer = describer_info(model_dir)
     if mlflow_model is None:
