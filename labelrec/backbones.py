@@ -290,7 +290,9 @@ def _is_complete(folder: Path, entry: PackagedLLM, version: str) -> bool:
         and marker.get("format") == CACHE_FORMAT
         and marker.get("hub_id") == entry.hub_id
         and marker.get("package_version") == version
-        and _sizes_match(folder, marker.get("files") or {})  # a marker without: not checked
+        and isinstance(marker.get("files"), dict)  # a marker without sizes: converted again
+        and bool(marker["files"])
+        and _sizes_match(folder, marker["files"])
     )
 
 

@@ -192,6 +192,21 @@ def test_a_converted_folder_cut_short_since_is_converted_again(
     assert packaged_backbone(FAKE_ID) == str(folder) and len(converter.calls) == 2  # whole again
 
 
+def test_a_converted_folder_whose_marker_records_no_sizes_is_converted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, converter: FakeConverter
+) -> None:
+    """Without the sizes nothing says the weights are whole: such a folder is converted again
+    once, and its new marker records them."""
+    _fake_package(tmp_path, monkeypatch)
+    folder = Path(packaged_backbone(FAKE_ID))
+    marker = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))
+    del marker["files"]
+    (folder / MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
+    assert packaged_backbone(FAKE_ID) == str(folder) and len(converter.calls) == 2
+    assert json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))["files"]
+    assert packaged_backbone(FAKE_ID) == str(folder) and len(converter.calls) == 2
+
+
 def test_a_failed_conversion_leaves_no_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -221,6 +236,7 @@ def test_a_folder_published_meanwhile_by_another_process_is_kept(
             "hub_id": FAKE_ID,
             "package_version": "unknown",
             "by": "other",
+            "files": {p.name: p.stat().st_size for p in other.iterdir()},
         }
         (other / MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
         other.rename(final)
