@@ -704,6 +704,12 @@ def load_model(model_dir: str | Path, dtype: str = "float32") -> tuple[TagModel,
             f"{model_dir}: the model ({', '.join(files)}) cannot be loaded"
             f" ({type(err).__name__}: {reason})"
         ) from err
+    rows = seq.get_input_embeddings().num_embeddings
+    if len(tokenizer) < rows // 2:  # another model's tokenizer files: most rows never read
+        raise ModelError(
+            f"{model_dir}: the tokenizer has {len(tokenizer)} tokens for the weights' {rows}"
+            " embedding rows; the model directory holds another model's tokenizer"
+        )
     if info.get(HEAD_BIAS) is not None:
         add_head_bias(seq, torch.tensor(info[HEAD_BIAS], dtype=torch.float32))
     model = TagModel(seq, info["pooling"], dropout=0.0)

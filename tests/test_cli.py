@@ -839,8 +839,17 @@ def test_a_damaged_model_directory_is_one_line_naming_the_file(
         weights = model / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:1000])
 
+    def another_tokenizer(model: Path) -> None:
+        from transformers import BertTokenizerFast
+
+        vocab = model / "vocab.txt"
+        vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nkite\n", encoding="utf-8")
+        (model / "tokenizer.json").unlink()
+        BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(model)
+
     cases = {
         damaged("weights", truncate): "model.safetensors",
+        damaged("vocab", another_tokenizer): "another model's tokenizer",
         damaged("tokenizer", lambda m: (m / "tokenizer.json").unlink()): "no tokenizer",
         damaged("fusion", lambda m: (m / "fusion.json").write_text("{")): "fusion.json: not valid",
         damaged("thresholds", lambda m: (m / "thresholds.json").write_text("{")): (
