@@ -54,19 +54,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-# The oldest transformers, huggingface_hub, accelerate, scikit-learn, pandas and pyarrow that
+# The oldest transformers, huggingface_hub, accelerate, scikit-learn, pandas, pyarrow, NumPy and SciPy that
 # pyproject.toml admits, installed beside .venv, under the tests of the code that leans on them
 # (generation with a narrowed vocabulary, the training loops and their tuning folds, the taggers,
-# the reranker, reading and writing catalogs; pytz: pandas 2's own dependency).
+# the reranker, reading and writing catalogs, metrics, fusion and the product index; pytz:
+# pandas 2's own dependency).
 OLDEST := transformers==5.17.0 huggingface_hub==1.33.0 accelerate==1.15.0 scikit-learn==1.6.0 \
-	pandas==2.2.3 pyarrow==16.1.0 pytz
+	pandas==2.2.3 pyarrow==16.1.0 pytz numpy==2.0.2 scipy==1.13.1
 OLDEST_TESTS := tests/test_generator.py tests/test_train.py tests/test_flops.py tests/test_describe.py \
-	tests/test_rerank.py tests/test_span.py tests/test_fusion.py tests/test_data.py tests/test_cli.py
+	tests/test_rerank.py tests/test_span.py tests/test_fusion.py tests/test_data.py tests/test_cli.py \
+	tests/test_metrics.py tests/test_recommend.py tests/test_predict.py
 test-oldest: $(STAMP)
 	rm -rf $(VENV)/oldest
 	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/oldest $(OLDEST)
-	PYTHONPATH=$(VENV)/oldest $(BIN)/python -c "import transformers, huggingface_hub, accelerate, sklearn, pandas, pyarrow; \
-	print('oldest:', *(m.__version__ for m in (transformers, huggingface_hub, accelerate, sklearn, pandas, pyarrow)))"
+	PYTHONPATH=$(VENV)/oldest $(BIN)/python -c "import transformers, huggingface_hub, accelerate, sklearn, pandas, pyarrow, numpy, scipy; \
+	print('oldest:', *(m.__version__ for m in (transformers, huggingface_hub, accelerate, sklearn, pandas, pyarrow, numpy, scipy)))"
 	HF_HUB_OFFLINE=1 PYTHONPATH=$(VENV)/oldest $(BIN)/python -m pytest -q -m "not slow" \
 		-p no:cacheprovider $(OLDEST_TESTS)
 
