@@ -539,10 +539,10 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     )
     with store:
         if args.action == "export":
-            n = store.export(args.output)
+            n = store.export(args.output, args.hierarchy_separator)
             print(f"wrote {n} reviewed products to {args.output}")
             return 0
-        stats = store.stats()
+        stats = store.stats(args.hierarchy_separator)
     if args.format == "json":
         print(json.dumps(stats, ensure_ascii=False, indent=1))
         return 0
@@ -977,6 +977,12 @@ def build_parser() -> argparse.ArgumentParser:
         verbose_arg(a)
         a.add_argument(
             "--uri", default=None, help="feedback database (default: $LABELREC_FEEDBACK_URI)"
+        )
+        a.add_argument(
+            "--hierarchy-separator",
+            default=None,
+            help="of the category paths (data.hierarchy_separator, e.g. ' > '): a verdict on"
+            " a category reaches the paths under it when reviews are merged",
         )
         if action == "export":
             a.add_argument("--output", required=True, help="catalog to write (.jsonl)")

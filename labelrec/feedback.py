@@ -22,7 +22,7 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +153,11 @@ class Review:
     id: int | None = None
     created: dt.datetime | None = None
     request_key: str | None = None  # the client's Idempotency-Key, if it sent one
+    # read back from the store: the size limits are for new reviews (a review stored before
+    # a limit existed stays readable), and an empty id reads as none
+    stored: InitVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, stored: bool = False) -> None:
         if self.request_key is not None and not (
             isinstance(self.request_key, str) and _REQUEST_KEY.fullmatch(self.request_key)
         ):
@@ -170,12 +173,16 @@ class Review:
         # space is no part of a title (nor storable in PostgreSQL's text)
         if self.product_id is not None:
             self.product_id = " ".join(str(self.product_id).split())
-            if not self.product_id:  # a catalog row needs a real id (train refuses "")
+            if not self.product_id and stored:
+                self.product_id = None
+            elif not self.product_id:  # a catalog row needs a real id (train refuses "")
                 raise FeedbackError("product.id: empty; leave it out for a product without one")
         self.title = clean_text(self.title)
         if not self.title:
             raise FeedbackError("product.title: no visible text")
         self.description = clean_text(self.description)
+        if isinstance(self.reviewer, str):  # "ana " is ana; blanks are no one
+            self.reviewer = " ".join(self.reviewer.split()) or None
         for name, value in (
             ("product.title", self.title),
             ("product.description", self.description),
@@ -184,7 +191,7 @@ class Review:
             ("model_version", self.model_version),
         ):
             _check_text(value, name)
-            if isinstance(value, str) and len(value) > MAX_REVIEW_CHARS[name]:
+            if not stored and isinstance(value, str) and len(value) > MAX_REVIEW_CHARS[name]:
                 raise FeedbackError(
                     f"{name}: {len(value):,} characters, over the {MAX_REVIEW_CHARS[name]:,}"
                     " a review keeps"
@@ -234,10 +241,10 @@ class Review:
         narrower one implies it, and training would keep it."""
         if not separator:
             return
-        below = {r: r + fold_width(separator) for r in self.rejected}
+        below = {r: tag_key(r + fold_width(separator)) for r in self.rejected}
         for tag in self.tags:
             for rejected, prefix in below.items():
-                if tag.startswith(prefix):
+                if tag_key(tag).startswith(prefix):  # in any case or width, as tags match
                     raise FeedbackError(
                         f"rejected: {rejected} is the category above {tag}, which is accepted"
                         " or added; reject the narrower one, or keep both"
@@ -282,7 +289,14 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 
 
 def _review_of(row: Any) -> Review:
-    """The :class:`Review` a stored row holds."""
+    """The :class:`Review` a stored row holds (an error names the review)."""
+    try:
+        return _stored_review(row)
+    except FeedbackError as err:
+        raise FeedbackError(f"review {row['id']} in the feedback database: {err}") from None
+
+
+def _stored_review(row: Any) -> Review:
     return Review(
         title=row["title"],
         description=row["description"] or "",
@@ -296,6 +310,7 @@ def _review_of(row: Any) -> Review:
         id=int(row["id"]),
         created=_utc(row["created"]),
         request_key=row["request_key"],
+        stored=True,
     )
 
 
@@ -339,6 +354,34 @@ def _verdicts(review: Review) -> list[tuple[str, bool]]:
     return [(t, True) for t in review.tags] + [(t, False) for t in review.rejected]
 
 
+def _judge(
+    verdicts: dict[str, tuple[str, bool]], review: Review, separator: str | None = None
+) -> bool:
+    """Apply ``review``'s verdicts over the earlier ones of its product (tag key -> (the tag as
+    last spelt, kept)): the later verdict on a tag wins. With category paths (``separator``) a
+    rejected category also takes the kept ones under it (``Toys`` rejected after ``Toys >
+    Kites`` was added), and a kept path clears the rejections of the categories above it,
+    which it implies. Returns whether an earlier verdict was reversed."""
+    sep = tag_key(separator) if separator else ""
+    reversed_ = False
+    for tag, kept in _verdicts(review):
+        key = tag_key(tag)
+        if sep:
+            if kept:
+                levels = key.split(sep)
+                above = [sep.join(levels[:n]) for n in range(1, len(levels))]
+            else:
+                above = [k for k, (_, was) in verdicts.items() if was and k.startswith(key + sep)]
+            for other in above:
+                if other in verdicts and verdicts[other][1] != kept:
+                    del verdicts[other]
+                    reversed_ = True
+        if verdicts.get(key, (tag, kept))[1] != kept:
+            reversed_ = True
+        verdicts[key] = (tag, kept)
+    return reversed_
+
+
 class FeedbackStore:
     """Reviews in a database named by a SQLAlchemy URL (``sqlite:///feedback.db``...)."""
 
@@ -379,6 +422,12 @@ class FeedbackStore:
             raise FeedbackError(
                 f"feedback database {shown} cannot be opened:"
                 f" {type(err).__name__}: {str(err).splitlines()[0]}"
+            ) from None
+        except ImportError as err:  # the URL's database driver (psycopg2, pymysql...)
+            raise FeedbackError(
+                f"feedback database {shown}: its driver {err.name or ''} is not installed"
+                f" ({err}); install it, or name an installed one in the URL"
+                " (postgresql+psycopg://...)"
             ) from None
 
     def close(self) -> None:
@@ -551,15 +600,16 @@ class FeedbackStore:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(_reviews)).scalar_one())
 
-    def export(self, path: str | Path) -> int:
+    def export(self, path: str | Path, hierarchy_separator: str | None = None) -> int:
         """Write the reviewed products as a JSON Lines catalog; returns the number of products.
         A product's reviews are merged tag by tag: the last verdict on each tag wins (one
-        reviewer's added tag stays when another later accepts other tags), and the product's
-        title and description are its last review's. Products come in the order of their last
-        reviews. Read in two passes, keeping only each product's verdicts between them, so
-        memory does not grow with the texts; reviews stored meanwhile wait for the next export.
-        Written to a temporary file, then renamed; the temporary file is removed when the
-        export fails."""
+        reviewer's added tag stays when another later accepts other tags; with category paths,
+        ``hierarchy_separator``, a verdict on a category reaches the paths under it, see
+        ``_judge``), and the product's title and description are its last review's. Products
+        come in the order of their last reviews. Read in two passes, keeping only each
+        product's verdicts between them, so memory does not grow with the texts; reviews stored
+        meanwhile wait for the next export. Written to a temporary file, then renamed; the
+        temporary file is removed when the export fails."""
         out = Path(path)
         if out.is_dir():  # checked first: os.replace would fail only after the whole export
             raise ValueError(f"{out} is a directory: give the catalog file to write")
@@ -569,8 +619,7 @@ class FeedbackStore:
         merged: dict[str, tuple[int, dict[str, tuple[str, bool]]]] = {}
         for review in self.reviews():
             _, verdicts = merged.pop(review.product_key, (0, {}))
-            for tag, kept in _verdicts(review):
-                verdicts[tag_key(tag)] = (tag, kept)
+            _judge(verdicts, review, hierarchy_separator)
             merged[review.product_key] = (int(review.id or 0), verdicts)
         last = {review_id: key for key, (review_id, _) in merged.items()}
         named = {key[3:] for key in merged if key.startswith("id:")}  # ids reviewers gave
@@ -603,24 +652,24 @@ class FeedbackStore:
             raise
         return written
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, hierarchy_separator: str | None = None) -> dict[str, Any]:
         """Counts: reviews, products, reviewers, tags accepted / rejected / added / unknown,
-        products where a later review reversed a tag's verdict (``overruled``), reviews per
-        model version, and the most rejected tags. ``acceptance_rate`` (accepted
+        products where a later review reversed a tag's verdict (``overruled``; with category
+        paths, ``hierarchy_separator``, also one reaching it through a category above or
+        below, as the export merges them), reviews per model version, and the most rejected
+        tags. ``acceptance_rate`` (accepted
         of accepted + rejected) is None when no tag was accepted or rejected."""
         counts: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
         versions: Counter[str] = Counter()
         products, reviewers = set(), set()
-        verdicts: dict[str, dict[str, bool]] = {}  # product -> tag_key -> kept (the last review's)
+        # product -> tag_key -> (tag, kept), as the export merges them
+        verdicts: dict[str, dict[str, tuple[str, bool]]] = {}
         overruled: set[str] = set()
         for review in self.reviews():
             key = review.product_key
-            seen = verdicts.setdefault(key, {})
-            for tag, kept in _verdicts(review):
-                if seen.get(tag_key(tag), kept) != kept:
-                    overruled.add(key)
-                seen[tag_key(tag)] = kept
+            if _judge(verdicts.setdefault(key, {}), review, hierarchy_separator):
+                overruled.add(key)
             counts["reviews"] += 1
             counts["accepted"] += len(review.accepted)
             counts["rejected"] += len(review.rejected)

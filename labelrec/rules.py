@@ -146,10 +146,12 @@ class Rules:
             for i, v in enumerate(value):
                 if not (isinstance(v, str) and v):
                     raise RulesError(f"{where}{key}: expected a tag pattern, got {v!r}", key, i)
+                if not clean_tag(v):  # "  ", a zero-width space: read as tags are, nothing
+                    raise RulesError(f"{where}{key}: {v!r} is no tag once read as tags are", key, i)
         if not isinstance(self.rename, dict):
             raise RulesError(f"{where}rename: expected a mapping of tag -> tag", "rename")
         for k, v in self.rename.items():
-            if not (isinstance(k, str) and isinstance(v, str) and k and v):
+            if not (isinstance(k, str) and isinstance(v, str) and clean_tag(k) and clean_tag(v)):
                 raise RulesError(
                     f"{where}rename: {k!r}: {v!r}: expected a tag -> a tag", "rename", k
                 )
@@ -159,7 +161,10 @@ class Rules:
                 "max_per_facet",
             )
         for k, v in self.max_per_facet.items():
-            if not (isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool)):
+            if not (
+                isinstance(k, str) and fold_width(k).strip() and isinstance(v, int)
+                and not isinstance(v, bool)
+            ):  # fmt: skip
                 raise RulesError(
                     f"{where}max_per_facet: {k!r}: {v!r}: expected a prefix -> a count",
                     "max_per_facet",

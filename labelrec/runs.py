@@ -62,14 +62,20 @@ REVIEW_ID_PREFIX = "feedback-"
 
 
 def reviewed_product(
-    original: data_mod.Product, review: data_mod.Product, hierarchy_separator: str | None = None
+    original: data_mod.Product,
+    review: data_mod.Product,
+    hierarchy_separator: str | None = None,
+    text_of_review: bool = False,
 ) -> data_mod.Product:
     """A catalog product after its review: its tags without the rejected ones (and, with
     ``hierarchy_separator``, without the categories under a rejected one: ``Toys > Puzzles``
-    rejected takes ``Toys > Puzzles > Jigsaw`` with it), then the accepted and added ones (a
-    reviewer sees only the suggestions, so the gold tags not shown stay), and the rejected tags
-    as known negatives: the catalog's own, less those the review accepted or added (the later
-    verdict wins), and the review's."""
+    rejected takes ``Toys > Puzzles > Jigsaw`` with it), then the accepted and added ones not
+    among them in another case or width (a reviewer sees only the suggestions, so the gold tags
+    not shown stay), and the rejected tags as known negatives: the catalog's own, less those
+    the review accepted or added (the later verdict wins), and the review's. The title and
+    description stay the catalog's (a review judges tags; the review page shows a description
+    cut short), a missing description taken from the review; ``text_of_review`` (two reviews
+    of one product) takes the review's."""
     key = data_mod.tag_key  # a tag in another case or width is that tag
     rejected = {key(t) for t in review.rejected}
     sep = data_mod.fold_width(hierarchy_separator) if hierarchy_separator else ""  # as tags read
@@ -79,11 +85,18 @@ def reviewed_product(
         for t in original.tags
         if key(t) not in rejected and not (below and key(t).startswith(below))
     ]
-    tags = list(dict.fromkeys([*kept, *review.tags]))
+    spelt: dict[str, str] = {}  # one spelling per tag: the catalog's first
+    for t in [*kept, *review.tags]:
+        spelt.setdefault(key(t), t)
     accepted = {key(t) for t in review.tags}
     negatives = [t for t in original.rejected if key(t) not in accepted]
+    text = review if text_of_review else original
     return dataclasses.replace(
-        review, tags=tags, rejected=list(dict.fromkeys([*negatives, *review.rejected]))
+        review,
+        title=text.title,
+        description=text.description or review.description,
+        tags=list(spelt.values()),
+        rejected=list(dict.fromkeys([*negatives, *review.rejected])),
     )
 
 
@@ -116,7 +129,9 @@ def _one_per_product(
     merged: dict[str, data_mod.Product] = {}
     for p in products:
         earlier = merged.get(p.id)
-        merged[p.id] = p if earlier is None else reviewed_product(earlier, p, hierarchy_separator)
+        merged[p.id] = (
+            p if earlier is None else reviewed_product(earlier, p, hierarchy_separator, True)
+        )
     return list(merged.values())
 
 

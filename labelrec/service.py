@@ -595,6 +595,13 @@ Patterns = Annotated[
 ]
 
 
+class ReviewedProductIn(ProductIn):
+    """The product of a review: a review keeps its id, title and description only, so another
+    field (``product_id``, ``desc``) is refused rather than dropped unseen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ItemIn(ProductIn):
     """A product with its own options, as batched by ``/suggest_items``."""
 
@@ -1409,16 +1416,25 @@ class LabelRec:
     @answers_errors
     async def feedback(
         self,
-        product: ProductIn,
+        product: ReviewedProductIn,
         accepted: TagList = [],  # noqa: B006 (pydantic copies defaults)
         rejected: TagList = [],  # noqa: B006
         added: Annotated[TagList, Field(json_schema_extra={"example": ["gift"]})] = [],  # noqa: B006
         reviewer: Annotated[StrictStr | None, Field(max_length=256)] = None,
+        model_version: Annotated[
+            StrictStr | None,
+            Field(
+                max_length=256,
+                description="The `model_version` of the `/suggest` answer reviewed (default:"
+                " the version being served now).",
+            ),
+        ] = None,
         ctx: bentoml.Context = None,  # type: ignore[assignment]  # BentoML passes it
     ) -> FeedbackOut:
         """Record a reviewer's verdict on the tags suggested for a product: `accepted` and
-        `rejected` suggestions, tags `added` by hand. Stored with the model version being
-        served; tags the model does not know are kept and listed in `unknown`. With
+        `rejected` suggestions, tags `added` by hand. Stored with the model version that made
+        the suggestions (`model_version`, as `/suggest` answered it; else the version being
+        served); tags the model does not know are kept and listed in `unknown`. With
         LABELREC_REVIEWERS the reviewer is the one whose token came with the request. A review
         sent again with the same `Idempotency-Key` header (a client retrying) is stored once
         and answered with the stored review's id; another review under that key is a 422."""
@@ -1436,7 +1452,7 @@ class LabelRec:
                 rejected=rejected,
                 added=added,
                 reviewer=reviewer,
-                model_version=snap.version if snap is not None else None,
+                model_version=model_version or (snap.version if snap is not None else None),
                 request_key=request_key,
             )
             review.check_verdicts()

@@ -300,6 +300,57 @@ def test_a_rejected_category_above_a_kept_one_is_refused_with_category_paths() -
     fullwidth = Review(title="Kite", rejected=["Toys"], added=["Toys ＞ Kites"])  # as read
     with pytest.raises(FeedbackError, match="category above"):
         fullwidth.check_hierarchy(" ＞ ")
+    other_case = Review(title="Kite", rejected=["Toys > Kites"], added=["toys > kites > box"])
+    with pytest.raises(FeedbackError, match="Toys > Kites is the category above toys > kites"):
+        other_case.check_hierarchy(" > ")  # one category in any case, as tags match
+
+
+def test_a_verdict_on_a_category_reaches_the_paths_under_it_in_the_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """With the catalog's separator, a later rejection of a category takes the paths kept
+    under it by earlier reviews, and a later kept path clears the rejections above it; the
+    stats count both as overruled. Without it, only the verdicts on one tag meet."""
+    store = store_at(tmp_path)
+    store.add(Review(title="Kite", product_id="k1", added=["Toys > Kites"], accepted=["Gift"]))
+    store.add(Review(title="Kite", product_id="k1", rejected=["toys"]))  # later, any case
+    store.add(Review(title="Ball", product_id="b1", rejected=["Toys", "Books"]))
+    store.add(Review(title="Ball", product_id="b1", accepted=["Toys > Balls"]))
+    out = tmp_path / "reviewed.jsonl"
+
+    def rows(*args: str) -> dict[str, tuple[list[str], list[str]]]:
+        assert main(["feedback", "export", "--uri", store.uri, "--output", str(out), *args]) == 0
+        lines = out.read_text(encoding="utf-8").splitlines()
+        return {r["id"]: (r["tags"], r["rejected"]) for r in map(json.loads, lines)}
+
+    assert rows("--hierarchy-separator", " > ") == {
+        "k1": (["Gift"], ["toys"]),
+        "b1": (["Toys > Balls"], ["Books"]),
+    }
+    assert rows() == {
+        "k1": (["Gift", "Toys > Kites"], ["toys"]),
+        "b1": (["Toys > Balls"], ["Toys", "Books"]),
+    }
+    assert store.stats(" > ")["overruled"] == 2 and store.stats()["overruled"] == 0
+    capsys.readouterr()
+    assert main(["feedback", "stats", "--uri", store.uri, "--hierarchy-separator", " > "]) == 0
+    assert "overruled       2 products" in capsys.readouterr().out
+
+
+def test_a_review_keeps_the_catalogs_text_and_its_spelling_of_a_tag() -> None:
+    """A review judges tags: the catalog's title and description stay (the review page shows a
+    description cut short), and a tag accepted in another case is the catalog's tag."""
+    from labelrec.data import Product
+    from labelrec.runs import reviewed_product
+
+    original = Product("t1", "LEGO Police Station", "a" * 1000, tags=["Toys", "brand:Lego"])
+    review = Product("t1", "LEGO Police Station", "a" * 300, tags=["brand:LEGO", "toys", "Gift"])
+    after = reviewed_product(original, review)
+    assert (after.title, after.description) == (original.title, original.description)
+    assert after.tags == ["Toys", "brand:Lego", "Gift"]
+    bare = Product("t1", "LEGO Police Station", "", tags=["Toys"])
+    assert reviewed_product(bare, review).description == review.description
+    assert reviewed_product(original, review, text_of_review=True).description == "a" * 300
 
 
 def test_a_version_1_store_is_upgraded_and_keeps_its_reviews(tmp_path: Path) -> None:
@@ -339,6 +390,34 @@ def test_a_version_1_store_is_upgraded_and_keeps_its_reviews(tmp_path: Path) -> 
     again = FeedbackStore(f"sqlite:///{db}")  # finished: the index added, the version moved
     assert again.schema_version == 2 and len(again) == 2
     assert FeedbackStore(ro, create=False).schema_version == 2  # read-only, once upgraded
+
+
+def test_reviews_stored_before_a_size_limit_stay_readable(tmp_path: Path) -> None:
+    """The size limits are for new reviews: a row stored before one existed is exported, and
+    a row no review can be is an error naming its number."""
+    store = store_at(tmp_path)
+    store.add(Review(title="Kite", product_id="k1", accepted=["Toys"], reviewer=" ana  b "))
+    store.add(Review(title="Ball", accepted=["Toys"], reviewer="  "))
+    assert [r.reviewer for r in store.reviews()] == ["ana b", None]
+    db = tmp_path / "fb" / "feedback.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE labelrec_feedback SET title = ? WHERE id = 1", ("long " * 700,))
+    out = tmp_path / "reviewed.jsonl"
+    assert store.export(out) == 2 and store.stats()["reviews"] == 2
+    assert len(json.loads(out.read_text(encoding="utf-8").splitlines()[0])["title"]) > 2_000
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE labelrec_feedback SET title = ' ' WHERE id = 2")
+    with pytest.raises(FeedbackError, match="review 2 in the feedback database: product.title"):
+        store.export(out)
+
+
+def test_a_database_whose_driver_is_missing_is_one_error_naming_it() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pymysql") is not None:
+        pytest.skip("pymysql is installed: its driver is not missing")
+    with pytest.raises(FeedbackError, match="its driver pymysql is not installed"):
+        FeedbackStore("mysql+pymysql://ana@127.0.0.1:1/reviews")
 
 
 def test_schema_versions_newer_stores_and_bad_urls_are_refused(tmp_path: Path) -> None:

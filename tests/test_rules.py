@@ -92,6 +92,11 @@ def test_rules_files_and_their_errors(tmp_path: Path) -> None:
         ("allow: [a]\nrename:\n  x: y\n  b: ''\n", "bad.yaml, line 4: rename: 'b': ''"),
         ("max_per_facet:\n  'brand:': 1\n  'color:': -2\n", r"bad.yaml, line 3: max_per"),
         ("rename: [a]\n", "rename: expected a mapping of tag -> tag"),
+        # a pattern or tag of blanks or invisible characters is nothing once read as tags are
+        ("deny: [a]\nallow:\n  - '\u200b'\n", r"line 3: allow: '\\u200b' is no tag once read"),
+        ("deny: ['  ']\n", "line 1: deny: '  ' is no tag once read as tags are"),
+        ("rename: {' ': a}\n", "rename: ' ': 'a': expected a tag -> a tag"),
+        ("max_per_facet: {' ': 1}\n", "max_per_facet: ' ': 1: expected a prefix"),
         ("max_per_facet: {'brand:': -1}\n", "max_per_facet: 'brand:': -1: a count must be >= 0"),
         ("max_per_facet: {'brand:': one}\n", "max_per_facet: 'brand:': 'one': expected a prefix"),
         ("max_per_facet: 3\n", "max_per_facet: expected a mapping"),

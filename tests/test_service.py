@@ -535,9 +535,16 @@ def test_feedback_over_http(client: TestClient) -> None:
         ({**body, "added": ["x" * 513]}, "at most 512 characters"),
         ({**body, "product": {"title": "x" * 2001}}, "product.title: 2,001 characters"),
         ({**body, "product": {"title": "x", "id": "9" * 257}}, "product.id: 257 characters"),
+        # a review keeps id, title and description: a misspelt id would become a new product
+        ({**body, "product": {"title": "x", "product_id": "p1"}}, "product_id"),
+        ({**body, "product": {"title": "x", "desc": "a kite"}}, "desc"),
+        ({**body, "model_version": 3}, "model_version"),
     ]:
         answer = client.post("/feedback", json=bad)
         assert answer.status_code == 400 and field in answer.text, (bad, answer.text)
+    # the version that made the suggestions, as /suggest answered it, is the review's
+    earlier = client.post("/feedback", json={**body, "model_version": "2"})
+    assert earlier.status_code == 200 and earlier.json()["model_version"] == "2", earlier.text
     # a client's retry under its Idempotency-Key is the first review, not a second one
     key = {"Idempotency-Key": "0f8e3b6c-review-1"}
     first = client.post("/feedback", json=body, headers=key)

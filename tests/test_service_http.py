@@ -442,10 +442,18 @@ def test_review_page_in_headless_chromium(browser, server: Server) -> None:
     assert added.get_attribute("data-tag") == "brand:Reviewed"
     browser.find_element(By.ID, "reviewer").send_keys("ana")
     browser.find_element(By.ID, "review-token").send_keys(REVIEW_TOKEN)  # the server asks for it
+    browser.execute_script(  # what the page sends
+        "window.sent = []; const send = window.fetch;"
+        " window.fetch = (url, opts) => { window.sent.push(opts && opts.body);"
+        " return send(url, opts); };"
+    )
     browser.find_element(By.ID, "save-btn").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "review-status"), "saved review #"))
     from labelrec.feedback import FeedbackStore
 
+    (body,) = [json.loads(b) for b in browser.execute_script("return window.sent") if b]
+    version = httpx.get(f"{server.url}/model").json()["version"]
+    assert body["model_version"] == version  # the /suggest answer's: what made the suggestions
     stored = list(FeedbackStore(server.feedback_uri).reviews())[-1]
     assert stored.title == "LEGO City Police Station 60316" and stored.reviewer == "ana"
     assert stored.accepted == [tags[0].get_attribute("data-tag")]
