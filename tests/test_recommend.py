@@ -362,6 +362,34 @@ def test_build_index_keeps_top_k_and_gold_apart():
     assert np.allclose(np.linalg.norm(index.embeddings, axis=1), 1.0)
     with pytest.raises(ValueError, match="appears twice"):
         build_index(tagger, rows + rows[:1])
+    # a catalog tag in another case or width is the model's tag, or one new tag, as in eval
+    rows = [
+        {"id": "a", "title": "Hornby train", "tags": ["brand:HORNBY", "Made up"]},
+        {"id": "b", "title": "puzzle", "tags": ["brand：hornby", "made UP"]},
+    ]
+    index = build_index(tagger, rows, top_k=2)
+    assert index.tags[len(TAGS) :] == ["Made up"]
+    assert index.gold[0].indices.tolist() == index.gold[1].indices.tolist()
+    assert index.tags[index.gold[0].indices[0]] == "brand:Hornby"
+
+
+def test_a_saved_index_carries_the_tags_it_carried_in_memory(tmp_path: Path) -> None:
+    """A score just above its threshold stays above it once saved and loaded (float16 would
+    store 0.44002 as 0.43994)."""
+    tagger = FakeTagger()
+    tagger.tag_thresholds[1] = np.float32(0.44)
+    wrapped = tagger.predict_scores
+
+    def predict_scores(products, with_embeddings=False):
+        scores, emb = wrapped(products, with_embeddings)
+        scores[:, 1] = np.float32(0.44002)
+        return scores, emb
+
+    tagger.predict_scores = predict_scores
+    index = build_index(tagger, [{"id": "a", "title": "Hornby train"}])
+    assert TAGS[1] in index.carried_tags(0)
+    index.save(tmp_path / "index")
+    assert ProductIndex.load(tmp_path / "index").carried_tags(0) == index.carried_tags(0)
 
 
 class WideTagger(FakeTagger):
@@ -544,6 +572,24 @@ def test_interactions_files_and_their_errors(tmp_path: Path):
     # epoch seconds and dates in one column
     bad.write_text("user_id,product_id,timestamp\nU1,p0,1700000000\nU1,p1,2023-11-15\n", "utf-8")
     assert Interactions.read(bad).timestamps.tolist() == [1700000000.0, 1700006400.0]
+    # epoch times in ms, us or ns by their size; one date format for the whole column
+    bad.write_text(
+        "user_id,product_id,timestamp\nU1,p0,1700000000000\nU1,p1,1700000000000000\n"
+        "U1,p2,1700000000000000000\n",
+        "utf-8",
+    )
+    assert Interactions.read(bad).timestamps.tolist() == [1.7e9] * 3
+    bad.write_text("user_id,product_id,timestamp\nU1,p0,02/01/2024\nU1,p1,13/01/2024\n", "utf-8")
+    with pytest.raises(ValueError, match=r"line 3, field 'timestamp': '13/01/2024' is neither"):
+        Interactions.read(bad)  # read month first from its first date: not read two ways
+    bad.write_text("user_id,product_id,timestamp\nU1,p0,2024-01-01\nU1,p1,\n", "utf-8")
+    with pytest.raises(ValueError, match=r"line 3, field 'timestamp': no time \(empty\)"):
+        Interactions.read(bad)
+    when = pd.to_datetime(["2024-01-01", None])  # a null in a date-time column
+    frame = pd.DataFrame({"user_id": ["U1", "U2"], "product_id": ["p1", "p2"], "timestamp": when})
+    frame.to_parquet(tmp_path / "nat.parquet")
+    with pytest.raises(ValueError, match=r"nat.parquet, row 2, field 'timestamp': no time"):
+        Interactions.read(tmp_path / "nat.parquet")
     with pytest.raises(FileNotFoundError):
         Interactions.read(tmp_path / "missing.csv")
 
@@ -655,6 +701,48 @@ def test_saving_an_index_replaces_it_whole(tmp_path: Path) -> None:
     assert (tmp_path / "model" / "labelrec.json").is_file()
 
 
+def test_no_popular_product_to_fall_back_on_says_why(tmp_path: Path) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,product_id,weight\nU1,p0,0\nU2,p1,0\n", "utf-8")
+    engine = ProductSearch(make_index())
+    engine.set_interactions(events)
+    with pytest.raises(ValueError, match="those naming its products all weigh 0"):
+        engine.recommend("newcomer")
+    events.write_text("user_id,product_id\nU1,elsewhere-1\n", "utf-8")
+    engine.set_interactions(events)
+    with pytest.raises(ValueError, match="each was ignored: are they from another catalog"):
+        engine.recommend("newcomer")
+
+
+def test_a_damaged_index_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    import shutil
+
+    from labelrec.recommend.index import IndexFileError
+
+    make_index().save(tmp_path / "idx")
+
+    def damaged(name: str, change) -> Path:
+        copy = shutil.copytree(tmp_path / "idx", tmp_path / name)
+        change(copy)
+        return copy
+
+    def cut(path: Path) -> None:
+        path.write_bytes(path.read_bytes()[:90])
+
+    def without_counts(index: Path) -> None:
+        info = json.loads((index / "tags.json").read_text("utf-8"))
+        del info["counts"]
+        (index / "tags.json").write_text(json.dumps(info), "utf-8")
+
+    cases = {
+        damaged("emb", lambda d: cut(d / "embeddings.npy")): "embeddings.npy: not an array file",
+        damaged("counts", without_counts): "tags.json: damaged product index \\(no 'counts'\\)",
+    }
+    for index, message in cases.items():
+        with pytest.raises(IndexFileError, match=message):
+            ProductIndex.load(index)
+
+
 def test_an_index_built_again_while_it_loads_is_read_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -704,11 +792,19 @@ def test_files_written_beside_an_index_arrive_with_it(tmp_path: Path) -> None:
     assert (tmp_path / "idx" / "ann.faiss").read_bytes() == b"graph"
 
 
-@pytest.mark.parametrize("half_life", [float("nan"), float("inf"), -1.0, 0.0])
+@pytest.mark.parametrize("half_life", [float("nan"), float("inf"), -1.0, 0.0, "30", True])
 def test_half_life_must_be_a_finite_positive_number(half_life: float):
     rows = [("u", "p3", 1, 0), ("u", "p0", 1, 86400)]
     with pytest.raises(ValueError, match=r"half_life_days must be a finite number > 0, got"):
         ProductSearch(make_index()).set_interactions(events(*rows), half_life_days=half_life)
+
+
+@pytest.mark.parametrize("support", [0, "3", 2.5, True])
+def test_min_support_must_be_a_positive_integer(support: object):
+    engine = ProductSearch(make_index())
+    with pytest.raises(ValueError, match=r"min_support must be an integer >= 1, got"):
+        engine.recommend(history=["p0"], min_support=support)
+    assert engine.recommend(history=["p0"], min_support=np.int64(2))["results"]
 
 
 def test_unreadable_interactions_files_name_the_file_and_line(tmp_path: Path):

@@ -296,6 +296,31 @@ def test_an_index_from_the_same_tags_trained_again_is_refused(
     assert result.status == "refused" and "0" * 32 in result.error
 
 
+def test_an_index_is_queried_with_the_tag_generator_as_it_was_built(
+    trained_model_dir: Path, service_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Query tags are scored as the products' were: the manifest's model is loaded without
+    its generator where the index was built without it, and a model loaded otherwise than
+    the index was built is refused."""
+    import labelrec.recommend.engine as engine
+
+    manifest = json.loads((service_index / "manifest.json").read_text())
+    assert manifest["generator"] is False  # the tiny model has none
+    loads: list[dict] = []
+
+    def load_tagger(source, **kwargs):
+        loads.append(kwargs)
+        return TagRecommender.load(source, **kwargs)
+
+    monkeypatch.setattr(engine, "load_tagger", load_tagger)
+    assert ProductSearch.load(service_index).tagger.uses_generator is False
+    assert loads == [{"generate": False}]
+    built_with = shutil.copytree(service_index, tmp_path / "with_generator")
+    (built_with / "manifest.json").write_text(json.dumps({**manifest, "generator": True}))
+    with pytest.raises(ValueError, match="built with the model's tag generator and this model"):
+        ProductSearch.load(built_with, TagRecommender.load(trained_model_dir))
+
+
 def test_a_service_starting_with_a_stale_index_tags_and_says_why_products_are_down(
     make_service, trained_model_dir: Path, service_index: Path, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,16 @@ def check_index_model(index: ProductIndex, tagger: Any) -> None:
         raise ValueError(
             f"the product index was built with {source} (save {built_with}), not with this "
             f"model (save {served}): rebuild it with `labelrec product-index`"
+        )
+    generator = index.manifest.get("generator")  # None: an index that does not record it
+    uses = getattr(tagger, "uses_generator", None)
+    if isinstance(generator, bool) and isinstance(uses, bool) and generator != uses:
+        built, now = ("with", "without") if generator else ("without", "with")
+        raise ValueError(
+            f"the product index was built {built} the model's tag generator and this model is"
+            f" loaded {now} it: queries would be tagged otherwise than the products; load the"
+            " model as the index was built (generate, LABELREC_GENERATE) or rebuild the index"
+            " (`labelrec product-index`, --no-generate to leave the generator out)"
         )
 
 
@@ -184,7 +195,9 @@ class ProductSearch:
                     "free-text queries need the tagging model: pass a TagRecommender "
                     "(the index manifest names no model)"
                 )
-            tagger = load_tagger(source)
+            # as the index was built: with the model's tag generator or without it
+            without = self.index.manifest.get("generator") is False
+            tagger = load_tagger(source, **({"generate": False} if without else {}))
             check_index_model(self.index, tagger)
             self._tagger = tagger
         return self._tagger
@@ -417,8 +430,9 @@ class ProductSearch:
         weight = self._weight(tag_weight, self.recommend_tag_weight)
         beta = _check_weight(cooccurrence_weight, "cooccurrence_weight")
         pop_weight = _check_weight(popularity_weight, "popularity_weight")
-        if min_support < 1:
-            raise ValueError(f"min_support must be >= 1, got {min_support}")
+        integer = isinstance(min_support, numbers.Integral) and not isinstance(min_support, bool)
+        if not integer or min_support < 1:
+            raise ValueError(f"min_support must be an integer >= 1, got {min_support!r}")
         mask = self.index.filter_mask(_tag_list(tags))
         rows, weights = self._history(user, history)
         n = len(self.index)
@@ -521,9 +535,15 @@ class ProductSearch:
                 "give a history or load interactions"
             )
         if not self.signals.popularity.any():
+            dropped = self.signals.n_dropped
+            why = (
+                "each was ignored: are they from another catalog?"
+                if dropped == len(self.signals.interactions.product_ids)
+                else "those naming its products all weigh 0"
+            )
             raise ValueError(
                 f"user {user!r} has no history, and no loaded interaction names a product of the"
-                " index to fall back on (each was ignored: are they from another catalog?)"
+                f" index to fall back on ({why})"
             )
         pop = self.signals.popularity
         rows = np.flatnonzero(pop)

@@ -9,7 +9,8 @@ An index directory holds plain files, loadable with numpy and pandas only (no to
   per-tag score thresholds (a product *carries* a predicted tag at or above its threshold) and
   the tags' training counts (for idf weights);
 - ``tag_scores.npz``: the top ``top_k`` predicted scores per product (at least ``min_score``) as
-  CSR arrays ``indptr``, ``indices``, ``data`` (float16) and ``shape``;
+  CSR arrays ``indptr``, ``indices``, ``data`` (float32: a score just above its threshold
+  stays above it) and ``shape``;
 - ``gold_tags.npz``: the known (catalog) tags as CSR ``indptr``, ``indices``, ``shape``;
 - ``embeddings.npy``: L2-normalised pooled text embeddings of the fine-tuned backbone (float16),
   absent when the index was built without them; by default reduced to 128 dimensions by PCA
@@ -380,12 +381,12 @@ class ProductIndex:
         tags_payload = {
             "tags": self.tags,
             "n_model_tags": self.n_model_tags,
-            "thresholds": [round(float(t), 6) for t in self.thresholds],
+            "thresholds": [float(t) for t in self.thresholds],
             "counts": [int(c) for c in self.tag_counts],
             "n_train_products": self.n_train_products,
         }
         (directory / TAGS_FILE).write_text(json.dumps(tags_payload, ensure_ascii=False), "utf-8")
-        _csr_save(directory / SCORES_FILE, self.tag_scores, np.float16)
+        _csr_save(directory / SCORES_FILE, self.tag_scores, np.float32)
         _csr_save(directory / GOLD_FILE, self.gold, None)
         emb_path = directory / EMBEDDINGS_FILE
         if self.embeddings is not None:
@@ -441,25 +442,45 @@ class ProductIndex:
             table = pd.read_parquet(directory / PRODUCTS_FILE)
         except (OSError, ValueError) as err:
             raise IndexFileError(f"{directory / PRODUCTS_FILE}: {err}") from None
-        emb_path = directory / EMBEDDINGS_FILE
-        embeddings = np.load(emb_path).astype(np.float32) if emb_path.is_file() else None
-        proj_path = directory / PROJECTION_FILE
-        projection = np.load(proj_path) if proj_path.is_file() else None
-        return cls(
-            table["id"].astype(str).tolist(),
-            tag_info["tags"],
-            _csr_load(directory / SCORES_FILE),
-            embeddings=embeddings,
-            gold=_csr_load(directory / GOLD_FILE),
-            titles=table["title"].fillna("").astype(str).tolist(),
-            descriptions=table["description"].fillna("").astype(str).tolist(),
-            thresholds=np.asarray(tag_info["thresholds"], dtype=np.float32),
-            tag_counts=np.asarray(tag_info["counts"], dtype=np.int64),
-            n_train_products=tag_info.get("n_train_products"),
-            n_model_tags=tag_info.get("n_model_tags"),
-            manifest=manifest,
-            projection=projection,
-        )
+        arrays = {}
+        for name in (EMBEDDINGS_FILE, PROJECTION_FILE):
+            path = directory / name
+            try:
+                arrays[name] = np.load(path) if path.is_file() else None
+            except (OSError, ValueError, EOFError) as err:  # cut short, not an array file
+                raise IndexFileError(f"{path}: not an array file ({err})") from None
+        embeddings = arrays[EMBEDDINGS_FILE]
+        part = directory / TAGS_FILE
+        try:
+            tags, thresholds = tag_info["tags"], tag_info["thresholds"]
+            counts = tag_info["counts"]
+            part = directory / PRODUCTS_FILE
+            ids, titles, descriptions = (
+                table[c].fillna("").astype(str).tolist() for c in ("id", "title", "description")
+            )
+            part = directory
+            return cls(
+                ids,
+                tags,
+                _csr_load(directory / SCORES_FILE),
+                embeddings=None if embeddings is None else embeddings.astype(np.float32),
+                gold=_csr_load(directory / GOLD_FILE),
+                titles=titles,
+                descriptions=descriptions,
+                thresholds=np.asarray(thresholds, dtype=np.float32),
+                tag_counts=np.asarray(counts, dtype=np.int64),
+                n_train_products=tag_info.get("n_train_products"),
+                n_model_tags=tag_info.get("n_model_tags"),
+                manifest=manifest,
+                projection=arrays[PROJECTION_FILE],
+            )
+        except IndexFileError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as err:  # a damaged file
+            what = f"no {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+            raise IndexFileError(
+                f"{part}: damaged product index ({what}); rebuild it with `labelrec product-index`"
+            ) from None
 
     def embed_query(self, embeddings: np.ndarray) -> np.ndarray:
         """Backbone embeddings of queries in this index's space (projected), L2-normalised."""
@@ -519,10 +540,15 @@ def build_index(
     emb_parts: list[np.ndarray] = []
     seen: set[str] = set()
 
+    extra_keys: dict[str, str] = {}  # tag_key -> the first spelling of a tag outside the model
+
     def column(tag: str) -> int:
-        j = vocab.index.get(tag)
+        """A catalog tag's column: the model's tag in any case or width (as evaluation reads
+        gold tags), else one column per tag outside the model, spelt as first met."""
+        j = vocab.find(tag)
         if j is not None:
             return j
+        tag = extra_keys.setdefault(tag_key(tag), tag)
         if tag not in extra_tags:
             extra_tags[tag] = len(model_tags) + len(extra_tags)
         return extra_tags[tag]

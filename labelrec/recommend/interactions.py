@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import numbers
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,27 +233,44 @@ def _unparsable(path: Path, err: Exception) -> str:
 
 
 def _parse_timestamps(values: pd.Series, where: Any) -> np.ndarray:
-    """Epoch seconds from numbers (seconds; milliseconds when > 1e11), date-time strings or a
-    date-time column (Parquet)."""
+    """Epoch seconds from numbers (seconds; by their size milliseconds above 1e11, microseconds
+    above 1e14, nanoseconds above 1e17), date-time strings (ISO 8601, else the one format
+    pandas reads in the column's first date, month first where a date could be either) or a
+    date-time column (Parquet). A missing or unreadable time is an error naming its line."""
+    epoch = pd.Timestamp(0, tz="UTC")
     if pd.api.types.is_datetime64_any_dtype(values):  # to_numeric would give its raw ticks
         parsed = pd.to_datetime(values, utc=True)
-        return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+        missing = np.flatnonzero(parsed.isna().to_numpy())
+        if missing.size:
+            raise ValueError(f"{where(int(missing[0]), 'timestamp')}: no time (null)")
+        return (parsed - epoch).dt.total_seconds().to_numpy(dtype=np.float64)
+    missing = np.flatnonzero((values.isna() | (values.astype(str).str.strip() == "")).to_numpy())
+    if missing.size:
+        raise ValueError(f"{where(int(missing[0]), 'timestamp')}: no time (empty)")
     numeric = pd.to_numeric(values, errors="coerce")
     is_number = numeric.notna().to_numpy()
     out = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
-    out = np.where(np.abs(out) > 1e11, out / 1000.0, out)
-    if is_number.all():
-        return out
-    dates = values[~is_number]  # each value on its own: numbers and dates may mix
-    parsed = pd.to_datetime(dates, errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        i = np.flatnonzero(~is_number)[np.flatnonzero(bad)[0]]
-        raise ValueError(
-            f"{where(i, 'timestamp')}: {values.iloc[i]!r} is neither epoch seconds nor a date"
-        )
-    seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
-    out[~is_number] = seconds
+    size = np.abs(out)
+    out = np.select([size > 1e17, size > 1e14, size > 1e11], [out / 1e9, out / 1e6, out / 1e3], out)
+    if not is_number.all():
+        dates = values[~is_number].astype(str)
+        parsed = pd.to_datetime(dates, errors="coerce", utc=True, format="ISO8601")
+        if parsed.isna().any():  # one format for the whole column: no date read two ways
+            with warnings.catch_warnings():  # "could not infer format": the error below says
+                warnings.simplefilter("ignore", UserWarning)
+                parsed = pd.to_datetime(dates, errors="coerce", utc=True)
+        bad = parsed.isna().to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(~is_number)[np.flatnonzero(bad)[0]])
+            raise ValueError(
+                f"{where(i, 'timestamp')}: {values.iloc[i]!r} is neither epoch seconds nor a date"
+                " in the column's format (ISO 8601, or that of its first date)"
+            )
+        out[~is_number] = (parsed - epoch).dt.total_seconds().to_numpy(dtype=np.float64)
+    infinite = np.flatnonzero(~np.isfinite(out))
+    if infinite.size:
+        i = int(infinite[0])
+        raise ValueError(f"{where(i, 'timestamp')}: {values.iloc[i]!r} is no time")
     return out
 
 
@@ -296,7 +315,12 @@ class UserSignals:
         #: the same, each user's decayed from their own newest interaction (``history``)
         self.histories = self.matrix
         if half_life_days is not None:
-            if not math.isfinite(half_life_days) or half_life_days <= 0:
+            if (
+                isinstance(half_life_days, bool)
+                or not isinstance(half_life_days, numbers.Real)
+                or not math.isfinite(half_life_days)
+                or half_life_days <= 0
+            ):
                 raise ValueError(
                     f"half_life_days must be a finite number > 0, got {half_life_days}"
                 )
