@@ -134,8 +134,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from labelrec.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # config errors before the heavy imports
-    if Path(cfg.output).exists() and not Path(cfg.output).is_dir():
-        raise ValueError(f"output={cfg.output}: is a file; give a directory for the model")
     from labelrec.train import train
 
     if args.no_progress:
@@ -481,18 +479,32 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+# The settings of the model and lora sections that pretraining reads (the others shape the
+# tagger trained on the backbone later).
+PRETRAIN_READS = {
+    "model": {"backbone", "max_length", "trust_remote_code"},
+    "lora": {"r", "alpha", "dropout", "target_modules"},
+}
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from labelrec.config import flatten, load_config, parse_overrides, unused_settings
     from labelrec.pretrain import pretrain
 
     cfg = load_config(args.config, args.overrides)
     for key in flatten(parse_overrides(args.overrides or [])):  # those load_config let pass
-        if key.split(".", 1)[0] in ("train", "lexical", "generate") and not unused_settings(
-            cfg, [key]
-        ):
+        section, _, name = key.partition(".")
+        elsewhere = section in ("train", "lexical", "generate")
+        if elsewhere and unused_settings(cfg, [key]):
+            continue  # load_config said so
+        if elsewhere or name.split(".")[0] not in PRETRAIN_READS.get(section, {name}):
+            hint = " (pretrain.lora adds LoRA adapters)" if key == "lora.enabled" else ""
             logging.getLogger(__name__).warning(
-                "%s: not used by pretrain (it reads the pretrain, model, lora and data sections)",
+                "%s: not used by pretrain%s (it reads the pretrain and data sections,"
+                " model.backbone, model.max_length, model.trust_remote_code and lora's r, alpha,"
+                " dropout and target_modules)",
                 key,
+                hint,
             )
     if args.no_progress:
         _no_library_progress()

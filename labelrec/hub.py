@@ -23,9 +23,24 @@ def ignored(model_dir: str | Path) -> list[str]:
     root = Path(model_dir)
     patterns = [f"{name}/**" for name in TRAINING_ONLY]
     patterns += [".*", "**/.*", "*.lock"]
-    for manifest in sorted(root.glob(f"*/{MANIFEST_FILE}")):  # a product index
-        patterns.append(f"{manifest.parent.name}/**")
+    for manifest in sorted(root.rglob(MANIFEST_FILE)):  # a product index, at any depth
+        if manifest.parent != root:
+            patterns.append(f"{manifest.parent.relative_to(root).as_posix()}/**")
     return patterns
+
+
+def _unreachable() -> tuple[type[BaseException], ...]:
+    """The errors of a Hub that cannot be reached (refused, timed out, no route): the HTTP
+    client's transport errors (httpx, or the httpx2 of newer huggingface_hub) and OSError."""
+    import importlib
+
+    kinds: list[type[BaseException]] = [OSError]
+    for module in ("httpx", "httpx2"):
+        try:
+            kinds.append(importlib.import_module(module).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(kinds)
 
 
 def push(
@@ -82,4 +97,9 @@ def push(
     except HfHubHTTPError as err:  # no token, no rights, a name taken: the Hub's own words
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelError(f"{repo_id}: {first}") from None
+    except _unreachable() as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelError(
+            f"{repo_id}: cannot reach the Hub ({type(err).__name__}: {first}); nothing was uploaded"
+        ) from None
     return str(getattr(commit, "commit_url", commit))

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from labelrec.config import LoraSettings, ModelConfig
+from labelrec.config import ConfigError, LoraSettings, ModelConfig
 from labelrec.errors import ModelError  # noqa: F401  (labelrec.model.ModelError: its public name)
 from labelrec.modeldir import (
     CHECKPOINTS_DIR,
@@ -49,6 +49,14 @@ MINILM_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 
 
 PRETRAIN_FILE = "pretrain.json"
+
+
+def recorded_backbone(backbone: str) -> str:
+    """A backbone as a saved model records it: a local folder by its absolute path (a relative
+    one names nothing, or another folder, when read from elsewhere, and a card would take
+    ``models/tiny`` for a Hub id), anything else (a Hub id, a URI) as given."""
+    path = Path(str(backbone)).expanduser()
+    return str(path.resolve()) if path.is_dir() else backbone
 
 
 def base_model_of(backbone: str) -> str | None:
@@ -126,16 +134,26 @@ def is_decoder_tagger(config: Any, pooling: str | None) -> bool:
     return is_decoder(config) or pooling == "last"
 
 
-def with_lora(model: Any, config: Any) -> Any:
+def with_lora(model: Any, config: Any, setting: str = "lora.target_modules") -> Any:
     """``peft.get_peft_model(model, config)``, without the FutureWarning that peft 0.21 raises by
-    reading transformers' deprecated ``is_gradient_checkpointing`` (peft's call, not ours)."""
+    reading transformers' deprecated ``is_gradient_checkpointing`` (peft's call, not ours). Target
+    modules the model does not have are a ``ConfigError`` naming ``setting``."""
     from peft import get_peft_model
 
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
         )
-        return get_peft_model(model, config)
+        try:
+            return get_peft_model(model, config)
+        except ValueError as err:
+            if "target modules" not in str(err).lower():
+                raise
+            raise ConfigError(
+                f"{setting}={config.target_modules!r}: not modules of"
+                f" {type(model).__name__} ({str(err).splitlines()[0]}); name its own, or"
+                f" {setting}=null for peft's defaults of the architecture"
+            ) from None
 
 
 def enable_checkpointing(model: Any, on: bool = True) -> None:
@@ -394,12 +412,7 @@ def build_model(
         )
         if getattr(hf_config, "pad_token_id", None) is None:
             hf_config.pad_token_id = tokenizer.pad_token_id
-        positions = getattr(hf_config, "max_position_embeddings", None)
-        if isinstance(positions, int) and cfg.max_length > positions:  # before the weights load
-            raise ModelError(
-                f"model.max_length {cfg.max_length}: {cfg.backbone} reads at most {positions}"
-                f" tokens (its positions); set model.max_length={positions} or less"
-            )
+        check_max_length(hf_config, cfg.max_length, cfg.backbone)  # before the weights load
         pooling = resolve_pooling(cfg.pooling, hf_config)
         seq = load_pretrained(
             AutoModelForSequenceClassification,
@@ -614,6 +627,17 @@ def _no_load_report(record: logging.LogRecord) -> bool:
         return True
     text = record.getMessage()
     return "LOAD REPORT" not in text and "seem corrupted" not in text
+
+
+def check_max_length(hf_config: Any, max_length: int, backbone: str) -> None:
+    """Refuse a ``model.max_length`` beyond the backbone's positions (a longer text would fail
+    inside the model, on its first long batch)."""
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise ModelError(
+            f"model.max_length {max_length}: {backbone} reads at most {positions}"
+            f" tokens (its positions); set model.max_length={positions} or less"
+        )
 
 
 def load_pretrained(factory: Any, source: str, **kwargs: Any) -> Any:

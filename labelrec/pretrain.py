@@ -20,12 +20,14 @@ from labelrec.config import Config, checked
 from labelrec.model import (
     PRETRAIN_FILE,
     base_model_of,
+    check_max_length,
     check_not_backbone,
     cpu_processes,
     is_decoder,
     load_pretrained,
     load_tokenizer,
     make_accelerator,
+    recorded_backbone,
     resolve_backbone,
     with_lora,
 )
@@ -67,16 +69,27 @@ def collect_texts(cfg: Config) -> list[str]:
     return [t for t in dict.fromkeys(texts) if t]
 
 
-def _mlm_loss(model: Any, loader: DataLoader, device: torch.device) -> float:
+# Draws of a held-out batch's masks before one that masks a token is given up on.
+MASK_DRAWS = 100
+
+
+def _masked(batch: dict[str, torch.Tensor]) -> int:
+    """How many tokens of a collated batch are masked (labels other than -100)."""
+    return int((batch["labels"] != -100).sum())
+
+
+def _mlm_loss(model: Any, batches: list[dict[str, torch.Tensor]], device: torch.device) -> float:
+    """The mean loss per masked token over the held-out batches (each holds at least one)."""
     model.eval()
     total, n = 0.0, 0
     with torch.inference_mode():
-        for batch in loader:
+        for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            total += model(**batch).loss.item() * batch["input_ids"].shape[0]
-            n += batch["input_ids"].shape[0]
+            masked = _masked(batch)
+            total += model(**batch).loss.item() * masked
+            n += masked
     model.train()
-    return total / max(n, 1)
+    return total / n
 
 
 def pretrain(cfg: Config, progress: bool = True) -> PretrainResult:
@@ -103,6 +116,8 @@ def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
 
     pcfg = cfg.pretrain
     out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output={cfg.output}: is a file; give a directory for the backbone")
     if (out / LABELREC_FILE).is_file():  # its weights would become the bare encoder
         raise ValueError(
             f"output={cfg.output}: holds a trained labelrec model; pretrain into another folder"
@@ -141,6 +156,7 @@ def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
             )
         if tokenizer.mask_token is None:
             raise ValueError(f"{cfg.model.backbone}: tokenizer has no mask token; MLM needs one")
+        check_max_length(hf_config, cfg.model.max_length, cfg.model.backbone)
         model = load_pretrained(
             AutoModelForMaskedLM, source, config=hf_config, trust_remote_code=trust
         )
@@ -181,12 +197,22 @@ def _pretrain(cfg: Config, progress: bool) -> PretrainResult:
     held_items = [{"input_ids": ids} for ids in enc_h["input_ids"]]
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=pcfg.mlm_probability)
     loader = DataLoader(train_items, batch_size=pcfg.batch_size, shuffle=True, collate_fn=collator)
-    # A fixed masking of the held-out texts, so losses of different epochs compare.
+    # A fixed masking of the held-out texts, so losses of different epochs compare; a batch
+    # of short texts may draw no mask at all (no loss to measure): it is drawn again.
     torch.manual_seed(cfg.seed)
-    held_batches = [
-        collator(held_items[i : i + pcfg.batch_size])
-        for i in range(0, len(held_items), pcfg.batch_size)
-    ]
+    held_batches = []
+    for i in range(0, len(held_items), pcfg.batch_size):
+        for _ in range(MASK_DRAWS):
+            batch = collator(held_items[i : i + pcfg.batch_size])
+            if _masked(batch):
+                held_batches.append(batch)
+                break
+    if not held_batches:
+        raise ValueError(
+            f"pretrain: no token of the {len(heldout)} held-out texts was masked in"
+            f" {MASK_DRAWS} draws (pretrain.mlm_probability {pcfg.mlm_probability}): give more"
+            " or longer texts, or a larger pretrain.heldout_fraction"
+        )
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=pcfg.lr, weight_decay=0.01
     )
@@ -256,7 +282,7 @@ def _save_backbone(
     # what it was pretrained from (the first backbone of a chain of pretrainings): models
     # trained on it name that base on their card
     record = {
-        "base_model": base_model_of(cfg.model.backbone) or cfg.model.backbone,
+        "base_model": recorded_backbone(base_model_of(cfg.model.backbone) or cfg.model.backbone),
         "texts": n_texts,
         "max_length": cfg.model.max_length,
         "epochs": pcfg.epochs,

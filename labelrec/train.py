@@ -47,6 +47,7 @@ from labelrec.model import (
     pad_batch,
     pair_separator,
     process_state,
+    recorded_backbone,
     resolve_mixed_precision,
     save_model,
     save_thresholds,
@@ -970,7 +971,7 @@ class TagTrainer:
         if self.is_main:
             model.eval()
             info = ModelInfo(
-                backbone=self.cfg.model.backbone,
+                backbone=recorded_backbone(self.cfg.model.backbone),
                 pooling=model.pooling,
                 max_length=self.cfg.model.max_length,
                 n_tags=len(self.vocab),
@@ -993,7 +994,7 @@ class TagTrainer:
                 info.extra["pair_separator"] = self.pair_separator
             base_model = base_model_of(self.cfg.model.backbone)
             if base_model is not None:  # a backbone of `labelrec pretrain`
-                info.extra["base_model"] = base_model
+                info.extra["base_model"] = recorded_backbone(base_model)
             # The new model is written beside the old one (OUTPUT/.saving), which stays loadable
             # meanwhile, then its files replace the old ones with labelrec.json last: while they
             # move, the directory is no model to load (a service polling it keeps the version it
@@ -1320,6 +1321,8 @@ def check_output(cfg: Config) -> None:
     anything but a describer; for a tagger (saved file by file) a describer's folder, whose
     ``causal.json`` would still name it a describer."""
     out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output={cfg.output}: is a file; give a directory for the model")
     describe = cfg.task == "describe"
     check_not_backbone(out, cfg.describe.backbone if describe else cfg.model.backbone)
     if not out.is_dir():

@@ -35,6 +35,7 @@ def model_folder(root: Path) -> Path:
         "README.md", "generator/causal.json", "checkpoints/epoch-3/optimizer.bin",
         "checkpoints/run.json", "tuning/labelrec.json", ".saving/model.safetensors",
         "index/manifest.json", "index/products.parquet", ".DS_Store",
+        "indexes/v1/manifest.json", "indexes/v1/products.parquet",  # an index deeper down
     ]  # fmt: skip
     for name in files:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -80,3 +81,10 @@ def test_push_refuses_what_it_cannot_upload(tmp_path: Path, capsys, monkeypatch)
     # offline, the real client is refused before any request
     assert main(["push", str(model), "acme/m"]) == 2
     assert "HF_HUB_OFFLINE is set: uploading needs the Hub" in capsys.readouterr().err
+    # a Hub that cannot be reached is one line, not the HTTP client's traceback
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a port nothing listens on
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    assert main(["push", str(model), "acme/m"]) == 2
+    err = capsys.readouterr().err
+    assert "acme/m: cannot reach the Hub" in err and "Traceback" not in err, err

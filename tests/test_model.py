@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from labelrec.config import LoraSettings, ModelConfig
+from labelrec.config import ConfigError, LoraSettings, ModelConfig, load_config
 from labelrec.model import (
     ModelInfo,
     build_model,
@@ -222,12 +222,13 @@ def test_lora_targets_per_architecture_and_override(
     assert targets == {"key", "dense"}
     # "dense" also matches BERT's pooler, which is frozen with its adapters.
     assert not any(p.requires_grad for n, p in custom.named_parameters() if ".pooler." in n)
+    # a decoder's names on an encoder: an error naming the setting, not peft's alone
+    with pytest.raises(ConfigError, match=r"lora.target_modules=.*'q_proj'.*: not modules of"):
+        _build(tiny_backbone, target_modules=["q_proj", "v_proj"])
     every, _ = _build(tiny_decoder, target_modules=["all-linear"])  # peft's shorthand
     assert _lora_targets(every) == {"q_proj", "k_proj", "v_proj", "o_proj"} | {
         "gate_proj", "up_proj", "down_proj"
     }  # fmt: skip
-    from labelrec.config import ConfigError, load_config
-
     assert load_config(None, ["lora.target_modules=all-linear"]).lora.target_modules == [
         "all-linear"
     ]

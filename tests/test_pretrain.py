@@ -100,6 +100,38 @@ def test_a_chain_of_pretrainings_names_the_first_backbone(tmp_path: Path) -> Non
     assert base_model_of(str(tmp_path)) is None  # a folder pretrain did not write
 
 
+def test_short_held_out_texts_have_a_finite_loss(tiny_backbone: Path, tmp_path: Path) -> None:
+    """One-word texts: a held-out batch may draw no mask (a loss of nothing, NaN); it is drawn
+    again, and the loss is the mean per masked token."""
+    import math
+
+    words = tmp_path / "words.txt"
+    words.write_text("kite\nball\ndoll\ntrain\npuzzle\nbear\n", encoding="utf-8")
+    extra = ("pretrain.epochs=2", "pretrain.mlm_probability=0.15", "pretrain.heldout_fraction=0.5")
+    result = pretrain(_cfg(tiny_backbone, words, tmp_path / "out", *extra), progress=False)
+    losses = [h["heldout_mlm_loss"] for h in result.history]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses), losses
+    json.loads((tmp_path / "out" / "pretrain.json").read_text(), parse_constant=pytest.fail)
+
+
+def test_a_local_backbone_given_relative_is_recorded_by_its_whole_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``models/tiny`` means a folder only where it was given: recorded whole, a card written
+    from another folder (``labelrec push``) does not take it for a Hub id."""
+    from labelrec.model import recorded_backbone
+    from labelrec.modelcard import tagger_card
+
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    recorded = recorded_backbone("models/tiny")
+    assert recorded == str(tmp_path.resolve() / "models" / "tiny")
+    assert recorded_backbone("acme/tiny") == "acme/tiny"  # no such folder: a Hub id
+    monkeypatch.chdir(tmp_path.parent)
+    card = tagger_card({"backbone": recorded, "base_model": recorded, "n_tags": 3}, "acme/shop")
+    assert card.data.base_model is None and "`tiny` after masked-LM pretraining" in str(card)
+
+
 def test_pretrained_weights_differ_from_the_start(pretrained, tiny_backbone: Path) -> None:
     from safetensors.torch import load_file
 
@@ -188,8 +220,13 @@ def test_pretrain_cli(
     args = ["pretrain", "--config", str(ROOT / "configs" / "tiny.yaml"), "--no-progress"]
     args += [f"model.backbone={tiny_backbone}", f"data.unlabeled={texts}"]
     args += [f"output={tmp_path / 'cli'}", "pretrain.max_steps=2"]
-    assert main([*args, "train.max_steps=1"]) == 0  # a tagger's setting: said to be unused
+    # a tagger's settings: said to be unused
+    tagger_settings = ["train.max_steps=1", "model.dtype=bfloat16", "lora.enabled=true"]
+    assert main([*args, *tagger_settings, "model.max_length=64"]) == 0
     assert "train.max_steps: not used by pretrain" in caplog.text
+    assert "model.dtype: not used by pretrain" in caplog.text
+    assert "lora.enabled: not used by pretrain (pretrain.lora adds LoRA adapters)" in caplog.text
+    assert "model.max_length: not used" not in caplog.text
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"backbone saved to {tmp_path / 'cli'}"
     assert "heldout_mlm_loss" in json.loads(out[1])
@@ -248,3 +285,12 @@ def test_a_backbone_that_cannot_be_pretrained_is_a_one_line_error(
     shutil.copytree(tiny_backbone, copy)
     with pytest.raises(ValueError, match="the folder of the backbone"):
         pretrain(_cfg(copy, texts, copy), progress=False)
+    # a file named as the output stays the file
+    precious = tmp_path / "precious.txt"
+    precious.write_text("kept", encoding="utf-8")
+    with pytest.raises(ValueError, match="precious.txt: is a file; give a directory"):
+        pretrain(_cfg(tiny_backbone, texts, precious), progress=False)
+    assert precious.read_text(encoding="utf-8") == "kept"
+    # more tokens than the backbone has positions (the tiny BERT: 256)
+    with pytest.raises(ModelError, match="model.max_length 512: .* reads at most 256 tokens"):
+        pretrain(_cfg(tiny_backbone, texts, tmp_path / "out", "model.max_length=512"), False)

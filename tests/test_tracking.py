@@ -383,10 +383,11 @@ def test_pretrained_backbone_is_logged_and_trainable_from_its_uri(
     pre = run_pretrain(
         str(root / "configs" / "tiny.yaml"),
         train=str(toy_data_dir / "train.jsonl"),
-        overrides=f"model.backbone={tiny_backbone} pretrain.max_steps=2",
-        output=str(tmp_path / "backbone"),
+        # the folder from the overrides, as the step's output param is left empty
+        overrides=f"model.backbone={tiny_backbone} pretrain.max_steps=2 output={tmp_path / 'b'}",
         progress=False,
     )
+    assert pre["output"] == str(tmp_path / "b") and (tmp_path / "b" / "pretrain.json").is_file()
     client = mlflow.MlflowClient()
     files = {Path(a.path).name for a in client.list_artifacts(pre["run_id"], "backbone")}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= files

@@ -407,6 +407,9 @@ def test_an_output_whose_contents_the_run_would_destroy_is_refused(
         check_output(cfg(written))
     check_output(cfg(kept))  # a tagger adds its files and leaves others alone
     assert (kept / "keep.txt").read_text(encoding="utf-8") == "mine"
+    for task in ((), describer):  # a file named as the output stays the file
+        with pytest.raises(ValueError, match="keep.txt: is a file; give a directory"):
+            check_output(cfg(kept / "keep.txt", *task))
 
 
 def _copy_of_model(model_dir: Path, output: Path) -> tuple[Path, bytes]:

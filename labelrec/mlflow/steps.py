@@ -354,16 +354,21 @@ def _log_describer(result: Any, name: str, register: bool, tracker: Any) -> dict
 
 
 # ---------------------------------------------------------------------- pretrain
+PRETRAIN_OUTPUT = "runs/pretrained"  # the pretrain step's folder, unless given
+
+
 def run_pretrain(
     config: str | None = None,
     unlabeled: str | None = None,
     train: str | None = None,
     overrides: str | list[str] | None = None,
-    output: str = "runs/pretrained",
+    output: str | None = None,
     log_backbone: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Masked-LM pretraining tracked in MLflow; the backbone is logged as artifact ``backbone``.
+    It is written to ``output``, else to the overrides' ``output=``, else to runs/pretrained
+    (as the train step's ``output`` wins over its overrides').
 
     Train on it with ``-P backbone=runs:/<run_id>/backbone`` (or the local ``output`` folder).
     """
@@ -375,7 +380,8 @@ def run_pretrain(
         items.append(f"data.unlabeled={Path(unlabeled).expanduser().resolve()}")
     if train:
         items.append(f"data.train={Path(train).expanduser().resolve()}")
-    items.append(f"output={output}")
+    if output or not any(i.split("=", 1)[0].strip() == "output" for i in items):
+        items.append(f"output={output or PRETRAIN_OUTPUT}")
     cfg = load_config(config, items)
     if not tracking.is_main_process():
         pretrain(cfg, progress=False)
@@ -749,7 +755,11 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(p, None)
     p.add_argument("--unlabeled", default="", help="unlabelled texts")
     p.add_argument("--train", default="", help="training catalog (its texts are used too)")
-    p.add_argument("--output", default="runs/pretrained", help="backbone folder")
+    p.add_argument(
+        "--output",
+        default="",
+        help=f"backbone folder (default: the overrides' output=, else {PRETRAIN_OUTPUT})",
+    )
     p.add_argument("--no-log-backbone", action="store_true", help="do not log the weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -800,7 +810,7 @@ def dispatch(args: argparse.Namespace) -> dict[str, Any]:
     if args.step == "pretrain":
         return run_pretrain(
             o(args.config), o(args.unlabeled), o(args.train), args.overrides,
-            output=args.output, log_backbone=not args.no_log_backbone,
+            output=o(args.output), log_backbone=not args.no_log_backbone,
             progress=not args.no_progress,
         )  # fmt: skip
     if args.step == "evaluate":
