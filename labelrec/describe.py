@@ -80,7 +80,7 @@ from labelrec.data import (
 )
 from labelrec.metrics import paired_bootstrap
 from labelrec.model import ModelError
-from labelrec.modeldir import CAUSAL_INFO, load_whole, read_json
+from labelrec.modeldir import CARD_FILE, CAUSAL_INFO, load_whole, read_json
 from labelrec.taggers.generator import most_specific
 from labelrec.taggers.neighbours import TfidfFeatures, similarities
 
@@ -701,13 +701,21 @@ class Describer:
         """Write a self-contained describer directory (weights, tokenizer, settings, the
         neighbour index when prompts show a reference)."""
         info = {**self.meta, "kind": DESCRIBER_KIND, "format_version": DESCRIBER_FORMAT}
+
+        def write_more(folder: Path) -> None:
+            from labelrec.modelcard import describer_card
+
+            if self.index is not None:
+                self.index.save(folder)
+            describer_card(info, Path(out_dir).resolve().name).save(folder / CARD_FILE)
+
         return save_causal_lm(
             self.model,
             self.tokenizer,
             out_dir,
             info,
             dtype=info.get("dtype", "bfloat16"),
-            write_more=None if self.index is None else self.index.save,
+            write_more=write_more,
         )
 
     @classmethod

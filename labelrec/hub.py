@@ -71,12 +71,17 @@ def push(
     operations = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(root / name))
         for name in filter_repo_objects(files, ignore_patterns=ignored(root))
-        if not (name == CARD_FILE and (root / LABELREC_FILE).is_file())
+        if name != CARD_FILE  # written below for the repository
     ]
     if (root / LABELREC_FILE).is_file():  # the card names the model as it is loaded now
         from labelrec.modelcard import tagger_card
 
         card = tagger_card(read_json(root / LABELREC_FILE), repo_id)
+        operations.append(CommitOperationAdd(CARD_FILE, str(card).encode("utf-8")))
+    else:  # a describer: its card from causal.json
+        from labelrec.modelcard import describer_card
+
+        card = describer_card(read_json(root / CAUSAL_INFO), repo_id)
         operations.append(CommitOperationAdd(CARD_FILE, str(card).encode("utf-8")))
     hub = api if api is not None else HfApi(token=token)
     try:

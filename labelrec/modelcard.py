@@ -283,6 +283,88 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
 
 
+def describer_card(meta: dict[str, Any], name: str) -> ModelCard:
+    """The card of a describer from its ``causal.json`` content (``meta``); ``name``: its
+    folder, or its repository on the Hub (``owner/name``, which the card downloads)."""
+    local = name.split("/")[1] if name.count("/") == 1 and _hub_id(name) == name else name
+    backbone = str(meta.get("backbone", ""))
+    base_model = _hub_id(backbone)
+    licence = _licence(base_model)
+    metrics = meta.get("valid_metrics") or {}
+    rouge, n = metrics.get("valid_rougeL_f1"), metrics.get("valid_n_products")
+    results = None
+    if isinstance(rouge, (int, float)):
+        results = [
+            EvalResult(
+                task_type="text-generation",
+                task_name="product description writing",
+                dataset_type="json",
+                dataset_name="valid",
+                dataset_split="validation",
+                metric_type="rougeL",
+                metric_name="ROUGE-L F1 (first 60 words, lowercased)",
+                metric_value=round(float(rouge), 4),
+            )
+        ]
+    data = ModelCardData(
+        library_name="labelrec",
+        license=None if licence is None else licence[1],
+        base_model=base_model,
+        pipeline_tag="text-generation",
+        tags=["labelrec", "product-descriptions"],
+        model_name=name,
+        eval_results=results,
+    )
+    reference = bool(meta.get("reference"))
+    lines = [
+        f"# {name}",
+        "",
+        "A labelrec describer: it writes a product's description from its title and tags"
+        + (
+            ", shown the description of the most like training product (by TF-IDF over titles)."
+            " `neighbours.jsonl` holds the training titles and descriptions it is shown."
+            if reference
+            else "."
+        )
+        + f" A decoder fine-tuned from `{_shown_backbone(backbone)}` (LoRA adapters merged into"
+        " the weights).",
+        "",
+        "## Use",
+        "",
+        "```",
+        *(
+            [f"hf download {name} --local-dir {local}   # labelrec reads a folder"]
+            if local != name
+            else []
+        ),
+        f"labelrec describe {local} < products.jsonl   # id, title, tags: one JSON object a line",
+        "```",
+        "",
+        "```python",
+        "from labelrec.describe import Describer",
+        f'describer = Describer.load("{local}")',
+        'describer.describe([{"title": "Wooden railway set, 50 pieces", "tags": ["Toys"]}])',
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- Products: {meta.get('n_train', '?')}; the settings are in `causal.json`.",
+    ]
+    if licence is not None:
+        lines.append(f"- Backbone licence: {licence[0]}.")
+    if results:
+        lines += [
+            "",
+            "## Measured on valid"
+            + (f" ({n:.0f} products)" if isinstance(n, (int, float)) else ""),
+            "",
+            "| metric | value |",
+            "|---|---:|",
+            *(f"| {r.metric_name} | {r.metric_value:.4f} |" for r in results),
+        ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+
 def write_tagger_card(model_dir: str | Path, info: dict[str, Any], name: str | None = None) -> Path:
     """Write ``README.md`` into ``model_dir`` from ``info`` (``labelrec.json``'s content); the
     model is called ``name`` (default: the directory's name)."""

@@ -262,6 +262,8 @@ def test_neighbour_index_round_trip(tmp_path: Path) -> None:
 
 def test_describer_prompts_show_the_nearest_training_description(describer_dir: Path) -> None:
     assert (describer_dir / INDEX_META).is_file()
+    card = (describer_dir / "README.md").read_text(encoding="utf-8")  # its card, as a tagger's
+    assert "# d\n" in card and "labelrec describe d < products.jsonl" in card
     describer = Describer.load(describer_dir, device="cpu")
     assert describer.index is not None and not describer.penalize_prompt
     [prompt] = describer.prompt_texts([{"title": "lego city police station 1"}])

@@ -69,6 +69,35 @@ def test_push_uploads_the_model_and_leaves_training_state_and_the_catalog(tmp_pa
     assert "hf download acme/shop-tagger --local-dir shop-tagger" in card
 
 
+def test_push_writes_a_describers_card(tmp_path: Path) -> None:
+    import json
+
+    from huggingface_hub import ModelCard
+
+    model = tmp_path / "shop-writer"
+    model.mkdir()
+    meta = {
+        "kind": "describer",
+        "backbone": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "reference": True,
+        "n_train": 300,
+        "valid_metrics": {"valid_rougeL_f1": 0.31234, "valid_n_products": 50.0},
+    }
+    (model / "causal.json").write_text(json.dumps(meta), encoding="utf-8")
+    for name in ("model.safetensors", "neighbours.jsonl", "README.md"):
+        (model / name).write_text("{}", encoding="utf-8")
+    hub = FakeHub()
+    push(model, "acme/shop-writer", api=hub)
+    sent = {op.path_in_repo: op for op in hub.calls[-1][1]["operations"]}
+    assert sorted(sent) == ["README.md", "causal.json", "model.safetensors", "neighbours.jsonl"]
+    card = ModelCard(sent["README.md"].path_or_fileobj.decode("utf-8"))
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert card.data.license == "apache-2.0" and card.data.library_name == "labelrec"
+    assert card.data.eval_results[0].metric_value == 0.3123
+    assert "labelrec describe shop-writer < products.jsonl" in card.text
+    assert "`neighbours.jsonl` holds the training titles and descriptions" in card.text
+
+
 def test_push_refuses_what_it_cannot_upload(tmp_path: Path, capsys, monkeypatch) -> None:
     from huggingface_hub import constants
 
