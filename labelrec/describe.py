@@ -79,7 +79,7 @@ from labelrec.data import (
     unicode_problem,
 )
 from labelrec.metrics import paired_bootstrap
-from labelrec.model import ModelError
+from labelrec.model import ModelError, recorded_backbone
 from labelrec.modeldir import CARD_FILE, CAUSAL_INFO, load_whole, read_json
 from labelrec.taggers.generator import most_specific
 from labelrec.taggers.neighbours import TfidfFeatures, similarities
@@ -821,7 +821,7 @@ def fit_describer(
     )
     meta: dict[str, Any] = {
         "kind": DESCRIBER_KIND,
-        "backbone": dcfg.backbone,
+        "backbone": recorded_backbone(dcfg.backbone),
         "trust_remote_code": trust_remote_code,
         "path_separator": path_separator,
         "max_prompt_tokens": dcfg.max_prompt_tokens,

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import yaml
 
 from labelrec.config import load_yaml
-from labelrec.data import clean_tag, fold_width
+from labelrec.data import clean_tag, fold_width, has_visible_text
 
 _KEYS = ("deny", "rename", "allow", "max_per_facet")
 
@@ -162,7 +162,7 @@ class Rules:
             )
         for k, v in self.max_per_facet.items():
             if not (
-                isinstance(k, str) and fold_width(k).strip() and isinstance(v, int)
+                isinstance(k, str) and has_visible_text(k) and isinstance(v, int)
                 and not isinstance(v, bool)
             ):  # fmt: skip
                 raise RulesError(

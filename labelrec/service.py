@@ -28,8 +28,9 @@ refused and the old one keeps serving. ``POST /reload`` checks now; ``LABELREC_P
 Settings: :class:`ServiceSettings`, ``LABELREC_*`` environment variables read at start-up (the
 table in docs/serving.md).
 
-Feedback: ``POST /feedback`` (``product``, ``accepted``, ``rejected``, ``added``, ``reviewer``)
-stores a reviewer's verdict with the model version served (:mod:`labelrec.feedback`) in the
+Feedback: ``POST /feedback`` (``product``, ``accepted``, ``rejected``, ``added``, ``reviewer``,
+``model_version``) stores a reviewer's verdict with the version that made the suggestions (else
+the one served) (:mod:`labelrec.feedback`) in the
 database ``LABELREC_FEEDBACK_URI`` names (a SQLAlchemy URL; default ``sqlite:///feedback.db`` in
 the working directory, opened at the first review).
 
@@ -750,8 +751,8 @@ TagList = Annotated[
 
 class FeedbackOut(BaseModel):
     id: int  # the stored review
-    model_version: str | None  # the version being served when the review came in
-    unknown: list[str]  # tags the model does not know (stored, flagged)
+    model_version: str | None  # the version that made the suggestions (else the one served)
+    unknown: list[str]  # tags the model being served does not know (stored, flagged)
     reviewer: str | None = None  # as stored: with LABELREC_REVIEWERS, the token's reviewer
 
 
@@ -1452,7 +1453,8 @@ class LabelRec:
                 rejected=rejected,
                 added=added,
                 reviewer=reviewer,
-                model_version=model_version or (snap.version if snap is not None else None),
+                model_version=(model_version or "").strip()
+                or (snap.version if snap is not None else None),
                 request_key=request_key,
             )
             review.check_verdicts()

@@ -736,6 +736,8 @@ def test_a_damaged_index_file_is_an_error_naming_it(tmp_path: Path) -> None:
 
     cases = {
         damaged("emb", lambda d: cut(d / "embeddings.npy")): "embeddings.npy: not an array file",
+        damaged("scores", lambda d: cut(d / "tag_scores.npz")): "tag_scores.npz: not a sparse",
+        damaged("gold", lambda d: (d / "gold_tags.npz").write_bytes(b"")): "gold_tags.npz: not a",
         damaged("counts", without_counts): "tags.json: damaged product index \\(no 'counts'\\)",
     }
     for index, message in cases.items():

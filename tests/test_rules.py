@@ -97,6 +97,7 @@ def test_rules_files_and_their_errors(tmp_path: Path) -> None:
         ("deny: ['  ']\n", "line 1: deny: '  ' is no tag once read as tags are"),
         ("rename: {' ': a}\n", "rename: ' ': 'a': expected a tag -> a tag"),
         ("max_per_facet: {' ': 1}\n", "max_per_facet: ' ': 1: expected a prefix"),
+        ("max_per_facet: {'\u200b': 1}\n", "max_per_facet: '.u200b': 1: expected a prefix"),
         ("max_per_facet: {'brand:': -1}\n", "max_per_facet: 'brand:': -1: a count must be >= 0"),
         ("max_per_facet: {'brand:': one}\n", "max_per_facet: 'brand:': 'one': expected a prefix"),
         ("max_per_facet: 3\n", "max_per_facet: expected a mapping"),

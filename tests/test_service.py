@@ -545,6 +545,8 @@ def test_feedback_over_http(client: TestClient) -> None:
     # the version that made the suggestions, as /suggest answered it, is the review's
     earlier = client.post("/feedback", json={**body, "model_version": "2"})
     assert earlier.status_code == 200 and earlier.json()["model_version"] == "2", earlier.text
+    blank = client.post("/feedback", json={**body, "model_version": " "})  # none: the served one
+    assert blank.json()["model_version"] == out["model_version"], blank.text
     # a client's retry under its Idempotency-Key is the first review, not a second one
     key = {"Idempotency-Key": "0f8e3b6c-review-1"}
     first = client.post("/feedback", json=body, headers=key)

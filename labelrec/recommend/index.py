@@ -29,6 +29,7 @@ import difflib
 import json
 import logging
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def _csr_load(path: Path) -> sp.csr_matrix:
                 if "data" in npz.files
                 else np.ones(len(indices), dtype=np.float32)
             )
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # cut short
         raise IndexFileError(f"{path}: not a sparse matrix file ({err})") from None
     return sp.csr_matrix((data, indices, indptr), shape=shape)
 

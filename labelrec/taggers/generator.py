@@ -47,7 +47,7 @@ from labelrec.causal import (
     save_causal_lm,
 )
 from labelrec.data import Product, TagVocab, category_separator, fold_width
-from labelrec.model import ModelError
+from labelrec.model import ModelError, recorded_backbone
 from labelrec.modeldir import GENERATOR_DIR, remove_component
 from labelrec.taggers.base import Evidence, TrainingSet
 
@@ -629,7 +629,7 @@ def fit_generator(
     )
     _check_positions(model.config, gcfg)
     meta: dict[str, Any] = {
-        "backbone": gcfg.backbone,
+        "backbone": recorded_backbone(gcfg.backbone),
         "trust_remote_code": trust_remote_code,
         "n_tags": len(vocab),
         "max_prompt_tokens": gcfg.max_prompt_tokens,
