@@ -546,6 +546,8 @@ def test_interactions_files_and_their_errors(tmp_path: Path):
     assert engine.set_interactions(good) == {"interactions": 2, "ignored": 1, "users": 1}
     pd.DataFrame({"user_id": ["U1"], "product_id": ["p1"]}).to_parquet(tmp_path / "e.parquet")
     assert Interactions.read(tmp_path / "e.parquet").product_ids.tolist() == ["p1"]
+    (tmp_path / "e.parquet").rename(tmp_path / "events")  # Parquet by its first bytes
+    assert Interactions.read(tmp_path / "events").product_ids.tolist() == ["p1"]
     when = pd.to_datetime(["2023-11-14 22:13:20", "2023-11-15 00:00:00"])  # a date-time column
     frame = pd.DataFrame({"user_id": ["U1", "U1"], "product_id": ["p1", "p2"], "timestamp": when})
     frame.to_parquet(tmp_path / "t.parquet")

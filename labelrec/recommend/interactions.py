@@ -42,7 +42,8 @@ class Interactions:
 
     @classmethod
     def read(cls, path: str | Path) -> Interactions:
-        """Read a CSV/TSV (optionally .gz) or Parquet file with a header row."""
+        """Read a CSV/TSV (optionally .gz) with a header row, or a Parquet file (by its
+        extension or its first bytes)."""
         path = Path(path)
         if path.is_dir():
             raise ValueError(
@@ -52,6 +53,9 @@ class Interactions:
             raise FileNotFoundError(f"interactions file {path} does not exist")
         suffixes = [s.lower() for s in path.suffixes]
         parquet = bool(suffixes) and suffixes[-1] in (".parquet", ".pq")
+        if not parquet:  # a Parquet file named otherwise (events, events.dat): by its magic
+            with path.open("rb") as fh:
+                parquet = fh.read(4) == b"PAR1"
         if not parquet and _looks_like_json(path):
             raise ValueError(f"{path}, line 1: this looks like JSON, not a header row; {EXPECTED}")
         sep = "\t" if ".tsv" in suffixes else ","
