@@ -16,6 +16,7 @@ import hashlib
 import re
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,10 +45,13 @@ def is_model_uri(reference: str | Path) -> bool:
 
 
 def local_path(reference: str | Path) -> Path:
-    """The local path of a directory reference (``file://`` and ``~`` expanded)."""
+    """The local path of a directory reference (``file://`` URIs of this machine, their escapes
+    read, and ``~`` expanded)."""
     text = str(reference)
     if text.startswith("file://"):
-        text = text[len("file://") :]
+        host, slash, path = text[len("file://") :].partition("/")
+        if host in ("", "localhost"):  # file:///srv/m and file://localhost/srv/m: this machine's
+            text = urllib.parse.unquote(slash + path)  # as Path.as_uri() and MLflow write it: %20
         if re.match(r"/[A-Za-z]:[/\\]", text):  # file:///C:/models/m: a Windows drive
             text = text[1:]
     return Path(text).expanduser()

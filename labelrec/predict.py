@@ -407,6 +407,8 @@ class TagRecommender:
         else:
             with no_hf_bars():  # no weight-loading bar on each load
                 model, tokenizer, info = load_model(model_dir)
+            if key is not None and graph_digest(model_dir, info) != key:
+                key = None  # the folder changed as it loaded: no graph cached under its old key
         vocab = TagVocab.load(model_dir / VOCAB_FILE)
         if len(vocab) != info["n_tags"]:
             raise ModelError(

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from labelrec.data import Product, TagVocab, tag_key
+from labelrec.errors import ModelError
 from labelrec.evaluate import JointLayout
 from labelrec.modeldir import RERANK_META, RERANK_MODEL, remove_component
 from labelrec.taxonomy import AncestorPlan, ancestor_consistent
@@ -458,18 +459,44 @@ class Reranker:
             return None
         if meta.get("features") != list(FEATURES):
             raise ValueError(f"{model_dir / RERANK_META}: its features are not this labelrec's")
-        with warnings.catch_warnings():  # a newer scikit-learn reads an older one's model
-            warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
-            model = joblib.load(model_dir / RERANK_MODEL)
-        return cls(
-            model,
-            {str(k): int(v) for k, v in meta["kinds"].items()},
-            int(meta["candidates"]),
-            meta["separator"],
-            float(meta["new_threshold"]),
-            meta.get("report"),
-            bool(meta.get("generator", False)),
+        damaged = (
+            "the model directory is damaged: train it again, or remove"
+            f" {RERANK_META} and {RERANK_MODEL} to serve it without its reranker"
         )
+        try:
+            settings = (
+                {str(k): int(v) for k, v in meta["kinds"].items()},
+                int(meta["candidates"]),
+                meta["separator"],
+                float(meta["new_threshold"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            what = f"no {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+            raise ModelError(
+                f"{model_dir / RERANK_META}: a setting is wrong ({what}); {damaged}"
+            ) from None
+        import sklearn
+
+        path = model_dir / RERANK_MODEL
+        saved = meta.get("sklearn_version")
+        if isinstance(saved, str) and saved != sklearn.__version__:
+            logger.warning(
+                "%s: saved by scikit-learn %s, read by %s; a pickle is read by the version"
+                " that wrote it (its scores may differ): train the model again to be sure",
+                path,
+                saved,
+                sklearn.__version__,
+            )
+        try:
+            with warnings.catch_warnings():  # said once above, by labelrec
+                warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
+                model = joblib.load(path)
+        except Exception as err:  # noqa: BLE001 - cut short, not a pickle, another library's: one line
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise ModelError(
+                f"{path}: the reranker cannot be read ({type(err).__name__}: {first}); {damaged}"
+            ) from None
+        return cls(model, *settings, meta.get("report"), bool(meta.get("generator", False)))
 
 
 def save_reranker(reranker: Reranker | None, model_dir: str | Path) -> None:

@@ -209,6 +209,47 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert Reranker.load(tmp_path / "none") is None
 
 
+def test_a_damaged_or_foreign_reranker_is_one_error_naming_its_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    from labelrec.errors import ModelError
+
+    products, vocab, votes = nested_catalog(80, 0)
+    (tmp_path / "good").mkdir()
+    Reranker.fit(products, vocab, votes, None, None, 5, seed=0)[0].save(tmp_path / "good")
+
+    def damaged(name: str, change) -> Path:
+        folder = shutil.copytree(tmp_path / "good", tmp_path / name)
+        change(folder)
+        return folder
+
+    def edit_meta(folder: Path, change) -> None:
+        meta = json.loads((folder / "rerank.json").read_text())
+        change(meta)
+        (folder / "rerank.json").write_text(json.dumps(meta))
+
+    def cut(folder: Path) -> None:
+        pickle = folder / "rerank.joblib"
+        pickle.write_bytes(pickle.read_bytes()[:300])
+
+    cases = {
+        damaged("cut", cut): r"rerank.joblib: the reranker cannot be read \(",
+        damaged("empty", lambda f: (f / "rerank.joblib").write_bytes(b"")): "rerank.joblib: the",
+        damaged("kinds", lambda f: edit_meta(f, lambda m: m.pop("kinds"))): (
+            r"rerank.json: a setting is wrong \(no 'kinds'\); the model directory is damaged"
+        ),
+    }
+    for folder, message in cases.items():
+        with pytest.raises(ModelError, match=message):
+            Reranker.load(folder)
+    newer = damaged("newer", lambda f: edit_meta(f, lambda m: m.update(sklearn_version="99.0")))
+    with caplog.at_level("WARNING", logger="labelrec.rerank"):
+        assert Reranker.load(newer) is not None
+    assert "saved by scikit-learn 99.0, read by" in caplog.text
+
+
 def keep_any_reranker(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fit a reranker on a handful of valid products and keep it whatever it scores."""
     from labelrec import rerank

@@ -323,6 +323,38 @@ def test_a_folder_replaced_after_a_cached_load_is_not_mixed_in(
     assert not TagRecommender.load(copy).runner.cached  # other weights: another graph
 
 
+def test_weights_replaced_while_they_load_are_not_cached_under_the_old_key(
+    trained_model_dir: Path, onnx_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training publishing into the folder between the key's reading and the weights'
+    loading: the graph of the new weights must not be cached under the old weights' key."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    import labelrec.predict
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_model_dir, copy)
+    old_key = runtime.graph_key(copy, labelrec.predict.read_info(copy))
+    load_model = labelrec.predict.load_model
+
+    def publish_meanwhile(model_dir, *args, **kwargs):
+        weights = Path(model_dir) / "model.safetensors"
+        tensors = load_file(weights)
+        name = next(iter(tensors))
+        tensors[name] = tensors[name] + 1.0
+        save_file(tensors, weights, metadata={"format": "pt"})
+        monkeypatch.setattr(labelrec.predict, "load_model", load_model)
+        return load_model(model_dir, *args, **kwargs)
+
+    monkeypatch.setattr(labelrec.predict, "load_model", publish_meanwhile)
+    TagRecommender.load(copy)
+    assert runtime.OnnxTagModel.from_cache(old_key, None, False) is None
+    # the old weights, loaded from their own folder, export their own graph again
+    assert not TagRecommender.load(trained_model_dir).runner.cached
+
+
 def test_the_key_covers_what_makes_the_graph(
     trained_model_dir: Path, onnx_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
