@@ -72,7 +72,8 @@ class DataConfig:
         default=None,
         metadata={
             "help": "Validation catalog. None: split `valid_fraction` off `train` by a hash of"
-            " each title with case, digits and punctuation dropped (variants on one side)."
+            " each title with case, digits and punctuation dropped (variants on one side); off"
+            " the demo catalog by a hash of each id."
         },
     )
     unlabeled: str | None = field(

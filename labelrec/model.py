@@ -54,7 +54,13 @@ PRETRAIN_FILE = "pretrain.json"
 def recorded_backbone(backbone: str) -> str:
     """A backbone as a saved model records it: a local folder by its absolute path (a relative
     one names nothing, or another folder, when read from elsewhere, and a card would take
-    ``models/tiny`` for a Hub id), anything else (a Hub id, a URI) as given."""
+    ``models/tiny`` for a Hub id), anything else (a Hub id, a URI) as given, and so is a name
+    labelrec knows (``google/gemma-3-270m`` cloned into a folder of that name: its licence and
+    Hub id go by the name)."""
+    from labelrec.backbones import find_packaged
+
+    if backbone in MINILM_IDS or find_packaged(str(backbone)) is not None:
+        return backbone
     path = Path(str(backbone)).expanduser()
     return str(path.resolve()) if path.is_dir() else backbone
 

@@ -50,8 +50,15 @@ def local_path(reference: str | Path) -> Path:
     text = str(reference)
     if text.startswith("file://"):
         host, slash, path = text[len("file://") :].partition("/")
-        if host in ("", "localhost"):  # file:///srv/m and file://localhost/srv/m: this machine's
+        if host.lower() in ("", "localhost"):  # file:///srv/m, file://localhost/srv/m
             text = urllib.parse.unquote(slash + path)  # as Path.as_uri() and MLflow write it: %20
+        elif re.fullmatch(r"[A-Za-z]:|~", host):  # file://C:/models/m, file://~/models/m
+            text = urllib.parse.unquote(host + slash + path)
+        else:
+            raise ModelError(
+                f"{reference}: a file:// URI of another machine ({host}); mount its folder and"
+                " give the path"
+            )
         if re.match(r"/[A-Za-z]:[/\\]", text):  # file:///C:/models/m: a Windows drive
             text = text[1:]
     return Path(text).expanduser()

@@ -457,17 +457,22 @@ class Reranker:
         meta = read_meta(model_dir, RERANK_META, RERANK_FORMAT, "reranker")
         if meta is None:
             return None
-        if meta.get("features") != list(FEATURES):
-            raise ValueError(f"{model_dir / RERANK_META}: its features are not this labelrec's")
         damaged = (
             "the model directory is damaged: train it again, or remove"
             f" {RERANK_META} and {RERANK_MODEL} to serve it without its reranker"
         )
+        if not isinstance(meta, dict) or not isinstance(meta.get("features"), list):
+            raise ModelError(f"{model_dir / RERANK_META}: not a reranker's settings; {damaged}")
+        if meta["features"] != list(FEATURES):
+            raise ValueError(f"{model_dir / RERANK_META}: its features are not this labelrec's")
         try:
+            separator = meta["separator"]
+            if separator is not None and not isinstance(separator, str):
+                raise TypeError(f"separator {separator!r} is not a string")
             settings = (
                 {str(k): int(v) for k, v in meta["kinds"].items()},
                 int(meta["candidates"]),
-                meta["separator"],
+                separator,
                 float(meta["new_threshold"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:

@@ -184,6 +184,11 @@ def test_a_file_uri_with_a_windows_drive_keeps_the_drive() -> None:
     # as Path.as_uri() and MLflow write them: escapes read, this machine by name
     assert local_path(Path("/srv/my models/uk").as_uri()) == Path("/srv/my models/uk")
     assert local_path("file://localhost/srv/models/uk") == Path("/srv/models/uk")
+    assert local_path("file://LOCALHOST/srv/models/uk") == Path("/srv/models/uk")
+    assert str(local_path("file://C:/models/uk")).startswith("C:")
+    assert local_path("file://~/models/uk") == Path("~/models/uk").expanduser()
+    with pytest.raises(ModelError, match="a file:// URI of another machine \\(server\\)"):
+        local_path("file://server/share/uk")
 
 
 def test_a_model_published_while_it_loads_is_read_whole(

@@ -127,6 +127,8 @@ def test_a_local_backbone_given_relative_is_recorded_by_its_whole_path(
     recorded = recorded_backbone("models/tiny")
     assert recorded == str(tmp_path.resolve() / "models" / "tiny")
     assert recorded_backbone("acme/tiny") == "acme/tiny"  # no such folder: a Hub id
+    (tmp_path / "google" / "gemma-3-270m").mkdir(parents=True)  # a clone of a name labelrec knows
+    assert recorded_backbone("google/gemma-3-270m") == "google/gemma-3-270m"  # its licence by name
     monkeypatch.chdir(tmp_path.parent)
     card = tagger_card({"backbone": recorded, "base_model": recorded, "n_tags": 3}, "acme/shop")
     assert card.data.base_model is None and "`tiny` after masked-LM pretraining" in str(card)

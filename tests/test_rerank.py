@@ -240,6 +240,12 @@ def test_a_damaged_or_foreign_reranker_is_one_error_naming_its_file(
         damaged("kinds", lambda f: edit_meta(f, lambda m: m.pop("kinds"))): (
             r"rerank.json: a setting is wrong \(no 'kinds'\); the model directory is damaged"
         ),
+        damaged("sep", lambda f: edit_meta(f, lambda m: m.update(separator=3))): (
+            r"rerank.json: a setting is wrong \(separator 3 is not a string\)"
+        ),
+        damaged("list", lambda f: (f / "rerank.json").write_text("[]")): (
+            "rerank.json: not a JSON object; the model directory is damaged"
+        ),
     }
     for folder, message in cases.items():
         with pytest.raises(ModelError, match=message):

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from labelrec.data import Product, TagVocab
+from labelrec.errors import ModelError
 
 
 @dataclass
@@ -119,6 +120,8 @@ def read_meta(
     if not meta_path.is_file():
         return None
     meta = read_json(meta_path)
+    if not isinstance(meta, dict):
+        raise ModelError(f"{meta_path}: not a JSON object; the model directory is damaged")
     if meta.get("format_version", 0) > version:
         raise ValueError(f"{meta_path}: {what} format is newer than this labelrec")
     return meta
