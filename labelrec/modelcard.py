@@ -70,6 +70,25 @@ def _hub_id(backbone: str) -> str | None:
     return backbone
 
 
+def _local_name(name: str) -> str:
+    """The folder a card's commands read: a Hub repository (``owner/name``) is downloaded into
+    a folder of its name."""
+    return name.split("/")[1] if name.count("/") == 1 and _hub_id(name) == name else name
+
+
+def _download(name: str, local: str) -> list[str]:
+    """The card's command that downloads a Hub repository, where ``name`` is one."""
+    return [f"hf download {name} --local-dir {local}   # labelrec reads a folder"] * (local != name)
+
+
+def _metric_table(results: list[EvalResult]) -> list[str]:
+    return [
+        "| metric | value |",
+        "|---|---:|",
+        *(f"| {r.metric_name} | {r.metric_value:.4f} |" for r in results),
+    ]
+
+
 def _licence(hub_id: str | None) -> tuple[str, str] | None:
     """(name, Hub identifier) of the licence of a backbone labelrec knows, else None."""
     if hub_id == MINILM[0]:
@@ -160,8 +179,7 @@ def plain_use(info: dict[str, Any], name: str) -> list[str]:
 def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
     """The card of a tag recommender from its ``labelrec.json`` content (``info``); ``name``:
     its folder, or its repository on the Hub (``owner/name``, which the card downloads)."""
-    # a Hub repository is downloaded into a folder of its name, which labelrec then reads
-    local = name.split("/")[1] if name.count("/") == 1 and _hub_id(name) == name else name
+    local = _local_name(name)
     backbone = str(info.get("backbone", ""))
     config = info.get("config") or {}
     metrics = info.get("valid_metrics") or {}
@@ -232,11 +250,7 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
         "## Use",
         "",
         "```",
-        *(
-            [f"hf download {name} --local-dir {local}   # labelrec reads a folder"]
-            if local != name
-            else []
-        ),
+        *_download(name, local),
         f"labelrec suggest {local} < titles.txt   # one title a line: tag<TAB>score",
         f"LABELREC_MODEL_URI={local} bentoml serve labelrec.service:LabelRec   # HTTP service",
         "```",
@@ -263,9 +277,7 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
             + (" out of fold" if folds > 1 else "")
             + (f" ({sample})" if sample else ""),
             "",
-            "| metric | value |",
-            "|---|---:|",
-            *(f"| {r.metric_name} | {r.metric_value:.4f} |" for r in results),
+            *_metric_table(results),
         ]
         if folds > 1:
             lines += [
@@ -286,7 +298,7 @@ def tagger_card(info: dict[str, Any], name: str) -> ModelCard:
 def describer_card(meta: dict[str, Any], name: str) -> ModelCard:
     """The card of a describer from its ``causal.json`` content (``meta``); ``name``: its
     folder, or its repository on the Hub (``owner/name``, which the card downloads)."""
-    local = name.split("/")[1] if name.count("/") == 1 and _hub_id(name) == name else name
+    local = _local_name(name)
     backbone = str(meta.get("backbone", ""))
     base_model = _hub_id(backbone)
     licence = _licence(base_model)
@@ -332,11 +344,7 @@ def describer_card(meta: dict[str, Any], name: str) -> ModelCard:
         "## Use",
         "",
         "```",
-        *(
-            [f"hf download {name} --local-dir {local}   # labelrec reads a folder"]
-            if local != name
-            else []
-        ),
+        *_download(name, local),
         f"labelrec describe {local} < products.jsonl   # id, title, tags: one JSON object a line",
         "```",
         "",
@@ -358,9 +366,7 @@ def describer_card(meta: dict[str, Any], name: str) -> ModelCard:
             "## Measured on valid"
             + (f" ({n:.0f} products)" if isinstance(n, (int, float)) else ""),
             "",
-            "| metric | value |",
-            "|---|---:|",
-            *(f"| {r.metric_name} | {r.metric_value:.4f} |" for r in results),
+            *_metric_table(results),
         ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
 
