@@ -231,10 +231,17 @@ class ServiceSettings(BaseSettings):
     )
     quantize: bool = Field(False, description="dynamic int8 on the CPU; 1/true/on")
     generate: bool = Field(
-        True, description="0/false/off: leave out a model's tag generator (slow on a CPU)"
+        True,
+        description="0/false/off: leave out a model's tag generator (slow on a CPU); a product"
+        " index is then one built with `labelrec product-index --no-generate`, as one built with"
+        " the generator is refused (queries would be tagged otherwise than its products)",
     )
     rules: str | None = Field(None, description="rules file replacing the model's own")
-    index: str | None = Field(None, description="product index directory")
+    index: str | None = Field(
+        None,
+        description="product index directory (built with the served model, and with or without"
+        " its tag generator as `LABELREC_GENERATE` loads it)",
+    )
     catalog: str | None = Field(None, description="catalog to index with each model version")
     interactions: str | None = Field(None, description="user interactions for /recommend")
     feedback_uri: str | None = Field(
