@@ -479,32 +479,24 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-# The settings of the model and lora sections that pretraining reads (the others shape the
-# tagger trained on the backbone later).
-PRETRAIN_READS = {
-    "model": {"backbone", "max_length", "trust_remote_code"},
-    "lora": {"r", "alpha", "dropout", "target_modules"},
-}
-
-
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from labelrec.config import flatten, load_config, parse_overrides, unused_settings
-    from labelrec.pretrain import pretrain
+    from labelrec.pretrain import SETTINGS_READ, pretrain
 
     cfg = load_config(args.config, args.overrides)
+    read = ", ".join(f"{s}.{n}" for s, names in SETTINGS_READ.items() for n in sorted(names))
     for key in flatten(parse_overrides(args.overrides or [])):  # those load_config let pass
         section, _, name = key.partition(".")
         elsewhere = section in ("train", "lexical", "generate")
         if elsewhere and unused_settings(cfg, [key]):
             continue  # load_config said so
-        if elsewhere or name.split(".")[0] not in PRETRAIN_READS.get(section, {name}):
+        if elsewhere or name.split(".")[0] not in SETTINGS_READ.get(section, {name}):
             hint = " (pretrain.lora adds LoRA adapters)" if key == "lora.enabled" else ""
             logging.getLogger(__name__).warning(
-                "%s: not used by pretrain%s (it reads the pretrain and data sections,"
-                " model.backbone, model.max_length, model.trust_remote_code and lora's r, alpha,"
-                " dropout and target_modules)",
+                "%s: not used by pretrain%s (it reads the pretrain and data sections and %s)",
                 key,
                 hint,
+                read,
             )
     if args.no_progress:
         _no_library_progress()

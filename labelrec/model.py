@@ -140,10 +140,10 @@ def is_decoder_tagger(config: Any, pooling: str | None) -> bool:
     return is_decoder(config) or pooling == "last"
 
 
-def with_lora(model: Any, config: Any, setting: str = "lora.target_modules") -> Any:
+def with_lora(model: Any, config: Any) -> Any:
     """``peft.get_peft_model(model, config)``, without the FutureWarning that peft 0.21 raises by
     reading transformers' deprecated ``is_gradient_checkpointing`` (peft's call, not ours). Target
-    modules the model does not have are a ``ConfigError`` naming ``setting``."""
+    modules the model does not have are a ``ConfigError`` naming ``lora.target_modules``."""
     from peft import get_peft_model
 
     with warnings.catch_warnings():
@@ -156,9 +156,9 @@ def with_lora(model: Any, config: Any, setting: str = "lora.target_modules") -> 
             if "target modules" not in str(err).lower():
                 raise
             raise ConfigError(
-                f"{setting}={config.target_modules!r}: not modules of"
+                f"lora.target_modules={config.target_modules!r}: not modules of"
                 f" {type(model).__name__} ({str(err).splitlines()[0]}); name its own, or"
-                f" {setting}=null for peft's defaults of the architecture"
+                " lora.target_modules=null for peft's defaults of the architecture"
             ) from None
 
 

@@ -69,6 +69,13 @@ def collect_texts(cfg: Config) -> list[str]:
     return [t for t in dict.fromkeys(texts) if t]
 
 
+# The settings of the model and lora sections that pretraining reads (the others shape the
+# tagger trained on the backbone later); it reads the pretrain and data sections whole.
+SETTINGS_READ = {
+    "model": {"backbone", "max_length", "trust_remote_code"},
+    "lora": {"r", "alpha", "dropout", "target_modules"},
+}
+
 # Draws of a held-out batch's masks before one that masks a token is given up on.
 MASK_DRAWS = 100
 
