@@ -244,6 +244,13 @@ class ServiceSettings(BaseSettings):
     )
     catalog: str | None = Field(None, description="catalog to index with each model version")
     interactions: str | None = Field(None, description="user interactions for /recommend")
+    half_life_days: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="time decay of interaction weights for /recommend: a weight halves every"
+        " that many days (unset: no decay; as `labelrec recommend --half-life-days`)",
+    )
     feedback_uri: str | None = Field(
         None, description=f"reviewer feedback database (default {DEFAULT_FEEDBACK_URI})"
     )
@@ -1186,7 +1193,9 @@ class LabelRec:
             )
         except RulesError as err:
             raise RuntimeError(f"{s.env_name('rules')}: {err}") from None
-        self.holder.extensions["index"] = index_extension(s.index, s.catalog, s.interactions)
+        self.holder.extensions["index"] = index_extension(
+            s.index, s.catalog, s.interactions, s.half_life_days
+        )
         self.holder.start()
         # /suggest and /suggest_batch: concurrent requests share forward passes
         self.batcher = MicroBatcher(self.holder.busy, MAX_BATCH_SIZE, s.passes)

@@ -105,6 +105,7 @@ def index_extension(
     index_dir: str | None = None,
     catalog: str | None = None,
     interactions: str | None = None,
+    half_life_days: float | None = None,
 ) -> Callable[[Snapshot], ProductSearch | None]:
     """Build the product search of each model version as it loads (``holder.extensions``).
 
@@ -113,7 +114,8 @@ def index_extension(
     any (None: the product endpoints answer 503). ``build.sources()`` is the state of these
     files: written again (an index rebuilt, a catalog or interactions file changed), the next
     reload builds the search again for the model serving; when only the interactions changed,
-    the index built last is kept and reads them anew (no catalog tagged again)."""
+    the index built last is kept and reads them anew (no catalog tagged again).
+    ``half_life_days``: time decay of the interactions' weights (``UserSignals``)."""
     last: dict[str, Any] = {}  # the search built last, and what it was built from
 
     def build(snap: Snapshot) -> ProductSearch | None:
@@ -153,7 +155,7 @@ def index_extension(
         last.update(recommender=rec, reads=reads, engine=engine)
         if interactions:  # a bad file costs the users' histories, not the product index
             try:
-                engine.set_interactions(interactions)
+                engine.set_interactions(interactions, half_life_days=half_life_days)
             except (ValueError, OSError) as err:
                 engine.interactions_error = f"{type(err).__name__}: {err}"
                 logger.error("interactions not loaded: %s", engine.interactions_error)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -581,6 +582,17 @@ def test_interactions_files_and_their_errors(tmp_path: Path):
         "utf-8",
     )
     assert Interactions.read(bad).timestamps.tolist() == [1.7e9] * 3
+    # eight digits, all dates: YYYYMMDD, not epoch seconds of 1970-1973
+    bad.write_text("user_id,product_id,timestamp\nU1,p0,20231115\nU1,p1,20231116\n", "utf-8")
+    assert Interactions.read(bad).timestamps.tolist() == [1700006400.0, 1700092800.0]
+    frame = pd.DataFrame({"user_id": ["U1", "U1"], "product_id": ["p1", "p2"]})
+    frame.assign(timestamp=[20231115, 2023111500]).to_parquet(tmp_path / "days.parquet")
+    assert Interactions.read(tmp_path / "days.parquet").timestamps.tolist() == [
+        20231115.0,  # not every number is an eight-digit date: seconds, as numbers are
+        2023111500.0,
+    ]
+    bad.write_text("user_id,product_id,timestamp\nU1,p0,20231115\nU1,p1,20231341\n", "utf-8")
+    assert Interactions.read(bad).timestamps.tolist() == [20231115.0, 20231341.0]
     bad.write_text("user_id,product_id,timestamp\nU1,p0,02/01/2024\nU1,p1,13/01/2024\n", "utf-8")
     with pytest.raises(ValueError, match=r"line 3, field 'timestamp': '13/01/2024' is neither"):
         Interactions.read(bad)  # read month first from its first date: not read two ways
@@ -594,6 +606,23 @@ def test_interactions_files_and_their_errors(tmp_path: Path):
         Interactions.read(tmp_path / "nat.parquet")
     with pytest.raises(FileNotFoundError):
         Interactions.read(tmp_path / "missing.csv")
+
+
+def test_an_interactions_file_that_cannot_be_opened_is_one_error(tmp_path: Path, monkeypatch):
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,product_id\nU1,p0\n", "utf-8")
+    opened = Path.open
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(
+        ValueError, match=r"events.csv: cannot read interactions \(Permission denied"
+    ):
+        Interactions.read(path)
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} (shared catalogs) is absent")

@@ -195,6 +195,30 @@ def test_a_bad_interactions_file_costs_the_users_histories_only(
     assert "events.csv, line 4, field 'weight'" in error
 
 
+def test_interaction_weights_decay_with_the_half_life_setting(
+    make_service, trained_model_dir: Path, service_index: Path, tmp_path: Path
+) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "user_id,product_id,timestamp\nu1,p0-0,2024-01-01\nu1,p1-1,2024-01-03\n", "utf-8"
+    )
+    weights = {}
+    for half_life in ("", "1"):  # empty: unset, no decay
+        svc = make_service(
+            trained_model_dir,
+            LABELREC_INDEX=str(service_index),
+            LABELREC_INTERACTIONS=str(events),
+            LABELREC_HALF_LIFE_DAYS=half_life,
+        )
+        signals = svc.holder.current.extras["index"].signals
+        rows, values = signals.history("u1")
+        weights[half_life] = dict(zip(rows.tolist(), values.tolist(), strict=True))
+    assert sorted(weights[""].values()) == [1.0, 1.0]
+    assert sorted(weights["1"].values()) == [0.25, 1.0]  # two days old: a quarter
+    with pytest.raises(ValueError, match="LABELREC_HALF_LIFE_DAYS=.0.: Input should be greater"):
+        make_service(trained_model_dir, LABELREC_HALF_LIFE_DAYS="0")
+
+
 def test_a_rebuilt_index_is_served_at_the_next_reload(
     trained_model_dir: Path, service_index: Path, toy_data_dir: Path, tmp_path: Path
 ) -> None:

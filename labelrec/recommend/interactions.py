@@ -53,9 +53,12 @@ class Interactions:
             raise FileNotFoundError(f"interactions file {path} does not exist")
         suffixes = [s.lower() for s in path.suffixes]
         parquet = bool(suffixes) and suffixes[-1] in (".parquet", ".pq")
-        if not parquet:  # a Parquet file named otherwise (events, events.dat): by its magic
+        try:
             with path.open("rb") as fh:
-                parquet = fh.read(4) == b"PAR1"
+                head = fh.read(4)
+        except OSError as err:  # unreadable (permissions): one error, as a bad file gets
+            raise ValueError(f"{path}: cannot read interactions ({err.strerror or err})") from None
+        parquet = parquet or head == b"PAR1"  # a Parquet file named otherwise: by its magic
         if not parquet and _looks_like_json(path):
             raise ValueError(f"{path}, line 1: this looks like JSON, not a header row; {EXPECTED}")
         sep = "\t" if ".tsv" in suffixes else ","
@@ -238,7 +241,8 @@ def _unparsable(path: Path, err: Exception) -> str:
 
 def _parse_timestamps(values: pd.Series, where: Any) -> np.ndarray:
     """Epoch seconds from numbers (seconds; by their size milliseconds above 1e11, microseconds
-    above 1e14, nanoseconds above 1e17), date-time strings (ISO 8601, else the one format
+    above 1e14, nanoseconds above 1e17; eight-digit numbers that are all dates are YYYYMMDD),
+    date-time strings (ISO 8601, else the one format
     pandas reads in the column's first date, month first where a date could be either) or a
     date-time column (Parquet). A missing or unreadable time is an error naming its line."""
     epoch = pd.Timestamp(0, tz="UTC")
@@ -254,6 +258,19 @@ def _parse_timestamps(values: pd.Series, where: Any) -> np.ndarray:
     numeric = pd.to_numeric(values, errors="coerce")
     is_number = numeric.notna().to_numpy()
     out = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
+    if is_number.any():
+        numbers_ = out[is_number]
+        if np.all((numbers_ >= 1e7) & (numbers_ < 1e8) & (numbers_ == np.floor(numbers_))):
+            # eight digits: dates written YYYYMMDD (as epoch seconds they would all fall in
+            # 1970-1973), when every one of them is such a date
+            days = pd.to_datetime(
+                pd.Series(numbers_.astype(np.int64).astype(str)),
+                format="%Y%m%d",
+                errors="coerce",
+                utc=True,
+            )
+            if days.notna().all():
+                out[is_number] = (days - epoch).dt.total_seconds().to_numpy(dtype=np.float64)
     size = np.abs(out)
     out = np.select([size > 1e17, size > 1e14, size > 1e11], [out / 1e9, out / 1e6, out / 1e3], out)
     if not is_number.all():
