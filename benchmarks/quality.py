@@ -2,11 +2,12 @@
 """Tagging quality of labelrec and its peers on the shared catalogs, in one table.
 
     .venv/bin/python benchmarks/quality.py --all
-    .venv/bin/python benchmarks/quality.py --catalog amazon_uk_toys --labelrec-model runs/uk
+    .venv/bin/python benchmarks/quality.py --catalog amazon_uk_toys --labelrec-model runs/uk/tuning
     .venv/bin/python benchmarks/quality.py --all --cv 5 --json runs/cv.json
 
 For each catalog: labelrec is trained with ``configs/default.yaml`` on the train split without
-its refit on train + valid (or a given model directory is reused), the peers (Omikuji on TF-IDF
+its refit on train + valid (or a given model directory trained without seeing valid is
+reused: a refit model's ``tuning`` run), the peers (Omikuji on TF-IDF
 word + char n-grams, fastText ``-loss ova``) are trained in this same process environment, and
 all systems are scored on the valid split by the same metric code (``labelrec.evaluate``): peer
 scores become dense matrices over labelrec's tag vocabulary, gold tags unknown to the vocabulary
@@ -250,6 +251,27 @@ def recorded_train_seconds(model_dir: Path) -> float:
         runs = sorted(tuning.glob("fold-*")) or [tuning]  # one run a fold, or one on valid
         return float(seconds + sum(recorded_train_seconds(run) for run in runs))
     return float(seconds + info.get("valid_metrics", {}).get("lexical_seconds", 0.0))
+
+
+def trained_on_valid(model_dir: Path) -> str | None:
+    """Why a saved model cannot be measured on the valid split, or None: one refit on train +
+    valid (``train.refit``) has seen it."""
+    try:
+        info = json.loads((Path(model_dir) / "labelrec.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"{model_dir} is no trained model ({err})"
+    if "refit" not in info:
+        return None
+    tuning = Path(model_dir) / info["refit"].get("tuning_dir", "tuning")
+    instead = (
+        f"its tuning run ({tuning}, trained on train alone) or a model"
+        if (tuning / "labelrec.json").is_file()
+        else "a model"
+    )
+    return (
+        f"{model_dir} was refit on train + valid (train.refit), so valid cannot measure it;"
+        f" give {instead} trained with train.refit=false"
+    )
 
 
 class ReuseError(ValueError):
@@ -709,8 +731,8 @@ def format_cv(rows: list[Row], base: str = "labelrec", corrected: bool = False) 
         mine = [r for r in rows if r.catalog == catalog]
         systems = list(dict.fromkeys(family(r.system) for r in mine))
         k = len({r.notes["fold"] for r in mine})
-        # the run's fold count (--corrected): recorded in the rows, else (runs saved before it
-        # was) its highest fold number, also when fewer are shown
+        # the run's fold count (--corrected): recorded in the rows (``main`` notes the highest
+        # fold number of a saved run that did not record it, before --folds shows fewer)
         n_folds = max(2, k, *(int(r.notes.get("folds", 1 + int(r.notes["fold"]))) for r in mine))
         head = ["system", *metric_names, "train s (mean)"]
         lines = [f"{catalog}, {k} folds: mean ± 95% interval", "| " + " | ".join(head) + " |"]
@@ -1088,6 +1110,13 @@ def main(argv: list[str] | None = None) -> int:
             saved = merge_saved(args.report)
         except ReportError as exc:
             parser.error(f"--report: {exc}")
+        highest: dict[str, int] = {}  # the run's fold count, before --folds shows fewer
+        for r in saved:
+            if "fold" in r.notes:
+                highest[r.catalog] = max(highest.get(r.catalog, 0), int(r.notes["fold"]) + 1)
+        for r in saved:
+            if "fold" in r.notes:
+                r.notes.setdefault("folds", highest[r.catalog])
         if folds is not None:  # fold numbers are 0-based in the saved rows
             saved = [r for r in saved if "fold" not in r.notes or r.notes["fold"] + 1 in folds]
         if not saved:
@@ -1111,11 +1140,13 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.labelrec_model and len(catalogs) != 1:
         parser.error("--labelrec-model needs exactly one --catalog")
+    if args.labelrec_model and (refit := trained_on_valid(args.labelrec_model)):
+        parser.error(f"--labelrec-model: {refit}")
 
     import torch
 
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)  # the peers' data and vocabulary too
     rows: list[Row] = []
     if args.cv:
         if args.cv < 2:

@@ -422,6 +422,22 @@ def test_report_reads_only_the_folds_asked_for(tmp_path: Path, capsys) -> None:
     assert "toy, 2 folds" in out and "| system | 1 | 2 |" in out
     assert "| labelrec, other | 0.805 ± " in out  # the mean of folds 1 and 2 only
     assert "| labelrec, other | +10.0 ± 0.0 |" in out
+    # the corrected interval of folds 1 to 3 of a five-fold run saved without its fold count:
+    # held out : training = 1 : 4 (k = 5, the run's), not 1 : 2 (the three folds shown)
+    full[1].metrics["P@1"] += 0.02  # fold differences of 10, 8 and 10 points
+    paths[0] = str(tmp_path / "full.json")
+    Path(paths[0]).write_text(json.dumps([r.__dict__ for r in full]), encoding="utf-8")
+    assert quality.main(["--report", paths[0], str(tmp_path / "part.json")]) == 0
+    capsys.readouterr()
+    three = [r for r in full if r.notes["fold"] < 3] + [
+        _row("labelrec", f, 0.90 + 0.01 * f, 0.8) for f in range(3)
+    ]
+    spread = float(quality.format_cv(three).split("| labelrec, other | +")[1].split("± ")[1][:3])
+    Path(paths[1]).write_text(json.dumps([r.__dict__ for r in three[3:]]), encoding="utf-8")
+    assert quality.main(["--report", *paths, "--folds", "1,2,3", "--corrected"]) == 0
+    out = capsys.readouterr().out
+    shown = float(out.split("| labelrec, other | +")[1].split("± ")[1][:3])
+    assert shown == pytest.approx(spread * np.sqrt((1 / 3 + 1 / 4) / (1 / 3)), abs=0.1)
     with pytest.raises(SystemExit):
         quality.main(["--report", *paths, "--folds", "0"])
     with pytest.raises(SystemExit):  # no saved fold 9: an error, not an empty table
@@ -492,3 +508,48 @@ def test_cv_discards_a_fold_model_once_scored(
     # a run that does not score labelrec leaves its model alone
     assert quality.main([*argv, "--skip-labelrec", "--discard-models", *settings]) == 0
     assert (fold / "labelrec" / "labelrec.json").is_file()
+
+
+def test_the_peers_read_the_catalog_with_the_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --cv too, the peers' products and vocabulary are those labelrec's training reads
+    with the command line's overrides."""
+    from conftest import write_jsonl
+
+    rows = toy_catalog(8)
+    (tmp_path / "amazon_uk_toys").mkdir()
+    write_jsonl(rows[:60], tmp_path / "amazon_uk_toys" / "train.jsonl")
+    write_jsonl(rows[60:], tmp_path / "amazon_uk_toys" / "valid.jsonl")
+    seen = []
+    import peers
+
+    monkeypatch.setattr(peers, "missing_packages", lambda families: [])
+    monkeypatch.setattr(
+        quality, "run_peers", lambda catalog, train, valid, vocab, *a: seen.append(len(train)) or []
+    )
+    monkeypatch.setattr(quality, "print_report", lambda rows: None)
+    argv = ["--catalog", "amazon_uk_toys", "--data-root", str(tmp_path), "--skip-labelrec"]
+    assert quality.main([*argv, "data.max_products=20"]) == 0
+    assert quality.main(argv) == 0
+    assert seen == [20, 60]
+
+
+def test_a_refit_model_is_not_measured_on_the_valid_split_it_was_trained_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    model = tmp_path / "model"
+    (model / "tuning").mkdir(parents=True)
+    (model / "labelrec.json").write_text(json.dumps({"refit": {"tuning_dir": "tuning"}}))
+    argv = ["--catalog", "amazon_uk_toys", "--data-root", str(tmp_path), "--skip-peers"]
+    with pytest.raises(SystemExit) as stop:
+        quality.main([*argv, "--labelrec-model", str(model)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "was refit on train + valid (train.refit), so valid cannot measure it" in err
+    assert "give a model trained with train.refit=false" in err
+    (model / "tuning" / "labelrec.json").write_text("{}")  # a tuning run on train alone
+    assert "give its tuning run" in quality.trained_on_valid(model)
+    assert quality.trained_on_valid(model / "tuning") is None

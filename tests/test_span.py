@@ -15,6 +15,7 @@ from labelrec.taggers.span import (
     SpanTagger,
     candidates,
     evaluate_with_new_tags,
+    kind_precision,
     split_tag,
     units,
 )
@@ -193,3 +194,21 @@ def test_joint_evaluation_counts_new_tags_that_match_gold() -> None:
     closed = evaluate_with_new_tags(known, [{}, {}], products, vocab, np.full(len(vocab), 0.5), 1)
     assert closed.metrics["micro_recall"] == pytest.approx(2 / 3)  # brand:B cannot be found
     assert ev.metrics["micro_recall"] == 1.0
+
+
+def test_facet_precision_compares_tags_in_any_case_and_width() -> None:
+    vocab = TagVocab(["brand:Lego", "brand:Hornby", "Toys"], [1, 1, 2])
+    products = [
+        Product("a", "LEGO bricks", tags=["brand:LEGO", "Toys"]),  # the vocabulary's brand:Lego
+        Product("b", "HORNBY engine", tags=["brand:Hornby"]),
+        Product("c", "Playmobil castle", tags=["brand：Playmobil"]),  # full-width colon
+        Product("d", "a kite", tags=["Toys"]),  # no brand: not counted
+    ]
+    known = np.array([[0.9, 0.1, 0.5], [0.0, 0.0, 0.0], [0.2, 0.1, 0.0], [0.0, 0.0, 0.9]])
+    new_tags = [{}, {"brand:HORNBY": 0.8}, {"brand:PLAYMOBIL": 0.7}, {}]
+    got = kind_precision(known, new_tags, products, vocab, "brand:")
+    assert got["facet brand P@1"] == 1.0
+    assert got["facet brand known P@1"] == 1.0  # a and b: known in another case
+    assert got["facet brand new P@1"] == 1.0  # c, proposed in another case and width
+    without = kind_precision(known, None, products, vocab, "brand:")
+    assert without["facet brand P@1"] == pytest.approx(1 / 3)  # b scored 0, c's best is Lego

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from labelrec.data import CJK_RANGES, Product, TagVocab, fold_width
+from labelrec.data import CJK_RANGES, Product, TagVocab, fold_width, tag_key
 from labelrec.modeldir import SPAN_ARRAYS, SPAN_META
 from labelrec.taggers.base import (
     Evidence,
@@ -522,11 +522,15 @@ def kind_precision(
     Over the products that have a gold tag of the facet: is the best-scored tag of the facet one
     of them? Reported for all such products, and split by whether a gold facet tag is in the
     vocabulary ("known") or none is ("new": only an open-vocabulary tagger can get these).
+    Tags are compared as the other metrics compare them: in any case and width (``tag_key``).
     """
-    cols = np.asarray([j for j, t in enumerate(vocab.tags) if t.startswith(prefix)], dtype=int)
+    key = tag_key(prefix)
+    cols = np.asarray(
+        [j for j, t in enumerate(vocab.tags) if tag_key(t).startswith(key)], dtype=int
+    )
     hits: dict[str, list[float]] = {"": [], " known": [], " new": []}
     for i, product in enumerate(products):
-        gold = {t for t in product.tags if t.startswith(prefix)}
+        gold = {tag_key(t) for t in product.tags if tag_key(t).startswith(key)}
         if not gold:
             continue
         best_tag, best = None, -1.0
@@ -536,10 +540,10 @@ def kind_precision(
                 best_tag, best = vocab.tags[j], float(known[i, j])
         if new_tags is not None:
             for tag, score in new_tags[i].items():
-                if tag.startswith(prefix) and score > best:
+                if tag_key(tag).startswith(key) and score > best:
                     best_tag, best = tag, score
-        hit = float(best_tag in gold)
-        group = " known" if any(t in vocab.index for t in gold) else " new"
+        hit = float(best_tag is not None and tag_key(best_tag) in gold)
+        group = " known" if any(vocab.find(t) is not None for t in gold) else " new"
         hits[""].append(hit)
         hits[group].append(hit)
     name = prefix.rstrip(":")
