@@ -324,7 +324,11 @@ class TrainConfig:
     )
     mixed_precision: str = field(default="auto", metadata={"help": MIXED_PRECISION_HELP})
     early_stopping_patience: int = field(
-        default=2, metadata={"help": "Epochs without valid nDCG@3 gain before stopping; 0: off."}
+        default=2,
+        metadata={
+            "help": "Epochs without valid nDCG@3 gain before stopping (a refit trains the epochs"
+            " tuned); 0: off."
+        },
     )
     eval_batch_size: int = field(default=64, metadata={"help": "Products per inference batch."})
     bucket_size: int = field(

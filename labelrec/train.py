@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -339,6 +340,24 @@ def make_collate(pad_id: int, padding_side: str) -> Callable:
     return functools.partial(_collate, pad_id=pad_id, padding_side=padding_side)
 
 
+def median_epochs(best_epochs: list[int]) -> int:
+    """The refit's epochs from the tuning folds' best: their median, a half rounded up (the
+    best epochs 2 and 3 of two folds give 3, as 3 and 4 give 4), at least 1."""
+    return max(1, math.floor(statistics.median(best_epochs) + 0.5))
+
+
+def group_weights(n_batches: int, grad_accum: int) -> list[float]:
+    """Each batch's loss weight in an epoch of ``n_batches`` updated every ``grad_accum``:
+    Accelerate divides every loss by ``grad_accum``, so a last, shorter group (an update the
+    end of the epoch forces) has its losses weighted up to make its update a mean gradient,
+    as the full groups' are."""
+    tail = n_batches % grad_accum
+    weights = [1.0] * n_batches
+    for i in range(n_batches - tail, n_batches):
+        weights[i] = grad_accum / tail
+    return weights
+
+
 class TagTrainer:
     """setup() -> train() -> finish() -> save() -> cleanup(); ``run()`` does them all.
 
@@ -509,7 +528,7 @@ class TagTrainer:
         self.state: dict[str, Any] = {
             "epoch": 0,
             "global_step": 0,
-            "best_metric": -1.0,
+            "best_metric": float("-inf"),  # a run without valid products ranks -train_loss
             "best_epoch": 0,
             "bad_epochs": 0,
             "history": [],
@@ -597,18 +616,20 @@ class TagTrainer:
         logger.info("resumed from %s (epoch %d)", last, self.state["epoch"])
 
     # ---------------------------------------------------------------- train
-    def _forward_backward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The loss of one batch, its gradients accumulated."""
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of one batch (a forward pass)."""
         logits = self.model(batch["input_ids"], batch["attention_mask"])
         if self.train_set.negatives is None:
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            return torch.nn.functional.binary_cross_entropy_with_logits(
                 logits.float(), batch["labels"].float()
             )
-        else:
-            loss = weighted_bce(
-                logits.float(), batch["labels"].float(), self.cfg.train.negative_weight
-            )
-        self.accelerator.backward(loss)
+        return weighted_bce(logits.float(), batch["labels"].float(), self.cfg.train.negative_weight)
+
+    def _forward_backward(self, batch: dict[str, torch.Tensor], weight: float) -> torch.Tensor:
+        """The loss of one batch, its gradients accumulated (``weight`` times the loss's: see
+        ``group_weights``)."""
+        loss = self._loss(batch)
+        self.accelerator.backward(loss * weight if weight != 1.0 else loss)
         return loss
 
     def train(self) -> None:
@@ -617,7 +638,7 @@ class TagTrainer:
         acc = self.accelerator
         start_epoch = self.state["epoch"]
         for epoch in range(start_epoch, tcfg.epochs):
-            if self._done():
+            if self._done() or self._stopped_early():  # a resumed run that had stopped stays so
                 break
             batches = data_mod.bucketed_batches(
                 [len(t) for t in self.train_ids],
@@ -638,12 +659,14 @@ class TagTrainer:
             seen = tokens = 0
             loss_sum = torch.zeros((), device=acc.device)
             n_loss = 0
-            for batch in loader:
+            weights = group_weights(len(loader), tcfg.grad_accum)
+            for i, batch in enumerate(loader):
                 with acc.accumulate(self.model):
                     loss = self.flops.run(
                         batch["input_ids"].numel(),
                         self._forward_backward,
                         batch,
+                        weights[i],
                         reset=self.model.zero_grad,  # the first step: nothing accumulated yet
                     )
                     if acc.sync_gradients:
@@ -709,14 +732,18 @@ class TagTrainer:
                 else:  # a refit: no valid products
                     logger.info("epoch %d: loss %.4f", epoch + 1, mean_loss)
             self._checkpoint(epoch + 1, improved)
-            patience = tcfg.early_stopping_patience
-            if patience and self.state["bad_epochs"] >= patience:
+            if self._stopped_early():
                 logger.info("early stopping after epoch %d", epoch + 1)
                 break
 
     def _done(self) -> bool:
         max_steps = self.cfg.train.max_steps
         return max_steps is not None and self.state["global_step"] >= max_steps
+
+    def _stopped_early(self) -> bool:
+        """Whether early stopping ends the run (never a refit's: it trains the epochs tuned)."""
+        patience = self.cfg.train.early_stopping_patience
+        return bool(patience) and self.tuned is None and self.state["bad_epochs"] >= patience
 
     def _bar(self, total: int, desc: str) -> Any:
         if not (self.progress and self.is_main):
@@ -1585,8 +1612,6 @@ def tune_by_folds(
 
     Returns a ``TrainResult`` of the out-of-fold evaluation (its ``tuned`` holds the choices; the
     first fold's run reports to ``tracker``)."""
-    import statistics
-
     from labelrec.fusion import Fusion, tune_fusion
     from labelrec.taxonomy import parent_index
 
@@ -1703,9 +1728,8 @@ def tune_by_folds(
     oof["tuning_seconds"] = time.perf_counter() - t0
     if tracker is not None and process_state().is_main_process:
         tracker.log_metrics({f"final_{key}": v for key, v in oof.items()})
-    epochs = int(round(statistics.median(r.best_epoch for r in results)))
     tuned = TunedSettings(
-        epochs=max(1, epochs),
+        epochs=median_epochs([r.best_epoch for r in results]),
         global_threshold=float(global_t),
         tag_thresholds={t: float(v) for t, v in zip(tags, per_tag, strict=True)},
         lexical=_floats(fusion, FUSION_WEIGHTS) if lx.enabled else None,

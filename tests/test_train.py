@@ -474,6 +474,64 @@ def test_early_stopping(tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path)
     result = train(cfg, progress=False)
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     assert result.best_epoch == 1
+    # resumed (a crash after training, in its save): it had stopped, and stays stopped
+    resumed = train(cfg, resume=True, progress=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.best_epoch == 1
+
+
+def test_a_refit_trains_the_epochs_tuned_without_early_stopping(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    from labelrec.runs import load_splits, refit_products
+    from labelrec.train import TunedSettings
+
+    cfg = tiny_config(
+        tiny_backbone,
+        toy_data_dir,
+        tmp_path / "refit",
+        "lexical.enabled=false",
+        "train.epochs=4",
+        "train.early_stopping_patience=1",
+    )
+    splits = load_splits(cfg)
+    merged = dataclasses.replace(splits, train=refit_products(splits), valid=[])
+    tuned = TunedSettings(epochs=4, global_threshold=0.5, tag_thresholds={})
+    trainer = TagTrainer(cfg, splits=merged, tuned=tuned, progress=False)
+
+    def no_gain(record: dict) -> bool:  # a loss that does not fall: early stopping's case
+        trainer.state["bad_epochs"] += 1
+        return False
+
+    trainer._track_best = no_gain  # type: ignore[method-assign]
+    result = trainer.run()
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert result.refit["epochs"] == 4
+
+
+def test_without_valid_products_a_falling_loss_above_one_improves(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """Epochs are ranked by -train_loss there: the first one is the best so far, whatever its
+    loss."""
+    from labelrec.runs import load_splits
+
+    cfg = tiny_config(
+        tiny_backbone,
+        toy_data_dir,
+        tmp_path / "novalid",
+        "lexical.enabled=false",
+        "train.epochs=2",
+        "train.lr=0.05",
+        "train.head_lr=2",  # losses far above 1
+    )
+    splits = dataclasses.replace(load_splits(cfg), valid=[])
+    trainer = TagTrainer(cfg, splits=splits, progress=False)
+    trainer.setup()
+    trainer.train()
+    losses = [h["train_loss"] for h in trainer.state["history"]]
+    assert min(losses) > 1, losses
+    assert trainer.state["best_epoch"] == 1 + int(losses[1] < losses[0])
 
 
 def test_gradient_accumulation_and_schedule(
@@ -495,6 +553,74 @@ def test_gradient_accumulation_and_schedule(
     assert result.history[0]["lr"] == pytest.approx(lr / 2, rel=1e-6)
     assert result.history[1]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_the_refit_trains_the_median_of_the_folds_best_epochs() -> None:
+    from labelrec.train import median_epochs
+
+    assert [median_epochs(e) for e in ([2, 3], [3, 4], [1, 2], [2, 2, 5], [0, 0])] == [
+        3,
+        4,
+        2,
+        2,
+        1,
+    ]
+
+
+def test_a_last_shorter_accumulation_group_updates_by_a_mean_gradient() -> None:
+    from labelrec.train import group_weights
+
+    assert group_weights(7, 3) == [1.0] * 6 + [3.0]  # Accelerate divides each loss by 3
+    assert group_weights(8, 3) == [1.0] * 6 + [1.5, 1.5]
+    assert group_weights(6, 3) == [1.0] * 6
+    assert group_weights(2, 3) == [1.5, 1.5]
+    assert group_weights(5, 1) == [1.0] * 5
+
+
+def test_accumulated_updates_are_mean_gradients(
+    tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """Every update, the last shorter group's too, applies the mean gradient of its batches."""
+    cfg = tiny_config(
+        tiny_backbone,
+        toy_data_dir,
+        tmp_path / "acc",
+        "lexical.enabled=false",
+        "train.epochs=1",
+        "train.grad_accum=3",
+        "train.max_grad_norm=0",
+        "train.fused_adamw=false",
+        "train.mixed_precision=no",  # float32 gradients, compared to 1e-4
+    )
+    trainer = TagTrainer(cfg, progress=False)
+    trainer.setup()
+    head = trainer.accelerator.unwrap_model(trainer.model).head.weight
+    per_batch: list[torch.Tensor] = []
+    applied: list[tuple[int, torch.Tensor]] = []
+    forward_backward = trainer._forward_backward
+
+    def recording(batch: dict, weight: float) -> torch.Tensor:
+        rng = torch.get_rng_state()  # the same dropout in both passes
+        per_batch.append(torch.autograd.grad(trainer._loss(batch), head)[0].clone())
+        torch.set_rng_state(rng)
+        return forward_backward(batch, weight)
+
+    trainer._forward_backward = recording  # type: ignore[method-assign]
+    inner = trainer.optimizer.optimizer
+    step = inner.step
+
+    def recording_step(*args, **kwargs):
+        applied.append((len(per_batch), head.grad.clone()))
+        return step(*args, **kwargs)
+
+    inner.step = recording_step
+    trainer.train()
+    assert [n for n, _ in applied] == [3, 6, 7]  # 7 batches: groups of 3, 3 and 1
+    done = 0
+    for n, grad in applied:
+        expected = torch.stack(per_batch[done:n]).mean(0)
+        assert torch.allclose(grad, expected, rtol=1e-4, atol=1e-7), (done, n)
+        done = n
 
 
 def test_max_steps_and_warmup(tiny_backbone: Path, toy_data_dir: Path, tmp_path: Path) -> None:
