@@ -41,10 +41,14 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import numpy as np  # noqa: E402
 
-from labelrec.data import Product, read_catalog, split_products  # noqa: E402
+from labelrec.data import (  # noqa: E402
+    Product,
+    is_facet,  # noqa: E402
+    read_catalog,
+    split_products,
+)
 from labelrec.metrics import paired_bootstrap  # noqa: E402
 from labelrec.recommend import ProductSearch, build_index  # noqa: E402
-from labelrec.recommend.index import is_facet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

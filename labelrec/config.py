@@ -125,7 +125,10 @@ class DataConfig:
     )
     hierarchy_separator: str | None = field(
         default=None,
-        metadata={"help": "Separator of category paths, e.g. ' > ': one tag per path prefix."},
+        metadata={
+            "help": "Separator of category paths, e.g. ' > ': one tag per path prefix (a"
+            " key:value facet stays whole)."
+        },
     )
     csv_delimiter: str | None = field(
         default=None,

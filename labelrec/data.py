@@ -385,6 +385,15 @@ def tag_cell(value: Any, delimiter: str | None = "|") -> list[str]:
     return [tag for tag in map(clean_tag, raw) if tag]
 
 
+_FACET = re.compile(r"^[^\s:>]{1,20}:")
+
+
+def is_facet(tag: str) -> bool:
+    """``key:value`` facet tags (``brand:Hornby``, ``品牌:华为``), as opposed to category paths:
+    a separator in a facet's value (``brand:Anagram/MD``) makes no path of it."""
+    return bool(_FACET.match(tag))
+
+
 def expand_hierarchy(tag: str, sep: str) -> list[str]:
     """One tag per prefix of a category path.
 
@@ -432,7 +441,7 @@ def _product_tags(record: dict[str, Any], cfg: DataConfig) -> list[str]:
             tag = clean_tag(raw)
             if not tag:
                 continue
-            if not prefix and cfg.hierarchy_separator:
+            if not prefix and cfg.hierarchy_separator and not is_facet(tag):
                 expanded = expand_hierarchy(tag, fold_width(cfg.hierarchy_separator))
             else:
                 expanded = [tag]

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from labelrec.data import Product, TagVocab
+from labelrec.data import Product, TagVocab, is_facet
 
 
 def parent_index(tags: list[str], separator: str | None) -> np.ndarray:
-    """Index of each tag's parent path in ``tags`` (``A > B`` -> ``A``), -1 when it has none."""
+    """Index of each tag's parent path in ``tags`` (``A > B`` -> ``A``), -1 when it has none
+    (a facet, ``brand:Anagram/MD``, has none whatever its value holds: ``is_facet``)."""
     parents = np.full(len(tags), -1, dtype=np.int64)
     if not separator:
         return parents
     index = {t: j for j, t in enumerate(tags)}
     for j, tag in enumerate(tags):
-        if separator in tag:
+        if separator in tag and not is_facet(tag):
             parents[j] = index.get(tag.rsplit(separator, 1)[0], -1)
     return parents
 
@@ -96,7 +97,7 @@ def hierarchical_precision(
     def closure(tags: list[str]) -> set[str]:
         out = set()
         for tag in tags:
-            parts = tag.split(separator)
+            parts = [tag] if is_facet(tag) else tag.split(separator)
             out.update(separator.join(parts[: i + 1]) for i in range(len(parts)))
         return out
 

@@ -411,6 +411,13 @@ def test_tags_prefix_hierarchy_only_unprefixed_and_dedupe(tmp_path):
     assert product.tags == ["Toys", "Toys > Puzzles", "brand:A > B"]
 
 
+def test_an_inline_facet_is_not_split_at_the_hierarchy_separator(tmp_path):
+    rows = [{"id": "p1", "title": "T", "tags": ["Toys/Balloons", "brand:Anagram/MD"]}]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    (product,) = read_catalog(path, DataConfig(hierarchy_separator="/")).products
+    assert product.tags == ["Toys", "Toys/Balloons", "brand:Anagram/MD"]
+
+
 def test_no_prefixes_configured(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", [{"id": "1", "title": "T", "tags": "b|a|b| "}])
     assert read_catalog(path, DataConfig()).products[0].tags == ["b", "a"]

@@ -277,6 +277,20 @@ def test_hierarchical_precision_gives_credit_for_the_right_parent() -> None:
     assert hierarchical_precision(scores, products, vocab, k=1, new_tags=new) == 1.0
 
 
+def test_a_facet_is_no_category_path_whatever_its_value_holds() -> None:
+    tags = ["Toys", "Toys/Puzzles", "brand:Anagram", "brand:Anagram/MD", "型号:a3", "型号:a3/a4"]
+    parents = parent_index(tags, "/")
+    assert parents.tolist() == [-1, 0, -1, -1, -1, -1]
+    scores = np.array([[0.2, 0.1, 0.05, 0.7, 0.01, 0.6]], dtype=np.float32)
+    raised = ancestor_consistent(scores, parents)
+    assert raised[0].tolist() == pytest.approx([0.2, 0.1, 0.05, 0.7, 0.01, 0.6])
+    vocab = TagVocab(tags, [1] * len(tags))
+    products = [Product("v", "x", tags=["brand:Anagram"])]
+    top = np.zeros((1, len(tags)), dtype=np.float32)
+    top[0, 3] = 0.9  # brand:Anagram/MD: another brand, no credit for brand:Anagram
+    assert hierarchical_precision(top, products, vocab, k=1, separator="/") == 0.0
+
+
 def test_tune_weights_follows_the_better_source() -> None:
     rng = np.random.default_rng(0)
     y = sp.csr_matrix((rng.random((40, 6)) < 0.3).astype(np.float32))

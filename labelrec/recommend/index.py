@@ -28,7 +28,6 @@ import datetime as _dt
 import difflib
 import json
 import logging
-import re
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -52,8 +51,6 @@ GOLD_FILE = "gold_tags.npz"
 EMBEDDINGS_FILE = "embeddings.npy"
 PROJECTION_FILE = "projection.npy"
 DESCRIPTION_CHARS = 300
-
-_FACET = re.compile(r"^[^\s:>]+:")
 
 
 class IndexFileError(ValueError):
@@ -114,11 +111,6 @@ def top_k_sparse(scores: np.ndarray, top_k: int, min_score: float = 0.0) -> sp.c
     matrix = sp.csr_matrix((vals[keep], (rows, cols[keep])), shape=(n, n_cols), dtype=np.float32)
     matrix.sort_indices()
     return matrix
-
-
-def is_facet(tag: str) -> bool:
-    """``key:value`` facet tags (``brand:Hornby``), as opposed to category tags."""
-    return bool(_FACET.match(tag))
 
 
 def check_index_destination(directory: str | Path) -> None:
