@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -385,6 +386,19 @@ def test_index_logged_with_the_champion_is_served(
     assert logged["model_version"] == int(version.version) and logged["n_products"] == 50
     local = download_index(f"models:/labelrec/{version.version}")
     assert (local / "manifest.json").is_file()
+    # logged again, an index of other files: the version's index is that one's files alone
+    smaller = tmp_path / "smaller"
+    shutil.copytree(service_index, smaller)
+    (smaller / "extra.txt").write_text("only here", "utf-8")
+    gone = next(p.name for p in sorted(service_index.iterdir()) if p.name != "manifest.json")
+    (smaller / gone).unlink()  # a file the first index has and this one lacks
+    log_index(smaller, "models:/labelrec@champion")
+    again = download_index(f"models:/labelrec/{version.version}", tmp_path / "again")
+    assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in smaller.iterdir())
+    assert (
+        log_index(service_index, "models:/labelrec@champion")["artifact_uri"]
+        == logged["artifact_uri"]
+    )  # the first index again: its own folder, served below
     # a logged model that is not registered (models:/m-<id>): the run that logged it
     from labelrec.mlflow import log_model
     from labelrec.mlflow.index import index_uri
@@ -423,7 +437,8 @@ def test_product_index_logs_the_index_with_the_registered_version(
     assert cli.main([*args, "--output", str(tmp_path / "ix"), "--log-mlflow", "--no-progress"]) == 0
     assert f"model version {version.version}" in capsys.readouterr().out
     tags = mlflow.MlflowClient().get_model_version("labelrec", version.version).tags
-    assert tags[INDEX_TAG].endswith("/index") and tags[f"{INDEX_TAG}.products"] == "10"
+    assert re.search(r"/index/[0-9a-f]{16}$", tags[INDEX_TAG])
+    assert tags[f"{INDEX_TAG}.products"] == "10"
     local = download_index(uri, tmp_path / "down")
     assert json.loads((local / "manifest.json").read_text())["n_products"] == 10
     # a local model directory: the index goes to a run of its own (under the verb's former name)

@@ -1,8 +1,10 @@
 """Product indexes in MLflow: logged with the model version they were built from.
 
 ``log_index(index_dir, "models:/labelrec@champion")`` uploads an index directory written by
-``labelrec product-index`` as the artifacts ``index/`` of the run that produced that model version,
-and tags the version with ``labelrec.index`` (the artifact URI) and ``labelrec.index.products``.
+``labelrec product-index`` as the artifacts ``index/<digest>/`` of the run that produced that
+model version (a folder of its own for each index: artifacts are added, never removed, so an
+index logged again must not land among the files of the one before), and tags the version with
+``labelrec.index`` (the artifact URI) and ``labelrec.index.products``.
 ``index_uri(model_uri)`` reads the tag back; ``download_index`` fetches the directory, which is
 how the BentoML service finds the index that belongs to the champion it serves.
 
@@ -13,6 +15,7 @@ experiment (a local directory, a run's model).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -32,6 +35,17 @@ def _manifest(index_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{index_dir} is not a product index (no manifest.json)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def index_digest(index_dir: Path) -> str:
+    """A short digest of the index's files (names and contents): its artifact folder."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in index_dir.rglob("*") if p.is_file()):
+        digest.update(f"\0{path.relative_to(index_dir).as_posix()}\0".encode())
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def log_index(
@@ -65,8 +79,9 @@ def log_index(
         run = client.create_run(experiment_id, run_name="product-index")
         run_id = run.info.run_id
         client.set_terminated(run_id)
-    client.log_artifacts(run_id, str(index_dir), INDEX_ARTIFACT_PATH)
-    uri = f"runs:/{run_id}/{INDEX_ARTIFACT_PATH}"
+    artifact_path = f"{INDEX_ARTIFACT_PATH}/{index_digest(index_dir)}"
+    client.log_artifacts(run_id, str(index_dir), artifact_path)
+    uri = f"runs:/{run_id}/{artifact_path}"
     n_products = str(manifest.get("n_products", ""))
     client.set_tag(run_id, INDEX_TAG, uri)
     client.set_tag(run_id, f"{INDEX_TAG}.model", str(model_uri or manifest.get("model") or ""))
