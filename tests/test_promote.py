@@ -84,8 +84,8 @@ def champion_moves_to(version: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
     evaluate = registry._evaluate_version
 
-    def evaluate_and_move(model, mv, alias, frame, metric):
-        out = evaluate(model, mv, alias, frame, metric)
+    def evaluate_and_move(model, mv, alias, frame, metric, counts=None):
+        out = evaluate(model, mv, alias, frame, metric, counts)
         if alias == "champion":
             mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version)
         return out
@@ -147,6 +147,9 @@ def test_decide_refuses_a_band_drop_and_a_small_gain() -> None:
     assert decide(new, old, {"tail": 0.28}, {"tail": 0.3}).promoted  # within max_band_drop
     small = decide(new, old, margin=0.06)
     assert not small.promoted and "margin" in small.reason
+    # a band one side has and the other lacks: nothing says it held
+    one_sided = decide(new, old, {"torso": 0.8}, {"head": 1.0, "torso": 0.0})
+    assert not one_sided.promoted and "head tags measured for one side only" in one_sided.reason
 
 
 # ----------------------------------------------------------------------- in the registry
@@ -217,6 +220,24 @@ def test_better_on_average_but_not_significant_in_the_registry(
     assert d.diff > 0 and d.ci_low <= 0
     assert not d.promoted and "not significant" in d.reason
     assert champion_version() == 1
+
+
+def test_both_versions_are_banded_by_the_champions_training_counts(
+    trained_model_dir: Path, eval_file: Path, mlflow_store: Path, tmp_path: Path
+) -> None:
+    """A challenger with other training counts (here: every tag seen once, all tail by its own
+    counts) is compared band by band on the champion's bands, which hold the same tags."""
+    register_challenger(trained_model_dir)
+    assert promote(NAME, eval_file).promoted
+    recounted = shutil.copytree(trained_model_dir, tmp_path / "recounted")
+    vocab = TagVocab.load(recounted / "tags.json")
+    TagVocab(vocab.tags, [1] * len(vocab), vocab.n_products).save(recounted / "tags.json")
+    register_challenger(recounted)
+    decision = promote(NAME, eval_file)
+    assert not decision.promoted and "one side" not in decision.reason
+    # the same weights: the same ranking, so no band of the champion's moves
+    assert decision.band_drops and set(decision.band_drops.values()) == {0.0}
+    assert len(decision.band_drops) > 1  # not all tail, as the challenger's own counts say
 
 
 def test_broken_challenger_fails_clearly_and_keeps_the_champion(

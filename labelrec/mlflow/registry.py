@@ -308,7 +308,8 @@ def decide(
 
     Without a champion: promote iff the challenger's mean >= ``min_metric``. Otherwise promote
     iff mean difference > ``margin``, the 95% paired bootstrap interval's low end > 0, and no
-    band (``{"head": recall@5, ...}``) drops by more than ``max_band_drop``.
+    band (``{"head": recall@5, ...}``, the same tags on both sides) drops by more than
+    ``max_band_drop``; a band measured on one side only refuses.
     """
     a = np.asarray(challenger_values, dtype=np.float64)
     if a.size == 0 or np.isnan(a).all():
@@ -330,12 +331,15 @@ def decide(
     boot = metrics.paired_bootstrap(a, b, n_resamples=n_resamples, seed=seed, ci=0.95)
     diff = score - champion_score
     drops = {}
+    problems_bands: list[str] = []  # bands that cannot be compared: nothing says they held
     for band in BANDS:
         new = (challenger_bands or {}).get(band)
         old = (champion_bands or {}).get(band)
         if _finite(new) and _finite(old):
             drops[band] = float(old - new)
-    problems = []
+        elif _finite(new) != _finite(old):
+            problems_bands.append(f"{band} tags measured for one side only")
+    problems = problems_bands
     if not diff > margin:
         problems.append(f"not better: {metric} difference {diff:+.4f} <= margin {margin:g}")
     paired = int(np.sum(~(np.isnan(a) | np.isnan(b))))
@@ -411,10 +415,29 @@ def _saved_info(model: Any) -> dict[str, Any] | None:
         return None
 
 
+def _training_counts(model: Any) -> dict[str, Any] | None:
+    """The training counts of a loaded labelrec pyfunc model's tags (the evaluator's
+    ``tag_counts`` and ``n_train_products``), None for another kind of model."""
+    try:
+        vocab = model.unwrap_python_model().recommender.vocab
+    except Exception:  # noqa: BLE001 - not labelrec's python model
+        return None
+    return {
+        "tag_counts": dict(zip(vocab.tags, (int(c) for c in vocab.counts), strict=True)),
+        "n_train_products": vocab.n_products,
+    }
+
+
 def _evaluate_version(
-    model: Any, mv: ModelVersion, role: str, frame: pd.DataFrame, metric: str
+    model: Any,
+    mv: ModelVersion,
+    role: str,
+    frame: pd.DataFrame,
+    metric: str,
+    counts: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
-    """(per-product values of ``metric``, band recalls, metrics) of one version on ``frame``."""
+    """(per-product values of ``metric``, band recalls, metrics) of one version on ``frame``;
+    ``counts`` (``_training_counts``) band the tags, else the version's own counts."""
     label = _label(mv, role)
     prefix = f"{role}_"
     register_evaluator()
@@ -425,7 +448,7 @@ def _evaluate_version(
             targets="tags",
             model_type="labelrec",
             evaluators="labelrec",
-            evaluator_config={"metric_prefix": prefix, "log_plots": False},
+            evaluator_config={"metric_prefix": prefix, "log_plots": False, **(counts or {})},
         )
     except Exception as err:  # noqa: BLE001 - a model that loads but cannot predict is broken too
         raise RegistryError(f"{label} failed on the evaluation data: {err}") from err
@@ -507,15 +530,23 @@ def promote(
         data_cfg = model_data_config(_saved_info(model), data_overrides)
     frame = _evaluation_frame(data, data_cfg)
     with _run_context(f"promote {name}"):
-        ch_values, ch_bands, _ = _evaluate_version(
-            model, challenger, challenger_alias, frame, metric
-        )
-        del model  # one model in memory at a time
-        cp_values = cp_bands = None
+        cp_values = cp_bands = counts = None
         if champion is not None:
+            # the champion first: its training counts band the tags (head, torso, tail) of
+            # both evaluations, so a band holds the same tags on both sides; one model in
+            # memory at a time, so the challenger is loaded again after it
+            del model
+            old = _load_version(champion, champion_alias)
+            counts = _training_counts(old)
             cp_values, cp_bands, _ = _evaluate_version(
-                _load_version(champion, champion_alias), champion, champion_alias, frame, metric
+                old, champion, champion_alias, frame, metric, counts
             )
+            del old
+            model = _load_version(challenger, challenger_alias)
+        ch_values, ch_bands, _ = _evaluate_version(
+            model, challenger, challenger_alias, frame, metric, counts
+        )
+        del model
         decision = decide(
             ch_values,
             cp_values,
