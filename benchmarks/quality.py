@@ -97,18 +97,20 @@ def score_system(
     new_tags: list[dict[str, float]] | None = None,
     new_threshold: float = 1.0,
     notes: dict[str, object] | None = None,
+    hierarchy: object = None,
 ) -> Row:
     """Metrics of a score matrix over ``vocab`` (plus new tags); thresholds tuned on valid when
-    None, exactly as labelrec tunes its own."""
+    None, exactly as labelrec tunes its own; ``hierarchy``: a model's decisions keep its
+    category paths whole (``TagRecommender.hierarchy``)."""
     y_valid = vocab.encode(valid)
     if thresholds is None:
         global_t = metrics.tune_global_threshold(y_valid, scores)
         thresholds = metrics.tune_tag_thresholds(y_valid, scores, global_t)
     if new_tags is None:
-        result = evaluate_scores_on(scores, valid, vocab, thresholds).metrics
+        result = evaluate_scores_on(scores, valid, vocab, thresholds, hierarchy=hierarchy).metrics
     else:
         result = evaluate_with_new_tags(
-            scores, new_tags, valid, vocab, thresholds, new_threshold
+            scores, new_tags, valid, vocab, thresholds, new_threshold, hierarchy=hierarchy
         ).metrics
     result["hP@3"] = hierarchical_precision(scores, valid, vocab, k=3, new_tags=new_tags)
     for prefix in FACETS.get(catalog, ()):
@@ -371,6 +373,7 @@ def eval_labelrec(
             new_tags=new_tags if has_new else None,
             new_threshold=rec.new_tag_threshold,
             notes=notes,
+            hierarchy=rec.hierarchy,
         )
     ]
     if not parts or lex is None:

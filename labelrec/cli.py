@@ -232,6 +232,7 @@ def _evaluate_with_progress(rec: Any, products: list, args: argparse.Namespace) 
         rec.thresholds(args.threshold),
         new_threshold=rec.new_tag_threshold if args.threshold is None else args.threshold,
         limit=args.limit,
+        hierarchy=rec.hierarchy,
     )
     bar = progress_bar(total=len(products), unit="product", desc="eval", disable=args.no_progress)
     with bar:

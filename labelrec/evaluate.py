@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from labelrec import metrics
 from labelrec.data import Product, TagVocab, tag_key
+from labelrec.taxonomy import consistent_decisions
 
 # evaluate_scores_on evaluates this many products x vocabulary scores at a time (about 10
 # bytes a cell of copies: docs/architecture.md)
@@ -325,10 +326,13 @@ def evaluate_scores_on(
     new_threshold: float = 1.0,
     limit: int | None = None,
     row_keys: Sequence[frozenset[str]] | None = None,
+    hierarchy: tuple[np.ndarray, Any] | None = None,
 ) -> Evaluation:
     """All metrics of ``scores`` (n, len(vocab)) against the products' gold tags; the decisions
     (F1, per-tag results) are the tags at or above their threshold, at most ``limit`` a product
-    as ``suggest`` returns them (None: every one).
+    as ``suggest`` returns them (None: every one); with ``hierarchy`` ((parents, plan), a
+    model's ``TagRecommender.hierarchy``) a category path only where its parent is one too, as
+    the model decides (``taxonomy.consistent_decisions``).
 
     ``new_tags`` (tags outside the vocabulary the model proposed, per product) are ranked with
     the known ones, as the model suggests them: one that is a gold tag is a hit, any other takes
@@ -350,7 +354,9 @@ def evaluate_scores_on(
         raise ValueError(f"scores of {n} products for {len(products)} products")
     if new_tags is not None and len(new_tags) != n:
         raise ValueError(f"scores of {n} products but new tags of {len(new_tags)}")
-    stream = EvaluationStream(products, vocab, thresholds, ks, new_threshold, limit, row_keys)
+    stream = EvaluationStream(
+        products, vocab, thresholds, ks, new_threshold, limit, row_keys, hierarchy
+    )
     rows = max(1, EVAL_PART_CELLS // max(1, scores.shape[1]))
     for start in range(0, n, rows):
         stream.add(
@@ -383,8 +389,10 @@ class EvaluationStream:
         new_threshold: float = 1.0,
         limit: int | None = None,
         row_keys: Sequence[frozenset[str]] | None = None,
+        hierarchy: tuple[np.ndarray, Any] | None = None,
     ) -> None:
         self.products, self.vocab, self.ks, self.limit = products, vocab, tuple(ks), limit
+        self._hierarchy = hierarchy  # (parents, plan): decisions keep category paths whole
         if row_keys is not None and len(row_keys) != len(products):
             raise ValueError(f"vocabularies of {len(row_keys)} products, not {len(products)}")
         self._row_keys = row_keys
@@ -468,6 +476,8 @@ class EvaluationStream:
         passed = full >= cut  # compared in float64, as apply_thresholds
         if unknown:
             passed[new_to] = full[new_to] >= np.float64(self._outside)
+        if self._hierarchy is not None:  # the vocabulary's columns: a view, cut in place
+            consistent_decisions(passed[:, :n_known], *self._hierarchy)
         decided = metrics.limit_decisions(full, passed, self.limit)
         # a packed column past the vocabulary holds different tags in different products: the
         # counts are by the joint matrix's columns

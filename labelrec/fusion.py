@@ -186,6 +186,14 @@ class Fusion:
         """``ancestor_plan(parents)``, computed once."""
         return ancestor_plan(self.parents)
 
+    @property
+    def hierarchy(self) -> tuple[np.ndarray, AncestorPlan] | None:
+        """(parents, plan) of the category paths its scores keep consistent (a parent at least
+        its best child), which decisions keep whole too; None without ancestor consistency."""
+        if not self.ancestor_consistency or self.parents is None or not self.plan:
+            return None
+        return self.parents, self.plan
+
     def new_tags(self, products: list[Product]) -> list[dict[str, float]]:
         """Proposed tags outside the vocabulary, per product, with their final scores."""
         if not self.uses_span:

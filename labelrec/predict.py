@@ -47,6 +47,7 @@ from labelrec.modeldir import (
     load_whole,
 )
 from labelrec.runtime import OnnxTagModel, choose_backend, graph_digest, graph_key
+from labelrec.taxonomy import consistent_decisions
 
 logger = logging.getLogger(__name__)
 
@@ -621,11 +622,24 @@ class TagRecommender:
             gen_new=ev.gen_new,
         )
 
+    @property
+    def hierarchy(self) -> tuple[np.ndarray, Any] | None:
+        """(parents, plan) of the category paths its scores keep consistent (``Fusion.hierarchy``),
+        else None."""
+        return self.fusion.hierarchy if self.fusion is not None else None
+
+    def decisions(self, scores: np.ndarray, cut: np.ndarray) -> np.ndarray:
+        """Which cells of ``scores`` are decisions at the per-tag thresholds ``cut``: at or
+        above their own, a category path only where its parent is one too
+        (``taxonomy.consistent_decisions``)."""
+        passed = scores >= cut
+        if (hierarchy := self.hierarchy) is not None:
+            consistent_decisions(passed, *hierarchy)
+        return passed
+
     def _rerank(self, ev: _Evidence) -> tuple[np.ndarray, list[dict[str, float]]]:
         """The reranker over every voter's part of ``ev`` (``labelrec.rerank``)."""
-        fusion = self.fusion
-        parents = fusion.parents if fusion.ancestor_consistency else None
-        plan = fusion.plan if parents is not None else None
+        parents, plan = self.hierarchy or (None, None)
         with one_thread():
             return self.reranker.apply(ev.items, self.vocab, self._votes(ev), parents, plan)
 
@@ -828,7 +842,7 @@ class TagRecommender:
         limit = min(limit, scores.shape[1])
         # the best `limit` of the tags that pass their thresholds, not the best `limit` filtered;
         # ties go to the lower column, as the metrics rank them (labelrec.metrics.top_k)
-        passing = np.where(scores >= cut, scores, -np.inf)
+        passing = np.where(self.decisions(scores, cut), scores, -np.inf)
         top = top_k(passing, limit)
         for i, (row, cand) in enumerate(zip(passing, top, strict=True)):
             ranked = [
@@ -859,8 +873,9 @@ class TagRecommender:
         rules = self.rules or Rules()
         tags = self.vocab.tags
         out = []
+        decided = self.decisions(scores, cut)
         for i, row in enumerate(scores):
-            passing = np.flatnonzero(row >= cut)
+            passing = np.flatnonzero(decided[i])
             passing = passing[np.argsort(-row[passing], kind="stable")]
             # built lazily, as far as the rules read: thousands of candidates a product would
             # otherwise be made for ten answers

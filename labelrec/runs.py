@@ -294,3 +294,5 @@ class TrainResult:
     refit: dict[str, Any] | None = None  # a refit model: products, epochs, seconds
     # each tagger's valid evidence the fusion weights were tuned on (labelrec.fusion.FusionInputs)
     fusion_inputs: Any = None
+    # (parents, plan) its decisions keep category paths whole by (labelrec.fusion.Fusion.hierarchy)
+    hierarchy: Any = None

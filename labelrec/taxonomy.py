@@ -80,6 +80,25 @@ def ancestor_consistent(
     return out
 
 
+def consistent_decisions(
+    passed: np.ndarray, parents: np.ndarray | None, plan: AncestorPlan | None = None
+) -> np.ndarray:
+    """Cut ``passed`` (products x tags, the tags at or above their own thresholds) in place to
+    the tags whose parent path passed too, shallowest first, and return it. Per-tag thresholds
+    are tuned tag by tag, a parent's often above its child's: a score between the two would
+    pass the child alone (``Toys > Kites`` without ``Toys``), where a suggestion keeps a path
+    whole. Dropping such a child, rather than adding its parent, is what held on held-out
+    products (``docs/results.md``). ``plan``: ``ancestor_plan(parents)``, where the caller
+    keeps it."""
+    if parents is None or passed.size == 0:
+        return passed
+    if plan is None:
+        plan = ancestor_plan(parents)
+    for children, _, _ in reversed(plan):  # parents decided before their children
+        passed[:, children] &= passed[:, parents[children]]
+    return passed
+
+
 def hierarchical_precision(
     scores: np.ndarray,
     products: list[Product],

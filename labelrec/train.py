@@ -940,6 +940,7 @@ class TagTrainer:
                 per_tag,
                 new_tags=valid_new,
                 new_threshold=new_threshold,
+                hierarchy=fusion.hierarchy if fusion is not None else None,
             ).metrics
             result_metrics["global_threshold"] = float(global_t)
         result_metrics.update(lexical_report)
@@ -986,6 +987,7 @@ class TagTrainer:
             tuned=tuned,
             refit=refit,
             fusion_inputs=fusion_inputs,
+            hierarchy=fusion.hierarchy if fusion is not None else None,
         )
 
     def save(self, result: TrainResult) -> None:
@@ -1723,6 +1725,7 @@ def tune_by_folds(
         new_tags=new_tags,
         new_threshold=new_threshold,
         row_keys=row_keys,
+        hierarchy=fusion.hierarchy,
     ).metrics
     oof.update(report, global_threshold=float(global_t), tuning_folds=float(k))
     oof["tuning_seconds"] = time.perf_counter() - t0
@@ -1755,4 +1758,5 @@ def tune_by_folds(
         global_threshold=float(global_t),
         tag_thresholds=per_tag,
         tuned=tuned,
+        hierarchy=fusion.hierarchy,
     )

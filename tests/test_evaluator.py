@@ -481,3 +481,39 @@ def test_predict_ranked_asks_for_ranking_and_decisions() -> None:
     model = FakeModel(())
     ranked, decided, _ = predict_ranked(model, data, limit=3)
     assert model.calls == [None] and ranked == decided
+
+
+def test_a_labelrec_models_decisions_keep_category_paths_whole() -> None:
+    """A path decided at its own threshold under a parent that missed its own is no decision:
+    the model's suggestions leave it out too (``TagRecommender.decisions``)."""
+    from labelrec.data import TagVocab
+    from labelrec.mlflow.evaluator import predict_ranked
+    from labelrec.taxonomy import ancestor_plan, parent_index
+
+    tags = ["a", "a > b", "a > b > c", "d"]
+    parents = parent_index(tags, " > ")
+    rec = type(
+        "Rec",
+        (),
+        {
+            "vocab": TagVocab(tags, [4, 3, 2, 1]),
+            "tag_thresholds": np.array([0.95, 0.5, 0.2, 0.05]),  # a's above a > b's
+            "new_tag_threshold": 1.0,
+            "hierarchy": (parents, ancestor_plan(parents)),
+        },
+    )()
+
+    class Labelrec(FakeModel):
+        def unwrap_python_model(self):
+            return type("Py", (), {"recommender": rec})()
+
+        def predict(self, data, params=None):
+            row = [{"tag": t, "score": s} for t, s in zip(tags, [0.9, 0.6, 0.3, 0.1], strict=True)]
+            return pd.DataFrame({"tags": [row] * len(data)})
+
+    data = pd.DataFrame({"title": ["x"]})
+    _, decided, _ = predict_ranked(Labelrec(("limit", "threshold")), data, limit=4)
+    assert [t for t, _ in decided[0]] == ["d"]  # a missed 0.95: a > b and a > b > c go too
+    rec.tag_thresholds = np.array([0.5, 0.7, 0.2, 0.05])
+    _, decided, _ = predict_ranked(Labelrec(("limit", "threshold")), data, limit=4)
+    assert [t for t, _ in decided[0]] == ["a", "d"]  # a > b missed 0.7: its child goes too

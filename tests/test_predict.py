@@ -103,6 +103,57 @@ def test_a_tag_below_the_best_few_that_passes_its_threshold_is_suggested(
     assert [s.tag for s in no_op[0]] == [rec.tags[order[3]]]
 
 
+def test_a_category_path_is_suggested_only_under_its_suggested_parent(
+    trained_model_dir: Path, toy_data_dir: Path
+) -> None:
+    """Per-tag thresholds are tuned tag by tag: a parent's above its child's would let a score
+    between them pass the child alone. The child goes with its parent, through the rules'
+    path too and in the evaluation of the same decisions."""
+    from labelrec.data import read_catalog
+    from labelrec.evaluate import evaluate_scores_on
+
+    rec = TagRecommender.load(trained_model_dir)
+    assert rec.hierarchy is not None
+    item = [{"title": "LEGO City Police Station"}]
+    rec.tag_thresholds = np.zeros(len(rec.tags), dtype=np.float32)
+    both = {s.tag for s in rec.suggest(item, limit=20)[0]}
+    assert {"Toys", "Toys > Building"} <= both
+    rec.tag_thresholds[rec.vocab.index["Toys"]] = 2.0  # the parent cannot pass
+    for kwargs in ({}, {"exclude": ["no-such-tag"]}):
+        got = {s.tag for s in rec.suggest(item, limit=20, **kwargs)[0]}
+        assert got == {t for t in both if t != "Toys" and not t.startswith("Toys > ")}, kwargs
+    assert {s.tag for s in rec.suggest(item, limit=20, threshold=0.0)[0]} == both
+    products = read_catalog(toy_data_dir / "valid.jsonl").products
+    scores, _ = rec.score(products)
+    apart = evaluate_scores_on(scores, products, rec.vocab, rec.tag_thresholds)
+    whole = evaluate_scores_on(
+        scores, products, rec.vocab, rec.tag_thresholds, hierarchy=rec.hierarchy
+    )
+    decided = rec.decisions(scores, rec.tag_thresholds)
+    assert not decided[:, rec.vocab.index["Toys > Building"]].any()
+    assert whole.metrics["micro_precision"] != apart.metrics["micro_precision"]
+
+
+def test_consistent_decisions_on_a_hand_made_matrix() -> None:
+    from labelrec.taxonomy import consistent_decisions, parent_index
+
+    parents = parent_index(["a", "a > b", "a > b > c", "d", "d > e"], " > ")
+    passed = np.array(
+        [
+            [True, True, True, True, True],
+            [False, True, True, True, False],
+            [True, False, True, False, True],
+        ]
+    )
+    consistent_decisions(passed, parents)
+    assert passed.tolist() == [
+        [True, True, True, True, True],
+        [False, False, False, True, False],
+        [True, False, False, False, False],
+    ]
+    assert consistent_decisions(passed.copy(), None).tolist() == passed.tolist()
+
+
 def test_rank_on_hand_made_scores(trained_model_dir: Path, monkeypatch) -> None:
     """A score equal to its threshold passes; an explicit threshold cuts new tags too; new tags
     are ranked among the known ones by score, within the limit."""

@@ -351,6 +351,17 @@ def unmatched_gold_warning(gold: list[list[str]], ranked: Ranked, delimiter: str
     )
 
 
+def _whole(tag: str, passed: set[str], rec: Any, parents: Any) -> bool:
+    """Whether every category above ``tag`` passed its threshold too: the model decides a path
+    only whole (``TagRecommender.decisions``)."""
+    j = rec.vocab.index.get(tag)
+    while parents is not None and j is not None and parents[j] >= 0:
+        j = int(parents[j])
+        if rec.vocab.tags[j] not in passed:
+            return False
+    return True
+
+
 def predict_ranked(
     model: Any,
     data: Any,
@@ -362,7 +373,8 @@ def predict_ranked(
 
     A labelrec model is asked once for its top ``decision_limit`` (default 50) tags with
     ``threshold=0``; its decisions are the tags among them at or above its per-tag thresholds
-    (a new tag, outside the vocabulary: at or above its new-tag threshold).
+    (a new tag, outside the vocabulary: at or above its new-tag threshold), a category path
+    only where the paths above it are decisions too, as the model decides.
     Other models with a ``threshold`` param are asked twice (``threshold=0`` for the ranking, their
     default for the decisions); models without one once (their output is both).
     """
@@ -380,14 +392,17 @@ def predict_ranked(
     ranked = parse_ranked(model.predict(features, params=params), column)
     if rec is not None:  # its decisions: known tags at their thresholds, new ones at theirs
         cut, index, new_cut = rec.tag_thresholds, rec.vocab.index, rec.new_tag_threshold
-        decided = [
-            [
-                (t, s)
+        parents = rec.hierarchy[0] if rec.hierarchy is not None else None
+        decided = []
+        for row in ranked:
+            passed = {
+                t
                 for t, s in row
                 if s is not None and s >= (cut[index[t]] if t in index else new_cut)
-            ]
-            for row in ranked
-        ]
+            }
+            decided.append(
+                [(t, s) for t, s in row if t in passed and _whole(t, passed, rec, parents)]
+            )
         return ranked, decided, rec
     params = {"limit": int(decision_limit)} if decision_limit and "limit" in accepted else None
     decided = parse_ranked(model.predict(features, params=params), column)

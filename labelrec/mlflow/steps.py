@@ -287,7 +287,11 @@ def run_train(
                 # the scores train() tuned its thresholds on and logged as final_* metrics;
                 # here the per-tag files and plots of the same evaluation
                 evaluation = evaluate_scores_on(
-                    result.valid_scores, valid_products, result.vocab, result.tag_thresholds
+                    result.valid_scores,
+                    valid_products,
+                    result.vocab,
+                    result.tag_thresholds,
+                    hierarchy=result.hierarchy,
                 )
                 curve = tracking.PrecisionRecallCurve()
                 curve.add(gold_matrix(valid_products, result.vocab)[0], result.valid_scores)
@@ -448,6 +452,7 @@ def run_evaluate(
             recommender.vocab,
             recommender.thresholds(threshold),
             new_threshold=recommender.new_tag_threshold if threshold is None else threshold,
+            hierarchy=recommender.hierarchy,
         )
         curve = tracking.PrecisionRecallCurve()
         seconds, start = 0.0, 0

@@ -494,14 +494,23 @@ def evaluate_with_new_tags(
     thresholds: np.ndarray,
     new_threshold: float,
     ks: tuple[int, ...] = (1, 3, 5),
+    hierarchy: Any = None,
 ) -> OpenEvaluation:
     """The metrics of ``labelrec.evaluate`` over known and new tags ranked together, with the
     recall and precision of the new tags at ``new_threshold`` (0 where none was proposed and
-    the products have gold tags outside the vocabulary)."""
+    the products have gold tags outside the vocabulary); ``hierarchy``: as
+    ``evaluate_scores_on``'s."""
     from labelrec.evaluate import evaluate_scores_on
 
     result = evaluate_scores_on(
-        known, products, vocab, thresholds, ks, new_tags=new_tags, new_threshold=new_threshold
+        known,
+        products,
+        vocab,
+        thresholds,
+        ks,
+        new_tags=new_tags,
+        new_threshold=new_threshold,
+        hierarchy=hierarchy,
     ).metrics
     result.setdefault("new_tag_share_of_top1", 0.0)
     if result["unknown_gold_share"] > 0:
