@@ -595,3 +595,21 @@ def test_a_reviewers_token_names_the_reviewer_in_the_request_state() -> None:
     assert post("alice-0123456789ac") == 401 and post(None) == 401 and len(seen) == 2
     assert post("shared-token", "Basic") == 401
     assert (b"www-authenticate", b'Bearer realm="labelrec"') in sent[0]["headers"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"limit": 0}, "limit must be an integer >= 1, got 0"),
+        ({"limit": 2.5}, "limit must be an integer >= 1, got 2.5"),
+        ({"threshold": 1.5}, "threshold must be between 0 and 1, got 1.5"),
+        ({"threshold": float("nan")}, "threshold must be between 0 and 1, got nan"),
+    ],
+)
+def test_the_batch_step_refuses_a_bad_limit_or_threshold_before_the_model_loads(
+    tmp_path: Path, kwargs: dict, message: str
+) -> None:
+    from labelrec.mlflow.steps import run_batch
+
+    with pytest.raises(ValueError, match=message):
+        run_batch("models:/no-such-model/1", str(tmp_path / "in.jsonl"), "out.jsonl", **kwargs)

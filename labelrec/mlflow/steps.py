@@ -552,6 +552,10 @@ def run_batch(
 
     if chunk_size < 1:
         raise ValueError("batch: chunk_size must be >= 1")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"batch: limit must be an integer >= 1, got {limit!r}")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:  # NaN too
+        raise ValueError(f"batch: threshold must be between 0 and 1, got {threshold!r}")
     check_score_paths(input, output)  # before the model loads
     with step_run("batch") as run, contextlib.ExitStack() as stack:
         run_id = run.info.run_id
