@@ -115,6 +115,36 @@ def test_tag_filters_keep_only_products_with_every_tag():
     assert wide["results"] == results  # a filter is read as tags are, in either width
 
 
+def test_a_predicted_path_is_carried_only_under_its_carried_parent():
+    """With the model's path separator in the manifest, a product carries a predicted path only
+    where it carries the parent too, as the model decides its suggestions."""
+    thresholds = np.full(len(TAGS), 0.5)
+    thresholds[TAGS.index("Toys")] = 0.95  # above every product's 0.9: no product carries Toys
+    whole = make_index(manifest={"path_separator": " > "})
+    whole.thresholds = thresholds.astype(np.float32)
+    apart = make_index()
+    apart.thresholds = thresholds.astype(np.float32)
+    assert "Toys > Trains" in apart.carried_tags(0)
+    assert whole.carried_tags(0) == ["brand:Hornby"]
+    assert apart.filter_mask(["Toys > Trains"]).tolist() == [1, 1, 1, 0, 0, 0]
+    assert not whole.filter_mask(["Toys > Trains"]).any()
+    assert whole.filter_mask(["brand:Lego"]).tolist() == [0, 0, 1, 0, 0, 1]
+    gold = np.zeros((len(PRODUCTS), len(TAGS)), dtype=np.float32)
+    gold[1, TAGS.index("Toys > Trains")] = 1  # a gold path is carried whatever the scores
+    golden = make_index(manifest={"path_separator": " > "}, gold=gold)
+    golden.thresholds = thresholds.astype(np.float32)
+    assert golden.filter_mask(["Toys > Trains"]).tolist() == [0, 1, 0, 0, 0, 0]
+
+
+def test_an_index_records_the_path_separator_its_model_decides_by(trained_model_dir: Path):
+    from labelrec.predict import TagRecommender
+
+    rec = TagRecommender.load(trained_model_dir)
+    index = build_index(rec, [{"id": "a", "title": "LEGO City Police Station"}], embeddings=False)
+    assert index.manifest["path_separator"] == " > " and index.parents is not None
+    assert build_index(FakeTagger(), [{"id": "a", "title": "x"}]).manifest["path_separator"] is None
+
+
 def test_gold_tags_count_in_filters():
     gold = np.zeros((len(PRODUCTS), len(TAGS)), dtype=np.float32)
     gold[3, TAGS.index("brand:Lego")] = 1  # a known tag the model did not predict

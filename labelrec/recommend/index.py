@@ -6,8 +6,9 @@ An index directory holds plain files, loadable with numpy and pandas only (no to
   version when known), build settings, sizes;
 - ``products.parquet``: ``id``, ``title``, ``description`` (cut to 300 characters), ``gold_tags``;
 - ``tags.json``: the tag space (the model's tags, then gold tags the model does not know), the
-  per-tag score thresholds (a product *carries* a predicted tag at or above its threshold) and
-  the tags' training counts (for idf weights);
+  per-tag score thresholds (a product *carries* a predicted tag at or above its threshold, a
+  category path only under a carried parent where the manifest names the model's
+  ``path_separator``) and the tags' training counts (for idf weights);
 - ``tag_scores.npz``: the top ``top_k`` predicted scores per product (at least ``min_score``) as
   CSR arrays ``indptr``, ``indices``, ``data`` (float32: a score just above its threshold
   stays above it) and ``shape``;
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import functools
 import json
 import logging
 import zipfile
@@ -39,6 +41,7 @@ import scipy.sparse as sp
 
 from labelrec.data import Product, clean_tag, tag_key
 from labelrec.modeldir import holds_cwd, load_whole, staged_dir
+from labelrec.taxonomy import parent_index, tag_depth
 
 logger = logging.getLogger(__name__)
 
@@ -264,11 +267,41 @@ class ProductIndex:
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"unknown tag filter {tag!r} (not a tag of this index){hint}")
 
+    @functools.cached_property
+    def parents(self) -> np.ndarray | None:
+        """Each tag's parent path (``taxonomy.parent_index``) where the model keeps its category
+        paths whole (the manifest's ``path_separator``), else None."""
+        separator = self.manifest.get("path_separator")
+        return parent_index(self.tags, separator) if separator else None
+
+    def passed(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Which predicted cells (``rows``, ``cols`` and their scores, each product's cells
+        all given) its product carries: at or above the tag's threshold, and a category path
+        only where its parent passed too, as the model decides its suggestions
+        (``TagRecommender.decisions``)."""
+        ok = values >= self.thresholds[cols]
+        if self.parents is None or not ok.any():
+            return ok
+        depth = self._depth[cols]
+        width = np.int64(len(self.tags))
+        for level in range(1, int(depth.max()) + 1):  # parents decided before their children
+            cells = np.flatnonzero(ok & (depth == level))
+            if cells.size:
+                carried = rows[ok].astype(np.int64) * width + cols[ok]
+                parent = rows[cells].astype(np.int64) * width + self.parents[cols[cells]]
+                ok[cells] = np.isin(parent, carried)
+        return ok
+
+    @functools.cached_property
+    def _depth(self) -> np.ndarray:
+        return tag_depth(self.parents) if self.parents is not None else np.zeros(0, np.int64)
+
     def membership(self) -> sp.csc_matrix:
-        """Which products carry which tags (gold, or predicted at/above the tag's threshold)."""
+        """Which products carry which tags (gold, or predicted: ``passed``)."""
         if self._membership_csc is None:
             scores = self.tag_scores
-            passed = scores.data >= self.thresholds[scores.indices]
+            rows = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
+            passed = self.passed(rows, scores.indices, scores.data)
             predicted = sp.csr_matrix(
                 (passed.astype(np.float32), scores.indices, scores.indptr), shape=scores.shape
             )
@@ -284,7 +317,8 @@ class ProductIndex:
         lo, hi = self.tag_scores.indptr[row], self.tag_scores.indptr[row + 1]
         cols, vals = self.tag_scores.indices[lo:hi], self.tag_scores.data[lo:hi]
         order = np.argsort(-vals, kind="stable")
-        passed = [int(cols[i]) for i in order if vals[i] >= self.thresholds[cols[i]]]
+        ok = self.passed(np.full(len(cols), row), cols, vals)
+        passed = [int(cols[i]) for i in order if ok[i]]
         chosen = dict.fromkeys(int(c) for c in gold)
         chosen.update(dict.fromkeys(passed))
         return [self.tags[c] for c in chosen]
@@ -612,6 +646,8 @@ def build_index(
         "min_score": min_score,
         # whether a tag generator voted in the scores (left out: `--no-generate`)
         "generator": bool(getattr(tagger, "uses_generator", False)),
+        # the category paths its decisions keep whole (`ProductIndex.parents`)
+        "path_separator": _path_separator(tagger),
     }
     emb = np.concatenate(emb_parts).astype(np.float32) if emb_parts else None
     projection = None
@@ -646,6 +682,14 @@ def build_index(
         n_model_tags=len(model_tags),
         manifest=manifest,
     )
+
+
+def _path_separator(tagger: Any) -> str | None:
+    """The separator of the category paths ``tagger`` decides whole (its fusion's, under
+    ancestor consistency), else None."""
+    if getattr(tagger, "hierarchy", None) is None:
+        return None
+    return getattr(getattr(tagger, "fusion", None), "separator", None)
 
 
 def _as_indexed_product(item: Any, position: int, line: int) -> Product:
