@@ -653,7 +653,8 @@ class FeedbackStore:
         return written
 
     def stats(self, hierarchy_separator: str | None = None) -> dict[str, Any]:
-        """Counts: reviews, products, reviewers, tags accepted / rejected / added / unknown,
+        """Counts: reviews, products, reviewers, tags accepted / rejected / added / unknown
+        (verdicts summed over reviews: a product reviewed twice counts both reviews'),
         products where a later review reversed a tag's verdict (``overruled``; with category
         paths, ``hierarchy_separator``, also one reaching it through a category above or
         below, as the export merges them), reviews per model version, and the most rejected
