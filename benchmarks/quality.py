@@ -2,12 +2,12 @@
 """Tagging quality of labelrec and its peers on the shared catalogs, in one table.
 
     .venv/bin/python benchmarks/quality.py --all
-    .venv/bin/python benchmarks/quality.py --catalog amazon_uk_toys --labelrec-model runs/uk/tuning
+    .venv/bin/python benchmarks/quality.py --catalog amazon_uk_toys --labelrec-model runs/uk_norefit
     .venv/bin/python benchmarks/quality.py --all --cv 5 --json runs/cv.json
 
 For each catalog: labelrec is trained with ``configs/default.yaml`` on the train split without
 its refit on train + valid (or a given model directory trained without seeing valid is
-reused: a refit model's ``tuning`` run), the peers (Omikuji on TF-IDF
+reused: one trained with ``train.refit=false``), the peers (Omikuji on TF-IDF
 word + char n-grams, fastText ``-loss ova``) are trained in this same process environment, and
 all systems are scored on the valid split by the same metric code (``labelrec.evaluate``): peer
 scores become dense matrices over labelrec's tag vocabulary, gold tags unknown to the vocabulary
@@ -262,6 +262,12 @@ def trained_on_valid(model_dir: Path) -> str | None:
         info = json.loads((Path(model_dir) / "labelrec.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         return f"{model_dir} is no trained model ({err})"
+    source = str(info.get("train_source") or "")
+    if " (fold " in source:  # a tuning fold's run: trained on train and part of valid
+        return (
+            f"{model_dir} is a tuning fold's run, trained on {source}: valid cannot measure"
+            " it; give a model trained with train.refit=false"
+        )
     if "refit" not in info:
         return None
     tuning = Path(model_dir) / info["refit"].get("tuning_dir", "tuning")

@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     def measure(model_dir: Path) -> dict[str, float]:
         rec = TagRecommender.load(model_dir)
         scores, _ = rec.predict_scores(report)
-        return evaluate_scores_on(scores, report, rec.vocab, rec.tag_thresholds).metrics
+        return evaluate_scores_on(
+            scores, report, rec.vocab, rec.tag_thresholds, hierarchy=rec.hierarchy
+        ).metrics
 
     rows: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}

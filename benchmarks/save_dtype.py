@@ -53,7 +53,9 @@ def measure(model_dir: Path, products: list) -> tuple[dict[str, float], object]:
     rec = TagRecommender.load(model_dir)
     load_s = time.perf_counter() - t0
     scores, _ = rec.score(products)
-    result = evaluate_scores_on(scores, products, rec.vocab, rec.thresholds(None)).metrics
+    result = evaluate_scores_on(
+        scores, products, rec.vocab, rec.thresholds(None), hierarchy=rec.hierarchy
+    ).metrics
     size = (model_dir / "model.safetensors").stat().st_size / 2**20
     row = {"weights MB": round(size, 1), "load s": round(load_s, 1)}
     row.update({k: round(float(result[k]), 4) for k in METRICS if k in result})

@@ -56,13 +56,14 @@ if n:
         scores, new = rec.score(items)
         evaluate_scores_on(
             scores, items, rec.vocab, rec.thresholds(None), new_tags=new,
-            new_threshold=rec.new_tag_threshold,
+            new_threshold=rec.new_tag_threshold, hierarchy=rec.hierarchy,
         )
     else:  # as labelrec eval: a part at a time
         from labelrec.evaluate import EvaluationStream
 
         stream = EvaluationStream(
-            items, rec.vocab, rec.thresholds(None), new_threshold=rec.new_tag_threshold
+            items, rec.vocab, rec.thresholds(None), new_threshold=rec.new_tag_threshold,
+            hierarchy=rec.hierarchy,
         )
         for scores, new in rec.score_parts(items):
             stream.add(scores, new)

@@ -388,10 +388,14 @@ def tag_cell(value: Any, delimiter: str | None = "|") -> list[str]:
 _FACET = re.compile(r"^[^\s:>]{1,20}:")
 
 
-def is_facet(tag: str) -> bool:
+def is_facet(tag: str, separator: str | None = None) -> bool:
     """``key:value`` facet tags (``brand:Hornby``, ``品牌:华为``), as opposed to category paths:
-    a separator in a facet's value (``brand:Anagram/MD``) makes no path of it."""
-    return bool(_FACET.match(tag))
+    a separator in a facet's value (``brand:Anagram/MD``) makes no path of it, where one in the
+    key (``Computers/Laptops:Gaming`` with ``/``) makes it a path."""
+    found = _FACET.match(tag)
+    if not found or not separator or not separator.strip():
+        return bool(found)
+    return separator.strip() not in found.group(0)
 
 
 def expand_hierarchy(tag: str, sep: str) -> list[str]:
@@ -441,8 +445,9 @@ def _product_tags(record: dict[str, Any], cfg: DataConfig) -> list[str]:
             tag = clean_tag(raw)
             if not tag:
                 continue
-            if not prefix and cfg.hierarchy_separator and not is_facet(tag):
-                expanded = expand_hierarchy(tag, fold_width(cfg.hierarchy_separator))
+            sep = fold_width(cfg.hierarchy_separator) if cfg.hierarchy_separator else None
+            if not prefix and sep and not is_facet(tag, sep):
+                expanded = expand_hierarchy(tag, sep)
             else:
                 expanded = [tag]
             for item in expanded:

@@ -17,7 +17,7 @@ def parent_index(tags: list[str], separator: str | None) -> np.ndarray:
         return parents
     index = {t: j for j, t in enumerate(tags)}
     for j, tag in enumerate(tags):
-        if separator in tag and not is_facet(tag):
+        if separator in tag and not is_facet(tag, separator):
             parents[j] = index.get(tag.rsplit(separator, 1)[0], -1)
     return parents
 
@@ -116,7 +116,7 @@ def hierarchical_precision(
     def closure(tags: list[str]) -> set[str]:
         out = set()
         for tag in tags:
-            parts = [tag] if is_facet(tag) else tag.split(separator)
+            parts = [tag] if is_facet(tag, separator) else tag.split(separator)
             out.update(separator.join(parts[: i + 1]) for i in range(len(parts)))
         return out
 

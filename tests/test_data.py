@@ -416,6 +416,11 @@ def test_an_inline_facet_is_not_split_at_the_hierarchy_separator(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", rows)
     (product,) = read_catalog(path, DataConfig(hierarchy_separator="/")).products
     assert product.tags == ["Toys", "Toys/Balloons", "brand:Anagram/MD"]
+    # a colon in a later level of a path: a path, split as any other
+    rows = [{"id": "p1", "title": "T", "tags": ["Computers/Laptops:Gaming"]}]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    (product,) = read_catalog(path, DataConfig(hierarchy_separator="/")).products
+    assert product.tags == ["Computers", "Computers/Laptops:Gaming"]
 
 
 def test_no_prefixes_configured(tmp_path):

@@ -281,6 +281,8 @@ def test_a_facet_is_no_category_path_whatever_its_value_holds() -> None:
     tags = ["Toys", "Toys/Puzzles", "brand:Anagram", "brand:Anagram/MD", "型号:a3", "型号:a3/a4"]
     parents = parent_index(tags, "/")
     assert parents.tolist() == [-1, 0, -1, -1, -1, -1]
+    # a separator before the colon: a path whose later level holds a colon
+    assert parent_index(["Books", "Books/Series:Dune"], "/").tolist() == [-1, 0]
     scores = np.array([[0.2, 0.1, 0.05, 0.7, 0.01, 0.6]], dtype=np.float32)
     raised = ancestor_consistent(scores, parents)
     assert raised[0].tolist() == pytest.approx([0.2, 0.1, 0.05, 0.7, 0.01, 0.6])

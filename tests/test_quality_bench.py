@@ -553,3 +553,9 @@ def test_a_refit_model_is_not_measured_on_the_valid_split_it_was_trained_on(
     (model / "tuning" / "labelrec.json").write_text("{}")  # a tuning run on train alone
     assert "give its tuning run" in quality.trained_on_valid(model)
     assert quality.trained_on_valid(model / "tuning") is None
+    fold = model / "tuning" / "fold-0"  # a tuning fold's run: trained on part of valid too
+    fold.mkdir()
+    (fold / "labelrec.json").write_text(json.dumps({"train_source": "t + v (fold 1 of 2 out)"}))
+    assert "is a tuning fold's run, trained on t + v (fold 1 of 2 out)" in (
+        quality.trained_on_valid(fold)
+    )

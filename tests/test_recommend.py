@@ -136,6 +136,33 @@ def test_a_predicted_path_is_carried_only_under_its_carried_parent():
     assert golden.filter_mask(["Toys > Trains"]).tolist() == [0, 1, 0, 0, 0, 0]
 
 
+def test_a_free_text_querys_tags_keep_category_paths_whole():
+    index = make_index(manifest={"path_separator": " > "})
+    index.thresholds[TAGS.index("Toys")] = 0.95  # the tagger gives Toys 0.9: never carried
+    engine = ProductSearch(index, FakeTagger())
+    tags = [t["tag"] for t in engine.search("Hornby train", limit=2)["query"]["tags"]]
+    assert "brand:Hornby" in tags and "Toys > Trains" not in tags
+    product = {"title": "Hornby train"}
+    tags = [t["tag"] for t in engine.similar(product=product, limit=2)["query"]["tags"]]
+    assert "brand:Hornby" in tags and "Toys > Trains" not in tags
+
+
+def test_a_gold_tag_the_model_does_not_know_is_no_parent_in_the_index():
+    """The index's tags are the model's, then catalog tags it does not know (never carried by
+    prediction): such a tag is no parent of the model's paths, which the model decides alone."""
+    tags = ["Toys > Trains", "brand:Hornby", "Toys"]
+    index = ProductIndex(
+        ["a"],
+        tags,
+        np.array([[0.9, 0.9, 0.0]], dtype=np.float32),
+        thresholds=np.array([0.5, 0.5, 2.0]),
+        n_model_tags=2,
+        manifest={"path_separator": " > "},
+    )
+    assert index.parents.tolist() == [-1, -1, -1]
+    assert index.carried_tags(0) == ["Toys > Trains", "brand:Hornby"]
+
+
 def test_an_index_records_the_path_separator_its_model_decides_by(trained_model_dir: Path):
     from labelrec.predict import TagRecommender
 
@@ -623,6 +650,13 @@ def test_interactions_files_and_their_errors(tmp_path: Path):
     ]
     bad.write_text("user_id,product_id,timestamp\nU1,p0,20231115\nU1,p1,20231341\n", "utf-8")
     assert Interactions.read(bad).timestamps.tolist() == [20231115.0, 20231341.0]
+    bad.write_text("user_id,product_id,timestamp\nU1,p0,20231115\nU1,p1,2023-11-16\n", "utf-8")
+    assert Interactions.read(bad).timestamps.tolist() == [1700006400.0, 1700092800.0]
+    frame.assign(timestamp=[20231115.0, 20231116.0]).to_parquet(tmp_path / "days.parquet")
+    assert Interactions.read(tmp_path / "days.parquet").timestamps.tolist() == [
+        1700006400.0,
+        1700092800.0,
+    ]
     bad.write_text("user_id,product_id,timestamp\nU1,p0,02/01/2024\nU1,p1,13/01/2024\n", "utf-8")
     with pytest.raises(ValueError, match=r"line 3, field 'timestamp': '13/01/2024' is neither"):
         Interactions.read(bad)  # read month first from its first date: not read two ways

@@ -227,9 +227,10 @@ class ProductSearch:
 
     def _predicted_tags(self, scores: np.ndarray, at_least: int = 3) -> list[dict[str, Any]]:
         """Tags of a free-text query: those passing their threshold, else the best few."""
-        thresholds = self.index.thresholds[: len(scores)]
         order = np.argsort(-scores, kind="stable")[: max(self.query_top_k, at_least)]
-        passed = [j for j in order if scores[j] >= thresholds[j]]
+        # as an indexed product carries them: a category path only under a passing parent
+        ok = self.index.passed(np.zeros(len(order), dtype=np.int64), order, scores[order])
+        passed = [j for j, keep in zip(order, ok, strict=True) if keep]
         chosen = passed or list(order[:at_least])
         return [{"tag": self.index.tags[j], "score": round(float(scores[j]), 6)} for j in chosen]
 

@@ -272,7 +272,12 @@ class ProductIndex:
         """Each tag's parent path (``taxonomy.parent_index``) where the model keeps its category
         paths whole (the manifest's ``path_separator``), else None."""
         separator = self.manifest.get("path_separator")
-        return parent_index(self.tags, separator) if separator else None
+        if not separator:
+            return None
+        # the model's tags as the model links them; a gold tag it does not know (threshold
+        # 2.0, never carried by prediction) is no one's parent
+        n = self.n_model_tags
+        return np.r_[parent_index(self.tags[:n], separator), np.full(len(self.tags) - n, -1)]
 
     def passed(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Which predicted cells (``rows``, ``cols`` and their scores, each product's cells

@@ -257,7 +257,7 @@ def _parse_timestamps(values: pd.Series, where: Any) -> np.ndarray:
         raise ValueError(f"{where(int(missing[0]), 'timestamp')}: no time (empty)")
     numeric = pd.to_numeric(values, errors="coerce")
     is_number = numeric.notna().to_numpy()
-    out = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
+    out = numeric.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)  # written below
     if is_number.any():
         numbers_ = out[is_number]
         if np.all((numbers_ >= 1e7) & (numbers_ < 1e8) & (numbers_ == np.floor(numbers_))):
