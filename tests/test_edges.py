@@ -245,7 +245,8 @@ def test_decide_edges() -> None:
     d = decide(new, old, {"tail": 0.25}, {"tail": 0.5}, max_band_drop=0.25)
     assert d.promoted and d.band_drops == {"tail": 0.25}
     d = decide(new, old, {"tail": np.nan, "head": 0.9}, {"tail": 0.3, "head": 0.9})
-    assert d.promoted and d.band_drops == {"head": 0.0}
+    assert not d.promoted and d.band_drops == {"head": 0.0}
+    assert d.reason == "tail tags measured for one side only"  # nothing says it held
 
 
 def test_coerce_lists_bools_and_nulls(tmp_path) -> None:

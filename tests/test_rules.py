@@ -230,7 +230,7 @@ def test_ranking_with_rules_equals_applying_them_to_every_candidate() -> None:
         max_per_facet={"brand:": 2},
     )
     rec = TagRecommender.__new__(TagRecommender)
-    rec.vocab, rec.rules = TagVocab(tags, [1] * len(tags)), rules
+    rec.vocab, rec.rules, rec.fusion = TagVocab(tags, [1] * len(tags)), rules, None
     scores = rng.random((40, len(tags))).astype(np.float32)
     scores[:, :5] = 1.0  # ties at the top, among known tags and with new ones
     new_tags = [
