@@ -61,10 +61,7 @@ if n:
     else:  # as labelrec eval: a part at a time
         from labelrec.evaluate import EvaluationStream
 
-        stream = EvaluationStream(
-            items, rec.vocab, rec.thresholds(None), new_threshold=rec.new_tag_threshold,
-            hierarchy=rec.hierarchy,
-        )
+        stream = EvaluationStream.for_model(rec, items)
         for scores, new in rec.score_parts(items):
             stream.add(scores, new)
         stream.result()

@@ -226,14 +226,7 @@ def _evaluate_with_progress(rec: Any, products: list, args: argparse.Namespace) 
     from labelrec.evaluate import EvaluationStream
     from labelrec.progress import progress_bar
 
-    stream = EvaluationStream(
-        products,
-        rec.vocab,
-        rec.thresholds(args.threshold),
-        new_threshold=rec.new_tag_threshold if args.threshold is None else args.threshold,
-        limit=args.limit,
-        hierarchy=rec.hierarchy,
-    )
+    stream = EvaluationStream.for_model(rec, products, args.threshold, args.limit)
     bar = progress_bar(total=len(products), unit="product", desc="eval", disable=args.no_progress)
     with bar:
         for scores, new in rec.score_parts(products):

@@ -418,6 +418,26 @@ class EvaluationStream:
         """The products' gold tags (``gold_matrix``: the vocabulary's, then those outside it)."""
         return self._columns.gold
 
+    @classmethod
+    def for_model(
+        cls,
+        rec: Any,
+        products: list[Product],
+        threshold: float | None = None,
+        limit: int | None = None,
+    ) -> EvaluationStream:
+        """The evaluation of a model's decisions as it suggests them (``TagRecommender``):
+        its per-tag thresholds (``threshold``: one for every tag, new ones too), its new tags'
+        threshold, its category paths whole."""
+        return cls(
+            products,
+            rec.vocab,
+            rec.thresholds(threshold),
+            new_threshold=rec.new_tag_threshold if threshold is None else threshold,
+            limit=limit,
+            hierarchy=rec.hierarchy,
+        )
+
     def add(self, known: np.ndarray, new_tags: list[dict[str, float]] | None = None) -> None:
         """The scores of the next ``len(known)`` products: ``known`` over the vocabulary and
         the new tags proposed for each (None: none)."""

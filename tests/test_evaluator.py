@@ -488,6 +488,7 @@ def test_a_labelrec_models_decisions_keep_category_paths_whole() -> None:
     the model's suggestions leave it out too (``TagRecommender.decisions``)."""
     from labelrec.data import TagVocab
     from labelrec.mlflow.evaluator import predict_ranked
+    from labelrec.predict import TagRecommender
     from labelrec.taxonomy import ancestor_plan, parent_index
 
     tags = ["a", "a > b", "a > b > c", "d"]
@@ -500,6 +501,7 @@ def test_a_labelrec_models_decisions_keep_category_paths_whole() -> None:
             "tag_thresholds": np.array([0.95, 0.5, 0.2, 0.05]),  # a's above a > b's
             "new_tag_threshold": 1.0,
             "hierarchy": (parents, ancestor_plan(parents)),
+            "decisions": TagRecommender.decisions,  # the model's rule, as a loaded model has it
         },
     )()
 

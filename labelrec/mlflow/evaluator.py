@@ -351,17 +351,6 @@ def unmatched_gold_warning(gold: list[list[str]], ranked: Ranked, delimiter: str
     )
 
 
-def _whole(tag: str, passed: set[str], rec: Any, parents: Any) -> bool:
-    """Whether every category above ``tag`` passed its threshold too: the model decides a path
-    only whole (``TagRecommender.decisions``)."""
-    j = rec.vocab.index.get(tag)
-    while parents is not None and j is not None and parents[j] >= 0:
-        j = int(parents[j])
-        if rec.vocab.tags[j] not in passed:
-            return False
-    return True
-
-
 def predict_ranked(
     model: Any,
     data: Any,
@@ -391,17 +380,21 @@ def predict_ranked(
         params["limit"] = int(depth)
     ranked = parse_ranked(model.predict(features, params=params), column)
     if rec is not None:  # its decisions: known tags at their thresholds, new ones at theirs
-        cut, index, new_cut = rec.tag_thresholds, rec.vocab.index, rec.new_tag_threshold
-        parents = rec.hierarchy[0] if rec.hierarchy is not None else None
+        # (a category path only under a decided parent: the model's own rule, on its columns)
+        index, new_cut = rec.vocab.index, rec.new_tag_threshold
         decided = []
-        for row in ranked:
-            passed = {
-                t
-                for t, s in row
-                if s is not None and s >= (cut[index[t]] if t in index else new_cut)
-            }
+        for row in ranked:  # a product at a time: a row over the vocabulary, not a matrix
+            scores = np.full((1, len(index)), -np.inf)
+            for t, s in row:
+                if s is not None and t in index:
+                    scores[0, index[t]] = s
+            ok = rec.decisions(scores, rec.tag_thresholds)[0]
             decided.append(
-                [(t, s) for t, s in row if t in passed and _whole(t, passed, rec, parents)]
+                [
+                    (t, s)
+                    for t, s in row
+                    if s is not None and (ok[index[t]] if t in index else s >= new_cut)
+                ]
             )
         return ranked, decided, rec
     params = {"limit": int(decision_limit)} if decision_limit and "limit" in accepted else None

@@ -25,12 +25,19 @@ from mlflow.exceptions import MlflowException
 
 from labelrec import metrics
 from labelrec.config import DataConfig, model_data_config
-from labelrec.data import check_catalog_file, read_catalog
+from labelrec.data import TagVocab, check_catalog_file, read_catalog
 from labelrec.describe import DESCRIBER_KIND
 from labelrec.mlflow.evaluator import KS, PER_PRODUCT, metric_key, register_evaluator
-from labelrec.mlflow.flavor import describer_info, destination_for, labelrec_version, log_model
+from labelrec.mlflow.flavor import (
+    MODEL_SUBPATH,
+    describer_info,
+    destination_for,
+    labelrec_version,
+    log_model,
+)
 from labelrec.mlflow.store import model_versions
 from labelrec.model import ModelError, read_info
+from labelrec.modeldir import VOCAB_FILE
 
 BANDS = ("head", "torso", "tail")
 METRIC_TAG_PREFIX = "valid."
@@ -331,15 +338,14 @@ def decide(
     boot = metrics.paired_bootstrap(a, b, n_resamples=n_resamples, seed=seed, ci=0.95)
     diff = score - champion_score
     drops = {}
-    problems_bands: list[str] = []  # bands that cannot be compared: nothing says they held
+    problems: list[str] = []
     for band in BANDS:
         new = (challenger_bands or {}).get(band)
         old = (champion_bands or {}).get(band)
         if _finite(new) and _finite(old):
             drops[band] = float(old - new)
-        elif _finite(new) != _finite(old):
-            problems_bands.append(f"{band} tags measured for one side only")
-    problems = problems_bands
+        elif _finite(new) != _finite(old):  # cannot be compared: nothing says it held
+            problems.append(f"{band} tags measured for one side only")
     if not diff > margin:
         problems.append(f"not better: {metric} difference {diff:+.4f} <= margin {margin:g}")
     paired = int(np.sum(~(np.isnan(a) | np.isnan(b))))
@@ -415,13 +421,21 @@ def _saved_info(model: Any) -> dict[str, Any] | None:
         return None
 
 
-def _training_counts(model: Any) -> dict[str, Any] | None:
-    """The training counts of a loaded labelrec pyfunc model's tags (the evaluator's
-    ``tag_counts`` and ``n_train_products``), None for another kind of model."""
-    try:
-        vocab = model.unwrap_python_model().recommender.vocab
-    except Exception:  # noqa: BLE001 - not labelrec's python model
-        return None
+def _training_counts(mv: ModelVersion) -> dict[str, Any] | None:
+    """The training counts of a registered labelrec tagger's tags (the evaluator's
+    ``tag_counts`` and ``n_train_products``), read from its ``tags.json`` without loading the
+    model; None for a version that has no such file (another kind of model)."""
+    import tempfile
+
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    repo = ModelsArtifactRepository(f"models:/{mv.name}/{mv.version}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = repo.download_artifacts(f"artifacts/{MODEL_SUBPATH}/{VOCAB_FILE}", tmp)
+            vocab = TagVocab.load(path)
+        except (MlflowException, OSError, ValueError):
+            return None
     return {
         "tag_counts": dict(zip(vocab.tags, (int(c) for c in vocab.counts), strict=True)),
         "n_train_products": vocab.n_products,
@@ -530,23 +544,23 @@ def promote(
         data_cfg = model_data_config(_saved_info(model), data_overrides)
     frame = _evaluation_frame(data, data_cfg)
     with _run_context(f"promote {name}"):
-        cp_values = cp_bands = counts = None
-        if champion is not None:
-            # the champion first: its training counts band the tags (head, torso, tail) of
-            # both evaluations, so a band holds the same tags on both sides; one model in
-            # memory at a time, so the challenger is loaded again after it
-            del model
-            old = _load_version(champion, champion_alias)
-            counts = _training_counts(old)
-            cp_values, cp_bands, _ = _evaluate_version(
-                old, champion, champion_alias, frame, metric, counts
-            )
-            del old
-            model = _load_version(challenger, challenger_alias)
+        # the champion's training counts band the tags (head, torso, tail) of both
+        # evaluations, so a band holds the same tags on both sides
+        counts = _training_counts(champion) if champion is not None else None
         ch_values, ch_bands, _ = _evaluate_version(
             model, challenger, challenger_alias, frame, metric, counts
         )
-        del model
+        del model  # one model in memory at a time
+        cp_values = cp_bands = None
+        if champion is not None:
+            cp_values, cp_bands, _ = _evaluate_version(
+                _load_version(champion, champion_alias),
+                champion,
+                champion_alias,
+                frame,
+                metric,
+                counts,
+            )
         decision = decide(
             ch_values,
             cp_values,

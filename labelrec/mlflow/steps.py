@@ -446,14 +446,9 @@ def run_evaluate(
         catalog = read_catalog(data, data_cfg)
         products = catalog.products
         tracking.log_catalog_input(run_id, "eval", data, products, len(recommender.vocab))
-        # a part of the products at a time: the scores of one part in memory at once
-        stream = EvaluationStream(  # new tags ranked with the known ones, as suggested
-            products,
-            recommender.vocab,
-            recommender.thresholds(threshold),
-            new_threshold=recommender.new_tag_threshold if threshold is None else threshold,
-            hierarchy=recommender.hierarchy,
-        )
+        # a part of the products at a time (the scores of one part in memory at once), new
+        # tags ranked with the known ones, as suggested
+        stream = EvaluationStream.for_model(recommender, products, threshold)
         curve = tracking.PrecisionRecallCurve()
         seconds, start = 0.0, 0
         t0 = time.perf_counter()

@@ -259,12 +259,12 @@ def _parse_timestamps(values: pd.Series, where: Any) -> np.ndarray:
     is_number = numeric.notna().to_numpy()
     out = numeric.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)  # written below
     if is_number.any():
-        numbers_ = out[is_number]
-        if np.all((numbers_ >= 1e7) & (numbers_ < 1e8) & (numbers_ == np.floor(numbers_))):
+        given = out[is_number]
+        if np.all((given >= 1e7) & (given < 1e8) & (given == np.floor(given))):
             # eight digits: dates written YYYYMMDD (as epoch seconds they would all fall in
             # 1970-1973), when every one of them is such a date
             days = pd.to_datetime(
-                pd.Series(numbers_.astype(np.int64).astype(str)),
+                pd.Series(given.astype(np.int64).astype(str)),
                 format="%Y%m%d",
                 errors="coerce",
                 utc=True,
