@@ -83,10 +83,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def evaluate(known, new, products, vocab, thresholds, new_threshold, facets) -> dict[str, float]:
+def evaluate(
+    known, new, products, vocab, thresholds, new_threshold, facets, hierarchy=None
+) -> dict[str, float]:
+    """The rows' metrics; ``hierarchy``: the model's, so that a category path is decided only
+    under a decided parent, as the model decides (``TagRecommender.decisions``)."""
     from labelrec.taggers.span import evaluate_with_new_tags, kind_precision
 
-    out = evaluate_with_new_tags(known, new, products, vocab, thresholds, new_threshold).metrics
+    out = evaluate_with_new_tags(
+        known, new, products, vocab, thresholds, new_threshold, hierarchy=hierarchy
+    ).metrics
     for prefix in facets:
         out.update(kind_precision(known, new, products, vocab, prefix))
     return out
@@ -265,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             new_threshold = reranker.new_threshold
         glob = metrics.tune_global_threshold(y_t, scores)
         per_tag = metrics.tune_tag_thresholds(y_t, scores, glob)
-        return reranker, evaluate(known, new, report_p, vocab, per_tag, new_threshold, facets)
+        return reranker, evaluate(
+            known, new, report_p, vocab, per_tag, new_threshold, facets, rec.hierarchy
+        )
 
     def halves(tune: np.ndarray, report: np.ndarray) -> tuple[dict, dict]:
         """Tune the generator's weights and every row's thresholds on ``tune``; the rows'
@@ -310,7 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows = {
             "base model": evaluate(
-                bk_r, bn_r, report_p, vocab, cut["base"][1], rec.new_tag_threshold, facets
+                bk_r,
+                bn_r,
+                report_p,
+                vocab,
+                cut["base"][1],
+                rec.new_tag_threshold,
+                facets,
+                rec.hierarchy,
             ),
             "generated tags alone": evaluate(
                 gk_r,
@@ -320,9 +335,17 @@ def main(argv: list[str] | None = None) -> int:
                 np.full(len(vocab), cut["gen"][0], dtype=np.float32),
                 cut["gen"][0],
                 facets,
+                rec.hierarchy,
             ),
             "fused": evaluate(
-                fused_r, new_r, report_p, vocab, cut["fused"][1], tuning.new_threshold, facets
+                fused_r,
+                new_r,
+                report_p,
+                vocab,
+                cut["fused"][1],
+                tuning.new_threshold,
+                facets,
+                rec.hierarchy,
             ),
         }
         rows.update({name: row for name, (_, row) in rerank.items()})

@@ -300,9 +300,13 @@ def fit_causal_lm(
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
+        # every process's batches: the loss summed and counted over all of them
+        total = acc.reduce(
+            torch.tensor([loss_sum, n], dtype=torch.float64, device=acc.device), reduction="sum"
+        )
         record = {
             "epoch": epoch + 1,
-            "loss": loss_sum / max(n, 1),
+            "loss": float(total[0]) / max(float(total[1]), 1.0),
             "products_per_s": seen / max(seconds, 1e-9),
             "epoch_seconds": seconds,
         }

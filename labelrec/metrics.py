@@ -93,6 +93,14 @@ def _inputs(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
+def _counted(counted: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A mask of the cells that count, as a boolean array of ``shape``."""
+    counted = np.asarray(counted, dtype=bool)
+    if counted.shape != shape:
+        raise ValueError(f"shape mismatch: counted {counted.shape} vs scores {shape}")
+    return counted
+
+
 def _check_k(k: int) -> int:
     k = int(k)
     if k < 1:
@@ -472,16 +480,25 @@ def f1_of_counts(tp_tag: ArrayLike, gold_tag: ArrayLike, pred_tag: ArrayLike) ->
     }
 
 
-def tune_global_threshold(y_true: Any, scores: ArrayLike, grid: ArrayLike | None = None) -> float:
+def tune_global_threshold(
+    y_true: Any,
+    scores: ArrayLike,
+    grid: ArrayLike | None = None,
+    counted: np.ndarray | None = None,
+) -> float:
     """Single threshold from ``grid`` that maximises micro-F1 of ``scores >= t``.
 
     Default grid: ``np.linspace(0.02, 0.98, 49)``. Uses one sort of all scores plus
     binary searches, so it is cheap even for large matrices. Ties: the lowest
     maximising threshold wins, in whatever order the grid is given. Where no threshold
     decides a single gold tag (F1 0 everywhere) the highest one wins: the fewest wrong
-    decisions.
+    decisions. ``counted`` (a boolean mask of ``scores``' shape): only these cells count, as
+    gold tags and as decisions (the cells a model could score).
     """
     y, s = _inputs(y_true, scores)
+    if counted is not None:
+        counted = _counted(counted, y.shape)
+        y, s = y[counted], s[counted]
     g = np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64).ravel()
     if g.size == 0:
         raise ValueError("grid is empty")
@@ -502,6 +519,7 @@ def tune_tag_thresholds(
     min_support: int = 3,
     grid: ArrayLike | None = None,
     prior: float = 0.0,
+    counted: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-tag thresholds from ``grid`` maximising each tag's F1 on tuning data.
 
@@ -510,12 +528,16 @@ def tune_tag_thresholds(
     closest to ``global_threshold`` is taken (a mild shrinkage towards the global
     value). ``prior`` > 0 shrinks further: a tag with ``n`` positives gets
     ``(n * t_tag + prior * global_threshold) / (n + prior)``, so the fewer positives a
-    threshold was fitted on, the closer it stays to the global one. Vectorised over
-    tags; loops over the grid.
+    threshold was fitted on, the closer it stays to the global one. ``counted`` (a boolean
+    mask of ``scores``' shape): only these cells count, as gold tags and as decisions.
+    Vectorised over tags; loops over the grid.
     """
     if prior < 0:
         raise ValueError(f"prior must be >= 0, got {prior}")
     y, s = _inputs(y_true, scores)
+    if counted is not None:
+        counted = _counted(counted, y.shape)
+        y = y & counted
     g = np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64).ravel()
     if g.size == 0:
         raise ValueError("grid is empty")
@@ -526,11 +548,15 @@ def tune_tag_thresholds(
     if not fitted.size:
         return out
     y, s = y[:, fitted], s[:, fitted]
+    if counted is not None:
+        counted = counted[:, fitted]
     n_tags = y.shape[1]
     tp = np.empty((g.size, n_tags), dtype=np.int64)
     n_pred = np.empty((g.size, n_tags), dtype=np.int64)
     for i, t in enumerate(g):
         pred = s >= t
+        if counted is not None:
+            pred &= counted
         n_pred[i] = pred.sum(axis=0)
         tp[i] = (pred & y).sum(axis=0)
     support = y.sum(axis=0)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from labelrec.data import Product, TagVocab, tag_key
+from labelrec.data import Product, TagVocab, is_facet, tag_key
 from labelrec.errors import ModelError
 from labelrec.evaluate import JointLayout
 from labelrec.modeldir import RERANK_META, RERANK_MODEL, remove_component
@@ -144,18 +144,22 @@ def fusion_votes(
 
 
 def tag_kind(tag: str, separator: str | None) -> str:
-    """``path:D`` for a category path of depth D (0: a plain tag), else the facet key."""
-    depth = tag.count(separator) if separator else 0
-    if depth == 0 and ":" in tag:
+    """The facet key of a facet (``data.is_facet``, whatever its value holds), else ``path:D``
+    for a category path of depth D (0: a plain tag)."""
+    if is_facet(tag, separator):
         return "key:" + tag.split(":", 1)[0]
+    depth = tag.count(separator) if separator else 0
     return f"path:{min(depth, 6)}"
 
 
 def tag_value(tag: str, separator: str | None) -> str:
-    """The part of a tag a product's text can hold: the last path level, or the facet value."""
+    """The part of a tag a product's text can hold: the facet value, the last path level, or
+    the whole tag."""
+    if is_facet(tag, separator):
+        return tag.split(":", 1)[1].strip().lower()
     if separator and separator in tag:
         return tag.rsplit(separator, 1)[1].strip().lower()
-    return (tag.split(":", 1)[1] if ":" in tag else tag).strip().lower()
+    return tag.strip().lower()
 
 
 def candidates(

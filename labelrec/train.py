@@ -1599,6 +1599,20 @@ def fold_counts(
     return out
 
 
+def scorable_cells(tags: list[str], row_keys: list[frozenset[str]]) -> np.ndarray:
+    """(products, tags): whether the voters that scored each pooled out-of-fold product knew
+    each tag (``row_keys[i]``: the ``tag_key`` of every tag of its fold's vocabulary)."""
+    keys = [data_mod.tag_key(t) for t in tags]
+    out = np.empty((len(row_keys), len(tags)), dtype=bool)
+    rows: dict[frozenset[str], np.ndarray] = {}  # one row per fold's vocabulary
+    for i, known in enumerate(row_keys):
+        row = rows.get(known)
+        if row is None:
+            row = rows[known] = np.fromiter((k in known for k in keys), bool, len(keys))
+        out[i] = row
+    return out
+
+
 def tune_by_folds(
     cfg: Config,
     splits: Splits,
@@ -1715,8 +1729,13 @@ def tune_by_folds(
         if process_state().is_main_process:
             save_reranker(reranker, tuning_dir)  # the refit carries it from there
     y = vocab.encode(pooled.products)
-    global_t = metrics.tune_global_threshold(y, scores)
-    per_tag = metrics.tune_tag_thresholds(y, scores, global_t, prior=cfg.train.threshold_prior)
+    # a cell whose fold's vocabulary lacks the tag was never scored (0): its gold tag is no
+    # miss of a threshold, and the refit, which knows the tag, scores it
+    counted = scorable_cells(tags, row_keys)
+    global_t = metrics.tune_global_threshold(y, scores, counted=counted)
+    per_tag = metrics.tune_tag_thresholds(
+        y, scores, global_t, prior=cfg.train.threshold_prior, counted=counted
+    )
     oof = evaluate_scores_on(  # each product's tags new to its fold counted as new
         scores,
         pooled.products,

@@ -676,3 +676,35 @@ def test_the_decoders_checkpointing_saves_memory_not_results(tiny_decoder: Path)
         assert not (merged.is_gradient_checkpointing if on is None else on)
         assert merged.config.use_cache
     assert histories[1] == pytest.approx(histories[0], rel=1e-4)
+
+
+def test_a_decoders_epoch_loss_counts_every_process(tiny_decoder: Path, monkeypatch) -> None:
+    """The epoch's loss is the mean over every process's batches (summed across processes),
+    not the main process's alone; here a second process is stood in for by ``reduce``, which
+    adds one batch of loss 10 to each epoch's sums."""
+    import torch
+
+    from labelrec import causal
+    from labelrec.causal import LmExample, LmTrainSettings, fit_causal_lm, load_causal_lm
+
+    real = causal.make_accelerator
+    seen: list[tuple[float, float]] = []
+
+    def make_accelerator(*args, **kwargs):
+        acc = real(*args, **kwargs)
+
+        def reduce(tensor, reduction="sum"):
+            assert reduction == "sum"
+            seen.append((float(tensor[0]), float(tensor[1])))
+            return tensor + torch.tensor([10.0, 1.0], dtype=tensor.dtype)
+
+        acc.reduce = reduce
+        return acc
+
+    monkeypatch.setattr(causal, "make_accelerator", make_accelerator)
+    model, tokenizer = load_causal_lm(str(tiny_decoder), "generate.backbone")
+    examples = [LmExample(tokenizer("lego police").input_ids, tokenizer("Toys").input_ids)] * 4
+    settings = LmTrainSettings(epochs=1, batch_size=2, lr=1e-3, lora_r=4, lora_alpha=8)
+    _, history = fit_causal_lm(model, tokenizer, examples, settings, progress=False)
+    ((loss_sum, n),) = seen
+    assert n == 2 and history[0]["loss"] == pytest.approx((loss_sum + 10.0) / 3)

@@ -55,3 +55,22 @@ def test_new_facet_reach_counts_new_gold_values_in_titles_and_proposals() -> Non
     proposals = [{}, {"brand:Brio": 0.9}, {"brand:Brio": 0.2}, {"brand:HABA": 0.8}]
     reach = llm.new_facet_reach(products, vocab, "brand:", proposals)
     assert reach == {"products": 3, "in title": 2, "proposed": 2}
+
+
+def test_rows_decide_a_category_path_only_under_a_decided_parent() -> None:
+    import numpy as np
+
+    from labelrec.data import Product, TagVocab
+    from labelrec.taxonomy import ancestor_plan, parent_index
+
+    tags = ["Toys", "Toys > Trains"]
+    vocab = TagVocab(tags, [5, 5], 10)
+    products = [Product(id="1", title="train", tags=["Toys", "Toys > Trains"])]
+    known = np.array([[0.4, 0.6]], dtype=np.float32)  # the child passes, its parent does not
+    cut = np.array([0.5, 0.5], dtype=np.float32)
+    parents = parent_index(tags, " > ")
+    alone = llm.evaluate(known, [{}], products, vocab, cut, 0.5, [])
+    whole = llm.evaluate(
+        known, [{}], products, vocab, cut, 0.5, [], (parents, ancestor_plan(parents))
+    )
+    assert alone["micro_f1"] > 0 and whole["micro_f1"] == 0

@@ -367,6 +367,27 @@ def test_top_k_keeps_scores_equal_to_the_minimum() -> None:
     assert m.toarray().tolist() == [[0.5, 0.25, 0.0]]
 
 
+def test_top_k_keeps_ties_at_the_cut_by_priority_then_column() -> None:
+    from labelrec.recommend.index import top_k_sparse
+
+    scores = np.array([[0.5, 0.25, 0.25, 0.25], [0.25, 0.5, 0.0, 0.25]], dtype=np.float32)
+    by_column = top_k_sparse(scores, 2)
+    assert by_column.toarray().tolist() == [[0.5, 0.25, 0, 0], [0.25, 0.5, 0, 0]]
+    parents_first = top_k_sparse(scores, 2, priority=np.array([0, 2, 1, 0]))
+    assert parents_first.toarray().tolist() == [[0.5, 0, 0, 0.25], [0.25, 0.5, 0, 0]]
+    three = top_k_sparse(scores, 3, priority=np.array([0, 2, 1, 0]))
+    assert three.toarray().tolist() == [[0.5, 0, 0.25, 0.25], [0.25, 0.5, 0, 0.25]]
+    # without ties: the k largest of each row, as a full sort gives them
+    rng = np.random.default_rng(0)
+    scores = rng.random((50, 40)).astype(np.float32)
+    got = top_k_sparse(scores, 7, min_score=0.3).toarray()
+    want = np.zeros_like(scores)
+    best = np.argsort(-scores, axis=1)[:, :7]
+    np.put_along_axis(want, best, np.take_along_axis(scores, best, axis=1), axis=1)
+    assert np.array_equal(got, np.where(want >= 0.3, want, 0))
+    assert top_k_sparse(scores, 40).nnz == scores.size  # k covers every column
+
+
 def test_a_score_at_the_threshold_is_carried_as_the_filters_count_it() -> None:
     from labelrec.recommend.index import ProductIndex
 

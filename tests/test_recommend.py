@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -170,6 +171,41 @@ def test_an_index_records_the_path_separator_its_model_decides_by(trained_model_
     index = build_index(rec, [{"id": "a", "title": "LEGO City Police Station"}], embeddings=False)
     assert index.manifest["path_separator"] == " > " and index.parents is not None
     assert build_index(FakeTagger(), [{"id": "a", "title": "x"}]).manifest["path_separator"] is None
+
+
+class PathTagger(FakeTagger):
+    """Category paths kept whole, a child listed before its parent, and scores where the parent
+    ties with its child (as ancestor consistency makes them) below two other tags."""
+
+    PATH_TAGS = ["Toys > Trains", "brand:Hornby", "Toys", "color:Red"]
+
+    def __init__(self) -> None:
+        from labelrec.taxonomy import ancestor_plan, parent_index
+
+        super().__init__()
+        self.vocab = TagVocab(self.PATH_TAGS, [10, 10, 10, 10], 100)
+        self.tag_thresholds = np.full(4, 0.5, dtype=np.float32)
+        parents = parent_index(self.PATH_TAGS, " > ")
+        self.hierarchy = (parents, ancestor_plan(parents))
+        self.fusion = SimpleNamespace(separator=" > ")
+
+    def predict_scores(self, products, with_embeddings=False):
+        scores = np.array([[0.9, 0.95, 0.9, 0.95]] * len(products), dtype=np.float32)
+        return scores, None
+
+
+def test_a_parent_tied_with_its_child_at_the_top_k_cut_is_kept() -> None:
+    """Where a parent path and its child tie at the index's cut, the parent is kept, so the
+    child it carries is carried too."""
+    rows = [{"id": "a", "title": "Hornby train"}]
+    index = build_index(PathTagger(), rows, top_k=3, embeddings=False)
+    assert index.carried_tags(0) == ["brand:Hornby", "color:Red", "Toys"]
+    index = build_index(PathTagger(), rows, top_k=4, embeddings=False)
+    assert index.carried_tags(0) == ["brand:Hornby", "color:Red", "Toys > Trains", "Toys"]
+    # a free-text query's tags: the best three, the parent before the child it ties with
+    engine = ProductSearch(index, PathTagger(), query_top_k=3)
+    tags = [t["tag"] for t in engine.search("Hornby train", limit=1)["query"]["tags"]]
+    assert tags == ["brand:Hornby", "color:Red", "Toys"]
 
 
 def test_gold_tags_count_in_filters():

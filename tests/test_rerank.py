@@ -40,6 +40,12 @@ def test_tag_kind_and_value_read_paths_and_facets() -> None:
     assert tag_kind("brand:Lego", " > ") == "key:brand"
     assert tag_value("Toys > Puzzles > Jigsaw", " > ") == "jigsaw"
     assert tag_value("品牌:华为", None) == "华为"
+    # a facet whose value holds the separator is no path; a colon in a plain tag makes no facet
+    assert tag_kind("brand:Anagram > MD", " > ") == "key:brand"
+    assert tag_value("brand:Anagram > MD", " > ") == "anagram > md"
+    assert tag_kind("Star Wars: Rebels", " > ") == "path:0"
+    assert tag_value("Star Wars: Rebels", " > ") == "star wars: rebels"
+    assert tag_kind("Computers/Laptops:Gaming", "/") == "path:1"
 
 
 def test_features_see_nested_values_and_the_title() -> None:

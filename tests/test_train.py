@@ -1066,8 +1066,18 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
         evaluated.append(kwargs.get("row_keys"))
         return evaluate_scores_on(*args, **kwargs)
 
+    from labelrec import metrics
+
+    masks: list = []  # the cells each per-tag threshold tuning counted
+    tune_tags = metrics.tune_tag_thresholds
+
+    def thresholds_spy(*args, **kwargs):
+        masks.append(kwargs.get("counted"))
+        return tune_tags(*args, **kwargs)
+
     monkeypatch.setattr(Reranker, "fit", classmethod(spy))
     monkeypatch.setattr(train_mod, "evaluate_scores_on", evaluation_spy)
+    monkeypatch.setattr(metrics, "tune_tag_thresholds", thresholds_spy)
     out = tmp_path / "model"
     # auto: two folds with a refit
     cfg = tiny_config(
@@ -1108,6 +1118,11 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
         for folder in (out / TUNING_DIR / "fold-0", out / TUNING_DIR / "fold-1")
     ]
     assert set(row_keys[0]) == set(fold_vocabs) and fold_vocabs[0] != fold_vocabs[1]
+    # the pooled thresholds count a cell only where the product's fold knew the tag
+    counted = masks[-1]
+    assert counted is not None and counted.shape == (n, len(result.vocab))
+    known = np.array([[tag_key(t) in keys for t in result.vocab.tags] for keys in row_keys[0]])
+    assert np.array_equal(counted, known) and not counted.all()
     assert result.metrics["nDCG@3"] == pytest.approx(tuned.valid_metrics["nDCG@3"])
     # the run's final metrics are the out-of-fold ones; the first fold's own are kept apart
     assert tracker.metrics["final_nDCG@3"] == pytest.approx(tuned.valid_metrics["nDCG@3"])

@@ -214,7 +214,9 @@ class ProductSearch:
     def encode_texts(self, products: list[Any]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(tag vectors, embeddings, raw tag scores) of free-text products through the tagger."""
         scores, emb = self.tagger.predict_scores(products, with_embeddings=True)
-        sparse = top_k_sparse(scores, self.query_top_k, self.query_min_score)
+        depths = self.index.depths  # the model's tags come first among the index's
+        priority = None if depths is None else depths[: scores.shape[1]]
+        sparse = top_k_sparse(scores, self.query_top_k, self.query_min_score, priority)
         q_emb = (
             self.index.embed_query(emb) if (emb is not None and self.index.has_embeddings) else None
         )
@@ -227,7 +229,9 @@ class ProductSearch:
 
     def _predicted_tags(self, scores: np.ndarray, at_least: int = 3) -> list[dict[str, Any]]:
         """Tags of a free-text query: those passing their threshold, else the best few."""
-        order = np.argsort(-scores, kind="stable")[: max(self.query_top_k, at_least)]
+        depths = self.index.depths  # a parent before the child whose score it equals
+        ties = np.zeros(len(scores), np.int64) if depths is None else depths[: len(scores)]
+        order = np.lexsort((ties, -scores))[: max(self.query_top_k, at_least)]
         # as an indexed product carries them: a category path only under a passing parent
         ok = self.index.passed(np.zeros(len(order), dtype=np.int64), order, scores[order])
         passed = [j for j, keep in zip(order, ok, strict=True) if keep]

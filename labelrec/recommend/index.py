@@ -96,24 +96,36 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
-def top_k_sparse(scores: np.ndarray, top_k: int, min_score: float = 0.0) -> sp.csr_matrix:
-    """The ``top_k`` largest entries per row that are >= ``min_score``, as a CSR matrix."""
+def top_k_sparse(
+    scores: np.ndarray, top_k: int, min_score: float = 0.0, priority: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """The ``top_k`` largest entries per row that are >= ``min_score``, as a CSR matrix.
+
+    Scores tied at the cut are kept by ``priority`` (per column, lower first; a category path's
+    depth keeps a parent before the child whose score it equals), then by column."""
     scores = np.asarray(scores, dtype=np.float32)
     n, n_cols = scores.shape
     k = min(top_k, n_cols)
     if n == 0 or k == 0:
         return sp.csr_matrix((n, n_cols), dtype=np.float32)
-    cols = (
-        np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        if k < n_cols
-        else np.tile(np.arange(n_cols), (n, 1))
+    if k < n_cols:
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # each row's k-th largest
+        keep = scores > kth
+        # the ties at the cut, row-major (where they are kept at all: at least min_score)
+        rows, cols = np.nonzero((scores == kth) & (kth >= min_score))
+        rank = np.zeros(n_cols, np.int64) if priority is None else np.asarray(priority, np.int64)
+        order = np.lexsort((cols, rank[cols], rows))
+        rows, cols = rows[order], cols[order]
+        place = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place among its row's ties
+        take = place < (k - keep.sum(axis=1))[rows]
+        keep[rows[take], cols[take]] = True
+        keep &= scores >= min_score
+    else:
+        keep = scores >= min_score
+    rows, cols = np.nonzero(keep)
+    return sp.csr_matrix(
+        (scores[rows, cols], (rows, cols)), shape=(n, n_cols), dtype=np.float32
     )
-    vals = np.take_along_axis(scores, cols, axis=1)
-    keep = vals >= min_score
-    rows = np.repeat(np.arange(n), k)[keep.ravel()]
-    matrix = sp.csr_matrix((vals[keep], (rows, cols[keep])), shape=(n, n_cols), dtype=np.float32)
-    matrix.sort_indices()
-    return matrix
 
 
 def check_index_destination(directory: str | Path) -> None:
@@ -287,7 +299,7 @@ class ProductIndex:
         ok = values >= self.thresholds[cols]
         if self.parents is None or not ok.any():
             return ok
-        depth = self._depth[cols]
+        depth = self.depths[cols]
         width = np.int64(len(self.tags))
         for level in range(1, int(depth.max()) + 1):  # parents decided before their children
             cells = np.flatnonzero(ok & (depth == level))
@@ -298,8 +310,10 @@ class ProductIndex:
         return ok
 
     @functools.cached_property
-    def _depth(self) -> np.ndarray:
-        return tag_depth(self.parents) if self.parents is not None else np.zeros(0, np.int64)
+    def depths(self) -> np.ndarray | None:
+        """Each tag's number of ancestor paths (``taxonomy.tag_depth``) where ``parents`` has
+        them, else None."""
+        return tag_depth(self.parents) if self.parents is not None else None
 
     def membership(self) -> sp.csc_matrix:
         """Which products carry which tags (gold, or predicted: ``passed``)."""
@@ -587,7 +601,7 @@ def build_index(
 
     def run(chunk: list[Product]) -> None:
         scores, emb = tagger.predict_scores(chunk, with_embeddings=embeddings)
-        score_parts.append(top_k_sparse(scores, top_k, min_score))
+        score_parts.append(top_k_sparse(scores, top_k, min_score, priority))
         if embeddings and emb is not None:
             emb_parts.append(normalize_rows(emb).astype(np.float16))
         for p in chunk:
@@ -598,6 +612,8 @@ def build_index(
         if progress is not None:
             progress(len(chunk))
 
+    hierarchy = getattr(tagger, "hierarchy", None)
+    priority = tag_depth(hierarchy[0]) if hierarchy is not None else None  # parents first at ties
     pending: list[Product] = []
     for position, item in enumerate(products):
         batch = item if isinstance(item, list) else [item]
