@@ -1599,18 +1599,16 @@ def fold_counts(
     return out
 
 
-def scorable_cells(tags: list[str], row_keys: list[frozenset[str]]) -> np.ndarray:
-    """(products, tags): whether the voters that scored each pooled out-of-fold product knew
-    each tag (``row_keys[i]``: the ``tag_key`` of every tag of its fold's vocabulary)."""
-    keys = [data_mod.tag_key(t) for t in tags]
-    out = np.empty((len(row_keys), len(tags)), dtype=bool)
-    rows: dict[frozenset[str], np.ndarray] = {}  # one row per fold's vocabulary
-    for i, known in enumerate(row_keys):
-        row = rows.get(known)
-        if row is None:
-            row = rows[known] = np.fromiter((k in known for k in keys), bool, len(keys))
-        out[i] = row
-    return out
+def scorable_cells(tags: list[str], fold_tags: list[list[str]], sizes: list[int]) -> np.ndarray:
+    """(products, ``tags``): whether the voters that scored each pooled out-of-fold product had
+    each tag among their columns (``fold_tags[i]``, of the ``sizes[i]`` products of fold ``i``,
+    as ``FusionInputs.pool`` stacks them; a tag a fold lacks scores 0 in its rows)."""
+    rows = []
+    for known, n in zip(fold_tags, sizes, strict=True):
+        known = set(known)
+        row = np.fromiter((t in known for t in tags), bool, len(tags))
+        rows.append(np.broadcast_to(row, (n, len(tags))))
+    return np.concatenate(rows) if rows else np.zeros((0, len(tags)), dtype=bool)
 
 
 def tune_by_folds(
@@ -1731,7 +1729,7 @@ def tune_by_folds(
     y = vocab.encode(pooled.products)
     # a cell whose fold's vocabulary lacks the tag was never scored (0): its gold tag is no
     # miss of a threshold, and the refit, which knows the tag, scores it
-    counted = scorable_cells(tags, row_keys)
+    counted = scorable_cells(tags, part_tags, part_sizes)
     global_t = metrics.tune_global_threshold(y, scores, counted=counted)
     per_tag = metrics.tune_tag_thresholds(
         y, scores, global_t, prior=cfg.train.threshold_prior, counted=counted

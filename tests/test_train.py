@@ -1121,7 +1121,10 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
     # the pooled thresholds count a cell only where the product's fold knew the tag
     counted = masks[-1]
     assert counted is not None and counted.shape == (n, len(result.vocab))
-    known = np.array([[tag_key(t) in keys for t in result.vocab.tags] for keys in row_keys[0]])
+    folders = [out / TUNING_DIR / f"fold-{i}" for i in (0, 1)]
+    fold_tags = [set(TagVocab.load(folder / VOCAB_FILE).tags) for folder in folders]
+    which = [fold_vocabs.index(keys) for keys in row_keys[0]]  # the fold that scored each row
+    known = np.array([[t in fold_tags[i] for t in result.vocab.tags] for i in which])
     assert np.array_equal(counted, known) and not counted.all()
     assert result.metrics["nDCG@3"] == pytest.approx(tuned.valid_metrics["nDCG@3"])
     # the run's final metrics are the out-of-fold ones; the first fold's own are kept apart
@@ -1407,6 +1410,17 @@ def test_a_run_without_valid_products_says_nothing_was_tuned(
         train(cfg, progress=False)
     warned = [r.getMessage() for r in caplog.records if "no valid products" in r.getMessage()]
     assert len(warned) == 1, warned
+
+
+def test_scorable_cells_are_the_columns_of_each_rows_fold_by_exact_name() -> None:
+    """A fold that knows ``brand:Lego`` scores 0 in the pooled column ``brand:LEGO`` (another
+    tag of the catalog's, trained apart): that cell is not scorable."""
+    from labelrec.train import scorable_cells
+
+    tags = ["brand:LEGO", "brand:Lego", "Toys"]
+    cells = scorable_cells(tags, [["brand:Lego", "Toys"], ["brand:LEGO", "brand:Lego"]], [1, 2])
+    assert cells.tolist() == [[False, True, True], [True, True, False], [True, True, False]]
+    assert scorable_cells(tags, [], []).shape == (0, 3)
 
 
 def test_fold_counts_never_count_the_product_scored() -> None:

@@ -123,9 +123,7 @@ def top_k_sparse(
     else:
         keep = scores >= min_score
     rows, cols = np.nonzero(keep)
-    return sp.csr_matrix(
-        (scores[rows, cols], (rows, cols)), shape=(n, n_cols), dtype=np.float32
-    )
+    return sp.csr_matrix((scores[rows, cols], (rows, cols)), shape=(n, n_cols), dtype=np.float32)
 
 
 def check_index_destination(directory: str | Path) -> None:
