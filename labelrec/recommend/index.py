@@ -9,9 +9,10 @@ An index directory holds plain files, loadable with numpy and pandas only (no to
   per-tag score thresholds (a product *carries* a predicted tag at or above its threshold, a
   category path only under a carried parent where the manifest names the model's
   ``path_separator``) and the tags' training counts (for idf weights);
-- ``tag_scores.npz``: the top ``top_k`` predicted scores per product (at least ``min_score``) as
-  CSR arrays ``indptr``, ``indices``, ``data`` (float32: a score just above its threshold
-  stays above it) and ``shape``;
+- ``tag_scores.npz``: the top ``top_k`` predicted scores per product (at least ``min_score``; of
+  scores tied at the cut, a parent path before its child) as CSR arrays ``indptr``,
+  ``indices``, ``data`` (float32: a score just above its threshold stays above it) and
+  ``shape``;
 - ``gold_tags.npz``: the known (catalog) tags as CSR ``indptr``, ``indices``, ``shape``;
 - ``embeddings.npy``: L2-normalised pooled text embeddings of the fine-tuned backbone (float16),
   absent when the index was built without them; by default reduced to 128 dimensions by PCA
