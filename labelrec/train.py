@@ -1727,12 +1727,17 @@ def tune_by_folds(
         if process_state().is_main_process:
             save_reranker(reranker, tuning_dir)  # the refit carries it from there
     y = vocab.encode(pooled.products)
-    # a cell whose fold's vocabulary lacks the tag was never scored (0): its gold tag is no
-    # miss of a threshold, and the refit, which knows the tag, scores it
-    counted = scorable_cells(tags, part_tags, part_sizes)
-    global_t = metrics.tune_global_threshold(y, scores, counted=counted)
+    # Every cell counts for the global threshold (micro-F1's best cut falls with the gold tags
+    # that no threshold reaches, and a product scored later has such tags too: ones its model
+    # never saw). A tag's own threshold counts only the cells whose fold's vocabulary had the
+    # tag: elsewhere it was never scored (0), and the refit, which knows it, scores it.
+    global_t = metrics.tune_global_threshold(y, scores)
     per_tag = metrics.tune_tag_thresholds(
-        y, scores, global_t, prior=cfg.train.threshold_prior, counted=counted
+        y,
+        scores,
+        global_t,
+        prior=cfg.train.threshold_prior,
+        counted=scorable_cells(tags, part_tags, part_sizes),
     )
     oof = evaluate_scores_on(  # each product's tags new to its fold counted as new
         scores,

@@ -1069,15 +1069,20 @@ def test_tuning_folds_choose_on_every_product_out_of_fold(
     from labelrec import metrics
 
     masks: list = []  # the cells each per-tag threshold tuning counted
-    tune_tags = metrics.tune_tag_thresholds
+    tune_tags, tune_global = metrics.tune_tag_thresholds, metrics.tune_global_threshold
 
     def thresholds_spy(*args, **kwargs):
         masks.append(kwargs.get("counted"))
         return tune_tags(*args, **kwargs)
 
+    def global_spy(*args, **kwargs):  # every cell counts for the global threshold
+        assert kwargs.get("counted") is None
+        return tune_global(*args, **kwargs)
+
     monkeypatch.setattr(Reranker, "fit", classmethod(spy))
     monkeypatch.setattr(train_mod, "evaluate_scores_on", evaluation_spy)
     monkeypatch.setattr(metrics, "tune_tag_thresholds", thresholds_spy)
+    monkeypatch.setattr(metrics, "tune_global_threshold", global_spy)
     out = tmp_path / "model"
     # auto: two folds with a refit
     cfg = tiny_config(
