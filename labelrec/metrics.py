@@ -93,14 +93,6 @@ def _inputs(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
-def _counted(counted: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """A mask of the cells that count, as a boolean array of ``shape``."""
-    counted = np.asarray(counted, dtype=bool)
-    if counted.shape != shape:
-        raise ValueError(f"shape mismatch: counted {counted.shape} vs scores {shape}")
-    return counted
-
-
 def _check_k(k: int) -> int:
     k = int(k)
     if k < 1:
@@ -480,25 +472,16 @@ def f1_of_counts(tp_tag: ArrayLike, gold_tag: ArrayLike, pred_tag: ArrayLike) ->
     }
 
 
-def tune_global_threshold(
-    y_true: Any,
-    scores: ArrayLike,
-    grid: ArrayLike | None = None,
-    counted: np.ndarray | None = None,
-) -> float:
+def tune_global_threshold(y_true: Any, scores: ArrayLike, grid: ArrayLike | None = None) -> float:
     """Single threshold from ``grid`` that maximises micro-F1 of ``scores >= t``.
 
     Default grid: ``np.linspace(0.02, 0.98, 49)``. Uses one sort of all scores plus
     binary searches, so it is cheap even for large matrices. Ties: the lowest
     maximising threshold wins, in whatever order the grid is given. Where no threshold
     decides a single gold tag (F1 0 everywhere) the highest one wins: the fewest wrong
-    decisions. ``counted`` (a boolean mask of ``scores``' shape): only these cells count, as
-    gold tags and as decisions (the cells a model could score).
+    decisions.
     """
     y, s = _inputs(y_true, scores)
-    if counted is not None:
-        counted = _counted(counted, y.shape)
-        y, s = y[counted], s[counted]
     g = np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64).ravel()
     if g.size == 0:
         raise ValueError("grid is empty")
@@ -536,7 +519,9 @@ def tune_tag_thresholds(
         raise ValueError(f"prior must be >= 0, got {prior}")
     y, s = _inputs(y_true, scores)
     if counted is not None:
-        counted = _counted(counted, y.shape)
+        counted = np.asarray(counted, dtype=bool)
+        if counted.shape != y.shape:
+            raise ValueError(f"shape mismatch: counted {counted.shape} vs scores {y.shape}")
         y = y & counted
     g = np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64).ravel()
     if g.size == 0:
