@@ -6,10 +6,12 @@ tag and product. Some choices it cannot make that way: which of two nested spans
 the tag (``品类:眼镜`` or ``品类:眼镜框``), whether a brand-like span is the brand, how far to
 trust the TF-IDF neighbours for a rare tag. The reranker reads, for each of a product's
 ``candidates`` best tags (known and new), the final and fused scores, each voter's own score, the
-tag's kind (its facet key, or its depth in a category path), its training count and how its value
-sits in the title and among the other candidates, and gives the probability that the tag is
-right (scikit-learn's ``HistGradientBoostingClassifier``, its size chosen among ``SETTINGS``).
-Tags outside the candidates keep their order below them.
+tag's kind (its facet key, or its depth in a category path), its training count, how its value
+sits in the title and among the other candidates, how much of its category subtree is among them
+and how far it stands from the best other candidate of its kind (two top-level categories that a
+catalog files one product under either), and gives the probability that the tag is right (scikit-learn's ``HistGradientBoostingClassifier``, its size chosen among ``SETTINGS``).
+Tags outside the candidates keep their order below them. A saved reranker names the features it
+was fitted on, and a later labelrec that computes more gives it those columns only.
 
 It is fitted on the valid products, whose evidence no voter was trained on. The scores that tune
 the thresholds (and report valid metrics) are out-of-fold: each valid product is scored by a
@@ -60,6 +62,9 @@ FEATURES = (
     "title_count",  # times the value occurs in the title
     "in_description",  # 1 when the value occurs in the description
     "children",  # candidates that are children of this category path
+    "subtree",  # the final scores of its descendant candidates, summed, / the best final score
+    "kind_rank",  # 0-based place among the candidates of its kind
+    "kind_margin",  # (final - the best other candidate of its kind's) / the best final score
 )
 KIND = FEATURES.index("kind")
 MAX_KINDS = 32  # the most frequent kinds get their own category; the rest share one
@@ -226,6 +231,7 @@ def features(
         new_span = votes.span_new[i] if votes.span_new is not None else {}
         new_gen = votes.gen_new[i] if votes.gen_new is not None else {}
         new_fused = votes.fused_new[i] if votes.fused_new is not None else {}
+        kind_of = [tag_kind(t, separator) for t in tags]
         for r, (tag, j, score) in enumerate(row):
             v = values[r]
             pos = title.find(v) if v else -1
@@ -243,6 +249,9 @@ def features(
                 gen = float(votes.gen_known[i, j]) if votes.gen_known is not None else 0.0
                 count = int(counts[j])
             prefix = tag + separator if separator else None
+            below = [s for t, _, s in row if prefix and t.startswith(prefix)]
+            rivals = [s for q, (_, _, s) in enumerate(row) if q != r and kind_of[q] == kind_of[r]]
+            norm = top if top > 0 else 1.0
             rows.append(
                 [
                     score,
@@ -255,14 +264,17 @@ def features(
                     gen,
                     float(j is not None),
                     math.log1p(count),
-                    kinds.get(tag_kind(tag, separator), 0),
+                    kinds.get(kind_of[r], 0),
                     len(v),
                     sum(1 for q, w in enumerate(values) if q != r and w != v and v in w),
                     sum(1 for q, w in enumerate(values) if q != r and w != v and w and w in v),
                     pos / max(len(title), 1) if pos >= 0 else -1.0,
                     title.count(v) if v else 0,
                     float(bool(v) and v in desc),
-                    sum(1 for t in tags if prefix and t.startswith(prefix)),
+                    len(below),
+                    sum(below) / norm,
+                    sum(1 for q in range(r) if kind_of[q] == kind_of[r]),
+                    (score - max(rivals, default=0.0)) / norm,
                 ]
             )
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURES))
@@ -331,6 +343,7 @@ class Reranker:
     new_threshold: float = 1.0
     report: dict[str, float] | None = None
     generator: bool = False  # fitted on the tag generator's votes: needs them to apply
+    features: tuple[str, ...] = FEATURES  # the columns it was fitted on, in order (of FEATURES)
 
     def apply(
         self,
@@ -347,6 +360,8 @@ class Reranker:
             return votes.final, votes.final_new
         cands = candidates(votes.final, votes.final_new, vocab, self.candidates)
         x = features(products, votes, vocab, cands, self.separator, self.kinds)
+        if self.features != FEATURES:  # fitted on fewer columns by an earlier labelrec
+            x = x[:, [FEATURES.index(name) for name in self.features]]
         probs = self.model.predict_proba(x)[:, 1] if len(x) else np.zeros(0)
         return _scatter(probs, cands, votes.final, parents, plan)
 
@@ -438,7 +453,7 @@ class Reranker:
         joblib.dump(self.model, model_dir / RERANK_MODEL)
         meta = {
             "format_version": RERANK_FORMAT,
-            "features": list(FEATURES),
+            "features": list(self.features),
             "kinds": self.kinds,
             "candidates": self.candidates,
             "separator": self.separator,
@@ -467,8 +482,12 @@ class Reranker:
         )
         if not isinstance(meta, dict) or not isinstance(meta.get("features"), list):
             raise ModelError(f"{model_dir / RERANK_META}: not a reranker's settings; {damaged}")
-        if meta["features"] != list(FEATURES):
-            raise ValueError(f"{model_dir / RERANK_META}: its features are not this labelrec's")
+        unknown = [name for name in meta["features"] if name not in FEATURES]
+        if unknown:
+            raise ValueError(
+                f"{model_dir / RERANK_META}: fitted on features this labelrec does not compute"
+                f" ({', '.join(map(str, unknown))}): train the model again"
+            )
         try:
             separator = meta["separator"]
             if separator is not None and not isinstance(separator, str):
@@ -505,7 +524,19 @@ class Reranker:
             raise ModelError(
                 f"{path}: the reranker cannot be read ({type(err).__name__}: {first}); {damaged}"
             ) from None
-        return cls(model, *settings, meta.get("report"), bool(meta.get("generator", False)))
+        width = getattr(model, "n_features_in_", len(meta["features"]))
+        if width != len(meta["features"]):
+            raise ModelError(
+                f"{model_dir / RERANK_META}: {len(meta['features'])} features named for a"
+                f" classifier of {width}; {damaged}"
+            )
+        return cls(
+            model,
+            *settings,
+            meta.get("report"),
+            bool(meta.get("generator", False)),
+            tuple(meta["features"]),
+        )
 
 
 def save_reranker(reranker: Reranker | None, model_dir: str | Path) -> None:

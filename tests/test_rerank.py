@@ -65,6 +65,31 @@ def test_features_see_nested_values_and_the_title() -> None:
     assert short[col["kind"]] == 1 and short[col["known"]] == 1
 
 
+def test_features_weigh_a_paths_subtree_and_its_rivals_of_one_kind() -> None:
+    tags = ["Hobbies", "Hobbies > Kits", "Hobbies > Kits > Cars", "Vehicles", "Vehicles > Cars"]
+    vocab = TagVocab(tags, [5] * len(tags), 10)
+    final = np.array([[0.8, 0.8, 0.8, 0.6, 0.6]], dtype=np.float32)
+    product = Product(id="1", title="a model car kit", tags=["Vehicles"])
+    votes = Votes(final=final, final_new=[{}], neural=final, fused=final)
+    cands = candidates(final, [{}], vocab, 5)
+    x = features([product], votes, vocab, cands, " > ", {})
+    at = {t: r for r, (t, _, _) in enumerate(cands[0])}
+    col = {name: i for i, name in enumerate(FEATURES)}
+
+    def value(tag: str, name: str) -> float:
+        return float(x[at[tag], col[name]])
+
+    assert value("Hobbies", "children") == 2 and value("Hobbies", "subtree") == pytest.approx(2.0)
+    assert value("Vehicles", "subtree") == pytest.approx(0.75)  # 0.6 / the best 0.8
+    assert value("Hobbies > Kits > Cars", "subtree") == 0.0
+    # the top-level categories: the first, and the second 0.2 / 0.8 behind it
+    assert value("Hobbies", "kind_rank") == 0 and value("Vehicles", "kind_rank") == 1
+    assert value("Hobbies", "kind_margin") == pytest.approx(0.25)
+    assert value("Vehicles", "kind_margin") == pytest.approx(-0.25)
+    # alone of its kind: its margin is its own score against none
+    assert value("Hobbies > Kits > Cars", "kind_margin") == pytest.approx(1.0)
+
+
 def test_candidates_keep_a_new_tag_the_vocabulary_holds_as_new() -> None:
     # pooled out-of-fold evidence: "brand:Acme" is a column (another fold's tag) that this
     # product's voters never knew (score 0), and its span tagger proposed it as new
@@ -208,11 +233,39 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     b, _ = loaded.apply(test, vocab, test_votes)
     np.testing.assert_allclose(a, b)
     meta = json.loads((tmp_path / "rerank.json").read_text())
-    meta["features"] = meta["features"][:-1]
+    meta["features"] = meta["features"][:-1] + ["a feature of another labelrec"]
     (tmp_path / "rerank.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ValueError, match="a feature of another labelrec"):
         Reranker.load(tmp_path)
     assert Reranker.load(tmp_path / "none") is None
+
+
+def test_a_reranker_fitted_on_fewer_features_reads_its_own_columns(tmp_path: Path) -> None:
+    from labelrec.rerank import KIND, _classifier
+
+    products, vocab, votes = nested_catalog(80, 0)
+    reranker = Reranker.fit(products, vocab, votes, None, None, 5, seed=0)[0]
+    assert reranker is not None and reranker.features == FEATURES
+    older = FEATURES[: KIND + 1] + ("children",)  # a labelrec that computed fewer
+    cands = candidates(votes.final, votes.final_new, vocab, 5)
+    x = features(products, votes, vocab, cands, None, reranker.kinds)
+    gold = np.asarray(
+        [t in p.tags for p, row in zip(products, cands, strict=True) for t, _, _ in row]
+    )
+    columns = [FEATURES.index(name) for name in older]
+    reranker.model = _classifier(0, {"max_iter": 50, "max_depth": 3}).fit(x[:, columns], gold)
+    reranker.features = older
+    reranker.save(tmp_path)
+    loaded = Reranker.load(tmp_path)
+    assert loaded is not None and loaded.features == older
+    test, _, test_votes = nested_catalog(20, 2)
+    scores, _ = loaded.apply(test, vocab, test_votes)
+    test_cands = candidates(test_votes.final, test_votes.final_new, vocab, 5)
+    probs = reranker.model.predict_proba(
+        features(test, test_votes, vocab, test_cands, None, reranker.kinds)[:, columns]
+    )[:, 1]
+    first = [row[int(np.argmax(probs[5 * i : 5 * i + 5]))][1] for i, row in enumerate(test_cands)]
+    assert [int(np.argmax(row)) for row in scores] == first
 
 
 def test_a_damaged_or_foreign_reranker_is_one_error_naming_its_file(
@@ -251,6 +304,9 @@ def test_a_damaged_or_foreign_reranker_is_one_error_naming_its_file(
         ),
         damaged("list", lambda f: (f / "rerank.json").write_text("[]")): (
             "rerank.json: not a JSON object; the model directory is damaged"
+        ),
+        damaged("fewer", lambda f: edit_meta(f, lambda m: m.update(features=m["features"][:-1]))): (
+            rf"rerank.json: {len(FEATURES) - 1} features named for a classifier of {len(FEATURES)}"
         ),
     }
     for folder, message in cases.items():
