@@ -7,12 +7,13 @@ the tag (``品类:眼镜`` or ``品类:眼镜框``), whether a brand-like span i
 trust the TF-IDF neighbours for a rare tag. The reranker reads, for each of a product's
 ``candidates`` best tags (known and new), the final and fused scores, each voter's own score, the
 tag's kind (its facet key, or its depth in a category path), its training count, how its value
-sits in the title and among the other candidates, and how much of its category subtree is among
-them (of two top-level categories that a catalog files one product under either, the branch with
-more of the product's evidence), and gives the probability that the tag is right (scikit-learn's
-``HistGradientBoostingClassifier``, its size chosen among ``SETTINGS``).
-Tags outside the candidates keep their order below them. A saved reranker names the features it
-was fitted on, and a later labelrec that computes more gives it those columns only.
+sits in the title and among the other candidates, and for a category path how much of its subtree
+is among them and how it stands against the other candidate paths of its depth (two top-level
+categories that a catalog files one product under either), and gives the probability that the
+tag is right (scikit-learn's ``HistGradientBoostingClassifier``, its size chosen among
+``SETTINGS``). Tags outside the candidates keep their order below them. A saved reranker names
+the features it was fitted on, and a later labelrec that computes more gives it those columns
+only.
 
 It is fitted on the valid products, whose evidence no voter was trained on. The scores that tune
 the thresholds (and report valid metrics) are out-of-fold: each valid product is scored by a
@@ -64,6 +65,8 @@ FEATURES = (
     "in_description",  # 1 when the value occurs in the description
     "children",  # candidates that are children of this category path
     "subtree",  # the final scores of its descendant candidates, summed, / the best final score
+    "kind_rank",  # a category path's 0-based place among the candidates of its depth; 0 for facets
+    "kind_margin",  # (final - the best other path of its depth's) / the best final; 0 for facets
 )
 KIND = FEATURES.index("kind")
 MAX_KINDS = 32  # the most frequent kinds get their own category; the rest share one
@@ -226,9 +229,11 @@ def features(
         desc = (product.description or "").lower()
         values = [tag_value(t, separator) for t, _, _ in row]
         top = row[0][2] if row else 1.0
+        tags = [t for t, _, _ in row]
         new_span = votes.span_new[i] if votes.span_new is not None else {}
         new_gen = votes.gen_new[i] if votes.gen_new is not None else {}
         new_fused = votes.fused_new[i] if votes.fused_new is not None else {}
+        kind_of = [tag_kind(t, separator) for t in tags]
         for r, (tag, j, score) in enumerate(row):
             v = values[r]
             pos = title.find(v) if v else -1
@@ -247,6 +252,9 @@ def features(
                 count = int(counts[j])
             prefix = tag + separator if separator else None
             below = [s for t, _, s in row if prefix and t.startswith(prefix)]
+            path = kind_of[r].startswith("path:")
+            rivals = [s for q, (_, _, s) in enumerate(row) if q != r and kind_of[q] == kind_of[r]]
+            norm = top if top > 0 else 1.0
             rows.append(
                 [
                     score,
@@ -259,7 +267,7 @@ def features(
                     gen,
                     float(j is not None),
                     math.log1p(count),
-                    kinds.get(tag_kind(tag, separator), 0),
+                    kinds.get(kind_of[r], 0),
                     len(v),
                     sum(1 for q, w in enumerate(values) if q != r and w != v and v in w),
                     sum(1 for q, w in enumerate(values) if q != r and w != v and w and w in v),
@@ -267,7 +275,9 @@ def features(
                     title.count(v) if v else 0,
                     float(bool(v) and v in desc),
                     len(below),
-                    sum(below) / top if top > 0 else 0.0,
+                    sum(below) / norm,
+                    sum(1 for q in range(r) if kind_of[q] == kind_of[r]) if path else 0,
+                    (score - max(rivals, default=0.0)) / norm if path else 0.0,
                 ]
             )
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURES))

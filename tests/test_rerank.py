@@ -65,7 +65,7 @@ def test_features_see_nested_values_and_the_title() -> None:
     assert short[col["kind"]] == 1 and short[col["known"]] == 1
 
 
-def test_features_weigh_a_paths_subtree() -> None:
+def test_features_weigh_a_paths_subtree_and_its_rivals_of_one_kind() -> None:
     tags = ["Hobbies", "Hobbies > Kits", "Hobbies > Kits > Cars", "Vehicles", "Vehicles > Cars"]
     vocab = TagVocab(tags, [5] * len(tags), 10)
     final = np.array([[0.8, 0.8, 0.8, 0.6, 0.6]], dtype=np.float32)
@@ -82,6 +82,12 @@ def test_features_weigh_a_paths_subtree() -> None:
     assert value("Hobbies", "children") == 2 and value("Hobbies", "subtree") == pytest.approx(2.0)
     assert value("Vehicles", "subtree") == pytest.approx(0.75)  # 0.6 / the best 0.8
     assert value("Hobbies > Kits > Cars", "subtree") == 0.0
+    # the top-level categories: the first, and the second 0.2 / 0.8 behind it
+    assert value("Hobbies", "kind_rank") == 0 and value("Vehicles", "kind_rank") == 1
+    assert value("Hobbies", "kind_margin") == pytest.approx(0.25)
+    assert value("Vehicles", "kind_margin") == pytest.approx(-0.25)
+    # alone of its kind: its margin is its own score against none
+    assert value("Hobbies > Kits > Cars", "kind_margin") == pytest.approx(1.0)
 
 
 def test_candidates_keep_a_new_tag_the_vocabulary_holds_as_new() -> None:
