@@ -65,13 +65,14 @@ def test_features_see_nested_values_and_the_title() -> None:
     assert short[col["kind"]] == 1 and short[col["known"]] == 1
 
 
-def test_features_weigh_a_paths_subtree_and_its_rivals_of_one_kind() -> None:
+def test_features_weigh_a_paths_subtree_and_the_paths_of_its_depth() -> None:
     tags = ["Hobbies", "Hobbies > Kits", "Hobbies > Kits > Cars", "Vehicles", "Vehicles > Cars"]
+    tags += ["brand:Revell", "brand:Airfix"]
     vocab = TagVocab(tags, [5] * len(tags), 10)
-    final = np.array([[0.8, 0.8, 0.8, 0.6, 0.6]], dtype=np.float32)
+    final = np.array([[0.8, 0.8, 0.8, 0.6, 0.6, 0.5, 0.4]], dtype=np.float32)
     product = Product(id="1", title="a model car kit", tags=["Vehicles"])
     votes = Votes(final=final, final_new=[{}], neural=final, fused=final)
-    cands = candidates(final, [{}], vocab, 5)
+    cands = candidates(final, [{}], vocab, 7)
     x = features([product], votes, vocab, cands, " > ", {})
     at = {t: r for r, (t, _, _) in enumerate(cands[0])}
     col = {name: i for i, name in enumerate(FEATURES)}
@@ -88,6 +89,9 @@ def test_features_weigh_a_paths_subtree_and_its_rivals_of_one_kind() -> None:
     assert value("Vehicles", "kind_margin") == pytest.approx(-0.25)
     # alone of its kind: its margin is its own score against none
     assert value("Hobbies > Kits > Cars", "kind_margin") == pytest.approx(1.0)
+    # facets have no branch and no place among paths
+    for brand in ("brand:Revell", "brand:Airfix"):
+        assert [value(brand, name) for name in ("subtree", "kind_rank", "kind_margin")] == [0, 0, 0]
 
 
 def test_candidates_keep_a_new_tag_the_vocabulary_holds_as_new() -> None:
