@@ -6,14 +6,11 @@ tag and product. Some choices it cannot make that way: which of two nested spans
 the tag (``品类:眼镜`` or ``品类:眼镜框``), whether a brand-like span is the brand, how far to
 trust the TF-IDF neighbours for a rare tag. The reranker reads, for each of a product's
 ``candidates`` best tags (known and new), the final and fused scores, each voter's own score, the
-tag's kind (its facet key, or its depth in a category path), its training count, how its value
-sits in the title and among the other candidates, and for a category path how much of its subtree
-is among them and how it stands against the other candidate paths of its depth (two top-level
-categories that a catalog files one product under either), and gives the probability that the
-tag is right (scikit-learn's ``HistGradientBoostingClassifier``, its size chosen among
-``SETTINGS``). Tags outside the candidates keep their order below them. A saved reranker names
-the features it was fitted on, and a later labelrec that computes more gives it those columns
-only.
+tag's kind (its facet key, or its depth in a category path), its training count and how its value
+sits in the title and among the other candidates, and gives the probability that the tag is
+right (scikit-learn's ``HistGradientBoostingClassifier``, its size chosen among ``SETTINGS``).
+Tags outside the candidates keep their order below them. A saved reranker names the features it
+was fitted on and is given those columns only, so a labelrec that computes more still applies it.
 
 It is fitted on the valid products, whose evidence no voter was trained on. The scores that tune
 the thresholds (and report valid metrics) are out-of-fold: each valid product is scored by a
@@ -64,9 +61,6 @@ FEATURES = (
     "title_count",  # times the value occurs in the title
     "in_description",  # 1 when the value occurs in the description
     "children",  # candidates that are children of this category path
-    "subtree",  # the final scores of its descendant candidates, summed, / the best final score
-    "kind_rank",  # a category path's 0-based place among the candidates of its depth; 0 for facets
-    "kind_margin",  # (final - the best other path of its depth's) / the best final; 0 for facets
 )
 KIND = FEATURES.index("kind")
 MAX_KINDS = 32  # the most frequent kinds get their own category; the rest share one
@@ -233,7 +227,6 @@ def features(
         new_span = votes.span_new[i] if votes.span_new is not None else {}
         new_gen = votes.gen_new[i] if votes.gen_new is not None else {}
         new_fused = votes.fused_new[i] if votes.fused_new is not None else {}
-        kind_of = [tag_kind(t, separator) for t in tags]
         for r, (tag, j, score) in enumerate(row):
             v = values[r]
             pos = title.find(v) if v else -1
@@ -251,10 +244,6 @@ def features(
                 gen = float(votes.gen_known[i, j]) if votes.gen_known is not None else 0.0
                 count = int(counts[j])
             prefix = tag + separator if separator else None
-            below = [s for t, _, s in row if prefix and t.startswith(prefix)]
-            path = kind_of[r].startswith("path:")
-            rivals = [s for q, (_, _, s) in enumerate(row) if q != r and kind_of[q] == kind_of[r]]
-            norm = top if top > 0 else 1.0
             rows.append(
                 [
                     score,
@@ -267,17 +256,14 @@ def features(
                     gen,
                     float(j is not None),
                     math.log1p(count),
-                    kinds.get(kind_of[r], 0),
+                    kinds.get(tag_kind(tag, separator), 0),
                     len(v),
                     sum(1 for q, w in enumerate(values) if q != r and w != v and v in w),
                     sum(1 for q, w in enumerate(values) if q != r and w != v and w and w in v),
                     pos / max(len(title), 1) if pos >= 0 else -1.0,
                     title.count(v) if v else 0,
                     float(bool(v) and v in desc),
-                    len(below),
-                    sum(below) / norm,
-                    sum(1 for q in range(r) if kind_of[q] == kind_of[r]) if path else 0,
-                    (score - max(rivals, default=0.0)) / norm if path else 0.0,
+                    sum(1 for t in tags if prefix and t.startswith(prefix)),
                 ]
             )
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURES))
@@ -363,7 +349,7 @@ class Reranker:
             return votes.final, votes.final_new
         cands = candidates(votes.final, votes.final_new, vocab, self.candidates)
         x = features(products, votes, vocab, cands, self.separator, self.kinds)
-        if self.features != FEATURES:  # fitted on fewer columns by an earlier labelrec
+        if self.features != FEATURES:  # fitted on some of the columns
             x = x[:, [FEATURES.index(name) for name in self.features]]
         probs = self.model.predict_proba(x)[:, 1] if len(x) else np.zeros(0)
         return _scatter(probs, cands, votes.final, parents, plan)

@@ -65,35 +65,6 @@ def test_features_see_nested_values_and_the_title() -> None:
     assert short[col["kind"]] == 1 and short[col["known"]] == 1
 
 
-def test_features_weigh_a_paths_subtree_and_the_paths_of_its_depth() -> None:
-    tags = ["Hobbies", "Hobbies > Kits", "Hobbies > Kits > Cars", "Vehicles", "Vehicles > Cars"]
-    tags += ["brand:Revell", "brand:Airfix"]
-    vocab = TagVocab(tags, [5] * len(tags), 10)
-    final = np.array([[0.8, 0.8, 0.8, 0.6, 0.6, 0.5, 0.4]], dtype=np.float32)
-    product = Product(id="1", title="a model car kit", tags=["Vehicles"])
-    votes = Votes(final=final, final_new=[{}], neural=final, fused=final)
-    cands = candidates(final, [{}], vocab, 7)
-    x = features([product], votes, vocab, cands, " > ", {})
-    at = {t: r for r, (t, _, _) in enumerate(cands[0])}
-    col = {name: i for i, name in enumerate(FEATURES)}
-
-    def value(tag: str, name: str) -> float:
-        return float(x[at[tag], col[name]])
-
-    assert value("Hobbies", "children") == 2 and value("Hobbies", "subtree") == pytest.approx(2.0)
-    assert value("Vehicles", "subtree") == pytest.approx(0.75)  # 0.6 / the best 0.8
-    assert value("Hobbies > Kits > Cars", "subtree") == 0.0
-    # the top-level categories: the first, and the second 0.2 / 0.8 behind it
-    assert value("Hobbies", "kind_rank") == 0 and value("Vehicles", "kind_rank") == 1
-    assert value("Hobbies", "kind_margin") == pytest.approx(0.25)
-    assert value("Vehicles", "kind_margin") == pytest.approx(-0.25)
-    # alone of its kind: its margin is its own score against none
-    assert value("Hobbies > Kits > Cars", "kind_margin") == pytest.approx(1.0)
-    # facets have no branch and no place among paths
-    for brand in ("brand:Revell", "brand:Airfix"):
-        assert [value(brand, name) for name in ("subtree", "kind_rank", "kind_margin")] == [0, 0, 0]
-
-
 def test_candidates_keep_a_new_tag_the_vocabulary_holds_as_new() -> None:
     # pooled out-of-fold evidence: "brand:Acme" is a column (another fold's tag) that this
     # product's voters never knew (score 0), and its span tagger proposed it as new
